@@ -1,0 +1,88 @@
+//! The one error type of the compacted topic.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::Offset;
+
+/// Everything that can go wrong in the compacted topic. Each variant names
+/// the file, position or offset a reader needs to act on it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An I/O call failed on the named file or directory.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done (`open`, `read`, `fsync`, …).
+        op: &'static str,
+        /// The file or directory it was done to.
+        path: PathBuf,
+        /// The operating system's error.
+        source: io::Error,
+    },
+
+    /// A record failed its checks (CRC, framing) where a torn write cannot
+    /// explain it: inside a closed segment, or in the middle of the active one.
+    #[error("corrupt record in {path} at byte {position}: {reason}")]
+    Corrupt {
+        /// The segment file holding the bad record.
+        path: PathBuf,
+        /// Byte position of the record's frame in that file.
+        position: u64,
+        /// What check failed.
+        reason: String,
+    },
+
+    /// A file other than a segment (index, checkpoint, swap marker) is unreadable.
+    #[error("invalid {what} {path}: {reason}")]
+    InvalidFile {
+        /// What kind of file it is (`checkpoint`, `swap marker`, …).
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// An append carried an offset that is not above the topic's last offset
+    /// (or the previous record of the same batch).
+    #[error("offset {offset} is not above the last offset {last}: offsets must strictly increase")]
+    OffsetNotIncreasing {
+        /// The rejected offset.
+        offset: Offset,
+        /// The offset it had to exceed.
+        last: Offset,
+    },
+
+    /// A record is larger than a segment may hold or than the frame allows.
+    #[error("record at offset {offset} is {bytes} bytes, over the limit of {limit}")]
+    RecordTooLarge {
+        /// The record's offset.
+        offset: Offset,
+        /// Its encoded size.
+        bytes: usize,
+        /// The limit it exceeds.
+        limit: usize,
+    },
+
+    /// The configuration cannot work (e.g. a zero segment size).
+    #[error("invalid topic configuration: {0}")]
+    Config(String),
+}
+
+/// Result alias for the compacted topic.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Attaches the operation and path to an `io::Error`.
+pub(crate) trait IoContext<T> {
+    fn io_context(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn io_context(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|source| Error::Io {
+            op,
+            path: path.into(),
+            source,
+        })
+    }
+}

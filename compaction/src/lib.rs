@@ -1,0 +1,67 @@
+//! The compacted topic of openmessaging-kv: Kafka's log compaction as a
+//! library, knowing nothing of Raft, HTTP or the materialized view.
+//!
+//! A [`Topic`] is a directory of segment files named by base offset
+//! (`00000000000000000042.log` and its sparse `.index`). Callers append
+//! [`Record`]s — key, value or tombstone, timestamp — at offsets they choose,
+//! strictly increasing with gaps allowed; [`Topic::sync`] makes them durable;
+//! [`Topic::read_from`] iterates from any offset. The cleaner
+//! ([`Topic::clean_once`], or [`CleanerHandle`] in the background) keeps only
+//! the latest record of every key in the closed segments, and guarantees:
+//!
+//! 1. offsets never change;
+//! 2. records of one key stay in order;
+//! 3. reading from offset 0 yields the latest value of every live key;
+//! 4. a reader starting at offset `o ≥` [`Topic::tombstone_floor`] sees the
+//!    latest state of every key changed at or after `o`, deletes included;
+//! 5. the active segment is never cleaned.
+//!
+//! Every record is framed with its length and a CRC32C. On [`Topic::open`] a
+//! torn tail of the active segment is truncated; a bad record anywhere else
+//! is an [`Error::Corrupt`] naming the file and byte position.
+//!
+//! ```
+//! use compaction::{Record, Topic, TopicConfig};
+//!
+//! # fn main() -> compaction::Result<()> {
+//! let dir = tempfile::tempdir().unwrap();
+//! let config = TopicConfig { min_cleanable_dirty_ratio: 0.0, ..TopicConfig::default() };
+//! let topic = Topic::open(dir.path(), config)?;
+//! topic.append(&[
+//!     Record::put(1, 1_000, "topics/orders", "{\"readQueueNums\":8}"),
+//!     Record::put(2, 1_001, "topics/orders", "{\"readQueueNums\":16}"),
+//! ])?;
+//! topic.sync()?;
+//! topic.roll()?; // only closed segments are cleaned
+//! topic.clean_once()?;
+//! let records: Vec<Record> = topic.read_from(0).collect::<Result<_, _>>()?;
+//! assert_eq!(records.len(), 1);
+//! assert_eq!(records[0].offset, 2);
+//! # Ok(())
+//! # }
+//! ```
+
+mod background;
+mod checkpoint;
+mod cleaner;
+mod config;
+mod error;
+mod fsutil;
+mod index;
+mod reader;
+mod record;
+mod scan;
+mod segment;
+mod swap;
+mod topic;
+
+pub use background::{CleanerHandle, CleanerStatus};
+pub use checkpoint::{Checkpoint, CleanTime, CHECKPOINT_FILE};
+pub use cleaner::{now_ms, CleanReport};
+pub use config::TopicConfig;
+pub use error::{Error, Result};
+pub use reader::TopicReader;
+pub use record::{Offset, Record};
+pub use segment::{index_file_name, log_file_name, CLEANED_SUFFIX};
+pub use swap::SWAP_MARKER_FILE;
+pub use topic::{SegmentInfo, Topic, TopicStats};

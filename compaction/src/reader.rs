@@ -1,0 +1,72 @@
+//! Reading the topic from an offset.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::sync::Arc;
+
+use crate::error::Result;
+use crate::record::Record;
+use crate::scan::FrameScanner;
+use crate::segment::Segment;
+use crate::Offset;
+
+/// An iterator over the records of a topic from an offset, in offset order.
+///
+/// It holds the segments that existed when it was made, so the cleaner can
+/// swap files underneath without disturbing it; it ends at the last record
+/// appended before it was made. After an error it yields nothing more.
+pub struct TopicReader {
+    pending: VecDeque<Arc<Segment>>,
+    scanner: Option<FrameScanner<Arc<File>>>,
+    from: Offset,
+    upto: Option<Offset>,
+    done: bool,
+}
+
+impl TopicReader {
+    pub(crate) fn new(segments: Vec<Arc<Segment>>, from: Offset, upto: Option<Offset>) -> Self {
+        let pending = segments
+            .into_iter()
+            .filter(|segment| segment.last_offset().is_some_and(|last| last >= from))
+            .collect();
+        TopicReader {
+            pending,
+            scanner: None,
+            from,
+            upto,
+            done: upto.is_none_or(|upto| upto < from),
+        }
+    }
+}
+
+impl Iterator for TopicReader {
+    type Item = Result<Record>;
+
+    fn next(&mut self) -> Option<Result<Record>> {
+        while !self.done {
+            let Some(scanner) = self.scanner.as_mut() else {
+                let Some(segment) = self.pending.pop_front() else {
+                    self.done = true;
+                    break;
+                };
+                self.scanner = Some(segment.scanner(segment.seek(self.from)));
+                continue;
+            };
+            match scanner.next_record() {
+                Err(error) => {
+                    self.done = true;
+                    return Some(Err(error));
+                }
+                Ok(None) => self.scanner = None,
+                Ok(Some(record)) => {
+                    if self.upto.is_some_and(|upto| record.offset > upto) {
+                        self.done = true;
+                    } else if record.offset >= self.from {
+                        return Some(Ok(record));
+                    }
+                }
+            }
+        }
+        None
+    }
+}

@@ -1,0 +1,137 @@
+//! Sequential reading of the frames of one log file.
+//!
+//! The scanner reads the file in large chunks with positional reads (so many
+//! scanners can share one file descriptor with the appender) and hands out
+//! records whose key and value point into the chunk, without copying.
+
+use std::borrow::Borrow;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::error::{Error, IoContext, Result};
+use crate::record::{decode, Decoded, Record};
+
+/// Bytes read from the file at a time.
+const CHUNK_BYTES: usize = 1 << 20;
+
+/// What the scanner found at one position.
+#[derive(Debug)]
+pub(crate) enum Frame {
+    /// A valid record at `position`, followed by the next frame at `next`.
+    Record {
+        record: Record,
+        position: u64,
+        next: u64,
+    },
+    /// The frame at `position` runs past the end of the scanned range.
+    Torn { position: u64 },
+    /// The bytes at `position` are not a valid frame.
+    Invalid { position: u64, reason: String },
+}
+
+/// Reads the frames between two byte positions of a log file. `F` is how
+/// the scanner holds the file: borrowed, or shared with an `Arc`.
+pub(crate) struct FrameScanner<F> {
+    file: F,
+    path: PathBuf,
+    position: u64,
+    end: u64,
+    chunk: Bytes,
+    chunk_start: u64,
+}
+
+impl<F: Borrow<File>> FrameScanner<F> {
+    /// A scanner over `[start, end)` of `file`, found at `path`.
+    pub fn new(file: F, path: PathBuf, start: u64, end: u64) -> Self {
+        FrameScanner {
+            file,
+            path,
+            position: start,
+            end,
+            chunk: Bytes::new(),
+            chunk_start: start,
+        }
+    }
+
+    /// The next frame, or `None` at the end of the range. After a torn or
+    /// invalid frame the scanner stops.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>> {
+        loop {
+            if self.position >= self.end {
+                return Ok(None);
+            }
+            let in_chunk = (self.position - self.chunk_start) as usize;
+            let view = if in_chunk <= self.chunk.len() {
+                self.chunk.slice(in_chunk..)
+            } else {
+                Bytes::new()
+            };
+            match decode(&view) {
+                Decoded::Record(record, frame_len) => {
+                    let position = self.position;
+                    self.position += frame_len as u64;
+                    return Ok(Some(Frame::Record {
+                        record,
+                        position,
+                        next: self.position,
+                    }));
+                }
+                Decoded::Incomplete { needed } => {
+                    let position = self.position;
+                    if position + needed as u64 > self.end {
+                        self.position = self.end;
+                        return Ok(Some(Frame::Torn { position }));
+                    }
+                    self.refill(needed)?;
+                }
+                Decoded::Invalid(reason) => {
+                    let position = self.position;
+                    self.position = self.end;
+                    return Ok(Some(Frame::Invalid { position, reason }));
+                }
+            }
+        }
+    }
+
+    /// The next record, where only whole, valid records may be: a torn or
+    /// invalid frame is an error naming the file and position.
+    pub fn next_record(&mut self) -> Result<Option<Record>> {
+        match self.next_frame()? {
+            None => Ok(None),
+            Some(Frame::Record { record, .. }) => Ok(Some(record)),
+            Some(Frame::Torn { position }) => Err(Error::Corrupt {
+                path: self.path.clone(),
+                position,
+                reason: "record runs past the end of the segment".to_string(),
+            }),
+            Some(Frame::Invalid { position, reason }) => Err(Error::Corrupt {
+                path: self.path.clone(),
+                position,
+                reason,
+            }),
+        }
+    }
+
+    /// Byte position of the next frame.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// Reads a new chunk starting at the current position, at least `needed`
+    /// bytes long.
+    fn refill(&mut self, needed: usize) -> Result<()> {
+        let remaining = (self.end - self.position) as usize;
+        let len = CHUNK_BYTES.max(needed).min(remaining);
+        let mut buf = BytesMut::zeroed(len);
+        self.file
+            .borrow()
+            .read_exact_at(&mut buf, self.position)
+            .io_context("read", &self.path)?;
+        self.chunk = buf.freeze();
+        self.chunk_start = self.position;
+        Ok(())
+    }
+}

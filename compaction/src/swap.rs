@@ -1,0 +1,88 @@
+//! The cleaner's crash-safe swap of segment files.
+//!
+//! The cleaner writes its output as `*.cleaned` files and fsyncs them. Then
+//! one atomic rename of the swap marker commits the pass: the marker lists the
+//! segments to remove, those to install and the new checkpoint. Applying it
+//! renames the cleaned files into place, removes the replaced segments, stores
+//! the checkpoint and finally removes the marker. Every step is idempotent, so
+//! `recover` at open simply applies a marker it finds again. A crash before the
+//! commit leaves the old set (the `*.cleaned` files are discarded at open); a
+//! crash after it leaves the new set once `recover` has run.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use crate::checkpoint::Checkpoint;
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil::{fsync_dir, remove_if_exists, write_atomic};
+use crate::segment::{index_file_name, log_file_name, CLEANED_SUFFIX};
+use crate::Offset;
+
+/// File name of the swap marker inside the topic directory.
+pub const SWAP_MARKER_FILE: &str = "cleaner-swap.json";
+
+/// A committed cleaner pass, to apply.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SwapPlan {
+    /// Base offsets of the segments the pass replaces.
+    pub remove: Vec<Offset>,
+    /// Base offsets of the cleaned segments that take their place.
+    pub install: Vec<Offset>,
+    /// The checkpoint after the pass.
+    pub checkpoint: Checkpoint,
+}
+
+/// Commits `plan` (the cleaned files are written and synced) and applies it.
+pub(crate) fn commit(dir: &Path, plan: &SwapPlan) -> Result<()> {
+    let bytes = serde_json::to_vec(plan).expect("a swap plan always serializes");
+    write_atomic(&dir.join(SWAP_MARKER_FILE), &bytes)?;
+    apply(dir, plan)
+}
+
+/// Finishes a pass that was committed but not fully applied before a crash.
+pub(crate) fn recover(dir: &Path) -> Result<()> {
+    let path = dir.join(SWAP_MARKER_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(error).io_context("read", &path),
+    };
+    let plan: SwapPlan = serde_json::from_slice(&bytes).map_err(|error| Error::InvalidFile {
+        what: "cleaner swap marker",
+        path: path.clone(),
+        reason: error.to_string(),
+    })?;
+    info!(
+        marker = %path.display(),
+        remove = ?plan.remove,
+        install = ?plan.install,
+        "finishing an interrupted cleaner swap"
+    );
+    apply(dir, &plan)
+}
+
+fn apply(dir: &Path, plan: &SwapPlan) -> Result<()> {
+    for &base in &plan.install {
+        for name in [log_file_name(base), index_file_name(base)] {
+            let cleaned = dir.join(format!("{name}{CLEANED_SUFFIX}"));
+            if cleaned.exists() {
+                let target = dir.join(&name);
+                std::fs::rename(&cleaned, &target).io_context("rename", &target)?;
+            }
+        }
+    }
+    for base in plan
+        .remove
+        .iter()
+        .filter(|base| !plan.install.contains(base))
+    {
+        remove_if_exists(&dir.join(log_file_name(*base)))?;
+        remove_if_exists(&dir.join(index_file_name(*base)))?;
+    }
+    fsync_dir(dir)?;
+    plan.checkpoint.store(dir)?;
+    remove_if_exists(&dir.join(SWAP_MARKER_FILE))?;
+    fsync_dir(dir)
+}

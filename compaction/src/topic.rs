@@ -1,0 +1,436 @@
+//! The topic: an ordered set of segments, the last one active.
+//!
+//! Shared state and who owns it:
+//! * `segments` — the segment list. Appends read it; rolls and the cleaner's
+//!   swap replace entries under its write lock, held only for the swap itself,
+//!   never for I/O. Readers copy the list of `Arc`s, so a reader keeps reading
+//!   the files it started with even after the cleaner replaced them (an
+//!   unlinked file stays readable through an open descriptor).
+//! * `writer` — serializes appends and rolls; it alone writes the active
+//!   segment, so the active segment has exactly one writer.
+//! * `checkpoint` — the cleaner's published progress; the cleaner replaces it
+//!   at the end of a pass, `cleaning` keeps two passes from overlapping.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use tracing::{info, warn};
+
+use crate::checkpoint::Checkpoint;
+use crate::config::TopicConfig;
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil::{fsync_dir, remove_if_exists};
+use crate::reader::TopicReader;
+use crate::record::Record;
+use crate::segment::{
+    index_file_name, log_file_name, parse_log_file_name, Recovery, Segment, CLEANED_SUFFIX,
+};
+use crate::{swap, Offset};
+
+/// A compacted topic stored in one directory.
+#[derive(Debug)]
+pub struct Topic {
+    pub(crate) dir: PathBuf,
+    pub(crate) config: TopicConfig,
+    pub(crate) segments: RwLock<Vec<Arc<Segment>>>,
+    writer: Mutex<Writer>,
+    pub(crate) checkpoint: RwLock<Checkpoint>,
+    pub(crate) cleaning: Mutex<()>,
+}
+
+/// The append path's private state.
+#[derive(Debug)]
+struct Writer {
+    /// Offset of the last appended record; appends must go above it.
+    last_offset: Option<Offset>,
+    /// Reused encoding buffer.
+    buf: Vec<u8>,
+}
+
+/// Where the topic stands, for operators and metrics.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TopicStats {
+    /// Number of segment files, the active one included.
+    pub segments: usize,
+    /// Bytes of records on disk.
+    pub bytes: u64,
+    /// Offset of the first record present, if any.
+    pub first_offset: Option<Offset>,
+    /// Offset of the last record appended, if any (survives compaction).
+    pub last_offset: Option<Offset>,
+    /// Base offset of the active segment.
+    pub active_base_offset: Offset,
+    /// Offsets below this are clean (compacted).
+    pub clean_offset: Offset,
+    /// Bytes of closed segments below the clean offset.
+    pub clean_bytes: u64,
+    /// Bytes of closed segments at or above the clean offset.
+    pub dirty_bytes: u64,
+    /// `dirty_bytes / (clean_bytes + dirty_bytes)`, 0 when both are 0.
+    pub dirty_ratio: f64,
+    /// A reader starting at or above this offset sees every delete.
+    pub tombstone_floor: Offset,
+}
+
+/// One segment as seen from outside.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentInfo {
+    /// Base offset (the file name).
+    pub base_offset: Offset,
+    /// The log file.
+    pub path: PathBuf,
+    /// Bytes of records.
+    pub bytes: u64,
+    /// First record's offset, if any.
+    pub first_offset: Option<Offset>,
+    /// Last record's offset, if any.
+    pub last_offset: Option<Offset>,
+    /// Whether this is the active segment.
+    pub active: bool,
+}
+
+impl Topic {
+    /// Opens (or creates) the topic in `dir`, recovering from a crash: an
+    /// interrupted cleaner swap is finished or rolled back, stray cleaner
+    /// files are removed, the active segment's torn tail is truncated.
+    pub fn open(dir: impl AsRef<Path>, config: TopicConfig) -> Result<Topic> {
+        config.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir).io_context("create directory", &dir)?;
+        swap::recover(&dir)?;
+        let bases = list_segments(&dir)?;
+        let mut segments = Vec::with_capacity(bases.len().max(1));
+        for (i, &base) in bases.iter().enumerate() {
+            let recovery = if i + 1 == bases.len() {
+                Recovery::Active
+            } else {
+                Recovery::Closed
+            };
+            let segment = Segment::open(&dir, base, recovery, config.index_interval_bytes)?;
+            segments.push(Arc::new(segment));
+        }
+        if segments.is_empty() {
+            segments.push(Arc::new(create_segment(&dir, 0, &config)?));
+            fsync_dir(&dir)?;
+        }
+        check_segment_order(&segments)?;
+        let active = segments
+            .last()
+            .expect("a topic always has an active segment");
+        // A segment is created at the offset after the last one appended, so
+        // an empty active segment still tells where the topic ends.
+        let last_offset = active
+            .last_offset()
+            .or_else(|| active.base_offset().checked_sub(1));
+        let checkpoint = Checkpoint::load(&dir)?;
+        info!(
+            dir = %dir.display(),
+            segments = segments.len(),
+            last_offset,
+            clean_offset = checkpoint.clean_offset,
+            "opened topic"
+        );
+        Ok(Topic {
+            dir,
+            config,
+            segments: RwLock::new(segments),
+            writer: Mutex::new(Writer {
+                last_offset,
+                buf: Vec::new(),
+            }),
+            checkpoint: RwLock::new(checkpoint),
+            cleaning: Mutex::new(()),
+        })
+    }
+
+    /// The topic's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The configuration the topic was opened with.
+    pub fn config(&self) -> &TopicConfig {
+        &self.config
+    }
+
+    /// Appends records in order. Offsets must strictly increase, starting
+    /// above `last_offset`; the whole batch is checked before anything is
+    /// written. Rolls the active segment by size and age as needed. The
+    /// records are visible to readers at once and durable after `sync`.
+    pub fn append(&self, records: &[Record]) -> Result<()> {
+        let mut writer = lock(&self.writer);
+        let mut last = writer.last_offset;
+        for record in records {
+            if let Some(last) = last.filter(|&last| record.offset <= last) {
+                return Err(Error::OffsetNotIncreasing {
+                    offset: record.offset,
+                    last,
+                });
+            }
+            if record.frame_len() > self.config.max_record_bytes {
+                return Err(Error::RecordTooLarge {
+                    offset: record.offset,
+                    bytes: record.frame_len(),
+                    limit: self.config.max_record_bytes,
+                });
+            }
+            last = Some(record.offset);
+        }
+        let writer = &mut *writer;
+        let mut active = self.active();
+        let mut state = active.state();
+        let mut run_start = 0;
+        let mut run_bytes = 0u64;
+        for (i, record) in records.iter().enumerate() {
+            let frame_len = record.frame_len() as u64;
+            let size = state.size + run_bytes;
+            let too_big = size > 0 && size + frame_len > self.config.segment_bytes;
+            let first_ts = state
+                .first_timestamp_ms
+                .or((run_bytes > 0).then_some(records[run_start].timestamp_ms));
+            let too_old = first_ts.is_some_and(|first| {
+                record.timestamp_ms.saturating_sub(first) >= self.config.segment_ms
+            });
+            if too_big || too_old {
+                self.append_run(&active, &records[run_start..i], writer)?;
+                let next = writer.last_offset.map_or(0, |last| last + 1);
+                active = self.roll_to(&active, next)?;
+                state = active.state();
+                run_start = i;
+                run_bytes = 0;
+            }
+            run_bytes += frame_len;
+        }
+        self.append_run(&active, &records[run_start..], writer)
+    }
+
+    /// Writes records to one segment and moves the last offset past them.
+    fn append_run(&self, segment: &Segment, run: &[Record], writer: &mut Writer) -> Result<()> {
+        let Some(last) = run.last() else {
+            return Ok(());
+        };
+        segment.append(run, &mut writer.buf)?;
+        writer.last_offset = Some(last.offset);
+        Ok(())
+    }
+
+    /// Makes every record appended so far durable (fsync).
+    pub fn sync(&self) -> Result<()> {
+        let _writer = lock(&self.writer);
+        self.active().sync()
+    }
+
+    /// Closes the active segment now (if it holds anything) and starts a new
+    /// one, so everything appended so far becomes cleanable.
+    pub fn roll(&self) -> Result<()> {
+        let writer = lock(&self.writer);
+        let active = self.active();
+        if active.size() == 0 {
+            return Ok(());
+        }
+        let next = writer.last_offset.map_or(0, |last| last + 1);
+        self.roll_to(&active, next)?;
+        Ok(())
+    }
+
+    /// Every record with offset ≥ `from`, in offset order, up to the last
+    /// record appended before this call. A record that fails its checks ends
+    /// the iteration with an error naming file and position.
+    pub fn read_from(&self, from: Offset) -> TopicReader {
+        let upto = lock(&self.writer).last_offset;
+        let segments = self.segments_snapshot();
+        TopicReader::new(segments, from, upto)
+    }
+
+    /// Offset of the last record appended, if any. Compaction never lowers it.
+    pub fn last_offset(&self) -> Option<Offset> {
+        lock(&self.writer).last_offset
+    }
+
+    /// Offset of the first record present, if any.
+    pub fn first_offset(&self) -> Option<Offset> {
+        self.segments_snapshot()
+            .iter()
+            .find_map(|segment| segment.state().first_offset())
+    }
+
+    /// The cleaner's tombstone floor: readers starting below it may miss deletes.
+    pub fn tombstone_floor(&self) -> Offset {
+        read(&self.checkpoint).tombstone_floor
+    }
+
+    /// The segments, oldest first.
+    pub fn segments(&self) -> Vec<SegmentInfo> {
+        let segments = self.segments_snapshot();
+        let active_base = segments.last().map(|segment| segment.base_offset());
+        segments
+            .iter()
+            .map(|segment| {
+                let state = segment.state();
+                SegmentInfo {
+                    base_offset: segment.base_offset(),
+                    path: segment.log_path().to_path_buf(),
+                    bytes: state.size,
+                    first_offset: state.first_offset(),
+                    last_offset: state.last_offset,
+                    active: Some(segment.base_offset()) == active_base,
+                }
+            })
+            .collect()
+    }
+
+    /// Where the topic stands: sizes, offsets, dirty ratio, tombstone floor.
+    pub fn stats(&self) -> TopicStats {
+        let segments = self.segments_snapshot();
+        let checkpoint = read(&self.checkpoint).clone();
+        let (closed, active) = segments.split_at(segments.len() - 1);
+        let (clean_bytes, dirty_bytes) = split_clean_dirty(closed, checkpoint.clean_offset);
+        let bytes = segments.iter().map(|segment| segment.size()).sum();
+        TopicStats {
+            segments: segments.len(),
+            bytes,
+            first_offset: segments
+                .iter()
+                .find_map(|segment| segment.state().first_offset()),
+            last_offset: self.last_offset(),
+            active_base_offset: active[0].base_offset(),
+            clean_offset: checkpoint.clean_offset,
+            clean_bytes,
+            dirty_bytes,
+            dirty_ratio: dirty_ratio(clean_bytes, dirty_bytes),
+            tombstone_floor: checkpoint.tombstone_floor,
+        }
+    }
+
+    /// Reads every record and checks it, closed segments included: the full
+    /// check `open` leaves to readers. Returns the number of records.
+    pub fn verify(&self) -> Result<u64> {
+        let mut count = 0;
+        for record in self.read_from(0) {
+            record?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    pub(crate) fn segments_snapshot(&self) -> Vec<Arc<Segment>> {
+        read(&self.segments).clone()
+    }
+
+    fn active(&self) -> Arc<Segment> {
+        let segments = read(&self.segments);
+        Arc::clone(
+            segments
+                .last()
+                .expect("a topic always has an active segment"),
+        )
+    }
+
+    /// Seals `active` and makes a new active segment starting at `base`.
+    /// Called with the writer lock held.
+    fn roll_to(&self, active: &Segment, base: Offset) -> Result<Arc<Segment>> {
+        active.seal()?;
+        let segment = Arc::new(create_segment(&self.dir, base, &self.config)?);
+        fsync_dir(&self.dir)?;
+        write(&self.segments).push(Arc::clone(&segment));
+        Ok(segment)
+    }
+}
+
+/// Bytes of `closed` below and at-or-above `clean_offset`.
+pub(crate) fn split_clean_dirty(closed: &[Arc<Segment>], clean_offset: Offset) -> (u64, u64) {
+    let mut clean = 0;
+    let mut dirty = 0;
+    for segment in closed {
+        let state = segment.state();
+        match state.last_offset {
+            Some(last) if last < clean_offset => clean += state.size,
+            _ if state
+                .first_offset()
+                .is_none_or(|first| first >= clean_offset) =>
+            {
+                dirty += state.size
+            }
+            _ => {
+                let split = state.index.seek(clean_offset);
+                clean += split;
+                dirty += state.size - split;
+            }
+        }
+    }
+    (clean, dirty)
+}
+
+/// Share of dirty bytes.
+pub(crate) fn dirty_ratio(clean_bytes: u64, dirty_bytes: u64) -> f64 {
+    let total = clean_bytes + dirty_bytes;
+    if total == 0 {
+        0.0
+    } else {
+        dirty_bytes as f64 / total as f64
+    }
+}
+
+fn create_segment(dir: &Path, base: Offset, config: &TopicConfig) -> Result<Segment> {
+    Segment::create(
+        base,
+        dir.join(log_file_name(base)),
+        dir.join(index_file_name(base)),
+        config.index_interval_bytes,
+    )
+}
+
+/// Base offsets of the segments in `dir`, ascending. Leftovers of an
+/// interrupted cleaner pass (never part of the topic) are removed.
+fn list_segments(dir: &Path) -> Result<Vec<Offset>> {
+    let mut bases = Vec::new();
+    for entry in std::fs::read_dir(dir).io_context("list", dir)? {
+        let entry = entry.io_context("list", dir)?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.ends_with(CLEANED_SUFFIX) || name.ends_with(".tmp") {
+            warn!(file = %entry.path().display(), "removing a leftover of an interrupted write");
+            remove_if_exists(&entry.path())?;
+        } else if let Some(base) = parse_log_file_name(name) {
+            bases.push(base);
+        }
+    }
+    bases.sort_unstable();
+    Ok(bases)
+}
+
+/// Each segment's records must lie above the previous segment's.
+fn check_segment_order(segments: &[Arc<Segment>]) -> Result<()> {
+    let mut previous_last: Option<Offset> = None;
+    for segment in segments {
+        let state = segment.state();
+        if let (Some(first), Some(last)) = (state.first_offset(), previous_last) {
+            if first <= last {
+                return Err(Error::Corrupt {
+                    path: segment.log_path().to_path_buf(),
+                    position: 0,
+                    reason: format!(
+                        "first offset {first} is not above the previous segment's last offset {last}"
+                    ),
+                });
+            }
+        }
+        previous_last = state.last_offset.or(previous_last);
+    }
+    Ok(())
+}
+
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+pub(crate) fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+pub(crate) fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
