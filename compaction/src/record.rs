@@ -4,6 +4,7 @@
 //! frame  := body_len: u32 LE | crc32c(body): u32 LE | body
 //! body   := version: u8 (1) | flags: u8 (bit 0 = tombstone)
 //!         | offset: u64 LE | timestamp_ms: u64 LE
+//!         | headers_len: u32 LE | headers
 //!         | key_len: u32 LE | key | value_len: u32 LE | value
 //! ```
 //!
@@ -21,7 +22,7 @@ pub type Offset = u64;
 /// Bytes of the frame header: body length and CRC.
 pub const FRAME_HEADER_BYTES: usize = 8;
 /// Bytes of the fixed part of the body (everything but key and value).
-const BODY_FIXED_BYTES: usize = 1 + 1 + 8 + 8 + 4 + 4;
+const BODY_FIXED_BYTES: usize = 1 + 1 + 8 + 8 + 4 + 4 + 4;
 /// The only body version written so far.
 const FORMAT_VERSION: u8 = 1;
 /// Flag bit: the record is a tombstone (no value).
@@ -40,6 +41,9 @@ pub struct Record {
     pub key: Bytes,
     /// The value, or `None` for a tombstone (a delete of the key).
     pub value: Option<Bytes>,
+    /// Opaque metadata the caller keeps with the record, tombstones included
+    /// (like Kafka's record headers); empty by default.
+    pub headers: Bytes,
 }
 
 impl Record {
@@ -55,6 +59,7 @@ impl Record {
             timestamp_ms,
             key: key.into(),
             value: Some(value.into()),
+            headers: Bytes::new(),
         }
     }
 
@@ -65,7 +70,14 @@ impl Record {
             timestamp_ms,
             key: key.into(),
             value: None,
+            headers: Bytes::new(),
         }
+    }
+
+    /// The same record carrying `headers`.
+    pub fn with_headers(mut self, headers: impl Into<Bytes>) -> Self {
+        self.headers = headers.into();
+        self
     }
 
     /// Whether this record deletes its key.
@@ -77,6 +89,7 @@ impl Record {
     pub fn frame_len(&self) -> usize {
         FRAME_HEADER_BYTES
             + BODY_FIXED_BYTES
+            + self.headers.len()
             + self.key.len()
             + self.value.as_ref().map_or(0, Bytes::len)
     }
@@ -93,6 +106,8 @@ impl Record {
         });
         out.extend_from_slice(&self.offset.to_le_bytes());
         out.extend_from_slice(&self.timestamp_ms.to_le_bytes());
+        out.extend_from_slice(&(self.headers.len() as u32).to_le_bytes());
+        out.extend_from_slice(&self.headers);
         out.extend_from_slice(&(self.key.len() as u32).to_le_bytes());
         out.extend_from_slice(&self.key);
         let value = self.value.as_deref().unwrap_or(&[]);
@@ -160,6 +175,12 @@ fn decode_body(body: &Bytes) -> Result<Record, String> {
     }
     let offset = cursor.get_u64_le();
     let timestamp_ms = cursor.get_u64_le();
+    let headers_len = cursor.get_u32_le() as usize;
+    if cursor.remaining() < headers_len + 8 {
+        return Err(format!("headers length {headers_len} overruns the record"));
+    }
+    let headers_start = body.len() - cursor.remaining();
+    cursor.advance(headers_len);
     let key_len = cursor.get_u32_le() as usize;
     if cursor.remaining() < key_len + 4 {
         return Err(format!("key length {key_len} overruns the record"));
@@ -183,6 +204,7 @@ fn decode_body(body: &Bytes) -> Result<Record, String> {
         timestamp_ms,
         key: body.slice(key_start..key_start + key_len),
         value: (!tombstone).then(|| body.slice(value_start..)),
+        headers: body.slice(headers_start..headers_start + headers_len),
     })
 }
 
@@ -200,7 +222,8 @@ mod tests {
     fn put_and_tombstone_round_trip() {
         for record in [
             Record::put(7, 1_000, "topics/a", "{\"x\":1}"),
-            Record::tombstone(9, 2_000, "topics/a"),
+            Record::tombstone(9, 2_000, "topics/a").with_headers("h"),
+            Record::put(11, 2_000, "topics/b", "1").with_headers(vec![1, 2, 3]),
             Record::put(10, 3_000, "", ""),
         ] {
             let bytes = encoded(&record);
