@@ -50,6 +50,7 @@ mod fsutil;
 mod index;
 mod reader;
 mod record;
+mod replace;
 mod scan;
 mod segment;
 mod swap;

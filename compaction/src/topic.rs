@@ -33,18 +33,18 @@ pub struct Topic {
     pub(crate) dir: PathBuf,
     pub(crate) config: TopicConfig,
     pub(crate) segments: RwLock<Vec<Arc<Segment>>>,
-    writer: Mutex<Writer>,
+    pub(crate) writer: Mutex<Writer>,
     pub(crate) checkpoint: RwLock<Checkpoint>,
     pub(crate) cleaning: Mutex<()>,
 }
 
 /// The append path's private state.
 #[derive(Debug)]
-struct Writer {
+pub(crate) struct Writer {
     /// Offset of the last appended record; appends must go above it.
-    last_offset: Option<Offset>,
+    pub(crate) last_offset: Option<Offset>,
     /// Reused encoding buffer.
-    buf: Vec<u8>,
+    pub(crate) buf: Vec<u8>,
 }
 
 /// Where the topic stands, for operators and metrics.
