@@ -62,7 +62,7 @@ pub use cleaner::{now_ms, CleanReport};
 pub use config::TopicConfig;
 pub use error::{Error, Result};
 pub use reader::TopicReader;
-pub use record::{Offset, Record};
+pub use record::{decode_frames, Offset, Record};
 pub use segment::{index_file_name, log_file_name, CLEANED_SUFFIX};
 pub use swap::SWAP_MARKER_FILE;
 pub use topic::{SegmentInfo, Topic, TopicStats};

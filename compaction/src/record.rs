@@ -94,8 +94,8 @@ impl Record {
             + self.value.as_ref().map_or(0, Bytes::len)
     }
 
-    /// Appends the record's frame to `out`.
-    pub(crate) fn encode_into(&self, out: &mut Vec<u8>) {
+    /// Appends the record's frame (the segment file format) to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
         let start = out.len();
         out.extend_from_slice(&[0u8; FRAME_HEADER_BYTES]);
         out.push(FORMAT_VERSION);
@@ -208,6 +208,39 @@ fn decode_body(body: &Bytes) -> Result<Record, String> {
     })
 }
 
+/// Decodes a byte stream of frames in the segment format (a segment file's
+/// contents, or a snapshot built from one). `name` identifies the stream in
+/// errors.
+pub fn decode_frames(
+    name: &str,
+    bytes: Bytes,
+) -> impl Iterator<Item = crate::Result<Record>> + use<'_> {
+    let mut position = 0usize;
+    let mut failed = false;
+    std::iter::from_fn(move || {
+        if failed || position >= bytes.len() {
+            return None;
+        }
+        let corrupt = |reason: String| crate::Error::Corrupt {
+            path: name.into(),
+            position: position as u64,
+            reason,
+        };
+        let outcome = match decode(&bytes.slice(position..)) {
+            Decoded::Record(record, frame_len) => {
+                position += frame_len;
+                return Some(Ok(record));
+            }
+            Decoded::Incomplete { needed } => corrupt(format!(
+                "frame of {needed} bytes runs past the end of the stream"
+            )),
+            Decoded::Invalid(reason) => corrupt(reason),
+        };
+        failed = true;
+        Some(Err(outcome))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,6 +283,29 @@ mod tests {
                 "flip at byte {position} went unnoticed"
             );
         }
+    }
+
+    #[test]
+    fn a_stream_of_frames_decodes_and_a_cut_one_is_named() {
+        let records = vec![Record::put(1, 5, "a", "1"), Record::tombstone(2, 6, "a")];
+        let mut stream = Vec::new();
+        for record in &records {
+            record.encode_into(&mut stream);
+        }
+        let decoded: Vec<Record> = decode_frames("snap", Bytes::from(stream.clone()))
+            .collect::<crate::Result<_>>()
+            .unwrap();
+        assert_eq!(decoded, records);
+        stream.pop();
+        let error = decode_frames("snap", Bytes::from(stream))
+            .last()
+            .unwrap()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("snap") && error.contains("byte 43"),
+            "{error}"
+        );
     }
 
     #[test]
