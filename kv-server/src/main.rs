@@ -1,12 +1,47 @@
-//! `kv-server`: one node of openmessaging-kv.
-//!
-//! The server (Raft, the materialized view and the HTTP API) is being built on
-//! top of the `compaction` crate; until it lands this binary only says so.
+//! `kv-server`: one node of openmessaging-kv. `--help` lists the flags.
 
-fn main() {
-    eprintln!(
-        "kv-server: the server is not built yet; the storage engine (crate `compaction`) is. \
-         See README.md."
-    );
-    std::process::exit(2);
+use clap::Parser;
+use kv_server::config::{Cli, CliCommand};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn,sled=warn")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Some(CliCommand::Rebuild { data_dir }) => {
+            kv_server::server::rebuild(&data_dir).map(|applied| {
+                tracing::info!(applied, "view rebuilt");
+            })
+        }
+        None => kv_server::server::serve(cli.config, shutdown_signal()).await,
+    };
+    if let Err(error) = outcome {
+        tracing::error!(%error, "kv-server failed");
+        std::process::exit(1);
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
 }

@@ -1,0 +1,170 @@
+//! The HTTP/JSON API: one router, one module per area.
+//!
+//! `AppState` is cloned into every handler; everything in it is shared and
+//! safe to use concurrently (openraft's handle, the store whose only writer
+//! is the state machine, an HTTP client pool).
+
+pub mod cluster;
+pub mod error;
+pub mod kv;
+pub mod params;
+pub mod raft;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{BoxError, Json, Router};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
+use tower::ServiceBuilder;
+use tracing::{debug, info_span, Instrument};
+
+use crate::api::error::ApiError;
+use crate::config::Config;
+use crate::store::Store;
+use crate::types::{Command, CommandResult, Node, NodeId, Raft};
+
+/// Header carrying the revision an answer reflects.
+pub const REVISION_HEADER: HeaderName = HeaderName::from_static("x-kv-revision");
+/// Header carrying the index a long-poll client sends next.
+pub const INDEX_HEADER: HeaderName = HeaderName::from_static("x-kv-index");
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// This node's id.
+    pub node_id: NodeId,
+    /// The openraft handle.
+    pub raft: Raft,
+    /// The topic, the view and the watchers.
+    pub store: Arc<Store>,
+    /// The node's configuration.
+    pub config: Arc<Config>,
+}
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    let max_body_bytes = state.config.max_value_bytes + 64 * 1024;
+    let max_concurrent = state.config.max_concurrent_requests;
+    Router::new()
+        .merge(kv::routes())
+        .merge(cluster::routes())
+        .merge(raft::routes())
+        .route("/healthz", get(healthz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(overloaded))
+                .load_shed()
+                .concurrency_limit(max_concurrent),
+        )
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+/// Logs each request and stamps `X-Kv-Revision` on every answer.
+async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let span = info_span!("request", method = %request.method(), path = %request.uri().path());
+    async move {
+        let started = std::time::Instant::now();
+        let mut response = next.run(request).await;
+        if !response.headers().contains_key(REVISION_HEADER) {
+            let revision = HeaderValue::from(state.store.revision());
+            response.headers_mut().insert(REVISION_HEADER, revision);
+        }
+        debug!(
+            status = response.status().as_u16(),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "answered"
+        );
+        response
+    }
+    .instrument(span)
+    .await
+}
+
+async fn overloaded(error: BoxError) -> ApiError {
+    ApiError::unavailable(format!("the server is overloaded: {error}"))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
+}
+
+/// `GET /healthz`: 200 once the node knows a leader, else 503.
+async fn healthz(State(state): State<AppState>) -> Response {
+    let metrics = state.raft.metrics().borrow().clone();
+    match metrics.current_leader {
+        Some(leader) => Json(serde_json::json!({
+            "status": "ok",
+            "node_id": state.node_id,
+            "leader": leader,
+        }))
+        .into_response(),
+        None => ApiError::unavailable("no leader is known yet").into_response(),
+    }
+}
+
+/// Proposes a command through Raft and waits until it is applied here.
+pub async fn propose(state: &AppState, command: Command) -> Result<CommandResult, ApiError> {
+    let timeout = Duration::from_millis(state.config.request_timeout_ms);
+    match tokio::time::timeout(timeout, state.raft.client_write(command)).await {
+        Err(_) => Err(ApiError::unavailable("the write was not committed in time")),
+        Ok(Ok(response)) => Ok(response.data),
+        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward)))) => {
+            Err(not_leader(&forward))
+        }
+        Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(error)))) => Err(
+            ApiError::internal(format!("membership change failed: {error}")),
+        ),
+        Ok(Err(RaftError::Fatal(fatal))) => {
+            Err(ApiError::unavailable(format!("raft stopped: {fatal}")))
+        }
+    }
+}
+
+/// Waits until this node may serve a linearizable read: it is the leader,
+/// a quorum confirmed it, and its state machine applied up to the read index.
+pub async fn linearizable_barrier(state: &AppState) -> Result<(), ApiError> {
+    let timeout = Duration::from_millis(state.config.request_timeout_ms);
+    match tokio::time::timeout(timeout, state.raft.ensure_linearizable()).await {
+        Err(_) => Err(ApiError::unavailable(
+            "no quorum confirmed the read in time",
+        )),
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward)))) => {
+            Err(not_leader(&forward))
+        }
+        Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(error)))) => {
+            Err(ApiError::unavailable(format!("no quorum: {error}")))
+        }
+        Ok(Err(RaftError::Fatal(fatal))) => {
+            Err(ApiError::unavailable(format!("raft stopped: {fatal}")))
+        }
+    }
+}
+
+fn not_leader(forward: &ForwardToLeader<NodeId, Node>) -> ApiError {
+    match (&forward.leader_id, &forward.leader_node) {
+        (Some(id), Some(node)) => ApiError::unavailable(format!(
+            "this node is not the leader; node {id} at {} is",
+            node.addr
+        )),
+        _ => ApiError::unavailable("no leader is known yet"),
+    }
+}

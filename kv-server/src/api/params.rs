@@ -1,0 +1,184 @@
+//! Query parameters and headers, parsed by hand so that every malformed one
+//! is a 400 naming it (axum's own extractors answer in plain text).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::http::HeaderMap;
+
+use crate::api::error::ApiError;
+use crate::types::Revision;
+
+/// The query parameters of a request, each name at most once.
+pub struct Query {
+    params: HashMap<String, String>,
+}
+
+impl Query {
+    /// Parses a raw query string, refusing unknown or repeated parameters.
+    pub fn parse(raw: Option<&str>, allowed: &[&str]) -> Result<Query, ApiError> {
+        let pairs: Vec<(String, String)> =
+            serde_urlencoded::from_str(raw.unwrap_or("")).map_err(|error| {
+                ApiError::bad_request("invalid_query", format!("malformed query string: {error}"))
+            })?;
+        let mut params = HashMap::new();
+        for (name, value) in pairs {
+            if !allowed.contains(&name.as_str()) {
+                return Err(ApiError::bad_field(
+                    "unknown_parameter",
+                    &name,
+                    format!("unknown query parameter {name:?}; this route takes {allowed:?}"),
+                ));
+            }
+            if params.insert(name.clone(), value).is_some() {
+                return Err(ApiError::bad_field(
+                    "repeated_parameter",
+                    &name,
+                    format!("query parameter {name:?} is given more than once"),
+                ));
+            }
+        }
+        Ok(Query { params })
+    }
+
+    /// The raw value of a parameter.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.params.get(name).map(String::as_str)
+    }
+
+    /// A non-negative integer parameter.
+    pub fn number(&self, name: &str) -> Result<Option<u64>, ApiError> {
+        self.get(name)
+            .map(|raw| {
+                raw.parse::<u64>().map_err(|_| {
+                    ApiError::bad_field(
+                        "invalid_parameter",
+                        name,
+                        format!("{name} must be a non-negative integer, got {raw:?}"),
+                    )
+                })
+            })
+            .transpose()
+    }
+
+    /// The `consistency` parameter: linearizable unless `stale`.
+    pub fn consistency(&self) -> Result<Consistency, ApiError> {
+        match self.get("consistency") {
+            None | Some("linearizable") => Ok(Consistency::Linearizable),
+            Some("stale") => Ok(Consistency::Stale),
+            Some(other) => Err(ApiError::bad_field(
+                "invalid_parameter",
+                "consistency",
+                format!("consistency must be \"linearizable\" or \"stale\", got {other:?}"),
+            )),
+        }
+    }
+
+    /// The long-poll parameters `index` and `wait`; `wait` needs `index`.
+    pub fn blocking(&self, max_wait_ms: u64) -> Result<Option<Blocking>, ApiError> {
+        let index = self.number("index")?;
+        let wait = self
+            .get("wait")
+            .map(|raw| parse_wait(raw, max_wait_ms))
+            .transpose()?;
+        match (index, wait) {
+            (None, None) => Ok(None),
+            (None, Some(_)) => Err(ApiError::bad_field(
+                "invalid_parameter",
+                "wait",
+                "wait needs index: the revision to wait past",
+            )),
+            (Some(index), wait) => Ok(Some(Blocking {
+                index,
+                wait: wait.unwrap_or(DEFAULT_WAIT.min(Duration::from_millis(max_wait_ms))),
+            })),
+        }
+    }
+}
+
+/// How fresh a read must be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Consistency {
+    /// Confirmed with a quorum through the leader: sees every acknowledged write.
+    Linearizable,
+    /// This node's view as it is: may lag behind the leader.
+    Stale,
+}
+
+/// A long-poll: answer once something changed after `index`, or after `wait`.
+#[derive(Clone, Copy, Debug)]
+pub struct Blocking {
+    /// The revision the client has seen.
+    pub index: Revision,
+    /// How long to hold the request at most.
+    pub wait: Duration,
+}
+
+/// Default long-poll duration, as Consul's.
+const DEFAULT_WAIT: Duration = Duration::from_secs(60);
+
+/// Parses `30s`, `500ms`, `5m` or a plain number of seconds.
+fn parse_wait(raw: &str, max_wait_ms: u64) -> Result<Duration, ApiError> {
+    let invalid = || {
+        ApiError::bad_field(
+            "invalid_parameter",
+            "wait",
+            format!("wait must look like 30s, 500ms or 5m, got {raw:?}"),
+        )
+    };
+    let (digits, unit_ms) = if let Some(digits) = raw.strip_suffix("ms") {
+        (digits, 1)
+    } else if let Some(digits) = raw.strip_suffix('s') {
+        (digits, 1_000)
+    } else if let Some(digits) = raw.strip_suffix('m') {
+        (digits, 60_000)
+    } else {
+        (raw, 1_000)
+    };
+    let amount: u64 = digits.parse().map_err(|_| invalid())?;
+    let wait_ms = amount.checked_mul(unit_ms).ok_or_else(invalid)?;
+    if wait_ms > max_wait_ms {
+        return Err(ApiError::bad_field(
+            "invalid_parameter",
+            "wait",
+            format!("wait {raw} is longer than the limit of {max_wait_ms} ms"),
+        ));
+    }
+    Ok(Duration::from_millis(wait_ms))
+}
+
+/// A header's value as text, if present; 400 when it is not visible ASCII.
+pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
+    headers
+        .get(name)
+        .map(|value| {
+            value.to_str().map_err(|_| {
+                ApiError::bad_field(
+                    "invalid_header",
+                    name,
+                    format!("header {name} is not valid text"),
+                )
+            })
+        })
+        .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_takes_units_and_a_limit() {
+        assert_eq!(parse_wait("30s", 300_000).unwrap(), Duration::from_secs(30));
+        assert_eq!(
+            parse_wait("250ms", 300_000).unwrap(),
+            Duration::from_millis(250)
+        );
+        assert_eq!(parse_wait("2m", 300_000).unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_wait("7", 300_000).unwrap(), Duration::from_secs(7));
+        assert!(parse_wait("6m", 300_000).is_err());
+        assert!(parse_wait("soon", 300_000).is_err());
+        assert!(parse_wait("-1s", 300_000).is_err());
+        assert!(parse_wait("99999999999999999999m", 300_000).is_err());
+    }
+}

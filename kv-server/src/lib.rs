@@ -1,0 +1,27 @@
+//! One node of openmessaging-kv: Raft (openraft) over the compacted topic,
+//! the sled view, watches and the HTTP/JSON API.
+//!
+//! * [`types`] — the Raft type configuration and the commands.
+//! * [`store`] — the raft log store, the state machine (topic + view),
+//!   snapshots in the topic's segment format.
+//! * [`watch`] — the long-poll registry.
+//! * [`network`] — Raft RPC to other nodes over HTTP.
+//! * [`api`] — the axum routers, one module per area.
+//! * [`server`] — start-up and graceful shutdown.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), kv_server::server::ServerError> {
+//! use clap::Parser;
+//! let cli = kv_server::config::Cli::parse_from(["kv-server", "--data-dir", "/tmp/kv"]);
+//! kv_server::server::serve(cli.config, std::future::pending()).await
+//! # }
+//! ```
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod network;
+pub mod server;
+pub mod store;
+pub mod types;
+pub mod watch;

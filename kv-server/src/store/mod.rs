@@ -1,0 +1,289 @@
+//! The node's storage: the raft log, the compacted topic, the sled view and
+//! the current snapshot, under one data directory.
+//!
+//! ```text
+//! data/raft/      raft log entries, vote, committed and purged ids (sled)
+//! data/topic/     the compacted topic (crate `compaction`)
+//! data/view/      the materialized view and the applied state (sled)
+//! data/snapshot/  the current raft snapshot, in the topic's segment format
+//! ```
+//!
+//! [`Store`] is shared by the state machine (the only writer of the topic
+//! and the view) and the HTTP handlers (readers).
+
+pub mod apply;
+pub mod log_store;
+pub mod record;
+pub mod snapshot;
+pub mod state_machine;
+pub mod view;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use compaction::{Topic, TopicConfig};
+use openraft::EntryPayload;
+use tracing::{info, warn};
+
+use crate::error::StoreError;
+use crate::store::apply::{apply_command, replay_record};
+use crate::store::log_store::LogStore;
+use crate::store::record::WriteRecord;
+use crate::store::snapshot::{installing_marker, sync_dir, write_synced, SnapshotFile};
+use crate::store::view::View;
+use crate::types::{CommandResult, Entry, LogId, Revision, StoredMembership};
+use crate::watch::WatchRegistry;
+
+/// Records replayed into the view per sled batch.
+const REPLAY_BATCH_RECORDS: usize = 10_000;
+
+/// The directories of a data dir.
+#[derive(Clone, Debug)]
+pub struct DataDirs {
+    /// The raft log.
+    pub raft: PathBuf,
+    /// The compacted topic.
+    pub topic: PathBuf,
+    /// The view.
+    pub view: PathBuf,
+    /// The current snapshot.
+    pub snapshot: PathBuf,
+}
+
+impl DataDirs {
+    /// The layout under `root`.
+    pub fn new(root: &Path) -> DataDirs {
+        DataDirs {
+            raft: root.join("raft"),
+            topic: root.join("topic"),
+            view: root.join("view"),
+            snapshot: root.join("snapshot"),
+        }
+    }
+}
+
+/// The topic, the view and the watchers of one node.
+pub struct Store {
+    /// The compacted topic.
+    pub topic: Arc<Topic>,
+    /// The materialized view.
+    pub view: View,
+    /// Long-poll waiters, woken after each applied batch.
+    pub watches: Arc<WatchRegistry>,
+    /// Where the current snapshot lives.
+    pub snapshot_dir: PathBuf,
+    /// The last applied log index: the store's revision.
+    revision: AtomicU64,
+}
+
+impl Store {
+    /// Opens the store of `dirs`, finishing an interrupted snapshot install
+    /// and rebuilding a missing or damaged view from the topic.
+    pub fn open(
+        dirs: &DataDirs,
+        topic_config: TopicConfig,
+        log: &LogStore,
+    ) -> Result<Store, StoreError> {
+        let topic = Arc::new(Topic::open(&dirs.topic, topic_config)?);
+        let view = match View::open(&dirs.view) {
+            Ok(view) => view,
+            Err(error) => {
+                warn!(dir = %dirs.view.display(), %error, "the view is damaged; rebuilding it from the topic");
+                std::fs::remove_dir_all(&dirs.view)
+                    .map_err(StoreError::io("remove", &dirs.view))?;
+                View::open(&dirs.view)?
+            }
+        };
+        let store = Store {
+            topic,
+            view,
+            watches: Arc::new(WatchRegistry::new()),
+            snapshot_dir: dirs.snapshot.clone(),
+            revision: AtomicU64::new(0),
+        };
+        if installing_marker(&dirs.snapshot).exists() {
+            let snapshot = SnapshotFile::load(&dirs.snapshot)?.ok_or_else(|| {
+                StoreError::Corrupt(
+                    "a snapshot install was interrupted but no snapshot is stored".into(),
+                )
+            })?;
+            info!("finishing an interrupted snapshot install");
+            store.install(&snapshot)?;
+        } else if store.view.is_rebuilding()? || store.view_lags_topic()? {
+            store.rebuild_view_at_topic_end(log)?;
+        }
+        let (applied, _) = store.view.applied_state()?;
+        store
+            .revision
+            .store(applied.map_or(0, |id| id.index), Ordering::Release);
+        Ok(store)
+    }
+
+    /// The store's revision: the last applied log index.
+    pub fn revision(&self) -> Revision {
+        self.revision.load(Ordering::Acquire)
+    }
+
+    /// Applies committed entries: records to the topic (skipping those it
+    /// already holds), then keys and the applied id to the view in one
+    /// batch, then wakes the watchers of the changed keys.
+    pub fn apply_entries(&self, entries: Vec<Entry>) -> Result<Vec<CommandResult>, StoreError> {
+        let Some(last) = entries.last().map(|entry| entry.log_id) else {
+            return Ok(Vec::new());
+        };
+        let topic_last = self.topic.last_offset();
+        let mut batch = self.view.batch();
+        let mut results = Vec::with_capacity(entries.len());
+        let mut records = Vec::new();
+        let mut changes = Vec::new();
+        for entry in entries {
+            let index = entry.log_id.index;
+            match entry.payload {
+                EntryPayload::Blank => results.push(CommandResult::None),
+                EntryPayload::Membership(membership) => {
+                    batch.set_membership(&StoredMembership::new(Some(entry.log_id), membership));
+                    results.push(CommandResult::None);
+                }
+                EntryPayload::Normal(command) => {
+                    let applied = apply_command(&mut batch, index, &command)?;
+                    if let Some(record) = applied.record {
+                        changes.push((record.key.clone(), index));
+                        if topic_last.is_none_or(|last| index > last) {
+                            records.push(record.to_record());
+                        }
+                    }
+                    results.push(applied.result);
+                }
+            }
+        }
+        batch.set_applied(&last);
+        if !records.is_empty() {
+            self.topic.append(&records)?;
+            // The topic must not fall behind what the view says is applied.
+            self.topic.sync()?;
+        }
+        self.view.commit(batch)?;
+        self.revision.store(last.index, Ordering::Release);
+        self.watches.notify(
+            changes
+                .iter()
+                .map(|(key, revision)| (key.as_str(), *revision)),
+        );
+        Ok(results)
+    }
+
+    /// Installs a snapshot: stores it, lays its records down as the topic,
+    /// rebuilds the view by replay. A crash part-way is finished at open.
+    pub fn install(&self, snapshot: &SnapshotFile) -> Result<(), StoreError> {
+        let marker = installing_marker(&self.snapshot_dir);
+        snapshot.store(&self.snapshot_dir)?;
+        write_synced(&marker, b"")?;
+        sync_dir(&self.snapshot_dir)?;
+        let meta = &snapshot.header.meta;
+        let end = meta.last_log_id.map_or(0, |id| id.index);
+        self.topic
+            .replace_with(snapshot.records(), end, snapshot.header.tombstone_floor)?;
+        self.rebuild_view(meta.last_log_id, meta.last_membership.clone())?;
+        std::fs::remove_file(&marker).map_err(StoreError::io("remove", &marker))?;
+        self.revision.store(end, Ordering::Release);
+        info!(snapshot = %meta.snapshot_id, end, "installed snapshot");
+        Ok(())
+    }
+
+    /// Replaces the view with the replay of the whole topic, and records
+    /// `applied` and `membership` as its applied state.
+    pub fn rebuild_view(
+        &self,
+        applied: Option<LogId>,
+        membership: StoredMembership,
+    ) -> Result<u64, StoreError> {
+        let started = std::time::Instant::now();
+        self.view.clear()?;
+        self.view.set_rebuilding(true)?;
+        let mut replayed = 0u64;
+        let mut batch = self.view.batch();
+        for record in self.topic.read_from(0) {
+            let record = WriteRecord::from_record(record?)?;
+            replay_record(&mut batch, &record);
+            replayed += 1;
+            if replayed % REPLAY_BATCH_RECORDS as u64 == 0 {
+                self.view
+                    .commit(std::mem::replace(&mut batch, self.view.batch()))?;
+                info!(replayed, "rebuilding the view");
+            }
+        }
+        if let Some(applied) = &applied {
+            batch.set_applied(applied);
+        }
+        batch.set_membership(&membership);
+        self.view.commit(batch)?;
+        self.view.set_rebuilding(false)?;
+        self.view.flush()?;
+        info!(
+            replayed,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "rebuilt the view from the topic"
+        );
+        Ok(replayed)
+    }
+
+    /// Whether the view was lost while the topic was kept: the view has
+    /// applied nothing, yet the topic holds records.
+    fn view_lags_topic(&self) -> Result<bool, StoreError> {
+        let (applied, _) = self.view.applied_state()?;
+        Ok(applied.is_none() && self.topic.last_offset().is_some())
+    }
+
+    /// Rebuilds the view from the topic when the view alone was lost: the
+    /// state after the topic's last record is the state after the log entry
+    /// with that index, whose id (and the membership then) the raft log or
+    /// the current snapshot knows.
+    fn rebuild_view_at_topic_end(&self, log: &LogStore) -> Result<(), StoreError> {
+        let snapshot = SnapshotFile::load(&self.snapshot_dir)?;
+        let snapshot_meta = snapshot.map(|snapshot| snapshot.header.meta);
+        let snapshot_index = snapshot_meta
+            .as_ref()
+            .and_then(|meta| meta.last_log_id)
+            .map_or(0, |id| id.index);
+        let topic_end = self.topic.last_offset().unwrap_or(0);
+        let (applied, mut membership) = match &snapshot_meta {
+            Some(meta) if topic_end <= snapshot_index => {
+                (meta.last_log_id, meta.last_membership.clone())
+            }
+            _ => {
+                let applied = match topic_end {
+                    0 => None,
+                    index => Some(log.log_id_at(index).map_err(|e| StoreError::Corrupt(e.to_string()))?.ok_or_else(|| {
+                        StoreError::Corrupt(format!(
+                            "the topic ends at {index} but neither the raft log nor a snapshot has that entry"
+                        ))
+                    })?),
+                };
+                let membership = snapshot_meta
+                    .as_ref()
+                    .map(|meta| meta.last_membership.clone())
+                    .unwrap_or_default();
+                (applied, membership)
+            }
+        };
+        if let Some(applied) = applied {
+            let first = snapshot_index + 1;
+            let entries = log
+                .entries(first..=applied.index)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            for entry in entries {
+                if let EntryPayload::Membership(config) = entry.payload {
+                    membership = StoredMembership::new(Some(entry.log_id), config);
+                }
+            }
+        }
+        warn!(
+            topic_end,
+            ?applied,
+            "the view is missing or incomplete; rebuilding it from the topic"
+        );
+        self.rebuild_view(applied, membership)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,156 @@
+//! Raft snapshots in the topic's own segment format.
+//!
+//! A snapshot at log index `i` is every record the compacted topic holds at
+//! or below `i` — the latest record of every key, plus what the cleaner has
+//! not compacted yet — framed exactly as in a segment file, after a small
+//! header:
+//!
+//! ```text
+//! "OMKVSNP1" | header_len: u32 LE | header (JSON: meta, tombstone floor) | frames…
+//! ```
+//!
+//! Installing one lays the frames down as the topic's base segment and
+//! rebuilds the view by replay: one format, one replay path. The current
+//! snapshot is kept in `data/snapshot/current.snap` so it can be sent again
+//! after a restart.
+
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use compaction::{decode_frames, Record, TopicReader};
+use openraft::SnapshotMeta;
+use serde::{Deserialize, Serialize};
+
+use crate::error::StoreError;
+use crate::types::{Node, NodeId};
+
+const MAGIC: &[u8; 8] = b"OMKVSNP1";
+/// File name of the current snapshot.
+pub const CURRENT_FILE: &str = "current.snap";
+/// Present while a snapshot install is under way; at start-up it means the
+/// install must be done again.
+pub const INSTALLING_FILE: &str = "installing";
+
+/// What the snapshot header records.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SnapshotHeader {
+    /// openraft's description of the snapshot.
+    pub meta: SnapshotMeta<NodeId, Node>,
+    /// The topic's tombstone floor when the snapshot was built.
+    pub tombstone_floor: u64,
+}
+
+/// A snapshot read from bytes.
+pub struct SnapshotFile {
+    /// The header.
+    pub header: SnapshotHeader,
+    /// The whole snapshot, header included (what is sent to followers).
+    pub bytes: Bytes,
+    /// Where the frames start.
+    frames_at: usize,
+}
+
+impl SnapshotFile {
+    /// Builds a snapshot from the topic records `reader` yields, up to and
+    /// including the snapshot's last log index.
+    pub fn build(header: SnapshotHeader, reader: TopicReader) -> Result<SnapshotFile, StoreError> {
+        let last_index = header.meta.last_log_id.map_or(0, |id| id.index);
+        let header_json = serde_json::to_vec(&header).expect("a snapshot header serializes");
+        let mut bytes = Vec::with_capacity(1 << 20);
+        bytes.extend_from_slice(MAGIC);
+        bytes.extend_from_slice(&(header_json.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&header_json);
+        let frames_at = bytes.len();
+        for record in reader {
+            let record = record?;
+            if record.offset > last_index {
+                break;
+            }
+            record.encode_into(&mut bytes);
+        }
+        Ok(SnapshotFile {
+            header,
+            bytes: Bytes::from(bytes),
+            frames_at,
+        })
+    }
+
+    /// Reads a snapshot's bytes, checking its header.
+    pub fn parse(name: &str, bytes: Bytes) -> Result<SnapshotFile, StoreError> {
+        let bad = |why: String| StoreError::Corrupt(format!("snapshot {name}: {why}"));
+        if bytes.len() < MAGIC.len() + 4 || &bytes[..MAGIC.len()] != MAGIC {
+            return Err(bad("not a snapshot (bad magic)".to_string()));
+        }
+        let header_len = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes")) as usize;
+        let frames_at = 12 + header_len;
+        if bytes.len() < frames_at {
+            return Err(bad(format!(
+                "header of {header_len} bytes runs past the end"
+            )));
+        }
+        let header = serde_json::from_slice(&bytes[12..frames_at])
+            .map_err(|e| bad(format!("unreadable header: {e}")))?;
+        Ok(SnapshotFile {
+            header,
+            bytes,
+            frames_at,
+        })
+    }
+
+    /// The snapshot's records.
+    pub fn records(&self) -> impl Iterator<Item = compaction::Result<Record>> + '_ {
+        decode_frames(
+            &self.header.meta.snapshot_id,
+            self.bytes.slice(self.frames_at..),
+        )
+    }
+
+    /// The bytes as openraft's snapshot data.
+    pub fn data(&self) -> Box<Cursor<Vec<u8>>> {
+        Box::new(Cursor::new(self.bytes.to_vec()))
+    }
+
+    /// Writes the snapshot as the current one of `dir`, atomically.
+    pub fn store(&self, dir: &Path) -> Result<(), StoreError> {
+        std::fs::create_dir_all(dir).map_err(StoreError::io("create directory", dir))?;
+        let path = dir.join(CURRENT_FILE);
+        let tmp = dir.join(format!("{CURRENT_FILE}.tmp"));
+        write_synced(&tmp, &self.bytes)?;
+        std::fs::rename(&tmp, &path).map_err(StoreError::io("rename", &path))?;
+        sync_dir(dir)
+    }
+
+    /// Reads the current snapshot of `dir`, if there is one.
+    pub fn load(dir: &Path) -> Result<Option<SnapshotFile>, StoreError> {
+        let path = dir.join(CURRENT_FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                SnapshotFile::parse(&path.display().to_string(), Bytes::from(bytes)).map(Some)
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(StoreError::io("read", path)(error)),
+        }
+    }
+}
+
+/// Writes a file and fsyncs it.
+pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).map_err(StoreError::io("create", path))?;
+    file.write_all(bytes)
+        .map_err(StoreError::io("write", path))?;
+    file.sync_all().map_err(StoreError::io("fsync", path))
+}
+
+/// Makes renames and creations in `dir` durable.
+pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    std::fs::File::open(dir)
+        .and_then(|handle| handle.sync_all())
+        .map_err(StoreError::io("fsync directory", dir))
+}
+
+/// The marker of an install in progress.
+pub fn installing_marker(dir: &Path) -> PathBuf {
+    dir.join(INSTALLING_FILE)
+}

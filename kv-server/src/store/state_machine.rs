@@ -1,0 +1,167 @@
+//! openraft's state machine: applies committed entries through [`Store`],
+//! builds and installs snapshots.
+//!
+//! Storage work is blocking file I/O, so each call moves to the blocking
+//! pool; openraft calls the state machine from one task, one call at a
+//! time, so the store has exactly one writer.
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageIOError};
+use tracing::info;
+
+use crate::error::StoreError;
+use crate::store::snapshot::{SnapshotFile, SnapshotHeader};
+use crate::store::Store;
+use crate::types::{
+    CommandResult, Entry, LogId, Node, NodeId, StorageError, StoredMembership, TypeConfig,
+};
+
+/// The state machine openraft drives.
+#[derive(Clone)]
+pub struct StateMachine {
+    store: Arc<Store>,
+}
+
+impl StateMachine {
+    /// A state machine over `store`.
+    pub fn new(store: Arc<Store>) -> Self {
+        StateMachine { store }
+    }
+}
+
+/// Runs blocking storage work off the async workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|join| StoreError::Corrupt(format!("storage task failed: {join}")))?
+}
+
+fn sm_error(error: StoreError) -> StorageError {
+    StorageIOError::write_state_machine(&error).into()
+}
+
+fn snapshot_error(error: StoreError) -> StorageError {
+    StorageIOError::write_snapshot(None, &error).into()
+}
+
+/// Builds a snapshot from a consistent view of the topic taken when the
+/// builder was made.
+pub struct SnapshotBuilder {
+    store: Arc<Store>,
+    header: SnapshotHeader,
+    reader: Option<compaction::TopicReader>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let header = self.header.clone();
+        let reader = self.reader.take().expect("a snapshot builder builds once");
+        let store = Arc::clone(&self.store);
+        let snapshot = blocking(move || {
+            let snapshot = SnapshotFile::build(header, reader)?;
+            snapshot.store(&store.snapshot_dir)?;
+            Ok(snapshot)
+        })
+        .await
+        .map_err(snapshot_error)?;
+        info!(
+            snapshot = %snapshot.header.meta.snapshot_id,
+            bytes = snapshot.bytes.len(),
+            "built snapshot"
+        );
+        Ok(Snapshot {
+            meta: snapshot.header.meta.clone(),
+            snapshot: snapshot.data(),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        self.store.view.applied_state().map_err(sm_error)
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResult>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let store = Arc::clone(&self.store);
+        blocking(move || store.apply_entries(entries))
+            .await
+            .map_err(sm_error)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        // Called between applies: the applied state and the topic agree
+        // here, and the reader pins the segments as they are now.
+        let (applied, membership) = self
+            .store
+            .view
+            .applied_state()
+            .unwrap_or((None, StoredMembership::default()));
+        let snapshot_id = match applied {
+            Some(id) => format!(
+                "{}-{}-{}",
+                id.leader_id.term,
+                id.index,
+                compaction::now_ms()
+            ),
+            None => format!("0-0-{}", compaction::now_ms()),
+        };
+        SnapshotBuilder {
+            store: Arc::clone(&self.store),
+            header: SnapshotHeader {
+                meta: SnapshotMeta {
+                    last_log_id: applied,
+                    last_membership: membership,
+                    snapshot_id,
+                },
+                tombstone_floor: self.store.topic.tombstone_floor(),
+            },
+            reader: Some(self.store.topic.read_from(0)),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, Node>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let store = Arc::clone(&self.store);
+        let meta = meta.clone();
+        let bytes = Bytes::from(snapshot.into_inner());
+        blocking(move || {
+            let mut file = SnapshotFile::parse(&meta.snapshot_id, bytes)?;
+            // The sender's meta is the one that counts.
+            file.header.meta = meta;
+            store.install(&file)
+        })
+        .await
+        .map_err(snapshot_error)
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let dir = self.store.snapshot_dir.clone();
+        let snapshot = blocking(move || SnapshotFile::load(&dir))
+            .await
+            .map_err(snapshot_error)?;
+        Ok(snapshot.map(|snapshot| Snapshot {
+            meta: snapshot.header.meta.clone(),
+            snapshot: snapshot.data(),
+        }))
+    }
+}
