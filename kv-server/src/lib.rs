@@ -20,6 +20,7 @@
 pub mod api;
 pub mod config;
 pub mod error;
+pub mod metrics;
 pub mod network;
 pub mod server;
 pub mod store;

@@ -54,11 +54,14 @@ pub async fn serve(
     let dirs = DataDirs::new(&config.data_dir);
     let log = LogStore::open(&dirs.raft)?;
     let store = Arc::new(Store::open(&dirs, config.topic_config(), &log)?);
+    let committed = log.committed_index();
+    crate::metrics::handle();
     let cleaner = CleanerHandle::spawn(
         Arc::clone(&store.topic),
         Duration::from_millis(config.cleaner_interval_ms),
     )
     .map_err(|error| ServerError::Config(format!("cannot start the cleaner thread: {error}")))?;
+    let cleaner = Arc::new(cleaner);
 
     let raft_config = openraft::Config {
         cluster_name: "openmessaging-kv".into(),
@@ -99,6 +102,8 @@ pub async fn serve(
         raft: raft.clone(),
         store: Arc::clone(&store),
         config: Arc::clone(&config),
+        cleaner: Arc::clone(&cleaner),
+        committed,
     };
     info!(
         node_id = config.node_id,
@@ -111,7 +116,7 @@ pub async fn serve(
         .await;
     info!("shutting down");
     let _ = raft.shutdown().await;
-    cleaner.stop();
+    drop(cleaner);
     store.topic.sync().map_err(crate::error::StoreError::from)?;
     store.view.flush()?;
     info!("stopped");

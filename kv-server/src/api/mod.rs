@@ -4,9 +4,11 @@
 //! safe to use concurrently (openraft's handle, the store whose only writer
 //! is the state machine, an HTTP client pool).
 
+pub mod changes;
 pub mod cluster;
 pub mod error;
 pub mod kv;
+pub mod metrics;
 pub mod params;
 pub mod raft;
 
@@ -14,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::error_handling::HandleErrorLayer;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -45,6 +47,10 @@ pub struct AppState {
     pub store: Arc<Store>,
     /// The node's configuration.
     pub config: Arc<Config>,
+    /// The background cleaner, for its status.
+    pub cleaner: Arc<compaction::CleanerHandle>,
+    /// The committed log index, as the raft log store last saved it.
+    pub committed: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The whole API.
@@ -54,7 +60,9 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(kv::routes())
         .merge(cluster::routes())
+        .merge(changes::routes())
         .merge(raft::routes())
+        .merge(metrics::routes())
         .route("/healthz", get(healthz))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -69,9 +77,16 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Logs each request and stamps `X-Kv-Revision` on every answer.
+/// Logs and counts each request and stamps `X-Kv-Revision` on every answer.
 async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let span = info_span!("request", method = %request.method(), path = %request.uri().path());
+    // The route pattern, not the path, so keys do not become label values.
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |path| path.as_str())
+        .to_string();
+    let method = request.method().to_string();
+    let span = info_span!("request", %method, path = %request.uri().path());
     async move {
         let started = std::time::Instant::now();
         let mut response = next.run(request).await;
@@ -79,9 +94,15 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
             let revision = HeaderValue::from(state.store.revision());
             response.headers_mut().insert(REVISION_HEADER, revision);
         }
+        let elapsed = started.elapsed();
+        let status = response.status().as_u16().to_string();
+        ::metrics::counter!(crate::metrics::REQUESTS, "route" => route.clone(), "method" => method.clone(), "status" => status)
+            .increment(1);
+        ::metrics::histogram!(crate::metrics::REQUEST_SECONDS, "route" => route, "method" => method)
+            .record(elapsed.as_secs_f64());
         debug!(
             status = response.status().as_u16(),
-            elapsed_us = started.elapsed().as_micros() as u64,
+            elapsed_us = elapsed.as_micros() as u64,
             "answered"
         );
         response

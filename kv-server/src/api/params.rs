@@ -118,7 +118,7 @@ pub struct Blocking {
 const DEFAULT_WAIT: Duration = Duration::from_secs(60);
 
 /// Parses `30s`, `500ms`, `5m` or a plain number of seconds.
-fn parse_wait(raw: &str, max_wait_ms: u64) -> Result<Duration, ApiError> {
+pub fn parse_wait(raw: &str, max_wait_ms: u64) -> Result<Duration, ApiError> {
     let invalid = || {
         ApiError::bad_field(
             "invalid_parameter",

@@ -13,6 +13,8 @@
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader, StorageIOError, Vote};
@@ -31,6 +33,8 @@ const PURGED_KEY: &[u8] = b"s:purged";
 #[derive(Clone, Debug)]
 pub struct LogStore {
     db: sled::Db,
+    /// The last committed index openraft saved, for metrics and status.
+    committed: Arc<AtomicU64>,
 }
 
 fn entry_key(index: u64) -> [u8; 9] {
@@ -58,7 +62,15 @@ impl LogStore {
                 path: dir.to_path_buf(),
                 source,
             })?;
-        Ok(LogStore { db })
+        Ok(LogStore {
+            db,
+            committed: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// The committed index as last saved, shared.
+    pub fn committed_index(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.committed)
     }
 
     fn get_json<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
@@ -161,6 +173,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         // Not flushed: a lost committed id is recomputed by the leader.
+        if let Some(id) = &committed {
+            self.committed.store(id.index, Ordering::Release);
+        }
         let bytes = serde_json::to_vec(&committed).map_err(write_error)?;
         self.db.insert(COMMITTED_KEY, bytes).map_err(write_error)?;
         Ok(())

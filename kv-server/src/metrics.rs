@@ -1,0 +1,85 @@
+//! Prometheus metrics: the recorder, and the gauges read at scrape time.
+//!
+//! Counters and histograms are recorded where things happen (requests in the
+//! API middleware); gauges of Raft, the topic, the cleaner and the watchers
+//! are sampled when `/metrics` is scraped, so they cost nothing in between.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// Request latency buckets, in seconds.
+const LATENCY_BUCKETS_S: &[f64] = &[
+    0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    60.0, 300.0,
+];
+
+/// Name of the request counter.
+pub const REQUESTS: &str = "kv_http_requests_total";
+/// Name of the request latency histogram.
+pub const REQUEST_SECONDS: &str = "kv_http_request_duration_seconds";
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// The process-wide recorder, installed on first use.
+pub fn handle() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(LATENCY_BUCKETS_S)
+            .expect("the latency buckets are not empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        // A second recorder (a library user installed one) keeps theirs;
+        // our handle then renders only what it sees.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+/// What the gauges are read from at scrape time.
+pub struct Gauges {
+    /// Raft's term.
+    pub term: u64,
+    /// Last log index.
+    pub last_log_index: u64,
+    /// Committed index.
+    pub committed_index: u64,
+    /// Applied index.
+    pub applied_index: u64,
+    /// Whether this node leads.
+    pub is_leader: bool,
+    /// The topic's stats.
+    pub topic: compaction::TopicStats,
+    /// The cleaner's status.
+    pub cleaner: compaction::CleanerStatus,
+    /// Long-poll waiters.
+    pub watchers: usize,
+}
+
+/// Sets the gauges and renders everything in the Prometheus text format.
+pub fn render(gauges: &Gauges) -> String {
+    let handle = handle();
+    metrics::gauge!("kv_raft_term").set(gauges.term as f64);
+    metrics::gauge!("kv_raft_last_log_index").set(gauges.last_log_index as f64);
+    metrics::gauge!("kv_raft_committed_index").set(gauges.committed_index as f64);
+    metrics::gauge!("kv_raft_applied_index").set(gauges.applied_index as f64);
+    metrics::gauge!("kv_raft_is_leader").set(if gauges.is_leader { 1.0 } else { 0.0 });
+    let topic = &gauges.topic;
+    metrics::gauge!("kv_topic_segments").set(topic.segments as f64);
+    metrics::gauge!("kv_topic_bytes").set(topic.bytes as f64);
+    metrics::gauge!("kv_topic_dirty_ratio").set(topic.dirty_ratio);
+    metrics::gauge!("kv_topic_clean_offset").set(topic.clean_offset as f64);
+    metrics::gauge!("kv_topic_tombstone_floor").set(topic.tombstone_floor as f64);
+    let cleaner = &gauges.cleaner;
+    metrics::gauge!("kv_cleaner_runs").set(cleaner.runs as f64);
+    metrics::gauge!("kv_cleaner_failures").set(cleaner.failures as f64);
+    metrics::gauge!("kv_cleaner_last_success_timestamp_seconds")
+        .set(cleaner.last_success_ms.map_or(0.0, |ms| ms as f64 / 1000.0));
+    metrics::gauge!("kv_cleaner_failing").set(if cleaner.last_error.is_some() {
+        1.0
+    } else {
+        0.0
+    });
+    metrics::gauge!("kv_watch_waiters").set(gauges.watchers as f64);
+    handle.render()
+}
