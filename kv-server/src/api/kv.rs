@@ -83,12 +83,12 @@ fn key_from_path(path: Result<Path<String>, PathRejection>) -> Result<String, Ap
     Ok(key)
 }
 
-fn etag(revision: Revision) -> HeaderValue {
+pub fn etag(revision: Revision) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{revision}\"")).expect("a quoted number is a valid header")
 }
 
 /// Reads the condition headers: `If-Match: "<rev>"`, `If-None-Match: *`.
-fn condition(headers: &HeaderMap) -> Result<Condition, ApiError> {
+pub fn condition(headers: &HeaderMap) -> Result<Condition, ApiError> {
     let if_match = header(headers, "if-match")?;
     let if_none_match = header(headers, "if-none-match")?;
     match (if_match, if_none_match) {
@@ -119,7 +119,7 @@ fn condition(headers: &HeaderMap) -> Result<Condition, ApiError> {
     }
 }
 
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<Uuid>, ApiError> {
+pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<Uuid>, ApiError> {
     header(headers, "idempotency-key")?
         .map(|raw| {
             Uuid::parse_str(raw.trim()).map_err(|_| {
@@ -134,7 +134,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<Uuid>, ApiError> {
 }
 
 /// Turns the result of a write into the HTTP answer.
-fn write_response(key: &str, result: CommandResult) -> Response {
+pub fn write_response(key: &str, result: CommandResult) -> Response {
     match result {
         CommandResult::Written {
             revision,
@@ -191,6 +191,7 @@ async fn put_key(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let key = key_from_path(path)?;
+    refuse_metadata_key(&key)?;
     Query::parse(query.as_deref(), &[])?;
     let body = body.map_err(|rejection| body_error(&state, rejection))?;
     if body.len() > state.config.max_value_bytes {
@@ -218,6 +219,7 @@ async fn delete_key(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let key = key_from_path(path)?;
+    refuse_metadata_key(&key)?;
     Query::parse(query.as_deref(), &[])?;
     let command = Command {
         timestamp_ms: compaction::now_ms(),
@@ -338,6 +340,21 @@ async fn list(
         .headers_mut()
         .insert(INDEX_HEADER, HeaderValue::from(revision));
     Ok(response)
+}
+
+/// Topic configs and subscription groups are written only through their
+/// own, validating API; the raw KV API reads them but does not write them.
+fn refuse_metadata_key(key: &str) -> Result<(), ApiError> {
+    if crate::api::metadata::is_metadata_key(key) {
+        return Err(ApiError::bad_field(
+            "reserved_key",
+            "key",
+            format!(
+                "{key:?} holds typed metadata: write it through /v1/topics or /v1/subscriptions"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Checks the body is one JSON value and returns it as text.

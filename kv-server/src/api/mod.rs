@@ -8,6 +8,7 @@ pub mod changes;
 pub mod cluster;
 pub mod error;
 pub mod kv;
+pub mod metadata;
 pub mod metrics;
 pub mod params;
 pub mod raft;
@@ -61,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         .merge(kv::routes())
         .merge(cluster::routes())
         .merge(changes::routes())
+        .merge(metadata::routes())
         .merge(raft::routes())
         .merge(metrics::routes())
         .route("/healthz", get(healthz))

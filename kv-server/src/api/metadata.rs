@@ -1,0 +1,334 @@
+//! `/v1/topics` and `/v1/subscriptions`: RocketMQ topic configs and
+//! subscription groups, validated, stored at `topics/{name}` and
+//! `subscriptions/{group}`.
+//!
+//! The stored value is the config as the `schemas` crate normalizes it:
+//! defaults filled in, unknown fields kept. A write checks the previous
+//! config (fields fixed at creation) and commits with compare-and-set on the
+//! revision it checked, so a concurrent change cannot slip in between.
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use schemas::{SubscriptionGroupConfig, TopicConfig, ValidateOptions, ValidationError};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::api::error::ApiError;
+use crate::api::kv::{condition, etag, idempotency_key, write_response};
+use crate::api::params::{Consistency, Query};
+use crate::api::{linearizable_barrier, propose, AppState, REVISION_HEADER};
+use crate::types::{Command, CommandResult, Condition, Op};
+
+/// Default and largest page of a list.
+const DEFAULT_LIMIT: u64 = 100;
+const MAX_LIMIT: u64 = 10_000;
+
+/// The routes of both kinds.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/topics", get(list::<TopicConfig>))
+        .route(
+            "/v1/topics/{name}",
+            get(get_one::<TopicConfig>)
+                .put(put::<TopicConfig>)
+                .delete(delete::<TopicConfig>),
+        )
+        .route("/v1/subscriptions", get(list::<SubscriptionGroupConfig>))
+        .route(
+            "/v1/subscriptions/{name}",
+            get(get_one::<SubscriptionGroupConfig>)
+                .put(put::<SubscriptionGroupConfig>)
+                .delete(delete::<SubscriptionGroupConfig>),
+        )
+}
+
+/// What the handlers need of a metadata type.
+pub trait Metadata: Serialize + DeserializeOwned + Send + 'static {
+    /// Prefix of its keys.
+    const PREFIX: &'static str;
+    /// Error code of a missing one.
+    const NOT_FOUND: &'static str;
+    /// What it is called in messages.
+    const KIND: &'static str;
+    /// Field of a list answer.
+    const LIST_FIELD: &'static str;
+    /// Checks a name from the path.
+    fn validate_name(name: &str, options: ValidateOptions) -> Result<(), ValidationError>;
+    /// Checks the config.
+    fn validate(&self, options: ValidateOptions) -> Result<(), ValidationError>;
+    /// Checks the body's name against the path's.
+    fn check_path_name(&self, name: &str) -> Result<(), ValidationError>;
+    /// Checks what may not change from the previous config.
+    fn check_update_of(&self, _previous: &Self) -> Result<(), ValidationError> {
+        Ok(())
+    }
+}
+
+impl Metadata for TopicConfig {
+    const PREFIX: &'static str = schemas::TOPICS_PREFIX;
+    const NOT_FOUND: &'static str = "topic_not_found";
+    const KIND: &'static str = "topic";
+    const LIST_FIELD: &'static str = "topics";
+    fn validate_name(name: &str, options: ValidateOptions) -> Result<(), ValidationError> {
+        schemas::validate_topic_name(name, options)
+    }
+    fn validate(&self, options: ValidateOptions) -> Result<(), ValidationError> {
+        TopicConfig::validate(self, options)
+    }
+    fn check_path_name(&self, name: &str) -> Result<(), ValidationError> {
+        TopicConfig::check_path_name(self, name)
+    }
+    fn check_update_of(&self, previous: &Self) -> Result<(), ValidationError> {
+        TopicConfig::check_update_of(self, previous)
+    }
+}
+
+impl Metadata for SubscriptionGroupConfig {
+    const PREFIX: &'static str = schemas::SUBSCRIPTIONS_PREFIX;
+    const NOT_FOUND: &'static str = "subscription_not_found";
+    const KIND: &'static str = "subscription group";
+    const LIST_FIELD: &'static str = "subscriptions";
+    fn validate_name(name: &str, options: ValidateOptions) -> Result<(), ValidationError> {
+        schemas::validate_group_name(name, options)
+    }
+    fn validate(&self, options: ValidateOptions) -> Result<(), ValidationError> {
+        SubscriptionGroupConfig::validate(self, options)
+    }
+    fn check_path_name(&self, name: &str) -> Result<(), ValidationError> {
+        SubscriptionGroupConfig::check_path_name(self, name)
+    }
+}
+
+/// Whether a raw KV key belongs to the typed metadata (written only here).
+pub fn is_metadata_key(key: &str) -> bool {
+    key.starts_with(schemas::TOPICS_PREFIX) || key.starts_with(schemas::SUBSCRIPTIONS_PREFIX)
+}
+
+/// The name from the path, checked (system names pass here; the body's
+/// validation decides on them).
+fn name_from_path<T: Metadata>(
+    path: Result<Path<String>, PathRejection>,
+) -> Result<String, ApiError> {
+    let Path(name) = path.map_err(|rejection| {
+        ApiError::bad_field(
+            "invalid_name",
+            "name",
+            format!("the name in the path is unreadable: {rejection}"),
+        )
+    })?;
+    T::validate_name(&name, ValidateOptions::ALLOW_SYSTEM)?;
+    Ok(name)
+}
+
+/// `?system=true` lets a call create RocketMQ's reserved system names.
+fn options(query: &Query) -> Result<ValidateOptions, ApiError> {
+    match query.get("system") {
+        None | Some("false") => Ok(ValidateOptions::default()),
+        Some("true") => Ok(ValidateOptions::ALLOW_SYSTEM),
+        Some(other) => Err(ApiError::bad_field(
+            "invalid_parameter",
+            "system",
+            format!("system must be true or false, got {other:?}"),
+        )),
+    }
+}
+
+fn stored<T: Metadata>(key: &str, value: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(value).map_err(|error| {
+        ApiError::internal(format!(
+            "stored {} {key:?} does not parse: {error}",
+            T::KIND
+        ))
+    })
+}
+
+async fn put<T: Metadata>(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let name = name_from_path::<T>(path)?;
+    let query = Query::parse(query.as_deref(), &["system"])?;
+    let options = options(&query)?;
+    let body = body.map_err(|rejection| {
+        ApiError::bad_request("invalid_body", format!("unreadable body: {rejection}"))
+    })?;
+    if body.len() > state.config.max_value_bytes {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "value_too_large",
+            format!(
+                "the body is {} bytes, over the limit of {}",
+                body.len(),
+                state.config.max_value_bytes
+            ),
+        ));
+    }
+    let config: T = schemas::from_json(&body)?;
+    config.check_path_name(&name)?;
+    config.validate(options)?;
+    let key = format!("{}{name}", T::PREFIX);
+    let current = state.store.view.get(&key)?;
+    if let Some(entry) = &current {
+        config.check_update_of(&stored::<T>(&key, &entry.value)?)?;
+    }
+    // The checks above hold for the revision read: commit only on it.
+    let checked = match &current {
+        Some(entry) => Condition::ModRevision(entry.mod_revision),
+        None => Condition::Absent,
+    };
+    let asked = condition(&headers)?;
+    if asked != Condition::Always && asked != checked {
+        return Ok(write_response(
+            &key,
+            CommandResult::PreconditionFailed {
+                current_mod_revision: current.map(|entry| entry.mod_revision),
+            },
+        ));
+    }
+    let value = serde_json::to_string(&config).expect("a validated config serializes");
+    let command = Command {
+        timestamp_ms: compaction::now_ms(),
+        idempotency_key: idempotency_key(&headers)?,
+        op: Op::Put {
+            key: key.clone(),
+            value,
+            condition: checked,
+        },
+    };
+    match propose(&state, command).await? {
+        CommandResult::PreconditionFailed { .. } if asked == Condition::Always => {
+            Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!(
+                    "{} {name:?} changed while this write was checked; retry",
+                    T::KIND
+                ),
+            ))
+        }
+        result => Ok(write_response(&key, result)),
+    }
+}
+
+async fn get_one<T: Metadata>(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let name = name_from_path::<T>(path)?;
+    let query = Query::parse(query.as_deref(), &["consistency"])?;
+    if query.consistency()? == Consistency::Linearizable {
+        linearizable_barrier(&state).await?;
+    }
+    let key = format!("{}{name}", T::PREFIX);
+    let revision = state.store.revision();
+    let Some(entry) = state.store.view.get(&key)? else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            T::NOT_FOUND,
+            format!("{} {name:?} does not exist", T::KIND),
+        )
+        .with_revision(revision));
+    };
+    let mut response = (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        entry.value,
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert(header::ETAG, etag(entry.mod_revision));
+    response
+        .headers_mut()
+        .insert(REVISION_HEADER, HeaderValue::from(revision));
+    Ok(response)
+}
+
+async fn delete<T: Metadata>(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let name = name_from_path::<T>(path)?;
+    Query::parse(query.as_deref(), &[])?;
+    let key = format!("{}{name}", T::PREFIX);
+    let command = Command {
+        timestamp_ms: compaction::now_ms(),
+        idempotency_key: idempotency_key(&headers)?,
+        op: Op::Delete {
+            key: key.clone(),
+            condition: condition(&headers)?,
+        },
+    };
+    match propose(&state, command).await? {
+        CommandResult::NotFound => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            T::NOT_FOUND,
+            format!("{} {name:?} does not exist", T::KIND),
+        )),
+        result => Ok(write_response(&key, result)),
+    }
+}
+
+async fn list<T: Metadata>(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let query = Query::parse(query.as_deref(), &["limit", "start_after", "consistency"])?;
+    let limit = query.number("limit")?.unwrap_or(DEFAULT_LIMIT);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(ApiError::bad_field(
+            "invalid_parameter",
+            "limit",
+            format!("limit must be between 1 and {MAX_LIMIT}, got {limit}"),
+        ));
+    }
+    if query.consistency()? == Consistency::Linearizable {
+        linearizable_barrier(&state).await?;
+    }
+    let start_after = query
+        .get("start_after")
+        .map(|name| format!("{}{name}", T::PREFIX));
+    let revision = state.store.revision();
+    let (entries, more) =
+        state
+            .store
+            .view
+            .list(T::PREFIX, start_after.as_deref(), limit as usize)?;
+    // The stored configs are written out as stored, in their field order.
+    let mut body = format!("{{\"{}\":[", T::LIST_FIELD).into_bytes();
+    for (i, (key, entry)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        serde_json::from_slice::<&RawValue>(&entry.value)
+            .map_err(|_| ApiError::internal(format!("stored value of {key:?} is not JSON")))?;
+        body.extend_from_slice(&entry.value);
+    }
+    body.extend_from_slice(format!("],\"more\":{more}}}").as_bytes());
+    let mut response = (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert(REVISION_HEADER, HeaderValue::from(revision));
+    Ok(response)
+}
