@@ -58,6 +58,9 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let max_body_bytes = state.config.max_value_bytes + 64 * 1024;
     let max_concurrent = state.config.max_concurrent_requests;
+    // Handlers bound their own waits (raft, long-polls); this is the outer
+    // limit no request outlives, long-polls included.
+    let hard_timeout = Duration::from_millis(state.config.max_wait_ms + 2 * state.config.request_timeout_ms);
     Router::new()
         .merge(kv::routes())
         .merge(cluster::routes())
@@ -73,7 +76,8 @@ pub fn router(state: AppState) -> Router {
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(overloaded))
                 .load_shed()
-                .concurrency_limit(max_concurrent),
+                .concurrency_limit(max_concurrent)
+                .timeout(hard_timeout),
         )
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
@@ -114,7 +118,11 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
 }
 
 async fn overloaded(error: BoxError) -> ApiError {
-    ApiError::unavailable(format!("the server is overloaded: {error}"))
+    if error.is::<tower::timeout::error::Elapsed>() {
+        ApiError::unavailable("the request took too long")
+    } else {
+        ApiError::unavailable(format!("the server is overloaded: {error}"))
+    }
 }
 
 async fn not_found() -> ApiError {
