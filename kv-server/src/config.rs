@@ -84,6 +84,11 @@ pub struct Config {
     #[arg(long, env = "KV_SEGMENT_BYTES", default_value_t = 64 << 20)]
     pub segment_bytes: u64,
 
+    /// Milliseconds after which the topic's active segment rolls, so the
+    /// cleaner can compact it.
+    #[arg(long, env = "KV_SEGMENT_MS", default_value_t = 60 * 60 * 1000)]
+    pub segment_ms: u64,
+
     /// Milliseconds between background cleaner checks.
     #[arg(long, env = "KV_CLEANER_INTERVAL_MS", default_value_t = 15_000)]
     pub cleaner_interval_ms: u64,
@@ -112,6 +117,7 @@ impl Config {
     pub fn topic_config(&self) -> compaction::TopicConfig {
         compaction::TopicConfig {
             segment_bytes: self.segment_bytes,
+            segment_ms: self.segment_ms,
             min_compaction_lag_ms: self.min_compaction_lag_ms,
             delete_retention_ms: self.delete_retention_ms,
             ..compaction::TopicConfig::default()
