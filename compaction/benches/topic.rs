@@ -262,7 +262,8 @@ fn bench_clean(c: &mut Criterion, workload: &Workload, pristine: &Path) {
                 passes.push(elapsed);
 
                 assert!(report.cleaned, "the pass cleaned nothing: {report:?}");
-                assert_eq!(report.records_read, TOPIC_RECORDS);
+                // Segments with nothing live are dropped without being read.
+                assert!(report.records_read <= TOPIC_RECORDS);
                 assert_eq!(report.records_kept, KEYS);
                 let live = topic.read_from(0).count() as u64;
                 assert_eq!(live, KEYS, "records left after cleaning");

@@ -131,7 +131,9 @@ impl Topic {
             report.tombstones_dropped += outcome.tombstones_dropped;
             next_checkpoint.tombstone_floor =
                 next_checkpoint.tombstone_floor.max(outcome.tombstone_floor);
-            let unchanged = group.len() == 1 && outcome.records_kept == outcome.records_read;
+            let unchanged = group.len() == 1
+                && outcome.segments_skipped == 0
+                && outcome.records_kept == outcome.records_read;
             let base = group[0].base_offset();
             if unchanged {
                 self.discard_cleaned(base)?;
@@ -199,6 +201,10 @@ impl Topic {
         let mut batch_bytes = 0;
         let mut buf = Vec::new();
         for segment in group {
+            if map.holds_nothing_live_in(segment) {
+                outcome.segments_skipped += 1;
+                continue;
+            }
             let mut scanner = segment.scanner(0);
             while let Some(record) = scanner.next_record()? {
                 outcome.records_read += 1;
@@ -262,6 +268,8 @@ struct RewriteOutcome {
     records_read: u64,
     records_kept: u64,
     tombstones_dropped: u64,
+    /// Segments dropped whole without reading them.
+    segments_skipped: usize,
     /// One above the highest dropped tombstone, or 0.
     tombstone_floor: Offset,
     /// Bytes of the cleaned segment.
@@ -271,6 +279,11 @@ struct RewriteOutcome {
 /// The key → last offset map of the dirty section, bounded in memory.
 struct KeyMap {
     offsets: HashMap<Bytes, Offset>,
+    /// The map's offsets, sorted: the records of the dirty section that
+    /// survive.
+    latest: Vec<Offset>,
+    /// Offsets below this and at or above `first_dirty` are in the map.
+    first_dirty: Offset,
     /// Offsets below this were read into the map: the new clean offset.
     end: Offset,
     /// Whether the map filled up before the end of the dirty section.
@@ -293,6 +306,8 @@ impl KeyMap {
             .map_or(first_dirty, |last| last + 1);
         let mut map = KeyMap {
             offsets: HashMap::new(),
+            latest: Vec::new(),
+            first_dirty,
             end: end_of_section,
             full: false,
         };
@@ -314,6 +329,7 @@ impl KeyMap {
                 if !map.offsets.is_empty() && used_bytes + cost > budget_bytes {
                     map.end = record.offset;
                     map.full = true;
+                    map.sort_latest();
                     return Ok(map);
                 }
                 used_bytes += cost;
@@ -322,7 +338,28 @@ impl KeyMap {
                     .insert(Bytes::copy_from_slice(&record.key), record.offset);
             }
         }
+        map.sort_latest();
         Ok(map)
+    }
+
+    fn sort_latest(&mut self) {
+        self.latest = self.offsets.values().copied().collect();
+        self.latest.sort_unstable();
+    }
+
+    /// Whether every record of `segment` lies in the mapped part of the dirty
+    /// section and none is the latest of its key: then nothing in it
+    /// survives, tombstones included, and it need not be read.
+    fn holds_nothing_live_in(&self, segment: &Segment) -> bool {
+        let state = segment.state();
+        let (Some(first), Some(last)) = (state.first_offset(), state.last_offset) else {
+            return false;
+        };
+        if first < self.first_dirty || last >= self.end {
+            return false;
+        }
+        let at = self.latest.partition_point(|&offset| offset < first);
+        self.latest.get(at).is_none_or(|&offset| offset > last)
     }
 
     /// Whether a later record of the same key makes `record` obsolete.
