@@ -125,7 +125,16 @@ impl Topic {
             checkpoint: Checkpoint::default(),
         };
         for group in group_for_merge(&rewrite, self.config.segment_bytes) {
-            let outcome = self.rewrite_group(&group, &map, &checkpoint, now_ms)?;
+            let outcome = match self.rewrite_group(&group, &map, &checkpoint, now_ms) {
+                Ok(outcome) => outcome,
+                Err(error) => {
+                    // Leave nothing behind: the next pass starts clean.
+                    for base in plan.install.iter().chain([&group[0].base_offset()]) {
+                        self.discard_cleaned(*base)?;
+                    }
+                    return Err(error);
+                }
+            };
             report.records_read += outcome.records_read;
             report.records_kept += outcome.records_kept;
             report.tombstones_dropped += outcome.tombstones_dropped;

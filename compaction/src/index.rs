@@ -7,7 +7,8 @@
 //! there: at most one interval of bytes, however large the segment.
 //!
 //! The index is derived data: a missing or damaged index file is rebuilt from
-//! the log, never trusted blindly.
+//! the log, never trusted blindly. The file is the entries followed by a
+//! CRC32C of them, so a flipped bit is caught, not followed.
 
 use std::path::Path;
 
@@ -16,6 +17,8 @@ use crate::Offset;
 
 /// Bytes of one entry on disk: offset u64, position u32, max timestamp u64.
 const ENTRY_BYTES: usize = 20;
+/// Bytes of the CRC32C trailer.
+const CRC_BYTES: usize = 4;
 
 /// One index entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,14 +67,16 @@ impl SparseIndex {
         }
     }
 
-    /// Encodes the entries for the index file.
+    /// Encodes the entries and their CRC for the index file.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.entries.len() * ENTRY_BYTES);
+        let mut out = Vec::with_capacity(self.entries.len() * ENTRY_BYTES + CRC_BYTES);
         for entry in &self.entries {
             out.extend_from_slice(&entry.offset.to_le_bytes());
             out.extend_from_slice(&entry.position.to_le_bytes());
             out.extend_from_slice(&entry.max_timestamp_ms.to_le_bytes());
         }
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
         out
     }
 
@@ -85,11 +90,16 @@ impl SparseIndex {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(error) => return Err(error).io_context("read index", path),
         };
-        if bytes.len() % ENTRY_BYTES != 0 {
+        let Some(entries_len) = bytes.len().checked_sub(CRC_BYTES) else {
+            return Ok(None);
+        };
+        let (entries, crc) = bytes.split_at(entries_len);
+        let stored_crc = u32::from_le_bytes(crc.try_into().expect("4-byte slice"));
+        if entries_len % ENTRY_BYTES != 0 || crc32c::crc32c(entries) != stored_crc {
             return Ok(None);
         }
         let mut index = SparseIndex::default();
-        for chunk in bytes.chunks_exact(ENTRY_BYTES) {
+        for chunk in entries.chunks_exact(ENTRY_BYTES) {
             let entry = IndexEntry {
                 offset: u64::from_le_bytes(chunk[0..8].try_into().expect("8-byte slice")),
                 position: u32::from_le_bytes(chunk[8..12].try_into().expect("4-byte slice")),
@@ -155,6 +165,11 @@ mod tests {
         assert!(SparseIndex::load(&path, 4000).unwrap().is_none());
         // Torn entry.
         std::fs::write(&path, &index.to_bytes()[..25]).unwrap();
+        assert!(SparseIndex::load(&path, 5000).unwrap().is_none());
+        // A flipped bit that keeps the entries in order.
+        let mut flipped = index.to_bytes();
+        flipped[0] ^= 0x01;
+        std::fs::write(&path, &flipped).unwrap();
         assert!(SparseIndex::load(&path, 5000).unwrap().is_none());
         // Missing.
         std::fs::remove_file(&path).unwrap();

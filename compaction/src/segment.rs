@@ -282,8 +282,9 @@ impl Segment {
     }
 
     /// An invalid frame in the active segment is a torn write when nothing
-    /// follows it but zeros, or when it is exactly the last frame of the file:
-    /// a write the crash cut short. Anything else is corruption.
+    /// follows it but zeros, or when nothing but zeros follows the end its
+    /// length declares (the file's last frame, maybe padded with zeros by a
+    /// power loss): a write the crash cut short. Anything else is corruption.
     fn is_torn_tail(&self, position: u64, file_bytes: u64) -> Result<bool> {
         let mut rest = vec![0u8; (file_bytes - position) as usize];
         self.file
@@ -292,10 +293,13 @@ impl Segment {
         if rest.iter().all(|&byte| byte == 0) {
             return Ok(true);
         }
-        let declared = rest
+        let Some(declared) = rest
             .get(..4)
-            .map(|len| u32::from_le_bytes(len.try_into().expect("4-byte slice")) as u64 + 8);
-        Ok(declared == Some(file_bytes - position))
+            .map(|len| u32::from_le_bytes(len.try_into().expect("4-byte slice")) as usize + 8)
+        else {
+            return Ok(false);
+        };
+        Ok(declared <= rest.len() && rest[declared..].iter().all(|&byte| byte == 0))
     }
 
     fn truncate_torn_tail(&self, position: u64, file_bytes: u64, reason: &str) -> Result<()> {
