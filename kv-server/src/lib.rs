@@ -7,7 +7,8 @@
 //! * [`watch`] — the long-poll registry.
 //! * [`network`] — Raft RPC to other nodes over HTTP.
 //! * [`api`] — the axum routers, one module per area.
-//! * [`server`] — start-up and graceful shutdown.
+//! * [`http`] — HTTP/1.1 and HTTP/2 serving with graceful shutdown.
+//! * [`server`] — start-up and shutdown.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), kv_server::server::ServerError> {
@@ -20,6 +21,7 @@
 pub mod api;
 pub mod config;
 pub mod error;
+pub mod http;
 pub mod metrics;
 pub mod network;
 pub mod server;

@@ -111,19 +111,14 @@ pub async fn serve(
         data_dir = %config.data_dir.display(),
         "serving"
     );
-    let served = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    crate::http::serve(listener, router(state), shutdown).await;
     info!("shutting down");
     let _ = raft.shutdown().await;
     drop(cleaner);
     store.topic.sync().map_err(crate::error::StoreError::from)?;
     store.view.flush()?;
     info!("stopped");
-    served.map_err(|source| ServerError::Listen {
-        addr: config.listen,
-        source,
-    })
+    Ok(())
 }
 
 /// On first start, a node without peers forms a cluster of its own; later

@@ -25,7 +25,7 @@ use axum::routing::get;
 use axum::{BoxError, Json, Router};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
 use tower::ServiceBuilder;
-use tracing::{debug, info_span, Instrument};
+use tracing::{debug, debug_span, Instrument};
 
 use crate::api::error::ApiError;
 use crate::config::Config;
@@ -60,7 +60,8 @@ pub fn router(state: AppState) -> Router {
     let max_concurrent = state.config.max_concurrent_requests;
     // Handlers bound their own waits (raft, long-polls); this is the outer
     // limit no request outlives, long-polls included.
-    let hard_timeout = Duration::from_millis(state.config.max_wait_ms + 2 * state.config.request_timeout_ms);
+    let hard_timeout =
+        Duration::from_millis(state.config.max_wait_ms + 2 * state.config.request_timeout_ms);
     Router::new()
         .merge(kv::routes())
         .merge(cluster::routes())
@@ -92,7 +93,7 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
         .map_or("unmatched", |path| path.as_str())
         .to_string();
     let method = request.method().to_string();
-    let span = info_span!("request", %method, path = %request.uri().path());
+    let span = debug_span!("request", %method, path = %request.uri().path());
     async move {
         let started = std::time::Instant::now();
         let mut response = next.run(request).await;
@@ -154,7 +155,9 @@ async fn healthz(State(state): State<AppState>) -> Response {
 /// Proposes a command through Raft and waits until it is applied here.
 pub async fn propose(state: &AppState, command: Command) -> Result<CommandResult, ApiError> {
     let timeout = Duration::from_millis(state.config.request_timeout_ms);
-    match tokio::time::timeout(timeout, state.raft.client_write(command)).await {
+    // Boxed: openraft's futures are large, and a handler's future is as
+    // large as its largest await; a parked long-poll should not carry them.
+    match tokio::time::timeout(timeout, Box::pin(state.raft.client_write(command))).await {
         Err(_) => Err(ApiError::unavailable("the write was not committed in time")),
         Ok(Ok(response)) => Ok(response.data),
         Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward)))) => {
@@ -173,7 +176,7 @@ pub async fn propose(state: &AppState, command: Command) -> Result<CommandResult
 /// a quorum confirmed it, and its state machine applied up to the read index.
 pub async fn linearizable_barrier(state: &AppState) -> Result<(), ApiError> {
     let timeout = Duration::from_millis(state.config.request_timeout_ms);
-    match tokio::time::timeout(timeout, state.raft.ensure_linearizable()).await {
+    match tokio::time::timeout(timeout, Box::pin(state.raft.ensure_linearizable())).await {
         Err(_) => Err(ApiError::unavailable(
             "no quorum confirmed the read in time",
         )),
