@@ -1,2 +1,33 @@
-//! The test harness that starts real `kv-server` processes on loopback ports
-//! and talks HTTP to them. Tests live in `tests/`; they arrive with the server.
+//! The harness of the integration tests: it starts real `kv-server`
+//! processes on free loopback ports, each with its own temporary data
+//! directory, talks HTTP/JSON to them, and cleans up.
+//!
+//! * [`TestServer`] owns one server process: start, SIGKILL, graceful stop,
+//!   restart on the same port and data directory. When a test panics, the
+//!   tail of the server's log is printed with the failure.
+//! * [`api`] has small helpers for the JSON API (`call`, the error body) so
+//!   a test body reads as its scenario.
+//!
+//! The server binary is `$KV_SERVER_BIN` if set, else `kv-server` in the
+//! target directory the tests were built in; `cargo build -p kv-server`
+//! puts it there.
+//!
+//! ```no_run
+//! use integration_tests::{call, TestServer};
+//! use serde_json::json;
+//!
+//! # async fn example() {
+//! let mut server = TestServer::start().await;
+//! let (status, _) = call(&server, "PUT", "/v1/kv/apps/a", Some(json!({"replicas": 3}))).await;
+//! assert_eq!(status, 201);
+//! server.restart().await;
+//! let (status, entry) = call(&server, "GET", "/v1/kv/apps/a", None).await;
+//! assert_eq!((status, &entry["value"]["replicas"]), (200, &json!(3)));
+//! # }
+//! ```
+
+pub mod api;
+mod server;
+
+pub use api::{call, error_of};
+pub use server::TestServer;

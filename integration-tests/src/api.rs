@@ -1,0 +1,39 @@
+//! Small helpers for the JSON API, so a test body reads as its scenario.
+
+use serde_json::Value;
+
+use crate::TestServer;
+
+/// Sends `method path` (with a JSON body if given) and returns the status
+/// and the body as JSON (a string when it is not JSON).
+pub async fn call(
+    server: &TestServer,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let method: reqwest::Method = method.parse().expect("a valid HTTP method");
+    let mut request = server.client().request(method, server.url(path));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("the server answers");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("the body is readable");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// The `code` and `field` of an error body `{"error":{"code","message","field"?}}`.
+pub fn error_of(body: &Value) -> (&str, Option<&str>) {
+    let code = body["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not an error body: {body}"));
+    assert!(
+        body["error"]["message"].is_string(),
+        "an error has a message: {body}"
+    );
+    (code, body["error"]["field"].as_str())
+}

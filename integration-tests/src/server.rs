@@ -1,0 +1,352 @@
+//! One `kv-server` process under test: its port, data directory, log file
+//! and lifecycle.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// How long a server may take to answer `/healthz` with 200 after spawning.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// Pause between two `/healthz` polls.
+const READY_POLL: Duration = Duration::from_millis(50);
+/// How long a graceful stop may take before the process is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an offline command (`kv-server rebuild`) may run.
+const OFFLINE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Time limit of one request made through [`TestServer::client`]; long-polls
+/// in the tests wait far less.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Fresh ports tried when a picked port was taken before the server bound it.
+const PORT_ATTEMPTS: usize = 3;
+/// Log lines printed when a test fails.
+const LOG_TAIL_LINES: usize = 60;
+
+/// A running (or stopped) `kv-server` on `127.0.0.1`, with its own data
+/// directory. Dropping it kills the process and removes the directory.
+pub struct TestServer {
+    /// Holds `data/` and `server.log`; removed on drop.
+    dir: TempDir,
+    /// The loopback port, kept across restarts.
+    port: u16,
+    /// Flags added to `--node-id 1 --listen … --data-dir …`, kept across restarts.
+    extra_args: Vec<String>,
+    /// The process, while it runs.
+    child: Option<Child>,
+    /// HTTP client for this server.
+    client: reqwest::Client,
+}
+
+/// Why one spawn did not become ready.
+enum NotReady {
+    /// The process exited; `log` is what it wrote.
+    Exited { status: ExitStatus, log: String },
+    /// `/healthz` did not answer 200 in time.
+    TimedOut,
+}
+
+impl TestServer {
+    /// Starts a single-node server with default flags and waits until it
+    /// knows a leader.
+    pub async fn start() -> TestServer {
+        TestServer::start_with(&[]).await
+    }
+
+    /// Starts a server with extra flags (e.g. `["--snapshot-every", "100"]`)
+    /// and waits until it knows a leader. The flags are kept for restarts.
+    pub async fn start_with(extra_args: &[&str]) -> TestServer {
+        let dir = tempfile::Builder::new()
+            .prefix("kv-it-")
+            .tempdir()
+            .expect("a temporary directory can be created");
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .expect("a plain HTTP client builds");
+        let mut server = TestServer {
+            dir,
+            port: 0,
+            extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
+            child: None,
+            client,
+        };
+        // The port is free when picked but another process may take it before
+        // the server binds it; then the server exits and a new port is tried.
+        for attempt in 1..=PORT_ATTEMPTS {
+            server.port = free_port();
+            match server.spawn_and_wait().await {
+                Ok(()) => return server,
+                Err(NotReady::Exited { log, .. })
+                    if attempt < PORT_ATTEMPTS && log.contains("cannot listen") => {}
+                Err(not_ready) => server.fail_to_start(not_ready),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    /// The URL of `path` (which starts with `/`) on this server. Keys are
+    /// put in the path as they are: tests use keys that need no escaping.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// An HTTP client (pooled, no proxy, 30 s per request).
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// The server's `--data-dir`.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Whether the process is running (as far as this harness started it).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Kills the process with SIGKILL, as a crash would, and reaps it.
+    pub async fn kill9(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            panic!("kill9: the server is not running");
+        };
+        child.kill().expect("SIGKILL can be sent to our own child");
+        child.wait().expect("a killed child can be reaped");
+    }
+
+    /// Stops the process with SIGTERM and waits for it to exit; it must exit
+    /// successfully within 10 s (else it is killed and the test fails).
+    pub async fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            panic!("stop: the server is not running");
+        };
+        let pid = libc::pid_t::try_from(child.id()).expect("a pid fits pid_t");
+        // SAFETY: kill(2) with the pid of a child we have not reaped yet, so
+        // the pid cannot have been reused by another process.
+        let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
+        assert_eq!(sent, 0, "SIGTERM could not be sent to the server");
+        let status = match wait_for_exit(&mut child, STOP_TIMEOUT).await {
+            Some(status) => status,
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "the server did not stop within {STOP_TIMEOUT:?} of SIGTERM\n{}",
+                    self.log_tail(LOG_TAIL_LINES)
+                );
+            }
+        };
+        assert!(
+            status.success(),
+            "the server stopped with {status} after SIGTERM\n{}",
+            self.log_tail(LOG_TAIL_LINES)
+        );
+    }
+
+    /// Starts the server again on the same port and data directory, with
+    /// the same flags; stops it gracefully first if it is running.
+    pub async fn restart(&mut self) {
+        if self.child.is_some() {
+            self.stop().await;
+        }
+        if let Err(not_ready) = self.spawn_and_wait().await {
+            self.fail_to_start(not_ready);
+        }
+    }
+
+    /// Runs `kv-server rebuild --data-dir <data dir>` while the server is
+    /// stopped, and checks that it succeeds.
+    pub async fn rebuild_view_offline(&self) {
+        assert!(
+            self.child.is_none(),
+            "rebuild_view_offline needs the server stopped"
+        );
+        let data_dir = self.data_dir();
+        let mut child = Command::new(server_binary())
+            .args(["rebuild", "--data-dir"])
+            .arg(&data_dir)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(self.log_for_append())
+            .stderr(self.log_for_append())
+            .spawn()
+            .expect("kv-server rebuild can be spawned");
+        let Some(status) = wait_for_exit(&mut child, OFFLINE_TIMEOUT).await else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("kv-server rebuild ran longer than {OFFLINE_TIMEOUT:?}");
+        };
+        assert!(
+            status.success(),
+            "kv-server rebuild exited with {status}\n{}",
+            self.log_tail(LOG_TAIL_LINES)
+        );
+    }
+
+    /// The last `lines` lines the server (and offline commands) wrote.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        let tail = all[all.len().saturating_sub(lines)..].join("\n");
+        format!(
+            "--- last lines of {} ---\n{tail}",
+            self.log_path().display()
+        )
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("server.log")
+    }
+
+    fn log_for_append(&self) -> File {
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("the log file in the temporary directory can be opened")
+    }
+
+    /// Spawns the process and polls `/healthz` until it answers 200.
+    async fn spawn_and_wait(&mut self) -> Result<(), NotReady> {
+        let log_start = std::fs::metadata(self.log_path()).map_or(0, |meta| meta.len());
+        let listen = self.addr().to_string();
+        let child = Command::new(server_binary())
+            .args(["--node-id", "1", "--listen", &listen, "--data-dir"])
+            .arg(self.data_dir())
+            .args(&self.extra_args)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(self.log_for_append())
+            .stderr(self.log_for_append())
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot spawn {}: {error}", server_binary().display()));
+        self.child = Some(child);
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while Instant::now() < deadline {
+            let child = self.child.as_mut().expect("spawned just above");
+            if let Some(status) = child.try_wait().expect("the child can be polled") {
+                self.child = None;
+                let log = read_from(&self.log_path(), log_start);
+                return Err(NotReady::Exited { status, log });
+            }
+            let health = self
+                .client
+                .get(self.url("/healthz"))
+                .timeout(Duration::from_secs(1))
+                .send()
+                .await;
+            if matches!(health, Ok(response) if response.status() == reqwest::StatusCode::OK) {
+                return Ok(());
+            }
+            tokio::time::sleep(READY_POLL).await;
+        }
+        Err(NotReady::TimedOut)
+    }
+
+    fn fail_to_start(&mut self, not_ready: NotReady) -> ! {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        match not_ready {
+            NotReady::Exited { status, log } => {
+                panic!("kv-server on port {} exited with {status} before it was ready:\n{log}", self.port)
+            }
+            NotReady::TimedOut => panic!(
+                "kv-server on port {} did not answer GET /healthz with 200 within {READY_TIMEOUT:?}\n{}",
+                self.port,
+                self.log_tail(LOG_TAIL_LINES)
+            ),
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.log_tail(LOG_TAIL_LINES));
+        }
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The `kv-server` binary: `$KV_SERVER_BIN`, else next to the test
+/// executable's profile directory (`<target>/<profile>/deps/<test>` →
+/// `<target>/<profile>/kv-server`).
+pub fn server_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        if let Some(path) = std::env::var_os("KV_SERVER_BIN") {
+            let path = PathBuf::from(path);
+            assert!(
+                path.is_file(),
+                "KV_SERVER_BIN is {}, which is not a file",
+                path.display()
+            );
+            return path;
+        }
+        let test_exe = std::env::current_exe().expect("the test executable has a path");
+        let profile_dir = test_exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("the test executable lives in <target>/<profile>/deps/");
+        let path = profile_dir.join(format!("kv-server{}", std::env::consts::EXE_SUFFIX));
+        assert!(
+            path.is_file(),
+            "the kv-server binary is not at {}: run `cargo build -p kv-server` first \
+             (with the same profile and target directory as the tests), \
+             or set KV_SERVER_BIN to its path",
+            path.display()
+        );
+        path
+    })
+}
+
+/// A loopback port nothing listens on right now.
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port can be bound");
+    listener
+        .local_addr()
+        .expect("a bound listener has an address")
+        .port()
+}
+
+/// Polls `child` until it exits or `limit` passes.
+async fn wait_for_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("the child can be polled") {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The text of `path` from byte `offset` on.
+fn read_from(path: &Path, offset: u64) -> String {
+    let mut text = String::new();
+    if let Ok(mut file) = File::open(path) {
+        let _ = file.seek(SeekFrom::Start(offset));
+        let mut bytes = Vec::new();
+        let _ = file.read_to_end(&mut bytes);
+        text = String::from_utf8_lossy(&bytes).into_owned();
+    }
+    text
+}

@@ -1,0 +1,197 @@
+//! The change feed (`/v1/changes`) across compaction: deletes stay visible
+//! until the cleaner drops their tombstones, then a reader from below the
+//! tombstone floor is told 410 Gone instead of being served an incomplete
+//! history.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use integration_tests::TestServer;
+use serde_json::{json, Value};
+
+/// Flags that make the cleaner drop tombstones as soon as it can.
+const EAGER_CLEANER: &[&str] = &[
+    "--segment-bytes",
+    "1024",
+    "--min-compaction-lag-ms",
+    "0",
+    "--delete-retention-ms",
+    "0",
+    "--cleaner-interval-ms",
+    "50",
+];
+
+async fn changes(server: &TestServer, query: &str) -> (u16, Value) {
+    let response = server
+        .client()
+        .get(server.url(&format!("/v1/changes?{query}")))
+        .send()
+        .await
+        .expect("the change feed answers");
+    let status = response.status().as_u16();
+    (
+        status,
+        response.json().await.expect("the change feed answers JSON"),
+    )
+}
+
+async fn put(server: &TestServer, key: &str, value: Value) -> u64 {
+    let response = server
+        .client()
+        .put(server.url(&format!("/v1/kv/{key}")))
+        .json(&value)
+        .send()
+        .await
+        .expect("the write is answered");
+    assert!(
+        response.status().is_success(),
+        "PUT {key}: {}",
+        response.status()
+    );
+    let body: Value = response.json().await.expect("a write answers JSON");
+    body["revision"]
+        .as_u64()
+        .expect("a write answers its revision")
+}
+
+async fn delete(server: &TestServer, key: &str) -> u64 {
+    let response = server
+        .client()
+        .delete(server.url(&format!("/v1/kv/{key}")))
+        .send()
+        .await
+        .expect("the delete is answered");
+    assert!(
+        response.status().is_success(),
+        "DELETE {key}: {}",
+        response.status()
+    );
+    let body: Value = response.json().await.expect("a delete answers JSON");
+    body["revision"]
+        .as_u64()
+        .expect("a delete answers its revision")
+}
+
+/// The latest record of every key in a change-feed answer.
+fn latest_by_key(page: &Value) -> BTreeMap<String, Value> {
+    page["records"]
+        .as_array()
+        .expect("records is an array")
+        .iter()
+        .map(|record| {
+            (
+                record["key"].as_str().unwrap().to_string(),
+                record["value"].clone(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_feed_returns_the_latest_record_per_key_deletes_included() {
+    let server = TestServer::start().await;
+    let first = put(&server, "feed/a", json!(1)).await;
+    put(&server, "feed/a", json!(2)).await;
+    put(&server, "feed/b", json!("x")).await;
+    let deleted_at = delete(&server, "feed/b").await;
+    put(&server, "other/c", json!(true)).await;
+
+    let (status, page) = changes(&server, "from=0&prefix=feed/").await;
+    assert_eq!(status, 200, "{page}");
+    let latest = latest_by_key(&page);
+    assert_eq!(
+        latest.len(),
+        2,
+        "one record per key, none outside the prefix: {page}"
+    );
+    assert_eq!(latest["feed/a"], json!(2));
+    assert_eq!(
+        latest["feed/b"],
+        Value::Null,
+        "a delete shows as a null value"
+    );
+
+    // From an offset, only what changed after it.
+    let (_, page) = changes(&server, &format!("from={first}&prefix=feed/")).await;
+    assert_eq!(latest_by_key(&page)["feed/b"], Value::Null);
+    let (_, page) = changes(&server, &format!("from={deleted_at}&prefix=feed/")).await;
+    assert!(latest_by_key(&page).is_empty(), "{page}");
+    assert!(page["next"].as_u64().unwrap() >= deleted_at);
+}
+
+#[tokio::test]
+async fn a_waiting_feed_answers_when_its_prefix_changes() {
+    let server = TestServer::start().await;
+    let from = put(&server, "feed/a", json!(1)).await;
+    let waiting = {
+        let client = server.client().clone();
+        let url = server.url(&format!("/v1/changes?from={from}&prefix=feed/&wait=10s"));
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let page: Value = client.get(url).send().await.unwrap().json().await.unwrap();
+            (started.elapsed(), page)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    put(&server, "other/x", json!(0)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a write outside the prefix ended the wait"
+    );
+    let written = put(&server, "feed/b", json!(2)).await;
+    let (elapsed, page) = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("the feed answered after the write")
+        .unwrap();
+    assert!(elapsed < Duration::from_secs(5));
+    assert_eq!(page["records"][0]["offset"], json!(written), "{page}");
+}
+
+#[tokio::test]
+async fn a_reader_below_the_tombstone_floor_gets_410_and_one_above_it_sees_every_delete() {
+    let server = TestServer::start_with(EAGER_CLEANER).await;
+    for key in ["feed/a", "feed/b", "feed/c"] {
+        put(&server, key, json!({ "key": key })).await;
+    }
+    let deleted_at = delete(&server, "feed/a").await;
+
+    // Keep writing so segments roll and the cleaner has dirt to compact,
+    // until it has dropped the tombstone: then reading from 1 is refused.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut writes = 0u64;
+    let gone = loop {
+        assert!(
+            Instant::now() < deadline,
+            "the tombstone was never compacted away"
+        );
+        assert!(writes < 5_000, "the tombstone was never compacted away");
+        put(
+            &server,
+            "filler/x",
+            json!({ "padding": "p".repeat(200), "n": writes }),
+        )
+        .await;
+        writes += 1;
+        let (status, body) = changes(&server, "from=1").await;
+        if status == 410 {
+            break body;
+        }
+        assert_eq!(status, 200, "{body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(gone["error"]["code"], "below_tombstone_floor", "{gone}");
+
+    // The floor is one above the dropped tombstone; from there on the feed
+    // answers, and replay from 0 is always allowed.
+    let (status, _) = changes(&server, &format!("from={deleted_at}")).await;
+    assert_eq!(status, 200);
+    let (status, page) = changes(&server, "from=0&prefix=feed/").await;
+    assert_eq!(status, 200, "{page}");
+    let latest = latest_by_key(&page);
+    assert!(
+        !latest.contains_key("feed/a"),
+        "the deleted key is gone: {page}"
+    );
+    assert_eq!(latest.len(), 2, "{page}");
+}

@@ -1,0 +1,333 @@
+//! RocketMQ metadata over HTTP: topic configs and subscription groups,
+//! validated, in RocketMQ's own JSON; and the node's own endpoints.
+
+use integration_tests::{call, error_of, TestServer};
+use serde_json::{json, Value};
+
+#[tokio::test]
+async fn a_topic_is_stored_with_rocketmq_defaults_and_unknown_fields_kept() {
+    let server = TestServer::start().await;
+    let (status, written) = call(
+        &server,
+        "PUT",
+        "/v1/topics/orders",
+        Some(json!({"topicName": "orders", "readQueueNums": 8, "brokerSpecific": {"x": 1}})),
+    )
+    .await;
+    assert_eq!(status, 201, "{written}");
+    assert_eq!(written["key"], "topics/orders");
+
+    let (status, topic) = call(&server, "GET", "/v1/topics/orders", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(topic["topicName"], "orders");
+    assert_eq!(topic["readQueueNums"], 8);
+    assert_eq!(
+        topic["writeQueueNums"], 16,
+        "missing fields take RocketMQ's defaults"
+    );
+    assert_eq!(topic["perm"], 6);
+    assert_eq!(topic["topicFilterType"], "SINGLE_TAG");
+    assert_eq!(topic["order"], false);
+    assert_eq!(
+        topic["brokerSpecific"],
+        json!({"x": 1}),
+        "unknown fields are kept"
+    );
+
+    // Visible through the raw KV API too, at its key.
+    let (status, entry) = call(&server, "GET", "/v1/kv/topics/orders", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(entry["value"]["topicName"], "orders");
+
+    // Update, list, delete.
+    let (status, updated) = call(
+        &server,
+        "PUT",
+        "/v1/topics/orders",
+        Some(json!({"topicName": "orders", "readQueueNums": 4})),
+    )
+    .await;
+    assert_eq!(status, 200, "{updated}");
+    assert_eq!(updated["version"], 2);
+    call(
+        &server,
+        "PUT",
+        "/v1/topics/payments",
+        Some(json!({"topicName": "payments"})),
+    )
+    .await;
+    let (_, list) = call(&server, "GET", "/v1/topics", None).await;
+    let names: Vec<&str> = list["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["topicName"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["orders", "payments"]);
+    let (_, page) = call(&server, "GET", "/v1/topics?limit=1", None).await;
+    assert_eq!(page["more"], true);
+    let (status, _) = call(&server, "DELETE", "/v1/topics/orders", None).await;
+    assert_eq!(status, 200);
+    let (status, missing) = call(&server, "GET", "/v1/topics/orders", None).await;
+    assert_eq!((status, error_of(&missing).0), (404, "topic_not_found"));
+}
+
+/// Method, path, body, expected status, error code and field.
+type BadCase = (
+    &'static str,
+    &'static str,
+    Value,
+    u16,
+    &'static str,
+    Option<&'static str>,
+);
+
+#[tokio::test]
+async fn invalid_topics_and_groups_are_refused_naming_the_field_and_nothing_is_written() {
+    let server = TestServer::start().await;
+    let cases: &[BadCase] = &[
+        (
+            "PUT",
+            "/v1/topics/t1",
+            json!({"topicName": "t2"}),
+            400,
+            "name_mismatch",
+            Some("topicName"),
+        ),
+        (
+            "PUT",
+            "/v1/topics/t1",
+            json!({"topicName": "t1", "perm": 9}),
+            400,
+            "out_of_range",
+            Some("perm"),
+        ),
+        (
+            "PUT",
+            "/v1/topics/t1",
+            json!({"topicName": "t1", "readQueueNums": 0}),
+            400,
+            "out_of_range",
+            Some("readQueueNums"),
+        ),
+        (
+            "PUT",
+            "/v1/topics/t1",
+            json!({"topicName": "t1", "readQueueNums": "eight"}),
+            400,
+            "invalid_field",
+            Some("readQueueNums"),
+        ),
+        (
+            "PUT",
+            "/v1/topics/t1",
+            json!({"topicName": "t1", "topicFilterType": "ALL_TAGS"}),
+            400,
+            "invalid_field",
+            Some("topicFilterType"),
+        ),
+        (
+            "PUT",
+            "/v1/topics/t1",
+            json!({"readQueueNums": 8}),
+            400,
+            "missing_field",
+            Some("topicName"),
+        ),
+        (
+            "PUT",
+            "/v1/topics/t1",
+            json!({"topicName": "t1", "attributes": {"message.type": "SOMETIMES"}}),
+            400,
+            "not_allowed_value",
+            Some("attributes.message.type"),
+        ),
+        (
+            "PUT",
+            "/v1/topics/TBW102",
+            json!({"topicName": "TBW102"}),
+            400,
+            "system_name",
+            Some("topicName"),
+        ),
+        (
+            "PUT",
+            "/v1/topics/bad%20name",
+            json!({"topicName": "bad name"}),
+            400,
+            "illegal_character",
+            Some("topicName"),
+        ),
+        (
+            "PUT",
+            "/v1/subscriptions/g1",
+            json!({"groupName": "g2"}),
+            400,
+            "name_mismatch",
+            Some("groupName"),
+        ),
+        (
+            "PUT",
+            "/v1/subscriptions/g1",
+            json!({"groupName": "g1", "retryMaxTimes": -1}),
+            400,
+            "out_of_range",
+            Some("retryMaxTimes"),
+        ),
+        (
+            "PUT",
+            "/v1/subscriptions/TOOLS_CONSUMER",
+            json!({"groupName": "TOOLS_CONSUMER"}),
+            400,
+            "system_name",
+            Some("groupName"),
+        ),
+        (
+            "PUT",
+            "/v1/topics/t1?system=maybe",
+            json!({"topicName": "t1"}),
+            400,
+            "invalid_parameter",
+            Some("system"),
+        ),
+        (
+            "DELETE",
+            "/v1/subscriptions/never",
+            Value::Null,
+            404,
+            "subscription_not_found",
+            None,
+        ),
+        (
+            "PUT",
+            "/v1/kv/topics/t1",
+            json!({"topicName": "t1"}),
+            400,
+            "reserved_key",
+            Some("key"),
+        ),
+    ];
+    for (method, path, body, status, code, field) in cases {
+        let body = (!body.is_null()).then(|| body.clone());
+        let (got, answer) = call(&server, method, path, body).await;
+        assert_eq!(got, *status, "{method} {path}: {answer}");
+        assert_eq!(
+            error_of(&answer),
+            (*code, *field),
+            "{method} {path}: {answer}"
+        );
+    }
+    let (_, topics) = call(&server, "GET", "/v1/topics", None).await;
+    assert_eq!(topics["topics"], json!([]), "nothing was written");
+    let (_, groups) = call(&server, "GET", "/v1/subscriptions", None).await;
+    assert_eq!(groups["subscriptions"], json!([]));
+}
+
+#[tokio::test]
+async fn system_topics_and_groups_need_the_explicit_flag() {
+    let server = TestServer::start().await;
+    let (status, _) = call(
+        &server,
+        "PUT",
+        "/v1/topics/TBW102?system=true",
+        Some(json!({"topicName": "TBW102"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (status, _) = call(
+        &server,
+        "PUT",
+        "/v1/subscriptions/TOOLS_CONSUMER?system=true",
+        Some(json!({"groupName": "TOOLS_CONSUMER"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+}
+
+#[tokio::test]
+async fn a_subscription_group_round_trips_with_defaults() {
+    let server = TestServer::start().await;
+    let (status, _) = call(
+        &server,
+        "PUT",
+        "/v1/subscriptions/order-consumers",
+        Some(json!({"groupName": "order-consumers", "consumeMessageOrderly": true})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (_, group) = call(&server, "GET", "/v1/subscriptions/order-consumers", None).await;
+    assert_eq!(group["consumeMessageOrderly"], true);
+    assert_eq!(group["consumeEnable"], true);
+    assert_eq!(group["retryMaxTimes"], 16);
+    assert_eq!(group["consumeTimeoutMinute"], 15);
+    let (_, list) = call(&server, "GET", "/v1/subscriptions", None).await;
+    assert_eq!(list["subscriptions"][0]["groupName"], "order-consumers");
+}
+
+#[tokio::test]
+async fn fields_fixed_at_creation_cannot_change() {
+    let server = TestServer::start().await;
+    let topic =
+        |policy: &str| json!({"topicName": "compacted", "attributes": {"cleanup.policy": policy}});
+    let (status, _) = call(
+        &server,
+        "PUT",
+        "/v1/topics/compacted",
+        Some(topic("COMPACTION")),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (status, answer) = call(
+        &server,
+        "PUT",
+        "/v1/topics/compacted",
+        Some(topic("DELETE")),
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(error_of(&answer).0, "unchangeable");
+}
+
+#[tokio::test]
+async fn the_node_reports_health_cluster_state_and_metrics() {
+    let server = TestServer::start().await;
+    call(&server, "PUT", "/v1/kv/m/a", Some(json!(1))).await;
+    let (status, health) = call(&server, "GET", "/healthz", None).await;
+    assert_eq!((status, &health["status"]), (200, &json!("ok")));
+    let (_, cluster) = call(&server, "GET", "/v1/cluster", None).await;
+    assert_eq!(cluster["leader"], 1);
+    assert_eq!(cluster["members"][0]["id"], 1);
+    assert!(cluster["term"].as_u64().unwrap() >= 1);
+    assert!(cluster["applied_index"].as_u64().unwrap() >= 2);
+    assert!(cluster["committed_index"].as_u64().unwrap() >= 2);
+
+    let metrics = server
+        .client()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "kv_http_requests_total{",
+        "kv_http_request_duration_seconds_bucket{",
+        "kv_raft_term ",
+        "kv_raft_committed_index ",
+        "kv_raft_applied_index ",
+        "kv_topic_segments ",
+        "kv_topic_bytes ",
+        "kv_topic_dirty_ratio ",
+        "kv_cleaner_runs ",
+        "kv_cleaner_failures ",
+        "kv_cleaner_last_success_timestamp_seconds ",
+        "kv_watch_waiters ",
+    ] {
+        assert!(metrics.contains(name), "/metrics lacks {name}");
+    }
+    assert!(
+        metrics.contains(r#"route="/v1/kv/{*key}",method="PUT",status="201""#),
+        "requests are counted by route, method and status"
+    );
+}
