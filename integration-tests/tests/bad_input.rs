@@ -1,0 +1,343 @@
+//! Bad input gets a 4xx with a JSON body naming the problem, never a 500,
+//! and costs no data.
+
+use integration_tests::{call, error_of, TestServer};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use serde_json::json;
+
+/// One bad request and what it must get.
+struct Case {
+    what: &'static str,
+    method: &'static str,
+    path: String,
+    headers: Vec<(&'static str, &'static str)>,
+    body: Option<Vec<u8>>,
+    status: u16,
+    code: &'static str,
+}
+
+fn case(
+    what: &'static str,
+    method: &'static str,
+    path: &str,
+    status: u16,
+    code: &'static str,
+) -> Case {
+    Case {
+        what,
+        method,
+        path: path.to_string(),
+        headers: Vec::new(),
+        body: Some(b"1".to_vec()).filter(|_| method == "PUT"),
+        status,
+        code,
+    }
+}
+
+impl Case {
+    fn body(mut self, body: &[u8]) -> Case {
+        self.body = Some(body.to_vec());
+        self
+    }
+    fn header(mut self, name: &'static str, value: &'static str) -> Case {
+        self.headers.push((name, value));
+        self
+    }
+}
+
+/// Sends one hand-written HTTP/1.1 request and reads the status and body.
+async fn raw_request(
+    server: &TestServer,
+    request_line: &str,
+    body: &[u8],
+) -> (u16, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+    let head = format!(
+        "{request_line}\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the server answers and closes")
+    .unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    let status = text[9..12].parse().unwrap();
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::String(body.to_string())),
+    )
+}
+
+#[tokio::test]
+async fn every_bad_input_is_a_json_4xx_naming_it_and_loses_nothing() {
+    let server =
+        TestServer::start_with(&["--max-value-bytes", "1024", "--max-wait-ms", "60000"]).await;
+    call(&server, "PUT", "/v1/kv/keep/a", Some(json!({"kept": true}))).await;
+    let long_key = format!("/v1/kv/{}", "k".repeat(1100));
+    let big_body = vec![b' '; 1100];
+    let cases = vec![
+        case(
+            "invalid JSON body",
+            "PUT",
+            "/v1/kv/keep/a",
+            400,
+            "invalid_json",
+        )
+        .body(b"{\"x\":"),
+        case("empty body", "PUT", "/v1/kv/keep/a", 400, "invalid_json").body(b""),
+        case(
+            "two JSON values",
+            "PUT",
+            "/v1/kv/keep/a",
+            400,
+            "invalid_json",
+        )
+        .body(b"1 2"),
+        case(
+            "non-UTF-8 body",
+            "PUT",
+            "/v1/kv/keep/a",
+            400,
+            "invalid_json",
+        )
+        .body(&[0xff, 0xfe]),
+        case(
+            "value over the limit",
+            "PUT",
+            "/v1/kv/keep/a",
+            413,
+            "value_too_large",
+        )
+        .body(&big_body),
+        case(
+            "control character in key",
+            "PUT",
+            "/v1/kv/keep/%01",
+            400,
+            "invalid_key",
+        ),
+        case(
+            "empty segment in key",
+            "PUT",
+            "/v1/kv/keep//a",
+            400,
+            "invalid_key",
+        ),
+        case("key too long", "PUT", &long_key, 400, "invalid_key"),
+        case(
+            "trailing slash in key",
+            "GET",
+            "/v1/kv/keep/",
+            400,
+            "invalid_key",
+        ),
+        case(
+            "If-Match not a revision",
+            "PUT",
+            "/v1/kv/keep/a",
+            400,
+            "invalid_header",
+        )
+        .header("if-match", "\"abc\""),
+        case(
+            "If-Match with If-None-Match",
+            "PUT",
+            "/v1/kv/keep/a",
+            400,
+            "conflicting_conditions",
+        )
+        .header("if-match", "\"2\"")
+        .header("if-none-match", "*"),
+        case(
+            "If-None-Match other than *",
+            "PUT",
+            "/v1/kv/keep/a",
+            400,
+            "invalid_header",
+        )
+        .header("if-none-match", "\"2\""),
+        case(
+            "Idempotency-Key not a UUID",
+            "PUT",
+            "/v1/kv/keep/a",
+            400,
+            "invalid_header",
+        )
+        .header("idempotency-key", "retry-1"),
+        case(
+            "unknown query parameter",
+            "GET",
+            "/v1/kv/keep/a?color=red",
+            400,
+            "unknown_parameter",
+        ),
+        case(
+            "repeated query parameter",
+            "GET",
+            "/v1/kv/keep/a?index=1&index=2",
+            400,
+            "repeated_parameter",
+        ),
+        case(
+            "unknown consistency",
+            "GET",
+            "/v1/kv/keep/a?consistency=weird",
+            400,
+            "invalid_parameter",
+        ),
+        case(
+            "limit zero",
+            "GET",
+            "/v1/kv?prefix=keep/&limit=0",
+            400,
+            "invalid_parameter",
+        ),
+        case(
+            "limit not a number",
+            "GET",
+            "/v1/kv?limit=abc",
+            400,
+            "invalid_parameter",
+        ),
+        case(
+            "limit too large",
+            "GET",
+            "/v1/kv?limit=100000",
+            400,
+            "invalid_parameter",
+        ),
+        case(
+            "negative index",
+            "GET",
+            "/v1/kv/keep/a?index=-1",
+            400,
+            "invalid_parameter",
+        ),
+        case(
+            "wait not a duration",
+            "GET",
+            "/v1/kv/keep/a?index=1&wait=soon",
+            400,
+            "invalid_parameter",
+        ),
+        case(
+            "wait without index",
+            "GET",
+            "/v1/kv/keep/a?wait=1s",
+            400,
+            "invalid_parameter",
+        ),
+        case(
+            "wait over the limit",
+            "GET",
+            "/v1/kv/keep/a?index=1&wait=2m",
+            400,
+            "invalid_parameter",
+        ),
+        case(
+            "query on a PUT",
+            "PUT",
+            "/v1/kv/keep/a?index=1",
+            400,
+            "unknown_parameter",
+        ),
+        case(
+            "change feed from not a number",
+            "GET",
+            "/v1/changes?from=x",
+            400,
+            "invalid_parameter",
+        ),
+        case(
+            "replay from not a number",
+            "GET",
+            "/v1/topic/records?from=-5",
+            400,
+            "invalid_parameter",
+        ),
+        case("unknown route", "GET", "/v2/everything", 404, "not_found"),
+        case(
+            "wrong method",
+            "POST",
+            "/v1/kv/keep/a",
+            405,
+            "method_not_allowed",
+        ),
+        case(
+            "raw write to typed metadata",
+            "PUT",
+            "/v1/kv/topics/t",
+            400,
+            "reserved_key",
+        ),
+    ];
+    assert!(cases.len() >= 25);
+    for case in cases {
+        let method: reqwest::Method = case.method.parse().unwrap();
+        let mut headers = HeaderMap::new();
+        for (name, value) in &case.headers {
+            headers.insert(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        let mut request = server
+            .client()
+            .request(method, server.url(&case.path))
+            .headers(headers);
+        if let Some(body) = case.body.clone() {
+            request = request.body(body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string());
+        let body: serde_json::Value = response
+            .json()
+            .await
+            .unwrap_or_else(|_| panic!("{}: the body is not JSON", case.what));
+        assert_eq!(status, case.status, "{}: {body}", case.what);
+        assert_eq!(
+            content_type.as_deref(),
+            Some("application/json"),
+            "{}",
+            case.what
+        );
+        assert_eq!(error_of(&body).0, case.code, "{}: {body}", case.what);
+    }
+
+    // HTTP libraries resolve `..` before sending; a raw request does not.
+    let (status, body) = raw_request(&server, "PUT /v1/kv/keep/../a HTTP/1.1", b"1").await;
+    assert_eq!(status, 400, "dot-dot segment in key: {body}");
+    assert_eq!(error_of(&body).0, "invalid_key");
+
+    // Nothing was lost or changed, and the server is still healthy.
+    let (status, entry) = call(&server, "GET", "/v1/kv/keep/a", None).await;
+    assert_eq!(
+        (status, entry["value"].clone(), entry["version"].clone()),
+        (200, json!({"kept": true}), json!(1))
+    );
+    let (_, list) = call(&server, "GET", "/v1/kv?prefix=", None).await;
+    assert_eq!(list["entries"].as_array().unwrap().len(), 1, "{list}");
+    let (status, _) = call(&server, "PUT", "/v1/kv/keep/b", None).await;
+    assert_eq!(status, 400, "a PUT without a body is refused too");
+    let just_under = format!("\"{}\"", "v".repeat(1000));
+    let response = server
+        .client()
+        .put(server.url("/v1/kv/keep/big"))
+        .body(just_under)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201, "a value under the limit is taken");
+}
