@@ -1,0 +1,77 @@
+//! `Idempotency-Key`: a retried write is applied once and answers with its
+//! first result, also after a restart.
+
+use integration_tests::{call, TestServer};
+use serde_json::{json, Value};
+
+async fn put_with_key(server: &TestServer, path: &str, key: &str, value: Value) -> (u16, Value) {
+    let response = server
+        .client()
+        .put(server.url(path))
+        .header("idempotency-key", key)
+        .json(&value)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_retried_put_is_applied_once_and_answers_its_first_result() {
+    let mut server = TestServer::start().await;
+    let key = uuid::Uuid::new_v4().to_string();
+    let (status, first) = put_with_key(&server, "/v1/kv/idem/k", &key, json!(1)).await;
+    assert_eq!(status, 201);
+    let (status, retry) = put_with_key(&server, "/v1/kv/idem/k", &key, json!(1)).await;
+    assert_eq!(
+        (status, &retry),
+        (201, &first),
+        "the retry answers the first result"
+    );
+    let (_, entry) = call(&server, "GET", "/v1/kv/idem/k", None).await;
+    assert_eq!(entry["version"], 1, "applied once");
+
+    // Another key is another write.
+    let (_, other) = put_with_key(
+        &server,
+        "/v1/kv/idem/k",
+        &uuid::Uuid::new_v4().to_string(),
+        json!(2),
+    )
+    .await;
+    assert_eq!(other["version"], 2);
+
+    // The dedupe table is replicated state: it survives a restart.
+    server.restart().await;
+    let (_, after_restart) = put_with_key(&server, "/v1/kv/idem/k", &key, json!(1)).await;
+    assert_eq!(after_restart, first);
+    let (_, entry) = call(&server, "GET", "/v1/kv/idem/k", None).await;
+    assert_eq!(
+        (entry["version"].clone(), entry["value"].clone()),
+        (json!(2), json!(2))
+    );
+}
+
+#[tokio::test]
+async fn a_retried_delete_answers_its_first_result() {
+    let server = TestServer::start().await;
+    call(&server, "PUT", "/v1/kv/idem/d", Some(json!(1))).await;
+    let key = uuid::Uuid::new_v4().to_string();
+    let delete = || {
+        server
+            .client()
+            .delete(server.url("/v1/kv/idem/d"))
+            .header("idempotency-key", key.as_str())
+            .send()
+    };
+    let first = delete().await.unwrap();
+    assert_eq!(first.status(), 200);
+    let first: Value = first.json().await.unwrap();
+    let retry = delete().await.unwrap();
+    assert_eq!(
+        retry.status(),
+        200,
+        "not 404: the retry returns the first result"
+    );
+    assert_eq!(retry.json::<Value>().await.unwrap(), first);
+}

@@ -1,0 +1,109 @@
+//! Long-poll watches (Consul's blocking queries) of a key and of a prefix.
+
+use std::time::{Duration, Instant};
+
+use integration_tests::{call, TestServer};
+use serde_json::{json, Value};
+
+fn spawn_get(
+    server: &TestServer,
+    path: String,
+) -> tokio::task::JoinHandle<(Duration, u16, Option<u64>, Value)> {
+    let client = server.client().clone();
+    let url = server.url(&path);
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let response = client.get(url).send().await.unwrap();
+        let status = response.status().as_u16();
+        let index = response
+            .headers()
+            .get("x-kv-index")
+            .and_then(|value| value.to_str().ok()?.parse().ok());
+        let body = response.json().await.unwrap();
+        (started.elapsed(), status, index, body)
+    })
+}
+
+#[tokio::test]
+async fn a_key_watch_is_woken_by_a_write_to_its_key() {
+    let server = TestServer::start().await;
+    let (_, first) = call(&server, "PUT", "/v1/kv/watch/k", Some(json!(1))).await;
+    let index = first["revision"].as_u64().unwrap();
+    let watch = spawn_get(&server, format!("/v1/kv/watch/k?index={index}&wait=20s"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!watch.is_finished(), "nothing changed yet");
+    let (_, second) = call(&server, "PUT", "/v1/kv/watch/k", Some(json!(2))).await;
+    let (elapsed, status, next_index, body) = tokio::time::timeout(Duration::from_secs(5), watch)
+        .await
+        .expect("the write woke the watch")
+        .unwrap();
+    assert!(elapsed < Duration::from_secs(5));
+    assert_eq!(status, 200);
+    assert_eq!(body["value"], 2);
+    assert_eq!(
+        next_index,
+        second["revision"].as_u64(),
+        "X-Kv-Index moves to the change"
+    );
+}
+
+#[tokio::test]
+async fn a_key_watch_times_out_with_the_unchanged_value() {
+    let server = TestServer::start().await;
+    let (_, first) = call(&server, "PUT", "/v1/kv/watch/k", Some(json!(1))).await;
+    let index = first["revision"].as_u64().unwrap();
+    let (elapsed, status, next_index, body) =
+        spawn_get(&server, format!("/v1/kv/watch/k?index={index}&wait=500ms"))
+            .await
+            .unwrap();
+    assert!(elapsed >= Duration::from_millis(450), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+    assert_eq!(
+        (status, body["value"].clone(), next_index),
+        (200, json!(1), Some(index))
+    );
+}
+
+#[tokio::test]
+async fn a_watch_with_an_old_index_answers_at_once() {
+    let server = TestServer::start().await;
+    call(&server, "PUT", "/v1/kv/watch/k", Some(json!(1))).await;
+    let (elapsed, status, _, body) = spawn_get(&server, "/v1/kv/watch/k?index=1&wait=30s".into())
+        .await
+        .unwrap();
+    assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+    assert_eq!((status, body["value"].clone()), (200, json!(1)));
+}
+
+#[tokio::test]
+async fn a_prefix_watch_ignores_other_prefixes_and_wakes_on_its_own() {
+    let server = TestServer::start().await;
+    let (_, seed) = call(&server, "PUT", "/v1/kv/watch/apps/a", Some(json!(0))).await;
+    let index = seed["revision"].as_u64().unwrap();
+    let watch = spawn_get(
+        &server,
+        format!("/v1/kv?prefix=watch/apps/&index={index}&wait=20s"),
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for key in ["watch/other/x", "watch/appsX", "watch/app"] {
+        call(&server, "PUT", &format!("/v1/kv/{key}"), Some(json!(1))).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !watch.is_finished(),
+        "a write outside the prefix woke the watch"
+    );
+    call(&server, "PUT", "/v1/kv/watch/apps/b", Some(json!(2))).await;
+    let (_, status, _, body) = tokio::time::timeout(Duration::from_secs(5), watch)
+        .await
+        .expect("a write under the prefix woke the watch")
+        .unwrap();
+    assert_eq!(status, 200);
+    let keys: Vec<&str> = body["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["watch/apps/a", "watch/apps/b"]);
+}
