@@ -268,7 +268,13 @@ impl Store {
             }
         };
         if let Some(applied) = applied {
-            let first = snapshot_index + 1;
+            // The log starts at index 0 (openraft puts the initial
+            // membership there) or just after the snapshot.
+            let first = if snapshot_meta.is_some() {
+                snapshot_index + 1
+            } else {
+                0
+            };
             let entries = log
                 .entries(first..=applied.index)
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
