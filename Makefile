@@ -15,7 +15,10 @@ fmt-check:
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+# The integration tests start the kv-server binary, which `cargo test` does
+# not build for another package's tests: build it first.
 unit:
+	$(CARGO) build -p kv-server
 	$(CARGO) test --workspace
 
 bench-compaction:

@@ -167,3 +167,18 @@ async fn a_node_restarts_from_a_snapshot_and_the_log_tail() {
     let (_, cluster) = call(&server, "GET", "/v1/cluster", None).await;
     assert!(cluster["snapshot_index"].as_u64().unwrap() > 0, "{cluster}");
 }
+
+#[tokio::test]
+async fn the_committed_index_survives_a_restart() {
+    let mut server = TestServer::start().await;
+    call(&server, "PUT", "/v1/kv/committed/k", Some(json!(1))).await;
+    server.restart().await;
+    let (_, cluster) = call(&server, "GET", "/v1/cluster", None).await;
+    let applied = cluster["applied_index"].as_u64().unwrap();
+    let committed = cluster["committed_index"].as_u64().unwrap();
+    assert!(applied > 0, "{cluster}");
+    assert!(
+        committed >= applied,
+        "a node cannot have applied more than was committed: {cluster}"
+    );
+}

@@ -107,3 +107,87 @@ async fn a_prefix_watch_ignores_other_prefixes_and_wakes_on_its_own() {
         .collect();
     assert_eq!(keys, ["watch/apps/a", "watch/apps/b"]);
 }
+
+#[tokio::test]
+async fn a_key_watch_is_woken_by_a_delete_of_its_key() {
+    let server = TestServer::start().await;
+    let (_, first) = call(&server, "PUT", "/v1/kv/watch/k", Some(json!(1))).await;
+    let index = first["revision"].as_u64().unwrap();
+    let watch = spawn_get(&server, format!("/v1/kv/watch/k?index={index}&wait=20s"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!watch.is_finished(), "nothing changed yet");
+    let (_, deleted) = call(&server, "DELETE", "/v1/kv/watch/k", None).await;
+    let (_, status, next_index, body) = tokio::time::timeout(Duration::from_secs(5), watch)
+        .await
+        .expect("the delete woke the watch")
+        .unwrap();
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (404, json!("key_not_found"))
+    );
+    assert_eq!(next_index, deleted["revision"].as_u64());
+}
+
+#[tokio::test]
+async fn a_topics_watch_is_not_woken_by_subscription_groups_but_by_a_new_topic() {
+    let server = TestServer::start().await;
+    let (status, _) = call(
+        &server,
+        "PUT",
+        "/v1/topics/orders",
+        Some(json!({"topicName": "orders"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let listed = server
+        .client()
+        .get(server.url("/v1/kv?prefix=topics/"))
+        .send()
+        .await
+        .unwrap();
+    let index: u64 = listed.headers()["x-kv-index"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let watch = spawn_get(
+        &server,
+        format!("/v1/kv?prefix=topics/&index={index}&wait=20s"),
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for group in ["x", "orders-consumers"] {
+        let (status, _) = call(
+            &server,
+            "PUT",
+            &format!("/v1/subscriptions/{group}"),
+            Some(json!({ "groupName": group })),
+        )
+        .await;
+        assert_eq!(status, 201);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !watch.is_finished(),
+        "a subscription group woke the topics watch"
+    );
+    call(
+        &server,
+        "PUT",
+        "/v1/topics/y",
+        Some(json!({"topicName": "y"})),
+    )
+    .await;
+    let (_, status, next_index, body) = tokio::time::timeout(Duration::from_secs(5), watch)
+        .await
+        .expect("a new topic woke the watch")
+        .unwrap();
+    assert_eq!(status, 200);
+    assert!(next_index.unwrap() > index);
+    let keys: Vec<&str> = body["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["topics/orders", "topics/y"]);
+}

@@ -62,10 +62,15 @@ impl LogStore {
                 path: dir.to_path_buf(),
                 source,
             })?;
-        Ok(LogStore {
+        let store = LogStore {
             db,
             committed: Arc::new(AtomicU64::new(0)),
-        })
+        };
+        // The committed index survives restarts, so status shows it at once.
+        if let Ok(Some(Some(committed))) = store.get_json::<Option<LogId>>(COMMITTED_KEY) {
+            store.committed.store(committed.index, Ordering::Release);
+        }
+        Ok(store)
     }
 
     /// The committed index as last saved, shared.
