@@ -138,10 +138,18 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-/// `GET /healthz`: 200 once the node knows a leader, else 503.
+/// `GET /healthz`: 200 once the node knows a leader that is a member of
+/// its cluster (a vote remembered from before is not enough), else 503.
 async fn healthz(State(state): State<AppState>) -> Response {
     let metrics = state.raft.metrics().borrow().clone();
-    match metrics.current_leader {
+    let member = |id: NodeId| {
+        metrics
+            .membership_config
+            .membership()
+            .nodes()
+            .any(|(member, _)| *member == id)
+    };
+    match metrics.current_leader.filter(|leader| member(*leader)) {
         Some(leader) => Json(serde_json::json!({
             "status": "ok",
             "node_id": state.node_id,
