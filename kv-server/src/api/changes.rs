@@ -115,14 +115,7 @@ async fn changes(
     let query = Query::parse(query.as_deref(), &["prefix", "from", "limit", "wait"])?;
     let prefix = query.get("prefix").unwrap_or("").to_string();
     let from = query.number("from")?.unwrap_or(0);
-    let limit = query.number("limit")?.unwrap_or(DEFAULT_LIMIT);
-    if limit == 0 || limit > MAX_LIMIT {
-        return Err(ApiError::bad_field(
-            "invalid_parameter",
-            "limit",
-            format!("limit must be between 1 and {MAX_LIMIT}, got {limit}"),
-        ));
-    }
+    let limit = query.limit(DEFAULT_LIMIT, MAX_LIMIT)?;
     let wait = query
         .get("wait")
         .map(|raw| parse_wait(raw, state.config.max_wait_ms))

@@ -302,14 +302,7 @@ async fn list(
         ],
     )?;
     let prefix = query.get("prefix").unwrap_or("").to_string();
-    let limit = query.number("limit")?.unwrap_or(DEFAULT_LIMIT);
-    if limit == 0 || limit > MAX_LIMIT {
-        return Err(ApiError::bad_field(
-            "invalid_parameter",
-            "limit",
-            format!("limit must be between 1 and {MAX_LIMIT}, got {limit}"),
-        ));
-    }
+    let limit = query.limit(DEFAULT_LIMIT, MAX_LIMIT)?;
     let consistency = query.consistency()?;
     let blocking = query.blocking(state.config.max_wait_ms)?;
     if consistency == Consistency::Linearizable {

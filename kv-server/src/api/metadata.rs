@@ -288,14 +288,7 @@ async fn list<T: Metadata>(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let query = Query::parse(query.as_deref(), &["limit", "start_after", "consistency"])?;
-    let limit = query.number("limit")?.unwrap_or(DEFAULT_LIMIT);
-    if limit == 0 || limit > MAX_LIMIT {
-        return Err(ApiError::bad_field(
-            "invalid_parameter",
-            "limit",
-            format!("limit must be between 1 and {MAX_LIMIT}, got {limit}"),
-        ));
-    }
+    let limit = query.limit(DEFAULT_LIMIT, MAX_LIMIT)?;
     if query.consistency()? == Consistency::Linearizable {
         linearizable_barrier(&state).await?;
     }

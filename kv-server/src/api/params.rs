@@ -61,6 +61,19 @@ impl Query {
             .transpose()
     }
 
+    /// The `limit` parameter: `default` when absent, else 1..=`max`.
+    pub fn limit(&self, default: u64, max: u64) -> Result<u64, ApiError> {
+        let limit = self.number("limit")?.unwrap_or(default);
+        if limit == 0 || limit > max {
+            return Err(ApiError::bad_field(
+                "invalid_parameter",
+                "limit",
+                format!("limit must be between 1 and {max}, got {limit}"),
+            ));
+        }
+        Ok(limit)
+    }
+
     /// The `consistency` parameter: linearizable unless `stale`.
     pub fn consistency(&self) -> Result<Consistency, ApiError> {
         match self.get("consistency") {
