@@ -363,7 +363,7 @@ pub fn validate_json(body: &[u8]) -> Result<String, ApiError> {
     Ok(text.trim().to_string())
 }
 
-fn body_error(state: &AppState, rejection: BytesRejection) -> ApiError {
+pub fn body_error(state: &AppState, rejection: BytesRejection) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         value_too_large(state, state.config.max_value_bytes + 1)
     } else {
@@ -374,7 +374,7 @@ fn body_error(state: &AppState, rejection: BytesRejection) -> ApiError {
     }
 }
 
-fn value_too_large(state: &AppState, bytes: usize) -> ApiError {
+pub fn value_too_large(state: &AppState, bytes: usize) -> ApiError {
     let limit = state.config.max_value_bytes;
     let message = if bytes > limit + 1 {
         format!("the value is {bytes} bytes, over the limit of {limit}")

@@ -20,7 +20,9 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::api::error::ApiError;
-use crate::api::kv::{condition, etag, idempotency_key, write_response};
+use crate::api::kv::{
+    body_error, condition, etag, idempotency_key, value_too_large, write_response,
+};
 use crate::api::params::{Consistency, Query};
 use crate::api::{linearizable_barrier, propose, AppState, REVISION_HEADER};
 use crate::types::{Command, CommandResult, Condition, Op};
@@ -158,19 +160,9 @@ async fn put<T: Metadata>(
     let name = name_from_path::<T>(path)?;
     let query = Query::parse(query.as_deref(), &["system"])?;
     let options = options(&query)?;
-    let body = body.map_err(|rejection| {
-        ApiError::bad_request("invalid_body", format!("unreadable body: {rejection}"))
-    })?;
+    let body = body.map_err(|rejection| body_error(&state, rejection))?;
     if body.len() > state.config.max_value_bytes {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "value_too_large",
-            format!(
-                "the body is {} bytes, over the limit of {}",
-                body.len(),
-                state.config.max_value_bytes
-            ),
-        ));
+        return Err(value_too_large(&state, body.len()));
     }
     let config: T = schemas::from_json(&body)?;
     config.check_path_name(&name)?;

@@ -54,14 +54,7 @@ fn write_error(error: impl std::error::Error + 'static) -> StorageError {
 impl LogStore {
     /// Opens (or creates) the raft log in `dir`.
     pub fn open(dir: &Path) -> Result<LogStore, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(|source| StoreError::Sled {
-                path: dir.to_path_buf(),
-                source,
-            })?;
+        let db = crate::store::open_sled(dir)?;
         let store = LogStore {
             db,
             committed: Arc::new(AtomicU64::new(0)),

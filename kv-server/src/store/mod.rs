@@ -35,6 +35,19 @@ use crate::store::view::View;
 use crate::types::{CommandResult, Entry, LogId, Revision, StoredMembership};
 use crate::watch::WatchRegistry;
 
+/// Opens (or creates) a sled database in `dir`, as the raft log and the view
+/// both use it.
+pub fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
+    sled::Config::new()
+        .path(dir)
+        .mode(sled::Mode::HighThroughput)
+        .open()
+        .map_err(|source| StoreError::Sled {
+            path: dir.to_path_buf(),
+            source,
+        })
+}
+
 /// Records replayed into the view per sled batch.
 const REPLAY_BATCH_RECORDS: usize = 10_000;
 

@@ -115,14 +115,7 @@ fn json<T: Serialize>(value: &T) -> Vec<u8> {
 impl View {
     /// Opens (or creates) the view in `dir`.
     pub fn open(dir: &Path) -> Result<View, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(|source| StoreError::Sled {
-                path: dir.to_path_buf(),
-                source,
-            })?;
+        let db = crate::store::open_sled(dir)?;
         Ok(View { db })
     }
 
