@@ -5,6 +5,10 @@
 //! * [`TestServer`] owns one server process: start, SIGKILL, graceful stop,
 //!   restart on the same port and data directory. When a test panics, the
 //!   tail of the server's log is printed with the failure.
+//! * [`TestCluster`] starts several servers as one cluster (`--peers`),
+//!   adds nodes with `--join`, finds the leader and waits for convergence;
+//!   [`WriteLoad`] writes in the background and records what was
+//!   acknowledged, for the failure scenarios.
 //! * [`api`] has small helpers for the JSON API (`call`, the error body) so
 //!   a test body reads as its scenario.
 //!
@@ -27,7 +31,9 @@
 //! ```
 
 pub mod api;
+pub mod cluster;
 mod server;
 
 pub use api::{call, error_of};
+pub use cluster::{assert_all_acked_present, bulk_load, TestCluster, WriteLoad};
 pub use server::TestServer;

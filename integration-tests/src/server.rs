@@ -34,8 +34,12 @@ pub struct TestServer {
     dir: TempDir,
     /// The loopback port, kept across restarts.
     port: u16,
-    /// Flags added to `--node-id 1 --listen … --data-dir …`, kept across restarts.
+    /// `--node-id`.
+    node_id: u64,
+    /// Flags added to `--node-id … --listen … --data-dir …`, kept across restarts.
     extra_args: Vec<String>,
+    /// Environment variables added to the process, kept across restarts.
+    env: Vec<(String, String)>,
     /// The process, while it runs.
     child: Option<Child>,
     /// HTTP client for this server.
@@ -60,22 +64,7 @@ impl TestServer {
     /// Starts a server with extra flags (e.g. `["--snapshot-every", "100"]`)
     /// and waits until it knows a leader. The flags are kept for restarts.
     pub async fn start_with(extra_args: &[&str]) -> TestServer {
-        let dir = tempfile::Builder::new()
-            .prefix("kv-it-")
-            .tempdir()
-            .expect("a temporary directory can be created");
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(REQUEST_TIMEOUT)
-            .build()
-            .expect("a plain HTTP client builds");
-        let mut server = TestServer {
-            dir,
-            port: 0,
-            extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
-            child: None,
-            client,
-        };
+        let mut server = TestServer::unstarted(1, 0, extra_args);
         // The port is free when picked but another process may take it before
         // the server binds it; then the server exits and a new port is tried.
         for attempt in 1..=PORT_ATTEMPTS {
@@ -88,6 +77,93 @@ impl TestServer {
             }
         }
         unreachable!("the last attempt returns or panics")
+    }
+
+    /// A server that is not started yet: node `node_id` on `port`, with its
+    /// own data directory and `extra_args`. [`TestServer::spawn`] starts it.
+    pub fn unstarted(node_id: u64, port: u16, extra_args: &[&str]) -> TestServer {
+        let dir = tempfile::Builder::new()
+            .prefix("kv-it-")
+            .tempdir()
+            .expect("a temporary directory can be created");
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .expect("a plain HTTP client builds");
+        TestServer {
+            dir,
+            port,
+            node_id,
+            extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
+            env: Vec::new(),
+            child: None,
+            client,
+        }
+    }
+
+    /// Starts the process without waiting for it to be ready.
+    pub fn spawn(&mut self) {
+        assert!(
+            self.child.is_none(),
+            "spawn: node {} is running",
+            self.node_id
+        );
+        let listen = self.addr().to_string();
+        let node_id = self.node_id.to_string();
+        let child = Command::new(server_binary())
+            .args(["--node-id", &node_id, "--listen", &listen, "--data-dir"])
+            .arg(self.data_dir())
+            .args(&self.extra_args)
+            .env("NO_COLOR", "1")
+            .envs(self.env.iter().map(|(key, value)| (key, value)))
+            .stdin(Stdio::null())
+            .stdout(self.log_for_append())
+            .stderr(self.log_for_append())
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot spawn {}: {error}", server_binary().display()));
+        self.child = Some(child);
+    }
+
+    /// Sets (or with `None` removes) an environment variable of the
+    /// process from its next start on.
+    pub fn set_env(&mut self, key: &str, value: Option<&str>) {
+        self.env.retain(|(existing, _)| existing != key);
+        if let Some(value) = value {
+            self.env.push((key.to_string(), value.to_string()));
+        }
+    }
+
+    /// Waits (at most `limit`) for the process to exit by itself and
+    /// returns how it ended; `None` if it is still running.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let child = self
+            .child
+            .as_mut()
+            .expect("wait_exit: the server is not running");
+        let status = wait_for_exit(child, limit).await;
+        if status.is_some() {
+            self.child = None;
+        }
+        status
+    }
+
+    /// Waits until the spawned process answers `/healthz` with 200, and
+    /// fails the test if it exits or takes too long.
+    pub async fn wait_ready(&mut self) {
+        if let Err(not_ready) = self.wait_healthy(0).await {
+            self.fail_to_start(not_ready);
+        }
+    }
+
+    /// The node's `--node-id`.
+    pub fn node_id(&self) -> u64 {
+        self.node_id
+    }
+
+    /// The node's base URL, as other nodes reach it.
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
     }
 
     /// The URL of `path` (which starts with `/`) on this server. Keys are
@@ -128,14 +204,8 @@ impl TestServer {
     /// Stops the process with SIGTERM and waits for it to exit; it must exit
     /// successfully within 10 s (else it is killed and the test fails).
     pub async fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            panic!("stop: the server is not running");
-        };
-        let pid = libc::pid_t::try_from(child.id()).expect("a pid fits pid_t");
-        // SAFETY: kill(2) with the pid of a child we have not reaped yet, so
-        // the pid cannot have been reused by another process.
-        let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
-        assert_eq!(sent, 0, "SIGTERM could not be sent to the server");
+        self.signal(libc::SIGTERM);
+        let mut child = self.child.take().expect("signalled just above");
         let status = match wait_for_exit(&mut child, STOP_TIMEOUT).await {
             Some(status) => status,
             None => {
@@ -194,13 +264,19 @@ impl TestServer {
         );
     }
 
+    /// Whether the server's log (all its runs) contains `text`.
+    pub fn log_contains(&self, text: &str) -> bool {
+        std::fs::read_to_string(self.log_path()).is_ok_and(|log| log.contains(text))
+    }
+
     /// The last `lines` lines the server (and offline commands) wrote.
     pub fn log_tail(&self, lines: usize) -> String {
         let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
         let tail = all[all.len().saturating_sub(lines)..].join("\n");
         format!(
-            "--- last lines of {} ---\n{tail}",
+            "--- last lines of node {} ({}) ---\n{tail}",
+            self.node_id,
             self.log_path().display()
         )
     }
@@ -220,21 +296,19 @@ impl TestServer {
     /// Spawns the process and polls `/healthz` until it answers 200.
     async fn spawn_and_wait(&mut self) -> Result<(), NotReady> {
         let log_start = std::fs::metadata(self.log_path()).map_or(0, |meta| meta.len());
-        let listen = self.addr().to_string();
-        let child = Command::new(server_binary())
-            .args(["--node-id", "1", "--listen", &listen, "--data-dir"])
-            .arg(self.data_dir())
-            .args(&self.extra_args)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(self.log_for_append())
-            .stderr(self.log_for_append())
-            .spawn()
-            .unwrap_or_else(|error| panic!("cannot spawn {}: {error}", server_binary().display()));
-        self.child = Some(child);
+        self.spawn();
+        self.wait_healthy(log_start).await
+    }
+
+    /// Polls `/healthz` until it answers 200; `log_start` is where this
+    /// run's log begins, shown if the process exits.
+    async fn wait_healthy(&mut self, log_start: u64) -> Result<(), NotReady> {
         let deadline = Instant::now() + READY_TIMEOUT;
         while Instant::now() < deadline {
-            let child = self.child.as_mut().expect("spawned just above");
+            let child = self
+                .child
+                .as_mut()
+                .expect("wait_healthy: the process was spawned");
             if let Some(status) = child.try_wait().expect("the child can be polled") {
                 self.child = None;
                 let log = read_from(&self.log_path(), log_start);
@@ -252,6 +326,33 @@ impl TestServer {
             tokio::time::sleep(READY_POLL).await;
         }
         Err(NotReady::TimedOut)
+    }
+
+    /// Stops the process with SIGSTOP, as a long pause (GC, swap, a stuck
+    /// disk) would: it keeps its sockets but answers nothing.
+    pub fn pause(&mut self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Lets a paused process run again (SIGCONT).
+    pub fn resume(&mut self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&mut self, signal: libc::c_int) {
+        let child = self
+            .child
+            .as_ref()
+            .expect("signal: the server is not running");
+        let pid = libc::pid_t::try_from(child.id()).expect("a pid fits pid_t");
+        // SAFETY: kill(2) with the pid of a child we have not reaped yet, so
+        // the pid cannot have been reused by another process.
+        let sent = unsafe { libc::kill(pid, signal) };
+        assert_eq!(
+            sent, 0,
+            "signal {signal} could not be sent to node {}",
+            self.node_id
+        );
     }
 
     fn fail_to_start(&mut self, not_ready: NotReady) -> ! {

@@ -1,6 +1,7 @@
 //! The server's configuration: command-line flags, each with a `KV_*`
 //! environment variable and a default that runs one node with no setup.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -80,6 +81,20 @@ pub struct Config {
     #[arg(long, env = "KV_SNAPSHOT_EVERY", default_value_t = 50_000)]
     pub snapshot_every: u64,
 
+    /// Raft log entries kept behind a snapshot, so a follower that lags by
+    /// fewer catches up from the log instead of by a snapshot.
+    #[arg(long, env = "KV_SNAPSHOT_CATCHUP_ENTRIES", default_value_t = 5_000)]
+    pub snapshot_catchup_entries: u64,
+
+    /// Milliseconds between the leader's heartbeats.
+    #[arg(long, env = "KV_HEARTBEAT_MS", default_value_t = 100)]
+    pub heartbeat_ms: u64,
+
+    /// A follower that hears no leader for this long (ms, randomized up to
+    /// twice as long) starts an election.
+    #[arg(long, env = "KV_ELECTION_TIMEOUT_MS", default_value_t = 500)]
+    pub election_timeout_ms: u64,
+
     /// Bytes at which the topic's active segment rolls.
     #[arg(long, env = "KV_SEGMENT_BYTES", default_value_t = 64 << 20)]
     pub segment_bytes: u64,
@@ -104,13 +119,48 @@ pub struct Config {
 }
 
 impl Config {
-    /// The URL this node is reached at.
+    /// The URL this node is reached at: `--advertise`, else this node's
+    /// entry in `--peers`, else `http://<listen>`.
     pub fn advertise_url(&self) -> String {
+        let from_peers = || {
+            self.peer_map()
+                .ok()
+                .and_then(|peers| peers.get(&self.node_id).cloned())
+        };
         self.advertise
             .clone()
+            .or_else(from_peers)
             .unwrap_or_else(|| format!("http://{}", self.listen))
             .trim_end_matches('/')
             .to_string()
+    }
+
+    /// `--peers` as id → URL, checked: every entry is `id=http://…`, ids
+    /// are unique and this node is one of them.
+    pub fn peer_map(&self) -> Result<BTreeMap<NodeId, String>, String> {
+        let mut peers = BTreeMap::new();
+        for entry in &self.peers {
+            let entry = entry.trim();
+            let (id, url) = entry
+                .split_once('=')
+                .ok_or_else(|| format!("--peers entry {entry:?} is not id=url"))?;
+            let id: NodeId = id
+                .trim()
+                .parse()
+                .map_err(|_| format!("--peers entry {entry:?}: {id:?} is not a node id"))?;
+            let url = check_node_url(url.trim())
+                .map_err(|why| format!("--peers entry {entry:?}: {why}"))?;
+            if peers.insert(id, url).is_some() {
+                return Err(format!("--peers names node {id} twice"));
+            }
+        }
+        if !peers.is_empty() && !peers.contains_key(&self.node_id) {
+            return Err(format!(
+                "--peers does not name this node (--node-id {})",
+                self.node_id
+            ));
+        }
+        Ok(peers)
     }
 
     /// The topic's configuration.
@@ -123,4 +173,17 @@ impl Config {
             ..compaction::TopicConfig::default()
         }
     }
+}
+
+/// Checks a node's base URL (`http://host:port`, no path) and returns it
+/// without a trailing slash.
+pub fn check_node_url(url: &str) -> Result<String, String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{url:?} is not an http:// URL"))?;
+    let authority = rest.trim_end_matches('/');
+    if authority.is_empty() || authority.contains('/') {
+        return Err(format!("{url:?} must be http://host:port with no path"));
+    }
+    Ok(format!("http://{authority}"))
 }

@@ -9,6 +9,7 @@
 //! * [`api`] — the axum routers, one module per area.
 //! * [`http`] — HTTP/1.1 and HTTP/2 serving with graceful shutdown.
 //! * [`server`] — start-up and shutdown.
+//! * [`crash`] — named crash points for the fault tests.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), kv_server::server::ServerError> {
@@ -20,6 +21,7 @@
 
 pub mod api;
 pub mod config;
+pub mod crash;
 pub mod error;
 pub mod http;
 pub mod metrics;

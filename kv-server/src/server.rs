@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use compaction::CleanerHandle;
+use openraft::error::{InitializeError, RaftError};
 use openraft::SnapshotPolicy;
 use tokio::net::TcpListener;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::api::{router, AppState};
 use crate::config::Config;
@@ -15,7 +16,12 @@ use crate::network::Network;
 use crate::store::log_store::LogStore;
 use crate::store::state_machine::StateMachine;
 use crate::store::{DataDirs, Store};
-use crate::types::{Node, Raft};
+use crate::types::{Node, NodeId, Raft};
+
+/// How long a snapshot may take to reach a node and be installed there (ms).
+const SNAPSHOT_SEND_TIMEOUT_MS: u64 = 120_000;
+/// How long a joining node keeps asking to be added.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +43,9 @@ pub enum ServerError {
     /// The configuration is not usable.
     #[error("configuration: {0}")]
     Config(String),
+    /// The node could not join the cluster named by `--join`.
+    #[error("join: {0}")]
+    Join(String),
 }
 
 /// Runs a node until `shutdown` resolves, then stops gracefully: in-flight
@@ -45,11 +54,20 @@ pub async fn serve(
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    if !config.peers.is_empty() || config.join.is_some() {
+    let peers = config.peer_map().map_err(ServerError::Config)?;
+    if !peers.is_empty() && config.join.is_some() {
         return Err(ServerError::Config(
-            "--peers and --join (multi-node clusters) are not supported yet; run one node".into(),
+            "--peers (form a new cluster) and --join (enter an existing one) exclude each other"
+                .into(),
         ));
     }
+    let join = match &config.join {
+        Some(url) => Some(
+            crate::config::check_node_url(url)
+                .map_err(|why| ServerError::Config(format!("--join: {why}")))?,
+        ),
+        None => None,
+    };
     let config = Arc::new(config);
     let dirs = DataDirs::new(&config.data_dir);
     let log = LogStore::open(&dirs.raft)?;
@@ -65,23 +83,29 @@ pub async fn serve(
 
     let raft_config = openraft::Config {
         cluster_name: "openmessaging-kv".into(),
-        heartbeat_interval: 100,
-        election_timeout_min: 300,
-        election_timeout_max: 600,
+        heartbeat_interval: config.heartbeat_ms,
+        election_timeout_min: config.election_timeout_ms,
+        election_timeout_max: 2 * config.election_timeout_ms,
+        // A snapshot goes in one request and is installed before the
+        // answer: time enough for a large topic.
+        install_snapshot_timeout: SNAPSHOT_SEND_TIMEOUT_MS,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
-        max_in_snapshot_log_to_keep: 1_000,
+        max_in_snapshot_log_to_keep: config.snapshot_catchup_entries,
         ..openraft::Config::default()
     }
     .validate()
     .map_err(|error| ServerError::Raft(error.to_string()))?;
-    let http = reqwest::Client::builder()
+    let http_error =
+        |error: reqwest::Error| ServerError::Raft(format!("cannot build the HTTP client: {error}"));
+    let peers_http = reqwest::Client::builder()
+        .no_proxy()
         .pool_idle_timeout(Duration::from_secs(30))
         .build()
-        .map_err(|error| ServerError::Raft(format!("cannot build the HTTP client: {error}")))?;
+        .map_err(http_error)?;
     let raft = Raft::new(
         config.node_id,
         Arc::new(raft_config),
-        Network::new(http),
+        Network::new(config.node_id).map_err(http_error)?,
         log,
         StateMachine::new(Arc::clone(&store)),
     )
@@ -95,7 +119,13 @@ pub async fn serve(
                 addr: config.listen,
                 source,
             })?;
-    initialize_single_node(&raft, &config).await?;
+    let initialized = raft
+        .is_initialized()
+        .await
+        .map_err(|error| ServerError::Raft(error.to_string()))?;
+    if !initialized {
+        initialize(&raft, &config, &peers, join.is_some()).await?;
+    }
 
     let state = AppState {
         node_id: config.node_id,
@@ -104,6 +134,7 @@ pub async fn serve(
         config: Arc::clone(&config),
         cleaner: Arc::clone(&cleaner),
         committed,
+        peers: peers_http.clone(),
     };
     info!(
         node_id = config.node_id,
@@ -111,41 +142,146 @@ pub async fn serve(
         data_dir = %config.data_dir.display(),
         "serving"
     );
-    crate::http::serve(listener, router(state), shutdown).await;
+    let (join_failed_tx, join_failed) = tokio::sync::oneshot::channel::<String>();
+    if let (Some(url), false) = (join, initialized) {
+        let node = Node {
+            addr: config.advertise_url(),
+        };
+        tokio::spawn(join_cluster(
+            peers_http,
+            url,
+            config.node_id,
+            node,
+            join_failed_tx,
+        ));
+    }
+    let join_failure = Arc::new(std::sync::Mutex::new(None));
+    let stop = {
+        let join_failure = Arc::clone(&join_failure);
+        async move {
+            tokio::select! {
+                () = shutdown => {}
+                Ok(why) = join_failed => {
+                    *join_failure.lock().expect("not poisoned") = Some(why);
+                }
+            }
+        }
+    };
+    crate::http::serve(listener, router(state), stop).await;
     info!("shutting down");
     let _ = raft.shutdown().await;
     drop(cleaner);
     store.topic.sync().map_err(crate::error::StoreError::from)?;
     store.view.flush()?;
     info!("stopped");
-    Ok(())
+    let failure = join_failure.lock().expect("not poisoned").take();
+    match failure {
+        Some(why) => Err(ServerError::Join(why)),
+        None => Ok(()),
+    }
 }
 
-/// On first start, a node without peers forms a cluster of its own; later
-/// starts find it initialized and simply reopen it.
-async fn initialize_single_node(raft: &Raft, config: &Config) -> Result<(), ServerError> {
-    let initialized = raft
-        .is_initialized()
-        .await
-        .map_err(|error| ServerError::Raft(error.to_string()))?;
-    if initialized {
+/// On the first start of a node: with no flags it forms a cluster of its
+/// own; with `--peers` the lowest id forms the cluster of all peers and the
+/// others wait to hear from it; with `--join` the node waits to be added.
+/// Later starts find the node initialized and skip this.
+async fn initialize(
+    raft: &Raft,
+    config: &Config,
+    peers: &BTreeMap<NodeId, String>,
+    joining: bool,
+) -> Result<(), ServerError> {
+    if joining {
+        info!(
+            node_id = config.node_id,
+            "waiting to be added to the cluster"
+        );
         return Ok(());
     }
-    let mut members = BTreeMap::new();
-    members.insert(
-        config.node_id,
-        Node {
-            addr: config.advertise_url(),
-        },
-    );
-    raft.initialize(members)
-        .await
-        .map_err(|error| ServerError::Raft(error.to_string()))?;
-    info!(
-        node_id = config.node_id,
-        "initialized a single-node cluster"
-    );
-    Ok(())
+    let members: BTreeMap<NodeId, Node> = if peers.is_empty() {
+        BTreeMap::from([(
+            config.node_id,
+            Node {
+                addr: config.advertise_url(),
+            },
+        )])
+    } else {
+        peers
+            .iter()
+            .map(|(id, addr)| (*id, Node { addr: addr.clone() }))
+            .collect()
+    };
+    let first = *members.keys().next().expect("at least this node");
+    if first != config.node_id {
+        info!(
+            node_id = config.node_id,
+            initializer = first,
+            "waiting for the lowest peer id to form the cluster"
+        );
+        return Ok(());
+    }
+    let ids: Vec<NodeId> = members.keys().copied().collect();
+    match raft.initialize(members).await {
+        Ok(()) => {
+            info!(node_id = config.node_id, members = ?ids, "formed the cluster");
+            Ok(())
+        }
+        Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+        Err(error) => Err(ServerError::Raft(error.to_string())),
+    }
+}
+
+/// Asks the cluster at `url` (any member) to add this node, retrying while
+/// the cluster is unreachable or busy; gives up on a refusal or after
+/// [`JOIN_TIMEOUT`], and then stops the server through `failed`.
+async fn join_cluster(
+    http: reqwest::Client,
+    url: String,
+    node_id: NodeId,
+    node: Node,
+    failed: tokio::sync::oneshot::Sender<String>,
+) {
+    let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
+    let body = serde_json::json!({ "id": node_id, "addr": node.addr, "voter": true });
+    let mut pause = Duration::from_millis(200);
+    let mut attempt = 0u32;
+    let why = loop {
+        attempt += 1;
+        let reply = http
+            .post(format!("{url}/v1/cluster/members"))
+            .json(&body)
+            .timeout(crate::api::cluster::CATCH_UP_TIMEOUT + Duration::from_secs(30))
+            .send()
+            .await;
+        let retry_because = match reply {
+            Ok(response) if response.status().is_success() => {
+                info!(node_id, via = %url, "joined the cluster as a voter");
+                return;
+            }
+            Ok(response) => {
+                let status = response.status();
+                let text = response.text().await.unwrap_or_default();
+                let retryable = status.is_server_error() || status == reqwest::StatusCode::CONFLICT;
+                if !retryable {
+                    break format!(
+                        "the cluster at {url} refused to add node {node_id}: {status} {text}"
+                    );
+                }
+                format!("{status} {text}")
+            }
+            Err(error) => error.to_string(),
+        };
+        if tokio::time::Instant::now() + pause >= deadline {
+            break format!(
+                "could not join the cluster at {url} within {JOIN_TIMEOUT:?} ({attempt} attempts); last: {retry_because}"
+            );
+        }
+        warn!(node_id, via = %url, attempt, reason = %retry_because, "joining: will retry");
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(5));
+    };
+    tracing::error!(node_id, %why, "joining failed");
+    let _ = failed.send(why);
 }
 
 /// Rebuilds the view of `data_dir` from its topic, offline.

@@ -1,16 +1,41 @@
-//! `/v1/cluster`: who leads, at which term, and how far each node is.
+//! `/v1/cluster`: who leads, at which term, how far each member is; adding
+//! and removing members.
+//!
+//! Only the leader knows how far each member has replicated, so a follower
+//! asks the leader for the members' progress and shows it beside its own
+//! state. Membership changes run on the leader (followers pass them on,
+//! see [`crate::api::forward`]): a new node is added as a learner, and is
+//! made a voter once it has caught up, as etcd and Consul do it.
 
-use axum::extract::State;
-use axum::routing::get;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{delete, get};
 use axum::{Json, Router};
-use serde::Serialize;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::ChangeMembers;
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
 
+use crate::api::error::ApiError;
+use crate::api::forward::FORWARDED_HEADER;
 use crate::api::AppState;
-use crate::types::NodeId;
+use crate::types::{Node, NodeId};
+
+/// How long an added node may take to catch up before it is made a voter.
+pub const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a follower waits for the leader's view of the members.
+const LEADER_VIEW_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The `/v1/cluster` routes.
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/v1/cluster", get(status))
+    Router::new()
+        .route("/v1/cluster", get(status))
+        .route("/v1/cluster/members", axum::routing::post(add_member))
+        .route("/v1/cluster/members/{id}", delete(remove_member))
 }
 
 /// The cluster as this node sees it.
@@ -24,35 +49,106 @@ struct ClusterView {
     committed_index: u64,
     last_log_index: u64,
     snapshot_index: u64,
+    purged_index: Option<u64>,
     members: Vec<MemberView>,
 }
 
 /// One member.
-#[derive(Serialize)]
+#[derive(Clone, Serialize, Deserialize)]
 struct MemberView {
     id: NodeId,
     addr: String,
+    /// `leader`, `follower` (a voter) or `learner`.
+    role: String,
     voter: bool,
-    /// Replicated up to this index (known on the leader only).
+    /// Replicated up to this index, as the leader last heard.
     #[serde(skip_serializing_if = "Option::is_none")]
     matched_index: Option<u64>,
+    /// Entries the leader has and the member does not yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lag: Option<u64>,
 }
 
-async fn status(State(state): State<AppState>) -> Json<ClusterView> {
+/// The members as this node's metrics know them; progress only on the leader.
+fn members(state: &AppState) -> Vec<MemberView> {
     let metrics = state.raft.metrics().borrow().clone();
     let membership = metrics.membership_config.membership();
-    let replication = metrics.replication.as_ref();
-    let members = membership
+    let leading = metrics.current_leader == Some(state.node_id);
+    let last_log = metrics.last_log_index.unwrap_or(0);
+    membership
         .nodes()
-        .map(|(id, node)| MemberView {
-            id: *id,
-            addr: node.addr.clone(),
-            voter: membership.voter_ids().any(|voter| voter == *id),
-            matched_index: replication
-                .and_then(|replication| replication.get(id))
-                .map(|matched| matched.map_or(0, |log_id| log_id.index)),
+        .map(|(id, node)| {
+            let voter = membership.voter_ids().any(|voter| voter == *id);
+            let matched = if !leading {
+                None
+            } else if *id == state.node_id {
+                Some(last_log)
+            } else {
+                metrics
+                    .replication
+                    .as_ref()
+                    .and_then(|replication| replication.get(id))
+                    .map(|matched| matched.map_or(0, |log_id| log_id.index))
+            };
+            let role = if metrics.current_leader == Some(*id) {
+                "leader"
+            } else if voter {
+                "follower"
+            } else {
+                "learner"
+            };
+            MemberView {
+                id: *id,
+                addr: node.addr.clone(),
+                role: role.to_string(),
+                voter,
+                matched_index: matched,
+                lag: matched.map(|matched| last_log.saturating_sub(matched)),
+            }
         })
-        .collect();
+        .collect()
+}
+
+/// The leader's view of the members, asked of the leader.
+async fn leader_members(state: &AppState, leader_addr: &str) -> Option<Vec<MemberView>> {
+    #[derive(Deserialize)]
+    struct LeaderView {
+        node_id: NodeId,
+        leader: Option<NodeId>,
+        members: Vec<MemberView>,
+    }
+    let view: LeaderView = state
+        .peers
+        .get(format!("{leader_addr}/v1/cluster"))
+        .header(FORWARDED_HEADER, state.node_id)
+        .timeout(LEADER_VIEW_TIMEOUT)
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    (view.leader == Some(view.node_id)).then_some(view.members)
+}
+
+async fn status(State(state): State<AppState>, headers: HeaderMap) -> Json<ClusterView> {
+    let metrics = state.raft.metrics().borrow().clone();
+    let mut members = members(&state);
+    let asked_by_a_node = headers.contains_key(FORWARDED_HEADER);
+    if let (false, Some(leader)) = (asked_by_a_node, metrics.current_leader) {
+        if leader != state.node_id {
+            let addr = members
+                .iter()
+                .find(|member| member.id == leader)
+                .map(|member| member.addr.clone());
+            if let Some(addr) = addr {
+                match leader_members(&state, &addr).await {
+                    Some(from_leader) => members = from_leader,
+                    None => warn!(leader, "the leader did not tell the members' progress"),
+                }
+            }
+        }
+    }
     Json(ClusterView {
         node_id: state.node_id,
         leader: metrics.current_leader,
@@ -62,6 +158,208 @@ async fn status(State(state): State<AppState>) -> Json<ClusterView> {
         committed_index: state.committed.load(std::sync::atomic::Ordering::Acquire),
         last_log_index: metrics.last_log_index.unwrap_or(0),
         snapshot_index: metrics.snapshot.map_or(0, |id| id.index),
+        purged_index: metrics.purged.map(|id| id.index),
         members,
     })
+}
+
+/// `POST /v1/cluster/members`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddMember {
+    id: NodeId,
+    addr: String,
+    /// Make it a voter once caught up (default), or keep it a learner.
+    #[serde(default = "yes")]
+    voter: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The answer to a membership change.
+#[derive(Serialize)]
+struct MembershipView {
+    /// The log index of the membership now in force.
+    revision: u64,
+    members: Vec<MemberView>,
+}
+
+fn membership_view(state: &AppState) -> Json<MembershipView> {
+    Json(MembershipView {
+        revision: membership_log_index(state),
+        members: members(state),
+    })
+}
+
+/// The log index of the membership in force.
+fn membership_log_index(state: &AppState) -> u64 {
+    state
+        .raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .log_id()
+        .map_or(0, |log_id| log_id.index)
+}
+
+/// Adds a node: as a learner, then, once it has caught up, as a voter.
+/// Asking again for a node that is already a member as asked changes
+/// nothing, so a joining node may retry freely.
+async fn add_member(
+    State(state): State<AppState>,
+    body: Result<Json<AddMember>, JsonRejection>,
+) -> Result<(StatusCode, Json<MembershipView>), ApiError> {
+    let Json(request) = body.map_err(|rejection| {
+        ApiError::bad_request(
+            "invalid_json",
+            format!("the body must be {{\"id\": <node id>, \"addr\": \"http://host:port\", \"voter\": true}}: {}", rejection.body_text()),
+        )
+    })?;
+    let addr = crate::config::check_node_url(&request.addr)
+        .map_err(|why| ApiError::bad_field("invalid_addr", "addr", why))?;
+    let membership = state
+        .raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .clone();
+    let existing = membership.get_node(&request.id).cloned();
+    let is_voter = membership.voter_ids().any(|voter| voter == request.id);
+    if let Some(node) = &existing {
+        if node.addr != addr {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "member_exists",
+                format!(
+                    "node {} is already a member at {}; remove it first to change its address",
+                    request.id, node.addr
+                ),
+            ));
+        }
+        if is_voter || !request.voter {
+            return Ok((StatusCode::OK, membership_view(&state)));
+        }
+    }
+    let learner_since = match existing {
+        Some(_) => membership_log_index(&state),
+        None => {
+            info!(node = request.id, %addr, "adding a learner");
+            let node = Node { addr: addr.clone() };
+            change(
+                &state,
+                ChangeMembers::AddNodes(BTreeMap::from([(request.id, node)])),
+            )
+            .await?
+        }
+    };
+    if request.voter {
+        wait_caught_up(&state, request.id, learner_since).await?;
+    }
+    if request.voter {
+        info!(node = request.id, "promoting the learner to voter");
+        change(
+            &state,
+            ChangeMembers::AddVoterIds(BTreeSet::from([request.id])),
+        )
+        .await?;
+    }
+    Ok((StatusCode::OK, membership_view(&state)))
+}
+
+/// Waits until the leader has replicated to `id` at least up to `index`.
+async fn wait_caught_up(state: &AppState, id: NodeId, index: u64) -> Result<(), ApiError> {
+    let caught_up = state
+        .raft
+        .wait(Some(CATCH_UP_TIMEOUT))
+        .metrics(
+            |metrics| {
+                metrics
+                    .replication
+                    .as_ref()
+                    .and_then(|replication| replication.get(&id))
+                    .and_then(|matched| *matched)
+                    .is_some_and(|matched| matched.index >= index)
+            },
+            "learner caught up",
+        )
+        .await;
+    caught_up.map(drop).map_err(|_| {
+        ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "not_caught_up",
+            format!(
+                "node {id} did not catch up within {CATCH_UP_TIMEOUT:?}; it stays a learner \
+                 (is it running and reachable at its address?). Ask again to promote it."
+            ),
+        )
+    })
+}
+
+/// `DELETE /v1/cluster/members/{id}`: removes a voter or a learner.
+async fn remove_member(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<MembershipView>, ApiError> {
+    let Path(raw) =
+        path.map_err(|rejection| ApiError::bad_field("invalid_id", "id", rejection.body_text()))?;
+    let id: NodeId = raw.parse().map_err(|_| {
+        ApiError::bad_field("invalid_id", "id", format!("{raw:?} is not a node id"))
+    })?;
+    let membership = state
+        .raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .clone();
+    if membership.get_node(&id).is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "member_not_found",
+            format!("node {id} is not a member of the cluster"),
+        ));
+    }
+    let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+    let changes = if voters.contains(&id) {
+        if voters.len() == 1 {
+            return Err(ApiError::bad_request(
+                "last_voter",
+                format!("node {id} is the only voter; a cluster cannot remove its last voter"),
+            ));
+        }
+        ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+    } else {
+        ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+    };
+    info!(node = id, "removing a member");
+    change(&state, changes).await?;
+    Ok(membership_view(&state))
+}
+
+/// Proposes a membership change and returns the log index it committed at.
+async fn change(state: &AppState, changes: ChangeMembers<NodeId, Node>) -> Result<u64, ApiError> {
+    let timeout = Duration::from_millis(state.config.request_timeout_ms);
+    let proposal = Box::pin(state.raft.change_membership(changes, false));
+    match tokio::time::timeout(timeout, proposal).await {
+        Err(_) => Err(ApiError::unavailable(
+            "the membership change was not committed in time",
+        )),
+        Ok(Ok(response)) => Ok(response.log_id.index),
+        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => Err(
+            ApiError::not_leader("this node stopped leading during the change; retry"),
+        ),
+        Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(error)))) => {
+            Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "membership_change_refused",
+                error.to_string(),
+            ))
+        }
+        Ok(Err(RaftError::Fatal(fatal))) => {
+            Err(ApiError::unavailable(format!("raft stopped: {fatal}")))
+        }
+    }
 }

@@ -11,6 +11,9 @@ use serde::Serialize;
 use crate::error::StoreError;
 use crate::types::Revision;
 
+/// The code of a 503 that says the node answering is not the leader.
+pub const NOT_LEADER: &str = "not_leader";
+
 /// An error answer of the API.
 #[derive(Debug)]
 pub struct ApiError {
@@ -71,6 +74,14 @@ impl ApiError {
     pub fn unavailable(message: impl Into<String>) -> Self {
         let mut error = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message);
         error.retry_after_s = Some(1);
+        error
+    }
+
+    /// 503 `not_leader`: this node cannot take the request and no node it
+    /// could pass it to is known; the client should retry.
+    pub fn not_leader(message: impl Into<String>) -> Self {
+        let mut error = ApiError::unavailable(message);
+        error.code = NOT_LEADER;
         error
     }
 

@@ -7,6 +7,7 @@
 pub mod changes;
 pub mod cluster;
 pub mod error;
+pub mod forward;
 pub mod kv;
 pub mod metadata;
 pub mod metrics;
@@ -52,9 +53,12 @@ pub struct AppState {
     pub cleaner: Arc<compaction::CleanerHandle>,
     /// The committed log index, as the raft log store last saved it.
     pub committed: Arc<std::sync::atomic::AtomicU64>,
+    /// HTTP client for requests passed to other nodes (pooled).
+    pub peers: reqwest::Client,
 }
 
-/// The whole API.
+/// The whole API: the public routes behind load shedding and the body
+/// limit, and the node-to-node `/raft/*` routes beside them.
 pub fn router(state: AppState) -> Router {
     let max_body_bytes = state.config.max_value_bytes + 64 * 1024;
     let max_concurrent = state.config.max_concurrent_requests;
@@ -62,17 +66,19 @@ pub fn router(state: AppState) -> Router {
     // limit no request outlives, long-polls included.
     let hard_timeout =
         Duration::from_millis(state.config.max_wait_ms + 2 * state.config.request_timeout_ms);
-    Router::new()
+    let public = Router::new()
         .merge(kv::routes())
         .merge(cluster::routes())
         .merge(changes::routes())
         .merge(metadata::routes())
-        .merge(raft::routes())
         .merge(metrics::routes())
         .route("/healthz", get(healthz))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            forward::forward_writes,
+        ))
         .layer(
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(overloaded))
@@ -80,7 +86,10 @@ pub fn router(state: AppState) -> Router {
                 .concurrency_limit(max_concurrent)
                 .timeout(hard_timeout),
         )
-        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(DefaultBodyLimit::max(max_body_bytes));
+    public
+        .merge(raft::routes())
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
 
@@ -141,23 +150,17 @@ async fn method_not_allowed() -> ApiError {
 /// `GET /healthz`: 200 once the node knows a leader that is a member of
 /// its cluster (a vote remembered from before is not enough), else 503.
 async fn healthz(State(state): State<AppState>) -> Response {
-    let metrics = state.raft.metrics().borrow().clone();
-    let member = |id: NodeId| {
-        metrics
-            .membership_config
-            .membership()
-            .nodes()
-            .any(|(member, _)| *member == id)
+    let leader = match forward::known_leader(&state) {
+        Some(forward::Leader::This) => state.node_id,
+        Some(forward::Leader::Other { id, .. }) => id,
+        None => return ApiError::unavailable("no leader is known yet").into_response(),
     };
-    match metrics.current_leader.filter(|leader| member(*leader)) {
-        Some(leader) => Json(serde_json::json!({
-            "status": "ok",
-            "node_id": state.node_id,
-            "leader": leader,
-        }))
-        .into_response(),
-        None => ApiError::unavailable("no leader is known yet").into_response(),
-    }
+    Json(serde_json::json!({
+        "status": "ok",
+        "node_id": state.node_id,
+        "leader": leader,
+    }))
+    .into_response()
 }
 
 /// Proposes a command through Raft and waits until it is applied here.
@@ -180,18 +183,62 @@ pub async fn propose(state: &AppState, command: Command) -> Result<CommandResult
     }
 }
 
-/// Waits until this node may serve a linearizable read: it is the leader,
-/// a quorum confirmed it, and its state machine applied up to the read index.
+/// Waits until this node may serve a linearizable read: the leader
+/// confirmed with a quorum that it still leads, and this node has applied
+/// up to the leader's commit index at that moment (the read index). On the
+/// leader that is openraft's own check; a follower asks the leader.
 pub async fn linearizable_barrier(state: &AppState) -> Result<(), ApiError> {
     let timeout = Duration::from_millis(state.config.request_timeout_ms);
-    match tokio::time::timeout(timeout, Box::pin(state.raft.ensure_linearizable())).await {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut leader = match forward::known_leader(state) {
+        Some(leader) => leader,
+        None => forward::wait_for_leader(state, None, deadline).await?,
+    };
+    // Leadership may move between the two paths; each is tried at most twice.
+    for _ in 0..2 {
+        if leader == forward::Leader::This {
+            match local_read_barrier(state, deadline).await? {
+                Some(()) => return Ok(()),
+                None => {
+                    leader = forward::wait_for_leader(state, Some(&leader), deadline).await?;
+                    continue;
+                }
+            }
+        }
+        let Some(index) = forward::remote_read_index(state, leader.clone(), deadline).await? else {
+            leader = forward::Leader::This;
+            continue;
+        };
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        return match state
+            .raft
+            .wait(Some(remaining))
+            .applied_index_at_least(Some(index), "read index")
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(_) => Err(ApiError::unavailable(format!(
+                "this node did not apply up to the read index {index} in time"
+            ))),
+        };
+    }
+    Err(ApiError::not_leader(
+        "leadership kept moving; no read index was confirmed",
+    ))
+}
+
+/// The leader's own read barrier; `None` when it turns out not to lead.
+async fn local_read_barrier(
+    state: &AppState,
+    deadline: tokio::time::Instant,
+) -> Result<Option<()>, ApiError> {
+    let check = Box::pin(state.raft.ensure_linearizable());
+    match tokio::time::timeout_at(deadline, check).await {
         Err(_) => Err(ApiError::unavailable(
             "no quorum confirmed the read in time",
         )),
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward)))) => {
-            Err(not_leader(&forward))
-        }
+        Ok(Ok(_)) => Ok(Some(())),
+        Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => Ok(None),
         Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(error)))) => {
             Err(ApiError::unavailable(format!("no quorum: {error}")))
         }
@@ -203,10 +250,10 @@ pub async fn linearizable_barrier(state: &AppState) -> Result<(), ApiError> {
 
 fn not_leader(forward: &ForwardToLeader<NodeId, Node>) -> ApiError {
     match (&forward.leader_id, &forward.leader_node) {
-        (Some(id), Some(node)) => ApiError::unavailable(format!(
+        (Some(id), Some(node)) => ApiError::not_leader(format!(
             "this node is not the leader; node {id} at {} is",
             node.addr
         )),
-        _ => ApiError::unavailable("no leader is known yet"),
+        _ => ApiError::not_leader("no leader is known yet"),
     }
 }

@@ -197,6 +197,7 @@ impl Store {
         let end = meta.last_log_id.map_or(0, |id| id.index);
         self.topic
             .replace_with(snapshot.records(), end, snapshot.header.tombstone_floor)?;
+        crate::crash::point(crate::crash::SNAPSHOT_TOPIC_REPLACED);
         self.rebuild_view(meta.last_log_id, meta.last_membership.clone())?;
         std::fs::remove_file(&marker).map_err(StoreError::io("remove", &marker))?;
         self.revision.store(end, Ordering::Release);

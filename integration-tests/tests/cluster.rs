@@ -1,0 +1,420 @@
+//! Multi-node clusters under failure: real `kv-server` processes on
+//! loopback, killed with SIGKILL, paused with SIGSTOP, added and removed
+//! while writes flow. Every scenario ends by checking that no acknowledged
+//! write was lost and that the nodes hold the same state.
+//!
+//! The scenarios run one at a time (each starts three to five servers; on
+//! a 2-core machine running them side by side would only test the
+//! scheduler), and wait for conditions with deadlines, never fixed sleeps.
+
+use std::time::{Duration, Instant};
+
+use integration_tests::{assert_all_acked_present, bulk_load, TestCluster, WriteLoad};
+use serde_json::{json, Value};
+use tokio::sync::Mutex;
+
+/// One scenario at a time.
+static SERIAL: Mutex<()> = Mutex::const_new(());
+
+/// Asserts that every running node folds its replay into the same state.
+async fn assert_same_state(cluster: &TestCluster) {
+    let ids: Vec<u64> = cluster
+        .ids()
+        .into_iter()
+        .filter(|id| cluster.node(*id).is_running())
+        .collect();
+    let reference = cluster.replayed_state(ids[0]).await;
+    for id in &ids[1..] {
+        let state = cluster.replayed_state(*id).await;
+        assert_eq!(
+            state.len(),
+            reference.len(),
+            "node {id} holds {} keys, node {} holds {}",
+            state.len(),
+            ids[0],
+            reference.len()
+        );
+        assert!(
+            state == reference,
+            "node {id} replays to a different state than node {}",
+            ids[0]
+        );
+    }
+}
+
+async fn get(url: &str, timeout: Duration) -> Result<(u16, Value), String> {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(timeout)
+        .build()
+        .expect("a plain HTTP client builds");
+    let response = client.get(url).send().await.map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let body = response.json().await.unwrap_or(Value::Null);
+    Ok((status, body))
+}
+
+async fn put(url: &str, value: &Value) -> (u16, Value) {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .expect("a plain HTTP client builds");
+    let response = client
+        .put(url)
+        .json(value)
+        .send()
+        .await
+        .expect("the node answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Scenario 1: the leader is killed under a steady write load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_killed_under_load_loses_no_acknowledged_write() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = TestCluster::start(3, &[]).await;
+    let load = WriteLoad::start(cluster.urls(), "s1", 50_000, Duration::from_secs(60));
+    load.wait_acked(100, Duration::from_secs(30)).await;
+
+    let old_leader = cluster.leader().await;
+    let killed_at = Instant::now();
+    cluster.node_mut(old_leader).kill9().await;
+    let acked_at_kill = load.acked();
+    let new_leader = cluster.leader().await;
+    assert_ne!(new_leader, old_leader, "a killed node cannot lead");
+    load.wait_acked(acked_at_kill + 100, Duration::from_secs(30))
+        .await;
+
+    // The old leader comes back as a follower and catches up.
+    cluster.node_mut(old_leader).restart().await;
+    load.wait_acked(load.acked() + 100, Duration::from_secs(30))
+        .await;
+    let report = load.finish().await;
+    assert!(
+        report.failed.is_empty(),
+        "writes failed: {:?}",
+        report.failed
+    );
+    let first_after_kill = report
+        .acked
+        .values()
+        .map(|(_, at)| *at)
+        .filter(|at| *at > killed_at)
+        .min()
+        .expect("writes were acknowledged after the kill");
+    let outage = first_after_kill - killed_at;
+    assert!(
+        outage <= Duration::from_secs(3),
+        "writes resumed {outage:?} after the leader was killed (limit 3 s)"
+    );
+
+    cluster.wait_converged().await;
+    assert_all_acked_present(&cluster, "s1/", &report).await;
+    assert_same_state(&cluster).await;
+}
+
+/// Scenario 2a: a follower killed and restarted catches up from the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_follower_catches_up_from_the_log() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = TestCluster::start(3, &[]).await;
+    let leader = cluster.leader().await;
+    let follower = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+    cluster.node_mut(follower).kill9().await;
+
+    let load = WriteLoad::start(cluster.urls(), "s2a", 300, Duration::from_secs(60));
+    load.wait_acked(300, Duration::from_secs(60)).await;
+    let report = load.finish().await;
+
+    cluster.node_mut(follower).restart().await;
+    cluster.wait_converged().await;
+    assert!(
+        !cluster.node(follower).log_contains("installed snapshot"),
+        "the follower needed no snapshot: the log still had its entries"
+    );
+    assert_all_acked_present(&cluster, "s2a/", &report).await;
+    assert_same_state(&cluster).await;
+}
+
+/// Scenario 2b: while a follower is down the leader's log is purged behind
+/// a snapshot; the follower catches up through the snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_follower_catches_up_through_a_snapshot_when_the_log_was_purged() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = TestCluster::start(
+        3,
+        &[
+            "--snapshot-every",
+            "200",
+            "--snapshot-catchup-entries",
+            "10",
+        ],
+    )
+    .await;
+    let leader = cluster.leader().await;
+    let follower = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+    let follower_last = cluster.status(follower).await.unwrap()["last_log_index"]
+        .as_u64()
+        .unwrap();
+    cluster.node_mut(follower).kill9().await;
+
+    let load = WriteLoad::start(cluster.urls(), "s2b", 800, Duration::from_secs(90));
+    load.wait_acked(800, Duration::from_secs(90)).await;
+    let report = load.finish().await;
+    // Deletes too: the snapshot must carry them as absences.
+    for n in 0..50 {
+        let url = format!("{}/v1/kv/s2b/{n:06}", cluster.node(leader).base_url());
+        let response = reqwest::Client::new().delete(url).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let purged = loop {
+        let status = cluster.status(leader).await.unwrap();
+        if let Some(purged) = status["purged_index"].as_u64() {
+            if purged > follower_last {
+                break purged;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        purged > follower_last,
+        "the leader purged past the follower"
+    );
+
+    cluster.node_mut(follower).restart().await;
+    cluster.wait_converged().await;
+    assert!(
+        cluster.node(follower).log_contains("installed snapshot"),
+        "the follower caught up through a snapshot"
+    );
+    let keys = cluster.keys(follower, "s2b/").await;
+    assert_eq!(keys.len(), 800 - 50, "deleted keys stay deleted");
+    for (key, (value, _)) in &report.acked {
+        let n = value["n"].as_u64().unwrap();
+        if n >= 50 {
+            assert_eq!(keys.get(key), Some(value), "{key} on node {follower}");
+        }
+    }
+    assert_same_state(&cluster).await;
+}
+
+/// Scenario 3: a new node joins a cluster holding 100,000 keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_node_joins_through_a_snapshot_and_ends_identical() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = TestCluster::start(
+        3,
+        &[
+            "--snapshot-every",
+            "20000",
+            "--snapshot-catchup-entries",
+            "100",
+        ],
+    )
+    .await;
+    bulk_load(&cluster.urls(), "s3", 100_000, 64).await;
+    let leader = cluster.leader().await;
+    let purged = loop {
+        let status = cluster.status(leader).await.unwrap();
+        if let Some(purged) = status["purged_index"].as_u64() {
+            break purged;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        purged > 0,
+        "the log was purged, so a joiner needs a snapshot"
+    );
+
+    let via = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+    cluster.join(4, via).await;
+    cluster.wait_converged().await;
+    assert!(
+        cluster.node(4).log_contains("installed snapshot"),
+        "the new node was sent a snapshot"
+    );
+    let joined = cluster.replayed_state(4).await;
+    let reference = cluster.replayed_state(leader).await;
+    assert_eq!(joined.len(), 100_000);
+    assert!(
+        joined == reference,
+        "the new node replays to the leader's state"
+    );
+    let members = cluster.members(leader).await;
+    assert_eq!(members.iter().filter(|member| member.voter).count(), 4);
+}
+
+/// Scenario 4: a paused leader loses leadership; no linearizable read
+/// anywhere misses a write the new leader acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_leader_steps_down_and_never_serves_a_stale_linearizable_read() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = TestCluster::start(3, &[]).await;
+    let old_leader = cluster.leader().await;
+    let key_url =
+        |cluster: &TestCluster, id: u64| format!("{}/v1/kv/s4/flag", cluster.node(id).base_url());
+    let (status, _) = put(&key_url(&cluster, old_leader), &json!("before")).await;
+    assert_eq!(status, 201);
+
+    cluster.node_mut(old_leader).pause();
+    let new_leader = cluster.leader_among(&[old_leader]).await;
+    assert_ne!(new_leader, old_leader);
+    let (status, written) = put(&key_url(&cluster, new_leader), &json!("after")).await;
+    assert_eq!(status, 200, "{written}");
+    let revision = written["revision"].as_u64().unwrap();
+
+    // A read sent to the paused node waits in its socket until it resumes.
+    let paused_url = key_url(&cluster, old_leader);
+    let paused_read = tokio::spawn(async move { get(&paused_url, Duration::from_secs(30)).await });
+    for id in cluster.ids() {
+        if id == old_leader {
+            continue;
+        }
+        let (status, body) = get(&key_url(&cluster, id), Duration::from_secs(15))
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "node {id}: {body}");
+        assert_eq!(
+            body["value"],
+            json!("after"),
+            "node {id} read a stale value"
+        );
+        assert!(body["mod_revision"].as_u64().unwrap() >= revision);
+    }
+
+    cluster.node_mut(old_leader).resume();
+    match paused_read.await.unwrap() {
+        Ok((200, body)) => assert_eq!(
+            body["value"],
+            json!("after"),
+            "the old leader served a stale linearizable read"
+        ),
+        Ok((503, _)) | Err(_) => {}
+        Ok((status, body)) => panic!("the old leader answered {status}: {body}"),
+    }
+
+    // The old leader steps down, follows the new one and converges.
+    let leader = cluster.leader().await;
+    assert_ne!(leader, old_leader, "the old leader stepped down");
+    cluster.wait_converged().await;
+    let (status, body) = get(&key_url(&cluster, old_leader), Duration::from_secs(15))
+        .await
+        .unwrap();
+    assert_eq!((status, &body["value"]), (200, &json!("after")));
+    assert_same_state(&cluster).await;
+}
+
+/// Scenario 5: grow 3 → 5 and shrink 5 → 3 (the leader among the removed)
+/// while writes flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_grows_and_shrinks_under_writes() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = TestCluster::start(3, &[]).await;
+    let load = WriteLoad::start(cluster.urls(), "s5", 100_000, Duration::from_secs(120));
+    load.wait_acked(50, Duration::from_secs(30)).await;
+
+    cluster.join(4, 1).await;
+    load.set_urls(cluster.urls());
+    cluster.join(5, 2).await;
+    load.set_urls(cluster.urls());
+    let leader = cluster.leader().await;
+    let voters = cluster.members(leader).await;
+    assert_eq!(voters.iter().filter(|member| member.voter).count(), 5);
+    load.wait_acked(load.acked() + 50, Duration::from_secs(30))
+        .await;
+
+    // Shrink: first the leader itself, then another original node.
+    let via = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+    let remaining: Vec<String> = cluster
+        .ids()
+        .into_iter()
+        .filter(|id| *id != leader)
+        .map(|id| cluster.node(id).base_url())
+        .collect();
+    load.set_urls(remaining);
+    cluster.remove(leader, via).await;
+    let second = cluster
+        .ids()
+        .into_iter()
+        .find(|id| *id <= 3 && *id != via)
+        .unwrap();
+    load.set_urls(
+        cluster
+            .ids()
+            .into_iter()
+            .filter(|id| *id != second)
+            .map(|id| cluster.node(id).base_url())
+            .collect(),
+    );
+    cluster.remove(second, via).await;
+    load.wait_acked(load.acked() + 50, Duration::from_secs(30))
+        .await;
+    let report = load.finish().await;
+    assert!(
+        report.failed.is_empty(),
+        "writes failed: {:?}",
+        report.failed
+    );
+
+    let leader = cluster.leader().await;
+    let members = cluster.members(leader).await;
+    let mut ids: Vec<u64> = members.iter().map(|member| member.id).collect();
+    ids.sort_unstable();
+    let mut expected = cluster.ids();
+    expected.sort_unstable();
+    assert_eq!(ids, expected, "three members remain");
+    assert!(members.iter().all(|member| member.voter));
+    cluster.wait_converged().await;
+    assert_all_acked_present(&cluster, "s5/", &report).await;
+    assert_same_state(&cluster).await;
+}
+
+/// Scenario 6: a node crashes in the middle of installing a snapshot; it
+/// restarts, finishes the install and converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_during_snapshot_install_is_recovered_at_restart() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = TestCluster::start(
+        3,
+        &[
+            "--snapshot-every",
+            "200",
+            "--snapshot-catchup-entries",
+            "10",
+        ],
+    )
+    .await;
+    let leader = cluster.leader().await;
+    let follower = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+    let load = WriteLoad::start(cluster.urls(), "s6a", 100, Duration::from_secs(60));
+    load.wait_acked(100, Duration::from_secs(60)).await;
+    let before = load.finish().await;
+    cluster.wait_converged().await;
+    cluster.node_mut(follower).kill9().await;
+
+    let load = WriteLoad::start(cluster.urls(), "s6b", 600, Duration::from_secs(90));
+    load.wait_acked(600, Duration::from_secs(90)).await;
+    let during = load.finish().await;
+
+    // The follower crashes once the snapshot replaced its topic, before
+    // its view was rebuilt.
+    let node = cluster.node_mut(follower);
+    node.set_env("KV_CRASH_AT", Some("snapshot-topic-replaced"));
+    node.spawn();
+    let status = node
+        .wait_exit(Duration::from_secs(60))
+        .await
+        .expect("the node crashed while installing the snapshot");
+    assert!(!status.success(), "the crash point aborted the process");
+    assert!(node.log_contains("KV_CRASH_AT reached"));
+
+    node.set_env("KV_CRASH_AT", None);
+    node.restart().await;
+    assert!(node.log_contains("finishing an interrupted snapshot install"));
+    cluster.wait_converged().await;
+    assert_all_acked_present(&cluster, "s6a/", &before).await;
+    assert_all_acked_present(&cluster, "s6b/", &during).await;
+    assert_same_state(&cluster).await;
+}
