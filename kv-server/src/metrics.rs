@@ -18,6 +18,14 @@ const LATENCY_BUCKETS_S: &[f64] = &[
 pub const REQUESTS: &str = "kv_http_requests_total";
 /// Name of the request latency histogram.
 pub const REQUEST_SECONDS: &str = "kv_http_request_duration_seconds";
+/// Name of the histogram of raft log appends made durable by one fsync.
+pub const LOG_FLUSH_ENTRIES: &str = "kv_raft_log_appends_per_flush";
+
+/// Name of the histogram of log entries applied per state-machine call.
+pub const APPLY_ENTRIES: &str = "kv_apply_entries_per_batch";
+
+/// Appends-per-flush buckets.
+const GROUP_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -27,6 +35,16 @@ pub fn handle() -> &'static PrometheusHandle {
         let recorder = PrometheusBuilder::new()
             .set_buckets(LATENCY_BUCKETS_S)
             .expect("the latency buckets are not empty")
+            .set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Full(LOG_FLUSH_ENTRIES.to_string()),
+                GROUP_BUCKETS,
+            )
+            .expect("the group buckets are not empty")
+            .set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Full(APPLY_ENTRIES.to_string()),
+                GROUP_BUCKETS,
+            )
+            .expect("the group buckets are not empty")
             .build_recorder();
         let handle = recorder.handle();
         // A second recorder (a library user installed one) keeps theirs;

@@ -171,8 +171,7 @@ pub async fn serve(
     info!("shutting down");
     let _ = raft.shutdown().await;
     drop(cleaner);
-    store.topic.sync().map_err(crate::error::StoreError::from)?;
-    store.view.flush()?;
+    store.checkpoint()?;
     info!("stopped");
     let failure = join_failure.lock().expect("not poisoned").take();
     match failure {

@@ -3,23 +3,34 @@
 //!
 //! Every write is flushed (fsync) before openraft is told it is durable: the
 //! raft log is the one durable record of the node; the topic and the view are
-//! rebuilt from it. One append call is one sled batch and one flush, so the
-//! entries openraft batches together share an fsync.
+//! rebuilt from it.
+//!
+//! Appends are group-committed and written behind: `append` only puts its
+//! entries in an in-memory table of pending entries (which reads see) and
+//! queues openraft's callback. A flusher task takes everything queued,
+//! writes it to sled in one batch, flushes once, answers the callbacks in
+//! order and drops the entries from the pending table. While one fsync runs,
+//! the appends arriving meanwhile queue up and share the next one, and
+//! openraft's core never waits on the disk to take the next write.
+//! Truncation waits for the flusher to drain first, so it never races a
+//! write of the entries it removes.
 
 // openraft's trait methods return its large `StorageError`; the helpers
 // here return the same type so errors pass through unchanged.
 #![allow(clippy::result_large_err)]
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader, StorageIOError, Vote};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::error::StoreError;
 use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
@@ -35,6 +46,57 @@ pub struct LogStore {
     db: sled::Db,
     /// The last committed index openraft saved, for metrics and status.
     committed: Arc<AtomicU64>,
+    /// The last committed log id openraft saved; written with the next
+    /// group of entries that covers it.
+    committed_id: Arc<Mutex<Option<LogId>>>,
+    /// The last log index known to be durable.
+    durable_last: Arc<AtomicU64>,
+    /// Appended entries not yet written to sled, by index.
+    pending: Arc<Mutex<BTreeMap<u64, Entry>>>,
+    /// The group-commit flusher, started by the first append.
+    flusher: Arc<OnceLock<mpsc::UnboundedSender<FlushJob>>>,
+}
+
+/// Work for the flusher.
+enum FlushJob {
+    /// Write the pending entries `first..=last`, flush, then call back.
+    Append {
+        first: u64,
+        last: u64,
+        callback: LogFlushed<TypeConfig>,
+    },
+    /// Answer once everything queued before is durable.
+    Drain(oneshot::Sender<()>),
+}
+
+/// Writes queued appends to sled, flushing once per group, until every
+/// sender is gone.
+async fn run_flusher(store: LogStore, mut jobs: mpsc::UnboundedReceiver<FlushJob>) {
+    let mut group = Vec::new();
+    while jobs.recv_many(&mut group, usize::MAX).await > 0 {
+        let written = store.write_pending(&group).await;
+        let appends = group
+            .iter()
+            .filter(|job| matches!(job, FlushJob::Append { .. }))
+            .count();
+        ::metrics::histogram!(crate::metrics::LOG_FLUSH_ENTRIES).record(appends as f64);
+        for job in group.drain(..) {
+            match job {
+                FlushJob::Append { callback, .. } => {
+                    let outcome = match &written {
+                        Ok(()) => Ok(()),
+                        Err(error) => Err(std::io::Error::other(format!(
+                            "writing the raft log failed: {error}"
+                        ))),
+                    };
+                    callback.log_io_completed(outcome);
+                }
+                FlushJob::Drain(done) => {
+                    let _ = done.send(());
+                }
+            }
+        }
+    }
 }
 
 fn entry_key(index: u64) -> [u8; 9] {
@@ -54,16 +116,95 @@ fn write_error(error: impl std::error::Error + 'static) -> StorageError {
 impl LogStore {
     /// Opens (or creates) the raft log in `dir`.
     pub fn open(dir: &Path) -> Result<LogStore, StoreError> {
-        let db = crate::store::open_sled(dir)?;
+        let db = crate::store::open_sled(dir, true)?;
         let store = LogStore {
             db,
             committed: Arc::new(AtomicU64::new(0)),
+            committed_id: Arc::new(Mutex::new(None)),
+            durable_last: Arc::new(AtomicU64::new(0)),
+            pending: Arc::new(Mutex::new(BTreeMap::new())),
+            flusher: Arc::new(OnceLock::new()),
         };
         // The committed index survives restarts, so status shows it at once.
         if let Ok(Some(Some(committed))) = store.get_json::<Option<LogId>>(COMMITTED_KEY) {
             store.committed.store(committed.index, Ordering::Release);
+            *store.committed_id.lock().expect("not poisoned") = Some(committed);
+        }
+        if let Ok(Some(last)) = store.last_entry_id() {
+            store.durable_last.store(last.index, Ordering::Release);
         }
         Ok(store)
+    }
+
+    /// Writes the pending entries the append jobs of `group` name (and the
+    /// committed index) in one sled batch, flushes, and drops them from the
+    /// pending table.
+    async fn write_pending(&self, group: &[FlushJob]) -> Result<(), sled::Error> {
+        let ranges: Vec<(u64, u64)> = group
+            .iter()
+            .filter_map(|job| match job {
+                FlushJob::Append { first, last, .. } => Some((*first, *last)),
+                FlushJob::Drain(_) => None,
+            })
+            .collect();
+        let mut batch = sled::Batch::default();
+        let mut batch_last = self.durable_last.load(Ordering::Acquire);
+        {
+            let pending = self.pending.lock().expect("not poisoned");
+            for (first, last) in &ranges {
+                for (index, entry) in pending.range(first..=last) {
+                    let bytes = serde_json::to_vec(entry).expect("an entry serializes");
+                    batch.insert(&entry_key(*index), bytes);
+                    batch_last = batch_last.max(*index);
+                }
+            }
+        }
+        // The committed id goes with the entries it covers, never ahead.
+        let committed = *self.committed_id.lock().expect("not poisoned");
+        if let Some(committed) = committed.filter(|id| id.index <= batch_last) {
+            let bytes = serde_json::to_vec(&Some(committed)).expect("a log id serializes");
+            batch.insert(COMMITTED_KEY, bytes);
+        }
+        // sled may block a write while it flushes: keep that off the
+        // async workers, which serve requests and run openraft's core.
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            db.apply_batch(batch)?;
+            db.flush()
+        })
+        .await
+        .map_err(|join| {
+            sled::Error::ReportableBug(format!("raft log flush task failed: {join}"))
+        })??;
+        self.durable_last.fetch_max(batch_last, Ordering::AcqRel);
+        let mut pending = self.pending.lock().expect("not poisoned");
+        for (first, last) in &ranges {
+            let written: Vec<u64> = pending
+                .range(first..=last)
+                .map(|(index, _)| *index)
+                .collect();
+            for index in written {
+                pending.remove(&index);
+            }
+        }
+        Ok(())
+    }
+
+    /// The flusher's queue, starting the flusher on first use.
+    fn flusher(&self) -> &mpsc::UnboundedSender<FlushJob> {
+        self.flusher.get_or_init(|| {
+            let (sender, jobs) = mpsc::unbounded_channel();
+            tokio::spawn(run_flusher(self.clone(), jobs));
+            sender
+        })
+    }
+
+    /// Waits until every append queued so far is durable.
+    async fn drain(&self) {
+        let (done, drained) = oneshot::channel();
+        if self.flusher().send(FlushJob::Drain(done)).is_ok() {
+            let _ = drained.await;
+        }
     }
 
     /// The committed index as last saved, shared.
@@ -90,6 +231,15 @@ impl LogStore {
     }
 
     fn last_entry_id(&self) -> Result<Option<LogId>, StorageError> {
+        let pending_last = self
+            .pending
+            .lock()
+            .expect("not poisoned")
+            .last_key_value()
+            .map(|(_, entry)| entry.log_id);
+        if pending_last.is_some() {
+            return Ok(pending_last);
+        }
         let last = self
             .db
             .scan_prefix([ENTRY_PREFIX])
@@ -106,7 +256,10 @@ impl LogStore {
     }
 
     /// The entries with indexes in `range` that the log holds.
-    pub fn entries(&self, range: impl RangeBounds<u64>) -> Result<Vec<Entry>, StorageError> {
+    pub fn entries(
+        &self,
+        range: impl RangeBounds<u64> + Clone,
+    ) -> Result<Vec<Entry>, StorageError> {
         let start = match range.start_bound() {
             Bound::Included(&index) => entry_key(index),
             Bound::Excluded(&index) => entry_key(index + 1),
@@ -117,19 +270,25 @@ impl LogStore {
             Bound::Excluded(&index) => Bound::Excluded(entry_key(index)),
             Bound::Unbounded => Bound::Included(entry_key(u64::MAX)),
         };
-        self.db
-            .range((Bound::Included(start), end))
-            .map(|item| {
-                let (_, bytes) = item.map_err(read_error)?;
-                serde_json::from_slice(&bytes).map_err(read_error)
-            })
-            .collect()
+        let mut entries: BTreeMap<u64, Entry> = BTreeMap::new();
+        for item in self.db.range((Bound::Included(start), end)) {
+            let (_, bytes) = item.map_err(read_error)?;
+            let entry: Entry = serde_json::from_slice(&bytes).map_err(read_error)?;
+            entries.insert(entry.log_id.index, entry);
+        }
+        let pending = self.pending.lock().expect("not poisoned");
+        for (index, entry) in pending.range(range) {
+            entries.insert(*index, entry.clone());
+        }
+        Ok(entries.into_values().collect())
     }
 
     /// The log id of the entry at `index`, if the log still holds it.
     pub fn log_id_at(&self, index: u64) -> Result<Option<LogId>, StorageError> {
         Ok(self
-            .get_json::<Entry>(&entry_key(index))?
+            .entries(index..=index)?
+            .into_iter()
+            .next()
             .map(|entry| entry.log_id))
     }
 }
@@ -170,17 +329,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        // Not flushed: a lost committed id is recomputed by the leader.
+        // Written with the next group of entries: a committed id lost in a
+        // crash is recomputed by the leader.
         if let Some(id) = &committed {
             self.committed.store(id.index, Ordering::Release);
         }
-        let bytes = serde_json::to_vec(&committed).map_err(write_error)?;
-        self.db.insert(COMMITTED_KEY, bytes).map_err(write_error)?;
+        *self.committed_id.lock().expect("not poisoned") = committed;
         Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(self.get_json::<Option<LogId>>(COMMITTED_KEY)?.flatten())
+        Ok(*self.committed_id.lock().expect("not poisoned"))
     }
 
     async fn append<I>(
@@ -192,23 +351,43 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = sled::Batch::default();
-        for entry in entries {
-            let bytes = serde_json::to_vec(&entry).map_err(write_error)?;
-            batch.insert(&entry_key(entry.log_id.index), bytes);
+        let (mut first, mut last) = (None, 0);
+        {
+            let mut pending = self.pending.lock().expect("not poisoned");
+            for entry in entries {
+                let index = entry.log_id.index;
+                first.get_or_insert(index);
+                last = index;
+                pending.insert(index, entry);
+            }
         }
-        self.db.apply_batch(batch).map_err(write_error)?;
-        let flushed = self
-            .db
-            .flush_async()
-            .await
-            .map(|_| ())
-            .map_err(std::io::Error::other);
-        callback.log_io_completed(flushed);
+        let Some(first) = first else {
+            callback.log_io_completed(Ok(()));
+            return Ok(());
+        };
+        let job = FlushJob::Append {
+            first,
+            last,
+            callback,
+        };
+        if let Err(mpsc::error::SendError(job)) = self.flusher().send(job) {
+            // The flusher is gone (shutting down): write here instead.
+            let written = self.write_pending(std::slice::from_ref(&job)).await;
+            if let FlushJob::Append { callback, .. } = job {
+                callback.log_io_completed(written.map_err(std::io::Error::other));
+            }
+        }
         Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.drain().await;
+        self.pending
+            .lock()
+            .expect("not poisoned")
+            .retain(|index, _| *index < log_id.index);
+        self.durable_last
+            .fetch_min(log_id.index.saturating_sub(1), Ordering::AcqRel);
         let mut batch = sled::Batch::default();
         for item in self.db.range(entry_key(log_id.index)..=entry_key(u64::MAX)) {
             let (key, _) = item.map_err(read_error)?;

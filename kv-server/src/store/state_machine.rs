@@ -64,6 +64,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let reader = self.reader.take().expect("a snapshot builder builds once");
         let store = Arc::clone(&self.store);
         let snapshot = blocking(move || {
+            // The log is purged behind this snapshot: what was applied up
+            // to it must be durable, or a crash could need purged entries.
+            store.checkpoint()?;
             let snapshot = SnapshotFile::build(header, reader)?;
             snapshot.store(&store.snapshot_dir)?;
             Ok(snapshot)

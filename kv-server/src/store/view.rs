@@ -115,7 +115,7 @@ fn json<T: Serialize>(value: &T) -> Vec<u8> {
 impl View {
     /// Opens (or creates) the view in `dir`.
     pub fn open(dir: &Path) -> Result<View, StoreError> {
-        let db = crate::store::open_sled(dir)?;
+        let db = crate::store::open_sled(dir, false)?;
         Ok(View { db })
     }
 
