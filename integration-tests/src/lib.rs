@@ -7,6 +7,9 @@
 //!   tail of the server's log is printed with the failure.
 //! * [`api`] has small helpers for the JSON API (`call`, the error body) so
 //!   a test body reads as its scenario.
+//! * [`kvctl`] runs the `kvctl` binary as a child process with a time limit.
+//! * [`faults`] has faulty nodes for failover tests: a closed port, a node
+//!   that answers one fixed error, a proxy that loses a write's answer.
 //!
 //! The server binary is `$KV_SERVER_BIN` if set, else `kv-server` in the
 //! target directory the tests were built in; `cargo build -p kv-server`
@@ -27,7 +30,11 @@
 //! ```
 
 pub mod api;
+pub mod faults;
+pub mod kvctl;
 mod server;
 
 pub use api::{call, error_of};
+pub use faults::{closed_port_url, AnswerDroppingProxy, StubNode};
+pub use kvctl::{kvctl, KvctlRun};
 pub use server::TestServer;
