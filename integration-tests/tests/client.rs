@@ -495,6 +495,41 @@ async fn a_prefix_watch_from_a_revision_delivers_every_change_after_it() {
 }
 
 #[tokio::test]
+async fn a_watch_far_behind_reads_on_without_waiting_on_pages_of_other_keys() {
+    let server = TestServer::start().await;
+    let client = client_of(&server);
+    let start = client.put("quiet/a", &0).await.unwrap().revision;
+    futures::stream::iter(0..1_100)
+        .map(|n| {
+            let client = client.clone();
+            async move { client.put(&format!("busy/k{n}"), &n).await }
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap();
+    let written = client.put("quiet/b", &1).await.unwrap();
+
+    // More than one page of other keys lies between `start` and the change.
+    let mut events = client
+        .watch(
+            Watch::prefix("quiet/")
+                .after(start)
+                .poll_wait(Duration::from_secs(30)),
+        )
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let event = next_event(&mut events).await;
+    assert_eq!(event.revision(), written.revision);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "caught up in {:?}, not after a whole wait",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
 async fn a_watch_over_http2_shares_the_connection_and_works_alike() {
     let server = TestServer::start().await;
     let client = Client::builder([server.url("")])

@@ -21,7 +21,7 @@ use crate::client::Client;
 use crate::error::Result;
 use crate::kv::{KeyValue, LIST_PAGE_SIZE};
 use crate::replay::Record;
-use crate::transport::Request;
+use crate::transport::{Request, REVISION_HEADER};
 use crate::Revision;
 
 /// Default longest time one poll waits for a change.
@@ -219,6 +219,9 @@ struct State {
     index: Revision,
     queued: VecDeque<WatchEvent>,
     failures: u32,
+    /// Whether the watch may be far behind the store: at the start, and
+    /// after a page cut at the limit. Such a poll does not wait.
+    catching_up: bool,
     /// Pause before the next poll, after a failure.
     pause: Duration,
     ended: bool,
@@ -262,6 +265,7 @@ impl Client {
             watch,
             queued: VecDeque::new(),
             failures: 0,
+            catching_up: true,
             pause: Duration::ZERO,
             ended: false,
         };
@@ -315,13 +319,18 @@ impl State {
 
     /// One long-poll of the change feed after `index`.
     async fn poll(&mut self, index: Revision) -> Result<()> {
-        let wait_ms = self.watch.poll_wait.as_millis();
         let mut request = Request::new(Method::GET, ["v1", "changes"])
             .query("prefix", self.watch.prefix_param())
             .query("from", index)
-            .query("limit", POLL_LIMIT)
-            .query("wait", format!("{wait_ms}ms"));
-        request.extra_time = self.watch.poll_wait;
+            .query("limit", POLL_LIMIT);
+        // Possibly far behind (at the start, or after a page cut at the
+        // limit): read on at once, as the feed would otherwise hold a page
+        // without a match for the whole wait.
+        if !self.catching_up {
+            let wait_ms = self.watch.poll_wait.as_millis();
+            request = request.query("wait", format!("{wait_ms}ms"));
+            request.extra_time = self.watch.poll_wait;
+        }
         let answer = self.client.call(&request).await?;
         if answer.has_code("below_tombstone_floor") {
             info!(
@@ -330,7 +339,12 @@ impl State {
             );
             return self.resync().await;
         }
-        let body: ChangesBody = answer.success()?.json()?;
+        let answer = answer.success()?;
+        let store_revision = answer.number_header(REVISION_HEADER).unwrap_or(0);
+        let body: ChangesBody = answer.json()?;
+        // A page cut at the limit read POLL_LIMIT offsets; a quiet one ends
+        // at the store's revision.
+        self.catching_up = body.next >= index + u64::from(POLL_LIMIT) && body.next < store_revision;
         for record in body.records {
             if record.offset <= index || !self.watch.matches(&record.key) {
                 continue;
