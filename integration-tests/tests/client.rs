@@ -220,6 +220,18 @@ async fn a_503_naming_the_leader_sends_the_next_attempt_there() {
 }
 
 #[tokio::test]
+async fn the_servers_own_504_is_its_answer_and_not_retried() {
+    let server = TestServer::start().await;
+    let slow = StubNode::answering(504, "not_caught_up", "node 9 did not catch up").await;
+    let client = Client::new([slow.url(), server.url("")]).unwrap();
+
+    let error = client.get("anything").await.unwrap_err();
+    assert_eq!(error.code(), Some("not_caught_up"), "{error}");
+    assert_eq!(error.status(), Some(504));
+    assert_eq!(slow.requests(), 1, "asked once, not passed on");
+}
+
+#[tokio::test]
 async fn a_call_with_no_reachable_endpoint_gives_up_within_its_deadline() {
     let client = Client::builder([closed_port_url(), closed_port_url()])
         .deadline(Duration::from_secs(2))

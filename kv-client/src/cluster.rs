@@ -10,6 +10,10 @@ use crate::client::Client;
 use crate::error::Result;
 use crate::Revision;
 
+/// How long the server may take to let a new member catch up before it
+/// makes it a voter.
+const MEMBER_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(130);
+
 /// A node's id in the cluster.
 ///
 /// ```no_run
@@ -133,7 +137,10 @@ impl Client {
         self.call(&request).await?.success()?.json()
     }
 
-    /// Adds node `id`, reachable at `addr` (`http://host:port`), to the cluster.
+    /// Adds node `id`, reachable at `addr` (`http://host:port`), to the
+    /// cluster: as a learner, made a voter once it has caught up. That may
+    /// take the server up to two minutes, so this call waits that much
+    /// longer than others; asking again for a node already added is safe.
     ///
     /// ```no_run
     /// # async fn example(client: kv_client::Client) -> Result<(), kv_client::Error> {
@@ -143,8 +150,9 @@ impl Client {
     /// ```
     pub async fn add_member(&self, id: NodeId, addr: &str) -> Result<()> {
         let body = crate::kv::to_json(&AddMember { id, addr })?;
-        let request =
+        let mut request =
             crate::transport::Request::write(Method::POST, ["v1", "cluster", "members"]).json(body);
+        request.extra_time = MEMBER_CATCH_UP;
         self.call(&request).await?.success()?;
         Ok(())
     }

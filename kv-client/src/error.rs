@@ -218,7 +218,8 @@ impl Error {
     }
 
     /// Whether the error is worth another attempt elsewhere or later: no
-    /// answer came, or the server said it cannot serve now (502, 503, 504).
+    /// answer came, or the answer said the node cannot serve now (502, 503,
+    /// 504).
     ///
     /// ```
     /// # async fn example(client: kv_client::Client) {

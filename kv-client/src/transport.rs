@@ -2,11 +2,12 @@
 //! backoff, the deadline, and turning error answers into [`Error::Api`].
 //!
 //! One call makes at most `max_attempts` attempts within `deadline`. An
-//! attempt that gets no answer (refused, reset, timed out) or an answer of
-//! 502, 503 or 504 moves on to the next endpoint — straight to the leader
-//! when a 503 named it — and once every endpoint failed in a round, the
-//! loop pauses (50 ms doubling to 2 s by default, jittered, at least the
-//! server's `Retry-After`). Any other answer ends the loop, success or not.
+//! attempt that gets no answer (refused, reset, timed out), a 503, or a
+//! 502 or 504 that is not the API's own error (a proxy's) moves on to the
+//! next endpoint — straight to the leader when a 503 named it — and once
+//! every endpoint failed in a round, the loop pauses (50 ms doubling to
+//! 2 s by default, jittered, at least the server's `Retry-After`). Any
+//! other answer ends the loop, success or not.
 //!
 //! A write's `Idempotency-Key` is chosen once per call, before the first
 //! attempt, so the server applies the write once however many attempts
@@ -154,6 +155,11 @@ impl Answer {
         }
     }
 
+    /// Whether the body is the API's error shape (not, say, a proxy's page).
+    fn is_api_error(&self) -> bool {
+        serde_json::from_slice::<ErrorBody>(&self.body).is_ok()
+    }
+
     /// Whether the answer is an error with this code.
     pub(crate) fn has_code(&self, code: &str) -> bool {
         !self.status.is_success()
@@ -237,10 +243,21 @@ enum Attempt<T> {
     },
 }
 
+/// A final answer as the request loop hands it to a call: its head with
+/// the body unread, or read whole already (an error the loop looked into).
+enum Received {
+    Head(reqwest::Response),
+    Whole(Answer),
+}
+
 impl Client {
     /// Sends `request` until a final answer comes, and reads it whole.
     pub(crate) async fn call(&self, request: &Request) -> Result<Answer> {
-        self.run(request, |response, endpoint, description| async move {
+        self.run(request, |received, endpoint, description| async move {
+            let response = match received {
+                Received::Whole(answer) => return Attempt::Done(Ok(answer)),
+                Received::Head(response) => response,
+            };
             let status = response.status();
             let headers = response.headers().clone();
             match response.bytes().await {
@@ -273,7 +290,11 @@ impl Client {
         &self,
         request: &Request,
     ) -> Result<(reqwest::Response, String)> {
-        self.run(request, |response, endpoint, description| async move {
+        self.run(request, |received, endpoint, description| async move {
+            let response = match received {
+                Received::Whole(answer) => return Attempt::Done(Err(answer.into_error())),
+                Received::Head(response) => response,
+            };
             if response.status().is_success() {
                 return Attempt::Done(Ok((response, endpoint)));
             }
@@ -296,7 +317,7 @@ impl Client {
     /// outcome (and may still ask for a retry if reading the body fails).
     async fn run<T, F, Fut>(&self, request: &Request, finish: F) -> Result<T>
     where
-        F: Fn(reqwest::Response, String, String) -> Fut,
+        F: Fn(Received, String, String) -> Fut,
         Fut: std::future::Future<Output = Attempt<T>>,
     {
         let inner = &self.inner;
@@ -330,18 +351,28 @@ impl Client {
                         endpoint: endpoint.to_string(),
                         request: description.clone(),
                     };
-                    let error = answer.into_error();
-                    let leader_hint = match &error {
-                        Error::Api(answer) => leader_address(&answer.message),
-                        _ => None,
-                    };
-                    Attempt::Retry {
-                        error,
-                        leader_hint,
-                        retry_after,
+                    if status != StatusCode::SERVICE_UNAVAILABLE && answer.is_api_error() {
+                        // The server's own 502 or 504 (a membership change
+                        // timed out, say) is its answer; a proxy's is not.
+                        let received = Received::Whole(answer);
+                        finish(received, endpoint.to_string(), description.clone()).await
+                    } else {
+                        let error = answer.into_error();
+                        let leader_hint = match &error {
+                            Error::Api(answer) => leader_address(&answer.message),
+                            _ => None,
+                        };
+                        Attempt::Retry {
+                            error,
+                            leader_hint,
+                            retry_after,
+                        }
                     }
                 }
-                Ok(response) => finish(response, endpoint.to_string(), description.clone()).await,
+                Ok(response) => {
+                    let received = Received::Head(response);
+                    finish(received, endpoint.to_string(), description.clone()).await
+                }
                 Err(error) => Attempt::Retry {
                     error,
                     leader_hint: None,
