@@ -15,10 +15,11 @@ fmt-check:
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-# The integration tests start the kv-server binary, which `cargo test` does
-# not build for another package's tests: build it first.
+# The integration tests start the kv-server and kvctl binaries, which
+# `cargo test` does not build for another package's tests: build them first.
 unit:
 	$(CARGO) build -p kv-server
+	$(CARGO) build -p kv-client --bins
 	$(CARGO) test --workspace
 
 bench-compaction:

@@ -11,6 +11,9 @@
 //!   acknowledged, for the failure scenarios.
 //! * [`api`] has small helpers for the JSON API (`call`, the error body) so
 //!   a test body reads as its scenario.
+//! * [`kvctl`] runs the `kvctl` binary as a child process with a time limit.
+//! * [`faults`] has faulty nodes for failover tests: a closed port, a node
+//!   that answers one fixed error, a proxy that loses a write's answer.
 //!
 //! The server binary is `$KV_SERVER_BIN` if set, else `kv-server` in the
 //! target directory the tests were built in; `cargo build -p kv-server`
@@ -32,8 +35,12 @@
 
 pub mod api;
 pub mod cluster;
+pub mod faults;
+pub mod kvctl;
 mod server;
 
 pub use api::{call, error_of};
 pub use cluster::{assert_all_acked_present, bulk_load, TestCluster, WriteLoad};
+pub use faults::{closed_port_url, AnswerDroppingProxy, StubNode};
+pub use kvctl::{kvctl, KvctlRun};
 pub use server::TestServer;

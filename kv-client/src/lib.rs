@@ -1,4 +1,82 @@
-//! The Rust client library for openmessaging-kv and the `kvctl` tool.
+//! The Rust client of openmessaging-kv, and the `kvctl` tool built on it.
 //!
-//! The client arrives after the server (see `docs/architecture.md`); it will
-//! speak only the public HTTP/JSON API.
+//! The crate speaks only the server's public HTTP/JSON API. Its main type
+//! is [`Client`]: a handle on a cluster given by several node URLs, which
+//! finds the leader, fails over to another node when a connection fails or
+//! a node answers 503, and retries with backoff within a deadline. Every
+//! write carries an `Idempotency-Key` that all its retries share, so a
+//! write retried after a failover is applied once.
+//!
+//! * Keys: [`Client::get`], [`Client::put`], [`Client::create`],
+//!   [`Client::cas`], [`Client::delete`], [`Client::list`] (a stream over
+//!   pages); values are any JSON, answers carry revisions ([`KeyValue`],
+//!   [`WriteResult`]).
+//! * RocketMQ metadata, typed with the `schemas` crate: topics
+//!   ([`Client::put_topic`], …) and subscription groups
+//!   ([`Client::put_subscription`], …).
+//! * [`Client::watch`]: a stream of [`WatchEvent`]s for a key or a prefix
+//!   that resumes after errors and failovers and resynchronizes when it
+//!   fell behind the compacted history.
+//! * [`Client::replay`]: the compacted topic as a stream of [`Record`]s.
+//! * [`Client::cluster_status`], [`Client::add_member`],
+//!   [`Client::remove_member`].
+//! * [`Error`]: one enum for every failure, with the server's error code
+//!   and message.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use futures::TryStreamExt;
+//! use kv_client::{Client, Watch, WatchEvent};
+//! use serde_json::json;
+//!
+//! # async fn example() -> Result<(), kv_client::Error> {
+//! let client = Client::new(["http://127.0.0.1:7070", "http://127.0.0.1:7071"])?;
+//!
+//! let written = client.put("app/config", &json!({"retention": "7d"})).await?;
+//! client.cas("app/config", written.revision, &json!({"retention": "3d"})).await?;
+//!
+//! let mut orders = schemas::TopicConfig::new("orders");
+//! orders.write_queue_nums = 8;
+//! client.put_topic(&orders).await?;
+//!
+//! let mut events = client.watch(Watch::prefix("app/")).await?;
+//! while let Some(event) = events.try_next().await? {
+//!     if let WatchEvent::Put(entry) = event {
+//!         println!("{} = {}", entry.key, entry.value);
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+#![warn(missing_docs)]
+
+mod client;
+mod cluster;
+mod error;
+mod kv;
+mod metadata;
+mod replay;
+mod transport;
+mod watch;
+
+pub use client::{
+    Client, ClientBuilder, DEFAULT_BACKOFF_INITIAL, DEFAULT_BACKOFF_MAX, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_DEADLINE, DEFAULT_MAX_ATTEMPTS, DEFAULT_REQUEST_TIMEOUT,
+};
+pub use cluster::{ClusterStatus, Member, NodeId};
+pub use error::{ApiError, Error, Result};
+pub use kv::{Condition, Consistency, KeyValue, ListPage, WriteOptions, WriteResult};
+pub use metadata::{MetadataOptions, Versioned};
+pub use replay::{Record, Replay};
+pub use watch::{Watch, WatchEvent, DEFAULT_MAX_FAILURES, DEFAULT_POLL_WAIT};
+
+/// A revision of the store: the raft log index of a write. Every key has a
+/// `create_revision` and a `mod_revision`; every answer reflects one.
+///
+/// ```
+/// let revision: kv_client::Revision = 42;
+/// assert!(revision > 0);
+/// ```
+pub type Revision = u64;

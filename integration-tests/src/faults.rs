@@ -1,0 +1,204 @@
+//! Faulty nodes on loopback, for client failover tests: a port nobody
+//! listens on, a node that answers every request with one fixed error, and
+//! a proxy that lets a write reach the server but loses its answer.
+
+use std::net::{SocketAddr, TcpListener as StdTcpListener};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// How long a fault helper waits on one socket before it gives up on it.
+const SOCKET_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The URL of a loopback port nothing listens on: connections are refused.
+pub fn closed_port_url() -> String {
+    let listener = StdTcpListener::bind("127.0.0.1:0").expect("a loopback port can be bound");
+    let port = listener
+        .local_addr()
+        .expect("a bound listener has an address")
+        .port();
+    drop(listener);
+    format!("http://127.0.0.1:{port}")
+}
+
+/// A node that answers every request with the same status and JSON body,
+/// and counts the requests. Stops when dropped.
+pub struct StubNode {
+    port: u16,
+    requests: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl StubNode {
+    /// A node answering `status` with the API's error body
+    /// `{"error":{"code","message"}}` (and `Retry-After: 1` for a 503).
+    pub async fn answering(status: u16, code: &str, message: &str) -> StubNode {
+        let body = serde_json::json!({"error": {"code": code, "message": message}}).to_string();
+        let retry_after = if status == 503 {
+            "Retry-After: 1\r\n"
+        } else {
+            ""
+        };
+        let answer = format!(
+            "HTTP/1.1 {status} Stub\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{retry_after}Connection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port can be bound");
+        let port = listener.local_addr().expect("bound").port();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&requests);
+        let task = tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let answer = answer.clone();
+                let counter = Arc::clone(&counter);
+                tokio::spawn(async move {
+                    let mut buffer = vec![0u8; 64 * 1024];
+                    // One read takes the request head (and a small body).
+                    let read = tokio::time::timeout(SOCKET_TIMEOUT, socket.read(&mut buffer)).await;
+                    if matches!(read, Ok(Ok(n)) if n > 0) {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        let _ = socket.write_all(answer.as_bytes()).await;
+                        let _ = socket.shutdown().await;
+                    }
+                });
+            }
+        });
+        StubNode {
+            port,
+            requests,
+            task,
+        }
+    }
+
+    /// The node's URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// How many requests it answered.
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for StubNode {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A TCP proxy in front of a server that, for the first `count` requests
+/// whose head starts with `method`, forwards the request, waits until the
+/// server's answer starts, and then closes the client's connection without
+/// passing the answer on: the write happened, the client cannot know.
+/// Everything else passes through. Speaks through HTTP/1.1 only, where a
+/// client sends a request only after the previous answer. Stops when dropped.
+pub struct AnswerDroppingProxy {
+    port: u16,
+    dropped: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl AnswerDroppingProxy {
+    /// A proxy to `target` that loses the answers of the first `count`
+    /// requests of `method` (`"PUT"`, `"DELETE"`, …).
+    pub async fn start(target: SocketAddr, method: &'static str, count: usize) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port can be bound");
+        let port = listener.local_addr().expect("bound").port();
+        let remaining = Arc::new(AtomicUsize::new(count));
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&dropped);
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(target).await else {
+                    continue;
+                };
+                let remaining = Arc::clone(&remaining);
+                let counter = Arc::clone(&counter);
+                tokio::spawn(relay(client, server, method, remaining, counter));
+            }
+        });
+        AnswerDroppingProxy {
+            port,
+            dropped,
+            task,
+        }
+    }
+
+    /// The proxy's URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// How many answers it lost so far.
+    pub fn dropped(&self) -> usize {
+        self.dropped.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for AnswerDroppingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Relays one connection both ways; returns (closing both sockets) when
+/// either side closes, on an error, after `SOCKET_TIMEOUT` of silence, or
+/// when an armed request's answer starts.
+async fn relay(
+    mut client: TcpStream,
+    mut server: TcpStream,
+    method: &'static str,
+    remaining: Arc<AtomicUsize>,
+    dropped: Arc<AtomicUsize>,
+) {
+    let prefix = format!("{method} ");
+    let mut from_client = vec![0u8; 64 * 1024];
+    let mut from_server = vec![0u8; 64 * 1024];
+    let mut armed = false;
+    loop {
+        let step = tokio::time::timeout(SOCKET_TIMEOUT, async {
+            tokio::select! {
+                read = client.read(&mut from_client) => (true, read),
+                read = server.read(&mut from_server) => (false, read),
+            }
+        })
+        .await;
+        let Ok((is_client, Ok(n))) = step else {
+            return;
+        };
+        if n == 0 {
+            return;
+        }
+        if is_client {
+            let chunk = &from_client[..n];
+            if !armed
+                && chunk.starts_with(prefix.as_bytes())
+                && remaining
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                        left.checked_sub(1)
+                    })
+                    .is_ok()
+            {
+                armed = true;
+            }
+            if server.write_all(chunk).await.is_err() {
+                return;
+            }
+        } else if armed {
+            // The server answered the write: lose the answer.
+            dropped.fetch_add(1, Ordering::SeqCst);
+            return;
+        } else if client.write_all(&from_server[..n]).await.is_err() {
+            return;
+        }
+    }
+}

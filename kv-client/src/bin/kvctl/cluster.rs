@@ -1,0 +1,64 @@
+//! `cluster status|add|remove`.
+
+use kv_client::Client;
+
+use crate::cli::ClusterCommand;
+use crate::output::{Failure, Printer};
+
+pub async fn run(
+    client: &Client,
+    printer: &Printer,
+    command: ClusterCommand,
+) -> Result<(), Failure> {
+    match command {
+        ClusterCommand::Status => status(client, printer).await,
+        ClusterCommand::Add { id, url } => {
+            client.add_member(id, &url).await?;
+            if printer.is_json() {
+                return printer.json(&serde_json::json!({"added": id, "addr": url}));
+            }
+            printer.line(format!("added node {id} at {url}"))
+        }
+        ClusterCommand::Remove { id } => {
+            client.remove_member(id).await?;
+            if printer.is_json() {
+                return printer.json(&serde_json::json!({"removed": id}));
+            }
+            printer.line(format!("removed node {id}"))
+        }
+    }
+}
+
+async fn status(client: &Client, printer: &Printer) -> Result<(), Failure> {
+    let status = client.cluster_status().await?;
+    if printer.is_json() {
+        return printer.json(&status);
+    }
+    let leader = status
+        .leader
+        .map_or_else(|| "none".to_string(), |leader| leader.to_string());
+    printer.fields(vec![
+        ("node", format!("{} ({})", status.node_id, status.state)),
+        ("leader", leader),
+        ("term", status.term.to_string()),
+        ("applied_index", status.applied_index.to_string()),
+        ("committed_index", status.committed_index.to_string()),
+        ("last_log_index", status.last_log_index.to_string()),
+        ("snapshot_index", status.snapshot_index.to_string()),
+    ])?;
+    printer.line("")?;
+    printer.table(
+        &["ID", "ADDRESS", "VOTER", "LEADER", "MATCHED_INDEX"],
+        status.members.iter().map(|member| {
+            vec![
+                member.id.to_string(),
+                member.addr.clone(),
+                member.voter.to_string(),
+                (status.leader == Some(member.id)).to_string(),
+                member
+                    .matched_index
+                    .map_or_else(|| "-".to_string(), |index| index.to_string()),
+            ]
+        }),
+    )
+}

@@ -1,0 +1,231 @@
+//! Raw keys: `get`, `put`, `cas`, `del`, `ls`, `watch`.
+
+use std::io::Read;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kv_client::{Client, Condition, Consistency, Watch, WatchEvent, WriteOptions, WriteResult};
+use serde_json::{json, Value};
+
+use crate::output::{compact, Failure, Printer};
+
+/// Widest value shown in a list's table.
+const LIST_VALUE_CHARS: usize = 80;
+
+/// The value of `put` and `cas`: JSON, or text with `--string`; `-` reads stdin.
+pub fn parse_value(raw: &str, as_string: bool) -> Result<Value, Failure> {
+    let text = if raw == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|error| Failure::error(format!("reading the value from stdin: {error}")))?;
+        text
+    } else {
+        raw.to_string()
+    };
+    if as_string {
+        return Ok(Value::String(text));
+    }
+    serde_json::from_str(&text).map_err(|error| {
+        Failure::usage(format!(
+            "the value is not JSON ({error}); quote text as '\"text\"' or pass --string"
+        ))
+    })
+}
+
+pub async fn get(
+    client: &Client,
+    printer: &Printer,
+    key: &str,
+    stale: bool,
+) -> Result<(), Failure> {
+    let consistency = if stale {
+        Consistency::Stale
+    } else {
+        Consistency::Linearizable
+    };
+    let Some(entry) = client.get_with(key, consistency).await? else {
+        return Err(Failure::error(format!("key {key:?} does not exist")));
+    };
+    if printer.is_json() {
+        return printer.json(&entry);
+    }
+    printer.fields(vec![
+        ("key", entry.key.clone()),
+        ("value", entry.value.to_string()),
+        ("version", entry.version.to_string()),
+        ("mod_revision", entry.mod_revision.to_string()),
+        ("create_revision", entry.create_revision.to_string()),
+    ])
+}
+
+pub async fn put(
+    client: &Client,
+    printer: &Printer,
+    key: &str,
+    value: &Value,
+    condition: Condition,
+) -> Result<(), Failure> {
+    let options = WriteOptions::new().condition(condition);
+    let written = client.put_with(key, value, options).await?;
+    show_write(
+        printer,
+        &written,
+        if written.created {
+            "created"
+        } else {
+            "updated"
+        },
+    )
+}
+
+pub async fn delete(
+    client: &Client,
+    printer: &Printer,
+    key: &str,
+    if_revision: Option<u64>,
+) -> Result<(), Failure> {
+    let written = match if_revision {
+        Some(revision) => client.delete_if(key, revision).await?,
+        None => client
+            .delete(key)
+            .await?
+            .ok_or_else(|| Failure::error(format!("key {key:?} does not exist")))?,
+    };
+    show_write(printer, &written, "deleted")
+}
+
+fn show_write(printer: &Printer, written: &WriteResult, what: &str) -> Result<(), Failure> {
+    if printer.is_json() {
+        return printer.json(written);
+    }
+    printer.line(format!(
+        "{what} {:?} at revision {} (version {})",
+        written.key, written.revision, written.version
+    ))
+}
+
+pub async fn list(
+    client: &Client,
+    printer: &Printer,
+    prefix: &str,
+    keys_only: bool,
+    limit: Option<usize>,
+) -> Result<(), Failure> {
+    let mut entries = client.list(prefix);
+    let mut found = Vec::new();
+    while let Some(entry) = entries.next().await {
+        found.push(entry?);
+        if limit.is_some_and(|limit| found.len() >= limit) {
+            break;
+        }
+    }
+    if printer.is_json() {
+        if keys_only {
+            let keys: Vec<&str> = found.iter().map(|entry| entry.key.as_str()).collect();
+            return printer.json(&keys);
+        }
+        return printer.json(&found);
+    }
+    if keys_only {
+        for entry in &found {
+            printer.line(&entry.key)?;
+        }
+        return Ok(());
+    }
+    printer.table(
+        &["KEY", "VERSION", "MOD_REVISION", "VALUE"],
+        found.iter().map(|entry| {
+            vec![
+                entry.key.clone(),
+                entry.version.to_string(),
+                entry.mod_revision.to_string(),
+                compact(&entry.value, LIST_VALUE_CHARS),
+            ]
+        }),
+    )
+}
+
+/// Prints events until `count` events, `duration`, or the watch ends.
+pub async fn watch(
+    client: &Client,
+    printer: &Printer,
+    watch: Watch,
+    count: Option<usize>,
+    duration: Option<Duration>,
+) -> Result<(), Failure> {
+    let mut events = client.watch(watch).await?;
+    let mut printed = 0;
+    let deadline = duration.map(|duration| tokio::time::Instant::now() + duration);
+    let mut last_error = None;
+    loop {
+        if count.is_some_and(|count| printed >= count) {
+            return Ok(());
+        }
+        let next = match deadline {
+            Some(deadline) => match tokio::time::timeout_at(deadline, events.next()).await {
+                Ok(next) => next,
+                Err(_) => return Ok(()),
+            },
+            None => events.next().await,
+        };
+        match next {
+            Some(Ok(event)) => {
+                show_event(printer, &event)?;
+                printed += 1;
+            }
+            Some(Err(error)) => {
+                eprintln!("warning: {error}");
+                last_error = Some(error);
+            }
+            None => {
+                return Err(match last_error {
+                    Some(error) => Failure::error(format!("the watch ended: {error}")),
+                    None => Failure::error("the watch ended"),
+                })
+            }
+        }
+    }
+}
+
+fn show_event(printer: &Printer, event: &WatchEvent) -> Result<(), Failure> {
+    if printer.is_json() {
+        let line = match event {
+            WatchEvent::Put(entry) => json!({
+                "type": "put",
+                "key": entry.key,
+                "value": entry.value,
+                "revision": entry.mod_revision,
+                "create_revision": entry.create_revision,
+                "version": entry.version,
+            }),
+            WatchEvent::Delete { key, revision } => {
+                json!({"type": "delete", "key": key, "revision": revision})
+            }
+            WatchEvent::Resync { revision, entries } => {
+                json!({"type": "resync", "revision": revision, "entries": entries})
+            }
+        };
+        return printer.json_line(&line);
+    }
+    match event {
+        WatchEvent::Put(entry) => printer.line(format!(
+            "PUT {} {} {}",
+            entry.mod_revision, entry.key, entry.value
+        )),
+        WatchEvent::Delete { key, revision } => printer.line(format!("DELETE {revision} {key}")),
+        WatchEvent::Resync { revision, entries } => {
+            printer.line(format!(
+                "RESYNC {revision} ({} keys; the watch fell behind the compacted history)",
+                entries.len()
+            ))?;
+            for entry in entries {
+                printer.line(format!(
+                    "PUT {} {} {}",
+                    entry.mod_revision, entry.key, entry.value
+                ))?;
+            }
+            Ok(())
+        }
+    }
+}

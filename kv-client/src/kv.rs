@@ -1,0 +1,533 @@
+//! The raw key-value API (`/v1/kv`): point reads and writes, conditions,
+//! and listing by prefix as a stream over pages.
+
+use std::collections::VecDeque;
+
+use futures::stream::{self, BoxStream, StreamExt};
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::client::Client;
+use crate::error::{Error, Result};
+use crate::transport::{Request, REVISION_HEADER};
+use crate::Revision;
+
+/// Keys a list asks for per page.
+pub(crate) const LIST_PAGE_SIZE: u32 = 1_000;
+
+/// A key, its value and its revisions, as the store holds it.
+///
+/// ```
+/// let entry: kv_client::KeyValue = serde_json::from_str(
+///     r#"{"key":"app/config","value":{"retention":"7d"},"create_revision":2,"mod_revision":5,"version":2}"#,
+/// ).unwrap();
+/// assert_eq!(entry.value["retention"], "7d");
+/// assert_eq!((entry.create_revision, entry.mod_revision, entry.version), (2, 5, 2));
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KeyValue {
+    /// The key.
+    pub key: String,
+    /// The value: any JSON.
+    pub value: serde_json::Value,
+    /// Revision of the write that created the key (since its last delete).
+    pub create_revision: Revision,
+    /// Revision of the key's last write; `If-Match` compares with this.
+    pub mod_revision: Revision,
+    /// 1 at creation, +1 per write.
+    pub version: u64,
+}
+
+impl KeyValue {
+    /// The value as a `T`.
+    ///
+    /// ```
+    /// #[derive(serde::Deserialize)]
+    /// struct Config { retention: String }
+    ///
+    /// let entry = kv_client::KeyValue {
+    ///     key: "app/config".into(),
+    ///     value: serde_json::json!({"retention": "7d"}),
+    ///     create_revision: 2,
+    ///     mod_revision: 2,
+    ///     version: 1,
+    /// };
+    /// let config: Config = entry.value_as().unwrap();
+    /// assert_eq!(config.retention, "7d");
+    /// ```
+    pub fn value_as<T: DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_value(self.value.clone()).map_err(|error| Error::Invalid {
+            what: "value",
+            message: format!(
+                "the value of {:?} is not of the asked type: {error}",
+                self.key
+            ),
+        })
+    }
+}
+
+/// What a write did.
+///
+/// ```
+/// let written: kv_client::WriteResult =
+///     serde_json::from_str(r#"{"key":"a/b","revision":7,"version":1,"created":true}"#).unwrap();
+/// assert!(written.created);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteResult {
+    /// The key written.
+    pub key: String,
+    /// The revision of the write: the key's new `mod_revision`.
+    pub revision: Revision,
+    /// The key's version after the write (0 after a delete).
+    pub version: u64,
+    /// Whether the write created the key.
+    pub created: bool,
+}
+
+/// How fresh a read must be.
+///
+/// ```
+/// # async fn example(client: kv_client::Client) -> Result<(), kv_client::Error> {
+/// use kv_client::Consistency;
+/// let nearby = client.get_with("app/config", Consistency::Stale).await?;
+/// # let _ = nearby;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Consistency {
+    /// Confirmed with a quorum through the leader: sees every acknowledged
+    /// write (the default).
+    #[default]
+    Linearizable,
+    /// The answering node's view as it is: faster, may lag behind.
+    Stale,
+}
+
+impl Consistency {
+    fn as_param(self) -> &'static str {
+        match self {
+            Consistency::Linearizable => "linearizable",
+            Consistency::Stale => "stale",
+        }
+    }
+}
+
+/// When a write applies.
+///
+/// ```
+/// use kv_client::{Condition, WriteOptions};
+///
+/// let create_only = WriteOptions::new().condition(Condition::Absent);
+/// let compare_and_set = WriteOptions::new().condition(Condition::ModRevision(42));
+/// # let _ = (create_only, compare_and_set);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Condition {
+    /// Always (the default).
+    #[default]
+    Always,
+    /// Only if the key does not exist (`If-None-Match: *`).
+    Absent,
+    /// Only if the key's `mod_revision` is this (`If-Match: "<rev>"`).
+    ModRevision(Revision),
+}
+
+impl Condition {
+    /// The header that carries the condition, if any.
+    pub(crate) fn header(self) -> Option<(&'static str, String)> {
+        match self {
+            Condition::Always => None,
+            Condition::Absent => Some(("if-none-match", "*".to_string())),
+            Condition::ModRevision(revision) => Some(("if-match", format!("\"{revision}\""))),
+        }
+    }
+}
+
+/// A write's condition and idempotency key.
+///
+/// ```
+/// use kv_client::{Condition, WriteOptions};
+///
+/// // A key of the caller's own, e.g. kept across a restart of the caller:
+/// // the server applies a write with the same key once (for 10 minutes).
+/// let options = WriteOptions::new()
+///     .condition(Condition::Absent)
+///     .idempotency_key(uuid::Uuid::new_v4());
+/// # let _ = options;
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteOptions {
+    /// When the write applies.
+    pub condition: Condition,
+    /// The write's idempotency key; a fresh one per call when `None`.
+    pub idempotency_key: Option<Uuid>,
+}
+
+impl WriteOptions {
+    /// No condition, a fresh idempotency key.
+    ///
+    /// ```
+    /// assert_eq!(kv_client::WriteOptions::new(), kv_client::WriteOptions::default());
+    /// ```
+    pub fn new() -> WriteOptions {
+        WriteOptions::default()
+    }
+
+    /// Sets the condition.
+    ///
+    /// ```
+    /// let options = kv_client::WriteOptions::new().condition(kv_client::Condition::ModRevision(3));
+    /// assert_eq!(options.condition, kv_client::Condition::ModRevision(3));
+    /// ```
+    pub fn condition(mut self, condition: Condition) -> WriteOptions {
+        self.condition = condition;
+        self
+    }
+
+    /// Sets the idempotency key.
+    ///
+    /// ```
+    /// let key = uuid::Uuid::new_v4();
+    /// let options = kv_client::WriteOptions::new().idempotency_key(key);
+    /// assert_eq!(options.idempotency_key, Some(key));
+    /// ```
+    pub fn idempotency_key(mut self, key: Uuid) -> WriteOptions {
+        self.idempotency_key = Some(key);
+        self
+    }
+
+    /// Applies the options to a write request.
+    pub(crate) fn apply(&self, mut request: Request) -> Request {
+        if let Some((name, value)) = self.condition.header() {
+            request = request.header(name, value);
+        }
+        if let Some(key) = self.idempotency_key {
+            request.idempotency_key = Some(key);
+        }
+        request
+    }
+}
+
+/// One page of a list.
+///
+/// ```
+/// # async fn example(client: kv_client::Client) -> Result<(), kv_client::Error> {
+/// let page = client.list_page("app/", None, 100).await?;
+/// for entry in &page.entries {
+///     println!("{} = {}", entry.key, entry.value);
+/// }
+/// if page.more {
+///     let last = page.entries.last().map(|entry| entry.key.as_str());
+///     let _next = client.list_page("app/", last, 100).await?;
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct ListPage {
+    /// The keys of the page, in key order.
+    pub entries: Vec<KeyValue>,
+    /// Whether more keys follow the last one.
+    pub more: bool,
+    /// The store revision the page reflects.
+    pub revision: Revision,
+}
+
+#[derive(Deserialize)]
+struct ListBody {
+    entries: Vec<KeyValue>,
+    more: bool,
+}
+
+/// The request path of a key, after checking it as the server would.
+pub(crate) fn key_segments(key: &str) -> Result<Vec<String>> {
+    schemas::validate_key(key).map_err(|error| Error::Invalid {
+        what: "key",
+        message: error.to_string(),
+    })?;
+    Ok(["v1", "kv"]
+        .into_iter()
+        .chain(key.split('/'))
+        .map(str::to_string)
+        .collect())
+}
+
+/// A value as JSON text.
+pub(crate) fn to_json<V: Serialize + ?Sized>(value: &V) -> Result<String> {
+    serde_json::to_string(value).map_err(|error| Error::Invalid {
+        what: "value",
+        message: format!("the value does not serialize to JSON: {error}"),
+    })
+}
+
+impl Client {
+    /// Reads a key (linearizable); `None` when it does not exist.
+    ///
+    /// ```no_run
+    /// # async fn example(client: kv_client::Client) -> Result<(), kv_client::Error> {
+    /// match client.get("app/config").await? {
+    ///     Some(entry) => println!("{} at revision {}", entry.value, entry.mod_revision),
+    ///     None => println!("not set"),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        self.get_with(key, Consistency::Linearizable).await
+    }
+
+    /// Reads a key with the given consistency; `None` when it does not exist.
+    ///
+    /// ```no_run
+    /// # async fn example(client: kv_client::Client) -> Result<(), kv_client::Error> {
+    /// let entry = client.get_with("app/config", kv_client::Consistency::Stale).await?;
+    /// # let _ = entry;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn get_with(&self, key: &str, consistency: Consistency) -> Result<Option<KeyValue>> {
+        let request = Request::new(Method::GET, key_segments(key)?)
+            .query("consistency", consistency.as_param());
+        let answer = self.call(&request).await?;
+        if answer.status == StatusCode::NOT_FOUND && answer.has_code("key_not_found") {
+            return Ok(None);
+        }
+        answer.success()?.json().map(Some)
+    }
+
+    /// Writes a key, whatever it holds.
+    ///
+    /// ```no_run
+    /// # async fn example(client: kv_client::Client) -> Result<(), kv_client::Error> {
+    /// let written = client.put("app/config", &serde_json::json!({"retention": "7d"})).await?;
+    /// println!("revision {}, version {}", written.revision, written.version);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn put<V: Serialize + ?Sized>(&self, key: &str, value: &V) -> Result<WriteResult> {
+        self.put_with(key, value, WriteOptions::new()).await
+    }
+
+    /// Writes a key only if it does not exist; else the error
+    /// [`is_precondition_failed`](Error::is_precondition_failed).
+    ///
+    /// ```no_run
+    /// # async fn example(client: kv_client::Client) -> Result<(), kv_client::Error> {
+    /// match client.create("locks/nightly-job", &"worker-7").await {
+    ///     Ok(_) => println!("lock taken"),
+    ///     Err(error) if error.is_precondition_failed() => println!("held by someone else"),
+    ///     Err(error) => return Err(error),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn create<V: Serialize + ?Sized>(&self, key: &str, value: &V) -> Result<WriteResult> {
+        let options = WriteOptions::new().condition(Condition::Absent);
+        self.put_with(key, value, options).await
+    }
+
+    /// Compare-and-set: writes a key only if its `mod_revision` is
+    /// `mod_revision`; else the error
+    /// [`is_precondition_failed`](Error::is_precondition_failed), with the
+    /// key's [`current_revision`](Error::current_revision).
+    ///
+    /// ```no_run
+    /// # async fn example(client: kv_client::Client) -> Result<(), kv_client::Error> {
+    /// let entry = client.get("counters/visits").await?.expect("exists");
+    /// let next = entry.value.as_u64().unwrap_or(0) + 1;
+    /// client.cas("counters/visits", entry.mod_revision, &next).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn cas<V: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        mod_revision: Revision,
+        value: &V,
+    ) -> Result<WriteResult> {
+        let options = WriteOptions::new().condition(Condition::ModRevision(mod_revision));
+        self.put_with(key, value, options).await
+    }
+
+    /// Writes a key with a condition and, if given, the caller's own
+    /// idempotency key.
+    ///
+    /// ```no_run
+    /// # async fn example(client: kv_client::Client) -> Result<(), kv_client::Error> {
+    /// use kv_client::{Condition, WriteOptions};
+    ///
+    /// let id = uuid::Uuid::new_v4();
+    /// let options = WriteOptions::new().condition(Condition::Absent).idempotency_key(id);
+    /// let first = client.put_with("jobs/42", &"queued", options).await?;
+    /// // The same idempotency key again: the first result, applied once.
+    /// let again = client.put_with("jobs/42", &"queued", options).await?;
+    /// assert_eq!(first, again);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn put_with<V: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &V,
+        options: WriteOptions,
+    ) -> Result<WriteResult> {
+        let request = Request::write(Method::PUT, key_segments(key)?).json(to_json(value)?);
+        let request = options.apply(request);
+        self.call(&request).await?.success()?.json()
+    }
+
+    /// Deletes a key; `None` when there was no such key.
+    ///
+    /// ```no_run
+    /// # async fn example(client: kv_client::Client) -> Result<(), kv_client::Error> {
+    /// if client.delete("locks/nightly-job").await?.is_none() {
+    ///     println!("there was no lock");
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn delete(&self, key: &str) -> Result<Option<WriteResult>> {
+        self.delete_with(key, WriteOptions::new()).await
+    }
+
+    /// Deletes a key only if its `mod_revision` is `mod_revision`.
+    ///
+    /// ```no_run
+    /// # async fn example(client: kv_client::Client) -> Result<(), kv_client::Error> {
+    /// let lock = client.get("locks/nightly-job").await?.expect("held");
+    /// client.delete_if("locks/nightly-job", lock.mod_revision).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn delete_if(&self, key: &str, mod_revision: Revision) -> Result<WriteResult> {
+        let options = WriteOptions::new().condition(Condition::ModRevision(mod_revision));
+        let request = options.apply(Request::write(Method::DELETE, key_segments(key)?));
+        self.call(&request).await?.success()?.json()
+    }
+
+    /// Deletes a key with a condition and, if given, the caller's own
+    /// idempotency key; `None` when there was no such key.
+    ///
+    /// ```no_run
+    /// # async fn example(client: kv_client::Client) -> Result<(), kv_client::Error> {
+    /// let options = kv_client::WriteOptions::new().idempotency_key(uuid::Uuid::new_v4());
+    /// client.delete_with("jobs/42", options).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn delete_with(
+        &self,
+        key: &str,
+        options: WriteOptions,
+    ) -> Result<Option<WriteResult>> {
+        let request = options.apply(Request::write(Method::DELETE, key_segments(key)?));
+        let answer = self.call(&request).await?;
+        if answer.status == StatusCode::NOT_FOUND && answer.has_code("key_not_found") {
+            return Ok(None);
+        }
+        answer.success()?.json().map(Some)
+    }
+
+    /// One page of the keys under `prefix` (linearizable), after
+    /// `start_after` if given, at most `limit` (1 ..= 10,000) keys.
+    ///
+    /// ```no_run
+    /// # async fn example(client: kv_client::Client) -> Result<(), kv_client::Error> {
+    /// let page = client.list_page("app/", None, 10).await?;
+    /// println!("{} keys at revision {}, more: {}", page.entries.len(), page.revision, page.more);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn list_page(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: u32,
+    ) -> Result<ListPage> {
+        let mut request = Request::new(Method::GET, ["v1", "kv"])
+            .query("prefix", prefix)
+            .query("limit", limit);
+        if let Some(start_after) = start_after {
+            request = request.query("start_after", start_after);
+        }
+        let answer = self.call(&request).await?.success()?;
+        let body: ListBody = answer.json()?;
+        Ok(ListPage {
+            entries: body.entries,
+            more: body.more,
+            revision: answer.number_header(REVISION_HEADER)?,
+        })
+    }
+
+    /// Every key under `prefix`, in key order, as a stream over pages.
+    /// Each page is a linearizable read of its own: a key written while
+    /// the stream runs shows up if it sorts after the current page.
+    ///
+    /// ```no_run
+    /// # async fn example(client: kv_client::Client) -> Result<(), kv_client::Error> {
+    /// use futures::TryStreamExt;
+    ///
+    /// let entries: Vec<kv_client::KeyValue> = client.list("app/").try_collect().await?;
+    /// println!("{} keys", entries.len());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn list(&self, prefix: &str) -> BoxStream<'static, Result<KeyValue>> {
+        let client = self.clone();
+        let prefix = prefix.to_string();
+        paged(move |start_after| {
+            let client = client.clone();
+            let prefix = prefix.clone();
+            async move {
+                let page = client
+                    .list_page(&prefix, start_after.as_deref(), LIST_PAGE_SIZE)
+                    .await?;
+                let last = page.entries.last().map(|entry| entry.key.clone());
+                Ok((page.entries, last.filter(|_| page.more)))
+            }
+        })
+    }
+}
+
+/// A stream over pages: `fetch(start_after)` returns a page and the
+/// `start_after` of the next one (`None` after the last page). The stream
+/// ends after the first error.
+pub(crate) fn paged<T, F, Fut>(fetch: F) -> BoxStream<'static, Result<T>>
+where
+    T: Send + 'static,
+    F: Fn(Option<String>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(Vec<T>, Option<String>)>> + Send + 'static,
+{
+    struct State<T, F> {
+        fetch: F,
+        buffered: VecDeque<T>,
+        /// `Some(start_after)` while pages remain; `Some(None)` before the first.
+        next: Option<Option<String>>,
+    }
+    let state = State {
+        fetch,
+        buffered: VecDeque::new(),
+        next: Some(None),
+    };
+    stream::unfold(state, |mut state| async move {
+        loop {
+            if let Some(item) = state.buffered.pop_front() {
+                return Some((Ok(item), state));
+            }
+            let start_after = state.next.take()?;
+            match (state.fetch)(start_after).await {
+                Ok((items, next)) => {
+                    state.buffered.extend(items);
+                    state.next = next.map(Some);
+                }
+                // `next` stays `None`: the stream ends after the error.
+                Err(error) => return Some((Err(error), state)),
+            }
+        }
+    })
+    .boxed()
+}

@@ -1,0 +1,332 @@
+//! Replay of the compacted topic (`/v1/topic/records`, NDJSON) as a
+//! stream of [`Record`]s, resumed after the last record when the
+//! connection breaks.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures::stream::{self, BoxStream, Stream, StreamExt};
+use reqwest::Method;
+use serde::{Deserialize, Serialize};
+use tracing::warn;
+
+use crate::client::Client;
+use crate::error::{Error, Result};
+use crate::transport::{Request, REVISION_HEADER};
+use crate::Revision;
+
+/// Times a replay reconnects after its connection broke, in a row without
+/// a record in between, before it ends with the error.
+const MAX_RECONNECTS: u32 = 3;
+
+/// One record of the compacted topic: a write or a delete of a key.
+///
+/// ```
+/// let put: kv_client::Record = serde_json::from_str(
+///     r#"{"offset":7,"timestamp_ms":1700000000000,"key":"a/b","value":{"x":1},"create_revision":7,"version":1}"#,
+/// ).unwrap();
+/// assert_eq!(put.value.as_ref().unwrap()["x"], 1);
+/// let delete: kv_client::Record = serde_json::from_str(
+///     r#"{"offset":9,"timestamp_ms":1700000000001,"key":"a/b","value":null,"create_revision":7,"version":0}"#,
+/// ).unwrap();
+/// assert!(delete.is_delete());
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(from = "WireRecord", into = "WireRecord")]
+pub struct Record {
+    /// The record's offset: the revision of the write.
+    pub offset: Revision,
+    /// When the write was proposed, in milliseconds since the Unix epoch.
+    pub timestamp_ms: u64,
+    /// The key written.
+    pub key: String,
+    /// The value written; `None` for a delete.
+    pub value: Option<serde_json::Value>,
+    /// The key's `create_revision` at this write.
+    pub create_revision: Revision,
+    /// The key's version after this write; 0 for a delete.
+    pub version: u64,
+}
+
+impl Record {
+    /// Whether the record deletes its key.
+    ///
+    /// ```
+    /// let record = kv_client::Record {
+    ///     offset: 3, timestamp_ms: 0, key: "k".into(), value: None, create_revision: 2, version: 0,
+    /// };
+    /// assert!(record.is_delete());
+    /// ```
+    pub fn is_delete(&self) -> bool {
+        self.value.is_none()
+    }
+}
+
+/// The record as the server writes it: a delete is `"value": null` with
+/// version 0. A put of the JSON value `null` also shows `"value": null`,
+/// but with a version of 1 or more, which is how the two are told apart.
+#[derive(Serialize, Deserialize)]
+struct WireRecord {
+    offset: Revision,
+    timestamp_ms: u64,
+    key: String,
+    #[serde(default)]
+    value: serde_json::Value,
+    create_revision: Revision,
+    version: u64,
+}
+
+impl From<WireRecord> for Record {
+    fn from(wire: WireRecord) -> Record {
+        Record {
+            offset: wire.offset,
+            timestamp_ms: wire.timestamp_ms,
+            key: wire.key,
+            value: (wire.version > 0).then_some(wire.value),
+            create_revision: wire.create_revision,
+            version: wire.version,
+        }
+    }
+}
+
+impl From<Record> for WireRecord {
+    fn from(record: Record) -> WireRecord {
+        WireRecord {
+            offset: record.offset,
+            timestamp_ms: record.timestamp_ms,
+            key: record.key,
+            value: record.value.unwrap_or(serde_json::Value::Null),
+            create_revision: record.create_revision,
+            version: record.version,
+        }
+    }
+}
+
+/// A replay in progress: a [`Stream`] of the topic's records in offset
+/// order, from the offset asked for to the end of the topic.
+///
+/// ```no_run
+/// # async fn example(client: kv_client::Client) -> Result<(), kv_client::Error> {
+/// use futures::TryStreamExt;
+///
+/// let mut replay = client.replay(0).await?;
+/// println!("replaying up to revision {}", replay.end_revision());
+/// while let Some(record) = replay.try_next().await? {
+///     println!("{} {} {:?}", record.offset, record.key, record.value);
+/// }
+/// # Ok(())
+/// # }
+/// ```
+pub struct Replay {
+    end_revision: Revision,
+    records: BoxStream<'static, Result<Record>>,
+}
+
+impl Replay {
+    /// The store's revision when the replay started: the stream reaches at
+    /// least this offset (records written meanwhile may follow it).
+    ///
+    /// ```no_run
+    /// # async fn example(client: kv_client::Client) -> Result<(), kv_client::Error> {
+    /// let replay = client.replay(0).await?;
+    /// let progress_total = replay.end_revision();
+    /// # let _ = progress_total;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn end_revision(&self) -> Revision {
+        self.end_revision
+    }
+}
+
+impl Stream for Replay {
+    type Item = Result<Record>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.records.poll_next_unpin(cx)
+    }
+}
+
+impl std::fmt::Debug for Replay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replay")
+            .field("end_revision", &self.end_revision)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a replay stands.
+struct State {
+    client: Client,
+    /// The open answer's body, if a connection is open.
+    body: Option<BoxStream<'static, reqwest::Result<bytes::Bytes>>>,
+    /// Which endpoint the body comes from.
+    endpoint: String,
+    /// Bytes of an incomplete line.
+    buffer: BytesMut,
+    /// The offset to ask for when reconnecting.
+    next_from: Revision,
+    /// Reconnects since the last record.
+    reconnects: u32,
+    /// Longest wait for the next chunk.
+    idle_timeout: Duration,
+    finished: bool,
+}
+
+impl Client {
+    /// Replays the compacted topic from offset `from` (0: everything).
+    /// Reading from 0 yields the latest value of every live key; from a
+    /// later offset, the latest state of every key changed since, as long
+    /// as `from` is above the tombstone floor (else the error has code
+    /// `below_tombstone_floor`). A broken connection is resumed after the
+    /// last record, on another endpoint if need be.
+    ///
+    /// ```no_run
+    /// # async fn example(client: kv_client::Client) -> Result<(), kv_client::Error> {
+    /// use std::collections::BTreeMap;
+    /// use futures::TryStreamExt;
+    ///
+    /// // Folding the topic from 0 gives the store's state.
+    /// let mut state = BTreeMap::new();
+    /// let mut replay = client.replay(0).await?;
+    /// while let Some(record) = replay.try_next().await? {
+    ///     match record.value {
+    ///         Some(value) => state.insert(record.key, value),
+    ///         None => state.remove(&record.key),
+    ///     };
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn replay(&self, from: Revision) -> Result<Replay> {
+        let (response, endpoint) = self.open_replay(from).await?;
+        let end_revision = response
+            .headers()
+            .get(REVISION_HEADER)
+            .and_then(|value| value.to_str().ok()?.parse().ok())
+            .ok_or_else(|| Error::Decode {
+                request: replay_request(from).describe(),
+                endpoint: endpoint.clone(),
+                message: format!("no numeric {REVISION_HEADER} header"),
+            })?;
+        let state = State {
+            client: self.clone(),
+            body: Some(response.bytes_stream().boxed()),
+            endpoint,
+            buffer: BytesMut::new(),
+            next_from: from,
+            reconnects: 0,
+            idle_timeout: self.inner.options.request_timeout,
+            finished: false,
+        };
+        let records = stream::unfold(state, |mut state| async move {
+            let item = state.next_record().await?;
+            Some((item, state))
+        })
+        .boxed();
+        Ok(Replay {
+            end_revision,
+            records,
+        })
+    }
+
+    async fn open_replay(&self, from: Revision) -> Result<(reqwest::Response, String)> {
+        self.call_streaming(&replay_request(from)).await
+    }
+}
+
+fn replay_request(from: Revision) -> Request {
+    let mut request = Request::new(Method::GET, ["v1", "topic", "records"]).query("from", from);
+    request.streaming = true;
+    request
+}
+
+impl State {
+    /// The next record, `None` at the end; after an error, the stream ends.
+    async fn next_record(&mut self) -> Option<Result<Record>> {
+        loop {
+            if self.finished {
+                return None;
+            }
+            if let Some(line) = self.take_line() {
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                return Some(self.parse(&line));
+            }
+            let Some(body) = self.body.as_mut() else {
+                if let Err(error) = self.reconnect().await {
+                    self.finished = true;
+                    return Some(Err(error));
+                }
+                continue;
+            };
+            match tokio::time::timeout(self.idle_timeout, body.next()).await {
+                Ok(Some(Ok(chunk))) => self.buffer.extend_from_slice(&chunk),
+                Ok(None) => {
+                    // A clean end: what is left is the last line.
+                    self.finished = true;
+                    if self.buffer.iter().all(u8::is_ascii_whitespace) {
+                        return None;
+                    }
+                    let line = self.buffer.split().freeze();
+                    return Some(self.parse(&line));
+                }
+                Ok(Some(Err(error))) => {
+                    warn!(endpoint = %self.endpoint, %error, "replay connection broke; resuming");
+                    self.body = None;
+                }
+                Err(_) => {
+                    warn!(endpoint = %self.endpoint, timeout = ?self.idle_timeout, "replay stalled; resuming");
+                    self.body = None;
+                }
+            }
+        }
+    }
+
+    /// A complete line from the buffer, without its newline.
+    fn take_line(&mut self) -> Option<bytes::Bytes> {
+        let end = self.buffer.iter().position(|&byte| byte == b'\n')?;
+        let mut line = self.buffer.split_to(end + 1);
+        line.truncate(end);
+        Some(line.freeze())
+    }
+
+    fn parse(&mut self, line: &[u8]) -> Result<Record> {
+        match serde_json::from_slice::<Record>(line) {
+            Ok(record) => {
+                self.next_from = record.offset + 1;
+                self.reconnects = 0;
+                Ok(record)
+            }
+            Err(error) => {
+                self.finished = true;
+                Err(Error::Decode {
+                    request: replay_request(self.next_from).describe(),
+                    endpoint: self.endpoint.clone(),
+                    message: format!("a replay line is not a record: {error}"),
+                })
+            }
+        }
+    }
+
+    /// Opens the replay again after the last record read; a partial line
+    /// is dropped, as the new answer starts with that record again.
+    async fn reconnect(&mut self) -> Result<()> {
+        self.reconnects += 1;
+        if self.reconnects > MAX_RECONNECTS {
+            return Err(Error::Decode {
+                request: replay_request(self.next_from).describe(),
+                endpoint: self.endpoint.clone(),
+                message: format!("the replay broke off {MAX_RECONNECTS} times in a row"),
+            });
+        }
+        self.buffer.clear();
+        let (response, endpoint) = self.client.open_replay(self.next_from).await?;
+        self.body = Some(response.bytes_stream().boxed());
+        self.endpoint = endpoint;
+        Ok(())
+    }
+}

@@ -1,0 +1,592 @@
+//! The request loop every call goes through: endpoint choice, failover,
+//! backoff, the deadline, and turning error answers into [`Error::Api`].
+//!
+//! One call makes at most `max_attempts` attempts within `deadline`. An
+//! attempt that gets no answer (refused, reset, timed out), a 503, or a
+//! 502 or 504 that is not the API's own error (a proxy's) moves on to the
+//! next endpoint — straight to the leader when a 503 named it — and once
+//! every endpoint failed in a round, the loop pauses (50 ms doubling to
+//! 2 s by default, jittered, at least the server's `Retry-After`). Any
+//! other answer ends the loop, success or not.
+//!
+//! A write's `Idempotency-Key` is chosen once per call, before the first
+//! attempt, so the server applies the write once however many attempts
+//! reach it.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rand::Rng;
+use reqwest::header::{HeaderMap, ETAG, RETRY_AFTER};
+use reqwest::{Method, StatusCode, Url};
+use serde::Deserialize;
+use tracing::{debug, warn};
+use uuid::Uuid;
+
+use crate::client::Client;
+use crate::error::{ApiError, Error, Result};
+use crate::Revision;
+
+/// Header carrying the revision an answer reflects.
+pub(crate) const REVISION_HEADER: &str = "x-kv-revision";
+/// Header naming a write so that its retries are applied once.
+pub(crate) const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+
+/// One request, as every attempt sends it.
+#[derive(Clone, Debug)]
+pub(crate) struct Request {
+    pub(crate) method: Method,
+    /// Path segments after the endpoint's own path, each percent-encoded
+    /// on the way out (`["v1", "kv", "app", "config"]`).
+    pub(crate) segments: Vec<String>,
+    pub(crate) query: Vec<(&'static str, String)>,
+    pub(crate) headers: Vec<(&'static str, String)>,
+    pub(crate) body: Option<Bytes>,
+    /// Set for writes: the same on every attempt.
+    pub(crate) idempotency_key: Option<Uuid>,
+    /// Added to the client's per-attempt timeout and deadline (long-polls).
+    pub(crate) extra_time: Duration,
+    /// The body is a stream read later: the timeout covers the head only.
+    pub(crate) streaming: bool,
+}
+
+impl Request {
+    /// A request of `method` on the path made of `segments`.
+    pub(crate) fn new<S: Into<String>>(
+        method: Method,
+        segments: impl IntoIterator<Item = S>,
+    ) -> Request {
+        Request {
+            method,
+            segments: segments.into_iter().map(Into::into).collect(),
+            query: Vec::new(),
+            headers: Vec::new(),
+            body: None,
+            idempotency_key: None,
+            extra_time: Duration::ZERO,
+            streaming: false,
+        }
+    }
+
+    /// A write: a fresh idempotency key shared by all its attempts.
+    pub(crate) fn write<S: Into<String>>(
+        method: Method,
+        segments: impl IntoIterator<Item = S>,
+    ) -> Request {
+        let mut request = Request::new(method, segments);
+        request.idempotency_key = Some(Uuid::new_v4());
+        request
+    }
+
+    pub(crate) fn query(mut self, name: &'static str, value: impl ToString) -> Request {
+        self.query.push((name, value.to_string()));
+        self
+    }
+
+    pub(crate) fn header(mut self, name: &'static str, value: impl Into<String>) -> Request {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// A JSON body.
+    pub(crate) fn json(mut self, body: String) -> Request {
+        self.body = Some(Bytes::from(body));
+        self
+    }
+
+    /// `METHOD /path?query` for messages and logs (without the endpoint).
+    pub(crate) fn describe(&self) -> String {
+        let base = Url::parse("http://x/").expect("a constant URL parses");
+        let url = self.url(&base);
+        match url.query() {
+            Some(query) => format!("{} {}?{query}", self.method, url.path()),
+            None => format!("{} {}", self.method, url.path()),
+        }
+    }
+
+    fn url(&self, endpoint: &Url) -> Url {
+        let mut url = endpoint.clone();
+        {
+            let mut path = url
+                .path_segments_mut()
+                .expect("endpoints are checked to be http(s) URLs, which have paths");
+            path.pop_if_empty().extend(&self.segments);
+        }
+        if !self.query.is_empty() {
+            url.query_pairs_mut().extend_pairs(&self.query);
+        }
+        url
+    }
+}
+
+/// A final answer (not 502–504), read whole.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+    /// Which endpoint answered.
+    pub(crate) endpoint: String,
+    /// `METHOD /path` of the request.
+    pub(crate) request: String,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Deserialize)]
+struct ErrorDetail {
+    code: String,
+    message: String,
+    #[serde(default)]
+    field: Option<String>,
+}
+
+impl Answer {
+    /// The answer when it is a success, else its error.
+    pub(crate) fn success(self) -> Result<Answer> {
+        if self.status.is_success() {
+            Ok(self)
+        } else {
+            Err(self.into_error())
+        }
+    }
+
+    /// Whether the body is the API's error shape (not, say, a proxy's page).
+    fn is_api_error(&self) -> bool {
+        serde_json::from_slice::<ErrorBody>(&self.body).is_ok()
+    }
+
+    /// Whether the answer is an error with this code.
+    pub(crate) fn has_code(&self, code: &str) -> bool {
+        !self.status.is_success()
+            && serde_json::from_slice::<ErrorBody>(&self.body)
+                .is_ok_and(|body| body.error.code == code)
+    }
+
+    /// The answer as an [`Error::Api`]; a body that is not the API's error
+    /// shape still keeps the status and the text.
+    pub(crate) fn into_error(self) -> Error {
+        let current_revision = etag_revision(&self.headers);
+        let (code, message, field) = match serde_json::from_slice::<ErrorBody>(&self.body) {
+            Ok(body) => (body.error.code, body.error.message, body.error.field),
+            Err(_) => (
+                format!("http_{}", self.status.as_u16()),
+                String::from_utf8_lossy(&self.body).trim().to_string(),
+                None,
+            ),
+        };
+        Error::Api(Box::new(ApiError {
+            request: self.request,
+            endpoint: self.endpoint,
+            status: self.status.as_u16(),
+            code,
+            message,
+            field,
+            current_revision,
+        }))
+    }
+
+    /// The body as JSON of type `T`.
+    pub(crate) fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_slice(&self.body).map_err(|error| self.decode_error(error.to_string()))
+    }
+
+    /// A numeric header (`X-Kv-Revision`, `X-Kv-Index`).
+    pub(crate) fn number_header(&self, name: &str) -> Result<Revision> {
+        self.headers
+            .get(name)
+            .and_then(|value| value.to_str().ok()?.trim().parse().ok())
+            .ok_or_else(|| self.decode_error(format!("no numeric {name} header")))
+    }
+
+    /// The revision in the `ETag` header.
+    pub(crate) fn etag(&self) -> Result<Revision> {
+        etag_revision(&self.headers).ok_or_else(|| self.decode_error("no ETag header".into()))
+    }
+
+    pub(crate) fn decode_error(&self, message: String) -> Error {
+        Error::Decode {
+            request: self.request.clone(),
+            endpoint: self.endpoint.clone(),
+            message,
+        }
+    }
+}
+
+/// The revision in an `ETag: "<rev>"` header.
+fn etag_revision(headers: &HeaderMap) -> Option<Revision> {
+    headers
+        .get(ETAG)?
+        .to_str()
+        .ok()?
+        .trim()
+        .trim_start_matches("W/")
+        .trim_matches('"')
+        .parse()
+        .ok()
+}
+
+/// What one attempt came to.
+enum Attempt<T> {
+    /// A final outcome: the loop ends.
+    Done(T),
+    /// Worth trying again; a 503 may name the leader's address and ask
+    /// for a pause.
+    Retry {
+        error: Error,
+        leader_hint: Option<String>,
+        retry_after: Option<Duration>,
+    },
+}
+
+/// A final answer as the request loop hands it to a call: its head with
+/// the body unread, or read whole already (an error the loop looked into).
+enum Received {
+    Head(reqwest::Response),
+    Whole(Answer),
+}
+
+impl Client {
+    /// Sends `request` until a final answer comes, and reads it whole.
+    pub(crate) async fn call(&self, request: &Request) -> Result<Answer> {
+        self.run(request, |received, endpoint, description| async move {
+            let response = match received {
+                Received::Whole(answer) => return Attempt::Done(Ok(answer)),
+                Received::Head(response) => response,
+            };
+            let status = response.status();
+            let headers = response.headers().clone();
+            match response.bytes().await {
+                Ok(body) => Attempt::Done(Ok(Answer {
+                    status,
+                    headers,
+                    body,
+                    endpoint,
+                    request: description,
+                })),
+                // The answer was cut off: as good as no answer.
+                Err(source) => Attempt::Retry {
+                    error: Error::Transport {
+                        request: description,
+                        endpoint,
+                        source,
+                    },
+                    leader_hint: None,
+                    retry_after: None,
+                },
+            }
+        })
+        .await?
+    }
+
+    /// Sends `request` until a final answer's head comes, and hands over
+    /// the response with its body unread (for streams). An error answer
+    /// is returned as [`Error::Api`].
+    pub(crate) async fn call_streaming(
+        &self,
+        request: &Request,
+    ) -> Result<(reqwest::Response, String)> {
+        self.run(request, |received, endpoint, description| async move {
+            let response = match received {
+                Received::Whole(answer) => return Attempt::Done(Err(answer.into_error())),
+                Received::Head(response) => response,
+            };
+            if response.status().is_success() {
+                return Attempt::Done(Ok((response, endpoint)));
+            }
+            let status = response.status();
+            let headers = response.headers().clone();
+            let body = response.bytes().await.unwrap_or_default();
+            let answer = Answer {
+                status,
+                headers,
+                body,
+                endpoint,
+                request: description,
+            };
+            Attempt::Done(Err(answer.into_error()))
+        })
+        .await?
+    }
+
+    /// The loop itself; `finish` turns a final answer's head into the
+    /// outcome (and may still ask for a retry if reading the body fails).
+    async fn run<T, F, Fut>(&self, request: &Request, finish: F) -> Result<T>
+    where
+        F: Fn(Received, String, String) -> Fut,
+        Fut: std::future::Future<Output = Attempt<T>>,
+    {
+        let inner = &self.inner;
+        let options = &inner.options;
+        let description = request.describe();
+        let started = Instant::now();
+        let deadline = started + options.deadline + request.extra_time;
+        let count = inner.endpoints.len();
+        if request.idempotency_key.is_some() && !inner.leader_checked.load(Ordering::Relaxed) {
+            self.locate_leader().await;
+        }
+        let mut index = inner.preferred.load(Ordering::Relaxed) % count;
+        let mut failed_in_round = 0;
+        let mut backoff = options.backoff_initial;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let endpoint = &inner.endpoints[index];
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let timeout = (options.request_timeout + request.extra_time).min(remaining);
+            let outcome = match self.send_once(request, endpoint, timeout).await {
+                Ok(response) if is_unavailable(response.status()) => {
+                    let retry_after = retry_after(response.headers());
+                    let status = response.status();
+                    let headers = response.headers().clone();
+                    let body = response.bytes().await.unwrap_or_default();
+                    let answer = Answer {
+                        status,
+                        headers,
+                        body,
+                        endpoint: endpoint.to_string(),
+                        request: description.clone(),
+                    };
+                    if status != StatusCode::SERVICE_UNAVAILABLE && answer.is_api_error() {
+                        // The server's own 502 or 504 (a membership change
+                        // timed out, say) is its answer; a proxy's is not.
+                        let received = Received::Whole(answer);
+                        finish(received, endpoint.to_string(), description.clone()).await
+                    } else {
+                        let error = answer.into_error();
+                        let leader_hint = match &error {
+                            Error::Api(answer) => leader_address(&answer.message),
+                            _ => None,
+                        };
+                        Attempt::Retry {
+                            error,
+                            leader_hint,
+                            retry_after,
+                        }
+                    }
+                }
+                Ok(response) => {
+                    let received = Received::Head(response);
+                    finish(received, endpoint.to_string(), description.clone()).await
+                }
+                Err(error) => Attempt::Retry {
+                    error,
+                    leader_hint: None,
+                    retry_after: None,
+                },
+            };
+            let (error, leader_hint, retry_after) = match outcome {
+                Attempt::Done(result) => {
+                    if inner.preferred.swap(index, Ordering::Relaxed) != index {
+                        debug!(endpoint = %endpoint, "now preferring this endpoint");
+                    }
+                    return Ok(result);
+                }
+                Attempt::Retry {
+                    error,
+                    leader_hint,
+                    retry_after,
+                } => (error, leader_hint, retry_after),
+            };
+            warn!(%error, attempt = attempts, "attempt failed");
+            // Another node may lead now: look again before the next write.
+            inner.leader_checked.store(false, Ordering::Relaxed);
+            let give_up = |error: Error| Error::Unavailable {
+                request: description.clone(),
+                attempts,
+                elapsed: started.elapsed(),
+                last: Box::new(error),
+            };
+            if attempts >= options.max_attempts || Instant::now() >= deadline {
+                return Err(give_up(error));
+            }
+            failed_in_round += 1;
+            let hinted = leader_hint.and_then(|address| self.endpoint_index(&address));
+            index = match hinted {
+                Some(leader) if leader != index => leader,
+                _ => (index + 1) % count,
+            };
+            if failed_in_round >= count {
+                failed_in_round = 0;
+                let pause = jittered(backoff).max(retry_after.unwrap_or_default());
+                let pause = pause.min(options.backoff_max);
+                if Instant::now() + pause >= deadline {
+                    return Err(give_up(error));
+                }
+                debug!(?pause, "every endpoint failed once; pausing");
+                tokio::time::sleep(pause).await;
+                backoff = (backoff * 2).min(options.backoff_max);
+            }
+        }
+    }
+
+    /// One attempt at one endpoint, up to the answer's head. A streaming
+    /// request's timeout covers only the head: its body is read with a
+    /// timeout per chunk by the stream that reads it.
+    async fn send_once(
+        &self,
+        request: &Request,
+        endpoint: &Url,
+        timeout: Duration,
+    ) -> Result<reqwest::Response> {
+        let mut builder = self
+            .inner
+            .http
+            .request(request.method.clone(), request.url(endpoint));
+        if !request.streaming {
+            builder = builder.timeout(timeout);
+        }
+        for (name, value) in &request.headers {
+            builder = builder.header(*name, value.as_str());
+        }
+        if let Some(key) = request.idempotency_key {
+            builder = builder.header(IDEMPOTENCY_HEADER, key.to_string());
+        }
+        if let Some(body) = &request.body {
+            builder = builder
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone());
+        }
+        let transport = |source| Error::Transport {
+            request: request.describe(),
+            endpoint: endpoint.to_string(),
+            source,
+        };
+        if request.streaming {
+            match tokio::time::timeout(timeout, builder.send()).await {
+                Ok(sent) => sent.map_err(transport),
+                Err(_) => Err(Error::Timeout {
+                    request: request.describe(),
+                    endpoint: endpoint.to_string(),
+                    after: timeout,
+                }),
+            }
+        } else {
+            builder.send().await.map_err(transport)
+        }
+    }
+
+    /// Asks the nodes, in order from the preferred one, who leads, and
+    /// prefers the leader's endpoint when it is one of ours. Writes then
+    /// skip a forwarding hop. Failures are only logged: the request loop
+    /// finds a working node anyway.
+    async fn locate_leader(&self) {
+        let inner = &self.inner;
+        let count = inner.endpoints.len();
+        let start = inner.preferred.load(Ordering::Relaxed) % count;
+        let probe = Request::new(Method::GET, ["v1", "cluster"]);
+        for offset in 0..count {
+            let index = (start + offset) % count;
+            let endpoint = &inner.endpoints[index];
+            let timeout = inner.options.request_timeout.min(Duration::from_secs(2));
+            let answer = match self.send_once(&probe, endpoint, timeout).await {
+                Ok(response) if response.status().is_success() => response
+                    .json::<crate::ClusterStatus>()
+                    .await
+                    .map_err(|error| error.to_string()),
+                Ok(response) => {
+                    debug!(endpoint = %endpoint, status = %response.status(), "no cluster status");
+                    continue;
+                }
+                Err(error) => Err(error.to_string()),
+            };
+            let status = match answer {
+                Ok(status) => status,
+                Err(error) => {
+                    debug!(endpoint = %endpoint, %error, "no cluster status");
+                    continue;
+                }
+            };
+            let leader_index = status
+                .leader_member()
+                .and_then(|member| self.endpoint_index(&member.addr));
+            let chosen = leader_index.unwrap_or(index);
+            inner.preferred.store(chosen, Ordering::Relaxed);
+            inner.leader_checked.store(true, Ordering::Relaxed);
+            debug!(endpoint = %inner.endpoints[chosen], leader = ?status.leader, "leader located");
+            return;
+        }
+    }
+
+    /// Which of our endpoints is at `address` (same scheme, host and port).
+    pub(crate) fn endpoint_index(&self, address: &str) -> Option<usize> {
+        let wanted = Url::parse(address).ok()?;
+        self.inner.endpoints.iter().position(|endpoint| {
+            endpoint.scheme() == wanted.scheme()
+                && endpoint.host_str() == wanted.host_str()
+                && endpoint.port_or_known_default() == wanted.port_or_known_default()
+        })
+    }
+}
+
+/// 502, 503, 504: this node cannot serve now; another might.
+fn is_unavailable(status: StatusCode) -> bool {
+    matches!(
+        status,
+        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
+    )
+}
+
+/// `Retry-After` in seconds.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let seconds: u64 = headers
+        .get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(seconds))
+}
+
+/// The leader's address in the server's 503 message
+/// "this node is not the leader; node 2 at http://10.0.0.2:7070 is".
+fn leader_address(message: &str) -> Option<String> {
+    let rest = message.split(" at ").nth(1)?;
+    let address = rest.split_whitespace().next()?;
+    Url::parse(address).ok().map(|_| address.to_string())
+}
+
+/// `pause` scaled by a random factor in [0.5, 1.0], so clients that failed
+/// together do not retry together.
+fn jittered(pause: Duration) -> Duration {
+    let factor = rand::rng().random_range(0.5..=1.0);
+    pause.mul_f64(factor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_leader_address_is_read_from_the_not_leader_message() {
+        assert_eq!(
+            leader_address("this node is not the leader; node 2 at http://10.0.0.2:7070 is"),
+            Some("http://10.0.0.2:7070".to_string())
+        );
+        assert_eq!(leader_address("no leader is known yet"), None);
+    }
+
+    #[test]
+    fn paths_are_percent_encoded_per_segment() {
+        let request = Request::new(Method::GET, ["v1", "kv", "a b", "c?d"]).query("prefix", "x&y");
+        let url = request.url(&Url::parse("http://127.0.0.1:7070/base/").unwrap());
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:7070/base/v1/kv/a%20b/c%3Fd?prefix=x%26y"
+        );
+        assert_eq!(request.describe(), "GET /v1/kv/a%20b/c%3Fd?prefix=x%26y");
+    }
+
+    #[test]
+    fn jitter_stays_within_half_and_whole() {
+        for _ in 0..100 {
+            let pause = jittered(Duration::from_millis(100));
+            assert!(pause >= Duration::from_millis(50) && pause <= Duration::from_millis(100));
+        }
+    }
+}
