@@ -19,6 +19,7 @@ clippy:
 # not build for another package's tests: build it first.
 unit:
 	$(CARGO) build -p kv-server
+	$(CARGO) build -p integration-tests --bins
 	$(CARGO) test --workspace
 
 bench-compaction:

@@ -7,6 +7,8 @@
 //!   tail of the server's log is printed with the failure.
 //! * [`api`] has small helpers for the JSON API (`call`, the error body) so
 //!   a test body reads as its scenario.
+//! * [`bench`] is the benchmark tool `kv-bench` (`src/bin/kv-bench.rs`),
+//!   which drives kv-server or etcd with the same workloads.
 //!
 //! The server binary is `$KV_SERVER_BIN` if set, else `kv-server` in the
 //! target directory the tests were built in; `cargo build -p kv-server`
@@ -27,6 +29,7 @@
 //! ```
 
 pub mod api;
+pub mod bench;
 mod server;
 
 pub use api::{call, error_of};
