@@ -1,7 +1,7 @@
 # The two commands a fresh machine needs: `make run` and `make test`.
 CARGO ?= cargo
 
-.PHONY: run test test-full fmt-check clippy unit bench-compaction build cluster cluster-stop
+.PHONY: run test test-full fmt-check clippy unit bench-compaction bench-compare build cluster cluster-stop
 
 run:
 	$(CARGO) run --release -p kv-server
@@ -15,15 +15,23 @@ fmt-check:
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-# The integration tests start the kv-server and kvctl binaries, which
+# The integration tests start the kv-server, kvctl and kv-bench binaries, which
 # `cargo test` does not build for another package's tests: build them first.
 unit:
 	$(CARGO) build -p kv-server
 	$(CARGO) build -p kv-client --bins
+	$(CARGO) build -p integration-tests --bins
 	$(CARGO) test --workspace
 
 bench-compaction:
 	$(CARGO) bench -p compaction --bench topic
+
+# etcd 3.4 (installed from Debian's etcd-server if missing) against kv-server,
+# one node then three, measured by kv-bench; the table goes to stdout and
+# docs/benchmarks.md. scripts/bench-compare.sh lists the knobs (BENCH_SECONDS, …).
+bench-compare:
+	$(CARGO) build --release -p kv-server -p integration-tests --bins
+	BENCH_COMMAND="make bench-compare" scripts/bench-compare.sh
 
 build:
 	$(CARGO) build --workspace --release

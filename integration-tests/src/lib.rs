@@ -14,6 +14,8 @@
 //! * [`kvctl`] runs the `kvctl` binary as a child process with a time limit.
 //! * [`faults`] has faulty nodes for failover tests: a closed port, a node
 //!   that answers one fixed error, a proxy that loses a write's answer.
+//! * [`bench`] is the benchmark tool `kv-bench` (`src/bin/kv-bench.rs`),
+//!   which drives kv-server or etcd with the same workloads.
 //!
 //! The server binary is `$KV_SERVER_BIN` if set, else `kv-server` in the
 //! target directory the tests were built in; `cargo build -p kv-server`
@@ -37,6 +39,7 @@ pub mod api;
 pub mod cluster;
 pub mod faults;
 pub mod kvctl;
+pub mod bench;
 mod server;
 
 pub use api::{call, error_of};

@@ -1,0 +1,290 @@
+//! One function per workload: it runs the workload with the checked flags
+//! and prints what it measured, for people and (with `--summary`) scripts.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::bench::cli::Common;
+use crate::bench::closed_loop::{self, Limits, Mix};
+use crate::bench::replay as topic;
+use crate::bench::report::{count_text, per_second, Summary};
+use crate::bench::target::{Requests, TargetKind};
+use crate::bench::watch::{self as watchers, WatchOptions};
+use crate::bench::BenchError;
+
+/// Time limit of the one request that reads the whole topic.
+const REPLAY_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// `fill`: every key once.
+pub async fn fill(common: &Common, endpoints: Vec<String>) -> Result<(), BenchError> {
+    let requests = Arc::new(Requests::new(
+        common.target,
+        endpoints,
+        "bench/k",
+        common.value_bytes,
+    ));
+    let took = closed_loop::fill(
+        requests,
+        common.connections,
+        common.keys,
+        common.request_timeout,
+    )
+    .await?;
+    println!(
+        "loaded {} keys on {} in {:.2} s ({} puts/s)",
+        count_text(common.keys as u64),
+        common.target.name(),
+        took.as_secs_f64(),
+        count_text(per_second(common.keys as u64, took) as u64)
+    );
+    Ok(())
+}
+
+/// `put`, `get` and `mixed`.
+pub async fn closed_loop(
+    name: &str,
+    common: &Common,
+    endpoints: Vec<String>,
+    mix: Mix,
+    needs_keys: bool,
+) -> Result<(), BenchError> {
+    let endpoint_count = endpoints.len();
+    let requests = Arc::new(Requests::new(
+        common.target,
+        endpoints,
+        "bench/k",
+        common.value_bytes,
+    ));
+    if needs_keys && !closed_loop::is_filled(&requests, common.keys, common.request_timeout).await?
+    {
+        let took = closed_loop::fill(
+            Arc::clone(&requests),
+            common.connections,
+            common.keys,
+            common.request_timeout,
+        )
+        .await?;
+        println!(
+            "loaded {} keys in {:.2} s",
+            count_text(common.keys as u64),
+            took.as_secs_f64()
+        );
+    }
+    let limits = Limits {
+        duration: common.duration,
+        ops: common.ops,
+    };
+    let result = closed_loop::run(
+        requests,
+        common.connections,
+        common.keys,
+        mix,
+        limits,
+        common.request_timeout,
+    )
+    .await?;
+    let ops_per_sec = per_second(result.ok(), result.elapsed);
+    println!(
+        "kv-bench {name} on {} ({endpoint_count} endpoint{}), {} connections, {:.2} s",
+        common.target.name(),
+        if endpoint_count == 1 { "" } else { "s" },
+        common.connections,
+        result.elapsed.as_secs_f64()
+    );
+    println!(
+        "  operations  {} ok ({} put, {} get), {} failed",
+        count_text(result.ok()),
+        count_text(result.puts),
+        count_text(result.gets),
+        count_text(result.errors.total())
+    );
+    println!("  throughput  {} ops/s", count_text(ops_per_sec as u64));
+    println!("  latency     {}", result.latency.describe());
+    println!("  errors      {}", result.errors.describe());
+    if common.summary {
+        let mut summary = Summary::default();
+        summary.add("workload", name);
+        summary.add("target", common.target.name());
+        summary.add("endpoints", endpoint_count);
+        summary.add("connections", common.connections);
+        summary.add("seconds", format!("{:.3}", result.elapsed.as_secs_f64()));
+        summary.add("ok", result.ok());
+        summary.add("errors", result.errors.total());
+        summary.add("ops_per_sec", format!("{ops_per_sec:.1}"));
+        result.latency.add_fields(&mut summary);
+        println!("{}", summary.line());
+    }
+    Ok(())
+}
+
+fn kv_only(common: &Common, workload: &'static str, why: &'static str) -> Result<(), BenchError> {
+    match common.target {
+        TargetKind::Kv => Ok(()),
+        TargetKind::Etcd => Err(BenchError::Unsupported {
+            workload,
+            target: common.target.name(),
+            why,
+        }),
+    }
+}
+
+pub async fn watch(
+    common: &Common,
+    endpoint: &str,
+    options: &WatchOptions,
+) -> Result<(), BenchError> {
+    kv_only(
+        common,
+        "watch",
+        "etcd watches are gRPC streams, not long-polls",
+    )?;
+    let result = watchers::run(endpoint, options, common.request_timeout).await?;
+    println!(
+        "kv-bench watch on kv-server, {} watchers over {} keys on {} HTTP/2 connections, {} writes/s for {:.0} s",
+        count_text(options.watchers as u64),
+        count_text(options.keys as u64),
+        options.h2_connections,
+        options.writes_per_sec,
+        options.duration.as_secs_f64()
+    );
+    println!(
+        "  registered  all waiting after {:.2} s",
+        result.registered_in.as_secs_f64()
+    );
+    println!(
+        "  writes      {} acknowledged; {} of {} deliveries seen ({} before the writer's acknowledgement, counted as 0)",
+        count_text(result.writes),
+        count_text(result.delivered),
+        count_text(result.expected_deliveries),
+        count_text(result.woke_before_ack)
+    );
+    println!("  delivery    {}", result.latency.describe());
+    let mb = |bytes: u64| bytes as f64 / f64::from(1u32 << 20);
+    let growth = result
+        .rss_before
+        .zip(result.rss_registered)
+        .map(|(before, after)| mb(after) - mb(before));
+    match (result.rss_before, result.rss_registered, result.rss_peak) {
+        (Some(before), Some(after), Some(peak)) => println!(
+            "  memory      VmRSS {:.1} MB before, {:.1} MB with every watcher waiting ({:+.1} MB), {:.1} MB at most while writing",
+            mb(before),
+            mb(after),
+            mb(after) - mb(before),
+            mb(peak)
+        ),
+        _ => println!("  memory      not measured (pass --server-pid)"),
+    }
+    println!("  errors      {}", result.errors.describe());
+    if common.summary {
+        let mut summary = Summary::default();
+        summary.add("workload", "watch");
+        summary.add("target", common.target.name());
+        summary.add("watchers", options.watchers);
+        summary.add("keys", options.keys);
+        summary.add("h2_connections", options.h2_connections);
+        summary.add("writes", result.writes);
+        summary.add("deliveries", result.delivered);
+        summary.add("expected_deliveries", result.expected_deliveries);
+        summary.add("errors", result.errors.total());
+        summary.add(
+            "register_seconds",
+            format!("{:.3}", result.registered_in.as_secs_f64()),
+        );
+        result.latency.add_fields(&mut summary);
+        if let Some(growth) = growth {
+            summary.add("rss_growth_mb", format!("{growth:.1}"));
+        }
+        if let Some(peak) = result.rss_peak {
+            summary.add("rss_peak_mb", format!("{:.1}", mb(peak)));
+        }
+        println!("{}", summary.line());
+    }
+    Ok(())
+}
+
+pub async fn replay(common: &Common, endpoint: &str, records: usize) -> Result<(), BenchError> {
+    kv_only(
+        common,
+        "replay",
+        "etcd has no replay of its history as one stream",
+    )?;
+    let loaded = topic::ensure_records(
+        endpoint,
+        records,
+        common.value_bytes,
+        common.connections,
+        common.request_timeout,
+    )
+    .await?;
+    // Reading the whole topic is one request; it may take far longer than
+    // a normal one.
+    let replayed = topic::replay(endpoint, REPLAY_TIMEOUT).await?;
+    let records_per_sec = per_second(replayed.records, replayed.elapsed);
+    let mib = replayed.bytes as f64 / f64::from(1u32 << 20);
+    println!("kv-bench replay on kv-server");
+    match &loaded {
+        Some(loaded) => println!(
+            "  loaded      {} records in {:.1} s ({} puts/s over {} connections)",
+            count_text(loaded.records),
+            loaded.elapsed.as_secs_f64(),
+            count_text(per_second(loaded.records, loaded.elapsed) as u64),
+            common.connections
+        ),
+        None => println!(
+            "  loaded      {} records were already there",
+            count_text(records as u64)
+        ),
+    }
+    println!(
+        "  replay      {} records, {mib:.1} MiB in {:.2} s: {} records/s, {:.1} MiB/s",
+        count_text(replayed.records),
+        replayed.elapsed.as_secs_f64(),
+        count_text(records_per_sec as u64),
+        mib / replayed.elapsed.as_secs_f64().max(f64::EPSILON)
+    );
+    if common.summary {
+        let mut summary = Summary::default();
+        summary.add("workload", "replay");
+        summary.add("target", common.target.name());
+        summary.add("records", replayed.records);
+        summary.add("seconds", format!("{:.3}", replayed.elapsed.as_secs_f64()));
+        summary.add("records_per_sec", format!("{records_per_sec:.0}"));
+        if let Some(loaded) = &loaded {
+            let rate = per_second(loaded.records, loaded.elapsed);
+            summary.add("load_puts_per_sec", format!("{rate:.0}"));
+        }
+        println!("{}", summary.line());
+    }
+    Ok(())
+}
+
+pub fn rebuild(common: &Common, server_bin: &Path, data_dir: &Path) -> Result<(), BenchError> {
+    kv_only(common, "rebuild", "it runs kv-server's offline rebuild")?;
+    let rebuilt = topic::rebuild(server_bin, data_dir)?;
+    // The server reports whole milliseconds; a tiny rebuild may report 0.
+    let rebuild_time = rebuilt.rebuild.max(Duration::from_millis(1));
+    let records_per_sec = per_second(rebuilt.records, rebuild_time);
+    println!("kv-bench rebuild of {}", data_dir.display());
+    println!(
+        "  rebuild     {} records in {:.2} s: {} records/s ({:.2} s for the whole command)",
+        count_text(rebuilt.records),
+        rebuilt.rebuild.as_secs_f64(),
+        count_text(records_per_sec as u64),
+        rebuilt.command.as_secs_f64()
+    );
+    if common.summary {
+        let mut summary = Summary::default();
+        summary.add("workload", "rebuild");
+        summary.add("target", common.target.name());
+        summary.add("records", rebuilt.records);
+        summary.add("seconds", format!("{:.3}", rebuilt.rebuild.as_secs_f64()));
+        summary.add(
+            "command_seconds",
+            format!("{:.3}", rebuilt.command.as_secs_f64()),
+        );
+        summary.add("records_per_sec", format!("{records_per_sec:.0}"));
+        println!("{}", summary.line());
+    }
+    Ok(())
+}

@@ -1,0 +1,269 @@
+//! The servers a run drives and the shape of their requests: kv-server's
+//! `/v1/kv` API, and etcd 3.4's JSON gateway (`/v3/kv/put`, `/v3/kv/range`,
+//! base64 keys and values), so both are measured by the same client.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use serde_json::json;
+
+use crate::bench::BenchError;
+
+/// Which server answers at the endpoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TargetKind {
+    /// kv-server's HTTP/JSON API.
+    Kv,
+    /// etcd 3.4's gRPC JSON gateway.
+    Etcd,
+}
+
+impl TargetKind {
+    /// The name used in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            TargetKind::Kv => "kv-server",
+            TargetKind::Etcd => "etcd",
+        }
+    }
+}
+
+/// How a read is served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Consistency {
+    /// kv-server `consistency=linearizable`; etcd's default range.
+    Linearizable,
+    /// kv-server `consistency=stale`; etcd `serializable: true`.
+    Stale,
+}
+
+impl Consistency {
+    /// The name used in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Consistency::Linearizable => "linearizable",
+            Consistency::Stale => "stale",
+        }
+    }
+}
+
+/// One operation of a closed-loop workload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operation {
+    /// Write the fixed value to a key.
+    Put,
+    /// Read a key.
+    Get(Consistency),
+}
+
+/// Checks that `url` is plain HTTP to a loopback address (`127.0.0.0/8`,
+/// `::1` or `localhost`) and returns it without a trailing slash: the tool
+/// only ever loads servers on this machine.
+pub fn loopback_endpoint(url: &str) -> Result<String, BenchError> {
+    let parsed = reqwest::Url::parse(url).map_err(|error| BenchError::BadEndpoint {
+        url: url.to_string(),
+        reason: error.to_string(),
+    })?;
+    if parsed.scheme() != "http" {
+        return Err(BenchError::BadEndpoint {
+            url: url.to_string(),
+            reason: format!("the scheme is {:?}; only http is driven", parsed.scheme()),
+        });
+    }
+    let host = parsed.host_str().unwrap_or("");
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if !loopback {
+        return Err(BenchError::NotLoopback {
+            url: url.to_string(),
+        });
+    }
+    Ok(url.trim_end_matches('/').to_string())
+}
+
+/// Builds and judges the requests of one target over its endpoints.
+pub struct Requests {
+    /// The server kind.
+    pub target: TargetKind,
+    /// Base URLs (`http://127.0.0.1:7070`), checked to be loopback.
+    pub endpoints: Vec<String>,
+    /// Prefix of the benchmark's keys (`bench/k`).
+    key_prefix: String,
+    /// The value of every put: for kv-server a JSON string whose text is
+    /// `value_bytes` long, for etcd `value_bytes` raw bytes.
+    value: String,
+}
+
+impl Requests {
+    /// Requests against `endpoints`, with keys `{key_prefix}{n:07}` and
+    /// values of `value_bytes` bytes.
+    pub fn new(
+        target: TargetKind,
+        endpoints: Vec<String>,
+        key_prefix: &str,
+        value_bytes: usize,
+    ) -> Requests {
+        let value = match target {
+            // The quotes are part of the body's bytes.
+            TargetKind::Kv => format!("\"{}\"", "v".repeat(value_bytes.saturating_sub(2))),
+            TargetKind::Etcd => "v".repeat(value_bytes),
+        };
+        Requests {
+            target,
+            endpoints,
+            key_prefix: key_prefix.to_string(),
+            value,
+        }
+    }
+
+    /// The name of key number `n`.
+    pub fn key(&self, n: usize) -> String {
+        format!("{}{n:07}", self.key_prefix)
+    }
+
+    /// Sends `operation` on key number `key` to endpoint number `endpoint`
+    /// and reads the whole answer; `Err` holds the kind of failure.
+    pub async fn execute(
+        &self,
+        client: &reqwest::Client,
+        endpoint: usize,
+        key: usize,
+        operation: Operation,
+    ) -> Result<(), String> {
+        let base = &self.endpoints[endpoint % self.endpoints.len()];
+        let key = self.key(key);
+        let request = match (self.target, operation) {
+            (TargetKind::Kv, Operation::Put) => client
+                .put(format!("{base}/v1/kv/{key}"))
+                .header("content-type", "application/json")
+                .body(self.value.clone()),
+            (TargetKind::Kv, Operation::Get(consistency)) => client.get(format!(
+                "{base}/v1/kv/{key}?consistency={}",
+                consistency.name()
+            )),
+            (TargetKind::Etcd, Operation::Put) => client.post(format!("{base}/v3/kv/put")).body(
+                json!({
+                    "key": BASE64.encode(&key),
+                    "value": BASE64.encode(&self.value),
+                })
+                .to_string(),
+            ),
+            (TargetKind::Etcd, Operation::Get(consistency)) => {
+                client.post(format!("{base}/v3/kv/range")).body(
+                    json!({
+                        "key": BASE64.encode(&key),
+                        "serializable": consistency == Consistency::Stale,
+                    })
+                    .to_string(),
+                )
+            }
+        };
+        let response = request.send().await.map_err(|error| error_kind(&error))?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(|error| error_kind(&error))?;
+        if !status.is_success() {
+            return Err(self.http_error_kind(status.as_u16(), &body));
+        }
+        // etcd answers a range over a missing key with 200 and no `kvs`.
+        if self.target == TargetKind::Etcd
+            && matches!(operation, Operation::Get(_))
+            && !contains(&body, b"\"kvs\"")
+        {
+            return Err("key missing".to_string());
+        }
+        Ok(())
+    }
+
+    /// `http 503 unavailable`: the status and the server's error code.
+    fn http_error_kind(&self, status: u16, body: &[u8]) -> String {
+        let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+        let code = parsed.as_ref().and_then(|body| match self.target {
+            TargetKind::Kv => body["error"]["code"].as_str().map(str::to_string),
+            TargetKind::Etcd => body["message"]
+                .as_str()
+                .or_else(|| body["error"].as_str())
+                .map(|message| message.chars().take(60).collect()),
+        });
+        match code {
+            Some(code) => format!("http {status} {code}"),
+            None => format!("http {status}"),
+        }
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
+}
+
+/// The kind of a failed request, for the error counts.
+pub fn error_kind(error: &reqwest::Error) -> String {
+    if error.is_timeout() {
+        "timeout".to_string()
+    } else if error.is_connect() {
+        "connect".to_string()
+    } else if error.is_body() || error.is_decode() {
+        "body".to_string()
+    } else {
+        "request".to_string()
+    }
+}
+
+/// An HTTP/1.1 client that keeps one connection: a worker owns one, so N
+/// workers are N connections.
+pub fn connection_client(request_timeout: Duration) -> Result<reqwest::Client, BenchError> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .http1_only()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(1)
+        .pool_idle_timeout(None)
+        .timeout(request_timeout)
+        .build()
+        .map_err(|error| BenchError::Setup(format!("cannot build an HTTP client: {error}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_endpoints_are_accepted_without_trailing_slash() {
+        for url in [
+            "http://127.0.0.1:7070/",
+            "http://127.0.0.2:1",
+            "http://localhost:2379",
+            "http://[::1]:7070",
+        ] {
+            let endpoint = loopback_endpoint(url).unwrap();
+            assert!(!endpoint.ends_with('/'), "{endpoint}");
+        }
+    }
+
+    #[test]
+    fn other_hosts_and_schemes_are_refused() {
+        for url in [
+            "http://10.0.0.1:7070",
+            "http://example.com",
+            "https://127.0.0.1:7070",
+            "127.0.0.1:7070",
+        ] {
+            assert!(loopback_endpoint(url).is_err(), "{url} was accepted");
+        }
+    }
+
+    #[test]
+    fn a_kv_value_is_a_json_string_of_the_requested_size() {
+        let requests = Requests::new(TargetKind::Kv, vec![], "bench/k", 256);
+        assert_eq!(requests.value.len(), 256);
+        assert!(serde_json::from_str::<String>(&requests.value).is_ok());
+        assert_eq!(requests.key(42), "bench/k0000042");
+    }
+}

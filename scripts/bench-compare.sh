@@ -1,0 +1,458 @@
+#!/usr/bin/env bash
+# `make bench-compare`: etcd 3.4 (through its JSON gateway) against
+# kv-server, both driven by the same client (kv-bench) with the same
+# durability (every write fsynced before it is acknowledged): one node, then
+# three-node clusters on loopback. Each workload runs on both in alternation.
+# Prints one table and writes it to docs/benchmarks.md.
+#
+# Environment (all optional):
+#   BENCH_SECONDS           seconds per measured cell (default 10)
+#   BENCH_PUT_CONNECTIONS   connection counts of the put cells (default "16 64 256")
+#   BENCH_GET_CONNECTIONS   connections of the get and mixed cells (default 64)
+#   BENCH_WATCHERS          watchers of the watch cell (default 10000)
+#   BENCH_WATCH_KEYS        keys they watch (default 1000)
+#   BENCH_REPLAY_RECORDS    records loaded for replay and rebuild (default 1000000)
+#   BENCH_OUTPUT            where the table goes (default docs/benchmarks.md)
+#   BENCH_DIR               parent of the temporary data directories (default the
+#                           target directory: on disk, so fsync costs what it costs)
+#   CARGO_TARGET_DIR        where `cargo build --release` put the binaries (default target)
+#   KV_SERVER_BIN, KV_BENCH_BIN, ETCD_BIN   the binaries, if elsewhere
+#
+# Time: with the defaults about 4 minutes per cluster size for the twelve
+# closed-loop runs (6 cells x 2 servers x 10 s, plus loading keys and
+# starting servers), plus the single-node watch cell (~30 s) and loading the
+# replay records through the API: 1,000,000 puts at 256 connections took 23
+# minutes (~730 puts/s) with today's kv-server on a 2-core machine, the whole
+# one-node run 26 minutes. BENCH_REPLAY_RECORDS=100000 makes it about 6.
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+
+seconds=${BENCH_SECONDS:-10}
+put_connections=${BENCH_PUT_CONNECTIONS:-16 64 256}
+get_connections=${BENCH_GET_CONNECTIONS:-64}
+watchers=${BENCH_WATCHERS:-10000}
+watch_keys=${BENCH_WATCH_KEYS:-1000}
+replay_records=${BENCH_REPLAY_RECORDS:-1000000}
+output=${BENCH_OUTPUT:-docs/benchmarks.md}
+target_dir=${CARGO_TARGET_DIR:-target}
+kv_server=${KV_SERVER_BIN:-$target_dir/release/kv-server}
+kv_bench=${KV_BENCH_BIN:-$target_dir/release/kv-bench}
+command_line=${BENCH_COMMAND:-scripts/bench-compare.sh}
+
+say() { echo "bench-compare: $*" >&2; }
+die() {
+    say "$*"
+    exit 1
+}
+
+for binary in "$kv_server" "$kv_bench"; do
+    [[ -x $binary ]] || die "$binary is missing: run 'cargo build --release -p kv-server -p integration-tests --bins' (or make bench-compare)"
+done
+command -v curl >/dev/null || die "curl is needed to check that servers are up"
+
+# etcd from Debian's etcd-server package (3.4) when it is not installed.
+ensure_etcd() {
+    if [[ -n ${ETCD_BIN:-} ]]; then
+        etcd=$ETCD_BIN
+    elif command -v etcd >/dev/null; then
+        etcd=$(command -v etcd)
+    else
+        say "installing etcd (Debian package etcd-server)"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -q etcd-server >/dev/null ||
+            { apt-get update -q >/dev/null && apt-get install -y -q etcd-server >/dev/null; } ||
+            die "cannot install etcd-server with apt-get"
+        etcd=$(command -v etcd) || die "etcd-server is installed but etcd is not on PATH"
+    fi
+}
+ensure_etcd
+
+mkdir -p "${BENCH_DIR:-$target_dir}"
+work=$(mktemp -d "${BENCH_DIR:-$target_dir}/bench-compare.XXXXXX")
+work=$(cd "$work" && pwd)
+pids=()
+
+# Stops every process this script started (SIGTERM, then SIGKILL after 10 s)
+# and removes the data directories.
+stop_pid() {
+    local pid=$1 waited=0
+    kill -TERM "$pid" 2>/dev/null || return 0
+    while kill -0 "$pid" 2>/dev/null && ((waited < 100)); do
+        sleep 0.1
+        waited=$((waited + 1))
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+cleanup() {
+    local pid
+    for pid in "${pids[@]}"; do
+        stop_pid "$pid"
+    done
+    pids=()
+    rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Starts "$@" in the background with its output in log file $1; the pid
+# is left in $started.
+start() {
+    local log=$1
+    shift
+    "$@" >"$log" 2>&1 &
+    started=$!
+    pids+=("$started")
+}
+
+# Stops the given pids now and forgets them.
+stop() {
+    local pid kept=()
+    for pid in "$@"; do
+        stop_pid "$pid"
+    done
+    for pid in "${pids[@]}"; do
+        [[ " $* " == *" $pid "* ]] || kept+=("$pid")
+    done
+    pids=("${kept[@]}")
+}
+
+# A loopback port nothing listens on and this script has not handed out.
+used_ports=" "
+free_port() {
+    local port
+    while true; do
+        port=$((20000 + RANDOM % 30000))
+        [[ $used_ports == *" $port "* ]] && continue
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            used_ports+="$port "
+            echo "$port"
+            return
+        fi
+    done
+}
+
+# Waits until `curl URL` prints something matching PATTERN, while PID lives.
+wait_ready() {
+    local pid=$1 url=$2 pattern=$3 tries=0
+    while ((tries < 300)); do
+        kill -0 "$pid" 2>/dev/null || return 1
+        if curl -fsS --max-time 1 "$url" 2>/dev/null | grep -q "$pattern"; then
+            return 0
+        fi
+        sleep 0.1
+        tries=$((tries + 1))
+    done
+    return 1
+}
+
+# --- the servers -----------------------------------------------------------
+
+# start_etcd NAME COUNT: COUNT etcd members; sets etcd_pids and etcd_endpoints.
+start_etcd() {
+    local name=$1 count=$2 i cluster="" client_ports=() peer_ports=()
+    for ((i = 1; i <= count; i++)); do
+        client_ports+=("$(free_port)")
+        peer_ports+=("$(free_port)")
+        cluster+="${cluster:+,}$name$i=http://127.0.0.1:${peer_ports[i - 1]}"
+    done
+    etcd_pids=()
+    etcd_endpoints=""
+    for ((i = 1; i <= count; i++)); do
+        local client=http://127.0.0.1:${client_ports[i - 1]}
+        local peer=http://127.0.0.1:${peer_ports[i - 1]}
+        start "$work/$name$i.log" "$etcd" --name "$name$i" --data-dir "$work/$name$i" \
+            --listen-client-urls "$client" --advertise-client-urls "$client" \
+            --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" \
+            --initial-cluster "$cluster" --initial-cluster-state new \
+            --initial-cluster-token "$name-$$" --quota-backend-bytes 8589934592 \
+            --logger zap --log-level warn
+        etcd_pids+=("$started")
+        etcd_endpoints+="${etcd_endpoints:+,}$client"
+    done
+    for ((i = 1; i <= count; i++)); do
+        wait_ready "${etcd_pids[i - 1]}" "http://127.0.0.1:${client_ports[i - 1]}/health" '"health":"true"' ||
+            die "etcd $name$i did not become healthy: $(tail -5 "$work/$name$i.log")"
+    done
+}
+
+# start_kv NAME COUNT: COUNT kv-server nodes (--peers when more than one);
+# sets kv_pids, kv_endpoints, kv_data_dirs. Fails (status 1) if a node
+# exits at start, e.g. because it refuses --peers.
+start_kv() {
+    local name=$1 count=$2 i peers="" ports=()
+    for ((i = 1; i <= count; i++)); do
+        ports+=("$(free_port)")
+        peers+="${peers:+,}$i=http://127.0.0.1:${ports[i - 1]}"
+    done
+    kv_pids=()
+    kv_endpoints=""
+    kv_data_dirs=()
+    for ((i = 1; i <= count; i++)); do
+        local args=(--node-id "$i" --listen "127.0.0.1:${ports[i - 1]}" --data-dir "$work/$name$i")
+        ((count > 1)) && args+=(--peers "$peers")
+        start "$work/$name$i.log" env NO_COLOR=1 "$kv_server" "${args[@]}"
+        kv_pids+=("$started")
+        kv_endpoints+="${kv_endpoints:+,}http://127.0.0.1:${ports[i - 1]}"
+        kv_data_dirs+=("$work/$name$i")
+    done
+    for ((i = 1; i <= count; i++)); do
+        if ! wait_ready "${kv_pids[i - 1]}" "http://127.0.0.1:${ports[i - 1]}/healthz" '"ok"'; then
+            say "kv-server $name$i did not become healthy: $(tail -5 "$work/$name$i.log")"
+            return 1
+        fi
+    done
+}
+
+# --- measuring -------------------------------------------------------------
+
+rows=()
+cell=0
+
+# bench TARGET ENDPOINTS CONNECTIONS ARGS...: runs kv-bench, shows its report,
+# and leaves its summary line in $summary (empty if it failed).
+bench() {
+    local target=$1 endpoints=$2 connections=$3 log
+    shift 3
+    log="$work/bench-$((cell += 1)).log"
+    summary=""
+    say "$target: kv-bench $* (connections $connections)"
+    if "$kv_bench" --target "$target" --endpoints "$endpoints" --connections "$connections" \
+        --duration "${seconds}s" --summary "$@" >"$log" 2>&1; then
+        grep -v '^summary ' "$log" >&2 || true
+        summary=$(grep '^summary ' "$log" | tail -1)
+    else
+        say "kv-bench failed: $(tail -3 "$log")"
+    fi
+}
+
+# The value of field NAME in summary line LINE.
+field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
+
+# 1234567.8 -> 1,234,568
+group() {
+    awk -v n="$1" 'BEGIN { n = sprintf("%.0f", n); s = "";
+        while (length(n) > 3) { s = "," substr(n, length(n) - 2) s; n = substr(n, 1, length(n) - 3) }
+        print n s }'
+}
+
+# 12.3456 -> "12.3 ms"; nothing for nothing.
+milliseconds() {
+    [[ -n $1 ]] && awk -v ms="$1" 'BEGIN { printf "%.1f ms", ms }'
+    return 0
+}
+
+# row CELLS...: one line of the table.
+row() {
+    local line="|" value
+    for value in "$@"; do line+=" $value |"; done
+    rows+=("$line")
+}
+
+# compare WORKLOAD NODES CONNECTIONS GOAL ETCD_ENDPOINTS KV_ENDPOINTS
+#         KV-BENCH-ARGS...: runs the workload on etcd and on kv-server (the
+# first server alternates from cell to cell) and adds a row. GOAL is the
+# kv-server/etcd throughput ratio the issue asks for ("3"), "2.5+p99" when
+# kv-server's p99 must also be at most etcd's, or "-" for none.
+compare() {
+    local workload=$1 nodes=$2 connections=$3 goal=$4 etcd_endpoints=$5 kv_endpoints=$6
+    shift 6
+    local etcd_summary kv_summary order
+    if (((cell / 2) % 2 == 0)); then order="etcd kv"; else order="kv etcd"; fi
+    for target in $order; do
+        if [[ $target == etcd ]]; then
+            bench etcd "$etcd_endpoints" "$connections" "$@"
+            etcd_summary=$summary
+        else
+            bench kv "$kv_endpoints" "$connections" "$@"
+            kv_summary=$summary
+        fi
+    done
+    local etcd_ops kv_ops etcd_p99 kv_p99 etcd_errors kv_errors
+    etcd_ops=$(field ops_per_sec "$etcd_summary")
+    kv_ops=$(field ops_per_sec "$kv_summary")
+    etcd_p99=$(field p99_ms "$etcd_summary")
+    kv_p99=$(field p99_ms "$kv_summary")
+    etcd_errors=$(field errors "$etcd_summary")
+    kv_errors=$(field errors "$kv_summary")
+    local etcd_cell="failed" kv_cell="failed" ratio="-" verdict="-"
+    [[ -n $etcd_ops ]] && etcd_cell="$(group "$etcd_ops")/s"
+    [[ -n $kv_ops ]] && kv_cell="$(group "$kv_ops")/s"
+    [[ ${etcd_errors:-0} != 0 ]] && etcd_cell+=" ($(group "$etcd_errors") errors)"
+    [[ ${kv_errors:-0} != 0 ]] && kv_cell+=" ($(group "$kv_errors") errors)"
+    if [[ -n $etcd_ops && -n $kv_ops ]]; then
+        ratio=$(awk -v k="$kv_ops" -v e="$etcd_ops" 'BEGIN { if (e > 0) printf "%.2f×", k / e; else print "-" }')
+        if [[ $goal != - ]]; then
+            local ratio_goal=${goal%+p99} with_p99=0
+            [[ $goal == *+p99 ]] && with_p99=1
+            verdict=$(awk -v k="$kv_ops" -v e="$etcd_ops" -v g="$ratio_goal" -v p="$with_p99" \
+                -v kp="$kv_p99" -v ep="$etcd_p99" \
+                'BEGIN { ok = (e > 0 && k / e >= g && (!p || kp + 0 <= ep + 0));
+                         printf "≥ %s×%s: %s", g, (p ? ", p99 ≤ etcd" : ""), (ok ? "met" : "missed") }')
+        fi
+    fi
+    row "$workload" "$nodes" "$connections" "$etcd_cell" "$kv_cell" "$ratio" \
+        "$(milliseconds "$etcd_p99")" "$(milliseconds "$kv_p99")" "$verdict"
+}
+
+closed_loop_cells() {
+    local nodes=$1 etcd_endpoints=$2 kv_endpoints=$3 put_goal=$4 connections
+    for connections in $put_connections; do
+        compare put "$nodes" "$connections" "$put_goal" "$etcd_endpoints" "$kv_endpoints" put
+    done
+    "$kv_bench" --target etcd --endpoints "$etcd_endpoints" --connections 64 fill >/dev/null ||
+        die "could not load the keys into etcd"
+    "$kv_bench" --target kv --endpoints "$kv_endpoints" --connections 64 fill >/dev/null ||
+        die "could not load the keys into kv-server"
+    compare "get linearizable" "$nodes" "$get_connections" 3 "$etcd_endpoints" "$kv_endpoints" \
+        get --consistency linearizable
+    compare "get stale (etcd: serializable)" "$nodes" "$get_connections" 5 "$etcd_endpoints" "$kv_endpoints" \
+        get --consistency stale
+    compare "mixed 90% get / 10% put" "$nodes" "$get_connections" - "$etcd_endpoints" "$kv_endpoints" \
+        mixed --consistency linearizable
+}
+
+started_at=$(date +%s)
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# --- one node --------------------------------------------------------------
+
+say "one node: starting etcd and kv-server (data under $work)"
+start_etcd etcd1n 1
+single_etcd_pids=("${etcd_pids[@]}")
+single_etcd=$etcd_endpoints
+start_kv kv1n 1 || die "kv-server did not start as one node"
+single_kv_pid=${kv_pids[0]}
+single_kv=$kv_endpoints
+single_kv_data=${kv_data_dirs[0]}
+
+closed_loop_cells 1 "$single_etcd" "$single_kv" 2.5+p99
+
+bench kv "$single_kv" 1 watch --watchers "$watchers" --watch-keys "$watch_keys" --server-pid "$single_kv_pid"
+if [[ -n $summary ]]; then
+    p99=$(field p99_ms "$summary")
+    growth=$(field rss_growth_mb "$summary")
+    verdict=$(awk -v p="$p99" -v m="$growth" \
+        'BEGIN { printf "p99 ≤ 50 ms, ≤ 100 MB: %s", ((p <= 50 && m <= 100) ? "met" : "missed") }')
+    row "watch: delivery after the write's acknowledgement" 1 \
+        "$(group "$watchers") watchers on $(group "$watch_keys") keys" \
+        "n/a (watches are gRPC streams, no long-poll)" \
+        "$(group "$(field deliveries "$summary")") of $(group "$(field expected_deliveries "$summary")") deliveries; memory +${growth} MB" \
+        - - "$(milliseconds "$p99")" "$verdict"
+else
+    row "watch" 1 "$watchers watchers" "n/a" failed - - - -
+fi
+
+bench kv "$single_kv" 256 replay --records "$replay_records"
+replay_verdict() {
+    awk -v r="$1" 'BEGIN { printf "≥ 500,000/s: %s", (r >= 500000 ? "met" : "missed") }'
+}
+if [[ -n $summary ]]; then
+    rate=$(field records_per_sec "$summary")
+    row "replay /v1/topic/records from 0" 1 "1 stream, $(group "$(field records "$summary")") records" \
+        "n/a" "$(group "$rate") records/s" - - - "$(replay_verdict "$rate")"
+    load_rate=$(field load_puts_per_sec "$summary")
+else
+    row "replay /v1/topic/records from 0" 1 1 "n/a" failed - - - -
+fi
+
+stop "$single_kv_pid"
+bench kv "$single_kv" 1 rebuild --server-bin "$kv_server" --data-dir "$single_kv_data"
+if [[ -n $summary ]]; then
+    rate=$(field records_per_sec "$summary")
+    row "view rebuild (kv-server rebuild)" 1 "offline, $(group "$(field records "$summary")") records" \
+        "n/a" "$(group "$rate") records/s" - - - "$(replay_verdict "$rate")"
+else
+    row "view rebuild (kv-server rebuild)" 1 - "n/a" failed - - - -
+fi
+stop "${single_etcd_pids[@]}"
+
+# --- three nodes -----------------------------------------------------------
+
+three_node_note=""
+say "three nodes: starting kv-server with --peers"
+if start_kv kv3n 3; then
+    three_kv_pids=("${kv_pids[@]}")
+    three_kv=$kv_endpoints
+    start_etcd etcd3n 3
+    closed_loop_cells 3 "$etcd_endpoints" "$three_kv" 2+p99
+    stop "${etcd_pids[@]}" "${three_kv_pids[@]}"
+else
+    stop "${kv_pids[@]}"
+    three_node_note="skipped: kv-server refused --peers"
+    say "$three_node_note"
+    row "three-node cells" 3 - "$three_node_note" - - - - -
+fi
+
+elapsed=$(($(date +%s) - started_at))
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# --- the table ---------------------------------------------------------------
+
+header="| workload | nodes | concurrency | etcd | kv-server | ratio | p99 etcd | p99 kv-server | goal |"
+rule="|---|---|---|---|---|---|---|---|---|"
+table=$(printf '%s\n' "$header" "$rule" "${rows[@]}")
+echo
+echo "$table"
+echo
+
+cores=$(nproc)
+memory_gib=$(awk '/^MemTotal:/ { printf "%.1f", $2 / 1048576 }' /proc/meminfo)
+cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+filesystem=$(df -T "$work" | awk 'NR == 2 { print $2 }')
+etcd_version=$("$etcd" --version 2>/dev/null | awk '/etcd Version/ { print $3 }')
+kv_version=$("$kv_server" --version 2>/dev/null | awk '{ print $2 }')
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+# Only changes to code count: this page and other docs do not change the numbers.
+if ! git diff --quiet HEAD -- . ':(exclude)docs' ':(exclude)*.md' 2>/dev/null; then
+    commit+=" (with uncommitted changes)"
+fi
+kv_origin="at commit $commit"
+[[ -n ${KV_SERVER_BIN:-} ]] && kv_origin="from $KV_SERVER_BIN"
+
+mkdir -p "$(dirname "$output")"
+cat >"$output" <<EOF
+# Benchmarks: kv-server against etcd
+
+Written by \`make bench-compare\` (\`scripts/bench-compare.sh\`); each run
+overwrites this page.
+
+* **Date:** $(date -u '+%Y-%m-%d %H:%M UTC')
+* **Machine:** $cores cores ($cpu), $memory_gib GiB memory, data on $filesystem
+* **Versions:** etcd $etcd_version (Debian package etcd-server, JSON gateway);
+  kv-server $kv_version $kv_origin
+* **Command:** \`BENCH_SECONDS=$seconds BENCH_PUT_CONNECTIONS="$put_connections" BENCH_GET_CONNECTIONS=$get_connections BENCH_WATCHERS=$watchers BENCH_WATCH_KEYS=$watch_keys BENCH_REPLAY_RECORDS=$replay_records $command_line\`
+* **Run time:** $((elapsed / 60)) min $((elapsed % 60)) s; load average $load_before before,
+  $load_after after (anything above 0 before is other work on the machine)
+
+$table
+
+How it is measured:
+
+* One client, \`kv-bench\` (\`integration-tests/src/bin/kv-bench.rs\`), drives
+  both servers over HTTP/1.1 keep-alive: N connections, each with one request
+  in flight, for $seconds s per cell; the servers and the client share the
+  machine's $cores cores. etcd is driven through its JSON gateway
+  (\`POST /v3/kv/put\`, \`POST /v3/kv/range\`, base64 keys and values).
+* Writes are 256-byte values on 10,000 keys; reads are of those keys.
+  \`get stale\` is kv-server's \`consistency=stale\` against etcd's
+  \`serializable: true\`.
+* Both fsync every acknowledged write (etcd's default; kv-server's raft log).
+  Data directories are on the same $filesystem file system.
+* On three nodes the connections are spread over all members, as etcd's own
+  benchmark tool spreads its clients over the endpoints; followers forward.
+* ratio is kv-server's throughput over etcd's; p99 is the latency of
+  successful operations. The goals are those of issue 7.
+* watch: $(group "$watchers") long-poll watchers on HTTP/2 (4 connections), a
+  writer updating their keys at 100 writes/s; delivery latency runs from the
+  write's acknowledgement to the watcher's answer (a watcher woken before the
+  writer saw its answer counts as 0). Memory is the growth of the server's
+  VmRSS once every watcher waits.
+* replay and rebuild read every record of the compacted topic (the
+  $(group "$replay_records") loaded records plus the earlier cells' writes).
+  ${load_rate:+Loading them through the API ran at $(group "$load_rate") puts/s with 256 connections.}
+${three_node_note:+* Three nodes: $three_node_note.}
+EOF
+say "the table is in $output (the run took $((elapsed / 60)) min $((elapsed % 60)) s)"
