@@ -36,10 +36,10 @@
 //! ```
 
 pub mod api;
+pub mod bench;
 pub mod cluster;
 pub mod faults;
 pub mod kvctl;
-pub mod bench;
 mod server;
 
 pub use api::{call, error_of};

@@ -430,3 +430,65 @@ async fn a_crash_during_snapshot_install_is_recovered_at_restart() {
     assert_all_acked_present(&cluster, "s6b/", &during).await;
     assert_same_state(&cluster).await;
 }
+
+/// The client library through a leader's death: every write of a stream
+/// succeeds, and none is applied twice although some are retried on
+/// another node after the leader died with their answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_fails_over_when_the_leader_dies_and_applies_each_write_once() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = TestCluster::start(3, &[]).await;
+    let client = kv_client::Client::new(cluster.urls()).expect("loopback endpoints are valid");
+    let acked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let writer = tokio::spawn({
+        let client = client.clone();
+        let acked = std::sync::Arc::clone(&acked);
+        async move {
+            for n in 0..400 {
+                let written = client
+                    .put(&format!("client/{n:04}"), &json!({ "n": n }))
+                    .await
+                    .unwrap_or_else(|error| panic!("write {n} failed: {error}"));
+                assert_eq!(written.version, 1, "write {n} was applied twice");
+                acked.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acked.load(std::sync::atomic::Ordering::Acquire) < 100 {
+        assert!(
+            Instant::now() < deadline,
+            "the first 100 writes took over 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let leader = cluster.leader().await;
+    cluster.node_mut(leader).kill9().await;
+    tokio::time::timeout(Duration::from_secs(120), writer)
+        .await
+        .expect("the writes finish within 120 s")
+        .expect("every write succeeds exactly once");
+
+    cluster.wait_converged().await;
+    let survivor = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+    let keys = cluster.keys(survivor, "client/").await;
+    assert_eq!(keys.len(), 400);
+    let state = cluster.replayed_state(survivor).await;
+    for n in 0..400 {
+        let key = format!("client/{n:04}");
+        let (value, _) = &state[&key];
+        assert_eq!(value, &json!({ "n": n }));
+    }
+    // One record per key in the topic: no write was applied twice.
+    let records = reqwest::get(cluster.node(survivor).url("/v1/topic/records?from=0"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let client_records = records
+        .lines()
+        .filter(|line| line.contains("\"client/"))
+        .count();
+    assert_eq!(client_records, 400, "each write left exactly one record");
+}
