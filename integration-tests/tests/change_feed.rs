@@ -195,3 +195,43 @@ async fn a_reader_below_the_tombstone_floor_gets_410_and_one_above_it_sees_every
     );
     assert_eq!(latest.len(), 2, "{page}");
 }
+
+#[tokio::test]
+async fn a_full_page_of_other_keys_is_answered_at_once_with_more() {
+    let server = TestServer::start().await;
+    for n in 0..5 {
+        put(&server, &format!("other/{n}"), json!(n)).await;
+    }
+    let started = Instant::now();
+    let (status, page) = changes(&server, "from=0&prefix=mine/&limit=2&wait=5s").await;
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "a page that stopped at its limit did not wait"
+    );
+    assert_eq!(page["records"], json!([]));
+    assert_eq!(page["more"], json!(true), "{page}");
+    let next = page["next"].as_u64().unwrap();
+    let (_, last) = changes(&server, &format!("from={next}&prefix=mine/&limit=100")).await;
+    assert_eq!(last["more"], json!(false), "{last}");
+}
+
+#[tokio::test]
+async fn a_put_of_null_is_not_a_delete_in_the_feed() {
+    let server = TestServer::start().await;
+    put(&server, "nulls/put", Value::Null).await;
+    put(&server, "nulls/gone", json!(1)).await;
+    delete(&server, "nulls/gone").await;
+    let (_, page) = changes(&server, "from=0&prefix=nulls/").await;
+    let records = page["records"].as_array().unwrap();
+    let of = |key: &str| {
+        records
+            .iter()
+            .find(|record| record["key"] == key)
+            .unwrap_or_else(|| panic!("{key} in {page}"))
+            .clone()
+    };
+    assert_eq!(of("nulls/put")["deleted"], json!(false));
+    assert_eq!(of("nulls/put")["value"], Value::Null);
+    assert_eq!(of("nulls/gone")["deleted"], json!(true));
+}

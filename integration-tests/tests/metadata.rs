@@ -331,3 +331,36 @@ async fn the_node_reports_health_cluster_state_and_metrics() {
         "requests are counted by route, method and status"
     );
 }
+
+#[tokio::test]
+async fn a_retried_create_only_topic_write_returns_its_first_result() {
+    let server = TestServer::start().await;
+    let token = "0f8e7a52-3c1d-4b9e-9f21-6a5d4c3b2a10";
+    let send = || {
+        server
+            .client()
+            .put(server.url("/v1/topics/retried"))
+            .header("If-None-Match", "*")
+            .header("Idempotency-Key", token)
+            .json(&json!({"topicName": "retried", "readQueueNums": 4, "writeQueueNums": 4}))
+            .send()
+    };
+    let first = send().await.unwrap();
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+    let again = send().await.unwrap();
+    assert_eq!(again.status(), 201, "a retry answers the first result");
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["revision"], first["revision"]);
+
+    // Without the token, create-only on an existing topic still fails.
+    let other = server
+        .client()
+        .put(server.url("/v1/topics/retried"))
+        .header("If-None-Match", "*")
+        .json(&json!({"topicName": "retried", "readQueueNums": 4, "writeQueueNums": 4}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 412);
+}

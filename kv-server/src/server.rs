@@ -102,6 +102,7 @@ pub async fn serve(
         .pool_idle_timeout(Duration::from_secs(30))
         .build()
         .map_err(http_error)?;
+    let log_for_close = log.clone();
     let raft = Raft::new(
         config.node_id,
         Arc::new(raft_config),
@@ -170,6 +171,7 @@ pub async fn serve(
     crate::http::serve(listener, router(state), stop).await;
     info!("shutting down");
     let _ = raft.shutdown().await;
+    log_for_close.close().await?;
     drop(cleaner);
     store.checkpoint()?;
     info!("stopped");

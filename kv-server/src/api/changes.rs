@@ -48,12 +48,16 @@ pub struct RecordView {
     timestamp_ms: u64,
     key: String,
     value: Option<Box<RawValue>>,
+    /// Whether the record is a delete (a tombstone); a put of JSON `null`
+    /// also shows `"value": null`, but not `"deleted": true`.
+    deleted: bool,
     create_revision: Revision,
     version: u64,
 }
 
 impl RecordView {
     fn new(record: WriteRecord) -> Result<RecordView, ApiError> {
+        let deleted = record.value.is_none();
         let value = record
             .value
             .map(|bytes| {
@@ -73,6 +77,7 @@ impl RecordView {
             timestamp_ms: record.timestamp_ms,
             key: record.key,
             value,
+            deleted,
             create_revision: record.create_revision,
             version: record.version,
         })
@@ -104,6 +109,9 @@ struct ChangesView {
     records: Vec<RecordView>,
     /// Send this as `from` next.
     next: Revision,
+    /// Whether the page stopped at `limit` before the end of the topic:
+    /// ask again at once.
+    more: bool,
 }
 
 /// `GET /v1/changes?prefix=p&from=N&limit=n&wait=30s`: records after N,
@@ -128,7 +136,10 @@ async fn changes(
             .watch(WatchTarget::Prefix(prefix.clone()), from)
     });
     let mut page = read_changes(&state, &prefix, from, limit).await?;
-    if let (true, Some(wait), Some(waiter)) = (page.records.is_empty(), wait, waiter) {
+    // Wait only at the end of the topic: a full page of other keys' records
+    // is answered at once, so a reader far behind moves on.
+    let idle = page.records.is_empty() && !page.more;
+    if let (true, Some(wait), Some(waiter)) = (idle, wait, waiter) {
         let _ = tokio::time::timeout(wait, waiter).await;
         page = read_changes(&state, &prefix, from, limit).await?;
     }
@@ -153,6 +164,7 @@ async fn read_changes(
         let mut position_of: HashMap<String, usize> = HashMap::new();
         let mut read = 0;
         let mut next = from.max(revision);
+        let mut more = false;
         for record in store.topic.read_from(from + 1) {
             let record = record
                 .map_err(|error| ApiError::internal(format!("reading the topic: {error}")))?;
@@ -173,6 +185,7 @@ async fn read_changes(
             }
             if read == limit {
                 next = offset;
+                more = offset < revision;
                 break;
             }
         }
@@ -181,7 +194,11 @@ async fn read_changes(
             .into_iter()
             .map(RecordView::new)
             .collect::<Result<_, _>>()?;
-        Ok(ChangesView { records, next })
+        Ok(ChangesView {
+            records,
+            next,
+            more,
+        })
     })
     .await
     .map_err(|error| ApiError::internal(format!("change feed task failed: {error}")))?

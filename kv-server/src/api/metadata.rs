@@ -178,18 +178,34 @@ async fn put<T: Metadata>(
         None => Condition::Absent,
     };
     let asked = condition(&headers)?;
-    if asked != Condition::Always && asked != checked {
-        return Ok(write_response(
-            &key,
-            CommandResult::PreconditionFailed {
-                current_mod_revision: current.map(|entry| entry.mod_revision),
-            },
-        ));
-    }
+    let retry_token = idempotency_key(&headers)?;
     let value = serde_json::to_string(&config).expect("a validated config serializes");
+    if asked != Condition::Always && asked != checked {
+        if retry_token.is_none() {
+            return Ok(write_response(
+                &key,
+                CommandResult::PreconditionFailed {
+                    current_mod_revision: current.map(|entry| entry.mod_revision),
+                },
+            ));
+        }
+        // Perhaps a retry of a write that already applied (and changed what
+        // the condition sees): the state machine answers it from the dedupe
+        // table, or fails the condition as the check here would.
+        let command = Command {
+            timestamp_ms: compaction::now_ms(),
+            idempotency_key: retry_token,
+            op: Op::Put {
+                key: key.clone(),
+                value,
+                condition: asked,
+            },
+        };
+        return Ok(write_response(&key, propose(&state, command).await?));
+    }
     let command = Command {
         timestamp_ms: compaction::now_ms(),
-        idempotency_key: idempotency_key(&headers)?,
+        idempotency_key: retry_token,
         op: Op::Put {
             key: key.clone(),
             value,

@@ -67,6 +67,8 @@ enum FlushJob {
     },
     /// Answer once everything queued before is durable.
     Drain(oneshot::Sender<()>),
+    /// The committed id changed: write it (not flushed) once entries cover it.
+    Committed,
 }
 
 /// Writes queued appends to sled, flushing once per group, until every
@@ -94,6 +96,7 @@ async fn run_flusher(store: LogStore, mut jobs: mpsc::UnboundedReceiver<FlushJob
                 FlushJob::Drain(done) => {
                     let _ = done.send(());
                 }
+                FlushJob::Committed => {}
             }
         }
     }
@@ -144,9 +147,10 @@ impl LogStore {
             .iter()
             .filter_map(|job| match job {
                 FlushJob::Append { first, last, .. } => Some((*first, *last)),
-                FlushJob::Drain(_) => None,
+                FlushJob::Drain(_) | FlushJob::Committed => None,
             })
             .collect();
+        let must_flush = group.iter().any(|job| !matches!(job, FlushJob::Committed));
         let mut batch = sled::Batch::default();
         let mut batch_last = self.durable_last.load(Ordering::Acquire);
         {
@@ -170,7 +174,10 @@ impl LogStore {
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || {
             db.apply_batch(batch)?;
-            db.flush()
+            if must_flush {
+                db.flush()?;
+            }
+            Ok::<_, sled::Error>(())
         })
         .await
         .map_err(|join| {
@@ -205,6 +212,20 @@ impl LogStore {
         if self.flusher().send(FlushJob::Drain(done)).is_ok() {
             let _ = drained.await;
         }
+    }
+
+    /// Writes what is pending and the committed id, and flushes: for a
+    /// graceful stop.
+    pub async fn close(&self) -> Result<(), StoreError> {
+        self.drain().await;
+        let committed = *self.committed_id.lock().expect("not poisoned");
+        let durable = self.durable_last.load(Ordering::Acquire);
+        if let Some(committed) = committed.filter(|id| id.index <= durable) {
+            let bytes = serde_json::to_vec(&Some(committed)).expect("a log id serializes");
+            self.db.insert(COMMITTED_KEY, bytes)?;
+        }
+        self.db.flush_async().await?;
+        Ok(())
     }
 
     /// The committed index as last saved, shared.
@@ -335,6 +356,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             self.committed.store(id.index, Ordering::Release);
         }
         *self.committed_id.lock().expect("not poisoned") = committed;
+        let _ = self.flusher().send(FlushJob::Committed);
         Ok(())
     }
 
