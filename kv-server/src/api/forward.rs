@@ -108,6 +108,13 @@ pub async fn forward_writes(
     if read_only || request.headers().contains_key(FORWARDED_HEADER) {
         return next.run(request).await;
     }
+    // Boxed: the forwarding path holds an HTTP client's large future, and a
+    // parked long-poll passing through here should not carry its size.
+    Box::pin(route_write(state, request, next)).await
+}
+
+/// Serves a write here if this node leads, else passes it to the leader.
+async fn route_write(state: AppState, request: Request, next: Next) -> Response {
     let deadline = Instant::now() + Duration::from_millis(state.config.request_timeout_ms);
     let leader = match known_leader(&state) {
         Some(leader) => leader,
