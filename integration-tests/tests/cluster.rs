@@ -42,6 +42,25 @@ async fn assert_same_state(cluster: &TestCluster) {
     }
 }
 
+/// Three nodes that snapshot every 200 entries and keep only 10 behind a
+/// snapshot, so a follower down for a few hundred writes needs a snapshot;
+/// with the leader's id and a follower's.
+async fn cluster_with_frequent_snapshots() -> (TestCluster, u64, u64) {
+    let cluster = TestCluster::start(
+        3,
+        &[
+            "--snapshot-every",
+            "200",
+            "--snapshot-catchup-entries",
+            "10",
+        ],
+    )
+    .await;
+    let leader = cluster.leader().await;
+    let follower = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+    (cluster, leader, follower)
+}
+
 async fn get(url: &str, timeout: Duration) -> Result<(u16, Value), String> {
     let client = reqwest::Client::builder()
         .no_proxy()
@@ -143,18 +162,7 @@ async fn restarted_follower_catches_up_from_the_log() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarted_follower_catches_up_through_a_snapshot_when_the_log_was_purged() {
     let _serial = SERIAL.lock().await;
-    let mut cluster = TestCluster::start(
-        3,
-        &[
-            "--snapshot-every",
-            "200",
-            "--snapshot-catchup-entries",
-            "10",
-        ],
-    )
-    .await;
-    let leader = cluster.leader().await;
-    let follower = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+    let (mut cluster, leader, follower) = cluster_with_frequent_snapshots().await;
     let follower_last = cluster.status(follower).await.unwrap()["last_log_index"]
         .as_u64()
         .unwrap();
@@ -388,18 +396,7 @@ async fn membership_grows_and_shrinks_under_writes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_during_snapshot_install_is_recovered_at_restart() {
     let _serial = SERIAL.lock().await;
-    let mut cluster = TestCluster::start(
-        3,
-        &[
-            "--snapshot-every",
-            "200",
-            "--snapshot-catchup-entries",
-            "10",
-        ],
-    )
-    .await;
-    let leader = cluster.leader().await;
-    let follower = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+    let (mut cluster, _leader, follower) = cluster_with_frequent_snapshots().await;
     let load = WriteLoad::start(cluster.urls(), "s6a", 100, Duration::from_secs(60));
     load.wait_acked(100, Duration::from_secs(60)).await;
     let before = load.finish().await;

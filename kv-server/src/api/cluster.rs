@@ -193,6 +193,17 @@ fn membership_view(state: &AppState) -> Json<MembershipView> {
     })
 }
 
+/// The membership in force, as this node knows it.
+fn current_membership(state: &AppState) -> openraft::Membership<NodeId, Node> {
+    state
+        .raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .clone()
+}
+
 /// The log index of the membership in force.
 fn membership_log_index(state: &AppState) -> u64 {
     state
@@ -219,13 +230,7 @@ async fn add_member(
     })?;
     let addr = crate::config::check_node_url(&request.addr)
         .map_err(|why| ApiError::bad_field("invalid_addr", "addr", why))?;
-    let membership = state
-        .raft
-        .metrics()
-        .borrow()
-        .membership_config
-        .membership()
-        .clone();
+    let membership = current_membership(&state);
     let existing = membership.get_node(&request.id).cloned();
     let is_voter = membership.voter_ids().any(|voter| voter == request.id);
     if let Some(node) = &existing {
@@ -308,13 +313,7 @@ async fn remove_member(
     let id: NodeId = raw.parse().map_err(|_| {
         ApiError::bad_field("invalid_id", "id", format!("{raw:?} is not a node id"))
     })?;
-    let membership = state
-        .raft
-        .metrics()
-        .borrow()
-        .membership_config
-        .membership()
-        .clone();
+    let membership = current_membership(&state);
     if membership.get_node(&id).is_none() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
