@@ -188,6 +188,13 @@ pub async fn propose(state: &AppState, command: Command) -> Result<CommandResult
 /// up to the leader's commit index at that moment (the read index). On the
 /// leader that is openraft's own check; a follower asks the leader.
 pub async fn linearizable_barrier(state: &AppState) -> Result<(), ApiError> {
+    // Boxed: the follower path holds an HTTP client's large future, and a
+    // long-poll that passed the barrier should not carry its size while it
+    // waits.
+    Box::pin(read_barrier(state)).await
+}
+
+async fn read_barrier(state: &AppState) -> Result<(), ApiError> {
     let timeout = Duration::from_millis(state.config.request_timeout_ms);
     let deadline = tokio::time::Instant::now() + timeout;
     let mut leader = match forward::known_leader(state) {
