@@ -128,29 +128,5 @@ fn reader(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<Strin
 /// profile directory (`<target>/<profile>/kvctl`).
 pub fn kvctl_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        if let Some(path) = std::env::var_os("KVCTL_BIN") {
-            let path = PathBuf::from(path);
-            assert!(
-                path.is_file(),
-                "KVCTL_BIN is {}, which is not a file",
-                path.display()
-            );
-            return path;
-        }
-        let test_exe = std::env::current_exe().expect("the test executable has a path");
-        let profile_dir = test_exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("the test executable lives in <target>/<profile>/deps/");
-        let path = profile_dir.join(format!("kvctl{}", std::env::consts::EXE_SUFFIX));
-        assert!(
-            path.is_file(),
-            "the kvctl binary is not at {}: run `cargo build -p kv-client --bins` first \
-             (with the same profile and target directory as the tests), \
-             or set KVCTL_BIN to its path",
-            path.display()
-        );
-        path
-    })
+    BINARY.get_or_init(|| crate::server::workspace_binary("kvctl", "KVCTL_BIN", "kv-client"))
 }

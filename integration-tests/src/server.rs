@@ -390,31 +390,36 @@ impl Drop for TestServer {
 /// `<target>/<profile>/kv-server`).
 pub fn server_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        if let Some(path) = std::env::var_os("KV_SERVER_BIN") {
-            let path = PathBuf::from(path);
-            assert!(
-                path.is_file(),
-                "KV_SERVER_BIN is {}, which is not a file",
-                path.display()
-            );
-            return path;
-        }
-        let test_exe = std::env::current_exe().expect("the test executable has a path");
-        let profile_dir = test_exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("the test executable lives in <target>/<profile>/deps/");
-        let path = profile_dir.join(format!("kv-server{}", std::env::consts::EXE_SUFFIX));
+    BINARY.get_or_init(|| workspace_binary("kv-server", "KV_SERVER_BIN", "kv-server"))
+}
+
+/// A binary of the workspace: `$<env_var>` if set, else `name` in the
+/// profile directory the tests were built in; `package` names the cargo
+/// package that builds it, for the error message.
+pub fn workspace_binary(name: &str, env_var: &str, package: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(env_var) {
+        let path = PathBuf::from(path);
         assert!(
             path.is_file(),
-            "the kv-server binary is not at {}: run `cargo build -p kv-server` first \
-             (with the same profile and target directory as the tests), \
-             or set KV_SERVER_BIN to its path",
+            "{env_var} is {}, which is not a file",
             path.display()
         );
-        path
-    })
+        return path;
+    }
+    let test_exe = std::env::current_exe().expect("the test executable has a path");
+    let profile_dir = test_exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test executable lives in <target>/<profile>/deps/");
+    let path = profile_dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.is_file(),
+        "the {name} binary is not at {}: run `cargo build -p {package} --bins` first \
+         (with the same profile and target directory as the tests), \
+         or set {env_var} to its path",
+        path.display()
+    );
+    path
 }
 
 /// A loopback port nothing listens on right now.
