@@ -186,6 +186,18 @@ impl Segment {
         self.read_state().clone()
     }
 
+    /// Bytes of whole records and the first record's timestamp: what
+    /// rolling looks at, without copying the index.
+    pub fn fill(&self) -> (u64, Option<u64>) {
+        let state = self.read_state();
+        (state.size, state.first_timestamp_ms)
+    }
+
+    /// Offset of the first record, if any.
+    pub fn first_offset(&self) -> Option<Offset> {
+        self.read_state().first_offset()
+    }
+
     /// Bytes of whole records.
     pub fn size(&self) -> u64 {
         self.read_state().size

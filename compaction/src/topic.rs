@@ -178,16 +178,15 @@ impl Topic {
         }
         let writer = &mut *writer;
         let mut active = self.active();
-        let mut state = active.state();
+        let (mut active_size, mut active_first_ts) = active.fill();
         let mut run_start = 0;
         let mut run_bytes = 0u64;
         for (i, record) in records.iter().enumerate() {
             let frame_len = record.frame_len() as u64;
-            let size = state.size + run_bytes;
+            let size = active_size + run_bytes;
             let too_big = size > 0 && size + frame_len > self.config.segment_bytes;
-            let first_ts = state
-                .first_timestamp_ms
-                .or((run_bytes > 0).then_some(records[run_start].timestamp_ms));
+            let first_ts =
+                active_first_ts.or((run_bytes > 0).then_some(records[run_start].timestamp_ms));
             let too_old = first_ts.is_some_and(|first| {
                 record.timestamp_ms.saturating_sub(first) >= self.config.segment_ms
             });
@@ -195,7 +194,7 @@ impl Topic {
                 self.append_run(&active, &records[run_start..i], writer)?;
                 let next = writer.last_offset.map_or(0, |last| last + 1);
                 active = self.roll_to(&active, next)?;
-                state = active.state();
+                (active_size, active_first_ts) = active.fill();
                 run_start = i;
                 run_bytes = 0;
             }
@@ -214,9 +213,10 @@ impl Topic {
         Ok(())
     }
 
-    /// Makes every record appended so far durable (fsync).
+    /// Makes every record appended so far durable (fsync). Appends are not
+    /// held up meanwhile: earlier segments were made durable when they
+    /// rolled, and the fsync covers every write made before it.
     pub fn sync(&self) -> Result<()> {
-        let _writer = lock(&self.writer);
         self.active().sync()
     }
 
@@ -251,7 +251,7 @@ impl Topic {
     pub fn first_offset(&self) -> Option<Offset> {
         self.segments_snapshot()
             .iter()
-            .find_map(|segment| segment.state().first_offset())
+            .find_map(|segment| segment.first_offset())
     }
 
     /// The cleaner's tombstone floor: readers starting below it may miss deletes.
@@ -289,9 +289,7 @@ impl Topic {
         TopicStats {
             segments: segments.len(),
             bytes,
-            first_offset: segments
-                .iter()
-                .find_map(|segment| segment.state().first_offset()),
+            first_offset: segments.iter().find_map(|segment| segment.first_offset()),
             last_offset: self.last_offset(),
             active_base_offset: active[0].base_offset(),
             clean_offset: checkpoint.clean_offset,

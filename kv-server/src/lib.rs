@@ -6,6 +6,7 @@
 //!   snapshots in the topic's segment format.
 //! * [`watch`] — the long-poll registry.
 //! * [`network`] — Raft RPC to other nodes over HTTP.
+//! * [`read_index`] — read-index rounds shared by concurrent reads.
 //! * [`api`] — the axum routers, one module per area.
 //! * [`http`] — HTTP/1.1 and HTTP/2 serving with graceful shutdown.
 //! * [`server`] — start-up and shutdown.
@@ -26,6 +27,7 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod network;
+pub mod read_index;
 pub mod server;
 pub mod store;
 pub mod types;

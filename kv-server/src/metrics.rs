@@ -24,6 +24,13 @@ pub const LOG_FLUSH_ENTRIES: &str = "kv_raft_log_appends_per_flush";
 /// Name of the histogram of log entries applied per state-machine call.
 pub const APPLY_ENTRIES: &str = "kv_apply_entries_per_batch";
 
+/// Name of the histogram of the time one raft-log group takes to write
+/// and fsync.
+pub const LOG_FLUSH_SECONDS: &str = "kv_raft_log_flush_duration_seconds";
+
+/// Name of the histogram of the time one state-machine apply takes.
+pub const APPLY_SECONDS: &str = "kv_apply_duration_seconds";
+
 /// Appends-per-flush buckets.
 const GROUP_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0];
 

@@ -25,6 +25,7 @@ use openraft::{Snapshot, SnapshotMeta, Vote};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::store::log_store::Durability;
 use crate::types::{Node, NodeId, TypeConfig};
 
 /// Longest time spent connecting to a node before it counts as unreachable.
@@ -73,18 +74,23 @@ pub fn decode_snapshot(body: &[u8]) -> Result<(SnapshotPreamble, &[u8]), String>
 pub struct Network {
     http: reqwest::Client,
     node_id: NodeId,
+    durability: Durability,
 }
 
 impl Network {
-    /// The network of node `node_id`.
-    pub fn new(node_id: NodeId) -> Result<Self, reqwest::Error> {
+    /// The network of node `node_id`, whose raft log `durability` tracks.
+    pub fn new(node_id: NodeId, durability: Durability) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .no_proxy()
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(30))
             .build()?;
-        Ok(Network { http, node_id })
+        Ok(Network {
+            http,
+            node_id,
+            durability,
+        })
     }
 }
 
@@ -92,6 +98,7 @@ impl Network {
 pub struct Connection {
     http: reqwest::Client,
     node_id: NodeId,
+    durability: Durability,
     target: NodeId,
     addr: String,
 }
@@ -103,6 +110,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         Connection {
             http: self.http.clone(),
             node_id: self.node_id,
+            durability: self.durability.clone(),
             target,
             addr: node.addr.clone(),
         }
@@ -208,6 +216,14 @@ impl RaftNetwork<TypeConfig> for Connection {
         request: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
+        // The leader counts its own entries before they are on its disk;
+        // a follower must not apply up to a commit index until they are.
+        if let Some(commit) = &request.leader_commit {
+            self.durability
+                .wait_covers(commit.index)
+                .await
+                .map_err(|error| RPCError::Network(NetworkError::new(&error)))?;
+        }
         self.call("append", &request, &option).await
     }
 

@@ -70,8 +70,9 @@ pub async fn serve(
     };
     let config = Arc::new(config);
     let dirs = DataDirs::new(&config.data_dir);
-    let log = LogStore::open(&dirs.raft)?;
+    let log = LogStore::open(&dirs.raft, Some(config.node_id))?;
     let store = Arc::new(Store::open(&dirs, config.topic_config(), &log)?);
+    store.start_checkpointer()?;
     let committed = log.committed_index();
     crate::metrics::handle();
     let cleaner = CleanerHandle::spawn(
@@ -103,12 +104,13 @@ pub async fn serve(
         .build()
         .map_err(http_error)?;
     let log_for_close = log.clone();
+    let durability = log.durability();
     let raft = Raft::new(
         config.node_id,
         Arc::new(raft_config),
-        Network::new(config.node_id).map_err(http_error)?,
+        Network::new(config.node_id, durability.clone()).map_err(http_error)?,
         log,
-        StateMachine::new(Arc::clone(&store)),
+        StateMachine::new(Arc::clone(&store), durability),
     )
     .await
     .map_err(|error| ServerError::Raft(error.to_string()))?;
@@ -136,6 +138,7 @@ pub async fn serve(
         cleaner: Arc::clone(&cleaner),
         committed,
         peers: peers_http.clone(),
+        read_index: Default::default(),
     };
     info!(
         node_id = config.node_id,
@@ -292,7 +295,7 @@ pub fn rebuild(data_dir: &std::path::Path) -> Result<u64, ServerError> {
         std::fs::remove_dir_all(&dirs.view)
             .map_err(crate::error::StoreError::io("remove", &dirs.view))?;
     }
-    let log = LogStore::open(&dirs.raft)?;
+    let log = LogStore::open(&dirs.raft, None)?;
     let store = Store::open(&dirs, compaction::TopicConfig::default(), &log)?;
     let (applied, _) = store.view.applied_state()?;
     Ok(applied.map_or(0, |id| id.index))

@@ -30,6 +30,7 @@ use tracing::{debug, debug_span, Instrument};
 
 use crate::api::error::ApiError;
 use crate::config::Config;
+use crate::read_index::ReadIndexRounds;
 use crate::store::Store;
 use crate::types::{Command, CommandResult, Node, NodeId, Raft};
 
@@ -55,6 +56,8 @@ pub struct AppState {
     pub committed: Arc<std::sync::atomic::AtomicU64>,
     /// HTTP client for requests passed to other nodes (pooled).
     pub peers: reqwest::Client,
+    /// Read-index rounds, shared by the linearizable reads this node leads.
+    pub read_index: ReadIndexRounds,
 }
 
 /// The whole API: the public routes behind load shedding and the body
@@ -234,17 +237,35 @@ async fn read_barrier(state: &AppState) -> Result<(), ApiError> {
     ))
 }
 
-/// The leader's own read barrier; `None` when it turns out not to lead.
+/// The leader's own read barrier, in a read-index round shared with the
+/// reads that arrive meanwhile; `None` when it turns out not to lead.
 async fn local_read_barrier(
     state: &AppState,
     deadline: tokio::time::Instant,
 ) -> Result<Option<()>, ApiError> {
-    let check = Box::pin(state.raft.ensure_linearizable());
+    let check = Box::pin(state.read_index.read_log_id(&state.raft));
     match tokio::time::timeout_at(deadline, check).await {
         Err(_) => Err(ApiError::unavailable(
             "no quorum confirmed the read in time",
         )),
-        Ok(Ok(_)) => Ok(Some(())),
+        Ok(Ok((read, applied))) => {
+            let index = read.map_or(0, |id| id.index);
+            if applied.is_some_and(|id| id.index >= index) {
+                return Ok(Some(()));
+            }
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match state
+                .raft
+                .wait(Some(remaining))
+                .applied_index_at_least(Some(index), "read index")
+                .await
+            {
+                Ok(_) => Ok(Some(())),
+                Err(_) => Err(ApiError::unavailable(format!(
+                    "this node did not apply up to the read index {index} in time"
+                ))),
+            }
+        }
         Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => Ok(None),
         Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(error)))) => {
             Err(ApiError::unavailable(format!("no quorum: {error}")))

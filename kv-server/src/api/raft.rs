@@ -78,10 +78,11 @@ async fn snapshot(State(state): State<AppState>, body: Bytes) -> Response {
 }
 
 /// The leader's read index: the log index a follower must apply before it
-/// serves a linearizable read (confirmed by a quorum's heartbeats).
+/// serves a linearizable read (confirmed by a quorum's heartbeats, in a
+/// round shared with the reads that arrive meanwhile).
 async fn read_index(
     State(state): State<AppState>,
 ) -> Json<Result<u64, RaftError<NodeId, CheckIsLeaderError<NodeId, Node>>>> {
-    let reply = state.raft.get_read_log_id().await;
+    let reply = state.read_index.read_log_id(&state.raft).await;
     Json(reply.map(|(read, _applied)| read.map_or(0, |id| id.index)))
 }

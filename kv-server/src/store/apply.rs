@@ -13,6 +13,15 @@ use crate::types::{Command, CommandResult, Condition, Op, Revision};
 /// How long a write's idempotency key is remembered, by command timestamps.
 pub const IDEMPOTENCY_WINDOW_MS: u64 = 10 * 60 * 1000;
 
+/// Remembered writes are forgotten on every entry whose index is a multiple
+/// of this (a range scan is too dear for every entry); until then a lookup
+/// ignores those older than the window.
+const EXPIRY_EVERY_ENTRIES: u64 = 1024;
+/// How far behind the window an entry must be to be forgotten, so that a
+/// later command stamped by a leader whose clock is a little behind finds
+/// the same entries on every node.
+const EXPIRY_SLACK_MS: u64 = 60 * 1000;
+
 /// What applying one command produced.
 pub struct Applied {
     /// The command's result.
@@ -33,9 +42,15 @@ pub fn apply_command(
     revision: Revision,
     command: &Command,
 ) -> Result<Applied, StoreError> {
-    view.expire_idempotent_writes(command.timestamp_ms.saturating_sub(IDEMPOTENCY_WINDOW_MS))?;
+    let window_start = command.timestamp_ms.saturating_sub(IDEMPOTENCY_WINDOW_MS);
+    if revision % EXPIRY_EVERY_ENTRIES == 0 {
+        view.expire_idempotent_writes(window_start.saturating_sub(EXPIRY_SLACK_MS))?;
+    }
     if let Some(id) = &command.idempotency_key {
-        if let Some(first) = view.idempotent_write(id)? {
+        let first = view
+            .idempotent_write(id)?
+            .filter(|first| first.timestamp_ms >= window_start);
+        if let Some(first) = first {
             return Ok(Applied {
                 result: first.result,
                 record: None,

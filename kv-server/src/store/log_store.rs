@@ -14,6 +14,16 @@
 //! openraft's core never waits on the disk to take the next write.
 //! Truncation waits for the flusher to drain first, so it never races a
 //! write of the entries it removes.
+//!
+//! openraft 0.9 waits for each append's callback before it takes the next
+//! client write, so a leader that reported its own proposals only once
+//! flushed would pay one fsync per write. A leader's own proposals are
+//! therefore reported written at once and flushed with the next group;
+//! nothing of them can be seen before they are durable here, because the
+//! state machine applies an entry only once [`Durability`] covers it and
+//! the network tells followers a commit index only once it does (see
+//! `docs/decisions.md`). Entries from another leader (a follower's appends)
+//! are reported only once flushed, as Raft requires.
 
 // openraft's trait methods return its large `StorageError`; the helpers
 // here return the same type so errors pass through unchanged.
@@ -30,10 +40,76 @@ use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader, StorageIOError, Vote};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::StoreError;
 use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
+
+/// How far the raft log is durable on this node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Durable {
+    /// One past the last durable index (0: nothing is).
+    end: u64,
+    /// Writing the log failed: nothing more will become durable.
+    failed: bool,
+}
+
+/// A shared view of how far the raft log is durable, for those who must not
+/// act on an entry before it is: the state machine and the network.
+#[derive(Clone, Debug)]
+pub struct Durability {
+    state: Arc<watch::Sender<Durable>>,
+}
+
+impl Durability {
+    fn new(end: u64) -> Durability {
+        Durability {
+            state: Arc::new(watch::Sender::new(Durable { end, failed: false })),
+        }
+    }
+
+    /// One past the last durable index.
+    fn end(&self) -> u64 {
+        self.state.borrow().end
+    }
+
+    fn advance_to(&self, end: u64) {
+        self.state.send_if_modified(|durable| {
+            let advanced = end > durable.end;
+            durable.end = durable.end.max(end);
+            advanced
+        });
+    }
+
+    fn truncate_to(&self, end: u64) {
+        self.state.send_if_modified(|durable| {
+            let truncated = end < durable.end;
+            durable.end = durable.end.min(end);
+            truncated
+        });
+    }
+
+    fn fail(&self) {
+        self.state.send_modify(|durable| durable.failed = true);
+    }
+
+    /// Waits until the entry at `index` is durable; an error once writing
+    /// the log has failed.
+    pub async fn wait_covers(&self, index: u64) -> Result<(), StoreError> {
+        let mut state = self.state.subscribe();
+        let durable = *state
+            .wait_for(|durable| durable.failed || durable.end > index)
+            .await
+            .map_err(|_| StoreError::Corrupt("the raft log is closed".into()))?;
+        if durable.end > index {
+            Ok(())
+        } else {
+            Err(StoreError::Corrupt(format!(
+                "the raft log cannot be written, so entry {index} never became durable"
+            )))
+        }
+    }
+}
 
 const ENTRY_PREFIX: u8 = b'l';
 const VOTE_KEY: &[u8] = b"s:vote";
@@ -49,8 +125,13 @@ pub struct LogStore {
     /// The last committed log id openraft saved; written with the next
     /// group of entries that covers it.
     committed_id: Arc<Mutex<Option<LogId>>>,
-    /// The last log index known to be durable.
-    durable_last: Arc<AtomicU64>,
+    /// How far the log is durable.
+    durable: Durability,
+    /// This node's id: appends of entries it proposed as the current leader
+    /// are reported written before they are flushed.
+    node_id: Option<NodeId>,
+    /// The vote as last saved.
+    vote: Arc<Mutex<Option<Vote<NodeId>>>>,
     /// Appended entries not yet written to sled, by index.
     pending: Arc<Mutex<BTreeMap<u64, Entry>>>,
     /// The group-commit flusher, started by the first append.
@@ -59,11 +140,12 @@ pub struct LogStore {
 
 /// Work for the flusher.
 enum FlushJob {
-    /// Write the pending entries `first..=last`, flush, then call back.
+    /// Write the pending entries `first..=last`, flush, then call back
+    /// (unless openraft was answered at once).
     Append {
         first: u64,
         last: u64,
-        callback: LogFlushed<TypeConfig>,
+        callback: Option<LogFlushed<TypeConfig>>,
     },
     /// Answer once everything queued before is durable.
     Drain(oneshot::Sender<()>),
@@ -76,7 +158,10 @@ enum FlushJob {
 async fn run_flusher(store: LogStore, mut jobs: mpsc::UnboundedReceiver<FlushJob>) {
     let mut group = Vec::new();
     while jobs.recv_many(&mut group, usize::MAX).await > 0 {
+        let started = std::time::Instant::now();
         let written = store.write_pending(&group).await;
+        ::metrics::histogram!(crate::metrics::LOG_FLUSH_SECONDS)
+            .record(started.elapsed().as_secs_f64());
         let appends = group
             .iter()
             .filter(|job| matches!(job, FlushJob::Append { .. }))
@@ -91,7 +176,9 @@ async fn run_flusher(store: LogStore, mut jobs: mpsc::UnboundedReceiver<FlushJob
                             "writing the raft log failed: {error}"
                         ))),
                     };
-                    callback.log_io_completed(outcome);
+                    if let Some(callback) = callback {
+                        callback.log_io_completed(outcome);
+                    }
                 }
                 FlushJob::Drain(done) => {
                     let _ = done.send(());
@@ -117,14 +204,17 @@ fn write_error(error: impl std::error::Error + 'static) -> StorageError {
 }
 
 impl LogStore {
-    /// Opens (or creates) the raft log in `dir`.
-    pub fn open(dir: &Path) -> Result<LogStore, StoreError> {
+    /// Opens (or creates) the raft log of node `node_id` in `dir`; without
+    /// a node id (offline tools), every append waits for its flush.
+    pub fn open(dir: &Path, node_id: Option<NodeId>) -> Result<LogStore, StoreError> {
         let db = crate::store::open_sled(dir, true)?;
-        let store = LogStore {
+        let mut store = LogStore {
             db,
             committed: Arc::new(AtomicU64::new(0)),
             committed_id: Arc::new(Mutex::new(None)),
-            durable_last: Arc::new(AtomicU64::new(0)),
+            durable: Durability::new(0),
+            node_id,
+            vote: Arc::new(Mutex::new(None)),
             pending: Arc::new(Mutex::new(BTreeMap::new())),
             flusher: Arc::new(OnceLock::new()),
         };
@@ -133,10 +223,41 @@ impl LogStore {
             store.committed.store(committed.index, Ordering::Release);
             *store.committed_id.lock().expect("not poisoned") = Some(committed);
         }
-        if let Ok(Some(last)) = store.last_entry_id() {
-            store.durable_last.store(last.index, Ordering::Release);
-        }
+        let vote = store
+            .get_json::<Vote<NodeId>>(VOTE_KEY)
+            .map_err(|e| StoreError::Corrupt(format!("the saved vote is unreadable: {e}")))?;
+        *store.vote.lock().expect("not poisoned") = vote;
+        let purged = store
+            .get_json::<LogId>(PURGED_KEY)
+            .map_err(|e| StoreError::Corrupt(format!("the purged log id is unreadable: {e}")))?;
+        let last = store
+            .last_entry_id()
+            .map_err(|e| StoreError::Corrupt(format!("the last log entry is unreadable: {e}")))?
+            .max(purged);
+        store.durable = Durability::new(last.map_or(0, |id| id.index + 1));
         Ok(store)
+    }
+
+    /// How far the log is durable, shared.
+    pub fn durability(&self) -> Durability {
+        self.durable.clone()
+    }
+
+    /// Whether `entries` are this node's own proposals as the leader of the
+    /// saved vote: a committed vote for this node, and every entry made in
+    /// that leadership.
+    fn proposed_by_this_leader(&self, entries: &[Entry]) -> bool {
+        let Some(node_id) = self.node_id else {
+            return false;
+        };
+        let vote = *self.vote.lock().expect("not poisoned");
+        let Some(vote) = vote.filter(|vote| vote.committed && vote.leader_id.node_id == node_id)
+        else {
+            return false;
+        };
+        entries
+            .iter()
+            .all(|entry| entry.log_id.leader_id == vote.leader_id)
     }
 
     /// Writes the pending entries the append jobs of `group` name (and the
@@ -152,27 +273,27 @@ impl LogStore {
             .collect();
         let must_flush = group.iter().any(|job| !matches!(job, FlushJob::Committed));
         let mut batch = sled::Batch::default();
-        let mut batch_last = self.durable_last.load(Ordering::Acquire);
+        let mut batch_end = self.durable.end();
         {
             let pending = self.pending.lock().expect("not poisoned");
             for (first, last) in &ranges {
                 for (index, entry) in pending.range(first..=last) {
                     let bytes = serde_json::to_vec(entry).expect("an entry serializes");
                     batch.insert(&entry_key(*index), bytes);
-                    batch_last = batch_last.max(*index);
+                    batch_end = batch_end.max(*index + 1);
                 }
             }
         }
         // The committed id goes with the entries it covers, never ahead.
         let committed = *self.committed_id.lock().expect("not poisoned");
-        if let Some(committed) = committed.filter(|id| id.index <= batch_last) {
+        if let Some(committed) = committed.filter(|id| id.index < batch_end) {
             let bytes = serde_json::to_vec(&Some(committed)).expect("a log id serializes");
             batch.insert(COMMITTED_KEY, bytes);
         }
         // sled may block a write while it flushes: keep that off the
         // async workers, which serve requests and run openraft's core.
         let db = self.db.clone();
-        tokio::task::spawn_blocking(move || {
+        let written = tokio::task::spawn_blocking(move || {
             db.apply_batch(batch)?;
             if must_flush {
                 db.flush()?;
@@ -180,10 +301,14 @@ impl LogStore {
             Ok::<_, sled::Error>(())
         })
         .await
-        .map_err(|join| {
-            sled::Error::ReportableBug(format!("raft log flush task failed: {join}"))
-        })??;
-        self.durable_last.fetch_max(batch_last, Ordering::AcqRel);
+        .map_err(|join| sled::Error::ReportableBug(format!("raft log flush task failed: {join}")))
+        .and_then(|written| written);
+        if let Err(error) = &written {
+            tracing::error!(%error, "writing the raft log failed; this node stops applying");
+            self.durable.fail();
+            return written;
+        }
+        self.durable.advance_to(batch_end);
         let mut pending = self.pending.lock().expect("not poisoned");
         for (first, last) in &ranges {
             let written: Vec<u64> = pending
@@ -219,8 +344,8 @@ impl LogStore {
     pub async fn close(&self) -> Result<(), StoreError> {
         self.drain().await;
         let committed = *self.committed_id.lock().expect("not poisoned");
-        let durable = self.durable_last.load(Ordering::Acquire);
-        if let Some(committed) = committed.filter(|id| id.index <= durable) {
+        let durable_end = self.durable.end();
+        if let Some(committed) = committed.filter(|id| id.index < durable_end) {
             let bytes = serde_json::to_vec(&Some(committed)).expect("a log id serializes");
             self.db.insert(COMMITTED_KEY, bytes)?;
         }
@@ -291,15 +416,23 @@ impl LogStore {
             Bound::Excluded(&index) => Bound::Excluded(entry_key(index)),
             Bound::Unbounded => Bound::Included(entry_key(u64::MAX)),
         };
+        // Pending entries first: the flusher drops an entry from the table
+        // only after writing it to sled, so one not found there is in sled.
+        let pending: Vec<Entry> = self
+            .pending
+            .lock()
+            .expect("not poisoned")
+            .range(range)
+            .map(|(_, entry)| entry.clone())
+            .collect();
         let mut entries: BTreeMap<u64, Entry> = BTreeMap::new();
         for item in self.db.range((Bound::Included(start), end)) {
             let (_, bytes) = item.map_err(read_error)?;
             let entry: Entry = serde_json::from_slice(&bytes).map_err(read_error)?;
             entries.insert(entry.log_id.index, entry);
         }
-        let pending = self.pending.lock().expect("not poisoned");
-        for (index, entry) in pending.range(range) {
-            entries.insert(*index, entry.clone());
+        for entry in pending {
+            entries.insert(entry.log_id.index, entry);
         }
         Ok(entries.into_values().collect())
     }
@@ -328,7 +461,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let last_purged_log_id: Option<LogId> = self.get_json(PURGED_KEY)?;
-        let last_log_id = self.last_entry_id()?.or(last_purged_log_id);
+        // Entries at or below the purged id may outlive a crash in the
+        // middle of their removal: the purged id still bounds the log.
+        let last_log_id = self.last_entry_id()?.max(last_purged_log_id);
         Ok(LogState {
             last_purged_log_id,
             last_log_id,
@@ -342,7 +477,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
         self.put_json_flushed(VOTE_KEY, vote)
             .await
-            .map_err(|e| StorageIOError::write_vote(&e).into())
+            .map_err(|e| StorageIOError::write_vote(&e))?;
+        *self.vote.lock().expect("not poisoned") = Some(*vote);
+        Ok(())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
@@ -373,19 +510,25 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let (mut first, mut last) = (None, 0);
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+            callback.log_io_completed(Ok(()));
+            return Ok(());
+        };
+        let (first, last) = (first.log_id.index, last.log_id.index);
+        let own = self.proposed_by_this_leader(&entries);
         {
             let mut pending = self.pending.lock().expect("not poisoned");
             for entry in entries {
-                let index = entry.log_id.index;
-                first.get_or_insert(index);
-                last = index;
-                pending.insert(index, entry);
+                pending.insert(entry.log_id.index, entry);
             }
         }
-        let Some(first) = first else {
+        let callback = if own {
+            // Seen by nobody until durable: see the module's comment.
             callback.log_io_completed(Ok(()));
-            return Ok(());
+            None
+        } else {
+            Some(callback)
         };
         let job = FlushJob::Append {
             first,
@@ -395,7 +538,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         if let Err(mpsc::error::SendError(job)) = self.flusher().send(job) {
             // The flusher is gone (shutting down): write here instead.
             let written = self.write_pending(std::slice::from_ref(&job)).await;
-            if let FlushJob::Append { callback, .. } = job {
+            if let FlushJob::Append {
+                callback: Some(callback),
+                ..
+            } = job
+            {
                 callback.log_io_completed(written.map_err(std::io::Error::other));
             }
         }
@@ -408,8 +555,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .lock()
             .expect("not poisoned")
             .retain(|index, _| *index < log_id.index);
-        self.durable_last
-            .fetch_min(log_id.index.saturating_sub(1), Ordering::AcqRel);
+        self.durable.truncate_to(log_id.index);
         let mut batch = sled::Batch::default();
         for item in self.db.range(entry_key(log_id.index)..=entry_key(u64::MAX)) {
             let (key, _) = item.map_err(read_error)?;
@@ -422,12 +568,25 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         self.put_json_flushed(PURGED_KEY, &log_id).await?;
-        let mut batch = sled::Batch::default();
-        for item in self.db.range(entry_key(0)..=entry_key(log_id.index)) {
-            let (key, _) = item.map_err(read_error)?;
-            batch.remove(key);
-        }
-        self.db.apply_batch(batch).map_err(write_error)?;
+        // Once the purged id is saved, nothing reads at or below it: the
+        // entries are removed in the background, so that removing tens of
+        // thousands of them does not hold up openraft's core.
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut batch = sled::Batch::default();
+            for item in db.range(entry_key(0)..=entry_key(log_id.index)) {
+                match item {
+                    Ok((key, _)) => batch.remove(key),
+                    Err(error) => {
+                        tracing::warn!(%error, "reading the raft log to purge it failed");
+                        return;
+                    }
+                }
+            }
+            if let Err(error) = db.apply_batch(batch) {
+                tracing::warn!(%error, upto = log_id.index, "purging the raft log failed");
+            }
+        });
         Ok(())
     }
 }

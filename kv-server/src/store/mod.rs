@@ -20,8 +20,9 @@ pub mod view;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::mpsc::{RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use compaction::{Topic, TopicConfig};
 use openraft::EntryPayload;
@@ -56,6 +57,11 @@ const REPLAY_BATCH_RECORDS: usize = 10_000;
 /// Longest time between two checkpoints (topic fsync, then view flush)
 /// while entries are applied.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+/// Unsealed view changes at which the checkpointer is woken early.
+const CHECKPOINT_CHANGES: usize = 8_192;
+/// Unsealed view changes at which apply checkpoints by itself, in case no
+/// checkpointer runs or it falls behind: a bound on the view's memory.
+const CHECKPOINT_CHANGES_INLINE: usize = 8 * CHECKPOINT_CHANGES;
 
 /// The directories of a data dir.
 #[derive(Clone, Debug)]
@@ -94,8 +100,11 @@ pub struct Store {
     pub snapshot_dir: PathBuf,
     /// The last applied log index: the store's revision.
     revision: AtomicU64,
-    /// When the topic and the view were last made durable.
-    last_checkpoint: Mutex<Instant>,
+    /// Held while the view is written out (checkpoint, rebuild), so that
+    /// they take turns.
+    writing_out: Mutex<()>,
+    /// Wakes the checkpointer, once started.
+    checkpointer: OnceLock<SyncSender<()>>,
 }
 
 impl Store {
@@ -122,7 +131,8 @@ impl Store {
             watches: Arc::new(WatchRegistry::new()),
             snapshot_dir: dirs.snapshot.clone(),
             revision: AtomicU64::new(0),
-            last_checkpoint: Mutex::new(Instant::now()),
+            writing_out: Mutex::new(()),
+            checkpointer: OnceLock::new(),
         };
         if installing_marker(&dirs.snapshot).exists() {
             let snapshot = SnapshotFile::load(&dirs.snapshot)?.ok_or_else(|| {
@@ -155,9 +165,10 @@ impl Store {
     /// batch, then wakes the watchers of the changed keys.
     ///
     /// Neither is fsynced here: the raft log is the durable record, and a
-    /// crash re-applies from it. A checkpoint at most every second (and
-    /// before every snapshot) makes the topic durable first and the view
-    /// second, so the durable view is never ahead of the durable topic.
+    /// crash re-applies from it. A checkpoint at least every second (and
+    /// before every snapshot), off this path, makes the topic durable first
+    /// and the view second, so the durable view is never ahead of the
+    /// durable topic.
     pub fn apply_entries(&self, entries: Vec<Entry>) -> Result<Vec<CommandResult>, StoreError> {
         let Some(last) = entries.last().map(|entry| entry.log_id) else {
             return Ok(Vec::new());
@@ -192,27 +203,64 @@ impl Store {
         if !records.is_empty() {
             self.topic.append(&records)?;
         }
-        self.view.commit(batch)?;
-        let due =
-            self.last_checkpoint.lock().expect("not poisoned").elapsed() >= CHECKPOINT_INTERVAL;
-        if due {
-            self.checkpoint()?;
-        }
+        let unsealed = self.view.commit(batch);
         self.revision.store(last.index, Ordering::Release);
         self.watches.notify(
             changes
                 .iter()
                 .map(|(key, revision)| (key.as_str(), *revision)),
         );
+        if unsealed >= CHECKPOINT_CHANGES_INLINE {
+            self.checkpoint()?;
+        } else if unsealed >= CHECKPOINT_CHANGES {
+            if let Some(checkpointer) = self.checkpointer.get() {
+                let _ = checkpointer.try_send(());
+            }
+        }
         Ok(results)
     }
 
     /// Makes everything applied durable: the topic first, then the view, so
     /// the view's durable applied index never passes the durable topic.
+    ///
+    /// The view's changes are sealed first; every record of the entries
+    /// sealed was appended to the topic before, so the topic's fsync covers
+    /// them, and the view writes no more than was sealed.
     pub fn checkpoint(&self) -> Result<(), StoreError> {
+        let _turn = self.writing_out.lock().expect("not poisoned");
+        self.view.seal();
         self.topic.sync()?;
         self.view.flush()?;
-        *self.last_checkpoint.lock().expect("not poisoned") = Instant::now();
+        Ok(())
+    }
+
+    /// Starts a thread that checkpoints at least every second, and sooner
+    /// when many view changes are unwritten; it stops when the store is
+    /// dropped.
+    pub fn start_checkpointer(self: &Arc<Self>) -> Result<(), StoreError> {
+        let (wake, woken) = std::sync::mpsc::sync_channel(1);
+        if self.checkpointer.set(wake).is_err() {
+            return Ok(());
+        }
+        let store = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("view-checkpoint".into())
+            .spawn(move || loop {
+                if let Err(RecvTimeoutError::Disconnected) = woken.recv_timeout(CHECKPOINT_INTERVAL)
+                {
+                    return;
+                }
+                let Some(store) = store.upgrade() else {
+                    return;
+                };
+                if let Err(error) = store.checkpoint() {
+                    warn!(%error, "checkpoint failed; retrying");
+                }
+            })
+            .map_err(StoreError::io(
+                "spawn the checkpoint thread",
+                &self.snapshot_dir,
+            ))?;
         Ok(())
     }
 
@@ -243,6 +291,7 @@ impl Store {
         membership: StoredMembership,
     ) -> Result<u64, StoreError> {
         let started = std::time::Instant::now();
+        let _turn = self.writing_out.lock().expect("not poisoned");
         self.view.clear()?;
         self.view.set_rebuilding(true)?;
         let mut replayed = 0u64;
@@ -253,7 +302,8 @@ impl Store {
             replayed += 1;
             if replayed % REPLAY_BATCH_RECORDS as u64 == 0 {
                 self.view
-                    .commit(std::mem::replace(&mut batch, self.view.batch()))?;
+                    .commit(std::mem::replace(&mut batch, self.view.batch()));
+                self.view.write_out()?;
                 info!(replayed, "rebuilding the view");
             }
         }
@@ -261,9 +311,8 @@ impl Store {
             batch.set_applied(applied);
         }
         batch.set_membership(&membership);
-        self.view.commit(batch)?;
+        self.view.commit(batch);
         self.view.set_rebuilding(false)?;
-        self.view.flush()?;
         info!(
             replayed,
             elapsed_ms = started.elapsed().as_millis() as u64,

@@ -14,6 +14,7 @@ use openraft::{OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageIOError};
 use tracing::info;
 
 use crate::error::StoreError;
+use crate::store::log_store::Durability;
 use crate::store::snapshot::{SnapshotFile, SnapshotHeader};
 use crate::store::Store;
 use crate::types::{
@@ -24,12 +25,14 @@ use crate::types::{
 #[derive(Clone)]
 pub struct StateMachine {
     store: Arc<Store>,
+    durability: Durability,
 }
 
 impl StateMachine {
-    /// A state machine over `store`.
-    pub fn new(store: Arc<Store>) -> Self {
-        StateMachine { store }
+    /// A state machine over `store`, applying entries once the raft log
+    /// `durability` tracks holds them durably.
+    pub fn new(store: Arc<Store>, durability: Durability) -> Self {
+        StateMachine { store, durability }
     }
 }
 
@@ -98,10 +101,24 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
+        // A leader's own entries may be committed before its log has them
+        // on disk; nothing may see them until it has.
+        if let Some(last) = entries.last() {
+            self.durability
+                .wait_covers(last.log_id.index)
+                .await
+                .map_err(sm_error)?;
+        }
         let store = Arc::clone(&self.store);
-        blocking(move || store.apply_entries(entries))
-            .await
-            .map_err(sm_error)
+        blocking(move || {
+            let started = std::time::Instant::now();
+            let results = store.apply_entries(entries);
+            ::metrics::histogram!(crate::metrics::APPLY_SECONDS)
+                .record(started.elapsed().as_secs_f64());
+            results
+        })
+        .await
+        .map_err(sm_error)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {

@@ -13,10 +13,24 @@
 //! ```
 //!
 //! Only the state machine writes (through [`ViewBatch`]); HTTP handlers read
-//! concurrently, which sled makes safe without locks of ours.
+//! concurrently.
+//!
+//! Committed batches are written behind: they go to an in-memory layer of
+//! unwritten changes, which every read consults before sled. A checkpoint
+//! seals that layer (new commits start a fresh one) and writes it to sled
+//! in one batch. sled makes every batch atomic by writing its I/O buffer
+//! out at once, which costs more than applying one log entry; one batch per
+//! many entries keeps that off each write. A sealed layer carries the
+//! applied id of the last entry it covers, so sled always holds the state
+//! after a whole prefix of the log.
+//!
+//! Reads look at the layer being filled, then the sealed one, then sled: a
+//! change leaves a layer only after sled has it.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::path::Path;
+use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -82,10 +96,24 @@ pub struct IdempotentWrite {
     pub result: CommandResult,
 }
 
+/// Changes committed but not yet written to sled, by raw key: `None` for a
+/// removed key.
+type Unwritten = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// The changes not yet in sled.
+#[derive(Debug, Default)]
+struct Layers {
+    /// Where commits go.
+    active: Unwritten,
+    /// Sealed by a checkpoint, being written to sled.
+    sealed: Arc<Unwritten>,
+}
+
 /// The sled view.
 #[derive(Clone, Debug)]
 pub struct View {
     db: sled::Db,
+    layers: Arc<RwLock<Layers>>,
 }
 
 fn key_of(key: &str) -> Vec<u8> {
@@ -116,13 +144,61 @@ impl View {
     /// Opens (or creates) the view in `dir`.
     pub fn open(dir: &Path) -> Result<View, StoreError> {
         let db = crate::store::open_sled(dir, false)?;
-        Ok(View { db })
+        Ok(View {
+            db,
+            layers: Arc::new(RwLock::new(Layers::default())),
+        })
+    }
+
+    /// The value under the raw key `raw`: unwritten changes first, then sled.
+    fn raw_get(&self, raw: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        {
+            let layers = self.layers.read().expect("not poisoned");
+            if let Some(value) = layers.active.get(raw).or_else(|| layers.sealed.get(raw)) {
+                return Ok(value.clone());
+            }
+        }
+        Ok(self.db.get(raw)?.map(|bytes| bytes.to_vec()))
+    }
+
+    /// Raw keys and values from `start` (included) while they start with
+    /// `prefix`, in key order: sled merged with the unwritten changes taken
+    /// when the scan starts.
+    fn raw_scan<'a>(
+        &'a self,
+        start: Vec<u8>,
+        prefix: &'a [u8],
+    ) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>> + 'a {
+        let mut overlay = Unwritten::new();
+        {
+            let layers = self.layers.read().expect("not poisoned");
+            // The sealed layer first: the active one is newer.
+            for layer in [&*layers.sealed, &layers.active] {
+                let range = layer
+                    .range::<[u8], _>((Bound::Included(start.as_slice()), Bound::Unbounded))
+                    .take_while(|(raw, _)| raw.starts_with(prefix));
+                for (raw, value) in range {
+                    overlay.insert(raw.clone(), value.clone());
+                }
+            }
+        }
+        MergedScan {
+            stored: self
+                .db
+                .range(start..)
+                .take_while(move |item| match item {
+                    Ok((raw, _)) => raw.starts_with(prefix),
+                    Err(_) => true,
+                })
+                .peekable(),
+            overlay: overlay.into_iter().peekable(),
+        }
     }
 
     /// The entry of `key`, if it exists.
     pub fn get(&self, key: &str) -> Result<Option<KeyEntry>, StoreError> {
         let raw = key_of(key);
-        match self.db.get(&raw)? {
+        match self.raw_get(&raw)? {
             Some(bytes) => Ok(Some(KeyEntry::decode(&raw[1..], &bytes)?)),
             None => Ok(None),
         }
@@ -146,11 +222,8 @@ impl View {
             }
             _ => raw_prefix.clone(),
         };
-        for item in self.db.range(start..) {
+        for item in self.raw_scan(start, &raw_prefix) {
             let (raw, bytes) = item?;
-            if !raw.starts_with(&raw_prefix) {
-                break;
-            }
             if out.len() == limit {
                 return Ok((out, true));
             }
@@ -162,7 +235,7 @@ impl View {
 
     /// Every key and entry, in key order.
     pub fn entries(&self) -> impl Iterator<Item = Result<(String, KeyEntry), StoreError>> + '_ {
-        self.db.scan_prefix([KEY_PREFIX]).map(|item| {
+        self.raw_scan(vec![KEY_PREFIX], &[KEY_PREFIX]).map(|item| {
             let (raw, bytes) = item?;
             let entry = KeyEntry::decode(&raw[1..], &bytes)?;
             Ok((String::from_utf8_lossy(&raw[1..]).into_owned(), entry))
@@ -171,13 +244,13 @@ impl View {
 
     /// The last applied log id and the membership as of it.
     pub fn applied_state(&self) -> Result<(Option<LogId>, StoredMembership), StoreError> {
-        let applied = match self.db.get(APPLIED_KEY)? {
+        let applied = match self.raw_get(APPLIED_KEY)? {
             Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
                 StoreError::Corrupt(format!("view's applied log id is unreadable: {e}"))
             })?,
             None => None,
         };
-        let membership = match self.db.get(MEMBERSHIP_KEY)? {
+        let membership = match self.raw_get(MEMBERSHIP_KEY)? {
             Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
                 StoreError::Corrupt(format!("view's membership is unreadable: {e}"))
             })?,
@@ -189,7 +262,7 @@ impl View {
     /// Every remembered idempotent write.
     pub fn idempotent_writes(&self) -> Result<BTreeMap<Uuid, IdempotentWrite>, StoreError> {
         let mut out = BTreeMap::new();
-        for item in self.db.scan_prefix([IDEMPOTENCY_PREFIX]) {
+        for item in self.raw_scan(vec![IDEMPOTENCY_PREFIX], &[IDEMPOTENCY_PREFIX]) {
             let (raw, bytes) = item?;
             let id = Uuid::from_slice(&raw[1..])
                 .map_err(|e| StoreError::Corrupt(format!("bad idempotency key in view: {e}")))?;
@@ -204,30 +277,66 @@ impl View {
     pub fn batch(&self) -> ViewBatch<'_> {
         ViewBatch {
             view: self,
-            batch: sled::Batch::default(),
             pending: BTreeMap::new(),
         }
     }
 
-    /// Applies a batch atomically.
-    pub fn commit(&self, batch: ViewBatch<'_>) -> Result<(), StoreError> {
-        self.db.apply_batch(batch.batch)?;
-        Ok(())
+    /// Commits a batch: readers see all of it from now on, and it reaches
+    /// sled whole, with the batches committed after it up to the next seal.
+    /// Returns how many changes are not sealed yet.
+    pub fn commit(&self, batch: ViewBatch<'_>) -> usize {
+        let mut layers = self.layers.write().expect("not poisoned");
+        layers.active.extend(batch.pending);
+        layers.active.len()
     }
 
-    /// Makes everything committed durable.
+    /// Seals what was committed so far: the next [`View::flush`] writes it
+    /// and nothing committed after.
+    pub fn seal(&self) {
+        let mut layers = self.layers.write().expect("not poisoned");
+        let active = std::mem::take(&mut layers.active);
+        if layers.sealed.is_empty() {
+            layers.sealed = Arc::new(active);
+        } else {
+            // The last write failed: seal the newer changes over it.
+            Arc::make_mut(&mut layers.sealed).extend(active);
+        }
+    }
+
+    /// Writes the sealed changes to sled in one batch and makes them durable.
+    /// Those who write the view out (checkpoint, rebuild) take turns.
     pub fn flush(&self) -> Result<(), StoreError> {
+        let sealed = Arc::clone(&self.layers.read().expect("not poisoned").sealed);
+        if !sealed.is_empty() {
+            let mut batch = sled::Batch::default();
+            for (raw, value) in sealed.iter() {
+                match value {
+                    Some(value) => batch.insert(raw.as_slice(), value.as_slice()),
+                    None => batch.remove(raw.as_slice()),
+                }
+            }
+            self.db.apply_batch(batch)?;
+            self.layers.write().expect("not poisoned").sealed = Arc::default();
+        }
         self.db.flush()?;
         Ok(())
     }
 
-    /// Whether a rebuild was started and not finished.
-    pub fn is_rebuilding(&self) -> Result<bool, StoreError> {
-        Ok(self.db.contains_key(REBUILDING_KEY)?)
+    /// Seals and flushes everything committed.
+    pub fn write_out(&self) -> Result<(), StoreError> {
+        self.seal();
+        self.flush()
     }
 
-    /// Marks a rebuild as started (`true`) or finished (`false`), durably.
+    /// Whether a rebuild was started and not finished.
+    pub fn is_rebuilding(&self) -> Result<bool, StoreError> {
+        Ok(self.raw_get(REBUILDING_KEY)?.is_some())
+    }
+
+    /// Marks a rebuild as started (`true`) or finished (`false`), durably,
+    /// after everything committed before.
     pub fn set_rebuilding(&self, rebuilding: bool) -> Result<(), StoreError> {
+        self.write_out()?;
         if rebuilding {
             self.db.insert(REBUILDING_KEY, &[])?;
         } else {
@@ -239,34 +348,82 @@ impl View {
 
     /// Removes everything (before a rebuild or a snapshot install).
     pub fn clear(&self) -> Result<(), StoreError> {
+        *self.layers.write().expect("not poisoned") = Layers::default();
         self.db.clear()?;
         Ok(())
+    }
+}
+
+/// sled's scan merged with unwritten changes, which win on equal keys.
+struct MergedScan<S, O>
+where
+    S: Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
+    O: Iterator<Item = (Vec<u8>, Option<Vec<u8>>)>,
+{
+    stored: std::iter::Peekable<S>,
+    overlay: std::iter::Peekable<O>,
+}
+
+impl<S, O> Iterator for MergedScan<S, O>
+where
+    S: Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
+    O: Iterator<Item = (Vec<u8>, Option<Vec<u8>>)>,
+{
+    type Item = Result<(Vec<u8>, Vec<u8>), StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let from_overlay = match (self.stored.peek(), self.overlay.peek()) {
+                (None, None) => return None,
+                (Some(Err(_)), _) => {
+                    let error = self.stored.next()?.err()?;
+                    return Some(Err(error.into()));
+                }
+                (None, Some(_)) => true,
+                (Some(_), None) => false,
+                (Some(Ok((stored, _))), Some((unwritten, _))) => {
+                    if stored.as_ref() == unwritten.as_slice() {
+                        // The unwritten change replaces the stored value.
+                        self.stored.next();
+                        true
+                    } else {
+                        unwritten.as_slice() < stored.as_ref()
+                    }
+                }
+            };
+            if from_overlay {
+                let (raw, value) = self.overlay.next()?;
+                match value {
+                    Some(value) => return Some(Ok((raw, value))),
+                    None => continue,
+                }
+            }
+            let (raw, value) = self.stored.next()?.ok()?;
+            return Some(Ok((raw.to_vec(), value.to_vec())));
+        }
     }
 }
 
 /// Changes to the view being prepared; reads through it see them.
 pub struct ViewBatch<'a> {
     view: &'a View,
-    batch: sled::Batch,
     /// Raw keys written in this batch: `None` for removed.
-    pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    pending: Unwritten,
 }
 
 impl ViewBatch<'_> {
     fn raw_get(&self, raw: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         match self.pending.get(raw) {
             Some(value) => Ok(value.clone()),
-            None => Ok(self.view.db.get(raw)?.map(|bytes| bytes.to_vec())),
+            None => self.view.raw_get(raw),
         }
     }
 
     fn raw_put(&mut self, raw: Vec<u8>, value: Vec<u8>) {
-        self.batch.insert(raw.clone(), value.clone());
         self.pending.insert(raw, Some(value));
     }
 
     fn raw_remove(&mut self, raw: Vec<u8>) {
-        self.batch.remove(raw.clone());
         self.pending.insert(raw, None);
     }
 
@@ -309,9 +466,15 @@ impl ViewBatch<'_> {
     pub fn expire_idempotent_writes(&mut self, before_ms: u64) -> Result<usize, StoreError> {
         let end = expiry_key_of(before_ms, &Uuid::nil());
         let mut expired = Vec::new();
-        for item in self.view.db.range(vec![EXPIRY_PREFIX]..end) {
+        for item in self.view.raw_scan(vec![EXPIRY_PREFIX], &[EXPIRY_PREFIX]) {
             let (raw, _) = item?;
-            expired.push(raw.to_vec());
+            if raw >= end {
+                break;
+            }
+            if self.pending.get(&raw) == Some(&None) {
+                continue;
+            }
+            expired.push(raw);
         }
         for raw in &expired {
             let id = Uuid::from_slice(&raw[9..])
@@ -330,5 +493,92 @@ impl ViewBatch<'_> {
     /// Records the membership.
     pub fn set_membership(&mut self, membership: &StoredMembership) {
         self.raw_put(MEMBERSHIP_KEY.to_vec(), json(membership));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(value: &str, revision: Revision) -> KeyEntry {
+        KeyEntry {
+            value: value.as_bytes().to_vec(),
+            create_revision: revision,
+            mod_revision: revision,
+            version: 1,
+        }
+    }
+
+    fn listed(view: &View, prefix: &str) -> Vec<(String, String)> {
+        let (entries, more) = view.list(prefix, None, 100).unwrap();
+        assert!(!more);
+        entries
+            .into_iter()
+            .map(|(key, entry)| (key, String::from_utf8(entry.value).unwrap()))
+            .collect()
+    }
+
+    /// Reads merge the layer being filled, the sealed layer and sled, the
+    /// newest winning, and a key removed in a layer stays hidden.
+    #[test]
+    fn reads_see_every_layer_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let view = View::open(dir.path()).unwrap();
+        let mut batch = view.batch();
+        batch.put("a/1", &entry("sled", 1));
+        batch.put("a/2", &entry("sled", 1));
+        batch.put("a/3", &entry("sled", 1));
+        view.commit(batch);
+        view.write_out().unwrap();
+
+        let mut batch = view.batch();
+        batch.put("a/2", &entry("sealed", 2));
+        batch.remove("a/3");
+        batch.put("a/4", &entry("sealed", 2));
+        view.commit(batch);
+        view.seal();
+
+        let mut batch = view.batch();
+        batch.put("a/4", &entry("active", 3));
+        batch.put("a/0", &entry("active", 3));
+        batch.put("b/1", &entry("active", 3));
+        view.commit(batch);
+
+        let expected = vec![
+            ("a/0".to_string(), "active".to_string()),
+            ("a/1".to_string(), "sled".to_string()),
+            ("a/2".to_string(), "sealed".to_string()),
+            ("a/4".to_string(), "active".to_string()),
+        ];
+        assert_eq!(listed(&view, "a/"), expected);
+        assert_eq!(view.get("a/3").unwrap(), None);
+        assert_eq!(view.get("a/4").unwrap().unwrap().mod_revision, 3);
+
+        // Written out and reopened, sled alone holds the same.
+        view.write_out().unwrap();
+        drop(view);
+        let view = View::open(dir.path()).unwrap();
+        assert_eq!(listed(&view, "a/"), expected);
+        assert_eq!(listed(&view, "b/").len(), 1);
+    }
+
+    /// A flush writes what was sealed and nothing committed after: the
+    /// checkpoint relies on it to keep the view behind the durable topic.
+    #[test]
+    fn flush_writes_only_what_was_sealed() {
+        let dir = tempfile::tempdir().unwrap();
+        let view = View::open(dir.path()).unwrap();
+        let mut batch = view.batch();
+        batch.put("sealed", &entry("x", 1));
+        view.commit(batch);
+        view.seal();
+        let mut batch = view.batch();
+        batch.put("later", &entry("y", 2));
+        view.commit(batch);
+        view.flush().unwrap();
+        drop(view);
+        let view = View::open(dir.path()).unwrap();
+        assert!(view.get("sealed").unwrap().is_some());
+        assert_eq!(view.get("later").unwrap(), None);
     }
 }
