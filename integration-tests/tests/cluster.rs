@@ -489,3 +489,76 @@ async fn the_client_fails_over_when_the_leader_dies_and_applies_each_write_once(
         .count();
     assert_eq!(client_records, 400, "each write left exactly one record");
 }
+
+/// Concurrent linearizable reads share read-index rounds; a read must never
+/// be answered by a round that started before it. While background readers
+/// keep rounds in flight on every node, each acknowledged write is read
+/// back at once from every node, and every read sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_read_index_rounds_never_serve_a_read_from_before_it() {
+    let _serial = SERIAL.lock().await;
+    let cluster = TestCluster::start(3, &[]).await;
+    let urls = cluster.urls();
+    let http = reqwest::Client::new();
+    let stop_at = Instant::now() + Duration::from_secs(20);
+
+    // Background load: linearizable reads on every node until told to stop
+    // (or the deadline), so that a round is running whenever a check reads.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut background = Vec::new();
+    for worker in 0..6 {
+        let (http, url, stop) = (
+            http.clone(),
+            urls[worker % urls.len()].clone(),
+            stop.clone(),
+        );
+        background.push(tokio::spawn(async move {
+            let mut reads = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < stop_at {
+                let _ = http
+                    .get(format!("{url}/v1/kv/rounds/noise?consistency=linearizable"))
+                    .send()
+                    .await;
+                reads += 1;
+            }
+            reads
+        }));
+    }
+
+    for round in 0..40u64 {
+        let writer = &urls[round as usize % urls.len()];
+        let response = http
+            .put(format!("{writer}/v1/kv/rounds/checked"))
+            .json(&json!(round))
+            .send()
+            .await
+            .expect("the write is answered");
+        assert!(
+            response.status().is_success(),
+            "write {round}: {}",
+            response.status()
+        );
+        let reads = urls.iter().cycle().take(12).map(|url| {
+            let http = http.clone();
+            let url = format!("{url}/v1/kv/rounds/checked?consistency=linearizable");
+            async move {
+                let body: Value = http.get(&url).send().await?.json().await?;
+                Ok::<_, reqwest::Error>((url, body))
+            }
+        });
+        for read in futures::future::join_all(reads).await {
+            let (url, body) = read.expect("the read is answered");
+            assert_eq!(
+                body["value"],
+                json!(round),
+                "{url} answered a value from before the acknowledged write {round}: {body}"
+            );
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut background_reads = 0;
+    for task in background {
+        background_reads += task.await.unwrap();
+    }
+    assert!(background_reads > 0, "the background readers ran");
+}
