@@ -139,6 +139,7 @@ pub async fn serve(
         committed,
         peers: peers_http.clone(),
         read_index: Default::default(),
+        remote_read_index: Default::default(),
     };
     info!(
         node_id = config.node_id,

@@ -26,7 +26,8 @@ use tracing::debug;
 
 use crate::api::error::{ApiError, NOT_LEADER};
 use crate::api::AppState;
-use crate::types::{Node, NodeId};
+use crate::read_index::RemoteFailure;
+use crate::types::NodeId;
 
 /// Header of a forwarded request: the id of the node that forwarded it.
 pub const FORWARDED_HEADER: HeaderName = HeaderName::from_static("x-kv-forwarded-by");
@@ -279,30 +280,25 @@ pub async fn remote_read_index(
         let Leader::Other { id, addr } = &leader else {
             return Ok(None);
         };
-        let url = format!("{addr}/raft/read-index");
-        let reply = state
-            .peers
-            .post(&url)
-            .timeout(deadline.saturating_duration_since(Instant::now()))
-            .send()
-            .await;
-        let reply = match reply {
-            Ok(response) => response
-                .json::<Result<u64, RaftError<NodeId, CheckIsLeaderError<NodeId, Node>>>>()
-                .await
-                .map_err(|error| {
-                    ApiError::unavailable(format!("unreadable read index from node {id}: {error}"))
-                })?,
-            Err(error) if error.is_connect() => {
+        // Shared with the reads that wait meanwhile; each still keeps to
+        // its own deadline.
+        let timeout = Duration::from_millis(state.config.request_timeout_ms);
+        let shared = state
+            .remote_read_index
+            .read_index(&state.peers, addr.clone(), timeout);
+        let reply = match tokio::time::timeout_at(deadline, shared).await {
+            Err(_) => {
+                return Err(ApiError::unavailable(format!(
+                    "the leader at {addr} gave no read index in time"
+                )))
+            }
+            Ok(Ok(reply)) => reply,
+            Ok(Err(RemoteFailure::Unreachable(error))) => {
                 debug!(leader = id, %error, "cannot reach the leader for a read index");
                 leader = wait_for_leader(state, Some(&leader), deadline).await?;
                 continue;
             }
-            Err(error) => {
-                return Err(ApiError::unavailable(format!(
-                    "the leader at {addr} gave no read index: {error}"
-                )))
-            }
+            Ok(Err(RemoteFailure::Failed(error))) => return Err(ApiError::unavailable(error)),
         };
         match reply {
             Ok(index) => return Ok(Some(index)),

@@ -30,7 +30,7 @@ use tracing::{debug, debug_span, Instrument};
 
 use crate::api::error::ApiError;
 use crate::config::Config;
-use crate::read_index::ReadIndexRounds;
+use crate::read_index::{ReadIndexRounds, RemoteReadIndexRounds};
 use crate::store::Store;
 use crate::types::{Command, CommandResult, Node, NodeId, Raft};
 
@@ -58,6 +58,9 @@ pub struct AppState {
     pub peers: reqwest::Client,
     /// Read-index rounds, shared by the linearizable reads this node leads.
     pub read_index: ReadIndexRounds,
+    /// Read-index requests to the leader, shared by this node's
+    /// linearizable reads while it follows.
+    pub remote_read_index: RemoteReadIndexRounds,
 }
 
 /// The whole API: the public routes behind load shedding and the body
