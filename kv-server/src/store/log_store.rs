@@ -1,5 +1,5 @@
-//! The durable raft log: entries, vote, committed and purged log ids, in a
-//! sled database of its own (`data/raft`).
+//! The durable raft log: entries, vote, committed and purged log ids, in
+//! segment files of its own (`data/raft`, see [`log_files`]).
 //!
 //! Every write is flushed (fsync) before openraft is told it is durable: the
 //! raft log is the one durable record of the node; the topic and the view are
@@ -8,7 +8,7 @@
 //! Appends are group-committed and written behind: `append` only puts its
 //! entries in an in-memory table of pending entries (which reads see) and
 //! queues openraft's callback. A flusher task takes everything queued,
-//! writes it to sled in one batch, flushes once, answers the callbacks in
+//! appends it to the active segment in one write, `fdatasync`s once, answers the callbacks in
 //! order and drops the entries from the pending table. While one fsync runs,
 //! the appends arriving meanwhile queue up and share the next one, and
 //! openraft's core never waits on the disk to take the next write.
@@ -31,18 +31,17 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
-use std::ops::{Bound, RangeBounds};
+use std::ops::RangeBounds;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader, StorageIOError, Vote};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::StoreError;
+use crate::store::log_files::{self, Frame, LogFiles, Meta};
 use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
 
 /// How far the raft log is durable on this node.
@@ -111,28 +110,25 @@ impl Durability {
     }
 }
 
-const ENTRY_PREFIX: u8 = b'l';
-const VOTE_KEY: &[u8] = b"s:vote";
-const COMMITTED_KEY: &[u8] = b"s:committed";
-const PURGED_KEY: &[u8] = b"s:purged";
-
-/// The raft log store. Cloning shares the database.
+/// The raft log store. Cloning shares the files.
 #[derive(Clone, Debug)]
 pub struct LogStore {
-    db: sled::Db,
+    files: Arc<LogFiles>,
+    /// The vote and the purged id as last saved.
+    meta: Arc<Mutex<Meta>>,
     /// The last committed index openraft saved, for metrics and status.
     committed: Arc<AtomicU64>,
     /// The last committed log id openraft saved; written with the next
     /// group of entries that covers it.
     committed_id: Arc<Mutex<Option<LogId>>>,
+    /// The committed log id last written to the files.
+    written_committed: Arc<Mutex<Option<LogId>>>,
     /// How far the log is durable.
     durable: Durability,
     /// This node's id: appends of entries it proposed as the current leader
     /// are reported written before they are flushed.
     node_id: Option<NodeId>,
-    /// The vote as last saved.
-    vote: Arc<Mutex<Option<Vote<NodeId>>>>,
-    /// Appended entries not yet written to sled, by index.
+    /// Appended entries not yet written to the files, by index.
     pending: Arc<Mutex<BTreeMap<u64, Entry>>>,
     /// The group-commit flusher, started by the first append.
     flusher: Arc<OnceLock<mpsc::UnboundedSender<FlushJob>>>,
@@ -153,7 +149,7 @@ enum FlushJob {
     Committed,
 }
 
-/// Writes queued appends to sled, flushing once per group, until every
+/// Writes queued appends to the files, syncing once per group, until every
 /// sender is gone.
 async fn run_flusher(store: LogStore, mut jobs: mpsc::UnboundedReceiver<FlushJob>) {
     let mut group = Vec::new();
@@ -189,12 +185,6 @@ async fn run_flusher(store: LogStore, mut jobs: mpsc::UnboundedReceiver<FlushJob
     }
 }
 
-fn entry_key(index: u64) -> [u8; 9] {
-    let mut key = [ENTRY_PREFIX; 9];
-    key[1..].copy_from_slice(&index.to_be_bytes());
-    key
-}
-
 fn read_error(error: impl std::error::Error + 'static) -> StorageError {
     StorageIOError::read_logs(&error).into()
 }
@@ -203,39 +193,35 @@ fn write_error(error: impl std::error::Error + 'static) -> StorageError {
     StorageIOError::write_logs(&error).into()
 }
 
+/// Runs blocking file work off the async workers, which serve requests and
+/// run openraft's core.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|join| StoreError::Corrupt(format!("a raft log task failed: {join}")))?
+}
+
 impl LogStore {
     /// Opens (or creates) the raft log of node `node_id` in `dir`; without
     /// a node id (offline tools), every append waits for its flush.
     pub fn open(dir: &Path, node_id: Option<NodeId>) -> Result<LogStore, StoreError> {
-        let db = crate::store::open_sled(dir, true)?;
-        let mut store = LogStore {
-            db,
-            committed: Arc::new(AtomicU64::new(0)),
-            committed_id: Arc::new(Mutex::new(None)),
-            durable: Durability::new(0),
+        let (files, recovered) = LogFiles::open(dir, log_files::SEGMENT_BYTES)?;
+        let last = files.last_log_id().max(recovered.meta.purged);
+        // The committed index survives restarts, so status shows it at once.
+        let committed = recovered.committed;
+        Ok(LogStore {
+            files: Arc::new(files),
+            meta: Arc::new(Mutex::new(recovered.meta)),
+            committed: Arc::new(AtomicU64::new(committed.map_or(0, |id| id.index))),
+            committed_id: Arc::new(Mutex::new(committed)),
+            written_committed: Arc::new(Mutex::new(committed)),
+            durable: Durability::new(last.map_or(0, |id| id.index + 1)),
             node_id,
-            vote: Arc::new(Mutex::new(None)),
             pending: Arc::new(Mutex::new(BTreeMap::new())),
             flusher: Arc::new(OnceLock::new()),
-        };
-        // The committed index survives restarts, so status shows it at once.
-        if let Ok(Some(Some(committed))) = store.get_json::<Option<LogId>>(COMMITTED_KEY) {
-            store.committed.store(committed.index, Ordering::Release);
-            *store.committed_id.lock().expect("not poisoned") = Some(committed);
-        }
-        let vote = store
-            .get_json::<Vote<NodeId>>(VOTE_KEY)
-            .map_err(|e| StoreError::Corrupt(format!("the saved vote is unreadable: {e}")))?;
-        *store.vote.lock().expect("not poisoned") = vote;
-        let purged = store
-            .get_json::<LogId>(PURGED_KEY)
-            .map_err(|e| StoreError::Corrupt(format!("the purged log id is unreadable: {e}")))?;
-        let last = store
-            .last_entry_id()
-            .map_err(|e| StoreError::Corrupt(format!("the last log entry is unreadable: {e}")))?
-            .max(purged);
-        store.durable = Durability::new(last.map_or(0, |id| id.index + 1));
-        Ok(store)
+        })
     }
 
     /// How far the log is durable, shared.
@@ -250,7 +236,7 @@ impl LogStore {
         let Some(node_id) = self.node_id else {
             return false;
         };
-        let vote = *self.vote.lock().expect("not poisoned");
+        let vote = self.meta.lock().expect("not poisoned").vote;
         let Some(vote) = vote.filter(|vote| vote.committed && vote.leader_id.node_id == node_id)
         else {
             return false;
@@ -260,10 +246,10 @@ impl LogStore {
             .all(|entry| entry.log_id.leader_id == vote.leader_id)
     }
 
-    /// Writes the pending entries the append jobs of `group` name (and the
-    /// committed index) in one sled batch, flushes, and drops them from the
-    /// pending table.
-    async fn write_pending(&self, group: &[FlushJob]) -> Result<(), sled::Error> {
+    /// Appends the pending entries the append jobs of `group` name (and the
+    /// committed id) to the files in one write, syncs, and drops them from
+    /// the pending table.
+    async fn write_pending(&self, group: &[FlushJob]) -> Result<(), StoreError> {
         let ranges: Vec<(u64, u64)> = group
             .iter()
             .filter_map(|job| match job {
@@ -271,42 +257,36 @@ impl LogStore {
                 FlushJob::Drain(_) | FlushJob::Committed => None,
             })
             .collect();
-        let must_flush = group.iter().any(|job| !matches!(job, FlushJob::Committed));
-        let mut batch = sled::Batch::default();
+        let must_sync = group.iter().any(|job| !matches!(job, FlushJob::Committed));
+        let mut frames = Vec::new();
         let mut batch_end = self.durable.end();
         {
             let pending = self.pending.lock().expect("not poisoned");
             for (first, last) in &ranges {
                 for (index, entry) in pending.range(first..=last) {
-                    let bytes = serde_json::to_vec(entry).expect("an entry serializes");
-                    batch.insert(&entry_key(*index), bytes);
+                    let json = serde_json::to_vec(entry).expect("an entry serializes");
+                    frames.push(Frame::Entry(entry.log_id, json));
                     batch_end = batch_end.max(*index + 1);
                 }
             }
         }
         // The committed id goes with the entries it covers, never ahead.
         let committed = *self.committed_id.lock().expect("not poisoned");
-        if let Some(committed) = committed.filter(|id| id.index < batch_end) {
-            let bytes = serde_json::to_vec(&Some(committed)).expect("a log id serializes");
-            batch.insert(COMMITTED_KEY, bytes);
+        let written_committed = *self.written_committed.lock().expect("not poisoned");
+        let committed =
+            committed.filter(|id| id.index < batch_end && committed != written_committed);
+        if let Some(committed) = committed {
+            frames.push(Frame::Committed(committed));
         }
-        // sled may block a write while it flushes: keep that off the
-        // async workers, which serve requests and run openraft's core.
-        let db = self.db.clone();
-        let written = tokio::task::spawn_blocking(move || {
-            db.apply_batch(batch)?;
-            if must_flush {
-                db.flush()?;
-            }
-            Ok::<_, sled::Error>(())
-        })
-        .await
-        .map_err(|join| sled::Error::ReportableBug(format!("raft log flush task failed: {join}")))
-        .and_then(|written| written);
+        let files = Arc::clone(&self.files);
+        let written = blocking(move || files.append(&frames, must_sync)).await;
         if let Err(error) = &written {
             tracing::error!(%error, "writing the raft log failed; this node stops applying");
             self.durable.fail();
             return written;
+        }
+        if committed.is_some() {
+            *self.written_committed.lock().expect("not poisoned") = committed;
         }
         self.durable.advance_to(batch_end);
         let mut pending = self.pending.lock().expect("not poisoned");
@@ -339,17 +319,11 @@ impl LogStore {
         }
     }
 
-    /// Writes what is pending and the committed id, and flushes: for a
+    /// Writes what is pending and the committed id, and syncs: for a
     /// graceful stop.
     pub async fn close(&self) -> Result<(), StoreError> {
+        let _ = self.flusher().send(FlushJob::Committed);
         self.drain().await;
-        let committed = *self.committed_id.lock().expect("not poisoned");
-        let durable_end = self.durable.end();
-        if let Some(committed) = committed.filter(|id| id.index < durable_end) {
-            let bytes = serde_json::to_vec(&Some(committed)).expect("a log id serializes");
-            self.db.insert(COMMITTED_KEY, bytes)?;
-        }
-        self.db.flush_async().await?;
         Ok(())
     }
 
@@ -358,47 +332,25 @@ impl LogStore {
         Arc::clone(&self.committed)
     }
 
-    fn get_json<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
-        match self.db.get(key).map_err(read_error)? {
-            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(read_error),
-            None => Ok(None),
-        }
-    }
-
-    async fn put_json_flushed<T: Serialize>(
-        &self,
-        key: &[u8],
-        value: &T,
-    ) -> Result<(), StorageError> {
-        let bytes = serde_json::to_vec(value).map_err(write_error)?;
-        self.db.insert(key, bytes).map_err(write_error)?;
-        self.db.flush_async().await.map_err(write_error)?;
+    /// Replaces the metadata with `change` applied, durably.
+    async fn save_meta(&self, change: impl FnOnce(&mut Meta)) -> Result<(), StoreError> {
+        let mut meta = self.meta.lock().expect("not poisoned").clone();
+        change(&mut meta);
+        let files = Arc::clone(&self.files);
+        let saved = meta.clone();
+        blocking(move || files.save_meta(&saved)).await?;
+        *self.meta.lock().expect("not poisoned") = meta;
         Ok(())
     }
 
-    fn last_entry_id(&self) -> Result<Option<LogId>, StorageError> {
+    fn last_entry_id(&self) -> Option<LogId> {
         let pending_last = self
             .pending
             .lock()
             .expect("not poisoned")
             .last_key_value()
             .map(|(_, entry)| entry.log_id);
-        if pending_last.is_some() {
-            return Ok(pending_last);
-        }
-        let last = self
-            .db
-            .scan_prefix([ENTRY_PREFIX])
-            .next_back()
-            .transpose()
-            .map_err(read_error)?;
-        match last {
-            Some((_, bytes)) => {
-                let entry: Entry = serde_json::from_slice(&bytes).map_err(read_error)?;
-                Ok(Some(entry.log_id))
-            }
-            None => Ok(None),
-        }
+        pending_last.or_else(|| self.files.last_log_id())
     }
 
     /// The entries with indexes in `range` that the log holds.
@@ -406,30 +358,24 @@ impl LogStore {
         &self,
         range: impl RangeBounds<u64> + Clone,
     ) -> Result<Vec<Entry>, StorageError> {
-        let start = match range.start_bound() {
-            Bound::Included(&index) => entry_key(index),
-            Bound::Excluded(&index) => entry_key(index + 1),
-            Bound::Unbounded => entry_key(0),
-        };
-        let end = match range.end_bound() {
-            Bound::Included(&index) => Bound::Included(entry_key(index)),
-            Bound::Excluded(&index) => Bound::Excluded(entry_key(index)),
-            Bound::Unbounded => Bound::Included(entry_key(u64::MAX)),
-        };
         // Pending entries first: the flusher drops an entry from the table
-        // only after writing it to sled, so one not found there is in sled.
+        // only after writing it to the files, so one not found there is in
+        // the files.
         let pending: Vec<Entry> = self
             .pending
             .lock()
             .expect("not poisoned")
-            .range(range)
+            .range(range.clone())
             .map(|(_, entry)| entry.clone())
             .collect();
         let mut entries: BTreeMap<u64, Entry> = BTreeMap::new();
-        for item in self.db.range((Bound::Included(start), end)) {
-            let (_, bytes) = item.map_err(read_error)?;
-            let entry: Entry = serde_json::from_slice(&bytes).map_err(read_error)?;
-            entries.insert(entry.log_id.index, entry);
+        for (log_id, json) in self.files.read(range).map_err(read_error)? {
+            let entry: Entry = serde_json::from_slice(&json).map_err(|e| {
+                read_error(StoreError::Corrupt(format!(
+                    "raft log entry {log_id} does not decode: {e}"
+                )))
+            })?;
+            entries.insert(log_id.index, entry);
         }
         for entry in pending {
             entries.insert(entry.log_id.index, entry);
@@ -439,11 +385,13 @@ impl LogStore {
 
     /// The log id of the entry at `index`, if the log still holds it.
     pub fn log_id_at(&self, index: u64) -> Result<Option<LogId>, StorageError> {
-        Ok(self
-            .entries(index..=index)?
-            .into_iter()
-            .next()
-            .map(|entry| entry.log_id))
+        let pending = self
+            .pending
+            .lock()
+            .expect("not poisoned")
+            .get(&index)
+            .map(|entry| entry.log_id);
+        Ok(pending.or_else(|| self.files.log_id_at(index)))
     }
 }
 
@@ -460,10 +408,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let last_purged_log_id: Option<LogId> = self.get_json(PURGED_KEY)?;
-        // Entries at or below the purged id may outlive a crash in the
-        // middle of their removal: the purged id still bounds the log.
-        let last_log_id = self.last_entry_id()?.max(last_purged_log_id);
+        let last_purged_log_id = self.meta.lock().expect("not poisoned").purged;
+        let last_log_id = self.last_entry_id().max(last_purged_log_id);
         Ok(LogState {
             last_purged_log_id,
             last_log_id,
@@ -475,15 +421,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
-        self.put_json_flushed(VOTE_KEY, vote)
+        self.save_meta(|meta| meta.vote = Some(*vote))
             .await
             .map_err(|e| StorageIOError::write_vote(&e))?;
-        *self.vote.lock().expect("not poisoned") = Some(*vote);
         Ok(())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
-        self.get_json(VOTE_KEY)
+        Ok(self.meta.lock().expect("not poisoned").vote)
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
@@ -556,37 +501,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .expect("not poisoned")
             .retain(|index, _| *index < log_id.index);
         self.durable.truncate_to(log_id.index);
-        let mut batch = sled::Batch::default();
-        for item in self.db.range(entry_key(log_id.index)..=entry_key(u64::MAX)) {
-            let (key, _) = item.map_err(read_error)?;
-            batch.remove(key);
-        }
-        self.db.apply_batch(batch).map_err(write_error)?;
-        self.db.flush_async().await.map_err(write_error)?;
-        Ok(())
+        let files = Arc::clone(&self.files);
+        blocking(move || files.truncate(log_id.index))
+            .await
+            .map_err(write_error)
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.put_json_flushed(PURGED_KEY, &log_id).await?;
-        // Once the purged id is saved, nothing reads at or below it: the
-        // entries are removed in the background, so that removing tens of
-        // thousands of them does not hold up openraft's core.
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut batch = sled::Batch::default();
-            for item in db.range(entry_key(0)..=entry_key(log_id.index)) {
-                match item {
-                    Ok((key, _)) => batch.remove(key),
-                    Err(error) => {
-                        tracing::warn!(%error, "reading the raft log to purge it failed");
-                        return;
-                    }
-                }
-            }
-            if let Err(error) = db.apply_batch(batch) {
-                tracing::warn!(%error, upto = log_id.index, "purging the raft log failed");
-            }
-        });
-        Ok(())
+        // The purged id bounds the log from the next open on; the files of
+        // the purged entries are deleted after it is saved.
+        self.save_meta(|meta| meta.purged = Some(log_id))
+            .await
+            .map_err(write_error)?;
+        let files = Arc::clone(&self.files);
+        blocking(move || files.purge(log_id.index))
+            .await
+            .map_err(write_error)
     }
 }

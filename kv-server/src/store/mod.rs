@@ -2,7 +2,7 @@
 //! the current snapshot, under one data directory.
 //!
 //! ```text
-//! data/raft/      raft log entries, vote, committed and purged ids (sled)
+//! data/raft/      raft log segments, vote and purged id (files of its own)
 //! data/topic/     the compacted topic (crate `compaction`)
 //! data/view/      the materialized view and the applied state (sled)
 //! data/snapshot/  the current raft snapshot, in the topic's segment format
@@ -12,6 +12,7 @@
 //! and the view) and the HTTP handlers (readers).
 
 pub mod apply;
+pub mod log_files;
 pub mod log_store;
 pub mod record;
 pub mod snapshot;
@@ -37,14 +38,13 @@ use crate::store::view::View;
 use crate::types::{CommandResult, Entry, LogId, Revision, StoredMembership};
 use crate::watch::WatchRegistry;
 
-/// Opens (or creates) a sled database in `dir`, as the raft log and the view
-/// both use it. With `background_flush` off, sled makes nothing durable on
-/// its own schedule: only explicit flushes do.
-pub fn open_sled(dir: &Path, background_flush: bool) -> Result<sled::Db, StoreError> {
+/// Opens (or creates) the view's sled database in `dir`. sled makes
+/// nothing durable on its own schedule: only explicit flushes do.
+pub fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
     sled::Config::new()
         .path(dir)
         .mode(sled::Mode::HighThroughput)
-        .flush_every_ms(background_flush.then_some(500))
+        .flush_every_ms(None)
         .open()
         .map_err(|source| StoreError::Sled {
             path: dir.to_path_buf(),
@@ -52,8 +52,12 @@ pub fn open_sled(dir: &Path, background_flush: bool) -> Result<sled::Db, StoreEr
         })
 }
 
-/// Records replayed into the view per sled batch.
+/// Records replayed into the view's in-memory layer per commit.
 const REPLAY_BATCH_RECORDS: usize = 10_000;
+/// Distinct keys the in-memory layer may hold during a rebuild before it is
+/// written to sled: the layer keeps the latest change per key, so a topic
+/// with fewer keys than this is written once, at the end.
+const REPLAY_WRITE_OUT_KEYS: usize = 100_000;
 /// Longest time between two checkpoints (topic fsync, then view flush)
 /// while entries are applied.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
@@ -301,10 +305,13 @@ impl Store {
             replay_record(&mut batch, &record);
             replayed += 1;
             if replayed % REPLAY_BATCH_RECORDS as u64 == 0 {
-                self.view
+                let keys = self
+                    .view
                     .commit(std::mem::replace(&mut batch, self.view.batch()));
-                self.view.write_out()?;
-                info!(replayed, "rebuilding the view");
+                if keys >= REPLAY_WRITE_OUT_KEYS {
+                    self.view.write_out()?;
+                    info!(replayed, "rebuilding the view");
+                }
             }
         }
         if let Some(applied) = &applied {

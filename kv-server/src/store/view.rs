@@ -143,7 +143,7 @@ fn json<T: Serialize>(value: &T) -> Vec<u8> {
 impl View {
     /// Opens (or creates) the view in `dir`.
     pub fn open(dir: &Path) -> Result<View, StoreError> {
-        let db = crate::store::open_sled(dir, false)?;
+        let db = crate::store::open_sled(dir)?;
         Ok(View {
             db,
             layers: Arc::new(RwLock::new(Layers::default())),
