@@ -182,3 +182,49 @@ async fn the_committed_index_survives_a_restart() {
         "a node cannot have applied more than was committed: {cluster}"
     );
 }
+
+#[tokio::test]
+async fn a_damaged_raft_log_stops_the_node_and_names_the_file() {
+    let mut server = TestServer::start().await;
+    for n in 0..20 {
+        call(
+            &server,
+            "PUT",
+            &format!("/v1/kv/damaged/k{n}"),
+            Some(json!(n)),
+        )
+        .await;
+    }
+    server.kill9().await;
+
+    // Flip a byte inside the first frame; intact frames follow it, so this
+    // is damage, not the torn tail of a write cut short.
+    let raft_dir = server.data_dir().join("raft");
+    let mut segments: Vec<_> = std::fs::read_dir(&raft_dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "log"))
+        .collect();
+    segments.sort();
+    let segment = segments.first().expect("the raft log has a segment");
+    let mut bytes = std::fs::read(segment).unwrap();
+    bytes[20] ^= 0xff;
+    std::fs::write(segment, &bytes).unwrap();
+
+    server.spawn();
+    let status = server
+        .wait_exit(Duration::from_secs(30))
+        .await
+        .expect("a node with a damaged raft log stops by itself");
+    assert!(!status.success(), "it exits with an error: {status}");
+    let named = format!(
+        "raft log segment {} is damaged at byte 0",
+        segment.display()
+    );
+    assert!(server.log_contains(&named), "{}", server.log_tail(20));
+    assert_eq!(
+        std::fs::read(segment).unwrap(),
+        bytes,
+        "nothing is cut off a damaged segment"
+    );
+}
