@@ -30,6 +30,7 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
@@ -114,6 +115,8 @@ struct Layers {
 pub struct View {
     db: sled::Db,
     layers: Arc<RwLock<Layers>>,
+    /// A rebuild is under way (its marker is in sled).
+    rebuilding: Arc<AtomicBool>,
 }
 
 fn key_of(key: &str) -> Vec<u8> {
@@ -147,6 +150,7 @@ impl View {
         Ok(View {
             db,
             layers: Arc::new(RwLock::new(Layers::default())),
+            rebuilding: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -307,7 +311,35 @@ impl View {
     /// Those who write the view out (checkpoint, rebuild) take turns.
     pub fn flush(&self) -> Result<(), StoreError> {
         let sealed = Arc::clone(&self.layers.read().expect("not poisoned").sealed);
-        if !sealed.is_empty() {
+        if !sealed.is_empty() && self.rebuilding.load(Ordering::Acquire) {
+            // A rebuild needs no atomic batch (the marker makes a crash
+            // start it over): the keys go in on every core.
+            let changes: Vec<_> = sealed.iter().collect();
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let chunk = changes.len().div_ceil(threads);
+            std::thread::scope(|scope| {
+                let writers: Vec<_> = changes
+                    .chunks(chunk)
+                    .map(|changes| {
+                        scope.spawn(move || {
+                            for (raw, value) in changes {
+                                match value {
+                                    Some(value) => {
+                                        self.db.insert(raw.as_slice(), value.as_slice())?
+                                    }
+                                    None => self.db.remove(raw.as_slice())?,
+                                };
+                            }
+                            Ok::<_, sled::Error>(())
+                        })
+                    })
+                    .collect();
+                writers
+                    .into_iter()
+                    .try_for_each(|writer| writer.join().expect("a view writer does not panic"))
+            })?;
+            self.layers.write().expect("not poisoned").sealed = Arc::default();
+        } else if !sealed.is_empty() {
             let mut batch = sled::Batch::default();
             for (raw, value) in sealed.iter() {
                 match value {
@@ -343,6 +375,7 @@ impl View {
             self.db.remove(REBUILDING_KEY)?;
         }
         self.db.flush()?;
+        self.rebuilding.store(rebuilding, Ordering::Release);
         Ok(())
     }
 
