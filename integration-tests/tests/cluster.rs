@@ -208,6 +208,70 @@ async fn restarted_follower_catches_up_through_a_snapshot_when_the_log_was_purge
     assert_same_state(&cluster).await;
 }
 
+/// A snapshot holds only the latest record of a key, yet a follower that
+/// installed one still recognises a retry of an earlier write to that key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_a_snapshot_install_is_applied_once_on_every_node() {
+    let _serial = SERIAL.lock().await;
+    let (mut cluster, leader, follower) = cluster_with_frequent_snapshots().await;
+    let http = reqwest::Client::new();
+    let leader_url = cluster.node(leader).base_url();
+    let token = uuid::Uuid::new_v4().to_string();
+    let retried = |url: String| {
+        http.put(format!("{url}/v1/kv/retry/k"))
+            .header("Idempotency-Key", &token)
+            .json(&json!("first"))
+            .send()
+    };
+    let first = retried(leader_url.clone()).await.unwrap();
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+
+    let follower_last = cluster.status(follower).await.unwrap()["last_log_index"]
+        .as_u64()
+        .unwrap();
+    cluster.node_mut(follower).kill9().await;
+    // The key is overwritten until a snapshot is taken and the log purged
+    // past the follower: the snapshot's record of the key is the last one.
+    let mut last = 0;
+    for n in 0..400 {
+        let (status, _) = put(&format!("{leader_url}/v1/kv/retry/k"), &json!(n)).await;
+        assert_eq!(status, 200, "overwrite {n}");
+        last = n;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while cluster.status(leader).await.unwrap()["purged_index"]
+        .as_u64()
+        .is_none_or(|purged| purged <= follower_last)
+    {
+        assert!(Instant::now() < deadline, "the leader never purged its log");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cluster.node_mut(follower).restart().await;
+    cluster.wait_converged().await;
+    assert!(
+        cluster.node(follower).log_contains("installed snapshot"),
+        "the follower caught up through a snapshot"
+    );
+
+    // The retry, sent to the follower that installed the snapshot, answers
+    // the first result and changes nothing anywhere.
+    let retry = retried(cluster.node(follower).base_url()).await.unwrap();
+    assert_eq!(
+        retry.status(),
+        201,
+        "a retry answers as the first write did"
+    );
+    let retry: Value = retry.json().await.unwrap();
+    assert_eq!(retry, first);
+    cluster.wait_converged().await;
+    for id in cluster.ids() {
+        let keys = cluster.keys(id, "retry/").await;
+        assert_eq!(keys.get("retry/k"), Some(&json!(last)), "node {id}");
+    }
+    assert_same_state(&cluster).await;
+}
+
 /// Keys the cluster holds when a node joins: `KV_TEST_JOIN_KEYS`, by
 /// default 20,000. `make test-full` runs it with 100,000; the README says
 /// why the default is smaller.

@@ -41,6 +41,7 @@ use openraft::{OptionalSend, RaftLogReader, StorageIOError, Vote};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::StoreError;
+use crate::store::blocking;
 use crate::store::log_files::{self, Frame, LogFiles, Meta};
 use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
 
@@ -191,16 +192,6 @@ fn read_error(error: impl std::error::Error + 'static) -> StorageError {
 
 fn write_error(error: impl std::error::Error + 'static) -> StorageError {
     StorageIOError::write_logs(&error).into()
-}
-
-/// Runs blocking file work off the async workers, which serve requests and
-/// run openraft's core.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|join| StoreError::Corrupt(format!("a raft log task failed: {join}")))?
 }
 
 impl LogStore {

@@ -52,6 +52,16 @@ pub fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
         })
 }
 
+/// Runs blocking storage work off the async workers, which serve requests
+/// and run openraft's core.
+pub async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|join| StoreError::Corrupt(format!("a storage task failed: {join}")))?
+}
+
 /// Records replayed into the view's in-memory layer per commit.
 const REPLAY_BATCH_RECORDS: usize = 10_000;
 /// Distinct keys the in-memory layer may hold during a rebuild before it is

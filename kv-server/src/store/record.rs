@@ -85,6 +85,12 @@ impl WriteRecord {
     }
 }
 
+/// Whether `record` carries a client's idempotency key (without decoding
+/// the rest of it).
+pub fn carries_idempotency_key(record: &Record) -> bool {
+    record.headers.len() > HEADER_BYTES
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

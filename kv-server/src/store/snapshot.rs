@@ -1,9 +1,11 @@
 //! Raft snapshots in the topic's own segment format.
 //!
-//! A snapshot at log index `i` is every record the compacted topic holds at
-//! or below `i` — the latest record of every key, plus what the cleaner has
-//! not compacted yet — framed exactly as in a segment file, after a small
-//! header:
+//! A snapshot at log index `i` is what a fully compacted topic would hold at
+//! `i`: the latest record of every key (tombstones included), plus every
+//! record that carries a client's idempotency key and is recent enough for
+//! a retry to be checked against it (so a node installing the snapshot
+//! deduplicates like the others). The records are framed exactly as in a
+//! segment file, in offset order, after a small header:
 //!
 //! ```text
 //! "OMKVSNP1" | header_len: u32 LE | header (JSON: meta, tombstone floor) | frames…
@@ -14,6 +16,7 @@
 //! snapshot is kept in `data/snapshot/current.snap` so it can be sent again
 //! after a restart.
 
+use std::collections::HashMap;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
@@ -23,6 +26,8 @@ use openraft::SnapshotMeta;
 use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
+use crate::store::apply::IDEMPOTENCY_WINDOW_MS;
+use crate::store::record::carries_idempotency_key;
 use crate::types::{Node, NodeId};
 
 const MAGIC: &[u8; 8] = b"OMKVSNP1";
@@ -57,16 +62,44 @@ impl SnapshotFile {
     pub fn build(header: SnapshotHeader, reader: TopicReader) -> Result<SnapshotFile, StoreError> {
         let last_index = header.meta.last_log_id.map_or(0, |id| id.index);
         let header_json = serde_json::to_vec(&header).expect("a snapshot header serializes");
-        let mut bytes = Vec::with_capacity(1 << 20);
-        bytes.extend_from_slice(MAGIC);
-        bytes.extend_from_slice(&(header_json.len() as u32).to_le_bytes());
-        bytes.extend_from_slice(&header_json);
-        let frames_at = bytes.len();
+        let mut latest: HashMap<Bytes, Record> = HashMap::new();
+        let mut idempotent = Vec::new();
+        let mut newest_ms = 0;
         for record in reader {
             let record = record?;
             if record.offset > last_index {
                 break;
             }
+            // Owned copies: the reader's buffers are not kept alive.
+            let record = Record {
+                key: Bytes::copy_from_slice(&record.key),
+                value: record.value.as_deref().map(Bytes::copy_from_slice),
+                headers: Bytes::copy_from_slice(&record.headers),
+                ..record
+            };
+            newest_ms = newest_ms.max(record.timestamp_ms);
+            if carries_idempotency_key(&record) {
+                idempotent.push(record.clone());
+            }
+            latest.insert(record.key.clone(), record);
+        }
+        // A retry is checked against the window before its own timestamp; a
+        // second window covers leaders whose clocks are behind.
+        let keep_from = newest_ms.saturating_sub(2 * IDEMPOTENCY_WINDOW_MS);
+        let mut kept: Vec<Record> = latest.into_values().collect();
+        kept.extend(
+            idempotent
+                .into_iter()
+                .filter(|record| record.timestamp_ms >= keep_from),
+        );
+        kept.sort_unstable_by_key(|record| record.offset);
+        kept.dedup_by_key(|record| record.offset);
+        let mut bytes = Vec::with_capacity(1 << 20);
+        bytes.extend_from_slice(MAGIC);
+        bytes.extend_from_slice(&(header_json.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&header_json);
+        let frames_at = bytes.len();
+        for record in &kept {
             record.encode_into(&mut bytes);
         }
         Ok(SnapshotFile {
@@ -153,4 +186,65 @@ pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 /// The marker of an install in progress.
 pub fn installing_marker(dir: &Path) -> PathBuf {
     dir.join(INSTALLING_FILE)
+}
+
+#[cfg(test)]
+mod tests {
+    use compaction::{Topic, TopicConfig};
+    use openraft::{CommittedLeaderId, LogId, StoredMembership};
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::store::record::WriteRecord;
+
+    fn write(offset: u64, timestamp_ms: u64, key: &str, idempotent: bool) -> Record {
+        WriteRecord {
+            revision: offset,
+            timestamp_ms,
+            key: key.into(),
+            value: Some(Bytes::from(format!("{offset}"))),
+            create_revision: 1,
+            version: offset,
+            idempotency_key: idempotent.then(Uuid::new_v4),
+        }
+        .to_record()
+    }
+
+    #[test]
+    fn a_snapshot_keeps_the_latest_record_of_each_key_and_recent_idempotent_writes() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let topic = Topic::open(dir.path(), TopicConfig::default()).expect("opens");
+        let minute = 60_000;
+        let old = 0;
+        let now = 3 * IDEMPOTENCY_WINDOW_MS;
+        let deleted = WriteRecord {
+            value: None,
+            ..WriteRecord::from_record(write(6, now, "b", false)).expect("decodes")
+        };
+        topic
+            .append(&[
+                write(1, old, "a", true),           // superseded, too old to retry
+                write(2, now - minute, "a", true),  // superseded, a retry may come
+                write(3, now - minute, "a", false), // superseded
+                write(4, now, "a", false),          // the latest of a
+                write(5, now, "b", false),          // superseded by a delete
+                deleted.to_record(),                // the latest of b: a tombstone
+                write(7, now, "c", false),          // past the snapshot
+            ])
+            .expect("appends");
+        let header = SnapshotHeader {
+            meta: SnapshotMeta {
+                last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), 6)),
+                last_membership: StoredMembership::default(),
+                snapshot_id: "test".into(),
+            },
+            tombstone_floor: 0,
+        };
+        let snapshot = SnapshotFile::build(header, topic.read_from(0)).expect("builds");
+        let offsets: Vec<u64> = snapshot
+            .records()
+            .map(|record| record.expect("decodes").offset)
+            .collect();
+        assert_eq!(offsets, vec![2, 4, 6]);
+    }
 }

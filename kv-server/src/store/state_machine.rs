@@ -16,7 +16,7 @@ use tracing::info;
 use crate::error::StoreError;
 use crate::store::log_store::Durability;
 use crate::store::snapshot::{SnapshotFile, SnapshotHeader};
-use crate::store::Store;
+use crate::store::{blocking, Store};
 use crate::types::{
     CommandResult, Entry, LogId, Node, NodeId, StorageError, StoredMembership, TypeConfig,
 };
@@ -34,15 +34,6 @@ impl StateMachine {
     pub fn new(store: Arc<Store>, durability: Durability) -> Self {
         StateMachine { store, durability }
     }
-}
-
-/// Runs blocking storage work off the async workers.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|join| StoreError::Corrupt(format!("storage task failed: {join}")))?
 }
 
 fn sm_error(error: StoreError) -> StorageError {
