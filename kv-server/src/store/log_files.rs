@@ -667,6 +667,20 @@ mod tests {
     }
 
     #[test]
+    fn a_raft_log_of_the_earlier_sled_format_is_refused_by_name() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        std::fs::write(dir.path().join("conf"), b"segment_size: 524288").expect("writes");
+        std::fs::write(dir.path().join("db"), b"sled").expect("writes");
+        let error = LogFiles::open(dir.path(), SEGMENT_BYTES).expect_err("refused");
+        let message = error.to_string();
+        assert!(message.contains("sled format"), "{message}");
+        assert!(
+            message.contains(&dir.path().display().to_string()),
+            "{message}"
+        );
+    }
+
+    #[test]
     fn damage_found_by_a_read_is_named() {
         let dir = tempfile::tempdir().expect("a temp dir");
         let (files, _) = LogFiles::open(dir.path(), SEGMENT_BYTES).expect("opens");
