@@ -36,6 +36,12 @@ impl StateMachine {
     }
 }
 
+/// Batches up to this many entries are applied on the state machine's own
+/// task (tens of µs, in memory and the page cache); larger ones, as in a
+/// catch-up, on the blocking pool. Handing every write to the pool cost a
+/// thread wake-up each: 16 % of the server's CPU under a write load.
+const INLINE_APPLY_ENTRIES: usize = 8;
+
 fn sm_error(error: StoreError) -> StorageError {
     StorageIOError::write_state_machine(&error).into()
 }
@@ -101,15 +107,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .map_err(sm_error)?;
         }
         let store = Arc::clone(&self.store);
-        blocking(move || {
+        let inline = entries.len() <= INLINE_APPLY_ENTRIES;
+        let apply = move || {
             let started = std::time::Instant::now();
             let results = store.apply_entries(entries);
             ::metrics::histogram!(crate::metrics::APPLY_SECONDS)
                 .record(started.elapsed().as_secs_f64());
             results
-        })
-        .await
-        .map_err(sm_error)
+        };
+        if inline {
+            apply().map_err(sm_error)
+        } else {
+            blocking(apply).await.map_err(sm_error)
+        }
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
