@@ -151,12 +151,17 @@ enum FlushJob {
 }
 
 /// Writes queued appends to the files, syncing once per group, until every
-/// sender is gone.
-async fn run_flusher(store: LogStore, mut jobs: mpsc::UnboundedReceiver<FlushJob>) {
+/// sender is gone. Runs on a thread of its own: the sync blocks it, and a
+/// blocking-pool task per group cost a thread wake-up each.
+fn run_flusher(store: LogStore, mut jobs: mpsc::UnboundedReceiver<FlushJob>) {
     let mut group = Vec::new();
-    while jobs.recv_many(&mut group, usize::MAX).await > 0 {
+    while let Some(job) = jobs.blocking_recv() {
+        group.push(job);
+        while let Ok(job) = jobs.try_recv() {
+            group.push(job);
+        }
         let started = std::time::Instant::now();
-        let written = store.write_pending(&group).await;
+        let written = store.write_pending(&group);
         ::metrics::histogram!(crate::metrics::LOG_FLUSH_SECONDS)
             .record(started.elapsed().as_secs_f64());
         let appends = group
@@ -240,7 +245,7 @@ impl LogStore {
     /// Appends the pending entries the append jobs of `group` name (and the
     /// committed id) to the files in one write, syncs, and drops them from
     /// the pending table.
-    async fn write_pending(&self, group: &[FlushJob]) -> Result<(), StoreError> {
+    fn write_pending(&self, group: &[FlushJob]) -> Result<(), StoreError> {
         let ranges: Vec<(u64, u64)> = group
             .iter()
             .filter_map(|job| match job {
@@ -269,8 +274,7 @@ impl LogStore {
         if let Some(committed) = committed {
             frames.push(Frame::Committed(committed));
         }
-        let files = Arc::clone(&self.files);
-        let written = blocking(move || files.append(&frames, must_sync)).await;
+        let written = self.files.append(&frames, must_sync);
         if let Err(error) = &written {
             tracing::error!(%error, "writing the raft log failed; this node stops applying");
             self.durable.fail();
@@ -297,7 +301,15 @@ impl LogStore {
     fn flusher(&self) -> &mpsc::UnboundedSender<FlushJob> {
         self.flusher.get_or_init(|| {
             let (sender, jobs) = mpsc::unbounded_channel();
-            tokio::spawn(run_flusher(self.clone(), jobs));
+            let store = self.clone();
+            let spawned = std::thread::Builder::new()
+                .name("raft-log-flusher".into())
+                .spawn(move || run_flusher(store, jobs));
+            if let Err(error) = spawned {
+                // The receiver is gone with the closure: appends write
+                // themselves (see `append`).
+                tracing::error!(%error, "cannot start the raft log flusher thread");
+            }
             sender
         })
     }
@@ -472,15 +484,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             callback,
         };
         if let Err(mpsc::error::SendError(job)) = self.flusher().send(job) {
-            // The flusher is gone (shutting down): write here instead.
-            let written = self.write_pending(std::slice::from_ref(&job)).await;
-            if let FlushJob::Append {
-                callback: Some(callback),
-                ..
-            } = job
-            {
-                callback.log_io_completed(written.map_err(std::io::Error::other));
-            }
+            // The flusher is gone: write here instead, off the workers.
+            let store = self.clone();
+            blocking(move || {
+                let written = store.write_pending(std::slice::from_ref(&job));
+                if let FlushJob::Append {
+                    callback: Some(callback),
+                    ..
+                } = job
+                {
+                    callback.log_io_completed(written.map_err(std::io::Error::other));
+                }
+                Ok(())
+            })
+            .await
+            .map_err(write_error)?;
         }
         Ok(())
     }
