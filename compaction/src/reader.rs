@@ -39,6 +39,20 @@ impl TopicReader {
     }
 }
 
+impl TopicReader {
+    /// The same reader, yielding nothing below `from` from now on: the
+    /// segments it holds stay the ones it was made with.
+    pub fn skip_to(mut self, from: Offset) -> Self {
+        if from > self.from {
+            self.from = from;
+            self.pending
+                .retain(|segment| segment.last_offset().is_some_and(|last| last >= from));
+            self.done = self.done || self.upto.is_none_or(|upto| upto < from);
+        }
+        self
+    }
+}
+
 impl Iterator for TopicReader {
     type Item = Result<Record>;
 

@@ -58,14 +58,30 @@ pub struct SnapshotFile {
 
 impl SnapshotFile {
     /// Builds a snapshot from the topic records `reader` yields, up to and
-    /// including the snapshot's last log index.
-    pub fn build(header: SnapshotHeader, reader: TopicReader) -> Result<SnapshotFile, StoreError> {
+    /// including the snapshot's last log index. With the `previous`
+    /// snapshot of the same topic, only the records after it are read: its
+    /// records stand for those at or below its index.
+    pub fn build(
+        header: SnapshotHeader,
+        reader: TopicReader,
+        previous: Option<&SnapshotFile>,
+    ) -> Result<SnapshotFile, StoreError> {
         let last_index = header.meta.last_log_id.map_or(0, |id| id.index);
         let header_json = serde_json::to_vec(&header).expect("a snapshot header serializes");
         let mut latest: HashMap<Bytes, Record> = HashMap::new();
         let mut idempotent = Vec::new();
         let mut newest_ms = 0;
-        for record in reader {
+        let previous = previous.filter(|previous| {
+            previous.header.meta.last_log_id.is_some() && previous.last_index() <= last_index
+        });
+        let (earlier, reader): (Vec<compaction::Result<Record>>, _) = match previous {
+            Some(previous) => (
+                previous.records().collect(),
+                reader.skip_to(previous.last_index() + 1),
+            ),
+            None => (Vec::new(), reader),
+        };
+        for record in earlier.into_iter().chain(reader) {
             let record = record?;
             if record.offset > last_index {
                 break;
@@ -92,6 +108,9 @@ impl SnapshotFile {
                 .into_iter()
                 .filter(|record| record.timestamp_ms >= keep_from),
         );
+        // The cleaner has dropped the tombstones below the floor from the
+        // topic; a snapshot carried over from an earlier one drops them too.
+        kept.retain(|record| record.value.is_some() || record.offset >= header.tombstone_floor);
         kept.sort_unstable_by_key(|record| record.offset);
         kept.dedup_by_key(|record| record.offset);
         let mut bytes = Vec::with_capacity(1 << 20);
@@ -129,6 +148,11 @@ impl SnapshotFile {
             bytes,
             frames_at,
         })
+    }
+
+    /// The last log index the snapshot covers.
+    pub fn last_index(&self) -> u64 {
+        self.header.meta.last_log_id.map_or(0, |id| id.index)
     }
 
     /// The snapshot's records.
@@ -240,11 +264,36 @@ mod tests {
             },
             tombstone_floor: 0,
         };
-        let snapshot = SnapshotFile::build(header, topic.read_from(0)).expect("builds");
+        let snapshot = SnapshotFile::build(header, topic.read_from(0), None).expect("builds");
         let offsets: Vec<u64> = snapshot
             .records()
             .map(|record| record.expect("decodes").offset)
             .collect();
         assert_eq!(offsets, vec![2, 4, 6]);
+
+        // The next snapshot, built on this one, reads only the records after
+        // it and holds what a build from the whole topic holds.
+        topic
+            .append(&[write(8, now, "b", false), write(9, now, "d", true)])
+            .expect("appends");
+        let next_header = |index| SnapshotHeader {
+            meta: SnapshotMeta {
+                last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), index)),
+                last_membership: StoredMembership::default(),
+                snapshot_id: format!("test-{index}"),
+            },
+            tombstone_floor: 0,
+        };
+        let offsets = |snapshot: &SnapshotFile| -> Vec<u64> {
+            snapshot
+                .records()
+                .map(|record| record.expect("decodes").offset)
+                .collect()
+        };
+        let built_on = SnapshotFile::build(next_header(9), topic.read_from(0), Some(&snapshot))
+            .expect("builds");
+        let whole = SnapshotFile::build(next_header(9), topic.read_from(0), None).expect("builds");
+        assert_eq!(offsets(&built_on), vec![2, 4, 7, 8, 9]);
+        assert_eq!(offsets(&built_on), offsets(&whole));
     }
 }

@@ -67,7 +67,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             // The log is purged behind this snapshot: what was applied up
             // to it must be durable, or a crash could need purged entries.
             store.checkpoint()?;
-            let snapshot = SnapshotFile::build(header, reader)?;
+            // The current snapshot stands for the records below it: a new
+            // one reads only the topic after it.
+            let previous = SnapshotFile::load(&store.snapshot_dir)?;
+            let snapshot = SnapshotFile::build(header, reader, previous.as_ref())?;
             snapshot.store(&store.snapshot_dir)?;
             Ok(snapshot)
         })
