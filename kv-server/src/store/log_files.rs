@@ -628,42 +628,39 @@ mod tests {
         assert_eq!(files.log_id_at(3), Some(id(2, 3)));
     }
 
-    #[test]
-    fn damage_before_the_last_segment_is_named() {
+    /// Writes `entries` one group each in segments of `segment_bytes`,
+    /// flips the byte at `at` of the first segment, and opens the log again:
+    /// the error, after checking that it names the segment and that nothing
+    /// was cut off it.
+    fn open_with_a_flipped_byte(entries: u64, segment_bytes: u64, at: usize) -> String {
         let dir = tempfile::tempdir().expect("a temp dir");
-        let (files, _) = LogFiles::open(dir.path(), 100).expect("opens");
-        for index in 1..=6 {
+        let (files, _) = LogFiles::open(dir.path(), segment_bytes).expect("opens");
+        for index in 1..=entries {
             files.append(&[entry(1, index)], true).expect("appends");
         }
         drop(files);
         let path = segment_path(dir.path(), 1);
         let mut bytes = std::fs::read(&path).expect("reads");
-        bytes[20] ^= 0xff;
-        std::fs::write(&path, bytes).expect("writes");
-        let error = LogFiles::open(dir.path(), 100).expect_err("damage is found");
+        bytes[at] ^= 0xff;
+        std::fs::write(&path, &bytes).expect("writes");
+        let error = LogFiles::open(dir.path(), segment_bytes).expect_err("damage is found");
         let message = error.to_string();
         assert!(message.contains(&path.display().to_string()), "{message}");
+        let kept = std::fs::read(&path).expect("reads");
+        assert_eq!(kept, bytes, "nothing is cut off a damaged segment");
+        message
+    }
+
+    #[test]
+    fn damage_before_the_last_segment_is_named() {
+        let message = open_with_a_flipped_byte(6, 100, 20);
         assert!(message.contains("checksum"), "{message}");
     }
 
     #[test]
     fn damage_with_intact_entries_after_it_is_named_not_cut() {
-        let dir = tempfile::tempdir().expect("a temp dir");
-        let (files, _) = LogFiles::open(dir.path(), SEGMENT_BYTES).expect("opens");
-        for index in 1..=5 {
-            files.append(&[entry(1, index)], true).expect("appends");
-        }
-        drop(files);
-        let path = segment_path(dir.path(), 1);
-        let mut bytes = std::fs::read(&path).expect("reads");
-        bytes[60] ^= 0xff;
-        std::fs::write(&path, &bytes).expect("writes");
-        let error = LogFiles::open(dir.path(), SEGMENT_BYTES).expect_err("damage is found");
-        let message = error.to_string();
-        assert!(message.contains(&path.display().to_string()), "{message}");
-        assert!(message.contains("byte"), "{message}");
-        let kept = std::fs::read(&path).expect("reads");
-        assert_eq!(kept, bytes, "nothing is cut off a damaged segment");
+        let message = open_with_a_flipped_byte(5, SEGMENT_BYTES, 60);
+        assert!(message.contains("damaged at byte 40"), "{message}");
     }
 
     #[test]
