@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use crate::error::StoreError;
-use crate::store::snapshot::{sync_dir, write_synced};
+use crate::store::snapshot::{sync_dir, write_atomic};
 use crate::types::{LogId, NodeId};
 
 /// Bytes of the frame header: body length and CRC.
@@ -330,12 +330,8 @@ impl LogFiles {
 
     /// Replaces the metadata file, durably.
     pub fn save_meta(&self, meta: &Meta) -> Result<(), StoreError> {
-        let path = self.dir.join(META_FILE);
-        let tmp = self.dir.join(format!("{META_FILE}.tmp"));
         let bytes = serde_json::to_vec(meta).expect("the metadata serializes");
-        write_synced(&tmp, &bytes)?;
-        std::fs::rename(&tmp, &path).map_err(StoreError::io("rename", &path))?;
-        sync_dir(&self.dir)
+        write_atomic(&self.dir, META_FILE, &bytes)
     }
 
     /// The id of the last entry written.

@@ -8,8 +8,9 @@
 //! Appends are group-committed and written behind: `append` only puts its
 //! entries in an in-memory table of pending entries (which reads see) and
 //! queues openraft's callback. A flusher thread takes everything queued,
-//! appends it to the active segment in one write, `fdatasync`s once, answers the callbacks in
-//! order and drops the entries from the pending table. While one fsync runs,
+//! appends it to the active segment in one write, `fdatasync`s once,
+//! answers the callbacks in order and drops the entries from the pending
+//! table. While one fsync runs,
 //! the appends arriving meanwhile queue up and share the next one, and
 //! openraft's core never waits on the disk to take the next write.
 //! Truncation waits for the flusher to drain first, so it never races a

@@ -171,11 +171,7 @@ impl SnapshotFile {
     /// Writes the snapshot as the current one of `dir`, atomically.
     pub fn store(&self, dir: &Path) -> Result<(), StoreError> {
         std::fs::create_dir_all(dir).map_err(StoreError::io("create directory", dir))?;
-        let path = dir.join(CURRENT_FILE);
-        let tmp = dir.join(format!("{CURRENT_FILE}.tmp"));
-        write_synced(&tmp, &self.bytes)?;
-        std::fs::rename(&tmp, &path).map_err(StoreError::io("rename", &path))?;
-        sync_dir(dir)
+        write_atomic(dir, CURRENT_FILE, &self.bytes)
     }
 
     /// Reads the current snapshot of `dir`, if there is one.
@@ -198,6 +194,17 @@ pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     file.write_all(bytes)
         .map_err(StoreError::io("write", path))?;
     file.sync_all().map_err(StoreError::io("fsync", path))
+}
+
+/// Replaces `dir/name` with `bytes` atomically: a crash leaves the old file
+/// or the new one, whole (write a temporary file, fsync, rename, fsync the
+/// directory).
+pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}.tmp"));
+    write_synced(&tmp, bytes)?;
+    std::fs::rename(&tmp, &path).map_err(StoreError::io("rename", &path))?;
+    sync_dir(dir)
 }
 
 /// Makes renames and creations in `dir` durable.
