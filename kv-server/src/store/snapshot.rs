@@ -74,14 +74,12 @@ impl SnapshotFile {
         let previous = previous.filter(|previous| {
             previous.header.meta.last_log_id.is_some() && previous.last_index() <= last_index
         });
-        let (earlier, reader): (Vec<compaction::Result<Record>>, _) = match previous {
-            Some(previous) => (
-                previous.records().collect(),
-                reader.skip_to(previous.last_index() + 1),
-            ),
-            None => (Vec::new(), reader),
+        let reader = match previous {
+            Some(previous) => reader.skip_to(previous.last_index() + 1),
+            None => reader,
         };
-        for record in earlier.into_iter().chain(reader) {
+        let earlier = previous.into_iter().flat_map(|previous| previous.records());
+        for record in earlier.chain(reader) {
             let record = record?;
             if record.offset > last_index {
                 break;
