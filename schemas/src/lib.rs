@@ -44,6 +44,7 @@
 
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod attribute;
 mod error;
 mod file;

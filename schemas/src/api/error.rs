@@ -1,0 +1,242 @@
+//! The error body every failed request gets, and its codes.
+//!
+//! `{"error": {"code": "...", "message": "...", "field": "...", "leader": {...}}}`:
+//! `code` is what a program matches on, `message` is for people, `field`
+//! names the offending field, parameter or header, and `leader` tells a
+//! client that reached a node which cannot take the request where the
+//! leader is.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::api::NodeId;
+
+/// Declares [`ErrorCode`]: each code with its wire name, its HTTP status
+/// and what it means, in one table.
+macro_rules! error_codes {
+    ($($(#[doc = $doc:literal])* $variant:ident = ($name:literal, $status:literal),)*) => {
+        /// What went wrong, for programs: each code comes with one HTTP status.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+        #[serde(rename_all = "snake_case")]
+        #[non_exhaustive]
+        pub enum ErrorCode {
+            $($(#[doc = $doc])* $variant,)*
+            /// A code this build does not know (a newer server's).
+            #[serde(other)]
+            Unknown,
+        }
+
+        impl ErrorCode {
+            /// Every known code, in table order.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant,)*];
+
+            /// The code as it appears on the wire.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $name,)*
+                    ErrorCode::Unknown => "unknown",
+                }
+            }
+
+            /// The HTTP status an answer with this code has.
+            pub fn status(self) -> u16 {
+                match self {
+                    $(ErrorCode::$variant => $status,)*
+                    ErrorCode::Unknown => 500,
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    // A request that cannot be read.
+    /// The body is not one JSON value, or not the JSON the route takes.
+    InvalidJson = ("invalid_json", 400),
+    /// The body could not be read at all.
+    InvalidBody = ("invalid_body", 400),
+    /// A key is empty, too long, or has an empty or dot segment.
+    InvalidKey = ("invalid_key", 400),
+    /// A topic or group name in the path is unreadable.
+    InvalidName = ("invalid_name", 400),
+    /// A node id in the path is not a number.
+    InvalidId = ("invalid_id", 400),
+    /// A node address is not an `http(s)://host:port` URL.
+    InvalidAddr = ("invalid_addr", 400),
+    /// A header is malformed (`If-Match`, `Idempotency-Key`, …).
+    InvalidHeader = ("invalid_header", 400),
+    /// The query string cannot be parsed.
+    InvalidQuery = ("invalid_query", 400),
+    /// A query parameter has a value the route does not take.
+    InvalidParameter = ("invalid_parameter", 400),
+    /// A query parameter the route does not know.
+    UnknownParameter = ("unknown_parameter", 400),
+    /// A query parameter given twice.
+    RepeatedParameter = ("repeated_parameter", 400),
+    /// `If-Match` and `If-None-Match` together.
+    ConflictingConditions = ("conflicting_conditions", 400),
+    /// A raw KV write to a key that only the typed metadata API writes.
+    ReservedKey = ("reserved_key", 400),
+    /// A snapshot sent to the peer API does not decode.
+    InvalidSnapshot = ("invalid_snapshot", 400),
+    /// Removing the only voter of a cluster.
+    LastVoter = ("last_voter", 400),
+    // A metadata config that breaks RocketMQ's rules (the schemas crate's
+    // validation); `field` names the JSON field.
+    /// A required field is missing.
+    MissingField = ("missing_field", 400),
+    /// A field has the wrong JSON type.
+    InvalidField = ("invalid_field", 400),
+    /// A field is empty or blank.
+    BlankField = ("blank_field", 400),
+    /// A name holds a character RocketMQ refuses.
+    IllegalCharacter = ("illegal_character", 400),
+    /// A field is longer than allowed.
+    TooLong = ("too_long", 400),
+    /// A number is outside its range.
+    OutOfRange = ("out_of_range", 400),
+    /// A value is not one of those allowed.
+    NotAllowedValue = ("not_allowed_value", 400),
+    /// A value does not have the shape required.
+    Malformed = ("malformed", 400),
+    /// A reserved system name, without `?system=true`.
+    SystemName = ("system_name", 400),
+    /// The name in the body differs from the name in the path.
+    NameMismatch = ("name_mismatch", 400),
+    /// A field fixed at creation was changed.
+    Unchangeable = ("unchangeable", 400),
+    /// An entry appears twice.
+    Duplicate = ("duplicate", 400),
+    // Things that do not exist.
+    /// No such route.
+    NotFound = ("not_found", 404),
+    /// The key does not exist.
+    KeyNotFound = ("key_not_found", 404),
+    /// The topic does not exist.
+    TopicNotFound = ("topic_not_found", 404),
+    /// The subscription group does not exist.
+    SubscriptionNotFound = ("subscription_not_found", 404),
+    /// The node is not a member of the cluster.
+    MemberNotFound = ("member_not_found", 404),
+    /// The route does not take this method.
+    MethodNotAllowed = ("method_not_allowed", 405),
+    // Conditions and conflicts.
+    /// A typed metadata write raced another write; retry.
+    Conflict = ("conflict", 409),
+    /// A node with this id is a member at another address.
+    MemberExists = ("member_exists", 409),
+    /// openraft refused the membership change (another one is under way).
+    MembershipChangeRefused = ("membership_change_refused", 409),
+    /// The change feed no longer holds the deletes after `from`: start over.
+    BelowTombstoneFloor = ("below_tombstone_floor", 410),
+    /// `If-Match` or `If-None-Match` did not hold.
+    PreconditionFailed = ("precondition_failed", 412),
+    /// The value is over the size limit.
+    ValueTooLarge = ("value_too_large", 413),
+    // The server's side.
+    /// A fault of this server (storage), not of the request.
+    Internal = ("internal", 500),
+    /// No leader, no quorum, overloaded, or too slow: retry, perhaps elsewhere.
+    Unavailable = ("unavailable", 503),
+    /// This node cannot take the request and could not pass it to the
+    /// leader; `leader` says where it is, when known.
+    NotLeader = ("not_leader", 503),
+    /// A new member did not catch up in time; it stays a learner.
+    NotCaughtUp = ("not_caught_up", 504),
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for ErrorCode {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+/// A node of the cluster as an error names it: the leader to ask instead.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct LeaderHint {
+    /// The node's id.
+    pub id: NodeId,
+    /// The URL clients reach it at.
+    pub addr: String,
+}
+
+/// The body of every error answer.
+///
+/// ```
+/// use schemas::api::{ErrorBody, ErrorCode};
+///
+/// let body: ErrorBody = serde_json::from_str(
+///     r#"{"error":{"code":"not_leader","message":"ask node 2","leader":{"id":2,"addr":"http://127.0.0.1:7072"}}}"#,
+/// ).unwrap();
+/// assert_eq!(body.error.code, ErrorCode::NotLeader);
+/// assert_eq!(body.error.leader.unwrap().addr, "http://127.0.0.1:7072");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// What an error answer says.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ErrorDetail {
+    /// What went wrong, for programs.
+    pub code: ErrorCode,
+    /// What went wrong, for people.
+    pub message: String,
+    /// The field, query parameter or header the error is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// With `not_leader`: the leader this node knows of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<LeaderHint>,
+}
+
+impl ErrorBody {
+    /// A body with a code and a message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                code,
+                message: message.into(),
+                field: None,
+                leader: None,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_round_trips_through_its_wire_name() {
+        for code in ErrorCode::ALL {
+            let json = serde_json::to_string(code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+            assert_eq!(serde_json::from_str::<ErrorCode>(&json).unwrap(), *code);
+            assert!((400..600).contains(&code.status()), "{code}");
+        }
+    }
+
+    #[test]
+    fn a_code_from_a_newer_server_reads_as_unknown() {
+        let code: ErrorCode = serde_json::from_str("\"quota_exceeded\"").unwrap();
+        assert_eq!(code, ErrorCode::Unknown);
+    }
+
+    #[test]
+    fn wire_names_are_unique() {
+        let mut names: Vec<_> = ErrorCode::ALL.iter().map(|code| code.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), ErrorCode::ALL.len());
+    }
+}

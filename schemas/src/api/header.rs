@@ -1,0 +1,14 @@
+//! Header names of the API, lower-case as HTTP/2 sends them.
+
+/// The store revision an answer reflects (every answer carries it).
+pub const REVISION: &str = "x-kv-revision";
+
+/// The index a long-poll client sends as `index` (or `from`) next.
+pub const INDEX: &str = "x-kv-index";
+
+/// A client-chosen UUID naming a write, so that its retries apply once.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// On a request one node passed to another: the id of the node that
+/// passed it. Such a request is never passed on again.
+pub const FORWARDED_BY: &str = "x-kv-forwarded-by";

@@ -1,0 +1,43 @@
+//! The HTTP/JSON API's contract, shared by the server and every client:
+//! header names, the error body and its codes, the request and answer
+//! types of every route, and the OpenAPI document generated from them.
+//!
+//! * [`header`]: `X-Kv-Revision`, `X-Kv-Index`, `Idempotency-Key`, …
+//! * [`ErrorBody`], [`ErrorCode`]: every failure as
+//!   `{"error":{"code","message","field"?,"leader"?}}`; a code has one status.
+//! * [`KeyValue`], [`WriteResult`], [`KeyList`]: `/v1/kv`.
+//! * [`ChangeRecord`], [`ChangesPage`]: `/v1/changes`, `/v1/topic/records`.
+//! * [`ClusterStatus`], [`Member`], [`AddMember`], [`MembershipChange`],
+//!   [`Health`]: `/v1/cluster`, `/healthz`.
+//! * [`MetadataKind`]: what topics and subscription groups share.
+//! * [`openapi::document`]: the OpenAPI 3.1 document of all of it.
+//!
+//! ```
+//! use schemas::api::{header, ErrorBody, ErrorCode};
+//!
+//! let body = ErrorBody::new(ErrorCode::KeyNotFound, "key \"a/b\" does not exist");
+//! assert_eq!(body.error.code.status(), 404);
+//! assert_eq!(header::REVISION, "x-kv-revision");
+//! ```
+
+mod changes;
+mod cluster;
+mod error;
+pub mod header;
+mod kv;
+mod metadata;
+pub mod openapi;
+
+pub use changes::{ChangeRecord, ChangesPage};
+pub use cluster::{AddMember, ClusterStatus, Health, Member, MemberRole, MembershipChange};
+pub use error::{ErrorBody, ErrorCode, ErrorDetail, LeaderHint};
+pub use kv::{KeyList, KeyValue, WriteResult};
+pub use metadata::{is_metadata_key, validation_code, MetadataKind, SubscriptionList, TopicList};
+
+/// A revision of the store: the offset of a write in the compacted topic.
+/// Every key has a `create_revision` and a `mod_revision`; every answer
+/// reflects one (`X-Kv-Revision`).
+pub type Revision = u64;
+
+/// A node's id in the cluster.
+pub type NodeId = u64;
