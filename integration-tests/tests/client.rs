@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use futures::{StreamExt, TryStreamExt};
 use integration_tests::{closed_port_url, AnswerDroppingProxy, StubNode, TestServer};
 use kv_client::{
-    Client, Condition, Error, KeyValue, MetadataOptions, Watch, WatchEvent, WriteOptions,
+    Client, Condition, Error, ErrorCode, KeyValue, MetadataOptions, Watch, WatchEvent, WriteOptions,
 };
 use schemas::{SubscriptionGroupConfig, TopicConfig};
 use serde_json::{json, Value};
@@ -114,7 +114,7 @@ async fn errors_carry_the_server_code_message_field_request_and_endpoint() {
     let Error::Api(answer) = &error else {
         panic!("an API error, not {error:?}");
     };
-    assert_eq!((answer.status, answer.code.as_str()), (400, "reserved_key"));
+    assert_eq!((answer.status, answer.code), (400, ErrorCode::ReservedKey));
     assert_eq!(answer.field.as_deref(), Some("key"));
     assert!(answer.message.contains("topics/raw"), "{answer}");
     assert_eq!(answer.request, "PUT /v1/kv/topics/raw");
@@ -226,7 +226,7 @@ async fn the_servers_own_504_is_its_answer_and_not_retried() {
     let client = Client::new([slow.url(), server.url("")]).unwrap();
 
     let error = client.get("anything").await.unwrap_err();
-    assert_eq!(error.code(), Some("not_caught_up"), "{error}");
+    assert_eq!(error.code(), Some(ErrorCode::NotCaughtUp), "{error}");
     assert_eq!(error.status(), Some(504));
     assert_eq!(slow.requests(), 1, "asked once, not passed on");
 }
@@ -351,7 +351,7 @@ async fn topics_are_typed_validated_and_written_with_conditions() {
         })
         .await
         .unwrap_err();
-    assert_eq!(invalid.code(), Some("out_of_range"));
+    assert_eq!(invalid.code(), Some(ErrorCode::OutOfRange));
     assert!(
         matches!(&invalid, Error::Api(answer) if answer.field.as_deref() == Some("writeQueueNums")),
         "{invalid}"
@@ -359,7 +359,7 @@ async fn topics_are_typed_validated_and_written_with_conditions() {
 
     let system = TopicConfig::new("TBW102");
     let refused = client.put_topic(&system).await.unwrap_err();
-    assert_eq!(refused.code(), Some("system_name"), "{refused}");
+    assert_eq!(refused.code(), Some(ErrorCode::SystemName), "{refused}");
     let options = MetadataOptions::new().allow_system(true);
     client.put_topic_with(&system, options).await.unwrap();
 
@@ -392,7 +392,7 @@ async fn subscription_groups_are_typed_and_listed() {
     assert_eq!(stored.value, group);
     let tools = SubscriptionGroupConfig::new("TOOLS_CONSUMER");
     let refused = client.put_subscription(&tools).await.unwrap_err();
-    assert_eq!(refused.code(), Some("system_name"));
+    assert_eq!(refused.code(), Some(ErrorCode::SystemName));
     client
         .put_subscription_with(&tools, MetadataOptions::new().allow_system(true))
         .await

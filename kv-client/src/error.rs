@@ -6,16 +6,18 @@
 
 use std::time::Duration;
 
+use schemas::api::{ErrorCode, LeaderHint};
+
 use crate::Revision;
 
 /// Everything a call of this crate can fail with.
 ///
 /// ```
-/// use kv_client::Error;
+/// use kv_client::{Error, ErrorCode};
 ///
 /// fn explain(error: &Error) -> String {
 ///     match error.code() {
-///         Some("precondition_failed") => "someone else changed it first".to_string(),
+///         Some(ErrorCode::PreconditionFailed) => "someone else changed it first".to_string(),
 ///         Some(code) => format!("the server refused: {code}"),
 ///         None => format!("no answer: {error}"),
 ///     }
@@ -96,7 +98,7 @@ pub enum Error {
 /// ```
 /// # async fn example(client: kv_client::Client) {
 /// if let Err(kv_client::Error::Api(answer)) = client.put("topics/raw", &1).await {
-///     assert_eq!((answer.status, answer.code.as_str()), (400, "reserved_key"));
+///     assert_eq!((answer.status, answer.code), (400, kv_client::ErrorCode::ReservedKey));
 ///     assert_eq!(answer.field.as_deref(), Some("key"));
 ///     println!("{} said: {}", answer.endpoint, answer.message);
 /// }
@@ -114,12 +116,16 @@ pub struct ApiError {
     pub endpoint: String,
     /// The HTTP status.
     pub status: u16,
-    /// The server's error code (`key_not_found`, `precondition_failed`, …).
-    pub code: String,
+    /// The server's error code (`key_not_found`, `precondition_failed`, …);
+    /// [`ErrorCode::Unknown`] for a code this build does not know, and for
+    /// an answer that is not the API's error (a proxy's page).
+    pub code: ErrorCode,
     /// The server's explanation.
     pub message: String,
     /// The field or parameter the error is about, if the server named one.
     pub field: Option<String>,
+    /// With `not_leader`: the leader the answering node knows of.
+    pub leader: Option<LeaderHint>,
     /// The key's current revision, when the answer carried an `ETag`
     /// (a failed compare-and-set does).
     pub current_revision: Option<Revision>,
@@ -139,14 +145,16 @@ impl Error {
     /// ```
     /// # async fn example(client: kv_client::Client) {
     /// match client.create("locks/job", &"owner-1").await {
-    ///     Err(error) if error.code() == Some("precondition_failed") => println!("taken"),
+    ///     Err(error) if error.code() == Some(kv_client::ErrorCode::PreconditionFailed) => {
+    ///         println!("taken")
+    ///     }
     ///     other => println!("{other:?}"),
     /// }
     /// # }
     /// ```
-    pub fn code(&self) -> Option<&str> {
+    pub fn code(&self) -> Option<ErrorCode> {
         match self {
-            Error::Api(answer) => Some(&answer.code),
+            Error::Api(answer) => Some(answer.code),
             Error::Unavailable { last, .. } => last.code(),
             _ => None,
         }
@@ -199,7 +207,7 @@ impl Error {
     /// # }
     /// ```
     pub fn is_precondition_failed(&self) -> bool {
-        self.code() == Some("precondition_failed")
+        self.code() == Some(ErrorCode::PreconditionFailed)
     }
 
     /// Whether the thing asked for does not exist (a key, topic or group).
@@ -213,7 +221,9 @@ impl Error {
     pub fn is_not_found(&self) -> bool {
         matches!(
             self.code(),
-            Some("key_not_found" | "topic_not_found" | "subscription_not_found")
+            Some(
+                ErrorCode::KeyNotFound | ErrorCode::TopicNotFound | ErrorCode::SubscriptionNotFound
+            )
         )
     }
 

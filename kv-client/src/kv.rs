@@ -5,87 +5,19 @@ use std::collections::VecDeque;
 
 use futures::stream::{self, BoxStream, StreamExt};
 use reqwest::{Method, StatusCode};
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use uuid::Uuid;
+
+use schemas::api::header::REVISION;
+use schemas::api::{ErrorCode, KeyList, KeyValue, WriteResult};
 
 use crate::client::Client;
 use crate::error::{Error, Result};
-use crate::transport::{Request, REVISION_HEADER};
+use crate::request::Request;
 use crate::Revision;
 
 /// Keys a list asks for per page.
 pub(crate) const LIST_PAGE_SIZE: u32 = 1_000;
-
-/// A key, its value and its revisions, as the store holds it.
-///
-/// ```
-/// let entry: kv_client::KeyValue = serde_json::from_str(
-///     r#"{"key":"app/config","value":{"retention":"7d"},"create_revision":2,"mod_revision":5,"version":2}"#,
-/// ).unwrap();
-/// assert_eq!(entry.value["retention"], "7d");
-/// assert_eq!((entry.create_revision, entry.mod_revision, entry.version), (2, 5, 2));
-/// ```
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct KeyValue {
-    /// The key.
-    pub key: String,
-    /// The value: any JSON.
-    pub value: serde_json::Value,
-    /// Revision of the write that created the key (since its last delete).
-    pub create_revision: Revision,
-    /// Revision of the key's last write; `If-Match` compares with this.
-    pub mod_revision: Revision,
-    /// 1 at creation, +1 per write.
-    pub version: u64,
-}
-
-impl KeyValue {
-    /// The value as a `T`.
-    ///
-    /// ```
-    /// #[derive(serde::Deserialize)]
-    /// struct Config { retention: String }
-    ///
-    /// let entry = kv_client::KeyValue {
-    ///     key: "app/config".into(),
-    ///     value: serde_json::json!({"retention": "7d"}),
-    ///     create_revision: 2,
-    ///     mod_revision: 2,
-    ///     version: 1,
-    /// };
-    /// let config: Config = entry.value_as().unwrap();
-    /// assert_eq!(config.retention, "7d");
-    /// ```
-    pub fn value_as<T: DeserializeOwned>(&self) -> Result<T> {
-        serde_json::from_value(self.value.clone()).map_err(|error| Error::Invalid {
-            what: "value",
-            message: format!(
-                "the value of {:?} is not of the asked type: {error}",
-                self.key
-            ),
-        })
-    }
-}
-
-/// What a write did.
-///
-/// ```
-/// let written: kv_client::WriteResult =
-///     serde_json::from_str(r#"{"key":"a/b","revision":7,"version":1,"created":true}"#).unwrap();
-/// assert!(written.created);
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WriteResult {
-    /// The key written.
-    pub key: String,
-    /// The revision of the write: the key's new `mod_revision`.
-    pub revision: Revision,
-    /// The key's version after the write (0 after a delete).
-    pub version: u64,
-    /// Whether the write created the key.
-    pub created: bool,
-}
 
 /// How fresh a read must be.
 ///
@@ -237,12 +169,6 @@ pub struct ListPage {
     pub revision: Revision,
 }
 
-#[derive(Deserialize)]
-struct ListBody {
-    entries: Vec<KeyValue>,
-    more: bool,
-}
-
 /// The request path of a key, after checking it as the server would.
 pub(crate) fn key_segments(key: &str) -> Result<Vec<String>> {
     schemas::validate_key(key).map_err(|error| Error::Invalid {
@@ -293,7 +219,7 @@ impl Client {
         let request = Request::new(Method::GET, key_segments(key)?)
             .query("consistency", consistency.as_param());
         let answer = self.call(&request).await?;
-        if answer.status == StatusCode::NOT_FOUND && answer.has_code("key_not_found") {
+        if answer.status == StatusCode::NOT_FOUND && answer.has_code(ErrorCode::KeyNotFound) {
             return Ok(None);
         }
         answer.success()?.json().map(Some)
@@ -426,7 +352,7 @@ impl Client {
     ) -> Result<Option<WriteResult>> {
         let request = options.apply(Request::write(Method::DELETE, key_segments(key)?));
         let answer = self.call(&request).await?;
-        if answer.status == StatusCode::NOT_FOUND && answer.has_code("key_not_found") {
+        if answer.status == StatusCode::NOT_FOUND && answer.has_code(ErrorCode::KeyNotFound) {
             return Ok(None);
         }
         answer.success()?.json().map(Some)
@@ -455,11 +381,11 @@ impl Client {
             request = request.query("start_after", start_after);
         }
         let answer = self.call(&request).await?.success()?;
-        let body: ListBody = answer.json()?;
+        let body: KeyList = answer.json()?;
         Ok(ListPage {
             entries: body.entries,
             more: body.more,
-            revision: answer.number_header(REVISION_HEADER)?,
+            revision: answer.number_header(REVISION)?,
         })
     }
 

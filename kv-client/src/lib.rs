@@ -58,6 +58,7 @@ mod error;
 mod kv;
 mod metadata;
 mod replay;
+mod request;
 mod transport;
 mod watch;
 
@@ -65,18 +66,12 @@ pub use client::{
     Client, ClientBuilder, DEFAULT_BACKOFF_INITIAL, DEFAULT_BACKOFF_MAX, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_DEADLINE, DEFAULT_MAX_ATTEMPTS, DEFAULT_REQUEST_TIMEOUT,
 };
-pub use cluster::{ClusterStatus, Member, NodeId};
 pub use error::{ApiError, Error, Result};
-pub use kv::{Condition, Consistency, KeyValue, ListPage, WriteOptions, WriteResult};
+pub use kv::{Condition, Consistency, ListPage, WriteOptions};
 pub use metadata::{MetadataOptions, Versioned};
 pub use replay::{Record, Replay};
+pub use schemas::api::{
+    ClusterStatus, ErrorCode, KeyValue, LeaderHint, Member, MemberRole, NodeId, Revision,
+    WriteResult,
+};
 pub use watch::{Watch, WatchEvent, DEFAULT_MAX_FAILURES, DEFAULT_POLL_WAIT};
-
-/// A revision of the store: the raft log index of a write. Every key has a
-/// `create_revision` and a `mod_revision`; every answer reflects one.
-///
-/// ```
-/// let revision: kv_client::Revision = 42;
-/// assert!(revision > 0);
-/// ```
-pub type Revision = u64;

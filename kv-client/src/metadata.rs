@@ -1,18 +1,17 @@
 //! RocketMQ metadata, typed: topic configs (`/v1/topics`) and subscription
 //! groups (`/v1/subscriptions`), as the `schemas` crate defines them.
 
+use futures::stream::BoxStream;
 use reqwest::{Method, StatusCode};
+use schemas::api::{MetadataKind, WriteResult};
 use schemas::{SubscriptionGroupConfig, TopicConfig};
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use futures::stream::BoxStream;
-
 use crate::client::Client;
 use crate::error::Result;
-use crate::kv::{paged, to_json, Condition, WriteResult, LIST_PAGE_SIZE};
-use crate::transport::Request;
+use crate::kv::{paged, to_json, Condition, LIST_PAGE_SIZE};
+use crate::request::Request;
 use crate::Revision;
 
 /// A config and the revision of its last write.
@@ -96,45 +95,17 @@ impl MetadataOptions {
     }
 }
 
-/// What the two kinds of metadata share in the API.
-trait Kind: Serialize + DeserializeOwned + Send + 'static {
-    /// The collection's path segment.
-    const COLLECTION: &'static str;
-    /// The field of a list answer.
-    const LIST_FIELD: &'static str;
-    /// The error code of a missing one.
-    const NOT_FOUND: &'static str;
-    /// The config's name.
-    fn name(&self) -> &str;
-}
-
-impl Kind for TopicConfig {
-    const COLLECTION: &'static str = "topics";
-    const LIST_FIELD: &'static str = "topics";
-    const NOT_FOUND: &'static str = "topic_not_found";
-    fn name(&self) -> &str {
-        &self.topic_name
-    }
-}
-
-impl Kind for SubscriptionGroupConfig {
-    const COLLECTION: &'static str = "subscriptions";
-    const LIST_FIELD: &'static str = "subscriptions";
-    const NOT_FOUND: &'static str = "subscription_not_found";
-    fn name(&self) -> &str {
-        &self.group_name
-    }
-}
-
-#[derive(Deserialize)]
-struct ListBody {
-    #[serde(flatten)]
-    lists: std::collections::BTreeMap<String, serde_json::Value>,
-    more: bool,
-}
-
 impl Client {
-    async fn get_config<T: Kind>(&self, name: &str) -> Result<Option<Versioned<T>>> {
+    /// Reads a config of either kind; `None` when there is none of that name.
+    ///
+    /// ```no_run
+    /// # async fn example(client: kv_client::Client) -> Result<(), kv_client::Error> {
+    /// let topic = client.get_config::<schemas::TopicConfig>("orders").await?;
+    /// # let _ = topic;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn get_config<T: MetadataKind>(&self, name: &str) -> Result<Option<Versioned<T>>> {
         let request = Request::new(Method::GET, ["v1", T::COLLECTION, name]);
         let answer = self.call(&request).await?;
         if answer.status == StatusCode::NOT_FOUND && answer.has_code(T::NOT_FOUND) {
@@ -147,7 +118,17 @@ impl Client {
         }))
     }
 
-    async fn put_config<T: Kind>(
+    /// Writes a config of either kind, with a condition, an idempotency
+    /// key, or system names allowed.
+    ///
+    /// ```no_run
+    /// # async fn example(client: kv_client::Client) -> Result<(), kv_client::Error> {
+    /// let group = schemas::SubscriptionGroupConfig::new("billing");
+    /// client.put_config(&group, kv_client::MetadataOptions::new()).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn put_config<T: MetadataKind>(
         &self,
         config: &T,
         options: MetadataOptions,
@@ -166,7 +147,7 @@ impl Client {
         self.call(&request).await?.success()?.json()
     }
 
-    async fn delete_config<T: Kind>(&self, name: &str) -> Result<Option<WriteResult>> {
+    async fn delete_config<T: MetadataKind>(&self, name: &str) -> Result<Option<WriteResult>> {
         let request = Request::write(Method::DELETE, ["v1", T::COLLECTION, name]);
         let answer = self.call(&request).await?;
         if answer.status == StatusCode::NOT_FOUND && answer.has_code(T::NOT_FOUND) {
@@ -175,7 +156,7 @@ impl Client {
         answer.success()?.json().map(Some)
     }
 
-    fn list_configs<T: Kind>(&self) -> BoxStream<'static, Result<T>> {
+    fn list_configs<T: MetadataKind>(&self) -> BoxStream<'static, Result<T>> {
         let client = self.clone();
         paged(move |start_after| {
             let client = client.clone();
@@ -186,14 +167,9 @@ impl Client {
                     request = request.query("start_after", start_after);
                 }
                 let answer = client.call(&request).await?.success()?;
-                let mut body: ListBody = answer.json()?;
-                let list = body.lists.remove(T::LIST_FIELD).ok_or_else(|| {
-                    answer.decode_error(format!("no {:?} field in the list", T::LIST_FIELD))
-                })?;
-                let configs: Vec<T> = serde_json::from_value(list)
-                    .map_err(|error| answer.decode_error(error.to_string()))?;
+                let (configs, more) = T::list_items(answer.json()?);
                 let last = configs.last().map(|config| config.name().to_string());
-                Ok((configs, last.filter(|_| body.more)))
+                Ok((configs, last.filter(|_| more)))
             }
         })
     }

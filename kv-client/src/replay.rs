@@ -12,9 +12,12 @@ use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
+use schemas::api::header::REVISION;
+use schemas::api::ChangeRecord;
+
 use crate::client::Client;
 use crate::error::{Error, Result};
-use crate::transport::{Request, REVISION_HEADER};
+use crate::request::Request;
 use crate::Revision;
 
 /// Times a replay reconnects after its connection broke, in a row without
@@ -34,7 +37,7 @@ const MAX_RECONNECTS: u32 = 3;
 /// assert!(delete.is_delete());
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(from = "WireRecord", into = "WireRecord")]
+#[serde(from = "ChangeRecord", into = "ChangeRecord")]
 pub struct Record {
     /// The record's offset: the revision of the write.
     pub offset: Revision,
@@ -64,40 +67,33 @@ impl Record {
     }
 }
 
-/// The record as the server writes it: a delete is `"value": null` with
-/// version 0. A put of the JSON value `null` also shows `"value": null`,
-/// but with a version of 1 or more, which is how the two are told apart.
-#[derive(Serialize, Deserialize)]
-struct WireRecord {
-    offset: Revision,
-    timestamp_ms: u64,
-    key: String,
-    #[serde(default)]
-    value: serde_json::Value,
-    create_revision: Revision,
-    version: u64,
-}
-
-impl From<WireRecord> for Record {
-    fn from(wire: WireRecord) -> Record {
+/// A record as the API sends it. A put of the JSON value `null` shows
+/// `"value": null` too, but is no delete: `deleted` is false and its
+/// version 1 or more (a server that does not send `deleted` is read by the
+/// version alone).
+impl From<ChangeRecord> for Record {
+    fn from(wire: ChangeRecord) -> Record {
+        let deleted = wire.deleted || wire.version == 0;
         Record {
             offset: wire.offset,
             timestamp_ms: wire.timestamp_ms,
             key: wire.key,
-            value: (wire.version > 0).then_some(wire.value),
+            value: (!deleted).then(|| wire.value.unwrap_or(serde_json::Value::Null)),
             create_revision: wire.create_revision,
             version: wire.version,
         }
     }
 }
 
-impl From<Record> for WireRecord {
-    fn from(record: Record) -> WireRecord {
-        WireRecord {
+impl From<Record> for ChangeRecord {
+    fn from(record: Record) -> ChangeRecord {
+        let deleted = record.value.is_none();
+        ChangeRecord {
             offset: record.offset,
             timestamp_ms: record.timestamp_ms,
             key: record.key,
-            value: record.value.unwrap_or(serde_json::Value::Null),
+            value: record.value,
+            deleted,
             create_revision: record.create_revision,
             version: record.version,
         }
@@ -204,12 +200,12 @@ impl Client {
         let (response, endpoint) = self.open_replay(from).await?;
         let end_revision = response
             .headers()
-            .get(REVISION_HEADER)
+            .get(REVISION)
             .and_then(|value| value.to_str().ok()?.parse().ok())
             .ok_or_else(|| Error::Decode {
                 request: replay_request(from).describe(),
                 endpoint: endpoint.clone(),
-                message: format!("no numeric {REVISION_HEADER} header"),
+                message: format!("no numeric {REVISION} header"),
             })?;
         let state = State {
             client: self.clone(),

@@ -16,219 +16,18 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use rand::Rng;
-use reqwest::header::{HeaderMap, ETAG, RETRY_AFTER};
+use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::{Method, StatusCode, Url};
-use serde::Deserialize;
+use schemas::api::header::IDEMPOTENCY_KEY;
 use tracing::{debug, warn};
-use uuid::Uuid;
 
 use crate::client::Client;
-use crate::error::{ApiError, Error, Result};
-use crate::Revision;
+use crate::error::{Error, Result};
+use crate::request::{Answer, Request};
 
-/// Header carrying the revision an answer reflects.
-pub(crate) const REVISION_HEADER: &str = "x-kv-revision";
-/// Header naming a write so that its retries are applied once.
-pub(crate) const IDEMPOTENCY_HEADER: &str = "idempotency-key";
-
-/// One request, as every attempt sends it.
-#[derive(Clone, Debug)]
-pub(crate) struct Request {
-    pub(crate) method: Method,
-    /// Path segments after the endpoint's own path, each percent-encoded
-    /// on the way out (`["v1", "kv", "app", "config"]`).
-    pub(crate) segments: Vec<String>,
-    pub(crate) query: Vec<(&'static str, String)>,
-    pub(crate) headers: Vec<(&'static str, String)>,
-    pub(crate) body: Option<Bytes>,
-    /// Set for writes: the same on every attempt.
-    pub(crate) idempotency_key: Option<Uuid>,
-    /// Added to the client's per-attempt timeout and deadline (long-polls).
-    pub(crate) extra_time: Duration,
-    /// The body is a stream read later: the timeout covers the head only.
-    pub(crate) streaming: bool,
-}
-
-impl Request {
-    /// A request of `method` on the path made of `segments`.
-    pub(crate) fn new<S: Into<String>>(
-        method: Method,
-        segments: impl IntoIterator<Item = S>,
-    ) -> Request {
-        Request {
-            method,
-            segments: segments.into_iter().map(Into::into).collect(),
-            query: Vec::new(),
-            headers: Vec::new(),
-            body: None,
-            idempotency_key: None,
-            extra_time: Duration::ZERO,
-            streaming: false,
-        }
-    }
-
-    /// A write: a fresh idempotency key shared by all its attempts.
-    pub(crate) fn write<S: Into<String>>(
-        method: Method,
-        segments: impl IntoIterator<Item = S>,
-    ) -> Request {
-        let mut request = Request::new(method, segments);
-        request.idempotency_key = Some(Uuid::new_v4());
-        request
-    }
-
-    pub(crate) fn query(mut self, name: &'static str, value: impl ToString) -> Request {
-        self.query.push((name, value.to_string()));
-        self
-    }
-
-    pub(crate) fn header(mut self, name: &'static str, value: impl Into<String>) -> Request {
-        self.headers.push((name, value.into()));
-        self
-    }
-
-    /// A JSON body.
-    pub(crate) fn json(mut self, body: String) -> Request {
-        self.body = Some(Bytes::from(body));
-        self
-    }
-
-    /// `METHOD /path?query` for messages and logs (without the endpoint).
-    pub(crate) fn describe(&self) -> String {
-        let base = Url::parse("http://x/").expect("a constant URL parses");
-        let url = self.url(&base);
-        match url.query() {
-            Some(query) => format!("{} {}?{query}", self.method, url.path()),
-            None => format!("{} {}", self.method, url.path()),
-        }
-    }
-
-    fn url(&self, endpoint: &Url) -> Url {
-        let mut url = endpoint.clone();
-        {
-            let mut path = url
-                .path_segments_mut()
-                .expect("endpoints are checked to be http(s) URLs, which have paths");
-            path.pop_if_empty().extend(&self.segments);
-        }
-        if !self.query.is_empty() {
-            url.query_pairs_mut().extend_pairs(&self.query);
-        }
-        url
-    }
-}
-
-/// A final answer (not 502–504), read whole.
-#[derive(Debug)]
-pub(crate) struct Answer {
-    pub(crate) status: StatusCode,
-    pub(crate) headers: HeaderMap,
-    pub(crate) body: Bytes,
-    /// Which endpoint answered.
-    pub(crate) endpoint: String,
-    /// `METHOD /path` of the request.
-    pub(crate) request: String,
-}
-
-#[derive(Deserialize)]
-struct ErrorBody {
-    error: ErrorDetail,
-}
-
-#[derive(Deserialize)]
-struct ErrorDetail {
-    code: String,
-    message: String,
-    #[serde(default)]
-    field: Option<String>,
-}
-
-impl Answer {
-    /// The answer when it is a success, else its error.
-    pub(crate) fn success(self) -> Result<Answer> {
-        if self.status.is_success() {
-            Ok(self)
-        } else {
-            Err(self.into_error())
-        }
-    }
-
-    /// Whether the body is the API's error shape (not, say, a proxy's page).
-    fn is_api_error(&self) -> bool {
-        serde_json::from_slice::<ErrorBody>(&self.body).is_ok()
-    }
-
-    /// Whether the answer is an error with this code.
-    pub(crate) fn has_code(&self, code: &str) -> bool {
-        !self.status.is_success()
-            && serde_json::from_slice::<ErrorBody>(&self.body)
-                .is_ok_and(|body| body.error.code == code)
-    }
-
-    /// The answer as an [`Error::Api`]; a body that is not the API's error
-    /// shape still keeps the status and the text.
-    pub(crate) fn into_error(self) -> Error {
-        let current_revision = etag_revision(&self.headers);
-        let (code, message, field) = match serde_json::from_slice::<ErrorBody>(&self.body) {
-            Ok(body) => (body.error.code, body.error.message, body.error.field),
-            Err(_) => (
-                format!("http_{}", self.status.as_u16()),
-                String::from_utf8_lossy(&self.body).trim().to_string(),
-                None,
-            ),
-        };
-        Error::Api(Box::new(ApiError {
-            request: self.request,
-            endpoint: self.endpoint,
-            status: self.status.as_u16(),
-            code,
-            message,
-            field,
-            current_revision,
-        }))
-    }
-
-    /// The body as JSON of type `T`.
-    pub(crate) fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
-        serde_json::from_slice(&self.body).map_err(|error| self.decode_error(error.to_string()))
-    }
-
-    /// A numeric header (`X-Kv-Revision`, `X-Kv-Index`).
-    pub(crate) fn number_header(&self, name: &str) -> Result<Revision> {
-        self.headers
-            .get(name)
-            .and_then(|value| value.to_str().ok()?.trim().parse().ok())
-            .ok_or_else(|| self.decode_error(format!("no numeric {name} header")))
-    }
-
-    /// The revision in the `ETag` header.
-    pub(crate) fn etag(&self) -> Result<Revision> {
-        etag_revision(&self.headers).ok_or_else(|| self.decode_error("no ETag header".into()))
-    }
-
-    pub(crate) fn decode_error(&self, message: String) -> Error {
-        Error::Decode {
-            request: self.request.clone(),
-            endpoint: self.endpoint.clone(),
-            message,
-        }
-    }
-}
-
-/// The revision in an `ETag: "<rev>"` header.
-fn etag_revision(headers: &HeaderMap) -> Option<Revision> {
-    headers
-        .get(ETAG)?
-        .to_str()
-        .ok()?
-        .trim()
-        .trim_start_matches("W/")
-        .trim_matches('"')
-        .parse()
-        .ok()
-}
+/// The longest a probe for the leader waits for one node's answer.
+const LEADER_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What one attempt came to.
 enum Attempt<T> {
@@ -351,17 +150,17 @@ impl Client {
                         endpoint: endpoint.to_string(),
                         request: description.clone(),
                     };
-                    if status != StatusCode::SERVICE_UNAVAILABLE && answer.is_api_error() {
+                    let error_body = answer.error_body();
+                    if status != StatusCode::SERVICE_UNAVAILABLE && error_body.is_some() {
                         // The server's own 502 or 504 (a membership change
                         // timed out, say) is its answer; a proxy's is not.
                         let received = Received::Whole(answer);
                         finish(received, endpoint.to_string(), description.clone()).await
                     } else {
+                        let leader_hint = error_body
+                            .and_then(|body| body.error.leader)
+                            .map(|leader| leader.addr);
                         let error = answer.into_error();
-                        let leader_hint = match &error {
-                            Error::Api(answer) => leader_address(&answer.message),
-                            _ => None,
-                        };
                         Attempt::Retry {
                             error,
                             leader_hint,
@@ -444,7 +243,7 @@ impl Client {
             builder = builder.header(*name, value.as_str());
         }
         if let Some(key) = request.idempotency_key {
-            builder = builder.header(IDEMPOTENCY_HEADER, key.to_string());
+            builder = builder.header(IDEMPOTENCY_KEY, key.to_string());
         }
         if let Some(body) = &request.body {
             builder = builder
@@ -482,7 +281,7 @@ impl Client {
         for offset in 0..count {
             let index = (start + offset) % count;
             let endpoint = &inner.endpoints[index];
-            let timeout = inner.options.request_timeout.min(Duration::from_secs(2));
+            let timeout = inner.options.request_timeout.min(LEADER_PROBE_TIMEOUT);
             let answer = match self.send_once(&probe, endpoint, timeout).await {
                 Ok(response) if response.status().is_success() => response
                     .json::<crate::ClusterStatus>()
@@ -543,14 +342,6 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     Some(Duration::from_secs(seconds))
 }
 
-/// The leader's address in the server's 503 message
-/// "this node is not the leader; node 2 at http://10.0.0.2:7070 is".
-fn leader_address(message: &str) -> Option<String> {
-    let rest = message.split(" at ").nth(1)?;
-    let address = rest.split_whitespace().next()?;
-    Url::parse(address).ok().map(|_| address.to_string())
-}
-
 /// `pause` scaled by a random factor in [0.5, 1.0], so clients that failed
 /// together do not retry together.
 fn jittered(pause: Duration) -> Duration {
@@ -561,26 +352,6 @@ fn jittered(pause: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_leader_address_is_read_from_the_not_leader_message() {
-        assert_eq!(
-            leader_address("this node is not the leader; node 2 at http://10.0.0.2:7070 is"),
-            Some("http://10.0.0.2:7070".to_string())
-        );
-        assert_eq!(leader_address("no leader is known yet"), None);
-    }
-
-    #[test]
-    fn paths_are_percent_encoded_per_segment() {
-        let request = Request::new(Method::GET, ["v1", "kv", "a b", "c?d"]).query("prefix", "x&y");
-        let url = request.url(&Url::parse("http://127.0.0.1:7070/base/").unwrap());
-        assert_eq!(
-            url.as_str(),
-            "http://127.0.0.1:7070/base/v1/kv/a%20b/c%3Fd?prefix=x%26y"
-        );
-        assert_eq!(request.describe(), "GET /v1/kv/a%20b/c%3Fd?prefix=x%26y");
-    }
 
     #[test]
     fn jitter_stays_within_half_and_whole() {

@@ -14,14 +14,15 @@ use std::time::Duration;
 
 use futures::stream::{self, BoxStream, StreamExt};
 use reqwest::Method;
-use serde::Deserialize;
+use schemas::api::header::REVISION;
+use schemas::api::{ChangesPage, ErrorCode, KeyValue};
 use tracing::{debug, info};
 
 use crate::client::Client;
 use crate::error::Result;
-use crate::kv::{KeyValue, LIST_PAGE_SIZE};
+use crate::kv::LIST_PAGE_SIZE;
 use crate::replay::Record;
-use crate::transport::{Request, REVISION_HEADER};
+use crate::request::Request;
 use crate::Revision;
 
 /// Default longest time one poll waits for a change.
@@ -205,12 +206,6 @@ impl WatchEvent {
     }
 }
 
-#[derive(Deserialize)]
-struct ChangesBody {
-    records: Vec<Record>,
-    next: Revision,
-}
-
 /// A running watch.
 struct State {
     client: Client,
@@ -332,7 +327,7 @@ impl State {
             request.extra_time = self.watch.poll_wait;
         }
         let answer = self.client.call(&request).await?;
-        if answer.has_code("below_tombstone_floor") {
+        if answer.has_code(ErrorCode::BelowTombstoneFloor) {
             info!(
                 index,
                 "the watch fell below the tombstone floor; listing again"
@@ -340,12 +335,12 @@ impl State {
             return self.resync().await;
         }
         let answer = answer.success()?;
-        let store_revision = answer.number_header(REVISION_HEADER).unwrap_or(0);
-        let body: ChangesBody = answer.json()?;
+        let store_revision = answer.number_header(REVISION).unwrap_or(0);
+        let body: ChangesPage = answer.json()?;
         // A page cut at the limit read POLL_LIMIT offsets; a quiet one ends
         // at the store's revision.
         self.catching_up = body.next >= index + u64::from(POLL_LIMIT) && body.next < store_revision;
-        for record in body.records {
+        for record in body.records.into_iter().map(Record::from) {
             if record.offset <= index || !self.watch.matches(&record.key) {
                 continue;
             }

@@ -21,6 +21,7 @@
 //! ```
 
 pub mod api;
+pub mod clock;
 pub mod config;
 pub mod crash;
 pub mod error;

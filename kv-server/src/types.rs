@@ -6,12 +6,9 @@ use std::io::Cursor;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// Identifies a node of the cluster.
-pub type NodeId = u64;
-
-/// A store revision: the Raft log index of the last applied entry. Every key
-/// also carries the revisions that created and last modified it.
-pub type Revision = u64;
+/// Identifies a node of the cluster; a store revision (the offset of the
+/// last applied record). Both are the API contract's.
+pub use schemas::api::{NodeId, Revision};
 
 /// How other nodes reach a node: the base URL of its HTTP port.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

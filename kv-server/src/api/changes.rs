@@ -2,34 +2,31 @@
 //! compacted topic itself, read from an offset.
 //!
 //! A record's JSON form: `{"offset","timestamp_ms","key","value","create_revision","version"}`
-//! with `value: null` for a delete. Offsets are raft log indexes and so are
-//! revisions: a client that has seen offset N asks for `from=N` next.
-
-use std::collections::HashMap;
+//! with `value: null` and `deleted: true` for a delete. Offsets are revisions: a
+//! client that has seen offset N asks for `from=N` next.
 
 use axum::body::{Body, Bytes};
 use axum::extract::{RawQuery, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Serialize;
+use schemas::api::{ChangeRecord, ChangesPage, ErrorCode};
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
 use crate::api::error::ApiError;
-use crate::api::params::{parse_wait, Query};
+use crate::api::params::{parse_wait, Query, CHANGES_PAGE};
 use crate::api::{AppState, INDEX_HEADER, REVISION_HEADER};
 use crate::store::record::WriteRecord;
 use crate::store::Store;
 use crate::types::Revision;
 use crate::watch::WatchTarget;
 
-/// Default and largest number of records one change-feed answer reads.
-const DEFAULT_LIMIT: u64 = 1_000;
-const MAX_LIMIT: u64 = 10_000;
 /// Bytes of NDJSON gathered before a chunk is sent to the client.
 const STREAM_CHUNK_BYTES: usize = 64 * 1024;
+/// Room beyond a full chunk for the record that overflows it.
+const STREAM_CHUNK_SLACK_BYTES: usize = 4096;
 /// Chunks buffered between the reading thread and the client: this bounds
 /// the memory a replay holds, however large the topic.
 const STREAM_CHUNKS_BUFFERED: usize = 4;
@@ -41,58 +38,42 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/topic/records", get(records))
 }
 
-/// One record as JSON.
-#[derive(Serialize)]
-pub struct RecordView {
-    offset: Revision,
-    timestamp_ms: u64,
-    key: String,
-    value: Option<Box<RawValue>>,
-    /// Whether the record is a delete (a tombstone); a put of JSON `null`
-    /// also shows `"value": null`, but not `"deleted": true`.
-    deleted: bool,
-    create_revision: Revision,
-    version: u64,
-}
+/// One record as the API shows it; the value is the stored JSON text.
+type RecordView = ChangeRecord<Box<RawValue>>;
 
-impl RecordView {
-    fn new(record: WriteRecord) -> Result<RecordView, ApiError> {
-        let deleted = record.value.is_none();
-        let value = record
-            .value
-            .map(|bytes| {
-                String::from_utf8(bytes.to_vec())
-                    .ok()
-                    .and_then(|text| RawValue::from_string(text).ok())
-                    .ok_or_else(|| {
-                        ApiError::internal(format!(
-                            "record at offset {} holds no JSON",
-                            record.revision
-                        ))
-                    })
-            })
-            .transpose()?;
-        Ok(RecordView {
-            offset: record.revision,
-            timestamp_ms: record.timestamp_ms,
-            key: record.key,
-            value,
-            deleted,
-            create_revision: record.create_revision,
-            version: record.version,
+/// A write as the API shows it.
+fn record_view(write: WriteRecord) -> Result<RecordView, ApiError> {
+    let deleted = write.value.is_none();
+    let value = write
+        .value
+        .map(|bytes| {
+            String::from_utf8(bytes.to_vec())
+                .ok()
+                .and_then(|text| RawValue::from_string(text).ok())
+                .ok_or_else(|| {
+                    ApiError::internal(format!("record at offset {} holds no JSON", write.revision))
+                })
         })
-    }
+        .transpose()?;
+    Ok(ChangeRecord {
+        offset: write.revision,
+        timestamp_ms: write.timestamp_ms,
+        key: write.key,
+        value,
+        deleted,
+        create_revision: write.create_revision,
+        version: write.version,
+    })
 }
 
 /// 410 when a reader starting after `from` could miss deletes the cleaner
 /// has dropped: it must start over from offset 0 (or a fresh list).
 fn check_floor(store: &Store, from: Revision) -> Result<(), ApiError> {
-    let floor = store.topic.tombstone_floor();
+    let floor = store.tombstone_floor();
     // Records after `from` start at from + 1, which must be at the floor.
     if from > 0 && from + 1 < floor {
         return Err(ApiError::new(
-            StatusCode::GONE,
-            "below_tombstone_floor",
+            ErrorCode::BelowTombstoneFloor,
             format!(
                 "changes after {from} are no longer complete: deletes below offset {floor} were compacted away; \
                  read again from 0, or from {} or later",
@@ -101,17 +82,6 @@ fn check_floor(store: &Store, from: Revision) -> Result<(), ApiError> {
         ));
     }
     Ok(())
-}
-
-/// A page of the change feed.
-#[derive(Serialize)]
-struct ChangesView {
-    records: Vec<RecordView>,
-    /// Send this as `from` next.
-    next: Revision,
-    /// Whether the page stopped at `limit` before the end of the topic:
-    /// ask again at once.
-    more: bool,
 }
 
 /// `GET /v1/changes?prefix=p&from=N&limit=n&wait=30s`: records after N,
@@ -123,18 +93,13 @@ async fn changes(
     let query = Query::parse(query.as_deref(), &["prefix", "from", "limit", "wait"])?;
     let prefix = query.get("prefix").unwrap_or("").to_string();
     let from = query.number("from")?.unwrap_or(0);
-    let limit = query.limit(DEFAULT_LIMIT, MAX_LIMIT)?;
+    let limit = query.limit(CHANGES_PAGE)?;
     let wait = query
         .get("wait")
         .map(|raw| parse_wait(raw, state.config.max_wait_ms))
         .transpose()?;
     check_floor(&state.store, from)?;
-    let waiter = wait.map(|_| {
-        state
-            .store
-            .watches
-            .watch(WatchTarget::Prefix(prefix.clone()), from)
-    });
+    let waiter = wait.map(|_| state.store.watch(WatchTarget::Prefix(prefix.clone()), from));
     let mut page = read_changes(&state, &prefix, from, limit).await?;
     // Wait only at the end of the topic: a full page of other keys' records
     // is answered at once, so a reader far behind moves on.
@@ -155,53 +120,21 @@ async fn read_changes(
     prefix: &str,
     from: Revision,
     limit: u64,
-) -> Result<ChangesView, ApiError> {
+) -> Result<ChangesPage<Box<RawValue>>, ApiError> {
     let store = std::sync::Arc::clone(&state.store);
     let prefix = prefix.to_string();
-    tokio::task::spawn_blocking(move || {
-        let revision = store.revision();
-        let mut latest: Vec<WriteRecord> = Vec::new();
-        let mut position_of: HashMap<String, usize> = HashMap::new();
-        let mut read = 0;
-        let mut next = from.max(revision);
-        let mut more = false;
-        for record in store.topic.read_from(from + 1) {
-            let record = record
-                .map_err(|error| ApiError::internal(format!("reading the topic: {error}")))?;
-            if record.offset > revision {
-                break;
-            }
-            read += 1;
-            let offset = record.offset;
-            if record.key.starts_with(prefix.as_bytes()) {
-                let record = WriteRecord::from_record(record)?;
-                match position_of.get(&record.key) {
-                    Some(&at) => latest[at] = record,
-                    None => {
-                        position_of.insert(record.key.clone(), latest.len());
-                        latest.push(record);
-                    }
-                }
-            }
-            if read == limit {
-                next = offset;
-                more = offset < revision;
-                break;
-            }
-        }
-        latest.sort_by_key(|record| record.revision);
-        let records = latest
+    let read = tokio::task::spawn_blocking(move || store.changes_after(&prefix, from, limit))
+        .await
+        .map_err(|error| ApiError::internal(format!("change feed task failed: {error}")))??;
+    Ok(ChangesPage {
+        records: read
+            .writes
             .into_iter()
-            .map(RecordView::new)
-            .collect::<Result<_, _>>()?;
-        Ok(ChangesView {
-            records,
-            next,
-            more,
-        })
+            .map(record_view)
+            .collect::<Result<_, _>>()?,
+        next: read.next,
+        more: read.more,
     })
-    .await
-    .map_err(|error| ApiError::internal(format!("change feed task failed: {error}")))?
 }
 
 /// `GET /v1/topic/records?from=N`: every record from offset N as NDJSON,
@@ -217,14 +150,12 @@ async fn records(
     let store = std::sync::Arc::clone(&state.store);
     let (sender, receiver) = mpsc::channel::<Result<Bytes, std::io::Error>>(STREAM_CHUNKS_BUFFERED);
     tokio::task::spawn_blocking(move || {
-        let mut chunk = Vec::with_capacity(STREAM_CHUNK_BYTES + 4096);
-        for record in store.topic.read_from(from) {
-            let line = record
+        let chunk_capacity = STREAM_CHUNK_BYTES + STREAM_CHUNK_SLACK_BYTES;
+        let mut chunk = Vec::with_capacity(chunk_capacity);
+        for write in store.writes_from(from) {
+            let line = write
                 .map_err(|error| error.to_string())
-                .and_then(|record| {
-                    WriteRecord::from_record(record).map_err(|error| error.to_string())
-                })
-                .and_then(|record| RecordView::new(record).map_err(|error| format!("{error:?}")));
+                .and_then(|write| record_view(write).map_err(|error| format!("{error:?}")));
             match line {
                 Ok(view) => {
                     serde_json::to_writer(&mut chunk, &view).expect("a record view serializes");
@@ -237,8 +168,7 @@ async fn records(
                 }
             }
             if chunk.len() >= STREAM_CHUNK_BYTES {
-                let full =
-                    std::mem::replace(&mut chunk, Vec::with_capacity(STREAM_CHUNK_BYTES + 4096));
+                let full = std::mem::replace(&mut chunk, Vec::with_capacity(chunk_capacity));
                 if sender.blocking_send(Ok(Bytes::from(full))).is_err() {
                     return; // the client went away
                 }

@@ -15,14 +15,12 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
-use openraft::error::{ClientWriteError, RaftError};
 use openraft::ChangeMembers;
-use serde::{Deserialize, Serialize};
+use schemas::api::{AddMember, ClusterStatus, ErrorCode, Member, MemberRole, MembershipChange};
 use tracing::{info, warn};
 
 use crate::api::error::ApiError;
-use crate::api::forward::FORWARDED_HEADER;
-use crate::api::AppState;
+use crate::api::{AppState, FORWARDED_HEADER};
 use crate::types::{Node, NodeId};
 
 /// How long an added node may take to catch up before it is made a voter.
@@ -38,39 +36,8 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/cluster/members/{id}", delete(remove_member))
 }
 
-/// The cluster as this node sees it.
-#[derive(Serialize)]
-struct ClusterView {
-    node_id: NodeId,
-    leader: Option<NodeId>,
-    term: u64,
-    state: String,
-    applied_index: u64,
-    committed_index: u64,
-    last_log_index: u64,
-    snapshot_index: u64,
-    purged_index: Option<u64>,
-    members: Vec<MemberView>,
-}
-
-/// One member.
-#[derive(Clone, Serialize, Deserialize)]
-struct MemberView {
-    id: NodeId,
-    addr: String,
-    /// `leader`, `follower` (a voter) or `learner`.
-    role: String,
-    voter: bool,
-    /// Replicated up to this index, as the leader last heard.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    matched_index: Option<u64>,
-    /// Entries the leader has and the member does not yet.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    lag: Option<u64>,
-}
-
 /// The members as this node's metrics know them; progress only on the leader.
-fn members(state: &AppState) -> Vec<MemberView> {
+fn members(state: &AppState) -> Vec<Member> {
     let metrics = state.raft.metrics().borrow().clone();
     let membership = metrics.membership_config.membership();
     let leading = metrics.current_leader == Some(state.node_id);
@@ -91,33 +58,28 @@ fn members(state: &AppState) -> Vec<MemberView> {
                     .map(|matched| matched.map_or(0, |log_id| log_id.index))
             };
             let role = if metrics.current_leader == Some(*id) {
-                "leader"
+                MemberRole::Leader
             } else if voter {
-                "follower"
+                MemberRole::Follower
             } else {
-                "learner"
+                MemberRole::Learner
             };
-            MemberView {
+            Member {
                 id: *id,
                 addr: node.addr.clone(),
-                role: role.to_string(),
+                role,
                 voter,
                 matched_index: matched,
                 lag: matched.map(|matched| last_log.saturating_sub(matched)),
+                extra: Default::default(),
             }
         })
         .collect()
 }
 
 /// The leader's view of the members, asked of the leader.
-async fn leader_members(state: &AppState, leader_addr: &str) -> Option<Vec<MemberView>> {
-    #[derive(Deserialize)]
-    struct LeaderView {
-        node_id: NodeId,
-        leader: Option<NodeId>,
-        members: Vec<MemberView>,
-    }
-    let view: LeaderView = state
+async fn leader_members(state: &AppState, leader_addr: &str) -> Option<Vec<Member>> {
+    let view: ClusterStatus = state
         .peers
         .get(format!("{leader_addr}/v1/cluster"))
         .header(FORWARDED_HEADER, state.node_id)
@@ -131,7 +93,7 @@ async fn leader_members(state: &AppState, leader_addr: &str) -> Option<Vec<Membe
     (view.leader == Some(view.node_id)).then_some(view.members)
 }
 
-async fn status(State(state): State<AppState>, headers: HeaderMap) -> Json<ClusterView> {
+async fn status(State(state): State<AppState>, headers: HeaderMap) -> Json<ClusterStatus> {
     let metrics = state.raft.metrics().borrow().clone();
     let mut members = members(&state);
     let asked_by_a_node = headers.contains_key(FORWARDED_HEADER);
@@ -149,7 +111,7 @@ async fn status(State(state): State<AppState>, headers: HeaderMap) -> Json<Clust
             }
         }
     }
-    Json(ClusterView {
+    Json(ClusterStatus {
         node_id: state.node_id,
         leader: metrics.current_leader,
         term: metrics.current_term,
@@ -160,34 +122,13 @@ async fn status(State(state): State<AppState>, headers: HeaderMap) -> Json<Clust
         snapshot_index: metrics.snapshot.map_or(0, |id| id.index),
         purged_index: metrics.purged.map(|id| id.index),
         members,
+        extra: Default::default(),
     })
 }
 
-/// `POST /v1/cluster/members`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AddMember {
-    id: NodeId,
-    addr: String,
-    /// Make it a voter once caught up (default), or keep it a learner.
-    #[serde(default = "yes")]
-    voter: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-/// The answer to a membership change.
-#[derive(Serialize)]
-struct MembershipView {
-    /// The log index of the membership now in force.
-    revision: u64,
-    members: Vec<MemberView>,
-}
-
-fn membership_view(state: &AppState) -> Json<MembershipView> {
-    Json(MembershipView {
+/// The membership in force, as the answer to a change.
+fn membership_view(state: &AppState) -> Json<MembershipChange> {
+    Json(MembershipChange {
         revision: membership_log_index(state),
         members: members(state),
     })
@@ -221,23 +162,22 @@ fn membership_log_index(state: &AppState) -> u64 {
 async fn add_member(
     State(state): State<AppState>,
     body: Result<Json<AddMember>, JsonRejection>,
-) -> Result<(StatusCode, Json<MembershipView>), ApiError> {
+) -> Result<(StatusCode, Json<MembershipChange>), ApiError> {
     let Json(request) = body.map_err(|rejection| {
-        ApiError::bad_request(
-            "invalid_json",
+        ApiError::new(
+            ErrorCode::InvalidJson,
             format!("the body must be {{\"id\": <node id>, \"addr\": \"http://host:port\", \"voter\": true}}: {}", rejection.body_text()),
         )
     })?;
     let addr = crate::config::check_node_url(&request.addr)
-        .map_err(|why| ApiError::bad_field("invalid_addr", "addr", why))?;
+        .map_err(|why| ApiError::bad_field(ErrorCode::InvalidAddr, "addr", why))?;
     let membership = current_membership(&state);
     let existing = membership.get_node(&request.id).cloned();
     let is_voter = membership.voter_ids().any(|voter| voter == request.id);
     if let Some(node) = &existing {
         if node.addr != addr {
             return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "member_exists",
+                ErrorCode::MemberExists,
                 format!(
                     "node {} is already a member at {}; remove it first to change its address",
                     request.id, node.addr
@@ -293,8 +233,7 @@ async fn wait_caught_up(state: &AppState, id: NodeId, index: u64) -> Result<(), 
         .await;
     caught_up.map(drop).map_err(|_| {
         ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "not_caught_up",
+            ErrorCode::NotCaughtUp,
             format!(
                 "node {id} did not catch up within {CATCH_UP_TIMEOUT:?}; it stays a learner \
                  (is it running and reachable at its address?). Ask again to promote it."
@@ -307,25 +246,29 @@ async fn wait_caught_up(state: &AppState, id: NodeId, index: u64) -> Result<(), 
 async fn remove_member(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
-) -> Result<Json<MembershipView>, ApiError> {
-    let Path(raw) =
-        path.map_err(|rejection| ApiError::bad_field("invalid_id", "id", rejection.body_text()))?;
+) -> Result<Json<MembershipChange>, ApiError> {
+    let Path(raw) = path.map_err(|rejection| {
+        ApiError::bad_field(ErrorCode::InvalidId, "id", rejection.body_text())
+    })?;
     let id: NodeId = raw.parse().map_err(|_| {
-        ApiError::bad_field("invalid_id", "id", format!("{raw:?} is not a node id"))
+        ApiError::bad_field(
+            ErrorCode::InvalidId,
+            "id",
+            format!("{raw:?} is not a node id"),
+        )
     })?;
     let membership = current_membership(&state);
     if membership.get_node(&id).is_none() {
         return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "member_not_found",
+            ErrorCode::MemberNotFound,
             format!("node {id} is not a member of the cluster"),
         ));
     }
     let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
     let changes = if voters.contains(&id) {
         if voters.len() == 1 {
-            return Err(ApiError::bad_request(
-                "last_voter",
+            return Err(ApiError::new(
+                ErrorCode::LastVoter,
                 format!("node {id} is the only voter; a cluster cannot remove its last voter"),
             ));
         }
@@ -346,19 +289,6 @@ async fn change(state: &AppState, changes: ChangeMembers<NodeId, Node>) -> Resul
         Err(_) => Err(ApiError::unavailable(
             "the membership change was not committed in time",
         )),
-        Ok(Ok(response)) => Ok(response.log_id.index),
-        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => Err(
-            ApiError::not_leader("this node stopped leading during the change; retry"),
-        ),
-        Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(error)))) => {
-            Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "membership_change_refused",
-                error.to_string(),
-            ))
-        }
-        Ok(Err(RaftError::Fatal(fatal))) => {
-            Err(ApiError::unavailable(format!("raft stopped: {fatal}")))
-        }
+        Ok(changed) => Ok(changed?.log_id.index),
     }
 }

@@ -1,99 +1,81 @@
-//! Every error the HTTP API returns, mapped to a status in one place.
+//! Every error the HTTP API returns, and every error of the layers below
+//! turned into one, in this one place.
 //!
-//! The body is always `{"error":{"code","message","field"?}}`; bad input is
-//! a 4xx naming the problem, never a 500.
+//! The body is always the contract's [`ErrorBody`]; the status comes from
+//! the code ([`ErrorCode::status`]). Bad input is a 4xx naming the
+//! problem, never a 500; openraft's errors become 503 (`unavailable`,
+//! `not_leader` with the leader's address) or 409 (a refused membership
+//! change), whichever route they come from.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use openraft::error::{
+    ChangeMembershipError, CheckIsLeaderError, ClientWriteError, Fatal, ForwardToLeader, RaftError,
+};
+use schemas::api::{validation_code, ErrorBody, ErrorCode, LeaderHint};
 use schemas::ValidationError;
-use serde::Serialize;
 
+use crate::api::REVISION_HEADER;
 use crate::error::StoreError;
-use crate::types::Revision;
+use crate::types::{Node, NodeId, Revision};
 
-/// The code of a 503 that says the node answering is not the leader.
-pub const NOT_LEADER: &str = "not_leader";
+/// Seconds a client is asked to wait before it retries a 503.
+const RETRY_AFTER_S: u64 = 1;
 
 /// An error answer of the API.
 #[derive(Debug)]
 pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-    field: Option<String>,
+    body: ErrorBody,
     retry_after_s: Option<u64>,
     revision: Option<Revision>,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    error: Detail<'a>,
-}
-
-#[derive(Serialize)]
-struct Detail<'a> {
-    code: &'a str,
-    message: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    field: Option<&'a str>,
-}
-
 impl ApiError {
-    /// An error with the given status, code and message.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    /// An error with this code (which decides the status) and message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        let retry_after_s = (code.status() == 503).then_some(RETRY_AFTER_S);
         ApiError {
-            status,
-            code,
-            message: message.into(),
-            field: None,
-            retry_after_s: None,
+            body: ErrorBody::new(code, message),
+            retry_after_s,
             revision: None,
         }
     }
 
-    /// 400 with a code naming the problem.
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::BAD_REQUEST, code, message)
-    }
-
-    /// 400 naming the offending field or parameter.
-    pub fn bad_field(code: &'static str, field: &str, message: impl Into<String>) -> Self {
-        ApiError::bad_request(code, message).with_field(field)
+    /// An error naming the offending field, parameter or header.
+    pub fn bad_field(code: ErrorCode, field: &str, message: impl Into<String>) -> Self {
+        ApiError::new(code, message).with_field(field)
     }
 
     /// 404 for a key that does not exist.
     pub fn key_not_found(key: &str) -> Self {
         ApiError::new(
-            StatusCode::NOT_FOUND,
-            "key_not_found",
+            ErrorCode::KeyNotFound,
             format!("key {key:?} does not exist"),
         )
     }
 
-    /// 503: no leader, or the node is not ready; the client should retry.
+    /// 503: no leader, no quorum, or the node is not ready; retry.
     pub fn unavailable(message: impl Into<String>) -> Self {
-        let mut error = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message);
-        error.retry_after_s = Some(1);
+        ApiError::new(ErrorCode::Unavailable, message)
+    }
+
+    /// 503 `not_leader`: this node cannot take the request and could not
+    /// pass it on; `leader` tells the client where to go, when known.
+    pub fn not_leader(message: impl Into<String>, leader: Option<LeaderHint>) -> Self {
+        let mut error = ApiError::new(ErrorCode::NotLeader, message);
+        error.body.error.leader = leader;
         error
     }
 
-    /// 503 `not_leader`: this node cannot take the request and no node it
-    /// could pass it to is known; the client should retry.
-    pub fn not_leader(message: impl Into<String>) -> Self {
-        let mut error = ApiError::unavailable(message);
-        error.code = NOT_LEADER;
-        error
-    }
-
-    /// 500: a fault of this server (storage, consensus), not of the request.
+    /// 500: a fault of this server, not of the request.
     pub fn internal(message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+        ApiError::new(ErrorCode::Internal, message)
     }
 
     /// Names the field the error is about.
     pub fn with_field(mut self, field: &str) -> Self {
         if !field.is_empty() {
-            self.field = Some(field.to_string());
+            self.body.error.field = Some(field.to_string());
         }
         self
     }
@@ -104,31 +86,16 @@ impl ApiError {
         self
     }
 
-    /// The HTTP status.
-    pub fn status(&self) -> StatusCode {
-        self.status
+    /// The error's code.
+    pub fn code(&self) -> ErrorCode {
+        self.body.error.code
     }
 }
 
 impl From<ValidationError> for ApiError {
     fn from(error: ValidationError) -> Self {
-        let code = match &error {
-            ValidationError::NotJson { .. } => "invalid_json",
-            ValidationError::Missing { .. } => "missing_field",
-            ValidationError::WrongType { .. } => "invalid_field",
-            ValidationError::Blank { .. } => "blank_field",
-            ValidationError::IllegalCharacter { .. } => "illegal_character",
-            ValidationError::TooLong { .. } => "too_long",
-            ValidationError::OutOfRange { .. } => "out_of_range",
-            ValidationError::NotOneOf { .. } => "not_allowed_value",
-            ValidationError::Malformed { .. } => "malformed",
-            ValidationError::SystemName { .. } => "system_name",
-            ValidationError::PathMismatch { .. } => "name_mismatch",
-            ValidationError::Unchangeable { .. } => "unchangeable",
-            ValidationError::Duplicate { .. } => "duplicate",
-        };
         let field = error.field().to_string();
-        ApiError::bad_request(code, error.to_string()).with_field(&field)
+        ApiError::new(validation_code(&error), error.to_string()).with_field(&field)
     }
 }
 
@@ -139,17 +106,65 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<&ForwardToLeader<NodeId, Node>> for ApiError {
+    fn from(forward: &ForwardToLeader<NodeId, Node>) -> Self {
+        match (&forward.leader_id, &forward.leader_node) {
+            (Some(id), Some(node)) => ApiError::not_leader(
+                format!("this node is not the leader; node {id} at {} is", node.addr),
+                Some(LeaderHint {
+                    id: *id,
+                    addr: node.addr.clone(),
+                }),
+            ),
+            _ => ApiError::not_leader("no leader is known yet", None),
+        }
+    }
+}
+
+impl From<Fatal<NodeId>> for ApiError {
+    fn from(fatal: Fatal<NodeId>) -> Self {
+        ApiError::unavailable(format!("raft stopped: {fatal}"))
+    }
+}
+
+impl From<ChangeMembershipError<NodeId>> for ApiError {
+    fn from(error: ChangeMembershipError<NodeId>) -> Self {
+        ApiError::new(ErrorCode::MembershipChangeRefused, error.to_string())
+    }
+}
+
+impl From<RaftError<NodeId, ClientWriteError<NodeId, Node>>> for ApiError {
+    fn from(error: RaftError<NodeId, ClientWriteError<NodeId, Node>>) -> Self {
+        match error {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => {
+                ApiError::from(&forward)
+            }
+            RaftError::APIError(ClientWriteError::ChangeMembershipError(error)) => error.into(),
+            RaftError::Fatal(fatal) => fatal.into(),
+        }
+    }
+}
+
+impl From<RaftError<NodeId, CheckIsLeaderError<NodeId, Node>>> for ApiError {
+    fn from(error: RaftError<NodeId, CheckIsLeaderError<NodeId, Node>>) -> Self {
+        match error {
+            RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward)) => {
+                ApiError::from(&forward)
+            }
+            RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(error)) => {
+                ApiError::unavailable(format!("no quorum: {error}"))
+            }
+            RaftError::Fatal(fatal) => fatal.into(),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Body {
-            error: Detail {
-                code: self.code,
-                message: &self.message,
-                field: self.field.as_deref(),
-            },
-        };
-        let json = serde_json::to_vec(&body).expect("an error body serializes");
-        let mut response = (self.status, json).into_response();
+        let status = StatusCode::from_u16(self.body.error.code.status())
+            .expect("every error code has a valid HTTP status");
+        let json = serde_json::to_vec(&self.body).expect("an error body serializes");
+        let mut response = (status, json).into_response();
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,
@@ -159,7 +174,7 @@ impl IntoResponse for ApiError {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         if let Some(revision) = self.revision {
-            headers.insert(super::REVISION_HEADER, HeaderValue::from(revision));
+            headers.insert(REVISION_HEADER, HeaderValue::from(revision));
         }
         response
     }

@@ -1,14 +1,12 @@
-//! Any node takes any request: what only the leader can do is done there.
+//! Any node takes any write: what only the leader can do is done there.
 //!
-//! * Writes (every method but GET and HEAD) reaching a follower are passed
-//!   to the leader whole — method, path, query, headers, body — and the
-//!   leader's answer is passed back, so the client sees one answer. If the
-//!   leader changed or was gone before it got the request, the follower
-//!   waits for the next leader and passes it there; a request the leader
-//!   may have received is never sent twice.
-//! * Linearizable reads on a follower ask the leader for its read index
-//!   (confirmed by a quorum) and wait until this node has applied that far;
-//!   the read itself, and any long-poll after it, is served here.
+//! Writes (every method but GET and HEAD) reaching a follower are passed to
+//! the leader whole (method, path, query, headers, body) and the leader's
+//! answer is passed back, so the client sees one answer. If the leader
+//! changed or was gone before it got the request, the follower waits for
+//! the next leader and passes it there; a request the leader may have
+//! received is never sent twice. Reads are served where they arrive (see
+//! [`crate::api::read`]).
 //!
 //! A forwarded request carries `X-Kv-Forwarded-By` and is never forwarded
 //! again: a node that is no longer the leader answers 503 `not_leader`.
@@ -20,84 +18,19 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use openraft::error::{CheckIsLeaderError, RaftError};
+use schemas::api::{ErrorBody, ErrorCode};
 use tokio::time::Instant;
 use tracing::debug;
 
-use crate::api::error::{ApiError, NOT_LEADER};
-use crate::api::AppState;
-use crate::read_index::RemoteFailure;
-use crate::types::NodeId;
+use crate::api::error::ApiError;
+use crate::api::leader::{known_leader, wait_for_leader, Leader};
+use crate::api::{max_body_bytes, AppState, FORWARDED_HEADER};
 
-/// Header of a forwarded request: the id of the node that forwarded it.
-pub const FORWARDED_HEADER: HeaderName = HeaderName::from_static("x-kv-forwarded-by");
-
-/// How long a request waits for a leader to be known before it gets 503.
-const LEADER_WAIT: Duration = Duration::from_secs(5);
 /// Times a request is passed on after the leader changed under it.
 const FORWARD_ATTEMPTS: usize = 3;
-
-/// Who leads, as this node knows it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Leader {
-    /// This node.
-    This,
-    /// Another node, at this base URL.
-    Other {
-        /// Its id.
-        id: NodeId,
-        /// Its base URL.
-        addr: String,
-    },
-}
-
-/// The leader this node knows, if it is a member of the cluster (a vote
-/// remembered from an older membership does not count).
-pub fn known_leader(state: &AppState) -> Option<Leader> {
-    let metrics = state.raft.metrics().borrow().clone();
-    let leader = metrics.current_leader?;
-    let node = metrics
-        .membership_config
-        .membership()
-        .get_node(&leader)
-        .cloned()?;
-    Some(if leader == state.node_id {
-        Leader::This
-    } else {
-        Leader::Other {
-            id: leader,
-            addr: node.addr,
-        }
-    })
-}
-
-/// Waits (bounded by `deadline` and [`LEADER_WAIT`]) until a leader other
-/// than `not` is known.
-pub async fn wait_for_leader(
-    state: &AppState,
-    not: Option<&Leader>,
-    deadline: Instant,
-) -> Result<Leader, ApiError> {
-    let deadline = deadline.min(Instant::now() + LEADER_WAIT);
-    let mut metrics = state.raft.metrics();
-    loop {
-        if let Some(leader) = known_leader(state) {
-            if Some(&leader) != not {
-                return Ok(leader);
-            }
-        }
-        tokio::select! {
-            changed = metrics.changed() => {
-                if changed.is_err() {
-                    return Err(ApiError::unavailable("raft stopped"));
-                }
-            }
-            () = tokio::time::sleep_until(deadline) => {
-                return Err(ApiError::not_leader("no leader is known yet"));
-            }
-        }
-    }
-}
+/// Time a forwarded request is given beyond the leader's own request
+/// timeout, for the hop itself.
+const FORWARD_SLACK: Duration = Duration::from_secs(1);
 
 /// Middleware: passes writes that reach a follower to the leader.
 pub async fn forward_writes(
@@ -128,8 +61,7 @@ async fn route_write(state: AppState, request: Request, next: Next) -> Response 
         return next.run(request).await;
     }
     let (parts, body) = request.into_parts();
-    let limit = state.config.max_value_bytes + 64 * 1024;
-    let body = match axum::body::to_bytes(body, limit).await {
+    let body = match axum::body::to_bytes(body, max_body_bytes(&state.config)).await {
         Ok(body) => body,
         Err(error) => return body_read_error(&state, error).into_response(),
     };
@@ -157,8 +89,11 @@ async fn route_write(state: AppState, request: Request, next: Next) -> Response 
             Err(error) => return error.into_response(),
         };
     }
-    ApiError::not_leader("the leader changed while the request was passed to it; retry")
-        .into_response()
+    ApiError::not_leader(
+        "the leader changed while the request was passed to it; retry",
+        leader.hint(),
+    )
+    .into_response()
 }
 
 /// The outcome of passing a request on.
@@ -182,8 +117,7 @@ async fn send(
     let url = format!("{addr}{path}");
     // The leader bounds its own work (a write's commit, a new member's
     // catch-up); this guards against a leader that stopped answering.
-    let mut timeout =
-        Duration::from_millis(state.config.request_timeout_ms) + Duration::from_secs(1);
+    let mut timeout = Duration::from_millis(state.config.request_timeout_ms) + FORWARD_SLACK;
     if path.starts_with("/v1/cluster/members") {
         timeout += crate::api::cluster::CATCH_UP_TIMEOUT;
     }
@@ -222,8 +156,7 @@ async fn send(
             "the leader at {addr} answered {status} but its body was cut off: {error}"
         ))
     })?;
-    if status == StatusCode::SERVICE_UNAVAILABLE
-        && error_code(&bytes).as_deref() == Some(NOT_LEADER)
+    if status == StatusCode::SERVICE_UNAVAILABLE && error_code(&bytes) == Some(ErrorCode::NotLeader)
     {
         return Ok(Sent::NotDelivered(format!(
             "{addr} is no longer the leader"
@@ -234,10 +167,11 @@ async fn send(
     Ok(Sent::Answer(answer))
 }
 
-/// The `error.code` of an error body.
-fn error_code(body: &[u8]) -> Option<String> {
-    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
-    value["error"]["code"].as_str().map(str::to_string)
+/// The code of an error body.
+fn error_code(body: &[u8]) -> Option<ErrorCode> {
+    serde_json::from_slice::<ErrorBody>(body)
+        .ok()
+        .map(|body| body.error.code)
 }
 
 fn is_hop_by_hop(name: &HeaderName) -> bool {
@@ -259,63 +193,11 @@ fn body_read_error(state: &AppState, error: axum::Error) -> ApiError {
         .is_some_and(|source| source.is::<http_body_util::LengthLimitError>())
         || error.to_string().contains("length limit");
     if too_large {
-        crate::api::kv::value_too_large(state, state.config.max_value_bytes + 1)
+        crate::api::write::value_too_large(state, state.config.max_value_bytes + 1)
     } else {
-        ApiError::bad_request(
-            "invalid_body",
+        ApiError::new(
+            ErrorCode::InvalidBody,
             format!("the body could not be read: {error}"),
         )
     }
-}
-
-/// The read index of a linearizable read on a follower: asked of the
-/// leader, which confirms its leadership with a quorum first. Follows a
-/// leader change a few times within `deadline`.
-pub async fn remote_read_index(
-    state: &AppState,
-    mut leader: Leader,
-    deadline: Instant,
-) -> Result<Option<u64>, ApiError> {
-    for _ in 0..FORWARD_ATTEMPTS {
-        let Leader::Other { id, addr } = &leader else {
-            return Ok(None);
-        };
-        // Shared with the reads that wait meanwhile; each still keeps to
-        // its own deadline.
-        let timeout = Duration::from_millis(state.config.request_timeout_ms);
-        let shared = state
-            .remote_read_index
-            .read_index(&state.peers, addr.clone(), timeout);
-        let reply = match tokio::time::timeout_at(deadline, shared).await {
-            Err(_) => {
-                return Err(ApiError::unavailable(format!(
-                    "the leader at {addr} gave no read index in time"
-                )))
-            }
-            Ok(Ok(reply)) => reply,
-            Ok(Err(RemoteFailure::Unreachable(error))) => {
-                debug!(leader = id, %error, "cannot reach the leader for a read index");
-                leader = wait_for_leader(state, Some(&leader), deadline).await?;
-                continue;
-            }
-            Ok(Err(RemoteFailure::Failed(error))) => return Err(ApiError::unavailable(error)),
-        };
-        match reply {
-            Ok(index) => return Ok(Some(index)),
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => {
-                leader = wait_for_leader(state, Some(&leader), deadline).await?;
-            }
-            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(error))) => {
-                return Err(ApiError::unavailable(format!("no quorum: {error}")))
-            }
-            Err(RaftError::Fatal(fatal)) => {
-                return Err(ApiError::unavailable(format!(
-                    "raft stopped on the leader: {fatal}"
-                )))
-            }
-        }
-    }
-    Err(ApiError::not_leader(
-        "the leader kept changing; no read index was confirmed",
-    ))
 }

@@ -4,24 +4,22 @@
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Serialize;
+use schemas::api::{is_metadata_key, ErrorCode, KeyList, KeyValue};
 use serde_json::value::RawValue;
-use uuid::Uuid;
 
 use crate::api::error::ApiError;
-use crate::api::params::{header, Blocking, Consistency, Query};
+use crate::api::params::{Blocking, Consistency, Query, LIST_PAGE};
+use crate::api::write::{
+    body_error, condition, etag, idempotency_key, validate_json, value_too_large, write_response,
+};
 use crate::api::{linearizable_barrier, propose, AppState, INDEX_HEADER, REVISION_HEADER};
 use crate::store::view::KeyEntry;
-use crate::types::{Command, CommandResult, Condition, Op, Revision};
+use crate::types::{Command, Op};
 use crate::watch::WatchTarget;
-
-/// Default and largest page of a list.
-const DEFAULT_LIMIT: u64 = 100;
-const MAX_LIMIT: u64 = 10_000;
 
 /// The `/v1/kv` routes.
 pub fn routes() -> Router<AppState> {
@@ -34,152 +32,36 @@ pub fn routes() -> Router<AppState> {
         )
 }
 
-/// A key as the API shows it.
-#[derive(Serialize)]
-pub struct KeyView {
-    key: String,
-    value: Box<RawValue>,
-    create_revision: Revision,
-    mod_revision: Revision,
-    version: u64,
-}
+/// A key as the API shows it; the value is the stored JSON text.
+type KeyView = KeyValue<Box<RawValue>>;
 
-impl KeyView {
-    fn new(key: String, entry: KeyEntry) -> Result<KeyView, ApiError> {
-        let text = String::from_utf8(entry.value)
-            .map_err(|_| ApiError::internal(format!("stored value of {key:?} is not UTF-8")))?;
-        let value = RawValue::from_string(text)
-            .map_err(|_| ApiError::internal(format!("stored value of {key:?} is not JSON")))?;
-        Ok(KeyView {
-            key,
-            value,
-            create_revision: entry.create_revision,
-            mod_revision: entry.mod_revision,
-            version: entry.version,
-        })
-    }
-}
-
-/// The answer to a write.
-#[derive(Serialize)]
-struct WriteView<'a> {
-    key: &'a str,
-    revision: Revision,
-    version: u64,
-    created: bool,
+/// A stored entry as the API shows it.
+fn key_view(key: String, entry: KeyEntry) -> Result<KeyView, ApiError> {
+    let text = String::from_utf8(entry.value)
+        .map_err(|_| ApiError::internal(format!("stored value of {key:?} is not UTF-8")))?;
+    let value = RawValue::from_string(text)
+        .map_err(|_| ApiError::internal(format!("stored value of {key:?} is not JSON")))?;
+    Ok(KeyValue {
+        key,
+        value,
+        create_revision: entry.create_revision,
+        mod_revision: entry.mod_revision,
+        version: entry.version,
+    })
 }
 
 /// A key from the path, checked.
 fn key_from_path(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     let Path(key) = path.map_err(|rejection| {
         ApiError::bad_field(
-            "invalid_key",
+            ErrorCode::InvalidKey,
             "key",
             format!("the key in the path is unreadable: {rejection}"),
         )
     })?;
     schemas::validate_key(&key)
-        .map_err(|error| ApiError::bad_field("invalid_key", "key", error.to_string()))?;
+        .map_err(|error| ApiError::bad_field(ErrorCode::InvalidKey, "key", error.to_string()))?;
     Ok(key)
-}
-
-pub fn etag(revision: Revision) -> HeaderValue {
-    HeaderValue::from_str(&format!("\"{revision}\"")).expect("a quoted number is a valid header")
-}
-
-/// Reads the condition headers: `If-Match: "<rev>"`, `If-None-Match: *`.
-pub fn condition(headers: &HeaderMap) -> Result<Condition, ApiError> {
-    let if_match = header(headers, "if-match")?;
-    let if_none_match = header(headers, "if-none-match")?;
-    match (if_match, if_none_match) {
-        (Some(_), Some(_)) => Err(ApiError::bad_request(
-            "conflicting_conditions",
-            "If-Match and If-None-Match cannot be combined",
-        )),
-        (Some(raw), None) => {
-            let revision = raw.trim().trim_matches('"');
-            revision
-                .parse::<Revision>()
-                .map(Condition::ModRevision)
-                .map_err(|_| {
-                    ApiError::bad_field(
-                        "invalid_header",
-                        "If-Match",
-                        format!("If-Match takes a quoted revision such as \"42\", got {raw:?}"),
-                    )
-                })
-        }
-        (None, Some(raw)) if raw.trim() == "*" => Ok(Condition::Absent),
-        (None, Some(raw)) => Err(ApiError::bad_field(
-            "invalid_header",
-            "If-None-Match",
-            format!("If-None-Match takes only *, got {raw:?}"),
-        )),
-        (None, None) => Ok(Condition::Always),
-    }
-}
-
-pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<Uuid>, ApiError> {
-    header(headers, "idempotency-key")?
-        .map(|raw| {
-            Uuid::parse_str(raw.trim()).map_err(|_| {
-                ApiError::bad_field(
-                    "invalid_header",
-                    "Idempotency-Key",
-                    format!("Idempotency-Key must be a UUID, got {raw:?}"),
-                )
-            })
-        })
-        .transpose()
-}
-
-/// Turns the result of a write into the HTTP answer.
-pub fn write_response(key: &str, result: CommandResult) -> Response {
-    match result {
-        CommandResult::Written {
-            revision,
-            version,
-            created,
-        } => {
-            let status = if created {
-                StatusCode::CREATED
-            } else {
-                StatusCode::OK
-            };
-            let body = WriteView {
-                key,
-                revision,
-                version,
-                created,
-            };
-            let mut response = (status, Json(body)).into_response();
-            response.headers_mut().insert(header::ETAG, etag(revision));
-            response
-                .headers_mut()
-                .insert(REVISION_HEADER, HeaderValue::from(revision));
-            response
-        }
-        CommandResult::PreconditionFailed {
-            current_mod_revision,
-        } => {
-            let message = match current_mod_revision {
-                Some(revision) => format!("key {key:?} is at revision {revision}"),
-                None => format!("key {key:?} does not exist"),
-            };
-            let mut response = ApiError::new(
-                StatusCode::PRECONDITION_FAILED,
-                "precondition_failed",
-                message,
-            )
-            .into_response();
-            if let Some(revision) = current_mod_revision {
-                response.headers_mut().insert(header::ETAG, etag(revision));
-            }
-            response
-        }
-        CommandResult::NotFound => ApiError::key_not_found(key).into_response(),
-        CommandResult::None => ApiError::internal("a write produced no result").into_response(),
-    }
 }
 
 /// `PUT /v1/kv/{key}`: body is any JSON value.
@@ -199,7 +81,7 @@ async fn put_key(
     }
     let value = validate_json(&body)?;
     let command = Command {
-        timestamp_ms: compaction::now_ms(),
+        timestamp_ms: crate::clock::now_ms(),
         idempotency_key: idempotency_key(&headers)?,
         op: Op::Put {
             key: key.clone(),
@@ -222,7 +104,7 @@ async fn delete_key(
     refuse_metadata_key(&key)?;
     Query::parse(query.as_deref(), &[])?;
     let command = Command {
-        timestamp_ms: compaction::now_ms(),
+        timestamp_ms: crate::clock::now_ms(),
         idempotency_key: idempotency_key(&headers)?,
         op: Op::Delete {
             key: key.clone(),
@@ -249,8 +131,8 @@ async fn get_key(
     let store = &state.store;
     if let Some(Blocking { index, wait }) = blocking {
         // Register first, then read: a change between the two still wakes us.
-        let waiter = store.watches.watch(WatchTarget::Key(key.clone()), index);
-        let changed = match store.view.get(&key)? {
+        let waiter = store.watch(WatchTarget::Key(key.clone()), index);
+        let changed = match store.get(&key)? {
             Some(entry) => entry.mod_revision > index,
             None => store.revision() > index,
         };
@@ -259,7 +141,7 @@ async fn get_key(
         }
     }
     let revision = store.revision();
-    let Some(entry) = store.view.get(&key)? else {
+    let Some(entry) = store.get(&key)? else {
         let mut response = ApiError::key_not_found(&key)
             .with_revision(revision)
             .into_response();
@@ -269,20 +151,12 @@ async fn get_key(
         return Ok(response);
     };
     let mod_revision = entry.mod_revision;
-    let mut response = Json(KeyView::new(key, entry)?).into_response();
+    let mut response = Json(key_view(key, entry)?).into_response();
     let headers = response.headers_mut();
     headers.insert(header::ETAG, etag(mod_revision));
     headers.insert(REVISION_HEADER, HeaderValue::from(revision));
     headers.insert(INDEX_HEADER, HeaderValue::from(mod_revision));
     Ok(response)
-}
-
-/// A page of a list.
-#[derive(Serialize)]
-struct ListView {
-    entries: Vec<KeyView>,
-    /// Whether more keys follow; ask again with `start_after` = the last key.
-    more: bool,
 }
 
 /// `GET /v1/kv?prefix=p&limit=n&start_after=k`, optionally a long-poll.
@@ -302,7 +176,7 @@ async fn list(
         ],
     )?;
     let prefix = query.get("prefix").unwrap_or("").to_string();
-    let limit = query.limit(DEFAULT_LIMIT, MAX_LIMIT)?;
+    let limit = query.limit(LIST_PAGE)?;
     let consistency = query.consistency()?;
     let blocking = query.blocking(state.config.max_wait_ms)?;
     if consistency == Consistency::Linearizable {
@@ -310,22 +184,18 @@ async fn list(
     }
     let store = &state.store;
     if let Some(Blocking { index, wait }) = blocking {
-        let waiter = store
-            .watches
-            .watch(WatchTarget::Prefix(prefix.clone()), index);
+        let waiter = store.watch(WatchTarget::Prefix(prefix.clone()), index);
         if store.revision() <= index {
             let _ = tokio::time::timeout(wait, waiter).await;
         }
     }
     let revision = store.revision();
-    let (entries, more) = store
-        .view
-        .list(&prefix, query.get("start_after"), limit as usize)?;
+    let (entries, more) = store.list(&prefix, query.get("start_after"), limit as usize)?;
     let entries = entries
         .into_iter()
-        .map(|(key, entry)| KeyView::new(key, entry))
+        .map(|(key, entry)| key_view(key, entry))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut response = Json(ListView { entries, more }).into_response();
+    let mut response = Json(KeyList { entries, more }).into_response();
     response
         .headers_mut()
         .insert(REVISION_HEADER, HeaderValue::from(revision));
@@ -338,9 +208,9 @@ async fn list(
 /// Topic configs and subscription groups are written only through their
 /// own, validating API; the raw KV API reads them but does not write them.
 fn refuse_metadata_key(key: &str) -> Result<(), ApiError> {
-    if crate::api::metadata::is_metadata_key(key) {
+    if is_metadata_key(key) {
         return Err(ApiError::bad_field(
-            "reserved_key",
+            ErrorCode::ReservedKey,
             "key",
             format!(
                 "{key:?} holds typed metadata: write it through /v1/topics or /v1/subscriptions"
@@ -348,38 +218,4 @@ fn refuse_metadata_key(key: &str) -> Result<(), ApiError> {
         ));
     }
     Ok(())
-}
-
-/// Checks the body is one JSON value and returns it as text.
-pub fn validate_json(body: &[u8]) -> Result<String, ApiError> {
-    let text = std::str::from_utf8(body)
-        .map_err(|_| ApiError::bad_request("invalid_json", "the body is not UTF-8 text"))?;
-    serde_json::from_str::<&RawValue>(text).map_err(|error| {
-        ApiError::bad_request(
-            "invalid_json",
-            format!("the body is not one JSON value: {error}"),
-        )
-    })?;
-    Ok(text.trim().to_string())
-}
-
-pub fn body_error(state: &AppState, rejection: BytesRejection) -> ApiError {
-    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        value_too_large(state, state.config.max_value_bytes + 1)
-    } else {
-        ApiError::bad_request(
-            "invalid_body",
-            format!("the body could not be read: {rejection}"),
-        )
-    }
-}
-
-pub fn value_too_large(state: &AppState, bytes: usize) -> ApiError {
-    let limit = state.config.max_value_bytes;
-    let message = if bytes > limit + 1 {
-        format!("the value is {bytes} bytes, over the limit of {limit}")
-    } else {
-        format!("the value is over the limit of {limit} bytes")
-    };
-    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "value_too_large", message)
 }

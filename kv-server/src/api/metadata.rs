@@ -10,26 +10,21 @@
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use schemas::{SubscriptionGroupConfig, TopicConfig, ValidateOptions, ValidationError};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
+use schemas::api::{ErrorCode, MetadataKind};
+use schemas::{SubscriptionGroupConfig, TopicConfig, ValidateOptions};
 use serde_json::value::RawValue;
 
 use crate::api::error::ApiError;
-use crate::api::kv::{
+use crate::api::params::{Consistency, Query, LIST_PAGE};
+use crate::api::write::{
     body_error, condition, etag, idempotency_key, value_too_large, write_response,
 };
-use crate::api::params::{Consistency, Query};
 use crate::api::{linearizable_barrier, propose, AppState, REVISION_HEADER};
 use crate::types::{Command, CommandResult, Condition, Op};
-
-/// Default and largest page of a list.
-const DEFAULT_LIMIT: u64 = 100;
-const MAX_LIMIT: u64 = 10_000;
 
 /// The routes of both kinds.
 pub fn routes() -> Router<AppState> {
@@ -50,76 +45,14 @@ pub fn routes() -> Router<AppState> {
         )
 }
 
-/// What the handlers need of a metadata type.
-pub trait Metadata: Serialize + DeserializeOwned + Send + 'static {
-    /// Prefix of its keys.
-    const PREFIX: &'static str;
-    /// Error code of a missing one.
-    const NOT_FOUND: &'static str;
-    /// What it is called in messages.
-    const KIND: &'static str;
-    /// Field of a list answer.
-    const LIST_FIELD: &'static str;
-    /// Checks a name from the path.
-    fn validate_name(name: &str, options: ValidateOptions) -> Result<(), ValidationError>;
-    /// Checks the config.
-    fn validate(&self, options: ValidateOptions) -> Result<(), ValidationError>;
-    /// Checks the body's name against the path's.
-    fn check_path_name(&self, name: &str) -> Result<(), ValidationError>;
-    /// Checks what may not change from the previous config.
-    fn check_update_of(&self, _previous: &Self) -> Result<(), ValidationError> {
-        Ok(())
-    }
-}
-
-impl Metadata for TopicConfig {
-    const PREFIX: &'static str = schemas::TOPICS_PREFIX;
-    const NOT_FOUND: &'static str = "topic_not_found";
-    const KIND: &'static str = "topic";
-    const LIST_FIELD: &'static str = "topics";
-    fn validate_name(name: &str, options: ValidateOptions) -> Result<(), ValidationError> {
-        schemas::validate_topic_name(name, options)
-    }
-    fn validate(&self, options: ValidateOptions) -> Result<(), ValidationError> {
-        TopicConfig::validate(self, options)
-    }
-    fn check_path_name(&self, name: &str) -> Result<(), ValidationError> {
-        TopicConfig::check_path_name(self, name)
-    }
-    fn check_update_of(&self, previous: &Self) -> Result<(), ValidationError> {
-        TopicConfig::check_update_of(self, previous)
-    }
-}
-
-impl Metadata for SubscriptionGroupConfig {
-    const PREFIX: &'static str = schemas::SUBSCRIPTIONS_PREFIX;
-    const NOT_FOUND: &'static str = "subscription_not_found";
-    const KIND: &'static str = "subscription group";
-    const LIST_FIELD: &'static str = "subscriptions";
-    fn validate_name(name: &str, options: ValidateOptions) -> Result<(), ValidationError> {
-        schemas::validate_group_name(name, options)
-    }
-    fn validate(&self, options: ValidateOptions) -> Result<(), ValidationError> {
-        SubscriptionGroupConfig::validate(self, options)
-    }
-    fn check_path_name(&self, name: &str) -> Result<(), ValidationError> {
-        SubscriptionGroupConfig::check_path_name(self, name)
-    }
-}
-
-/// Whether a raw KV key belongs to the typed metadata (written only here).
-pub fn is_metadata_key(key: &str) -> bool {
-    key.starts_with(schemas::TOPICS_PREFIX) || key.starts_with(schemas::SUBSCRIPTIONS_PREFIX)
-}
-
 /// The name from the path, checked (system names pass here; the body's
 /// validation decides on them).
-fn name_from_path<T: Metadata>(
+fn name_from_path<T: MetadataKind>(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<String, ApiError> {
     let Path(name) = path.map_err(|rejection| {
         ApiError::bad_field(
-            "invalid_name",
+            ErrorCode::InvalidName,
             "name",
             format!("the name in the path is unreadable: {rejection}"),
         )
@@ -134,23 +67,28 @@ fn options(query: &Query) -> Result<ValidateOptions, ApiError> {
         None | Some("false") => Ok(ValidateOptions::default()),
         Some("true") => Ok(ValidateOptions::ALLOW_SYSTEM),
         Some(other) => Err(ApiError::bad_field(
-            "invalid_parameter",
+            ErrorCode::InvalidParameter,
             "system",
             format!("system must be true or false, got {other:?}"),
         )),
     }
 }
 
-fn stored<T: Metadata>(key: &str, value: &[u8]) -> Result<T, ApiError> {
+/// 404 for a config that does not exist.
+fn not_found<T: MetadataKind>(name: &str) -> ApiError {
+    ApiError::new(T::NOT_FOUND, format!("{} {name:?} does not exist", T::NOUN))
+}
+
+fn stored<T: MetadataKind>(key: &str, value: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(value).map_err(|error| {
         ApiError::internal(format!(
             "stored {} {key:?} does not parse: {error}",
-            T::KIND
+            T::NOUN
         ))
     })
 }
 
-async fn put<T: Metadata>(
+async fn put<T: MetadataKind>(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
@@ -167,8 +105,8 @@ async fn put<T: Metadata>(
     let config: T = schemas::from_json(&body)?;
     config.check_path_name(&name)?;
     config.validate(options)?;
-    let key = format!("{}{name}", T::PREFIX);
-    let current = state.store.view.get(&key)?;
+    let key = format!("{}{name}", T::KEY_PREFIX);
+    let current = state.store.get(&key)?;
     if let Some(entry) = &current {
         config.check_update_of(&stored::<T>(&key, &entry.value)?)?;
     }
@@ -193,7 +131,7 @@ async fn put<T: Metadata>(
         // the condition sees): the state machine answers it from the dedupe
         // table, or fails the condition as the check here would.
         let command = Command {
-            timestamp_ms: compaction::now_ms(),
+            timestamp_ms: crate::clock::now_ms(),
             idempotency_key: retry_token,
             op: Op::Put {
                 key: key.clone(),
@@ -204,7 +142,7 @@ async fn put<T: Metadata>(
         return Ok(write_response(&key, propose(&state, command).await?));
     }
     let command = Command {
-        timestamp_ms: compaction::now_ms(),
+        timestamp_ms: crate::clock::now_ms(),
         idempotency_key: retry_token,
         op: Op::Put {
             key: key.clone(),
@@ -215,11 +153,10 @@ async fn put<T: Metadata>(
     match propose(&state, command).await? {
         CommandResult::PreconditionFailed { .. } if asked == Condition::Always => {
             Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "conflict",
+                ErrorCode::Conflict,
                 format!(
                     "{} {name:?} changed while this write was checked; retry",
-                    T::KIND
+                    T::NOUN
                 ),
             ))
         }
@@ -227,7 +164,7 @@ async fn put<T: Metadata>(
     }
 }
 
-async fn get_one<T: Metadata>(
+async fn get_one<T: MetadataKind>(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
@@ -237,15 +174,10 @@ async fn get_one<T: Metadata>(
     if query.consistency()? == Consistency::Linearizable {
         linearizable_barrier(&state).await?;
     }
-    let key = format!("{}{name}", T::PREFIX);
+    let key = format!("{}{name}", T::KEY_PREFIX);
     let revision = state.store.revision();
-    let Some(entry) = state.store.view.get(&key)? else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            T::NOT_FOUND,
-            format!("{} {name:?} does not exist", T::KIND),
-        )
-        .with_revision(revision));
+    let Some(entry) = state.store.get(&key)? else {
+        return Err(not_found::<T>(&name).with_revision(revision));
     };
     let mut response = (
         [(
@@ -264,7 +196,7 @@ async fn get_one<T: Metadata>(
     Ok(response)
 }
 
-async fn delete<T: Metadata>(
+async fn delete<T: MetadataKind>(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
@@ -272,9 +204,9 @@ async fn delete<T: Metadata>(
 ) -> Result<Response, ApiError> {
     let name = name_from_path::<T>(path)?;
     Query::parse(query.as_deref(), &[])?;
-    let key = format!("{}{name}", T::PREFIX);
+    let key = format!("{}{name}", T::KEY_PREFIX);
     let command = Command {
-        timestamp_ms: compaction::now_ms(),
+        timestamp_ms: crate::clock::now_ms(),
         idempotency_key: idempotency_key(&headers)?,
         op: Op::Delete {
             key: key.clone(),
@@ -282,35 +214,30 @@ async fn delete<T: Metadata>(
         },
     };
     match propose(&state, command).await? {
-        CommandResult::NotFound => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            T::NOT_FOUND,
-            format!("{} {name:?} does not exist", T::KIND),
-        )),
+        CommandResult::NotFound => Err(not_found::<T>(&name)),
         result => Ok(write_response(&key, result)),
     }
 }
 
-async fn list<T: Metadata>(
+async fn list<T: MetadataKind>(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let query = Query::parse(query.as_deref(), &["limit", "start_after", "consistency"])?;
-    let limit = query.limit(DEFAULT_LIMIT, MAX_LIMIT)?;
+    let limit = query.limit(LIST_PAGE)?;
     if query.consistency()? == Consistency::Linearizable {
         linearizable_barrier(&state).await?;
     }
     let start_after = query
         .get("start_after")
-        .map(|name| format!("{}{name}", T::PREFIX));
+        .map(|name| format!("{}{name}", T::KEY_PREFIX));
     let revision = state.store.revision();
     let (entries, more) =
         state
             .store
-            .view
-            .list(T::PREFIX, start_after.as_deref(), limit as usize)?;
+            .list(T::KEY_PREFIX, start_after.as_deref(), limit as usize)?;
     // The stored configs are written out as stored, in their field order.
-    let mut body = format!("{{\"{}\":[", T::LIST_FIELD).into_bytes();
+    let mut body = format!("{{\"{}\":[", T::COLLECTION).into_bytes();
     for (i, (key, entry)) in entries.into_iter().enumerate() {
         if i > 0 {
             body.push(b',');

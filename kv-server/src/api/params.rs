@@ -6,8 +6,31 @@ use std::time::Duration;
 
 use axum::http::HeaderMap;
 
+use schemas::api::ErrorCode;
+
 use crate::api::error::ApiError;
 use crate::types::Revision;
+
+/// How many entries one page of a list may hold.
+#[derive(Clone, Copy, Debug)]
+pub struct PageLimit {
+    /// Without `limit`.
+    pub default: u64,
+    /// The largest `limit` taken.
+    pub max: u64,
+}
+
+/// Pages of keys, topics and subscription groups.
+pub const LIST_PAGE: PageLimit = PageLimit {
+    default: 100,
+    max: 10_000,
+};
+
+/// Pages of the change feed (records read, not records answered).
+pub const CHANGES_PAGE: PageLimit = PageLimit {
+    default: 1_000,
+    max: 10_000,
+};
 
 /// The query parameters of a request, each name at most once.
 pub struct Query {
@@ -19,20 +42,23 @@ impl Query {
     pub fn parse(raw: Option<&str>, allowed: &[&str]) -> Result<Query, ApiError> {
         let pairs: Vec<(String, String)> =
             serde_urlencoded::from_str(raw.unwrap_or("")).map_err(|error| {
-                ApiError::bad_request("invalid_query", format!("malformed query string: {error}"))
+                ApiError::new(
+                    ErrorCode::InvalidQuery,
+                    format!("malformed query string: {error}"),
+                )
             })?;
         let mut params = HashMap::new();
         for (name, value) in pairs {
             if !allowed.contains(&name.as_str()) {
                 return Err(ApiError::bad_field(
-                    "unknown_parameter",
+                    ErrorCode::UnknownParameter,
                     &name,
                     format!("unknown query parameter {name:?}; this route takes {allowed:?}"),
                 ));
             }
             if params.insert(name.clone(), value).is_some() {
                 return Err(ApiError::bad_field(
-                    "repeated_parameter",
+                    ErrorCode::RepeatedParameter,
                     &name,
                     format!("query parameter {name:?} is given more than once"),
                 ));
@@ -52,7 +78,7 @@ impl Query {
             .map(|raw| {
                 raw.parse::<u64>().map_err(|_| {
                     ApiError::bad_field(
-                        "invalid_parameter",
+                        ErrorCode::InvalidParameter,
                         name,
                         format!("{name} must be a non-negative integer, got {raw:?}"),
                     )
@@ -61,12 +87,14 @@ impl Query {
             .transpose()
     }
 
-    /// The `limit` parameter: `default` when absent, else 1..=`max`.
-    pub fn limit(&self, default: u64, max: u64) -> Result<u64, ApiError> {
-        let limit = self.number("limit")?.unwrap_or(default);
+    /// The `limit` parameter: the page's default when absent, else
+    /// 1..=its max.
+    pub fn limit(&self, page: PageLimit) -> Result<u64, ApiError> {
+        let max = page.max;
+        let limit = self.number("limit")?.unwrap_or(page.default);
         if limit == 0 || limit > max {
             return Err(ApiError::bad_field(
-                "invalid_parameter",
+                ErrorCode::InvalidParameter,
                 "limit",
                 format!("limit must be between 1 and {max}, got {limit}"),
             ));
@@ -80,7 +108,7 @@ impl Query {
             None | Some("linearizable") => Ok(Consistency::Linearizable),
             Some("stale") => Ok(Consistency::Stale),
             Some(other) => Err(ApiError::bad_field(
-                "invalid_parameter",
+                ErrorCode::InvalidParameter,
                 "consistency",
                 format!("consistency must be \"linearizable\" or \"stale\", got {other:?}"),
             )),
@@ -97,7 +125,7 @@ impl Query {
         match (index, wait) {
             (None, None) => Ok(None),
             (None, Some(_)) => Err(ApiError::bad_field(
-                "invalid_parameter",
+                ErrorCode::InvalidParameter,
                 "wait",
                 "wait needs index: the revision to wait past",
             )),
@@ -134,7 +162,7 @@ const DEFAULT_WAIT: Duration = Duration::from_secs(60);
 pub fn parse_wait(raw: &str, max_wait_ms: u64) -> Result<Duration, ApiError> {
     let invalid = || {
         ApiError::bad_field(
-            "invalid_parameter",
+            ErrorCode::InvalidParameter,
             "wait",
             format!("wait must look like 30s, 500ms or 5m, got {raw:?}"),
         )
@@ -152,7 +180,7 @@ pub fn parse_wait(raw: &str, max_wait_ms: u64) -> Result<Duration, ApiError> {
     let wait_ms = amount.checked_mul(unit_ms).ok_or_else(invalid)?;
     if wait_ms > max_wait_ms {
         return Err(ApiError::bad_field(
-            "invalid_parameter",
+            ErrorCode::InvalidParameter,
             "wait",
             format!("wait {raw} is longer than the limit of {max_wait_ms} ms"),
         ));
@@ -167,7 +195,7 @@ pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>,
         .map(|value| {
             value.to_str().map_err(|_| {
                 ApiError::bad_field(
-                    "invalid_header",
+                    ErrorCode::InvalidHeader,
                     name,
                     format!("header {name} is not valid text"),
                 )

@@ -17,6 +17,8 @@ use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest, V
 use openraft::Snapshot;
 use tracing::warn;
 
+use schemas::api::ErrorCode;
+
 use crate::api::error::ApiError;
 use crate::api::AppState;
 use crate::network::decode_snapshot;
@@ -52,7 +54,7 @@ async fn vote(
 async fn snapshot(State(state): State<AppState>, body: Bytes) -> Response {
     let (preamble, data) = match decode_snapshot(&body) {
         Ok(parts) => parts,
-        Err(why) => return ApiError::bad_request("invalid_snapshot", why).into_response(),
+        Err(why) => return ApiError::new(ErrorCode::InvalidSnapshot, why).into_response(),
     };
     let data = Bytes::copy_from_slice(data);
     let checked = SnapshotFile::parse(&preamble.meta.snapshot_id, data.clone())
@@ -64,7 +66,7 @@ async fn snapshot(State(state): State<AppState>, body: Bytes) -> Response {
         });
     if let Err(why) = checked {
         warn!(snapshot = %preamble.meta.snapshot_id, %why, "refused a damaged snapshot");
-        return ApiError::bad_request("invalid_snapshot", why).into_response();
+        return ApiError::new(ErrorCode::InvalidSnapshot, why).into_response();
     }
     let snapshot = Snapshot {
         meta: preamble.meta,

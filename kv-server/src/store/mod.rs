@@ -14,6 +14,7 @@
 pub mod apply;
 pub mod log_files;
 pub mod log_store;
+pub mod queries;
 pub mod record;
 pub mod snapshot;
 pub mod state_machine;

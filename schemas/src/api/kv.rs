@@ -32,6 +32,28 @@ pub struct KeyValue<V = serde_json::Value> {
     pub version: u64,
 }
 
+impl KeyValue {
+    /// The value as a `T`.
+    ///
+    /// ```
+    /// #[derive(serde::Deserialize)]
+    /// struct Config { retention: String }
+    ///
+    /// let entry = schemas::api::KeyValue {
+    ///     key: "app/config".into(),
+    ///     value: serde_json::json!({"retention": "7d"}),
+    ///     create_revision: 2,
+    ///     mod_revision: 2,
+    ///     version: 1,
+    /// };
+    /// let config: Config = entry.value_as().unwrap();
+    /// assert_eq!(config.retention, "7d");
+    /// ```
+    pub fn value_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        T::deserialize(&self.value)
+    }
+}
+
 /// What a write did.
 ///
 /// ```

@@ -21,12 +21,12 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures::TryStreamExt;
-use kv_client::{Client, Condition, MetadataOptions, Versioned};
+use kv_client::{Client, Condition, MetadataOptions};
+use schemas::api::MetadataKind;
 use schemas::{
     DataVersion, SubscriptionGroupConfig, SubscriptionGroupFile, TopicConfig, TopicConfigFile,
-    ValidateOptions, ValidationError,
+    ValidateOptions,
 };
-use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -63,68 +63,6 @@ struct Totals {
     updated: usize,
     unchanged: usize,
     rejected: usize,
-}
-
-/// One kind of broker metadata, as import and export need it.
-trait BrokerKind: Serialize + DeserializeOwned + Sized {
-    /// `topic` or `group`, for reports.
-    const KIND: &'static str;
-    /// The file's table field.
-    const TABLE: &'static str;
-    /// The config's name field.
-    const NAME_FIELD: &'static str;
-    fn name(&self) -> &str;
-    fn validate(&self, options: ValidateOptions) -> Result<(), ValidationError>;
-    async fn get(client: &Client, name: &str) -> kv_client::Result<Option<Versioned<Self>>>;
-    async fn put(
-        &self,
-        client: &Client,
-        options: MetadataOptions,
-    ) -> kv_client::Result<kv_client::WriteResult>;
-}
-
-impl BrokerKind for TopicConfig {
-    const KIND: &'static str = "topic";
-    const TABLE: &'static str = "topicConfigTable";
-    const NAME_FIELD: &'static str = "topicName";
-    fn name(&self) -> &str {
-        &self.topic_name
-    }
-    fn validate(&self, options: ValidateOptions) -> Result<(), ValidationError> {
-        TopicConfig::validate(self, options)
-    }
-    async fn get(client: &Client, name: &str) -> kv_client::Result<Option<Versioned<Self>>> {
-        client.get_topic(name).await
-    }
-    async fn put(
-        &self,
-        client: &Client,
-        options: MetadataOptions,
-    ) -> kv_client::Result<kv_client::WriteResult> {
-        client.put_topic_with(self, options).await
-    }
-}
-
-impl BrokerKind for SubscriptionGroupConfig {
-    const KIND: &'static str = "group";
-    const TABLE: &'static str = "subscriptionGroupTable";
-    const NAME_FIELD: &'static str = "groupName";
-    fn name(&self) -> &str {
-        &self.group_name
-    }
-    fn validate(&self, options: ValidateOptions) -> Result<(), ValidationError> {
-        SubscriptionGroupConfig::validate(self, options)
-    }
-    async fn get(client: &Client, name: &str) -> kv_client::Result<Option<Versioned<Self>>> {
-        client.get_subscription(name).await
-    }
-    async fn put(
-        &self,
-        client: &Client,
-        options: MetadataOptions,
-    ) -> kv_client::Result<kv_client::WriteResult> {
-        client.put_subscription_with(self, options).await
-    }
 }
 
 /// An entry of a file's table: its name and the config, or why it is refused.
@@ -187,16 +125,16 @@ pub async fn import(
 
 /// Reads a broker file's table: every entry parsed and validated on its
 /// own; only an unreadable file or one without the table fails here.
-fn read_table<T: BrokerKind>(path: &Path) -> Result<Vec<Entry<T>>, Failure> {
+fn read_table<T: MetadataKind>(path: &Path) -> Result<Vec<Entry<T>>, Failure> {
     let text = std::fs::read(path)
         .map_err(|error| Failure::error(format!("cannot read {}: {error}", path.display())))?;
     let file: Value = serde_json::from_slice(&text)
         .map_err(|error| Failure::error(format!("{} is not JSON: {error}", path.display())))?;
-    let Some(table) = file.get(T::TABLE).and_then(Value::as_object) else {
+    let Some(table) = file.get(T::BROKER_TABLE).and_then(Value::as_object) else {
         return Err(Failure::error(format!(
             "{} has no {} object: is it a broker's {} file?",
             path.display(),
-            T::TABLE,
+            T::BROKER_TABLE,
             if T::KIND == "topic" {
                 TOPICS_FILE
             } else {
@@ -212,8 +150,8 @@ fn read_table<T: BrokerKind>(path: &Path) -> Result<Vec<Entry<T>>, Failure> {
 
 /// Parses and validates one entry; the reason names the field from the
 /// file's root (`topicConfigTable.T.perm`).
-fn check_entry<T: BrokerKind>(name: &str, entry: &Value) -> Result<T, String> {
-    let parent = format!("{}.{name}", T::TABLE);
+fn check_entry<T: MetadataKind>(name: &str, entry: &Value) -> Result<T, String> {
+    let parent = format!("{}.{name}", T::BROKER_TABLE);
     let bytes = serde_json::to_vec(entry).map_err(|error| error.to_string())?;
     let config: T = schemas::from_json(&bytes)
         .map_err(|error| without_position(&error.within(&parent).to_string()))?;
@@ -241,7 +179,7 @@ fn without_position(reason: &str) -> String {
 
 /// Imports one entry. Errors the server reports about the entry make it
 /// rejected; an unreachable cluster stops the import (`Err`).
-async fn import_entry<T: BrokerKind>(
+async fn import_entry<T: MetadataKind>(
     client: &Client,
     name: String,
     entry: Result<T, String>,
@@ -257,7 +195,7 @@ async fn import_entry<T: BrokerKind>(
         Err(reason) => return Ok(report(Outcome::Rejected, Some(reason))),
     };
     let desired = serde_json::to_value(&config).expect("a parsed config serializes");
-    let current = T::get(client, &name).await?;
+    let current = client.get_config::<T>(&name).await?;
     let (condition, outcome) = match &current {
         None => (Condition::Absent, Outcome::Created),
         Some(stored) if same_config(&stored.value, &desired) => {
@@ -271,13 +209,13 @@ async fn import_entry<T: BrokerKind>(
     let options = MetadataOptions::new()
         .condition(condition)
         .allow_system(true);
-    match config.put(client, options).await {
+    match client.put_config(&config, options).await {
         Ok(_) => Ok(report(outcome, None)),
         Err(error) if error.is_retryable() => Err(error),
         Err(error) if error.is_precondition_failed() => {
             // Written by someone else since it was read (or this very write's
             // answer was lost and its retry found it done): compare again.
-            match T::get(client, &name).await? {
+            match client.get_config::<T>(&name).await? {
                 Some(stored) if same_config(&stored.value, &desired) => {
                     Ok(report(Outcome::Unchanged, None))
                 }

@@ -1,0 +1,88 @@
+//! Who leads, as this node knows it, and waiting for a leader to be known.
+
+use std::time::Duration;
+
+use schemas::api::LeaderHint;
+use tokio::time::Instant;
+
+use crate::api::error::ApiError;
+use crate::api::AppState;
+use crate::types::NodeId;
+
+/// How long a request waits for a leader to be known before it gets 503.
+const LEADER_WAIT: Duration = Duration::from_secs(5);
+
+/// Who leads, as this node knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Leader {
+    /// This node.
+    This,
+    /// Another node, at this base URL.
+    Other {
+        /// Its id.
+        id: NodeId,
+        /// Its base URL.
+        addr: String,
+    },
+}
+
+impl Leader {
+    /// The leader as an error names it to a client; `None` for this node.
+    pub fn hint(&self) -> Option<LeaderHint> {
+        match self {
+            Leader::This => None,
+            Leader::Other { id, addr } => Some(LeaderHint {
+                id: *id,
+                addr: addr.clone(),
+            }),
+        }
+    }
+}
+
+/// The leader this node knows, if it is a member of the cluster (a vote
+/// remembered from an older membership does not count).
+pub fn known_leader(state: &AppState) -> Option<Leader> {
+    let metrics = state.raft.metrics().borrow().clone();
+    let leader = metrics.current_leader?;
+    let node = metrics
+        .membership_config
+        .membership()
+        .get_node(&leader)
+        .cloned()?;
+    Some(if leader == state.node_id {
+        Leader::This
+    } else {
+        Leader::Other {
+            id: leader,
+            addr: node.addr,
+        }
+    })
+}
+
+/// Waits (bounded by `deadline` and [`LEADER_WAIT`]) until a leader other
+/// than `not` is known.
+pub async fn wait_for_leader(
+    state: &AppState,
+    not: Option<&Leader>,
+    deadline: Instant,
+) -> Result<Leader, ApiError> {
+    let deadline = deadline.min(Instant::now() + LEADER_WAIT);
+    let mut metrics = state.raft.metrics();
+    loop {
+        if let Some(leader) = known_leader(state) {
+            if Some(&leader) != not {
+                return Ok(leader);
+            }
+        }
+        tokio::select! {
+            changed = metrics.changed() => {
+                if changed.is_err() {
+                    return Err(ApiError::unavailable("raft stopped"));
+                }
+            }
+            () = tokio::time::sleep_until(deadline) => {
+                return Err(ApiError::not_leader("no leader is known yet", None));
+            }
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! What every write route shares: the condition and idempotency headers,
+//! the body's checks, and turning a write's result into the answer.
+
+use axum::extract::rejection::BytesRejection;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use schemas::api::header::IDEMPOTENCY_KEY;
+use schemas::api::{ErrorCode, WriteResult};
+use serde_json::value::RawValue;
+use uuid::Uuid;
+
+use crate::api::error::ApiError;
+use crate::api::params::header;
+use crate::api::{AppState, REVISION_HEADER};
+use crate::types::{CommandResult, Condition, Revision};
+
+/// `ETag: "<revision>"`.
+pub fn etag(revision: Revision) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{revision}\"")).expect("a quoted number is a valid header")
+}
+
+/// Reads the condition headers: `If-Match: "<rev>"`, `If-None-Match: *`.
+pub fn condition(headers: &HeaderMap) -> Result<Condition, ApiError> {
+    let if_match = header(headers, "if-match")?;
+    let if_none_match = header(headers, "if-none-match")?;
+    match (if_match, if_none_match) {
+        (Some(_), Some(_)) => Err(ApiError::new(
+            ErrorCode::ConflictingConditions,
+            "If-Match and If-None-Match cannot be combined",
+        )),
+        (Some(raw), None) => {
+            let revision = raw.trim().trim_matches('"');
+            revision
+                .parse::<Revision>()
+                .map(Condition::ModRevision)
+                .map_err(|_| {
+                    ApiError::bad_field(
+                        ErrorCode::InvalidHeader,
+                        "If-Match",
+                        format!("If-Match takes a quoted revision such as \"42\", got {raw:?}"),
+                    )
+                })
+        }
+        (None, Some(raw)) if raw.trim() == "*" => Ok(Condition::Absent),
+        (None, Some(raw)) => Err(ApiError::bad_field(
+            ErrorCode::InvalidHeader,
+            "If-None-Match",
+            format!("If-None-Match takes only *, got {raw:?}"),
+        )),
+        (None, None) => Ok(Condition::Always),
+    }
+}
+
+/// The `Idempotency-Key` header: a UUID naming the write.
+pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<Uuid>, ApiError> {
+    header(headers, IDEMPOTENCY_KEY)?
+        .map(|raw| {
+            Uuid::parse_str(raw.trim()).map_err(|_| {
+                ApiError::bad_field(
+                    ErrorCode::InvalidHeader,
+                    "Idempotency-Key",
+                    format!("Idempotency-Key must be a UUID, got {raw:?}"),
+                )
+            })
+        })
+        .transpose()
+}
+
+/// Turns the result of a write into the HTTP answer.
+pub fn write_response(key: &str, result: CommandResult) -> Response {
+    match result {
+        CommandResult::Written {
+            revision,
+            version,
+            created,
+        } => {
+            let status = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            let body = WriteResult {
+                key: key.to_string(),
+                revision,
+                version,
+                created,
+            };
+            let mut response = (status, Json(body)).into_response();
+            response.headers_mut().insert(header::ETAG, etag(revision));
+            response
+                .headers_mut()
+                .insert(REVISION_HEADER, HeaderValue::from(revision));
+            response
+        }
+        CommandResult::PreconditionFailed {
+            current_mod_revision,
+        } => {
+            let message = match current_mod_revision {
+                Some(revision) => format!("key {key:?} is at revision {revision}"),
+                None => format!("key {key:?} does not exist"),
+            };
+            let mut response =
+                ApiError::new(ErrorCode::PreconditionFailed, message).into_response();
+            if let Some(revision) = current_mod_revision {
+                response.headers_mut().insert(header::ETAG, etag(revision));
+            }
+            response
+        }
+        CommandResult::NotFound => ApiError::key_not_found(key).into_response(),
+        CommandResult::None => ApiError::internal("a write produced no result").into_response(),
+    }
+}
+
+/// Checks the body is one JSON value and returns it as text.
+pub fn validate_json(body: &[u8]) -> Result<String, ApiError> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::new(ErrorCode::InvalidJson, "the body is not UTF-8 text"))?;
+    serde_json::from_str::<&RawValue>(text).map_err(|error| {
+        ApiError::new(
+            ErrorCode::InvalidJson,
+            format!("the body is not one JSON value: {error}"),
+        )
+    })?;
+    Ok(text.trim().to_string())
+}
+
+/// The error for a body that could not be read.
+pub fn body_error(state: &AppState, rejection: BytesRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        value_too_large(state, state.config.max_value_bytes + 1)
+    } else {
+        ApiError::new(
+            ErrorCode::InvalidBody,
+            format!("the body could not be read: {rejection}"),
+        )
+    }
+}
+
+/// 413 for a value over the limit.
+pub fn value_too_large(state: &AppState, bytes: usize) -> ApiError {
+    let limit = state.config.max_value_bytes;
+    let message = if bytes > limit + 1 {
+        format!("the value is {bytes} bytes, over the limit of {limit}")
+    } else {
+        format!("the value is over the limit of {limit} bytes")
+    };
+    ApiError::new(ErrorCode::ValueTooLarge, message)
+}
