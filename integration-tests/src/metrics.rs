@@ -38,7 +38,9 @@ impl TestServer {
     /// How many long-polls wait on this server right now.
     pub async fn waiters(&self) -> u64 {
         // The gauge appears with the first scrape: absent means none wait.
-        self.metric(WATCH_WAITERS).await.map_or(0, |value| value as u64)
+        self.metric(WATCH_WAITERS)
+            .await
+            .map_or(0, |value| value as u64)
     }
 
     /// Waits until exactly `expected` long-polls wait on this server, and
