@@ -11,6 +11,9 @@
 //!   acknowledged, for the failure scenarios.
 //! * [`api`] has small helpers for the JSON API (`call`, the error body) so
 //!   a test body reads as its scenario.
+//! * [`TestServer::wait_for_waiters`] (in `metrics.rs`) polls `/metrics`
+//!   until a number of long-polls wait, so a test never sleeps hoping one
+//!   has registered.
 //! * [`kvctl`] runs the `kvctl` binary as a child process with a time limit.
 //! * [`faults`] has faulty nodes for failover tests: a closed port, a node
 //!   that answers one fixed error, a proxy that loses a write's answer.
@@ -40,6 +43,7 @@ pub mod bench;
 pub mod cluster;
 pub mod faults;
 pub mod kvctl;
+mod metrics;
 mod server;
 
 pub use api::{call, error_of};

@@ -420,3 +420,50 @@ async fn every_bad_input_is_a_json_4xx_naming_it_and_loses_nothing() {
         .unwrap();
     assert_eq!(response.status(), 201, "a value under the limit is taken");
 }
+
+#[tokio::test]
+async fn a_node_refuses_to_start_with_flags_that_contradict_each_other_naming_them() {
+    // (what, flags, what the node's error must name)
+    let cases: &[(&str, &[&str], &[&str])] = &[
+        (
+            "a new cluster and an existing one at once",
+            &[
+                "--peers",
+                "1=http://127.0.0.1:1",
+                "--join",
+                "http://127.0.0.1:2",
+            ],
+            &["--peers", "--join"],
+        ),
+        (
+            "peers without this node",
+            &["--peers", "2=http://127.0.0.1:1"],
+            &["--peers", "--node-id 1"],
+        ),
+        (
+            "a join URL that is not a node's",
+            &["--join", "https://127.0.0.1:2"],
+            &["--join", "https://127.0.0.1:2"],
+        ),
+    ];
+    for (what, flags, named) in cases {
+        let mut node = TestServer::unstarted(1, 0, flags);
+        node.spawn();
+        let status = node
+            .wait_exit(std::time::Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|| panic!("{what}: the node kept running"));
+        assert!(
+            !status.success(),
+            "{what}: it exits with an error: {status}"
+        );
+        for name in *named {
+            // The refusal shows only in the node's own output.
+            assert!(
+                node.log_contains(name),
+                "{what}: the error names {name}\n{}",
+                node.log_tail(5)
+            );
+        }
+    }
+}

@@ -132,11 +132,13 @@ async fn a_waiting_feed_answers_when_its_prefix_changes() {
             (started.elapsed(), page)
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.wait_for_waiters(1, Duration::from_secs(10)).await;
     put(&server, "other/x", json!(0)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        !waiting.is_finished(),
+    // A write is answered after its waiters were woken: the feed still
+    // waits if it was not one of them.
+    assert_eq!(
+        server.waiters().await,
+        1,
         "a write outside the prefix ended the wait"
     );
     let written = put(&server, "feed/b", json!(2)).await;

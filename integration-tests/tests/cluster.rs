@@ -42,6 +42,52 @@ async fn assert_same_state(cluster: &TestCluster) {
     }
 }
 
+/// How long a leader may take to snapshot and purge its log.
+const PURGE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Waits until `leader` has purged its log past `index` (it took a snapshot
+/// and dropped the entries behind it), and returns the purged index.
+async fn wait_for_purge_past(cluster: &TestCluster, leader: u64, index: u64) -> u64 {
+    let deadline = Instant::now() + PURGE_TIMEOUT;
+    loop {
+        let status = cluster.status(leader).await;
+        let purged = status
+            .as_ref()
+            .and_then(|status| status["purged_index"].as_u64());
+        if let Some(purged) = purged.filter(|purged| *purged > index) {
+            return purged;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {leader} did not purge its log past index {index} within {PURGE_TIMEOUT:?}: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The index of the last entry node `id`'s snapshot covers (0 for none).
+async fn snapshot_index(cluster: &TestCluster, id: u64) -> u64 {
+    let status = cluster
+        .status(id)
+        .await
+        .unwrap_or_else(|| panic!("node {id} answers GET /v1/cluster"));
+    status["snapshot_index"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("node {id} reports its snapshot index: {status}"))
+}
+
+/// Asserts that node `id` holds a snapshot covering every entry the leader
+/// had purged (up to `purged`) when it was sent the node's missing entries:
+/// with those entries gone, a snapshot is the only way it caught up.
+async fn assert_caught_up_through_a_snapshot(cluster: &TestCluster, id: u64, purged: u64) {
+    let snapshot = snapshot_index(cluster, id).await;
+    assert!(
+        snapshot >= purged,
+        "node {id} holds a snapshot up to {snapshot}, short of the leader's purged log ({purged}): \
+         it did not catch up through the leader's snapshot"
+    );
+}
+
 /// Three nodes that snapshot every 200 entries and keep only 10 behind a
 /// snapshot, so a follower down for a few hundred writes needs a snapshot;
 /// with the leader's id and a follower's.
@@ -149,8 +195,9 @@ async fn restarted_follower_catches_up_from_the_log() {
 
     cluster.node_mut(follower).restart().await;
     cluster.wait_converged().await;
-    assert!(
-        !cluster.node(follower).log_contains("installed snapshot"),
+    assert_eq!(
+        snapshot_index(&cluster, follower).await,
+        0,
         "the follower needed no snapshot: the log still had its entries"
     );
     assert_all_acked_present(&cluster, "s2a/", &report).await;
@@ -177,26 +224,11 @@ async fn restarted_follower_catches_up_through_a_snapshot_when_the_log_was_purge
         let response = reqwest::Client::new().delete(url).send().await.unwrap();
         assert_eq!(response.status(), 200);
     }
-    let purged = loop {
-        let status = cluster.status(leader).await.unwrap();
-        if let Some(purged) = status["purged_index"].as_u64() {
-            if purged > follower_last {
-                break purged;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert!(
-        purged > follower_last,
-        "the leader purged past the follower"
-    );
+    let purged = wait_for_purge_past(&cluster, leader, follower_last).await;
 
     cluster.node_mut(follower).restart().await;
     cluster.wait_converged().await;
-    assert!(
-        cluster.node(follower).log_contains("installed snapshot"),
-        "the follower caught up through a snapshot"
-    );
+    assert_caught_up_through_a_snapshot(&cluster, follower, purged).await;
     let keys = cluster.keys(follower, "s2b/").await;
     assert_eq!(keys.len(), 800 - 50, "deleted keys stay deleted");
     for (key, (value, _)) in &report.acked {
@@ -239,20 +271,10 @@ async fn a_retry_after_a_snapshot_install_is_applied_once_on_every_node() {
         assert_eq!(status, 200, "overwrite {n}");
         last = n;
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while cluster.status(leader).await.unwrap()["purged_index"]
-        .as_u64()
-        .is_none_or(|purged| purged <= follower_last)
-    {
-        assert!(Instant::now() < deadline, "the leader never purged its log");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let purged = wait_for_purge_past(&cluster, leader, follower_last).await;
     cluster.node_mut(follower).restart().await;
     cluster.wait_converged().await;
-    assert!(
-        cluster.node(follower).log_contains("installed snapshot"),
-        "the follower caught up through a snapshot"
-    );
+    assert_caught_up_through_a_snapshot(&cluster, follower, purged).await;
 
     // The retry, sent to the follower that installed the snapshot, answers
     // the first result and changes nothing anywhere.
@@ -300,25 +322,13 @@ async fn a_new_node_joins_through_a_snapshot_and_ends_identical() {
     .await;
     bulk_load(&cluster.urls(), "s3", keys, 64).await;
     let leader = cluster.leader().await;
-    let purged = loop {
-        let status = cluster.status(leader).await.unwrap();
-        if let Some(purged) = status["purged_index"].as_u64() {
-            break purged;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert!(
-        purged > 0,
-        "the log was purged, so a joiner needs a snapshot"
-    );
+    // The log was purged, so a joiner needs a snapshot.
+    let purged = wait_for_purge_past(&cluster, leader, 0).await;
 
     let via = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
     cluster.join(4, via).await;
     cluster.wait_converged().await;
-    assert!(
-        cluster.node(4).log_contains("installed snapshot"),
-        "the new node was sent a snapshot"
-    );
+    assert_caught_up_through_a_snapshot(&cluster, 4, purged).await;
     let joined = cluster.replayed_state(4).await;
     let reference = cluster.replayed_state(leader).await;
     assert_eq!(joined.len(), keys);
@@ -480,12 +490,22 @@ async fn a_crash_during_snapshot_install_is_recovered_at_restart() {
         .wait_exit(Duration::from_secs(60))
         .await
         .expect("the node crashed while installing the snapshot");
+    // The crash point and the recovery path show only in the node's own
+    // output: its exit status and messages are what there is to check.
     assert!(!status.success(), "the crash point aborted the process");
-    assert!(node.log_contains("KV_CRASH_AT reached"));
+    assert!(
+        node.log_contains("KV_CRASH_AT reached"),
+        "{}",
+        node.log_tail(20)
+    );
 
     node.set_env("KV_CRASH_AT", None);
     node.restart().await;
-    assert!(node.log_contains("finishing an interrupted snapshot install"));
+    assert!(
+        node.log_contains("finishing an interrupted snapshot install"),
+        "{}",
+        node.log_tail(20)
+    );
     cluster.wait_converged().await;
     assert_all_acked_present(&cluster, "s6a/", &before).await;
     assert_all_acked_present(&cluster, "s6b/", &during).await;

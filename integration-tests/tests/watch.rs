@@ -5,6 +5,9 @@ use std::time::{Duration, Instant};
 use integration_tests::{call, TestServer};
 use serde_json::{json, Value};
 
+/// How long a spawned long-poll may take to register with the server.
+const REGISTERED_WITHIN: Duration = Duration::from_secs(10);
+
 fn spawn_get(
     server: &TestServer,
     path: String,
@@ -30,8 +33,7 @@ async fn a_key_watch_is_woken_by_a_write_to_its_key() {
     let (_, first) = call(&server, "PUT", "/v1/kv/watch/k", Some(json!(1))).await;
     let index = first["revision"].as_u64().unwrap();
     let watch = spawn_get(&server, format!("/v1/kv/watch/k?index={index}&wait=20s"));
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!watch.is_finished(), "nothing changed yet");
+    server.wait_for_waiters(1, REGISTERED_WITHIN).await;
     let (_, second) = call(&server, "PUT", "/v1/kv/watch/k", Some(json!(2))).await;
     let (elapsed, status, next_index, body) = tokio::time::timeout(Duration::from_secs(5), watch)
         .await
@@ -84,15 +86,17 @@ async fn a_prefix_watch_ignores_other_prefixes_and_wakes_on_its_own() {
         &server,
         format!("/v1/kv?prefix=watch/apps/&index={index}&wait=20s"),
     );
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.wait_for_waiters(1, REGISTERED_WITHIN).await;
     for key in ["watch/other/x", "watch/appsX", "watch/app"] {
         call(&server, "PUT", &format!("/v1/kv/{key}"), Some(json!(1))).await;
+        // A write is answered after its waiters were woken: one still
+        // registered now was not woken by it.
+        assert_eq!(
+            server.waiters().await,
+            1,
+            "a write to {key} woke the watch of watch/apps/"
+        );
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(
-        !watch.is_finished(),
-        "a write outside the prefix woke the watch"
-    );
     call(&server, "PUT", "/v1/kv/watch/apps/b", Some(json!(2))).await;
     let (_, status, _, body) = tokio::time::timeout(Duration::from_secs(5), watch)
         .await
@@ -114,8 +118,7 @@ async fn a_key_watch_is_woken_by_a_delete_of_its_key() {
     let (_, first) = call(&server, "PUT", "/v1/kv/watch/k", Some(json!(1))).await;
     let index = first["revision"].as_u64().unwrap();
     let watch = spawn_get(&server, format!("/v1/kv/watch/k?index={index}&wait=20s"));
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!watch.is_finished(), "nothing changed yet");
+    server.wait_for_waiters(1, REGISTERED_WITHIN).await;
     let (_, deleted) = call(&server, "DELETE", "/v1/kv/watch/k", None).await;
     let (_, status, next_index, body) = tokio::time::timeout(Duration::from_secs(5), watch)
         .await
@@ -154,7 +157,7 @@ async fn a_topics_watch_is_not_woken_by_subscription_groups_but_by_a_new_topic()
         &server,
         format!("/v1/kv?prefix=topics/&index={index}&wait=20s"),
     );
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.wait_for_waiters(1, REGISTERED_WITHIN).await;
     for group in ["x", "orders-consumers"] {
         let (status, _) = call(
             &server,
@@ -164,12 +167,12 @@ async fn a_topics_watch_is_not_woken_by_subscription_groups_but_by_a_new_topic()
         )
         .await;
         assert_eq!(status, 201);
+        assert_eq!(
+            server.waiters().await,
+            1,
+            "subscription group {group} woke the topics watch"
+        );
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(
-        !watch.is_finished(),
-        "a subscription group woke the topics watch"
-    );
     call(
         &server,
         "PUT",

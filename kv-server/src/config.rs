@@ -187,3 +187,462 @@ pub fn check_node_url(url: &str) -> Result<String, String> {
     }
     Ok(format!("http://{authority}"))
 }
+
+#[cfg(test)]
+mod tests {
+    //! Each flag, its `KV_*` variable and its default, as tables; then the
+    //! checks `--peers`, `--advertise` and `--join` go through.
+
+    use std::process::Command;
+
+    use clap::error::ErrorKind;
+    use clap::Parser;
+
+    use super::{check_node_url, Cli, CliCommand, Config};
+
+    /// Every flag with its default, as [`fields`] shows it.
+    const DEFAULTS: &[(&str, &str)] = &[
+        ("--node-id", "1"),
+        ("--listen", "127.0.0.1:7070"),
+        ("--advertise", "None"),
+        ("--data-dir", "./data"),
+        ("--peers", "[]"),
+        ("--join", "None"),
+        ("--max-value-bytes", "1048576"),
+        ("--max-wait-ms", "300000"),
+        ("--max-concurrent-requests", "20000"),
+        ("--request-timeout-ms", "10000"),
+        ("--snapshot-every", "50000"),
+        ("--snapshot-catchup-entries", "5000"),
+        ("--heartbeat-ms", "100"),
+        ("--election-timeout-ms", "500"),
+        ("--segment-bytes", "67108864"),
+        ("--segment-ms", "3600000"),
+        ("--cleaner-interval-ms", "15000"),
+        ("--min-compaction-lag-ms", "900000"),
+        ("--delete-retention-ms", "86400000"),
+    ];
+
+    /// Every flag given once: (flag, value, the field as [`fields`] shows it).
+    const GIVEN: &[(&str, &str, &str)] = &[
+        ("--node-id", "7", "7"),
+        ("--listen", "0.0.0.0:8080", "0.0.0.0:8080"),
+        (
+            "--advertise",
+            "http://kv-1:7070",
+            r#"Some("http://kv-1:7070")"#,
+        ),
+        ("--data-dir", "/var/lib/kv", "/var/lib/kv"),
+        (
+            "--peers",
+            "7=http://a:1,8=http://b:2",
+            r#"["7=http://a:1", "8=http://b:2"]"#,
+        ),
+        ("--join", "http://a:1", r#"Some("http://a:1")"#),
+        ("--max-value-bytes", "4096", "4096"),
+        ("--max-wait-ms", "1000", "1000"),
+        ("--max-concurrent-requests", "10", "10"),
+        ("--request-timeout-ms", "2500", "2500"),
+        ("--snapshot-every", "200", "200"),
+        ("--snapshot-catchup-entries", "10", "10"),
+        ("--heartbeat-ms", "50", "50"),
+        ("--election-timeout-ms", "300", "300"),
+        ("--segment-bytes", "1024", "1024"),
+        ("--segment-ms", "60000", "60000"),
+        ("--cleaner-interval-ms", "100", "100"),
+        ("--min-compaction-lag-ms", "0", "0"),
+        ("--delete-retention-ms", "5", "5"),
+    ];
+
+    /// Names the test run in a child process with the variables set.
+    const ENV_CHILD_TEST: &str = "config::tests::every_kv_variable_sets_its_field_in_a_child";
+    /// Set in that child only, so it checks nothing when run by hand.
+    const ENV_CHILD_MARKER: &str = "KV_CONFIG_TEST_CHILD";
+
+    /// Every field of `config`, keyed by its flag.
+    fn fields(config: &Config) -> Vec<(&'static str, String)> {
+        vec![
+            ("--node-id", config.node_id.to_string()),
+            ("--listen", config.listen.to_string()),
+            ("--advertise", format!("{:?}", config.advertise)),
+            ("--data-dir", config.data_dir.display().to_string()),
+            ("--peers", format!("{:?}", config.peers)),
+            ("--join", format!("{:?}", config.join)),
+            ("--max-value-bytes", config.max_value_bytes.to_string()),
+            ("--max-wait-ms", config.max_wait_ms.to_string()),
+            (
+                "--max-concurrent-requests",
+                config.max_concurrent_requests.to_string(),
+            ),
+            (
+                "--request-timeout-ms",
+                config.request_timeout_ms.to_string(),
+            ),
+            ("--snapshot-every", config.snapshot_every.to_string()),
+            (
+                "--snapshot-catchup-entries",
+                config.snapshot_catchup_entries.to_string(),
+            ),
+            ("--heartbeat-ms", config.heartbeat_ms.to_string()),
+            (
+                "--election-timeout-ms",
+                config.election_timeout_ms.to_string(),
+            ),
+            ("--segment-bytes", config.segment_bytes.to_string()),
+            ("--segment-ms", config.segment_ms.to_string()),
+            (
+                "--cleaner-interval-ms",
+                config.cleaner_interval_ms.to_string(),
+            ),
+            (
+                "--min-compaction-lag-ms",
+                config.min_compaction_lag_ms.to_string(),
+            ),
+            (
+                "--delete-retention-ms",
+                config.delete_retention_ms.to_string(),
+            ),
+        ]
+    }
+
+    /// The `KV_*` variable of `flag`: `--max-wait-ms` → `KV_MAX_WAIT_MS`.
+    fn env_var(flag: &str) -> String {
+        format!(
+            "KV_{}",
+            flag.trim_start_matches("--")
+                .replace('-', "_")
+                .to_uppercase()
+        )
+    }
+
+    /// Parses `args` as `kv-server`'s command line.
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("kv-server").chain(args.iter().copied()))
+    }
+
+    /// The serving configuration of `args`, which must parse.
+    fn config(args: &[&str]) -> Config {
+        parse(args)
+            .unwrap_or_else(|error| panic!("{args:?} is refused: {error}"))
+            .config
+    }
+
+    /// The defaults and flag tables assume no `KV_*` variable of a flag is
+    /// set in the test's own environment.
+    fn assert_no_kv_variables() {
+        for (flag, _) in DEFAULTS {
+            let name = env_var(flag);
+            assert!(
+                std::env::var_os(&name).is_none(),
+                "unset {name} to run the config tests"
+            );
+        }
+    }
+
+    #[test]
+    fn the_tables_name_every_field_once() {
+        let flags: Vec<&str> = fields(&config(&[])).into_iter().map(|(f, _)| f).collect();
+        let defaults: Vec<&str> = DEFAULTS.iter().map(|(flag, _)| *flag).collect();
+        let given: Vec<&str> = GIVEN.iter().map(|(flag, _, _)| *flag).collect();
+        assert_eq!(defaults, flags);
+        assert_eq!(given, flags);
+    }
+
+    #[test]
+    fn with_no_flags_a_node_runs_alone_on_the_defaults() {
+        assert_no_kv_variables();
+        let cli = parse(&[]).expect("no flags is a valid command line");
+        assert!(cli.command.is_none(), "with no subcommand the node serves");
+        for ((flag, shown), (expected_flag, default)) in fields(&cli.config).iter().zip(DEFAULTS) {
+            assert_eq!((*flag, shown.as_str()), (*expected_flag, *default));
+        }
+    }
+
+    #[test]
+    fn each_flag_sets_its_own_field_and_no_other() {
+        assert_no_kv_variables();
+        for (given_flag, value, expected) in GIVEN {
+            let config = config(&[given_flag, value]);
+            for ((flag, shown), (_, default)) in fields(&config).iter().zip(DEFAULTS) {
+                let wanted = if flag == given_flag {
+                    expected
+                } else {
+                    default
+                };
+                assert_eq!(shown, wanted, "{given_flag} {value}: {flag}");
+            }
+        }
+    }
+
+    #[test]
+    fn peers_may_be_given_one_flag_per_node() {
+        let config = config(&["--peers", "1=http://a:1", "--peers", "2=http://b:2"]);
+        assert_eq!(config.peers, ["1=http://a:1", "2=http://b:2"]);
+    }
+
+    #[test]
+    fn the_rebuild_command_takes_the_data_directory() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["rebuild"], "./data"),
+            (&["rebuild", "--data-dir", "/srv/kv"], "/srv/kv"),
+        ];
+        for (args, data_dir) in cases {
+            match parse(args).map(|cli| cli.command) {
+                Ok(Some(CliCommand::Rebuild { data_dir: parsed })) => {
+                    assert_eq!(parsed.display().to_string(), *data_dir, "{args:?}")
+                }
+                other => panic!("{args:?} parsed to {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_flags_are_refused_naming_the_flag() {
+        let cases: &[(&[&str], ErrorKind, &str)] = &[
+            (
+                &["--node-id", "one"],
+                ErrorKind::ValueValidation,
+                "--node-id",
+            ),
+            (&["--node-id", "-1"], ErrorKind::UnknownArgument, "-1"),
+            (
+                &["--listen", "localhost"],
+                ErrorKind::ValueValidation,
+                "--listen",
+            ),
+            (
+                &["--listen", "127.0.0.1"],
+                ErrorKind::ValueValidation,
+                "--listen",
+            ),
+            (
+                &["--max-value-bytes", "1MB"],
+                ErrorKind::ValueValidation,
+                "--max-value-bytes",
+            ),
+            (
+                &["--heartbeat-ms"],
+                ErrorKind::InvalidValue,
+                "--heartbeat-ms",
+            ),
+            (
+                &["--no-such-flag"],
+                ErrorKind::UnknownArgument,
+                "--no-such-flag",
+            ),
+            (
+                &["--node-id", "1", "--node-id", "2"],
+                ErrorKind::ArgumentConflict,
+                "--node-id",
+            ),
+            (&["serve"], ErrorKind::InvalidSubcommand, "serve"),
+        ];
+        for (args, kind, named) in cases {
+            let error = parse(args).expect_err(&format!("{args:?} is refused"));
+            let message = error.to_string();
+            assert_eq!(error.kind(), *kind, "{args:?}: {message}");
+            assert!(
+                message.contains(named),
+                "{args:?} must name {named}: {message}"
+            );
+        }
+    }
+
+    #[test]
+    fn peers_parse_to_a_map_of_node_urls_or_are_refused_with_the_reason() {
+        /// The map as id=url pairs, or the error's text.
+        type Parsed = Result<&'static [(u64, &'static str)], &'static str>;
+        // (--node-id, --peers, what they parse to)
+        let cases: &[(&str, &str, Parsed)] = &[
+            ("1", "", Ok(&[])),
+            ("1", "1=http://a:1", Ok(&[(1, "http://a:1")])),
+            (
+                "2",
+                "1=http://a:1,2=http://b:2,3=http://c:3",
+                Ok(&[(1, "http://a:1"), (2, "http://b:2"), (3, "http://c:3")]),
+            ),
+            (
+                "1",
+                " 1 = http://a:1/ , 2=http://b:2",
+                Ok(&[(1, "http://a:1"), (2, "http://b:2")]),
+            ),
+            ("1", "1", Err(r#"--peers entry "1" is not id=url"#)),
+            (
+                "1",
+                "one=http://a:1",
+                Err(r#"--peers entry "one=http://a:1": "one" is not a node id"#),
+            ),
+            (
+                "1",
+                "1=https://a:1",
+                Err(r#"--peers entry "1=https://a:1": "https://a:1" is not an http:// URL"#),
+            ),
+            (
+                "1",
+                "1=http://a:1/kv",
+                Err(r#""http://a:1/kv" must be http://host:port with no path"#),
+            ),
+            (
+                "1",
+                "1=http://",
+                Err(r#""http://" must be http://host:port with no path"#),
+            ),
+            (
+                "1",
+                "1=http://a:1,1=http://b:2",
+                Err("--peers names node 1 twice"),
+            ),
+            (
+                "3",
+                "1=http://a:1,2=http://b:2",
+                Err("--peers does not name this node (--node-id 3)"),
+            ),
+        ];
+        for (node_id, peers, expected) in cases {
+            let mut args = vec!["--node-id", node_id];
+            if !peers.is_empty() {
+                args.extend(["--peers", peers]);
+            }
+            let parsed = config(&args).peer_map();
+            match (parsed, expected) {
+                (Ok(map), Ok(pairs)) => {
+                    let map: Vec<(u64, &str)> =
+                        map.iter().map(|(id, url)| (*id, url.as_str())).collect();
+                    assert_eq!(map, *pairs, "--peers {peers:?}");
+                }
+                (Err(why), Err(text)) => {
+                    assert!(why.contains(text), "--peers {peers:?}: {why}")
+                }
+                (parsed, expected) => {
+                    panic!("--peers {peers:?} gave {parsed:?}, expected {expected:?}")
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_node_advertises_the_flag_else_its_peer_entry_else_its_listen_address() {
+        let cases: &[(&[&str], &str)] = &[
+            (&[], "http://127.0.0.1:7070"),
+            (&["--listen", "0.0.0.0:8080"], "http://0.0.0.0:8080"),
+            (&["--advertise", "http://kv-1:7070/"], "http://kv-1:7070"),
+            (&["--peers", "1=http://p1:1,2=http://p2:2"], "http://p1:1"),
+            (
+                &["--node-id", "2", "--peers", "1=http://p1:1,2=http://p2:2"],
+                "http://p2:2",
+            ),
+            (
+                &[
+                    "--advertise",
+                    "http://kv-1:7070",
+                    "--peers",
+                    "1=http://p1:1",
+                ],
+                "http://kv-1:7070",
+            ),
+            // Peers that do not parse are refused at start; until then the
+            // listen address stands in.
+            (&["--peers", "1=https://p1:1"], "http://127.0.0.1:7070"),
+        ];
+        for (args, expected) in cases {
+            assert_eq!(config(args).advertise_url(), *expected, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn a_join_url_is_a_node_base_url() {
+        let cases: &[(&str, Result<&str, &str>)] = &[
+            ("http://a:1", Ok("http://a:1")),
+            ("http://a:1/", Ok("http://a:1")),
+            ("http://10.0.0.1:7070", Ok("http://10.0.0.1:7070")),
+            ("https://a:1", Err("is not an http:// URL")),
+            ("a:1", Err("is not an http:// URL")),
+            ("http://", Err("must be http://host:port with no path")),
+            (
+                "http://a:1/v1",
+                Err("must be http://host:port with no path"),
+            ),
+        ];
+        for (url, expected) in cases {
+            match (check_node_url(url), expected) {
+                (Ok(checked), Ok(wanted)) => assert_eq!(checked, *wanted, "{url}"),
+                (Err(why), Err(text)) => assert!(why.contains(text), "{url}: {why}"),
+                (checked, expected) => panic!("{url} gave {checked:?}, expected {expected:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_topic_takes_its_segment_and_retention_settings_from_the_flags() {
+        let topic = config(&[
+            "--segment-bytes",
+            "1024",
+            "--segment-ms",
+            "2000",
+            "--min-compaction-lag-ms",
+            "3000",
+            "--delete-retention-ms",
+            "4000",
+        ])
+        .topic_config();
+        let defaults = compaction::TopicConfig::default();
+        assert_eq!(
+            (
+                topic.segment_bytes,
+                topic.segment_ms,
+                topic.min_compaction_lag_ms,
+                topic.delete_retention_ms
+            ),
+            (1024, 2000, 3000, 4000)
+        );
+        assert_eq!(topic.max_record_bytes, defaults.max_record_bytes);
+        assert_eq!(topic.cleaner_key_map_bytes, defaults.cleaner_key_map_bytes);
+    }
+
+    /// Setting variables in this process would race with the tests that
+    /// run beside it, so a child process runs
+    /// [`every_kv_variable_sets_its_field_in_a_child`] with them set.
+    #[test]
+    fn every_flag_can_be_given_as_its_kv_variable() {
+        let test_binary = std::env::current_exe().expect("the test binary has a path");
+        let mut child = Command::new(test_binary);
+        child.args([ENV_CHILD_TEST, "--exact", "--ignored", "--test-threads=1"]);
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("KV_") {
+                child.env_remove(name);
+            }
+        }
+        for (flag, value, _) in GIVEN {
+            child.env(env_var(flag), value);
+        }
+        child.env(ENV_CHILD_MARKER, "1");
+        let output = child.output().expect("the test binary runs again");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success() && stdout.contains("1 passed"),
+            "the child run of {ENV_CHILD_TEST} failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    #[test]
+    #[ignore = "run by every_flag_can_be_given_as_its_kv_variable, with the variables set"]
+    fn every_kv_variable_sets_its_field_in_a_child() {
+        if std::env::var_os(ENV_CHILD_MARKER).is_none() {
+            return;
+        }
+        let from_env = config(&[]);
+        for ((flag, shown), (_, _, expected)) in fields(&from_env).iter().zip(GIVEN) {
+            assert_eq!(shown, expected, "{} ({flag})", env_var(flag));
+        }
+        // A flag wins over its variable.
+        assert_eq!(config(&["--node-id", "9"]).node_id, 9);
+        // The rebuild command reads KV_DATA_DIR too.
+        match parse(&["rebuild"]).map(|cli| cli.command) {
+            Ok(Some(CliCommand::Rebuild { data_dir })) => {
+                assert_eq!(data_dir.display().to_string(), "/var/lib/kv")
+            }
+            other => panic!("rebuild parsed to {other:?}"),
+        }
+    }
+}

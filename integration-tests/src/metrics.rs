@@ -1,0 +1,96 @@
+//! Reading a server's `/metrics`, so a test waits on the server's state
+//! instead of sleeping and hoping it was reached.
+//!
+//! The one use today: a long-poll is sent from a spawned task, and the test
+//! must know it is registered before it writes the change that should (or
+//! should not) wake it. The `kv_watch_waiters` gauge counts the registered
+//! long-polls, so [`TestServer::wait_for_waiters`] polls it.
+
+use std::time::{Duration, Instant};
+
+use crate::TestServer;
+
+/// The gauge of long-polls registered with the server's watch registry.
+const WATCH_WAITERS: &str = "kv_watch_waiters";
+/// Pause between two scrapes while waiting for a gauge.
+const SCRAPE_POLL: Duration = Duration::from_millis(20);
+
+impl TestServer {
+    /// The value of the metric `name` without labels, as `/metrics` shows
+    /// it now; `None` if the server does not report it.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let response = self
+            .client()
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap_or_else(|error| panic!("GET /metrics of node {}: {error}", self.node_id()));
+        assert_eq!(
+            response.status(),
+            reqwest::StatusCode::OK,
+            "GET /metrics of node {}",
+            self.node_id()
+        );
+        let text = response.text().await.expect("the metrics are text");
+        metric_value(&text, name)
+    }
+
+    /// How many long-polls wait on this server right now.
+    pub async fn waiters(&self) -> u64 {
+        // The gauge appears with the first scrape: absent means none wait.
+        self.metric(WATCH_WAITERS)
+            .await
+            .map_or(0, |value| value as u64)
+    }
+
+    /// Waits until exactly `expected` long-polls wait on this server, and
+    /// fails the test with the last count if that takes longer than `within`.
+    pub async fn wait_for_waiters(&self, expected: u64, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let waiting = self.waiters().await;
+            if waiting == expected {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{waiting} long-polls wait on node {} after {within:?}, expected {expected}",
+                self.node_id()
+            );
+            tokio::time::sleep(SCRAPE_POLL).await;
+        }
+    }
+}
+
+/// The value of the label-less sample `name` in a Prometheus text page.
+fn metric_value(page: &str, name: &str) -> Option<f64> {
+    page.lines().find_map(|line| {
+        let mut parts = line.split_whitespace();
+        if parts.next()? != name {
+            return None;
+        }
+        parts.next()?.parse().ok()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::metric_value;
+
+    #[test]
+    fn a_sample_is_found_by_its_exact_name_and_labels_are_not_matched() {
+        let page = "# TYPE kv_watch_waiters gauge\n\
+                    kv_watch_waiters 3\n\
+                    kv_watch_waiters_total 9\n\
+                    kv_http_requests_total{route=\"/\"} 5\n";
+        let cases = [
+            ("kv_watch_waiters", Some(3.0)),
+            ("kv_watch_waiters_total", Some(9.0)),
+            ("kv_http_requests_total", None),
+            ("kv_absent", None),
+        ];
+        for (name, expected) in cases {
+            assert_eq!(metric_value(page, name), expected, "{name}");
+        }
+    }
+}
