@@ -1,5 +1,5 @@
 //! The raft log's files: append-only segments of CRC-framed entries (see
-//! [`log_frame`](super::log_frame)), and a small metadata file for the vote
+//! `log_frame`), and a small metadata file for the vote
 //! and the purged log id.
 //!
 //! ```text
@@ -12,7 +12,7 @@
 //! `fdatasync`: the whole cost of making a group durable. Frames are in
 //! index order within and across segments (a truncation cuts the file; a
 //! purge only moves the start forward). Opening the log checks every frame
-//! (see [`log_recovery`](super::log_recovery)).
+//! (see `log_recovery`).
 //!
 //! Two locks, always taken in this order: `writer`, held for a whole
 //! append, truncation or purge, makes writers take turns; `segments`, the
@@ -42,6 +42,8 @@ use crate::types::{LogId, NodeId};
 pub(super) const META_FILE: &str = "meta.json";
 /// The ending of a segment file's name.
 const SEGMENT_SUFFIX: &str = ".log";
+/// Digits of a segment file's name, zero-padded so names sort as numbers.
+const SEGMENT_NAME_DIGITS: usize = 20;
 /// A new segment is started once the active one would grow past this.
 pub const SEGMENT_BYTES: u64 = 64 << 20;
 /// The active segment is extended with zeros this much at a time, ahead of
@@ -136,7 +138,7 @@ pub struct LogFiles {
 
 /// The path of the segment whose first index is `first`.
 pub(super) fn segment_path(dir: &Path, first: u64) -> PathBuf {
-    dir.join(format!("{first:020}{SEGMENT_SUFFIX}"))
+    dir.join(format!("{first:0SEGMENT_NAME_DIGITS$}{SEGMENT_SUFFIX}"))
 }
 
 /// The first index a segment file's name stands for, if it names one.

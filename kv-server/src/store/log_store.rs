@@ -7,9 +7,8 @@
 //!
 //! Appends are group-committed and written behind: `append` only puts its
 //! entries in a table of pending entries (which reads see) and queues the
-//! callback; the flusher thread (see [`log_flusher`](super::log_flusher))
-//! writes each group with one sync. openraft's core never waits on the disk
-//! to take the next write. Truncation waits for the flusher to drain first,
+//! callback; the flusher thread (see `log_flusher`) writes each group with
+//! one sync. openraft's core never waits on the disk to take the next write. Truncation waits for the flusher to drain first,
 //! so it never races a write of the entries it removes.
 //!
 //! openraft 0.9 waits for each append's callback before it takes the next
@@ -25,7 +24,9 @@
 //! # Who owns what
 //!
 //! openraft's core is the only caller of the [`RaftLogStorage`] methods and
-//! calls them one at a time; the clones it takes as log readers only read.
+//! calls them one at a time; the clones it takes as log readers only read,
+//! and `close`, at shutdown, only queues. "The flusher" below is its thread,
+//! or `append` itself in the blocking pool if the thread could not start.
 //!
 //! | shared state | changed by | guarded by |
 //! |---|---|---|
@@ -47,9 +48,9 @@
 //! * `truncate` drains the flusher before it touches the table or the
 //!   files: every queued write of a removed entry is done, and openraft
 //!   queues no new one until `truncate` returns;
-//! * the flusher thread holds the [`LogWriter`](super::log_flusher::LogWriter)
-//!   only, never the sender of its own queue: dropping the last `LogStore`
-//!   closes the queue and ends the thread.
+//! * the flusher thread holds the `LogWriter` only, never the sender of its
+//!   own queue: dropping the last `LogStore` closes the queue and ends the
+//!   thread once it has written what was queued.
 
 // openraft's trait methods return its large `StorageError`; the helpers
 // here return the same type so errors pass through unchanged.
