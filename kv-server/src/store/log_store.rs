@@ -1,5 +1,5 @@
 //! The durable raft log: entries, vote, committed and purged log ids, in
-//! segment files of its own (`data/raft`, see [`log_files`](super::log_files)).
+//! segment files of its own (`data/raft`, see [`log_files`]).
 //!
 //! Every write is synced (`fdatasync`) before anyone acts on it: the raft log
 //! is the one durable record of the node; the topic and the view are rebuilt
