@@ -1,20 +1,15 @@
 //! The durable raft log: entries, vote, committed and purged log ids, in
 //! segment files of its own (`data/raft`, see [`log_files`]).
 //!
-//! Every write is flushed (fsync) before openraft is told it is durable: the
-//! raft log is the one durable record of the node; the topic and the view are
-//! rebuilt from it.
+//! Every write is synced (`fdatasync`) before anyone acts on it: the raft log
+//! is the one durable record of the node; the topic and the view are rebuilt
+//! from it.
 //!
 //! Appends are group-committed and written behind: `append` only puts its
-//! entries in an in-memory table of pending entries (which reads see) and
-//! queues openraft's callback. A flusher thread takes everything queued,
-//! appends it to the active segment in one write, `fdatasync`s once,
-//! answers the callbacks in order and drops the entries from the pending
-//! table. While one fsync runs,
-//! the appends arriving meanwhile queue up and share the next one, and
-//! openraft's core never waits on the disk to take the next write.
-//! Truncation waits for the flusher to drain first, so it never races a
-//! write of the entries it removes.
+//! entries in a table of pending entries (which reads see) and queues the
+//! callback; the flusher thread (see `log_flusher`) writes each group with
+//! one sync. openraft's core never waits on the disk to take the next write. Truncation waits for the flusher to drain first,
+//! so it never races a write of the entries it removes.
 //!
 //! openraft 0.9 waits for each append's callback before it takes the next
 //! client write, so a leader that reported its own proposals only once
@@ -25,6 +20,37 @@
 //! the network tells followers a commit index only once it does (see
 //! `docs/decisions.md`). Entries from another leader (a follower's appends)
 //! are reported only once flushed, as Raft requires.
+//!
+//! # Who owns what
+//!
+//! openraft's core is the only caller of the [`RaftLogStorage`] methods and
+//! calls them one at a time; the clones it takes as log readers only read,
+//! and `close`, at shutdown, only queues. "The flusher" below is its thread,
+//! or `append` itself in the blocking pool if the thread could not start.
+//!
+//! | shared state | changed by | guarded by |
+//! |---|---|---|
+//! | `meta`: vote, purged id | `save_vote`, `purge` | a mutex, held to copy or replace, not while the file is written |
+//! | `writer.pending` | `append` inserts; the flusher removes what it wrote; `truncate` removes | a mutex, held to copy or change the table |
+//! | `writer.committed` | `save_committed` (saved), the flusher (written) | a mutex, held to copy or set |
+//! | `committed_index` | `save_committed` | an atomic, read by metrics and status |
+//! | `writer.durable` | the flusher; `truncate` | a watch channel, waited on by the state machine and the network |
+//! | `writer.files` | the flusher (appends); `truncate`, `purge` | its own `writer` then `segments` lock (see `log_files`) |
+//! | `flusher` | the first append starts it | a `OnceLock` |
+//!
+//! Lock order: no code path holds two of these locks at once (the files'
+//! pair aside, always taken in its order), so none can deadlock, and none is
+//! held across an `.await`. It is safe because:
+//!
+//! * a reader never misses an entry: it copies from the pending table first
+//!   and reads the files second, and the flusher puts an entry in the
+//!   files' index before it removes it from the table;
+//! * `truncate` drains the flusher before it touches the table or the
+//!   files: every queued write of a removed entry is done, and openraft
+//!   queues no new one until `truncate` returns;
+//! * the flusher thread holds the `LogWriter` only, never the sender of its
+//!   own queue: dropping the last `LogStore` closes the queue and ends the
+//!   thread once it has written what was queued.
 
 // openraft's trait methods return its large `StorageError`; the helpers
 // here return the same type so errors pass through unchanged.
@@ -35,161 +61,36 @@ use std::fmt::Debug;
 use std::ops::RangeBounds;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader, StorageIOError, Vote};
-use tokio::sync::{mpsc, oneshot, watch};
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+
+pub use crate::store::log_durability::Durability;
 
 use crate::error::StoreError;
 use crate::store::blocking;
-use crate::store::log_files::{self, Frame, LogFiles, Meta};
+use crate::store::log_files::{self, LogFiles, Meta};
+use crate::store::log_flusher::{CommittedIds, FlushJob, Flusher, LogWriter, Report};
 use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
 
-/// How far the raft log is durable on this node.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct Durable {
-    /// One past the last durable index (0: nothing is).
-    end: u64,
-    /// Writing the log failed: nothing more will become durable.
-    failed: bool,
-}
-
-/// A shared view of how far the raft log is durable, for those who must not
-/// act on an entry before it is: the state machine and the network.
-#[derive(Clone, Debug)]
-pub struct Durability {
-    state: Arc<watch::Sender<Durable>>,
-}
-
-impl Durability {
-    fn new(end: u64) -> Durability {
-        Durability {
-            state: Arc::new(watch::Sender::new(Durable { end, failed: false })),
-        }
-    }
-
-    /// One past the last durable index.
-    fn end(&self) -> u64 {
-        self.state.borrow().end
-    }
-
-    fn advance_to(&self, end: u64) {
-        self.state.send_if_modified(|durable| {
-            let advanced = end > durable.end;
-            durable.end = durable.end.max(end);
-            advanced
-        });
-    }
-
-    fn truncate_to(&self, end: u64) {
-        self.state.send_if_modified(|durable| {
-            let truncated = end < durable.end;
-            durable.end = durable.end.min(end);
-            truncated
-        });
-    }
-
-    fn fail(&self) {
-        self.state.send_modify(|durable| durable.failed = true);
-    }
-
-    /// Waits until the entry at `index` is durable; an error once writing
-    /// the log has failed.
-    pub async fn wait_covers(&self, index: u64) -> Result<(), StoreError> {
-        let mut state = self.state.subscribe();
-        let durable = *state
-            .wait_for(|durable| durable.failed || durable.end > index)
-            .await
-            .map_err(|_| StoreError::Corrupt("the raft log is closed".into()))?;
-        if durable.end > index {
-            Ok(())
-        } else {
-            Err(StoreError::Corrupt(format!(
-                "the raft log cannot be written, so entry {index} never became durable"
-            )))
-        }
-    }
-}
-
-/// The raft log store. Cloning shares the files.
+/// The raft log store. Cloning shares everything, the flusher included.
 #[derive(Clone, Debug)]
 pub struct LogStore {
-    files: Arc<LogFiles>,
+    /// The files, the pending table, the committed ids and the durability:
+    /// what the flusher shares.
+    writer: Arc<LogWriter>,
     /// The vote and the purged id as last saved.
     meta: Arc<Mutex<Meta>>,
     /// The last committed index openraft saved, for metrics and status.
-    committed: Arc<AtomicU64>,
-    /// The last committed log id openraft saved; written with the next
-    /// group of entries that covers it.
-    committed_id: Arc<Mutex<Option<LogId>>>,
-    /// The committed log id last written to the files.
-    written_committed: Arc<Mutex<Option<LogId>>>,
-    /// How far the log is durable.
-    durable: Durability,
+    committed_index: Arc<AtomicU64>,
     /// This node's id: appends of entries it proposed as the current leader
     /// are reported written before they are flushed.
     node_id: Option<NodeId>,
-    /// Appended entries not yet written to the files, by index.
-    pending: Arc<Mutex<BTreeMap<u64, Entry>>>,
-    /// The group-commit flusher, started by the first append.
-    flusher: Arc<OnceLock<mpsc::UnboundedSender<FlushJob>>>,
-}
-
-/// Work for the flusher.
-enum FlushJob {
-    /// Write the pending entries `first..=last`, flush, then call back
-    /// (unless openraft was answered at once).
-    Append {
-        first: u64,
-        last: u64,
-        callback: Option<LogFlushed<TypeConfig>>,
-    },
-    /// Answer once everything queued before is durable.
-    Drain(oneshot::Sender<()>),
-    /// The committed id changed: write it (not flushed) once entries cover it.
-    Committed,
-}
-
-/// Writes queued appends to the files, syncing once per group, until every
-/// sender is gone. Runs on a thread of its own: the sync blocks it, and a
-/// blocking-pool task per group cost a thread wake-up each.
-fn run_flusher(store: LogStore, mut jobs: mpsc::UnboundedReceiver<FlushJob>) {
-    let mut group = Vec::new();
-    while let Some(job) = jobs.blocking_recv() {
-        group.push(job);
-        while let Ok(job) = jobs.try_recv() {
-            group.push(job);
-        }
-        let started = std::time::Instant::now();
-        let written = store.write_pending(&group);
-        ::metrics::histogram!(crate::metrics::LOG_FLUSH_SECONDS)
-            .record(started.elapsed().as_secs_f64());
-        let appends = group
-            .iter()
-            .filter(|job| matches!(job, FlushJob::Append { .. }))
-            .count();
-        ::metrics::histogram!(crate::metrics::LOG_FLUSH_ENTRIES).record(appends as f64);
-        for job in group.drain(..) {
-            match job {
-                FlushJob::Append { callback, .. } => {
-                    let outcome = match &written {
-                        Ok(()) => Ok(()),
-                        Err(error) => Err(std::io::Error::other(format!(
-                            "writing the raft log failed: {error}"
-                        ))),
-                    };
-                    if let Some(callback) = callback {
-                        callback.log_io_completed(outcome);
-                    }
-                }
-                FlushJob::Drain(done) => {
-                    let _ = done.send(());
-                }
-                FlushJob::Committed => {}
-            }
-        }
-    }
+    /// The group-commit flusher, started by the first write.
+    flusher: Arc<OnceLock<Flusher>>,
 }
 
 fn read_error(error: impl std::error::Error + 'static) -> StorageError {
@@ -204,26 +105,40 @@ impl LogStore {
     /// Opens (or creates) the raft log of node `node_id` in `dir`; without
     /// a node id (offline tools), every append waits for its flush.
     pub fn open(dir: &Path, node_id: Option<NodeId>) -> Result<LogStore, StoreError> {
-        let (files, recovered) = LogFiles::open(dir, log_files::SEGMENT_BYTES)?;
+        LogStore::open_with(dir, node_id, log_files::SEGMENT_BYTES)
+    }
+
+    /// [`LogStore::open`] with segments of `segment_bytes`.
+    fn open_with(
+        dir: &Path,
+        node_id: Option<NodeId>,
+        segment_bytes: u64,
+    ) -> Result<LogStore, StoreError> {
+        let (files, recovered) = LogFiles::open(dir, segment_bytes)?;
         let last = files.last_log_id().max(recovered.meta.purged);
         // The committed index survives restarts, so status shows it at once.
         let committed = recovered.committed;
-        Ok(LogStore {
-            files: Arc::new(files),
-            meta: Arc::new(Mutex::new(recovered.meta)),
-            committed: Arc::new(AtomicU64::new(committed.map_or(0, |id| id.index))),
-            committed_id: Arc::new(Mutex::new(committed)),
-            written_committed: Arc::new(Mutex::new(committed)),
+        let writer = LogWriter {
+            files,
+            pending: Mutex::new(BTreeMap::new()),
+            committed: Mutex::new(CommittedIds {
+                saved: committed,
+                written: committed,
+            }),
             durable: Durability::new(last.map_or(0, |id| id.index + 1)),
+        };
+        Ok(LogStore {
+            writer: Arc::new(writer),
+            meta: Arc::new(Mutex::new(recovered.meta)),
+            committed_index: Arc::new(AtomicU64::new(committed.map_or(0, |id| id.index))),
             node_id,
-            pending: Arc::new(Mutex::new(BTreeMap::new())),
             flusher: Arc::new(OnceLock::new()),
         })
     }
 
     /// How far the log is durable, shared.
     pub fn durability(&self) -> Durability {
-        self.durable.clone()
+        self.writer.durable.clone()
     }
 
     /// Whether `entries` are this node's own proposals as the leader of the
@@ -233,7 +148,7 @@ impl LogStore {
         let Some(node_id) = self.node_id else {
             return false;
         };
-        let vote = self.meta.lock().expect("not poisoned").vote;
+        let vote = self.meta.lock().vote;
         let Some(vote) = vote.filter(|vote| vote.committed && vote.leader_id.node_id == node_id)
         else {
             return false;
@@ -243,82 +158,17 @@ impl LogStore {
             .all(|entry| entry.log_id.leader_id == vote.leader_id)
     }
 
-    /// Appends the pending entries the append jobs of `group` name (and the
-    /// committed id) to the files in one write, syncs, and drops them from
-    /// the pending table.
-    fn write_pending(&self, group: &[FlushJob]) -> Result<(), StoreError> {
-        let ranges: Vec<(u64, u64)> = group
-            .iter()
-            .filter_map(|job| match job {
-                FlushJob::Append { first, last, .. } => Some((*first, *last)),
-                FlushJob::Drain(_) | FlushJob::Committed => None,
-            })
-            .collect();
-        let must_sync = group.iter().any(|job| !matches!(job, FlushJob::Committed));
-        let mut frames = Vec::new();
-        let mut batch_end = self.durable.end();
-        {
-            let pending = self.pending.lock().expect("not poisoned");
-            for (first, last) in &ranges {
-                for (index, entry) in pending.range(first..=last) {
-                    let json = serde_json::to_vec(entry).expect("an entry serializes");
-                    frames.push(Frame::Entry(entry.log_id, json));
-                    batch_end = batch_end.max(*index + 1);
-                }
-            }
-        }
-        // The committed id goes with the entries it covers, never ahead.
-        let committed = *self.committed_id.lock().expect("not poisoned");
-        let written_committed = *self.written_committed.lock().expect("not poisoned");
-        let committed =
-            committed.filter(|id| id.index < batch_end && committed != written_committed);
-        if let Some(committed) = committed {
-            frames.push(Frame::Committed(committed));
-        }
-        let written = self.files.append(&frames, must_sync);
-        if let Err(error) = &written {
-            tracing::error!(%error, "writing the raft log failed; this node stops applying");
-            self.durable.fail();
-            return written;
-        }
-        if committed.is_some() {
-            *self.written_committed.lock().expect("not poisoned") = committed;
-        }
-        self.durable.advance_to(batch_end);
-        let mut pending = self.pending.lock().expect("not poisoned");
-        for (first, last) in &ranges {
-            let written: Vec<u64> = pending
-                .range(first..=last)
-                .map(|(index, _)| *index)
-                .collect();
-            for index in written {
-                pending.remove(&index);
-            }
-        }
-        Ok(())
+    /// The flusher, started on first use.
+    fn flusher(&self) -> &Flusher {
+        self.flusher
+            .get_or_init(|| Flusher::start(Arc::clone(&self.writer)))
     }
 
-    /// The flusher's queue, starting the flusher on first use.
-    fn flusher(&self) -> &mpsc::UnboundedSender<FlushJob> {
-        self.flusher.get_or_init(|| {
-            let (sender, jobs) = mpsc::unbounded_channel();
-            let store = self.clone();
-            let spawned = std::thread::Builder::new()
-                .name("raft-log-flusher".into())
-                .spawn(move || run_flusher(store, jobs));
-            if let Err(error) = spawned {
-                // The receiver is gone with the closure: appends write
-                // themselves (see `append`).
-                tracing::error!(%error, "cannot start the raft log flusher thread");
-            }
-            sender
-        })
-    }
-
-    /// Waits until every append queued so far is durable.
+    /// Waits until every append queued so far is durable (or failed).
     async fn drain(&self) {
         let (done, drained) = oneshot::channel();
         if self.flusher().send(FlushJob::Drain(done)).is_ok() {
+            // An error means the flusher is gone: nothing is left queued.
             let _ = drained.await;
         }
     }
@@ -326,6 +176,7 @@ impl LogStore {
     /// Writes what is pending and the committed id, and syncs: for a
     /// graceful stop.
     pub async fn close(&self) -> Result<(), StoreError> {
+        // A closed queue has nothing left to write; the drain then returns.
         let _ = self.flusher().send(FlushJob::Committed);
         self.drain().await;
         Ok(())
@@ -333,28 +184,28 @@ impl LogStore {
 
     /// The committed index as last saved, shared.
     pub fn committed_index(&self) -> Arc<AtomicU64> {
-        Arc::clone(&self.committed)
+        Arc::clone(&self.committed_index)
     }
 
     /// Replaces the metadata with `change` applied, durably.
     async fn save_meta(&self, change: impl FnOnce(&mut Meta)) -> Result<(), StoreError> {
-        let mut meta = self.meta.lock().expect("not poisoned").clone();
+        let mut meta = self.meta.lock().clone();
         change(&mut meta);
-        let files = Arc::clone(&self.files);
+        let writer = Arc::clone(&self.writer);
         let saved = meta.clone();
-        blocking(move || files.save_meta(&saved)).await?;
-        *self.meta.lock().expect("not poisoned") = meta;
+        blocking(move || writer.files.save_meta(&saved)).await?;
+        *self.meta.lock() = meta;
         Ok(())
     }
 
     fn last_entry_id(&self) -> Option<LogId> {
         let pending_last = self
+            .writer
             .pending
             .lock()
-            .expect("not poisoned")
             .last_key_value()
             .map(|(_, entry)| entry.log_id);
-        pending_last.or_else(|| self.files.last_log_id())
+        pending_last.or_else(|| self.writer.files.last_log_id())
     }
 
     /// The entries with indexes in `range` that the log holds.
@@ -362,23 +213,18 @@ impl LogStore {
         &self,
         range: impl RangeBounds<u64> + Clone,
     ) -> Result<Vec<Entry>, StorageError> {
-        // Pending entries first: the flusher drops an entry from the table
-        // only after writing it to the files, so one not found there is in
-        // the files.
+        // Pending entries first: see the module's comment.
         let pending: Vec<Entry> = self
+            .writer
             .pending
             .lock()
-            .expect("not poisoned")
             .range(range.clone())
             .map(|(_, entry)| entry.clone())
             .collect();
         let mut entries: BTreeMap<u64, Entry> = BTreeMap::new();
-        for (log_id, json) in self.files.read(range).map_err(read_error)? {
-            let entry: Entry = serde_json::from_slice(&json).map_err(|e| {
-                read_error(StoreError::Corrupt(format!(
-                    "raft log entry {log_id} does not decode: {e}"
-                )))
-            })?;
+        for (log_id, json) in self.writer.files.read(range).map_err(read_error)? {
+            let entry: Entry = serde_json::from_slice(&json)
+                .map_err(|source| read_error(StoreError::LogEntryUndecodable { log_id, source }))?;
             entries.insert(log_id.index, entry);
         }
         for entry in pending {
@@ -390,12 +236,69 @@ impl LogStore {
     /// The log id of the entry at `index`, if the log still holds it.
     pub fn log_id_at(&self, index: u64) -> Result<Option<LogId>, StorageError> {
         let pending = self
+            .writer
             .pending
             .lock()
-            .expect("not poisoned")
             .get(&index)
             .map(|entry| entry.log_id);
-        Ok(pending.or_else(|| self.files.log_id_at(index)))
+        Ok(pending.or_else(|| self.writer.files.log_id_at(index)))
+    }
+
+    /// Puts `entries` in the pending table and queues their write. `report`
+    /// is called once they are durable, or at once if this node proposed
+    /// them as the current leader (see the module's comment).
+    async fn append_entries(&self, entries: Vec<Entry>, report: Report) -> Result<(), StoreError> {
+        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+            report(Ok(()));
+            return Ok(());
+        };
+        let (first, last) = (first.log_id.index, last.log_id.index);
+        let own = self.proposed_by_this_leader(&entries);
+        {
+            let mut pending = self.writer.pending.lock();
+            for entry in entries {
+                pending.insert(entry.log_id.index, entry);
+            }
+        }
+        let report = if own {
+            // Seen by nobody until durable: see the module's comment.
+            report(Ok(()));
+            None
+        } else {
+            Some(report)
+        };
+        let job = FlushJob::Append {
+            first,
+            last,
+            report,
+        };
+        if let Err(job) = self.flusher().send(job) {
+            // The flusher is gone: write here instead, off the workers.
+            let writer = Arc::clone(&self.writer);
+            blocking(move || {
+                let written = writer.write_pending(std::slice::from_ref(&job));
+                if let FlushJob::Append {
+                    report: Some(report),
+                    ..
+                } = job
+                {
+                    report(written.map_err(std::io::Error::other));
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Removes every entry at or after `from`, once the flusher has written
+    /// everything queued before.
+    async fn truncate_from(&self, from: u64) -> Result<(), StoreError> {
+        self.drain().await;
+        self.writer.pending.lock().retain(|index, _| *index < from);
+        self.writer.durable.truncate_to(from);
+        let writer = Arc::clone(&self.writer);
+        blocking(move || writer.files.truncate(from)).await
     }
 }
 
@@ -412,7 +315,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let last_purged_log_id = self.meta.lock().expect("not poisoned").purged;
+        let last_purged_log_id = self.meta.lock().purged;
         let last_log_id = self.last_entry_id().max(last_purged_log_id);
         Ok(LogState {
             last_purged_log_id,
@@ -432,22 +335,24 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
-        Ok(self.meta.lock().expect("not poisoned").vote)
+        Ok(self.meta.lock().vote)
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         // Written with the next group of entries: a committed id lost in a
         // crash is recomputed by the leader.
         if let Some(id) = &committed {
-            self.committed.store(id.index, Ordering::Release);
+            self.committed_index.store(id.index, Ordering::Release);
         }
-        *self.committed_id.lock().expect("not poisoned") = committed;
+        self.writer.committed.lock().saved = committed;
+        // A closed queue means nothing more is written: the id then waits
+        // for the next append's own write.
         let _ = self.flusher().send(FlushJob::Committed);
         Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(*self.committed_id.lock().expect("not poisoned"))
+        Ok(self.writer.committed.lock().saved)
     }
 
     async fn append<I>(
@@ -459,62 +364,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let entries: Vec<Entry> = entries.into_iter().collect();
-        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
-            callback.log_io_completed(Ok(()));
-            return Ok(());
-        };
-        let (first, last) = (first.log_id.index, last.log_id.index);
-        let own = self.proposed_by_this_leader(&entries);
-        {
-            let mut pending = self.pending.lock().expect("not poisoned");
-            for entry in entries {
-                pending.insert(entry.log_id.index, entry);
-            }
-        }
-        let callback = if own {
-            // Seen by nobody until durable: see the module's comment.
-            callback.log_io_completed(Ok(()));
-            None
-        } else {
-            Some(callback)
-        };
-        let job = FlushJob::Append {
-            first,
-            last,
-            callback,
-        };
-        if let Err(mpsc::error::SendError(job)) = self.flusher().send(job) {
-            // The flusher is gone: write here instead, off the workers.
-            let store = self.clone();
-            blocking(move || {
-                let written = store.write_pending(std::slice::from_ref(&job));
-                if let FlushJob::Append {
-                    callback: Some(callback),
-                    ..
-                } = job
-                {
-                    callback.log_io_completed(written.map_err(std::io::Error::other));
-                }
-                Ok(())
-            })
+        let report: Report = Box::new(move |outcome| callback.log_io_completed(outcome));
+        self.append_entries(entries.into_iter().collect(), report)
             .await
-            .map_err(write_error)?;
-        }
-        Ok(())
+            .map_err(write_error)
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.drain().await;
-        self.pending
-            .lock()
-            .expect("not poisoned")
-            .retain(|index, _| *index < log_id.index);
-        self.durable.truncate_to(log_id.index);
-        let files = Arc::clone(&self.files);
-        blocking(move || files.truncate(log_id.index))
-            .await
-            .map_err(write_error)
+        self.truncate_from(log_id.index).await.map_err(write_error)
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
@@ -523,9 +380,339 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.save_meta(|meta| meta.purged = Some(log_id))
             .await
             .map_err(write_error)?;
-        let files = Arc::clone(&self.files);
-        blocking(move || files.purge(log_id.index))
+        let writer = Arc::clone(&self.writer);
+        blocking(move || writer.files.purge(log_id.index))
             .await
             .map_err(write_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ops::RangeInclusive;
+    use std::time::{Duration, Instant};
+
+    use openraft::{CommittedLeaderId, EntryPayload};
+    use tokio::sync::oneshot::error::TryRecvError;
+
+    use super::*;
+
+    /// This node.
+    const NODE: NodeId = 1;
+    /// Another node of the cluster.
+    const OTHER: NodeId = 2;
+    /// How long a test waits for the flusher before it fails.
+    const DEADLINE: Duration = Duration::from_secs(10);
+
+    fn blank(term: u64, leader: NodeId, index: u64) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(term, leader), index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    fn blanks(term: u64, leader: NodeId, indexes: RangeInclusive<u64>) -> Vec<Entry> {
+        indexes.map(|index| blank(term, leader, index)).collect()
+    }
+
+    /// A report, and what it was called with.
+    fn reporter() -> (Report, oneshot::Receiver<Result<(), String>>) {
+        let (sender, outcome) = oneshot::channel();
+        let report: Report = Box::new(move |result: Result<(), std::io::Error>| {
+            let _ = sender.send(result.map_err(|error| error.to_string()));
+        });
+        (report, outcome)
+    }
+
+    /// What a report was called with, waiting for it at most [`DEADLINE`].
+    async fn reported(outcome: oneshot::Receiver<Result<(), String>>) -> Result<(), String> {
+        tokio::time::timeout(DEADLINE, outcome)
+            .await
+            .expect("the append is reported in time")
+            .expect("the report is called, not dropped")
+    }
+
+    /// Whether the entry at `index` became durable, waiting at most [`DEADLINE`].
+    async fn durable(store: &LogStore, index: u64) -> Result<(), StoreError> {
+        tokio::time::timeout(DEADLINE, store.durability().wait_covers(index))
+            .await
+            .expect("durability is decided in time")
+    }
+
+    /// Every entry's (index, term).
+    fn held(store: &LogStore) -> Vec<(u64, u64)> {
+        store
+            .entries(..)
+            .expect("the log reads")
+            .iter()
+            .map(|entry| (entry.log_id.index, entry.log_id.leader_id.term))
+            .collect()
+    }
+
+    // The tests below hold the files' writer lock across an append to catch
+    // the flusher before it writes: the flusher thread waits for it, never
+    // this task.
+    #[allow(clippy::await_holding_lock)]
+    #[tokio::test]
+    async fn only_the_leaders_own_proposals_are_reported_before_the_flush() {
+        // (case, this node, saved vote, entries' term and leader, early)
+        let cases = [
+            (
+                "the leader's own proposals",
+                Some(NODE),
+                Some(Vote::new_committed(2, NODE)),
+                (2, NODE),
+                true,
+            ),
+            (
+                "a follower's appends",
+                Some(NODE),
+                Some(Vote::new_committed(2, OTHER)),
+                (2, OTHER),
+                false,
+            ),
+            (
+                "a candidate's, whose vote is not yet granted",
+                Some(NODE),
+                Some(Vote::new(2, NODE)),
+                (2, NODE),
+                false,
+            ),
+            (
+                "entries of this node's earlier leadership",
+                Some(NODE),
+                Some(Vote::new_committed(3, NODE)),
+                (2, NODE),
+                false,
+            ),
+            (
+                "an offline tool's",
+                None,
+                Some(Vote::new_committed(2, NODE)),
+                (2, NODE),
+                false,
+            ),
+            ("any, before a vote", Some(NODE), None, (2, NODE), false),
+        ];
+        for (case, node_id, vote, (term, leader), early) in cases {
+            let dir = tempfile::tempdir().expect("a temp dir");
+            let mut store = LogStore::open(dir.path(), node_id).expect("opens");
+            if let Some(vote) = vote {
+                store.save_vote(&vote).await.expect("saves the vote");
+            }
+            let writes = store.writer.files.hold_writes();
+            let (report, mut outcome) = reporter();
+            store
+                .append_entries(blanks(term, leader, 1..=3), report)
+                .await
+                .expect("appends");
+            match outcome.try_recv() {
+                Ok(result) => {
+                    assert!(early, "{case}: reported before the flush");
+                    result.expect("reported written");
+                }
+                Err(TryRecvError::Empty) => assert!(!early, "{case}: not reported at once"),
+                Err(TryRecvError::Closed) => panic!("{case}: the report was dropped"),
+            }
+            assert_eq!(
+                store.writer.durable.end(),
+                0,
+                "{case}: durable before the flush"
+            );
+            assert_eq!(held(&store).len(), 3, "{case}: pending entries are read");
+            drop(writes);
+            if !early {
+                reported(outcome).await.expect("written once flushed");
+            }
+            durable(&store, 3).await.expect("durable once flushed");
+        }
+    }
+
+    #[allow(clippy::await_holding_lock)]
+    #[tokio::test]
+    async fn durability_never_passes_what_was_synced() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let store = LogStore::open(dir.path(), None).expect("opens");
+        let (report, first) = reporter();
+        store
+            .append_entries(blanks(1, OTHER, 0..=1), report)
+            .await
+            .expect("appends");
+        reported(first).await.expect("written");
+        assert_eq!(store.writer.durable.end(), 2);
+
+        let writes = store.writer.files.hold_writes();
+        let (report, second) = reporter();
+        store
+            .append_entries(blanks(1, OTHER, 2..=4), report)
+            .await
+            .expect("appends");
+        assert_eq!(
+            store.writer.durable.end(),
+            2,
+            "entries still on their way to the files are not durable"
+        );
+        drop(writes);
+        reported(second).await.expect("written");
+        assert_eq!(store.writer.durable.end(), 5);
+    }
+
+    #[tokio::test]
+    async fn after_a_failed_write_nothing_more_becomes_durable() {
+        // (case, this node and vote make the appends own proposals)
+        for (case, own) in [("a leader", true), ("a follower", false)] {
+            let base = tempfile::tempdir().expect("a temp dir");
+            let dir = base.path().join("raft");
+            let mut store = LogStore::open(&dir, Some(NODE)).expect("opens");
+            let leader = if own { NODE } else { OTHER };
+            store
+                .save_vote(&Vote::new_committed(1, leader))
+                .await
+                .expect("saves the vote");
+            // The first append creates a segment; without the directory,
+            // that fails.
+            std::fs::remove_dir_all(&dir).expect("removes the log's directory");
+            let (report, outcome) = reporter();
+            store
+                .append_entries(blanks(1, leader, 0..=1), report)
+                .await
+                .expect("appends");
+            let outcome = reported(outcome).await;
+            assert_eq!(outcome.is_ok(), own, "{case}: {outcome:?}");
+            let error = durable(&store, 0).await.expect_err("never durable");
+            assert!(
+                matches!(error, StoreError::LogNotWritable { index: 0 }),
+                "{case}: {error}"
+            );
+
+            // The directory is back, but a write that failed once may have
+            // lost pages a later sync cannot bring back.
+            std::fs::create_dir_all(&dir).expect("recreates the directory");
+            let (report, outcome) = reporter();
+            store
+                .append_entries(blanks(1, leader, 2..=2), report)
+                .await
+                .expect("appends");
+            let outcome = reported(outcome).await;
+            assert_eq!(outcome.is_ok(), own, "{case}: {outcome:?}");
+            assert!(durable(&store, 2).await.is_err(), "{case}");
+            assert_eq!(store.writer.durable.end(), 0, "{case}");
+            drop(store);
+            let store = LogStore::open(&dir, Some(NODE)).expect("reopens");
+            assert_eq!(held(&store), vec![], "{case}: nothing was written");
+        }
+    }
+
+    #[allow(clippy::await_holding_lock)]
+    #[tokio::test]
+    async fn a_truncation_drains_the_flusher_so_removed_entries_never_return() {
+        // (written of term 1, then queued of term 1, truncate from, then
+        // appended in term 2, the log after as (index, term))
+        type Case<'a> = (
+            RangeInclusive<u64>,
+            &'a [RangeInclusive<u64>],
+            u64,
+            RangeInclusive<u64>,
+            &'a [(u64, u64)],
+        );
+        let cases: [Case; 4] = [
+            (
+                1..=2,
+                &[3..=6],
+                4,
+                4..=5,
+                &[(1, 1), (2, 1), (3, 1), (4, 2), (5, 2)],
+            ),
+            (1..=1, &[2..=3, 4..=6], 1, 1..=2, &[(1, 2), (2, 2)]),
+            (1..=2, &[3..=3, 4..=5], 3, 3..=3, &[(1, 1), (2, 1), (3, 2)]),
+            (1..=4, &[5..=9], 2, 2..=2, &[(1, 1), (2, 2)]),
+        ];
+        for (written, queued, from, after, expected) in cases {
+            let dir = tempfile::tempdir().expect("a temp dir");
+            // Small segments: truncations delete whole files, too.
+            let store = LogStore::open_with(dir.path(), None, 120).expect("opens");
+            let (report, outcome) = reporter();
+            store
+                .append_entries(blanks(1, OTHER, written.clone()), report)
+                .await
+                .expect("appends");
+            reported(outcome).await.expect("written");
+            let writes = store.writer.files.hold_writes();
+            for range in queued {
+                let (report, _outcome) = reporter();
+                store
+                    .append_entries(blanks(1, OTHER, range.clone()), report)
+                    .await
+                    .expect("appends");
+            }
+            let before = held(&store);
+            let truncation = tokio::spawn({
+                let store = store.clone();
+                async move { store.truncate_from(from).await }
+            });
+            tokio::task::yield_now().await;
+            assert!(!truncation.is_finished(), "truncate({from}) waits");
+            assert_eq!(held(&store), before, "truncate({from}) removes nothing yet");
+            assert_eq!(
+                store.writer.durable.end(),
+                written.end() + 1,
+                "truncate({from}) moves durability back only once the queue is written"
+            );
+            drop(writes);
+            tokio::time::timeout(DEADLINE, truncation)
+                .await
+                .expect("the truncation ends in time")
+                .expect("the truncation does not panic")
+                .expect("truncates");
+            assert_eq!(store.writer.durable.end(), from);
+            let (report, outcome) = reporter();
+            store
+                .append_entries(blanks(2, OTHER, after.clone()), report)
+                .await
+                .expect("appends");
+            reported(outcome).await.expect("written");
+            assert_eq!(held(&store), expected, "truncate({from}), before a reopen");
+            store.close().await.expect("closes");
+            drop(store);
+            let store = LogStore::open_with(dir.path(), None, 120).expect("reopens");
+            assert_eq!(held(&store), expected, "truncate({from}), after a reopen");
+        }
+    }
+
+    #[tokio::test]
+    async fn dropping_the_last_store_ends_the_flusher_after_its_queue() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let mut store = LogStore::open(dir.path(), Some(NODE)).expect("opens");
+        store
+            .save_vote(&Vote::new_committed(1, NODE))
+            .await
+            .expect("saves the vote");
+        // Own proposals: reported at once, still queued when the store goes.
+        let (report, outcome) = reporter();
+        store
+            .append_entries(blanks(1, NODE, 0..=3), report)
+            .await
+            .expect("appends");
+        reported(outcome).await.expect("reported at once");
+        let flusher_alive = Arc::downgrade(&store.writer);
+        let reader = store.get_log_reader().await;
+        drop(store);
+        assert!(
+            flusher_alive.upgrade().is_some(),
+            "a reader keeps the log open"
+        );
+        drop(reader);
+        // The writer's last owner is the flusher thread; it lets go when the
+        // thread ends.
+        let deadline = Instant::now() + DEADLINE;
+        while flusher_alive.strong_count() > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the flusher thread outlives every store"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let store = LogStore::open(dir.path(), Some(NODE)).expect("reopens");
+        assert_eq!(held(&store), vec![(0, 1), (1, 1), (2, 1), (3, 1)]);
     }
 }

@@ -12,7 +12,11 @@
 //! and the view) and the HTTP handlers (readers).
 
 pub mod apply;
+pub(crate) mod log_durability;
 pub mod log_files;
+pub(crate) mod log_flusher;
+pub(crate) mod log_frame;
+pub(crate) mod log_recovery;
 pub mod log_store;
 pub mod queries;
 pub mod record;

@@ -1,0 +1,207 @@
+//! The raft log's writer: a thread of its own that takes every append queued
+//! since its last turn, writes the group to the files in one write,
+//! `fdatasync`s once, moves [`Durability`] forward and answers the appends
+//! in order. While one sync runs, the appends arriving meanwhile queue up
+//! and share the next one.
+//!
+//! The thread owns only what writing needs (a [`LogWriter`]), never a
+//! `LogStore`: it holds no sender of its own queue, so once the last
+//! `LogStore` is dropped the queue closes, the thread writes what is left
+//! and ends.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::StoreError;
+use crate::store::log_durability::Durability;
+use crate::store::log_files::LogFiles;
+use crate::store::log_frame::Frame;
+use crate::types::{Entry, LogId};
+
+/// The flusher thread's name, as `top -H` and panics show it.
+const THREAD_NAME: &str = "raft-log-flusher";
+
+/// How an append is answered once its entries are durable (or cannot be).
+pub(super) type Report = Box<dyn FnOnce(Result<(), std::io::Error>) + Send>;
+
+/// Work for the flusher.
+pub(super) enum FlushJob {
+    /// Write the pending entries `first..=last`, sync, then report (unless
+    /// openraft was answered at once).
+    Append {
+        /// The first index appended.
+        first: u64,
+        /// The last index appended.
+        last: u64,
+        /// Called once the entries are durable or their write failed.
+        report: Option<Report>,
+    },
+    /// Answer once everything queued before is durable.
+    Drain(oneshot::Sender<()>),
+    /// The committed id changed: write it (not synced) once entries cover it.
+    Committed,
+}
+
+/// The committed log id, as openraft saved it and as last written.
+#[derive(Debug, Default)]
+pub(super) struct CommittedIds {
+    /// Set by `save_committed`.
+    pub saved: Option<LogId>,
+    /// Set by the writer once a frame of it is in the files.
+    pub written: Option<LogId>,
+}
+
+/// What the appending side and the writer share.
+#[derive(Debug)]
+pub(super) struct LogWriter {
+    /// The segment files.
+    pub files: LogFiles,
+    /// Appended entries not yet written to the files, by index. `append`
+    /// inserts; the writer removes an entry only after the files' index
+    /// holds it, so a reader who looks here first, then in the files,
+    /// never misses one.
+    pub pending: Mutex<BTreeMap<u64, Entry>>,
+    /// The committed log id, saved and written.
+    pub committed: Mutex<CommittedIds>,
+    /// How far the files are synced.
+    pub durable: Durability,
+}
+
+impl LogWriter {
+    /// Appends the pending entries the append jobs of `group` name (and the
+    /// committed id) to the files in one write, syncs, and drops them from
+    /// the pending table. After a failed write it writes nothing more.
+    pub fn write_pending(&self, group: &[FlushJob]) -> Result<(), StoreError> {
+        if self.durable.has_failed() {
+            return Err(StoreError::LogNotWritable {
+                index: self.durable.end(),
+            });
+        }
+        let ranges: Vec<(u64, u64)> = group
+            .iter()
+            .filter_map(|job| match job {
+                FlushJob::Append { first, last, .. } => Some((*first, *last)),
+                FlushJob::Drain(_) | FlushJob::Committed => None,
+            })
+            .collect();
+        // A group of committed ids alone needs no sync: a committed id lost
+        // in a crash is recomputed by the leader.
+        let must_sync = group.iter().any(|job| !matches!(job, FlushJob::Committed));
+        let mut frames = Vec::new();
+        let mut batch_end = self.durable.end();
+        {
+            let pending = self.pending.lock();
+            for (first, last) in &ranges {
+                for (index, entry) in pending.range(first..=last) {
+                    let json = serde_json::to_vec(entry)
+                        .expect("an entry is plain data and always serializes");
+                    frames.push(Frame::Entry(entry.log_id, json));
+                    batch_end = batch_end.max(*index + 1);
+                }
+            }
+        }
+        // The committed id goes with the entries it covers, never ahead.
+        let committed = {
+            let ids = self.committed.lock();
+            ids.saved
+                .filter(|id| id.index < batch_end && ids.saved != ids.written)
+        };
+        if let Some(committed) = committed {
+            frames.push(Frame::Committed(committed));
+        }
+        if let Err(error) = self.files.append(&frames, must_sync) {
+            tracing::error!(%error, "writing the raft log failed; this node stops applying");
+            self.durable.fail();
+            return Err(error);
+        }
+        if committed.is_some() {
+            self.committed.lock().written = committed;
+        }
+        self.durable.advance_to(batch_end);
+        let mut pending = self.pending.lock();
+        for (first, last) in &ranges {
+            let written: Vec<u64> = pending
+                .range(first..=last)
+                .map(|(index, _)| *index)
+                .collect();
+            for index in written {
+                pending.remove(&index);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The queue of the flusher thread.
+#[derive(Debug)]
+pub(super) struct Flusher {
+    jobs: mpsc::UnboundedSender<FlushJob>,
+}
+
+impl Flusher {
+    /// Starts the flusher thread over `writer`. If the thread cannot start,
+    /// every send fails and the caller writes itself.
+    pub fn start(writer: Arc<LogWriter>) -> Flusher {
+        let (sender, jobs) = mpsc::unbounded_channel();
+        let spawned = std::thread::Builder::new()
+            .name(THREAD_NAME.into())
+            .spawn(move || run(&writer, jobs));
+        if let Err(error) = spawned {
+            // The receiver went with the closure: sends fail from here on.
+            tracing::error!(%error, "cannot start the raft log flusher thread");
+        }
+        Flusher { jobs: sender }
+    }
+
+    /// Queues `job`; gives it back if the thread is gone.
+    pub fn send(&self, job: FlushJob) -> Result<(), FlushJob> {
+        self.jobs
+            .send(job)
+            .map_err(|mpsc::error::SendError(job)| job)
+    }
+}
+
+/// Writes queued jobs to the files, one group per turn, until the queue
+/// is closed and empty. Runs on a thread of its own: the sync blocks it,
+/// and a blocking-pool task per group cost a thread wake-up each.
+fn run(writer: &LogWriter, mut jobs: mpsc::UnboundedReceiver<FlushJob>) {
+    let mut group = Vec::new();
+    while let Some(job) = jobs.blocking_recv() {
+        group.push(job);
+        while let Ok(job) = jobs.try_recv() {
+            group.push(job);
+        }
+        let started = Instant::now();
+        let written = writer.write_pending(&group);
+        ::metrics::histogram!(crate::metrics::LOG_FLUSH_SECONDS)
+            .record(started.elapsed().as_secs_f64());
+        let appends = group
+            .iter()
+            .filter(|job| matches!(job, FlushJob::Append { .. }))
+            .count();
+        ::metrics::histogram!(crate::metrics::LOG_FLUSH_ENTRIES).record(appends as f64);
+        for job in group.drain(..) {
+            match job {
+                FlushJob::Append {
+                    report: Some(report),
+                    ..
+                } => report(match &written {
+                    Ok(()) => Ok(()),
+                    Err(error) => Err(std::io::Error::other(format!(
+                        "writing the raft log failed: {error}"
+                    ))),
+                }),
+                FlushJob::Drain(done) => {
+                    // The drainer may have stopped waiting; nothing to tell.
+                    let _ = done.send(());
+                }
+                FlushJob::Append { report: None, .. } | FlushJob::Committed => {}
+            }
+        }
+    }
+    tracing::debug!("the raft log is closed; its flusher ends");
+}
