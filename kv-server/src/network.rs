@@ -33,6 +33,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// Pauses before reconnecting to an unreachable node: growing, then steady.
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// How long an idle connection to a node is kept for the next RPC.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The shortest time an RPC is given, whatever openraft's TTL says.
+const MIN_RPC_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// What precedes the snapshot bytes in `/raft/snapshot`.
 #[derive(Serialize, Deserialize)]
@@ -84,7 +88,7 @@ impl Network {
             .no_proxy()
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .build()?;
         Ok(Network {
             http,
@@ -138,7 +142,7 @@ impl Connection {
         Err: std::error::Error + DeserializeOwned,
     {
         let url = format!("{}/raft/{path}", self.addr);
-        let timeout = option.hard_ttl().max(Duration::from_millis(100));
+        let timeout = option.hard_ttl().max(MIN_RPC_TIMEOUT);
         let response = self
             .http
             .post(&url)

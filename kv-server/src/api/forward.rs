@@ -77,7 +77,15 @@ async fn route_write(state: AppState, request: Request, next: Next) -> Response 
             let request = Request::from_parts(parts, Body::from(body));
             return next.run(request).await;
         };
-        match send(&state, addr, &parts.method, &path, &parts.headers, &body).await {
+        let hop = Hop {
+            peers: &state.peers,
+            from: state.node_id,
+            timeout: forward_timeout(&state, &path),
+        };
+        match hop
+            .send(addr, &parts.method, &path, &parts.headers, &body)
+            .await
+        {
             Ok(Sent::Answer(response)) => return response,
             Ok(Sent::NotDelivered(why)) => {
                 debug!(leader = id, attempt, %why, "the leader did not take the request; waiting for the next one");
@@ -105,34 +113,50 @@ enum Sent {
     NotDelivered(String),
 }
 
-/// Sends the request to the leader at `addr`.
-async fn send(
-    state: &AppState,
-    addr: &str,
-    method: &Method,
-    path: &str,
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> Result<Sent, ApiError> {
-    let url = format!("{addr}{path}");
-    // The leader bounds its own work (a write's commit, a new member's
-    // catch-up); this guards against a leader that stopped answering.
+/// How long a forwarded request may take. The leader bounds its own work
+/// (a write's commit, a new member's catch-up); this guards against a
+/// leader that stopped answering.
+fn forward_timeout(state: &AppState, path: &str) -> Duration {
     let mut timeout = Duration::from_millis(state.config.request_timeout_ms) + FORWARD_SLACK;
     if path.starts_with("/v1/cluster/members") {
         timeout += crate::api::cluster::CATCH_UP_TIMEOUT;
     }
-    let mut outgoing = state
-        .peers
-        .request(method.clone(), &url)
-        .timeout(timeout)
-        .header(FORWARDED_HEADER, HeaderValue::from(state.node_id))
-        .body(body.clone());
-    for (name, value) in headers {
-        if !is_hop_by_hop(name) && *name != header::HOST && *name != header::CONTENT_LENGTH {
-            outgoing = outgoing.header(name, value);
+    timeout
+}
+
+/// One hop of a forwarded request: from this node to the leader.
+struct Hop<'a> {
+    /// The pooled HTTP client for other nodes.
+    peers: &'a reqwest::Client,
+    /// This node's id, sent in `X-Kv-Forwarded-By`.
+    from: NodeId,
+    /// How long the leader may take to answer.
+    timeout: Duration,
+}
+
+impl Hop<'_> {
+    /// Sends the request to the leader at `addr`.
+    async fn send(
+        &self,
+        addr: &str,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+        body: &Bytes,
+    ) -> Result<Sent, ApiError> {
+        let url = format!("{addr}{path}");
+        let mut outgoing = self
+            .peers
+            .request(method.clone(), &url)
+            .timeout(self.timeout)
+            .header(FORWARDED_HEADER, HeaderValue::from(self.from))
+            .body(body.clone());
+        for (name, value) in headers {
+            if !is_hop_by_hop(name) && *name != header::HOST && *name != header::CONTENT_LENGTH {
+                outgoing = outgoing.header(name, value);
+            }
         }
-    }
-    let response = match outgoing.send().await {
+        let response = match outgoing.send().await {
         Ok(response) => response,
         Err(error) if error.is_connect() => {
             return Ok(Sent::NotDelivered(format!("cannot connect to {addr}: {error}")))
@@ -143,28 +167,30 @@ async fn send(
             )))
         }
     };
-    let status = StatusCode::from_u16(response.status().as_u16())
-        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut answer_headers = HeaderMap::new();
-    for (name, value) in response.headers() {
-        if !is_hop_by_hop(name) && *name != header::CONTENT_LENGTH {
-            answer_headers.append(name.clone(), value.clone());
+        let status = StatusCode::from_u16(response.status().as_u16())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut answer_headers = HeaderMap::new();
+        for (name, value) in response.headers() {
+            if !is_hop_by_hop(name) && *name != header::CONTENT_LENGTH {
+                answer_headers.append(name.clone(), value.clone());
+            }
         }
+        let bytes = response.bytes().await.map_err(|error| {
+            ApiError::unavailable(format!(
+                "the leader at {addr} answered {status} but its body was cut off: {error}"
+            ))
+        })?;
+        if status == StatusCode::SERVICE_UNAVAILABLE
+            && error_code(&bytes) == Some(ErrorCode::NotLeader)
+        {
+            return Ok(Sent::NotDelivered(format!(
+                "{addr} is no longer the leader"
+            )));
+        }
+        let mut answer = (status, bytes).into_response();
+        *answer.headers_mut() = answer_headers;
+        Ok(Sent::Answer(answer))
     }
-    let bytes = response.bytes().await.map_err(|error| {
-        ApiError::unavailable(format!(
-            "the leader at {addr} answered {status} but its body was cut off: {error}"
-        ))
-    })?;
-    if status == StatusCode::SERVICE_UNAVAILABLE && error_code(&bytes) == Some(ErrorCode::NotLeader)
-    {
-        return Ok(Sent::NotDelivered(format!(
-            "{addr} is no longer the leader"
-        )));
-    }
-    let mut answer = (status, bytes).into_response();
-    *answer.headers_mut() = answer_headers;
-    Ok(Sent::Answer(answer))
 }
 
 /// The code of an error body.
@@ -199,5 +225,167 @@ fn body_read_error(state: &AppState, error: axum::Error) -> ApiError {
             ErrorCode::InvalidBody,
             format!("the body could not be read: {error}"),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::routing::any;
+    use axum::Router;
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A leader on a loopback port that answers every request with `status`
+    /// and `body`, echoing in headers what it received.
+    async fn leader(status: StatusCode, body: &'static str) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = format!("http://{}", listener.local_addr().unwrap());
+        let app = Router::new().fallback(any(move |request: Request| async move {
+            let forwarded_by = request.headers().get(FORWARDED_HEADER).cloned();
+            let idempotency = request.headers().get("idempotency-key").cloned();
+            let mut answer = (status, body).into_response();
+            let headers = answer.headers_mut();
+            headers.insert("connection", HeaderValue::from_static("keep-alive"));
+            if let Some(value) = forwarded_by {
+                headers.insert("x-seen-forwarded-by", value);
+            }
+            if let Some(value) = idempotency {
+                headers.insert("x-seen-idempotency-key", value);
+            }
+            answer
+        }));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        addr
+    }
+
+    /// A port nothing listens on.
+    async fn closed_port() -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = format!("http://{}", listener.local_addr().unwrap());
+        drop(listener);
+        addr
+    }
+
+    async fn forward(addr: &str) -> Result<Sent, ApiError> {
+        let peers = reqwest::Client::new();
+        let hop = Hop {
+            peers: &peers,
+            from: 2,
+            timeout: Duration::from_secs(5),
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert("idempotency-key", HeaderValue::from_static("k-1"));
+        headers.insert("connection", HeaderValue::from_static("close"));
+        let body = Bytes::from_static(b"{}");
+        hop.send(addr, &Method::PUT, "/v1/kv/a", &headers, &body)
+            .await
+    }
+
+    #[tokio::test]
+    async fn a_request_reaches_the_leader_or_is_known_not_to_have() {
+        let not_leader = r#"{"error":{"code":"not_leader","message":"no"}}"#;
+        let unavailable = r#"{"error":{"code":"unavailable","message":"slow"}}"#;
+        // (the leader's answer, whether the request is known undelivered,
+        // the status handed back when it was delivered)
+        let cases = [
+            (Some((StatusCode::OK, "{}")), false, Some(StatusCode::OK)),
+            (
+                Some((StatusCode::PRECONDITION_FAILED, "{}")),
+                false,
+                Some(StatusCode::PRECONDITION_FAILED),
+            ),
+            (
+                Some((StatusCode::SERVICE_UNAVAILABLE, not_leader)),
+                true,
+                None,
+            ),
+            (
+                Some((StatusCode::SERVICE_UNAVAILABLE, unavailable)),
+                false,
+                Some(StatusCode::SERVICE_UNAVAILABLE),
+            ),
+            (None, true, None),
+        ];
+        for (answer, undelivered, status) in cases {
+            let addr = match answer {
+                Some((status, body)) => leader(status, body).await,
+                None => closed_port().await,
+            };
+            match forward(&addr).await {
+                Ok(Sent::NotDelivered(_)) => assert!(undelivered, "{answer:?}"),
+                Ok(Sent::Answer(response)) => {
+                    assert!(!undelivered, "{answer:?}");
+                    assert_eq!(Some(response.status()), status, "{answer:?}");
+                }
+                Err(error) => panic!("{answer:?}: {error:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_leader_sees_who_forwarded_and_hop_by_hop_headers_stay_behind() {
+        let addr = leader(StatusCode::OK, "{}").await;
+        let Ok(Sent::Answer(response)) = forward(&addr).await else {
+            panic!("the leader's answer was not handed back");
+        };
+        let headers = response.headers();
+        assert_eq!(headers["x-seen-forwarded-by"], "2");
+        assert_eq!(headers["x-seen-idempotency-key"], "k-1");
+        assert!(headers.get("connection").is_none(), "{headers:?}");
+    }
+
+    #[tokio::test]
+    async fn a_leader_that_takes_the_request_and_never_answers_may_have_applied_it() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = format!("http://{}", listener.local_addr().unwrap());
+        // Accept and hold the connection without answering.
+        let holder = tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            drop(socket);
+        });
+        let peers = reqwest::Client::new();
+        let hop = Hop {
+            peers: &peers,
+            from: 2,
+            timeout: Duration::from_millis(300),
+        };
+        let outcome = hop
+            .send(
+                &addr,
+                &Method::PUT,
+                "/v1/kv/a",
+                &HeaderMap::new(),
+                &Bytes::new(),
+            )
+            .await;
+        holder.abort();
+        let error = match outcome {
+            Err(error) => error,
+            Ok(_) => {
+                panic!("a request the leader may have applied was reported undelivered or answered")
+            }
+        };
+        assert_eq!(error.code(), ErrorCode::Unavailable);
+    }
+
+    #[test]
+    fn error_codes_are_read_from_error_bodies_only() {
+        let cases: [(&[u8], Option<ErrorCode>); 4] = [
+            (
+                br#"{"error":{"code":"not_leader","message":"m"}}"#,
+                Some(ErrorCode::NotLeader),
+            ),
+            (
+                br#"{"error":{"code":"key_not_found","message":"m"}}"#,
+                Some(ErrorCode::KeyNotFound),
+            ),
+            (b"{}", None),
+            (b"<html>", None),
+        ];
+        for (body, code) in cases {
+            assert_eq!(error_code(body), code, "{}", String::from_utf8_lossy(body));
+        }
     }
 }
