@@ -11,6 +11,7 @@
 //! * [`http`] — HTTP/1.1 and HTTP/2 serving with graceful shutdown.
 //! * [`server`] — start-up and shutdown.
 //! * [`crash`] — named crash points for the fault tests.
+//! * `clock` — the wall clock that stamps commands.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), kv_server::server::ServerError> {
@@ -21,6 +22,7 @@
 //! ```
 
 pub mod api;
+pub(crate) mod clock;
 pub mod config;
 pub mod crash;
 pub mod error;

@@ -138,9 +138,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 "{}-{}-{}",
                 id.leader_id.term,
                 id.index,
-                compaction::now_ms()
+                crate::clock::now_ms()
             ),
-            None => format!("0-0-{}", compaction::now_ms()),
+            None => format!("0-0-{}", crate::clock::now_ms()),
         };
         SnapshotBuilder {
             store: Arc::clone(&self.store),
