@@ -160,14 +160,14 @@ pub async fn serve(
             join_failed_tx,
         ));
     }
-    let join_failure = Arc::new(std::sync::Mutex::new(None));
+    let join_failure = Arc::new(parking_lot::Mutex::new(None));
     let stop = {
         let join_failure = Arc::clone(&join_failure);
         async move {
             tokio::select! {
                 () = shutdown => {}
                 Ok(why) = join_failed => {
-                    *join_failure.lock().expect("not poisoned") = Some(why);
+                    *join_failure.lock() = Some(why);
                 }
             }
         }
@@ -179,7 +179,7 @@ pub async fn serve(
     drop(cleaner);
     store.checkpoint()?;
     info!("stopped");
-    let failure = join_failure.lock().expect("not poisoned").take();
+    let failure = join_failure.lock().take();
     match failure {
         Some(why) => Err(ServerError::Join(why)),
         None => Ok(()),

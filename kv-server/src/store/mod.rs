@@ -22,11 +22,12 @@ pub mod view;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{RecvTimeoutError, SyncSender};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use compaction::{Topic, TopicConfig};
 use openraft::EntryPayload;
+use parking_lot::Mutex;
 use tracing::{info, warn};
 
 use crate::error::StoreError;
@@ -241,7 +242,7 @@ impl Store {
     /// sealed was appended to the topic before, so the topic's fsync covers
     /// them, and the view writes no more than was sealed.
     pub fn checkpoint(&self) -> Result<(), StoreError> {
-        let _turn = self.writing_out.lock().expect("not poisoned");
+        let _turn = self.writing_out.lock();
         self.view.seal();
         self.topic.sync()?;
         self.view.flush()?;
@@ -305,7 +306,7 @@ impl Store {
         membership: StoredMembership,
     ) -> Result<u64, StoreError> {
         let started = std::time::Instant::now();
-        let _turn = self.writing_out.lock().expect("not poisoned");
+        let _turn = self.writing_out.lock();
         self.view.clear()?;
         self.view.set_rebuilding(true)?;
         let mut replayed = 0u64;

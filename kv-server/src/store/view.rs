@@ -31,7 +31,9 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -157,7 +159,7 @@ impl View {
     /// The value under the raw key `raw`: unwritten changes first, then sled.
     fn raw_get(&self, raw: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         {
-            let layers = self.layers.read().expect("not poisoned");
+            let layers = self.layers.read();
             if let Some(value) = layers.active.get(raw).or_else(|| layers.sealed.get(raw)) {
                 return Ok(value.clone());
             }
@@ -175,7 +177,7 @@ impl View {
     ) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>> + 'a {
         let mut overlay = Unwritten::new();
         {
-            let layers = self.layers.read().expect("not poisoned");
+            let layers = self.layers.read();
             // The sealed layer first: the active one is newer.
             for layer in [&*layers.sealed, &layers.active] {
                 let range = layer
@@ -289,7 +291,7 @@ impl View {
     /// sled whole, with the batches committed after it up to the next seal.
     /// Returns how many changes are not sealed yet.
     pub fn commit(&self, batch: ViewBatch<'_>) -> usize {
-        let mut layers = self.layers.write().expect("not poisoned");
+        let mut layers = self.layers.write();
         layers.active.extend(batch.pending);
         layers.active.len()
     }
@@ -297,7 +299,7 @@ impl View {
     /// Seals what was committed so far: the next [`View::flush`] writes it
     /// and nothing committed after.
     pub fn seal(&self) {
-        let mut layers = self.layers.write().expect("not poisoned");
+        let mut layers = self.layers.write();
         let active = std::mem::take(&mut layers.active);
         if layers.sealed.is_empty() {
             layers.sealed = Arc::new(active);
@@ -310,7 +312,7 @@ impl View {
     /// Writes the sealed changes to sled in one batch and makes them durable.
     /// Those who write the view out (checkpoint, rebuild) take turns.
     pub fn flush(&self) -> Result<(), StoreError> {
-        let sealed = Arc::clone(&self.layers.read().expect("not poisoned").sealed);
+        let sealed = Arc::clone(&self.layers.read().sealed);
         if !sealed.is_empty() && self.rebuilding.load(Ordering::Acquire) {
             // A rebuild needs no atomic batch (the marker makes a crash
             // start it over): the keys go in on every core.
@@ -338,7 +340,7 @@ impl View {
                     .into_iter()
                     .try_for_each(|writer| writer.join().expect("a view writer does not panic"))
             })?;
-            self.layers.write().expect("not poisoned").sealed = Arc::default();
+            self.layers.write().sealed = Arc::default();
         } else if !sealed.is_empty() {
             let mut batch = sled::Batch::default();
             for (raw, value) in sealed.iter() {
@@ -348,7 +350,7 @@ impl View {
                 }
             }
             self.db.apply_batch(batch)?;
-            self.layers.write().expect("not poisoned").sealed = Arc::default();
+            self.layers.write().sealed = Arc::default();
         }
         self.db.flush()?;
         Ok(())
@@ -381,7 +383,7 @@ impl View {
 
     /// Removes everything (before a rebuild or a snapshot install).
     pub fn clear(&self) -> Result<(), StoreError> {
-        *self.layers.write().expect("not poisoned") = Layers::default();
+        *self.layers.write() = Layers::default();
         self.db.clear()?;
         Ok(())
     }
