@@ -25,7 +25,7 @@ use std::sync::mpsc::{RecvTimeoutError, SyncSender};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use compaction::{Topic, TopicConfig};
+use compaction::{fsutil, Topic, TopicConfig};
 use openraft::EntryPayload;
 use parking_lot::Mutex;
 use tracing::{info, warn};
@@ -34,7 +34,7 @@ use crate::error::StoreError;
 use crate::store::apply::{apply_command, replay_record};
 use crate::store::log_store::LogStore;
 use crate::store::record::WriteRecord;
-use crate::store::snapshot::{installing_marker, sync_dir, write_synced, SnapshotFile};
+use crate::store::snapshot::{installing_marker, SnapshotFile};
 use crate::store::view::View;
 use crate::types::{CommandResult, Entry, LogId, Revision, StoredMembership};
 use crate::watch::WatchRegistry;
@@ -58,9 +58,7 @@ pub fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
 pub async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|join| StoreError::Corrupt(format!("a storage task failed: {join}")))?
+    tokio::task::spawn_blocking(work).await?
 }
 
 /// Records replayed into the view's in-memory layer per commit.
@@ -151,9 +149,9 @@ impl Store {
         };
         if installing_marker(&dirs.snapshot).exists() {
             let snapshot = SnapshotFile::load(&dirs.snapshot)?.ok_or_else(|| {
-                StoreError::Corrupt(
-                    "a snapshot install was interrupted but no snapshot is stored".into(),
-                )
+                StoreError::InstallWithoutSnapshot {
+                    marker: installing_marker(&dirs.snapshot),
+                }
             })?;
             info!("finishing an interrupted snapshot install");
             store.install(&snapshot)?;
@@ -284,8 +282,8 @@ impl Store {
     pub fn install(&self, snapshot: &SnapshotFile) -> Result<(), StoreError> {
         let marker = installing_marker(&self.snapshot_dir);
         snapshot.store(&self.snapshot_dir)?;
-        write_synced(&marker, b"")?;
-        sync_dir(&self.snapshot_dir)?;
+        fsutil::write_synced(&marker, b"")?;
+        fsutil::fsync_dir(&self.snapshot_dir)?;
         let meta = &snapshot.header.meta;
         let end = meta.last_log_id.map_or(0, |id| id.index);
         self.topic
@@ -360,9 +358,10 @@ impl Store {
         if applied.index <= topic_end {
             return Ok(false);
         }
+        let (first, last) = (topic_end + 1, applied.index);
         let entries = log
-            .entries(topic_end + 1..=applied.index)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            .entries(first..=last)
+            .map_err(StoreError::raft_log_read(first, last))?;
         Ok(entries
             .iter()
             .any(|entry| matches!(entry.payload, EntryPayload::Normal(_))))
@@ -387,11 +386,11 @@ impl Store {
             _ => {
                 let applied = match topic_end {
                     0 => None,
-                    index => Some(log.log_id_at(index).map_err(|e| StoreError::Corrupt(e.to_string()))?.ok_or_else(|| {
-                        StoreError::Corrupt(format!(
-                            "the topic ends at {index} but neither the raft log nor a snapshot has that entry"
-                        ))
-                    })?),
+                    index => Some(
+                        log.log_id_at(index)
+                            .map_err(StoreError::raft_log_read(index, index))?
+                            .ok_or(StoreError::TopicEndNotInLog { index })?,
+                    ),
                 };
                 let membership = snapshot_meta
                     .as_ref()
@@ -410,7 +409,7 @@ impl Store {
             };
             let entries = log
                 .entries(first..=applied.index)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                .map_err(StoreError::raft_log_read(first, applied.index))?;
             for entry in entries {
                 if let EntryPayload::Membership(config) = entry.payload {
                     membership = StoredMembership::new(Some(entry.log_id), config);
