@@ -21,7 +21,7 @@ pub mod view;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -227,7 +227,12 @@ impl Store {
             self.checkpoint()?;
         } else if unsealed >= CHECKPOINT_CHANGES {
             if let Some(checkpointer) = self.checkpointer.get() {
-                let _ = checkpointer.try_send(());
+                // A full channel already holds a wake-up. A closed one means
+                // the thread has stopped; the inline checkpoint above still
+                // bounds the view's memory.
+                if let Err(TrySendError::Disconnected(())) = checkpointer.try_send(()) {
+                    warn!("the view checkpointer has stopped; checkpointing inline only");
+                }
             }
         }
         Ok(results)

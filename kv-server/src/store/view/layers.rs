@@ -115,10 +115,8 @@ where
         loop {
             let from_overlay = match (self.stored.peek(), self.overlay.peek()) {
                 (None, None) => return None,
-                (Some(Err(_)), _) => {
-                    let error = self.stored.next()?.err()?;
-                    return Some(Err(error.into()));
-                }
+                // sled's error is yielded below.
+                (Some(Err(_)), _) => false,
                 (None, Some(_)) => true,
                 (Some(_), None) => false,
                 (Some(Ok((stored, _))), Some((unwritten, _))) => {
@@ -138,8 +136,12 @@ where
                     None => continue,
                 }
             }
-            let (raw, value) = self.stored.next()?.ok()?;
-            return Some(Ok((raw.to_vec(), value.to_vec())));
+            let stored = self.stored.next()?;
+            return Some(
+                stored
+                    .map(|(raw, value)| (raw.to_vec(), value.to_vec()))
+                    .map_err(StoreError::from),
+            );
         }
     }
 }
