@@ -81,9 +81,7 @@ pub enum StoreError {
     },
     /// The topic ends at a log index that neither the raft log nor the
     /// snapshot knows: the view cannot be given an applied log id.
-    #[error(
-        "the topic ends at {index} but neither the raft log nor a snapshot has that entry"
-    )]
+    #[error("the topic ends at {index} but neither the raft log nor a snapshot has that entry")]
     TopicEndNotInLog {
         /// The topic's last offset.
         index: u64,

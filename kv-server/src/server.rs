@@ -39,13 +39,13 @@ pub enum ServerError {
     },
     /// openraft refused the raft settings derived from the configuration.
     #[error("raft: invalid settings: {0}")]
-    RaftConfig(#[from] openraft::ConfigError),
+    RaftConfig(#[source] Box<openraft::ConfigError>),
     /// Raft stopped with a fatal error while starting.
     #[error("raft: {0}")]
-    Raft(#[from] Fatal<NodeId>),
+    Raft(#[source] Box<Fatal<NodeId>>),
     /// Raft could not initialize the cluster.
     #[error("raft: cannot form the cluster: {0}")]
-    Initialize(#[from] RaftError<NodeId, InitializeError<NodeId, Node>>),
+    Initialize(#[source] Box<RaftError<NodeId, InitializeError<NodeId, Node>>>),
     /// The HTTP client for the other nodes could not be built.
     #[error("raft: cannot build the HTTP client: {0}")]
     PeerClient(#[source] reqwest::Error),
@@ -58,6 +58,25 @@ pub enum ServerError {
     /// The node could not join the cluster named by `--join`.
     #[error("join: {0}")]
     Join(#[from] JoinError),
+}
+
+// openraft's errors are large; boxed, they keep every `Result` small.
+impl From<openraft::ConfigError> for ServerError {
+    fn from(error: openraft::ConfigError) -> Self {
+        ServerError::RaftConfig(Box::new(error))
+    }
+}
+
+impl From<Fatal<NodeId>> for ServerError {
+    fn from(error: Fatal<NodeId>) -> Self {
+        ServerError::Raft(Box::new(error))
+    }
+}
+
+impl From<RaftError<NodeId, InitializeError<NodeId, Node>>> for ServerError {
+    fn from(error: RaftError<NodeId, InitializeError<NodeId, Node>>) -> Self {
+        ServerError::Initialize(Box::new(error))
+    }
 }
 
 /// Why a node started with `--join` gave up joining.

@@ -238,19 +238,54 @@ mod tests {
     fn conditions_decide_whether_a_put_or_delete_applies() {
         use Condition::{Absent, Always, ModRevision};
         let cases = [
-            (false, put(Always), written(REVISION, 1, true), Some(REVISION)),
-            (true, put(Always), written(REVISION, 2, false), Some(REVISION)),
-            (false, put(Absent), written(REVISION, 1, true), Some(REVISION)),
+            (
+                false,
+                put(Always),
+                written(REVISION, 1, true),
+                Some(REVISION),
+            ),
+            (
+                true,
+                put(Always),
+                written(REVISION, 2, false),
+                Some(REVISION),
+            ),
+            (
+                false,
+                put(Absent),
+                written(REVISION, 1, true),
+                Some(REVISION),
+            ),
             (true, put(Absent), failed(Some(EXISTING)), Some(EXISTING)),
-            (true, put(ModRevision(EXISTING)), written(REVISION, 2, false), Some(REVISION)),
-            (true, put(ModRevision(EXISTING - 1)), failed(Some(EXISTING)), Some(EXISTING)),
+            (
+                true,
+                put(ModRevision(EXISTING)),
+                written(REVISION, 2, false),
+                Some(REVISION),
+            ),
+            (
+                true,
+                put(ModRevision(EXISTING - 1)),
+                failed(Some(EXISTING)),
+                Some(EXISTING),
+            ),
             (false, put(ModRevision(EXISTING)), failed(None), None),
             (true, delete(Always), written(REVISION, 0, false), None),
             (false, delete(Always), CommandResult::NotFound, None),
             (true, delete(Absent), failed(Some(EXISTING)), Some(EXISTING)),
             (false, delete(Absent), CommandResult::NotFound, None),
-            (true, delete(ModRevision(EXISTING)), written(REVISION, 0, false), None),
-            (true, delete(ModRevision(EXISTING + 1)), failed(Some(EXISTING)), Some(EXISTING)),
+            (
+                true,
+                delete(ModRevision(EXISTING)),
+                written(REVISION, 0, false),
+                None,
+            ),
+            (
+                true,
+                delete(ModRevision(EXISTING + 1)),
+                failed(Some(EXISTING)),
+                Some(EXISTING),
+            ),
             (false, delete(ModRevision(EXISTING)), failed(None), None),
         ];
         for (exists, op, result, mod_revision_after) in cases {
@@ -264,7 +299,11 @@ mod tests {
             let wrote = matches!(result, CommandResult::Written { .. });
             assert_eq!(applied.record.is_some(), wrote, "{case}");
             let after = view.get("k").expect("reads");
-            assert_eq!(after.as_ref().map(|entry| entry.mod_revision), mod_revision_after, "{case}");
+            assert_eq!(
+                after.as_ref().map(|entry| entry.mod_revision),
+                mod_revision_after,
+                "{case}"
+            );
             if let Some(entry) = after.filter(|_| exists) {
                 // A key that existed keeps the revision that created it.
                 assert_eq!(entry.create_revision, EXISTING, "{case}");
@@ -288,10 +327,18 @@ mod tests {
             let case = format!("retry {retry_after_ms} ms later");
             let (_dir, view) = open_view();
             let id = Some(Uuid::new_v4());
-            let first = apply(&view, EXISTING, &command(NOW_MS, id, put(Condition::Always)));
+            let first = apply(
+                &view,
+                EXISTING,
+                &command(NOW_MS, id, put(Condition::Always)),
+            );
             assert_eq!(first.result, written(EXISTING, 1, true), "{case}");
             let retry_ms = NOW_MS + retry_after_ms;
-            let retry = apply(&view, REVISION, &command(retry_ms, id, put(Condition::Always)));
+            let retry = apply(
+                &view,
+                REVISION,
+                &command(retry_ms, id, put(Condition::Always)),
+            );
             let entry = view.get("k").expect("reads").expect("the key exists");
             if deduplicated {
                 assert_eq!(retry.result, first.result, "{case}");
@@ -311,7 +358,11 @@ mod tests {
     fn a_write_that_did_not_apply_is_evaluated_again_on_retry() {
         let (_dir, view) = open_view();
         let id = Some(Uuid::new_v4());
-        apply(&view, EXISTING, &command(NOW_MS, None, put(Condition::Always)));
+        apply(
+            &view,
+            EXISTING,
+            &command(NOW_MS, None, put(Condition::Always)),
+        );
         let first = apply(&view, 6, &command(NOW_MS, id, put(Condition::Absent)));
         assert_eq!(first.result, failed(Some(EXISTING)));
         apply(&view, 7, &command(NOW_MS, None, delete(Condition::Always)));
@@ -354,7 +405,11 @@ mod tests {
     fn replaying_a_record_restores_the_entry_and_the_remembered_result() {
         let (_dir, view) = open_view();
         let id = Uuid::new_v4();
-        let applied = apply(&view, EXISTING, &command(NOW_MS, Some(id), put(Condition::Always)));
+        let applied = apply(
+            &view,
+            EXISTING,
+            &command(NOW_MS, Some(id), put(Condition::Always)),
+        );
         let record = applied.record.expect("a put writes a record");
 
         let (_dir, replayed) = open_view();

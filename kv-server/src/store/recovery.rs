@@ -360,8 +360,8 @@ mod tests {
                     },
                     tombstone_floor: 0,
                 };
-                let snapshot = SnapshotFile::build(header, store.topic.read_from(0), None)
-                    .expect("builds");
+                let snapshot =
+                    SnapshotFile::build(header, store.topic.read_from(0), None).expect("builds");
                 snapshot.store(&store.snapshot_dir).expect("stores");
             });
         }
@@ -439,8 +439,16 @@ mod tests {
         use Recovery::*;
         type Setup = fn(&NodeFiles);
         let cases: [(&str, Setup, Outcome); 6] = [
-            ("parts agree", |_| {}, outcome(Nothing, APPLIED, true, APPLIED)),
-            ("view missing", view_missing, outcome(ViewMissing, APPLIED, false, APPLIED)),
+            (
+                "parts agree",
+                |_| {},
+                outcome(Nothing, APPLIED, true, APPLIED),
+            ),
+            (
+                "view missing",
+                view_missing,
+                outcome(ViewMissing, APPLIED, false, APPLIED),
+            ),
             (
                 "rebuild interrupted",
                 rebuild_interrupted,
@@ -471,7 +479,9 @@ mod tests {
                 recovery,
                 revision: store.revision(),
                 planted_kept: holds(PLANTED),
-                keys: (1..=APPLIED + 1).filter(|index| holds(&key(*index))).collect(),
+                keys: (1..=APPLIED + 1)
+                    .filter(|index| holds(&key(*index)))
+                    .collect(),
             };
             assert_eq!(actual, expected, "{case}");
             let (applied, membership) = store.view.applied_state().expect("reads");

@@ -137,26 +137,30 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // Called between applies: the applied state and the topic agree
         // here, and the reader pins the segments as they are now. This call
         // cannot fail; a failed read of the view fails the build instead.
-        let start = self.store.view.applied_state().map(|(applied, membership)| {
-            let snapshot_id = match applied {
-                Some(id) => format!(
-                    "{}-{}-{}",
-                    id.leader_id.term,
-                    id.index,
-                    crate::clock::now_ms()
-                ),
-                None => format!("0-0-{}", crate::clock::now_ms()),
-            };
-            let header = SnapshotHeader {
-                meta: SnapshotMeta {
-                    last_log_id: applied,
-                    last_membership: membership,
-                    snapshot_id,
-                },
-                tombstone_floor: self.store.topic.tombstone_floor(),
-            };
-            (header, self.store.topic.read_from(0))
-        });
+        let start = self
+            .store
+            .view
+            .applied_state()
+            .map(|(applied, membership)| {
+                let snapshot_id = match applied {
+                    Some(id) => format!(
+                        "{}-{}-{}",
+                        id.leader_id.term,
+                        id.index,
+                        crate::clock::now_ms()
+                    ),
+                    None => format!("0-0-{}", crate::clock::now_ms()),
+                };
+                let header = SnapshotHeader {
+                    meta: SnapshotMeta {
+                        last_log_id: applied,
+                        last_membership: membership,
+                        snapshot_id,
+                    },
+                    tombstone_floor: self.store.topic.tombstone_floor(),
+                };
+                (header, self.store.topic.read_from(0))
+            });
         SnapshotBuilder {
             store: Arc::clone(&self.store),
             start: Some(start),

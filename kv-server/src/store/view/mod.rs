@@ -37,8 +37,8 @@ use crate::types::{LogId, StoredMembership};
 use layers::{Layers, MergedScan, Unwritten};
 use layout::{
     decode_applied, decode_idempotent_write, decode_membership, encode_applied,
-    encode_idempotent_write, encode_membership, entry_key, expiry_id, expiry_key,
-    idempotency_key, user_key, APPLIED_KEY, EXPIRY_PREFIX, MEMBERSHIP_KEY, REBUILDING_KEY,
+    encode_idempotent_write, encode_membership, entry_key, expiry_id, expiry_key, idempotency_key,
+    user_key, APPLIED_KEY, EXPIRY_PREFIX, MEMBERSHIP_KEY, REBUILDING_KEY,
 };
 
 /// The sled view.
