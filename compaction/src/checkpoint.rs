@@ -55,7 +55,7 @@ impl Checkpoint {
     /// Writes the checkpoint of `dir` atomically.
     pub fn store(&self, dir: &Path) -> Result<()> {
         let bytes = serde_json::to_vec(self).expect("a checkpoint always serializes");
-        write_atomic(&dir.join(CHECKPOINT_FILE), &bytes)
+        Ok(write_atomic(&dir.join(CHECKPOINT_FILE), &bytes)?)
     }
 
     /// When the record at `offset` became clean, if it has.

@@ -69,6 +69,16 @@ pub enum Error {
     Config(String),
 }
 
+impl From<crate::fsutil::FileError> for Error {
+    fn from(error: crate::fsutil::FileError) -> Self {
+        Error::Io {
+            op: error.op,
+            path: error.path,
+            source: error.source,
+        }
+    }
+}
+
 /// Result alias for the compacted topic.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -20,6 +20,10 @@
 //! torn tail of the active segment is truncated; a bad record anywhere else
 //! is an [`Error::Corrupt`] naming the file and byte position.
 //!
+//! [`fsutil`] holds the crash-safe file-system steps the topic is built
+//! from (write atomically, fsync a directory); the server uses them for its
+//! own files too.
+//!
 //! ```
 //! use compaction::{Record, Topic, TopicConfig};
 //!
@@ -46,7 +50,7 @@ mod checkpoint;
 mod cleaner;
 mod config;
 mod error;
-mod fsutil;
+pub mod fsutil;
 mod index;
 mod reader;
 mod record;

@@ -250,7 +250,7 @@ impl Segment {
     pub fn seal(&self) -> Result<()> {
         self.sync()?;
         let bytes = self.read_state().index.to_bytes();
-        write_synced(&self.index_path, &bytes)
+        Ok(write_synced(&self.index_path, &bytes)?)
     }
 
     /// Scans the whole log, truncating a torn tail: the active segment may

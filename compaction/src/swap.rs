@@ -84,5 +84,5 @@ fn apply(dir: &Path, plan: &SwapPlan) -> Result<()> {
     fsync_dir(dir)?;
     plan.checkpoint.store(dir)?;
     remove_if_exists(&dir.join(SWAP_MARKER_FILE))?;
-    fsync_dir(dir)
+    Ok(fsync_dir(dir)?)
 }

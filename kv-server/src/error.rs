@@ -1,14 +1,22 @@
 //! Errors of the server's storage layer. The HTTP layer maps every error to
 //! a status in one place (`api/error.rs`).
+//!
+//! Each variant says what failed and where (file, sled key, topic offset,
+//! log index), so an operator can act on the message alone. The `Corrupt…`
+//! variants are kept for data that is really damaged; a stopped task or an
+//! unreadable raft log has its own variant.
 
 use std::path::PathBuf;
 
+use compaction::fsutil::FileError;
+
 use crate::store::log_frame::{FrameDamage, FrameKind};
-use crate::types::LogId;
+use crate::types::{LogId, StorageError};
 
 /// What can go wrong in the raft log store, the view or the topic.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    // Files and databases.
     /// sled could not open a database.
     #[error("cannot open sled database {path}: {source}")]
     Sled {
@@ -99,9 +107,64 @@ pub enum StoreError {
         /// The operating system's error.
         source: std::io::Error,
     },
-    /// Stored data does not decode.
-    #[error("corrupt store data: {0}")]
-    Corrupt(String),
+
+    // Damaged data.
+    /// A value stored in the view does not decode.
+    #[error("view entry {key} is corrupt: {reason}")]
+    CorruptViewEntry {
+        /// The sled key, printable: `k<key>`, `i<uuid>`, `q<ms>/<uuid>`,
+        /// `m:applied`, `m:membership`.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A topic record was not written by [`crate::store::record`]'s encoding.
+    #[error("topic record at offset {offset} is corrupt: {reason}")]
+    CorruptRecord {
+        /// The record's offset (its raft log index).
+        offset: u64,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A snapshot's bytes do not decode.
+    #[error("snapshot {name} is corrupt: {reason}")]
+    CorruptSnapshot {
+        /// The snapshot's file or id.
+        name: String,
+        /// What is wrong with it, and at which byte.
+        reason: String,
+    },
+
+    // Recovery at open.
+    /// The install marker says an install was under way, but the snapshot
+    /// it was installing is not there to finish it.
+    #[error("a snapshot install was interrupted ({marker} exists) but no snapshot is stored")]
+    InstallWithoutSnapshot {
+        /// The install marker.
+        marker: PathBuf,
+    },
+    /// The topic ends at a log index that neither the raft log nor the
+    /// snapshot knows: the view cannot be given an applied log id.
+    #[error("the topic ends at {index} but neither the raft log nor a snapshot has that entry")]
+    TopicEndNotInLog {
+        /// The topic's last offset.
+        index: u64,
+    },
+    /// The raft log could not be read while the store decided how to recover.
+    #[error("cannot read raft log entries {first}..={last}: {source}")]
+    RaftLogRead {
+        /// First index asked for.
+        first: u64,
+        /// Last index asked for.
+        last: u64,
+        /// openraft's storage error.
+        source: Box<StorageError>,
+    },
+
+    // Tasks.
+    /// A storage task on the blocking pool panicked or was cancelled.
+    #[error("a storage task on the blocking pool failed: {0}")]
+    TaskFailed(#[from] tokio::task::JoinError),
 }
 
 impl StoreError {
@@ -109,5 +172,24 @@ impl StoreError {
     pub fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();
         move |source| StoreError::Io { op, path, source }
+    }
+
+    /// Wraps a failed raft log read of `first..=last`.
+    pub fn raft_log_read(first: u64, last: u64) -> impl FnOnce(StorageError) -> Self {
+        move |source| StoreError::RaftLogRead {
+            first,
+            last,
+            source: Box::new(source),
+        }
+    }
+}
+
+impl From<FileError> for StoreError {
+    fn from(error: FileError) -> Self {
+        StoreError::Io {
+            op: error.op,
+            path: error.path,
+            source: error.source,
+        }
     }
 }

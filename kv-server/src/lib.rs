@@ -1,16 +1,17 @@
 //! One node of openmessaging-kv: Raft (openraft) over the compacted topic,
 //! the sled view, watches and the HTTP/JSON API.
 //!
-//! * [`types`] — the Raft type configuration and the commands.
-//! * [`store`] — the raft log store, the state machine (topic + view),
+//! * `types` — the Raft type configuration and the commands.
+//! * `store` — the raft log store, the state machine (topic + view),
 //!   snapshots in the topic's segment format.
-//! * [`watch`] — the long-poll registry.
-//! * [`network`] — Raft RPC to other nodes over HTTP.
-//! * [`read_index`] — read-index rounds shared by concurrent reads.
-//! * [`api`] — the axum routers, one module per area.
-//! * [`http`] — HTTP/1.1 and HTTP/2 serving with graceful shutdown.
+//! * `watch` — the long-poll registry.
+//! * `network` — Raft RPC to other nodes over HTTP.
+//! * `read_index` — read-index rounds shared by concurrent reads.
+//! * `api` — the axum routers, one module per area.
+//! * `http` — HTTP/1.1 and HTTP/2 serving with graceful shutdown.
 //! * [`server`] — start-up and shutdown.
-//! * [`crash`] — named crash points for the fault tests.
+//! * `crash` — named crash points for the fault tests.
+//! * `clock` — the wall clock that stamps commands.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), kv_server::server::ServerError> {
@@ -20,16 +21,16 @@
 //! # }
 //! ```
 
-pub mod api;
-pub mod clock;
+pub(crate) mod api;
+pub(crate) mod clock;
 pub mod config;
-pub mod crash;
+pub(crate) mod crash;
 pub mod error;
-pub mod http;
-pub mod metrics;
-pub mod network;
-pub mod read_index;
+pub(crate) mod http;
+pub(crate) mod metrics;
+pub(crate) mod network;
+pub(crate) mod read_index;
 pub mod server;
-pub mod store;
-pub mod types;
-pub mod watch;
+pub(crate) mod store;
+pub(crate) mod types;
+pub(crate) mod watch;

@@ -9,10 +9,11 @@
 //! and on each follower ([`RemoteReadIndexRounds`]) alike.
 
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{CheckIsLeaderError, RaftError};
+use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 use crate::types::{LogId, Node, NodeId, Raft};
@@ -64,7 +65,7 @@ impl<Q: Send + 'static, A: Clone + Send + 'static> SharedRounds<Q, A> {
     {
         let (answer, answered) = oneshot::channel();
         let start = {
-            let mut waiting = self.waiting.lock().expect("not poisoned");
+            let mut waiting = self.waiting.lock();
             waiting.waiting.push((question, answer));
             !std::mem::replace(&mut waiting.running, true)
         };
@@ -84,7 +85,7 @@ where
 {
     loop {
         let mut asked = {
-            let mut waiting = waiting.lock().expect("not poisoned");
+            let mut waiting = waiting.lock();
             if waiting.waiting.is_empty() {
                 waiting.running = false;
                 return;

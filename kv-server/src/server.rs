@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use compaction::CleanerHandle;
-use openraft::error::{InitializeError, RaftError};
+use openraft::error::{Fatal, InitializeError, RaftError};
 use openraft::SnapshotPolicy;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
@@ -22,6 +22,11 @@ use crate::types::{Node, NodeId, Raft};
 const SNAPSHOT_SEND_TIMEOUT_MS: u64 = 120_000;
 /// How long a joining node keeps asking to be added.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(600);
+/// Pauses between a joining node's attempts: growing from the first to the last.
+const JOIN_RETRY_FIRST: Duration = Duration::from_millis(200);
+const JOIN_RETRY_MAX: Duration = Duration::from_secs(5);
+/// Time one join request is given beyond the leader's catch-up wait.
+const JOIN_REQUEST_SLACK: Duration = Duration::from_secs(30);
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -37,15 +42,75 @@ pub enum ServerError {
         /// Why.
         source: std::io::Error,
     },
-    /// Raft could not start or initialize.
+    /// openraft refused the raft settings derived from the configuration.
+    #[error("raft: invalid settings: {0}")]
+    RaftConfig(#[source] Box<openraft::ConfigError>),
+    /// Raft stopped with a fatal error while starting.
     #[error("raft: {0}")]
-    Raft(String),
-    /// The configuration is not usable.
+    Raft(#[source] Box<Fatal<NodeId>>),
+    /// Raft could not initialize the cluster.
+    #[error("raft: cannot form the cluster: {0}")]
+    Initialize(#[source] Box<RaftError<NodeId, InitializeError<NodeId, Node>>>),
+    /// The HTTP client for the other nodes could not be built.
+    #[error("raft: cannot build the HTTP client: {0}")]
+    PeerClient(#[source] reqwest::Error),
+    /// The flags or variables are not usable (the reason names the flag).
     #[error("configuration: {0}")]
     Config(String),
+    /// The cleaner's thread could not be started.
+    #[error("configuration: cannot start the cleaner thread: {0}")]
+    CleanerThread(#[source] std::io::Error),
     /// The node could not join the cluster named by `--join`.
     #[error("join: {0}")]
-    Join(String),
+    Join(#[from] JoinError),
+}
+
+// openraft's errors are large; boxed, they keep every `Result` small.
+impl From<openraft::ConfigError> for ServerError {
+    fn from(error: openraft::ConfigError) -> Self {
+        ServerError::RaftConfig(Box::new(error))
+    }
+}
+
+impl From<Fatal<NodeId>> for ServerError {
+    fn from(error: Fatal<NodeId>) -> Self {
+        ServerError::Raft(Box::new(error))
+    }
+}
+
+impl From<RaftError<NodeId, InitializeError<NodeId, Node>>> for ServerError {
+    fn from(error: RaftError<NodeId, InitializeError<NodeId, Node>>) -> Self {
+        ServerError::Initialize(Box::new(error))
+    }
+}
+
+/// Why a node started with `--join` gave up joining.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    /// The cluster answered with a refusal that retrying cannot change.
+    #[error("the cluster at {url} refused to add node {node_id}: {status} {body}")]
+    Refused {
+        /// The member asked.
+        url: String,
+        /// This node.
+        node_id: NodeId,
+        /// The answer's status.
+        status: reqwest::StatusCode,
+        /// The answer's body.
+        body: String,
+    },
+    /// No attempt succeeded before the deadline.
+    #[error("could not join the cluster at {url} within {timeout:?} ({attempts} attempts); last: {last}")]
+    TimedOut {
+        /// The member asked.
+        url: String,
+        /// How long the node kept trying.
+        timeout: Duration,
+        /// How many requests it sent.
+        attempts: u32,
+        /// Why the last attempt failed.
+        last: String,
+    },
 }
 
 /// Runs a node until `shutdown` resolves, then stops gracefully: in-flight
@@ -79,7 +144,7 @@ pub async fn serve(
         Arc::clone(&store.topic),
         Duration::from_millis(config.cleaner_interval_ms),
     )
-    .map_err(|error| ServerError::Config(format!("cannot start the cleaner thread: {error}")))?;
+    .map_err(ServerError::CleanerThread)?;
     let cleaner = Arc::new(cleaner);
 
     let raft_config = openraft::Config {
@@ -94,26 +159,22 @@ pub async fn serve(
         max_in_snapshot_log_to_keep: config.snapshot_catchup_entries,
         ..openraft::Config::default()
     }
-    .validate()
-    .map_err(|error| ServerError::Raft(error.to_string()))?;
-    let http_error =
-        |error: reqwest::Error| ServerError::Raft(format!("cannot build the HTTP client: {error}"));
+    .validate()?;
     let peers_http = reqwest::Client::builder()
         .no_proxy()
-        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_idle_timeout(crate::network::POOL_IDLE_TIMEOUT)
         .build()
-        .map_err(http_error)?;
+        .map_err(ServerError::PeerClient)?;
     let log_for_close = log.clone();
     let durability = log.durability();
     let raft = Raft::new(
         config.node_id,
         Arc::new(raft_config),
-        Network::new(config.node_id, durability.clone()).map_err(http_error)?,
+        Network::new(config.node_id, durability.clone()).map_err(ServerError::PeerClient)?,
         log,
         StateMachine::new(Arc::clone(&store), durability),
     )
-    .await
-    .map_err(|error| ServerError::Raft(error.to_string()))?;
+    .await?;
 
     let listener =
         TcpListener::bind(config.listen)
@@ -122,10 +183,7 @@ pub async fn serve(
                 addr: config.listen,
                 source,
             })?;
-    let initialized = raft
-        .is_initialized()
-        .await
-        .map_err(|error| ServerError::Raft(error.to_string()))?;
+    let initialized = raft.is_initialized().await?;
     if !initialized {
         initialize(&raft, &config, &peers, join.is_some()).await?;
     }
@@ -147,7 +205,7 @@ pub async fn serve(
         data_dir = %config.data_dir.display(),
         "serving"
     );
-    let (join_failed_tx, join_failed) = tokio::sync::oneshot::channel::<String>();
+    let (join_failed_tx, join_failed) = tokio::sync::oneshot::channel::<JoinError>();
     if let (Some(url), false) = (join, initialized) {
         let node = Node {
             addr: config.advertise_url(),
@@ -160,26 +218,29 @@ pub async fn serve(
             join_failed_tx,
         ));
     }
-    let join_failure = Arc::new(std::sync::Mutex::new(None));
+    let join_failure = Arc::new(parking_lot::Mutex::new(None));
     let stop = {
         let join_failure = Arc::clone(&join_failure);
         async move {
             tokio::select! {
                 () = shutdown => {}
                 Ok(why) = join_failed => {
-                    *join_failure.lock().expect("not poisoned") = Some(why);
+                    *join_failure.lock() = Some(why);
                 }
             }
         }
     };
     crate::http::serve(listener, router(state), stop).await;
     info!("shutting down");
-    let _ = raft.shutdown().await;
+    if let Err(error) = raft.shutdown().await {
+        // The node is stopping anyway; the storage is still closed below.
+        warn!(%error, "raft did not shut down cleanly");
+    }
     log_for_close.close().await?;
     drop(cleaner);
     store.checkpoint()?;
     info!("stopped");
-    let failure = join_failure.lock().expect("not poisoned").take();
+    let failure = join_failure.lock().take();
     match failure {
         Some(why) => Err(ServerError::Join(why)),
         None => Ok(()),
@@ -232,7 +293,7 @@ async fn initialize(
             Ok(())
         }
         Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
-        Err(error) => Err(ServerError::Raft(error.to_string())),
+        Err(error) => Err(error.into()),
     }
 }
 
@@ -244,18 +305,22 @@ async fn join_cluster(
     url: String,
     node_id: NodeId,
     node: Node,
-    failed: tokio::sync::oneshot::Sender<String>,
+    failed: tokio::sync::oneshot::Sender<JoinError>,
 ) {
     let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
-    let body = serde_json::json!({ "id": node_id, "addr": node.addr, "voter": true });
-    let mut pause = Duration::from_millis(200);
+    let body = schemas::api::AddMember {
+        id: node_id,
+        addr: node.addr.clone(),
+        voter: true,
+    };
+    let mut pause = JOIN_RETRY_FIRST;
     let mut attempt = 0u32;
     let why = loop {
         attempt += 1;
         let reply = http
             .post(format!("{url}/v1/cluster/members"))
             .json(&body)
-            .timeout(crate::api::cluster::CATCH_UP_TIMEOUT + Duration::from_secs(30))
+            .timeout(crate::api::cluster::CATCH_UP_TIMEOUT + JOIN_REQUEST_SLACK)
             .send()
             .await;
         let retry_because = match reply {
@@ -265,27 +330,37 @@ async fn join_cluster(
             }
             Ok(response) => {
                 let status = response.status();
-                let text = response.text().await.unwrap_or_default();
+                let text = response
+                    .text()
+                    .await
+                    .unwrap_or_else(|error| format!("(unreadable body: {error})"));
                 let retryable = status.is_server_error() || status == reqwest::StatusCode::CONFLICT;
                 if !retryable {
-                    break format!(
-                        "the cluster at {url} refused to add node {node_id}: {status} {text}"
-                    );
+                    break JoinError::Refused {
+                        url,
+                        node_id,
+                        status,
+                        body: text,
+                    };
                 }
                 format!("{status} {text}")
             }
             Err(error) => error.to_string(),
         };
         if tokio::time::Instant::now() + pause >= deadline {
-            break format!(
-                "could not join the cluster at {url} within {JOIN_TIMEOUT:?} ({attempt} attempts); last: {retry_because}"
-            );
+            break JoinError::TimedOut {
+                url,
+                timeout: JOIN_TIMEOUT,
+                attempts: attempt,
+                last: retry_because,
+            };
         }
         warn!(node_id, via = %url, attempt, reason = %retry_because, "joining: will retry");
         tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(5));
+        pause = (pause * 2).min(JOIN_RETRY_MAX);
     };
     tracing::error!(node_id, %why, "joining failed");
+    // No receiver means the server is already stopping: nothing to stop.
     let _ = failed.send(why);
 }
 

@@ -41,9 +41,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 /// A store revision: the Raft log index of the last applied entry.
@@ -103,7 +104,7 @@ enum Filed {
     Prefix(Arc<str>),
 }
 
-/// The registry's state, behind one std mutex.
+/// The registry's state, behind one (blocking, non-poisoning) mutex.
 ///
 /// Ownership: the registry handles and every [`Waiter`] share it; the state
 /// machine's task locks it in `notify`, HTTP handler tasks in `watch` and in
@@ -111,7 +112,8 @@ enum Filed {
 /// `.await` and no call out of this module (`oneshot::Sender::send` only
 /// stores the value and schedules the receiving task, it never runs it), so
 /// a plain mutex is safe and cannot deadlock. No section panics halfway
-/// through an update, so a poisoned lock still guards consistent maps.
+/// through an update, so the maps stay consistent even after a panic
+/// elsewhere, and the lock does not poison.
 #[derive(Default)]
 struct Index {
     /// Waiters of exact keys.
@@ -142,7 +144,7 @@ impl WatchRegistry {
             WatchTarget::Key(key) => Filed::Key(key.into()),
             WatchTarget::Prefix(prefix) => Filed::Prefix(prefix.into()),
         };
-        let mut index = lock(&self.index);
+        let mut index = self.index.lock();
         let id = index.next_id;
         index.next_id += 1;
         index.insert(&target, id, Slot { after, sender });
@@ -159,7 +161,7 @@ impl WatchRegistry {
     /// of every put and delete in apply order; wakes exactly the waiters
     /// whose key or prefix matches a changed key.
     pub fn notify<'a>(&self, changes: impl IntoIterator<Item = (&'a str, Revision)>) {
-        let mut index = lock(&self.index);
+        let mut index = self.index.lock();
         let before = index.waiting;
         for (key, revision) in changes {
             index.notify_one(key, revision);
@@ -172,18 +174,19 @@ impl WatchRegistry {
 
     /// Number of waiters currently registered (for the metrics gauge).
     pub fn waiting(&self) -> usize {
-        lock(&self.index).waiting
+        self.index.lock().waiting
     }
 
     /// The highest change revision notified so far (0 before the first).
+    #[cfg(test)]
     pub fn last_notified(&self) -> Revision {
-        lock(&self.index).last_notified
+        self.index.lock().last_notified
     }
 }
 
 impl fmt::Debug for WatchRegistry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let index = lock(&self.index);
+        let index = self.index.lock();
         f.debug_struct("WatchRegistry")
             .field("waiting", &index.waiting)
             .field("last_notified", &index.last_notified)
@@ -194,6 +197,7 @@ impl fmt::Debug for WatchRegistry {
 impl Waiter {
     /// The registry's last notified revision when this waiter registered:
     /// the state read after registering must reflect at least this revision.
+    #[cfg(test)]
     pub fn registered_at(&self) -> Revision {
         self.registered_at
     }
@@ -214,7 +218,7 @@ impl Future for Waiter {
 impl Drop for Waiter {
     fn drop(&mut self) {
         // A waiter that already fired is gone from the index; this is a no-op.
-        lock(&self.index).remove(&self.target, self.id);
+        self.index.lock().remove(&self.target, self.id);
     }
 }
 
@@ -331,11 +335,6 @@ fn fire(slots: &mut Slots, revision: Revision) -> usize {
     before - slots.len()
 }
 
-/// Locks the index; see [`Index`] for why a poisoned lock is still usable.
-fn lock(index: &Mutex<Index>) -> MutexGuard<'_, Index> {
-    index.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -362,7 +361,7 @@ mod tests {
 
     /// Asserts that nothing is left registered, indexes included.
     fn assert_empty(registry: &WatchRegistry) {
-        let index = lock(&registry.index);
+        let index = registry.index.lock();
         assert_eq!(index.waiting, 0);
         assert!(index.keys.is_empty(), "key index not empty");
         assert!(index.prefixes.is_empty(), "prefix index not empty");
@@ -536,7 +535,7 @@ mod tests {
                         prefix("k")
                     };
                     let read = || {
-                        let view = view.lock().unwrap();
+                        let view = view.lock();
                         match &target {
                             WatchTarget::Key(name) => view.get(name).copied().unwrap_or(0),
                             WatchTarget::Prefix(_) => view.values().copied().max().unwrap_or(0),
@@ -545,7 +544,7 @@ mod tests {
                     let mut seen = 0;
                     while seen < LAST {
                         let waiter = registry.watch(target.clone(), seen);
-                        let applied = view.lock().unwrap().values().copied().max();
+                        let applied = view.lock().values().copied().max();
                         assert!(applied.unwrap_or(0) >= waiter.registered_at());
                         let current = read();
                         if current <= seen {
@@ -561,7 +560,7 @@ mod tests {
 
         for revision in 1..=LAST {
             let changed = format!("k{}", revision % 4);
-            view.lock().unwrap().insert(changed.clone(), revision);
+            view.lock().insert(changed.clone(), revision);
             registry.notify([(changed.as_str(), revision)]);
             if revision % 16 == 0 {
                 tokio::task::yield_now().await;

@@ -87,6 +87,7 @@ impl ApiError {
     }
 
     /// The error's code.
+    #[cfg(test)]
     pub fn code(&self) -> ErrorCode {
         self.body.error.code
     }

@@ -25,6 +25,7 @@ use tracing::debug;
 use crate::api::error::ApiError;
 use crate::api::leader::{known_leader, wait_for_leader, Leader};
 use crate::api::{max_body_bytes, AppState, FORWARDED_HEADER};
+use crate::types::NodeId;
 
 /// Times a request is passed on after the leader changed under it.
 const FORWARD_ATTEMPTS: usize = 3;

@@ -22,9 +22,9 @@ async fn scrape(State(state): State<AppState>) -> Response {
         committed_index: state.committed.load(std::sync::atomic::Ordering::Acquire),
         applied_index: raft.last_applied.map_or(0, |id| id.index),
         is_leader: raft.current_leader == Some(state.node_id),
-        topic: state.store.topic.stats(),
+        topic: state.store.topic_stats(),
         cleaner: state.cleaner.status(),
-        watchers: state.store.watches.waiting(),
+        watchers: state.store.watchers(),
     };
     let mut response = render(&gauges).into_response();
     response.headers_mut().insert(

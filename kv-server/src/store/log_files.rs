@@ -32,10 +32,11 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
+use compaction::fsutil;
+
 use crate::error::StoreError;
 use crate::store::log_frame::{self, Frame, FrameKind};
 use crate::store::log_recovery;
-use crate::store::snapshot::{sync_dir, write_atomic};
 use crate::types::{LogId, NodeId};
 
 /// The metadata file's name in the log's directory.
@@ -177,7 +178,7 @@ impl LogFiles {
     /// Replaces the metadata file, durably.
     pub fn save_meta(&self, meta: &Meta) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(meta).expect("a vote and a log id always serialize");
-        write_atomic(&self.dir, META_FILE, &bytes)
+        Ok(fsutil::write_atomic(&self.dir.join(META_FILE), &bytes)?)
     }
 
     /// The id of the last entry written.
@@ -285,7 +286,7 @@ impl LogFiles {
         let path = segment_path(&self.dir, first);
         let file = open_segment_file(&path)?;
         file.set_len(0).map_err(StoreError::io("truncate", &path))?;
-        sync_dir(&self.dir)?;
+        fsutil::fsync_dir(&self.dir)?;
         let file = Arc::new(file);
         let segment = Segment {
             path: path.clone(),
@@ -390,7 +391,7 @@ impl LogFiles {
             std::fs::remove_file(&segment.path).map_err(StoreError::io("remove", &segment.path))?;
         }
         if !doomed.is_empty() {
-            sync_dir(&self.dir)?;
+            fsutil::fsync_dir(&self.dir)?;
         }
         if let Some((path, file, offset)) = cut {
             file.set_len(offset)

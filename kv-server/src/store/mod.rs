@@ -20,27 +20,29 @@ pub(crate) mod log_recovery;
 pub mod log_store;
 pub mod queries;
 pub mod record;
+mod recovery;
 pub mod snapshot;
 pub mod state_machine;
 pub mod view;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{RecvTimeoutError, SyncSender};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::mpsc::{RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use compaction::{Topic, TopicConfig};
+use compaction::{fsutil, Topic, TopicConfig};
 use openraft::EntryPayload;
+use parking_lot::Mutex;
 use tracing::{info, warn};
 
 use crate::error::StoreError;
-use crate::store::apply::{apply_command, replay_record};
+use crate::store::apply::apply_command;
 use crate::store::log_store::LogStore;
-use crate::store::record::WriteRecord;
-use crate::store::snapshot::{installing_marker, sync_dir, write_synced, SnapshotFile};
+use crate::store::recovery::Recovery;
+use crate::store::snapshot::{installing_marker, SnapshotFile};
 use crate::store::view::View;
-use crate::types::{CommandResult, Entry, LogId, Revision, StoredMembership};
+use crate::types::{CommandResult, Entry, Revision, StoredMembership};
 use crate::watch::WatchRegistry;
 
 /// Opens (or creates) the view's sled database in `dir`. sled makes
@@ -62,17 +64,9 @@ pub fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
 pub async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|join| StoreError::Corrupt(format!("a storage task failed: {join}")))?
+    tokio::task::spawn_blocking(work).await?
 }
 
-/// Records replayed into the view's in-memory layer per commit.
-const REPLAY_BATCH_RECORDS: usize = 10_000;
-/// Distinct keys the in-memory layer may hold during a rebuild before it is
-/// written to sled: the layer keeps the latest change per key, so a topic
-/// with fewer keys than this is written once, at the end.
-const REPLAY_WRITE_OUT_KEYS: usize = 100_000;
 /// Longest time between two checkpoints (topic fsync, then view flush)
 /// while entries are applied.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
@@ -134,6 +128,15 @@ impl Store {
         topic_config: TopicConfig,
         log: &LogStore,
     ) -> Result<Store, StoreError> {
+        Store::open_and_recover(dirs, topic_config, log).map(|(store, _)| store)
+    }
+
+    /// [`Store::open`], saying what it had to do to make the parts agree.
+    fn open_and_recover(
+        dirs: &DataDirs,
+        topic_config: TopicConfig,
+        log: &LogStore,
+    ) -> Result<(Store, Recovery), StoreError> {
         let topic = Arc::new(Topic::open(&dirs.topic, topic_config)?);
         let view = match View::open(&dirs.view) {
             Ok(view) => view,
@@ -153,25 +156,13 @@ impl Store {
             writing_out: Mutex::new(()),
             checkpointer: OnceLock::new(),
         };
-        if installing_marker(&dirs.snapshot).exists() {
-            let snapshot = SnapshotFile::load(&dirs.snapshot)?.ok_or_else(|| {
-                StoreError::Corrupt(
-                    "a snapshot install was interrupted but no snapshot is stored".into(),
-                )
-            })?;
-            info!("finishing an interrupted snapshot install");
-            store.install(&snapshot)?;
-        } else if store.view.is_rebuilding()?
-            || store.view_lags_topic()?
-            || store.view_ahead_of_topic(log)?
-        {
-            store.rebuild_view_at_topic_end(log)?;
-        }
+        let recovery = store.recovery_needed(log)?;
+        store.recover(recovery, log)?;
         let (applied, _) = store.view.applied_state()?;
         store
             .revision
             .store(applied.map_or(0, |id| id.index), Ordering::Release);
-        Ok(store)
+        Ok((store, recovery))
     }
 
     /// The store's revision: the last applied log index.
@@ -233,7 +224,12 @@ impl Store {
             self.checkpoint()?;
         } else if unsealed >= CHECKPOINT_CHANGES {
             if let Some(checkpointer) = self.checkpointer.get() {
-                let _ = checkpointer.try_send(());
+                // A full channel already holds a wake-up. A closed one means
+                // the thread has stopped; the inline checkpoint above still
+                // bounds the view's memory.
+                if let Err(TrySendError::Disconnected(())) = checkpointer.try_send(()) {
+                    warn!("the view checkpointer has stopped; checkpointing inline only");
+                }
             }
         }
         Ok(results)
@@ -246,7 +242,7 @@ impl Store {
     /// sealed was appended to the topic before, so the topic's fsync covers
     /// them, and the view writes no more than was sealed.
     pub fn checkpoint(&self) -> Result<(), StoreError> {
-        let _turn = self.writing_out.lock().expect("not poisoned");
+        let _turn = self.writing_out.lock();
         self.view.seal();
         self.topic.sync()?;
         self.view.flush()?;
@@ -288,8 +284,8 @@ impl Store {
     pub fn install(&self, snapshot: &SnapshotFile) -> Result<(), StoreError> {
         let marker = installing_marker(&self.snapshot_dir);
         snapshot.store(&self.snapshot_dir)?;
-        write_synced(&marker, b"")?;
-        sync_dir(&self.snapshot_dir)?;
+        fsutil::write_synced(&marker, b"")?;
+        fsutil::fsync_dir(&self.snapshot_dir)?;
         let meta = &snapshot.header.meta;
         let end = meta.last_log_id.map_or(0, |id| id.index);
         self.topic
@@ -299,134 +295,6 @@ impl Store {
         std::fs::remove_file(&marker).map_err(StoreError::io("remove", &marker))?;
         self.revision.store(end, Ordering::Release);
         info!(snapshot = %meta.snapshot_id, end, "installed snapshot");
-        Ok(())
-    }
-
-    /// Replaces the view with the replay of the whole topic, and records
-    /// `applied` and `membership` as its applied state.
-    pub fn rebuild_view(
-        &self,
-        applied: Option<LogId>,
-        membership: StoredMembership,
-    ) -> Result<u64, StoreError> {
-        let started = std::time::Instant::now();
-        let _turn = self.writing_out.lock().expect("not poisoned");
-        self.view.clear()?;
-        self.view.set_rebuilding(true)?;
-        let mut replayed = 0u64;
-        let mut batch = self.view.batch();
-        for record in self.topic.read_from(0) {
-            let record = WriteRecord::from_record(record?)?;
-            replay_record(&mut batch, &record);
-            replayed += 1;
-            if replayed % REPLAY_BATCH_RECORDS as u64 == 0 {
-                let keys = self
-                    .view
-                    .commit(std::mem::replace(&mut batch, self.view.batch()));
-                if keys >= REPLAY_WRITE_OUT_KEYS {
-                    self.view.write_out()?;
-                    info!(replayed, "rebuilding the view");
-                }
-            }
-        }
-        if let Some(applied) = &applied {
-            batch.set_applied(applied);
-        }
-        batch.set_membership(&membership);
-        self.view.commit(batch);
-        self.view.set_rebuilding(false)?;
-        info!(
-            replayed,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "rebuilt the view from the topic"
-        );
-        Ok(replayed)
-    }
-
-    /// Whether the view was lost while the topic was kept: the view has
-    /// applied nothing, yet the topic holds records.
-    fn view_lags_topic(&self) -> Result<bool, StoreError> {
-        let (applied, _) = self.view.applied_state()?;
-        Ok(applied.is_none() && self.topic.last_offset().is_some())
-    }
-
-    /// Whether the view says more is applied than the topic holds: after a
-    /// power loss the view may keep writes the topic lost (neither was
-    /// fsynced). Then a write entry lies between the topic's end and the
-    /// view's applied index. (A write whose condition failed left no record
-    /// and looks the same; the rebuild it causes is harmless.)
-    fn view_ahead_of_topic(&self, log: &LogStore) -> Result<bool, StoreError> {
-        let (applied, _) = self.view.applied_state()?;
-        let Some(applied) = applied else {
-            return Ok(false);
-        };
-        let topic_end = self.topic.last_offset().unwrap_or(0);
-        if applied.index <= topic_end {
-            return Ok(false);
-        }
-        let entries = log
-            .entries(topic_end + 1..=applied.index)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        Ok(entries
-            .iter()
-            .any(|entry| matches!(entry.payload, EntryPayload::Normal(_))))
-    }
-
-    /// Rebuilds the view from the topic when the view alone was lost: the
-    /// state after the topic's last record is the state after the log entry
-    /// with that index, whose id (and the membership then) the raft log or
-    /// the current snapshot knows.
-    fn rebuild_view_at_topic_end(&self, log: &LogStore) -> Result<(), StoreError> {
-        let snapshot = SnapshotFile::load(&self.snapshot_dir)?;
-        let snapshot_meta = snapshot.map(|snapshot| snapshot.header.meta);
-        let snapshot_index = snapshot_meta
-            .as_ref()
-            .and_then(|meta| meta.last_log_id)
-            .map_or(0, |id| id.index);
-        let topic_end = self.topic.last_offset().unwrap_or(0);
-        let (applied, mut membership) = match &snapshot_meta {
-            Some(meta) if topic_end <= snapshot_index => {
-                (meta.last_log_id, meta.last_membership.clone())
-            }
-            _ => {
-                let applied = match topic_end {
-                    0 => None,
-                    index => Some(log.log_id_at(index).map_err(|e| StoreError::Corrupt(e.to_string()))?.ok_or_else(|| {
-                        StoreError::Corrupt(format!(
-                            "the topic ends at {index} but neither the raft log nor a snapshot has that entry"
-                        ))
-                    })?),
-                };
-                let membership = snapshot_meta
-                    .as_ref()
-                    .map(|meta| meta.last_membership.clone())
-                    .unwrap_or_default();
-                (applied, membership)
-            }
-        };
-        if let Some(applied) = applied {
-            // The log starts at index 0 (openraft puts the initial
-            // membership there) or just after the snapshot.
-            let first = if snapshot_meta.is_some() {
-                snapshot_index + 1
-            } else {
-                0
-            };
-            let entries = log
-                .entries(first..=applied.index)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            for entry in entries {
-                if let EntryPayload::Membership(config) = entry.payload {
-                    membership = StoredMembership::new(Some(entry.log_id), config);
-                }
-            }
-        }
-        warn!(
-            topic_end,
-            ?applied,
-            "the view is missing or incomplete; rebuilding it from the topic"
-        );
-        self.rebuild_view(applied, membership)?;
         Ok(())
     }
 }

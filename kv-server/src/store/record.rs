@@ -16,8 +16,16 @@ use uuid::Uuid;
 use crate::error::StoreError;
 use crate::types::Revision;
 
+/// The headers' format byte, first of the headers.
 const HEADER_FORMAT: u8 = 1;
-const HEADER_BYTES: usize = 1 + 8 + 8;
+/// Where the create revision (u64 LE) sits in the headers.
+const CREATE_REVISION_AT: usize = 1;
+/// Where the version (u64 LE) sits in the headers.
+const VERSION_AT: usize = CREATE_REVISION_AT + 8;
+/// The headers without an idempotency key; the key, when present, follows.
+const HEADER_BYTES: usize = VERSION_AT + 8;
+/// An idempotency key: the 16 bytes of a UUID.
+const IDEMPOTENCY_KEY_BYTES: usize = 16;
 
 /// The server's reading of one topic record.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,7 +49,7 @@ pub struct WriteRecord {
 impl WriteRecord {
     /// The topic record.
     pub fn to_record(&self) -> Record {
-        let mut headers = Vec::with_capacity(HEADER_BYTES + 16);
+        let mut headers = Vec::with_capacity(HEADER_BYTES + IDEMPOTENCY_KEY_BYTES);
         headers.push(HEADER_FORMAT);
         headers.extend_from_slice(&self.create_revision.to_le_bytes());
         headers.extend_from_slice(&self.version.to_le_bytes());
@@ -59,27 +67,33 @@ impl WriteRecord {
 
     /// Reads a topic record written by [`WriteRecord::to_record`].
     pub fn from_record(record: Record) -> Result<WriteRecord, StoreError> {
-        let bad = |why: &str| {
-            StoreError::Corrupt(format!("topic record at offset {}: {why}", record.offset))
+        let bad = |reason: &'static str| StoreError::CorruptRecord {
+            offset: record.offset,
+            reason,
         };
         let headers = &record.headers[..];
         if headers.first() != Some(&HEADER_FORMAT)
-            || !(headers.len() == HEADER_BYTES || headers.len() == HEADER_BYTES + 16)
+            || !(headers.len() == HEADER_BYTES
+                || headers.len() == HEADER_BYTES + IDEMPOTENCY_KEY_BYTES)
         {
             return Err(bad("unknown header format"));
         }
-        let number =
-            |at: usize| u64::from_le_bytes(headers[at..at + 8].try_into().expect("8 bytes"));
-        let idempotency_key = (headers.len() > HEADER_BYTES)
-            .then(|| Uuid::from_slice(&headers[HEADER_BYTES..]).expect("16 bytes"));
+        // The length was checked above: both numbers and the key are there.
+        let number = |at: usize| {
+            u64::from_le_bytes(headers[at..at + 8].try_into().expect("a u64 is 8 bytes"))
+        };
+        let idempotency_key = (headers.len() > HEADER_BYTES).then(|| {
+            Uuid::from_slice(&headers[HEADER_BYTES..])
+                .expect("the headers' length leaves exactly 16 bytes for the key")
+        });
         let key = String::from_utf8(record.key.to_vec()).map_err(|_| bad("key is not UTF-8"))?;
         Ok(WriteRecord {
             revision: record.offset,
             timestamp_ms: record.timestamp_ms,
             key,
             value: record.value,
-            create_revision: number(1),
-            version: number(9),
+            create_revision: number(CREATE_REVISION_AT),
+            version: number(VERSION_AT),
             idempotency_key,
         })
     }

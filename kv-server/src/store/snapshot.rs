@@ -21,7 +21,7 @@ use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use compaction::{decode_frames, Record, TopicReader};
+use compaction::{decode_frames, fsutil, Record, TopicReader};
 use openraft::SnapshotMeta;
 use serde::{Deserialize, Serialize};
 
@@ -30,7 +30,14 @@ use crate::store::apply::IDEMPOTENCY_WINDOW_MS;
 use crate::store::record::carries_idempotency_key;
 use crate::types::{Node, NodeId};
 
+/// The first bytes of every snapshot.
 const MAGIC: &[u8; 8] = b"OMKVSNP1";
+/// Where the header's length (u32 LE) sits: right after the magic.
+const HEADER_LEN_AT: usize = MAGIC.len();
+/// Where the header's JSON starts: after the magic and its length.
+const HEADER_AT: usize = HEADER_LEN_AT + std::mem::size_of::<u32>();
+/// Room reserved up front for a snapshot being built; it grows as needed.
+const BUILD_CAPACITY_BYTES: usize = 1 << 20;
 /// File name of the current snapshot.
 pub const CURRENT_FILE: &str = "current.snap";
 /// Present while a snapshot install is under way; at start-up it means the
@@ -111,7 +118,7 @@ impl SnapshotFile {
         kept.retain(|record| record.value.is_some() || record.offset >= header.tombstone_floor);
         kept.sort_unstable_by_key(|record| record.offset);
         kept.dedup_by_key(|record| record.offset);
-        let mut bytes = Vec::with_capacity(1 << 20);
+        let mut bytes = Vec::with_capacity(BUILD_CAPACITY_BYTES);
         bytes.extend_from_slice(MAGIC);
         bytes.extend_from_slice(&(header_json.len() as u32).to_le_bytes());
         bytes.extend_from_slice(&header_json);
@@ -128,19 +135,27 @@ impl SnapshotFile {
 
     /// Reads a snapshot's bytes, checking its header.
     pub fn parse(name: &str, bytes: Bytes) -> Result<SnapshotFile, StoreError> {
-        let bad = |why: String| StoreError::Corrupt(format!("snapshot {name}: {why}"));
-        if bytes.len() < MAGIC.len() + 4 || &bytes[..MAGIC.len()] != MAGIC {
+        let bad = |reason: String| StoreError::CorruptSnapshot {
+            name: name.to_string(),
+            reason,
+        };
+        if bytes.len() < HEADER_AT || &bytes[..MAGIC.len()] != MAGIC {
             return Err(bad("not a snapshot (bad magic)".to_string()));
         }
-        let header_len = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes")) as usize;
-        let frames_at = 12 + header_len;
+        let header_len = u32::from_le_bytes(
+            bytes[HEADER_LEN_AT..HEADER_AT]
+                .try_into()
+                .expect("HEADER_AT - HEADER_LEN_AT is the 4 bytes of a u32"),
+        ) as usize;
+        let frames_at = HEADER_AT + header_len;
         if bytes.len() < frames_at {
             return Err(bad(format!(
-                "header of {header_len} bytes runs past the end"
+                "header of {header_len} bytes at byte {HEADER_AT} runs past the end ({} bytes)",
+                bytes.len()
             )));
         }
-        let header = serde_json::from_slice(&bytes[12..frames_at])
-            .map_err(|e| bad(format!("unreadable header: {e}")))?;
+        let header = serde_json::from_slice(&bytes[HEADER_AT..frames_at])
+            .map_err(|e| bad(format!("unreadable header at byte {HEADER_AT}: {e}")))?;
         Ok(SnapshotFile {
             header,
             bytes,
@@ -169,7 +184,7 @@ impl SnapshotFile {
     /// Writes the snapshot as the current one of `dir`, atomically.
     pub fn store(&self, dir: &Path) -> Result<(), StoreError> {
         std::fs::create_dir_all(dir).map_err(StoreError::io("create directory", dir))?;
-        write_atomic(dir, CURRENT_FILE, &self.bytes)
+        Ok(fsutil::write_atomic(&dir.join(CURRENT_FILE), &self.bytes)?)
     }
 
     /// Reads the current snapshot of `dir`, if there is one.
@@ -183,33 +198,6 @@ impl SnapshotFile {
             Err(error) => Err(StoreError::io("read", path)(error)),
         }
     }
-}
-
-/// Writes a file and fsyncs it.
-pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    use std::io::Write;
-    let mut file = std::fs::File::create(path).map_err(StoreError::io("create", path))?;
-    file.write_all(bytes)
-        .map_err(StoreError::io("write", path))?;
-    file.sync_all().map_err(StoreError::io("fsync", path))
-}
-
-/// Replaces `dir/name` with `bytes` atomically: a crash leaves the old file
-/// or the new one, whole (write a temporary file, fsync, rename, fsync the
-/// directory).
-pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
-    let path = dir.join(name);
-    let tmp = dir.join(format!("{name}.tmp"));
-    write_synced(&tmp, bytes)?;
-    std::fs::rename(&tmp, &path).map_err(StoreError::io("rename", &path))?;
-    sync_dir(dir)
-}
-
-/// Makes renames and creations in `dir` durable.
-pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    std::fs::File::open(dir)
-        .and_then(|handle| handle.sync_all())
-        .map_err(StoreError::io("fsync directory", dir))
 }
 
 /// The marker of an install in progress.

@@ -1,9 +1,12 @@
 //! openraft's state machine: applies committed entries through [`Store`],
 //! builds and installs snapshots.
 //!
-//! Storage work is blocking file I/O, so each call moves to the blocking
-//! pool; openraft calls the state machine from one task, one call at a
-//! time, so the store has exactly one writer.
+//! openraft calls the state machine from one task, one call at a time, so
+//! the store has exactly one writer. Small batches of entries are applied
+//! on that task: they touch memory and the page cache only. Large batches
+//! (a catch-up), building, installing and loading snapshots are blocking
+//! file I/O and move to the blocking pool. Reads of the view's applied state
+//! stay on the task: they hit the in-memory layers or sled's cache.
 
 use std::io::Cursor;
 use std::sync::Arc;
@@ -54,14 +57,19 @@ fn snapshot_error(error: StoreError) -> StorageError {
 /// builder was made.
 pub struct SnapshotBuilder {
     store: Arc<Store>,
-    header: SnapshotHeader,
-    reader: Option<compaction::TopicReader>,
+    /// What the snapshot will say and the topic as it was when the builder
+    /// was made, or why the view's applied state could not be read then;
+    /// taken by the one build.
+    start: Option<Result<(SnapshotHeader, compaction::TopicReader), StoreError>>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let header = self.header.clone();
-        let reader = self.reader.take().expect("a snapshot builder builds once");
+        let (header, reader) = self
+            .start
+            .take()
+            .expect("openraft builds a snapshot once per builder")
+            .map_err(snapshot_error)?;
         let store = Arc::clone(&self.store);
         let snapshot = blocking(move || {
             // The log is purged behind this snapshot: what was applied up
@@ -127,32 +135,35 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         // Called between applies: the applied state and the topic agree
-        // here, and the reader pins the segments as they are now.
-        let (applied, membership) = self
+        // here, and the reader pins the segments as they are now. This call
+        // cannot fail; a failed read of the view fails the build instead.
+        let start = self
             .store
             .view
             .applied_state()
-            .unwrap_or((None, StoredMembership::default()));
-        let snapshot_id = match applied {
-            Some(id) => format!(
-                "{}-{}-{}",
-                id.leader_id.term,
-                id.index,
-                compaction::now_ms()
-            ),
-            None => format!("0-0-{}", compaction::now_ms()),
-        };
+            .map(|(applied, membership)| {
+                let snapshot_id = match applied {
+                    Some(id) => format!(
+                        "{}-{}-{}",
+                        id.leader_id.term,
+                        id.index,
+                        crate::clock::now_ms()
+                    ),
+                    None => format!("0-0-{}", crate::clock::now_ms()),
+                };
+                let header = SnapshotHeader {
+                    meta: SnapshotMeta {
+                        last_log_id: applied,
+                        last_membership: membership,
+                        snapshot_id,
+                    },
+                    tombstone_floor: self.store.topic.tombstone_floor(),
+                };
+                (header, self.store.topic.read_from(0))
+            });
         SnapshotBuilder {
             store: Arc::clone(&self.store),
-            header: SnapshotHeader {
-                meta: SnapshotMeta {
-                    last_log_id: applied,
-                    last_membership: membership,
-                    snapshot_id,
-                },
-                tombstone_floor: self.store.topic.tombstone_floor(),
-            },
-            reader: Some(self.store.topic.read_from(0)),
+            start: Some(start),
         }
     }
 

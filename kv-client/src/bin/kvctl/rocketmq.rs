@@ -354,8 +354,14 @@ pub async fn export(client: &Client, printer: &Printer, dir: &Path) -> Result<()
     ))
 }
 
-/// Writes JSON to a temporary file beside `path`, syncs it and renames it
-/// over `path`: a broker never reads half a file.
+/// Writes JSON to a temporary file beside `path`, fsyncs it, renames it
+/// over `path` and fsyncs the directory: a broker never reads half a file,
+/// and a crash leaves the old file or the new one.
+///
+/// The same steps as the server's `compaction::fsutil::write_atomic`,
+/// written out here because the client does not depend on the server's
+/// crates. `File::create` gives the file the mode the user's umask allows,
+/// as brokers expect; a `tempfile` temporary would be private (0600).
 fn write_atomically<T: Serialize>(path: &Path, value: &T) -> Result<(), Failure> {
     use std::io::Write;
     let failed =
@@ -366,7 +372,14 @@ fn write_atomically<T: Serialize>(path: &Path, value: &T) -> Result<(), Failure>
     let mut file = std::fs::File::create(&temporary).map_err(failed)?;
     file.write_all(text.as_bytes()).map_err(failed)?;
     file.sync_all().map_err(failed)?;
-    std::fs::rename(&temporary, path).map_err(failed)
+    std::fs::rename(&temporary, path).map_err(failed)?;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)
+        .and_then(|dir| dir.sync_all())
+        .map_err(failed)
 }
 
 fn now_ms() -> i64 {

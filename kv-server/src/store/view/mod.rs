@@ -1,0 +1,397 @@
+//! The materialized view: the latest entry of every key, in sled.
+//!
+//! One sled tree holds everything ([`layout`] says how), so one
+//! `sled::Batch` updates the keys of an applied batch of log entries
+//! together with the applied log id — sled always holds the state after
+//! some whole prefix of the log.
+//!
+//! Only the state machine writes (through [`ViewBatch`]); HTTP handlers read
+//! concurrently. Committed batches are written behind ([`layers`]): readers
+//! see them at once, and a checkpoint writes many of them to sled in one
+//! batch. sled makes every batch atomic by writing its I/O buffer out at
+//! once, which costs more than applying one log entry; one batch per many
+//! entries keeps that off each write. A sealed layer carries the applied id
+//! of the last entry it covers, so sled stays at a whole prefix of the log.
+//! While the view is rebuilt, the sealed layers are written on every core
+//! instead ([`rebuild`]).
+//!
+//! The view does not order its writers: [`View::flush`] writes whatever is
+//! sealed when it is called. The store calls it under its own write-out lock,
+//! so a checkpoint and a rebuild never write out at the same time.
+
+mod layers;
+mod layout;
+mod rebuild;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use uuid::Uuid;
+
+pub use layout::{IdempotentWrite, KeyEntry};
+
+use crate::error::StoreError;
+use crate::types::{LogId, StoredMembership};
+use layers::{Layers, MergedScan, Unwritten};
+use layout::{
+    decode_applied, decode_idempotent_write, decode_membership, encode_applied,
+    encode_idempotent_write, encode_membership, entry_key, expiry_id, expiry_key, idempotency_key,
+    user_key, APPLIED_KEY, EXPIRY_PREFIX, MEMBERSHIP_KEY, REBUILDING_KEY,
+};
+
+/// The sled view.
+#[derive(Clone, Debug)]
+pub struct View {
+    db: sled::Db,
+    /// Unwritten changes. Readers and the state machine hold the lock only
+    /// for map operations, never across sled I/O.
+    layers: Arc<RwLock<Layers>>,
+    /// A rebuild is under way (its marker is in sled).
+    rebuilding: Arc<AtomicBool>,
+}
+
+impl View {
+    /// Opens (or creates) the view in `dir`.
+    pub fn open(dir: &Path) -> Result<View, StoreError> {
+        let db = crate::store::open_sled(dir)?;
+        Ok(View {
+            db,
+            layers: Arc::new(RwLock::new(Layers::default())),
+            rebuilding: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// The value under the raw key `raw`: unwritten changes first, then sled.
+    fn raw_get(&self, raw: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(value) = self.layers.read().get(raw) {
+            return Ok(value.clone());
+        }
+        Ok(self.db.get(raw)?.map(|bytes| bytes.to_vec()))
+    }
+
+    /// Raw keys and values from `start` (included) while they start with
+    /// `prefix`, in key order: sled merged with the unwritten changes taken
+    /// when the scan starts.
+    fn raw_scan<'a>(
+        &'a self,
+        start: Vec<u8>,
+        prefix: &'a [u8],
+    ) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>> + 'a {
+        let overlay = self.layers.read().overlay(&start, prefix);
+        let stored = self.db.range(start..).take_while(move |item| match item {
+            Ok((raw, _)) => raw.starts_with(prefix),
+            Err(_) => true,
+        });
+        MergedScan::new(stored, overlay.into_iter())
+    }
+
+    /// The entry of `key`, if it exists.
+    pub fn get(&self, key: &str) -> Result<Option<KeyEntry>, StoreError> {
+        let raw = entry_key(key);
+        match self.raw_get(&raw)? {
+            Some(bytes) => Ok(Some(KeyEntry::decode(&raw, &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Up to `limit` entries whose keys start with `prefix`, in key order,
+    /// after `start_after` if given; and whether more follow.
+    pub fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<(String, KeyEntry)>, bool), StoreError> {
+        let raw_prefix = entry_key(prefix);
+        let mut out = Vec::new();
+        let start = match start_after {
+            Some(after) if after.as_bytes() >= prefix.as_bytes() => {
+                // The first raw key above `after`'s own.
+                let mut start = entry_key(after);
+                start.push(0);
+                start
+            }
+            _ => raw_prefix.clone(),
+        };
+        for item in self.raw_scan(start, &raw_prefix) {
+            let (raw, bytes) = item?;
+            if out.len() == limit {
+                return Ok((out, true));
+            }
+            out.push((user_key(&raw), KeyEntry::decode(&raw, &bytes)?));
+        }
+        Ok((out, false))
+    }
+
+    /// The last applied log id and the membership as of it.
+    pub fn applied_state(&self) -> Result<(Option<LogId>, StoredMembership), StoreError> {
+        let applied = match self.raw_get(APPLIED_KEY)? {
+            Some(bytes) => decode_applied(&bytes)?,
+            None => None,
+        };
+        let membership = match self.raw_get(MEMBERSHIP_KEY)? {
+            Some(bytes) => decode_membership(&bytes)?,
+            None => StoredMembership::default(),
+        };
+        Ok((applied, membership))
+    }
+
+    /// Starts a batch of changes, applied by [`View::commit`].
+    pub fn batch(&self) -> ViewBatch<'_> {
+        ViewBatch {
+            view: self,
+            pending: Unwritten::new(),
+        }
+    }
+
+    /// Commits a batch: readers see all of it from now on, and it reaches
+    /// sled whole, with the batches committed after it up to the next seal.
+    /// Returns how many changes are not sealed yet.
+    pub fn commit(&self, batch: ViewBatch<'_>) -> usize {
+        self.layers.write().commit(batch.pending)
+    }
+
+    /// Seals what was committed so far: the next [`View::flush`] writes it
+    /// and nothing committed after.
+    pub fn seal(&self) {
+        self.layers.write().seal();
+    }
+
+    /// Writes the sealed changes to sled and makes them durable: in one
+    /// atomic batch, or on every core while a rebuild is under way.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        // The lock is not held while sled writes: readers keep reading the
+        // sealed layer until it is dropped, after sled has it.
+        let sealed = self.layers.read().sealed();
+        if !sealed.is_empty() {
+            if self.rebuilding.load(Ordering::Acquire) {
+                rebuild::write_in_parallel(&self.db, &sealed)?;
+            } else {
+                let mut batch = sled::Batch::default();
+                for (raw, value) in sealed.iter() {
+                    match value {
+                        Some(value) => batch.insert(raw.as_slice(), value.as_slice()),
+                        None => batch.remove(raw.as_slice()),
+                    }
+                }
+                self.db.apply_batch(batch)?;
+            }
+            self.layers.write().written();
+        }
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Seals and flushes everything committed.
+    pub fn write_out(&self) -> Result<(), StoreError> {
+        self.seal();
+        self.flush()
+    }
+
+    /// Whether a rebuild was started and not finished.
+    pub fn is_rebuilding(&self) -> Result<bool, StoreError> {
+        Ok(self.raw_get(REBUILDING_KEY)?.is_some())
+    }
+
+    /// Marks a rebuild as started (`true`) or finished (`false`), durably,
+    /// after everything committed before.
+    pub fn set_rebuilding(&self, rebuilding: bool) -> Result<(), StoreError> {
+        self.write_out()?;
+        if rebuilding {
+            self.db.insert(REBUILDING_KEY, &[])?;
+        } else {
+            self.db.remove(REBUILDING_KEY)?;
+        }
+        self.db.flush()?;
+        self.rebuilding.store(rebuilding, Ordering::Release);
+        Ok(())
+    }
+
+    /// Removes everything (before a rebuild or a snapshot install).
+    pub fn clear(&self) -> Result<(), StoreError> {
+        *self.layers.write() = Layers::default();
+        self.db.clear()?;
+        Ok(())
+    }
+}
+
+/// Changes to the view being prepared; reads through it see them.
+pub struct ViewBatch<'a> {
+    view: &'a View,
+    /// Raw keys written in this batch: `None` for removed.
+    pending: Unwritten,
+}
+
+impl ViewBatch<'_> {
+    fn raw_get(&self, raw: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.pending.get(raw) {
+            Some(value) => Ok(value.clone()),
+            None => self.view.raw_get(raw),
+        }
+    }
+
+    fn raw_put(&mut self, raw: Vec<u8>, value: Vec<u8>) {
+        self.pending.insert(raw, Some(value));
+    }
+
+    fn raw_remove(&mut self, raw: Vec<u8>) {
+        self.pending.insert(raw, None);
+    }
+
+    /// The entry of `key` as of this batch.
+    pub fn get(&self, key: &str) -> Result<Option<KeyEntry>, StoreError> {
+        let raw = entry_key(key);
+        match self.raw_get(&raw)? {
+            Some(bytes) => Ok(Some(KeyEntry::decode(&raw, &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Sets the entry of `key`.
+    pub fn put(&mut self, key: &str, entry: &KeyEntry) {
+        self.raw_put(entry_key(key), entry.encode());
+    }
+
+    /// Removes `key`.
+    pub fn remove(&mut self, key: &str) {
+        self.raw_remove(entry_key(key));
+    }
+
+    /// The remembered result of the write with idempotency key `id`.
+    pub fn idempotent_write(&self, id: &Uuid) -> Result<Option<IdempotentWrite>, StoreError> {
+        let raw = idempotency_key(id);
+        match self.raw_get(&raw)? {
+            Some(bytes) => decode_idempotent_write(&raw, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Remembers the result of the write with idempotency key `id`.
+    pub fn remember(&mut self, id: &Uuid, write: &IdempotentWrite) {
+        self.raw_put(idempotency_key(id), encode_idempotent_write(write));
+        self.raw_put(expiry_key(write.timestamp_ms, id), Vec::new());
+    }
+
+    /// Forgets idempotent writes accepted before `before_ms`; returns how
+    /// many.
+    pub fn expire_idempotent_writes(&mut self, before_ms: u64) -> Result<usize, StoreError> {
+        let end = expiry_key(before_ms, &Uuid::nil());
+        let mut expired = Vec::new();
+        for item in self.view.raw_scan(vec![EXPIRY_PREFIX], &[EXPIRY_PREFIX]) {
+            let (raw, _) = item?;
+            if raw >= end {
+                break;
+            }
+            if self.pending.get(&raw) == Some(&None) {
+                continue;
+            }
+            expired.push(raw);
+        }
+        for raw in &expired {
+            let id = expiry_id(raw)?;
+            self.raw_remove(raw.clone());
+            self.raw_remove(idempotency_key(&id));
+        }
+        Ok(expired.len())
+    }
+
+    /// Records the last applied log id.
+    pub fn set_applied(&mut self, applied: &LogId) {
+        self.raw_put(APPLIED_KEY.to_vec(), encode_applied(applied));
+    }
+
+    /// Records the membership.
+    pub fn set_membership(&mut self, membership: &StoredMembership) {
+        self.raw_put(MEMBERSHIP_KEY.to_vec(), encode_membership(membership));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::Revision;
+
+    fn entry(value: &str, revision: Revision) -> KeyEntry {
+        KeyEntry {
+            value: value.as_bytes().to_vec(),
+            create_revision: revision,
+            mod_revision: revision,
+            version: 1,
+        }
+    }
+
+    fn listed(view: &View, prefix: &str) -> Vec<(String, String)> {
+        let (entries, more) = view.list(prefix, None, 100).unwrap();
+        assert!(!more);
+        entries
+            .into_iter()
+            .map(|(key, entry)| (key, String::from_utf8(entry.value).unwrap()))
+            .collect()
+    }
+
+    /// Reads merge the layer being filled, the sealed layer and sled, the
+    /// newest winning, and a key removed in a layer stays hidden.
+    #[test]
+    fn reads_see_every_layer_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let view = View::open(dir.path()).unwrap();
+        let mut batch = view.batch();
+        batch.put("a/1", &entry("sled", 1));
+        batch.put("a/2", &entry("sled", 1));
+        batch.put("a/3", &entry("sled", 1));
+        view.commit(batch);
+        view.write_out().unwrap();
+
+        let mut batch = view.batch();
+        batch.put("a/2", &entry("sealed", 2));
+        batch.remove("a/3");
+        batch.put("a/4", &entry("sealed", 2));
+        view.commit(batch);
+        view.seal();
+
+        let mut batch = view.batch();
+        batch.put("a/4", &entry("active", 3));
+        batch.put("a/0", &entry("active", 3));
+        batch.put("b/1", &entry("active", 3));
+        view.commit(batch);
+
+        let expected = vec![
+            ("a/0".to_string(), "active".to_string()),
+            ("a/1".to_string(), "sled".to_string()),
+            ("a/2".to_string(), "sealed".to_string()),
+            ("a/4".to_string(), "active".to_string()),
+        ];
+        assert_eq!(listed(&view, "a/"), expected);
+        assert_eq!(view.get("a/3").unwrap(), None);
+        assert_eq!(view.get("a/4").unwrap().unwrap().mod_revision, 3);
+
+        // Written out and reopened, sled alone holds the same.
+        view.write_out().unwrap();
+        drop(view);
+        let view = View::open(dir.path()).unwrap();
+        assert_eq!(listed(&view, "a/"), expected);
+        assert_eq!(listed(&view, "b/").len(), 1);
+    }
+
+    /// A flush writes what was sealed and nothing committed after: the
+    /// checkpoint relies on it to keep the view behind the durable topic.
+    #[test]
+    fn flush_writes_only_what_was_sealed() {
+        let dir = tempfile::tempdir().unwrap();
+        let view = View::open(dir.path()).unwrap();
+        let mut batch = view.batch();
+        batch.put("sealed", &entry("x", 1));
+        view.commit(batch);
+        view.seal();
+        let mut batch = view.batch();
+        batch.put("later", &entry("y", 2));
+        view.commit(batch);
+        view.flush().unwrap();
+        drop(view);
+        let view = View::open(dir.path()).unwrap();
+        assert!(view.get("sealed").unwrap().is_some());
+        assert_eq!(view.get("later").unwrap(), None);
+    }
+}
