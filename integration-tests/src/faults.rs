@@ -37,7 +37,14 @@ impl StubNode {
     /// A node answering `status` with the API's error body
     /// `{"error":{"code","message"}}` (and `Retry-After: 1` for a 503).
     pub async fn answering(status: u16, code: &str, message: &str) -> StubNode {
-        let body = serde_json::json!({"error": {"code": code, "message": message}}).to_string();
+        let body = serde_json::json!({"error": {"code": code, "message": message}});
+        StubNode::answering_error(status, &body).await
+    }
+
+    /// A node answering `status` with this error body (and `Retry-After: 1`
+    /// for a 503).
+    pub async fn answering_error(status: u16, body: &serde_json::Value) -> StubNode {
+        let body = body.to_string();
         let retry_after = if status == 503 {
             "Retry-After: 1\r\n"
         } else {

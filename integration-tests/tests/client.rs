@@ -202,11 +202,12 @@ async fn a_node_answering_503_is_passed_over() {
 #[tokio::test]
 async fn a_503_naming_the_leader_sends_the_next_attempt_there() {
     let server = TestServer::start().await;
-    let message = format!(
-        "this node is not the leader; node 1 at {} is",
-        server.url("")
-    );
-    let follower = StubNode::answering(503, "unavailable", &message).await;
+    let not_leader = json!({"error": {
+        "code": "not_leader",
+        "message": "this node is not the leader",
+        "leader": {"id": 1, "addr": server.url("")},
+    }});
+    let follower = StubNode::answering_error(503, &not_leader).await;
     // The dead node sits between the follower and the leader: a hint-less
     // rotation would try it before the leader.
     let dead = closed_port_url();
@@ -420,12 +421,26 @@ async fn subscription_groups_are_typed_and_listed() {
 async fn cluster_status_shows_the_single_node_leading_and_bogus_changes_fail_cleanly() {
     let server = TestServer::start().await;
     let client = client_of(&server);
-    client.put("cluster/a", &1).await.unwrap();
+    let written = client.put("cluster/a", &1).await.unwrap();
 
-    let status = client.cluster_status().await.unwrap();
+    // The status shows openraft's metrics, which follow the apply that
+    // answered the write by a moment.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        let status = client.cluster_status().await.unwrap();
+        if status.applied_index >= written.revision || std::time::Instant::now() > deadline {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!((status.node_id, status.leader), (1, Some(1)));
     assert!(status.term >= 1);
-    assert!(status.applied_index >= 2);
+    assert!(
+        status.applied_index >= written.revision,
+        "applied {} < the write's revision {}",
+        status.applied_index,
+        written.revision
+    );
     let leader = status.leader_member().expect("the leader is a member");
     assert_eq!(leader.addr, server.url(""));
     assert!(leader.voter);
