@@ -1,27 +1,26 @@
 //! Several `kv-server` processes forming one cluster on loopback, and the
 //! tools the failure scenarios use: find the leader, wait for convergence,
-//! a bounded write load that records what was acknowledged, and the state
-//! of a node folded from its replay.
+//! join and remove nodes, and the state of a node folded from its replay.
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use schemas::api::{ClusterStatus, Member};
+
 use crate::TestServer;
 
 /// How long a cluster may take to agree on a leader, or to converge.
-const AGREE_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const AGREE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a node may take to catch up after a restart or a join (a
 /// snapshot of many keys is built, sent and installed in a debug build).
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Pause between two polls of a condition.
-const POLL: Duration = Duration::from_millis(50);
+pub(crate) const POLL: Duration = Duration::from_millis(50);
 /// Time limit of one request of the harness.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A cluster of `kv-server` processes, node ids 1…n, each with its own port
 /// and data directory. Dropping it kills every process.
@@ -30,17 +29,6 @@ pub struct TestCluster {
     /// Flags every node gets, kept for nodes added later.
     extra_args: Vec<String>,
     client: reqwest::Client,
-}
-
-/// One member as `GET /v1/cluster` shows it.
-#[derive(Clone, Debug)]
-pub struct Member {
-    /// Node id.
-    pub id: u64,
-    /// `leader`, `follower` or `learner`.
-    pub role: String,
-    /// Whether it votes.
-    pub voter: bool,
 }
 
 impl TestCluster {
@@ -120,16 +108,9 @@ impl TestCluster {
     /// The members as node `id` reports them.
     pub async fn members(&self, id: u64) -> Vec<Member> {
         let status = self.status(id).await.expect("the node answers /v1/cluster");
-        status["members"]
-            .as_array()
-            .expect("members is a list")
-            .iter()
-            .map(|member| Member {
-                id: member["id"].as_u64().expect("a member has an id"),
-                role: member["role"].as_str().unwrap_or("").to_string(),
-                voter: member["voter"].as_bool().unwrap_or(false),
-            })
-            .collect()
+        let status: ClusterStatus =
+            serde_json::from_value(status).expect("/v1/cluster answers a ClusterStatus");
+        status.members
     }
 
     /// Waits until one running node says it leads and every running node
@@ -342,202 +323,6 @@ impl TestCluster {
             }
         }
         panic!("more than 1,000 pages under {prefix}");
-    }
-}
-
-/// What a write load saw.
-#[derive(Debug, Default)]
-pub struct LoadReport {
-    /// Acknowledged writes: key → the value written, with when it was acknowledged.
-    pub acked: BTreeMap<String, (Value, Instant)>,
-    /// Writes that failed (after their retries), by error text.
-    pub failed: Vec<String>,
-}
-
-/// A bounded write load in the background: unique keys `prefix/000000…`,
-/// each sent with an `Idempotency-Key` and retried (same key) on the next
-/// node until acknowledged or out of attempts, so every acknowledged write
-/// is recorded exactly once.
-pub struct WriteLoad {
-    stop: Arc<AtomicBool>,
-    acked: Arc<AtomicUsize>,
-    task: tokio::task::JoinHandle<LoadReport>,
-    urls: Arc<Mutex<Vec<String>>>,
-}
-
-/// Attempts of one write before it counts as failed.
-const WRITE_ATTEMPTS: usize = 40;
-
-impl WriteLoad {
-    /// Starts writing to `urls` (round robin, falling over to the next on
-    /// errors), at most `max_writes` writes and at most `max_time`.
-    pub fn start(
-        urls: Vec<String>,
-        prefix: &str,
-        max_writes: usize,
-        max_time: Duration,
-    ) -> WriteLoad {
-        let stop = Arc::new(AtomicBool::new(false));
-        let acked_count = Arc::new(AtomicUsize::new(0));
-        let urls = Arc::new(Mutex::new(urls));
-        let prefix = prefix.to_string();
-        let task = tokio::spawn({
-            let stop = Arc::clone(&stop);
-            let urls = Arc::clone(&urls);
-            let acked_count = Arc::clone(&acked_count);
-            async move {
-                let client = reqwest::Client::builder()
-                    .no_proxy()
-                    .timeout(Duration::from_secs(12))
-                    .build()
-                    .expect("a plain HTTP client builds");
-                let started = Instant::now();
-                let mut report = LoadReport::default();
-                let mut turn = 0usize;
-                for n in 0..max_writes {
-                    if stop.load(Ordering::Acquire) || started.elapsed() > max_time {
-                        break;
-                    }
-                    let key = format!("{prefix}/{n:06}");
-                    let value = json!({ "n": n });
-                    let idempotency_key = uuid::Uuid::new_v4().to_string();
-                    let mut last_error = String::new();
-                    let mut acked = false;
-                    for _attempt in 0..WRITE_ATTEMPTS {
-                        let url = {
-                            let urls = urls.lock().expect("not poisoned");
-                            turn += 1;
-                            format!("{}/v1/kv/{key}", urls[turn % urls.len()])
-                        };
-                        let response = client
-                            .put(&url)
-                            .header("Idempotency-Key", &idempotency_key)
-                            .json(&value)
-                            .send()
-                            .await;
-                        match response {
-                            Ok(response) if response.status().is_success() => {
-                                acked = true;
-                                break;
-                            }
-                            Ok(response) => {
-                                last_error = format!("{url}: {}", response.status());
-                            }
-                            Err(error) => last_error = format!("{url}: {error}"),
-                        }
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                    if acked {
-                        report.acked.insert(key, (value, Instant::now()));
-                        acked_count.fetch_add(1, Ordering::AcqRel);
-                    } else {
-                        report.failed.push(format!("{key}: {last_error}"));
-                    }
-                }
-                report
-            }
-        });
-        WriteLoad {
-            stop,
-            acked: acked_count,
-            task,
-            urls,
-        }
-    }
-
-    /// Writes acknowledged so far.
-    pub fn acked(&self) -> usize {
-        self.acked.load(Ordering::Acquire)
-    }
-
-    /// Waits (at most `limit`) until at least `count` writes are acknowledged.
-    pub async fn wait_acked(&self, count: usize, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        while self.acked() < count {
-            assert!(
-                Instant::now() < deadline,
-                "only {} of {count} writes were acknowledged within {limit:?}",
-                self.acked()
-            );
-            tokio::time::sleep(POLL).await;
-        }
-    }
-
-    /// Changes the nodes the load writes to (after a node is added or removed).
-    pub fn set_urls(&self, urls: Vec<String>) {
-        *self.urls.lock().expect("not poisoned") = urls;
-    }
-
-    /// Stops the load and returns what it saw.
-    pub async fn finish(self) -> LoadReport {
-        self.stop.store(true, Ordering::Release);
-        self.task.await.expect("the write load does not panic")
-    }
-}
-
-/// Asserts that every acknowledged write of `report` is on every running
-/// node of `cluster` with the value written.
-pub async fn assert_all_acked_present(cluster: &TestCluster, prefix: &str, report: &LoadReport) {
-    for id in cluster.ids() {
-        if !cluster.node(id).is_running() {
-            continue;
-        }
-        let keys = cluster.keys(id, prefix).await;
-        let missing: Vec<&String> = report
-            .acked
-            .iter()
-            .filter(|(key, (value, _))| keys.get(*key) != Some(value))
-            .map(|(key, _)| key)
-            .collect();
-        assert!(
-            missing.is_empty(),
-            "node {id} lacks {} acknowledged writes, e.g. {:?}",
-            missing.len(),
-            &missing[..missing.len().min(5)]
-        );
-    }
-}
-
-/// Writes `count` keys `prefix/000000…` (value `{"n": n}`) through `urls`
-/// with `concurrency` writers at once, and fails the test if any write is
-/// not acknowledged.
-pub async fn bulk_load(urls: &[String], prefix: &str, count: usize, concurrency: usize) {
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(REQUEST_TIMEOUT)
-        .pool_max_idle_per_host(concurrency)
-        .build()
-        .expect("a plain HTTP client builds");
-    let next = Arc::new(AtomicUsize::new(0));
-    let writers: Vec<_> = (0..concurrency)
-        .map(|writer| {
-            let client = client.clone();
-            let next = Arc::clone(&next);
-            let url = urls[writer % urls.len()].clone();
-            let prefix = prefix.to_string();
-            tokio::spawn(async move {
-                loop {
-                    let n = next.fetch_add(1, Ordering::AcqRel);
-                    if n >= count {
-                        return;
-                    }
-                    let response = client
-                        .put(format!("{url}/v1/kv/{prefix}/{n:06}"))
-                        .json(&json!({ "n": n }))
-                        .send()
-                        .await
-                        .unwrap_or_else(|error| panic!("bulk write {n}: {error}"));
-                    assert!(
-                        response.status().is_success(),
-                        "bulk write {n}: {}",
-                        response.status()
-                    );
-                }
-            })
-        })
-        .collect();
-    for writer in writers {
-        writer.await.expect("a bulk writer does not panic");
     }
 }
 

@@ -43,11 +43,13 @@ pub mod bench;
 pub mod cluster;
 pub mod faults;
 pub mod kvctl;
+pub mod load;
 mod metrics;
 mod server;
 
 pub use api::{call, error_of};
-pub use cluster::{assert_all_acked_present, bulk_load, TestCluster, WriteLoad};
+pub use cluster::TestCluster;
 pub use faults::{closed_port_url, AnswerDroppingProxy, StubNode};
 pub use kvctl::{kvctl, KvctlRun};
+pub use load::{assert_all_acked_present, bulk_load, WriteLoad};
 pub use server::TestServer;

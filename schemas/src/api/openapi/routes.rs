@@ -146,11 +146,7 @@ pub(super) fn key(components: &mut Components) -> PathItem {
     )
     .parameter(key())
     .parameters(Some(write_headers()));
-    PathItemBuilder::new()
-        .operation(HttpMethod::Get, get)
-        .operation(HttpMethod::Put, put)
-        .operation(HttpMethod::Delete, delete)
-        .build()
+    read_write_delete(get, put, delete)
 }
 
 pub(super) fn changes(components: &mut Components) -> PathItem {
@@ -291,11 +287,7 @@ pub(super) fn metadata<T: MetadataKind + JsonSchema>(components: &mut Components
     )
     .parameter(name())
     .parameters(Some(write_headers()));
-    PathItemBuilder::new()
-        .operation(HttpMethod::Get, get)
-        .operation(HttpMethod::Put, put)
-        .operation(HttpMethod::Delete, delete)
-        .build()
+    read_write_delete(get, put, delete)
 }
 
 pub(super) fn cluster(components: &mut Components) -> PathItem {
@@ -370,4 +362,17 @@ pub(super) fn remove_member(components: &mut Components) -> PathItem {
         "The node's id.",
     ));
     PathItem::new(HttpMethod::Delete, operation)
+}
+
+/// A resource's path: read it, write it, delete it.
+fn read_write_delete(
+    get: OperationBuilder,
+    put: OperationBuilder,
+    delete: OperationBuilder,
+) -> PathItem {
+    PathItemBuilder::new()
+        .operation(HttpMethod::Get, get)
+        .operation(HttpMethod::Put, put)
+        .operation(HttpMethod::Delete, delete)
+        .build()
 }
