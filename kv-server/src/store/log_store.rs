@@ -8,8 +8,9 @@
 //! Appends are group-committed and written behind: `append` only puts its
 //! entries in a table of pending entries (which reads see) and queues the
 //! callback; the flusher thread (see `log_flusher`) writes each group with
-//! one sync. openraft's core never waits on the disk to take the next write. Truncation waits for the flusher to drain first,
-//! so it never races a write of the entries it removes.
+//! one sync. openraft's core never waits on the disk to take the next
+//! write. Truncation waits for the flusher to drain first, so it never
+//! races a write of the entries it removes.
 //!
 //! openraft 0.9 waits for each append's callback before it takes the next
 //! client write, so a leader that reported its own proposals only once
