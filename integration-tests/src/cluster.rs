@@ -3,13 +3,13 @@
 //! join and remove nodes, and the state of a node folded from its replay.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use schemas::api::{ClusterStatus, Member};
 
+use crate::server::free_ports;
 use crate::TestServer;
 
 /// How long a cluster may take to agree on a leader, or to converge.
@@ -35,17 +35,18 @@ impl TestCluster {
     /// Starts `size` nodes with `--peers` naming all of them (plus
     /// `extra_args` on each) and waits until every node knows the leader.
     pub async fn start(size: u64, extra_args: &[&str]) -> TestCluster {
-        let ports = free_ports(size as usize);
+        let ports = free_ports(2 * size as usize);
+        let ports: Vec<(u16, u16)> = ports.chunks(2).map(|pair| (pair[0], pair[1])).collect();
         let peers = (1..=size)
             .zip(&ports)
-            .map(|(id, port)| format!("{id}=http://127.0.0.1:{port}"))
+            .map(|(id, (_, peer_port))| format!("{id}=http://127.0.0.1:{peer_port}"))
             .collect::<Vec<_>>()
             .join(",");
         let mut nodes = BTreeMap::new();
-        for (id, port) in (1..=size).zip(&ports) {
+        for (id, (port, peer_port)) in (1..=size).zip(&ports) {
             let mut args: Vec<&str> = extra_args.to_vec();
             args.extend(["--peers", &peers]);
-            let mut node = TestServer::unstarted(id, *port, &args);
+            let mut node = TestServer::unstarted(id, *port, *peer_port, &args);
             node.spawn();
             nodes.insert(id, node);
         }
@@ -194,11 +195,13 @@ impl TestCluster {
     /// Starts node `id` with `--join` through node `via`, waits until it is
     /// ready and the leader lists it as a voter.
     pub async fn join(&mut self, id: u64, via: u64) {
-        let via_url = self.node(via).base_url();
-        let port = free_ports(1)[0];
+        let via_url = self.node(via).peer_url();
+        let [port, peer_port] = free_ports(2)[..] else {
+            unreachable!("two ports were asked for")
+        };
         let mut args: Vec<&str> = self.extra_args.iter().map(String::as_str).collect();
         args.extend(["--join", &via_url]);
-        let mut node = TestServer::unstarted(id, port, &args);
+        let mut node = TestServer::unstarted(id, port, peer_port, &args);
         node.spawn();
         node.wait_ready().await;
         self.nodes.insert(id, node);
@@ -326,14 +329,3 @@ impl TestCluster {
     }
 }
 
-/// `count` distinct loopback ports nothing listens on right now.
-fn free_ports(count: usize) -> Vec<u16> {
-    // Hold every listener until all are picked, so no port repeats.
-    let listeners: Vec<TcpListener> = (0..count)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("a loopback port can be bound"))
-        .collect();
-    listeners
-        .iter()
-        .map(|listener| listener.local_addr().expect("bound").port())
-        .collect()
-}

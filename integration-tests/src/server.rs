@@ -32,8 +32,11 @@ const LOG_TAIL_LINES: usize = 60;
 pub struct TestServer {
     /// Holds `data/` and `server.log`; removed on drop.
     dir: TempDir,
-    /// The loopback port, kept across restarts.
+    /// The loopback port of the client API, kept across restarts.
     port: u16,
+    /// The loopback port of the peer port (`--peer-listen`), kept across
+    /// restarts; 0 lets the system pick one.
+    peer_port: u16,
     /// `--node-id`.
     node_id: u64,
     /// Flags added to `--node-id … --listen … --data-dir …`, kept across restarts.
@@ -64,11 +67,15 @@ impl TestServer {
     /// Starts a server with extra flags (e.g. `["--snapshot-every", "100"]`)
     /// and waits until it knows a leader. The flags are kept for restarts.
     pub async fn start_with(extra_args: &[&str]) -> TestServer {
-        let mut server = TestServer::unstarted(1, 0, extra_args);
-        // The port is free when picked but another process may take it before
-        // the server binds it; then the server exits and a new port is tried.
+        let mut server = TestServer::unstarted(1, 0, 0, extra_args);
+        // The ports are free when picked but another process may take one
+        // before the server binds it; then the server exits and new ports
+        // are tried.
         for attempt in 1..=PORT_ATTEMPTS {
-            server.port = free_port();
+            let [port, peer_port] = free_ports(2)[..] else {
+                unreachable!("two ports were asked for")
+            };
+            (server.port, server.peer_port) = (port, peer_port);
             match server.spawn_and_wait().await {
                 Ok(()) => return server,
                 Err(NotReady::Exited { log, .. })
@@ -79,9 +86,10 @@ impl TestServer {
         unreachable!("the last attempt returns or panics")
     }
 
-    /// A server that is not started yet: node `node_id` on `port`, with its
-    /// own data directory and `extra_args`. [`TestServer::spawn`] starts it.
-    pub fn unstarted(node_id: u64, port: u16, extra_args: &[&str]) -> TestServer {
+    /// A server that is not started yet: node `node_id` with its client API
+    /// on `port` and its peer port on `peer_port`, its own data directory
+    /// and `extra_args`. [`TestServer::spawn`] starts it.
+    pub fn unstarted(node_id: u64, port: u16, peer_port: u16, extra_args: &[&str]) -> TestServer {
         let dir = tempfile::Builder::new()
             .prefix("kv-it-")
             .tempdir()
@@ -94,6 +102,7 @@ impl TestServer {
         TestServer {
             dir,
             port,
+            peer_port,
             node_id,
             extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
             env: Vec::new(),
@@ -110,9 +119,11 @@ impl TestServer {
             self.node_id
         );
         let listen = self.addr().to_string();
+        let peer_listen = format!("127.0.0.1:{}", self.peer_port);
         let node_id = self.node_id.to_string();
         let child = Command::new(server_binary())
-            .args(["--node-id", &node_id, "--listen", &listen, "--data-dir"])
+            .args(["--node-id", &node_id, "--listen", &listen])
+            .args(["--peer-listen", &peer_listen, "--data-dir"])
             .arg(self.data_dir())
             .args(&self.extra_args)
             .env("NO_COLOR", "1")
@@ -161,9 +172,14 @@ impl TestServer {
         self.node_id
     }
 
-    /// The node's base URL, as other nodes reach it.
+    /// The node's client API base URL.
     pub fn base_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The node's peer port base URL, as other nodes reach it.
+    pub fn peer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.peer_port)
     }
 
     /// The URL of `path` (which starts with `/`) on this server. Keys are
@@ -422,13 +438,21 @@ pub fn workspace_binary(name: &str, env_var: &str, package: &str) -> PathBuf {
     path
 }
 
-/// A loopback port nothing listens on right now.
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port can be bound");
-    listener
-        .local_addr()
-        .expect("a bound listener has an address")
-        .port()
+/// `count` different loopback ports nothing listens on right now.
+pub(crate) fn free_ports(count: usize) -> Vec<u16> {
+    // Hold every listener until all are picked, so no port repeats.
+    let listeners: Vec<TcpListener> = (0..count)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("a loopback port can be bound"))
+        .collect();
+    listeners
+        .iter()
+        .map(|listener| {
+            listener
+                .local_addr()
+                .expect("a bound listener has an address")
+                .port()
+        })
+        .collect()
 }
 
 /// Polls `child` until it exits or `limit` passes.

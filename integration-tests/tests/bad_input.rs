@@ -447,7 +447,7 @@ async fn a_node_refuses_to_start_with_flags_that_contradict_each_other_naming_th
         ),
     ];
     for (what, flags, named) in cases {
-        let mut node = TestServer::unstarted(1, 0, flags);
+        let mut node = TestServer::unstarted(1, 0, 0, flags);
         node.spawn();
         let status = node
             .wait_exit(std::time::Duration::from_secs(30))

@@ -447,7 +447,7 @@ async fn cluster_status_shows_the_single_node_leading_and_bogus_changes_fail_cle
 
     // An address with a path is no node's address.
     let added = client
-        .add_member(99, "http://127.0.0.1:1/not-a-node")
+        .add_member(99, "http://127.0.0.1:1/not-a-node", "http://127.0.0.1:2")
         .await
         .unwrap_err();
     assert!(matches!(added.status(), Some(400..=599)), "{added}");

@@ -733,6 +733,7 @@ async fn cluster_status_shows_the_node_and_bogus_membership_changes_exit_1() {
             "add",
             "99",
             "http://127.0.0.1:1/not-a-node",
+            "http://127.0.0.1:2",
         ],
     )
     .await

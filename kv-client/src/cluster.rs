@@ -27,21 +27,23 @@ impl Client {
         self.call(&request).await?.success()?.json()
     }
 
-    /// Adds node `id`, reachable at `addr` (`http://host:port`), to the
-    /// cluster: as a learner, made a voter once it has caught up. That may
+    /// Adds node `id`, whose client API is at `addr` and peer port at
+    /// `peer_addr` (each `http://host:port`), to the cluster: as a learner,
+    /// made a voter once it has caught up. That may
     /// take the server up to two minutes, so this call waits that much
     /// longer than others; asking again for a node already added is safe.
     ///
     /// ```no_run
     /// # async fn example(client: kv_client::Client) -> Result<(), kv_client::Error> {
-    /// client.add_member(4, "http://10.0.0.4:7070").await?;
+    /// client.add_member(4, "http://10.0.0.4:7070", "http://10.0.0.4:7170").await?;
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn add_member(&self, id: NodeId, addr: &str) -> Result<()> {
+    pub async fn add_member(&self, id: NodeId, addr: &str, peer_addr: &str) -> Result<()> {
         let body = crate::kv::to_json(&AddMember {
             id,
             addr: addr.to_string(),
+            peer_addr: peer_addr.to_string(),
             voter: true,
         })?;
         let mut request = Request::write(Method::POST, ["v1", "cluster", "members"]).json(body);

@@ -39,25 +39,37 @@ pub struct Config {
     #[arg(long, env = "KV_NODE_ID", default_value_t = 1)]
     pub node_id: NodeId,
 
-    /// Address the HTTP API (and the node-to-node Raft RPC under /raft/) listens on.
+    /// Address the client API listens on.
     #[arg(long, env = "KV_LISTEN", default_value = "127.0.0.1:7070")]
     pub listen: SocketAddr,
 
-    /// URL other nodes and forwarded requests use to reach this node
-    /// [default: http://<listen>].
+    /// URL clients are told to reach this node at (leader hints, cluster
+    /// status) [default: http://<listen>].
     #[arg(long, env = "KV_ADVERTISE")]
     pub advertise: Option<String>,
+
+    /// Address the peer port listens on: Raft RPC, forwarded writes, read
+    /// index and joins, for the other nodes only [default: the --listen
+    /// address with its port + 100, e.g. 127.0.0.1:7170].
+    #[arg(long, env = "KV_PEER_LISTEN")]
+    pub peer_listen: Option<SocketAddr>,
+
+    /// URL other nodes reach this node's peer port at [default: this
+    /// node's entry in --peers, else http://<peer-listen>].
+    #[arg(long, env = "KV_PEER_ADVERTISE")]
+    pub peer_advertise: Option<String>,
 
     /// Directory for the raft log, the compacted topic, the view and snapshots.
     #[arg(long, env = "KV_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
 
-    /// A fixed initial cluster, `id=url,…`; the lowest id initializes it once.
-    /// Without it (and without --join) the node forms a cluster of its own.
+    /// A fixed initial cluster, `id=peer-url,…` (each node's peer port);
+    /// the lowest id initializes it once. Without it (and without --join)
+    /// the node forms a cluster of its own.
     #[arg(long, env = "KV_PEERS", value_delimiter = ',')]
     pub peers: Vec<String>,
 
-    /// Join an existing cluster through any of its members (URL).
+    /// Join an existing cluster through any of its members (its peer URL).
     #[arg(long, env = "KV_JOIN")]
     pub join: Option<String>,
 
@@ -119,20 +131,45 @@ pub struct Config {
 }
 
 impl Config {
-    /// The URL this node is reached at: `--advertise`, else this node's
-    /// entry in `--peers`, else `http://<listen>`.
+    /// The URL clients reach this node at: `--advertise`, else
+    /// `http://<listen>`.
     pub fn advertise_url(&self) -> String {
+        self.advertise
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen))
+            .trim_end_matches('/')
+            .to_string()
+    }
+
+    /// The peer port's address: `--peer-listen`, else the client
+    /// address with its port + [`PEER_PORT_OFFSET`].
+    pub fn peer_listen_addr(&self) -> Result<SocketAddr, String> {
+        if let Some(addr) = self.peer_listen {
+            return Ok(addr);
+        }
+        let port = self.listen.port().checked_add(PEER_PORT_OFFSET).ok_or_else(|| {
+            format!(
+                "--listen port {} leaves no room for the peer port (+{PEER_PORT_OFFSET}): give --peer-listen",
+                self.listen.port()
+            )
+        })?;
+        Ok(SocketAddr::new(self.listen.ip(), port))
+    }
+
+    /// The URL other nodes reach this node's peer port at:
+    /// `--peer-advertise`, else this node's entry in `--peers`, else
+    /// `http://<peer-listen>`.
+    pub fn peer_advertise_url(&self) -> Result<String, String> {
         let from_peers = || {
             self.peer_map()
                 .ok()
                 .and_then(|peers| peers.get(&self.node_id).cloned())
         };
-        self.advertise
-            .clone()
-            .or_else(from_peers)
-            .unwrap_or_else(|| format!("http://{}", self.listen))
-            .trim_end_matches('/')
-            .to_string()
+        let url = match self.peer_advertise.clone().or_else(from_peers) {
+            Some(url) => url,
+            None => format!("http://{}", self.peer_listen_addr()?),
+        };
+        Ok(url.trim_end_matches('/').to_string())
     }
 
     /// `--peers` as id → URL, checked: every entry is `id=http://…`, ids
@@ -175,6 +212,9 @@ impl Config {
     }
 }
 
+/// How far above the client port the peer port is by default.
+pub const PEER_PORT_OFFSET: u16 = 100;
+
 /// Checks a node's base URL (`http://host:port`, no path) and returns it
 /// without a trailing slash.
 pub fn check_node_url(url: &str) -> Result<String, String> {
@@ -205,6 +245,8 @@ mod tests {
         ("--node-id", "1"),
         ("--listen", "127.0.0.1:7070"),
         ("--advertise", "None"),
+        ("--peer-listen", "None"),
+        ("--peer-advertise", "None"),
         ("--data-dir", "./data"),
         ("--peers", "[]"),
         ("--join", "None"),
@@ -231,6 +273,12 @@ mod tests {
             "--advertise",
             "http://kv-1:7070",
             r#"Some("http://kv-1:7070")"#,
+        ),
+        ("--peer-listen", "0.0.0.0:9090", "Some(0.0.0.0:9090)"),
+        (
+            "--peer-advertise",
+            "http://kv-1:7170",
+            r#"Some("http://kv-1:7170")"#,
         ),
         ("--data-dir", "/var/lib/kv", "/var/lib/kv"),
         (
@@ -265,6 +313,8 @@ mod tests {
             ("--node-id", config.node_id.to_string()),
             ("--listen", config.listen.to_string()),
             ("--advertise", format!("{:?}", config.advertise)),
+            ("--peer-listen", format!("{:?}", config.peer_listen)),
+            ("--peer-advertise", format!("{:?}", config.peer_advertise)),
             ("--data-dir", config.data_dir.display().to_string()),
             ("--peers", format!("{:?}", config.peers)),
             ("--join", format!("{:?}", config.join)),
@@ -521,31 +571,62 @@ mod tests {
     }
 
     #[test]
-    fn a_node_advertises_the_flag_else_its_peer_entry_else_its_listen_address() {
+    fn a_node_advertises_its_client_url_from_the_flag_else_its_listen_address() {
         let cases: &[(&[&str], &str)] = &[
             (&[], "http://127.0.0.1:7070"),
             (&["--listen", "0.0.0.0:8080"], "http://0.0.0.0:8080"),
             (&["--advertise", "http://kv-1:7070/"], "http://kv-1:7070"),
+            // --peers names peer ports, never the client's.
+            (&["--peers", "1=http://p1:1,2=http://p2:2"], "http://127.0.0.1:7070"),
+        ];
+        for (args, expected) in cases {
+            assert_eq!(config(args).advertise_url(), *expected, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn the_peer_port_is_the_flag_else_the_client_port_plus_100() {
+        let cases: &[(&[&str], Result<&str, &str>)] = &[
+            (&[], Ok("127.0.0.1:7170")),
+            (&["--listen", "0.0.0.0:8080"], Ok("0.0.0.0:8180")),
+            (&["--peer-listen", "127.0.0.1:9999"], Ok("127.0.0.1:9999")),
+            (&["--listen", "127.0.0.1:65500"], Err("give --peer-listen")),
+        ];
+        for (args, expected) in cases {
+            let got = config(args).peer_listen_addr().map(|addr| addr.to_string());
+            match (got, expected) {
+                (Ok(addr), Ok(want)) => assert_eq!(addr, *want, "{args:?}"),
+                (Err(why), Err(text)) => assert!(why.contains(text), "{args:?}: {why}"),
+                (got, _) => panic!("{args:?} gave {got:?}, expected {expected:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_node_advertises_its_peer_url_from_the_flag_else_its_peer_entry_else_its_peer_port() {
+        let cases: &[(&[&str], &str)] = &[
+            (&[], "http://127.0.0.1:7170"),
+            (&["--peer-listen", "0.0.0.0:9090"], "http://0.0.0.0:9090"),
+            (&["--peer-advertise", "http://kv-1:7170/"], "http://kv-1:7170"),
             (&["--peers", "1=http://p1:1,2=http://p2:2"], "http://p1:1"),
             (
                 &["--node-id", "2", "--peers", "1=http://p1:1,2=http://p2:2"],
                 "http://p2:2",
             ),
             (
-                &[
-                    "--advertise",
-                    "http://kv-1:7070",
-                    "--peers",
-                    "1=http://p1:1",
-                ],
-                "http://kv-1:7070",
+                &["--peer-advertise", "http://kv-1:7170", "--peers", "1=http://p1:1"],
+                "http://kv-1:7170",
             ),
             // Peers that do not parse are refused at start; until then the
-            // listen address stands in.
-            (&["--peers", "1=https://p1:1"], "http://127.0.0.1:7070"),
+            // peer listen address stands in.
+            (&["--peers", "1=https://p1:1"], "http://127.0.0.1:7170"),
         ];
         for (args, expected) in cases {
-            assert_eq!(config(args).advertise_url(), *expected, "{args:?}");
+            assert_eq!(
+                config(args).peer_advertise_url().unwrap(),
+                *expected,
+                "{args:?}"
+            );
         }
     }
 

@@ -116,7 +116,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             node_id: self.node_id,
             durability: self.durability.clone(),
             target,
-            addr: node.addr.clone(),
+            addr: node.peer_url().to_string(),
         }
     }
 }

@@ -10,7 +10,7 @@ use openraft::SnapshotPolicy;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
-use crate::api::{router, AppState};
+use crate::api::{client_router, peer_router, AppState};
 use crate::config::Config;
 use crate::network::Network;
 use crate::store::log_store::LogStore;
@@ -133,6 +133,11 @@ pub async fn serve(
         ),
         None => None,
     };
+    let peer_listen = config.peer_listen_addr().map_err(ServerError::Config)?;
+    let this_node = Node {
+        addr: config.advertise_url(),
+        peer_addr: config.peer_advertise_url().map_err(ServerError::Config)?,
+    };
     let config = Arc::new(config);
     let dirs = DataDirs::new(&config.data_dir);
     let log = LogStore::open(&dirs.raft, Some(config.node_id))?;
@@ -176,16 +181,11 @@ pub async fn serve(
     )
     .await?;
 
-    let listener =
-        TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| ServerError::Listen {
-                addr: config.listen,
-                source,
-            })?;
+    let listener = bind(config.listen).await?;
+    let peer_listener = bind(peer_listen).await?;
     let initialized = raft.is_initialized().await?;
     if !initialized {
-        initialize(&raft, &config, &peers, join.is_some()).await?;
+        initialize(&raft, &config, &this_node, &peers, join.is_some()).await?;
     }
 
     let state = AppState {
@@ -202,21 +202,29 @@ pub async fn serve(
     info!(
         node_id = config.node_id,
         listen = %config.listen,
+        peer_listen = %peer_listen,
         data_dir = %config.data_dir.display(),
         "serving"
     );
     let (join_failed_tx, join_failed) = tokio::sync::oneshot::channel::<JoinError>();
-    if let (Some(url), false) = (join, initialized) {
-        let node = Node {
-            addr: config.advertise_url(),
-        };
-        tokio::spawn(join_cluster(
-            peers_http,
-            url,
-            config.node_id,
-            node,
-            join_failed_tx,
-        ));
+    match (join, initialized) {
+        (Some(url), false) => {
+            tokio::spawn(join_cluster(
+                peers_http,
+                url,
+                config.node_id,
+                this_node,
+                join_failed_tx,
+            ));
+        }
+        _ => {
+            tokio::spawn(publish_addresses(
+                raft.clone(),
+                peers_http,
+                config.node_id,
+                this_node,
+            ));
+        }
     }
     let join_failure = Arc::new(parking_lot::Mutex::new(None));
     let stop = {
@@ -230,7 +238,21 @@ pub async fn serve(
             }
         }
     };
-    crate::http::serve(listener, router(state), stop).await;
+    let stopping = tokio_util::sync::CancellationToken::new();
+    let stopped = stopping.clone();
+    let peers_stopped = stopping.clone();
+    tokio::join!(
+        async move {
+            stop.await;
+            stopping.cancel();
+        },
+        crate::http::serve(listener, client_router(state.clone()), async move {
+            stopped.cancelled().await
+        }),
+        crate::http::serve(peer_listener, peer_router(state), async move {
+            peers_stopped.cancelled().await
+        }),
+    );
     info!("shutting down");
     if let Err(error) = raft.shutdown().await {
         // The node is stopping anyway; the storage is still closed below.
@@ -254,6 +276,7 @@ pub async fn serve(
 async fn initialize(
     raft: &Raft,
     config: &Config,
+    this_node: &Node,
     peers: &BTreeMap<NodeId, String>,
     joining: bool,
 ) -> Result<(), ServerError> {
@@ -264,17 +287,24 @@ async fn initialize(
         );
         return Ok(());
     }
+    // The others' client URLs are not known yet: each node tells its own
+    // once it is a member (see `publish_addresses`).
     let members: BTreeMap<NodeId, Node> = if peers.is_empty() {
-        BTreeMap::from([(
-            config.node_id,
-            Node {
-                addr: config.advertise_url(),
-            },
-        )])
+        BTreeMap::from([(config.node_id, this_node.clone())])
     } else {
         peers
             .iter()
-            .map(|(id, addr)| (*id, Node { addr: addr.clone() }))
+            .map(|(id, peer_addr)| {
+                let node = if *id == config.node_id {
+                    this_node.clone()
+                } else {
+                    Node {
+                        addr: String::new(),
+                        peer_addr: peer_addr.clone(),
+                    }
+                };
+                (*id, node)
+            })
             .collect()
     };
     let first = *members.keys().next().expect("at least this node");
@@ -311,6 +341,7 @@ async fn join_cluster(
     let body = schemas::api::AddMember {
         id: node_id,
         addr: node.addr.clone(),
+        peer_addr: node.peer_addr.clone(),
         voter: true,
     };
     let mut pause = JOIN_RETRY_FIRST;
@@ -362,6 +393,61 @@ async fn join_cluster(
     tracing::error!(node_id, %why, "joining failed");
     // No receiver means the server is already stopping: nothing to stop.
     let _ = failed.send(why);
+}
+
+/// Binds a listener, naming the address when it cannot.
+async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Listen { addr, source })
+}
+
+/// Once this node is a member, makes sure the membership holds its own
+/// addresses: a cluster formed by `--peers` starts knowing only the peer
+/// URLs, and `--advertise` may have changed since. The change goes to the
+/// leader through this node's own peer port (writes there are passed on),
+/// retried with backoff, for at most [`JOIN_TIMEOUT`].
+async fn publish_addresses(raft: Raft, http: reqwest::Client, node_id: NodeId, node: Node) {
+    let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
+    let mut pause = JOIN_RETRY_FIRST;
+    let url = format!("{}/v1/cluster/members", node.peer_addr);
+    loop {
+        let (listed, voter) = {
+            let metrics = raft.metrics().borrow().clone();
+            let membership = metrics.membership_config.membership();
+            let voter = membership.voter_ids().any(|id| id == node_id);
+            (membership.get_node(&node_id).cloned(), voter)
+        };
+        match listed {
+            Some(listed) if listed == node => return,
+            Some(_) => {
+                let body = schemas::api::AddMember {
+                    id: node_id,
+                    addr: node.addr.clone(),
+                    peer_addr: node.peer_addr.clone(),
+                    voter,
+                };
+                match http.post(&url).json(&body).timeout(JOIN_REQUEST_SLACK).send().await {
+                    Ok(response) if response.status().is_success() => {
+                        info!(node_id, %node, "published this node's addresses");
+                        return;
+                    }
+                    Ok(response) => {
+                        warn!(node_id, status = %response.status(), "publishing addresses: will retry")
+                    }
+                    Err(error) => warn!(node_id, %error, "publishing addresses: will retry"),
+                }
+            }
+            // Not a member (yet): a joining node is added by its join.
+            None => {}
+        }
+        if tokio::time::Instant::now() + pause >= deadline {
+            warn!(node_id, "gave up publishing this node's addresses");
+            return;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(JOIN_RETRY_MAX);
+    }
 }
 
 /// Rebuilds the view of `data_dir` from its topic, offline.

@@ -13,13 +13,26 @@ pub use schemas::api::{NodeId, Revision};
 /// How other nodes reach a node: the base URL of its HTTP port.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Node {
-    /// Base URL, e.g. `http://127.0.0.1:7070`.
+    /// The client API's base URL (`--advertise`), e.g. `http://127.0.0.1:7070`;
+    /// empty until the node has published it (a cluster formed by `--peers`
+    /// knows only its members' peer URLs).
     pub addr: String,
+    /// The peer port's base URL (`--peer-advertise`), e.g.
+    /// `http://127.0.0.1:7170`: Raft RPC, forwarded writes, read index.
+    #[serde(default)]
+    pub peer_addr: String,
+}
+
+impl Node {
+    /// Where other nodes reach this one.
+    pub fn peer_url(&self) -> &str {
+        &self.peer_addr
+    }
 }
 
 impl fmt::Display for Node {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.addr)
+        write!(f, "{} (peer {})", self.addr, self.peer_addr)
     }
 }
 

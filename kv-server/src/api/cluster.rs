@@ -67,6 +67,7 @@ fn members(state: &AppState) -> Vec<Member> {
             Member {
                 id: *id,
                 addr: node.addr.clone(),
+                peer_addr: node.peer_addr.clone(),
                 role,
                 voter,
                 matched_index: matched,
@@ -102,7 +103,7 @@ async fn status(State(state): State<AppState>, headers: HeaderMap) -> Json<Clust
             let addr = members
                 .iter()
                 .find(|member| member.id == leader)
-                .map(|member| member.addr.clone());
+                .map(|member| member.peer_addr.clone());
             if let Some(addr) = addr {
                 match leader_members(&state, &addr).await {
                     Some(from_leader) => members = from_leader,
@@ -166,23 +167,43 @@ async fn add_member(
     let Json(request) = body.map_err(|rejection| {
         ApiError::new(
             ErrorCode::InvalidJson,
-            format!("the body must be {{\"id\": <node id>, \"addr\": \"http://host:port\", \"voter\": true}}: {}", rejection.body_text()),
+            format!(
+                "the body must be {{\"id\": <node id>, \"addr\": \"http://host:port\", \
+                 \"peer_addr\": \"http://host:port\", \"voter\": true}}: {}",
+                rejection.body_text()
+            ),
         )
     })?;
     let addr = crate::config::check_node_url(&request.addr)
         .map_err(|why| ApiError::bad_field(ErrorCode::InvalidAddr, "addr", why))?;
+    let peer_addr = crate::config::check_node_url(&request.peer_addr)
+        .map_err(|why| ApiError::bad_field(ErrorCode::InvalidAddr, "peer_addr", why))?;
     let membership = current_membership(&state);
     let existing = membership.get_node(&request.id).cloned();
     let is_voter = membership.voter_ids().any(|voter| voter == request.id);
-    if let Some(node) = &existing {
-        if node.addr != addr {
+    let node = Node {
+        addr: addr.clone(),
+        peer_addr,
+    };
+    if let Some(current) = &existing {
+        if current.peer_addr != node.peer_addr {
             return Err(ApiError::new(
                 ErrorCode::MemberExists,
                 format!(
-                    "node {} is already a member at {}; remove it first to change its address",
-                    request.id, node.addr
+                    "node {} is already a member with peer URL {}; remove it first to change it",
+                    request.id, current.peer_addr
                 ),
             ));
+        }
+        if current.addr != node.addr {
+            // The same node (same peer URL) telling its client URL: a
+            // cluster formed by --peers knows only peer URLs at first.
+            info!(node = request.id, %addr, "the member's client URL is now known");
+            change(
+                &state,
+                ChangeMembers::SetNodes(BTreeMap::from([(request.id, node.clone())])),
+            )
+            .await?;
         }
         if is_voter || !request.voter {
             return Ok((StatusCode::OK, membership_view(&state)));
@@ -191,8 +212,7 @@ async fn add_member(
     let learner_since = match existing {
         Some(_) => membership_log_index(&state),
         None => {
-            info!(node = request.id, %addr, "adding a learner");
-            let node = Node { addr: addr.clone() };
+            info!(node = request.id, %node, "adding a learner");
             change(
                 &state,
                 ChangeMembers::AddNodes(BTreeMap::from([(request.id, node)])),

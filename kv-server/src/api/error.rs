@@ -110,12 +110,16 @@ impl From<StoreError> for ApiError {
 impl From<&ForwardToLeader<NodeId, Node>> for ApiError {
     fn from(forward: &ForwardToLeader<NodeId, Node>) -> Self {
         match (&forward.leader_id, &forward.leader_node) {
-            (Some(id), Some(node)) => ApiError::not_leader(
+            (Some(id), Some(node)) if !node.addr.is_empty() => ApiError::not_leader(
                 format!("this node is not the leader; node {id} at {} is", node.addr),
                 Some(LeaderHint {
                     id: *id,
                     addr: node.addr.clone(),
                 }),
+            ),
+            (Some(id), Some(_)) => ApiError::not_leader(
+                format!("this node is not the leader; node {id} is"),
+                None,
             ),
             _ => ApiError::not_leader("no leader is known yet", None),
         }

@@ -73,7 +73,7 @@ async fn route_write(state: AppState, request: Request, next: Next) -> Response 
         .to_string();
     let mut leader = leader;
     for attempt in 1..=FORWARD_ATTEMPTS {
-        let Leader::Other { id, addr } = &leader else {
+        let Leader::Other { id, peer_addr, .. } = &leader else {
             // Leadership came here while we waited: serve it ourselves.
             let request = Request::from_parts(parts, Body::from(body));
             return next.run(request).await;
@@ -84,7 +84,7 @@ async fn route_write(state: AppState, request: Request, next: Next) -> Response 
             timeout: forward_timeout(&state, &path),
         };
         match hop
-            .send(addr, &parts.method, &path, &parts.headers, &body)
+            .send(peer_addr, &parts.method, &path, &parts.headers, &body)
             .await
         {
             Ok(Sent::Answer(response)) => return response,

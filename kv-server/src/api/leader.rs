@@ -17,12 +17,14 @@ const LEADER_WAIT: Duration = Duration::from_secs(5);
 pub enum Leader {
     /// This node.
     This,
-    /// Another node, at this base URL.
+    /// Another node.
     Other {
         /// Its id.
         id: NodeId,
-        /// Its base URL.
+        /// Its client API's URL, for clients (empty until it published it).
         addr: String,
+        /// Its peer port's URL, where this node passes requests.
+        peer_addr: String,
     },
 }
 
@@ -31,7 +33,8 @@ impl Leader {
     pub fn hint(&self) -> Option<LeaderHint> {
         match self {
             Leader::This => None,
-            Leader::Other { id, addr } => Some(LeaderHint {
+            Leader::Other { addr, .. } if addr.is_empty() => None,
+            Leader::Other { id, addr, .. } => Some(LeaderHint {
                 id: *id,
                 addr: addr.clone(),
             }),
@@ -55,6 +58,7 @@ pub fn known_leader(state: &AppState) -> Option<Leader> {
         Leader::Other {
             id: leader,
             addr: node.addr,
+            peer_addr: node.peer_addr,
         }
     })
 }

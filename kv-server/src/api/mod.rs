@@ -82,16 +82,34 @@ pub struct AppState {
     pub remote_read_index: RemoteReadIndexRounds,
 }
 
-/// The whole API: the public routes behind load shedding and the body
-/// limit, and the node-to-node `/raft/*` routes beside them.
-pub fn router(state: AppState) -> Router {
+/// The client port: the public API. `/raft/*` is not there (404): the
+/// node-to-node routes are served on the peer port only.
+pub fn client_router(state: AppState) -> Router {
+    public_routes(&state)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// The peer port: the node-to-node `/raft/*` routes, and the public API for
+/// the requests other nodes pass here (forwarded writes, the leader's view
+/// of the members, joins). It has its own request limits, so clients
+/// cannot crowd out the cluster's own traffic.
+pub fn peer_router(state: AppState) -> Router {
+    public_routes(&state)
+        .merge(raft::routes())
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// The public routes behind load shedding and the body limit.
+fn public_routes(state: &AppState) -> Router<AppState> {
     let max_body_bytes = max_body_bytes(&state.config);
     let max_concurrent = state.config.max_concurrent_requests;
     // Handlers bound their own waits (raft, long-polls); this is the outer
     // limit no request outlives, long-polls included.
     let hard_timeout =
         Duration::from_millis(state.config.max_wait_ms + 2 * state.config.request_timeout_ms);
-    let public = Router::new()
+    Router::new()
         .merge(kv::routes())
         .merge(cluster::routes())
         .merge(changes::routes())
@@ -101,7 +119,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/openapi.json", get(openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(
+        // Only requests for a route of this API are passed to the leader:
+        // anything else is answered here (404, 405), so a client cannot
+        // reach the leader's peer routes through a follower.
+        .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             forward::forward_writes,
         ))
@@ -112,11 +133,7 @@ pub fn router(state: AppState) -> Router {
                 .concurrency_limit(max_concurrent)
                 .timeout(hard_timeout),
         )
-        .layer(DefaultBodyLimit::max(max_body_bytes));
-    public
-        .merge(raft::routes())
-        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
-        .with_state(state)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
 }
 
 /// Logs and counts each request and stamps `X-Kv-Revision` on every answer.

@@ -104,7 +104,12 @@ async fn remote_read_index(
     deadline: Instant,
 ) -> Result<Option<u64>, ApiError> {
     for _ in 0..LEADER_CHANGES {
-        let Leader::Other { id, addr } = &leader else {
+        let Leader::Other {
+            id,
+            peer_addr: addr,
+            ..
+        } = &leader
+        else {
             return Ok(None);
         };
         // Shared with the reads that wait meanwhile; each still keeps to

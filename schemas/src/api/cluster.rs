@@ -15,7 +15,8 @@ use crate::api::{NodeId, Revision};
 /// let status: schemas::api::ClusterStatus = serde_json::from_str(r#"{
 ///     "node_id": 1, "leader": 1, "term": 3, "state": "Leader",
 ///     "applied_index": 42, "committed_index": 42, "last_log_index": 42, "snapshot_index": 0,
-///     "members": [{"id": 1, "addr": "http://127.0.0.1:7070", "role": "leader", "voter": true}],
+///     "members": [{"id": 1, "addr": "http://127.0.0.1:7070", "peer_addr": "http://127.0.0.1:7170",
+///                  "role": "leader", "voter": true}],
 ///     "zone": "a"
 /// }"#).unwrap();
 /// assert_eq!(status.leader_member().unwrap().addr, "http://127.0.0.1:7070");
@@ -92,8 +93,11 @@ pub enum MemberRole {
 pub struct Member {
     /// The node's id.
     pub id: NodeId,
-    /// The URL other nodes and clients reach it at.
+    /// The URL clients reach it at (empty until the node has told it).
     pub addr: String,
+    /// The URL of its peer port, where the other nodes reach it.
+    #[serde(default)]
+    pub peer_addr: String,
     /// Leader, follower or learner.
     #[serde(default = "unknown_role")]
     pub role: MemberRole,
@@ -122,8 +126,10 @@ fn unknown_role() -> MemberRole {
 pub struct AddMember {
     /// Its id.
     pub id: NodeId,
-    /// Its base URL, `http://host:port`.
+    /// The base URL of its client API, `http://host:port`.
     pub addr: String,
+    /// The base URL of its peer port, `http://host:port`.
+    pub peer_addr: String,
     /// Make it a voter once it has caught up (the default), or keep it a learner.
     #[serde(default = "yes")]
     pub voter: bool,

@@ -277,12 +277,14 @@ pub struct CreateFlags {
 pub enum ClusterCommand {
     /// Leader, term, indexes and members.
     Status,
-    /// Add node ID, reachable at URL, to the cluster.
+    /// Add node ID, whose client API is at URL and peer port at PEER_URL.
     Add {
         /// The new node's id.
         id: u64,
-        /// The URL it is reached at (http://host:port).
+        /// Its client API's URL (http://host:port).
         url: String,
+        /// Its peer port's URL (http://host:port).
+        peer_url: String,
     },
     /// Remove node ID from the cluster.
     Remove {

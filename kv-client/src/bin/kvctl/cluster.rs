@@ -12,12 +12,14 @@ pub async fn run(
 ) -> Result<(), Failure> {
     match command {
         ClusterCommand::Status => status(client, printer).await,
-        ClusterCommand::Add { id, url } => {
-            client.add_member(id, &url).await?;
+        ClusterCommand::Add { id, url, peer_url } => {
+            client.add_member(id, &url, &peer_url).await?;
             if printer.is_json() {
-                return printer.json(&serde_json::json!({"added": id, "addr": url}));
+                return printer.json(
+                    &serde_json::json!({"added": id, "addr": url, "peer_addr": peer_url}),
+                );
             }
-            printer.line(format!("added node {id} at {url}"))
+            printer.line(format!("added node {id} at {url} (peer port {peer_url})"))
         }
         ClusterCommand::Remove { id } => {
             client.remove_member(id).await?;
@@ -48,11 +50,12 @@ async fn status(client: &Client, printer: &Printer) -> Result<(), Failure> {
     ])?;
     printer.line("")?;
     printer.table(
-        &["ID", "ADDRESS", "VOTER", "LEADER", "MATCHED_INDEX"],
+        &["ID", "ADDRESS", "PEER_ADDRESS", "VOTER", "LEADER", "MATCHED_INDEX"],
         status.members.iter().map(|member| {
             vec![
                 member.id.to_string(),
                 member.addr.clone(),
+                member.peer_addr.clone(),
                 member.voter.to_string(),
                 (status.leader == Some(member.id)).to_string(),
                 member

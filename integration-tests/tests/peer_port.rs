@@ -1,0 +1,78 @@
+//! The node-to-node routes live on a port of their own: the client port
+//! answers `/raft/*` with 404, so what a client can reach cannot forge
+//! votes, entries or snapshots; the members know each other's client and
+//! peer URLs.
+
+use std::time::{Duration, Instant};
+
+use integration_tests::TestCluster;
+use schemas::api::ClusterStatus;
+use serde_json::json;
+
+/// How long the members may take to publish their client URLs.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
+
+async fn status(cluster: &TestCluster, id: u64) -> ClusterStatus {
+    let status = cluster.status(id).await.expect("the node answers");
+    serde_json::from_value(status).expect("/v1/cluster answers a ClusterStatus")
+}
+
+#[tokio::test]
+async fn raft_routes_on_the_client_port_are_not_found_and_change_nothing() {
+    let cluster = TestCluster::start(3, &[]).await;
+    let leader = cluster.leader().await;
+    let before = status(&cluster, leader).await;
+    let client = reqwest::Client::new();
+    // What an attacker on the client port would send: a vote with a term
+    // far ahead, entries from a forged leader, a snapshot, a read index.
+    let forged_vote = json!({"vote": {"leader_id": {"term": 1000, "node_id": 9}, "committed": false},
+                             "last_log_id": null});
+    let attacks = [
+        ("/raft/vote", forged_vote.to_string()),
+        ("/raft/append", "{}".to_string()),
+        ("/raft/snapshot", "not a snapshot".to_string()),
+        ("/raft/read-index", String::new()),
+    ];
+    for id in cluster.ids() {
+        for (path, body) in &attacks {
+            let answer = client
+                .post(cluster.node(id).url(path))
+                .body(body.clone())
+                .send()
+                .await
+                .expect("the client port answers");
+            assert_eq!(answer.status(), 404, "node {id} {path}");
+        }
+    }
+    let after = status(&cluster, leader).await;
+    assert_eq!(
+        (after.leader, after.term),
+        (before.leader, before.term),
+        "the leader and its term are unchanged"
+    );
+}
+
+#[tokio::test]
+async fn every_member_is_listed_with_its_client_and_peer_urls() {
+    let cluster = TestCluster::start(3, &[]).await;
+    let deadline = Instant::now() + PUBLISH_TIMEOUT;
+    loop {
+        let leader = cluster.leader().await;
+        let members = status(&cluster, leader).await.members;
+        let published = cluster.ids().into_iter().all(|id| {
+            members.iter().any(|member| {
+                member.id == id
+                    && member.addr == cluster.node(id).base_url()
+                    && member.peer_addr == cluster.node(id).peer_url()
+            })
+        });
+        if published {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the members did not publish their URLs within {PUBLISH_TIMEOUT:?}: {members:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
