@@ -42,11 +42,12 @@ test-full:
 	$(CARGO) build -p kv-server
 	KV_TEST_JOIN_KEYS=100000 $(CARGO) test -p integration-tests --test cluster
 
-# A 3-node cluster on loopback ports 7071-7073, data under ./data/cluster/,
+# A 3-node cluster on loopback: client ports 7071-7073, peer ports
+# 7171-7173, data under ./data/cluster/,
 # in the background; `make cluster-stop` stops it.
 CLUSTER_DIR ?= ./data/cluster
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),./target)
-CLUSTER_PEERS = 1=http://127.0.0.1:7071,2=http://127.0.0.1:7072,3=http://127.0.0.1:7073
+CLUSTER_PEERS = 1=http://127.0.0.1:7171,2=http://127.0.0.1:7172,3=http://127.0.0.1:7173
 
 cluster:
 	$(CARGO) build --release -p kv-server
@@ -55,7 +56,7 @@ cluster:
 	  if [ -f $(CLUSTER_DIR)/n$$id.pid ] && kill -0 $$(cat $(CLUSTER_DIR)/n$$id.pid) 2>/dev/null; then \
 	    echo "node $$id is already running (pid $$(cat $(CLUSTER_DIR)/n$$id.pid))"; continue; fi; \
 	  nohup $(TARGET_DIR)/release/kv-server --node-id $$id --listen 127.0.0.1:707$$id \
-	    --data-dir $(CLUSTER_DIR)/n$$id --peers $(CLUSTER_PEERS) \
+	    --peer-listen 127.0.0.1:717$$id --data-dir $(CLUSTER_DIR)/n$$id --peers $(CLUSTER_PEERS) \
 	    > $(CLUSTER_DIR)/n$$id.log 2>&1 & echo $$! > $(CLUSTER_DIR)/n$$id.pid; \
 	  echo "node $$id: http://127.0.0.1:707$$id (pid $$!, log $(CLUSTER_DIR)/n$$id.log)"; \
 	done

@@ -182,16 +182,18 @@ start_etcd() {
 # sets kv_pids, kv_endpoints, kv_data_dirs. Fails (status 1) if a node
 # exits at start, e.g. because it refuses --peers.
 start_kv() {
-    local name=$1 count=$2 i peers="" ports=()
+    local name=$1 count=$2 i peers="" ports=() peer_ports=()
     for ((i = 1; i <= count; i++)); do
         ports+=("$(free_port)")
-        peers+="${peers:+,}$i=http://127.0.0.1:${ports[i - 1]}"
+        peer_ports+=("$(free_port)")
+        peers+="${peers:+,}$i=http://127.0.0.1:${peer_ports[i - 1]}"
     done
     kv_pids=()
     kv_endpoints=""
     kv_data_dirs=()
     for ((i = 1; i <= count; i++)); do
-        local args=(--node-id "$i" --listen "127.0.0.1:${ports[i - 1]}" --data-dir "$work/$name$i")
+        local args=(--node-id "$i" --listen "127.0.0.1:${ports[i - 1]}"
+            --peer-listen "127.0.0.1:${peer_ports[i - 1]}" --data-dir "$work/$name$i")
         ((count > 1)) && args+=(--peers "$peers")
         start "$work/$name$i.log" env NO_COLOR=1 "$kv_server" "${args[@]}"
         kv_pids+=("$started")

@@ -328,4 +328,3 @@ impl TestCluster {
         panic!("more than 1,000 pages under {prefix}");
     }
 }
-

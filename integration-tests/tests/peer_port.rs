@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use integration_tests::TestCluster;
+use integration_tests::{TestCluster, TestServer};
 use schemas::api::ClusterStatus;
 use serde_json::json;
 
@@ -75,4 +75,54 @@ async fn every_member_is_listed_with_its_client_and_peer_urls() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test]
+async fn every_member_knows_the_cluster_id_made_when_the_cluster_formed() {
+    let cluster = TestCluster::start(3, &[]).await;
+    let deadline = Instant::now() + PUBLISH_TIMEOUT;
+    loop {
+        let mut ids = Vec::new();
+        for id in cluster.ids() {
+            ids.push(status(&cluster, id).await.cluster_id);
+        }
+        if ids[0].is_some() && ids.iter().all(|id| *id == ids[0]) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the members do not agree on one cluster id: {ids:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_node_of_another_cluster_joins_nothing_and_says_why() {
+    let cluster = TestCluster::start(3, &[]).await;
+    let leader = cluster.leader().await;
+    let members_before = status(&cluster, leader).await.members.len();
+    let mut stranger =
+        TestServer::unstarted(4, 0, 0, &["--join", &cluster.node(leader).peer_url()]);
+    std::fs::create_dir_all(stranger.data_dir()).unwrap();
+    let foreign = "2f1d8b3e-6c1a-4c55-9a57-0d3c3f2a9b10";
+    std::fs::write(stranger.data_dir().join("cluster-id"), foreign).unwrap();
+    stranger.spawn();
+    let exit = stranger
+        .wait_exit(Duration::from_secs(60))
+        .await
+        .expect("the stranger gives up joining");
+    assert!(!exit.success(), "it exits with an error: {exit}");
+    assert!(
+        stranger.log_contains("foreign_cluster") && stranger.log_contains(foreign),
+        "it says the cluster refused it for its id: {}",
+        stranger.log_tail(20)
+    );
+    let after = status(&cluster, leader).await;
+    assert_eq!(
+        after.members.len(),
+        members_before,
+        "the cluster took no member"
+    );
+    assert!(after.members.iter().all(|member| member.id != 4));
 }

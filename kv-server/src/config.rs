@@ -577,7 +577,10 @@ mod tests {
             (&["--listen", "0.0.0.0:8080"], "http://0.0.0.0:8080"),
             (&["--advertise", "http://kv-1:7070/"], "http://kv-1:7070"),
             // --peers names peer ports, never the client's.
-            (&["--peers", "1=http://p1:1,2=http://p2:2"], "http://127.0.0.1:7070"),
+            (
+                &["--peers", "1=http://p1:1,2=http://p2:2"],
+                "http://127.0.0.1:7070",
+            ),
         ];
         for (args, expected) in cases {
             assert_eq!(config(args).advertise_url(), *expected, "{args:?}");
@@ -607,14 +610,22 @@ mod tests {
         let cases: &[(&[&str], &str)] = &[
             (&[], "http://127.0.0.1:7170"),
             (&["--peer-listen", "0.0.0.0:9090"], "http://0.0.0.0:9090"),
-            (&["--peer-advertise", "http://kv-1:7170/"], "http://kv-1:7170"),
+            (
+                &["--peer-advertise", "http://kv-1:7170/"],
+                "http://kv-1:7170",
+            ),
             (&["--peers", "1=http://p1:1,2=http://p2:2"], "http://p1:1"),
             (
                 &["--node-id", "2", "--peers", "1=http://p1:1,2=http://p2:2"],
                 "http://p2:2",
             ),
             (
-                &["--peer-advertise", "http://kv-1:7170", "--peers", "1=http://p1:1"],
+                &[
+                    "--peer-advertise",
+                    "http://kv-1:7170",
+                    "--peers",
+                    "1=http://p1:1",
+                ],
                 "http://kv-1:7170",
             ),
             // Peers that do not parse are refused at start; until then the

@@ -134,6 +134,14 @@ pub enum StoreError {
         /// What is wrong with it, and at which byte.
         reason: String,
     },
+    /// The data directory's `cluster-id` file does not hold an id.
+    #[error("{path} does not hold a cluster id: {reason}")]
+    CorruptClusterId {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 
     // Recovery at open.
     /// The install marker says an install was under way, but the snapshot

@@ -29,6 +29,7 @@ pub mod error;
 pub(crate) mod http;
 pub(crate) mod metrics;
 pub(crate) mod network;
+pub(crate) mod peer;
 pub(crate) mod read_index;
 pub mod server;
 pub(crate) mod store;

@@ -76,14 +76,18 @@ pub fn decode_snapshot(body: &[u8]) -> Result<(SnapshotPreamble, &[u8]), String>
 /// Makes connections to other nodes; one shared HTTP client pools them.
 #[derive(Clone)]
 pub struct Network {
-    http: reqwest::Client,
+    http: crate::peer::PeerClient,
     node_id: NodeId,
     durability: Durability,
 }
 
 impl Network {
     /// The network of node `node_id`, whose raft log `durability` tracks.
-    pub fn new(node_id: NodeId, durability: Durability) -> Result<Self, reqwest::Error> {
+    pub fn new(
+        node_id: NodeId,
+        durability: Durability,
+        cluster_id: std::sync::Arc<crate::peer::ClusterId>,
+    ) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .no_proxy()
             .connect_timeout(CONNECT_TIMEOUT)
@@ -91,7 +95,7 @@ impl Network {
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .build()?;
         Ok(Network {
-            http,
+            http: crate::peer::PeerClient::new(http, cluster_id),
             node_id,
             durability,
         })
@@ -100,7 +104,7 @@ impl Network {
 
 /// The connection to one node.
 pub struct Connection {
-    http: reqwest::Client,
+    http: crate::peer::PeerClient,
     node_id: NodeId,
     durability: Durability,
     target: NodeId,

@@ -148,7 +148,7 @@ impl RemoteReadIndexRounds {
     /// after this call, through `peers`, each request bounded by `timeout`.
     pub async fn read_index(
         &self,
-        peers: &reqwest::Client,
+        peers: &crate::peer::PeerClient,
         leader_addr: String,
         timeout: Duration,
     ) -> Result<RemoteReadIndex, RemoteFailure> {
@@ -166,7 +166,7 @@ impl RemoteReadIndexRounds {
 
 /// One read-index request to the node at `addr`.
 async fn ask_read_index(
-    client: &reqwest::Client,
+    client: &crate::peer::PeerClient,
     addr: &str,
     timeout: Duration,
 ) -> Result<RemoteReadIndex, RemoteFailure> {

@@ -13,6 +13,7 @@ use tracing::{info, warn};
 use crate::api::{client_router, peer_router, AppState};
 use crate::config::Config;
 use crate::network::Network;
+use crate::peer::{ClusterId, PeerClient};
 use crate::store::log_store::LogStore;
 use crate::store::state_machine::StateMachine;
 use crate::store::{DataDirs, Store};
@@ -140,6 +141,9 @@ pub async fn serve(
     };
     let config = Arc::new(config);
     let dirs = DataDirs::new(&config.data_dir);
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(crate::error::StoreError::io("create", &config.data_dir))?;
+    let cluster_id = Arc::new(ClusterId::open(&config.data_dir)?);
     let log = LogStore::open(&dirs.raft, Some(config.node_id))?;
     let store = Arc::new(Store::open(&dirs, config.topic_config(), &log)?);
     store.start_checkpointer()?;
@@ -170,12 +174,14 @@ pub async fn serve(
         .pool_idle_timeout(crate::network::POOL_IDLE_TIMEOUT)
         .build()
         .map_err(ServerError::PeerClient)?;
+    let peers_http = PeerClient::new(peers_http, Arc::clone(&cluster_id));
     let log_for_close = log.clone();
     let durability = log.durability();
     let raft = Raft::new(
         config.node_id,
         Arc::new(raft_config),
-        Network::new(config.node_id, durability.clone()).map_err(ServerError::PeerClient)?,
+        Network::new(config.node_id, durability.clone(), Arc::clone(&cluster_id))
+            .map_err(ServerError::PeerClient)?,
         log,
         StateMachine::new(Arc::clone(&store), durability),
     )
@@ -186,6 +192,16 @@ pub async fn serve(
     let initialized = raft.is_initialized().await?;
     if !initialized {
         initialize(&raft, &config, &this_node, &peers, join.is_some()).await?;
+        if join.is_none()
+            && peers
+                .keys()
+                .next()
+                .is_none_or(|first| *first == config.node_id)
+        {
+            // This node formed the cluster: it names it.
+            let id = cluster_id.create()?;
+            info!(cluster_id = %id, "the cluster's id");
+        }
     }
 
     let state = AppState {
@@ -196,6 +212,7 @@ pub async fn serve(
         cleaner: Arc::clone(&cleaner),
         committed,
         peers: peers_http.clone(),
+        cluster_id: Arc::clone(&cluster_id),
         read_index: Default::default(),
         remote_read_index: Default::default(),
     };
@@ -331,7 +348,7 @@ async fn initialize(
 /// the cluster is unreachable or busy; gives up on a refusal or after
 /// [`JOIN_TIMEOUT`], and then stops the server through `failed`.
 async fn join_cluster(
-    http: reqwest::Client,
+    http: PeerClient,
     url: String,
     node_id: NodeId,
     node: Node,
@@ -349,7 +366,7 @@ async fn join_cluster(
     let why = loop {
         attempt += 1;
         let reply = http
-            .post(format!("{url}/v1/cluster/members"))
+            .post(&format!("{url}/v1/cluster/members"))
             .json(&body)
             .timeout(crate::api::cluster::CATCH_UP_TIMEOUT + JOIN_REQUEST_SLACK)
             .send()
@@ -407,7 +424,7 @@ async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, ServerError> {
 /// URLs, and `--advertise` may have changed since. The change goes to the
 /// leader through this node's own peer port (writes there are passed on),
 /// retried with backoff, for at most [`JOIN_TIMEOUT`].
-async fn publish_addresses(raft: Raft, http: reqwest::Client, node_id: NodeId, node: Node) {
+async fn publish_addresses(raft: Raft, http: PeerClient, node_id: NodeId, node: Node) {
     let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
     let mut pause = JOIN_RETRY_FIRST;
     let url = format!("{}/v1/cluster/members", node.peer_addr);
@@ -427,7 +444,13 @@ async fn publish_addresses(raft: Raft, http: reqwest::Client, node_id: NodeId, n
                     peer_addr: node.peer_addr.clone(),
                     voter,
                 };
-                match http.post(&url).json(&body).timeout(JOIN_REQUEST_SLACK).send().await {
+                match http
+                    .post(&url)
+                    .json(&body)
+                    .timeout(JOIN_REQUEST_SLACK)
+                    .send()
+                    .await
+                {
                     Ok(response) if response.status().is_success() => {
                         info!(node_id, %node, "published this node's addresses");
                         return;

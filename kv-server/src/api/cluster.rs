@@ -82,7 +82,7 @@ fn members(state: &AppState) -> Vec<Member> {
 async fn leader_members(state: &AppState, leader_addr: &str) -> Option<Vec<Member>> {
     let view: ClusterStatus = state
         .peers
-        .get(format!("{leader_addr}/v1/cluster"))
+        .get(&format!("{leader_addr}/v1/cluster"))
         .header(FORWARDED_HEADER, state.node_id)
         .timeout(LEADER_VIEW_TIMEOUT)
         .send()
@@ -121,6 +121,7 @@ async fn status(State(state): State<AppState>, headers: HeaderMap) -> Json<Clust
         committed_index: state.committed.load(std::sync::atomic::Ordering::Acquire),
         last_log_index: metrics.last_log_index.unwrap_or(0),
         snapshot_index: metrics.snapshot.map_or(0, |id| id.index),
+        cluster_id: state.cluster_id.get().map(|id| id.to_string()),
         purged_index: metrics.purged.map(|id| id.index),
         members,
         extra: Default::default(),

@@ -117,10 +117,9 @@ impl From<&ForwardToLeader<NodeId, Node>> for ApiError {
                     addr: node.addr.clone(),
                 }),
             ),
-            (Some(id), Some(_)) => ApiError::not_leader(
-                format!("this node is not the leader; node {id} is"),
-                None,
-            ),
+            (Some(id), Some(_)) => {
+                ApiError::not_leader(format!("this node is not the leader; node {id} is"), None)
+            }
             _ => ApiError::not_leader("no leader is known yet", None),
         }
     }

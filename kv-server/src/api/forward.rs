@@ -128,7 +128,7 @@ fn forward_timeout(state: &AppState, path: &str) -> Duration {
 /// One hop of a forwarded request: from this node to the leader.
 struct Hop<'a> {
     /// The pooled HTTP client for other nodes.
-    peers: &'a reqwest::Client,
+    peers: &'a crate::peer::PeerClient,
     /// This node's id, sent in `X-Kv-Forwarded-By`.
     from: NodeId,
     /// How long the leader may take to answer.
@@ -268,8 +268,15 @@ mod tests {
         addr
     }
 
+    /// A client naming no cluster, as a node that knows none yet does.
+    fn peer_client(dir: &tempfile::TempDir) -> crate::peer::PeerClient {
+        let cluster_id = crate::peer::ClusterId::open(dir.path()).unwrap();
+        crate::peer::PeerClient::new(reqwest::Client::new(), std::sync::Arc::new(cluster_id))
+    }
+
     async fn forward(addr: &str) -> Result<Sent, ApiError> {
-        let peers = reqwest::Client::new();
+        let dir = tempfile::tempdir().unwrap();
+        let peers = peer_client(&dir);
         let hop = Hop {
             peers: &peers,
             from: 2,
@@ -346,7 +353,8 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(30)).await;
             drop(socket);
         });
-        let peers = reqwest::Client::new();
+        let dir = tempfile::tempdir().unwrap();
+        let peers = peer_client(&dir);
         let hop = Hop {
             peers: &peers,
             from: 2,

@@ -13,6 +13,7 @@ pub mod leader;
 pub mod metadata;
 pub mod metrics;
 pub mod params;
+pub mod peer;
 pub mod propose;
 pub mod raft;
 pub mod read;
@@ -73,8 +74,11 @@ pub struct AppState {
     pub cleaner: Arc<compaction::CleanerHandle>,
     /// The committed log index, as the raft log store last saved it.
     pub committed: Arc<std::sync::atomic::AtomicU64>,
-    /// HTTP client for requests passed to other nodes (pooled).
-    pub peers: reqwest::Client,
+    /// HTTP client for requests passed to other nodes (pooled, naming
+    /// this node's cluster).
+    pub peers: crate::peer::PeerClient,
+    /// This node's cluster id: requests from other clusters are refused.
+    pub cluster_id: Arc<crate::peer::ClusterId>,
     /// Read-index rounds, shared by the linearizable reads this node leads.
     pub read_index: ReadIndexRounds,
     /// Read-index requests to the leader, shared by this node's
@@ -97,6 +101,10 @@ pub fn client_router(state: AppState) -> Router {
 pub fn peer_router(state: AppState) -> Router {
     public_routes(&state)
         .merge(raft::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            peer::same_cluster,
+        ))
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }

@@ -47,6 +47,9 @@ pub struct ClusterStatus {
     /// Index of the last snapshot.
     #[serde(default)]
     pub snapshot_index: u64,
+    /// The cluster's id, made when it formed; `null` until this node knows it.
+    #[serde(default)]
+    pub cluster_id: Option<String>,
     /// Last log index purged from the raft log, if any.
     #[serde(default)]
     pub purged_index: Option<u64>,

@@ -81,6 +81,8 @@ error_codes! {
     InvalidSnapshot = ("invalid_snapshot", 400),
     /// Removing the only voter of a cluster.
     LastVoter = ("last_voter", 400),
+    /// A request between nodes came from a node of another cluster.
+    ForeignCluster = ("foreign_cluster", 403),
     // A metadata config that breaks RocketMQ's rules (the schemas crate's
     // validation); `field` names the JSON field.
     /// A required field is missing.

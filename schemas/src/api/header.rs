@@ -9,6 +9,10 @@ pub const INDEX: &str = "x-kv-index";
 /// A client-chosen UUID naming a write, so that its retries apply once.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
+/// On a request between nodes (and their answers): the id of the cluster
+/// the sending node belongs to.
+pub const CLUSTER_ID: &str = "x-kv-cluster-id";
+
 /// On a request one node passed to another: the id of the node that
 /// passed it. Such a request is never passed on again.
 pub const FORWARDED_BY: &str = "x-kv-forwarded-by";

@@ -15,9 +15,8 @@ pub async fn run(
         ClusterCommand::Add { id, url, peer_url } => {
             client.add_member(id, &url, &peer_url).await?;
             if printer.is_json() {
-                return printer.json(
-                    &serde_json::json!({"added": id, "addr": url, "peer_addr": peer_url}),
-                );
+                return printer
+                    .json(&serde_json::json!({"added": id, "addr": url, "peer_addr": peer_url}));
             }
             printer.line(format!("added node {id} at {url} (peer port {peer_url})"))
         }
@@ -50,7 +49,14 @@ async fn status(client: &Client, printer: &Printer) -> Result<(), Failure> {
     ])?;
     printer.line("")?;
     printer.table(
-        &["ID", "ADDRESS", "PEER_ADDRESS", "VOTER", "LEADER", "MATCHED_INDEX"],
+        &[
+            "ID",
+            "ADDRESS",
+            "PEER_ADDRESS",
+            "VOTER",
+            "LEADER",
+            "MATCHED_INDEX",
+        ],
         status.members.iter().map(|member| {
             vec![
                 member.id.to_string(),
