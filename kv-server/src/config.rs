@@ -65,6 +65,12 @@ pub struct Config {
     #[arg(long, env = "KV_MAX_VALUE_BYTES", default_value_t = 1 << 20)]
     pub max_value_bytes: usize,
 
+    /// Bytes of values one page of a list or of the change feed holds at
+    /// most; a page stops before the entry that would pass it (its first
+    /// entry is always taken) and says `more`.
+    #[arg(long, env = "KV_MAX_PAGE_BYTES", default_value_t = 4 << 20)]
+    pub max_page_bytes: usize,
+
     /// Longest long-poll `wait`, in milliseconds.
     #[arg(long, env = "KV_MAX_WAIT_MS", default_value_t = 5 * 60 * 1000)]
     pub max_wait_ms: u64,
@@ -209,6 +215,7 @@ mod tests {
         ("--peers", "[]"),
         ("--join", "None"),
         ("--max-value-bytes", "1048576"),
+        ("--max-page-bytes", "4194304"),
         ("--max-wait-ms", "300000"),
         ("--max-concurrent-requests", "20000"),
         ("--request-timeout-ms", "10000"),
@@ -240,6 +247,7 @@ mod tests {
         ),
         ("--join", "http://a:1", r#"Some("http://a:1")"#),
         ("--max-value-bytes", "4096", "4096"),
+        ("--max-page-bytes", "65536", "65536"),
         ("--max-wait-ms", "1000", "1000"),
         ("--max-concurrent-requests", "10", "10"),
         ("--request-timeout-ms", "2500", "2500"),
@@ -269,6 +277,7 @@ mod tests {
             ("--peers", format!("{:?}", config.peers)),
             ("--join", format!("{:?}", config.join)),
             ("--max-value-bytes", config.max_value_bytes.to_string()),
+            ("--max-page-bytes", config.max_page_bytes.to_string()),
             ("--max-wait-ms", config.max_wait_ms.to_string()),
             (
                 "--max-concurrent-requests",

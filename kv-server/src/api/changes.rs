@@ -16,7 +16,7 @@ use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
 use crate::api::error::ApiError;
-use crate::api::params::{parse_wait, Query, CHANGES_PAGE};
+use crate::api::params::{page_bounds, parse_wait, Query, CHANGES_PAGE};
 use crate::api::{AppState, INDEX_HEADER, REVISION_HEADER};
 use crate::store::record::WriteRecord;
 use crate::store::Store;
@@ -123,7 +123,8 @@ async fn read_changes(
 ) -> Result<ChangesPage<Box<RawValue>>, ApiError> {
     let store = std::sync::Arc::clone(&state.store);
     let prefix = prefix.to_string();
-    let read = tokio::task::spawn_blocking(move || store.changes_after(&prefix, from, limit))
+    let bounds = page_bounds(state, limit);
+    let read = tokio::task::spawn_blocking(move || store.changes_after(&prefix, from, bounds))
         .await
         .map_err(|error| ApiError::internal(format!("change feed task failed: {error}")))??;
     Ok(ChangesPage {
