@@ -1,5 +1,5 @@
-//! Bounded resources: each limit of the server, reached on purpose against a
-//! real process, is answered as documented and leaves the node serving.
+//! Pages bounded by bytes: lists and the change feed stop at
+//! `--max-page-bytes` and say `more`, against a real server.
 
 use integration_tests::{call, TestServer};
 use serde_json::{json, Value};
