@@ -82,6 +82,9 @@ pub async fn upload(
             if let Framing::Chunked = framing {
                 writer.write_all(b"0\r\n\r\n").await?;
             }
+            // Dropping the writer would half-close the connection, which
+            // the server takes for the client going away.
+            std::future::pending::<()>().await;
             Ok::<_, std::io::Error>(())
         })
     };
@@ -101,6 +104,37 @@ pub async fn upload(
         body,
         sent_when_answered,
     }
+}
+
+/// Sends `method path` declaring a body of `declared` bytes, sends only
+/// `sent` of them and then stalls; returns the answer and how long it took.
+pub async fn stalled_upload(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    declared: u64,
+    sent: usize,
+) -> (u16, String, Duration) {
+    let started = Instant::now();
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|error| panic!("cannot connect to {addr}: {error}"));
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {declared}\r\n\r\n"
+    );
+    stream
+        .write_all(head.as_bytes())
+        .await
+        .expect("the head can be sent");
+    stream
+        .write_all(&vec![b' '; sent])
+        .await
+        .expect("the start of the body can be sent");
+    let (mut reader, _writer) = stream.into_split();
+    let (status, body) = tokio::time::timeout(ANSWER_TIMEOUT, read_answer(&mut reader))
+        .await
+        .unwrap_or_else(|_| panic!("{method} {path}: no answer within {ANSWER_TIMEOUT:?}"));
+    (status, body, started.elapsed())
 }
 
 /// Reads one HTTP/1.1 answer with a `Content-Length` (or ended by EOF).

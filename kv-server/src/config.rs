@@ -83,6 +83,21 @@ pub struct Config {
     #[arg(long, env = "KV_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
     pub request_timeout_ms: u64,
 
+    /// Bytes of a node-to-node Raft request body (a batch of log entries,
+    /// a vote, a read index) read at most; a larger one is refused with 413.
+    #[arg(long, env = "KV_MAX_RAFT_BODY_BYTES", default_value_t = 64 << 20)]
+    pub max_raft_body_bytes: usize,
+
+    /// Bytes of a snapshot a leader sends read at most; a larger one is
+    /// refused with 413, so a data set beyond it needs a larger setting.
+    #[arg(long, env = "KV_MAX_SNAPSHOT_BYTES", default_value_t = 1 << 30)]
+    pub max_snapshot_bytes: usize,
+
+    /// Milliseconds a node-to-node Raft request body (snapshots included)
+    /// may take to arrive whole; a slower one is refused with 400.
+    #[arg(long, env = "KV_RAFT_BODY_TIMEOUT_MS", default_value_t = 120_000)]
+    pub raft_body_timeout_ms: u64,
+
     /// Raft log entries applied between two snapshots.
     #[arg(long, env = "KV_SNAPSHOT_EVERY", default_value_t = 50_000)]
     pub snapshot_every: u64,
@@ -219,6 +234,9 @@ mod tests {
         ("--max-wait-ms", "300000"),
         ("--max-concurrent-requests", "20000"),
         ("--request-timeout-ms", "10000"),
+        ("--max-raft-body-bytes", "67108864"),
+        ("--max-snapshot-bytes", "1073741824"),
+        ("--raft-body-timeout-ms", "120000"),
         ("--snapshot-every", "50000"),
         ("--snapshot-catchup-entries", "5000"),
         ("--heartbeat-ms", "100"),
@@ -251,6 +269,9 @@ mod tests {
         ("--max-wait-ms", "1000", "1000"),
         ("--max-concurrent-requests", "10", "10"),
         ("--request-timeout-ms", "2500", "2500"),
+        ("--max-raft-body-bytes", "1000", "1000"),
+        ("--max-snapshot-bytes", "2000", "2000"),
+        ("--raft-body-timeout-ms", "3000", "3000"),
         ("--snapshot-every", "200", "200"),
         ("--snapshot-catchup-entries", "10", "10"),
         ("--heartbeat-ms", "50", "50"),
@@ -286,6 +307,18 @@ mod tests {
             (
                 "--request-timeout-ms",
                 config.request_timeout_ms.to_string(),
+            ),
+            (
+                "--max-raft-body-bytes",
+                config.max_raft_body_bytes.to_string(),
+            ),
+            (
+                "--max-snapshot-bytes",
+                config.max_snapshot_bytes.to_string(),
+            ),
+            (
+                "--raft-body-timeout-ms",
+                config.raft_body_timeout_ms.to_string(),
             ),
             ("--snapshot-every", config.snapshot_every.to_string()),
             (

@@ -114,7 +114,7 @@ pub fn router(state: AppState) -> Router {
         )
         .layer(DefaultBodyLimit::max(max_body_bytes));
     public
-        .merge(raft::routes())
+        .merge(raft::routes(&state.config))
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
