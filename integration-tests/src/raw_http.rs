@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -106,6 +106,40 @@ pub async fn upload(
     }
 }
 
+/// One HTTP/1.1 connection, kept open between requests.
+pub struct RawConnection {
+    stream: TcpStream,
+}
+
+impl RawConnection {
+    /// Connects to `addr` (the kernel completes the handshake even while
+    /// the server does not accept).
+    pub async fn open(addr: SocketAddr) -> RawConnection {
+        let stream = TcpStream::connect(addr)
+            .await
+            .unwrap_or_else(|error| panic!("cannot connect to {addr}: {error}"));
+        RawConnection { stream }
+    }
+
+    /// Sends `GET path`, keeping the connection open.
+    pub async fn send_get(&mut self, path: &str) {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: kv\r\n\r\n");
+        self.stream
+            .write_all(request.as_bytes())
+            .await
+            .unwrap_or_else(|error| panic!("GET {path} could not be sent: {error}"));
+    }
+
+    /// The status of the answer to the request sent, if it comes within
+    /// `limit`.
+    pub async fn status_within(&mut self, limit: Duration) -> Option<u16> {
+        tokio::time::timeout(limit, read_answer(&mut self.stream))
+            .await
+            .ok()
+            .map(|(status, _)| status)
+    }
+}
+
 /// Sends `method path` declaring a body of `declared` bytes, sends only
 /// `sent` of them and then stalls; returns the answer and how long it took.
 pub async fn stalled_upload(
@@ -138,7 +172,7 @@ pub async fn stalled_upload(
 }
 
 /// Reads one HTTP/1.1 answer with a `Content-Length` (or ended by EOF).
-async fn read_answer(reader: &mut tokio::net::tcp::OwnedReadHalf) -> (u16, String) {
+async fn read_answer(reader: &mut (impl AsyncRead + Unpin)) -> (u16, String) {
     let started = Instant::now();
     let mut buffer = Vec::new();
     let mut piece = [0u8; 8192];

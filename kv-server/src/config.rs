@@ -79,6 +79,16 @@ pub struct Config {
     #[arg(long, env = "KV_MAX_CONCURRENT_REQUESTS", default_value_t = 20_000)]
     pub max_concurrent_requests: usize,
 
+    /// Connections the listener keeps open at once; beyond it, new ones
+    /// wait (in the kernel's backlog) until one closes.
+    #[arg(long, env = "KV_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Concurrent HTTP/2 streams one connection may carry; a client waits
+    /// for one of its streams to end before it opens another.
+    #[arg(long, env = "KV_MAX_HTTP2_STREAMS", default_value_t = 1_000)]
+    pub max_http2_streams: u32,
+
     /// Time limit of a request that is not a long-poll, in milliseconds.
     #[arg(long, env = "KV_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
     pub request_timeout_ms: u64,
@@ -233,6 +243,8 @@ mod tests {
         ("--max-page-bytes", "4194304"),
         ("--max-wait-ms", "300000"),
         ("--max-concurrent-requests", "20000"),
+        ("--max-connections", "10000"),
+        ("--max-http2-streams", "1000"),
         ("--request-timeout-ms", "10000"),
         ("--max-raft-body-bytes", "67108864"),
         ("--max-snapshot-bytes", "1073741824"),
@@ -268,6 +280,8 @@ mod tests {
         ("--max-page-bytes", "65536", "65536"),
         ("--max-wait-ms", "1000", "1000"),
         ("--max-concurrent-requests", "10", "10"),
+        ("--max-connections", "50", "50"),
+        ("--max-http2-streams", "20", "20"),
         ("--request-timeout-ms", "2500", "2500"),
         ("--max-raft-body-bytes", "1000", "1000"),
         ("--max-snapshot-bytes", "2000", "2000"),
@@ -304,6 +318,8 @@ mod tests {
                 "--max-concurrent-requests",
                 config.max_concurrent_requests.to_string(),
             ),
+            ("--max-connections", config.max_connections.to_string()),
+            ("--max-http2-streams", config.max_http2_streams.to_string()),
             (
                 "--request-timeout-ms",
                 config.request_timeout_ms.to_string(),

@@ -230,7 +230,8 @@ pub async fn serve(
             }
         }
     };
-    crate::http::serve(listener, router(state), stop).await;
+    let limits = crate::http::ListenerLimits::of(&config);
+    crate::http::serve(listener, router(state), limits, stop).await;
     info!("shutting down");
     if let Err(error) = raft.shutdown().await {
         // The node is stopping anyway; the storage is still closed below.
