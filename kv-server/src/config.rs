@@ -89,6 +89,11 @@ pub struct Config {
     #[arg(long, env = "KV_MAX_HTTP2_STREAMS", default_value_t = 1_000)]
     pub max_http2_streams: u32,
 
+    /// Milliseconds a streamed answer (a replay) or a connection's writes
+    /// may make no progress before the stream or connection is closed.
+    #[arg(long, env = "KV_STREAM_IDLE_TIMEOUT_MS", default_value_t = 30_000)]
+    pub stream_idle_timeout_ms: u64,
+
     /// Time limit of a request that is not a long-poll, in milliseconds.
     #[arg(long, env = "KV_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
     pub request_timeout_ms: u64,
@@ -245,6 +250,7 @@ mod tests {
         ("--max-concurrent-requests", "20000"),
         ("--max-connections", "10000"),
         ("--max-http2-streams", "1000"),
+        ("--stream-idle-timeout-ms", "30000"),
         ("--request-timeout-ms", "10000"),
         ("--max-raft-body-bytes", "67108864"),
         ("--max-snapshot-bytes", "1073741824"),
@@ -282,6 +288,7 @@ mod tests {
         ("--max-concurrent-requests", "10", "10"),
         ("--max-connections", "50", "50"),
         ("--max-http2-streams", "20", "20"),
+        ("--stream-idle-timeout-ms", "700", "700"),
         ("--request-timeout-ms", "2500", "2500"),
         ("--max-raft-body-bytes", "1000", "1000"),
         ("--max-snapshot-bytes", "2000", "2000"),
@@ -320,6 +327,10 @@ mod tests {
             ),
             ("--max-connections", config.max_connections.to_string()),
             ("--max-http2-streams", config.max_http2_streams.to_string()),
+            (
+                "--stream-idle-timeout-ms",
+                config.stream_idle_timeout_ms.to_string(),
+            ),
             (
                 "--request-timeout-ms",
                 config.request_timeout_ms.to_string(),

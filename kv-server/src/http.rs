@@ -13,7 +13,8 @@
 //! waits for one to close before it accepts the next, as Go's
 //! `netutil.LimitListener` (which etcd uses) does. A client beyond the cap
 //! waits in the kernel's backlog instead of costing the node a task and
-//! buffers.
+//! buffers. A connection whose peer stops reading what it is sent is closed
+//! after `--stream-idle-timeout-ms` ([`StallGuard`]).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -29,6 +30,7 @@ use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
+use crate::write_stall::StallGuard;
 
 /// How long a client may take to send a request's headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -42,6 +44,8 @@ pub struct ListenerLimits {
     pub max_connections: usize,
     /// Concurrent HTTP/2 streams one connection may carry.
     pub max_http2_streams: u32,
+    /// A connection whose writes make no progress for this long is closed.
+    pub write_stall: Duration,
 }
 
 impl ListenerLimits {
@@ -50,6 +54,7 @@ impl ListenerLimits {
         ListenerLimits {
             max_connections: config.max_connections,
             max_http2_streams: config.max_http2_streams,
+            write_stall: Duration::from_millis(config.stream_idle_timeout_ms),
         }
     }
 }
@@ -97,7 +102,10 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(router.clone());
         let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .serve_connection_with_upgrades(
+                TokioIo::new(StallGuard::new(stream, limits.write_stall)),
+                service,
+            )
             .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {

@@ -16,6 +16,8 @@ pub mod params;
 pub mod propose;
 pub mod raft;
 pub mod read;
+pub mod replay;
+pub mod topic_reads;
 pub mod write;
 
 use std::sync::Arc;
@@ -95,6 +97,7 @@ pub fn router(state: AppState) -> Router {
         .merge(kv::routes())
         .merge(cluster::routes())
         .merge(changes::routes())
+        .merge(replay::routes())
         .merge(metadata::routes())
         .merge(metrics::routes())
         .route("/healthz", get(healthz))
