@@ -75,6 +75,12 @@ pub struct Config {
     #[arg(long, env = "KV_MAX_WAIT_MS", default_value_t = 5 * 60 * 1000)]
     pub max_wait_ms: u64,
 
+    /// Long-polls (watches of a key or prefix, waiting change-feed reads)
+    /// waiting at once; one more that would wait is refused with 503.
+    /// Below --max-concurrent-requests, so watchers leave room for others.
+    #[arg(long, env = "KV_MAX_LONG_POLLS", default_value_t = 15_000)]
+    pub max_long_polls: usize,
+
     /// Requests served at once before new ones are refused with 503.
     #[arg(long, env = "KV_MAX_CONCURRENT_REQUESTS", default_value_t = 20_000)]
     pub max_concurrent_requests: usize,
@@ -247,6 +253,7 @@ mod tests {
         ("--max-value-bytes", "1048576"),
         ("--max-page-bytes", "4194304"),
         ("--max-wait-ms", "300000"),
+        ("--max-long-polls", "15000"),
         ("--max-concurrent-requests", "20000"),
         ("--max-connections", "10000"),
         ("--max-http2-streams", "1000"),
@@ -285,6 +292,7 @@ mod tests {
         ("--max-value-bytes", "4096", "4096"),
         ("--max-page-bytes", "65536", "65536"),
         ("--max-wait-ms", "1000", "1000"),
+        ("--max-long-polls", "5", "5"),
         ("--max-concurrent-requests", "10", "10"),
         ("--max-connections", "50", "50"),
         ("--max-http2-streams", "20", "20"),
@@ -321,6 +329,7 @@ mod tests {
             ("--max-value-bytes", config.max_value_bytes.to_string()),
             ("--max-page-bytes", config.max_page_bytes.to_string()),
             ("--max-wait-ms", config.max_wait_ms.to_string()),
+            ("--max-long-polls", config.max_long_polls.to_string()),
             (
                 "--max-concurrent-requests",
                 config.max_concurrent_requests.to_string(),

@@ -198,6 +198,7 @@ pub async fn serve(
         peers: peers_http.clone(),
         read_index: Default::default(),
         remote_read_index: Default::default(),
+        long_polls: crate::api::long_polls::LongPolls::new(config.max_long_polls),
     };
     info!(
         node_id = config.node_id,

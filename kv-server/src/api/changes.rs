@@ -95,7 +95,9 @@ async fn changes(
     // is answered at once, so a reader far behind moves on.
     let idle = page.records.is_empty() && !page.more;
     if let (true, Some(wait), Some(waiter)) = (idle, wait, waiter) {
+        let slot = state.long_polls.hold()?;
         let _ = tokio::time::timeout(wait, waiter).await;
+        drop(slot);
         page = read_changes(&state, &prefix, from, limit).await?;
     }
     let mut response = Json(&page).into_response();

@@ -137,6 +137,7 @@ async fn get_key(
             None => store.revision() > index,
         };
         if !changed {
+            let _slot = state.long_polls.hold()?;
             let _ = tokio::time::timeout(wait, waiter).await;
         }
     }
@@ -186,6 +187,7 @@ async fn list(
     if let Some(Blocking { index, wait }) = blocking {
         let waiter = store.watch(WatchTarget::Prefix(prefix.clone()), index);
         if store.revision() <= index {
+            let _slot = state.long_polls.hold()?;
             let _ = tokio::time::timeout(wait, waiter).await;
         }
     }

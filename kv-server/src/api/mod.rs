@@ -10,6 +10,7 @@ pub mod error;
 pub mod forward;
 pub mod kv;
 pub mod leader;
+pub mod long_polls;
 pub mod metadata;
 pub mod metrics;
 pub mod params;
@@ -36,6 +37,7 @@ use tracing::{debug, debug_span, Instrument};
 
 use crate::api::error::ApiError;
 use crate::api::leader::{known_leader, Leader};
+use crate::api::long_polls::LongPolls;
 use crate::config::Config;
 use crate::read_index::{ReadIndexRounds, RemoteReadIndexRounds};
 use crate::store::Store;
@@ -82,6 +84,8 @@ pub struct AppState {
     /// Read-index requests to the leader, shared by this node's
     /// linearizable reads while it follows.
     pub remote_read_index: RemoteReadIndexRounds,
+    /// Slots of the long-polls waiting now (`--max-long-polls`).
+    pub long_polls: LongPolls,
 }
 
 /// The whole API: the public routes behind load shedding and the body
