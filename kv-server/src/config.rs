@@ -87,12 +87,14 @@ pub struct Config {
 
     /// Connections the listener keeps open at once; beyond it, new ones
     /// wait (in the kernel's backlog) until one closes.
-    #[arg(long, env = "KV_MAX_CONNECTIONS", default_value_t = 10_000)]
-    pub max_connections: usize,
+    #[arg(long, env = "KV_MAX_CONNECTIONS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
 
     /// Concurrent HTTP/2 streams one connection may carry; a client waits
     /// for one of its streams to end before it opens another.
-    #[arg(long, env = "KV_MAX_HTTP2_STREAMS", default_value_t = 1_000)]
+    #[arg(long, env = "KV_MAX_HTTP2_STREAMS", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub max_http2_streams: u32,
 
     /// Milliseconds a streamed answer (a replay) or a connection's writes
@@ -502,6 +504,16 @@ mod tests {
                 &["--heartbeat-ms"],
                 ErrorKind::InvalidValue,
                 "--heartbeat-ms",
+            ),
+            (
+                &["--max-connections", "0"],
+                ErrorKind::ValueValidation,
+                "--max-connections",
+            ),
+            (
+                &["--max-http2-streams", "0"],
+                ErrorKind::ValueValidation,
+                "--max-http2-streams",
             ),
             (
                 &["--no-such-flag"],

@@ -52,7 +52,7 @@ impl ListenerLimits {
     /// The limits `config` sets.
     pub fn of(config: &Config) -> ListenerLimits {
         ListenerLimits {
-            max_connections: config.max_connections,
+            max_connections: config.max_connections as usize,
             max_http2_streams: config.max_http2_streams,
             write_stall: Duration::from_millis(config.stream_idle_timeout_ms),
         }
