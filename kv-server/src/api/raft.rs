@@ -132,7 +132,9 @@ async fn snapshot(State(state): State<AppState>, body: Bytes) -> Response {
         Ok(parts) => parts,
         Err(why) => return ApiError::new(ErrorCode::InvalidSnapshot, why).into_response(),
     };
-    let data = Bytes::copy_from_slice(data);
+    // A view of the body, not a copy: a snapshot may be as large as
+    // --max-snapshot-bytes, and openraft takes one copy of its own below.
+    let data = body.slice_ref(data);
     let checked = SnapshotFile::parse(&preamble.meta.snapshot_id, data.clone())
         .map_err(|error| error.to_string())
         .and_then(|file| {
