@@ -14,6 +14,8 @@
 //! * [`TestServer::wait_for_waiters`] (in `metrics.rs`) polls `/metrics`
 //!   until a number of long-polls wait, so a test never sleeps hoping one
 //!   has registered.
+//! * [`raw_http`] streams uploads larger than memory by hand, for the
+//!   limit tests, and reads the answer while the body is still being sent.
 //! * [`kvctl`] runs the `kvctl` binary as a child process with a time limit.
 //! * [`faults`] has faulty nodes for failover tests: a closed port, a node
 //!   that answers one fixed error, a proxy that loses a write's answer.
@@ -45,6 +47,7 @@ pub mod faults;
 pub mod kvctl;
 pub mod load;
 mod metrics;
+pub mod raw_http;
 mod server;
 
 pub use api::{call, error_of};

@@ -193,6 +193,11 @@ impl TestServer {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
+    /// The address of the server's peer port.
+    pub fn peer_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.peer_port))
+    }
+
     /// An HTTP client (pooled, no proxy, 30 s per request).
     pub fn client(&self) -> &reqwest::Client {
         &self.client
@@ -206,6 +211,24 @@ impl TestServer {
     /// Whether the process is running (as far as this harness started it).
     pub fn is_running(&self) -> bool {
         self.child.is_some()
+    }
+
+    /// The process's resident memory (`VmRSS` of `/proc/<pid>/status`), in
+    /// bytes.
+    pub fn resident_bytes(&self) -> u64 {
+        let child = self
+            .child
+            .as_ref()
+            .expect("resident_bytes: the server is not running");
+        let path = format!("/proc/{}/status", child.id());
+        let status = std::fs::read_to_string(&path)
+            .unwrap_or_else(|error| panic!("cannot read {path}: {error}"));
+        let kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("{path} has no VmRSS line"));
+        kib * 1024
     }
 
     /// Kills the process with SIGKILL, as a crash would, and reaps it.

@@ -42,7 +42,8 @@ const REGISTERED_WITHIN: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_watchers_cost_under_100_mb_and_a_write_wakes_only_its_own() {
-    let server = TestServer::start().await;
+    // One HTTP/2 connection carries them all: streams are raised to match.
+    let server = TestServer::start_with(&["--max-http2-streams", "10000"]).await;
     let client = reqwest::Client::builder()
         .http2_prior_knowledge()
         .timeout(Duration::from_secs(120))

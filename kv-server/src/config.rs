@@ -77,17 +77,61 @@ pub struct Config {
     #[arg(long, env = "KV_MAX_VALUE_BYTES", default_value_t = 1 << 20)]
     pub max_value_bytes: usize,
 
+    /// Bytes of values one page of a list or of the change feed holds at
+    /// most; a page stops before the entry that would pass it (its first
+    /// entry is always taken) and says `more`.
+    #[arg(long, env = "KV_MAX_PAGE_BYTES", default_value_t = 4 << 20)]
+    pub max_page_bytes: usize,
+
     /// Longest long-poll `wait`, in milliseconds.
     #[arg(long, env = "KV_MAX_WAIT_MS", default_value_t = 5 * 60 * 1000)]
     pub max_wait_ms: u64,
+
+    /// Long-polls (watches of a key or prefix, waiting change-feed reads)
+    /// waiting at once; one more that would wait is refused with 503.
+    /// Below --max-concurrent-requests, so watchers leave room for others.
+    #[arg(long, env = "KV_MAX_LONG_POLLS", default_value_t = 15_000)]
+    pub max_long_polls: usize,
 
     /// Requests served at once before new ones are refused with 503.
     #[arg(long, env = "KV_MAX_CONCURRENT_REQUESTS", default_value_t = 20_000)]
     pub max_concurrent_requests: usize,
 
+    /// Connections the listener keeps open at once; beyond it, new ones
+    /// wait (in the kernel's backlog) until one closes.
+    #[arg(long, env = "KV_MAX_CONNECTIONS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// Concurrent HTTP/2 streams one connection may carry; a client waits
+    /// for one of its streams to end before it opens another.
+    #[arg(long, env = "KV_MAX_HTTP2_STREAMS", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_http2_streams: u32,
+
+    /// Milliseconds a streamed answer (a replay) or a connection's writes
+    /// may make no progress before the stream or connection is closed.
+    #[arg(long, env = "KV_STREAM_IDLE_TIMEOUT_MS", default_value_t = 30_000)]
+    pub stream_idle_timeout_ms: u64,
+
     /// Time limit of a request that is not a long-poll, in milliseconds.
     #[arg(long, env = "KV_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
     pub request_timeout_ms: u64,
+
+    /// Bytes of a node-to-node Raft request body (a batch of log entries,
+    /// a vote, a read index) read at most; a larger one is refused with 413.
+    #[arg(long, env = "KV_MAX_RAFT_BODY_BYTES", default_value_t = 64 << 20)]
+    pub max_raft_body_bytes: usize,
+
+    /// Bytes of a snapshot a leader sends read at most; a larger one is
+    /// refused with 413, so a data set beyond it needs a larger setting.
+    #[arg(long, env = "KV_MAX_SNAPSHOT_BYTES", default_value_t = 1 << 30)]
+    pub max_snapshot_bytes: usize,
+
+    /// Milliseconds a node-to-node Raft request body (snapshots included)
+    /// may take to arrive whole; a slower one is refused with 400.
+    #[arg(long, env = "KV_RAFT_BODY_TIMEOUT_MS", default_value_t = 120_000)]
+    pub raft_body_timeout_ms: u64,
 
     /// Raft log entries applied between two snapshots.
     #[arg(long, env = "KV_SNAPSHOT_EVERY", default_value_t = 50_000)]
@@ -251,9 +295,17 @@ mod tests {
         ("--peers", "[]"),
         ("--join", "None"),
         ("--max-value-bytes", "1048576"),
+        ("--max-page-bytes", "4194304"),
         ("--max-wait-ms", "300000"),
+        ("--max-long-polls", "15000"),
         ("--max-concurrent-requests", "20000"),
+        ("--max-connections", "10000"),
+        ("--max-http2-streams", "1000"),
+        ("--stream-idle-timeout-ms", "30000"),
         ("--request-timeout-ms", "10000"),
+        ("--max-raft-body-bytes", "67108864"),
+        ("--max-snapshot-bytes", "1073741824"),
+        ("--raft-body-timeout-ms", "120000"),
         ("--snapshot-every", "50000"),
         ("--snapshot-catchup-entries", "5000"),
         ("--heartbeat-ms", "100"),
@@ -288,9 +340,17 @@ mod tests {
         ),
         ("--join", "http://a:1", r#"Some("http://a:1")"#),
         ("--max-value-bytes", "4096", "4096"),
+        ("--max-page-bytes", "65536", "65536"),
         ("--max-wait-ms", "1000", "1000"),
+        ("--max-long-polls", "5", "5"),
         ("--max-concurrent-requests", "10", "10"),
+        ("--max-connections", "50", "50"),
+        ("--max-http2-streams", "20", "20"),
+        ("--stream-idle-timeout-ms", "700", "700"),
         ("--request-timeout-ms", "2500", "2500"),
+        ("--max-raft-body-bytes", "1000", "1000"),
+        ("--max-snapshot-bytes", "2000", "2000"),
+        ("--raft-body-timeout-ms", "3000", "3000"),
         ("--snapshot-every", "200", "200"),
         ("--snapshot-catchup-entries", "10", "10"),
         ("--heartbeat-ms", "50", "50"),
@@ -319,14 +379,34 @@ mod tests {
             ("--peers", format!("{:?}", config.peers)),
             ("--join", format!("{:?}", config.join)),
             ("--max-value-bytes", config.max_value_bytes.to_string()),
+            ("--max-page-bytes", config.max_page_bytes.to_string()),
             ("--max-wait-ms", config.max_wait_ms.to_string()),
+            ("--max-long-polls", config.max_long_polls.to_string()),
             (
                 "--max-concurrent-requests",
                 config.max_concurrent_requests.to_string(),
             ),
+            ("--max-connections", config.max_connections.to_string()),
+            ("--max-http2-streams", config.max_http2_streams.to_string()),
+            (
+                "--stream-idle-timeout-ms",
+                config.stream_idle_timeout_ms.to_string(),
+            ),
             (
                 "--request-timeout-ms",
                 config.request_timeout_ms.to_string(),
+            ),
+            (
+                "--max-raft-body-bytes",
+                config.max_raft_body_bytes.to_string(),
+            ),
+            (
+                "--max-snapshot-bytes",
+                config.max_snapshot_bytes.to_string(),
+            ),
+            (
+                "--raft-body-timeout-ms",
+                config.raft_body_timeout_ms.to_string(),
             ),
             ("--snapshot-every", config.snapshot_every.to_string()),
             (
@@ -474,6 +554,16 @@ mod tests {
                 &["--heartbeat-ms"],
                 ErrorKind::InvalidValue,
                 "--heartbeat-ms",
+            ),
+            (
+                &["--max-connections", "0"],
+                ErrorKind::ValueValidation,
+                "--max-connections",
+            ),
+            (
+                &["--max-http2-streams", "0"],
+                ErrorKind::ValueValidation,
+                "--max-http2-streams",
             ),
             (
                 &["--no-such-flag"],

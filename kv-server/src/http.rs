@@ -1,13 +1,23 @@
 //! Serving the router: HTTP/1.1 and HTTP/2 (cleartext, prior knowledge) on
-//! one port, with graceful shutdown.
+//! one port, with graceful shutdown and bounded connections.
 //!
 //! A long-poll holds its request open, so the cost of one waiting watcher is
 //! mostly the cost of one open request. Over HTTP/1.1 that is a whole
 //! connection (tens of KB of buffers); over HTTP/2 many watchers share a
-//! connection and each costs one stream. So HTTP/2 streams per connection are
-//! not capped at hyper's default of 200: thousands of watchers may share one.
+//! connection and each costs one stream. HTTP/2 streams per connection are
+//! capped at `--max-http2-streams` (1,000 by default, above hyper's 200),
+//! so many watchers share a connection while one client cannot open an
+//! unbounded number of them; more watchers take more connections.
+//!
+//! Connections are capped at `--max-connections`: beyond it the accept loop
+//! waits for one to close before it accepts the next, as Go's
+//! `netutil.LimitListener` (which etcd uses) does. A client beyond the cap
+//! waits in the kernel's backlog instead of costing the node a task and
+//! buffers. A connection whose peer stops reading what it is sent is closed
+//! after `--stream-idle-timeout-ms` ([`StallGuard`]).
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -16,18 +26,47 @@ use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
-/// Concurrent HTTP/2 streams one connection may carry.
-const MAX_STREAMS_PER_CONNECTION: u32 = 100_000;
+use crate::config::Config;
+use crate::write_stall::StallGuard;
+
 /// How long a client may take to send a request's headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long shutdown waits for in-flight requests (long-polls included).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// What one listener bounds.
+#[derive(Clone, Copy, Debug)]
+pub struct ListenerLimits {
+    /// Connections open at once.
+    pub max_connections: usize,
+    /// Concurrent HTTP/2 streams one connection may carry.
+    pub max_http2_streams: u32,
+    /// A connection whose writes make no progress for this long is closed.
+    pub write_stall: Duration,
+}
+
+impl ListenerLimits {
+    /// The limits `config` sets.
+    pub fn of(config: &Config) -> ListenerLimits {
+        ListenerLimits {
+            max_connections: config.max_connections as usize,
+            max_http2_streams: config.max_http2_streams,
+            write_stall: Duration::from_millis(config.stream_idle_timeout_ms),
+        }
+    }
+}
+
 /// Serves `router` on `listener` until `shutdown` resolves, then stops
 /// accepting and waits (bounded) for in-flight requests to finish.
-pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<Output = ()>) {
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: ListenerLimits,
+    shutdown: impl Future<Output = ()>,
+) {
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -36,10 +75,18 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION);
+        .max_concurrent_streams(limits.max_http2_streams);
+    // One permit per open connection, held by its task until it ends.
+    let connection_slots = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
+        let slot = tokio::select! {
+            slot = Arc::clone(&connection_slots).acquire_owned() => {
+                slot.expect("the connection semaphore is never closed")
+            }
+            () = &mut shutdown => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -55,13 +102,17 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(router.clone());
         let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .serve_connection_with_upgrades(
+                TokioIo::new(StallGuard::new(stream, limits.write_stall)),
+                service,
+            )
             .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 debug!(%peer, %error, "connection ended with an error");
             }
+            drop(slot);
         });
     }
     drop(listener);

@@ -9,6 +9,7 @@
 //! * `read_index` — read-index rounds shared by concurrent reads.
 //! * `api` — the axum routers, one module per area.
 //! * `http` — HTTP/1.1 and HTTP/2 serving with graceful shutdown.
+//! * `write_stall` — closing connections whose peer stops reading.
 //! * [`server`] — start-up and shutdown.
 //! * `crash` — named crash points for the fault tests.
 //! * `clock` — the wall clock that stamps commands.
@@ -35,3 +36,4 @@ pub mod server;
 pub(crate) mod store;
 pub(crate) mod types;
 pub(crate) mod watch;
+pub(crate) mod write_stall;

@@ -215,6 +215,7 @@ pub async fn serve(
         cluster_id: Arc::clone(&cluster_id),
         read_index: Default::default(),
         remote_read_index: Default::default(),
+        long_polls: crate::api::long_polls::LongPolls::new(config.max_long_polls),
     };
     info!(
         node_id = config.node_id,
@@ -255,6 +256,7 @@ pub async fn serve(
             }
         }
     };
+    let limits = crate::http::ListenerLimits::of(&config);
     let stopping = tokio_util::sync::CancellationToken::new();
     let stopped = stopping.clone();
     let peers_stopped = stopping.clone();
@@ -263,10 +265,10 @@ pub async fn serve(
             stop.await;
             stopping.cancel();
         },
-        crate::http::serve(listener, client_router(state.clone()), async move {
+        crate::http::serve(listener, client_router(state.clone()), limits, async move {
             stopped.cancelled().await
         }),
-        crate::http::serve(peer_listener, peer_router(state), async move {
+        crate::http::serve(peer_listener, peer_router(state), limits, async move {
             peers_stopped.cancelled().await
         }),
     );

@@ -1,48 +1,38 @@
-//! `/v1/changes` (the change feed) and `/v1/topic/records` (replay): the
-//! compacted topic itself, read from an offset.
+//! `/v1/changes`, the change feed: the compacted topic read from an
+//! offset, a page at a time (replay, the topic as a stream, is in
+//! `replay.rs`).
 //!
 //! A record's JSON form: `{"offset","timestamp_ms","key","value","create_revision","version"}`
 //! with `value: null` and `deleted: true` for a delete. Offsets are revisions: a
 //! client that has seen offset N asks for `from=N` next.
 
-use axum::body::{Body, Bytes};
 use axum::extract::{RawQuery, State};
-use axum::http::{header, HeaderValue};
+use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use schemas::api::{ChangeRecord, ChangesPage, ErrorCode};
 use serde_json::value::RawValue;
-use tokio::sync::mpsc;
 
 use crate::api::error::ApiError;
-use crate::api::params::{parse_wait, Query, CHANGES_PAGE};
-use crate::api::{AppState, INDEX_HEADER, REVISION_HEADER};
+use crate::api::params::{page_bounds, parse_wait, Query, CHANGES_PAGE};
+use crate::api::topic_reads::read_topic;
+use crate::api::{AppState, INDEX_HEADER};
 use crate::store::record::WriteRecord;
 use crate::store::Store;
 use crate::types::Revision;
 use crate::watch::WatchTarget;
 
-/// Bytes of NDJSON gathered before a chunk is sent to the client.
-const STREAM_CHUNK_BYTES: usize = 64 * 1024;
-/// Room beyond a full chunk for the record that overflows it.
-const STREAM_CHUNK_SLACK_BYTES: usize = 4096;
-/// Chunks buffered between the reading thread and the client: this bounds
-/// the memory a replay holds, however large the topic.
-const STREAM_CHUNKS_BUFFERED: usize = 4;
-
 /// The routes.
 pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/changes", get(changes))
-        .route("/v1/topic/records", get(records))
+    Router::new().route("/v1/changes", get(changes))
 }
 
 /// One record as the API shows it; the value is the stored JSON text.
 type RecordView = ChangeRecord<Box<RawValue>>;
 
 /// A write as the API shows it.
-fn record_view(write: WriteRecord) -> Result<RecordView, ApiError> {
+pub fn record_view(write: WriteRecord) -> Result<RecordView, ApiError> {
     let deleted = write.value.is_none();
     let value = write
         .value
@@ -68,7 +58,7 @@ fn record_view(write: WriteRecord) -> Result<RecordView, ApiError> {
 
 /// 410 when a reader starting after `from` could miss deletes the cleaner
 /// has dropped: it must start over from offset 0 (or a fresh list).
-fn check_floor(store: &Store, from: Revision) -> Result<(), ApiError> {
+pub fn check_floor(store: &Store, from: Revision) -> Result<(), ApiError> {
     let floor = store.tombstone_floor();
     // Records after `from` start at from + 1, which must be at the floor.
     if from > 0 && from + 1 < floor {
@@ -105,7 +95,9 @@ async fn changes(
     // is answered at once, so a reader far behind moves on.
     let idle = page.records.is_empty() && !page.more;
     if let (true, Some(wait), Some(waiter)) = (idle, wait, waiter) {
+        let slot = state.long_polls.hold()?;
         let _ = tokio::time::timeout(wait, waiter).await;
+        drop(slot);
         page = read_changes(&state, &prefix, from, limit).await?;
     }
     let mut response = Json(&page).into_response();
@@ -123,9 +115,8 @@ async fn read_changes(
 ) -> Result<ChangesPage<Box<RawValue>>, ApiError> {
     let store = std::sync::Arc::clone(&state.store);
     let prefix = prefix.to_string();
-    let read = tokio::task::spawn_blocking(move || store.changes_after(&prefix, from, limit))
-        .await
-        .map_err(|error| ApiError::internal(format!("change feed task failed: {error}")))??;
+    let bounds = page_bounds(state, limit);
+    let read = read_topic(move || store.changes_after(&prefix, from, bounds)).await??;
     Ok(ChangesPage {
         records: read
             .writes
@@ -135,58 +126,4 @@ async fn read_changes(
         next: read.next,
         more: read.more,
     })
-}
-
-/// `GET /v1/topic/records?from=N`: every record from offset N as NDJSON,
-/// streamed with bounded memory.
-async fn records(
-    State(state): State<AppState>,
-    RawQuery(query): RawQuery,
-) -> Result<Response, ApiError> {
-    let query = Query::parse(query.as_deref(), &["from"])?;
-    let from = query.number("from")?.unwrap_or(0);
-    check_floor(&state.store, from.saturating_sub(1))?;
-    let revision = state.store.revision();
-    let store = std::sync::Arc::clone(&state.store);
-    let (sender, receiver) = mpsc::channel::<Result<Bytes, std::io::Error>>(STREAM_CHUNKS_BUFFERED);
-    tokio::task::spawn_blocking(move || {
-        let chunk_capacity = STREAM_CHUNK_BYTES + STREAM_CHUNK_SLACK_BYTES;
-        let mut chunk = Vec::with_capacity(chunk_capacity);
-        for write in store.writes_from(from) {
-            let line = write
-                .map_err(|error| error.to_string())
-                .and_then(|write| record_view(write).map_err(|error| format!("{error:?}")));
-            match line {
-                Ok(view) => {
-                    serde_json::to_writer(&mut chunk, &view).expect("a record view serializes");
-                    chunk.push(b'\n');
-                }
-                Err(message) => {
-                    tracing::error!(%message, "replay stopped");
-                    let _ = sender.blocking_send(Err(std::io::Error::other(message)));
-                    return;
-                }
-            }
-            if chunk.len() >= STREAM_CHUNK_BYTES {
-                let full = std::mem::replace(&mut chunk, Vec::with_capacity(chunk_capacity));
-                if sender.blocking_send(Ok(Bytes::from(full))).is_err() {
-                    return; // the client went away
-                }
-            }
-        }
-        if !chunk.is_empty() {
-            let _ = sender.blocking_send(Ok(Bytes::from(chunk)));
-        }
-    });
-    let stream = futures::stream::unfold(receiver, |mut receiver| async move {
-        receiver.recv().await.map(|item| (item, receiver))
-    });
-    let mut response = Body::from_stream(stream).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/x-ndjson"),
-    );
-    headers.insert(REVISION_HEADER, HeaderValue::from(revision));
-    Ok(response)
 }

@@ -12,7 +12,7 @@ use schemas::api::{is_metadata_key, ErrorCode, KeyList, KeyValue};
 use serde_json::value::RawValue;
 
 use crate::api::error::ApiError;
-use crate::api::params::{Blocking, Consistency, Query, LIST_PAGE};
+use crate::api::params::{page_bounds, Blocking, Consistency, Query, LIST_PAGE};
 use crate::api::write::{
     body_error, condition, etag, idempotency_key, validate_json, value_too_large, write_response,
 };
@@ -137,6 +137,7 @@ async fn get_key(
             None => store.revision() > index,
         };
         if !changed {
+            let _slot = state.long_polls.hold()?;
             let _ = tokio::time::timeout(wait, waiter).await;
         }
     }
@@ -186,11 +187,16 @@ async fn list(
     if let Some(Blocking { index, wait }) = blocking {
         let waiter = store.watch(WatchTarget::Prefix(prefix.clone()), index);
         if store.revision() <= index {
+            let _slot = state.long_polls.hold()?;
             let _ = tokio::time::timeout(wait, waiter).await;
         }
     }
     let revision = store.revision();
-    let (entries, more) = store.list(&prefix, query.get("start_after"), limit as usize)?;
+    let (entries, more) = store.list(
+        &prefix,
+        query.get("start_after"),
+        page_bounds(&state, limit),
+    )?;
     let entries = entries
         .into_iter()
         .map(|(key, entry)| key_view(key, entry))

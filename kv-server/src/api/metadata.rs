@@ -19,7 +19,7 @@ use schemas::{SubscriptionGroupConfig, TopicConfig, ValidateOptions};
 use serde_json::value::RawValue;
 
 use crate::api::error::ApiError;
-use crate::api::params::{Consistency, Query, LIST_PAGE};
+use crate::api::params::{page_bounds, Consistency, Query, LIST_PAGE};
 use crate::api::write::{
     body_error, condition, etag, idempotency_key, value_too_large, write_response,
 };
@@ -232,10 +232,11 @@ async fn list<T: MetadataKind>(
         .get("start_after")
         .map(|name| format!("{}{name}", T::KEY_PREFIX));
     let revision = state.store.revision();
-    let (entries, more) =
-        state
-            .store
-            .list(T::KEY_PREFIX, start_after.as_deref(), limit as usize)?;
+    let (entries, more) = state.store.list(
+        T::KEY_PREFIX,
+        start_after.as_deref(),
+        page_bounds(&state, limit),
+    )?;
     // The stored configs are written out as stored, in their field order.
     let mut body = format!("{{\"{}\":[", T::COLLECTION).into_bytes();
     for (i, (key, entry)) in entries.into_iter().enumerate() {

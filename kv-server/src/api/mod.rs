@@ -10,6 +10,7 @@ pub mod error;
 pub mod forward;
 pub mod kv;
 pub mod leader;
+pub mod long_polls;
 pub mod metadata;
 pub mod metrics;
 pub mod params;
@@ -17,6 +18,8 @@ pub mod peer;
 pub mod propose;
 pub mod raft;
 pub mod read;
+pub mod replay;
+pub mod topic_reads;
 pub mod write;
 
 use std::sync::Arc;
@@ -35,6 +38,7 @@ use tracing::{debug, debug_span, Instrument};
 
 use crate::api::error::ApiError;
 use crate::api::leader::{known_leader, Leader};
+use crate::api::long_polls::LongPolls;
 use crate::config::Config;
 use crate::read_index::{ReadIndexRounds, RemoteReadIndexRounds};
 use crate::store::Store;
@@ -84,6 +88,8 @@ pub struct AppState {
     /// Read-index requests to the leader, shared by this node's
     /// linearizable reads while it follows.
     pub remote_read_index: RemoteReadIndexRounds,
+    /// Slots of the long-polls waiting now (`--max-long-polls`).
+    pub long_polls: LongPolls,
 }
 
 /// The client port: the public API. `/raft/*` is not there (404): the
@@ -100,7 +106,7 @@ pub fn client_router(state: AppState) -> Router {
 /// cannot crowd out the cluster's own traffic.
 pub fn peer_router(state: AppState) -> Router {
     public_routes(&state)
-        .merge(raft::routes())
+        .merge(raft::routes(&state.config))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             peer::same_cluster,
@@ -121,6 +127,7 @@ fn public_routes(state: &AppState) -> Router<AppState> {
         .merge(kv::routes())
         .merge(cluster::routes())
         .merge(changes::routes())
+        .merge(replay::routes())
         .merge(metadata::routes())
         .merge(metrics::routes())
         .route("/healthz", get(healthz))

@@ -9,6 +9,8 @@ use axum::http::HeaderMap;
 use schemas::api::ErrorCode;
 
 use crate::api::error::ApiError;
+use crate::api::AppState;
+use crate::store::queries::PageBounds;
 use crate::types::Revision;
 
 /// How many entries one page of a list may hold.
@@ -31,6 +33,15 @@ pub const CHANGES_PAGE: PageLimit = PageLimit {
     default: 1_000,
     max: 10_000,
 };
+
+/// The bounds of one page: `limit` entries, and no more value bytes than
+/// `--max-page-bytes` (the first entry excepted).
+pub fn page_bounds(state: &AppState, limit: u64) -> PageBounds {
+    PageBounds {
+        entries: usize::try_from(limit).unwrap_or(usize::MAX),
+        value_bytes: state.config.max_page_bytes,
+    }
+}
 
 /// The query parameters of a request, each name at most once.
 pub struct Query {

@@ -2,13 +2,19 @@
 //!
 //! These routes sit outside the API's load shedding and body limit: a
 //! node busy with clients must still answer its leader's heartbeats, and a
-//! batch of entries or a snapshot is larger than one value.
+//! batch of entries or a snapshot is larger than one value. They have
+//! bounds of their own instead ([`BodyBound`]): a body is read whole, up to
+//! `--max-raft-body-bytes` (a snapshot up to `--max-snapshot-bytes`) and
+//! within `--raft-body-timeout-ms`, before a handler sees it, so a sender
+//! can neither fill the node's memory nor hold a request open for ever.
 
 use std::io::Cursor;
+use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -21,18 +27,88 @@ use schemas::api::ErrorCode;
 
 use crate::api::error::ApiError;
 use crate::api::AppState;
+use crate::config::Config;
 use crate::network::decode_snapshot;
 use crate::store::snapshot::SnapshotFile;
 use crate::types::{Node, NodeId, TypeConfig};
 
-/// The `/raft/*` routes.
-pub fn routes() -> Router<AppState> {
-    Router::new()
+/// How much of a `/raft/*` body is read, and for how long.
+#[derive(Clone, Copy, Debug)]
+struct BodyBound {
+    /// Bytes at most.
+    bytes: usize,
+    /// The whole body must have arrived within this.
+    deadline: Duration,
+}
+
+/// The `/raft/*` routes, their bodies bounded as `config` says.
+pub fn routes(config: &Config) -> Router<AppState> {
+    let deadline = Duration::from_millis(config.raft_body_timeout_ms);
+    let rpc_bound = BodyBound {
+        bytes: config.max_raft_body_bytes,
+        deadline,
+    };
+    let snapshot_bound = BodyBound {
+        bytes: config.max_snapshot_bytes,
+        deadline,
+    };
+    let rpc = Router::new()
         .route("/raft/append", post(append))
         .route("/raft/vote", post(vote))
-        .route("/raft/snapshot", post(snapshot))
         .route("/raft/read-index", post(read_index))
-        .layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn_with_state(
+            rpc_bound,
+            read_bounded,
+        ));
+    let snapshots = Router::new().route("/raft/snapshot", post(snapshot)).layer(
+        axum::middleware::from_fn_with_state(snapshot_bound, read_bounded),
+    );
+    // The bound is [`read_bounded`]'s; axum's own would stop at 2 MB.
+    rpc.merge(snapshots).layer(DefaultBodyLimit::disable())
+}
+
+/// Reads the body whole within `bound`, then passes it on: 413 beyond its
+/// bytes, 400 when it does not arrive in time.
+async fn read_bounded(State(bound): State<BodyBound>, request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path().to_string();
+    let read = tokio::time::timeout(bound.deadline, axum::body::to_bytes(body, bound.bytes)).await;
+    let body = match read {
+        Ok(Ok(body)) => body,
+        Ok(Err(error)) if is_length_limit(&error) => {
+            warn!(%path, limit = bound.bytes, "refused a raft body over the limit");
+            let message = format!(
+                "the body of {path} is over the limit of {} bytes",
+                bound.bytes
+            );
+            return ApiError::new(ErrorCode::ValueTooLarge, message).into_response();
+        }
+        Ok(Err(error)) => {
+            let message = format!("the body of {path} could not be read: {error}");
+            return ApiError::new(ErrorCode::InvalidBody, message).into_response();
+        }
+        Err(_) => {
+            warn!(%path, deadline = ?bound.deadline, "a raft body did not arrive in time");
+            let message = format!(
+                "the body of {path} did not arrive within {} ms",
+                bound.deadline.as_millis()
+            );
+            return ApiError::new(ErrorCode::InvalidBody, message).into_response();
+        }
+    };
+    next.run(Request::from_parts(parts, Body::from(body))).await
+}
+
+/// Whether reading a body stopped at its length limit.
+fn is_length_limit(error: &axum::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if cause.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 async fn append(
@@ -56,7 +132,9 @@ async fn snapshot(State(state): State<AppState>, body: Bytes) -> Response {
         Ok(parts) => parts,
         Err(why) => return ApiError::new(ErrorCode::InvalidSnapshot, why).into_response(),
     };
-    let data = Bytes::copy_from_slice(data);
+    // A view of the body, not a copy: a snapshot may be as large as
+    // --max-snapshot-bytes, and openraft takes one copy of its own below.
+    let data = body.slice_ref(data);
     let checked = SnapshotFile::parse(&preamble.meta.snapshot_id, data.clone())
         .map_err(|error| error.to_string())
         .and_then(|file| {

@@ -13,6 +13,35 @@ use crate::store::Store;
 use crate::types::Revision;
 use crate::watch::{Waiter, WatchTarget};
 
+/// How much one page of an answer may hold: a count of entries and a total
+/// of value bytes. A page always takes its first entry, so a single value
+/// larger than the byte bound still comes through, alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageBounds {
+    /// Entries at most.
+    pub entries: usize,
+    /// Bytes of values at most, unless the page holds one entry.
+    pub value_bytes: usize,
+}
+
+impl PageBounds {
+    /// At most `entries` entries, of any size.
+    #[cfg(test)]
+    pub fn entries(entries: usize) -> PageBounds {
+        PageBounds {
+            entries,
+            value_bytes: usize::MAX,
+        }
+    }
+
+    /// Whether a page of `taken` entries whose values hold `taken_bytes`
+    /// has room for one more of `next_bytes`.
+    pub fn admits(&self, taken: usize, taken_bytes: usize, next_bytes: usize) -> bool {
+        taken < self.entries
+            && (taken == 0 || taken_bytes.saturating_add(next_bytes) <= self.value_bytes)
+    }
+}
+
 /// One page of the change feed: the latest write of each key changed in
 /// the records read, in revision order.
 #[derive(Debug)]
@@ -31,15 +60,15 @@ impl Store {
         self.view.get(key)
     }
 
-    /// Up to `limit` keys under `prefix` after `start_after`, in key order,
-    /// and whether more follow.
+    /// The keys under `prefix` after `start_after`, in key order, as many
+    /// as `bounds` allow, and whether more follow.
     pub fn list(
         &self,
         prefix: &str,
         start_after: Option<&str>,
-        limit: usize,
+        bounds: PageBounds,
     ) -> Result<(Vec<(String, KeyEntry)>, bool), StoreError> {
-        self.view.list(prefix, start_after, limit)
+        self.view.list(prefix, start_after, bounds)
     }
 
     /// A waiter woken when `target` changes after revision `after`.
@@ -72,19 +101,25 @@ impl Store {
             .map(|record| WriteRecord::from_record(record?))
     }
 
-    /// The change feed after `from`: reads at most `limit` records up to the
-    /// store's revision and keeps the latest write of each key under
-    /// `prefix`. Blocking: it reads the topic's files.
+    /// The change feed after `from`: reads at most `bounds.entries` records
+    /// up to the store's revision and keeps the latest write of each key
+    /// under `prefix`, stopping before a record whose value would take the
+    /// values kept past `bounds.value_bytes`. Blocking: it reads the topic's
+    /// files.
     pub fn changes_after(
         &self,
         prefix: &str,
         from: Revision,
-        limit: u64,
+        bounds: PageBounds,
     ) -> Result<ChangesRead, StoreError> {
         let revision = self.revision();
         let mut latest: Vec<WriteRecord> = Vec::new();
         let mut position_of: HashMap<String, usize> = HashMap::new();
         let mut read = 0;
+        // Values of every record kept, replaced ones included: an upper
+        // bound of the page's values that needs no bookkeeping on replace.
+        let mut value_bytes: usize = 0;
+        let mut last_read = from;
         let mut next = from.max(revision);
         let mut more = false;
         for record in self.topic.read_from(from + 1) {
@@ -92,9 +127,16 @@ impl Store {
             if record.offset > revision {
                 break;
             }
-            read += 1;
             let offset = record.offset;
             if record.key.starts_with(prefix.as_bytes()) {
+                let size = record.value.as_ref().map_or(0, |value| value.len());
+                if !bounds.admits(latest.len(), value_bytes, size) {
+                    // This record starts the next page.
+                    next = last_read;
+                    more = true;
+                    break;
+                }
+                value_bytes += size;
                 let write = WriteRecord::from_record(record)?;
                 match position_of.get(&write.key) {
                     Some(&at) => latest[at] = write,
@@ -104,7 +146,9 @@ impl Store {
                     }
                 }
             }
-            if read == limit {
+            read += 1;
+            last_read = offset;
+            if read == bounds.entries {
                 next = offset;
                 more = offset < revision;
                 break;
@@ -116,5 +160,35 @@ impl Store {
             next,
             more,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PageBounds;
+
+    #[test]
+    fn a_page_takes_its_first_entry_then_stops_at_either_bound() {
+        let bounds = PageBounds {
+            entries: 3,
+            value_bytes: 100,
+        };
+        // (entries taken, their bytes, the next entry's bytes, admitted)
+        let cases = [
+            (0, 0, 500, true),
+            (1, 500, 1, false),
+            (1, 40, 60, true),
+            (2, 100, 1, false),
+            (2, 90, 0, true),
+            (3, 0, 0, false),
+            (1, usize::MAX, 1, false),
+        ];
+        for (taken, taken_bytes, next_bytes, admitted) in cases {
+            assert_eq!(
+                bounds.admits(taken, taken_bytes, next_bytes),
+                admitted,
+                "{taken} entries of {taken_bytes} bytes, next {next_bytes}"
+            );
+        }
     }
 }

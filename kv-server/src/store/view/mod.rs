@@ -33,6 +33,7 @@ use uuid::Uuid;
 pub use layout::{IdempotentWrite, KeyEntry};
 
 use crate::error::StoreError;
+use crate::store::queries::PageBounds;
 use crate::types::{LogId, StoredMembership};
 use layers::{Layers, MergedScan, Unwritten};
 use layout::{
@@ -96,13 +97,14 @@ impl View {
         }
     }
 
-    /// Up to `limit` entries whose keys start with `prefix`, in key order,
-    /// after `start_after` if given; and whether more follow.
+    /// Entries whose keys start with `prefix`, in key order, after
+    /// `start_after` if given, as many as `bounds` allow; and whether more
+    /// follow.
     pub fn list(
         &self,
         prefix: &str,
         start_after: Option<&str>,
-        limit: usize,
+        bounds: PageBounds,
     ) -> Result<(Vec<(String, KeyEntry)>, bool), StoreError> {
         let raw_prefix = entry_key(prefix);
         let mut out = Vec::new();
@@ -115,12 +117,15 @@ impl View {
             }
             _ => raw_prefix.clone(),
         };
+        let mut value_bytes = 0;
         for item in self.raw_scan(start, &raw_prefix) {
             let (raw, bytes) = item?;
-            if out.len() == limit {
+            let entry = KeyEntry::decode(&raw, &bytes)?;
+            if !bounds.admits(out.len(), value_bytes, entry.value.len()) {
                 return Ok((out, true));
             }
-            out.push((user_key(&raw), KeyEntry::decode(&raw, &bytes)?));
+            value_bytes += entry.value.len();
+            out.push((user_key(&raw), entry));
         }
         Ok((out, false))
     }
@@ -339,7 +344,7 @@ mod tests {
     }
 
     fn listed(view: &View, prefix: &str) -> Vec<(String, String)> {
-        let (entries, more) = view.list(prefix, None, 100).unwrap();
+        let (entries, more) = view.list(prefix, None, PageBounds::entries(100)).unwrap();
         assert!(!more);
         entries
             .into_iter()

@@ -1,0 +1,168 @@
+//! Connections per listener, HTTP/2 streams per connection and long-polls
+//! per node are bounded: a connection beyond `--max-connections` is not
+//! served until another closes, a client's streams beyond
+//! `--max-http2-streams` wait for one of its own to end, and a long-poll
+//! beyond `--max-long-polls` is refused with 503.
+
+use std::time::Duration;
+
+use futures::future::join_all;
+use integration_tests::raw_http::RawConnection;
+use integration_tests::{call, error_of, TestServer};
+use serde_json::{json, Value};
+
+/// `--max-connections` of the connection test.
+const MAX_CONNECTIONS: usize = 4;
+/// `--max-long-polls` of the long-poll test.
+const MAX_LONG_POLLS: usize = 3;
+/// `--max-http2-streams` of the stream test.
+const MAX_STREAMS: u64 = 2;
+/// Long-polls the stream test opens on one connection.
+const LONG_POLLS: usize = 5;
+/// How long a served request may take to be answered.
+const ANSWERED_WITHIN: Duration = Duration::from_secs(10);
+/// How long a request beyond a limit is watched for an answer that must
+/// not come.
+const HELD_FOR: Duration = Duration::from_millis(500);
+
+#[tokio::test]
+async fn a_connection_beyond_the_limit_is_served_only_once_another_closes() {
+    let server = TestServer::start_with(&["--max-connections", &MAX_CONNECTIONS.to_string()]).await;
+    // The harness's own pooled connection may hold a slot, so connections
+    // are opened until one is not served: that must happen by the limit.
+    let mut served = Vec::new();
+    let mut waiting = loop {
+        assert!(
+            served.len() < MAX_CONNECTIONS,
+            "{} connections were served with --max-connections {MAX_CONNECTIONS}",
+            served.len() + 1
+        );
+        let mut connection = RawConnection::open(server.addr()).await;
+        connection.send_get("/healthz").await;
+        match connection.status_within(HELD_FOR).await {
+            Some(status) => {
+                assert_eq!(status, 200);
+                served.push(connection);
+            }
+            None => break connection,
+        }
+    };
+    assert!(!served.is_empty(), "no connection was served at all");
+    drop(served);
+    assert_eq!(
+        waiting.status_within(ANSWERED_WITHIN).await,
+        Some(200),
+        "the waiting connection is served once the others close"
+    );
+}
+
+#[tokio::test]
+async fn streams_beyond_the_limit_wait_for_one_of_their_connection_to_end() {
+    let server = TestServer::start_with(&["--max-http2-streams", &MAX_STREAMS.to_string()]).await;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("an HTTP/2 client builds");
+    let (status, written) = call(&server, "PUT", "/v1/kv/watched", Some(json!(0))).await;
+    assert_eq!(status, 201, "{written}");
+    let index = written["revision"]
+        .as_u64()
+        .expect("a write answers its revision");
+    // One request first, so the client knows the server's settings before
+    // it opens the long-polls' streams.
+    let warm = client
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .expect("the HTTP/2 connection serves");
+    assert_eq!(warm.status(), 200);
+    let polls = (0..LONG_POLLS).map(|_| {
+        let request = client
+            .get(server.url(&format!("/v1/kv/watched?index={index}&wait=30s")))
+            .send();
+        tokio::spawn(async move {
+            let response = request.await.expect("a long-poll is answered");
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.expect("a long-poll answers JSON");
+            (status, body)
+        })
+    });
+    let polls: Vec<_> = polls.collect();
+    server.wait_for_waiters(MAX_STREAMS, ANSWERED_WITHIN).await;
+    // The others are held by the client, not the server: no more register.
+    tokio::time::sleep(HELD_FOR).await;
+    assert_eq!(server.waiters().await, MAX_STREAMS);
+
+    let (status, _) = call(&server, "PUT", "/v1/kv/watched", Some(json!(1))).await;
+    assert_eq!(status, 200, "the key is updated");
+    let answers = tokio::time::timeout(ANSWERED_WITHIN, join_all(polls))
+        .await
+        .expect("every long-poll is answered once the key changed");
+    for answer in answers {
+        let (status, body) = answer.expect("the long-poll task ends");
+        assert_eq!((status, &body["value"]), (200, &json!(1)), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn a_long_poll_beyond_the_limit_is_refused_with_503_and_others_are_served() {
+    let server = TestServer::start_with(&["--max-long-polls", &MAX_LONG_POLLS.to_string()]).await;
+    let (status, written) = call(&server, "PUT", "/v1/kv/polled", Some(json!(0))).await;
+    assert_eq!(status, 201, "{written}");
+    let index = written["revision"]
+        .as_u64()
+        .expect("a write answers its revision");
+    let waiting = format!("/v1/kv/polled?index={index}&wait=30s");
+    let held: Vec<_> = (0..MAX_LONG_POLLS)
+        .map(|_| {
+            let request = server.client().get(server.url(&waiting)).send();
+            tokio::spawn(async move { request.await.map(|response| response.status().as_u16()) })
+        })
+        .collect();
+    server
+        .wait_for_waiters(MAX_LONG_POLLS as u64, ANSWERED_WITHIN)
+        .await;
+
+    // Every kind of long-poll that would wait is refused...
+    let refused = [
+        format!("/v1/kv/polled?index={index}&wait=30s"),
+        format!("/v1/kv?prefix=polled&index={index}&wait=30s"),
+        format!("/v1/changes?prefix=polled&from={index}&wait=30s"),
+    ];
+    for path in &refused {
+        let (status, body) = call(&server, "GET", path, None).await;
+        assert_eq!(status, 503, "{path}: {body}");
+        assert_eq!(error_of(&body).0, "unavailable", "{path}: {body}");
+    }
+    // ...while requests that do not wait are served.
+    let served = [
+        "/v1/kv/polled".to_string(),
+        format!("/v1/kv/polled?index={}&wait=30s", index - 1),
+        format!("/v1/changes?prefix=polled&from={}&wait=30s", index - 1),
+    ];
+    for path in &served {
+        let (status, body) = call(&server, "GET", path, None).await;
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+
+    let (status, _) = call(&server, "PUT", "/v1/kv/polled", Some(json!(1))).await;
+    assert_eq!(status, 200, "the key is updated");
+    let statuses = tokio::time::timeout(ANSWERED_WITHIN, join_all(held))
+        .await
+        .expect("the held long-polls are answered once the key changed");
+    for status in statuses {
+        assert_eq!(status.expect("the task ends").expect("answered"), 200);
+    }
+    // Their slots are free again.
+    server.wait_for_waiters(0, ANSWERED_WITHIN).await;
+    let (status, body) = call(
+        &server,
+        "GET",
+        &format!("/v1/kv/polled?index={}&wait=50ms", index + 1),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}

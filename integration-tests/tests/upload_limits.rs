@@ -1,0 +1,83 @@
+//! Uploads larger than `--max-value-bytes` are refused while they are read:
+//! a 1 GiB body, streamed and never held whole by the test, is answered 413
+//! `value_too_large` long before it is all sent, on the leader and through
+//! a follower that forwards writes, and the server's memory barely moves.
+
+use integration_tests::raw_http::{upload, Framing, UploadAnswer};
+use integration_tests::{call, TestCluster, TestServer};
+use serde_json::json;
+
+/// The upload: far more than any limit, and than the test's memory.
+const UPLOAD_BYTES: u64 = 1 << 30;
+/// Body bytes a refused upload may have sent: the limit (1 MiB and its
+/// slack) plus what the socket buffers of both ends hold.
+const SENT_AT_MOST: u64 = 64 << 20;
+/// Growth of the server's resident memory an upload may cause.
+const RSS_GROWTH_AT_MOST: u64 = 8 << 20;
+
+/// Checks that `answer` is the refusal of an oversized value, given before
+/// the body was read whole.
+fn assert_refused_while_reading(answer: &UploadAnswer, what: &str) {
+    assert_eq!(answer.status, 413, "{what}: {answer:?}");
+    let body: serde_json::Value = serde_json::from_str(&answer.body)
+        .unwrap_or_else(|error| panic!("{what}: the answer is not JSON ({error}): {answer:?}"));
+    assert_eq!(body["error"]["code"], "value_too_large", "{what}: {body}");
+    assert!(
+        answer.sent_when_answered <= SENT_AT_MOST,
+        "{what}: answered only after {} bytes were sent",
+        answer.sent_when_answered
+    );
+}
+
+#[tokio::test]
+async fn a_gigabyte_upload_is_refused_while_reading_without_growing_memory() {
+    let server = TestServer::start().await;
+    // Warm the paths a write takes, so their first allocations are not
+    // counted as the upload's.
+    let (status, _) = call(&server, "PUT", "/v1/kv/warm", Some(json!(1))).await;
+    assert_eq!(status, 201);
+    let before = server.resident_bytes();
+    for framing in [Framing::Length, Framing::Chunked] {
+        let answer = upload(server.addr(), "PUT", "/v1/kv/huge", UPLOAD_BYTES, framing).await;
+        assert_refused_while_reading(&answer, &format!("{framing:?}"));
+    }
+    let grown = server.resident_bytes().saturating_sub(before);
+    assert!(
+        grown <= RSS_GROWTH_AT_MOST,
+        "the server grew by {grown} bytes of resident memory"
+    );
+    // The node still serves, and nothing was written.
+    let (status, _) = call(&server, "GET", "/v1/kv/huge", None).await;
+    assert_eq!(status, 404);
+    let (status, _) = call(&server, "PUT", "/v1/kv/after", Some(json!(2))).await;
+    assert_eq!(status, 201);
+}
+
+#[tokio::test]
+async fn a_follower_refuses_an_oversized_upload_before_forwarding_it() {
+    let cluster = TestCluster::start(2, &[]).await;
+    let leader = cluster.leader().await;
+    let follower = cluster
+        .ids()
+        .into_iter()
+        .find(|id| *id != leader)
+        .expect("a cluster of two has a follower");
+    let node = cluster.node(follower);
+    let before = node.resident_bytes();
+    let answer = upload(
+        node.addr(),
+        "PUT",
+        "/v1/kv/huge",
+        UPLOAD_BYTES,
+        Framing::Chunked,
+    )
+    .await;
+    assert_refused_while_reading(&answer, "through a follower");
+    let grown = node.resident_bytes().saturating_sub(before);
+    assert!(
+        grown <= RSS_GROWTH_AT_MOST,
+        "the follower grew by {grown} bytes of resident memory"
+    );
+    let (status, _) = call(node, "PUT", "/v1/kv/after", Some(json!(2))).await;
+    assert_eq!(status, 201, "the follower still forwards writes");
+}

@@ -1,0 +1,180 @@
+//! `/v1/topic/records`, replay: every record of the compacted topic from an
+//! offset, as NDJSON, streamed with bounded memory and no thread of its own.
+//!
+//! A task reads the topic a chunk at a time, each chunk on the blocking
+//! pool through [`read_topic`] (so replays never hold more than a few of
+//! its threads, whatever their number), and reads the next chunk only once
+//! the client has room for it. A client that takes nothing for
+//! `--stream-idle-timeout-ms` has its replay stopped: the answer ends with
+//! an error instead of its last chunk, so a cut replay never passes for a
+//! whole one. The replay ends at the revision the answer's `X-Kv-Revision`
+//! names, so a busy topic does not keep it going for ever.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tokio::sync::mpsc;
+use tracing::{debug, error};
+
+use crate::api::changes::{check_floor, record_view};
+use crate::api::error::ApiError;
+use crate::api::params::Query;
+use crate::api::topic_reads::read_topic;
+use crate::api::{AppState, REVISION_HEADER};
+use crate::store::Store;
+use crate::types::Revision;
+
+/// Bytes of NDJSON gathered before a chunk is sent to the client.
+const CHUNK_BYTES: usize = 16 * 1024;
+/// Room beyond a full chunk for the record that overflows it.
+const CHUNK_SLACK_BYTES: usize = 4096;
+/// Chunks read ahead of the client: with the one hyper is sending, this
+/// bounds the memory a replay holds, however large the topic.
+const CHUNKS_BUFFERED: usize = 1;
+
+/// One item of the answer's body.
+type BodyItem = Result<Bytes, std::io::Error>;
+
+/// The routes.
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/v1/topic/records", get(records))
+}
+
+/// `GET /v1/topic/records?from=N`: every record from offset N as NDJSON.
+async fn records(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let query = Query::parse(query.as_deref(), &["from"])?;
+    let from = query.number("from")?.unwrap_or(0);
+    check_floor(&state.store, from.saturating_sub(1))?;
+    let revision = state.store.revision();
+    let (sender, receiver) = mpsc::channel::<BodyItem>(CHUNKS_BUFFERED);
+    let finished = Arc::new(AtomicBool::new(false));
+    let idle = Duration::from_millis(state.config.stream_idle_timeout_ms);
+    tokio::spawn(produce(
+        Arc::clone(&state.store),
+        from,
+        revision,
+        sender,
+        idle,
+        Arc::clone(&finished),
+    ));
+    let mut response = Body::from_stream(body_stream(receiver, finished)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    headers.insert(REVISION_HEADER, HeaderValue::from(revision));
+    Ok(response)
+}
+
+/// The chunks `produce` sends; when it stops without having `finished`
+/// (the client stalled), one error, so the answer is cut, not completed.
+fn body_stream(
+    receiver: mpsc::Receiver<BodyItem>,
+    finished: Arc<AtomicBool>,
+) -> impl futures::Stream<Item = BodyItem> {
+    futures::stream::unfold(Some(receiver), move |receiver| {
+        let finished = Arc::clone(&finished);
+        async move {
+            let mut receiver = receiver?;
+            match receiver.recv().await {
+                Some(Ok(chunk)) => Some((Ok(chunk), Some(receiver))),
+                Some(Err(error)) => Some((Err(error), None)),
+                None if finished.load(Ordering::Acquire) => None,
+                None => Some((
+                    Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the replay was stopped: the client took nothing for too long",
+                    )),
+                    None,
+                )),
+            }
+        }
+    })
+}
+
+/// Reads records `from` … `until` a chunk at a time into `sender`, each
+/// once the client has room for it; sets `finished` once all are sent.
+async fn produce(
+    store: Arc<Store>,
+    from: Revision,
+    until: Revision,
+    sender: mpsc::Sender<BodyItem>,
+    idle: Duration,
+    finished: Arc<AtomicBool>,
+) {
+    let mut next = from;
+    loop {
+        let room = match tokio::time::timeout(idle, sender.reserve()).await {
+            Ok(Ok(room)) => room,
+            Ok(Err(_)) => return, // the client went away
+            Err(_) => {
+                debug!(
+                    at = next,
+                    idle_ms = idle.as_millis() as u64,
+                    "replay stopped: the client took nothing"
+                );
+                return;
+            }
+        };
+        let reader = Arc::clone(&store);
+        let read = read_topic(move || read_chunk(&reader, next, until))
+            .await
+            .map_err(|error| format!("{error:?}"));
+        let chunk = match read {
+            Ok(Ok(chunk)) => chunk,
+            Ok(Err(message)) | Err(message) => {
+                error!(%message, at = next, "replay stopped");
+                room.send(Err(std::io::Error::other(message)));
+                return;
+            }
+        };
+        if !chunk.bytes.is_empty() {
+            room.send(Ok(Bytes::from(chunk.bytes)));
+        }
+        match chunk.next {
+            Some(offset) => next = offset,
+            None => {
+                finished.store(true, Ordering::Release);
+                return;
+            }
+        }
+    }
+}
+
+/// One chunk of NDJSON, and where the next one starts (`None` at the end).
+struct Chunk {
+    bytes: Vec<u8>,
+    next: Option<Revision>,
+}
+
+/// The records from offset `from` up to `until` that fill one chunk.
+/// Blocking: it reads the topic's files.
+fn read_chunk(store: &Store, from: Revision, until: Revision) -> Result<Chunk, String> {
+    let mut bytes = Vec::with_capacity(CHUNK_BYTES + CHUNK_SLACK_BYTES);
+    for write in store.writes_from(from) {
+        let write = write.map_err(|error| error.to_string())?;
+        let offset = write.revision;
+        if offset > until {
+            break;
+        }
+        let view = record_view(write).map_err(|error| format!("{error:?}"))?;
+        serde_json::to_writer(&mut bytes, &view).expect("a record view serializes");
+        bytes.push(b'\n');
+        if bytes.len() >= CHUNK_BYTES {
+            let next = (offset < until).then_some(offset + 1);
+            return Ok(Chunk { bytes, next });
+        }
+    }
+    Ok(Chunk { bytes, next: None })
+}

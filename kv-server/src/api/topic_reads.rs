@@ -1,0 +1,32 @@
+//! Client reads of the topic's files, on a few threads of the blocking pool.
+//!
+//! Reading segment files blocks, so the change feed and replay read on
+//! tokio's blocking pool, which Raft's storage also uses (apply, vote,
+//! truncate, purge, snapshots: `store::blocking`). At most
+//! [`CONCURRENT_TOPIC_READS`] client reads hold a thread at once; the rest
+//! wait for a turn without one. However many clients read, and however
+//! slowly they take what is read, the pool keeps all but a few of its
+//! threads (512 by default) for Raft.
+
+use tokio::sync::Semaphore;
+
+use crate::api::error::ApiError;
+
+/// Client reads of the topic that hold a blocking thread at once.
+pub const CONCURRENT_TOPIC_READS: usize = 16;
+
+/// Turns to read the topic; shared by every request of the process.
+static TURNS: Semaphore = Semaphore::const_new(CONCURRENT_TOPIC_READS);
+
+/// Runs `read` on the blocking pool once a turn is free.
+pub async fn read_topic<T: Send + 'static>(
+    read: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    let _turn = TURNS
+        .acquire()
+        .await
+        .expect("the topic read semaphore is never closed");
+    tokio::task::spawn_blocking(read)
+        .await
+        .map_err(|error| ApiError::internal(format!("a topic read failed: {error}")))
+}
