@@ -69,6 +69,17 @@ fn two_per_page(names: &[String]) -> Vec<Vec<String>> {
     names.chunks(2).map(<[String]>::to_vec).collect()
 }
 
+/// The keys of each page of the list under `prefix`.
+async fn key_pages(server: &TestServer, prefix: &str) -> Vec<Vec<String>> {
+    pages(server, &format!("/v1/kv?prefix={prefix}"), |page| {
+        (
+            names_under(&page["entries"], "key"),
+            page["more"] == json!(true),
+        )
+    })
+    .await
+}
+
 #[tokio::test]
 async fn key_lists_stop_at_the_page_byte_bound_and_say_more() {
     let server = TestServer::start_with(&["--max-page-bytes", PAGE_BYTES]).await;
@@ -82,13 +93,7 @@ async fn key_lists_stop_at_the_page_byte_bound_and_say_more() {
         .await;
         assert_eq!(status, 201, "PUT {key}");
     }
-    let listed = pages(&server, "/v1/kv?prefix=k/", |page| {
-        (
-            names_under(&page["entries"], "key"),
-            page["more"] == json!(true),
-        )
-    })
-    .await;
+    let listed = key_pages(&server, "k/").await;
     assert_eq!(listed, two_per_page(&numbered("k/", ENTRIES)));
 
     // A value larger than the bound still comes through, alone.
@@ -96,13 +101,7 @@ async fn key_lists_stop_at_the_page_byte_bound_and_say_more() {
     assert_eq!(status, 201);
     let (status, _) = call(&server, "PUT", "/v1/kv/big/b", Some(text_of(10))).await;
     assert_eq!(status, 201);
-    let listed = pages(&server, "/v1/kv?prefix=big/", |page| {
-        (
-            names_under(&page["entries"], "key"),
-            page["more"] == json!(true),
-        )
-    })
-    .await;
+    let listed = key_pages(&server, "big/").await;
     assert_eq!(listed, [["big/a"], ["big/b"]]);
 }
 
