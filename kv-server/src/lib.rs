@@ -28,6 +28,7 @@ pub mod config;
 pub(crate) mod crash;
 pub mod error;
 pub(crate) mod http;
+pub mod join;
 pub(crate) mod metrics;
 pub(crate) mod network;
 pub(crate) mod peer;

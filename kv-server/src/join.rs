@@ -1,0 +1,168 @@
+//! How a node enters a cluster and keeps its entry true: joining through a
+//! member (`--join`), and publishing its own addresses once it is a member.
+
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use crate::peer::PeerClient;
+use crate::types::{Node, NodeId, Raft};
+
+/// How long a joining node keeps asking to be added.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(600);
+/// Pauses between a joining node's attempts: growing from the first to the last.
+const JOIN_RETRY_FIRST: Duration = Duration::from_millis(200);
+const JOIN_RETRY_MAX: Duration = Duration::from_secs(5);
+/// Time one join request is given beyond the leader's catch-up wait.
+const JOIN_REQUEST_SLACK: Duration = Duration::from_secs(30);
+
+/// Why a node started with `--join` gave up joining.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    /// The cluster answered with a refusal that retrying cannot change.
+    #[error("the cluster at {url} refused to add node {node_id}: {status} {body}")]
+    Refused {
+        /// The member asked.
+        url: String,
+        /// This node.
+        node_id: NodeId,
+        /// The answer's status.
+        status: reqwest::StatusCode,
+        /// The answer's body.
+        body: String,
+    },
+    /// No attempt succeeded before the deadline.
+    #[error("could not join the cluster at {url} within {timeout:?} ({attempts} attempts); last: {last}")]
+    TimedOut {
+        /// The member asked.
+        url: String,
+        /// How long the node kept trying.
+        timeout: Duration,
+        /// How many requests it sent.
+        attempts: u32,
+        /// Why the last attempt failed.
+        last: String,
+    },
+}
+
+/// Asks the cluster at `url` (any member) to add this node, retrying while
+/// the cluster is unreachable or busy; gives up on a refusal or after
+/// [`JOIN_TIMEOUT`], and then stops the server through `failed`.
+pub(crate) async fn join_cluster(
+    http: PeerClient,
+    url: String,
+    node_id: NodeId,
+    node: Node,
+    failed: tokio::sync::oneshot::Sender<JoinError>,
+) {
+    let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
+    let body = schemas::api::AddMember {
+        id: node_id,
+        addr: node.addr.clone(),
+        peer_addr: node.peer_addr.clone(),
+        voter: true,
+    };
+    let mut pause = JOIN_RETRY_FIRST;
+    let mut attempt = 0u32;
+    let why = loop {
+        attempt += 1;
+        let reply = http
+            .post(&format!("{url}/v1/cluster/members"))
+            .json(&body)
+            .timeout(crate::api::cluster::CATCH_UP_TIMEOUT + JOIN_REQUEST_SLACK)
+            .send()
+            .await;
+        let retry_because = match reply {
+            Ok(response) if response.status().is_success() => {
+                info!(node_id, via = %url, "joined the cluster as a voter");
+                return;
+            }
+            Ok(response) => {
+                let status = response.status();
+                let text = response
+                    .text()
+                    .await
+                    .unwrap_or_else(|error| format!("(unreadable body: {error})"));
+                let retryable = status.is_server_error() || status == reqwest::StatusCode::CONFLICT;
+                if !retryable {
+                    break JoinError::Refused {
+                        url,
+                        node_id,
+                        status,
+                        body: text,
+                    };
+                }
+                format!("{status} {text}")
+            }
+            Err(error) => error.to_string(),
+        };
+        if tokio::time::Instant::now() + pause >= deadline {
+            break JoinError::TimedOut {
+                url,
+                timeout: JOIN_TIMEOUT,
+                attempts: attempt,
+                last: retry_because,
+            };
+        }
+        warn!(node_id, via = %url, attempt, reason = %retry_because, "joining: will retry");
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(JOIN_RETRY_MAX);
+    };
+    tracing::error!(node_id, %why, "joining failed");
+    // No receiver means the server is already stopping: nothing to stop.
+    let _ = failed.send(why);
+}
+
+/// Once this node is a member, makes sure the membership holds its own
+/// addresses: a cluster formed by `--peers` starts knowing only the peer
+/// URLs, and `--advertise` may have changed since. The change goes to the
+/// leader through this node's own peer port (writes there are passed on),
+/// retried with backoff, for at most [`JOIN_TIMEOUT`].
+pub(crate) async fn publish_addresses(raft: Raft, http: PeerClient, node_id: NodeId, node: Node) {
+    let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
+    let mut pause = JOIN_RETRY_FIRST;
+    let url = format!("{}/v1/cluster/members", node.peer_addr);
+    loop {
+        let (listed, voter) = {
+            let metrics = raft.metrics().borrow().clone();
+            let membership = metrics.membership_config.membership();
+            let voter = membership.voter_ids().any(|id| id == node_id);
+            (membership.get_node(&node_id).cloned(), voter)
+        };
+        match listed {
+            Some(listed) if listed == node => return,
+            Some(_) => {
+                let body = schemas::api::AddMember {
+                    id: node_id,
+                    addr: node.addr.clone(),
+                    peer_addr: node.peer_addr.clone(),
+                    voter,
+                };
+                match http
+                    .post(&url)
+                    .json(&body)
+                    .timeout(JOIN_REQUEST_SLACK)
+                    .send()
+                    .await
+                {
+                    Ok(response) if response.status().is_success() => {
+                        info!(node_id, %node, "published this node's addresses");
+                        return;
+                    }
+                    Ok(response) => {
+                        warn!(node_id, status = %response.status(), "publishing addresses: will retry")
+                    }
+                    Err(error) => warn!(node_id, %error, "publishing addresses: will retry"),
+                }
+            }
+            // Not a member (yet): a joining node is added by its join.
+            None => {}
+        }
+        if tokio::time::Instant::now() + pause >= deadline {
+            warn!(node_id, "gave up publishing this node's addresses");
+            return;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(JOIN_RETRY_MAX);
+    }
+}
