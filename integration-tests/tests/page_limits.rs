@@ -64,6 +64,18 @@ fn numbered(prefix: &str, count: usize) -> Vec<String> {
     (0..count).map(|i| format!("{prefix}{i}")).collect()
 }
 
+/// Writes one paged value (`VALUE_CHARS` long) at `key`.
+async fn put_paged_value(server: &TestServer, key: &str) {
+    let (status, _) = call(
+        server,
+        "PUT",
+        &format!("/v1/kv/{key}"),
+        Some(text_of(VALUE_CHARS)),
+    )
+    .await;
+    assert_eq!(status, 201, "PUT {key}");
+}
+
 /// Every page holds two of the values, the last what is left.
 fn two_per_page(names: &[String]) -> Vec<Vec<String>> {
     names.chunks(2).map(<[String]>::to_vec).collect()
@@ -84,14 +96,7 @@ async fn key_pages(server: &TestServer, prefix: &str) -> Vec<Vec<String>> {
 async fn key_lists_stop_at_the_page_byte_bound_and_say_more() {
     let server = TestServer::start_with(&["--max-page-bytes", PAGE_BYTES]).await;
     for key in numbered("k/", ENTRIES) {
-        let (status, _) = call(
-            &server,
-            "PUT",
-            &format!("/v1/kv/{key}"),
-            Some(text_of(VALUE_CHARS)),
-        )
-        .await;
-        assert_eq!(status, 201, "PUT {key}");
+        put_paged_value(&server, &key).await;
     }
     let listed = key_pages(&server, "k/").await;
     assert_eq!(listed, two_per_page(&numbered("k/", ENTRIES)));
@@ -151,22 +156,8 @@ async fn change_feed_pages_stop_at_the_byte_bound_and_resume_after_the_last_reco
     let server = TestServer::start_with(&["--max-page-bytes", PAGE_BYTES]).await;
     // Another prefix in between: its records are read past, not counted.
     for (i, key) in numbered("c/", ENTRIES).iter().enumerate() {
-        let (status, _) = call(
-            &server,
-            "PUT",
-            &format!("/v1/kv/{key}"),
-            Some(text_of(VALUE_CHARS)),
-        )
-        .await;
-        assert_eq!(status, 201, "PUT {key}");
-        let (status, _) = call(
-            &server,
-            "PUT",
-            &format!("/v1/kv/other/{i}"),
-            Some(text_of(VALUE_CHARS)),
-        )
-        .await;
-        assert_eq!(status, 201, "PUT other/{i}");
+        put_paged_value(&server, key).await;
+        put_paged_value(&server, &format!("other/{i}")).await;
     }
     let mut pages: Vec<Vec<String>> = Vec::new();
     let mut from = 0;

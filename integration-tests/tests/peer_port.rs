@@ -9,8 +9,30 @@ use integration_tests::{TestCluster, TestServer};
 use schemas::api::ClusterStatus;
 use serde_json::json;
 
-/// How long the members may take to publish their client URLs.
+/// How long the members may take to publish their client URLs and learn
+/// the cluster's id.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Polls `holds` until it is true, failing after [`PUBLISH_TIMEOUT`] with
+/// `what` and what `holds` last saw.
+async fn eventually<F, Fut>(what: &str, mut holds: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = (bool, String)>,
+{
+    let deadline = Instant::now() + PUBLISH_TIMEOUT;
+    loop {
+        let (held, seen) = holds().await;
+        if held {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} within {PUBLISH_TIMEOUT:?}: {seen}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
 
 async fn status(cluster: &TestCluster, id: u64) -> ClusterStatus {
     let status = cluster.status(id).await.expect("the node answers");
@@ -55,8 +77,7 @@ async fn raft_routes_on_the_client_port_are_not_found_and_change_nothing() {
 #[tokio::test]
 async fn every_member_is_listed_with_its_client_and_peer_urls() {
     let cluster = TestCluster::start(3, &[]).await;
-    let deadline = Instant::now() + PUBLISH_TIMEOUT;
-    loop {
+    eventually("the members publish their URLs", || async {
         let leader = cluster.leader().await;
         let members = status(&cluster, leader).await.members;
         let published = cluster.ids().into_iter().all(|id| {
@@ -66,35 +87,23 @@ async fn every_member_is_listed_with_its_client_and_peer_urls() {
                     && member.peer_addr == cluster.node(id).peer_url()
             })
         });
-        if published {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the members did not publish their URLs within {PUBLISH_TIMEOUT:?}: {members:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        (published, format!("{members:?}"))
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn every_member_knows_the_cluster_id_made_when_the_cluster_formed() {
     let cluster = TestCluster::start(3, &[]).await;
-    let deadline = Instant::now() + PUBLISH_TIMEOUT;
-    loop {
+    eventually("the members agree on one cluster id", || async {
         let mut ids = Vec::new();
         for id in cluster.ids() {
             ids.push(status(&cluster, id).await.cluster_id);
         }
-        if ids[0].is_some() && ids.iter().all(|id| *id == ids[0]) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the members do not agree on one cluster id: {ids:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        let agreed = ids[0].is_some() && ids.iter().all(|id| *id == ids[0]);
+        (agreed, format!("{ids:?}"))
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -13,6 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use axum::http::HeaderValue;
 use parking_lot::RwLock;
 use schemas::api::header::CLUSTER_ID;
 use uuid::Uuid;
@@ -27,9 +28,25 @@ const CLUSTER_ID_FILE: &str = "cluster-id";
 pub struct ClusterId {
     /// `data/cluster-id`.
     path: PathBuf,
-    /// The id, once known. Written under the lock, so two requests that
-    /// both bring the first id cannot adopt two.
-    id: RwLock<Option<Uuid>>,
+    /// The id, once known, with its header value made once (every request
+    /// between nodes carries it). Written under the lock, so two requests
+    /// that both bring the first id cannot adopt two.
+    id: RwLock<Option<Known>>,
+}
+
+/// A known id and its header value.
+#[derive(Debug)]
+struct Known {
+    id: Uuid,
+    header: HeaderValue,
+}
+
+impl Known {
+    fn new(id: Uuid) -> Known {
+        let header =
+            HeaderValue::from_str(&id.to_string()).expect("a UUID is a valid header value");
+        Known { id, header }
+    }
 }
 
 /// A request named another cluster than this node's.
@@ -58,24 +75,29 @@ impl ClusterId {
         };
         Ok(ClusterId {
             path,
-            id: RwLock::new(id),
+            id: RwLock::new(id.map(Known::new)),
         })
     }
 
     /// The id, if this node knows it.
     pub fn get(&self) -> Option<Uuid> {
-        *self.id.read()
+        self.id.read().as_ref().map(|known| known.id)
+    }
+
+    /// The id as the value of `X-Kv-Cluster-Id`, if this node knows it.
+    pub fn header(&self) -> Option<HeaderValue> {
+        self.id.read().as_ref().map(|known| known.header.clone())
     }
 
     /// Makes a new id: the node forming a cluster does, once.
     pub fn create(&self) -> Result<Uuid, StoreError> {
         let mut id = self.id.write();
-        if let Some(existing) = *id {
-            return Ok(existing);
+        if let Some(existing) = id.as_ref() {
+            return Ok(existing.id);
         }
         let created = Uuid::new_v4();
         self.save(created)?;
-        *id = Some(created);
+        *id = Some(Known::new(created));
         Ok(created)
     }
 
@@ -92,7 +114,7 @@ impl ClusterId {
             };
         }
         let mut id = self.id.write();
-        match *id {
+        match id.as_ref().map(|known| known.id) {
             Some(ours) if ours != theirs => {
                 Err(CheckError::Foreign(ForeignCluster { theirs, ours }))
             }
@@ -100,7 +122,7 @@ impl ClusterId {
             None => {
                 self.save(theirs).map_err(CheckError::Store)?;
                 tracing::info!(cluster_id = %theirs, "joined cluster");
-                *id = Some(theirs);
+                *id = Some(Known::new(theirs));
                 Ok(())
             }
         }
@@ -142,8 +164,8 @@ impl PeerClient {
     /// A request to another node.
     pub fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
         let request = self.http.request(method, url);
-        match self.cluster_id.get() {
-            Some(id) => request.header(CLUSTER_ID, id.to_string()),
+        match self.cluster_id.header() {
+            Some(id) => request.header(CLUSTER_ID, id),
             None => request,
         }
     }

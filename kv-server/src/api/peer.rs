@@ -1,7 +1,6 @@
 //! The peer port's check that a request comes from a node of this cluster.
 
 use axum::extract::{Request, State};
-use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use schemas::api::header::CLUSTER_ID;
@@ -51,9 +50,8 @@ pub async fn same_cluster(State(state): State<AppState>, request: Request, next:
         }
     }
     let mut response = next.run(request).await;
-    if let Some(ours) = state.cluster_id.get() {
-        let value = HeaderValue::from_str(&ours.to_string()).expect("a UUID is a valid header");
-        response.headers_mut().insert(CLUSTER_ID, value);
+    if let Some(ours) = state.cluster_id.header() {
+        response.headers_mut().insert(CLUSTER_ID, ours);
     }
     response
 }
