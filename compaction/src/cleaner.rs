@@ -28,6 +28,7 @@ use crate::checkpoint::Checkpoint;
 use crate::error::Result;
 use crate::fsutil::{fsync_dir, remove_if_exists};
 use crate::record::Record;
+use crate::scan::CHUNK_BYTES;
 use crate::segment::{
     index_file_name, log_file_name, Recovery, Segment, SegmentState, CLEANED_SUFFIX,
 };
@@ -214,7 +215,7 @@ impl Topic {
                 outcome.segments_skipped += 1;
                 continue;
             }
-            let mut scanner = segment.scanner(0);
+            let mut scanner = segment.scanner(0, CHUNK_BYTES);
             while let Some(record) = scanner.next_record()? {
                 outcome.records_read += 1;
                 if map.supersedes(&record) {
@@ -325,7 +326,7 @@ impl KeyMap {
             if segment.last_offset().is_none_or(|last| last < first_dirty) {
                 continue;
             }
-            let mut scanner = segment.scanner(segment.seek(first_dirty));
+            let mut scanner = segment.scanner(segment.seek(first_dirty), CHUNK_BYTES);
             while let Some(record) = scanner.next_record()? {
                 if record.offset < first_dirty {
                     continue;

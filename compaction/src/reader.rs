@@ -21,6 +21,8 @@ pub struct TopicReader {
     from: Offset,
     upto: Option<Offset>,
     done: bool,
+    /// Bytes a segment is read in at once.
+    chunk_bytes: usize,
 }
 
 impl TopicReader {
@@ -35,7 +37,15 @@ impl TopicReader {
             from,
             upto,
             done: upto.is_none_or(|upto| upto < from),
+            chunk_bytes: crate::scan::CHUNK_BYTES,
         }
+    }
+
+    /// The same reader, reading segments `chunk_bytes` at a time (1 MiB by
+    /// default): less memory held by a reader kept for long, more reads.
+    pub fn with_chunk_bytes(mut self, chunk_bytes: usize) -> Self {
+        self.chunk_bytes = chunk_bytes;
+        self
     }
 }
 
@@ -63,7 +73,7 @@ impl Iterator for TopicReader {
                     self.done = true;
                     break;
                 };
-                self.scanner = Some(segment.scanner(segment.seek(self.from)));
+                self.scanner = Some(segment.scanner(segment.seek(self.from), self.chunk_bytes));
                 continue;
             };
             match scanner.next_record() {

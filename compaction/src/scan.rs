@@ -15,7 +15,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::record::{decode, Decoded, Record};
 
 /// Bytes read from the file at a time.
-const CHUNK_BYTES: usize = 1 << 20;
+pub(crate) const CHUNK_BYTES: usize = 1 << 20;
 
 /// What the scanner found at one position.
 #[derive(Debug)]
@@ -41,6 +41,8 @@ pub(crate) struct FrameScanner<F> {
     end: u64,
     chunk: Bytes,
     chunk_start: u64,
+    /// Bytes read at once (more only for a frame that needs more).
+    chunk_bytes: usize,
 }
 
 impl<F: Borrow<File>> FrameScanner<F> {
@@ -53,7 +55,14 @@ impl<F: Borrow<File>> FrameScanner<F> {
             end,
             chunk: Bytes::new(),
             chunk_start: start,
+            chunk_bytes: CHUNK_BYTES,
         }
+    }
+
+    /// The same scanner, reading `chunk_bytes` at a time.
+    pub fn with_chunk_bytes(mut self, chunk_bytes: usize) -> Self {
+        self.chunk_bytes = chunk_bytes;
+        self
     }
 
     /// The next frame, or `None` at the end of the range. After a torn or
@@ -124,7 +133,7 @@ impl<F: Borrow<File>> FrameScanner<F> {
     /// bytes long.
     fn refill(&mut self, needed: usize) -> Result<()> {
         let remaining = (self.end - self.position) as usize;
-        let len = CHUNK_BYTES.max(needed).min(remaining);
+        let len = self.chunk_bytes.max(needed).min(remaining);
         let mut buf = BytesMut::zeroed(len);
         self.file
             .borrow()

@@ -213,10 +213,12 @@ impl Segment {
         self.read_state().index.seek(offset)
     }
 
-    /// A scanner over the records from byte `start` to the current end.
-    pub fn scanner(&self, start: u64) -> FrameScanner<Arc<File>> {
+    /// A scanner over the records from byte `start` to the current end,
+    /// reading `chunk_bytes` at a time.
+    pub fn scanner(&self, start: u64, chunk_bytes: usize) -> FrameScanner<Arc<File>> {
         let end = self.size();
         FrameScanner::new(Arc::clone(&self.file), self.log_path.clone(), start, end)
+            .with_chunk_bytes(chunk_bytes)
     }
 
     /// Appends records (already checked for order by the caller), encoding

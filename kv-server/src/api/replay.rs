@@ -4,7 +4,10 @@
 //! A task reads the topic a chunk at a time, each chunk on the blocking
 //! pool through [`read_topic`] (so replays never hold more than a few of
 //! its threads, whatever their number), and reads the next chunk only once
-//! the client has room for it. A client that takes nothing for
+//! the client has room for it. While the client keeps up, one reader is
+//! handed from each chunk's read to the next, so no chunk seeks the topic
+//! again; a client that falls behind makes the replay let go of it (and of
+//! its read buffer) until there is room again. A client that takes nothing for
 //! `--stream-idle-timeout-ms` has its replay stopped: the answer ends with
 //! an error instead of its last chunk, so a cut replay never passes for a
 //! whole one. The replay ends at the revision the answer's `X-Kv-Revision`
@@ -28,6 +31,8 @@ use crate::api::error::ApiError;
 use crate::api::params::Query;
 use crate::api::topic_reads::read_topic;
 use crate::api::{AppState, REVISION_HEADER};
+use crate::error::StoreError;
+use crate::store::record::WriteRecord;
 use crate::store::Store;
 use crate::types::Revision;
 
@@ -37,7 +42,11 @@ const CHUNK_BYTES: usize = 16 * 1024;
 const CHUNK_SLACK_BYTES: usize = 4096;
 /// Chunks read ahead of the client: with the one hyper is sending, this
 /// bounds the memory a replay holds, however large the topic.
-const CHUNKS_BUFFERED: usize = 1;
+const CHUNKS_BUFFERED: usize = 2;
+/// Bytes of the topic a replay's reader reads at once: a few chunks' worth,
+/// so a reader kept between chunks holds little and one made again after a
+/// pause reads little it does not send.
+const READ_BYTES: usize = 64 * 1024;
 
 /// One item of the answer's body.
 type BodyItem = Result<Bytes, std::io::Error>;
@@ -114,26 +123,52 @@ async fn produce(
     finished: Arc<AtomicBool>,
 ) {
     let mut next = from;
+    // Opened by a chunk's read (opening reads the topic's index), then
+    // handed to each read and back while the client keeps up.
+    let mut writes: Option<Writes> = None;
     loop {
-        let room = match tokio::time::timeout(idle, sender.reserve()).await {
-            Ok(Ok(room)) => room,
-            Ok(Err(_)) => return, // the client went away
-            Err(_) => {
-                debug!(
-                    at = next,
-                    idle_ms = idle.as_millis() as u64,
-                    "replay stopped: the client took nothing"
-                );
-                return;
+        let room = match sender.try_reserve() {
+            Ok(room) => room,
+            Err(mpsc::error::TrySendError::Closed(())) => return, // the client went away
+            Err(mpsc::error::TrySendError::Full(())) => {
+                // The client is behind: let go of the reader and its read
+                // buffer while it catches up (a stalled client holds no
+                // more than its chunks); the next read opens one at `next`.
+                writes = None;
+                match tokio::time::timeout(idle, sender.reserve()).await {
+                    Ok(Ok(room)) => room,
+                    Ok(Err(_)) => return, // the client went away
+                    Err(_) => {
+                        debug!(
+                            at = next,
+                            idle_ms = idle.as_millis() as u64,
+                            "replay stopped: the client took nothing"
+                        );
+                        return;
+                    }
+                }
             }
         };
-        let reader = Arc::clone(&store);
-        let read = read_topic(move || read_chunk(&reader, next, until))
-            .await
-            .map_err(|error| format!("{error:?}"));
+        let store = Arc::clone(&store);
+        let taken = writes.take();
+        let read = read_topic(move || {
+            let mut reader = taken.unwrap_or_else(|| Box::new(store.writes_from(next, READ_BYTES)));
+            let chunk = read_chunk(&mut reader, until);
+            (reader, chunk)
+        })
+        .await;
         let chunk = match read {
-            Ok(Ok(chunk)) => chunk,
-            Ok(Err(message)) | Err(message) => {
+            Ok((reader, Ok(chunk))) => {
+                writes = Some(reader);
+                chunk
+            }
+            Ok((_, Err(message))) => {
+                error!(%message, at = next, "replay stopped");
+                room.send(Err(std::io::Error::other(message)));
+                return;
+            }
+            Err(error) => {
+                let message = format!("{error:?}");
                 error!(%message, at = next, "replay stopped");
                 room.send(Err(std::io::Error::other(message)));
                 return;
@@ -158,11 +193,14 @@ struct Chunk {
     next: Option<Revision>,
 }
 
-/// The records from offset `from` up to `until` that fill one chunk.
+/// The writes a replay reads, kept from one chunk to the next.
+type Writes = Box<dyn Iterator<Item = Result<WriteRecord, StoreError>> + Send>;
+
+/// The next records of `writes`, up to `until`, that fill one chunk.
 /// Blocking: it reads the topic's files.
-fn read_chunk(store: &Store, from: Revision, until: Revision) -> Result<Chunk, String> {
+fn read_chunk(writes: &mut Writes, until: Revision) -> Result<Chunk, String> {
     let mut bytes = Vec::with_capacity(CHUNK_BYTES + CHUNK_SLACK_BYTES);
-    for write in store.writes_from(from) {
+    for write in writes.by_ref() {
         let write = write.map_err(|error| error.to_string())?;
         let offset = write.revision;
         if offset > until {

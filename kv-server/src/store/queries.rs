@@ -91,13 +91,18 @@ impl Store {
         self.topic.stats()
     }
 
-    /// Every write in the topic from offset `from` on, in offset order.
+    /// Every write in the topic from offset `from` on, in offset order,
+    /// read `read_bytes` at a time. The reader owns what it reads (the
+    /// segments as they are now), so it may be kept and moved between
+    /// threads while a replay goes on.
     pub fn writes_from(
         &self,
         from: Revision,
-    ) -> impl Iterator<Item = Result<WriteRecord, StoreError>> + '_ {
+        read_bytes: usize,
+    ) -> impl Iterator<Item = Result<WriteRecord, StoreError>> + Send + 'static {
         self.topic
             .read_from(from)
+            .with_chunk_bytes(read_bytes)
             .map(|record| WriteRecord::from_record(record?))
     }
 
