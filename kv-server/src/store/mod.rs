@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use compaction::{fsutil, Topic, TopicConfig};
 use openraft::EntryPayload;
@@ -47,16 +47,41 @@ use crate::watch::WatchRegistry;
 
 /// Opens (or creates) the view's sled database in `dir`. sled makes
 /// nothing durable on its own schedule: only explicit flushes do.
+///
+/// sled's IO thread outlives a dropped handle by a moment and holds the
+/// database's file lock until it ends, so an open in the same process
+/// right after a drop (a store reopened after a rebuild, or in a test)
+/// waits a bounded time for the lock rather than failing. Another process
+/// holding the directory is still refused, once the wait is over.
 pub fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
-    sled::Config::new()
-        .path(dir)
-        .mode(sled::Mode::HighThroughput)
-        .flush_every_ms(None)
-        .open()
-        .map_err(|source| StoreError::Sled {
-            path: dir.to_path_buf(),
-            source,
-        })
+    let deadline = Instant::now() + SLED_LOCK_WAIT;
+    loop {
+        let opened = sled::Config::new()
+            .path(dir)
+            .mode(sled::Mode::HighThroughput)
+            .flush_every_ms(None)
+            .open();
+        match opened {
+            Err(source) if is_lock_held(&source) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            opened => {
+                return opened.map_err(|source| StoreError::Sled {
+                    path: dir.to_path_buf(),
+                    source,
+                })
+            }
+        }
+    }
+}
+
+/// How long an open waits for sled's file lock to be let go.
+const SLED_LOCK_WAIT: Duration = Duration::from_secs(3);
+
+/// Whether sled refused to open because its file lock is held. sled says
+/// so only in the text of an I/O error.
+fn is_lock_held(error: &sled::Error) -> bool {
+    matches!(error, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
 }
 
 /// Runs blocking storage work off the async workers, which serve requests
