@@ -15,6 +15,8 @@ use serde_json::{json, Value};
 const MAX_CONNECTIONS: usize = 4;
 /// `--max-long-polls` of the long-poll test.
 const MAX_LONG_POLLS: usize = 3;
+/// `--max-long-polls-per-connection` of the per-connection test.
+const MAX_LONG_POLLS_PER_CONNECTION: usize = 2;
 /// `--max-http2-streams` of the stream test.
 const MAX_STREAMS: u64 = 2;
 /// Long-polls the stream test opens on one connection.
@@ -56,15 +58,20 @@ async fn a_connection_beyond_the_limit_is_served_only_once_another_closes() {
     );
 }
 
-#[tokio::test]
-async fn streams_beyond_the_limit_wait_for_one_of_their_connection_to_end() {
-    let server = TestServer::start_with(&["--max-http2-streams", &MAX_STREAMS.to_string()]).await;
-    let client = reqwest::Client::builder()
+/// A client that speaks HTTP/2 from the first byte, on one connection.
+fn http2_client() -> reqwest::Client {
+    reqwest::Client::builder()
         .no_proxy()
         .http2_prior_knowledge()
         .timeout(Duration::from_secs(60))
         .build()
-        .expect("an HTTP/2 client builds");
+        .expect("an HTTP/2 client builds")
+}
+
+#[tokio::test]
+async fn streams_beyond_the_limit_wait_for_one_of_their_connection_to_end() {
+    let server = TestServer::start_with(&["--max-http2-streams", &MAX_STREAMS.to_string()]).await;
+    let client = http2_client();
     let (status, written) = call(&server, "PUT", "/v1/kv/watched", Some(json!(0))).await;
     assert_eq!(status, 201, "{written}");
     let index = written["revision"]
@@ -165,4 +172,68 @@ async fn a_long_poll_beyond_the_limit_is_refused_with_503_and_others_are_served(
     )
     .await;
     assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn a_long_poll_beyond_its_connections_share_is_refused_and_other_connections_are_served() {
+    let server = TestServer::start_with(&[
+        "--max-long-polls-per-connection",
+        &MAX_LONG_POLLS_PER_CONNECTION.to_string(),
+    ])
+    .await;
+    let (status, written) = call(&server, "PUT", "/v1/kv/shared", Some(json!(0))).await;
+    assert_eq!(status, 201, "{written}");
+    let index = written["revision"]
+        .as_u64()
+        .expect("a write answers its revision");
+    let waiting = server.url(&format!("/v1/kv/shared?index={index}&wait=30s"));
+    let busy = http2_client();
+    let warm = busy
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .expect("the HTTP/2 connection serves");
+    assert_eq!(warm.status(), 200);
+    let held: Vec<_> = (0..MAX_LONG_POLLS_PER_CONNECTION)
+        .map(|_| {
+            let request = busy.get(&waiting).send();
+            tokio::spawn(async move { request.await.map(|response| response.status().as_u16()) })
+        })
+        .collect();
+    server
+        .wait_for_waiters(MAX_LONG_POLLS_PER_CONNECTION as u64, ANSWERED_WITHIN)
+        .await;
+
+    // One more long-poll on that connection is refused, naming the cause...
+    let refused = busy.get(&waiting).send().await.expect("answered");
+    assert_eq!(refused.status(), 503);
+    let body: Value = refused.json().await.expect("an error answers JSON");
+    assert_eq!(error_of(&body).0, "unavailable", "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("this connection"), "{body}");
+    // ...while the same connection's other requests are served...
+    let read = busy
+        .get(server.url("/v1/kv/shared"))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(read.status(), 200);
+    // ...and another connection may still wait.
+    let (status, body) = call(
+        &server,
+        "GET",
+        &format!("/v1/kv/shared?index={index}&wait=50ms"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "another connection's long-poll waits: {body}");
+
+    let (status, _) = call(&server, "PUT", "/v1/kv/shared", Some(json!(1))).await;
+    assert_eq!(status, 200, "the key is updated");
+    let statuses = tokio::time::timeout(ANSWERED_WITHIN, join_all(held))
+        .await
+        .expect("the held long-polls are answered once the key changed");
+    for status in statuses {
+        assert_eq!(status.expect("the task ends").expect("answered"), 200);
+    }
 }

@@ -93,6 +93,13 @@ pub struct Config {
     #[arg(long, env = "KV_MAX_LONG_POLLS", default_value_t = 15_000)]
     pub max_long_polls: usize,
 
+    /// Long-polls one connection may have waiting at once; one more on it
+    /// is refused with 503. Below --max-http2-streams, so a connection full
+    /// of watchers keeps streams for its other requests.
+    #[arg(long, env = "KV_MAX_LONG_POLLS_PER_CONNECTION", default_value_t = 900,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_long_polls_per_connection: u32,
+
     /// Requests served at once before new ones are refused with 503.
     #[arg(long, env = "KV_MAX_CONCURRENT_REQUESTS", default_value_t = 20_000)]
     pub max_concurrent_requests: usize,
@@ -298,6 +305,7 @@ mod tests {
         ("--max-page-bytes", "4194304"),
         ("--max-wait-ms", "300000"),
         ("--max-long-polls", "15000"),
+        ("--max-long-polls-per-connection", "900"),
         ("--max-concurrent-requests", "20000"),
         ("--max-connections", "10000"),
         ("--max-http2-streams", "1000"),
@@ -343,6 +351,7 @@ mod tests {
         ("--max-page-bytes", "65536", "65536"),
         ("--max-wait-ms", "1000", "1000"),
         ("--max-long-polls", "5", "5"),
+        ("--max-long-polls-per-connection", "3", "3"),
         ("--max-concurrent-requests", "10", "10"),
         ("--max-connections", "50", "50"),
         ("--max-http2-streams", "20", "20"),
@@ -382,6 +391,10 @@ mod tests {
             ("--max-page-bytes", config.max_page_bytes.to_string()),
             ("--max-wait-ms", config.max_wait_ms.to_string()),
             ("--max-long-polls", config.max_long_polls.to_string()),
+            (
+                "--max-long-polls-per-connection",
+                config.max_long_polls_per_connection.to_string(),
+            ),
             (
                 "--max-concurrent-requests",
                 config.max_concurrent_requests.to_string(),

@@ -27,8 +27,10 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tower::util::MapRequest;
 use tracing::{debug, info, warn};
 
+use crate::api::long_polls::ConnectionLongPolls;
 use crate::config::Config;
 use crate::write_stall::StallGuard;
 
@@ -46,6 +48,8 @@ pub struct ListenerLimits {
     pub max_http2_streams: u32,
     /// A connection whose writes make no progress for this long is closed.
     pub write_stall: Duration,
+    /// Long-polls one connection may have waiting at once.
+    pub max_long_polls_per_connection: usize,
 }
 
 impl ListenerLimits {
@@ -55,6 +59,7 @@ impl ListenerLimits {
             max_connections: config.max_connections as usize,
             max_http2_streams: config.max_http2_streams,
             write_stall: Duration::from_millis(config.stream_idle_timeout_ms),
+            max_long_polls_per_connection: config.max_long_polls_per_connection as usize,
         }
     }
 }
@@ -100,7 +105,16 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        // Each request of the connection carries the connection's own
+        // long-poll slots.
+        let long_polls = ConnectionLongPolls::new(limits.max_long_polls_per_connection);
+        let service = TowerToHyperService::new(MapRequest::new(
+            router.clone(),
+            move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(long_polls.clone());
+                request
+            },
+        ));
         let connection = builder
             .serve_connection_with_upgrades(
                 TokioIo::new(StallGuard::new(stream, limits.write_stall)),

@@ -15,6 +15,7 @@ use schemas::api::{ChangeRecord, ChangesPage, ErrorCode};
 use serde_json::value::RawValue;
 
 use crate::api::error::ApiError;
+use crate::api::long_polls::LongPollGate;
 use crate::api::params::{page_bounds, parse_wait, Query, CHANGES_PAGE};
 use crate::api::topic_reads::read_topic;
 use crate::api::{AppState, INDEX_HEADER};
@@ -78,6 +79,7 @@ pub fn check_floor(store: &Store, from: Revision) -> Result<(), ApiError> {
 /// the latest per key; with `wait`, held until there is one.
 async fn changes(
     State(state): State<AppState>,
+    long_polls: LongPollGate,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let query = Query::parse(query.as_deref(), &["prefix", "from", "limit", "wait"])?;
@@ -95,7 +97,7 @@ async fn changes(
     // is answered at once, so a reader far behind moves on.
     let idle = page.records.is_empty() && !page.more;
     if let (true, Some(wait), Some(waiter)) = (idle, wait, waiter) {
-        let slot = state.long_polls.hold()?;
+        let slot = long_polls.hold()?;
         let _ = tokio::time::timeout(wait, waiter).await;
         drop(slot);
         page = read_changes(&state, &prefix, from, limit).await?;

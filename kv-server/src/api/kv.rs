@@ -12,6 +12,7 @@ use schemas::api::{is_metadata_key, ErrorCode, KeyList, KeyValue};
 use serde_json::value::RawValue;
 
 use crate::api::error::ApiError;
+use crate::api::long_polls::LongPollGate;
 use crate::api::params::{page_bounds, Blocking, Consistency, Query, LIST_PAGE};
 use crate::api::write::{
     body_error, condition, etag, idempotency_key, validate_json, value_too_large, write_response,
@@ -118,6 +119,7 @@ async fn delete_key(
 /// `GET /v1/kv/{key}`, optionally a long-poll with `index` and `wait`.
 async fn get_key(
     State(state): State<AppState>,
+    long_polls: LongPollGate,
     path: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -137,7 +139,7 @@ async fn get_key(
             None => store.revision() > index,
         };
         if !changed {
-            let _slot = state.long_polls.hold()?;
+            let _slot = long_polls.hold()?;
             let _ = tokio::time::timeout(wait, waiter).await;
         }
     }
@@ -163,6 +165,7 @@ async fn get_key(
 /// `GET /v1/kv?prefix=p&limit=n&start_after=k`, optionally a long-poll.
 async fn list(
     State(state): State<AppState>,
+    long_polls: LongPollGate,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let query = Query::parse(
@@ -187,7 +190,7 @@ async fn list(
     if let Some(Blocking { index, wait }) = blocking {
         let waiter = store.watch(WatchTarget::Prefix(prefix.clone()), index);
         if store.revision() <= index {
-            let _slot = state.long_polls.hold()?;
+            let _slot = long_polls.hold()?;
             let _ = tokio::time::timeout(wait, waiter).await;
         }
     }
