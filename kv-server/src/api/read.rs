@@ -82,28 +82,48 @@ async fn wait_applied(state: &AppState, index: u64, deadline: Instant) -> Result
 
 /// The leader's own read index, from a round shared with the reads that
 /// arrive meanwhile; `None` when it turns out not to lead.
+///
+/// openraft gives each heartbeat of a round only `--heartbeat-ms` to be
+/// answered, so a busy follower can fail a round while the leader still
+/// leads. Such a round is tried again until the read's deadline, as etcd's
+/// read loop does, rather than failing every read that shared it.
 async fn local_read_index(state: &AppState, deadline: Instant) -> Result<Option<u64>, ApiError> {
-    let check = Box::pin(state.read_index.read_log_id(&state.raft));
-    match tokio::time::timeout_at(deadline, check).await {
-        Err(_) => Err(ApiError::unavailable(
-            "no quorum confirmed the read in time",
-        )),
-        Ok(Ok((read, _applied))) => Ok(Some(read.map_or(0, |id| id.index))),
-        Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => Ok(None),
-        Ok(Err(error)) => Err(error.into()),
+    let retry_after = Duration::from_millis(state.config.heartbeat_ms);
+    loop {
+        let check = Box::pin(state.read_index.read_log_id(&state.raft));
+        let error = match tokio::time::timeout_at(deadline, check).await {
+            Err(_) => break,
+            Ok(Ok((read, _applied))) => return Ok(Some(read.map_or(0, |id| id.index))),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => {
+                return Ok(None)
+            }
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(error)))) => error,
+            Ok(Err(error)) => return Err(error.into()),
+        };
+        debug!(%error, "a read-index round found no quorum in time; trying again");
+        if Instant::now() + retry_after >= deadline {
+            break;
+        }
+        tokio::time::sleep(retry_after).await;
     }
+    Err(ApiError::unavailable(
+        "no quorum confirmed the read in time",
+    ))
 }
 
 /// The read index of a linearizable read on a follower: asked of the
 /// leader, which confirms its leadership with a quorum first. Follows a
-/// leader change a few times within `deadline`; `None` when this node
-/// turns out to lead.
+/// leader change a few times within `deadline`, and asks again when the
+/// leader's round found no quorum in time (see [`local_read_index`]);
+/// `None` when this node turns out to lead.
 async fn remote_read_index(
     state: &AppState,
     mut leader: Leader,
     deadline: Instant,
 ) -> Result<Option<u64>, ApiError> {
-    for _ in 0..LEADER_CHANGES {
+    let retry_after = Duration::from_millis(state.config.heartbeat_ms);
+    let mut leader_changes = 0;
+    while leader_changes < LEADER_CHANGES {
         let Leader::Other {
             id,
             peer_addr: addr,
@@ -128,6 +148,7 @@ async fn remote_read_index(
             Ok(Err(RemoteFailure::Unreachable(error))) => {
                 debug!(leader = id, %error, "cannot reach the leader for a read index");
                 leader = wait_for_leader(state, Some(&leader), deadline).await?;
+                leader_changes += 1;
                 continue;
             }
             Ok(Err(RemoteFailure::Failed(error))) => return Err(ApiError::unavailable(error)),
@@ -136,6 +157,13 @@ async fn remote_read_index(
             Ok(index) => return Ok(Some(index)),
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => {
                 leader = wait_for_leader(state, Some(&leader), deadline).await?;
+                leader_changes += 1;
+            }
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(error)))
+                if Instant::now() + retry_after < deadline =>
+            {
+                debug!(leader = id, %error, "the leader's read-index round found no quorum in time; asking again");
+                tokio::time::sleep(retry_after).await;
             }
             Err(error) => return Err(ApiError::from(error)),
         }
