@@ -24,6 +24,8 @@
 # replay records through the API: 1,000,000 puts at 256 connections took 23
 # minutes (~730 puts/s) with today's kv-server on a 2-core machine, the whole
 # one-node run 26 minutes. BENCH_REPLAY_RECORDS=100000 makes it about 6.
+# Last, a plain node and one with TLS and --auth answer the same put and get
+# cells (six runs, about 1.5 minutes), for what TLS and tokens cost.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -119,27 +121,28 @@ stop() {
     pids=("${kept[@]}")
 }
 
-# A loopback port nothing listens on and this script has not handed out.
+# Sets $port to a loopback port nothing listens on and this script has not
+# handed out (a variable, not output: a $(...) subshell would forget the
+# ports it handed out).
 used_ports=" "
 free_port() {
-    local port
     while true; do
         port=$((20000 + RANDOM % 30000))
         [[ $used_ports == *" $port "* ]] && continue
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
             used_ports+="$port "
-            echo "$port"
             return
         fi
     done
 }
 
 # Waits until `curl URL` prints something matching PATTERN, while PID lives.
+# An https URL is checked against the benchmark's own CA.
 wait_ready() {
     local pid=$1 url=$2 pattern=$3 tries=0
     while ((tries < 300)); do
         kill -0 "$pid" 2>/dev/null || return 1
-        if curl -fsS --max-time 1 "$url" 2>/dev/null | grep -q "$pattern"; then
+        if curl -fsS --max-time 1 --cacert "$work/ca.pem" "$url" 2>/dev/null | grep -q "$pattern"; then
             return 0
         fi
         sleep 0.1
@@ -154,8 +157,10 @@ wait_ready() {
 start_etcd() {
     local name=$1 count=$2 i cluster="" client_ports=() peer_ports=()
     for ((i = 1; i <= count; i++)); do
-        client_ports+=("$(free_port)")
-        peer_ports+=("$(free_port)")
+        free_port
+        client_ports+=("$port")
+        free_port
+        peer_ports+=("$port")
         cluster+="${cluster:+,}$name$i=http://127.0.0.1:${peer_ports[i - 1]}"
     done
     etcd_pids=()
@@ -178,14 +183,19 @@ start_etcd() {
     done
 }
 
-# start_kv NAME COUNT: COUNT kv-server nodes (--peers when more than one);
-# sets kv_pids, kv_endpoints, kv_data_dirs. Fails (status 1) if a node
-# exits at start, e.g. because it refuses --peers.
+# start_kv NAME COUNT [ARGS...]: COUNT kv-server nodes (--peers when more
+# than one), each given ARGS too (https when they hold --tls-cert); sets
+# kv_pids, kv_endpoints, kv_data_dirs. Fails (status 1) if a node exits at
+# start, e.g. because it refuses --peers.
 start_kv() {
-    local name=$1 count=$2 i peers="" ports=() peer_ports=()
+    local name=$1 count=$2 i peers="" ports=() peer_ports=() scheme=http
+    shift 2
+    [[ " $* " == *" --tls-cert "* ]] && scheme=https
     for ((i = 1; i <= count; i++)); do
-        ports+=("$(free_port)")
-        peer_ports+=("$(free_port)")
+        free_port
+        ports+=("$port")
+        free_port
+        peer_ports+=("$port")
         peers+="${peers:+,}$i=http://127.0.0.1:${peer_ports[i - 1]}"
     done
     kv_pids=()
@@ -195,13 +205,13 @@ start_kv() {
         local args=(--node-id "$i" --listen "127.0.0.1:${ports[i - 1]}"
             --peer-listen "127.0.0.1:${peer_ports[i - 1]}" --data-dir "$work/$name$i")
         ((count > 1)) && args+=(--peers "$peers")
-        start "$work/$name$i.log" env NO_COLOR=1 "$kv_server" "${args[@]}"
+        start "$work/$name$i.log" env NO_COLOR=1 "$kv_server" "${args[@]}" "$@"
         kv_pids+=("$started")
-        kv_endpoints+="${kv_endpoints:+,}http://127.0.0.1:${ports[i - 1]}"
+        kv_endpoints+="${kv_endpoints:+,}$scheme://127.0.0.1:${ports[i - 1]}"
         kv_data_dirs+=("$work/$name$i")
     done
     for ((i = 1; i <= count; i++)); do
-        if ! wait_ready "${kv_pids[i - 1]}" "http://127.0.0.1:${ports[i - 1]}/healthz" '"ok"'; then
+        if ! wait_ready "${kv_pids[i - 1]}" "$scheme://127.0.0.1:${ports[i - 1]}/healthz" '"ok"'; then
             say "kv-server $name$i did not become healthy: $(tail -5 "$work/$name$i.log")"
             return 1
         fi
@@ -388,6 +398,78 @@ else
     row "three-node cells" 3 - "$three_node_note" - - - - -
 fi
 
+# --- TLS and token auth -------------------------------------------------------
+
+# A CA and a certificate for 127.0.0.1 signed by it, in $work.
+make_certificates() {
+    local ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+    openssl req -x509 "${ec[@]}" -days 2 -subj /CN=bench-ca \
+        -keyout "$work/ca.key" -out "$work/ca.pem" 2>/dev/null &&
+        openssl req "${ec[@]}" -subj /CN=127.0.0.1 \
+            -keyout "$work/server.key" -out "$work/server.csr" 2>/dev/null &&
+        openssl x509 -req -in "$work/server.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" \
+            -CAcreateserial -days 2 -out "$work/server.pem" \
+            -extfile <(printf 'subjectAltName=IP:127.0.0.1\n') 2>/dev/null
+}
+
+# secure_compare WORKLOAD KV-BENCH-ARGS...: runs the workload on the plain
+# node and on the TLS + auth node (the first alternates) and adds a row to
+# the second table.
+secure_rows=()
+secure_compare() {
+    local workload=$1 plain_summary secure_summary order target
+    shift
+    if (((cell / 2) % 2 == 0)); then order="plain secure"; else order="secure plain"; fi
+    for target in $order; do
+        if [[ $target == plain ]]; then
+            bench kv "$plain_kv" "$secure_connections" "$@"
+            plain_summary=$summary
+        else
+            bench kv "$secure_kv" "$secure_connections" "${secure_args[@]}" "$@"
+            secure_summary=$summary
+        fi
+    done
+    local plain_ops secure_ops change="-"
+    plain_ops=$(field ops_per_sec "$plain_summary")
+    secure_ops=$(field ops_per_sec "$secure_summary")
+    if [[ -n $plain_ops && -n $secure_ops ]]; then
+        change=$(awk -v s="$secure_ops" -v p="$plain_ops" 'BEGIN { printf "%+.0f%%", (s / p - 1) * 100 }')
+    fi
+    secure_rows+=("| $workload | $secure_connections | ${plain_ops:+$(group "$plain_ops")/s} | ${secure_ops:+$(group "$secure_ops")/s} | $change | $(milliseconds "$(field p99_ms "$plain_summary")") | $(milliseconds "$(field p99_ms "$secure_summary")") |")
+}
+
+secure_connections=64
+secure_note=""
+say "TLS and token auth: a plain node and a node with --tls-cert and --auth"
+if ! make_certificates; then
+    secure_note="skipped: openssl could not make the certificates"
+elif ! start_kv kvplain 1; then
+    secure_note="skipped: the plain node did not start"
+else
+    plain_pids=("${kv_pids[@]}")
+    plain_kv=$kv_endpoints
+    if ! start_kv kvsecure 1 --tls-cert "$work/server.pem" --tls-key "$work/server.key" --auth; then
+        secure_note="skipped: kv-server refused --tls-cert or --auth: $(tail -2 "$work/kvsecure1.log")"
+    else
+        secure_kv=$kv_endpoints
+        root_token=$(curl -fsS --max-time 5 --cacert "$work/ca.pem" -X POST "$secure_kv/v1/acl/bootstrap" |
+            sed -n 's/.*"token" *: *"\([^"]*\)".*/\1/p')
+        if [[ -z $root_token ]]; then
+            secure_note="skipped: the ACL bootstrap gave no token"
+        else
+            secure_args=(--cacert "$work/ca.pem" --token "$root_token")
+            secure_compare put put
+            "$kv_bench" --target kv --endpoints "$plain_kv" --connections 64 fill >/dev/null &&
+                "$kv_bench" --target kv --endpoints "$secure_kv" --connections 64 "${secure_args[@]}" fill >/dev/null ||
+                die "could not load the keys for the get cells"
+            secure_compare "get linearizable" get --consistency linearizable
+            secure_compare "get stale" get --consistency stale
+        fi
+    fi
+    stop "${kv_pids[@]}" "${plain_pids[@]}"
+fi
+[[ -n $secure_note ]] && say "$secure_note"
+
 elapsed=$(($(date +%s) - started_at))
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -398,6 +480,11 @@ rule="|---|---|---|---|---|---|---|---|---|"
 table=$(printf '%s\n' "$header" "$rule" "${rows[@]}")
 echo
 echo "$table"
+echo
+secure_header="| workload | connections | plain HTTP | TLS + token auth | change | p99 plain | p99 TLS + auth |"
+secure_table=$(printf '%s\n' "$secure_header" "|---|---|---|---|---|---|---|" "${secure_rows[@]}")
+[[ -n $secure_note ]] && secure_table="$secure_note"
+echo "$secure_table"
 echo
 
 cores=$(nproc)
@@ -456,5 +543,16 @@ How it is measured:
   $(group "$replay_records") loaded records plus the earlier cells' writes).
   ${load_rate:+Loading them through the API ran at $(group "$load_rate") puts/s with 256 connections.}
 ${three_node_note:+* Three nodes: $three_node_note.}
+
+## What TLS and token auth cost
+
+Two more single nodes, started side by side in the same run: one as above,
+one with TLS on its client port (\`--tls-cert\`, an ECDSA P-256 certificate)
+and \`--auth\` on, driven with the root token. Both answer the same kv-bench
+cells, alternating which goes first; connections are kept alive, so the cost
+is TLS's record encryption and the token check on each request, not the
+handshake.
+
+$secure_table
 EOF
 say "the table is in $output (the run took $((elapsed / 60)) min $((elapsed % 60)) s)"
