@@ -14,6 +14,7 @@ use axum::{Json, Router};
 use schemas::api::{ChangeRecord, ChangesPage, ErrorCode};
 use serde_json::value::RawValue;
 
+use crate::api::auth::Caller;
 use crate::api::error::ApiError;
 use crate::api::params::{page_bounds, parse_wait, Query, CHANGES_PAGE};
 use crate::api::topic_reads::read_topic;
@@ -75,9 +76,12 @@ pub fn check_floor(store: &Store, from: Revision) -> Result<(), ApiError> {
 }
 
 /// `GET /v1/changes?prefix=p&from=N&limit=n&wait=30s`: records after N,
-/// the latest per key; with `wait`, held until there is one.
+/// the latest per key; with `wait`, held until there is one. With `--auth`,
+/// only the keys the caller may read are answered; `next` still moves past
+/// the others, so the caller does not ask for them again.
 async fn changes(
     State(state): State<AppState>,
+    caller: Caller,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let query = Query::parse(query.as_deref(), &["prefix", "from", "limit", "wait"])?;
@@ -90,7 +94,7 @@ async fn changes(
         .transpose()?;
     check_floor(&state.store, from)?;
     let waiter = wait.map(|_| state.store.watch(WatchTarget::Prefix(prefix.clone()), from));
-    let mut page = read_changes(&state, &prefix, from, limit).await?;
+    let mut page = read_changes(&state, &caller, &prefix, from, limit).await?;
     // Wait only at the end of the topic: a full page of other keys' records
     // is answered at once, so a reader far behind moves on.
     let idle = page.records.is_empty() && !page.more;
@@ -98,7 +102,7 @@ async fn changes(
         let slot = state.long_polls.hold()?;
         let _ = tokio::time::timeout(wait, waiter).await;
         drop(slot);
-        page = read_changes(&state, &prefix, from, limit).await?;
+        page = read_changes(&state, &caller, &prefix, from, limit).await?;
     }
     let mut response = Json(&page).into_response();
     response
@@ -109,6 +113,7 @@ async fn changes(
 
 async fn read_changes(
     state: &AppState,
+    caller: &Caller,
     prefix: &str,
     from: Revision,
     limit: u64,
@@ -116,7 +121,10 @@ async fn read_changes(
     let store = std::sync::Arc::clone(&state.store);
     let prefix = prefix.to_string();
     let bounds = page_bounds(state, limit);
-    let read = read_topic(move || store.changes_after(&prefix, from, bounds)).await??;
+    let caller = caller.clone();
+    let read =
+        read_topic(move || store.changes_after(&prefix, from, bounds, |key| caller.may_read(key)))
+            .await??;
     Ok(ChangesPage {
         records: read
             .writes
