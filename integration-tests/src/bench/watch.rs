@@ -21,9 +21,7 @@ use tokio::sync::mpsc;
 
 use crate::bench::closed_loop::fill;
 use crate::bench::report::{Errors, Latency};
-use crate::bench::target::{
-    connection_client, default_headers, error_kind, Requests, TargetKind,
-};
+use crate::bench::target::{connection_client, default_headers, error_kind, Requests, TargetKind};
 use crate::bench::BenchError;
 
 /// How long a watcher's long-poll waits before it asks again.
