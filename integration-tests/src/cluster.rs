@@ -94,11 +94,19 @@ impl TestCluster {
             .collect()
     }
 
-    /// `GET /v1/cluster` of node `id`, if it answers.
+    /// `GET /v1/cluster` of node `id`, if it answers. With `--auth` it is
+    /// asked on the peer port, which wants no token (as the nodes ask
+    /// each other), so a cluster is watched before it has any token.
     pub async fn status(&self, id: u64) -> Option<Value> {
+        let node = self.node(id);
+        let url = if self.extra_args.iter().any(|arg| arg == "--auth") {
+            format!("{}/v1/cluster", node.peer_url())
+        } else {
+            node.url("/v1/cluster")
+        };
         let response = self
             .client
-            .get(self.node(id).url("/v1/cluster"))
+            .get(url)
             .timeout(Duration::from_secs(2))
             .send()
             .await

@@ -180,6 +180,7 @@ pub struct ClientBuilder {
     options: Options,
     connect_timeout: Duration,
     http2_prior_knowledge: bool,
+    token: Option<String>,
 }
 
 impl ClientBuilder {
@@ -209,6 +210,7 @@ impl ClientBuilder {
             },
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             http2_prior_knowledge: false,
+            token: None,
         }
     }
 
@@ -292,6 +294,19 @@ impl ClientBuilder {
         self
     }
 
+    /// The token every request presents (`Authorization: Bearer`), for a
+    /// cluster run with `--auth` (default: none).
+    ///
+    /// ```
+    /// let builder = kv_client::ClientBuilder::new(["http://127.0.0.1:7070"])
+    ///     .token("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef");
+    /// # let _ = builder;
+    /// ```
+    pub fn token(mut self, secret: impl Into<String>) -> Self {
+        self.token = Some(secret.into());
+        self
+    }
+
     /// The client; fails when no endpoint is given or one is not an
     /// `http://` or `https://` URL.
     ///
@@ -318,6 +333,18 @@ impl ClientBuilder {
             .user_agent(concat!("kv-client/", env!("CARGO_PKG_VERSION")));
         if self.http2_prior_knowledge {
             http = http.http2_prior_knowledge();
+        }
+        if let Some(token) = &self.token {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| Error::Invalid {
+                    what: "token",
+                    message: "a token is visible ASCII text".to_string(),
+                })?;
+            // Kept out of the HTTP client's debug output.
+            value.set_sensitive(true);
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+            http = http.default_headers(headers);
         }
         let http = http.build().map_err(|error| Error::Invalid {
             what: "client settings",

@@ -227,6 +227,19 @@ impl Error {
         )
     }
 
+    /// Whether the server wants a token this client did not send, or does
+    /// not know the one it sent (401 `unauthenticated`: none, malformed,
+    /// revoked).
+    pub fn is_unauthenticated(&self) -> bool {
+        self.code() == Some(ErrorCode::Unauthenticated)
+    }
+
+    /// Whether the token's roles do not allow the call (403
+    /// `permission_denied`); the server's message says what was missing.
+    pub fn is_permission_denied(&self) -> bool {
+        self.code() == Some(ErrorCode::PermissionDenied)
+    }
+
     /// Whether the error is worth another attempt elsewhere or later: no
     /// answer came, or the answer said the node cannot serve now (502, 503,
     /// 504).

@@ -20,6 +20,9 @@
 //! * [`Client::replay`]: the compacted topic as a stream of [`Record`]s.
 //! * [`Client::cluster_status`], [`Client::add_member`],
 //!   [`Client::remove_member`].
+//! * Roles and tokens of a cluster run with `--auth`:
+//!   [`ClientBuilder::token`], [`Client::acl_bootstrap`],
+//!   [`Client::put_role`], [`Client::create_token`], [`Client::revoke_token`], …
 //! * [`Error`]: one enum for every failure, with the server's error code
 //!   and message.
 //!
@@ -52,6 +55,7 @@
 
 #![warn(missing_docs)]
 
+mod acl;
 mod client;
 mod cluster;
 mod error;
@@ -70,6 +74,7 @@ pub use error::{ApiError, Error, Result};
 pub use kv::{Condition, Consistency, ListPage, WriteOptions};
 pub use metadata::{MetadataOptions, Versioned};
 pub use replay::{Record, Replay};
+pub use schemas::api::{Access, CreatedToken, Permission, Role, TokenInfo};
 pub use schemas::api::{
     ClusterStatus, ErrorCode, KeyValue, LeaderHint, Member, MemberRole, NodeId, Revision,
     WriteResult,

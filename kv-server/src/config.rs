@@ -63,6 +63,13 @@ pub struct Config {
     #[arg(long, env = "KV_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
 
+    /// Require a token (`Authorization: Bearer`) on the client port for
+    /// every route but /healthz, /metrics and /v1/acl/bootstrap; give it
+    /// to every node of the cluster. `--auth` alone is `--auth true`.
+    #[arg(long, env = "KV_AUTH", action = clap::ArgAction::Set, num_args = 0..=1,
+          default_value_t = false, default_missing_value = "true")]
+    pub auth: bool,
+
     /// A fixed initial cluster, `id=peer-url,…` (each node's peer port);
     /// the lowest id initializes it once. Without it (and without --join)
     /// the node forms a cluster of its own.
@@ -299,6 +306,7 @@ mod tests {
         ("--peer-listen", "None"),
         ("--peer-advertise", "None"),
         ("--data-dir", "./data"),
+        ("--auth", "false"),
         ("--peers", "[]"),
         ("--join", "None"),
         ("--max-value-bytes", "1048576"),
@@ -341,6 +349,7 @@ mod tests {
             r#"Some("http://kv-1:7170")"#,
         ),
         ("--data-dir", "/var/lib/kv", "/var/lib/kv"),
+        ("--auth", "true", "true"),
         (
             "--peers",
             "7=http://a:1,8=http://b:2",
@@ -385,6 +394,7 @@ mod tests {
             ("--peer-listen", format!("{:?}", config.peer_listen)),
             ("--peer-advertise", format!("{:?}", config.peer_advertise)),
             ("--data-dir", config.data_dir.display().to_string()),
+            ("--auth", config.auth.to_string()),
             ("--peers", format!("{:?}", config.peers)),
             ("--join", format!("{:?}", config.join)),
             ("--max-value-bytes", config.max_value_bytes.to_string()),

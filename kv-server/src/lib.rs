@@ -22,6 +22,7 @@
 //! # }
 //! ```
 
+pub(crate) mod acl;
 pub(crate) mod api;
 pub(crate) mod clock;
 pub mod config;

@@ -180,6 +180,7 @@ pub async fn serve(
         read_index: Default::default(),
         remote_read_index: Default::default(),
         long_polls: crate::api::long_polls::LongPolls::new(config.max_long_polls),
+        tokens: Default::default(),
     };
     info!(
         node_id = config.node_id,

@@ -79,6 +79,11 @@ pub struct Common {
     #[arg(long, default_value = "10s", value_parser = parse_duration, global = true)]
     pub request_timeout: Duration,
 
+    /// The token every request presents (`Authorization: Bearer`), for a
+    /// server run with --auth.
+    #[arg(long, env = "KV_BENCH_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
+
     /// End with one `summary key=value …` line for scripts.
     #[arg(long, global = true)]
     pub summary: bool,
@@ -156,6 +161,9 @@ impl Cli {
 pub async fn run(cli: Cli) -> Result<(), BenchError> {
     let common = &cli.common;
     check_common(common)?;
+    if let Some(token) = &common.token {
+        super::target::present_token(token.trim())?;
+    }
     let endpoints = common
         .endpoints
         .iter()

@@ -216,10 +216,34 @@ pub fn error_kind(error: &reqwest::Error) -> String {
     }
 }
 
+/// The `--token` of this run, set once at start-up: every client the tool
+/// builds presents it, so no workload has to carry it.
+static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Makes every client built from now on present `token`.
+pub fn present_token(token: &str) -> Result<(), BenchError> {
+    TOKEN
+        .set(token.to_string())
+        .map_err(|_| BenchError::Setup("the token is set once per run".into()))
+}
+
+/// The headers every client sends: the token, when one was given.
+pub fn default_headers() -> Result<reqwest::header::HeaderMap, BenchError> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = TOKEN.get() {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| BenchError::Setup("--token is not visible ASCII text".into()))?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    Ok(headers)
+}
+
 /// An HTTP/1.1 client that keeps one connection: a worker owns one, so N
 /// workers are N connections.
 pub fn connection_client(request_timeout: Duration) -> Result<reqwest::Client, BenchError> {
     reqwest::Client::builder()
+        .default_headers(default_headers()?)
         .no_proxy()
         .http1_only()
         .tcp_nodelay(true)

@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 
 use crate::bench::closed_loop::fill;
 use crate::bench::report::{Errors, Latency};
-use crate::bench::target::{connection_client, error_kind, Requests, TargetKind};
+use crate::bench::target::{connection_client, default_headers, error_kind, Requests, TargetKind};
 use crate::bench::BenchError;
 
 /// How long a watcher's long-poll waits before it asks again.
@@ -204,6 +204,7 @@ fn spawn_watchers(
     let clients = (0..options.h2_connections)
         .map(|_| {
             reqwest::Client::builder()
+                .default_headers(default_headers()?)
                 .no_proxy()
                 .http2_prior_knowledge()
                 .tcp_nodelay(true)

@@ -14,6 +14,7 @@ use axum::{Json, Router};
 use schemas::api::{ChangeRecord, ChangesPage, ErrorCode};
 use serde_json::value::RawValue;
 
+use crate::api::auth::Caller;
 use crate::api::error::ApiError;
 use crate::api::long_polls::LongPollGate;
 use crate::api::params::{page_bounds, parse_wait, Query, CHANGES_PAGE};
@@ -76,10 +77,13 @@ pub fn check_floor(store: &Store, from: Revision) -> Result<(), ApiError> {
 }
 
 /// `GET /v1/changes?prefix=p&from=N&limit=n&wait=30s`: records after N,
-/// the latest per key; with `wait`, held until there is one.
+/// the latest per key; with `wait`, held until there is one. With `--auth`,
+/// only the keys the caller may read are answered; `next` still moves past
+/// the others, so the caller does not ask for them again.
 async fn changes(
     State(state): State<AppState>,
     long_polls: LongPollGate,
+    caller: Caller,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let query = Query::parse(query.as_deref(), &["prefix", "from", "limit", "wait"])?;
@@ -92,7 +96,7 @@ async fn changes(
         .transpose()?;
     check_floor(&state.store, from)?;
     let waiter = wait.map(|_| state.store.watch(WatchTarget::Prefix(prefix.clone()), from));
-    let mut page = read_changes(&state, &prefix, from, limit).await?;
+    let mut page = read_changes(&state, &caller, &prefix, from, limit).await?;
     // Wait only at the end of the topic: a full page of other keys' records
     // is answered at once, so a reader far behind moves on.
     let idle = page.records.is_empty() && !page.more;
@@ -100,7 +104,7 @@ async fn changes(
         let slot = long_polls.hold()?;
         let _ = tokio::time::timeout(wait, waiter).await;
         drop(slot);
-        page = read_changes(&state, &prefix, from, limit).await?;
+        page = read_changes(&state, &caller, &prefix, from, limit).await?;
     }
     let mut response = Json(&page).into_response();
     response
@@ -111,6 +115,7 @@ async fn changes(
 
 async fn read_changes(
     state: &AppState,
+    caller: &Caller,
     prefix: &str,
     from: Revision,
     limit: u64,
@@ -118,7 +123,10 @@ async fn read_changes(
     let store = std::sync::Arc::clone(&state.store);
     let prefix = prefix.to_string();
     let bounds = page_bounds(state, limit);
-    let read = read_topic(move || store.changes_after(&prefix, from, bounds)).await??;
+    let caller = caller.clone();
+    let read =
+        read_topic(move || store.changes_after(&prefix, from, bounds, |key| caller.may_read(key)))
+            .await??;
     Ok(ChangesPage {
         records: read
             .writes

@@ -4,6 +4,8 @@
 //! safe to use concurrently (openraft's handle, the store whose only writer
 //! is the state machine, an HTTP client pool).
 
+pub mod acl;
+pub mod auth;
 pub mod changes;
 pub mod cluster;
 pub mod error;
@@ -90,12 +92,19 @@ pub struct AppState {
     pub remote_read_index: RemoteReadIndexRounds,
     /// Slots of the long-polls waiting now (`--max-long-polls`).
     pub long_polls: LongPolls,
+    /// Tokens resolved for `--auth`, dropped when roles or tokens change.
+    pub tokens: Arc<crate::acl::cache::TokenCache>,
 }
 
 /// The client port: the public API. `/raft/*` is not there (404): the
-/// node-to-node routes are served on the peer port only.
+/// node-to-node routes are served on the peer port only. With `--auth`,
+/// every request is checked here, before a follower passes it on.
 pub fn client_router(state: AppState) -> Router {
     public_routes(&state)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::check,
+        ))
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
@@ -130,6 +139,7 @@ fn public_routes(state: &AppState) -> Router<AppState> {
         .merge(replay::routes())
         .merge(metadata::routes())
         .merge(metrics::routes())
+        .merge(acl::routes())
         .route("/healthz", get(healthz))
         .route("/v1/openapi.json", get(openapi))
         .fallback(not_found)

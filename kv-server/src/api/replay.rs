@@ -11,7 +11,9 @@
 //! `--stream-idle-timeout-ms` has its replay stopped: the answer ends with
 //! an error instead of its last chunk, so a cut replay never passes for a
 //! whole one. The replay ends at the revision the answer's `X-Kv-Revision`
-//! names, so a busy topic does not keep it going for ever.
+//! names, so a busy topic does not keep it going for ever. Roles and tokens
+//! are never sent, and with `--auth` neither are the keys the caller may
+//! not read.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -26,6 +28,7 @@ use axum::Router;
 use tokio::sync::mpsc;
 use tracing::{debug, error};
 
+use crate::api::auth::Caller;
 use crate::api::changes::{check_floor, record_view};
 use crate::api::error::ApiError;
 use crate::api::params::Query;
@@ -59,6 +62,7 @@ pub fn routes() -> Router<AppState> {
 /// `GET /v1/topic/records?from=N`: every record from offset N as NDJSON.
 async fn records(
     State(state): State<AppState>,
+    caller: Caller,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let query = Query::parse(query.as_deref(), &["from"])?;
@@ -75,6 +79,7 @@ async fn records(
         sender,
         idle,
         Arc::clone(&finished),
+        caller,
     ));
     let mut response = Body::from_stream(body_stream(receiver, finished)).into_response();
     let headers = response.headers_mut();
@@ -121,6 +126,7 @@ async fn produce(
     sender: mpsc::Sender<BodyItem>,
     idle: Duration,
     finished: Arc<AtomicBool>,
+    caller: Caller,
 ) {
     let mut next = from;
     // Opened by a chunk's read (opening reads the topic's index), then
@@ -151,9 +157,10 @@ async fn produce(
         };
         let store = Arc::clone(&store);
         let taken = writes.take();
+        let caller = caller.clone();
         let read = read_topic(move || {
             let mut reader = taken.unwrap_or_else(|| Box::new(store.writes_from(next, READ_BYTES)));
-            let chunk = read_chunk(&mut reader, until);
+            let chunk = read_chunk(&mut reader, until, &caller);
             (reader, chunk)
         })
         .await;
@@ -196,15 +203,22 @@ struct Chunk {
 /// The writes a replay reads, kept from one chunk to the next.
 type Writes = Box<dyn Iterator<Item = Result<WriteRecord, StoreError>> + Send>;
 
-/// The next records of `writes`, up to `until`, that fill one chunk.
-/// Blocking: it reads the topic's files.
-fn read_chunk(writes: &mut Writes, until: Revision) -> Result<Chunk, String> {
+/// The next records of `writes`, up to `until`, that fill one chunk,
+/// leaving out ACL keys and those `caller` may not read. Blocking: it
+/// reads the topic's files.
+fn read_chunk(writes: &mut Writes, until: Revision, caller: &Caller) -> Result<Chunk, String> {
     let mut bytes = Vec::with_capacity(CHUNK_BYTES + CHUNK_SLACK_BYTES);
     for write in writes.by_ref() {
         let write = write.map_err(|error| error.to_string())?;
         let offset = write.revision;
         if offset > until {
             break;
+        }
+        if crate::acl::is_acl_key(&write.key) || !caller.may_read(&write.key) {
+            if offset >= until {
+                break;
+            }
+            continue;
         }
         let view = record_view(write).map_err(|error| format!("{error:?}"))?;
         serde_json::to_writer(&mut bytes, &view).expect("a record view serializes");

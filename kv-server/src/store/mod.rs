@@ -143,6 +143,9 @@ pub struct Store {
     writing_out: Mutex<()>,
     /// Wakes the checkpointer, once started.
     checkpointer: OnceLock<SyncSender<()>>,
+    /// Bumped after each applied batch that wrote a role or token, and
+    /// after a snapshot install: the token cache's cue to start over.
+    acl_generation: AtomicU64,
 }
 
 impl Store {
@@ -180,6 +183,7 @@ impl Store {
             revision: AtomicU64::new(0),
             writing_out: Mutex::new(()),
             checkpointer: OnceLock::new(),
+            acl_generation: AtomicU64::new(0),
         };
         let recovery = store.recovery_needed(log)?;
         store.recover(recovery, log)?;
@@ -193,6 +197,13 @@ impl Store {
     /// The store's revision: the last applied log index.
     pub fn revision(&self) -> Revision {
         self.revision.load(Ordering::Acquire)
+    }
+
+    /// How many times roles or tokens changed here since the node started;
+    /// read before the ACL keys, it tells a cache whether what it read is
+    /// still current (see `acl::cache`).
+    pub fn acl_generation(&self) -> u64 {
+        self.acl_generation.load(Ordering::Acquire)
     }
 
     /// Applies committed entries: records to the topic (skipping those it
@@ -240,6 +251,10 @@ impl Store {
         }
         let unsealed = self.view.commit(batch);
         self.revision.store(last.index, Ordering::Release);
+        // After the view holds the change: see `acl::cache`.
+        if changes.iter().any(|(key, _)| crate::acl::is_acl_key(key)) {
+            self.acl_generation.fetch_add(1, Ordering::AcqRel);
+        }
         self.watches.notify(
             changes
                 .iter()
@@ -319,6 +334,7 @@ impl Store {
         self.rebuild_view(meta.last_log_id, meta.last_membership.clone())?;
         std::fs::remove_file(&marker).map_err(StoreError::io("remove", &marker))?;
         self.revision.store(end, Ordering::Release);
+        self.acl_generation.fetch_add(1, Ordering::AcqRel);
         info!(snapshot = %meta.snapshot_id, end, "installed snapshot");
         Ok(())
     }

@@ -26,7 +26,6 @@ pub struct PageBounds {
 
 impl PageBounds {
     /// At most `entries` entries, of any size.
-    #[cfg(test)]
     pub fn entries(entries: usize) -> PageBounds {
         PageBounds {
             entries,
@@ -61,13 +60,24 @@ impl Store {
     }
 
     /// The keys under `prefix` after `start_after`, in key order, as many
-    /// as `bounds` allow, and whether more follow.
+    /// as `bounds` allow, and whether more follow. Roles and tokens (the
+    /// ACL keys) are never among them.
     pub fn list(
         &self,
         prefix: &str,
         start_after: Option<&str>,
         bounds: PageBounds,
     ) -> Result<(Vec<(String, KeyEntry)>, bool), StoreError> {
+        if crate::acl::is_acl_key(prefix) {
+            return Ok((Vec::new(), false));
+        }
+        // The ACL keys sort before every other key: a scan that could meet
+        // them starts after them.
+        let start_after = match start_after {
+            Some(after) if after >= crate::acl::AFTER_ACL_KEYS => Some(after),
+            _ if crate::acl::AFTER_ACL_KEYS.starts_with(prefix) => Some(crate::acl::AFTER_ACL_KEYS),
+            other => other,
+        };
         self.view.list(prefix, start_after, bounds)
     }
 
@@ -110,12 +120,14 @@ impl Store {
     /// up to the store's revision and keeps the latest write of each key
     /// under `prefix`, stopping before a record whose value would take the
     /// values kept past `bounds.value_bytes`. Blocking: it reads the topic's
-    /// files.
+    /// files. Only keys `readable` admits are kept, and never an ACL key;
+    /// the others are read past, so `next` moves on over them.
     pub fn changes_after(
         &self,
         prefix: &str,
         from: Revision,
         bounds: PageBounds,
+        readable: impl Fn(&str) -> bool,
     ) -> Result<ChangesRead, StoreError> {
         let revision = self.revision();
         let mut latest: Vec<WriteRecord> = Vec::new();
@@ -133,7 +145,10 @@ impl Store {
                 break;
             }
             let offset = record.offset;
-            if record.key.starts_with(prefix.as_bytes()) {
+            let shown = record.key.starts_with(prefix.as_bytes())
+                && std::str::from_utf8(&record.key)
+                    .is_ok_and(|key| !crate::acl::is_acl_key(key) && readable(key));
+            if shown {
                 let size = record.value.as_ref().map_or(0, |value| value.len());
                 if !bounds.admits(latest.len(), value_bytes, size) {
                     // This record starts the next page.

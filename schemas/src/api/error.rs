@@ -83,6 +83,17 @@ error_codes! {
     LastVoter = ("last_voter", 400),
     /// A request between nodes came from a node of another cluster.
     ForeignCluster = ("foreign_cluster", 403),
+    /// A role named in a token does not exist.
+    UnknownRole = ("unknown_role", 400),
+    /// An `/v1/acl` call to a cluster that runs without `--auth`.
+    AuthDisabled = ("auth_disabled", 400),
+    // Who may do what (with `--auth`).
+    /// No `Authorization: Bearer` token, a malformed one, or one the
+    /// cluster does not know (revoked, or never made).
+    Unauthenticated = ("unauthenticated", 401),
+    /// The token's roles do not allow the request; the message says what
+    /// was missing.
+    PermissionDenied = ("permission_denied", 403),
     // A metadata config that breaks RocketMQ's rules (the schemas crate's
     // validation); `field` names the JSON field.
     /// A required field is missing.
@@ -120,6 +131,10 @@ error_codes! {
     SubscriptionNotFound = ("subscription_not_found", 404),
     /// The node is not a member of the cluster.
     MemberNotFound = ("member_not_found", 404),
+    /// The role does not exist.
+    RoleNotFound = ("role_not_found", 404),
+    /// No token has this name.
+    TokenNotFound = ("token_not_found", 404),
     /// The route does not take this method.
     MethodNotAllowed = ("method_not_allowed", 405),
     // Conditions and conflicts.
@@ -127,6 +142,10 @@ error_codes! {
     Conflict = ("conflict", 409),
     /// A node with this id is a member at another address.
     MemberExists = ("member_exists", 409),
+    /// The cluster already has its root token: bootstrap happens once.
+    AclAlreadyBootstrapped = ("acl_already_bootstrapped", 409),
+    /// A token with this name exists.
+    TokenExists = ("token_exists", 409),
     /// openraft refused the membership change (another one is under way).
     MembershipChangeRefused = ("membership_change_refused", 409),
     /// The change feed no longer holds the deletes after `from`: start over.

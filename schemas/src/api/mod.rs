@@ -9,6 +9,7 @@
 //! * [`ChangeRecord`], [`ChangesPage`]: `/v1/changes`, `/v1/topic/records`.
 //! * [`ClusterStatus`], [`Member`], [`AddMember`], [`MembershipChange`],
 //!   [`Health`]: `/v1/cluster`, `/healthz`.
+//! * [`Role`], [`CreateToken`], [`CreatedToken`], [`TokenInfo`]: `/v1/acl`.
 //! * [`MetadataKind`]: what topics and subscription groups share.
 //! * [`openapi::document`]: the OpenAPI 3.1 document of all of it.
 //!
@@ -20,6 +21,7 @@
 //! assert_eq!(header::REVISION, "x-kv-revision");
 //! ```
 
+mod acl;
 mod changes;
 mod cluster;
 mod error;
@@ -28,6 +30,10 @@ mod kv;
 mod metadata;
 pub mod openapi;
 
+pub use acl::{
+    Access, CreateToken, CreatedToken, Permission, Role, RoleList, TokenInfo, TokenList,
+    ACL_PREFIX, ROOT_TOKEN_NAME,
+};
 pub use changes::{ChangeRecord, ChangesPage};
 pub use cluster::{AddMember, ClusterStatus, Health, Member, MemberRole, MembershipChange};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail, LeaderHint};

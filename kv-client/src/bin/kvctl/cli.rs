@@ -31,6 +31,11 @@ pub struct Cli {
     #[arg(long, global = true, value_parser = parse_duration, default_value = "30s")]
     pub timeout: Duration,
 
+    /// The token to present (`Authorization: Bearer`) to a cluster run
+    /// with --auth.
+    #[arg(long, global = true, env = "KVCTL_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
     /// Log what the client does (attempts, failover) to stderr.
     #[arg(short, long, global = true)]
     pub verbose: bool,
@@ -155,6 +160,9 @@ pub enum Command {
     /// The cluster's members and state.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Roles and tokens of a cluster run with --auth.
+    #[command(subcommand)]
+    Acl(crate::acl::AclCommand),
 }
 
 #[derive(Debug, Subcommand)]

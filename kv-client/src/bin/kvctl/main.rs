@@ -9,6 +9,7 @@
 //! Output goes to stdout (tables, or JSON with `-o json`); errors and
 //! progress bars to stderr. Exit codes: 0 success, 1 error, 2 usage.
 
+mod acl;
 mod cli;
 mod cluster;
 mod keys;
@@ -130,6 +131,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         } => rocketmq::import(&client, &printer, &topics, &subscription_groups).await,
         Command::ExportRocketmq { dir } => rocketmq::export(&client, &printer, &dir).await,
         Command::Cluster(command) => cluster::run(&client, &printer, command).await,
+        Command::Acl(command) => acl::run(&client, &printer, command).await,
     }
 }
 
@@ -148,9 +150,11 @@ fn connect(cli: &Cli) -> Result<Client, Failure> {
             }
         })
         .collect();
-    Client::builder(endpoints)
+    let mut builder = Client::builder(endpoints)
         .deadline(cli.timeout)
-        .request_timeout(cli.timeout.min(kv_client::DEFAULT_REQUEST_TIMEOUT))
-        .build()
-        .map_err(Failure::from)
+        .request_timeout(cli.timeout.min(kv_client::DEFAULT_REQUEST_TIMEOUT));
+    if let Some(token) = &cli.token {
+        builder = builder.token(token.trim());
+    }
+    builder.build().map_err(Failure::from)
 }

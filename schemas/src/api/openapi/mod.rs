@@ -14,6 +14,7 @@
 //! assert!(document["components"]["schemas"]["KeyValue"].is_object());
 //! ```
 
+mod acl;
 mod parts;
 mod routes;
 
@@ -60,6 +61,11 @@ pub fn document() -> Value {
         .path("/v1/cluster", cluster(&mut components))
         .path("/v1/cluster/members", add_member(&mut components))
         .path("/v1/cluster/members/{id}", remove_member(&mut components))
+        .path("/v1/acl/bootstrap", acl::bootstrap(&mut components))
+        .path("/v1/acl/roles", acl::roles(&mut components))
+        .path("/v1/acl/roles/{name}", acl::role(&mut components))
+        .path("/v1/acl/tokens", acl::tokens(&mut components))
+        .path("/v1/acl/tokens/{name}", acl::token(&mut components))
         .build();
     let info = InfoBuilder::new()
         .title("openmessaging-kv")
@@ -67,7 +73,9 @@ pub fn document() -> Value {
         .description(Some(
             "A strongly consistent metadata store: every write is a keyed record of a \
              Raft-replicated compacted topic. Every answer carries `X-Kv-Revision`; every \
-             error is `{\"error\":{\"code\",\"message\",\"field\"?,\"leader\"?}}`.",
+             error is `{\"error\":{\"code\",\"message\",\"field\"?,\"leader\"?}}`. \
+             A cluster run with `--auth` wants `Authorization: Bearer <token>` on every \
+             route but `/healthz`, `/metrics` and `/v1/acl/bootstrap`.",
         ))
         .build();
     let document = OpenApiBuilder::new().info(info).paths(paths).build();

@@ -155,7 +155,14 @@ pub(super) fn operation(
 ) -> OperationBuilder {
     let mut by_status: BTreeMap<u16, Vec<&str>> = BTreeMap::new();
     let always = [ErrorCode::InvalidQuery, ErrorCode::Unavailable];
-    for code in codes.iter().chain(&always) {
+    // With `--auth`, every operation but these needs a token.
+    let guarded = [ErrorCode::Unauthenticated, ErrorCode::PermissionDenied];
+    let guards: &[ErrorCode] = if OPEN_OPERATIONS.contains(&id) {
+        &[]
+    } else {
+        &guarded
+    };
+    for code in codes.iter().chain(&always).chain(guards) {
         by_status
             .entry(code.status())
             .or_default()
@@ -181,6 +188,10 @@ pub(super) fn operation(
     }
     builder
 }
+
+/// The operations that need no token, even with `--auth` (`/metrics`
+/// is built without [`operation`]).
+const OPEN_OPERATIONS: &[&str] = &["health", "acl_bootstrap"];
 
 pub(super) const WRITE_ERRORS: &[ErrorCode] = &[
     ErrorCode::InvalidKey,

@@ -1,0 +1,536 @@
+//! `--auth` against a real 3-node cluster: bootstrap, roles and tokens
+//! through kvctl, every route checked with no token, a wrong token, a
+//! read-only token, a token for another prefix and root; the ACL keys
+//! hidden from every read; change-feed long-polls filtered; membership
+//! changes kept for admins; a follower checking before it forwards; a
+//! revoked token refused on every node.
+
+use std::time::Duration;
+
+use integration_tests::{error_of, kvctl, KvctlRun, TestCluster, TestServer};
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+/// How long a change (a token, a revocation) may take to reach every node.
+const SPREAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause between two looks at a node.
+const POLL: Duration = Duration::from_millis(50);
+/// A well-formed token no cluster made.
+const WRONG: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Sends `method path` as `token` (none: no Authorization header).
+async fn send(
+    node: &TestServer,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let method: reqwest::Method = method.parse().expect("a valid HTTP method");
+    let mut request = node.client().request(method, node.url(path));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("the server answers");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("the body is readable");
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, body)
+}
+
+/// kvctl against every node of `cluster`, as `token`.
+async fn ctl(cluster: &TestCluster, token: &str, args: &[&str]) -> KvctlRun {
+    let mut full = vec!["--token", token, "-o", "json"];
+    full.extend_from_slice(args);
+    kvctl(&cluster.urls().join(","), &full).await
+}
+
+/// Waits until every node takes `token` (`GET /v1/cluster` answers 200).
+async fn wait_known_everywhere(cluster: &TestCluster, token: &str) {
+    for id in cluster.ids() {
+        let deadline = Instant::now() + SPREAD_TIMEOUT;
+        loop {
+            let (status, _) = send(cluster.node(id), Some(token), "GET", "/v1/cluster", None).await;
+            if status == 200 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {id} did not take the token within {SPREAD_TIMEOUT:?} (last {status})"
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+/// The tokens of the scenario, each a secret.
+struct Tokens {
+    root: String,
+    /// read on `app/` and `topics/`.
+    reader: String,
+    /// readwrite on `app/`.
+    writer: String,
+    /// readwrite on `other/` only.
+    other: String,
+}
+
+/// Bootstraps through kvctl and makes the roles and tokens of [`Tokens`].
+async fn set_up(cluster: &TestCluster) -> Tokens {
+    let urls = cluster.urls().join(",");
+    let root = kvctl(&urls, &["-o", "json", "acl", "bootstrap"])
+        .await
+        .success()
+        .json();
+    assert_eq!(root["name"], "root");
+    let root = root["token"].as_str().expect("a root token").to_string();
+    assert_eq!(root.len(), 64, "256 bits in hex: {root}");
+    let again = kvctl(&urls, &["acl", "bootstrap"]).await.expect_code(1);
+    assert!(
+        again.stderr.contains("acl_already_bootstrapped"),
+        "{}",
+        again.stderr
+    );
+
+    let role = |name: &'static str, args: &'static [&'static str]| {
+        let root = root.clone();
+        async move {
+            let mut full = vec!["acl", "role", "create", name];
+            full.extend_from_slice(args);
+            ctl(cluster, &root, &full).await.success();
+        }
+    };
+    role("reader", &["--read", "app/", "--read", "topics/"]).await;
+    role("writer", &["--readwrite", "app/"]).await;
+    role("other", &["--readwrite", "other/"]).await;
+    let mut secrets = Vec::new();
+    for name in ["reader", "writer", "other"] {
+        let made = ctl(
+            cluster,
+            &root,
+            &["acl", "token", "create", name, "--role", name],
+        )
+        .await
+        .success()
+        .json();
+        assert_eq!(made["name"], name);
+        secrets.push(made["token"].as_str().expect("a secret").to_string());
+    }
+    let tokens = Tokens {
+        root,
+        reader: secrets[0].clone(),
+        writer: secrets[1].clone(),
+        other: secrets[2].clone(),
+    };
+    for token in [&tokens.root, &tokens.reader, &tokens.writer, &tokens.other] {
+        wait_known_everywhere(cluster, token).await;
+    }
+    tokens
+}
+
+/// An expected status; `OK` stands for any 2xx, `SKIP` for "not tried".
+const OK: u16 = 200;
+const SKIP: u16 = 0;
+
+#[tokio::test]
+async fn with_auth_every_route_is_checked_and_acl_keys_stay_hidden() {
+    let cluster = TestCluster::start(3, &["--auth"]).await;
+    let tokens = set_up(&cluster).await;
+    let leader = cluster.leader().await;
+    let node = cluster.node(leader);
+    let root = Some(tokens.root.as_str());
+    for (path, body) in [
+        ("/v1/kv/app/k1", json!(1)),
+        ("/v1/kv/other/k1", json!(2)),
+        (
+            "/v1/topics/T",
+            serde_json::to_value(schemas::TopicConfig::new("T")).unwrap(),
+        ),
+    ] {
+        let (status, answer) = send(node, root, "PUT", path, Some(body)).await;
+        assert!((200..300).contains(&status), "{path}: {status} {answer}");
+    }
+
+    // (method, path, body, [no token, wrong token, reader, other, root])
+    let topic = serde_json::to_value(schemas::TopicConfig::new("T2")).unwrap();
+    let member = json!({"id": 9, "addr": "http://127.0.0.1:9", "peer_addr": "http://127.0.0.1:9"});
+    let role = json!({"name": "x", "permissions": [], "admin": false});
+    let table: Vec<(&str, &str, Option<Value>, [u16; 5])> = vec![
+        ("GET", "/healthz", None, [OK, OK, OK, OK, OK]),
+        ("GET", "/metrics", None, [OK, OK, OK, OK, OK]),
+        ("GET", "/v1/kv/app/k1", None, [401, 401, OK, 403, OK]),
+        (
+            "PUT",
+            "/v1/kv/app/k2",
+            Some(json!(2)),
+            [401, 401, 403, 403, OK],
+        ),
+        ("GET", "/v1/kv?prefix=app/", None, [401, 401, OK, 403, OK]),
+        (
+            "GET",
+            "/v1/kv?prefix=app/&index=1&wait=1ms",
+            None,
+            [401, 401, OK, 403, OK],
+        ),
+        ("GET", "/v1/kv", None, [401, 401, 403, 403, OK]),
+        ("GET", "/v1/kv?prefix=other/", None, [401, 401, 403, OK, OK]),
+        (
+            "DELETE",
+            "/v1/kv/other/k1",
+            None,
+            [401, 401, 403, SKIP, SKIP],
+        ),
+        ("GET", "/v1/topics", None, [401, 401, OK, 403, OK]),
+        ("GET", "/v1/topics/T", None, [401, 401, OK, 403, OK]),
+        (
+            "PUT",
+            "/v1/topics/T2",
+            Some(topic),
+            [401, 401, 403, 403, OK],
+        ),
+        ("DELETE", "/v1/topics/T2", None, [401, 401, 403, 403, OK]),
+        ("GET", "/v1/subscriptions", None, [401, 401, 403, 403, OK]),
+        (
+            "GET",
+            "/v1/subscriptions/G",
+            None,
+            [401, 401, 403, 403, 404],
+        ),
+        ("GET", "/v1/changes", None, [401, 401, OK, OK, OK]),
+        ("GET", "/v1/topic/records", None, [401, 401, OK, OK, OK]),
+        ("GET", "/v1/cluster", None, [401, 401, OK, OK, OK]),
+        ("GET", "/v1/openapi.json", None, [401, 401, OK, OK, OK]),
+        (
+            "POST",
+            "/v1/cluster/members",
+            Some(member),
+            [401, 401, 403, 403, SKIP],
+        ),
+        (
+            "DELETE",
+            "/v1/cluster/members/9",
+            None,
+            [401, 401, 403, 403, 404],
+        ),
+        ("GET", "/v1/acl/roles", None, [401, 401, 403, 403, OK]),
+        (
+            "PUT",
+            "/v1/acl/roles/x",
+            Some(role),
+            [401, 401, 403, 403, OK],
+        ),
+        ("DELETE", "/v1/acl/roles/x", None, [401, 401, 403, 403, OK]),
+        ("GET", "/v1/acl/tokens", None, [401, 401, 403, 403, OK]),
+        (
+            "POST",
+            "/v1/acl/tokens",
+            Some(json!({"name": "t"})),
+            [401, 401, 403, 403, SKIP],
+        ),
+        (
+            "DELETE",
+            "/v1/acl/tokens/nobody",
+            None,
+            [401, 401, 403, 403, 404],
+        ),
+        ("POST", "/v1/acl/bootstrap", None, [409, 409, 409, 409, 409]),
+        ("GET", "/v1/no-such-route", None, [401, 401, 404, 404, 404]),
+    ];
+    let callers = [
+        ("no token", None),
+        ("a wrong token", Some(WRONG)),
+        ("reader", Some(tokens.reader.as_str())),
+        ("other", Some(tokens.other.as_str())),
+        ("root", root),
+    ];
+    for (method, path, body, expected) in &table {
+        for ((who, token), expected) in callers.iter().zip(expected) {
+            if *expected == SKIP {
+                continue;
+            }
+            let (status, answer) = send(node, *token, method, path, body.clone()).await;
+            let matches = if *expected == OK {
+                (200..300).contains(&status)
+            } else {
+                status == *expected
+            };
+            assert!(
+                matches,
+                "{method} {path} as {who}: {status}, expected {expected}: {answer}"
+            );
+            match status {
+                401 => assert_eq!(error_of(&answer).0, "unauthenticated", "{answer}"),
+                403 => assert_eq!(error_of(&answer).0, "permission_denied", "{answer}"),
+                _ => {}
+            }
+        }
+    }
+    let (_, refusal) = send(
+        node,
+        Some(&tokens.other),
+        "PUT",
+        "/v1/kv/app/b",
+        Some(json!(1)),
+    )
+    .await;
+    let message = refusal["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("'other'") && message.contains("app/b") && message.contains("other/"),
+        "a refusal names the token, the key and what it may do: {message}"
+    );
+
+    // The ACL keys: never listed, fed or replayed, even to root; not writable.
+    let (_, all) = send(node, root, "GET", "/v1/kv?limit=10000", None).await;
+    let keys: Vec<&str> = all["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["key"].as_str().unwrap())
+        .collect();
+    assert!(keys.contains(&"app/k1"), "{keys:?}");
+    assert!(keys.iter().all(|key| !key.starts_with('\0')), "{keys:?}");
+    let (_, hidden) = send(node, root, "GET", "/v1/kv?prefix=%00acl/", None).await;
+    assert_eq!(hidden["entries"], json!([]), "{hidden}");
+    let (_, feed) = send(node, root, "GET", "/v1/changes?limit=10000", None).await;
+    let fed = feed["records"].as_array().unwrap();
+    assert!(!fed.is_empty());
+    assert!(fed
+        .iter()
+        .all(|record| !record["key"].as_str().unwrap().starts_with('\0')));
+    let (_, replay) = send(node, root, "GET", "/v1/topic/records", None).await;
+    let replay = replay.as_str().expect("NDJSON").to_string();
+    assert!(replay.contains("app/k1"), "{replay}");
+    assert!(!replay.contains("\\u0000"), "{replay}");
+    for method in ["PUT", "DELETE", "GET"] {
+        let (status, answer) = send(node, root, method, "/v1/kv/%00acl/root", Some(json!(1))).await;
+        assert_eq!(status, 400, "{method}: {answer}");
+    }
+
+    // A follower checks, then forwards what it allows.
+    let follower_id = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+    let follower = cluster.node(follower_id);
+    let (status, answer) = send(
+        follower,
+        Some(&tokens.writer),
+        "PUT",
+        "/v1/kv/app/via-follower",
+        Some(json!(7)),
+    )
+    .await;
+    assert!((200..300).contains(&status), "{status} {answer}");
+    let (status, answer) = send(
+        follower,
+        Some(&tokens.reader),
+        "PUT",
+        "/v1/kv/app/via-follower",
+        Some(json!(8)),
+    )
+    .await;
+    assert_eq!(status, 403, "{answer}");
+    let (_, stored) = send(node, root, "GET", "/v1/kv/app/via-follower", None).await;
+    assert_eq!(stored["value"], 7, "{stored}");
+
+    // Membership stays as it was without admin.
+    let members_before = cluster.members(leader).await;
+    let (status, _) = send(
+        follower,
+        Some(&tokens.writer),
+        "POST",
+        "/v1/cluster/members",
+        Some(json!({"id": 9, "addr": "http://127.0.0.1:9", "peer_addr": "http://127.0.0.1:9"})),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, _) = send(
+        follower,
+        Some(&tokens.writer),
+        "DELETE",
+        &format!("/v1/cluster/members/{follower_id}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 403);
+    assert_eq!(cluster.members(leader).await, members_before);
+    assert_eq!(cluster.leader().await, leader);
+
+    // Revoked: refused by every node once it applied the revocation.
+    ctl(
+        &cluster,
+        &tokens.root,
+        &["acl", "token", "revoke", "reader"],
+    )
+    .await
+    .success();
+    for id in cluster.ids() {
+        let deadline = Instant::now() + SPREAD_TIMEOUT;
+        loop {
+            let (status, _) = send(
+                cluster.node(id),
+                Some(&tokens.reader),
+                "GET",
+                "/v1/kv/app/k1",
+                None,
+            )
+            .await;
+            if status == 401 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {id} still takes a revoked token ({status})"
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_prefix_limited_change_feed_long_poll_sees_only_its_keys() {
+    let cluster = TestCluster::start(3, &["--auth"]).await;
+    let tokens = set_up(&cluster).await;
+    let leader = cluster.leader().await;
+    let node = cluster.node(leader);
+    let follower_id = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+    let follower = cluster.node(follower_id);
+    let (_, start) = send(
+        node,
+        Some(&tokens.root),
+        "GET",
+        "/v1/changes?limit=10000",
+        None,
+    )
+    .await;
+    let mut from = start["next"].as_u64().expect("a next offset");
+
+    let writer = {
+        let root = tokens.root.clone();
+        let url = node.url("");
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            for i in 0..20 {
+                for prefix in ["other", "app"] {
+                    let response = client
+                        .put(format!("{url}/v1/kv/{prefix}/w{i}"))
+                        .bearer_auth(&root)
+                        .json(&i)
+                        .send()
+                        .await
+                        .expect("the leader answers");
+                    assert!(response.status().is_success(), "{}", response.status());
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    // The reader asks a follower (watches are served where they arrive)
+    // and waits at the end of the feed until the last write shows.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    while !seen.contains(&"app/w19".to_string()) {
+        assert!(Instant::now() < deadline, "the reader saw only {seen:?}");
+        let path = format!("/v1/changes?from={from}&wait=2s");
+        let (status, page) = send(follower, Some(&tokens.reader), "GET", &path, None).await;
+        assert_eq!(status, 200, "{page}");
+        for record in page["records"].as_array().unwrap() {
+            let key = record["key"].as_str().unwrap().to_string();
+            assert!(
+                key.starts_with("app/") || key.starts_with("topics/"),
+                "the reader was shown {key:?}"
+            );
+            seen.push(key);
+        }
+        let next = page["next"].as_u64().unwrap();
+        assert!(next >= from, "next went back: {from} -> {next}");
+        from = next;
+    }
+    writer.await.expect("the writer finishes");
+    assert!(seen.iter().any(|key| key == "app/w0"), "{seen:?}");
+
+    // kvctl's role and token round trip.
+    let roles = ctl(&cluster, &tokens.root, &["acl", "role", "list"])
+        .await
+        .success()
+        .json();
+    let names: Vec<&str> = roles
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["other", "reader", "writer"]);
+    assert_eq!(
+        roles[1]["permissions"][0],
+        json!({"prefix": "app/", "access": "read"})
+    );
+    let listed = ctl(&cluster, &tokens.root, &["acl", "token", "list"])
+        .await
+        .success();
+    assert!(
+        !listed.stdout.contains(&tokens.reader),
+        "no secret is listed"
+    );
+    let names: Vec<String> = listed
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["other", "reader", "root", "writer"]);
+    let refused = ctl(
+        &cluster,
+        &tokens.root,
+        &["acl", "token", "create", "x", "--role", "nope"],
+    )
+    .await
+    .expect_code(1);
+    assert!(refused.stderr.contains("nope"), "{}", refused.stderr);
+    let taken = ctl(
+        &cluster,
+        &tokens.root,
+        &["acl", "token", "create", "other", "--role", "other"],
+    )
+    .await
+    .expect_code(1);
+    assert!(taken.stderr.contains("token_exists"), "{}", taken.stderr);
+    ctl(&cluster, &tokens.root, &["acl", "token", "revoke", "other"])
+        .await
+        .success();
+    ctl(&cluster, &tokens.root, &["acl", "role", "delete", "other"])
+        .await
+        .success();
+    let roles = ctl(&cluster, &tokens.root, &["acl", "role", "list"])
+        .await
+        .success()
+        .json();
+    assert_eq!(roles.as_array().unwrap().len(), 2, "{roles}");
+    let tokens_left = ctl(&cluster, &tokens.root, &["acl", "token", "list"])
+        .await
+        .success()
+        .json();
+    assert_eq!(tokens_left.as_array().unwrap().len(), 3, "{tokens_left}");
+    let not_admin = ctl(&cluster, &tokens.writer, &["acl", "token", "list"])
+        .await
+        .expect_code(1);
+    assert!(
+        not_admin.stderr.contains("permission_denied"),
+        "{}",
+        not_admin.stderr
+    );
+}
+
+#[tokio::test]
+async fn without_auth_no_token_is_needed_and_the_acl_api_says_auth_is_off() {
+    let server = TestServer::start().await;
+    let (status, _) = send(&server, None, "PUT", "/v1/kv/app/x", Some(json!(1))).await;
+    assert!((200..300).contains(&status));
+    let (status, answer) = send(&server, None, "POST", "/v1/acl/bootstrap", None).await;
+    assert_eq!(status, 400);
+    assert_eq!(error_of(&answer).0, "auth_disabled");
+    assert!(answer["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("--auth"));
+}

@@ -1,0 +1,326 @@
+//! `/v1/acl`: bootstrap of the root token, roles and tokens (`--auth`).
+//!
+//! Each is a key under the ACL prefix, written through Raft like any other
+//! (see [`crate::acl`]); writes reach the leader through the forwarding
+//! middleware, so a secret is made once, on the node that writes it. A
+//! write here carries no `Idempotency-Key`, even when the client sent one:
+//! a retried bootstrap or token creation would otherwise be answered with
+//! a fresh secret the store never kept. Who may call these routes is
+//! decided before they run (`api::auth`: admin, bootstrap for anyone).
+
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{post, put};
+use axum::{Json, Router};
+use schemas::api::{
+    CreateToken, CreatedToken, ErrorCode, Role, RoleList, TokenInfo, TokenList, ROOT_TOKEN_NAME,
+};
+use serde::Serialize;
+
+use crate::acl::cache::decode;
+use crate::acl::{
+    name_key, role_key, roles_prefix, root_key, secret, token_key, tokens_prefix, StoredName,
+    StoredRoot, StoredToken,
+};
+use crate::api::error::ApiError;
+use crate::api::{propose, AppState};
+use crate::store::queries::PageBounds;
+use crate::types::{Command, CommandResult, Condition, Op};
+
+/// Longest role or token name.
+const MAX_NAME_BYTES: usize = 128;
+/// Most roles or tokens a list answers: all of them, in practice.
+const MAX_LISTED: usize = 100_000;
+
+/// The routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/acl/bootstrap", post(bootstrap))
+        .route("/v1/acl/roles", axum::routing::get(list_roles))
+        .route("/v1/acl/roles/{name}", put(put_role).delete(delete_role))
+        .route("/v1/acl/tokens", post(create_token).get(list_tokens))
+        .route("/v1/acl/tokens/{name}", axum::routing::delete(revoke_token))
+}
+
+/// 400 unless the node runs with `--auth`.
+fn require_auth(state: &AppState) -> Result<(), ApiError> {
+    if state.config.auth {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        ErrorCode::AuthDisabled,
+        "this cluster runs without --auth: there are no roles or tokens to manage; \
+         start every node with --auth to enable them",
+    ))
+}
+
+/// A role or token name: 1 to 128 bytes, no '/', no control character.
+fn checked_name(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    let Path(name) = path.map_err(|rejection| {
+        ApiError::bad_field(
+            ErrorCode::InvalidName,
+            "name",
+            format!("the name in the path is unreadable: {rejection}"),
+        )
+    })?;
+    check_name(&name)?;
+    Ok(name)
+}
+
+fn check_name(name: &str) -> Result<(), ApiError> {
+    if name.is_empty()
+        || name.len() > MAX_NAME_BYTES
+        || name.contains('/')
+        || name.chars().any(char::is_control)
+    {
+        return Err(ApiError::bad_field(
+            ErrorCode::InvalidName,
+            "name",
+            format!(
+                "name {name:?} must be 1 to {MAX_NAME_BYTES} bytes, without '/' or control characters"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    body.map(|Json(body)| body).map_err(|rejection| {
+        ApiError::new(
+            ErrorCode::InvalidJson,
+            format!(
+                "the body is not the JSON this route takes: {}",
+                rejection.body_text()
+            ),
+        )
+    })
+}
+
+/// Writes `value` under `key` if `condition` holds.
+async fn put_record(
+    state: &AppState,
+    key: String,
+    value: &impl Serialize,
+    condition: Condition,
+) -> Result<CommandResult, ApiError> {
+    let value = serde_json::to_string(value).expect("an ACL record serializes");
+    propose(
+        state,
+        Command {
+            timestamp_ms: crate::clock::now_ms(),
+            idempotency_key: None,
+            op: Op::Put {
+                key,
+                value,
+                condition,
+            },
+        },
+    )
+    .await
+}
+
+async fn delete_record(state: &AppState, key: String) -> Result<CommandResult, ApiError> {
+    propose(
+        state,
+        Command {
+            timestamp_ms: crate::clock::now_ms(),
+            idempotency_key: None,
+            op: Op::Delete {
+                key,
+                condition: Condition::Always,
+            },
+        },
+    )
+    .await
+}
+
+/// Every record under `prefix`, decoded.
+fn records<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    prefix: &str,
+) -> Result<Vec<T>, ApiError> {
+    let (entries, _) = state
+        .store
+        .view
+        .list(prefix, None, PageBounds::entries(MAX_LISTED))?;
+    entries
+        .into_iter()
+        .map(|(key, entry)| Ok(decode(&key, &entry.value)?))
+        .collect()
+}
+
+/// `POST /v1/acl/bootstrap`: the root token, once per cluster.
+async fn bootstrap(State(state): State<AppState>) -> Result<Response, ApiError> {
+    require_auth(&state)?;
+    let token = secret::new_secret().map_err(ApiError::internal)?;
+    let root = StoredRoot {
+        name: ROOT_TOKEN_NAME.to_string(),
+        hash: secret::hash(&token),
+        created_ms: crate::clock::now_ms(),
+    };
+    // Absent: of two bootstraps racing, one writes; the other is refused.
+    match put_record(&state, root_key(), &root, Condition::Absent).await? {
+        CommandResult::Written { .. } => {
+            tracing::info!("the root token was made: the cluster's ACL is bootstrapped");
+            Ok(Json(CreatedToken {
+                name: root.name,
+                token,
+            })
+            .into_response())
+        }
+        _ => Err(ApiError::new(
+            ErrorCode::AclAlreadyBootstrapped,
+            "this cluster already has its root token; bootstrap happens once",
+        )),
+    }
+}
+
+/// `PUT /v1/acl/roles/{name}`: creates or replaces a role.
+async fn put_role(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Json<Role>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    require_auth(&state)?;
+    let name = checked_name(path)?;
+    let role = json_body(body)?;
+    if role.name != name {
+        return Err(ApiError::bad_field(
+            ErrorCode::NameMismatch,
+            "name",
+            format!("the body names role {:?}, the path {name:?}", role.name),
+        ));
+    }
+    put_record(&state, role_key(&name), &role, Condition::Always).await?;
+    Ok(Json(role).into_response())
+}
+
+/// `GET /v1/acl/roles`.
+async fn list_roles(State(state): State<AppState>) -> Result<Response, ApiError> {
+    require_auth(&state)?;
+    let roles = records::<Role>(&state, &roles_prefix())?;
+    Ok(Json(RoleList { roles }).into_response())
+}
+
+/// `DELETE /v1/acl/roles/{name}`: tokens holding it keep their other roles.
+async fn delete_role(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    require_auth(&state)?;
+    let name = checked_name(path)?;
+    match delete_record(&state, role_key(&name)).await? {
+        CommandResult::NotFound => Err(ApiError::new(
+            ErrorCode::RoleNotFound,
+            format!("role {name:?} does not exist"),
+        )),
+        _ => Ok(StatusCode::NO_CONTENT.into_response()),
+    }
+}
+
+/// `POST /v1/acl/tokens`: a new token; its secret is in this answer only.
+async fn create_token(
+    State(state): State<AppState>,
+    body: Result<Json<CreateToken>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    require_auth(&state)?;
+    let request = json_body(body)?;
+    check_name(&request.name)?;
+    if request.name == ROOT_TOKEN_NAME {
+        return Err(token_exists(&request.name));
+    }
+    for role in &request.roles {
+        if state.store.get(&role_key(role))?.is_none() {
+            return Err(ApiError::bad_field(
+                ErrorCode::UnknownRole,
+                "roles",
+                format!("role {role:?} does not exist; create it first"),
+            ));
+        }
+    }
+    let token = secret::new_secret().map_err(ApiError::internal)?;
+    let hash = secret::hash(&token);
+    // The name is claimed first, so two tokens never share it; a token
+    // whose claim stands but whose record was never written is revoked
+    // like any other.
+    let claim = StoredName { hash: hash.clone() };
+    match put_record(&state, name_key(&request.name), &claim, Condition::Absent).await? {
+        CommandResult::Written { .. } => {}
+        _ => return Err(token_exists(&request.name)),
+    }
+    let record = StoredToken {
+        name: request.name.clone(),
+        roles: request.roles,
+        created_ms: crate::clock::now_ms(),
+    };
+    put_record(&state, token_key(&hash), &record, Condition::Always).await?;
+    let created = CreatedToken {
+        name: request.name,
+        token,
+    };
+    Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+fn token_exists(name: &str) -> ApiError {
+    ApiError::bad_field(
+        ErrorCode::TokenExists,
+        "name",
+        format!("a token named {name:?} exists; revoke it first or pick another name"),
+    )
+}
+
+/// `GET /v1/acl/tokens`: names, roles and creation times, never secrets.
+async fn list_tokens(State(state): State<AppState>) -> Result<Response, ApiError> {
+    require_auth(&state)?;
+    let mut tokens: Vec<TokenInfo> = records::<StoredToken>(&state, &tokens_prefix())?
+        .into_iter()
+        .map(|token| TokenInfo {
+            name: token.name,
+            roles: token.roles,
+            created_ms: token.created_ms,
+        })
+        .collect();
+    if let Some(entry) = state.store.get(&root_key())? {
+        let root: StoredRoot = decode(&root_key(), &entry.value)?;
+        tokens.push(TokenInfo {
+            name: root.name,
+            roles: Vec::new(),
+            created_ms: root.created_ms,
+        });
+    }
+    tokens.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(Json(TokenList { tokens }).into_response())
+}
+
+/// `DELETE /v1/acl/tokens/{name}`: every node refuses the token once it has
+/// applied this. The root token cannot be revoked: without it, anyone
+/// could bootstrap the cluster again.
+async fn revoke_token(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    require_auth(&state)?;
+    let name = checked_name(path)?;
+    if name == ROOT_TOKEN_NAME {
+        return Err(ApiError::bad_field(
+            ErrorCode::InvalidName,
+            "name",
+            "the root token cannot be revoked: it is what keeps bootstrap from running again",
+        ));
+    }
+    let not_found = || {
+        ApiError::new(
+            ErrorCode::TokenNotFound,
+            format!("no token is named {name:?}"),
+        )
+    };
+    let entry = state.store.get(&name_key(&name))?.ok_or_else(not_found)?;
+    let claim: StoredName = decode(&name_key(&name), &entry.value)?;
+    // The token first: once it is gone the secret stops working, and the
+    // name is freed only after.
+    delete_record(&state, token_key(&claim.hash)).await?;
+    delete_record(&state, name_key(&name)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

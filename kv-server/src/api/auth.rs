@@ -1,0 +1,339 @@
+//! The client port's check of who calls, with `--auth`: a middleware that
+//! resolves the `Authorization: Bearer` token and decides, from the route
+//! alone, what the request needs.
+//!
+//! It runs outside the forwarding middleware, so a follower checks a write
+//! before it passes it to the leader; the peer port does not run it (it
+//! is for the cluster's own nodes, which send no token). Routes that read
+//! many keys (the change feed, replay) are let through with any valid
+//! token and filter what they answer by the [`Caller`] it leaves in the
+//! request. A list (`/v1/kv?prefix=`, `/v1/topics`, `/v1/subscriptions`)
+//! needs read on its whole prefix, as in etcd, so a page is never cut
+//! short by keys the caller may not see.
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, MatchedPath, RawPathParams, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::RequestPartsExt;
+use schemas::api::{Access, ErrorCode};
+use schemas::{SUBSCRIPTIONS_PREFIX, TOPICS_PREFIX};
+use tracing::info;
+
+use crate::acl::principal::Principal;
+use crate::acl::secret;
+use crate::api::error::ApiError;
+use crate::api::AppState;
+
+/// Who a request comes from, as the handlers that filter keys see it.
+#[derive(Clone, Debug)]
+pub enum Caller {
+    /// No check applies: `--auth` is off, or the request came through the
+    /// peer port from another node, which checked it.
+    Anyone,
+    /// A request that presented this token.
+    Token(Arc<Principal>),
+}
+
+impl Caller {
+    /// Whether the caller may read `key`.
+    pub fn may_read(&self, key: &str) -> bool {
+        match self {
+            Caller::Anyone => true,
+            Caller::Token(principal) => principal.may(Access::Read, key),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .unwrap_or(Caller::Anyone))
+    }
+}
+
+/// What a route needs of the caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Needs {
+    /// Nothing: health, metrics, bootstrap.
+    Nothing,
+    /// Any valid token; the handler filters what it answers.
+    Token,
+    /// `access` on one key.
+    Key(Access, String),
+    /// Read on every key under a prefix.
+    Prefix(String),
+    /// An admin role; `what` names the action for the refusal.
+    Admin(&'static str),
+}
+
+/// What the request to `route` (axum's pattern; `None` for no route) needs.
+/// `param` gives the path's captures, `prefix` the query's `prefix`.
+pub fn needs(
+    method: &Method,
+    route: Option<&str>,
+    param: impl Fn(&str) -> Option<String>,
+    prefix: impl Fn() -> String,
+) -> Needs {
+    let write = !matches!(*method, Method::GET | Method::HEAD);
+    let access = if write {
+        Access::ReadWrite
+    } else {
+        Access::Read
+    };
+    let key = |under: &str, name: &str| {
+        Needs::Key(
+            access,
+            format!("{under}{}", param(name).unwrap_or_default()),
+        )
+    };
+    match route {
+        Some("/healthz" | "/metrics" | "/v1/acl/bootstrap") => Needs::Nothing,
+        // Unknown routes still need a token: a 404 tells a stranger nothing.
+        None | Some("/v1/openapi.json" | "/v1/changes" | "/v1/topic/records") => Needs::Token,
+        Some("/v1/cluster") if !write => Needs::Token,
+        Some("/v1/kv" | "/v1/kv/") => Needs::Prefix(prefix()),
+        Some("/v1/kv/{*key}") => key("", "key"),
+        Some("/v1/topics") => Needs::Prefix(TOPICS_PREFIX.to_string()),
+        Some("/v1/topics/{name}") => key(TOPICS_PREFIX, "name"),
+        Some("/v1/subscriptions") => Needs::Prefix(SUBSCRIPTIONS_PREFIX.to_string()),
+        Some("/v1/subscriptions/{name}") => key(SUBSCRIPTIONS_PREFIX, "name"),
+        Some(route) if route.starts_with("/v1/cluster/") => {
+            Needs::Admin("change the cluster's members")
+        }
+        Some(route) if route.starts_with("/v1/acl/") => Needs::Admin("manage roles and tokens"),
+        // A route added without a rule here is for admins until it has one.
+        Some(_) => Needs::Admin("use this route"),
+    }
+}
+
+/// Middleware of the client port: with `--auth`, 401 without a known token,
+/// 403 without the permission the route needs; the [`Caller`] is left in
+/// the request for the handlers that filter.
+pub async fn check(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if !state.config.auth {
+        return next.run(request).await;
+    }
+    let (mut parts, body) = request.into_parts();
+    let route = parts
+        .extensions
+        .get::<MatchedPath>()
+        .map(|path| path.as_str().to_string());
+    let params = parts.extract::<RawPathParams>().await.ok();
+    let param = |name: &str| {
+        params.as_ref().and_then(|params| {
+            params
+                .iter()
+                .find(|(found, _)| *found == name)
+                .map(|(_, value)| value.to_string())
+        })
+    };
+    let prefix = || query_prefix(parts.uri.query());
+    let needs = needs(&parts.method, route.as_deref(), param, prefix);
+    if needs == Needs::Nothing {
+        return next.run(Request::from_parts(parts, body)).await;
+    }
+    let principal = match authenticate(&state, &parts) {
+        Ok(principal) => principal,
+        Err(error) => return error.into_response(),
+    };
+    let allowed = match &needs {
+        Needs::Nothing | Needs::Token => Ok(()),
+        Needs::Key(access, key) => principal.check_key(*access, key),
+        Needs::Prefix(prefix) => principal.check_prefix(Access::Read, prefix),
+        Needs::Admin(what) => principal.check_admin(what),
+    };
+    if let Err(refusal) = allowed {
+        return ApiError::new(ErrorCode::PermissionDenied, refusal).into_response();
+    }
+    if matches!(needs, Needs::Admin(_)) && parts.method != Method::GET {
+        info!(token = %principal.name, method = %parts.method, path = %parts.uri.path(), "admin action");
+    }
+    parts.extensions.insert(Caller::Token(principal));
+    next.run(Request::from_parts(parts, body)).await
+}
+
+/// The token of `Authorization: Bearer <secret>`, resolved.
+fn authenticate(state: &AppState, parts: &Parts) -> Result<Arc<Principal>, ApiError> {
+    let unauthenticated = |message: &str| ApiError::new(ErrorCode::Unauthenticated, message);
+    let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+        return Err(unauthenticated(
+            "this cluster runs with --auth: send Authorization: Bearer <token>",
+        ));
+    };
+    let secret = value
+        .to_str()
+        .ok()
+        .and_then(|text| text.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|secret| secret::is_well_formed(secret))
+        .ok_or_else(|| {
+            unauthenticated("the Authorization header is not \"Bearer <token>\" with a token this cluster makes")
+        })?;
+    state
+        .tokens
+        .resolve(&state.store, &secret::hash(secret))?
+        .ok_or_else(|| unauthenticated("the token is not known here: revoked, or never made"))
+}
+
+/// The query's `prefix`, as the list will read it (`""` when absent or
+/// unreadable: the strictest case).
+fn query_prefix(query: Option<&str>) -> String {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(query.unwrap_or(""))
+        .ok()
+        .and_then(|pairs| {
+            pairs
+                .into_iter()
+                .find(|(name, _)| name == "prefix")
+                .map(|(_, value)| value)
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn needs_of(method: Method, route: Option<&str>, capture: &str, prefix: &str) -> Needs {
+        needs(
+            &method,
+            route,
+            |_| Some(capture.to_string()),
+            || prefix.to_string(),
+        )
+    }
+
+    #[test]
+    fn each_route_needs_what_its_keys_and_actions_need() {
+        use Access::{Read, ReadWrite};
+        let key = |access, key: &str| Needs::Key(access, key.to_string());
+        let cases = [
+            (Method::GET, Some("/healthz"), "", "", Needs::Nothing),
+            (Method::GET, Some("/metrics"), "", "", Needs::Nothing),
+            (
+                Method::POST,
+                Some("/v1/acl/bootstrap"),
+                "",
+                "",
+                Needs::Nothing,
+            ),
+            (Method::GET, None, "", "", Needs::Token),
+            (Method::GET, Some("/v1/changes"), "", "", Needs::Token),
+            (Method::GET, Some("/v1/topic/records"), "", "", Needs::Token),
+            (Method::GET, Some("/v1/cluster"), "", "", Needs::Token),
+            (
+                Method::GET,
+                Some("/v1/kv/{*key}"),
+                "a/b",
+                "",
+                key(Read, "a/b"),
+            ),
+            (
+                Method::PUT,
+                Some("/v1/kv/{*key}"),
+                "a/b",
+                "",
+                key(ReadWrite, "a/b"),
+            ),
+            (
+                Method::DELETE,
+                Some("/v1/kv/{*key}"),
+                "a/b",
+                "",
+                key(ReadWrite, "a/b"),
+            ),
+            (
+                Method::GET,
+                Some("/v1/kv"),
+                "",
+                "a/",
+                Needs::Prefix("a/".into()),
+            ),
+            (
+                Method::GET,
+                Some("/v1/topics"),
+                "",
+                "",
+                Needs::Prefix("topics/".into()),
+            ),
+            (
+                Method::GET,
+                Some("/v1/topics/{name}"),
+                "T",
+                "",
+                key(Read, "topics/T"),
+            ),
+            (
+                Method::PUT,
+                Some("/v1/topics/{name}"),
+                "T",
+                "",
+                key(ReadWrite, "topics/T"),
+            ),
+            (
+                Method::DELETE,
+                Some("/v1/subscriptions/{name}"),
+                "G",
+                "",
+                key(ReadWrite, "subscriptions/G"),
+            ),
+            (
+                Method::GET,
+                Some("/v1/subscriptions"),
+                "",
+                "",
+                Needs::Prefix("subscriptions/".into()),
+            ),
+            (
+                Method::POST,
+                Some("/v1/cluster/members"),
+                "",
+                "",
+                Needs::Admin("change the cluster's members"),
+            ),
+            (
+                Method::DELETE,
+                Some("/v1/cluster/members/{id}"),
+                "2",
+                "",
+                Needs::Admin("change the cluster's members"),
+            ),
+            (
+                Method::GET,
+                Some("/v1/acl/tokens"),
+                "",
+                "",
+                Needs::Admin("manage roles and tokens"),
+            ),
+            (
+                Method::GET,
+                Some("/v1/new-route"),
+                "",
+                "",
+                Needs::Admin("use this route"),
+            ),
+        ];
+        for (method, route, capture, prefix, expected) in cases {
+            assert_eq!(
+                needs_of(method.clone(), route, capture, prefix),
+                expected,
+                "{method} {route:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_list_prefix_comes_from_the_query_decoded() {
+        assert_eq!(query_prefix(Some("prefix=a%2Fb&limit=3")), "a/b");
+        assert_eq!(query_prefix(Some("limit=3")), "");
+        assert_eq!(query_prefix(None), "");
+    }
+}

@@ -1,0 +1,123 @@
+//! `/v1/acl`: roles, tokens and the one-time bootstrap of the root token.
+//!
+//! A role grants `read` or `readwrite` on key prefixes (the typed topic
+//! and subscription APIs count as the prefixes `topics/` and
+//! `subscriptions/`), and `admin` for membership, roles and tokens. A token
+//! holds roles; its secret is shown once, when it is made, and the store
+//! keeps only its SHA-256 hash.
+//!
+//! ```
+//! use schemas::api::{Access, Permission, Role};
+//!
+//! let role: Role = serde_json::from_str(
+//!     r#"{"name":"brokers","permissions":[{"prefix":"topics/","access":"readwrite"}]}"#,
+//! ).unwrap();
+//! assert_eq!(role.permissions[0], Permission { prefix: "topics/".into(), access: Access::ReadWrite });
+//! assert!(!role.admin);
+//! ```
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The prefix of the keys that hold roles and tokens. Its first byte is a
+/// control character, which no key of the KV API may hold, so no client
+/// can read or write these keys; lists, the change feed and replay skip
+/// them.
+pub const ACL_PREFIX: &str = "\u{0}acl/";
+
+/// The name of the token bootstrap makes.
+pub const ROOT_TOKEN_NAME: &str = "root";
+
+/// What a permission allows on the keys under its prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    /// Point reads, lists, watches, the change feed and replay.
+    Read,
+    /// Reads, and puts and deletes.
+    ReadWrite,
+}
+
+impl Access {
+    /// Whether this access includes `wanted`.
+    pub fn allows(self, wanted: Access) -> bool {
+        self == Access::ReadWrite || wanted == Access::Read
+    }
+}
+
+impl std::fmt::Display for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Access::Read => "read",
+            Access::ReadWrite => "write",
+        })
+    }
+}
+
+/// Access to the keys that start with a prefix (`""` is every key).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub struct Permission {
+    /// The keys it covers: those that start with it.
+    pub prefix: String,
+    /// What it allows on them.
+    pub access: Access,
+}
+
+/// A named set of permissions, the body of `PUT /v1/acl/roles/{name}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Role {
+    /// The role's name (as in the path).
+    pub name: String,
+    /// The key prefixes it may read or write.
+    #[serde(default)]
+    pub permissions: Vec<Permission>,
+    /// Whether it may change the membership, roles and tokens.
+    #[serde(default)]
+    pub admin: bool,
+}
+
+/// `GET /v1/acl/roles`: every role, by name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RoleList {
+    /// The roles, in name order.
+    pub roles: Vec<Role>,
+}
+
+/// The body of `POST /v1/acl/tokens`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CreateToken {
+    /// A name for the token, unique in the cluster (what logs and
+    /// errors call it, and what revokes it).
+    pub name: String,
+    /// The roles it holds; each must exist.
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+/// A token as listed: never its secret, nor its hash.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TokenInfo {
+    /// The token's name.
+    pub name: String,
+    /// The roles it holds (the root token holds none: it may do anything).
+    pub roles: Vec<String>,
+    /// When it was made, ms since the epoch.
+    pub created_ms: u64,
+}
+
+/// `GET /v1/acl/tokens`: every token, by name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TokenList {
+    /// The tokens, in name order.
+    pub tokens: Vec<TokenInfo>,
+}
+
+/// A token just made: the only answer that shows its secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CreatedToken {
+    /// The token's name.
+    pub name: String,
+    /// The secret to send as `Authorization: Bearer <token>`; the cluster
+    /// keeps only its hash, so it cannot be shown again.
+    pub token: String,
+}
