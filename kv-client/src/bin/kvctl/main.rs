@@ -148,9 +148,14 @@ fn connect(cli: &Cli) -> Result<Client, Failure> {
             }
         })
         .collect();
-    Client::builder(endpoints)
+    let mut builder = Client::builder(endpoints)
         .deadline(cli.timeout)
-        .request_timeout(cli.timeout.min(kv_client::DEFAULT_REQUEST_TIMEOUT))
-        .build()
-        .map_err(Failure::from)
+        .request_timeout(cli.timeout.min(kv_client::DEFAULT_REQUEST_TIMEOUT));
+    if let Some(cacert) = &cli.cacert {
+        builder = builder.ca_certificate_file(cacert);
+    }
+    if let (Some(cert), Some(key)) = (&cli.cert, &cli.key) {
+        builder = builder.client_certificate_files(cert, key);
+    }
+    builder.build().map_err(Failure::from)
 }
