@@ -67,50 +67,85 @@ fn invalid(what: &'static str, path: &Path, why: &str) -> Error {
 /// What went wrong in the TLS handshake behind `error`, in plain words,
 /// if TLS is what failed.
 pub(crate) fn describe_failure(error: &reqwest::Error) -> Option<String> {
-    let cause = tls_cause(error)?;
     use rustls::{AlertDescription, CertificateError};
-    let text = match cause {
-        rustls::Error::InvalidCertificate(CertificateError::NotValidForName)
-        | rustls::Error::InvalidCertificate(CertificateError::NotValidForNameContext { .. }) => {
-            format!("the server's certificate is not valid for this host name ({cause})")
-        }
-        rustls::Error::InvalidCertificate(_) => format!(
+    let refused = |alert: &dyn std::fmt::Display| {
+        format!(
+            "the server refused this client's certificate ({alert}): it needs one signed by \
+             its CA (give it with --cert and --key)"
+        )
+    };
+    let text = match tls_cause(error)? {
+        Cause::Rustls(
+            cause @ rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            ),
+        ) => format!("the server's certificate is not valid for this host name ({cause})"),
+        Cause::Rustls(cause @ rustls::Error::InvalidCertificate(_)) => format!(
             "the server's certificate is not trusted ({cause}): it is not signed by the CA \
              this client trusts (give the cluster's CA with --cacert)"
         ),
-        rustls::Error::AlertReceived(
-            AlertDescription::CertificateRequired
-            | AlertDescription::BadCertificate
-            | AlertDescription::UnknownCA
-            | AlertDescription::CertificateUnknown
-            | AlertDescription::AccessDenied,
-        ) => format!(
-            "the server refused this client's certificate ({cause}): it needs one signed by \
-             its CA (give it with --cert and --key)"
-        ),
-        other => format!("the TLS handshake failed: {other}"),
+        Cause::Rustls(
+            cause @ rustls::Error::AlertReceived(
+                AlertDescription::CertificateRequired
+                | AlertDescription::BadCertificate
+                | AlertDescription::UnknownCA
+                | AlertDescription::CertificateUnknown
+                | AlertDescription::AccessDenied,
+            ),
+        ) => refused(cause),
+        Cause::Rustls(other) => format!("the TLS handshake failed: {other}"),
+        Cause::Alert(text)
+            if CLIENT_CERTIFICATE_ALERTS
+                .iter()
+                .any(|name| text.ends_with(name)) =>
+        {
+            refused(&text)
+        }
+        Cause::Alert(text) => format!("the TLS connection failed: {text}"),
     };
     Some(text)
 }
 
-/// The rustls error somewhere in `error`'s chain of causes. An
-/// `io::Error` hides the error it wraps from `source()`, so it is looked
-/// into with `get_ref`.
-fn tls_cause(error: &reqwest::Error) -> Option<&rustls::Error> {
+/// The alerts a server sends when it does not accept the client's
+/// certificate (or the lack of one).
+const CLIENT_CERTIFICATE_ALERTS: &[&str] = &[
+    "CertificateRequired",
+    "BadCertificate",
+    "UnknownCA",
+    "CertificateUnknown",
+    "AccessDenied",
+];
+
+/// A TLS failure found in a chain of causes.
+enum Cause<'a> {
+    /// rustls's own error, from the handshake.
+    Rustls(&'a rustls::Error),
+    /// An alert the server sent after the handshake (TLS 1.3 checks the
+    /// client's certificate then), which reaches us only as text:
+    /// `received fatal alert: CertificateRequired`.
+    Alert(String),
+}
+
+/// The TLS failure somewhere in `error`'s chain of causes. An `io::Error`
+/// skips the error it wraps in `source()` (and they nest), so it is looked
+/// into with `get_ref` instead.
+fn tls_cause(error: &reqwest::Error) -> Option<Cause<'_>> {
     let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(current) = next {
         if let Some(found) = current.downcast_ref::<rustls::Error>() {
-            return Some(found);
+            return Some(Cause::Rustls(found));
         }
-        if let Some(io) = current.downcast_ref::<std::io::Error>() {
-            if let Some(found) = io
-                .get_ref()
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-            {
-                return Some(found);
+        next = match current.downcast_ref::<std::io::Error>() {
+            Some(io) => {
+                let inner = io.get_ref()?;
+                let text = inner.to_string();
+                if text.starts_with("received fatal alert: ") {
+                    return Some(Cause::Alert(text));
+                }
+                Some(inner as &(dyn std::error::Error + 'static))
             }
-        }
-        next = current.source();
+            None => current.source(),
+        };
     }
     None
 }

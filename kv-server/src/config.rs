@@ -314,9 +314,7 @@ pub fn check_node_url(url: &str) -> Result<String, String> {
         .ok_or_else(|| format!("{url:?} is not an http:// or https:// URL"))?;
     let authority = rest.trim_end_matches('/');
     if authority.is_empty() || authority.contains('/') {
-        return Err(format!(
-            "{url:?} must be {scheme}://host:port with no path"
-        ));
+        return Err(format!("{url:?} must be {scheme}://host:port with no path"));
     }
     Ok(format!("{scheme}://{authority}"))
 }
@@ -387,12 +385,32 @@ mod tests {
             "http://kv-1:7170",
             r#"Some("http://kv-1:7170")"#,
         ),
-        ("--tls-cert", "/etc/kv/tls.crt", r#"Some("/etc/kv/tls.crt")"#),
+        (
+            "--tls-cert",
+            "/etc/kv/tls.crt",
+            r#"Some("/etc/kv/tls.crt")"#,
+        ),
         ("--tls-key", "/etc/kv/tls.key", r#"Some("/etc/kv/tls.key")"#),
-        ("--tls-client-ca", "/etc/kv/ca.crt", r#"Some("/etc/kv/ca.crt")"#),
-        ("--peer-tls-cert", "/etc/kv/peer.crt", r#"Some("/etc/kv/peer.crt")"#),
-        ("--peer-tls-key", "/etc/kv/peer.key", r#"Some("/etc/kv/peer.key")"#),
-        ("--peer-tls-ca", "/etc/kv/peer-ca.crt", r#"Some("/etc/kv/peer-ca.crt")"#),
+        (
+            "--tls-client-ca",
+            "/etc/kv/ca.crt",
+            r#"Some("/etc/kv/ca.crt")"#,
+        ),
+        (
+            "--peer-tls-cert",
+            "/etc/kv/peer.crt",
+            r#"Some("/etc/kv/peer.crt")"#,
+        ),
+        (
+            "--peer-tls-key",
+            "/etc/kv/peer.key",
+            r#"Some("/etc/kv/peer.key")"#,
+        ),
+        (
+            "--peer-tls-ca",
+            "/etc/kv/peer-ca.crt",
+            r#"Some("/etc/kv/peer-ca.crt")"#,
+        ),
         ("--data-dir", "/var/lib/kv", "/var/lib/kv"),
         (
             "--peers",
@@ -683,7 +701,9 @@ mod tests {
             (
                 "1",
                 "1=ftp://a:1",
-                Err(r#"--peers entry "1=ftp://a:1": "ftp://a:1" is not an http:// or https:// URL"#),
+                Err(
+                    r#"--peers entry "1=ftp://a:1": "ftp://a:1" is not an http:// or https:// URL"#,
+                ),
             ),
             (
                 "1",
@@ -811,7 +831,10 @@ mod tests {
             ("https://a:1/", Ok("https://a:1")),
             ("ftp://a:1", Err("is not an http:// or https:// URL")),
             ("a:1", Err("is not an http:// or https:// URL")),
-            ("https://a:1/v1", Err("must be https://host:port with no path")),
+            (
+                "https://a:1/v1",
+                Err("must be https://host:port with no path"),
+            ),
             ("http://", Err("must be http://host:port with no path")),
             (
                 "http://a:1/v1",

@@ -377,8 +377,14 @@ mod tests {
     #[test]
     fn half_pairs_and_flags_missing_their_partner_are_refused_naming_both() {
         let cases: &[(&[&str], &str)] = &[
-            (&["--tls-cert", "a.pem"], "--tls-cert is set but --tls-key is not"),
-            (&["--tls-key", "a.pem"], "--tls-key is set but --tls-cert is not"),
+            (
+                &["--tls-cert", "a.pem"],
+                "--tls-cert is set but --tls-key is not",
+            ),
+            (
+                &["--tls-key", "a.pem"],
+                "--tls-key is set but --tls-cert is not",
+            ),
             (
                 &["--peer-tls-cert", "a.pem"],
                 "--peer-tls-cert is set but --peer-tls-key is not",
@@ -387,8 +393,14 @@ mod tests {
                 &["--peer-tls-cert", "a.pem", "--peer-tls-key", "b.pem"],
                 "--peer-tls-cert needs --peer-tls-ca",
             ),
-            (&["--peer-tls-ca", "a.pem"], "--peer-tls-ca needs --peer-tls-cert"),
-            (&["--tls-client-ca", "a.pem"], "--tls-client-ca needs --tls-cert"),
+            (
+                &["--peer-tls-ca", "a.pem"],
+                "--peer-tls-ca needs --peer-tls-cert",
+            ),
+            (
+                &["--tls-client-ca", "a.pem"],
+                "--tls-client-ca needs --tls-cert",
+            ),
         ];
         for (args, expected) in cases {
             let why = refusal(args);
@@ -408,10 +420,7 @@ mod tests {
         let missing = dir.path().join("missing.pem");
         let missing = missing.to_str().unwrap();
         let cases: &[(&[&str], &str)] = &[
-            (
-                &["--tls-cert", missing, "--tls-key", garbage],
-                "--tls-cert",
-            ),
+            (&["--tls-cert", missing, "--tls-key", garbage], "--tls-cert"),
             (
                 &["--tls-cert", garbage, "--tls-key", garbage],
                 "no PEM certificate",
@@ -420,7 +429,10 @@ mod tests {
         for (args, expected) in cases {
             let why = refusal(args);
             assert!(why.contains(expected), "{args:?}: {why}");
-            assert!(why.contains(dir.path().to_str().unwrap()), "{args:?} names the file: {why}");
+            assert!(
+                why.contains(dir.path().to_str().unwrap()),
+                "{args:?} names the file: {why}"
+            );
         }
     }
 
@@ -431,6 +443,9 @@ mod tests {
         let plain_for_tls = check_scheme("--advertise", "http://a:1", true).unwrap_err();
         assert!(plain_for_tls.to_string().contains("must be https://"));
         let tls_for_plain = check_scheme("--peers", "https://a:1", false).unwrap_err();
-        assert!(tls_for_plain.to_string().contains("--peers"), "{tls_for_plain}");
+        assert!(
+            tls_for_plain.to_string().contains("--peers"),
+            "{tls_for_plain}"
+        );
     }
 }

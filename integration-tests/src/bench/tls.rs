@@ -19,10 +19,22 @@ pub struct TlsFlags {
     #[arg(long, global = true, value_name = "FILE")]
     pub cacert: Option<PathBuf>,
     /// PEM client certificate, for a server that requires one (with --key).
-    #[arg(long, global = true, value_name = "FILE", requires = "key")]
+    #[arg(
+        long = "cert",
+        id = "client_cert",
+        global = true,
+        value_name = "FILE",
+        requires = "client_key"
+    )]
     pub cert: Option<PathBuf>,
     /// PEM private key of --cert.
-    #[arg(long, global = true, value_name = "FILE", requires = "cert")]
+    #[arg(
+        long = "key",
+        id = "client_key",
+        global = true,
+        value_name = "FILE",
+        requires = "client_cert"
+    )]
     pub key: Option<PathBuf>,
 }
 

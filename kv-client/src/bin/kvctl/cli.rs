@@ -28,12 +28,26 @@ pub struct Cli {
     pub cacert: Option<std::path::PathBuf>,
 
     /// PEM client certificate, for servers that require one (with --key).
-    #[arg(long, global = true, env = "KVCTL_CERT", value_name = "FILE", requires = "key")]
-    pub cert: Option<std::path::PathBuf>,
+    #[arg(
+        long = "cert",
+        id = "client_cert",
+        global = true,
+        env = "KVCTL_CERT",
+        value_name = "FILE",
+        requires = "client_key"
+    )]
+    pub client_cert: Option<std::path::PathBuf>,
 
     /// PEM private key of --cert.
-    #[arg(long, global = true, env = "KVCTL_KEY", value_name = "FILE", requires = "cert")]
-    pub key: Option<std::path::PathBuf>,
+    #[arg(
+        long = "key",
+        id = "client_key",
+        global = true,
+        env = "KVCTL_KEY",
+        value_name = "FILE",
+        requires = "client_cert"
+    )]
+    pub client_key: Option<std::path::PathBuf>,
 
     /// Output format: human-readable tables, or JSON for scripts.
     #[arg(short, long, global = true, value_enum, default_value_t = Format::Table)]
