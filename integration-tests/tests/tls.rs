@@ -423,13 +423,16 @@ async fn with_a_client_ca_the_client_port_serves_only_clients_with_a_certificate
 /// returns its stderr; it must exit with a failure.
 async fn failed_start(args: &[String]) -> String {
     let data = tempfile::tempdir().expect("a temporary directory");
-    let args = args.to_vec();
     let data_dir = data.path().to_path_buf();
-    let output = tokio::task::spawn_blocking(move || run_with_limit(&args, &data_dir))
+    let given = args.to_vec();
+    let (code, stderr) = tokio::task::spawn_blocking(move || run_with_limit(&given, &data_dir))
         .await
         .expect("the runner does not panic");
-    let (code, stderr) = output;
-    assert_ne!(code, Some(0), "kv-server {:?} started: {stderr}", "");
+    assert_ne!(
+        code,
+        Some(0),
+        "kv-server {args:?} exited successfully: {stderr}"
+    );
     stderr
 }
 
@@ -527,4 +530,57 @@ async fn bad_tls_flags_stop_the_server_with_a_message_naming_the_flag_and_the_fi
             );
         }
     }
+}
+
+#[tokio::test]
+async fn kv_bench_drives_a_cluster_that_requires_client_certificates() {
+    let pki = Pki::new();
+    let ca = pki.path("ca.pem");
+    let cluster = pki.cluster(1, &["--tls-client-ca", &ca]).await;
+    let url = cluster.node(1).base_url();
+    let (cert, key) = (pki.path("client.pem"), pki.path("client-key.pem"));
+    let args: Vec<String> = [
+        "--endpoints",
+        &url,
+        "--cacert",
+        &ca,
+        "--cert",
+        &cert,
+        "--key",
+        &key,
+        "--summary",
+        "--connections",
+        "2",
+        "--ops",
+        "20",
+        "--keys",
+        "10",
+        "put",
+    ]
+    .iter()
+    .map(|arg| arg.to_string())
+    .collect();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_kv-bench"))
+            .args(&args)
+            .output()
+            .expect("kv-bench can be run")
+    })
+    .await
+    .expect("the blocking task finishes");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "kv-bench exited with {}\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary = stdout
+        .lines()
+        .find(|line| line.starts_with("summary "))
+        .unwrap_or_else(|| panic!("no summary line:\n{stdout}"));
+    assert!(
+        summary.contains(" ok=20") && summary.contains(" errors=0"),
+        "{summary}"
+    );
 }
