@@ -29,17 +29,36 @@ pub struct TestCluster {
     /// Flags every node gets, kept for nodes added later.
     extra_args: Vec<String>,
     client: reqwest::Client,
+    /// How the harness reaches the nodes over TLS, kept for nodes added
+    /// later; plain HTTP without it.
+    tls: Option<crate::HarnessTls>,
 }
 
 impl TestCluster {
     /// Starts `size` nodes with `--peers` naming all of them (plus
     /// `extra_args` on each) and waits until every node knows the leader.
     pub async fn start(size: u64, extra_args: &[&str]) -> TestCluster {
+        TestCluster::start_inner(size, extra_args, None).await
+    }
+
+    /// Starts `size` nodes as [`TestCluster::start`] does, whose ports
+    /// speak TLS as `tls` says (`extra_args` hold the nodes' TLS flags);
+    /// the `--peers` URLs and the harness's clients follow it.
+    pub async fn start_tls(size: u64, extra_args: &[&str], tls: crate::HarnessTls) -> TestCluster {
+        TestCluster::start_inner(size, extra_args, Some(tls)).await
+    }
+
+    async fn start_inner(
+        size: u64,
+        extra_args: &[&str],
+        tls: Option<crate::HarnessTls>,
+    ) -> TestCluster {
         let ports = free_ports(2 * size as usize);
         let ports: Vec<(u16, u16)> = ports.chunks(2).map(|pair| (pair[0], pair[1])).collect();
+        let peer_scheme = tls.as_ref().map_or("http", |tls| tls.peer_scheme());
         let peers = (1..=size)
             .zip(&ports)
-            .map(|(id, (_, peer_port))| format!("{id}=http://127.0.0.1:{peer_port}"))
+            .map(|(id, (_, peer_port))| format!("{id}={peer_scheme}://127.0.0.1:{peer_port}"))
             .collect::<Vec<_>>()
             .join(",");
         let mut nodes = BTreeMap::new();
@@ -47,6 +66,9 @@ impl TestCluster {
             let mut args: Vec<&str> = extra_args.to_vec();
             args.extend(["--peers", &peers]);
             let mut node = TestServer::unstarted(id, *port, *peer_port, &args);
+            if let Some(tls) = &tls {
+                node.set_tls(tls.clone());
+            }
             node.spawn();
             nodes.insert(id, node);
         }
@@ -56,11 +78,8 @@ impl TestCluster {
         let cluster = TestCluster {
             nodes,
             extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
-            client: reqwest::Client::builder()
-                .no_proxy()
-                .timeout(REQUEST_TIMEOUT)
-                .build()
-                .expect("a plain HTTP client builds"),
+            client: crate::tls::harness_client(tls.as_ref(), REQUEST_TIMEOUT),
+            tls,
         };
         cluster.leader().await;
         cluster
@@ -210,6 +229,9 @@ impl TestCluster {
         let mut args: Vec<&str> = self.extra_args.iter().map(String::as_str).collect();
         args.extend(["--join", &via_url]);
         let mut node = TestServer::unstarted(id, port, peer_port, &args);
+        if let Some(tls) = &self.tls {
+            node.set_tls(tls.clone());
+        }
         node.spawn();
         node.wait_ready().await;
         self.nodes.insert(id, node);

@@ -19,6 +19,8 @@
 //! * [`kvctl`] runs the `kvctl` binary as a child process with a time limit.
 //! * [`faults`] has faulty nodes for failover tests: a closed port, a node
 //!   that answers one fixed error, a proxy that loses a write's answer.
+//! * [`tls`] tells the harness which ports of a node speak HTTPS and what
+//!   CA and client certificate its HTTP clients use.
 //! * [`bench`] is the benchmark tool `kv-bench` (`src/bin/kv-bench.rs`),
 //!   which drives kv-server or etcd with the same workloads.
 //!
@@ -49,10 +51,12 @@ pub mod load;
 mod metrics;
 pub mod raw_http;
 mod server;
+pub mod tls;
 
 pub use api::{call, error_of};
 pub use cluster::TestCluster;
 pub use faults::{closed_port_url, AnswerDroppingProxy, StubNode};
 pub use kvctl::{kvctl, KvctlRun};
 pub use load::{assert_all_acked_present, bulk_load, WriteLoad};
-pub use server::TestServer;
+pub use server::{server_binary, TestServer};
+pub use tls::HarnessTls;

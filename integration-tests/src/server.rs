@@ -47,6 +47,9 @@ pub struct TestServer {
     child: Option<Child>,
     /// HTTP client for this server.
     client: reqwest::Client,
+    /// Which ports speak HTTPS, and the CA the client trusts; plain HTTP
+    /// without it.
+    tls: Option<crate::HarnessTls>,
 }
 
 /// Why one spawn did not become ready.
@@ -108,7 +111,19 @@ impl TestServer {
             env: Vec::new(),
             child: None,
             client,
+            tls: None,
         }
+    }
+
+    /// Reaches this node over TLS as `tls` says (its URLs turn https where
+    /// its ports speak TLS); the node's own TLS flags are in its args.
+    pub fn set_tls(&mut self, tls: crate::HarnessTls) {
+        self.client = crate::tls::harness_client(Some(&tls), REQUEST_TIMEOUT);
+        self.tls = Some(tls);
+    }
+
+    fn client_scheme(&self) -> &'static str {
+        self.tls.as_ref().map_or("http", |tls| tls.client_scheme())
     }
 
     /// Starts the process without waiting for it to be ready.
@@ -174,18 +189,19 @@ impl TestServer {
 
     /// The node's client API base URL.
     pub fn base_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("{}://127.0.0.1:{}", self.client_scheme(), self.port)
     }
 
     /// The node's peer port base URL, as other nodes reach it.
     pub fn peer_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.peer_port)
+        let scheme = self.tls.as_ref().map_or("http", |tls| tls.peer_scheme());
+        format!("{scheme}://127.0.0.1:{}", self.peer_port)
     }
 
     /// The URL of `path` (which starts with `/`) on this server. Keys are
     /// put in the path as they are: tests use keys that need no escaping.
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        format!("{}://127.0.0.1:{}{path}", self.client_scheme(), self.port)
     }
 
     /// The address the server listens on.

@@ -181,6 +181,7 @@ pub struct ClientBuilder {
     connect_timeout: Duration,
     http2_prior_knowledge: bool,
     token: Option<String>,
+    tls: crate::tls::TlsFiles,
 }
 
 impl ClientBuilder {
@@ -211,6 +212,7 @@ impl ClientBuilder {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             http2_prior_knowledge: false,
             token: None,
+            tls: crate::tls::TlsFiles::default(),
         }
     }
 
@@ -307,8 +309,45 @@ impl ClientBuilder {
         self
     }
 
+    /// Trust the PEM CA certificates in `path` for `https://` endpoints
+    /// (kvctl's `--cacert`). They are the only ones trusted: with none,
+    /// an `https://` endpoint fails its handshake.
+    ///
+    /// ```no_run
+    /// let client = kv_client::ClientBuilder::new(["https://127.0.0.1:7070"])
+    ///     .ca_certificate_file("/etc/kv/ca.pem")
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = client;
+    /// ```
+    pub fn ca_certificate_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.tls.ca = Some(path.into());
+        self
+    }
+
+    /// Present the PEM certificate chain in `cert` with the PEM private
+    /// key in `key` to servers that ask for a client certificate (kvctl's
+    /// `--cert` and `--key`).
+    ///
+    /// ```no_run
+    /// let client = kv_client::ClientBuilder::new(["https://127.0.0.1:7070"])
+    ///     .ca_certificate_file("/etc/kv/ca.pem")
+    ///     .client_certificate_files("/etc/kv/client.pem", "/etc/kv/client-key.pem")
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = client;
+    /// ```
+    pub fn client_certificate_files(
+        mut self,
+        cert: impl Into<std::path::PathBuf>,
+        key: impl Into<std::path::PathBuf>,
+    ) -> Self {
+        self.tls.identity = Some((cert.into(), key.into()));
+        self
+    }
+
     /// The client; fails when no endpoint is given or one is not an
-    /// `http://` or `https://` URL.
+    /// `http://` or `https://` URL, or a TLS file cannot be read or parsed.
     ///
     /// ```
     /// let refused = kv_client::ClientBuilder::new(["127.0.0.1:7070"]).build().unwrap_err();
@@ -346,6 +385,7 @@ impl ClientBuilder {
             headers.insert(reqwest::header::AUTHORIZATION, value);
             http = http.default_headers(headers);
         }
+        let http = self.tls.apply(http)?;
         let http = http.build().map_err(|error| Error::Invalid {
             what: "client settings",
             message: error.to_string(),

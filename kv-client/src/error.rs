@@ -44,6 +44,22 @@ pub enum Error {
         source: reqwest::Error,
     },
 
+    /// The TLS handshake with an endpoint failed: its certificate is not
+    /// trusted, or it refused this client's certificate. Retrying does
+    /// not help, so the call ends at once.
+    #[error("{request} at {endpoint}: {reason}")]
+    Tls {
+        /// The request, as `METHOD /path`.
+        request: String,
+        /// The endpoint tried.
+        endpoint: String,
+        /// What went wrong, in plain words.
+        reason: String,
+        /// What the HTTP client reported.
+        #[source]
+        source: reqwest::Error,
+    },
+
     /// One attempt at one endpoint got no answer in time.
     #[error("{request} at {endpoint}: no answer within {after:?}")]
     Timeout {
@@ -257,7 +273,7 @@ impl Error {
         match self {
             Error::Transport { .. } | Error::Timeout { .. } | Error::Unavailable { .. } => true,
             Error::Api(answer) => matches!(answer.status, 502..=504),
-            Error::Decode { .. } | Error::Invalid { .. } => false,
+            Error::Decode { .. } | Error::Invalid { .. } | Error::Tls { .. } => false,
         }
     }
 

@@ -63,6 +63,7 @@ mod kv;
 mod metadata;
 mod replay;
 mod request;
+mod tls;
 mod transport;
 mod watch;
 

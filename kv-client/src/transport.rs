@@ -172,6 +172,9 @@ impl Client {
                     let received = Received::Head(response);
                     finish(received, endpoint.to_string(), description.clone()).await
                 }
+                // A failed TLS handshake is a matter of certificates and
+                // CAs, which no retry changes: the call ends with it.
+                Err(error @ Error::Tls { .. }) => return Err(error),
                 Err(error) => Attempt::Retry {
                     error,
                     leader_hint: None,
@@ -250,10 +253,18 @@ impl Client {
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body.clone());
         }
-        let transport = |source| Error::Transport {
-            request: request.describe(),
-            endpoint: endpoint.to_string(),
-            source,
+        let transport = |source: reqwest::Error| match crate::tls::describe_failure(&source) {
+            Some(reason) => Error::Tls {
+                request: request.describe(),
+                endpoint: endpoint.to_string(),
+                reason,
+                source,
+            },
+            None => Error::Transport {
+                request: request.describe(),
+                endpoint: endpoint.to_string(),
+                source,
+            },
         };
         if request.streaming {
             match tokio::time::timeout(timeout, builder.send()).await {

@@ -59,6 +59,35 @@ pub struct Config {
     #[arg(long, env = "KV_PEER_ADVERTISE")]
     pub peer_advertise: Option<String>,
 
+    /// PEM certificate chain of the client port; with --tls-key, the client
+    /// port speaks HTTPS only.
+    #[arg(long, env = "KV_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "KV_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA certificates; with it the client port requires a client
+    /// certificate signed by one of them.
+    #[arg(long, env = "KV_TLS_CLIENT_CA", value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// PEM certificate chain of the peer port, which then speaks mutual
+    /// TLS; also this node's identity when it calls the other nodes.
+    #[arg(long, env = "KV_PEER_TLS_CERT", value_name = "FILE")]
+    pub peer_tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --peer-tls-cert.
+    #[arg(long, env = "KV_PEER_TLS_KEY", value_name = "FILE")]
+    pub peer_tls_key: Option<PathBuf>,
+
+    /// PEM CA certificates the nodes' peer certificates are signed by: the
+    /// only ones trusted, both for nodes calling this one and for the nodes
+    /// this one calls.
+    #[arg(long, env = "KV_PEER_TLS_CA", value_name = "FILE")]
+    pub peer_tls_ca: Option<PathBuf>,
+
     /// Directory for the raft log, the compacted topic, the view and snapshots.
     #[arg(long, env = "KV_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
@@ -194,9 +223,25 @@ impl Config {
     pub fn advertise_url(&self) -> String {
         self.advertise
             .clone()
-            .unwrap_or_else(|| format!("http://{}", self.listen))
+            .unwrap_or_else(|| format!("{}://{}", self.client_scheme(), self.listen))
             .trim_end_matches('/')
             .to_string()
+    }
+
+    /// `https` when the client port speaks TLS (`--tls-cert`), else `http`.
+    pub fn client_scheme(&self) -> &'static str {
+        match self.tls_cert {
+            Some(_) => "https",
+            None => "http",
+        }
+    }
+
+    /// `https` when the peer port speaks TLS (`--peer-tls-cert`), else `http`.
+    pub fn peer_scheme(&self) -> &'static str {
+        match self.peer_tls_cert {
+            Some(_) => "https",
+            None => "http",
+        }
     }
 
     /// The peer port's address: `--peer-listen`, else the client
@@ -225,7 +270,7 @@ impl Config {
         };
         let url = match self.peer_advertise.clone().or_else(from_peers) {
             Some(url) => url,
-            None => format!("http://{}", self.peer_listen_addr()?),
+            None => format!("{}://{}", self.peer_scheme(), self.peer_listen_addr()?),
         };
         Ok(url.trim_end_matches('/').to_string())
     }
@@ -273,17 +318,19 @@ impl Config {
 /// How far above the client port the peer port is by default.
 pub const PEER_PORT_OFFSET: u16 = 100;
 
-/// Checks a node's base URL (`http://host:port`, no path) and returns it
-/// without a trailing slash.
+/// Checks a node's base URL (`http://host:port` or `https://host:port`,
+/// no path) and returns it without a trailing slash.
 pub fn check_node_url(url: &str) -> Result<String, String> {
-    let rest = url
+    let (scheme, rest) = url
         .strip_prefix("http://")
-        .ok_or_else(|| format!("{url:?} is not an http:// URL"))?;
+        .map(|rest| ("http", rest))
+        .or_else(|| url.strip_prefix("https://").map(|rest| ("https", rest)))
+        .ok_or_else(|| format!("{url:?} is not an http:// or https:// URL"))?;
     let authority = rest.trim_end_matches('/');
     if authority.is_empty() || authority.contains('/') {
-        return Err(format!("{url:?} must be http://host:port with no path"));
+        return Err(format!("{url:?} must be {scheme}://host:port with no path"));
     }
-    Ok(format!("http://{authority}"))
+    Ok(format!("{scheme}://{authority}"))
 }
 
 #[cfg(test)]
@@ -305,6 +352,12 @@ mod tests {
         ("--advertise", "None"),
         ("--peer-listen", "None"),
         ("--peer-advertise", "None"),
+        ("--tls-cert", "None"),
+        ("--tls-key", "None"),
+        ("--tls-client-ca", "None"),
+        ("--peer-tls-cert", "None"),
+        ("--peer-tls-key", "None"),
+        ("--peer-tls-ca", "None"),
         ("--data-dir", "./data"),
         ("--auth", "false"),
         ("--peers", "[]"),
@@ -347,6 +400,32 @@ mod tests {
             "--peer-advertise",
             "http://kv-1:7170",
             r#"Some("http://kv-1:7170")"#,
+        ),
+        (
+            "--tls-cert",
+            "/etc/kv/tls.crt",
+            r#"Some("/etc/kv/tls.crt")"#,
+        ),
+        ("--tls-key", "/etc/kv/tls.key", r#"Some("/etc/kv/tls.key")"#),
+        (
+            "--tls-client-ca",
+            "/etc/kv/ca.crt",
+            r#"Some("/etc/kv/ca.crt")"#,
+        ),
+        (
+            "--peer-tls-cert",
+            "/etc/kv/peer.crt",
+            r#"Some("/etc/kv/peer.crt")"#,
+        ),
+        (
+            "--peer-tls-key",
+            "/etc/kv/peer.key",
+            r#"Some("/etc/kv/peer.key")"#,
+        ),
+        (
+            "--peer-tls-ca",
+            "/etc/kv/peer-ca.crt",
+            r#"Some("/etc/kv/peer-ca.crt")"#,
         ),
         ("--data-dir", "/var/lib/kv", "/var/lib/kv"),
         ("--auth", "true", "true"),
@@ -393,6 +472,12 @@ mod tests {
             ("--advertise", format!("{:?}", config.advertise)),
             ("--peer-listen", format!("{:?}", config.peer_listen)),
             ("--peer-advertise", format!("{:?}", config.peer_advertise)),
+            ("--tls-cert", format!("{:?}", config.tls_cert)),
+            ("--tls-key", format!("{:?}", config.tls_key)),
+            ("--tls-client-ca", format!("{:?}", config.tls_client_ca)),
+            ("--peer-tls-cert", format!("{:?}", config.peer_tls_cert)),
+            ("--peer-tls-key", format!("{:?}", config.peer_tls_key)),
+            ("--peer-tls-ca", format!("{:?}", config.peer_tls_ca)),
             ("--data-dir", config.data_dir.display().to_string()),
             ("--auth", config.auth.to_string()),
             ("--peers", format!("{:?}", config.peers)),
@@ -635,10 +720,13 @@ mod tests {
                 "one=http://a:1",
                 Err(r#"--peers entry "one=http://a:1": "one" is not a node id"#),
             ),
+            ("1", "1=https://a:1", Ok(&[(1, "https://a:1")])),
             (
                 "1",
-                "1=https://a:1",
-                Err(r#"--peers entry "1=https://a:1": "https://a:1" is not an http:// URL"#),
+                "1=ftp://a:1",
+                Err(
+                    r#"--peers entry "1=ftp://a:1": "ftp://a:1" is not an http:// or https:// URL"#,
+                ),
             ),
             (
                 "1",
@@ -689,6 +777,7 @@ mod tests {
             (&[], "http://127.0.0.1:7070"),
             (&["--listen", "0.0.0.0:8080"], "http://0.0.0.0:8080"),
             (&["--advertise", "http://kv-1:7070/"], "http://kv-1:7070"),
+            (&["--tls-cert", "tls.crt"], "https://127.0.0.1:7070"),
             // --peers names peer ports, never the client's.
             (
                 &["--peers", "1=http://p1:1,2=http://p2:2"],
@@ -743,7 +832,9 @@ mod tests {
             ),
             // Peers that do not parse are refused at start; until then the
             // peer listen address stands in.
-            (&["--peers", "1=https://p1:1"], "http://127.0.0.1:7170"),
+            (&["--peers", "1=ftp://p1:1"], "http://127.0.0.1:7170"),
+            // With TLS on the peer port, its default URL is https.
+            (&["--peer-tls-cert", "peer.crt"], "https://127.0.0.1:7170"),
         ];
         for (args, expected) in cases {
             assert_eq!(
@@ -760,8 +851,13 @@ mod tests {
             ("http://a:1", Ok("http://a:1")),
             ("http://a:1/", Ok("http://a:1")),
             ("http://10.0.0.1:7070", Ok("http://10.0.0.1:7070")),
-            ("https://a:1", Err("is not an http:// URL")),
-            ("a:1", Err("is not an http:// URL")),
+            ("https://a:1/", Ok("https://a:1")),
+            ("ftp://a:1", Err("is not an http:// or https:// URL")),
+            ("a:1", Err("is not an http:// or https:// URL")),
+            (
+                "https://a:1/v1",
+                Err("must be https://host:port with no path"),
+            ),
             ("http://", Err("must be http://host:port with no path")),
             (
                 "http://a:1/v1",

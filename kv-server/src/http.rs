@@ -15,6 +15,11 @@
 //! waits in the kernel's backlog instead of costing the node a task and
 //! buffers. A connection whose peer stops reading what it is sent is closed
 //! after `--stream-idle-timeout-ms` ([`StallGuard`]).
+//!
+//! With TLS, each accepted connection does its handshake in its own task,
+//! bounded by [`HANDSHAKE_TIMEOUT`], so a slow or failing client never holds
+//! up the accept loop; the connection's slot is taken before the handshake,
+//! so handshakes in progress count against `--max-connections` too.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -27,6 +32,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tower::util::MapRequest;
 use tracing::{debug, info, warn};
 
@@ -38,6 +44,8 @@ use crate::write_stall::StallGuard;
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long shutdown waits for in-flight requests (long-polls included).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long a client may take to complete the TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What one listener bounds.
 #[derive(Clone, Copy, Debug)]
@@ -64,12 +72,15 @@ impl ListenerLimits {
     }
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, then stops
+/// Serves `router` on `listener` (the `name`d one: `client` or `peer`),
+/// over TLS when `tls` is given, until `shutdown` resolves, then stops
 /// accepting and waits (bounded) for in-flight requests to finish.
 pub async fn serve(
+    name: &'static str,
     listener: TcpListener,
     router: Router,
     limits: ListenerLimits,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) {
     let mut builder = Builder::new(TokioExecutor::new());
@@ -115,15 +126,38 @@ pub async fn serve(
                 request
             },
         ));
-        let connection = builder
-            .serve_connection_with_upgrades(
-                TokioIo::new(StallGuard::new(stream, limits.write_stall)),
-                service,
-            )
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let stream = StallGuard::new(stream, limits.write_stall);
+        let Some(tls) = tls.clone() else {
+            let connection = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
+            let connection = graceful.watch(connection);
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    debug!(%peer, %error, "connection ended with an error");
+                }
+                drop(slot);
+            });
+            continue;
+        };
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(error)) => {
+                    warn!(listener = name, %peer, %error, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    warn!(listener = name, %peer, timeout = ?HANDSHAKE_TIMEOUT, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let connection = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
+            if let Err(error) = watcher.watch(connection).await {
                 debug!(%peer, %error, "connection ended with an error");
             }
             drop(slot);

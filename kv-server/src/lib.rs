@@ -10,6 +10,7 @@
 //! * `api` — the axum routers, one module per area.
 //! * `http` — HTTP/1.1 and HTTP/2 serving with graceful shutdown.
 //! * `write_stall` — closing connections whose peer stops reading.
+//! * [`tls`] — rustls on both listeners and on the calls between nodes.
 //! * [`server`] — start-up and shutdown.
 //! * `crash` — named crash points for the fault tests.
 //! * `clock` — the wall clock that stamps commands.
@@ -36,6 +37,7 @@ pub(crate) mod peer;
 pub(crate) mod read_index;
 pub mod server;
 pub(crate) mod store;
+pub mod tls;
 pub(crate) mod types;
 pub(crate) mod watch;
 pub(crate) mod write_stall;

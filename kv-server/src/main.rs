@@ -23,6 +23,9 @@ async fn main() {
     };
     if let Err(error) = outcome {
         tracing::error!(%error, "kv-server failed");
+        // The log may go to a collector; whoever started the process reads
+        // why it stopped on stderr too.
+        eprintln!("kv-server: {error}");
         std::process::exit(1);
     }
 }

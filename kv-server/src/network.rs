@@ -82,24 +82,27 @@ pub struct Network {
 }
 
 impl Network {
-    /// The network of node `node_id`, whose raft log `durability` tracks.
-    pub fn new(
-        node_id: NodeId,
-        durability: Durability,
-        cluster_id: std::sync::Arc<crate::peer::ClusterId>,
-    ) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true)
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .build()?;
-        Ok(Network {
-            http: crate::peer::PeerClient::new(http, cluster_id),
+    /// The network of node `node_id`, whose raft log `durability` tracks,
+    /// calling the other nodes through `http`.
+    pub fn new(node_id: NodeId, durability: Durability, http: crate::peer::PeerClient) -> Self {
+        Network {
+            http,
             node_id,
             durability,
-        })
+        }
     }
+}
+
+/// The HTTP client of every call to another node: pooled, no proxy, and
+/// with peer TLS, trusting `--peer-tls-ca` only and presenting
+/// `--peer-tls-cert`.
+pub fn peer_http_client(tls: &crate::tls::NodeTls) -> Result<reqwest::Client, reqwest::Error> {
+    let builder = reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT);
+    tls.peer_client(builder)?.build()
 }
 
 /// The connection to one node.

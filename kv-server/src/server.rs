@@ -54,6 +54,10 @@ pub enum ServerError {
     /// The cleaner's thread could not be started.
     #[error("configuration: cannot start the cleaner thread: {0}")]
     CleanerThread(#[source] std::io::Error),
+    /// The TLS flags or files are not usable (the reason names the flag
+    /// and the file).
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     /// The node could not join the cluster named by `--join`.
     #[error("join: {0}")]
     Join(#[from] crate::join::JoinError),
@@ -103,6 +107,8 @@ pub async fn serve(
         addr: config.advertise_url(),
         peer_addr: config.peer_advertise_url().map_err(ServerError::Config)?,
     };
+    let tls = crate::tls::NodeTls::from_config(&config)?;
+    check_schemes(&config, &this_node, &peers, join.as_deref())?;
     let config = Arc::new(config);
     let dirs = DataDirs::new(&config.data_dir);
     std::fs::create_dir_all(&config.data_dir)
@@ -133,19 +139,16 @@ pub async fn serve(
         ..openraft::Config::default()
     }
     .validate()?;
-    let peers_http = reqwest::Client::builder()
-        .no_proxy()
-        .pool_idle_timeout(crate::network::POOL_IDLE_TIMEOUT)
-        .build()
-        .map_err(ServerError::PeerClient)?;
+    // One client for every call to another node (Raft RPC, joins,
+    // forwarded writes, read index): it alone holds the peer TLS identity.
+    let peers_http = crate::network::peer_http_client(&tls).map_err(ServerError::PeerClient)?;
     let peers_http = PeerClient::new(peers_http, Arc::clone(&cluster_id));
     let log_for_close = log.clone();
     let durability = log.durability();
     let raft = Raft::new(
         config.node_id,
         Arc::new(raft_config),
-        Network::new(config.node_id, durability.clone(), Arc::clone(&cluster_id))
-            .map_err(ServerError::PeerClient)?,
+        Network::new(config.node_id, durability.clone(), peers_http.clone()),
         log,
         StateMachine::new(Arc::clone(&store), durability),
     )
@@ -230,12 +233,22 @@ pub async fn serve(
             stop.await;
             stopping.cancel();
         },
-        crate::http::serve(listener, client_router(state.clone()), limits, async move {
-            stopped.cancelled().await
-        }),
-        crate::http::serve(peer_listener, peer_router(state), limits, async move {
-            peers_stopped.cancelled().await
-        }),
+        crate::http::serve(
+            "client",
+            listener,
+            client_router(state.clone()),
+            limits,
+            tls.client.clone(),
+            async move { stopped.cancelled().await }
+        ),
+        crate::http::serve(
+            "peer",
+            peer_listener,
+            peer_router(state),
+            limits,
+            tls.peer.clone(),
+            async move { peers_stopped.cancelled().await }
+        ),
     );
     info!("shutting down");
     if let Err(error) = raft.shutdown().await {
@@ -309,6 +322,31 @@ async fn initialize(
         Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
         Err(error) => Err(error.into()),
     }
+}
+
+/// Checks that every URL of this node and of its peers speaks TLS exactly
+/// when the listener behind it does: the client URL follows `--tls-cert`,
+/// the peer URLs (`--peer-advertise`, `--peers`, `--join`) follow
+/// `--peer-tls-cert`, so no node is sent to the wrong protocol and no
+/// peer traffic goes in the clear by mistake.
+fn check_schemes(
+    config: &Config,
+    this_node: &Node,
+    peers: &BTreeMap<NodeId, String>,
+    join: Option<&str>,
+) -> Result<(), ServerError> {
+    use crate::tls::check_scheme;
+    let client_tls = config.tls_cert.is_some();
+    let peer_tls = config.peer_tls_cert.is_some();
+    check_scheme("--advertise", &this_node.addr, client_tls)?;
+    check_scheme("--peer-advertise", &this_node.peer_addr, peer_tls)?;
+    for url in peers.values() {
+        check_scheme("--peers", url, peer_tls)?;
+    }
+    if let Some(url) = join {
+        check_scheme("--join", url, peer_tls)?;
+    }
+    Ok(())
 }
 
 /// Binds a listener, naming the address when it cannot.

@@ -46,7 +46,8 @@ pub struct Common {
     #[arg(long, value_enum, default_value_t = TargetKind::Kv, global = true)]
     pub target: TargetKind,
 
-    /// Base URLs, comma-separated, on 127.0.0.1; connection i talks to endpoint i mod n.
+    /// Base URLs (http:// or https://), comma-separated, on 127.0.0.1;
+    /// connection i talks to endpoint i mod n.
     #[arg(
         long,
         value_delimiter = ',',
@@ -87,6 +88,10 @@ pub struct Common {
     /// End with one `summary key=value …` line for scripts.
     #[arg(long, global = true)]
     pub summary: bool,
+
+    /// TLS: the CA to trust and the client certificate to present.
+    #[command(flatten)]
+    pub tls: crate::bench::tls::TlsFlags,
 }
 
 /// What to run.
@@ -164,6 +169,7 @@ pub async fn run(cli: Cli) -> Result<(), BenchError> {
     if let Some(token) = &common.token {
         super::target::present_token(token.trim())?;
     }
+    common.tls.load()?;
     let endpoints = common
         .endpoints
         .iter()

@@ -10,6 +10,7 @@
 //! * [`watch`]: long-poll watchers and their delivery latency.
 //! * [`replay`]: reading the compacted topic back, online and offline.
 //! * [`report`]: histograms, error counts and the `summary` line.
+//! * [`tls`]: `--cacert`, `--cert`, `--key` for a cluster that speaks HTTPS.
 //!
 //! Every run stops by itself (its duration, its operation count, and a hard
 //! cap) and only talks to loopback addresses.
@@ -26,6 +27,7 @@ pub mod replay;
 pub mod report;
 pub mod run;
 pub mod target;
+pub mod tls;
 pub mod watch;
 
 /// Why a benchmark could not run.

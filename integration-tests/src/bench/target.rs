@@ -58,7 +58,7 @@ pub enum Operation {
     Get(Consistency),
 }
 
-/// Checks that `url` is plain HTTP to a loopback address (`127.0.0.0/8`,
+/// Checks that `url` is HTTP or HTTPS to a loopback address (`127.0.0.0/8`,
 /// `::1` or `localhost`) and returns it without a trailing slash: the tool
 /// only ever loads servers on this machine.
 pub fn loopback_endpoint(url: &str) -> Result<String, BenchError> {
@@ -66,10 +66,13 @@ pub fn loopback_endpoint(url: &str) -> Result<String, BenchError> {
         url: url.to_string(),
         reason: error.to_string(),
     })?;
-    if parsed.scheme() != "http" {
+    if !matches!(parsed.scheme(), "http" | "https") {
         return Err(BenchError::BadEndpoint {
             url: url.to_string(),
-            reason: format!("the scheme is {:?}; only http is driven", parsed.scheme()),
+            reason: format!(
+                "the scheme is {:?}; only http and https are driven",
+                parsed.scheme()
+            ),
         });
     }
     let host = parsed.host_str().unwrap_or("");
@@ -242,7 +245,7 @@ pub fn default_headers() -> Result<reqwest::header::HeaderMap, BenchError> {
 /// An HTTP/1.1 client that keeps one connection: a worker owns one, so N
 /// workers are N connections.
 pub fn connection_client(request_timeout: Duration) -> Result<reqwest::Client, BenchError> {
-    reqwest::Client::builder()
+    crate::bench::tls::apply(reqwest::Client::builder())
         .default_headers(default_headers()?)
         .no_proxy()
         .http1_only()
@@ -265,6 +268,7 @@ mod tests {
             "http://127.0.0.2:1",
             "http://localhost:2379",
             "http://[::1]:7070",
+            "https://127.0.0.1:7070",
         ] {
             let endpoint = loopback_endpoint(url).unwrap();
             assert!(!endpoint.ends_with('/'), "{endpoint}");
@@ -276,7 +280,7 @@ mod tests {
         for url in [
             "http://10.0.0.1:7070",
             "http://example.com",
-            "https://127.0.0.1:7070",
+            "ftp://127.0.0.1:7070",
             "127.0.0.1:7070",
         ] {
             assert!(loopback_endpoint(url).is_err(), "{url} was accepted");

@@ -203,7 +203,7 @@ fn spawn_watchers(
     let poll_timeout = Duration::from_secs(30) + request_timeout;
     let clients = (0..options.h2_connections)
         .map(|_| {
-            reqwest::Client::builder()
+            crate::bench::tls::apply(reqwest::Client::builder())
                 .default_headers(default_headers()?)
                 .no_proxy()
                 .http2_prior_knowledge()

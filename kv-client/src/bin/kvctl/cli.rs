@@ -22,6 +22,33 @@ pub struct Cli {
     )]
     pub endpoints: Vec<String>,
 
+    /// PEM CA certificates to trust for https:// endpoints (the only ones
+    /// trusted).
+    #[arg(long, global = true, env = "KVCTL_CACERT", value_name = "FILE")]
+    pub cacert: Option<std::path::PathBuf>,
+
+    /// PEM client certificate, for servers that require one (with --key).
+    #[arg(
+        long = "cert",
+        id = "client_cert",
+        global = true,
+        env = "KVCTL_CERT",
+        value_name = "FILE",
+        requires = "client_key"
+    )]
+    pub client_cert: Option<std::path::PathBuf>,
+
+    /// PEM private key of --cert.
+    #[arg(
+        long = "key",
+        id = "client_key",
+        global = true,
+        env = "KVCTL_KEY",
+        value_name = "FILE",
+        requires = "client_cert"
+    )]
+    pub client_key: Option<std::path::PathBuf>,
+
     /// Output format: human-readable tables, or JSON for scripts.
     #[arg(short, long, global = true, value_enum, default_value_t = Format::Table)]
     pub output: Format,

@@ -156,5 +156,11 @@ fn connect(cli: &Cli) -> Result<Client, Failure> {
     if let Some(token) = &cli.token {
         builder = builder.token(token.trim());
     }
+    if let Some(cacert) = &cli.cacert {
+        builder = builder.ca_certificate_file(cacert);
+    }
+    if let (Some(cert), Some(key)) = (&cli.client_cert, &cli.client_key) {
+        builder = builder.client_certificate_files(cert, key);
+    }
     builder.build().map_err(Failure::from)
 }
