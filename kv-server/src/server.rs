@@ -109,6 +109,15 @@ pub async fn serve(
     };
     let tls = crate::tls::NodeTls::from_config(&config)?;
     check_schemes(&config, &this_node, &peers, join.as_deref())?;
+    if config.auth && config.peer_tls_cert.is_none() {
+        // The peer port serves the API to other nodes without tokens; only
+        // mutual TLS (or a network only the nodes reach) keeps others out.
+        warn!(
+            peer_listen = %peer_listen,
+            "--auth without --peer-tls-cert: whoever reaches the peer port is trusted as a node; \
+             give the peer port mutual TLS or keep it on a network only the nodes reach"
+        );
+    }
     let config = Arc::new(config);
     let dirs = DataDirs::new(&config.data_dir);
     std::fs::create_dir_all(&config.data_dir)
