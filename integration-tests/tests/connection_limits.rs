@@ -58,6 +58,22 @@ async fn a_connection_beyond_the_limit_is_served_only_once_another_closes() {
     );
 }
 
+/// The answers of the long-polls a test held on `key`.
+type HeldPolls = Vec<tokio::task::JoinHandle<Result<u16, reqwest::Error>>>;
+
+/// Updates `key`, then checks that every long-poll `held` on it is
+/// answered 200.
+async fn answered_once_changed(server: &TestServer, key: &str, held: HeldPolls) {
+    let (status, _) = call(server, "PUT", &format!("/v1/kv/{key}"), Some(json!(1))).await;
+    assert_eq!(status, 200, "the key is updated");
+    let statuses = tokio::time::timeout(ANSWERED_WITHIN, join_all(held))
+        .await
+        .expect("the held long-polls are answered once the key changed");
+    for status in statuses {
+        assert_eq!(status.expect("the task ends").expect("answered"), 200);
+    }
+}
+
 /// A client that speaks HTTP/2 from the first byte, on one connection.
 fn http2_client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -122,7 +138,7 @@ async fn a_long_poll_beyond_the_limit_is_refused_with_503_and_others_are_served(
         .as_u64()
         .expect("a write answers its revision");
     let waiting = format!("/v1/kv/polled?index={index}&wait=30s");
-    let held: Vec<_> = (0..MAX_LONG_POLLS)
+    let held: HeldPolls = (0..MAX_LONG_POLLS)
         .map(|_| {
             let request = server.client().get(server.url(&waiting)).send();
             tokio::spawn(async move { request.await.map(|response| response.status().as_u16()) })
@@ -154,14 +170,7 @@ async fn a_long_poll_beyond_the_limit_is_refused_with_503_and_others_are_served(
         assert_eq!(status, 200, "{path}: {body}");
     }
 
-    let (status, _) = call(&server, "PUT", "/v1/kv/polled", Some(json!(1))).await;
-    assert_eq!(status, 200, "the key is updated");
-    let statuses = tokio::time::timeout(ANSWERED_WITHIN, join_all(held))
-        .await
-        .expect("the held long-polls are answered once the key changed");
-    for status in statuses {
-        assert_eq!(status.expect("the task ends").expect("answered"), 200);
-    }
+    answered_once_changed(&server, "polled", held).await;
     // Their slots are free again.
     server.wait_for_waiters(0, ANSWERED_WITHIN).await;
     let (status, body) = call(
@@ -194,7 +203,7 @@ async fn a_long_poll_beyond_its_connections_share_is_refused_and_other_connectio
         .await
         .expect("the HTTP/2 connection serves");
     assert_eq!(warm.status(), 200);
-    let held: Vec<_> = (0..MAX_LONG_POLLS_PER_CONNECTION)
+    let held: HeldPolls = (0..MAX_LONG_POLLS_PER_CONNECTION)
         .map(|_| {
             let request = busy.get(&waiting).send();
             tokio::spawn(async move { request.await.map(|response| response.status().as_u16()) })
@@ -228,12 +237,5 @@ async fn a_long_poll_beyond_its_connections_share_is_refused_and_other_connectio
     .await;
     assert_eq!(status, 200, "another connection's long-poll waits: {body}");
 
-    let (status, _) = call(&server, "PUT", "/v1/kv/shared", Some(json!(1))).await;
-    assert_eq!(status, 200, "the key is updated");
-    let statuses = tokio::time::timeout(ANSWERED_WITHIN, join_all(held))
-        .await
-        .expect("the held long-polls are answered once the key changed");
-    for status in statuses {
-        assert_eq!(status.expect("the task ends").expect("answered"), 200);
-    }
+    answered_once_changed(&server, "shared", held).await;
 }

@@ -25,6 +25,7 @@ use crate::acl::{
     StoredRoot, StoredToken,
 };
 use crate::api::error::ApiError;
+use crate::api::params::path_capture;
 use crate::api::{propose, AppState};
 use crate::store::queries::PageBounds;
 use crate::types::{Command, CommandResult, Condition, Op};
@@ -58,13 +59,7 @@ fn require_auth(state: &AppState) -> Result<(), ApiError> {
 
 /// A role or token name: 1 to 128 bytes, no '/', no control character.
 fn checked_name(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
-    let Path(name) = path.map_err(|rejection| {
-        ApiError::bad_field(
-            ErrorCode::InvalidName,
-            "name",
-            format!("the name in the path is unreadable: {rejection}"),
-        )
-    })?;
+    let name = path_capture(path, ErrorCode::InvalidName, "name")?;
     check_name(&name)?;
     Ok(name)
 }

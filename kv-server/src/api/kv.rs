@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 
 use crate::api::error::ApiError;
 use crate::api::long_polls::LongPollGate;
-use crate::api::params::{page_bounds, Blocking, Consistency, Query, LIST_PAGE};
+use crate::api::params::{page_bounds, path_capture, Blocking, Consistency, Query, LIST_PAGE};
 use crate::api::write::{
     body_error, condition, etag, idempotency_key, validate_json, value_too_large, write_response,
 };
@@ -53,13 +53,7 @@ fn key_view(key: String, entry: KeyEntry) -> Result<KeyView, ApiError> {
 
 /// A key from the path, checked.
 fn key_from_path(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
-    let Path(key) = path.map_err(|rejection| {
-        ApiError::bad_field(
-            ErrorCode::InvalidKey,
-            "key",
-            format!("the key in the path is unreadable: {rejection}"),
-        )
-    })?;
+    let key = path_capture(path, ErrorCode::InvalidKey, "key")?;
     schemas::validate_key(&key)
         .map_err(|error| ApiError::bad_field(ErrorCode::InvalidKey, "key", error.to_string()))?;
     Ok(key)

@@ -19,7 +19,7 @@ use schemas::{SubscriptionGroupConfig, TopicConfig, ValidateOptions};
 use serde_json::value::RawValue;
 
 use crate::api::error::ApiError;
-use crate::api::params::{page_bounds, Consistency, Query, LIST_PAGE};
+use crate::api::params::{page_bounds, path_capture, Consistency, Query, LIST_PAGE};
 use crate::api::write::{
     body_error, condition, etag, idempotency_key, value_too_large, write_response,
 };
@@ -50,13 +50,7 @@ pub fn routes() -> Router<AppState> {
 fn name_from_path<T: MetadataKind>(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<String, ApiError> {
-    let Path(name) = path.map_err(|rejection| {
-        ApiError::bad_field(
-            ErrorCode::InvalidName,
-            "name",
-            format!("the name in the path is unreadable: {rejection}"),
-        )
-    })?;
+    let name = path_capture(path, ErrorCode::InvalidName, "name")?;
     T::validate_name(&name, ValidateOptions::ALLOW_SYSTEM)?;
     Ok(name)
 }

@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use axum::extract::rejection::PathRejection;
+use axum::extract::Path;
 use axum::http::HeaderMap;
 
 use schemas::api::ErrorCode;
@@ -197,6 +199,23 @@ pub fn parse_wait(raw: &str, max_wait_ms: u64) -> Result<Duration, ApiError> {
         ));
     }
     Ok(Duration::from_millis(wait_ms))
+}
+
+/// The path's one capture (a key or a name), or 400 with `code` naming
+/// `field` when the path cannot be read (bad percent-encoding, say).
+pub fn path_capture(
+    path: Result<Path<String>, PathRejection>,
+    code: ErrorCode,
+    field: &str,
+) -> Result<String, ApiError> {
+    let Path(capture) = path.map_err(|rejection| {
+        ApiError::bad_field(
+            code,
+            field,
+            format!("the {field} in the path is unreadable: {rejection}"),
+        )
+    })?;
+    Ok(capture)
 }
 
 /// A header's value as text, if present; 400 when it is not visible ASCII.
