@@ -228,16 +228,32 @@ async fn a_cluster_with_tls_on_both_ports_forms_replicates_and_serves_kvctl_and_
     .success()
     .json();
     assert_eq!(entry["value"], json!(7), "{entry}");
-    let cluster_status = kvctl(
-        &follower_url,
-        &["--cacert", &ca, "-o", "json", "cluster", "status"],
-    )
-    .await
-    .success()
-    .json();
-    let members = cluster_status["members"].as_array().expect("members");
-    assert_eq!(members.len(), 3, "{cluster_status}");
-    for member in members {
+    // Each node publishes its client URL once it is a member: poll until
+    // all three have.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let members = loop {
+        let cluster_status = kvctl(
+            &follower_url,
+            &["--cacert", &ca, "-o", "json", "cluster", "status"],
+        )
+        .await
+        .success()
+        .json();
+        let members = cluster_status["members"]
+            .as_array()
+            .expect("members")
+            .clone();
+        assert_eq!(members.len(), 3, "{cluster_status}");
+        if members.iter().all(|member| member["addr"] != "") {
+            break members;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not every member published its client URL: {cluster_status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for member in &members {
         assert!(
             member["addr"]
                 .as_str()
