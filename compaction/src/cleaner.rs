@@ -35,8 +35,9 @@ use crate::scan::CHUNK_BYTES;
 use crate::segment::{
     index_file_name, log_file_name, Recovery, Segment, SegmentState, CLEANED_SUFFIX,
 };
+use crate::stats::{dirty_ratio, split_clean_dirty};
 use crate::swap::{self, SwapPlan};
-use crate::topic::{dirty_ratio, lock, read, split_clean_dirty, write, Topic};
+use crate::topic::{lock, read, write, Topic};
 use crate::Offset;
 
 /// Memory charged per key-map entry besides the key bytes: the table slot,

@@ -68,6 +68,7 @@ mod record;
 mod replace;
 mod scan;
 mod segment;
+mod stats;
 mod swap;
 mod topic;
 
@@ -80,5 +81,6 @@ pub use error::{Error, Result};
 pub use reader::TopicReader;
 pub use record::{decode_frames, Offset, Record};
 pub use segment::{index_file_name, log_file_name, CLEANED_SUFFIX};
+pub use stats::{SegmentInfo, TopicStats};
 pub use swap::SWAP_MARKER_FILE;
-pub use topic::{SegmentInfo, Topic, TopicStats};
+pub use topic::Topic;
