@@ -13,7 +13,10 @@
 //!    small segments merge into one of at most `segment_bytes`, keeping a
 //!    record unless the map holds a later offset for its key. A tombstone is
 //!    kept until it has been clean for `delete_retention_ms`; dropping one
-//!    raises the tombstone floor above it.
+//!    raises the tombstone floor past the end of its batch, so a reader
+//!    starting at the floor starts on a batch boundary. The record at the
+//!    topic's last offset is always kept, tombstone or not, so the topic's
+//!    end (and whether its last batch is whole) can always be read back.
 //! 4. The new files replace the old ones through the crash-safe swap
 //!    ([`crate::swap`]), which also stores the new checkpoint.
 
@@ -32,8 +35,9 @@ use crate::scan::CHUNK_BYTES;
 use crate::segment::{
     index_file_name, log_file_name, Recovery, Segment, SegmentState, CLEANED_SUFFIX,
 };
+use crate::stats::{dirty_ratio, split_clean_dirty};
 use crate::swap::{self, SwapPlan};
-use crate::topic::{dirty_ratio, lock, read, split_clean_dirty, write, Topic};
+use crate::topic::{lock, read, write, Topic};
 use crate::Offset;
 
 /// Memory charged per key-map entry besides the key bytes: the table slot,
@@ -106,6 +110,9 @@ impl Topic {
         }
 
         let map = KeyMap::build(cleanable, first_dirty, self.config.cleaner_key_map_bytes)?;
+        // Appends only raise it, so a record at this offset in a closed
+        // segment is still, or was, the topic's last: kept either way.
+        let topic_last = self.last_offset();
         report.key_map_full = map.full;
         report.keys = map.offsets.len();
         report.clean_offset = map.end;
@@ -126,7 +133,7 @@ impl Topic {
             checkpoint: Checkpoint::default(),
         };
         for group in group_for_merge(&rewrite, self.config.segment_bytes) {
-            let outcome = match self.rewrite_group(&group, &map, &checkpoint, now_ms) {
+            let outcome = match self.rewrite_group(&group, &map, &checkpoint, topic_last, now_ms) {
                 Ok(outcome) => outcome,
                 Err(error) => {
                     // Leave nothing behind: the next pass starts clean.
@@ -195,6 +202,7 @@ impl Topic {
         group: &[&Arc<Segment>],
         map: &KeyMap,
         checkpoint: &Checkpoint,
+        topic_last: Option<Offset>,
         now_ms: u64,
     ) -> Result<RewriteOutcome> {
         let base = group[0].base_offset();
@@ -222,10 +230,13 @@ impl Topic {
                     continue;
                 }
                 if record.is_tombstone()
+                    && Some(record.offset) != topic_last
                     && tombstone_expired(&record, checkpoint, now_ms, &self.config)
                 {
                     outcome.tombstones_dropped += 1;
-                    outcome.tombstone_floor = outcome.tombstone_floor.max(record.offset + 1);
+                    outcome.tombstone_floor = outcome
+                        .tombstone_floor
+                        .max(record.batch_end().saturating_add(1));
                     continue;
                 }
                 outcome.records_kept += 1;
@@ -280,7 +291,7 @@ struct RewriteOutcome {
     tombstones_dropped: u64,
     /// Segments dropped whole without reading them.
     segments_skipped: usize,
-    /// One above the highest dropped tombstone, or 0.
+    /// One above the end of the batch of the highest dropped tombstone, or 0.
     tombstone_floor: Offset,
     /// Bytes of the cleaned segment.
     bytes: u64,

@@ -53,6 +53,17 @@ pub enum Error {
         last: Offset,
     },
 
+    /// An append (or a roll) would leave a batch incoherent: a gap or a
+    /// miscounted position inside it, a batch begun before the previous one
+    /// is complete, or a batch cut off at the end of the call.
+    #[error("record at offset {offset} breaks its batch: {reason}")]
+    InvalidBatch {
+        /// The offending record's offset.
+        offset: Offset,
+        /// What is wrong and what was expected.
+        reason: String,
+    },
+
     /// A record is larger than a segment may hold or than the frame allows.
     #[error("record at offset {offset} is {bytes} bytes, over the limit of {limit}")]
     RecordTooLarge {

@@ -4,17 +4,27 @@
 //! A [`Topic`] is a directory of segment files named by base offset
 //! (`00000000000000000042.log` and its sparse `.index`). Callers append
 //! [`Record`]s — key, value or tombstone, timestamp — at offsets they choose,
-//! strictly increasing with gaps allowed; [`Topic::sync`] makes them durable;
-//! [`Topic::read_from`] iterates from any offset. The cleaner
-//! ([`Topic::clean_once`], or [`CleanerHandle`] in the background) keeps only
-//! the latest record of every key in the closed segments, and guarantees:
+//! strictly increasing with gaps allowed between batches; [`Topic::sync`]
+//! makes them durable; [`Topic::read_from`] iterates from any offset,
+//! [`Topic::read_from_batch_start`] from the start of a batch. A *batch* is
+//! a run of records at consecutive offsets written as one unit, each
+//! record marked with its [`BatchPos`]; a single record is a batch of one.
+//! The cleaner ([`Topic::clean_once`], or [`CleanerHandle`] in the
+//! background) keeps only the latest record of every key in the closed
+//! segments, and guarantees:
 //!
 //! 1. offsets never change;
 //! 2. records of one key stay in order;
 //! 3. reading from offset 0 yields the latest value of every live key;
 //! 4. a reader starting at offset `o ≥` [`Topic::tombstone_floor`] sees the
 //!    latest state of every key changed at or after `o`, deletes included;
-//! 5. the active segment is never cleaned.
+//! 5. the active segment is never cleaned;
+//! 6. a batch is never split across segments: the active segment rolls only
+//!    between batches, and an append with an incoherent batch is refused
+//!    with nothing written;
+//! 7. the tombstone floor is always a batch end + 1;
+//! 8. batch positions survive cleaning and [`Topic::replace_with`], and the
+//!    record at the topic's last offset is never cleaned away.
 //!
 //! Every record is framed with its length and a CRC32C. On [`Topic::open`] a
 //! torn tail of the active segment is truncated; a bad record anywhere else
@@ -46,6 +56,7 @@
 //! ```
 
 mod background;
+mod batch;
 mod checkpoint;
 mod cleaner;
 mod config;
@@ -57,10 +68,12 @@ mod record;
 mod replace;
 mod scan;
 mod segment;
+mod stats;
 mod swap;
 mod topic;
 
 pub use background::{CleanerHandle, CleanerStatus};
+pub use batch::BatchPos;
 pub use checkpoint::{Checkpoint, CleanTime, CHECKPOINT_FILE};
 pub use cleaner::{now_ms, CleanReport};
 pub use config::TopicConfig;
@@ -68,5 +81,6 @@ pub use error::{Error, Result};
 pub use reader::TopicReader;
 pub use record::{decode_frames, Offset, Record};
 pub use segment::{index_file_name, log_file_name, CLEANED_SUFFIX};
+pub use stats::{SegmentInfo, TopicStats};
 pub use swap::SWAP_MARKER_FILE;
-pub use topic::{SegmentInfo, Topic, TopicStats};
+pub use topic::Topic;

@@ -1,4 +1,5 @@
-//! Reading the topic from an offset.
+//! Reading the topic from an offset, from the start of a batch, or just
+//! its last record.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -8,7 +9,66 @@ use crate::error::Result;
 use crate::record::Record;
 use crate::scan::FrameScanner;
 use crate::segment::Segment;
+use crate::topic::{lock, Topic};
 use crate::Offset;
+
+/// Bytes read at once when looking for the last record: it follows the last
+/// index entry closely, so a small read usually finds it.
+const TAIL_CHUNK_BYTES: usize = 64 << 10;
+
+impl Topic {
+    /// Like [`Topic::read_from`], but starting at the first record of the
+    /// batch that holds the first record at or after `from`, so a reader
+    /// never begins in the middle of a batch. (Records of that batch that
+    /// the cleaner dropped are not there to read.) A read error met while
+    /// looking for the batch start is met again by the returned reader.
+    pub fn read_from_batch_start(&self, from: Offset) -> TopicReader {
+        let upto = lock(&self.writer).last_offset;
+        let segments = self.segments_snapshot();
+        let first = TopicReader::new(segments.clone(), from, upto).next();
+        let start = match first {
+            Some(Ok(record)) => record.batch_start().min(from),
+            Some(Err(_)) | None => from,
+        };
+        TopicReader::new(segments, start, upto)
+    }
+
+    /// The last record present, if any: the one at [`Topic::last_offset`],
+    /// unless a replacement ended the topic past its last record. Its batch
+    /// position tells whether the last batch is whole.
+    pub fn tail(&self) -> Result<Option<Record>> {
+        let upto = lock(&self.writer).last_offset;
+        let segments = self.segments_snapshot();
+        last_record(&segments, upto)
+    }
+}
+
+/// The record with the highest offset up to `upto` in `segments`.
+pub(crate) fn last_record(
+    segments: &[Arc<Segment>],
+    upto: Option<Offset>,
+) -> Result<Option<Record>> {
+    let Some(upto) = upto else {
+        return Ok(None);
+    };
+    for segment in segments.iter().rev() {
+        let Some(last) = segment.last_offset() else {
+            continue;
+        };
+        let mut scanner = segment.scanner(segment.seek(last.min(upto)), TAIL_CHUNK_BYTES);
+        let mut found = None;
+        while let Some(record) = scanner.next_record()? {
+            if record.offset > upto {
+                break;
+            }
+            found = Some(record);
+        }
+        if found.is_some() {
+            return Ok(found);
+        }
+    }
+    Ok(None)
+}
 
 /// An iterator over the records of a topic from an offset, in offset order.
 ///

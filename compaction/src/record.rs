@@ -2,8 +2,8 @@
 //!
 //! ```text
 //! frame  := body_len: u32 LE | crc32c(body): u32 LE | body
-//! body   := version: u8 (1) | flags: u8 (bit 0 = tombstone)
-//!         | offset: u64 LE | timestamp_ms: u64 LE
+//! body   := version: u8 (2) | flags: u8 (bit 0 = tombstone)
+//!         | offset: u64 LE | sub: u32 LE | rest: u32 LE | timestamp_ms: u64 LE
 //!         | headers_len: u32 LE | headers
 //!         | key_len: u32 LE | key | value_len: u32 LE | value
 //! ```
@@ -11,20 +11,34 @@
 //! The length comes first so a reader can skip a record without decoding it;
 //! the CRC covers the whole body, so a torn or flipped byte anywhere in the
 //! record is caught before the record is served.
+//!
+//! Version 1, written before batches existed, is version 2 without `sub`
+//! and `rest`; it still decodes, as a batch of one. A whole frame with a
+//! good CRC but an unknown version or flag was written by a newer format,
+//! not torn by a crash, so it is refused even at the end of the active
+//! segment rather than cut off.
 
 use bytes::{Buf, Bytes};
 
-/// Position of a record in the topic: the caller's sequence number (in
-/// openmessaging-kv, the Raft log index that carried the write). Offsets
-/// strictly increase, may have gaps, and are never rewritten.
+use crate::batch::BatchPos;
+
+/// Position of a record in the topic: the caller's sequence number. Offsets
+/// strictly increase, are consecutive inside a batch, may have gaps between
+/// batches, and are never rewritten.
 pub type Offset = u64;
 
 /// Bytes of the frame header: body length and CRC.
 pub const FRAME_HEADER_BYTES: usize = 8;
-/// Bytes of the fixed part of the body (everything but key and value).
-const BODY_FIXED_BYTES: usize = 1 + 1 + 8 + 8 + 4 + 4 + 4;
-/// The only body version written so far.
-const FORMAT_VERSION: u8 = 1;
+/// Bytes of the fixed part of a version 1 body (everything but headers, key
+/// and value): the smallest body any frame may declare.
+const BODY_FIXED_BYTES_V1: usize = 1 + 1 + 8 + 8 + 4 + 4 + 4;
+/// Bytes of the fixed part of a version 2 body: version 1 plus the batch
+/// position.
+const BODY_FIXED_BYTES: usize = BODY_FIXED_BYTES_V1 + 4 + 4;
+/// The body version written before batches: no batch position.
+const FORMAT_VERSION_V1: u8 = 1;
+/// The body version written now.
+const FORMAT_VERSION: u8 = 2;
 /// Flag bit: the record is a tombstone (no value).
 const FLAG_TOMBSTONE: u8 = 1;
 /// Largest body a frame may declare; anything larger is garbage, not a record.
@@ -41,6 +55,8 @@ pub struct Record {
     pub key: Bytes,
     /// The value, or `None` for a tombstone (a delete of the key).
     pub value: Option<Bytes>,
+    /// Where the record sits in the batch it was appended with.
+    pub batch: BatchPos,
     /// Opaque metadata the caller keeps with the record, tombstones included
     /// (like Kafka's record headers); empty by default.
     pub headers: Bytes,
@@ -59,6 +75,7 @@ impl Record {
             timestamp_ms,
             key: key.into(),
             value: Some(value.into()),
+            batch: BatchPos::SINGLE,
             headers: Bytes::new(),
         }
     }
@@ -70,8 +87,25 @@ impl Record {
             timestamp_ms,
             key: key.into(),
             value: None,
+            batch: BatchPos::SINGLE,
             headers: Bytes::new(),
         }
+    }
+
+    /// The same record at position `batch` of its batch.
+    pub fn with_batch(mut self, batch: BatchPos) -> Self {
+        self.batch = batch;
+        self
+    }
+
+    /// Offset of the first record of this record's batch.
+    pub fn batch_start(&self) -> Offset {
+        self.offset.saturating_sub(u64::from(self.batch.sub))
+    }
+
+    /// Offset of the last record of this record's batch.
+    pub fn batch_end(&self) -> Offset {
+        self.offset.saturating_add(u64::from(self.batch.rest))
     }
 
     /// The same record carrying `headers`.
@@ -105,6 +139,8 @@ impl Record {
             0
         });
         out.extend_from_slice(&self.offset.to_le_bytes());
+        out.extend_from_slice(&self.batch.sub.to_le_bytes());
+        out.extend_from_slice(&self.batch.rest.to_le_bytes());
         out.extend_from_slice(&self.timestamp_ms.to_le_bytes());
         out.extend_from_slice(&(self.headers.len() as u32).to_le_bytes());
         out.extend_from_slice(&self.headers);
@@ -128,8 +164,11 @@ pub(crate) enum Decoded {
     Record(Record, usize),
     /// The frame is longer than the bytes at hand: `needed` bytes in all.
     Incomplete { needed: usize },
-    /// The bytes are not a valid record.
+    /// The bytes are not a valid record: damaged, or torn by a crash.
     Invalid(String),
+    /// A whole frame with a good CRC that this version cannot read (an
+    /// unknown format version or flag): never the work of a torn write.
+    Unreadable(String),
 }
 
 /// Decodes the frame at the start of `buf`. Key and value share `buf`'s
@@ -143,7 +182,7 @@ pub(crate) fn decode(buf: &Bytes) -> Decoded {
     let mut header = &buf[..FRAME_HEADER_BYTES];
     let body_len = header.get_u32_le() as usize;
     let expected_crc = header.get_u32_le();
-    if !(BODY_FIXED_BYTES..=MAX_BODY_BYTES).contains(&body_len) {
+    if !(BODY_FIXED_BYTES_V1..=MAX_BODY_BYTES).contains(&body_len) {
         return Decoded::Invalid(format!("frame declares an impossible length {body_len}"));
     }
     let frame_len = FRAME_HEADER_BYTES + body_len;
@@ -157,23 +196,51 @@ pub(crate) fn decode(buf: &Bytes) -> Decoded {
             "crc32c mismatch: stored {expected_crc:#010x}, computed {actual_crc:#010x}"
         ));
     }
-    match decode_body(&body) {
+    let version = body[0];
+    let fixed_bytes = match version {
+        FORMAT_VERSION_V1 => BODY_FIXED_BYTES_V1,
+        FORMAT_VERSION => BODY_FIXED_BYTES,
+        _ => {
+            return Decoded::Unreadable(format!(
+                "unknown record format version {version} (this build reads versions \
+                 {FORMAT_VERSION_V1} and {FORMAT_VERSION})"
+            ))
+        }
+    };
+    let flags = body[1];
+    if flags & !FLAG_TOMBSTONE != 0 {
+        return Decoded::Unreadable(format!("unknown record flags {flags:#04x}"));
+    }
+    if body_len < fixed_bytes {
+        return Decoded::Invalid(format!(
+            "frame of format version {version} declares an impossible length {body_len}"
+        ));
+    }
+    match decode_body(&body, version) {
         Ok(record) => Decoded::Record(record, frame_len),
         Err(reason) => Decoded::Invalid(reason),
     }
 }
 
-fn decode_body(body: &Bytes) -> Result<Record, String> {
+/// Decodes a body whose CRC, version, flags and fixed length were checked.
+fn decode_body(body: &Bytes, version: u8) -> Result<Record, String> {
     let mut cursor = &body[..];
-    let version = cursor.get_u8();
-    if version != FORMAT_VERSION {
-        return Err(format!("unknown record format version {version}"));
-    }
+    cursor.advance(1);
     let flags = cursor.get_u8();
-    if flags & !FLAG_TOMBSTONE != 0 {
-        return Err(format!("unknown record flags {flags:#04x}"));
-    }
     let offset = cursor.get_u64_le();
+    let batch = if version == FORMAT_VERSION_V1 {
+        BatchPos::SINGLE
+    } else {
+        let sub = cursor.get_u32_le();
+        let rest = cursor.get_u32_le();
+        BatchPos::new(sub, rest)
+    };
+    if u64::from(batch.sub) > offset || offset.checked_add(u64::from(batch.rest)).is_none() {
+        return Err(format!(
+            "batch position (sub {}, rest {}) does not fit offset {offset}",
+            batch.sub, batch.rest
+        ));
+    }
     let timestamp_ms = cursor.get_u64_le();
     let headers_len = cursor.get_u32_le() as usize;
     if cursor.remaining() < headers_len + 8 {
@@ -204,6 +271,7 @@ fn decode_body(body: &Bytes) -> Result<Record, String> {
         timestamp_ms,
         key: body.slice(key_start..key_start + key_len),
         value: (!tombstone).then(|| body.slice(value_start..)),
+        batch,
         headers: body.slice(headers_start..headers_start + headers_len),
     })
 }
@@ -234,7 +302,7 @@ pub fn decode_frames(
             Decoded::Incomplete { needed } => corrupt(format!(
                 "frame of {needed} bytes runs past the end of the stream"
             )),
-            Decoded::Invalid(reason) => corrupt(reason),
+            Decoded::Invalid(reason) | Decoded::Unreadable(reason) => corrupt(reason),
         };
         failed = true;
         Some(Err(outcome))
@@ -268,6 +336,72 @@ mod tests {
                 }
                 other => panic!("expected a record, got {other:?}"),
             }
+        }
+    }
+
+    /// The frame version 1 wrote for `record`: no batch position.
+    fn encoded_v1(record: &Record) -> Bytes {
+        let v2 = encoded(record);
+        let mut body = v2[FRAME_HEADER_BYTES..].to_vec();
+        body[0] = FORMAT_VERSION_V1;
+        body.drain(10..18);
+        frame_of(&body)
+    }
+
+    fn frame_of(body: &[u8]) -> Bytes {
+        let mut frame = Vec::new();
+        frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        frame.extend_from_slice(&crc32c::crc32c(body).to_le_bytes());
+        frame.extend_from_slice(body);
+        Bytes::from(frame)
+    }
+
+    #[test]
+    fn a_batch_position_round_trips() {
+        let record = Record::put(7, 1_000, "k", "v").with_batch(BatchPos::new(3, 4));
+        match decode(&encoded(&record)) {
+            Decoded::Record(decoded, _) => {
+                assert_eq!(decoded.batch, BatchPos::new(3, 4));
+                assert_eq!((decoded.batch_start(), decoded.batch_end()), (4, 11));
+            }
+            other => panic!("expected a record, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_version_1_frame_reads_as_a_batch_of_one() {
+        for record in [
+            Record::put(7, 1_000, "topics/a", "{\"x\":1}").with_headers("h"),
+            Record::tombstone(9, 2_000, "topics/a"),
+        ] {
+            let bytes = encoded_v1(&record);
+            assert_eq!(bytes.len(), record.frame_len() - 8);
+            match decode(&bytes) {
+                Decoded::Record(decoded, len) => {
+                    assert_eq!(decoded, record);
+                    assert_eq!(len, bytes.len());
+                }
+                other => panic!("expected a record, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn an_unknown_version_with_a_good_crc_is_unreadable_not_torn() {
+        let mut body = encoded(&Record::put(1, 5, "key", "value"))[FRAME_HEADER_BYTES..].to_vec();
+        body[0] = 3;
+        match decode(&frame_of(&body)) {
+            Decoded::Unreadable(reason) => assert!(reason.contains("version 3"), "{reason}"),
+            other => panic!("expected unreadable, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_batch_reaching_below_offset_zero_is_invalid() {
+        let record = Record::put(2, 5, "key", "value").with_batch(BatchPos::new(3, 0));
+        match decode(&encoded(&record)) {
+            Decoded::Invalid(reason) => assert!(reason.contains("sub 3"), "{reason}"),
+            other => panic!("expected invalid, got {other:?}"),
         }
     }
 

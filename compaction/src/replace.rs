@@ -21,8 +21,10 @@ const BATCH_RECORDS: usize = 1024;
 
 impl Topic {
     /// Replaces every record of the topic with `records` (strictly increasing
-    /// offsets, none above `end_offset`) and makes `end_offset` the topic's
-    /// last offset, so the next append goes above it. The records become one
+    /// offsets, none above `end_offset`, each keeping its batch position)
+    /// and makes `end_offset` the topic's last offset, so the next append
+    /// goes above it. No record's batch may run past `end_offset`: the
+    /// replacement ends on a batch boundary. The records become one
     /// closed base segment, followed by an empty active segment; the
     /// checkpoint starts over with the given tombstone floor (the records
     /// count as dirty, so the cleaner looks at them again).
@@ -79,6 +81,7 @@ impl Topic {
         *write(&self.segments) = segments;
         *write(&self.checkpoint) = checkpoint;
         writer.last_offset = Some(end_offset);
+        writer.unfinished = None;
         info!(
             dir = %self.dir.display(),
             end_offset,
@@ -106,6 +109,15 @@ impl Topic {
                 return Err(Error::OffsetNotIncreasing {
                     offset: record.offset,
                     last: last.unwrap_or(end_offset),
+                });
+            }
+            if record.batch_end() > end_offset {
+                return Err(Error::InvalidBatch {
+                    offset: record.offset,
+                    reason: format!(
+                        "its batch ends at offset {}, past the replacement's end offset {end_offset}",
+                        record.batch_end()
+                    ),
                 });
             }
             last = Some(record.offset);

@@ -30,6 +30,9 @@ pub(crate) enum Frame {
     Torn { position: u64 },
     /// The bytes at `position` are not a valid frame.
     Invalid { position: u64, reason: String },
+    /// The frame at `position` is whole but of a format this build cannot
+    /// read: never a torn write.
+    Unreadable { position: u64, reason: String },
 }
 
 /// Reads the frames between two byte positions of a log file. `F` is how
@@ -101,6 +104,11 @@ impl<F: Borrow<File>> FrameScanner<F> {
                     self.position = self.end;
                     return Ok(Some(Frame::Invalid { position, reason }));
                 }
+                Decoded::Unreadable(reason) => {
+                    let position = self.position;
+                    self.position = self.end;
+                    return Ok(Some(Frame::Unreadable { position, reason }));
+                }
             }
         }
     }
@@ -116,11 +124,13 @@ impl<F: Borrow<File>> FrameScanner<F> {
                 position,
                 reason: "record runs past the end of the segment".to_string(),
             }),
-            Some(Frame::Invalid { position, reason }) => Err(Error::Corrupt {
-                path: self.path.clone(),
-                position,
-                reason,
-            }),
+            Some(Frame::Invalid { position, reason } | Frame::Unreadable { position, reason }) => {
+                Err(Error::Corrupt {
+                    path: self.path.clone(),
+                    position,
+                    reason,
+                })
+            }
         }
     }
 

@@ -278,6 +278,13 @@ impl Segment {
                 Frame::Torn { position } => {
                     self.truncate_torn_tail(position, file_bytes, "a partial record")?;
                 }
+                Frame::Unreadable { position, reason } => {
+                    return Err(Error::Corrupt {
+                        path: self.log_path.clone(),
+                        position,
+                        reason,
+                    });
+                }
                 Frame::Invalid { position, reason } => {
                     if self.is_torn_tail(position, file_bytes)? {
                         self.truncate_torn_tail(position, file_bytes, &reason)?;

@@ -16,11 +16,12 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use tracing::{info, warn};
 
+use crate::batch::{batches, check_append, BatchPos};
 use crate::checkpoint::Checkpoint;
 use crate::config::TopicConfig;
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::{fsync_dir, remove_if_exists};
-use crate::reader::TopicReader;
+use crate::reader::{last_record, TopicReader};
 use crate::record::Record;
 use crate::segment::{
     index_file_name, log_file_name, parse_log_file_name, Recovery, Segment, CLEANED_SUFFIX,
@@ -43,50 +44,12 @@ pub struct Topic {
 pub(crate) struct Writer {
     /// Offset of the last appended record; appends must go above it.
     pub(crate) last_offset: Option<Offset>,
+    /// The batch position of the record at `last_offset` when its batch is
+    /// unfinished (a crash tore the rest off): the next append must carry
+    /// the missing records first, and the segment must not roll before.
+    pub(crate) unfinished: Option<BatchPos>,
     /// Reused encoding buffer.
     pub(crate) buf: Vec<u8>,
-}
-
-/// Where the topic stands, for operators and metrics.
-#[derive(Clone, Debug, PartialEq)]
-pub struct TopicStats {
-    /// Number of segment files, the active one included.
-    pub segments: usize,
-    /// Bytes of records on disk.
-    pub bytes: u64,
-    /// Offset of the first record present, if any.
-    pub first_offset: Option<Offset>,
-    /// Offset of the last record appended, if any (survives compaction).
-    pub last_offset: Option<Offset>,
-    /// Base offset of the active segment.
-    pub active_base_offset: Offset,
-    /// Offsets below this are clean (compacted).
-    pub clean_offset: Offset,
-    /// Bytes of closed segments below the clean offset.
-    pub clean_bytes: u64,
-    /// Bytes of closed segments at or above the clean offset.
-    pub dirty_bytes: u64,
-    /// `dirty_bytes / (clean_bytes + dirty_bytes)`, 0 when both are 0.
-    pub dirty_ratio: f64,
-    /// A reader starting at or above this offset sees every delete.
-    pub tombstone_floor: Offset,
-}
-
-/// One segment as seen from outside.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SegmentInfo {
-    /// Base offset (the file name).
-    pub base_offset: Offset,
-    /// The log file.
-    pub path: PathBuf,
-    /// Bytes of records.
-    pub bytes: u64,
-    /// First record's offset, if any.
-    pub first_offset: Option<Offset>,
-    /// Last record's offset, if any.
-    pub last_offset: Option<Offset>,
-    /// Whether this is the active segment.
-    pub active: bool,
 }
 
 impl Topic {
@@ -122,6 +85,17 @@ impl Topic {
         let last_offset = active
             .last_offset()
             .or_else(|| active.base_offset().checked_sub(1));
+        let unfinished = last_record(&segments, last_offset)?
+            .filter(|tail| Some(tail.offset) == last_offset && !tail.batch.is_last())
+            .map(|tail| tail.batch);
+        if let (Some(position), Some(last)) = (unfinished, last_offset) {
+            warn!(
+                dir = %dir.display(),
+                last_offset = last,
+                missing_records = position.rest,
+                "the topic's last batch is unfinished; the next append must complete it"
+            );
+        }
         let checkpoint = Checkpoint::load(&dir)?;
         info!(
             dir = %dir.display(),
@@ -136,6 +110,7 @@ impl Topic {
             segments: RwLock::new(segments),
             writer: Mutex::new(Writer {
                 last_offset,
+                unfinished,
                 buf: Vec::new(),
             }),
             checkpoint: RwLock::new(checkpoint),
@@ -153,52 +128,51 @@ impl Topic {
         &self.config
     }
 
-    /// Appends records in order. Offsets must strictly increase, starting
-    /// above `last_offset`; the whole batch is checked before anything is
-    /// written. Rolls the active segment by size and age as needed. The
-    /// records are visible to readers at once and durable after `sync`.
+    /// Appends records in order: whole batches (see [`BatchPos`]), each of
+    /// consecutive offsets, above `last_offset`. Only the first records may
+    /// continue the topic's unfinished batch, and the call must end at the
+    /// end of a batch; everything is checked before anything is written.
+    /// Rolls the active segment by size and age as needed, but only between
+    /// batches: a batch larger than `segment_bytes` overshoots it rather
+    /// than being split. The records are visible to readers at once and
+    /// durable after `sync`.
     pub fn append(&self, records: &[Record]) -> Result<()> {
         let mut writer = lock(&self.writer);
-        let mut last = writer.last_offset;
-        for record in records {
-            if let Some(last) = last.filter(|&last| record.offset <= last) {
-                return Err(Error::OffsetNotIncreasing {
-                    offset: record.offset,
-                    last,
-                });
-            }
-            if record.frame_len() > self.config.max_record_bytes {
-                return Err(Error::RecordTooLarge {
-                    offset: record.offset,
-                    bytes: record.frame_len(),
-                    limit: self.config.max_record_bytes,
-                });
-            }
-            last = Some(record.offset);
-        }
+        check_append(
+            records,
+            writer.last_offset,
+            writer.unfinished,
+            self.config.max_record_bytes,
+        )?;
         let writer = &mut *writer;
         let mut active = self.active();
         let (mut active_size, mut active_first_ts) = active.fill();
         let mut run_start = 0;
         let mut run_bytes = 0u64;
-        for (i, record) in records.iter().enumerate() {
-            let frame_len = record.frame_len() as u64;
-            let size = active_size + run_bytes;
-            let too_big = size > 0 && size + frame_len > self.config.segment_bytes;
-            let first_ts =
-                active_first_ts.or((run_bytes > 0).then_some(records[run_start].timestamp_ms));
-            let too_old = first_ts.is_some_and(|first| {
-                record.timestamp_ms.saturating_sub(first) >= self.config.segment_ms
-            });
-            if too_big || too_old {
-                self.append_run(&active, &records[run_start..i], writer)?;
-                let next = writer.last_offset.map_or(0, |last| last + 1);
-                active = self.roll_to(&active, next)?;
-                (active_size, active_first_ts) = active.fill();
-                run_start = i;
-                run_bytes = 0;
+        let mut batch_start = 0;
+        for batch in batches(records) {
+            let batch_bytes: u64 = batch.iter().map(|record| record.frame_len() as u64).sum();
+            let first = &batch[0];
+            // The end of an unfinished batch goes where its beginning is.
+            if first.batch.is_first() {
+                let size = active_size + run_bytes;
+                let too_big = size > 0 && size + batch_bytes > self.config.segment_bytes;
+                let first_ts =
+                    active_first_ts.or((run_bytes > 0).then_some(records[run_start].timestamp_ms));
+                let too_old = first_ts.is_some_and(|first_ts| {
+                    first.timestamp_ms.saturating_sub(first_ts) >= self.config.segment_ms
+                });
+                if too_big || too_old {
+                    self.append_run(&active, &records[run_start..batch_start], writer)?;
+                    let next = writer.last_offset.map_or(0, |last| last + 1);
+                    active = self.roll_to(&active, next)?;
+                    (active_size, active_first_ts) = active.fill();
+                    run_start = batch_start;
+                    run_bytes = 0;
+                }
             }
-            run_bytes += frame_len;
+            run_bytes += batch_bytes;
+            batch_start += batch.len();
         }
         self.append_run(&active, &records[run_start..], writer)
     }
@@ -210,6 +184,7 @@ impl Topic {
         };
         segment.append(run, &mut writer.buf)?;
         writer.last_offset = Some(last.offset);
+        writer.unfinished = (!last.batch.is_last()).then_some(last.batch);
         Ok(())
     }
 
@@ -221,9 +196,19 @@ impl Topic {
     }
 
     /// Closes the active segment now (if it holds anything) and starts a new
-    /// one, so everything appended so far becomes cleanable.
+    /// one, so everything appended so far becomes cleanable. Refused while
+    /// the last batch is unfinished: a batch never spans two segments.
     pub fn roll(&self) -> Result<()> {
         let writer = lock(&self.writer);
+        if let (Some(position), Some(last)) = (writer.unfinished, writer.last_offset) {
+            return Err(Error::InvalidBatch {
+                offset: last,
+                reason: format!(
+                    "cannot roll inside a batch: {} record(s) of it are still to come",
+                    position.rest
+                ),
+            });
+        }
         let active = self.active();
         if active.size() == 0 {
             return Ok(());
@@ -259,47 +244,6 @@ impl Topic {
         read(&self.checkpoint).tombstone_floor
     }
 
-    /// The segments, oldest first.
-    pub fn segments(&self) -> Vec<SegmentInfo> {
-        let segments = self.segments_snapshot();
-        let active_base = segments.last().map(|segment| segment.base_offset());
-        segments
-            .iter()
-            .map(|segment| {
-                let state = segment.state();
-                SegmentInfo {
-                    base_offset: segment.base_offset(),
-                    path: segment.log_path().to_path_buf(),
-                    bytes: state.size,
-                    first_offset: state.first_offset(),
-                    last_offset: state.last_offset,
-                    active: Some(segment.base_offset()) == active_base,
-                }
-            })
-            .collect()
-    }
-
-    /// Where the topic stands: sizes, offsets, dirty ratio, tombstone floor.
-    pub fn stats(&self) -> TopicStats {
-        let segments = self.segments_snapshot();
-        let checkpoint = read(&self.checkpoint).clone();
-        let (closed, active) = segments.split_at(segments.len() - 1);
-        let (clean_bytes, dirty_bytes) = split_clean_dirty(closed, checkpoint.clean_offset);
-        let bytes = segments.iter().map(|segment| segment.size()).sum();
-        TopicStats {
-            segments: segments.len(),
-            bytes,
-            first_offset: segments.iter().find_map(|segment| segment.first_offset()),
-            last_offset: self.last_offset(),
-            active_base_offset: active[0].base_offset(),
-            clean_offset: checkpoint.clean_offset,
-            clean_bytes,
-            dirty_bytes,
-            dirty_ratio: dirty_ratio(clean_bytes, dirty_bytes),
-            tombstone_floor: checkpoint.tombstone_floor,
-        }
-    }
-
     /// Reads every record and checks it, closed segments included: the full
     /// check `open` leaves to readers. Returns the number of records.
     pub fn verify(&self) -> Result<u64> {
@@ -332,40 +276,6 @@ impl Topic {
         fsync_dir(&self.dir)?;
         write(&self.segments).push(Arc::clone(&segment));
         Ok(segment)
-    }
-}
-
-/// Bytes of `closed` below and at-or-above `clean_offset`.
-pub(crate) fn split_clean_dirty(closed: &[Arc<Segment>], clean_offset: Offset) -> (u64, u64) {
-    let mut clean = 0;
-    let mut dirty = 0;
-    for segment in closed {
-        let state = segment.state();
-        match state.last_offset {
-            Some(last) if last < clean_offset => clean += state.size,
-            _ if state
-                .first_offset()
-                .is_none_or(|first| first >= clean_offset) =>
-            {
-                dirty += state.size
-            }
-            _ => {
-                let split = state.index.seek(clean_offset);
-                clean += split;
-                dirty += state.size - split;
-            }
-        }
-    }
-    (clean, dirty)
-}
-
-/// Share of dirty bytes.
-pub(crate) fn dirty_ratio(clean_bytes: u64, dirty_bytes: u64) -> f64 {
-    let total = clean_bytes + dirty_bytes;
-    if total == 0 {
-        0.0
-    } else {
-        dirty_bytes as f64 / total as f64
     }
 }
 

@@ -9,10 +9,10 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use common::{copy_dir, dir_contents, file_names, read_all};
+use common::{copy_dir, dir_contents, file_names, frame_with_version, read_all, v1_frame};
 use compaction::{
-    index_file_name, log_file_name, Error, Offset, Record, SegmentInfo, Topic, TopicConfig,
-    CHECKPOINT_FILE, CLEANED_SUFFIX, SWAP_MARKER_FILE,
+    index_file_name, log_file_name, BatchPos, Error, Offset, Record, SegmentInfo, Topic,
+    TopicConfig, CHECKPOINT_FILE, CLEANED_SUFFIX, SWAP_MARKER_FILE,
 };
 
 /// When the cleaner passes of these tests run.
@@ -268,6 +268,62 @@ fn a_flipped_byte_inside_the_active_segment_fails_open_instead_of_truncating() {
     let error = Topic::open(dir.path(), config()).unwrap_err();
     assert_corrupt_at(&error, &active.path, position);
     assert_eq!(file_len(&active.path), size, "valid records were cut off");
+}
+
+// ---------------------------------------------------------------------------
+// Frame versions.
+
+#[test]
+fn frames_written_before_batches_still_read_as_batches_of_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let old: Vec<Record> = (1..=8).map(record).collect();
+    let write_v1 = |base: Offset, records: &[Record]| {
+        let bytes: Vec<u8> = records.iter().flat_map(v1_frame).collect();
+        std::fs::write(dir.path().join(log_file_name(base)), bytes).unwrap();
+    };
+    write_v1(0, &old[..5]);
+    write_v1(6, &old[5..]);
+
+    let topic = Topic::open(dir.path(), config()).unwrap();
+    assert_eq!(read_all(&topic), old);
+    assert!(old.iter().all(|record| record.batch == BatchPos::SINGLE));
+    assert_eq!(topic.tail().unwrap().as_ref(), old.last());
+    // Keys k1 and k2 again: the cleaner rewrites the old frames.
+    let new = vec![
+        record(11).with_batch(BatchPos::new(0, 1)),
+        record(12).with_batch(BatchPos::new(1, 0)),
+    ];
+    topic.append(&new).unwrap();
+    topic.roll().unwrap();
+    let report = topic.clean_once_at(NOW_MS).unwrap();
+    assert_eq!(
+        (report.records_read, report.records_kept),
+        (10, 8),
+        "{report:?}"
+    );
+    drop(topic);
+
+    let topic = Topic::open(dir.path(), config()).unwrap();
+    let expected: Vec<Record> = old[2..].iter().cloned().chain(new).collect();
+    assert_eq!(read_all(&topic), expected);
+}
+
+#[test]
+fn a_frame_of_an_unknown_version_fails_open_even_at_the_end_of_the_active_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    topic_with_closed_segments(dir.path());
+    let active = segments(dir.path()).pop().unwrap();
+    let position = file_len(&active.path);
+    append_bytes(&active.path, &frame_with_version(&record(201), 3));
+
+    let error = Topic::open(dir.path(), config()).unwrap_err();
+    assert_corrupt_at(&error, &active.path, position);
+    assert!(error.to_string().contains("version 3"), "{error}");
+    assert_eq!(
+        file_len(&active.path),
+        position + record(201).frame_len() as u64,
+        "a whole frame of another format was cut off as if torn"
+    );
 }
 
 // ---------------------------------------------------------------------------

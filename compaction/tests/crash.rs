@@ -2,7 +2,8 @@
 //! binary re-executed to run only `crash_child`) appends to or cleans a topic
 //! and is killed with SIGKILL at a random moment; reopening the topic must
 //! succeed, keep every record the child reported as synced, invent nothing,
-//! and show a cleaner pass either wholly applied or not at all.
+//! split no batch across segments, and show a cleaner pass either wholly
+//! applied or not at all.
 //!
 //! Every run prints its seed on failure; `COMPACTION_CRASH_SEED=<seed>`
 //! replays it.
@@ -20,7 +21,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use common::{copy_dir, dir_contents, file_names, read_all};
-use compaction::{Offset, Record, Topic, TopicConfig, CLEANED_SUFFIX, SWAP_MARKER_FILE};
+use compaction::{BatchPos, Offset, Record, Topic, TopicConfig, CLEANED_SUFFIX, SWAP_MARKER_FILE};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tempfile::TempDir;
@@ -62,9 +63,10 @@ fn crash_child() {
     }
 }
 
-/// Appends the deterministic sequence in random batches, syncing every third
-/// batch and reporting the synced offset; after `RECORDS_PER_CHILD` records
-/// it reports that it is done and waits to be killed.
+/// Appends the deterministic sequence one or two of its batches per call
+/// (first finishing a batch a crash tore), syncing every third call and
+/// reporting the synced offset; after `RECORDS_PER_CHILD` records it
+/// reports that it is done and waits to be killed.
 fn append_until_killed(dir: &Path, seed: u64) {
     let topic = Topic::open(dir, append_config()).expect("open the topic");
     let first = topic.last_offset().map_or(0, records_through);
@@ -73,7 +75,7 @@ fn append_until_killed(dir: &Path, seed: u64) {
     report(Event::Ready);
     let start = Instant::now();
     for batch in 1.. {
-        let len = rng.random_range(1..=8);
+        let len = SEQUENCE_BATCH - next % SEQUENCE_BATCH + SEQUENCE_BATCH * rng.random_range(0..=1);
         let records: Vec<Record> = (next..next + len).map(sequence_record).collect();
         topic.append(&records).expect("append");
         next += len;
@@ -291,22 +293,27 @@ fn append_config() -> TopicConfig {
     }
 }
 
-/// Offset of the `n`-th record of the sequence: every tenth offset is left
-/// out, as blank Raft entries leave gaps.
+/// Records in each batch of the sequence.
+const SEQUENCE_BATCH: u64 = 3;
+
+/// Offset of the `n`-th record of the sequence: every fourth offset is left
+/// out, a gap between two batches.
 fn sequence_offset(n: u64) -> Offset {
-    n + n / 9
+    n + n / SEQUENCE_BATCH
 }
 
 /// How many records of the sequence have offsets up to `last` (a sequence
 /// offset): the index of the record after it.
 fn records_through(last: Offset) -> u64 {
-    last - last / 10 + 1
+    last - last / (SEQUENCE_BATCH + 1) + 1
 }
 
 /// The `n`-th record of the deterministic append sequence: 50 keys
 /// overwritten in turn, some deletes, some headers, values of varying size.
 fn sequence_record(n: u64) -> Record {
     let offset = sequence_offset(n);
+    let sub = (n % SEQUENCE_BATCH) as u32;
+    let batch = BatchPos::new(sub, SEQUENCE_BATCH as u32 - 1 - sub);
     let key = format!("k{}", n % 50);
     let timestamp_ms = 1_000 + n;
     let record = if n % 13 == 12 {
@@ -315,6 +322,7 @@ fn sequence_record(n: u64) -> Record {
         let padding = "x".repeat((n * 7 % 60) as usize);
         Record::put(offset, timestamp_ms, key, format!("v{n}:{padding}"))
     };
+    let record = record.with_batch(batch);
     if n % 5 == 0 {
         record.with_headers(format!("h{n}"))
     } else {
@@ -322,8 +330,32 @@ fn sequence_record(n: u64) -> Record {
     }
 }
 
+/// Panics unless every segment starts with the first record of a batch and
+/// every closed one ends with the last record of one.
+fn assert_no_batch_split(topic: &Topic, records: &[Record], iteration: usize) {
+    for segment in topic.segments() {
+        let (Some(first), Some(last)) = (segment.first_offset, segment.last_offset) else {
+            continue;
+        };
+        let find = |offset| {
+            records
+                .iter()
+                .find(|record| record.offset == offset)
+                .expect("a segment's records are read")
+        };
+        assert!(
+            find(first).batch.is_first(),
+            "iteration {iteration}: {segment:?} starts inside a batch"
+        );
+        assert!(
+            segment.active || find(last).batch.is_last(),
+            "iteration {iteration}: {segment:?} ends inside a batch"
+        );
+    }
+}
+
 #[test]
-fn appends_killed_at_random_moments_keep_every_synced_record_and_invent_none() {
+fn appends_killed_at_random_moments_keep_every_synced_record_invent_none_and_split_no_batch() {
     let seed = test_seed();
     let _replay = ReplayHint(seed);
     let _alone = one_at_a_time();
@@ -385,6 +417,7 @@ fn appends_killed_at_random_moments_keep_every_synced_record_and_invent_none() {
         );
         seen_before = records.len();
         assert_eq!(topic.last_offset(), last, "iteration {iteration}");
+        assert_no_batch_split(&topic, &records, iteration);
         let from = rng.random_range(0..=last.map_or(0, |last| last + 1));
         let tail: Vec<Record> = topic.read_from(from).map(Result::unwrap).collect();
         let expected: Vec<&Record> = records.iter().filter(|r| r.offset >= from).collect();

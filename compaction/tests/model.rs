@@ -1,18 +1,20 @@
-//! Model-based property test: random puts, deletes, rolls, cleaner passes
-//! and reopenings, checked after every step against a plain in-memory
-//! history for the five guarantees of the compacted topic.
+//! Model-based property test: random puts, deletes (single or in batches),
+//! rolls, cleaner passes and reopenings, checked after every step against a
+//! plain in-memory history for the eight guarantees of the compacted topic.
 
 use std::collections::{BTreeMap, HashMap};
 
-use compaction::{Offset, Record, Topic, TopicConfig};
+use compaction::{BatchPos, Offset, Record, Topic, TopicConfig};
 use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
 enum Op {
-    /// Appends puts and deletes in one batch; `gap` skips offsets first.
+    /// Appends puts and deletes in one call, as one batch when `batched`
+    /// and as single records otherwise; `gap` skips offsets first.
     Append {
         gap: u64,
         writes: Vec<(u8, Option<u8>)>,
+        batched: bool,
     },
     Tick {
         ms: u64,
@@ -26,8 +28,8 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     let write = (0u8..8, prop::option::weighted(0.8, 0u8..40));
     prop_oneof![
-        6 => (0u64..3, prop::collection::vec(write, 1..5))
-            .prop_map(|(gap, writes)| Op::Append { gap, writes }),
+        6 => (0u64..3, prop::collection::vec(write, 1..7), any::<bool>())
+            .prop_map(|(gap, writes, batched)| Op::Append { gap, writes, batched }),
         2 => (0u64..1500).prop_map(|ms| Op::Tick { ms }),
         1 => Just(Op::Sync),
         1 => Just(Op::Roll),
@@ -160,6 +162,67 @@ fn check(topic: &Topic, model: &Model) -> Result<(), TestCaseError> {
         }
     }
     prop_assert_eq!(topic.last_offset(), model.last_offset());
+    check_batches(topic, model, &everything)
+}
+
+/// Checks guarantees 6–8 (guarantee 1 above already compares batch
+/// positions) and the batch-aware reads.
+fn check_batches(topic: &Topic, model: &Model, everything: &[Record]) -> Result<(), TestCaseError> {
+    // 6. No batch has records in two segments.
+    let mut segment_of_batch: HashMap<Offset, Offset> = HashMap::new();
+    for segment in topic.segments() {
+        let (Some(first), Some(last)) = (segment.first_offset, segment.last_offset) else {
+            continue;
+        };
+        for record in everything
+            .iter()
+            .filter(|r| (first..=last).contains(&r.offset))
+        {
+            let holder = *segment_of_batch
+                .entry(record.batch_start())
+                .or_insert(segment.base_offset);
+            prop_assert_eq!(
+                holder,
+                segment.base_offset,
+                "the batch of offset {} is split across segments",
+                record.offset
+            );
+        }
+    }
+    // 7. The tombstone floor is one past the end of a batch.
+    let floor = topic.tombstone_floor();
+    if floor > 0 {
+        let end = model.by_offset().get(&(floor - 1)).map(|r| r.batch);
+        prop_assert!(
+            end.is_some_and(|batch| batch.is_last()),
+            "tombstone floor {} is not a batch end + 1 ({:?})",
+            floor,
+            end
+        );
+    }
+    // 8. The record at the topic's last offset survives every pass.
+    let tail = topic.tail().expect("a healthy topic reads its tail");
+    prop_assert_eq!(tail.as_ref(), model.history.last());
+    // A batch-start read begins at the batch of the first record at or
+    // after `from`, wherever inside it `from` falls.
+    let inside: Vec<Offset> = model
+        .history
+        .iter()
+        .filter(|record| !record.batch.is_first())
+        .map(|record| record.offset)
+        .collect();
+    for from in inside {
+        let start = everything
+            .iter()
+            .find(|record| record.offset >= from)
+            .map_or(from, |first| first.batch_start().min(from));
+        let expected: Vec<&Record> = everything.iter().filter(|r| r.offset >= start).collect();
+        let read: Vec<Record> = topic
+            .read_from_batch_start(from)
+            .collect::<Result<_, _>>()
+            .expect("a healthy topic reads without error");
+        prop_assert_eq!(read.iter().collect::<Vec<_>>(), expected, "from {}", from);
+    }
     Ok(())
 }
 
@@ -170,15 +233,25 @@ fn run(config: TopicConfig, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut floor = 0;
     for op in ops {
         match op {
-            Op::Append { gap, writes } => {
+            Op::Append {
+                gap,
+                writes,
+                batched,
+            } => {
                 model.next_offset += gap;
-                let batch: Vec<Record> = writes
-                    .into_iter()
-                    .map(|(key, value)| {
+                let len = writes.len() as u32;
+                let batch: Vec<Record> = (0..)
+                    .zip(writes)
+                    .map(|(sub, (key, value))| {
                         let offset = model.next_offset;
                         model.next_offset += 1;
                         let key = format!("key-{key}");
-                        match value {
+                        let position = if batched {
+                            BatchPos::new(sub, len - 1 - sub)
+                        } else {
+                            BatchPos::SINGLE
+                        };
+                        let record = match value {
                             Some(len) => Record::put(
                                 offset,
                                 model.clock_ms,
@@ -186,7 +259,8 @@ fn run(config: TopicConfig, ops: Vec<Op>) -> Result<(), TestCaseError> {
                                 vec![b'v'; usize::from(len)],
                             ),
                             None => Record::tombstone(offset, model.clock_ms, key),
-                        }
+                        };
+                        record.with_batch(position)
                     })
                     .collect();
                 topic.append(&batch).unwrap();

@@ -1,6 +1,6 @@
 //! Replacing a topic's records wholesale, as a snapshot install does.
 
-use compaction::{Record, Topic, TopicConfig};
+use compaction::{BatchPos, Error, Record, Topic, TopicConfig};
 
 fn config() -> TopicConfig {
     TopicConfig {
@@ -84,4 +84,43 @@ fn records_out_of_order_or_past_the_end_are_refused_and_change_nothing() {
     drop(topic);
     let topic = Topic::open(dir.path(), config()).unwrap();
     assert_eq!(read_all(&topic), vec![Record::put(1, 0, "k", "v")]);
+}
+
+#[test]
+fn batch_positions_survive_a_replacement() {
+    let dir = tempfile::tempdir().unwrap();
+    let topic = Topic::open(dir.path(), config()).unwrap();
+    // What a snapshot keeps of two batches: some of their records.
+    let snapshot = vec![
+        Record::put(4, 5, "a", "1").with_batch(BatchPos::new(1, 1)),
+        Record::tombstone(8, 6, "b").with_batch(BatchPos::new(0, 2)),
+        Record::put(10, 7, "c", "3").with_batch(BatchPos::new(2, 0)),
+    ];
+    topic
+        .replace_with(snapshot.clone().into_iter().map(Ok), 10, 0)
+        .unwrap();
+    assert_eq!(read_all(&topic), snapshot);
+    assert_eq!(topic.tail().unwrap().as_ref(), snapshot.last());
+    drop(topic);
+    let topic = Topic::open(dir.path(), config()).unwrap();
+    assert_eq!(read_all(&topic), snapshot);
+    topic.append(&[Record::put(11, 8, "d", "4")]).unwrap();
+}
+
+#[test]
+fn a_batch_running_past_the_end_offset_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let topic = Topic::open(dir.path(), config()).unwrap();
+    topic.append(&[Record::put(1, 0, "k", "v")]).unwrap();
+    let unfinished = vec![Record::put(9, 0, "a", "1").with_batch(BatchPos::new(0, 2))];
+    let error = topic
+        .replace_with(unfinished.into_iter().map(Ok), 10, 0)
+        .unwrap_err();
+    assert!(
+        matches!(error, Error::InvalidBatch { offset: 9, .. }),
+        "{error}"
+    );
+    assert!(error.to_string().contains("ends at offset 11"), "{error}");
+    assert_eq!(read_all(&topic), vec![Record::put(1, 0, "k", "v")]);
+    assert_eq!(topic.last_offset(), Some(1));
 }

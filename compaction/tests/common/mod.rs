@@ -44,3 +44,37 @@ pub fn copy_dir(from: &Path, to: &Path) {
         std::fs::copy(from.join(&name), to.join(&name)).unwrap();
     }
 }
+
+/// Bytes of a frame's header: body length and CRC.
+const FRAME_HEADER_BYTES: usize = 8;
+
+/// The frame of `record` as format version 1 wrote it, before batches: no
+/// batch position after the offset.
+pub fn v1_frame(record: &Record) -> Vec<u8> {
+    let mut body = body_of(record);
+    body[0] = 1;
+    body.drain(10..18);
+    frame_of(&body)
+}
+
+/// The frame of `record` with its version byte set to `version` and a CRC
+/// that matches: a whole frame of a format this build may not know.
+pub fn frame_with_version(record: &Record, version: u8) -> Vec<u8> {
+    let mut body = body_of(record);
+    body[0] = version;
+    frame_of(&body)
+}
+
+fn body_of(record: &Record) -> Vec<u8> {
+    let mut frame = Vec::new();
+    record.encode_into(&mut frame);
+    frame.split_off(FRAME_HEADER_BYTES)
+}
+
+fn frame_of(body: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(FRAME_HEADER_BYTES + body.len());
+    frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&crc32c::crc32c(body).to_le_bytes());
+    frame.extend_from_slice(body);
+    frame
+}

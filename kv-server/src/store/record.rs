@@ -61,6 +61,7 @@ impl WriteRecord {
             timestamp_ms: self.timestamp_ms,
             key: Bytes::copy_from_slice(self.key.as_bytes()),
             value: self.value.clone(),
+            batch: compaction::BatchPos::SINGLE,
             headers: Bytes::from(headers),
         }
     }
