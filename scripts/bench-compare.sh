@@ -534,7 +534,7 @@ How it is measured:
   benchmark tool spreads its clients over the endpoints; followers forward.
 * ratio is kv-server's throughput over etcd's; p99 is the latency of
   successful operations. The goals are those of issue 7.
-* watch: $(group "$watchers") long-poll watchers on HTTP/2 (4 connections), a
+* watch: $(group "$watchers") long-poll watchers on HTTP/2 (16 connections), a
   writer updating their keys at 100 writes/s; delivery latency runs from the
   write's acknowledgement to the watcher's answer (a watcher woken before the
   writer saw its answer counts as 0). Memory is the growth of the server's

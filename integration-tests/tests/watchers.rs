@@ -42,8 +42,15 @@ const REGISTERED_WITHIN: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_watchers_cost_under_100_mb_and_a_write_wakes_only_its_own() {
-    // One HTTP/2 connection carries them all: streams are raised to match.
-    let server = TestServer::start_with(&["--max-http2-streams", "10000"]).await;
+    // One HTTP/2 connection carries them all: its streams and long-polls
+    // are raised to match.
+    let server = TestServer::start_with(&[
+        "--max-http2-streams",
+        "10000",
+        "--max-long-polls-per-connection",
+        "10000",
+    ])
+    .await;
     let client = reqwest::Client::builder()
         .http2_prior_knowledge()
         .timeout(Duration::from_secs(120))
@@ -81,6 +88,7 @@ async fn ten_thousand_watchers_cost_under_100_mb_and_a_write_wakes_only_its_own(
         .wait_for_waiters(WATCHERS as u64, REGISTERED_WITHIN)
         .await;
     let cost = server_rss_bytes(&server).saturating_sub(before);
+    eprintln!("{WATCHERS} watchers cost the server {} MB", cost >> 20);
     assert!(
         cost < MEMORY_BUDGET_BYTES,
         "{WATCHERS} watchers cost {} MB",

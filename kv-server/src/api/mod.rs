@@ -100,11 +100,16 @@ pub struct AppState {
 /// node-to-node routes are served on the peer port only. With `--auth`,
 /// every request is checked here, before a follower passes it on.
 pub fn client_router(state: AppState) -> Router {
-    public_routes(&state)
-        .layer(axum::middleware::from_fn_with_state(
+    let mut routes = public_routes(&state);
+    // Without --auth the check is not in the stack at all: a waiting
+    // long-poll would otherwise carry its future for nothing.
+    if state.config.auth {
+        routes = routes.layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::check,
-        ))
+        ));
+    }
+    routes
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
