@@ -12,6 +12,7 @@
 //! and the view) and the HTTP handlers (readers).
 
 pub mod apply;
+pub mod internal;
 pub(crate) mod log_durability;
 pub mod log_files;
 pub(crate) mod log_flusher;
@@ -255,9 +256,11 @@ impl Store {
         if changes.iter().any(|(key, _)| crate::acl::is_acl_key(key)) {
             self.acl_generation.fetch_add(1, Ordering::AcqRel);
         }
+        // Internal keys are no client's to watch.
         self.watches.notify(
             changes
                 .iter()
+                .filter(|(key, _)| !internal::is_internal_key(key))
                 .map(|(key, revision)| (key.as_str(), *revision)),
         );
         if unsealed >= CHECKPOINT_CHANGES_INLINE {
