@@ -2,6 +2,7 @@
 //! the current snapshot, under one data directory.
 //!
 //! ```text
+//! data/format     the data format, `2` (see `data_format`)
 //! data/raft/      raft log segments, vote and purged id (files of its own)
 //! data/topic/     the compacted topic (crate `compaction`)
 //! data/view/      the materialized view and the applied state (sled)
@@ -12,6 +13,7 @@
 //! and the view) and the HTTP handlers (readers).
 
 pub mod apply;
+pub mod data_format;
 pub mod internal;
 pub(crate) mod log_durability;
 pub mod log_files;
