@@ -152,10 +152,15 @@ impl WriteRecord {
 
 /// A record's headers, decoded, whatever their format.
 struct Headers {
+    /// The kind of unit the record belongs to.
     kind: UnitKind,
+    /// The raft log index of the entry that made the record.
     log_index: u64,
+    /// The key's create revision.
     create_revision: Revision,
+    /// The key's version after the write.
     version: u64,
+    /// The write's idempotency key, if it had one.
     idempotency_key: Option<Uuid>,
 }
 
@@ -163,7 +168,7 @@ impl Headers {
     /// Decodes `record`'s headers, or says what is wrong with them.
     fn read(record: &Record) -> Result<Headers, &'static str> {
         let headers = &record.headers[..];
-        // Callers check the length first: the 8 bytes are there.
+        // Each format's arm checks the length before reading a number.
         let number = |at: usize| {
             u64::from_le_bytes(headers[at..at + 8].try_into().expect("a u64 is 8 bytes"))
         };
