@@ -228,3 +228,33 @@ async fn a_damaged_raft_log_stops_the_node_and_names_the_file() {
         "nothing is cut off a damaged segment"
     );
 }
+
+#[tokio::test]
+async fn a_data_dir_without_a_format_marker_is_refused_and_left_as_it_was() {
+    let mut server = TestServer::start().await;
+    call(&server, "PUT", "/v1/kv/old/k", Some(json!(1))).await;
+    server.stop().await;
+    let marker = server.data_dir().join("format");
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "2");
+
+    // A data dir as servers wrote them before the marker: a raft log and
+    // no format file.
+    std::fs::remove_file(&marker).unwrap();
+    server.spawn();
+    let status = server
+        .wait_exit(Duration::from_secs(30))
+        .await
+        .expect("a node with an unmarked data dir stops by itself");
+    assert!(!status.success(), "it exits with an error: {status}");
+    let named = format!(
+        "data directory {} was written by an earlier server",
+        server.data_dir().display()
+    );
+    assert!(server.log_contains(&named), "{}", server.log_tail(20));
+    assert!(
+        server.log_contains("start the node afresh"),
+        "{}",
+        server.log_tail(20)
+    );
+    assert!(!marker.exists(), "a refused data dir is not marked");
+}

@@ -143,6 +143,29 @@ pub enum StoreError {
         reason: String,
     },
 
+    /// The data directory's `format` file names a format this server
+    /// does not read.
+    #[error("{path} names data format {found:?}, but this server reads only format {expected}")]
+    UnknownDataFormat {
+        /// The file.
+        path: PathBuf,
+        /// What it holds.
+        found: String,
+        /// The format this server writes and reads.
+        expected: &'static str,
+    },
+    /// The data directory holds a raft log but no `format` file: it was
+    /// written before the data format was recorded, and is not read.
+    #[error(
+        "data directory {dir} was written by an earlier server (it has a raft log but no format \
+         file): start the node afresh with an empty data directory and restore the data from a \
+         replay"
+    )]
+    OldDataDir {
+        /// The data directory.
+        dir: PathBuf,
+    },
+
     // Recovery at open.
     /// The install marker says an install was under way, but the snapshot
     /// it was installing is not there to finish it.

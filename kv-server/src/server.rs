@@ -123,6 +123,7 @@ pub async fn serve(
     std::fs::create_dir_all(&config.data_dir)
         .map_err(crate::error::StoreError::io("create", &config.data_dir))?;
     let cluster_id = Arc::new(ClusterId::open(&config.data_dir)?);
+    crate::store::data_format::check_or_mark(&config.data_dir)?;
     let log = LogStore::open(&dirs.raft, Some(config.node_id))?;
     let store = Arc::new(Store::open(&dirs, config.topic_config(), &log)?);
     store.start_checkpointer()?;
@@ -368,6 +369,7 @@ async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, ServerError> {
 /// Rebuilds the view of `data_dir` from its topic, offline.
 pub fn rebuild(data_dir: &std::path::Path) -> Result<u64, ServerError> {
     let dirs = DataDirs::new(data_dir);
+    crate::store::data_format::check_or_mark(data_dir)?;
     if dirs.view.exists() {
         std::fs::remove_dir_all(&dirs.view)
             .map_err(crate::error::StoreError::io("remove", &dirs.view))?;

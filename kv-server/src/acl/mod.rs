@@ -5,8 +5,9 @@
 //! ordinary `Op::Put`/`Op::Delete` commands through Raft, so replication,
 //! snapshots, view rebuilds and the topic carry them with no change. The
 //! prefix starts with a control character, which the KV API refuses in a
-//! key, and lists, the change feed and replay skip it, so no client sees
-//! or writes these keys but through `/v1/acl`.
+//! key, and lists, the change feed and replay skip internal keys (see
+//! `store::internal`), so no client sees or writes these keys but through
+//! `/v1/acl`.
 //!
 //! ```text
 //! \0acl/root           → StoredRoot   the root token's hash (written once, by bootstrap)
@@ -27,11 +28,6 @@ pub mod secret;
 use serde::{Deserialize, Serialize};
 
 pub use schemas::api::ACL_PREFIX;
-
-/// Keys at and after this one sort after every ACL key (`'0'` follows
-/// `'/'`) and before every key the KV API takes (none holds a control
-/// character): a scan of all keys starts here to skip them.
-pub const AFTER_ACL_KEYS: &str = "\u{0}acl0";
 
 /// Whether a stored key holds a role or token.
 pub fn is_acl_key(key: &str) -> bool {
@@ -102,17 +98,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn acl_keys_sort_before_the_skip_point_and_every_valid_key_after_it() {
+    fn acl_keys_are_internal_keys_the_kv_api_refuses() {
         for key in [root_key(), role_key("zzz"), token_key("ff"), name_key("~")] {
             assert!(is_acl_key(&key), "{key:?}");
-            assert!(key.as_str() < AFTER_ACL_KEYS, "{key:?}");
+            assert!(crate::store::internal::is_internal_key(&key), "{key:?}");
             assert!(
                 schemas::validate_key(&key).is_err(),
                 "{key:?} is refused by the KV API"
             );
-        }
-        for key in ["!", " a", "0", "topics/x"] {
-            assert!(key > AFTER_ACL_KEYS, "{key:?}");
         }
     }
 }

@@ -204,7 +204,7 @@ struct Chunk {
 type Writes = Box<dyn Iterator<Item = Result<WriteRecord, StoreError>> + Send>;
 
 /// The next records of `writes`, up to `until`, that fill one chunk,
-/// leaving out ACL keys and those `caller` may not read. Blocking: it
+/// leaving out internal keys (roles, tokens) and those `caller` may not read. Blocking: it
 /// reads the topic's files.
 fn read_chunk(writes: &mut Writes, until: Revision, caller: &Caller) -> Result<Chunk, String> {
     let mut bytes = Vec::with_capacity(CHUNK_BYTES + CHUNK_SLACK_BYTES);
@@ -214,7 +214,7 @@ fn read_chunk(writes: &mut Writes, until: Revision, caller: &Caller) -> Result<C
         if offset > until {
             break;
         }
-        if crate::acl::is_acl_key(&write.key) || !caller.may_read(&write.key) {
+        if crate::store::internal::is_internal_key(&write.key) || !caller.may_read(&write.key) {
             if offset >= until {
                 break;
             }
@@ -229,4 +229,31 @@ fn read_chunk(writes: &mut Writes, until: Revision, caller: &Caller) -> Result<C
         }
     }
     Ok(Chunk { bytes, next: None })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::internal::tests::{put, store_holding_an_internal_key, CLIENT_KEY};
+
+    #[test]
+    fn a_replay_never_sends_an_internal_key() {
+        let (_root, store) = store_holding_an_internal_key();
+        store
+            .apply_entries(vec![put(2, CLIENT_KEY)])
+            .expect("applies");
+        let mut writes: Writes = Box::new(store.writes_from(0, READ_BYTES));
+        let chunk = read_chunk(&mut writes, store.revision(), &Caller::Anyone).expect("reads");
+        let keys: Vec<String> = String::from_utf8(chunk.bytes)
+            .expect("NDJSON is UTF-8")
+            .lines()
+            .map(|line| {
+                let record: schemas::api::ChangeRecord =
+                    serde_json::from_str(line).expect("a record per line");
+                record.key
+            })
+            .collect();
+        assert_eq!(keys, vec![CLIENT_KEY]);
+        assert_eq!(chunk.next, None, "the replay reached its end");
+    }
 }

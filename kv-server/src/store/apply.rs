@@ -6,7 +6,7 @@
 use bytes::Bytes;
 
 use crate::error::StoreError;
-use crate::store::record::WriteRecord;
+use crate::store::record::{UnitKind, WriteRecord};
 use crate::store::view::{IdempotentWrite, KeyEntry, ViewBatch};
 use crate::types::{Command, CommandResult, Condition, Op, Revision};
 
@@ -80,6 +80,8 @@ pub fn apply_command(
             view.put(key, &entry);
             WriteRecord {
                 revision,
+                log_index: revision,
+                kind: UnitKind::Write,
                 timestamp_ms: command.timestamp_ms,
                 key: key.to_string(),
                 value: Some(Bytes::copy_from_slice(value.as_bytes())),
@@ -98,6 +100,8 @@ pub fn apply_command(
             view.remove(key);
             WriteRecord {
                 revision,
+                log_index: revision,
+                kind: UnitKind::Write,
                 timestamp_ms: command.timestamp_ms,
                 key: key.to_string(),
                 value: None,

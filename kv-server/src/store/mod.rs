@@ -2,6 +2,7 @@
 //! the current snapshot, under one data directory.
 //!
 //! ```text
+//! data/format     the data format, `2` (see `data_format`)
 //! data/raft/      raft log segments, vote and purged id (files of its own)
 //! data/topic/     the compacted topic (crate `compaction`)
 //! data/view/      the materialized view and the applied state (sled)
@@ -12,6 +13,8 @@
 //! and the view) and the HTTP handlers (readers).
 
 pub mod apply;
+pub mod data_format;
+pub mod internal;
 pub(crate) mod log_durability;
 pub mod log_files;
 pub(crate) mod log_flusher;
@@ -136,7 +139,8 @@ pub struct Store {
     pub watches: Arc<WatchRegistry>,
     /// Where the current snapshot lives.
     pub snapshot_dir: PathBuf,
-    /// The last applied log index: the store's revision.
+    /// The store's revision (today the last applied log index), as the
+    /// view keeps it next to the applied log id.
     revision: AtomicU64,
     /// Held while the view is written out (checkpoint, rebuild), so that
     /// they take turns.
@@ -187,14 +191,14 @@ impl Store {
         };
         let recovery = store.recovery_needed(log)?;
         store.recover(recovery, log)?;
-        let (applied, _) = store.view.applied_state()?;
         store
             .revision
-            .store(applied.map_or(0, |id| id.index), Ordering::Release);
+            .store(store.view.revision()?, Ordering::Release);
         Ok((store, recovery))
     }
 
-    /// The store's revision: the last applied log index.
+    /// The store's revision: the offset of the last record applied, which
+    /// is today the last applied log index.
     pub fn revision(&self) -> Revision {
         self.revision.load(Ordering::Acquire)
     }
@@ -245,7 +249,9 @@ impl Store {
                 }
             }
         }
-        batch.set_applied(&last);
+        // One entry makes at most one record, at its log index: the
+        // revision is the last applied index.
+        batch.set_applied(&last, last.index);
         if !records.is_empty() {
             self.topic.append(&records)?;
         }
@@ -255,9 +261,11 @@ impl Store {
         if changes.iter().any(|(key, _)| crate::acl::is_acl_key(key)) {
             self.acl_generation.fetch_add(1, Ordering::AcqRel);
         }
+        // Internal keys are no client's to watch.
         self.watches.notify(
             changes
                 .iter()
+                .filter(|(key, _)| !internal::is_internal_key(key))
                 .map(|(key, revision)| (key.as_str(), *revision)),
         );
         if unsealed >= CHECKPOINT_CHANGES_INLINE {
@@ -327,11 +335,12 @@ impl Store {
         fsutil::write_synced(&marker, b"")?;
         fsutil::fsync_dir(&self.snapshot_dir)?;
         let meta = &snapshot.header.meta;
-        let end = meta.last_log_id.map_or(0, |id| id.index);
+        // The topic ends at the snapshot's revision: its last record's offset.
+        let end = snapshot.header.revision();
         self.topic
             .replace_with(snapshot.records(), end, snapshot.header.tombstone_floor)?;
         crate::crash::point(crate::crash::SNAPSHOT_TOPIC_REPLACED);
-        self.rebuild_view(meta.last_log_id, meta.last_membership.clone())?;
+        self.rebuild_view(meta.last_log_id, end, meta.last_membership.clone())?;
         std::fs::remove_file(&marker).map_err(StoreError::io("remove", &marker))?;
         self.revision.store(end, Ordering::Release);
         self.acl_generation.fetch_add(1, Ordering::AcqRel);

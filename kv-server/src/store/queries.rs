@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use compaction::TopicStats;
 
 use crate::error::StoreError;
+use crate::store::internal::{is_internal_key, AFTER_INTERNAL_KEYS};
 use crate::store::record::WriteRecord;
 use crate::store::view::KeyEntry;
 use crate::store::Store;
@@ -60,22 +61,22 @@ impl Store {
     }
 
     /// The keys under `prefix` after `start_after`, in key order, as many
-    /// as `bounds` allow, and whether more follow. Roles and tokens (the
-    /// ACL keys) are never among them.
+    /// as `bounds` allow, and whether more follow. Internal keys (roles,
+    /// tokens: see `store::internal`) are never among them.
     pub fn list(
         &self,
         prefix: &str,
         start_after: Option<&str>,
         bounds: PageBounds,
     ) -> Result<(Vec<(String, KeyEntry)>, bool), StoreError> {
-        if crate::acl::is_acl_key(prefix) {
+        if is_internal_key(prefix) {
             return Ok((Vec::new(), false));
         }
-        // The ACL keys sort before every other key: a scan that could meet
-        // them starts after them.
+        // The internal keys sort before every other key: a scan that could
+        // meet them starts after them.
         let start_after = match start_after {
-            Some(after) if after >= crate::acl::AFTER_ACL_KEYS => Some(after),
-            _ if crate::acl::AFTER_ACL_KEYS.starts_with(prefix) => Some(crate::acl::AFTER_ACL_KEYS),
+            Some(after) if after >= AFTER_INTERNAL_KEYS => Some(after),
+            _ if AFTER_INTERNAL_KEYS.starts_with(prefix) => Some(AFTER_INTERNAL_KEYS),
             other => other,
         };
         self.view.list(prefix, start_after, bounds)
@@ -120,7 +121,7 @@ impl Store {
     /// up to the store's revision and keeps the latest write of each key
     /// under `prefix`, stopping before a record whose value would take the
     /// values kept past `bounds.value_bytes`. Blocking: it reads the topic's
-    /// files. Only keys `readable` admits are kept, and never an ACL key;
+    /// files. Only keys `readable` admits are kept, and never an internal key;
     /// the others are read past, so `next` moves on over them.
     pub fn changes_after(
         &self,
@@ -147,7 +148,7 @@ impl Store {
             let offset = record.offset;
             let shown = record.key.starts_with(prefix.as_bytes())
                 && std::str::from_utf8(&record.key)
-                    .is_ok_and(|key| !crate::acl::is_acl_key(key) && readable(key));
+                    .is_ok_and(|key| !is_internal_key(key) && readable(key));
             if shown {
                 let size = record.value.as_ref().map_or(0, |value| value.len());
                 if !bounds.admits(latest.len(), value_bytes, size) {

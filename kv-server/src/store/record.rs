@@ -1,13 +1,21 @@
 //! How a write becomes a record of the compacted topic, and back.
 //!
 //! The record's key is the KV key, its value the JSON text (none for a
-//! delete), its offset the raft log index. The record's headers keep what
-//! replay needs to rebuild the view exactly — the key's create revision and
-//! version, and the idempotency key of the write:
+//! delete), its offset the write's revision (today the raft log index of
+//! its entry). The record's headers keep what replay needs to rebuild the
+//! view exactly — the key's create revision and version, the idempotency
+//! key of the write — and where the record came from: the raft log index
+//! of its entry and the kind of atomic unit it belongs to.
 //!
 //! ```text
-//! headers := format: u8 (1) | create_revision: u64 LE | version: u64 LE | idempotency key: 16 bytes (optional)
+//! format 2 (written): 2 | kind: u8 | log_index: u64 LE | create_revision: u64 LE | version: u64 LE | idempotency key: 16 bytes (if flagged)
+//! format 1 (read):    1 | create_revision: u64 LE | version: u64 LE | idempotency key: 16 bytes (optional)
 //! ```
+//!
+//! The kind byte holds the [`UnitKind`] in its low bits and
+//! [`IDEMPOTENCY_KEY_FLAG`] when the idempotency key follows. A format 1
+//! record is a [`UnitKind::Write`] whose log index is its offset, as it
+//! was when format 1 was written.
 
 use bytes::Bytes;
 use compaction::Record;
@@ -16,22 +24,68 @@ use uuid::Uuid;
 use crate::error::StoreError;
 use crate::types::Revision;
 
-/// The headers' format byte, first of the headers.
-const HEADER_FORMAT: u8 = 1;
-/// Where the create revision (u64 LE) sits in the headers.
-const CREATE_REVISION_AT: usize = 1;
-/// Where the version (u64 LE) sits in the headers.
+/// The headers' format byte written today, first of the headers.
+const HEADER_FORMAT: u8 = 2;
+/// The format byte of headers written before the log index was kept.
+const HEADER_FORMAT_1: u8 = 1;
+/// Where the kind byte sits in format 2 headers.
+const KIND_AT: usize = 1;
+/// Where the log index (u64 LE) sits in format 2 headers.
+const LOG_INDEX_AT: usize = KIND_AT + 1;
+/// Where the create revision (u64 LE) sits in format 2 headers.
+const CREATE_REVISION_AT: usize = LOG_INDEX_AT + 8;
+/// Where the version (u64 LE) sits in format 2 headers.
 const VERSION_AT: usize = CREATE_REVISION_AT + 8;
-/// The headers without an idempotency key; the key, when present, follows.
+/// Format 2 headers without an idempotency key; the key, when flagged,
+/// follows.
 const HEADER_BYTES: usize = VERSION_AT + 8;
+/// Where the create revision sits in format 1 headers.
+const FORMAT_1_CREATE_REVISION_AT: usize = 1;
+/// Where the version sits in format 1 headers.
+const FORMAT_1_VERSION_AT: usize = FORMAT_1_CREATE_REVISION_AT + 8;
+/// Format 1 headers without an idempotency key.
+const FORMAT_1_HEADER_BYTES: usize = FORMAT_1_VERSION_AT + 8;
 /// An idempotency key: the 16 bytes of a UUID.
 const IDEMPOTENCY_KEY_BYTES: usize = 16;
+/// The bit of the kind byte saying an idempotency key follows the headers.
+pub const IDEMPOTENCY_KEY_FLAG: u8 = 0x80;
+
+/// The kind of atomic unit (one raft entry's writes) a record belongs to.
+/// Only single writes exist today; the byte is there so that later kinds
+/// need no new header format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnitKind {
+    /// One put or delete of one key.
+    Write,
+}
+
+impl UnitKind {
+    /// The kind's value in the kind byte.
+    fn code(self) -> u8 {
+        match self {
+            UnitKind::Write => 0,
+        }
+    }
+
+    /// The kind a kind byte's low bits name, if any.
+    fn from_code(code: u8) -> Option<UnitKind> {
+        match code {
+            0 => Some(UnitKind::Write),
+            _ => None,
+        }
+    }
+}
 
 /// The server's reading of one topic record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WriteRecord {
-    /// The raft log index of the write: the key's `mod_revision`.
+    /// The record's offset: the key's `mod_revision`.
     pub revision: Revision,
+    /// The raft log index of the entry that made the record (equal to
+    /// `revision` while one entry makes at most one record).
+    pub log_index: u64,
+    /// The kind of unit the record belongs to.
+    pub kind: UnitKind,
     /// When the leader accepted the write.
     pub timestamp_ms: u64,
     /// The key.
@@ -47,10 +101,17 @@ pub struct WriteRecord {
 }
 
 impl WriteRecord {
-    /// The topic record.
+    /// The topic record, with format 2 headers.
     pub fn to_record(&self) -> Record {
         let mut headers = Vec::with_capacity(HEADER_BYTES + IDEMPOTENCY_KEY_BYTES);
         headers.push(HEADER_FORMAT);
+        let flag = if self.idempotency_key.is_some() {
+            IDEMPOTENCY_KEY_FLAG
+        } else {
+            0
+        };
+        headers.push(self.kind.code() | flag);
+        headers.extend_from_slice(&self.log_index.to_le_bytes());
         headers.extend_from_slice(&self.create_revision.to_le_bytes());
         headers.extend_from_slice(&self.version.to_le_bytes());
         if let Some(id) = self.idempotency_key {
@@ -66,44 +127,109 @@ impl WriteRecord {
         }
     }
 
-    /// Reads a topic record written by [`WriteRecord::to_record`].
+    /// Reads a topic record written by [`WriteRecord::to_record`], today or
+    /// with format 1 headers.
     pub fn from_record(record: Record) -> Result<WriteRecord, StoreError> {
         let bad = |reason: &'static str| StoreError::CorruptRecord {
             offset: record.offset,
             reason,
         };
-        let headers = &record.headers[..];
-        if headers.first() != Some(&HEADER_FORMAT)
-            || !(headers.len() == HEADER_BYTES
-                || headers.len() == HEADER_BYTES + IDEMPOTENCY_KEY_BYTES)
-        {
-            return Err(bad("unknown header format"));
-        }
-        // The length was checked above: both numbers and the key are there.
-        let number = |at: usize| {
-            u64::from_le_bytes(headers[at..at + 8].try_into().expect("a u64 is 8 bytes"))
-        };
-        let idempotency_key = (headers.len() > HEADER_BYTES).then(|| {
-            Uuid::from_slice(&headers[HEADER_BYTES..])
-                .expect("the headers' length leaves exactly 16 bytes for the key")
-        });
+        let headers = Headers::read(&record).map_err(bad)?;
         let key = String::from_utf8(record.key.to_vec()).map_err(|_| bad("key is not UTF-8"))?;
         Ok(WriteRecord {
             revision: record.offset,
+            log_index: headers.log_index,
+            kind: headers.kind,
             timestamp_ms: record.timestamp_ms,
             key,
             value: record.value,
-            create_revision: number(CREATE_REVISION_AT),
-            version: number(VERSION_AT),
-            idempotency_key,
+            create_revision: headers.create_revision,
+            version: headers.version,
+            idempotency_key: headers.idempotency_key,
         })
     }
+}
+
+/// A record's headers, decoded, whatever their format.
+struct Headers {
+    /// The kind of unit the record belongs to.
+    kind: UnitKind,
+    /// The raft log index of the entry that made the record.
+    log_index: u64,
+    /// The key's create revision.
+    create_revision: Revision,
+    /// The key's version after the write.
+    version: u64,
+    /// The write's idempotency key, if it had one.
+    idempotency_key: Option<Uuid>,
+}
+
+impl Headers {
+    /// Decodes `record`'s headers, or says what is wrong with them.
+    fn read(record: &Record) -> Result<Headers, &'static str> {
+        let headers = &record.headers[..];
+        // Each format's arm checks the length before reading a number.
+        let number = |at: usize| {
+            u64::from_le_bytes(headers[at..at + 8].try_into().expect("a u64 is 8 bytes"))
+        };
+        match headers.first() {
+            Some(&HEADER_FORMAT) => {
+                let Some(&kind_byte) = headers.get(KIND_AT) else {
+                    return Err("format 2 headers are cut short");
+                };
+                let kind = UnitKind::from_code(kind_byte & !IDEMPOTENCY_KEY_FLAG)
+                    .ok_or("unknown unit kind")?;
+                let flagged = kind_byte & IDEMPOTENCY_KEY_FLAG != 0;
+                let expected = HEADER_BYTES + if flagged { IDEMPOTENCY_KEY_BYTES } else { 0 };
+                if headers.len() != expected {
+                    return Err("format 2 headers have the wrong length");
+                }
+                Ok(Headers {
+                    kind,
+                    log_index: number(LOG_INDEX_AT),
+                    create_revision: number(CREATE_REVISION_AT),
+                    version: number(VERSION_AT),
+                    idempotency_key: flagged.then(|| uuid_at(headers, HEADER_BYTES)),
+                })
+            }
+            Some(&HEADER_FORMAT_1) => {
+                let len = headers.len();
+                if len != FORMAT_1_HEADER_BYTES
+                    && len != FORMAT_1_HEADER_BYTES + IDEMPOTENCY_KEY_BYTES
+                {
+                    return Err("format 1 headers have the wrong length");
+                }
+                Ok(Headers {
+                    kind: UnitKind::Write,
+                    log_index: record.offset,
+                    create_revision: number(FORMAT_1_CREATE_REVISION_AT),
+                    version: number(FORMAT_1_VERSION_AT),
+                    idempotency_key: (len > FORMAT_1_HEADER_BYTES)
+                        .then(|| uuid_at(headers, FORMAT_1_HEADER_BYTES)),
+                })
+            }
+            _ => Err("unknown header format"),
+        }
+    }
+}
+
+/// The UUID in the 16 bytes of `headers` from `at`, which the caller
+/// checked are there.
+fn uuid_at(headers: &[u8], at: usize) -> Uuid {
+    Uuid::from_slice(&headers[at..at + IDEMPOTENCY_KEY_BYTES])
+        .expect("the headers' length was checked to hold 16 bytes of key")
 }
 
 /// Whether `record` carries a client's idempotency key (without decoding
 /// the rest of it).
 pub fn carries_idempotency_key(record: &Record) -> bool {
-    record.headers.len() > HEADER_BYTES
+    match record.headers.first() {
+        Some(&HEADER_FORMAT) => record
+            .headers
+            .get(KIND_AT)
+            .is_some_and(|kind| kind & IDEMPOTENCY_KEY_FLAG != 0),
+        _ => record.headers.len() > FORMAT_1_HEADER_BYTES,
+    }
 }
 
 #[cfg(test)]
@@ -115,6 +241,8 @@ mod tests {
         for write in [
             WriteRecord {
                 revision: 7,
+                log_index: 7,
+                kind: UnitKind::Write,
                 timestamp_ms: 1,
                 key: "topics/a".into(),
                 value: Some(Bytes::from_static(b"{}")),
@@ -124,6 +252,8 @@ mod tests {
             },
             WriteRecord {
                 revision: 9,
+                log_index: 9,
+                kind: UnitKind::Write,
                 timestamp_ms: 2,
                 key: "topics/a".into(),
                 value: None,
@@ -132,7 +262,93 @@ mod tests {
                 idempotency_key: None,
             },
         ] {
-            assert_eq!(WriteRecord::from_record(write.to_record()).unwrap(), write);
+            let record = write.to_record();
+            assert_eq!(record.headers[0], 2, "records are written with format 2");
+            assert_eq!(
+                carries_idempotency_key(&record),
+                write.idempotency_key.is_some()
+            );
+            assert_eq!(WriteRecord::from_record(record).unwrap(), write);
+        }
+    }
+
+    /// Format 1 headers, as records were written before the log index was
+    /// kept.
+    fn format_1_record(offset: u64, idempotency_key: Option<Uuid>) -> Record {
+        let mut headers = vec![1];
+        headers.extend_from_slice(&3u64.to_le_bytes());
+        headers.extend_from_slice(&2u64.to_le_bytes());
+        if let Some(id) = idempotency_key {
+            headers.extend_from_slice(id.as_bytes());
+        }
+        Record {
+            offset,
+            timestamp_ms: 5,
+            key: Bytes::from_static(b"topics/a"),
+            value: Some(Bytes::from_static(b"{}")),
+            batch: compaction::BatchPos::SINGLE,
+            headers: Bytes::from(headers),
+        }
+    }
+
+    #[test]
+    fn format_1_records_still_read_as_single_writes_at_their_offset() {
+        for idempotency_key in [None, Some(Uuid::new_v4())] {
+            let record = format_1_record(7, idempotency_key);
+            assert_eq!(carries_idempotency_key(&record), idempotency_key.is_some());
+            assert_eq!(
+                WriteRecord::from_record(record).unwrap(),
+                WriteRecord {
+                    revision: 7,
+                    log_index: 7,
+                    kind: UnitKind::Write,
+                    timestamp_ms: 5,
+                    key: "topics/a".into(),
+                    value: Some(Bytes::from_static(b"{}")),
+                    create_revision: 3,
+                    version: 2,
+                    idempotency_key,
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn damaged_headers_are_refused_naming_the_offset() {
+        let good = WriteRecord::from_record(format_1_record(7, None))
+            .unwrap()
+            .to_record();
+        let mut unknown_kind = good.headers.to_vec();
+        unknown_kind[1] = 0x05;
+        let mut cut = good.headers.to_vec();
+        cut.pop();
+        let mut flagged_without_key = good.headers.to_vec();
+        flagged_without_key[1] |= IDEMPOTENCY_KEY_FLAG;
+        for (headers, reason) in [
+            (vec![3u8], "unknown header format"),
+            (vec![], "unknown header format"),
+            (vec![2u8], "format 2 headers are cut short"),
+            (unknown_kind, "unknown unit kind"),
+            (cut, "format 2 headers have the wrong length"),
+            (
+                flagged_without_key,
+                "format 2 headers have the wrong length",
+            ),
+            (vec![1u8, 0, 0], "format 1 headers have the wrong length"),
+        ] {
+            let record = Record {
+                headers: Bytes::from(headers),
+                ..good.clone()
+            };
+            match WriteRecord::from_record(record) {
+                Err(StoreError::CorruptRecord {
+                    offset: 7,
+                    reason: got,
+                }) => {
+                    assert_eq!(got, reason)
+                }
+                other => panic!("expected {reason:?}, got {other:?}"),
+            }
         }
     }
 }

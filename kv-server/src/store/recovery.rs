@@ -24,7 +24,7 @@ use super::record::WriteRecord;
 use super::snapshot::{installing_marker, SnapshotFile};
 use super::Store;
 use crate::error::StoreError;
-use crate::types::{LogId, StoredMembership};
+use crate::types::{LogId, Revision, StoredMembership};
 
 /// Records replayed into the view's in-memory layer per commit.
 const REPLAY_BATCH_RECORDS: usize = 10_000;
@@ -84,10 +84,11 @@ impl Store {
     }
 
     /// Replaces the view with the replay of the whole topic, and records
-    /// `applied` and `membership` as its applied state.
+    /// `applied`, `revision` and `membership` as its applied state.
     pub fn rebuild_view(
         &self,
         applied: Option<LogId>,
+        revision: Revision,
         membership: StoredMembership,
     ) -> Result<u64, StoreError> {
         let started = std::time::Instant::now();
@@ -111,7 +112,7 @@ impl Store {
             }
         }
         if let Some(applied) = &applied {
-            batch.set_applied(applied);
+            batch.set_applied(applied, revision);
         }
         batch.set_membership(&membership);
         self.view.commit(batch);
@@ -160,6 +161,7 @@ impl Store {
     /// the current snapshot knows.
     fn rebuild_view_at_topic_end(&self, log: &LogStore) -> Result<(), StoreError> {
         let snapshot = SnapshotFile::load(&self.snapshot_dir)?;
+        let snapshot_revision = snapshot.as_ref().map(|snapshot| snapshot.header.revision());
         let snapshot_meta = snapshot.map(|snapshot| snapshot.header.meta);
         let snapshot_index = snapshot_meta
             .as_ref()
@@ -208,7 +210,14 @@ impl Store {
             ?applied,
             "the view is missing or incomplete; rebuilding it from the topic"
         );
-        self.rebuild_view(applied, membership)?;
+        // The snapshot's revision when the topic ends inside it; else the
+        // topic's last record is at the applied index, and so is the
+        // revision.
+        let revision = match snapshot_revision {
+            Some(revision) if topic_end <= snapshot_index => revision,
+            _ => applied.map_or(0, |id| id.index),
+        };
+        self.rebuild_view(applied, revision, membership)?;
         Ok(())
     }
 }
@@ -353,14 +362,16 @@ mod tests {
         fn store_snapshot(&self) {
             self.with_store(|store| {
                 let (applied, last_membership) = store.view.applied_state().expect("reads");
-                let header = SnapshotHeader {
-                    meta: SnapshotMeta {
+                let revision = store.view.revision().expect("reads");
+                let header = SnapshotHeader::new(
+                    SnapshotMeta {
                         last_log_id: applied,
                         last_membership,
                         snapshot_id: "test".into(),
                     },
-                    tombstone_floor: 0,
-                };
+                    revision,
+                    0,
+                );
                 let snapshot =
                     SnapshotFile::build(header, store.topic.read_from(0), None).expect("builds");
                 snapshot.store(&store.snapshot_dir).expect("stores");
@@ -380,7 +391,7 @@ mod tests {
         node.log(&[put(APPLIED + 1)]);
         node.plant(|view| {
             let mut batch = view.batch();
-            batch.set_applied(&log_id(APPLIED + 1));
+            batch.set_applied(&log_id(APPLIED + 1), APPLIED + 1);
             view.commit(batch);
         });
     }
@@ -389,7 +400,7 @@ mod tests {
         node.log(&[blank(APPLIED + 1)]);
         node.plant(|view| {
             let mut batch = view.batch();
-            batch.set_applied(&log_id(APPLIED + 1));
+            batch.set_applied(&log_id(APPLIED + 1), APPLIED + 1);
             view.commit(batch);
         });
     }

@@ -8,8 +8,13 @@
 //! segment file, in offset order, after a small header:
 //!
 //! ```text
-//! "OMKVSNP1" | header_len: u32 LE | header (JSON: meta, tombstone floor) | frames…
+//! "OMKVSNP1" | header_len: u32 LE | header (JSON: meta, tombstone floor, revision, format) | frames…
 //! ```
+//!
+//! The header's `format` is 2; headers written before it was added carry
+//! neither `format` nor `revision`, and read as format 1 with the store's
+//! revision at the last log index (which it then always was). A header of
+//! a later format is refused.
 //!
 //! Installing one lays the frames down as the topic's base segment and
 //! rebuilds the view by replay: one format, one replay path. The current
@@ -28,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::StoreError;
 use crate::store::apply::IDEMPOTENCY_WINDOW_MS;
 use crate::store::record::carries_idempotency_key;
-use crate::types::{Node, NodeId};
+use crate::types::{Node, NodeId, Revision};
 
 /// The first bytes of every snapshot.
 const MAGIC: &[u8; 8] = b"OMKVSNP1";
@@ -44,6 +49,9 @@ pub const CURRENT_FILE: &str = "current.snap";
 /// install must be done again.
 pub const INSTALLING_FILE: &str = "installing";
 
+/// The header format written today.
+pub const HEADER_FORMAT: u32 = 2;
+
 /// What the snapshot header records.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SnapshotHeader {
@@ -51,6 +59,41 @@ pub struct SnapshotHeader {
     pub meta: SnapshotMeta<NodeId, Node>,
     /// The topic's tombstone floor when the snapshot was built.
     pub tombstone_floor: u64,
+    /// The store's revision at `meta.last_log_id`; absent from format 1
+    /// headers (read [`SnapshotHeader::revision`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<Revision>,
+    /// The header's format; format 1 headers did not say.
+    #[serde(default = "format_1")]
+    pub format: u32,
+}
+
+/// The format of a header that names none.
+fn format_1() -> u32 {
+    1
+}
+
+impl SnapshotHeader {
+    /// A header of today's format.
+    pub fn new(
+        meta: SnapshotMeta<NodeId, Node>,
+        revision: Revision,
+        tombstone_floor: u64,
+    ) -> SnapshotHeader {
+        SnapshotHeader {
+            meta,
+            tombstone_floor,
+            revision: Some(revision),
+            format: HEADER_FORMAT,
+        }
+    }
+
+    /// The store's revision at the snapshot's last log id: the one the
+    /// header records, or for a format 1 header the last log index.
+    pub fn revision(&self) -> Revision {
+        self.revision
+            .unwrap_or_else(|| self.meta.last_log_id.map_or(0, |id| id.index))
+    }
 }
 
 /// A snapshot read from bytes.
@@ -154,8 +197,14 @@ impl SnapshotFile {
                 bytes.len()
             )));
         }
-        let header = serde_json::from_slice(&bytes[HEADER_AT..frames_at])
+        let header: SnapshotHeader = serde_json::from_slice(&bytes[HEADER_AT..frames_at])
             .map_err(|e| bad(format!("unreadable header at byte {HEADER_AT}: {e}")))?;
+        if header.format > HEADER_FORMAT {
+            return Err(bad(format!(
+                "header format {} is newer than this server's ({HEADER_FORMAT})",
+                header.format
+            )));
+        }
         Ok(SnapshotFile {
             header,
             bytes,
@@ -212,11 +261,13 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
-    use crate::store::record::WriteRecord;
+    use crate::store::record::{UnitKind, WriteRecord};
 
     fn write(offset: u64, timestamp_ms: u64, key: &str, idempotent: bool) -> Record {
         WriteRecord {
             revision: offset,
+            log_index: offset,
+            kind: UnitKind::Write,
             timestamp_ms,
             key: key.into(),
             value: Some(Bytes::from(format!("{offset}"))),
@@ -249,14 +300,15 @@ mod tests {
                 write(7, now, "c", false),          // past the snapshot
             ])
             .expect("appends");
-        let header = SnapshotHeader {
-            meta: SnapshotMeta {
+        let header = SnapshotHeader::new(
+            SnapshotMeta {
                 last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), 6)),
                 last_membership: StoredMembership::default(),
                 snapshot_id: "test".into(),
             },
-            tombstone_floor: 0,
-        };
+            6,
+            0,
+        );
         let snapshot = SnapshotFile::build(header, topic.read_from(0), None).expect("builds");
         let offsets: Vec<u64> = snapshot
             .records()
@@ -269,13 +321,16 @@ mod tests {
         topic
             .append(&[write(8, now, "b", false), write(9, now, "d", true)])
             .expect("appends");
-        let next_header = |index| SnapshotHeader {
-            meta: SnapshotMeta {
-                last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), index)),
-                last_membership: StoredMembership::default(),
-                snapshot_id: format!("test-{index}"),
-            },
-            tombstone_floor: 0,
+        let next_header = |index| {
+            SnapshotHeader::new(
+                SnapshotMeta {
+                    last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), index)),
+                    last_membership: StoredMembership::default(),
+                    snapshot_id: format!("test-{index}"),
+                },
+                index,
+                0,
+            )
         };
         let offsets = |snapshot: &SnapshotFile| -> Vec<u64> {
             snapshot
@@ -288,5 +343,40 @@ mod tests {
         let whole = SnapshotFile::build(next_header(9), topic.read_from(0), None).expect("builds");
         assert_eq!(offsets(&built_on), vec![2, 4, 7, 8, 9]);
         assert_eq!(offsets(&built_on), offsets(&whole));
+    }
+
+    /// A snapshot's bytes with `header_json` as its header and no records.
+    fn with_header(header_json: &str) -> Bytes {
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&(header_json.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(header_json.as_bytes());
+        Bytes::from(bytes)
+    }
+
+    #[test]
+    fn headers_carry_the_revision_and_format_1_headers_fall_back_to_the_last_index() {
+        let meta = SnapshotMeta {
+            last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), 6)),
+            last_membership: StoredMembership::default(),
+            snapshot_id: "test".into(),
+        };
+        let header = SnapshotHeader::new(meta.clone(), 5, 0);
+        let json = serde_json::to_string(&header).expect("serializes");
+        let read = SnapshotFile::parse("new", with_header(&json)).expect("parses");
+        assert_eq!((read.header.format, read.header.revision()), (2, 5));
+
+        let old = serde_json::json!({ "meta": meta, "tombstone_floor": 0 }).to_string();
+        let read = SnapshotFile::parse("old", with_header(&old)).expect("parses");
+        assert_eq!((read.header.format, read.header.revision()), (1, 6));
+
+        let later = serde_json::json!({ "meta": meta, "tombstone_floor": 0, "format": 3 });
+        match SnapshotFile::parse("later", with_header(&later.to_string())) {
+            Err(StoreError::CorruptSnapshot { name, reason }) => {
+                assert_eq!(name, "later");
+                assert!(reason.contains("header format 3"), "{reason}");
+            }
+            Err(other) => panic!("expected a refused header, got {other:?}"),
+            Ok(_) => panic!("expected a refused header, got a snapshot"),
+        }
     }
 }

@@ -141,7 +141,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .store
             .view
             .applied_state()
-            .map(|(applied, membership)| {
+            .and_then(|(applied, membership)| {
+                let revision = self.store.view.revision()?;
                 let snapshot_id = match applied {
                     Some(id) => format!(
                         "{}-{}-{}",
@@ -151,15 +152,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     ),
                     None => format!("0-0-{}", crate::clock::now_ms()),
                 };
-                let header = SnapshotHeader {
-                    meta: SnapshotMeta {
+                let header = SnapshotHeader::new(
+                    SnapshotMeta {
                         last_log_id: applied,
                         last_membership: membership,
                         snapshot_id,
                     },
-                    tombstone_floor: self.store.topic.tombstone_floor(),
-                };
-                (header, self.store.topic.read_from(0))
+                    revision,
+                    self.store.topic.tombstone_floor(),
+                );
+                Ok((header, self.store.topic.read_from(0)))
             });
         SnapshotBuilder {
             store: Arc::clone(&self.store),

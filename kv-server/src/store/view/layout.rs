@@ -7,6 +7,7 @@
 //! i<uuid>                  → JSON IdempotentWrite: the result of a write with that key
 //! q<timestamp_ms BE><uuid> → (empty) expiry queue of the idempotency entries
 //! m:applied                → JSON Option<LogId>: the last applied log entry
+//! m:revision               → u64 BE: the store's revision as of m:applied
 //! m:membership             → JSON StoredMembership
 //! m:rebuilding             → (empty) present while a rebuild is under way
 //! ```
@@ -28,6 +29,8 @@ const IDEMPOTENCY_PREFIX: u8 = b'i';
 pub(super) const EXPIRY_PREFIX: u8 = b'q';
 /// The last applied log id.
 pub(super) const APPLIED_KEY: &[u8] = b"m:applied";
+/// The store's revision as of the last applied log id, written with it.
+pub(super) const REVISION_KEY: &[u8] = b"m:revision";
 /// The membership as of the last applied log id.
 pub(super) const MEMBERSHIP_KEY: &[u8] = b"m:membership";
 /// Present while a rebuild is under way: a crash then starts it over.
@@ -187,6 +190,20 @@ pub(super) fn encode_applied(applied: &LogId) -> Vec<u8> {
 /// Reads the applied log id.
 pub(super) fn decode_applied(bytes: &[u8]) -> Result<Option<LogId>, StoreError> {
     from_json(APPLIED_KEY, bytes)
+}
+
+/// The sled value of the store's revision.
+pub(super) fn encode_revision(revision: Revision) -> Vec<u8> {
+    revision.to_be_bytes().to_vec()
+}
+
+/// Reads the store's revision.
+pub(super) fn decode_revision(bytes: &[u8]) -> Result<Revision, StoreError> {
+    let bytes: [u8; 8] = bytes.try_into().map_err(|_| StoreError::CorruptViewEntry {
+        key: describe(REVISION_KEY),
+        reason: format!("{} bytes where a u64 takes 8", bytes.len()),
+    })?;
+    Ok(Revision::from_be_bytes(bytes))
 }
 
 /// The sled value of the membership.

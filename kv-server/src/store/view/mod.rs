@@ -34,12 +34,13 @@ pub use layout::{IdempotentWrite, KeyEntry};
 
 use crate::error::StoreError;
 use crate::store::queries::PageBounds;
-use crate::types::{LogId, StoredMembership};
+use crate::types::{LogId, Revision, StoredMembership};
 use layers::{Layers, MergedScan, Unwritten};
 use layout::{
-    decode_applied, decode_idempotent_write, decode_membership, encode_applied,
-    encode_idempotent_write, encode_membership, entry_key, expiry_id, expiry_key, idempotency_key,
-    user_key, APPLIED_KEY, EXPIRY_PREFIX, MEMBERSHIP_KEY, REBUILDING_KEY,
+    decode_applied, decode_idempotent_write, decode_membership, decode_revision, encode_applied,
+    encode_idempotent_write, encode_membership, encode_revision, entry_key, expiry_id, expiry_key,
+    idempotency_key, user_key, APPLIED_KEY, EXPIRY_PREFIX, MEMBERSHIP_KEY, REBUILDING_KEY,
+    REVISION_KEY,
 };
 
 /// The sled view.
@@ -141,6 +142,17 @@ impl View {
             None => StoredMembership::default(),
         };
         Ok((applied, membership))
+    }
+
+    /// The store's revision as of the last applied log id. A view written
+    /// before the revision was kept next to the applied id holds none: its
+    /// revision was the applied index.
+    pub fn revision(&self) -> Result<Revision, StoreError> {
+        if let Some(bytes) = self.raw_get(REVISION_KEY)? {
+            return decode_revision(&bytes);
+        }
+        let (applied, _) = self.applied_state()?;
+        Ok(applied.map_or(0, |id| id.index))
     }
 
     /// Starts a batch of changes, applied by [`View::commit`].
@@ -302,9 +314,11 @@ impl ViewBatch<'_> {
         Ok(expired.len())
     }
 
-    /// Records the last applied log id.
-    pub fn set_applied(&mut self, applied: &LogId) {
+    /// Records the last applied log id and the store's revision as of it,
+    /// in the same batch, so the view never holds one without the other.
+    pub fn set_applied(&mut self, applied: &LogId, revision: Revision) {
         self.raw_put(APPLIED_KEY.to_vec(), encode_applied(applied));
+        self.raw_put(REVISION_KEY.to_vec(), encode_revision(revision));
     }
 
     /// Records the membership.
@@ -399,5 +413,31 @@ mod tests {
         let view = View::open(dir.path()).expect("the view opens again");
         assert!(view.get("sealed").unwrap().is_some());
         assert_eq!(view.get("later").unwrap(), None);
+    }
+
+    /// The revision is written with the applied log id and survives a
+    /// reopen; a view written before it was kept reads its applied index
+    /// as its revision.
+    #[test]
+    fn the_revision_is_kept_with_the_applied_id_or_read_as_its_index() {
+        let log_id = |index| LogId::new(openraft::CommittedLeaderId::new(1, 1), index);
+        let dir = tempfile::tempdir().unwrap();
+        let view = View::open(dir.path()).unwrap();
+        assert_eq!(view.revision().unwrap(), 0, "an empty view");
+        view.db
+            .insert(APPLIED_KEY, encode_applied(&log_id(7)))
+            .unwrap();
+        assert_eq!(view.revision().unwrap(), 7, "a view with no m:revision");
+
+        let mut batch = view.batch();
+        batch.set_applied(&log_id(9), 5);
+        view.commit(batch);
+        assert_eq!(view.revision().unwrap(), 5);
+        assert_eq!(view.applied_state().unwrap().0, Some(log_id(9)));
+        view.write_out().unwrap();
+        drop(view);
+        let view = View::open(dir.path()).expect("the view opens again");
+        assert_eq!(view.revision().unwrap(), 5);
+        assert_eq!(view.applied_state().unwrap().0, Some(log_id(9)));
     }
 }
