@@ -37,3 +37,26 @@ pub fn error_of(body: &Value) -> (&str, Option<&str>) {
     );
     (code, body["error"]["field"].as_str())
 }
+
+/// A client that speaks HTTP/2 from the first byte (prior knowledge), on
+/// one connection: many requests share it as streams.
+pub fn http2_client() -> reqwest::Client {
+    http2_builder().build().expect("an HTTP/2 client builds")
+}
+
+/// [`http2_client`] with HTTP/2's smallest flow-control windows, so an
+/// answer it does not read stops the server after 64 KiB.
+pub fn stingy_http2_client() -> reqwest::Client {
+    http2_builder()
+        .http2_initial_stream_window_size(65_535)
+        .http2_initial_connection_window_size(65_535)
+        .build()
+        .expect("an HTTP/2 client builds")
+}
+
+fn http2_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .timeout(std::time::Duration::from_secs(120))
+}

@@ -53,7 +53,7 @@ pub mod raw_http;
 mod server;
 pub mod tls;
 
-pub use api::{call, error_of};
+pub use api::{call, error_of, http2_client, stingy_http2_client};
 pub use cluster::TestCluster;
 pub use faults::{closed_port_url, AnswerDroppingProxy, StubNode};
 pub use kvctl::{kvctl, KvctlRun};

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use integration_tests::raw_http::RawConnection;
-use integration_tests::{call, error_of, TestServer};
+use integration_tests::{call, error_of, http2_client, TestServer};
 use serde_json::{json, Value};
 
 /// `--max-connections` of the connection test.
@@ -72,16 +72,6 @@ async fn answered_once_changed(server: &TestServer, key: &str, held: HeldPolls) 
     for status in statuses {
         assert_eq!(status.expect("the task ends").expect("answered"), 200);
     }
-}
-
-/// A client that speaks HTTP/2 from the first byte, on one connection.
-fn http2_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .http2_prior_knowledge()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .expect("an HTTP/2 client builds")
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use integration_tests::{call, TestCluster, TestServer};
+use integration_tests::{call, http2_client, stingy_http2_client, TestCluster, TestServer};
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
@@ -38,22 +38,6 @@ const RSS_GROWTH_AT_MOST: u64 = 256 << 20;
 /// Pause between two looks at the cluster while it elects a leader.
 const POLL: Duration = Duration::from_millis(20);
 
-/// An HTTP/2 client on a connection of its own. `stingy` opens HTTP/2's
-/// smallest flow-control windows, so an answer it does not read stops the
-/// server after 64 KiB.
-fn http2_client(stingy: bool) -> reqwest::Client {
-    let mut builder = reqwest::Client::builder()
-        .no_proxy()
-        .http2_prior_knowledge()
-        .timeout(Duration::from_secs(120));
-    if stingy {
-        builder = builder
-            .http2_initial_stream_window_size(65_535)
-            .http2_initial_connection_window_size(65_535);
-    }
-    builder.build().expect("an HTTP/2 client builds")
-}
-
 /// Sends one request, so the connection knows the server's settings
 /// before many streams are opened on it.
 async fn warm(client: &reqwest::Client, node: &TestServer) {
@@ -67,7 +51,7 @@ async fn warm(client: &reqwest::Client, node: &TestServer) {
 
 /// Opens `count` replays of the whole topic on `node` and never reads them.
 async fn stall_replays(node: &TestServer, count: usize) -> Vec<reqwest::Response> {
-    let client = http2_client(true);
+    let client = stingy_http2_client();
     warm(&client, node).await;
     let opened =
         join_all((0..count).map(|_| client.get(node.url("/v1/topic/records?from=0")).send())).await;
@@ -86,7 +70,7 @@ async fn stall_replays(node: &TestServer, count: usize) -> Vec<reqwest::Response
 async fn idle_long_polls(node: &TestServer, count: usize, index: u64) -> Vec<JoinHandle<()>> {
     let mut polls = Vec::with_capacity(count);
     for connection in 0..CONNECTIONS_PER_NODE {
-        let client = http2_client(false);
+        let client = http2_client();
         warm(&client, node).await;
         for i in (connection..count).step_by(CONNECTIONS_PER_NODE) {
             let request = client

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use integration_tests::{call, TestServer};
+use integration_tests::{call, stingy_http2_client, TestServer};
 use serde_json::{json, Value};
 
 /// Replay clients that never read: more than tokio's blocking pool has
@@ -29,19 +29,6 @@ const SNAPSHOT_EVERY: &str = "16";
 const SNAPSHOT_WITHIN: Duration = Duration::from_secs(10);
 /// Growth of the server's memory the stalled replays may cause.
 const RSS_GROWTH_AT_MOST: u64 = 128 << 20;
-
-/// An HTTP/2 client that opens HTTP/2's smallest flow-control windows, so
-/// an answer it does not read stops the server after 64 KiB.
-fn stingy_http2_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .http2_prior_knowledge()
-        .http2_initial_stream_window_size(65_535)
-        .http2_initial_connection_window_size(65_535)
-        .timeout(Duration::from_secs(60))
-        .build()
-        .expect("an HTTP/2 client builds")
-}
 
 async fn write_values(server: &TestServer) {
     for i in 0..VALUES {
