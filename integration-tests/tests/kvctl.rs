@@ -29,11 +29,9 @@ fn fixture_args() -> (String, String) {
 }
 
 /// The store's revision, as the node reports it.
-async fn applied_index(server: &TestServer) -> u64 {
+async fn store_revision(server: &TestServer) -> u64 {
     let (_, status) = call(server, "GET", "/v1/cluster", None).await;
-    status["applied_index"]
-        .as_u64()
-        .expect("a numeric applied_index")
+    status["revision"].as_u64().expect("a numeric revision")
 }
 
 #[tokio::test]
@@ -567,7 +565,7 @@ async fn import_of_a_brokers_files_takes_every_good_entry_and_reports_the_bad_on
     assert_eq!(status, 404, "a rejected entry is not written");
 
     // The second run finds everything in place and writes nothing.
-    let before = applied_index(&server).await;
+    let before = store_revision(&server).await;
     let second = ctl(&server, &["import-rocketmq", &topics, &groups])
         .await
         .expect_code(1);
@@ -578,7 +576,7 @@ async fn import_of_a_brokers_files_takes_every_good_entry_and_reports_the_bad_on
         "{}",
         second.stdout
     );
-    assert_eq!(applied_index(&server).await, before, "no write at all");
+    assert_eq!(store_revision(&server).await, before, "no write at all");
 }
 
 #[tokio::test]
@@ -680,7 +678,7 @@ async fn an_export_is_a_brokers_files_and_imports_again_with_no_change() {
     assert_eq!(topics_file.topic_config_table.len(), 18);
     assert_eq!(groups_file.subscription_group_table.len(), 10);
     assert!(topics_file.topic_config_table.contains_key("TBW102"));
-    let revision = applied_index(&server).await;
+    let revision = store_revision(&server).await;
     assert_eq!(topics_file.data_version.counter, revision as i64);
     assert!(topics_file.data_version.timestamp > 1_700_000_000_000);
 
@@ -704,7 +702,7 @@ async fn an_export_is_a_brokers_files_and_imports_again_with_no_change() {
         "{}",
         again.stdout
     );
-    assert_eq!(applied_index(&server).await, revision, "no write at all");
+    assert_eq!(store_revision(&server).await, revision, "no write at all");
 }
 
 #[tokio::test]

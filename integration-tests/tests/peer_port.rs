@@ -135,3 +135,47 @@ async fn a_node_of_another_cluster_joins_nothing_and_says_why() {
     );
     assert!(after.members.iter().all(|member| member.id != 4));
 }
+
+/// Nodes that write different data formats would give the same log
+/// different offsets: a node's request naming another format, or none,
+/// is refused before it reaches raft, and the cluster is unchanged.
+#[tokio::test]
+async fn a_node_of_another_data_format_is_refused_and_changes_nothing() {
+    let cluster = TestCluster::start(3, &[]).await;
+    let leader = cluster.leader().await;
+    eventually("the leader knows the cluster id", || async {
+        let id = status(&cluster, leader).await.cluster_id;
+        (id.is_some(), format!("{id:?}"))
+    })
+    .await;
+    let cluster_id = status(&cluster, leader)
+        .await
+        .cluster_id
+        .expect("polled until known");
+    let before = status(&cluster, leader).await;
+    let forged_vote = json!({"vote": {"leader_id": {"term": 1000, "node_id": 9}, "committed": false},
+                             "last_log_id": null});
+    let client = reqwest::Client::new();
+    for format in [Some("1"), Some("3"), None] {
+        let mut request = client
+            .post(format!("{}/raft/vote", cluster.node(leader).peer_url()))
+            .header("x-kv-cluster-id", &cluster_id)
+            .json(&forged_vote);
+        if let Some(format) = format {
+            request = request.header("x-kv-data-format", format);
+        }
+        let answer = request.send().await.expect("the peer port answers");
+        assert_eq!(answer.status(), 403, "format {format:?}");
+        let body: serde_json::Value = answer.json().await.expect("a JSON error");
+        assert_eq!(
+            body["error"]["code"], "incompatible_peer",
+            "format {format:?}"
+        );
+    }
+    let after = status(&cluster, leader).await;
+    assert_eq!(
+        (after.leader, after.term),
+        (before.leader, before.term),
+        "the leader and its term are unchanged"
+    );
+}

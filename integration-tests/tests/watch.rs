@@ -69,10 +69,12 @@ async fn a_key_watch_times_out_with_the_unchanged_value() {
 #[tokio::test]
 async fn a_watch_with_an_old_index_answers_at_once() {
     let server = TestServer::start().await;
-    call(&server, "PUT", "/v1/kv/watch/k", Some(json!(1))).await;
-    let (elapsed, status, _, body) = spawn_get(&server, "/v1/kv/watch/k?index=1&wait=30s".into())
-        .await
-        .unwrap();
+    let (_, written) = call(&server, "PUT", "/v1/kv/watch/k", Some(json!(1))).await;
+    let old = written["revision"].as_u64().unwrap() - 1;
+    let (elapsed, status, _, body) =
+        spawn_get(&server, format!("/v1/kv/watch/k?index={old}&wait=30s"))
+            .await
+            .unwrap();
     assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
     assert_eq!((status, body["value"].clone()), (200, json!(1)));
 }

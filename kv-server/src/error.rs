@@ -121,7 +121,7 @@ pub enum StoreError {
     /// A topic record was not written by [`crate::store::record`]'s encoding.
     #[error("topic record at offset {offset} is corrupt: {reason}")]
     CorruptRecord {
-        /// The record's offset (its raft log index).
+        /// The record's offset.
         offset: u64,
         /// What is wrong with it.
         reason: &'static str,
@@ -174,12 +174,38 @@ pub enum StoreError {
         /// The install marker.
         marker: PathBuf,
     },
-    /// The topic ends at a log index that neither the raft log nor the
-    /// snapshot knows: the view cannot be given an applied log id.
-    #[error("the topic ends at {index} but neither the raft log nor a snapshot has that entry")]
+    /// The topic's last record came from a log entry that neither the raft
+    /// log nor the snapshot knows: the view cannot be given an applied log
+    /// id.
+    #[error(
+        "the topic ends at offset {offset}, written by log entry {log_index}, \
+         but neither the raft log nor a snapshot has that entry"
+    )]
     TopicEndNotInLog {
         /// The topic's last offset.
-        index: u64,
+        offset: u64,
+        /// The log index the view would have to be at.
+        log_index: u64,
+    },
+    /// A transaction's plan said a key would be there to delete, and it was
+    /// not: the plan and the run read the view differently, a bug.
+    #[error("a transaction planned to delete key {key:?}, which was gone when it ran")]
+    TxnPlan {
+        /// The key.
+        key: String,
+    },
+    /// Applying the log again gave a record other than the one the topic
+    /// holds at that offset: the topic and the log tell different stories.
+    #[error(
+        "the topic holds {found} at offset {offset}, but applying the raft log gives {expected} there"
+    )]
+    TopicDisagrees {
+        /// The offset.
+        offset: u64,
+        /// What applying the log wrote there.
+        expected: String,
+        /// What the topic holds.
+        found: String,
     },
     /// The raft log could not be read while the store decided how to recover.
     #[error("cannot read raft log entries {first}..={last}: {source}")]

@@ -15,8 +15,8 @@ async fn main() {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Some(CliCommand::Rebuild { data_dir }) => {
-            kv_server::server::rebuild(&data_dir).map(|applied| {
-                tracing::info!(applied, "view rebuilt");
+            kv_server::server::rebuild(&data_dir).map(|(revision, applied)| {
+                tracing::info!(revision, applied, "view rebuilt");
             })
         }
         None => kv_server::server::serve(cli.config, shutdown_signal()).await,

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use axum::http::HeaderValue;
 use parking_lot::RwLock;
-use schemas::api::header::CLUSTER_ID;
+use schemas::api::header::{CLUSTER_ID, DATA_FORMAT};
 use uuid::Uuid;
 
 use crate::error::StoreError;
@@ -148,7 +148,7 @@ pub enum CheckError {
 }
 
 /// The HTTP client for requests to other nodes: pooled, and every request
-/// names this node's cluster.
+/// names this node's cluster and data format.
 #[derive(Clone, Debug)]
 pub struct PeerClient {
     http: reqwest::Client,
@@ -163,7 +163,10 @@ impl PeerClient {
 
     /// A request to another node.
     pub fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
-        let request = self.http.request(method, url);
+        let request = self
+            .http
+            .request(method, url)
+            .header(DATA_FORMAT, crate::store::data_format::DATA_FORMAT);
         match self.cluster_id.header() {
             Some(id) => request.header(CLUSTER_ID, id),
             None => request,

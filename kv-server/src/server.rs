@@ -366,8 +366,9 @@ async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, ServerError> {
         .map_err(|source| ServerError::Listen { addr, source })
 }
 
-/// Rebuilds the view of `data_dir` from its topic, offline.
-pub fn rebuild(data_dir: &std::path::Path) -> Result<u64, ServerError> {
+/// Rebuilds the view of `data_dir` from its topic, offline; gives the
+/// revision and the applied log index it rebuilt to.
+pub fn rebuild(data_dir: &std::path::Path) -> Result<(u64, u64), ServerError> {
     let dirs = DataDirs::new(data_dir);
     crate::store::data_format::check_or_mark(data_dir)?;
     if dirs.view.exists() {
@@ -377,5 +378,5 @@ pub fn rebuild(data_dir: &std::path::Path) -> Result<u64, ServerError> {
     let log = LogStore::open(&dirs.raft, None)?;
     let store = Store::open(&dirs, compaction::TopicConfig::default(), &log)?;
     let (applied, _) = store.view.applied_state()?;
-    Ok(applied.map_or(0, |id| id.index))
+    Ok((store.revision(), applied.map_or(0, |id| id.index)))
 }

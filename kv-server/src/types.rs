@@ -89,22 +89,100 @@ pub enum Op {
         /// Compare-and-delete condition.
         condition: Condition,
     },
+    /// Compare, then run one branch's operations, all as one unit.
+    Txn(Txn),
 }
 
-impl Op {
-    /// The key the operation writes.
-    pub fn key(&self) -> &str {
-        match self {
-            Op::Put { key, .. } | Op::Delete { key, .. } => key,
-        }
-    }
+/// A transaction as the state machine applies it: when every compare
+/// holds, the `success` operations run, else the `failure` ones, in order;
+/// their writes are one unit of the topic, with one revision.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Txn {
+    /// What must hold for `success` to run.
+    pub compare: Vec<Compare>,
+    /// Run when every compare holds.
+    pub success: Vec<TxnOp>,
+    /// Run otherwise.
+    pub failure: Vec<TxnOp>,
+}
 
-    /// The condition the operation is subject to.
-    pub fn condition(&self) -> Condition {
-        match self {
-            Op::Put { condition, .. } | Op::Delete { condition, .. } => *condition,
-        }
-    }
+/// One comparison of a transaction: `key`'s `target` against an operand.
+/// A missing key has version, revisions and lease 0, no value, and does
+/// not exist.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Compare {
+    /// The key compared.
+    pub key: String,
+    /// What of it is compared, with the operand.
+    pub target: CompareTarget,
+    /// How.
+    pub op: CompareOp,
+}
+
+/// The part of a key a compare looks at, and the operand.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CompareTarget {
+    /// The value, against this JSON text (equal as JSON; ordered only
+    /// between two numbers or two strings).
+    Value(String),
+    /// The version.
+    Version(u64),
+    /// The create revision.
+    CreateRevision(Revision),
+    /// The mod revision.
+    ModRevision(Revision),
+    /// The lease the key is attached to (0: none).
+    Lease(u64),
+    /// Whether the key exists.
+    Exists(bool),
+}
+
+/// A compare's operator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CompareOp {
+    /// `=`
+    Equal,
+    /// `!=`
+    NotEqual,
+    /// `<`
+    Less,
+    /// `>`
+    Greater,
+}
+
+/// One operation of a transaction's branch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxnOp {
+    /// Set `key` to `value` (JSON text).
+    Put {
+        /// The key.
+        key: String,
+        /// The value, as JSON text.
+        value: String,
+    },
+    /// Delete `key`, if it exists.
+    Delete {
+        /// The key.
+        key: String,
+    },
+    /// Delete every key under `prefix`.
+    DeletePrefix {
+        /// The prefix.
+        prefix: String,
+    },
+    /// Read `key`, as of the operations before this one.
+    Get {
+        /// The key.
+        key: String,
+    },
+    /// Read the keys under `prefix`, at most `limit` of them.
+    GetPrefix {
+        /// The prefix.
+        prefix: String,
+        /// How many keys at most (the leader's page limit, carried in the
+        /// command so that every node answers the same).
+        limit: usize,
+    },
 }
 
 /// What must hold for a write to apply.
@@ -127,7 +205,7 @@ pub enum CommandResult {
     None,
     /// The write applied; the key now stands at this revision.
     Written {
-        /// The entry's log index: the record's offset and the key's `mod_revision`.
+        /// The write's revision: its record's offset and the key's `mod_revision`.
         revision: Revision,
         /// The key's version after the write (0 after a delete).
         version: u64,
@@ -141,4 +219,59 @@ pub enum CommandResult {
     },
     /// A delete found no key; nothing changed.
     NotFound,
+    /// A transaction ran.
+    Txn(TxnOutcome),
+}
+
+/// What a transaction did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnOutcome {
+    /// Whether every compare held (and so `success` ran).
+    pub succeeded: bool,
+    /// The unit's revision if it wrote, else the store's revision when it
+    /// ran.
+    pub revision: Revision,
+    /// Each operation's result, in order; empty when `deduplicated`.
+    pub results: Vec<TxnOpResult>,
+    /// Whether this is the remembered outcome of an earlier run with the
+    /// same idempotency key (which then wrote nothing).
+    #[serde(default)]
+    pub deduplicated: bool,
+}
+
+/// What one operation of a transaction did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxnOpResult {
+    /// A put: the key's new `mod_revision`.
+    Put {
+        /// The unit's revision.
+        revision: Revision,
+    },
+    /// A delete: how many keys it removed.
+    Delete {
+        /// Keys removed.
+        deleted: u64,
+    },
+    /// A read: the keys, in key order.
+    Get {
+        /// The keys found.
+        kvs: Vec<TxnKeyValue>,
+        /// Whether more keys matched than the limit let through.
+        more: bool,
+    },
+}
+
+/// A key read by a transaction.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnKeyValue {
+    /// The key.
+    pub key: String,
+    /// The value, as JSON text.
+    pub value: String,
+    /// Its create revision.
+    pub create_revision: Revision,
+    /// Its mod revision.
+    pub mod_revision: Revision,
+    /// Its version.
+    pub version: u64,
 }

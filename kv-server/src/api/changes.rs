@@ -43,12 +43,12 @@ pub fn record_view(write: WriteRecord) -> Result<RecordView, ApiError> {
                 .ok()
                 .and_then(|text| RawValue::from_string(text).ok())
                 .ok_or_else(|| {
-                    ApiError::internal(format!("record at offset {} holds no JSON", write.revision))
+                    ApiError::internal(format!("record at offset {} holds no JSON", write.offset))
                 })
         })
         .transpose()?;
     Ok(ChangeRecord {
-        offset: write.revision,
+        offset: write.offset,
         timestamp_ms: write.timestamp_ms,
         key: write.key,
         value,

@@ -117,6 +117,7 @@ async fn status(State(state): State<AppState>, headers: HeaderMap) -> Json<Clust
         leader: metrics.current_leader,
         term: metrics.current_term,
         state: format!("{:?}", metrics.state),
+        revision: state.store.revision(),
         applied_index: metrics.last_applied.map_or(0, |id| id.index),
         committed_index: state.committed.load(std::sync::atomic::Ordering::Acquire),
         last_log_index: metrics.last_log_index.unwrap_or(0),
@@ -131,7 +132,7 @@ async fn status(State(state): State<AppState>, headers: HeaderMap) -> Json<Clust
 /// The membership in force, as the answer to a change.
 fn membership_view(state: &AppState) -> Json<MembershipChange> {
     Json(MembershipChange {
-        revision: membership_log_index(state),
+        log_index: membership_log_index(state),
         members: members(state),
     })
 }

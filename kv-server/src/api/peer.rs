@@ -1,9 +1,10 @@
-//! The peer port's check that a request comes from a node of this cluster.
+//! The peer port's check that a request comes from a node of this cluster,
+//! one that writes the same data format.
 
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use schemas::api::header::CLUSTER_ID;
+use schemas::api::header::{CLUSTER_ID, DATA_FORMAT};
 use schemas::api::ErrorCode;
 use tracing::{error, warn};
 use uuid::Uuid;
@@ -11,11 +12,37 @@ use uuid::Uuid;
 use crate::api::error::ApiError;
 use crate::api::AppState;
 use crate::peer::CheckError;
+use crate::store::data_format::DATA_FORMAT as DATA_FORMAT_OURS;
 
 /// Middleware of the peer port: refuses (403 `foreign_cluster`, logged) a
-/// request naming another cluster's id; answers name this node's.
+/// request naming another cluster's id, and (403 `incompatible_peer`) a
+/// node's request naming another data format or none; answers name this
+/// node's cluster.
 pub async fn same_cluster(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let named = request.headers().get(CLUSTER_ID);
+    let format = request.headers().get(DATA_FORMAT);
+    // Every node names its format; a request naming a cluster but no
+    // format comes from a node older than the format.
+    if named.is_some() || format.is_some() {
+        let theirs = format.map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
+        if theirs.as_deref() != Some(DATA_FORMAT_OURS) {
+            let theirs = theirs.unwrap_or_else(|| "none".into());
+            warn!(
+                path = %request.uri().path(),
+                %theirs,
+                ours = DATA_FORMAT_OURS,
+                "refused a request from a node of another data format"
+            );
+            return ApiError::new(
+                ErrorCode::IncompatiblePeer,
+                format!(
+                    "this node writes data format {DATA_FORMAT_OURS}, the caller {theirs}; \
+                     nodes of different formats cannot share a cluster"
+                ),
+            )
+            .into_response();
+        }
+    }
     let theirs = match named.map(|value| {
         value
             .to_str()

@@ -210,7 +210,7 @@ fn read_chunk(writes: &mut Writes, until: Revision, caller: &Caller) -> Result<C
     let mut bytes = Vec::with_capacity(CHUNK_BYTES + CHUNK_SLACK_BYTES);
     for write in writes.by_ref() {
         let write = write.map_err(|error| error.to_string())?;
-        let offset = write.revision;
+        let offset = write.offset;
         if offset > until {
             break;
         }

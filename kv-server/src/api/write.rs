@@ -109,6 +109,9 @@ pub fn write_response(key: &str, result: CommandResult) -> Response {
         }
         CommandResult::NotFound => ApiError::key_not_found(key).into_response(),
         CommandResult::None => ApiError::internal("a write produced no result").into_response(),
+        CommandResult::Txn(_) => {
+            ApiError::internal("a single write produced a transaction's result").into_response()
+        }
     }
 }
 

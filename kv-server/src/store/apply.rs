@@ -4,18 +4,21 @@
 //! clock, a random number or anything but the command and the view.
 
 use bytes::Bytes;
+use compaction::BatchPos;
 
 use crate::error::StoreError;
 use crate::store::record::{UnitKind, WriteRecord};
+use crate::store::txn::apply_txn;
 use crate::store::view::{IdempotentWrite, KeyEntry, ViewBatch};
-use crate::types::{Command, CommandResult, Condition, Op, Revision};
+use crate::types::{Command, CommandResult, Condition, Op, Revision, TxnOutcome};
 
 /// How long a write's idempotency key is remembered, by command timestamps.
 pub const IDEMPOTENCY_WINDOW_MS: u64 = 10 * 60 * 1000;
 
-/// Remembered writes are forgotten on every entry whose index is a multiple
-/// of this (a range scan is too dear for every entry); until then a lookup
-/// ignores those older than the window.
+/// Remembered writes are forgotten on every entry whose log index is a
+/// multiple of this (a range scan is too dear for every entry); until then
+/// a lookup ignores those older than the window. Log indices, not offsets:
+/// every entry has one, so no multiple is jumped over.
 const EXPIRY_EVERY_ENTRIES: u64 = 1024;
 /// How far behind the window an entry must be to be forgotten, so that a
 /// later command stamped by a leader whose clock is a little behind finds
@@ -26,11 +29,23 @@ const EXPIRY_SLACK_MS: u64 = 60 * 1000;
 pub struct Applied {
     /// The command's result.
     pub result: CommandResult,
-    /// The topic record it wrote, if it changed a key.
-    pub record: Option<WriteRecord>,
+    /// The topic records it wrote, at consecutive offsets, one per key it
+    /// changed; none if it changed nothing.
+    pub records: Vec<WriteRecord>,
 }
 
-/// Applies `command`, carried by the log entry at `revision`, to `view`.
+impl Applied {
+    /// A command that wrote nothing.
+    pub(super) fn nothing(result: CommandResult) -> Applied {
+        Applied {
+            result,
+            records: Vec::new(),
+        }
+    }
+}
+
+/// Applies `command`, carried by the log entry at `log_index`, to `view`;
+/// the records it writes take the offsets from `next_offset` on.
 ///
 /// A write whose idempotency key was already applied returns the first
 /// result and changes nothing. Writes that did not apply (failed condition,
@@ -39,11 +54,12 @@ pub struct Applied {
 /// rebuildable from the topic alone.
 pub fn apply_command(
     view: &mut ViewBatch<'_>,
-    revision: Revision,
+    log_index: u64,
+    next_offset: u64,
     command: &Command,
 ) -> Result<Applied, StoreError> {
     let window_start = command.timestamp_ms.saturating_sub(IDEMPOTENCY_WINDOW_MS);
-    if revision % EXPIRY_EVERY_ENTRIES == 0 {
+    if log_index % EXPIRY_EVERY_ENTRIES == 0 {
         view.expire_idempotent_writes(window_start.saturating_sub(EXPIRY_SLACK_MS))?;
     }
     if let Some(id) = &command.idempotency_key {
@@ -51,67 +67,39 @@ pub fn apply_command(
             .idempotent_write(id)?
             .filter(|first| first.timestamp_ms >= window_start);
         if let Some(first) = first {
-            return Ok(Applied {
-                result: first.result,
-                record: None,
-            });
+            return Ok(Applied::nothing(first.result));
         }
     }
-    let key = command.op.key();
-    let current = view.get(key)?;
-    if !condition_holds(command.op.condition(), current.as_ref()) {
-        return Ok(Applied {
-            result: CommandResult::PreconditionFailed {
-                current_mod_revision: current.map(|entry| entry.mod_revision),
-            },
-            record: None,
-        });
-    }
-    let record = match &command.op {
-        Op::Put { value, .. } => {
-            let entry = KeyEntry {
-                value: value.as_bytes().to_vec(),
-                create_revision: current
-                    .as_ref()
-                    .map_or(revision, |entry| entry.create_revision),
-                mod_revision: revision,
-                version: current.as_ref().map_or(1, |entry| entry.version + 1),
-            };
-            view.put(key, &entry);
-            WriteRecord {
-                revision,
-                log_index: revision,
-                kind: UnitKind::Write,
-                timestamp_ms: command.timestamp_ms,
-                key: key.to_string(),
-                value: Some(Bytes::copy_from_slice(value.as_bytes())),
-                create_revision: entry.create_revision,
-                version: entry.version,
-                idempotency_key: command.idempotency_key,
-            }
-        }
-        Op::Delete { .. } => {
-            let Some(entry) = current else {
-                return Ok(Applied {
-                    result: CommandResult::NotFound,
-                    record: None,
-                });
-            };
-            view.remove(key);
-            WriteRecord {
-                revision,
-                log_index: revision,
-                kind: UnitKind::Write,
-                timestamp_ms: command.timestamp_ms,
-                key: key.to_string(),
-                value: None,
-                create_revision: entry.create_revision,
-                version: 0,
-                idempotency_key: command.idempotency_key,
-            }
+    let (key, value, condition) = match &command.op {
+        Op::Put {
+            key,
+            value,
+            condition,
+        } => (key, Some(value.as_str()), *condition),
+        Op::Delete { key, condition } => (key, None, *condition),
+        Op::Txn(txn) => {
+            return apply_txn(view, UnitStart::new(log_index, next_offset), command, txn)
         }
     };
-    let result = written(&record);
+    let current = view.get(key)?;
+    if !condition_holds(condition, current.as_ref()) {
+        return Ok(Applied::nothing(CommandResult::PreconditionFailed {
+            current_mod_revision: current.map(|entry| entry.mod_revision),
+        }));
+    }
+    let mut unit = UnitWriter::new(
+        UnitStart::new(log_index, next_offset),
+        1,
+        UnitKind::Write,
+        command,
+    );
+    match (value, current) {
+        (Some(value), current) => unit.put(view, key, value, current),
+        (None, Some(current)) => unit.delete(view, key, current),
+        (None, None) => return Ok(Applied::nothing(CommandResult::NotFound)),
+    }
+    let records = unit.finish();
+    let result = written(&records[0]);
     if let Some(id) = &command.idempotency_key {
         let first = IdempotentWrite {
             timestamp_ms: command.timestamp_ms,
@@ -119,10 +107,112 @@ pub fn apply_command(
         };
         view.remember(id, &first);
     }
-    Ok(Applied {
-        result,
-        record: Some(record),
-    })
+    Ok(Applied { result, records })
+}
+
+/// Where a unit's records go: the entry that carries it and the offset of
+/// its first record.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct UnitStart {
+    /// The raft log index of the entry.
+    pub log_index: u64,
+    /// The offset the unit's first record takes.
+    pub next_offset: u64,
+}
+
+impl UnitStart {
+    /// The unit of the entry at `log_index`, from `next_offset` on.
+    pub fn new(log_index: u64, next_offset: u64) -> UnitStart {
+        UnitStart {
+            log_index,
+            next_offset,
+        }
+    }
+}
+
+/// Writes the keys of one unit, whose number of records is known before
+/// the first is written: each record gets the next offset and its place in
+/// the unit, and every key the unit's revision (its last offset).
+pub(super) struct UnitWriter<'c> {
+    start: UnitStart,
+    len: usize,
+    kind: UnitKind,
+    command: &'c Command,
+    records: Vec<WriteRecord>,
+}
+
+impl<'c> UnitWriter<'c> {
+    /// A unit of `len` records (at least 1) of `kind`, written by `command`.
+    pub fn new(start: UnitStart, len: usize, kind: UnitKind, command: &'c Command) -> Self {
+        UnitWriter {
+            start,
+            len,
+            kind,
+            command,
+            records: Vec::with_capacity(len),
+        }
+    }
+
+    /// The unit's revision: the offset of its last record.
+    pub fn revision(&self) -> Revision {
+        self.start.next_offset + self.len as u64 - 1
+    }
+
+    /// Sets `key` to `value`; `current` is its entry before.
+    pub fn put(
+        &mut self,
+        view: &mut ViewBatch<'_>,
+        key: &str,
+        value: &str,
+        current: Option<KeyEntry>,
+    ) {
+        let revision = self.revision();
+        let entry = KeyEntry {
+            value: value.as_bytes().to_vec(),
+            create_revision: current
+                .as_ref()
+                .map_or(revision, |entry| entry.create_revision),
+            mod_revision: revision,
+            version: current.as_ref().map_or(1, |entry| entry.version + 1),
+        };
+        view.put(key, &entry);
+        self.record(key, Some(value), entry.create_revision, entry.version);
+    }
+
+    /// Deletes `key`, whose entry is `current`.
+    pub fn delete(&mut self, view: &mut ViewBatch<'_>, key: &str, current: KeyEntry) {
+        view.remove(key);
+        self.record(key, None, current.create_revision, 0);
+    }
+
+    fn record(&mut self, key: &str, value: Option<&str>, create_revision: Revision, version: u64) {
+        let sub = self.records.len();
+        let rest = self.len.checked_sub(sub + 1).expect(
+            "a unit writes exactly the records it was counted with (UnitWriter::new's len)",
+        );
+        self.records.push(WriteRecord {
+            offset: self.start.next_offset + sub as u64,
+            batch: BatchPos::new(sub as u32, rest as u32),
+            log_index: self.start.log_index,
+            kind: self.kind,
+            timestamp_ms: self.command.timestamp_ms,
+            key: key.to_string(),
+            value: value.map(|value| Bytes::copy_from_slice(value.as_bytes())),
+            create_revision,
+            version,
+            idempotency_key: self.command.idempotency_key,
+        });
+    }
+
+    /// The unit's records, every one written.
+    pub fn finish(self) -> Vec<WriteRecord> {
+        assert_eq!(
+            self.records.len(),
+            self.len,
+            "a unit writes exactly the records it was counted with"
+        );
+        self.records
+    }
 }
 
 /// Applies a record read back from the topic (view rebuild, snapshot
@@ -134,25 +224,42 @@ pub fn replay_record(view: &mut ViewBatch<'_>, record: &WriteRecord) {
             &KeyEntry {
                 value: value.to_vec(),
                 create_revision: record.create_revision,
-                mod_revision: record.revision,
+                mod_revision: record.revision(),
                 version: record.version,
             },
         ),
         None => view.remove(&record.key),
     }
     if let Some(id) = &record.idempotency_key {
+        let result = match record.kind {
+            UnitKind::Write => written(record),
+            UnitKind::TxnSuccess | UnitKind::TxnFailure => {
+                remembered_txn(record.kind == UnitKind::TxnSuccess, record.revision())
+            }
+        };
         let first = IdempotentWrite {
             timestamp_ms: record.timestamp_ms,
-            result: written(record),
+            result,
         };
         view.remember(id, &first);
     }
 }
 
+/// What a retry of a transaction that wrote gets: which branch ran and
+/// the revision, without the results of its reads.
+pub(super) fn remembered_txn(succeeded: bool, revision: Revision) -> CommandResult {
+    CommandResult::Txn(TxnOutcome {
+        succeeded,
+        revision,
+        results: Vec::new(),
+        deduplicated: true,
+    })
+}
+
 /// The result a successful write returned.
 fn written(record: &WriteRecord) -> CommandResult {
     CommandResult::Written {
-        revision: record.revision,
+        revision: record.revision(),
         version: record.version,
         created: record.version == 1,
     }
@@ -212,10 +319,18 @@ mod tests {
         }
     }
 
-    /// Applies `command` at `revision` in a batch of its own, committed.
+    /// Applies `command`, whose records start at offset `revision`, in a
+    /// batch of its own, committed; its entry's log index is a little past
+    /// the offset, as blanks and membership entries make it.
     fn apply(view: &View, revision: Revision, command: &Command) -> Applied {
+        apply_at(view, revision + 3, revision, command)
+    }
+
+    /// Applies `command` from the entry at `log_index`, its records from
+    /// `next_offset` on.
+    fn apply_at(view: &View, log_index: u64, next_offset: u64, command: &Command) -> Applied {
         let mut batch = view.batch();
-        let applied = apply_command(&mut batch, revision, command).expect("applies");
+        let applied = apply_command(&mut batch, log_index, next_offset, command).expect("applies");
         view.commit(batch);
         applied
     }
@@ -301,7 +416,7 @@ mod tests {
             let applied = apply(&view, REVISION, &command(NOW_MS, None, op));
             assert_eq!(applied.result, result, "{case}");
             let wrote = matches!(result, CommandResult::Written { .. });
-            assert_eq!(applied.record.is_some(), wrote, "{case}");
+            assert_eq!(applied.records.len(), usize::from(wrote), "{case}");
             let after = view.get("k").expect("reads");
             assert_eq!(
                 after.as_ref().map(|entry| entry.mod_revision),
@@ -346,11 +461,11 @@ mod tests {
             let entry = view.get("k").expect("reads").expect("the key exists");
             if deduplicated {
                 assert_eq!(retry.result, first.result, "{case}");
-                assert!(retry.record.is_none(), "{case}: a retry writes no record");
+                assert!(retry.records.is_empty(), "{case}: a retry writes no record");
                 assert_eq!((entry.version, entry.mod_revision), (1, EXISTING), "{case}");
             } else {
                 assert_eq!(retry.result, written(REVISION, 2, false), "{case}");
-                assert!(retry.record.is_some(), "{case}");
+                assert_eq!(retry.records.len(), 1, "{case}");
                 assert_eq!((entry.version, entry.mod_revision), (2, REVISION), "{case}");
             }
         }
@@ -374,10 +489,11 @@ mod tests {
         assert_eq!(retry.result, written(8, 1, true));
     }
 
-    /// Remembered writes are forgotten only at entries whose index is a
-    /// multiple of `EXPIRY_EVERY_ENTRIES`, and only once older than the
-    /// window and its slack. Each case: the index and timestamp of a later,
-    /// unrelated command, and whether the first write is still remembered.
+    /// Remembered writes are forgotten only at entries whose log index is a
+    /// multiple of `EXPIRY_EVERY_ENTRIES` (whatever offset their records
+    /// take), and only once older than the window and its slack. Each case:
+    /// the log index and timestamp of a later, unrelated command, and
+    /// whether the first write is still remembered.
     #[test]
     fn remembered_writes_expire_at_expiry_entries_after_window_and_slack() {
         let expiry_entry = 10 * EXPIRY_EVERY_ENTRIES;
@@ -388,8 +504,8 @@ mod tests {
             (expiry_entry, forgettable_ms, false),
             (expiry_entry, forgettable_ms + IDEMPOTENCY_WINDOW_MS, false),
         ];
-        for (revision, timestamp_ms, remembered) in cases {
-            let case = format!("command at index {revision}, {timestamp_ms} ms");
+        for (log_index, timestamp_ms, remembered) in cases {
+            let case = format!("command at index {log_index}, {timestamp_ms} ms");
             let (_dir, view) = open_view();
             let id = Uuid::new_v4();
             apply(&view, 1, &command(NOW_MS, Some(id), put(Condition::Always)));
@@ -398,7 +514,7 @@ mod tests {
                 value: "1".into(),
                 condition: Condition::Always,
             };
-            apply(&view, revision, &command(timestamp_ms, None, other));
+            apply_at(&view, log_index, 2, &command(timestamp_ms, None, other));
             let batch = view.batch();
             let found = batch.idempotent_write(&id).expect("reads");
             assert_eq!(found.is_some(), remembered, "{case}");
@@ -414,11 +530,13 @@ mod tests {
             EXISTING,
             &command(NOW_MS, Some(id), put(Condition::Always)),
         );
-        let record = applied.record.expect("a put writes a record");
+        let [record] = &applied.records[..] else {
+            panic!("a put writes one record");
+        };
 
         let (_dir, replayed) = open_view();
         let mut batch = replayed.batch();
-        replay_record(&mut batch, &record);
+        replay_record(&mut batch, record);
         replayed.commit(batch);
         assert_eq!(replayed.get("k").unwrap(), view.get("k").unwrap());
         let remembered = |view: &View| view.batch().idempotent_write(&id).unwrap();

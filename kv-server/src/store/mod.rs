@@ -26,6 +26,7 @@ pub mod record;
 mod recovery;
 pub mod snapshot;
 pub mod state_machine;
+mod txn;
 pub mod view;
 
 use std::path::{Path, PathBuf};
@@ -42,6 +43,7 @@ use tracing::{info, warn};
 use crate::error::StoreError;
 use crate::store::apply::apply_command;
 use crate::store::log_store::LogStore;
+use crate::store::record::WriteRecord;
 use crate::store::recovery::Recovery;
 use crate::store::snapshot::{installing_marker, SnapshotFile};
 use crate::store::view::View;
@@ -139,7 +141,7 @@ pub struct Store {
     pub watches: Arc<WatchRegistry>,
     /// Where the current snapshot lives.
     pub snapshot_dir: PathBuf,
-    /// The store's revision (today the last applied log index), as the
+    /// The store's revision: the offset of the last record applied, as the
     /// view keeps it next to the applied log id.
     revision: AtomicU64,
     /// Held while the view is written out (checkpoint, rebuild), so that
@@ -189,7 +191,7 @@ impl Store {
             checkpointer: OnceLock::new(),
             acl_generation: AtomicU64::new(0),
         };
-        let recovery = store.recovery_needed(log)?;
+        let recovery = store.recovery_needed()?;
         store.recover(recovery, log)?;
         store
             .revision
@@ -197,8 +199,8 @@ impl Store {
         Ok((store, recovery))
     }
 
-    /// The store's revision: the offset of the last record applied, which
-    /// is today the last applied log index.
+    /// The store's revision: the offset of the last record applied (0
+    /// before the first). It is always the end of a unit.
     pub fn revision(&self) -> Revision {
         self.revision.load(Ordering::Acquire)
     }
@@ -214,6 +216,10 @@ impl Store {
     /// already holds), then keys and the applied id to the view in one
     /// batch, then wakes the watchers of the changed keys.
     ///
+    /// Records take the offsets after the store's revision, in order; a
+    /// command that writes nothing takes none. So the offsets depend on
+    /// the log alone, and every node assigns the same ones.
+    ///
     /// Neither is fsynced here: the raft log is the durable record, and a
     /// crash re-applies from it. A checkpoint at least every second (and
     /// before every snapshot), off this path, makes the topic durable first
@@ -225,12 +231,15 @@ impl Store {
         };
         ::metrics::histogram!(crate::metrics::APPLY_ENTRIES).record(entries.len() as f64);
         let topic_last = self.topic.last_offset();
+        let mut revision = self.revision();
         let mut batch = self.view.batch();
         let mut results = Vec::with_capacity(entries.len());
         let mut records = Vec::new();
+        // Records a crash left in the topic while the view lost them:
+        // applied again, they must come out the same.
+        let mut present = Vec::new();
         let mut changes = Vec::new();
         for entry in entries {
-            let index = entry.log_id.index;
             match entry.payload {
                 EntryPayload::Blank => results.push(CommandResult::None),
                 EntryPayload::Membership(membership) => {
@@ -238,10 +247,14 @@ impl Store {
                     results.push(CommandResult::None);
                 }
                 EntryPayload::Normal(command) => {
-                    let applied = apply_command(&mut batch, index, &command)?;
-                    if let Some(record) = applied.record {
-                        changes.push((record.key.clone(), index));
-                        if topic_last.is_none_or(|last| index > last) {
+                    let applied =
+                        apply_command(&mut batch, entry.log_id.index, revision + 1, &command)?;
+                    for record in applied.records {
+                        revision = record.offset;
+                        changes.push((record.key.clone(), record.revision()));
+                        if topic_last.is_some_and(|last| record.offset <= last) {
+                            present.push(record);
+                        } else {
                             records.push(record.to_record());
                         }
                     }
@@ -249,14 +262,15 @@ impl Store {
                 }
             }
         }
-        // One entry makes at most one record, at its log index: the
-        // revision is the last applied index.
-        batch.set_applied(&last, last.index);
+        if !present.is_empty() {
+            self.check_present(&present)?;
+        }
+        batch.set_applied(&last, revision);
         if !records.is_empty() {
             self.topic.append(&records)?;
         }
         let unsealed = self.view.commit(batch);
-        self.revision.store(last.index, Ordering::Release);
+        self.revision.store(revision, Ordering::Release);
         // After the view holds the change: see `acl::cache`.
         if changes.iter().any(|(key, _)| crate::acl::is_acl_key(key)) {
             self.acl_generation.fetch_add(1, Ordering::AcqRel);
@@ -281,6 +295,36 @@ impl Store {
             }
         }
         Ok(results)
+    }
+
+    /// Checks that the records the topic already holds at the offsets
+    /// applying gave `present` are those records: the same key from the
+    /// same log entry. A topic that holds something else there was written
+    /// by a different history, and serving it would be serving a lie. A
+    /// record the cleaner has since dropped is not there to compare.
+    fn check_present(&self, present: &[WriteRecord]) -> Result<(), StoreError> {
+        let mut expected = present.iter().peekable();
+        for stored in self.topic.read_from(present[0].offset) {
+            let stored = WriteRecord::from_record(stored?)?;
+            while expected
+                .next_if(|want| want.offset < stored.offset)
+                .is_some()
+            {}
+            let Some(want) = expected.next_if(|want| want.offset == stored.offset) else {
+                if expected.peek().is_none() {
+                    break;
+                }
+                continue;
+            };
+            if (&want.key, want.log_index) != (&stored.key, stored.log_index) {
+                return Err(StoreError::TopicDisagrees {
+                    offset: want.offset,
+                    expected: format!("key {:?} of log index {}", want.key, want.log_index),
+                    found: format!("key {:?} of log index {}", stored.key, stored.log_index),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Makes everything applied durable: the topic first, then the view, so
@@ -336,7 +380,7 @@ impl Store {
         fsutil::fsync_dir(&self.snapshot_dir)?;
         let meta = &snapshot.header.meta;
         // The topic ends at the snapshot's revision: its last record's offset.
-        let end = snapshot.header.revision();
+        let end = snapshot.header.revision;
         self.topic
             .replace_with(snapshot.records(), end, snapshot.header.tombstone_floor)?;
         crate::crash::point(crate::crash::SNAPSHOT_TOPIC_REPLACED);

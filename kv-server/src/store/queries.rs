@@ -175,7 +175,7 @@ impl Store {
                 break;
             }
         }
-        latest.sort_by_key(|write| write.revision);
+        latest.sort_by_key(|write| write.offset);
         Ok(ChangesRead {
             writes: latest,
             next,

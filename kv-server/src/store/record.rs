@@ -1,33 +1,33 @@
 //! How a write becomes a record of the compacted topic, and back.
 //!
 //! The record's key is the KV key, its value the JSON text (none for a
-//! delete), its offset the write's revision (today the raft log index of
-//! its entry). The record's headers keep what replay needs to rebuild the
-//! view exactly — the key's create revision and version, the idempotency
-//! key of the write — and where the record came from: the raft log index
-//! of its entry and the kind of atomic unit it belongs to.
+//! delete). Its offset is its own place in the topic; the records of one
+//! atomic unit (the writes of one command) have consecutive offsets and
+//! form one batch of the topic, and the unit's revision, the
+//! `mod_revision` of every key it wrote, is the offset of its last record.
+//! The record's headers keep what replay needs to rebuild the view exactly
+//! — the key's create revision and version, the idempotency key of the
+//! write — and where the record came from: the raft log index of its entry
+//! and the kind of atomic unit it belongs to.
 //!
 //! ```text
-//! format 2 (written): 2 | kind: u8 | log_index: u64 LE | create_revision: u64 LE | version: u64 LE | idempotency key: 16 bytes (if flagged)
-//! format 1 (read):    1 | create_revision: u64 LE | version: u64 LE | idempotency key: 16 bytes (optional)
+//! headers: 2 | kind: u8 | log_index: u64 LE | create_revision: u64 LE | version: u64 LE | idempotency key: 16 bytes (if flagged)
 //! ```
 //!
 //! The kind byte holds the [`UnitKind`] in its low bits and
-//! [`IDEMPOTENCY_KEY_FLAG`] when the idempotency key follows. A format 1
-//! record is a [`UnitKind::Write`] whose log index is its offset, as it
-//! was when format 1 was written.
+//! [`IDEMPOTENCY_KEY_FLAG`] when the idempotency key follows. (Format 1,
+//! without the log index, was written while offsets were log indices; data
+//! of that time is refused at open, see `data_format`.)
 
 use bytes::Bytes;
-use compaction::Record;
+use compaction::{BatchPos, Record};
 use uuid::Uuid;
 
 use crate::error::StoreError;
 use crate::types::Revision;
 
-/// The headers' format byte written today, first of the headers.
+/// The headers' format byte, first of the headers.
 const HEADER_FORMAT: u8 = 2;
-/// The format byte of headers written before the log index was kept.
-const HEADER_FORMAT_1: u8 = 1;
 /// Where the kind byte sits in format 2 headers.
 const KIND_AT: usize = 1;
 /// Where the log index (u64 LE) sits in format 2 headers.
@@ -39,24 +39,20 @@ const VERSION_AT: usize = CREATE_REVISION_AT + 8;
 /// Format 2 headers without an idempotency key; the key, when flagged,
 /// follows.
 const HEADER_BYTES: usize = VERSION_AT + 8;
-/// Where the create revision sits in format 1 headers.
-const FORMAT_1_CREATE_REVISION_AT: usize = 1;
-/// Where the version sits in format 1 headers.
-const FORMAT_1_VERSION_AT: usize = FORMAT_1_CREATE_REVISION_AT + 8;
-/// Format 1 headers without an idempotency key.
-const FORMAT_1_HEADER_BYTES: usize = FORMAT_1_VERSION_AT + 8;
 /// An idempotency key: the 16 bytes of a UUID.
 const IDEMPOTENCY_KEY_BYTES: usize = 16;
 /// The bit of the kind byte saying an idempotency key follows the headers.
 pub const IDEMPOTENCY_KEY_FLAG: u8 = 0x80;
 
-/// The kind of atomic unit (one raft entry's writes) a record belongs to.
-/// Only single writes exist today; the byte is there so that later kinds
-/// need no new header format.
+/// The kind of atomic unit (one command's writes) a record belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UnitKind {
     /// One put or delete of one key.
     Write,
+    /// A transaction whose compares held: its `success` branch.
+    TxnSuccess,
+    /// A transaction whose compares failed: its `failure` branch.
+    TxnFailure,
 }
 
 impl UnitKind {
@@ -64,6 +60,8 @@ impl UnitKind {
     fn code(self) -> u8 {
         match self {
             UnitKind::Write => 0,
+            UnitKind::TxnSuccess => 1,
+            UnitKind::TxnFailure => 2,
         }
     }
 
@@ -71,6 +69,8 @@ impl UnitKind {
     fn from_code(code: u8) -> Option<UnitKind> {
         match code {
             0 => Some(UnitKind::Write),
+            1 => Some(UnitKind::TxnSuccess),
+            2 => Some(UnitKind::TxnFailure),
             _ => None,
         }
     }
@@ -79,10 +79,11 @@ impl UnitKind {
 /// The server's reading of one topic record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WriteRecord {
-    /// The record's offset: the key's `mod_revision`.
-    pub revision: Revision,
-    /// The raft log index of the entry that made the record (equal to
-    /// `revision` while one entry makes at most one record).
+    /// The record's offset in the topic.
+    pub offset: u64,
+    /// Its place in its unit: records before and after it.
+    pub batch: BatchPos,
+    /// The raft log index of the entry that made the record.
     pub log_index: u64,
     /// The kind of unit the record belongs to.
     pub kind: UnitKind,
@@ -101,6 +102,17 @@ pub struct WriteRecord {
 }
 
 impl WriteRecord {
+    /// The revision of the record's unit: the offset of its last record,
+    /// and the `mod_revision` the write gave its key.
+    pub fn revision(&self) -> Revision {
+        self.offset + Revision::from(self.batch.rest)
+    }
+
+    /// The offset of the first record of the record's unit.
+    pub fn unit_start(&self) -> u64 {
+        self.offset - u64::from(self.batch.sub)
+    }
+
     /// The topic record, with format 2 headers.
     pub fn to_record(&self) -> Record {
         let mut headers = Vec::with_capacity(HEADER_BYTES + IDEMPOTENCY_KEY_BYTES);
@@ -118,17 +130,16 @@ impl WriteRecord {
             headers.extend_from_slice(id.as_bytes());
         }
         Record {
-            offset: self.revision,
+            offset: self.offset,
             timestamp_ms: self.timestamp_ms,
             key: Bytes::copy_from_slice(self.key.as_bytes()),
             value: self.value.clone(),
-            batch: compaction::BatchPos::SINGLE,
+            batch: self.batch,
             headers: Bytes::from(headers),
         }
     }
 
-    /// Reads a topic record written by [`WriteRecord::to_record`], today or
-    /// with format 1 headers.
+    /// Reads a topic record written by [`WriteRecord::to_record`].
     pub fn from_record(record: Record) -> Result<WriteRecord, StoreError> {
         let bad = |reason: &'static str| StoreError::CorruptRecord {
             offset: record.offset,
@@ -137,7 +148,8 @@ impl WriteRecord {
         let headers = Headers::read(&record).map_err(bad)?;
         let key = String::from_utf8(record.key.to_vec()).map_err(|_| bad("key is not UTF-8"))?;
         Ok(WriteRecord {
-            revision: record.offset,
+            offset: record.offset,
+            batch: record.batch,
             log_index: headers.log_index,
             kind: headers.kind,
             timestamp_ms: record.timestamp_ms,
@@ -168,7 +180,7 @@ impl Headers {
     /// Decodes `record`'s headers, or says what is wrong with them.
     fn read(record: &Record) -> Result<Headers, &'static str> {
         let headers = &record.headers[..];
-        // Each format's arm checks the length before reading a number.
+        // The length is checked before a number is read.
         let number = |at: usize| {
             u64::from_le_bytes(headers[at..at + 8].try_into().expect("a u64 is 8 bytes"))
         };
@@ -192,22 +204,6 @@ impl Headers {
                     idempotency_key: flagged.then(|| uuid_at(headers, HEADER_BYTES)),
                 })
             }
-            Some(&HEADER_FORMAT_1) => {
-                let len = headers.len();
-                if len != FORMAT_1_HEADER_BYTES
-                    && len != FORMAT_1_HEADER_BYTES + IDEMPOTENCY_KEY_BYTES
-                {
-                    return Err("format 1 headers have the wrong length");
-                }
-                Ok(Headers {
-                    kind: UnitKind::Write,
-                    log_index: record.offset,
-                    create_revision: number(FORMAT_1_CREATE_REVISION_AT),
-                    version: number(FORMAT_1_VERSION_AT),
-                    idempotency_key: (len > FORMAT_1_HEADER_BYTES)
-                        .then(|| uuid_at(headers, FORMAT_1_HEADER_BYTES)),
-                })
-            }
             _ => Err("unknown header format"),
         }
     }
@@ -223,47 +219,42 @@ fn uuid_at(headers: &[u8], at: usize) -> Uuid {
 /// Whether `record` carries a client's idempotency key (without decoding
 /// the rest of it).
 pub fn carries_idempotency_key(record: &Record) -> bool {
-    match record.headers.first() {
-        Some(&HEADER_FORMAT) => record
+    record.headers.first() == Some(&HEADER_FORMAT)
+        && record
             .headers
             .get(KIND_AT)
-            .is_some_and(|kind| kind & IDEMPOTENCY_KEY_FLAG != 0),
-        _ => record.headers.len() > FORMAT_1_HEADER_BYTES,
-    }
+            .is_some_and(|kind| kind & IDEMPOTENCY_KEY_FLAG != 0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn write(offset: u64, batch: BatchPos, value: Option<&'static str>) -> WriteRecord {
+        WriteRecord {
+            offset,
+            batch,
+            log_index: 4,
+            kind: UnitKind::Write,
+            timestamp_ms: 1,
+            key: "topics/a".into(),
+            value: value.map(|value| Bytes::from_static(value.as_bytes())),
+            create_revision: 3,
+            version: if value.is_some() { 2 } else { 0 },
+            idempotency_key: None,
+        }
+    }
+
     #[test]
     fn puts_and_deletes_round_trip_with_and_without_idempotency_keys() {
-        for write in [
-            WriteRecord {
-                revision: 7,
-                log_index: 7,
-                kind: UnitKind::Write,
-                timestamp_ms: 1,
-                key: "topics/a".into(),
-                value: Some(Bytes::from_static(b"{}")),
-                create_revision: 3,
-                version: 2,
-                idempotency_key: Some(Uuid::new_v4()),
-            },
-            WriteRecord {
-                revision: 9,
-                log_index: 9,
-                kind: UnitKind::Write,
-                timestamp_ms: 2,
-                key: "topics/a".into(),
-                value: None,
-                create_revision: 3,
-                version: 0,
-                idempotency_key: None,
-            },
-        ] {
+        let keyed = WriteRecord {
+            idempotency_key: Some(Uuid::new_v4()),
+            ..write(7, BatchPos::SINGLE, Some("{}"))
+        };
+        for write in [keyed, write(9, BatchPos::new(1, 2), None)] {
             let record = write.to_record();
             assert_eq!(record.headers[0], 2, "records are written with format 2");
+            assert_eq!(record.batch, write.batch);
             assert_eq!(
                 carries_idempotency_key(&record),
                 write.idempotency_key.is_some()
@@ -272,61 +263,29 @@ mod tests {
         }
     }
 
-    /// Format 1 headers, as records were written before the log index was
-    /// kept.
-    fn format_1_record(offset: u64, idempotency_key: Option<Uuid>) -> Record {
-        let mut headers = vec![1];
-        headers.extend_from_slice(&3u64.to_le_bytes());
-        headers.extend_from_slice(&2u64.to_le_bytes());
-        if let Some(id) = idempotency_key {
-            headers.extend_from_slice(id.as_bytes());
-        }
-        Record {
-            offset,
-            timestamp_ms: 5,
-            key: Bytes::from_static(b"topics/a"),
-            value: Some(Bytes::from_static(b"{}")),
-            batch: compaction::BatchPos::SINGLE,
-            headers: Bytes::from(headers),
-        }
-    }
-
     #[test]
-    fn format_1_records_still_read_as_single_writes_at_their_offset() {
-        for idempotency_key in [None, Some(Uuid::new_v4())] {
-            let record = format_1_record(7, idempotency_key);
-            assert_eq!(carries_idempotency_key(&record), idempotency_key.is_some());
-            assert_eq!(
-                WriteRecord::from_record(record).unwrap(),
-                WriteRecord {
-                    revision: 7,
-                    log_index: 7,
-                    kind: UnitKind::Write,
-                    timestamp_ms: 5,
-                    key: "topics/a".into(),
-                    value: Some(Bytes::from_static(b"{}")),
-                    create_revision: 3,
-                    version: 2,
-                    idempotency_key,
-                }
-            );
-        }
+    fn a_record_knows_its_units_revision_and_start_from_its_place_in_the_batch() {
+        let middle = write(11, BatchPos::new(1, 2), Some("1"));
+        assert_eq!((middle.unit_start(), middle.revision()), (10, 13));
+        let single = write(11, BatchPos::SINGLE, Some("1"));
+        assert_eq!((single.unit_start(), single.revision()), (11, 11));
     }
 
     #[test]
     fn damaged_headers_are_refused_naming_the_offset() {
-        let good = WriteRecord::from_record(format_1_record(7, None))
-            .unwrap()
-            .to_record();
+        let good = write(7, BatchPos::SINGLE, Some("{}")).to_record();
         let mut unknown_kind = good.headers.to_vec();
         unknown_kind[1] = 0x05;
         let mut cut = good.headers.to_vec();
         cut.pop();
         let mut flagged_without_key = good.headers.to_vec();
         flagged_without_key[1] |= IDEMPOTENCY_KEY_FLAG;
+        let mut format_1 = vec![1u8];
+        format_1.extend_from_slice(&[0; 16]);
         for (headers, reason) in [
             (vec![3u8], "unknown header format"),
             (vec![], "unknown header format"),
+            (format_1, "unknown header format"),
             (vec![2u8], "format 2 headers are cut short"),
             (unknown_kind, "unknown unit kind"),
             (cut, "format 2 headers have the wrong length"),
@@ -334,7 +293,6 @@ mod tests {
                 flagged_without_key,
                 "format 2 headers have the wrong length",
             ),
-            (vec![1u8, 0, 0], "format 1 headers have the wrong length"),
         ] {
             let record = Record {
                 headers: Bytes::from(headers),

@@ -9,11 +9,16 @@
 //! 2. the view's rebuilding marker: a rebuild was interrupted, start over;
 //! 3. a view that applied nothing while the topic holds records: the view
 //!    was lost (or damaged and removed), rebuild it;
-//! 4. a view whose applied index passes the topic's end over a write entry:
-//!    the topic lost writes the view kept, rebuild the view to match.
+//! 4. a view whose revision passes the topic's end: the topic lost writes
+//!    the view kept, rebuild the view to match.
 //!
-//! A rebuild replays the topic and gives the view the log id of the topic's
-//! last record, so the state machine re-applies the log from there.
+//! A rebuild replays the topic and gives the view the log id of the entry
+//! that wrote the topic's last record (its header keeps the log index), so
+//! the state machine re-applies the log from there. A unit a crash cut
+//! short at the topic's end (a transaction whose last records never
+//! reached the file) is left out of the view, and the view gets the log id
+//! just before the unit's entry: applied again, the entry gives the same
+//! offsets, finds its first records in place and appends the rest.
 
 use openraft::EntryPayload;
 use tracing::{info, warn};
@@ -50,14 +55,14 @@ pub enum Recovery {
 
 impl Store {
     /// What the store must do to make its parts agree; see the module doc.
-    pub(super) fn recovery_needed(&self, log: &LogStore) -> Result<Recovery, StoreError> {
+    pub(super) fn recovery_needed(&self) -> Result<Recovery, StoreError> {
         Ok(if installing_marker(&self.snapshot_dir).exists() {
             Recovery::FinishInstall
         } else if self.view.is_rebuilding()? {
             Recovery::ResumeRebuild
         } else if self.view_lags_topic()? {
             Recovery::ViewMissing
-        } else if self.view_ahead_of_topic(log)? {
+        } else if self.view_ahead_of_topic()? {
             Recovery::ViewAheadOfTopic
         } else {
             Recovery::Nothing
@@ -83,8 +88,8 @@ impl Store {
         }
     }
 
-    /// Replaces the view with the replay of the whole topic, and records
-    /// `applied`, `revision` and `membership` as its applied state.
+    /// Replaces the view with the replay of the topic up to `revision`, and
+    /// records `applied`, `revision` and `membership` as its applied state.
     pub fn rebuild_view(
         &self,
         applied: Option<LogId>,
@@ -99,6 +104,9 @@ impl Store {
         let mut batch = self.view.batch();
         for record in self.topic.read_from(0) {
             let record = WriteRecord::from_record(record?)?;
+            if record.offset > revision {
+                break;
+            }
             replay_record(&mut batch, &record);
             replayed += 1;
             if replayed % REPLAY_BATCH_RECORDS as u64 == 0 {
@@ -134,89 +142,81 @@ impl Store {
 
     /// Whether the view says more is applied than the topic holds: after a
     /// power loss the view may keep writes the topic lost (neither was
-    /// fsynced). Then a write entry lies between the topic's end and the
-    /// view's applied index. (A write whose condition failed left no record
-    /// and looks the same; the rebuild it causes is harmless.)
-    fn view_ahead_of_topic(&self, log: &LogStore) -> Result<bool, StoreError> {
+    /// fsynced).
+    fn view_ahead_of_topic(&self) -> Result<bool, StoreError> {
         let (applied, _) = self.view.applied_state()?;
-        let Some(applied) = applied else {
-            return Ok(false);
-        };
-        let topic_end = self.topic.last_offset().unwrap_or(0);
-        if applied.index <= topic_end {
-            return Ok(false);
-        }
-        let (first, last) = (topic_end + 1, applied.index);
-        let entries = log
-            .entries(first..=last)
-            .map_err(StoreError::raft_log_read(first, last))?;
-        Ok(entries
-            .iter()
-            .any(|entry| matches!(entry.payload, EntryPayload::Normal(_))))
+        Ok(applied.is_some() && self.view.revision()? > self.topic.last_offset().unwrap_or(0))
     }
 
     /// Rebuilds the view from the topic when the view alone was lost: the
-    /// state after the topic's last record is the state after the log entry
-    /// with that index, whose id (and the membership then) the raft log or
-    /// the current snapshot knows.
+    /// state after the topic's last whole unit is the state after the log
+    /// entry that wrote it, whose id (and the membership then) the raft log
+    /// or the current snapshot knows.
     fn rebuild_view_at_topic_end(&self, log: &LogStore) -> Result<(), StoreError> {
         let snapshot = SnapshotFile::load(&self.snapshot_dir)?;
-        let snapshot_revision = snapshot.as_ref().map(|snapshot| snapshot.header.revision());
-        let snapshot_meta = snapshot.map(|snapshot| snapshot.header.meta);
-        let snapshot_index = snapshot_meta
-            .as_ref()
-            .and_then(|meta| meta.last_log_id)
-            .map_or(0, |id| id.index);
         let topic_end = self.topic.last_offset().unwrap_or(0);
-        let (applied, mut membership) = match &snapshot_meta {
-            Some(meta) if topic_end <= snapshot_index => {
-                (meta.last_log_id, meta.last_membership.clone())
-            }
-            _ => {
-                let applied = match topic_end {
-                    0 => None,
-                    index => Some(
-                        log.log_id_at(index)
-                            .map_err(StoreError::raft_log_read(index, index))?
-                            .ok_or(StoreError::TopicEndNotInLog { index })?,
-                    ),
+        let tail = match self.topic.tail()? {
+            Some(record) => Some(WriteRecord::from_record(record)?),
+            None => None,
+        };
+        let snapshot_id = snapshot
+            .as_ref()
+            .and_then(|snapshot| snapshot.header.meta.last_log_id);
+        let (applied, revision, mut membership) = match (&snapshot, tail) {
+            // Nothing past the snapshot: the topic is the snapshot's (just
+            // installed, or written up to it).
+            (Some(snapshot), _) if topic_end <= snapshot.header.revision => (
+                snapshot_id,
+                snapshot.header.revision,
+                snapshot.header.meta.last_membership.clone(),
+            ),
+            (_, None) => (None, 0, StoredMembership::default()),
+            (snapshot, Some(tail)) => {
+                // A whole unit ends the topic: the view is at its entry. A
+                // cut one: the view stops before it, at the entry before.
+                let (log_index, revision) = if tail.batch.is_last() {
+                    (tail.log_index, tail.revision())
+                } else {
+                    (tail.log_index - 1, tail.unit_start() - 1)
                 };
-                let membership = snapshot_meta
+                let applied = match snapshot_id {
+                    Some(id) if id.index == log_index => id,
+                    _ => log
+                        .log_id_at(log_index)
+                        .map_err(StoreError::raft_log_read(log_index, log_index))?
+                        .ok_or(StoreError::TopicEndNotInLog {
+                            offset: topic_end,
+                            log_index,
+                        })?,
+                };
+                let membership = snapshot
                     .as_ref()
-                    .map(|meta| meta.last_membership.clone())
+                    .map(|snapshot| snapshot.header.meta.last_membership.clone())
                     .unwrap_or_default();
-                (applied, membership)
+                (Some(applied), revision, membership)
             }
         };
         if let Some(applied) = applied {
             // The log starts at index 0 (openraft puts the initial
             // membership there) or just after the snapshot.
-            let first = if snapshot_meta.is_some() {
-                snapshot_index + 1
-            } else {
-                0
-            };
-            let entries = log
-                .entries(first..=applied.index)
-                .map_err(StoreError::raft_log_read(first, applied.index))?;
-            for entry in entries {
-                if let EntryPayload::Membership(config) = entry.payload {
-                    membership = StoredMembership::new(Some(entry.log_id), config);
+            let first = snapshot_id.map_or(0, |id| id.index + 1);
+            if first <= applied.index {
+                let entries = log
+                    .entries(first..=applied.index)
+                    .map_err(StoreError::raft_log_read(first, applied.index))?;
+                for entry in entries {
+                    if let EntryPayload::Membership(config) = entry.payload {
+                        membership = StoredMembership::new(Some(entry.log_id), config);
+                    }
                 }
             }
         }
         warn!(
             topic_end,
+            revision,
             ?applied,
             "the view is missing or incomplete; rebuilding it from the topic"
         );
-        // The snapshot's revision when the topic ends inside it; else the
-        // topic's last record is at the applied index, and so is the
-        // revision.
-        let revision = match snapshot_revision {
-            Some(revision) if topic_end <= snapshot_index => revision,
-            _ => applied.map_or(0, |id| id.index),
-        };
         self.rebuild_view(applied, revision, membership)?;
         Ok(())
     }
@@ -240,9 +240,13 @@ mod tests {
 
     const NODE: NodeId = 1;
     const TERM: u64 = 2;
-    /// The last entry every case starts from: a membership at 0, then one
-    /// put per index.
-    const APPLIED: u64 = 3;
+    /// The last entry every case starts from: a membership at 0, a blank at
+    /// 1 (as a new leader's), then one put per index.
+    const APPLIED: u64 = 4;
+    /// The store's revision then: the puts' records take offsets 1 to 3.
+    const REVISION: u64 = 3;
+    /// The log index of the first put.
+    const FIRST_PUT: u64 = 2;
     /// A key only the view holds: gone after a rebuild, there otherwise.
     const PLANTED: &str = "planted";
 
@@ -300,8 +304,9 @@ mod tests {
                 dirs: DataDirs::new(root.path()),
                 _root: root,
             };
-            let entries: Vec<Entry> = std::iter::once(membership(0))
-                .chain((1..=APPLIED).map(put))
+            let entries: Vec<Entry> = [membership(0), blank(1)]
+                .into_iter()
+                .chain((FIRST_PUT..=APPLIED).map(put))
                 .collect();
             node.apply(&entries);
             node.plant(|_| {});
@@ -391,16 +396,16 @@ mod tests {
         node.log(&[put(APPLIED + 1)]);
         node.plant(|view| {
             let mut batch = view.batch();
-            batch.set_applied(&log_id(APPLIED + 1), APPLIED + 1);
+            batch.set_applied(&log_id(APPLIED + 1), REVISION + 1);
             view.commit(batch);
         });
     }
 
-    fn view_ahead_over_a_blank(node: &NodeFiles) {
+    fn view_applied_a_blank_the_topic_needs_not_know(node: &NodeFiles) {
         node.log(&[blank(APPLIED + 1)]);
         node.plant(|view| {
             let mut batch = view.batch();
-            batch.set_applied(&log_id(APPLIED + 1), APPLIED + 1);
+            batch.set_applied(&log_id(APPLIED + 1), REVISION);
             view.commit(batch);
         });
     }
@@ -426,18 +431,22 @@ mod tests {
         recovery: Recovery,
         /// The store's revision after open.
         revision: u64,
+        /// The view's applied log index after open.
+        applied: u64,
         /// Whether the key only the view held survived (no rebuild).
         planted_kept: bool,
-        /// Which of the keys of entries `1..=APPLIED + 1` the view holds.
+        /// Which of the keys of entries `FIRST_PUT..=APPLIED + 1` the view
+        /// holds.
         keys: Vec<u64>,
     }
 
-    fn outcome(recovery: Recovery, revision: u64, planted_kept: bool, keys: u64) -> Outcome {
+    fn outcome(recovery: Recovery, applied: u64, planted_kept: bool) -> Outcome {
         Outcome {
             recovery,
-            revision,
+            revision: REVISION,
+            applied,
             planted_kept,
-            keys: (1..=keys).collect(),
+            keys: (FIRST_PUT..=APPLIED).collect(),
         }
     }
 
@@ -451,35 +460,31 @@ mod tests {
         use Recovery::*;
         type Setup = fn(&NodeFiles);
         let cases: [(&str, Setup, Outcome); 6] = [
-            (
-                "parts agree",
-                |_| {},
-                outcome(Nothing, APPLIED, true, APPLIED),
-            ),
+            ("parts agree", |_| {}, outcome(Nothing, APPLIED, true)),
             (
                 "view missing",
                 view_missing,
-                outcome(ViewMissing, APPLIED, false, APPLIED),
+                outcome(ViewMissing, APPLIED, false),
             ),
             (
                 "rebuild interrupted",
                 rebuild_interrupted,
-                outcome(ResumeRebuild, APPLIED, false, APPLIED),
+                outcome(ResumeRebuild, APPLIED, false),
             ),
             (
                 "view ahead of the topic over a write",
                 view_ahead_over_a_write,
-                outcome(ViewAheadOfTopic, APPLIED, false, APPLIED),
+                outcome(ViewAheadOfTopic, APPLIED, false),
             ),
             (
-                "view ahead of the topic over a blank entry only",
-                view_ahead_over_a_blank,
-                outcome(Nothing, APPLIED + 1, true, APPLIED),
+                "view applied a blank entry past the topic's last record",
+                view_applied_a_blank_the_topic_needs_not_know,
+                outcome(Nothing, APPLIED + 1, true),
             ),
             (
                 "install interrupted",
                 install_interrupted,
-                outcome(FinishInstall, APPLIED, false, APPLIED),
+                outcome(FinishInstall, APPLIED, false),
             ),
         ];
         for (case, setup, expected) in cases {
@@ -487,17 +492,19 @@ mod tests {
             setup(&node);
             let (store, recovery) = node.open().unwrap_or_else(|e| panic!("{case}: {e}"));
             let holds = |key: &str| store.view.get(key).expect("reads").is_some();
+            let (applied, membership) = store.view.applied_state().expect("reads");
             let actual = Outcome {
                 recovery,
                 revision: store.revision(),
+                applied: applied.map_or(0, |id| id.index),
                 planted_kept: holds(PLANTED),
-                keys: (1..=APPLIED + 1)
+                keys: (FIRST_PUT..=APPLIED + 1)
                     .filter(|index| holds(&key(*index)))
                     .collect(),
             };
             assert_eq!(actual, expected, "{case}");
-            let (applied, membership) = store.view.applied_state().expect("reads");
-            assert_eq!(applied, Some(log_id(expected.revision)), "{case}");
+            assert_eq!(applied, Some(log_id(expected.applied)), "{case}");
+            assert_eq!(store.view.revision().expect("reads"), REVISION, "{case}");
             let voters: Vec<NodeId> = membership.voter_ids().collect();
             assert_eq!(voters, vec![NODE], "{case}: membership");
             assert!(!store.view.is_rebuilding().expect("reads"), "{case}");
@@ -515,5 +522,178 @@ mod tests {
             matches!(&error, StoreError::InstallWithoutSnapshot { marker } if marker.exists()),
             "{error}"
         );
+    }
+
+    /// A crash can leave records in the topic that the view lost: the log
+    /// applied again must write the same records there, and then they are
+    /// not appended twice. A topic holding anything else at those offsets
+    /// stops the apply, naming the offset.
+    #[test]
+    fn entries_applied_again_over_records_the_topic_kept_must_match_them() {
+        let node = NodeFiles::new();
+        // The view lost the last put; the topic kept its record.
+        node.plant(|view| {
+            let mut batch = view.batch();
+            batch.set_applied(&log_id(APPLIED - 1), REVISION - 1);
+            view.commit(batch);
+        });
+        node.with_store(|store| {
+            assert_eq!(store.revision(), REVISION - 1);
+            store
+                .apply_entries(vec![put(APPLIED)])
+                .expect("applies again");
+            assert_eq!(store.revision(), REVISION);
+            assert_eq!(store.topic.last_offset(), Some(REVISION));
+            assert_eq!(store.topic.read_from(0).count() as u64, REVISION);
+            assert!(store.view.get(&key(APPLIED)).unwrap().is_some());
+        });
+
+        let node = NodeFiles::new();
+        node.plant(|view| {
+            let mut batch = view.batch();
+            batch.set_applied(&log_id(APPLIED - 1), REVISION - 1);
+            view.commit(batch);
+        });
+        node.with_store(|store| {
+            // Another history's entry at the same index.
+            let mut other = put(APPLIED);
+            if let EntryPayload::Normal(command) = &mut other.payload {
+                command.op = Op::Put {
+                    key: "elsewhere".into(),
+                    value: "1".into(),
+                    condition: Condition::Always,
+                };
+            }
+            let error = store.apply_entries(vec![other]).expect_err("refused");
+            assert!(
+                matches!(
+                    error,
+                    StoreError::TopicDisagrees {
+                        offset: REVISION,
+                        ..
+                    }
+                ),
+                "{error}"
+            );
+            assert!(store.view.get("elsewhere").unwrap().is_none());
+        });
+    }
+
+    /// Cuts `bytes` off the end of the topic's newest segment file.
+    fn tear_the_active_segment(node: &NodeFiles, bytes: u64) {
+        let newest = std::fs::read_dir(&node.dirs.topic)
+            .expect("the topic dir")
+            .map(|entry| entry.expect("an entry").path())
+            .filter(|path| path.to_string_lossy().ends_with(".log"))
+            .max()
+            .expect("a segment file");
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&newest)
+            .expect("opens the segment");
+        let len = file.metadata().expect("its size").len();
+        file.set_len(len - bytes).expect("cuts it");
+    }
+
+    /// A transaction putting `keys`, carried by the entry at `index`.
+    fn txn(index: u64, keys: &[&str]) -> Entry {
+        Entry {
+            log_id: log_id(index),
+            payload: EntryPayload::Normal(Command {
+                timestamp_ms: 1_000,
+                idempotency_key: None,
+                op: Op::Txn(crate::types::Txn {
+                    success: keys
+                        .iter()
+                        .map(|key| crate::types::TxnOp::Put {
+                            key: key.to_string(),
+                            value: "1".into(),
+                        })
+                        .collect(),
+                    ..Default::default()
+                }),
+            }),
+        }
+    }
+
+    /// A crash can cut a transaction's unit short at the topic's end: only
+    /// its first record reached the file. Whether the view was kept (and
+    /// is behind) or lost (and rebuilt without the cut unit), applying the
+    /// entry again finishes the unit in place: every record once, at the
+    /// offsets the first run gave them.
+    #[test]
+    fn a_unit_a_crash_cut_short_is_finished_by_applying_its_entry_again() {
+        let keys = ["t/a", "t/b", "t/c"];
+        for lose_the_view in [false, true] {
+            let case = format!("view lost: {lose_the_view}");
+            let node = NodeFiles::new();
+            let entry = txn(APPLIED + 1, &keys);
+            node.log(std::slice::from_ref(&entry));
+            let torn = node.with_store(|store| {
+                // What the first run wrote before the crash.
+                let mut batch = store.view.batch();
+                let EntryPayload::Normal(command) = &entry.payload else {
+                    unreachable!("a transaction entry")
+                };
+                let applied = crate::store::apply::apply_command(
+                    &mut batch,
+                    APPLIED + 1,
+                    REVISION + 1,
+                    command,
+                )
+                .expect("applies");
+                let records: Vec<_> = applied.records.iter().map(WriteRecord::to_record).collect();
+                store.topic.append(&records).expect("appends");
+                store.topic.sync().expect("syncs");
+                // The crash tore off the last two frames.
+                let mut torn = Vec::new();
+                for record in &records[1..] {
+                    record.encode_into(&mut torn);
+                }
+                torn.len() as u64
+            });
+            tear_the_active_segment(&node, torn);
+            if lose_the_view {
+                view_missing(&node);
+            }
+            let (store, recovery) = node.open().expect("opens");
+            let expected = if lose_the_view {
+                Recovery::ViewMissing
+            } else {
+                Recovery::Nothing
+            };
+            assert_eq!(recovery, expected, "{case}");
+            assert_eq!(
+                store.revision(),
+                REVISION,
+                "{case}: the cut unit is not applied"
+            );
+            let (applied, _) = store.view.applied_state().unwrap();
+            assert_eq!(applied, Some(log_id(APPLIED)), "{case}");
+            assert!(store.view.get("t/a").unwrap().is_none(), "{case}");
+
+            store
+                .apply_entries(vec![entry.clone()])
+                .expect("applies again");
+            assert_eq!(store.revision(), REVISION + 3, "{case}");
+            let records: Vec<(u64, String)> = store
+                .topic
+                .read_from(REVISION + 1)
+                .map(|record| {
+                    let record = WriteRecord::from_record(record.unwrap()).unwrap();
+                    (record.offset, record.key)
+                })
+                .collect();
+            let expected: Vec<(u64, String)> = keys
+                .iter()
+                .enumerate()
+                .map(|(i, key)| (REVISION + 1 + i as u64, key.to_string()))
+                .collect();
+            assert_eq!(records, expected, "{case}");
+            for key in keys {
+                let entry = store.view.get(key).unwrap().expect("written");
+                assert_eq!(entry.mod_revision, REVISION + 3, "{case}: {key}");
+            }
+        }
     }
 }

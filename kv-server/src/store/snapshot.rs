@@ -1,7 +1,8 @@
 //! Raft snapshots in the topic's own segment format.
 //!
-//! A snapshot at log index `i` is what a fully compacted topic would hold at
-//! `i`: the latest record of every key (tombstones included), plus every
+//! A snapshot at log index `i`, where the store's revision is `r`, is what
+//! a fully compacted topic would hold at `r`: the latest record of every
+//! key with an offset up to `r` (tombstones included), plus every
 //! record that carries a client's idempotency key and is recent enough for
 //! a retry to be checked against it (so a node installing the snapshot
 //! deduplicates like the others). The records are framed exactly as in a
@@ -11,10 +12,9 @@
 //! "OMKVSNP1" | header_len: u32 LE | header (JSON: meta, tombstone floor, revision, format) | frames…
 //! ```
 //!
-//! The header's `format` is 2; headers written before it was added carry
-//! neither `format` nor `revision`, and read as format 1 with the store's
-//! revision at the last log index (which it then always was). A header of
-//! a later format is refused.
+//! The header's `format` is 2. Snapshots of format 1 (no `format`, no
+//! `revision`) were written while offsets were log indices; like the data
+//! dirs of that time they are refused, as is a later format.
 //!
 //! Installing one lays the frames down as the topic's base segment and
 //! rebuilds the view by replay: one format, one replay path. The current
@@ -59,10 +59,10 @@ pub struct SnapshotHeader {
     pub meta: SnapshotMeta<NodeId, Node>,
     /// The topic's tombstone floor when the snapshot was built.
     pub tombstone_floor: u64,
-    /// The store's revision at `meta.last_log_id`; absent from format 1
-    /// headers (read [`SnapshotHeader::revision`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revision: Option<Revision>,
+    /// The store's revision at `meta.last_log_id`: the snapshot holds the
+    /// topic's records up to this offset.
+    #[serde(default)]
+    pub revision: Revision,
     /// The header's format; format 1 headers did not say.
     #[serde(default = "format_1")]
     pub format: u32,
@@ -83,16 +83,9 @@ impl SnapshotHeader {
         SnapshotHeader {
             meta,
             tombstone_floor,
-            revision: Some(revision),
+            revision,
             format: HEADER_FORMAT,
         }
-    }
-
-    /// The store's revision at the snapshot's last log id: the one the
-    /// header records, or for a format 1 header the last log index.
-    pub fn revision(&self) -> Revision {
-        self.revision
-            .unwrap_or_else(|| self.meta.last_log_id.map_or(0, |id| id.index))
     }
 }
 
@@ -108,30 +101,30 @@ pub struct SnapshotFile {
 
 impl SnapshotFile {
     /// Builds a snapshot from the topic records `reader` yields, up to and
-    /// including the snapshot's last log index. With the `previous`
-    /// snapshot of the same topic, only the records after it are read: its
-    /// records stand for those at or below its index.
+    /// including the header's revision. With the `previous` snapshot of the
+    /// same topic, only the records after it are read: its records stand
+    /// for those at or below its revision.
     pub fn build(
         header: SnapshotHeader,
         reader: TopicReader,
         previous: Option<&SnapshotFile>,
     ) -> Result<SnapshotFile, StoreError> {
-        let last_index = header.meta.last_log_id.map_or(0, |id| id.index);
+        let revision = header.revision;
         let header_json = serde_json::to_vec(&header).expect("a snapshot header serializes");
         let mut latest: HashMap<Bytes, Record> = HashMap::new();
         let mut idempotent = Vec::new();
         let mut newest_ms = 0;
         let previous = previous.filter(|previous| {
-            previous.header.meta.last_log_id.is_some() && previous.last_index() <= last_index
+            previous.header.meta.last_log_id.is_some() && previous.header.revision <= revision
         });
         let reader = match previous {
-            Some(previous) => reader.skip_to(previous.last_index() + 1),
+            Some(previous) => reader.skip_to(previous.header.revision + 1),
             None => reader,
         };
         let earlier = previous.into_iter().flat_map(|previous| previous.records());
         for record in earlier.chain(reader) {
             let record = record?;
-            if record.offset > last_index {
+            if record.offset > revision {
                 break;
             }
             // Owned copies: the reader's buffers are not kept alive.
@@ -205,16 +198,18 @@ impl SnapshotFile {
                 header.format
             )));
         }
+        if header.format < HEADER_FORMAT {
+            return Err(bad(format!(
+                "header format {} was written while topic offsets were raft log indices; \
+                 this server reads format {HEADER_FORMAT} only",
+                header.format
+            )));
+        }
         Ok(SnapshotFile {
             header,
             bytes,
             frames_at,
         })
-    }
-
-    /// The last log index the snapshot covers.
-    pub fn last_index(&self) -> u64 {
-        self.header.meta.last_log_id.map_or(0, |id| id.index)
     }
 
     /// The snapshot's records.
@@ -265,8 +260,9 @@ mod tests {
 
     fn write(offset: u64, timestamp_ms: u64, key: &str, idempotent: bool) -> Record {
         WriteRecord {
-            revision: offset,
-            log_index: offset,
+            offset,
+            batch: compaction::BatchPos::SINGLE,
+            log_index: offset + 10,
             kind: UnitKind::Write,
             timestamp_ms,
             key: key.into(),
@@ -300,9 +296,11 @@ mod tests {
                 write(7, now, "c", false),          // past the snapshot
             ])
             .expect("appends");
+        // The log index is not the revision: the snapshot is bounded by
+        // the revision.
         let header = SnapshotHeader::new(
             SnapshotMeta {
-                last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), 6)),
+                last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), 16)),
                 last_membership: StoredMembership::default(),
                 snapshot_id: "test".into(),
             },
@@ -321,14 +319,14 @@ mod tests {
         topic
             .append(&[write(8, now, "b", false), write(9, now, "d", true)])
             .expect("appends");
-        let next_header = |index| {
+        let next_header = |revision| {
             SnapshotHeader::new(
                 SnapshotMeta {
-                    last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), index)),
+                    last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), revision + 10)),
                     last_membership: StoredMembership::default(),
-                    snapshot_id: format!("test-{index}"),
+                    snapshot_id: format!("test-{revision}"),
                 },
-                index,
+                revision,
                 0,
             )
         };
@@ -354,7 +352,7 @@ mod tests {
     }
 
     #[test]
-    fn headers_carry_the_revision_and_format_1_headers_fall_back_to_the_last_index() {
+    fn headers_carry_the_revision_and_other_formats_are_refused() {
         let meta = SnapshotMeta {
             last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), 6)),
             last_membership: StoredMembership::default(),
@@ -363,20 +361,26 @@ mod tests {
         let header = SnapshotHeader::new(meta.clone(), 5, 0);
         let json = serde_json::to_string(&header).expect("serializes");
         let read = SnapshotFile::parse("new", with_header(&json)).expect("parses");
-        assert_eq!((read.header.format, read.header.revision()), (2, 5));
+        assert_eq!((read.header.format, read.header.revision), (2, 5));
 
-        let old = serde_json::json!({ "meta": meta, "tombstone_floor": 0 }).to_string();
-        let read = SnapshotFile::parse("old", with_header(&old)).expect("parses");
-        assert_eq!((read.header.format, read.header.revision()), (1, 6));
-
+        let old = serde_json::json!({ "meta": meta, "tombstone_floor": 0 });
         let later = serde_json::json!({ "meta": meta, "tombstone_floor": 0, "format": 3 });
-        match SnapshotFile::parse("later", with_header(&later.to_string())) {
-            Err(StoreError::CorruptSnapshot { name, reason }) => {
-                assert_eq!(name, "later");
-                assert!(reason.contains("header format 3"), "{reason}");
+        for (name, header, says) in [
+            (
+                "old",
+                old,
+                "header format 1 was written while topic offsets",
+            ),
+            ("later", later, "header format 3 is newer"),
+        ] {
+            match SnapshotFile::parse(name, with_header(&header.to_string())) {
+                Err(StoreError::CorruptSnapshot { name: got, reason }) => {
+                    assert_eq!(got, name);
+                    assert!(reason.contains(says), "{reason}");
+                }
+                Err(other) => panic!("expected a refused header, got {other:?}"),
+                Ok(_) => panic!("expected a refused header, got a snapshot"),
             }
-            Err(other) => panic!("expected a refused header, got {other:?}"),
-            Ok(_) => panic!("expected a refused header, got a snapshot"),
         }
     }
 }

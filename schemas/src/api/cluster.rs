@@ -14,7 +14,7 @@ use crate::api::{NodeId, Revision};
 /// ```
 /// let status: schemas::api::ClusterStatus = serde_json::from_str(r#"{
 ///     "node_id": 1, "leader": 1, "term": 3, "state": "Leader",
-///     "applied_index": 42, "committed_index": 42, "last_log_index": 42, "snapshot_index": 0,
+///     "revision": 40, "applied_index": 42, "committed_index": 42, "last_log_index": 42, "snapshot_index": 0,
 ///     "members": [{"id": 1, "addr": "http://127.0.0.1:7070", "peer_addr": "http://127.0.0.1:7170",
 ///                  "role": "leader", "voter": true}],
 ///     "zone": "a"
@@ -35,6 +35,9 @@ pub struct ClusterStatus {
     /// The answering node's Raft state (`Leader`, `Follower`, `Candidate`, `Learner`).
     #[serde(default)]
     pub state: String,
+    /// The store's revision there: the offset of the last record applied.
+    #[serde(default)]
+    pub revision: Revision,
     /// Last log index applied to the store there.
     #[serde(default)]
     pub applied_index: u64,
@@ -146,7 +149,7 @@ fn yes() -> bool {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct MembershipChange {
     /// The log index of the membership now in force.
-    pub revision: Revision,
+    pub log_index: u64,
     /// The members after the change.
     pub members: Vec<Member>,
 }

@@ -83,6 +83,9 @@ error_codes! {
     LastVoter = ("last_voter", 400),
     /// A request between nodes came from a node of another cluster.
     ForeignCluster = ("foreign_cluster", 403),
+    /// A request between nodes came from a node that writes another data
+    /// format (or names none): a mixed cluster would diverge.
+    IncompatiblePeer = ("incompatible_peer", 403),
     /// A role named in a token does not exist.
     UnknownRole = ("unknown_role", 400),
     /// An `/v1/acl` call to a cluster that runs without `--auth`.

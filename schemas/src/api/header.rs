@@ -13,6 +13,11 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// the sending node belongs to.
 pub const CLUSTER_ID: &str = "x-kv-cluster-id";
 
+/// On a request between nodes: the data format the sending node writes
+/// (see kv-server's `store::data_format`). Nodes of different formats would
+/// assign different offsets to the same log, so they never talk.
+pub const DATA_FORMAT: &str = "x-kv-data-format";
+
 /// On a request one node passed to another: the id of the node that
 /// passed it. Such a request is never passed on again.
 pub const FORWARDED_BY: &str = "x-kv-forwarded-by";

@@ -19,6 +19,7 @@
 //! sealed when it is called. The store calls it under its own write-out lock,
 //! so a checkpoint and a rebuild never write out at the same time.
 
+mod batch_scan;
 mod layers;
 mod layout;
 mod rebuild;
