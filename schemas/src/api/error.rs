@@ -328,6 +328,29 @@ mod tests {
     }
 
     #[test]
+    fn lease_and_transaction_codes_have_their_statuses() {
+        assert_eq!(ErrorCode::LeaseNotFound.status(), 404);
+        assert_eq!(ErrorCode::LeaseLimit.status(), 429);
+        for code in [
+            ErrorCode::InvalidTtl,
+            ErrorCode::InvalidLeaseId,
+            ErrorCode::TooManyOps,
+            ErrorCode::DuplicateKey,
+        ] {
+            assert_eq!(code.status(), 400, "{code}");
+        }
+    }
+
+    #[test]
+    fn a_field_error_about_the_whole_body_names_no_field() {
+        let body = ErrorBody::from(FieldError::new(ErrorCode::InvalidJson, "", "EOF"));
+        assert_eq!(body.error.field, None);
+        let body = ErrorBody::from(FieldError::new(ErrorCode::InvalidTtl, "ttl_s", "too short"));
+        assert_eq!(body.error.field.as_deref(), Some("ttl_s"));
+        assert_eq!(body.error.message, "too short");
+    }
+
+    #[test]
     fn wire_names_are_unique() {
         let mut names: Vec<_> = ErrorCode::ALL.iter().map(|code| code.as_str()).collect();
         names.sort_unstable();

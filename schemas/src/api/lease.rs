@@ -189,7 +189,17 @@ mod tests {
 
     #[test]
     fn anything_else_is_invalid_lease_id_naming_the_field() {
-        for text in ["", "0", "-1", "+1", "1.0", "0x10", " 1", "abc", "18446744073709551616"] {
+        for text in [
+            "",
+            "0",
+            "-1",
+            "+1",
+            "1.0",
+            "0x10",
+            " 1",
+            "abc",
+            "18446744073709551616",
+        ] {
             let refused = parse_lease_id(text, "lease").unwrap_err();
             assert_eq!(refused.code, ErrorCode::InvalidLeaseId, "{text:?}");
             assert_eq!(refused.field, "lease");
@@ -208,10 +218,9 @@ mod tests {
             serde_json::to_value(&info).unwrap(),
             serde_json::json!({"id": 7, "ttl_s": 30, "remaining_ttl_s": 12, "keys": ["brokers/b1"]})
         );
-        let list: LeaseList = serde_json::from_str(
-            r#"{"leases":[{"id":7,"ttl_s":30,"remaining_ttl_s":12}]}"#,
-        )
-        .unwrap();
+        let list: LeaseList =
+            serde_json::from_str(r#"{"leases":[{"id":7,"ttl_s":30,"remaining_ttl_s":12}]}"#)
+                .unwrap();
         assert_eq!(list.leases[0].remaining_ttl_s, 12);
     }
 }

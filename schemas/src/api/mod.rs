@@ -47,8 +47,8 @@ pub use cluster::{AddMember, ClusterStatus, Health, Member, MemberRole, Membersh
 pub use error::{ErrorBody, ErrorCode, ErrorDetail, FieldError, LeaderHint};
 pub use kv::{KeyList, KeyValue, WriteResult};
 pub use lease::{
-    parse_lease_id, GrantLease, Lease, LeaseId, LeaseInfo, LeaseKeepAlive, LeaseList,
-    LeaseRevoked, LeaseSummary, MAX_LEASE_TTL_S, MIN_LEASE_TTL_S,
+    parse_lease_id, GrantLease, Lease, LeaseId, LeaseInfo, LeaseKeepAlive, LeaseList, LeaseRevoked,
+    LeaseSummary, MAX_LEASE_TTL_S, MIN_LEASE_TTL_S,
 };
 pub use metadata::{is_metadata_key, validation_code, MetadataKind, SubscriptionList, TopicList};
 pub use txn::{

@@ -39,7 +39,7 @@ use std::borrow::Cow;
 use schemars::{JsonSchema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
 
-use crate::api::{FieldError, KeyValue, LeaseId, Revision};
+use crate::api::{ErrorCode, FieldError, KeyValue, LeaseId, Revision};
 
 pub use check::MAX_TXN_OPS;
 
@@ -69,8 +69,9 @@ impl TxnRequest {
 /// Reads a [`TxnRequest`] from a request body. Malformed JSON is
 /// `invalid_json` about the whole body; JSON of the wrong shape (an unknown
 /// field, target, op or kind of op, a wrong type) is `invalid_field` and a
-/// missing field `missing_field`, both naming the field's JSON path. It
-/// does not [validate](TxnRequest::validate).
+/// missing field `missing_field`, both naming the field's JSON path; a body
+/// that is not a JSON object is `invalid_json`. It does not
+/// [validate](TxnRequest::validate).
 ///
 /// ```
 /// use schemas::api::{parse_txn, ErrorCode};
@@ -80,6 +81,15 @@ impl TxnRequest {
 /// assert_eq!((refused.code, refused.field.as_str()), (ErrorCode::InvalidField, "compare[0].target"));
 /// ```
 pub fn parse_txn(body: &[u8]) -> Result<TxnRequest, FieldError> {
+    // serde reads a struct from an array too (`[]` would be an empty
+    // transaction); the contract is an object.
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err(FieldError::new(
+            ErrorCode::InvalidJson,
+            "",
+            "the body must be a JSON object: {\"compare\", \"success\", \"failure\"}",
+        ));
+    }
     crate::from_json(body).map_err(FieldError::from)
 }
 
@@ -332,4 +342,189 @@ pub enum TxnOpResult {
         /// Whether a prefix had more keys than one page holds.
         more: bool,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// The code and field `parse_txn` refuses the body with.
+    fn refusal(body: &str) -> (ErrorCode, String) {
+        let error = parse_txn(body.as_bytes()).expect_err("the body is refused");
+        (error.code, error.field)
+    }
+
+    fn refused(code: ErrorCode, field: &str) -> (ErrorCode, String) {
+        (code, field.to_string())
+    }
+
+    #[test]
+    fn every_part_of_a_transaction_is_optional() {
+        assert_eq!(parse_txn(b"{}").unwrap(), TxnRequest::default());
+    }
+
+    #[test]
+    fn ops_read_as_the_issue_writes_them() {
+        let txn = parse_txn(
+            br#"{"success": [
+                {"put": {"key": "a", "value": [1], "lease": 9}},
+                {"delete": {"key": "b"}},
+                {"delete": {"prefix": "c/"}},
+                {"get": {"key": "d"}},
+                {"get": {"prefix": ""}}
+            ]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            txn.success,
+            [
+                TxnOp::Put(TxnPut {
+                    key: "a".into(),
+                    value: json!([1]),
+                    lease: Some(9)
+                }),
+                TxnOp::Delete(KeyOrPrefix::Key("b".into())),
+                TxnOp::Delete(KeyOrPrefix::Prefix("c/".into())),
+                TxnOp::Get(KeyOrPrefix::Key("d".into())),
+                TxnOp::Get(KeyOrPrefix::Prefix("".into())),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_transaction_survives_a_round_trip_through_json() {
+        let txn = TxnRequest {
+            compare: vec![Compare {
+                key: "a".into(),
+                target: CompareTarget::CreateRevision,
+                op: CompareOp::NotEqual,
+                value: json!(0),
+            }],
+            success: vec![TxnOp::Put(TxnPut {
+                key: "a".into(),
+                value: json!(null),
+                lease: None,
+            })],
+            failure: vec![TxnOp::Delete(KeyOrPrefix::Prefix("p/".into()))],
+        };
+        let text = serde_json::to_string(&txn).unwrap();
+        assert_eq!(
+            text,
+            r#"{"compare":[{"key":"a","target":"create_revision","op":"!=","value":0}],"success":[{"put":{"key":"a","value":null}}],"failure":[{"delete":{"prefix":"p/"}}]}"#
+        );
+        assert_eq!(parse_txn(text.as_bytes()).unwrap(), txn);
+    }
+
+    #[test]
+    fn every_compare_target_and_op_reads_from_its_wire_name() {
+        for target in [
+            "value",
+            "version",
+            "create_revision",
+            "mod_revision",
+            "lease",
+            "exists",
+        ] {
+            let read: CompareTarget = serde_json::from_value(json!(target)).unwrap();
+            assert_eq!(read.as_str(), target);
+        }
+        for op in ["=", "!=", "<", ">"] {
+            let read: CompareOp = serde_json::from_value(json!(op)).unwrap();
+            assert_eq!(read.as_str(), op);
+        }
+    }
+
+    #[test]
+    fn an_unknown_compare_target_or_op_is_refused_naming_it() {
+        assert_eq!(
+            refusal(r#"{"compare": [{"key": "a", "target": "size", "op": "=", "value": 1}]}"#),
+            refused(ErrorCode::InvalidField, "compare[0].target")
+        );
+        assert_eq!(
+            refusal(r#"{"compare": [{"key": "a", "target": "version", "op": "==", "value": 1}]}"#),
+            refused(ErrorCode::InvalidField, "compare[0].op")
+        );
+    }
+
+    #[test]
+    fn an_unknown_kind_of_op_is_refused_naming_the_op() {
+        let (code, field) =
+            refusal(r#"{"success": [{"get": {"key": "a"}}, {"patch": {"key": "a"}}]}"#);
+        assert_eq!(code, ErrorCode::InvalidField);
+        assert!(field.starts_with("success[1]"), "{field}");
+    }
+
+    #[test]
+    fn an_unknown_field_is_refused() {
+        let (code, _) = refusal(r#"{"compare": [], "succes": []}"#);
+        assert_eq!(code, ErrorCode::InvalidField);
+        let (code, field) =
+            refusal(r#"{"success": [{"put": {"key": "a", "value": 1, "ttl": 5}}]}"#);
+        assert_eq!(code, ErrorCode::InvalidField);
+        assert!(field.starts_with("success[0].put"), "{field}");
+    }
+
+    #[test]
+    fn a_missing_field_is_refused_naming_it() {
+        assert_eq!(
+            refusal(r#"{"success": [{"put": {"key": "a"}}]}"#),
+            refused(ErrorCode::MissingField, "success[0].put.value")
+        );
+        assert_eq!(
+            refusal(r#"{"compare": [{"key": "a", "target": "version", "op": "="}]}"#),
+            refused(ErrorCode::MissingField, "compare[0].value")
+        );
+    }
+
+    #[test]
+    fn a_target_needs_exactly_one_of_key_and_prefix() {
+        for target in [r#"{}"#, r#"{"key": "a", "prefix": "b"}"#] {
+            let (code, field) = refusal(&format!(r#"{{"success": [{{"delete": {target}}}]}}"#));
+            assert_eq!(code, ErrorCode::InvalidField, "{target}");
+            assert!(field.starts_with("success[0].delete"), "{field}");
+        }
+    }
+
+    #[test]
+    fn malformed_json_concerns_the_whole_body() {
+        assert_eq!(
+            refusal(r#"{"success": ["#),
+            refused(ErrorCode::InvalidJson, "")
+        );
+    }
+
+    #[test]
+    fn a_body_that_is_not_an_object_is_refused() {
+        for body in ["[]", " [[], [], []]", "null"] {
+            assert_eq!(refusal(body).0, ErrorCode::InvalidJson, "{body}");
+        }
+    }
+
+    #[test]
+    fn an_answer_says_deduplicated_only_when_it_is() {
+        let answer = TxnResponse {
+            succeeded: false,
+            revision: 12,
+            results: vec![TxnOpResult::Get {
+                kvs: vec![],
+                more: false,
+            }],
+            deduplicated: false,
+        };
+        assert_eq!(
+            serde_json::to_value(&answer).unwrap(),
+            json!({"succeeded": false, "revision": 12, "results": [{"get": {"kvs": [], "more": false}}]})
+        );
+        let retried = TxnResponse {
+            results: vec![],
+            deduplicated: true,
+            ..answer
+        };
+        assert_eq!(
+            serde_json::to_value(&retried).unwrap()["deduplicated"],
+            true
+        );
+    }
 }

@@ -208,9 +208,274 @@ fn check_not_reserved(field: &str, write: &Write<'_>) -> Result<(), FieldError> 
         ErrorCode::ReservedKey,
         field,
         format!(
-            "{field}: the {} reaches keys under {TOPICS_PREFIX} or {SUBSCRIPTIONS_PREFIX}, \
-             which only /v1/topics and /v1/subscriptions write",
+            "{field}: the {} is reserved: keys under {TOPICS_PREFIX} and {SUBSCRIPTIONS_PREFIX} \
+             are written only through /v1/topics and /v1/subscriptions",
             write.describe()
         ),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::api::{parse_txn, ErrorCode, TxnRequest, MAX_TXN_OPS};
+
+    /// The transaction written as JSON, parsed.
+    fn txn(body: serde_json::Value) -> TxnRequest {
+        parse_txn(body.to_string().as_bytes()).expect("the test's transaction parses")
+    }
+
+    /// The code and field `validate` refuses the transaction with.
+    fn refusal(body: serde_json::Value) -> (ErrorCode, String) {
+        let error = txn(body)
+            .validate()
+            .expect_err("the transaction is refused");
+        (error.code, error.field)
+    }
+
+    fn refused(code: ErrorCode, field: &str) -> (ErrorCode, String) {
+        (code, field.to_string())
+    }
+
+    fn puts(count: usize) -> Vec<serde_json::Value> {
+        (0..count)
+            .map(|i| json!({"put": {"key": format!("k/{i}"), "value": i}}))
+            .collect()
+    }
+
+    #[test]
+    fn an_empty_transaction_is_valid() {
+        txn(json!({})).validate().unwrap();
+    }
+
+    #[test]
+    fn a_branch_may_hold_max_txn_ops_ops_and_no_more() {
+        txn(json!({"success": puts(MAX_TXN_OPS)}))
+            .validate()
+            .unwrap();
+        assert_eq!(
+            refusal(json!({"success": puts(MAX_TXN_OPS + 1)})),
+            refused(ErrorCode::TooManyOps, "success")
+        );
+        assert_eq!(
+            refusal(json!({"failure": puts(MAX_TXN_OPS + 1)})),
+            refused(ErrorCode::TooManyOps, "failure")
+        );
+    }
+
+    #[test]
+    fn a_transaction_may_hold_max_txn_ops_compares_and_no_more() {
+        let compares = |count: usize| -> Vec<serde_json::Value> {
+            (0..count)
+                .map(|i| json!({"key": format!("k/{i}"), "target": "exists", "op": "=", "value": true}))
+                .collect()
+        };
+        txn(json!({"compare": compares(MAX_TXN_OPS)}))
+            .validate()
+            .unwrap();
+        assert_eq!(
+            refusal(json!({"compare": compares(MAX_TXN_OPS + 1)})),
+            refused(ErrorCode::TooManyOps, "compare")
+        );
+    }
+
+    #[test]
+    fn an_invalid_key_is_refused_naming_its_op() {
+        let ops = json!([{"get": {"key": "ok"}}, {"get": {"key": "ok"}}, {"get": {"key": "ok"}},
+                         {"put": {"key": "a//b", "value": 1}}]);
+        assert_eq!(
+            refusal(json!({"success": ops})),
+            refused(ErrorCode::InvalidKey, "success[3].put.key")
+        );
+        assert_eq!(
+            refusal(json!({"failure": [{"delete": {"key": ""}}]})),
+            refused(ErrorCode::InvalidKey, "failure[0].delete.key")
+        );
+        assert_eq!(
+            refusal(json!({"success": [{"get": {"key": "a/../b"}}]})),
+            refused(ErrorCode::InvalidKey, "success[0].get.key")
+        );
+        assert_eq!(
+            refusal(
+                json!({"compare": [{"key": "/a", "target": "version", "op": "=", "value": 1}]})
+            ),
+            refused(ErrorCode::InvalidKey, "compare[0].key")
+        );
+    }
+
+    #[test]
+    fn an_internal_key_is_an_invalid_key() {
+        assert_eq!(
+            refusal(json!({"success": [{"put": {"key": "\u{0}acl/roles/r", "value": 1}}]})),
+            refused(ErrorCode::InvalidKey, "success[0].put.key")
+        );
+        assert_eq!(
+            refusal(json!({"success": [{"get": {"prefix": "\u{0}lease/"}}]})),
+            refused(ErrorCode::InvalidKey, "success[0].get.prefix")
+        );
+    }
+
+    #[test]
+    fn a_delete_prefix_must_not_be_empty_but_a_get_prefix_may() {
+        txn(json!({"success": [{"get": {"prefix": ""}}]}))
+            .validate()
+            .unwrap();
+        let (code, field) = refusal(json!({"success": [{"delete": {"prefix": ""}}]}));
+        assert_eq!(
+            (code, field.as_str()),
+            (ErrorCode::InvalidKey, "success[0].delete.prefix")
+        );
+    }
+
+    #[test]
+    fn a_prefix_may_end_with_a_slash_or_inside_a_segment() {
+        txn(json!({"success": [{"delete": {"prefix": "app/"}}, {"delete": {"prefix": "cfg/x"}}]}))
+            .validate()
+            .unwrap();
+        assert_eq!(
+            refusal(json!({"success": [{"get": {"prefix": "/app"}}]})),
+            refused(ErrorCode::InvalidKey, "success[0].get.prefix")
+        );
+    }
+
+    #[test]
+    fn a_write_to_a_metadata_key_is_reserved() {
+        assert_eq!(
+            refusal(json!({"success": [{"put": {"key": "topics/orders", "value": {}}}]})),
+            refused(ErrorCode::ReservedKey, "success[0].put.key")
+        );
+        assert_eq!(
+            refusal(json!({"failure": [{"delete": {"key": "subscriptions/g"}}]})),
+            refused(ErrorCode::ReservedKey, "failure[0].delete.key")
+        );
+    }
+
+    #[test]
+    fn a_delete_prefix_that_covers_metadata_keys_is_reserved() {
+        for prefix in ["t", "topics", "topics/", "topics/ord", "sub"] {
+            assert_eq!(
+                refusal(json!({"success": [{"delete": {"prefix": prefix}}]})),
+                refused(ErrorCode::ReservedKey, "success[0].delete.prefix"),
+                "{prefix}"
+            );
+        }
+        txn(json!({"success": [{"delete": {"prefix": "tx/"}}]}))
+            .validate()
+            .unwrap();
+    }
+
+    #[test]
+    fn metadata_keys_may_be_compared_and_read() {
+        txn(json!({
+            "compare": [{"key": "topics/orders", "target": "exists", "op": "=", "value": true}],
+            "success": [{"get": {"key": "topics/orders"}}, {"get": {"prefix": "subscriptions/"}}],
+        }))
+        .validate()
+        .unwrap();
+    }
+
+    #[test]
+    fn a_key_written_twice_in_a_branch_is_a_duplicate() {
+        let put = |value: i32| json!({"put": {"key": "a", "value": value}});
+        let delete = json!({"delete": {"key": "a"}});
+        for (ops, field) in [
+            (json!([put(1), put(2)]), "success[1].put.key"),
+            (json!([put(1), delete]), "success[1].delete.key"),
+            (json!([delete, put(1)]), "success[1].put.key"),
+            (json!([delete, delete]), "success[1].delete.key"),
+        ] {
+            assert_eq!(
+                refusal(json!({"success": ops})),
+                refused(ErrorCode::DuplicateKey, field)
+            );
+        }
+    }
+
+    #[test]
+    fn a_write_under_a_prefix_deleted_in_the_branch_is_a_duplicate() {
+        let (code, field) = refusal(json!({"success": [
+            {"delete": {"prefix": "brokers/"}},
+            {"put": {"key": "brokers/b1", "value": 1}},
+        ]}));
+        assert_eq!(
+            (code, field.as_str()),
+            (ErrorCode::DuplicateKey, "success[1].put.key")
+        );
+        let (code, field) = refusal(json!({"failure": [
+            {"put": {"key": "brokers/b1", "value": 1}},
+            {"delete": {"prefix": "brokers/b"}},
+        ]}));
+        assert_eq!(
+            (code, field.as_str()),
+            (ErrorCode::DuplicateKey, "failure[1].delete.prefix")
+        );
+    }
+
+    #[test]
+    fn overlapping_prefix_deletes_are_a_duplicate() {
+        let (code, field) = refusal(json!({"success": [
+            {"delete": {"prefix": "app/a"}},
+            {"delete": {"prefix": "app/"}},
+        ]}));
+        assert_eq!(
+            (code, field.as_str()),
+            (ErrorCode::DuplicateKey, "success[1].delete.prefix")
+        );
+        txn(json!({"success": [{"delete": {"prefix": "app/a"}}, {"delete": {"prefix": "app/b"}}]}))
+            .validate()
+            .unwrap();
+    }
+
+    #[test]
+    fn reads_and_the_other_branch_do_not_count_as_writes() {
+        txn(json!({
+            "success": [{"put": {"key": "a", "value": 1}}, {"get": {"key": "a"}}, {"get": {"prefix": ""}}],
+            "failure": [{"put": {"key": "a", "value": 2}}, {"get": {"key": "a"}}],
+        }))
+        .validate()
+        .unwrap();
+    }
+
+    #[test]
+    fn compare_values_must_suit_their_target() {
+        let compare = |target: &str, op: &str, value: serde_json::Value| json!({"compare": [{"key": "a", "target": target, "op": op, "value": value}]});
+        for (target, op, value) in [
+            ("exists", "=", json!(false)),
+            ("version", ">", json!(0)),
+            ("create_revision", "<", json!(10)),
+            ("mod_revision", "!=", json!(7)),
+            ("lease", "=", json!(0)),
+            ("value", "=", json!({"any": ["json", null]})),
+            ("value", "<", json!(3.5)),
+            ("value", ">", json!("m")),
+        ] {
+            txn(compare(target, op, value)).validate().unwrap();
+        }
+        for (target, op, value) in [
+            ("exists", "=", json!("yes")),
+            ("version", "=", json!(-1)),
+            ("create_revision", "=", json!(1.5)),
+            ("mod_revision", "=", json!("7")),
+            ("lease", "=", json!(null)),
+            ("value", "<", json!(null)),
+            ("value", ">", json!([1])),
+        ] {
+            assert_eq!(
+                refusal(compare(target, op, value.clone())),
+                refused(ErrorCode::InvalidField, "compare[0].value"),
+                "{target} {op} {value}"
+            );
+        }
+    }
+
+    #[test]
+    fn exists_compares_only_with_equal_and_not_equal() {
+        assert_eq!(
+            refusal(
+                json!({"compare": [{"key": "a", "target": "exists", "op": "<", "value": true}]})
+            ),
+            refused(ErrorCode::InvalidField, "compare[0].op")
+        );
+    }
 }
