@@ -88,14 +88,13 @@ error_codes! {
     /// An `/v1/acl` call to a cluster that runs without `--auth`.
     AuthDisabled = ("auth_disabled", 400),
     // Transactions and leases.
-    /// A transaction with more compares, or more ops in one branch, than
-    /// [`crate::api::MAX_TXN_OPS`].
+    /// A transaction with more than 128 compares, or more than 128 ops in
+    /// one branch.
     TooManyOps = ("too_many_ops", 400),
     /// A transaction's branch writes a key twice: two puts, a put and a
     /// delete, or a write under a prefix the branch deletes.
     DuplicateKey = ("duplicate_key", 400),
-    /// A lease TTL outside [`crate::api::MIN_LEASE_TTL_S`] ..=
-    /// [`crate::api::MAX_LEASE_TTL_S`].
+    /// A lease TTL under 5 s or over 24 h.
     InvalidTtl = ("invalid_ttl", 400),
     /// A lease id (in the path or `?lease=`) is not a decimal number above 0.
     InvalidLeaseId = ("invalid_lease_id", 400),

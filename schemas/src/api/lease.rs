@@ -34,8 +34,8 @@ pub const MAX_LEASE_TTL_S: u64 = 86_400;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GrantLease {
-    /// How long the lease lives without a keep-alive, in seconds, from
-    /// [`MIN_LEASE_TTL_S`] to [`MAX_LEASE_TTL_S`].
+    /// How long the lease lives without a keep-alive, in seconds: from 5
+    /// to 86,400 (24 h).
     pub ttl_s: u64,
 }
 

@@ -19,6 +19,18 @@
 //! assert!(matches!(&txn.success[1], TxnOp::Put(put) if put.key == "accounts/b"));
 //! ```
 //!
+//! The answer says which branch ran, and what each of its ops did:
+//!
+//! ```
+//! use schemas::api::{TxnOpResult, TxnResponse};
+//!
+//! let answer: TxnResponse = serde_json::from_str(
+//!     r#"{"succeeded":true,"revision":44,"results":[{"put":{"revision":44}},{"put":{"revision":44}}]}"#,
+//! ).unwrap();
+//! assert_eq!(answer.results[1], TxnOpResult::Put { revision: 44 });
+//! assert!(!answer.deduplicated);
+//! ```
+//!
 //! The checks ([`TxnRequest::validate`]) name the field they refuse as a
 //! JSON path (`success[3].put.key`, `compare[0].value`); the codes:
 //!
@@ -113,7 +125,7 @@ pub struct Compare {
     pub value: serde_json::Value,
 }
 
-/// What of a key a [`Compare`] looks at.
+/// What of a key a compare looks at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CompareTarget {
@@ -145,7 +157,7 @@ impl CompareTarget {
     }
 }
 
-/// How a [`Compare`] compares: `the key's target <op> value`.
+/// How a compare compares: `the key's target <op> value`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum CompareOp {
     /// Equal.
@@ -291,16 +303,6 @@ impl JsonSchema for KeyOrPrefix {
 }
 
 /// The answer of `POST /v1/txn` (200 whichever branch ran).
-///
-/// ```
-/// use schemas::api::{TxnOpResult, TxnResponse};
-///
-/// let answer: TxnResponse = serde_json::from_str(
-///     r#"{"succeeded":true,"revision":44,"results":[{"put":{"revision":44}},{"delete":{"deleted":2}}]}"#,
-/// ).unwrap();
-/// assert_eq!(answer.results[1], TxnOpResult::Delete { deleted: 2 });
-/// assert!(!answer.deduplicated);
-/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TxnResponse {
     /// Whether every compare held, so `success` ran (else `failure` did).
