@@ -37,6 +37,7 @@
 //! * `too_many_ops`: more than [`MAX_TXN_OPS`] compares, or ops in a branch;
 //! * `invalid_key`: a key that [`crate::validate_key`] refuses, or a bad
 //!   prefix (see [`KeyOrPrefix`]);
+//! * `invalid_lease_id`: a put's `lease` of 0;
 //! * `reserved_key`: a put or delete that reaches `topics/` or
 //!   `subscriptions/` keys, which only the typed metadata routes write;
 //! * `duplicate_key`: a branch that writes a key twice;

@@ -38,6 +38,7 @@ pub(super) fn txn(components: &mut Components) -> PathItem {
             ErrorCode::DuplicateKey,
             ErrorCode::InvalidHeader,
             ErrorCode::UnknownParameter,
+            ErrorCode::InvalidLeaseId,
             ErrorCode::LeaseNotFound,
             ErrorCode::ValueTooLarge,
             ErrorCode::NotLeader,

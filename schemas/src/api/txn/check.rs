@@ -19,7 +19,7 @@ pub(super) fn validate(txn: &TxnRequest) -> Result<(), FieldError> {
     check_count("failure", txn.failure.len(), "ops")?;
     for (index, compare) in txn.compare.iter().enumerate() {
         let field = format!("compare[{index}]");
-        check_key(&format!("{field}.key"), &compare.key)?;
+        check_key(&field, &compare.key)?;
         check_compare_value(&field, compare.target, compare.op, &compare.value)?;
     }
     check_branch("success", &txn.success)?;
@@ -37,10 +37,11 @@ fn check_count(field: &str, count: usize, what: &str) -> Result<(), FieldError> 
     ))
 }
 
-/// A key of the KV API, with its field in the message.
-fn check_key(field: &str, key: &str) -> Result<(), FieldError> {
+/// A key of the KV API, the `key` field of the object at `parent`.
+fn check_key(parent: &str, key: &str) -> Result<(), FieldError> {
+    // `validate_key` names its field `key`; placed under the parent it
+    // becomes the whole path (`success[3].put.key`).
     crate::validate_key(key).map_err(|error| {
-        let parent = field.strip_suffix(".key").unwrap_or(field);
         let error = error.within(parent);
         FieldError::new(ErrorCode::InvalidKey, error.field(), error.to_string())
     })
@@ -153,14 +154,21 @@ fn check_branch(branch: &str, ops: &[TxnOp]) -> Result<(), FieldError> {
     for (index, op) in ops.iter().enumerate() {
         let (field, write) = match op {
             TxnOp::Put(put) => {
-                let field = format!("{branch}[{index}].put.key");
-                check_key(&field, &put.key)?;
-                (field, Write::Key(&put.key))
+                let parent = format!("{branch}[{index}].put");
+                check_key(&parent, &put.key)?;
+                if put.lease == Some(0) {
+                    return Err(FieldError::new(
+                        ErrorCode::InvalidLeaseId,
+                        format!("{parent}.lease"),
+                        format!("{parent}.lease is 0, which no lease has; leave it out for none"),
+                    ));
+                }
+                (format!("{parent}.key"), Write::Key(&put.key))
             }
             TxnOp::Delete(KeyOrPrefix::Key(key)) => {
-                let field = format!("{branch}[{index}].delete.key");
-                check_key(&field, key)?;
-                (field, Write::Key(key))
+                let parent = format!("{branch}[{index}].delete");
+                check_key(&parent, key)?;
+                (format!("{parent}.key"), Write::Key(key))
             }
             TxnOp::Delete(KeyOrPrefix::Prefix(prefix)) => {
                 let field = format!("{branch}[{index}].delete.prefix");
@@ -168,7 +176,7 @@ fn check_branch(branch: &str, ops: &[TxnOp]) -> Result<(), FieldError> {
                 (field, Write::Prefix(prefix))
             }
             TxnOp::Get(KeyOrPrefix::Key(key)) => {
-                check_key(&format!("{branch}[{index}].get.key"), key)?;
+                check_key(&format!("{branch}[{index}].get"), key)?;
                 continue;
             }
             TxnOp::Get(KeyOrPrefix::Prefix(prefix)) => {
@@ -337,6 +345,17 @@ mod tests {
             refusal(json!({"success": [{"get": {"prefix": "/app"}}]})),
             refused(ErrorCode::InvalidKey, "success[0].get.prefix")
         );
+    }
+
+    #[test]
+    fn a_put_lease_of_zero_is_an_invalid_lease_id() {
+        assert_eq!(
+            refusal(json!({"success": [{"put": {"key": "a", "value": 1, "lease": 0}}]})),
+            refused(ErrorCode::InvalidLeaseId, "success[0].put.lease")
+        );
+        txn(json!({"success": [{"put": {"key": "a", "value": 1, "lease": 7}}]}))
+            .validate()
+            .unwrap();
     }
 
     #[test]
