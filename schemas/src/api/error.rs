@@ -90,6 +90,17 @@ error_codes! {
     UnknownRole = ("unknown_role", 400),
     /// An `/v1/acl` call to a cluster that runs without `--auth`.
     AuthDisabled = ("auth_disabled", 400),
+    // Transactions and leases.
+    /// A transaction with more than 128 compares, or more than 128 ops in
+    /// one branch.
+    TooManyOps = ("too_many_ops", 400),
+    /// A transaction's branch writes a key twice: two puts, a put and a
+    /// delete, or a write under a prefix the branch deletes.
+    DuplicateKey = ("duplicate_key", 400),
+    /// A lease TTL under 5 s or over 24 h.
+    InvalidTtl = ("invalid_ttl", 400),
+    /// A lease id (in the path or `?lease=`) is not a decimal number above 0.
+    InvalidLeaseId = ("invalid_lease_id", 400),
     // Who may do what (with `--auth`).
     /// No `Authorization: Bearer` token, a malformed one, or one the
     /// cluster does not know (revoked, or never made).
@@ -138,6 +149,8 @@ error_codes! {
     RoleNotFound = ("role_not_found", 404),
     /// No token has this name.
     TokenNotFound = ("token_not_found", 404),
+    /// No lease has this id: never granted, revoked, or expired.
+    LeaseNotFound = ("lease_not_found", 404),
     /// The route does not take this method.
     MethodNotAllowed = ("method_not_allowed", 405),
     // Conditions and conflicts.
@@ -157,6 +170,9 @@ error_codes! {
     PreconditionFailed = ("precondition_failed", 412),
     /// The value is over the size limit.
     ValueTooLarge = ("value_too_large", 413),
+    /// The cluster holds as many leases as `--max-leases` allows; revoke
+    /// one, or let one expire.
+    LeaseLimit = ("lease_limit", 429),
     // The server's side.
     /// A fault of this server (storage), not of the request.
     Internal = ("internal", 500),
@@ -236,6 +252,63 @@ impl ErrorBody {
     }
 }
 
+/// A request refused because of one field: what the contract's own checks
+/// (a transaction, a lease grant, a lease id) return, ready to become an
+/// [`ErrorBody`].
+///
+/// ```
+/// use schemas::api::{parse_lease_id, ErrorBody, ErrorCode};
+///
+/// let refused = parse_lease_id("abc", "id").unwrap_err();
+/// let body = ErrorBody::from(refused);
+/// assert_eq!(body.error.code, ErrorCode::InvalidLeaseId);
+/// assert_eq!(body.error.field.as_deref(), Some("id"));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct FieldError {
+    /// What went wrong, for programs.
+    pub code: ErrorCode,
+    /// The field as a JSON path (`success[3].put.key`), or the parameter;
+    /// empty when the error concerns the whole body (malformed JSON).
+    pub field: String,
+    /// What went wrong, for people; it names the field too.
+    pub message: String,
+}
+
+impl FieldError {
+    /// An error about `field`.
+    pub fn new(code: ErrorCode, field: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError {
+            code,
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl From<crate::ValidationError> for FieldError {
+    /// A rule of the crate broken: its code is the rule's kind
+    /// ([`crate::api::validation_code`]).
+    fn from(error: crate::ValidationError) -> Self {
+        FieldError::new(
+            crate::api::validation_code(&error),
+            error.field(),
+            error.to_string(),
+        )
+    }
+}
+
+impl From<FieldError> for ErrorBody {
+    fn from(error: FieldError) -> Self {
+        let mut body = ErrorBody::new(error.code, error.message);
+        if !error.field.is_empty() {
+            body.error.field = Some(error.field);
+        }
+        body
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,6 +327,29 @@ mod tests {
     fn a_code_from_a_newer_server_reads_as_unknown() {
         let code: ErrorCode = serde_json::from_str("\"quota_exceeded\"").unwrap();
         assert_eq!(code, ErrorCode::Unknown);
+    }
+
+    #[test]
+    fn lease_and_transaction_codes_have_their_statuses() {
+        assert_eq!(ErrorCode::LeaseNotFound.status(), 404);
+        assert_eq!(ErrorCode::LeaseLimit.status(), 429);
+        for code in [
+            ErrorCode::InvalidTtl,
+            ErrorCode::InvalidLeaseId,
+            ErrorCode::TooManyOps,
+            ErrorCode::DuplicateKey,
+        ] {
+            assert_eq!(code.status(), 400, "{code}");
+        }
+    }
+
+    #[test]
+    fn a_field_error_about_the_whole_body_names_no_field() {
+        let body = ErrorBody::from(FieldError::new(ErrorCode::InvalidJson, "", "EOF"));
+        assert_eq!(body.error.field, None);
+        let body = ErrorBody::from(FieldError::new(ErrorCode::InvalidTtl, "ttl_s", "too short"));
+        assert_eq!(body.error.field.as_deref(), Some("ttl_s"));
+        assert_eq!(body.error.message, "too short");
     }
 
     #[test]

@@ -5,11 +5,17 @@
 //! * [`header`]: `X-Kv-Revision`, `X-Kv-Index`, `Idempotency-Key`, …
 //! * [`ErrorBody`], [`ErrorCode`]: every failure as
 //!   `{"error":{"code","message","field"?,"leader"?}}`; a code has one status.
+//!   [`FieldError`]: what the contract's own checks refuse, naming the field.
 //! * [`KeyValue`], [`WriteResult`], [`KeyList`]: `/v1/kv`.
 //! * [`ChangeRecord`], [`ChangesPage`]: `/v1/changes`, `/v1/topic/records`.
 //! * [`ClusterStatus`], [`Member`], [`AddMember`], [`MembershipChange`],
 //!   [`Health`]: `/v1/cluster`, `/healthz`.
 //! * [`Role`], [`CreateToken`], [`CreatedToken`], [`TokenInfo`]: `/v1/acl`.
+//! * [`TxnRequest`] (its [`Compare`]s and [`TxnOp`]s), [`parse_txn`],
+//!   [`TxnResponse`]: `/v1/txn`.
+//! * [`GrantLease`], [`Lease`], [`LeaseKeepAlive`], [`LeaseInfo`],
+//!   [`LeaseList`], [`LeaseRevoked`], [`parse_lease_id`]: `/v1/leases`, and
+//!   `?lease=` on puts.
 //! * [`MetadataKind`]: what topics and subscription groups share.
 //! * [`openapi::document`]: the OpenAPI 3.1 document of all of it.
 //!
@@ -27,8 +33,10 @@ mod cluster;
 mod error;
 pub mod header;
 mod kv;
+mod lease;
 mod metadata;
 pub mod openapi;
+mod txn;
 
 pub use acl::{
     Access, CreateToken, CreatedToken, Permission, Role, RoleList, TokenInfo, TokenList,
@@ -36,9 +44,17 @@ pub use acl::{
 };
 pub use changes::{ChangeRecord, ChangesPage};
 pub use cluster::{AddMember, ClusterStatus, Health, Member, MemberRole, MembershipChange};
-pub use error::{ErrorBody, ErrorCode, ErrorDetail, LeaderHint};
+pub use error::{ErrorBody, ErrorCode, ErrorDetail, FieldError, LeaderHint};
 pub use kv::{KeyList, KeyValue, WriteResult};
+pub use lease::{
+    parse_lease_id, GrantLease, Lease, LeaseId, LeaseInfo, LeaseKeepAlive, LeaseList, LeaseRevoked,
+    LeaseSummary, MAX_LEASE_TTL_S, MIN_LEASE_TTL_S,
+};
 pub use metadata::{is_metadata_key, validation_code, MetadataKind, SubscriptionList, TopicList};
+pub use txn::{
+    parse_txn, Compare, CompareOp, CompareTarget, KeyOrPrefix, TxnOp, TxnOpResult, TxnPut,
+    TxnRequest, TxnResponse, MAX_TXN_OPS,
+};
 
 /// A revision of the store: the offset of a write in the compacted topic.
 /// Every key has a `create_revision` and a `mod_revision`; every answer

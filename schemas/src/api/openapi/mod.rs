@@ -5,7 +5,7 @@
 //! component schemas come from the same `schemars` derives that produce
 //! the JSON Schema files (OpenAPI 3.1 schemas are JSON Schema 2020-12), so
 //! a type is described once. Each operation lists the error codes it can
-//! answer; their statuses come from [`ErrorCode::status`]. The node-to-node
+//! answer; their statuses come from [`crate::api::ErrorCode::status`]. The node-to-node
 //! routes (`/raft/*`) are not part of the public API and are left out.
 //!
 //! ```
@@ -15,8 +15,10 @@
 //! ```
 
 mod acl;
+mod lease;
 mod parts;
 mod routes;
+mod txn;
 
 use std::collections::BTreeMap;
 
@@ -43,6 +45,13 @@ pub fn document() -> Value {
         .path("/v1/openapi.json", openapi())
         .path("/v1/kv", list_keys(&mut components))
         .path("/v1/kv/{key}", key(&mut components))
+        .path("/v1/txn", txn::txn(&mut components))
+        .path("/v1/leases", lease::leases(&mut components))
+        .path("/v1/leases/{id}", lease::lease(&mut components))
+        .path(
+            "/v1/leases/{id}/keepalive",
+            lease::keep_alive(&mut components),
+        )
         .path("/v1/changes", changes(&mut components))
         .path("/v1/topic/records", records(&mut components))
         .path("/v1/topics", list_metadata::<TopicConfig>(&mut components))

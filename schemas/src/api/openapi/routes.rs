@@ -5,6 +5,7 @@ use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterIn, PathItem,
 use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::{ContentBuilder, Required, ResponseBuilder};
 
+use super::lease::{lease_query, LEASE_QUERY_ERRORS};
 use super::parts::{
     any_json, boolean_schema, consistency, integer_schema, json_content, long_poll, ok, operation,
     pagination, parameter, query, string_schema, write_headers, WRITE_ERRORS,
@@ -130,10 +131,11 @@ pub(super) fn key(components: &mut Components) -> PathItem {
         "put_key",
         "Write a key",
         ("200", written.clone()),
-        WRITE_ERRORS,
+        &[WRITE_ERRORS, LEASE_QUERY_ERRORS].concat(),
         components,
     )
     .parameter(key())
+    .parameter(lease_query())
     .parameters(Some(write_headers()))
     .request_body(Some(body))
     .response("201", written.clone());
@@ -266,7 +268,7 @@ pub(super) fn metadata<T: MetadataKind + JsonSchema>(components: &mut Components
         &format!("put_{}", T::KIND),
         &format!("Create or replace a {noun}, validated"),
         ("200", written.clone()),
-        &[&rules[..], WRITE_ERRORS].concat(),
+        &[&rules[..], WRITE_ERRORS, LEASE_QUERY_ERRORS].concat(),
         components,
     )
     .parameter(name())
@@ -275,6 +277,7 @@ pub(super) fn metadata<T: MetadataKind + JsonSchema>(components: &mut Components
         boolean_schema(),
         "`true` allows RocketMQ's reserved system names.",
     ))
+    .parameter(lease_query())
     .parameters(Some(write_headers()))
     .request_body(Some(body))
     .response("201", written.clone());
