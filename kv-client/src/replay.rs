@@ -28,19 +28,23 @@ const MAX_RECONNECTS: u32 = 3;
 ///
 /// ```
 /// let put: kv_client::Record = serde_json::from_str(
-///     r#"{"offset":7,"timestamp_ms":1700000000000,"key":"a/b","value":{"x":1},"create_revision":7,"version":1}"#,
+///     r#"{"offset":7,"revision":7,"timestamp_ms":1700000000000,"key":"a/b","value":{"x":1},"create_revision":7,"version":1}"#,
 /// ).unwrap();
 /// assert_eq!(put.value.as_ref().unwrap()["x"], 1);
 /// let delete: kv_client::Record = serde_json::from_str(
-///     r#"{"offset":9,"timestamp_ms":1700000000001,"key":"a/b","value":null,"create_revision":7,"version":0}"#,
+///     r#"{"offset":9,"revision":9,"timestamp_ms":1700000000001,"key":"a/b","value":null,"create_revision":7,"version":0}"#,
 /// ).unwrap();
 /// assert!(delete.is_delete());
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(from = "ChangeRecord", into = "ChangeRecord")]
 pub struct Record {
-    /// The record's offset: the revision of the write.
+    /// The record's offset in the topic.
     pub offset: Revision,
+    /// The revision of the write it belongs to (the offset of that write's
+    /// last record): the `mod_revision` it gave its key. A transaction's
+    /// records share it.
+    pub revision: Revision,
     /// When the write was proposed, in milliseconds since the Unix epoch.
     pub timestamp_ms: u64,
     /// The key written.
@@ -58,7 +62,8 @@ impl Record {
     ///
     /// ```
     /// let record = kv_client::Record {
-    ///     offset: 3, timestamp_ms: 0, key: "k".into(), value: None, create_revision: 2, version: 0,
+    ///     offset: 3, revision: 3, timestamp_ms: 0, key: "k".into(), value: None, create_revision: 2,
+    ///     version: 0,
     /// };
     /// assert!(record.is_delete());
     /// ```
@@ -76,6 +81,7 @@ impl From<ChangeRecord> for Record {
         let deleted = wire.deleted || wire.version == 0;
         Record {
             offset: wire.offset,
+            revision: wire.revision,
             timestamp_ms: wire.timestamp_ms,
             key: wire.key,
             value: (!deleted).then(|| wire.value.unwrap_or(serde_json::Value::Null)),
@@ -90,6 +96,7 @@ impl From<Record> for ChangeRecord {
         let deleted = record.value.is_none();
         ChangeRecord {
             offset: record.offset,
+            revision: record.revision,
             timestamp_ms: record.timestamp_ms,
             key: record.key,
             value: record.value,

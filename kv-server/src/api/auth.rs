@@ -9,7 +9,10 @@
 //! token and filter what they answer by the [`Caller`] it leaves in the
 //! request. A list (`/v1/kv?prefix=`, `/v1/topics`, `/v1/subscriptions`)
 //! needs read on its whole prefix, as in etcd, so a page is never cut
-//! short by keys the caller may not see.
+//! short by keys the caller may not see. A transaction is the one route
+//! whose needs are in its body: it is read here (within the body limit) and
+//! each compare and read needs read on its key or prefix, each write
+//! write on its key or prefix.
 
 use std::sync::Arc;
 
@@ -19,7 +22,7 @@ use axum::http::{header, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::RequestPartsExt;
-use schemas::api::{Access, ErrorCode};
+use schemas::api::{parse_txn, Access, ErrorCode, KeyOrPrefix, TxnOp, TxnRequest};
 use schemas::{SUBSCRIPTIONS_PREFIX, TOPICS_PREFIX};
 use tracing::info;
 
@@ -73,6 +76,9 @@ pub enum Needs {
     Prefix(String),
     /// An admin role; `what` names the action for the refusal.
     Admin(&'static str),
+    /// What each compare and operation of the transaction in the body
+    /// needs.
+    Txn,
 }
 
 /// What the request to `route` (axum's pattern; `None` for no route) needs.
@@ -100,6 +106,7 @@ pub fn needs(
         // Unknown routes still need a token: a 404 tells a stranger nothing.
         None | Some("/v1/openapi.json" | "/v1/changes" | "/v1/topic/records") => Needs::Token,
         Some("/v1/cluster") if !write => Needs::Token,
+        Some("/v1/txn") => Needs::Txn,
         Some("/v1/kv" | "/v1/kv/") => Needs::Prefix(prefix()),
         Some("/v1/kv/{*key}") => key("", "key"),
         Some("/v1/topics") => Needs::Prefix(TOPICS_PREFIX.to_string()),
@@ -142,11 +149,33 @@ pub async fn check(State(state): State<AppState>, request: Request, next: Next) 
         Ok(principal) => principal,
         Err(error) => return error.into_response(),
     };
+    let mut body = body;
     let allowed = match &needs {
         Needs::Nothing | Needs::Token => Ok(()),
         Needs::Key(access, key) => principal.check_key(*access, key),
         Needs::Prefix(prefix) => principal.check_prefix(Access::Read, prefix),
         Needs::Admin(what) => principal.check_admin(what),
+        Needs::Txn => {
+            let limit = crate::api::max_body_bytes(&state.config);
+            let bytes = match axum::body::to_bytes(body, limit).await {
+                Ok(bytes) => bytes,
+                Err(_) => {
+                    return ApiError::new(
+                        ErrorCode::ValueTooLarge,
+                        format!("the transaction is over the body limit of {limit} bytes"),
+                    )
+                    .into_response()
+                }
+            };
+            // A body that does not parse is refused by the handler, which
+            // says why; it holds no key to check.
+            let allowed = match parse_txn(&bytes) {
+                Ok(txn) => txn_allowed(&principal, &txn),
+                Err(_) => Ok(()),
+            };
+            body = axum::body::Body::from(bytes);
+            allowed
+        }
     };
     if let Err(refusal) = allowed {
         return ApiError::new(ErrorCode::PermissionDenied, refusal).into_response();
@@ -156,6 +185,29 @@ pub async fn check(State(state): State<AppState>, request: Request, next: Next) 
     }
     parts.extensions.insert(Caller::Token(principal));
     next.run(Request::from_parts(parts, body)).await
+}
+
+/// Whether `principal` may run `txn`: read on every compared or read key
+/// (on the whole prefix of a prefix read), write on every written key (on
+/// the whole prefix of a prefix delete), in both branches.
+fn txn_allowed(principal: &Principal, txn: &TxnRequest) -> Result<(), String> {
+    for compare in &txn.compare {
+        principal.check_key(Access::Read, &compare.key)?;
+    }
+    for op in txn.success.iter().chain(&txn.failure) {
+        match op {
+            TxnOp::Put(put) => principal.check_key(Access::ReadWrite, &put.key)?,
+            TxnOp::Delete(KeyOrPrefix::Key(key)) => principal.check_key(Access::ReadWrite, key)?,
+            TxnOp::Delete(KeyOrPrefix::Prefix(prefix)) => {
+                principal.check_prefix(Access::ReadWrite, prefix)?
+            }
+            TxnOp::Get(KeyOrPrefix::Key(key)) => principal.check_key(Access::Read, key)?,
+            TxnOp::Get(KeyOrPrefix::Prefix(prefix)) => {
+                principal.check_prefix(Access::Read, prefix)?
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The token of `Authorization: Bearer <secret>`, resolved.

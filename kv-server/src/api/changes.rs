@@ -2,9 +2,10 @@
 //! offset, a page at a time (replay, the topic as a stream, is in
 //! `replay.rs`).
 //!
-//! A record's JSON form: `{"offset","timestamp_ms","key","value","create_revision","version"}`
-//! with `value: null` and `deleted: true` for a delete. Offsets are revisions: a
-//! client that has seen offset N asks for `from=N` next.
+//! A record's JSON form: `{"offset","revision","timestamp_ms","key","value","create_revision","version"}`
+//! with `value: null` and `deleted: true` for a delete. A page holds whole
+//! writes: the records of one transaction come in one answer, and `next`
+//! is the revision of the last write read.
 
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderValue;
@@ -36,6 +37,7 @@ type RecordView = ChangeRecord<Box<RawValue>>;
 /// A write as the API shows it.
 pub fn record_view(write: WriteRecord) -> Result<RecordView, ApiError> {
     let deleted = write.value.is_none();
+    let revision = write.revision();
     let value = write
         .value
         .map(|bytes| {
@@ -49,6 +51,7 @@ pub fn record_view(write: WriteRecord) -> Result<RecordView, ApiError> {
         .transpose()?;
     Ok(ChangeRecord {
         offset: write.offset,
+        revision,
         timestamp_ms: write.timestamp_ms,
         key: write.key,
         value,

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use openraft::error::{
     ChangeMembershipError, CheckIsLeaderError, ClientWriteError, Fatal, ForwardToLeader, RaftError,
 };
-use schemas::api::{validation_code, ErrorBody, ErrorCode, LeaderHint};
+use schemas::api::{FieldError, validation_code, ErrorBody, ErrorCode, LeaderHint};
 use schemas::ValidationError;
 
 use crate::api::REVISION_HEADER;
@@ -97,6 +97,17 @@ impl From<ValidationError> for ApiError {
     fn from(error: ValidationError) -> Self {
         let field = error.field().to_string();
         ApiError::new(validation_code(&error), error.to_string()).with_field(&field)
+    }
+}
+
+impl From<FieldError> for ApiError {
+    fn from(error: FieldError) -> Self {
+        let refused = ApiError::new(error.code, error.message);
+        if error.field.is_empty() {
+            refused
+        } else {
+            refused.with_field(&error.field)
+        }
     }
 }
 

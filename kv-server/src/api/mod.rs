@@ -22,6 +22,7 @@ pub mod raft;
 pub mod read;
 pub mod replay;
 pub mod topic_reads;
+pub mod txn;
 pub mod write;
 
 use std::sync::Arc;
@@ -145,6 +146,7 @@ fn public_routes(state: &AppState) -> Router<AppState> {
         .merge(metadata::routes())
         .merge(metrics::routes())
         .merge(acl::routes())
+        .merge(txn::routes())
         .route("/healthz", get(healthz))
         .route("/v1/openapi.json", get(openapi))
         .fallback(not_found)

@@ -11,9 +11,12 @@
 //! `--stream-idle-timeout-ms` has its replay stopped: the answer ends with
 //! an error instead of its last chunk, so a cut replay never passes for a
 //! whole one. The replay ends at the revision the answer's `X-Kv-Revision`
-//! names, so a busy topic does not keep it going for ever. Roles and tokens
-//! are never sent, and with `--auth` neither are the keys the caller may
-//! not read.
+//! names, so a busy topic does not keep it going for ever; that revision
+//! ends a write, and a `from` in the middle of a write's records is taken
+//! from its first, so a replay holds whole writes. A chunk may end inside
+//! one: a client applies a write's records once a record of a later
+//! revision, or the end of the answer, shows they are all there. Roles and tokens are never sent, and with `--auth`
+//! neither are the keys the caller may not read.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -159,7 +162,10 @@ async fn produce(
         let taken = writes.take();
         let caller = caller.clone();
         let read = read_topic(move || {
-            let mut reader = taken.unwrap_or_else(|| Box::new(store.writes_from(next, READ_BYTES)));
+            // The first read starts at a unit's start; a reader opened
+            // again goes on where the last chunk ended.
+            let mut reader = taken
+                .unwrap_or_else(|| Box::new(store.writes_from(next, READ_BYTES, next == from)));
             let chunk = read_chunk(&mut reader, until, &caller);
             (reader, chunk)
         })
@@ -242,7 +248,7 @@ mod tests {
         store
             .apply_entries(vec![put(2, CLIENT_KEY)])
             .expect("applies");
-        let mut writes: Writes = Box::new(store.writes_from(0, READ_BYTES));
+        let mut writes: Writes = Box::new(store.writes_from(0, READ_BYTES, true));
         let chunk = read_chunk(&mut writes, store.revision(), &Caller::Anyone).expect("reads");
         let keys: Vec<String> = String::from_utf8(chunk.bytes)
             .expect("NDJSON is UTF-8")

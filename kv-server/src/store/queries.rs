@@ -103,26 +103,37 @@ impl Store {
     }
 
     /// Every write in the topic from offset `from` on, in offset order,
-    /// read `read_bytes` at a time. The reader owns what it reads (the
-    /// segments as they are now), so it may be kept and moved between
-    /// threads while a replay goes on.
+    /// read `read_bytes` at a time; with `whole_units`, from the start of
+    /// the unit holding `from` when it holds it in its middle. The reader
+    /// owns what it reads (the segments as they are now), so it may be kept
+    /// and moved between threads while a replay goes on.
     pub fn writes_from(
         &self,
         from: Revision,
         read_bytes: usize,
+        whole_units: bool,
     ) -> impl Iterator<Item = Result<WriteRecord, StoreError>> + Send + 'static {
-        self.topic
-            .read_from(from)
+        let reader = if whole_units {
+            self.topic.read_from_batch_start(from)
+        } else {
+            self.topic.read_from(from)
+        };
+        reader
             .with_chunk_bytes(read_bytes)
             .map(|record| WriteRecord::from_record(record?))
     }
 
-    /// The change feed after `from`: reads at most `bounds.entries` records
-    /// up to the store's revision and keeps the latest write of each key
-    /// under `prefix`, stopping before a record whose value would take the
-    /// values kept past `bounds.value_bytes`. Blocking: it reads the topic's
-    /// files. Only keys `readable` admits are kept, and never an internal key;
-    /// the others are read past, so `next` moves on over them.
+    /// The change feed after `from`: reads whole units (the records of one
+    /// write) up to the store's revision, at least one and then as long as
+    /// `bounds.entries` records are not reached, and keeps the latest write
+    /// of each key under `prefix`; a unit whose kept values would take the
+    /// page past `bounds.value_bytes` starts the next page instead.
+    /// Blocking: it reads the topic's files. Only keys `readable` admits are
+    /// kept, and never an internal key; the others are read past, so `next`
+    /// moves on over them.
+    ///
+    /// A `from` inside a unit (no revision of this store is) is taken from
+    /// the unit's start, so a page never begins with part of a unit.
     pub fn changes_after(
         &self,
         prefix: &str,
@@ -137,28 +148,42 @@ impl Store {
         // Values of every record kept, replaced ones included: an upper
         // bound of the page's values that needs no bookkeeping on replace.
         let mut value_bytes: usize = 0;
-        let mut last_read = from;
         let mut next = from.max(revision);
         let mut more = false;
-        for record in self.topic.read_from(from + 1) {
+        let mut last_unit_end = from;
+        // The unit being read: its kept records and their values' bytes.
+        let mut unit: Vec<WriteRecord> = Vec::new();
+        let mut unit_bytes = 0;
+        let mut unit_read = 0;
+        for record in self.topic.read_from_batch_start(from + 1) {
             let record = record?;
             if record.offset > revision {
                 break;
             }
             let offset = record.offset;
+            let unit_ends = record.batch.is_last();
             let shown = record.key.starts_with(prefix.as_bytes())
                 && std::str::from_utf8(&record.key)
                     .is_ok_and(|key| !is_internal_key(key) && readable(key));
             if shown {
-                let size = record.value.as_ref().map_or(0, |value| value.len());
-                if !bounds.admits(latest.len(), value_bytes, size) {
-                    // This record starts the next page.
-                    next = last_read;
-                    more = true;
-                    break;
-                }
-                value_bytes += size;
-                let write = WriteRecord::from_record(record)?;
+                unit_bytes += record.value.as_ref().map_or(0, |value| value.len());
+                unit.push(WriteRecord::from_record(record)?);
+            }
+            unit_read += 1;
+            if !unit_ends {
+                continue;
+            }
+            let fits = unit.is_empty()
+                || latest.is_empty()
+                || value_bytes.saturating_add(unit_bytes) <= bounds.value_bytes;
+            if !fits {
+                // This unit starts the next page.
+                next = last_unit_end;
+                more = true;
+                break;
+            }
+            value_bytes += unit_bytes;
+            for write in unit.drain(..) {
                 match position_of.get(&write.key) {
                     Some(&at) => latest[at] = write,
                     None => {
@@ -167,9 +192,10 @@ impl Store {
                     }
                 }
             }
-            read += 1;
-            last_read = offset;
-            if read == bounds.entries {
+            read += unit_read;
+            (unit_bytes, unit_read) = (0, 0);
+            last_unit_end = offset;
+            if read >= bounds.entries {
                 next = offset;
                 more = offset < revision;
                 break;

@@ -11,17 +11,26 @@ use crate::api::Revision;
 /// value `null` shows `"value": null` too, with `"deleted": false` and a
 /// version of 1 or more.
 ///
+/// The records of one write (a single put or delete: one record; a
+/// transaction, or a lease's end: one per key) have consecutive offsets
+/// and the same `revision`, the offset of the last of them, which is the
+/// `mod_revision` they gave their keys. Pages and long-poll answers hold
+/// whole writes; a client resumes after a `revision`.
+///
 /// ```
 /// let delete: schemas::api::ChangeRecord = serde_json::from_str(
-///     r#"{"offset":9,"timestamp_ms":1,"key":"a/b","value":null,"deleted":true,"create_revision":7,"version":0}"#,
+///     r#"{"offset":9,"revision":9,"timestamp_ms":1,"key":"a/b","value":null,"deleted":true,"create_revision":7,"version":0}"#,
 /// ).unwrap();
 /// assert!(delete.deleted && delete.value.is_none());
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[schemars(rename = "ChangeRecord")]
 pub struct ChangeRecord<V = serde_json::Value> {
-    /// The record's offset in the topic: the revision of the write.
+    /// The record's offset in the topic.
     pub offset: Revision,
+    /// The revision of the write the record belongs to: the offset of its
+    /// last record.
+    pub revision: Revision,
     /// When the write was proposed, in milliseconds since the Unix epoch.
     pub timestamp_ms: u64,
     /// The key written.
@@ -41,9 +50,10 @@ pub struct ChangeRecord<V = serde_json::Value> {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[schemars(rename = "ChangesPage")]
 pub struct ChangesPage<V = serde_json::Value> {
-    /// The latest record of each key changed after `from`, in offset order.
+    /// The latest record of each key changed after `from`, in offset order,
+    /// whole writes only.
     pub records: Vec<ChangeRecord<V>>,
-    /// Send this as `from` next.
+    /// Send this as `from` next: the revision of the last write read.
     pub next: Revision,
     /// Whether the page stopped at `limit` before the end of the topic:
     /// ask again at once.

@@ -1,0 +1,205 @@
+//! `POST /v1/txn`: compares, then the operations of one branch, applied as
+//! one unit with one revision (etcd's `Txn`).
+//!
+//! The body is checked before anything is proposed (the contract's
+//! [`schemas::api::parse_txn`] and [`TxnRequest::validate`], each refusal
+//! naming its field); what reaches Raft is the state machine's own
+//! [`Txn`], with values as JSON text and every read bounded by a page.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use schemas::api::{
+    parse_txn, ErrorCode, KeyOrPrefix, KeyValue, TxnRequest, TxnResponse,
+    CompareOp as WireCompareOp, CompareTarget as WireCompareTarget, TxnOp as WireTxnOp,
+    TxnOpResult as WireTxnOpResult,
+};
+use serde_json::Value;
+
+use crate::api::error::ApiError;
+use crate::api::params::{Query, LIST_PAGE};
+use crate::api::propose::propose;
+use crate::api::write::{body_error, idempotency_key};
+use crate::api::{AppState, REVISION_HEADER};
+use crate::types::{
+    Command, CommandResult, Compare, CompareOp, CompareTarget, Op, Txn, TxnKeyValue, TxnOp,
+    TxnOpResult, TxnOutcome,
+};
+
+/// The routes.
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/v1/txn", post(txn))
+}
+
+/// `POST /v1/txn`.
+async fn txn(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    Query::parse(query.as_deref(), &[])?;
+    let body = body.map_err(|rejection| body_error(&state, rejection))?;
+    let request = parse_txn(&body)?;
+    request.validate()?;
+    let txn = to_txn(&state, request)?;
+    let command = Command {
+        timestamp_ms: crate::clock::now_ms(),
+        idempotency_key: idempotency_key(&headers)?,
+        op: Op::Txn(txn),
+    };
+    let outcome = match propose(&state, command).await? {
+        CommandResult::Txn(outcome) => outcome,
+        other => {
+            return Err(ApiError::internal(format!(
+                "a transaction produced {other:?}"
+            )))
+        }
+    };
+    let revision = outcome.revision;
+    let mut response = Json(answer(outcome)?).into_response();
+    response
+        .headers_mut()
+        .insert(REVISION_HEADER, HeaderValue::from(revision));
+    Ok(response)
+}
+
+/// The state machine's transaction of a checked request: values as JSON
+/// text, each no larger than a value may be, and prefix reads bounded by
+/// the list page.
+fn to_txn(state: &AppState, request: TxnRequest) -> Result<Txn, ApiError> {
+    let compare = request
+        .compare
+        .into_iter()
+        .enumerate()
+        .map(|(i, compare)| {
+            let field = |name: &str| format!("compare[{i}].{name}");
+            let number = || {
+                compare.value.as_u64().ok_or_else(|| {
+                    ApiError::bad_field(
+                        ErrorCode::InvalidField,
+                        &field("value"),
+                        "a number of 0 or more",
+                    )
+                })
+            };
+            let target = match compare.target {
+                WireCompareTarget::Value => CompareTarget::Value(compare.value.to_string()),
+                WireCompareTarget::Version => CompareTarget::Version(number()?),
+                WireCompareTarget::CreateRevision => CompareTarget::CreateRevision(number()?),
+                WireCompareTarget::ModRevision => CompareTarget::ModRevision(number()?),
+                WireCompareTarget::Lease => CompareTarget::Lease(number()?),
+                WireCompareTarget::Exists => match compare.value {
+                    Value::Bool(exists) => CompareTarget::Exists(exists),
+                    _ => {
+                        return Err(ApiError::bad_field(
+                            ErrorCode::InvalidField,
+                            &field("value"),
+                            "exists compares with true or false",
+                        ))
+                    }
+                },
+            };
+            let op = match compare.op {
+                WireCompareOp::Equal => CompareOp::Equal,
+                WireCompareOp::NotEqual => CompareOp::NotEqual,
+                WireCompareOp::Less => CompareOp::Less,
+                WireCompareOp::Greater => CompareOp::Greater,
+            };
+            Ok(Compare {
+                key: compare.key,
+                target,
+                op,
+            })
+        })
+        .collect::<Result<_, ApiError>>()?;
+    Ok(Txn {
+        compare,
+        success: branch(state, "success", request.success)?,
+        failure: branch(state, "failure", request.failure)?,
+    })
+}
+
+/// The operations of one branch, named `name` in errors.
+fn branch(state: &AppState, name: &str, ops: Vec<WireTxnOp>) -> Result<Vec<TxnOp>, ApiError> {
+    ops.into_iter()
+        .enumerate()
+        .map(|(i, op)| {
+            Ok(match op {
+                WireTxnOp::Put(put) => {
+                    if put.lease.is_some() {
+                        return Err(ApiError::bad_field(
+                            ErrorCode::LeaseNotFound,
+                            &format!("{name}[{i}].put.lease"),
+                            "no lease exists on this server",
+                        ));
+                    }
+                    let value = put.value.to_string();
+                    if value.len() > state.config.max_value_bytes {
+                        return Err(ApiError::bad_field(
+                            ErrorCode::ValueTooLarge,
+                            &format!("{name}[{i}].put.value"),
+                            format!(
+                                "the value is {} bytes, over the limit of {}",
+                                value.len(),
+                                state.config.max_value_bytes
+                            ),
+                        ));
+                    }
+                    TxnOp::Put {
+                        key: put.key,
+                        value,
+                    }
+                }
+                WireTxnOp::Delete(KeyOrPrefix::Key(key)) => TxnOp::Delete { key },
+                WireTxnOp::Delete(KeyOrPrefix::Prefix(prefix)) => TxnOp::DeletePrefix { prefix },
+                WireTxnOp::Get(KeyOrPrefix::Key(key)) => TxnOp::Get { key },
+                WireTxnOp::Get(KeyOrPrefix::Prefix(prefix)) => TxnOp::GetPrefix {
+                    prefix,
+                    limit: LIST_PAGE.max as usize,
+                },
+            })
+        })
+        .collect()
+}
+
+/// The answer's JSON of what the state machine did.
+fn answer(outcome: TxnOutcome) -> Result<TxnResponse, ApiError> {
+    let results = outcome
+        .results
+        .into_iter()
+        .map(|result| {
+            Ok(match result {
+                TxnOpResult::Put { revision } => WireTxnOpResult::Put { revision },
+                TxnOpResult::Delete { deleted } => WireTxnOpResult::Delete { deleted },
+                TxnOpResult::Get { kvs, more } => WireTxnOpResult::Get {
+                    kvs: kvs.into_iter().map(key_value).collect::<Result<_, _>>()?,
+                    more,
+                },
+            })
+        })
+        .collect::<Result<_, ApiError>>()?;
+    Ok(TxnResponse {
+        succeeded: outcome.succeeded,
+        revision: outcome.revision,
+        results,
+        deduplicated: outcome.deduplicated,
+    })
+}
+
+fn key_value(read: TxnKeyValue) -> Result<KeyValue, ApiError> {
+    let value = serde_json::from_str(&read.value).map_err(|_| {
+        ApiError::internal(format!("key {:?} holds no JSON", read.key))
+    })?;
+    Ok(KeyValue {
+        key: read.key,
+        value,
+        create_revision: read.create_revision,
+        mod_revision: read.mod_revision,
+        version: read.version,
+    })
+}
