@@ -5,11 +5,21 @@
 //! and writes the sealed layer to sled in one batch; only once sled has it
 //! is the sealed layer dropped. Reads look at the active layer, then the
 //! sealed one, then sled, so a change is never out of sight.
+//!
+//! A read that takes more than one value (a scan, or several keys) copies
+//! the layers it needs once, then reads sled. Changes committed after the
+//! copy are out of its sight until a checkpoint writes them to sled: if one
+//! does while the read runs, the read could see the keys it reaches after
+//! the write as newer than the keys it saw before — a state that never
+//! existed. [`SledWrites`] tells such a read to start again.
 
 use std::collections::BTreeMap;
 use std::iter::Peekable;
 use std::ops::Bound;
+use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::Arc;
+
+use parking_lot::RwLock;
 
 use crate::error::StoreError;
 
@@ -76,6 +86,63 @@ impl Layers {
     /// Drops the sealed layer once sled holds it.
     pub(super) fn written(&mut self) {
         self.sealed = Arc::default();
+    }
+}
+
+/// How many times a read starts again because sled was written under it,
+/// before it holds the writes off instead.
+const OPTIMISTIC_READS: usize = 3;
+
+/// Keeps reads that combine several sled reads on one state: a read that a
+/// write to sled overlapped starts again, and one that lost too often holds
+/// the writes off while it runs once more.
+///
+/// The common read takes no lock: it compares a counter before and after.
+/// A write (a checkpoint's flush, the view cleared) takes the gate, which
+/// only reads that already lost take; such a read is bounded (a list page),
+/// so it delays a checkpoint by little, and cannot be starved by them.
+#[derive(Debug, Default)]
+pub(super) struct SledWrites {
+    /// Bumped before and after every write to sled: a read that sees the
+    /// same value on both sides overlapped no write.
+    epoch: AtomicU64,
+    /// Held shared by a read that lost [`OPTIMISTIC_READS`] times,
+    /// exclusively by a write.
+    gate: RwLock<()>,
+}
+
+impl SledWrites {
+    /// Runs `write`, which changes sled (and may drop the layers it wrote),
+    /// as a write every read running meanwhile notices.
+    pub(super) fn writing<T>(&self, write: impl FnOnce() -> T) -> T {
+        let _gate = self.gate.write();
+        // SeqCst read-modify-writes: sled's writes below cannot be seen
+        // before the first bump, nor the second bump before them.
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        let result = write();
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        result
+    }
+
+    /// The result of `read` as of one state of the view: `read` runs again
+    /// while a write to sled overlaps it, and at last with writes held off.
+    /// `read` must copy what it needs of the layers after it is called, not
+    /// before, and must not write.
+    pub(super) fn consistent<T>(
+        &self,
+        mut read: impl FnMut() -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        for _ in 0..OPTIMISTIC_READS {
+            let before = self.epoch.load(Ordering::SeqCst);
+            let value = read()?;
+            // Orders every sled read above before the load below.
+            fence(Ordering::SeqCst);
+            if self.epoch.load(Ordering::SeqCst) == before {
+                return Ok(value);
+            }
+        }
+        let _gate = self.gate.read();
+        read()
     }
 }
 
@@ -193,5 +260,40 @@ mod tests {
                 .collect();
             assert_eq!(merged, expected, "case {case}");
         }
+    }
+
+    /// A read that a write overlaps runs again; one that lost every
+    /// optimistic try runs once more with writes held off, so it ends.
+    #[test]
+    fn a_read_overlapped_by_writes_runs_again_then_holds_writes_off() {
+        let writes = SledWrites::default();
+        assert_eq!(writes.consistent(|| Ok(1)).unwrap(), 1, "no write: one run");
+
+        let mut runs = 0;
+        let value = writes
+            .consistent(|| {
+                runs += 1;
+                if runs == 1 {
+                    writes.writing(|| ());
+                }
+                Ok(runs)
+            })
+            .unwrap();
+        assert_eq!(value, 2, "one overlapping write: a second run");
+
+        let mut runs = 0;
+        let value = writes
+            .consistent(|| {
+                runs += 1;
+                if runs <= OPTIMISTIC_READS {
+                    writes.writing(|| ());
+                } else {
+                    assert!(writes.gate.try_write().is_none(), "writes are held off");
+                }
+                Ok(runs)
+            })
+            .unwrap();
+        assert_eq!(value, OPTIMISTIC_READS + 1, "a write on every try");
+        assert!(writes.gate.try_write().is_some(), "the gate is released");
     }
 }

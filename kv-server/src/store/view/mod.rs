@@ -15,6 +15,10 @@
 //! While the view is rebuilt, the sealed layers are written on every core
 //! instead ([`rebuild`]).
 //!
+//! A read of several values (a list page, the applied state) reflects one
+//! committed state, though sled is written under it: it starts again when a
+//! checkpoint wrote to sled meanwhile ([`layers::SledWrites`]).
+//!
 //! The view does not order its writers: [`View::flush`] writes whatever is
 //! sealed when it is called. The store calls it under its own write-out lock,
 //! so a checkpoint and a rebuild never write out at the same time.
@@ -36,7 +40,7 @@ pub use layout::{IdempotentWrite, KeyEntry};
 use crate::error::StoreError;
 use crate::store::queries::PageBounds;
 use crate::types::{LogId, Revision, StoredMembership};
-use layers::{Layers, MergedScan, Unwritten};
+use layers::{Layers, MergedScan, SledWrites, Unwritten};
 use layout::{
     decode_applied, decode_idempotent_write, decode_membership, decode_revision, encode_applied,
     encode_idempotent_write, encode_membership, encode_revision, entry_key, expiry_id, expiry_key,
@@ -53,6 +57,8 @@ pub struct View {
     layers: Arc<RwLock<Layers>>,
     /// A rebuild is under way (its marker is in sled).
     rebuilding: Arc<AtomicBool>,
+    /// Tells reads of several values that sled changed under them.
+    sled_writes: Arc<SledWrites>,
 }
 
 impl View {
@@ -63,6 +69,7 @@ impl View {
             db,
             layers: Arc::new(RwLock::new(Layers::default())),
             rebuilding: Arc::new(AtomicBool::new(false)),
+            sled_writes: Arc::new(SledWrites::default()),
         })
     }
 
@@ -74,9 +81,36 @@ impl View {
         Ok(self.db.get(raw)?.map(|bytes| bytes.to_vec()))
     }
 
+    /// The values of the raw keys `raws` as of one committed state.
+    fn raw_get_together<const N: usize>(
+        &self,
+        raws: [&[u8]; N],
+    ) -> Result<[Option<Vec<u8>>; N], StoreError> {
+        self.sled_writes.consistent(|| {
+            // One look at the layers for every key: no commit falls between.
+            let unwritten = {
+                let layers = self.layers.read();
+                raws.map(|raw| layers.get(raw).cloned())
+            };
+            let mut values: [Option<Vec<u8>>; N] = std::array::from_fn(|_| None);
+            for ((raw, unwritten), value) in raws.iter().zip(unwritten).zip(&mut values) {
+                *value = match unwritten {
+                    Some(unwritten) => unwritten,
+                    None => self.db.get(raw)?.map(|bytes| bytes.to_vec()),
+                };
+            }
+            Ok(values)
+        })
+    }
+
     /// Raw keys and values from `start` (included) while they start with
     /// `prefix`, in key order: sled merged with the unwritten changes taken
     /// when the scan starts.
+    ///
+    /// sled is read live: a checkpoint that writes changes committed after
+    /// the scan started shows them in the keys the scan has yet to reach.
+    /// A scan that must see one state runs under
+    /// [`SledWrites::consistent`].
     fn raw_scan<'a>(
         &'a self,
         start: Vec<u8>,
@@ -102,11 +136,27 @@ impl View {
     /// Entries whose keys start with `prefix`, in key order, after
     /// `start_after` if given, as many as `bounds` allow; and whether more
     /// follow.
+    ///
+    /// The page reflects one committed state: a checkpoint during the scan
+    /// makes it start again.
     pub fn list(
         &self,
         prefix: &str,
         start_after: Option<&str>,
         bounds: PageBounds,
+    ) -> Result<(Vec<(String, KeyEntry)>, bool), StoreError> {
+        self.sled_writes
+            .consistent(|| self.list_once(prefix, start_after, bounds, || {}))
+    }
+
+    /// One scan of [`View::list`], calling `after_entry` after each entry
+    /// it reads: tests write to sled there, mid-scan.
+    fn list_once(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        bounds: PageBounds,
+        mut after_entry: impl FnMut(),
     ) -> Result<(Vec<(String, KeyEntry)>, bool), StoreError> {
         let raw_prefix = entry_key(prefix);
         let mut out = Vec::new();
@@ -128,21 +178,39 @@ impl View {
             }
             value_bytes += entry.value.len();
             out.push((user_key(&raw), entry));
+            after_entry();
         }
         Ok((out, false))
     }
 
     /// The last applied log id and the membership as of it.
     pub fn applied_state(&self) -> Result<(Option<LogId>, StoredMembership), StoreError> {
-        let applied = match self.raw_get(APPLIED_KEY)? {
+        let (applied, _, membership) = self.applied_state_and_revision()?;
+        Ok((applied, membership))
+    }
+
+    /// The last applied log id, the store's revision and the membership,
+    /// all as of the same applied entry.
+    pub fn applied_state_and_revision(
+        &self,
+    ) -> Result<(Option<LogId>, Revision, StoredMembership), StoreError> {
+        let [applied, revision, membership] =
+            self.raw_get_together([APPLIED_KEY, REVISION_KEY, MEMBERSHIP_KEY])?;
+        let applied = match applied {
             Some(bytes) => decode_applied(&bytes)?,
             None => None,
         };
-        let membership = match self.raw_get(MEMBERSHIP_KEY)? {
+        let revision = match revision {
+            Some(bytes) => decode_revision(&bytes)?,
+            // Written before the revision was kept next to the applied id:
+            // the revision was the applied index.
+            None => applied.map_or(0, |id| id.index),
+        };
+        let membership = match membership {
             Some(bytes) => decode_membership(&bytes)?,
             None => StoredMembership::default(),
         };
-        Ok((applied, membership))
+        Ok((applied, revision, membership))
     }
 
     /// The store's revision as of the last applied log id. A view written
@@ -152,8 +220,8 @@ impl View {
         if let Some(bytes) = self.raw_get(REVISION_KEY)? {
             return decode_revision(&bytes);
         }
-        let (applied, _) = self.applied_state()?;
-        Ok(applied.map_or(0, |id| id.index))
+        let (_, revision, _) = self.applied_state_and_revision()?;
+        Ok(revision)
     }
 
     /// Starts a batch of changes, applied by [`View::commit`].
@@ -184,21 +252,27 @@ impl View {
         // sealed layer until it is dropped, after sled has it.
         let sealed = self.layers.read().sealed();
         if !sealed.is_empty() {
-            if self.rebuilding.load(Ordering::Acquire) {
-                rebuild::write_in_parallel(&self.db, &sealed)?;
-            } else {
-                let mut batch = sled::Batch::default();
-                for (raw, value) in sealed.iter() {
-                    match value {
-                        Some(value) => batch.insert(raw.as_slice(), value.as_slice()),
-                        None => batch.remove(raw.as_slice()),
-                    }
-                }
-                self.db.apply_batch(batch)?;
-            }
-            self.layers.write().written();
+            self.sled_writes.writing(|| self.write_sealed(&sealed))?;
         }
         self.db.flush()?;
+        Ok(())
+    }
+
+    /// Writes `sealed` to sled, then drops it from the layers.
+    fn write_sealed(&self, sealed: &Unwritten) -> Result<(), StoreError> {
+        if self.rebuilding.load(Ordering::Acquire) {
+            rebuild::write_in_parallel(&self.db, sealed)?;
+        } else {
+            let mut batch = sled::Batch::default();
+            for (raw, value) in sealed.iter() {
+                match value {
+                    Some(value) => batch.insert(raw.as_slice(), value.as_slice()),
+                    None => batch.remove(raw.as_slice()),
+                }
+            }
+            self.db.apply_batch(batch)?;
+        }
+        self.layers.write().written();
         Ok(())
     }
 
@@ -229,8 +303,10 @@ impl View {
 
     /// Removes everything (before a rebuild or a snapshot install).
     pub fn clear(&self) -> Result<(), StoreError> {
-        *self.layers.write() = Layers::default();
-        self.db.clear()?;
+        self.sled_writes.writing(|| {
+            *self.layers.write() = Layers::default();
+            self.db.clear()
+        })?;
         Ok(())
     }
 }
@@ -297,6 +373,9 @@ impl ViewBatch<'_> {
     pub fn expire_idempotent_writes(&mut self, before_ms: u64) -> Result<usize, StoreError> {
         let end = expiry_key(before_ms, &Uuid::nil());
         let mut expired = Vec::new();
+        // Not a consistent scan, and needs none: only the state machine
+        // commits, and it is here, so a checkpoint can write nothing the
+        // scan's copy of the layers lacks.
         for item in self.view.raw_scan(vec![EXPIRY_PREFIX], &[EXPIRY_PREFIX]) {
             let (raw, _) = item?;
             if raw >= end {
@@ -414,6 +493,72 @@ mod tests {
         let view = View::open(dir.path()).expect("the view opens again");
         assert!(view.get("sealed").unwrap().is_some());
         assert_eq!(view.get("later").unwrap(), None);
+    }
+
+    /// A checkpoint that writes a later batch to sled while a list scans
+    /// does not show part of it: the page has both keys of the batch as
+    /// they were before it, or both as after; never one of each.
+    #[test]
+    fn a_list_shows_a_batch_written_out_mid_scan_whole_or_not_at_all() {
+        // Enough keys between the two that sled keeps them in more than one
+        // node: its iterator reads the node it is in once, the next ones live.
+        const KEYS: usize = 2000;
+        let key = |n: usize| format!("a/{n:04}");
+        let (first, last) = (key(0), key(KEYS - 1));
+        let dir = tempfile::tempdir().unwrap();
+        let view = View::open(dir.path()).unwrap();
+        let mut batch = view.batch();
+        for n in 0..KEYS {
+            batch.put(&key(n), &entry("old", 1));
+        }
+        view.commit(batch);
+        view.write_out().unwrap();
+
+        let mut written_out = false;
+        let (entries, more) = view
+            .sled_writes
+            .consistent(|| {
+                view.list_once("a/", None, PageBounds::entries(KEYS), || {
+                    // After the scan read the first key, a batch changing
+                    // the first and the last is committed and written out.
+                    if !std::mem::replace(&mut written_out, true) {
+                        let mut batch = view.batch();
+                        batch.put(&first, &entry("new", 2));
+                        batch.put(&last, &entry("new", 2));
+                        view.commit(batch);
+                        view.write_out().expect("the view writes out");
+                    }
+                })
+            })
+            .unwrap();
+        assert!(written_out, "the batch was written out mid-scan");
+        assert!(!more);
+        assert_eq!(entries.len(), KEYS);
+        let value = |index: usize| String::from_utf8(entries[index].1.value.clone()).unwrap();
+        let (first_value, last_value) = (value(0), value(KEYS - 1));
+        assert!(
+            first_value == last_value,
+            "the page mixes two states: {first} is {first_value}, {last} is {last_value}"
+        );
+    }
+
+    /// The applied id, the revision and the membership are read together,
+    /// each from the newest layer or sled that holds it.
+    #[test]
+    fn the_applied_state_is_read_together_from_layers_and_sled() {
+        let log_id = |index| LogId::new(openraft::CommittedLeaderId::new(1, 1), index);
+        let dir = tempfile::tempdir().unwrap();
+        let view = View::open(dir.path()).unwrap();
+        let mut batch = view.batch();
+        batch.set_applied(&log_id(3), 2);
+        batch.set_membership(&StoredMembership::default());
+        view.commit(batch);
+        view.write_out().unwrap();
+        let mut batch = view.batch();
+        batch.set_applied(&log_id(4), 3);
+        view.commit(batch);
+        let (applied, revision, _) = view.applied_state_and_revision().unwrap();
+        assert_eq!((applied, revision), (Some(log_id(4)), 3));
     }
 
     /// The revision is written with the applied log id and survives a
