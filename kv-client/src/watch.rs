@@ -389,8 +389,9 @@ fn event_of(record: Record) -> WatchEvent {
             key: record.key,
             value,
             create_revision: record.create_revision,
-            mod_revision: record.offset,
+            mod_revision: record.revision,
             version: record.version,
+            lease: None,
         }),
         None => WatchEvent::Delete {
             key: record.key,

@@ -109,6 +109,17 @@ pub enum StoreError {
     },
 
     // Damaged data.
+    /// The view was written in another layout format; it is rebuilt from
+    /// the topic.
+    #[error(
+        "the view in {dir} has layout format {found}, this server writes another; it is rebuilt"
+    )]
+    ViewFormat {
+        /// The view's directory.
+        dir: PathBuf,
+        /// The format it has.
+        found: String,
+    },
     /// A value stored in the view does not decode.
     #[error("view entry {key} is corrupt: {reason}")]
     CorruptViewEntry {

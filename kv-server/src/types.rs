@@ -81,6 +81,9 @@ pub enum Op {
         value: String,
         /// Compare-and-set condition.
         condition: Condition,
+        /// The lease to attach the key to; `None` detaches it from any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lease: Option<LeaseId>,
     },
     /// Delete `key` (append a tombstone) if `condition` holds.
     Delete {
@@ -91,7 +94,29 @@ pub enum Op {
     },
     /// Compare, then run one branch's operations, all as one unit.
     Txn(Txn),
+    /// Grant a lease of `ttl_ms`, unless `max_leases` exist already.
+    LeaseGrant {
+        /// Its time to live.
+        ttl_ms: u64,
+        /// The `--max-leases` of the leader that proposed it: carried in
+        /// the command so that every node decides alike.
+        max_leases: u64,
+    },
+    /// Revoke lease `id`: delete its keys and it, as one unit.
+    LeaseRevoke {
+        /// The lease.
+        id: LeaseId,
+    },
+    /// Lease `id` expired (the leader's keeper saw no keep-alive in its
+    /// TTL): delete its keys and it, as one unit.
+    LeaseExpire {
+        /// The lease.
+        id: LeaseId,
+    },
 }
+
+/// A lease's id: the revision of its grant.
+pub type LeaseId = u64;
 
 /// A transaction as the state machine applies it: when every compare
 /// holds, the `success` operations run, else the `failure` ones, in order;
@@ -159,6 +184,9 @@ pub enum TxnOp {
         key: String,
         /// The value, as JSON text.
         value: String,
+        /// The lease to attach the key to; `None` detaches it from any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lease: Option<LeaseId>,
     },
     /// Delete `key`, if it exists.
     Delete {
@@ -221,6 +249,31 @@ pub enum CommandResult {
     NotFound,
     /// A transaction ran.
     Txn(TxnOutcome),
+    /// A lease was granted.
+    LeaseGranted {
+        /// Its id: the revision of the grant.
+        id: LeaseId,
+        /// Its time to live.
+        ttl_ms: u64,
+    },
+    /// A lease was revoked or expired, with its keys.
+    LeaseEnded {
+        /// The revision of the unit that deleted them.
+        revision: Revision,
+        /// How many keys it deleted.
+        deleted: u64,
+    },
+    /// The lease named does not exist (never granted, or ended); nothing
+    /// changed.
+    LeaseNotFound {
+        /// The lease.
+        id: LeaseId,
+    },
+    /// `max_leases` leases exist already; nothing changed.
+    LeaseLimit {
+        /// The limit.
+        max_leases: u64,
+    },
 }
 
 /// What a transaction did.
@@ -274,4 +327,7 @@ pub struct TxnKeyValue {
     pub mod_revision: Revision,
     /// Its version.
     pub version: u64,
+    /// Its lease; 0 for none.
+    #[serde(default)]
+    pub lease: LeaseId,
 }

@@ -110,6 +110,7 @@ async fn put_record(
                 key,
                 value,
                 condition,
+                lease: None,
             },
         },
     )

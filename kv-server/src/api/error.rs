@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use openraft::error::{
     ChangeMembershipError, CheckIsLeaderError, ClientWriteError, Fatal, ForwardToLeader, RaftError,
 };
-use schemas::api::{FieldError, validation_code, ErrorBody, ErrorCode, LeaderHint};
+use schemas::api::{validation_code, ErrorBody, ErrorCode, FieldError, LeaderHint};
 use schemas::ValidationError;
 
 use crate::api::REVISION_HEADER;
@@ -91,6 +91,14 @@ impl ApiError {
     pub fn code(&self) -> ErrorCode {
         self.body.error.code
     }
+}
+
+/// 404 `lease_not_found` for lease `id`.
+pub fn lease_not_found(id: u64) -> ApiError {
+    ApiError::new(
+        ErrorCode::LeaseNotFound,
+        format!("lease {id} does not exist (never granted, revoked, or expired)"),
+    )
 }
 
 impl From<ValidationError> for ApiError {

@@ -48,6 +48,7 @@ fn key_view(key: String, entry: KeyEntry) -> Result<KeyView, ApiError> {
         create_revision: entry.create_revision,
         mod_revision: entry.mod_revision,
         version: entry.version,
+        lease: (entry.lease != 0).then_some(entry.lease),
     })
 }
 
@@ -59,7 +60,8 @@ fn key_from_path(path: Result<Path<String>, PathRejection>) -> Result<String, Ap
     Ok(key)
 }
 
-/// `PUT /v1/kv/{key}`: body is any JSON value.
+/// `PUT /v1/kv/{key}?lease=ID`: body is any JSON value; with `lease`, the
+/// key is attached to that lease (and ends with it), without, detached.
 async fn put_key(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
@@ -69,7 +71,7 @@ async fn put_key(
 ) -> Result<Response, ApiError> {
     let key = key_from_path(path)?;
     refuse_metadata_key(&key)?;
-    Query::parse(query.as_deref(), &[])?;
+    let lease = Query::parse(query.as_deref(), &["lease"])?.lease()?;
     let body = body.map_err(|rejection| body_error(&state, rejection))?;
     if body.len() > state.config.max_value_bytes {
         return Err(value_too_large(&state, body.len()));
@@ -82,6 +84,7 @@ async fn put_key(
             key: key.clone(),
             value,
             condition: condition(&headers)?,
+            lease,
         },
     };
     let result = propose(&state, command).await?;

@@ -90,8 +90,9 @@ async fn put<T: MetadataKind>(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let name = name_from_path::<T>(path)?;
-    let query = Query::parse(query.as_deref(), &["system"])?;
+    let query = Query::parse(query.as_deref(), &["system", "lease"])?;
     let options = options(&query)?;
+    let lease = query.lease()?;
     let body = body.map_err(|rejection| body_error(&state, rejection))?;
     if body.len() > state.config.max_value_bytes {
         return Err(value_too_large(&state, body.len()));
@@ -131,6 +132,7 @@ async fn put<T: MetadataKind>(
                 key: key.clone(),
                 value,
                 condition: asked,
+                lease,
             },
         };
         return Ok(write_response(&key, propose(&state, command).await?));
@@ -142,6 +144,7 @@ async fn put<T: MetadataKind>(
             key: key.clone(),
             value,
             condition: checked,
+            lease,
         },
     };
     match propose(&state, command).await? {

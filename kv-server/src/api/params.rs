@@ -85,6 +85,13 @@ impl Query {
         self.params.get(name).map(String::as_str)
     }
 
+    /// The `lease` parameter: a lease id, if given.
+    pub fn lease(&self) -> Result<Option<u64>, ApiError> {
+        self.get("lease")
+            .map(|raw| schemas::api::parse_lease_id(raw, "lease").map_err(ApiError::from))
+            .transpose()
+    }
+
     /// A non-negative integer parameter.
     pub fn number(&self, name: &str) -> Result<Option<u64>, ApiError> {
         self.get(name)

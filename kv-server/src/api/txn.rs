@@ -14,13 +14,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use schemas::api::{
-    parse_txn, ErrorCode, KeyOrPrefix, KeyValue, TxnRequest, TxnResponse,
-    CompareOp as WireCompareOp, CompareTarget as WireCompareTarget, TxnOp as WireTxnOp,
-    TxnOpResult as WireTxnOpResult,
+    parse_txn, CompareOp as WireCompareOp, CompareTarget as WireCompareTarget, ErrorCode,
+    KeyOrPrefix, KeyValue, TxnOp as WireTxnOp, TxnOpResult as WireTxnOpResult, TxnRequest,
+    TxnResponse,
 };
 use serde_json::Value;
 
-use crate::api::error::ApiError;
+use crate::api::error::{lease_not_found, ApiError};
 use crate::api::params::{Query, LIST_PAGE};
 use crate::api::propose::propose;
 use crate::api::write::{body_error, idempotency_key};
@@ -54,6 +54,7 @@ async fn txn(
     };
     let outcome = match propose(&state, command).await? {
         CommandResult::Txn(outcome) => outcome,
+        CommandResult::LeaseNotFound { id } => return Err(lease_not_found(id)),
         other => {
             return Err(ApiError::internal(format!(
                 "a transaction produced {other:?}"
@@ -131,13 +132,6 @@ fn branch(state: &AppState, name: &str, ops: Vec<WireTxnOp>) -> Result<Vec<TxnOp
         .map(|(i, op)| {
             Ok(match op {
                 WireTxnOp::Put(put) => {
-                    if put.lease.is_some() {
-                        return Err(ApiError::bad_field(
-                            ErrorCode::LeaseNotFound,
-                            &format!("{name}[{i}].put.lease"),
-                            "no lease exists on this server",
-                        ));
-                    }
                     let value = put.value.to_string();
                     if value.len() > state.config.max_value_bytes {
                         return Err(ApiError::bad_field(
@@ -153,6 +147,7 @@ fn branch(state: &AppState, name: &str, ops: Vec<WireTxnOp>) -> Result<Vec<TxnOp
                     TxnOp::Put {
                         key: put.key,
                         value,
+                        lease: put.lease,
                     }
                 }
                 WireTxnOp::Delete(KeyOrPrefix::Key(key)) => TxnOp::Delete { key },
@@ -192,14 +187,14 @@ fn answer(outcome: TxnOutcome) -> Result<TxnResponse, ApiError> {
 }
 
 fn key_value(read: TxnKeyValue) -> Result<KeyValue, ApiError> {
-    let value = serde_json::from_str(&read.value).map_err(|_| {
-        ApiError::internal(format!("key {:?} holds no JSON", read.key))
-    })?;
+    let value = serde_json::from_str(&read.value)
+        .map_err(|_| ApiError::internal(format!("key {:?} holds no JSON", read.key)))?;
     Ok(KeyValue {
         key: read.key,
         value,
         create_revision: read.create_revision,
         mod_revision: read.mod_revision,
         version: read.version,
+        lease: (read.lease != 0).then_some(read.lease),
     })
 }

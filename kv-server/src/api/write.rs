@@ -10,7 +10,7 @@ use schemas::api::{ErrorCode, WriteResult};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use crate::api::error::ApiError;
+use crate::api::error::{lease_not_found, ApiError};
 use crate::api::params::header;
 use crate::api::{AppState, REVISION_HEADER};
 use crate::types::{CommandResult, Condition, Revision};
@@ -109,8 +109,9 @@ pub fn write_response(key: &str, result: CommandResult) -> Response {
         }
         CommandResult::NotFound => ApiError::key_not_found(key).into_response(),
         CommandResult::None => ApiError::internal("a write produced no result").into_response(),
-        CommandResult::Txn(_) => {
-            ApiError::internal("a single write produced a transaction's result").into_response()
+        CommandResult::LeaseNotFound { id } => lease_not_found(id).into_response(),
+        other => {
+            ApiError::internal(format!("a write of {key:?} produced {other:?}")).into_response()
         }
     }
 }

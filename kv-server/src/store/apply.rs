@@ -7,10 +7,11 @@ use bytes::Bytes;
 use compaction::BatchPos;
 
 use crate::error::StoreError;
+use crate::store::leases;
 use crate::store::record::{UnitKind, WriteRecord};
 use crate::store::txn::apply_txn;
 use crate::store::view::{IdempotentWrite, KeyEntry, ViewBatch};
-use crate::types::{Command, CommandResult, Condition, Op, Revision, TxnOutcome};
+use crate::types::{Command, CommandResult, Condition, LeaseId, Op, Revision, TxnOutcome};
 
 /// How long a write's idempotency key is remembered, by command timestamps.
 pub const IDEMPOTENCY_WINDOW_MS: u64 = 10 * 60 * 1000;
@@ -70,31 +71,37 @@ pub fn apply_command(
             return Ok(Applied::nothing(first.result));
         }
     }
-    let (key, value, condition) = match &command.op {
+    let start = UnitStart::new(log_index, next_offset);
+    let (key, value, condition, lease) = match &command.op {
         Op::Put {
             key,
             value,
             condition,
-        } => (key, Some(value.as_str()), *condition),
-        Op::Delete { key, condition } => (key, None, *condition),
-        Op::Txn(txn) => {
-            return apply_txn(view, UnitStart::new(log_index, next_offset), command, txn)
+            lease,
+        } => (key, Some(value.as_str()), *condition, *lease),
+        Op::Delete { key, condition } => (key, None, *condition, None),
+        Op::Txn(txn) => return apply_txn(view, start, command, txn),
+        Op::LeaseGrant { ttl_ms, max_leases } => {
+            return leases::grant(view, start, command, *ttl_ms, *max_leases)
+        }
+        Op::LeaseRevoke { id } | Op::LeaseExpire { id } => {
+            return leases::end(view, start, command, *id)
         }
     };
+    if let Some(id) = lease {
+        if !leases::exists(view, id)? {
+            return Ok(Applied::nothing(CommandResult::LeaseNotFound { id }));
+        }
+    }
     let current = view.get(key)?;
     if !condition_holds(condition, current.as_ref()) {
         return Ok(Applied::nothing(CommandResult::PreconditionFailed {
             current_mod_revision: current.map(|entry| entry.mod_revision),
         }));
     }
-    let mut unit = UnitWriter::new(
-        UnitStart::new(log_index, next_offset),
-        1,
-        UnitKind::Write,
-        command,
-    );
+    let mut unit = UnitWriter::new(start, 1, UnitKind::Write, command);
     match (value, current) {
-        (Some(value), current) => unit.put(view, key, value, current),
+        (Some(value), current) => unit.put(view, key, value, current, lease.unwrap_or(0)),
         (None, Some(current)) => unit.delete(view, key, current),
         (None, None) => return Ok(Applied::nothing(CommandResult::NotFound)),
     }
@@ -158,13 +165,15 @@ impl<'c> UnitWriter<'c> {
         self.start.next_offset + self.len as u64 - 1
     }
 
-    /// Sets `key` to `value`; `current` is its entry before.
+    /// Sets `key` to `value` with `lease` (0: none); `current` is its
+    /// entry before.
     pub fn put(
         &mut self,
         view: &mut ViewBatch<'_>,
         key: &str,
         value: &str,
         current: Option<KeyEntry>,
+        lease: LeaseId,
     ) {
         let revision = self.revision();
         let entry = KeyEntry {
@@ -174,18 +183,27 @@ impl<'c> UnitWriter<'c> {
                 .map_or(revision, |entry| entry.create_revision),
             mod_revision: revision,
             version: current.as_ref().map_or(1, |entry| entry.version + 1),
+            lease,
         };
         view.put(key, &entry);
-        self.record(key, Some(value), entry.create_revision, entry.version);
+        if lease != 0 {
+            view.attach(lease, key);
+        }
+        self.record(key, Some(value), &entry);
     }
 
     /// Deletes `key`, whose entry is `current`.
     pub fn delete(&mut self, view: &mut ViewBatch<'_>, key: &str, current: KeyEntry) {
         view.remove(key);
-        self.record(key, None, current.create_revision, 0);
+        let gone = KeyEntry {
+            version: 0,
+            lease: 0,
+            ..current
+        };
+        self.record(key, None, &gone);
     }
 
-    fn record(&mut self, key: &str, value: Option<&str>, create_revision: Revision, version: u64) {
+    fn record(&mut self, key: &str, value: Option<&str>, entry: &KeyEntry) {
         let sub = self.records.len();
         let rest = self.len.checked_sub(sub + 1).expect(
             "a unit writes exactly the records it was counted with (UnitWriter::new's len)",
@@ -198,8 +216,9 @@ impl<'c> UnitWriter<'c> {
             timestamp_ms: self.command.timestamp_ms,
             key: key.to_string(),
             value: value.map(|value| Bytes::copy_from_slice(value.as_bytes())),
-            create_revision,
-            version,
+            create_revision: entry.create_revision,
+            version: entry.version,
+            lease: entry.lease,
             idempotency_key: self.command.idempotency_key,
         });
     }
@@ -216,19 +235,32 @@ impl<'c> UnitWriter<'c> {
 }
 
 /// Applies a record read back from the topic (view rebuild, snapshot
-/// install): the same effect its command had.
-pub fn replay_record(view: &mut ViewBatch<'_>, record: &WriteRecord) {
+/// install): the same effect its command had. (The count of leases is made
+/// again once the whole topic is replayed: `leases::recount`.)
+pub fn replay_record(view: &mut ViewBatch<'_>, record: &WriteRecord) -> Result<(), StoreError> {
     match &record.value {
-        Some(value) => view.put(
-            &record.key,
-            &KeyEntry {
-                value: value.to_vec(),
-                create_revision: record.create_revision,
-                mod_revision: record.revision(),
-                version: record.version,
-            },
-        ),
-        None => view.remove(&record.key),
+        Some(value) => {
+            view.put(
+                &record.key,
+                &KeyEntry {
+                    value: value.to_vec(),
+                    create_revision: record.create_revision,
+                    mod_revision: record.revision(),
+                    version: record.version,
+                    lease: record.lease,
+                },
+            );
+            if record.lease != 0 {
+                view.attach(record.lease, &record.key);
+            }
+        }
+        None => {
+            view.remove(&record.key);
+            if let Some(id) = leases::lease_id_of(&record.key) {
+                let attached = view.attachments(id)?;
+                view.forget_attachments(id, &attached);
+            }
+        }
     }
     if let Some(id) = &record.idempotency_key {
         let result = match record.kind {
@@ -236,6 +268,8 @@ pub fn replay_record(view: &mut ViewBatch<'_>, record: &WriteRecord) {
             UnitKind::TxnSuccess | UnitKind::TxnFailure => {
                 remembered_txn(record.kind == UnitKind::TxnSuccess, record.revision())
             }
+            // Lease commands carry no idempotency key.
+            UnitKind::LeaseGrant | UnitKind::LeaseEnd => return Ok(()),
         };
         let first = IdempotentWrite {
             timestamp_ms: record.timestamp_ms,
@@ -243,6 +277,7 @@ pub fn replay_record(view: &mut ViewBatch<'_>, record: &WriteRecord) {
         };
         view.remember(id, &first);
     }
+    Ok(())
 }
 
 /// What a retry of a transaction that wrote gets: which branch ran and
@@ -301,6 +336,7 @@ mod tests {
             key: "k".into(),
             value: "\"v\"".into(),
             condition,
+            lease: None,
         }
     }
 
@@ -513,6 +549,7 @@ mod tests {
                 key: "other".into(),
                 value: "1".into(),
                 condition: Condition::Always,
+                lease: None,
             };
             apply_at(&view, log_index, 2, &command(timestamp_ms, None, other));
             let batch = view.batch();
@@ -536,7 +573,7 @@ mod tests {
 
         let (_dir, replayed) = open_view();
         let mut batch = replayed.batch();
-        replay_record(&mut batch, record);
+        replay_record(&mut batch, record).unwrap();
         replayed.commit(batch);
         assert_eq!(replayed.get("k").unwrap(), view.get("k").unwrap());
         let remembered = |view: &View| view.batch().idempotent_write(&id).unwrap();

@@ -58,6 +58,7 @@ pub(crate) mod tests {
                     key: key.to_string(),
                     value: "{}".to_string(),
                     condition: Condition::Always,
+                    lease: None,
                 },
             }),
         )

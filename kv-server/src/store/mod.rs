@@ -15,6 +15,7 @@
 pub mod apply;
 pub mod data_format;
 pub mod internal;
+pub mod leases;
 pub(crate) mod log_durability;
 pub mod log_files;
 pub(crate) mod log_flusher;

@@ -11,13 +11,15 @@
 //! and the kind of atomic unit it belongs to.
 //!
 //! ```text
-//! headers: 2 | kind: u8 | log_index: u64 LE | create_revision: u64 LE | version: u64 LE | idempotency key: 16 bytes (if flagged)
+//! format 3 (written): 3 | kind: u8 | log_index | create_revision | version | lease (u64 LE each) | idempotency key: 16 bytes (if flagged)
+//! format 2 (read):    2 | kind: u8 | log_index | create_revision | version (u64 LE each) | idempotency key: 16 bytes (if flagged)
 //! ```
 //!
 //! The kind byte holds the [`UnitKind`] in its low bits and
-//! [`IDEMPOTENCY_KEY_FLAG`] when the idempotency key follows. (Format 1,
-//! without the log index, was written while offsets were log indices; data
-//! of that time is refused at open, see `data_format`.)
+//! [`IDEMPOTENCY_KEY_FLAG`] when the idempotency key follows. Format 2 had
+//! no lease: its records hold none. (Format 1, without the log index, was
+//! written while offsets were log indices; data of that time is refused at
+//! open, see `data_format`.)
 
 use bytes::Bytes;
 use compaction::{BatchPos, Record};
@@ -26,19 +28,26 @@ use uuid::Uuid;
 use crate::error::StoreError;
 use crate::types::Revision;
 
-/// The headers' format byte, first of the headers.
-const HEADER_FORMAT: u8 = 2;
-/// Where the kind byte sits in format 2 headers.
+/// The headers' format byte written, first of the headers.
+const HEADER_FORMAT: u8 = 3;
+/// The format byte of headers written before leases.
+const HEADER_FORMAT_2: u8 = 2;
+/// Where the kind byte sits in format 2 and 3 headers.
 const KIND_AT: usize = 1;
-/// Where the log index (u64 LE) sits in format 2 headers.
+/// Where the log index (u64 LE) sits in format 2 and 3 headers.
 const LOG_INDEX_AT: usize = KIND_AT + 1;
-/// Where the create revision (u64 LE) sits in format 2 headers.
+/// Where the create revision (u64 LE) sits in format 2 and 3 headers.
 const CREATE_REVISION_AT: usize = LOG_INDEX_AT + 8;
-/// Where the version (u64 LE) sits in format 2 headers.
+/// Where the version (u64 LE) sits in format 2 and 3 headers.
 const VERSION_AT: usize = CREATE_REVISION_AT + 8;
+/// Where the lease (u64 LE) sits in format 3 headers.
+const LEASE_AT: usize = VERSION_AT + 8;
 /// Format 2 headers without an idempotency key; the key, when flagged,
 /// follows.
-const HEADER_BYTES: usize = VERSION_AT + 8;
+const HEADER_2_BYTES: usize = LEASE_AT;
+/// Format 3 headers without an idempotency key; the key, when flagged,
+/// follows.
+const HEADER_BYTES: usize = LEASE_AT + 8;
 /// An idempotency key: the 16 bytes of a UUID.
 const IDEMPOTENCY_KEY_BYTES: usize = 16;
 /// The bit of the kind byte saying an idempotency key follows the headers.
@@ -53,6 +62,10 @@ pub enum UnitKind {
     TxnSuccess,
     /// A transaction whose compares failed: its `failure` branch.
     TxnFailure,
+    /// A lease granted: the lease's own record.
+    LeaseGrant,
+    /// A lease revoked or expired: its keys' deletes, then its own.
+    LeaseEnd,
 }
 
 impl UnitKind {
@@ -62,6 +75,8 @@ impl UnitKind {
             UnitKind::Write => 0,
             UnitKind::TxnSuccess => 1,
             UnitKind::TxnFailure => 2,
+            UnitKind::LeaseGrant => 3,
+            UnitKind::LeaseEnd => 4,
         }
     }
 
@@ -71,6 +86,8 @@ impl UnitKind {
             0 => Some(UnitKind::Write),
             1 => Some(UnitKind::TxnSuccess),
             2 => Some(UnitKind::TxnFailure),
+            3 => Some(UnitKind::LeaseGrant),
+            4 => Some(UnitKind::LeaseEnd),
             _ => None,
         }
     }
@@ -97,6 +114,8 @@ pub struct WriteRecord {
     pub create_revision: Revision,
     /// The key's version after the write; 0 for a delete.
     pub version: u64,
+    /// The lease the key was put with; 0 for none (and for a delete).
+    pub lease: u64,
     /// The idempotency key the write carried.
     pub idempotency_key: Option<Uuid>,
 }
@@ -126,6 +145,7 @@ impl WriteRecord {
         headers.extend_from_slice(&self.log_index.to_le_bytes());
         headers.extend_from_slice(&self.create_revision.to_le_bytes());
         headers.extend_from_slice(&self.version.to_le_bytes());
+        headers.extend_from_slice(&self.lease.to_le_bytes());
         if let Some(id) = self.idempotency_key {
             headers.extend_from_slice(id.as_bytes());
         }
@@ -157,6 +177,7 @@ impl WriteRecord {
             value: record.value,
             create_revision: headers.create_revision,
             version: headers.version,
+            lease: headers.lease,
             idempotency_key: headers.idempotency_key,
         })
     }
@@ -172,6 +193,8 @@ struct Headers {
     create_revision: Revision,
     /// The key's version after the write.
     version: u64,
+    /// The lease the key was put with.
+    lease: u64,
     /// The write's idempotency key, if it had one.
     idempotency_key: Option<Uuid>,
 }
@@ -184,28 +207,38 @@ impl Headers {
         let number = |at: usize| {
             u64::from_le_bytes(headers[at..at + 8].try_into().expect("a u64 is 8 bytes"))
         };
-        match headers.first() {
-            Some(&HEADER_FORMAT) => {
-                let Some(&kind_byte) = headers.get(KIND_AT) else {
-                    return Err("format 2 headers are cut short");
-                };
-                let kind = UnitKind::from_code(kind_byte & !IDEMPOTENCY_KEY_FLAG)
-                    .ok_or("unknown unit kind")?;
-                let flagged = kind_byte & IDEMPOTENCY_KEY_FLAG != 0;
-                let expected = HEADER_BYTES + if flagged { IDEMPOTENCY_KEY_BYTES } else { 0 };
-                if headers.len() != expected {
-                    return Err("format 2 headers have the wrong length");
-                }
-                Ok(Headers {
-                    kind,
-                    log_index: number(LOG_INDEX_AT),
-                    create_revision: number(CREATE_REVISION_AT),
-                    version: number(VERSION_AT),
-                    idempotency_key: flagged.then(|| uuid_at(headers, HEADER_BYTES)),
-                })
-            }
-            _ => Err("unknown header format"),
+        let format = match headers.first() {
+            Some(&HEADER_FORMAT) => HEADER_FORMAT,
+            Some(&HEADER_FORMAT_2) => HEADER_FORMAT_2,
+            _ => return Err("unknown header format"),
+        };
+        let Some(&kind_byte) = headers.get(KIND_AT) else {
+            return Err("headers are cut short");
+        };
+        let kind =
+            UnitKind::from_code(kind_byte & !IDEMPOTENCY_KEY_FLAG).ok_or("unknown unit kind")?;
+        let flagged = kind_byte & IDEMPOTENCY_KEY_FLAG != 0;
+        let fixed = if format == HEADER_FORMAT {
+            HEADER_BYTES
+        } else {
+            HEADER_2_BYTES
+        };
+        let expected = fixed + if flagged { IDEMPOTENCY_KEY_BYTES } else { 0 };
+        if headers.len() != expected {
+            return Err("headers have the wrong length");
         }
+        Ok(Headers {
+            kind,
+            log_index: number(LOG_INDEX_AT),
+            create_revision: number(CREATE_REVISION_AT),
+            version: number(VERSION_AT),
+            lease: if format == HEADER_FORMAT {
+                number(LEASE_AT)
+            } else {
+                0
+            },
+            idempotency_key: flagged.then(|| uuid_at(headers, fixed)),
+        })
     }
 }
 
@@ -219,11 +252,13 @@ fn uuid_at(headers: &[u8], at: usize) -> Uuid {
 /// Whether `record` carries a client's idempotency key (without decoding
 /// the rest of it).
 pub fn carries_idempotency_key(record: &Record) -> bool {
-    record.headers.first() == Some(&HEADER_FORMAT)
-        && record
-            .headers
-            .get(KIND_AT)
-            .is_some_and(|kind| kind & IDEMPOTENCY_KEY_FLAG != 0)
+    matches!(
+        record.headers.first(),
+        Some(&(HEADER_FORMAT | HEADER_FORMAT_2))
+    ) && record
+        .headers
+        .get(KIND_AT)
+        .is_some_and(|kind| kind & IDEMPOTENCY_KEY_FLAG != 0)
 }
 
 #[cfg(test)]
@@ -241,6 +276,7 @@ mod tests {
             value: value.map(|value| Bytes::from_static(value.as_bytes())),
             create_revision: 3,
             version: if value.is_some() { 2 } else { 0 },
+            lease: if value.is_some() { 12 } else { 0 },
             idempotency_key: None,
         }
     }
@@ -253,7 +289,7 @@ mod tests {
         };
         for write in [keyed, write(9, BatchPos::new(1, 2), None)] {
             let record = write.to_record();
-            assert_eq!(record.headers[0], 2, "records are written with format 2");
+            assert_eq!(record.headers[0], 3, "records are written with format 3");
             assert_eq!(record.batch, write.batch);
             assert_eq!(
                 carries_idempotency_key(&record),
@@ -261,6 +297,20 @@ mod tests {
             );
             assert_eq!(WriteRecord::from_record(record).unwrap(), write);
         }
+    }
+
+    /// Format 2 headers, as written before leases: they read as records
+    /// with no lease.
+    #[test]
+    fn format_2_records_read_with_no_lease() {
+        let write = write(7, BatchPos::SINGLE, Some("{}"));
+        let mut record = write.to_record();
+        let mut headers = record.headers.to_vec();
+        headers[0] = 2;
+        headers.drain(LEASE_AT..LEASE_AT + 8);
+        record.headers = Bytes::from(headers);
+        let read = WriteRecord::from_record(record).unwrap();
+        assert_eq!(read, WriteRecord { lease: 0, ..write });
     }
 
     #[test]
@@ -275,7 +325,7 @@ mod tests {
     fn damaged_headers_are_refused_naming_the_offset() {
         let good = write(7, BatchPos::SINGLE, Some("{}")).to_record();
         let mut unknown_kind = good.headers.to_vec();
-        unknown_kind[1] = 0x05;
+        unknown_kind[1] = 0x0f;
         let mut cut = good.headers.to_vec();
         cut.pop();
         let mut flagged_without_key = good.headers.to_vec();
@@ -283,16 +333,14 @@ mod tests {
         let mut format_1 = vec![1u8];
         format_1.extend_from_slice(&[0; 16]);
         for (headers, reason) in [
-            (vec![3u8], "unknown header format"),
+            (vec![4u8], "unknown header format"),
             (vec![], "unknown header format"),
             (format_1, "unknown header format"),
-            (vec![2u8], "format 2 headers are cut short"),
+            (vec![3u8], "headers are cut short"),
+            (vec![2u8], "headers are cut short"),
             (unknown_kind, "unknown unit kind"),
-            (cut, "format 2 headers have the wrong length"),
-            (
-                flagged_without_key,
-                "format 2 headers have the wrong length",
-            ),
+            (cut, "headers have the wrong length"),
+            (flagged_without_key, "headers have the wrong length"),
         ] {
             let record = Record {
                 headers: Bytes::from(headers),

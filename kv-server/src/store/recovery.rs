@@ -107,7 +107,7 @@ impl Store {
             if record.offset > revision {
                 break;
             }
-            replay_record(&mut batch, &record);
+            replay_record(&mut batch, &record)?;
             replayed += 1;
             if replayed % REPLAY_BATCH_RECORDS as u64 == 0 {
                 let keys = self
@@ -124,6 +124,7 @@ impl Store {
         }
         batch.set_membership(&membership);
         self.view.commit(batch);
+        super::leases::recount(&self.view)?;
         self.view.set_rebuilding(false)?;
         info!(
             replayed,
@@ -273,6 +274,7 @@ mod tests {
                     key: key(index),
                     value: index.to_string(),
                     condition: Condition::Always,
+                    lease: None,
                 },
             }),
         }
@@ -356,6 +358,7 @@ mod tests {
                 create_revision: 1,
                 mod_revision: 1,
                 version: 1,
+                lease: 0,
             };
             batch.put(PLANTED, &planted);
             view.commit(batch);
@@ -562,6 +565,7 @@ mod tests {
                     key: "elsewhere".into(),
                     value: "1".into(),
                     condition: Condition::Always,
+                    lease: None,
                 };
             }
             let error = store.apply_entries(vec![other]).expect_err("refused");
@@ -608,6 +612,7 @@ mod tests {
                         .map(|key| crate::types::TxnOp::Put {
                             key: key.to_string(),
                             value: "1".into(),
+                            lease: None,
                         })
                         .collect(),
                     ..Default::default()

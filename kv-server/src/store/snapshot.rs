@@ -269,6 +269,7 @@ mod tests {
             value: Some(Bytes::from(format!("{offset}"))),
             create_revision: 1,
             version: offset,
+            lease: 0,
             idempotency_key: idempotent.then(Uuid::new_v4),
         }
         .to_record()

@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use crate::error::StoreError;
 use crate::store::apply::{remembered_txn, Applied, UnitStart, UnitWriter};
+use crate::store::leases;
 use crate::store::record::UnitKind;
 use crate::store::view::{IdempotentWrite, KeyEntry, ViewBatch};
 use crate::types::{
@@ -41,6 +42,17 @@ pub(super) fn apply_txn(
     } else {
         &txn.failure
     };
+    // A put with a lease that does not exist fails the whole branch.
+    for op in ops {
+        if let TxnOp::Put {
+            lease: Some(id), ..
+        } = op
+        {
+            if !leases::exists(view, *id)? {
+                return Ok(Applied::nothing(CommandResult::LeaseNotFound { id: *id }));
+            }
+        }
+    }
     let planned = plan(view, ops)?;
     let writes: usize = planned.iter().map(Vec::len).sum();
     if writes == 0 {
@@ -67,9 +79,9 @@ pub(super) fn apply_txn(
     let mut results = Vec::with_capacity(ops.len());
     for (op, keys) in ops.iter().zip(planned) {
         let result = match op {
-            TxnOp::Put { key, value } => {
+            TxnOp::Put { key, value, lease } => {
                 let current = view.get(key)?;
-                unit.put(view, key, value, current);
+                unit.put(view, key, value, current, lease.unwrap_or(0));
                 TxnOpResult::Put { revision }
             }
             TxnOp::Delete { .. } | TxnOp::DeletePrefix { .. } => {
@@ -184,6 +196,7 @@ fn key_value(key: String, entry: KeyEntry) -> TxnKeyValue {
         create_revision: entry.create_revision,
         mod_revision: entry.mod_revision,
         version: entry.version,
+        lease: entry.lease,
     }
 }
 
@@ -205,8 +218,7 @@ fn holds(compare: &Compare, entry: Option<&KeyEntry>) -> bool {
         CompareTarget::ModRevision(operand) => {
             ordered(number(|e| e.mod_revision), *operand, compare.op)
         }
-        // No key is attached to a lease yet.
-        CompareTarget::Lease(operand) => ordered(0, *operand, compare.op),
+        CompareTarget::Lease(operand) => ordered(number(|e| e.lease), *operand, compare.op),
         CompareTarget::Value(operand) => {
             let Some(entry) = entry else {
                 return false;
@@ -295,6 +307,7 @@ mod tests {
             create_revision: revision,
             mod_revision: revision,
             version: 1,
+            lease: 0,
         }
     }
 
@@ -313,6 +326,7 @@ mod tests {
         TxnOp::Put {
             key: key.into(),
             value: value.into(),
+            lease: None,
         }
     }
 
@@ -471,6 +485,7 @@ mod tests {
                 key: "p/b".into(),
                 value: "1".into(),
                 condition: crate::types::Condition::Always,
+                lease: None,
             },
         };
         apply_command(&mut batch, LOG_INDEX - 1, NEXT - 1, &earlier).expect("applies");
@@ -527,7 +542,7 @@ mod tests {
         let (_dir, replayed) = open_view();
         let mut batch = replayed.batch();
         // Either record alone restores the memory of the unit.
-        replay_record(&mut batch, &first.records[1]);
+        replay_record(&mut batch, &first.records[1]).unwrap();
         let found = batch.idempotent_write(&id).unwrap().expect("remembered");
         assert_eq!(found.result, remembered);
     }

@@ -30,6 +30,10 @@ pub struct KeyValue<V = serde_json::Value> {
     pub mod_revision: Revision,
     /// 1 at creation, +1 per write.
     pub version: u64,
+    /// The lease the key is attached to (it is deleted when the lease
+    /// ends); absent for none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<u64>,
 }
 
 impl KeyValue {
@@ -45,6 +49,7 @@ impl KeyValue {
     ///     create_revision: 2,
     ///     mod_revision: 2,
     ///     version: 1,
+    ///     lease: None,
     /// };
     /// let config: Config = entry.value_as().unwrap();
     /// assert_eq!(config.retention, "7d");

@@ -1,11 +1,11 @@
-//! Reading keys by prefix through a batch being prepared: what a
-//! transaction's prefix delete and prefix get see, with the changes of the
-//! commands applied before it in the same batch (and its own earlier
-//! operations) on top of the view.
+//! Reading by prefix through a batch being prepared: what a transaction's
+//! prefix delete and prefix get see, and the keys a lease's end deletes,
+//! with the changes of the commands applied before in the same batch (and
+//! a transaction's own earlier operations) on top of the view.
 
 use std::iter::Peekable;
 
-use super::layout::{entry_key, user_key, KeyEntry};
+use super::layout::{attached_key, attachment_prefix, entry_key, user_key, KeyEntry};
 use super::ViewBatch;
 use crate::error::StoreError;
 use crate::store::internal::is_internal_key;
@@ -20,17 +20,8 @@ impl ViewBatch<'_> {
         limit: usize,
     ) -> Result<(Vec<(String, KeyEntry)>, bool), StoreError> {
         let raw_prefix = entry_key(prefix);
-        let stored = self.view.raw_scan(raw_prefix.clone(), &raw_prefix);
-        let pending = self
-            .pending
-            .range(raw_prefix.clone()..)
-            .take_while(|(raw, _)| raw.starts_with(&raw_prefix));
-        let merged = PendingOnTop {
-            stored: stored.peekable(),
-            pending: pending.peekable(),
-        };
         let mut out = Vec::new();
-        for item in merged {
+        for item in self.raw_scan_prefix(&raw_prefix) {
             let (raw, bytes) = item?;
             let key = user_key(&raw);
             if is_internal_key(&key) {
@@ -43,6 +34,33 @@ impl ViewBatch<'_> {
             out.push((key, entry));
         }
         Ok((out, false))
+    }
+
+    /// The keys put with lease `id` since it was granted, in key order, as
+    /// of this batch; some may have moved to another lease since (see the
+    /// layout).
+    pub fn attachments(&self, id: u64) -> Result<Vec<String>, StoreError> {
+        let prefix = attachment_prefix(id);
+        self.raw_scan_prefix(&prefix)
+            .map(|item| item.map(|(raw, _)| attached_key(&raw, &prefix)))
+            .collect()
+    }
+
+    /// Raw keys and values under `raw_prefix`, the batch's changes over the
+    /// view's.
+    fn raw_scan_prefix<'b>(
+        &'b self,
+        raw_prefix: &'b [u8],
+    ) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>> + 'b {
+        let stored = self.view.raw_scan(raw_prefix.to_vec(), raw_prefix);
+        let pending = self
+            .pending
+            .range(raw_prefix.to_vec()..)
+            .take_while(move |(raw, _)| raw.starts_with(raw_prefix));
+        PendingOnTop {
+            stored: stored.peekable(),
+            pending: pending.peekable(),
+        }
     }
 }
 
@@ -102,6 +120,7 @@ mod tests {
             create_revision: 1,
             mod_revision: 1,
             version: 1,
+            lease: 0,
         }
     }
 

@@ -3,17 +3,26 @@
 //! One sled tree holds everything, told apart by a one-byte prefix:
 //!
 //! ```text
-//! k<key>                   → create_revision | mod_revision | version (u64 BE each) | value
+//! k<key>                   → create_revision | mod_revision | version | lease (u64 BE each) | value
+//! a<lease id BE><key>      → (empty) the key was put with that lease
 //! i<uuid>                  → JSON IdempotentWrite: the result of a write with that key
 //! q<timestamp_ms BE><uuid> → (empty) expiry queue of the idempotency entries
 //! m:applied                → JSON Option<LogId>: the last applied log entry
 //! m:revision               → u64 BE: the store's revision as of m:applied
 //! m:membership             → JSON StoredMembership
+//! m:leases                 → u64 BE: how many leases exist
+//! m:format                 → the layout's format, [`VIEW_FORMAT`]
 //! m:rebuilding             → (empty) present while a rebuild is under way
 //! ```
 //!
 //! The expiry queue sorts by timestamp, so expiring is one range scan from
-//! its start. Changing any of this changes the on-disk format.
+//! its start. An attachment is added whenever a key is put with a lease and
+//! never taken away before the lease ends: one whose key has since moved
+//! to another lease, or none, is stale, and the lease's end passes it over
+//! (so a put need not read what the key's lease was, and a rebuild from the
+//! topic gives the same answers). Changing any of this changes the on-disk
+//! format: bump [`VIEW_FORMAT`], and a view of another format is rebuilt
+//! from the topic at open.
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -35,6 +44,14 @@ pub(super) const REVISION_KEY: &[u8] = b"m:revision";
 pub(super) const MEMBERSHIP_KEY: &[u8] = b"m:membership";
 /// Present while a rebuild is under way: a crash then starts it over.
 pub(super) const REBUILDING_KEY: &[u8] = b"m:rebuilding";
+/// How many leases exist.
+pub(super) const LEASE_COUNT_KEY: &[u8] = b"m:leases";
+/// The layout's format.
+pub(super) const FORMAT_KEY: &[u8] = b"m:format";
+/// The format of the layout described above.
+pub(super) const VIEW_FORMAT: &[u8] = b"2";
+/// Prefix of a lease attachment.
+const ATTACHMENT_PREFIX: u8 = b'a';
 
 /// Every prefix is one byte.
 const PREFIX_BYTES: usize = 1;
@@ -44,8 +61,10 @@ const CREATE_REVISION_AT: usize = 0;
 const MOD_REVISION_AT: usize = CREATE_REVISION_AT + 8;
 /// Where an entry's version sits in its value.
 const VERSION_AT: usize = MOD_REVISION_AT + 8;
+/// Where an entry's lease sits in its value.
+const LEASE_AT: usize = VERSION_AT + 8;
 /// An entry's value before the key's own value starts.
-const ENTRY_HEADER_BYTES: usize = VERSION_AT + 8;
+const ENTRY_HEADER_BYTES: usize = LEASE_AT + 8;
 /// An idempotency key: the 16 bytes of a UUID.
 const UUID_BYTES: usize = 16;
 /// Where the idempotency key sits in an expiry queue key: after the prefix
@@ -65,6 +84,8 @@ pub struct KeyEntry {
     pub mod_revision: Revision,
     /// Number of writes since creation: 1 at creation.
     pub version: u64,
+    /// The lease the key is attached to; 0 for none.
+    pub lease: u64,
 }
 
 impl KeyEntry {
@@ -74,6 +95,7 @@ impl KeyEntry {
         out.extend_from_slice(&self.create_revision.to_be_bytes());
         out.extend_from_slice(&self.mod_revision.to_be_bytes());
         out.extend_from_slice(&self.version.to_be_bytes());
+        out.extend_from_slice(&self.lease.to_be_bytes());
         out.extend_from_slice(&self.value);
         out
     }
@@ -100,6 +122,7 @@ impl KeyEntry {
             create_revision: number(CREATE_REVISION_AT),
             mod_revision: number(MOD_REVISION_AT),
             version: number(VERSION_AT),
+            lease: number(LEASE_AT),
             value: bytes[ENTRY_HEADER_BYTES..].to_vec(),
         })
     }
@@ -125,6 +148,26 @@ pub(super) fn entry_key(key: &str) -> Vec<u8> {
 /// The user's key of an entry's raw key.
 pub(super) fn user_key(raw: &[u8]) -> String {
     String::from_utf8_lossy(&raw[PREFIX_BYTES..]).into_owned()
+}
+
+/// The raw key of the attachment of `key` to lease `id`.
+pub(super) fn attachment_key(id: u64, key: &str) -> Vec<u8> {
+    let mut out = attachment_prefix(id);
+    out.extend_from_slice(key.as_bytes());
+    out
+}
+
+/// The raw prefix of every attachment to lease `id`.
+pub(super) fn attachment_prefix(id: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(PREFIX_BYTES + 8);
+    out.push(ATTACHMENT_PREFIX);
+    out.extend_from_slice(&id.to_be_bytes());
+    out
+}
+
+/// The key of an attachment's raw key, which has `prefix`.
+pub(super) fn attached_key(raw: &[u8], prefix: &[u8]) -> String {
+    String::from_utf8_lossy(&raw[prefix.len()..]).into_owned()
 }
 
 /// The raw key of the idempotency entry `id`.
@@ -249,6 +292,7 @@ mod tests {
             create_revision: 3,
             mod_revision: 9,
             version: 4,
+            lease: 0,
         };
         let raw = entry_key("topics/a");
         assert_eq!(KeyEntry::decode(&raw, &entry.encode()).unwrap(), entry);

@@ -42,10 +42,10 @@ use crate::store::queries::PageBounds;
 use crate::types::{LogId, Revision, StoredMembership};
 use layers::{Layers, MergedScan, SledWrites, Unwritten};
 use layout::{
-    decode_applied, decode_idempotent_write, decode_membership, decode_revision, encode_applied,
-    encode_idempotent_write, encode_membership, encode_revision, entry_key, expiry_id, expiry_key,
-    idempotency_key, user_key, APPLIED_KEY, EXPIRY_PREFIX, MEMBERSHIP_KEY, REBUILDING_KEY,
-    REVISION_KEY,
+    attachment_key, decode_applied, decode_idempotent_write, decode_membership, decode_revision,
+    encode_applied, encode_idempotent_write, encode_membership, encode_revision, entry_key,
+    expiry_id, expiry_key, idempotency_key, user_key, APPLIED_KEY, EXPIRY_PREFIX, FORMAT_KEY,
+    LEASE_COUNT_KEY, MEMBERSHIP_KEY, REBUILDING_KEY, REVISION_KEY, VIEW_FORMAT,
 };
 
 /// The sled view.
@@ -62,9 +62,27 @@ pub struct View {
 }
 
 impl View {
-    /// Opens (or creates) the view in `dir`.
+    /// Opens (or creates) the view in `dir`. A view of another layout
+    /// format is refused (the store then rebuilds it from the topic).
     pub fn open(dir: &Path) -> Result<View, StoreError> {
         let db = crate::store::open_sled(dir)?;
+        match db.get(FORMAT_KEY)? {
+            Some(format) if format.as_ref() == VIEW_FORMAT => {}
+            // A view that holds nothing yet takes today's format.
+            None if db.is_empty() => {
+                db.insert(FORMAT_KEY, VIEW_FORMAT)?;
+                db.flush()?;
+            }
+            found => {
+                return Err(StoreError::ViewFormat {
+                    dir: dir.to_path_buf(),
+                    found: found.map_or_else(
+                        || "none".to_string(),
+                        |format| String::from_utf8_lossy(&format).into_owned(),
+                    ),
+                })
+            }
+        }
         Ok(View {
             db,
             layers: Arc::new(RwLock::new(Layers::default())),
@@ -305,7 +323,8 @@ impl View {
     pub fn clear(&self) -> Result<(), StoreError> {
         self.sled_writes.writing(|| {
             *self.layers.write() = Layers::default();
-            self.db.clear()
+            self.db.clear()?;
+            self.db.insert(FORMAT_KEY, VIEW_FORMAT).map(|_| ())
         })?;
         Ok(())
     }
@@ -405,6 +424,31 @@ impl ViewBatch<'_> {
     pub fn set_membership(&mut self, membership: &StoredMembership) {
         self.raw_put(MEMBERSHIP_KEY.to_vec(), encode_membership(membership));
     }
+
+    /// Records that `key` was put with lease `id`.
+    pub fn attach(&mut self, id: u64, key: &str) {
+        self.raw_put(attachment_key(id, key), Vec::new());
+    }
+
+    /// Forgets the attachments of lease `id` to `keys`.
+    pub fn forget_attachments(&mut self, id: u64, keys: &[String]) {
+        for key in keys {
+            self.raw_remove(attachment_key(id, key));
+        }
+    }
+
+    /// How many leases exist, as of this batch.
+    pub fn lease_count(&self) -> Result<u64, StoreError> {
+        match self.raw_get(LEASE_COUNT_KEY)? {
+            Some(bytes) => decode_revision(&bytes),
+            None => Ok(0),
+        }
+    }
+
+    /// Records how many leases exist.
+    pub fn set_lease_count(&mut self, count: u64) {
+        self.raw_put(LEASE_COUNT_KEY.to_vec(), encode_revision(count));
+    }
 }
 
 #[cfg(test)]
@@ -419,6 +463,7 @@ mod tests {
             create_revision: revision,
             mod_revision: revision,
             version: 1,
+            lease: 0,
         }
     }
 
