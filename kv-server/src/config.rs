@@ -136,6 +136,18 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_long_polls_per_connection: u32,
 
+    /// Leases that may exist at once; a grant beyond them is refused with
+    /// 429 `lease_limit`.
+    #[arg(long, env = "KV_MAX_LEASES", default_value_t = 100_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_leases: u64,
+
+    /// Lease expiries the leader proposes per second at most: leases that
+    /// all come due at once (after a leader change) end spread over time.
+    #[arg(long, env = "KV_LEASE_EXPIRIES_PER_SEC", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub lease_expiries_per_sec: u32,
+
     /// Requests served at once before new ones are refused with 503.
     #[arg(long, env = "KV_MAX_CONCURRENT_REQUESTS", default_value_t = 20_000)]
     pub max_concurrent_requests: usize,
@@ -440,6 +452,8 @@ mod tests {
         ("--max-wait-ms", "1000", "1000"),
         ("--max-long-polls", "5", "5"),
         ("--max-long-polls-per-connection", "3", "3"),
+        ("--max-leases", "10", "10"),
+        ("--lease-expiries-per-sec", "7", "7"),
         ("--max-concurrent-requests", "10", "10"),
         ("--max-connections", "50", "50"),
         ("--max-http2-streams", "20", "20"),
@@ -489,6 +503,11 @@ mod tests {
             (
                 "--max-long-polls-per-connection",
                 config.max_long_polls_per_connection.to_string(),
+            ),
+            ("--max-leases", config.max_leases.to_string()),
+            (
+                "--lease-expiries-per-sec",
+                config.lease_expiries_per_sec.to_string(),
             ),
             (
                 "--max-concurrent-requests",

@@ -5,6 +5,8 @@
 //! * `store` — the raft log store, the state machine (topic + view),
 //!   snapshots in the topic's segment format.
 //! * `watch` — the long-poll registry.
+//! * `leases` — the leader's lease deadlines and the loop that ends the
+//!   leases nobody kept alive.
 //! * `network` — Raft RPC to other nodes over HTTP.
 //! * `read_index` — read-index rounds shared by concurrent reads.
 //! * `api` — the axum routers, one module per area.
@@ -31,6 +33,7 @@ pub(crate) mod crash;
 pub mod error;
 pub(crate) mod http;
 pub mod join;
+pub(crate) mod leases;
 pub(crate) mod metrics;
 pub(crate) mod network;
 pub(crate) mod peer;

@@ -181,6 +181,16 @@ pub async fn serve(
         }
     }
 
+    tokio::spawn(
+        crate::leases::LeaseLoop {
+            raft: raft.clone(),
+            node_id: config.node_id,
+            store: Arc::clone(&store),
+            expiries_per_sec: config.lease_expiries_per_sec,
+            propose_timeout: Duration::from_millis(config.request_timeout_ms),
+        }
+        .run(),
+    );
     let state = AppState {
         node_id: config.node_id,
         raft: raft.clone(),

@@ -79,6 +79,9 @@ pub enum Needs {
     /// What each compare and operation of the transaction in the body
     /// needs.
     Txn,
+    /// Write on every key attached to the lease of the path (etcd's rule
+    /// for a revoke, which deletes them).
+    LeaseRevoke(String),
 }
 
 /// What the request to `route` (axum's pattern; `None` for no route) needs.
@@ -107,6 +110,10 @@ pub fn needs(
         None | Some("/v1/openapi.json" | "/v1/changes" | "/v1/topic/records") => Needs::Token,
         Some("/v1/cluster") if !write => Needs::Token,
         Some("/v1/txn") => Needs::Txn,
+        Some("/v1/leases/{id}") if *method == Method::DELETE => {
+            Needs::LeaseRevoke(param("id").unwrap_or_default())
+        }
+        Some("/v1/leases" | "/v1/leases/{id}" | "/v1/leases/{id}/keepalive") => Needs::Token,
         Some("/v1/kv" | "/v1/kv/") => Needs::Prefix(prefix()),
         Some("/v1/kv/{*key}") => key("", "key"),
         Some("/v1/topics") => Needs::Prefix(TOPICS_PREFIX.to_string()),
@@ -176,6 +183,12 @@ pub async fn check(State(state): State<AppState>, request: Request, next: Next) 
             body = axum::body::Body::from(bytes);
             allowed
         }
+        Needs::LeaseRevoke(id) => match lease_keys(&state, id) {
+            Ok(keys) => keys
+                .iter()
+                .try_for_each(|key| principal.check_key(Access::ReadWrite, key)),
+            Err(error) => return error.into_response(),
+        },
     };
     if let Err(refusal) = allowed {
         return ApiError::new(ErrorCode::PermissionDenied, refusal).into_response();
@@ -208,6 +221,16 @@ fn txn_allowed(principal: &Principal, txn: &TxnRequest) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The keys attached to the lease `id` names (none if it names no lease:
+/// the handler says so).
+fn lease_keys(state: &AppState, id: &str) -> Result<Vec<String>, ApiError> {
+    let Ok(id) = schemas::api::parse_lease_id(id, "id") else {
+        return Ok(Vec::new());
+    };
+    let attached = crate::store::leases::attached_keys(&state.store.view.batch(), id)?;
+    Ok(attached.into_iter().map(|(key, _)| key).collect())
 }
 
 /// The token of `Authorization: Bearer <secret>`, resolved.

@@ -1,6 +1,7 @@
 //! Any node takes any write: what only the leader can do is done there.
 //!
-//! Writes (every method but GET and HEAD) reaching a follower are passed to
+//! Writes (every method but GET and HEAD), and reads of leases (whose
+//! deadlines only the leader keeps), reaching a follower are passed to
 //! the leader whole (method, path, query, headers, body) and the leader's
 //! answer is passed back, so the client sees one answer. If the leader
 //! changed or was gone before it got the request, the follower waits for
@@ -39,7 +40,9 @@ pub async fn forward_writes(
     request: Request,
     next: Next,
 ) -> Response {
-    let read_only = matches!(*request.method(), Method::GET | Method::HEAD);
+    // The leases' deadlines live on the leader: their reads go there too.
+    let read_only = matches!(*request.method(), Method::GET | Method::HEAD)
+        && !request.uri().path().starts_with("/v1/leases");
     if read_only || request.headers().contains_key(FORWARDED_HEADER) {
         return next.run(request).await;
     }

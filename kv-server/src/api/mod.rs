@@ -12,6 +12,7 @@ pub mod error;
 pub mod forward;
 pub mod kv;
 pub mod leader;
+pub mod leases;
 pub mod long_polls;
 pub mod metadata;
 pub mod metrics;
@@ -147,6 +148,7 @@ fn public_routes(state: &AppState) -> Router<AppState> {
         .merge(metrics::routes())
         .merge(acl::routes())
         .merge(txn::routes())
+        .merge(leases::routes())
         .route("/healthz", get(healthz))
         .route("/v1/openapi.json", get(openapi))
         .fallback(not_found)

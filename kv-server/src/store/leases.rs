@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::StoreError;
 use crate::store::apply::{Applied, UnitStart, UnitWriter};
 use crate::store::record::UnitKind;
-use crate::store::view::{View, ViewBatch};
+use crate::store::view::{KeyEntry, View, ViewBatch};
 use crate::types::{Command, CommandResult, LeaseId};
 
 /// The prefix of every lease's key.
@@ -86,21 +86,15 @@ pub(super) fn end(
     let Some(lease) = view.get(&key)? else {
         return Ok(Applied::nothing(CommandResult::LeaseNotFound { id }));
     };
-    let attached = view.attachments(id)?;
-    // Keys since put with another lease, or none, or deleted, stay.
-    let mut doomed = Vec::new();
-    for attached_key in &attached {
-        if let Some(entry) = view.get(attached_key)?.filter(|entry| entry.lease == id) {
-            doomed.push((attached_key.as_str(), entry));
-        }
-    }
+    let attachments = view.attachments(id)?;
+    let doomed = attached_keys(view, id)?;
     let deleted = doomed.len() as u64;
     let mut unit = UnitWriter::new(start, doomed.len() + 1, UnitKind::LeaseEnd, command);
     for (attached_key, entry) in doomed {
-        unit.delete(view, attached_key, entry);
+        unit.delete(view, &attached_key, entry);
     }
     unit.delete(view, &key, lease);
-    view.forget_attachments(id, &attached);
+    view.forget_attachments(id, &attachments);
     let count = view.lease_count()?;
     view.set_lease_count(count.saturating_sub(1));
     Ok(Applied {
@@ -110,6 +104,21 @@ pub(super) fn end(
         },
         records: unit.finish(),
     })
+}
+
+/// The keys that end with lease `id`, in key order, with their entries:
+/// those put with it and not since put with another, or none, or deleted.
+pub fn attached_keys(
+    view: &ViewBatch<'_>,
+    id: LeaseId,
+) -> Result<Vec<(String, KeyEntry)>, StoreError> {
+    let mut attached = Vec::new();
+    for key in view.attachments(id)? {
+        if let Some(entry) = view.get(&key)?.filter(|entry| entry.lease == id) {
+            attached.push((key, entry));
+        }
+    }
+    Ok(attached)
 }
 
 /// Every lease of `view`, in id order.

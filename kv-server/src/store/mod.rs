@@ -48,7 +48,7 @@ use crate::store::record::WriteRecord;
 use crate::store::recovery::Recovery;
 use crate::store::snapshot::{installing_marker, SnapshotFile};
 use crate::store::view::View;
-use crate::types::{CommandResult, Entry, Revision, StoredMembership};
+use crate::types::{CommandResult, Entry, Op, Revision, StoredMembership};
 use crate::watch::WatchRegistry;
 
 /// Opens (or creates) the view's sled database in `dir`. sled makes
@@ -153,6 +153,9 @@ pub struct Store {
     /// Bumped after each applied batch that wrote a role or token, and
     /// after a snapshot install: the token cache's cue to start over.
     acl_generation: AtomicU64,
+    /// The leases' deadlines, kept while this node leads; told of each
+    /// grant and end as it is applied.
+    pub leases: Arc<crate::leases::LeaseKeeper>,
 }
 
 impl Store {
@@ -191,6 +194,7 @@ impl Store {
             writing_out: Mutex::new(()),
             checkpointer: OnceLock::new(),
             acl_generation: AtomicU64::new(0),
+            leases: Arc::default(),
         };
         let recovery = store.recovery_needed()?;
         store.recover(recovery, log)?;
@@ -240,6 +244,7 @@ impl Store {
         // applied again, they must come out the same.
         let mut present = Vec::new();
         let mut changes = Vec::new();
+        let mut lease_changes = Vec::new();
         for entry in entries {
             match entry.payload {
                 EntryPayload::Blank => results.push(CommandResult::None),
@@ -250,6 +255,16 @@ impl Store {
                 EntryPayload::Normal(command) => {
                     let applied =
                         apply_command(&mut batch, entry.log_id.index, revision + 1, &command)?;
+                    match (&command.op, &applied.result) {
+                        (_, CommandResult::LeaseGranted { id, ttl_ms }) => {
+                            lease_changes.push((*id, Some(Duration::from_millis(*ttl_ms))));
+                        }
+                        (
+                            Op::LeaseRevoke { id } | Op::LeaseExpire { id },
+                            CommandResult::LeaseEnded { .. },
+                        ) => lease_changes.push((*id, None)),
+                        _ => {}
+                    }
                     for record in applied.records {
                         revision = record.offset;
                         changes.push((record.key.clone(), record.revision()));
@@ -272,6 +287,13 @@ impl Store {
         }
         let unsealed = self.view.commit(batch);
         self.revision.store(revision, Ordering::Release);
+        let now = Instant::now();
+        for (id, granted) in lease_changes {
+            match granted {
+                Some(ttl) => self.leases.granted(id, ttl, now),
+                None => self.leases.ended(id),
+            }
+        }
         // After the view holds the change: see `acl::cache`.
         if changes.iter().any(|(key, _)| crate::acl::is_acl_key(key)) {
             self.acl_generation.fetch_add(1, Ordering::AcqRel);

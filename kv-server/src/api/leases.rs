@@ -1,0 +1,212 @@
+//! `/v1/leases`: grant, keep alive, look at and revoke leases (etcd's
+//! model). Grants and revokes go through Raft; keep-alives and the time a
+//! lease has left are the leader's alone (see `crate::leases`), so every
+//! route here is served by the leader: a follower passes the reads on as
+//! it passes writes.
+
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use schemas::api::{
+    parse_lease_id, ErrorCode, GrantLease, Lease, LeaseInfo, LeaseKeepAlive, LeaseList,
+    LeaseRevoked, LeaseSummary,
+};
+
+use crate::api::error::{lease_not_found, ApiError};
+use crate::api::params::{path_capture, Query};
+use crate::api::propose::propose;
+use crate::api::read::linearizable_barrier;
+use crate::api::write::body_error;
+use crate::api::AppState;
+use crate::leases::KeepAlive;
+use crate::store::{blocking, leases};
+use crate::types::{Command, CommandResult, LeaseId, Op};
+
+/// The routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/leases", post(grant).get(list))
+        .route("/v1/leases/{id}", get(info).delete(revoke))
+        .route("/v1/leases/{id}/keepalive", post(keep_alive))
+}
+
+/// The lease id of the path.
+fn lease_id(path: Result<Path<String>, PathRejection>) -> Result<LeaseId, ApiError> {
+    let text = path_capture(path, ErrorCode::InvalidLeaseId, "id")?;
+    Ok(parse_lease_id(&text, "id")?)
+}
+
+/// `POST /v1/leases {"ttl_s": N}` → 201 `{"id", "ttl_s"}`.
+async fn grant(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    Query::parse(query.as_deref(), &[])?;
+    let body = body.map_err(|rejection| body_error(&state, rejection))?;
+    let asked: GrantLease = schemas::from_json(&body)?;
+    asked.validate()?;
+    let command = Command {
+        timestamp_ms: crate::clock::now_ms(),
+        idempotency_key: None,
+        op: Op::LeaseGrant {
+            ttl_ms: asked.ttl_s * 1000,
+            max_leases: state.config.max_leases,
+        },
+    };
+    match propose(&state, command).await? {
+        CommandResult::LeaseGranted { id, .. } => Ok((
+            StatusCode::CREATED,
+            Json(Lease {
+                id,
+                ttl_s: asked.ttl_s,
+            }),
+        )
+            .into_response()),
+        CommandResult::LeaseLimit { max_leases } => Err(ApiError::new(
+            ErrorCode::LeaseLimit,
+            format!("{max_leases} leases exist, the most --max-leases allows: revoke some first"),
+        )),
+        other => Err(ApiError::internal(format!(
+            "a lease grant produced {other:?}"
+        ))),
+    }
+}
+
+/// `POST /v1/leases/{id}/keepalive` → `{"id", "ttl_s"}`: the lease has its
+/// full TTL again. Answered only once this node has confirmed it still
+/// leads, so a deposed leader never acknowledges a keep-alive that counts
+/// for nothing.
+async fn keep_alive(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let id = lease_id(path)?;
+    Query::parse(query.as_deref(), &[])?;
+    linearizable_barrier(&state).await?;
+    match state.store.leases.keep_alive(id, Instant::now()) {
+        KeepAlive::Renewed(ttl) => Ok(Json(LeaseKeepAlive {
+            id,
+            ttl_s: ttl.as_secs(),
+        })
+        .into_response()),
+        KeepAlive::NotFound => Err(lease_not_found(id)),
+        KeepAlive::NotLeading => Err(not_keeping()),
+    }
+}
+
+/// `GET /v1/leases/{id}` → the TTL, the time left and the keys.
+async fn info(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let id = lease_id(path)?;
+    Query::parse(query.as_deref(), &[])?;
+    let store = std::sync::Arc::clone(&state.store);
+    let found = blocking(move || {
+        let batch = store.view.batch();
+        let Some(entry) = batch.get(&leases::lease_key(id))? else {
+            return Ok(None);
+        };
+        let keys = leases::attached_keys(&batch, id)?
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect::<Vec<_>>();
+        Ok(Some((entry, keys)))
+    })
+    .await?;
+    let Some((entry, keys)) = found else {
+        return Err(lease_not_found(id));
+    };
+    let record = lease_record(id, &entry.value)?;
+    let remaining = remaining(&state, id)?;
+    Ok(Json(LeaseInfo {
+        id,
+        ttl_s: record.ttl_ms / 1000,
+        remaining_ttl_s: remaining,
+        keys,
+    })
+    .into_response())
+}
+
+/// `GET /v1/leases` → every lease, with its TTL and time left.
+async fn list(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    Query::parse(query.as_deref(), &[])?;
+    let store = std::sync::Arc::clone(&state.store);
+    let all = blocking(move || leases::all(&store.view)).await?;
+    let leases = all
+        .into_iter()
+        .map(|(id, record)| {
+            Ok(LeaseSummary {
+                id,
+                ttl_s: record.ttl_ms / 1000,
+                remaining_ttl_s: remaining(&state, id)?,
+            })
+        })
+        .collect::<Result<_, ApiError>>()?;
+    Ok(Json(LeaseList { leases }).into_response())
+}
+
+/// `DELETE /v1/leases/{id}`: the lease and its keys go, as one unit.
+async fn revoke(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let id = lease_id(path)?;
+    Query::parse(query.as_deref(), &[])?;
+    let command = Command {
+        timestamp_ms: crate::clock::now_ms(),
+        idempotency_key: None,
+        op: Op::LeaseRevoke { id },
+    };
+    match propose(&state, command).await? {
+        CommandResult::LeaseEnded { revision, deleted } => Ok(Json(LeaseRevoked {
+            id,
+            revision,
+            deleted,
+        })
+        .into_response()),
+        CommandResult::LeaseNotFound { id } => Err(lease_not_found(id)),
+        other => Err(ApiError::internal(format!(
+            "a lease revoke produced {other:?}"
+        ))),
+    }
+}
+
+/// Whole seconds lease `id` has left, rounded up (at least 1 while it
+/// lives); 503 if this node keeps no deadlines.
+fn remaining(state: &AppState, id: LeaseId) -> Result<u64, ApiError> {
+    let left = state
+        .store
+        .leases
+        .remaining(id, Instant::now())
+        .ok_or_else(not_keeping)?;
+    Ok(left.as_millis().div_ceil(1000) as u64)
+}
+
+/// 503: the lease exists but this node does not keep its deadline (it does
+/// not lead, or has only just begun to).
+fn not_keeping() -> ApiError {
+    ApiError::not_leader(
+        "this node does not keep the leases' deadlines now (it is not the leader, \
+         or has just become it): try again",
+        None,
+    )
+}
+
+fn lease_record(id: LeaseId, value: &[u8]) -> Result<leases::LeaseRecord, ApiError> {
+    serde_json::from_slice(value)
+        .map_err(|error| ApiError::internal(format!("lease {id} does not decode: {error}")))
+}
