@@ -21,7 +21,7 @@ pub async fn run(client: &Client, printer: &Printer, source: &str) -> Result<(),
         };
         Failure::usage(format!(
             "{} is not a transaction: {}: {}{field}",
-            describe(source),
+            source_name(source),
             error.code,
             error.message
         ))
@@ -33,7 +33,7 @@ pub async fn run(client: &Client, printer: &Printer, source: &str) -> Result<(),
     show(printer, &answer)
 }
 
-fn describe(source: &str) -> String {
+fn source_name(source: &str) -> String {
     if source == "-" {
         "stdin".to_string()
     } else {
