@@ -11,13 +11,17 @@
 //!   [`Client::cas`], [`Client::delete`], [`Client::list`] (a stream over
 //!   pages); values are any JSON, answers carry revisions ([`KeyValue`],
 //!   [`WriteResult`]).
+//! * [`Client::txn`]: a multi-key transaction ([`Txn`]) of [`Compare`]s
+//!   and two branches of [`TxnOp`]s, applied as one write with one
+//!   revision, once however often the call retries.
 //! * RocketMQ metadata, typed with the `schemas` crate: topics
 //!   ([`Client::put_topic`], …) and subscription groups
 //!   ([`Client::put_subscription`], …).
 //! * [`Client::watch`]: a stream of [`WatchEvent`]s for a key or a prefix
 //!   that resumes after errors and failovers and resynchronizes when it
 //!   fell behind the compacted history.
-//! * [`Client::replay`]: the compacted topic as a stream of [`Record`]s.
+//! * [`Client::replay`]: the compacted topic as a stream of [`Record`]s,
+//!   whole writes at a time.
 //! * [`Client::cluster_status`], [`Client::add_member`],
 //!   [`Client::remove_member`].
 //! * Roles and tokens of a cluster run with `--auth`:
@@ -65,6 +69,7 @@ mod replay;
 mod request;
 mod tls;
 mod transport;
+mod txn;
 mod watch;
 
 pub use client::{
@@ -80,4 +85,8 @@ pub use schemas::api::{
     ClusterStatus, ErrorCode, KeyValue, LeaderHint, Member, MemberRole, NodeId, Revision,
     WriteResult,
 };
+pub use schemas::api::{
+    CompareOp, CompareTarget, KeyOrPrefix, TxnOpResult, TxnRequest, TxnResponse,
+};
+pub use txn::{Compare, Txn, TxnOp};
 pub use watch::{Watch, WatchEvent, DEFAULT_MAX_FAILURES, DEFAULT_POLL_WAIT};

@@ -1,12 +1,12 @@
 //! Replay of the compacted topic (`/v1/topic/records`, NDJSON) as a
-//! stream of [`Record`]s, resumed after the last record when the
-//! connection breaks.
+//! stream of [`Record`]s that holds whole writes only: the records of a
+//! transaction are handed out once they are all there, and a broken
+//! connection is resumed after the last complete write.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::BytesMut;
 use futures::stream::{self, BoxStream, Stream, StreamExt};
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
@@ -20,8 +20,12 @@ use crate::error::{Error, Result};
 use crate::request::Request;
 use crate::Revision;
 
+mod whole_writes;
+
+use whole_writes::WholeWrites;
+
 /// Times a replay reconnects after its connection broke, in a row without
-/// a record in between, before it ends with the error.
+/// a complete write in between, before it ends with the error.
 const MAX_RECONNECTS: u32 = 3;
 
 /// One record of the compacted topic: a write or a delete of a key.
@@ -108,7 +112,11 @@ impl From<Record> for ChangeRecord {
 }
 
 /// A replay in progress: a [`Stream`] of the topic's records in offset
-/// order, from the offset asked for to the end of the topic.
+/// order, from the offset asked for to the end of the topic. It yields
+/// whole writes only: the records of one write (all of a transaction's
+/// keys) share a [`Record::revision`] and come one after another, and a
+/// record of a write is yielded only once every record of that write the
+/// answer holds has been read.
 ///
 /// ```no_run
 /// # async fn example(client: kv_client::Client) -> Result<(), kv_client::Error> {
@@ -167,11 +175,9 @@ struct State {
     body: Option<BoxStream<'static, reqwest::Result<bytes::Bytes>>>,
     /// Which endpoint the body comes from.
     endpoint: String,
-    /// Bytes of an incomplete line.
-    buffer: BytesMut,
-    /// The offset to ask for when reconnecting.
-    next_from: Revision,
-    /// Reconnects since the last record.
+    /// The body read so far, cut into whole writes.
+    writes: WholeWrites,
+    /// Reconnects since the last complete write.
     reconnects: u32,
     /// Longest wait for the next chunk.
     idle_timeout: Duration,
@@ -183,8 +189,10 @@ impl Client {
     /// Reading from 0 yields the latest value of every live key; from a
     /// later offset, the latest state of every key changed since, as long
     /// as `from` is above the tombstone floor (else the error has code
-    /// `below_tombstone_floor`). A broken connection is resumed after the
-    /// last record, on another endpoint if need be.
+    /// `below_tombstone_floor`). A `from` inside a write starts at the
+    /// write's first record. A broken connection is resumed after the last
+    /// complete write, on another endpoint if need be; the records read of
+    /// a write it cut were not yielded and are read again.
     ///
     /// ```no_run
     /// # async fn example(client: kv_client::Client) -> Result<(), kv_client::Error> {
@@ -218,8 +226,7 @@ impl Client {
             client: self.clone(),
             body: Some(response.bytes_stream().boxed()),
             endpoint,
-            buffer: BytesMut::new(),
-            next_from: from,
+            writes: WholeWrites::new(from),
             reconnects: 0,
             idle_timeout: self.inner.options.request_timeout,
             finished: false,
@@ -250,14 +257,12 @@ impl State {
     /// The next record, `None` at the end; after an error, the stream ends.
     async fn next_record(&mut self) -> Option<Result<Record>> {
         loop {
+            if let Some(record) = self.writes.next_record() {
+                self.reconnects = 0;
+                return Some(Ok(record));
+            }
             if self.finished {
                 return None;
-            }
-            if let Some(line) = self.take_line() {
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
-                return Some(self.parse(&line));
             }
             let Some(body) = self.body.as_mut() else {
                 if let Err(error) = self.reconnect().await {
@@ -266,68 +271,53 @@ impl State {
                 }
                 continue;
             };
-            match tokio::time::timeout(self.idle_timeout, body.next()).await {
-                Ok(Some(Ok(chunk))) => self.buffer.extend_from_slice(&chunk),
+            let read = match tokio::time::timeout(self.idle_timeout, body.next()).await {
+                Ok(Some(Ok(chunk))) => self.writes.feed(&chunk),
                 Ok(None) => {
-                    // A clean end: what is left is the last line.
                     self.finished = true;
-                    if self.buffer.iter().all(u8::is_ascii_whitespace) {
-                        return None;
-                    }
-                    let line = self.buffer.split().freeze();
-                    return Some(self.parse(&line));
+                    self.writes.finish()
                 }
                 Ok(Some(Err(error))) => {
                     warn!(endpoint = %self.endpoint, %error, "replay connection broke; resuming");
-                    self.body = None;
+                    self.broke();
+                    Ok(())
                 }
                 Err(_) => {
                     warn!(endpoint = %self.endpoint, timeout = ?self.idle_timeout, "replay stalled; resuming");
-                    self.body = None;
+                    self.broke();
+                    Ok(())
                 }
-            }
-        }
-    }
-
-    /// A complete line from the buffer, without its newline.
-    fn take_line(&mut self) -> Option<bytes::Bytes> {
-        let end = self.buffer.iter().position(|&byte| byte == b'\n')?;
-        let mut line = self.buffer.split_to(end + 1);
-        line.truncate(end);
-        Some(line.freeze())
-    }
-
-    fn parse(&mut self, line: &[u8]) -> Result<Record> {
-        match serde_json::from_slice::<Record>(line) {
-            Ok(record) => {
-                self.next_from = record.offset + 1;
-                self.reconnects = 0;
-                Ok(record)
-            }
-            Err(error) => {
+            };
+            if let Err(message) = read {
                 self.finished = true;
-                Err(Error::Decode {
-                    request: replay_request(self.next_from).describe(),
+                return Some(Err(Error::Decode {
+                    request: replay_request(self.writes.resume_from()).describe(),
                     endpoint: self.endpoint.clone(),
-                    message: format!("a replay line is not a record: {error}"),
-                })
+                    message,
+                }));
             }
         }
     }
 
-    /// Opens the replay again after the last record read; a partial line
-    /// is dropped, as the new answer starts with that record again.
+    /// Drops the connection and what it held of an incomplete write.
+    fn broke(&mut self) {
+        self.body = None;
+        self.writes.broke();
+    }
+
+    /// Opens the replay again just after the last complete write; the
+    /// server starts the new answer with the write that was cut.
     async fn reconnect(&mut self) -> Result<()> {
         self.reconnects += 1;
+        let from = self.writes.resume_from();
         if self.reconnects > MAX_RECONNECTS {
             return Err(Error::Decode {
-                request: replay_request(self.next_from).describe(),
+                request: replay_request(from).describe(),
                 endpoint: self.endpoint.clone(),
                 message: format!("the replay broke off {MAX_RECONNECTS} times in a row"),
             });
         }
-        self.buffer.clear();
-        let (response, endpoint) = self.client.open_replay(self.next_from).await?;
+        let (response, endpoint) = self.client.open_replay(from).await?;
         self.body = Some(response.bytes_stream().boxed());
         self.endpoint = endpoint;
         Ok(())

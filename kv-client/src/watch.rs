@@ -148,6 +148,11 @@ impl Watch {
 
 /// One thing a watch reports.
 ///
+/// A transaction that writes several watched keys is reported as one
+/// event per key, one right after the other, all with the transaction's
+/// revision: no poll, error or other write comes between them, so an event
+/// of a later revision shows the write before it was delivered whole.
+///
 /// ```no_run
 /// # async fn example(client: kv_client::Client) -> Result<(), kv_client::Error> {
 /// use std::collections::BTreeMap;
@@ -337,11 +342,16 @@ impl State {
         let answer = answer.success()?;
         let store_revision = answer.number_header(REVISION).unwrap_or(0);
         let body: ChangesPage = answer.json()?;
-        // A page cut at the limit read POLL_LIMIT offsets; a quiet one ends
-        // at the store's revision.
-        self.catching_up = body.next >= index + u64::from(POLL_LIMIT) && body.next < store_revision;
+        // A page cut at the limit says so (`more`); a server that does not
+        // say it read POLL_LIMIT offsets and ended short of the store.
+        self.catching_up =
+            body.more || (body.next >= index + u64::from(POLL_LIMIT) && body.next < store_revision);
+        // A page holds whole writes and `next` is the revision of its last
+        // one, so the events of a transaction are queued together, and
+        // `index` never stops inside a write. A write is delivered once:
+        // its revision, not its records' offsets, says whether it is new.
         for record in body.records.into_iter().map(Record::from) {
-            if record.offset <= index || !self.watch.matches(&record.key) {
+            if record.revision <= index || !self.watch.matches(&record.key) {
                 continue;
             }
             self.queued.push_back(event_of(record));
@@ -395,7 +405,7 @@ fn event_of(record: Record) -> WatchEvent {
         }),
         None => WatchEvent::Delete {
             key: record.key,
-            revision: record.offset,
+            revision: record.revision,
         },
     }
 }

@@ -155,6 +155,15 @@ pub enum Command {
         #[arg(long)]
         string: bool,
     },
+    /// Run a transaction: compares, then the success or the failure ops,
+    /// applied as one write. Reads the request JSON
+    /// (`{"compare": […], "success": […], "failure": […]}`) from FILE, or
+    /// from stdin when FILE is `-` or left out.
+    Txn {
+        /// The file holding the transaction; `-` reads stdin.
+        #[arg(default_value = "-", value_name = "FILE")]
+        file: String,
+    },
     /// RocketMQ topic configs.
     #[command(subcommand)]
     Topic(TopicCommand),

@@ -1,6 +1,7 @@
 //! `kvctl`: the command-line tool of openmessaging-kv.
 //!
-//! Raw keys (`get`, `put`, `del`, `ls`, `watch`, `cas`), RocketMQ topics
+//! Raw keys (`get`, `put`, `del`, `ls`, `watch`, `cas`), transactions
+//! (`txn`), RocketMQ topics
 //! and groups (`topic …`, `group …`), replay of the compacted topic,
 //! import and export of a broker's own metadata files, and the cluster.
 //! Every command is a thin layer over `kv_client::Client`; one module per
@@ -18,6 +19,7 @@ mod output;
 mod progress;
 mod replay;
 mod rocketmq;
+mod txn;
 
 use std::process::ExitCode;
 
@@ -122,6 +124,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             };
             keys::put(&client, &printer, &key, &value, condition).await
         }
+        Command::Txn { file } => txn::run(&client, &printer, &file).await,
         Command::Topic(command) => metadata::topic(&client, &printer, command).await,
         Command::Group(command) => metadata::group(&client, &printer, command).await,
         Command::Replay { from, out } => replay::run(&client, from, out.as_deref()).await,
