@@ -351,6 +351,17 @@ async fn every_compare_target_and_operator_holds_as_specified_and_a_missing_key_
     );
 }
 
+/// A bad request: (what it is, its body, its Idempotency-Key, and the
+/// status, code and field it is refused with).
+type Refused = (
+    &'static str,
+    String,
+    Option<&'static str>,
+    u16,
+    &'static str,
+    Option<&'static str>,
+);
+
 #[tokio::test]
 async fn bad_input_is_refused_with_a_json_error_naming_the_field_and_writes_nothing() {
     let server = TestServer::start().await;
@@ -361,8 +372,7 @@ async fn bad_input_is_refused_with_a_json_error_naming_the_field_and_writes_noth
         .map(|i| json!({"put": {"key": format!("bad/{i}"), "value": i}}))
         .collect();
     let valid = json!({"success": [put_a]}).to_string();
-    // (what, body, Idempotency-Key, status, code, field)
-    let cases: Vec<(&str, String, Option<&str>, u16, &str, Option<&str>)> = vec![
+    let cases: Vec<Refused> = vec![
         (
             "an unknown compare target",
             json!({"compare": [{"key": "bad/a", "target": "size", "op": "=", "value": 1}], "success": [put_a]}).to_string(),
