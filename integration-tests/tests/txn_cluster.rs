@@ -349,6 +349,13 @@ async fn concurrent_transfers_through_a_leader_kill_conserve_the_sum_and_are_nev
         first.get_or_insert(accounts);
     }
 
+    // Read a page of one record at a time, each node's feed still
+    // answers each transfer whole.
+    for id in &ids {
+        let writes = feed_writes_one_record_at_a_time(&cluster, *id).await;
+        assert_eq!(writes, transfers + 1, "node {id}'s feed");
+    }
+
     // In the topic, each transfer is one write of both accounts at two
     // consecutive offsets with one revision, and every acknowledged
     // transfer is there once.
@@ -405,4 +412,40 @@ async fn transfer_units(cluster: &TestCluster, id: u64) -> usize {
         assert_eq!(records, &expected, "write {revision} in node {id}'s topic");
     }
     units.len()
+}
+
+/// Reads node `id`'s change feed of `bank/` from 0 with `limit=1`, checking
+/// that every page holds exactly one write, both accounts, and that `next`
+/// is its revision; returns how many writes it read.
+async fn feed_writes_one_record_at_a_time(cluster: &TestCluster, id: u64) -> usize {
+    let node = cluster.node(id);
+    let mut from = 0;
+    let mut writes = 0;
+    loop {
+        let url = node.url(&format!("/v1/changes?prefix=bank/&from={from}&limit=1"));
+        let page: Value = node
+            .client()
+            .get(url)
+            .send()
+            .await
+            .expect("the feed answers")
+            .json()
+            .await
+            .expect("a feed page is JSON");
+        let records = page["records"].as_array().expect("records");
+        if records.is_empty() {
+            assert_eq!(page["more"], false, "node {id}: {page}");
+            return writes;
+        }
+        let revision = records[0]["revision"].as_u64().expect("revision");
+        let keys: Vec<&str> = records
+            .iter()
+            .inspect(|record| assert_eq!(record["revision"], revision, "node {id}: {page}"))
+            .map(|record| record["key"].as_str().expect("key"))
+            .collect();
+        assert_eq!(keys, [A, B], "node {id}'s page holds half a write: {page}");
+        assert_eq!(page["next"], revision, "node {id}: {page}");
+        from = revision;
+        writes += 1;
+    }
 }
