@@ -379,6 +379,8 @@ mod tests {
         ("--max-wait-ms", "300000"),
         ("--max-long-polls", "15000"),
         ("--max-long-polls-per-connection", "900"),
+        ("--max-leases", "100000"),
+        ("--lease-expiries-per-sec", "1000"),
         ("--max-concurrent-requests", "20000"),
         ("--max-connections", "10000"),
         ("--max-http2-streams", "1000"),

@@ -191,13 +191,14 @@ async fn list(
             let _ = tokio::time::timeout(wait, waiter).await;
         }
     }
-    let revision = store.revision();
-    let (entries, more) = store.list(
+    let page = store.list(
         &prefix,
         query.get("start_after"),
         page_bounds(&state, limit),
     )?;
-    let entries = entries
+    let (revision, more) = (page.revision, page.more);
+    let entries = page
+        .entries
         .into_iter()
         .map(|(key, entry)| key_view(key, entry))
         .collect::<Result<Vec<_>, _>>()?;

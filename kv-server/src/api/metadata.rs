@@ -228,12 +228,12 @@ async fn list<T: MetadataKind>(
     let start_after = query
         .get("start_after")
         .map(|name| format!("{}{name}", T::KEY_PREFIX));
-    let revision = state.store.revision();
-    let (entries, more) = state.store.list(
+    let page = state.store.list(
         T::KEY_PREFIX,
         start_after.as_deref(),
         page_bounds(&state, limit),
     )?;
+    let (entries, more, revision) = (page.entries, page.more, page.revision);
     // The stored configs are written out as stored, in their field order.
     let mut body = format!("{{\"{}\":[", T::COLLECTION).into_bytes();
     for (i, (key, entry)) in entries.into_iter().enumerate() {

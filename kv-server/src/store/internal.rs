@@ -123,14 +123,16 @@ pub(crate) mod tests {
             "a write of a client key wakes the watch"
         );
 
-        let (listed, more) = store
+        let page = store
             .list("", None, PageBounds::entries(100))
             .expect("lists");
+        let (listed, more) = (page.entries, page.more);
         let keys: Vec<&str> = listed.iter().map(|(key, _)| key.as_str()).collect();
         assert_eq!((keys, more), (vec![CLIENT_KEY], false));
-        let (listed, _) = store
+        let listed = store
             .list(INTERNAL_PREFIX, None, PageBounds::entries(100))
-            .expect("lists");
+            .expect("lists")
+            .entries;
         assert!(listed.is_empty(), "{listed:?}");
 
         let feed = store

@@ -265,10 +265,11 @@ mod tests {
         /// What a client can tell of the state: every key with its entry,
         /// and every lease with the keys that end with it.
         fn state(&self) -> ClientState {
-            let (keys, _) = self
+            let keys = self
                 .store
                 .list("", None, PageBounds::entries(usize::MAX))
-                .expect("lists");
+                .expect("lists")
+                .entries;
             let leases = all(&self.store.view)
                 .expect("reads the leases")
                 .into_iter()

@@ -9,7 +9,7 @@ use compaction::TopicStats;
 use crate::error::StoreError;
 use crate::store::internal::{is_internal_key, AFTER_INTERNAL_KEYS};
 use crate::store::record::WriteRecord;
-use crate::store::view::KeyEntry;
+use crate::store::view::{KeyEntry, ListPage};
 use crate::store::Store;
 use crate::types::Revision;
 use crate::watch::{Waiter, WatchTarget};
@@ -61,16 +61,22 @@ impl Store {
     }
 
     /// The keys under `prefix` after `start_after`, in key order, as many
-    /// as `bounds` allow, and whether more follow. Internal keys (roles,
-    /// tokens: see `store::internal`) are never among them.
+    /// as `bounds` allow, whether more follow, and the store's revision of
+    /// the state the page shows (read with it, not before or after it).
+    /// Internal keys (roles, tokens, leases: see `store::internal`) are
+    /// never among them.
     pub fn list(
         &self,
         prefix: &str,
         start_after: Option<&str>,
         bounds: PageBounds,
-    ) -> Result<(Vec<(String, KeyEntry)>, bool), StoreError> {
+    ) -> Result<ListPage, StoreError> {
         if is_internal_key(prefix) {
-            return Ok((Vec::new(), false));
+            return Ok(ListPage {
+                entries: Vec::new(),
+                more: false,
+                revision: self.revision(),
+            });
         }
         // The internal keys sort before every other key: a scan that could
         // meet them starts after them.
@@ -79,7 +85,7 @@ impl Store {
             _ if AFTER_INTERNAL_KEYS.starts_with(prefix) => Some(AFTER_INTERNAL_KEYS),
             other => other,
         };
-        self.view.list(prefix, start_after, bounds)
+        self.view.list_at_revision(prefix, start_after, bounds)
     }
 
     /// A waiter woken when `target` changes after revision `after`.

@@ -48,6 +48,17 @@ use layout::{
     LEASE_COUNT_KEY, MEMBERSHIP_KEY, REBUILDING_KEY, REVISION_KEY, VIEW_FORMAT,
 };
 
+/// One page of a list, and the store's revision of the state it shows.
+#[derive(Debug)]
+pub struct ListPage {
+    /// The keys and their entries, in key order.
+    pub entries: Vec<(String, KeyEntry)>,
+    /// Whether more keys follow.
+    pub more: bool,
+    /// The store's revision when the page was read.
+    pub revision: Revision,
+}
+
 /// The sled view.
 #[derive(Clone, Debug)]
 pub struct View {
@@ -135,6 +146,16 @@ impl View {
         prefix: &'a [u8],
     ) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>> + 'a {
         let overlay = self.layers.read().overlay(&start, prefix);
+        self.raw_scan_over(overlay, start, prefix)
+    }
+
+    /// [`View::raw_scan`] with the unwritten changes already taken.
+    fn raw_scan_over<'a>(
+        &'a self,
+        overlay: Unwritten,
+        start: Vec<u8>,
+        prefix: &'a [u8],
+    ) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>> + 'a {
         let stored = self.db.range(start..).take_while(move |item| match item {
             Ok((raw, _)) => raw.starts_with(prefix),
             Err(_) => true,
@@ -163,6 +184,19 @@ impl View {
         start_after: Option<&str>,
         bounds: PageBounds,
     ) -> Result<(Vec<(String, KeyEntry)>, bool), StoreError> {
+        let page = self.list_at_revision(prefix, start_after, bounds)?;
+        Ok((page.entries, page.more))
+    }
+
+    /// [`View::list`], with the store's revision of the state the page
+    /// shows: a client that lists and then watches from that revision
+    /// misses nothing and sees nothing twice.
+    pub fn list_at_revision(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        bounds: PageBounds,
+    ) -> Result<ListPage, StoreError> {
         self.sled_writes
             .consistent(|| self.list_once(prefix, start_after, bounds, || {}))
     }
@@ -175,7 +209,7 @@ impl View {
         start_after: Option<&str>,
         bounds: PageBounds,
         mut after_entry: impl FnMut(),
-    ) -> Result<(Vec<(String, KeyEntry)>, bool), StoreError> {
+    ) -> Result<ListPage, StoreError> {
         let raw_prefix = entry_key(prefix);
         let mut out = Vec::new();
         let start = match start_after {
@@ -187,18 +221,41 @@ impl View {
             }
             _ => raw_prefix.clone(),
         };
+        // The unwritten changes and the revision they end at, taken
+        // together; sled's part stays put while `consistent` holds.
+        let (overlay, unwritten_revision) = {
+            let layers = self.layers.read();
+            (
+                layers.overlay(&start, &raw_prefix),
+                layers.get(REVISION_KEY).cloned(),
+            )
+        };
+        let revision = match unwritten_revision {
+            Some(Some(bytes)) => decode_revision(&bytes)?,
+            Some(None) => 0,
+            None => match self.db.get(REVISION_KEY)? {
+                Some(bytes) => decode_revision(&bytes)?,
+                None => 0,
+            },
+        };
         let mut value_bytes = 0;
-        for item in self.raw_scan(start, &raw_prefix) {
+        let mut more = false;
+        for item in self.raw_scan_over(overlay, start, &raw_prefix) {
             let (raw, bytes) = item?;
             let entry = KeyEntry::decode(&raw, &bytes)?;
             if !bounds.admits(out.len(), value_bytes, entry.value.len()) {
-                return Ok((out, true));
+                more = true;
+                break;
             }
             value_bytes += entry.value.len();
             out.push((user_key(&raw), entry));
             after_entry();
         }
-        Ok((out, false))
+        Ok(ListPage {
+            entries: out,
+            more,
+            revision,
+        })
     }
 
     /// The last applied log id and the membership as of it.
@@ -220,9 +277,7 @@ impl View {
         };
         let revision = match revision {
             Some(bytes) => decode_revision(&bytes)?,
-            // Written before the revision was kept next to the applied id:
-            // the revision was the applied index.
-            None => applied.map_or(0, |id| id.index),
+            None => 0,
         };
         let membership = match membership {
             Some(bytes) => decode_membership(&bytes)?,
@@ -231,15 +286,13 @@ impl View {
         Ok((applied, revision, membership))
     }
 
-    /// The store's revision as of the last applied log id. A view written
-    /// before the revision was kept next to the applied id holds none: its
-    /// revision was the applied index.
+    /// The store's revision as of the last applied log id (0 before the
+    /// first record).
     pub fn revision(&self) -> Result<Revision, StoreError> {
-        if let Some(bytes) = self.raw_get(REVISION_KEY)? {
-            return decode_revision(&bytes);
+        match self.raw_get(REVISION_KEY)? {
+            Some(bytes) => decode_revision(&bytes),
+            None => Ok(0),
         }
-        let (_, revision, _) = self.applied_state_and_revision()?;
-        Ok(revision)
     }
 
     /// Starts a batch of changes, applied by [`View::commit`].
@@ -556,11 +609,16 @@ mod tests {
         for n in 0..KEYS {
             batch.put(&key(n), &entry("old", 1));
         }
+        batch.set_applied(&LogId::new(openraft::CommittedLeaderId::new(1, 1), 1), 1);
         view.commit(batch);
         view.write_out().unwrap();
 
         let mut written_out = false;
-        let (entries, more) = view
+        let ListPage {
+            entries,
+            more,
+            revision,
+        } = view
             .sled_writes
             .consistent(|| {
                 view.list_once("a/", None, PageBounds::entries(KEYS), || {
@@ -570,6 +628,8 @@ mod tests {
                         let mut batch = view.batch();
                         batch.put(&first, &entry("new", 2));
                         batch.put(&last, &entry("new", 2));
+                        batch
+                            .set_applied(&LogId::new(openraft::CommittedLeaderId::new(1, 1), 2), 2);
                         view.commit(batch);
                         view.write_out().expect("the view writes out");
                     }
@@ -584,6 +644,11 @@ mod tests {
         assert!(
             first_value == last_value,
             "the page mixes two states: {first} is {first_value}, {last} is {last_value}"
+        );
+        let expected_revision = if first_value.contains("new") { 2 } else { 1 };
+        assert_eq!(
+            revision, expected_revision,
+            "the revision is the page's state's"
         );
     }
 
@@ -610,15 +675,25 @@ mod tests {
     /// reopen; a view written before it was kept reads its applied index
     /// as its revision.
     #[test]
-    fn the_revision_is_kept_with_the_applied_id_or_read_as_its_index() {
+    fn a_view_of_another_layout_is_refused_and_a_new_one_takes_todays() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(View::open(dir.path()).expect("a new view opens"));
+        let view = View::open(dir.path()).expect("and opens again");
+        view.db.insert(FORMAT_KEY, b"1".as_slice()).unwrap();
+        view.db.flush().unwrap();
+        drop(view);
+        match View::open(dir.path()) {
+            Err(StoreError::ViewFormat { found, .. }) => assert_eq!(found, "1"),
+            other => panic!("expected ViewFormat, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_revision_is_kept_with_the_applied_id() {
         let log_id = |index| LogId::new(openraft::CommittedLeaderId::new(1, 1), index);
         let dir = tempfile::tempdir().unwrap();
         let view = View::open(dir.path()).unwrap();
         assert_eq!(view.revision().unwrap(), 0, "an empty view");
-        view.db
-            .insert(APPLIED_KEY, encode_applied(&log_id(7)))
-            .unwrap();
-        assert_eq!(view.revision().unwrap(), 7, "a view with no m:revision");
 
         let mut batch = view.batch();
         batch.set_applied(&log_id(9), 5);
