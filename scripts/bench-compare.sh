@@ -12,6 +12,7 @@
 #   BENCH_WATCHERS          watchers of the watch cell (default 10000)
 #   BENCH_WATCH_KEYS        keys they watch (default 1000)
 #   BENCH_REPLAY_RECORDS    records loaded for replay and rebuild (default 1000000)
+#   BENCH_LEASES            leases of the lease keep-alive cell (default 10000)
 #   BENCH_OUTPUT            where the table goes (default docs/benchmarks.md)
 #   BENCH_DIR               parent of the temporary data directories (default the
 #                           target directory: on disk, so fsync costs what it costs)
@@ -37,6 +38,7 @@ get_connections=${BENCH_GET_CONNECTIONS:-64}
 watchers=${BENCH_WATCHERS:-10000}
 watch_keys=${BENCH_WATCH_KEYS:-1000}
 replay_records=${BENCH_REPLAY_RECORDS:-1000000}
+leases=${BENCH_LEASES:-10000}
 output=${BENCH_OUTPUT:-docs/benchmarks.md}
 target_dir=${CARGO_TARGET_DIR:-target}
 kv_server=${KV_SERVER_BIN:-$target_dir/release/kv-server}
@@ -324,6 +326,7 @@ closed_loop_cells() {
         get --consistency stale
     compare "mixed 90% get / 10% put" "$nodes" "$get_connections" - "$etcd_endpoints" "$kv_endpoints" \
         mixed --consistency linearizable
+    compare "txn: 1 condition, 3 puts" "$nodes" 64 - "$etcd_endpoints" "$kv_endpoints" txn
 }
 
 started_at=$(date +%s)
@@ -355,6 +358,16 @@ if [[ -n $summary ]]; then
         - - "$(milliseconds "$p99")" "$verdict"
 else
     row "watch" 1 "$watchers watchers" "n/a" failed - - - -
+fi
+
+bench kv "$single_kv" 64 lease-keepalive --leases "$leases" --server-pid "$single_kv_pid"
+if [[ -n $summary ]]; then
+    row "lease keep-alive, 1 a second each" 1 "$(group "$leases") leases" \
+        "n/a (keep-alives are a gRPC stream)" \
+        "$(group "$(field kept "$summary")") kept alive; leader $(field cpu_percent "$summary")% of a core, $(field cpu_us_per_op "$summary") µs CPU each; VmRSS $(field rss_mb "$summary") MB (+$(field rss_growth_mb "$summary") MB)" \
+        - - "$(milliseconds "$(field p99_ms "$summary")")" -
+else
+    row "lease keep-alive" 1 "$leases leases" "n/a" failed - - - -
 fi
 
 bench kv "$single_kv" 256 replay --records "$replay_records"
@@ -539,6 +552,13 @@ How it is measured:
   write's acknowledgement to the watcher's answer (a watcher woken before the
   writer saw its answer counts as 0). Memory is the growth of the server's
   VmRSS once every watcher waits.
+* txn: a transaction on a random key with one condition (its mod revision
+  below 2^53, always true) and puts of the value to it and the next two
+  keys; etcd's is \`POST /v3/kv/txn\` with the same compare and puts.
+* lease keep-alive: $(group "$leases") leases (60 s TTL) each kept alive once a
+  second over 64 connections; CPU is the leader's user and system time over
+  the cell (\`/proc/<pid>/stat\`), memory its VmRSS after the cell (and its
+  growth since before the grants).
 * replay and rebuild read every record of the compacted topic (the
   $(group "$replay_records") loaded records plus the earlier cells' writes).
   ${load_rate:+Loading them through the API ran at $(group "$load_rate") puts/s with 256 connections.}

@@ -23,6 +23,8 @@ const MAX_CONNECTIONS: usize = 10_000;
 const MAX_WATCHERS: usize = 100_000;
 /// Most records the replay workload loads.
 const MAX_RECORDS: usize = 20_000_000;
+/// Most leases the lease-keepalive workload grants.
+const MAX_LEASES: usize = 100_000;
 /// Largest value, as kv-server's default limit.
 const MAX_VALUE_BYTES: usize = 1 << 20;
 
@@ -101,6 +103,9 @@ pub enum Workload {
     Fill,
     /// Puts of the value on random keys.
     Put,
+    /// Transactions on random keys: a condition on one key's mod revision
+    /// (always true), then puts of the value to it and the next two keys.
+    Txn,
     /// Gets of random keys (loaded first if missing).
     Get {
         /// linearizable (etcd: default range) or stale (etcd: serializable).
@@ -133,6 +138,16 @@ pub enum Workload {
         #[arg(long, default_value_t = 100)]
         writes_per_sec: u32,
         /// The server's process id, to report its memory (VmRSS).
+        #[arg(long)]
+        server_pid: Option<u32>,
+    },
+    /// Leases kept alive once a second each: the keep-alives' latency, and
+    /// the server's CPU and memory (kv-server only).
+    LeaseKeepalive {
+        /// Leases granted and kept alive.
+        #[arg(long, default_value_t = 10_000)]
+        leases: usize,
+        /// The server's process id, to report its CPU time and memory.
         #[arg(long)]
         server_pid: Option<u32>,
     },
@@ -181,13 +196,31 @@ pub async fn run(cli: Cli) -> Result<(), BenchError> {
             let mix = Mix {
                 put_percent: 100,
                 consistency: Consistency::Linearizable,
+                txn: false,
             };
             workloads::closed_loop("put", common, endpoints, mix, false).await
+        }
+        Workload::Txn => {
+            let mix = Mix {
+                put_percent: 100,
+                consistency: Consistency::Linearizable,
+                txn: true,
+            };
+            workloads::closed_loop("txn", common, endpoints, mix, false).await
+        }
+        Workload::LeaseKeepalive { leases, server_pid } => {
+            if !(1..=MAX_LEASES).contains(&leases) {
+                return Err(BenchError::BadFlag(format!(
+                    "--leases must be 1 to {MAX_LEASES}"
+                )));
+            }
+            workloads::lease_keepalive(common, &endpoints[0], leases, server_pid).await
         }
         Workload::Get { consistency } => {
             let mix = Mix {
                 put_percent: 0,
                 consistency,
+                txn: false,
             };
             let name = format!("get-{}", consistency.name());
             workloads::closed_loop(&name, common, endpoints, mix, true).await
@@ -204,6 +237,7 @@ pub async fn run(cli: Cli) -> Result<(), BenchError> {
             let mix = Mix {
                 put_percent,
                 consistency,
+                txn: false,
             };
             let name = format!("mixed-{}", consistency.name());
             workloads::closed_loop(&name, common, endpoints, mix, true).await

@@ -36,6 +36,8 @@ pub struct Mix {
     pub put_percent: u8,
     /// How the gets read.
     pub consistency: Consistency,
+    /// Whether the writes are transactions of three puts rather than puts.
+    pub txn: bool,
 }
 
 /// The outcome of a closed-loop run.
@@ -96,7 +98,11 @@ pub async fn run(
                     }
                     let key = rand::random_range(0..keys);
                     let operation = if rand::random_range(0..100u8) < mix.put_percent {
-                        Operation::Put
+                        if mix.txn {
+                            Operation::Txn
+                        } else {
+                            Operation::Put
+                        }
                     } else {
                         Operation::Get(mix.consistency)
                     };
@@ -105,7 +111,7 @@ pub async fn run(
                         Ok(()) => {
                             result.latency.record(sent.elapsed());
                             match operation {
-                                Operation::Put => result.puts += 1,
+                                Operation::Put | Operation::Txn => result.puts += 1,
                                 Operation::Get(_) => result.gets += 1,
                             }
                         }

@@ -5,9 +5,11 @@
 //! * [`cli`]: the flags, checked, and the dispatch to a workload.
 //! * [`run`]: one function per workload that runs it and prints its report.
 //! * [`closed_loop`]: N workers, one connection each, one request at a time
-//!   (`put`, `get`, `mixed`), bounded by a duration and an operation count.
+//!   (`put`, `txn`, `get`, `mixed`), bounded by a duration and an operation
+//!   count.
 //! * [`target`]: the request shapes of kv-server and etcd, loopback checks.
 //! * [`watch`]: long-poll watchers and their delivery latency.
+//! * [`leases`]: leases kept alive once a second, the server's CPU and memory.
 //! * [`replay`]: reading the compacted topic back, online and offline.
 //! * [`report`]: histograms, error counts and the `summary` line.
 //! * [`tls`]: `--cacert`, `--cert`, `--key` for a cluster that speaks HTTPS.
@@ -23,6 +25,7 @@
 
 pub mod cli;
 pub mod closed_loop;
+pub mod leases;
 pub mod replay;
 pub mod report;
 pub mod run;

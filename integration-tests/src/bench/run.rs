@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::bench::cli::Common;
 use crate::bench::closed_loop::{self, Limits, Mix};
+use crate::bench::leases as lease_keepers;
 use crate::bench::replay as topic;
 use crate::bench::report::{count_text, per_second, Summary};
 use crate::bench::target::{Requests, TargetKind};
@@ -197,6 +198,82 @@ pub async fn watch(
         }
         if let Some(peak) = result.rss_peak {
             summary.add("rss_peak_mb", format!("{:.1}", mb(peak)));
+        }
+        println!("{}", summary.line());
+    }
+    Ok(())
+}
+
+/// `lease-keepalive`: leases kept alive once a second each.
+pub async fn lease_keepalive(
+    common: &Common,
+    endpoint: &str,
+    leases: usize,
+    server_pid: Option<u32>,
+) -> Result<(), BenchError> {
+    kv_only(
+        common,
+        "lease-keepalive",
+        "etcd's keep-alives are a gRPC stream, not an HTTP call",
+    )?;
+    let result = lease_keepers::run(
+        endpoint,
+        leases,
+        common.connections,
+        common.duration,
+        common.request_timeout,
+        server_pid,
+    )
+    .await?;
+    let per_sec = per_second(result.kept, result.elapsed);
+    println!(
+        "kv-bench lease-keepalive on kv-server, {} leases kept alive once a second over {} connections for {:.0} s",
+        count_text(leases as u64),
+        common.connections,
+        result.elapsed.as_secs_f64()
+    );
+    println!("  granted     in {:.2} s", result.granted_in.as_secs_f64());
+    println!(
+        "  keep-alive  {} answered ({} /s)",
+        count_text(result.kept),
+        count_text(per_sec as u64)
+    );
+    println!("  latency     {}", result.latency.describe());
+    let cpu_percent = result
+        .cpu
+        .map(|cpu| 100.0 * cpu.as_secs_f64() / result.elapsed.as_secs_f64().max(f64::EPSILON));
+    let cpu_us = result
+        .cpu
+        .map(|cpu| cpu.as_secs_f64() * 1e6 / (result.kept.max(1) as f64));
+    let mb = |bytes: u64| bytes as f64 / f64::from(1u32 << 20);
+    match (cpu_percent, cpu_us, result.rss) {
+        (Some(percent), Some(us), Some((before, after))) => println!(
+            "  server      {percent:.1}% of a core ({us:.0} µs of CPU per keep-alive); VmRSS {:.1} MB before the grants, {:.1} MB after ({:+.1} MB)",
+            mb(before),
+            mb(after),
+            mb(after) - mb(before)
+        ),
+        _ => println!("  server      not measured (pass --server-pid)"),
+    }
+    println!("  errors      {}", result.errors.describe());
+    if common.summary {
+        let mut summary = Summary::default();
+        summary.add("workload", "lease-keepalive");
+        summary.add("target", common.target.name());
+        summary.add("leases", leases);
+        summary.add("kept", result.kept);
+        summary.add("errors", result.errors.total());
+        summary.add("ops_per_sec", format!("{per_sec:.1}"));
+        result.latency.add_fields(&mut summary);
+        if let Some(percent) = cpu_percent {
+            summary.add("cpu_percent", format!("{percent:.1}"));
+        }
+        if let Some(us) = cpu_us {
+            summary.add("cpu_us_per_op", format!("{us:.0}"));
+        }
+        if let Some((before, after)) = result.rss {
+            summary.add("rss_growth_mb", format!("{:.1}", mb(after) - mb(before)));
+            summary.add("rss_mb", format!("{:.1}", mb(after)));
         }
         println!("{}", summary.line());
     }

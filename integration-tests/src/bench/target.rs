@@ -56,7 +56,14 @@ pub enum Operation {
     Put,
     /// Read a key.
     Get(Consistency),
+    /// A transaction: if the key's mod revision is below 2^53 (always),
+    /// put the value to it and the next two keys.
+    Txn,
 }
+
+/// A revision no key reaches: the transactions' condition always holds, and
+/// both servers evaluate it.
+const ALWAYS_BELOW: u64 = 1 << 53;
 
 /// Checks that `url` is HTTP or HTTPS to a loopback address (`127.0.0.0/8`,
 /// `::1` or `localhost`) and returns it without a trailing slash: the tool
@@ -140,8 +147,31 @@ impl Requests {
         operation: Operation,
     ) -> Result<(), String> {
         let base = &self.endpoints[endpoint % self.endpoints.len()];
+        let keys = [key, key + 1, key + 2].map(|n| self.key(n));
         let key = self.key(key);
         let request = match (self.target, operation) {
+            (TargetKind::Kv, Operation::Txn) => client.post(format!("{base}/v1/txn")).body(
+                json!({
+                    "compare": [{"key": key, "target": "mod_revision", "op": "<", "value": ALWAYS_BELOW}],
+                    "success": keys.iter().map(|key| json!({"put": {
+                        "key": key,
+                        // The same JSON string a put sends.
+                        "value": self.value.trim_matches('"'),
+                    }})).collect::<Vec<_>>(),
+                })
+                .to_string(),
+            ),
+            (TargetKind::Etcd, Operation::Txn) => client.post(format!("{base}/v3/kv/txn")).body(
+                json!({
+                    "compare": [{"key": BASE64.encode(&key), "target": "MOD", "result": "LESS",
+                                 "mod_revision": ALWAYS_BELOW.to_string()}],
+                    "success": keys.iter().map(|key| json!({"request_put": {
+                        "key": BASE64.encode(key),
+                        "value": BASE64.encode(&self.value),
+                    }})).collect::<Vec<_>>(),
+                })
+                .to_string(),
+            ),
             (TargetKind::Kv, Operation::Put) => client
                 .put(format!("{base}/v1/kv/{key}"))
                 .header("content-type", "application/json")
