@@ -18,6 +18,9 @@
 #                           target directory: on disk, so fsync costs what it costs)
 #   CARGO_TARGET_DIR        where `cargo build --release` put the binaries (default target)
 #   KV_SERVER_BIN, KV_BENCH_BIN, ETCD_BIN   the binaries, if elsewhere
+#   KV_SERVER_BASELINE_BIN  an earlier kv-server build: its put cells run side by
+#                           side with this one's, in the same run (a table of
+#                           its own); BENCH_BASELINE_NAME names it (a commit)
 #
 # Time: with the defaults about 4 minutes per cluster size for the twelve
 # closed-loop runs (6 cells x 2 servers x 10 s, plus loading keys and
@@ -483,6 +486,51 @@ else
 fi
 [[ -n $secure_note ]] && say "$secure_note"
 
+# --- against an earlier build ------------------------------------------------
+
+baseline_rows=()
+baseline_note=""
+if [[ -n ${KV_SERVER_BASELINE_BIN:-} ]]; then
+    baseline_name=${BENCH_BASELINE_NAME:-$KV_SERVER_BASELINE_BIN}
+    say "put: this build against $baseline_name, one node each, side by side"
+    current_server=$kv_server
+    kv_server=$KV_SERVER_BASELINE_BIN
+    if ! start_kv kvbaseline 1; then
+        baseline_note="skipped: the baseline build did not start"
+        kv_server=$current_server
+    else
+        baseline_pids=("${kv_pids[@]}")
+        baseline_kv=$kv_endpoints
+        kv_server=$current_server
+        if ! start_kv kvcurrent 1; then
+            baseline_note="skipped: this build did not start"
+        else
+            current_kv=$kv_endpoints
+            for connections in $put_connections; do
+                if (((cell / 2) % 2 == 0)); then order="baseline current"; else order="current baseline"; fi
+                for target in $order; do
+                    if [[ $target == baseline ]]; then
+                        bench kv "$baseline_kv" "$connections" put
+                        baseline_summary=$summary
+                    else
+                        bench kv "$current_kv" "$connections" put
+                        current_summary=$summary
+                    fi
+                done
+                old_ops=$(field ops_per_sec "$baseline_summary")
+                new_ops=$(field ops_per_sec "$current_summary")
+                change="-"
+                if [[ -n $old_ops && -n $new_ops ]]; then
+                    change=$(awk -v n="$new_ops" -v o="$old_ops" 'BEGIN { printf "%+.0f%%", (n / o - 1) * 100 }')
+                fi
+                baseline_rows+=("| put | $connections | ${old_ops:+$(group "$old_ops")/s} | ${new_ops:+$(group "$new_ops")/s} | $change | $(milliseconds "$(field p99_ms "$baseline_summary")") | $(milliseconds "$(field p99_ms "$current_summary")") |")
+            done
+        fi
+        stop "${kv_pids[@]}" "${baseline_pids[@]}"
+    fi
+    [[ -n $baseline_note ]] && say "$baseline_note"
+fi
+
 elapsed=$(($(date +%s) - started_at))
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -498,6 +546,21 @@ secure_header="| workload | connections | plain HTTP | TLS + token auth | change
 secure_table=$(printf '%s\n' "$secure_header" "|---|---|---|---|---|---|---|" "${secure_rows[@]}")
 [[ -n $secure_note ]] && secure_table="$secure_note"
 echo "$secure_table"
+baseline_section=""
+if [[ -n ${KV_SERVER_BASELINE_BIN:-} ]]; then
+    baseline_table=$(printf '%s\n' "| workload | connections | $baseline_name | this build | change | p99 $baseline_name | p99 this build |" \
+        "|---|---|---|---|---|---|---|" "${baseline_rows[@]}")
+    [[ -n $baseline_note ]] && baseline_table="$baseline_note"
+    echo "$baseline_table"
+    baseline_section="
+## Against an earlier build
+
+Puts on two more single nodes started side by side in the same run, one of
+this build and one of $baseline_name, alternating which goes first.
+
+$baseline_table
+"
+fi
 echo
 
 cores=$(nproc)
@@ -574,5 +637,6 @@ is TLS's record encryption and the token check on each request, not the
 handshake.
 
 $secure_table
+$baseline_section
 EOF
 say "the table is in $output (the run took $((elapsed / 60)) min $((elapsed % 60)) s)"
