@@ -224,6 +224,15 @@ async fn a_revoke_deletes_the_leases_keys_in_one_unit_and_spares_keys_moved_or_d
     )
     .await;
     assert_eq!(status, 200, "{body}");
+    // A topic's config attaches as a key does.
+    let (status, body) = call(
+        &server,
+        "PUT",
+        &format!("/v1/topics/rvt?lease={doomed}"),
+        Some(json!({"topicName": "rvt"})),
+    )
+    .await;
+    assert!(status == 200 || status == 201, "{body}");
     // rv/c moves to the other lease; rv/d is put again without one.
     put_with_lease(&server, "rv/c", json!("c2"), other).await;
     let (status, body) = call(&server, "PUT", "/v1/kv/rv/d", Some(json!("d2"))).await;
@@ -234,12 +243,12 @@ async fn a_revoke_deletes_the_leases_keys_in_one_unit_and_spares_keys_moved_or_d
     assert_eq!(status, 200, "{revoked}");
     assert_eq!(
         (&revoked["id"], &revoked["deleted"]),
-        (&json!(doomed), &json!(2)),
+        (&json!(doomed), &json!(3)),
         "{revoked}"
     );
     let revision = revoked["revision"].as_u64().unwrap();
 
-    for key in ["rv/a", "rv/b"] {
+    for key in ["rv/a", "rv/b", "topics/rvt"] {
         let (status, _) = call(&server, "GET", &format!("/v1/kv/{key}"), None).await;
         assert_eq!(status, 404, "{key} went with its lease");
     }
@@ -261,7 +270,7 @@ async fn a_revoke_deletes_the_leases_keys_in_one_unit_and_spares_keys_moved_or_d
     let (status, page) = call(
         &server,
         "GET",
-        &format!("/v1/changes?prefix=rv/&from={before}&limit=1"),
+        &format!("/v1/changes?from={before}&limit=1"),
         None,
     )
     .await;
@@ -271,7 +280,7 @@ async fn a_revoke_deletes_the_leases_keys_in_one_unit_and_spares_keys_moved_or_d
         .iter()
         .map(|record| record["key"].as_str().unwrap())
         .collect();
-    assert_eq!(keys, ["rv/a", "rv/b"], "{page}");
+    assert_eq!(keys, ["rv/a", "rv/b", "topics/rvt"], "{page}");
     for record in records {
         assert_eq!(
             (&record["deleted"], &record["revision"]),

@@ -112,7 +112,7 @@ fn live_ids(cluster: &TestCluster, except: &[u64]) -> Vec<u64> {
 const MANY_LEASES: u64 = 1_000;
 const MANY_TTL: Duration = Duration::from_secs(10);
 /// Tasks that grant the leases and keep them alive, each its share.
-const KEEPERS: u64 = 25;
+const KEEPERS: u64 = 50;
 /// `--lease-expiries-per-sec`'s default.
 const EXPIRY_RATE: u64 = 1_000;
 
@@ -214,10 +214,18 @@ async fn a_leader_killed_while_1000_leases_are_kept_alive_loses_none_and_they_ex
         failures.lock().unwrap()
     );
     let bound = MANY_TTL + EXPIRY_SLACK + Duration::from_millis(1_000 * MANY_LEASES / EXPIRY_RATE);
+    eprintln!(
+        "{MANY_LEASES} leases kept alive through the failover; the last keep-alive {:?} after the election",
+        last_ack - elected
+    );
     for id in live_ids(&cluster, &[]) {
         loop {
             let left = cluster.keys(id, "many/").await.len();
             if left == 0 {
+                eprintln!(
+                    "node {id}: all keys gone {:?} after the last keep-alive",
+                    last_ack.elapsed()
+                );
                 break;
             }
             assert!(
@@ -300,6 +308,10 @@ async fn a_lease_kept_alive_just_before_the_leader_dies_lives_its_ttl_and_at_mos
     }
     let failover = failover.await.expect("the failover is measured");
     let bound = TTL + failover + EXPIRY_SLACK;
+    eprintln!(
+        "failover {failover:?}; the key went {:?} after the last keep-alive",
+        gone_at.values().map(|at| *at - acked).collect::<Vec<_>>()
+    );
     for (url, at) in gone_at {
         assert!(
             at >= sent + TTL,
