@@ -467,6 +467,8 @@ async fn a_lease_and_its_key_survive_a_restart_and_still_expire_after_it() {
     let id = grant(server.client(), &server.base_url(), TTL.as_secs()).await;
     put_with_lease(&server, "rs/k", json!("kept"), id).await;
 
+    server.stop().await;
+    let spawned = Instant::now();
     server.restart().await;
     let restarted = Instant::now();
     // The node keeps deadlines once it leads again: until then lease
@@ -495,10 +497,15 @@ async fn a_lease_and_its_key_survive_a_restart_and_still_expire_after_it() {
         "{entry}"
     );
 
-    // No keep-alive since the restart: the lease ends a TTL after the node
-    // began keeping it.
+    // No keep-alive since the restart: the lease ends a whole TTL after
+    // the node began keeping it, which it did after it was spawned.
     let election = leading_at - restarted;
-    wait_gone(&server, "rs/k", restarted + TTL + election + EXPIRY_SLACK).await;
+    let gone_at = wait_gone(&server, "rs/k", restarted + TTL + election + EXPIRY_SLACK).await;
+    assert!(
+        gone_at >= spawned + TTL,
+        "the key went {:?} after the node was started again, before a whole TTL",
+        gone_at - spawned
+    );
     let (status, _) = call(&server, "GET", &format!("/v1/leases/{id}"), None).await;
     assert_eq!(status, 404);
 }
