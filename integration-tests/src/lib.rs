@@ -16,6 +16,8 @@
 //!   has registered.
 //! * [`raw_http`] streams uploads larger than memory by hand, for the
 //!   limit tests, and reads the answer while the body is still being sent.
+//! * [`leases`] grants and keeps alive leases over raw HTTP, and reads a
+//!   node's keys and leases whole, to compare two views.
 //! * [`kvctl`] runs the `kvctl` binary as a child process with a time limit.
 //! * [`faults`] has faulty nodes for failover tests: a closed port, a node
 //!   that answers one fixed error, a proxy that loses a write's answer.
@@ -47,6 +49,7 @@ pub mod bench;
 pub mod cluster;
 pub mod faults;
 pub mod kvctl;
+pub mod leases;
 pub mod load;
 mod metrics;
 pub mod raw_http;
