@@ -24,7 +24,12 @@ fn client_of(urls: impl IntoIterator<Item = String>) -> Client {
 }
 
 /// Checks for `period` that `key` exists and `kept` is alive, every poll.
-async fn assert_alive_for(client: &Client, kept: &kv_client::KeepAlive, key: &str, period: Duration) {
+async fn assert_alive_for(
+    client: &Client,
+    kept: &kv_client::KeepAlive,
+    key: &str,
+    period: Duration,
+) {
     let until = Instant::now() + period;
     while Instant::now() < until {
         assert!(
@@ -34,7 +39,11 @@ async fn assert_alive_for(client: &Client, kept: &kv_client::KeepAlive, key: &st
             kept.status()
         );
         let entry = client.get(key).await.expect("the cluster answers");
-        assert_eq!(entry.and_then(|entry| entry.lease), Some(kept.id()), "{key}");
+        assert_eq!(
+            entry.and_then(|entry| entry.lease),
+            Some(kept.id()),
+            "{key}"
+        );
         tokio::time::sleep(POLL).await;
     }
 }
@@ -47,7 +56,11 @@ async fn a_key_put_with_a_lease_is_attached_and_listed_in_the_leases_info() {
     let lease = client.grant_lease(30).await.unwrap();
     assert_eq!(lease.ttl_s, 30);
     let written = client
-        .put_with("brokers/b1", &"10.0.0.7:10911", WriteOptions::new().lease(lease.id))
+        .put_with(
+            "brokers/b1",
+            &"10.0.0.7:10911",
+            WriteOptions::new().lease(lease.id),
+        )
         .await
         .unwrap();
     assert!(written.created);
@@ -66,7 +79,10 @@ async fn a_key_put_with_a_lease_is_attached_and_listed_in_the_leases_info() {
     assert_eq!(info.ttl_s, 30);
     assert!((1..=30).contains(&info.remaining_ttl_s), "{info:?}");
     let listed = client.leases().await.unwrap();
-    assert_eq!(listed.iter().map(|lease| lease.id).collect::<Vec<_>>(), [lease.id]);
+    assert_eq!(
+        listed.iter().map(|lease| lease.id).collect::<Vec<_>>(),
+        [lease.id]
+    );
 
     let renewed = client.keep_alive_once(lease.id).await.unwrap();
     assert_eq!((renewed.id, renewed.ttl_s), (lease.id, 30));
@@ -99,7 +115,11 @@ async fn revoking_a_lease_deletes_its_keys_and_the_lease_is_then_not_found() {
     let gone = client.keep_alive_once(lease.id).await.unwrap_err();
     assert!(gone.is_not_found(), "{gone}");
     let gone = client.revoke_lease(lease.id).await.unwrap_err();
-    assert_eq!(gone.code(), Some(kv_client::ErrorCode::LeaseNotFound), "{gone}");
+    assert_eq!(
+        gone.code(),
+        Some(kv_client::ErrorCode::LeaseNotFound),
+        "{gone}"
+    );
     let refused = client
         .put_with("sessions/c", &true, WriteOptions::new().lease(lease.id))
         .await
@@ -128,7 +148,10 @@ async fn a_kept_alive_lease_outlives_its_ttl_and_ends_within_a_ttl_once_the_hand
     let dropped = Instant::now();
     let limit = TTL + Duration::from_secs(1);
     while client.get("workers/w1").await.unwrap().is_some() {
-        assert!(dropped.elapsed() < limit, "the key outlived the dropped handle by {limit:?}");
+        assert!(
+            dropped.elapsed() < limit,
+            "the key outlived the dropped handle by {limit:?}"
+        );
         tokio::time::sleep(POLL).await;
     }
     assert_eq!(client.lease(id).await.unwrap(), None);
@@ -161,7 +184,11 @@ async fn a_kept_alive_lease_survives_a_leader_kill() {
     cluster.node_mut(leader).kill9().await;
 
     assert_alive_for(&client, &kept, "brokers/b1", 2 * TTL).await;
-    let info = client.lease(kept.id()).await.unwrap().expect("the lease lives");
+    let info = client
+        .lease(kept.id())
+        .await
+        .unwrap()
+        .expect("the lease lives");
     assert_eq!(info.keys, ["brokers/b1"]);
 
     let revoked = kept.revoke().await.unwrap();
@@ -174,31 +201,70 @@ async fn kvctl_grants_keeps_alive_shows_lists_and_revokes_leases() {
     let server = TestServer::start().await;
     let url = server.url("");
 
-    let granted = kvctl(&url, &["-o", "json", "lease", "grant", "30"]).await.success().json();
+    let granted = kvctl(&url, &["-o", "json", "lease", "grant", "30"])
+        .await
+        .success()
+        .json();
     let id = granted["id"].as_u64().expect("a lease id");
     assert_eq!(granted["ttl_s"], 30);
     let id_text = id.to_string();
     let id = id_text.as_str();
 
-    let put = kvctl(&url, &["put", "--lease", id, "brokers/b1", r#""up""#]).await.success();
-    assert!(put.stdout.starts_with("created \"brokers/b1\""), "{}", put.stdout);
+    let put = kvctl(&url, &["put", "--lease", id, "brokers/b1", r#""up""#])
+        .await
+        .success();
+    assert!(
+        put.stdout.starts_with("created \"brokers/b1\""),
+        "{}",
+        put.stdout
+    );
 
     let shown = kvctl(&url, &["lease", "get", id]).await.success();
     assert!(shown.stdout.contains("brokers/b1"), "{}", shown.stdout);
-    assert!(shown.stdout.contains("remaining_ttl_s:"), "{}", shown.stdout);
-    let shown = kvctl(&url, &["-o", "json", "lease", "get", id]).await.success().json();
+    assert!(
+        shown.stdout.contains("remaining_ttl_s:"),
+        "{}",
+        shown.stdout
+    );
+    let shown = kvctl(&url, &["-o", "json", "lease", "get", id])
+        .await
+        .success()
+        .json();
     assert_eq!(shown["keys"], serde_json::json!(["brokers/b1"]));
 
-    let renewed = kvctl(&url, &["lease", "keepalive", id, "--once"]).await.success();
-    assert!(renewed.stdout.contains(&format!("lease {id} kept alive")), "{}", renewed.stdout);
+    let renewed = kvctl(&url, &["lease", "keepalive", id, "--once"])
+        .await
+        .success();
+    assert!(
+        renewed.stdout.contains(&format!("lease {id} kept alive")),
+        "{}",
+        renewed.stdout
+    );
 
     let listed = kvctl(&url, &["lease", "list"]).await.success();
-    assert!(listed.stdout.contains("REMAINING_TTL_S"), "{}", listed.stdout);
-    assert!(listed.stdout.lines().any(|line| line.starts_with(id)), "{}", listed.stdout);
-    let listed = kvctl(&url, &["-o", "json", "lease", "list"]).await.success().json();
-    assert_eq!(listed[0]["id"].as_u64(), Some(granted["id"].as_u64().unwrap()));
+    assert!(
+        listed.stdout.contains("REMAINING_TTL_S"),
+        "{}",
+        listed.stdout
+    );
+    assert!(
+        listed.stdout.lines().any(|line| line.starts_with(id)),
+        "{}",
+        listed.stdout
+    );
+    let listed = kvctl(&url, &["-o", "json", "lease", "list"])
+        .await
+        .success()
+        .json();
+    assert_eq!(
+        listed[0]["id"].as_u64(),
+        Some(granted["id"].as_u64().unwrap())
+    );
 
-    let revoked = kvctl(&url, &["-o", "json", "lease", "revoke", id]).await.success().json();
+    let revoked = kvctl(&url, &["-o", "json", "lease", "revoke", id])
+        .await
+        .success()
+        .json();
     assert_eq!(revoked["deleted"], 1);
 
     for args in [
@@ -209,7 +275,11 @@ async fn kvctl_grants_keeps_alive_shows_lists_and_revokes_leases() {
         vec!["put", "--lease", id, "brokers/b1", "1"],
     ] {
         let missing = kvctl(&url, &args).await.expect_code(1);
-        assert!(missing.stderr.contains("lease_not_found"), "{args:?}: {}", missing.stderr);
+        assert!(
+            missing.stderr.contains("lease_not_found"),
+            "{args:?}: {}",
+            missing.stderr
+        );
     }
     kvctl(&url, &["lease", "grant", "1"]).await.expect_code(2);
 }
@@ -231,7 +301,11 @@ async fn kvctl_keepalive_prints_each_renewal_and_fails_once_the_lease_is_gone() 
     };
     let (kept, ()) = tokio::join!(keeping, revoking);
     let kept = kept.expect_code(1);
-    let renewals = kept.stdout.lines().filter(|line| line.contains("kept alive")).count();
+    let renewals = kept
+        .stdout
+        .lines()
+        .filter(|line| line.contains("kept alive"))
+        .count();
     assert!(renewals >= 2, "{}", kept.stdout);
     assert!(kept.stderr.contains("lease_not_found"), "{}", kept.stderr);
 }

@@ -45,7 +45,9 @@ pub enum LeaseLost {
     },
     /// No keep-alive succeeded for a whole TTL: the cluster was out of
     /// reach, so the lease has expired or is about to.
-    #[error("lease {id}: no keep-alive succeeded within its TTL of {ttl_s} s; last error: {last_error}")]
+    #[error(
+        "lease {id}: no keep-alive succeeded within its TTL of {ttl_s} s; last error: {last_error}"
+    )]
     TimedOut {
         /// The lease.
         id: LeaseId,
@@ -246,7 +248,10 @@ async fn keep(
         tokio::time::sleep_until(next).await;
         let expires = renewed_at + ttl;
         let sent = Instant::now();
-        let Some(left) = expires.checked_duration_since(sent).filter(|left| !left.is_zero()) else {
+        let Some(left) = expires
+            .checked_duration_since(sent)
+            .filter(|left| !left.is_zero())
+        else {
             break LeaseLost::TimedOut {
                 id: lease.id,
                 ttl_s: lease.ttl_s,

@@ -148,6 +148,9 @@ mod tests {
 
     #[test]
     fn lease_paths_name_the_id() {
-        assert_eq!(lease_segments(7, &["keepalive"]), ["v1", "leases", "7", "keepalive"]);
+        assert_eq!(
+            lease_segments(7, &["keepalive"]),
+            ["v1", "leases", "7", "keepalive"]
+        );
     }
 }

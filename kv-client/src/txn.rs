@@ -202,7 +202,11 @@ impl TxnOp {
             what: "value",
             message: format!("the value does not serialize to JSON: {error}"),
         })?;
-        Ok(TxnOp(schemas::api::TxnOp::Put(TxnPut { key, value, lease })))
+        Ok(TxnOp(schemas::api::TxnOp::Put(TxnPut {
+            key,
+            value,
+            lease,
+        })))
     }
 
     /// Deletes `key` (nothing happens if it does not exist).

@@ -12,14 +12,20 @@ pub async fn run(client: &Client, printer: &Printer, command: LeaseCommand) -> R
             if printer.is_json() {
                 return printer.json(&lease);
             }
-            printer.line(format!("granted lease {} (TTL {} s)", lease.id, lease.ttl_s))
+            printer.line(format!(
+                "granted lease {} (TTL {} s)",
+                lease.id, lease.ttl_s
+            ))
         }
         LeaseCommand::Keepalive { id, once: true } => {
             let renewed = client.keep_alive_once(id).await?;
             if printer.is_json() {
                 return printer.json(&renewed);
             }
-            printer.line(format!("lease {} kept alive (TTL {} s)", renewed.id, renewed.ttl_s))
+            printer.line(format!(
+                "lease {} kept alive (TTL {} s)",
+                renewed.id, renewed.ttl_s
+            ))
         }
         LeaseCommand::Keepalive { id, once: false } => keep_alive(client, printer, id).await,
         LeaseCommand::Revoke { id } => {
