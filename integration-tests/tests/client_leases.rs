@@ -171,6 +171,28 @@ async fn a_revoked_kept_alive_lease_is_reported_lost() {
 }
 
 #[tokio::test]
+async fn a_lease_kept_alive_with_no_node_in_reach_is_lost_once_its_ttl_ran_out() {
+    let client = client_of([integration_tests::closed_port_url()]);
+    let started = Instant::now();
+    let kept = client.keep_alive(kv_client::Lease {
+        id: 7,
+        ttl_s: TTL_S,
+    });
+    let lost = tokio::time::timeout(TTL + Duration::from_secs(1), kept.lost())
+        .await
+        .expect("the loss is reported once the TTL ran out");
+    assert!(
+        started.elapsed() >= TTL,
+        "lost after only {:?}",
+        started.elapsed()
+    );
+    assert!(
+        matches!(lost, kv_client::LeaseLost::TimedOut { id: 7, .. }),
+        "{lost:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_kept_alive_lease_survives_a_leader_kill() {
     let mut cluster = TestCluster::start(3, &[]).await;
     let client = client_of(cluster.urls());
