@@ -226,7 +226,8 @@ impl Error {
         self.code() == Some(ErrorCode::PreconditionFailed)
     }
 
-    /// Whether the thing asked for does not exist (a key, topic or group).
+    /// Whether the thing asked for does not exist (a key, topic, group or
+    /// lease).
     ///
     /// ```
     /// # async fn example(client: kv_client::Client) {
@@ -238,7 +239,10 @@ impl Error {
         matches!(
             self.code(),
             Some(
-                ErrorCode::KeyNotFound | ErrorCode::TopicNotFound | ErrorCode::SubscriptionNotFound
+                ErrorCode::KeyNotFound
+                    | ErrorCode::TopicNotFound
+                    | ErrorCode::SubscriptionNotFound
+                    | ErrorCode::LeaseNotFound
             )
         )
     }

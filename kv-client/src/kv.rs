@@ -9,7 +9,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use schemas::api::header::REVISION;
-use schemas::api::{ErrorCode, KeyList, KeyValue, WriteResult};
+use schemas::api::{ErrorCode, KeyList, KeyValue, LeaseId, WriteResult};
 
 use crate::client::Client;
 use crate::error::{Error, Result};
@@ -79,7 +79,7 @@ impl Condition {
     }
 }
 
-/// A write's condition and idempotency key.
+/// A write's condition, idempotency key and lease.
 ///
 /// ```
 /// use kv_client::{Condition, WriteOptions};
@@ -97,10 +97,13 @@ pub struct WriteOptions {
     pub condition: Condition,
     /// The write's idempotency key; a fresh one per call when `None`.
     pub idempotency_key: Option<Uuid>,
+    /// The lease the key is attached to (`?lease=`): the key is deleted
+    /// when the lease ends. `None` detaches the key from any lease.
+    pub lease: Option<LeaseId>,
 }
 
 impl WriteOptions {
-    /// No condition, a fresh idempotency key.
+    /// No condition, a fresh idempotency key, no lease.
     ///
     /// ```
     /// assert_eq!(kv_client::WriteOptions::new(), kv_client::WriteOptions::default());
@@ -132,8 +135,23 @@ impl WriteOptions {
         self
     }
 
+    /// Attaches the key to a lease (see [`Client::grant_lease`]): it is
+    /// deleted when the lease is revoked or expires.
+    ///
+    /// ```
+    /// let options = kv_client::WriteOptions::new().lease(42);
+    /// assert_eq!(options.lease, Some(42));
+    /// ```
+    pub fn lease(mut self, lease: LeaseId) -> WriteOptions {
+        self.lease = Some(lease);
+        self
+    }
+
     /// Applies the options to a write request.
     pub(crate) fn apply(&self, mut request: Request) -> Request {
+        if let Some(lease) = self.lease {
+            request = request.query("lease", lease);
+        }
         if let Some((name, value)) = self.condition.header() {
             request = request.header(name, value);
         }

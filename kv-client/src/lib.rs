@@ -14,6 +14,10 @@
 //! * [`Client::txn`]: a multi-key transaction ([`Txn`]) of [`Compare`]s
 //!   and two branches of [`TxnOp`]s, applied as one write with one
 //!   revision, once however often the call retries.
+//! * Leases: [`Client::grant_lease`], keys attached with
+//!   [`WriteOptions::lease`], [`Client::keep_alive`] (a background task
+//!   behind a [`KeepAlive`] handle that says when the lease is lost),
+//!   [`Client::revoke_lease`], [`Client::lease`], [`Client::leases`].
 //! * RocketMQ metadata, typed with the `schemas` crate: topics
 //!   ([`Client::put_topic`], …) and subscription groups
 //!   ([`Client::put_subscription`], …).
@@ -63,7 +67,9 @@ mod acl;
 mod client;
 mod cluster;
 mod error;
+mod keep_alive;
 mod kv;
+mod lease;
 mod metadata;
 mod replay;
 mod request;
@@ -77,6 +83,7 @@ pub use client::{
     DEFAULT_DEADLINE, DEFAULT_MAX_ATTEMPTS, DEFAULT_REQUEST_TIMEOUT,
 };
 pub use error::{ApiError, Error, Result};
+pub use keep_alive::{KeepAlive, KeepAliveStatus, LeaseLost};
 pub use kv::{Condition, Consistency, ListPage, WriteOptions};
 pub use metadata::{MetadataOptions, Versioned};
 pub use replay::{Record, Replay};
@@ -87,6 +94,10 @@ pub use schemas::api::{
 };
 pub use schemas::api::{
     CompareOp, CompareTarget, KeyOrPrefix, TxnOpResult, TxnRequest, TxnResponse,
+};
+pub use schemas::api::{
+    Lease, LeaseId, LeaseInfo, LeaseKeepAlive, LeaseRevoked, LeaseSummary, MAX_LEASE_TTL_S,
+    MIN_LEASE_TTL_S,
 };
 pub use txn::{Compare, Txn, TxnOp};
 pub use watch::{Watch, WatchEvent, DEFAULT_MAX_FAILURES, DEFAULT_POLL_WAIT};

@@ -3,7 +3,7 @@
 
 use futures::stream::BoxStream;
 use reqwest::{Method, StatusCode};
-use schemas::api::{MetadataKind, WriteResult};
+use schemas::api::{LeaseId, MetadataKind, WriteResult};
 use schemas::{SubscriptionGroupConfig, TopicConfig};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -50,6 +50,9 @@ pub struct MetadataOptions {
     pub idempotency_key: Option<Uuid>,
     /// Accept reserved system names (`TBW102`, `TOOLS_CONSUMER`, …).
     pub allow_system: bool,
+    /// The lease the config is attached to (`?lease=`): it is deleted when
+    /// the lease ends. `None` detaches it from any lease.
+    pub lease: Option<LeaseId>,
 }
 
 impl MetadataOptions {
@@ -91,6 +94,16 @@ impl MetadataOptions {
     /// ```
     pub fn allow_system(mut self, allowed: bool) -> MetadataOptions {
         self.allow_system = allowed;
+        self
+    }
+
+    /// Attaches the config to a lease: it is deleted when the lease ends.
+    ///
+    /// ```
+    /// assert_eq!(kv_client::MetadataOptions::new().lease(42).lease, Some(42));
+    /// ```
+    pub fn lease(mut self, lease: LeaseId) -> MetadataOptions {
+        self.lease = Some(lease);
         self
     }
 }
@@ -137,6 +150,9 @@ impl Client {
             .json(to_json(config)?);
         if options.allow_system {
             request = request.query("system", "true");
+        }
+        if let Some(lease) = options.lease {
+            request = request.query("lease", lease);
         }
         if let Some((name, value)) = options.condition.header() {
             request = request.header(name, value);

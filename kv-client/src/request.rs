@@ -29,6 +29,17 @@ pub(crate) struct Request {
     pub(crate) extra_time: Duration,
     /// The body is a stream read later: the timeout covers the head only.
     pub(crate) streaming: bool,
+    /// Overrides the client's per-attempt timeout and call deadline, for
+    /// calls whose answer is worthless after a time of their own (a
+    /// lease's keep-alive).
+    pub(crate) limits: Option<CallLimits>,
+}
+
+/// A call's own per-attempt timeout and deadline.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CallLimits {
+    pub(crate) attempt_timeout: Duration,
+    pub(crate) deadline: Duration,
 }
 
 impl Request {
@@ -46,6 +57,7 @@ impl Request {
             idempotency_key: None,
             extra_time: Duration::ZERO,
             streaming: false,
+            limits: None,
         }
     }
 

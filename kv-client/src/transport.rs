@@ -123,7 +123,14 @@ impl Client {
         let options = &inner.options;
         let description = request.describe();
         let started = Instant::now();
-        let deadline = started + options.deadline + request.extra_time;
+        let (attempt_timeout, call_deadline) = match request.limits {
+            Some(limits) => (limits.attempt_timeout, limits.deadline),
+            None => (
+                options.request_timeout + request.extra_time,
+                options.deadline + request.extra_time,
+            ),
+        };
+        let deadline = started + call_deadline;
         let count = inner.endpoints.len();
         if request.idempotency_key.is_some() && !inner.leader_checked.load(Ordering::Relaxed) {
             self.locate_leader().await;
@@ -136,7 +143,7 @@ impl Client {
             attempts += 1;
             let endpoint = &inner.endpoints[index];
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let timeout = (options.request_timeout + request.extra_time).min(remaining);
+            let timeout = attempt_timeout.min(remaining);
             let outcome = match self.send_once(request, endpoint, timeout).await {
                 Ok(response) if is_unavailable(response.status()) => {
                     let retry_after = retry_after(response.headers());

@@ -11,7 +11,9 @@ use reqwest::Method;
 use serde::Serialize;
 use uuid::Uuid;
 
-use schemas::api::{CompareOp, CompareTarget, KeyOrPrefix, TxnPut, TxnRequest, TxnResponse};
+use schemas::api::{
+    CompareOp, CompareTarget, KeyOrPrefix, LeaseId, TxnPut, TxnRequest, TxnResponse,
+};
 
 use crate::client::Client;
 use crate::error::{Error, Result};
@@ -99,6 +101,16 @@ impl Compare {
         Compare::new(key, CompareTarget::ModRevision, op, revision.into())
     }
 
+    /// Compares the lease the key is attached to (0: none, also when missing).
+    ///
+    /// ```
+    /// let still_mine = kv_client::Compare::lease("brokers/b1", kv_client::CompareOp::Equal, 42);
+    /// # let _ = still_mine;
+    /// ```
+    pub fn lease(key: impl Into<String>, op: CompareOp, lease: LeaseId) -> Compare {
+        Compare::new(key, CompareTarget::Lease, op, lease.into())
+    }
+
     /// Holds when the key exists.
     ///
     /// ```
@@ -163,14 +175,37 @@ impl TxnOp {
     /// # let _ = op;
     /// ```
     pub fn put<V: Serialize + ?Sized>(key: impl Into<String>, value: &V) -> Result<TxnOp> {
+        TxnOp::put_on(key.into(), value, None)
+    }
+
+    /// Writes `value` to `key` and attaches the key to `lease`: it is
+    /// deleted when the lease ends. (A plain [`TxnOp::put`] detaches it.)
+    ///
+    /// ```
+    /// let op = kv_client::TxnOp::put_with_lease("brokers/b1", &"10.0.0.7:10911", 42).unwrap();
+    /// # let _ = op;
+    /// ```
+    pub fn put_with_lease<V: Serialize + ?Sized>(
+        key: impl Into<String>,
+        value: &V,
+        lease: LeaseId,
+    ) -> Result<TxnOp> {
+        TxnOp::put_on(key.into(), value, Some(lease))
+    }
+
+    fn put_on<V: Serialize + ?Sized>(
+        key: String,
+        value: &V,
+        lease: Option<LeaseId>,
+    ) -> Result<TxnOp> {
         let value = serde_json::to_value(value).map_err(|error| Error::Invalid {
             what: "value",
             message: format!("the value does not serialize to JSON: {error}"),
         })?;
         Ok(TxnOp(schemas::api::TxnOp::Put(TxnPut {
-            key: key.into(),
+            key,
             value,
-            lease: None,
+            lease,
         })))
     }
 
@@ -395,6 +430,7 @@ mod tests {
             ])
             .and_then(TxnOp::put("a", &json!(1)).unwrap())
             .and_then([TxnOp::delete("b"), TxnOp::get_prefix("c/")])
+            .and_then(TxnOp::put_with_lease("d", &json!(2), 7).unwrap())
             .or_else(TxnOp::get("a"));
         assert_eq!(
             serde_json::to_value(txn.request()).unwrap(),
@@ -408,6 +444,7 @@ mod tests {
                     {"put": {"key": "a", "value": 1}},
                     {"delete": {"key": "b"}},
                     {"get": {"prefix": "c/"}},
+                    {"put": {"key": "d", "value": 2, "lease": 7}},
                 ],
                 "failure": [{"get": {"key": "a"}}],
             })

@@ -105,6 +105,10 @@ pub enum Command {
         /// Write only if the key's mod_revision is REV.
         #[arg(long, value_name = "REV")]
         if_revision: Option<u64>,
+        /// Attach the key to lease ID: it is deleted when the lease ends.
+        /// Without it, the key is detached from any lease.
+        #[arg(long, value_name = "ID")]
+        lease: Option<u64>,
     },
     /// Delete a key.
     Del {
@@ -193,6 +197,9 @@ pub enum Command {
         /// The directory (created if missing; files in it are replaced).
         dir: PathBuf,
     },
+    /// Leases: keys attached to one are deleted when it ends.
+    #[command(subcommand)]
+    Lease(LeaseCommand),
     /// The cluster's members and state.
     #[command(subcommand)]
     Cluster(ClusterCommand),
@@ -318,6 +325,37 @@ pub struct CreateFlags {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum LeaseCommand {
+    /// Grant a lease that lives TTL seconds without a keep-alive (5 to 86400).
+    Grant {
+        /// The TTL in seconds (like 30, 30s, 5m).
+        #[arg(value_parser = parse_whole_seconds)]
+        ttl: u64,
+    },
+    /// Keep lease ID alive: renew it every third of its TTL until Ctrl-C
+    /// or until it is lost, printing each renewal.
+    Keepalive {
+        /// The lease's id.
+        id: u64,
+        /// Send one keep-alive and exit.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Revoke lease ID: it and every key attached to it are deleted.
+    Revoke {
+        /// The lease's id.
+        id: u64,
+    },
+    /// Show lease ID: its TTL, the time it has left, and its keys.
+    Get {
+        /// The lease's id.
+        id: u64,
+    },
+    /// List every lease with its TTL and the time it has left.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
     /// Leader, term, indexes and members.
     Status,
@@ -359,6 +397,15 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("{raw:?} is too long"))
 }
 
+/// A duration as [`parse_duration`] reads it, in whole seconds.
+fn parse_whole_seconds(raw: &str) -> Result<u64, String> {
+    let duration = parse_duration(raw)?;
+    if duration.subsec_nanos() != 0 {
+        return Err(format!("{raw:?} is not a whole number of seconds"));
+    }
+    Ok(duration.as_secs())
+}
+
 fn parse_attribute(raw: &str) -> Result<(String, String), String> {
     match raw.split_once('=') {
         Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
@@ -377,6 +424,8 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
         assert!(parse_duration("soon").is_err());
+        assert_eq!(parse_whole_seconds("2m"), Ok(120));
+        assert!(parse_whole_seconds("1500ms").is_err());
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::io::Read;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kv_client::{Client, Condition, Consistency, Watch, WatchEvent, WriteOptions, WriteResult};
+use kv_client::{Client, Consistency, Watch, WatchEvent, WriteOptions, WriteResult};
 use serde_json::{json, Value};
 
 use crate::output::{compact, Failure, Printer};
@@ -50,13 +50,17 @@ pub async fn get(
     if printer.is_json() {
         return printer.json(&entry);
     }
-    printer.fields(vec![
+    let mut fields = vec![
         ("key", entry.key.clone()),
         ("value", entry.value.to_string()),
         ("version", entry.version.to_string()),
         ("mod_revision", entry.mod_revision.to_string()),
         ("create_revision", entry.create_revision.to_string()),
-    ])
+    ];
+    if let Some(lease) = entry.lease {
+        fields.push(("lease", lease.to_string()));
+    }
+    printer.fields(fields)
 }
 
 pub async fn put(
@@ -64,9 +68,8 @@ pub async fn put(
     printer: &Printer,
     key: &str,
     value: &Value,
-    condition: Condition,
+    options: WriteOptions,
 ) -> Result<(), Failure> {
-    let options = WriteOptions::new().condition(condition);
     let written = client.put_with(key, value, options).await?;
     show_write(
         printer,

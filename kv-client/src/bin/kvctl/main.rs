@@ -1,7 +1,7 @@
 //! `kvctl`: the command-line tool of openmessaging-kv.
 //!
 //! Raw keys (`get`, `put`, `del`, `ls`, `watch`, `cas`), transactions
-//! (`txn`), RocketMQ topics
+//! (`txn`), leases (`lease …`), RocketMQ topics
 //! and groups (`topic …`, `group …`), replay of the compacted topic,
 //! import and export of a broker's own metadata files, and the cluster.
 //! Every command is a thin layer over `kv_client::Client`; one module per
@@ -14,6 +14,7 @@ mod acl;
 mod cli;
 mod cluster;
 mod keys;
+mod lease;
 mod metadata;
 mod output;
 mod progress;
@@ -76,6 +77,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             string,
             create,
             if_revision,
+            lease,
         } => {
             let value = keys::parse_value(&value, string)?;
             let condition = match (create, if_revision) {
@@ -83,7 +85,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 (false, Some(revision)) => kv_client::Condition::ModRevision(revision),
                 (false, None) => kv_client::Condition::Always,
             };
-            keys::put(&client, &printer, &key, &value, condition).await
+            let mut options = kv_client::WriteOptions::new().condition(condition);
+            if let Some(lease) = lease {
+                options = options.lease(lease);
+            }
+            keys::put(&client, &printer, &key, &value, options).await
         }
         Command::Del { key, if_revision } => {
             keys::delete(&client, &printer, &key, if_revision).await
@@ -122,7 +128,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 0 => kv_client::Condition::Absent,
                 revision => kv_client::Condition::ModRevision(revision),
             };
-            keys::put(&client, &printer, &key, &value, condition).await
+            let options = kv_client::WriteOptions::new().condition(condition);
+            keys::put(&client, &printer, &key, &value, options).await
         }
         Command::Txn { file } => txn::run(&client, &printer, &file).await,
         Command::Topic(command) => metadata::topic(&client, &printer, command).await,
@@ -133,6 +140,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             subscription_groups,
         } => rocketmq::import(&client, &printer, &topics, &subscription_groups).await,
         Command::ExportRocketmq { dir } => rocketmq::export(&client, &printer, &dir).await,
+        Command::Lease(command) => lease::run(&client, &printer, command).await,
         Command::Cluster(command) => cluster::run(&client, &printer, command).await,
         Command::Acl(command) => acl::run(&client, &printer, command).await,
     }
