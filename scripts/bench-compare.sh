@@ -132,7 +132,9 @@ stop() {
 used_ports=" "
 free_port() {
     while true; do
-        port=$((20000 + RANDOM % 30000))
+        # Below the ephemeral range (32768 and up by default), where the
+        # client sockets of earlier cells may still hold a port.
+        port=$((12000 + RANDOM % 20000))
         [[ $used_ports == *" $port "* ]] && continue
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
             used_ports+="$port "
@@ -207,8 +209,9 @@ start_kv() {
     kv_endpoints=""
     kv_data_dirs=()
     for ((i = 1; i <= count; i++)); do
-        local args=(--node-id "$i" --listen "127.0.0.1:${ports[i - 1]}"
-            --peer-listen "127.0.0.1:${peer_ports[i - 1]}" --data-dir "$work/$name$i")
+        local args=(--node-id "$i" --listen "127.0.0.1:${ports[i - 1]}" --data-dir "$work/$name$i")
+        # A baseline build from before the peer port takes no --peer-listen.
+        ((${kv_peer_port:-1})) && args+=(--peer-listen "127.0.0.1:${peer_ports[i - 1]}")
         ((count > 1)) && args+=(--peers "$peers")
         start "$work/$name$i.log" env NO_COLOR=1 "$kv_server" "${args[@]}" "$@"
         kv_pids+=("$started")
@@ -409,7 +412,7 @@ if start_kv kv3n 3; then
     stop "${etcd_pids[@]}" "${three_kv_pids[@]}"
 else
     stop "${kv_pids[@]}"
-    three_node_note="skipped: kv-server refused --peers"
+    three_node_note="skipped: the three kv-server nodes did not start: $(tail -1 "$work/kv3n3.log")"
     say "$three_node_note"
     row "three-node cells" 3 - "$three_node_note" - - - - -
 fi
@@ -495,13 +498,18 @@ if [[ -n ${KV_SERVER_BASELINE_BIN:-} ]]; then
     say "put: this build against $baseline_name, one node each, side by side"
     current_server=$kv_server
     kv_server=$KV_SERVER_BASELINE_BIN
+    # Builds from before the peer port have no --peer-listen.
+    kv_peer_port=1
+    "$kv_server" --help 2>/dev/null | grep -q -- --peer-listen || kv_peer_port=0
     if ! start_kv kvbaseline 1; then
-        baseline_note="skipped: the baseline build did not start"
+        baseline_note="skipped: the baseline build did not start: $(tail -2 "$work/kvbaseline1.log")"
         kv_server=$current_server
+        kv_peer_port=1
     else
         baseline_pids=("${kv_pids[@]}")
         baseline_kv=$kv_endpoints
         kv_server=$current_server
+        kv_peer_port=1
         if ! start_kv kvcurrent 1; then
             baseline_note="skipped: this build did not start"
         else
