@@ -327,8 +327,8 @@ async fn a_put_with_a_missing_lease_is_refused_and_writes_nothing() {
     for (path, body, read_back) in cases {
         let (status, refused) = call(&server, "PUT", path, Some(body)).await;
         assert_eq!(
-            (status, error_of(&refused).0),
-            (404, "lease_not_found"),
+            (status, error_of(&refused)),
+            (404, ("lease_not_found", Some("lease"))),
             "PUT {path}: {refused}"
         );
         let (status, _) = call(&server, "GET", read_back, None).await;

@@ -47,6 +47,7 @@ async fn txn(
     let request = parse_txn(&body)?;
     request.validate()?;
     let txn = to_txn(&state, request)?;
+    let leases = lease_fields(&txn);
     let command = Command {
         timestamp_ms: crate::clock::now_ms(),
         idempotency_key: idempotency_key(&headers)?,
@@ -54,7 +55,13 @@ async fn txn(
     };
     let outcome = match propose(&state, command).await? {
         CommandResult::Txn(outcome) => outcome,
-        CommandResult::LeaseNotFound { id } => return Err(lease_not_found(id)),
+        CommandResult::LeaseNotFound { id } => {
+            let error = lease_not_found(id);
+            return Err(match leases.iter().find(|(lease, _)| *lease == id) {
+                Some((_, field)) => error.with_field(field),
+                None => error,
+            });
+        }
         other => {
             return Err(ApiError::internal(format!(
                 "a transaction produced {other:?}"
@@ -67,6 +74,23 @@ async fn txn(
         .headers_mut()
         .insert(REVISION_HEADER, HeaderValue::from(revision));
     Ok(response)
+}
+
+/// Each lease a put of `txn` names, with the field that names it, in the
+/// order the state machine checks them (a lease in both branches is
+/// named where the success branch uses it).
+fn lease_fields(txn: &Txn) -> Vec<(u64, String)> {
+    [("success", &txn.success), ("failure", &txn.failure)]
+        .into_iter()
+        .flat_map(|(name, ops)| {
+            ops.iter().enumerate().filter_map(move |(i, op)| match op {
+                TxnOp::Put {
+                    lease: Some(id), ..
+                } => Some((*id, format!("{name}[{i}].put.lease"))),
+                _ => None,
+            })
+        })
+        .collect()
 }
 
 /// The state machine's transaction of a checked request: values as JSON

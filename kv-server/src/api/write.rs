@@ -109,7 +109,9 @@ pub fn write_response(key: &str, result: CommandResult) -> Response {
         }
         CommandResult::NotFound => ApiError::key_not_found(key).into_response(),
         CommandResult::None => ApiError::internal("a write produced no result").into_response(),
-        CommandResult::LeaseNotFound { id } => lease_not_found(id).into_response(),
+        CommandResult::LeaseNotFound { id } => {
+            lease_not_found(id).with_field("lease").into_response()
+        }
         other => {
             ApiError::internal(format!("a write of {key:?} produced {other:?}")).into_response()
         }
