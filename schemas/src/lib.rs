@@ -17,6 +17,8 @@
 //! * [`TopicConfigFile`], [`SubscriptionGroupFile`]: a broker's
 //!   `topics.json` and `subscriptionGroup.json`, for import and export.
 //! * [`schema`]: JSON Schemas generated from the types.
+//! * [`remoting`]: RocketMQ's remoting protocol: frames, codes, and the
+//!   bodies a name server reads and writes.
 //!
 //! The rules are written down in `docs/schemas.md`.
 //!
@@ -52,6 +54,7 @@ mod key;
 mod name;
 mod parse;
 pub mod perm;
+pub mod remoting;
 mod retry;
 pub mod schema;
 mod subscription;

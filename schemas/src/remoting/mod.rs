@@ -1,0 +1,34 @@
+//! RocketMQ's remoting protocol, as a name server speaks it.
+//!
+//! A frame is a 4-byte big-endian length, then 4 bytes holding the
+//! serialize type (high byte) and the header length (low three bytes),
+//! then the header and the body. The header is JSON or RocketMQ's compact
+//! binary form; an answer uses the form its request used.
+//!
+//! * [`RemotingCommand`]: one request or response, header fields and body.
+//! * [`request_code`], [`response_code`]: the codes a name server knows.
+//! * [`TopicRouteData`], [`ClusterInfo`], [`TopicList`], [`KvTable`]: the
+//!   bodies of its answers, in RocketMQ's JSON.
+//! * [`RegisterBrokerBody`]: what a broker registers, in JSON or in the
+//!   compressed form brokers send with `compressedRegister`.
+//!
+//! This module knows nothing of sockets: it turns bytes into commands and
+//! back.
+
+pub mod code;
+mod command;
+mod frame;
+mod header;
+mod register;
+mod route;
+
+pub use code::{request_code, response_code};
+pub use command::{
+    LanguageCode, RemotingCommand, SerializeType, FLAG_ONEWAY, FLAG_RESPONSE, VERSION,
+};
+pub use frame::{decode_frame, FrameError, DEFAULT_MAX_FRAME_BYTES};
+pub use header::HeaderError;
+pub use register::{body_crc32, BodyError, RegisterBrokerBody, TopicConfigSerializeWrapper};
+pub use route::{
+    BrokerData, ClusterInfo, DataVersion, KvTable, QueueData, TopicList, TopicRouteData,
+};
