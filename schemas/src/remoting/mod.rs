@@ -15,10 +15,12 @@
 //! This module knows nothing of sockets: it turns bytes into commands and
 //! back.
 
+mod binary_header;
 pub mod code;
 mod command;
 mod frame;
 mod header;
+mod json_header;
 mod register;
 mod route;
 
@@ -26,7 +28,9 @@ pub use code::{request_code, response_code};
 pub use command::{
     LanguageCode, RemotingCommand, SerializeType, FLAG_ONEWAY, FLAG_RESPONSE, VERSION,
 };
-pub use frame::{decode_frame, FrameError, DEFAULT_MAX_FRAME_BYTES};
+pub use frame::{
+    decode_frame, FrameError, DEFAULT_MAX_FRAME_BYTES, FRAME_PREFIX_BYTES, MAX_HEADER_BYTES,
+};
 pub use header::HeaderError;
 pub use register::{body_crc32, BodyError, RegisterBrokerBody, TopicConfigSerializeWrapper};
 pub use route::{
