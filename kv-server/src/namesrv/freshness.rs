@@ -36,7 +36,11 @@ impl LeaderContact {
     pub fn since(&self) -> Option<Duration> {
         match self.0.load(Ordering::Acquire) {
             0 => None,
-            at_ms => Some(STARTED.elapsed().saturating_sub(Duration::from_millis(at_ms))),
+            at_ms => Some(
+                STARTED
+                    .elapsed()
+                    .saturating_sub(Duration::from_millis(at_ms)),
+            ),
         }
     }
 }
@@ -67,8 +71,8 @@ pub fn stale(raft: &Raft, contact: &LeaderContact, election_timeout: Duration) -
             age.as_millis(),
             election_timeout.as_millis()
         )),
-        None => Some(
-            "this name server has not heard from a quorum yet; ask another name server".into(),
-        ),
+        None => {
+            Some("this name server has not heard from a quorum yet; ask another name server".into())
+        }
     }
 }

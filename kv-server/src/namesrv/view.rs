@@ -22,7 +22,10 @@ pub const FLAG_UNIT: i32 = 1;
 pub const FLAG_UNIT_SUB: i32 = 1 << 1;
 
 /// Every key under `prefix`, with the revision they were read at.
-pub fn scan(store: &Store, prefix: &str) -> Result<(Vec<(String, KeyEntry)>, Revision), StoreError> {
+pub fn scan(
+    store: &Store,
+    prefix: &str,
+) -> Result<(Vec<(String, KeyEntry)>, Revision), StoreError> {
     let page = store.list(prefix, None, PageBounds::entries(usize::MAX))?;
     Ok((page.entries, page.revision))
 }
@@ -161,7 +164,10 @@ pub fn topics(
 }
 
 /// The registrations of group `broker_name`.
-pub fn group(store: &Store, broker_name: &str) -> Result<Vec<(String, KeyEntry, BrokerRecord)>, StoreError> {
+pub fn group(
+    store: &Store,
+    broker_name: &str,
+) -> Result<Vec<(String, KeyEntry, BrokerRecord)>, StoreError> {
     let (entries, _) = scan(store, &keys::broker_group(broker_name))?;
     Ok(entries
         .into_iter()

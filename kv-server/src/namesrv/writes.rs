@@ -116,7 +116,12 @@ impl Writer {
     /// Grants a lease of `ttl_s` seconds.
     pub async fn grant(&self, ttl_s: u64) -> Result<u64, WriteError> {
         let answer = self
-            .call(Method::POST, "/v1/leases", None, Some(json!({ "ttl_s": ttl_s })))
+            .call(
+                Method::POST,
+                "/v1/leases",
+                None,
+                Some(json!({ "ttl_s": ttl_s })),
+            )
             .await?;
         let lease: Lease = parse(&Method::POST, "/v1/leases", &answer)?;
         Ok(lease.id)
