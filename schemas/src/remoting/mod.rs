@@ -18,10 +18,12 @@
 mod binary_header;
 pub mod code;
 mod command;
+mod fastjson;
 mod frame;
 mod header;
 mod json_header;
 mod register;
+mod register_compressed;
 mod route;
 
 pub use code::{request_code, response_code};
@@ -32,7 +34,10 @@ pub use frame::{
     decode_frame, FrameError, DEFAULT_MAX_FRAME_BYTES, FRAME_PREFIX_BYTES, MAX_HEADER_BYTES,
 };
 pub use header::HeaderError;
-pub use register::{body_crc32, BodyError, RegisterBrokerBody, TopicConfigSerializeWrapper};
+pub use register::{
+    body_crc32, BodyError, RegisterBrokerBody, TopicConfigSerializeWrapper,
+    MAX_INFLATED_REGISTER_BYTES, MAX_REGISTERED_TOPICS, TOPIC_QUEUE_MAPPING_INFO_MAP,
+};
 pub use route::{
     BrokerData, ClusterInfo, DataVersion, KvTable, QueueData, TopicList, TopicRouteData,
 };
