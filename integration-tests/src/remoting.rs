@@ -53,17 +53,22 @@ impl RemotingClient {
 
     /// Sends a request of `code` with header fields `fields` and `body`,
     /// in JSON header form; returns its answer.
-    pub async fn request(&mut self, code: i32, fields: &[(&str, &str)], body: Vec<u8>) -> RemotingCommand {
-        self.call(command(code, fields, body, SerializeType::Json)).await
+    pub async fn request(
+        &mut self,
+        code: i32,
+        fields: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> RemotingCommand {
+        self.call(command(code, fields, body, SerializeType::Json))
+            .await
     }
 
     /// Reads answers until the one with `opaque`.
     pub async fn answer_to(&mut self, opaque: i32) -> RemotingCommand {
         loop {
-            let answer = self
-                .read_frame()
-                .await
-                .unwrap_or_else(|| panic!("the name server closed the connection before answering opaque {opaque}"));
+            let answer = self.read_frame().await.unwrap_or_else(|| {
+                panic!("the name server closed the connection before answering opaque {opaque}")
+            });
             if answer.opaque == opaque {
                 return answer;
             }
@@ -109,7 +114,12 @@ impl RemotingClient {
 
 /// A request of `code` with header fields `fields` and `body`, written in
 /// `form`.
-pub fn command(code: i32, fields: &[(&str, &str)], body: Vec<u8>, form: SerializeType) -> RemotingCommand {
+pub fn command(
+    code: i32,
+    fields: &[(&str, &str)],
+    body: Vec<u8>,
+    form: SerializeType,
+) -> RemotingCommand {
     let ext_fields: BTreeMap<String, String> = fields
         .iter()
         .map(|(name, value)| (name.to_string(), value.to_string()))
@@ -146,4 +156,72 @@ pub fn json_of(answer: &RemotingCommand) -> serde_json::Value {
             String::from_utf8_lossy(&answer.body)
         )
     })
+}
+
+/// A REGISTER_BROKER of broker `broker_id` of group `broker_name` at
+/// `broker_addr`, carrying the captured broker's topics under data version
+/// counter `counter`, its body compressed or not, with its `bodyCrc32`.
+pub fn registration(
+    broker_name: &str,
+    broker_id: i64,
+    broker_addr: &str,
+    counter: i64,
+    compressed: bool,
+) -> RemotingCommand {
+    use schemas::remoting::{body_crc32, RegisterBrokerBody};
+    let captured = captured_command("001-request-code103.bin");
+    let mut body = RegisterBrokerBody::decode(&captured.body, false)
+        .expect("the captured registration body decodes");
+    body.topic_config_serialize_wrapper.data_version.counter = counter;
+    let bytes = body.encode(compressed);
+    let crc = body_crc32(&bytes).to_string();
+    let id = broker_id.to_string();
+    let compressed_field = compressed.to_string();
+    command(
+        schemas::remoting::request_code::REGISTER_BROKER,
+        &[
+            ("brokerAddr", broker_addr),
+            ("brokerId", &id),
+            ("brokerName", broker_name),
+            ("clusterName", "DefaultCluster"),
+            ("compressed", &compressed_field),
+            ("enableActingMaster", "false"),
+            ("haServerAddr", "192.0.2.2:10912"),
+            ("bodyCrc32", &crc),
+        ],
+        bytes,
+        SerializeType::Json,
+    )
+}
+
+/// A request of `code` naming broker `broker_name`/`broker_id` at
+/// `broker_addr` of `DefaultCluster` (UNREGISTER_BROKER, BROKER_HEARTBEAT).
+pub fn broker_request(
+    code: i32,
+    broker_name: &str,
+    broker_id: i64,
+    broker_addr: &str,
+) -> RemotingCommand {
+    let id = broker_id.to_string();
+    command(
+        code,
+        &[
+            ("brokerAddr", broker_addr),
+            ("brokerId", &id),
+            ("brokerName", broker_name),
+            ("clusterName", "DefaultCluster"),
+        ],
+        Vec::new(),
+        SerializeType::Json,
+    )
+}
+
+/// GET_ROUTEINFO_BY_TOPIC of `topic`.
+pub fn route_request(topic: &str) -> RemotingCommand {
+    command(
+        schemas::remoting::request_code::GET_ROUTEINFO_BY_TOPIC,
+        &[("topic", topic)],
+        Vec::new(),
+        SerializeType::Json,
+    )
 }

@@ -109,12 +109,18 @@ impl TestServer {
             .timeout(REQUEST_TIMEOUT)
             .build()
             .expect("a plain HTTP client builds");
-        let own_namesrv_flag = extra_args.iter().any(|arg| arg.starts_with("--namesrv-listen"));
+        let own_namesrv_flag = extra_args
+            .iter()
+            .any(|arg| arg.starts_with("--namesrv-listen"));
         TestServer {
             dir,
             port,
             peer_port,
-            namesrv_port: if own_namesrv_flag { 0 } else { free_ports(1)[0] },
+            namesrv_port: if own_namesrv_flag {
+                0
+            } else {
+                free_ports(1)[0]
+            },
             node_id,
             extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
             env: Vec::new(),

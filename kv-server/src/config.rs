@@ -86,9 +86,10 @@ pub struct Config {
     pub namesrv_listen: NamesrvListen,
 
     /// Seconds a broker's registration lives without a heartbeat
-    /// (RocketMQ's BROKER_CHANNEL_EXPIRED_TIME).
+    /// (RocketMQ's BROKER_CHANNEL_EXPIRED_TIME); a lease's range, 5 to
+    /// 86,400.
     #[arg(long, env = "KV_NAMESRV_BROKER_TTL_S", default_value_t = 120,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(5..=86_400))]
     pub namesrv_broker_ttl_s: u64,
 
     /// URL other nodes reach this node's peer port at [default: this
@@ -450,7 +451,7 @@ mod tests {
         ),
         ("--peer-listen", "0.0.0.0:9090", "Some(0.0.0.0:9090)"),
         ("--namesrv-listen", "off", "off"),
-        ("--namesrv-broker-ttl-s", "2", "2"),
+        ("--namesrv-broker-ttl-s", "5", "5"),
         (
             "--peer-advertise",
             "http://kv-1:7170",
@@ -721,7 +722,7 @@ mod tests {
                 "--namesrv-listen",
             ),
             (
-                &["--namesrv-broker-ttl-s", "0"],
+                &["--namesrv-broker-ttl-s", "2"],
                 ErrorKind::ValueValidation,
                 "--namesrv-broker-ttl-s",
             ),

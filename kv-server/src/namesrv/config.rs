@@ -13,9 +13,6 @@ use crate::namesrv::view;
 use crate::namesrv::writes::{idempotency_key, Op};
 use crate::namesrv::{Failure, Handled, NameServer};
 
-/// RocketMQ's `ResponseCode.NO_PERMISSION`.
-const NO_PERMISSION: i32 = 16;
-
 /// Properties no request may change (Apache's default `configBlackList`).
 const BLACK_LIST: [&str; 3] = ["configBlackList", "configStorePath", "kvConfigPath"];
 
@@ -98,7 +95,7 @@ pub async fn update(ns: &NameServer, request: &RemotingCommand) -> Handled {
         .any(|name| BLACK_LIST.contains(&name.as_str()))
     {
         return Err(Failure::new(
-            NO_PERMISSION,
+            schemas::remoting::response_code::NO_PERMISSION,
             "Can not update config in black list.",
         ));
     }
