@@ -21,6 +21,12 @@ pub const FLAG_UNIT: i32 = 1;
 /// The topic flag of a topic with unit subscriptions (`FLAG_UNIT_SUB`).
 pub const FLAG_UNIT_SUB: i32 = 1 << 1;
 
+/// One group's queues of a topic: the topic, the group, the queues.
+pub type GroupQueues = (String, String, QueueData);
+
+/// Each topic's queues, one entry per group holding it.
+pub type QueuesByTopic = BTreeMap<String, Vec<QueueData>>;
+
 /// Every key under `prefix`, with the revision they were read at.
 pub fn scan(
     store: &Store,
@@ -35,7 +41,7 @@ pub fn scan(
 fn brokers_and_queues(
     store: &Store,
     queues_prefix: &str,
-) -> Result<(Vec<BrokerRecord>, Vec<(String, String, QueueData)>), StoreError> {
+) -> Result<(Vec<BrokerRecord>, Vec<GroupQueues>), StoreError> {
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -63,7 +69,7 @@ pub fn parse_brokers(entries: Vec<(String, KeyEntry)>) -> Vec<BrokerRecord> {
 }
 
 /// The (topic, group, queues) of `entries` under [`keys::TOPICS`].
-pub fn parse_queues(entries: Vec<(String, KeyEntry)>) -> Vec<(String, String, QueueData)> {
+pub fn parse_queues(entries: Vec<(String, KeyEntry)>) -> Vec<GroupQueues> {
     entries
         .into_iter()
         .filter_map(|(key, entry)| {
@@ -152,11 +158,9 @@ pub fn cluster_info_of(records: &[BrokerRecord]) -> ClusterInfo {
 
 /// Every topic with its queues per group, with the registrations read at
 /// the same revision.
-pub fn topics(
-    store: &Store,
-) -> Result<(Vec<BrokerRecord>, BTreeMap<String, Vec<QueueData>>), StoreError> {
+pub fn topics(store: &Store) -> Result<(Vec<BrokerRecord>, QueuesByTopic), StoreError> {
     let (records, queues) = brokers_and_queues(store, keys::TOPICS)?;
-    let mut topics: BTreeMap<String, Vec<QueueData>> = BTreeMap::new();
+    let mut topics = QueuesByTopic::new();
     for (topic, _, queues) in queues {
         topics.entry(topic).or_default().push(queues);
     }
