@@ -691,3 +691,34 @@ async fn unit_topic_lists_follow_the_queues_flags() {
         json!(["sub-only"])
     );
 }
+
+#[tokio::test]
+async fn a_registration_of_more_topics_than_one_transaction_holds_is_served_whole() {
+    use schemas::remoting::{body_crc32, RegisterBrokerBody};
+    let server = TestServer::start().await;
+    let mut client = connect(&server).await;
+    let mut request = registration("broker-a", 0, BROKER_A, 1, false);
+    let mut body = RegisterBrokerBody::decode(&request.body, false).expect("decodes");
+    let table = &mut body.topic_config_serialize_wrapper.topic_config_table;
+    let template = table["TBW102"].clone();
+    for index in 0..300 {
+        let name = format!("many-{index:03}");
+        let mut config = template.clone();
+        config.topic_name = name.clone();
+        table.insert(name, config);
+    }
+    request.body = body.encode(false);
+    request
+        .ext_fields
+        .insert("bodyCrc32".into(), body_crc32(&request.body).to_string());
+    assert_eq!(client.call(request.clone()).await.code, 0);
+    for topic in ["many-000", "many-299", "TBW102"] {
+        assert_eq!(client.call(route_request(topic)).await.code, 0, "{topic}");
+    }
+    let (revision, keys) = namesrv_keys(&server).await;
+    assert_eq!(keys.len(), 1 + 13 + 300, "the registration and every topic");
+
+    assert_eq!(client.call(request).await.code, 0);
+    let (unchanged, _) = namesrv_keys(&server).await;
+    assert_eq!(unchanged, revision, "an unchanged large registration wrote");
+}
