@@ -37,7 +37,8 @@ pub use command::{
     LanguageCode, RemotingCommand, SerializeType, FLAG_ONEWAY, FLAG_RESPONSE, VERSION,
 };
 pub use frame::{
-    decode_frame, FrameError, DEFAULT_MAX_FRAME_BYTES, FRAME_PREFIX_BYTES, MAX_HEADER_BYTES,
+    decode_frame, FrameError, DEFAULT_MAX_FRAME_BYTES, FRAME_PREFIX_BYTES, MAX_EXT_FIELDS,
+    MAX_HEADER_BYTES,
 };
 pub use header::HeaderError;
 pub use register::{
