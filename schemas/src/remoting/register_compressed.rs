@@ -432,6 +432,42 @@ mod tests {
         assert!(wrapper.extra.is_empty());
     }
 
+    /// A stream with no topics and the given mapping entries.
+    fn stream_with_mappings(mappings: &[&[u8]]) -> Vec<u8> {
+        let mut plain = Vec::new();
+        put_entry(&mut plain, b"{}");
+        put_i32(&mut plain, 0);
+        put_entry(&mut plain, b"[]");
+        put_i32(&mut plain, mappings.len());
+        for mapping in mappings {
+            put_entry(&mut plain, mapping);
+        }
+        plain
+    }
+
+    #[test]
+    fn java_mappings_with_fastjson_integer_keys_are_kept_by_topic() {
+        let java_mapping = br#"{"topic":"T","currIdMap":{0:1},"epoch":7}"#;
+        let decoded = decode(&deflated(&stream_with_mappings(&[java_mapping]))).unwrap();
+        let mappings = &decoded.topic_config_serialize_wrapper.extra[TOPIC_QUEUE_MAPPING_INFO_MAP];
+        assert_eq!(mappings["T"]["currIdMap"]["0"], 1);
+        assert_eq!(mappings["T"]["epoch"], 7);
+
+        let plain = stream_with_mappings(&[java_mapping, br#"{"bname":"broker-a"}"#]);
+        // 20 bytes of data version, topic count, filter list and mapping
+        // count; then the first mapping's length and text; then the second
+        // mapping's length.
+        let second_at = 20 + 4 + java_mapping.len() + 4;
+        assert_eq!(
+            decode(&deflated(&plain)),
+            Err(BodyError::Field {
+                field: "topicQueueMappingInfo[1]".to_string(),
+                offset: second_at,
+                reason: "names no topic".to_string(),
+            })
+        );
+    }
+
     #[test]
     fn hostile_counts_and_lengths_are_refused_naming_where() {
         let mut plain = Vec::new();
