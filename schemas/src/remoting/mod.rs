@@ -31,6 +31,7 @@ mod json_header;
 mod register;
 mod register_compressed;
 mod route;
+mod topic_text;
 
 pub use code::{request_code, response_code};
 pub use command::{
