@@ -111,15 +111,31 @@ pub fn broker_datas(records: &[BrokerRecord]) -> BTreeMap<String, BrokerData> {
     groups
 }
 
-/// The route of `topic`, or `None` when no live group holds it.
+/// The route of `topic`, or `None` when no live group holds it. Reads the
+/// topic's queues and the registrations of the groups they name only, all
+/// at one revision (retried a few times if a write came between the reads).
 pub fn route(store: &Store, topic: &str) -> Result<Option<TopicRouteData>, StoreError> {
-    let (records, queues) = brokers_and_queues(store, &keys::topic(topic))?;
+    let mut attempt = 0;
+    let (queue_datas, records) = loop {
+        attempt += 1;
+        let (entries, queues_at) = scan(store, &keys::topic(topic))?;
+        let queue_datas: Vec<QueueData> = parse_queues(entries)
+            .into_iter()
+            .filter(|(named, _, _)| named == topic)
+            .map(|(_, _, queues)| queues)
+            .collect();
+        let mut records = Vec::new();
+        let mut same_revision = true;
+        for queues in &queue_datas {
+            let (entries, group_at) = scan(store, &keys::broker_group(&queues.broker_name))?;
+            same_revision &= group_at == queues_at;
+            records.extend(parse_brokers(entries));
+        }
+        if same_revision || attempt == CONSISTENT_READ_ATTEMPTS {
+            break (queue_datas, records);
+        }
+    };
     let groups = broker_datas(&records);
-    let queue_datas: Vec<QueueData> = queues
-        .into_iter()
-        .filter(|(named, _, _)| named == topic)
-        .map(|(_, _, queues)| queues)
-        .collect();
     let broker_datas: Vec<BrokerData> = queue_datas
         .iter()
         .filter_map(|queues| groups.get(&queues.broker_name).cloned())
