@@ -722,3 +722,23 @@ async fn a_registration_of_more_topics_than_one_transaction_holds_is_served_whol
     let (unchanged, _) = namesrv_keys(&server).await;
     assert_eq!(unchanged, revision, "an unchanged large registration wrote");
 }
+
+#[tokio::test]
+async fn the_name_server_address_is_logged_at_start_and_off_turns_it_off() {
+    let server = TestServer::start().await;
+    let addr = server.namesrv_addr();
+    assert!(
+        server.log_contains(&format!("namesrv_listen={addr}")),
+        "{}",
+        server.log_tail(20)
+    );
+
+    let off = TestServer::start_with(&["--namesrv-listen", "off"]).await;
+    assert!(
+        off.log_contains("namesrv_listen=off"),
+        "{}",
+        off.log_tail(20)
+    );
+    let (status, _) = integration_tests::call(&off, "GET", "/v1/brokers", None).await;
+    assert_eq!(status, 200, "the HTTP views stay");
+}
