@@ -427,3 +427,31 @@ async fn the_name_server_address_is_logged_at_start_and_off_turns_it_off() {
     let (status, _) = integration_tests::call(&off, "GET", "/v1/brokers", None).await;
     assert_eq!(status, 200, "the HTTP views stay");
 }
+
+#[tokio::test]
+async fn a_broker_that_names_its_heartbeat_timeout_gets_a_lease_of_that_length() {
+    let server = TestServer::start().await;
+    let mut client = connect(&server).await;
+    assert_eq!(
+        client
+            .call(registration("broker-a", 0, BROKER_A, 0, false))
+            .await
+            .code,
+        0
+    );
+    let mut acting = registration("broker-b", 0, "127.0.0.1:20921", 0, false);
+    acting
+        .ext_fields
+        .insert("heartbeatTimeoutMillis".into(), "9500".into());
+    assert_eq!(client.call(acting).await.code, 0);
+    let (status, leases) = integration_tests::call(&server, "GET", "/v1/leases", None).await;
+    assert_eq!(status, 200);
+    let mut ttls: Vec<u64> = leases["leases"]
+        .as_array()
+        .expect("leases")
+        .iter()
+        .map(|lease| lease["ttl_s"].as_u64().expect("a TTL"))
+        .collect();
+    ttls.sort();
+    assert_eq!(ttls, vec![10, 120], "{leases}");
+}
