@@ -48,11 +48,8 @@ kv_server=${KV_SERVER_BIN:-$target_dir/release/kv-server}
 kv_bench=${KV_BENCH_BIN:-$target_dir/release/kv-bench}
 command_line=${BENCH_COMMAND:-scripts/bench-compare.sh}
 
-say() { echo "bench-compare: $*" >&2; }
-die() {
-    say "$*"
-    exit 1
-}
+bench_name=bench-compare
+source "$repo/scripts/bench-lib.sh"
 
 for binary in "$kv_server" "$kv_bench"; do
     [[ -x $binary ]] || die "$binary is missing: run 'cargo build --release -p kv-server -p integration-tests --bins' (or make bench-compare)"
@@ -75,88 +72,6 @@ ensure_etcd() {
     fi
 }
 ensure_etcd
-
-mkdir -p "${BENCH_DIR:-$target_dir}"
-work=$(mktemp -d "${BENCH_DIR:-$target_dir}/bench-compare.XXXXXX")
-work=$(cd "$work" && pwd)
-pids=()
-
-# Stops every process this script started (SIGTERM, then SIGKILL after 10 s)
-# and removes the data directories.
-stop_pid() {
-    local pid=$1 waited=0
-    kill -TERM "$pid" 2>/dev/null || return 0
-    while kill -0 "$pid" 2>/dev/null && ((waited < 100)); do
-        sleep 0.1
-        waited=$((waited + 1))
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-cleanup() {
-    local pid
-    for pid in "${pids[@]}"; do
-        stop_pid "$pid"
-    done
-    pids=()
-    rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# Starts "$@" in the background with its output in log file $1; the pid
-# is left in $started.
-start() {
-    local log=$1
-    shift
-    "$@" >"$log" 2>&1 &
-    started=$!
-    pids+=("$started")
-}
-
-# Stops the given pids now and forgets them.
-stop() {
-    local pid kept=()
-    for pid in "$@"; do
-        stop_pid "$pid"
-    done
-    for pid in "${pids[@]}"; do
-        [[ " $* " == *" $pid "* ]] || kept+=("$pid")
-    done
-    pids=("${kept[@]}")
-}
-
-# Sets $port to a loopback port nothing listens on and this script has not
-# handed out (a variable, not output: a $(...) subshell would forget the
-# ports it handed out).
-used_ports=" "
-free_port() {
-    while true; do
-        # Below the ephemeral range (32768 and up by default), where the
-        # client sockets of earlier cells may still hold a port.
-        port=$((12000 + RANDOM % 20000))
-        [[ $used_ports == *" $port "* ]] && continue
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            used_ports+="$port "
-            return
-        fi
-    done
-}
-
-# Waits until `curl URL` prints something matching PATTERN, while PID lives.
-# An https URL is checked against the benchmark's own CA.
-wait_ready() {
-    local pid=$1 url=$2 pattern=$3 tries=0
-    while ((tries < 300)); do
-        kill -0 "$pid" 2>/dev/null || return 1
-        if curl -fsS --max-time 1 --cacert "$work/ca.pem" "$url" 2>/dev/null | grep -q "$pattern"; then
-            return 0
-        fi
-        sleep 0.1
-        tries=$((tries + 1))
-    done
-    return 1
-}
 
 # --- the servers -----------------------------------------------------------
 
@@ -188,90 +103,6 @@ start_etcd() {
         wait_ready "${etcd_pids[i - 1]}" "http://127.0.0.1:${client_ports[i - 1]}/health" '"health":"true"' ||
             die "etcd $name$i did not become healthy: $(tail -5 "$work/$name$i.log")"
     done
-}
-
-# start_kv NAME COUNT [ARGS...]: COUNT kv-server nodes (--peers when more
-# than one), each given ARGS too (https when they hold --tls-cert); sets
-# kv_pids, kv_endpoints, kv_data_dirs. Fails (status 1) if a node exits at
-# start, e.g. because it refuses --peers.
-start_kv() {
-    local name=$1 count=$2 i peers="" ports=() peer_ports=() scheme=http
-    shift 2
-    [[ " $* " == *" --tls-cert "* ]] && scheme=https
-    for ((i = 1; i <= count; i++)); do
-        free_port
-        ports+=("$port")
-        free_port
-        peer_ports+=("$port")
-        peers+="${peers:+,}$i=http://127.0.0.1:${peer_ports[i - 1]}"
-    done
-    kv_pids=()
-    kv_endpoints=""
-    kv_data_dirs=()
-    for ((i = 1; i <= count; i++)); do
-        local args=(--node-id "$i" --listen "127.0.0.1:${ports[i - 1]}" --data-dir "$work/$name$i")
-        # A baseline build from before the peer port takes no --peer-listen.
-        ((${kv_peer_port:-1})) && args+=(--peer-listen "127.0.0.1:${peer_ports[i - 1]}")
-        ((count > 1)) && args+=(--peers "$peers")
-        # Nodes started here must not all take the name server's 9876; builds
-        # from before it have no --namesrv-listen.
-        "$kv_server" --help 2>/dev/null | grep -q -- --namesrv-listen && args+=(--namesrv-listen off)
-        start "$work/$name$i.log" env NO_COLOR=1 "$kv_server" "${args[@]}" "$@"
-        kv_pids+=("$started")
-        kv_endpoints+="${kv_endpoints:+,}$scheme://127.0.0.1:${ports[i - 1]}"
-        kv_data_dirs+=("$work/$name$i")
-    done
-    for ((i = 1; i <= count; i++)); do
-        if ! wait_ready "${kv_pids[i - 1]}" "$scheme://127.0.0.1:${ports[i - 1]}/healthz" '"ok"'; then
-            say "kv-server $name$i did not become healthy: $(tail -5 "$work/$name$i.log")"
-            return 1
-        fi
-    done
-}
-
-# --- measuring -------------------------------------------------------------
-
-rows=()
-cell=0
-
-# bench TARGET ENDPOINTS CONNECTIONS ARGS...: runs kv-bench, shows its report,
-# and leaves its summary line in $summary (empty if it failed).
-bench() {
-    local target=$1 endpoints=$2 connections=$3 log
-    shift 3
-    log="$work/bench-$((cell += 1)).log"
-    summary=""
-    say "$target: kv-bench $* (connections $connections)"
-    if "$kv_bench" --target "$target" --endpoints "$endpoints" --connections "$connections" \
-        --duration "${seconds}s" --summary "$@" >"$log" 2>&1; then
-        grep -v '^summary ' "$log" >&2 || true
-        summary=$(grep '^summary ' "$log" | tail -1)
-    else
-        say "kv-bench failed: $(tail -3 "$log")"
-    fi
-}
-
-# The value of field NAME in summary line LINE.
-field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
-
-# 1234567.8 -> 1,234,568
-group() {
-    awk -v n="$1" 'BEGIN { n = sprintf("%.0f", n); s = "";
-        while (length(n) > 3) { s = "," substr(n, length(n) - 2) s; n = substr(n, 1, length(n) - 3) }
-        print n s }'
-}
-
-# 12.3456 -> "12.3 ms"; nothing for nothing.
-milliseconds() {
-    [[ -n $1 ]] && awk -v ms="$1" 'BEGIN { printf "%.1f ms", ms }'
-    return 0
-}
-
-# row CELLS...: one line of the table.
-row() {
-    local line="|" value
-    for value in "$@"; do line+=" $value |"; done
-    rows+=("$line")
 }
 
 # compare WORKLOAD NODES CONNECTIONS GOAL ETCD_ENDPOINTS KV_ENDPOINTS

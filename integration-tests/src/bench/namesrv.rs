@@ -119,6 +119,9 @@ pub struct BenchBroker {
     pub name: String,
     /// `127.0.0.1:{20000 + index}`.
     pub address: String,
+    /// `127.0.0.1:{30000 + index}`: the HA address a broker gives
+    /// (rocketmq-namesrv-rust refuses a registration without one).
+    pub ha_address: String,
 }
 
 impl BenchBroker {
@@ -127,6 +130,7 @@ impl BenchBroker {
         BenchBroker {
             name: format!("bench-broker-{index}"),
             address: format!("127.0.0.1:{}", 20_000 + index),
+            ha_address: format!("127.0.0.1:{}", 30_000 + index),
         }
     }
 
@@ -159,7 +163,7 @@ impl BenchBroker {
             ("brokerId", "0".to_string()),
             ("brokerName", self.name.clone()),
             ("clusterName", "BenchCluster".to_string()),
-            ("haServerAddr", String::new()),
+            ("haServerAddr", self.ha_address.clone()),
             ("compressed", "false".to_string()),
             ("enableActingMaster", "false".to_string()),
             ("bodyCrc32", body_crc32(&body).to_string()),
