@@ -17,6 +17,7 @@ use schemas::remoting::{
 use schemas::TopicConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::Mutex;
 
 use crate::bench::closed_loop::Limits;
 use crate::bench::report::{Errors, Latency};
@@ -153,7 +154,23 @@ impl BenchBroker {
                     timestamp: 1,
                     counter,
                 },
-                extra: BTreeMap::new(),
+                // What a 5.x broker sends beside its topics (static-topic
+                // mappings, none here); rocketmq-namesrv-rust needs them.
+                extra: BTreeMap::from([
+                    (
+                        "topicQueueMappingInfoMap".to_string(),
+                        serde_json::json!({}),
+                    ),
+                    (
+                        "topicQueueMappingDetailMap".to_string(),
+                        serde_json::json!({}),
+                    ),
+                    (
+                        "mappingDataVersion".to_string(),
+                        serde_json::to_value(DataVersion::default())
+                            .expect("a data version is JSON"),
+                    ),
+                ]),
             },
             filter_server_list: Vec::new(),
         }
@@ -270,62 +287,82 @@ pub async fn lookups(
     Ok(result)
 }
 
-/// Registers brokers `0..brokers`, each with topics `0..topics` at data
-/// version `counter`, with every name server of `namesrvs` (as a broker
-/// registers with each), `connections` registrations at a time. Fails on
-/// the first registration that was not answered SUCCESS. Returns the time
-/// taken.
-pub async fn register_all(
-    namesrvs: &[SocketAddr],
-    brokers: usize,
-    topics: usize,
-    counter: i64,
-    connections: usize,
-    timeout: Duration,
-) -> Result<Duration, BenchError> {
-    let next = Arc::new(AtomicU64::new(0));
-    let namesrvs = Arc::new(namesrvs.to_vec());
-    let started = Instant::now();
-    let workers: Vec<_> = (0..connections.min(brokers).max(1))
-        .map(|_| {
-            let next = Arc::clone(&next);
-            let namesrvs = Arc::clone(&namesrvs);
-            tokio::spawn(async move {
-                loop {
-                    let index = next.fetch_add(1, Ordering::Relaxed) as usize;
-                    if index >= brokers {
-                        return Ok(());
-                    }
-                    let broker = BenchBroker::new(index);
-                    let request = broker.register(topics, counter);
-                    for address in namesrvs.iter() {
-                        let failed = |why: String| {
-                            BenchError::Setup(format!(
-                                "registering {} with {address}: {why}",
-                                broker.name
-                            ))
+/// Brokers with a connection to every name server each, kept open for the
+/// whole run: a RocketMQ name server drops a broker whose connection
+/// closes, so a broker that hung up after registering would be gone.
+pub struct Fleet {
+    /// Per broker, its connection to each name server, in order.
+    brokers: Vec<Arc<Mutex<Vec<Connection>>>>,
+}
+
+impl Fleet {
+    /// Connects brokers `0..brokers` to every name server of `namesrvs`.
+    pub async fn connect(
+        namesrvs: &[SocketAddr],
+        brokers: usize,
+        timeout: Duration,
+    ) -> Result<Fleet, BenchError> {
+        let mut fleet = Vec::with_capacity(brokers);
+        for index in 0..brokers {
+            let mut connections = Vec::with_capacity(namesrvs.len());
+            for address in namesrvs {
+                connections.push(Connection::open(*address, timeout).await.map_err(|why| {
+                    BenchError::Setup(format!("connecting broker {index} to {address}: {why}"))
+                })?);
+            }
+            fleet.push(Arc::new(Mutex::new(connections)));
+        }
+        Ok(Fleet { brokers: fleet })
+    }
+
+    /// Registers every broker, with topics `0..topics` at data version
+    /// `counter`, with every name server (as a broker registers with
+    /// each), `concurrency` brokers at a time. Fails on the first
+    /// registration not answered SUCCESS. Returns the time taken.
+    pub async fn register(
+        &self,
+        topics: usize,
+        counter: i64,
+        concurrency: usize,
+    ) -> Result<Duration, BenchError> {
+        let next = Arc::new(AtomicU64::new(0));
+        let started = Instant::now();
+        let workers: Vec<_> = (0..concurrency.min(self.brokers.len()).max(1))
+            .map(|_| {
+                let next = Arc::clone(&next);
+                let brokers = self.brokers.clone();
+                tokio::spawn(async move {
+                    loop {
+                        let index = next.fetch_add(1, Ordering::Relaxed) as usize;
+                        let Some(connections) = brokers.get(index) else {
+                            return Ok(());
                         };
-                        let mut connection =
-                            Connection::open(*address, timeout).await.map_err(failed)?;
-                        let answer = connection.call(request.clone()).await.map_err(failed)?;
-                        if answer.code != response_code::SUCCESS {
-                            return Err(failed(format!(
-                                "answered code {}: {}",
-                                answer.code,
-                                answer.remark.unwrap_or_default()
-                            )));
+                        let broker = BenchBroker::new(index);
+                        let request = broker.register(topics, counter);
+                        for connection in connections.lock().await.iter_mut() {
+                            let failed = |why: String| {
+                                BenchError::Setup(format!("registering {}: {why}", broker.name))
+                            };
+                            let answer = connection.call(request.clone()).await.map_err(failed)?;
+                            if answer.code != response_code::SUCCESS {
+                                return Err(failed(format!(
+                                    "answered code {}: {}",
+                                    answer.code,
+                                    answer.remark.unwrap_or_default()
+                                )));
+                            }
                         }
                     }
-                }
+                })
             })
-        })
-        .collect();
-    for worker in workers {
-        worker
-            .await
-            .map_err(|error| BenchError::Setup(format!("a registrar failed: {error}")))??;
+            .collect();
+        for worker in workers {
+            worker
+                .await
+                .map_err(|error| BenchError::Setup(format!("a registrar failed: {error}")))??;
+        }
+        Ok(started.elapsed())
     }
-    Ok(started.elapsed())
 }
 
 #[cfg(test)]

@@ -390,15 +390,9 @@ pub async fn route_lookup(
     brokers: usize,
 ) -> Result<(), BenchError> {
     let addresses = namesrv_addresses(flags)?;
-    let registered = namesrv::register_all(
-        &addresses,
-        brokers,
-        topics,
-        1,
-        common.connections,
-        common.request_timeout,
-    )
-    .await?;
+    // The brokers stay connected until the lookups are done, as brokers do.
+    let fleet = namesrv::Fleet::connect(&addresses, brokers, common.request_timeout).await?;
+    let registered = fleet.register(topics, 1, common.connections).await?;
     println!(
         "registered {brokers} brokers × {topics} topics with {} name server(s) in {:.2} s",
         addresses.len(),
@@ -416,6 +410,7 @@ pub async fn route_lookup(
         common.request_timeout,
     )
     .await?;
+    drop(fleet);
     let ok = result.latency.count();
     let per_sec = per_second(ok, result.elapsed);
     println!(
@@ -489,6 +484,7 @@ pub async fn register(
         shape.topics,
         common.connections
     );
+    let fleet = namesrv::Fleet::connect(&addresses, shape.brokers, common.request_timeout).await?;
     let mut summary = Summary::default();
     summary.add("workload", "register");
     summary.add("target", &flags.label);
@@ -500,15 +496,9 @@ pub async fn register(
             Some(url) => Some(kv_revision(url, common.request_timeout).await?),
             None => None,
         };
-        let took = namesrv::register_all(
-            &addresses,
-            shape.brokers,
-            shape.topics,
-            counter,
-            common.connections,
-            common.request_timeout,
-        )
-        .await?;
+        let took = fleet
+            .register(shape.topics, counter, common.connections)
+            .await?;
         let cpu_used = cpu(&shape.server_pids)? - cpu_before;
         let registrations = (shape.brokers * addresses.len()) as u64;
         let cpu_text = if shape.server_pids.is_empty() {
