@@ -1,7 +1,7 @@
 # The two commands a fresh machine needs: `make run` and `make test`.
 CARGO ?= cargo
 
-.PHONY: run test test-full fmt-check clippy unit bench-compaction bench-compare build cluster cluster-stop
+.PHONY: run test test-full fmt-check clippy unit bench-compaction bench-compare bench-namesrv build cluster cluster-stop
 
 run:
 	$(CARGO) run --release -p kv-server
@@ -32,6 +32,14 @@ bench-compaction:
 bench-compare:
 	$(CARGO) build --release -p kv-server -p integration-tests --bins
 	BENCH_COMMAND="make bench-compare" scripts/bench-compare.sh
+
+# kv-server's name server against rocketmq-rust's in-memory one
+# (rocketmq-namesrv-rust, installed into a cache by
+# scripts/rocketmq-install.sh, about 9 minutes the first time), one node then
+# three; the tables go to docs/benchmarks-namesrv.md.
+bench-namesrv:
+	$(CARGO) build --release -p kv-server -p integration-tests --bins
+	scripts/bench-namesrv.sh
 
 build:
 	$(CARGO) build --workspace --release
