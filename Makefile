@@ -67,9 +67,10 @@ cluster:
 	  if [ -f $(CLUSTER_DIR)/n$$id.pid ] && kill -0 $$(cat $(CLUSTER_DIR)/n$$id.pid) 2>/dev/null; then \
 	    echo "node $$id is already running (pid $$(cat $(CLUSTER_DIR)/n$$id.pid))"; continue; fi; \
 	  nohup $(TARGET_DIR)/release/kv-server --node-id $$id --listen 127.0.0.1:707$$id \
-	    --peer-listen 127.0.0.1:717$$id --data-dir $(CLUSTER_DIR)/n$$id --peers $(CLUSTER_PEERS) \
+	    --peer-listen 127.0.0.1:717$$id --namesrv-listen 127.0.0.1:987$$((id + 5)) \
+	    --data-dir $(CLUSTER_DIR)/n$$id --peers $(CLUSTER_PEERS) \
 	    > $(CLUSTER_DIR)/n$$id.log 2>&1 & echo $$! > $(CLUSTER_DIR)/n$$id.pid; \
-	  echo "node $$id: http://127.0.0.1:707$$id (pid $$!, log $(CLUSTER_DIR)/n$$id.log)"; \
+	  echo "node $$id: http://127.0.0.1:707$$id, name server 127.0.0.1:987$$((id + 5)) (pid $$!, log $(CLUSTER_DIR)/n$$id.log)"; \
 	done
 	@echo "stop it with: make cluster-stop"
 

@@ -213,6 +213,9 @@ start_kv() {
         # A baseline build from before the peer port takes no --peer-listen.
         ((${kv_peer_port:-1})) && args+=(--peer-listen "127.0.0.1:${peer_ports[i - 1]}")
         ((count > 1)) && args+=(--peers "$peers")
+        # Nodes started here must not all take the name server's 9876; builds
+        # from before it have no --namesrv-listen.
+        "$kv_server" --help 2>/dev/null | grep -q -- --namesrv-listen && args+=(--namesrv-listen off)
         start "$work/$name$i.log" env NO_COLOR=1 "$kv_server" "${args[@]}" "$@"
         kv_pids+=("$started")
         kv_endpoints+="${kv_endpoints:+,}$scheme://127.0.0.1:${ports[i - 1]}"

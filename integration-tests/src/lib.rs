@@ -18,6 +18,9 @@
 //!   limit tests, and reads the answer while the body is still being sent.
 //! * [`leases`] grants and keeps alive leases over raw HTTP, and reads a
 //!   node's keys and leases whole, to compare two views.
+//! * [`remoting`] is a small RocketMQ remoting client for the name
+//!   server's port ([`TestServer::namesrv_addr`]): send a command, read
+//!   the answer with its opaque, or send raw bytes.
 //! * [`kvctl`] runs the `kvctl` binary as a child process with a time limit.
 //! * [`faults`] has faulty nodes for failover tests: a closed port, a node
 //!   that answers one fixed error, a proxy that loses a write's answer.
@@ -53,6 +56,7 @@ pub mod leases;
 pub mod load;
 mod metrics;
 pub mod raw_http;
+pub mod remoting;
 mod server;
 pub mod tls;
 

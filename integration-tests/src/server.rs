@@ -37,6 +37,10 @@ pub struct TestServer {
     /// The loopback port of the peer port (`--peer-listen`), kept across
     /// restarts; 0 lets the system pick one.
     peer_port: u16,
+    /// The loopback port of the name server (`--namesrv-listen`), picked
+    /// when the server is made and kept across restarts; 0 when the flags
+    /// give their own `--namesrv-listen`.
+    namesrv_port: u16,
     /// `--node-id`.
     node_id: u64,
     /// Flags added to `--node-id … --listen … --data-dir …`, kept across restarts.
@@ -79,6 +83,9 @@ impl TestServer {
                 unreachable!("two ports were asked for")
             };
             (server.port, server.peer_port) = (port, peer_port);
+            if attempt > 1 && server.namesrv_port != 0 {
+                server.namesrv_port = free_ports(1)[0];
+            }
             match server.spawn_and_wait().await {
                 Ok(()) => return server,
                 Err(NotReady::Exited { log, .. })
@@ -102,10 +109,18 @@ impl TestServer {
             .timeout(REQUEST_TIMEOUT)
             .build()
             .expect("a plain HTTP client builds");
+        let own_namesrv_flag = extra_args
+            .iter()
+            .any(|arg| arg.starts_with("--namesrv-listen"));
         TestServer {
             dir,
             port,
             peer_port,
+            namesrv_port: if own_namesrv_flag {
+                0
+            } else {
+                free_ports(1)[0]
+            },
             node_id,
             extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
             env: Vec::new(),
@@ -136,8 +151,13 @@ impl TestServer {
         let listen = self.addr().to_string();
         let peer_listen = format!("127.0.0.1:{}", self.peer_port);
         let node_id = self.node_id.to_string();
+        let namesrv: Vec<String> = match self.namesrv_port {
+            0 => Vec::new(),
+            port => vec!["--namesrv-listen".into(), format!("127.0.0.1:{port}")],
+        };
         let child = Command::new(server_binary())
             .args(["--node-id", &node_id, "--listen", &listen])
+            .args(&namesrv)
             .args(["--peer-listen", &peer_listen, "--data-dir"])
             .arg(self.data_dir())
             .args(&self.extra_args)
@@ -207,6 +227,16 @@ impl TestServer {
     /// The address the server listens on.
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// The address of the server's name server (RocketMQ remoting).
+    pub fn namesrv_addr(&self) -> SocketAddr {
+        assert!(
+            self.namesrv_port != 0,
+            "node {} was given its own --namesrv-listen",
+            self.node_id
+        );
+        SocketAddr::from(([127, 0, 0, 1], self.namesrv_port))
     }
 
     /// The address of the server's peer port.

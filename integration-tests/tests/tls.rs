@@ -459,6 +459,8 @@ fn run_with_limit(args: &[String], data_dir: &Path) -> (Option<i32>, String) {
             "127.0.0.1:0",
             "--peer-listen",
             "127.0.0.1:0",
+            "--namesrv-listen",
+            "127.0.0.1:0",
             "--data-dir",
         ])
         .arg(data_dir)

@@ -32,6 +32,32 @@ pub enum CliCommand {
     },
 }
 
+/// Where the name server listens: an address, or `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NamesrvListen(pub Option<SocketAddr>);
+
+impl std::str::FromStr for NamesrvListen {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text.eq_ignore_ascii_case("off") {
+            return Ok(NamesrvListen(None));
+        }
+        text.parse()
+            .map(|addr| NamesrvListen(Some(addr)))
+            .map_err(|_| format!("{text:?} is neither an address (host:port) nor `off`"))
+    }
+}
+
+impl std::fmt::Display for NamesrvListen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(addr) => write!(f, "{addr}"),
+            None => f.write_str("off"),
+        }
+    }
+}
+
 /// How a node runs.
 #[derive(Clone, Debug, clap::Args)]
 pub struct Config {
@@ -53,6 +79,18 @@ pub struct Config {
     /// address with its port + 100, e.g. 127.0.0.1:7170].
     #[arg(long, env = "KV_PEER_LISTEN")]
     pub peer_listen: Option<SocketAddr>,
+
+    /// Address the RocketMQ name server (remoting protocol) listens on, or
+    /// `off` for none.
+    #[arg(long, env = "KV_NAMESRV_LISTEN", default_value = "127.0.0.1:9876")]
+    pub namesrv_listen: NamesrvListen,
+
+    /// Seconds a broker's registration lives without a heartbeat
+    /// (RocketMQ's BROKER_CHANNEL_EXPIRED_TIME); a lease's range, 5 to
+    /// 86,400.
+    #[arg(long, env = "KV_NAMESRV_BROKER_TTL_S", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(5..=86_400))]
+    pub namesrv_broker_ttl_s: u64,
 
     /// URL other nodes reach this node's peer port at [default: this
     /// node's entry in --peers, else http://<peer-listen>].
@@ -363,6 +401,8 @@ mod tests {
         ("--listen", "127.0.0.1:7070"),
         ("--advertise", "None"),
         ("--peer-listen", "None"),
+        ("--namesrv-listen", "127.0.0.1:9876"),
+        ("--namesrv-broker-ttl-s", "120"),
         ("--peer-advertise", "None"),
         ("--tls-cert", "None"),
         ("--tls-key", "None"),
@@ -410,6 +450,8 @@ mod tests {
             r#"Some("http://kv-1:7070")"#,
         ),
         ("--peer-listen", "0.0.0.0:9090", "Some(0.0.0.0:9090)"),
+        ("--namesrv-listen", "off", "off"),
+        ("--namesrv-broker-ttl-s", "5", "5"),
         (
             "--peer-advertise",
             "http://kv-1:7170",
@@ -487,6 +529,11 @@ mod tests {
             ("--listen", config.listen.to_string()),
             ("--advertise", format!("{:?}", config.advertise)),
             ("--peer-listen", format!("{:?}", config.peer_listen)),
+            ("--namesrv-listen", config.namesrv_listen.to_string()),
+            (
+                "--namesrv-broker-ttl-s",
+                config.namesrv_broker_ttl_s.to_string(),
+            ),
             ("--peer-advertise", format!("{:?}", config.peer_advertise)),
             ("--tls-cert", format!("{:?}", config.tls_cert)),
             ("--tls-key", format!("{:?}", config.tls_key)),
@@ -668,6 +715,16 @@ mod tests {
                 &["--listen", "localhost"],
                 ErrorKind::ValueValidation,
                 "--listen",
+            ),
+            (
+                &["--namesrv-listen", "9876"],
+                ErrorKind::ValueValidation,
+                "--namesrv-listen",
+            ),
+            (
+                &["--namesrv-broker-ttl-s", "2"],
+                ErrorKind::ValueValidation,
+                "--namesrv-broker-ttl-s",
             ),
             (
                 &["--listen", "127.0.0.1"],

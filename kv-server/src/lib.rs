@@ -10,6 +10,8 @@
 //! * `network` — Raft RPC to other nodes over HTTP.
 //! * `read_index` — read-index rounds shared by concurrent reads.
 //! * `api` — the axum routers, one module per area.
+//! * `namesrv` — the RocketMQ name server: remoting listener, handlers,
+//!   route state under `namesrv/` keys.
 //! * `http` — HTTP/1.1 and HTTP/2 serving with graceful shutdown.
 //! * `write_stall` — closing connections whose peer stops reading.
 //! * [`tls`] — rustls on both listeners and on the calls between nodes.
@@ -35,6 +37,7 @@ pub(crate) mod http;
 pub mod join;
 pub(crate) mod leases;
 pub(crate) mod metrics;
+pub(crate) mod namesrv;
 pub(crate) mod network;
 pub(crate) mod peer;
 pub(crate) mod read_index;

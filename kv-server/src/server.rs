@@ -166,6 +166,10 @@ pub async fn serve(
 
     let listener = bind(config.listen).await?;
     let peer_listener = bind(peer_listen).await?;
+    let namesrv_listener = match config.namesrv_listen.0 {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
     let initialized = raft.is_initialized().await?;
     if !initialized {
         initialize(&raft, &config, &this_node, &peers, join.is_some()).await?;
@@ -204,11 +208,13 @@ pub async fn serve(
         remote_read_index: Default::default(),
         long_polls: crate::api::long_polls::LongPolls::new(config.max_long_polls),
         tokens: Default::default(),
+        leader_contact: Default::default(),
     };
     info!(
         node_id = config.node_id,
         listen = %config.listen,
         peer_listen = %peer_listen,
+        namesrv_listen = %config.namesrv_listen,
         data_dir = %config.data_dir.display(),
         "serving"
     );
@@ -248,6 +254,9 @@ pub async fn serve(
     let stopping = tokio_util::sync::CancellationToken::new();
     let stopped = stopping.clone();
     let peers_stopped = stopping.clone();
+    let namesrv_stopped = stopping.clone();
+    let namesrv = crate::namesrv::NameServer::new(state.clone());
+    let max_connections = config.max_connections as usize;
     tokio::join!(
         async move {
             stop.await;
@@ -269,6 +278,14 @@ pub async fn serve(
             tls.peer.clone(),
             async move { peers_stopped.cancelled().await }
         ),
+        async move {
+            if let Some(listener) = namesrv_listener {
+                crate::namesrv::listener::serve(listener, namesrv, max_connections, async move {
+                    namesrv_stopped.cancelled().await
+                })
+                .await;
+            }
+        },
     );
     info!("shutting down");
     if let Err(error) = raft.shutdown().await {

@@ -16,6 +16,7 @@ pub mod leases;
 pub mod long_polls;
 pub mod metadata;
 pub mod metrics;
+pub mod namesrv;
 pub mod params;
 pub mod peer;
 pub mod propose;
@@ -96,6 +97,9 @@ pub struct AppState {
     pub long_polls: LongPolls,
     /// Tokens resolved for `--auth`, dropped when roles or tokens change.
     pub tokens: Arc<crate::acl::cache::TokenCache>,
+    /// When this node last accepted an append-entries from a leader: the
+    /// name server's measure of a follower's freshness.
+    pub leader_contact: crate::namesrv::freshness::LeaderContact,
 }
 
 /// The client port: the public API. `/raft/*` is not there (404): the
@@ -114,6 +118,13 @@ pub fn client_router(state: AppState) -> Router {
     routes
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
+}
+
+/// The public routes without authentication, for the node's own
+/// in-process calls (the name server's writes): a follower still passes
+/// writes to the leader, as it does a client's.
+pub fn internal_router(state: AppState) -> Router {
+    public_routes(&state).with_state(state)
 }
 
 /// The peer port: the node-to-node `/raft/*` routes, and the public API for
@@ -149,6 +160,7 @@ fn public_routes(state: &AppState) -> Router<AppState> {
         .merge(acl::routes())
         .merge(txn::routes())
         .merge(leases::routes())
+        .merge(namesrv::routes())
         .route("/healthz", get(healthz))
         .route("/v1/openapi.json", get(openapi))
         .fallback(not_found)

@@ -115,7 +115,18 @@ async fn append(
     State(state): State<AppState>,
     Json(request): Json<AppendEntriesRequest<TypeConfig>>,
 ) -> Json<Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>> {
-    Json(state.raft.append_entries(request).await)
+    let reply = state.raft.append_entries(request).await;
+    if matches!(
+        reply,
+        Ok(AppendEntriesResponse::Success
+            | AppendEntriesResponse::PartialSuccess(_)
+            | AppendEntriesResponse::Conflict)
+    ) {
+        // Taken from a leader of the current term: the name server's
+        // proof that this follower is not cut off.
+        state.leader_contact.record();
+    }
+    Json(reply)
 }
 
 async fn vote(

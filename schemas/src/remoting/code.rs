@@ -1,5 +1,8 @@
 //! Request and response codes, as RocketMQ numbers them
-//! (`RequestCode`, `ResponseCode`, `RemotingSysResponseCode`).
+//! (`RequestCode`, `ResponseCode`, `RemotingSysResponseCode`); every value
+//! is checked against Apache RocketMQ's. The request codes are all those
+//! Apache's name server answers (its `DefaultRequestProcessor` and
+//! `ClientRequestProcessor`).
 
 /// The requests a name server answers.
 pub mod request_code {
@@ -61,8 +64,21 @@ pub mod response_code {
     pub const SYSTEM_BUSY: i32 = 2;
     /// The request code is not one this server knows.
     pub const REQUEST_CODE_NOT_SUPPORTED: i32 = 3;
+    /// The change is not allowed: Apache's name server answers this to an
+    /// UPDATE_NAMESRV_CONFIG that names a key on its black list.
+    pub const NO_PERMISSION: i32 = 16;
     /// No route for the topic.
     pub const TOPIC_NOT_EXIST: i32 = 17;
     /// The thing asked for is not there (a KV config entry).
     pub const QUERY_NOT_FOUND: i32 = 22;
+    /// A request's header fields are missing or malformed (RocketMQ's
+    /// `INVALID_PARAMETER`).
+    ///
+    /// rocketmq-rust's name server answers a request without its required
+    /// header fields with this code and the remark "Request header is
+    /// invalid". Apache's answers the same request with [`SYSTEM_ERROR`]
+    /// and the remark of the exception its header decoding throws
+    /// (`the custom field <topic> is null`), from its generic handler of
+    /// failed requests.
+    pub const INVALID_PARAMETER: i32 = 29;
 }

@@ -49,10 +49,12 @@ pub enum LanguageCode {
     Oms,
     /// 12
     Rust,
+    /// 13
+    NodeJs,
 }
 
 impl LanguageCode {
-    const ALL: [(LanguageCode, &'static str); 13] = [
+    const ALL: [(LanguageCode, &'static str); 14] = [
         (LanguageCode::Java, "JAVA"),
         (LanguageCode::Cpp, "CPP"),
         (LanguageCode::Dotnet, "DOTNET"),
@@ -66,6 +68,7 @@ impl LanguageCode {
         (LanguageCode::Php, "PHP"),
         (LanguageCode::Oms, "OMS"),
         (LanguageCode::Rust, "RUST"),
+        (LanguageCode::NodeJs, "NODE_JS"),
     ];
 
     /// The number the binary header carries.

@@ -1,0 +1,216 @@
+//! Three nodes as three RocketMQ name servers over one replicated store:
+//! the same routes everywhere, through a leader's death, a restart and a
+//! topic delete; a node cut off from its peers answers SYSTEM_BUSY.
+
+use std::time::{Duration, Instant};
+
+use integration_tests::remoting::{json_of, registration, route_request, RemotingClient};
+use integration_tests::{TestCluster, TestServer};
+use schemas::remoting::{request_code as code, response_code, RemotingCommand};
+use serde_json::Value;
+
+/// Pause between two polls of a condition.
+const POLL: Duration = Duration::from_millis(20);
+
+/// What docs/namesrv.md promises: a registration answered by one node is
+/// served by every healthy node within this (one apply behind the leader:
+/// a heartbeat interval of 100 ms and the apply, with room for a loaded
+/// machine).
+const REPLICATION_BOUND: Duration = Duration::from_secs(1);
+
+/// The election timeout the nodes run with (the default).
+const ELECTION_TIMEOUT: Duration = Duration::from_millis(500);
+
+async fn connect(node: &TestServer) -> RemotingClient {
+    RemotingClient::connect(node.namesrv_addr()).await
+}
+
+/// Asks `node` for the route of `topic`, on a fresh connection.
+async fn route_on(node: &TestServer, topic: &str) -> RemotingCommand {
+    connect(node).await.call(route_request(topic)).await
+}
+
+/// Polls `node` until the route of `topic` answers `wanted`; how long it
+/// took.
+async fn wait_route_code(node: &TestServer, topic: &str, wanted: i32, limit: Duration) -> Duration {
+    let started = Instant::now();
+    let mut client = connect(node).await;
+    loop {
+        let answer = client.call(route_request(topic)).await;
+        if answer.code == wanted {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "node {}: the route of {topic} answers {} ({:?}) after {limit:?}, not {wanted}",
+            node.node_id(),
+            answer.code,
+            answer.remark
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Registers broker `name` at `addr` through `node`.
+async fn register(node: &TestServer, name: &str, addr: &str) {
+    let answer = connect(node)
+        .await
+        .call(registration(name, 0, addr, 0, false))
+        .await;
+    assert_eq!(answer.code, 0, "node {}: {answer:?}", node.node_id());
+}
+
+#[tokio::test]
+async fn a_registration_sent_to_one_node_is_served_by_all_three_within_the_bound() {
+    let cluster = TestCluster::start(3, &[]).await;
+    let leader = cluster.leader().await;
+    let follower = *cluster
+        .ids()
+        .iter()
+        .find(|id| **id != leader)
+        .expect("a follower");
+    register(cluster.node(follower), "broker-a", "127.0.0.1:20911").await;
+    let mut routes: Vec<Value> = Vec::new();
+    for id in cluster.ids() {
+        let took = wait_route_code(cluster.node(id), "TBW102", 0, REPLICATION_BOUND).await;
+        assert!(took <= REPLICATION_BOUND, "node {id} took {took:?}");
+        routes.push(json_of(&route_on(cluster.node(id), "TBW102").await));
+    }
+    assert!(
+        routes.windows(2).all(|pair| pair[0] == pair[1]),
+        "{routes:?}"
+    );
+}
+
+#[tokio::test]
+async fn with_the_leader_killed_the_others_keep_serving_routes_and_take_registrations() {
+    let mut cluster = TestCluster::start(3, &[]).await;
+    let leader = cluster.leader().await;
+    register(cluster.node(leader), "broker-a", "127.0.0.1:20911").await;
+    for id in cluster.ids() {
+        wait_route_code(cluster.node(id), "TBW102", 0, REPLICATION_BOUND).await;
+    }
+    cluster.node_mut(leader).kill9().await;
+    let others: Vec<u64> = cluster
+        .ids()
+        .into_iter()
+        .filter(|id| *id != leader)
+        .collect();
+    // Through the election the others may answer SYSTEM_BUSY for a moment;
+    // then they serve the routes again.
+    for id in &others {
+        wait_route_code(cluster.node(*id), "TBW102", 0, Duration::from_secs(10)).await;
+    }
+    register(cluster.node(others[0]), "broker-b", "127.0.0.1:20921").await;
+    for id in &others {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let route = json_of(&route_on(cluster.node(*id), "TBW102").await);
+            if route["brokerDatas"].as_array().map_or(0, Vec::len) == 2 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {id}: broker-b not in {route}"
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_restarted_node_serves_every_route_at_once_before_any_broker_registers_again() {
+    let mut cluster = TestCluster::start(3, &[]).await;
+    let leader = cluster.leader().await;
+    register(cluster.node(leader), "broker-a", "127.0.0.1:20911").await;
+    let restarted = *cluster
+        .ids()
+        .iter()
+        .find(|id| **id != leader)
+        .expect("a follower");
+    wait_route_code(cluster.node(restarted), "TBW102", 0, REPLICATION_BOUND).await;
+    cluster.node_mut(restarted).restart().await;
+    // Ready (it knows a leader): it serves the route from its store, with
+    // no broker registering again; at most the first heartbeat's wait.
+    let took = wait_route_code(cluster.node(restarted), "TBW102", 0, ELECTION_TIMEOUT).await;
+    assert!(took <= ELECTION_TIMEOUT, "took {took:?}");
+    let route = json_of(&route_on(cluster.node(restarted), "TBW102").await);
+    assert_eq!(route["brokerDatas"][0]["brokerName"], "broker-a");
+}
+
+#[tokio::test]
+async fn a_topic_delete_is_gone_on_every_node() {
+    let cluster = TestCluster::start(3, &[]).await;
+    let leader = cluster.leader().await;
+    register(cluster.node(leader), "broker-a", "127.0.0.1:20911").await;
+    let follower = *cluster
+        .ids()
+        .iter()
+        .find(|id| **id != leader)
+        .expect("a follower");
+    wait_route_code(
+        cluster.node(follower),
+        "BenchmarkTest",
+        0,
+        REPLICATION_BOUND,
+    )
+    .await;
+    let deleted = connect(cluster.node(follower))
+        .await
+        .request(
+            code::DELETE_TOPIC_IN_NAMESRV,
+            &[("topic", "BenchmarkTest")],
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(deleted.code, 0, "{deleted:?}");
+    for id in cluster.ids() {
+        wait_route_code(
+            cluster.node(id),
+            "BenchmarkTest",
+            response_code::TOPIC_NOT_EXIST,
+            REPLICATION_BOUND,
+        )
+        .await;
+        assert_eq!(
+            route_on(cluster.node(id), "TBW102").await.code,
+            0,
+            "node {id}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_node_whose_peers_are_killed_answers_system_busy_once_the_election_timeout_passed() {
+    let mut cluster = TestCluster::start(3, &[]).await;
+    let leader = cluster.leader().await;
+    register(cluster.node(leader), "broker-a", "127.0.0.1:20911").await;
+    let alone = *cluster
+        .ids()
+        .iter()
+        .find(|id| **id != leader)
+        .expect("a follower");
+    wait_route_code(cluster.node(alone), "TBW102", 0, REPLICATION_BOUND).await;
+    for id in cluster.ids() {
+        if id != alone {
+            cluster.node_mut(id).kill9().await;
+        }
+    }
+    let cut_off = Instant::now();
+    let took = wait_route_code(
+        cluster.node(alone),
+        "TBW102",
+        response_code::SYSTEM_BUSY,
+        ELECTION_TIMEOUT + Duration::from_secs(3),
+    )
+    .await;
+    assert!(
+        cut_off.elapsed() >= ELECTION_TIMEOUT - Duration::from_millis(150),
+        "busy after {took:?}"
+    );
+    let busy = route_on(cluster.node(alone), "TBW102").await;
+    assert!(
+        busy.remark.as_deref().unwrap_or("").contains("quorum"),
+        "{busy:?}"
+    );
+}

@@ -1,0 +1,371 @@
+//! REGISTER_BROKER, UNREGISTER_BROKER, BROKER_HEARTBEAT and
+//! QUERY_DATA_VERSION: a broker's registration and its lease.
+//!
+//! A registration is written as one transaction guarded by the
+//! registration key's `mod_revision` as this node read it: when a broker
+//! registers with every node at once, the first write wins and the others
+//! find their guard broken and write nothing (they give back the lease
+//! they granted). The idempotency key (broker, data version, lease) makes a
+//! retried call of the same write count once.
+
+use schemas::api::MAX_TXN_OPS;
+use schemas::remoting::{
+    body_crc32, request_code, DataVersion, QueueData, RegisterBrokerBody, RemotingCommand,
+    TopicConfigSerializeWrapper,
+};
+use serde_json::json;
+use tracing::{debug, info};
+
+use crate::namesrv::keys::{self, BrokerRecord};
+use crate::namesrv::writes::{idempotency_key, Guard, Op, WriteError};
+use crate::namesrv::{json_body, required_name, view, Failure, Handled, NameServer};
+
+/// The KV namespace of ordered topics' configs, sent back to a registering
+/// broker as Apache does.
+pub const ORDER_TOPIC_CONFIG: &str = "ORDER_TOPIC_CONFIG";
+
+/// Who a REGISTER_BROKER (or UNREGISTER_BROKER) names.
+struct Identity {
+    cluster_name: String,
+    broker_name: String,
+    broker_id: i64,
+    broker_addr: String,
+}
+
+impl Identity {
+    fn of(request: &RemotingCommand) -> Result<Identity, Failure> {
+        Ok(Identity {
+            cluster_name: required_name(request, "clusterName")?.to_string(),
+            broker_name: required_name(request, "brokerName")?.to_string(),
+            broker_id: request.required_parsed("brokerId")?,
+            broker_addr: required_name(request, "brokerAddr")?.to_string(),
+        })
+    }
+
+    fn key(&self) -> String {
+        keys::broker(&self.broker_name, self.broker_id)
+    }
+}
+
+/// The stored registration at `key`, with its `mod_revision`.
+fn stored(ns: &NameServer, key: &str) -> Result<Option<(BrokerRecord, u64)>, Failure> {
+    let Some(entry) = ns.state.store.get(key)? else {
+        return Ok(None);
+    };
+    let record = serde_json::from_slice(&entry.value).map_err(|error| {
+        Failure::system(format!("the registration at {key} does not parse: {error}"))
+    })?;
+    Ok(Some((record, entry.mod_revision)))
+}
+
+/// REGISTER_BROKER.
+pub async fn register(ns: &NameServer, request: &RemotingCommand) -> Handled {
+    let identity = Identity::of(request)?;
+    let crc: i64 = request.optional_parsed("bodyCrc32")?.unwrap_or(0);
+    if crc != 0 && i64::from(body_crc32(&request.body)) != crc {
+        return Err(Failure::system("crc32 not match"));
+    }
+    let compressed = request.optional_parsed("compressed")?.unwrap_or(false);
+    let body = if request.body.is_empty() {
+        RegisterBrokerBody::default()
+    } else {
+        RegisterBrokerBody::decode(&request.body, compressed).map_err(|error| {
+            Failure::system(format!(
+                "the registration body of broker {} ({}) does not decode: {error}",
+                identity.broker_name, identity.broker_addr
+            ))
+        })?
+    };
+    let wanted = BrokerRecord {
+        cluster_name: identity.cluster_name.clone(),
+        broker_name: identity.broker_name.clone(),
+        broker_id: identity.broker_id,
+        broker_addr: identity.broker_addr.clone(),
+        ha_server_addr: request
+            .field("haServerAddr")
+            .unwrap_or_default()
+            .to_string(),
+        zone_name: request.field("zoneName").map(str::to_string),
+        enable_acting_master: request
+            .optional_parsed("enableActingMaster")?
+            .unwrap_or(false),
+        data_version: body.topic_config_serialize_wrapper.data_version,
+        lease: 0,
+        complete: true,
+    };
+    let key = identity.key();
+    let current = stored(ns, &key)?;
+    let unchanged = current.as_ref().is_some_and(|(record, _)| {
+        record.complete
+            && BrokerRecord {
+                lease: 0,
+                ..record.clone()
+            } == wanted
+    });
+    let mut lease = current.as_ref().map(|(record, _)| record.lease);
+    if let Some(id) = lease {
+        if ns.writer.keep_alive(id).await? {
+            if unchanged {
+                debug!(broker = %identity.broker_addr, lease = id, "registration unchanged: lease renewed");
+                return answer_registration(ns, request, &identity);
+            }
+        } else {
+            lease = None;
+        }
+    }
+    let observed = current.as_ref().map_or(0, |(_, revision)| *revision);
+    write_registration(
+        ns,
+        wanted,
+        &body.topic_config_serialize_wrapper,
+        lease,
+        observed,
+    )
+    .await?;
+    answer_registration(ns, request, &identity)
+}
+
+/// Writes a registration (and a master's queues) under `lease`, or a new
+/// lease if none is given or it vanishes meanwhile.
+async fn write_registration(
+    ns: &NameServer,
+    mut record: BrokerRecord,
+    topics: &TopicConfigSerializeWrapper,
+    lease: Option<u64>,
+    observed: u64,
+) -> Result<(), Failure> {
+    let (mut id, mut granted) = match lease {
+        Some(id) => (id, false),
+        None => (ns.writer.grant(ns.broker_ttl_s()).await?, true),
+    };
+    for attempt in 1..=2 {
+        record.lease = id;
+        match write_chunks(ns, &record, topics, observed).await {
+            Ok(true) => {
+                info!(broker = %record.broker_addr, group = %record.broker_name, lease = id, topics = topics.topic_config_table.len(), "registered");
+                return Ok(());
+            }
+            Ok(false) => {
+                // Another node wrote this registration first.
+                if granted {
+                    ns.writer.revoke(id).await?;
+                }
+                debug!(broker = %record.broker_addr, "registration written by another node first");
+                return Ok(());
+            }
+            Err(failure) if attempt == 1 && failure.remark.contains("lease_not_found") => {
+                id = ns.writer.grant(ns.broker_ttl_s()).await?;
+                granted = true;
+            }
+            Err(failure) => return Err(failure),
+        }
+    }
+    Err(Failure::system(format!(
+        "the lease of broker {} vanished twice while it registered",
+        record.broker_addr
+    )))
+}
+
+/// Writes `record` and, for a master, a QueueData per topic: one
+/// transaction when they fit in one, else the record first (marked
+/// incomplete) and the queues after it, each chunk guarded by the record's
+/// lease. False if the first write's guard did not hold.
+async fn write_chunks(
+    ns: &NameServer,
+    record: &BrokerRecord,
+    topics: &TopicConfigSerializeWrapper,
+    observed: u64,
+) -> Result<bool, Failure> {
+    let key = keys::broker(&record.broker_name, record.broker_id);
+    let mut queue_ops = Vec::new();
+    if record.broker_id == 0 {
+        for (topic, config) in &topics.topic_config_table {
+            let queues = QueueData {
+                broker_name: record.broker_name.clone(),
+                read_queue_nums: config.read_queue_nums,
+                write_queue_nums: config.write_queue_nums,
+                perm: config.perm,
+                topic_sys_flag: config.topic_sys_flag,
+            };
+            queue_ops.push(Op::Put {
+                key: keys::topic_queues(topic, &record.broker_name),
+                value: json!(queues),
+                lease: Some(record.lease),
+            });
+        }
+    }
+    let version = format!("{:?}", record.data_version);
+    let lease = record.lease.to_string();
+    let identity = [
+        record.broker_addr.as_str(),
+        key.as_str(),
+        version.as_str(),
+        lease.as_str(),
+    ];
+    let put_record = |record: &BrokerRecord| Op::Put {
+        key: key.clone(),
+        value: json!(record),
+        lease: Some(record.lease),
+    };
+    let per_chunk = MAX_TXN_OPS - 1;
+    if queue_ops.len() <= per_chunk {
+        let mut ops = queue_ops;
+        ops.push(put_record(record));
+        let answer = ns
+            .writer
+            .txn(
+                &[Guard::ModRevision(key.clone(), observed)],
+                &ops,
+                idempotency_key(&identity),
+            )
+            .await
+            .map_err(lease_gone)?;
+        return Ok(answer.succeeded);
+    }
+    let incomplete = BrokerRecord {
+        complete: false,
+        ..record.clone()
+    };
+    let first = ns
+        .writer
+        .txn(
+            &[Guard::ModRevision(key.clone(), observed)],
+            &[put_record(&incomplete)],
+            idempotency_key(&[&identity[..], &["start"]].concat()),
+        )
+        .await
+        .map_err(lease_gone)?;
+    if !first.succeeded {
+        return Ok(false);
+    }
+    let chunks: Vec<&[Op]> = queue_ops.chunks(per_chunk).collect();
+    for (index, chunk) in chunks.iter().enumerate() {
+        let mut ops = chunk.to_vec();
+        if index + 1 == chunks.len() {
+            ops.push(put_record(record));
+        }
+        let part = index.to_string();
+        let answer = ns
+            .writer
+            .txn(
+                &[Guard::Lease(key.clone(), record.lease)],
+                &ops,
+                idempotency_key(&[&identity[..], &[part.as_str()]].concat()),
+            )
+            .await
+            .map_err(lease_gone)?;
+        if !answer.succeeded {
+            return Err(Failure::system(format!(
+                "the registration of broker {} was replaced while it was written",
+                record.broker_addr
+            )));
+        }
+    }
+    Ok(true)
+}
+
+/// A write error as a failure whose remark says `lease_not_found` when
+/// the lease vanished, so the caller retries with a new one.
+fn lease_gone(error: WriteError) -> Failure {
+    match error {
+        WriteError::LeaseNotFound { id } => Failure::system(format!("lease_not_found: {id}")),
+        other => other.into(),
+    }
+}
+
+/// Apache's answer to a registration: the group master's addresses for a
+/// slave, and the ordered topics' configs.
+fn answer_registration(ns: &NameServer, request: &RemotingCommand, identity: &Identity) -> Handled {
+    let mut answer = request.answer(0, None);
+    let (mut master_addr, mut ha_server_addr) = (String::new(), String::new());
+    if identity.broker_id != 0 {
+        if let Some((master, _)) = stored(ns, &keys::broker(&identity.broker_name, 0))? {
+            master_addr = master.broker_addr;
+            ha_server_addr = master.ha_server_addr;
+        }
+    }
+    answer.ext_fields.insert("masterAddr".into(), master_addr);
+    answer
+        .ext_fields
+        .insert("haServerAddr".into(), ha_server_addr);
+    let order = view::kv_table(&ns.state.store, ORDER_TOPIC_CONFIG)?;
+    if !order.is_empty() {
+        answer.body = json_body(&schemas::remoting::KvTable { table: order });
+    }
+    Ok(answer)
+}
+
+/// UNREGISTER_BROKER: revokes the broker's lease, which removes its
+/// registration and, for a master, its group's queues in one change.
+pub async fn unregister(ns: &NameServer, request: &RemotingCommand) -> Handled {
+    let identity = Identity::of(request)?;
+    if let Some((record, _)) = stored(ns, &identity.key())? {
+        if record.broker_addr == identity.broker_addr {
+            ns.writer.revoke(record.lease).await?;
+            info!(broker = %record.broker_addr, group = %record.broker_name, "unregistered");
+        }
+    }
+    Ok(request.answer(0, None))
+}
+
+/// The registrations whose address is `broker_addr` (in group
+/// `broker_name` when given).
+fn records_at(
+    ns: &NameServer,
+    broker_name: Option<&str>,
+    broker_addr: &str,
+) -> Result<Vec<BrokerRecord>, Failure> {
+    let prefix = match broker_name {
+        Some(name) => keys::broker_group(name),
+        None => keys::BROKERS.to_string(),
+    };
+    let (entries, _) = view::scan(&ns.state.store, &prefix)?;
+    Ok(view::parse_brokers(entries)
+        .into_iter()
+        .filter(|record| record.broker_addr == broker_addr)
+        .collect())
+}
+
+/// Renews the leases of `records`.
+async fn keep_alive(ns: &NameServer, records: &[BrokerRecord]) -> Result<(), Failure> {
+    for record in records {
+        ns.writer.keep_alive(record.lease).await?;
+    }
+    Ok(())
+}
+
+/// BROKER_HEARTBEAT: renews the broker's lease.
+pub async fn heartbeat(ns: &NameServer, request: &RemotingCommand) -> Handled {
+    let broker_addr = required_name(request, "brokerAddr")?;
+    required_name(request, "clusterName")?;
+    let records = records_at(ns, request.field("brokerName"), broker_addr)?;
+    keep_alive(ns, &records).await?;
+    Ok(request.answer(0, None))
+}
+
+/// QUERY_DATA_VERSION: whether the broker's data version differs from the
+/// stored one (`changed`), the stored one as the body; renews the lease.
+pub async fn query_data_version(ns: &NameServer, request: &RemotingCommand) -> Handled {
+    debug_assert_eq!(request.code, request_code::QUERY_DATA_VERSION);
+    let broker_addr = required_name(request, "brokerAddr")?;
+    let broker_name = required_name(request, "brokerName")?;
+    required_name(request, "clusterName")?;
+    request.required_parsed::<i64>("brokerId")?;
+    let asked: DataVersion = serde_json::from_slice(&request.body).map_err(|error| {
+        Failure::system(format!(
+            "the body of QUERY_DATA_VERSION is not a DataVersion: {error}"
+        ))
+    })?;
+    let records = records_at(ns, Some(broker_name), broker_addr)?;
+    let stored_version = records.first().map(|record| record.data_version);
+    keep_alive(ns, &records).await?;
+    let mut answer = request.answer(0, None);
+    let changed = stored_version != Some(asked);
+    answer
+        .ext_fields
+        .insert("changed".into(), changed.to_string());
+    if let Some(version) = stored_version {
+        answer.body = json_body(&version);
+    }
+    Ok(answer)
+}

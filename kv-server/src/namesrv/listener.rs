@@ -1,0 +1,145 @@
+//! The remoting port: accepts connections, reads frames with a bounded
+//! buffer, answers each request in the header form it came in.
+//!
+//! Connections are capped at `--max-connections`, as the HTTP ports are:
+//! beyond it the accept loop waits for one to close. Each connection has a
+//! reader (this task) and a writer task; requests are answered
+//! concurrently, at most [`IN_FLIGHT_PER_CONNECTION`] at a time, each
+//! answer carrying its request's opaque. A frame that does not decode
+//! (bad length, oversized, undecodable header) is logged and closes its
+//! connection: after it, the stream's framing cannot be trusted.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::{Buf, BytesMut};
+use schemas::remoting::{decode_frame, RemotingCommand, DEFAULT_MAX_FRAME_BYTES};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+use tracing::{debug, info, warn};
+
+use crate::namesrv::dispatch::dispatch;
+use crate::namesrv::NameServer;
+
+/// Requests of one connection answered at once; the reader waits beyond.
+pub const IN_FLIGHT_PER_CONNECTION: usize = 256;
+/// Bytes read from the socket at a time.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Serves the name server on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    ns: NameServer,
+    max_connections: usize,
+    shutdown: impl Future<Output = ()>,
+) {
+    let slots = Arc::new(Semaphore::new(max_connections));
+    tokio::pin!(shutdown);
+    loop {
+        let slot = tokio::select! {
+            () = &mut shutdown => break,
+            slot = Arc::clone(&slots).acquire_owned() => slot.expect("the semaphore is never closed"),
+        };
+        let accepted = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                warn!(%error, "namesrv: accept failed");
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let ns = ns.clone();
+        tokio::spawn(async move {
+            serve_connection(stream, ns).await;
+            debug!(%peer, "namesrv: connection closed");
+            drop(slot);
+        });
+    }
+    info!("namesrv: stopped accepting");
+}
+
+/// Reads and answers the requests of one connection until it closes or
+/// sends a bad frame.
+async fn serve_connection(stream: TcpStream, ns: NameServer) {
+    let peer = stream
+        .peer_addr()
+        .map_or_else(|_| "unknown".to_string(), |addr| addr.to_string());
+    let (mut reader, mut writer) = stream.into_split();
+    let (answers, mut to_write) = mpsc::channel::<Vec<u8>>(IN_FLIGHT_PER_CONNECTION);
+    let write_task = tokio::spawn(async move {
+        while let Some(frame) = to_write.recv().await {
+            if writer.write_all(&frame).await.is_err() {
+                break;
+            }
+        }
+    });
+    let in_flight = Arc::new(Semaphore::new(IN_FLIGHT_PER_CONNECTION));
+    let mut buffer = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    'connection: loop {
+        loop {
+            match decode_frame(&buffer, DEFAULT_MAX_FRAME_BYTES) {
+                Ok(Some((request, used))) => {
+                    buffer.advance(used);
+                    let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
+                        break 'connection;
+                    };
+                    let ns = ns.clone();
+                    let answers = answers.clone();
+                    tokio::spawn(async move {
+                        if let Some(frame) = answer(&ns, request).await {
+                            let _ = answers.send(frame).await;
+                        }
+                        drop(permit);
+                    });
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    warn!(%peer, %error, "namesrv: bad frame; closing the connection");
+                    break 'connection;
+                }
+            }
+        }
+        // decode_frame refuses a length over the limit from its first
+        // bytes, so the buffer never holds more than one frame's worth.
+        buffer.reserve(READ_CHUNK_BYTES);
+        match reader.read_buf(&mut buffer).await {
+            Ok(0) => {
+                if !buffer.is_empty() {
+                    warn!(%peer, bytes = buffer.len(), "namesrv: connection closed inside a frame");
+                }
+                break;
+            }
+            Ok(_) => {}
+            Err(error) => {
+                debug!(%peer, %error, "namesrv: read failed");
+                break;
+            }
+        }
+    }
+    drop(answers);
+    if buffer.is_empty() {
+        // Let the answers in flight reach the peer.
+        let _ = write_task.await;
+    } else {
+        write_task.abort();
+    }
+}
+
+/// The answer frame of `request`; none for a oneway request or a stray
+/// answer.
+async fn answer(ns: &NameServer, request: RemotingCommand) -> Option<Vec<u8>> {
+    if request.is_response() {
+        debug!(
+            opaque = request.opaque,
+            "namesrv: ignored an answer sent to the name server"
+        );
+        return None;
+    }
+    let answer = dispatch(ns, &request).await;
+    (!request.is_oneway()).then(|| answer.encode())
+}
