@@ -243,6 +243,7 @@ async fn bad_frames_close_their_connection_and_the_server_keeps_serving_others()
     );
     let missing = client.call(route_request("TBW102")).await;
     assert_eq!(missing.code, response_code::TOPIC_NOT_EXIST);
+    assert!(server.log_contains("bad frame"), "a bad frame is logged");
 }
 
 #[tokio::test]
@@ -612,4 +613,112 @@ async fn the_http_views_equal_the_remoting_answers_and_a_long_poll_wakes_on_a_re
             .contains("nowhere"),
         "{missing}"
     );
+}
+
+#[tokio::test]
+async fn query_data_version_says_whether_the_broker_changed_and_a_oneway_request_gets_no_answer() {
+    let server = TestServer::start().await;
+    let mut client = connect(&server).await;
+    assert_eq!(
+        client
+            .call(registration("broker-a", 0, BROKER_A, 7, false))
+            .await
+            .code,
+        0
+    );
+    let fields = [
+        ("brokerAddr", BROKER_A),
+        ("brokerName", "broker-a"),
+        ("clusterName", "DefaultCluster"),
+        ("brokerId", "0"),
+    ];
+    let version = |counter: i64| {
+        serde_json::to_vec(&json!({"stateVersion": 0, "timestamp": 0, "counter": counter}))
+            .expect("JSON")
+    };
+    let same = client
+        .request(code::QUERY_DATA_VERSION, &fields, version(7))
+        .await;
+    assert_eq!(
+        (same.code, same.field("changed")),
+        (0, Some("false")),
+        "{same:?}"
+    );
+    assert_eq!(json_of(&same)["counter"], 7);
+    let other = client
+        .request(code::QUERY_DATA_VERSION, &fields, version(8))
+        .await;
+    assert_eq!(other.field("changed"), Some("true"), "{other:?}");
+
+    // A oneway heartbeat is served without an answer: the next frame on
+    // the connection answers the request after it.
+    let mut beat = broker_request(code::BROKER_HEARTBEAT, "broker-a", 0, BROKER_A);
+    beat.flag = schemas::remoting::FLAG_ONEWAY;
+    beat.opaque = 77;
+    client.send_raw(&beat.encode()).await;
+    let mut lookup = route_request("TBW102");
+    lookup.opaque = 78;
+    client.send_raw(&lookup.encode()).await;
+    let next = client.read_frame().await.expect("an answer");
+    assert_eq!((next.opaque, next.code), (78, 0), "{next:?}");
+}
+
+#[tokio::test]
+async fn unit_topic_lists_follow_the_queues_flags() {
+    let server = TestServer::start().await;
+    let mut client = connect(&server).await;
+    register_captured(&mut client).await;
+    for (topic, flag) in [("unit", 1), ("unit-sub", 3), ("sub-only", 2)] {
+        let body = serde_json::to_vec(&json!({"queueDatas": [{"brokerName": "broker-a",
+            "readQueueNums": 1, "writeQueueNums": 1, "perm": 6, "topicSysFlag": flag}]}))
+        .expect("JSON");
+        let answer = client
+            .request(code::REGISTER_TOPIC_IN_NAMESRV, &[("topic", topic)], body)
+            .await;
+        assert_eq!(answer.code, 0, "{answer:?}");
+    }
+    let listed = |answer: RemotingCommand| json_of(&answer)["topicList"].clone();
+    assert_eq!(
+        listed(ask(&mut client, code::GET_UNIT_TOPIC_LIST, &[]).await),
+        json!(["unit", "unit-sub"])
+    );
+    assert_eq!(
+        listed(ask(&mut client, code::GET_HAS_UNIT_SUB_TOPIC_LIST, &[]).await),
+        json!(["sub-only", "unit-sub"])
+    );
+    assert_eq!(
+        listed(ask(&mut client, code::GET_HAS_UNIT_SUB_UNUNIT_TOPIC_LIST, &[]).await),
+        json!(["sub-only"])
+    );
+}
+
+#[tokio::test]
+async fn a_registration_of_more_topics_than_one_transaction_holds_is_served_whole() {
+    use schemas::remoting::{body_crc32, RegisterBrokerBody};
+    let server = TestServer::start().await;
+    let mut client = connect(&server).await;
+    let mut request = registration("broker-a", 0, BROKER_A, 1, false);
+    let mut body = RegisterBrokerBody::decode(&request.body, false).expect("decodes");
+    let table = &mut body.topic_config_serialize_wrapper.topic_config_table;
+    let template = table["TBW102"].clone();
+    for index in 0..300 {
+        let name = format!("many-{index:03}");
+        let mut config = template.clone();
+        config.topic_name = name.clone();
+        table.insert(name, config);
+    }
+    request.body = body.encode(false);
+    request
+        .ext_fields
+        .insert("bodyCrc32".into(), body_crc32(&request.body).to_string());
+    assert_eq!(client.call(request.clone()).await.code, 0);
+    for topic in ["many-000", "many-299", "TBW102"] {
+        assert_eq!(client.call(route_request(topic)).await.code, 0, "{topic}");
+    }
+    let (revision, keys) = namesrv_keys(&server).await;
+    assert_eq!(keys.len(), 1 + 13 + 300, "the registration and every topic");
+
+    assert_eq!(client.call(request).await.code, 0);
+    let (unchanged, _) = namesrv_keys(&server).await;
+    assert_eq!(unchanged, revision, "an unchanged large registration wrote");
 }

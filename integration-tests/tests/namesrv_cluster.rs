@@ -214,3 +214,40 @@ async fn a_node_whose_peers_are_killed_answers_system_busy_once_the_election_tim
         "{busy:?}"
     );
 }
+
+#[tokio::test]
+async fn the_same_registration_sent_to_three_nodes_at_once_is_written_once() {
+    let cluster = TestCluster::start(3, &[]).await;
+    let sends = cluster.ids().into_iter().map(|id| {
+        let addr = cluster.node(id).namesrv_addr();
+        tokio::spawn(async move {
+            let mut client = RemotingClient::connect(addr).await;
+            client
+                .call(registration("broker-a", 0, "127.0.0.1:20911", 3, false))
+                .await
+        })
+    });
+    for answer in futures::future::join_all(sends).await {
+        let answer = answer.expect("the task ran");
+        assert_eq!(answer.code, 0, "{answer:?}");
+    }
+    let leader = cluster.leader().await;
+    let (status, keys) =
+        integration_tests::call(cluster.node(leader), "GET", "/v1/kv?prefix=namesrv/", None).await;
+    assert_eq!(status, 200);
+    let revisions: std::collections::BTreeSet<u64> = keys["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|entry| entry["mod_revision"].as_u64().expect("a revision"))
+        .collect();
+    assert_eq!(revisions.len(), 1, "written more than once: {keys}");
+    let (status, leases) =
+        integration_tests::call(cluster.node(leader), "GET", "/v1/leases", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        leases["leases"].as_array().map(Vec::len),
+        Some(1),
+        "{leases}"
+    );
+}

@@ -25,6 +25,10 @@ const MAX_WATCHERS: usize = 100_000;
 const MAX_RECORDS: usize = 20_000_000;
 /// Most leases the lease-keepalive workload grants.
 const MAX_LEASES: usize = 100_000;
+/// Most brokers the register workload registers.
+const MAX_BROKERS: usize = 10_000;
+/// Most topics per broker (a registration of 10,000 topics is a few MB).
+const MAX_TOPICS: usize = 10_000;
 /// Largest value, as kv-server's default limit.
 const MAX_VALUE_BYTES: usize = 1 << 20;
 
@@ -151,6 +155,42 @@ pub enum Workload {
         #[arg(long)]
         server_pid: Option<u32>,
     },
+    /// Route lookups (GET_ROUTEINFO_BY_TOPIC) over RocketMQ's remoting
+    /// protocol on random topics, after registering the brokers that hold
+    /// them.
+    RouteLookup {
+        /// The name servers.
+        #[command(flatten)]
+        namesrv: NamesrvFlags,
+        /// Topics the lookups are spread over.
+        #[arg(long, default_value_t = 1_000)]
+        topics: usize,
+        /// Brokers holding every topic.
+        #[arg(long, default_value_t = 2)]
+        brokers: usize,
+    },
+    /// Brokers registering their topics (REGISTER_BROKER) with every name
+    /// server, then again with nothing changed, as their 30 s heartbeat
+    /// does: the time and server CPU of each round.
+    Register {
+        /// The name servers.
+        #[command(flatten)]
+        namesrv: NamesrvFlags,
+        /// Brokers registering.
+        #[arg(long, default_value_t = 100)]
+        brokers: usize,
+        /// Topics each broker holds.
+        #[arg(long, default_value_t = 1_000)]
+        topics: usize,
+        /// The servers' process ids, comma-separated, to report their CPU
+        /// time.
+        #[arg(long, value_delimiter = ',')]
+        server_pids: Vec<u32>,
+        /// A kv-server HTTP endpoint whose revision is read before and
+        /// after the unchanged round, to count its raft writes.
+        #[arg(long)]
+        revision_from: Option<String>,
+    },
     /// Records per second of `/v1/topic/records?from=0`, after loading
     /// `--records` records if an earlier run did not (kv-server only).
     Replay {
@@ -168,6 +208,19 @@ pub enum Workload {
         #[arg(long)]
         data_dir: PathBuf,
     },
+}
+
+/// Where the name-server workloads connect, and what the report calls
+/// the server.
+#[derive(Debug, Args)]
+pub struct NamesrvFlags {
+    /// Name-server addresses (ip:port on loopback), comma-separated;
+    /// connection i talks to address i mod n.
+    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:9876")]
+    pub namesrv: Vec<String>,
+    /// The server's name in the report.
+    #[arg(long, default_value = "kv-server")]
+    pub label: String,
 }
 
 impl Cli {
@@ -263,6 +316,41 @@ pub async fn run(cli: Cli) -> Result<(), BenchError> {
                 server_pid,
             };
             workloads::watch(common, &endpoints[0], &options).await
+        }
+        Workload::RouteLookup {
+            namesrv,
+            topics,
+            brokers,
+        } => {
+            if topics == 0 || brokers == 0 {
+                return Err(BenchError::BadFlag(
+                    "--topics and --brokers must be at least 1".into(),
+                ));
+            }
+            workloads::route_lookup(common, &namesrv, topics, brokers).await
+        }
+        Workload::Register {
+            namesrv,
+            brokers,
+            topics,
+            server_pids,
+            revision_from,
+        } => {
+            if !(1..=MAX_BROKERS).contains(&brokers) || !(1..=MAX_TOPICS).contains(&topics) {
+                return Err(BenchError::BadFlag(format!(
+                    "--brokers must be 1 to {MAX_BROKERS}, --topics 1 to {MAX_TOPICS}"
+                )));
+            }
+            let revision_from = revision_from
+                .map(|url| loopback_endpoint(&url))
+                .transpose()?;
+            let shape = workloads::RegisterShape {
+                brokers,
+                topics,
+                server_pids,
+                revision_from,
+            };
+            workloads::register(common, &namesrv, &shape).await
         }
         Workload::Replay { records } => {
             if records > MAX_RECORDS {

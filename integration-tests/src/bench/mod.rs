@@ -10,6 +10,9 @@
 //! * [`target`]: the request shapes of kv-server and etcd, loopback checks.
 //! * [`watch`]: long-poll watchers and their delivery latency.
 //! * [`leases`]: leases kept alive once a second, the server's CPU and memory.
+//! * [`namesrv`]: route lookups and broker registrations over RocketMQ's
+//!   remoting protocol, against kv-server's name-server port or RocketMQ's
+//!   own name server.
 //! * [`replay`]: reading the compacted topic back, online and offline.
 //! * [`report`]: histograms, error counts and the `summary` line.
 //! * [`tls`]: `--cacert`, `--cert`, `--key` for a cluster that speaks HTTPS.
@@ -20,12 +23,14 @@
 //! ```text
 //! kv-bench put --connections 64 --duration 10s
 //! kv-bench --target etcd --endpoints http://127.0.0.1:2379 get --consistency stale
+//! kv-bench route-lookup --namesrv 127.0.0.1:9876,127.0.0.1:9877 --connections 64
 //! kv-bench watch --watchers 10000 --watch-keys 1000 --server-pid 4242
 //! ```
 
 pub mod cli;
 pub mod closed_loop;
 pub mod leases;
+pub mod namesrv;
 pub mod replay;
 pub mod report;
 pub mod run;

@@ -1,13 +1,15 @@
 //! One function per workload: it runs the workload with the checked flags
 //! and prints what it measured, for people and (with `--summary`) scripts.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::bench::cli::Common;
+use crate::bench::cli::{Common, NamesrvFlags};
 use crate::bench::closed_loop::{self, Limits, Mix};
 use crate::bench::leases as lease_keepers;
+use crate::bench::namesrv;
 use crate::bench::replay as topic;
 use crate::bench::report::{count_text, per_second, Summary};
 use crate::bench::target::{Requests, TargetKind};
@@ -364,4 +366,208 @@ pub fn rebuild(common: &Common, server_bin: &Path, data_dir: &Path) -> Result<()
         println!("{}", summary.line());
     }
     Ok(())
+}
+
+/// The name servers of `flags`, checked.
+fn namesrv_addresses(flags: &NamesrvFlags) -> Result<Vec<SocketAddr>, BenchError> {
+    if flags.namesrv.is_empty() {
+        return Err(BenchError::BadFlag(
+            "--namesrv needs at least one address".into(),
+        ));
+    }
+    flags
+        .namesrv
+        .iter()
+        .map(|address| namesrv::loopback_namesrv(address))
+        .collect()
+}
+
+/// `route-lookup`: GET_ROUTEINFO_BY_TOPIC on random topics.
+pub async fn route_lookup(
+    common: &Common,
+    flags: &NamesrvFlags,
+    topics: usize,
+    brokers: usize,
+) -> Result<(), BenchError> {
+    let addresses = namesrv_addresses(flags)?;
+    let registered = namesrv::register_all(
+        &addresses,
+        brokers,
+        topics,
+        1,
+        common.connections,
+        common.request_timeout,
+    )
+    .await?;
+    println!(
+        "registered {brokers} brokers × {topics} topics with {} name server(s) in {:.2} s",
+        addresses.len(),
+        registered.as_secs_f64()
+    );
+    let limits = Limits {
+        duration: common.duration,
+        ops: common.ops,
+    };
+    let result = namesrv::lookups(
+        &addresses,
+        common.connections,
+        topics,
+        limits,
+        common.request_timeout,
+    )
+    .await?;
+    let ok = result.latency.count();
+    let per_sec = per_second(ok, result.elapsed);
+    println!(
+        "kv-bench route-lookup on {} ({} name server{}), {} connections, {:.2} s",
+        flags.label,
+        addresses.len(),
+        if addresses.len() == 1 { "" } else { "s" },
+        common.connections,
+        result.elapsed.as_secs_f64()
+    );
+    println!(
+        "  lookups     {} ok, {} failed",
+        count_text(ok),
+        count_text(result.errors.total())
+    );
+    println!("  throughput  {} lookups/s", count_text(per_sec as u64));
+    println!("  latency     {}", result.latency.describe());
+    println!("  errors      {}", result.errors.describe());
+    if common.summary {
+        let mut summary = Summary::default();
+        summary.add("workload", "route-lookup");
+        summary.add("target", &flags.label);
+        summary.add("endpoints", addresses.len());
+        summary.add("connections", common.connections);
+        summary.add("seconds", format!("{:.3}", result.elapsed.as_secs_f64()));
+        summary.add("ok", ok);
+        summary.add("errors", result.errors.total());
+        summary.add("ops_per_sec", format!("{per_sec:.1}"));
+        result.latency.add_fields(&mut summary);
+        println!("{}", summary.line());
+    }
+    Ok(())
+}
+
+/// What the `register` workload registers and measures.
+pub struct RegisterShape {
+    /// Brokers registering.
+    pub brokers: usize,
+    /// Topics each holds.
+    pub topics: usize,
+    /// The servers whose CPU time is measured.
+    pub server_pids: Vec<u32>,
+    /// A kv-server HTTP endpoint to read the revision from.
+    pub revision_from: Option<String>,
+}
+
+/// `register`: every broker registers its topics with every name server,
+/// then again with nothing changed.
+pub async fn register(
+    common: &Common,
+    flags: &NamesrvFlags,
+    shape: &RegisterShape,
+) -> Result<(), BenchError> {
+    let addresses = namesrv_addresses(flags)?;
+    let cpu = |pids: &[u32]| -> Result<Duration, BenchError> {
+        pids.iter()
+            .map(|pid| lease_keepers::cpu_time(*pid))
+            .sum::<Result<Duration, _>>()
+    };
+    // A data version this run has not used, so the first round changes
+    // every broker's registration even on a server that kept the last run's.
+    let counter = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(2, |since| since.as_millis() as i64);
+    println!(
+        "kv-bench register on {} ({} name server{}): {} brokers × {} topics, {} at a time",
+        flags.label,
+        addresses.len(),
+        if addresses.len() == 1 { "" } else { "s" },
+        shape.brokers,
+        shape.topics,
+        common.connections
+    );
+    let mut summary = Summary::default();
+    summary.add("workload", "register");
+    summary.add("target", &flags.label);
+    summary.add("brokers", shape.brokers);
+    summary.add("topics", shape.topics);
+    for (round, name) in [("changed", "first"), ("unchanged", "again")] {
+        let cpu_before = cpu(&shape.server_pids)?;
+        let revision_before = match &shape.revision_from {
+            Some(url) => Some(kv_revision(url, common.request_timeout).await?),
+            None => None,
+        };
+        let took = namesrv::register_all(
+            &addresses,
+            shape.brokers,
+            shape.topics,
+            counter,
+            common.connections,
+            common.request_timeout,
+        )
+        .await?;
+        let cpu_used = cpu(&shape.server_pids)? - cpu_before;
+        let registrations = (shape.brokers * addresses.len()) as u64;
+        let cpu_text = if shape.server_pids.is_empty() {
+            "server CPU not measured (pass --server-pids)".to_string()
+        } else {
+            format!(
+                "server CPU {:.2} s ({:.0} µs per registration)",
+                cpu_used.as_secs_f64(),
+                cpu_used.as_secs_f64() * 1e6 / registrations as f64
+            )
+        };
+        let writes = match (&shape.revision_from, revision_before) {
+            (Some(url), Some(before)) => {
+                let after = kv_revision(url, common.request_timeout).await?;
+                summary.add(
+                    if round == "changed" {
+                        "changed_revisions"
+                    } else {
+                        "unchanged_revisions"
+                    },
+                    after - before,
+                );
+                format!(", {} revisions written", after - before)
+            }
+            _ => String::new(),
+        };
+        println!(
+            "  {name:<6} ({round}) {registrations} registrations in {:.2} s; {cpu_text}{writes}",
+            took.as_secs_f64()
+        );
+        let (seconds, cpu_field) = if round == "changed" {
+            ("changed_seconds", "changed_cpu_seconds")
+        } else {
+            ("unchanged_seconds", "unchanged_cpu_seconds")
+        };
+        summary.add(seconds, format!("{:.3}", took.as_secs_f64()));
+        summary.add(cpu_field, format!("{:.3}", cpu_used.as_secs_f64()));
+    }
+    if common.summary {
+        println!("{}", summary.line());
+    }
+    Ok(())
+}
+
+/// The store revision kv-server at `url` reports on `/v1/cluster`.
+async fn kv_revision(url: &str, timeout: Duration) -> Result<u64, BenchError> {
+    let failed = |why: String| BenchError::Setup(format!("reading the revision of {url}: {why}"));
+    let answer: serde_json::Value = reqwest::Client::builder()
+        .timeout(timeout)
+        .build()
+        .map_err(|error| failed(error.to_string()))?
+        .get(format!("{url}/v1/cluster"))
+        .send()
+        .await
+        .map_err(|error| failed(error.to_string()))?
+        .json()
+        .await
+        .map_err(|error| failed(error.to_string()))?;
+    answer["revision"]
+        .as_u64()
+        .ok_or_else(|| failed(format!("no revision in {answer}")))
 }

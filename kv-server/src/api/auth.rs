@@ -120,6 +120,10 @@ pub fn needs(
         Some("/v1/topics/{name}") => key(TOPICS_PREFIX, "name"),
         Some("/v1/subscriptions") => Needs::Prefix(SUBSCRIPTIONS_PREFIX.to_string()),
         Some("/v1/subscriptions/{name}") => key(SUBSCRIPTIONS_PREFIX, "name"),
+        // The name server's views read every key under namesrv/.
+        Some("/v1/brokers" | "/v1/routes/{topic}") => {
+            Needs::Prefix(crate::namesrv::keys::ROOT.to_string())
+        }
         Some(route) if route.starts_with("/v1/cluster/") => {
             Needs::Admin("change the cluster's members")
         }
@@ -335,6 +339,13 @@ mod tests {
                 "",
                 "",
                 Needs::Prefix("topics/".into()),
+            ),
+            (
+                Method::GET,
+                Some("/v1/routes/{topic}"),
+                "TBW102",
+                "",
+                Needs::Prefix("namesrv/".into()),
             ),
             (
                 Method::GET,

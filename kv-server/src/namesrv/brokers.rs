@@ -10,7 +10,7 @@
 
 use schemas::api::MAX_TXN_OPS;
 use schemas::remoting::{
-    body_crc32, request_code, DataVersion, QueueData, RegisterBrokerBody, RemotingCommand,
+    body_crc32, DataVersion, QueueData, RegisterBrokerBody, RemotingCommand,
     TopicConfigSerializeWrapper,
 };
 use serde_json::json;
@@ -125,6 +125,15 @@ pub async fn register(ns: &NameServer, request: &RemotingCommand) -> Handled {
     answer_registration(ns, request, &identity)
 }
 
+/// How writing a registration ended.
+enum Written {
+    /// This node's write is the registration.
+    Done,
+    /// Another node wrote the registration first (or a newer one replaced
+    /// it while it was written); that one stands.
+    LostRace,
+}
+
 /// Writes a registration (and a master's queues) under `lease`, or a new
 /// lease if none is given or it vanishes meanwhile.
 async fn write_registration(
@@ -138,44 +147,47 @@ async fn write_registration(
         Some(id) => (id, false),
         None => (ns.writer.grant(ns.broker_ttl_s()).await?, true),
     };
-    for attempt in 1..=2 {
+    let mut retried = false;
+    loop {
         record.lease = id;
         match write_chunks(ns, &record, topics, observed).await {
-            Ok(true) => {
+            Ok(Written::Done) => {
                 info!(broker = %record.broker_addr, group = %record.broker_name, lease = id, topics = topics.topic_config_table.len(), "registered");
                 return Ok(());
             }
-            Ok(false) => {
-                // Another node wrote this registration first.
+            Ok(Written::LostRace) => {
                 if granted {
                     ns.writer.revoke(id).await?;
                 }
                 debug!(broker = %record.broker_addr, "registration written by another node first");
                 return Ok(());
             }
-            Err(failure) if attempt == 1 && failure.remark.contains("lease_not_found") => {
+            Err(WriteError::LeaseNotFound { .. }) if !retried => {
+                // The lease ended between the read and the write.
+                retried = true;
                 id = ns.writer.grant(ns.broker_ttl_s()).await?;
                 granted = true;
             }
-            Err(failure) => return Err(failure),
+            Err(error) => {
+                return Err(Failure::system(format!(
+                    "registering broker {} of group {}: {error}",
+                    record.broker_addr, record.broker_name
+                )))
+            }
         }
     }
-    Err(Failure::system(format!(
-        "the lease of broker {} vanished twice while it registered",
-        record.broker_addr
-    )))
 }
 
 /// Writes `record` and, for a master, a QueueData per topic: one
 /// transaction when they fit in one, else the record first (marked
 /// incomplete) and the queues after it, each chunk guarded by the record's
-/// lease. False if the first write's guard did not hold.
+/// lease, the last marking it complete.
 async fn write_chunks(
     ns: &NameServer,
     record: &BrokerRecord,
     topics: &TopicConfigSerializeWrapper,
     observed: u64,
-) -> Result<bool, Failure> {
+) -> Result<Written, WriteError> {
     let key = keys::broker(&record.broker_name, record.broker_id);
     let mut queue_ops = Vec::new();
     if record.broker_id == 0 {
@@ -207,36 +219,32 @@ async fn write_chunks(
         value: json!(record),
         lease: Some(record.lease),
     };
+    let first_guard = [Guard::ModRevision(key.clone(), observed)];
     let per_chunk = MAX_TXN_OPS - 1;
     if queue_ops.len() <= per_chunk {
         let mut ops = queue_ops;
         ops.push(put_record(record));
         let answer = ns
             .writer
-            .txn(
-                &[Guard::ModRevision(key.clone(), observed)],
-                &ops,
-                idempotency_key(&identity),
-            )
-            .await
-            .map_err(lease_gone)?;
-        return Ok(answer.succeeded);
+            .txn(&first_guard, &ops, idempotency_key(&identity))
+            .await?;
+        return Ok(if answer.succeeded {
+            Written::Done
+        } else {
+            Written::LostRace
+        });
     }
     let incomplete = BrokerRecord {
         complete: false,
         ..record.clone()
     };
+    let start = idempotency_key(&[&identity[..], &["start"]].concat());
     let first = ns
         .writer
-        .txn(
-            &[Guard::ModRevision(key.clone(), observed)],
-            &[put_record(&incomplete)],
-            idempotency_key(&[&identity[..], &["start"]].concat()),
-        )
-        .await
-        .map_err(lease_gone)?;
+        .txn(&first_guard, &[put_record(&incomplete)], start)
+        .await?;
     if !first.succeeded {
-        return Ok(false);
+        return Ok(Written::LostRace);
     }
     let chunks: Vec<&[Op]> = queue_ops.chunks(per_chunk).collect();
     for (index, chunk) in chunks.iter().enumerate() {
@@ -252,25 +260,12 @@ async fn write_chunks(
                 &ops,
                 idempotency_key(&[&identity[..], &[part.as_str()]].concat()),
             )
-            .await
-            .map_err(lease_gone)?;
+            .await?;
         if !answer.succeeded {
-            return Err(Failure::system(format!(
-                "the registration of broker {} was replaced while it was written",
-                record.broker_addr
-            )));
+            return Ok(Written::LostRace);
         }
     }
-    Ok(true)
-}
-
-/// A write error as a failure whose remark says `lease_not_found` when
-/// the lease vanished, so the caller retries with a new one.
-fn lease_gone(error: WriteError) -> Failure {
-    match error {
-        WriteError::LeaseNotFound { id } => Failure::system(format!("lease_not_found: {id}")),
-        other => other.into(),
-    }
+    Ok(Written::Done)
 }
 
 /// Apache's answer to a registration: the group master's addresses for a
@@ -346,7 +341,6 @@ pub async fn heartbeat(ns: &NameServer, request: &RemotingCommand) -> Handled {
 /// QUERY_DATA_VERSION: whether the broker's data version differs from the
 /// stored one (`changed`), the stored one as the body; renews the lease.
 pub async fn query_data_version(ns: &NameServer, request: &RemotingCommand) -> Handled {
-    debug_assert_eq!(request.code, request_code::QUERY_DATA_VERSION);
     let broker_addr = required_name(request, "brokerAddr")?;
     let broker_name = required_name(request, "brokerName")?;
     required_name(request, "clusterName")?;

@@ -21,6 +21,12 @@ pub const FLAG_UNIT: i32 = 1;
 /// The topic flag of a topic with unit subscriptions (`FLAG_UNIT_SUB`).
 pub const FLAG_UNIT_SUB: i32 = 1 << 1;
 
+/// One group's queues of a topic: the topic, the group, the queues.
+pub type GroupQueues = (String, String, QueueData);
+
+/// Each topic's queues, one entry per group holding it.
+pub type QueuesByTopic = BTreeMap<String, Vec<QueueData>>;
+
 /// Every key under `prefix`, with the revision they were read at.
 pub fn scan(
     store: &Store,
@@ -35,7 +41,7 @@ pub fn scan(
 fn brokers_and_queues(
     store: &Store,
     queues_prefix: &str,
-) -> Result<(Vec<BrokerRecord>, Vec<(String, String, QueueData)>), StoreError> {
+) -> Result<(Vec<BrokerRecord>, Vec<GroupQueues>), StoreError> {
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -63,7 +69,7 @@ pub fn parse_brokers(entries: Vec<(String, KeyEntry)>) -> Vec<BrokerRecord> {
 }
 
 /// The (topic, group, queues) of `entries` under [`keys::TOPICS`].
-pub fn parse_queues(entries: Vec<(String, KeyEntry)>) -> Vec<(String, String, QueueData)> {
+pub fn parse_queues(entries: Vec<(String, KeyEntry)>) -> Vec<GroupQueues> {
     entries
         .into_iter()
         .filter_map(|(key, entry)| {
@@ -105,15 +111,31 @@ pub fn broker_datas(records: &[BrokerRecord]) -> BTreeMap<String, BrokerData> {
     groups
 }
 
-/// The route of `topic`, or `None` when no live group holds it.
+/// The route of `topic`, or `None` when no live group holds it. Reads the
+/// topic's queues and the registrations of the groups they name only, all
+/// at one revision (retried a few times if a write came between the reads).
 pub fn route(store: &Store, topic: &str) -> Result<Option<TopicRouteData>, StoreError> {
-    let (records, queues) = brokers_and_queues(store, &keys::topic(topic))?;
+    let mut attempt = 0;
+    let (queue_datas, records) = loop {
+        attempt += 1;
+        let (entries, queues_at) = scan(store, &keys::topic(topic))?;
+        let queue_datas: Vec<QueueData> = parse_queues(entries)
+            .into_iter()
+            .filter(|(named, _, _)| named == topic)
+            .map(|(_, _, queues)| queues)
+            .collect();
+        let mut records = Vec::new();
+        let mut same_revision = true;
+        for queues in &queue_datas {
+            let (entries, group_at) = scan(store, &keys::broker_group(&queues.broker_name))?;
+            same_revision &= group_at == queues_at;
+            records.extend(parse_brokers(entries));
+        }
+        if same_revision || attempt == CONSISTENT_READ_ATTEMPTS {
+            break (queue_datas, records);
+        }
+    };
     let groups = broker_datas(&records);
-    let queue_datas: Vec<QueueData> = queues
-        .into_iter()
-        .filter(|(named, _, _)| named == topic)
-        .map(|(_, _, queues)| queues)
-        .collect();
     let broker_datas: Vec<BrokerData> = queue_datas
         .iter()
         .filter_map(|queues| groups.get(&queues.broker_name).cloned())
@@ -152,11 +174,9 @@ pub fn cluster_info_of(records: &[BrokerRecord]) -> ClusterInfo {
 
 /// Every topic with its queues per group, with the registrations read at
 /// the same revision.
-pub fn topics(
-    store: &Store,
-) -> Result<(Vec<BrokerRecord>, BTreeMap<String, Vec<QueueData>>), StoreError> {
+pub fn topics(store: &Store) -> Result<(Vec<BrokerRecord>, QueuesByTopic), StoreError> {
     let (records, queues) = brokers_and_queues(store, keys::TOPICS)?;
-    let mut topics: BTreeMap<String, Vec<QueueData>> = BTreeMap::new();
+    let mut topics = QueuesByTopic::new();
     for (topic, _, queues) in queues {
         topics.entry(topic).or_default().push(queues);
     }

@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::remoting::{FrameError, LanguageCode, RemotingCommand};
+use crate::remoting::{FrameError, LanguageCode, RemotingCommand, MAX_EXT_FIELDS};
 
 /// The fixed part: code, language, version, opaque, flag.
 const FIXED_BYTES: usize = 2 + 1 + 2 + 4 + 4;
@@ -108,8 +108,16 @@ fn decode_ext_fields(
         frame_offset,
     };
     let mut fields = BTreeMap::new();
+    let mut entries = 0;
     while reader.position < block.len() {
         let key_length_at = reader.frame_offset + reader.position;
+        entries += 1;
+        if entries > MAX_EXT_FIELDS {
+            return Err(FrameError::TooManyExtFields {
+                offset: key_length_at,
+                limit: MAX_EXT_FIELDS,
+            });
+        }
         let key_length = usize::from(u16::from_be_bytes(reader.array("extFields key length")?));
         let key_bytes = reader.take("extFields key", key_length_at, key_length as i64)?;
         let key = utf8("extFields key", key_length_at + 2, key_bytes)?;
@@ -253,6 +261,22 @@ mod tests {
             decode(&header, 8),
             Err(FrameError::BinaryLengthOverrun { ref field, .. }) if field == "extFields.a"
         ));
+    }
+
+    #[test]
+    fn a_header_with_too_many_ext_fields_is_refused() {
+        let keys: Vec<String> = (0..=MAX_EXT_FIELDS).map(|n| n.to_string()).collect();
+        let fields: Vec<(&str, &str)> = keys.iter().map(|key| (key.as_str(), "")).collect();
+        let header = header_with(&fields, None);
+        assert!(matches!(
+            decode(&header, 8),
+            Err(FrameError::TooManyExtFields {
+                limit: MAX_EXT_FIELDS,
+                ..
+            })
+        ));
+        let header = header_with(&fields[..MAX_EXT_FIELDS], None);
+        assert_eq!(decode(&header, 8).unwrap().ext_fields.len(), MAX_EXT_FIELDS);
     }
 
     #[test]

@@ -27,6 +27,11 @@ const MIN_DECLARED_LENGTH: i32 = 4;
 /// The largest header the 24-bit header-length field can describe.
 pub const MAX_HEADER_BYTES: usize = 0x00FF_FFFF;
 
+/// Most extFields entries a header may carry. RocketMQ's headers have a few
+/// dozen; the cap keeps a header of tiny entries from costing many times
+/// its size in map nodes.
+pub const MAX_EXT_FIELDS: usize = 1024;
+
 /// Why bytes are not a frame, or a command cannot be written as one. Each
 /// names what was wrong and where (byte offsets count from the frame's
 /// start).
@@ -110,6 +115,17 @@ pub enum FrameError {
         field: String,
         /// Where the string starts.
         offset: usize,
+    },
+    /// A binary header with more than [`MAX_EXT_FIELDS`] extFields entries
+    /// (a JSON header's is a [`FrameError::JsonHeaderField`] `extFields`).
+    #[error(
+        "the binary header has more than {limit} extFields entries, the next at byte {offset}"
+    )]
+    TooManyExtFields {
+        /// Where the entry over the limit starts.
+        offset: usize,
+        /// The limit.
+        limit: usize,
     },
     /// Bytes after a binary header's extFields block that the header length
     /// counts: the header and its fields disagree.

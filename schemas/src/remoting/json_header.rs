@@ -11,13 +11,14 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
-use serde_json::{Map, Value};
+use std::fmt;
 
-use crate::remoting::{FrameError, LanguageCode, RemotingCommand};
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{self, MapAccess, Unexpected, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::error::Category;
 
-/// How much of an offending value an error quotes.
-const QUOTED_VALUE_CHARS: usize = 64;
+use crate::remoting::{FrameError, LanguageCode, RemotingCommand, MAX_EXT_FIELDS};
 
 /// The header's fields as written, in rocketmq-rust's order.
 #[derive(Serialize)]
@@ -50,106 +51,219 @@ pub(crate) fn encode(command: &RemotingCommand) -> Vec<u8> {
 }
 
 /// A command (without body) from a JSON header.
+///
+/// Read straight into the command's fields: unknown keys are skipped
+/// without being kept, so a header costs little more than its own bytes.
 pub(crate) fn decode(header: &[u8]) -> Result<RemotingCommand, FrameError> {
-    let value: Value =
-        serde_json::from_slice(header).map_err(|error| FrameError::InvalidJsonHeader {
+    let mut deserializer = serde_json::Deserializer::from_slice(header);
+    let parsed: Result<JsonHeaderIn, _> = serde_path_to_error::deserialize(&mut deserializer);
+    let fields = parsed.map_err(|error| {
+        let at_root = error.path().iter().next().is_none();
+        let reason = error.inner().to_string();
+        match error.inner().classify() {
+            Category::Data if !at_root => FrameError::JsonHeaderField {
+                field: error.path().to_string(),
+                reason,
+            },
+            _ => FrameError::InvalidJsonHeader { reason },
+        }
+    })?;
+    deserializer
+        .end()
+        .map_err(|error| FrameError::InvalidJsonHeader {
             reason: error.to_string(),
         })?;
-    let Value::Object(fields) = value else {
-        return Err(FrameError::InvalidJsonHeader {
-            reason: format!("found {}", describe(&value)),
-        });
-    };
+    let JsonHeaderIn(fields) = fields;
     Ok(RemotingCommand {
-        code: integer(&fields, "code")?,
-        language: language(&fields)?,
-        version: integer(&fields, "version")?,
-        opaque: integer(&fields, "opaque")?,
-        flag: integer(&fields, "flag")?,
-        remark: present(&fields, "remark")
-            .map(|value| scalar_text("remark", value))
-            .transpose()?,
-        ext_fields: ext_fields(&fields)?,
+        code: fields.code.0,
+        language: fields.language.0,
+        version: fields.version.0,
+        opaque: fields.opaque.0,
+        flag: fields.flag.0,
+        remark: fields.remark.0,
+        ext_fields: fields.ext_fields.0,
         ..RemotingCommand::default()
     })
 }
 
-/// The field `name`, unless absent or null.
-fn present<'a>(fields: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
-    fields.get(name).filter(|value| !value.is_null())
-}
+/// A JSON object of header fields; any other JSON value is refused.
+struct JsonHeaderIn(JsonHeaderFields);
 
-fn integer(fields: &Map<String, Value>, name: &str) -> Result<i32, FrameError> {
-    let Some(value) = present(fields, name) else {
-        return Ok(0);
-    };
-    let parsed = match value {
-        Value::Number(number) => number.as_i64().and_then(|n| i32::try_from(n).ok()),
-        Value::String(text) => text.trim().parse().ok(),
-        _ => None,
-    };
-    parsed.ok_or_else(|| field_error(name, "a 32-bit integer", value))
-}
-
-fn language(fields: &Map<String, Value>) -> Result<LanguageCode, FrameError> {
-    match present(fields, "language") {
-        None => Ok(LanguageCode::Java),
-        Some(Value::String(name)) => Ok(LanguageCode::from_name(name)),
-        Some(value @ Value::Number(number)) => number
-            .as_u64()
-            .and_then(|code| u8::try_from(code).ok())
-            .map(LanguageCode::from_code)
-            .ok_or_else(|| field_error("language", "a language name or code", value)),
-        Some(other) => Err(field_error("language", "a language name or code", other)),
+impl<'de> Deserialize<'de> for JsonHeaderIn {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectOnly;
+        impl<'de> Visitor<'de> for ObjectOnly {
+            type Value = JsonHeaderIn;
+            fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+                formatter.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<JsonHeaderIn, A::Error> {
+                JsonHeaderFields::deserialize(MapAccessDeserializer::new(map)).map(JsonHeaderIn)
+            }
+        }
+        deserializer.deserialize_map(ObjectOnly)
     }
 }
 
-fn ext_fields(fields: &Map<String, Value>) -> Result<BTreeMap<String, String>, FrameError> {
-    match present(fields, "extFields") {
-        None => Ok(BTreeMap::new()),
-        Some(Value::Object(entries)) => entries
-            .iter()
-            .filter(|(_, value)| !value.is_null())
-            .map(|(key, value)| {
-                let text = scalar_text(&format!("extFields.{key}"), value)?;
-                Ok((key.clone(), text))
-            })
-            .collect(),
-        Some(other) => Err(field_error("extFields", "an object", other)),
+/// The fields a header may hold; absent or null ones read as Java leaves
+/// them (0, JAVA, none).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct JsonHeaderFields {
+    #[serde(default)]
+    code: Int,
+    #[serde(default)]
+    language: Language,
+    #[serde(default)]
+    version: Int,
+    #[serde(default)]
+    opaque: Int,
+    #[serde(default)]
+    flag: Int,
+    #[serde(default)]
+    remark: Scalar,
+    #[serde(default)]
+    ext_fields: ExtFields,
+}
+
+/// A 32-bit integer, also from a numeric string; null is 0.
+#[derive(Default)]
+struct Int(i32);
+
+impl<'de> Deserialize<'de> for Int {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct IntVisitor;
+        impl Visitor<'_> for IntVisitor {
+            type Value = Int;
+            fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+                formatter.write_str("a 32-bit integer")
+            }
+            fn visit_i64<E: de::Error>(self, value: i64) -> Result<Int, E> {
+                i32::try_from(value)
+                    .map(Int)
+                    .map_err(|_| E::invalid_value(Unexpected::Signed(value), &self))
+            }
+            fn visit_u64<E: de::Error>(self, value: u64) -> Result<Int, E> {
+                i32::try_from(value)
+                    .map(Int)
+                    .map_err(|_| E::invalid_value(Unexpected::Unsigned(value), &self))
+            }
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<Int, E> {
+                value
+                    .trim()
+                    .parse()
+                    .map(Int)
+                    .map_err(|_| E::invalid_value(Unexpected::Str(value), &self))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Int, E> {
+                Ok(Int(0))
+            }
+        }
+        deserializer.deserialize_any(IntVisitor)
     }
 }
 
-/// A string, or a number or boolean written as Java's `toString` would.
-fn scalar_text(field: &str, value: &Value) -> Result<String, FrameError> {
-    match value {
-        Value::String(text) => Ok(text.clone()),
-        Value::Number(number) => Ok(number.to_string()),
-        Value::Bool(flag) => Ok(flag.to_string()),
-        _ => Err(field_error(field, "a string, number or boolean", value)),
+/// A language by name or by number; unknown ones are `Other`, null is JAVA.
+#[derive(Default)]
+struct Language(LanguageCode);
+
+impl<'de> Deserialize<'de> for Language {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct LanguageVisitor;
+        impl Visitor<'_> for LanguageVisitor {
+            type Value = Language;
+            fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+                formatter.write_str("a language name or number")
+            }
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<Language, E> {
+                Ok(Language(LanguageCode::from_name(value)))
+            }
+            fn visit_u64<E: de::Error>(self, value: u64) -> Result<Language, E> {
+                u8::try_from(value)
+                    .map(|code| Language(LanguageCode::from_code(code)))
+                    .map_err(|_| E::invalid_value(Unexpected::Unsigned(value), &self))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Language, E> {
+                Ok(Language::default())
+            }
+        }
+        deserializer.deserialize_any(LanguageVisitor)
     }
 }
 
-fn field_error(field: &str, expected: &str, found: &Value) -> FrameError {
-    FrameError::JsonHeaderField {
-        field: field.to_string(),
-        reason: format!("must be {expected}, found {}", describe(found)),
+/// A string, or a number or boolean as text; null is none.
+#[derive(Default)]
+struct Scalar(Option<String>);
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ScalarVisitor;
+        impl Visitor<'_> for ScalarVisitor {
+            type Value = Scalar;
+            fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+                formatter.write_str("a string, number or boolean")
+            }
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<Scalar, E> {
+                Ok(Scalar(Some(value.to_string())))
+            }
+            fn visit_string<E: de::Error>(self, value: String) -> Result<Scalar, E> {
+                Ok(Scalar(Some(value)))
+            }
+            fn visit_i64<E: de::Error>(self, value: i64) -> Result<Scalar, E> {
+                Ok(Scalar(Some(value.to_string())))
+            }
+            fn visit_u64<E: de::Error>(self, value: u64) -> Result<Scalar, E> {
+                Ok(Scalar(Some(value.to_string())))
+            }
+            fn visit_f64<E: de::Error>(self, value: f64) -> Result<Scalar, E> {
+                Ok(Scalar(Some(value.to_string())))
+            }
+            fn visit_bool<E: de::Error>(self, value: bool) -> Result<Scalar, E> {
+                Ok(Scalar(Some(value.to_string())))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Scalar, E> {
+                Ok(Scalar(None))
+            }
+        }
+        deserializer.deserialize_any(ScalarVisitor)
     }
 }
 
-/// A value's kind and the start of its text, for an error message.
-fn describe(value: &Value) -> String {
-    let kind = match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    };
-    let text = value.to_string();
-    let quoted: String = text.chars().take(QUOTED_VALUE_CHARS).collect();
-    let ellipsis = if quoted.len() < text.len() { "…" } else { "" };
-    format!("{kind} {quoted}{ellipsis}")
+/// The extFields object, at most [`MAX_EXT_FIELDS`] entries; null values
+/// are left out, null or absent is empty.
+#[derive(Default)]
+struct ExtFields(BTreeMap<String, String>);
+
+impl<'de> Deserialize<'de> for ExtFields {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ExtFieldsVisitor;
+        impl<'de> Visitor<'de> for ExtFieldsVisitor {
+            type Value = ExtFields;
+            fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+                formatter.write_str("an object of strings, numbers or booleans")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ExtFields, A::Error> {
+                let mut fields = BTreeMap::new();
+                let mut entries = 0usize;
+                while let Some((key, Scalar(value))) = map.next_entry::<String, Scalar>()? {
+                    entries += 1;
+                    if entries > MAX_EXT_FIELDS {
+                        return Err(de::Error::custom(format!(
+                            "has more than {MAX_EXT_FIELDS} entries"
+                        )));
+                    }
+                    if let Some(value) = value {
+                        fields.insert(key, value);
+                    }
+                }
+                Ok(ExtFields(fields))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<ExtFields, E> {
+                Ok(ExtFields::default())
+            }
+        }
+        deserializer.deserialize_any(ExtFieldsVisitor)
+    }
 }
 
 #[cfg(test)]
@@ -187,6 +301,17 @@ mod tests {
         let error = decode(br#"{"opaque":4294967296}"#).unwrap_err();
         assert!(
             matches!(&error, FrameError::JsonHeaderField { field, .. } if field == "opaque"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_header_with_too_many_ext_fields_is_refused() {
+        let entries: Vec<String> = (0..=MAX_EXT_FIELDS).map(|n| format!("\"{n}\":1")).collect();
+        let header = format!(r#"{{"code":1,"extFields":{{{}}}}}"#, entries.join(","));
+        let error = decode(header.as_bytes()).unwrap_err();
+        assert!(
+            matches!(&error, FrameError::JsonHeaderField { field, .. } if field == "extFields"),
             "{error}"
         );
     }

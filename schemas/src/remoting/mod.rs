@@ -31,13 +31,15 @@ mod json_header;
 mod register;
 mod register_compressed;
 mod route;
+mod topic_text;
 
 pub use code::{request_code, response_code};
 pub use command::{
     LanguageCode, RemotingCommand, SerializeType, FLAG_ONEWAY, FLAG_RESPONSE, VERSION,
 };
 pub use frame::{
-    decode_frame, FrameError, DEFAULT_MAX_FRAME_BYTES, FRAME_PREFIX_BYTES, MAX_HEADER_BYTES,
+    decode_frame, FrameError, DEFAULT_MAX_FRAME_BYTES, FRAME_PREFIX_BYTES, MAX_EXT_FIELDS,
+    MAX_HEADER_BYTES,
 };
 pub use header::HeaderError;
 pub use register::{

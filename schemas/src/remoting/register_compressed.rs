@@ -9,10 +9,8 @@
 //! mapping count | per mapping: length | TopicQueueMappingInfo JSON   (5.0+)
 //! ```
 //!
-//! A topic's text is `name readQueueNums writeQueueNums perm
-//! topicFilterType attributesJSON`, space-separated; `topicSysFlag` and
-//! `order` do not travel. Brokers before 5.0 end the stream after the
-//! filter server list. Java writes a zlib stream; rocketmq-rust writes raw
+//! A topic's text is read and written by `topic_text`. Brokers before 5.0
+//! end the stream after the filter server list. Java writes a zlib stream; rocketmq-rust writes raw
 //! deflate; both are read, and zlib is written.
 
 use std::collections::BTreeMap;
@@ -26,11 +24,8 @@ use serde_json::Value;
 use crate::remoting::register::{
     parse_json, MAX_INFLATED_REGISTER_BYTES, MAX_REGISTERED_TOPICS, TOPIC_QUEUE_MAPPING_INFO_MAP,
 };
+use crate::remoting::topic_text;
 use crate::remoting::{BodyError, DataVersion, RegisterBrokerBody};
-use crate::{TopicConfig, TopicFilterType};
-
-/// How much of an offending text an error quotes.
-const QUOTED_TEXT_CHARS: usize = 64;
 
 /// The body in the compressed form.
 pub(crate) fn encode(body: &RegisterBrokerBody) -> Vec<u8> {
@@ -39,7 +34,7 @@ pub(crate) fn encode(body: &RegisterBrokerBody) -> Vec<u8> {
     put_entry(&mut plain, &to_json(&wrapper.data_version));
     put_i32(&mut plain, wrapper.topic_config_table.len());
     for topic in wrapper.topic_config_table.values() {
-        put_entry(&mut plain, encode_topic_text(topic).as_bytes());
+        put_entry(&mut plain, topic_text::encode(topic).as_bytes());
     }
     put_entry(&mut plain, &to_json(&body.filter_server_list));
     let no_mappings = serde_json::Map::new();
@@ -75,83 +70,6 @@ fn put_entry(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
-/// A topic as RocketMQ's `TopicConfig.encode()` writes it.
-fn encode_topic_text(topic: &TopicConfig) -> String {
-    let attributes =
-        serde_json::to_string(&topic.attributes).expect("a string map always serializes");
-    format!(
-        "{} {} {} {} {} {}",
-        topic.topic_name,
-        topic.read_queue_nums,
-        topic.write_queue_nums,
-        topic.perm,
-        filter_type_name(topic.topic_filter_type),
-        attributes
-    )
-}
-
-fn filter_type_name(filter_type: TopicFilterType) -> &'static str {
-    match filter_type {
-        TopicFilterType::SingleTag => "SINGLE_TAG",
-        TopicFilterType::MultiTag => "MULTI_TAG",
-    }
-}
-
-/// A topic from RocketMQ's `TopicConfig.encode()` text, or what is wrong
-/// with it. Everything after the fifth space is the attributes JSON, so
-/// attribute values may hold spaces (Java's reader drops such attributes).
-fn decode_topic_text(text: &str) -> Result<TopicConfig, String> {
-    let fields: Vec<&str> = text.splitn(6, ' ').collect();
-    if fields.len() < 5 {
-        return Err(format!(
-            "has {} space-separated fields, not the 5 or 6 of name, readQueueNums, writeQueueNums, perm, topicFilterType, attributes: {}",
-            fields.len(),
-            quote(text)
-        ));
-    }
-    if fields[0].is_empty() {
-        return Err(format!("has no topic name: {}", quote(text)));
-    }
-    let number = |name: &str, value: &str| {
-        value
-            .parse::<i32>()
-            .map_err(|_| format!("has {name} {}, not an integer", quote(value)))
-    };
-    let topic_filter_type = match fields[4] {
-        "SINGLE_TAG" => TopicFilterType::SingleTag,
-        "MULTI_TAG" => TopicFilterType::MultiTag,
-        other => {
-            return Err(format!(
-                "has topicFilterType {}, not SINGLE_TAG or MULTI_TAG",
-                quote(other)
-            ))
-        }
-    };
-    let attributes = match fields.get(5) {
-        None | Some(&"") => BTreeMap::new(),
-        Some(json) => serde_json::from_str(json).map_err(|error| {
-            format!(
-                "has attributes {} that are not a JSON object of strings: {error}",
-                quote(json)
-            )
-        })?,
-    };
-    Ok(TopicConfig {
-        read_queue_nums: number("readQueueNums", fields[1])?,
-        write_queue_nums: number("writeQueueNums", fields[2])?,
-        perm: number("perm", fields[3])?,
-        topic_filter_type,
-        attributes,
-        ..TopicConfig::new(fields[0])
-    })
-}
-
-fn quote(text: &str) -> String {
-    let start: String = text.chars().take(QUOTED_TEXT_CHARS).collect();
-    let ellipsis = if start.len() < text.len() { "…" } else { "" };
-    format!("{start:?}{ellipsis}")
-}
-
 /// A compressed body.
 pub(crate) fn decode(body: &[u8]) -> Result<RegisterBrokerBody, BodyError> {
     let plain = inflate(body)?;
@@ -169,7 +87,7 @@ pub(crate) fn decode(body: &[u8]) -> Result<RegisterBrokerBody, BodyError> {
         let (offset, bytes) = reader.entry(&field)?;
         let topic = std::str::from_utf8(bytes)
             .map_err(|error| error.to_string())
-            .and_then(decode_topic_text)
+            .and_then(topic_text::decode)
             .map_err(|reason| BodyError::Field {
                 field: field.clone(),
                 offset,
@@ -347,6 +265,7 @@ mod tests {
     use flate2::write::DeflateEncoder;
 
     use super::*;
+    use crate::TopicConfig;
 
     fn topic(name: &str) -> TopicConfig {
         TopicConfig {
@@ -356,33 +275,6 @@ mod tests {
             attributes: BTreeMap::from([("+message.type".to_string(), "FIFO".to_string())]),
             ..TopicConfig::new(name)
         }
-    }
-
-    #[test]
-    fn a_topic_is_written_as_rocketmqs_space_separated_text() {
-        assert_eq!(
-            encode_topic_text(&topic("orders")),
-            r#"orders 8 4 6 SINGLE_TAG {"+message.type":"FIFO"}"#
-        );
-    }
-
-    #[test]
-    fn topic_text_without_attributes_or_with_spaces_in_them_reads() {
-        let bare = decode_topic_text("TBW102 8 8 7 SINGLE_TAG ").unwrap();
-        assert_eq!((bare.read_queue_nums, bare.perm), (8, 7));
-        assert!(bare.attributes.is_empty());
-        let spaced = decode_topic_text(r#"t 1 1 6 MULTI_TAG {"k":"a b"}"#).unwrap();
-        assert_eq!(spaced.attributes["k"], "a b");
-        assert_eq!(spaced.topic_filter_type, TopicFilterType::MultiTag);
-    }
-
-    #[test]
-    fn bad_topic_text_says_which_field() {
-        let error = decode_topic_text("t 1 x 6 SINGLE_TAG {}").unwrap_err();
-        assert!(error.contains("writeQueueNums"), "{error}");
-        let error = decode_topic_text("t 1 1 6 ONE_TAG {}").unwrap_err();
-        assert!(error.contains("topicFilterType"), "{error}");
-        assert!(decode_topic_text("t 1 1").is_err());
     }
 
     fn body_with_topics(count: usize) -> RegisterBrokerBody {
@@ -430,6 +322,42 @@ mod tests {
         assert_eq!(wrapper.data_version.counter, 3);
         assert_eq!(wrapper.topic_config_table["TBW102"].read_queue_nums, 8);
         assert!(wrapper.extra.is_empty());
+    }
+
+    /// A stream with no topics and the given mapping entries.
+    fn stream_with_mappings(mappings: &[&[u8]]) -> Vec<u8> {
+        let mut plain = Vec::new();
+        put_entry(&mut plain, b"{}");
+        put_i32(&mut plain, 0);
+        put_entry(&mut plain, b"[]");
+        put_i32(&mut plain, mappings.len());
+        for mapping in mappings {
+            put_entry(&mut plain, mapping);
+        }
+        plain
+    }
+
+    #[test]
+    fn java_mappings_with_fastjson_integer_keys_are_kept_by_topic() {
+        let java_mapping = br#"{"topic":"T","currIdMap":{0:1},"epoch":7}"#;
+        let decoded = decode(&deflated(&stream_with_mappings(&[java_mapping]))).unwrap();
+        let mappings = &decoded.topic_config_serialize_wrapper.extra[TOPIC_QUEUE_MAPPING_INFO_MAP];
+        assert_eq!(mappings["T"]["currIdMap"]["0"], 1);
+        assert_eq!(mappings["T"]["epoch"], 7);
+
+        let plain = stream_with_mappings(&[java_mapping, br#"{"bname":"broker-a"}"#]);
+        // 20 bytes of data version, topic count, filter list and mapping
+        // count; then the first mapping's length and text; then the second
+        // mapping's length.
+        let second_at = 20 + 4 + java_mapping.len() + 4;
+        assert_eq!(
+            decode(&deflated(&plain)),
+            Err(BodyError::Field {
+                field: "topicQueueMappingInfo[1]".to_string(),
+                offset: second_at,
+                reason: "names no topic".to_string(),
+            })
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@
 
 mod acl;
 mod lease;
+mod namesrv;
 mod parts;
 mod routes;
 mod txn;
@@ -67,6 +68,8 @@ pub fn document() -> Value {
             "/v1/subscriptions/{name}",
             metadata::<SubscriptionGroupConfig>(&mut components),
         )
+        .path("/v1/brokers", namesrv::brokers(&mut components))
+        .path("/v1/routes/{topic}", namesrv::route(&mut components))
         .path("/v1/cluster", cluster(&mut components))
         .path("/v1/cluster/members", add_member(&mut components))
         .path("/v1/cluster/members/{id}", remove_member(&mut components))
