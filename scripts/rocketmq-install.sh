@@ -26,10 +26,11 @@ die() { say "error: $*"; exit 1; }
 
 command -v "$cargo" >/dev/null || die "cargo is needed (rustup: https://rustup.rs)"
 
-# The admin CLI builds bindings through bindgen, which needs libclang.
+# The admin CLI builds bindings through bindgen, which loads libclang.so
+# (libclang-cpp, which other packages bring, is not it).
 ensure_libclang() {
-    if compgen -G '/usr/lib/llvm-*/lib/libclang*.so*' >/dev/null ||
-        compgen -G '/usr/lib/*/libclang*.so*' >/dev/null; then
+    if [[ -n ${LIBCLANG_PATH:-} ]] || compgen -G '/usr/lib/llvm-*/lib/libclang.so' >/dev/null ||
+        compgen -G '/usr/lib/*/libclang.so' >/dev/null; then
         return
     fi
     say "installing libclang-dev (Debian package) for the admin CLI's build"

@@ -257,8 +257,10 @@ run_side() {
     if "$e2e" conformance --namesrv "${ns_addr[1]}" >"$work/$side/conformance.log" 2>&1; then
         result[$side,1]="all $(grep -o 'rows=[0-9]*' "$work/$side/conformance.log" | cut -d= -f2) checks ok"
     else
-        result[$side,1]="$(grep -c 'FAILED' "$work/$side/conformance.log") failed: $(grep 'FAILED' "$work/$side/conformance.log" |
-            awk '{ print $1 }' | sort -u | paste -sd, -) (see docs/namesrv.md)"
+        local failed_codes
+        failed_codes=$(awk '/FAILED/ { print $1 }' "$work/$side/conformance.log" | sort -u | paste -sd, -)
+        result[$side,1]="$(grep -o 'failed=[0-9]*' "$work/$side/conformance.log" | cut -d= -f2 || true) of \
+$(grep -o 'rows=[0-9]*' "$work/$side/conformance.log" | cut -d= -f2 || true) checks failed (codes ${failed_codes:-?})"
     fi
     cat "$work/$side/conformance.log" >&2
 
