@@ -106,7 +106,7 @@ forget() {
 }
 
 # Sets $port to a free loopback port; with an argument N, ports port-N..port+N
-# are all free (a broker listens beside its port).
+# are all free (a broker listens on its port, port-2 and, for HA, port+1).
 used_ports=" "
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && [[ $used_ports != *" $1 "* ]]; }
 free_port() {
@@ -232,6 +232,7 @@ brokerClusterName=$cluster
 brokerName=$name
 brokerId=0
 listenPort=$port
+haListenPort=$((port + 1))
 brokerIP1=127.0.0.1
 namesrvAddr=$namesrv_list
 storePathRootDir=$dir/store
