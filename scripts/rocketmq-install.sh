@@ -11,10 +11,12 @@
 #                     (default ${XDG_CACHE_HOME:-$HOME/.cache}/openmessaging-kv/rocketmq-<version>)
 #   CARGO             the cargo to use (default cargo)
 #
-# Time: the first install builds three large crates from source: about
-# 40 minutes on a 2-core machine (see docs/namesrv.md for the measured run);
-# later runs return at once. The build directory ($ROCKETMQ_CACHE/target) is
-# shared by the three installs so common dependencies build once.
+# Time: the first install builds three large crates from source. Measured on
+# the 2-core development machine, with other builds sharing it: the name
+# server 8.5 minutes, the broker 15, the admin CLI 31 (it compiles RocksDB's
+# C++ through librocksdb-sys), 55 in all; later runs return at once. The
+# build directory ($ROCKETMQ_CACHE/target) is shared by the three installs,
+# and by rocketmq-e2e, so common dependencies build once.
 set -euo pipefail
 
 version=${ROCKETMQ_VERSION:-1.0.0}
