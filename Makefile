@@ -42,7 +42,7 @@ build:
 # to stdout and docs/namesrv.md. The first run installs rocketmq-rust with
 # `cargo install` into ~/.cache/openmessaging-kv/rocketmq-1.0.0 (ROCKETMQ_CACHE):
 # 55 minutes on a 2-core machine (name server 8, broker 15, admin CLI 31: it
-# compiles RocksDB), once; later runs skip it and take about 4 minutes.
+# compiles RocksDB), once; later runs skip it and take 3-4 minutes.
 # Not part of `make test`.
 test-rocketmq:
 	scripts/rocketmq-install.sh

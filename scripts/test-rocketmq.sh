@@ -21,7 +21,7 @@
 # Needs scripts/rocketmq-install.sh to have run (make test-rocketmq runs it;
 # the first install takes about 55 minutes on 2 cores), a release kv-server,
 # and rocketmq-e2e (built here, under the same cache: 2 minutes the first
-# time). A run takes about 4 minutes.
+# time). A run takes 3-4 minutes.
 #
 # Environment (all optional):
 #   ROCKETMQ_VERSION, ROCKETMQ_CACHE   as for rocketmq-install.sh
