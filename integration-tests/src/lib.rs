@@ -20,7 +20,8 @@
 //!   node's keys and leases whole, to compare two views.
 //! * [`remoting`] is a small RocketMQ remoting client for the name
 //!   server's port ([`TestServer::namesrv_addr`]): send a command, read
-//!   the answer with its opaque, or send raw bytes.
+//!   the answer with its opaque, or send raw bytes; and the captured frames
+//!   of real RocketMQ peers, with requests built from them.
 //! * [`kvctl`] runs the `kvctl` binary as a child process with a time limit.
 //! * [`faults`] has faulty nodes for failover tests: a closed port, a node
 //!   that answers one fixed error, a proxy that loses a write's answer.

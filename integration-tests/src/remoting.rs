@@ -5,11 +5,14 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use schemas::remoting::{decode_frame, RemotingCommand, SerializeType, DEFAULT_MAX_FRAME_BYTES};
+use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::TestServer;
 
 /// How long a connect, a write or an answer may take.
 pub const REMOTING_TIMEOUT: Duration = Duration::from_secs(15);
@@ -224,4 +227,87 @@ pub fn route_request(topic: &str) -> RemotingCommand {
         Vec::new(),
         SerializeType::Json,
     )
+}
+
+/// Pause between two polls of a condition.
+pub const POLL: Duration = Duration::from_millis(50);
+
+/// The broker of the captured frames.
+pub const BROKER_A: &str = "127.0.0.1:20911";
+
+/// A connection to `server`'s name server.
+pub async fn connect(server: &TestServer) -> RemotingClient {
+    RemotingClient::connect(server.namesrv_addr()).await
+}
+
+/// The answer to a request of `code` with `fields` and no body.
+pub async fn ask(
+    client: &mut RemotingClient,
+    code: i32,
+    fields: &[(&str, &str)],
+) -> RemotingCommand {
+    client.request(code, fields, Vec::new()).await
+}
+
+/// The body of a captured answer, as JSON.
+pub fn captured_body(name: &str) -> Value {
+    json_of(&captured_command(name))
+}
+
+/// Registers broker-a as the captured frame does (opaque 0).
+pub async fn register_captured(client: &mut RemotingClient) -> RemotingCommand {
+    client
+        .send_raw(&captured_frame("001-request-code103.bin"))
+        .await;
+    client.answer_to(0).await
+}
+
+/// The store's revision and the `namesrv/` keys with their mod revisions.
+pub async fn namesrv_keys(server: &TestServer) -> (u64, Vec<(String, u64)>) {
+    let response = server
+        .client()
+        .get(server.url("/v1/kv?prefix=namesrv/&consistency=stale&limit=1000"))
+        .send()
+        .await
+        .expect("the server answers");
+    let revision = response.headers()["x-kv-revision"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("a number");
+    let list: Value = response.json().await.expect("JSON");
+    let keys = list["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|entry| {
+            (
+                entry["key"].as_str().expect("key").to_string(),
+                entry["mod_revision"].as_u64().expect("mod_revision"),
+            )
+        })
+        .collect();
+    (revision, keys)
+}
+
+/// Polls the route of `topic` until its answer has `wanted` as code.
+pub async fn wait_route_code(
+    client: &mut RemotingClient,
+    topic: &str,
+    wanted: i32,
+    limit: Duration,
+) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let answer = client.call(route_request(topic)).await;
+        if answer.code == wanted {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the route of {topic} still answers {} after {limit:?}, not {wanted}",
+            answer.code
+        );
+        tokio::time::sleep(POLL).await;
+    }
 }

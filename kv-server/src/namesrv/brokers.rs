@@ -8,7 +8,7 @@
 //! they granted). The idempotency key (broker, data version, lease) makes a
 //! retried call of the same write count once.
 
-use schemas::api::MAX_TXN_OPS;
+use schemas::api::{MAX_LEASE_TTL_S, MAX_TXN_OPS, MIN_LEASE_TTL_S};
 use schemas::remoting::{
     body_crc32, DataVersion, QueueData, RegisterBrokerBody, RemotingCommand,
     TopicConfigSerializeWrapper,
@@ -114,15 +114,29 @@ pub async fn register(ns: &NameServer, request: &RemotingCommand) -> Handled {
         }
     }
     let observed = current.as_ref().map_or(0, |(_, revision)| *revision);
+    let ttl_s = lease_ttl_s(ns, request)?;
     write_registration(
         ns,
         wanted,
         &body.topic_config_serialize_wrapper,
         lease,
         observed,
+        ttl_s,
     )
     .await?;
     answer_registration(ns, request, &identity)
+}
+
+/// The TTL of a new lease for a registering broker: its own
+/// `heartbeatTimeoutMillis` when it sends one (brokers with
+/// `enableSlaveActingMaster` do, as Apache honors it), else
+/// `--namesrv-broker-ttl-s`; within the range a lease takes.
+fn lease_ttl_s(ns: &NameServer, request: &RemotingCommand) -> Result<u64, Failure> {
+    let asked_ms: Option<u64> = request.optional_parsed("heartbeatTimeoutMillis")?;
+    Ok(match asked_ms {
+        Some(ms) if ms > 0 => ms.div_ceil(1000).clamp(MIN_LEASE_TTL_S, MAX_LEASE_TTL_S),
+        _ => ns.broker_ttl_s(),
+    })
 }
 
 /// How writing a registration ended.
@@ -142,10 +156,11 @@ async fn write_registration(
     topics: &TopicConfigSerializeWrapper,
     lease: Option<u64>,
     observed: u64,
+    ttl_s: u64,
 ) -> Result<(), Failure> {
     let (mut id, mut granted) = match lease {
         Some(id) => (id, false),
-        None => (ns.writer.grant(ns.broker_ttl_s()).await?, true),
+        None => (ns.writer.grant(ttl_s).await?, true),
     };
     let mut retried = false;
     loop {
@@ -165,7 +180,7 @@ async fn write_registration(
             Err(WriteError::LeaseNotFound { .. }) if !retried => {
                 // The lease ended between the read and the write.
                 retried = true;
-                id = ns.writer.grant(ns.broker_ttl_s()).await?;
+                id = ns.writer.grant(ttl_s).await?;
                 granted = true;
             }
             Err(error) => {

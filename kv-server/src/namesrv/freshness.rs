@@ -48,10 +48,11 @@ impl LeaderContact {
 /// How long ago this node last knew it was part of a working quorum, or
 /// `None` if it cannot say it ever was.
 pub fn quorum_age(raft: &Raft, contact: &LeaderContact) -> Option<Duration> {
-    let metrics = raft.metrics().borrow().clone();
+    let receiver = raft.metrics();
+    let metrics = receiver.borrow();
     if metrics.state == ServerState::Leader {
-        let voters: Vec<_> = metrics.membership_config.membership().voter_ids().collect();
-        if voters.len() == 1 {
+        let mut voters = metrics.membership_config.membership().voter_ids();
+        if voters.next().is_some() && voters.next().is_none() {
             // A cluster of one is its own quorum.
             return Some(Duration::ZERO);
         }

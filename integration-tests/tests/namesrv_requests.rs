@@ -1,0 +1,256 @@
+//! One node answering RocketMQ's admin and list requests as Apache's name
+//! server does: KV config, write permission, topics, its own config, topic
+//! lists and broker member groups.
+
+use std::time::Duration;
+
+use integration_tests::remoting::{
+    ask, captured_frame, connect, json_of, register_captured, registration, route_request,
+    wait_route_code, BROKER_A,
+};
+use integration_tests::TestServer;
+use schemas::remoting::{request_code as code, response_code, RemotingCommand};
+use serde_json::json;
+
+#[tokio::test]
+async fn kv_config_entries_are_put_read_listed_and_deleted() {
+    let server = TestServer::start().await;
+    let mut client = connect(&server).await;
+    let entry = [
+        ("namespace", "ORDER_TOPIC_CONFIG"),
+        ("key", "Orders/eu"),
+        ("value", "broker-a:4"),
+    ];
+    assert_eq!(ask(&mut client, code::PUT_KV_CONFIG, &entry).await.code, 0);
+    let read = ask(&mut client, code::GET_KV_CONFIG, &entry[..2]).await;
+    assert_eq!(
+        (read.code, read.field("value")),
+        (0, Some("broker-a:4")),
+        "{read:?}"
+    );
+    let listed = ask(&mut client, code::GET_KVLIST_BY_NAMESPACE, &entry[..1]).await;
+    assert_eq!(
+        json_of(&listed),
+        json!({"table": {"Orders/eu": "broker-a:4"}})
+    );
+
+    // The namespace comes back to a registering broker, as Apache sends it.
+    let registered = client
+        .call(registration("broker-a", 0, BROKER_A, 0, false))
+        .await;
+    assert_eq!(
+        json_of(&registered),
+        json!({"table": {"Orders/eu": "broker-a:4"}})
+    );
+
+    assert_eq!(
+        ask(&mut client, code::DELETE_KV_CONFIG, &entry[..2])
+            .await
+            .code,
+        0
+    );
+    let gone = ask(&mut client, code::GET_KV_CONFIG, &entry[..2]).await;
+    assert_eq!(gone.code, response_code::QUERY_NOT_FOUND, "{gone:?}");
+    let empty = ask(&mut client, code::GET_KVLIST_BY_NAMESPACE, &entry[..1]).await;
+    assert_eq!(empty.code, response_code::QUERY_NOT_FOUND, "{empty:?}");
+    let unnamed = ask(&mut client, code::PUT_KV_CONFIG, &[("value", "v")]).await;
+    assert_eq!(unnamed.code, response_code::SYSTEM_ERROR);
+}
+
+#[tokio::test]
+async fn write_permission_is_wiped_and_given_back() {
+    let server = TestServer::start().await;
+    let mut client = connect(&server).await;
+    register_captured(&mut client).await;
+    let perm = |answer: &RemotingCommand| json_of(answer)["queueDatas"][0]["perm"].clone();
+
+    let wiped = ask(
+        &mut client,
+        code::WIPE_WRITE_PERM_OF_BROKER,
+        &[("brokerName", "broker-a")],
+    )
+    .await;
+    assert_eq!(
+        (wiped.code, wiped.field("wipeTopicCount")),
+        (0, Some("13")),
+        "{wiped:?}"
+    );
+    assert_eq!(
+        perm(&client.call(route_request("TBW102")).await),
+        json!(7 & !2)
+    );
+
+    let added = ask(
+        &mut client,
+        code::ADD_WRITE_PERM_OF_BROKER,
+        &[("brokerName", "broker-a")],
+    )
+    .await;
+    assert_eq!(
+        (added.code, added.field("addTopicCount")),
+        (0, Some("13")),
+        "{added:?}"
+    );
+    assert_eq!(perm(&client.call(route_request("TBW102")).await), json!(6));
+
+    // The changed queues still end with the broker's lease.
+    client
+        .send_raw(&captured_frame("019-request-code104.bin"))
+        .await;
+    client.answer_to(3).await;
+    wait_route_code(
+        &mut client,
+        "TBW102",
+        response_code::TOPIC_NOT_EXIST,
+        Duration::from_secs(5),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_topic_is_registered_and_deleted_on_the_name_server() {
+    let server = TestServer::start().await;
+    let mut client = connect(&server).await;
+    register_captured(&mut client).await;
+    let queues = json!({"queueDatas": [
+        {"brokerName": "broker-a", "readQueueNums": 4, "writeQueueNums": 4, "perm": 6, "topicSysFlag": 0},
+        {"brokerName": "broker-unknown", "readQueueNums": 4, "writeQueueNums": 4, "perm": 6, "topicSysFlag": 0}
+    ], "brokerDatas": []});
+    let body = serde_json::to_vec(&queues).expect("JSON");
+    let registered = client
+        .request(
+            code::REGISTER_TOPIC_IN_NAMESRV,
+            &[("topic", "Orders/eu")],
+            body,
+        )
+        .await;
+    assert_eq!(registered.code, 0, "{registered:?}");
+    let route = json_of(&client.call(route_request("Orders/eu")).await);
+    assert_eq!(
+        route["queueDatas"].as_array().map(Vec::len),
+        Some(1),
+        "{route}"
+    );
+    assert_eq!(route["queueDatas"][0]["readQueueNums"], 4);
+
+    let by_cluster = ask(
+        &mut client,
+        code::GET_TOPICS_BY_CLUSTER,
+        &[("cluster", "DefaultCluster")],
+    )
+    .await;
+    assert!(json_of(&by_cluster)["topicList"]
+        .as_array()
+        .expect("a list")
+        .contains(&json!("Orders/eu")));
+
+    let deleted = ask(
+        &mut client,
+        code::DELETE_TOPIC_IN_NAMESRV,
+        &[("topic", "Orders/eu")],
+    )
+    .await;
+    assert_eq!(deleted.code, 0, "{deleted:?}");
+    let gone = client.call(route_request("Orders/eu")).await;
+    assert_eq!(gone.code, response_code::TOPIC_NOT_EXIST);
+    assert_eq!(
+        client.call(route_request("TBW102")).await.code,
+        0,
+        "other topics stay"
+    );
+}
+
+#[tokio::test]
+async fn the_name_server_config_is_read_updated_and_its_black_list_refused() {
+    let server = TestServer::start().await;
+    let mut client = connect(&server).await;
+    let updated = client
+        .request(
+            code::UPDATE_NAMESRV_CONFIG,
+            &[],
+            b"enableAllTopicList=false\n".to_vec(),
+        )
+        .await;
+    assert_eq!(updated.code, 0, "{updated:?}");
+    let config = ask(&mut client, code::GET_NAMESRV_CONFIG, &[]).await;
+    let text = String::from_utf8(config.body.clone()).expect("text");
+    assert!(
+        text.lines().any(|line| line == "enableAllTopicList=false"),
+        "{text}"
+    );
+    let refused = ask(&mut client, code::GET_ALL_TOPIC_LIST_FROM_NAMESERVER, &[]).await;
+    assert_eq!(
+        (refused.code, refused.remark.as_deref()),
+        (1, Some("disable"))
+    );
+
+    let black = client
+        .request(
+            code::UPDATE_NAMESRV_CONFIG,
+            &[],
+            b"kvConfigPath=/tmp/x\n".to_vec(),
+        )
+        .await;
+    assert_eq!(black.code, response_code::NO_PERMISSION, "{black:?}");
+}
+
+#[tokio::test]
+async fn member_group_and_system_topics_come_from_the_registrations() {
+    let server = TestServer::start().await;
+    let mut client = connect(&server).await;
+    register_captured(&mut client).await;
+    let slave = client
+        .call(registration("broker-a", 1, "127.0.0.1:20912", 0, false))
+        .await;
+    assert_eq!(slave.field("masterAddr"), Some(BROKER_A), "{slave:?}");
+    assert_eq!(slave.field("haServerAddr"), Some("192.0.2.2:10912"));
+
+    let group = ask(
+        &mut client,
+        code::GET_BROKER_MEMBER_GROUP,
+        &[
+            ("clusterName", "DefaultCluster"),
+            ("brokerName", "broker-a"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        json_of(&group),
+        json!({"brokerMemberGroup": {"cluster": "DefaultCluster", "brokerName": "broker-a",
+            "brokerAddrs": {"0": BROKER_A, "1": "127.0.0.1:20912"}}})
+    );
+    let system = ask(&mut client, code::GET_SYSTEM_TOPIC_LIST_FROM_NS, &[]).await;
+    assert_eq!(
+        json_of(&system)["topicList"],
+        json!(["DefaultCluster", "broker-a"])
+    );
+}
+
+#[tokio::test]
+async fn unit_topic_lists_follow_the_queues_flags() {
+    let server = TestServer::start().await;
+    let mut client = connect(&server).await;
+    register_captured(&mut client).await;
+    for (topic, flag) in [("unit", 1), ("unit-sub", 3), ("sub-only", 2)] {
+        let body = serde_json::to_vec(&json!({"queueDatas": [{"brokerName": "broker-a",
+            "readQueueNums": 1, "writeQueueNums": 1, "perm": 6, "topicSysFlag": flag}]}))
+        .expect("JSON");
+        let answer = client
+            .request(code::REGISTER_TOPIC_IN_NAMESRV, &[("topic", topic)], body)
+            .await;
+        assert_eq!(answer.code, 0, "{answer:?}");
+    }
+    let listed = |answer: RemotingCommand| json_of(&answer)["topicList"].clone();
+    assert_eq!(
+        listed(ask(&mut client, code::GET_UNIT_TOPIC_LIST, &[]).await),
+        json!(["unit", "unit-sub"])
+    );
+    assert_eq!(
+        listed(ask(&mut client, code::GET_HAS_UNIT_SUB_TOPIC_LIST, &[]).await),
+        json!(["sub-only", "unit-sub"])
+    );
+    assert_eq!(
+        listed(ask(&mut client, code::GET_HAS_UNIT_SUB_UNUNIT_TOPIC_LIST, &[]).await),
+        json!(["sub-only"])
+    );
+}
