@@ -3,7 +3,9 @@
 # runs against our name server: rocketmq-namesrv-rust (the reference name
 # server), rocketmq-broker-rust and rocketmq-admin-cli, each through
 # `cargo install --locked` at a pinned version into a cache directory.
-# Idempotent: a binary that is already there is not built again.
+# Idempotent: a binary that is already there is not built again. Crate names
+# as arguments install only those (e.g. `scripts/rocketmq-install.sh
+# rocketmq-namesrv`).
 #
 # Environment (all optional):
 #   ROCKETMQ_VERSION  the rocketmq-rust release (default 1.0.0)
@@ -60,8 +62,13 @@ install() {
 
 mkdir -p "$cache"
 total_started=$(date +%s)
-install rocketmq-namesrv rocketmq-namesrv-rust
-install rocketmq-broker rocketmq-broker-rust
-ensure_libclang
-install rocketmq-admin-cli rocketmq-admin-cli
-say "all installed in $(($(date +%s) - total_started)) s; binaries in $cache/bin"
+# With crate names as arguments, only those (make bench-namesrv needs only
+# the name server); with none, all three.
+wanted=" ${*:-rocketmq-namesrv rocketmq-broker rocketmq-admin-cli} "
+[[ $wanted == *" rocketmq-namesrv "* ]] && install rocketmq-namesrv rocketmq-namesrv-rust
+[[ $wanted == *" rocketmq-broker "* ]] && install rocketmq-broker rocketmq-broker-rust
+if [[ $wanted == *" rocketmq-admin-cli "* ]]; then
+    ensure_libclang
+    install rocketmq-admin-cli rocketmq-admin-cli
+fi
+say "installed in $(($(date +%s) - total_started)) s; binaries in $cache/bin"
