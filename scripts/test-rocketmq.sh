@@ -6,8 +6,8 @@
 # started here and killed on exit; every wait polls and is bounded.
 #
 # Steps, on each side:
-#   1. three name servers (kv: a Raft cluster with --namesrv-listen and a short
-#      --namesrv-broker-ttl-s);
+#   1. three name servers (kv: a Raft cluster with --namesrv-listen and a
+#      broker lease of RMQ_TTL_S), and the codec conformance check against one;
 #   2. broker-a and broker-b, registered with all three;
 #   3. a topic created with the admin CLI, N messages produced and consumed;
 #   4. kill -9 of the kv leader (of name server 1 on the other side): routes
