@@ -48,7 +48,9 @@ kv_server=${KV_SERVER_BIN:-$target_dir/release/kv-server}
 kv_bench=${KV_BENCH_BIN:-$target_dir/release/kv-bench}
 command_line=${BENCH_COMMAND:-scripts/bench-compare.sh}
 
-bench_name=bench-compare
+script_name=bench-compare
+work_parent=${BENCH_DIR:-$target_dir}
+source "$repo/scripts/lib.sh"
 source "$repo/scripts/bench-lib.sh"
 
 for binary in "$kv_server" "$kv_bench"; do

@@ -38,7 +38,9 @@ target_dir=${CARGO_TARGET_DIR:-target}
 kv_server=${KV_SERVER_BIN:-$target_dir/release/kv-server}
 kv_bench=${KV_BENCH_BIN:-$target_dir/release/kv-bench}
 
-bench_name=bench-namesrv
+script_name=bench-namesrv
+work_parent=${BENCH_DIR:-$target_dir}
+source "$repo/scripts/lib.sh"
 source "$repo/scripts/bench-lib.sh"
 
 for binary in "$kv_server" "$kv_bench"; do
@@ -55,18 +57,6 @@ else
 fi
 [[ -x $rocketmq_namesrv ]] || die "$rocketmq_namesrv is missing"
 
-# Waits until something listens on 127.0.0.1:PORT, while PID lives.
-wait_listening() {
-    local pid=$1 port=$2 tries=0
-    while ((tries < 300)); do
-        kill -0 "$pid" 2>/dev/null || return 1
-        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
-        sleep 0.1
-        tries=$((tries + 1))
-    done
-    return 1
-}
-
 # start_rocketmq COUNT: COUNT independent rocketmq-namesrv-rust (they share
 # nothing, as RocketMQ's name servers do); sets rmq_pids and rmq_namesrvs.
 start_rocketmq() {
@@ -80,7 +70,7 @@ start_rocketmq() {
             --listenPort "$port" --bindAddress 127.0.0.1
         rmq_pids+=("$started")
         rmq_namesrvs+="${rmq_namesrvs:+,}127.0.0.1:$port"
-        wait_listening "$started" "$port" ||
+        wait_port "$started" "$port" ||
             die "rocketmq-namesrv-rust $i did not listen on $port: $(tail -5 "$work/rmq$count-$i.log")"
     done
 }

@@ -50,8 +50,10 @@ doc=${RMQ_DOC:-$repo/docs/namesrv.md}
 cluster=E2ECluster
 topic=E2E_ROUTES
 
-say() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { say "error: $*"; exit 1; }
+script_name=test-rocketmq
+work_parent=${TMPDIR:-/tmp}
+KEEP_WORK=${RMQ_KEEP:-${KEEP_WORK:-0}}
+source "$repo/scripts/lib.sh"
 
 for binary in rocketmq-broker-rust rocketmq-namesrv-rust rocketmq-admin-cli; do
     [[ -x $bin/$binary ]] || die "$bin/$binary is missing: run scripts/rocketmq-install.sh"
@@ -67,76 +69,6 @@ else
     (cd "$repo/rocketmq-e2e" && CARGO_TARGET_DIR=$cache/target nice -n 19 cargo build --release --locked) ||
         die "rocketmq-e2e did not build"
 fi
-
-work=$(mktemp -d "${TMPDIR:-/tmp}/test-rocketmq.XXXXXX")
-pids=()
-
-stop_pid() {
-    local pid=$1 signal=${2:-TERM} waited=0
-    kill -"$signal" "$pid" 2>/dev/null || return 0
-    while kill -0 "$pid" 2>/dev/null && ((waited < 100)); do
-        sleep 0.1
-        waited=$((waited + 1))
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-cleanup() {
-    local pid
-    for pid in "${pids[@]}"; do
-        stop_pid "$pid"
-    done
-    pids=()
-    if [[ ${RMQ_KEEP:-0} == 1 ]]; then say "logs kept in $work"; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# start LOG CMD...: runs CMD in the background; its pid is left in $started.
-start() {
-    local log=$1
-    shift
-    "$@" >"$log" 2>&1 &
-    started=$!
-    pids+=("$started")
-}
-# forget PID: drops a pid the script killed itself.
-forget() {
-    local pid kept=()
-    for pid in "${pids[@]}"; do [[ $pid == "$1" ]] || kept+=("$pid"); done
-    pids=("${kept[@]}")
-}
-
-# Sets $port to a free loopback port; with an argument N, ports port-N..port+N
-# are all free (a broker listens on its port, port-2 and, for HA, port+1).
-used_ports=" "
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && [[ $used_ports != *" $1 "* ]]; }
-free_port() {
-    local spread=${1:-0} candidate offset ok
-    while true; do
-        candidate=$((12000 + RANDOM % 20000))
-        ok=1
-        for ((offset = -spread; offset <= spread; offset++)); do
-            port_free $((candidate + offset)) || { ok=0; break; }
-        done
-        if ((ok)); then
-            for ((offset = -spread; offset <= spread; offset++)); do used_ports+="$((candidate + offset)) "; done
-            port=$candidate
-            return
-        fi
-    done
-}
-
-# wait_port PID PORT SECONDS: until PORT accepts connections while PID lives.
-wait_port() {
-    local pid=$1 port=$2 deadline=$((SECONDS + $3))
-    while ((SECONDS < deadline)); do
-        kill -0 "$pid" 2>/dev/null || return 1
-        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    return 1
-}
 
 # route ADDR TOPIC: one line, "code=0 brokers=broker-a:4,..." or "code=17 ...",
 # or "down" when the name server does not answer.
