@@ -263,6 +263,17 @@ mod tests {
     }
 
     #[test]
+    fn validate_within_takes_the_limit_it_is_given() {
+        let request = txn(json!({"success": puts(MAX_TXN_OPS + 1)}));
+        request.validate_within(MAX_TXN_OPS + 1).unwrap();
+        let error = request
+            .validate_within(MAX_TXN_OPS)
+            .expect_err("over the limit");
+        assert_eq!(error.code, ErrorCode::TooManyOps);
+        assert!(error.message.contains("limit of 128"), "{error:?}");
+    }
+
+    #[test]
     fn a_branch_may_hold_max_txn_ops_ops_and_no_more() {
         txn(json!({"success": puts(MAX_TXN_OPS)}))
             .validate()
