@@ -311,3 +311,52 @@ pub async fn wait_route_code(
         tokio::time::sleep(POLL).await;
     }
 }
+
+/// A master's registration as [`registration`] makes it, with `extra`
+/// more topics named `many-000`, `many-001`, ... beside its own.
+pub fn registration_with_topics(
+    broker_name: &str,
+    broker_addr: &str,
+    extra: usize,
+) -> RemotingCommand {
+    use schemas::remoting::{body_crc32, RegisterBrokerBody};
+    let mut request = registration(broker_name, 0, broker_addr, 1, false);
+    let mut body = RegisterBrokerBody::decode(&request.body, false).expect("decodes");
+    let table = &mut body.topic_config_serialize_wrapper.topic_config_table;
+    let template = table["TBW102"].clone();
+    for index in 0..extra {
+        let name = format!("many-{index:03}");
+        let mut config = template.clone();
+        config.topic_name = name.clone();
+        table.insert(name, config);
+    }
+    request.body = body.encode(false);
+    request
+        .ext_fields
+        .insert("bodyCrc32".into(), body_crc32(&request.body).to_string());
+    request
+}
+
+/// The revision of each change-feed record under `namesrv/` after `from`
+/// on `server` (one page, at most 1,000 records).
+pub async fn namesrv_change_revisions(server: &TestServer, from: u64) -> Vec<u64> {
+    let url = server.url(&format!(
+        "/v1/changes?from={from}&prefix=namesrv/&limit=1000"
+    ));
+    let page: Value = server
+        .client()
+        .get(url)
+        .send()
+        .await
+        .expect("the server answers")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(page["more"], Value::Bool(false), "{page}");
+    page["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .map(|record| record["revision"].as_u64().expect("a revision"))
+        .collect()
+}

@@ -6,8 +6,9 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use integration_tests::remoting::{
-    ask, broker_request, captured_body, captured_frame, command, connect, json_of, namesrv_keys,
-    register_captured, registration, route_request, wait_route_code, BROKER_A,
+    ask, broker_request, captured_body, captured_frame, command, connect, json_of,
+    namesrv_change_revisions, namesrv_keys, register_captured, registration,
+    registration_with_topics, route_request, wait_route_code, BROKER_A,
 };
 use integration_tests::TestServer;
 use schemas::remoting::{request_code as code, response_code, SerializeType};
@@ -379,29 +380,24 @@ async fn query_data_version_says_whether_the_broker_changed_and_a_oneway_request
 
 #[tokio::test]
 async fn a_registration_of_more_topics_than_one_transaction_holds_is_served_whole() {
-    use schemas::remoting::{body_crc32, RegisterBrokerBody};
     let server = TestServer::start().await;
     let mut client = connect(&server).await;
-    let mut request = registration("broker-a", 0, BROKER_A, 1, false);
-    let mut body = RegisterBrokerBody::decode(&request.body, false).expect("decodes");
-    let table = &mut body.topic_config_serialize_wrapper.topic_config_table;
-    let template = table["TBW102"].clone();
-    for index in 0..300 {
-        let name = format!("many-{index:03}");
-        let mut config = template.clone();
-        config.topic_name = name.clone();
-        table.insert(name, config);
-    }
-    request.body = body.encode(false);
-    request
-        .ext_fields
-        .insert("bodyCrc32".into(), body_crc32(&request.body).to_string());
+    let (before, _) = namesrv_keys(&server).await;
+    let request = registration_with_topics("broker-a", BROKER_A, 300);
     assert_eq!(client.call(request.clone()).await.code, 0);
     for topic in ["many-000", "many-299", "TBW102"] {
         assert_eq!(client.call(route_request(topic)).await.code, 0, "{topic}");
     }
     let (revision, keys) = namesrv_keys(&server).await;
     assert_eq!(keys.len(), 1 + 13 + 300, "the registration and every topic");
+    // One transaction: one revision for the record and all its queues.
+    let revisions = namesrv_change_revisions(&server, before).await;
+    assert_eq!(revisions.len(), keys.len(), "{revisions:?}");
+    assert!(
+        revisions.iter().all(|each| *each == revision),
+        "the registration was written in parts: {revisions:?}"
+    );
+    assert!(keys.iter().all(|(_, each)| *each == revision), "{keys:?}");
 
     assert_eq!(client.call(request).await.code, 0);
     let (unchanged, _) = namesrv_keys(&server).await;

@@ -4,7 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use integration_tests::remoting::{json_of, registration, route_request, RemotingClient};
+use integration_tests::remoting::{
+    json_of, namesrv_change_revisions, namesrv_keys, registration, registration_with_topics,
+    route_request, RemotingClient,
+};
 use integration_tests::{TestCluster, TestServer};
 use schemas::remoting::{request_code as code, response_code, RemotingCommand};
 use serde_json::Value;
@@ -79,6 +82,34 @@ async fn a_registration_sent_to_one_node_is_served_by_all_three_within_the_bound
     assert!(
         routes.windows(2).all(|pair| pair[0] == pair[1]),
         "{routes:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_registration_of_more_topics_than_a_client_transaction_holds_sent_to_a_follower_is_one_write(
+) {
+    let cluster = TestCluster::start(3, &[]).await;
+    let leader = cluster.leader().await;
+    let follower = *cluster
+        .ids()
+        .iter()
+        .find(|id| **id != leader)
+        .expect("a follower");
+    let (before, _) = namesrv_keys(cluster.node(leader)).await;
+    let answer = connect(cluster.node(follower))
+        .await
+        .call(registration_with_topics("broker-a", "127.0.0.1:20911", 200))
+        .await;
+    assert_eq!(answer.code, 0, "{answer:?}");
+    let took = wait_route_code(cluster.node(leader), "many-199", 0, REPLICATION_BOUND).await;
+    assert!(took <= REPLICATION_BOUND, "the leader took {took:?}");
+    let (revision, keys) = namesrv_keys(cluster.node(leader)).await;
+    assert_eq!(keys.len(), 1 + 13 + 200, "the registration and every topic");
+    let revisions = namesrv_change_revisions(cluster.node(leader), before).await;
+    assert_eq!(revisions.len(), keys.len(), "{revisions:?}");
+    assert!(
+        revisions.iter().all(|each| *each == revision),
+        "the registration was written in parts: {revisions:?}"
     );
 }
 

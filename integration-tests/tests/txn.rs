@@ -780,3 +780,31 @@ async fn a_view_rebuilt_from_the_topic_equals_the_live_one_after_transactions() 
     assert_eq!(every_key(&server).await, live, "the rebuilt view differs");
     assert_eq!(store_revision(&server).await, live_revision);
 }
+
+#[tokio::test]
+async fn the_internal_header_from_a_client_or_a_caller_naming_no_cluster_keeps_the_128_op_limit() {
+    let server = TestServer::start().await;
+    let before = store_revision(&server).await;
+    let ops: Vec<Value> = (0..129)
+        .map(|i| json!({"put": {"key": format!("internal/{i}"), "value": i}}))
+        .collect();
+    let body = json!({ "success": ops });
+    let peer = format!("{}/v1/txn", server.peer_url());
+    for (port, url) in [("client", server.url("/v1/txn")), ("peer", peer)] {
+        let response = server
+            .client()
+            .post(url)
+            .header("x-kv-internal", "1")
+            .json(&body)
+            .send()
+            .await
+            .expect("the server answers");
+        assert_eq!(response.status(), 400, "{port} port");
+        let answer: Value = response.json().await.expect("JSON");
+        assert_eq!(
+            answer["error"]["code"], "too_many_ops",
+            "{port} port: {answer}"
+        );
+    }
+    assert_eq!(store_revision(&server).await, before, "a refused txn wrote");
+}

@@ -19,13 +19,14 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use schemas::api::header::INTERNAL;
 use schemas::api::{ErrorBody, ErrorCode};
 use tokio::time::Instant;
 use tracing::debug;
 
 use crate::api::error::ApiError;
 use crate::api::leader::{known_leader, wait_for_leader, Leader};
-use crate::api::{max_body_bytes, AppState, FORWARDED_HEADER};
+use crate::api::{max_body_bytes, AppState, InternalRequest, FORWARDED_HEADER};
 use crate::types::NodeId;
 
 /// Times a request is passed on after the leader changed under it.
@@ -64,6 +65,7 @@ async fn route_write(state: AppState, request: Request, next: Next) -> Response 
     if leader == Leader::This {
         return next.run(request).await;
     }
+    let internal = request.extensions().get::<InternalRequest>().is_some();
     let (parts, body) = request.into_parts();
     let body = match axum::body::to_bytes(body, max_body_bytes(&state.config)).await {
         Ok(body) => body,
@@ -85,6 +87,7 @@ async fn route_write(state: AppState, request: Request, next: Next) -> Response 
             peers: &state.peers,
             from: state.node_id,
             timeout: forward_timeout(&state, &path),
+            internal,
         };
         match hop
             .send(peer_addr, &parts.method, &path, &parts.headers, &body)
@@ -136,6 +139,9 @@ struct Hop<'a> {
     from: NodeId,
     /// How long the leader may take to answer.
     timeout: Duration,
+    /// Whether the request is this node's own ([`InternalRequest`]), sent
+    /// on marked `x-kv-internal`.
+    internal: bool,
 }
 
 impl Hop<'_> {
@@ -155,8 +161,17 @@ impl Hop<'_> {
             .timeout(self.timeout)
             .header(FORWARDED_HEADER, HeaderValue::from(self.from))
             .body(body.clone());
+        if self.internal {
+            outgoing = outgoing.header(INTERNAL, HeaderValue::from_static("1"));
+        }
         for (name, value) in headers {
-            if !is_hop_by_hop(name) && *name != header::HOST && *name != header::CONTENT_LENGTH {
+            // A client's own `x-kv-internal` stays behind: only this node
+            // says a request is its own.
+            if !is_hop_by_hop(name)
+                && *name != header::HOST
+                && *name != header::CONTENT_LENGTH
+                && *name != INTERNAL
+            {
                 outgoing = outgoing.header(name, value);
             }
         }
@@ -284,6 +299,7 @@ mod tests {
             peers: &peers,
             from: 2,
             timeout: Duration::from_secs(5),
+            internal: false,
         };
         let mut headers = HeaderMap::new();
         headers.insert("idempotency-key", HeaderValue::from_static("k-1"));
@@ -362,6 +378,7 @@ mod tests {
             peers: &peers,
             from: 2,
             timeout: Duration::from_millis(300),
+            internal: false,
         };
         let outcome = hop
             .send(

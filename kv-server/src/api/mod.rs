@@ -124,7 +124,22 @@ pub fn client_router(state: AppState) -> Router {
 /// in-process calls (the name server's writes): a follower still passes
 /// writes to the leader, as it does a client's.
 pub fn internal_router(state: AppState) -> Router {
-    public_routes(&state).with_state(state)
+    public_routes(&state)
+        .layer(axum::middleware::map_request(mark_internal))
+        .with_state(state)
+}
+
+/// A request extension on the node's own calls (see [`internal_router`]),
+/// which may hold transactions up to [`schemas::api::MAX_INTERNAL_TXN_OPS`].
+/// Clients cannot set an extension; on the peer port a node of this
+/// cluster marks a passed-on request with the `x-kv-internal` header.
+#[derive(Clone, Copy, Debug)]
+pub struct InternalRequest;
+
+/// Marks a request of [`internal_router`] as the node's own.
+async fn mark_internal(mut request: Request) -> Request {
+    request.extensions_mut().insert(InternalRequest);
+    request
 }
 
 /// The peer port: the node-to-node `/raft/*` routes, and the public API for

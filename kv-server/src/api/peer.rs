@@ -4,21 +4,26 @@
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use schemas::api::header::{CLUSTER_ID, DATA_FORMAT};
+use schemas::api::header::{CLUSTER_ID, DATA_FORMAT, INTERNAL};
 use schemas::api::ErrorCode;
 use tracing::{error, warn};
 use uuid::Uuid;
 
 use crate::api::error::ApiError;
-use crate::api::AppState;
+use crate::api::{AppState, InternalRequest};
 use crate::peer::CheckError;
 use crate::store::data_format::DATA_FORMAT as DATA_FORMAT_OURS;
 
 /// Middleware of the peer port: refuses (403 `foreign_cluster`, logged) a
 /// request naming another cluster's id, and (403 `incompatible_peer`) a
 /// node's request naming another data format or none; answers name this
-/// node's cluster.
-pub async fn same_cluster(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// node's cluster. A request of a node of this cluster marked
+/// [`INTERNAL`] is the passing node's own: it gets [`InternalRequest`].
+pub async fn same_cluster(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let named = request.headers().get(CLUSTER_ID);
     let format = request.headers().get(DATA_FORMAT);
     // Every node names its format; a request naming a cluster but no
@@ -75,6 +80,11 @@ pub async fn same_cluster(State(state): State<AppState>, request: Request, next:
             error!(%failure, "cannot keep the cluster id");
             return ApiError::from(failure).into_response();
         }
+    }
+    // The peer port already carries raft's RPCs: a caller that names this
+    // cluster gains nothing by also marking its writes as the node's own.
+    if theirs.is_some() && request.headers().contains_key(INTERNAL) {
+        request.extensions_mut().insert(InternalRequest);
     }
     let mut response = next.run(request).await;
     if let Some(ours) = state.cluster_id.header() {

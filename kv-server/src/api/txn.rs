@@ -12,11 +12,11 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use schemas::api::{
     parse_txn, CompareOp as WireCompareOp, CompareTarget as WireCompareTarget, ErrorCode,
     KeyOrPrefix, KeyValue, TxnOp as WireTxnOp, TxnOpResult as WireTxnOpResult, TxnRequest,
-    TxnResponse,
+    TxnResponse, MAX_INTERNAL_TXN_OPS, MAX_TXN_OPS,
 };
 use serde_json::Value;
 
@@ -24,7 +24,7 @@ use crate::api::error::{lease_not_found, ApiError};
 use crate::api::params::{Query, LIST_PAGE};
 use crate::api::propose::propose;
 use crate::api::write::{body_error, idempotency_key};
-use crate::api::{AppState, REVISION_HEADER};
+use crate::api::{AppState, InternalRequest, REVISION_HEADER};
 use crate::types::{
     Command, CommandResult, Compare, CompareOp, CompareTarget, Op, Txn, TxnKeyValue, TxnOp,
     TxnOpResult, TxnOutcome,
@@ -40,12 +40,17 @@ async fn txn(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
+    internal: Option<Extension<InternalRequest>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     Query::parse(query.as_deref(), &[])?;
     let body = body.map_err(|rejection| body_error(&state, rejection))?;
     let request = parse_txn(&body)?;
-    request.validate()?;
+    let max_ops = match internal {
+        Some(_) => MAX_INTERNAL_TXN_OPS,
+        None => MAX_TXN_OPS,
+    };
+    request.validate_within(max_ops)?;
     let txn = to_txn(&state, request)?;
     let leases = lease_fields(&txn);
     let command = Command {

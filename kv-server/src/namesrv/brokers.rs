@@ -8,7 +8,7 @@
 //! they granted). The idempotency key (broker, data version, lease) makes a
 //! retried call of the same write count once.
 
-use schemas::api::{MAX_LEASE_TTL_S, MAX_TXN_OPS, MIN_LEASE_TTL_S};
+use schemas::api::{MAX_LEASE_TTL_S, MIN_LEASE_TTL_S};
 use schemas::remoting::{
     body_crc32, DataVersion, QueueData, RegisterBrokerBody, RemotingCommand,
     TopicConfigSerializeWrapper,
@@ -91,16 +91,14 @@ pub async fn register(ns: &NameServer, request: &RemotingCommand) -> Handled {
             .unwrap_or(false),
         data_version: body.topic_config_serialize_wrapper.data_version,
         lease: 0,
-        complete: true,
     };
     let key = identity.key();
     let current = stored(ns, &key)?;
     let unchanged = current.as_ref().is_some_and(|(record, _)| {
-        record.complete
-            && BrokerRecord {
-                lease: 0,
-                ..record.clone()
-            } == wanted
+        BrokerRecord {
+            lease: 0,
+            ..record.clone()
+        } == wanted
     });
     let mut lease = current.as_ref().map(|(record, _)| record.lease);
     if let Some(id) = lease {
@@ -165,7 +163,7 @@ async fn write_registration(
     let mut retried = false;
     loop {
         record.lease = id;
-        match write_chunks(ns, &record, topics, observed).await {
+        match write_whole(ns, &record, topics, observed).await {
             Ok(Written::Done) => {
                 info!(broker = %record.broker_addr, group = %record.broker_name, lease = id, topics = topics.topic_config_table.len(), "registered");
                 return Ok(());
@@ -193,11 +191,9 @@ async fn write_registration(
     }
 }
 
-/// Writes `record` and, for a master, a QueueData per topic: one
-/// transaction when they fit in one, else the record first (marked
-/// incomplete) and the queues after it, each chunk guarded by the record's
-/// lease, the last marking it complete.
-async fn write_chunks(
+/// Writes `record` and, for a master, a QueueData per topic, in one
+/// transaction: readers see the whole registration or none of it.
+async fn write_whole(
     ns: &NameServer,
     record: &BrokerRecord,
     topics: &TopicConfigSerializeWrapper,
@@ -235,52 +231,17 @@ async fn write_chunks(
         lease: Some(record.lease),
     };
     let first_guard = [Guard::ModRevision(key.clone(), observed)];
-    let per_chunk = MAX_TXN_OPS - 1;
-    if queue_ops.len() <= per_chunk {
-        let mut ops = queue_ops;
-        ops.push(put_record(record));
-        let answer = ns
-            .writer
-            .txn(&first_guard, &ops, idempotency_key(&identity))
-            .await?;
-        return Ok(if answer.succeeded {
-            Written::Done
-        } else {
-            Written::LostRace
-        });
-    }
-    let incomplete = BrokerRecord {
-        complete: false,
-        ..record.clone()
-    };
-    let start = idempotency_key(&[&identity[..], &["start"]].concat());
-    let first = ns
+    let mut ops = queue_ops;
+    ops.push(put_record(record));
+    let answer = ns
         .writer
-        .txn(&first_guard, &[put_record(&incomplete)], start)
+        .txn(&first_guard, &ops, idempotency_key(&identity))
         .await?;
-    if !first.succeeded {
-        return Ok(Written::LostRace);
-    }
-    let chunks: Vec<&[Op]> = queue_ops.chunks(per_chunk).collect();
-    for (index, chunk) in chunks.iter().enumerate() {
-        let mut ops = chunk.to_vec();
-        if index + 1 == chunks.len() {
-            ops.push(put_record(record));
-        }
-        let part = index.to_string();
-        let answer = ns
-            .writer
-            .txn(
-                &[Guard::Lease(key.clone(), record.lease)],
-                &ops,
-                idempotency_key(&[&identity[..], &[part.as_str()]].concat()),
-            )
-            .await?;
-        if !answer.succeeded {
-            return Ok(Written::LostRace);
-        }
-    }
-    Ok(Written::Done)
+    Ok(if answer.succeeded {
+        Written::Done
+    } else {
+        Written::LostRace
+    })
 }
 
 /// Apache's answer to a registration: the group master's addresses for a

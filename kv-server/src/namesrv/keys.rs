@@ -117,14 +117,6 @@ pub struct BrokerRecord {
     /// The lease the record (and, for a master, its group's queues) lives
     /// by.
     pub lease: u64,
-    /// False while a registration too large for one transaction is still
-    /// being written; a heartbeat never takes an incomplete one as current.
-    #[serde(default = "complete")]
-    pub complete: bool,
-}
-
-fn complete() -> bool {
-    true
 }
 
 #[cfg(test)]

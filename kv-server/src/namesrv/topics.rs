@@ -3,7 +3,6 @@
 
 use std::collections::BTreeSet;
 
-use schemas::api::MAX_TXN_OPS;
 use schemas::remoting::{request_code, QueueData, RemotingCommand, TopicList, TopicRouteData};
 use serde_json::json;
 use tracing::info;
@@ -221,14 +220,9 @@ async fn change_perm(
     Ok(answer)
 }
 
-/// Writes `ops`: in one transaction when they fit, else in as few as the
-/// transaction limit allows. `what` names the change for its idempotency
-/// key.
+/// Writes `ops` in one transaction. `what` names the change for its
+/// idempotency key.
 async fn write_all(ns: &NameServer, ops: &[Op], what: &[&str]) -> Result<(), Failure> {
-    for (index, chunk) in ops.chunks(MAX_TXN_OPS).enumerate() {
-        let part = index.to_string();
-        let key = idempotency_key(&[what, &[part.as_str()]].concat());
-        ns.writer.txn(&[], chunk, key).await?;
-    }
+    ns.writer.txn(&[], ops, idempotency_key(what)).await?;
     Ok(())
 }

@@ -78,8 +78,6 @@ impl Op {
 pub enum Guard {
     /// The key's `mod_revision` is this (0: the key is absent).
     ModRevision(String, u64),
-    /// The key is attached to this lease.
-    Lease(String, u64),
 }
 
 impl Guard {
@@ -87,9 +85,6 @@ impl Guard {
         match self {
             Guard::ModRevision(key, revision) => {
                 json!({"key": key, "target": "mod_revision", "op": "=", "value": revision})
-            }
-            Guard::Lease(key, lease) => {
-                json!({"key": key, "target": "lease", "op": "=", "value": lease})
             }
         }
     }

@@ -21,3 +21,9 @@ pub const DATA_FORMAT: &str = "x-kv-data-format";
 /// On a request one node passed to another: the id of the node that
 /// passed it. Such a request is never passed on again.
 pub const FORWARDED_BY: &str = "x-kv-forwarded-by";
+
+/// On a request one node passed to another on the peer port: the request
+/// is the passing node's own (its name server's), so it may hold a
+/// transaction up to `MAX_INTERNAL_TXN_OPS`. Honoured on the peer port
+/// only, and only from a node naming this cluster.
+pub const INTERNAL: &str = "x-kv-internal";

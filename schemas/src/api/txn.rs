@@ -54,7 +54,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::{ErrorCode, FieldError, KeyValue, LeaseId, Revision};
 
-pub use check::MAX_TXN_OPS;
+pub use check::{MAX_INTERNAL_TXN_OPS, MAX_TXN_OPS};
 
 /// The body of `POST /v1/txn`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -75,7 +75,14 @@ impl TxnRequest {
     /// Checks the limits and rules of the module doc; the error names the
     /// first field that breaks one.
     pub fn validate(&self) -> Result<(), FieldError> {
-        check::validate(self)
+        check::validate(self, MAX_TXN_OPS)
+    }
+
+    /// [`validate`](Self::validate) with at most `max_ops` compares and
+    /// ops per branch: a node's own transactions use
+    /// [`MAX_INTERNAL_TXN_OPS`].
+    pub fn validate_within(&self, max_ops: usize) -> Result<(), FieldError> {
+        check::validate(self, max_ops)
     }
 }
 

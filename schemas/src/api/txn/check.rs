@@ -13,10 +13,15 @@ use crate::{MAX_KEY_BYTES, SUBSCRIPTIONS_PREFIX, TOPICS_PREFIX};
 /// transaction stays one modest raft entry.
 pub const MAX_TXN_OPS: usize = 128;
 
-pub(super) fn validate(txn: &TxnRequest) -> Result<(), FieldError> {
-    check_count("compare", txn.compare.len(), "compares")?;
-    check_count("success", txn.success.len(), "ops")?;
-    check_count("failure", txn.failure.len(), "ops")?;
+/// The most compares and ops per branch of a node's own transactions (the
+/// name server's): a broker's record and one queue record per topic it may
+/// register, in one unit. The request body limit still bounds the entry.
+pub const MAX_INTERNAL_TXN_OPS: usize = crate::remoting::MAX_REGISTERED_TOPICS + 8;
+
+pub(super) fn validate(txn: &TxnRequest, max_ops: usize) -> Result<(), FieldError> {
+    check_count("compare", txn.compare.len(), "compares", max_ops)?;
+    check_count("success", txn.success.len(), "ops", max_ops)?;
+    check_count("failure", txn.failure.len(), "ops", max_ops)?;
     for (index, compare) in txn.compare.iter().enumerate() {
         let field = format!("compare[{index}]");
         check_key(&field, &compare.key)?;
@@ -26,14 +31,14 @@ pub(super) fn validate(txn: &TxnRequest) -> Result<(), FieldError> {
     check_branch("failure", &txn.failure)
 }
 
-fn check_count(field: &str, count: usize, what: &str) -> Result<(), FieldError> {
-    if count <= MAX_TXN_OPS {
+fn check_count(field: &str, count: usize, what: &str, max_ops: usize) -> Result<(), FieldError> {
+    if count <= max_ops {
         return Ok(());
     }
     Err(FieldError::new(
         ErrorCode::TooManyOps,
         field,
-        format!("{field} has {count} {what}, more than the limit of {MAX_TXN_OPS}"),
+        format!("{field} has {count} {what}, more than the limit of {max_ops}"),
     ))
 }
 
@@ -255,6 +260,17 @@ mod tests {
     #[test]
     fn an_empty_transaction_is_valid() {
         txn(json!({})).validate().unwrap();
+    }
+
+    #[test]
+    fn validate_within_takes_the_limit_it_is_given() {
+        let request = txn(json!({"success": puts(MAX_TXN_OPS + 1)}));
+        request.validate_within(MAX_TXN_OPS + 1).unwrap();
+        let error = request
+            .validate_within(MAX_TXN_OPS)
+            .expect_err("over the limit");
+        assert_eq!(error.code, ErrorCode::TooManyOps);
+        assert!(error.message.contains("limit of 128"), "{error:?}");
     }
 
     #[test]
