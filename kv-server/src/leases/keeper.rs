@@ -177,6 +177,23 @@ mod tests {
     const TTL: Duration = Duration::from_secs(10);
 
     #[test]
+    fn a_grant_applied_before_the_promotion_is_tracked_when_reported_again_after_it() {
+        // The lease loop reads the leases, then promotes: a grant applied
+        // in between is reported while the keeper does not lead yet, so
+        // the loop reports every lease again once it does.
+        let keeper = LeaseKeeper::default();
+        let now = Instant::now();
+        keeper.granted(7, TTL, now);
+        keeper.promote(3, vec![(1, TTL)], now);
+        assert_eq!(keeper.keep_alive(7, now), KeepAlive::NotFound);
+        keeper.granted(1, TTL, now);
+        keeper.granted(7, TTL, now);
+        assert_eq!(keeper.keep_alive(7, now), KeepAlive::Renewed(TTL));
+        assert_eq!(keeper.keep_alive(1, now), KeepAlive::Renewed(TTL));
+        assert_eq!(keeper.due(now + TTL, 10), vec![1, 7]);
+    }
+
+    #[test]
     fn a_follower_keeps_no_deadlines_and_answers_not_leading() {
         let keeper = LeaseKeeper::default();
         let now = Instant::now();

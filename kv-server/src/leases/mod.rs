@@ -114,7 +114,17 @@ impl LeaseLoop {
             .into_iter()
             .map(|(id, lease)| (id, Duration::from_millis(lease.ttl_ms)))
             .collect();
-        self.store.leases.promote(term, ttls, Instant::now());
+        let now = Instant::now();
+        self.store.leases.promote(term, ttls, now);
+        // A grant applied while the list was read found the keeper not yet
+        // leading and was not tracked: read again now that grants are
+        // tracked as they apply (`granted` skips the leases it knows).
+        let store = Arc::clone(&self.store);
+        for (id, lease) in blocking(move || leases::all(&store.view)).await? {
+            self.store
+                .leases
+                .granted(id, Duration::from_millis(lease.ttl_ms), now);
+        }
         info!(
             node_id = self.node_id,
             term,
