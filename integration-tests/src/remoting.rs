@@ -54,6 +54,15 @@ impl RemotingClient {
         self.answer_to(request.opaque).await
     }
 
+    /// Sends `request` and checks it was answered SUCCESS; returns the
+    /// answer.
+    pub async fn call_ok(&mut self, request: RemotingCommand) -> RemotingCommand {
+        let code = request.code;
+        let answer = self.call(request).await;
+        assert_eq!(answer.code, 0, "request {code} was refused: {answer:?}");
+        answer
+    }
+
     /// Sends a request of `code` with header fields `fields` and `body`,
     /// in JSON header form; returns its answer.
     pub async fn request(

@@ -201,35 +201,23 @@ async fn a_missing_header_field_is_a_system_error_naming_the_field() {
 async fn a_reregistration_with_an_unchanged_data_version_makes_no_raft_write() {
     let server = TestServer::start().await;
     let mut client = connect(&server).await;
-    assert_eq!(
-        client
-            .call(registration("broker-a", 0, BROKER_A, 5, false))
-            .await
-            .code,
-        0
-    );
+    client
+        .call_ok(registration("broker-a", 0, BROKER_A, 5, false))
+        .await;
     let (revision, keys) = namesrv_keys(&server).await;
     assert_eq!(keys.len(), 14, "the registration and 13 topics: {keys:?}");
 
     for _ in 0..3 {
-        assert_eq!(
-            client
-                .call(registration("broker-a", 0, BROKER_A, 5, false))
-                .await
-                .code,
-            0
-        );
+        client
+            .call_ok(registration("broker-a", 0, BROKER_A, 5, false))
+            .await;
     }
     let (unchanged, _) = namesrv_keys(&server).await;
     assert_eq!(unchanged, revision, "an unchanged registration wrote");
 
-    assert_eq!(
-        client
-            .call(registration("broker-a", 0, BROKER_A, 6, false))
-            .await
-            .code,
-        0
-    );
+    client
+        .call_ok(registration("broker-a", 0, BROKER_A, 6, false))
+        .await;
     let (changed, keys) = namesrv_keys(&server).await;
     assert!(changed > revision, "a changed data version was not written");
     let revisions: BTreeSet<u64> = keys.iter().map(|(_, revision)| *revision).collect();
@@ -242,13 +230,9 @@ async fn heartbeats_keep_a_broker_and_without_them_its_routes_leave_within_the_t
     let ttl = Duration::from_secs(5);
     let server = TestServer::start_with(&["--namesrv-broker-ttl-s", "5"]).await;
     let mut client = connect(&server).await;
-    assert_eq!(
-        client
-            .call(registration("broker-a", 0, BROKER_A, 0, false))
-            .await
-            .code,
-        0
-    );
+    client
+        .call_ok(registration("broker-a", 0, BROKER_A, 0, false))
+        .await;
 
     // Heartbeats for well beyond the TTL keep it.
     let kept_until = Instant::now() + ttl + Duration::from_secs(2);
@@ -334,13 +318,9 @@ async fn the_http_views_equal_the_remoting_answers_and_a_long_poll_wakes_on_a_re
 async fn query_data_version_says_whether_the_broker_changed_and_a_oneway_request_gets_no_answer() {
     let server = TestServer::start().await;
     let mut client = connect(&server).await;
-    assert_eq!(
-        client
-            .call(registration("broker-a", 0, BROKER_A, 7, false))
-            .await
-            .code,
-        0
-    );
+    client
+        .call_ok(registration("broker-a", 0, BROKER_A, 7, false))
+        .await;
     let fields = [
         ("brokerAddr", BROKER_A),
         ("brokerName", "broker-a"),
@@ -428,13 +408,9 @@ async fn the_name_server_address_is_logged_at_start_and_off_turns_it_off() {
 async fn a_broker_that_names_its_heartbeat_timeout_gets_a_lease_of_that_length() {
     let server = TestServer::start().await;
     let mut client = connect(&server).await;
-    assert_eq!(
-        client
-            .call(registration("broker-a", 0, BROKER_A, 0, false))
-            .await
-            .code,
-        0
-    );
+    client
+        .call_ok(registration("broker-a", 0, BROKER_A, 0, false))
+        .await;
     let mut acting = registration("broker-b", 0, "127.0.0.1:20921", 0, false);
     acting
         .ext_fields
