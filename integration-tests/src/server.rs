@@ -1,12 +1,13 @@
 //! One `kv-server` process under test: its port, data directory, log file
 //! and lifecycle.
 
+use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
@@ -24,6 +25,8 @@ const OFFLINE_TIMEOUT: Duration = Duration::from_secs(60);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Fresh ports tried when a picked port was taken before the server bound it.
 const PORT_ATTEMPTS: usize = 3;
+/// Binds [`free_ports`] may try before it gives up.
+const FREE_PORT_BINDS: usize = 1000;
 /// Log lines printed when a test fails.
 const LOG_TAIL_LINES: usize = 60;
 
@@ -507,21 +510,45 @@ pub fn workspace_binary(name: &str, env_var: &str, package: &str) -> PathBuf {
     path
 }
 
-/// `count` different loopback ports nothing listens on right now.
+/// `count` loopback ports nothing listens on right now, none of which this
+/// test process has handed out before.
+///
+/// Tests of one binary run in parallel, and a port one of them was given
+/// is free again (to the kernel) until its server binds it, so the kernel
+/// may offer it to the next test: a server then fails with "Address
+/// already in use". Remembering every port given rules that out; only
+/// another process taking a port in between remains, which
+/// [`TestServer::start_with`] retries.
 pub(crate) fn free_ports(count: usize) -> Vec<u16> {
-    // Hold every listener until all are picked, so no port repeats.
-    let listeners: Vec<TcpListener> = (0..count)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("a loopback port can be bound"))
-        .collect();
-    listeners
-        .iter()
-        .map(|listener| {
-            listener
-                .local_addr()
-                .expect("a bound listener has an address")
-                .port()
-        })
-        .collect()
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    // Every listener stays bound until all ports are picked,
+    // so the kernel offers each at most once per call.
+    let mut held = Vec::new();
+    let mut picked = Vec::with_capacity(count);
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    for _ in 0..FREE_PORT_BINDS {
+        if picked.len() == count {
+            break;
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port can be bound");
+        let port = listener
+            .local_addr()
+            .expect("a bound listener has an address")
+            .port();
+        if given.insert(port) {
+            picked.push(port);
+        }
+        held.push(listener);
+    }
+    assert_eq!(
+        picked.len(),
+        count,
+        "{FREE_PORT_BINDS} binds found only {} ports not handed out before",
+        picked.len()
+    );
+    picked
 }
 
 /// Polls `child` until it exits or `limit` passes.
