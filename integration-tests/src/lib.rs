@@ -50,6 +50,7 @@
 
 pub mod api;
 pub mod bench;
+pub mod chaos;
 pub mod cluster;
 pub mod faults;
 pub mod kvctl;

@@ -1,0 +1,5 @@
+//! The fault-injection harness: concurrent clients against a real cluster
+//! under a random schedule of faults, their history checked for
+//! linearizability.
+
+pub mod history;
