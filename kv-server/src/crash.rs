@@ -5,6 +5,11 @@
 //! cut or `kill -9` there would — so a test can crash a real node at a
 //! chosen step of a multi-step operation instead of hoping a timed kill
 //! lands there. Without the variable a point costs one comparison.
+//!
+//! With `KV_FSYNC_DELAY_MS=<ms>` every fsync of the raft log's appends and
+//! of the view's checkpoint first sleeps that long: a slow (or, with a
+//! large value, stalled) disk, on the threads that do the syncing, for the
+//! tests of what a slow disk must not hold up.
 
 use std::sync::OnceLock;
 
@@ -18,5 +23,22 @@ pub fn point(point: &str) {
     if at.as_deref() == Some(point) {
         tracing::error!(point, "KV_CRASH_AT reached: aborting");
         std::process::abort();
+    }
+}
+
+/// The variable that slows every fsync of the raft log and the checkpoint.
+pub const FSYNC_DELAY_ENV: &str = "KV_FSYNC_DELAY_MS";
+
+/// Sleeps `KV_FSYNC_DELAY_MS` milliseconds, if set: called before an fsync
+/// a slow disk would hold up. Read once.
+pub fn fsync_delay() {
+    static DELAY: OnceLock<Option<std::time::Duration>> = OnceLock::new();
+    let delay = DELAY.get_or_init(|| {
+        let ms = std::env::var(FSYNC_DELAY_ENV).ok()?.parse().ok()?;
+        tracing::warn!(ms, "{FSYNC_DELAY_ENV} is set: every fsync is slowed");
+        Some(std::time::Duration::from_millis(ms))
+    });
+    if let Some(delay) = delay {
+        std::thread::sleep(*delay);
     }
 }

@@ -224,17 +224,19 @@ impl Connection {
 impl RaftNetwork<TypeConfig> for Connection {
     async fn append_entries(
         &mut self,
-        request: AppendEntriesRequest<TypeConfig>,
+        mut request: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
         // The leader counts its own entries before they are on its disk;
         // a follower must not apply up to a commit index until they are.
-        if let Some(commit) = &request.leader_commit {
-            self.durability
-                .wait_covers(commit.index)
-                .await
-                .map_err(|error| RPCError::Network(NetworkError::new(&error)))?;
-        }
+        // Waiting out a slow fsync would time the heartbeat out (and with
+        // it every read index), so past half the RPC's time the follower is
+        // told the commit the disk covers instead.
+        request.leader_commit = self
+            .durability
+            .commit_to_send(request.leader_commit, option.soft_ttl() / 2)
+            .await
+            .map_err(|error| RPCError::Network(NetworkError::new(&error)))?;
         self.call("append", &request, &option).await
     }
 

@@ -1,6 +1,11 @@
 //! How far the raft log is on this node's disk: the gate the state machine
 //! and the network wait at before they act on an entry.
 //!
+//! The network does not wait long: a heartbeat (or a read index's round)
+//! that waited for a slow fsync would time out, so past a short wait it
+//! tells followers only the commit index the leader's disk already covers
+//! ([`Durability::commit_to_send`]).
+//!
 //! Only the raft log's writer moves it (see `log_flusher`): forward after a
 //! write is synced, back when a truncation removes entries, and to failed
 //! when a write fails. Once failed it never moves forward again: after a
@@ -8,16 +13,21 @@
 //! later sync that succeeds proves nothing about the earlier entries.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::watch;
 
 use crate::error::StoreError;
+use crate::types::LogId;
 
 /// How far the raft log is durable on this node.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Durable {
     /// One past the last durable index (0: nothing is).
     end: u64,
+    /// The id of the entry at `end - 1`, when known (not after a
+    /// truncation, until the next write).
+    last: Option<LogId>,
     /// Writing the log failed: nothing more will become durable.
     failed: bool,
 }
@@ -30,10 +40,16 @@ pub struct Durability {
 }
 
 impl Durability {
-    /// Starts with everything below `end` durable: what the files held at open.
-    pub(super) fn new(end: u64) -> Durability {
+    /// Starts with everything up to `last` durable: what the files held at
+    /// open.
+    pub(super) fn new(last: Option<LogId>) -> Durability {
+        let durable = Durable {
+            end: last.map_or(0, |id| id.index + 1),
+            last,
+            failed: false,
+        };
         Durability {
-            state: Arc::new(watch::Sender::new(Durable { end, failed: false })),
+            state: Arc::new(watch::Sender::new(durable)),
         }
     }
 
@@ -47,12 +63,13 @@ impl Durability {
         self.state.borrow().failed
     }
 
-    /// Everything below `end` is synced to disk (unless a write failed).
-    pub(super) fn advance_to(&self, end: u64) {
+    /// Everything up to `last` is synced to disk (unless a write failed).
+    pub(super) fn advance_to(&self, last: LogId) {
         self.state.send_if_modified(|durable| {
-            let advanced = !durable.failed && end > durable.end;
+            let advanced = !durable.failed && last.index >= durable.end;
             if advanced {
-                durable.end = end;
+                durable.end = last.index + 1;
+                durable.last = Some(last);
             }
             advanced
         });
@@ -62,7 +79,10 @@ impl Durability {
     pub(super) fn truncate_to(&self, end: u64) {
         self.state.send_if_modified(|durable| {
             let truncated = end < durable.end;
-            durable.end = durable.end.min(end);
+            if truncated {
+                durable.end = end;
+                durable.last = None;
+            }
             truncated
         });
     }
@@ -70,6 +90,37 @@ impl Durability {
     /// A write failed: wakes every waiter with an error, now and from now on.
     pub(super) fn fail(&self) {
         self.state.send_modify(|durable| durable.failed = true);
+    }
+
+    /// The commit id a leader may tell a follower now: `commit` once the
+    /// leader's disk covers it (waiting at most `wait` for that), else the
+    /// last durable id below it (`None`: no commit id to tell). A follower
+    /// keeps the greatest commit id it was told, so a lower one is safe; it
+    /// learns the rest with the next append or heartbeat. An error once
+    /// writing the log has failed.
+    pub async fn commit_to_send(
+        &self,
+        commit: Option<LogId>,
+        wait: Duration,
+    ) -> Result<Option<LogId>, StoreError> {
+        let Some(commit) = commit else {
+            return Ok(None);
+        };
+        match tokio::time::timeout(wait, self.wait_covers(commit.index)).await {
+            Ok(covered) => covered.map(|()| Some(commit)),
+            Err(_) => {
+                let durable = *self.state.borrow();
+                if durable.failed {
+                    return Err(StoreError::LogNotWritable {
+                        index: commit.index,
+                    });
+                }
+                if durable.end > commit.index {
+                    return Ok(Some(commit));
+                }
+                Ok(durable.last.filter(|last| last.index < commit.index))
+            }
+        }
     }
 
     /// Waits until the entry at `index` is durable; an error once writing
@@ -90,7 +141,24 @@ impl Durability {
 
 #[cfg(test)]
 mod tests {
+    use openraft::CommittedLeaderId;
+
     use super::*;
+
+    /// The id of the entry at `index`, of term 1.
+    fn id(index: u64) -> LogId {
+        LogId::new(CommittedLeaderId::new(1, 1), index)
+    }
+
+    /// A durability with everything below `end` durable.
+    fn durable_below(end: u64) -> Durability {
+        Durability::new(end.checked_sub(1).map(id))
+    }
+
+    /// Everything below `end` became durable.
+    fn advance(durability: &Durability, end: u64) {
+        durability.advance_to(id(end - 1));
+    }
 
     /// A change the log's writer makes.
     #[derive(Clone, Copy, Debug)]
@@ -114,10 +182,10 @@ mod tests {
             (5, &[Fail, Truncate(3), Advance(9)], 3, true),
         ];
         for (start, steps, end, failed) in cases {
-            let durability = Durability::new(start);
+            let durability = durable_below(start);
             for step in steps {
                 match *step {
-                    Advance(to) => durability.advance_to(to),
+                    Advance(to) => advance(&durability, to),
                     Truncate(to) => durability.truncate_to(to),
                     Fail => durability.fail(),
                 }
@@ -129,7 +197,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_waiter_is_let_through_once_its_entry_is_durable() {
-        let durability = Durability::new(3);
+        let durability = durable_below(3);
         durability
             .wait_covers(2)
             .await
@@ -140,7 +208,7 @@ mod tests {
         });
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished(), "index 4 is not durable yet");
-        durability.advance_to(5);
+        advance(&durability, 5);
         waiter
             .await
             .expect("the waiter does not panic")
@@ -149,7 +217,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_write_turns_every_waiter_away() {
-        let durability = Durability::new(3);
+        let durability = durable_below(3);
         let waiter = tokio::spawn({
             let durability = durability.clone();
             async move { durability.wait_covers(4).await }
@@ -164,12 +232,75 @@ mod tests {
             matches!(error, StoreError::LogNotWritable { index: 4 }),
             "{error}"
         );
-        durability.advance_to(9);
+        advance(&durability, 9);
         let later = durability.wait_covers(6).await;
         assert!(later.is_err(), "nothing becomes durable after a failure");
         durability
             .wait_covers(2)
             .await
             .expect("what was durable before the failure stays so");
+    }
+
+    #[tokio::test]
+    async fn a_leader_tells_the_commit_its_disk_covers_without_waiting_past_the_bound() {
+        let wait = Duration::from_millis(20);
+        // (durable below, commit to send, what is sent)
+        let cases: [(u64, Option<u64>, Option<u64>); 5] = [
+            (6, Some(4), Some(4)),
+            (6, Some(5), Some(5)),
+            (6, Some(9), Some(5)),
+            (0, Some(2), None),
+            (6, None, None),
+        ];
+        for (end, commit, sent) in cases {
+            let durability = durable_below(end);
+            let started = std::time::Instant::now();
+            let found = durability
+                .commit_to_send(commit.map(id), wait)
+                .await
+                .expect("the log did not fail");
+            assert_eq!(
+                found,
+                sent.map(id),
+                "durable below {end}, commit {commit:?}"
+            );
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "durable below {end}, commit {commit:?}: waited {:?}",
+                started.elapsed()
+            );
+        }
+
+        let durability = durable_below(3);
+        durability.truncate_to(2);
+        let found = durability.commit_to_send(Some(id(4)), wait).await;
+        assert_eq!(
+            found.expect("not failed"),
+            None,
+            "after a truncation, until the next write"
+        );
+
+        let durability = durable_below(3);
+        let sending = tokio::spawn({
+            let durability = durability.clone();
+            async move {
+                durability
+                    .commit_to_send(Some(id(4)), Duration::from_secs(10))
+                    .await
+            }
+        });
+        tokio::task::yield_now().await;
+        advance(&durability, 5);
+        let found = sending.await.expect("does not panic").expect("not failed");
+        assert_eq!(
+            found,
+            Some(id(4)),
+            "a sync within the wait lets the commit through"
+        );
+
+        let durability = durable_below(3);
+        durability.fail();
+        let found = durability.commit_to_send(Some(id(4)), wait).await;
+        assert!(found.is_err(), "a failed log tells no commit: {found:?}");
     }
 }

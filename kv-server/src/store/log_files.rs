@@ -240,6 +240,7 @@ impl LogFiles {
             .write_all_at(&bytes, base)
             .map_err(StoreError::io("write", &active.path))?;
         if sync {
+            crate::crash::fsync_delay();
             active
                 .file
                 .sync_data()

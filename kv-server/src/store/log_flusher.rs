@@ -93,6 +93,8 @@ impl LogWriter {
         let must_sync = group.iter().any(|job| !matches!(job, FlushJob::Committed));
         let mut frames = Vec::new();
         let mut batch_end = self.durable.end();
+        // The greatest entry of the group.
+        let mut batch_last: Option<LogId> = None;
         {
             let pending = self.pending.lock();
             for (first, last) in &ranges {
@@ -101,6 +103,9 @@ impl LogWriter {
                         .expect("an entry is plain data and always serializes");
                     frames.push(Frame::Entry(entry.log_id, json));
                     batch_end = batch_end.max(*index + 1);
+                    if batch_last.is_none_or(|last| last.index < *index) {
+                        batch_last = Some(entry.log_id);
+                    }
                 }
             }
         }
@@ -121,7 +126,9 @@ impl LogWriter {
         if committed.is_some() {
             self.committed.lock().written = committed;
         }
-        self.durable.advance_to(batch_end);
+        if let Some(last) = batch_last {
+            self.durable.advance_to(last);
+        }
         let mut pending = self.pending.lock();
         for (first, last) in &ranges {
             let written: Vec<u64> = pending

@@ -126,7 +126,7 @@ impl LogStore {
                 saved: committed,
                 written: committed,
             }),
-            durable: Durability::new(last.map_or(0, |id| id.index + 1)),
+            durable: Durability::new(last),
         };
         Ok(LogStore {
             writer: Arc::new(writer),

@@ -359,6 +359,7 @@ impl Store {
     pub fn checkpoint(&self) -> Result<(), StoreError> {
         let _turn = self.writing_out.lock();
         self.view.seal();
+        crate::crash::fsync_delay();
         self.topic.sync()?;
         self.view.flush()?;
         Ok(())
