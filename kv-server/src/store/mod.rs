@@ -103,9 +103,15 @@ pub async fn blocking<T: Send + 'static>(
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 /// Unsealed view changes at which the checkpointer is woken early.
 const CHECKPOINT_CHANGES: usize = 8_192;
-/// Unsealed view changes at which apply checkpoints by itself, in case no
-/// checkpointer runs or it falls behind: a bound on the view's memory.
-const CHECKPOINT_CHANGES_INLINE: usize = 8 * CHECKPOINT_CHANGES;
+/// Unsealed view bytes (keys and values) at which the checkpointer is woken
+/// early.
+const CHECKPOINT_BYTES: usize = 16 << 20;
+/// Unsealed view changes past which apply waits for a checkpoint to seal
+/// them: with [`UNSEALED_BYTES_LIMIT`], the bound on the view's memory.
+const UNSEALED_CHANGES_LIMIT: usize = 8 * CHECKPOINT_CHANGES;
+/// Unsealed view bytes past which apply waits for a checkpoint. The layers
+/// hold at most about twice this: one sealed and being written, one filling.
+const UNSEALED_BYTES_LIMIT: usize = 4 * CHECKPOINT_BYTES;
 
 /// The directories of a data dir.
 #[derive(Clone, Debug)]
@@ -150,6 +156,9 @@ pub struct Store {
     writing_out: Mutex<()>,
     /// Wakes the checkpointer, once started.
     checkpointer: OnceLock<SyncSender<()>>,
+    /// Counts the seals of the view's changes: apply, waiting for the view
+    /// to fall below its memory bound, watches it.
+    seals: tokio::sync::watch::Sender<u64>,
     /// Bumped after each applied batch that wrote a role or token, and
     /// after a snapshot install: the token cache's cue to start over.
     acl_generation: AtomicU64,
@@ -193,6 +202,7 @@ impl Store {
             revision: AtomicU64::new(0),
             writing_out: Mutex::new(()),
             checkpointer: OnceLock::new(),
+            seals: tokio::sync::watch::Sender::new(0),
             acl_generation: AtomicU64::new(0),
             leases: Arc::default(),
         };
@@ -285,7 +295,7 @@ impl Store {
         if !records.is_empty() {
             self.topic.append(&records)?;
         }
-        let unsealed = self.view.commit(batch);
+        self.view.commit(batch);
         self.revision.store(revision, Ordering::Release);
         let now = Instant::now();
         for (id, granted) in lease_changes {
@@ -305,19 +315,52 @@ impl Store {
                 .filter(|(key, _)| !internal::is_internal_key(key))
                 .map(|(key, revision)| (key.as_str(), *revision)),
         );
-        if unsealed >= CHECKPOINT_CHANGES_INLINE {
-            self.checkpoint()?;
-        } else if unsealed >= CHECKPOINT_CHANGES {
-            if let Some(checkpointer) = self.checkpointer.get() {
-                // A full channel already holds a wake-up. A closed one means
-                // the thread has stopped; the inline checkpoint above still
-                // bounds the view's memory.
-                if let Err(TrySendError::Disconnected(())) = checkpointer.try_send(()) {
-                    warn!("the view checkpointer has stopped; checkpointing inline only");
-                }
-            }
+        let unsealed = self.view.unsealed();
+        if unsealed.changes >= CHECKPOINT_CHANGES || unsealed.bytes >= CHECKPOINT_BYTES {
+            self.wake_checkpointer();
         }
         Ok(results)
+    }
+
+    /// Wakes the checkpointer; `false` if there is none running.
+    fn wake_checkpointer(&self) -> bool {
+        let Some(checkpointer) = self.checkpointer.get() else {
+            return false;
+        };
+        // A full channel already holds a wake-up.
+        match checkpointer.try_send(()) {
+            Err(TrySendError::Disconnected(())) => {
+                warn!("the view checkpointer has stopped; apply checkpoints in the blocking pool");
+                false
+            }
+            Ok(()) | Err(TrySendError::Full(())) => true,
+        }
+    }
+
+    /// Whether the view's unsealed changes reached the bound on its memory:
+    /// then apply must wait for a checkpoint ([`Store::wait_for_checkpoint`]).
+    pub fn over_memory_bound(&self) -> bool {
+        let unsealed = self.view.unsealed();
+        unsealed.changes >= UNSEALED_CHANGES_LIMIT || unsealed.bytes >= UNSEALED_BYTES_LIMIT
+    }
+
+    /// Waits until a checkpoint has sealed the view's changes below the
+    /// bound on its memory, holding no async worker: the checkpointer does
+    /// the work (fsyncs that may take long, under `writing_out`), and only
+    /// without one is it done here, in the blocking pool.
+    pub async fn wait_for_checkpoint(self: &Arc<Self>) -> Result<(), StoreError> {
+        let mut seals = self.seals.subscribe();
+        while self.over_memory_bound() {
+            if self.wake_checkpointer() {
+                // Bounded, so a seal missed between the check and the
+                // subscription costs one interval, not the apply.
+                let _ = tokio::time::timeout(CHECKPOINT_INTERVAL, seals.changed()).await;
+            } else {
+                let store = Arc::clone(self);
+                blocking(move || store.checkpoint()).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Checks that the records the topic already holds at the offsets
@@ -359,6 +402,7 @@ impl Store {
     pub fn checkpoint(&self) -> Result<(), StoreError> {
         let _turn = self.writing_out.lock();
         self.view.seal();
+        self.seals.send_modify(|seals| *seals += 1);
         crate::crash::fsync_delay();
         self.topic.sync()?;
         self.view.flush()?;

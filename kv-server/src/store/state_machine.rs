@@ -3,7 +3,9 @@
 //!
 //! openraft calls the state machine from one task, one call at a time, so
 //! the store has exactly one writer. Small batches of entries are applied
-//! on that task: they touch memory and the page cache only. Large batches
+//! on that task: they touch memory and the page cache only (a checkpoint
+//! never runs there: past the view's memory bound apply waits for the
+//! checkpointer, see `Store::wait_for_checkpoint`). Large batches
 //! (a catch-up), building, installing and loading snapshots are blocking
 //! file I/O and move to the blocking pool. Reads of the view's applied state
 //! stay on the task: they hit the in-memory layers or sled's cache.
@@ -126,11 +128,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .record(started.elapsed().as_secs_f64());
             results
         };
-        if inline {
-            apply().map_err(sm_error)
+        let results = if inline {
+            apply().map_err(sm_error)?
         } else {
-            blocking(apply).await.map_err(sm_error)
+            blocking(apply).await.map_err(sm_error)?
+        };
+        // The view's memory is bounded: past the bound the next apply waits
+        // for the checkpointer, never running a checkpoint on this task.
+        if self.store.over_memory_bound() {
+            self.store.wait_for_checkpoint().await.map_err(sm_error)?;
         }
+        Ok(results)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
@@ -200,5 +208,146 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta: snapshot.header.meta.clone(),
             snapshot: snapshot.data(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ops::Range;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+
+    use compaction::TopicConfig;
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    use super::*;
+    use crate::store::log_store::LogStore;
+    use crate::store::DataDirs;
+    use crate::types::{Command, Op, Txn, TxnOp};
+
+    /// How long the checkpoint thread is kept in a (pretend) slow fsync.
+    const FSYNC_HOLD: Duration = Duration::from_secs(3);
+
+    /// An entry at `index` whose transaction puts the keys `keys`.
+    fn puts(index: u64, keys: Range<usize>) -> Entry {
+        let success = keys
+            .map(|key| TxnOp::Put {
+                key: format!("k/{key}"),
+                value: "1".to_string(),
+                lease: None,
+            })
+            .collect();
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Command {
+                timestamp_ms: 1_000,
+                idempotency_key: None,
+                op: Op::Txn(Txn {
+                    compare: Vec::new(),
+                    success,
+                    failure: Vec::new(),
+                }),
+            }),
+        }
+    }
+
+    /// A state machine over a fresh store in `root`, every entry durable.
+    fn state_machine(root: &std::path::Path) -> (Arc<Store>, StateMachine) {
+        let dirs = DataDirs::new(root);
+        let log = LogStore::open(&dirs.raft, Some(1)).expect("the raft log opens");
+        let store = Arc::new(Store::open(&dirs, TopicConfig::default(), &log).expect("opens"));
+        let durable = Durability::new(Some(LogId::new(CommittedLeaderId::new(1, 1), 1_000)));
+        (Arc::clone(&store), StateMachine::new(store, durable))
+    }
+
+    /// Large values fill the view's memory long before its count of
+    /// changes does: the bytes are bounded too.
+    #[tokio::test]
+    async fn the_views_unwritten_changes_stay_under_their_byte_bound_with_large_values() {
+        const VALUE_BYTES: usize = 1 << 20;
+        let root = tempfile::tempdir().expect("a temp dir");
+        let (store, mut state_machine) = state_machine(root.path());
+        let value = format!("\"{}\"", "v".repeat(VALUE_BYTES - 2));
+        let mut most = 0;
+        for batch in 0..16u64 {
+            let entries: Vec<Entry> = (0..8u64)
+                .map(|at| {
+                    let index = batch * 8 + at + 1;
+                    let mut entry = puts(index, 0..0);
+                    entry.payload = EntryPayload::Normal(Command {
+                        timestamp_ms: 1_000,
+                        idempotency_key: None,
+                        op: Op::Put {
+                            key: format!("big/{index}"),
+                            value: value.clone(),
+                            condition: crate::types::Condition::Always,
+                            lease: None,
+                        },
+                    });
+                    entry
+                })
+                .collect();
+            state_machine.apply(entries).await.expect("applies");
+            most = most.max(store.view.unsealed().bytes);
+        }
+        assert!(
+            most <= crate::store::UNSEALED_BYTES_LIMIT + 8 * (VALUE_BYTES + 1_024),
+            "the view held {most} unwritten bytes, past its bound of {}",
+            crate::store::UNSEALED_BYTES_LIMIT
+        );
+    }
+
+    /// Applying past the view's memory bound while the checkpoint thread is
+    /// in a long fsync (it holds the write-out turn) leaves the runtime's
+    /// only thread free: apply waits for the checkpointer instead of
+    /// checkpointing (and waiting for the turn) on it.
+    #[tokio::test(flavor = "current_thread")]
+    async fn apply_past_the_views_memory_bound_never_blocks_the_runtime_on_a_checkpoint() {
+        let root = tempfile::tempdir().expect("a temp dir");
+        let (store, mut state_machine) = state_machine(root.path());
+        store.start_checkpointer().expect("the checkpointer starts");
+
+        // The checkpoint thread's turn, held as a slow fsync would hold it.
+        let released = Arc::new(AtomicBool::new(false));
+        let (taken, turn_taken) = std::sync::mpsc::channel();
+        let holder = std::thread::spawn({
+            let (store, released) = (Arc::clone(&store), Arc::clone(&released));
+            move || {
+                let turn = store.writing_out.lock();
+                taken.send(()).expect("the test waits");
+                std::thread::sleep(FSYNC_HOLD);
+                drop(turn);
+                released.store(true, Ordering::SeqCst);
+            }
+        });
+        turn_taken.recv().expect("the holder takes the turn");
+
+        // Up to just below the bound on the view's changes, then past it.
+        let below = crate::store::UNSEALED_CHANGES_LIMIT - 2_000;
+        let entries = (0..8)
+            .map(|part| puts(part as u64 + 1, part * below / 8..(part + 1) * below / 8))
+            .collect::<Vec<_>>();
+        state_machine.apply(entries).await.expect("applies");
+        let past = puts(9, below..below + 4_000);
+        let apply = tokio::spawn(async move { state_machine.apply(vec![past]).await });
+
+        let mut longest_gap = Duration::ZERO;
+        let deadline = Instant::now() + 10 * FSYNC_HOLD;
+        while !released.load(Ordering::SeqCst) {
+            assert!(Instant::now() < deadline, "the holder never let go");
+            let before = Instant::now();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            longest_gap = longest_gap.max(before.elapsed());
+        }
+        holder.join().expect("the holder does not panic");
+        assert!(
+            longest_gap < FSYNC_HOLD / 3,
+            "the runtime's thread was held {longest_gap:?} while the checkpoint was in its fsync"
+        );
+        tokio::time::timeout(10 * FSYNC_HOLD, apply)
+            .await
+            .expect("the apply ends once the checkpointer gets its turn")
+            .expect("does not panic")
+            .expect("applies");
     }
 }

@@ -27,11 +27,28 @@ use crate::error::StoreError;
 /// removed key.
 pub(super) type Unwritten = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
+/// How much of the view's changes no checkpoint has sealed yet: what
+/// bounds the view's memory.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Unsealed {
+    /// Changed keys.
+    pub changes: usize,
+    /// Bytes of their raw keys and values.
+    pub bytes: usize,
+}
+
+/// Bytes a change holds in a layer.
+fn change_bytes(raw: &[u8], value: &Option<Vec<u8>>) -> usize {
+    raw.len() + value.as_ref().map_or(0, Vec::len)
+}
+
 /// The changes not yet in sled.
 #[derive(Debug, Default)]
 pub(super) struct Layers {
     /// Where commits go.
     active: Unwritten,
+    /// Bytes of the active layer's keys and values.
+    active_bytes: usize,
     /// Sealed by a checkpoint, being written to sled. Shared so that the
     /// writer reads it without holding the lock readers need.
     sealed: Arc<Unwritten>,
@@ -63,13 +80,28 @@ impl Layers {
     /// Adds a committed batch to the active layer; returns how many changes
     /// it holds.
     pub(super) fn commit(&mut self, changes: Unwritten) -> usize {
-        self.active.extend(changes);
+        for (raw, value) in changes {
+            self.active_bytes += change_bytes(&raw, &value);
+            if let Some(replaced) = self.active.get(&raw) {
+                self.active_bytes -= change_bytes(&raw, replaced);
+            }
+            self.active.insert(raw, value);
+        }
         self.active.len()
+    }
+
+    /// How much of the changes the active layer holds.
+    pub(super) fn unsealed(&self) -> Unsealed {
+        Unsealed {
+            changes: self.active.len(),
+            bytes: self.active_bytes,
+        }
     }
 
     /// Seals the active layer, starting a fresh one.
     pub(super) fn seal(&mut self) {
         let active = std::mem::take(&mut self.active);
+        self.active_bytes = 0;
         if self.sealed.is_empty() {
             self.sealed = Arc::new(active);
         } else {
@@ -260,6 +292,45 @@ mod tests {
                 .collect();
             assert_eq!(merged, expected, "case {case}");
         }
+    }
+
+    /// The active layer counts the bytes of its keys and values, a
+    /// replaced value no more, and a seal starts the count again.
+    #[test]
+    fn the_active_layer_counts_its_bytes_until_it_is_sealed() {
+        let mut layers = Layers::default();
+        let batch = |changes: &[(&str, Option<&str>)]| -> Unwritten {
+            changes
+                .iter()
+                .map(|(key, value)| change(key, *value))
+                .collect()
+        };
+        layers.commit(batch(&[("a", Some("1234")), ("bb", Some("12"))]));
+        assert_eq!(
+            layers.unsealed(),
+            Unsealed {
+                changes: 2,
+                bytes: 9
+            }
+        );
+        layers.commit(batch(&[("a", Some("123456789")), ("bb", None)]));
+        assert_eq!(
+            layers.unsealed(),
+            Unsealed {
+                changes: 2,
+                bytes: 12
+            }
+        );
+        layers.seal();
+        assert_eq!(layers.unsealed(), Unsealed::default());
+        layers.commit(batch(&[("c", Some("1"))]));
+        assert_eq!(
+            layers.unsealed(),
+            Unsealed {
+                changes: 1,
+                bytes: 2
+            }
+        );
     }
 
     /// A read that a write overlaps runs again; one that lost every

@@ -40,6 +40,7 @@ pub use layout::{IdempotentWrite, KeyEntry};
 use crate::error::StoreError;
 use crate::store::queries::PageBounds;
 use crate::types::{LogId, Revision, StoredMembership};
+pub use layers::Unsealed;
 use layers::{Layers, MergedScan, SledWrites, Unwritten};
 use layout::{
     attachment_key, decode_applied, decode_idempotent_write, decode_membership, decode_revision,
@@ -308,6 +309,11 @@ impl View {
     /// Returns how many changes are not sealed yet.
     pub fn commit(&self, batch: ViewBatch<'_>) -> usize {
         self.layers.write().commit(batch.pending)
+    }
+
+    /// How much was committed since the last seal.
+    pub fn unsealed(&self) -> Unsealed {
+        self.layers.read().unsealed()
     }
 
     /// Seals what was committed so far: the next [`View::flush`] writes it
