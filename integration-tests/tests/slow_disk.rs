@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use integration_tests::{call, TestCluster};
-use serde_json::json;
+use integration_tests::{call, TestCluster, TestServer};
+use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
 /// One scenario at a time.
@@ -123,4 +123,121 @@ async fn linearizable_reads_keep_succeeding_while_the_leaders_fsync_is_slow() {
     }
     let written: u64 = acked.iter().map(|value| value.load(Ordering::SeqCst)).sum();
     assert!(written >= 4, "only {written} writes were acknowledged");
+}
+
+/// One PUT: its status, its `Retry-After` and its body.
+async fn put(client: &reqwest::Client, url: &str, body: &Value) -> (u16, Option<String>, Value) {
+    let response = client
+        .put(url)
+        .json(body)
+        .send()
+        .await
+        .expect("the server answers");
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|value| value.to_str().expect("ASCII").to_string());
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, retry_after, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_flood_on_a_slow_disk_is_held_back_in_bounded_memory_and_writes_succeed_after() {
+    let _serial = SERIAL.lock().await;
+    /// Writers, each with one 1 MB write out at a time: twice the budget.
+    const WRITERS: usize = 16;
+    const FLOOD: Duration = Duration::from_secs(12);
+    /// The node's resident memory must stay under this (it starts near
+    /// 30 MiB; the budget below is 8 MiB).
+    const RSS_BOUND: u64 = 384 << 20;
+    let mut server = TestServer::start_with(&["--max-pending-write-bytes", "8388608"]).await;
+    server.set_env(FSYNC_DELAY, Some("1500"));
+    server.restart().await;
+    let server = Arc::new(server);
+    let value = json!("x".repeat(1_000_000));
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let deadline = Instant::now() + FLOOD;
+    let mut writers = Vec::new();
+    for writer in 0..WRITERS {
+        let (server, value, stop) = (Arc::clone(&server), value.clone(), Arc::clone(&stop));
+        writers.push(tokio::spawn(async move {
+            let client = reqwest::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("a client builds");
+            // Each writer overwrites its own key: the view stays small, and
+            // what grows is what waits for the disk.
+            let url = server.url(&format!("/v1/kv/flood/{writer}"));
+            let (mut acked, mut refused) = (0u64, Vec::new());
+            while Instant::now() < deadline && !stop.load(Ordering::SeqCst) {
+                match put(&client, &url, &value).await {
+                    (200 | 201, _, _) => acked += 1,
+                    (503, retry_after, body) => refused.push((retry_after, body)),
+                    (status, _, body) => panic!("writer {writer}: {status} {body}"),
+                }
+            }
+            (acked, refused)
+        }));
+    }
+    let mut most_resident = 0;
+    while Instant::now() < deadline {
+        let resident = server.resident_bytes();
+        most_resident = most_resident.max(resident);
+        if resident > RSS_BOUND {
+            // Failed already; stop before the machine runs short.
+            stop.store(true, Ordering::SeqCst);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (mut acked, mut refused) = (0, Vec::new());
+    for writer in writers {
+        let (writer_acked, writer_refused) = writer.await.expect("a writer does not panic");
+        acked += writer_acked;
+        refused.extend(writer_refused);
+    }
+    assert!(
+        most_resident <= RSS_BOUND,
+        "the node's memory reached {} MiB under the flood, past {} MiB",
+        most_resident >> 20,
+        RSS_BOUND >> 20
+    );
+    assert!(
+        acked > 0,
+        "no write of the flood was acknowledged (at most {} MiB resident)",
+        most_resident >> 20
+    );
+    let (retry_after, body) = refused
+        .first()
+        .unwrap_or_else(|| panic!("no write was held back with 503 ({acked} acknowledged)"));
+    assert_eq!(retry_after.as_deref(), Some("1"), "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("--max-pending-write-bytes 8388608"),
+        "the 503 names the limit: {body}"
+    );
+
+    // The flood is over: the backlog drains and a write goes through again.
+    let client = server.client();
+    let url = server.url("/v1/kv/after/flood");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, _, body) = put(client, &url, &json!("ok")).await;
+        if status == 200 || status == 201 {
+            break;
+        }
+        assert_eq!(status, 503, "{body}");
+        assert!(Instant::now() < deadline, "writes still refused: {body}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (status, entry) = call(&server, "GET", "/v1/kv/after/flood", None).await;
+    assert_eq!((status, entry["value"].clone()), (200, json!("ok")));
+    eprintln!(
+        "flood: {acked} writes acknowledged, {} refused with 503, at most {} MiB resident",
+        refused.len(),
+        most_resident >> 20
+    );
 }

@@ -211,6 +211,12 @@ pub struct Config {
     #[arg(long, env = "KV_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
     pub request_timeout_ms: u64,
 
+    /// Bytes the writes this node proposes may hold until Raft is done
+    /// with them; a write finding no room within 2 s gets 503.
+    #[arg(long, env = "KV_MAX_PENDING_WRITE_BYTES", default_value_t = 64 << 20,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_pending_write_bytes: u64,
+
     /// Bytes of a node-to-node Raft request body (a batch of log entries,
     /// a vote, a read index) read at most; a larger one is refused with 413.
     #[arg(long, env = "KV_MAX_RAFT_BODY_BYTES", default_value_t = 64 << 20)]
@@ -426,6 +432,7 @@ mod tests {
         ("--max-http2-streams", "1000"),
         ("--stream-idle-timeout-ms", "30000"),
         ("--request-timeout-ms", "10000"),
+        ("--max-pending-write-bytes", "67108864"),
         ("--max-raft-body-bytes", "67108864"),
         ("--max-snapshot-bytes", "1073741824"),
         ("--raft-body-timeout-ms", "120000"),
@@ -503,6 +510,7 @@ mod tests {
         ("--max-http2-streams", "20", "20"),
         ("--stream-idle-timeout-ms", "700", "700"),
         ("--request-timeout-ms", "2500", "2500"),
+        ("--max-pending-write-bytes", "4096", "4096"),
         ("--max-raft-body-bytes", "1000", "1000"),
         ("--max-snapshot-bytes", "2000", "2000"),
         ("--raft-body-timeout-ms", "3000", "3000"),
@@ -571,6 +579,10 @@ mod tests {
             (
                 "--request-timeout-ms",
                 config.request_timeout_ms.to_string(),
+            ),
+            (
+                "--max-pending-write-bytes",
+                config.max_pending_write_bytes.to_string(),
             ),
             (
                 "--max-raft-body-bytes",

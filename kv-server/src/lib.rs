@@ -18,6 +18,7 @@
 //! * [`server`] — start-up and shutdown.
 //! * `crash` — named crash points for the fault tests.
 //! * `clock` — the wall clock that stamps commands.
+//! * `write_budget` — backpressure on writes, in bytes.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), kv_server::server::ServerError> {
@@ -46,4 +47,5 @@ pub(crate) mod store;
 pub mod tls;
 pub(crate) mod types;
 pub(crate) mod watch;
+pub(crate) mod write_budget;
 pub(crate) mod write_stall;

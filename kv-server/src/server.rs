@@ -209,6 +209,7 @@ pub async fn serve(
         long_polls: crate::api::long_polls::LongPolls::new(config.max_long_polls),
         tokens: Default::default(),
         leader_contact: Default::default(),
+        write_budget: crate::write_budget::WriteBudget::new(config.max_pending_write_bytes),
     };
     info!(
         node_id = config.node_id,

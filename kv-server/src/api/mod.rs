@@ -100,6 +100,8 @@ pub struct AppState {
     /// When this node last accepted an append-entries from a leader: the
     /// name server's measure of a follower's freshness.
     pub leader_contact: crate::namesrv::freshness::LeaderContact,
+    /// Room for the writes this node proposes (`--max-pending-write-bytes`).
+    pub write_budget: crate::write_budget::WriteBudget,
 }
 
 /// The client port: the public API. `/raft/*` is not there (404): the

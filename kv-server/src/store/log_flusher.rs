@@ -10,6 +10,7 @@
 //! and ends.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -65,6 +66,9 @@ pub(super) struct LogWriter {
     /// holds it, so a reader who looks here first, then in the files,
     /// never misses one.
     pub pending: Mutex<BTreeMap<u64, Entry>>,
+    /// Bytes of the pending entries (their JSON): what bounds the leader's
+    /// own appends reported before they are flushed.
+    pub pending_bytes: AtomicUsize,
     /// The committed log id, saved and written.
     pub committed: Mutex<CommittedIds>,
     /// How far the files are synced.
@@ -95,12 +99,14 @@ impl LogWriter {
         let mut batch_end = self.durable.end();
         // The greatest entry of the group.
         let mut batch_last: Option<LogId> = None;
+        let mut batch_bytes = 0;
         {
             let pending = self.pending.lock();
             for (first, last) in &ranges {
                 for (index, entry) in pending.range(first..=last) {
                     let json = serde_json::to_vec(entry)
                         .expect("an entry is plain data and always serializes");
+                    batch_bytes += json.len();
                     frames.push(Frame::Entry(entry.log_id, json));
                     batch_end = batch_end.max(*index + 1);
                     if batch_last.is_none_or(|last| last.index < *index) {
@@ -139,6 +145,7 @@ impl LogWriter {
                 pending.remove(&index);
             }
         }
+        self.pending_bytes.fetch_sub(batch_bytes, Ordering::AcqRel);
         Ok(())
     }
 }

@@ -22,6 +22,12 @@
 //! `docs/decisions.md`). Entries from another leader (a follower's appends)
 //! are reported only once flushed, as Raft requires.
 //!
+//! Reporting at once lets the pending table grow while the disk is slow, so
+//! it is bounded: past [`MAX_PENDING_BYTES`] of unflushed entries, the
+//! leader's own appends too are reported only once flushed. openraft takes
+//! no new write until then, and the writes waiting for it are bounded by
+//! the write budget (see `write_budget`).
+//!
 //! # Who owns what
 //!
 //! openraft's core is the only caller of the [`RaftLogStorage`] methods and
@@ -61,7 +67,7 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::RangeBounds;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
@@ -76,6 +82,10 @@ use crate::store::blocking;
 use crate::store::log_files::{self, LogFiles, Meta};
 use crate::store::log_flusher::{CommittedIds, FlushJob, Flusher, LogWriter, Report};
 use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
+
+/// Bytes of unflushed entries (their JSON) past which the leader's own
+/// appends are reported only once flushed.
+pub const MAX_PENDING_BYTES: usize = 64 << 20;
 
 /// The raft log store. Cloning shares everything, the flusher included.
 #[derive(Clone, Debug)]
@@ -122,6 +132,7 @@ impl LogStore {
         let writer = LogWriter {
             files,
             pending: Mutex::new(BTreeMap::new()),
+            pending_bytes: AtomicUsize::new(0),
             committed: Mutex::new(CommittedIds {
                 saved: committed,
                 written: committed,
@@ -255,13 +266,18 @@ impl LogStore {
         };
         let (first, last) = (first.log_id.index, last.log_id.index);
         let own = self.proposed_by_this_leader(&entries);
+        let bytes: usize = entries
+            .iter()
+            .map(crate::write_budget::serialized_len)
+            .sum();
         {
             let mut pending = self.writer.pending.lock();
             for entry in entries {
                 pending.insert(entry.log_id.index, entry);
             }
         }
-        let report = if own {
+        let pending_bytes = self.writer.pending_bytes.fetch_add(bytes, Ordering::AcqRel) + bytes;
+        let report = if own && pending_bytes <= MAX_PENDING_BYTES {
             // Seen by nobody until durable: see the module's comment.
             report(Ok(()));
             None
@@ -296,7 +312,15 @@ impl LogStore {
     /// everything queued before.
     async fn truncate_from(&self, from: u64) -> Result<(), StoreError> {
         self.drain().await;
-        self.writer.pending.lock().retain(|index, _| *index < from);
+        {
+            let mut pending = self.writer.pending.lock();
+            pending.retain(|index, _| *index < from);
+            let bytes = pending
+                .values()
+                .map(crate::write_budget::serialized_len)
+                .sum();
+            self.writer.pending_bytes.store(bytes, Ordering::Release);
+        }
         self.writer.durable.truncate_to(from);
         let writer = Arc::clone(&self.writer);
         blocking(move || writer.files.truncate(from)).await
@@ -527,6 +551,59 @@ mod tests {
             }
             durable(&store, 3).await.expect("durable once flushed");
         }
+    }
+
+    /// An entry of this node's term 2 at `index` whose value is `bytes` long.
+    fn large(index: u64, bytes: usize) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(2, NODE), index),
+            payload: EntryPayload::Normal(crate::types::Command {
+                timestamp_ms: 1_000,
+                idempotency_key: None,
+                op: crate::types::Op::Put {
+                    key: format!("big/{index}"),
+                    value: format!("\"{}\"", "v".repeat(bytes)),
+                    condition: crate::types::Condition::Always,
+                    lease: None,
+                },
+            }),
+        }
+    }
+
+    #[allow(clippy::await_holding_lock)]
+    #[tokio::test]
+    async fn past_the_pending_bound_the_leaders_own_appends_wait_for_the_flush() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let mut store = LogStore::open(dir.path(), Some(NODE)).expect("opens");
+        store
+            .save_vote(&Vote::new_committed(2, NODE))
+            .await
+            .expect("saves the vote");
+        // The disk is stalled: nothing is flushed until the guard goes.
+        let writes = store.writer.files.hold_writes();
+        let third = MAX_PENDING_BYTES / 3 + 1;
+        let mut outcomes = Vec::new();
+        for index in 1..=3 {
+            let (report, outcome) = reporter();
+            store
+                .append_entries(vec![large(index, third)], report)
+                .await
+                .expect("appends");
+            outcomes.push(outcome);
+        }
+        let early: Vec<bool> = outcomes
+            .iter_mut()
+            .map(|outcome| !matches!(outcome.try_recv(), Err(TryRecvError::Empty)))
+            .collect();
+        assert_eq!(
+            early,
+            [true, true, false],
+            "the append that passes {MAX_PENDING_BYTES} pending bytes waits for the flush"
+        );
+        drop(writes);
+        let last = outcomes.pop().expect("three appends");
+        reported(last).await.expect("written once flushed");
+        assert_eq!(store.writer.pending_bytes.load(Ordering::Acquire), 0);
     }
 
     #[allow(clippy::await_holding_lock)]
