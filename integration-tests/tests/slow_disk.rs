@@ -241,3 +241,52 @@ async fn a_write_flood_on_a_slow_disk_is_held_back_in_bounded_memory_and_writes_
         most_resident >> 20
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stale_reads_and_healthz_answer_at_once_while_checkpoints_sit_in_slow_fsyncs() {
+    let _serial = SERIAL.lock().await;
+    /// Every fsync, the checkpoint's included, takes this long.
+    const FSYNC_MS: &str = "2000";
+    /// Longest a stale read or `/healthz` may take.
+    const QUICK: Duration = Duration::from_millis(750);
+    let mut server = TestServer::start().await;
+    server.set_env(FSYNC_DELAY, Some(FSYNC_MS));
+    server.restart().await;
+    let server = Arc::new(server);
+    let (status, _) = call(&server, "PUT", "/v1/kv/slow/read", Some(json!("v"))).await;
+    assert!(status == 200 || status == 201, "{status}");
+
+    // Writes keep the checkpoints busy with work while the reads run.
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let writer = tokio::spawn({
+        let server = Arc::clone(&server);
+        async move {
+            let mut written = 0u64;
+            while Instant::now() < deadline {
+                let path = format!("/v1/kv/slow/w{}", written % 64);
+                let (status, body) = call(&server, "PUT", &path, Some(json!(written))).await;
+                assert!(status == 200 || status == 201, "{status} {body}");
+                written += 1;
+            }
+            written
+        }
+    });
+    let mut slowest = Duration::ZERO;
+    let mut asked = 0;
+    while Instant::now() < deadline {
+        for path in ["/healthz", "/v1/kv/slow/read?consistency=stale"] {
+            let started = Instant::now();
+            let (status, body) = call(&server, "GET", path, None).await;
+            assert_eq!(status, 200, "{path}: {body}");
+            slowest = slowest.max(started.elapsed());
+            asked += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let written = writer.await.expect("the writer does not panic");
+    assert!(written > 0, "no write went through");
+    assert!(
+        slowest < QUICK,
+        "of {asked} stale reads and health checks the slowest took {slowest:?}"
+    );
+}

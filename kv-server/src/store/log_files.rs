@@ -565,4 +565,30 @@ pub(super) mod tests {
             );
         }
     }
+
+    /// A roll and a truncation do their file work (create, cut, remove,
+    /// fsync) holding the writers' turn only; readers take the segment
+    /// map's lock alone, so they go on while a writer is in the middle of
+    /// one.
+    #[test]
+    fn readers_never_wait_for_a_writers_turn() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let (files, _) = LogFiles::open(dir.path(), 150).expect("opens");
+        for index in 1..=6 {
+            files.append(&[entry(1, index)], true).expect("appends");
+        }
+        let (read, reads) = std::sync::mpsc::channel();
+        std::thread::scope(|scope| {
+            let turn = files.hold_writes();
+            scope.spawn(|| {
+                let found = (indexes(&files), files.last_log_id(), files.log_id_at(3));
+                let _ = read.send(found);
+            });
+            let found = reads
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .expect("a read does not wait for the writers' turn");
+            assert_eq!(found, ((1..=6).collect(), Some(id(1, 6)), Some(id(1, 3))));
+            drop(turn);
+        });
+    }
 }
