@@ -13,9 +13,10 @@ use crate::write_budget::{serialized_len, ADMIT_WAIT};
 /// timeout (see `write_budget`).
 pub async fn propose(state: &AppState, command: Command) -> Result<CommandResult, ApiError> {
     let timeout = Duration::from_millis(state.config.request_timeout_ms);
+    let deadline = tokio::time::Instant::now() + timeout;
     let permit = state
         .write_budget
-        .admit(serialized_len(&command), ADMIT_WAIT)
+        .admit(serialized_len(&command), ADMIT_WAIT.min(timeout))
         .await
         .map_err(|full| ApiError::unavailable(full.to_string()))?;
     let raft = state.raft.clone();
@@ -26,7 +27,7 @@ pub async fn propose(state: &AppState, command: Command) -> Result<CommandResult
         drop(permit);
         written
     });
-    match tokio::time::timeout(timeout, write).await {
+    match tokio::time::timeout_at(deadline, write).await {
         Err(_) => Err(ApiError::unavailable("the write was not committed in time")),
         Ok(Err(joined)) => Err(ApiError::internal(format!("the write failed: {joined}"))),
         Ok(Ok(written)) => Ok(written?.data),
