@@ -1,12 +1,14 @@
 //! A damaged end of the topic or the raft log, found at start: damage in
 //! what was made durable stops the node naming file and byte (and the way
 //! out, docs/recovery.md); damage in the topic's unsynced tail is cut and
-//! rebuilt from the raft log, with no acknowledged write lost.
+//! rebuilt from the raft log, with no acknowledged write lost; a member
+//! that stopped is rebuilt from the others as docs/recovery.md says.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use integration_tests::{call, TestServer};
+use integration_tests::{call, kvctl, TestCluster, TestServer};
 use serde_json::{json, Value};
 
 /// Snapshot after this many log entries in the snapshot test.
@@ -224,4 +226,42 @@ async fn a_damaged_last_raft_log_frame_stops_the_node_naming_file_and_byte() {
         damaged,
         "nothing is cut off a damaged segment"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_stopped_by_damage_is_rebuilt_by_remove_wipe_and_join() {
+    let mut cluster = TestCluster::start(3, &[]).await;
+    let mut written = BTreeMap::new();
+    for n in 0..30 {
+        let key = format!("rebuilt/k{n}");
+        let (status, body) = call(
+            cluster.node(1),
+            "PUT",
+            &format!("/v1/kv/{key}"),
+            Some(json!(n)),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        written.insert(key, json!(n));
+    }
+    cluster.wait_converged().await;
+
+    let node = cluster.node_mut(3);
+    node.kill9().await;
+    let segment = last_segment(&node.data_dir().join("raft"));
+    let last = *frames(&std::fs::read(&segment).unwrap())
+        .last()
+        .expect("the raft log holds frames");
+    damage_frame(&segment, last);
+    let log = start_expecting_refusal(node).await;
+    assert!(node.log_contains("docs/recovery.md"), "{log}");
+
+    // docs/recovery.md: remove the member, wipe its data, join it again.
+    kvctl(&cluster.node(1).base_url(), &["cluster", "remove", "3"])
+        .await
+        .success();
+    cluster.remove(3, 1).await;
+    cluster.join(3, 1).await;
+    cluster.wait_converged().await;
+    assert_eq!(cluster.keys(3, "rebuilt/").await, written);
 }
