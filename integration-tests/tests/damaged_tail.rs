@@ -154,20 +154,30 @@ async fn damage_in_the_unsynced_topic_tail_is_rebuilt_from_the_raft_log() {
 
     // Write until the first checkpoint with new records crashes the node:
     // these records reach the topic file but no checkpoint covers them.
+    // Each write is a transaction of ten puts, so even one applied write
+    // leaves whole records after the one damaged below.
     server.set_env("KV_CRASH_AT", Some("checkpoint-of-new-records"));
     server.restart().await;
+    let records_before =
+        frames(&std::fs::read(last_segment(&server.data_dir().join("topic"))).unwrap()).len();
     let deadline = Instant::now() + Duration::from_secs(30);
     for n in 0..10_000 {
         assert!(Instant::now() < deadline, "the crash point was not reached");
-        let (key, value) = (format!("tail/b{n}"), json!({ "b": n }));
+        let puts: Vec<(String, Value)> = (0..10)
+            .map(|i| (format!("tail/b{n}-{i}"), json!({ "b": n, "i": i })))
+            .collect();
+        let ops: Vec<Value> = puts
+            .iter()
+            .map(|(key, value)| json!({ "put": { "key": key, "value": value } }))
+            .collect();
         let sent = server
             .client()
-            .put(server.url(&format!("/v1/kv/{key}")))
-            .json(&value)
+            .post(server.url("/v1/txn"))
+            .json(&json!({ "success": ops }))
             .send()
             .await;
         match sent {
-            Ok(response) if response.status().is_success() => acknowledged.push((key, value)),
+            Ok(response) if response.status().is_success() => acknowledged.extend(puts),
             _ => break,
         }
     }
@@ -182,12 +192,14 @@ async fn damage_in_the_unsynced_topic_tail_is_rebuilt_from_the_raft_log() {
         server.log_tail(20)
     );
     server.set_env("KV_CRASH_AT", None);
-    let unsynced = acknowledged.len() - 10;
-    assert!(unsynced >= 3, "only {unsynced} writes before the crash");
 
     // Damage a record of the unsynced tail with whole records after it.
     let segment = last_segment(&server.data_dir().join("topic"));
     let frames = frames(&std::fs::read(&segment).unwrap());
+    assert!(
+        frames.len() >= records_before + 10,
+        "the crash came before a transaction was applied"
+    );
     damage_frame(&segment, frames[frames.len() - 3]);
 
     server.restart().await;
