@@ -26,9 +26,13 @@
 //! 8. batch positions survive cleaning and [`Topic::replace_with`], and the
 //!    record at the topic's last offset is never cleaned away.
 //!
-//! Every record is framed with its length and a CRC32C. On [`Topic::open`] a
-//! torn tail of the active segment is truncated; a bad record anywhere else
-//! is an [`Error::Corrupt`] naming the file and byte position.
+//! Every record is framed with its length and a CRC32C. On [`Topic::open`]
+//! only what a crash provably left unwritten at the end of the active
+//! segment is truncated (see [`torn`]); a bad record anywhere else is an
+//! [`Error::Corrupt`] naming the file and byte position.
+//! [`Topic::open_with_durable_end`] also cuts a damaged tail back to the
+//! last record the caller knows durable, for a caller that can write the
+//! rest again.
 //!
 //! [`fsutil`] holds the crash-safe file-system steps the topic is built
 //! from (write atomically, fsync a directory); the server uses them for its
@@ -71,6 +75,7 @@ mod segment;
 mod stats;
 mod swap;
 mod topic;
+pub mod torn;
 
 pub use background::{CleanerHandle, CleanerStatus};
 pub use batch::BatchPos;

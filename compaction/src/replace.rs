@@ -74,7 +74,7 @@ impl Topic {
             Arc::new(Segment::open(
                 &self.dir,
                 active_base,
-                Recovery::Active,
+                Recovery::Active { durable_end: None },
                 interval,
             )?),
         ];

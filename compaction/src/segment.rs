@@ -17,9 +17,9 @@ use tracing::warn;
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::write_synced;
 use crate::index::{IndexEntry, SparseIndex};
-use crate::record::Record;
+use crate::record::{Record, FRAME_HEADER_BYTES, MAX_BODY_BYTES};
 use crate::scan::{Frame, FrameScanner};
-use crate::Offset;
+use crate::{torn, Offset};
 
 /// Suffix of a segment's log file.
 pub const LOG_SUFFIX: &str = ".log";
@@ -50,8 +50,12 @@ pub fn parse_log_file_name(name: &str) -> Option<Offset> {
 /// How a segment is opened after a restart.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Recovery {
-    /// The last segment: scanned whole, a torn tail is cut off.
-    Active,
+    /// The last segment: scanned whole, an unwritten tail is cut off.
+    Active {
+        /// The last offset known durable, after which damage is cut back
+        /// to it rather than refused (see `Topic::open_with_durable_end`).
+        durable_end: Option<Offset>,
+    },
     /// Any other segment: must be whole; only its tail is checked at open.
     Closed,
 }
@@ -151,7 +155,7 @@ impl Segment {
         let index_path = dir.join(index_file_name(base_offset));
         let file = OpenOptions::new()
             .read(true)
-            .write(recovery == Recovery::Active)
+            .write(matches!(recovery, Recovery::Active { .. }))
             .open(&log_path)
             .io_context("open", &log_path)?;
         let file = Arc::new(file);
@@ -165,7 +169,7 @@ impl Segment {
             state: RwLock::new(SegmentState::default()),
         };
         match recovery {
-            Recovery::Active => segment.recover_active(file_bytes)?,
+            Recovery::Active { durable_end } => segment.recover_active(file_bytes, durable_end)?,
             Recovery::Closed => segment.load_closed(file_bytes)?,
         }
         Ok(segment)
@@ -255,13 +259,17 @@ impl Segment {
         Ok(write_synced(&self.index_path, &bytes)?)
     }
 
-    /// Scans the whole log, truncating a torn tail: the active segment may
-    /// have been cut off in the middle of a write.
-    fn recover_active(&self, file_bytes: u64) -> Result<()> {
+    /// Scans the whole log and cuts what a crash left unwritten at its end
+    /// (see [`crate::torn`]). Past `durable_end`, the last offset the caller
+    /// knows durable and can write again after, any damage is cut back to
+    /// that offset's record; before it, damage is an error.
+    fn recover_active(&self, file_bytes: u64, durable_end: Option<Offset>) -> Result<()> {
         let mut state = SegmentState::default();
+        // Where the records up to `durable_end` end in the file.
+        let mut durable_bytes = 0;
         let mut scanner = FrameScanner::new(&*self.file, self.log_path.clone(), 0, file_bytes);
         while let Some(frame) = scanner.next_frame()? {
-            match frame {
+            let (position, reason, runs_past_end) = match frame {
                 Frame::Record {
                     record,
                     position,
@@ -274,67 +282,86 @@ impl Segment {
                         next - position,
                         self.index_interval_bytes,
                     );
-                }
-                Frame::Torn { position } => {
-                    self.truncate_torn_tail(position, file_bytes, "a partial record")?;
+                    if durable_end.is_some_and(|end| record.offset <= end) {
+                        durable_bytes = next;
+                    }
+                    continue;
                 }
                 Frame::Unreadable { position, reason } => {
-                    return Err(Error::Corrupt {
-                        path: self.log_path.clone(),
-                        position,
-                        reason,
-                    });
+                    return Err(self.corrupt(position, reason));
                 }
-                Frame::Invalid { position, reason } => {
-                    if self.is_torn_tail(position, file_bytes)? {
-                        self.truncate_torn_tail(position, file_bytes, &reason)?;
-                    } else {
-                        return Err(Error::Corrupt {
-                            path: self.log_path.clone(),
-                            position,
-                            reason: format!("{reason} (with more data after it)"),
-                        });
-                    }
-                }
+                Frame::Torn { position } => (
+                    position,
+                    "a record runs past the end of the file".to_string(),
+                    true,
+                ),
+                Frame::Invalid { position, reason } => (position, reason, false),
+            };
+            let last = state.last_offset.or(self.base_offset.checked_sub(1));
+            if let Some(end) = durable_end.filter(|end| last.is_none_or(|last| last < *end)) {
+                return Err(self.corrupt(
+                    position,
+                    format!("{reason}, where records up to offset {end} were made durable"),
+                ));
+            }
+            let rest = self.read_from(position, file_bytes)?;
+            if torn::all_zero(&rest) {
+                self.cut(position, file_bytes, "zeros never written")?;
+            } else if runs_past_end {
+                self.cut(position, file_bytes, &reason)?;
+            } else if durable_end.is_some() {
+                // Written after the last durable record: the caller writes
+                // it again, so cut all of it rather than trust part of it.
+                self.cut(durable_bytes, file_bytes, &reason)?;
+                return self.recover_active(durable_bytes, durable_end);
+            } else if torn::has_unwritten_sector(position, &rest[..declared_frame_len(&rest)]) {
+                self.cut(
+                    position,
+                    file_bytes,
+                    &format!("{reason}; a sector of it never written"),
+                )?;
+            } else {
+                return Err(self.corrupt(
+                    position,
+                    format!("{reason}, with written data in every sector of it"),
+                ));
             }
         }
         *self.write_state() = state;
         Ok(())
     }
 
-    /// An invalid frame in the active segment is a torn write when nothing
-    /// follows it but zeros, or when nothing but zeros follows the end its
-    /// length declares (the file's last frame, maybe padded with zeros by a
-    /// power loss): a write the crash cut short. Anything else is corruption.
-    fn is_torn_tail(&self, position: u64, file_bytes: u64) -> Result<bool> {
+    /// The bytes from `position` to `file_bytes`.
+    fn read_from(&self, position: u64, file_bytes: u64) -> Result<Vec<u8>> {
         let mut rest = vec![0u8; (file_bytes - position) as usize];
         self.file
             .read_exact_at(&mut rest, position)
             .io_context("read", &self.log_path)?;
-        if rest.iter().all(|&byte| byte == 0) {
-            return Ok(true);
-        }
-        let Some(declared) = rest
-            .get(..4)
-            .map(|len| u32::from_le_bytes(len.try_into().expect("4-byte slice")) as usize + 8)
-        else {
-            return Ok(false);
-        };
-        Ok(declared <= rest.len() && rest[declared..].iter().all(|&byte| byte == 0))
+        Ok(rest)
     }
 
-    fn truncate_torn_tail(&self, position: u64, file_bytes: u64, reason: &str) -> Result<()> {
+    /// Truncates the log at `position`, durably.
+    fn cut(&self, position: u64, file_bytes: u64, reason: &str) -> Result<()> {
         warn!(
             file = %self.log_path.display(),
             position,
             truncated_bytes = file_bytes - position,
             reason,
-            "truncating the torn tail of the active segment"
+            "truncating the unwritten tail of the active segment"
         );
         self.file
             .set_len(position)
             .io_context("truncate", &self.log_path)?;
         self.sync()
+    }
+
+    /// The error naming this log, `position` and `reason`.
+    fn corrupt(&self, position: u64, reason: String) -> Error {
+        Error::Corrupt {
+            path: self.log_path.clone(),
+            position,
+            reason,
+        }
     }
 
     /// Loads a closed segment: its index (rebuilt when missing or damaged)
@@ -410,4 +437,15 @@ impl Segment {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// Bytes of the frame at the start of `rest` as far as the file holds it:
+/// its declared length, or its header alone when that length is garbage.
+fn declared_frame_len(rest: &[u8]) -> usize {
+    let declared = rest
+        .get(..4)
+        .map(|len| u32::from_le_bytes(len.try_into().expect("a 4-byte slice")) as usize)
+        .filter(|body| *body <= MAX_BODY_BYTES)
+        .map_or(FRAME_HEADER_BYTES, |body| FRAME_HEADER_BYTES + body);
+    declared.min(rest.len())
 }

@@ -55,8 +55,22 @@ pub(crate) struct Writer {
 impl Topic {
     /// Opens (or creates) the topic in `dir`, recovering from a crash: an
     /// interrupted cleaner swap is finished or rolled back, stray cleaner
-    /// files are removed, the active segment's torn tail is truncated.
+    /// files are removed, what a crash left unwritten at the end of the
+    /// active segment is truncated (see [`crate::torn`]).
     pub fn open(dir: impl AsRef<Path>, config: TopicConfig) -> Result<Topic> {
+        Topic::open_with_durable_end(dir, config, None)
+    }
+
+    /// [`Topic::open`] for a caller that knows every record up to offset
+    /// `durable_end` was made durable (it synced, then recorded the offset)
+    /// and can append every record after it again: damage or a gap of
+    /// zeros after that record is cut back to it instead of refused. A
+    /// record missing or damaged at or before it is still an error.
+    pub fn open_with_durable_end(
+        dir: impl AsRef<Path>,
+        config: TopicConfig,
+        durable_end: Option<Offset>,
+    ) -> Result<Topic> {
         config.validate()?;
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir).io_context("create directory", &dir)?;
@@ -65,7 +79,7 @@ impl Topic {
         let mut segments = Vec::with_capacity(bases.len().max(1));
         for (i, &base) in bases.iter().enumerate() {
             let recovery = if i + 1 == bases.len() {
-                Recovery::Active
+                Recovery::Active { durable_end }
             } else {
                 Recovery::Closed
             };

@@ -170,24 +170,6 @@ fn a_record_cut_short_at_the_end_of_the_active_segment_is_truncated_on_open() {
 }
 
 #[test]
-fn a_cut_record_followed_by_zeros_is_truncated_on_open() {
-    // A power loss can leave the file longer than the data that reached
-    // the disk, the rest reading as zeros.
-    let dir = tempfile::tempdir().unwrap();
-    let records = topic_with_closed_segments(dir.path());
-    let active = segments(dir.path()).pop().unwrap();
-    let cut = records.last().unwrap();
-    let cut_start = file_len(&active.path) - cut.frame_len() as u64;
-    set_len(&active.path, cut_start + cut.frame_len() as u64 / 2);
-    set_len(&active.path, cut_start + 4096);
-
-    let topic = Topic::open(dir.path(), config())
-        .unwrap_or_else(|error| panic!("a torn tail fails open: {error}"));
-    assert_eq!(read_all(&topic), &records[..records.len() - 1]);
-    assert_eq!(file_len(&active.path), cut_start);
-}
-
-#[test]
 fn zeros_after_the_last_whole_record_are_truncated_on_open() {
     let dir = tempfile::tempdir().unwrap();
     let records = topic_with_closed_segments(dir.path());

@@ -16,6 +16,11 @@ use std::sync::OnceLock;
 /// After a received snapshot replaced the topic, before the view is rebuilt.
 pub const SNAPSHOT_TOPIC_REPLACED: &str = "snapshot-topic-replaced";
 
+/// In the periodic checkpoint, when records were applied since the last
+/// one, before anything is synced: the topic's tail and the view's
+/// changes since then are left unsynced.
+pub const CHECKPOINT_OF_NEW_RECORDS: &str = "checkpoint-of-new-records";
+
 /// Aborts the process if `KV_CRASH_AT` names `point`.
 pub fn point(point: &str) {
     static AT: OnceLock<Option<String>> = OnceLock::new();

@@ -13,6 +13,11 @@ use compaction::fsutil::FileError;
 use crate::store::log_frame::{FrameDamage, FrameKind};
 use crate::types::{LogId, StorageError};
 
+/// What a message about damaged data tells the operator to do.
+const REBUILD_THIS_MEMBER: &str =
+    "this node's data cannot be trusted: rebuild this member from the \
+     others (remove it, wipe its data dir, join it again; see docs/recovery.md)";
+
 /// What can go wrong in the raft log store, the view or the topic.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -31,11 +36,16 @@ pub enum StoreError {
     /// The compacted topic failed.
     #[error("topic: {0}")]
     Topic(#[from] compaction::Error),
+    /// Opening the topic found damage no crash explains.
+    #[error("topic: {0}; {REBUILD_THIS_MEMBER}")]
+    TopicDamaged(compaction::Error),
 
     // The raft log.
     /// A frame of a raft log segment is damaged where it cannot be a torn
     /// tail (or a read found it damaged).
-    #[error("raft log segment {path} is damaged at byte {offset}: {damage}")]
+    #[error(
+        "raft log segment {path} is damaged at byte {offset}: {damage}; {REBUILD_THIS_MEMBER}"
+    )]
     LogFrameDamaged {
         /// The segment file.
         path: PathBuf,

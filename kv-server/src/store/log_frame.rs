@@ -138,6 +138,22 @@ fn u64_at(bytes: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(bytes[at..at + 8].try_into().expect("an 8-byte slice"))
 }
 
+/// Bytes of the frame at the start of `bytes` as far as `bytes` holds it:
+/// header and declared body, or the header alone when the declared length
+/// is impossible.
+pub fn declared_len(bytes: &[u8]) -> usize {
+    let declared = match bytes.get(..FRAME_HEADER_BYTES) {
+        Some(header) => u32_at(header, BODY_LEN_AT) as usize,
+        None => 0,
+    };
+    let len = if (BODY_HEADER_BYTES..=MAX_BODY_BYTES).contains(&declared) {
+        FRAME_HEADER_BYTES + declared
+    } else {
+        FRAME_HEADER_BYTES
+    };
+    len.min(bytes.len())
+}
+
 /// Decodes the frame at the start of `bytes` (bytes after it are ignored).
 pub fn decode(bytes: &[u8]) -> Result<Decoded<'_>, FrameDamage> {
     if bytes.len() < FRAME_HEADER_BYTES {

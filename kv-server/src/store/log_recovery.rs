@@ -1,23 +1,25 @@
 //! Opening the raft log: reading its metadata, checking every frame of every
-//! segment, and deciding what damage is a crash's torn tail and what is
-//! corruption.
+//! segment, and deciding what a crash left unwritten and what is damage.
 //!
-//! A torn or damaged frame at the end of the last segment, with no intact
-//! entry frame after it, is the tail of a write a crash cut short: the
-//! segment is cut there (as Kafka recovers its log). Zeros after the last
-//! frame are space written ahead, not damage. Anything else stops the node
-//! with an error that names the file and the byte; nothing is cut then.
+//! Zeros after the last frame are space written ahead, not damage. In the
+//! last segment, a frame running past the end of the file (with no intact
+//! entry after it), or a frame with a whole sector of zeros, is a write
+//! that never landed: the segment is cut there, frames after it included
+//! (see `compaction::torn`, and docs/decisions.md for why nothing cut can
+//! have been acknowledged). Anything else stops the node with an error
+//! that names the file and the byte; nothing is cut then.
 
 use std::path::Path;
 use std::sync::Arc;
 
+use compaction::torn;
 use tracing::warn;
 
 use crate::error::StoreError;
 use crate::store::log_files::{
     open_segment_file, segment_first, segment_path, Location, Meta, Segment, Segments, META_FILE,
 };
-use crate::store::log_frame::{self, FrameKind};
+use crate::store::log_frame::{self, FrameDamage, FrameKind};
 use crate::types::LogId;
 
 /// Files whose presence together marks the sled database earlier versions
@@ -111,13 +113,14 @@ fn scan_segment(
         let frame = match log_frame::decode(&bytes[offset..]) {
             Ok(frame) => frame,
             // Zeros written ahead of the frames: the end.
-            Err(_) if bytes[offset..].iter().all(|byte| *byte == 0) => break,
-            Err(damage) if is_last && !intact_entry_after(&bytes, offset, last) => {
+            Err(_) if torn::all_zero(&bytes[offset..]) => break,
+            Err(damage) if is_last && never_written(&bytes, offset, damage, last) => {
                 warn!(
                     segment = %path.display(),
                     offset,
+                    cut_bytes = bytes.len() - offset,
                     %damage,
-                    "cutting off the torn tail of the raft log"
+                    "cutting off the raft log's tail that a crash left unwritten"
                 );
                 break;
             }
@@ -167,6 +170,24 @@ fn scan_segment(
     Ok(committed)
 }
 
+/// Whether the frame of the last segment at `at`, which fails to decode
+/// with `damage`, is a write that never landed rather than damage: it runs
+/// past the end of the file (and no intact entry past `last` follows), or
+/// a sector of it reads as zeros.
+fn never_written(bytes: &[u8], at: usize, damage: FrameDamage, last: Option<u64>) -> bool {
+    let frame = &bytes[at..at + log_frame::declared_len(&bytes[at..])];
+    match damage {
+        FrameDamage::HeaderCutShort | FrameDamage::BodyCutShort => {
+            !intact_entry_after(bytes, at, last)
+        }
+        FrameDamage::ImpossibleLength { .. } | FrameDamage::ChecksumMismatch => {
+            torn::has_unwritten_sector(at as u64, frame)
+        }
+        // The checksum holds: every byte is as written.
+        FrameDamage::UnknownKind { .. } => false,
+    }
+}
+
 /// Whether an intact entry frame past `last` starts anywhere after the
 /// damaged frame at `damaged`: then the damage is not a torn tail.
 fn intact_entry_after(bytes: &[u8], damaged: usize, last: Option<u64>) -> bool {
@@ -178,182 +199,4 @@ fn intact_entry_after(bytes: &[u8], damaged: usize, last: Option<u64>) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::fs::OpenOptions;
-    use std::os::unix::fs::FileExt;
-
-    use super::*;
-    use crate::store::log_files::tests::{entry, id, indexes};
-    use crate::store::log_files::{LogFiles, SEGMENT_BYTES};
-    use crate::store::log_frame::{Frame, FrameDamage};
-
-    /// Bytes of the frame `entry(1, index)` makes, for an index of one digit.
-    fn frame_bytes() -> u64 {
-        let mut bytes = Vec::new();
-        log_frame::encode(&entry(1, 1), &mut bytes);
-        bytes.len() as u64
-    }
-
-    #[test]
-    fn a_torn_tail_is_cut_off_and_the_log_goes_on() {
-        let dir = tempfile::tempdir().expect("a temp dir");
-        let (files, _) = LogFiles::open(dir.path(), SEGMENT_BYTES).expect("opens");
-        files
-            .append(&[entry(1, 1), entry(1, 2), entry(1, 3)], true)
-            .expect("appends");
-        drop(files);
-        // The last frame's second half never reached the disk.
-        let path = segment_path(dir.path(), 1);
-        OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .and_then(|file| file.write_all_at(&[0; 20], 3 * frame_bytes() - 20))
-            .expect("tears the tail");
-        let (files, _) = LogFiles::open(dir.path(), SEGMENT_BYTES).expect("reopens");
-        assert_eq!(indexes(&files), vec![1, 2]);
-        files.append(&[entry(2, 3)], true).expect("appends");
-        drop(files);
-        let (files, _) = LogFiles::open(dir.path(), SEGMENT_BYTES).expect("reopens");
-        assert_eq!(indexes(&files), vec![1, 2, 3]);
-        assert_eq!(files.log_id_at(3), Some(id(2, 3)));
-    }
-
-    /// What opening a log with one flipped byte must do.
-    #[derive(Debug, PartialEq)]
-    enum Expect {
-        /// Cut the torn tail and keep these entries.
-        Kept(Vec<u64>),
-        /// Refuse, naming the first segment, this byte and this damage.
-        Damaged { offset: u64, damage: FrameDamage },
-    }
-
-    /// Writes `entries` one group each in segments of `segment_bytes`,
-    /// flips the byte at `at` of the first segment, and opens the log again.
-    fn open_with_a_flipped_byte(entries: u64, segment_bytes: u64, at: u64) -> Expect {
-        let dir = tempfile::tempdir().expect("a temp dir");
-        let (files, _) = LogFiles::open(dir.path(), segment_bytes).expect("opens");
-        for index in 1..=entries {
-            files.append(&[entry(1, index)], true).expect("appends");
-        }
-        drop(files);
-        let path = segment_path(dir.path(), 1);
-        let mut bytes = std::fs::read(&path).expect("reads");
-        bytes[at as usize] ^= 0xff;
-        std::fs::write(&path, &bytes).expect("writes");
-        match LogFiles::open(dir.path(), segment_bytes) {
-            Ok((files, _)) => Expect::Kept(indexes(&files)),
-            Err(StoreError::LogFrameDamaged {
-                path: named,
-                offset,
-                damage,
-            }) => {
-                assert_eq!(named, path, "the error names the segment");
-                let kept = std::fs::read(&path).expect("reads");
-                assert_eq!(kept, bytes, "nothing is cut off a damaged segment");
-                Expect::Damaged { offset, damage }
-            }
-            Err(other) => panic!("unexpected error: {other}"),
-        }
-    }
-
-    #[test]
-    fn damage_is_cut_only_when_it_can_be_a_torn_tail() {
-        let frame = frame_bytes();
-        // (case, entries, segment bytes, flipped byte, expected)
-        let cases = [
-            (
-                "in the last frame of the last segment",
-                3,
-                SEGMENT_BYTES,
-                2 * frame + 20,
-                Expect::Kept(vec![1, 2]),
-            ),
-            (
-                "in the length of the last frame",
-                3,
-                SEGMENT_BYTES,
-                2 * frame,
-                Expect::Kept(vec![1, 2]),
-            ),
-            (
-                "with intact entries after it",
-                5,
-                SEGMENT_BYTES,
-                frame + 20,
-                Expect::Damaged {
-                    offset: frame,
-                    damage: FrameDamage::ChecksumMismatch,
-                },
-            ),
-            (
-                "before the last segment",
-                6,
-                100,
-                20,
-                Expect::Damaged {
-                    offset: 0,
-                    damage: FrameDamage::ChecksumMismatch,
-                },
-            ),
-        ];
-        for (case, entries, segment_bytes, at, expected) in cases {
-            let found = open_with_a_flipped_byte(entries, segment_bytes, at);
-            assert_eq!(found, expected, "{case}");
-        }
-    }
-
-    #[test]
-    fn a_damaged_frame_is_named_by_file_and_byte() {
-        let Expect::Damaged { offset, damage } = open_with_a_flipped_byte(5, SEGMENT_BYTES, 60)
-        else {
-            panic!("damage with intact entries after it is not cut");
-        };
-        let error = StoreError::LogFrameDamaged {
-            path: "seg.log".into(),
-            offset,
-            damage,
-        };
-        assert!(
-            error.to_string().contains("seg.log is damaged at byte 40"),
-            "{error}"
-        );
-    }
-
-    #[test]
-    fn a_committed_id_past_the_end_of_the_log_is_forgotten() {
-        let dir = tempfile::tempdir().expect("a temp dir");
-        let (files, _) = LogFiles::open(dir.path(), SEGMENT_BYTES).expect("opens");
-        files
-            .append(&[entry(1, 1), Frame::Committed(id(1, 2))], true)
-            .expect("appends");
-        drop(files);
-        let (_, recovered) = LogFiles::open(dir.path(), SEGMENT_BYTES).expect("reopens");
-        assert_eq!(recovered.committed, None);
-    }
-
-    #[test]
-    fn a_raft_log_of_the_earlier_sled_format_is_refused_by_name() {
-        let dir = tempfile::tempdir().expect("a temp dir");
-        std::fs::write(dir.path().join("conf"), b"segment_size: 524288").expect("writes");
-        std::fs::write(dir.path().join("db"), b"sled").expect("writes");
-        let error = LogFiles::open(dir.path(), SEGMENT_BYTES).expect_err("refused");
-        let message = error.to_string();
-        assert!(message.contains("sled format"), "{message}");
-        assert!(
-            message.contains(&dir.path().display().to_string()),
-            "{message}"
-        );
-    }
-
-    #[test]
-    fn unreadable_metadata_is_named() {
-        let dir = tempfile::tempdir().expect("a temp dir");
-        std::fs::write(dir.path().join(META_FILE), b"{not json").expect("writes");
-        let error = LogFiles::open(dir.path(), SEGMENT_BYTES).expect_err("refused");
-        assert!(
-            matches!(&error, StoreError::LogMetaUnreadable { path, .. }
-                if path.ends_with(META_FILE)),
-            "{error}"
-        );
-    }
-}
+mod tests;

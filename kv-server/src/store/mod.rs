@@ -184,7 +184,6 @@ impl Store {
         topic_config: TopicConfig,
         log: &LogStore,
     ) -> Result<(Store, Recovery), StoreError> {
-        let topic = Arc::new(Topic::open(&dirs.topic, topic_config)?);
         let view = match View::open(&dirs.view) {
             Ok(view) => view,
             Err(error) => {
@@ -194,6 +193,14 @@ impl Store {
                 View::open(&dirs.view)?
             }
         };
+        let durable_end = recovery::durable_topic_end(&view, &dirs.snapshot)?;
+        let topic = Topic::open_with_durable_end(&dirs.topic, topic_config, durable_end).map_err(
+            |error| match error {
+                compaction::Error::Corrupt { .. } => StoreError::TopicDamaged(error),
+                error => StoreError::Topic(error),
+            },
+        )?;
+        let topic = Arc::new(topic);
         let store = Store {
             topic,
             view,
@@ -417,6 +424,7 @@ impl Store {
         if self.checkpointer.set(wake).is_err() {
             return Ok(());
         }
+        let mut checkpointed = self.revision();
         let store = Arc::downgrade(self);
         std::thread::Builder::new()
             .name("view-checkpoint".into())
@@ -428,6 +436,11 @@ impl Store {
                 let Some(store) = store.upgrade() else {
                     return;
                 };
+                let revision = store.revision();
+                if revision != checkpointed {
+                    crate::crash::point(crate::crash::CHECKPOINT_OF_NEW_RECORDS);
+                    checkpointed = revision;
+                }
                 if let Err(error) = store.checkpoint() {
                     warn!(%error, "checkpoint failed; retrying");
                 }

@@ -20,6 +20,8 @@
 //! just before the unit's entry: applied again, the entry gives the same
 //! offsets, finds its first records in place and appends the rest.
 
+use std::path::Path;
+
 use openraft::EntryPayload;
 use tracing::{info, warn};
 
@@ -27,6 +29,7 @@ use super::apply::replay_record;
 use super::log_store::LogStore;
 use super::record::WriteRecord;
 use super::snapshot::{installing_marker, SnapshotFile};
+use super::view::View;
 use super::Store;
 use crate::error::StoreError;
 use crate::types::{LogId, Revision, StoredMembership};
@@ -51,6 +54,23 @@ pub enum Recovery {
     ViewMissing,
     /// The view passed the topic's end: it is rebuilt to the topic's end.
     ViewAheadOfTopic,
+}
+
+/// The last topic offset the view holds as applied, when the view can say:
+/// the topic is durable up to it (a checkpoint syncs the topic before it
+/// writes the view), and a restart re-applies every committed entry after
+/// the view's applied index from the raft log. So the topic may lose, and
+/// `Topic::open_with_durable_end` cuts, damage after it. `None` (nothing
+/// applied, a rebuild or an install interrupted) trusts the whole topic.
+pub(super) fn durable_topic_end(
+    view: &View,
+    snapshot_dir: &Path,
+) -> Result<Option<Revision>, StoreError> {
+    if installing_marker(snapshot_dir).exists() || view.is_rebuilding()? {
+        return Ok(None);
+    }
+    let (applied, revision, _) = view.applied_state_and_revision()?;
+    Ok(applied.map(|_| revision))
 }
 
 impl Store {

@@ -1,0 +1,279 @@
+//! A damaged end of the topic or the raft log, found at start: damage in
+//! what was made durable stops the node naming file and byte (and the way
+//! out, docs/recovery.md); damage in the topic's unsynced tail is cut and
+//! rebuilt from the raft log, with no acknowledged write lost; a member
+//! that stopped is rebuilt from the others as docs/recovery.md says.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use integration_tests::{call, kvctl, TestCluster, TestServer};
+use serde_json::{json, Value};
+
+/// Snapshot after this many log entries in the snapshot test.
+const SNAPSHOT_EVERY: u64 = 20;
+
+/// The last `*.log` file (by name) in `dir`: the active segment.
+fn last_segment(dir: &Path) -> PathBuf {
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "log"))
+        .collect();
+    segments.sort();
+    segments.pop().expect("a segment")
+}
+
+/// Where each frame of a segment starts and ends. Both files frame the same
+/// way: a `u32` body length, a `u32` CRC, the body; zeros after the last.
+fn frames(bytes: &[u8]) -> Vec<(usize, usize)> {
+    let mut frames = Vec::new();
+    let mut at = 0;
+    while at + 8 <= bytes.len() {
+        let body = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        if body == 0 || at + 8 + body > bytes.len() {
+            break;
+        }
+        frames.push((at, at + 8 + body));
+        at += 8 + body;
+    }
+    frames
+}
+
+/// Flips bits of the byte in the middle of the frame `frame` of `path`;
+/// returns the file's bytes after.
+fn damage_frame(path: &Path, (start, end): (usize, usize)) -> Vec<u8> {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[(start + end) / 2] ^= 0x5a;
+    std::fs::write(path, &bytes).unwrap();
+    bytes
+}
+
+/// `(applied_index, snapshot_index)` of `server`.
+async fn indexes(server: &TestServer) -> (u64, u64) {
+    let (_, cluster) = call(server, "GET", "/v1/cluster", None).await;
+    let index = |name: &str| {
+        cluster[name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{cluster}"))
+    };
+    (index("applied_index"), index("snapshot_index"))
+}
+
+/// Starts the server again, expects it to stop by itself with an error,
+/// and returns its log.
+async fn start_expecting_refusal(server: &mut TestServer) -> String {
+    server.spawn();
+    let status = server
+        .wait_exit(Duration::from_secs(60))
+        .await
+        .expect("a node with damaged data stops by itself");
+    assert!(!status.success(), "it exits with an error: {status}");
+    server.log_tail(40)
+}
+
+/// Panics unless every key of `acknowledged` reads back with its value.
+async fn assert_all_present(server: &TestServer, acknowledged: &[(String, Value)]) {
+    for (key, value) in acknowledged {
+        let (status, body) = call(server, "GET", &format!("/v1/kv/{key}"), None).await;
+        assert_eq!(status, 200, "{key} was acknowledged but is lost: {body}");
+        assert_eq!(&body["value"], value, "{key}");
+    }
+}
+
+#[tokio::test]
+async fn a_damaged_last_topic_record_under_a_snapshot_stops_the_node_naming_file_and_byte() {
+    let every = SNAPSHOT_EVERY.to_string();
+    let mut server = TestServer::start_with(&["--snapshot-every", &every]).await;
+    // Write until a snapshot covers the last write: a checkpoint made the
+    // topic durable before it, so the last record is durable.
+    let mut written = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (applied, snapshot) = indexes(&server).await;
+        if snapshot > 0 && snapshot == applied {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no snapshot caught up");
+        let missing = (snapshot + SNAPSHOT_EVERY).saturating_sub(applied).max(1);
+        for _ in 0..missing {
+            let (status, body) = call(
+                &server,
+                "PUT",
+                &format!("/v1/kv/snapped/k{written}"),
+                Some(json!(written)),
+            )
+            .await;
+            assert_eq!(status, 201, "{body}");
+            written += 1;
+        }
+        let (applied, _) = indexes(&server).await;
+        let wait_until = Instant::now() + Duration::from_secs(10);
+        while indexes(&server).await.1 < applied && Instant::now() < wait_until {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    server.kill9().await;
+
+    let segment = last_segment(&server.data_dir().join("topic"));
+    let last = *frames(&std::fs::read(&segment).unwrap())
+        .last()
+        .expect("the active segment holds the last record");
+    let damaged = damage_frame(&segment, last);
+
+    let log = start_expecting_refusal(&mut server).await;
+    let named = format!("corrupt record in {} at byte {}", segment.display(), last.0);
+    assert!(server.log_contains(&named), "{named}\n{log}");
+    assert!(server.log_contains("docs/recovery.md"), "{log}");
+    assert_eq!(
+        std::fs::read(&segment).unwrap(),
+        damaged,
+        "nothing is cut off a durable record"
+    );
+}
+
+#[tokio::test]
+async fn damage_in_the_unsynced_topic_tail_is_rebuilt_from_the_raft_log() {
+    let mut server = TestServer::start().await;
+    let mut acknowledged = Vec::new();
+    for n in 0..10 {
+        let (key, value) = (format!("tail/a{n}"), json!({ "a": n }));
+        let (status, body) = call(
+            &server,
+            "PUT",
+            &format!("/v1/kv/{key}"),
+            Some(value.clone()),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        acknowledged.push((key, value));
+    }
+    // A graceful stop checkpoints: these records are durable.
+    server.stop().await;
+
+    // Write until the first checkpoint with new records crashes the node:
+    // these records reach the topic file but no checkpoint covers them.
+    // Each write is a transaction of ten puts, so even one applied write
+    // leaves whole records after the one damaged below.
+    server.set_env("KV_CRASH_AT", Some("checkpoint-of-new-records"));
+    server.restart().await;
+    let records_before =
+        frames(&std::fs::read(last_segment(&server.data_dir().join("topic"))).unwrap()).len();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for n in 0..10_000 {
+        assert!(Instant::now() < deadline, "the crash point was not reached");
+        let puts: Vec<(String, Value)> = (0..10)
+            .map(|i| (format!("tail/b{n}-{i}"), json!({ "b": n, "i": i })))
+            .collect();
+        let ops: Vec<Value> = puts
+            .iter()
+            .map(|(key, value)| json!({ "put": { "key": key, "value": value } }))
+            .collect();
+        let sent = server
+            .client()
+            .post(server.url("/v1/txn"))
+            .json(&json!({ "success": ops }))
+            .send()
+            .await;
+        match sent {
+            Ok(response) if response.status().is_success() => acknowledged.extend(puts),
+            _ => break,
+        }
+    }
+    let status = server
+        .wait_exit(Duration::from_secs(30))
+        .await
+        .expect("the crash point stops the node");
+    assert!(!status.success(), "{status}");
+    assert!(
+        server.log_contains("KV_CRASH_AT reached"),
+        "{}",
+        server.log_tail(20)
+    );
+    server.set_env("KV_CRASH_AT", None);
+
+    // Damage a record of the unsynced tail with whole records after it.
+    let segment = last_segment(&server.data_dir().join("topic"));
+    let frames = frames(&std::fs::read(&segment).unwrap());
+    assert!(
+        frames.len() >= records_before + 10,
+        "the crash came before a transaction was applied"
+    );
+    damage_frame(&segment, frames[frames.len() - 3]);
+
+    server.restart().await;
+    assert!(
+        server.log_contains("truncating the unwritten tail of the active segment"),
+        "{}",
+        server.log_tail(40)
+    );
+    assert_all_present(&server, &acknowledged).await;
+}
+
+#[tokio::test]
+async fn a_damaged_last_raft_log_frame_stops_the_node_naming_file_and_byte() {
+    let mut server = TestServer::start().await;
+    for n in 0..20 {
+        call(&server, "PUT", &format!("/v1/kv/raft/k{n}"), Some(json!(n))).await;
+    }
+    server.kill9().await;
+
+    let segment = last_segment(&server.data_dir().join("raft"));
+    let last = *frames(&std::fs::read(&segment).unwrap())
+        .last()
+        .expect("the raft log holds frames");
+    let damaged = damage_frame(&segment, last);
+
+    let log = start_expecting_refusal(&mut server).await;
+    let named = format!(
+        "raft log segment {} is damaged at byte {}",
+        segment.display(),
+        last.0
+    );
+    assert!(server.log_contains(&named), "{named}\n{log}");
+    assert!(server.log_contains("docs/recovery.md"), "{log}");
+    assert_eq!(
+        std::fs::read(&segment).unwrap(),
+        damaged,
+        "nothing is cut off a damaged segment"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_stopped_by_damage_is_rebuilt_by_remove_wipe_and_join() {
+    let mut cluster = TestCluster::start(3, &[]).await;
+    let mut written = BTreeMap::new();
+    for n in 0..30 {
+        let key = format!("rebuilt/k{n}");
+        let (status, body) = call(
+            cluster.node(1),
+            "PUT",
+            &format!("/v1/kv/{key}"),
+            Some(json!(n)),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        written.insert(key, json!(n));
+    }
+    cluster.wait_converged().await;
+
+    let node = cluster.node_mut(3);
+    node.kill9().await;
+    let segment = last_segment(&node.data_dir().join("raft"));
+    let last = *frames(&std::fs::read(&segment).unwrap())
+        .last()
+        .expect("the raft log holds frames");
+    damage_frame(&segment, last);
+    let log = start_expecting_refusal(node).await;
+    assert!(node.log_contains("docs/recovery.md"), "{log}");
+
+    // docs/recovery.md: remove the member, wipe its data, join it again.
+    kvctl(&cluster.node(1).base_url(), &["cluster", "remove", "3"])
+        .await
+        .success();
+    cluster.remove(3, 1).await;
+    cluster.join(3, 1).await;
+    cluster.wait_converged().await;
+    assert_eq!(cluster.keys(3, "rebuilt/").await, written);
+}

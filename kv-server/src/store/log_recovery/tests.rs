@@ -1,0 +1,329 @@
+//! Opening raft logs a crash or damage left behind.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+
+use super::*;
+use crate::store::log_files::tests::{entry, id, indexes};
+use crate::store::log_files::{LogFiles, SEGMENT_BYTES};
+use crate::store::log_frame::Frame;
+
+/// Bytes of the frame `entry(1, index)` makes, for an index of one digit.
+fn frame_bytes() -> u64 {
+    let mut bytes = Vec::new();
+    log_frame::encode(&entry(1, 1), &mut bytes);
+    bytes.len() as u64
+}
+
+/// An entry whose JSON is long enough that its frame straddles a sector
+/// boundary.
+fn long_entry(term: u64, index: u64) -> Frame {
+    Frame::Entry(
+        id(term, index),
+        format!("{{\"i\":{index},\"pad\":\"{:x<700}\"}}", "").into_bytes(),
+    )
+}
+
+/// Bytes of the frame `long_entry(_, index)` makes, for an index of one
+/// digit.
+fn long_frame_bytes() -> u64 {
+    let mut bytes = Vec::new();
+    log_frame::encode(&long_entry(1, 1), &mut bytes);
+    bytes.len() as u64
+}
+
+/// The first sector boundary strictly after `position`.
+fn next_sector(position: u64) -> u64 {
+    (position / torn::SECTOR_BYTES + 1) * torn::SECTOR_BYTES
+}
+
+/// A log in `dir` of `long_entry(1, 1..=entries)`, one synced group each.
+fn long_log(dir: &Path, entries: u64) -> PathBuf {
+    let (files, _) = LogFiles::open(dir, SEGMENT_BYTES).expect("opens");
+    for index in 1..=entries {
+        files
+            .append(&[long_entry(1, index)], true)
+            .expect("appends");
+    }
+    segment_path(dir, 1)
+}
+
+/// Writes `bytes` at `position` of `path`.
+fn write_at(path: &Path, position: u64, bytes: &[u8]) {
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|file| file.write_all_at(bytes, position))
+        .expect("writes");
+}
+
+/// Opens the log in `dir`, expecting it to refuse with damage at `offset`
+/// of `path`, and checks that nothing was cut.
+fn assert_refused_at(dir: &Path, path: &Path, offset: u64) {
+    let before = std::fs::read(path).expect("reads");
+    match LogFiles::open(dir, SEGMENT_BYTES) {
+        Err(StoreError::LogFrameDamaged {
+            path: named,
+            offset: at,
+            ..
+        }) => assert_eq!((named.as_path(), at), (path, offset)),
+        Err(other) => panic!("unexpected error: {other}"),
+        Ok((files, _)) => panic!("opened, keeping {:?}", indexes(&files)),
+    }
+    assert_eq!(
+        std::fs::read(path).expect("reads"),
+        before,
+        "bytes were cut"
+    );
+}
+
+#[test]
+fn a_last_frame_with_a_sector_never_written_is_cut_off_and_the_log_goes_on() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = long_log(dir.path(), 3);
+    let last = 2 * long_frame_bytes();
+    let lost = next_sector(last + 8);
+    assert!(
+        lost + 8 < 3 * long_frame_bytes(),
+        "the frame straddles sectors"
+    );
+    write_at(
+        &path,
+        lost,
+        &vec![0; (3 * long_frame_bytes() - lost) as usize],
+    );
+    let (files, _) = LogFiles::open(dir.path(), SEGMENT_BYTES).expect("reopens");
+    assert_eq!(indexes(&files), vec![1, 2]);
+    assert_eq!(std::fs::metadata(&path).expect("stats").len(), last);
+    files.append(&[entry(2, 3)], true).expect("appends");
+    drop(files);
+    let (files, _) = LogFiles::open(dir.path(), SEGMENT_BYTES).expect("reopens");
+    assert_eq!(indexes(&files), vec![1, 2, 3]);
+    assert_eq!(files.log_id_at(3), Some(id(2, 3)));
+}
+
+#[test]
+fn a_gap_of_zero_sectors_before_whole_frames_is_cut_where_it_starts() {
+    // A power cut can land the later sectors of the unsynced last write and
+    // lose earlier ones: nothing from the gap on was ever synced.
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = long_log(dir.path(), 8);
+    let frame = long_frame_bytes();
+    let gap = next_sector(4 * frame + 8);
+    assert!(
+        gap + torn::SECTOR_BYTES < 5 * frame,
+        "the gap is inside frame 5"
+    );
+    write_at(&path, gap, &[0; torn::SECTOR_BYTES as usize]);
+    let (files, _) = LogFiles::open(dir.path(), SEGMENT_BYTES).expect("reopens");
+    assert_eq!(indexes(&files), vec![1, 2, 3, 4]);
+    assert_eq!(std::fs::metadata(&path).expect("stats").len(), 4 * frame);
+}
+
+#[test]
+fn a_last_frame_running_past_the_end_of_the_file_is_cut_off() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = long_log(dir.path(), 3);
+    let last = 2 * long_frame_bytes();
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .and_then(|file| file.set_len(last + 100))
+        .expect("cuts the file");
+    let (files, _) = LogFiles::open(dir.path(), SEGMENT_BYTES).expect("reopens");
+    assert_eq!(indexes(&files), vec![1, 2]);
+    assert_eq!(std::fs::metadata(&path).expect("stats").len(), last);
+}
+
+#[test]
+fn zeros_after_the_last_frame_are_kept_as_space_written_ahead() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = long_log(dir.path(), 3);
+    let size = std::fs::metadata(&path).expect("stats").len();
+    assert!(
+        size > 3 * long_frame_bytes(),
+        "the segment is extended ahead"
+    );
+    let (files, _) = LogFiles::open(dir.path(), SEGMENT_BYTES).expect("reopens");
+    assert_eq!(indexes(&files), vec![1, 2, 3]);
+    assert_eq!(std::fs::metadata(&path).expect("stats").len(), size);
+}
+
+#[test]
+fn zeros_inside_a_written_sector_of_the_last_frame_fail_open() {
+    // A disk writes a sector whole: zeros after written bytes of the same
+    // sector are damage, not a write that never landed.
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = long_log(dir.path(), 3);
+    let last = 2 * long_frame_bytes();
+    let zeros_to = next_sector(last + 60) - 4;
+    write_at(&path, last + 40, &vec![0; (zeros_to - last - 40) as usize]);
+    assert_refused_at(dir.path(), &path, last);
+}
+
+#[test]
+fn a_checksum_failure_in_the_written_last_frame_fails_open_naming_file_and_byte() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = long_log(dir.path(), 3);
+    let last = 2 * long_frame_bytes();
+    let mut byte = [0u8];
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .expect("opens");
+    file.read_exact_at(&mut byte, last + 300).expect("reads");
+    file.write_all_at(&[byte[0] ^ 0x01], last + 300)
+        .expect("flips a bit");
+    assert_refused_at(dir.path(), &path, last);
+    let error = LogFiles::open(dir.path(), SEGMENT_BYTES).expect_err("refused");
+    let message = error.to_string();
+    assert!(message.contains(&path.display().to_string()), "{message}");
+    assert!(message.contains(&format!("byte {last}")), "{message}");
+    assert!(message.contains("docs/recovery.md"), "{message}");
+}
+
+/// What opening a log with one flipped byte must do.
+#[derive(Debug, PartialEq)]
+enum Expect {
+    /// Open, keeping these entries.
+    Kept(Vec<u64>),
+    /// Refuse, naming the first segment, this byte and this damage.
+    Damaged { offset: u64, damage: FrameDamage },
+}
+
+/// Writes `entries` one group each in segments of `segment_bytes`,
+/// flips the byte at `at` of the first segment, and opens the log again.
+fn open_with_a_flipped_byte(entries: u64, segment_bytes: u64, at: u64) -> Expect {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let (files, _) = LogFiles::open(dir.path(), segment_bytes).expect("opens");
+    for index in 1..=entries {
+        files.append(&[entry(1, index)], true).expect("appends");
+    }
+    drop(files);
+    let path = segment_path(dir.path(), 1);
+    let mut bytes = std::fs::read(&path).expect("reads");
+    bytes[at as usize] ^= 0xff;
+    std::fs::write(&path, &bytes).expect("writes");
+    match LogFiles::open(dir.path(), segment_bytes) {
+        Ok((files, _)) => Expect::Kept(indexes(&files)),
+        Err(StoreError::LogFrameDamaged {
+            path: named,
+            offset,
+            damage,
+        }) => {
+            assert_eq!(named, path, "the error names the segment");
+            let kept = std::fs::read(&path).expect("reads");
+            assert_eq!(kept, bytes, "nothing is cut off a damaged segment");
+            Expect::Damaged { offset, damage }
+        }
+        Err(other) => panic!("unexpected error: {other}"),
+    }
+}
+
+#[test]
+fn a_flipped_byte_is_damage_wherever_it_is() {
+    let frame = frame_bytes();
+    // (case, entries, segment bytes, flipped byte, expected)
+    let cases = [
+        (
+            "in the last frame of the last segment",
+            3,
+            SEGMENT_BYTES,
+            2 * frame + 20,
+            Expect::Damaged {
+                offset: 2 * frame,
+                damage: FrameDamage::ChecksumMismatch,
+            },
+        ),
+        (
+            "in the length of the last frame",
+            3,
+            SEGMENT_BYTES,
+            2 * frame,
+            Expect::Damaged {
+                offset: 2 * frame,
+                damage: FrameDamage::ChecksumMismatch,
+            },
+        ),
+        (
+            "with intact entries after it",
+            5,
+            SEGMENT_BYTES,
+            frame + 20,
+            Expect::Damaged {
+                offset: frame,
+                damage: FrameDamage::ChecksumMismatch,
+            },
+        ),
+        (
+            "before the last segment",
+            6,
+            100,
+            20,
+            Expect::Damaged {
+                offset: 0,
+                damage: FrameDamage::ChecksumMismatch,
+            },
+        ),
+    ];
+    for (case, entries, segment_bytes, at, expected) in cases {
+        let found = open_with_a_flipped_byte(entries, segment_bytes, at);
+        assert_eq!(found, expected, "{case}");
+    }
+}
+
+#[test]
+fn a_damaged_frame_is_named_by_file_and_byte() {
+    let Expect::Damaged { offset, damage } = open_with_a_flipped_byte(5, SEGMENT_BYTES, 60) else {
+        panic!("damage with intact entries after it is not cut");
+    };
+    let error = StoreError::LogFrameDamaged {
+        path: "seg.log".into(),
+        offset,
+        damage,
+    };
+    assert!(
+        error.to_string().contains("seg.log is damaged at byte 40"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_committed_id_past_the_end_of_the_log_is_forgotten() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let (files, _) = LogFiles::open(dir.path(), SEGMENT_BYTES).expect("opens");
+    files
+        .append(&[entry(1, 1), Frame::Committed(id(1, 2))], true)
+        .expect("appends");
+    drop(files);
+    let (_, recovered) = LogFiles::open(dir.path(), SEGMENT_BYTES).expect("reopens");
+    assert_eq!(recovered.committed, None);
+}
+
+#[test]
+fn a_raft_log_of_the_earlier_sled_format_is_refused_by_name() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    std::fs::write(dir.path().join("conf"), b"segment_size: 524288").expect("writes");
+    std::fs::write(dir.path().join("db"), b"sled").expect("writes");
+    let error = LogFiles::open(dir.path(), SEGMENT_BYTES).expect_err("refused");
+    let message = error.to_string();
+    assert!(message.contains("sled format"), "{message}");
+    assert!(
+        message.contains(&dir.path().display().to_string()),
+        "{message}"
+    );
+}
+
+#[test]
+fn unreadable_metadata_is_named() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    std::fs::write(dir.path().join(META_FILE), b"{not json").expect("writes");
+    let error = LogFiles::open(dir.path(), SEGMENT_BYTES).expect_err("refused");
+    assert!(
+        matches!(&error, StoreError::LogMetaUnreadable { path, .. }
+            if path.ends_with(META_FILE)),
+        "{error}"
+    );
+}
