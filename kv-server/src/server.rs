@@ -102,6 +102,7 @@ pub async fn serve(
         ),
         None => None,
     };
+    config.check_compaction_lag().map_err(ServerError::Config)?;
     let peer_listen = config.peer_listen_addr().map_err(ServerError::Config)?;
     let this_node = Node {
         addr: config.advertise_url(),
