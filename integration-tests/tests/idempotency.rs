@@ -75,3 +75,34 @@ async fn a_retried_delete_answers_its_first_result() {
     );
     assert_eq!(retry.json::<Value>().await.unwrap(), first);
 }
+
+/// The idempotency window: how long a write's key is remembered.
+const WINDOW_MS: i64 = 10 * 60 * 1000;
+
+/// A leader whose clock is behind the last one's dates its writes by the
+/// apply clock, not its own: a retry under the next leader, with a sound
+/// clock, still finds the first write inside the window. (Each restart of
+/// the one node is a new leader, with the clock `KV_CLOCK_OFFSET_MS` gives.)
+#[tokio::test]
+async fn a_write_under_a_leader_whose_clock_is_behind_is_deduplicated_under_the_next() {
+    let mut server = TestServer::start().await;
+    call(&server, "PUT", "/v1/kv/idem/clock/first", Some(json!(0))).await;
+
+    let behind = (-(WINDOW_MS + 2 * 60 * 1000)).to_string();
+    server.set_env("KV_CLOCK_OFFSET_MS", Some(&behind));
+    server.restart().await;
+    let key = uuid::Uuid::new_v4().to_string();
+    let (status, first) = put_with_key(&server, "/v1/kv/idem/clock/k", &key, json!(1)).await;
+    assert_eq!(status, 201, "{first}");
+
+    server.set_env("KV_CLOCK_OFFSET_MS", None);
+    server.restart().await;
+    let (status, retry) = put_with_key(&server, "/v1/kv/idem/clock/k", &key, json!(1)).await;
+    assert_eq!(
+        (status, &retry),
+        (201, &first),
+        "the retry answers the first result"
+    );
+    let (_, entry) = call(&server, "GET", "/v1/kv/idem/clock/k", None).await;
+    assert_eq!(entry["version"], 1, "applied once: {entry}");
+}
