@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use schemas::api::ErrorCode;
+
 use crate::api::error::ApiError;
 use crate::api::AppState;
 use crate::types::{Command, CommandResult};
@@ -14,6 +16,16 @@ pub async fn propose(state: &AppState, command: Command) -> Result<CommandResult
     // large as its largest await; a parked long-poll should not carry them.
     match tokio::time::timeout(timeout, Box::pin(state.raft.client_write(command))).await {
         Err(_) => Err(ApiError::unavailable("the write was not committed in time")),
-        Ok(written) => Ok(written?.data),
+        Ok(written) => match written?.data {
+            CommandResult::IdempotencyKeyReused { key } => Err(ApiError::bad_field(
+                ErrorCode::IdempotencyKeyReused,
+                "Idempotency-Key",
+                format!(
+                    "Idempotency-Key {key} was used by another request, whose write is still \
+                     remembered; a retry must repeat that request, a new write needs a new key"
+                ),
+            )),
+            result => Ok(result),
+        },
     }
 }

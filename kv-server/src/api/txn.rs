@@ -23,7 +23,7 @@ use serde_json::Value;
 use crate::api::error::{lease_not_found, ApiError};
 use crate::api::params::{Query, LIST_PAGE};
 use crate::api::propose::propose;
-use crate::api::write::{body_error, idempotency_key};
+use crate::api::write::{body_error, idempotency_key, request_hash};
 use crate::api::{AppState, InternalRequest, REVISION_HEADER};
 use crate::types::{
     Command, CommandResult, Compare, CompareOp, CompareTarget, Op, Txn, TxnKeyValue, TxnOp,
@@ -53,9 +53,11 @@ async fn txn(
     request.validate_within(max_ops)?;
     let txn = to_txn(&state, request)?;
     let leases = lease_fields(&txn);
+    let retry_token = idempotency_key(&headers)?;
     let command = Command {
         timestamp_ms: crate::clock::now_ms(),
-        idempotency_key: idempotency_key(&headers)?,
+        idempotency_key: retry_token,
+        request_hash: request_hash(retry_token, &[b"POST /v1/txn", &body]),
         op: Op::Txn(txn),
     };
     let outcome = match propose(&state, command).await? {

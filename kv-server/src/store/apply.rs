@@ -102,6 +102,17 @@ fn apply_dated(
             .idempotent_write(id)?
             .filter(|first| first.timestamp_ms >= window_start);
         if let Some(first) = first {
+            // Either hash unknown (written before hashes were kept): the
+            // key alone decides, as it did then.
+            let reused = matches!(
+                (first.request_hash, command.request_hash),
+                (Some(first), Some(this)) if first != this
+            );
+            if reused {
+                return Ok(Applied::nothing(CommandResult::IdempotencyKeyReused {
+                    key: *id,
+                }));
+            }
             return Ok(Applied::nothing(first.result));
         }
     }
@@ -145,6 +156,7 @@ fn apply_dated(
         let first = IdempotentWrite {
             timestamp_ms: command.timestamp_ms,
             result: result.clone(),
+            request_hash: command.request_hash,
         };
         view.remember(id, &first);
     }
@@ -254,6 +266,7 @@ impl<'c> UnitWriter<'c> {
             version: entry.version,
             lease: entry.lease,
             idempotency_key: self.command.idempotency_key,
+            request_hash: self.command.request_hash,
         });
     }
 
@@ -309,6 +322,7 @@ pub fn replay_record(view: &mut ViewBatch<'_>, record: &WriteRecord) -> Result<(
         let first = IdempotentWrite {
             timestamp_ms: record.timestamp_ms,
             result,
+            request_hash: record.request_hash,
         };
         view.remember(id, &first);
     }
@@ -386,8 +400,17 @@ mod tests {
         Command {
             timestamp_ms,
             idempotency_key,
+            request_hash: idempotency_key.map(|_| hash_of(&op)),
             op,
         }
+    }
+
+    /// A stand-in for the API's request hash: one per distinct operation.
+    fn hash_of(op: &Op) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        format!("{op:?}").hash(&mut hasher);
+        hasher.finish()
     }
 
     /// Applies `command`, whose records start at offset `revision`, in a
@@ -540,6 +563,70 @@ mod tests {
                 assert_eq!((entry.version, entry.mod_revision), (2, REVISION), "{case}");
             }
         }
+    }
+
+    /// An idempotency key sent again with another request (another value,
+    /// key, condition or operation) is refused while the first write is
+    /// remembered, and changes nothing; the same request gets the first
+    /// result. A write remembered without a hash (from before hashes were
+    /// kept) is matched by its key alone.
+    #[test]
+    fn a_reused_idempotency_key_with_another_request_is_refused_and_changes_nothing() {
+        let other_value = Op::Put {
+            key: "k".into(),
+            value: "\"w\"".into(),
+            condition: Condition::Always,
+            lease: None,
+        };
+        // (the second request, whether it is refused as a reuse)
+        let cases = [
+            (put(Condition::Always), false),
+            (other_value, true),
+            (put(Condition::Absent), true),
+            (delete(Condition::Always), true),
+        ];
+        for (second, refused) in cases {
+            let case = format!("then {second:?}");
+            let (_dir, view) = open_view();
+            let id = Uuid::new_v4();
+            let first = apply(&view, 1, &command(NOW_MS, Some(id), put(Condition::Always)));
+            let again = apply(&view, 2, &command(NOW_MS + 1, Some(id), second));
+            if refused {
+                assert_eq!(
+                    again.result,
+                    CommandResult::IdempotencyKeyReused { key: id },
+                    "{case}"
+                );
+            } else {
+                assert_eq!(again.result, first.result, "{case}");
+            }
+            assert!(again.records.is_empty(), "{case}: nothing written");
+            let entry = view.get("k").expect("reads").expect("the key exists");
+            assert_eq!(
+                (entry.version, &entry.value[..]),
+                (1, &b"\"v\""[..]),
+                "{case}"
+            );
+        }
+
+        let (_dir, view) = open_view();
+        let id = Uuid::new_v4();
+        let unhashed = Command {
+            request_hash: None,
+            ..command(NOW_MS, Some(id), put(Condition::Always))
+        };
+        let first = apply(&view, 1, &unhashed);
+        let other = Op::Put {
+            key: "k".into(),
+            value: "2".into(),
+            condition: Condition::Always,
+            lease: None,
+        };
+        let again = apply(&view, 2, &command(NOW_MS, Some(id), other));
+        assert_eq!(
+            again.result, first.result,
+            "an unhashed write: the key decides"
+        );
     }
 
     /// A write whose condition failed is not remembered: its retry is

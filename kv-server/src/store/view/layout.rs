@@ -140,6 +140,9 @@ pub struct IdempotentWrite {
     pub timestamp_ms: u64,
     /// What it returned.
     pub result: CommandResult,
+    /// The hash of its request, when known (see `Command::request_hash`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_hash: Option<u64>,
 }
 
 /// The raw key of `key`'s entry.
