@@ -210,7 +210,9 @@ pub async fn serve(
         long_polls: crate::api::long_polls::LongPolls::new(config.max_long_polls),
         tokens: Default::default(),
         leader_contact: Default::default(),
+        removal: Default::default(),
     };
+    tokio::spawn(crate::removal::watch_membership(state.clone()));
     info!(
         node_id = config.node_id,
         listen = %config.listen,
