@@ -5,6 +5,9 @@
 //! cut or `kill -9` there would — so a test can crash a real node at a
 //! chosen step of a multi-step operation instead of hoping a timed kill
 //! lands there. Without the variable a point costs one comparison.
+//!
+//! `KV_FAIL_FSYNC=topic` likewise makes a real fsync fail: the checkpoint's
+//! sync of the topic reports an I/O error, as a failing disk would.
 
 use std::sync::OnceLock;
 
