@@ -28,7 +28,7 @@ use tracing::{error, warn};
 use crate::api::error::ApiError;
 use crate::api::AppState;
 use crate::peer::PeerClient;
-use crate::types::{NodeId, Raft};
+use crate::types::{NodeId, Raft, StoredMembership};
 
 /// How long the leader tries to tell a removed node, all attempts together.
 const TELL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -102,19 +102,16 @@ pub async fn watch_membership(state: AppState) {
     loop {
         let removed_at = {
             let now = metrics.borrow_and_update();
-            let membership = &now.membership_config;
             let applied = now.last_applied.map_or(0, |id| id.index);
-            let named = membership.membership().get_node(&state.node_id).is_some();
-            was_member |= named && membership.log_id().is_some();
-            membership
-                .log_id()
-                .filter(|at| was_member && !named && at.index <= applied)
+            removed_at(
+                state.node_id,
+                &now.membership_config,
+                applied,
+                &mut was_member,
+            )
         };
-        if let Some(at) = removed_at {
-            let why = format!(
-                "the membership applied at index {} does not name it",
-                at.index
-            );
+        if let Some(index) = removed_at {
+            let why = format!("the membership applied at index {index} does not name it");
             state.removal.mark(state.node_id, why, &state.raft);
             return;
         }
@@ -122,6 +119,22 @@ pub async fn watch_membership(state: AppState) {
             return;
         }
     }
+}
+
+/// The index of the membership that removed `node_id`, if `membership` is
+/// one (applied: at or below `applied`) that no longer names it while an
+/// earlier one did; `was_member` remembers whether one did.
+fn removed_at(
+    node_id: NodeId,
+    membership: &StoredMembership,
+    applied: u64,
+    was_member: &mut bool,
+) -> Option<u64> {
+    // A node that joins has no membership yet (no log id).
+    let at = membership.log_id().as_ref()?.index;
+    let named = membership.membership().get_node(&node_id).is_some();
+    *was_member |= named;
+    (*was_member && !named && at <= applied).then_some(at)
 }
 
 /// What the leader tells a node it removed.
@@ -184,5 +197,71 @@ pub async fn tell_removed(peers: PeerClient, peer_url: String, notice: RemovedNo
             }
             Err(_) => tokio::time::sleep(per_attempt).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use openraft::{CommittedLeaderId, LogId, Membership};
+
+    use super::*;
+    use crate::types::Node;
+
+    /// The membership of `members`, at log index `index`.
+    fn membership(index: u64, members: &[NodeId]) -> StoredMembership {
+        let nodes: BTreeMap<NodeId, Node> =
+            members.iter().map(|id| (*id, Node::default())).collect();
+        let voters = members.iter().copied().collect::<BTreeSet<_>>();
+        StoredMembership::new(
+            Some(LogId::new(CommittedLeaderId::new(1, 1), index)),
+            Membership::new(vec![voters], nodes),
+        )
+    }
+
+    /// Node 3 sees a run of memberships (index, members, applied index);
+    /// the index of the one that tells it it was removed, if any.
+    #[test]
+    fn a_node_is_removed_only_by_an_applied_membership_without_it_after_one_with_it() {
+        type Run = &'static [(u64, &'static [NodeId], u64)];
+        let cases: [(&str, Run, Option<u64>); 5] = [
+            ("a member stays", &[(5, &[1, 2, 3], 5)], None),
+            (
+                "removed, applied",
+                &[(5, &[1, 2, 3], 5), (9, &[1, 2], 9)],
+                Some(9),
+            ),
+            (
+                "removed, not applied yet",
+                &[(5, &[1, 2, 3], 5), (9, &[1, 2], 8)],
+                None,
+            ),
+            (
+                "joining: the memberships from before it was added come first",
+                &[(5, &[1, 2], 5), (9, &[1, 2, 3], 9)],
+                None,
+            ),
+            (
+                "joined, then removed",
+                &[(5, &[1, 2], 5), (9, &[1, 2, 3], 9), (12, &[1, 2], 12)],
+                Some(12),
+            ),
+        ];
+        for (what, run, expected) in cases {
+            let mut was_member = false;
+            let mut found = None;
+            for (index, members, applied) in run {
+                found = removed_at(3, &membership(*index, members), *applied, &mut was_member);
+            }
+            assert_eq!(found, expected, "{what}");
+        }
+        let mut was_member = false;
+        let none = StoredMembership::default();
+        assert_eq!(
+            removed_at(3, &none, 0, &mut was_member),
+            None,
+            "no membership yet"
+        );
     }
 }
