@@ -54,10 +54,18 @@ async fn txn(
     let txn = to_txn(&state, request)?;
     let leases = lease_fields(&txn);
     let retry_token = idempotency_key(&headers)?;
+    // The name server's own writes name their key after what they write,
+    // and guard it with this node's view, which may lag another node's: the
+    // same registration sent through two nodes must still dedupe, so the
+    // key alone decides for them.
+    let hash = match internal {
+        Some(_) => None,
+        None => request_hash(retry_token, &[b"POST /v1/txn", &body]),
+    };
     let command = Command {
         timestamp_ms: crate::clock::now_ms(),
         idempotency_key: retry_token,
-        request_hash: request_hash(retry_token, &[b"POST /v1/txn", &body]),
+        request_hash: hash,
         op: Op::Txn(txn),
     };
     let outcome = match propose(&state, command).await? {
