@@ -266,6 +266,34 @@ async fn every_bad_input_is_a_json_4xx_naming_it_and_loses_nothing() {
             400,
             "invalid_parameter",
         ),
+        case(
+            "change feed from the largest number, whose next overflows",
+            "GET",
+            "/v1/changes?from=18446744073709551615",
+            400,
+            "invalid_parameter",
+        ),
+        case(
+            "replay from past the largest revision",
+            "GET",
+            "/v1/topic/records?from=18446744073709551615",
+            400,
+            "invalid_parameter",
+        ),
+        case(
+            "long-poll index past the largest revision",
+            "GET",
+            "/v1/kv/keep/a?index=18446744073709551615&wait=1s",
+            400,
+            "invalid_parameter",
+        ),
+        case(
+            "prefix long-poll index past the largest revision",
+            "GET",
+            "/v1/kv?prefix=keep/&index=9223372036854775808&wait=1s",
+            400,
+            "invalid_parameter",
+        ),
         case("unknown route", "GET", "/v2/everything", 404, "not_found"),
         case(
             "wrong method",
@@ -439,6 +467,11 @@ async fn a_node_refuses_to_start_with_flags_that_contradict_each_other_naming_th
             "peers without this node",
             &["--peers", "2=http://127.0.0.1:1"],
             &["--peers", "--node-id 1"],
+        ),
+        (
+            "a compaction lag shorter than the idempotency window",
+            &["--min-compaction-lag-ms", "1000"],
+            &["--min-compaction-lag-ms 1000", "600000 ms"],
         ),
         (
             "a join URL that is not a node's",

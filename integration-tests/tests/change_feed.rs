@@ -19,6 +19,7 @@ const EAGER_CLEANER: &[&str] = &[
     "0",
     "--cleaner-interval-ms",
     "50",
+    "--allow-short-compaction-lag",
 ];
 
 async fn changes(server: &TestServer, query: &str) -> (u16, Value) {

@@ -24,6 +24,7 @@ const EAGER_CLEANER: &[&str] = &[
     "0",
     "--cleaner-interval-ms",
     "50",
+    "--allow-short-compaction-lag",
 ];
 
 fn client_of(server: &TestServer) -> Client {

@@ -271,9 +271,33 @@ pub struct Config {
     /// How long a tombstone stays after it became clean (ms).
     #[arg(long, env = "KV_DELETE_RETENTION_MS", default_value_t = 24 * 60 * 60 * 1000)]
     pub delete_retention_ms: u64,
+
+    /// Takes a `--min-compaction-lag-ms` shorter than the idempotency
+    /// window (for tests of the cleaner): a node rebuilt from its topic may
+    /// then apply a retry the others dedupe. Alone it is `true`.
+    #[arg(long, env = "KV_ALLOW_SHORT_COMPACTION_LAG", action = clap::ArgAction::Set,
+          num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    pub allow_short_compaction_lag: bool,
 }
 
 impl Config {
+    /// Refuses a `--min-compaction-lag-ms` shorter than the idempotency
+    /// window (unless `--allow-short-compaction-lag`): the cleaner could
+    /// drop a record whose idempotency key is still remembered, and a node
+    /// rebuilt from its topic would then forget it where the others do not.
+    pub fn check_compaction_lag(&self) -> Result<(), String> {
+        let window_ms = crate::store::apply::IDEMPOTENCY_WINDOW_MS;
+        if self.min_compaction_lag_ms < window_ms && !self.allow_short_compaction_lag {
+            return Err(format!(
+                "--min-compaction-lag-ms {} is shorter than the idempotency window of {window_ms} ms: \
+                 a node rebuilt from its topic could apply a retry the others dedupe; \
+                 give at least {window_ms} (or --allow-short-compaction-lag, for tests)",
+                self.min_compaction_lag_ms
+            ));
+        }
+        Ok(())
+    }
+
     /// The URL clients reach this node at: `--advertise`, else
     /// `http://<listen>`.
     pub fn advertise_url(&self) -> String {
@@ -445,6 +469,7 @@ mod tests {
         ("--cleaner-interval-ms", "15000"),
         ("--min-compaction-lag-ms", "900000"),
         ("--delete-retention-ms", "86400000"),
+        ("--allow-short-compaction-lag", "false"),
     ];
 
     /// Every flag given once: (flag, value, the field as [`fields`] shows it).
@@ -523,6 +548,7 @@ mod tests {
         ("--cleaner-interval-ms", "100", "100"),
         ("--min-compaction-lag-ms", "0", "0"),
         ("--delete-retention-ms", "5", "5"),
+        ("--allow-short-compaction-lag", "true", "true"),
     ];
 
     /// Names the test run in a child process with the variables set.
@@ -620,6 +646,10 @@ mod tests {
                 "--delete-retention-ms",
                 config.delete_retention_ms.to_string(),
             ),
+            (
+                "--allow-short-compaction-lag",
+                config.allow_short_compaction_lag.to_string(),
+            ),
         ]
     }
 
@@ -688,6 +718,37 @@ mod tests {
                     default
                 };
                 assert_eq!(shown, wanted, "{given_flag} {value}: {flag}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_compaction_lag_shorter_than_the_idempotency_window_is_refused_naming_both() {
+        // (flags, refused)
+        let cases: &[(&[&str], bool)] = &[
+            (&[], false),
+            (&["--min-compaction-lag-ms", "600000"], false),
+            (&["--min-compaction-lag-ms", "599999"], true),
+            (&["--min-compaction-lag-ms", "0"], true),
+            (
+                &[
+                    "--min-compaction-lag-ms",
+                    "0",
+                    "--allow-short-compaction-lag",
+                ],
+                false,
+            ),
+        ];
+        for (args, refused) in cases {
+            match config(args).check_compaction_lag() {
+                Ok(()) => assert!(!refused, "{args:?} is refused"),
+                Err(why) => {
+                    assert!(refused, "{args:?} is taken: {why}");
+                    let lag = args[1];
+                    for named in ["--min-compaction-lag-ms", lag, "600000"] {
+                        assert!(why.contains(named), "{args:?} names {named}: {why}");
+                    }
+                }
             }
         }
     }

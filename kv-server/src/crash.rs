@@ -10,6 +10,9 @@
 //! of the view's checkpoint first sleeps that long: a slow (or, with a
 //! large value, stalled) disk, on the threads that do the syncing, for the
 //! tests of what a slow disk must not hold up.
+//!
+//! `KV_FAIL_FSYNC=topic` likewise makes a real fsync fail: the checkpoint's
+//! sync of the topic reports an I/O error, as a failing disk would.
 
 use std::sync::OnceLock;
 
@@ -45,5 +48,26 @@ pub fn fsync_delay() {
     });
     if let Some(delay) = delay {
         std::thread::sleep(*delay);
+    }
+}
+
+/// `KV_FAIL_FSYNC=topic`: the checkpoint's fsync of the topic fails, as a
+/// failing disk's would, once the topic holds a record (so that something
+/// acknowledged is at stake). Read once, like `KV_CRASH_AT`.
+pub const FSYNC_TOPIC: &str = "topic";
+
+/// Whether `KV_FAIL_FSYNC` names `what`: its fsync is to fail.
+pub fn fsync_fails(what: &str) -> bool {
+    static FAIL: OnceLock<Option<String>> = OnceLock::new();
+    let fail = FAIL.get_or_init(|| std::env::var("KV_FAIL_FSYNC").ok());
+    fail.as_deref() == Some(what)
+}
+
+/// The error an injected fsync failure of `path` reports.
+pub fn injected_fsync_error(path: &std::path::Path) -> crate::error::StoreError {
+    crate::error::StoreError::Io {
+        op: "fsync",
+        path: path.to_path_buf(),
+        source: std::io::Error::other("injected by KV_FAIL_FSYNC"),
     }
 }

@@ -107,6 +107,13 @@ pub enum StoreError {
     /// The thread that writes the raft log is gone.
     #[error("the raft log's writer has stopped")]
     LogWriterStopped,
+    /// An earlier checkpoint failed; none is tried again (see
+    /// `Store::checkpoint`).
+    #[error("an earlier checkpoint failed ({first}); the node is stopping")]
+    CheckpointFailedBefore {
+        /// The first failure.
+        first: String,
+    },
     /// A file other than the topic's failed.
     #[error("{op} {path}: {source}")]
     Io {

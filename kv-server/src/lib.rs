@@ -42,6 +42,7 @@ pub(crate) mod namesrv;
 pub(crate) mod network;
 pub(crate) mod peer;
 pub(crate) mod read_index;
+pub(crate) mod removal;
 pub mod server;
 pub(crate) mod store;
 pub mod tls;

@@ -102,6 +102,7 @@ pub async fn serve(
         ),
         None => None,
     };
+    config.check_compaction_lag().map_err(ServerError::Config)?;
     let peer_listen = config.peer_listen_addr().map_err(ServerError::Config)?;
     let this_node = Node {
         addr: config.advertise_url(),
@@ -210,7 +211,9 @@ pub async fn serve(
         tokens: Default::default(),
         leader_contact: Default::default(),
         write_budget: crate::write_budget::WriteBudget::new(config.max_pending_write_bytes),
+        removal: Default::default(),
     };
+    tokio::spawn(crate::removal::watch_membership(state.clone()));
     info!(
         node_id = config.node_id,
         listen = %config.listen,

@@ -66,6 +66,12 @@ pub struct Command {
     /// A client's retry token: a second command with the same key returns
     /// the first one's result and changes nothing.
     pub idempotency_key: Option<Uuid>,
+    /// With `idempotency_key`: a hash of the request the key came with
+    /// ([`crate::api::write::request_hash`]); a later command with the same
+    /// key and another hash is refused, not answered the first result.
+    /// Entries written before it have none and are not checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_hash: Option<u64>,
     /// What to do.
     pub op: Op,
 }
@@ -273,6 +279,12 @@ pub enum CommandResult {
     LeaseLimit {
         /// The limit.
         max_leases: u64,
+    },
+    /// The idempotency key came with another request before, whose write
+    /// is still remembered; nothing changed.
+    IdempotencyKeyReused {
+        /// The key.
+        key: Uuid,
     },
 }
 

@@ -106,6 +106,7 @@ async fn put_record(
         Command {
             timestamp_ms: crate::clock::now_ms(),
             idempotency_key: None,
+            request_hash: None,
             op: Op::Put {
                 key,
                 value,
@@ -123,6 +124,7 @@ async fn delete_record(state: &AppState, key: String) -> Result<CommandResult, A
         Command {
             timestamp_ms: crate::clock::now_ms(),
             idempotency_key: None,
+            request_hash: None,
             op: Op::Delete {
                 key,
                 condition: Condition::Always,

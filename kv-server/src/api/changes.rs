@@ -91,7 +91,7 @@ async fn changes(
 ) -> Result<Response, ApiError> {
     let query = Query::parse(query.as_deref(), &["prefix", "from", "limit", "wait"])?;
     let prefix = query.get("prefix").unwrap_or("").to_string();
-    let from = query.number("from")?.unwrap_or(0);
+    let from = query.revision("from")?.unwrap_or(0);
     let limit = query.limit(CHANGES_PAGE)?;
     let wait = query
         .get("wait")

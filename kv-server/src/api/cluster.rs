@@ -299,7 +299,25 @@ async fn remove_member(
         ChangeMembers::RemoveNodes(BTreeSet::from([id]))
     };
     info!(node = id, "removing a member");
-    change(&state, changes).await?;
+    let log_index = change(&state, changes).await?;
+    if let Some(node) = membership.get_node(&id) {
+        // openraft stops replicating to the node, which may never apply the
+        // membership without it: tell it, so it stops serving at once.
+        let notice = crate::removal::RemovedNotice {
+            node_id: id,
+            leader: state.node_id,
+            log_index,
+            members: current_membership(&state)
+                .nodes()
+                .map(|(id, _)| *id)
+                .collect(),
+        };
+        tokio::spawn(crate::removal::tell_removed(
+            state.peers.clone(),
+            node.peer_url().to_string(),
+            notice,
+        ));
+    }
     Ok(membership_view(&state))
 }
 

@@ -15,7 +15,8 @@ use crate::api::error::ApiError;
 use crate::api::long_polls::LongPollGate;
 use crate::api::params::{page_bounds, path_capture, Blocking, Consistency, Query, LIST_PAGE};
 use crate::api::write::{
-    body_error, condition, etag, idempotency_key, validate_json, value_too_large, write_response,
+    body_error, condition, condition_part, etag, idempotency_key, request_hash, validate_json,
+    value_too_large, write_response,
 };
 use crate::api::{linearizable_barrier, propose, AppState, INDEX_HEADER, REVISION_HEADER};
 use crate::store::view::KeyEntry;
@@ -77,13 +78,24 @@ async fn put_key(
         return Err(value_too_large(&state, body.len()));
     }
     let value = validate_json(&body)?;
+    let retry_token = idempotency_key(&headers)?;
+    let condition = condition(&headers)?;
     let command = Command {
         timestamp_ms: crate::clock::now_ms(),
-        idempotency_key: idempotency_key(&headers)?,
+        idempotency_key: retry_token,
+        request_hash: request_hash(
+            retry_token,
+            &[
+                b"PUT /v1/kv",
+                key.as_bytes(),
+                value.as_bytes(),
+                &condition_part(condition, lease),
+            ],
+        ),
         op: Op::Put {
             key: key.clone(),
             value,
-            condition: condition(&headers)?,
+            condition,
             lease,
         },
     };
@@ -101,12 +113,22 @@ async fn delete_key(
     let key = key_from_path(path)?;
     refuse_metadata_key(&key)?;
     Query::parse(query.as_deref(), &[])?;
+    let retry_token = idempotency_key(&headers)?;
+    let condition = condition(&headers)?;
     let command = Command {
         timestamp_ms: crate::clock::now_ms(),
-        idempotency_key: idempotency_key(&headers)?,
+        idempotency_key: retry_token,
+        request_hash: request_hash(
+            retry_token,
+            &[
+                b"DELETE /v1/kv",
+                key.as_bytes(),
+                &condition_part(condition, None),
+            ],
+        ),
         op: Op::Delete {
             key: key.clone(),
-            condition: condition(&headers)?,
+            condition,
         },
     };
     let result = propose(&state, command).await?;

@@ -55,6 +55,7 @@ async fn grant(
     let command = Command {
         timestamp_ms: crate::clock::now_ms(),
         idempotency_key: None,
+        request_hash: None,
         op: Op::LeaseGrant {
             ttl_ms: asked.ttl_s * 1000,
             max_leases: state.config.max_leases,
@@ -169,6 +170,7 @@ async fn revoke(
     let command = Command {
         timestamp_ms: crate::clock::now_ms(),
         idempotency_key: None,
+        request_hash: None,
         op: Op::LeaseRevoke { id },
     };
     match propose(&state, command).await? {

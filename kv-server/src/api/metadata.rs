@@ -21,7 +21,8 @@ use serde_json::value::RawValue;
 use crate::api::error::ApiError;
 use crate::api::params::{page_bounds, path_capture, Consistency, Query, LIST_PAGE};
 use crate::api::write::{
-    body_error, condition, etag, idempotency_key, value_too_large, write_response,
+    body_error, condition, condition_part, etag, idempotency_key, request_hash, value_too_large,
+    write_response,
 };
 use crate::api::{linearizable_barrier, propose, AppState, REVISION_HEADER};
 use crate::types::{Command, CommandResult, Condition, Op};
@@ -113,6 +114,18 @@ async fn put<T: MetadataKind>(
     let asked = condition(&headers)?;
     let retry_token = idempotency_key(&headers)?;
     let value = serde_json::to_string(&config).expect("a validated config serializes");
+    // The request as the client sent it: the condition checked here moves
+    // with the key, so a retry would not carry the same one.
+    let hash = request_hash(
+        retry_token,
+        &[
+            b"PUT",
+            T::KEY_PREFIX.as_bytes(),
+            name.as_bytes(),
+            value.as_bytes(),
+            &condition_part(asked, lease),
+        ],
+    );
     if asked != Condition::Always && asked != checked {
         if retry_token.is_none() {
             return Ok(write_response(
@@ -128,6 +141,7 @@ async fn put<T: MetadataKind>(
         let command = Command {
             timestamp_ms: crate::clock::now_ms(),
             idempotency_key: retry_token,
+            request_hash: hash,
             op: Op::Put {
                 key: key.clone(),
                 value,
@@ -140,6 +154,7 @@ async fn put<T: MetadataKind>(
     let command = Command {
         timestamp_ms: crate::clock::now_ms(),
         idempotency_key: retry_token,
+        request_hash: hash,
         op: Op::Put {
             key: key.clone(),
             value,
@@ -202,12 +217,23 @@ async fn delete<T: MetadataKind>(
     let name = name_from_path::<T>(path)?;
     Query::parse(query.as_deref(), &[])?;
     let key = format!("{}{name}", T::KEY_PREFIX);
+    let retry_token = idempotency_key(&headers)?;
+    let condition = condition(&headers)?;
     let command = Command {
         timestamp_ms: crate::clock::now_ms(),
-        idempotency_key: idempotency_key(&headers)?,
+        idempotency_key: retry_token,
+        request_hash: request_hash(
+            retry_token,
+            &[
+                b"DELETE",
+                T::KEY_PREFIX.as_bytes(),
+                name.as_bytes(),
+                &condition_part(condition, None),
+            ],
+        ),
         op: Op::Delete {
             key: key.clone(),
-            condition: condition(&headers)?,
+            condition,
         },
     };
     match propose(&state, command).await? {

@@ -102,6 +102,9 @@ pub struct AppState {
     pub leader_contact: crate::namesrv::freshness::LeaderContact,
     /// Room for the writes this node proposes (`--max-pending-write-bytes`).
     pub write_budget: crate::write_budget::WriteBudget,
+    /// Whether this node was removed from the cluster (then it serves
+    /// nothing: see `removal`).
+    pub removal: Arc<crate::removal::Removal>,
 }
 
 /// The client port: the public API. `/raft/*` is not there (404): the
@@ -151,6 +154,10 @@ async fn mark_internal(mut request: Request) -> Request {
 pub fn peer_router(state: AppState) -> Router {
     public_routes(&state)
         .merge(raft::routes(&state.config))
+        .route(
+            "/raft/removed",
+            axum::routing::post(crate::removal::removed),
+        )
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             peer::same_cluster,
@@ -188,6 +195,11 @@ fn public_routes(state: &AppState) -> Router<AppState> {
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             forward::forward_writes,
+        ))
+        // Before anything is passed on or waited for.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::removal::refuse_when_removed,
         ))
         .layer(
             ServiceBuilder::new()

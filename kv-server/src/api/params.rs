@@ -36,6 +36,10 @@ pub const CHANGES_PAGE: PageLimit = PageLimit {
     max: 10_000,
 };
 
+/// The largest revision a request may name, as etcd's (a signed 64-bit
+/// number): far beyond any store's, and `from + 1` never overflows.
+pub const MAX_REVISION: Revision = i64::MAX as Revision;
+
 /// The bounds of one page: `limit` entries, and no more value bytes than
 /// `--max-page-bytes` (the first entry excepted).
 pub fn page_bounds(state: &AppState, limit: u64) -> PageBounds {
@@ -107,6 +111,19 @@ impl Query {
             .transpose()
     }
 
+    /// A revision parameter (`from`, `index`): at most [`MAX_REVISION`], so
+    /// that the revision after it is one too.
+    pub fn revision(&self, name: &str) -> Result<Option<Revision>, ApiError> {
+        match self.number(name)? {
+            Some(revision) if revision > MAX_REVISION => Err(ApiError::bad_field(
+                ErrorCode::InvalidParameter,
+                name,
+                format!("{name} must be a revision, at most {MAX_REVISION}, got {revision}"),
+            )),
+            revision => Ok(revision),
+        }
+    }
+
     /// The `limit` parameter: the page's default when absent, else
     /// 1..=its max.
     pub fn limit(&self, page: PageLimit) -> Result<u64, ApiError> {
@@ -137,7 +154,7 @@ impl Query {
 
     /// The long-poll parameters `index` and `wait`; `wait` needs `index`.
     pub fn blocking(&self, max_wait_ms: u64) -> Result<Option<Blocking>, ApiError> {
-        let index = self.number("index")?;
+        let index = self.revision("index")?;
         let wait = self
             .get("wait")
             .map(|raw| parse_wait(raw, max_wait_ms))
@@ -244,6 +261,32 @@ pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_revision_parameter_is_refused_past_the_largest_revision_naming_it() {
+        // (query, the revision, or the error naming the parameter)
+        let cases: &[(&str, Result<Option<Revision>, &str>)] = &[
+            ("", Ok(None)),
+            ("from=0", Ok(Some(0))),
+            ("from=9223372036854775807", Ok(Some(MAX_REVISION))),
+            ("from=9223372036854775808", Err("from")),
+            ("from=18446744073709551615", Err("from")),
+            ("from=18446744073709551616", Err("from")),
+            ("from=-1", Err("from")),
+        ];
+        for (raw, expected) in cases {
+            let query = Query::parse(Some(raw), &["from"]).expect("the query parses");
+            match (query.revision("from"), expected) {
+                (Ok(found), Ok(expected)) => assert_eq!(found, *expected, "{raw}"),
+                (Err(error), Err(named)) => {
+                    assert_eq!(error.code(), ErrorCode::InvalidParameter, "{raw}");
+                    let field = format!("field: Some({named:?})");
+                    assert!(format!("{error:?}").contains(&field), "{raw}: {error:?}");
+                }
+                (found, expected) => panic!("{raw}: {found:?}, expected {expected:?}"),
+            }
+        }
+    }
 
     #[test]
     fn wait_takes_units_and_a_limit() {

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use schemas::api::ErrorCode;
+
 use crate::api::error::ApiError;
 use crate::api::AppState;
 use crate::types::{Command, CommandResult};
@@ -30,6 +32,16 @@ pub async fn propose(state: &AppState, command: Command) -> Result<CommandResult
     match tokio::time::timeout_at(deadline, write).await {
         Err(_) => Err(ApiError::unavailable("the write was not committed in time")),
         Ok(Err(joined)) => Err(ApiError::internal(format!("the write failed: {joined}"))),
-        Ok(Ok(written)) => Ok(written?.data),
+        Ok(Ok(written)) => match written?.data {
+            CommandResult::IdempotencyKeyReused { key } => Err(ApiError::bad_field(
+                ErrorCode::IdempotencyKeyReused,
+                "Idempotency-Key",
+                format!(
+                    "Idempotency-Key {key} was used by another request, whose write is still \
+                     remembered; a retry must repeat that request, a new write needs a new key"
+                ),
+            )),
+            result => Ok(result),
+        },
     }
 }

@@ -69,7 +69,7 @@ async fn records(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let query = Query::parse(query.as_deref(), &["from"])?;
-    let from = query.number("from")?.unwrap_or(0);
+    let from = query.revision("from")?.unwrap_or(0);
     check_floor(&state.store, from.saturating_sub(1))?;
     let revision = state.store.revision();
     let (sender, receiver) = mpsc::channel::<BodyItem>(CHUNKS_BUFFERED);

@@ -23,7 +23,7 @@ use serde_json::Value;
 use crate::api::error::{lease_not_found, ApiError};
 use crate::api::params::{Query, LIST_PAGE};
 use crate::api::propose::propose;
-use crate::api::write::{body_error, idempotency_key};
+use crate::api::write::{body_error, idempotency_key, request_hash};
 use crate::api::{AppState, InternalRequest, REVISION_HEADER};
 use crate::types::{
     Command, CommandResult, Compare, CompareOp, CompareTarget, Op, Txn, TxnKeyValue, TxnOp,
@@ -53,9 +53,19 @@ async fn txn(
     request.validate_within(max_ops)?;
     let txn = to_txn(&state, request)?;
     let leases = lease_fields(&txn);
+    let retry_token = idempotency_key(&headers)?;
+    // The name server's own writes name their key after what they write,
+    // and guard it with this node's view, which may lag another node's: the
+    // same registration sent through two nodes must still dedupe, so the
+    // key alone decides for them.
+    let hash = match internal {
+        Some(_) => None,
+        None => request_hash(retry_token, &[b"POST /v1/txn", &body]),
+    };
     let command = Command {
         timestamp_ms: crate::clock::now_ms(),
-        idempotency_key: idempotency_key(&headers)?,
+        idempotency_key: retry_token,
+        request_hash: hash,
         op: Op::Txn(txn),
     };
     let outcome = match propose(&state, command).await? {

@@ -8,6 +8,7 @@ use axum::Json;
 use schemas::api::header::IDEMPOTENCY_KEY;
 use schemas::api::{ErrorCode, WriteResult};
 use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::api::error::{lease_not_found, ApiError};
@@ -50,6 +51,32 @@ pub fn condition(headers: &HeaderMap) -> Result<Condition, ApiError> {
         )),
         (None, None) => Ok(Condition::Always),
     }
+}
+
+/// What a write's `Idempotency-Key` is checked against: a hash of the
+/// request, from the parts that decide what it does (its route and method,
+/// the key or name, the body, the condition and lease headers and
+/// parameters), each length-prefixed; `None` without a key. The first 8
+/// bytes of a SHA-256: a reused key is a client's mistake to catch, not an
+/// adversary's forgery.
+pub fn request_hash(idempotency_key: Option<Uuid>, parts: &[&[u8]]) -> Option<u64> {
+    idempotency_key?;
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update((part.len() as u64).to_le_bytes());
+        hasher.update(part);
+    }
+    let digest = hasher.finalize();
+    let first: [u8; 8] = digest[..8]
+        .try_into()
+        .expect("a SHA-256 digest is 32 bytes");
+    Some(u64::from_le_bytes(first))
+}
+
+/// The hash part of a write's condition and lease, as the state machine
+/// sees them (whichever header spelling gave them).
+pub fn condition_part(condition: Condition, lease: Option<u64>) -> Vec<u8> {
+    format!("{condition:?} lease={lease:?}").into_bytes()
 }
 
 /// The `Idempotency-Key` header: a UUID naming the write.

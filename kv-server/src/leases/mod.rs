@@ -141,6 +141,7 @@ async fn expire(raft: Raft, store: Arc<Store>, id: LeaseId, timeout: Duration) {
     let command = Command {
         timestamp_ms: crate::clock::now_ms(),
         idempotency_key: None,
+        request_hash: None,
         op: Op::LeaseExpire { id },
     };
     match tokio::time::timeout(timeout, raft.client_write(command)).await {

@@ -53,21 +53,66 @@ impl Applied {
 /// delete of a missing key) are not remembered: a retry is evaluated again,
 /// which is what every node does, because the dedupe table must be
 /// rebuildable from the topic alone.
+///
+/// The command is dated by the apply clock, never by its leader's clock
+/// alone: at `max(its timestamp, the clock)`, so a new leader whose clock
+/// is behind the last one's neither dates records back in time nor brings
+/// expired idempotency keys back. A write moves the clock to its date; a
+/// command that writes nothing leaves it, since a node rebuilt from the
+/// topic dates its clock by the records it replays.
 pub fn apply_command(
     view: &mut ViewBatch<'_>,
     log_index: u64,
     next_offset: u64,
     command: &Command,
 ) -> Result<Applied, StoreError> {
-    let window_start = command.timestamp_ms.saturating_sub(IDEMPOTENCY_WINDOW_MS);
+    let clock_ms = view.clock_ms()?;
+    let applied = if command.timestamp_ms < clock_ms {
+        let dated = Command {
+            timestamp_ms: clock_ms,
+            ..command.clone()
+        };
+        apply_dated(view, log_index, next_offset, &dated)?
+    } else {
+        apply_dated(view, log_index, next_offset, command)?
+    };
+    if !applied.records.is_empty() {
+        view.advance_clock(command.timestamp_ms)?;
+    }
     if log_index % EXPIRY_EVERY_ENTRIES == 0 {
+        // By the clock, not the command's date: a command that writes
+        // nothing does not move the clock, and a node rebuilt from the
+        // topic would not know how far it had expired.
+        let window_start = view.clock_ms()?.saturating_sub(IDEMPOTENCY_WINDOW_MS);
         view.expire_idempotent_writes(window_start.saturating_sub(EXPIRY_SLACK_MS))?;
     }
+    Ok(applied)
+}
+
+/// [`apply_command`] once `command` carries its date by the apply clock.
+fn apply_dated(
+    view: &mut ViewBatch<'_>,
+    log_index: u64,
+    next_offset: u64,
+    command: &Command,
+) -> Result<Applied, StoreError> {
+    let window_start = command.timestamp_ms.saturating_sub(IDEMPOTENCY_WINDOW_MS);
     if let Some(id) = &command.idempotency_key {
         let first = view
             .idempotent_write(id)?
             .filter(|first| first.timestamp_ms >= window_start);
         if let Some(first) = first {
+            // Either hash unknown (written before hashes were kept): the
+            // key alone decides, as it did then.
+            let reused = matches!(
+                (first.request_hash, command.request_hash),
+                (Some(first), Some(this)) if first != this
+            );
+            if reused {
+                return Ok(Applied::nothing(CommandResult::IdempotencyKeyReused {
+                    key: *id,
+                }));
+            }
             return Ok(Applied::nothing(first.result));
         }
     }
@@ -111,6 +156,7 @@ pub fn apply_command(
         let first = IdempotentWrite {
             timestamp_ms: command.timestamp_ms,
             result: result.clone(),
+            request_hash: command.request_hash,
         };
         view.remember(id, &first);
     }
@@ -220,6 +266,7 @@ impl<'c> UnitWriter<'c> {
             version: entry.version,
             lease: entry.lease,
             idempotency_key: self.command.idempotency_key,
+            request_hash: self.command.request_hash,
         });
     }
 
@@ -238,6 +285,7 @@ impl<'c> UnitWriter<'c> {
 /// install): the same effect its command had. (The count of leases is made
 /// again once the whole topic is replayed: `leases::recount`.)
 pub fn replay_record(view: &mut ViewBatch<'_>, record: &WriteRecord) -> Result<(), StoreError> {
+    view.advance_clock(record.timestamp_ms)?;
     match &record.value {
         Some(value) => {
             view.put(
@@ -274,6 +322,7 @@ pub fn replay_record(view: &mut ViewBatch<'_>, record: &WriteRecord) -> Result<(
         let first = IdempotentWrite {
             timestamp_ms: record.timestamp_ms,
             result,
+            request_hash: record.request_hash,
         };
         view.remember(id, &first);
     }
@@ -351,8 +400,17 @@ mod tests {
         Command {
             timestamp_ms,
             idempotency_key,
+            request_hash: idempotency_key.map(|_| hash_of(&op)),
             op,
         }
+    }
+
+    /// A stand-in for the API's request hash: one per distinct operation.
+    fn hash_of(op: &Op) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        format!("{op:?}").hash(&mut hasher);
+        hasher.finish()
     }
 
     /// Applies `command`, whose records start at offset `revision`, in a
@@ -507,6 +565,70 @@ mod tests {
         }
     }
 
+    /// An idempotency key sent again with another request (another value,
+    /// key, condition or operation) is refused while the first write is
+    /// remembered, and changes nothing; the same request gets the first
+    /// result. A write remembered without a hash (from before hashes were
+    /// kept) is matched by its key alone.
+    #[test]
+    fn a_reused_idempotency_key_with_another_request_is_refused_and_changes_nothing() {
+        let other_value = Op::Put {
+            key: "k".into(),
+            value: "\"w\"".into(),
+            condition: Condition::Always,
+            lease: None,
+        };
+        // (the second request, whether it is refused as a reuse)
+        let cases = [
+            (put(Condition::Always), false),
+            (other_value, true),
+            (put(Condition::Absent), true),
+            (delete(Condition::Always), true),
+        ];
+        for (second, refused) in cases {
+            let case = format!("then {second:?}");
+            let (_dir, view) = open_view();
+            let id = Uuid::new_v4();
+            let first = apply(&view, 1, &command(NOW_MS, Some(id), put(Condition::Always)));
+            let again = apply(&view, 2, &command(NOW_MS + 1, Some(id), second));
+            if refused {
+                assert_eq!(
+                    again.result,
+                    CommandResult::IdempotencyKeyReused { key: id },
+                    "{case}"
+                );
+            } else {
+                assert_eq!(again.result, first.result, "{case}");
+            }
+            assert!(again.records.is_empty(), "{case}: nothing written");
+            let entry = view.get("k").expect("reads").expect("the key exists");
+            assert_eq!(
+                (entry.version, &entry.value[..]),
+                (1, &b"\"v\""[..]),
+                "{case}"
+            );
+        }
+
+        let (_dir, view) = open_view();
+        let id = Uuid::new_v4();
+        let unhashed = Command {
+            request_hash: None,
+            ..command(NOW_MS, Some(id), put(Condition::Always))
+        };
+        let first = apply(&view, 1, &unhashed);
+        let other = Op::Put {
+            key: "k".into(),
+            value: "2".into(),
+            condition: Condition::Always,
+            lease: None,
+        };
+        let again = apply(&view, 2, &command(NOW_MS, Some(id), other));
+        assert_eq!(
+            again.result, first.result,
+            "an unhashed write: the key decides"
+        );
+    }
+
     /// A write whose condition failed is not remembered: its retry is
     /// evaluated again, as every node (and a replay of the topic) does.
     #[test]
@@ -556,6 +678,74 @@ mod tests {
             let found = batch.idempotent_write(&id).expect("reads");
             assert_eq!(found.is_some(), remembered, "{case}");
         }
+    }
+
+    /// Leaders' clocks disagree: each case is the timestamps of a run of
+    /// writes, and the dates they are applied at, which never go back.
+    #[test]
+    fn writes_are_dated_by_a_clock_that_never_goes_back_across_leaders() {
+        let cases: [(&[u64], &[u64]); 4] = [
+            (&[10, 20, 30], &[10, 20, 30]),
+            (&[30, 20, 10], &[30, 30, 30]),
+            (&[10, 50, 40, 60], &[10, 50, 50, 60]),
+            (&[50, 50, 49], &[50, 50, 50]),
+        ];
+        for (stamped, dated) in cases {
+            let (_dir, view) = open_view();
+            let mut found = Vec::new();
+            for (n, timestamp_ms) in stamped.iter().enumerate() {
+                let revision = n as Revision + 1;
+                let applied = apply(
+                    &view,
+                    revision,
+                    &command(NOW_MS + timestamp_ms, None, put(Condition::Always)),
+                );
+                found.push(applied.records[0].timestamp_ms - NOW_MS);
+            }
+            assert_eq!(found, dated, "leader timestamps {stamped:?}");
+        }
+    }
+
+    /// A leader whose clock is a window behind the last one's still
+    /// dedupes a retry of a write the last leader applied a moment ago.
+    #[test]
+    fn a_retry_under_a_leader_whose_clock_is_behind_is_still_deduplicated() {
+        let (_dir, view) = open_view();
+        let id = Some(Uuid::new_v4());
+        let first = apply(&view, 1, &command(NOW_MS, id, put(Condition::Always)));
+        let behind_ms = NOW_MS - 2 * IDEMPOTENCY_WINDOW_MS;
+        let retry = apply(&view, 2, &command(behind_ms, id, put(Condition::Always)));
+        assert_eq!(retry.result, first.result);
+        assert!(retry.records.is_empty(), "the retry wrote nothing");
+        let other = Op::Put {
+            key: "other".into(),
+            value: "1".into(),
+            condition: Condition::Always,
+            lease: None,
+        };
+        let later = apply(&view, 3, &command(behind_ms, None, other));
+        assert_eq!(later.records[0].timestamp_ms, NOW_MS, "dated by the clock");
+    }
+
+    /// A command that writes nothing does not move the clock (a node
+    /// rebuilt from the topic could not know it did), and a replayed record
+    /// moves it as its write did.
+    #[test]
+    fn only_writes_move_the_clock_so_a_replay_dates_it_alike() {
+        let (_dir, view) = open_view();
+        let applied = apply(&view, 1, &command(NOW_MS, None, put(Condition::Always)));
+        apply(
+            &view,
+            2,
+            &command(NOW_MS + 5_000, None, put(Condition::Absent)),
+        );
+        assert_eq!(view.batch().clock_ms().unwrap(), NOW_MS);
+
+        let (_dir, replayed) = open_view();
+        let mut batch = replayed.batch();
+        replay_record(&mut batch, &applied.records[0]).unwrap();
+        replayed.commit(batch);
+        assert_eq!(replayed.batch().clock_ms().unwrap(), NOW_MS);
     }
 
     #[test]

@@ -54,6 +54,7 @@ pub(crate) mod tests {
             EntryPayload::Normal(Command {
                 timestamp_ms: 1_000,
                 idempotency_key: None,
+                request_hash: None,
                 op: Op::Put {
                     key: key.to_string(),
                     value: "{}".to_string(),

@@ -235,6 +235,7 @@ mod tests {
             self.apply_payload(EntryPayload::Normal(Command {
                 timestamp_ms: 1_000,
                 idempotency_key: None,
+                request_hash: None,
                 op,
             }))
         }

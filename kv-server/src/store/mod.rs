@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use compaction::{fsutil, Topic, TopicConfig};
 use openraft::EntryPayload;
 use parking_lot::Mutex;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::error::StoreError;
 use crate::store::apply::apply_command;
@@ -101,6 +101,9 @@ pub async fn blocking<T: Send + 'static>(
 /// Longest time between two checkpoints (topic fsync, then view flush)
 /// while entries are applied.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+/// The exit status of a node stopped by a failed checkpoint: sysexits'
+/// `EX_IOERR`.
+pub const EXIT_CHECKPOINT_FAILED: i32 = 74;
 /// Unsealed view changes at which the checkpointer is woken early.
 const CHECKPOINT_CHANGES: usize = 8_192;
 /// Unsealed view bytes (keys and values) at which the checkpointer is woken
@@ -159,6 +162,9 @@ pub struct Store {
     /// Counts the seals of the view's changes: apply, waiting for the view
     /// to fall below its memory bound, watches it.
     seals: tokio::sync::watch::Sender<u64>,
+    /// The first failed checkpoint's error: set once, never cleared, since
+    /// after a failed fsync a later one proves nothing (see `checkpoint`).
+    sync_failed: OnceLock<String>,
     /// Bumped after each applied batch that wrote a role or token, and
     /// after a snapshot install: the token cache's cue to start over.
     acl_generation: AtomicU64,
@@ -210,6 +216,7 @@ impl Store {
             writing_out: Mutex::new(()),
             checkpointer: OnceLock::new(),
             seals: tokio::sync::watch::Sender::new(0),
+            sync_failed: OnceLock::new(),
             acl_generation: AtomicU64::new(0),
             leases: Arc::default(),
         };
@@ -406,19 +413,50 @@ impl Store {
     /// The view's changes are sealed first; every record of the entries
     /// sealed was appended to the topic before, so the topic's fsync covers
     /// them, and the view writes no more than was sealed.
+    ///
+    /// A failed checkpoint is final: after a failed fsync Linux may have
+    /// dropped the unwritten pages and marked them clean, so a later fsync
+    /// that succeeds proves nothing about them. Every later call fails at
+    /// once, and the checkpoint thread stops the process (see
+    /// [`Store::start_checkpointer`]); at restart the topic and the view
+    /// are brought up to date again from the raft log.
     pub fn checkpoint(&self) -> Result<(), StoreError> {
         let _turn = self.writing_out.lock();
+        if let Some(first) = self.sync_failed.get() {
+            return Err(StoreError::CheckpointFailedBefore {
+                first: first.clone(),
+            });
+        }
         self.view.seal();
         self.seals.send_modify(|seals| *seals += 1);
         crate::crash::fsync_delay();
-        self.topic.sync()?;
-        self.view.flush()?;
-        Ok(())
+        let synced = self.sync_topic().and_then(|()| self.view.flush());
+        if let Err(error) = &synced {
+            let _ = self.sync_failed.set(error.to_string());
+            if let Some(checkpointer) = self.checkpointer.get() {
+                // The thread stops the process; a full channel already
+                // holds a wake-up.
+                let _ = checkpointer.try_send(());
+            }
+        }
+        synced
+    }
+
+    /// The topic's fsync, or the failure `KV_FAIL_FSYNC=topic` injects.
+    fn sync_topic(&self) -> Result<(), StoreError> {
+        if crate::crash::fsync_fails(crate::crash::FSYNC_TOPIC)
+            && self.topic.last_offset().is_some()
+        {
+            return Err(crate::crash::injected_fsync_error(self.topic.dir()));
+        }
+        Ok(self.topic.sync()?)
     }
 
     /// Starts a thread that checkpoints at least every second, and sooner
     /// when many view changes are unwritten; it stops when the store is
-    /// dropped.
+    /// dropped. A failed checkpoint (its own or an inline one) stops the
+    /// process with [`EXIT_CHECKPOINT_FAILED`], as etcd does when it cannot
+    /// sync its WAL: retrying could report as durable pages the kernel lost.
     pub fn start_checkpointer(self: &Arc<Self>) -> Result<(), StoreError> {
         let (wake, woken) = std::sync::mpsc::sync_channel(1);
         if self.checkpointer.set(wake).is_err() {
@@ -442,7 +480,12 @@ impl Store {
                     checkpointed = revision;
                 }
                 if let Err(error) = store.checkpoint() {
-                    warn!(%error, "checkpoint failed; retrying");
+                    error!(
+                        %error,
+                        "checkpoint failed: stopping the node without retrying; \
+                         at restart it catches up from the raft log"
+                    );
+                    std::process::exit(EXIT_CHECKPOINT_FAILED);
                 }
             })
             .map_err(StoreError::io(

@@ -11,12 +11,14 @@
 //! and the kind of atomic unit it belongs to.
 //!
 //! ```text
-//! format 3 (written): 3 | kind: u8 | log_index | create_revision | version | lease (u64 LE each) | idempotency key: 16 bytes (if flagged)
+//! format 3 (written): 3 | kind: u8 | log_index | create_revision | version | lease (u64 LE each) | idempotency key: 16 bytes (if flagged) | request hash: u64 LE (if flagged)
 //! format 2 (read):    2 | kind: u8 | log_index | create_revision | version (u64 LE each) | idempotency key: 16 bytes (if flagged)
 //! ```
 //!
 //! The kind byte holds the [`UnitKind`] in its low bits and
-//! [`IDEMPOTENCY_KEY_FLAG`] when the idempotency key follows. Format 2 had
+//! [`IDEMPOTENCY_KEY_FLAG`] when the idempotency key follows, and
+//! [`REQUEST_HASH_FLAG`] when the hash of its request follows the key
+//! (records written before the hash have none, and read as such). Format 2 had
 //! no lease: its records hold none. (Format 1, without the log index, was
 //! written while offsets were log indices; data of that time is refused at
 //! open, see `data_format`.)
@@ -52,6 +54,11 @@ const HEADER_BYTES: usize = LEASE_AT + 8;
 const IDEMPOTENCY_KEY_BYTES: usize = 16;
 /// The bit of the kind byte saying an idempotency key follows the headers.
 pub const IDEMPOTENCY_KEY_FLAG: u8 = 0x80;
+/// The bit of the kind byte saying the request hash follows the
+/// idempotency key.
+pub const REQUEST_HASH_FLAG: u8 = 0x40;
+/// A request hash: a u64.
+const REQUEST_HASH_BYTES: usize = 8;
 
 /// The kind of atomic unit (one command's writes) a record belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,6 +125,8 @@ pub struct WriteRecord {
     pub lease: u64,
     /// The idempotency key the write carried.
     pub idempotency_key: Option<Uuid>,
+    /// The hash of the request the idempotency key came with, if known.
+    pub request_hash: Option<u64>,
 }
 
 impl WriteRecord {
@@ -134,20 +143,28 @@ impl WriteRecord {
 
     /// The topic record, with format 2 headers.
     pub fn to_record(&self) -> Record {
-        let mut headers = Vec::with_capacity(HEADER_BYTES + IDEMPOTENCY_KEY_BYTES);
+        let mut headers =
+            Vec::with_capacity(HEADER_BYTES + IDEMPOTENCY_KEY_BYTES + REQUEST_HASH_BYTES);
         headers.push(HEADER_FORMAT);
-        let flag = if self.idempotency_key.is_some() {
-            IDEMPOTENCY_KEY_FLAG
-        } else {
-            0
-        };
-        headers.push(self.kind.code() | flag);
+        // A hash is only written after a key.
+        let hash = self.request_hash.filter(|_| self.idempotency_key.is_some());
+        let mut flags = 0;
+        if self.idempotency_key.is_some() {
+            flags |= IDEMPOTENCY_KEY_FLAG;
+        }
+        if hash.is_some() {
+            flags |= REQUEST_HASH_FLAG;
+        }
+        headers.push(self.kind.code() | flags);
         headers.extend_from_slice(&self.log_index.to_le_bytes());
         headers.extend_from_slice(&self.create_revision.to_le_bytes());
         headers.extend_from_slice(&self.version.to_le_bytes());
         headers.extend_from_slice(&self.lease.to_le_bytes());
         if let Some(id) = self.idempotency_key {
             headers.extend_from_slice(id.as_bytes());
+        }
+        if let Some(hash) = hash {
+            headers.extend_from_slice(&hash.to_le_bytes());
         }
         Record {
             offset: self.offset,
@@ -179,6 +196,7 @@ impl WriteRecord {
             version: headers.version,
             lease: headers.lease,
             idempotency_key: headers.idempotency_key,
+            request_hash: headers.request_hash,
         })
     }
 }
@@ -197,6 +215,8 @@ struct Headers {
     lease: u64,
     /// The write's idempotency key, if it had one.
     idempotency_key: Option<Uuid>,
+    /// The hash of the write's request, if recorded.
+    request_hash: Option<u64>,
 }
 
 impl Headers {
@@ -215,15 +235,21 @@ impl Headers {
         let Some(&kind_byte) = headers.get(KIND_AT) else {
             return Err("headers are cut short");
         };
-        let kind =
-            UnitKind::from_code(kind_byte & !IDEMPOTENCY_KEY_FLAG).ok_or("unknown unit kind")?;
+        let kind = UnitKind::from_code(kind_byte & !(IDEMPOTENCY_KEY_FLAG | REQUEST_HASH_FLAG))
+            .ok_or("unknown unit kind")?;
         let flagged = kind_byte & IDEMPOTENCY_KEY_FLAG != 0;
+        let hashed = kind_byte & REQUEST_HASH_FLAG != 0;
+        if hashed && !flagged {
+            return Err("a request hash without an idempotency key");
+        }
         let fixed = if format == HEADER_FORMAT {
             HEADER_BYTES
         } else {
             HEADER_2_BYTES
         };
-        let expected = fixed + if flagged { IDEMPOTENCY_KEY_BYTES } else { 0 };
+        let expected = fixed
+            + if flagged { IDEMPOTENCY_KEY_BYTES } else { 0 }
+            + if hashed { REQUEST_HASH_BYTES } else { 0 };
         if headers.len() != expected {
             return Err("headers have the wrong length");
         }
@@ -238,6 +264,7 @@ impl Headers {
                 0
             },
             idempotency_key: flagged.then(|| uuid_at(headers, fixed)),
+            request_hash: hashed.then(|| number(fixed + IDEMPOTENCY_KEY_BYTES)),
         })
     }
 }
@@ -278,6 +305,7 @@ mod tests {
             version: if value.is_some() { 2 } else { 0 },
             lease: if value.is_some() { 12 } else { 0 },
             idempotency_key: None,
+            request_hash: None,
         }
     }
 
@@ -287,7 +315,12 @@ mod tests {
             idempotency_key: Some(Uuid::new_v4()),
             ..write(7, BatchPos::SINGLE, Some("{}"))
         };
-        for write in [keyed, write(9, BatchPos::new(1, 2), None)] {
+        let hashed = WriteRecord {
+            idempotency_key: Some(Uuid::new_v4()),
+            request_hash: Some(0x0123_4567_89ab_cdef),
+            ..write(8, BatchPos::SINGLE, Some("{}"))
+        };
+        for write in [keyed, hashed, write(9, BatchPos::new(1, 2), None)] {
             let record = write.to_record();
             assert_eq!(record.headers[0], 3, "records are written with format 3");
             assert_eq!(record.batch, write.batch);
@@ -330,6 +363,9 @@ mod tests {
         cut.pop();
         let mut flagged_without_key = good.headers.to_vec();
         flagged_without_key[1] |= IDEMPOTENCY_KEY_FLAG;
+        let mut hash_without_key = good.headers.to_vec();
+        hash_without_key[1] |= REQUEST_HASH_FLAG;
+        hash_without_key.extend_from_slice(&[0; REQUEST_HASH_BYTES]);
         let mut format_1 = vec![1u8];
         format_1.extend_from_slice(&[0; 16]);
         for (headers, reason) in [
@@ -341,6 +377,10 @@ mod tests {
             (unknown_kind, "unknown unit kind"),
             (cut, "headers have the wrong length"),
             (flagged_without_key, "headers have the wrong length"),
+            (
+                hash_without_key,
+                "a request hash without an idempotency key",
+            ),
         ] {
             let record = Record {
                 headers: Bytes::from(headers),

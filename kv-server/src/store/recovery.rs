@@ -290,6 +290,7 @@ mod tests {
             payload: EntryPayload::Normal(Command {
                 timestamp_ms: 1_000,
                 idempotency_key: None,
+                request_hash: None,
                 op: Op::Put {
                     key: key(index),
                     value: index.to_string(),
@@ -626,6 +627,7 @@ mod tests {
             payload: EntryPayload::Normal(Command {
                 timestamp_ms: 1_000,
                 idempotency_key: None,
+                request_hash: None,
                 op: Op::Txn(crate::types::Txn {
                     success: keys
                         .iter()

@@ -271,6 +271,7 @@ mod tests {
             version: offset,
             lease: 0,
             idempotency_key: idempotent.then(Uuid::new_v4),
+            request_hash: None,
         }
         .to_record()
     }

@@ -103,6 +103,7 @@ pub(super) fn apply_txn(
         let first = IdempotentWrite {
             timestamp_ms: command.timestamp_ms,
             result: remembered_txn(succeeded, revision),
+            request_hash: command.request_hash,
         };
         view.remember(id, &first);
     }
@@ -342,6 +343,7 @@ mod tests {
         Command {
             timestamp_ms: 1_000,
             idempotency_key,
+            request_hash: None,
             op: Op::Txn(txn),
         }
     }
@@ -481,6 +483,7 @@ mod tests {
         let earlier = Command {
             timestamp_ms: 1_000,
             idempotency_key: None,
+            request_hash: None,
             op: Op::Put {
                 key: "p/b".into(),
                 value: "1".into(),

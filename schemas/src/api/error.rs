@@ -170,6 +170,9 @@ error_codes! {
     PreconditionFailed = ("precondition_failed", 412),
     /// The value is over the size limit.
     ValueTooLarge = ("value_too_large", 413),
+    /// An `Idempotency-Key` sent again with another request while the
+    /// first write is remembered: a retry must repeat its request.
+    IdempotencyKeyReused = ("idempotency_key_reused", 422),
     /// The cluster holds as many leases as `--max-leases` allows; revoke
     /// one, or let one expire.
     LeaseLimit = ("lease_limit", 429),
@@ -181,6 +184,9 @@ error_codes! {
     /// This node cannot take the request and could not pass it to the
     /// leader; `leader` says where it is, when known.
     NotLeader = ("not_leader", 503),
+    /// This node was removed from the cluster: it serves nothing more.
+    /// Ask another node.
+    NotAMember = ("not_a_member", 503),
     /// A new member did not catch up in time; it stays a learner.
     NotCaughtUp = ("not_caught_up", 504),
 }

@@ -11,6 +11,7 @@
 //! m:revision               → u64 BE: the store's revision as of m:applied
 //! m:membership             → JSON StoredMembership
 //! m:leases                 → u64 BE: how many leases exist
+//! m:clock                  → u64 BE: the apply clock, the time of the last write applied (ms)
 //! m:format                 → the layout's format, [`VIEW_FORMAT`]
 //! m:rebuilding             → (empty) present while a rebuild is under way
 //! ```
@@ -46,10 +47,14 @@ pub(super) const MEMBERSHIP_KEY: &[u8] = b"m:membership";
 pub(super) const REBUILDING_KEY: &[u8] = b"m:rebuilding";
 /// How many leases exist.
 pub(super) const LEASE_COUNT_KEY: &[u8] = b"m:leases";
+/// The apply clock: when the last write was applied, as every node dates it.
+pub(super) const CLOCK_KEY: &[u8] = b"m:clock";
 /// The layout's format.
 pub(super) const FORMAT_KEY: &[u8] = b"m:format";
 /// The format of the layout described above.
-pub(super) const VIEW_FORMAT: &[u8] = b"2";
+/// Format 3 added `m:clock` and the request hash of idempotent writes; a
+/// view of format 2 is rebuilt, which dates the clock from the topic.
+pub(super) const VIEW_FORMAT: &[u8] = b"3";
 /// Prefix of a lease attachment.
 const ATTACHMENT_PREFIX: u8 = b'a';
 
@@ -135,6 +140,9 @@ pub struct IdempotentWrite {
     pub timestamp_ms: u64,
     /// What it returned.
     pub result: CommandResult,
+    /// The hash of its request, when known (see `Command::request_hash`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_hash: Option<u64>,
 }
 
 /// The raw key of `key`'s entry.
@@ -247,6 +255,15 @@ pub(super) fn decode_revision(bytes: &[u8]) -> Result<Revision, StoreError> {
         reason: format!("{} bytes where a u64 takes 8", bytes.len()),
     })?;
     Ok(Revision::from_be_bytes(bytes))
+}
+
+/// Reads the u64 stored under the raw key `raw`.
+pub(super) fn decode_u64(raw: &[u8], bytes: &[u8]) -> Result<u64, StoreError> {
+    let bytes: [u8; 8] = bytes.try_into().map_err(|_| StoreError::CorruptViewEntry {
+        key: describe(raw),
+        reason: format!("{} bytes where a u64 takes 8", bytes.len()),
+    })?;
+    Ok(u64::from_be_bytes(bytes))
 }
 
 /// The sled value of the membership.

@@ -44,9 +44,10 @@ pub use layers::Unsealed;
 use layers::{Layers, MergedScan, SledWrites, Unwritten};
 use layout::{
     attachment_key, decode_applied, decode_idempotent_write, decode_membership, decode_revision,
-    encode_applied, encode_idempotent_write, encode_membership, encode_revision, entry_key,
-    expiry_id, expiry_key, idempotency_key, user_key, APPLIED_KEY, EXPIRY_PREFIX, FORMAT_KEY,
-    LEASE_COUNT_KEY, MEMBERSHIP_KEY, REBUILDING_KEY, REVISION_KEY, VIEW_FORMAT,
+    decode_u64, encode_applied, encode_idempotent_write, encode_membership, encode_revision,
+    entry_key, expiry_id, expiry_key, idempotency_key, user_key, APPLIED_KEY, CLOCK_KEY,
+    EXPIRY_PREFIX, FORMAT_KEY, LEASE_COUNT_KEY, MEMBERSHIP_KEY, REBUILDING_KEY, REVISION_KEY,
+    VIEW_FORMAT,
 };
 
 /// One page of a list, and the store's revision of the state it shows.
@@ -507,6 +508,23 @@ impl ViewBatch<'_> {
     /// Records how many leases exist.
     pub fn set_lease_count(&mut self, count: u64) {
         self.raw_put(LEASE_COUNT_KEY.to_vec(), encode_revision(count));
+    }
+
+    /// The apply clock as of this batch: the time the last write was
+    /// applied at (ms), 0 before the first.
+    pub fn clock_ms(&self) -> Result<u64, StoreError> {
+        match self.raw_get(CLOCK_KEY)? {
+            Some(bytes) => decode_u64(CLOCK_KEY, &bytes),
+            None => Ok(0),
+        }
+    }
+
+    /// Moves the apply clock to `ms`, unless it is already later.
+    pub fn advance_clock(&mut self, ms: u64) -> Result<(), StoreError> {
+        if ms > self.clock_ms()? {
+            self.raw_put(CLOCK_KEY.to_vec(), encode_revision(ms));
+        }
+        Ok(())
     }
 }
 

@@ -154,7 +154,11 @@ pub(super) fn operation(
     components: &mut Components,
 ) -> OperationBuilder {
     let mut by_status: BTreeMap<u16, Vec<&str>> = BTreeMap::new();
-    let always = [ErrorCode::InvalidQuery, ErrorCode::Unavailable];
+    let always = [
+        ErrorCode::InvalidQuery,
+        ErrorCode::Unavailable,
+        ErrorCode::NotAMember,
+    ];
     // With `--auth`, every operation but these needs a token.
     let guarded = [ErrorCode::Unauthenticated, ErrorCode::PermissionDenied];
     let guards: &[ErrorCode] = if OPEN_OPERATIONS.contains(&id) {
@@ -204,4 +208,5 @@ pub(super) const WRITE_ERRORS: &[ErrorCode] = &[
     ErrorCode::PreconditionFailed,
     ErrorCode::ValueTooLarge,
     ErrorCode::NotLeader,
+    ErrorCode::IdempotencyKeyReused,
 ];

@@ -42,6 +42,7 @@ pub(super) fn txn(components: &mut Components) -> PathItem {
             ErrorCode::LeaseNotFound,
             ErrorCode::ValueTooLarge,
             ErrorCode::NotLeader,
+            ErrorCode::IdempotencyKeyReused,
         ],
         components,
     )

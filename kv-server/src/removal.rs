@@ -1,0 +1,267 @@
+//! A node removed from the cluster: how it learns it, and what it does then.
+//!
+//! It learns it in one of two ways: the membership it applied no longer
+//! names it ([`watch_membership`]), or the leader that removed it says so
+//! (`POST /raft/removed` on its peer port, [`tell_removed`]). The second is
+//! the usual one: openraft stops replicating to a removed node, often before
+//! the membership without it reaches it.
+//!
+//! From then on the node serves nothing: its Raft is shut down (alone, it
+//! would only campaign and disturb the others), every client route and
+//! `/healthz` answer 503 `not_a_member` at once, and the log says why. The
+//! process stays up so that clients and probes are told why, where a gone
+//! process would only refuse connections; the operator stops it (and wipes
+//! its data before it joins again). See docs/decisions.md.
+
+use std::collections::BTreeSet;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use schemas::api::ErrorCode;
+use serde::{Deserialize, Serialize};
+use tracing::{error, warn};
+
+use crate::api::error::ApiError;
+use crate::api::AppState;
+use crate::peer::PeerClient;
+use crate::types::{NodeId, Raft, StoredMembership};
+
+/// How long the leader tries to tell a removed node, all attempts together.
+const TELL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many times the leader tries.
+const TELL_ATTEMPTS: u32 = 5;
+
+/// Whether this node was removed from the cluster, and why it thinks so.
+#[derive(Debug, Default)]
+pub struct Removal {
+    /// Set once, when the node learns it was removed; never cleared.
+    why: OnceLock<String>,
+}
+
+impl Removal {
+    /// Whether the node was removed.
+    pub fn is_removed(&self) -> bool {
+        self.why.get().is_some()
+    }
+
+    /// Records that the node was removed, for `why`; the first time only,
+    /// logs it and shuts Raft down. Returns whether this was the first time.
+    pub fn mark(&self, node_id: NodeId, why: String, raft: &Raft) -> bool {
+        if self.why.set(why.clone()).is_err() {
+            return false;
+        }
+        error!(
+            node_id,
+            why, "this node was removed from the cluster: it serves nothing more; stop it"
+        );
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            if let Err(error) = raft.shutdown().await {
+                warn!(%error, "raft did not shut down cleanly after the removal");
+            }
+        });
+        true
+    }
+
+    /// The answer every client route gives once the node was removed.
+    fn refusal(&self, node_id: NodeId) -> ApiError {
+        let why = self.why.get().map_or("", String::as_str);
+        ApiError::new(
+            ErrorCode::NotAMember,
+            format!("node {node_id} was removed from the cluster ({why}); ask another node"),
+        )
+    }
+}
+
+/// Middleware of the public routes: 503 `not_a_member` once the node was
+/// removed, before any handler waits for a leader that will not come.
+pub async fn refuse_when_removed(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if state.removal.is_removed() {
+        return state.removal.refusal(state.node_id).into_response();
+    }
+    next.run(request).await
+}
+
+/// Watches the membership this node applied; marks the node removed once
+/// an applied membership no longer names it. Ends when Raft stops.
+///
+/// Only a node that has been a member since it started can find itself
+/// removed: one that joins, or catches up from far behind, applies the
+/// memberships from before it was added first.
+pub async fn watch_membership(state: AppState) {
+    let mut metrics = state.raft.metrics();
+    let mut was_member = false;
+    loop {
+        let removed_at = {
+            let now = metrics.borrow_and_update();
+            let applied = now.last_applied.map_or(0, |id| id.index);
+            removed_at(
+                state.node_id,
+                &now.membership_config,
+                applied,
+                &mut was_member,
+            )
+        };
+        if let Some(index) = removed_at {
+            let why = format!("the membership applied at index {index} does not name it");
+            state.removal.mark(state.node_id, why, &state.raft);
+            return;
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The index of the membership that removed `node_id`, if `membership` is
+/// one (applied: at or below `applied`) that no longer names it while an
+/// earlier one did; `was_member` remembers whether one did.
+fn removed_at(
+    node_id: NodeId,
+    membership: &StoredMembership,
+    applied: u64,
+    was_member: &mut bool,
+) -> Option<u64> {
+    // A node that joins has no membership yet (no log id).
+    let at = membership.log_id().as_ref()?.index;
+    let named = membership.membership().get_node(&node_id).is_some();
+    *was_member |= named;
+    (*was_member && !named && at <= applied).then_some(at)
+}
+
+/// What the leader tells a node it removed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RemovedNotice {
+    /// The node removed.
+    pub node_id: NodeId,
+    /// The leader that removed it.
+    pub leader: NodeId,
+    /// The log index the membership without it committed at.
+    pub log_index: u64,
+    /// The members after the change.
+    pub members: BTreeSet<NodeId>,
+}
+
+/// `POST /raft/removed` (peer port): the leader says this node was removed.
+/// Taken only if it names this node and the members it lists do not.
+pub async fn removed(
+    State(state): State<AppState>,
+    Json(notice): Json<RemovedNotice>,
+) -> Result<Json<bool>, ApiError> {
+    if notice.node_id != state.node_id || notice.members.contains(&state.node_id) {
+        return Err(ApiError::bad_field(
+            ErrorCode::InvalidId,
+            "node_id",
+            format!(
+                "the notice removes node {} leaving {:?}; this is node {}",
+                notice.node_id, notice.members, state.node_id
+            ),
+        ));
+    }
+    let why = format!(
+        "leader {} removed it at log index {}",
+        notice.leader, notice.log_index
+    );
+    state.removal.mark(state.node_id, why, &state.raft);
+    Ok(Json(true))
+}
+
+/// Tells the node at `peer_url` that it was removed (best effort: a node
+/// that is down learns nothing, and keeps its data for the operator).
+pub async fn tell_removed(peers: PeerClient, peer_url: String, notice: RemovedNotice) {
+    let url = format!("{}/raft/removed", peer_url.trim_end_matches('/'));
+    let per_attempt = TELL_TIMEOUT / TELL_ATTEMPTS;
+    for attempt in 1..=TELL_ATTEMPTS {
+        let sent = peers
+            .post(&url)
+            .timeout(per_attempt)
+            .json(&notice)
+            .send()
+            .await;
+        match sent {
+            Ok(response) if response.status().is_success() => return,
+            Ok(response) => {
+                warn!(node = notice.node_id, status = %response.status(), "the removed node refused the notice");
+                return;
+            }
+            Err(error) if attempt == TELL_ATTEMPTS => {
+                warn!(node = notice.node_id, %error, "could not tell the removed node");
+            }
+            Err(_) => tokio::time::sleep(per_attempt).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use openraft::{CommittedLeaderId, LogId, Membership};
+
+    use super::*;
+    use crate::types::Node;
+
+    /// The membership of `members`, at log index `index`.
+    fn membership(index: u64, members: &[NodeId]) -> StoredMembership {
+        let nodes: BTreeMap<NodeId, Node> =
+            members.iter().map(|id| (*id, Node::default())).collect();
+        let voters = members.iter().copied().collect::<BTreeSet<_>>();
+        StoredMembership::new(
+            Some(LogId::new(CommittedLeaderId::new(1, 1), index)),
+            Membership::new(vec![voters], nodes),
+        )
+    }
+
+    /// Node 3 sees a run of memberships (index, members, applied index);
+    /// the index of the one that tells it it was removed, if any.
+    #[test]
+    fn a_node_is_removed_only_by_an_applied_membership_without_it_after_one_with_it() {
+        type Run = &'static [(u64, &'static [NodeId], u64)];
+        let cases: [(&str, Run, Option<u64>); 5] = [
+            ("a member stays", &[(5, &[1, 2, 3], 5)], None),
+            (
+                "removed, applied",
+                &[(5, &[1, 2, 3], 5), (9, &[1, 2], 9)],
+                Some(9),
+            ),
+            (
+                "removed, not applied yet",
+                &[(5, &[1, 2, 3], 5), (9, &[1, 2], 8)],
+                None,
+            ),
+            (
+                "joining: the memberships from before it was added come first",
+                &[(5, &[1, 2], 5), (9, &[1, 2, 3], 9)],
+                None,
+            ),
+            (
+                "joined, then removed",
+                &[(5, &[1, 2], 5), (9, &[1, 2, 3], 9), (12, &[1, 2], 12)],
+                Some(12),
+            ),
+        ];
+        for (what, run, expected) in cases {
+            let mut was_member = false;
+            let mut found = None;
+            for (index, members, applied) in run {
+                found = removed_at(3, &membership(*index, members), *applied, &mut was_member);
+            }
+            assert_eq!(found, expected, "{what}");
+        }
+        let mut was_member = false;
+        let none = StoredMembership::default();
+        assert_eq!(
+            removed_at(3, &none, 0, &mut was_member),
+            None,
+            "no membership yet"
+        );
+    }
+}
