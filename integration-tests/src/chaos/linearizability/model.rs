@@ -39,6 +39,23 @@ pub(super) enum Effect {
     Mismatch,
 }
 
+impl Effect {
+    /// Whether a step that fits always leaves the state as it was (a read,
+    /// a compare-and-set answered as not swapped). Such an operation is
+    /// best placed as early as it fits: moving it earlier in any valid order
+    /// keeps the order valid, so the search need not try it later.
+    pub fn never_changes_state(&self) -> bool {
+        matches!(
+            self,
+            Effect::Read { .. }
+                | Effect::Cas {
+                    swapped: Some(false),
+                    ..
+                }
+        )
+    }
+}
+
 /// One operation of a group, in compiled form.
 #[derive(Debug)]
 pub(super) struct ModelOp {

@@ -119,18 +119,14 @@ fn is_call(node: usize) -> bool {
 }
 
 /// Searches for a linearization of `model`'s operations until `deadline`.
+///
+/// Each configuration is scanned twice: first for operations that never
+/// change the state (placing one that fits is at least as good as any
+/// other choice), then for the others, each a choice to undo on failure.
 pub(super) fn search(model: &GroupModel, deadline: Instant) -> Outcome {
-    let mut entries = Entries::new(model);
-    let words = model.ops.len().div_ceil(64);
-    let mut linearized = vec![0u64; words];
-    // The memo's key: the linearized set's words, then the state's values.
-    let mut memo: HashSet<Box<[u64]>> = HashSet::new();
-    let mut memo_key: Vec<u64> = Vec::with_capacity(words + model.keys.len());
-    // The choices made, each with the state before it, to undo them.
-    let mut choices: Vec<(usize, State)> = Vec::new();
-    let mut deepest: Option<Deadlock> = None;
-    let mut state = model.initial_state();
-    let mut cursor = entries.next[HEAD];
+    let mut search = Search::new(model);
+    let mut cursor = search.entries.next[HEAD];
+    let mut scanning_readers = true;
     let mut steps = 0u32;
     loop {
         steps = steps.wrapping_add(1);
@@ -142,22 +138,26 @@ pub(super) fn search(model: &GroupModel, deadline: Instant) -> Outcome {
         }
         let op = op_of(cursor);
         if is_call(cursor) {
-            let mut next_state = state.clone();
-            if model.step(&mut next_state, &model.ops[op].effect) {
-                linearized[op / 64] |= 1 << (op % 64);
-                memo_key.clear();
-                memo_key.extend_from_slice(&linearized);
-                memo_key.extend(next_state.iter().map(|&value| u64::from(value)));
-                if !memo.contains(memo_key.as_slice()) {
-                    memo.insert(memo_key.as_slice().into());
-                    choices.push((cursor, std::mem::replace(&mut state, next_state)));
-                    entries.lift(cursor);
-                    cursor = entries.next[HEAD];
-                    continue;
-                }
-                linearized[op / 64] &= !(1 << (op % 64));
+            if model.ops[op].effect.never_changes_state() != scanning_readers {
+                cursor = search.entries.next[cursor];
+                continue;
             }
-            cursor = entries.next[cursor];
+            match search.place(cursor) {
+                Placement::Placed => {
+                    cursor = search.entries.next[HEAD];
+                    scanning_readers = true;
+                }
+                Placement::Refused => cursor = search.entries.next[cursor],
+                Placement::Explored if scanning_readers => {
+                    // Placing this reader here was tried before and failed,
+                    // and no other choice does better.
+                    match search.backtrack() {
+                        Some(next) => (cursor, scanning_readers) = (next, false),
+                        None => return search.fail(op),
+                    }
+                }
+                Placement::Explored => cursor = search.entries.next[cursor],
+            }
             continue;
         }
         // A return: its operation had to be placed by now. The returns of
@@ -167,24 +167,131 @@ pub(super) fn search(model: &GroupModel, deadline: Instant) -> Outcome {
         if model.ops[op].ret.is_none() {
             return Outcome::Linearizable;
         }
-        if deepest
+        if scanning_readers {
+            (cursor, scanning_readers) = (search.entries.next[HEAD], false);
+            continue;
+        }
+        search.note_deadlock(op);
+        match search.backtrack() {
+            Some(next) => cursor = next,
+            None => return search.fail(op),
+        }
+    }
+}
+
+/// What came of trying to place an operation next.
+enum Placement {
+    /// It fit and led somewhere new: it is now the last choice.
+    Placed,
+    /// The model refused it in this state.
+    Refused,
+    /// It fit, but into a configuration explored before.
+    Explored,
+}
+
+/// The search's working state.
+struct Search<'a> {
+    model: &'a GroupModel,
+    entries: Entries,
+    /// The operations placed so far, one bit each.
+    linearized: Vec<u64>,
+    /// Every configuration reached: the linearized set's words, then the
+    /// state's values.
+    memo: HashSet<Box<[u64]>>,
+    /// A buffer to build a memo key in without allocating.
+    memo_key: Vec<u64>,
+    /// The choices made, each a call node and the state before it.
+    choices: Vec<(usize, State)>,
+    /// The deepest point where a return came before its operation was placed.
+    deepest: Option<Deadlock>,
+    /// The state after the choices made.
+    state: State,
+}
+
+impl<'a> Search<'a> {
+    fn new(model: &'a GroupModel) -> Search<'a> {
+        let words = model.ops.len().div_ceil(64);
+        Search {
+            model,
+            entries: Entries::new(model),
+            linearized: vec![0; words],
+            memo: HashSet::new(),
+            memo_key: Vec::with_capacity(words + model.keys.len()),
+            choices: Vec::new(),
+            deepest: None,
+            state: model.initial_state(),
+        }
+    }
+
+    /// Tries to place the operation of `call` next.
+    fn place(&mut self, call: usize) -> Placement {
+        let op = op_of(call);
+        let mut next_state = self.state.clone();
+        if !self.model.step(&mut next_state, &self.model.ops[op].effect) {
+            return Placement::Refused;
+        }
+        self.flip(op);
+        self.memo_key.clear();
+        self.memo_key.extend_from_slice(&self.linearized);
+        self.memo_key
+            .extend(next_state.iter().map(|&value| u64::from(value)));
+        if self.memo.contains(self.memo_key.as_slice()) {
+            self.flip(op);
+            return Placement::Explored;
+        }
+        self.memo.insert(self.memo_key.as_slice().into());
+        self.choices
+            .push((call, std::mem::replace(&mut self.state, next_state)));
+        self.entries.lift(call);
+        Placement::Placed
+    }
+
+    /// Undoes choices up to the last one that changed the state, and
+    /// returns the entry after it, where the scan for other state-changing
+    /// choices goes on; `None` when no choice is left.
+    fn backtrack(&mut self) -> Option<usize> {
+        loop {
+            let (call, previous) = self.choices.pop()?;
+            let op = op_of(call);
+            self.flip(op);
+            self.state = previous;
+            self.entries.unlift(call);
+            // An operation that never changes the state was placed as early
+            // as it fit, which no other order beats: its alternatives would
+            // fail too.
+            if !self.model.ops[op].effect.never_changes_state() {
+                return Some(self.entries.next[call]);
+            }
+        }
+    }
+
+    /// Remembers the current prefix if it is the longest that got stuck,
+    /// with the operation `blocked` whose return came first.
+    fn note_deadlock(&mut self, blocked: usize) {
+        let deeper = self
+            .deepest
             .as_ref()
-            .is_none_or(|deadlock| choices.len() > deadlock.prefix.len())
-        {
-            deepest = Some(Deadlock {
-                prefix: choices.iter().map(|&(call, _)| op_of(call)).collect(),
-                state: state.clone(),
-                blocked: op,
+            .is_none_or(|deadlock| self.choices.len() > deadlock.prefix.len());
+        if deeper {
+            self.deepest = Some(Deadlock {
+                prefix: self.choices.iter().map(|&(call, _)| op_of(call)).collect(),
+                state: self.state.clone(),
+                blocked,
             });
         }
-        let Some((call, previous)) = choices.pop() else {
-            let deadlock = deepest.expect("set just above when a return is reached");
-            return Outcome::NotLinearizable(deadlock);
-        };
-        let undone = op_of(call);
-        linearized[undone / 64] &= !(1 << (undone % 64));
-        state = previous;
-        entries.unlift(call);
-        cursor = entries.next[call];
+    }
+
+    /// The verdict when no choice is left; `op` is the operation at hand,
+    /// blamed if no deadlock was noted yet.
+    fn fail(mut self, op: usize) -> Outcome {
+        if self.deepest.is_none() {
+            self.note_deadlock(op);
+        }
+        Outcome::NotLinearizable(self.deepest.expect("noted just above"))
+    }
+
+    /// Marks `op` placed, or no longer placed.
+    fn flip(&mut self, op: usize) {
+        self.linearized[op / 64] ^= 1 << (op % 64);
     }
 }
