@@ -235,6 +235,49 @@ fn an_unanswered_write_cannot_take_effect_before_its_call() {
 }
 
 #[test]
+fn an_unanswered_write_nobody_read_may_explain_a_refused_cas() {
+    assert_eq!(
+        verdict(&[
+            put(0, (0, 10), "g/a", "v1"),
+            unanswered(put(1, (20, 0), "g/a", "v2")),
+            cas(2, (30, 40), "g/a", "v1", "v3", false),
+        ]),
+        Verdict::Linearizable
+    );
+}
+
+#[test]
+fn an_unanswered_delete_may_explain_a_read_of_nothing() {
+    let delete = op(
+        1,
+        (20, 0),
+        Input::Delete { key: "g/a".into() },
+        Output::Written,
+    );
+    assert_eq!(
+        verdict(&[
+            put(0, (0, 10), "g/a", "v1"),
+            unanswered(delete),
+            get(2, (30, 40), "g/a", None),
+        ]),
+        Verdict::Linearizable
+    );
+}
+
+#[test]
+fn an_unanswered_cas_whose_value_was_read_must_have_found_its_expected_value() {
+    let unanswered_cas = unanswered(cas(1, (20, 0), "g/a", "v0", "v1", true));
+    let read_v1 = get(2, (30, 40), "g/a", Some("v1"));
+    let v0 = put(0, (0, 10), "g/a", "v0");
+    assert_eq!(
+        verdict(&[v0.clone(), unanswered_cas.clone(), read_v1.clone()]),
+        Verdict::Linearizable
+    );
+    let v5 = put(0, (12, 15), "g/a", "v5");
+    assert_not_linearizable(&[v0, v5, unanswered_cas, read_v1]);
+}
+
+#[test]
 fn of_two_concurrent_cas_from_the_same_value_one_wins() {
     assert_eq!(
         verdict(&[

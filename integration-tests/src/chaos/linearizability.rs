@@ -34,6 +34,7 @@
 
 mod model;
 mod search;
+mod unanswered;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;

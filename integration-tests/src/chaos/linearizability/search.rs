@@ -233,8 +233,12 @@ impl<'a> Search<'a> {
         self.flip(op);
         self.memo_key.clear();
         self.memo_key.extend_from_slice(&self.linearized);
-        self.memo_key
-            .extend(next_state.iter().map(|&value| u64::from(value)));
+        let memo_ids = &self.model.memo_ids;
+        self.memo_key.extend(
+            next_state
+                .iter()
+                .map(|&value| u64::from(memo_ids[value as usize])),
+        );
         if self.memo.contains(self.memo_key.as_slice()) {
             self.flip(op);
             return Placement::Explored;
