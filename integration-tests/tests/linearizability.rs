@@ -184,6 +184,41 @@ fn the_explanation_names_the_prefix_the_state_and_the_read_that_cannot_be_placed
 }
 
 #[test]
+fn an_operation_spanning_two_groups_checks_them_as_one() {
+    let read_both = op(
+        1,
+        (20, 30),
+        Input::ReadAll {
+            keys: vec!["g/a".into(), "h/a".into()],
+        },
+        Output::GotAll(vec![None, None]),
+    );
+    let Verdict::NotLinearizable { group, .. } =
+        verdict(&[put(0, (0, 10), "h/a", "v1"), read_both])
+    else {
+        panic!("expected NotLinearizable");
+    };
+    assert_eq!(group, "g+h");
+}
+
+#[test]
+fn a_search_past_its_limit_answers_unknown() {
+    let shape = generated::Shape {
+        ops: 2_000,
+        groups: 1,
+        keys_per_group: 2,
+        clients: 8,
+        max_window: 50,
+        unanswered_percent: 0,
+    };
+    let history = generated::history(&shape, 7);
+    assert_eq!(
+        check(&history, generated::group_of, Duration::ZERO),
+        Verdict::Unknown { group: "g0".into() }
+    );
+}
+
+#[test]
 fn concurrent_writes_may_be_read_in_either_order() {
     let writes = [put(0, (0, 30), "g/a", "v1"), put(1, (5, 35), "g/a", "v2")];
     for (first, second) in [("v1", "v2"), ("v2", "v1")] {

@@ -38,12 +38,12 @@ mod unanswered;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::chaos::history::Operation;
 use model::GroupModel;
-use search::{Deadlock, Outcome};
+use search::{Budget, Deadlock, Outcome};
 
 /// The verdict on one history.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,11 +67,14 @@ const PREFIX_SHOWN: usize = 20;
 ///
 /// Should an operation touch keys of several groups, those groups are
 /// checked as one (named by their names joined with `+`), which is still
-/// exact. When several groups fail, the verdict names the first by name,
-/// and a group without a linearization wins over one that ran out of time.
+/// exact. Once a group is found without a linearization, the checks still
+/// running or not started stop: the verdict names the first by name of the
+/// groups found so (a run with many anomalies needs one, not all).
+/// Otherwise it names the first by name that ran out of time.
 pub fn check(history: &[Operation], group_of: impl Fn(&str) -> String, limit: Duration) -> Verdict {
     let groups = partition(history, group_of);
     let next_group = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
     let threads = std::thread::available_parallelism()
         .map_or(1, usize::from)
         .min(groups.len());
@@ -83,7 +86,17 @@ pub fn check(history: &[Operation], group_of: impl Fn(&str) -> String, limit: Du
                     while let Some((name, indexes)) =
                         groups.get(next_group.fetch_add(1, Ordering::Relaxed))
                     {
-                        let verdict = check_group(history, name, indexes, limit);
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let budget = Budget {
+                            deadline: Instant::now() + limit,
+                            stop: &stop,
+                        };
+                        let verdict = check_group(history, name, indexes, &budget);
+                        if matches!(verdict, Verdict::NotLinearizable { .. }) {
+                            stop.store(true, Ordering::Relaxed);
+                        }
                         if verdict != Verdict::Linearizable {
                             failed.push((name.clone(), verdict));
                         }
@@ -157,9 +170,9 @@ fn partition(
 }
 
 /// Checks one group's operations, at `indexes` of `history`.
-fn check_group(history: &[Operation], name: &str, indexes: &[usize], limit: Duration) -> Verdict {
+fn check_group(history: &[Operation], name: &str, indexes: &[usize], budget: &Budget) -> Verdict {
     let model = GroupModel::compile(history, indexes);
-    match search::search(&model, Instant::now() + limit) {
+    match search::search(&model, budget) {
         Outcome::Linearizable => Verdict::Linearizable,
         Outcome::TimedOut => Verdict::Unknown {
             group: name.to_owned(),
