@@ -4,10 +4,16 @@
 //!
 //! Linearizability is compositional, so each group of keys is checked on
 //! its own ([`check`] splits the history, then checks the groups on a few
-//! threads). Within a group, [`search`] runs the Wing–Gong–Lowe search with
-//! Lowe's memo, against the key-value [`model`]. An operation without an
+//! threads). Within a group, `search` runs the Wing–Gong–Lowe search with
+//! Lowe's memo, against the key-value `model`. An operation without an
 //! answer may take effect at any time after its call, or never, and its
 //! output constrains nothing.
+//!
+//! Beyond the textbook search, three exact shortcuts keep a run's history
+//! to seconds: reads are placed as soon as they fit and never retried
+//! later; unanswered writes that nothing could have seen are dropped and
+//! those whose value was seen get a return (`unanswered`); and the memo
+//! counts values that nothing reads as one.
 //!
 //! ```
 //! use integration_tests::chaos::history::{Input, Operation, Output};
@@ -179,7 +185,7 @@ fn check_group(history: &[Operation], name: &str, indexes: &[usize], budget: &Bu
         },
         Outcome::NotLinearizable(deadlock) => Verdict::NotLinearizable {
             group: name.to_owned(),
-            explanation: explain(history, name, &model, &deadlock),
+            explanation: explain(history, name, indexes.len(), &model, &deadlock),
         },
     }
 }
@@ -187,13 +193,18 @@ fn check_group(history: &[Operation], name: &str, indexes: &[usize], budget: &Bu
 /// Says where the deepest attempt to linearize a group got stuck: the
 /// prefix it placed, the state after it, the operation that returned
 /// unplaced, and the operations that were candidates then.
-fn explain(history: &[Operation], name: &str, model: &GroupModel, deadlock: &Deadlock) -> String {
+fn explain(
+    history: &[Operation],
+    name: &str,
+    operations: usize,
+    model: &GroupModel,
+    deadlock: &Deadlock,
+) -> String {
     let describe = |position: usize| describe_op(history, model.ops[position].history_index);
     let mut text = String::new();
     let _ = writeln!(
         text,
-        "group {name:?}: no order of its {} operations explains every answer.",
-        model.ops.len()
+        "group {name:?}: no order of its {operations} operations explains every answer."
     );
     let prefix = &deadlock.prefix;
     let _ = writeln!(
