@@ -182,14 +182,16 @@ impl GroupModel {
             .collect();
     }
 
-    /// A readable rendering of `state`, e.g. `{a: "v1", b: absent}`.
+    /// A readable rendering of `state`, keys in order, e.g.
+    /// `{a: "v1", b: absent}`.
     pub fn describe_state(&self, state: &[ValueId]) -> String {
-        let pairs: Vec<String> = self
+        let mut pairs: Vec<String> = self
             .keys
             .iter()
             .zip(state)
             .map(|(key, &value)| format!("{key}: {}", self.value_names[value as usize]))
             .collect();
+        pairs.sort_unstable();
         format!("{{{}}}", pairs.join(", "))
     }
 
