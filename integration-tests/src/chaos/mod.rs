@@ -3,3 +3,4 @@
 //! linearizability.
 
 pub mod history;
+pub mod linearizability;
