@@ -560,6 +560,7 @@ mod tests {
             payload: EntryPayload::Normal(crate::types::Command {
                 timestamp_ms: 1_000,
                 idempotency_key: None,
+                request_hash: None,
                 op: crate::types::Op::Put {
                     key: format!("big/{index}"),
                     value: format!("\"{}\"", "v".repeat(bytes)),

@@ -242,6 +242,7 @@ mod tests {
             payload: EntryPayload::Normal(Command {
                 timestamp_ms: 1_000,
                 idempotency_key: None,
+                request_hash: None,
                 op: Op::Txn(Txn {
                     compare: Vec::new(),
                     success,
@@ -277,6 +278,7 @@ mod tests {
                     entry.payload = EntryPayload::Normal(Command {
                         timestamp_ms: 1_000,
                         idempotency_key: None,
+                        request_hash: None,
                         op: Op::Put {
                             key: format!("big/{index}"),
                             value: value.clone(),
