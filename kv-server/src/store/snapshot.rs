@@ -45,9 +45,10 @@ const HEADER_AT: usize = HEADER_LEN_AT + std::mem::size_of::<u32>();
 const BUILD_CAPACITY_BYTES: usize = 1 << 20;
 /// File name of the current snapshot.
 pub const CURRENT_FILE: &str = "current.snap";
-/// Present while a snapshot install is under way; at start-up it means the
-/// install must be done again.
-pub const INSTALLING_FILE: &str = "installing";
+/// The snapshot being installed, present from the moment it is durable
+/// until the install is done; at start-up it means the install must be
+/// done again (from this file: the current one is not it).
+pub const INSTALLING_FILE: &str = "installing.snap";
 
 /// The header format written today.
 pub const HEADER_FORMAT: u32 = 2;
@@ -231,10 +232,27 @@ impl SnapshotFile {
         Ok(fsutil::write_atomic(&dir.join(CURRENT_FILE), &self.bytes)?)
     }
 
+    /// Writes the snapshot as the one being installed in `dir`, atomically
+    /// and durably: from then on a restart finishes the install.
+    pub fn store_installing(&self, dir: &Path) -> Result<(), StoreError> {
+        std::fs::create_dir_all(dir).map_err(StoreError::io("create directory", dir))?;
+        fsutil::fsync_dir(dir)?;
+        Ok(fsutil::write_atomic(&installing_marker(dir), &self.bytes)?)
+    }
+
     /// Reads the current snapshot of `dir`, if there is one.
     pub fn load(dir: &Path) -> Result<Option<SnapshotFile>, StoreError> {
-        let path = dir.join(CURRENT_FILE);
-        match std::fs::read(&path) {
+        SnapshotFile::load_file(&dir.join(CURRENT_FILE))
+    }
+
+    /// Reads the snapshot an interrupted install left in `dir`, if any.
+    pub fn load_installing(dir: &Path) -> Result<Option<SnapshotFile>, StoreError> {
+        SnapshotFile::load_file(&installing_marker(dir))
+    }
+
+    /// Reads the snapshot at `path`, if there is one.
+    fn load_file(path: &Path) -> Result<Option<SnapshotFile>, StoreError> {
+        match std::fs::read(path) {
             Ok(bytes) => {
                 SnapshotFile::parse(&path.display().to_string(), Bytes::from(bytes)).map(Some)
             }
@@ -244,9 +262,19 @@ impl SnapshotFile {
     }
 }
 
-/// The marker of an install in progress.
+/// The snapshot an install in progress is installing: its presence marks
+/// the install.
 pub fn installing_marker(dir: &Path) -> PathBuf {
     dir.join(INSTALLING_FILE)
+}
+
+/// Ends an install: the snapshot being installed becomes the current one,
+/// in one durable rename.
+pub fn finish_installing(dir: &Path) -> Result<(), StoreError> {
+    let installing = installing_marker(dir);
+    let current = dir.join(CURRENT_FILE);
+    std::fs::rename(&installing, &current).map_err(StoreError::io("rename", &installing))?;
+    Ok(fsutil::fsync_dir(dir)?)
 }
 
 #[cfg(test)]
