@@ -210,11 +210,45 @@ async fn read_pages(url: String, stop: Arc<AtomicBool>, total: usize) -> Vec<Pag
     pages
 }
 
+/// How long a long-poll holds (`wait`), and how soon one the install must
+/// wake answers.
+const LONG_POLL_WAIT: &str = "120s";
+const LONG_POLL_WOKEN_WITHIN: Duration = Duration::from_secs(60);
+
+/// A long-poll of the first key on `url` from revision `index`: how long
+/// it took to answer, and the revision it answered at. Nothing writes the
+/// key after `index`, so only the install's wake-up of every waiter
+/// answers it before its wait runs out.
+async fn long_poll(url: String, index: u64) -> (Duration, u64) {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(180))
+        .build()
+        .expect("a plain HTTP client builds");
+    let started = Instant::now();
+    let response = client
+        .get(format!(
+            "{url}/v1/kv/{PREFIX}000000?consistency=stale&index={index}&wait={LONG_POLL_WAIT}"
+        ))
+        .send()
+        .await
+        .expect("the follower answers a long-poll");
+    assert_eq!(response.status(), 200, "a long-poll");
+    let revision = response
+        .headers()
+        .get("x-kv-revision")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse().ok())
+        .expect("a long-poll carries X-Kv-Revision");
+    (started.elapsed(), revision)
+}
+
 /// While a follower installs a snapshot of many keys (held in the middle
 /// of building its view by `KV_DELAY_AT`), its stale lists answer the
 /// state before the install at the revision before, or the state after at
 /// the revision after: every page holds exactly the keys written at or
-/// before the revision it carries, and that revision never goes back.
+/// before the revision it carries, and that revision never goes back. A
+/// long-poll waiting from the old revision wakes at the new one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_lists_during_a_snapshot_install_show_only_states_some_revision_had() {
     let _serial = SERIAL.lock().await;
@@ -237,9 +271,16 @@ async fn stale_lists_during_a_snapshot_install_show_only_states_some_revision_ha
     let stop = Arc::new(AtomicBool::new(false));
     let reader = tokio::spawn(read_pages(node.base_url(), Arc::clone(&stop), total));
     node.restart().await;
+    let long_poll = tokio::spawn(long_poll(node.base_url(), before));
     cluster.wait_converged().await;
     stop.store(true, Ordering::Release);
     let pages = reader.await.expect("the reader does not panic");
+    let (waited, woken_at) = long_poll.await.expect("the long-poll does not panic");
+    assert!(
+        waited < LONG_POLL_WOKEN_WITHIN && woken_at > before,
+        "a long-poll from the old revision ({before}) is woken by the install: \
+         it answered after {waited:?} at revision {woken_at}"
+    );
 
     assert!(
         snapshot_index(&cluster, follower).await >= purged,
