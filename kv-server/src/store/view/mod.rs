@@ -83,11 +83,11 @@ struct ViewDb {
     db: sled::Db,
     /// Unwritten changes. Readers and the state machine hold the lock only
     /// for map operations, never across sled I/O.
-    layers: Arc<RwLock<Layers>>,
+    layers: RwLock<Layers>,
     /// A rebuild is under way (its marker is in sled).
-    rebuilding: Arc<AtomicBool>,
+    rebuilding: AtomicBool,
     /// Tells reads of several values that sled changed under them.
-    sled_writes: Arc<SledWrites>,
+    sled_writes: SledWrites,
 }
 
 impl View {
@@ -277,9 +277,9 @@ impl ViewDb {
         }
         Ok(ViewDb {
             db,
-            layers: Arc::new(RwLock::new(Layers::default())),
-            rebuilding: Arc::new(AtomicBool::new(false)),
-            sled_writes: Arc::new(SledWrites::default()),
+            layers: RwLock::new(Layers::default()),
+            rebuilding: AtomicBool::new(false),
+            sled_writes: SledWrites::default(),
         })
     }
 
@@ -804,6 +804,44 @@ mod tests {
             Err(StoreError::ViewFormat { found, .. }) => assert_eq!(found, "1"),
             other => panic!("expected ViewFormat, got {other:?}"),
         }
+    }
+
+    /// A switch shows the new database whole, at its revision, to every
+    /// read that starts after it; the old one closes once the reads still
+    /// holding it end.
+    #[test]
+    fn a_switch_shows_the_new_view_whole_and_closes_the_old_after_its_reads() {
+        let log_id = |index| LogId::new(openraft::CommittedLeaderId::new(1, 1), index);
+        let open_with = |dir: &Path, key: &str, revision: Revision| {
+            let view = View::open(dir).unwrap();
+            let mut batch = view.batch();
+            batch.put(key, &entry("v", revision));
+            batch.set_applied(&log_id(revision), revision);
+            view.commit(batch);
+            view
+        };
+        let (old_dir, new_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let view = open_with(old_dir.path(), "a/old", 1);
+        let next = open_with(new_dir.path(), "a/new", 5);
+        let reading = view.pinned();
+
+        let retired = view.switch_to(&next);
+        let page = view
+            .list_at_revision("a/", None, PageBounds::entries(10))
+            .unwrap();
+        let keys: Vec<&str> = page.entries.iter().map(|(key, _)| key.as_str()).collect();
+        assert_eq!((keys, page.revision), (vec!["a/new"], 5));
+        assert_eq!(view.applied_state().unwrap().0, Some(log_id(5)));
+
+        assert!(
+            !RetiredView {
+                db: Arc::clone(&retired.db)
+            }
+            .close(std::time::Duration::from_millis(20)),
+            "a read still holds the old view"
+        );
+        drop(reading);
+        assert!(retired.close(std::time::Duration::from_secs(1)));
     }
 
     #[test]
