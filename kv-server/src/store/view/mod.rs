@@ -27,6 +27,7 @@
 //! sealed when it is called. The store calls it under its own write-out lock,
 //! so a checkpoint and a rebuild never write out at the same time.
 
+mod batch;
 mod batch_scan;
 mod dirs;
 mod layers;
@@ -38,8 +39,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
-use uuid::Uuid;
 
+pub use batch::ViewBatch;
 pub use dirs::ViewDirs;
 pub use layout::{IdempotentWrite, KeyEntry};
 
@@ -48,10 +49,8 @@ use crate::store::queries::PageBounds;
 use crate::types::{LogId, Revision, StoredMembership};
 use layers::{Layers, MergedScan, SledWrites, Unwritten};
 use layout::{
-    attachment_key, decode_applied, decode_idempotent_write, decode_membership, decode_revision,
-    encode_applied, encode_idempotent_write, encode_membership, encode_revision, entry_key,
-    expiry_id, expiry_key, idempotency_key, user_key, APPLIED_KEY, EXPIRY_PREFIX, FORMAT_KEY,
-    LEASE_COUNT_KEY, MEMBERSHIP_KEY, REBUILDING_KEY, REVISION_KEY, VIEW_FORMAT,
+    decode_applied, decode_membership, decode_revision, entry_key, user_key, APPLIED_KEY,
+    FORMAT_KEY, MEMBERSHIP_KEY, REBUILDING_KEY, REVISION_KEY, VIEW_FORMAT,
 };
 
 /// One page of a list, and the store's revision of the state it shows.
@@ -495,127 +494,6 @@ impl ViewDb {
             self.db.insert(FORMAT_KEY, VIEW_FORMAT).map(|_| ())
         })?;
         Ok(())
-    }
-}
-
-/// Changes to the view being prepared; reads through it see them.
-pub struct ViewBatch<'a> {
-    view: &'a View,
-    /// Raw keys written in this batch: `None` for removed.
-    pending: Unwritten,
-}
-
-impl ViewBatch<'_> {
-    fn raw_get(&self, raw: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        match self.pending.get(raw) {
-            Some(value) => Ok(value.clone()),
-            None => self.view.raw_get(raw),
-        }
-    }
-
-    fn raw_put(&mut self, raw: Vec<u8>, value: Vec<u8>) {
-        self.pending.insert(raw, Some(value));
-    }
-
-    fn raw_remove(&mut self, raw: Vec<u8>) {
-        self.pending.insert(raw, None);
-    }
-
-    /// The entry of `key` as of this batch.
-    pub fn get(&self, key: &str) -> Result<Option<KeyEntry>, StoreError> {
-        let raw = entry_key(key);
-        match self.raw_get(&raw)? {
-            Some(bytes) => Ok(Some(KeyEntry::decode(&raw, &bytes)?)),
-            None => Ok(None),
-        }
-    }
-
-    /// Sets the entry of `key`.
-    pub fn put(&mut self, key: &str, entry: &KeyEntry) {
-        self.raw_put(entry_key(key), entry.encode());
-    }
-
-    /// Removes `key`.
-    pub fn remove(&mut self, key: &str) {
-        self.raw_remove(entry_key(key));
-    }
-
-    /// The remembered result of the write with idempotency key `id`.
-    pub fn idempotent_write(&self, id: &Uuid) -> Result<Option<IdempotentWrite>, StoreError> {
-        let raw = idempotency_key(id);
-        match self.raw_get(&raw)? {
-            Some(bytes) => decode_idempotent_write(&raw, &bytes).map(Some),
-            None => Ok(None),
-        }
-    }
-
-    /// Remembers the result of the write with idempotency key `id`.
-    pub fn remember(&mut self, id: &Uuid, write: &IdempotentWrite) {
-        self.raw_put(idempotency_key(id), encode_idempotent_write(write));
-        self.raw_put(expiry_key(write.timestamp_ms, id), Vec::new());
-    }
-
-    /// Forgets idempotent writes accepted before `before_ms`; returns how
-    /// many.
-    pub fn expire_idempotent_writes(&mut self, before_ms: u64) -> Result<usize, StoreError> {
-        let end = expiry_key(before_ms, &Uuid::nil());
-        let mut expired = Vec::new();
-        // Not a consistent scan, and needs none: only the state machine
-        // commits, and it is here, so a checkpoint can write nothing the
-        // scan's copy of the layers lacks.
-        for item in self.view.raw_scan(vec![EXPIRY_PREFIX], &[EXPIRY_PREFIX]) {
-            let (raw, _) = item?;
-            if raw >= end {
-                break;
-            }
-            if self.pending.get(&raw) == Some(&None) {
-                continue;
-            }
-            expired.push(raw);
-        }
-        for raw in &expired {
-            let id = expiry_id(raw)?;
-            self.raw_remove(raw.clone());
-            self.raw_remove(idempotency_key(&id));
-        }
-        Ok(expired.len())
-    }
-
-    /// Records the last applied log id and the store's revision as of it,
-    /// in the same batch, so the view never holds one without the other.
-    pub fn set_applied(&mut self, applied: &LogId, revision: Revision) {
-        self.raw_put(APPLIED_KEY.to_vec(), encode_applied(applied));
-        self.raw_put(REVISION_KEY.to_vec(), encode_revision(revision));
-    }
-
-    /// Records the membership.
-    pub fn set_membership(&mut self, membership: &StoredMembership) {
-        self.raw_put(MEMBERSHIP_KEY.to_vec(), encode_membership(membership));
-    }
-
-    /// Records that `key` was put with lease `id`.
-    pub fn attach(&mut self, id: u64, key: &str) {
-        self.raw_put(attachment_key(id, key), Vec::new());
-    }
-
-    /// Forgets the attachments of lease `id` to `keys`.
-    pub fn forget_attachments(&mut self, id: u64, keys: &[String]) {
-        for key in keys {
-            self.raw_remove(attachment_key(id, key));
-        }
-    }
-
-    /// How many leases exist, as of this batch.
-    pub fn lease_count(&self) -> Result<u64, StoreError> {
-        match self.raw_get(LEASE_COUNT_KEY)? {
-            Some(bytes) => decode_revision(&bytes),
-            None => Ok(0),
-        }
-    }
-
-    /// Records how many leases exist.
-    pub fn set_lease_count(&mut self, count: u64) {
-        self.raw_put(LEASE_COUNT_KEY.to_vec(), encode_revision(count));
     }
 }
 
