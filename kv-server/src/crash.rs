@@ -13,6 +13,9 @@
 //!
 //! `KV_FAIL_FSYNC=topic` likewise makes a real fsync fail: the checkpoint's
 //! sync of the topic reports an I/O error, as a failing disk would.
+//!
+//! `KV_DELAY_AT=<point>:<ms>` holds a step open (see [`delay`]), so a test
+//! can look at a node in the middle of it.
 
 use std::sync::OnceLock;
 
@@ -69,5 +72,38 @@ pub fn injected_fsync_error(path: &std::path::Path) -> crate::error::StoreError 
         op: "fsync",
         path: path.to_path_buf(),
         source: std::io::Error::other("injected by KV_FAIL_FSYNC"),
+    }
+}
+
+/// A snapshot install's steps, in order; a crash point sits after each
+/// (docs/architecture.md, "Installing a snapshot", says why each is safe).
+///
+/// After the received snapshot is durable as `installing.snap`.
+pub const INSTALL_SNAPSHOT_SAVED: &str = "install-snapshot-saved";
+/// After the new view is built and durable beside the one in use.
+pub const INSTALL_VIEW_BUILT: &str = "install-view-built";
+/// After the view pointer names the new view.
+pub const INSTALL_VIEW_SWITCHED: &str = "install-view-switched";
+/// After `installing.snap` became `current.snap`, before the old view is
+/// removed.
+pub const INSTALL_SNAPSHOT_CURRENT: &str = "install-snapshot-current";
+/// Each time a view rebuild has replayed a batch of records into the view
+/// being built.
+pub const VIEW_REPLAY_BATCH: &str = "view-replay-batch";
+
+/// Sleeps if `KV_DELAY_AT=<point>:<ms>` names `point`, so a test can hold a
+/// node in the middle of a step long enough to look at it from outside.
+pub fn delay(point: &str) {
+    static AT: OnceLock<Option<(String, u64)>> = OnceLock::new();
+    let at = AT.get_or_init(|| {
+        let value = std::env::var("KV_DELAY_AT").ok()?;
+        let (name, ms) = value.rsplit_once(':')?;
+        Some((name.to_string(), ms.parse().ok()?))
+    });
+    if let Some((name, ms)) = at {
+        if name == point {
+            tracing::warn!(point, ms, "KV_DELAY_AT reached: sleeping");
+            std::thread::sleep(std::time::Duration::from_millis(*ms));
+        }
     }
 }

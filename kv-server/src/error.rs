@@ -195,12 +195,13 @@ pub enum StoreError {
     },
 
     // Recovery at open.
-    /// The install marker says an install was under way, but the snapshot
-    /// it was installing is not there to finish it.
-    #[error("a snapshot install was interrupted ({marker} exists) but no snapshot is stored")]
-    InstallWithoutSnapshot {
-        /// The install marker.
-        marker: PathBuf,
+    /// The view pointer names no view directory.
+    #[error("the view pointer {path} names {found:?}, which is no view directory")]
+    CorruptViewPointer {
+        /// The pointer file.
+        path: PathBuf,
+        /// What it names.
+        found: String,
     },
     /// The topic's last record came from a log entry that neither the raft
     /// log nor the snapshot knows: the view cannot be given an applied log

@@ -402,10 +402,7 @@ async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, ServerError> {
 pub fn rebuild(data_dir: &std::path::Path) -> Result<(u64, u64), ServerError> {
     let dirs = DataDirs::new(data_dir);
     crate::store::data_format::check_or_mark(data_dir)?;
-    if dirs.view.exists() {
-        std::fs::remove_dir_all(&dirs.view)
-            .map_err(crate::error::StoreError::io("remove", &dirs.view))?;
-    }
+    crate::store::view::ViewDirs::new(&dirs.view).remove_all()?;
     let log = LogStore::open(&dirs.raft, None)?;
     let store = Store::open(&dirs, compaction::TopicConfig::default(), &log)?;
     let (applied, _) = store.view.applied_state()?;

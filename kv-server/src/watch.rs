@@ -172,6 +172,32 @@ impl WatchRegistry {
         }
     }
 
+    /// Wakes every waiter registered below `revision`, whatever it watches:
+    /// after a snapshot install replaced the whole state at once, any key
+    /// may have changed.
+    pub fn notify_all(&self, revision: Revision) {
+        let mut guard = self.index.lock();
+        let index = &mut *guard;
+        index.last_notified = index.last_notified.max(revision);
+        let mut woken = 0;
+        for slots in index.keys.values_mut() {
+            woken += fire(slots, revision);
+        }
+        index.keys.retain(|_, slots| !slots.is_empty());
+        let mut emptied = Vec::new();
+        for (prefix, slots) in index.prefixes.iter_mut() {
+            woken += fire(slots, revision);
+            if slots.is_empty() {
+                emptied.push(Arc::clone(prefix));
+            }
+        }
+        for prefix in emptied {
+            index.prefixes.remove(&prefix);
+            index.forget_prefix_length(prefix.len());
+        }
+        index.waiting -= woken;
+    }
+
     /// Number of waiters currently registered (for the metrics gauge).
     pub fn waiting(&self) -> usize {
         self.index.lock().waiting
@@ -436,6 +462,21 @@ mod tests {
         assert_eq!(registry.waiting(), 1);
         registry.notify([("k", 13)]);
         assert_eq!(woken(&mut above).await, Some(13));
+        assert_empty(&registry);
+    }
+
+    #[tokio::test]
+    async fn notify_all_wakes_key_and_prefix_waiters_below_the_revision() {
+        let registry = WatchRegistry::new();
+        let mut on_key = registry.watch(key("a/1"), 3);
+        let mut on_prefix = registry.watch(prefix("b/"), 3);
+        let mut ahead = registry.watch(key("c"), 9);
+        registry.notify_all(7);
+        assert_eq!(woken(&mut on_key).await, Some(7));
+        assert_eq!(woken(&mut on_prefix).await, Some(7));
+        assert_eq!(woken(&mut ahead).await, None);
+        assert_eq!(registry.waiting(), 1);
+        drop(ahead);
         assert_empty(&registry);
     }
 

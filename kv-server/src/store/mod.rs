@@ -5,7 +5,9 @@
 //! data/format     the data format, `2` (see `data_format`)
 //! data/raft/      raft log segments, vote and purged id (files of its own)
 //! data/topic/     the compacted topic (crate `compaction`)
-//! data/view/      the materialized view and the applied state (sled)
+//! data/view/      the materialized view and the applied state (sled);
+//!                 after a snapshot install `data/view-<n>/`, named by
+//!                 `data/view.current` (see `view::ViewDirs`)
 //! data/snapshot/  the current raft snapshot, in the topic's segment format
 //! ```
 //!
@@ -36,7 +38,7 @@ use std::sync::mpsc::{RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use compaction::{fsutil, Topic, TopicConfig};
+use compaction::{Topic, TopicConfig};
 use openraft::EntryPayload;
 use parking_lot::Mutex;
 use tracing::{error, info, warn};
@@ -46,8 +48,8 @@ use crate::store::apply::apply_command;
 use crate::store::log_store::LogStore;
 use crate::store::record::WriteRecord;
 use crate::store::recovery::Recovery;
-use crate::store::snapshot::{installing_marker, SnapshotFile};
-use crate::store::view::View;
+use crate::store::snapshot::{finish_installing, SnapshotFile};
+use crate::store::view::{View, ViewDirs};
 use crate::types::{CommandResult, Entry, Op, Revision, StoredMembership};
 use crate::watch::WatchRegistry;
 
@@ -151,6 +153,8 @@ pub struct Store {
     pub watches: Arc<WatchRegistry>,
     /// Where the current snapshot lives.
     pub snapshot_dir: PathBuf,
+    /// Where the view in use lives, and the next one is built.
+    view_dirs: ViewDirs,
     /// The store's revision: the offset of the last record applied, as the
     /// view keeps it next to the applied log id.
     revision: AtomicU64,
@@ -190,13 +194,15 @@ impl Store {
         topic_config: TopicConfig,
         log: &LogStore,
     ) -> Result<(Store, Recovery), StoreError> {
-        let view = match View::open(&dirs.view) {
+        let view_dirs = ViewDirs::new(&dirs.view);
+        view_dirs.remove_stale()?;
+        let view_dir = view_dirs.current()?;
+        let view = match View::open(&view_dir) {
             Ok(view) => view,
             Err(error) => {
-                warn!(dir = %dirs.view.display(), %error, "the view is damaged; rebuilding it from the topic");
-                std::fs::remove_dir_all(&dirs.view)
-                    .map_err(StoreError::io("remove", &dirs.view))?;
-                View::open(&dirs.view)?
+                warn!(dir = %view_dir.display(), %error, "the view is damaged; rebuilding it from the topic");
+                std::fs::remove_dir_all(&view_dir).map_err(StoreError::io("remove", &view_dir))?;
+                View::open(&view_dir)?
             }
         };
         let durable_end = recovery::durable_topic_end(&view, &dirs.snapshot)?;
@@ -212,6 +218,7 @@ impl Store {
             view,
             watches: Arc::new(WatchRegistry::new()),
             snapshot_dir: dirs.snapshot.clone(),
+            view_dirs,
             revision: AtomicU64::new(0),
             writing_out: Mutex::new(()),
             checkpointer: OnceLock::new(),
@@ -495,24 +502,59 @@ impl Store {
         Ok(())
     }
 
-    /// Installs a snapshot: stores it, lays its records down as the topic,
-    /// rebuilds the view by replay. A crash part-way is finished at open.
+    /// Installs a snapshot: lays its records down as the topic, builds a
+    /// new view from them beside the one in use and switches to it in one
+    /// step, so a reader sees the state before or the state after, each at
+    /// its own revision. Each step is durable before the next starts, and
+    /// a crash after any of them is finished at open (docs/architecture.md,
+    /// "Installing a snapshot"):
+    ///
+    /// 1. the snapshot is written as `installing.snap`: the install is
+    ///    now under way and a restart does it again from this file;
+    /// 2. the topic is replaced with its records (old set or new set);
+    /// 3. the new view is built and flushed in a directory of its own;
+    /// 4. the view pointer names it, and readers are switched to it;
+    /// 5. `installing.snap` becomes `current.snap`: the install is done;
+    /// 6. the old view's directory is removed.
     pub fn install(&self, snapshot: &SnapshotFile) -> Result<(), StoreError> {
-        let marker = installing_marker(&self.snapshot_dir);
-        snapshot.store(&self.snapshot_dir)?;
-        fsutil::write_synced(&marker, b"")?;
-        fsutil::fsync_dir(&self.snapshot_dir)?;
+        use crate::crash::{self, point};
         let meta = &snapshot.header.meta;
         // The topic ends at the snapshot's revision: its last record's offset.
         let end = snapshot.header.revision;
+        snapshot.store_installing(&self.snapshot_dir)?;
+        point(crash::INSTALL_SNAPSHOT_SAVED);
         self.topic
             .replace_with(snapshot.records(), end, snapshot.header.tombstone_floor)?;
-        crate::crash::point(crate::crash::SNAPSHOT_TOPIC_REPLACED);
-        self.rebuild_view(meta.last_log_id, end, meta.last_membership.clone())?;
-        std::fs::remove_file(&marker).map_err(StoreError::io("remove", &marker))?;
-        self.revision.store(end, Ordering::Release);
+        point(crash::SNAPSHOT_TOPIC_REPLACED);
+        let next_dir = self.view_dirs.next()?;
+        let next = View::open(&next_dir)?;
+        self.replay_into(&next, meta.last_log_id, end, meta.last_membership.clone())?;
+        point(crash::INSTALL_VIEW_BUILT);
+        let retired = {
+            // No checkpoint writes either view while they change places.
+            let _turn = self.writing_out.lock();
+            self.view_dirs.switch_to(&next_dir)?;
+            point(crash::INSTALL_VIEW_SWITCHED);
+            let retired = self.view.switch_to(&next);
+            self.revision.store(end, Ordering::Release);
+            retired
+        };
         self.acl_generation.fetch_add(1, Ordering::AcqRel);
+        // Any key may have changed: every waiter below the new revision
+        // answers from the new view.
+        self.watches.notify_all(end);
+        finish_installing(&self.snapshot_dir)?;
+        point(crash::INSTALL_SNAPSHOT_CURRENT);
+        if retired.close(RETIRED_VIEW_WAIT) {
+            self.view_dirs.remove_stale()?;
+        } else {
+            warn!("a read still holds the old view; its directory is removed at the next start");
+        }
         info!(snapshot = %meta.snapshot_id, end, "installed snapshot");
         Ok(())
     }
 }
+
+/// How long an install waits for the reads still running on the old view
+/// before it leaves its directory to the next start.
+const RETIRED_VIEW_WAIT: Duration = Duration::from_secs(10);

@@ -5,7 +5,8 @@
 //! behind it and either may lose its tail in a crash. At open the store
 //! checks, in this order:
 //!
-//! 1. an install marker: a snapshot install was interrupted, do it again;
+//! 1. `installing.snap`: a snapshot install was interrupted, do it again
+//!    from that snapshot;
 //! 2. the view's rebuilding marker: a rebuild was interrupted, start over;
 //! 3. a view that applied nothing while the topic holds records: the view
 //!    was lost (or damaged and removed), rebuild it;
@@ -94,12 +95,13 @@ impl Store {
         match recovery {
             Recovery::Nothing => Ok(()),
             Recovery::FinishInstall => {
-                let snapshot = SnapshotFile::load(&self.snapshot_dir)?.ok_or_else(|| {
-                    StoreError::InstallWithoutSnapshot {
-                        marker: installing_marker(&self.snapshot_dir),
-                    }
-                })?;
-                info!("finishing an interrupted snapshot install");
+                let marker = installing_marker(&self.snapshot_dir);
+                // It was renamed into place whole: if it is not there, it
+                // was just made current, and the install is done.
+                let Some(snapshot) = SnapshotFile::load_installing(&self.snapshot_dir)? else {
+                    return Ok(());
+                };
+                info!(marker = %marker.display(), "finishing an interrupted snapshot install");
                 self.install(&snapshot)
             }
             Recovery::ResumeRebuild | Recovery::ViewMissing | Recovery::ViewAheadOfTopic => {
@@ -110,18 +112,33 @@ impl Store {
 
     /// Replaces the view with the replay of the topic up to `revision`, and
     /// records `applied`, `revision` and `membership` as its applied state.
+    /// In place: for the store's open, before anyone reads.
     pub fn rebuild_view(
         &self,
         applied: Option<LogId>,
         revision: Revision,
         membership: StoredMembership,
     ) -> Result<u64, StoreError> {
-        let started = std::time::Instant::now();
         let _turn = self.writing_out.lock();
         self.view.clear()?;
-        self.view.set_rebuilding(true)?;
+        self.replay_into(&self.view, applied, revision, membership)
+    }
+
+    /// Replays the topic up to `revision` into the empty `view`, records
+    /// `applied`, `revision` and `membership` as its applied state, and
+    /// makes it durable; gives how many records it replayed. Until it is
+    /// done the view is marked as being rebuilt, so a crash starts over.
+    pub(super) fn replay_into(
+        &self,
+        view: &View,
+        applied: Option<LogId>,
+        revision: Revision,
+        membership: StoredMembership,
+    ) -> Result<u64, StoreError> {
+        let started = std::time::Instant::now();
+        view.set_rebuilding(true)?;
         let mut replayed = 0u64;
-        let mut batch = self.view.batch();
+        let mut batch = view.batch();
         for record in self.topic.read_from(0) {
             let record = WriteRecord::from_record(record?)?;
             if record.offset > revision {
@@ -130,11 +147,10 @@ impl Store {
             replay_record(&mut batch, &record)?;
             replayed += 1;
             if replayed % REPLAY_BATCH_RECORDS as u64 == 0 {
-                let keys = self
-                    .view
-                    .commit(std::mem::replace(&mut batch, self.view.batch()));
+                let keys = view.commit(std::mem::replace(&mut batch, view.batch()));
+                crate::crash::delay(crate::crash::VIEW_REPLAY_BATCH);
                 if keys >= REPLAY_WRITE_OUT_KEYS {
-                    self.view.write_out()?;
+                    view.write_out()?;
                     info!(replayed, "rebuilding the view");
                 }
             }
@@ -143,9 +159,9 @@ impl Store {
             batch.set_applied(applied, revision);
         }
         batch.set_membership(&membership);
-        self.view.commit(batch);
-        super::leases::recount(&self.view)?;
-        self.view.set_rebuilding(false)?;
+        view.commit(batch);
+        super::leases::recount(view)?;
+        view.set_rebuilding(false)?;
         info!(
             replayed,
             elapsed_ms = started.elapsed().as_millis() as u64,
@@ -387,8 +403,8 @@ mod tests {
             view.write_out().expect("the view writes out");
         }
 
-        /// Stores a snapshot of the state at `APPLIED` as the current one.
-        fn store_snapshot(&self) {
+        /// A snapshot of the state the node is at.
+        fn build_snapshot(&self) -> SnapshotFile {
             self.with_store(|store| {
                 let (applied, last_membership) = store.view.applied_state().expect("reads");
                 let revision = store.view.revision().expect("reads");
@@ -401,10 +417,8 @@ mod tests {
                     revision,
                     0,
                 );
-                let snapshot =
-                    SnapshotFile::build(header, store.topic.read_from(0), None).expect("builds");
-                snapshot.store(&store.snapshot_dir).expect("stores");
-            });
+                SnapshotFile::build(header, store.topic.read_from(0), None).expect("builds")
+            })
         }
     }
 
@@ -435,18 +449,13 @@ mod tests {
     }
 
     fn install_interrupted(node: &NodeFiles) {
-        node.store_snapshot();
+        let snapshot = node.build_snapshot();
         // Applied after the snapshot: an install of it takes the key away.
         node.apply(&[put(APPLIED + 1)]);
         node.plant(|_| {});
-        let marker = installing_marker(&node.dirs.snapshot);
-        std::fs::write(&marker, b"").expect("writes the marker");
-    }
-
-    fn install_marker_without_snapshot(node: &NodeFiles) {
-        std::fs::create_dir_all(&node.dirs.snapshot).expect("creates the dir");
-        let marker = installing_marker(&node.dirs.snapshot);
-        std::fs::write(&marker, b"").expect("writes the marker");
+        snapshot
+            .store_installing(&node.dirs.snapshot)
+            .expect("stores the snapshot being installed");
     }
 
     /// What opening the store decided and left behind.
@@ -537,13 +546,17 @@ mod tests {
         }
     }
 
+    /// `installing.snap` is renamed into place whole, so one that does not
+    /// read is damage: the open stops and names it.
     #[test]
-    fn an_install_marker_without_a_snapshot_stops_the_open() {
+    fn a_damaged_snapshot_being_installed_stops_the_open_naming_it() {
         let node = NodeFiles::new();
-        install_marker_without_snapshot(&node);
+        std::fs::create_dir_all(&node.dirs.snapshot).expect("creates the dir");
+        let marker = installing_marker(&node.dirs.snapshot);
+        std::fs::write(&marker, b"not a snapshot").expect("writes the file");
         let error = node.open().err().expect("the open fails");
         assert!(
-            matches!(&error, StoreError::InstallWithoutSnapshot { marker } if marker.exists()),
+            matches!(&error, StoreError::CorruptSnapshot { name, .. } if name.contains("installing.snap")),
             "{error}"
         );
     }

@@ -45,9 +45,10 @@ const HEADER_AT: usize = HEADER_LEN_AT + std::mem::size_of::<u32>();
 const BUILD_CAPACITY_BYTES: usize = 1 << 20;
 /// File name of the current snapshot.
 pub const CURRENT_FILE: &str = "current.snap";
-/// Present while a snapshot install is under way; at start-up it means the
-/// install must be done again.
-pub const INSTALLING_FILE: &str = "installing";
+/// The snapshot being installed, present from the moment it is durable
+/// until the install is done; at start-up it means the install must be
+/// done again (from this file: the current one is not it).
+pub const INSTALLING_FILE: &str = "installing.snap";
 
 /// The header format written today.
 pub const HEADER_FORMAT: u32 = 2;
@@ -226,15 +227,49 @@ impl SnapshotFile {
     }
 
     /// Writes the snapshot as the current one of `dir`, atomically.
+    ///
+    /// A snapshot built while an install ran (openraft builds beside the
+    /// state machine's other work) can end after the install made a newer
+    /// one current: it is not stored then, so the current snapshot never
+    /// goes back behind the topic.
     pub fn store(&self, dir: &Path) -> Result<(), StoreError> {
         std::fs::create_dir_all(dir).map_err(StoreError::io("create directory", dir))?;
-        Ok(fsutil::write_atomic(&dir.join(CURRENT_FILE), &self.bytes)?)
+        let _turn = CURRENT_WRITES.lock();
+        let path = dir.join(CURRENT_FILE);
+        if let Some(current) = read_header(&path)? {
+            if current.meta.last_log_id > self.header.meta.last_log_id {
+                tracing::info!(
+                    built = %self.header.meta.snapshot_id,
+                    current = %current.meta.snapshot_id,
+                    "a newer snapshot was installed meanwhile; the one built is not kept"
+                );
+                return Ok(());
+            }
+        }
+        Ok(fsutil::write_atomic(&path, &self.bytes)?)
+    }
+
+    /// Writes the snapshot as the one being installed in `dir`, atomically
+    /// and durably: from then on a restart finishes the install.
+    pub fn store_installing(&self, dir: &Path) -> Result<(), StoreError> {
+        std::fs::create_dir_all(dir).map_err(StoreError::io("create directory", dir))?;
+        fsutil::fsync_dir(dir)?;
+        Ok(fsutil::write_atomic(&installing_marker(dir), &self.bytes)?)
     }
 
     /// Reads the current snapshot of `dir`, if there is one.
     pub fn load(dir: &Path) -> Result<Option<SnapshotFile>, StoreError> {
-        let path = dir.join(CURRENT_FILE);
-        match std::fs::read(&path) {
+        SnapshotFile::load_file(&dir.join(CURRENT_FILE))
+    }
+
+    /// Reads the snapshot an interrupted install left in `dir`, if any.
+    pub fn load_installing(dir: &Path) -> Result<Option<SnapshotFile>, StoreError> {
+        SnapshotFile::load_file(&installing_marker(dir))
+    }
+
+    /// Reads the snapshot at `path`, if there is one.
+    fn load_file(path: &Path) -> Result<Option<SnapshotFile>, StoreError> {
+        match std::fs::read(path) {
             Ok(bytes) => {
                 SnapshotFile::parse(&path.display().to_string(), Bytes::from(bytes)).map(Some)
             }
@@ -244,9 +279,61 @@ impl SnapshotFile {
     }
 }
 
-/// The marker of an install in progress.
+/// Taken while `current.snap` is replaced, so that a check of what it holds
+/// and the write after it are one step.
+static CURRENT_WRITES: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
+
+/// The header of the snapshot at `path`, read alone, if there is one.
+fn read_header(path: &Path) -> Result<Option<SnapshotHeader>, StoreError> {
+    use std::io::Read;
+    let mut file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(StoreError::io("open", path)(error)),
+    };
+    let mut bytes = vec![0; HEADER_AT];
+    let mut read = |bytes: &mut [u8]| {
+        file.read_exact(bytes)
+            .map_err(StoreError::io("read the header of", path))
+    };
+    read(&mut bytes)?;
+    let header_len = u32::from_le_bytes(
+        bytes[HEADER_LEN_AT..HEADER_AT]
+            .try_into()
+            .expect("HEADER_AT - HEADER_LEN_AT is the 4 bytes of a u32"),
+    ) as usize;
+    // A length past the file's end fails the read rather than allocating.
+    let file_len = std::fs::metadata(path)
+        .map_err(StoreError::io("stat", path))?
+        .len();
+    if (HEADER_AT + header_len) as u64 > file_len {
+        return Err(StoreError::CorruptSnapshot {
+            name: path.display().to_string(),
+            reason: format!(
+                "header of {header_len} bytes at byte {HEADER_AT} runs past the end ({file_len} bytes)"
+            ),
+        });
+    }
+    bytes.resize(HEADER_AT + header_len, 0);
+    read(&mut bytes[HEADER_AT..])?;
+    let parsed = SnapshotFile::parse(&path.display().to_string(), Bytes::from(bytes))?;
+    Ok(Some(parsed.header))
+}
+
+/// The snapshot an install in progress is installing: its presence marks
+/// the install.
 pub fn installing_marker(dir: &Path) -> PathBuf {
     dir.join(INSTALLING_FILE)
+}
+
+/// Ends an install: the snapshot being installed becomes the current one,
+/// in one durable rename.
+pub fn finish_installing(dir: &Path) -> Result<(), StoreError> {
+    let _turn = CURRENT_WRITES.lock();
+    let installing = installing_marker(dir);
+    let current = dir.join(CURRENT_FILE);
+    std::fs::rename(&installing, &current).map_err(StoreError::io("rename", &installing))?;
+    Ok(fsutil::fsync_dir(dir)?)
 }
 
 #[cfg(test)]
@@ -343,6 +430,45 @@ mod tests {
         let whole = SnapshotFile::build(next_header(9), topic.read_from(0), None).expect("builds");
         assert_eq!(offsets(&built_on), vec![2, 4, 7, 8, 9]);
         assert_eq!(offsets(&built_on), offsets(&whole));
+    }
+
+    /// A snapshot of an empty topic at log index `index`.
+    fn empty_at(index: u64) -> SnapshotFile {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let topic = Topic::open(dir.path(), TopicConfig::default()).expect("opens");
+        let header = SnapshotHeader::new(
+            SnapshotMeta {
+                last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), index)),
+                last_membership: StoredMembership::default(),
+                snapshot_id: format!("at-{index}"),
+            },
+            0,
+            0,
+        );
+        SnapshotFile::build(header, topic.read_from(0), None).expect("builds")
+    }
+
+    /// A build that ends after an install made a newer snapshot current
+    /// leaves the newer one in place; a newer build replaces it.
+    #[test]
+    fn an_older_snapshot_never_replaces_a_newer_current_one() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let current_id = |dir: &Path| {
+            SnapshotFile::load(dir)
+                .expect("loads")
+                .expect("a current snapshot")
+                .header
+                .meta
+                .snapshot_id
+        };
+        empty_at(20).store_installing(dir.path()).expect("stores");
+        finish_installing(dir.path()).expect("installs");
+        empty_at(10)
+            .store(dir.path())
+            .expect("an older one is skipped");
+        assert_eq!(current_id(dir.path()), "at-20");
+        empty_at(30).store(dir.path()).expect("stores");
+        assert_eq!(current_id(dir.path()), "at-30");
     }
 
     /// A snapshot's bytes with `header_json` as its header and no records.

@@ -19,11 +19,17 @@
 //! committed state, though sled is written under it: it starts again when a
 //! checkpoint wrote to sled meanwhile ([`layers::SledWrites`]).
 //!
+//! A snapshot install builds a whole new database beside the one in use
+//! and swaps it in with [`View::switch_to`]: a reader sees the old state or
+//! the new one, never a view half replayed.
+//!
 //! The view does not order its writers: [`View::flush`] writes whatever is
 //! sealed when it is called. The store calls it under its own write-out lock,
 //! so a checkpoint and a rebuild never write out at the same time.
 
+mod batch;
 mod batch_scan;
+mod dirs;
 mod layers;
 mod layout;
 mod rebuild;
@@ -33,8 +39,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
-use uuid::Uuid;
 
+pub use batch::ViewBatch;
+pub use dirs::ViewDirs;
 pub use layout::{IdempotentWrite, KeyEntry};
 
 use crate::error::StoreError;
@@ -43,11 +50,8 @@ use crate::types::{LogId, Revision, StoredMembership};
 pub use layers::Unsealed;
 use layers::{Layers, MergedScan, SledWrites, Unwritten};
 use layout::{
-    attachment_key, decode_applied, decode_idempotent_write, decode_membership, decode_revision,
-    decode_u64, encode_applied, encode_idempotent_write, encode_membership, encode_revision,
-    entry_key, expiry_id, expiry_key, idempotency_key, user_key, APPLIED_KEY, CLOCK_KEY,
-    EXPIRY_PREFIX, FORMAT_KEY, LEASE_COUNT_KEY, MEMBERSHIP_KEY, REBUILDING_KEY, REVISION_KEY,
-    VIEW_FORMAT,
+    decode_applied, decode_membership, decode_revision, entry_key, user_key, APPLIED_KEY,
+    FORMAT_KEY, MEMBERSHIP_KEY, REBUILDING_KEY, REVISION_KEY, VIEW_FORMAT,
 };
 
 /// One page of a list, and the store's revision of the state it shows.
@@ -61,23 +65,203 @@ pub struct ListPage {
     pub revision: Revision,
 }
 
-/// The sled view.
+/// The sled view: the database in use, which a snapshot install replaces
+/// with one built beside it, in one step. Clones share it.
+///
+/// A read pins the database in use for as long as it runs, so a read of
+/// several values (a list page, the applied state) sees one database
+/// whole, the old one or the new one: never a mix. The lock is held only
+/// to clone or swap the pointer.
 #[derive(Clone, Debug)]
 pub struct View {
+    current: Arc<RwLock<Arc<ViewDb>>>,
+}
+
+/// One sled database of the view and its unwritten changes.
+#[derive(Debug)]
+struct ViewDb {
     db: sled::Db,
     /// Unwritten changes. Readers and the state machine hold the lock only
     /// for map operations, never across sled I/O.
-    layers: Arc<RwLock<Layers>>,
+    layers: RwLock<Layers>,
     /// A rebuild is under way (its marker is in sled).
-    rebuilding: Arc<AtomicBool>,
+    rebuilding: AtomicBool,
     /// Tells reads of several values that sled changed under them.
-    sled_writes: Arc<SledWrites>,
+    sled_writes: SledWrites,
 }
 
 impl View {
     /// Opens (or creates) the view in `dir`. A view of another layout
     /// format is refused (the store then rebuilds it from the topic).
     pub fn open(dir: &Path) -> Result<View, StoreError> {
+        Ok(View {
+            current: Arc::new(RwLock::new(Arc::new(ViewDb::open(dir)?))),
+        })
+    }
+
+    /// The database in use, pinned for one read.
+    fn pinned(&self) -> Arc<ViewDb> {
+        Arc::clone(&self.current.read())
+    }
+
+    /// Makes `next`'s database the one in use, in one step, and gives back
+    /// the one it replaces. Readers already running finish on the old one;
+    /// every read that starts after sees the new one. The caller stops
+    /// writing to the old one first.
+    pub fn switch_to(&self, next: &View) -> RetiredView {
+        let next = next.pinned();
+        let old = std::mem::replace(&mut *self.current.write(), next);
+        RetiredView { db: old }
+    }
+
+    /// The value under the raw key `raw`: unwritten changes first, then sled.
+    fn raw_get(&self, raw: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.pinned().raw_get(raw)
+    }
+
+    /// [`ViewDb::raw_scan`] of the database in use.
+    fn raw_scan<'a>(
+        &self,
+        start: Vec<u8>,
+        prefix: &'a [u8],
+    ) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>> + 'a {
+        self.pinned().raw_scan(start, prefix)
+    }
+
+    /// The entry of `key`, if it exists.
+    pub fn get(&self, key: &str) -> Result<Option<KeyEntry>, StoreError> {
+        self.pinned().get(key)
+    }
+
+    /// Entries whose keys start with `prefix`, in key order, after
+    /// `start_after` if given, as many as `bounds` allow; and whether more
+    /// follow. The page reflects one committed state.
+    pub fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        bounds: PageBounds,
+    ) -> Result<(Vec<(String, KeyEntry)>, bool), StoreError> {
+        let page = self.list_at_revision(prefix, start_after, bounds)?;
+        Ok((page.entries, page.more))
+    }
+
+    /// [`View::list`], with the store's revision of the state the page
+    /// shows: a client that lists and then watches from that revision
+    /// misses nothing and sees nothing twice.
+    pub fn list_at_revision(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        bounds: PageBounds,
+    ) -> Result<ListPage, StoreError> {
+        self.pinned().list_at_revision(prefix, start_after, bounds)
+    }
+
+    /// The last applied log id and the membership as of it.
+    pub fn applied_state(&self) -> Result<(Option<LogId>, StoredMembership), StoreError> {
+        let (applied, _, membership) = self.applied_state_and_revision()?;
+        Ok((applied, membership))
+    }
+
+    /// The last applied log id, the store's revision and the membership,
+    /// all as of the same applied entry.
+    pub fn applied_state_and_revision(
+        &self,
+    ) -> Result<(Option<LogId>, Revision, StoredMembership), StoreError> {
+        self.pinned().applied_state_and_revision()
+    }
+
+    /// The store's revision as of the last applied log id (0 before the
+    /// first record).
+    pub fn revision(&self) -> Result<Revision, StoreError> {
+        match self.raw_get(REVISION_KEY)? {
+            Some(bytes) => decode_revision(&bytes),
+            None => Ok(0),
+        }
+    }
+
+    /// Starts a batch of changes, applied by [`View::commit`].
+    pub fn batch(&self) -> ViewBatch<'_> {
+        ViewBatch {
+            view: self,
+            pending: Unwritten::new(),
+        }
+    }
+
+    /// Commits a batch: readers see all of it from now on, and it reaches
+    /// sled whole, with the batches committed after it up to the next seal.
+    /// Returns how many changes are not sealed yet.
+    pub fn commit(&self, batch: ViewBatch<'_>) -> usize {
+        self.pinned().layers.write().commit(batch.pending)
+    }
+
+    /// How much was committed since the last seal.
+    pub fn unsealed(&self) -> Unsealed {
+        self.pinned().layers.read().unsealed()
+    }
+
+    /// Seals what was committed so far: the next [`View::flush`] writes it
+    /// and nothing committed after.
+    pub fn seal(&self) {
+        self.pinned().layers.write().seal();
+    }
+
+    /// Writes the sealed changes to sled and makes them durable: in one
+    /// atomic batch, or on every core while a rebuild is under way.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.pinned().flush()
+    }
+
+    /// Seals and flushes everything committed.
+    pub fn write_out(&self) -> Result<(), StoreError> {
+        self.seal();
+        self.flush()
+    }
+
+    /// Whether a rebuild was started and not finished.
+    pub fn is_rebuilding(&self) -> Result<bool, StoreError> {
+        Ok(self.raw_get(REBUILDING_KEY)?.is_some())
+    }
+
+    /// Marks a rebuild as started (`true`) or finished (`false`), durably,
+    /// after everything committed before.
+    pub fn set_rebuilding(&self, rebuilding: bool) -> Result<(), StoreError> {
+        self.write_out()?;
+        self.pinned().set_rebuilding(rebuilding)
+    }
+
+    /// Removes everything (before a rebuild).
+    pub fn clear(&self) -> Result<(), StoreError> {
+        self.pinned().clear()
+    }
+}
+
+/// A view database replaced by [`View::switch_to`], kept until its last
+/// reader is done with it.
+pub struct RetiredView {
+    db: Arc<ViewDb>,
+}
+
+impl RetiredView {
+    /// Waits, at most `limit`, for the reads still running on the old
+    /// database to end, then closes it; gives whether it was closed (else
+    /// a read still holds it, and it closes when that read ends).
+    pub fn close(self, limit: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        while Arc::strong_count(&self.db) > 1 {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        true
+    }
+}
+
+impl ViewDb {
+    /// Opens (or creates) the view database in `dir`.
+    fn open(dir: &Path) -> Result<ViewDb, StoreError> {
         let db = crate::store::open_sled(dir)?;
         match db.get(FORMAT_KEY)? {
             Some(format) if format.as_ref() == VIEW_FORMAT => {}
@@ -96,11 +280,11 @@ impl View {
                 })
             }
         }
-        Ok(View {
+        Ok(ViewDb {
             db,
-            layers: Arc::new(RwLock::new(Layers::default())),
-            rebuilding: Arc::new(AtomicBool::new(false)),
-            sled_writes: Arc::new(SledWrites::default()),
+            layers: RwLock::new(Layers::default()),
+            rebuilding: AtomicBool::new(false),
+            sled_writes: SledWrites::default(),
         })
     }
 
@@ -143,7 +327,7 @@ impl View {
     /// A scan that must see one state runs under
     /// [`SledWrites::consistent`].
     fn raw_scan<'a>(
-        &'a self,
+        &self,
         start: Vec<u8>,
         prefix: &'a [u8],
     ) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>> + 'a {
@@ -153,7 +337,7 @@ impl View {
 
     /// [`View::raw_scan`] with the unwritten changes already taken.
     fn raw_scan_over<'a>(
-        &'a self,
+        &self,
         overlay: Unwritten,
         start: Vec<u8>,
         prefix: &'a [u8],
@@ -166,7 +350,7 @@ impl View {
     }
 
     /// The entry of `key`, if it exists.
-    pub fn get(&self, key: &str) -> Result<Option<KeyEntry>, StoreError> {
+    fn get(&self, key: &str) -> Result<Option<KeyEntry>, StoreError> {
         let raw = entry_key(key);
         match self.raw_get(&raw)? {
             Some(bytes) => Ok(Some(KeyEntry::decode(&raw, &bytes)?)),
@@ -174,26 +358,9 @@ impl View {
         }
     }
 
-    /// Entries whose keys start with `prefix`, in key order, after
-    /// `start_after` if given, as many as `bounds` allow; and whether more
-    /// follow.
-    ///
-    /// The page reflects one committed state: a checkpoint during the scan
-    /// makes it start again.
-    pub fn list(
-        &self,
-        prefix: &str,
-        start_after: Option<&str>,
-        bounds: PageBounds,
-    ) -> Result<(Vec<(String, KeyEntry)>, bool), StoreError> {
-        let page = self.list_at_revision(prefix, start_after, bounds)?;
-        Ok((page.entries, page.more))
-    }
-
-    /// [`View::list`], with the store's revision of the state the page
-    /// shows: a client that lists and then watches from that revision
-    /// misses nothing and sees nothing twice.
-    pub fn list_at_revision(
+    /// [`View::list_at_revision`] of this database. A checkpoint during
+    /// the scan makes it start again.
+    fn list_at_revision(
         &self,
         prefix: &str,
         start_after: Option<&str>,
@@ -260,15 +427,9 @@ impl View {
         })
     }
 
-    /// The last applied log id and the membership as of it.
-    pub fn applied_state(&self) -> Result<(Option<LogId>, StoredMembership), StoreError> {
-        let (applied, _, membership) = self.applied_state_and_revision()?;
-        Ok((applied, membership))
-    }
-
     /// The last applied log id, the store's revision and the membership,
     /// all as of the same applied entry.
-    pub fn applied_state_and_revision(
+    fn applied_state_and_revision(
         &self,
     ) -> Result<(Option<LogId>, Revision, StoredMembership), StoreError> {
         let [applied, revision, membership] =
@@ -288,44 +449,8 @@ impl View {
         Ok((applied, revision, membership))
     }
 
-    /// The store's revision as of the last applied log id (0 before the
-    /// first record).
-    pub fn revision(&self) -> Result<Revision, StoreError> {
-        match self.raw_get(REVISION_KEY)? {
-            Some(bytes) => decode_revision(&bytes),
-            None => Ok(0),
-        }
-    }
-
-    /// Starts a batch of changes, applied by [`View::commit`].
-    pub fn batch(&self) -> ViewBatch<'_> {
-        ViewBatch {
-            view: self,
-            pending: Unwritten::new(),
-        }
-    }
-
-    /// Commits a batch: readers see all of it from now on, and it reaches
-    /// sled whole, with the batches committed after it up to the next seal.
-    /// Returns how many changes are not sealed yet.
-    pub fn commit(&self, batch: ViewBatch<'_>) -> usize {
-        self.layers.write().commit(batch.pending)
-    }
-
-    /// How much was committed since the last seal.
-    pub fn unsealed(&self) -> Unsealed {
-        self.layers.read().unsealed()
-    }
-
-    /// Seals what was committed so far: the next [`View::flush`] writes it
-    /// and nothing committed after.
-    pub fn seal(&self) {
-        self.layers.write().seal();
-    }
-
-    /// Writes the sealed changes to sled and makes them durable: in one
-    /// atomic batch, or on every core while a rebuild is under way.
-    pub fn flush(&self) -> Result<(), StoreError> {
+    /// [`View::flush`] of this database.
+    fn flush(&self) -> Result<(), StoreError> {
         // The lock is not held while sled writes: readers keep reading the
         // sealed layer until it is dropped, after sled has it.
         let sealed = self.layers.read().sealed();
@@ -354,21 +479,9 @@ impl View {
         Ok(())
     }
 
-    /// Seals and flushes everything committed.
-    pub fn write_out(&self) -> Result<(), StoreError> {
-        self.seal();
-        self.flush()
-    }
-
-    /// Whether a rebuild was started and not finished.
-    pub fn is_rebuilding(&self) -> Result<bool, StoreError> {
-        Ok(self.raw_get(REBUILDING_KEY)?.is_some())
-    }
-
-    /// Marks a rebuild as started (`true`) or finished (`false`), durably,
-    /// after everything committed before.
-    pub fn set_rebuilding(&self, rebuilding: bool) -> Result<(), StoreError> {
-        self.write_out()?;
+    /// Marks a rebuild as started (`true`) or finished (`false`), durably;
+    /// [`View::set_rebuilding`] writes out what was committed before.
+    fn set_rebuilding(&self, rebuilding: bool) -> Result<(), StoreError> {
         if rebuilding {
             self.db.insert(REBUILDING_KEY, &[])?;
         } else {
@@ -379,151 +492,13 @@ impl View {
         Ok(())
     }
 
-    /// Removes everything (before a rebuild or a snapshot install).
-    pub fn clear(&self) -> Result<(), StoreError> {
+    /// Removes everything (before a rebuild).
+    fn clear(&self) -> Result<(), StoreError> {
         self.sled_writes.writing(|| {
             *self.layers.write() = Layers::default();
             self.db.clear()?;
             self.db.insert(FORMAT_KEY, VIEW_FORMAT).map(|_| ())
         })?;
-        Ok(())
-    }
-}
-
-/// Changes to the view being prepared; reads through it see them.
-pub struct ViewBatch<'a> {
-    view: &'a View,
-    /// Raw keys written in this batch: `None` for removed.
-    pending: Unwritten,
-}
-
-impl ViewBatch<'_> {
-    fn raw_get(&self, raw: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        match self.pending.get(raw) {
-            Some(value) => Ok(value.clone()),
-            None => self.view.raw_get(raw),
-        }
-    }
-
-    fn raw_put(&mut self, raw: Vec<u8>, value: Vec<u8>) {
-        self.pending.insert(raw, Some(value));
-    }
-
-    fn raw_remove(&mut self, raw: Vec<u8>) {
-        self.pending.insert(raw, None);
-    }
-
-    /// The entry of `key` as of this batch.
-    pub fn get(&self, key: &str) -> Result<Option<KeyEntry>, StoreError> {
-        let raw = entry_key(key);
-        match self.raw_get(&raw)? {
-            Some(bytes) => Ok(Some(KeyEntry::decode(&raw, &bytes)?)),
-            None => Ok(None),
-        }
-    }
-
-    /// Sets the entry of `key`.
-    pub fn put(&mut self, key: &str, entry: &KeyEntry) {
-        self.raw_put(entry_key(key), entry.encode());
-    }
-
-    /// Removes `key`.
-    pub fn remove(&mut self, key: &str) {
-        self.raw_remove(entry_key(key));
-    }
-
-    /// The remembered result of the write with idempotency key `id`.
-    pub fn idempotent_write(&self, id: &Uuid) -> Result<Option<IdempotentWrite>, StoreError> {
-        let raw = idempotency_key(id);
-        match self.raw_get(&raw)? {
-            Some(bytes) => decode_idempotent_write(&raw, &bytes).map(Some),
-            None => Ok(None),
-        }
-    }
-
-    /// Remembers the result of the write with idempotency key `id`.
-    pub fn remember(&mut self, id: &Uuid, write: &IdempotentWrite) {
-        self.raw_put(idempotency_key(id), encode_idempotent_write(write));
-        self.raw_put(expiry_key(write.timestamp_ms, id), Vec::new());
-    }
-
-    /// Forgets idempotent writes accepted before `before_ms`; returns how
-    /// many.
-    pub fn expire_idempotent_writes(&mut self, before_ms: u64) -> Result<usize, StoreError> {
-        let end = expiry_key(before_ms, &Uuid::nil());
-        let mut expired = Vec::new();
-        // Not a consistent scan, and needs none: only the state machine
-        // commits, and it is here, so a checkpoint can write nothing the
-        // scan's copy of the layers lacks.
-        for item in self.view.raw_scan(vec![EXPIRY_PREFIX], &[EXPIRY_PREFIX]) {
-            let (raw, _) = item?;
-            if raw >= end {
-                break;
-            }
-            if self.pending.get(&raw) == Some(&None) {
-                continue;
-            }
-            expired.push(raw);
-        }
-        for raw in &expired {
-            let id = expiry_id(raw)?;
-            self.raw_remove(raw.clone());
-            self.raw_remove(idempotency_key(&id));
-        }
-        Ok(expired.len())
-    }
-
-    /// Records the last applied log id and the store's revision as of it,
-    /// in the same batch, so the view never holds one without the other.
-    pub fn set_applied(&mut self, applied: &LogId, revision: Revision) {
-        self.raw_put(APPLIED_KEY.to_vec(), encode_applied(applied));
-        self.raw_put(REVISION_KEY.to_vec(), encode_revision(revision));
-    }
-
-    /// Records the membership.
-    pub fn set_membership(&mut self, membership: &StoredMembership) {
-        self.raw_put(MEMBERSHIP_KEY.to_vec(), encode_membership(membership));
-    }
-
-    /// Records that `key` was put with lease `id`.
-    pub fn attach(&mut self, id: u64, key: &str) {
-        self.raw_put(attachment_key(id, key), Vec::new());
-    }
-
-    /// Forgets the attachments of lease `id` to `keys`.
-    pub fn forget_attachments(&mut self, id: u64, keys: &[String]) {
-        for key in keys {
-            self.raw_remove(attachment_key(id, key));
-        }
-    }
-
-    /// How many leases exist, as of this batch.
-    pub fn lease_count(&self) -> Result<u64, StoreError> {
-        match self.raw_get(LEASE_COUNT_KEY)? {
-            Some(bytes) => decode_revision(&bytes),
-            None => Ok(0),
-        }
-    }
-
-    /// Records how many leases exist.
-    pub fn set_lease_count(&mut self, count: u64) {
-        self.raw_put(LEASE_COUNT_KEY.to_vec(), encode_revision(count));
-    }
-
-    /// The apply clock as of this batch: the time the last write was
-    /// applied at (ms), 0 before the first.
-    pub fn clock_ms(&self) -> Result<u64, StoreError> {
-        match self.raw_get(CLOCK_KEY)? {
-            Some(bytes) => decode_u64(CLOCK_KEY, &bytes),
-            None => Ok(0),
-        }
-    }
-
-    /// Moves the apply clock to `ms`, unless it is already later.
-    pub fn advance_clock(&mut self, ms: u64) -> Result<(), StoreError> {
-        if ms > self.clock_ms()? {
-            self.raw_put(CLOCK_KEY.to_vec(), encode_revision(ms));
-        }
         Ok(())
     }
 }
@@ -638,14 +613,15 @@ mod tests {
         view.write_out().unwrap();
 
         let mut written_out = false;
+        let db = view.pinned();
         let ListPage {
             entries,
             more,
             revision,
-        } = view
+        } = db
             .sled_writes
             .consistent(|| {
-                view.list_once("a/", None, PageBounds::entries(KEYS), || {
+                db.list_once("a/", None, PageBounds::entries(KEYS), || {
                     // After the scan read the first key, a batch changing
                     // the first and the last is committed and written out.
                     if !std::mem::replace(&mut written_out, true) {
@@ -703,13 +679,53 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         drop(View::open(dir.path()).expect("a new view opens"));
         let view = View::open(dir.path()).expect("and opens again");
-        view.db.insert(FORMAT_KEY, b"1".as_slice()).unwrap();
-        view.db.flush().unwrap();
+        let db = view.pinned();
+        db.db.insert(FORMAT_KEY, b"1".as_slice()).unwrap();
+        db.db.flush().unwrap();
+        drop(db);
         drop(view);
         match View::open(dir.path()) {
             Err(StoreError::ViewFormat { found, .. }) => assert_eq!(found, "1"),
             other => panic!("expected ViewFormat, got {other:?}"),
         }
+    }
+
+    /// A switch shows the new database whole, at its revision, to every
+    /// read that starts after it; the old one closes once the reads still
+    /// holding it end.
+    #[test]
+    fn a_switch_shows_the_new_view_whole_and_closes_the_old_after_its_reads() {
+        let log_id = |index| LogId::new(openraft::CommittedLeaderId::new(1, 1), index);
+        let open_with = |dir: &Path, key: &str, revision: Revision| {
+            let view = View::open(dir).unwrap();
+            let mut batch = view.batch();
+            batch.put(key, &entry("v", revision));
+            batch.set_applied(&log_id(revision), revision);
+            view.commit(batch);
+            view
+        };
+        let (old_dir, new_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let view = open_with(old_dir.path(), "a/old", 1);
+        let next = open_with(new_dir.path(), "a/new", 5);
+        let reading = view.pinned();
+
+        let retired = view.switch_to(&next);
+        let page = view
+            .list_at_revision("a/", None, PageBounds::entries(10))
+            .unwrap();
+        let keys: Vec<&str> = page.entries.iter().map(|(key, _)| key.as_str()).collect();
+        assert_eq!((keys, page.revision), (vec!["a/new"], 5));
+        assert_eq!(view.applied_state().unwrap().0, Some(log_id(5)));
+
+        assert!(
+            !RetiredView {
+                db: Arc::clone(&retired.db)
+            }
+            .close(std::time::Duration::from_millis(20)),
+            "a read still holds the old view"
+        );
+        drop(reading);
+        assert!(retired.close(std::time::Duration::from_secs(1)));
     }
 
     #[test]
