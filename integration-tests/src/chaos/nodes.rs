@@ -1,0 +1,320 @@
+//! The cluster a chaos history runs against: real `kv-server` processes
+//! whose peers reach each other through the [`PeerNetwork`], and the
+//! faults' actions on them. Nothing here panics on a misbehaving node: a
+//! node that does not come back is an anomaly the run reports.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::partition::PeerNetwork;
+use crate::server::free_ports;
+use crate::TestServer;
+
+/// How long a restarted node may take to answer `/healthz`.
+const RESTART_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the healed cluster may take to agree on a leader and converge.
+const QUIESCE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Pause between two polls.
+const POLL: Duration = Duration::from_millis(50);
+/// Log lines kept of a node that misbehaved.
+const LOG_LINES: usize = 40;
+
+/// The flags of every chaos node: snapshots often, and a small catch-up
+/// window, so a node that was down or cut off catches up by a snapshot
+/// install as well as from the log.
+const NODE_FLAGS: &[&str] = &[
+    "--snapshot-every",
+    "100",
+    "--snapshot-catchup-entries",
+    "20",
+];
+
+/// The nodes, their proxies, and which of them clients may send to.
+pub struct ChaosCluster {
+    nodes: BTreeMap<u64, TestServer>,
+    network: PeerNetwork,
+    /// Per node (in id order): whether it runs, for the clients' choice.
+    up: Arc<Vec<AtomicBool>>,
+    /// The nodes started with `KV_CRASH_AT` set.
+    crash_armed: BTreeSet<u64>,
+    client: reqwest::Client,
+}
+
+impl ChaosCluster {
+    /// Starts `size` nodes (ids 1…size) behind their proxies and waits
+    /// until they agree on a leader.
+    pub async fn start(size: u64) -> Result<ChaosCluster, String> {
+        let ports = free_ports(2 * size as usize);
+        let targets: Vec<(u64, SocketAddr)> = (1..=size)
+            .zip(ports.chunks(2))
+            .map(|(id, pair)| (id, SocketAddr::from(([127, 0, 0, 1], pair[1]))))
+            .collect();
+        let network = PeerNetwork::start(&targets)
+            .await
+            .map_err(|error| format!("the peer proxies cannot start: {error}"))?;
+        let peers = (1..=size)
+            .map(|id| format!("{id}={}", network.peer_url(id)))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut args: Vec<&str> = NODE_FLAGS.to_vec();
+        args.extend(["--peers", &peers]);
+        let mut nodes = BTreeMap::new();
+        for (id, pair) in (1..=size).zip(ports.chunks(2)) {
+            nodes.insert(id, TestServer::unstarted(id, pair[0], pair[1], &args));
+        }
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|error| error.to_string())?;
+        let up = Arc::new((1..=size).map(|_| AtomicBool::new(false)).collect());
+        let mut cluster = ChaosCluster {
+            nodes,
+            network,
+            up,
+            crash_armed: BTreeSet::new(),
+            client,
+        };
+        for id in cluster.ids() {
+            cluster.spawn(id);
+        }
+        for id in cluster.ids() {
+            cluster.wait_healthy(id).await?;
+        }
+        cluster.leader(QUIESCE_TIMEOUT).await?;
+        Ok(cluster)
+    }
+
+    /// The node ids.
+    pub fn ids(&self) -> Vec<u64> {
+        self.nodes.keys().copied().collect()
+    }
+
+    /// The client API base URL of every node, in id order.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.values().map(TestServer::base_url).collect()
+    }
+
+    /// Per node, in id order, whether it runs (shared with the clients).
+    pub fn up_flags(&self) -> Arc<Vec<AtomicBool>> {
+        Arc::clone(&self.up)
+    }
+
+    /// The partitioning proxies.
+    pub fn network(&self) -> &PeerNetwork {
+        &self.network
+    }
+
+    fn node_mut(&mut self, id: u64) -> &mut TestServer {
+        self.nodes
+            .get_mut(&id)
+            .expect("the schedule names nodes 1…size")
+    }
+
+    fn set_up(&self, id: u64, up: bool) {
+        self.up[(id - 1) as usize].store(up, Ordering::Release);
+    }
+
+    fn spawn(&mut self, id: u64) {
+        let node = self.node_mut(id);
+        node.spawn();
+        let pid = node.pid();
+        self.network.set_pid(id, pid);
+        self.set_up(id, true);
+    }
+
+    /// Kills node `id` with SIGKILL (a no-op if it is not running).
+    pub async fn kill9(&mut self, id: u64) {
+        self.set_up(id, false);
+        self.network.set_pid(id, None);
+        let node = self.node_mut(id);
+        if node.is_running() {
+            // A node paused by SIGSTOP dies of SIGKILL all the same.
+            node.kill9().await;
+        }
+    }
+
+    /// Pauses node `id` with SIGSTOP.
+    pub fn pause(&mut self, id: u64) {
+        let node = self.node_mut(id);
+        if node.is_running() {
+            node.pause();
+        }
+    }
+
+    /// Resumes node `id` with SIGCONT.
+    pub fn resume(&mut self, id: u64) {
+        let node = self.node_mut(id);
+        if node.is_running() {
+            node.resume();
+        }
+    }
+
+    /// Kills node `id` and starts it again, with `KV_CRASH_AT` set to
+    /// `crash_at` (or unset), and waits until it answers.
+    pub async fn restart(&mut self, id: u64, crash_at: Option<&str>) -> Result<(), String> {
+        self.kill9(id).await;
+        self.node_mut(id).set_env("KV_CRASH_AT", crash_at);
+        match crash_at {
+            Some(_) => self.crash_armed.insert(id),
+            None => self.crash_armed.remove(&id),
+        };
+        self.spawn(id);
+        self.wait_healthy(id).await
+    }
+
+    /// Whether node `id` exited by itself; reaps it if so.
+    pub async fn exited(&mut self, id: u64) -> bool {
+        let node = self.node_mut(id);
+        if !node.is_running() {
+            return false;
+        }
+        let exited = node.wait_exit(Duration::ZERO).await.is_some();
+        if exited {
+            self.set_up(id, false);
+            self.network.set_pid(id, None);
+        }
+        exited
+    }
+
+    /// Whether node `id` was started with `KV_CRASH_AT` set.
+    pub fn is_armed(&self, id: u64) -> bool {
+        self.crash_armed.contains(&id)
+    }
+
+    /// Whether node `id`'s log says it reached its crash point.
+    pub fn reached_crash_point(&self, id: u64) -> bool {
+        self.nodes[&id].log_contains("KV_CRASH_AT reached")
+    }
+
+    /// The tail of node `id`'s log.
+    pub fn log_tail(&self, id: u64) -> String {
+        self.nodes[&id].log_tail(LOG_LINES)
+    }
+
+    async fn wait_healthy(&mut self, id: u64) -> Result<(), String> {
+        let url = self.nodes[&id].url("/healthz");
+        let deadline = Instant::now() + RESTART_TIMEOUT;
+        loop {
+            if self.exited(id).await {
+                return Err(format!(
+                    "node {id} exited while starting\n{}",
+                    self.log_tail(id)
+                ));
+            }
+            let health = self
+                .client
+                .get(&url)
+                .timeout(Duration::from_secs(1))
+                .send()
+                .await;
+            if matches!(&health, Ok(response) if response.status() == 200) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "node {id} did not answer /healthz within {RESTART_TIMEOUT:?}\n{}",
+                    self.log_tail(id)
+                ));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Heals every fault: links healed, paused nodes resumed, crash
+    /// points cleared, stopped nodes started; then waits until every node
+    /// has applied the leader's whole log.
+    pub async fn quiesce(&mut self) -> Result<(), String> {
+        self.network.heal();
+        for id in self.ids() {
+            self.resume(id);
+            let armed = self.crash_armed.contains(&id);
+            if !self.nodes[&id].is_running() || self.exited(id).await || armed {
+                self.restart(id, None).await?;
+            }
+        }
+        let deadline = Instant::now() + QUIESCE_TIMEOUT;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let leader = self.leader(remaining).await?;
+            let target = self
+                .status(leader)
+                .await
+                .and_then(|s| s["last_log_index"].as_u64());
+            let mut applied = BTreeMap::new();
+            for id in self.ids() {
+                let index = self
+                    .status(id)
+                    .await
+                    .and_then(|s| s["applied_index"].as_u64());
+                applied.insert(id, index);
+            }
+            if target.is_some() && applied.values().all(|index| *index == target) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "the healed cluster did not converge within {QUIESCE_TIMEOUT:?}: leader {leader} at {target:?}, applied {applied:?}"
+                ));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// `GET /v1/cluster` of node `id`, if it answers.
+    async fn status(&self, id: u64) -> Option<Value> {
+        let response = self
+            .client
+            .get(self.nodes[&id].url("/v1/cluster"))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .ok()?;
+        response.json().await.ok()
+    }
+
+    /// Waits (at most `limit`) until every running node names the same
+    /// leader and it says it leads.
+    pub async fn leader(&self, limit: Duration) -> Result<u64, String> {
+        self.leader_except(&[], limit).await
+    }
+
+    /// Waits (at most `limit`) until every running node but `except`
+    /// names the same leader, one of them, and it says it leads.
+    pub async fn leader_except(&self, except: &[u64], limit: Duration) -> Result<u64, String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let mut named = BTreeMap::new();
+            for (id, node) in &self.nodes {
+                if node.is_running() && !except.contains(id) {
+                    let status = self.status(*id).await;
+                    named.insert(*id, status.and_then(|s| s["leader"].as_u64()));
+                }
+            }
+            let first = named.values().next().copied().flatten();
+            let agreed = first.filter(|leader| {
+                named.values().all(|id| *id == first) && named.contains_key(leader)
+            });
+            if let Some(leader) = agreed {
+                let state = self.status(leader).await.map(|s| s["state"].clone());
+                if state.is_some_and(|state| state == "Leader") {
+                    return Ok(leader);
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(format!("no agreed leader within {limit:?}: {named:?}"));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Node `id`'s client API base URL.
+    pub fn url(&self, id: u64) -> String {
+        self.nodes[&id].base_url()
+    }
+}

@@ -1,0 +1,217 @@
+//! What a chaos run found: per history its seed, operations, faults,
+//! verdict and anomalies; per kill-cycle run its cycles and lost writes;
+//! and the files a failing history is saved to for replay and study.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::history::{Operation, Output};
+use super::schedule::Fault;
+
+/// What one history did and found.
+#[derive(Debug, Serialize)]
+pub struct HistoryReport {
+    /// The seed that replays its faults and client choices.
+    pub seed: u64,
+    /// Operations in the history (final reads included).
+    pub operations: usize,
+    /// Writes without an answer ([`Output::Unknown`]).
+    pub unknown: usize,
+    /// Reads without an answer, left out of the history.
+    pub failed_reads: usize,
+    /// Requests refused before they reached a node, left out.
+    pub refused: usize,
+    /// Faults injected, by kind.
+    pub fault_counts: BTreeMap<&'static str, usize>,
+    /// Every fault injected, in order.
+    pub faults: Vec<String>,
+    /// Nodes that aborted at their `KV_CRASH_AT` point.
+    pub crash_points_reached: usize,
+    /// The linearizability checker's verdict.
+    pub verdict: String,
+    /// Everything found wrong: each one a finding.
+    pub anomalies: Vec<String>,
+    /// The operations, for the saved file.
+    pub history: Vec<Operation>,
+}
+
+impl HistoryReport {
+    /// An empty report of the history drawn from `seed`.
+    pub fn new(seed: u64) -> HistoryReport {
+        HistoryReport {
+            seed,
+            operations: 0,
+            unknown: 0,
+            failed_reads: 0,
+            refused: 0,
+            fault_counts: BTreeMap::new(),
+            faults: Vec::new(),
+            crash_points_reached: 0,
+            verdict: "not checked".into(),
+            anomalies: Vec::new(),
+            history: Vec::new(),
+        }
+    }
+
+    /// Records an anomaly.
+    pub fn anomaly(&mut self, what: String) {
+        self.anomalies.push(what);
+    }
+
+    /// Records a fault injected.
+    pub fn fault(&mut self, fault: &Fault) {
+        *self.fault_counts.entry(fault.kind()).or_default() += 1;
+        self.faults.push(fault.to_string());
+    }
+
+    /// Keeps the history and counts its operations.
+    pub fn set_history(&mut self, history: Vec<Operation>) {
+        self.operations = history.len();
+        self.unknown = history
+            .iter()
+            .filter(|operation| operation.output == Output::Unknown)
+            .count();
+        self.history = history;
+    }
+
+    /// Writes the report with its history as JSON to
+    /// `dir/history-<seed>.json` and returns the path.
+    pub fn save(&self, dir: &Path) -> std::io::Result<PathBuf> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join(format!("history-{}.json", self.seed));
+        let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        std::fs::write(&path, json)?;
+        Ok(path)
+    }
+}
+
+impl fmt::Display for HistoryReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let faults: Vec<String> = self
+            .fault_counts
+            .iter()
+            .map(|(kind, count)| format!("{count} {kind}"))
+            .collect();
+        write!(
+            f,
+            "seed {}: {} operations ({} unknown), faults: {} ({} crash points reached); {}; {} anomalies",
+            self.seed,
+            self.operations,
+            self.unknown,
+            if faults.is_empty() { "none".into() } else { faults.join(", ") },
+            self.crash_points_reached,
+            self.verdict,
+            self.anomalies.len()
+        )?;
+        for anomaly in &self.anomalies {
+            write!(f, "\n  ANOMALY: {anomaly}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What a run of kill -9 cycles did and found.
+#[derive(Debug, Default, Serialize)]
+pub struct KillReport {
+    /// The seed of the kill delays.
+    pub seed: u64,
+    /// Cycles completed.
+    pub cycles: usize,
+    /// Writes acknowledged before their node was killed.
+    pub acknowledged: usize,
+    /// Writes in flight at a kill (outcome unknown).
+    pub in_flight: usize,
+    /// Acknowledged writes missing after a restart: each one a finding.
+    pub lost: Vec<String>,
+    /// Other anomalies (a node that did not restart, a failed check).
+    pub anomalies: Vec<String>,
+}
+
+impl fmt::Display for KillReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "kill -9 cycles (seed {}): {} cycles, {} acknowledged writes, {} in flight at a kill, {} lost, {} other anomalies",
+            self.seed,
+            self.cycles,
+            self.acknowledged,
+            self.in_flight,
+            self.lost.len(),
+            self.anomalies.len()
+        )?;
+        for lost in &self.lost {
+            write!(f, "\n  LOST: {lost}")?;
+        }
+        for anomaly in &self.anomalies {
+            write!(f, "\n  ANOMALY: {anomaly}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The totals of a run of several histories.
+#[derive(Debug, Default)]
+pub struct Totals {
+    /// Histories run.
+    pub histories: usize,
+    /// Operations over all histories.
+    pub operations: usize,
+    /// Unknown writes over all histories.
+    pub unknown: usize,
+    /// Faults over all histories, by kind.
+    pub faults: BTreeMap<&'static str, usize>,
+    /// Crash points reached over all histories.
+    pub crash_points_reached: usize,
+    /// Histories whose check ran out of time.
+    pub unchecked: usize,
+    /// Anomalies over all histories.
+    pub anomalies: usize,
+    /// The seeds of the histories with anomalies.
+    pub failing_seeds: Vec<u64>,
+}
+
+impl Totals {
+    /// Adds one history.
+    pub fn add(&mut self, history: &HistoryReport) {
+        self.histories += 1;
+        self.operations += history.operations;
+        self.unknown += history.unknown;
+        for (kind, count) in &history.fault_counts {
+            *self.faults.entry(kind).or_default() += count;
+        }
+        self.crash_points_reached += history.crash_points_reached;
+        self.unchecked += usize::from(history.verdict.starts_with("unknown"));
+        self.anomalies += history.anomalies.len();
+        if !history.anomalies.is_empty() {
+            self.failing_seeds.push(history.seed);
+        }
+    }
+}
+
+impl fmt::Display for Totals {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let faults: Vec<String> = self
+            .faults
+            .iter()
+            .map(|(kind, count)| format!("{count} {kind}"))
+            .collect();
+        write!(
+            f,
+            "{} histories, {} operations ({} unknown), faults: {} ({} crash points reached), {} checks out of time, {} anomalies",
+            self.histories,
+            self.operations,
+            self.unknown,
+            faults.join(", "),
+            self.crash_points_reached,
+            self.unchecked,
+            self.anomalies
+        )?;
+        if !self.failing_seeds.is_empty() {
+            write!(f, "; failing seeds: {:?}", self.failing_seeds)?;
+        }
+        Ok(())
+    }
+}
