@@ -192,6 +192,14 @@ impl ChaosCluster {
         self.nodes[&id].log_contains("KV_CRASH_AT reached")
     }
 
+    /// The last `lines` lines of every node's log.
+    pub fn logs(&self, lines: usize) -> Vec<(u64, String)> {
+        self.nodes
+            .iter()
+            .map(|(id, node)| (*id, node.log_tail(lines)))
+            .collect()
+    }
+
     /// The tail of node `id`'s log.
     pub fn log_tail(&self, id: u64) -> String {
         self.nodes[&id].log_tail(LOG_LINES)

@@ -36,6 +36,10 @@ pub struct HistoryReport {
     pub anomalies: Vec<String>,
     /// The operations, for the saved file.
     pub history: Vec<Operation>,
+    /// Each node's log (its last lines), kept when the history found
+    /// anomalies, saved beside it.
+    #[serde(skip)]
+    pub node_logs: Vec<(u64, String)>,
 }
 
 impl HistoryReport {
@@ -53,6 +57,7 @@ impl HistoryReport {
             verdict: "not checked".into(),
             anomalies: Vec::new(),
             history: Vec::new(),
+            node_logs: Vec::new(),
         }
     }
 
@@ -78,13 +83,39 @@ impl HistoryReport {
     }
 
     /// Writes the report with its history as JSON to
-    /// `dir/history-<seed>.json` and returns the path.
+    /// `dir/history-<seed>.json` (and the node logs kept to
+    /// `dir/history-<seed>-node<id>.log`); returns the JSON's path.
     pub fn save(&self, dir: &Path) -> std::io::Result<PathBuf> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(format!("history-{}.json", self.seed));
         let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
         std::fs::write(&path, json)?;
+        for (node, log) in &self.node_logs {
+            std::fs::write(
+                dir.join(format!("history-{}-node{node}.log", self.seed)),
+                log,
+            )?;
+        }
         Ok(path)
+    }
+
+    /// The longest time without an answered operation, in seconds, from
+    /// the history's start to its end (`length_s`); final reads excluded.
+    pub fn longest_stall_s(&self, length_s: f64) -> f64 {
+        let mut answered: Vec<f64> = self
+            .history
+            .iter()
+            .filter_map(|operation| operation.ret)
+            .map(|ret| ret as f64 / 1e9)
+            .filter(|ret| *ret <= length_s)
+            .collect();
+        answered.push(0.0);
+        answered.push(length_s);
+        answered.sort_by(f64::total_cmp);
+        answered
+            .windows(2)
+            .map(|pair| pair[1] - pair[0])
+            .fold(0.0, f64::max)
     }
 }
 

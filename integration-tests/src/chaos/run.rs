@@ -22,6 +22,13 @@ use super::{acked, replicas};
 const CLIENTS_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Attempts of one final read.
 const FINAL_READ_ATTEMPTS: usize = 20;
+/// The longest time without any answered operation that is not a stall:
+/// a fault holds at most 6 s, then an election and a catch-up follow.
+const STALL_LIMIT: Duration = Duration::from_secs(20);
+/// Log lines kept of each node of a history with anomalies.
+const KEPT_LOG_LINES: usize = 5_000;
+/// How long a crash-point fault waits for a leader before replacing it.
+const LEADER_WAIT: Duration = Duration::from_secs(5);
 /// Pause between two attempts of a final read.
 const FINAL_READ_PAUSE: Duration = Duration::from_millis(250);
 
@@ -91,6 +98,7 @@ pub async fn run_history(config: &HistoryConfig) -> HistoryReport {
     if let Err(error) = cluster.quiesce().await {
         report.anomaly(format!("after the faults healed: {error}"));
         report.set_history(history);
+        report.node_logs = cluster.logs(KEPT_LOG_LINES);
         return report;
     }
     let final_reads = read_every_key(&cluster, &shared, &mut history, &mut report).await;
@@ -122,6 +130,15 @@ pub async fn run_history(config: &HistoryConfig) -> HistoryReport {
         Err(error) => report.anomaly(format!("the checker panicked: {error}")),
     }
     report.set_history(history);
+    let stall_s = report.longest_stall_s(config.length.as_secs_f64());
+    if stall_s > STALL_LIMIT.as_secs_f64() {
+        report.anomaly(format!(
+            "stall: no operation was answered for {stall_s:.1} s (faults hold at most 6 s)"
+        ));
+    }
+    if !report.anomalies.is_empty() {
+        report.node_logs = cluster.logs(KEPT_LOG_LINES);
+    }
     report
 }
 
@@ -171,9 +188,32 @@ async fn play(cluster: &mut ChaosCluster, step: &Step, report: &mut HistoryRepor
             }
         }
         Fault::Pause { node } => cluster.resume(*node),
-        Fault::CrashPoint { .. } | Fault::Isolate { .. } | Fault::OneWay { .. } => {
-            cluster.network().heal()
+        Fault::CrashPoint { node, .. } => {
+            cluster.network().heal();
+            replace_leader(cluster, *node, report).await;
         }
+        Fault::Isolate { .. } | Fault::OneWay { .. } => cluster.network().heal(),
+    }
+}
+
+/// Kills the leader (unless it is `behind`) and starts it again once the
+/// others elect a new one. A leader keeps the log a lagging follower still
+/// needs, but the new leader has purged its own up to its last snapshot,
+/// so it catches `behind` up by a snapshot install: where the crash points
+/// are.
+async fn replace_leader(cluster: &mut ChaosCluster, behind: u64, report: &mut HistoryReport) {
+    let Ok(leader) = cluster.leader_except(&[behind], LEADER_WAIT).await else {
+        return;
+    };
+    if leader == behind {
+        return;
+    }
+    let fault = Fault::Kill { node: leader };
+    report.fault(&fault);
+    cluster.kill9(leader).await;
+    let _ = cluster.leader_except(&[leader], LEADER_WAIT).await;
+    if let Err(error) = cluster.restart(leader, None).await {
+        report.anomaly(error);
     }
 }
 
