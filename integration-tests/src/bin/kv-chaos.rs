@@ -85,7 +85,7 @@ async fn run(args: Args) -> ExitCode {
         };
         let report = run_history(&config).await;
         println!("history {}/{}: {report}", index + 1, args.histories);
-        if args.keep || !report.anomalies.is_empty() {
+        if args.keep || report.found_anything() {
             match report.save(&args.out) {
                 Ok(path) => println!("  saved to {}", path.display()),
                 Err(error) => println!("  could not be saved to {}: {error}", args.out.display()),
@@ -96,7 +96,7 @@ async fn run(args: Args) -> ExitCode {
     if args.histories > 0 {
         println!("histories: {totals}");
     }
-    let mut failed = totals.anomalies > 0;
+    let mut failed = totals.anomalies + totals.stalls > 0;
     if args.kill_cycles > 0 {
         let kills = run_kill_cycles(seed, args.kill_cycles).await;
         println!("{kills}");

@@ -27,12 +27,7 @@ const LOG_LINES: usize = 40;
 /// The flags of every chaos node: snapshots often, and a small catch-up
 /// window, so a node that was down or cut off catches up by a snapshot
 /// install as well as from the log.
-const NODE_FLAGS: &[&str] = &[
-    "--snapshot-every",
-    "100",
-    "--snapshot-catchup-entries",
-    "20",
-];
+const NODE_FLAGS: &[&str] = &["--snapshot-every", "50", "--snapshot-catchup-entries", "10"];
 
 /// The nodes, their proxies, and which of them clients may send to.
 pub struct ChaosCluster {

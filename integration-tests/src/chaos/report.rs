@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -32,8 +33,12 @@ pub struct HistoryReport {
     pub crash_points_reached: usize,
     /// The linearizability checker's verdict.
     pub verdict: String,
-    /// Everything found wrong: each one a finding.
+    /// Everything found wrong with safety (consistency, durability, a
+    /// node that fails): each one a finding.
     pub anomalies: Vec<String>,
+    /// Times nothing was answered for longer than faults explain, with the
+    /// machine's load: a liveness finding, to be judged with the load.
+    pub stalls: Vec<String>,
     /// The operations, for the saved file.
     pub history: Vec<Operation>,
     /// Each node's log (its last lines), kept when the history found
@@ -56,6 +61,7 @@ impl HistoryReport {
             crash_points_reached: 0,
             verdict: "not checked".into(),
             anomalies: Vec::new(),
+            stalls: Vec::new(),
             history: Vec::new(),
             node_logs: Vec::new(),
         }
@@ -66,10 +72,16 @@ impl HistoryReport {
         self.anomalies.push(what);
     }
 
-    /// Records a fault injected.
-    pub fn fault(&mut self, fault: &Fault) {
+    /// Whether the history found anything: an anomaly or a stall.
+    pub fn found_anything(&self) -> bool {
+        !self.anomalies.is_empty() || !self.stalls.is_empty()
+    }
+
+    /// Records a fault injected `at` into the history.
+    pub fn fault(&mut self, fault: &Fault, at: Duration) {
         *self.fault_counts.entry(fault.kind()).or_default() += 1;
-        self.faults.push(fault.to_string());
+        self.faults
+            .push(format!("at {:.1} s: {fault}", at.as_secs_f64()));
     }
 
     /// Keeps the history and counts its operations.
@@ -128,17 +140,21 @@ impl fmt::Display for HistoryReport {
             .collect();
         write!(
             f,
-            "seed {}: {} operations ({} unknown), faults: {} ({} crash points reached); {}; {} anomalies",
+            "seed {}: {} operations ({} unknown), faults: {} ({} crash points reached); {}; {} anomalies, {} stalls",
             self.seed,
             self.operations,
             self.unknown,
             if faults.is_empty() { "none".into() } else { faults.join(", ") },
             self.crash_points_reached,
             self.verdict,
-            self.anomalies.len()
+            self.anomalies.len(),
+            self.stalls.len()
         )?;
         for anomaly in &self.anomalies {
             write!(f, "\n  ANOMALY: {anomaly}")?;
+        }
+        for stall in &self.stalls {
+            write!(f, "\n  STALL: {stall}")?;
         }
         Ok(())
     }
@@ -200,7 +216,9 @@ pub struct Totals {
     pub unchecked: usize,
     /// Anomalies over all histories.
     pub anomalies: usize,
-    /// The seeds of the histories with anomalies.
+    /// Stalls over all histories.
+    pub stalls: usize,
+    /// The seeds of the histories with anomalies or stalls.
     pub failing_seeds: Vec<u64>,
 }
 
@@ -216,7 +234,8 @@ impl Totals {
         self.crash_points_reached += history.crash_points_reached;
         self.unchecked += usize::from(history.verdict.starts_with("unknown"));
         self.anomalies += history.anomalies.len();
-        if !history.anomalies.is_empty() {
+        self.stalls += history.stalls.len();
+        if history.found_anything() {
             self.failing_seeds.push(history.seed);
         }
     }
@@ -231,14 +250,15 @@ impl fmt::Display for Totals {
             .collect();
         write!(
             f,
-            "{} histories, {} operations ({} unknown), faults: {} ({} crash points reached), {} checks out of time, {} anomalies",
+            "{} histories, {} operations ({} unknown), faults: {} ({} crash points reached), {} checks out of time, {} anomalies, {} stalls",
             self.histories,
             self.operations,
             self.unknown,
             faults.join(", "),
             self.crash_points_reached,
             self.unchecked,
-            self.anomalies
+            self.anomalies,
+            self.stalls
         )?;
         if !self.failing_seeds.is_empty() {
             write!(f, "; failing seeds: {:?}", self.failing_seeds)?;

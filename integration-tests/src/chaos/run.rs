@@ -76,7 +76,7 @@ pub async fn run_history(config: &HistoryConfig) -> HistoryReport {
     for step in schedule(&mut rng, config.nodes, config.length) {
         sleep_until(shared.epoch + step.start).await;
         reap(&mut cluster, &mut report).await;
-        play(&mut cluster, &step, &mut report).await;
+        play(&mut cluster, &step, shared.epoch, &mut report).await;
     }
     sleep_until(shared.epoch + config.length).await;
 
@@ -132,11 +132,13 @@ pub async fn run_history(config: &HistoryConfig) -> HistoryReport {
     report.set_history(history);
     let stall_s = report.longest_stall_s(config.length.as_secs_f64());
     if stall_s > STALL_LIMIT.as_secs_f64() {
-        report.anomaly(format!(
-            "stall: no operation was answered for {stall_s:.1} s (faults hold at most 6 s)"
+        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        report.stalls.push(format!(
+            "no operation was answered for {stall_s:.1} s (a fault holds at most 6 s); load average after the history: {}",
+            load.trim()
         ));
     }
-    if !report.anomalies.is_empty() {
+    if report.found_anything() {
         report.node_logs = cluster.logs(KEPT_LOG_LINES);
     }
     report
@@ -165,8 +167,8 @@ fn collect(report: &mut HistoryReport, history: &mut Vec<Operation>, log: Client
 }
 
 /// Plays one fault: applies it, holds it, heals it.
-async fn play(cluster: &mut ChaosCluster, step: &Step, report: &mut HistoryReport) {
-    report.fault(&step.fault);
+async fn play(cluster: &mut ChaosCluster, step: &Step, epoch: Instant, report: &mut HistoryReport) {
+    report.fault(&step.fault, epoch.elapsed());
     let started = Instant::now();
     match &step.fault {
         Fault::Kill { node } => cluster.kill9(*node).await,
@@ -188,29 +190,32 @@ async fn play(cluster: &mut ChaosCluster, step: &Step, report: &mut HistoryRepor
             }
         }
         Fault::Pause { node } => cluster.resume(*node),
-        Fault::CrashPoint { node, .. } => {
-            cluster.network().heal();
-            replace_leader(cluster, *node, report).await;
-        }
+        Fault::CrashPoint { node, .. } => replace_leader(cluster, *node, epoch, report).await,
         Fault::Isolate { .. } | Fault::OneWay { .. } => cluster.network().heal(),
     }
 }
 
-/// Kills the leader (unless it is `behind`) and starts it again once the
-/// others elect a new one. A leader keeps the log a lagging follower still
-/// needs, but the new leader has purged its own up to its last snapshot,
-/// so it catches `behind` up by a snapshot install: where the crash points
-/// are.
-async fn replace_leader(cluster: &mut ChaosCluster, behind: u64, report: &mut HistoryReport) {
+/// Kills the leader, heals the links, and starts
+/// the old leader again once the others elect a new one. A leader keeps
+/// the log a lagging follower still needs and would send it the moment
+/// the links heal; the new leader has purged its own up to its last
+/// snapshot, so it catches `behind` up by a snapshot install: where the
+/// crash points are.
+async fn replace_leader(
+    cluster: &mut ChaosCluster,
+    behind: u64,
+    epoch: Instant,
+    report: &mut HistoryReport,
+) {
+    // The leader of the others: never `behind`, which is cut off.
     let Ok(leader) = cluster.leader_except(&[behind], LEADER_WAIT).await else {
+        cluster.network().heal();
         return;
     };
-    if leader == behind {
-        return;
-    }
-    let fault = Fault::Kill { node: leader };
-    report.fault(&fault);
+    report.fault(&Fault::Kill { node: leader }, epoch.elapsed());
     cluster.kill9(leader).await;
+    cluster.network().heal();
+    // Bounded: the old leader starts again whether or not one was elected.
     let _ = cluster.leader_except(&[leader], LEADER_WAIT).await;
     if let Err(error) = cluster.restart(leader, None).await {
         report.anomaly(error);

@@ -34,10 +34,11 @@ pub enum Fault {
     /// SIGSTOP the node; SIGCONT when the fault heals.
     Pause { node: u64 },
     /// Restart the node with `KV_CRASH_AT=point` and cut it off, so it
-    /// falls behind; when the links heal, kill -9 the leader (restarted
-    /// once another is elected), so a leader that purged its log catches
-    /// the node up by a snapshot install, where it aborts at the point (it
-    /// is started again, unarmed, before the next fault).
+    /// falls behind; to heal, kill -9 the leader, heal the links, and
+    /// start the old leader once another is elected, so a leader that
+    /// purged its log catches the node up by a snapshot install, where it
+    /// aborts at the point (it is started again, unarmed, before the next
+    /// fault).
     CrashPoint { node: u64, point: &'static str },
     /// Cut every link to and from the node.
     Isolate { node: u64 },
