@@ -96,7 +96,7 @@ async fn run(args: Args) -> ExitCode {
     if args.histories > 0 {
         println!("histories: {totals}");
     }
-    let mut failed = totals.anomalies + totals.stalls > 0;
+    let mut failed = totals.anomalies + totals.liveness > 0;
     if args.kill_cycles > 0 {
         let kills = run_kill_cycles(seed, args.kill_cycles).await;
         println!("{kills}");

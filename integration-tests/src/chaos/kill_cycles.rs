@@ -98,8 +98,8 @@ pub async fn run_kill_cycles(seed: u64, cycles: usize) -> KillReport {
         let cycle_acked = std::mem::take(&mut *cycle_acked.lock().expect("not poisoned"));
         report.acknowledged += cycle_acked.len();
         report.in_flight += in_flight.len();
-        if let Err(error) = node.restart(1, None).await {
-            report.anomalies.push(format!("cycle {cycle}: {error}"));
+        if let Err(trouble) = node.restart(1, None).await {
+            report.anomalies.push(format!("cycle {cycle}: {trouble}"));
             return report;
         }
         let found = match list(&http, &url, &prefix).await {

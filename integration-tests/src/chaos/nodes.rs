@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use serde_json::Value;
 
 use super::partition::PeerNetwork;
@@ -21,6 +22,16 @@ const RESTART_TIMEOUT: Duration = Duration::from_secs(30);
 const QUIESCE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Pause between two polls.
 const POLL: Duration = Duration::from_millis(50);
+/// Entries [`ChaosCluster::replace_leader`] writes while a node is cut
+/// off: more than two snapshots' worth (`--snapshot-every 50`, 10 kept
+/// behind), so the log it needs is purged.
+const FILL_ENTRIES: usize = 120;
+/// How long [`ChaosCluster::replace_leader`] waits for a leader.
+const LEADER_WAIT: Duration = Duration::from_secs(5);
+/// How long [`ChaosCluster::fill_log`] may take.
+const FILL_TIMEOUT: Duration = Duration::from_secs(20);
+/// Puts [`ChaosCluster::fill_log`] has in flight at once.
+const FILL_CONCURRENCY: usize = 8;
 /// Log lines kept of a node that misbehaved.
 const LOG_LINES: usize = 40;
 
@@ -28,6 +39,24 @@ const LOG_LINES: usize = 40;
 /// window, so a node that was down or cut off catches up by a snapshot
 /// install as well as from the log.
 const NODE_FLAGS: &[&str] = &["--snapshot-every", "50", "--snapshot-catchup-entries", "10"];
+
+/// Why a node is not serving after a start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotServing {
+    /// It exited by itself (with the end of its log): a finding.
+    Exited(String),
+    /// It did not answer in time, or the cluster found no leader: on a
+    /// loaded machine, possibly only slow.
+    Slow(String),
+}
+
+impl std::fmt::Display for NotServing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotServing::Exited(why) | NotServing::Slow(why) => f.write_str(why),
+        }
+    }
+}
 
 /// The nodes, their proxies, and which of them clients may send to.
 pub struct ChaosCluster {
@@ -79,7 +108,10 @@ impl ChaosCluster {
             cluster.spawn(id);
         }
         for id in cluster.ids() {
-            cluster.wait_healthy(id).await?;
+            cluster
+                .wait_healthy(id)
+                .await
+                .map_err(|trouble| trouble.to_string())?;
         }
         cluster.leader(QUIESCE_TIMEOUT).await?;
         Ok(cluster)
@@ -152,7 +184,7 @@ impl ChaosCluster {
 
     /// Kills node `id` and starts it again, with `KV_CRASH_AT` set to
     /// `crash_at` (or unset), and waits until it answers.
-    pub async fn restart(&mut self, id: u64, crash_at: Option<&str>) -> Result<(), String> {
+    pub async fn restart(&mut self, id: u64, crash_at: Option<&str>) -> Result<(), NotServing> {
         self.kill9(id).await;
         self.node_mut(id).set_env("KV_CRASH_AT", crash_at);
         match crash_at {
@@ -200,15 +232,15 @@ impl ChaosCluster {
         self.nodes[&id].log_tail(LOG_LINES)
     }
 
-    async fn wait_healthy(&mut self, id: u64) -> Result<(), String> {
+    async fn wait_healthy(&mut self, id: u64) -> Result<(), NotServing> {
         let url = self.nodes[&id].url("/healthz");
         let deadline = Instant::now() + RESTART_TIMEOUT;
         loop {
             if self.exited(id).await {
-                return Err(format!(
+                return Err(NotServing::Exited(format!(
                     "node {id} exited while starting\n{}",
                     self.log_tail(id)
-                ));
+                )));
             }
             let health = self
                 .client
@@ -220,10 +252,9 @@ impl ChaosCluster {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                return Err(format!(
-                    "node {id} did not answer /healthz within {RESTART_TIMEOUT:?}\n{}",
-                    self.log_tail(id)
-                ));
+                return Err(NotServing::Slow(format!(
+                    "node {id} did not answer /healthz within {RESTART_TIMEOUT:?}"
+                )));
             }
             tokio::time::sleep(POLL).await;
         }
@@ -232,7 +263,7 @@ impl ChaosCluster {
     /// Heals every fault: links healed, paused nodes resumed, crash
     /// points cleared, stopped nodes started; then waits until every node
     /// has applied the leader's whole log.
-    pub async fn quiesce(&mut self) -> Result<(), String> {
+    pub async fn quiesce(&mut self) -> Result<(), NotServing> {
         self.network.heal();
         for id in self.ids() {
             self.resume(id);
@@ -244,7 +275,7 @@ impl ChaosCluster {
         let deadline = Instant::now() + QUIESCE_TIMEOUT;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let leader = self.leader(remaining).await?;
+            let leader = self.leader(remaining).await.map_err(NotServing::Slow)?;
             let target = self
                 .status(leader)
                 .await
@@ -261,9 +292,9 @@ impl ChaosCluster {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                return Err(format!(
+                return Err(NotServing::Slow(format!(
                     "the healed cluster did not converge within {QUIESCE_TIMEOUT:?}: leader {leader} at {target:?}, applied {applied:?}"
-                ));
+                )));
             }
             tokio::time::sleep(POLL).await;
         }
@@ -314,6 +345,47 @@ impl ChaosCluster {
             }
             tokio::time::sleep(POLL).await;
         }
+    }
+
+    /// Puts `entries` keys `chaos-fill/<n>` through node `id` (8 at a
+    /// time, each its own Raft entry), so the log moves past snapshots and
+    /// purges; returns how many were acknowledged. Bounded by
+    /// [`FILL_TIMEOUT`].
+    pub async fn fill_log(&self, id: u64, entries: usize) -> usize {
+        let url = self.url(id);
+        let puts = (0..entries).map(|n| {
+            let request = self
+                .client
+                .put(format!("{url}/v1/kv/chaos-fill/{n}"))
+                .json(&n)
+                .send();
+            async move { request.await.is_ok_and(|r| r.status().is_success()) }
+        });
+        let acked = futures::stream::iter(puts)
+            .buffer_unordered(FILL_CONCURRENCY)
+            .filter(|acked| std::future::ready(*acked))
+            .count();
+        tokio::time::timeout(FILL_TIMEOUT, acked).await.unwrap_or(0)
+    }
+
+    /// Writes enough through the leader of the others to pass two
+    /// snapshots, kills that leader, heals the links, and starts it again
+    /// once the others elect a new one; returns the leader it killed
+    /// (`None` when the others had none). A leader keeps the log a lagging
+    /// follower still needs and would send it the moment the links heal;
+    /// the new leader has purged its own up to its last snapshot, so it
+    /// catches `behind` (cut off until now) up by a snapshot install.
+    pub async fn replace_leader(&mut self, behind: u64) -> Result<Option<u64>, NotServing> {
+        let Ok(leader) = self.leader_except(&[behind], LEADER_WAIT).await else {
+            self.network.heal();
+            return Ok(None);
+        };
+        self.fill_log(leader, FILL_ENTRIES).await;
+        self.kill9(leader).await;
+        self.network.heal();
+        // Bounded: the old leader starts again whether or not one was elected.
+        let _ = self.leader_except(&[leader], LEADER_WAIT).await;
+        self.restart(leader, None).await.map(|()| Some(leader))
     }
 
     /// Node `id`'s client API base URL.

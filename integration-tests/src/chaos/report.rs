@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::history::{Operation, Output};
+use super::nodes::NotServing;
 use super::schedule::Fault;
 
 /// What one history did and found.
@@ -36,9 +37,10 @@ pub struct HistoryReport {
     /// Everything found wrong with safety (consistency, durability, a
     /// node that fails): each one a finding.
     pub anomalies: Vec<String>,
-    /// Times nothing was answered for longer than faults explain, with the
-    /// machine's load: a liveness finding, to be judged with the load.
-    pub stalls: Vec<String>,
+    /// Progress the cluster failed to make in time (a stall without
+    /// answers, a node slow to start, no leader after the faults healed),
+    /// with the machine's load: liveness findings, to be judged with it.
+    pub liveness: Vec<String>,
     /// The operations, for the saved file.
     pub history: Vec<Operation>,
     /// Each node's log (its last lines), kept when the history found
@@ -61,7 +63,7 @@ impl HistoryReport {
             crash_points_reached: 0,
             verdict: "not checked".into(),
             anomalies: Vec::new(),
-            stalls: Vec::new(),
+            liveness: Vec::new(),
             history: Vec::new(),
             node_logs: Vec::new(),
         }
@@ -72,9 +74,30 @@ impl HistoryReport {
         self.anomalies.push(what);
     }
 
-    /// Whether the history found anything: an anomaly or a stall.
+    /// Whether the history found anything: an anomaly or a liveness
+    /// failure.
     pub fn found_anything(&self) -> bool {
-        !self.anomalies.is_empty() || !self.stalls.is_empty()
+        !self.anomalies.is_empty() || !self.liveness.is_empty()
+    }
+
+    /// Records why a node is not serving: an anomaly if it exited, a
+    /// liveness failure if it is only slow.
+    pub fn not_serving(&mut self, trouble: NotServing) {
+        match trouble {
+            NotServing::Exited(why) => self.anomaly(why),
+            NotServing::Slow(why) => self.liveness_failure(why),
+        }
+    }
+
+    /// Records a liveness failure, with the machine's load average.
+    pub fn liveness_failure(&mut self, what: String) {
+        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        let load = load
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ");
+        self.liveness.push(format!("{what} (load average {load})"));
     }
 
     /// Records a fault injected `at` into the history.
@@ -140,7 +163,7 @@ impl fmt::Display for HistoryReport {
             .collect();
         write!(
             f,
-            "seed {}: {} operations ({} unknown), faults: {} ({} crash points reached); {}; {} anomalies, {} stalls",
+            "seed {}: {} operations ({} unknown), faults: {} ({} crash points reached); {}; {} anomalies, {} liveness failures",
             self.seed,
             self.operations,
             self.unknown,
@@ -148,13 +171,13 @@ impl fmt::Display for HistoryReport {
             self.crash_points_reached,
             self.verdict,
             self.anomalies.len(),
-            self.stalls.len()
+            self.liveness.len()
         )?;
         for anomaly in &self.anomalies {
             write!(f, "\n  ANOMALY: {anomaly}")?;
         }
-        for stall in &self.stalls {
-            write!(f, "\n  STALL: {stall}")?;
+        for failure in &self.liveness {
+            write!(f, "\n  LIVENESS: {failure}")?;
         }
         Ok(())
     }
@@ -216,9 +239,9 @@ pub struct Totals {
     pub unchecked: usize,
     /// Anomalies over all histories.
     pub anomalies: usize,
-    /// Stalls over all histories.
-    pub stalls: usize,
-    /// The seeds of the histories with anomalies or stalls.
+    /// Liveness failures over all histories.
+    pub liveness: usize,
+    /// The seeds of the histories with anomalies or liveness failures.
     pub failing_seeds: Vec<u64>,
 }
 
@@ -234,7 +257,7 @@ impl Totals {
         self.crash_points_reached += history.crash_points_reached;
         self.unchecked += usize::from(history.verdict.starts_with("unknown"));
         self.anomalies += history.anomalies.len();
-        self.stalls += history.stalls.len();
+        self.liveness += history.liveness.len();
         if history.found_anything() {
             self.failing_seeds.push(history.seed);
         }
@@ -250,7 +273,7 @@ impl fmt::Display for Totals {
             .collect();
         write!(
             f,
-            "{} histories, {} operations ({} unknown), faults: {} ({} crash points reached), {} checks out of time, {} anomalies, {} stalls",
+            "{} histories, {} operations ({} unknown), faults: {} ({} crash points reached), {} checks out of time, {} anomalies, {} liveness failures",
             self.histories,
             self.operations,
             self.unknown,
@@ -258,7 +281,7 @@ impl fmt::Display for Totals {
             self.crash_points_reached,
             self.unchecked,
             self.anomalies,
-            self.stalls
+            self.liveness
         )?;
         if !self.failing_seeds.is_empty() {
             write!(f, "; failing seeds: {:?}", self.failing_seeds)?;

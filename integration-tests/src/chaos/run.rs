@@ -27,8 +27,6 @@ const FINAL_READ_ATTEMPTS: usize = 20;
 const STALL_LIMIT: Duration = Duration::from_secs(20);
 /// Log lines kept of each node of a history with anomalies.
 const KEPT_LOG_LINES: usize = 5_000;
-/// How long a crash-point fault waits for a leader before replacing it.
-const LEADER_WAIT: Duration = Duration::from_secs(5);
 /// Pause between two attempts of a final read.
 const FINAL_READ_PAUSE: Duration = Duration::from_millis(250);
 
@@ -89,30 +87,29 @@ pub async fn run_history(config: &HistoryConfig) -> HistoryReport {
                 collect(&mut report, &mut history, log);
             }
         }
-        Err(_) => report.anomaly(format!(
+        Err(_) => report.liveness_failure(format!(
             "the clients did not stop within {CLIENTS_STOP_TIMEOUT:?}"
         )),
     }
 
     reap(&mut cluster, &mut report).await;
-    if let Err(error) = cluster.quiesce().await {
-        report.anomaly(format!("after the faults healed: {error}"));
-        report.set_history(history);
-        report.node_logs = cluster.logs(KEPT_LOG_LINES);
-        return report;
-    }
-    let final_reads = read_every_key(&cluster, &shared, &mut history, &mut report).await;
-    report
-        .anomalies
-        .extend(acked::lost_writes(&history, &final_reads));
-
-    let nodes: Vec<(u64, String)> = cluster
-        .ids()
-        .into_iter()
-        .map(|id| (id, cluster.url(id)))
-        .collect();
-    for difference in replicas::compare(&shared.http, &nodes).await {
-        report.anomaly(difference);
+    // Without a quiet cluster there are no final reads and no replicas to
+    // compare, but the history is still checked.
+    match cluster.quiesce().await {
+        Ok(()) => {
+            let final_reads = read_every_key(&cluster, &shared, &mut history, &mut report).await;
+            let lost = acked::lost_writes(&history, &final_reads);
+            report.anomalies.extend(lost);
+            let nodes: Vec<(u64, String)> = cluster
+                .ids()
+                .into_iter()
+                .map(|id| (id, cluster.url(id)))
+                .collect();
+            for difference in replicas::compare(&shared.http, &nodes).await {
+                report.anomaly(difference);
+            }
+        }
+        Err(trouble) => report.not_serving(trouble),
     }
 
     let limit = config.check_limit;
@@ -132,10 +129,8 @@ pub async fn run_history(config: &HistoryConfig) -> HistoryReport {
     report.set_history(history);
     let stall_s = report.longest_stall_s(config.length.as_secs_f64());
     if stall_s > STALL_LIMIT.as_secs_f64() {
-        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-        report.stalls.push(format!(
-            "no operation was answered for {stall_s:.1} s (a fault holds at most 6 s); load average after the history: {}",
-            load.trim()
+        report.liveness_failure(format!(
+            "no operation was answered for {stall_s:.1} s (a fault holds at most 6 s)"
         ));
     }
     if report.found_anything() {
@@ -174,8 +169,8 @@ async fn play(cluster: &mut ChaosCluster, step: &Step, epoch: Instant, report: &
         Fault::Kill { node } => cluster.kill9(*node).await,
         Fault::Pause { node } => cluster.pause(*node),
         Fault::CrashPoint { node, point } => {
-            if let Err(error) = cluster.restart(*node, Some(point)).await {
-                report.anomaly(error);
+            if let Err(trouble) = cluster.restart(*node, Some(point)).await {
+                report.not_serving(trouble);
             }
             cluster.network().cut(&isolation(cluster, *node));
         }
@@ -185,8 +180,8 @@ async fn play(cluster: &mut ChaosCluster, step: &Step, epoch: Instant, report: &
     tokio::time::sleep(step.length.saturating_sub(started.elapsed())).await;
     match &step.fault {
         Fault::Kill { node } => {
-            if let Err(error) = cluster.restart(*node, None).await {
-                report.anomaly(error);
+            if let Err(trouble) = cluster.restart(*node, None).await {
+                report.not_serving(trouble);
             }
         }
         Fault::Pause { node } => cluster.resume(*node),
@@ -195,30 +190,19 @@ async fn play(cluster: &mut ChaosCluster, step: &Step, epoch: Instant, report: &
     }
 }
 
-/// Kills the leader, heals the links, and starts
-/// the old leader again once the others elect a new one. A leader keeps
-/// the log a lagging follower still needs and would send it the moment
-/// the links heal; the new leader has purged its own up to its last
-/// snapshot, so it catches `behind` up by a snapshot install: where the
-/// crash points are.
+/// Heals a crash-point fault: replaces the leader so that `behind`
+/// catches up by a snapshot install ([`ChaosCluster::replace_leader`]).
 async fn replace_leader(
     cluster: &mut ChaosCluster,
     behind: u64,
     epoch: Instant,
     report: &mut HistoryReport,
 ) {
-    // The leader of the others: never `behind`, which is cut off.
-    let Ok(leader) = cluster.leader_except(&[behind], LEADER_WAIT).await else {
-        cluster.network().heal();
-        return;
-    };
-    report.fault(&Fault::Kill { node: leader }, epoch.elapsed());
-    cluster.kill9(leader).await;
-    cluster.network().heal();
-    // Bounded: the old leader starts again whether or not one was elected.
-    let _ = cluster.leader_except(&[leader], LEADER_WAIT).await;
-    if let Err(error) = cluster.restart(leader, None).await {
-        report.anomaly(error);
+    let at = epoch.elapsed();
+    match cluster.replace_leader(behind).await {
+        Ok(Some(killed)) => report.fault(&Fault::Kill { node: killed }, at),
+        Ok(None) => {}
+        Err(trouble) => report.not_serving(trouble),
     }
 }
 
@@ -247,8 +231,8 @@ async fn reap(cluster: &mut ChaosCluster, report: &mut HistoryReport) {
                 cluster.log_tail(id)
             ));
         }
-        if let Err(error) = cluster.restart(id, None).await {
-            report.anomaly(error);
+        if let Err(trouble) = cluster.restart(id, None).await {
+            report.not_serving(trouble);
         }
     }
 }
@@ -281,7 +265,7 @@ async fn read_every_key(
                 }
                 history.push(operation);
             }
-            None => report.anomaly(format!(
+            None => report.liveness_failure(format!(
                 "the final read of {key} got no answer in {FINAL_READ_ATTEMPTS} attempts"
             )),
         }
