@@ -184,6 +184,41 @@ fn the_explanation_names_the_prefix_the_state_and_the_read_that_cannot_be_placed
 }
 
 #[test]
+fn an_operation_spanning_two_groups_checks_them_as_one() {
+    let read_both = op(
+        1,
+        (20, 30),
+        Input::ReadAll {
+            keys: vec!["g/a".into(), "h/a".into()],
+        },
+        Output::GotAll(vec![None, None]),
+    );
+    let Verdict::NotLinearizable { group, .. } =
+        verdict(&[put(0, (0, 10), "h/a", "v1"), read_both])
+    else {
+        panic!("expected NotLinearizable");
+    };
+    assert_eq!(group, "g+h");
+}
+
+#[test]
+fn a_search_past_its_limit_answers_unknown() {
+    let shape = generated::Shape {
+        ops: 2_000,
+        groups: 1,
+        keys_per_group: 2,
+        clients: 8,
+        max_window: 50,
+        unanswered_percent: 0,
+    };
+    let history = generated::history(&shape, 7);
+    assert_eq!(
+        check(&history, generated::group_of, Duration::ZERO),
+        Verdict::Unknown { group: "g0".into() }
+    );
+}
+
+#[test]
 fn concurrent_writes_may_be_read_in_either_order() {
     let writes = [put(0, (0, 30), "g/a", "v1"), put(1, (5, 35), "g/a", "v2")];
     for (first, second) in [("v1", "v2"), ("v2", "v1")] {
@@ -232,6 +267,49 @@ fn an_unanswered_write_cannot_take_effect_before_its_call() {
         get(2, (20, 30), "g/a", Some("v2")),
         unanswered(put(1, (40, 0), "g/a", "v2")),
     ]);
+}
+
+#[test]
+fn an_unanswered_write_nobody_read_may_explain_a_refused_cas() {
+    assert_eq!(
+        verdict(&[
+            put(0, (0, 10), "g/a", "v1"),
+            unanswered(put(1, (20, 0), "g/a", "v2")),
+            cas(2, (30, 40), "g/a", "v1", "v3", false),
+        ]),
+        Verdict::Linearizable
+    );
+}
+
+#[test]
+fn an_unanswered_delete_may_explain_a_read_of_nothing() {
+    let delete = op(
+        1,
+        (20, 0),
+        Input::Delete { key: "g/a".into() },
+        Output::Written,
+    );
+    assert_eq!(
+        verdict(&[
+            put(0, (0, 10), "g/a", "v1"),
+            unanswered(delete),
+            get(2, (30, 40), "g/a", None),
+        ]),
+        Verdict::Linearizable
+    );
+}
+
+#[test]
+fn an_unanswered_cas_whose_value_was_read_must_have_found_its_expected_value() {
+    let unanswered_cas = unanswered(cas(1, (20, 0), "g/a", "v0", "v1", true));
+    let read_v1 = get(2, (30, 40), "g/a", Some("v1"));
+    let v0 = put(0, (0, 10), "g/a", "v0");
+    assert_eq!(
+        verdict(&[v0.clone(), unanswered_cas.clone(), read_v1.clone()]),
+        Verdict::Linearizable
+    );
+    let v5 = put(0, (12, 15), "g/a", "v5");
+    assert_not_linearizable(&[v0, v5, unanswered_cas, read_v1]);
 }
 
 #[test]

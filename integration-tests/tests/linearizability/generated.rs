@@ -62,7 +62,8 @@ pub fn history(shape: &Shape, seed: u64) -> Vec<Operation> {
         let key = keys[rng.random_range(0..keys.len())].clone();
         let input = random_input(&mut rng, &state, keys, key, format!("v{index}"));
         let answered = rng.random_range(0..100) >= shape.unanswered_percent;
-        let output = if answered || rng.random_bool(0.5) {
+        let takes_effect = answered || rng.random_bool(0.5);
+        let output = if takes_effect {
             apply(&mut state, &input)
         } else {
             Output::Unknown

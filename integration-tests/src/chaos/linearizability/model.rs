@@ -75,11 +75,16 @@ pub(super) struct ModelOp {
 pub(super) struct GroupModel {
     /// The group's keys, by [`KeyId`].
     pub keys: Vec<String>,
-    /// The values, by [`ValueId`]; entry 0 stands for absence.
-    pub values: Vec<Option<Value>>,
-    /// The operations that constrain the search (reads without an answer
-    /// are left out: they neither change nor observe anything).
+    /// How each value reads in an explanation, by [`ValueId`].
+    pub value_names: Vec<String>,
+    /// The operations that constrain the search. Reads without an answer
+    /// are left out (they neither change nor observe anything), and so are
+    /// the writes without one that [`super::unanswered`] finds unobserved.
     pub ops: Vec<ModelOp>,
+    /// Each value as the memo records it: the values no operation reads
+    /// or expects are one value there, so states that differ only in them
+    /// are one configuration.
+    pub memo_ids: Vec<ValueId>,
     key_ids: HashMap<String, KeyId>,
     value_ids: HashMap<Value, ValueId>,
 }
@@ -89,7 +94,7 @@ impl GroupModel {
     /// keys of one group.
     pub fn compile(history: &[Operation], indexes: &[usize]) -> GroupModel {
         let mut model = GroupModel {
-            values: vec![None],
+            value_names: vec!["absent".to_owned()],
             ..GroupModel::default()
         };
         for &index in indexes {
@@ -107,6 +112,8 @@ impl GroupModel {
                 effect,
             });
         }
+        super::unanswered::simplify(&mut model.ops);
+        model.merge_unread_values();
         model
     }
 
@@ -145,17 +152,46 @@ impl GroupModel {
         }
     }
 
-    /// A readable rendering of `state`, e.g. `{a: "v1", b: absent}`.
+    /// Interns a new value under `name`.
+    fn name_value(&mut self, name: String) -> ValueId {
+        let id = ValueId::try_from(self.value_names.len())
+            .expect("a group has fewer than 2^32 distinct values: each is a written or read value");
+        self.value_names.push(name);
+        id
+    }
+
+    /// Fills [`GroupModel::memo_ids`]: a value that no operation reads or
+    /// expects, on any key, cannot be told apart from another such value.
+    fn merge_unread_values(&mut self) {
+        let mut read = vec![false; self.value_names.len()];
+        read[ABSENT as usize] = true;
+        for op in &self.ops {
+            match &op.effect {
+                Effect::Read { seen } => {
+                    for &(_, value) in seen {
+                        read[value as usize] = true;
+                    }
+                }
+                Effect::Cas { expect, .. } => read[*expect as usize] = true,
+                Effect::Write { .. } | Effect::Mismatch => {}
+            }
+        }
+        let unread = self.name_value("(a value no one read)".to_owned());
+        self.memo_ids = (0..unread)
+            .map(|value| if read[value as usize] { value } else { unread })
+            .collect();
+    }
+
+    /// A readable rendering of `state`, keys in order, e.g.
+    /// `{a: "v1", b: absent}`.
     pub fn describe_state(&self, state: &[ValueId]) -> String {
-        let pairs: Vec<String> = self
+        let mut pairs: Vec<String> = self
             .keys
             .iter()
             .zip(state)
-            .map(|(key, &value)| match &self.values[value as usize] {
-                Some(value) => format!("{key}: {value:?}"),
-                None => format!("{key}: absent"),
-            })
+            .map(|(key, &value)| format!("{key}: {}", self.value_names[value as usize]))
             .collect();
+        pairs.sort_unstable();
         format!("{{{}}}", pairs.join(", "))
     }
 
@@ -220,9 +256,7 @@ impl GroupModel {
         if let Some(&id) = self.value_ids.get(value) {
             return id;
         }
-        let id = ValueId::try_from(self.values.len())
-            .expect("a group has fewer than 2^32 distinct values: each is a written or read value");
-        self.values.push(Some(value.clone()));
+        let id = self.name_value(format!("{value:?}"));
         self.value_ids.insert(value.clone(), id);
         id
     }

@@ -7,6 +7,7 @@
 //! everything from there was already tried.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use super::model::{GroupModel, State};
@@ -18,7 +19,7 @@ pub(super) enum Outcome {
     Linearizable,
     /// No order fits.
     NotLinearizable(Deadlock),
-    /// The deadline passed first.
+    /// The budget ran out first.
     TimedOut,
 }
 
@@ -34,11 +35,26 @@ pub(super) struct Deadlock {
     pub blocked: usize,
 }
 
+/// How long a search may run.
+pub(super) struct Budget<'a> {
+    /// When to give up.
+    pub deadline: Instant,
+    /// Set when another group's verdict makes this one moot.
+    pub stop: &'a AtomicBool,
+}
+
+impl Budget<'_> {
+    /// Whether the search must end now.
+    fn spent(&self) -> bool {
+        self.stop.load(Ordering::Relaxed) || Instant::now() >= self.deadline
+    }
+}
+
 /// The sentinel before the first entry.
 const HEAD: usize = 0;
 /// The link past the last entry.
 const END: usize = usize::MAX;
-/// How many steps pass between two looks at the clock.
+/// How many steps pass between two looks at the budget.
 const STEPS_PER_CLOCK_CHECK: u32 = 1024;
 
 /// The entries as a doubly linked list in time order. Node `1 + 2i` is
@@ -118,19 +134,19 @@ fn is_call(node: usize) -> bool {
     node % 2 == 1
 }
 
-/// Searches for a linearization of `model`'s operations until `deadline`.
+/// Searches for a linearization of `model`'s operations within `budget`.
 ///
 /// Each configuration is scanned twice: first for operations that never
 /// change the state (placing one that fits is at least as good as any
 /// other choice), then for the others, each a choice to undo on failure.
-pub(super) fn search(model: &GroupModel, deadline: Instant) -> Outcome {
+pub(super) fn search(model: &GroupModel, budget: &Budget) -> Outcome {
     let mut search = Search::new(model);
     let mut cursor = search.entries.next[HEAD];
     let mut scanning_readers = true;
     let mut steps = 0u32;
     loop {
         steps = steps.wrapping_add(1);
-        if steps % STEPS_PER_CLOCK_CHECK == 0 && Instant::now() >= deadline {
+        if steps % STEPS_PER_CLOCK_CHECK == 0 && budget.spent() {
             return Outcome::TimedOut;
         }
         if cursor == END {
@@ -233,8 +249,12 @@ impl<'a> Search<'a> {
         self.flip(op);
         self.memo_key.clear();
         self.memo_key.extend_from_slice(&self.linearized);
-        self.memo_key
-            .extend(next_state.iter().map(|&value| u64::from(value)));
+        let memo_ids = &self.model.memo_ids;
+        self.memo_key.extend(
+            next_state
+                .iter()
+                .map(|&value| u64::from(memo_ids[value as usize])),
+        );
         if self.memo.contains(self.memo_key.as_slice()) {
             self.flip(op);
             return Placement::Explored;
