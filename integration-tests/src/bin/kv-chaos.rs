@@ -9,8 +9,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use integration_tests::chaos::clients::KeySpace;
+use integration_tests::chaos::clients::{group_of, KeySpace};
+use integration_tests::chaos::history::Operation;
 use integration_tests::chaos::kill_cycles::run_kill_cycles;
+use integration_tests::chaos::linearizability::{check, Verdict};
 use integration_tests::chaos::report::Totals;
 use integration_tests::chaos::run::{run_history, HistoryConfig};
 
@@ -52,10 +54,16 @@ struct Args {
     /// Save every history, not only failing ones.
     #[arg(long)]
     keep: bool,
+    /// Check a saved history (`history-<seed>.json`) again and run nothing.
+    #[arg(long, value_name = "FILE")]
+    recheck: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(file) = &args.recheck {
+        return recheck(file, Duration::from_secs(args.check_seconds));
+    }
     use_sibling_server();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -127,5 +135,49 @@ fn use_sibling_server() {
         // Set before the runtime starts: no other thread reads the
         // environment yet.
         std::env::set_var("KV_SERVER_BIN", server);
+    }
+}
+
+/// Checks the history saved in `file` again and prints the verdict.
+fn recheck(file: &std::path::Path, limit: Duration) -> ExitCode {
+    let saved = std::fs::read(file)
+        .map_err(|error| error.to_string())
+        .and_then(|bytes| {
+            serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|e| e.to_string())
+        })
+        .and_then(|saved| {
+            serde_json::from_value::<Vec<Operation>>(saved["history"].clone())
+                .map_err(|error| format!("no history in it: {error}"))
+        });
+    let history = match saved {
+        Ok(history) => history,
+        Err(error) => {
+            println!("kv-chaos: cannot read {}: {error}", file.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    match check(&history, group_of, limit) {
+        Verdict::Linearizable => {
+            println!(
+                "{}: {} operations, linearizable",
+                file.display(),
+                history.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Verdict::NotLinearizable { group, explanation } => {
+            println!(
+                "{}: group {group} is NOT linearizable: {explanation}",
+                file.display()
+            );
+            ExitCode::FAILURE
+        }
+        Verdict::Unknown { group } => {
+            println!(
+                "{}: the search of group {group} ran out of {limit:?}",
+                file.display()
+            );
+            ExitCode::FAILURE
+        }
     }
 }
