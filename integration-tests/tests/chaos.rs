@@ -96,7 +96,7 @@ async fn a_node_cut_off_behind_a_snapshot_reaches_its_crash_point_once_the_leade
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(
-        cluster.reached_crash_point(behind),
+        cluster.take_crash_hit(behind),
         "node {behind} exited, but not at its crash point\n{}",
         cluster.log_tail(behind)
     );

@@ -220,10 +220,13 @@ fn isolation(cluster: &ChaosCluster, node: u64) -> Vec<(u64, u64)> {
 /// with a crash point that its log says it reached, an anomaly otherwise.
 async fn reap(cluster: &mut ChaosCluster, report: &mut HistoryReport) {
     for id in cluster.ids() {
-        if !cluster.exited(id).await {
+        // An armed node that stopped at its point while starting is
+        // already reaped.
+        let stopped_armed = cluster.is_armed(id) && !cluster.is_running(id);
+        if !cluster.exited(id).await && !stopped_armed {
             continue;
         }
-        if cluster.is_armed(id) && cluster.reached_crash_point(id) {
+        if cluster.is_armed(id) && cluster.take_crash_hit(id) {
             report.crash_points_reached += 1;
         } else {
             report.anomaly(format!(
