@@ -300,6 +300,30 @@ fn an_unanswered_delete_may_explain_a_read_of_nothing() {
 }
 
 #[test]
+fn two_unanswered_deletes_may_together_explain_one_read_all() {
+    let delete = |client, call, key: &str| {
+        let input = Input::Delete { key: key.into() };
+        unanswered(op(client, (call, 0), input, Output::Written))
+    };
+    assert_eq!(
+        verdict(&[
+            write_all(0, (0, 10), &[("g/a", "a1"), ("g/b", "b1")]),
+            delete(1, 20, "g/a"),
+            delete(2, 25, "g/b"),
+            op(
+                3,
+                (30, 40),
+                Input::ReadAll {
+                    keys: vec!["g/a".into(), "g/b".into()],
+                },
+                Output::GotAll(vec![None, None]),
+            ),
+        ]),
+        Verdict::Linearizable
+    );
+}
+
+#[test]
 fn an_unanswered_cas_whose_value_was_read_must_have_found_its_expected_value() {
     let unanswered_cas = unanswered(cas(1, (20, 0), "g/a", "v0", "v1", true));
     let read_v1 = get(2, (30, 40), "g/a", Some("v1"));

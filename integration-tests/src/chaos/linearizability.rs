@@ -9,11 +9,12 @@
 //! answer may take effect at any time after its call, or never, and its
 //! output constrains nothing.
 //!
-//! Beyond the textbook search, three exact shortcuts keep a run's history
-//! to seconds: reads are placed as soon as they fit and never retried
-//! later; unanswered writes that nothing could have seen are dropped and
-//! those whose value was seen get a return (`unanswered`); and the memo
-//! counts values that nothing reads as one.
+//! Beyond the textbook search, exact shortcuts keep a run's history to
+//! seconds: reads are placed as soon as they fit and never retried later;
+//! unanswered writes that nothing could have seen are dropped, those whose
+//! value was seen get a return, and those of one key wait until an
+//! operation on it needs them (`unanswered`); and the memo counts values
+//! that nothing reads as one.
 //!
 //! ```
 //! use integration_tests::chaos::history::{Input, Operation, Output};

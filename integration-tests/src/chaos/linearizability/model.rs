@@ -40,6 +40,23 @@ pub(super) enum Effect {
 }
 
 impl Effect {
+    /// The keys it reads or writes.
+    pub fn keys(&self) -> Vec<KeyId> {
+        match self {
+            Effect::Read { seen: pairs } | Effect::Write { pairs } => {
+                pairs.iter().map(|&(key, _)| key).collect()
+            }
+            Effect::Cas { key, .. } => vec![*key],
+            Effect::Mismatch => Vec::new(),
+        }
+    }
+
+    /// Whether it and `other` touch a key in common.
+    pub fn shares_a_key(&self, other: &Effect) -> bool {
+        let keys = other.keys();
+        self.keys().iter().any(|key| keys.contains(key))
+    }
+
     /// Whether a step that fits always leaves the state as it was (a read,
     /// a compare-and-set answered as not swapped). Such an operation is
     /// best placed as early as it fits: moving it earlier in any valid order
@@ -68,6 +85,10 @@ pub(super) struct ModelOp {
     pub ret: Option<Nanos>,
     /// What it does and observes.
     pub effect: Effect,
+    /// Whether the search places it only while an answered candidate on
+    /// its key is refused: an unanswered write that [`super::unanswered`]
+    /// found may wait until one needs it.
+    pub lazy: bool,
 }
 
 /// A group's operations and the names behind their interned keys and values.
@@ -110,6 +131,7 @@ impl GroupModel {
                 call: op.call,
                 ret: op.ret.filter(|_| answered).map(|ret| ret.max(op.call)),
                 effect,
+                lazy: false,
             });
         }
         super::unanswered::simplify(&mut model.ops);

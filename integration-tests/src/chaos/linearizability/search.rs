@@ -246,6 +246,9 @@ impl<'a> Search<'a> {
         if !self.model.step(&mut next_state, &self.model.ops[op].effect) {
             return Placement::Refused;
         }
+        if self.model.ops[op].lazy && !self.may_let_another_fit(call) {
+            return Placement::Refused;
+        }
         self.flip(op);
         self.memo_key.clear();
         self.memo_key.extend_from_slice(&self.linearized);
@@ -264,6 +267,26 @@ impl<'a> Search<'a> {
             .push((call, std::mem::replace(&mut self.state, next_state)));
         self.entries.lift(call);
         Placement::Placed
+    }
+
+    /// Whether some other answered candidate on the key that the operation
+    /// of `call` writes is refused by the current state (so that it, with
+    /// perhaps other writes, may let it fit).
+    fn may_let_another_fit(&self, call: usize) -> bool {
+        let effect = &self.model.ops[op_of(call)].effect;
+        let mut node = self.entries.next[HEAD];
+        while node != END && is_call(node) {
+            let other = &self.model.ops[op_of(node)];
+            if node != call
+                && other.ret.is_some()
+                && other.effect.shares_a_key(effect)
+                && !self.model.step(&mut self.state.clone(), &other.effect)
+            {
+                return true;
+            }
+            node = self.entries.next[node];
+        }
+        false
     }
 
     /// Undoes choices up to the last one that changed the state, and

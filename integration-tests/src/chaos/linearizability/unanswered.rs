@@ -16,7 +16,13 @@
 //!   the argument does not hold);
 //! * a write of a value that an answered operation saw, and that nothing
 //!   else writes, took effect before that operation returned: it gets that
-//!   return as its own, and a compare-and-set must have swapped.
+//!   return as its own, and a compare-and-set must have swapped;
+//! * any other write of one key (unless an unanswered compare-and-set
+//!   expects its value) can move later, past every operation on other keys,
+//!   up to the next one on its key: a dependent that the state without it
+//!   refuses (else the write is dead, or can move past that one too). So
+//!   the search tries it only while an answered candidate on its key is
+//!   refused by the current state.
 
 use std::collections::{HashMap, HashSet};
 
@@ -34,6 +40,8 @@ pub(super) fn simplify(ops: &mut Vec<ModelOp>) {
             if let Effect::Cas { swapped, .. } = &mut op.effect {
                 *swapped = Some(true);
             }
+        } else {
+            op.lazy = seen.may_wait(op);
         }
     }
 }
@@ -112,6 +120,16 @@ impl Observations {
             self.expected_unanswered.contains(&(key, value))
                 || dependents.into_iter().flatten().any(|&ret| ret >= op.call)
         })
+    }
+
+    /// Whether the unanswered `op` may wait to be placed until an answered
+    /// candidate on its key is refused: a write of one key whose value no
+    /// unanswered compare-and-set expects.
+    fn may_wait(&self, op: &ModelOp) -> bool {
+        match written(&op.effect).as_slice() {
+            [pair] => !self.expected_unanswered.contains(pair),
+            _ => false,
+        }
     }
 
     /// The earliest return of an answered operation that saw a value that
