@@ -1,7 +1,7 @@
 # The two commands a fresh machine needs: `make run` and `make test`.
 CARGO ?= cargo
 
-.PHONY: run test test-full fmt-check clippy unit bench-compaction bench-compare bench-namesrv build cluster cluster-stop test-rocketmq
+.PHONY: run test test-full fmt-check clippy unit bench-compaction bench-compare bench-namesrv build cluster cluster-stop test-rocketmq chaos
 
 run:
 	$(CARGO) run --release -p kv-server
@@ -90,3 +90,19 @@ cluster-stop:
 	    kill $$(cat $(CLUSTER_DIR)/n$$id.pid) 2>/dev/null && echo "stopped node $$id"; \
 	    rm -f $(CLUSTER_DIR)/n$$id.pid; fi; \
 	done
+
+# Fault injection (docs/reliability.md): CHAOS_HISTORIES histories of
+# CHAOS_SECONDS s each against a 3-node cluster under a random schedule of
+# kill -9, SIGSTOP, crash points and partitions, each checked for
+# linearizability, then CHAOS_KILL_CYCLES kill -9 durability cycles.
+# CHAOS_SEED replays a run (a failing history: CHAOS_SEED=<its seed>
+# CHAOS_HISTORIES=1); failing histories are saved under target/chaos/.
+CHAOS_HISTORIES ?= 20
+CHAOS_SECONDS ?= 60
+CHAOS_KILL_CYCLES ?= 1000
+
+chaos:
+	$(CARGO) build -p kv-server
+	$(CARGO) build -p integration-tests --bin kv-chaos
+	CHAOS_HISTORIES=$(CHAOS_HISTORIES) CHAOS_SECONDS=$(CHAOS_SECONDS) \
+	  CHAOS_KILL_CYCLES=$(CHAOS_KILL_CYCLES) $(TARGET_DIR)/debug/kv-chaos

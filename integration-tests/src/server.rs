@@ -210,6 +210,11 @@ impl TestServer {
         self.node_id
     }
 
+    /// The process id, while the process runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The node's client API base URL.
     pub fn base_url(&self) -> String {
         format!("{}://127.0.0.1:{}", self.client_scheme(), self.port)
