@@ -14,7 +14,13 @@ use rand::Rng;
 /// The crash points (`KV_CRASH_AT`) a node may be started with; each is
 /// reached during a snapshot install, which a node cut off behind the
 /// leader's snapshot goes through when its links heal.
-pub const CRASH_POINTS: &[&str] = &["snapshot-topic-replaced"];
+pub const CRASH_POINTS: &[&str] = &[
+    "install-snapshot-saved",
+    "snapshot-topic-replaced",
+    "install-view-built",
+    "install-view-switched",
+    "install-snapshot-current",
+];
 
 /// Most faults one history may hold.
 const MAX_STEPS: usize = 1_000;
