@@ -47,3 +47,6 @@ pub mod tls;
 pub(crate) mod types;
 pub(crate) mod watch;
 pub(crate) mod write_stall;
+
+#[cfg(test)]
+mod fuzz;
