@@ -90,3 +90,15 @@ cluster-stop:
 	    kill $$(cat $(CLUSTER_DIR)/n$$id.pid) 2>/dev/null && echo "stopped node $$id"; \
 	    rm -f $(CLUSTER_DIR)/n$$id.pid; fi; \
 	done
+
+# Every fuzz target (the topic's, the raft log's, snapshots, HTTP parsers,
+# the RocketMQ codec and JSON) at FUZZ_CASES cases each, 1,000,000 by
+# default, in release mode; `make test` runs them at 2,000. A failure
+# prints the seed that replays it (FUZZ_SEED). docs/fuzzing.md has the
+# figures of a run.
+.PHONY: fuzz
+FUZZ_CASES ?= 1000000
+fuzz:
+	FUZZ_CASES=$(FUZZ_CASES) $(CARGO) test --release -p compaction --test fuzz -- --nocapture
+	FUZZ_CASES=$(FUZZ_CASES) $(CARGO) test --release -p schemas --test fuzz -- --nocapture
+	FUZZ_CASES=$(FUZZ_CASES) $(CARGO) test --release -p kv-server --lib fuzz:: -- --nocapture
