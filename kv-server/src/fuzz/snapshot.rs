@@ -8,7 +8,9 @@ use std::sync::OnceLock;
 use bytes::Bytes;
 use compaction::{BatchPos, Topic, TopicConfig};
 use fuzzkit::proptest::prelude::*;
-use fuzzkit::{apply, mutations, reseal_frames, within_allocation_limit, LengthField};
+use fuzzkit::{
+    apply, mutations, outcome, outcome_of, reseal_frames, within_allocation_limit, LengthField,
+};
 use openraft::{CommittedLeaderId, LogId, Membership, SnapshotMeta, StoredMembership};
 use uuid::Uuid;
 
@@ -116,22 +118,47 @@ fn length_fields(bytes: &[u8], frames_at: usize) -> Vec<LengthField> {
 /// does; the number of records read.
 fn read_snapshot(bytes: Bytes) -> Result<usize, String> {
     let len = bytes.len() as u64;
+    let frames_at = bytes
+        .get(HEADER_LEN_AT..HEADER_LEN_AT + 4)
+        .map_or(0, |word| {
+            HEADER_LEN_AT as u64
+                + 4
+                + u64::from(u32::from_le_bytes(word.try_into().expect("4 bytes")))
+        });
     let snapshot = match SnapshotFile::parse("fuzz.snap", bytes) {
         Ok(snapshot) => snapshot,
-        Err(StoreError::CorruptSnapshot { name, .. }) if name == "fuzz.snap" => return Ok(0),
+        Err(StoreError::CorruptSnapshot { name, reason }) if name == "fuzz.snap" => {
+            outcome(&format!("header: {}", outcome_of(&reason)));
+            return Ok(0);
+        }
         Err(other) => return Err(format!("a parse error naming no snapshot: {other}")),
     };
     let mut read = 0;
+    let mut ended = "all records".to_string();
     for record in snapshot.records() {
         match record {
             Ok(record) => match WriteRecord::from_record(record) {
-                Ok(_) | Err(StoreError::CorruptRecord { .. }) => read += 1,
+                Ok(_) => read += 1,
+                Err(StoreError::CorruptRecord { reason, .. }) => {
+                    ended = format!("record headers: {reason}");
+                    read += 1;
+                }
                 Err(other) => return Err(format!("an unexpected record error: {other}")),
             },
-            Err(compaction::Error::Corrupt { position, .. }) if position <= len => break,
-            Err(other) => return Err(format!("a frame error naming no byte inside: {other}")),
+            Err(compaction::Error::Corrupt {
+                position, reason, ..
+            }) if (frames_at..=len).contains(&position) => {
+                ended = format!("frames: {}", outcome_of(&reason));
+                break;
+            }
+            Err(other) => {
+                return Err(format!(
+                    "a frame error naming no byte among the frames (from {frames_at}): {other}"
+                ))
+            }
         }
     }
+    outcome(&ended);
     Ok(read)
 }
 
@@ -151,4 +178,22 @@ fn fuzz_snapshots() {
         within_allocation_limit(limit, || read_snapshot(Bytes::from(bytes)))??;
         Ok(())
     });
+}
+
+#[test]
+fn a_damaged_record_is_named_by_its_byte_in_the_snapshot() {
+    let (valid, frames_at) = template_snapshot();
+    let mut bytes = valid.clone();
+    // A byte of the first record's body: its checksum no longer holds.
+    bytes[frames_at + 20] ^= 0x01;
+    let snapshot = SnapshotFile::parse("fuzz.snap", Bytes::from(bytes)).expect("the header reads");
+    match snapshot.records().next() {
+        Some(Err(compaction::Error::Corrupt { position, .. })) => {
+            assert_eq!(
+                position, *frames_at as u64,
+                "the byte where the record starts"
+            )
+        }
+        other => panic!("expected the damaged record, got {other:?}"),
+    };
 }
