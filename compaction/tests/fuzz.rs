@@ -16,7 +16,10 @@ use compaction::{decode_frames, BatchPos, Error, Record, Topic, TopicConfig};
 use fuzzkit::proptest::collection::vec;
 use fuzzkit::proptest::prelude::*;
 use fuzzkit::proptest::sample::Index;
-use fuzzkit::{apply, mutations, reseal_frames, within_allocation_limit, LengthField, Mutation};
+use fuzzkit::{
+    apply, mutations, outcome, outcome_of, reseal_frames, within_allocation_limit, LengthField,
+    Mutation,
+};
 
 #[global_allocator]
 static ALLOCATOR: fuzzkit::PeakAlloc = fuzzkit::PeakAlloc;
@@ -98,6 +101,15 @@ fn damaged(records: &[Record], mutations: &[Mutation], reseal: bool) -> Vec<u8> 
     bytes
 }
 
+/// The kind of error, for the target's summary.
+fn error_outcome(error: &Error) -> String {
+    match error {
+        Error::Corrupt { reason, .. } => outcome_of(reason),
+        Error::InvalidFile { what, .. } => format!("invalid {what}"),
+        other => outcome_of(&other.to_string()),
+    }
+}
+
 /// Checks that an error names `path` (or a file in it) and a byte within
 /// `len` bytes.
 fn names_a_place(error: &Error, path: &Path, len: u64) -> Result<(), String> {
@@ -130,6 +142,10 @@ fn fuzz_record_frames() {
             if records_back != records.iter().collect::<Vec<_>>() {
                 return Err("valid frames did not decode to their records".to_string());
             }
+        }
+        match decoded.last() {
+            Some(Err(error)) => outcome(&error_outcome(error)),
+            _ => outcome("all records"),
         }
         for (i, result) in decoded.iter().enumerate() {
             if let Err(error) = result {
@@ -184,8 +200,12 @@ fn open_checked(dir: &Path, config: TopicConfig) -> Result<(), String> {
             Some((entry.path(), entry.metadata().ok()?.len()))
         })
         .collect();
-    let outcome = within_allocation_limit(limit, || open_read_verify(dir, config))?;
-    if let Err(error) = outcome {
+    let opened = within_allocation_limit(limit, || open_read_verify(dir, config))?;
+    match &opened {
+        Ok(_) => outcome("opened, read and verified"),
+        Err(error) => outcome(&error_outcome(error)),
+    }
+    if let Err(error) = opened {
         let named_len = match &error {
             Error::Corrupt { path, .. } => files_before.get(path).copied().unwrap_or(0),
             _ => 0,

@@ -41,4 +41,4 @@ mod run;
 pub use alloc::{within_allocation_limit, PeakAlloc};
 pub use mutate::{apply, mutations, reseal_frames, LengthField, Lie, Mutation, Width};
 pub use proptest;
-pub use run::{cases, fuzz};
+pub use run::{cases, fuzz, outcome, outcome_of};

@@ -18,7 +18,7 @@ use flate2::Compression;
 use fuzzkit::proptest::collection::{btree_map, vec};
 use fuzzkit::proptest::prelude::*;
 use fuzzkit::proptest::sample::Index;
-use fuzzkit::{apply, mutations, within_allocation_limit, LengthField};
+use fuzzkit::{apply, mutations, outcome, outcome_of, within_allocation_limit, LengthField};
 use schemas::remoting::{
     decode_frame, request_code, DataVersion, RegisterBrokerBody, RemotingCommand, SerializeType,
     TopicConfigSerializeWrapper, DEFAULT_MAX_FRAME_BYTES, TOPIC_QUEUE_MAPPING_INFO_MAP,
@@ -132,11 +132,18 @@ fn decode_stream(bytes: &[u8]) -> Result<(), String> {
             Ok(Some((_, used))) => {
                 return Err(format!("a frame of {used} bytes at byte {position}"));
             }
-            Ok(None) => break,
-            Err(error) if !error.to_string().is_empty() => break,
+            Ok(None) => {
+                outcome("frames, then a wait for more bytes");
+                return Ok(());
+            }
+            Err(error) if !error.to_string().is_empty() => {
+                outcome(&outcome_of(&error.to_string()));
+                return Ok(());
+            }
             Err(_) => return Err("an error that says nothing".to_string()),
         }
     }
+    outcome("whole frames");
     Ok(())
 }
 
@@ -212,11 +219,15 @@ fn built_registration() -> RegisterBrokerBody {
     }
 }
 
+/// Registration bodies in their JSON form, and in their compressed form,
+/// inflated.
+type Registrations = (Vec<Vec<u8>>, Vec<Vec<u8>>);
+
 /// Registration bodies: the ones captured from brokers and one built here,
 /// each in its JSON form and its compressed form (inflated, so a mutation
 /// lands in the counts and lengths, not in the deflate stream).
-fn registrations() -> &'static (Vec<Vec<u8>>, Vec<Vec<u8>>) {
-    static BODIES: OnceLock<(Vec<Vec<u8>>, Vec<Vec<u8>>)> = OnceLock::new();
+fn registrations() -> &'static Registrations {
+    static BODIES: OnceLock<Registrations> = OnceLock::new();
     BODIES.get_or_init(|| {
         let built = built_registration();
         let mut json = vec![built.encode(false)];
@@ -303,8 +314,12 @@ fn fuzz_registrations() {
             let limit = 4 * plain.len() + SLACK_BYTES;
             let decoded =
                 within_allocation_limit(limit, || RegisterBrokerBody::decode(&body, compressed))?;
-            if mutations.is_empty() && decoded.is_err() {
-                return Err(format!("a valid body is refused: {decoded:?}"));
+            match &decoded {
+                Ok(_) => outcome("decoded"),
+                Err(_) if mutations.is_empty() => {
+                    return Err(format!("a valid body is refused: {decoded:?}"));
+                }
+                Err(error) => outcome(&outcome_of(&error.to_string())),
             }
             Ok(())
         },
@@ -373,20 +388,40 @@ fn metadata_documents() -> &'static Vec<Vec<u8>> {
     })
 }
 
-/// Reads `json` as every metadata type, validating what parses.
-fn read_metadata(json: &[u8]) {
+/// Reads `json` as every metadata type, validating what parses; which
+/// types it parsed as and whether each was valid.
+fn read_metadata(json: &[u8]) -> String {
     let options = ValidateOptions::default();
-    if let Ok(file) = from_json::<TopicConfigFile>(json) {
-        let _ = file.validate(options);
-    }
-    if let Ok(file) = from_json::<SubscriptionGroupFile>(json) {
-        let _ = file.validate(options);
-    }
-    if let Ok(topic) = from_json::<TopicConfig>(json) {
-        let _ = topic.validate(options);
-    }
-    if let Ok(group) = from_json::<SubscriptionGroupConfig>(json) {
-        let _ = group.validate(options);
+    let checked = |validated: Option<bool>| match validated {
+        None => "refused",
+        Some(false) => "parsed, invalid",
+        Some(true) => "valid",
+    };
+    let topic_file = from_json::<TopicConfigFile>(json).ok();
+    let group_file = from_json::<SubscriptionGroupFile>(json).ok();
+    let topic = from_json::<TopicConfig>(json).ok();
+    let group = from_json::<SubscriptionGroupConfig>(json).ok();
+    let outcomes = [
+        (
+            "topic file",
+            checked(topic_file.map(|f| f.validate(options).is_ok())),
+        ),
+        (
+            "group file",
+            checked(group_file.map(|f| f.validate(options).is_ok())),
+        ),
+        ("topic", checked(topic.map(|t| t.validate(options).is_ok()))),
+        ("group", checked(group.map(|g| g.validate(options).is_ok()))),
+    ];
+    let reached: Vec<String> = outcomes
+        .iter()
+        .filter(|(_, result)| *result != "refused")
+        .map(|(what, result)| format!("{what} {result}"))
+        .collect();
+    if reached.is_empty() {
+        "refused by every type".to_string()
+    } else {
+        reached.join(", ")
     }
 }
 
@@ -402,6 +437,9 @@ fn fuzz_metadata_json() {
         let valid = &documents[which.index(documents.len())];
         let swapped = swap_numbers(valid, swaps);
         let bytes = apply(&swapped, &[], mutations);
-        within_allocation_limit(4 * bytes.len() + SLACK_BYTES, || read_metadata(&bytes))
+        let reached =
+            within_allocation_limit(4 * bytes.len() + SLACK_BYTES, || read_metadata(&bytes))?;
+        outcome(&reached);
+        Ok(())
     });
 }

@@ -5,7 +5,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::IntoResponse;
 use fuzzkit::proptest::collection::vec;
 use fuzzkit::proptest::prelude::*;
-use fuzzkit::{apply, mutations, within_allocation_limit, Mutation};
+use fuzzkit::{apply, mutations, outcome, within_allocation_limit, Mutation};
 
 use super::SLACK_BYTES;
 use crate::api::error::ApiError;
@@ -62,6 +62,7 @@ fn query_string() -> impl Strategy<Value = String> {
 /// Fails unless `error` is a 4xx answer.
 fn is_client_error(error: ApiError) -> Result<(), String> {
     let status = error.into_response().status();
+    outcome(&status.to_string());
     if status.is_client_error() {
         Ok(())
     } else {
@@ -91,11 +92,12 @@ fn fuzz_query_strings() {
         |(valid, mutations, allowed)| {
             let bytes = apply(valid.as_bytes(), &[], mutations);
             let raw = String::from_utf8_lossy(&bytes);
-            let outcome = within_allocation_limit(raw.len() * 4 + SLACK_BYTES, || {
+            let parsed = within_allocation_limit(raw.len() * 4 + SLACK_BYTES, || {
                 parse_query(&raw, &PARAMETERS[..*allowed])
             })?;
-            if let Err(error) = outcome {
-                is_client_error(error)?;
+            match parsed {
+                Ok(()) => outcome("accepted"),
+                Err(error) => is_client_error(error)?,
             }
             if let Ok(wait) =
                 within_allocation_limit(SLACK_BYTES, || parse_wait(&raw, MAX_WAIT_MS))?
@@ -147,9 +149,10 @@ fn fuzz_condition_and_idempotency_headers() {
         }
         let (condition, key) =
             within_allocation_limit(SLACK_BYTES, || (condition(&map), idempotency_key(&map)))?;
-        for outcome in [condition.map(drop), key.map(drop)] {
-            if let Err(error) = outcome {
-                is_client_error(error)?;
+        for parsed in [condition.map(drop), key.map(drop)] {
+            match parsed {
+                Ok(()) => outcome("accepted"),
+                Err(error) => is_client_error(error)?,
             }
         }
         Ok(())

@@ -8,7 +8,9 @@ use std::sync::OnceLock;
 use fuzzkit::proptest::collection::vec;
 use fuzzkit::proptest::prelude::*;
 use fuzzkit::proptest::sample::Index;
-use fuzzkit::{apply, mutations, reseal_frames, within_allocation_limit, LengthField};
+use fuzzkit::{
+    apply, mutations, outcome, outcome_of, reseal_frames, within_allocation_limit, LengthField,
+};
 use openraft::{CommittedLeaderId, Vote};
 
 use super::{case_dir, SLACK_BYTES};
@@ -66,8 +68,12 @@ fn fuzz_raft_log_frames() {
                 let mut position = 0;
                 let mut decoded = 0;
                 while position < bytes.len() {
-                    let Ok(frame) = log_frame::decode(&bytes[position..]) else {
-                        break;
+                    let frame = match log_frame::decode(&bytes[position..]) {
+                        Ok(frame) => frame,
+                        Err(damage) => {
+                            outcome(&outcome_of(&damage.to_string()));
+                            return Ok(decoded);
+                        }
                     };
                     if frame.len <= FRAME_HEADER_BYTES || frame.len > bytes.len() - position {
                         return Err(format!(
@@ -79,6 +85,7 @@ fn fuzz_raft_log_frames() {
                     position += frame.len;
                     decoded += 1;
                 }
+                outcome("all frames");
                 Ok(decoded)
             })??;
             if mutations.is_empty() && decoded != frames.len() {
@@ -196,15 +203,23 @@ fn fuzz_raft_log_recovery() {
                 written.insert(dir.path().join(name), bytes);
             }
             let largest = written.values().map(Vec::len).max().unwrap_or(0);
-            let outcome =
+            let opened =
                 within_allocation_limit(largest + SLACK_BYTES, || open_and_read(dir.path()))?;
-            match outcome {
-                Ok(_) => {}
-                Err(StoreError::LogFrameDamaged { path, offset, .. })
-                    if written
-                        .get(&path)
-                        .is_some_and(|bytes| offset < bytes.len() as u64) => {}
-                Err(StoreError::LogMetaUnreadable { path, .. }) if written.contains_key(&path) => {}
+            match opened {
+                Ok(_) => outcome("opened and read"),
+                Err(StoreError::LogFrameDamaged {
+                    path,
+                    offset,
+                    damage,
+                }) if written
+                    .get(&path)
+                    .is_some_and(|bytes| offset < bytes.len() as u64) =>
+                {
+                    outcome(&outcome_of(&damage.to_string()));
+                }
+                Err(StoreError::LogMetaUnreadable { path, .. }) if written.contains_key(&path) => {
+                    outcome("metadata unreadable");
+                }
                 Err(other) => {
                     return Err(format!("an error naming no place in the input: {other}"))
                 }
