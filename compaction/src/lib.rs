@@ -84,7 +84,7 @@ pub use cleaner::{now_ms, CleanReport};
 pub use config::TopicConfig;
 pub use error::{Error, Result};
 pub use reader::TopicReader;
-pub use record::{decode_frames, Offset, Record};
+pub use record::{decode_frames, decode_frames_from, Offset, Record};
 pub use segment::{index_file_name, log_file_name, CLEANED_SUFFIX};
 pub use stats::{SegmentInfo, TopicStats};
 pub use swap::SWAP_MARKER_FILE;

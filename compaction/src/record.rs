@@ -283,7 +283,17 @@ pub fn decode_frames(
     name: &str,
     bytes: Bytes,
 ) -> impl Iterator<Item = crate::Result<Record>> + use<'_> {
-    let mut position = 0usize;
+    decode_frames_from(name, bytes, 0)
+}
+
+/// Decodes the frames of `bytes` from byte `start` on (a snapshot's, after
+/// its header), so that an error names the byte of `bytes` it is at.
+pub fn decode_frames_from(
+    name: &str,
+    bytes: Bytes,
+    start: usize,
+) -> impl Iterator<Item = crate::Result<Record>> + use<'_> {
+    let mut position = start;
     let mut failed = false;
     std::iter::from_fn(move || {
         if failed || position >= bytes.len() {

@@ -50,3 +50,6 @@ pub(crate) mod types;
 pub(crate) mod watch;
 pub(crate) mod write_budget;
 pub(crate) mod write_stall;
+
+#[cfg(test)]
+mod fuzz;

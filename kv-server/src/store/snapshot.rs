@@ -26,7 +26,7 @@ use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use compaction::{decode_frames, fsutil, Record, TopicReader};
+use compaction::{decode_frames_from, fsutil, Record, TopicReader};
 use openraft::SnapshotMeta;
 use serde::{Deserialize, Serialize};
 
@@ -213,11 +213,12 @@ impl SnapshotFile {
         })
     }
 
-    /// The snapshot's records.
+    /// The snapshot's records; an error names its byte in the snapshot.
     pub fn records(&self) -> impl Iterator<Item = compaction::Result<Record>> + '_ {
-        decode_frames(
+        decode_frames_from(
             &self.header.meta.snapshot_id,
-            self.bytes.slice(self.frames_at..),
+            self.bytes.clone(),
+            self.frames_at,
         )
     }
 
