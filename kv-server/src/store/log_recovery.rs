@@ -188,14 +188,33 @@ fn never_written(bytes: &[u8], at: usize, damage: FrameDamage, last: Option<u64>
     }
 }
 
+/// Bytes the search for an intact entry after a cut-short frame may
+/// checksum in all. Every byte after the damage is a candidate start, each
+/// declaring up to 64 MiB, so an unbounded search over a damaged segment
+/// could run for days; past this budget an entry is taken to follow, and
+/// open refuses the file rather than cut it.
+const INTACT_SEARCH_BYTES: usize = 256 << 20;
+
 /// Whether an intact entry frame past `last` starts anywhere after the
-/// damaged frame at `damaged`: then the damage is not a torn tail.
+/// damaged frame at `damaged`: then the damage is not a torn tail. Also
+/// true when the search exceeds [`INTACT_SEARCH_BYTES`], as refusing is
+/// the safe answer.
 fn intact_entry_after(bytes: &[u8], damaged: usize, last: Option<u64>) -> bool {
-    (damaged + 1..bytes.len()).any(|at| {
-        log_frame::decode(&bytes[at..]).is_ok_and(|frame| {
+    let mut budget = INTACT_SEARCH_BYTES;
+    for at in damaged + 1..bytes.len() {
+        let candidate = log_frame::declared_len(&bytes[at..]);
+        let Some(left) = budget.checked_sub(candidate) else {
+            return true;
+        };
+        budget = left;
+        let intact = log_frame::decode(&bytes[at..]).is_ok_and(|frame| {
             frame.kind == FrameKind::Entry && last.is_none_or(|last| frame.log_id.index > last)
-        })
-    })
+        });
+        if intact {
+            return true;
+        }
+    }
+    false
 }
 
 #[cfg(test)]
