@@ -42,6 +42,7 @@ pub(crate) mod network;
 pub(crate) mod peer;
 pub(crate) mod read_index;
 pub mod server;
+pub(crate) mod snapshot_transfer;
 pub(crate) mod store;
 pub mod tls;
 pub(crate) mod types;

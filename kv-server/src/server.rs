@@ -209,6 +209,10 @@ pub async fn serve(
         long_polls: crate::api::long_polls::LongPolls::new(config.max_long_polls),
         tokens: Default::default(),
         leader_contact: Default::default(),
+        snapshot_receiver: Arc::new(crate::store::snapshot_receive::SnapshotReceiver::new(
+            &store.snapshot_dir,
+            config.max_snapshot_bytes as u64,
+        )),
     };
     info!(
         node_id = config.node_id,

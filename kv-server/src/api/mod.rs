@@ -100,6 +100,8 @@ pub struct AppState {
     /// When this node last accepted an append-entries from a leader: the
     /// name server's measure of a follower's freshness.
     pub leader_contact: crate::namesrv::freshness::LeaderContact,
+    /// The partial snapshots arriving from a leader, chunk by chunk.
+    pub snapshot_receiver: Arc<crate::store::snapshot_receive::SnapshotReceiver>,
 }
 
 /// The client port: the public API. `/raft/*` is not there (404): the
