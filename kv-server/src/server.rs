@@ -141,8 +141,8 @@ pub async fn serve(
         heartbeat_interval: config.heartbeat_ms,
         election_timeout_min: config.election_timeout_ms,
         election_timeout_max: 2 * config.election_timeout_ms,
-        // A snapshot goes in one request and is installed before the
-        // answer: time enough for a large topic.
+        // Not used by this server's network, which gives each snapshot
+        // chunk a timeout of its own (network.rs).
         install_snapshot_timeout: SNAPSHOT_SEND_TIMEOUT_MS,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
         max_in_snapshot_log_to_keep: config.snapshot_catchup_entries,
