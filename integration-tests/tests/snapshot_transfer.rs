@@ -288,6 +288,10 @@ async fn a_snapshot_transfer_cut_mid_way_resumes_and_the_follower_gets_every_key
     );
 }
 
+/// Keys written by one transaction of the memory test (the most a
+/// transaction takes).
+const KEYS_PER_TXN: usize = 128;
+
 /// How long the follower of the memory test may take to catch up.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
@@ -331,13 +335,24 @@ const MEMORY_BUDGET_BYTES: u64 = 512 << 20;
 async fn a_follower_catches_up_on_a_snapshot_larger_than_its_memory_budget() {
     let _serial = SERIAL.lock().await;
     let keys = memory_test_keys();
-    let (mut cluster, _proxy) = cluster_behind_proxy("200000").await;
+    // One snapshot, taken just before the last of the keys' entries: the
+    // follower catches up by it and a short log tail.
+    let entries = keys.div_ceil(KEYS_PER_TXN) as u64;
+    let snapshot_every = entries.saturating_sub(10).max(100).to_string();
+    let (mut cluster, _proxy) = cluster_behind_proxy(&snapshot_every).await;
     let leader = leader_other_than_proxied(&mut cluster).await;
     let follower_last = status_field(&cluster, PROXIED, "last_log_index").await;
     cluster.node_mut(PROXIED).kill9().await;
 
     let started = Instant::now();
-    load(&cluster.node(leader).base_url(), "big", keys, 128, 8).await;
+    load(
+        &cluster.node(leader).base_url(),
+        "big",
+        keys,
+        KEYS_PER_TXN,
+        8,
+    )
+    .await;
     eprintln!("loaded {keys} keys in {:?}", started.elapsed());
     wait_for_purge_past(&cluster, leader, follower_last).await;
     let snapshot_bytes = snapshot_len(&cluster, leader);

@@ -161,6 +161,13 @@ impl Connection {
         let mut probe = true;
         let mut failures = 0u32;
         loop {
+            if offset > end.len {
+                return Err(NetworkError::new(&std::io::Error::other(format!(
+                    "node {} holds {offset} bytes of snapshot {}, which has {}",
+                    self.target, meta.snapshot_id, end.len
+                )))
+                .into());
+            }
             let len = if probe {
                 0
             } else {
@@ -219,7 +226,8 @@ impl Connection {
                 return Err(failure.into());
             }
             // The target may hold more than we know (the chunk was written
-            // but the answer lost): ask before sending again.
+            // but the answer lost): a chunk resent at `offset` asks too, as
+            // its refusal names what is held; at 0 an empty one asks first.
             probe = offset == 0;
             tokio::time::sleep(BACKOFF_START * failures).await;
         }

@@ -495,6 +495,42 @@ mod tests {
         assert_eq!(offsets(&built_on), offsets(&whole));
     }
 
+    #[test]
+    fn a_damaged_record_in_a_snapshot_file_is_named_by_file_and_byte() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let topic = Topic::open(dir.path().join("topic"), TopicConfig::default()).expect("opens");
+        let records: Vec<Record> = (1..=3)
+            .map(|n| write(n, 0, &format!("k{n}"), false))
+            .collect();
+        topic.append(&records).expect("appends");
+        let header = SnapshotHeader::new(
+            SnapshotMeta {
+                last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), 13)),
+                last_membership: StoredMembership::default(),
+                snapshot_id: "damaged".into(),
+            },
+            3,
+            0,
+        );
+        let built =
+            SnapshotFile::build_in(dir.path(), header, topic.read_from(0), None).expect("builds");
+        built.store(dir.path()).expect("stores");
+        let path = dir.path().join(CURRENT_FILE);
+        let mut bytes = std::fs::read(&path).expect("reads");
+        let frame_len = records[2].frame_len();
+        let last_frame_at = bytes.len() - frame_len;
+        bytes[last_frame_at + frame_len - 1] ^= 0x20;
+        std::fs::write(&path, &bytes).expect("writes");
+
+        let snapshot = SnapshotFile::open(&path).expect("the header is intact");
+        let error = snapshot.check_records().expect_err("the damage is found");
+        let message = error.to_string();
+        assert!(message.contains(&path.display().to_string()), "{message}");
+        assert!(message.contains(&last_frame_at.to_string()), "{message}");
+        let read: Vec<_> = snapshot.records().take_while(Result::is_ok).collect();
+        assert_eq!(read.len(), 2, "the records before the damage read");
+    }
+
     /// Opens a snapshot file named `name` in `dir` with `header_json` as its
     /// header and no records.
     fn with_header(dir: &Path, name: &str, header_json: &str) -> Result<SnapshotFile, StoreError> {

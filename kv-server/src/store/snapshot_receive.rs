@@ -303,7 +303,7 @@ mod tests {
     /// The bytes of a real snapshot of `keys` keys.
     fn snapshot_bytes(keys: u64) -> Vec<u8> {
         let dir = tempfile::tempdir().expect("a temp dir");
-        let topic = Topic::open(&dir.path().join("topic"), TopicConfig::default()).expect("opens");
+        let topic = Topic::open(dir.path().join("topic"), TopicConfig::default()).expect("opens");
         let records: Vec<Record> = (1..=keys)
             .map(|offset| Record::put(offset, 1_000, format!("k{offset}"), "\"v\""))
             .collect();
