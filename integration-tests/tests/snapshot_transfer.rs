@@ -78,8 +78,10 @@ async fn status_field(cluster: &TestCluster, id: u64, field: &str) -> u64 {
 async fn wait_for_purge_past(cluster: &TestCluster, leader: u64, index: u64) -> u64 {
     let deadline = Instant::now() + PURGE_TIMEOUT;
     loop {
-        let purged = status_field(cluster, leader, "purged_index").await;
-        if purged > index {
+        // `null` until the first purge.
+        let status = cluster.status(leader).await;
+        let purged = status.and_then(|status| status["purged_index"].as_u64());
+        if let Some(purged) = purged.filter(|purged| *purged > index) {
             return purged;
         }
         assert!(
