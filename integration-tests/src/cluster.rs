@@ -38,27 +38,42 @@ impl TestCluster {
     /// Starts `size` nodes with `--peers` naming all of them (plus
     /// `extra_args` on each) and waits until every node knows the leader.
     pub async fn start(size: u64, extra_args: &[&str]) -> TestCluster {
-        TestCluster::start_inner(size, extra_args, None).await
+        TestCluster::start_inner(size, extra_args, None, &mut |_, _| None).await
+    }
+
+    /// Starts `size` nodes as [`TestCluster::start`] does, except that
+    /// where `route(id, peer_port)` gives a URL, `--peers` names node `id`
+    /// by it (a proxy in front of its peer port, say).
+    pub async fn start_routed(
+        size: u64,
+        extra_args: &[&str],
+        route: &mut dyn FnMut(u64, u16) -> Option<String>,
+    ) -> TestCluster {
+        TestCluster::start_inner(size, extra_args, None, route).await
     }
 
     /// Starts `size` nodes as [`TestCluster::start`] does, whose ports
     /// speak TLS as `tls` says (`extra_args` hold the nodes' TLS flags);
     /// the `--peers` URLs and the harness's clients follow it.
     pub async fn start_tls(size: u64, extra_args: &[&str], tls: crate::HarnessTls) -> TestCluster {
-        TestCluster::start_inner(size, extra_args, Some(tls)).await
+        TestCluster::start_inner(size, extra_args, Some(tls), &mut |_, _| None).await
     }
 
     async fn start_inner(
         size: u64,
         extra_args: &[&str],
         tls: Option<crate::HarnessTls>,
+        route: &mut dyn FnMut(u64, u16) -> Option<String>,
     ) -> TestCluster {
         let ports = free_ports(2 * size as usize);
         let ports: Vec<(u16, u16)> = ports.chunks(2).map(|pair| (pair[0], pair[1])).collect();
         let peer_scheme = tls.as_ref().map_or("http", |tls| tls.peer_scheme());
         let peers = (1..=size)
             .zip(&ports)
-            .map(|(id, (_, peer_port))| format!("{id}={peer_scheme}://127.0.0.1:{peer_port}"))
+            .map(|(id, (_, peer_port))| match route(id, *peer_port) {
+                Some(url) => format!("{id}={url}"),
+                None => format!("{id}={peer_scheme}://127.0.0.1:{peer_port}"),
+            })
             .collect::<Vec<_>>()
             .join(",");
         let mut nodes = BTreeMap::new();

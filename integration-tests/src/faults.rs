@@ -209,3 +209,125 @@ async fn relay(
         }
     }
 }
+
+/// A TCP proxy that passes everything through until it is armed with
+/// [`CuttingProxy::cut_after`]; then, once `bytes` more have gone from
+/// clients to the server, it closes the connection carrying the byte that
+/// crosses the mark (mid-request), once. It counts every byte clients sent
+/// through it. Stops when dropped.
+pub struct CuttingProxy {
+    port: u16,
+    state: Arc<CutState>,
+    task: JoinHandle<()>,
+}
+
+/// What the relays of a [`CuttingProxy`] share.
+struct CutState {
+    /// Bytes clients sent through the proxy.
+    sent: std::sync::atomic::AtomicU64,
+    /// The value of `sent` at which to cut; `u64::MAX`: none.
+    cut_at: std::sync::atomic::AtomicU64,
+    /// Connections cut.
+    cuts: AtomicUsize,
+}
+
+impl CuttingProxy {
+    /// A proxy to `target`, listening on a loopback port of its own. Called
+    /// within a tokio runtime.
+    pub fn start(target: SocketAddr) -> Self {
+        let listener = StdTcpListener::bind("127.0.0.1:0").expect("a loopback port can be bound");
+        listener
+            .set_nonblocking(true)
+            .expect("a listener can be set non-blocking");
+        let port = listener.local_addr().expect("bound").port();
+        let listener = TcpListener::from_std(listener).expect("within a tokio runtime");
+        let state = Arc::new(CutState {
+            sent: Default::default(),
+            cut_at: std::sync::atomic::AtomicU64::new(u64::MAX),
+            cuts: AtomicUsize::new(0),
+        });
+        let shared = Arc::clone(&state);
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(target).await else {
+                    continue;
+                };
+                tokio::spawn(relay_until_cut(client, server, Arc::clone(&shared)));
+            }
+        });
+        CuttingProxy { port, state, task }
+    }
+
+    /// The proxy's URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Arms the proxy: the connection that carries the `bytes`-th client
+    /// byte from now on is closed.
+    pub fn cut_after(&self, bytes: u64) {
+        let now = self.state.sent.load(Ordering::SeqCst);
+        self.state.cut_at.store(now + bytes, Ordering::SeqCst);
+    }
+
+    /// Bytes clients sent through the proxy so far.
+    pub fn bytes_sent(&self) -> u64 {
+        self.state.sent.load(Ordering::SeqCst)
+    }
+
+    /// How many connections it cut.
+    pub fn cuts(&self) -> usize {
+        self.state.cuts.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for CuttingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Relays one connection both ways until either side closes, an error,
+/// `SOCKET_TIMEOUT` of silence, or the cut mark is crossed.
+async fn relay_until_cut(mut client: TcpStream, mut server: TcpStream, state: Arc<CutState>) {
+    let mut from_client = vec![0u8; 64 * 1024];
+    let mut from_server = vec![0u8; 64 * 1024];
+    loop {
+        let step = tokio::time::timeout(SOCKET_TIMEOUT, async {
+            tokio::select! {
+                read = client.read(&mut from_client) => (true, read),
+                read = server.read(&mut from_server) => (false, read),
+            }
+        })
+        .await;
+        let Ok((is_client, Ok(n))) = step else {
+            return;
+        };
+        if n == 0 {
+            return;
+        }
+        if !is_client {
+            if client.write_all(&from_server[..n]).await.is_err() {
+                return;
+            }
+            continue;
+        }
+        let before = state.sent.fetch_add(n as u64, Ordering::SeqCst);
+        let cut_at = state.cut_at.load(Ordering::SeqCst);
+        if before + n as u64 > cut_at
+            && state
+                .cut_at
+                .compare_exchange(cut_at, u64::MAX, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        {
+            // Pass the bytes up to the mark, then drop the connection.
+            let upto = cut_at.saturating_sub(before) as usize;
+            let _ = server.write_all(&from_client[..upto]).await;
+            state.cuts.fetch_add(1, Ordering::SeqCst);
+            return;
+        }
+        if server.write_all(&from_client[..n]).await.is_err() {
+            return;
+        }
+    }
+}

@@ -64,7 +64,7 @@ pub mod tls;
 
 pub use api::{call, error_of, http2_client, stingy_http2_client};
 pub use cluster::TestCluster;
-pub use faults::{closed_port_url, AnswerDroppingProxy, StubNode};
+pub use faults::{closed_port_url, AnswerDroppingProxy, CuttingProxy, StubNode};
 pub use kvctl::{kvctl, KvctlRun};
 pub use load::{assert_all_acked_present, bulk_load, WriteLoad};
 pub use server::{server_binary, TestServer};

@@ -285,6 +285,24 @@ impl TestServer {
         kib * 1024
     }
 
+    /// The process's peak resident memory so far (`VmHWM` of
+    /// `/proc/<pid>/status`), in bytes.
+    pub fn peak_resident_bytes(&self) -> u64 {
+        let child = self
+            .child
+            .as_ref()
+            .expect("peak_resident_bytes: the server is not running");
+        let path = format!("/proc/{}/status", child.id());
+        let status = std::fs::read_to_string(&path)
+            .unwrap_or_else(|error| panic!("cannot read {path}: {error}"));
+        let kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("{path} has no VmHWM line"));
+        kib * 1024
+    }
+
     /// Kills the process with SIGKILL, as a crash would, and reaps it.
     pub async fn kill9(&mut self) {
         let Some(mut child) = self.child.take() else {

@@ -44,6 +44,7 @@ pub(crate) mod peer;
 pub(crate) mod read_index;
 pub(crate) mod removal;
 pub mod server;
+pub(crate) mod snapshot_transfer;
 pub(crate) mod store;
 pub mod tls;
 pub(crate) mod types;

@@ -2,29 +2,33 @@
 //! target node's API port.
 //!
 //! Append-entries and vote go as JSON and come back as a JSON `Result`.
-//! A snapshot goes whole, in one request, as bytes: a small JSON preamble
-//! (the leader's vote and the snapshot's meta) followed by the snapshot file
-//! itself, so a snapshot of a large topic is not inflated into a JSON array
-//! of numbers. Connections are pooled by one shared HTTP client, which
-//! reconnects on its own; a node that cannot be reached is retried after a
-//! growing pause.
+//! A snapshot is streamed from its file in chunks, one request each
+//! ([`crate::snapshot_transfer`]), each with its own timeout: a request
+//! that fails or times out is sent again from where the receiver says it
+//! stopped, so the transfer as a whole has no deadline as long as it makes
+//! progress, and the sender holds one chunk in memory. Connections are
+//! pooled by one shared HTTP client, which reconnects on its own; a node
+//! that cannot be reached is retried after a growing pause.
 
 use std::future::Future;
 use std::time::Duration;
 
 use openraft::error::{
     Fatal, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed,
-    StreamingError, Timeout, Unreachable,
+    StreamingError, Unreachable,
 };
-use openraft::network::{Backoff, RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
+use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     SnapshotResponse, VoteRequest, VoteResponse,
 };
-use openraft::{Snapshot, SnapshotMeta, Vote};
+use openraft::{Snapshot, Vote};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tracing::warn;
 
+use crate::snapshot_transfer::{encode_chunk, ChunkHeader, ChunkReply, SnapshotEnd, CHUNK_BYTES};
 use crate::store::log_store::Durability;
 use crate::types::{Node, NodeId, TypeConfig};
 
@@ -38,40 +42,14 @@ pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The shortest time an RPC is given, whatever openraft's TTL says.
 const MIN_RPC_TIMEOUT: Duration = Duration::from_millis(100);
 
-/// What precedes the snapshot bytes in `/raft/snapshot`.
-#[derive(Serialize, Deserialize)]
-pub struct SnapshotPreamble {
-    /// The sender's vote: the receiver refuses a snapshot from a stale leader.
-    pub vote: Vote<NodeId>,
-    /// The snapshot's meta.
-    pub meta: SnapshotMeta<NodeId, Node>,
-}
-
-/// Frames a snapshot for `/raft/snapshot`: preamble length (u32 LE),
-/// preamble (JSON), snapshot bytes.
-pub fn encode_snapshot(preamble: &SnapshotPreamble, data: &[u8]) -> Vec<u8> {
-    let head = serde_json::to_vec(preamble).expect("a snapshot preamble serializes");
-    let mut body = Vec::with_capacity(4 + head.len() + data.len());
-    body.extend_from_slice(&(head.len() as u32).to_le_bytes());
-    body.extend_from_slice(&head);
-    body.extend_from_slice(data);
-    body
-}
-
-/// Splits a `/raft/snapshot` body into its preamble and snapshot bytes.
-pub fn decode_snapshot(body: &[u8]) -> Result<(SnapshotPreamble, &[u8]), String> {
-    let len_bytes: [u8; 4] = body
-        .get(..4)
-        .and_then(|bytes| bytes.try_into().ok())
-        .ok_or("the snapshot body is shorter than its preamble length")?;
-    let len = u32::from_le_bytes(len_bytes) as usize;
-    let head = body
-        .get(4..4 + len)
-        .ok_or("the snapshot preamble runs past the end of the body")?;
-    let preamble =
-        serde_json::from_slice(head).map_err(|e| format!("unreadable snapshot preamble: {e}"))?;
-    Ok((preamble, &body[4 + len..]))
-}
+/// How long one chunk of a snapshot may take to be sent and written.
+const CHUNK_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long the last chunk may take: the receiver checks the whole file
+/// and installs it (replays it into its view) before it answers.
+const FINISH_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// Failed chunk requests in a row, without progress, after which the
+/// transfer is given up (openraft starts it again later; it resumes).
+const MAX_FAILURES_WITHOUT_PROGRESS: u32 = 8;
 
 /// Makes connections to other nodes; one shared HTTP client pools them.
 #[derive(Clone)]
@@ -165,60 +143,147 @@ impl Connection {
         reply.map_err(|error| RPCError::RemoteError(RemoteError::new(self.target, error)))
     }
 
-    /// Sends a whole snapshot in one request and waits until the target has
-    /// installed it (or refused it).
+    /// Streams a snapshot in chunks from where the target holds it, and
+    /// waits until the target has installed it (or refused it).
     async fn send_snapshot(
         &self,
         vote: Vote<NodeId>,
         snapshot: Snapshot<TypeConfig>,
-        timeout: Duration,
     ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
-        let preamble = SnapshotPreamble {
-            vote,
-            meta: snapshot.meta,
-        };
-        let body = encode_snapshot(&preamble, snapshot.snapshot.get_ref());
+        let Snapshot { meta, snapshot } = snapshot;
+        let mut file = *snapshot;
+        let end = whole_file(&mut file)
+            .await
+            .map_err(|e| NetworkError::new(&e))?;
+        let mut buf = vec![0u8; CHUNK_BYTES];
+        // An empty chunk at 0 first asks how much the target holds already.
+        let mut offset = 0u64;
+        let mut probe = true;
+        let mut failures = 0u32;
+        loop {
+            if offset > end.len {
+                return Err(NetworkError::new(&std::io::Error::other(format!(
+                    "node {} holds {offset} bytes of snapshot {}, which has {}",
+                    self.target, meta.snapshot_id, end.len
+                )))
+                .into());
+            }
+            let len = if probe {
+                0
+            } else {
+                CHUNK_BYTES.min((end.len - offset) as usize)
+            };
+            let data = &mut buf[..len];
+            read_at(&mut file, offset, data)
+                .await
+                .map_err(|e| NetworkError::new(&e))?;
+            let last = !probe && offset + len as u64 == end.len;
+            let header = ChunkHeader {
+                vote,
+                meta: meta.clone(),
+                offset,
+                crc32c: crc32c::crc32c(data),
+                end: last.then_some(end),
+            };
+            let timeout = if last { FINISH_TIMEOUT } else { CHUNK_TIMEOUT };
+            let sent = self.send_chunk(&header, data, timeout).await;
+            probe = false;
+            let failure = match sent {
+                Ok(ChunkReply::Installed(reply)) => {
+                    return reply.map_err(|fatal| RemoteError::new(self.target, fatal).into());
+                }
+                Ok(ChunkReply::Held { held }) => {
+                    failures = 0;
+                    offset = held;
+                    continue;
+                }
+                Ok(ChunkReply::Refused { held, reason }) => {
+                    // The target says where it stands: go on from there.
+                    let progress = held > offset;
+                    offset = held;
+                    if progress {
+                        failures = 0;
+                        continue;
+                    }
+                    NetworkError::new(&std::io::Error::other(format!(
+                        "node {} refused a snapshot chunk: {reason}",
+                        self.target
+                    )))
+                }
+                Err(error) => error,
+            };
+            failures += 1;
+            warn!(
+                node = self.node_id,
+                target_node = self.target,
+                snapshot = %meta.snapshot_id,
+                offset,
+                failures,
+                error = %failure,
+                "a snapshot chunk failed; resending from the offset the target holds"
+            );
+            if failures >= MAX_FAILURES_WITHOUT_PROGRESS {
+                return Err(failure.into());
+            }
+            // The target may hold more than we know (the chunk was written
+            // but the answer lost): a chunk resent at `offset` asks too, as
+            // its refusal names what is held; at 0 an empty one asks first.
+            probe = offset == 0;
+            tokio::time::sleep(BACKOFF_START * failures).await;
+        }
+    }
+
+    /// Sends one chunk; `Err` when no answer of the transfer came back.
+    async fn send_chunk(
+        &self,
+        header: &ChunkHeader,
+        data: &[u8],
+        timeout: Duration,
+    ) -> Result<ChunkReply, NetworkError> {
         let url = format!("{}/raft/snapshot", self.addr);
         let response = self
             .http
             .post(&url)
             .timeout(timeout)
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-            .body(body)
+            .body(encode_chunk(header, data))
             .send()
             .await
-            .map_err(|error| -> StreamingError<TypeConfig, Fatal<NodeId>> {
-                if error.is_timeout() {
-                    Timeout {
-                        action: RPCTypes::InstallSnapshot,
-                        id: self.node_id,
-                        target: self.target,
-                        timeout,
-                    }
-                    .into()
-                } else if error.is_connect() {
-                    Unreachable::new(&error).into()
-                } else {
-                    NetworkError::new(&error).into()
-                }
-            })?;
+            .map_err(|error| NetworkError::new(&error))?;
         let status = response.status();
         let text = response
             .text()
             .await
             .map_err(|error| NetworkError::new(&error))?;
-        if !status.is_success() {
-            // The receiver refused the bytes (a damaged transfer): send again.
-            return Err(NetworkError::new(&std::io::Error::other(format!(
-                "node {} refused the snapshot with {status}: {text}",
+        serde_json::from_str(&text).map_err(|_| {
+            NetworkError::new(&std::io::Error::other(format!(
+                "node {} answered a snapshot chunk with {status}: {text}",
                 self.target
             )))
-            .into());
-        }
-        let reply: Result<SnapshotResponse<NodeId>, Fatal<NodeId>> =
-            serde_json::from_str(&text).map_err(|error| NetworkError::new(&error))?;
-        reply.map_err(|fatal| RemoteError::new(self.target, fatal).into())
+        })
     }
+}
+
+/// The length and CRC32C of a snapshot file, read a chunk at a time.
+async fn whole_file(file: &mut tokio::fs::File) -> std::io::Result<SnapshotEnd> {
+    file.seek(std::io::SeekFrom::Start(0)).await?;
+    let mut buf = vec![0u8; CHUNK_BYTES];
+    let mut len = 0u64;
+    let mut crc = 0u32;
+    loop {
+        let read = file.read(&mut buf).await?;
+        if read == 0 {
+            return Ok(SnapshotEnd { len, crc32c: crc });
+        }
+        crc = crc32c::crc32c_append(crc, &buf[..read]);
+        len += read as u64;
+    }
+}
+
+/// Fills `buf` from byte `offset` of `file`.
+async fn read_at(file: &mut tokio::fs::File, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+    file.seek(std::io::SeekFrom::Start(offset)).await?;
+    file.read_exact(buf).await.map(drop)
 }
 
 impl RaftNetwork<TypeConfig> for Connection {
@@ -240,9 +305,10 @@ impl RaftNetwork<TypeConfig> for Connection {
         self.call("append", &request, &option).await
     }
 
-    /// Snapshots go whole through [`RaftNetwork::full_snapshot`]; openraft
-    /// sends chunks only through the default `full_snapshot`, which this
-    /// connection replaces, so a chunk is refused as a network error.
+    /// Snapshots go through [`RaftNetwork::full_snapshot`], in chunks of
+    /// this server's own format; openraft sends its chunks only through the
+    /// default `full_snapshot`, which this connection replaces, so one is
+    /// refused as a network error.
     async fn install_snapshot(
         &mut self,
         _request: InstallSnapshotRequest<TypeConfig>,
@@ -252,7 +318,7 @@ impl RaftNetwork<TypeConfig> for Connection {
         RPCError<NodeId, Node, RaftError<NodeId, InstallSnapshotError>>,
     > {
         Err(RPCError::Network(NetworkError::new(
-            &std::io::Error::other("snapshots are sent whole, not in chunks"),
+            &std::io::Error::other("snapshots are sent through full_snapshot"),
         )))
     }
 
@@ -269,11 +335,13 @@ impl RaftNetwork<TypeConfig> for Connection {
         vote: Vote<NodeId>,
         snapshot: Snapshot<TypeConfig>,
         cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
-        option: RPCOption,
+        _option: RPCOption,
     ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
+        // Each chunk has a timeout of its own; the transfer as a whole has
+        // none (`_option`'s) beyond making progress.
         tokio::select! {
             closed = cancel => Err(closed.into()),
-            reply = self.send_snapshot(vote, snapshot, option.hard_ttl()) => reply,
+            reply = self.send_snapshot(vote, snapshot) => reply,
         }
     }
 

@@ -142,8 +142,8 @@ pub async fn serve(
         heartbeat_interval: config.heartbeat_ms,
         election_timeout_min: config.election_timeout_ms,
         election_timeout_max: 2 * config.election_timeout_ms,
-        // A snapshot goes in one request and is installed before the
-        // answer: time enough for a large topic.
+        // Not used by this server's network, which gives each snapshot
+        // chunk a timeout of its own (network.rs).
         install_snapshot_timeout: SNAPSHOT_SEND_TIMEOUT_MS,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
         max_in_snapshot_log_to_keep: config.snapshot_catchup_entries,
@@ -212,6 +212,10 @@ pub async fn serve(
         leader_contact: Default::default(),
         write_budget: crate::write_budget::WriteBudget::new(config.max_pending_write_bytes),
         removal: Default::default(),
+        snapshot_receiver: Arc::new(crate::store::snapshot_receive::SnapshotReceiver::new(
+            &store.snapshot_dir,
+            config.max_snapshot_bytes as u64,
+        )),
     };
     tokio::spawn(crate::removal::watch_membership(state.clone()));
     info!(

@@ -1,7 +1,6 @@
 //! The Raft type configuration and the commands the state machine applies.
 
 use std::fmt;
-use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -43,7 +42,7 @@ openraft::declare_raft_types!(
         R = CommandResult,
         NodeId = NodeId,
         Node = Node,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = tokio::fs::File,
 );
 
 /// The openraft instance of this server.

@@ -105,6 +105,8 @@ pub struct AppState {
     /// Whether this node was removed from the cluster (then it serves
     /// nothing: see `removal`).
     pub removal: Arc<crate::removal::Removal>,
+    /// The partial snapshots arriving from a leader, chunk by chunk.
+    pub snapshot_receiver: Arc<crate::store::snapshot_receive::SnapshotReceiver>,
 }
 
 /// The client port: the public API. `/raft/*` is not there (404): the

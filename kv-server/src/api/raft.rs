@@ -2,13 +2,16 @@
 //!
 //! These routes sit outside the API's load shedding and body limit: a
 //! node busy with clients must still answer its leader's heartbeats, and a
-//! batch of entries or a snapshot is larger than one value. They have
+//! batch of entries or a snapshot chunk is larger than one value. They have
 //! bounds of their own instead ([`BodyBound`]): a body is read whole, up to
-//! `--max-raft-body-bytes` (a snapshot up to `--max-snapshot-bytes`) and
-//! within `--raft-body-timeout-ms`, before a handler sees it, so a sender
-//! can neither fill the node's memory nor hold a request open for ever.
+//! `--max-raft-body-bytes` (a snapshot chunk up to one chunk and its
+//! preamble) and within `--raft-body-timeout-ms`, before a handler sees it,
+//! so a sender can neither fill the node's memory nor hold a request open
+//! for ever. A snapshot arrives in chunks ([`crate::snapshot_transfer`]),
+//! written to a partial file as they come, up to `--max-snapshot-bytes` in
+//! all.
 
-use std::io::Cursor;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -28,8 +31,10 @@ use schemas::api::ErrorCode;
 use crate::api::error::ApiError;
 use crate::api::AppState;
 use crate::config::Config;
-use crate::network::decode_snapshot;
-use crate::store::snapshot::SnapshotFile;
+use crate::error::StoreError;
+use crate::snapshot_transfer::{decode_chunk, ChunkHeader, ChunkReply, MAX_REQUEST_BYTES};
+use crate::store::blocking;
+use crate::store::snapshot_receive::{ReceiveError, SnapshotReceiver};
 use crate::types::{Node, NodeId, TypeConfig};
 
 /// How much of a `/raft/*` body is read, and for how long.
@@ -49,7 +54,7 @@ pub fn routes(config: &Config) -> Router<AppState> {
         deadline,
     };
     let snapshot_bound = BodyBound {
-        bytes: config.max_snapshot_bytes,
+        bytes: MAX_REQUEST_BYTES,
         deadline,
     };
     let rpc = Router::new()
@@ -136,36 +141,90 @@ async fn vote(
     Json(state.raft.vote(request).await)
 }
 
-/// A whole snapshot: checked record by record before openraft sees it, so
-/// a damaged transfer is refused (and sent again) rather than installed.
+/// One chunk of a snapshot: written to the partial file of its snapshot
+/// id if it starts where that file ends and its CRC32C matches; on the
+/// last chunk the whole file is checked and handed to Raft. File work runs
+/// on the blocking pool, never on the async workers.
 async fn snapshot(State(state): State<AppState>, body: Bytes) -> Response {
-    let (preamble, data) = match decode_snapshot(&body) {
+    let (header, data) = match decode_chunk(&body) {
         Ok(parts) => parts,
-        Err(why) => return ApiError::new(ErrorCode::InvalidSnapshot, why).into_response(),
+        Err(why) => {
+            return ApiError::new(ErrorCode::InvalidSnapshot, why.to_string()).into_response()
+        }
     };
-    // A view of the body, not a copy: a snapshot may be as large as
-    // --max-snapshot-bytes, and openraft takes one copy of its own below.
+    // A view of the body, not a copy.
     let data = body.slice_ref(data);
-    let checked = SnapshotFile::parse(&preamble.meta.snapshot_id, data.clone())
-        .map_err(|error| error.to_string())
-        .and_then(|file| {
-            file.records()
-                .try_for_each(|record| record.map(drop))
-                .map_err(|error| error.to_string())
-        });
-    if let Err(why) = checked {
-        warn!(snapshot = %preamble.meta.snapshot_id, %why, "refused a damaged snapshot");
-        return ApiError::new(ErrorCode::InvalidSnapshot, why).into_response();
+    let receiver = Arc::clone(&state.snapshot_receiver);
+    let id = header.meta.snapshot_id.clone();
+    let chunk = (header.offset, header.crc32c);
+    let written = blocking(move || Ok(receiver.accept(&id, chunk.0, &data, chunk.1))).await;
+    match flatten(written) {
+        Ok(_) if header.end.is_some() => install(&state, header).await,
+        Ok(held) => (StatusCode::OK, Json(ChunkReply::Held { held })).into_response(),
+        Err(error) => refusal(&header, error),
     }
+}
+
+/// Checks the snapshot received whole and hands it to Raft.
+async fn install(state: &AppState, header: ChunkHeader) -> Response {
+    let end = header.end.expect("install is called on the last chunk");
+    let receiver: Arc<SnapshotReceiver> = Arc::clone(&state.snapshot_receiver);
+    let id = header.meta.snapshot_id.clone();
+    let checked = blocking(move || {
+        Ok(receiver.finish(&id, end).and_then(|path| {
+            std::fs::File::open(&path)
+                .map_err(|error| ReceiveError::Store(StoreError::io("open", &path)(error)))
+        }))
+    })
+    .await;
+    let file = match flatten(checked) {
+        Ok(file) => file,
+        Err(error) => return refusal(&header, error),
+    };
     let snapshot = Snapshot {
-        meta: preamble.meta,
-        snapshot: Box::new(Cursor::new(data.to_vec())),
+        meta: header.meta.clone(),
+        snapshot: Box::new(tokio::fs::File::from_std(file)),
     };
     let reply = state
         .raft
-        .install_full_snapshot(preamble.vote, snapshot)
+        .install_full_snapshot(header.vote, snapshot)
         .await;
-    (StatusCode::OK, Json(reply)).into_response()
+    // Installed (stored as the current snapshot) or refused: either way
+    // this copy is done with.
+    let receiver = Arc::clone(&state.snapshot_receiver);
+    let id = header.meta.snapshot_id.clone();
+    if let Err(error) = blocking(move || receiver.remove_received(&id)).await {
+        warn!(%error, "could not remove a received snapshot");
+    }
+    (StatusCode::OK, Json(ChunkReply::Installed(reply))).into_response()
+}
+
+/// A chunk's refusal: 409 with the bytes held (a chunk at the wrong
+/// offset), 400 with them (a damaged chunk or file), else an API error.
+fn refusal(header: &ChunkHeader, error: ReceiveError) -> Response {
+    warn!(snapshot = %header.meta.snapshot_id, offset = header.offset, %error, "refused a snapshot chunk");
+    let status = match &error {
+        ReceiveError::WrongOffset { .. } => StatusCode::CONFLICT,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    match error.held() {
+        Some(held) => {
+            let reason = error.to_string();
+            (status, Json(ChunkReply::Refused { held, reason })).into_response()
+        }
+        None => match error {
+            ReceiveError::TooLarge { .. } => {
+                ApiError::new(ErrorCode::ValueTooLarge, error.to_string()).into_response()
+            }
+            ReceiveError::Store(error) => ApiError::from(error).into_response(),
+            other => ApiError::new(ErrorCode::InvalidSnapshot, other.to_string()).into_response(),
+        },
+    }
+}
+
+/// The receiver's answer out of a blocking call that may itself fail.
+fn flatten<T>(result: Result<Result<T, ReceiveError>, StoreError>) -> Result<T, ReceiveError> {
+    result?
 }
 
 /// The leader's read index: the log index a follower must apply before it

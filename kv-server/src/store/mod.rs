@@ -28,6 +28,8 @@ pub mod queries;
 pub mod record;
 mod recovery;
 pub mod snapshot;
+pub mod snapshot_frames;
+pub mod snapshot_receive;
 pub mod state_machine;
 mod txn;
 pub mod view;

@@ -22,17 +22,21 @@
 //! after a restart.
 
 use std::collections::HashMap;
-use std::io::Cursor;
+use std::fs::File;
+use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
-use compaction::{decode_frames_from, fsutil, Record, TopicReader};
+use compaction::{fsutil, Record, TopicReader};
 use openraft::SnapshotMeta;
 use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
 use crate::store::apply::IDEMPOTENCY_WINDOW_MS;
 use crate::store::record::carries_idempotency_key;
+use crate::store::snapshot_frames::SnapshotFrames;
 use crate::types::{Node, NodeId, Revision};
 
 /// The first bytes of every snapshot.
@@ -41,14 +45,19 @@ const MAGIC: &[u8; 8] = b"OMKVSNP1";
 const HEADER_LEN_AT: usize = MAGIC.len();
 /// Where the header's JSON starts: after the magic and its length.
 const HEADER_AT: usize = HEADER_LEN_AT + std::mem::size_of::<u32>();
-/// Room reserved up front for a snapshot being built; it grows as needed.
-const BUILD_CAPACITY_BYTES: usize = 1 << 20;
+/// The largest header read: far above any membership's, and a bound on
+/// what a damaged length can make a reader allocate.
+const MAX_HEADER_BYTES: usize = 16 << 20;
+/// Buffer of the writer that lays a snapshot being built down on disk.
+const BUILD_BUFFER_BYTES: usize = 1 << 20;
 /// File name of the current snapshot.
 pub const CURRENT_FILE: &str = "current.snap";
 /// The snapshot being installed, present from the moment it is durable
 /// until the install is done; at start-up it means the install must be
 /// done again (from this file: the current one is not it).
 pub const INSTALLING_FILE: &str = "installing.snap";
+/// Prefix of the file a snapshot is built in before it becomes current.
+const BUILDING_PREFIX: &str = "building-";
 
 /// The header format written today.
 pub const HEADER_FORMAT: u32 = 2;
@@ -90,28 +99,74 @@ impl SnapshotHeader {
     }
 }
 
-/// A snapshot read from bytes.
+/// A snapshot on disk: its header, read and checked, and the open file its
+/// records are read from one chunk at a time, so none of it is held in
+/// memory whatever its size.
 pub struct SnapshotFile {
     /// The header.
     pub header: SnapshotHeader,
-    /// The whole snapshot, header included (what is sent to followers).
-    pub bytes: Bytes,
+    /// Length of the whole file in bytes, header included.
+    pub len: u64,
+    /// The file (what is sent to followers).
+    file: Arc<File>,
+    /// Where the file was opened; errors name it, and [`SnapshotFile::store`]
+    /// links it rather than copying when it still names this file.
+    path: PathBuf,
     /// Where the frames start.
-    frames_at: usize,
+    frames_at: u64,
+    /// Whether `path` is a build's own file, removed with this value.
+    remove_on_drop: bool,
 }
 
 impl SnapshotFile {
-    /// Builds a snapshot from the topic records `reader` yields, up to and
-    /// including the header's revision. With the `previous` snapshot of the
-    /// same topic, only the records after it are read: its records stand
-    /// for those at or below its revision.
+    /// Builds a snapshot in `dir` from the topic records `reader` yields,
+    /// up to and including the header's revision. With the `previous`
+    /// snapshot of the same topic, only the records after it are read: its
+    /// records stand for those at or below its revision. The file is
+    /// written and fsynced beside the current one; [`SnapshotFile::store`]
+    /// makes it current.
+    pub fn build_in(
+        dir: &Path,
+        header: SnapshotHeader,
+        reader: TopicReader,
+        previous: Option<&SnapshotFile>,
+    ) -> Result<SnapshotFile, StoreError> {
+        std::fs::create_dir_all(dir).map_err(StoreError::io("create directory", dir))?;
+        static BUILDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let build = BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = dir.join(format!(
+            "{BUILDING_PREFIX}{}-{build}.tmp",
+            std::process::id()
+        ));
+        let kept = Self::latest_records(&header, reader, previous)?;
+        let written = Self::write(&path, &header, &kept);
+        drop(kept);
+        if let Err(error) = written {
+            let _ = std::fs::remove_file(&path);
+            return Err(error);
+        }
+        let mut snapshot = SnapshotFile::open(&path)?;
+        snapshot.remove_on_drop = true;
+        Ok(snapshot)
+    }
+
+    /// [`SnapshotFile::build_in`] the system's temporary directory.
+    #[cfg(test)]
     pub fn build(
         header: SnapshotHeader,
         reader: TopicReader,
         previous: Option<&SnapshotFile>,
     ) -> Result<SnapshotFile, StoreError> {
+        SnapshotFile::build_in(&std::env::temp_dir(), header, reader, previous)
+    }
+
+    /// The records the snapshot keeps, in offset order.
+    fn latest_records(
+        header: &SnapshotHeader,
+        reader: TopicReader,
+        previous: Option<&SnapshotFile>,
+    ) -> Result<Vec<Record>, StoreError> {
         let revision = header.revision;
-        let header_json = serde_json::to_vec(&header).expect("a snapshot header serializes");
         let mut latest: HashMap<Bytes, Record> = HashMap::new();
         let mut idempotent = Vec::new();
         let mut newest_ms = 0;
@@ -155,79 +210,112 @@ impl SnapshotFile {
         kept.retain(|record| record.value.is_some() || record.offset >= header.tombstone_floor);
         kept.sort_unstable_by_key(|record| record.offset);
         kept.dedup_by_key(|record| record.offset);
-        let mut bytes = Vec::with_capacity(BUILD_CAPACITY_BYTES);
-        bytes.extend_from_slice(MAGIC);
-        bytes.extend_from_slice(&(header_json.len() as u32).to_le_bytes());
-        bytes.extend_from_slice(&header_json);
-        let frames_at = bytes.len();
-        for record in &kept {
-            record.encode_into(&mut bytes);
-        }
-        Ok(SnapshotFile {
-            header,
-            bytes: Bytes::from(bytes),
-            frames_at,
-        })
+        Ok(kept)
     }
 
-    /// Reads a snapshot's bytes, checking its header.
-    pub fn parse(name: &str, bytes: Bytes) -> Result<SnapshotFile, StoreError> {
+    /// Writes `header` and the frames of `records` to `path`, fsynced.
+    fn write(path: &Path, header: &SnapshotHeader, records: &[Record]) -> Result<(), StoreError> {
+        let header_json = serde_json::to_vec(header).expect("a snapshot header serializes");
+        let file = File::create(path).map_err(StoreError::io("create", path))?;
+        let mut out = BufWriter::with_capacity(BUILD_BUFFER_BYTES, file);
+        let mut frame = Vec::new();
+        let mut put = |bytes: &[u8]| out_write(&mut out, bytes, path);
+        put(MAGIC)?;
+        put(&(header_json.len() as u32).to_le_bytes())?;
+        put(&header_json)?;
+        for record in records {
+            frame.clear();
+            record.encode_into(&mut frame);
+            put(&frame)?;
+        }
+        let file = out
+            .into_inner()
+            .map_err(|error| StoreError::io("write", path)(error.into_error()))?;
+        file.sync_all().map_err(StoreError::io("fsync", path))
+    }
+
+    /// Opens the snapshot at `path`, reading and checking its header.
+    pub fn open(path: &Path) -> Result<SnapshotFile, StoreError> {
+        let file = File::open(path).map_err(StoreError::io("open", path))?;
+        SnapshotFile::from_file(file, path)
+    }
+
+    /// The snapshot held by `file`, which was opened at `path` (named in
+    /// errors; the file may since have been moved).
+    pub fn from_file(file: File, path: &Path) -> Result<SnapshotFile, StoreError> {
+        let len = file.metadata().map_err(StoreError::io("stat", path))?.len();
         let bad = |reason: String| StoreError::CorruptSnapshot {
-            name: name.to_string(),
+            name: path.display().to_string(),
             reason,
         };
-        if bytes.len() < HEADER_AT || &bytes[..MAGIC.len()] != MAGIC {
+        let mut prefix = [0u8; HEADER_AT];
+        if len < HEADER_AT as u64 {
+            return Err(bad(format!("not a snapshot ({len} bytes)")));
+        }
+        file.read_exact_at(&mut prefix, 0)
+            .map_err(StoreError::io("read", path))?;
+        if &prefix[..MAGIC.len()] != MAGIC {
             return Err(bad("not a snapshot (bad magic)".to_string()));
         }
         let header_len = u32::from_le_bytes(
-            bytes[HEADER_LEN_AT..HEADER_AT]
+            prefix[HEADER_LEN_AT..HEADER_AT]
                 .try_into()
                 .expect("HEADER_AT - HEADER_LEN_AT is the 4 bytes of a u32"),
         ) as usize;
-        let frames_at = HEADER_AT + header_len;
-        if bytes.len() < frames_at {
+        let frames_at = (HEADER_AT + header_len) as u64;
+        if header_len > MAX_HEADER_BYTES || len < frames_at {
             return Err(bad(format!(
-                "header of {header_len} bytes at byte {HEADER_AT} runs past the end ({} bytes)",
-                bytes.len()
+                "header of {header_len} bytes at byte {HEADER_AT} runs past the end ({len} bytes)"
             )));
         }
-        let header: SnapshotHeader = serde_json::from_slice(&bytes[HEADER_AT..frames_at])
-            .map_err(|e| bad(format!("unreadable header at byte {HEADER_AT}: {e}")))?;
-        if header.format > HEADER_FORMAT {
-            return Err(bad(format!(
-                "header format {} is newer than this server's ({HEADER_FORMAT})",
-                header.format
-            )));
-        }
-        if header.format < HEADER_FORMAT {
-            return Err(bad(format!(
-                "header format {} was written while topic offsets were raft log indices; \
-                 this server reads format {HEADER_FORMAT} only",
-                header.format
-            )));
-        }
+        let mut header_json = vec![0u8; header_len];
+        file.read_exact_at(&mut header_json, HEADER_AT as u64)
+            .map_err(StoreError::io("read", path))?;
+        let header = parse_header(&header_json).map_err(bad)?;
         Ok(SnapshotFile {
             header,
-            bytes,
+            len,
+            file: Arc::new(file),
+            path: path.to_path_buf(),
             frames_at,
+            remove_on_drop: false,
         })
     }
 
-    /// The snapshot's records; an error names its byte in the snapshot.
+    /// The snapshot's records, read from the file as they are consumed.
     pub fn records(&self) -> impl Iterator<Item = compaction::Result<Record>> + '_ {
-        decode_frames_from(
-            &self.header.meta.snapshot_id,
-            self.bytes.clone(),
+        SnapshotFrames::new(
+            Arc::clone(&self.file),
+            self.path.clone(),
             self.frames_at,
+            self.len,
         )
     }
 
-    /// The bytes as openraft's snapshot data.
-    pub fn data(&self) -> Box<Cursor<Vec<u8>>> {
-        Box::new(Cursor::new(self.bytes.to_vec()))
+    /// Checks every record's frame, naming the file and byte of the first
+    /// bad one.
+    pub fn check_records(&self) -> Result<u64, StoreError> {
+        let mut records = 0;
+        for record in self.records() {
+            record?;
+            records += 1;
+        }
+        Ok(records)
     }
 
-    /// Writes the snapshot as the current one of `dir`, atomically.
+    /// A new handle on the file, at its start, as openraft's snapshot data.
+    pub fn data(&self) -> Result<Box<tokio::fs::File>, StoreError> {
+        let mut file = self
+            .file
+            .try_clone()
+            .map_err(StoreError::io("duplicate", &self.path))?;
+        file.seek(SeekFrom::Start(0))
+            .map_err(StoreError::io("seek", &self.path))?;
+        Ok(Box::new(tokio::fs::File::from_std(file)))
+    }
+
+    /// Makes this snapshot the current one of `dir`, atomically: a crash
+    /// leaves the old current snapshot or this one.
     ///
     /// A snapshot built while an install ran (openraft builds beside the
     /// state machine's other work) can end after the install made a newer
@@ -236,26 +324,61 @@ impl SnapshotFile {
     pub fn store(&self, dir: &Path) -> Result<(), StoreError> {
         std::fs::create_dir_all(dir).map_err(StoreError::io("create directory", dir))?;
         let _turn = CURRENT_WRITES.lock();
-        let path = dir.join(CURRENT_FILE);
-        if let Some(current) = read_header(&path)? {
-            if current.meta.last_log_id > self.header.meta.last_log_id {
+        if let Some(current) = SnapshotFile::load(dir)? {
+            if current.header.meta.last_log_id > self.header.meta.last_log_id {
                 tracing::info!(
                     built = %self.header.meta.snapshot_id,
-                    current = %current.meta.snapshot_id,
+                    current = %current.header.meta.snapshot_id,
                     "a newer snapshot was installed meanwhile; the one built is not kept"
                 );
                 return Ok(());
             }
         }
-        Ok(fsutil::write_atomic(&path, &self.bytes)?)
+        self.place(dir, CURRENT_FILE)
     }
 
-    /// Writes the snapshot as the one being installed in `dir`, atomically
-    /// and durably: from then on a restart finishes the install.
+    /// Lays the snapshot down as the one being installed in `dir`,
+    /// atomically and durably: from then on a restart finishes the install.
     pub fn store_installing(&self, dir: &Path) -> Result<(), StoreError> {
         std::fs::create_dir_all(dir).map_err(StoreError::io("create directory", dir))?;
         fsutil::fsync_dir(dir)?;
-        Ok(fsutil::write_atomic(&installing_marker(dir), &self.bytes)?)
+        self.place(dir, INSTALLING_FILE)
+    }
+
+    /// Puts this snapshot's file at `dir/name`, atomically and durably. The
+    /// file is linked in where it can be, copied (by the kernel, in bounded
+    /// memory) where not.
+    fn place(&self, dir: &Path, name: &str) -> Result<(), StoreError> {
+        let target_path = dir.join(name);
+        let identity = self
+            .file
+            .metadata()
+            .map_err(StoreError::io("stat", &self.path))?;
+        let same = |path: &Path| {
+            std::fs::metadata(path)
+                .is_ok_and(|meta| (meta.dev(), meta.ino()) == (identity.dev(), identity.ino()))
+        };
+        if same(&target_path) {
+            return Ok(());
+        }
+        let tmp = dir.join(format!("{name}.tmp"));
+        fsutil::remove_if_exists(&tmp)?;
+        // The path may since name another file: a link is kept only when it
+        // is this one.
+        let linked = std::fs::hard_link(&self.path, &tmp).is_ok() && same(&tmp);
+        if !linked {
+            fsutil::remove_if_exists(&tmp)?;
+            let mut target = File::create(&tmp).map_err(StoreError::io("create", &tmp))?;
+            let mut source = &*self.file;
+            source
+                .seek(SeekFrom::Start(0))
+                .map_err(StoreError::io("seek", &self.path))?;
+            std::io::copy(&mut source, &mut target).map_err(StoreError::io("copy to", &tmp))?;
+        }
+        let synced = File::open(&tmp).and_then(|file| file.sync_all());
+        synced.map_err(StoreError::io("fsync", &tmp))?;
+        std::fs::rename(&tmp, &target_path).map_err(StoreError::io("rename", &target_path))?;
+        Ok(fsutil::fsync_dir(dir)?)
     }
 
     /// Reads the current snapshot of `dir`, if there is one.
@@ -268,14 +391,12 @@ impl SnapshotFile {
         SnapshotFile::load_file(&installing_marker(dir))
     }
 
-    /// Reads the snapshot at `path`, if there is one.
+    /// Opens the snapshot at `path`, if there is one.
     fn load_file(path: &Path) -> Result<Option<SnapshotFile>, StoreError> {
-        match std::fs::read(path) {
-            Ok(bytes) => {
-                SnapshotFile::parse(&path.display().to_string(), Bytes::from(bytes)).map(Some)
-            }
+        match File::open(path) {
+            Ok(file) => SnapshotFile::from_file(file, path).map(Some),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(error) => Err(StoreError::io("read", path)(error)),
+            Err(error) => Err(StoreError::io("open", path)(error)),
         }
     }
 }
@@ -284,41 +405,38 @@ impl SnapshotFile {
 /// and the write after it are one step.
 static CURRENT_WRITES: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
 
-/// The header of the snapshot at `path`, read alone, if there is one.
-fn read_header(path: &Path) -> Result<Option<SnapshotHeader>, StoreError> {
-    use std::io::Read;
-    let mut file = match std::fs::File::open(path) {
-        Ok(file) => file,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(error) => return Err(StoreError::io("open", path)(error)),
-    };
-    let mut bytes = vec![0; HEADER_AT];
-    let mut read = |bytes: &mut [u8]| {
-        file.read_exact(bytes)
-            .map_err(StoreError::io("read the header of", path))
-    };
-    read(&mut bytes)?;
-    let header_len = u32::from_le_bytes(
-        bytes[HEADER_LEN_AT..HEADER_AT]
-            .try_into()
-            .expect("HEADER_AT - HEADER_LEN_AT is the 4 bytes of a u32"),
-    ) as usize;
-    // A length past the file's end fails the read rather than allocating.
-    let file_len = std::fs::metadata(path)
-        .map_err(StoreError::io("stat", path))?
-        .len();
-    if (HEADER_AT + header_len) as u64 > file_len {
-        return Err(StoreError::CorruptSnapshot {
-            name: path.display().to_string(),
-            reason: format!(
-                "header of {header_len} bytes at byte {HEADER_AT} runs past the end ({file_len} bytes)"
-            ),
-        });
+impl Drop for SnapshotFile {
+    fn drop(&mut self) {
+        if self.remove_on_drop {
+            // A build stored as current lives on under that name.
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
-    bytes.resize(HEADER_AT + header_len, 0);
-    read(&mut bytes[HEADER_AT..])?;
-    let parsed = SnapshotFile::parse(&path.display().to_string(), Bytes::from(bytes))?;
-    Ok(Some(parsed.header))
+}
+
+/// Writes `bytes` to a snapshot being built at `path`.
+fn out_write(out: &mut BufWriter<File>, bytes: &[u8], path: &Path) -> Result<(), StoreError> {
+    out.write_all(bytes).map_err(StoreError::io("write", path))
+}
+
+/// Reads a header's JSON, refusing formats this server does not read.
+fn parse_header(json: &[u8]) -> Result<SnapshotHeader, String> {
+    let header: SnapshotHeader = serde_json::from_slice(json)
+        .map_err(|e| format!("unreadable header at byte {HEADER_AT}: {e}"))?;
+    if header.format > HEADER_FORMAT {
+        return Err(format!(
+            "header format {} is newer than this server's ({HEADER_FORMAT})",
+            header.format
+        ));
+    }
+    if header.format < HEADER_FORMAT {
+        return Err(format!(
+            "header format {} was written while topic offsets were raft log indices; \
+             this server reads format {HEADER_FORMAT} only",
+            header.format
+        ));
+    }
+    Ok(header)
 }
 
 /// The snapshot an install in progress is installing: its presence marks
@@ -433,6 +551,42 @@ mod tests {
         assert_eq!(offsets(&built_on), offsets(&whole));
     }
 
+    #[test]
+    fn a_damaged_record_in_a_snapshot_file_is_named_by_file_and_byte() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let topic = Topic::open(dir.path().join("topic"), TopicConfig::default()).expect("opens");
+        let records: Vec<Record> = (1..=3)
+            .map(|n| write(n, 0, &format!("k{n}"), false))
+            .collect();
+        topic.append(&records).expect("appends");
+        let header = SnapshotHeader::new(
+            SnapshotMeta {
+                last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), 13)),
+                last_membership: StoredMembership::default(),
+                snapshot_id: "damaged".into(),
+            },
+            3,
+            0,
+        );
+        let built =
+            SnapshotFile::build_in(dir.path(), header, topic.read_from(0), None).expect("builds");
+        built.store(dir.path()).expect("stores");
+        let path = dir.path().join(CURRENT_FILE);
+        let mut bytes = std::fs::read(&path).expect("reads");
+        let frame_len = records[2].frame_len();
+        let last_frame_at = bytes.len() - frame_len;
+        bytes[last_frame_at + frame_len - 1] ^= 0x20;
+        std::fs::write(&path, &bytes).expect("writes");
+
+        let snapshot = SnapshotFile::open(&path).expect("the header is intact");
+        let error = snapshot.check_records().expect_err("the damage is found");
+        let message = error.to_string();
+        assert!(message.contains(&path.display().to_string()), "{message}");
+        assert!(message.contains(&last_frame_at.to_string()), "{message}");
+        let read: Vec<_> = snapshot.records().take_while(Result::is_ok).collect();
+        assert_eq!(read.len(), 2, "the records before the damage read");
+    }
+
     /// A snapshot of an empty topic at log index `index`.
     fn empty_at(index: u64) -> SnapshotFile {
         let dir = tempfile::tempdir().expect("a temp dir");
@@ -461,6 +615,7 @@ mod tests {
                 .header
                 .meta
                 .snapshot_id
+                .clone()
         };
         empty_at(20).store_installing(dir.path()).expect("stores");
         finish_installing(dir.path()).expect("installs");
@@ -472,12 +627,15 @@ mod tests {
         assert_eq!(current_id(dir.path()), "at-30");
     }
 
-    /// A snapshot's bytes with `header_json` as its header and no records.
-    fn with_header(header_json: &str) -> Bytes {
+    /// Opens a snapshot file named `name` in `dir` with `header_json` as its
+    /// header and no records.
+    fn with_header(dir: &Path, name: &str, header_json: &str) -> Result<SnapshotFile, StoreError> {
         let mut bytes = MAGIC.to_vec();
         bytes.extend_from_slice(&(header_json.len() as u32).to_le_bytes());
         bytes.extend_from_slice(header_json.as_bytes());
-        Bytes::from(bytes)
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).expect("writes");
+        SnapshotFile::open(&path)
     }
 
     #[test]
@@ -489,7 +647,8 @@ mod tests {
         };
         let header = SnapshotHeader::new(meta.clone(), 5, 0);
         let json = serde_json::to_string(&header).expect("serializes");
-        let read = SnapshotFile::parse("new", with_header(&json)).expect("parses");
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let read = with_header(dir.path(), "new", &json).expect("parses");
         assert_eq!((read.header.format, read.header.revision), (2, 5));
 
         let old = serde_json::json!({ "meta": meta, "tombstone_floor": 0 });
@@ -502,9 +661,9 @@ mod tests {
             ),
             ("later", later, "header format 3 is newer"),
         ] {
-            match SnapshotFile::parse(name, with_header(&header.to_string())) {
+            match with_header(dir.path(), name, &header.to_string()) {
                 Err(StoreError::CorruptSnapshot { name: got, reason }) => {
-                    assert_eq!(got, name);
+                    assert!(got.ends_with(name), "{got}");
                     assert!(reason.contains(says), "{reason}");
                 }
                 Err(other) => panic!("expected a refused header, got {other:?}"),

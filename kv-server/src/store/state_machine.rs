@@ -10,10 +10,8 @@
 //! file I/O and move to the blocking pool. Reads of the view's applied state
 //! stay on the task: they hit the in-memory layers or sled's cache.
 
-use std::io::Cursor;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageIOError};
 use tracing::info;
@@ -21,6 +19,7 @@ use tracing::info;
 use crate::error::StoreError;
 use crate::store::log_store::Durability;
 use crate::store::snapshot::{SnapshotFile, SnapshotHeader};
+use crate::store::snapshot_receive::received_path;
 use crate::store::{blocking, Store};
 use crate::types::{
     CommandResult, Entry, LogId, Node, NodeId, StorageError, StoredMembership, TypeConfig,
@@ -80,20 +79,23 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             // The current snapshot stands for the records below it: a new
             // one reads only the topic after it.
             let previous = SnapshotFile::load(&store.snapshot_dir)?;
-            let snapshot = SnapshotFile::build(header, reader, previous.as_ref())?;
+            let snapshot =
+                SnapshotFile::build_in(&store.snapshot_dir, header, reader, previous.as_ref())?;
             snapshot.store(&store.snapshot_dir)?;
-            Ok(snapshot)
+            let data = snapshot.data()?;
+            Ok((snapshot, data))
         })
         .await
         .map_err(snapshot_error)?;
+        let (snapshot, data) = snapshot;
         info!(
             snapshot = %snapshot.header.meta.snapshot_id,
-            bytes = snapshot.bytes.len(),
+            bytes = snapshot.len,
             "built snapshot"
         );
         Ok(Snapshot {
             meta: snapshot.header.meta.clone(),
-            snapshot: snapshot.data(),
+            snapshot: data,
         })
     }
 }
@@ -177,20 +179,36 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    /// Snapshots arrive through `/raft/snapshot` into files of their own
+    /// ([`crate::store::snapshot_receive`]); openraft asks for this only
+    /// for its chunk RPC, which this server's network never sends. An
+    /// empty, unlinked file stands in.
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        let dir = self.store.snapshot_dir.clone();
+        let file = blocking(move || {
+            let path = dir.join("unused-receive.tmp");
+            let file = std::fs::File::create(&path).map_err(StoreError::io("create", &path))?;
+            std::fs::remove_file(&path).map_err(StoreError::io("remove", &path))?;
+            Ok(file)
+        })
+        .await
+        .map_err(snapshot_error)?;
+        Ok(Box::new(tokio::fs::File::from_std(file)))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<NodeId, Node>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError> {
         let store = Arc::clone(&self.store);
         let meta = meta.clone();
-        let bytes = Bytes::from(snapshot.into_inner());
+        let file = snapshot.into_std().await;
         blocking(move || {
-            let mut file = SnapshotFile::parse(&meta.snapshot_id, bytes)?;
+            // Named where the receiver put it: storing it links that file
+            // in, after checking it is this one, instead of copying it.
+            let path = received_path(&store.snapshot_dir, &meta.snapshot_id);
+            let mut file = SnapshotFile::from_file(file, &path)?;
             // The sender's meta is the one that counts.
             file.header.meta = meta;
             store.install(&file)
@@ -201,13 +219,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
         let dir = self.store.snapshot_dir.clone();
-        let snapshot = blocking(move || SnapshotFile::load(&dir))
-            .await
-            .map_err(snapshot_error)?;
-        Ok(snapshot.map(|snapshot| Snapshot {
-            meta: snapshot.header.meta.clone(),
-            snapshot: snapshot.data(),
-        }))
+        blocking(move || {
+            let Some(snapshot) = SnapshotFile::load(&dir)? else {
+                return Ok(None);
+            };
+            Ok(Some(Snapshot {
+                meta: snapshot.header.meta.clone(),
+                snapshot: snapshot.data()?,
+            }))
+        })
+        .await
+        .map_err(snapshot_error)
     }
 }
 
