@@ -17,8 +17,7 @@ use std::collections::BTreeSet;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use schemas::api::ErrorCode;
@@ -77,17 +76,18 @@ impl Removal {
     }
 }
 
-/// Middleware of the public routes: 503 `not_a_member` once the node was
-/// removed, before any handler waits for a leader that will not come.
-pub async fn refuse_when_removed(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if state.removal.is_removed() {
-        return state.removal.refusal(state.node_id).into_response();
-    }
-    next.run(request).await
+/// The answer of every public route once the node was removed (503
+/// `not_a_member`), before any handler waits for a leader that will not
+/// come; `None` while it is a member. Checked by the first middleware of the
+/// public routes (`forward::forward_writes`) rather than by a layer of its
+/// own: each `from_fn` route layer keeps a clone of the routes' service for
+/// every request in flight, which a parked long-poll would pay for its
+/// whole wait.
+pub fn refusal_if_removed(state: &AppState) -> Option<Response> {
+    state
+        .removal
+        .is_removed()
+        .then(|| state.removal.refusal(state.node_id).into_response())
 }
 
 /// Watches the membership this node applied; marks the node removed once

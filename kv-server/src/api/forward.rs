@@ -35,12 +35,16 @@ const FORWARD_ATTEMPTS: usize = 3;
 /// timeout, for the hop itself.
 const FORWARD_SLACK: Duration = Duration::from_secs(1);
 
-/// Middleware: passes writes that reach a follower to the leader.
+/// Middleware: refuses every request once the node was removed, and passes
+/// writes that reach a follower to the leader.
 pub async fn forward_writes(
     State(state): State<AppState>,
     request: Request,
     next: Next,
 ) -> Response {
+    if let Some(refusal) = crate::removal::refusal_if_removed(&state) {
+        return refusal;
+    }
     // The leases' deadlines live on the leader: their reads go there too.
     let read_only = matches!(*request.method(), Method::GET | Method::HEAD)
         && !request.uri().path().starts_with("/v1/leases");

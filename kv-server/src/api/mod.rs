@@ -198,11 +198,6 @@ fn public_routes(state: &AppState) -> Router<AppState> {
             state.clone(),
             forward::forward_writes,
         ))
-        // Before anything is passed on or waited for.
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            crate::removal::refuse_when_removed,
-        ))
         .layer(
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(overloaded))
