@@ -172,19 +172,11 @@ async fn relay(
     let mut from_server = vec![0u8; 64 * 1024];
     let mut armed = false;
     loop {
-        let step = tokio::time::timeout(SOCKET_TIMEOUT, async {
-            tokio::select! {
-                read = client.read(&mut from_client) => (true, read),
-                read = server.read(&mut from_server) => (false, read),
-            }
-        })
-        .await;
-        let Ok((is_client, Ok(n))) = step else {
+        let Some((is_client, n)) =
+            read_either(&mut client, &mut server, &mut from_client, &mut from_server).await
+        else {
             return;
         };
-        if n == 0 {
-            return;
-        }
         if is_client {
             let chunk = &from_client[..n];
             if !armed
@@ -293,19 +285,11 @@ async fn relay_until_cut(mut client: TcpStream, mut server: TcpStream, state: Ar
     let mut from_client = vec![0u8; 64 * 1024];
     let mut from_server = vec![0u8; 64 * 1024];
     loop {
-        let step = tokio::time::timeout(SOCKET_TIMEOUT, async {
-            tokio::select! {
-                read = client.read(&mut from_client) => (true, read),
-                read = server.read(&mut from_server) => (false, read),
-            }
-        })
-        .await;
-        let Ok((is_client, Ok(n))) = step else {
+        let Some((is_client, n)) =
+            read_either(&mut client, &mut server, &mut from_client, &mut from_server).await
+        else {
             return;
         };
-        if n == 0 {
-            return;
-        }
         if !is_client {
             if client.write_all(&from_server[..n]).await.is_err() {
                 return;
@@ -329,5 +313,27 @@ async fn relay_until_cut(mut client: TcpStream, mut server: TcpStream, state: Ar
         if server.write_all(&from_client[..n]).await.is_err() {
             return;
         }
+    }
+}
+
+/// The next bytes either side of a relayed connection sends: `(from the
+/// client?, how many)`, or `None` once a side closes, fails, or stays silent
+/// for `SOCKET_TIMEOUT`.
+async fn read_either(
+    client: &mut TcpStream,
+    server: &mut TcpStream,
+    from_client: &mut [u8],
+    from_server: &mut [u8],
+) -> Option<(bool, usize)> {
+    let step = tokio::time::timeout(SOCKET_TIMEOUT, async {
+        tokio::select! {
+            read = client.read(from_client) => (true, read),
+            read = server.read(from_server) => (false, read),
+        }
+    })
+    .await;
+    match step {
+        Ok((is_client, Ok(n))) if n > 0 => Some((is_client, n)),
+        _ => None,
     }
 }
