@@ -6,8 +6,12 @@
 //! connection, a 5xx) is [`Output::Unknown`] for a write; the client then
 //! takes a new id, since its open write may still take effect while it
 //! goes on (Jepsen's crashed process). A read without an answer had no
-//! effect and is left out of the history, as is a request that never
-//! reached a node (the connection was refused).
+//! effect and is left out of the history, as is a request that surely did
+//! not take effect: one that never reached a node (the connection was
+//! refused), or one a node answered with a code that says it was never
+//! proposed (`not_leader`, `not_a_member`). Leaving such a write out keeps
+//! its value from explaining any read: were it applied after all, the
+//! checker would find a value no operation wrote.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -16,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use schemas::api::ErrorCode;
 use serde_json::{json, Value};
 
 use super::history::{Input, Nanos, Operation, Output};
@@ -116,7 +121,8 @@ pub struct ClientLog {
     pub operations: Vec<Operation>,
     /// Reads that got no answer (left out of the history).
     pub failed_reads: usize,
-    /// Requests refused before they reached a node (left out).
+    /// Requests that surely took no effect (left out): refused before
+    /// they reached a node, or answered as never proposed.
     pub refused: usize,
     /// Answers no correct node gives a valid request (4xx, bad bodies).
     pub unexpected: Vec<String>,
@@ -142,7 +148,7 @@ pub async fn run_client(shared: Arc<Shared>, worker: usize, seed: u64) -> Client
         let ret = shared.now();
         let output = match answer {
             Answer::Output(output) => output,
-            Answer::Refused => {
+            Answer::Refused | Answer::NoEffect => {
                 log.refused += 1;
                 continue;
             }
@@ -276,6 +282,9 @@ enum Answer {
     Output(Output),
     /// The connection was refused: the request reached no node.
     Refused,
+    /// A node answered that the request was never proposed: no leader
+    /// took it, or the node is no longer a member.
+    NoEffect,
     /// No answer, or one that does not say (time-out, 5xx).
     Failed,
     /// An answer no correct node gives this request.
@@ -302,7 +311,11 @@ async fn send(http: &reqwest::Client, url: &str, input: &Input) -> Answer {
         Err(_) => return Answer::Failed,
     };
     if status >= 500 {
-        return Answer::Failed;
+        return if never_proposed(&body) {
+            Answer::NoEffect
+        } else {
+            Answer::Failed
+        };
     }
     let output = match (input, status) {
         (Input::Get { .. }, 200) => body["value"].as_str().map(|v| Output::Got(Some(v.into()))),
@@ -321,6 +334,15 @@ async fn send(http: &reqwest::Client, url: &str, input: &Input) -> Answer {
         || Answer::Unexpected(format!("unexpected answer {status} {body} to {input:?}")),
         Answer::Output,
     )
+}
+
+/// Whether an error body's code says the request was never proposed, so it
+/// cannot take effect later.
+fn never_proposed(body: &Value) -> bool {
+    let code = body["error"]["code"].as_str();
+    [ErrorCode::NotLeader, ErrorCode::NotAMember]
+        .iter()
+        .any(|definite| code == Some(definite.as_str()))
 }
 
 /// The transaction a CAS, read-all or write-all sends.

@@ -12,6 +12,11 @@
 //! A cut closes the link's open connections (an RPC in flight fails) and
 //! holds its new ones silent, as a lost route would: the sender's requests
 //! time out instead of being refused.
+//!
+//! A proxy listens only while its node runs, so a connection to a node that
+//! is down is refused, as it would be without the proxy. (A proxy that took
+//! the connection and then closed it would turn "surely not delivered" into
+//! "may have been delivered" for the sender.)
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -19,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -27,6 +32,11 @@ use tokio::task::JoinHandle;
 const SILENT_HOLD: Duration = Duration::from_secs(30);
 /// How long a relayed connection may stay idle before it is closed.
 const IDLE_LIMIT: Duration = Duration::from_secs(120);
+
+/// How often, and how far apart, a proxy tries to listen again when its
+/// node starts.
+const REBIND_ATTEMPTS: usize = 100;
+const REBIND_PAUSE: Duration = Duration::from_millis(50);
 
 /// A directed link: what `.0` sends to `.1`.
 pub type Link = (u64, u64);
@@ -39,6 +49,8 @@ pub struct PeerNetwork {
     cut: watch::Sender<BTreeSet<Link>>,
     /// Process id → node id of the running nodes, for telling who connects.
     pids: Arc<Mutex<BTreeMap<u32, u64>>>,
+    /// The nodes that run now: a proxy listens only while its node does.
+    running: watch::Sender<BTreeSet<u64>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -46,20 +58,30 @@ impl PeerNetwork {
     /// Starts a proxy for every `(node id, real peer address)`.
     pub async fn start(targets: &[(u64, SocketAddr)]) -> std::io::Result<PeerNetwork> {
         let (cut, _) = watch::channel(BTreeSet::new());
+        let (running, _) = watch::channel(BTreeSet::new());
         let pids = Arc::new(Mutex::new(BTreeMap::new()));
         let mut proxy_ports = BTreeMap::new();
         let mut tasks = Vec::new();
         for &(node, target) in targets {
-            let listener = TcpListener::bind("127.0.0.1:0").await?;
-            proxy_ports.insert(node, listener.local_addr()?.port());
-            let cut = cut.subscribe();
-            let pids = Arc::clone(&pids);
-            tasks.push(tokio::spawn(accept_loop(listener, node, target, cut, pids)));
+            let listener = listen(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+            let address = listener.local_addr()?;
+            proxy_ports.insert(node, address.port());
+            let relays = Relays {
+                node,
+                target,
+                cut: cut.subscribe(),
+                pids: Arc::clone(&pids),
+            };
+            // The port stays this proxy's: it is bound again whenever the
+            // node starts.
+            drop(listener);
+            tasks.push(tokio::spawn(relays.serve(address, running.subscribe())));
         }
         Ok(PeerNetwork {
             proxy_ports,
             cut,
             pids,
+            running,
             tasks,
         })
     }
@@ -79,6 +101,13 @@ impl PeerNetwork {
         if let Some(pid) = pid {
             pids.insert(pid, node);
         }
+        self.running.send_modify(|running| {
+            if pid.is_some() {
+                running.insert(node);
+            } else {
+                running.remove(&node);
+            }
+        });
     }
 
     /// Cuts every link in `links` (adding to those already cut).
@@ -106,18 +135,59 @@ impl Drop for PeerNetwork {
     }
 }
 
-/// Accepts connections to `node`'s proxy and relays each to `target`
-/// unless its link is cut.
-async fn accept_loop(
-    listener: TcpListener,
+/// What one proxy needs to relay connections to its node.
+struct Relays {
     node: u64,
     target: SocketAddr,
     cut: watch::Receiver<BTreeSet<Link>>,
     pids: Arc<Mutex<BTreeMap<u32, u64>>>,
-) {
-    while let Ok((stream, from_addr)) = listener.accept().await {
-        let cut = cut.clone();
-        let pids = Arc::clone(&pids);
+}
+
+impl Relays {
+    /// Listens on `address` while the node runs (as `running` says), and
+    /// relays every connection it accepts.
+    async fn serve(self, address: SocketAddr, mut running: watch::Receiver<BTreeSet<u64>>) {
+        loop {
+            if running
+                .wait_for(|running| running.contains(&self.node))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let Some(listener) = listen_again(address).await else {
+                // The node stays unreachable: the history reports it.
+                eprintln!(
+                    "the proxy of node {} cannot listen on {address} again",
+                    self.node
+                );
+                return;
+            };
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, from_addr)) => self.relay_from(stream, from_addr),
+                        Err(_) => return,
+                    },
+                    changed = running.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        if !running.borrow_and_update().contains(&self.node) {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Relays one accepted connection, once the node that opened it is
+    /// known.
+    fn relay_from(&self, stream: TcpStream, from_addr: SocketAddr) {
+        let (node, target) = (self.node, self.target);
+        let cut = self.cut.clone();
+        let pids = Arc::clone(&self.pids);
         tokio::spawn(async move {
             let proxy_port = stream.local_addr().map_or(0, |addr| addr.port());
             let table = pids
@@ -133,6 +203,26 @@ async fn accept_loop(
             relay(stream, source.map(|from| (from, node)), target, cut).await;
         });
     }
+}
+
+/// Binds `address` again, retrying for a while should the port be held.
+async fn listen_again(address: SocketAddr) -> Option<TcpListener> {
+    for _ in 0..REBIND_ATTEMPTS {
+        if let Ok(listener) = listen(address) {
+            return Some(listener);
+        }
+        tokio::time::sleep(REBIND_PAUSE).await;
+    }
+    None
+}
+
+/// A listener on `address`, which may be bound again once dropped (the
+/// connections it accepted may linger in TIME_WAIT).
+fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(1024)
 }
 
 /// Relays one connection on `link` (unknown source: never cut) to

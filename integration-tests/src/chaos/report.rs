@@ -24,7 +24,8 @@ pub struct HistoryReport {
     pub unknown: usize,
     /// Reads without an answer, left out of the history.
     pub failed_reads: usize,
-    /// Requests refused before they reached a node, left out.
+    /// Requests that surely took no effect (the connection was refused, or
+    /// a node answered `not_leader` or `not_a_member`), left out.
     pub refused: usize,
     /// Faults injected, by kind.
     pub fault_counts: BTreeMap<&'static str, usize>,
