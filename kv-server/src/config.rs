@@ -278,6 +278,12 @@ pub struct Config {
     #[arg(long, env = "KV_ALLOW_SHORT_COMPACTION_LAG", action = clap::ArgAction::Set,
           num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
     pub allow_short_compaction_lag: bool,
+
+    /// Raft entries this node's write proposer keeps in flight at most;
+    /// writes arriving meanwhile wait and go together as the next entry.
+    #[arg(long, env = "KV_MAX_PROPOSALS_IN_FLIGHT", default_value_t = 2,
+          value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub max_proposals_in_flight: u64,
 }
 
 impl Config {
@@ -649,6 +655,10 @@ mod tests {
             (
                 "--allow-short-compaction-lag",
                 config.allow_short_compaction_lag.to_string(),
+            ),
+            (
+                "--max-proposals-in-flight",
+                config.max_proposals_in_flight.to_string(),
             ),
         ]
     }

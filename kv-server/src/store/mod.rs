@@ -2,7 +2,7 @@
 //! the current snapshot, under one data directory.
 //!
 //! ```text
-//! data/format     the data format, `2` (see `data_format`)
+//! data/format     the data format, `3` (see `data_format`)
 //! data/raft/      raft log segments, vote and purged id (files of its own)
 //! data/topic/     the compacted topic (crate `compaction`)
 //! data/view/      the materialized view and the applied state (sled);
@@ -15,6 +15,7 @@
 //! and the view) and the HTTP handlers (readers).
 
 pub mod apply;
+mod batch;
 pub mod data_format;
 pub mod internal;
 pub mod leases;
@@ -288,16 +289,7 @@ impl Store {
                 EntryPayload::Normal(command) => {
                     let applied =
                         apply_command(&mut batch, entry.log_id.index, revision + 1, &command)?;
-                    match (&command.op, &applied.result) {
-                        (_, CommandResult::LeaseGranted { id, ttl_ms }) => {
-                            lease_changes.push((*id, Some(Duration::from_millis(*ttl_ms))));
-                        }
-                        (
-                            Op::LeaseRevoke { id } | Op::LeaseExpire { id },
-                            CommandResult::LeaseEnded { .. },
-                        ) => lease_changes.push((*id, None)),
-                        _ => {}
-                    }
+                    lease_changes_of(&command.op, &applied.result, &mut lease_changes);
                     for record in applied.records {
                         revision = record.offset;
                         changes.push((record.key.clone(), record.revision()));
@@ -554,6 +546,29 @@ impl Store {
         }
         info!(snapshot = %meta.snapshot_id, end, "installed snapshot");
         Ok(())
+    }
+}
+
+/// Adds the leases `op` granted (with their TTL) or ended (`None`), as
+/// `result` says, to `changes`; a batch's commands each in turn.
+fn lease_changes_of(
+    op: &Op,
+    result: &CommandResult,
+    changes: &mut Vec<(crate::types::LeaseId, Option<Duration>)>,
+) {
+    match (op, result) {
+        (Op::Batch(commands), CommandResult::Batch(results)) => {
+            for (command, result) in commands.iter().zip(results) {
+                lease_changes_of(&command.op, result, changes);
+            }
+        }
+        (_, CommandResult::LeaseGranted { id, ttl_ms }) => {
+            changes.push((*id, Some(Duration::from_millis(*ttl_ms))));
+        }
+        (Op::LeaseRevoke { id } | Op::LeaseExpire { id }, CommandResult::LeaseEnded { .. }) => {
+            changes.push((*id, None))
+        }
+        _ => {}
     }
 }
 
