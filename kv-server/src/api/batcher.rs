@@ -42,8 +42,9 @@ pub type Written = Result<CommandResult, WriteFailed>;
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum WriteFailed {
     /// Raft refused or failed the entry (this node does not lead, say).
+    /// (Boxed: openraft's error is large, and one is cloned per waiter.)
     #[error(transparent)]
-    Raft(#[from] RaftError<NodeId, ClientWriteError<NodeId, Node>>),
+    Raft(Box<RaftError<NodeId, ClientWriteError<NodeId, Node>>>),
     /// A batch entry was answered with other than one result per command.
     #[error("a batch entry of {sent} commands was answered with {answer}")]
     Unanswered {
@@ -164,7 +165,7 @@ async fn propose_entry(raft: &Raft, entry: Vec<Queued>) {
     let written = raft.client_write(command).await;
     let results: Vec<Written> = match written {
         Err(error) => {
-            let error = WriteFailed::from(error);
+            let error = WriteFailed::Raft(Box::new(error));
             waiters.iter().map(|_| Err(error.clone())).collect()
         }
         Ok(response) => match response.data {

@@ -34,7 +34,7 @@ pub async fn propose(state: &AppState, command: Command) -> Result<CommandResult
         Ok(Err(_)) => Err(ApiError::internal(
             "the write failed: its proposer dropped it unanswered",
         )),
-        Ok(Ok(Err(WriteFailed::Raft(error)))) => Err(error.into()),
+        Ok(Ok(Err(WriteFailed::Raft(error)))) => Err((*error).into()),
         Ok(Ok(Err(unanswered))) => Err(ApiError::internal(unanswered.to_string())),
         Ok(Ok(Ok(CommandResult::IdempotencyKeyReused { key }))) => Err(ApiError::bad_field(
             ErrorCode::IdempotencyKeyReused,

@@ -144,7 +144,10 @@ mod tests {
                 (10 + u64::from(sub), LOG_INDEX, BatchPos::SINGLE, place)
             })
             .collect();
-        assert_eq!(places, expected, "one unit per command, placed in the entry");
+        assert_eq!(
+            places, expected,
+            "one unit per command, placed in the entry"
+        );
         assert_eq!(mod_revision(&view, "a"), None);
         assert_eq!(mod_revision(&view, "b"), Some(12));
     }

@@ -279,6 +279,9 @@ impl Store {
         let mut present = Vec::new();
         let mut changes = Vec::new();
         let mut lease_changes = Vec::new();
+        // Where in `records` the second command's unit of a batch entry
+        // starts, for the crash point inside a batch entry's append.
+        let mut batch_split = None;
         for entry in entries {
             match entry.payload {
                 EntryPayload::Blank => results.push(CommandResult::None),
@@ -296,6 +299,11 @@ impl Store {
                         if topic_last.is_some_and(|last| record.offset <= last) {
                             present.push(record);
                         } else {
+                            let later_unit = record.entry.is_some_and(|entry| entry.sub > 0)
+                                && record.batch.is_first();
+                            if later_unit && batch_split.is_none() {
+                                batch_split = Some(records.len());
+                            }
                             records.push(record.to_record());
                         }
                     }
@@ -308,7 +316,7 @@ impl Store {
         }
         batch.set_applied(&last, revision);
         if !records.is_empty() {
-            self.topic.append(&records)?;
+            self.append_to_topic(&records, batch_split)?;
         }
         self.view.commit(batch);
         self.revision.store(revision, Ordering::Release);
@@ -335,6 +343,26 @@ impl Store {
             self.wake_checkpointer();
         }
         Ok(results)
+    }
+
+    /// Appends `records` to the topic in one append; in two, around the
+    /// crash point, when it is armed and `batch_split` says where a batch
+    /// entry's second unit starts.
+    fn append_to_topic(
+        &self,
+        records: &[compaction::Record],
+        batch_split: Option<usize>,
+    ) -> Result<(), StoreError> {
+        use crate::crash::{self, BATCH_ENTRY_PART_APPENDED};
+        match batch_split.filter(|_| crash::armed(BATCH_ENTRY_PART_APPENDED)) {
+            Some(split) => {
+                self.topic.append(&records[..split])?;
+                crash::point(BATCH_ENTRY_PART_APPENDED);
+                self.topic.append(&records[split..])?;
+            }
+            None => self.topic.append(records)?,
+        }
+        Ok(())
     }
 
     /// Wakes the checkpointer; `false` if there is none running.
