@@ -476,6 +476,7 @@ mod tests {
         ("--min-compaction-lag-ms", "900000"),
         ("--delete-retention-ms", "86400000"),
         ("--allow-short-compaction-lag", "false"),
+        ("--max-proposals-in-flight", "2"),
     ];
 
     /// Every flag given once: (flag, value, the field as [`fields`] shows it).
@@ -555,6 +556,7 @@ mod tests {
         ("--min-compaction-lag-ms", "0", "0"),
         ("--delete-retention-ms", "5", "5"),
         ("--allow-short-compaction-lag", "true", "true"),
+        ("--max-proposals-in-flight", "4", "4"),
     ];
 
     /// Names the test run in a child process with the variables set.
