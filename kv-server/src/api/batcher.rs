@@ -70,6 +70,7 @@ struct Queued {
 /// The queue of writes to propose, shared by the handlers.
 #[derive(Clone, Debug)]
 pub struct Batcher {
+    /// The proposer's queue; the proposer ends when every clone is gone.
     queue: mpsc::UnboundedSender<Queued>,
 }
 

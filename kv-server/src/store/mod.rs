@@ -603,3 +603,49 @@ fn lease_changes_of(
 /// How long an install waits for the reads still running on the old view
 /// before it leaves its directory to the next start.
 const RETIRED_VIEW_WAIT: Duration = Duration::from_secs(10);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::Command;
+
+    fn command(op: Op) -> Command {
+        Command {
+            timestamp_ms: 1,
+            idempotency_key: None,
+            request_hash: None,
+            op,
+        }
+    }
+
+    /// The keeper hears of the leases a batch's commands grant and end as
+    /// it does of a lone command's; refused ones change nothing.
+    #[test]
+    fn leases_granted_and_ended_inside_a_batch_reach_the_keeper() {
+        let grant = Op::LeaseGrant {
+            ttl_ms: 5_000,
+            max_leases: 10,
+        };
+        let op = Op::Batch(vec![
+            command(grant.clone()),
+            command(Op::LeaseRevoke { id: 3 }),
+            command(grant),
+            command(Op::LeaseExpire { id: 4 }),
+        ]);
+        let result = CommandResult::Batch(vec![
+            CommandResult::LeaseGranted {
+                id: 7,
+                ttl_ms: 5_000,
+            },
+            CommandResult::LeaseEnded {
+                revision: 8,
+                deleted: 2,
+            },
+            CommandResult::LeaseLimit { max_leases: 10 },
+            CommandResult::LeaseNotFound { id: 4 },
+        ]);
+        let mut changes = Vec::new();
+        lease_changes_of(&op, &result, &mut changes);
+        assert_eq!(changes, vec![(7, Some(Duration::from_secs(5))), (3, None)]);
+    }
+}
