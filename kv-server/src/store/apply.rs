@@ -152,6 +152,7 @@ fn apply_dated(
         Op::LeaseRevoke { id } | Op::LeaseExpire { id } => {
             return leases::end(view, start, command, *id)
         }
+        // Refused by `apply_one` before it gets here; answered alike.
         Op::Batch(_) => return Ok(Applied::nothing(CommandResult::NestedBatch)),
     };
     if let Some(id) = lease {
