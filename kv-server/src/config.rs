@@ -278,6 +278,12 @@ pub struct Config {
     #[arg(long, env = "KV_ALLOW_SHORT_COMPACTION_LAG", action = clap::ArgAction::Set,
           num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
     pub allow_short_compaction_lag: bool,
+
+    /// Raft entries this node's write proposer keeps in flight at most;
+    /// writes arriving meanwhile wait and go together as the next entry.
+    #[arg(long, env = "KV_MAX_PROPOSALS_IN_FLIGHT", default_value_t = 2,
+          value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub max_proposals_in_flight: u64,
 }
 
 impl Config {
@@ -470,6 +476,7 @@ mod tests {
         ("--min-compaction-lag-ms", "900000"),
         ("--delete-retention-ms", "86400000"),
         ("--allow-short-compaction-lag", "false"),
+        ("--max-proposals-in-flight", "2"),
     ];
 
     /// Every flag given once: (flag, value, the field as [`fields`] shows it).
@@ -549,6 +556,7 @@ mod tests {
         ("--min-compaction-lag-ms", "0", "0"),
         ("--delete-retention-ms", "5", "5"),
         ("--allow-short-compaction-lag", "true", "true"),
+        ("--max-proposals-in-flight", "4", "4"),
     ];
 
     /// Names the test run in a child process with the variables set.
@@ -649,6 +657,10 @@ mod tests {
             (
                 "--allow-short-compaction-lag",
                 config.allow_short_compaction_lag.to_string(),
+            ),
+            (
+                "--max-proposals-in-flight",
+                config.max_proposals_in_flight.to_string(),
             ),
         ]
     }

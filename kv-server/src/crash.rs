@@ -29,12 +29,18 @@ pub const CHECKPOINT_OF_NEW_RECORDS: &str = "checkpoint-of-new-records";
 
 /// Aborts the process if `KV_CRASH_AT` names `point`.
 pub fn point(point: &str) {
-    static AT: OnceLock<Option<String>> = OnceLock::new();
-    let at = AT.get_or_init(|| std::env::var("KV_CRASH_AT").ok());
-    if at.as_deref() == Some(point) {
+    if armed(point) {
         tracing::error!(point, "KV_CRASH_AT reached: aborting");
         std::process::abort();
     }
+}
+
+/// Whether `KV_CRASH_AT` names `point`: for a step that is done
+/// differently (in two parts, say) only so that the point can sit inside it.
+pub fn armed(point: &str) -> bool {
+    static AT: OnceLock<Option<String>> = OnceLock::new();
+    let at = AT.get_or_init(|| std::env::var("KV_CRASH_AT").ok());
+    at.as_deref() == Some(point)
 }
 
 /// The variable that slows every fsync of the raft log and the checkpoint.
@@ -107,3 +113,9 @@ pub fn delay(point: &str) {
         }
     }
 }
+
+/// In the apply of a raft entry carrying a batch of commands, after the
+/// records of its first command reached the topic and before the others':
+/// the topic ends inside the entry, after a whole unit. Only while this
+/// point is armed are those records appended in two parts.
+pub const BATCH_ENTRY_PART_APPENDED: &str = "batch-entry-part-appended";

@@ -24,6 +24,10 @@ pub const LOG_FLUSH_ENTRIES: &str = "kv_raft_log_appends_per_flush";
 /// Name of the histogram of log entries applied per state-machine call.
 pub const APPLY_ENTRIES: &str = "kv_apply_entries_per_batch";
 
+/// Name of the histogram of client commands per raft entry this node
+/// proposed (more than one when writes arrived together).
+pub const ENTRY_COMMANDS: &str = "kv_commands_per_entry";
+
 /// Name of the histogram of the time one raft-log group takes to write
 /// and fsync.
 pub const LOG_FLUSH_SECONDS: &str = "kv_raft_log_flush_duration_seconds";
@@ -53,6 +57,11 @@ pub fn handle() -> &'static PrometheusHandle {
             .expect("the group buckets are not empty")
             .set_buckets_for_metric(
                 metrics_exporter_prometheus::Matcher::Full(APPLY_ENTRIES.to_string()),
+                GROUP_BUCKETS,
+            )
+            .expect("the group buckets are not empty")
+            .set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Full(ENTRY_COMMANDS.to_string()),
                 GROUP_BUCKETS,
             )
             .expect("the group buckets are not empty")

@@ -216,6 +216,10 @@ pub async fn serve(
             &store.snapshot_dir,
             config.max_snapshot_bytes as u64,
         )),
+        batcher: crate::api::batcher::Batcher::start(
+            raft.clone(),
+            config.max_proposals_in_flight as usize,
+        ),
     };
     tokio::spawn(crate::removal::watch_membership(state.clone()));
     info!(

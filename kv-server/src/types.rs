@@ -118,6 +118,10 @@ pub enum Op {
         /// The lease.
         id: LeaseId,
     },
+    /// Writes proposed together as one raft entry: each applies in order
+    /// as a command of its own (its own date, idempotency key, revision
+    /// and result); a batch inside a batch is refused.
+    Batch(Vec<Command>),
 }
 
 /// A lease's id: the revision of its grant.
@@ -285,6 +289,10 @@ pub enum CommandResult {
         /// The key.
         key: Uuid,
     },
+    /// A batch ran: each command's result, in order.
+    Batch(Vec<CommandResult>),
+    /// A batch inside a batch, refused; nothing changed.
+    NestedBatch,
 }
 
 /// What a transaction did.

@@ -6,6 +6,7 @@
 
 pub mod acl;
 pub mod auth;
+pub mod batcher;
 pub mod changes;
 pub mod cluster;
 pub mod error;
@@ -107,6 +108,8 @@ pub struct AppState {
     pub removal: Arc<crate::removal::Removal>,
     /// The partial snapshots arriving from a leader, chunk by chunk.
     pub snapshot_receiver: Arc<crate::store::snapshot_receive::SnapshotReceiver>,
+    /// The queue of writes to propose, many to an entry.
+    pub batcher: crate::api::batcher::Batcher,
 }
 
 /// The client port: the public API. `/raft/*` is not there (404): the

@@ -73,6 +73,7 @@ fn template_snapshot() -> &'static (Vec<u8>, usize) {
                     lease: offset % 3,
                     idempotency_key: (offset % 2 == 0).then(Uuid::new_v4),
                     request_hash: (offset % 4 == 0).then_some(offset * 7_919),
+                    entry: None,
                 }
                 .to_record()
             })

@@ -17,9 +17,10 @@ use crate::types::{Command, CommandResult, Condition, LeaseId, Op, Revision, Txn
 pub const IDEMPOTENCY_WINDOW_MS: u64 = 10 * 60 * 1000;
 
 /// Remembered writes are forgotten on every entry whose log index is a
-/// multiple of this (a range scan is too dear for every entry); until then
-/// a lookup ignores those older than the window. Log indices, not offsets:
-/// every entry has one, so no multiple is jumped over.
+/// multiple of this (a range scan is too dear for every entry), once per
+/// entry whatever number of commands it carries; until then a lookup
+/// ignores those older than the window. Log indices, not offsets: every
+/// entry has one, so no multiple is jumped over.
 const EXPIRY_EVERY_ENTRIES: u64 = 1024;
 /// How far behind the window an entry must be to be forgotten, so that a
 /// later command stamped by a leader whose clock is a little behind finds
@@ -46,7 +47,8 @@ impl Applied {
 }
 
 /// Applies `command`, carried by the log entry at `log_index`, to `view`;
-/// the records it writes take the offsets from `next_offset` on.
+/// the records it writes take the offsets from `next_offset` on. A batch
+/// applies its commands in order, each as below, each a unit of its own.
 ///
 /// A write whose idempotency key was already applied returns the first
 /// result and changes nothing. Writes that did not apply (failed condition,
@@ -66,6 +68,31 @@ pub fn apply_command(
     next_offset: u64,
     command: &Command,
 ) -> Result<Applied, StoreError> {
+    let applied = match &command.op {
+        Op::Batch(commands) => super::batch::apply_batch(view, log_index, next_offset, commands)?,
+        _ => apply_one(view, log_index, next_offset, command)?,
+    };
+    if log_index % EXPIRY_EVERY_ENTRIES == 0 {
+        // By the clock, not the command's date: a command that writes
+        // nothing does not move the clock, and a node rebuilt from the
+        // topic would not know how far it had expired.
+        let window_start = view.clock_ms()?.saturating_sub(IDEMPOTENCY_WINDOW_MS);
+        view.expire_idempotent_writes(window_start.saturating_sub(EXPIRY_SLACK_MS))?;
+    }
+    Ok(applied)
+}
+
+/// Applies one command that is not a batch; a batch inside a batch is
+/// refused and changes nothing.
+pub(super) fn apply_one(
+    view: &mut ViewBatch<'_>,
+    log_index: u64,
+    next_offset: u64,
+    command: &Command,
+) -> Result<Applied, StoreError> {
+    if matches!(command.op, Op::Batch(_)) {
+        return Ok(Applied::nothing(CommandResult::NestedBatch));
+    }
     let clock_ms = view.clock_ms()?;
     let applied = if command.timestamp_ms < clock_ms {
         let dated = Command {
@@ -78,13 +105,6 @@ pub fn apply_command(
     };
     if !applied.records.is_empty() {
         view.advance_clock(command.timestamp_ms)?;
-    }
-    if log_index % EXPIRY_EVERY_ENTRIES == 0 {
-        // By the clock, not the command's date: a command that writes
-        // nothing does not move the clock, and a node rebuilt from the
-        // topic would not know how far it had expired.
-        let window_start = view.clock_ms()?.saturating_sub(IDEMPOTENCY_WINDOW_MS);
-        view.expire_idempotent_writes(window_start.saturating_sub(EXPIRY_SLACK_MS))?;
     }
     Ok(applied)
 }
@@ -132,6 +152,8 @@ fn apply_dated(
         Op::LeaseRevoke { id } | Op::LeaseExpire { id } => {
             return leases::end(view, start, command, *id)
         }
+        // Refused by `apply_one` before it gets here; answered alike.
+        Op::Batch(_) => return Ok(Applied::nothing(CommandResult::NestedBatch)),
     };
     if let Some(id) = lease {
         if !leases::exists(view, id)? {
@@ -267,6 +289,7 @@ impl<'c> UnitWriter<'c> {
             lease: entry.lease,
             idempotency_key: self.command.idempotency_key,
             request_hash: self.command.request_hash,
+            entry: None,
         });
     }
 

@@ -1,7 +1,14 @@
 //! The data directory's format marker: `data/format` holds the format of
-//! everything under it (`2`), written before the node's raft dir is
+//! everything under it (`3`), written before the node's raft dir is
 //! created, so a data dir from before the marker (a raft log and no
 //! marker) is told apart from a new one and refused rather than misread.
+//!
+//! Format 3 is format 2 plus raft entries that carry a batch of commands
+//! (and records that say their place in such an entry), which a binary of
+//! format 2 cannot read. This binary reads format 2 and marks such a dir 3
+//! at start, before it can write a batch: from then on a format-2 binary
+//! refuses the dir, and peers of format 2 refuse this node (and it them),
+//! since every peer request names its format.
 //!
 //! Refusing instead of converting follows the project's precedent for data
 //! dirs from before the peer port: there is no release to upgrade from, and
@@ -17,7 +24,9 @@ use crate::store::DataDirs;
 /// The marker's file name, in the data directory.
 pub const FORMAT_FILE: &str = "format";
 /// The data format this server writes and reads.
-pub const DATA_FORMAT: &str = "2";
+pub const DATA_FORMAT: &str = "3";
+/// The format before batch entries: read, and marked [`DATA_FORMAT`].
+const FORMAT_BEFORE_BATCHES: &str = "2";
 
 /// Checks that `root` holds data of [`DATA_FORMAT`], marking it so when it
 /// holds no raft log yet (a new node). Called before the raft log is
@@ -26,6 +35,12 @@ pub fn check_or_mark(root: &Path) -> Result<(), StoreError> {
     let path = marker(root);
     match std::fs::read_to_string(&path) {
         Ok(found) if found.trim() == DATA_FORMAT => Ok(()),
+        Ok(found) if found.trim() == FORMAT_BEFORE_BATCHES => {
+            tracing::info!(dir = %root.display(), "marking a data dir of format 2 as format 3 (batch entries)");
+            fsutil::write_synced(&path, DATA_FORMAT.as_bytes())?;
+            fsutil::fsync_dir(root)?;
+            Ok(())
+        }
         Ok(found) => Err(StoreError::UnknownDataFormat {
             path,
             found: found.trim().to_string(),
@@ -90,7 +105,7 @@ mod tests {
         let root = tempfile::tempdir().expect("a temporary directory");
         let data = root.path().join("data");
         check_or_mark(&data).expect("a new data dir is taken");
-        assert_eq!(std::fs::read_to_string(marker(&data)).unwrap(), "2");
+        assert_eq!(std::fs::read_to_string(marker(&data)).unwrap(), "3");
         LogStore::open(&DataDirs::new(&data).raft, Some(1)).expect("the raft log opens");
         write_raft_log(&data);
         check_or_mark(&data).expect("a marked data dir is taken again");
@@ -120,10 +135,23 @@ mod tests {
     #[test]
     fn a_marker_of_another_format_is_refused() {
         let root = tempfile::tempdir().expect("a temporary directory");
-        std::fs::write(marker(root.path()), "3\n").expect("writes");
+        std::fs::write(marker(root.path()), "4\n").expect("writes");
         match check_or_mark(root.path()) {
-            Err(StoreError::UnknownDataFormat { found, .. }) => assert_eq!(found, "3"),
+            Err(StoreError::UnknownDataFormat { found, .. }) => assert_eq!(found, "4"),
             other => panic!("expected an unknown format, got {other:?}"),
         }
+    }
+
+    /// A data dir of the format before batch entries is read, and marked
+    /// with the new format before anything is written, so that a binary
+    /// of the old format refuses it from then on.
+    #[test]
+    fn a_data_dir_of_the_format_before_batches_is_taken_and_marked_anew() {
+        let root = tempfile::tempdir().expect("a temporary directory");
+        write_raft_log(root.path());
+        std::fs::write(marker(root.path()), "2").expect("writes");
+        check_or_mark(root.path()).expect("a format-2 data dir is taken");
+        assert_eq!(std::fs::read_to_string(marker(root.path())).unwrap(), "3");
+        check_or_mark(root.path()).expect("and taken again");
     }
 }

@@ -2,7 +2,7 @@
 //! the current snapshot, under one data directory.
 //!
 //! ```text
-//! data/format     the data format, `2` (see `data_format`)
+//! data/format     the data format, `3` (see `data_format`)
 //! data/raft/      raft log segments, vote and purged id (files of its own)
 //! data/topic/     the compacted topic (crate `compaction`)
 //! data/view/      the materialized view and the applied state (sled);
@@ -15,6 +15,7 @@
 //! and the view) and the HTTP handlers (readers).
 
 pub mod apply;
+mod batch;
 pub mod data_format;
 pub mod internal;
 pub mod leases;
@@ -278,6 +279,9 @@ impl Store {
         let mut present = Vec::new();
         let mut changes = Vec::new();
         let mut lease_changes = Vec::new();
+        // Where in `records` the second command's unit of a batch entry
+        // starts, for the crash point inside a batch entry's append.
+        let mut batch_split = None;
         for entry in entries {
             match entry.payload {
                 EntryPayload::Blank => results.push(CommandResult::None),
@@ -288,22 +292,18 @@ impl Store {
                 EntryPayload::Normal(command) => {
                     let applied =
                         apply_command(&mut batch, entry.log_id.index, revision + 1, &command)?;
-                    match (&command.op, &applied.result) {
-                        (_, CommandResult::LeaseGranted { id, ttl_ms }) => {
-                            lease_changes.push((*id, Some(Duration::from_millis(*ttl_ms))));
-                        }
-                        (
-                            Op::LeaseRevoke { id } | Op::LeaseExpire { id },
-                            CommandResult::LeaseEnded { .. },
-                        ) => lease_changes.push((*id, None)),
-                        _ => {}
-                    }
+                    lease_changes_of(&command.op, &applied.result, &mut lease_changes);
                     for record in applied.records {
                         revision = record.offset;
                         changes.push((record.key.clone(), record.revision()));
                         if topic_last.is_some_and(|last| record.offset <= last) {
                             present.push(record);
                         } else {
+                            let later_unit = record.entry.is_some_and(|entry| entry.sub > 0)
+                                && record.batch.is_first();
+                            if later_unit && batch_split.is_none() {
+                                batch_split = Some(records.len());
+                            }
                             records.push(record.to_record());
                         }
                     }
@@ -316,7 +316,7 @@ impl Store {
         }
         batch.set_applied(&last, revision);
         if !records.is_empty() {
-            self.topic.append(&records)?;
+            self.append_to_topic(&records, batch_split)?;
         }
         self.view.commit(batch);
         self.revision.store(revision, Ordering::Release);
@@ -343,6 +343,26 @@ impl Store {
             self.wake_checkpointer();
         }
         Ok(results)
+    }
+
+    /// Appends `records` to the topic in one append; in two, around the
+    /// crash point, when it is armed and `batch_split` says where a batch
+    /// entry's second unit starts.
+    fn append_to_topic(
+        &self,
+        records: &[compaction::Record],
+        batch_split: Option<usize>,
+    ) -> Result<(), StoreError> {
+        use crate::crash::{self, BATCH_ENTRY_PART_APPENDED};
+        match batch_split.filter(|_| crash::armed(BATCH_ENTRY_PART_APPENDED)) {
+            Some(split) => {
+                self.topic.append(&records[..split])?;
+                crash::point(BATCH_ENTRY_PART_APPENDED);
+                self.topic.append(&records[split..])?;
+            }
+            None => self.topic.append(records)?,
+        }
+        Ok(())
     }
 
     /// Wakes the checkpointer; `false` if there is none running.
@@ -557,6 +577,75 @@ impl Store {
     }
 }
 
+/// Adds the leases `op` granted (with their TTL) or ended (`None`), as
+/// `result` says, to `changes`; a batch's commands each in turn.
+fn lease_changes_of(
+    op: &Op,
+    result: &CommandResult,
+    changes: &mut Vec<(crate::types::LeaseId, Option<Duration>)>,
+) {
+    match (op, result) {
+        (Op::Batch(commands), CommandResult::Batch(results)) => {
+            for (command, result) in commands.iter().zip(results) {
+                lease_changes_of(&command.op, result, changes);
+            }
+        }
+        (_, CommandResult::LeaseGranted { id, ttl_ms }) => {
+            changes.push((*id, Some(Duration::from_millis(*ttl_ms))));
+        }
+        (Op::LeaseRevoke { id } | Op::LeaseExpire { id }, CommandResult::LeaseEnded { .. }) => {
+            changes.push((*id, None))
+        }
+        _ => {}
+    }
+}
+
 /// How long an install waits for the reads still running on the old view
 /// before it leaves its directory to the next start.
 const RETIRED_VIEW_WAIT: Duration = Duration::from_secs(10);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::Command;
+
+    fn command(op: Op) -> Command {
+        Command {
+            timestamp_ms: 1,
+            idempotency_key: None,
+            request_hash: None,
+            op,
+        }
+    }
+
+    /// The keeper hears of the leases a batch's commands grant and end as
+    /// it does of a lone command's; refused ones change nothing.
+    #[test]
+    fn leases_granted_and_ended_inside_a_batch_reach_the_keeper() {
+        let grant = Op::LeaseGrant {
+            ttl_ms: 5_000,
+            max_leases: 10,
+        };
+        let op = Op::Batch(vec![
+            command(grant.clone()),
+            command(Op::LeaseRevoke { id: 3 }),
+            command(grant),
+            command(Op::LeaseExpire { id: 4 }),
+        ]);
+        let result = CommandResult::Batch(vec![
+            CommandResult::LeaseGranted {
+                id: 7,
+                ttl_ms: 5_000,
+            },
+            CommandResult::LeaseEnded {
+                revision: 8,
+                deleted: 2,
+            },
+            CommandResult::LeaseLimit { max_leases: 10 },
+            CommandResult::LeaseNotFound { id: 4 },
+        ]);
+        let mut changes = Vec::new();
+        lease_changes_of(&op, &result, &mut changes);
+        assert_eq!(changes, vec![(7, Some(Duration::from_secs(5))), (3, None)]);
+    }
+}

@@ -11,14 +11,18 @@
 //! and the kind of atomic unit it belongs to.
 //!
 //! ```text
-//! format 3 (written): 3 | kind: u8 | log_index | create_revision | version | lease (u64 LE each) | idempotency key: 16 bytes (if flagged) | request hash: u64 LE (if flagged)
+//! format 3 (written): 3 | kind: u8 | log_index | create_revision | version | lease (u64 LE each) | idempotency key: 16 bytes (if flagged) | request hash: u64 LE (if flagged) | entry sub, entry rest: u32 LE each (if flagged)
 //! format 2 (read):    2 | kind: u8 | log_index | create_revision | version (u64 LE each) | idempotency key: 16 bytes (if flagged)
 //! ```
 //!
 //! The kind byte holds the [`UnitKind`] in its low bits and
 //! [`IDEMPOTENCY_KEY_FLAG`] when the idempotency key follows, and
 //! [`REQUEST_HASH_FLAG`] when the hash of its request follows the key
-//! (records written before the hash have none, and read as such). Format 2 had
+//! (records written before the hash have none, and read as such), and
+//! [`ENTRY_POS_FLAG`] when the record's entry is a batch of commands: then
+//! its place among all the records of its entry follows, which recovery
+//! needs to tell a whole entry from a cut one (records without it are
+//! the only unit of their entry). Format 2 had
 //! no lease: its records hold none. (Format 1, without the log index, was
 //! written while offsets were log indices; data of that time is refused at
 //! open, see `data_format`.)
@@ -59,6 +63,15 @@ pub const IDEMPOTENCY_KEY_FLAG: u8 = 0x80;
 pub const REQUEST_HASH_FLAG: u8 = 0x40;
 /// A request hash: a u64.
 const REQUEST_HASH_BYTES: usize = 8;
+/// The bit of the kind byte saying the record's place in its raft entry
+/// (records of the entry before and after it) ends the headers. Binaries
+/// from before batches read it as an unknown unit kind, and so refuse the
+/// record rather than misread it.
+pub const ENTRY_POS_FLAG: u8 = 0x20;
+/// A place in an entry: two u32.
+const ENTRY_POS_BYTES: usize = 8;
+/// The flag bits of the kind byte; the rest is the unit kind.
+const FLAGS: u8 = IDEMPOTENCY_KEY_FLAG | REQUEST_HASH_FLAG | ENTRY_POS_FLAG;
 
 /// The kind of atomic unit (one command's writes) a record belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,6 +140,9 @@ pub struct WriteRecord {
     pub idempotency_key: Option<Uuid>,
     /// The hash of the request the idempotency key came with, if known.
     pub request_hash: Option<u64>,
+    /// Its place among the records of its raft entry when that entry is a
+    /// batch of commands; `None`: the entry's records are the unit's.
+    pub entry: Option<BatchPos>,
 }
 
 impl WriteRecord {
@@ -136,15 +152,21 @@ impl WriteRecord {
         self.offset + Revision::from(self.batch.rest)
     }
 
-    /// The offset of the first record of the record's unit.
-    pub fn unit_start(&self) -> u64 {
-        self.offset - u64::from(self.batch.sub)
+    /// Its place among the records of its raft entry.
+    pub fn entry_pos(&self) -> BatchPos {
+        self.entry.unwrap_or(self.batch)
     }
 
-    /// The topic record, with format 2 headers.
+    /// The offset of the first record of the record's raft entry.
+    pub fn entry_start(&self) -> u64 {
+        self.offset - u64::from(self.entry_pos().sub)
+    }
+
+    /// The topic record, with format 3 headers.
     pub fn to_record(&self) -> Record {
-        let mut headers =
-            Vec::with_capacity(HEADER_BYTES + IDEMPOTENCY_KEY_BYTES + REQUEST_HASH_BYTES);
+        let mut headers = Vec::with_capacity(
+            HEADER_BYTES + IDEMPOTENCY_KEY_BYTES + REQUEST_HASH_BYTES + ENTRY_POS_BYTES,
+        );
         headers.push(HEADER_FORMAT);
         // A hash is only written after a key.
         let hash = self.request_hash.filter(|_| self.idempotency_key.is_some());
@@ -154,6 +176,9 @@ impl WriteRecord {
         }
         if hash.is_some() {
             flags |= REQUEST_HASH_FLAG;
+        }
+        if self.entry.is_some() {
+            flags |= ENTRY_POS_FLAG;
         }
         headers.push(self.kind.code() | flags);
         headers.extend_from_slice(&self.log_index.to_le_bytes());
@@ -165,6 +190,10 @@ impl WriteRecord {
         }
         if let Some(hash) = hash {
             headers.extend_from_slice(&hash.to_le_bytes());
+        }
+        if let Some(entry) = self.entry {
+            headers.extend_from_slice(&entry.sub.to_le_bytes());
+            headers.extend_from_slice(&entry.rest.to_le_bytes());
         }
         Record {
             offset: self.offset,
@@ -197,6 +226,7 @@ impl WriteRecord {
             lease: headers.lease,
             idempotency_key: headers.idempotency_key,
             request_hash: headers.request_hash,
+            entry: headers.entry,
         })
     }
 }
@@ -217,6 +247,8 @@ struct Headers {
     idempotency_key: Option<Uuid>,
     /// The hash of the write's request, if recorded.
     request_hash: Option<u64>,
+    /// The record's place in its batch entry, if flagged.
+    entry: Option<BatchPos>,
 }
 
 impl Headers {
@@ -235,10 +267,10 @@ impl Headers {
         let Some(&kind_byte) = headers.get(KIND_AT) else {
             return Err("headers are cut short");
         };
-        let kind = UnitKind::from_code(kind_byte & !(IDEMPOTENCY_KEY_FLAG | REQUEST_HASH_FLAG))
-            .ok_or("unknown unit kind")?;
+        let kind = UnitKind::from_code(kind_byte & !FLAGS).ok_or("unknown unit kind")?;
         let flagged = kind_byte & IDEMPOTENCY_KEY_FLAG != 0;
         let hashed = kind_byte & REQUEST_HASH_FLAG != 0;
+        let placed = kind_byte & ENTRY_POS_FLAG != 0;
         if hashed && !flagged {
             return Err("a request hash without an idempotency key");
         }
@@ -250,9 +282,14 @@ impl Headers {
         let expected = fixed
             + if flagged { IDEMPOTENCY_KEY_BYTES } else { 0 }
             + if hashed { REQUEST_HASH_BYTES } else { 0 };
+        let entry_at = expected;
+        let expected = expected + if placed { ENTRY_POS_BYTES } else { 0 };
         if headers.len() != expected {
             return Err("headers have the wrong length");
         }
+        let half = |at: usize| {
+            u32::from_le_bytes(headers[at..at + 4].try_into().expect("a u32 is 4 bytes"))
+        };
         Ok(Headers {
             kind,
             log_index: number(LOG_INDEX_AT),
@@ -265,6 +302,7 @@ impl Headers {
             },
             idempotency_key: flagged.then(|| uuid_at(headers, fixed)),
             request_hash: hashed.then(|| number(fixed + IDEMPOTENCY_KEY_BYTES)),
+            entry: placed.then(|| BatchPos::new(half(entry_at), half(entry_at + 4))),
         })
     }
 }
@@ -306,6 +344,7 @@ mod tests {
             lease: if value.is_some() { 12 } else { 0 },
             idempotency_key: None,
             request_hash: None,
+            entry: None,
         }
     }
 
@@ -320,7 +359,23 @@ mod tests {
             request_hash: Some(0x0123_4567_89ab_cdef),
             ..write(8, BatchPos::SINGLE, Some("{}"))
         };
-        for write in [keyed, hashed, write(9, BatchPos::new(1, 2), None)] {
+        let in_batch_entry = WriteRecord {
+            idempotency_key: Some(Uuid::new_v4()),
+            request_hash: Some(7),
+            entry: Some(BatchPos::new(5, 9)),
+            ..write(10, BatchPos::new(1, 0), Some("{}"))
+        };
+        let placed_without_key = WriteRecord {
+            entry: Some(BatchPos::new(0, 3)),
+            ..write(11, BatchPos::SINGLE, None)
+        };
+        for write in [
+            keyed,
+            hashed,
+            write(9, BatchPos::new(1, 2), None),
+            in_batch_entry,
+            placed_without_key,
+        ] {
             let record = write.to_record();
             assert_eq!(record.headers[0], 3, "records are written with format 3");
             assert_eq!(record.batch, write.batch);
@@ -349,9 +404,23 @@ mod tests {
     #[test]
     fn a_record_knows_its_units_revision_and_start_from_its_place_in_the_batch() {
         let middle = write(11, BatchPos::new(1, 2), Some("1"));
-        assert_eq!((middle.unit_start(), middle.revision()), (10, 13));
+        assert_eq!((middle.entry_start(), middle.revision()), (10, 13));
         let single = write(11, BatchPos::SINGLE, Some("1"));
-        assert_eq!((single.unit_start(), single.revision()), (11, 11));
+        assert_eq!((single.entry_start(), single.revision()), (11, 11));
+    }
+
+    /// A record of a batch entry knows where its entry starts and whether
+    /// it ends it; any other record's entry is its unit.
+    #[test]
+    fn a_record_knows_its_entrys_start_and_end() {
+        let in_batch = WriteRecord {
+            entry: Some(BatchPos::new(4, 2)),
+            ..write(11, BatchPos::new(1, 0), Some("1"))
+        };
+        assert_eq!(in_batch.entry_start(), 7);
+        assert!(in_batch.batch.is_last() && !in_batch.entry_pos().is_last());
+        let alone = write(11, BatchPos::new(1, 2), Some("1"));
+        assert_eq!((alone.entry_start(), alone.entry_pos()), (10, alone.batch));
     }
 
     #[test]
@@ -363,6 +432,8 @@ mod tests {
         cut.pop();
         let mut flagged_without_key = good.headers.to_vec();
         flagged_without_key[1] |= IDEMPOTENCY_KEY_FLAG;
+        let mut placed_without_place = good.headers.to_vec();
+        placed_without_place[1] |= ENTRY_POS_FLAG;
         let mut hash_without_key = good.headers.to_vec();
         hash_without_key[1] |= REQUEST_HASH_FLAG;
         hash_without_key.extend_from_slice(&[0; REQUEST_HASH_BYTES]);
@@ -377,6 +448,7 @@ mod tests {
             (unknown_kind, "unknown unit kind"),
             (cut, "headers have the wrong length"),
             (flagged_without_key, "headers have the wrong length"),
+            (placed_without_place, "headers have the wrong length"),
             (
                 hash_without_key,
                 "a request hash without an idempotency key",

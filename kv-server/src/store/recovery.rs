@@ -19,7 +19,10 @@
 //! short at the topic's end (a transaction whose last records never
 //! reached the file) is left out of the view, and the view gets the log id
 //! just before the unit's entry: applied again, the entry gives the same
-//! offsets, finds its first records in place and appends the rest.
+//! offsets, finds its first records in place and appends the rest. So it
+//! is for an entry carrying a batch of commands, whose records know their
+//! place among all of the entry's: unless its last record is there, the
+//! view stops before it, even when the tail ends one command's whole unit.
 
 use std::path::Path;
 
@@ -209,12 +212,15 @@ impl Store {
             ),
             (_, None) => (None, 0, StoredMembership::default()),
             (snapshot, Some(tail)) => {
-                // A whole unit ends the topic: the view is at its entry. A
-                // cut one: the view stops before it, at the entry before.
-                let (log_index, revision) = if tail.batch.is_last() {
+                // A whole entry ends the topic: the view is at it. A cut
+                // one (a unit cut short, or a batch entry of which some
+                // commands' units are missing): the view stops before it,
+                // at the entry before, whatever part of it is there.
+                let entry = tail.entry_pos();
+                let (log_index, revision) = if entry.is_last() {
                     (tail.log_index, tail.revision())
                 } else {
-                    (tail.log_index - 1, tail.unit_start() - 1)
+                    (tail.log_index - 1, tail.entry_start() - 1)
                 };
                 let applied = match snapshot_id {
                     Some(id) if id.index == log_index => id,
@@ -656,6 +662,33 @@ mod tests {
         }
     }
 
+    /// A batch entry of one put per key, carried by the entry at `index`.
+    fn batch(index: u64, keys: &[&str]) -> Entry {
+        let commands = keys
+            .iter()
+            .map(|key| Command {
+                timestamp_ms: 1_000,
+                idempotency_key: None,
+                request_hash: None,
+                op: Op::Put {
+                    key: key.to_string(),
+                    value: "1".into(),
+                    condition: Condition::Always,
+                    lease: None,
+                },
+            })
+            .collect();
+        Entry {
+            log_id: log_id(index),
+            payload: EntryPayload::Normal(Command {
+                timestamp_ms: 1_000,
+                idempotency_key: None,
+                request_hash: None,
+                op: Op::Batch(commands),
+            }),
+        }
+    }
+
     /// A crash can cut a transaction's unit short at the topic's end: only
     /// its first record reached the file. Whether the view was kept (and
     /// is behind) or lost (and rebuilt without the cut unit), applying the
@@ -664,16 +697,36 @@ mod tests {
     #[test]
     fn a_unit_a_crash_cut_short_is_finished_by_applying_its_entry_again() {
         let keys = ["t/a", "t/b", "t/c"];
+        let revisions = [REVISION + 3; 3];
+        cut_entry_is_finished_by_applying_it_again(txn(APPLIED + 1, &keys), &keys, &revisions);
+    }
+
+    /// A crash can leave the topic ending after the first command's whole
+    /// unit of a batch entry, the others' records lost. The tail is a whole
+    /// unit, yet not the whole entry: the view stops before the entry, and
+    /// applying it again writes the rest, each command at its own revision.
+    #[test]
+    fn a_batch_entry_a_crash_cut_after_a_whole_unit_is_finished_by_applying_it_again() {
+        let keys = ["b/a", "b/b", "b/c"];
+        let revisions = [REVISION + 1, REVISION + 2, REVISION + 3];
+        cut_entry_is_finished_by_applying_it_again(batch(APPLIED + 1, &keys), &keys, &revisions);
+    }
+
+    /// Applies `entry` (writing one record per key of `keys`, in order),
+    /// tears all but its first record off the topic, loses the view or not,
+    /// and checks that the store opens before the entry and that applying
+    /// it again finishes it in place: every key at its revision in
+    /// `revisions`, every record once, at the offsets the first run gave.
+    fn cut_entry_is_finished_by_applying_it_again(entry: Entry, keys: &[&str], revisions: &[u64]) {
         for lose_the_view in [false, true] {
             let case = format!("view lost: {lose_the_view}");
             let node = NodeFiles::new();
-            let entry = txn(APPLIED + 1, &keys);
             node.log(std::slice::from_ref(&entry));
             let torn = node.with_store(|store| {
                 // What the first run wrote before the crash.
                 let mut batch = store.view.batch();
                 let EntryPayload::Normal(command) = &entry.payload else {
-                    unreachable!("a transaction entry")
+                    unreachable!("a command entry")
                 };
                 let applied = crate::store::apply::apply_command(
                     &mut batch,
@@ -685,7 +738,7 @@ mod tests {
                 let records: Vec<_> = applied.records.iter().map(WriteRecord::to_record).collect();
                 store.topic.append(&records).expect("appends");
                 store.topic.sync().expect("syncs");
-                // The crash tore off the last two frames.
+                // The crash tore off all frames but the first.
                 let mut torn = Vec::new();
                 for record in &records[1..] {
                     record.encode_into(&mut torn);
@@ -706,16 +759,16 @@ mod tests {
             assert_eq!(
                 store.revision(),
                 REVISION,
-                "{case}: the cut unit is not applied"
+                "{case}: the cut entry is not applied"
             );
             let (applied, _) = store.view.applied_state().unwrap();
             assert_eq!(applied, Some(log_id(APPLIED)), "{case}");
-            assert!(store.view.get("t/a").unwrap().is_none(), "{case}");
+            assert!(store.view.get(keys[0]).unwrap().is_none(), "{case}");
 
             store
                 .apply_entries(vec![entry.clone()])
                 .expect("applies again");
-            assert_eq!(store.revision(), REVISION + 3, "{case}");
+            assert_eq!(store.revision(), REVISION + keys.len() as u64, "{case}");
             let records: Vec<(u64, String)> = store
                 .topic
                 .read_from(REVISION + 1)
@@ -730,9 +783,9 @@ mod tests {
                 .map(|(i, key)| (REVISION + 1 + i as u64, key.to_string()))
                 .collect();
             assert_eq!(records, expected, "{case}");
-            for key in keys {
+            for (key, revision) in keys.iter().zip(revisions) {
                 let entry = store.view.get(key).unwrap().expect("written");
-                assert_eq!(entry.mod_revision, REVISION + 3, "{case}: {key}");
+                assert_eq!(entry.mod_revision, *revision, "{case}: {key}");
             }
         }
     }

@@ -478,6 +478,7 @@ mod tests {
             lease: 0,
             idempotency_key: idempotent.then(Uuid::new_v4),
             request_hash: None,
+            entry: None,
         }
         .to_record()
     }
