@@ -278,6 +278,13 @@ pub struct Config {
     #[arg(long, env = "KV_ALLOW_SHORT_COMPACTION_LAG", action = clap::ArgAction::Set,
           num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
     pub allow_short_compaction_lag: bool,
+
+    /// Serves `PUT /v1/bench/noop/{key}`, which reads the body and answers
+    /// 204 through the same layers as `/v1/kv`: the HTTP ceiling of
+    /// `make bench-compare`. Hidden: for benchmarking only.
+    #[arg(long, env = "KV_BENCH_NOOP_ROUTE", hide = true, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    pub bench_noop_route: bool,
 }
 
 impl Config {
@@ -470,6 +477,7 @@ mod tests {
         ("--min-compaction-lag-ms", "900000"),
         ("--delete-retention-ms", "86400000"),
         ("--allow-short-compaction-lag", "false"),
+        ("--bench-noop-route", "false"),
     ];
 
     /// Every flag given once: (flag, value, the field as [`fields`] shows it).
@@ -549,6 +557,7 @@ mod tests {
         ("--min-compaction-lag-ms", "0", "0"),
         ("--delete-retention-ms", "5", "5"),
         ("--allow-short-compaction-lag", "true", "true"),
+        ("--bench-noop-route", "true", "true"),
     ];
 
     /// Names the test run in a child process with the variables set.
@@ -650,6 +659,7 @@ mod tests {
                 "--allow-short-compaction-lag",
                 config.allow_short_compaction_lag.to_string(),
             ),
+            ("--bench-noop-route", config.bench_noop_route.to_string()),
         ]
     }
 

@@ -176,7 +176,7 @@ fn public_routes(state: &AppState) -> Router<AppState> {
     // limit no request outlives, long-polls included.
     let hard_timeout =
         Duration::from_millis(state.config.max_wait_ms + 2 * state.config.request_timeout_ms);
-    Router::new()
+    let mut routes = Router::new()
         .merge(kv::routes())
         .merge(cluster::routes())
         .merge(changes::routes())
@@ -188,7 +188,11 @@ fn public_routes(state: &AppState) -> Router<AppState> {
         .merge(leases::routes())
         .merge(namesrv::routes())
         .route("/healthz", get(healthz))
-        .route("/v1/openapi.json", get(openapi))
+        .route("/v1/openapi.json", get(openapi));
+    if state.config.bench_noop_route {
+        routes = routes.route(BENCH_NOOP_ROUTE, axum::routing::put(bench_noop));
+    }
+    routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Only requests for a route of this API are passed to the leader:
@@ -206,6 +210,20 @@ fn public_routes(state: &AppState) -> Router<AppState> {
                 .timeout(hard_timeout),
         )
         .layer(DefaultBodyLimit::max(max_body_bytes))
+}
+
+/// The route of `--bench-noop-route`: shaped as `PUT /v1/kv/{*key}`.
+pub const BENCH_NOOP_ROUTE: &str = "/v1/bench/noop/{*key}";
+
+/// `PUT /v1/bench/noop/{key}` (only with `--bench-noop-route`): reads the
+/// body and answers 204, behind every layer a put passes, so its rate is
+/// the ceiling a put is measured against.
+async fn bench_noop(
+    State(state): State<AppState>,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    body.map_err(|rejection| write::body_error(&state, rejection))?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
 /// Logs and counts each request and stamps `X-Kv-Revision` on every answer.
