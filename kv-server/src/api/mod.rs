@@ -38,6 +38,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{BoxError, Json, Router};
 use schemas::api::{header, ErrorCode, Health};
+use tower::layer::util::{Identity, Stack};
+use tower::limit::ConcurrencyLimitLayer;
+use tower::load_shed::LoadShedLayer;
+use tower::timeout::TimeoutLayer;
 use tower::ServiceBuilder;
 use tracing::{debug, debug_span, Instrument};
 
@@ -122,18 +126,23 @@ pub fn client_router(state: AppState) -> Router {
             auth::check,
         ));
     }
-    routes
+    // One layer of the router for the logging and the limits together:
+    // axum wraps every route in a boxed service per layer and clones the
+    // nested boxes on every request, so each layer costs allocations.
+    let outer = ServiceBuilder::new()
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
-        .with_state(state)
+        .layer(limits(&state.config));
+    routes.layer(outer).with_state(state)
 }
 
 /// The public routes without authentication, for the node's own
 /// in-process calls (the name server's writes): a follower still passes
 /// writes to the leader, as it does a client's.
 pub fn internal_router(state: AppState) -> Router {
-    public_routes(&state)
+    let outer = ServiceBuilder::new()
         .layer(axum::middleware::map_request(mark_internal))
-        .with_state(state)
+        .layer(limits(&state.config));
+    public_routes(&state).layer(outer).with_state(state)
 }
 
 /// A request extension on the node's own calls (see [`internal_router`]),
@@ -152,30 +161,29 @@ async fn mark_internal(mut request: Request) -> Request {
 /// The peer port: the node-to-node `/raft/*` routes, and the public API for
 /// the requests other nodes pass here (forwarded writes, the leader's view
 /// of the members, joins). It has its own request limits, so clients
-/// cannot crowd out the cluster's own traffic.
+/// cannot crowd out the cluster's own traffic; the `/raft/*` routes are
+/// outside them.
 pub fn peer_router(state: AppState) -> Router {
+    let outer = ServiceBuilder::new()
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            peer::same_cluster,
+        ));
     public_routes(&state)
+        .layer(limits(&state.config))
         .merge(raft::routes(&state.config))
         .route(
             "/raft/removed",
             axum::routing::post(crate::removal::removed),
         )
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            peer::same_cluster,
-        ))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+        .layer(outer)
         .with_state(state)
 }
 
-/// The public routes behind load shedding and the body limit.
+/// The public routes and the forwarding of writes; the routers add the
+/// [`limits`].
 fn public_routes(state: &AppState) -> Router<AppState> {
-    let max_body_bytes = max_body_bytes(&state.config);
-    let max_concurrent = state.config.max_concurrent_requests;
-    // Handlers bound their own waits (raft, long-polls); this is the outer
-    // limit no request outlives, long-polls included.
-    let hard_timeout =
-        Duration::from_millis(state.config.max_wait_ms + 2 * state.config.request_timeout_ms);
     let mut routes = Router::new()
         .merge(kv::routes())
         .merge(cluster::routes())
@@ -202,14 +210,38 @@ fn public_routes(state: &AppState) -> Router<AppState> {
             state.clone(),
             forward::forward_writes,
         ))
-        .layer(
-            ServiceBuilder::new()
-                .layer(HandleErrorLayer::new(overloaded))
-                .load_shed()
-                .concurrency_limit(max_concurrent)
-                .timeout(hard_timeout),
-        )
-        .layer(DefaultBodyLimit::max(max_body_bytes))
+}
+
+/// The answer to a request refused by [`limits`]: the async fn's type as a
+/// nameable one.
+type Overloaded =
+    fn(BoxError) -> std::pin::Pin<Box<dyn std::future::Future<Output = ApiError> + Send>>;
+
+/// The layers of [`limits`], outermost first.
+type LimitsLayer = Stack<
+    TimeoutLayer,
+    Stack<
+        ConcurrencyLimitLayer,
+        Stack<
+            LoadShedLayer,
+            Stack<HandleErrorLayer<Overloaded, ()>, Stack<DefaultBodyLimit, Identity>>,
+        >,
+    >,
+>;
+
+/// The public routes' limits: the body limit, load shedding, the number
+/// of requests served at once, and a hard timeout.
+fn limits(config: &Config) -> ServiceBuilder<LimitsLayer> {
+    // Handlers bound their own waits (raft, long-polls); this is the outer
+    // limit no request outlives, long-polls included.
+    let hard_timeout = Duration::from_millis(config.max_wait_ms + 2 * config.request_timeout_ms);
+    let overloaded: Overloaded = |error| Box::pin(overloaded(error));
+    ServiceBuilder::new()
+        .layer(DefaultBodyLimit::max(max_body_bytes(config)))
+        .layer(HandleErrorLayer::new(overloaded))
+        .load_shed()
+        .concurrency_limit(config.max_concurrent_requests)
+        .timeout(hard_timeout)
 }
 
 /// The route of `--bench-noop-route`: shaped as `PUT /v1/kv/{*key}`.
