@@ -30,6 +30,8 @@
 # one-node run 26 minutes. BENCH_REPLAY_RECORDS=100000 makes it about 6.
 # Last, a plain node and one with TLS and --auth answer the same put and get
 # cells (six runs, about 1.5 minutes), for what TLS and tokens cost.
+# The HTTP ceiling (the one node's no-op route, --bench-noop-route) adds one
+# run per put concurrency; server CPU per operation is read from /proc.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
