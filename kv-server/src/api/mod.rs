@@ -23,6 +23,7 @@ pub mod propose;
 pub mod raft;
 pub mod read;
 pub mod replay;
+pub mod request_metrics;
 pub mod topic_reads;
 pub mod txn;
 pub mod write;
@@ -260,13 +261,10 @@ async fn bench_noop(
 
 /// Logs and counts each request and stamps `X-Kv-Revision` on every answer.
 async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    // The route pattern, not the path, so keys do not become label values.
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |path| path.as_str())
-        .to_string();
-    let method = request.method().to_string();
+    // The route pattern, not the path, so keys do not become label values
+    // (an Arc inside: the clone does not copy it).
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let method = request.method().clone();
     let span = debug_span!("request", %method, path = %request.uri().path());
     async move {
         let started = std::time::Instant::now();
@@ -276,11 +274,8 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
             response.headers_mut().insert(REVISION_HEADER, revision);
         }
         let elapsed = started.elapsed();
-        let status = response.status().as_u16().to_string();
-        ::metrics::counter!(crate::metrics::REQUESTS, "route" => route.clone(), "method" => method.clone(), "status" => status)
-            .increment(1);
-        ::metrics::histogram!(crate::metrics::REQUEST_SECONDS, "route" => route, "method" => method)
-            .record(elapsed.as_secs_f64());
+        let route = route.as_ref().map_or("unmatched", |path| path.as_str());
+        request_metrics::record(route, &method, response.status().as_u16(), elapsed);
         debug!(
             status = response.status().as_u16(),
             elapsed_us = elapsed.as_micros() as u64,
