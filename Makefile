@@ -41,6 +41,14 @@ bench-namesrv:
 	$(CARGO) build --release -p kv-server -p integration-tests --bins
 	scripts/bench-namesrv.sh
 
+# Allocations and bytes allocated per put and per get, from kv-server's
+# router in (a counting allocator, a one-node server in-process).
+# ALLOC_SITES=50 also prints where the allocations of 50 puts come from.
+# The release profile, so it shares bench-compare's build.
+.PHONY: bench-alloc
+bench-alloc:
+	$(CARGO) bench -p kv-server --bench allocations --profile release
+
 build:
 	$(CARGO) build --workspace --release
 

@@ -88,6 +88,22 @@ milliseconds() {
     return 0
 }
 
+# 12.34 -> "12 µs"; "-" for nothing.
+microseconds() {
+    if [[ -n $1 ]]; then awk -v us="$1" 'BEGIN { printf "%.0f µs", us }'; else echo -; fi
+}
+
+# percent_of PART WHOLE -> "42%".
+percent_of() {
+    awk -v p="$1" -v w="$2" 'BEGIN { if (w > 0) printf "%.0f%%", 100 * p / w; else print "-" }'
+}
+
+# pid_list PID... -> "1,2,3", for kv-bench --server-pids.
+pid_list() {
+    local IFS=,
+    echo "$*"
+}
+
 # row CELLS...: one line of the table.
 row() {
     local line="|" value

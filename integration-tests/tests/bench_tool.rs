@@ -167,3 +167,70 @@ async fn a_target_off_this_machine_is_refused() {
         );
     }
 }
+
+/// The store revision `server` reports.
+async fn revision(server: &TestServer) -> u64 {
+    let cluster: serde_json::Value = server
+        .client()
+        .get(server.url("/v1/cluster"))
+        .send()
+        .await
+        .expect("the server answers")
+        .json()
+        .await
+        .expect("a JSON answer");
+    cluster["revision"].as_u64().expect("a revision")
+}
+
+#[tokio::test]
+async fn noop_runs_write_nothing_and_report_the_servers_cpu_per_operation() {
+    let server = TestServer::start_with(&["--bench-noop-route"]).await;
+    let pid = server.pid().expect("the server runs").to_string();
+    let before = revision(&server).await;
+    for workload in ["noop", "put"] {
+        let args = [
+            "--connections",
+            "4",
+            "--keys",
+            "50",
+            "--ops",
+            "2000",
+            "--duration",
+            "60s",
+            workload,
+            "--server-pids",
+            &pid,
+        ];
+        let fields = summary_of(&server, &args).await;
+        assert_eq!(number(&fields, "ok"), 2000.0, "{workload}: {fields:?}");
+        assert_eq!(number(&fields, "errors"), 0.0, "{workload}: {fields:?}");
+        // 2,000 requests cost the server well over one 10 ms clock tick.
+        assert!(number(&fields, "cpu_us_per_op") > 0.0, "{fields:?}");
+        if workload == "noop" {
+            assert_eq!(revision(&server).await, before, "the no-op route wrote");
+        }
+    }
+}
+
+#[tokio::test]
+async fn noop_runs_fail_where_the_route_is_not_served() {
+    let server = TestServer::start().await;
+    let fields = summary_of(&server, &["--ops", "20", "noop"]).await;
+    assert_eq!(number(&fields, "ok"), 0.0, "{fields:?}");
+    assert_eq!(number(&fields, "errors"), 20.0, "{fields:?}");
+
+    let endpoint = server.url("");
+    let output = kv_bench(&[
+        "--target",
+        "etcd",
+        "--endpoints",
+        &endpoint,
+        "--ops",
+        "1",
+        "noop",
+    ])
+    .await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "etcd was sent no-ops");
+    assert!(stderr.contains("no-op route"), "{stderr}");
+}

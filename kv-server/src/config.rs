@@ -284,6 +284,12 @@ pub struct Config {
     #[arg(long, env = "KV_MAX_PROPOSALS_IN_FLIGHT", default_value_t = 2,
           value_parser = clap::value_parser!(u64).range(1..=64))]
     pub max_proposals_in_flight: u64,
+    /// Serves `PUT /v1/bench/noop/{key}`, which reads the body and answers
+    /// 204 through the same layers as `/v1/kv`: the HTTP ceiling of
+    /// `make bench-compare`. Hidden: for benchmarking only.
+    #[arg(long, env = "KV_BENCH_NOOP_ROUTE", hide = true, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    pub bench_noop_route: bool,
 }
 
 impl Config {
@@ -477,6 +483,7 @@ mod tests {
         ("--delete-retention-ms", "86400000"),
         ("--allow-short-compaction-lag", "false"),
         ("--max-proposals-in-flight", "2"),
+        ("--bench-noop-route", "false"),
     ];
 
     /// Every flag given once: (flag, value, the field as [`fields`] shows it).
@@ -557,6 +564,7 @@ mod tests {
         ("--delete-retention-ms", "5", "5"),
         ("--allow-short-compaction-lag", "true", "true"),
         ("--max-proposals-in-flight", "4", "4"),
+        ("--bench-noop-route", "true", "true"),
     ];
 
     /// Names the test run in a child process with the variables set.
@@ -662,6 +670,7 @@ mod tests {
                 "--max-proposals-in-flight",
                 config.max_proposals_in_flight.to_string(),
             ),
+            ("--bench-noop-route", config.bench_noop_route.to_string()),
         ]
     }
 

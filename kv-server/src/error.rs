@@ -254,10 +254,17 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Wraps an I/O error with the operation and the file.
-    pub fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
-        let path = path.into();
-        move |source| StoreError::Io { op, path, source }
+    /// Wraps an I/O error with the operation and the file. The path is
+    /// copied only if the error happens: this runs on every raft-log write.
+    pub fn io<P: AsRef<std::path::Path>>(
+        op: &'static str,
+        path: P,
+    ) -> impl FnOnce(std::io::Error) -> Self {
+        move |source| StoreError::Io {
+            op,
+            path: path.as_ref().to_path_buf(),
+            source,
+        }
     }
 
     /// Wraps a failed raft log read of `first..=last`.

@@ -82,12 +82,37 @@ impl From<RaftError<NodeId, InitializeError<NodeId, Node>>> for ServerError {
     }
 }
 
-/// Runs a node until `shutdown` resolves, then stops gracefully: in-flight
-/// requests finish, Raft stops, the topic and the view are flushed.
-pub async fn serve(
-    config: Config,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), ServerError> {
+/// A node's storage, Raft and cleaner, opened; nothing listens yet.
+struct Opened {
+    /// The node's configuration.
+    config: Arc<Config>,
+    /// This node's URLs, as it advertises them.
+    this_node: Node,
+    /// The fixed initial cluster of `--peers` (empty without it).
+    peers: BTreeMap<NodeId, String>,
+    /// The checked `--join` URL.
+    join: Option<String>,
+    /// The TLS settings of both listeners and of the calls to other nodes.
+    tls: crate::tls::NodeTls,
+    /// The cluster's id, read from the data directory.
+    cluster_id: Arc<ClusterId>,
+    /// The topic, the view and the watchers.
+    store: Arc<Store>,
+    /// The raft log, kept to close it at shutdown.
+    log: LogStore,
+    /// The committed log index, as the log store last saved it.
+    committed: Arc<std::sync::atomic::AtomicU64>,
+    /// The background cleaner.
+    cleaner: Arc<CleanerHandle>,
+    /// The HTTP client for the other nodes.
+    peers_http: PeerClient,
+    /// The openraft handle.
+    raft: Raft,
+}
+
+/// Checks the configuration, opens the storage and starts Raft and the
+/// cleaner.
+async fn open(config: Config) -> Result<Opened, ServerError> {
     let peers = config.peer_map().map_err(ServerError::Config)?;
     if !peers.is_empty() && config.join.is_some() {
         return Err(ServerError::Config(
@@ -154,74 +179,130 @@ pub async fn serve(
     // forwarded writes, read index): it alone holds the peer TLS identity.
     let peers_http = crate::network::peer_http_client(&tls).map_err(ServerError::PeerClient)?;
     let peers_http = PeerClient::new(peers_http, Arc::clone(&cluster_id));
-    let log_for_close = log.clone();
     let durability = log.durability();
     let raft = Raft::new(
         config.node_id,
         Arc::new(raft_config),
         Network::new(config.node_id, durability.clone(), peers_http.clone()),
-        log,
+        log.clone(),
         StateMachine::new(Arc::clone(&store), durability),
     )
     .await?;
+    Ok(Opened {
+        config,
+        this_node,
+        peers,
+        join,
+        tls,
+        cluster_id,
+        store,
+        log,
+        committed,
+        cleaner,
+        peers_http,
+        raft,
+    })
+}
 
+impl Opened {
+    /// Forms the cluster on the node's first start (see [`initialize`]);
+    /// whether it was initialized before.
+    async fn initialize_once(&self) -> Result<bool, ServerError> {
+        let initialized = self.raft.is_initialized().await?;
+        if !initialized {
+            let config = &self.config;
+            let joining = self.join.is_some();
+            initialize(&self.raft, config, &self.this_node, &self.peers, joining).await?;
+            if !joining
+                && self
+                    .peers
+                    .keys()
+                    .next()
+                    .is_none_or(|first| *first == config.node_id)
+            {
+                // This node formed the cluster: it names it.
+                let id = self.cluster_id.create()?;
+                info!(cluster_id = %id, "the cluster's id");
+            }
+        }
+        Ok(initialized)
+    }
+
+    /// What the routers share; starts the lease loop and the watch on
+    /// this node's membership.
+    fn start_state(&self) -> AppState {
+        let config = &self.config;
+        tokio::spawn(
+            crate::leases::LeaseLoop {
+                raft: self.raft.clone(),
+                node_id: config.node_id,
+                store: Arc::clone(&self.store),
+                expiries_per_sec: config.lease_expiries_per_sec,
+                propose_timeout: Duration::from_millis(config.request_timeout_ms),
+            }
+            .run(),
+        );
+        let state = AppState {
+            node_id: config.node_id,
+            raft: self.raft.clone(),
+            store: Arc::clone(&self.store),
+            config: Arc::clone(config),
+            cleaner: Arc::clone(&self.cleaner),
+            committed: Arc::clone(&self.committed),
+            peers: self.peers_http.clone(),
+            cluster_id: Arc::clone(&self.cluster_id),
+            read_index: Default::default(),
+            remote_read_index: Default::default(),
+            long_polls: crate::api::long_polls::LongPolls::new(config.max_long_polls),
+            tokens: Default::default(),
+            leader_contact: Default::default(),
+            write_budget: crate::write_budget::WriteBudget::new(config.max_pending_write_bytes),
+            removal: Default::default(),
+            snapshot_receiver: Arc::new(crate::store::snapshot_receive::SnapshotReceiver::new(
+                &self.store.snapshot_dir,
+                config.max_snapshot_bytes as u64,
+            )),
+            batcher: crate::api::batcher::Batcher::start(
+                self.raft.clone(),
+                config.max_proposals_in_flight as usize,
+            ),
+        };
+        tokio::spawn(crate::removal::watch_membership(state.clone()));
+        state
+    }
+
+    /// Stops Raft, closes the raft log, stops the cleaner and flushes the
+    /// topic and the view.
+    async fn close(self) -> Result<(), ServerError> {
+        if let Err(error) = self.raft.shutdown().await {
+            // The node is stopping anyway; the storage is still closed below.
+            warn!(%error, "raft did not shut down cleanly");
+        }
+        self.log.close().await?;
+        drop(self.cleaner);
+        self.store.checkpoint()?;
+        Ok(())
+    }
+}
+
+/// Runs a node until `shutdown` resolves, then stops gracefully: in-flight
+/// requests finish, Raft stops, the topic and the view are flushed.
+pub async fn serve(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let opened = open(config).await?;
+    let config = Arc::clone(&opened.config);
+    let peer_listen = config.peer_listen_addr().map_err(ServerError::Config)?;
     let listener = bind(config.listen).await?;
     let peer_listener = bind(peer_listen).await?;
     let namesrv_listener = match config.namesrv_listen.0 {
         Some(addr) => Some(bind(addr).await?),
         None => None,
     };
-    let initialized = raft.is_initialized().await?;
-    if !initialized {
-        initialize(&raft, &config, &this_node, &peers, join.is_some()).await?;
-        if join.is_none()
-            && peers
-                .keys()
-                .next()
-                .is_none_or(|first| *first == config.node_id)
-        {
-            // This node formed the cluster: it names it.
-            let id = cluster_id.create()?;
-            info!(cluster_id = %id, "the cluster's id");
-        }
-    }
-
-    tokio::spawn(
-        crate::leases::LeaseLoop {
-            raft: raft.clone(),
-            node_id: config.node_id,
-            store: Arc::clone(&store),
-            expiries_per_sec: config.lease_expiries_per_sec,
-            propose_timeout: Duration::from_millis(config.request_timeout_ms),
-        }
-        .run(),
-    );
-    let state = AppState {
-        node_id: config.node_id,
-        raft: raft.clone(),
-        store: Arc::clone(&store),
-        config: Arc::clone(&config),
-        cleaner: Arc::clone(&cleaner),
-        committed,
-        peers: peers_http.clone(),
-        cluster_id: Arc::clone(&cluster_id),
-        read_index: Default::default(),
-        remote_read_index: Default::default(),
-        long_polls: crate::api::long_polls::LongPolls::new(config.max_long_polls),
-        tokens: Default::default(),
-        leader_contact: Default::default(),
-        write_budget: crate::write_budget::WriteBudget::new(config.max_pending_write_bytes),
-        removal: Default::default(),
-        snapshot_receiver: Arc::new(crate::store::snapshot_receive::SnapshotReceiver::new(
-            &store.snapshot_dir,
-            config.max_snapshot_bytes as u64,
-        )),
-        batcher: crate::api::batcher::Batcher::start(
-            raft.clone(),
-            config.max_proposals_in_flight as usize,
-        ),
-    };
-    tokio::spawn(crate::removal::watch_membership(state.clone()));
+    let initialized = opened.initialize_once().await?;
+    let state = opened.start_state();
+    let (peers_http, this_node) = (opened.peers_http.clone(), opened.this_node.clone());
     info!(
         node_id = config.node_id,
         listen = %config.listen,
@@ -231,7 +312,7 @@ pub async fn serve(
         "serving"
     );
     let (join_failed_tx, join_failed) = tokio::sync::oneshot::channel::<crate::join::JoinError>();
-    match (join, initialized) {
+    match (opened.join.clone(), initialized) {
         (Some(url), false) => {
             tokio::spawn(crate::join::join_cluster(
                 peers_http,
@@ -243,7 +324,7 @@ pub async fn serve(
         }
         _ => {
             tokio::spawn(crate::join::publish_addresses(
-                raft.clone(),
+                opened.raft.clone(),
                 peers_http,
                 config.node_id,
                 this_node,
@@ -279,7 +360,7 @@ pub async fn serve(
             listener,
             client_router(state.clone()),
             limits,
-            tls.client.clone(),
+            opened.tls.client.clone(),
             async move { stopped.cancelled().await }
         ),
         crate::http::serve(
@@ -287,7 +368,7 @@ pub async fn serve(
             peer_listener,
             peer_router(state),
             limits,
-            tls.peer.clone(),
+            opened.tls.peer.clone(),
             async move { peers_stopped.cancelled().await }
         ),
         async move {
@@ -300,18 +381,45 @@ pub async fn serve(
         },
     );
     info!("shutting down");
-    if let Err(error) = raft.shutdown().await {
-        // The node is stopping anyway; the storage is still closed below.
-        warn!(%error, "raft did not shut down cleanly");
-    }
-    log_for_close.close().await?;
-    drop(cleaner);
-    store.checkpoint()?;
+    opened.close().await?;
     info!("stopped");
     let failure = join_failure.lock().take();
     match failure {
         Some(why) => Err(ServerError::Join(why)),
         None => Ok(()),
+    }
+}
+
+/// A node started in this process with nothing listening: its client API
+/// is driven by calling [`InProcessNode::client_router`] directly (tower's
+/// `oneshot`), so a benchmark sees what a request costs the server alone.
+pub struct InProcessNode {
+    /// Storage, Raft and the cleaner.
+    opened: Opened,
+    /// The client port's router.
+    router: axum::Router,
+}
+
+impl InProcessNode {
+    /// Opens the node `config` describes and forms its cluster as
+    /// [`serve`] would, without binding a port.
+    pub async fn start(config: Config) -> Result<InProcessNode, ServerError> {
+        let opened = open(config).await?;
+        opened.initialize_once().await?;
+        let router = client_router(opened.start_state());
+        Ok(InProcessNode { opened, router })
+    }
+
+    /// The client port's router, with the layers the listener serves
+    /// (limits, forwarding, `--auth`, metrics).
+    pub fn client_router(&self) -> axum::Router {
+        self.router.clone()
+    }
+
+    /// Stops Raft and flushes the storage, as [`serve`] does at shutdown.
+    pub async fn stop(self) -> Result<(), ServerError> {
+        drop(self.router);
+        self.opened.close().await
     }
 }
 

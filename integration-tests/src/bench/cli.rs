@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::bench::closed_loop::Mix;
 use crate::bench::run as workloads;
-use crate::bench::target::{loopback_endpoint, Consistency, TargetKind};
+use crate::bench::target::{loopback_endpoint, Consistency, Operation, TargetKind};
 use crate::bench::watch::WatchOptions;
 use crate::bench::BenchError;
 
@@ -106,15 +106,34 @@ pub enum Workload {
     /// Puts every key once, so that reads find them all.
     Fill,
     /// Puts of the value on random keys.
-    Put,
+    Put {
+        /// The servers' CPU.
+        #[command(flatten)]
+        cpu: CpuFlags,
+    },
     /// Transactions on random keys: a condition on one key's mod revision
     /// (always true), then puts of the value to it and the next two keys.
-    Txn,
+    Txn {
+        /// The servers' CPU.
+        #[command(flatten)]
+        cpu: CpuFlags,
+    },
+    /// The HTTP ceiling: puts' requests sent to `/v1/bench/noop/{key}`,
+    /// which reads the body and answers 204 behind the same layers
+    /// (kv-server started with `--bench-noop-route`).
+    Noop {
+        /// The servers' CPU.
+        #[command(flatten)]
+        cpu: CpuFlags,
+    },
     /// Gets of random keys (loaded first if missing).
     Get {
         /// linearizable (etcd: default range) or stale (etcd: serializable).
         #[arg(long, value_enum, default_value_t = Consistency::Linearizable)]
         consistency: Consistency,
+        /// The servers' CPU.
+        #[command(flatten)]
+        cpu: CpuFlags,
     },
     /// Gets and puts on random keys, 90 % gets by default.
     Mixed {
@@ -124,6 +143,9 @@ pub enum Workload {
         /// Percentage of operations that are puts.
         #[arg(long, default_value_t = 10)]
         put_percent: u8,
+        /// The servers' CPU.
+        #[command(flatten)]
+        cpu: CpuFlags,
     },
     /// Long-poll watchers on keys a writer updates: delivery latency and
     /// server memory (kv-server only).
@@ -210,6 +232,16 @@ pub enum Workload {
     },
 }
 
+/// Whose CPU time a closed-loop run measures.
+#[derive(Debug, Default, Args)]
+pub struct CpuFlags {
+    /// Server process ids, comma-separated (every member of a cluster):
+    /// their CPU time (user + system, from /proc) over the run is reported
+    /// per successful operation.
+    #[arg(long, value_delimiter = ',')]
+    pub server_pids: Vec<u32>,
+}
+
 /// Where the name-server workloads connect, and what the report calls
 /// the server.
 #[derive(Debug, Args)]
@@ -245,21 +277,24 @@ pub async fn run(cli: Cli) -> Result<(), BenchError> {
         .collect::<Result<Vec<_>, _>>()?;
     match cli.workload {
         Workload::Fill => workloads::fill(common, endpoints).await,
-        Workload::Put => {
-            let mix = Mix {
-                put_percent: 100,
-                consistency: Consistency::Linearizable,
-                txn: false,
-            };
-            workloads::closed_loop("put", common, endpoints, mix, false).await
+        Workload::Put { cpu } => {
+            let mix = Mix::writes(Operation::Put);
+            workloads::closed_loop("put", common, endpoints, mix, false, &cpu).await
         }
-        Workload::Txn => {
-            let mix = Mix {
-                put_percent: 100,
-                consistency: Consistency::Linearizable,
-                txn: true,
-            };
-            workloads::closed_loop("txn", common, endpoints, mix, false).await
+        Workload::Txn { cpu } => {
+            let mix = Mix::writes(Operation::Txn);
+            workloads::closed_loop("txn", common, endpoints, mix, false, &cpu).await
+        }
+        Workload::Noop { cpu } => {
+            if common.target != TargetKind::Kv {
+                return Err(BenchError::Unsupported {
+                    workload: "noop",
+                    target: common.target.name(),
+                    why: "the no-op route is kv-server's own (--bench-noop-route)",
+                });
+            }
+            let mix = Mix::writes(Operation::Noop);
+            workloads::closed_loop("noop", common, endpoints, mix, false, &cpu).await
         }
         Workload::LeaseKeepalive { leases, server_pid } => {
             if !(1..=MAX_LEASES).contains(&leases) {
@@ -269,18 +304,19 @@ pub async fn run(cli: Cli) -> Result<(), BenchError> {
             }
             workloads::lease_keepalive(common, &endpoints[0], leases, server_pid).await
         }
-        Workload::Get { consistency } => {
+        Workload::Get { consistency, cpu } => {
             let mix = Mix {
                 put_percent: 0,
                 consistency,
-                txn: false,
+                write: Operation::Put,
             };
             let name = format!("get-{}", consistency.name());
-            workloads::closed_loop(&name, common, endpoints, mix, true).await
+            workloads::closed_loop(&name, common, endpoints, mix, true, &cpu).await
         }
         Workload::Mixed {
             consistency,
             put_percent,
+            cpu,
         } => {
             if put_percent > 100 {
                 return Err(BenchError::BadFlag(
@@ -290,10 +326,10 @@ pub async fn run(cli: Cli) -> Result<(), BenchError> {
             let mix = Mix {
                 put_percent,
                 consistency,
-                txn: false,
+                write: Operation::Put,
             };
             let name = format!("mixed-{}", consistency.name());
-            workloads::closed_loop(&name, common, endpoints, mix, true).await
+            workloads::closed_loop(&name, common, endpoints, mix, true, &cpu).await
         }
         Workload::Watch {
             watchers,

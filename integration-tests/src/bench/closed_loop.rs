@@ -36,8 +36,20 @@ pub struct Mix {
     pub put_percent: u8,
     /// How the gets read.
     pub consistency: Consistency,
-    /// Whether the writes are transactions of three puts rather than puts.
-    pub txn: bool,
+    /// What a write is: a put, a transaction of three puts, or the no-op
+    /// route's put.
+    pub write: Operation,
+}
+
+impl Mix {
+    /// Only writes, each a `write`.
+    pub fn writes(write: Operation) -> Mix {
+        Mix {
+            put_percent: 100,
+            consistency: Consistency::Linearizable,
+            write,
+        }
+    }
 }
 
 /// The outcome of a closed-loop run.
@@ -48,7 +60,7 @@ pub struct RunResult {
     pub latency: Latency,
     /// Failed operations.
     pub errors: Errors,
-    /// Successful puts.
+    /// Successful writes (puts, transactions or no-op puts).
     pub puts: u64,
     /// Successful gets.
     pub gets: u64,
@@ -98,11 +110,7 @@ pub async fn run(
                     }
                     let key = rand::random_range(0..keys);
                     let operation = if rand::random_range(0..100u8) < mix.put_percent {
-                        if mix.txn {
-                            Operation::Txn
-                        } else {
-                            Operation::Put
-                        }
+                        mix.write
                     } else {
                         Operation::Get(mix.consistency)
                     };
@@ -111,7 +119,9 @@ pub async fn run(
                         Ok(()) => {
                             result.latency.record(sent.elapsed());
                             match operation {
-                                Operation::Put | Operation::Txn => result.puts += 1,
+                                Operation::Put | Operation::Txn | Operation::Noop => {
+                                    result.puts += 1
+                                }
                                 Operation::Get(_) => result.gets += 1,
                             }
                         }

@@ -7,9 +7,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::bench::process::{cpu_time, rss_bytes};
 use crate::bench::report::{Errors, Latency};
 use crate::bench::target::{connection_client, error_kind};
-use crate::bench::watch::rss_bytes;
 use crate::bench::BenchError;
 
 /// The TTL of the leases: long enough that a slow round never loses one.
@@ -195,44 +195,4 @@ async fn keep_alive(
         }
     }
     (kept, latency, failed)
-}
-
-/// The CPU time (user + system) process `pid` has used.
-pub fn cpu_time(pid: u32) -> Result<Duration, BenchError> {
-    let path = format!("/proc/{pid}/stat");
-    let stat = std::fs::read_to_string(&path)
-        .map_err(|error| BenchError::Setup(format!("cannot read {path}: {error}")))?;
-    // The command name (field 2) is in parentheses and may hold spaces:
-    // the fields after it start after the last ')'.
-    let after_name = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest)
-        .ok_or_else(|| BenchError::Setup(format!("{path} has no command name")))?;
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line: 12 and 13 after it.
-    let ticks = |at: usize| -> Result<u64, BenchError> {
-        fields
-            .get(at)
-            .and_then(|field| field.parse().ok())
-            .ok_or_else(|| BenchError::Setup(format!("{path} has no CPU time at field {}", at + 3)))
-    };
-    let total = ticks(11)? + ticks(12)?;
-    // Linux counts in USER_HZ: 100 a second on x86 and ARM, where this
-    // tool runs.
-    Ok(Duration::from_millis(total * 10))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn this_process_has_used_some_cpu_time() {
-        let pid = std::process::id();
-        let spin = Instant::now();
-        while spin.elapsed() < Duration::from_millis(30) {
-            std::hint::black_box(0);
-        }
-        assert!(cpu_time(pid).unwrap() > Duration::ZERO);
-    }
 }

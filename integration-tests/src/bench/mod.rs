@@ -10,6 +10,7 @@
 //! * [`target`]: the request shapes of kv-server and etcd, loopback checks.
 //! * [`watch`]: long-poll watchers and their delivery latency.
 //! * [`leases`]: leases kept alive once a second, the server's CPU and memory.
+//! * [`process`]: a server's CPU time and memory, read from `/proc`.
 //! * [`namesrv`]: route lookups and broker registrations over RocketMQ's
 //!   remoting protocol, against kv-server's name-server port or RocketMQ's
 //!   own name server.
@@ -31,6 +32,7 @@ pub mod cli;
 pub mod closed_loop;
 pub mod leases;
 pub mod namesrv;
+pub mod process;
 pub mod replay;
 pub mod report;
 pub mod run;

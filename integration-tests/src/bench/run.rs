@@ -6,10 +6,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::bench::cli::{Common, NamesrvFlags};
+use crate::bench::cli::{Common, CpuFlags, NamesrvFlags};
 use crate::bench::closed_loop::{self, Limits, Mix};
 use crate::bench::leases as lease_keepers;
 use crate::bench::namesrv;
+use crate::bench::process::total_cpu_time;
 use crate::bench::replay as topic;
 use crate::bench::report::{count_text, per_second, Summary};
 use crate::bench::target::{Requests, TargetKind};
@@ -44,13 +45,15 @@ pub async fn fill(common: &Common, endpoints: Vec<String>) -> Result<(), BenchEr
     Ok(())
 }
 
-/// `put`, `get` and `mixed`.
+/// `put`, `txn`, `noop`, `get` and `mixed`; with `cpu`'s pids, the
+/// servers' CPU time per successful operation too.
 pub async fn closed_loop(
     name: &str,
     common: &Common,
     endpoints: Vec<String>,
     mix: Mix,
     needs_keys: bool,
+    cpu: &CpuFlags,
 ) -> Result<(), BenchError> {
     let endpoint_count = endpoints.len();
     let requests = Arc::new(Requests::new(
@@ -78,6 +81,7 @@ pub async fn closed_loop(
         duration: common.duration,
         ops: common.ops,
     };
+    let cpu_before = total_cpu_time(&cpu.server_pids)?;
     let result = closed_loop::run(
         requests,
         common.connections,
@@ -87,7 +91,12 @@ pub async fn closed_loop(
         common.request_timeout,
     )
     .await?;
+    let cpu_used = total_cpu_time(&cpu.server_pids)?.saturating_sub(cpu_before);
     let ops_per_sec = per_second(result.ok(), result.elapsed);
+    // Per successful operation: failures cost CPU too, but a server that
+    // refuses work should not look cheaper for it.
+    let cpu_us_per_op = (!cpu.server_pids.is_empty() && result.ok() > 0)
+        .then(|| cpu_used.as_secs_f64() * 1e6 / result.ok() as f64);
     println!(
         "kv-bench {name} on {} ({endpoint_count} endpoint{}), {} connections, {:.2} s",
         common.target.name(),
@@ -104,6 +113,14 @@ pub async fn closed_loop(
     );
     println!("  throughput  {} ops/s", count_text(ops_per_sec as u64));
     println!("  latency     {}", result.latency.describe());
+    if let Some(us) = cpu_us_per_op {
+        println!(
+            "  server CPU  {:.2} s over {} process{}: {us:.1} µs per operation",
+            cpu_used.as_secs_f64(),
+            cpu.server_pids.len(),
+            if cpu.server_pids.len() == 1 { "" } else { "es" }
+        );
+    }
     println!("  errors      {}", result.errors.describe());
     if common.summary {
         let mut summary = Summary::default();
@@ -116,6 +133,10 @@ pub async fn closed_loop(
         summary.add("errors", result.errors.total());
         summary.add("ops_per_sec", format!("{ops_per_sec:.1}"));
         result.latency.add_fields(&mut summary);
+        if let Some(us) = cpu_us_per_op {
+            summary.add("cpu_seconds", format!("{:.3}", cpu_used.as_secs_f64()));
+            summary.add("cpu_us_per_op", format!("{us:.1}"));
+        }
         println!("{}", summary.line());
     }
     Ok(())
@@ -465,11 +486,6 @@ pub async fn register(
     shape: &RegisterShape,
 ) -> Result<(), BenchError> {
     let addresses = namesrv_addresses(flags)?;
-    let cpu = |pids: &[u32]| -> Result<Duration, BenchError> {
-        pids.iter()
-            .map(|pid| lease_keepers::cpu_time(*pid))
-            .sum::<Result<Duration, _>>()
-    };
     // A data version this run has not used, so the first round changes
     // every broker's registration even on a server that kept the last run's.
     let counter = std::time::SystemTime::now()
@@ -491,7 +507,7 @@ pub async fn register(
     summary.add("brokers", shape.brokers);
     summary.add("topics", shape.topics);
     for (round, name) in [("changed", "first"), ("unchanged", "again")] {
-        let cpu_before = cpu(&shape.server_pids)?;
+        let cpu_before = total_cpu_time(&shape.server_pids)?;
         let revision_before = match &shape.revision_from {
             Some(url) => Some(kv_revision(url, common.request_timeout).await?),
             None => None,
@@ -499,7 +515,7 @@ pub async fn register(
         let took = fleet
             .register(shape.topics, counter, common.connections)
             .await?;
-        let cpu_used = cpu(&shape.server_pids)? - cpu_before;
+        let cpu_used = total_cpu_time(&shape.server_pids)? - cpu_before;
         let registrations = (shape.brokers * addresses.len()) as u64;
         let cpu_text = if shape.server_pids.is_empty() {
             "server CPU not measured (pass --server-pids)".to_string()

@@ -59,6 +59,9 @@ pub enum Operation {
     /// A transaction: if the key's mod revision is below 2^53 (always),
     /// put the value to it and the next two keys.
     Txn,
+    /// A put's request to kv-server's no-op route
+    /// (`--bench-noop-route`), which reads it and writes nothing.
+    Noop,
 }
 
 /// A revision no key reaches: the transactions' condition always holds, and
@@ -176,6 +179,13 @@ impl Requests {
                 .put(format!("{base}/v1/kv/{key}"))
                 .header("content-type", "application/json")
                 .body(self.value.clone()),
+            (TargetKind::Kv, Operation::Noop) => client
+                .put(format!("{base}/v1/bench/noop/{key}"))
+                .header("content-type", "application/json")
+                .body(self.value.clone()),
+            (TargetKind::Etcd, Operation::Noop) => {
+                return Err("etcd has no no-op route".to_string())
+            }
             (TargetKind::Kv, Operation::Get(consistency)) => client.get(format!(
                 "{base}/v1/kv/{key}?consistency={}",
                 consistency.name()

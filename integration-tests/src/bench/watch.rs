@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use crate::bench::closed_loop::fill;
+use crate::bench::process::rss_bytes;
 use crate::bench::report::{Errors, Latency};
 use crate::bench::target::{connection_client, default_headers, error_kind, Requests, TargetKind};
 use crate::bench::BenchError;
@@ -327,18 +328,4 @@ async fn wait_until_waiting(
     Err(BenchError::Setup(format!(
         "only {waiting} of {watchers} watchers were waiting after {REGISTER_TIMEOUT:?}"
     )))
-}
-
-/// Resident memory of process `pid`, from `/proc/<pid>/status`.
-pub fn rss_bytes(pid: u32) -> Result<u64, BenchError> {
-    let path = format!("/proc/{pid}/status");
-    let status = std::fs::read_to_string(&path)
-        .map_err(|error| BenchError::Setup(format!("cannot read {path}: {error}")))?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|kb| kb.parse::<u64>().ok())
-        .map(|kb| kb * 1024)
-        .ok_or_else(|| BenchError::Setup(format!("{path} has no VmRSS line")))
 }

@@ -45,20 +45,19 @@ impl Leader {
 /// The leader this node knows, if it is a member of the cluster (a vote
 /// remembered from an older membership does not count).
 pub fn known_leader(state: &AppState) -> Option<Leader> {
-    let metrics = state.raft.metrics().borrow().clone();
+    // Borrowed, not cloned: every write asks, and a clone copies the
+    // membership with every node's URLs. The borrow ends before any await.
+    let metrics = state.raft.metrics();
+    let metrics = metrics.borrow();
     let leader = metrics.current_leader?;
-    let node = metrics
-        .membership_config
-        .membership()
-        .get_node(&leader)
-        .cloned()?;
+    let node = metrics.membership_config.membership().get_node(&leader)?;
     Some(if leader == state.node_id {
         Leader::This
     } else {
         Leader::Other {
             id: leader,
-            addr: node.addr,
-            peer_addr: node.peer_addr,
+            addr: node.addr.clone(),
+            peer_addr: node.peer_addr.clone(),
         }
     })
 }

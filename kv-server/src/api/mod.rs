@@ -24,6 +24,7 @@ pub mod propose;
 pub mod raft;
 pub mod read;
 pub mod replay;
+pub mod request_metrics;
 pub mod topic_reads;
 pub mod txn;
 pub mod write;
@@ -39,6 +40,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{BoxError, Json, Router};
 use schemas::api::{header, ErrorCode, Health};
+use tower::layer::util::{Identity, Stack};
+use tower::limit::ConcurrencyLimitLayer;
+use tower::load_shed::LoadShedLayer;
+use tower::timeout::TimeoutLayer;
 use tower::ServiceBuilder;
 use tracing::{debug, debug_span, Instrument};
 
@@ -125,18 +130,23 @@ pub fn client_router(state: AppState) -> Router {
             auth::check,
         ));
     }
-    routes
+    // One layer of the router for the logging and the limits together:
+    // axum wraps every route in a boxed service per layer and clones the
+    // nested boxes on every request, so each layer costs allocations.
+    let outer = ServiceBuilder::new()
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
-        .with_state(state)
+        .layer(limits(&state.config));
+    routes.layer(outer).with_state(state)
 }
 
 /// The public routes without authentication, for the node's own
 /// in-process calls (the name server's writes): a follower still passes
 /// writes to the leader, as it does a client's.
 pub fn internal_router(state: AppState) -> Router {
-    public_routes(&state)
+    let outer = ServiceBuilder::new()
         .layer(axum::middleware::map_request(mark_internal))
-        .with_state(state)
+        .layer(limits(&state.config));
+    public_routes(&state).layer(outer).with_state(state)
 }
 
 /// A request extension on the node's own calls (see [`internal_router`]),
@@ -155,31 +165,30 @@ async fn mark_internal(mut request: Request) -> Request {
 /// The peer port: the node-to-node `/raft/*` routes, and the public API for
 /// the requests other nodes pass here (forwarded writes, the leader's view
 /// of the members, joins). It has its own request limits, so clients
-/// cannot crowd out the cluster's own traffic.
+/// cannot crowd out the cluster's own traffic; the `/raft/*` routes are
+/// outside them.
 pub fn peer_router(state: AppState) -> Router {
+    let outer = ServiceBuilder::new()
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            peer::same_cluster,
+        ));
     public_routes(&state)
+        .layer(limits(&state.config))
         .merge(raft::routes(&state.config))
         .route(
             "/raft/removed",
             axum::routing::post(crate::removal::removed),
         )
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            peer::same_cluster,
-        ))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+        .layer(outer)
         .with_state(state)
 }
 
-/// The public routes behind load shedding and the body limit.
+/// The public routes and the forwarding of writes; the routers add the
+/// [`limits`].
 fn public_routes(state: &AppState) -> Router<AppState> {
-    let max_body_bytes = max_body_bytes(&state.config);
-    let max_concurrent = state.config.max_concurrent_requests;
-    // Handlers bound their own waits (raft, long-polls); this is the outer
-    // limit no request outlives, long-polls included.
-    let hard_timeout =
-        Duration::from_millis(state.config.max_wait_ms + 2 * state.config.request_timeout_ms);
-    Router::new()
+    let mut routes = Router::new()
         .merge(kv::routes())
         .merge(cluster::routes())
         .merge(changes::routes())
@@ -191,7 +200,11 @@ fn public_routes(state: &AppState) -> Router<AppState> {
         .merge(leases::routes())
         .merge(namesrv::routes())
         .route("/healthz", get(healthz))
-        .route("/v1/openapi.json", get(openapi))
+        .route("/v1/openapi.json", get(openapi));
+    if state.config.bench_noop_route {
+        routes = routes.route(BENCH_NOOP_ROUTE, axum::routing::put(bench_noop));
+    }
+    routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Only requests for a route of this API are passed to the leader:
@@ -201,25 +214,60 @@ fn public_routes(state: &AppState) -> Router<AppState> {
             state.clone(),
             forward::forward_writes,
         ))
-        .layer(
-            ServiceBuilder::new()
-                .layer(HandleErrorLayer::new(overloaded))
-                .load_shed()
-                .concurrency_limit(max_concurrent)
-                .timeout(hard_timeout),
-        )
-        .layer(DefaultBodyLimit::max(max_body_bytes))
+}
+
+/// The answer to a request refused by [`limits`]: the async fn's type as a
+/// nameable one.
+type Overloaded =
+    fn(BoxError) -> std::pin::Pin<Box<dyn std::future::Future<Output = ApiError> + Send>>;
+
+/// The layers of [`limits`], outermost first.
+type LimitsLayer = Stack<
+    TimeoutLayer,
+    Stack<
+        ConcurrencyLimitLayer,
+        Stack<
+            LoadShedLayer,
+            Stack<HandleErrorLayer<Overloaded, ()>, Stack<DefaultBodyLimit, Identity>>,
+        >,
+    >,
+>;
+
+/// The public routes' limits: the body limit, load shedding, the number
+/// of requests served at once, and a hard timeout.
+fn limits(config: &Config) -> ServiceBuilder<LimitsLayer> {
+    // Handlers bound their own waits (raft, long-polls); this is the outer
+    // limit no request outlives, long-polls included.
+    let hard_timeout = Duration::from_millis(config.max_wait_ms + 2 * config.request_timeout_ms);
+    let overloaded: Overloaded = |error| Box::pin(overloaded(error));
+    ServiceBuilder::new()
+        .layer(DefaultBodyLimit::max(max_body_bytes(config)))
+        .layer(HandleErrorLayer::new(overloaded))
+        .load_shed()
+        .concurrency_limit(config.max_concurrent_requests)
+        .timeout(hard_timeout)
+}
+
+/// The route of `--bench-noop-route`: shaped as `PUT /v1/kv/{*key}`.
+pub const BENCH_NOOP_ROUTE: &str = "/v1/bench/noop/{*key}";
+
+/// `PUT /v1/bench/noop/{key}` (only with `--bench-noop-route`): reads the
+/// body and answers 204, behind every layer a put passes, so its rate is
+/// the ceiling a put is measured against.
+async fn bench_noop(
+    State(state): State<AppState>,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    body.map_err(|rejection| write::body_error(&state, rejection))?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
 /// Logs and counts each request and stamps `X-Kv-Revision` on every answer.
 async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    // The route pattern, not the path, so keys do not become label values.
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |path| path.as_str())
-        .to_string();
-    let method = request.method().to_string();
+    // The route pattern, not the path, so keys do not become label values
+    // (an Arc inside: the clone does not copy it).
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let method = request.method().clone();
     let span = debug_span!("request", %method, path = %request.uri().path());
     async move {
         let started = std::time::Instant::now();
@@ -229,11 +277,8 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
             response.headers_mut().insert(REVISION_HEADER, revision);
         }
         let elapsed = started.elapsed();
-        let status = response.status().as_u16().to_string();
-        ::metrics::counter!(crate::metrics::REQUESTS, "route" => route.clone(), "method" => method.clone(), "status" => status)
-            .increment(1);
-        ::metrics::histogram!(crate::metrics::REQUEST_SECONDS, "route" => route, "method" => method)
-            .record(elapsed.as_secs_f64());
+        let route = route.as_ref().map_or("unmatched", |path| path.as_str());
+        request_metrics::record(route, &method, response.status().as_u16(), elapsed);
         debug!(
             status = response.status().as_u16(),
             elapsed_us = elapsed.as_micros() as u64,
