@@ -23,9 +23,9 @@ const WRITES: usize = 64;
 /// A write takes milliseconds on loopback; this is ample on a loaded machine.
 const WRITE_WITHIN: Duration = Duration::from_secs(3);
 /// `--snapshot-every` of the stalled-replay test: several snapshots are
-/// built while the replays stall. It counts raft entries, and concurrent
-/// writes share entries: the [`WRITES`] made at once may take only a few.
-const SNAPSHOT_EVERY: &str = "2";
+/// built while the replays stall. It counts writes, though the [`WRITES`]
+/// made at once share a few raft entries.
+const SNAPSHOT_EVERY: &str = "16";
 /// How long a snapshot of the writes may take to be built.
 const SNAPSHOT_WITHIN: Duration = Duration::from_secs(10);
 /// Growth of the server's memory the stalled replays may cause.

@@ -232,7 +232,8 @@ pub struct Config {
     #[arg(long, env = "KV_RAFT_BODY_TIMEOUT_MS", default_value_t = 120_000)]
     pub raft_body_timeout_ms: u64,
 
-    /// Raft log entries applied between two snapshots.
+    /// Writes applied between two snapshots (a snapshot also comes after
+    /// this many raft log entries, should entries come first).
     #[arg(long, env = "KV_SNAPSHOT_EVERY", default_value_t = 50_000)]
     pub snapshot_every: u64,
 

@@ -45,6 +45,7 @@ pub(crate) mod read_index;
 pub(crate) mod removal;
 pub mod server;
 pub(crate) mod snapshot_transfer;
+pub(crate) mod snapshot_trigger;
 pub(crate) mod store;
 pub mod tls;
 pub(crate) mod types;

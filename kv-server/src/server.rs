@@ -268,6 +268,11 @@ impl Opened {
             ),
         };
         tokio::spawn(crate::removal::watch_membership(state.clone()));
+        tokio::spawn(crate::snapshot_trigger::snapshot_every_writes(
+            self.raft.clone(),
+            Arc::clone(&self.store),
+            config.snapshot_every,
+        ));
         state
     }
 

@@ -178,6 +178,9 @@ pub struct Store {
     /// The leases' deadlines, kept while this node leads; told of each
     /// grant and end as it is applied.
     pub leases: Arc<crate::leases::LeaseKeeper>,
+    /// Commands applied since this process started (a batch entry counts
+    /// each of its commands): what `--snapshot-every` counts.
+    commands_applied: AtomicU64,
 }
 
 impl Store {
@@ -223,6 +226,7 @@ impl Store {
             snapshot_dir: dirs.snapshot.clone(),
             view_dirs,
             revision: AtomicU64::new(0),
+            commands_applied: AtomicU64::new(0),
             writing_out: Mutex::new(()),
             checkpointer: OnceLock::new(),
             seals: tokio::sync::watch::Sender::new(0),
@@ -282,6 +286,7 @@ impl Store {
         // Where in `records` the second command's unit of a batch entry
         // starts, for the crash point inside a batch entry's append.
         let mut batch_split = None;
+        let mut commands = 0;
         for entry in entries {
             match entry.payload {
                 EntryPayload::Blank => results.push(CommandResult::None),
@@ -290,6 +295,10 @@ impl Store {
                     results.push(CommandResult::None);
                 }
                 EntryPayload::Normal(command) => {
+                    commands += match &command.op {
+                        Op::Batch(inner) => inner.len() as u64,
+                        _ => 1,
+                    };
                     let applied =
                         apply_command(&mut batch, entry.log_id.index, revision + 1, &command)?;
                     lease_changes_of(&command.op, &applied.result, &mut lease_changes);
@@ -320,6 +329,7 @@ impl Store {
         }
         self.view.commit(batch);
         self.revision.store(revision, Ordering::Release);
+        self.commands_applied.fetch_add(commands, Ordering::Relaxed);
         let now = Instant::now();
         for (id, granted) in lease_changes {
             match granted {
@@ -363,6 +373,11 @@ impl Store {
             None => self.topic.append(records)?,
         }
         Ok(())
+    }
+
+    /// Commands applied since this process started, a batch entry's each.
+    pub fn commands_applied(&self) -> u64 {
+        self.commands_applied.load(Ordering::Relaxed)
     }
 
     /// Wakes the checkpointer; `false` if there is none running.
