@@ -21,6 +21,8 @@ const CHECK_EVERY: Duration = Duration::from_millis(100);
 /// Asks `raft` for a snapshot whenever `every` commands were applied to
 /// `store` since the last request; ends when Raft has shut down.
 pub async fn snapshot_every_writes(raft: Raft, store: Arc<Store>, every: u64) {
+    // At least one new write between two requests, even with `every` 0.
+    let every = every.max(1);
     let mut asked_at = store.commands_applied();
     let mut ticks = tokio::time::interval(CHECK_EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
