@@ -9,7 +9,10 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use common::{copy_dir, dir_contents, file_names, frame_with_version, read_all, v1_frame};
+use common::{
+    copy_dir, dir_contents, file_len, file_names, frame_position, frame_with_version, read_all,
+    v1_frame,
+};
 use compaction::{
     index_file_name, log_file_name, BatchPos, Error, Offset, Record, SegmentInfo, Topic,
     TopicConfig, CHECKPOINT_FILE, CLEANED_SUFFIX, SWAP_MARKER_FILE,
@@ -74,18 +77,6 @@ fn records_of<'a>(records: &'a [Record], segment: &SegmentInfo) -> &'a [Record] 
     let start = records.iter().position(|r| r.offset == first).unwrap();
     let end = records.iter().position(|r| r.offset == last).unwrap();
     &records[start..=end]
-}
-
-/// Byte position of the frame of `records[i]` in a log holding `records`.
-fn frame_position(records: &[Record], i: usize) -> u64 {
-    records[..i]
-        .iter()
-        .map(|record| record.frame_len() as u64)
-        .sum()
-}
-
-fn file_len(path: &Path) -> u64 {
-    std::fs::metadata(path).unwrap().len()
 }
 
 /// Cuts the file at `len`, or extends it with zeros.

@@ -10,7 +10,7 @@ use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use common::read_all;
+use common::{file_len, frame_position, read_all};
 use compaction::torn::SECTOR_BYTES;
 use compaction::{Error, Offset, Record, Topic, TopicConfig};
 
@@ -44,18 +44,6 @@ fn topic_of(dir: &Path, last: Offset) -> (Vec<Record>, PathBuf) {
     topic.sync().unwrap();
     let path = topic.segments().pop().unwrap().path;
     (records, path)
-}
-
-/// Byte position of the frame of `records[i]`.
-fn frame_position(records: &[Record], i: usize) -> u64 {
-    records[..i]
-        .iter()
-        .map(|record| record.frame_len() as u64)
-        .sum()
-}
-
-fn file_len(path: &Path) -> u64 {
-    std::fs::metadata(path).unwrap().len()
 }
 
 fn write_at(path: &Path, position: u64, bytes: &[u8]) {

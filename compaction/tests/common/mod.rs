@@ -78,3 +78,16 @@ fn frame_of(body: &[u8]) -> Vec<u8> {
     frame.extend_from_slice(body);
     frame
 }
+
+/// Byte position of the frame of `records[i]` in a log holding `records`.
+pub fn frame_position(records: &[Record], i: usize) -> u64 {
+    records[..i]
+        .iter()
+        .map(|record| record.frame_len() as u64)
+        .sum()
+}
+
+/// The length of the file at `path`.
+pub fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).unwrap().len()
+}

@@ -306,21 +306,34 @@ mod tests {
         }
     }
 
-    fn put(index: u64) -> Entry {
+    /// A command of `op`, as the tests' entries carry it.
+    fn command(op: Op) -> Command {
+        Command {
+            timestamp_ms: 1_000,
+            idempotency_key: None,
+            request_hash: None,
+            op,
+        }
+    }
+
+    /// The entry at `index` carrying a command of `op`.
+    fn normal(index: u64, op: Op) -> Entry {
         Entry {
             log_id: log_id(index),
-            payload: EntryPayload::Normal(Command {
-                timestamp_ms: 1_000,
-                idempotency_key: None,
-                request_hash: None,
-                op: Op::Put {
-                    key: key(index),
-                    value: index.to_string(),
-                    condition: Condition::Always,
-                    lease: None,
-                },
-            }),
+            payload: EntryPayload::Normal(command(op)),
         }
+    }
+
+    fn put(index: u64) -> Entry {
+        normal(
+            index,
+            Op::Put {
+                key: key(index),
+                value: index.to_string(),
+                condition: Condition::Always,
+                lease: None,
+            },
+        )
     }
 
     fn blank(index: u64) -> Entry {
@@ -641,52 +654,36 @@ mod tests {
 
     /// A transaction putting `keys`, carried by the entry at `index`.
     fn txn(index: u64, keys: &[&str]) -> Entry {
-        Entry {
-            log_id: log_id(index),
-            payload: EntryPayload::Normal(Command {
-                timestamp_ms: 1_000,
-                idempotency_key: None,
-                request_hash: None,
-                op: Op::Txn(crate::types::Txn {
-                    success: keys
-                        .iter()
-                        .map(|key| crate::types::TxnOp::Put {
-                            key: key.to_string(),
-                            value: "1".into(),
-                            lease: None,
-                        })
-                        .collect(),
-                    ..Default::default()
-                }),
+        normal(
+            index,
+            Op::Txn(crate::types::Txn {
+                success: keys
+                    .iter()
+                    .map(|key| crate::types::TxnOp::Put {
+                        key: key.to_string(),
+                        value: "1".into(),
+                        lease: None,
+                    })
+                    .collect(),
+                ..Default::default()
             }),
-        }
+        )
     }
 
     /// A batch entry of one put per key, carried by the entry at `index`.
     fn batch(index: u64, keys: &[&str]) -> Entry {
         let commands = keys
             .iter()
-            .map(|key| Command {
-                timestamp_ms: 1_000,
-                idempotency_key: None,
-                request_hash: None,
-                op: Op::Put {
+            .map(|key| {
+                command(Op::Put {
                     key: key.to_string(),
                     value: "1".into(),
                     condition: Condition::Always,
                     lease: None,
-                },
+                })
             })
             .collect();
-        Entry {
-            log_id: log_id(index),
-            payload: EntryPayload::Normal(Command {
-                timestamp_ms: 1_000,
-                idempotency_key: None,
-                request_hash: None,
-                op: Op::Batch(commands),
-            }),
-        }
+        normal(index, Op::Batch(commands))
     }
 
     /// A crash can cut a transaction's unit short at the topic's end: only
