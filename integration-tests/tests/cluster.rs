@@ -180,6 +180,79 @@ async fn leader_killed_under_load_loses_no_acknowledged_write() {
     assert_same_state(&cluster).await;
 }
 
+/// A leader killed and restarted never leads its old term again, even
+/// when nobody else was elected meanwhile: it reported its own proposals
+/// written before they were durable, so the crash may have taken some that
+/// followers hold, and new proposals of the old term would reuse their log
+/// ids. The followers are paused, so nothing but its own stored vote could
+/// make it leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_leader_comes_back_a_follower_and_leads_only_in_a_new_term() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = TestCluster::start(3, &[]).await;
+    bulk_load(&cluster.urls(), "r1", 50, 4).await;
+    let leader = cluster.leader().await;
+    let term = cluster.status(leader).await.expect("the leader answers")["term"]
+        .as_u64()
+        .expect("a term");
+    let followers: Vec<u64> = cluster
+        .ids()
+        .into_iter()
+        .filter(|id| *id != leader)
+        .collect();
+    for id in &followers {
+        cluster.node_mut(*id).pause();
+    }
+    cluster.node_mut(leader).kill9().await;
+    // Not healthy without a leader: wait for its status instead.
+    cluster.node_mut(leader).spawn();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = cluster.status(leader).await {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restarted node never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_ne!(
+        status["state"], "Leader",
+        "a restarted node resumed leading term {term} on its own: {status}"
+    );
+    for id in &followers {
+        cluster.node_mut(*id).resume();
+    }
+
+    let url = cluster.node(leader).url("/v1/kv/r1/after");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = put(&url, &json!(1)).await;
+        if status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no write was taken after the restart: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let new_leader = cluster.leader().await;
+    let new_term = cluster
+        .status(new_leader)
+        .await
+        .expect("the leader answers")["term"]
+        .as_u64()
+        .expect("a term");
+    assert!(
+        new_term > term,
+        "led again in term {new_term}, not above {term}"
+    );
+    cluster.wait_converged().await;
+    assert_same_state(&cluster).await;
+}
+
 /// Scenario 2a: a follower killed and restarted catches up from the log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarted_follower_catches_up_from_the_log() {

@@ -20,7 +20,9 @@
 //! state machine applies an entry only once [`Durability`] covers it and
 //! the network tells followers a commit index only once it does (see
 //! `docs/decisions.md`). Entries from another leader (a follower's appends)
-//! are reported only once flushed, as Raft requires.
+//! are reported only once flushed, as Raft requires. Such an early report
+//! is safe only while the term's leader keeps its log in memory: a node
+//! that restarts never leads its old term again ([`demote_own_leadership`]).
 //!
 //! Reporting at once lets the pending table grow while the disk is slow, so
 //! it is bounded: past [`MAX_PENDING_BYTES`] of unflushed entries, the
@@ -112,6 +114,21 @@ fn write_error(error: impl std::error::Error + 'static) -> StorageError {
     StorageIOError::write_logs(&error).into()
 }
 
+/// A node restarts as a follower, never as the leader of the term it led
+/// before (openraft would resume that leadership from a committed vote of
+/// its own). A leader reports its own proposals written before they are
+/// durable (see the module's comment), so a crash can take some of them
+/// from its log while followers hold them: leading the same term again, it
+/// would propose other entries under the same log ids, and a follower that
+/// holds the lost ones would take the two for one. The vote keeps its term
+/// and candidate, so this node still grants no other vote in that term;
+/// only a new election, in a higher term, makes it leader again.
+fn demote_own_leadership(vote: &mut Vote<NodeId>, node_id: Option<NodeId>) {
+    if node_id.is_some_and(|id| vote.committed && vote.leader_id.node_id == id) {
+        vote.committed = false;
+    }
+}
+
 impl LogStore {
     /// Opens (or creates) the raft log of node `node_id` in `dir`; without
     /// a node id (offline tools), every append waits for its flush.
@@ -125,7 +142,10 @@ impl LogStore {
         node_id: Option<NodeId>,
         segment_bytes: u64,
     ) -> Result<LogStore, StoreError> {
-        let (files, recovered) = LogFiles::open(dir, segment_bytes)?;
+        let (files, mut recovered) = LogFiles::open(dir, segment_bytes)?;
+        if let Some(vote) = recovered.meta.vote.as_mut() {
+            demote_own_leadership(vote, node_id);
+        }
         let last = files.last_log_id().max(recovered.meta.purged);
         // The committed index survives restarts, so status shows it at once.
         let committed = recovered.committed;
@@ -568,6 +588,36 @@ mod tests {
                     lease: None,
                 },
             }),
+        }
+    }
+
+    /// Reopened, a leader's log gives openraft its vote as a candidate's:
+    /// same term and node, so no other vote is granted in that term, but
+    /// not leadership, which only a new election gives back; and entries
+    /// of that term (replicated back by the next leader) wait for the flush.
+    #[tokio::test]
+    async fn a_reopened_leaders_log_holds_its_vote_but_not_its_leadership() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let cases = [
+            (Vote::new_committed(2, NODE), Vote::new(2, NODE)),
+            (Vote::new(3, NODE), Vote::new(3, NODE)),
+            (Vote::new_committed(4, OTHER), Vote::new_committed(4, OTHER)),
+        ];
+        for (saved, read) in cases {
+            let mut store = LogStore::open(dir.path(), Some(NODE)).expect("opens");
+            store.save_vote(&saved).await.expect("saves the vote");
+            assert_eq!(store.read_vote().await.expect("reads"), Some(saved));
+            store.close().await.expect("closes");
+            drop(store);
+            let mut store = LogStore::open(dir.path(), Some(NODE)).expect("reopens");
+            assert_eq!(
+                store.read_vote().await.expect("reads"),
+                Some(read),
+                "saved {saved}"
+            );
+            let leader = saved.leader_id;
+            let entries = blanks(leader.term, leader.node_id, 1..=1);
+            assert!(!store.proposed_by_this_leader(&entries), "saved {saved}");
         }
     }
 
