@@ -179,3 +179,83 @@ async fn a_node_of_another_data_format_is_refused_and_changes_nothing() {
         "the leader and its term are unchanged"
     );
 }
+
+/// Votes and entries travel in postcard; a node also reads JSON (a peer
+/// that speaks no postcard) and answers each in the encoding it was asked
+/// in. A body of another type is refused with 415, a body that does not
+/// decode with 400, and neither moves the node's term.
+#[tokio::test]
+async fn the_peer_port_answers_postcard_and_json_in_kind_and_refuses_other_bodies() {
+    let cluster = TestCluster::start(1, &[]).await;
+    let leader = cluster.leader().await;
+    let before = status(&cluster, leader).await;
+    let cluster_id = before
+        .cluster_id
+        .clone()
+        .expect("a formed cluster has an id");
+    let client = reqwest::Client::new();
+    let url = format!("{}/raft/vote", cluster.node(leader).peer_url());
+    // A vote of term 1 for node 9 (behind the leader's own): postcard
+    // writes the term, the node id, `committed` and "no last log id".
+    let postcard_vote = vec![1u8, 9, 0, 0];
+    let json_vote = json!({"vote": {"leader_id": {"term": 1, "node_id": 9}, "committed": false},
+                           "last_log_id": null})
+    .to_string();
+    let cases = [
+        (
+            "application/x-postcard",
+            postcard_vote,
+            200,
+            "application/x-postcard",
+        ),
+        (
+            "application/json",
+            json_vote.into_bytes(),
+            200,
+            "application/json",
+        ),
+        (
+            "application/x-postcard",
+            vec![0xff; 3],
+            400,
+            "application/json",
+        ),
+        ("text/plain", b"vote".to_vec(), 415, "application/json"),
+    ];
+    for (content_type, body, expected, answered_in) in cases {
+        let answer = client
+            .post(&url)
+            .header("x-kv-cluster-id", &cluster_id)
+            .header("x-kv-data-format", "3")
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("the peer port answers");
+        let status = answer.status().as_u16();
+        let media = answer
+            .headers()
+            .get("content-type")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let bytes = answer.bytes().await.expect("a body");
+        let text = String::from_utf8_lossy(&bytes);
+        assert_eq!(status, expected, "{content_type}: {text}");
+        assert_eq!(media, answered_in, "{content_type}: {text}");
+        match expected {
+            200 if answered_in == "application/json" => {
+                let reply: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
+                assert_eq!(reply["Ok"]["vote_granted"], false, "{text}");
+            }
+            // `Ok` (0), then the node's own vote: its term first.
+            200 => assert_eq!(&bytes[..2], &[0, before.term as u8], "{bytes:?}"),
+            _ => {
+                let error: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
+                assert_eq!(error["error"]["code"], "invalid_body", "{text}");
+            }
+        }
+    }
+    let after = status(&cluster, leader).await;
+    assert_eq!((after.leader, after.term), (before.leader, before.term));
+}

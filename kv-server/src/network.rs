@@ -1,7 +1,9 @@
 //! The client side of node-to-node Raft RPC: HTTP POSTs to `/raft/*` on the
 //! target node's API port.
 //!
-//! Append-entries and vote go as JSON and come back as a JSON `Result`.
+//! Append-entries and vote go in postcard (JSON to a node that answers 415
+//! to it, see [`crate::peer_codec`]) and come back as a `Result` in the
+//! same encoding.
 //! A snapshot is streamed from its file in chunks, one request each
 //! ([`crate::snapshot_transfer`]), each with its own timeout: a request
 //! that fails or times out is sent again from where the receiver says it
@@ -11,6 +13,7 @@
 //! that cannot be reached is retried after a growing pause.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use openraft::error::{
@@ -23,11 +26,14 @@ use openraft::raft::{
     SnapshotResponse, VoteRequest, VoteResponse,
 };
 use openraft::{Snapshot, Vote};
+use reqwest::header::CONTENT_TYPE;
+use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tracing::warn;
 
+use crate::peer_codec::Encoding;
 use crate::snapshot_transfer::{encode_chunk, ChunkHeader, ChunkReply, SnapshotEnd, CHUNK_BYTES};
 use crate::store::log_store::Durability;
 use crate::types::{Node, NodeId, TypeConfig};
@@ -90,6 +96,9 @@ pub struct Connection {
     durability: Durability,
     target: NodeId,
     addr: String,
+    /// Whether the target reads postcard bodies; cleared for good by its
+    /// first 415 (see `peer_codec`).
+    postcard: AtomicBool,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -102,6 +111,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             durability: self.durability.clone(),
             target,
             addr: node.peer_url().to_string(),
+            postcard: AtomicBool::new(true),
         }
     }
 }
@@ -112,6 +122,14 @@ fn transport_error<E: std::error::Error>(error: reqwest::Error) -> RPCError<Node
     } else {
         RPCError::Network(NetworkError::new(&error))
     }
+}
+
+fn network_error<E, R>(error: &E) -> RPCError<NodeId, Node, R>
+where
+    E: std::error::Error + 'static,
+    R: std::error::Error,
+{
+    RPCError::Network(NetworkError::new(error))
 }
 
 impl Connection {
@@ -128,19 +146,51 @@ impl Connection {
     {
         let url = format!("{}/raft/{path}", self.addr);
         let timeout = option.hard_ttl().max(MIN_RPC_TIMEOUT);
-        let response = self
-            .http
-            .post(&url)
-            .timeout(timeout)
-            .json(request)
-            .send()
-            .await
-            .map_err(transport_error)?;
-        let reply: Result<Resp, Err> = response
-            .json()
-            .await
-            .map_err(|error| RPCError::Network(NetworkError::new(&error)))?;
-        reply.map_err(|error| RPCError::RemoteError(RemoteError::new(self.target, error)))
+        loop {
+            let encoding = if self.postcard.load(Ordering::Relaxed) {
+                Encoding::Postcard
+            } else {
+                Encoding::Json
+            };
+            let body = encoding
+                .encode(request)
+                .map_err(|error| network_error(&error))?;
+            let response = self
+                .http
+                .post(&url)
+                .timeout(timeout)
+                .header(CONTENT_TYPE, encoding.content_type())
+                .body(body)
+                .send()
+                .await
+                .map_err(transport_error)?;
+            let status = response.status();
+            if status == StatusCode::UNSUPPORTED_MEDIA_TYPE && encoding == Encoding::Postcard {
+                // A node that reads JSON only: speak JSON to it from now on.
+                warn!(
+                    target_node = self.target,
+                    "the node does not read postcard; sending it JSON"
+                );
+                self.postcard.store(false, Ordering::Relaxed);
+                continue;
+            }
+            // An error body is the API's JSON, whatever the request was.
+            let answered = Encoding::of(response.headers()).unwrap_or(Encoding::Json);
+            let bytes = response
+                .bytes()
+                .await
+                .map_err(|error| network_error(&error))?;
+            if !status.is_success() {
+                let text = String::from_utf8_lossy(&bytes);
+                let error = std::io::Error::other(format!("{url} answered {status}: {text}"));
+                return Err(network_error(&error));
+            }
+            let reply: Result<Resp, Err> = answered
+                .decode(&bytes)
+                .map_err(|error| network_error(&error))?;
+            return reply
+                .map_err(|error| RPCError::RemoteError(RemoteError::new(self.target, error)));
+        }
     }
 
     /// Streams a snapshot in chunks from where the target holds it, and

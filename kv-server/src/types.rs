@@ -57,6 +57,10 @@ pub type StorageError = openraft::StorageError<NodeId>;
 pub type StoredMembership = openraft::StoredMembership<NodeId, Node>;
 
 /// A write, as proposed by the leader and applied by every node.
+///
+/// Every field is always serialized, even when `None`: peers send commands
+/// in postcard, which reads fields by position (`peer_codec`). `default`
+/// reads entries written before a field existed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Command {
     /// When the leader accepted the write, ms since the epoch: the record's
@@ -69,7 +73,7 @@ pub struct Command {
     /// ([`crate::api::write::request_hash`]); a later command with the same
     /// key and another hash is refused, not answered the first result.
     /// Entries written before it have none and are not checked.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub request_hash: Option<u64>,
     /// What to do.
     pub op: Op,
@@ -87,7 +91,7 @@ pub enum Op {
         /// Compare-and-set condition.
         condition: Condition,
         /// The lease to attach the key to; `None` detaches it from any.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(default)]
         lease: Option<LeaseId>,
     },
     /// Delete `key` (append a tombstone) if `condition` holds.
@@ -194,7 +198,7 @@ pub enum TxnOp {
         /// The value, as JSON text.
         value: String,
         /// The lease to attach the key to; `None` detaches it from any.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(default)]
         lease: Option<LeaseId>,
     },
     /// Delete `key`, if it exists.

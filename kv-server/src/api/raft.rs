@@ -32,6 +32,7 @@ use crate::api::error::ApiError;
 use crate::api::AppState;
 use crate::config::Config;
 use crate::error::StoreError;
+use crate::peer_codec::{PeerReply, PeerRequest};
 use crate::snapshot_transfer::{decode_chunk, ChunkHeader, ChunkReply, MAX_REQUEST_BYTES};
 use crate::store::blocking;
 use crate::store::snapshot_receive::{ReceiveError, SnapshotReceiver};
@@ -118,8 +119,8 @@ fn is_length_limit(error: &axum::Error) -> bool {
 
 async fn append(
     State(state): State<AppState>,
-    Json(request): Json<AppendEntriesRequest<TypeConfig>>,
-) -> Json<Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>> {
+    PeerRequest(encoding, request): PeerRequest<AppendEntriesRequest<TypeConfig>>,
+) -> PeerReply<Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>> {
     let reply = state.raft.append_entries(request).await;
     if matches!(
         reply,
@@ -131,14 +132,14 @@ async fn append(
         // proof that this follower is not cut off.
         state.leader_contact.record();
     }
-    Json(reply)
+    PeerReply(encoding, reply)
 }
 
 async fn vote(
     State(state): State<AppState>,
-    Json(request): Json<VoteRequest<NodeId>>,
-) -> Json<Result<VoteResponse<NodeId>, RaftError<NodeId>>> {
-    Json(state.raft.vote(request).await)
+    PeerRequest(encoding, request): PeerRequest<VoteRequest<NodeId>>,
+) -> PeerReply<Result<VoteResponse<NodeId>, RaftError<NodeId>>> {
+    PeerReply(encoding, state.raft.vote(request).await)
 }
 
 /// One chunk of a snapshot: written to the partial file of its snapshot
