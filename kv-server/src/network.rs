@@ -404,3 +404,70 @@ impl RaftNetwork<TypeConfig> for Connection {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+
+    use axum::routing::post;
+    use axum::{Json, Router};
+    use openraft::error::RaftError;
+
+    use super::*;
+    use crate::peer::{ClusterId, PeerClient};
+
+    /// A node that reads only JSON (axum's `Json` extractor, as every
+    /// node did before postcard) answers the first postcard vote 415: the
+    /// vote is sent again in JSON, and so is every later call.
+    #[tokio::test]
+    async fn a_peer_that_reads_only_json_is_spoken_json_after_its_first_415() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&calls);
+        let app = Router::new().route(
+            "/raft/vote",
+            post(move |Json(request): Json<VoteRequest<NodeId>>| async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                Json(Ok::<_, RaftError<NodeId>>(VoteResponse::new(
+                    request.vote,
+                    None,
+                    false,
+                )))
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binds loopback");
+        let addr = listener.local_addr().expect("an address");
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let cluster_id = Arc::new(ClusterId::open(dir.path()).expect("no id yet"));
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("builds");
+        let mut network = Network::new(1, Durability::new(None), PeerClient::new(http, cluster_id));
+        let node = Node {
+            addr: String::new(),
+            peer_addr: format!("http://{addr}"),
+        };
+        let mut connection = network.new_client(2, &node).await;
+        let option = RPCOption::new(Duration::from_secs(5));
+        for round in 1..=2 {
+            let vote = Vote::new(round, 1);
+            let reply = connection
+                .vote(VoteRequest::new(vote, None), option.clone())
+                .await
+                .expect("the JSON-only node answers");
+            assert_eq!(reply.vote, vote, "round {round}");
+            assert!(!connection.postcard.load(Ordering::SeqCst), "round {round}");
+        }
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            2,
+            "each vote reached it once, in JSON"
+        );
+        server.abort();
+    }
+}

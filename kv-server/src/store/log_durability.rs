@@ -42,7 +42,7 @@ pub struct Durability {
 impl Durability {
     /// Starts with everything up to `last` durable: what the files held at
     /// open.
-    pub(super) fn new(last: Option<LogId>) -> Durability {
+    pub(crate) fn new(last: Option<LogId>) -> Durability {
         let durable = Durable {
             end: last.map_or(0, |id| id.index + 1),
             last,
