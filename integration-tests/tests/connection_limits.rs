@@ -229,3 +229,70 @@ async fn a_long_poll_beyond_its_connections_share_is_refused_and_other_connectio
 
     answered_once_changed(&server, "shared", held).await;
 }
+
+/// `--max-concurrent-requests` of the request-slot test.
+const MAX_REQUESTS: usize = 3;
+/// How long the request-slot test's long-polls wait before they answer on
+/// their own, freeing their slots.
+const SLOT_HELD_FOR: &str = "5s";
+
+/// Requests being served hold the node's request slots: one more is
+/// refused at once with 503 (shed, not queued), changes nothing, and is
+/// served again once a slot is free.
+#[tokio::test]
+async fn a_request_beyond_the_slots_being_served_is_refused_with_503_at_once() {
+    let server = TestServer::start_with(&[
+        "--max-concurrent-requests",
+        &MAX_REQUESTS.to_string(),
+        "--max-long-polls",
+        &MAX_REQUESTS.to_string(),
+    ])
+    .await;
+    let (status, written) = call(&server, "PUT", "/v1/kv/slots", Some(json!(0))).await;
+    assert_eq!(status, 201, "{written}");
+    let index = written["revision"]
+        .as_u64()
+        .expect("a write answers its revision");
+    let waiting = format!("/v1/kv/slots?index={index}&wait={SLOT_HELD_FOR}");
+    let held: HeldPolls = (0..MAX_REQUESTS)
+        .map(|_| {
+            let request = server.client().get(server.url(&waiting)).send();
+            tokio::spawn(async move { request.await.map(|response| response.status().as_u16()) })
+        })
+        .collect();
+    // Once they all wait, every slot is taken (the metrics that tell
+    // waiters need one too): poll a plain request until it is refused.
+    let deadline = std::time::Instant::now() + ANSWERED_WITHIN;
+    let body = loop {
+        let (status, body) = call(&server, "GET", "/healthz", None).await;
+        if status == 503 {
+            break body;
+        }
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the long-polls never took every slot"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(error_of(&body).0, "unavailable", "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("--max-concurrent-requests"),
+        "the refusal names the limit: {body}"
+    );
+    let (status, body) = call(&server, "PUT", "/v1/kv/slots", Some(json!(1))).await;
+    assert_eq!(status, 503, "a write is refused too: {body}");
+
+    // The long-polls end on their own, and free their slots.
+    for poll in held {
+        let status = poll
+            .await
+            .expect("the poll task ends")
+            .expect("a long-poll is answered");
+        assert_eq!(status, 200);
+    }
+    let (status, body) = call(&server, "GET", "/v1/kv/slots", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["value"], json!(0), "the refused write changed nothing");
+}

@@ -242,7 +242,7 @@ impl Opened {
             }
             .run(),
         );
-        let state = AppState {
+        let state = AppState::new(crate::api::NodeState {
             node_id: config.node_id,
             raft: self.raft.clone(),
             store: Arc::clone(&self.store),
@@ -266,7 +266,7 @@ impl Opened {
                 self.raft.clone(),
                 config.max_proposals_in_flight as usize,
             ),
-        };
+        });
         tokio::spawn(crate::removal::watch_membership(state.clone()));
         tokio::spawn(crate::snapshot_trigger::snapshot_every_writes(
             self.raft.clone(),

@@ -147,8 +147,8 @@ pub enum Workload {
         #[command(flatten)]
         cpu: CpuFlags,
     },
-    /// Long-poll watchers on keys a writer updates: delivery latency and
-    /// server memory (kv-server only).
+    /// Watchers on keys a writer updates: delivery latency and server
+    /// memory. kv-server: long-polls; etcd: gRPC watch streams.
     Watch {
         /// Watchers.
         #[arg(long, default_value_t = 10_000)]
@@ -156,8 +156,9 @@ pub enum Workload {
         /// Keys the watchers are spread over.
         #[arg(long, default_value_t = 1_000)]
         watch_keys: usize,
-        /// HTTP/2 connections the watchers share (the server carries 1,000
-        /// streams per connection by default: 10,000 watchers need 10).
+        /// HTTP/2 connections the watchers share (kv-server carries 1,000
+        /// streams per connection by default: 10,000 watchers need 10; on
+        /// etcd each connection is one watch stream carrying its share).
         #[arg(long, default_value_t = 16)]
         h2_connections: usize,
         /// Writes per second to the watched keys.

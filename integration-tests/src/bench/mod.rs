@@ -8,7 +8,8 @@
 //!   (`put`, `txn`, `get`, `mixed`), bounded by a duration and an operation
 //!   count.
 //! * [`target`]: the request shapes of kv-server and etcd, loopback checks.
-//! * [`watch`]: long-poll watchers and their delivery latency.
+//! * [`watch`]: watchers and their delivery latency: long-polls on
+//!   kv-server, gRPC watch streams on etcd ([`etcd_watch`]).
 //! * [`leases`]: leases kept alive once a second, the server's CPU and memory.
 //! * [`process`]: a server's CPU time and memory, read from `/proc`.
 //! * [`namesrv`]: route lookups and broker registrations over RocketMQ's
@@ -30,6 +31,7 @@
 
 pub mod cli;
 pub mod closed_loop;
+pub mod etcd_watch;
 pub mod leases;
 pub mod namesrv;
 pub mod process;

@@ -158,14 +158,14 @@ pub async fn watch(
     endpoint: &str,
     options: &WatchOptions,
 ) -> Result<(), BenchError> {
-    kv_only(
-        common,
-        "watch",
-        "etcd watches are gRPC streams, not long-polls",
-    )?;
-    let result = watchers::run(endpoint, options, common.request_timeout).await?;
+    let result = watchers::run(common.target, endpoint, options, common.request_timeout).await?;
+    let how = match common.target {
+        TargetKind::Kv => "long-polls",
+        TargetKind::Etcd => "gRPC watches, one stream per connection",
+    };
     println!(
-        "kv-bench watch on kv-server, {} watchers over {} keys on {} HTTP/2 connections, {} writes/s for {:.0} s",
+        "kv-bench watch on {}, {} watchers ({how}) over {} keys on {} HTTP/2 connections, {} writes/s for {:.0} s",
+        common.target.name(),
         count_text(options.watchers as u64),
         count_text(options.keys as u64),
         options.h2_connections,

@@ -1,5 +1,6 @@
-//! The `watch` workload: W long-poll watchers spread over K keys, over a
-//! few HTTP/2 connections, while one writer updates the keys in turn.
+//! The `watch` workload: W watchers spread over K keys while one writer
+//! updates the keys in turn. On kv-server they are long-polls over a few
+//! HTTP/2 connections; on etcd, watches on gRPC streams (`etcd_watch`).
 //!
 //! Delivery latency is the time from the writer's acknowledgement of a
 //! write to a watcher of that key receiving the answer's headers. A server
@@ -14,12 +15,14 @@
 //! while the writer runs.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
 use crate::bench::closed_loop::fill;
+use crate::bench::etcd_watch::{self, EtcdWatchers};
 use crate::bench::process::rss_bytes;
 use crate::bench::report::{Errors, Latency};
 use crate::bench::target::{connection_client, default_headers, error_kind, Requests, TargetKind};
@@ -78,15 +81,37 @@ pub struct WatchResult {
 }
 
 /// What a watcher tells the collector.
-enum WatchEvent {
+pub enum WatchEvent {
     /// The key changed to `revision`; the answer arrived at `at`.
     Delivered { revision: u64, at: Instant },
     /// A long-poll failed.
     Failed(String),
 }
 
-/// Runs the watch workload against one kv-server `endpoint`.
+/// The watchers of a run, as each target has them.
+enum Watchers {
+    /// kv-server's long-polls, one task each.
+    Kv(Vec<tokio::task::JoinHandle<()>>),
+    /// etcd's watch streams.
+    Etcd(EtcdWatchers),
+}
+
+impl Watchers {
+    fn abort(&self) {
+        let tasks = match self {
+            Watchers::Kv(tasks) => tasks,
+            Watchers::Etcd(watchers) => &watchers.tasks,
+        };
+        for task in tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Runs the watch workload against one `endpoint` of `target`: kv-server's
+/// long-polls, or etcd's gRPC watch streams (`etcd_watch`).
 pub async fn run(
+    target: TargetKind,
     endpoint: &str,
     options: &WatchOptions,
     request_timeout: Duration,
@@ -97,7 +122,7 @@ pub async fn run(
         ));
     }
     let requests = Arc::new(Requests::new(
-        TargetKind::Kv,
+        target,
         vec![endpoint.to_string()],
         "watch/k",
         16,
@@ -110,13 +135,27 @@ pub async fn run(
     )
     .await?;
     let writer = connection_client(request_timeout)?;
-    let start_index = store_revision(&writer, endpoint).await?;
     let rss_before = options.server_pid.map(rss_bytes).transpose()?;
 
     let (events, mut received) = mpsc::unbounded_channel();
     let registering = Instant::now();
-    let watchers = spawn_watchers(endpoint, options, start_index, request_timeout, events)?;
-    wait_until_waiting(&writer, endpoint, options.watchers as u64).await?;
+    let watchers = match target {
+        TargetKind::Kv => {
+            let start_index = store_revision(&writer, endpoint).await?;
+            let tasks = spawn_watchers(endpoint, options, start_index, request_timeout, events)?;
+            wait_until_waiting(&writer, endpoint, options.watchers as u64).await?;
+            Watchers::Kv(tasks)
+        }
+        TargetKind::Etcd => {
+            // Events from the next write on.
+            let start = etcd_watch::revision(&writer, endpoint).await? + 1;
+            let keys: Vec<String> = (0..options.keys).map(|key| requests.key(key)).collect();
+            let watchers =
+                etcd_watch::spawn_watchers(endpoint, options, &keys, start, events).await?;
+            wait_until_created(&watchers.created, options.watchers as u64).await?;
+            Watchers::Etcd(watchers)
+        }
+    };
     let registered_in = registering.elapsed();
     let rss_registered = options.server_pid.map(rss_bytes).transpose()?;
 
@@ -135,7 +174,11 @@ pub async fn run(
         ticks.tick().await;
         let key = write % options.keys;
         write += 1;
-        match put(&writer, endpoint, &requests.key(key), write).await {
+        let written = match target {
+            TargetKind::Kv => put(&writer, endpoint, &requests.key(key), write).await,
+            TargetKind::Etcd => etcd_watch::put(&writer, endpoint, &requests.key(key), write).await,
+        };
+        match written {
             Ok((revision, acknowledged)) => {
                 acks.insert(revision, acknowledged);
                 expected_deliveries += watchers_of(key, options) as u64;
@@ -150,9 +193,7 @@ pub async fn run(
         }
     }
     tokio::time::sleep(DELIVERY_GRACE).await;
-    for watcher in &watchers {
-        watcher.abort();
-    }
+    watchers.abort();
 
     let mut latency = Latency::new();
     let mut delivered = 0;
@@ -301,6 +342,21 @@ async fn store_revision(client: &reqwest::Client, endpoint: &str) -> Result<u64,
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse().ok())
         .ok_or_else(|| BenchError::Setup("the answer carries no X-Kv-Revision".into()))
+}
+
+/// Waits until etcd has confirmed the creation of `watchers` watches.
+async fn wait_until_created(created: &AtomicU64, watchers: u64) -> Result<(), BenchError> {
+    let deadline = Instant::now() + REGISTER_TIMEOUT;
+    while Instant::now() < deadline {
+        if created.load(Ordering::Acquire) >= watchers {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(BenchError::Setup(format!(
+        "etcd created only {} of {watchers} watches within {REGISTER_TIMEOUT:?}",
+        created.load(Ordering::Acquire)
+    )))
 }
 
 /// Polls the server's `kv_watch_waiters` metric until `watchers` wait.

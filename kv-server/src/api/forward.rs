@@ -12,16 +12,19 @@
 //! A forwarded request carries `X-Kv-Forwarded-By` and is never forwarded
 //! again: a node that is no longer the leader answers 503 `not_leader`.
 
+use std::convert::Infallible;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures::future::{BoxFuture, Either};
 use schemas::api::header::INTERNAL;
 use schemas::api::{ErrorBody, ErrorCode};
 use tokio::time::Instant;
+use tower::{Layer, Service, ServiceExt};
 use tracing::debug;
 
 use crate::api::error::ApiError;
@@ -35,29 +38,92 @@ const FORWARD_ATTEMPTS: usize = 3;
 /// timeout, for the hop itself.
 const FORWARD_SLACK: Duration = Duration::from_secs(1);
 
-/// Middleware: refuses every request once the node was removed, and passes
-/// writes that reach a follower to the leader.
-pub async fn forward_writes(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if let Some(refusal) = crate::removal::refusal_if_removed(&state) {
-        return refusal;
+/// Layer of [`ForwardWrites`]: refuses every request once the node was
+/// removed, and passes writes that reach a follower to the leader.
+#[derive(Clone)]
+pub struct ForwardWritesLayer {
+    state: AppState,
+}
+
+impl ForwardWritesLayer {
+    /// The layer over the routes of `state`'s node.
+    pub fn new(state: AppState) -> ForwardWritesLayer {
+        ForwardWritesLayer { state }
     }
-    // The leases' deadlines live on the leader: their reads go there too.
-    let read_only = matches!(*request.method(), Method::GET | Method::HEAD)
-        && !request.uri().path().starts_with("/v1/leases");
-    if read_only || request.headers().contains_key(FORWARDED_HEADER) {
-        return next.run(request).await;
+}
+
+impl<S> Layer<S> for ForwardWritesLayer {
+    type Service = ForwardWrites<S>;
+
+    fn layer(&self, inner: S) -> ForwardWrites<S> {
+        ForwardWrites {
+            state: self.state.clone(),
+            inner,
+        }
     }
-    // Boxed: the forwarding path holds an HTTP client's large future, and a
-    // parked long-poll passing through here should not carry its size.
-    Box::pin(route_write(state, request, next)).await
+}
+
+/// A route that serves reads where they arrive and writes on the leader.
+///
+/// A service of its own rather than a `from_fn` middleware: a read (a
+/// waiting long-poll above all) goes straight to the route's own future,
+/// with nothing boxed or held around it; only a write pays for the boxed
+/// future that may forward it.
+#[derive(Clone)]
+pub struct ForwardWrites<S> {
+    state: AppState,
+    inner: S,
+}
+
+impl<S> Service<Request> for ForwardWrites<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<S::Future, BoxFuture<'static, Result<Response, Infallible>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        if let Some(refusal) = crate::removal::refusal_if_removed(&self.state) {
+            return Either::Right(Box::pin(std::future::ready(Ok(refusal))));
+        }
+        // The leases' deadlines live on the leader: their reads go there too.
+        let read_only = matches!(*request.method(), Method::GET | Method::HEAD)
+            && !request.uri().path().starts_with("/v1/leases");
+        if read_only || request.headers().contains_key(FORWARDED_HEADER) {
+            return Either::Left(self.inner.call(request));
+        }
+        // The service made ready serves the request; a clone stays.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let state = self.state.clone();
+        Either::Right(Box::pin(async move {
+            Ok(route_write(state, request, inner).await)
+        }))
+    }
+}
+
+/// The route's own answer to `request`.
+async fn serve_here<S>(inner: S, request: Request) -> Response
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    match inner.oneshot(request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
 }
 
 /// Serves a write here if this node leads, else passes it to the leader.
-async fn route_write(state: AppState, request: Request, next: Next) -> Response {
+async fn route_write<S>(state: AppState, request: Request, inner: S) -> Response
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
     let deadline = Instant::now() + Duration::from_millis(state.config.request_timeout_ms);
     let leader = match known_leader(&state) {
         Some(leader) => leader,
@@ -67,7 +133,7 @@ async fn route_write(state: AppState, request: Request, next: Next) -> Response 
         },
     };
     if leader == Leader::This {
-        return next.run(request).await;
+        return serve_here(inner, request).await;
     }
     let internal = request.extensions().get::<InternalRequest>().is_some();
     let (parts, body) = request.into_parts();
@@ -85,7 +151,7 @@ async fn route_write(state: AppState, request: Request, next: Next) -> Response 
         let Leader::Other { id, peer_addr, .. } = &leader else {
             // Leadership came here while we waited: serve it ourselves.
             let request = Request::from_parts(parts, Body::from(body));
-            return next.run(request).await;
+            return serve_here(inner, request).await;
         };
         let hop = Hop {
             peers: &state.peers,

@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod error;
 pub mod forward;
 pub mod kv;
+pub mod layers;
 pub mod leader;
 pub mod leases;
 pub mod long_polls;
@@ -32,22 +33,17 @@ pub mod write;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::error_handling::HandleErrorLayer;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderName, HeaderValue};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{BoxError, Json, Router};
+use axum::{Json, Router};
 use schemas::api::{header, ErrorCode, Health};
 use tower::layer::util::{Identity, Stack};
-use tower::limit::ConcurrencyLimitLayer;
-use tower::load_shed::LoadShedLayer;
-use tower::timeout::TimeoutLayer;
 use tower::ServiceBuilder;
-use tracing::{debug, debug_span, Instrument};
 
 use crate::api::error::ApiError;
+use crate::api::layers::{LimitsLayer, ObserveLayer};
 use crate::api::leader::{known_leader, Leader};
 use crate::api::long_polls::LongPolls;
 use crate::config::Config;
@@ -74,9 +70,30 @@ pub fn max_body_bytes(config: &Config) -> usize {
     config.max_value_bytes + BODY_SLACK_BYTES
 }
 
-/// What every handler shares.
+/// What every handler shares: one allocation, so that a request (and every
+/// middleware it passes) holds a pointer to it rather than a copy of each
+/// field, and cloning it for a request is one reference count, not twenty.
+/// A waiting long-poll carries one such clone per layer.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<NodeState>);
+
+impl AppState {
+    /// The handlers' shared state.
+    pub fn new(state: NodeState) -> AppState {
+        AppState(Arc::new(state))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = NodeState;
+
+    fn deref(&self) -> &NodeState {
+        &self.0
+    }
+}
+
+/// The node's parts the handlers use, behind [`AppState`].
+pub struct NodeState {
     /// This node's id.
     pub node_id: NodeId,
     /// The openraft handle.
@@ -134,7 +151,7 @@ pub fn client_router(state: AppState) -> Router {
     // axum wraps every route in a boxed service per layer and clones the
     // nested boxes on every request, so each layer costs allocations.
     let outer = ServiceBuilder::new()
-        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+        .layer(ObserveLayer::new(state.clone()))
         .layer(limits(&state.config));
     routes.layer(outer).with_state(state)
 }
@@ -169,7 +186,7 @@ async fn mark_internal(mut request: Request) -> Request {
 /// outside them.
 pub fn peer_router(state: AppState) -> Router {
     let outer = ServiceBuilder::new()
-        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+        .layer(ObserveLayer::new(state.clone()))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             peer::same_cluster,
@@ -210,42 +227,23 @@ fn public_routes(state: &AppState) -> Router<AppState> {
         // Only requests for a route of this API are passed to the leader:
         // anything else is answered here (404, 405), so a client cannot
         // reach the leader's peer routes through a follower.
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            forward::forward_writes,
-        ))
+        .route_layer(forward::ForwardWritesLayer::new(state.clone()))
 }
 
-/// The answer to a request refused by [`limits`]: the async fn's type as a
-/// nameable one.
-type Overloaded =
-    fn(BoxError) -> std::pin::Pin<Box<dyn std::future::Future<Output = ApiError> + Send>>;
-
-/// The layers of [`limits`], outermost first.
-type LimitsLayer = Stack<
-    TimeoutLayer,
-    Stack<
-        ConcurrencyLimitLayer,
-        Stack<
-            LoadShedLayer,
-            Stack<HandleErrorLayer<Overloaded, ()>, Stack<DefaultBodyLimit, Identity>>,
-        >,
-    >,
->;
-
-/// The public routes' limits: the body limit, load shedding, the number
-/// of requests served at once, and a hard timeout.
-fn limits(config: &Config) -> ServiceBuilder<LimitsLayer> {
+/// The public routes' limits: the body limit, then [`Limits`]: load
+/// shedding past the requests served at once, and a hard timeout.
+fn limits(
+    config: &Config,
+) -> ServiceBuilder<Stack<LimitsLayer, Stack<DefaultBodyLimit, Identity>>> {
     // Handlers bound their own waits (raft, long-polls); this is the outer
     // limit no request outlives, long-polls included.
     let hard_timeout = Duration::from_millis(config.max_wait_ms + 2 * config.request_timeout_ms);
-    let overloaded: Overloaded = |error| Box::pin(overloaded(error));
     ServiceBuilder::new()
         .layer(DefaultBodyLimit::max(max_body_bytes(config)))
-        .layer(HandleErrorLayer::new(overloaded))
-        .load_shed()
-        .concurrency_limit(config.max_concurrent_requests)
-        .timeout(hard_timeout)
+        .layer(LimitsLayer::new(
+            config.max_concurrent_requests,
+            hard_timeout,
+        ))
 }
 
 /// The route of `--bench-noop-route`: shaped as `PUT /v1/kv/{*key}`.
@@ -260,42 +258,6 @@ async fn bench_noop(
 ) -> Result<axum::http::StatusCode, ApiError> {
     body.map_err(|rejection| write::body_error(&state, rejection))?;
     Ok(axum::http::StatusCode::NO_CONTENT)
-}
-
-/// Logs and counts each request and stamps `X-Kv-Revision` on every answer.
-async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    // The route pattern, not the path, so keys do not become label values
-    // (an Arc inside: the clone does not copy it).
-    let route = request.extensions().get::<MatchedPath>().cloned();
-    let method = request.method().clone();
-    let span = debug_span!("request", %method, path = %request.uri().path());
-    async move {
-        let started = std::time::Instant::now();
-        let mut response = next.run(request).await;
-        if !response.headers().contains_key(REVISION_HEADER) {
-            let revision = HeaderValue::from(state.store.revision());
-            response.headers_mut().insert(REVISION_HEADER, revision);
-        }
-        let elapsed = started.elapsed();
-        let route = route.as_ref().map_or("unmatched", |path| path.as_str());
-        request_metrics::record(route, &method, response.status().as_u16(), elapsed);
-        debug!(
-            status = response.status().as_u16(),
-            elapsed_us = elapsed.as_micros() as u64,
-            "answered"
-        );
-        response
-    }
-    .instrument(span)
-    .await
-}
-
-async fn overloaded(error: BoxError) -> ApiError {
-    if error.is::<tower::timeout::error::Elapsed>() {
-        ApiError::unavailable("the request took too long")
-    } else {
-        ApiError::unavailable(format!("the server is overloaded: {error}"))
-    }
 }
 
 async fn not_found() -> ApiError {

@@ -1,0 +1,228 @@
+//! The layers every public request passes: [`Observe`] (its span, its
+//! metrics, the revision header) and [`Limits`] (load shedding past
+//! `--max-concurrent-requests`, the hard timeout).
+//!
+//! Both are services of their own, with futures that hold the inner
+//! future inline: no box per request, nothing copied twice. A waiting
+//! long-poll keeps its whole stack of futures for as long as it waits, so
+//! these bytes are paid once per watcher (see docs/performance.md, "A
+//! waiting watcher's memory").
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::{HeaderValue, Method};
+use axum::response::{IntoResponse, Response};
+use pin_project_lite::pin_project;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tower::{Layer, Service};
+use tracing::{debug, debug_span, instrument::Instrumented, Instrument};
+
+use crate::api::error::ApiError;
+use crate::api::request_metrics;
+use crate::api::{AppState, REVISION_HEADER};
+
+/// Layer of [`Observe`].
+#[derive(Clone)]
+pub struct ObserveLayer {
+    state: AppState,
+}
+
+impl ObserveLayer {
+    /// Observes the requests of `state`'s node.
+    pub fn new(state: AppState) -> ObserveLayer {
+        ObserveLayer { state }
+    }
+}
+
+impl<S> Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
+
+    fn layer(&self, inner: S) -> Observe<S> {
+        Observe {
+            state: self.state.clone(),
+            inner,
+        }
+    }
+}
+
+/// Runs each request in a span of its own, records its route's metrics,
+/// and stamps the store's revision on an answer that carries none.
+#[derive(Clone)]
+pub struct Observe<S> {
+    state: AppState,
+    inner: S,
+}
+
+impl<S> Service<Request> for Observe<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = ObserveFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        // The route pattern, not the path, so keys do not become label
+        // values (an Arc inside: the clone does not copy it).
+        let route = request.extensions().get::<MatchedPath>().cloned();
+        let method = request.method().clone();
+        let span = debug_span!("request", %method, path = %request.uri().path());
+        ObserveFuture {
+            inner: self.inner.call(request).instrument(span),
+            state: self.state.clone(),
+            route,
+            method,
+            started: Instant::now(),
+        }
+    }
+}
+
+pin_project! {
+    /// The future of an [`Observe`]d request.
+    pub struct ObserveFuture<F> {
+        #[pin]
+        inner: Instrumented<F>,
+        state: AppState,
+        route: Option<MatchedPath>,
+        method: Method,
+        started: Instant,
+    }
+}
+
+impl<F> Future for ObserveFuture<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let Ok(mut response) = ready!(this.inner.as_mut().poll(cx));
+        if !response.headers().contains_key(REVISION_HEADER) {
+            let revision = HeaderValue::from(this.state.store.revision());
+            response.headers_mut().insert(REVISION_HEADER, revision);
+        }
+        let elapsed = this.started.elapsed();
+        let route = this
+            .route
+            .as_ref()
+            .map_or("unmatched", |path| path.as_str());
+        let status = response.status().as_u16();
+        request_metrics::record(route, this.method, status, elapsed);
+        this.inner
+            .span()
+            .in_scope(|| debug!(status, elapsed_us = elapsed.as_micros() as u64, "answered"));
+        Poll::Ready(Ok(response))
+    }
+}
+
+/// Layer of [`Limits`].
+#[derive(Clone)]
+pub struct LimitsLayer {
+    slots: Arc<Semaphore>,
+    timeout: Duration,
+}
+
+impl LimitsLayer {
+    /// At most `concurrent` requests served at once, none for longer than
+    /// `timeout`.
+    pub fn new(concurrent: usize, timeout: Duration) -> LimitsLayer {
+        LimitsLayer {
+            slots: Arc::new(Semaphore::new(concurrent)),
+            timeout,
+        }
+    }
+}
+
+impl<S> Layer<S> for LimitsLayer {
+    type Service = Limits<S>;
+
+    fn layer(&self, inner: S) -> Limits<S> {
+        Limits {
+            slots: Arc::clone(&self.slots),
+            timeout: self.timeout,
+            inner,
+        }
+    }
+}
+
+/// Refuses a request at once with 503 when `--max-concurrent-requests`
+/// are being served (load shedding, rather than a queue), and answers 503
+/// for one that outlives the hard timeout.
+#[derive(Clone)]
+pub struct Limits<S> {
+    slots: Arc<Semaphore>,
+    timeout: Duration,
+    inner: S,
+}
+
+impl<S> Service<Request> for Limits<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = LimitsFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        match Arc::clone(&self.slots).try_acquire_owned() {
+            Ok(slot) => LimitsFuture::Serving {
+                inner: tokio::time::timeout(self.timeout, self.inner.call(request)),
+                _slot: slot,
+            },
+            Err(_) => LimitsFuture::Refused,
+        }
+    }
+}
+
+pin_project! {
+    /// The future of a request under [`Limits`].
+    #[project = LimitsProjection]
+    pub enum LimitsFuture<F> {
+        /// Served, holding its slot until it answers.
+        Serving {
+            #[pin]
+            inner: tokio::time::Timeout<F>,
+            _slot: OwnedSemaphorePermit,
+        },
+        /// Refused: every slot was taken.
+        Refused,
+    }
+}
+
+impl<F> Future for LimitsFuture<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            LimitsProjection::Serving { inner, .. } => match ready!(inner.poll(cx)) {
+                Ok(answered) => Poll::Ready(answered),
+                Err(_elapsed) => Poll::Ready(Ok(ApiError::unavailable(
+                    "the request took too long",
+                )
+                .into_response())),
+            },
+            LimitsProjection::Refused => Poll::Ready(Ok(ApiError::unavailable(
+                "the server is overloaded: every request slot is taken (--max-concurrent-requests)",
+            )
+            .into_response())),
+        }
+    }
+}
