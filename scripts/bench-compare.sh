@@ -229,8 +229,10 @@ say "one node: starting etcd and kv-server (data under $work)"
 start_etcd etcd1n 1
 single_etcd_pids=("${etcd_pids[@]}")
 single_etcd=$etcd_endpoints
-# With the no-op route of the HTTP ceiling, which changes nothing else.
-start_kv kv1n 1 --bench-noop-route || die "kv-server did not start as one node"
+# With the no-op route of the HTTP ceiling, which changes nothing else, and
+# room for the watch cell's long-polls (the defaults hold 15,000).
+start_kv kv1n 1 --bench-noop-route --max-long-polls "$watchers" \
+    --max-concurrent-requests $((watchers + 20000)) || die "kv-server did not start as one node"
 single_kv_pid=${kv_pids[0]}
 single_kv=$kv_endpoints
 single_kv_data=${kv_data_dirs[0]}
@@ -241,7 +243,8 @@ closed_loop_cells 1 "$single_etcd" "$single_kv" 3+p99+cpu+ceiling 5 6
 
 # The same watchers, keys and write rate on both: etcd's on gRPC watch
 # streams (one per connection), kv-server's as long-polls over HTTP/2.
-watch_connections=$(((watchers + 999) / 1000 + 6))
+# kv-server holds 900 long-polls per connection by default.
+watch_connections=$(((watchers + 899) / 900 + 6))
 bench etcd "$single_etcd" 1 watch --watchers "$watchers" --watch-keys "$watch_keys" \
     --h2-connections "$watch_connections" --server-pid "${single_etcd_pids[0]}"
 etcd_watch=$summary
