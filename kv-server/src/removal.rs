@@ -78,11 +78,10 @@ impl Removal {
 
 /// The answer of every public route once the node was removed (503
 /// `not_a_member`), before any handler waits for a leader that will not
-/// come; `None` while it is a member. Checked by the first middleware of the
-/// public routes (`forward::forward_writes`) rather than by a layer of its
-/// own: each `from_fn` route layer keeps a clone of the routes' service for
-/// every request in flight, which a parked long-poll would pay for its
-/// whole wait.
+/// come; `None` while it is a member. Checked by the route layer of the
+/// public routes (`forward::ForwardWrites`) rather than by a layer of its
+/// own: each route layer costs every request in flight, which a parked
+/// long-poll pays for its whole wait.
 pub fn refusal_if_removed(state: &AppState) -> Option<Response> {
     state
         .removal
