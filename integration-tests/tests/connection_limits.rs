@@ -61,6 +61,29 @@ async fn a_connection_beyond_the_limit_is_served_only_once_another_closes() {
 /// The answers of the long-polls a test held on `key`.
 type HeldPolls = Vec<tokio::task::JoinHandle<Result<u16, reqwest::Error>>>;
 
+/// Writes `key` (value 0), then sends `count` long-polls on it from that
+/// revision, each waiting up to `wait`; returns the revision and the polls.
+async fn hold_long_polls(
+    server: &TestServer,
+    key: &str,
+    count: usize,
+    wait: &str,
+) -> (u64, HeldPolls) {
+    let (status, written) = call(server, "PUT", &format!("/v1/kv/{key}"), Some(json!(0))).await;
+    assert_eq!(status, 201, "{written}");
+    let index = written["revision"]
+        .as_u64()
+        .expect("a write answers its revision");
+    let waiting = format!("/v1/kv/{key}?index={index}&wait={wait}");
+    let held = (0..count)
+        .map(|_| {
+            let request = server.client().get(server.url(&waiting)).send();
+            tokio::spawn(async move { request.await.map(|response| response.status().as_u16()) })
+        })
+        .collect();
+    (index, held)
+}
+
 /// Updates `key`, then checks that every long-poll `held` on it is
 /// answered 200.
 async fn answered_once_changed(server: &TestServer, key: &str, held: HeldPolls) {
@@ -122,18 +145,7 @@ async fn streams_beyond_the_limit_wait_for_one_of_their_connection_to_end() {
 #[tokio::test]
 async fn a_long_poll_beyond_the_limit_is_refused_with_503_and_others_are_served() {
     let server = TestServer::start_with(&["--max-long-polls", &MAX_LONG_POLLS.to_string()]).await;
-    let (status, written) = call(&server, "PUT", "/v1/kv/polled", Some(json!(0))).await;
-    assert_eq!(status, 201, "{written}");
-    let index = written["revision"]
-        .as_u64()
-        .expect("a write answers its revision");
-    let waiting = format!("/v1/kv/polled?index={index}&wait=30s");
-    let held: HeldPolls = (0..MAX_LONG_POLLS)
-        .map(|_| {
-            let request = server.client().get(server.url(&waiting)).send();
-            tokio::spawn(async move { request.await.map(|response| response.status().as_u16()) })
-        })
-        .collect();
+    let (index, held) = hold_long_polls(&server, "polled", MAX_LONG_POLLS, "30s").await;
     server
         .wait_for_waiters(MAX_LONG_POLLS as u64, ANSWERED_WITHIN)
         .await;
@@ -248,18 +260,7 @@ async fn a_request_beyond_the_slots_being_served_is_refused_with_503_at_once() {
         &MAX_REQUESTS.to_string(),
     ])
     .await;
-    let (status, written) = call(&server, "PUT", "/v1/kv/slots", Some(json!(0))).await;
-    assert_eq!(status, 201, "{written}");
-    let index = written["revision"]
-        .as_u64()
-        .expect("a write answers its revision");
-    let waiting = format!("/v1/kv/slots?index={index}&wait={SLOT_HELD_FOR}");
-    let held: HeldPolls = (0..MAX_REQUESTS)
-        .map(|_| {
-            let request = server.client().get(server.url(&waiting)).send();
-            tokio::spawn(async move { request.await.map(|response| response.status().as_u16()) })
-        })
-        .collect();
+    let (_, held) = hold_long_polls(&server, "slots", MAX_REQUESTS, SLOT_HELD_FOR).await;
     // Once they all wait, every slot is taken (the metrics that tell
     // waiters need one too): poll a plain request until it is refused.
     let deadline = std::time::Instant::now() + ANSWERED_WITHIN;

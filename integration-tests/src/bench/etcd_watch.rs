@@ -22,8 +22,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tonic::codegen::http::uri::PathAndQuery;
 
-use crate::bench::target::error_kind;
-use crate::bench::watch::{WatchEvent, WatchOptions};
+use crate::bench::watch::{acknowledged, WatchEvent, WatchOptions};
 use crate::bench::BenchError;
 
 /// etcd's watch RPC: a stream of requests, a stream of responses.
@@ -200,15 +199,8 @@ pub async fn put(
         .post(format!("{endpoint}/v3/kv/put"))
         .body(body.to_string())
         .send()
-        .await
-        .map_err(|error| error_kind(&error))?;
-    let acknowledged = Instant::now();
-    let status = response.status().as_u16();
-    let body: serde_json::Value = response.json().await.map_err(|error| error_kind(&error))?;
-    match header_revision(&body) {
-        Some(revision) if status < 300 => Ok((revision, acknowledged)),
-        _ => Err(format!("http {status}")),
-    }
+        .await;
+    acknowledged(response, header_revision).await
 }
 
 /// etcd's current revision, from the header of a range answer.

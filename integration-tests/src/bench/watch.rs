@@ -318,12 +318,21 @@ async fn put(
         .header("content-type", "application/json")
         .body(format!("{{\"n\":{n}}}"))
         .send()
-        .await
-        .map_err(|error| error_kind(&error))?;
+        .await;
+    acknowledged(response, |body| body["revision"].as_u64()).await
+}
+
+/// The revision a write's answer names (found by `revision` in its JSON
+/// body), with when the answer arrived; the kind of failure otherwise.
+pub async fn acknowledged(
+    response: Result<reqwest::Response, reqwest::Error>,
+    revision: impl Fn(&serde_json::Value) -> Option<u64>,
+) -> Result<(u64, Instant), String> {
+    let response = response.map_err(|error| error_kind(&error))?;
     let acknowledged = Instant::now();
     let status = response.status().as_u16();
     let body: serde_json::Value = response.json().await.map_err(|error| error_kind(&error))?;
-    match body["revision"].as_u64() {
+    match revision(&body) {
         Some(revision) if status < 300 => Ok((revision, acknowledged)),
         _ => Err(format!("http {status}")),
     }
