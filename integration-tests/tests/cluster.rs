@@ -473,6 +473,67 @@ async fn a_paused_leader_steps_down_and_never_serves_a_stale_linearizable_read()
     assert_same_state(&cluster).await;
 }
 
+/// A membership change asked for while another is being committed waits
+/// for it and is then made, rather than refused: with both followers
+/// paused the first removal cannot commit, so the second one finds it in
+/// progress until the followers come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_membership_change_waits_for_the_one_being_committed() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = TestCluster::start(3, &[]).await;
+    let leader = cluster.leader().await;
+    let followers: Vec<u64> = cluster
+        .ids()
+        .into_iter()
+        .filter(|id| *id != leader)
+        .collect();
+    for id in &followers {
+        cluster.node_mut(*id).pause();
+    }
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("a plain HTTP client builds");
+    let remove = |id: u64| {
+        let request = client
+            .delete(
+                cluster
+                    .node(leader)
+                    .url(&format!("/v1/cluster/members/{id}")),
+            )
+            .send();
+        tokio::spawn(async move {
+            let response = request.await.expect("the leader answers");
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap_or_default())
+        })
+    };
+    let first = remove(followers[0]);
+    // The first is proposed and cannot commit; the second finds it so.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = remove(followers[1]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for id in &followers {
+        cluster.node_mut(*id).resume();
+    }
+    let (status, body) = first.await.expect("the first removal ends");
+    assert_eq!(status, 200, "the first removal: {body}");
+    let (status, body) = second.await.expect("the second removal ends");
+    assert_eq!(
+        status, 200,
+        "the second removal, made after the first: {body}"
+    );
+    let voters: Vec<u64> = cluster
+        .members(leader)
+        .await
+        .into_iter()
+        .filter(|member| member.voter)
+        .map(|member| member.id)
+        .collect();
+    assert_eq!(voters, vec![leader], "only the leader is left");
+}
+
 /// Scenario 5: grow 3 → 5 and shrink 5 → 3 (the leader among the removed)
 /// while writes flow.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

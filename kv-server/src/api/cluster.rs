@@ -15,9 +15,11 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
+use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::ChangeMembers;
 use schemas::api::{AddMember, ClusterStatus, ErrorCode, Member, MemberRole, MembershipChange};
-use tracing::{info, warn};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
 
 use crate::api::error::ApiError;
 use crate::api::{AppState, FORWARDED_HEADER};
@@ -321,14 +323,36 @@ async fn remove_member(
     Ok(membership_view(&state))
 }
 
+/// Pause before proposing a membership change again while another one is
+/// being committed.
+const IN_PROGRESS_RETRY: Duration = Duration::from_millis(50);
+
 /// Proposes a membership change and returns the log index it committed at.
+/// While another change is being committed (a member publishing its
+/// addresses, another request), openraft refuses a new one without
+/// proposing it; it is proposed again once that one is done, within the
+/// request's time, as a client would otherwise have to.
 async fn change(state: &AppState, changes: ChangeMembers<NodeId, Node>) -> Result<u64, ApiError> {
-    let timeout = Duration::from_millis(state.config.request_timeout_ms);
-    let proposal = Box::pin(state.raft.change_membership(changes, false));
-    match tokio::time::timeout(timeout, proposal).await {
-        Err(_) => Err(ApiError::unavailable(
-            "the membership change was not committed in time",
-        )),
-        Ok(changed) => Ok(changed?.log_id.index),
+    let deadline = Instant::now() + Duration::from_millis(state.config.request_timeout_ms);
+    loop {
+        let proposal = Box::pin(state.raft.change_membership(changes.clone(), false));
+        let left = deadline.saturating_duration_since(Instant::now());
+        let changed = match tokio::time::timeout(left, proposal).await {
+            Err(_) => {
+                return Err(ApiError::unavailable(
+                    "the membership change was not committed in time",
+                ))
+            }
+            Ok(changed) => changed,
+        };
+        match changed {
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                ChangeMembershipError::InProgress(in_progress),
+            ))) if Instant::now() + IN_PROGRESS_RETRY < deadline => {
+                debug!(%in_progress, "another membership change is being committed; proposing again once it is");
+                tokio::time::sleep(IN_PROGRESS_RETRY).await;
+            }
+            changed => return Ok(changed?.log_id.index),
+        }
     }
 }
