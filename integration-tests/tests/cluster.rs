@@ -135,6 +135,19 @@ async fn put(url: &str, value: &Value) -> (u16, Value) {
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+/// Pauses (SIGSTOP) every node but `leader`; returns their ids.
+fn pause_followers(cluster: &mut TestCluster, leader: u64) -> Vec<u64> {
+    let followers: Vec<u64> = cluster
+        .ids()
+        .into_iter()
+        .filter(|id| *id != leader)
+        .collect();
+    for id in &followers {
+        cluster.node_mut(*id).pause();
+    }
+    followers
+}
+
 /// Scenario 1: the leader is killed under a steady write load.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_killed_under_load_loses_no_acknowledged_write() {
@@ -195,14 +208,7 @@ async fn a_restarted_leader_comes_back_a_follower_and_leads_only_in_a_new_term()
     let term = cluster.status(leader).await.expect("the leader answers")["term"]
         .as_u64()
         .expect("a term");
-    let followers: Vec<u64> = cluster
-        .ids()
-        .into_iter()
-        .filter(|id| *id != leader)
-        .collect();
-    for id in &followers {
-        cluster.node_mut(*id).pause();
-    }
+    let followers = pause_followers(&mut cluster, leader);
     cluster.node_mut(leader).kill9().await;
     // Not healthy without a leader: wait for its status instead.
     cluster.node_mut(leader).spawn();
@@ -482,14 +488,7 @@ async fn a_membership_change_waits_for_the_one_being_committed() {
     let _serial = SERIAL.lock().await;
     let mut cluster = TestCluster::start(3, &[]).await;
     let leader = cluster.leader().await;
-    let followers: Vec<u64> = cluster
-        .ids()
-        .into_iter()
-        .filter(|id| *id != leader)
-        .collect();
-    for id in &followers {
-        cluster.node_mut(*id).pause();
-    }
+    let followers = pause_followers(&mut cluster, leader);
     let client = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(30))
