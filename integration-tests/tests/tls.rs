@@ -395,20 +395,25 @@ async fn with_a_client_ca_the_client_port_serves_only_clients_with_a_certificate
     let cluster = pki.cluster(1, &["--tls-client-ca", &ca]).await;
     let url = cluster.node(1).base_url();
 
-    let anonymous = pki
-        .client(std::slice::from_ref(&url), "ca.pem")
-        .build()
-        .unwrap();
-    let error = anonymous
-        .get("any/key")
-        .await
-        .expect_err("no certificate, no answer");
-    assert!(
-        error
-            .to_string()
-            .contains("refused this client's certificate"),
-        "{error}: {error:?}"
-    );
+    // Each try is a new connection: the refusal must reach the client
+    // every time, not only when it reads the server's alert before its
+    // own request is answered by a reset connection.
+    for attempt in 0..20 {
+        let anonymous = pki
+            .client(std::slice::from_ref(&url), "ca.pem")
+            .build()
+            .unwrap();
+        let error = anonymous
+            .get("any/key")
+            .await
+            .expect_err("no certificate, no answer");
+        assert!(
+            error
+                .to_string()
+                .contains("refused this client's certificate"),
+            "attempt {attempt}: {error}: {error:?}"
+        );
+    }
 
     let (cert, key) = (pki.path("client.pem"), pki.path("client-key.pem"));
     let known = pki

@@ -143,10 +143,12 @@ pub async fn serve(
         let builder = builder.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+            let accept = tls.accept(stream).into_fallible();
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
                 Ok(Ok(stream)) => stream,
-                Ok(Err(error)) => {
+                Ok(Err((error, stream))) => {
                     warn!(listener = name, %peer, %error, "TLS handshake failed");
+                    close_after_alert(stream).await;
                     return;
                 }
                 Err(_) => {
@@ -171,4 +173,42 @@ pub async fn serve(
     {
         warn!(grace = ?SHUTDOWN_GRACE, "in-flight requests outlived the grace period; closing them");
     }
+}
+
+/// How long a refused TLS connection is read from before it is closed.
+const ALERT_LINGER: Duration = Duration::from_secs(1);
+/// How much a refused TLS connection is read before it is closed anyway.
+const ALERT_LINGER_BYTES: usize = 64 * 1024;
+
+/// Closes a connection whose handshake failed so that the alert sent to
+/// the client reaches it.
+///
+/// In TLS 1.3 the server checks the client's certificate after the client
+/// has finished its side of the handshake, so the client has often sent
+/// its first request already. Closing a socket with unread data (or
+/// receiving data after the close) makes the kernel answer with a reset,
+/// and a reset can reach the client before it reads the alert: it then
+/// sees only "broken pipe" or "connection reset", and retries as if the
+/// server were down. So the write side is shut (the client reads the
+/// alert, then end of stream) and what the client sends is read and
+/// dropped, bounded in time and bytes, before the socket is closed.
+async fn close_after_alert<S>(mut stream: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let drain = async {
+        if stream.shutdown().await.is_err() {
+            return;
+        }
+        let mut buffer = [0u8; 4096];
+        let mut read = 0;
+        while read < ALERT_LINGER_BYTES {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => read += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(ALERT_LINGER, drain).await;
 }
