@@ -201,3 +201,90 @@ async fn a_follower_cut_inside_a_batch_entry_applies_the_rest_of_it_again() {
         .collect();
     assert_eq!(stale, view, "the follower's view equals its topic's replay");
 }
+
+/// Whether `server` has relayed a request of more than one write.
+async fn relayed_a_batch(server: &TestServer) -> bool {
+    let sum = server.metric("kv_commands_per_relay_sum").await;
+    let count = server.metric("kv_commands_per_relay_count").await;
+    matches!((sum, count), (Some(sum), Some(count)) if sum > count)
+}
+
+/// Key-value writes sent to a follower are checked there and reach the
+/// leader as commands, many to a request: the leader serves no `PUT` of
+/// its own, yet every write is applied once with its own revision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_followers_writes_reach_the_leader_as_commands_many_to_a_request() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = TestCluster::start(3, &["--max-proposals-in-flight", "1"]).await;
+    let leader = cluster.leader().await;
+    let follower = cluster
+        .ids()
+        .into_iter()
+        .find(|id| *id != leader)
+        .expect("a follower");
+    // A slow disk on the leader: relayed writes queue behind the entry
+    // being made durable, so the follower sends them together.
+    let node = cluster.node_mut(leader);
+    node.stop().await;
+    node.set_env("KV_FSYNC_DELAY_MS", Some(SLOW_FSYNC_MS));
+    node.restart().await;
+    cluster.wait_converged().await;
+    let leader = cluster.leader().await;
+    let follower = if follower == leader {
+        cluster
+            .ids()
+            .into_iter()
+            .find(|id| *id != leader)
+            .expect("a follower")
+    } else {
+        follower
+    };
+
+    let client = client();
+    let follower_url = cluster.node(follower).base_url();
+    let mut acked = Acked::new();
+    for round in 0..MAX_ROUNDS {
+        acked.extend(write_round(&client, &follower_url, "relayed", round).await);
+        if relayed_a_batch(cluster.node(follower)).await {
+            break;
+        }
+    }
+    assert!(
+        relayed_a_batch(cluster.node(follower)).await,
+        "{MAX_ROUNDS} rounds of {WRITERS} writers never shared a relayed request"
+    );
+    assert!(!acked.is_empty(), "the follower acknowledged writes");
+    let leader_page = cluster
+        .node(leader)
+        .client()
+        .get(cluster.node(leader).url("/metrics"))
+        .send()
+        .await
+        .expect("the leader's metrics answer")
+        .text()
+        .await
+        .expect("the metrics are text");
+    assert!(
+        !leader_page.contains(r#"route="/v1/kv/{*key}",method="PUT""#),
+        "the leader served the follower's writes as HTTP requests"
+    );
+    assert!(
+        leader_page.contains(r#"route="/raft/propose",method="POST",status="200""#),
+        "the leader took relayed commands"
+    );
+    let revisions: BTreeSet<u64> = acked.values().map(|(_, revision)| *revision).collect();
+    assert_eq!(
+        revisions.len(),
+        acked.len(),
+        "every write has its own revision"
+    );
+    cluster.wait_converged().await;
+    let replayed = cluster.replayed_state(leader).await;
+    for (key, (value, revision)) in &acked {
+        assert_eq!(
+            replayed.get(key),
+            Some(&(value.clone(), *revision)),
+            "{key} in the leader's topic"
+        );
+    }
+}

@@ -28,6 +28,10 @@ pub const APPLY_ENTRIES: &str = "kv_apply_entries_per_batch";
 /// proposed (more than one when writes arrived together).
 pub const ENTRY_COMMANDS: &str = "kv_commands_per_entry";
 
+/// Name of the histogram of key-value writes per request a follower
+/// relayed to the leader (see `api::relay`).
+pub const RELAY_COMMANDS: &str = "kv_commands_per_relay";
+
 /// Name of the histogram of the time one raft-log group takes to write
 /// and fsync.
 pub const LOG_FLUSH_SECONDS: &str = "kv_raft_log_flush_duration_seconds";
@@ -62,6 +66,11 @@ pub fn handle() -> &'static PrometheusHandle {
             .expect("the group buckets are not empty")
             .set_buckets_for_metric(
                 metrics_exporter_prometheus::Matcher::Full(ENTRY_COMMANDS.to_string()),
+                GROUP_BUCKETS,
+            )
+            .expect("the group buckets are not empty")
+            .set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Full(RELAY_COMMANDS.to_string()),
                 GROUP_BUCKETS,
             )
             .expect("the group buckets are not empty")

@@ -266,6 +266,14 @@ impl Opened {
                 self.raft.clone(),
                 config.max_proposals_in_flight as usize,
             ),
+            relay: crate::api::relay::Relay::start(
+                self.raft.clone(),
+                config.node_id,
+                self.peers_http.clone(),
+                Duration::from_millis(config.request_timeout_ms),
+                config.max_proposals_in_flight as usize,
+                config.max_raft_body_bytes,
+            ),
         });
         tokio::spawn(crate::removal::watch_membership(state.clone()));
         tokio::spawn(crate::snapshot_trigger::snapshot_every_writes(

@@ -23,7 +23,7 @@ use crate::types::{Node, NodeId, Revision};
 const RETRY_AFTER_S: u64 = 1;
 
 /// An error answer of the API.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct ApiError {
     body: ErrorBody,
     retry_after_s: Option<u64>,
@@ -90,6 +90,20 @@ impl ApiError {
     #[cfg(test)]
     pub fn code(&self) -> ErrorCode {
         self.body.error.code
+    }
+
+    /// The error's body and the revision it names: what another node needs
+    /// to give the same answer (see [`ApiError::from_parts`]).
+    pub fn into_parts(self) -> (ErrorBody, Option<Revision>) {
+        (self.body, self.revision)
+    }
+
+    /// The error another node answered with `body`, naming `revision`.
+    pub fn from_parts(body: ErrorBody, revision: Option<Revision>) -> Self {
+        let mut error = ApiError::new(body.error.code, String::new());
+        error.body = body;
+        error.revision = revision;
+        error
     }
 }
 

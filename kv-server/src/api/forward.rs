@@ -11,6 +11,10 @@
 //!
 //! A forwarded request carries `X-Kv-Forwarded-By` and is never forwarded
 //! again: a node that is no longer the leader answers 503 `not_leader`.
+//!
+//! Key-value writes (`PUT` and `DELETE` of `/v1/kv/{key}`) are the
+//! exception: a follower serves them itself and passes only their commands
+//! to the leader, many to a request (see [`crate::api::relay`]).
 
 use std::convert::Infallible;
 use std::task::{Context, Poll};
@@ -132,7 +136,7 @@ where
             Err(error) => return error.into_response(),
         },
     };
-    if leader == Leader::This {
+    if leader == Leader::This || relays_here(&state, &leader, &request) {
         return serve_here(inner, request).await;
     }
     let internal = request.extensions().get::<InternalRequest>().is_some();
@@ -179,6 +183,17 @@ where
         leader.hint(),
     )
     .into_response()
+}
+
+/// Whether `request` is a key-value write this follower serves itself,
+/// relaying only its command to `leader` (see [`crate::api::relay`]).
+fn relays_here(state: &AppState, leader: &Leader, request: &Request) -> bool {
+    let Leader::Other { peer_addr, .. } = leader else {
+        return false;
+    };
+    matches!(*request.method(), Method::PUT | Method::DELETE)
+        && request.uri().path().starts_with("/v1/kv/")
+        && state.relay.takes(peer_addr)
 }
 
 /// The outcome of passing a request on.
@@ -324,6 +339,7 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
+    use crate::api::test_peers::{closed_port, peer_client, silent_peer};
 
     /// A leader on a loopback port that answers every request with `status`
     /// and `body`, echoing in headers what it received.
@@ -346,20 +362,6 @@ mod tests {
         }));
         tokio::spawn(async move { axum::serve(listener, app).await });
         addr
-    }
-
-    /// A port nothing listens on.
-    async fn closed_port() -> String {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = format!("http://{}", listener.local_addr().unwrap());
-        drop(listener);
-        addr
-    }
-
-    /// A client naming no cluster, as a node that knows none yet does.
-    fn peer_client(dir: &tempfile::TempDir) -> crate::peer::PeerClient {
-        let cluster_id = crate::peer::ClusterId::open(dir.path()).unwrap();
-        crate::peer::PeerClient::new(reqwest::Client::new(), std::sync::Arc::new(cluster_id))
     }
 
     async fn forward(addr: &str) -> Result<Sent, ApiError> {
@@ -434,14 +436,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_leader_that_takes_the_request_and_never_answers_may_have_applied_it() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = format!("http://{}", listener.local_addr().unwrap());
-        // Accept and hold the connection without answering.
-        let holder = tokio::spawn(async move {
-            let (socket, _) = listener.accept().await.unwrap();
-            tokio::time::sleep(Duration::from_secs(30)).await;
-            drop(socket);
-        });
+        let (addr, holder) = silent_peer().await;
         let dir = tempfile::tempdir().unwrap();
         let peers = peer_client(&dir);
         let hop = Hop {

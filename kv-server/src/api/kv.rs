@@ -14,11 +14,12 @@ use serde_json::value::RawValue;
 use crate::api::error::ApiError;
 use crate::api::long_polls::LongPollGate;
 use crate::api::params::{page_bounds, path_capture, Blocking, Consistency, Query, LIST_PAGE};
+use crate::api::propose::propose_or_relay;
 use crate::api::write::{
     body_error, condition, condition_part, etag, idempotency_key, request_hash, validate_json,
     value_too_large, write_response,
 };
-use crate::api::{linearizable_barrier, propose, AppState, INDEX_HEADER, REVISION_HEADER};
+use crate::api::{linearizable_barrier, AppState, INDEX_HEADER, REVISION_HEADER};
 use crate::store::view::KeyEntry;
 use crate::types::{Command, Op};
 use crate::watch::WatchTarget;
@@ -99,7 +100,7 @@ async fn put_key(
             lease,
         },
     };
-    let result = propose(&state, command).await?;
+    let result = propose_or_relay(&state, command).await?;
     Ok(write_response(&key, result))
 }
 
@@ -131,7 +132,7 @@ async fn delete_key(
             condition,
         },
     };
-    let result = propose(&state, command).await?;
+    let result = propose_or_relay(&state, command).await?;
     Ok(write_response(&key, result))
 }
 

@@ -7,7 +7,7 @@ use tokio::time::Instant;
 
 use crate::api::error::ApiError;
 use crate::api::AppState;
-use crate::types::NodeId;
+use crate::types::{NodeId, Raft};
 
 /// How long a request waits for a leader to be known before it gets 503.
 const LEADER_WAIT: Duration = Duration::from_secs(5);
@@ -45,13 +45,18 @@ impl Leader {
 /// The leader this node knows, if it is a member of the cluster (a vote
 /// remembered from an older membership does not count).
 pub fn known_leader(state: &AppState) -> Option<Leader> {
+    leader_of(&state.raft, state.node_id)
+}
+
+/// The leader node `this`, running `raft`, knows (see [`known_leader`]).
+pub fn leader_of(raft: &Raft, this: NodeId) -> Option<Leader> {
     // Borrowed, not cloned: every write asks, and a clone copies the
     // membership with every node's URLs. The borrow ends before any await.
-    let metrics = state.raft.metrics();
+    let metrics = raft.metrics();
     let metrics = metrics.borrow();
     let leader = metrics.current_leader?;
     let node = metrics.membership_config.membership().get_node(&leader)?;
-    Some(if leader == state.node_id {
+    Some(if leader == this {
         Leader::This
     } else {
         Leader::Other {
@@ -69,10 +74,20 @@ pub async fn wait_for_leader(
     not: Option<&Leader>,
     deadline: Instant,
 ) -> Result<Leader, ApiError> {
+    await_leader(&state.raft, state.node_id, not, deadline).await
+}
+
+/// [`wait_for_leader`] for node `this`, running `raft`.
+pub async fn await_leader(
+    raft: &Raft,
+    this: NodeId,
+    not: Option<&Leader>,
+    deadline: Instant,
+) -> Result<Leader, ApiError> {
     let deadline = deadline.min(Instant::now() + LEADER_WAIT);
-    let mut metrics = state.raft.metrics();
+    let mut metrics = raft.metrics();
     loop {
-        if let Some(leader) = known_leader(state) {
+        if let Some(leader) = leader_of(raft, this) {
             if Some(&leader) != not {
                 return Ok(leader);
             }

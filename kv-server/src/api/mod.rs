@@ -24,8 +24,11 @@ pub mod peer;
 pub mod propose;
 pub mod raft;
 pub mod read;
+pub mod relay;
 pub mod replay;
 pub mod request_metrics;
+#[cfg(test)]
+mod test_peers;
 pub mod topic_reads;
 pub mod txn;
 pub mod write;
@@ -132,6 +135,9 @@ pub struct NodeState {
     pub snapshot_receiver: Arc<crate::store::snapshot_receive::SnapshotReceiver>,
     /// The queue of writes to propose, many to an entry.
     pub batcher: crate::api::batcher::Batcher,
+    /// The queue of key-value writes for the leader while this node
+    /// follows, many to a request.
+    pub relay: crate::api::relay::Relay,
 }
 
 /// The client port: the public API. `/raft/*` is not there (404): the

@@ -1,4 +1,4 @@
-//! Writes go through Raft: propose a command, wait until it is applied here.
+//! Writes go through Raft: propose a command, wait until it is applied.
 
 use std::time::Duration;
 
@@ -6,24 +6,67 @@ use schemas::api::ErrorCode;
 
 use crate::api::batcher::WriteFailed;
 use crate::api::error::ApiError;
+use crate::api::leader::{known_leader, Leader};
+use crate::api::relay::Relayed;
 use crate::api::AppState;
 use crate::types::{Command, CommandResult};
-use crate::write_budget::{serialized_len, ADMIT_WAIT};
+use crate::write_budget::{serialized_len, WritePermit, ADMIT_WAIT};
 
-/// Proposes a command through Raft and waits until it is applied on this
-/// node (the leader), so the answer reads its own write. Commands that
-/// arrive together share one raft entry (see `batcher`), each with its own
-/// result. The command holds its size of the write budget until Raft is
-/// done with it, even past a timeout (see `write_budget`).
-pub async fn propose(state: &AppState, command: Command) -> Result<CommandResult, ApiError> {
+/// Proposes a command through Raft and waits until it is applied on the
+/// leader, so the answer reads its own write there. On a follower the
+/// command is relayed to the leader (see `relay`); on the leader it is
+/// proposed here ([`propose`]). Only the key-value writes, which a
+/// follower serves itself (see `forward`), come this way.
+pub async fn propose_or_relay(
+    state: &AppState,
+    command: Command,
+) -> Result<CommandResult, ApiError> {
+    let Some(Leader::Other { peer_addr, .. }) = known_leader(state) else {
+        return propose(state, command).await;
+    };
+    if !state.relay.takes(&peer_addr) {
+        return propose(state, command).await;
+    }
     let timeout = Duration::from_millis(state.config.request_timeout_ms);
     let deadline = tokio::time::Instant::now() + timeout;
-    let bytes = serialized_len(&command);
+    let (bytes, permit) = admit(state, &command, timeout).await?;
+    let answer = state.relay.submit(command, bytes, permit)?;
+    match tokio::time::timeout_at(deadline, answer).await {
+        Err(_) => Err(ApiError::unavailable(
+            "the leader did not answer the write in time; it may or may not have taken effect",
+        )),
+        Ok(Err(_)) => Err(ApiError::internal(
+            "the write failed: its relay dropped it unanswered",
+        )),
+        Ok(Ok(Relayed::Answered(result))) => result,
+        Ok(Ok(Relayed::LeadHere(command))) => propose(state, command).await,
+    }
+}
+
+/// Room in the write budget for `command`: its size and the permit.
+async fn admit(
+    state: &AppState,
+    command: &Command,
+    timeout: Duration,
+) -> Result<(usize, WritePermit), ApiError> {
+    let bytes = serialized_len(command);
     let permit = state
         .write_budget
         .admit(bytes, ADMIT_WAIT.min(timeout))
         .await
         .map_err(|full| ApiError::unavailable(full.to_string()))?;
+    Ok((bytes, permit))
+}
+
+/// Proposes a command through Raft on this node and waits until it is
+/// applied here. Commands that arrive together share one raft entry (see
+/// `batcher`), each with its own result. The command holds its size of
+/// the write budget until Raft is done with it, even past a timeout (see
+/// `write_budget`).
+pub async fn propose(state: &AppState, command: Command) -> Result<CommandResult, ApiError> {
+    let timeout = Duration::from_millis(state.config.request_timeout_ms);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let (bytes, permit) = admit(state, &command, timeout).await?;
     // The proposer owns the command and its room from here (see `batcher`).
     let written = state
         .batcher

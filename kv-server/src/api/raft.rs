@@ -62,6 +62,10 @@ pub fn routes(config: &Config) -> Router<AppState> {
         .route("/raft/append", post(append))
         .route("/raft/vote", post(vote))
         .route("/raft/read-index", post(read_index))
+        .route(
+            crate::api::relay::PROPOSE_PATH,
+            post(crate::api::relay::propose),
+        )
         .layer(axum::middleware::from_fn_with_state(
             rpc_bound,
             read_bounded,

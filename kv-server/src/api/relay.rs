@@ -1,0 +1,537 @@
+//! A follower's key-value writes, passed to the leader as commands, many
+//! to a request.
+//!
+//! A `PUT` or `DELETE` of `/v1/kv/{key}` that reaches a follower is served
+//! there as on the leader: the key, the body, the headers and (with
+//! `--auth`) the caller's rights are checked, and the command is built.
+//! Only the proposal is the leader's: the command joins this node's relay
+//! queue, and one task sends what is queued to the leader's peer port
+//! (`POST /raft/propose`, postcard), a batch per request while at most
+//! `--max-proposals-in-flight` batches are out. The leader proposes each
+//! command through its own [`Batcher`](crate::api::batcher::Batcher) and
+//! answers each with its result or its error. Passing the HTTP request
+//! whole (see [`crate::api::forward`]) costs the leader one request per
+//! write; this costs it one per batch. Other writes are still passed whole:
+//! they read the state they check on the leader.
+//!
+//! A batch the leader surely did not take (the connection was refused, or
+//! it answered that it no longer leads) goes to the next leader, up to
+//! [`RELAY_ATTEMPTS`] times within the request timeout; when the next
+//! leader is this node, each waiter proposes its command here. A batch that
+//! may have reached the leader is never sent again: its writes answer 503,
+//! saying they may or may not have taken effect, as a forwarded request
+//! does. A leader without the route (404: a build without it) is
+//! remembered, and writes are passed to it whole from then on.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use schemas::api::{ErrorBody, ErrorCode};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::time::Instant;
+use tracing::debug;
+
+use crate::api::batcher::{MAX_ENTRY_BYTES, MAX_ENTRY_COMMANDS};
+use crate::api::error::ApiError;
+use crate::api::leader::{await_leader, known_leader, leader_of, Leader};
+use crate::api::AppState;
+use crate::peer::PeerClient;
+use crate::peer_codec::{Encoding, PeerReply, PeerRequest, POSTCARD};
+use crate::types::{Command, CommandResult, NodeId, Raft, Revision};
+use crate::write_budget::WritePermit;
+
+/// Times a batch is sent after the leader changed under it.
+const RELAY_ATTEMPTS: usize = 3;
+/// Time a batch is given beyond the leader's own request timeout, for the
+/// hop itself.
+const RELAY_SLACK: Duration = Duration::from_secs(1);
+/// The leader's route for relayed commands.
+pub const PROPOSE_PATH: &str = "/raft/propose";
+
+/// What a waiter of a relayed command gets back.
+#[derive(Debug)]
+pub enum Relayed {
+    /// The leader's answer: the command's result or its error.
+    Answered(Result<CommandResult, ApiError>),
+    /// This node leads now: the command comes back, to propose here.
+    LeadHere(Command),
+}
+
+/// The leader's answer to one relayed command.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Answer {
+    /// The command applied (or its condition failed) with this result.
+    Done(CommandResult),
+    /// The command was refused: the error body, in JSON (it skips empty
+    /// fields, which postcard cannot carry), and the revision it names.
+    Refused {
+        /// The [`ErrorBody`] as JSON.
+        body: String,
+        /// The revision the error names, if any.
+        revision: Option<Revision>,
+    },
+}
+
+impl Answer {
+    fn of(result: Result<CommandResult, ApiError>) -> Answer {
+        match result {
+            Ok(result) => Answer::Done(result),
+            Err(error) => {
+                let (body, revision) = error.into_parts();
+                let body = serde_json::to_string(&body).expect("an error body serializes");
+                Answer::Refused { body, revision }
+            }
+        }
+    }
+
+    fn into_result(self) -> Result<CommandResult, ApiError> {
+        match self {
+            Answer::Done(result) => Ok(result),
+            Answer::Refused { body, revision } => match serde_json::from_str::<ErrorBody>(&body) {
+                Ok(body) => Err(ApiError::from_parts(body, revision)),
+                Err(error) => Err(ApiError::internal(format!(
+                    "the leader refused a relayed write with an unreadable error ({error}): {body}"
+                ))),
+            },
+        }
+    }
+}
+
+/// A command waiting to be relayed.
+struct Pending {
+    command: Command,
+    /// Its size, as the write budget counted it.
+    bytes: usize,
+    /// Its room in this node's write budget, held until it is answered.
+    permit: WritePermit,
+    reply: oneshot::Sender<Relayed>,
+}
+
+/// This node's queue of commands for the leader, shared by the handlers.
+#[derive(Clone)]
+pub struct Relay {
+    queue: mpsc::UnboundedSender<Pending>,
+    /// Leaders (by peer URL) that answered 404: they take writes whole.
+    refusing: Arc<Mutex<HashSet<String>>>,
+}
+
+/// What the relay task needs of the node.
+#[derive(Clone)]
+struct Hop {
+    raft: Raft,
+    this: NodeId,
+    peers: PeerClient,
+    /// The leader's request timeout: a write's own bound.
+    timeout: Duration,
+    refusing: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Relay {
+    /// Starts the relay task of node `this`: at most `in_flight` batches
+    /// out at once, each bounded by `timeout` and [`RELAY_SLACK`], and of
+    /// commands of at most half of `max_body_bytes` (the leader's bound on
+    /// a `/raft/*` body, `--max-raft-body-bytes`) unless one alone is more.
+    pub fn start(
+        raft: Raft,
+        this: NodeId,
+        peers: PeerClient,
+        timeout: Duration,
+        in_flight: usize,
+        max_body_bytes: usize,
+    ) -> Relay {
+        let (queue, queued) = mpsc::unbounded_channel();
+        let refusing = Arc::default();
+        let hop = Hop {
+            raft,
+            this,
+            peers,
+            timeout,
+            refusing: Arc::clone(&refusing),
+        };
+        let max_bytes = MAX_ENTRY_BYTES.min(max_body_bytes / 2);
+        tokio::spawn(run(hop, queued, in_flight.max(1), max_bytes));
+        Relay { queue, refusing }
+    }
+
+    /// Whether the leader at `peer_addr` takes relayed commands (as far as
+    /// this node knows: it has not answered 404).
+    pub fn takes(&self, peer_addr: &str) -> bool {
+        !self
+            .refusing
+            .lock()
+            .expect("the refusing set is never poisoned")
+            .contains(peer_addr)
+    }
+
+    /// Queues `command` for the leader; the receiver gets its answer.
+    pub fn submit(
+        &self,
+        command: Command,
+        bytes: usize,
+        permit: WritePermit,
+    ) -> Result<oneshot::Receiver<Relayed>, ApiError> {
+        let (reply, answer) = oneshot::channel();
+        let pending = Pending {
+            command,
+            bytes,
+            permit,
+            reply,
+        };
+        self.queue
+            .send(pending)
+            .map_err(|_| ApiError::internal("the write relay has stopped"))?;
+        Ok(answer)
+    }
+}
+
+/// The relay task: whenever a slot is free, everything queued as a batch.
+async fn run(
+    hop: Hop,
+    mut queued: mpsc::UnboundedReceiver<Pending>,
+    in_flight: usize,
+    max_bytes: usize,
+) {
+    let slots = Arc::new(Semaphore::new(in_flight));
+    let mut carried: Option<Pending> = None;
+    loop {
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            return; // never closed
+        };
+        let first = match carried.take() {
+            Some(first) => first,
+            None => match queued.recv().await {
+                Some(first) => first,
+                None => return,
+            },
+        };
+        let mut bytes = first.bytes;
+        let mut batch = vec![first];
+        while batch.len() < MAX_ENTRY_COMMANDS {
+            let Ok(next) = queued.try_recv() else {
+                break;
+            };
+            if bytes + next.bytes > max_bytes {
+                carried = Some(next);
+                break;
+            }
+            bytes += next.bytes;
+            batch.push(next);
+        }
+        let hop = hop.clone();
+        tokio::spawn(async move {
+            hop.relay(batch).await;
+            drop(slot);
+        });
+    }
+}
+
+/// How one send of a batch ended, short of answers.
+enum Unsent {
+    /// The leader surely did not take it.
+    NotDelivered(String),
+    /// The leader has no relay route: it takes writes whole.
+    Unsupported,
+    /// It may or may not have: every command gets this error.
+    Failed(ApiError),
+}
+
+impl Hop {
+    /// Sends `batch` to the leader, following leader changes, and answers
+    /// every waiter.
+    async fn relay(&self, batch: Vec<Pending>) {
+        ::metrics::histogram!(crate::metrics::RELAY_COMMANDS).record(batch.len() as f64);
+        let deadline = Instant::now() + self.timeout;
+        let mut tried: Option<Leader> = None;
+        for attempt in 1..=RELAY_ATTEMPTS {
+            let leader = match leader_of(&self.raft, self.this) {
+                Some(leader) if Some(&leader) != tried.as_ref() => leader,
+                _ => match await_leader(&self.raft, self.this, tried.as_ref(), deadline).await {
+                    Ok(leader) => leader,
+                    Err(error) => return answer_all(batch, |_| Err(error.clone())),
+                },
+            };
+            let Leader::Other { id, peer_addr, .. } = &leader else {
+                for pending in batch {
+                    let _ = pending.reply.send(Relayed::LeadHere(pending.command));
+                }
+                return;
+            };
+            let commands: Vec<&Command> = batch.iter().map(|pending| &pending.command).collect();
+            match send(&self.peers, self.timeout, peer_addr, &commands).await {
+                Ok(answers) => {
+                    let mut answers = answers.into_iter();
+                    return answer_all(batch, |_| {
+                        answers
+                            .next()
+                            .expect("the answers were counted")
+                            .into_result()
+                    });
+                }
+                Err(Unsent::NotDelivered(why)) => {
+                    debug!(leader = id, attempt, %why, "the leader did not take the relayed writes; waiting for the next one");
+                }
+                Err(Unsent::Unsupported) => {
+                    self.refusing
+                        .lock()
+                        .expect("the refusing set is never poisoned")
+                        .insert(peer_addr.clone());
+                    let error = ApiError::not_leader(
+                        format!(
+                            "the leader (node {id}) takes writes only from clients; retry there"
+                        ),
+                        leader.hint(),
+                    );
+                    return answer_all(batch, |_| Err(error.clone()));
+                }
+                Err(Unsent::Failed(error)) => return answer_all(batch, |_| Err(error.clone())),
+            }
+            tried = Some(leader);
+        }
+        let error = ApiError::not_leader(
+            "the leader changed while the write was passed to it; retry",
+            tried.and_then(|leader| leader.hint()),
+        );
+        answer_all(batch, |_| Err(error.clone()));
+    }
+}
+
+/// One request with `commands` to the leader at `addr`, through `peers`;
+/// the leader may take `timeout` to answer.
+async fn send(
+    peers: &PeerClient,
+    timeout: Duration,
+    addr: &str,
+    commands: &[&Command],
+) -> Result<Vec<Answer>, Unsent> {
+    let body = Encoding::Postcard
+        .encode(&commands)
+        .map_err(|error| Unsent::Failed(ApiError::internal(error.to_string())))?;
+    let url = format!("{addr}{PROPOSE_PATH}");
+    let sent = peers
+        .post(&url)
+        .timeout(timeout + RELAY_SLACK)
+        .header(CONTENT_TYPE, POSTCARD)
+        .body(body)
+        .send()
+        .await;
+    let response = match sent {
+        Ok(response) => response,
+        Err(error) if error.is_connect() => {
+            return Err(Unsent::NotDelivered(format!(
+                "cannot connect to {addr}: {error}"
+            )))
+        }
+        Err(error) => return Err(Unsent::Failed(may_have_applied(addr, &error))),
+    };
+    let status = response.status();
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|error| Unsent::Failed(may_have_applied(addr, &error)))?;
+    if status == StatusCode::NOT_FOUND {
+        return Err(Unsent::Unsupported);
+    }
+    if !status.is_success() {
+        return Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(body) if body.error.code == ErrorCode::NotLeader => {
+                Unsent::NotDelivered(format!("{addr} no longer leads"))
+            }
+            Ok(body) => Unsent::Failed(ApiError::from_parts(body, None)),
+            Err(_) => Unsent::Failed(ApiError::unavailable(format!(
+                "the leader at {addr} answered the relayed writes {status}"
+            ))),
+        });
+    }
+    let answers: Vec<Answer> = Encoding::Postcard.decode(&bytes).map_err(|error| {
+            Unsent::Failed(ApiError::unavailable(format!(
+                "the leader at {addr} answered the relayed writes unreadably ({error}); they may or may not have taken effect"
+            )))
+        })?;
+    if answers.len() != commands.len() {
+        return Err(Unsent::Failed(ApiError::unavailable(format!(
+                "the leader at {addr} answered {} of {} relayed writes; they may or may not have taken effect",
+                answers.len(),
+                commands.len()
+            ))));
+    }
+    Ok(answers)
+}
+
+/// The error for a batch whose answer did not arrive.
+fn may_have_applied(addr: &str, error: &reqwest::Error) -> ApiError {
+    ApiError::unavailable(format!(
+        "the leader at {addr} did not answer ({error}); the write may or may not have taken effect"
+    ))
+}
+
+/// Answers every waiter of `batch` with `answer`, its permit released
+/// with it.
+fn answer_all(
+    batch: Vec<Pending>,
+    mut answer: impl FnMut(&Command) -> Result<CommandResult, ApiError>,
+) {
+    for pending in batch {
+        let result = answer(&pending.command);
+        // A waiter that timed out no longer listens.
+        let _ = pending.reply.send(Relayed::Answered(result));
+        drop(pending.permit);
+    }
+}
+
+/// `POST /raft/propose` on the leader: each command of a follower's batch
+/// proposed here, and answered in order; 503 `not_leader` for the whole
+/// batch when this node does not lead (then none was proposed).
+pub async fn propose(
+    State(state): State<AppState>,
+    PeerRequest(encoding, commands): PeerRequest<Vec<Command>>,
+) -> Response {
+    match known_leader(&state) {
+        Some(Leader::This) => {}
+        other => {
+            return ApiError::not_leader(
+                "this node does not lead; relayed writes go to the leader",
+                other.and_then(|leader| leader.hint()),
+            )
+            .into_response()
+        }
+    }
+    let proposals = commands
+        .into_iter()
+        .map(|command| crate::api::propose::propose(&state, command));
+    let answers: Vec<Answer> = futures::future::join_all(proposals)
+        .await
+        .into_iter()
+        .map(Answer::of)
+        .collect();
+    PeerReply(encoding, answers).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::routing::post;
+    use axum::Router;
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::api::test_peers::{closed_port, peer_client, silent_peer};
+
+    /// A leader on a loopback port that answers every relayed batch with
+    /// `status` and `body`.
+    async fn leader(status: StatusCode, body: &'static str) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = format!("http://{}", listener.local_addr().unwrap());
+        let app = Router::new().route(PROPOSE_PATH, post(move || async move { (status, body) }));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        addr
+    }
+
+    async fn relay_to(addr: &str, timeout: Duration) -> Result<Vec<Answer>, Unsent> {
+        let dir = tempfile::tempdir().unwrap();
+        let command = Command {
+            timestamp_ms: 1,
+            idempotency_key: None,
+            request_hash: None,
+            op: crate::types::Op::Delete {
+                key: "a".into(),
+                condition: crate::types::Condition::Always,
+            },
+        };
+        send(&peer_client(&dir), timeout, addr, &[&command]).await
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_sent_again_only_when_the_leader_surely_did_not_take_it() {
+        let not_leader = r#"{"error":{"code":"not_leader","message":"no"}}"#;
+        let too_large = r#"{"error":{"code":"value_too_large","message":"big"}}"#;
+        let timeout = Duration::from_secs(5);
+        let outcome = relay_to(&closed_port().await, timeout).await;
+        assert!(
+            matches!(outcome, Err(Unsent::NotDelivered(_))),
+            "a closed port"
+        );
+        let answer = leader(StatusCode::SERVICE_UNAVAILABLE, not_leader).await;
+        let outcome = relay_to(&answer, timeout).await;
+        assert!(
+            matches!(outcome, Err(Unsent::NotDelivered(_))),
+            "not_leader"
+        );
+        let answer = leader(StatusCode::NOT_FOUND, "").await;
+        let outcome = relay_to(&answer, timeout).await;
+        assert!(
+            matches!(outcome, Err(Unsent::Unsupported)),
+            "a build without the route"
+        );
+        let answer = leader(StatusCode::PAYLOAD_TOO_LARGE, too_large).await;
+        match relay_to(&answer, timeout).await {
+            Err(Unsent::Failed(error)) => assert_eq!(error.code(), ErrorCode::ValueTooLarge),
+            _ => panic!("the leader's own refusal is every write's answer"),
+        }
+        // An answer of the wrong length, or none at all, may hide applied
+        // writes: they are not sent again.
+        let answer = leader(StatusCode::OK, "").await;
+        match relay_to(&answer, timeout).await {
+            Err(Unsent::Failed(error)) => assert_eq!(error.code(), ErrorCode::Unavailable),
+            _ => panic!("an empty answer to one write"),
+        }
+        let (silent, holder) = silent_peer().await;
+        let outcome = relay_to(&silent, Duration::from_millis(200)).await;
+        holder.abort();
+        match outcome {
+            Err(Unsent::Failed(error)) => assert_eq!(error.code(), ErrorCode::Unavailable),
+            _ => panic!("a leader that took the batch and never answered"),
+        }
+    }
+
+    #[test]
+    fn answers_cross_in_postcard_with_their_errors_whole() {
+        let refusal = ApiError::not_leader(
+            "gone",
+            Some(schemas::api::LeaderHint {
+                id: 3,
+                addr: "http://127.0.0.1:1".into(),
+            }),
+        )
+        .with_field("key")
+        .with_revision(9);
+        let answers = vec![
+            Answer::of(Ok(CommandResult::Written {
+                revision: 7,
+                version: 2,
+                created: false,
+            })),
+            Answer::of(Ok(CommandResult::PreconditionFailed {
+                current_mod_revision: Some(5),
+            })),
+            Answer::of(Ok(CommandResult::NotFound)),
+            Answer::of(Err(refusal.clone())),
+        ];
+        let bytes = Encoding::Postcard.encode(&answers).unwrap();
+        let back: Vec<Answer> = Encoding::Postcard.decode(&bytes).unwrap();
+        let results: Vec<_> = back.into_iter().map(Answer::into_result).collect();
+        assert!(matches!(
+            results[0],
+            Ok(CommandResult::Written {
+                revision: 7,
+                version: 2,
+                created: false
+            })
+        ));
+        assert!(matches!(
+            results[1],
+            Ok(CommandResult::PreconditionFailed {
+                current_mod_revision: Some(5)
+            })
+        ));
+        assert!(matches!(results[2], Ok(CommandResult::NotFound)));
+        let Err(error) = &results[3] else {
+            panic!("{:?}", results[3]);
+        };
+        assert_eq!(error.clone().into_parts(), refusal.into_parts());
+    }
+}
