@@ -42,8 +42,16 @@ use crate::store::record::WriteRecord;
 use crate::store::Store;
 use crate::types::Revision;
 
-/// Bytes of NDJSON gathered before a chunk is sent to the client.
-const CHUNK_BYTES: usize = 16 * 1024;
+/// Bytes of NDJSON gathered before a chunk is sent to the client, at
+/// first and again after the client fell behind.
+const MIN_CHUNK_BYTES: usize = 16 * 1024;
+/// Bytes of a chunk at most. Once the client has kept up for more chunks
+/// than are buffered, each chunk is twice the last, up to this: a chunk
+/// costs a hop to the blocking pool and a wake-up of the sending task,
+/// which bound a fast client's replay in small chunks. A client that falls
+/// behind gets small chunks again, so one that stalls at once holds only
+/// small ones.
+const MAX_CHUNK_BYTES: usize = 128 * 1024;
 /// Room beyond a full chunk for the record that overflows it.
 const CHUNK_SLACK_BYTES: usize = 4096;
 /// Chunks read ahead of the client: with the one hyper is sending, this
@@ -135,15 +143,26 @@ async fn produce(
     // Opened by a chunk's read (opening reads the topic's index), then
     // handed to each read and back while the client keeps up.
     let mut writes: Option<Writes> = None;
+    let mut chunk_bytes = MIN_CHUNK_BYTES;
+    // Chunks the client has had room for since it was last behind.
+    let mut kept_up = 0;
     loop {
         let room = match sender.try_reserve() {
-            Ok(room) => room,
+            Ok(room) => {
+                kept_up += 1;
+                if kept_up > CHUNKS_BUFFERED + 1 {
+                    chunk_bytes = (chunk_bytes * 2).min(MAX_CHUNK_BYTES);
+                }
+                room
+            }
             Err(mpsc::error::TrySendError::Closed(())) => return, // the client went away
             Err(mpsc::error::TrySendError::Full(())) => {
                 // The client is behind: let go of the reader and its read
                 // buffer while it catches up (a stalled client holds no
                 // more than its chunks); the next read opens one at `next`.
                 writes = None;
+                chunk_bytes = MIN_CHUNK_BYTES;
+                kept_up = 0;
                 match tokio::time::timeout(idle, sender.reserve()).await {
                     Ok(Ok(room)) => room,
                     Ok(Err(_)) => return, // the client went away
@@ -166,7 +185,7 @@ async fn produce(
             // again goes on where the last chunk ended.
             let mut reader = taken
                 .unwrap_or_else(|| Box::new(store.writes_from(next, READ_BYTES, next == from)));
-            let chunk = read_chunk(&mut reader, until, &caller);
+            let chunk = read_chunk(&mut reader, until, &caller, chunk_bytes);
             (reader, chunk)
         })
         .await;
@@ -209,11 +228,16 @@ struct Chunk {
 /// The writes a replay reads, kept from one chunk to the next.
 type Writes = Box<dyn Iterator<Item = Result<WriteRecord, StoreError>> + Send>;
 
-/// The next records of `writes`, up to `until`, that fill one chunk,
-/// leaving out internal keys (roles, tokens) and those `caller` may not read. Blocking: it
-/// reads the topic's files.
-fn read_chunk(writes: &mut Writes, until: Revision, caller: &Caller) -> Result<Chunk, String> {
-    let mut bytes = Vec::with_capacity(CHUNK_BYTES + CHUNK_SLACK_BYTES);
+/// The next records of `writes`, up to `until`, that fill a chunk of
+/// `chunk_bytes`, leaving out internal keys (roles, tokens) and those
+/// `caller` may not read. Blocking: it reads the topic's files.
+fn read_chunk(
+    writes: &mut Writes,
+    until: Revision,
+    caller: &Caller,
+    chunk_bytes: usize,
+) -> Result<Chunk, String> {
+    let mut bytes = Vec::with_capacity(chunk_bytes + CHUNK_SLACK_BYTES);
     for write in writes.by_ref() {
         let write = write.map_err(|error| error.to_string())?;
         let offset = write.offset;
@@ -229,7 +253,7 @@ fn read_chunk(writes: &mut Writes, until: Revision, caller: &Caller) -> Result<C
         let view = record_view(write).map_err(|error| format!("{error:?}"))?;
         serde_json::to_writer(&mut bytes, &view).expect("a record view serializes");
         bytes.push(b'\n');
-        if bytes.len() >= CHUNK_BYTES {
+        if bytes.len() >= chunk_bytes {
             let next = (offset < until).then_some(offset + 1);
             return Ok(Chunk { bytes, next });
         }
@@ -249,7 +273,13 @@ mod tests {
             .apply_entries(vec![put(2, CLIENT_KEY)])
             .expect("applies");
         let mut writes: Writes = Box::new(store.writes_from(0, READ_BYTES, true));
-        let chunk = read_chunk(&mut writes, store.revision(), &Caller::Anyone).expect("reads");
+        let chunk = read_chunk(
+            &mut writes,
+            store.revision(),
+            &Caller::Anyone,
+            MIN_CHUNK_BYTES,
+        )
+        .expect("reads");
         let keys: Vec<String> = String::from_utf8(chunk.bytes)
             .expect("NDJSON is UTF-8")
             .lines()
