@@ -74,12 +74,27 @@ fn client() -> reqwest::Client {
         .expect("a plain HTTP client builds")
 }
 
-/// Whether `server` has proposed an entry of more than one command: the
-/// histogram's sum of commands passed its count of entries.
-async fn proposed_a_batch(server: &TestServer) -> bool {
-    let sum = server.metric("kv_commands_per_entry_sum").await;
-    let count = server.metric("kv_commands_per_entry_count").await;
+/// Whether `server`'s histogram `name` of commands per entry (or per
+/// relayed request) counted more than one at once: its sum of commands
+/// passed its count of entries.
+async fn went_together(server: &TestServer, name: &str) -> bool {
+    let sum = server.metric(&format!("{name}_sum")).await;
+    let count = server.metric(&format!("{name}_count")).await;
     matches!((sum, count), (Some(sum), Some(count)) if sum > count)
+}
+
+/// Whether `server` has proposed an entry of more than one command.
+async fn proposed_a_batch(server: &TestServer) -> bool {
+    went_together(server, "kv_commands_per_entry").await
+}
+
+/// A member of `cluster` other than `leader`.
+fn a_follower(cluster: &TestCluster, leader: u64) -> u64 {
+    cluster
+        .ids()
+        .into_iter()
+        .find(|id| *id != leader)
+        .expect("a follower")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -132,11 +147,7 @@ async fn a_follower_cut_inside_a_batch_entry_applies_the_rest_of_it_again() {
     let _serial = SERIAL.lock().await;
     let mut cluster = TestCluster::start(3, &["--max-proposals-in-flight", "1"]).await;
     let leader = cluster.leader().await;
-    let follower = cluster
-        .ids()
-        .into_iter()
-        .find(|id| *id != leader)
-        .expect("a follower");
+    let follower = a_follower(&cluster, leader);
     let node = cluster.node_mut(follower);
     node.stop().await;
     node.set_env("KV_CRASH_AT", Some("batch-entry-part-appended"));
@@ -204,9 +215,7 @@ async fn a_follower_cut_inside_a_batch_entry_applies_the_rest_of_it_again() {
 
 /// Whether `server` has relayed a request of more than one write.
 async fn relayed_a_batch(server: &TestServer) -> bool {
-    let sum = server.metric("kv_commands_per_relay_sum").await;
-    let count = server.metric("kv_commands_per_relay_count").await;
-    matches!((sum, count), (Some(sum), Some(count)) if sum > count)
+    went_together(server, "kv_commands_per_relay").await
 }
 
 /// Key-value writes sent to a follower are checked there and reach the
@@ -216,29 +225,18 @@ async fn relayed_a_batch(server: &TestServer) -> bool {
 async fn a_followers_writes_reach_the_leader_as_commands_many_to_a_request() {
     let _serial = SERIAL.lock().await;
     let mut cluster = TestCluster::start(3, &["--max-proposals-in-flight", "1"]).await;
-    let leader = cluster.leader().await;
-    let follower = cluster
-        .ids()
-        .into_iter()
-        .find(|id| *id != leader)
-        .expect("a follower");
     // A slow disk on the leader: relayed writes queue behind the entry
-    // being made durable, so the follower sends them together.
+    // being made durable, so the follower sends them together. (Should
+    // another node lead after the restart, one request out per follower
+    // still makes the writes queue.)
+    let leader = cluster.leader().await;
     let node = cluster.node_mut(leader);
     node.stop().await;
     node.set_env("KV_FSYNC_DELAY_MS", Some(SLOW_FSYNC_MS));
     node.restart().await;
     cluster.wait_converged().await;
     let leader = cluster.leader().await;
-    let follower = if follower == leader {
-        cluster
-            .ids()
-            .into_iter()
-            .find(|id| *id != leader)
-            .expect("a follower")
-    } else {
-        follower
-    };
+    let follower = a_follower(&cluster, leader);
 
     let client = client();
     let follower_url = cluster.node(follower).base_url();

@@ -109,37 +109,61 @@ impl Batcher {
 }
 
 /// The proposer: whenever a slot is free, everything queued as one entry.
-async fn run(raft: Raft, mut queued: mpsc::UnboundedReceiver<Queued>, in_flight: usize) {
+async fn run(raft: Raft, queued: mpsc::UnboundedReceiver<Queued>, in_flight: usize) {
+    let bytes_of = |queued: &Queued| queued.bytes;
+    run_batches(queued, in_flight, MAX_ENTRY_BYTES, bytes_of, move |entry| {
+        let raft = raft.clone();
+        async move { propose_entry(&raft, entry).await }
+    })
+    .await;
+}
+
+/// Takes batches from `queue` and runs `send` on each, on a task of its
+/// own, with at most `in_flight` running: whenever one is free, everything
+/// queued becomes the next batch, up to [`MAX_ENTRY_COMMANDS`] items and
+/// `max_bytes` (by `bytes_of`; a larger item goes alone). Ends when every
+/// sender of `queue` is gone.
+pub(crate) async fn run_batches<T, Send, Sent>(
+    mut queue: mpsc::UnboundedReceiver<T>,
+    in_flight: usize,
+    max_bytes: usize,
+    bytes_of: fn(&T) -> usize,
+    send: Send,
+) where
+    T: std::marker::Send + 'static,
+    Send: Fn(Vec<T>) -> Sent,
+    Sent: std::future::Future<Output = ()> + std::marker::Send + 'static,
+{
     let slots = Arc::new(Semaphore::new(in_flight));
-    // A command that did not fit the last entry opens the next.
-    let mut carried: Option<Queued> = None;
+    // An item that did not fit the last batch opens the next.
+    let mut carried: Option<T> = None;
     loop {
         let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
             return; // never closed
         };
         let first = match carried.take() {
             Some(first) => first,
-            None => match queued.recv().await {
+            None => match queue.recv().await {
                 Some(first) => first,
                 None => return,
             },
         };
-        let mut bytes = first.bytes;
-        let mut entry = vec![first];
-        while entry.len() < MAX_ENTRY_COMMANDS {
-            let Ok(next) = queued.try_recv() else {
+        let mut bytes = bytes_of(&first);
+        let mut batch = vec![first];
+        while batch.len() < MAX_ENTRY_COMMANDS {
+            let Ok(next) = queue.try_recv() else {
                 break;
             };
-            if bytes + next.bytes > MAX_ENTRY_BYTES {
+            if bytes + bytes_of(&next) > max_bytes {
                 carried = Some(next);
                 break;
             }
-            bytes += next.bytes;
-            entry.push(next);
+            bytes += bytes_of(&next);
+            batch.push(next);
         }
-        let raft = raft.clone();
+        let sent = send(batch);
         tokio::spawn(async move {
-            propose_entry(&raft, entry).await;
+            sent.await;
             drop(slot);
         });
     }

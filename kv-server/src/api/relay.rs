@@ -33,11 +33,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use schemas::api::{ErrorBody, ErrorCode};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::debug;
 
-use crate::api::batcher::{MAX_ENTRY_BYTES, MAX_ENTRY_COMMANDS};
+use crate::api::batcher::{run_batches, MAX_ENTRY_BYTES};
 use crate::api::error::ApiError;
 use crate::api::leader::{await_leader, known_leader, leader_of, Leader};
 use crate::api::AppState;
@@ -193,42 +193,16 @@ impl Relay {
 /// The relay task: whenever a slot is free, everything queued as a batch.
 async fn run(
     hop: Hop,
-    mut queued: mpsc::UnboundedReceiver<Pending>,
+    queued: mpsc::UnboundedReceiver<Pending>,
     in_flight: usize,
     max_bytes: usize,
 ) {
-    let slots = Arc::new(Semaphore::new(in_flight));
-    let mut carried: Option<Pending> = None;
-    loop {
-        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
-            return; // never closed
-        };
-        let first = match carried.take() {
-            Some(first) => first,
-            None => match queued.recv().await {
-                Some(first) => first,
-                None => return,
-            },
-        };
-        let mut bytes = first.bytes;
-        let mut batch = vec![first];
-        while batch.len() < MAX_ENTRY_COMMANDS {
-            let Ok(next) = queued.try_recv() else {
-                break;
-            };
-            if bytes + next.bytes > max_bytes {
-                carried = Some(next);
-                break;
-            }
-            bytes += next.bytes;
-            batch.push(next);
-        }
+    let bytes_of = |pending: &Pending| pending.bytes;
+    run_batches(queued, in_flight, max_bytes, bytes_of, move |batch| {
         let hop = hop.clone();
-        tokio::spawn(async move {
-            hop.relay(batch).await;
-            drop(slot);
-        });
-    }
+        async move { hop.relay(batch).await }
+    })
+    .await;
 }
 
 /// How one send of a batch ended, short of answers.
