@@ -16,6 +16,8 @@ use super::partition::PeerNetwork;
 use crate::server::free_ports;
 use crate::TestServer;
 
+/// Times a cluster is started on new ports when one was taken meanwhile.
+const START_ATTEMPTS: usize = 3;
 /// How long a restarted node may take to answer `/healthz`.
 const RESTART_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the healed cluster may take to agree on a leader and converge.
@@ -75,8 +77,21 @@ pub struct ChaosCluster {
 
 impl ChaosCluster {
     /// Starts `size` nodes (ids 1…size) behind their proxies and waits
-    /// until they agree on a leader.
+    /// until they agree on a leader. The ports are free when picked, but
+    /// another process (a connection's local port, say) may take one before
+    /// a node binds it: then the node cannot listen, which is no finding
+    /// of the run, and the cluster is started again on new ports.
     pub async fn start(size: u64) -> Result<ChaosCluster, String> {
+        for _ in 1..START_ATTEMPTS {
+            match ChaosCluster::start_once(size).await {
+                Err(error) if error.contains("cannot listen") => {}
+                outcome => return outcome,
+            }
+        }
+        ChaosCluster::start_once(size).await
+    }
+
+    async fn start_once(size: u64) -> Result<ChaosCluster, String> {
         let ports = free_ports(2 * size as usize);
         let targets: Vec<(u64, SocketAddr)> = (1..=size)
             .zip(ports.chunks(2))
