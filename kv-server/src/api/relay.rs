@@ -227,7 +227,7 @@ impl Hop {
                 Some(leader) if Some(&leader) != tried.as_ref() => leader,
                 _ => match await_leader(&self.raft, self.this, tried.as_ref(), deadline).await {
                     Ok(leader) => leader,
-                    Err(error) => return answer_all(batch, |_| Err(error.clone())),
+                    Err(error) => return answer_all(batch, || Err(error.clone())),
                 },
             };
             let Leader::Other { id, peer_addr, .. } = &leader else {
@@ -240,7 +240,7 @@ impl Hop {
             match send(&self.peers, self.timeout, peer_addr, &commands).await {
                 Ok(answers) => {
                     let mut answers = answers.into_iter();
-                    return answer_all(batch, |_| {
+                    return answer_all(batch, || {
                         answers
                             .next()
                             .expect("the answers were counted")
@@ -261,9 +261,9 @@ impl Hop {
                         ),
                         leader.hint(),
                     );
-                    return answer_all(batch, |_| Err(error.clone()));
+                    return answer_all(batch, || Err(error.clone()));
                 }
-                Err(Unsent::Failed(error)) => return answer_all(batch, |_| Err(error.clone())),
+                Err(Unsent::Failed(error)) => return answer_all(batch, || Err(error.clone())),
             }
             tried = Some(leader);
         }
@@ -271,7 +271,7 @@ impl Hop {
             "the leader changed while the write was passed to it; retry",
             tried.and_then(|leader| leader.hint()),
         );
-        answer_all(batch, |_| Err(error.clone()));
+        answer_all(batch, || Err(error.clone()));
     }
 }
 
@@ -344,14 +344,11 @@ fn may_have_applied(addr: &str, error: &reqwest::Error) -> ApiError {
     ))
 }
 
-/// Answers every waiter of `batch` with `answer`, its permit released
-/// with it.
-fn answer_all(
-    batch: Vec<Pending>,
-    mut answer: impl FnMut(&Command) -> Result<CommandResult, ApiError>,
-) {
+/// Answers every waiter of `batch`, in order, with what `answer` gives
+/// next, its permit released with it.
+fn answer_all(batch: Vec<Pending>, mut answer: impl FnMut() -> Result<CommandResult, ApiError>) {
     for pending in batch {
-        let result = answer(&pending.command);
+        let result = answer();
         // A waiter that timed out no longer listens.
         let _ = pending.reply.send(Relayed::Answered(result));
         drop(pending.permit);
