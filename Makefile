@@ -74,7 +74,7 @@ test-full:
 	$(CARGO) build -p kv-server
 	KV_TEST_JOIN_KEYS=100000 $(CARGO) test -p integration-tests --test cluster
 	$(CARGO) build --release -p kv-server
-	KV_SERVER_BIN=$(TARGET_DIR)/release/kv-server $(CARGO) test -p integration-tests \
+	KV_SERVER_BIN=$(abspath $(TARGET_DIR))/release/kv-server $(CARGO) test -p integration-tests \
 	  --test snapshot_transfer -- --ignored --nocapture
 
 # A 3-node cluster on loopback: client ports 7071-7073, peer ports
