@@ -39,7 +39,9 @@ pub struct CleanerHandle {
 }
 
 impl CleanerHandle {
-    /// Starts a thread that runs [`Topic::clean_once`] every `interval`.
+    /// Starts a thread that, every `interval`, rolls the active segment if
+    /// it is `segment_ms` old ([`Topic::roll_if_old`]: an idle topic's last
+    /// writes become cleanable too) and runs [`Topic::clean_once`].
     pub fn spawn(topic: Arc<Topic>, interval: Duration) -> std::io::Result<CleanerHandle> {
         let (stop, stopped) = mpsc::channel::<()>();
         let status = Arc::new(Mutex::new(CleanerStatus::default()));
@@ -49,7 +51,9 @@ impl CleanerHandle {
             .spawn(move || {
                 info!(dir = %topic.dir().display(), ?interval, "cleaner started");
                 while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
-                    let outcome = topic.clean_once();
+                    let outcome = topic
+                        .roll_if_old(now_ms())
+                        .and_then(|_| topic.clean_once());
                     let mut status = lock(&thread_status);
                     status.runs += 1;
                     match outcome {

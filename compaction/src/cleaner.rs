@@ -100,7 +100,10 @@ impl Topic {
             clean_offset: first_dirty,
             ..CleanReport::default()
         };
-        if dirty_bytes == 0 || report.dirty_ratio < self.config.min_cleanable_dirty_ratio {
+        let eager = self.eager.load(std::sync::atomic::Ordering::Relaxed);
+        if dirty_bytes == 0
+            || (!eager && report.dirty_ratio < self.config.min_cleanable_dirty_ratio)
+        {
             debug!(
                 dirty_bytes,
                 dirty_ratio = report.dirty_ratio,

@@ -37,6 +37,8 @@ pub struct Topic {
     pub(crate) writer: Mutex<Writer>,
     pub(crate) checkpoint: RwLock<Checkpoint>,
     pub(crate) cleaning: Mutex<()>,
+    /// Clean whatever is dirty, whatever its ratio (see [`Topic::set_eager`]).
+    pub(crate) eager: std::sync::atomic::AtomicBool,
 }
 
 /// The append path's private state.
@@ -129,6 +131,7 @@ impl Topic {
             }),
             checkpoint: RwLock::new(checkpoint),
             cleaning: Mutex::new(()),
+            eager: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -230,6 +233,37 @@ impl Topic {
         let next = writer.last_offset.map_or(0, |last| last + 1);
         self.roll_to(&active, next)?;
         Ok(())
+    }
+
+    /// With `true`, cleaner passes clean whatever is dirty, however small
+    /// its share (`min_cleanable_dirty_ratio` is for trading space against
+    /// rewrites; when space is short, as after a space alarm, deletes must
+    /// give it back at once).
+    pub fn set_eager(&self, eager: bool) {
+        self.eager
+            .store(eager, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Rolls the active segment when its first record is `segment_ms` old
+    /// by `now_ms`, as an append would: a topic that stops taking writes
+    /// (its deletes all in the active segment, say) still becomes
+    /// cleanable. Nothing while a batch is unfinished, or the segment
+    /// younger or empty. Whether it rolled.
+    pub fn roll_if_old(&self, now_ms: u64) -> Result<bool> {
+        let writer = lock(&self.writer);
+        if writer.unfinished.is_some() {
+            return Ok(false);
+        }
+        let active = self.active();
+        let (size, first_ts) = active.fill();
+        let old = first_ts
+            .is_some_and(|first_ts| now_ms.saturating_sub(first_ts) >= self.config.segment_ms);
+        if size == 0 || !old {
+            return Ok(false);
+        }
+        let next = writer.last_offset.map_or(0, |last| last + 1);
+        self.roll_to(&active, next)?;
+        Ok(true)
     }
 
     /// Every record with offset ≥ `from`, in offset order, up to the last

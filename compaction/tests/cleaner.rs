@@ -376,3 +376,66 @@ fn a_failing_background_pass_is_counted_not_hidden() {
     assert!(status.last_error.unwrap().contains("corrupt record"));
     assert_eq!(status.last_success_ms, None);
 }
+
+#[test]
+fn an_idle_active_segment_rolls_once_it_is_segment_ms_old_so_what_it_deletes_is_cleaned() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = TopicConfig {
+        segment_ms: 1_000,
+        delete_retention_ms: 0,
+        ..eager()
+    };
+    let topic = Topic::open(dir.path(), config).unwrap();
+    topic.append(&[Record::put(1, 10_000, "k", "v")]).unwrap();
+    topic.roll().unwrap();
+    topic.append(&[Record::tombstone(2, 20_000, "k")]).unwrap();
+    assert!(
+        !topic.roll_if_old(20_999).unwrap(),
+        "younger than segment_ms"
+    );
+    topic.clean_once_at(30_000).unwrap();
+    assert_eq!(
+        offsets(&topic),
+        vec![1, 2],
+        "the delete sits in the active segment"
+    );
+
+    assert!(topic.roll_if_old(21_000).unwrap());
+    assert_eq!(topic.stats().active_base_offset, 3);
+    assert!(
+        !topic.roll_if_old(50_000).unwrap(),
+        "an empty segment stays"
+    );
+    topic.clean_once_at(30_000).unwrap();
+    assert_eq!(
+        offsets(&topic),
+        vec![2],
+        "the put is cleaned; the delete stays, as the topic's last record"
+    );
+}
+
+#[test]
+fn an_eager_topic_cleans_below_the_dirty_ratio() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = TopicConfig {
+        min_cleanable_dirty_ratio: 0.9,
+        ..eager()
+    };
+    let topic = Topic::open(dir.path(), config).unwrap();
+    fill(&topic, 10, 1);
+    topic.roll().unwrap();
+    topic.clean_once_at(0).unwrap();
+    topic.append(&[Record::tombstone(11, 0, "k0")]).unwrap();
+    topic.roll().unwrap();
+    assert!(
+        !topic.clean_once_at(0).unwrap().cleaned,
+        "too little is dirty"
+    );
+    topic.set_eager(true);
+    assert!(topic.clean_once_at(0).unwrap().cleaned);
+    assert!(
+        !offsets(&topic).contains(&1),
+        "k0's put is gone: {:?}",
+        offsets(&topic)
+    );
+}

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-/// How long a server may take to answer `/healthz` with 200 after spawning.
+/// How long a server may take to answer `/readyz` with 200 after spawning.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
-/// Pause between two `/healthz` polls.
+/// Pause between two `/readyz` polls.
 const READY_POLL: Duration = Duration::from_millis(50);
 /// How long a graceful stop may take before the process is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -63,7 +63,7 @@ pub struct TestServer {
 enum NotReady {
     /// The process exited; `log` is what it wrote.
     Exited { status: ExitStatus, log: String },
-    /// `/healthz` did not answer 200 in time.
+    /// `/readyz` did not answer 200 in time.
     TimedOut,
 }
 
@@ -197,7 +197,7 @@ impl TestServer {
         status
     }
 
-    /// Waits until the spawned process answers `/healthz` with 200, and
+    /// Waits until the spawned process answers `/readyz` with 200, and
     /// fails the test if it exits or takes too long.
     pub async fn wait_ready(&mut self) {
         if let Err(not_ready) = self.wait_healthy(0).await {
@@ -404,14 +404,14 @@ impl TestServer {
             .expect("the log file in the temporary directory can be opened")
     }
 
-    /// Spawns the process and polls `/healthz` until it answers 200.
+    /// Spawns the process and polls `/readyz` until it answers 200.
     async fn spawn_and_wait(&mut self) -> Result<(), NotReady> {
         let log_start = std::fs::metadata(self.log_path()).map_or(0, |meta| meta.len());
         self.spawn();
         self.wait_healthy(log_start).await
     }
 
-    /// Polls `/healthz` until it answers 200; `log_start` is where this
+    /// Polls `/readyz` until it answers 200; `log_start` is where this
     /// run's log begins, shown if the process exits.
     async fn wait_healthy(&mut self, log_start: u64) -> Result<(), NotReady> {
         let deadline = Instant::now() + READY_TIMEOUT;
@@ -427,7 +427,7 @@ impl TestServer {
             }
             let health = self
                 .client
-                .get(self.url("/healthz"))
+                .get(self.url("/readyz"))
                 .timeout(Duration::from_secs(1))
                 .send()
                 .await;
@@ -476,7 +476,7 @@ impl TestServer {
                 panic!("kv-server on port {} exited with {status} before it was ready:\n{log}", self.port)
             }
             NotReady::TimedOut => panic!(
-                "kv-server on port {} did not answer GET /healthz with 200 within {READY_TIMEOUT:?}\n{}",
+                "kv-server on port {} did not answer GET /readyz with 200 within {READY_TIMEOUT:?}\n{}",
                 self.port,
                 self.log_tail(LOG_TAIL_LINES)
             ),

@@ -293,9 +293,17 @@ async fn the_node_reports_health_cluster_state_and_metrics() {
     let server = TestServer::start().await;
     call(&server, "PUT", "/v1/kv/m/a", Some(json!(1))).await;
     let (status, health) = call(&server, "GET", "/healthz", None).await;
-    assert_eq!((status, &health["status"]), (200, &json!("ok")));
+    assert_eq!(
+        (status, &health["status"], &health["leader"]),
+        (200, &json!("ok"), &json!(1))
+    );
+    let (status, ready) = call(&server, "GET", "/readyz", None).await;
+    assert_eq!((status, &ready["status"]), (200, &json!("ready")));
     let (_, cluster) = call(&server, "GET", "/v1/cluster", None).await;
     assert_eq!(cluster["leader"], 1);
+    assert_eq!(cluster["alarms"], json!([]));
+    assert_eq!(cluster["space"]["quota_bytes"], json!(2u64 << 30));
+    assert_eq!(cluster["space"]["min_free_bytes"], json!(64u64 << 20));
     assert_eq!(cluster["members"][0]["id"], 1);
     assert!(cluster["term"].as_u64().unwrap() >= 1);
     assert!(cluster["applied_index"].as_u64().unwrap() >= 2);
@@ -323,6 +331,10 @@ async fn the_node_reports_health_cluster_state_and_metrics() {
         "kv_cleaner_failures ",
         "kv_cleaner_last_success_timestamp_seconds ",
         "kv_watch_waiters ",
+        "kv_alarms{alarm=\"NOSPACE\"} 0",
+        "kv_space_quota_bytes ",
+        "kv_space_used_bytes ",
+        "kv_space_free_bytes ",
     ] {
         assert!(metrics.contains(name), "/metrics lacks {name}");
     }

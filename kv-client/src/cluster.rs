@@ -2,7 +2,7 @@
 //! membership changes.
 
 use reqwest::Method;
-use schemas::api::{AddMember, ClusterStatus, NodeId};
+use schemas::api::{AddMember, AlarmList, ClusterStatus, NodeId, NodeSpace};
 
 use crate::client::Client;
 use crate::error::Result;
@@ -72,5 +72,36 @@ impl Client {
         );
         self.call(&request).await?.success()?;
         Ok(())
+    }
+
+    /// The alarms raised in the cluster (NOSPACE: a member crossed
+    /// `--quota-bytes` or `--min-free-bytes`). Needs an admin token on a
+    /// cluster run with `--auth`.
+    ///
+    /// ```no_run
+    /// # async fn example(client: kv_client::Client) -> Result<(), kv_client::Error> {
+    /// for alarm in client.alarms().await?.alarms {
+    ///     println!("node {}: {} ({})", alarm.member, alarm.alarm, alarm.reason);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn alarms(&self) -> Result<AlarmList> {
+        let request = Request::new(Method::GET, ["v1", "alarms"]);
+        self.call(&request).await?.success()?.json()
+    }
+
+    /// Disarms every alarm, once each member that raised one has room
+    /// again (else `alarm_holds`); gives the alarms disarmed.
+    pub async fn disarm_alarms(&self) -> Result<AlarmList> {
+        let request = Request::write(Method::DELETE, ["v1", "alarms"]);
+        self.call(&request).await?.success()?.json()
+    }
+
+    /// The answering node's disk: what its quota counts, what is free, and
+    /// the limit it crosses, if any.
+    pub async fn space(&self) -> Result<NodeSpace> {
+        let request = Request::new(Method::GET, ["v1", "space"]);
+        self.call(&request).await?.success()?.json()
     }
 }

@@ -290,11 +290,11 @@ async fn print_sites(router: &axum::Router, count: usize) {
     }
 }
 
-/// Polls `/healthz` until the node leads itself.
+/// Polls `/readyz` until the node leads itself.
 async fn wait_for_leader(router: &axum::Router) {
     let deadline = Instant::now() + LEADER_TIMEOUT;
     loop {
-        let request = Request::get("/healthz")
+        let request = Request::get("/readyz")
             .body(Body::empty())
             .expect("a valid request");
         let response = router.clone().oneshot(request).await;

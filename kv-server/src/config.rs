@@ -217,6 +217,19 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub max_pending_write_bytes: u64,
 
+    /// Bytes the node's topic and raft log entries may hold (0: no
+    /// quota). Past it the node raises the cluster's NOSPACE alarm: writes
+    /// that add data get 507 until space is won back and the alarm
+    /// disarmed.
+    #[arg(long, env = "KV_QUOTA_BYTES", default_value_t = 2 << 30)]
+    pub quota_bytes: u64,
+
+    /// Bytes that must stay free on the data directory's file system (0:
+    /// no floor). Below it the node raises the NOSPACE alarm, as past
+    /// `--quota-bytes`.
+    #[arg(long, env = "KV_MIN_FREE_BYTES", default_value_t = 64 << 20)]
+    pub min_free_bytes: u64,
+
     /// Bytes of a node-to-node Raft request body (a batch of log entries,
     /// a vote, a read index) read at most; a larger one is refused with 413.
     #[arg(long, env = "KV_MAX_RAFT_BODY_BYTES", default_value_t = 64 << 20)]
@@ -470,6 +483,8 @@ mod tests {
         ("--stream-idle-timeout-ms", "30000"),
         ("--request-timeout-ms", "10000"),
         ("--max-pending-write-bytes", "67108864"),
+        ("--quota-bytes", "2147483648"),
+        ("--min-free-bytes", "67108864"),
         ("--max-raft-body-bytes", "67108864"),
         ("--max-snapshot-bytes", "1073741824"),
         ("--raft-body-timeout-ms", "120000"),
@@ -551,6 +566,8 @@ mod tests {
         ("--stream-idle-timeout-ms", "700", "700"),
         ("--request-timeout-ms", "2500", "2500"),
         ("--max-pending-write-bytes", "4096", "4096"),
+        ("--quota-bytes", "8000000", "8000000"),
+        ("--min-free-bytes", "0", "0"),
         ("--max-raft-body-bytes", "1000", "1000"),
         ("--max-snapshot-bytes", "2000", "2000"),
         ("--raft-body-timeout-ms", "3000", "3000"),
@@ -627,6 +644,8 @@ mod tests {
                 "--max-pending-write-bytes",
                 config.max_pending_write_bytes.to_string(),
             ),
+            ("--quota-bytes", config.quota_bytes.to_string()),
+            ("--min-free-bytes", config.min_free_bytes.to_string()),
             (
                 "--max-raft-body-bytes",
                 config.max_raft_body_bytes.to_string(),

@@ -254,6 +254,30 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether this is a write refused for want of space (`ENOSPC`, or
+    /// `EDQUOT`) that wrote nothing durable: a write or an extension, never
+    /// an fsync, whose failure is final (see `Store::checkpoint`). Such a
+    /// write can be tried again once space returns.
+    pub fn is_no_space(&self) -> bool {
+        let (op, source) = match self {
+            StoreError::Io { op, source, .. } => (*op, source),
+            StoreError::Topic(compaction::Error::Io { op, source, .. }) => (*op, source),
+            StoreError::SledOp(sled::Error::Io(source)) => ("write", source),
+            _ => return false,
+        };
+        op != "fsync" && crate::space::is_no_space(source)
+    }
+
+    /// The file or directory the error names, if it names one.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        match self {
+            StoreError::Io { path, .. }
+            | StoreError::Topic(compaction::Error::Io { path, .. })
+            | StoreError::Sled { path, .. } => Some(path),
+            _ => None,
+        }
+    }
+
     /// Wraps an I/O error with the operation and the file. The path is
     /// copied only if the error happens: this runs on every raft-log write.
     pub fn io<P: AsRef<std::path::Path>>(

@@ -19,6 +19,7 @@
 //! * `crash` — named crash points for the fault tests.
 //! * `clock` — the wall clock that stamps commands.
 //! * `write_budget` — backpressure on writes, in bytes.
+//! * `space` — the space quota, the free-space floor and a full disk.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), kv_server::server::ServerError> {
@@ -47,6 +48,7 @@ pub(crate) mod removal;
 pub mod server;
 pub(crate) mod snapshot_transfer;
 pub(crate) mod snapshot_trigger;
+pub(crate) mod space;
 pub(crate) mod store;
 pub mod tls;
 pub(crate) mod types;

@@ -43,6 +43,18 @@ pub const APPLY_SECONDS: &str = "kv_apply_duration_seconds";
 /// tests poll it to know a long-poll waits before they write.
 pub const WATCH_WAITERS: &str = "kv_watch_waiters";
 
+/// Name of the gauge that is 1 while a write of this node waits for room
+/// on a full disk (see `space`).
+pub const DISK_FULL: &str = "kv_disk_full";
+
+/// Name of the gauge of the bytes `--quota-bytes` counts: topic, view and
+/// raft log, as last measured.
+pub const SPACE_USED_BYTES: &str = "kv_space_used_bytes";
+
+/// Name of the gauge of the bytes free on the data directory's file system,
+/// as last measured.
+pub const SPACE_FREE_BYTES: &str = "kv_space_free_bytes";
+
 /// Appends-per-flush buckets.
 const GROUP_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0];
 
@@ -103,6 +115,12 @@ pub struct Gauges {
     /// kept under the registry's lock on register and leave, so reading
     /// it costs one lock and nothing per waiter).
     pub watchers: usize,
+    /// Members whose NOSPACE alarm is raised.
+    pub nospace_alarms: usize,
+    /// `--quota-bytes` and `--min-free-bytes` (0: none).
+    pub quota_bytes: u64,
+    /// See `quota_bytes`.
+    pub min_free_bytes: u64,
 }
 
 /// Sets the gauges and renders everything in the Prometheus text format.
@@ -130,5 +148,8 @@ pub fn render(gauges: &Gauges) -> String {
         0.0
     });
     metrics::gauge!(WATCH_WAITERS).set(gauges.watchers as f64);
+    metrics::gauge!("kv_alarms", "alarm" => "NOSPACE").set(gauges.nospace_alarms as f64);
+    metrics::gauge!("kv_space_quota_bytes").set(gauges.quota_bytes as f64);
+    metrics::gauge!("kv_space_min_free_bytes").set(gauges.min_free_bytes as f64);
     handle.render()
 }

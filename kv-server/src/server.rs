@@ -274,7 +274,14 @@ impl Opened {
                 config.max_proposals_in_flight as usize,
                 config.max_raft_body_bytes,
             ),
+            space: Arc::new(crate::space::Space::new(
+                &config.data_dir,
+                config.quota_bytes,
+                config.min_free_bytes,
+                Box::new(self.log.held_bytes()),
+            )),
         });
+        tokio::spawn(crate::api::alarms::raise_when_over(state.clone()));
         tokio::spawn(crate::removal::watch_membership(state.clone()));
         tokio::spawn(crate::snapshot_trigger::snapshot_every_writes(
             self.raft.clone(),
@@ -315,6 +322,10 @@ pub async fn serve(
     };
     let initialized = opened.initialize_once().await?;
     let state = opened.start_state();
+    tokio::spawn(exit_when_raft_stops(
+        opened.raft.clone(),
+        Arc::clone(&opened.store.disk_full),
+    ));
     let (peers_http, this_node) = (opened.peers_http.clone(), opened.this_node.clone());
     info!(
         node_id = config.node_id,
@@ -400,6 +411,37 @@ pub async fn serve(
     match failure {
         Some(why) => Err(ServerError::Join(why)),
         None => Ok(()),
+    }
+}
+
+/// The exit status of a node whose Raft stopped on an error it cannot go
+/// past (a failed write of the raft log): sysexits' `EX_IOERR`, as a failed
+/// checkpoint. A full disk exits with [`crate::store::EXIT_NO_SPACE`].
+pub const EXIT_RAFT_STOPPED: i32 = 74;
+
+/// Stops the process when openraft stops for good (a storage error),
+/// rather than leave a node that answers nothing but stale reads: a
+/// supervisor restarts it, and it catches up from its raft log. Saying
+/// `no space left on <path>` when a write failed for want of space.
+async fn exit_when_raft_stops(raft: Raft, disk_full: Arc<crate::space::DiskFull>) {
+    let mut metrics = raft.metrics();
+    loop {
+        let stopped = match &metrics.borrow_and_update().running_state {
+            // Stopped is a shutdown this process asked for.
+            Err(Fatal::Stopped) | Ok(()) => None,
+            Err(fatal) => Some(fatal.to_string()),
+        };
+        if let Some(fatal) = stopped {
+            if let Some(full) = disk_full.describe() {
+                tracing::error!(%fatal, "{full}: raft stopped; exiting, to be restarted with room");
+                std::process::exit(crate::store::EXIT_NO_SPACE);
+            }
+            tracing::error!(%fatal, "raft stopped; exiting, to be restarted");
+            std::process::exit(EXIT_RAFT_STOPPED);
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
     }
 }
 

@@ -126,6 +126,44 @@ pub enum Op {
     /// as a command of its own (its own date, idempotency key, revision
     /// and result); a batch inside a batch is refused.
     Batch(Vec<Command>),
+    /// Raise the NOSPACE alarm for `member` (it crossed `--quota-bytes`
+    /// or `--min-free-bytes`); a raised alarm stays as it was.
+    AlarmRaise {
+        /// The member whose disk crossed a limit.
+        member: NodeId,
+        /// The limit and the figures.
+        reason: String,
+    },
+    /// Disarm `member`'s NOSPACE alarm.
+    AlarmDisarm {
+        /// The member.
+        member: NodeId,
+    },
+}
+
+impl Op {
+    /// Whether applying it can add data, so that a raised NOSPACE alarm
+    /// refuses it (etcd's rule): a put of a client's key, a transaction
+    /// with a put in either branch, a lease grant. Deletes, lease ends,
+    /// alarms and the server's own internal keys (roles, tokens) pass. A
+    /// batch is judged command by command as it applies.
+    pub fn adds_data(&self) -> bool {
+        match self {
+            Op::Put { key, .. } => !crate::store::internal::is_internal_key(key),
+            Op::Txn(txn) => txn
+                .success
+                .iter()
+                .chain(&txn.failure)
+                .any(|op| matches!(op, TxnOp::Put { .. })),
+            Op::LeaseGrant { .. } => true,
+            Op::Batch(commands) => commands.iter().any(|command| command.op.adds_data()),
+            Op::Delete { .. }
+            | Op::LeaseRevoke { .. }
+            | Op::LeaseExpire { .. }
+            | Op::AlarmRaise { .. }
+            | Op::AlarmDisarm { .. } => false,
+        }
+    }
 }
 
 /// A lease's id: the revision of its grant.
@@ -297,6 +335,12 @@ pub enum CommandResult {
     Batch(Vec<CommandResult>),
     /// A batch inside a batch, refused; nothing changed.
     NestedBatch,
+    /// A write that adds data while the NOSPACE alarm is raised by these
+    /// members; nothing changed.
+    NoSpace {
+        /// The members whose alarm is raised.
+        members: Vec<NodeId>,
+    },
 }
 
 /// What a transaction did.

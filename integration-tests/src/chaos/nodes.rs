@@ -18,7 +18,7 @@ use crate::TestServer;
 
 /// Times a cluster is started on new ports when one was taken meanwhile.
 const START_ATTEMPTS: usize = 3;
-/// How long a restarted node may take to answer `/healthz`.
+/// How long a restarted node may take to answer `/readyz`.
 const RESTART_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the healed cluster may take to agree on a leader and converge.
 const QUIESCE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -271,7 +271,7 @@ impl ChaosCluster {
     }
 
     async fn wait_healthy(&mut self, id: u64) -> Result<(), NotServing> {
-        let url = self.nodes[&id].url("/healthz");
+        let url = self.nodes[&id].url("/readyz");
         let deadline = Instant::now() + RESTART_TIMEOUT;
         loop {
             if self.exited(id).await {
@@ -297,7 +297,7 @@ impl ChaosCluster {
             }
             if Instant::now() > deadline {
                 return Err(NotServing::Slow(format!(
-                    "node {id} did not answer /healthz within {RESTART_TIMEOUT:?}"
+                    "node {id} did not answer /readyz within {RESTART_TIMEOUT:?}"
                 )));
             }
             tokio::time::sleep(POLL).await;

@@ -105,10 +105,11 @@ pub fn needs(
         )
     };
     match route {
-        Some("/healthz" | "/metrics" | "/v1/acl/bootstrap") => Needs::Nothing,
+        Some("/healthz" | "/readyz" | "/metrics" | "/v1/acl/bootstrap") => Needs::Nothing,
         // Unknown routes still need a token: a 404 tells a stranger nothing.
         None | Some("/v1/openapi.json" | "/v1/changes" | "/v1/topic/records") => Needs::Token,
-        Some("/v1/cluster") if !write => Needs::Token,
+        Some("/v1/cluster" | "/v1/space") if !write => Needs::Token,
+        Some("/v1/alarms") => Needs::Admin("list or disarm alarms"),
         Some("/v1/txn") => Needs::Txn,
         Some("/v1/leases/{id}") if *method == Method::DELETE => {
             Needs::LeaseRevoke(param("id").unwrap_or_default())
@@ -305,6 +306,22 @@ mod tests {
             (Method::GET, Some("/v1/changes"), "", "", Needs::Token),
             (Method::GET, Some("/v1/topic/records"), "", "", Needs::Token),
             (Method::GET, Some("/v1/cluster"), "", "", Needs::Token),
+            (Method::GET, Some("/readyz"), "", "", Needs::Nothing),
+            (Method::GET, Some("/v1/space"), "", "", Needs::Token),
+            (
+                Method::GET,
+                Some("/v1/alarms"),
+                "",
+                "",
+                Needs::Admin("list or disarm alarms"),
+            ),
+            (
+                Method::DELETE,
+                Some("/v1/alarms"),
+                "",
+                "",
+                Needs::Admin("list or disarm alarms"),
+            ),
             (
                 Method::GET,
                 Some("/v1/kv/{*key}"),

@@ -96,7 +96,10 @@ async fn leader_members(state: &AppState, leader_addr: &str) -> Option<Vec<Membe
     (view.leader == Some(view.node_id)).then_some(view.members)
 }
 
-async fn status(State(state): State<AppState>, headers: HeaderMap) -> Json<ClusterStatus> {
+async fn status(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<ClusterStatus>, ApiError> {
     let metrics = state.raft.metrics().borrow().clone();
     let mut members = members(&state);
     let asked_by_a_node = headers.contains_key(FORWARDED_HEADER);
@@ -114,7 +117,7 @@ async fn status(State(state): State<AppState>, headers: HeaderMap) -> Json<Clust
             }
         }
     }
-    Json(ClusterStatus {
+    Ok(Json(ClusterStatus {
         node_id: state.node_id,
         leader: metrics.current_leader,
         term: metrics.current_term,
@@ -127,8 +130,10 @@ async fn status(State(state): State<AppState>, headers: HeaderMap) -> Json<Clust
         cluster_id: state.cluster_id.get().map(|id| id.to_string()),
         purged_index: metrics.purged.map(|id| id.index),
         members,
+        alarms: state.store.alarms()?,
+        space: Some(crate::api::alarms::node_space(&state)),
         extra: Default::default(),
-    })
+    }))
 }
 
 /// The membership in force, as the answer to a change.

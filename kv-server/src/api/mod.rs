@@ -5,6 +5,7 @@
 //! is the state machine, an HTTP client pool).
 
 pub mod acl;
+pub mod alarms;
 pub mod auth;
 pub mod batcher;
 pub mod changes;
@@ -138,6 +139,8 @@ pub struct NodeState {
     /// The queue of key-value writes for the leader while this node
     /// follows, many to a request.
     pub relay: crate::api::relay::Relay,
+    /// This node's space limits and its last measure of them.
+    pub space: Arc<crate::space::Space>,
 }
 
 /// The client port: the public API. `/raft/*` is not there (404): the
@@ -222,6 +225,7 @@ fn public_routes(state: &AppState) -> Router<AppState> {
         .merge(txn::routes())
         .merge(leases::routes())
         .merge(namesrv::routes())
+        .merge(alarms::routes())
         .route("/healthz", get(healthz))
         .route("/v1/openapi.json", get(openapi));
     if state.config.bench_noop_route {
@@ -293,18 +297,18 @@ async fn openapi() -> Response {
         .into_response()
 }
 
-/// `GET /healthz`: 200 once the node knows a leader that is a member of
-/// its cluster (a vote remembered from before is not enough), else 503.
-async fn healthz(State(state): State<AppState>) -> Response {
+/// `GET /healthz`: liveness, 200 while the process answers, with the
+/// leader it knows if any. Readiness for traffic is `/readyz`
+/// (`alarms`).
+async fn healthz(State(state): State<AppState>) -> Json<Health> {
     let leader = match known_leader(&state) {
-        Some(Leader::This) => state.node_id,
-        Some(Leader::Other { id, .. }) => id,
-        None => return ApiError::unavailable("no leader is known yet").into_response(),
+        Some(Leader::This) => Some(state.node_id),
+        Some(Leader::Other { id, .. }) => Some(id),
+        None => None,
     };
     Json(Health {
         status: "ok".to_string(),
         node_id: state.node_id,
         leader,
     })
-    .into_response()
 }

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use schemas::api::ErrorCode;
 
+use crate::api::alarms::{refuse_without_room, refused_at_apply};
 use crate::api::batcher::WriteFailed;
 use crate::api::error::ApiError;
 use crate::api::leader::{known_leader, Leader};
@@ -27,6 +28,7 @@ pub async fn propose_or_relay(
     if !state.relay.takes(&peer_addr) {
         return propose(state, command).await;
     }
+    refuse_without_room(state, &command)?;
     let timeout = Duration::from_millis(state.config.request_timeout_ms);
     let deadline = tokio::time::Instant::now() + timeout;
     let (bytes, permit) = admit(state, &command, timeout).await?;
@@ -64,6 +66,7 @@ async fn admit(
 /// the write budget until Raft is done with it, even past a timeout (see
 /// `write_budget`).
 pub async fn propose(state: &AppState, command: Command) -> Result<CommandResult, ApiError> {
+    refuse_without_room(state, &command)?;
     let timeout = Duration::from_millis(state.config.request_timeout_ms);
     let deadline = tokio::time::Instant::now() + timeout;
     let (bytes, permit) = admit(state, &command, timeout).await?;
@@ -87,6 +90,7 @@ pub async fn propose(state: &AppState, command: Command) -> Result<CommandResult
                  remembered; a retry must repeat that request, a new write needs a new key"
             ),
         )),
+        Ok(Ok(Ok(CommandResult::NoSpace { members }))) => Err(refused_at_apply(state, &members)),
         Ok(Ok(Ok(result))) => Ok(result),
     }
 }

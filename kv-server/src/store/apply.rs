@@ -136,6 +136,11 @@ fn apply_dated(
             return Ok(Applied::nothing(first.result));
         }
     }
+    if command.op.adds_data() {
+        if let Some(members) = super::alarms::nospace_members(view)? {
+            return Ok(Applied::nothing(CommandResult::NoSpace { members }));
+        }
+    }
     let start = UnitStart::new(log_index, next_offset);
     let (key, value, condition, lease) = match &command.op {
         Op::Put {
@@ -151,6 +156,12 @@ fn apply_dated(
         }
         Op::LeaseRevoke { id } | Op::LeaseExpire { id } => {
             return leases::end(view, start, command, *id)
+        }
+        Op::AlarmRaise { member, reason } => {
+            return super::alarms::change(view, start, command, *member, Some(reason))
+        }
+        Op::AlarmDisarm { member } => {
+            return super::alarms::change(view, start, command, *member, None)
         }
         // Refused by `apply_one` before it gets here; answered alike.
         Op::Batch(_) => return Ok(Applied::nothing(CommandResult::NestedBatch)),
@@ -364,7 +375,7 @@ pub(super) fn remembered_txn(succeeded: bool, revision: Revision) -> CommandResu
 }
 
 /// The result a successful write returned.
-fn written(record: &WriteRecord) -> CommandResult {
+pub(super) fn written(record: &WriteRecord) -> CommandResult {
     CommandResult::Written {
         revision: record.revision(),
         version: record.version,

@@ -187,6 +187,18 @@ impl LogFiles {
         segments.index.last_key_value().map(|(_, at)| at.log_id)
     }
 
+    /// Bytes of the entries the log holds (its frames, not the zeros
+    /// allocated after them): what a purge gives back.
+    pub fn held_bytes(&self) -> u64 {
+        let segments = self.segments.lock();
+        segments.index.values().map(|at| u64::from(at.len)).sum()
+    }
+
+    /// The directory of the segments.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The id of the written entry at `index`.
     pub fn log_id_at(&self, index: u64) -> Option<LogId> {
         self.segments.lock().index.get(&index).map(|at| at.log_id)

@@ -26,6 +26,9 @@ use crate::types::{Entry, LogId};
 /// The flusher thread's name, as `top -H` and panics show it.
 const THREAD_NAME: &str = "raft-log-flusher";
 
+/// The flusher's name as a writer waiting for room (`space::DiskFull`).
+const WRITER: &str = "raft log";
+
 /// How an append is answered once its entries are durable (or cannot be).
 pub(super) type Report = Box<dyn FnOnce(Result<(), std::io::Error>) + Send>;
 
@@ -73,6 +76,8 @@ pub(super) struct LogWriter {
     pub committed: Mutex<CommittedIds>,
     /// How far the files are synced.
     pub durable: Durability,
+    /// Marked while a write waits for room on a full disk.
+    pub disk_full: Arc<crate::space::DiskFull>,
 }
 
 impl LogWriter {
@@ -125,8 +130,13 @@ impl LogWriter {
             frames.push(Frame::Committed(committed));
         }
         if let Err(error) = self.files.append(&frames, must_sync) {
-            tracing::error!(%error, "writing the raft log failed; this node stops applying");
-            self.durable.fail();
+            // Nothing of a write refused for space became durable, and the
+            // files' index still ends before it: the same frames are
+            // written again at the same place once there is room.
+            if !error.is_no_space() {
+                tracing::error!(%error, "writing the raft log failed; this node stops applying");
+                self.durable.fail();
+            }
             return Err(error);
         }
         if committed.is_some() {
@@ -190,7 +200,35 @@ fn run(writer: &LogWriter, mut jobs: mpsc::UnboundedReceiver<FlushJob>) {
             group.push(job);
         }
         let started = Instant::now();
-        let written = writer.write_pending(&group);
+        let mut written = writer.write_pending(&group);
+        // A full disk: the group (and whatever joins it meanwhile) waits
+        // for room, its appends unanswered, as long as the log is open.
+        while let Err(error) = &written {
+            if !error.is_no_space() {
+                break;
+            }
+            let path = error.path().unwrap_or(writer.files.dir()).to_path_buf();
+            writer.disk_full.set(WRITER, &path);
+            std::thread::sleep(crate::space::RETRY_INTERVAL);
+            loop {
+                match jobs.try_recv() {
+                    Ok(job) => group.push(job),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        tracing::warn!(
+                            path = %path.display(),
+                            "the raft log closed while waiting for room; its last appends fail"
+                        );
+                        writer.durable.fail();
+                        break;
+                    }
+                }
+            }
+            written = writer.write_pending(&group);
+        }
+        if written.is_ok() {
+            writer.disk_full.clear(WRITER);
+        }
         ::metrics::histogram!(crate::metrics::LOG_FLUSH_SECONDS)
             .record(started.elapsed().as_secs_f64());
         let appends = group

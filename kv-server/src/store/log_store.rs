@@ -89,6 +89,9 @@ use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
 /// appends are reported only once flushed.
 pub const MAX_PENDING_BYTES: usize = 64 << 20;
 
+/// The metadata save's name as a writer waiting for room (`space::DiskFull`).
+const META_WRITER: &str = "raft log metadata";
+
 /// The raft log store. Cloning shares everything, the flusher included.
 #[derive(Clone, Debug)]
 pub struct LogStore {
@@ -158,6 +161,7 @@ impl LogStore {
                 written: committed,
             }),
             durable: Durability::new(last),
+            disk_full: Default::default(),
         };
         Ok(LogStore {
             writer: Arc::new(writer),
@@ -171,6 +175,19 @@ impl LogStore {
     /// How far the log is durable, shared.
     pub fn durability(&self) -> Durability {
         self.writer.durable.clone()
+    }
+
+    /// A reader of the bytes of the entries the log holds (see
+    /// `LogFiles::held_bytes`), for the space quota.
+    pub fn held_bytes(&self) -> impl Fn() -> u64 + Send + Sync + 'static {
+        let writer = Arc::clone(&self.writer);
+        move || writer.files.held_bytes()
+    }
+
+    /// The writers of this node that wait for room on a full disk: the
+    /// raft log's, and those of the store opened over this log.
+    pub fn disk_full(&self) -> Arc<crate::space::DiskFull> {
+        Arc::clone(&self.writer.disk_full)
     }
 
     /// Whether `entries` are this node's own proposals as the leader of the
@@ -219,13 +236,32 @@ impl LogStore {
         Arc::clone(&self.committed_index)
     }
 
-    /// Replaces the metadata with `change` applied, durably.
+    /// Replaces the metadata with `change` applied, durably; waits for room
+    /// on a full disk.
     async fn save_meta(&self, change: impl FnOnce(&mut Meta)) -> Result<(), StoreError> {
         let mut meta = self.meta.lock().clone();
         change(&mut meta);
-        let writer = Arc::clone(&self.writer);
-        let saved = meta.clone();
-        blocking(move || writer.files.save_meta(&saved)).await?;
+        // A file refused for want of space is written again, whole, once
+        // there is room: the one in place stays until the new one is.
+        loop {
+            let writer = Arc::clone(&self.writer);
+            let saved = meta.clone();
+            match blocking(move || writer.files.save_meta(&saved)).await {
+                Err(error) if error.is_no_space() => {
+                    let path = error
+                        .path()
+                        .unwrap_or(self.writer.files.dir())
+                        .to_path_buf();
+                    self.writer.disk_full.set(META_WRITER, &path);
+                    tokio::time::sleep(crate::space::RETRY_INTERVAL).await;
+                }
+                saved => {
+                    saved?;
+                    self.writer.disk_full.clear(META_WRITER);
+                    break;
+                }
+            }
+        }
         *self.meta.lock() = meta;
         Ok(())
     }

@@ -14,6 +14,7 @@
 //! [`Store`] is shared by the state machine (the only writer of the topic
 //! and the view) and the HTTP handlers (readers).
 
+pub mod alarms;
 pub mod apply;
 mod batch;
 pub mod data_format;
@@ -109,6 +110,15 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 /// The exit status of a node stopped by a failed checkpoint: sysexits'
 /// `EX_IOERR`.
 pub const EXIT_CHECKPOINT_FAILED: i32 = 74;
+/// The exit status of a node stopped because its disk is full where a
+/// write cannot wait for room (sled, a snapshot): sysexits' `EX_TEMPFAIL`,
+/// for a supervisor to restart it once there is room.
+pub const EXIT_NO_SPACE: i32 = 75;
+/// Free bytes a periodic checkpoint wants beyond twice the changes it
+/// writes: sled's segments and the topic's index files.
+const CHECKPOINT_ROOM_BYTES: u64 = 8 << 20;
+/// The checkpointer's name as a writer waiting for room.
+const CHECKPOINT_WRITER: &str = "view checkpoint";
 /// Unsealed view changes at which the checkpointer is woken early.
 const CHECKPOINT_CHANGES: usize = 8_192;
 /// Unsealed view bytes (keys and values) at which the checkpointer is woken
@@ -181,6 +191,11 @@ pub struct Store {
     /// Commands applied since this process started (a batch entry counts
     /// each of its commands): what `--snapshot-every` counts.
     commands_applied: AtomicU64,
+    /// This node's writers waiting for room on a full disk, the raft
+    /// log's among them (see `space`).
+    pub disk_full: Arc<crate::space::DiskFull>,
+    /// The views' directory, named when the disk is too full to write it.
+    view_root: PathBuf,
 }
 
 impl Store {
@@ -233,6 +248,8 @@ impl Store {
             sync_failed: OnceLock::new(),
             acl_generation: AtomicU64::new(0),
             leases: Arc::default(),
+            disk_full: log.disk_full(),
+            view_root: dirs.view.clone(),
         };
         let recovery = store.recovery_needed()?;
         store.recover(recovery, log)?;
@@ -246,6 +263,21 @@ impl Store {
     /// before the first). It is always the end of a unit.
     pub fn revision(&self) -> Revision {
         self.revision.load(Ordering::Acquire)
+    }
+
+    /// The NOSPACE alarms raised in the cluster, as applied here.
+    pub fn alarms(&self) -> Result<Vec<schemas::api::Alarm>, StoreError> {
+        match self.view.get(alarms::NOSPACE_KEY)? {
+            Some(entry) => alarms::decode(&entry),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Where a write of this store that failed for want of space was
+    /// going: the file the error names, else the views' directory (sled
+    /// names none).
+    pub fn no_space_path(&self, error: &StoreError) -> PathBuf {
+        error.path().unwrap_or(&self.view_root).to_path_buf()
     }
 
     /// How many times roles or tokens changed here since the node started;
@@ -268,7 +300,15 @@ impl Store {
     /// before every snapshot), off this path, makes the topic durable first
     /// and the view second, so the durable view is never ahead of the
     /// durable topic.
-    pub fn apply_entries(&self, entries: Vec<Entry>) -> Result<Vec<CommandResult>, StoreError> {
+    ///
+    /// A failed apply changes nothing a reader sees, and the same entries
+    /// can be applied again: records it already appended to the topic are
+    /// found there and checked, as after a crash.
+    pub fn apply_entries(
+        &self,
+        entries: impl AsRef<[Entry]>,
+    ) -> Result<Vec<CommandResult>, StoreError> {
+        let entries = entries.as_ref();
         let Some(last) = entries.last().map(|entry| entry.log_id) else {
             return Ok(Vec::new());
         };
@@ -288,10 +328,13 @@ impl Store {
         let mut batch_split = None;
         let mut commands = 0;
         for entry in entries {
-            match entry.payload {
+            match &entry.payload {
                 EntryPayload::Blank => results.push(CommandResult::None),
                 EntryPayload::Membership(membership) => {
-                    batch.set_membership(&StoredMembership::new(Some(entry.log_id), membership));
+                    batch.set_membership(&StoredMembership::new(
+                        Some(entry.log_id),
+                        membership.clone(),
+                    ));
                     results.push(CommandResult::None);
                 }
                 EntryPayload::Normal(command) => {
@@ -300,7 +343,7 @@ impl Store {
                         _ => 1,
                     };
                     let applied =
-                        apply_command(&mut batch, entry.log_id.index, revision + 1, &command)?;
+                        apply_command(&mut batch, entry.log_id.index, revision + 1, command)?;
                     lease_changes_of(&command.op, &applied.result, &mut lease_changes);
                     for record in applied.records {
                         revision = record.offset;
@@ -466,6 +509,33 @@ impl Store {
     /// are brought up to date again from the raft log.
     pub fn checkpoint(&self) -> Result<(), StoreError> {
         let _turn = self.writing_out.lock();
+        self.checkpoint_turn()
+    }
+
+    /// A checkpoint, unless the file system holding the view lacks room
+    /// for it: then the changes stay in memory (apply waits once they reach
+    /// the bound), the disk is marked full, and `false` says so. A write of
+    /// sled that fails for want of space cannot be tried again (sled keeps
+    /// the error), so the periodic checkpoint looks before it writes. The
+    /// checkpoint before a snapshot does not: its log is purged after it.
+    fn checkpoint_if_room(&self) -> Result<bool, StoreError> {
+        let _turn = self.writing_out.lock();
+        let needed = 2 * self.view.unsealed().bytes as u64 + CHECKPOINT_ROOM_BYTES;
+        match crate::space::free_bytes(&self.view_root) {
+            Ok(free) if free < needed => {
+                self.disk_full.set(CHECKPOINT_WRITER, &self.view_root);
+                return Ok(false);
+            }
+            // Cannot tell: write, and let a failure say what it is.
+            Ok(_) | Err(_) => {}
+        }
+        self.checkpoint_turn()?;
+        self.disk_full.clear(CHECKPOINT_WRITER);
+        Ok(true)
+    }
+
+    /// [`Store::checkpoint`] while holding `writing_out`.
+    fn checkpoint_turn(&self) -> Result<(), StoreError> {
         if let Some(first) = self.sync_failed.get() {
             return Err(StoreError::CheckpointFailedBefore {
                 first: first.clone(),
@@ -476,6 +546,10 @@ impl Store {
         crate::crash::fsync_delay();
         let synced = self.sync_topic().and_then(|()| self.view.flush());
         if let Err(error) = &synced {
+            if error.is_no_space() {
+                self.disk_full
+                    .set(CHECKPOINT_WRITER, &self.no_space_path(error));
+            }
             let _ = self.sync_failed.set(error.to_string());
             if let Some(checkpointer) = self.checkpointer.get() {
                 // The thread stops the process; a full channel already
@@ -523,7 +597,15 @@ impl Store {
                     crate::crash::point(crate::crash::CHECKPOINT_OF_NEW_RECORDS);
                     checkpointed = revision;
                 }
-                if let Err(error) = store.checkpoint() {
+                if let Err(error) = store.checkpoint_if_room() {
+                    if let Some(full) = store.disk_full.describe() {
+                        error!(
+                            %error,
+                            "{full}: the view cannot be written; stopping the node, which \
+                             catches up from the raft log when restarted with room"
+                        );
+                        std::process::exit(EXIT_NO_SPACE);
+                    }
                     error!(
                         %error,
                         "checkpoint failed: stopping the node without retrying; \

@@ -389,7 +389,7 @@ mod tests {
         fn apply(&self, entries: &[Entry]) {
             self.log(entries);
             self.with_store(|store| {
-                store.apply_entries(entries.to_vec()).expect("applies");
+                store.apply_entries(entries).expect("applies");
                 store.checkpoint().expect("checkpoints");
             });
         }

@@ -46,6 +46,9 @@ impl StateMachine {
 /// thread wake-up each: 16 % of the server's CPU under a write load.
 const INLINE_APPLY_ENTRIES: usize = 8;
 
+/// The apply's name as a writer waiting for room (`space::DiskFull`).
+const APPLY_WRITER: &str = "apply";
+
 fn sm_error(error: StoreError) -> StorageError {
     StorageIOError::write_state_machine(&error).into()
 }
@@ -86,7 +89,15 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             Ok((snapshot, data))
         })
         .await
-        .map_err(snapshot_error)?;
+        .map_err(|error| {
+            // openraft stops on a failed build; the server then exits,
+            // saying the disk is full (see `server::exit_when_raft_stops`).
+            if error.is_no_space() {
+                let path = self.store.no_space_path(&error);
+                self.store.disk_full.set("snapshot", &path);
+            }
+            snapshot_error(error)
+        })?;
         let (snapshot, data) = snapshot;
         info!(
             snapshot = %snapshot.header.meta.snapshot_id,
@@ -121,19 +132,37 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .await
                 .map_err(sm_error)?;
         }
-        let store = Arc::clone(&self.store);
         let inline = entries.len() <= INLINE_APPLY_ENTRIES;
-        let apply = move || {
-            let started = std::time::Instant::now();
-            let results = store.apply_entries(entries);
-            ::metrics::histogram!(crate::metrics::APPLY_SECONDS)
-                .record(started.elapsed().as_secs_f64());
-            results
-        };
-        let results = if inline {
-            apply().map_err(sm_error)?
-        } else {
-            blocking(apply).await.map_err(sm_error)?
+        let entries = Arc::new(entries);
+        // A write refused for want of space changed nothing (see
+        // `Store::apply_entries`): the same entries wait for room.
+        let results = loop {
+            let store = Arc::clone(&self.store);
+            let batch = Arc::clone(&entries);
+            let apply = move || {
+                let started = std::time::Instant::now();
+                let results = store.apply_entries(&batch[..]);
+                ::metrics::histogram!(crate::metrics::APPLY_SECONDS)
+                    .record(started.elapsed().as_secs_f64());
+                results
+            };
+            let attempt = if inline {
+                apply()
+            } else {
+                blocking(apply).await
+            };
+            match attempt {
+                Err(error) if error.is_no_space() => {
+                    let path = self.store.no_space_path(&error);
+                    self.store.disk_full.set(APPLY_WRITER, &path);
+                    tokio::time::sleep(crate::space::RETRY_INTERVAL).await;
+                }
+                attempt => {
+                    let results = attempt.map_err(sm_error)?;
+                    self.store.disk_full.clear(APPLY_WRITER);
+                    break results;
+                }
+            }
         };
         // The view's memory is bounded: past the bound the next apply waits
         // for the checkpointer, never running a checkpoint on this task.

@@ -59,6 +59,12 @@ pub struct ClusterStatus {
     /// The members, voters and learners.
     #[serde(default)]
     pub members: Vec<Member>,
+    /// The alarms raised in the cluster (see `/v1/alarms`).
+    #[serde(default)]
+    pub alarms: Vec<crate::api::Alarm>,
+    /// The answering node's disk (see `/v1/space`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub space: Option<crate::api::NodeSpace>,
     /// Fields this build does not know, kept as they came.
     #[serde(flatten)]
     pub extra: BTreeMap<String, serde_json::Value>,
@@ -154,13 +160,15 @@ pub struct MembershipChange {
     pub members: Vec<Member>,
 }
 
-/// `GET /healthz` when the node knows a leader.
+/// `GET /healthz` (liveness: the process answers) and `GET /readyz` when
+/// the node is ready for traffic.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Health {
-    /// Always `ok`.
+    /// `ok` from `/healthz`, `ready` from `/readyz`.
     pub status: String,
     /// The answering node.
     pub node_id: NodeId,
-    /// The leader it knows.
-    pub leader: NodeId,
+    /// The leader it knows, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<NodeId>,
 }

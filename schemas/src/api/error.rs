@@ -168,6 +168,9 @@ error_codes! {
     BelowTombstoneFloor = ("below_tombstone_floor", 410),
     /// `If-Match` or `If-None-Match` did not hold.
     PreconditionFailed = ("precondition_failed", 412),
+    /// An alarm cannot be disarmed: the member that raised it still
+    /// crosses its limit, or could not be asked.
+    AlarmHolds = ("alarm_holds", 409),
     /// The value is over the size limit.
     ValueTooLarge = ("value_too_large", 413),
     /// An `Idempotency-Key` sent again with another request while the
@@ -187,6 +190,13 @@ error_codes! {
     /// This node was removed from the cluster: it serves nothing more.
     /// Ask another node.
     NotAMember = ("not_a_member", 503),
+    /// The node is not ready for traffic (`/readyz`): no leader known, a
+    /// full disk or a raised alarm; the message says which.
+    NotReady = ("not_ready", 503),
+    /// The NOSPACE alarm is raised (a member crossed `--quota-bytes` or
+    /// `--min-free-bytes`), or this node's disk is full: writes that add
+    /// data are refused until space is won back and the alarm disarmed.
+    NoSpace = ("no_space", 507),
     /// A new member did not catch up in time; it stays a learner.
     NotCaughtUp = ("not_caught_up", 504),
 }

@@ -28,6 +28,7 @@
 //! ```
 
 mod acl;
+mod alarm;
 mod changes;
 mod cluster;
 mod error;
@@ -42,6 +43,7 @@ pub use acl::{
     Access, CreateToken, CreatedToken, Permission, Role, RoleList, TokenInfo, TokenList,
     ACL_PREFIX, ROOT_TOKEN_NAME,
 };
+pub use alarm::{Alarm, AlarmKind, AlarmList, NodeSpace};
 pub use changes::{ChangeRecord, ChangesPage};
 pub use cluster::{AddMember, ClusterStatus, Health, Member, MemberRole, MembershipChange};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail, FieldError, LeaderHint};

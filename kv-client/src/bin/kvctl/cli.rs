@@ -203,6 +203,9 @@ pub enum Command {
     /// The cluster's members and state.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// The NOSPACE alarm: list it, or disarm it once there is room.
+    #[command(subcommand)]
+    Alarm(AlarmCommand),
     /// Roles and tokens of a cluster run with --auth.
     #[command(subcommand)]
     Acl(crate::acl::AclCommand),
@@ -353,6 +356,14 @@ pub enum LeaseCommand {
     },
     /// List every lease with its TTL and the time it has left.
     List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AlarmCommand {
+    /// The alarms raised, by member.
+    List,
+    /// Disarm every alarm; refused while a member still crosses its limit.
+    Disarm,
 }
 
 #[derive(Debug, Subcommand)]

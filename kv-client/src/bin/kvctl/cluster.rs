@@ -1,8 +1,9 @@
-//! `cluster status|add|remove`.
+//! `cluster status|add|remove` and `alarm list|disarm`.
 
 use kv_client::Client;
+use schemas::api::Alarm;
 
-use crate::cli::ClusterCommand;
+use crate::cli::{AlarmCommand, ClusterCommand};
 use crate::output::{Failure, Printer};
 
 pub async fn run(
@@ -46,6 +47,7 @@ async fn status(client: &Client, printer: &Printer) -> Result<(), Failure> {
         ("committed_index", status.committed_index.to_string()),
         ("last_log_index", status.last_log_index.to_string()),
         ("snapshot_index", status.snapshot_index.to_string()),
+        ("alarms", alarm_summary(&status.alarms)),
     ])?;
     printer.line("")?;
     printer.table(
@@ -70,4 +72,45 @@ async fn status(client: &Client, printer: &Printer) -> Result<(), Failure> {
             ]
         }),
     )
+}
+
+/// `alarm list|disarm`.
+pub async fn alarm(
+    client: &Client,
+    printer: &Printer,
+    command: AlarmCommand,
+) -> Result<(), Failure> {
+    let (alarms, verb) = match command {
+        AlarmCommand::List => (client.alarms().await?, "raised"),
+        AlarmCommand::Disarm => (client.disarm_alarms().await?, "disarmed"),
+    };
+    if printer.is_json() {
+        return printer.json(&alarms);
+    }
+    if alarms.alarms.is_empty() {
+        return printer.line(format!("no alarm {verb}"));
+    }
+    printer.table(
+        &["MEMBER", "ALARM", "RAISED_MS", "REASON"],
+        alarms.alarms.iter().map(|alarm| {
+            vec![
+                alarm.member.to_string(),
+                alarm.alarm.to_string(),
+                alarm.raised_ms.to_string(),
+                alarm.reason.clone(),
+            ]
+        }),
+    )
+}
+
+/// `none`, or each alarm as `NOSPACE (node 2)`.
+fn alarm_summary(alarms: &[Alarm]) -> String {
+    if alarms.is_empty() {
+        return "none".to_string();
+    }
+    alarms
+        .iter()
+        .map(|alarm| format!("{} (node {})", alarm.alarm, alarm.member))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

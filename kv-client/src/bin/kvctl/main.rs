@@ -142,6 +142,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::ExportRocketmq { dir } => rocketmq::export(&client, &printer, &dir).await,
         Command::Lease(command) => lease::run(&client, &printer, command).await,
         Command::Cluster(command) => cluster::run(&client, &printer, command).await,
+        Command::Alarm(command) => cluster::alarm(&client, &printer, command).await,
         Command::Acl(command) => acl::run(&client, &printer, command).await,
     }
 }

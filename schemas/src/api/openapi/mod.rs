@@ -30,8 +30,8 @@ use utoipa::openapi::{InfoBuilder, OpenApiBuilder, PathsBuilder, Ref, RefOr, Sch
 
 use crate::{SubscriptionGroupConfig, TopicConfig};
 use routes::{
-    add_member, changes, cluster, health, key, list_keys, list_metadata, metadata, metrics,
-    openapi, records, remove_member,
+    add_member, alarms, changes, cluster, health, key, list_keys, list_metadata, metadata, metrics,
+    openapi, ready, records, remove_member, space,
 };
 
 /// Where component schemas live in the document.
@@ -42,6 +42,7 @@ pub fn document() -> Value {
     let mut components = Components::new();
     let paths = PathsBuilder::new()
         .path("/healthz", health(&mut components))
+        .path("/readyz", ready(&mut components))
         .path("/metrics", metrics())
         .path("/v1/openapi.json", openapi())
         .path("/v1/kv", list_keys(&mut components))
@@ -73,6 +74,8 @@ pub fn document() -> Value {
         .path("/v1/cluster", cluster(&mut components))
         .path("/v1/cluster/members", add_member(&mut components))
         .path("/v1/cluster/members/{id}", remove_member(&mut components))
+        .path("/v1/alarms", alarms(&mut components))
+        .path("/v1/space", space(&mut components))
         .path("/v1/acl/bootstrap", acl::bootstrap(&mut components))
         .path("/v1/acl/roles", acl::roles(&mut components))
         .path("/v1/acl/roles/{name}", acl::role(&mut components))
@@ -87,7 +90,7 @@ pub fn document() -> Value {
              Raft-replicated compacted topic. Every answer carries `X-Kv-Revision`; every \
              error is `{\"error\":{\"code\",\"message\",\"field\"?,\"leader\"?}}`. \
              A cluster run with `--auth` wants `Authorization: Bearer <token>` on every \
-             route but `/healthz`, `/metrics` and `/v1/acl/bootstrap`.",
+             route but `/healthz`, `/readyz`, `/metrics` and `/v1/acl/bootstrap`.",
         ))
         .build();
     let document = OpenApiBuilder::new().info(info).paths(paths).build();

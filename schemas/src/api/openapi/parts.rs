@@ -195,7 +195,7 @@ pub(super) fn operation(
 
 /// The operations that need no token, even with `--auth` (`/metrics`
 /// is built without [`operation`]).
-const OPEN_OPERATIONS: &[&str] = &["health", "acl_bootstrap"];
+const OPEN_OPERATIONS: &[&str] = &["health", "ready", "acl_bootstrap"];
 
 pub(super) const WRITE_ERRORS: &[ErrorCode] = &[
     ErrorCode::InvalidKey,
@@ -209,4 +209,5 @@ pub(super) const WRITE_ERRORS: &[ErrorCode] = &[
     ErrorCode::ValueTooLarge,
     ErrorCode::NotLeader,
     ErrorCode::IdempotencyKeyReused,
+    ErrorCode::NoSpace,
 ];

@@ -12,17 +12,81 @@ use super::parts::{
 };
 use super::Components;
 use crate::api::{
-    AddMember, ChangeRecord, ChangesPage, ClusterStatus, ErrorCode, Health, KeyList, KeyValue,
-    MembershipChange, MetadataKind, WriteResult,
+    AddMember, AlarmList, ChangeRecord, ChangesPage, ClusterStatus, ErrorCode, Health, KeyList,
+    KeyValue, MembershipChange, MetadataKind, NodeSpace, WriteResult,
 };
 
 pub(super) fn health(components: &mut Components) -> PathItem {
-    let answer = ok("A leader is known.", components.of::<Health>());
+    let answer = ok(
+        "The process answers; `leader` is the leader it knows, if any.",
+        components.of::<Health>(),
+    );
     PathItem::new(
         HttpMethod::Get,
         operation(
             "health",
-            "Whether this node knows a leader",
+            "Liveness: whether the process answers",
+            ("200", answer),
+            &[],
+            components,
+        ),
+    )
+}
+
+pub(super) fn ready(components: &mut Components) -> PathItem {
+    let answer = ok(
+        "Ready: a leader is known, raft runs, the disk takes writes, no alarm is raised.",
+        components.of::<Health>(),
+    );
+    PathItem::new(
+        HttpMethod::Get,
+        operation(
+            "ready",
+            "Readiness for traffic; 503 `not_ready` names every reason",
+            ("200", answer),
+            &[ErrorCode::NotReady],
+            components,
+        ),
+    )
+}
+
+pub(super) fn alarms(components: &mut Components) -> PathItem {
+    let list = operation(
+        "list_alarms",
+        "The alarms raised in the cluster",
+        (
+            "200",
+            ok("The alarms, by member.", components.of::<AlarmList>()),
+        ),
+        &[],
+        components,
+    );
+    let disarm = operation(
+        "disarm_alarms",
+        "Disarm every alarm once each member that raised one has room again",
+        (
+            "200",
+            ok("The alarms disarmed.", components.of::<AlarmList>()),
+        ),
+        &[ErrorCode::AlarmHolds, ErrorCode::NotLeader],
+        components,
+    );
+    PathItemBuilder::new()
+        .operation(HttpMethod::Get, list)
+        .operation(HttpMethod::Delete, disarm)
+        .build()
+}
+
+pub(super) fn space(components: &mut Components) -> PathItem {
+    let answer = ok(
+        "What the quota counts, what is free, and the limit crossed, if any.",
+        components.of::<NodeSpace>(),
+    );
+    PathItem::new(
+        HttpMethod::Get,
+        operation(
+            "space",
+            "This node's disk, measured now",
             ("200", answer),
             &[],
             components,

@@ -1,0 +1,310 @@
+//! `/v1/alarms`, `/v1/space`, `/readyz`, and the loop that raises the
+//! NOSPACE alarm (see `crate::space`).
+//!
+//! Every node measures its own disk each second. One that crosses
+//! `--quota-bytes` or `--min-free-bytes` proposes the alarm (a follower
+//! through the leader), so every node refuses the writes that add data,
+//! and each refuses them before proposing too. `DELETE /v1/alarms`
+//! disarms every alarm, on the leader, after asking each member that
+//! raised one whether its limits hold again.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use schemas::api::{AlarmList, ErrorCode, Health, NodeSpace};
+use tracing::{debug, info, warn};
+
+use crate::api::error::ApiError;
+use crate::api::leader::{known_leader, Leader};
+use crate::api::propose::{propose, propose_or_relay};
+use crate::api::{AppState, FORWARDED_HEADER};
+use crate::space::RETRY_INTERVAL;
+use crate::types::{Command, NodeId, Op};
+
+/// How long the leader waits for a member's measure of its disk.
+const MEMBER_SPACE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The alarm, space and readiness routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/alarms", get(list).delete(disarm))
+        .route("/v1/space", get(space))
+        .route("/readyz", get(readyz))
+}
+
+/// Refuses `command` before it is proposed when the disk has no room for
+/// it: any write while this node's disk is full (it could not write its
+/// own log), and a write that adds data while this node crosses a limit
+/// or the NOSPACE alarm is raised. Apply refuses the latter again, on
+/// every node alike, for writes proposed before the alarm.
+pub fn refuse_without_room(state: &AppState, command: &Command) -> Result<(), ApiError> {
+    if let Some(full) = state.store.disk_full.describe() {
+        return Err(ApiError::new(
+            ErrorCode::NoSpace,
+            format!("{full}: this node takes no write until it has room; ask another node"),
+        ));
+    }
+    if !command.op.adds_data() {
+        return Ok(());
+    }
+    let alarms = state.store.alarms()?;
+    if !alarms.is_empty() {
+        return Err(no_space(&alarms));
+    }
+    if let Some(breach) = state.space.breach() {
+        return Err(ApiError::new(
+            ErrorCode::NoSpace,
+            format!(
+                "node {}: {breach}; the NOSPACE alarm is being raised",
+                state.node_id
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The 507 of a write refused while `alarms` are raised.
+fn no_space(alarms: &[schemas::api::Alarm]) -> ApiError {
+    let reasons: Vec<String> = alarms
+        .iter()
+        .map(|alarm| format!("node {}: {}", alarm.member, alarm.reason))
+        .collect();
+    ApiError::new(
+        ErrorCode::NoSpace,
+        format!(
+            "the NOSPACE alarm is raised ({}); writes that add data are refused until space is \
+             won back (delete keys, let the cleaner run) and the alarm disarmed",
+            reasons.join("; ")
+        ),
+    )
+}
+
+/// The 507 of a write that apply refused while `members` had the alarm
+/// raised.
+pub fn refused_at_apply(state: &AppState, members: &[NodeId]) -> ApiError {
+    match state.store.alarms() {
+        Ok(alarms) if !alarms.is_empty() => no_space(&alarms),
+        _ => ApiError::new(
+            ErrorCode::NoSpace,
+            format!("the NOSPACE alarm was raised by node(s) {members:?} when the write applied"),
+        ),
+    }
+}
+
+/// This node's disk as last measured.
+pub fn node_space(state: &AppState) -> NodeSpace {
+    let sample = state.space.last();
+    NodeSpace {
+        node_id: state.node_id,
+        used_bytes: sample.map(|sample| sample.used_bytes),
+        quota_bytes: state.space.quota_bytes,
+        free_bytes: sample.map(|sample| sample.free_bytes),
+        min_free_bytes: state.space.min_free_bytes,
+        over_limit: state.space.breach().map(|breach| breach.to_string()),
+        disk_full: state.store.disk_full.describe(),
+    }
+}
+
+/// `GET /v1/alarms`: the alarms raised, as applied on this node.
+async fn list(State(state): State<AppState>) -> Result<Json<AlarmList>, ApiError> {
+    Ok(Json(AlarmList {
+        alarms: state.store.alarms()?,
+    }))
+}
+
+/// `GET /v1/space`: this node's disk, measured now.
+async fn space(State(state): State<AppState>) -> Result<Json<NodeSpace>, ApiError> {
+    measure(&state).await?;
+    Ok(Json(node_space(&state)))
+}
+
+/// Measures this node's disk off the async workers.
+async fn measure(state: &AppState) -> Result<crate::space::Sample, ApiError> {
+    let space = std::sync::Arc::clone(&state.space);
+    tokio::task::spawn_blocking(move || space.measure())
+        .await
+        .map_err(|error| ApiError::internal(format!("measuring the disk failed: {error}")))?
+        .map_err(|error| {
+            ApiError::internal(format!(
+                "cannot measure the data directory's space: {error}"
+            ))
+        })
+}
+
+/// `DELETE /v1/alarms` (on the leader; followers pass it on): disarms
+/// every alarm, once each member that raised one says its limits hold.
+/// Answers the alarms disarmed.
+async fn disarm(State(state): State<AppState>) -> Result<Json<AlarmList>, ApiError> {
+    let alarms = state.store.alarms()?;
+    for alarm in &alarms {
+        let space = member_space(&state, alarm.member).await?;
+        if let Some(over) = space.over_limit.or(space.disk_full) {
+            return Err(ApiError::new(
+                ErrorCode::AlarmHolds,
+                format!(
+                    "node {} still crosses its limit: {over}; win space back first (delete keys, \
+                     let the cleaner and a snapshot run, or grow the disk)",
+                    alarm.member
+                ),
+            ));
+        }
+    }
+    for alarm in &alarms {
+        let command = Command {
+            timestamp_ms: crate::clock::now_ms(),
+            idempotency_key: None,
+            request_hash: None,
+            op: Op::AlarmDisarm {
+                member: alarm.member,
+            },
+        };
+        propose(&state, command).await?;
+        info!(member = alarm.member, "NOSPACE alarm disarmed");
+    }
+    Ok(Json(AlarmList { alarms }))
+}
+
+/// `member`'s disk, measured now: this node's own, or asked of it.
+async fn member_space(state: &AppState, member: NodeId) -> Result<NodeSpace, ApiError> {
+    if member == state.node_id {
+        measure(state).await?;
+        return Ok(node_space(state));
+    }
+    let cannot_tell = |why: String| {
+        ApiError::new(
+            ErrorCode::AlarmHolds,
+            format!("cannot tell whether node {member} has room again: {why}"),
+        )
+    };
+    let peer_addr = {
+        let metrics = state.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        membership
+            .get_node(&member)
+            .map(|node| node.peer_addr.clone())
+    };
+    let Some(peer_addr) = peer_addr.filter(|addr| !addr.is_empty()) else {
+        // A member removed since: its alarm no longer speaks for the cluster.
+        return Ok(NodeSpace {
+            node_id: member,
+            used_bytes: None,
+            quota_bytes: 0,
+            free_bytes: None,
+            min_free_bytes: 0,
+            over_limit: None,
+            disk_full: None,
+        });
+    };
+    let answer = state
+        .peers
+        .get(&format!("{peer_addr}/v1/space"))
+        .header(FORWARDED_HEADER, state.node_id)
+        .timeout(MEMBER_SPACE_TIMEOUT)
+        .send()
+        .await
+        .map_err(|error| cannot_tell(error.to_string()))?;
+    if !answer.status().is_success() {
+        return Err(cannot_tell(format!("it answered {}", answer.status())));
+    }
+    answer
+        .json()
+        .await
+        .map_err(|error| cannot_tell(error.to_string()))
+}
+
+/// `GET /readyz`: 200 when this node is ready for traffic: it knows a
+/// leader, no write of its waits for room on a full disk, raft runs, and
+/// no alarm is raised; else 503 `not_ready`, with every reason.
+async fn readyz(State(state): State<AppState>) -> Response {
+    let mut reasons = Vec::new();
+    let leader = match known_leader(&state) {
+        Some(Leader::This) => Some(state.node_id),
+        Some(Leader::Other { id, .. }) => Some(id),
+        None => {
+            reasons.push("no leader is known".to_string());
+            None
+        }
+    };
+    if let Err(fatal) = &state.raft.metrics().borrow().running_state {
+        reasons.push(format!("raft stopped: {fatal}"));
+    }
+    if let Some(full) = state.store.disk_full.describe() {
+        reasons.push(full);
+    }
+    match state.store.alarms() {
+        Ok(alarms) => reasons.extend(alarms.iter().map(|alarm| {
+            format!(
+                "the {} alarm is raised by node {}: {}",
+                alarm.alarm, alarm.member, alarm.reason
+            )
+        })),
+        Err(error) => reasons.push(format!("the alarms cannot be read: {error}")),
+    }
+    if !reasons.is_empty() {
+        return ApiError::new(
+            ErrorCode::NotReady,
+            format!("not ready: {}", reasons.join("; ")),
+        )
+        .into_response();
+    }
+    Json(Health {
+        status: "ready".to_string(),
+        node_id: state.node_id,
+        leader,
+    })
+    .into_response()
+}
+
+/// Measures this node's disk every second and raises its NOSPACE alarm
+/// when it crosses a limit (once: a raised alarm is left as it is).
+pub async fn raise_when_over(state: AppState) {
+    let mut ticks = tokio::time::interval(RETRY_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let sample = match measure(&state).await {
+            Ok(sample) => sample,
+            Err(error) => {
+                warn!(?error, "cannot measure this node's disk");
+                continue;
+            }
+        };
+        let breach = state.space.breach_of(sample);
+        let alarms = match state.store.alarms() {
+            Ok(alarms) => alarms,
+            Err(error) => {
+                warn!(%error, "cannot read the alarms");
+                continue;
+            }
+        };
+        // Short of space, deletes must give it back at once, however small
+        // a share of the topic they are.
+        state
+            .store
+            .topic
+            .set_eager(breach.is_some() || !alarms.is_empty());
+        let Some(breach) = breach else {
+            continue;
+        };
+        let raised = alarms.iter().any(|alarm| alarm.member == state.node_id);
+        if raised || known_leader(&state).is_none() {
+            continue;
+        }
+        let command = Command {
+            timestamp_ms: crate::clock::now_ms(),
+            idempotency_key: None,
+            request_hash: None,
+            op: Op::AlarmRaise {
+                member: state.node_id,
+                reason: breach.to_string(),
+            },
+        };
+        match propose_or_relay(&state, command).await {
+            Ok(_) => warn!(%breach, "raised the NOSPACE alarm: writes that add data are refused"),
+            Err(error) => debug!(?error, "raising the NOSPACE alarm failed; trying again"),
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! Room on disk: the space quota (`--quota-bytes`), the free-space floor
+//! (`--min-free-bytes`), and a disk found full by a write.
+//!
+//! * A node measures itself every second ([`Space::measure`]): the bytes of
+//!   its topic and of its raft log's entries, and the space free on its
+//!   data directory's file system. Crossing either limit raises the cluster's
+//!   NOSPACE alarm through Raft (`api::alarms`), after which the cluster
+//!   takes no write that adds data until an operator disarms it.
+//! * A write that finds the disk full anyway (another process filled it)
+//!   marks [`DiskFull`] with the path and waits for room: the raft log's
+//!   writer and the apply try again every second, and the node answers
+//!   `no_space` to writes and 503 on `/readyz` meanwhile. Only what wrote
+//!   nothing durable is tried again (see [`crate::error::StoreError::is_no_space`]).
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tracing::{info, warn};
+
+/// How often a node measures its space, and how often a write that found
+/// the disk full tries again.
+pub const RETRY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Whether `error` says the file system (or the user's disk quota) is full.
+pub fn is_no_space(error: &io::Error) -> bool {
+    error.kind() == io::ErrorKind::StorageFull
+        || error.raw_os_error() == Some(rustix::io::Errno::DQUOT.raw_os_error())
+}
+
+/// Bytes free to this process on the file system holding `path`.
+pub fn free_bytes(path: &Path) -> io::Result<u64> {
+    let stat = rustix::fs::statvfs(path)?;
+    Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+}
+
+/// The writers that found the disk full, each with the path it could not
+/// write; shared by the raft log's writer, the apply and the checkpoints.
+/// Each writer clears its own mark once it writes again, so the disk counts
+/// as full while any of them still waits.
+#[derive(Debug, Default)]
+pub struct DiskFull {
+    waiting: Mutex<BTreeMap<&'static str, PathBuf>>,
+}
+
+impl DiskFull {
+    /// `writer` could not write `path` for want of space.
+    pub fn set(&self, writer: &'static str, path: &Path) {
+        let mut waiting = self.waiting.lock();
+        if waiting.insert(writer, path.to_path_buf()).is_none() {
+            warn!(writer, path = %path.display(), "no space left on the disk; waiting for room");
+        }
+        ::metrics::gauge!(crate::metrics::DISK_FULL).set(1.0);
+    }
+
+    /// `writer` wrote again.
+    pub fn clear(&self, writer: &'static str) {
+        let mut waiting = self.waiting.lock();
+        if let Some(path) = waiting.remove(writer) {
+            info!(writer, path = %path.display(), "space returned; writing again");
+        }
+        if waiting.is_empty() {
+            ::metrics::gauge!(crate::metrics::DISK_FULL).set(0.0);
+        }
+    }
+
+    /// A path some writer cannot write for want of space, if any.
+    pub fn path(&self) -> Option<PathBuf> {
+        self.waiting.lock().values().next().cloned()
+    }
+
+    /// "no space left on <path>", if the disk is full.
+    pub fn describe(&self) -> Option<String> {
+        self.path()
+            .map(|path| format!("no space left on {}", path.display()))
+    }
+}
+
+/// What a node measured of its own disk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sample {
+    /// Bytes of the topic and of the raft log's entries.
+    pub used_bytes: u64,
+    /// Bytes free on the data directory's file system.
+    pub free_bytes: u64,
+}
+
+/// A limit a node's disk has crossed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Breach {
+    /// The topic and the raft log's entries hold more than `--quota-bytes`.
+    Quota {
+        /// Bytes held.
+        used_bytes: u64,
+        /// The quota.
+        quota_bytes: u64,
+    },
+    /// Less than `--min-free-bytes` is free on the file system.
+    MinFree {
+        /// Bytes free.
+        free_bytes: u64,
+        /// The floor.
+        min_free_bytes: u64,
+    },
+}
+
+impl std::fmt::Display for Breach {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Breach::Quota {
+                used_bytes,
+                quota_bytes,
+            } => write!(
+                f,
+                "the topic and raft log hold {used_bytes} bytes, over --quota-bytes {quota_bytes}"
+            ),
+            Breach::MinFree {
+                free_bytes,
+                min_free_bytes,
+            } => write!(
+                f,
+                "{free_bytes} bytes are free on the data directory's file system, under \
+                 --min-free-bytes {min_free_bytes}"
+            ),
+        }
+    }
+}
+
+/// Reads the bytes of the entries the raft log holds.
+pub type RaftLogBytes = Box<dyn Fn() -> u64 + Send + Sync>;
+
+/// One node's limits and its last measure of them.
+pub struct Space {
+    /// The data directory, whose file system `--min-free-bytes` is about.
+    data_dir: PathBuf,
+    /// The files `--quota-bytes` counts whole: the topic's. The view is a
+    /// copy of the topic's keys whose sled files do not shrink when keys
+    /// are deleted: counted, it would hold an alarm up that deletes
+    /// cannot lower. The free-space floor covers it.
+    counted: Vec<PathBuf>,
+    /// What it counts of the raft log: its entries, not the space its
+    /// segments allocate ahead (a purge gives the former back).
+    raft_log_bytes: RaftLogBytes,
+    /// `--quota-bytes`; 0 for none.
+    pub quota_bytes: u64,
+    /// `--min-free-bytes`; 0 for none.
+    pub min_free_bytes: u64,
+    /// The last measure.
+    last: Mutex<Option<Sample>>,
+}
+
+impl Space {
+    /// The limits of the node whose data is under `data_dir`.
+    pub fn new(
+        data_dir: &Path,
+        quota_bytes: u64,
+        min_free_bytes: u64,
+        raft_log_bytes: RaftLogBytes,
+    ) -> Space {
+        let dirs = crate::store::DataDirs::new(data_dir);
+        Space {
+            data_dir: data_dir.to_path_buf(),
+            counted: vec![dirs.topic],
+            raft_log_bytes,
+            quota_bytes,
+            min_free_bytes,
+            last: Mutex::new(None),
+        }
+    }
+
+    /// Measures the node's disk now, and keeps the measure for
+    /// [`Space::breach`]. Blocking: it walks the data directories.
+    pub fn measure(&self) -> io::Result<Sample> {
+        let used_bytes = self
+            .counted
+            .iter()
+            .map(|dir| tree_bytes(dir))
+            .sum::<io::Result<u64>>()?
+            + (self.raft_log_bytes)();
+        let sample = Sample {
+            used_bytes,
+            free_bytes: free_bytes(&self.data_dir)?,
+        };
+        *self.last.lock() = Some(sample);
+        ::metrics::gauge!(crate::metrics::SPACE_USED_BYTES).set(used_bytes as f64);
+        ::metrics::gauge!(crate::metrics::SPACE_FREE_BYTES).set(sample.free_bytes as f64);
+        Ok(sample)
+    }
+
+    /// The last measure, if one was made.
+    pub fn last(&self) -> Option<Sample> {
+        *self.last.lock()
+    }
+
+    /// The limit `sample` crosses, if any (the quota first).
+    pub fn breach_of(&self, sample: Sample) -> Option<Breach> {
+        if self.quota_bytes > 0 && sample.used_bytes > self.quota_bytes {
+            return Some(Breach::Quota {
+                used_bytes: sample.used_bytes,
+                quota_bytes: self.quota_bytes,
+            });
+        }
+        if self.min_free_bytes > 0 && sample.free_bytes < self.min_free_bytes {
+            return Some(Breach::MinFree {
+                free_bytes: sample.free_bytes,
+                min_free_bytes: self.min_free_bytes,
+            });
+        }
+        None
+    }
+
+    /// The limit the last measure crossed, if any.
+    pub fn breach(&self) -> Option<Breach> {
+        self.last().and_then(|sample| self.breach_of(sample))
+    }
+}
+
+/// Bytes of the files under `dir` (0 if it does not exist): their length,
+/// as a file system's quota counts what a file holds.
+fn tree_bytes(dir: &Path) -> io::Result<u64> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(error) => return Err(error),
+    };
+    let mut bytes = 0;
+    for entry in entries {
+        let entry = entry?;
+        // A file removed meanwhile (a purged segment) counts as nothing.
+        let metadata = match entry.metadata() {
+            Ok(metadata) => metadata,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
+            Err(error) => return Err(error),
+        };
+        bytes += if metadata.is_dir() {
+            tree_bytes(&entry.path())?
+        } else {
+            metadata.len()
+        };
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_quota_counts_the_topic_and_the_raft_logs_entries_and_nothing_else() {
+        let root = tempfile::tempdir().unwrap();
+        let dirs = crate::store::DataDirs::new(root.path());
+        for (dir, bytes) in [
+            (&dirs.topic, 1000),
+            (&dirs.view, 200),
+            (&dirs.raft, 7000),
+            (&dirs.snapshot, 5000),
+        ] {
+            std::fs::create_dir_all(dir.join("nested")).unwrap();
+            std::fs::write(dir.join("nested").join("file"), vec![0u8; bytes]).unwrap();
+        }
+        let space = Space::new(root.path(), 1029, 0, Box::new(|| 30));
+        let sample = space.measure().unwrap();
+        assert_eq!(sample.used_bytes, 1030);
+        assert!(sample.free_bytes > 0);
+        assert_eq!(
+            space.breach(),
+            Some(Breach::Quota {
+                used_bytes: 1030,
+                quota_bytes: 1029
+            })
+        );
+        let roomy = Space::new(root.path(), 1030, 0, Box::new(|| 30));
+        roomy.measure().unwrap();
+        assert_eq!(roomy.breach(), None);
+    }
+
+    #[test]
+    fn a_floor_above_the_free_space_is_crossed_and_none_is_never() {
+        let root = tempfile::tempdir().unwrap();
+        let space = Space::new(root.path(), 0, u64::MAX, Box::new(|| 0));
+        assert_eq!(space.breach(), None, "nothing measured yet");
+        let sample = space.measure().unwrap();
+        assert!(
+            matches!(space.breach(), Some(Breach::MinFree { free_bytes, .. }) if free_bytes == sample.free_bytes)
+        );
+        let unlimited = Space::new(root.path(), 0, 0, Box::new(|| 0));
+        unlimited.measure().unwrap();
+        assert_eq!(unlimited.breach(), None);
+    }
+
+    #[test]
+    fn the_disk_counts_as_full_while_any_writer_waits() {
+        let full = DiskFull::default();
+        full.set("raft log", Path::new("/data/raft"));
+        full.set("apply", Path::new("/data/topic"));
+        full.clear("raft log");
+        assert_eq!(
+            full.describe().as_deref(),
+            Some("no space left on /data/topic")
+        );
+        full.clear("apply");
+        assert_eq!(full.path(), None);
+    }
+
+    #[test]
+    fn enospc_and_edquot_are_no_space_and_other_errors_are_not() {
+        assert!(is_no_space(&io::Error::from_raw_os_error(
+            rustix::io::Errno::NOSPC.raw_os_error()
+        )));
+        assert!(is_no_space(&io::Error::from_raw_os_error(
+            rustix::io::Errno::DQUOT.raw_os_error()
+        )));
+        assert!(!is_no_space(&io::Error::from_raw_os_error(
+            rustix::io::Errno::IO.raw_os_error()
+        )));
+    }
+}
