@@ -25,6 +25,8 @@
 //! * [`kvctl`] runs the `kvctl` binary as a child process with a time limit.
 //! * [`faults`] has faulty nodes for failover tests: a closed port, a node
 //!   that answers one fixed error, a proxy that loses a write's answer.
+//! * [`tmpfs`] mounts a small tmpfs under a node's data directory, fills
+//!   it and grows it, for the full-disk tests (root needed).
 //! * [`tls`] tells the harness which ports of a node speak HTTPS and what
 //!   CA and client certificate its HTTP clients use.
 //! * [`bench`] is the benchmark tool `kv-bench` (`src/bin/kv-bench.rs`),
@@ -61,6 +63,7 @@ pub mod raw_http;
 pub mod remoting;
 mod server;
 pub mod tls;
+pub mod tmpfs;
 
 pub use api::{call, error_of, http2_client, stingy_http2_client};
 pub use cluster::TestCluster;

@@ -165,8 +165,14 @@ mod tests {
         assert!(matches!(results[1], CommandResult::Written { .. }));
         assert_eq!(results[2], CommandResult::None, "a raised alarm stays");
         assert_eq!(results[3..6], [refused.clone(), refused.clone(), refused]);
-        assert!(matches!(results[6], CommandResult::Written { .. }), "internal keys pass");
-        assert!(matches!(results[7], CommandResult::Written { .. }), "deletes pass");
+        assert!(
+            matches!(results[6], CommandResult::Written { .. }),
+            "internal keys pass"
+        );
+        assert!(
+            matches!(results[7], CommandResult::Written { .. }),
+            "deletes pass"
+        );
         let alarms = store.alarms().expect("reads");
         assert_eq!(
             (alarms.len(), alarms[0].member, alarms[0].reason.as_str()),

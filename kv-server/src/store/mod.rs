@@ -116,7 +116,7 @@ pub const EXIT_CHECKPOINT_FAILED: i32 = 74;
 pub const EXIT_NO_SPACE: i32 = 75;
 /// Free bytes a periodic checkpoint wants beyond twice the changes it
 /// writes: sled's segments and the topic's index files.
-const CHECKPOINT_ROOM_BYTES: u64 = 8 << 20;
+const CHECKPOINT_ROOM_BYTES: u64 = 1 << 20;
 /// The checkpointer's name as a writer waiting for room.
 const CHECKPOINT_WRITER: &str = "view checkpoint";
 /// Unsealed view changes at which the checkpointer is woken early.
