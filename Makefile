@@ -96,6 +96,10 @@ cluster:
 	    > $(CLUSTER_DIR)/n$$id.log 2>&1 & echo $$! > $(CLUSTER_DIR)/n$$id.pid; \
 	  echo "node $$id: http://127.0.0.1:707$$id, name server 127.0.0.1:987$$((id + 5)) (pid $$!, log $(CLUSTER_DIR)/n$$id.log)"; \
 	done
+	@for id in 1 2 3; do \
+	  for try in $$(seq 60); do curl -sf 127.0.0.1:707$$id/readyz >/dev/null && break; sleep 0.5; done; \
+	  printf 'node %s /readyz: ' $$id; curl -s 127.0.0.1:707$$id/readyz; echo; \
+	done
 	@echo "stop it with: make cluster-stop"
 
 cluster-stop:

@@ -201,6 +201,28 @@ async fn a_node_answering_503_is_passed_over() {
 }
 
 #[tokio::test]
+async fn a_node_out_of_space_is_passed_over_and_when_all_are_the_507_is_the_answer() {
+    let server = TestServer::start().await;
+    let full = StubNode::answering(
+        507,
+        "no_space",
+        "no space left on /data/raft: this node takes no write until it has room",
+    )
+    .await;
+    let client = Client::new([full.url(), server.url("")]).unwrap();
+    assert_eq!(client.get("space/a").await.unwrap(), None);
+    assert_eq!(full.requests(), 1, "the full node was asked first, once");
+    client.put("space/a", &1).await.unwrap();
+
+    let also_full = StubNode::answering(507, "no_space", "the NOSPACE alarm is raised").await;
+    let client = Client::new([full.url(), also_full.url()]).unwrap();
+    let error = client.put("space/b", &1).await.unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::NoSpace), "{error}");
+    assert_eq!(error.status(), Some(507));
+    assert!(!error.is_retryable(), "{error}");
+}
+
+#[tokio::test]
 async fn a_503_naming_the_leader_sends_the_next_attempt_there() {
     let server = TestServer::start().await;
     let not_leader = json!({"error": {

@@ -6,8 +6,10 @@
 //! 502 or 504 that is not the API's own error (a proxy's) moves on to the
 //! next endpoint — straight to the leader when a 503 named it — and once
 //! every endpoint failed in a round, the loop pauses (50 ms doubling to
-//! 2 s by default, jittered, at least the server's `Retry-After`). Any
-//! other answer ends the loop, success or not.
+//! 2 s by default, jittered, at least the server's `Retry-After`). A 507
+//! (a node out of space) moves on to the next endpoint at once, until
+//! every endpoint has refused so: then the 507 is the answer. Any other
+//! answer ends the loop, success or not.
 //!
 //! A write's `Idempotency-Key` is chosen once per call, before the first
 //! attempt, so the server applies the write once however many attempts
@@ -139,12 +141,27 @@ impl Client {
         let mut failed_in_round = 0;
         let mut backoff = options.backoff_initial;
         let mut attempts = 0;
+        // Endpoints that refused for want of space in this call.
+        let mut out_of_space = 0;
         loop {
             attempts += 1;
             let endpoint = &inner.endpoints[index];
             let remaining = deadline.saturating_duration_since(Instant::now());
             let timeout = attempt_timeout.min(remaining);
             let outcome = match self.send_once(request, endpoint, timeout).await {
+                // A node whose own disk is full refuses what another node
+                // may take (nothing was applied); under the cluster's
+                // NOSPACE alarm every node refuses, and the last refusal
+                // is the answer.
+                Ok(response)
+                    if response.status() == StatusCode::INSUFFICIENT_STORAGE
+                        && out_of_space + 1 < count =>
+                {
+                    out_of_space += 1;
+                    debug!(endpoint = %endpoint, "no space on this node; trying the next");
+                    index = (index + 1) % count;
+                    continue;
+                }
                 Ok(response) if is_unavailable(response.status()) => {
                     let retry_after = retry_after(response.headers());
                     let status = response.status();
