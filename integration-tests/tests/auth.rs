@@ -159,7 +159,11 @@ async fn with_auth_every_route_is_checked_and_acl_keys_stay_hidden() {
     let role = json!({"name": "x", "permissions": [], "admin": false});
     let table: Vec<(&str, &str, Option<Value>, [u16; 5])> = vec![
         ("GET", "/healthz", None, [OK, OK, OK, OK, OK]),
+        ("GET", "/readyz", None, [OK, OK, OK, OK, OK]),
         ("GET", "/metrics", None, [OK, OK, OK, OK, OK]),
+        ("GET", "/v1/space", None, [401, 401, OK, OK, OK]),
+        ("GET", "/v1/alarms", None, [401, 401, 403, 403, OK]),
+        ("DELETE", "/v1/alarms", None, [401, 401, 403, 403, OK]),
         ("GET", "/v1/kv/app/k1", None, [401, 401, OK, 403, OK]),
         (
             "PUT",

@@ -4,8 +4,8 @@
 
 use integration_tests::{call, TestServer};
 use schemas::api::{
-    ChangesPage, ClusterStatus, ErrorBody, ErrorCode, Health, KeyList, KeyValue, SubscriptionList,
-    TopicList, WriteResult,
+    AlarmList, ChangesPage, ClusterStatus, ErrorBody, ErrorCode, Health, KeyList, KeyValue,
+    NodeSpace, SubscriptionList, TopicList, WriteResult,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -50,6 +50,9 @@ async fn every_answer_reads_as_its_contract_type() {
         ("/v1/changes?from=0", "a page of the change feed"),
         ("/v1/cluster", "the cluster's status"),
         ("/healthz", "the health check"),
+        ("/readyz", "the readiness check"),
+        ("/v1/space", "the node's disk"),
+        ("/v1/alarms", "the alarms"),
         ("/v1/topics", "a list of topics"),
         ("/v1/subscriptions", "a list of groups"),
     ];
@@ -66,7 +69,9 @@ async fn every_answer_reads_as_its_contract_type() {
                 assert_eq!(deleted.len(), 1, "the delete of app/b is marked");
             }
             "/v1/cluster" => assert_reads_as::<ClusterStatus>(what, &body),
-            "/healthz" => assert_reads_as::<Health>(what, &body),
+            "/healthz" | "/readyz" => assert_reads_as::<Health>(what, &body),
+            "/v1/space" => assert_reads_as::<NodeSpace>(what, &body),
+            "/v1/alarms" => assert_reads_as::<AlarmList>(what, &body),
             "/v1/topics" => assert_reads_as::<TopicList>(what, &body),
             _ => assert_reads_as::<SubscriptionList>(what, &body),
         }
@@ -133,6 +138,7 @@ async fn every_error_has_the_status_its_code_declares() {
             ErrorCode::LastVoter,
         ),
         ("POST", "/v1/kv/app/a", None, ErrorCode::MethodNotAllowed),
+        ("PUT", "/v1/alarms", None, ErrorCode::MethodNotAllowed),
         ("GET", "/v2/nothing", None, ErrorCode::NotFound),
     ];
     for (method, path, body, expected) in cases {
