@@ -340,3 +340,53 @@ async fn a_followers_full_disk_leaves_the_cluster_committing_and_it_catches_up_w
         follower.log_tail(40)
     );
 }
+
+#[tokio::test]
+async fn a_node_stopped_while_its_disk_is_full_stops_and_starts_again_with_every_write() {
+    let mut server = TestServer::start_with(&[
+        "--quota-bytes",
+        "0",
+        "--min-free-bytes",
+        "0",
+        "--request-timeout-ms",
+        "2000",
+    ])
+    .await;
+    let disk = Tmpfs::under(&mut server, 32 << 20).await;
+    let mut acknowledged = Vec::new();
+    for n in 0..5 {
+        let key = format!("/v1/kv/before/{n}");
+        let (status, _) = call(&server, "PUT", &key, Some(big_value())).await;
+        assert_eq!(status, 201);
+        acknowledged.push(key);
+    }
+    disk.fill();
+    let refused = eventually("a write is refused for space", || async {
+        let (status, body) = call(&server, "PUT", "/v1/kv/during", Some(big_value())).await;
+        match status {
+            201 => panic!("a write was taken on a full disk: {body}"),
+            507 => Some(body),
+            _ => None,
+        }
+    })
+    .await;
+    assert_eq!(error_of(&refused).0, "no_space");
+
+    // A graceful stop does not wait for room (the harness kills a process
+    // that takes more than 10 s, and would fail the status check below).
+    let stopped = Instant::now();
+    server.stop().await;
+    assert!(
+        stopped.elapsed() < Duration::from_secs(8),
+        "the stop took {:?}",
+        stopped.elapsed()
+    );
+    disk.resize(64 << 20);
+    server.restart().await;
+    for key in &acknowledged {
+        let (status, body) = call(&server, "GET", key, None).await;
+        assert_eq!(status, 200, "{key} was acknowledged: {body}");
+    }
+    let (status, _) = call(&server, "PUT", "/v1/kv/after", Some(json!(1))).await;
+    assert_eq!(status, 201);
+}

@@ -300,7 +300,11 @@ impl Opened {
         }
         self.log.close().await?;
         drop(self.cleaner);
-        self.store.checkpoint()?;
+        // Without room the view stays as it is: the restart brings it up to
+        // date from the raft log, as after a crash.
+        if !self.store.checkpoint_if_room()? {
+            warn!("no room for the last checkpoint; the next start catches up from the raft log");
+        }
         Ok(())
     }
 }

@@ -224,11 +224,26 @@ impl LogStore {
 
     /// Writes what is pending and the committed id, and syncs: for a
     /// graceful stop.
+    ///
+    /// While the disk is full the writer waits for room; the stop does
+    /// not: what it has not written was never reported durable, so nothing
+    /// acknowledged is left behind.
     pub async fn close(&self) -> Result<(), StoreError> {
         // A closed queue has nothing left to write; the drain then returns.
         let _ = self.flusher().send(FlushJob::Committed);
-        self.drain().await;
-        Ok(())
+        let drain = self.drain();
+        tokio::pin!(drain);
+        loop {
+            tokio::select! {
+                () = &mut drain => return Ok(()),
+                () = tokio::time::sleep(crate::space::RETRY_INTERVAL) => {
+                    if let Some(full) = self.writer.disk_full.describe() {
+                        tracing::warn!("{full}: the raft log's unwritten appends are dropped at the stop");
+                        return Ok(());
+                    }
+                }
+            }
+        }
     }
 
     /// The committed index as last saved, shared.

@@ -518,7 +518,7 @@ impl Store {
     /// sled that fails for want of space cannot be tried again (sled keeps
     /// the error), so the periodic checkpoint looks before it writes. The
     /// checkpoint before a snapshot does not: its log is purged after it.
-    fn checkpoint_if_room(&self) -> Result<bool, StoreError> {
+    pub fn checkpoint_if_room(&self) -> Result<bool, StoreError> {
         let _turn = self.writing_out.lock();
         let needed = 2 * self.view.unsealed().bytes as u64 + CHECKPOINT_ROOM_BYTES;
         match crate::space::free_bytes(&self.view_root) {
