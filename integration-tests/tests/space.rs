@@ -390,3 +390,54 @@ async fn a_node_stopped_while_its_disk_is_full_stops_and_starts_again_with_every
     let (status, _) = call(&server, "PUT", "/v1/kv/after", Some(json!(1))).await;
     assert_eq!(status, 201);
 }
+
+#[tokio::test]
+async fn a_leader_whose_disk_stays_full_exits_and_another_node_leads() {
+    let mut cluster = TestCluster::start(3, &["--quota-bytes", "0", "--min-free-bytes", "0"]).await;
+    let mut disks = std::collections::BTreeMap::new();
+    for id in cluster.ids() {
+        disks.insert(id, Tmpfs::under(cluster.node_mut(id), 32 << 20).await);
+    }
+    cluster.wait_converged().await;
+    let leader = cluster.leader().await;
+    let (status, _) = call(cluster.node(leader), "PUT", "/v1/kv/before", Some(json!(1))).await;
+    assert_eq!(status, 201);
+
+    disks[&leader].fill();
+    // A write the full leader takes waits for room, until the leader exits
+    // under it: no answer, or a 503, or a 507.
+    let node = cluster.node(leader);
+    let _ = node
+        .client()
+        .put(node.url("/v1/kv/during"))
+        .json(&big_value())
+        .send()
+        .await;
+    let status = cluster
+        .node_mut(leader)
+        .wait_exit(SETTLE)
+        .await
+        .expect("the full leader exits");
+    assert_eq!(status.code(), Some(75), "EX_TEMPFAIL, for a supervisor");
+    assert!(cluster
+        .node(leader)
+        .log_contains("cannot write; exiting so that another voter leads"));
+
+    let new_leader = cluster.leader_among(&[leader]).await;
+    assert_ne!(new_leader, leader);
+    let (status, body) = call(
+        cluster.node(new_leader),
+        "PUT",
+        "/v1/kv/after",
+        Some(json!(2)),
+    )
+    .await;
+    assert_eq!(status, 201, "the others go on: {body}");
+
+    disks[&leader].resize(64 << 20);
+    cluster.node_mut(leader).restart().await;
+    cluster.wait_converged().await;
+    let keys = cluster.keys(leader, "").await;
+    assert_eq!(keys.get("before"), Some(&json!(1)));
+    assert_eq!(keys.get("after"), Some(&json!(2)));
+}

@@ -259,12 +259,15 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 /// Measures this node's disk every second and raises its NOSPACE alarm
-/// when it crosses a limit (once: a raised alarm is left as it is).
+/// when it crosses a limit (once: a raised alarm is left as it is). Stops
+/// the process of a leader whose disk stays full (see [`step_down_when_full`]).
 pub async fn raise_when_over(state: AppState) {
     let mut ticks = tokio::time::interval(RETRY_INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut full_while_leading = None;
     loop {
         ticks.tick().await;
+        step_down_when_full(&state, &mut full_while_leading);
         let sample = match measure(&state).await {
             Ok(sample) => sample,
             Err(error) => {
@@ -306,5 +309,40 @@ pub async fn raise_when_over(state: AppState) {
             Ok(_) => warn!(%breach, "raised the NOSPACE alarm: writes that add data are refused"),
             Err(error) => debug!(?error, "raising the NOSPACE alarm failed; trying again"),
         }
+    }
+}
+
+/// How long a leader of a cluster with other voters may lead with a full
+/// disk before it stops.
+const LEADER_FULL_DISK_GRACE: Duration = Duration::from_secs(5);
+
+/// A leader that cannot write cannot finish any write, yet its heartbeats
+/// keep the others from electing one that can (openraft 0.9 cannot hand
+/// the lead over). When its disk has been full for
+/// [`LEADER_FULL_DISK_GRACE`] and another voter could lead, it exits with
+/// [`crate::store::EXIT_NO_SPACE`]: the others elect a leader among
+/// themselves, and a supervisor restarts this node, which follows and
+/// waits for room. A node alone keeps waiting: no other could lead.
+fn step_down_when_full(state: &AppState, full_since: &mut Option<std::time::Instant>) {
+    let voters = state
+        .raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .count();
+    let leading = matches!(known_leader(state), Some(Leader::This));
+    let full = state.store.disk_full.describe();
+    let Some(full) = full.filter(|_| leading && voters > 1) else {
+        *full_since = None;
+        return;
+    };
+    let since = *full_since.get_or_insert_with(std::time::Instant::now);
+    if since.elapsed() >= LEADER_FULL_DISK_GRACE {
+        tracing::error!(
+            "{full}: this node leads but cannot write; exiting so that another voter leads"
+        );
+        std::process::exit(crate::store::EXIT_NO_SPACE);
     }
 }
