@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
-use integration_tests::{closed_port_url, AnswerDroppingProxy, StubNode, TestServer};
+use integration_tests::{call, closed_port_url, AnswerDroppingProxy, StubNode, TestServer};
 use kv_client::{
     Client, Condition, Error, ErrorCode, KeyValue, MetadataOptions, Watch, WatchEvent, WriteOptions,
 };
@@ -220,6 +220,22 @@ async fn a_node_out_of_space_is_passed_over_and_when_all_are_the_507_is_the_answ
     assert_eq!(error.code(), Some(ErrorCode::NoSpace), "{error}");
     assert_eq!(error.status(), Some(507));
     assert!(!error.is_retryable(), "{error}");
+}
+
+#[tokio::test]
+async fn writes_go_to_the_leader_a_ready_node_names() {
+    let server = TestServer::start().await;
+    // A node that is ready and says the leader is `server`; it answers
+    // every request so, and a write sent to it would not decode.
+    let ready =
+        json!({"status": "ready", "node_id": 2, "leader": 1, "leader_addr": server.url("")});
+    let follower = StubNode::answering_error(200, &ready).await;
+    let client = Client::new([follower.url(), server.url("")]).unwrap();
+
+    client.put("ready/a", &1).await.unwrap();
+    assert_eq!(follower.requests(), 1, "asked /readyz only");
+    let (status, entry) = call(&server, "GET", "/v1/kv/ready/a", None).await;
+    assert_eq!((status, &entry["value"]), (200, &json!(1)));
 }
 
 #[tokio::test]

@@ -309,6 +309,9 @@ impl Client {
     /// skip a forwarding hop. Failures are only logged: the request loop
     /// finds a working node anyway.
     async fn locate_leader(&self) {
+        if self.locate_ready_leader().await {
+            return;
+        }
         let inner = &self.inner;
         let count = inner.endpoints.len();
         let start = inner.preferred.load(Ordering::Relaxed) % count;
@@ -344,6 +347,49 @@ impl Client {
             debug!(endpoint = %inner.endpoints[chosen], leader = ?status.leader, "leader located");
             return;
         }
+    }
+
+    /// Asks the endpoints' `/readyz` in turn, from the preferred one, and
+    /// prefers the leader the first ready node names (or that node itself,
+    /// if the leader is none of our endpoints). A node that is not ready
+    /// (no leader, a full disk, a raised alarm) is passed over. `false` if
+    /// none is ready: then [`Client::locate_leader`] asks for the cluster's
+    /// status instead.
+    async fn locate_ready_leader(&self) -> bool {
+        let inner = &self.inner;
+        let count = inner.endpoints.len();
+        let start = inner.preferred.load(Ordering::Relaxed) % count;
+        let probe = Request::new(Method::GET, ["readyz"]);
+        let timeout = inner.options.request_timeout.min(LEADER_PROBE_TIMEOUT);
+        for offset in 0..count {
+            let index = (start + offset) % count;
+            let endpoint = &inner.endpoints[index];
+            let health = match self.send_once(&probe, endpoint, timeout).await {
+                Ok(response) if response.status().is_success() => {
+                    response.json::<schemas::api::Health>().await.ok()
+                }
+                Ok(response) => {
+                    debug!(endpoint = %endpoint, status = %response.status(), "not ready");
+                    None
+                }
+                Err(error) => {
+                    debug!(endpoint = %endpoint, %error, "not ready");
+                    None
+                }
+            };
+            let Some(health) = health else {
+                continue;
+            };
+            let chosen = health
+                .leader_addr
+                .and_then(|addr| self.endpoint_index(&addr))
+                .unwrap_or(index);
+            inner.preferred.store(chosen, Ordering::Relaxed);
+            inner.leader_checked.store(true, Ordering::Relaxed);
+            debug!(endpoint = %inner.endpoints[chosen], leader = ?health.leader, "leader located");
+            return true;
+        }
+        false
     }
 
     /// Which of our endpoints is at `address` (same scheme, host and port).

@@ -220,14 +220,10 @@ async fn member_space(state: &AppState, member: NodeId) -> Result<NodeSpace, Api
 /// no alarm is raised; else 503 `not_ready`, with every reason.
 async fn readyz(State(state): State<AppState>) -> Response {
     let mut reasons = Vec::new();
-    let leader = match known_leader(&state) {
-        Some(Leader::This) => Some(state.node_id),
-        Some(Leader::Other { id, .. }) => Some(id),
-        None => {
-            reasons.push("no leader is known".to_string());
-            None
-        }
-    };
+    let (leader, leader_addr) = crate::api::leader_of_health(&state);
+    if leader.is_none() {
+        reasons.push("no leader is known".to_string());
+    }
     if let Err(fatal) = &state.raft.metrics().borrow().running_state {
         reasons.push(format!("raft stopped: {fatal}"));
     }
@@ -254,6 +250,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
         status: "ready".to_string(),
         node_id: state.node_id,
         leader,
+        leader_addr,
     })
     .into_response()
 }

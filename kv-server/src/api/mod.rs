@@ -301,14 +301,21 @@ async fn openapi() -> Response {
 /// leader it knows if any. Readiness for traffic is `/readyz`
 /// (`alarms`).
 async fn healthz(State(state): State<AppState>) -> Json<Health> {
-    let leader = match known_leader(&state) {
-        Some(Leader::This) => Some(state.node_id),
-        Some(Leader::Other { id, .. }) => Some(id),
-        None => None,
-    };
+    let (leader, leader_addr) = leader_of_health(&state);
     Json(Health {
         status: "ok".to_string(),
         node_id: state.node_id,
         leader,
+        leader_addr,
     })
+}
+
+/// The leader `/healthz` and `/readyz` name: its id and its client URL,
+/// as far as this node knows them.
+pub fn leader_of_health(state: &AppState) -> (Option<NodeId>, Option<String>) {
+    match known_leader(state) {
+        Some(Leader::This) => (Some(state.node_id), Some(state.config.advertise_url())),
+        Some(Leader::Other { id, addr, .. }) => (Some(id), Some(addr).filter(|a| !a.is_empty())),
+        None => (None, None),
+    }
 }

@@ -57,6 +57,18 @@ fn snapshot_error(error: StoreError) -> StorageError {
     StorageIOError::write_snapshot(None, &error).into()
 }
 
+/// [`snapshot_error`] for a build or an install, after which openraft
+/// stops: a write refused for space marks the disk full first, so that the
+/// server exits saying so (see `server::exit_when_raft_stops`).
+fn stopping_snapshot_error(store: &Store, error: StoreError) -> StorageError {
+    if error.is_no_space() {
+        store
+            .disk_full
+            .set("snapshot", &store.no_space_path(&error));
+    }
+    snapshot_error(error)
+}
+
 /// Builds a snapshot from a consistent view of the topic taken when the
 /// builder was made.
 pub struct SnapshotBuilder {
@@ -89,15 +101,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             Ok((snapshot, data))
         })
         .await
-        .map_err(|error| {
-            // openraft stops on a failed build; the server then exits,
-            // saying the disk is full (see `server::exit_when_raft_stops`).
-            if error.is_no_space() {
-                let path = self.store.no_space_path(&error);
-                self.store.disk_full.set("snapshot", &path);
-            }
-            snapshot_error(error)
-        })?;
+        .map_err(|error| stopping_snapshot_error(&self.store, error))?;
         let (snapshot, data) = snapshot;
         info!(
             snapshot = %snapshot.header.meta.snapshot_id,
@@ -243,7 +247,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             store.install(&file)
         })
         .await
-        .map_err(snapshot_error)
+        .map_err(|error| stopping_snapshot_error(&self.store, error))
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {

@@ -171,4 +171,8 @@ pub struct Health {
     /// The leader it knows, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leader: Option<NodeId>,
+    /// The leader's client URL, once it has published it: where a client
+    /// sends its writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader_addr: Option<String>,
 }
