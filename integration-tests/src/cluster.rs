@@ -38,7 +38,18 @@ impl TestCluster {
     /// Starts `size` nodes with `--peers` naming all of them (plus
     /// `extra_args` on each) and waits until every node knows the leader.
     pub async fn start(size: u64, extra_args: &[&str]) -> TestCluster {
-        TestCluster::start_inner(size, extra_args, None, &mut |_, _| None).await
+        TestCluster::start_inner(size, extra_args, None, &mut |_, _| None, &mut |_, _, _| {}).await
+    }
+
+    /// Starts `size` nodes as [`TestCluster::start`] does, after
+    /// `prepare(id, data_dir, peers)` laid down each node's data directory
+    /// (`peers` is the `--peers` value).
+    pub async fn start_prepared(
+        size: u64,
+        extra_args: &[&str],
+        prepare: &mut dyn FnMut(u64, &std::path::Path, &str),
+    ) -> TestCluster {
+        TestCluster::start_inner(size, extra_args, None, &mut |_, _| None, prepare).await
     }
 
     /// Starts `size` nodes as [`TestCluster::start`] does, except that
@@ -49,14 +60,21 @@ impl TestCluster {
         extra_args: &[&str],
         route: &mut dyn FnMut(u64, u16) -> Option<String>,
     ) -> TestCluster {
-        TestCluster::start_inner(size, extra_args, None, route).await
+        TestCluster::start_inner(size, extra_args, None, route, &mut |_, _, _| {}).await
     }
 
     /// Starts `size` nodes as [`TestCluster::start`] does, whose ports
     /// speak TLS as `tls` says (`extra_args` hold the nodes' TLS flags);
     /// the `--peers` URLs and the harness's clients follow it.
     pub async fn start_tls(size: u64, extra_args: &[&str], tls: crate::HarnessTls) -> TestCluster {
-        TestCluster::start_inner(size, extra_args, Some(tls), &mut |_, _| None).await
+        TestCluster::start_inner(
+            size,
+            extra_args,
+            Some(tls),
+            &mut |_, _| None,
+            &mut |_, _, _| {},
+        )
+        .await
     }
 
     async fn start_inner(
@@ -64,6 +82,7 @@ impl TestCluster {
         extra_args: &[&str],
         tls: Option<crate::HarnessTls>,
         route: &mut dyn FnMut(u64, u16) -> Option<String>,
+        prepare: &mut dyn FnMut(u64, &std::path::Path, &str),
     ) -> TestCluster {
         let ports = free_ports(2 * size as usize);
         let ports: Vec<(u16, u16)> = ports.chunks(2).map(|pair| (pair[0], pair[1])).collect();
@@ -84,6 +103,7 @@ impl TestCluster {
             if let Some(tls) = &tls {
                 node.set_tls(tls.clone());
             }
+            prepare(id, &node.data_dir(), &peers);
             node.spawn();
             nodes.insert(id, node);
         }
@@ -308,6 +328,16 @@ impl TestCluster {
     /// The state of node `id` folded from its replay: key → (value,
     /// mod_revision), deletes applied.
     pub async fn replayed_state(&self, id: u64) -> BTreeMap<String, (Value, u64)> {
+        self.replayed_state_at(id, u64::MAX).await
+    }
+
+    /// [`TestCluster::replayed_state`] as of `revision`: the records after
+    /// it left out.
+    pub async fn replayed_state_at(
+        &self,
+        id: u64,
+        revision: u64,
+    ) -> BTreeMap<String, (Value, u64)> {
         let body = self
             .client
             .get(self.node(id).url("/v1/topic/records?from=0"))
@@ -326,6 +356,9 @@ impl TestCluster {
                 .expect("a record has a key")
                 .to_string();
             let offset = record["offset"].as_u64().expect("a record has an offset");
+            if offset > revision {
+                break;
+            }
             match &record["value"] {
                 Value::Null => {
                     state.remove(&key);

@@ -73,6 +73,7 @@ mod lease;
 mod metadata;
 mod replay;
 mod request;
+mod snapshot;
 mod tls;
 mod transport;
 mod txn;
@@ -99,5 +100,6 @@ pub use schemas::api::{
     Lease, LeaseId, LeaseInfo, LeaseKeepAlive, LeaseRevoked, LeaseSummary, MAX_LEASE_TTL_S,
     MIN_LEASE_TTL_S,
 };
+pub use snapshot::SnapshotDownload;
 pub use txn::{Compare, Txn, TxnOp};
 pub use watch::{Watch, WatchEvent, DEFAULT_MAX_FAILURES, DEFAULT_POLL_WAIT};

@@ -30,6 +30,24 @@ pub enum CliCommand {
         #[arg(long, env = "KV_DATA_DIR", default_value = "./data")]
         data_dir: PathBuf,
     },
+    /// Lay down a member of a new cluster from a backup (`kvctl snapshot
+    /// save`, `GET /v1/snapshot`), then exit: run it for every member, with
+    /// the same file and `--peers`, then start them.
+    Restore {
+        /// The backup.
+        #[arg(long)]
+        from: PathBuf,
+        /// The new member's data directory; must not exist, or be empty.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The new member's id.
+        #[arg(long)]
+        node_id: NodeId,
+        /// The new cluster's members, `id=peer-url,…`, as `--peers` of
+        /// `kv-server`; the same for every member.
+        #[arg(long, value_delimiter = ',', required = true)]
+        peers: Vec<String>,
+    },
 }
 
 /// Where the name server listens: an address, or `off`.
@@ -384,29 +402,7 @@ impl Config {
     /// `--peers` as id → URL, checked: every entry is `id=http://…`, ids
     /// are unique and this node is one of them.
     pub fn peer_map(&self) -> Result<BTreeMap<NodeId, String>, String> {
-        let mut peers = BTreeMap::new();
-        for entry in &self.peers {
-            let entry = entry.trim();
-            let (id, url) = entry
-                .split_once('=')
-                .ok_or_else(|| format!("--peers entry {entry:?} is not id=url"))?;
-            let id: NodeId = id
-                .trim()
-                .parse()
-                .map_err(|_| format!("--peers entry {entry:?}: {id:?} is not a node id"))?;
-            let url = check_node_url(url.trim())
-                .map_err(|why| format!("--peers entry {entry:?}: {why}"))?;
-            if peers.insert(id, url).is_some() {
-                return Err(format!("--peers names node {id} twice"));
-            }
-        }
-        if !peers.is_empty() && !peers.contains_key(&self.node_id) {
-            return Err(format!(
-                "--peers does not name this node (--node-id {})",
-                self.node_id
-            ));
-        }
-        Ok(peers)
+        parse_peers(&self.peers, self.node_id)
     }
 
     /// The topic's configuration.
@@ -419,6 +415,37 @@ impl Config {
             ..compaction::TopicConfig::default()
         }
     }
+}
+
+/// `--peers` entries as id → URL, checked: every entry is `id=http://…`,
+/// ids are unique and `node_id` is one of them.
+pub fn parse_peers(
+    entries: &[String],
+    node_id: NodeId,
+) -> Result<BTreeMap<NodeId, String>, String> {
+    let mut peers = BTreeMap::new();
+    for entry in entries {
+        let entry = entry.trim();
+        let (id, url) = entry
+            .split_once('=')
+            .ok_or_else(|| format!("--peers entry {entry:?} is not id=url"))?;
+        let id: NodeId = id
+            .trim()
+            .parse()
+            .map_err(|_| format!("--peers entry {entry:?}: {id:?} is not a node id"))?;
+        let url =
+            check_node_url(url.trim()).map_err(|why| format!("--peers entry {entry:?}: {why}"))?;
+        if peers.insert(id, url).is_some() {
+            return Err(format!("--peers names node {id} twice"));
+        }
+    }
+    if !peers.is_empty() && !peers.contains_key(&node_id) {
+        return Err(format!(
+            "--peers does not name this node (--node-id {})",
+            node_id
+        ));
+    }
+    Ok(peers)
 }
 
 /// How far above the client port the peer port is by default.

@@ -16,6 +16,7 @@
 //! * `write_stall` — closing connections whose peer stops reading.
 //! * [`tls`] — rustls on both listeners and on the calls between nodes.
 //! * [`server`] — start-up and shutdown.
+//! * [`backup`] — restoring a new cluster's members from a backup.
 //! * `crash` — named crash points for the fault tests.
 //! * `clock` — the wall clock that stamps commands.
 //! * `write_budget` — backpressure on writes, in bytes.
@@ -31,6 +32,7 @@
 
 pub(crate) mod acl;
 pub(crate) mod api;
+pub mod backup;
 pub(crate) mod clock;
 pub mod config;
 pub(crate) mod crash;

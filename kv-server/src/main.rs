@@ -19,6 +19,12 @@ async fn main() {
                 tracing::info!(revision, applied, "view rebuilt");
             })
         }
+        Some(CliCommand::Restore {
+            from,
+            data_dir,
+            node_id,
+            peers,
+        }) => restore(&from, &data_dir, node_id, &peers).await,
         None => kv_server::server::serve(cli.config, shutdown_signal()).await,
     };
     if let Err(error) = outcome {
@@ -28,6 +34,26 @@ async fn main() {
         eprintln!("kv-server: {error}");
         std::process::exit(1);
     }
+}
+
+/// `kv-server restore`: one member of a new cluster from a backup.
+async fn restore(
+    from: &std::path::Path,
+    data_dir: &std::path::Path,
+    node_id: u64,
+    peers: &[String],
+) -> Result<(), kv_server::server::ServerError> {
+    let peers = kv_server::config::parse_peers(peers, node_id)
+        .map_err(kv_server::server::ServerError::Config)?;
+    let restored = kv_server::backup::restore(from, data_dir, node_id, &peers).await?;
+    tracing::info!(
+        revision = restored.revision,
+        records = restored.records,
+        cluster_id = %restored.cluster_id,
+        data_dir = %data_dir.display(),
+        "restored; start the member with this --data-dir, --node-id and --peers"
+    );
+    Ok(())
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -128,6 +128,15 @@ impl ClusterId {
         }
     }
 
+    /// Names the cluster `id` (a restored member's, derived from its
+    /// backup), replacing any id known before.
+    pub fn set(&self, id: Uuid) -> Result<(), StoreError> {
+        let mut known = self.id.write();
+        self.save(id)?;
+        *known = Some(Known::new(id));
+        Ok(())
+    }
+
     fn save(&self, id: Uuid) -> Result<(), StoreError> {
         Ok(compaction::fsutil::write_atomic(
             &self.path,

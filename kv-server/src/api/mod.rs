@@ -28,6 +28,7 @@ pub mod read;
 pub mod relay;
 pub mod replay;
 pub mod request_metrics;
+pub mod snapshot;
 #[cfg(test)]
 mod test_peers;
 pub mod topic_reads;
@@ -226,6 +227,7 @@ fn public_routes(state: &AppState) -> Router<AppState> {
         .merge(leases::routes())
         .merge(namesrv::routes())
         .merge(alarms::routes())
+        .merge(snapshot::routes())
         .route("/healthz", get(healthz))
         .route("/v1/openapi.json", get(openapi));
     if state.config.bench_noop_route {

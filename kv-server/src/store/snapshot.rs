@@ -282,6 +282,37 @@ impl SnapshotFile {
         })
     }
 
+    /// Writes this snapshot's records under `header` to `path`, fsynced,
+    /// and opens the copy: a backup laid down for another cluster, whose
+    /// membership differs.
+    pub fn copy_with_header(
+        &self,
+        path: &Path,
+        header: &SnapshotHeader,
+    ) -> Result<SnapshotFile, StoreError> {
+        let header_json = serde_json::to_vec(header).expect("a snapshot header serializes");
+        let file = File::create(path).map_err(StoreError::io("create", path))?;
+        let mut out = BufWriter::with_capacity(BUILD_BUFFER_BYTES, file);
+        out_write(&mut out, MAGIC, path)?;
+        out_write(&mut out, &(header_json.len() as u32).to_le_bytes(), path)?;
+        out_write(&mut out, &header_json, path)?;
+        let mut at = self.frames_at;
+        let mut chunk = vec![0u8; BUILD_BUFFER_BYTES];
+        while at < self.len {
+            let take = chunk.len().min((self.len - at) as usize);
+            self.file
+                .read_exact_at(&mut chunk[..take], at)
+                .map_err(StoreError::io("read", &self.path))?;
+            out_write(&mut out, &chunk[..take], path)?;
+            at += take as u64;
+        }
+        let file = out
+            .into_inner()
+            .map_err(|error| StoreError::io("write", path)(error.into_error()))?;
+        file.sync_all().map_err(StoreError::io("fsync", path))?;
+        SnapshotFile::open(path)
+    }
+
     /// The snapshot's records, read from the file as they are consumed.
     pub fn records(&self) -> impl Iterator<Item = compaction::Result<Record>> + '_ {
         SnapshotFrames::new(

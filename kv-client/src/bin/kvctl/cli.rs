@@ -206,6 +206,9 @@ pub enum Command {
     /// The NOSPACE alarm: list it, or disarm it once there is room.
     #[command(subcommand)]
     Alarm(AlarmCommand),
+    /// Backups: `kv-server restore` lays a new cluster down from one.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
     /// Roles and tokens of a cluster run with --auth.
     #[command(subcommand)]
     Acl(crate::acl::AclCommand),
@@ -356,6 +359,15 @@ pub enum LeaseCommand {
     },
     /// List every lease with its TTL and the time it has left.
     List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Save a consistent snapshot of the store to FILE (admin).
+    Save {
+        /// Where to write it; replaced only once the whole backup is in.
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

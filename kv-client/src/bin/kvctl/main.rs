@@ -20,6 +20,7 @@ mod output;
 mod progress;
 mod replay;
 mod rocketmq;
+mod snapshot;
 mod txn;
 
 use std::process::ExitCode;
@@ -27,7 +28,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use kv_client::Client;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, SnapshotCommand};
 use crate::output::{Failure, Printer};
 
 fn main() -> ExitCode {
@@ -143,6 +144,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Lease(command) => lease::run(&client, &printer, command).await,
         Command::Cluster(command) => cluster::run(&client, &printer, command).await,
         Command::Alarm(command) => cluster::alarm(&client, &printer, command).await,
+        Command::Snapshot(SnapshotCommand::Save { file }) => {
+            snapshot::save(&client, &printer, &file).await
+        }
         Command::Acl(command) => acl::run(&client, &printer, command).await,
     }
 }

@@ -31,7 +31,7 @@ use utoipa::openapi::{InfoBuilder, OpenApiBuilder, PathsBuilder, Ref, RefOr, Sch
 use crate::{SubscriptionGroupConfig, TopicConfig};
 use routes::{
     add_member, alarms, changes, cluster, health, key, list_keys, list_metadata, metadata, metrics,
-    openapi, ready, records, remove_member, space,
+    openapi, ready, records, remove_member, snapshot, space,
 };
 
 /// Where component schemas live in the document.
@@ -76,6 +76,7 @@ pub fn document() -> Value {
         .path("/v1/cluster/members/{id}", remove_member(&mut components))
         .path("/v1/alarms", alarms(&mut components))
         .path("/v1/space", space(&mut components))
+        .path("/v1/snapshot", snapshot(&mut components))
         .path("/v1/acl/bootstrap", acl::bootstrap(&mut components))
         .path("/v1/acl/roles", acl::roles(&mut components))
         .path("/v1/acl/roles/{name}", acl::role(&mut components))

@@ -77,6 +77,30 @@ pub(super) fn alarms(components: &mut Components) -> PathItem {
         .build()
 }
 
+pub(super) fn snapshot(components: &mut Components) -> PathItem {
+    let answer = ResponseBuilder::new()
+        .description(
+            "The node's snapshot of what it has applied: the compacted topic as of the \
+             revision in `X-Kv-Revision`, in the topic's record frames (each with its CRC). \
+             `kv-server restore` lays a new cluster down from it.",
+        )
+        .content(
+            "application/octet-stream",
+            ContentBuilder::new().schema(Some(string_schema())).build(),
+        )
+        .build();
+    PathItem::new(
+        HttpMethod::Get,
+        operation(
+            "snapshot",
+            "A backup of the store (admin)",
+            ("200", answer),
+            &[],
+            components,
+        ),
+    )
+}
+
 pub(super) fn space(components: &mut Components) -> PathItem {
     let answer = ok(
         "What the quota counts, what is free, and the limit crossed, if any.",

@@ -1,0 +1,139 @@
+//! Backup and restore, as etcd's `snapshot save` and `snapshot restore`:
+//! a backup taken from a cluster under load lays down a new cluster that
+//! holds exactly the old one's state at the backup's revision, serves
+//! writes, and is a cluster of its own; a damaged backup lays down nothing.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use integration_tests::{call, error_of, kvctl, server_binary, TestCluster, WriteLoad};
+use serde_json::json;
+
+/// Runs `kv-server restore` for node `id` of `peers` into `data_dir`.
+fn restore(backup: &Path, data_dir: &Path, id: u64, peers: &str) -> std::process::Output {
+    Command::new(server_binary())
+        .arg("restore")
+        .arg("--from")
+        .arg(backup)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--node-id", &id.to_string(), "--peers", peers])
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("kv-server restore runs")
+}
+
+#[tokio::test]
+async fn a_backup_taken_under_load_restores_a_new_cluster_with_the_same_state() {
+    let old = TestCluster::start(3, &[]).await;
+    let load = WriteLoad::start(old.urls(), "load", 5_000, Duration::from_secs(60));
+    load.wait_acked(200, Duration::from_secs(30)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let backup = dir.path().join("cluster.snap");
+    let saved = kvctl(
+        &old.urls().join(","),
+        &[
+            "--output",
+            "json",
+            "snapshot",
+            "save",
+            backup.to_str().unwrap(),
+        ],
+    )
+    .await
+    .success()
+    .json();
+    let report = load.finish().await;
+    assert!(
+        report.acked.len() >= 200,
+        "{} acknowledged",
+        report.acked.len()
+    );
+    let revision = saved["revision"].as_u64().expect("a revision");
+    assert!(revision > 0, "{saved}");
+    assert_eq!(
+        std::fs::metadata(&backup).unwrap().len(),
+        saved["bytes"].as_u64().unwrap()
+    );
+
+    let mut laid_down = Vec::new();
+    let new = TestCluster::start_prepared(3, &[], &mut |id, data_dir, peers| {
+        let output = restore(&backup, data_dir, id, peers);
+        assert!(
+            output.status.success(),
+            "restore of node {id}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        laid_down.push(id);
+    })
+    .await;
+    assert_eq!(laid_down, [1, 2, 3]);
+
+    // Every key, value and revision up to the backup's revision, on every
+    // node of the new cluster, as the old cluster had them then.
+    let expected = old.replayed_state_at(old.leader().await, revision).await;
+    assert!(!expected.is_empty());
+    new.wait_converged().await;
+    for id in new.ids() {
+        assert_eq!(new.replayed_state(id).await, expected, "node {id}");
+    }
+
+    // It is a cluster of its own, and it takes writes.
+    let (_, old_status) = call(old.node(1), "GET", "/v1/cluster", None).await;
+    let (_, new_status) = call(new.node(1), "GET", "/v1/cluster", None).await;
+    assert_ne!(old_status["cluster_id"], new_status["cluster_id"]);
+    assert_eq!(new_status["members"].as_array().unwrap().len(), 3);
+    let leader = new.leader().await;
+    let (status, written) = call(new.node(leader), "PUT", "/v1/kv/after", Some(json!(1))).await;
+    assert_eq!(status, 201, "{written}");
+    assert!(written["revision"].as_u64().unwrap() > revision);
+}
+
+#[tokio::test]
+async fn a_damaged_or_truncated_backup_is_refused_naming_the_byte_and_nothing_is_written() {
+    let old = TestCluster::start(1, &[]).await;
+    for n in 0..20 {
+        let (status, _) = call(old.node(1), "PUT", &format!("/v1/kv/k/{n}"), Some(json!(n))).await;
+        assert_eq!(status, 201);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let backup = dir.path().join("good.snap");
+    kvctl(
+        &old.urls()[0],
+        &["snapshot", "save", backup.to_str().unwrap()],
+    )
+    .await
+    .success();
+    let good = std::fs::read(&backup).unwrap();
+
+    let truncated = dir.path().join("truncated.snap");
+    std::fs::write(&truncated, &good[..good.len() - 7]).unwrap();
+    let damaged = dir.path().join("damaged.snap");
+    let mut bytes = good.clone();
+    let at = bytes.len() - 40;
+    bytes[at] ^= 0xff;
+    std::fs::write(&damaged, &bytes).unwrap();
+
+    for bad in [&truncated, &damaged] {
+        let data_dir = dir.path().join("restored");
+        let output = restore(bad, &data_dir, 1, "1=http://127.0.0.1:1");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{} was taken", bad.display());
+        assert!(
+            stderr.contains(&bad.display().to_string()),
+            "names the file: {stderr}"
+        );
+        assert!(stderr.contains("byte"), "names the byte: {stderr}");
+        assert!(
+            !data_dir.exists(),
+            "nothing was written for {}",
+            bad.display()
+        );
+    }
+
+    // A backup is an admin's, with --auth.
+    let secured = TestCluster::start(1, &["--auth"]).await;
+    let (status, body) = call(secured.node(1), "GET", "/v1/snapshot", None).await;
+    assert_eq!((status, error_of(&body).0), (401, "unauthenticated"));
+}

@@ -1,0 +1,60 @@
+//! `GET /v1/snapshot`: a backup, as etcd's `snapshot save`.
+//!
+//! The node asked makes a snapshot of what it has applied (unless its
+//! current one already covers it) and streams the file: the compacted
+//! topic as of one revision, in the topic's record frames, each with its
+//! CRC. `kv-server restore` lays a new cluster down from it (see
+//! `crate::backup`). Admins only, with `--auth` (every key is in it).
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+
+use crate::api::error::ApiError;
+use crate::api::{AppState, REVISION_HEADER};
+use crate::store::snapshot::SnapshotFile;
+
+/// How long a snapshot may take to be made.
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(300);
+
+/// The backup route.
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/v1/snapshot", get(save))
+}
+
+/// `GET /v1/snapshot`: the node's snapshot as of what it has applied now.
+async fn save(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let applied = state.raft.metrics().borrow().last_applied;
+    if state.raft.metrics().borrow().snapshot < applied {
+        state.raft.trigger().snapshot().await?;
+        state
+            .raft
+            .wait(Some(SNAPSHOT_WAIT))
+            .metrics(
+                |metrics| metrics.snapshot >= applied,
+                "a snapshot of what is applied",
+            )
+            .await
+            .map_err(|error| ApiError::unavailable(format!("no snapshot was made: {error}")))?;
+    }
+    let dir = state.store.snapshot_dir.clone();
+    let snapshot = tokio::task::spawn_blocking(move || SnapshotFile::load(&dir))
+        .await
+        .map_err(|error| ApiError::internal(format!("reading the snapshot failed: {error}")))??
+        .ok_or_else(|| ApiError::unavailable("this node has no snapshot yet"))?;
+    let file = snapshot.data()?;
+    let mut response = Body::from_stream(tokio_util::io::ReaderStream::new(file)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(snapshot.len));
+    headers.insert(REVISION_HEADER, HeaderValue::from(snapshot.header.revision));
+    Ok(response)
+}

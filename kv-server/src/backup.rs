@@ -1,0 +1,137 @@
+//! Backups, as etcd's `snapshot save` and `snapshot restore`.
+//!
+//! A backup is a snapshot file as the nodes send each other: the compacted
+//! topic as of one revision, in the topic's own record frames (each with
+//! its CRC), behind a header saying the revision and the raft log id it
+//! stands for. `GET /v1/snapshot` has the node make one and streams it.
+//!
+//! [`restore`] lays down one member of a new cluster from it: the
+//! snapshot, with the new cluster's membership in place of the old one, is
+//! installed as a follower installs one from its leader, and the raft log
+//! starts right after it. Every member is restored from the same file with
+//! the same `--peers`, so all start from the same log id and membership,
+//! and elect a leader as a cluster that had just purged its log would. The
+//! new cluster's id is derived from the backup and the members, so the
+//! members agree on it, and it differs from the old cluster's: a restored
+//! node and an old one refuse each other.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use openraft::storage::RaftLogStorage;
+use openraft::{Membership, Vote};
+use uuid::Uuid;
+
+use crate::error::StoreError;
+use crate::server::ServerError;
+use crate::store::log_store::LogStore;
+use crate::store::snapshot::{SnapshotFile, SnapshotHeader};
+use crate::store::snapshot_receive::received_path;
+use crate::store::{DataDirs, Store};
+use crate::types::{LogId, Node, NodeId, Revision, StoredMembership};
+
+/// What a restore laid down.
+#[derive(Debug)]
+pub struct Restored {
+    /// The backup's revision: the new cluster's first.
+    pub revision: Revision,
+    /// The records of the backup.
+    pub records: u64,
+    /// The raft log id the new cluster starts after.
+    pub last_log_id: Option<LogId>,
+    /// The new cluster's id.
+    pub cluster_id: Uuid,
+}
+
+/// Checks the backup at `path` whole: its header, then every record's
+/// frame, naming the file and the byte of the first damage. Gives the
+/// opened snapshot and its record count.
+pub fn check(path: &Path) -> Result<(SnapshotFile, u64), StoreError> {
+    let snapshot = SnapshotFile::open(path)?;
+    let records = snapshot.check_records()?;
+    Ok((snapshot, records))
+}
+
+/// Lays down member `node_id` of the new cluster `peers` (id → peer URL)
+/// in `data_dir` from the backup at `from`. Nothing is written unless the
+/// whole backup checks out, and `data_dir` must not exist or be empty.
+pub async fn restore(
+    from: &Path,
+    data_dir: &Path,
+    node_id: NodeId,
+    peers: &BTreeMap<NodeId, String>,
+) -> Result<Restored, ServerError> {
+    let (backup, records) = check(from)?;
+    let occupied = std::fs::read_dir(data_dir)
+        .map(|mut entries| entries.next().is_some())
+        .unwrap_or(false);
+    if occupied {
+        return Err(ServerError::Config(format!(
+            "--data-dir {} is not empty: a restore lays down a new member",
+            data_dir.display()
+        )));
+    }
+    let meta = &backup.header.meta;
+    let last_log_id = meta.last_log_id;
+    let cluster_id = Uuid::new_v5(
+        &Uuid::NAMESPACE_OID,
+        format!("openmessaging-kv restore {} {peers:?}", meta.snapshot_id).as_bytes(),
+    );
+
+    std::fs::create_dir_all(data_dir).map_err(StoreError::io("create", data_dir))?;
+    crate::store::data_format::check_or_mark(data_dir)?;
+    crate::peer::ClusterId::open(data_dir)?.set(cluster_id)?;
+    let dirs = DataDirs::new(data_dir);
+    let log = LogStore::open(&dirs.raft, Some(node_id))?;
+    let store = Store::open(&dirs, compaction::TopicConfig::default(), &log)?;
+
+    // The new members, each known by its peer URL until it publishes its
+    // client URL (as a cluster formed by `--peers` starts).
+    let voters: BTreeSet<NodeId> = peers.keys().copied().collect();
+    let nodes: BTreeMap<NodeId, Node> = peers
+        .iter()
+        .map(|(id, peer_addr)| {
+            let node = Node {
+                addr: String::new(),
+                peer_addr: peer_addr.clone(),
+            };
+            (*id, node)
+        })
+        .collect();
+    let mut header = SnapshotHeader::new(
+        meta.clone(),
+        backup.header.revision,
+        backup.header.tombstone_floor,
+    );
+    header.meta.last_membership =
+        StoredMembership::new(last_log_id, Membership::new(vec![voters], nodes));
+    header.meta.snapshot_id = format!("restored-{}", meta.snapshot_id);
+    let path = received_path(&store.snapshot_dir, &header.meta.snapshot_id);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(StoreError::io("create", dir))?;
+    }
+    let snapshot = backup.copy_with_header(&path, &header)?;
+    store.install(&snapshot)?;
+    store.checkpoint()?;
+
+    // The log starts after the snapshot, with the vote of the term that
+    // wrote its last entry: the first election is of the next term.
+    let mut log_writer = log.clone();
+    if let Some(last) = last_log_id {
+        log_writer
+            .save_vote(&Vote::new(last.leader_id.term, last.leader_id.node_id))
+            .await
+            .map_err(|error| ServerError::Config(format!("cannot save the vote: {error}")))?;
+        log_writer
+            .purge(last)
+            .await
+            .map_err(|error| ServerError::Config(format!("cannot start the raft log: {error}")))?;
+    }
+    log.close().await?;
+    Ok(Restored {
+        revision: header.revision,
+        records,
+        last_log_id,
+        cluster_id,
+    })
+}
