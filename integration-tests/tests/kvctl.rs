@@ -745,3 +745,39 @@ async fn cluster_status_shows_the_node_and_bogus_membership_changes_exit_1() {
         .await
         .expect_code(2);
 }
+
+#[tokio::test]
+async fn completion_scripts_cover_every_command_and_bash_reads_its_own() {
+    // No node is needed: completion never connects.
+    let bash = kvctl("http://127.0.0.1:1", &["completion", "bash"])
+        .await
+        .success();
+    for command in ["snapshot", "alarm", "cluster", "lease", "txn"] {
+        assert!(
+            bash.stdout.contains(command),
+            "bash completion lacks {command}"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("kvctl.bash");
+    std::fs::write(&script, &bash.stdout).unwrap();
+    let checked = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .output()
+        .expect("bash runs");
+    assert!(
+        checked.status.success(),
+        "bash -n: {}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    for shell in ["zsh", "fish"] {
+        let script = kvctl("http://127.0.0.1:1", &["completion", shell])
+            .await
+            .success();
+        assert!(script.stdout.contains("snapshot"), "{shell}");
+    }
+    kvctl("http://127.0.0.1:1", &["completion", "tcsh"])
+        .await
+        .expect_code(2);
+}

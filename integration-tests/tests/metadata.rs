@@ -302,6 +302,11 @@ async fn the_node_reports_health_cluster_state_and_metrics() {
     let (_, cluster) = call(&server, "GET", "/v1/cluster", None).await;
     assert_eq!(cluster["leader"], 1);
     assert_eq!(cluster["alarms"], json!([]));
+    let version = cluster["version"].as_str().unwrap_or_default();
+    assert!(
+        version.starts_with(concat!(env!("CARGO_PKG_VERSION"), " (")) && version.ends_with(')'),
+        "the version and the commit: {version}"
+    );
     assert_eq!(cluster["space"]["quota_bytes"], json!(2u64 << 30));
     assert_eq!(cluster["space"]["min_free_bytes"], json!(64u64 << 20));
     assert_eq!(cluster["members"][0]["id"], 1);

@@ -11,7 +11,7 @@ use crate::types::NodeId;
 
 /// One node of openmessaging-kv.
 #[derive(Clone, Debug, Parser)]
-#[command(name = "kv-server", version, about)]
+#[command(name = "kv-server", version = crate::LONG_VERSION, about)]
 pub struct Cli {
     /// What to do; with none, serve.
     #[command(subcommand)]

@@ -30,6 +30,18 @@
 //! # }
 //! ```
 
+/// The version of this build, as the package names it.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The commit this build was made from ("unknown" outside a git checkout).
+pub const COMMIT: &str = env!("KV_BUILD_COMMIT");
+/// `--version`: the version and the commit.
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("KV_BUILD_COMMIT"),
+    ")"
+);
+
 pub(crate) mod acl;
 pub(crate) mod api;
 pub mod backup;

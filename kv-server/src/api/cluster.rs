@@ -132,6 +132,7 @@ async fn status(
         members,
         alarms: state.store.alarms()?,
         space: Some(crate::api::alarms::node_space(&state)),
+        version: crate::LONG_VERSION.to_string(),
         extra: Default::default(),
     }))
 }

@@ -65,6 +65,10 @@ pub struct ClusterStatus {
     /// The answering node's disk (see `/v1/space`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub space: Option<crate::api::NodeSpace>,
+    /// The answering node's build: its version and commit, e.g.
+    /// `0.1.0 (1a2b3c4d5e6f)`.
+    #[serde(default)]
+    pub version: String,
     /// Fields this build does not know, kept as they came.
     #[serde(flatten)]
     pub extra: BTreeMap<String, serde_json::Value>,

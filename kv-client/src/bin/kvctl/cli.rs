@@ -209,6 +209,12 @@ pub enum Command {
     /// Backups: `kv-server restore` lays a new cluster down from one.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
+    /// Print the shell completion script for SHELL (e.g. `source <(kvctl
+    /// completion bash)`).
+    Completion {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// Roles and tokens of a cluster run with --auth.
     #[command(subcommand)]
     Acl(crate::acl::AclCommand),

@@ -41,6 +41,7 @@ async fn status(client: &Client, printer: &Printer) -> Result<(), Failure> {
         .map_or_else(|| "none".to_string(), |leader| leader.to_string());
     printer.fields(vec![
         ("node", format!("{} ({})", status.node_id, status.state)),
+        ("version", status.version.clone()),
         ("leader", leader),
         ("term", status.term.to_string()),
         ("applied_index", status.applied_index.to_string()),

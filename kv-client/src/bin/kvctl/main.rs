@@ -68,6 +68,14 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
+    if let Command::Completion { shell } = cli.command {
+        let mut command = <Cli as clap::CommandFactory>::command();
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut command, "kvctl", &mut script);
+        // A reader that stops early (`| head`) is not an error.
+        let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
+        return Ok(());
+    }
     let client = connect(&cli)?;
     let printer = Printer::new(cli.output);
     match cli.command {
@@ -147,6 +155,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Snapshot(SnapshotCommand::Save { file }) => {
             snapshot::save(&client, &printer, &file).await
         }
+        Command::Completion { .. } => unreachable!("answered before connecting"),
         Command::Acl(command) => acl::run(&client, &printer, command).await,
     }
 }
