@@ -1,7 +1,7 @@
 # The two commands a fresh machine needs: `make run` and `make test`.
 CARGO ?= cargo
 
-.PHONY: run test test-full fmt-check clippy unit bench-compaction bench-compare bench-namesrv build cluster cluster-stop test-rocketmq chaos fuzz
+.PHONY: man run test test-full fmt-check clippy unit bench-compaction bench-compare bench-namesrv build cluster cluster-stop test-rocketmq chaos fuzz
 
 run:
 	$(CARGO) run --release -p kv-server
@@ -51,6 +51,15 @@ bench-alloc:
 
 build:
 	$(CARGO) build --workspace --release
+
+# Man pages of kv-server and kvctl, from their command lines (clap_mangen):
+# target/man/kv-server.1 and target/man/kvctl.1 (`man -l target/man/kvctl.1`).
+man:
+	$(CARGO) build --release -p kv-server -p kv-client --bins
+	@mkdir -p $(TARGET_DIR)/man
+	$(TARGET_DIR)/release/kv-server man > $(TARGET_DIR)/man/kv-server.1
+	$(TARGET_DIR)/release/kvctl man > $(TARGET_DIR)/man/kvctl.1
+	@echo "man pages in $(TARGET_DIR)/man"
 
 # Real RocketMQ peers that we did not write (rocketmq-rust's broker, admin CLI
 # and client) against a 3-node cluster serving the name-server protocol, then

@@ -1,5 +1,6 @@
 //! The files an operator installs are valid where they go: the systemd
-//! unit passes `systemd-analyze verify` with the real binary in place.
+//! unit passes `systemd-analyze verify` with the real binary in place, and
+//! the man pages `make man` writes are roff naming every command.
 
 use std::path::Path;
 use std::process::Command;
@@ -26,4 +27,28 @@ fn the_systemd_unit_verifies_with_the_real_binary() {
     let said = String::from_utf8_lossy(&verified.stderr);
     assert!(verified.status.success(), "{said}");
     assert!(said.trim().is_empty(), "systemd-analyze warns: {said}");
+}
+
+#[test]
+fn the_man_pages_are_roff_and_name_the_commands_and_flags() {
+    let server = Command::new(server_binary())
+        .arg("man")
+        .output()
+        .expect("kv-server man runs");
+    assert!(server.status.success());
+    let page = String::from_utf8_lossy(&server.stdout);
+    assert!(page.contains(".TH kv-server 1"), "{page}");
+    for flag in ["quota\\-bytes", "restore", "rebuild"] {
+        assert!(page.contains(flag), "kv-server's page lacks {flag}");
+    }
+    let kvctl = Command::new(integration_tests::kvctl::kvctl_binary())
+        .arg("man")
+        .output()
+        .expect("kvctl man runs");
+    assert!(kvctl.status.success());
+    let page = String::from_utf8_lossy(&kvctl.stdout);
+    assert!(page.contains(".TH kvctl 1"), "{page}");
+    for command in ["snapshot", "alarm", "completion"] {
+        assert!(page.contains(command), "kvctl's page lacks {command}");
+    }
 }

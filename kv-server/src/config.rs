@@ -48,6 +48,9 @@ pub enum CliCommand {
         #[arg(long, value_delimiter = ',', required = true)]
         peers: Vec<String>,
     },
+    /// Print the man page (roff) to stdout, for `make man`.
+    #[command(hide = true)]
+    Man,
 }
 
 /// Where the name server listens: an address, or `off`.

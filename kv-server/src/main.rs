@@ -25,6 +25,16 @@ async fn main() {
             node_id,
             peers,
         }) => restore(&from, &data_dir, node_id, &peers).await,
+        Some(CliCommand::Man) => {
+            let page = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command());
+            let mut roff = Vec::new();
+            page.render(&mut roff)
+                .map_err(|error| kv_server::server::ServerError::Config(error.to_string()))
+                .map(|()| {
+                    // A reader that stops early is not an error.
+                    let _ = std::io::Write::write_all(&mut std::io::stdout(), &roff);
+                })
+        }
         None => kv_server::server::serve(cli.config, shutdown_signal()).await,
     };
     if let Err(error) = outcome {

@@ -330,6 +330,10 @@ pub async fn serve(
         opened.raft.clone(),
         Arc::clone(&opened.store.disk_full),
     ));
+    tokio::spawn(say_where_once_led(
+        opened.raft.clone(),
+        config.advertise_url(),
+    ));
     let (peers_http, this_node) = (opened.peers_http.clone(), opened.this_node.clone());
     info!(
         node_id = config.node_id,
@@ -446,6 +450,21 @@ async fn exit_when_raft_stops(raft: Raft, disk_full: Arc<crate::space::DiskFull>
         if metrics.changed().await.is_err() {
             return;
         }
+    }
+}
+
+/// Logs where the API, readiness, metrics and the API's description are,
+/// once the node knows a leader (`make run` shows it when it is up).
+async fn say_where_once_led(raft: Raft, url: String) {
+    let led = raft
+        .wait(Some(Duration::from_secs(3600)))
+        .metrics(|metrics| metrics.current_leader.is_some(), "a leader")
+        .await;
+    if led.is_ok() {
+        info!(
+            "up: API {url}/v1/kv, readiness {url}/readyz, metrics {url}/metrics, \
+             API description {url}/v1/openapi.json"
+        );
     }
 }
 

@@ -215,6 +215,9 @@ pub enum Command {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
+    /// Print the man page (roff) to stdout, for `make man`.
+    #[command(hide = true)]
+    Man,
     /// Roles and tokens of a cluster run with --auth.
     #[command(subcommand)]
     Acl(crate::acl::AclCommand),

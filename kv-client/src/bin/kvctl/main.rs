@@ -76,6 +76,14 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
         return Ok(());
     }
+    if let Command::Man = cli.command {
+        let page = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command());
+        let mut roff = Vec::new();
+        page.render(&mut roff)
+            .map_err(|error| Failure::error(format!("cannot render the man page: {error}")))?;
+        let _ = std::io::Write::write_all(&mut std::io::stdout(), &roff);
+        return Ok(());
+    }
     let client = connect(&cli)?;
     let printer = Printer::new(cli.output);
     match cli.command {
@@ -155,7 +163,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Snapshot(SnapshotCommand::Save { file }) => {
             snapshot::save(&client, &printer, &file).await
         }
-        Command::Completion { .. } => unreachable!("answered before connecting"),
+        Command::Completion { .. } | Command::Man => unreachable!("answered before connecting"),
         Command::Acl(command) => acl::run(&client, &printer, command).await,
     }
 }
