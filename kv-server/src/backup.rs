@@ -71,6 +71,38 @@ pub async fn restore(
             data_dir.display()
         )));
     }
+    // Laid down beside it and renamed into place once whole: a restore that
+    // fails leaves no data dir half written.
+    let mut staging = data_dir.as_os_str().to_owned();
+    staging.push(".restoring");
+    let staging = std::path::PathBuf::from(staging);
+    let _ = std::fs::remove_dir_all(&staging);
+    let restored = lay_down(&backup, records, &staging, node_id, peers).await;
+    if restored.is_err() {
+        let _ = std::fs::remove_dir_all(&staging);
+        return restored;
+    }
+    if data_dir.exists() {
+        std::fs::remove_dir(data_dir).map_err(StoreError::io("remove", data_dir))?;
+    }
+    std::fs::rename(&staging, data_dir).map_err(StoreError::io("rename", &staging))?;
+    if let Some(parent) = data_dir
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+    {
+        compaction::fsutil::fsync_dir(parent).map_err(StoreError::from)?;
+    }
+    restored
+}
+
+/// [`restore`] into `data_dir`, which the caller makes the member's.
+async fn lay_down(
+    backup: &SnapshotFile,
+    records: u64,
+    data_dir: &Path,
+    node_id: NodeId,
+    peers: &BTreeMap<NodeId, String>,
+) -> Result<Restored, ServerError> {
     let meta = &backup.header.meta;
     let last_log_id = meta.last_log_id;
     let cluster_id = Uuid::new_v5(
@@ -110,7 +142,10 @@ pub async fn restore(
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(StoreError::io("create", dir))?;
     }
-    let snapshot = backup.copy_with_header(&path, &header)?;
+    // The old cluster's NOSPACE alarm was about its disks, not these.
+    let snapshot = backup.copy_with_header(&path, &header, |record| {
+        record.key.as_ref() != crate::store::alarms::NOSPACE_KEY.as_bytes()
+    })?;
     store.install(&snapshot)?;
     store.checkpoint()?;
 

@@ -265,7 +265,7 @@ impl StoreError {
             StoreError::SledOp(sled::Error::Io(source)) => ("write", source),
             _ => return false,
         };
-        op != "fsync" && crate::space::is_no_space(source)
+        !op.starts_with("fsync") && crate::space::is_no_space(source)
     }
 
     /// The file or directory the error names, if it names one.

@@ -41,7 +41,10 @@ pub fn routes() -> Router<AppState> {
 /// or the NOSPACE alarm is raised. Apply refuses the latter again, on
 /// every node alike, for writes proposed before the alarm.
 pub fn refuse_without_room(state: &AppState, command: &Command) -> Result<(), ApiError> {
-    if let Some(full) = state.store.disk_full.describe() {
+    // The alarm's own commands pass: on a follower they are relayed, and
+    // need only the leader's disk.
+    let alarm = matches!(command.op, Op::AlarmRaise { .. } | Op::AlarmDisarm { .. });
+    if let Some(full) = state.store.disk_full.describe().filter(|_| !alarm) {
         return Err(ApiError::new(
             ErrorCode::NoSpace,
             format!("{full}: this node takes no write until it has room; ask another node"),

@@ -1,5 +1,5 @@
 //! The data directory's format marker: `data/format` holds the format of
-//! everything under it (`3`), written before the node's raft dir is
+//! everything under it (`4`), written before the node's raft dir is
 //! created, so a data dir from before the marker (a raft log and no
 //! marker) is told apart from a new one and refused rather than misread.
 //!
@@ -9,6 +9,10 @@
 //! at start, before it can write a batch: from then on a format-2 binary
 //! refuses the dir, and peers of format 2 refuse this node (and it them),
 //! since every peer request names its format.
+//!
+//! Format 4 is format 3 plus the NOSPACE alarm's commands (`AlarmRaise`,
+//! `AlarmDisarm`), which a binary of format 3 cannot decode: it reads 2 and
+//! 3 and marks them 4, as above.
 //!
 //! Refusing instead of converting follows the project's precedent for data
 //! dirs from before the peer port: there is no release to upgrade from, and
@@ -24,9 +28,10 @@ use crate::store::DataDirs;
 /// The marker's file name, in the data directory.
 pub const FORMAT_FILE: &str = "format";
 /// The data format this server writes and reads.
-pub const DATA_FORMAT: &str = "3";
-/// The format before batch entries: read, and marked [`DATA_FORMAT`].
-const FORMAT_BEFORE_BATCHES: &str = "2";
+pub const DATA_FORMAT: &str = "4";
+/// Earlier formats this server reads, and marks [`DATA_FORMAT`]: before
+/// batch entries (2), before the alarm's commands (3).
+const EARLIER_FORMATS: &[&str] = &["2", "3"];
 
 /// Checks that `root` holds data of [`DATA_FORMAT`], marking it so when it
 /// holds no raft log yet (a new node). Called before the raft log is
@@ -35,8 +40,12 @@ pub fn check_or_mark(root: &Path) -> Result<(), StoreError> {
     let path = marker(root);
     match std::fs::read_to_string(&path) {
         Ok(found) if found.trim() == DATA_FORMAT => Ok(()),
-        Ok(found) if found.trim() == FORMAT_BEFORE_BATCHES => {
-            tracing::info!(dir = %root.display(), "marking a data dir of format 2 as format 3 (batch entries)");
+        Ok(found) if EARLIER_FORMATS.contains(&found.trim()) => {
+            tracing::info!(
+                dir = %root.display(),
+                found = found.trim(),
+                "marking a data dir of an earlier format as format {DATA_FORMAT}"
+            );
             fsutil::write_synced(&path, DATA_FORMAT.as_bytes())?;
             fsutil::fsync_dir(root)?;
             Ok(())
@@ -105,7 +114,7 @@ mod tests {
         let root = tempfile::tempdir().expect("a temporary directory");
         let data = root.path().join("data");
         check_or_mark(&data).expect("a new data dir is taken");
-        assert_eq!(std::fs::read_to_string(marker(&data)).unwrap(), "3");
+        assert_eq!(std::fs::read_to_string(marker(&data)).unwrap(), "4");
         LogStore::open(&DataDirs::new(&data).raft, Some(1)).expect("the raft log opens");
         write_raft_log(&data);
         check_or_mark(&data).expect("a marked data dir is taken again");
@@ -135,9 +144,9 @@ mod tests {
     #[test]
     fn a_marker_of_another_format_is_refused() {
         let root = tempfile::tempdir().expect("a temporary directory");
-        std::fs::write(marker(root.path()), "4\n").expect("writes");
+        std::fs::write(marker(root.path()), "5\n").expect("writes");
         match check_or_mark(root.path()) {
-            Err(StoreError::UnknownDataFormat { found, .. }) => assert_eq!(found, "4"),
+            Err(StoreError::UnknownDataFormat { found, .. }) => assert_eq!(found, "5"),
             other => panic!("expected an unknown format, got {other:?}"),
         }
     }
@@ -151,7 +160,7 @@ mod tests {
         write_raft_log(root.path());
         std::fs::write(marker(root.path()), "2").expect("writes");
         check_or_mark(root.path()).expect("a format-2 data dir is taken");
-        assert_eq!(std::fs::read_to_string(marker(root.path())).unwrap(), "3");
+        assert_eq!(std::fs::read_to_string(marker(root.path())).unwrap(), "4");
         check_or_mark(root.path()).expect("and taken again");
     }
 }

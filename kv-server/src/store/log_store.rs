@@ -89,6 +89,10 @@ use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
 /// appends are reported only once flushed.
 pub const MAX_PENDING_BYTES: usize = 64 << 20;
 
+/// How long a save of the vote or the purged id waits for room on a full
+/// disk before it fails (and the node stops).
+const META_ROOM_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The metadata save's name as a writer waiting for room (`space::DiskFull`).
 const META_WRITER: &str = "raft log metadata";
 
@@ -257,12 +261,16 @@ impl LogStore {
         let mut meta = self.meta.lock().clone();
         change(&mut meta);
         // A file refused for want of space is written again, whole, once
-        // there is room: the one in place stays until the new one is.
+        // there is room: the one in place stays until the new one is. Not
+        // for ever: openraft waits here and heeds no shutdown meanwhile, so
+        // after META_ROOM_WAIT the error goes up, openraft stops, and the
+        // node exits saying the disk is full.
+        let deadline = tokio::time::Instant::now() + META_ROOM_WAIT;
         loop {
             let writer = Arc::clone(&self.writer);
             let saved = meta.clone();
             match blocking(move || writer.files.save_meta(&saved)).await {
-                Err(error) if error.is_no_space() => {
+                Err(error) if error.is_no_space() && tokio::time::Instant::now() < deadline => {
                     let path = error
                         .path()
                         .unwrap_or(self.writer.files.dir())

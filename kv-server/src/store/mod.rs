@@ -114,9 +114,9 @@ pub const EXIT_CHECKPOINT_FAILED: i32 = 74;
 /// write cannot wait for room (sled, a snapshot): sysexits' `EX_TEMPFAIL`,
 /// for a supervisor to restart it once there is room.
 pub const EXIT_NO_SPACE: i32 = 75;
-/// Free bytes a periodic checkpoint wants beyond twice the changes it
-/// writes: sled's segments and the topic's index files.
-const CHECKPOINT_ROOM_BYTES: u64 = 1 << 20;
+/// Free bytes a periodic checkpoint wants beyond the changes it writes:
+/// sled's segment overhead and the topic's index files.
+const CHECKPOINT_ROOM_BYTES: u64 = 4 << 20;
 /// The checkpointer's name as a writer waiting for room.
 const CHECKPOINT_WRITER: &str = "view checkpoint";
 /// Unsealed view changes at which the checkpointer is woken early.
@@ -520,7 +520,7 @@ impl Store {
     /// checkpoint before a snapshot does not: its log is purged after it.
     pub fn checkpoint_if_room(&self) -> Result<bool, StoreError> {
         let _turn = self.writing_out.lock();
-        let needed = 2 * self.view.unsealed().bytes as u64 + CHECKPOINT_ROOM_BYTES;
+        let needed = self.view.unsealed().bytes as u64 + CHECKPOINT_ROOM_BYTES;
         match crate::space::free_bytes(&self.view_root) {
             Ok(free) if free < needed => {
                 self.disk_full.set(CHECKPOINT_WRITER, &self.view_root);
@@ -598,7 +598,11 @@ impl Store {
                     checkpointed = revision;
                 }
                 if let Err(error) = store.checkpoint_if_room() {
-                    if let Some(full) = store.disk_full.describe() {
+                    let full = error
+                        .is_no_space()
+                        .then(|| store.disk_full.describe())
+                        .flatten();
+                    if let Some(full) = full {
                         error!(
                             %error,
                             "{full}: the view cannot be written; stopping the node, which \

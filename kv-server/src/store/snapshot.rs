@@ -282,13 +282,14 @@ impl SnapshotFile {
         })
     }
 
-    /// Writes this snapshot's records under `header` to `path`, fsynced,
-    /// and opens the copy: a backup laid down for another cluster, whose
-    /// membership differs.
+    /// Writes this snapshot's records that `keep` takes, under `header`, to
+    /// `path`, fsynced, and opens the copy: a backup laid down for another
+    /// cluster, whose membership differs.
     pub fn copy_with_header(
         &self,
         path: &Path,
         header: &SnapshotHeader,
+        keep: impl Fn(&Record) -> bool,
     ) -> Result<SnapshotFile, StoreError> {
         let header_json = serde_json::to_vec(header).expect("a snapshot header serializes");
         let file = File::create(path).map_err(StoreError::io("create", path))?;
@@ -296,15 +297,14 @@ impl SnapshotFile {
         out_write(&mut out, MAGIC, path)?;
         out_write(&mut out, &(header_json.len() as u32).to_le_bytes(), path)?;
         out_write(&mut out, &header_json, path)?;
-        let mut at = self.frames_at;
-        let mut chunk = vec![0u8; BUILD_BUFFER_BYTES];
-        while at < self.len {
-            let take = chunk.len().min((self.len - at) as usize);
-            self.file
-                .read_exact_at(&mut chunk[..take], at)
-                .map_err(StoreError::io("read", &self.path))?;
-            out_write(&mut out, &chunk[..take], path)?;
-            at += take as u64;
+        let mut frame = Vec::new();
+        for record in self.records() {
+            let record = record?;
+            if keep(&record) {
+                frame.clear();
+                record.encode_into(&mut frame);
+                out_write(&mut out, &frame, path)?;
+            }
         }
         let file = out
             .into_inner()
