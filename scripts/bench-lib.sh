@@ -42,8 +42,14 @@ start_kv() {
         kv_endpoints+="${kv_endpoints:+,}$scheme://127.0.0.1:${ports[i - 1]}"
         kv_data_dirs+=("$work/$name$i")
     done
+    # /readyz once a leader is known; builds from before it (A/B runs of
+    # older commits) said so on /healthz.
+    local ready_path=/healthz ready_pattern='"ok"'
+    if "$kv_server" --help 2>/dev/null | grep -q -- --quota-bytes; then
+        ready_path=/readyz ready_pattern='"ready"'
+    fi
     for ((i = 1; i <= count; i++)); do
-        if ! wait_ready "${kv_pids[i - 1]}" "$scheme://127.0.0.1:${ports[i - 1]}/healthz" '"ok"'; then
+        if ! wait_ready "${kv_pids[i - 1]}" "$scheme://127.0.0.1:${ports[i - 1]}$ready_path" "$ready_pattern"; then
             say "kv-server $name$i did not become healthy: $(tail -5 "$work/$name$i.log")"
             return 1
         fi
