@@ -1,7 +1,7 @@
 # The two commands a fresh machine needs: `make run` and `make test`.
 CARGO ?= cargo
 
-.PHONY: man run test test-full fmt-check clippy unit bench-compaction bench-compare bench-namesrv build cluster cluster-stop test-rocketmq chaos fuzz
+.PHONY: man run test test-ui test-full fmt-check clippy unit bench-compaction bench-compare bench-namesrv build cluster cluster-stop test-rocketmq chaos fuzz
 
 run:
 	$(CARGO) run --release -p kv-server
@@ -60,6 +60,15 @@ man:
 	$(TARGET_DIR)/release/kv-server man > $(TARGET_DIR)/man/kv-server.1
 	$(TARGET_DIR)/release/kvctl man > $(TARGET_DIR)/man/kvctl.1
 	@echo "man pages in $(TARGET_DIR)/man"
+
+# The web console in headless Chromium (Debian's chromium, driven by
+# playwright-core from ui-tests/) against a real 3-node cluster and a node with
+# --auth. scripts/ui-install.sh installs both when missing. `.ci/run` runs it
+# after `make test`. KV_UI_SCREENSHOTS=$(CURDIR)/docs/ui renews the screenshots.
+test-ui:
+	scripts/ui-install.sh
+	$(CARGO) build -p kv-server
+	$(CARGO) test -p integration-tests --test ui -- --ignored --nocapture
 
 # Real RocketMQ peers that we did not write (rocketmq-rust's broker, admin CLI
 # and client) against a 3-node cluster serving the name-server protocol, then

@@ -161,6 +161,8 @@ async fn with_auth_every_route_is_checked_and_acl_keys_stay_hidden() {
         ("GET", "/healthz", None, [OK, OK, OK, OK, OK]),
         ("GET", "/readyz", None, [OK, OK, OK, OK, OK]),
         ("GET", "/metrics", None, [OK, OK, OK, OK, OK]),
+        ("GET", "/ui/", None, [OK, OK, OK, OK, OK]),
+        ("GET", "/ui/app.js", None, [OK, OK, OK, OK, OK]),
         ("GET", "/v1/space", None, [401, 401, OK, OK, OK]),
         ("GET", "/v1/alarms", None, [401, 401, 403, 403, OK]),
         ("DELETE", "/v1/alarms", None, [401, 401, 403, 403, OK]),

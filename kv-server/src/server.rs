@@ -453,7 +453,7 @@ async fn exit_when_raft_stops(raft: Raft, disk_full: Arc<crate::space::DiskFull>
     }
 }
 
-/// Logs where the API, readiness, metrics and the API's description are,
+/// Logs where the console, the API, readiness, metrics and the API's description are,
 /// once the node knows a leader (`make run` shows it when it is up).
 async fn say_where_once_led(raft: Raft, url: String) {
     let led = raft
@@ -462,8 +462,8 @@ async fn say_where_once_led(raft: Raft, url: String) {
         .await;
     if led.is_ok() {
         info!(
-            "up: API {url}/v1/kv, readiness {url}/readyz, metrics {url}/metrics, \
-             API description {url}/v1/openapi.json"
+            "up: console {url}/ui/, API {url}/v1/kv, readiness {url}/readyz, \
+             metrics {url}/metrics, API description {url}/v1/openapi.json"
         );
     }
 }

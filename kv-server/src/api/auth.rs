@@ -106,6 +106,8 @@ pub fn needs(
     };
     match route {
         Some("/healthz" | "/readyz" | "/metrics" | "/v1/acl/bootstrap") => Needs::Nothing,
+        // The console's files hold no data: the API it calls asks for the token.
+        Some("/ui" | "/ui/" | "/ui/{*file}") if !write => Needs::Nothing,
         // Unknown routes still need a token: a 404 tells a stranger nothing.
         None | Some("/v1/openapi.json" | "/v1/changes" | "/v1/topic/records") => Needs::Token,
         Some("/v1/cluster" | "/v1/space") if !write => Needs::Token,
@@ -307,6 +309,15 @@ mod tests {
             (Method::GET, Some("/v1/topic/records"), "", "", Needs::Token),
             (Method::GET, Some("/v1/cluster"), "", "", Needs::Token),
             (Method::GET, Some("/readyz"), "", "", Needs::Nothing),
+            (Method::GET, Some("/ui/"), "", "", Needs::Nothing),
+            (Method::GET, Some("/ui/{*file}"), "", "", Needs::Nothing),
+            (
+                Method::POST,
+                Some("/ui/{*file}"),
+                "",
+                "",
+                Needs::Admin("use this route"),
+            ),
             (Method::GET, Some("/v1/space"), "", "", Needs::Token),
             (
                 Method::GET,

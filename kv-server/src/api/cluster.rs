@@ -11,8 +11,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use axum::extract::rejection::{JsonRejection, PathRejection};
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
 use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
@@ -21,8 +22,10 @@ use schemas::api::{AddMember, ClusterStatus, ErrorCode, Member, MemberRole, Memb
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use crate::api::cluster_watch;
 use crate::api::error::ApiError;
-use crate::api::{AppState, FORWARDED_HEADER};
+use crate::api::long_polls::LongPollGate;
+use crate::api::{AppState, FORWARDED_HEADER, INDEX_HEADER};
 use crate::types::{Node, NodeId};
 
 /// How long an added node may take to catch up before it is made a voter.
@@ -96,10 +99,15 @@ async fn leader_members(state: &AppState, leader_addr: &str) -> Option<Vec<Membe
     (view.leader == Some(view.node_id)).then_some(view.members)
 }
 
+/// `GET /v1/cluster`, and by long-poll with `index` and `wait` (see
+/// [`cluster_watch`]).
 async fn status(
     State(state): State<AppState>,
+    long_polls: LongPollGate,
     headers: HeaderMap,
-) -> Result<Json<ClusterStatus>, ApiError> {
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    cluster_watch::wait_for_progress(&state, &long_polls, query.as_deref()).await?;
     let metrics = state.raft.metrics().borrow().clone();
     let mut members = members(&state);
     let asked_by_a_node = headers.contains_key(FORWARDED_HEADER);
@@ -117,13 +125,14 @@ async fn status(
             }
         }
     }
-    Ok(Json(ClusterStatus {
+    let applied_index = cluster_watch::applied_index(&metrics);
+    let status = ClusterStatus {
         node_id: state.node_id,
         leader: metrics.current_leader,
         term: metrics.current_term,
         state: format!("{:?}", metrics.state),
         revision: state.store.revision(),
-        applied_index: metrics.last_applied.map_or(0, |id| id.index),
+        applied_index,
         committed_index: state.committed.load(std::sync::atomic::Ordering::Acquire),
         last_log_index: metrics.last_log_index.unwrap_or(0),
         snapshot_index: metrics.snapshot.map_or(0, |id| id.index),
@@ -134,7 +143,12 @@ async fn status(
         space: Some(crate::api::alarms::node_space(&state)),
         version: crate::LONG_VERSION.to_string(),
         extra: Default::default(),
-    }))
+    };
+    let mut response = Json(status).into_response();
+    response
+        .headers_mut()
+        .insert(INDEX_HEADER, HeaderValue::from(applied_index));
+    Ok(response)
 }
 
 /// The membership in force, as the answer to a change.

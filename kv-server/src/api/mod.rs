@@ -10,6 +10,7 @@ pub mod auth;
 pub mod batcher;
 pub mod changes;
 pub mod cluster;
+pub mod cluster_watch;
 pub mod error;
 pub mod forward;
 pub mod kv;
@@ -33,6 +34,7 @@ pub mod snapshot;
 mod test_peers;
 pub mod topic_reads;
 pub mod txn;
+pub mod ui;
 pub mod write;
 
 use std::sync::Arc;
@@ -228,6 +230,7 @@ fn public_routes(state: &AppState) -> Router<AppState> {
         .merge(namesrv::routes())
         .merge(alarms::routes())
         .merge(snapshot::routes())
+        .merge(ui::routes())
         .route("/healthz", get(healthz))
         .route("/v1/openapi.json", get(openapi));
     if state.config.bench_noop_route {

@@ -392,9 +392,23 @@ pub(super) fn cluster(components: &mut Components) -> PathItem {
             "cluster_status",
             "The cluster's state",
             ("200", answer),
-            &[],
+            &[ErrorCode::InvalidParameter],
             components,
-        ),
+        )
+        .parameters(Some([
+            query(
+                "index",
+                integer_schema(),
+                "Long-poll: answer once this node's Raft state moves on from this applied index \
+                 (`X-Kv-Index` of the last answer): a term, a leader, the membership, the log, \
+                 a member's progress.",
+            ),
+            query(
+                "wait",
+                string_schema(),
+                "Long-poll: the longest hold, as `30s`, `500ms` or `5m` (default 60s, at most 5m).",
+            ),
+        ])),
     )
 }
 

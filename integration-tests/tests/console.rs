@@ -1,0 +1,182 @@
+//! The console's files as a node serves them, and the long-poll of
+//! `/v1/cluster` its cluster page is drawn by. The console in a real
+//! browser is `ui.rs` (`make test-ui`).
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use integration_tests::{call, error_of, TestServer};
+use serde_json::{json, Value};
+
+/// The modules a script imports: `from './name.js'`.
+fn imports(script: &str) -> Vec<String> {
+    script
+        .split("from './")
+        .skip(1)
+        .filter_map(|rest| rest.split_once('\'').map(|(name, _)| name.to_string()))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_console_is_served_whole_with_a_policy_that_keeps_it_on_its_node() {
+    let server = TestServer::start().await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("a client");
+    let redirect = client
+        .get(server.url("/ui"))
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(redirect.status(), 308);
+    assert_eq!(redirect.headers()["location"], "/ui/");
+
+    let page = client
+        .get(server.url("/ui/"))
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
+    let policy = page.headers()["content-security-policy"]
+        .to_str()
+        .expect("ASCII")
+        .to_string();
+    for rule in [
+        "default-src 'none'",
+        "script-src 'self'",
+        "connect-src 'self'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(policy.contains(rule), "{rule} in {policy}");
+    }
+    let html = page.text().await.expect("the page");
+    assert!(
+        html.contains(r#"<script type="module" src="app.js">"#),
+        "{html}"
+    );
+    assert!(html.contains(r#"href="app.css""#), "{html}");
+
+    // Every module the script imports, and the modules they import, is there.
+    let mut seen = BTreeSet::new();
+    let mut next = vec!["app.js".to_string()];
+    while let Some(name) = next.pop() {
+        if !seen.insert(name.clone()) {
+            continue;
+        }
+        let answer = client
+            .get(server.url(&format!("/ui/{name}")))
+            .send()
+            .await
+            .expect("an answer");
+        assert_eq!(answer.status(), 200, "{name}");
+        assert_eq!(
+            answer.headers()["content-type"],
+            "text/javascript; charset=utf-8",
+            "{name}"
+        );
+        next.extend(imports(&answer.text().await.expect("a script")));
+    }
+    assert!(seen.len() > 5, "the script is split in modules: {seen:?}");
+
+    // The forms check against the very schema files of `schemas/json`.
+    for name in ["topic-config", "subscription-group-config"] {
+        let served: Value = client
+            .get(server.url(&format!("/ui/schemas/{name}.schema.json")))
+            .send()
+            .await
+            .expect("an answer")
+            .json()
+            .await
+            .expect("JSON");
+        let path = format!(
+            "{}/../schemas/json/{name}.schema.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let file: Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("the schema file"))
+                .expect("JSON");
+        assert_eq!(served, file, "{name}");
+    }
+
+    let (status, body) = call(&server, "GET", "/ui/missing.js", None).await;
+    assert_eq!(status, 404);
+    assert_eq!(error_of(&body).0, "not_found");
+}
+
+/// `GET path`: how long it took, the status, `X-Kv-Index` and the body.
+async fn timed_get(server: &TestServer, path: &str) -> (Duration, u16, u64, Value) {
+    let started = Instant::now();
+    let response = server
+        .client()
+        .get(server.url(path))
+        .send()
+        .await
+        .expect("an answer");
+    let status = response.status().as_u16();
+    let index = response
+        .headers()
+        .get("x-kv-index")
+        .and_then(|value| value.to_str().ok()?.parse().ok())
+        .unwrap_or(0);
+    let body = response.json().await.expect("JSON");
+    (started.elapsed(), status, index, body)
+}
+
+#[tokio::test]
+async fn the_cluster_status_by_long_poll_waits_for_the_cluster_to_move() {
+    let server = TestServer::start().await;
+    let (_, status, index, body) = timed_get(&server, "/v1/cluster").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        index,
+        body["applied_index"].as_u64().expect("an applied index")
+    );
+
+    // Nothing moves: held for the whole wait, then the same state.
+    let (elapsed, status, held_index, _) =
+        timed_get(&server, &format!("/v1/cluster?index={index}&wait=400ms")).await;
+    assert_eq!(status, 200);
+    assert_eq!(held_index, index);
+    assert!(
+        elapsed >= Duration::from_millis(400),
+        "answered after {elapsed:?}"
+    );
+
+    // A write moves it: the answer comes with the write, not at the wait's end.
+    let client = server.client().clone();
+    let url = server.url(&format!("/v1/cluster?index={index}&wait=60s"));
+    let watch = tokio::spawn(async move {
+        let started = Instant::now();
+        let response = client.get(url).send().await.expect("an answer");
+        let index: u64 = response.headers()["x-kv-index"]
+            .to_str()
+            .expect("ASCII")
+            .parse()
+            .expect("a number");
+        (started.elapsed(), index)
+    });
+    let (status, _) = call(&server, "PUT", "/v1/kv/console/k", Some(json!(1))).await;
+    assert_eq!(status, 201);
+    let (elapsed, moved) = tokio::time::timeout(Duration::from_secs(30), watch)
+        .await
+        .expect("the write ended the long-poll")
+        .expect("the request task");
+    assert!(moved > index, "applied {moved} after {index}");
+    assert!(
+        elapsed < Duration::from_secs(30),
+        "answered after {elapsed:?}"
+    );
+
+    // An index behind answers at once; a wait without an index is refused.
+    let (elapsed, _, _, _) =
+        timed_get(&server, &format!("/v1/cluster?index={index}&wait=60s")).await;
+    assert!(
+        elapsed < Duration::from_secs(30),
+        "answered after {elapsed:?}"
+    );
+    let (status, body) = call(&server, "GET", "/v1/cluster?wait=1s", None).await;
+    assert_eq!(status, 400);
+    assert_eq!(error_of(&body), ("invalid_parameter", Some("wait")));
+}
