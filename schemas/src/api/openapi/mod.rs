@@ -17,6 +17,7 @@
 mod acl;
 mod lease;
 mod namesrv;
+mod node;
 mod parts;
 mod routes;
 mod txn;
@@ -29,10 +30,10 @@ use serde_json::Value;
 use utoipa::openapi::{InfoBuilder, OpenApiBuilder, PathsBuilder, Ref, RefOr, Schema};
 
 use crate::{SubscriptionGroupConfig, TopicConfig};
-use routes::{
-    add_member, alarms, changes, cluster, health, key, list_keys, list_metadata, metadata, metrics,
-    openapi, ready, records, remove_member, snapshot, space,
+use node::{
+    add_member, alarms, cluster, health, metrics, openapi, ready, remove_member, snapshot, space,
 };
+use routes::{changes, key, list_keys, list_metadata, metadata, records};
 
 /// Where component schemas live in the document.
 const COMPONENTS_POINTER: &str = "/components/schemas";
