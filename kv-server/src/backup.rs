@@ -155,12 +155,8 @@ async fn lay_down(
     if let Some(last) = last_log_id {
         log_writer
             .save_vote(&Vote::new(last.leader_id.term, last.leader_id.node_id))
-            .await
-            .map_err(|error| ServerError::Config(format!("cannot save the vote: {error}")))?;
-        log_writer
-            .purge(last)
-            .await
-            .map_err(|error| ServerError::Config(format!("cannot start the raft log: {error}")))?;
+            .await?;
+        log_writer.purge(last).await?;
     }
     log.close().await?;
     Ok(Restored {

@@ -1,0 +1,75 @@
+//! Why a node could not start, or stopped with an error.
+
+use openraft::error::{Fatal, InitializeError, RaftError};
+
+use crate::types::{Node, NodeId};
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Storage failed to open.
+    #[error(transparent)]
+    Store(#[from] crate::error::StoreError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// openraft refused the raft settings derived from the configuration.
+    #[error("raft: invalid settings: {0}")]
+    RaftConfig(#[source] Box<openraft::ConfigError>),
+    /// Raft stopped with a fatal error while starting.
+    #[error("raft: {0}")]
+    Raft(#[source] Box<Fatal<NodeId>>),
+    /// Raft could not initialize the cluster.
+    #[error("raft: cannot form the cluster: {0}")]
+    Initialize(#[source] Box<RaftError<NodeId, InitializeError<NodeId, Node>>>),
+    /// The HTTP client for the other nodes could not be built.
+    #[error("raft: cannot build the HTTP client: {0}")]
+    PeerClient(#[source] reqwest::Error),
+    /// The flags or variables are not usable (the reason names the flag).
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The cleaner's thread could not be started.
+    #[error("configuration: cannot start the cleaner thread: {0}")]
+    CleanerThread(#[source] std::io::Error),
+    /// The TLS flags or files are not usable (the reason names the flag
+    /// and the file).
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+    /// The raft log refused a write while a member was laid down
+    /// (`kv-server restore`).
+    #[error("raft log: {0}")]
+    RaftLog(#[source] Box<openraft::StorageError<NodeId>>),
+    /// The node could not join the cluster named by `--join`.
+    #[error("join: {0}")]
+    Join(#[from] crate::join::JoinError),
+}
+
+// openraft's errors are large; boxed, they keep every `Result` small.
+impl From<openraft::ConfigError> for ServerError {
+    fn from(error: openraft::ConfigError) -> Self {
+        ServerError::RaftConfig(Box::new(error))
+    }
+}
+
+impl From<Fatal<NodeId>> for ServerError {
+    fn from(error: Fatal<NodeId>) -> Self {
+        ServerError::Raft(Box::new(error))
+    }
+}
+
+impl From<RaftError<NodeId, InitializeError<NodeId, Node>>> for ServerError {
+    fn from(error: RaftError<NodeId, InitializeError<NodeId, Node>>) -> Self {
+        ServerError::Initialize(Box::new(error))
+    }
+}
+
+impl From<openraft::StorageError<NodeId>> for ServerError {
+    fn from(error: openraft::StorageError<NodeId>) -> Self {
+        ServerError::RaftLog(Box::new(error))
+    }
+}

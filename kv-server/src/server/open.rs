@@ -1,0 +1,334 @@
+//! Opening a node: the configuration checked, storage, Raft and the
+//! cleaner started, the cluster formed on the first start; and closing it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use compaction::CleanerHandle;
+use openraft::error::{InitializeError, RaftError};
+use openraft::SnapshotPolicy;
+use tracing::{info, warn};
+
+use super::ServerError;
+use crate::api::AppState;
+use crate::config::Config;
+use crate::network::Network;
+use crate::peer::{ClusterId, PeerClient};
+use crate::store::log_store::LogStore;
+use crate::store::state_machine::StateMachine;
+use crate::store::{DataDirs, Store};
+use crate::types::{Node, NodeId, Raft};
+
+/// How long a snapshot may take to reach a node and be installed there (ms).
+const SNAPSHOT_SEND_TIMEOUT_MS: u64 = 120_000;
+
+/// A node's storage, Raft and cleaner, opened; nothing listens yet.
+pub(super) struct Opened {
+    /// The node's configuration.
+    pub(super) config: Arc<Config>,
+    /// This node's URLs, as it advertises them.
+    pub(super) this_node: Node,
+    /// The fixed initial cluster of `--peers` (empty without it).
+    pub(super) peers: BTreeMap<NodeId, String>,
+    /// The checked `--join` URL.
+    pub(super) join: Option<String>,
+    /// The TLS settings of both listeners and of the calls to other nodes.
+    pub(super) tls: crate::tls::NodeTls,
+    /// The cluster's id, read from the data directory.
+    pub(super) cluster_id: Arc<ClusterId>,
+    /// The topic, the view and the watchers.
+    pub(super) store: Arc<Store>,
+    /// The raft log, kept to close it at shutdown.
+    pub(super) log: LogStore,
+    /// The committed log index, as the log store last saved it.
+    pub(super) committed: Arc<std::sync::atomic::AtomicU64>,
+    /// The background cleaner.
+    pub(super) cleaner: Arc<CleanerHandle>,
+    /// The HTTP client for the other nodes.
+    pub(super) peers_http: PeerClient,
+    /// The openraft handle.
+    pub(super) raft: Raft,
+}
+
+/// Checks the configuration, opens the storage and starts Raft and the
+/// cleaner.
+pub(super) async fn open(config: Config) -> Result<Opened, ServerError> {
+    let peers = config.peer_map().map_err(ServerError::Config)?;
+    if !peers.is_empty() && config.join.is_some() {
+        return Err(ServerError::Config(
+            "--peers (form a new cluster) and --join (enter an existing one) exclude each other"
+                .into(),
+        ));
+    }
+    let join = match &config.join {
+        Some(url) => Some(
+            crate::config::check_node_url(url)
+                .map_err(|why| ServerError::Config(format!("--join: {why}")))?,
+        ),
+        None => None,
+    };
+    config.check_compaction_lag().map_err(ServerError::Config)?;
+    let peer_listen = config.peer_listen_addr().map_err(ServerError::Config)?;
+    let this_node = Node {
+        addr: config.advertise_url(),
+        peer_addr: config.peer_advertise_url().map_err(ServerError::Config)?,
+    };
+    let tls = crate::tls::NodeTls::from_config(&config)?;
+    check_schemes(&config, &this_node, &peers, join.as_deref())?;
+    if config.auth && config.peer_tls_cert.is_none() {
+        // The peer port serves the API to other nodes without tokens; only
+        // mutual TLS (or a network only the nodes reach) keeps others out.
+        warn!(
+            peer_listen = %peer_listen,
+            "--auth without --peer-tls-cert: whoever reaches the peer port is trusted as a node; \
+             give the peer port mutual TLS or keep it on a network only the nodes reach"
+        );
+    }
+    let config = Arc::new(config);
+    let dirs = DataDirs::new(&config.data_dir);
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(crate::error::StoreError::io("create", &config.data_dir))?;
+    let cluster_id = Arc::new(ClusterId::open(&config.data_dir)?);
+    crate::store::data_format::check_or_mark(&config.data_dir)?;
+    let log = LogStore::open(&dirs.raft, Some(config.node_id))?;
+    let store = Arc::new(Store::open(&dirs, config.topic_config(), &log)?);
+    store.start_checkpointer()?;
+    let committed = log.committed_index();
+    crate::metrics::handle();
+    let cleaner = CleanerHandle::spawn(
+        Arc::clone(&store.topic),
+        Duration::from_millis(config.cleaner_interval_ms),
+    )
+    .map_err(ServerError::CleanerThread)?;
+    let cleaner = Arc::new(cleaner);
+
+    let raft_config = openraft::Config {
+        cluster_name: "openmessaging-kv".into(),
+        heartbeat_interval: config.heartbeat_ms,
+        election_timeout_min: config.election_timeout_ms,
+        election_timeout_max: 2 * config.election_timeout_ms,
+        // Not used by this server's network, which gives each snapshot
+        // chunk a timeout of its own (network.rs).
+        install_snapshot_timeout: SNAPSHOT_SEND_TIMEOUT_MS,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
+        max_in_snapshot_log_to_keep: config.snapshot_catchup_entries,
+        ..openraft::Config::default()
+    }
+    .validate()?;
+    // One client for every call to another node (Raft RPC, joins,
+    // forwarded writes, read index): it alone holds the peer TLS identity.
+    let peers_http = crate::network::peer_http_client(&tls).map_err(ServerError::PeerClient)?;
+    let peers_http = PeerClient::new(peers_http, Arc::clone(&cluster_id));
+    let durability = log.durability();
+    let raft = Raft::new(
+        config.node_id,
+        Arc::new(raft_config),
+        Network::new(config.node_id, durability.clone(), peers_http.clone()),
+        log.clone(),
+        StateMachine::new(Arc::clone(&store), durability),
+    )
+    .await?;
+    Ok(Opened {
+        config,
+        this_node,
+        peers,
+        join,
+        tls,
+        cluster_id,
+        store,
+        log,
+        committed,
+        cleaner,
+        peers_http,
+        raft,
+    })
+}
+
+impl Opened {
+    /// Forms the cluster on the node's first start (see [`initialize`]);
+    /// whether it was initialized before.
+    pub(super) async fn initialize_once(&self) -> Result<bool, ServerError> {
+        let initialized = self.raft.is_initialized().await?;
+        if !initialized {
+            let config = &self.config;
+            let joining = self.join.is_some();
+            initialize(&self.raft, config, &self.this_node, &self.peers, joining).await?;
+            if !joining
+                && self
+                    .peers
+                    .keys()
+                    .next()
+                    .is_none_or(|first| *first == config.node_id)
+            {
+                // This node formed the cluster: it names it.
+                let id = self.cluster_id.create()?;
+                info!(cluster_id = %id, "the cluster's id");
+            }
+        }
+        Ok(initialized)
+    }
+
+    /// What the routers share; starts the lease loop and the watch on
+    /// this node's membership.
+    pub(super) fn start_state(&self) -> AppState {
+        let config = &self.config;
+        tokio::spawn(
+            crate::leases::LeaseLoop {
+                raft: self.raft.clone(),
+                node_id: config.node_id,
+                store: Arc::clone(&self.store),
+                expiries_per_sec: config.lease_expiries_per_sec,
+                propose_timeout: Duration::from_millis(config.request_timeout_ms),
+            }
+            .run(),
+        );
+        let state = AppState::new(crate::api::NodeState {
+            node_id: config.node_id,
+            raft: self.raft.clone(),
+            store: Arc::clone(&self.store),
+            config: Arc::clone(config),
+            cleaner: Arc::clone(&self.cleaner),
+            committed: Arc::clone(&self.committed),
+            peers: self.peers_http.clone(),
+            cluster_id: Arc::clone(&self.cluster_id),
+            read_index: Default::default(),
+            remote_read_index: Default::default(),
+            long_polls: crate::api::long_polls::LongPolls::new(config.max_long_polls),
+            tokens: Default::default(),
+            leader_contact: Default::default(),
+            write_budget: crate::write_budget::WriteBudget::new(config.max_pending_write_bytes),
+            removal: Default::default(),
+            snapshot_receiver: Arc::new(crate::store::snapshot_receive::SnapshotReceiver::new(
+                &self.store.snapshot_dir,
+                config.max_snapshot_bytes as u64,
+            )),
+            batcher: crate::api::batcher::Batcher::start(
+                self.raft.clone(),
+                config.max_proposals_in_flight as usize,
+            ),
+            relay: crate::api::relay::Relay::start(
+                self.raft.clone(),
+                config.node_id,
+                self.peers_http.clone(),
+                Duration::from_millis(config.request_timeout_ms),
+                config.max_proposals_in_flight as usize,
+                config.max_raft_body_bytes,
+            ),
+            space: Arc::new(crate::space::Space::new(
+                &config.data_dir,
+                config.quota_bytes,
+                config.min_free_bytes,
+                Box::new(self.log.held_bytes()),
+            )),
+        });
+        tokio::spawn(crate::api::alarms::raise_when_over(state.clone()));
+        tokio::spawn(crate::removal::watch_membership(state.clone()));
+        tokio::spawn(crate::snapshot_trigger::snapshot_every_writes(
+            self.raft.clone(),
+            Arc::clone(&self.store),
+            config.snapshot_every,
+        ));
+        state
+    }
+
+    /// Stops Raft, closes the raft log, stops the cleaner and flushes the
+    /// topic and the view.
+    pub(super) async fn close(self) -> Result<(), ServerError> {
+        if let Err(error) = self.raft.shutdown().await {
+            // The node is stopping anyway; the storage is still closed below.
+            warn!(%error, "raft did not shut down cleanly");
+        }
+        self.log.close().await?;
+        drop(self.cleaner);
+        // Without room the view stays as it is: the restart brings it up to
+        // date from the raft log, as after a crash.
+        if !self.store.checkpoint_if_room()? {
+            warn!("no room for the last checkpoint; the next start catches up from the raft log");
+        }
+        Ok(())
+    }
+}
+
+/// On the first start of a node: with no flags it forms a cluster of its
+/// own; with `--peers` the lowest id forms the cluster of all peers and the
+/// others wait to hear from it; with `--join` the node waits to be added.
+/// Later starts find the node initialized and skip this.
+async fn initialize(
+    raft: &Raft,
+    config: &Config,
+    this_node: &Node,
+    peers: &BTreeMap<NodeId, String>,
+    joining: bool,
+) -> Result<(), ServerError> {
+    if joining {
+        info!(
+            node_id = config.node_id,
+            "waiting to be added to the cluster"
+        );
+        return Ok(());
+    }
+    // The others' client URLs are not known yet: each node tells its own
+    // once it is a member (see `publish_addresses`).
+    let members: BTreeMap<NodeId, Node> = if peers.is_empty() {
+        BTreeMap::from([(config.node_id, this_node.clone())])
+    } else {
+        peers
+            .iter()
+            .map(|(id, peer_addr)| {
+                let node = if *id == config.node_id {
+                    this_node.clone()
+                } else {
+                    Node {
+                        addr: String::new(),
+                        peer_addr: peer_addr.clone(),
+                    }
+                };
+                (*id, node)
+            })
+            .collect()
+    };
+    let first = *members.keys().next().expect("at least this node");
+    if first != config.node_id {
+        info!(
+            node_id = config.node_id,
+            initializer = first,
+            "waiting for the lowest peer id to form the cluster"
+        );
+        return Ok(());
+    }
+    let ids: Vec<NodeId> = members.keys().copied().collect();
+    match raft.initialize(members).await {
+        Ok(()) => {
+            info!(node_id = config.node_id, members = ?ids, "formed the cluster");
+            Ok(())
+        }
+        Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Checks that every URL of this node and of its peers speaks TLS exactly
+/// when the listener behind it does: the client URL follows `--tls-cert`,
+/// the peer URLs (`--peer-advertise`, `--peers`, `--join`) follow
+/// `--peer-tls-cert`, so no node is sent to the wrong protocol and no
+/// peer traffic goes in the clear by mistake.
+fn check_schemes(
+    config: &Config,
+    this_node: &Node,
+    peers: &BTreeMap<NodeId, String>,
+    join: Option<&str>,
+) -> Result<(), ServerError> {
+    use crate::tls::check_scheme;
+    let client_tls = config.tls_cert.is_some();
+    let peer_tls = config.peer_tls_cert.is_some();
+    check_scheme("--advertise", &this_node.addr, client_tls)?;
+    check_scheme("--peer-advertise", &this_node.peer_addr, peer_tls)?;
+    for url in peers.values() {
+        check_scheme("--peers", url, peer_tls)?;
+    }
+    if let Some(url) = join {
+        check_scheme("--join", url, peer_tls)?;
+    }
+    Ok(())
+}
