@@ -24,13 +24,14 @@
 //! remembered, and writes are passed to it whole from then on.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use parking_lot::Mutex;
 use schemas::api::{ErrorBody, ErrorCode};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
@@ -162,11 +163,7 @@ impl Relay {
     /// Whether the leader at `peer_addr` takes relayed commands (as far as
     /// this node knows: it has not answered 404).
     pub fn takes(&self, peer_addr: &str) -> bool {
-        !self
-            .refusing
-            .lock()
-            .expect("the refusing set is never poisoned")
-            .contains(peer_addr)
+        !self.refusing.lock().contains(peer_addr)
     }
 
     /// Queues `command` for the leader; the receiver gets its answer.
@@ -251,10 +248,7 @@ impl Hop {
                     debug!(leader = id, attempt, %why, "the leader did not take the relayed writes; waiting for the next one");
                 }
                 Err(Unsent::Unsupported) => {
-                    self.refusing
-                        .lock()
-                        .expect("the refusing set is never poisoned")
-                        .insert(peer_addr.clone());
+                    self.refusing.lock().insert(peer_addr.clone());
                     let error = ApiError::not_leader(
                         format!(
                             "the leader (node {id}) takes writes only from clients; retry there"

@@ -15,9 +15,9 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use compaction::fsutil;
+use parking_lot::Mutex;
 use tracing::{info, warn};
 
 use crate::error::StoreError;
@@ -138,7 +138,7 @@ impl SnapshotReceiver {
         crc32c: u32,
     ) -> Result<u64, ReceiveError> {
         check_id(id)?;
-        let _turn = self.turn.lock().expect("no receiver call panics");
+        let _turn = self.turn.lock();
         let partial = self.partial_path(id);
         let held = std::fs::metadata(&partial).map_or(0, |meta| meta.len());
         if offset != held {
@@ -188,7 +188,7 @@ impl SnapshotReceiver {
     /// received name. A damaged file is removed, so the sender starts over.
     pub fn finish(&self, id: &str, end: SnapshotEnd) -> Result<PathBuf, ReceiveError> {
         check_id(id)?;
-        let _turn = self.turn.lock().expect("no receiver call panics");
+        let _turn = self.turn.lock();
         let partial = self.partial_path(id);
         let held = std::fs::metadata(&partial).map_or(0, |meta| meta.len());
         if held != end.len {
@@ -216,7 +216,7 @@ impl SnapshotReceiver {
     /// Removes snapshot `id` received whole, once it is installed (or
     /// refused by Raft).
     pub fn remove_received(&self, id: &str) -> Result<(), StoreError> {
-        let _turn = self.turn.lock().expect("no receiver call panics");
+        let _turn = self.turn.lock();
         Ok(fsutil::remove_if_exists(&received_path_in(&self.dir, id))?)
     }
 
