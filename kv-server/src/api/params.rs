@@ -195,34 +195,24 @@ pub struct Blocking {
 /// Default long-poll duration, as Consul's.
 const DEFAULT_WAIT: Duration = Duration::from_secs(60);
 
-/// Parses `30s`, `500ms`, `5m` or a plain number of seconds.
+/// Parses a long-poll's `wait` ([`schemas::api::parse_duration`]), at most
+/// `max_wait_ms`.
 pub fn parse_wait(raw: &str, max_wait_ms: u64) -> Result<Duration, ApiError> {
-    let invalid = || {
+    let wait = schemas::api::parse_duration(raw).map_err(|error| {
         ApiError::bad_field(
             ErrorCode::InvalidParameter,
             "wait",
-            format!("wait must look like 30s, 500ms or 5m, got {raw:?}"),
+            format!("wait: {error}"),
         )
-    };
-    let (digits, unit_ms) = if let Some(digits) = raw.strip_suffix("ms") {
-        (digits, 1)
-    } else if let Some(digits) = raw.strip_suffix('s') {
-        (digits, 1_000)
-    } else if let Some(digits) = raw.strip_suffix('m') {
-        (digits, 60_000)
-    } else {
-        (raw, 1_000)
-    };
-    let amount: u64 = digits.parse().map_err(|_| invalid())?;
-    let wait_ms = amount.checked_mul(unit_ms).ok_or_else(invalid)?;
-    if wait_ms > max_wait_ms {
+    })?;
+    if wait > Duration::from_millis(max_wait_ms) {
         return Err(ApiError::bad_field(
             ErrorCode::InvalidParameter,
             "wait",
             format!("wait {raw} is longer than the limit of {max_wait_ms} ms"),
         ));
     }
-    Ok(Duration::from_millis(wait_ms))
+    Ok(wait)
 }
 
 /// The path's one capture (a key or a name), or 400 with `code` naming

@@ -31,6 +31,7 @@ mod acl;
 mod alarm;
 mod changes;
 mod cluster;
+mod duration;
 mod error;
 pub mod header;
 mod kv;
@@ -46,6 +47,7 @@ pub use acl::{
 pub use alarm::{Alarm, AlarmKind, AlarmList, NodeSpace};
 pub use changes::{ChangeRecord, ChangesPage};
 pub use cluster::{AddMember, ClusterStatus, Health, Member, MemberRole, MembershipChange};
+pub use duration::{parse_duration, DurationError};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail, FieldError, LeaderHint};
 pub use kv::{KeyList, KeyValue, WriteResult};
 pub use lease::{

@@ -407,26 +407,10 @@ pub enum ClusterCommand {
     },
 }
 
-/// Parses `30s`, `500ms`, `5m`, `1h` or a plain number of seconds.
+/// Parses `30s`, `500ms`, `5m`, `1h` or a plain number of seconds, as the
+/// API's `wait` is written.
 pub fn parse_duration(raw: &str) -> Result<Duration, String> {
-    let (digits, unit_ms) = if let Some(digits) = raw.strip_suffix("ms") {
-        (digits, 1)
-    } else if let Some(digits) = raw.strip_suffix('s') {
-        (digits, 1_000)
-    } else if let Some(digits) = raw.strip_suffix('m') {
-        (digits, 60_000)
-    } else if let Some(digits) = raw.strip_suffix('h') {
-        (digits, 3_600_000)
-    } else {
-        (raw, 1_000)
-    };
-    let amount: u64 = digits
-        .parse()
-        .map_err(|_| format!("{raw:?} is not a duration like 30s, 500ms or 5m"))?;
-    amount
-        .checked_mul(unit_ms)
-        .map(Duration::from_millis)
-        .ok_or_else(|| format!("{raw:?} is too long"))
+    schemas::api::parse_duration(raw).map_err(|error| error.to_string())
 }
 
 /// A duration as [`parse_duration`] reads it, in whole seconds.
