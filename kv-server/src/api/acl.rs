@@ -141,8 +141,7 @@ fn records<T: serde::de::DeserializeOwned>(
 ) -> Result<Vec<T>, ApiError> {
     let (entries, _) = state
         .store
-        .view
-        .list(prefix, None, PageBounds::entries(MAX_LISTED))?;
+        .list_internal(prefix, PageBounds::entries(MAX_LISTED))?;
     entries
         .into_iter()
         .map(|(key, entry)| Ok(decode(&key, &entry.value)?))

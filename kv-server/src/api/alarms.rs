@@ -287,8 +287,7 @@ pub async fn raise_when_over(state: AppState) {
         // a share of the topic they are.
         state
             .store
-            .topic
-            .set_eager(breach.is_some() || !alarms.is_empty());
+            .set_compaction_eager(breach.is_some() || !alarms.is_empty());
         let Some(breach) = breach else {
             continue;
         };

@@ -236,8 +236,7 @@ fn lease_keys(state: &AppState, id: &str) -> Result<Vec<String>, ApiError> {
     let Ok(id) = schemas::api::parse_lease_id(id, "id") else {
         return Ok(Vec::new());
     };
-    let attached = crate::store::leases::attached_keys(&state.store.view.batch(), id)?;
-    Ok(attached.into_iter().map(|(key, _)| key).collect())
+    Ok(state.store.lease_keys(id)?)
 }
 
 /// The token of `Authorization: Bearer <secret>`, resolved.

@@ -112,18 +112,7 @@ async fn info(
     let id = lease_id(path)?;
     Query::parse(query.as_deref(), &[])?;
     let store = std::sync::Arc::clone(&state.store);
-    let found = blocking(move || {
-        let batch = store.view.batch();
-        let Some(entry) = batch.get(&leases::lease_key(id))? else {
-            return Ok(None);
-        };
-        let keys = leases::attached_keys(&batch, id)?
-            .into_iter()
-            .map(|(key, _)| key)
-            .collect::<Vec<_>>();
-        Ok(Some((entry, keys)))
-    })
-    .await?;
+    let found = blocking(move || store.lease_with_keys(id)).await?;
     let Some((entry, keys)) = found else {
         return Err(lease_not_found(id));
     };
@@ -145,7 +134,7 @@ async fn list(
 ) -> Result<Response, ApiError> {
     Query::parse(query.as_deref(), &[])?;
     let store = std::sync::Arc::clone(&state.store);
-    let all = blocking(move || leases::all(&store.view)).await?;
+    let all = blocking(move || store.all_leases()).await?;
     let leases = all
         .into_iter()
         .map(|(id, record)| {

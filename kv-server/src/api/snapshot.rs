@@ -17,7 +17,6 @@ use axum::Router;
 
 use crate::api::error::ApiError;
 use crate::api::{AppState, REVISION_HEADER};
-use crate::store::snapshot::SnapshotFile;
 
 /// How long a snapshot may take to be made.
 const SNAPSHOT_WAIT: Duration = Duration::from_secs(300);
@@ -42,8 +41,8 @@ async fn save(State(state): State<AppState>) -> Result<Response, ApiError> {
             .await
             .map_err(|error| ApiError::unavailable(format!("no snapshot was made: {error}")))?;
     }
-    let dir = state.store.snapshot_dir.clone();
-    let snapshot = tokio::task::spawn_blocking(move || SnapshotFile::load(&dir))
+    let store = std::sync::Arc::clone(&state.store);
+    let snapshot = tokio::task::spawn_blocking(move || store.current_snapshot())
         .await
         .map_err(|error| ApiError::internal(format!("reading the snapshot failed: {error}")))??
         .ok_or_else(|| ApiError::unavailable("this node has no snapshot yet"))?;

@@ -21,7 +21,7 @@ use tracing::{debug, info, warn};
 
 pub use keeper::{KeepAlive, LeaseKeeper};
 
-use crate::store::{blocking, leases, Store};
+use crate::store::{blocking, Store};
 use crate::types::{Command, CommandResult, LeaseId, NodeId, Op, Raft};
 
 /// How often the loop looks for due leases and at the leader's state.
@@ -108,7 +108,7 @@ impl LeaseLoop {
     /// Starts keeping the deadlines of every lease, as leader of `term`.
     async fn promote(&self, term: u64) -> Result<(), crate::error::StoreError> {
         let store = Arc::clone(&self.store);
-        let all = blocking(move || leases::all(&store.view)).await?;
+        let all = blocking(move || store.all_leases()).await?;
         let count = all.len();
         let ttls = all
             .into_iter()
@@ -120,7 +120,7 @@ impl LeaseLoop {
         // leading and was not tracked: read again now that grants are
         // tracked as they apply (`granted` skips the leases it knows).
         let store = Arc::clone(&self.store);
-        for (id, lease) in blocking(move || leases::all(&store.view)).await? {
+        for (id, lease) in blocking(move || store.all_leases()).await? {
             self.store
                 .leases
                 .granted(id, Duration::from_millis(lease.ttl_ms), now);

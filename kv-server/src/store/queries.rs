@@ -1,6 +1,7 @@
 //! What the HTTP API asks of the store: keys, pages of keys, long-poll
-//! waits, and the topic read back as writes. Handlers go through these and
-//! never touch the topic, the view or the watch registry themselves.
+//! waits, the topic read back as writes, leases, the snapshot. Handlers go
+//! through these and never touch the topic, the view, the watch registry
+//! or the snapshot directory themselves.
 
 use std::collections::HashMap;
 
@@ -8,10 +9,12 @@ use compaction::TopicStats;
 
 use crate::error::StoreError;
 use crate::store::internal::{is_internal_key, AFTER_INTERNAL_KEYS};
+use crate::store::leases::{self, LeaseRecord};
 use crate::store::record::WriteRecord;
+use crate::store::snapshot::SnapshotFile;
 use crate::store::view::{KeyEntry, ListPage};
 use crate::store::Store;
-use crate::types::Revision;
+use crate::types::{LeaseId, Revision};
 use crate::watch::{Waiter, WatchTarget};
 
 /// How much one page of an answer may hold: a count of entries and a total
@@ -86,6 +89,57 @@ impl Store {
             other => other,
         };
         self.view.list_at_revision(prefix, start_after, bounds)
+    }
+
+    /// The entries under an internal prefix (roles, tokens: see
+    /// `store::internal`), which [`Store::list`] never shows: for the
+    /// node's own readers, such as the token check.
+    pub fn list_internal(
+        &self,
+        prefix: &str,
+        bounds: PageBounds,
+    ) -> Result<(Vec<(String, KeyEntry)>, bool), StoreError> {
+        debug_assert!(is_internal_key(prefix), "{prefix:?} is a client's prefix");
+        self.view.list(prefix, None, bounds)
+    }
+
+    /// Every lease, in id order.
+    pub fn all_leases(&self) -> Result<Vec<(LeaseId, LeaseRecord)>, StoreError> {
+        leases::all(&self.view)
+    }
+
+    /// Lease `id`'s entry and the keys attached to it, read from one
+    /// state; `None` when there is no such lease.
+    pub fn lease_with_keys(
+        &self,
+        id: LeaseId,
+    ) -> Result<Option<(KeyEntry, Vec<String>)>, StoreError> {
+        let batch = self.view.batch();
+        let Some(entry) = batch.get(&leases::lease_key(id))? else {
+            return Ok(None);
+        };
+        let keys = leases::attached_keys(&batch, id)?;
+        Ok(Some((
+            entry,
+            keys.into_iter().map(|(key, _)| key).collect(),
+        )))
+    }
+
+    /// The keys attached to lease `id` (none when there is no such lease).
+    pub fn lease_keys(&self, id: LeaseId) -> Result<Vec<String>, StoreError> {
+        let attached = leases::attached_keys(&self.view.batch(), id)?;
+        Ok(attached.into_iter().map(|(key, _)| key).collect())
+    }
+
+    /// Has the cleaner drop what deletes free at once, whatever share of
+    /// the topic it is (while the node is short of space), or not.
+    pub fn set_compaction_eager(&self, eager: bool) {
+        self.topic.set_eager(eager);
+    }
+
+    /// The node's current snapshot, if it has made or installed one.
+    pub fn current_snapshot(&self) -> Result<Option<SnapshotFile>, StoreError> {
+        SnapshotFile::load(&self.snapshot_dir)
     }
 
     /// A waiter woken when `target` changes after revision `after`.
