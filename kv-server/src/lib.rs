@@ -14,7 +14,7 @@
 //!   route state under `namesrv/` keys.
 //! * `http` — HTTP/1.1 and HTTP/2 serving with graceful shutdown.
 //! * `write_stall` — closing connections whose peer stops reading.
-//! * [`tls`] — rustls on both listeners and on the calls between nodes.
+//! * `tls` — rustls on both listeners and on the calls between nodes.
 //! * [`server`] — start-up and shutdown.
 //! * [`backup`] — restoring a new cluster's members from a backup.
 //! * `crash` — named crash points for the fault tests.
@@ -48,9 +48,9 @@ pub mod backup;
 pub(crate) mod clock;
 pub mod config;
 pub(crate) mod crash;
-pub mod error;
+pub(crate) mod error;
 pub(crate) mod http;
-pub mod join;
+pub(crate) mod join;
 pub(crate) mod leases;
 pub(crate) mod metrics;
 pub(crate) mod namesrv;
@@ -64,7 +64,7 @@ pub(crate) mod snapshot_transfer;
 pub(crate) mod snapshot_trigger;
 pub(crate) mod space;
 pub(crate) mod store;
-pub mod tls;
+pub(crate) mod tls;
 pub(crate) mod types;
 pub(crate) mod watch;
 pub(crate) mod write_budget;

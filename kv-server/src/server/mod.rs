@@ -8,6 +8,8 @@ mod error;
 mod open;
 
 pub use error::ServerError;
+/// The errors a [`ServerError`] may carry.
+pub use crate::{error::StoreError, join::JoinError, tls::TlsError};
 use open::{open, Opened};
 
 use std::sync::Arc;
