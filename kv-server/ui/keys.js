@@ -57,6 +57,20 @@ export async function keysPage(main, query, signal) {
   if (selected !== null) await showKey(detail, prefix, selected, signal);
 }
 
+/**
+ * The JSON value typed in `textarea`; `undefined`, with the reason in
+ * `error`, when it is not JSON.
+ */
+function readJson(textarea, error) {
+  error.textContent = '';
+  try {
+    return JSON.parse(textarea.value);
+  } catch (parse) {
+    error.textContent = `The value is not JSON: ${parse.message}`;
+    return undefined;
+  }
+}
+
 function newKeyForm(prefix) {
   const key = h('input', { id: 'new-key', value: prefix, placeholder: 'key' });
   const value = h('textarea', { id: 'new-value', rows: 3, placeholder: 'a JSON value, e.g. {"retention": "7d"}' });
@@ -64,14 +78,8 @@ function newKeyForm(prefix) {
   return h('form', {
     onsubmit: async (event) => {
       event.preventDefault();
-      error.textContent = '';
-      let body;
-      try {
-        body = JSON.parse(value.value);
-      } catch (parse) {
-        error.textContent = `The value is not JSON: ${parse.message}`;
-        return;
-      }
+      const body = readJson(value, error);
+      if (body === undefined) return;
       try {
         await call('PUT', kvPath(key.value), { body, headers: { 'If-None-Match': '*' } });
         location.hash = keysHref(prefix, key.value);
@@ -115,14 +123,8 @@ async function showKey(detail, prefix, key, signal) {
   const condition = { 'If-Match': `"${entry.mod_revision}"` };
   const save = async (event) => {
     event.preventDefault();
-    error.textContent = '';
-    let body;
-    try {
-      body = JSON.parse(editor.value);
-    } catch (parse) {
-      error.textContent = `The value is not JSON: ${parse.message}`;
-      return;
-    }
+    const body = readJson(editor, error);
+    if (body === undefined) return;
     try {
       const { data } = await call('PUT', kvPath(key), { body, headers: condition });
       showNotice(`Saved ${key} at revision ${data.revision}.`);
