@@ -76,7 +76,10 @@ pub async fn wait_for_progress(
                 return;
             }
         }
-        // Raft has stopped: nothing will change; answer what there is.
+        // Raft has stopped (the node is stopping): nothing will move, so
+        // the wait runs its course rather than have a watcher ask again
+        // at once, and again.
+        std::future::pending::<()>().await;
     })
     .await;
     Ok(())

@@ -7,11 +7,6 @@
 mod error;
 mod open;
 
-pub use error::ServerError;
-/// The errors a [`ServerError`] may carry.
-pub use crate::{error::StoreError, join::JoinError, tls::TlsError};
-use open::{open, Opened};
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +19,11 @@ use crate::config::Config;
 use crate::store::log_store::LogStore;
 use crate::store::{DataDirs, Store};
 use crate::types::Raft;
+
+/// The errors a [`ServerError`] may carry.
+pub use crate::{error::StoreError, join::JoinError, tls::TlsError};
+pub use error::ServerError;
+use open::{open, Opened};
 
 /// Runs a node until `shutdown` resolves, then stops gracefully: in-flight
 /// requests finish, Raft stops, the topic and the view are flushed.
