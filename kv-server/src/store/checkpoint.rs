@@ -26,10 +26,10 @@ const CHECKPOINT_CHANGES: usize = 8_192;
 const CHECKPOINT_BYTES: usize = 16 << 20;
 /// Unsealed view changes past which apply waits for a checkpoint to seal
 /// them: with [`UNSEALED_BYTES_LIMIT`], the bound on the view's memory.
-const UNSEALED_CHANGES_LIMIT: usize = 8 * CHECKPOINT_CHANGES;
+pub(super) const UNSEALED_CHANGES_LIMIT: usize = 8 * CHECKPOINT_CHANGES;
 /// Unsealed view bytes past which apply waits for a checkpoint. The layers
 /// hold at most about twice this: one sealed and being written, one filling.
-const UNSEALED_BYTES_LIMIT: usize = 4 * CHECKPOINT_BYTES;
+pub(super) const UNSEALED_BYTES_LIMIT: usize = 4 * CHECKPOINT_BYTES;
 
 impl Store {
     /// Wakes the checkpointer early when the view's unsealed changes

@@ -348,9 +348,9 @@ mod tests {
             most = most.max(store.view.unsealed().bytes);
         }
         assert!(
-            most <= crate::store::UNSEALED_BYTES_LIMIT + 8 * (VALUE_BYTES + 1_024),
+            most <= crate::store::checkpoint::UNSEALED_BYTES_LIMIT + 8 * (VALUE_BYTES + 1_024),
             "the view held {most} unwritten bytes, past its bound of {}",
-            crate::store::UNSEALED_BYTES_LIMIT
+            crate::store::checkpoint::UNSEALED_BYTES_LIMIT
         );
     }
 
@@ -380,7 +380,7 @@ mod tests {
         turn_taken.recv().expect("the holder takes the turn");
 
         // Up to just below the bound on the view's changes, then past it.
-        let below = crate::store::UNSEALED_CHANGES_LIMIT - 2_000;
+        let below = crate::store::checkpoint::UNSEALED_CHANGES_LIMIT - 2_000;
         let entries = (0..8)
             .map(|part| puts(part as u64 + 1, part * below / 8..(part + 1) * below / 8))
             .collect::<Vec<_>>();
