@@ -55,34 +55,46 @@ const browser = await chromium.launch({
 try {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   context.setDefaultTimeout(STEP_TIMEOUT_MS);
-  const page = await context.newPage();
-  // The page may reach its own node and nothing else, and must break no rule
-  // of its content security policy.
+  // Every page may reach its own node and nothing else, and must break no
+  // rule of its content security policy nor throw.
   const strangers = [];
   const problems = [];
-  page.on('request', (request) => {
-    const url = new URL(request.url());
-    if (url.protocol !== 'data:' && url.origin !== new URL(console0).origin) strangers.push(request.url());
+  context.on('page', (opened) => {
+    opened.on('request', (request) => {
+      if (request.isNavigationRequest()) return;
+      const url = new URL(request.url());
+      if (url.protocol !== 'data:' && url.origin !== new URL(opened.url()).origin) strangers.push(request.url());
+    });
+    opened.on('console', (message) => {
+      if (message.type() === 'error' && /Content Security Policy|Refused to/.test(message.text())) problems.push(message.text());
+    });
+    opened.on('pageerror', (error) => problems.push(String(error)));
   });
-  page.on('console', (message) => {
-    if (message.type() === 'error' && /Content Security Policy|Refused to/.test(message.text())) problems.push(message.text());
-  });
-  page.on('pageerror', (error) => problems.push(String(error)));
+  const page = await context.newPage();
+
+  /** Waits until the page on screen was drawn from its first answers. */
+  async function loaded(on, name) {
+    await on.locator(`main[data-page="${name}"]:is([data-loaded="true"], [data-loaded="error"])`).waitFor();
+    const outcome = await on.locator('main').getAttribute('data-loaded');
+    const banner = await on.locator('#banner').isVisible() ? await on.locator('#banner').innerText() : '';
+    assert.equal(outcome, 'true', `the ${name} page loads: ${banner}`);
+  }
 
   step('some data to look at');
+  const written = async (answer, what) => assert.ok((await answer).status < 300, what);
   for (const [key, value] of [['app/config', { retention: '7d', replicas: 3 }], ['app/limits/orders', { qps: 500 }],
     ['app/limits/payments', { qps: 200 }], ['ops/owner', 'team-messaging']]) {
-    assert.equal((await api(other1, 'PUT', `/v1/kv/${key}`, { body: value })).status < 300, true, key);
+    await written(api(other1, 'PUT', `/v1/kv/${key}`, { body: value }), key);
   }
   for (const name of ['orders', 'payments']) {
-    await api(other2, 'PUT', `/v1/topics/${name}`, { body: { topicName: name, readQueueNums: 8, writeQueueNums: 8 } });
+    await written(api(other2, 'PUT', `/v1/topics/${name}`, { body: { topicName: name, readQueueNums: 8, writeQueueNums: 8 } }), name);
   }
-  await api(other2, 'PUT', '/v1/subscriptions/order-consumers', { body: { groupName: 'order-consumers' } });
+  await written(api(other2, 'PUT', '/v1/subscriptions/order-consumers', { body: { groupName: 'order-consumers' } }), 'the group');
 
   step('every page loads');
   for (const name of ['keys', 'topics', 'subscriptions', 'cluster', 'changes', 'brokers']) {
     await page.goto(`${console0}/ui/#/${name}`);
-    await page.locator(`main[data-page="${name}"] h1`).waitFor();
+    await loaded(page, name);
     await page.locator(`#nav a[data-page="${name}"].active`).waitFor();
     assert.equal(await page.locator('#banner').isHidden(), true, `the ${name} page shows no error`);
   }
@@ -137,14 +149,21 @@ try {
   assert.equal(await page.locator('tr[data-name="orders"]').isHidden(), true, 'the search hides the others');
   assert.equal(await page.locator('tr[data-name="ui-orders"]').isVisible(), true);
 
-  step('subscription groups list and open in the form');
+  step('a subscription group is edited through its form, and a new one created');
   await page.goto(`${console0}/ui/#/subscriptions`);
   await page.locator('tr[data-name="order-consumers"] a').click();
   await page.locator('#field-groupName').waitFor();
   assert.equal(await page.locator('#field-groupName').inputValue(), 'order-consumers');
   assert.equal(await page.locator('#field-groupName').getAttribute('readonly'), '');
-  await page.goto(`${console0}/ui/#/subscriptions`);
-  await page.locator('tr[data-name="order-consumers"]').waitFor();
+  await page.locator('#field-retryMaxTimes').fill('5');
+  await page.locator('#save-metadata').click();
+  await page.locator('#banner', { hasText: 'Saved subscription group order-consumers' }).waitFor();
+  assert.equal((await api(other1, 'GET', '/v1/subscriptions/order-consumers')).body.retryMaxTimes, 5);
+  await page.locator('#new-metadata').click();
+  await page.locator('#field-groupName').fill('ui-consumers');
+  await page.locator('#save-metadata').click();
+  await page.locator('tr[data-name="ui-consumers"]').waitFor();
+  assert.equal((await api(other2, 'GET', '/v1/subscriptions/ui-consumers')).status, 200);
   await shoot(page, 'subscriptions');
 
   step('a key edited at a stale revision is a conflict, and nothing is written');
@@ -179,9 +198,15 @@ try {
   await page.locator('#value-editor').waitFor();
   await shoot(page, 'keys');
 
+  step('a key with a dot segment is refused before any request');
+  await page.goto(`${console0}/ui/#/keys?prefix=&key=x%2F..%2F..%2Fleases%2F7`);
+  await page.locator('#banner[data-status="400"]').waitFor();
+  assert.match(await page.locator('#banner').innerText(), /invalid_key/);
+  assert.equal(await page.locator('#delete-key').count(), 0, 'nothing to delete');
+
   step('a change arrives on the changes page without a reload');
   await page.goto(`${console0}/ui/#/changes`);
-  await page.locator('#changes-status[data-from]').waitFor();
+  await loaded(page, 'changes');
   await page.evaluate(() => { window.notReloaded = true; });
   await api(other2, 'PUT', '/v1/kv/app/live', { body: { n: 1 } });
   await api(other1, 'DELETE', '/v1/kv/ops/owner');
@@ -197,9 +222,6 @@ try {
   await page.locator('#brokers td', { hasText: broker }).first().waitFor();
   await page.locator('#route td', { hasText: broker }).first().waitFor();
   await shoot(page, 'brokers');
-
-  assert.deepEqual(strangers, [], 'the page asked no host but its node');
-  assert.deepEqual(problems, [], 'no script error and no policy violation');
 
   step('with --auth: 401 without a token, 403 beyond its roles, all with root');
   const authUrl = env('KV_UI_AUTH_URL');
@@ -226,6 +248,9 @@ try {
   await authPage.locator('#token').fill(root);
   await authPage.locator('#token-form button[type="submit"]').click();
   await authPage.locator('#members tbody tr').first().waitFor();
+
+  assert.deepEqual(strangers, [], 'the pages asked no host but their node');
+  assert.deepEqual(problems, [], 'no script error and no policy violation');
   step('passed');
 } finally {
   await browser.close();

@@ -1,10 +1,12 @@
 //! Reading a server's `/metrics`, so a test waits on the server's state
 //! instead of sleeping and hoping it was reached.
 //!
-//! The one use today: a long-poll is sent from a spawned task, and the test
-//! must know it is registered before it writes the change that should (or
-//! should not) wake it. The `kv_watch_waiters` gauge counts the registered
-//! long-polls, so [`TestServer::wait_for_waiters`] polls it.
+//! Above all: a long-poll is sent from a spawned task, and the test must
+//! know it is registered before it writes the change that should (or
+//! should not) wake it. The `kv_watch_waiters` gauge counts the watches
+//! registered, `kv_long_polls` every long-poll holding a slot, so
+//! [`TestServer::wait_for_waiters`] and
+//! [`TestServer::wait_for_long_polls`] poll them.
 
 use std::time::{Duration, Instant};
 
@@ -12,6 +14,8 @@ use crate::TestServer;
 
 /// The gauge of long-polls registered with the server's watch registry.
 const WATCH_WAITERS: &str = "kv_watch_waiters";
+/// The gauge of long-polls of every kind holding a slot.
+const LONG_POLLS: &str = "kv_long_polls";
 /// Pause between two scrapes while waiting for a gauge.
 const SCRAPE_POLL: Duration = Duration::from_millis(20);
 
@@ -35,26 +39,41 @@ impl TestServer {
         metric_value(&text, name)
     }
 
-    /// How many long-polls wait on this server right now.
+    /// How many long-polls wait on this server's watch registry right now.
     pub async fn waiters(&self) -> u64 {
-        // The gauge appears with the first scrape: absent means none wait.
-        self.metric(WATCH_WAITERS)
-            .await
-            .map_or(0, |value| value as u64)
+        self.gauge(WATCH_WAITERS).await
     }
 
-    /// Waits until exactly `expected` long-polls wait on this server, and
-    /// fails the test with the last count if that takes longer than `within`.
+    /// Waits until exactly `expected` long-polls wait on this server's
+    /// watch registry, and fails the test with the last count if that
+    /// takes longer than `within`.
     pub async fn wait_for_waiters(&self, expected: u64, within: Duration) {
+        self.wait_for_gauge(WATCH_WAITERS, expected, within).await;
+    }
+
+    /// Waits until exactly `expected` long-polls of any kind (watches, the
+    /// change feed, the cluster and broker views) hold a slot on this
+    /// server, as [`TestServer::wait_for_waiters`] does for watches.
+    pub async fn wait_for_long_polls(&self, expected: u64, within: Duration) {
+        self.wait_for_gauge(LONG_POLLS, expected, within).await;
+    }
+
+    /// A gauge's value now; a gauge appears with the first scrape, so
+    /// absent reads as 0.
+    async fn gauge(&self, name: &str) -> u64 {
+        self.metric(name).await.map_or(0, |value| value as u64)
+    }
+
+    async fn wait_for_gauge(&self, name: &str, expected: u64, within: Duration) {
         let deadline = Instant::now() + within;
         loop {
-            let waiting = self.waiters().await;
-            if waiting == expected {
+            let value = self.gauge(name).await;
+            if value == expected {
                 return;
             }
             assert!(
                 Instant::now() < deadline,
-                "{waiting} long-polls wait on node {} after {within:?}, expected {expected}",
+                "{name} is {value} on node {} after {within:?}, expected {expected}",
                 self.node_id()
             );
             tokio::time::sleep(SCRAPE_POLL).await;

@@ -119,27 +119,31 @@ async fn timed_get(server: &TestServer, path: &str) -> (Duration, u16, u64, Valu
         .headers()
         .get("x-kv-index")
         .and_then(|value| value.to_str().ok()?.parse().ok())
-        .unwrap_or(0);
+        .expect("an X-Kv-Index");
     let body = response.json().await.expect("JSON");
     (started.elapsed(), status, index, body)
 }
 
+/// The applied index of a `/v1/cluster` answer.
+fn applied(body: &Value) -> u64 {
+    body["applied_index"].as_u64().expect("an applied index")
+}
+
+/// How long a spawned long-poll may take to reach the server.
+const REGISTERED_WITHIN: Duration = Duration::from_secs(10);
+
 #[tokio::test]
 async fn the_cluster_status_by_long_poll_waits_for_the_cluster_to_move() {
     let server = TestServer::start().await;
-    let (_, status, index, body) = timed_get(&server, "/v1/cluster").await;
+    let (_, status, first, _) = timed_get(&server, "/v1/cluster").await;
     assert_eq!(status, 200);
-    assert_eq!(
-        index,
-        body["applied_index"].as_u64().expect("an applied index")
-    );
 
     // Nothing moves: held for the whole wait, then the same state. (A node
-    // just started may still move: its addresses published, a first
-    // entry applied. Then the poll answers early with the new index, and
-    // is asked again from there.)
+    // just started may still move: its addresses published, a first entry
+    // applied. Then the poll answers early with another index, and is
+    // asked again from there.)
     let wait = Duration::from_millis(400);
-    let mut index = index;
+    let mut index = first;
     let mut answers = Vec::new();
     for _ in 0..20 {
         let (elapsed, status, next, _) =
@@ -157,47 +161,48 @@ async fn the_cluster_status_by_long_poll_waits_for_the_cluster_to_move() {
             .any(|(elapsed, next)| *next == index && *elapsed >= wait),
         "no long-poll was held for its wait on an idle node: {answers:?}"
     );
+    let (_, _, same, before) = timed_get(&server, "/v1/cluster").await;
+    assert_eq!(same, index, "the same state, the same index");
 
-    // A write moves it: the answers come with the write's steps (appended,
-    // then applied), not at the wait's end.
-    let client = server.client().clone();
-    let base = server.url("/v1/cluster");
-    let watch = tokio::spawn(async move {
-        let started = Instant::now();
-        let mut at = index;
-        while at <= index {
-            let response = client
-                .get(format!("{base}?index={at}&wait=60s"))
-                .send()
-                .await
-                .expect("an answer");
-            at = response.headers()["x-kv-index"]
+    // A write moves it: the poll, registered first, answers with the write.
+    let poll = {
+        let server_client = server.client().clone();
+        let url = server.url(&format!("/v1/cluster?index={index}&wait=60s"));
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let response = server_client.get(url).send().await.expect("an answer");
+            let next: u64 = response.headers()["x-kv-index"]
                 .to_str()
                 .expect("ASCII")
                 .parse()
                 .expect("a number");
-        }
-        (started.elapsed(), at)
-    });
+            (started.elapsed(), next)
+        })
+    };
+    server.wait_for_long_polls(1, REGISTERED_WITHIN).await;
     let (status, _) = call(&server, "PUT", "/v1/kv/console/k", Some(json!(1))).await;
     assert_eq!(status, 201);
-    let (elapsed, moved) = tokio::time::timeout(Duration::from_secs(30), watch)
+    let (elapsed, next) = tokio::time::timeout(Duration::from_secs(30), poll)
         .await
-        .expect("the write ended the long-polls")
+        .expect("the write ended the long-poll")
         .expect("the request task");
-    assert!(moved > index, "applied {moved} after {index}");
+    assert_ne!(next, index, "a new state, a new index");
     assert!(
         elapsed < Duration::from_secs(30),
         "answered after {elapsed:?}"
     );
+    let (_, _, _, after) = timed_get(&server, "/v1/cluster").await;
+    assert!(applied(&after) > applied(&before), "{after} after {before}");
 
-    // An index behind answers at once; a wait without an index is refused.
-    let (elapsed, _, _, _) =
-        timed_get(&server, &format!("/v1/cluster?index={index}&wait=60s")).await;
+    // An index of a state gone by answers at once, whatever moved since;
+    // a wait without an index is refused.
+    let (elapsed, _, now, _) =
+        timed_get(&server, &format!("/v1/cluster?index={first}&wait=60s")).await;
     assert!(
         elapsed < Duration::from_secs(30),
         "answered after {elapsed:?}"
     );
+    assert_ne!(now, first);
     let (status, body) = call(&server, "GET", "/v1/cluster?wait=1s", None).await;
     assert_eq!(status, 400);
     assert_eq!(error_of(&body), ("invalid_parameter", Some("wait")));

@@ -26,16 +26,20 @@ fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// `method path` on `node` as `token`, answered with 2xx; its JSON.
+/// `method path` on `node` as `token`, with `body` if any, answered with
+/// 2xx; its JSON.
 async fn send_ok(
     node: &TestServer,
     token: Option<&str>,
     method: &str,
     path: &str,
-    body: Value,
+    body: Option<Value>,
 ) -> Value {
     let method: reqwest::Method = method.parse().expect("a valid method");
-    let mut request = node.client().request(method, node.url(path)).json(&body);
+    let mut request = node.client().request(method, node.url(path));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
@@ -49,18 +53,25 @@ async fn send_ok(
 /// A node with `--auth`, its root token, and a token that may only read `app/`.
 async fn auth_node() -> (TestServer, String, String) {
     let node = TestServer::start_with(&["--auth"]).await;
-    let root = send_ok(&node, None, "POST", "/v1/acl/bootstrap", json!({})).await["token"]
+    let root = send_ok(&node, None, "POST", "/v1/acl/bootstrap", None).await["token"]
         .as_str()
         .expect("a root token")
         .to_string();
     let role = json!({"name": "app-reader", "permissions": [{"prefix": "app/", "access": "read"}]});
-    send_ok(&node, Some(&root), "PUT", "/v1/acl/roles/app-reader", role).await;
+    send_ok(
+        &node,
+        Some(&root),
+        "PUT",
+        "/v1/acl/roles/app-reader",
+        Some(role),
+    )
+    .await;
     let reader = send_ok(
         &node,
         Some(&root),
         "POST",
         "/v1/acl/tokens",
-        json!({"name": "console-reader", "roles": ["app-reader"]}),
+        Some(json!({"name": "console-reader", "roles": ["app-reader"]})),
     )
     .await["token"]
         .as_str()
@@ -90,7 +101,7 @@ async fn the_console_works_in_a_real_browser_against_a_three_node_cluster() {
 
     let answer = register_captured(&mut connect(cluster.node(follower)).await).await;
     assert_eq!(answer.code, 0, "the broker registers: {:?}", answer.remark);
-    let routes = send_ok(cluster.node(leader), None, "GET", "/v1/brokers", json!({})).await;
+    let routes = send_ok(cluster.node(leader), None, "GET", "/v1/brokers", None).await;
     let broker = routes["brokerAddrTable"]
         .as_object()
         .and_then(|table| table.keys().next().cloned())
@@ -102,7 +113,7 @@ async fn the_console_works_in_a_real_browser_against_a_three_node_cluster() {
         None,
         "GET",
         &format!("/v1/routes/{topic}"),
-        json!({}),
+        None,
     )
     .await;
 

@@ -155,8 +155,18 @@ async fn lay_down(
     if let Some(last) = last_log_id {
         log_writer
             .save_vote(&Vote::new(last.leader_id.term, last.leader_id.node_id))
-            .await?;
-        log_writer.purge(last).await?;
+            .await
+            .map_err(|source| ServerError::RaftLog {
+                step: "save the vote",
+                source: Box::new(source),
+            })?;
+        log_writer
+            .purge(last)
+            .await
+            .map_err(|source| ServerError::RaftLog {
+                step: "start the log after the snapshot",
+                source: Box::new(source),
+            })?;
     }
     log.close().await?;
     Ok(Restored {

@@ -43,6 +43,10 @@ pub const APPLY_SECONDS: &str = "kv_apply_duration_seconds";
 /// tests poll it to know a long-poll waits before they write.
 pub const WATCH_WAITERS: &str = "kv_watch_waiters";
 
+/// Name of the gauge of long-polls holding a slot now, of every kind
+/// (`--max-long-polls` bounds it).
+pub const LONG_POLLS: &str = "kv_long_polls";
+
 /// Name of the gauge that is 1 while a write of this node waits for room
 /// on a full disk (see `space`).
 pub const DISK_FULL: &str = "kv_disk_full";
@@ -115,6 +119,9 @@ pub struct Gauges {
     /// kept under the registry's lock on register and leave, so reading
     /// it costs one lock and nothing per waiter).
     pub watchers: usize,
+    /// Long-polls holding one of the node's slots (`--max-long-polls`):
+    /// watches, change-feed reads, and the cluster and broker views.
+    pub long_polls: usize,
     /// Members whose NOSPACE alarm is raised.
     pub nospace_alarms: usize,
     /// `--quota-bytes` and `--min-free-bytes` (0: none).
@@ -148,6 +155,7 @@ pub fn render(gauges: &Gauges) -> String {
         0.0
     });
     metrics::gauge!(WATCH_WAITERS).set(gauges.watchers as f64);
+    metrics::gauge!(LONG_POLLS).set(gauges.long_polls as f64);
     metrics::gauge!("kv_alarms", "alarm" => "NOSPACE").set(gauges.nospace_alarms as f64);
     metrics::gauge!("kv_space_quota_bytes").set(gauges.quota_bytes as f64);
     metrics::gauge!("kv_space_min_free_bytes").set(gauges.min_free_bytes as f64);

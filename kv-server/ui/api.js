@@ -54,8 +54,19 @@ export async function call(method, path, { body, headers = {}, signal } = {}) {
 }
 
 export const enc = encodeURIComponent;
-/** A key's path: each segment encoded, the slashes kept. */
-export const kvPath = (key) => `/v1/kv/${key.split('/').map(enc).join('/')}`;
+/**
+ * A key's path: each segment encoded, the slashes kept. A key with an
+ * empty, `.` or `..` segment is refused here, as the node refuses it: the
+ * browser would otherwise resolve the dots and send the request to
+ * another route.
+ */
+export function kvPath(key) {
+  const segments = key.split('/');
+  if (segments.some((segment) => segment === '' || segment === '.' || segment === '..')) {
+    throw new ApiError(400, { error: { code: 'invalid_key', message: `key ${JSON.stringify(key)} has an empty, "." or ".." segment`, field: 'key' } });
+  }
+  return `/v1/kv/${segments.map(enc).join('/')}`;
+}
 
 /** Every page of a list, up to MAX_PAGES; `cursor` names an entry. */
 export async function listAll(path, field, cursor, signal) {

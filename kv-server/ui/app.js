@@ -6,7 +6,7 @@ import { TOKEN_KEY } from './api.js';
 import { brokersPage } from './brokers.js';
 import { changesPage } from './changes.js';
 import { clusterPage } from './cluster.js';
-import { $, newPage, REDRAW, showError } from './dom.js';
+import { $, markLoaded, newPage, REDRAW, showError } from './dom.js';
 import { keysPage } from './keys.js';
 import { metadataPage, SUBSCRIPTIONS, TOPICS } from './metadata.js';
 
@@ -25,7 +25,7 @@ let onScreen = null;
 /** Draws the page the hash names; a notice just shown stays. */
 function route() {
   const [path, search] = location.hash.replace(/^#\/?/, '').split('?');
-  const name = PAGES[path] ? path : 'keys';
+  const name = Object.hasOwn(PAGES, path) ? path : 'keys';
   onScreen?.abort();
   onScreen = new AbortController();
   const { signal } = onScreen;
@@ -34,9 +34,14 @@ function route() {
   const main = $('#page');
   main.replaceChildren();
   main.dataset.page = name;
-  PAGES[name](main, new URLSearchParams(search ?? ''), signal).catch((error) => {
-    if (error.name !== 'AbortError') showError(error);
-  });
+  main.dataset.loaded = 'false';
+  PAGES[name](main, new URLSearchParams(search ?? ''), signal)
+    .then(() => markLoaded(signal, 'true'))
+    .catch((error) => {
+      if (error.name === 'AbortError') return;
+      showError(error);
+      markLoaded(signal, 'error');
+    });
 }
 
 function showTokenState() {

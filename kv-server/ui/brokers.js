@@ -28,15 +28,19 @@ export async function brokersPage(main, query, signal) {
             h('td', { class: 'num', text: queue.writeQueueNums }), h('td', { class: 'num', text: queue.perm }))))),
         h('details', {}, h('summary', { text: "RocketMQ's TopicRouteData" }), h('pre', { class: 'json', text: pretty(data) })));
     } catch (error) {
-      if (error.status !== 404) throw error;
-      route.append(h('p', { class: 'muted', text: error.message }));
+      if (error.name === 'AbortError') throw error;
+      // No route (404) is an answer; anything else is this lookup's
+      // failure, shown here, and the brokers below still go on.
+      route.append(error.status === 404
+        ? h('p', { class: 'muted', text: error.message })
+        : h('p', { class: 'form-error', text: String(error) }));
     }
   }
   let index = null;
   await keepPolling(signal, async () => {
     const path = index === null ? '/v1/brokers' : `/v1/brokers?index=${index}&wait=${LONG_POLL}`;
     const { data, headers } = await call('GET', path, { signal });
-    index = Number(headers.get('X-Kv-Revision'));
+    index = headers.get('X-Kv-Revision');
     const rows = [];
     for (const [cluster, names] of Object.entries(data.clusterAddrTable ?? {})) {
       for (const name of names) {

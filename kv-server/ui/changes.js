@@ -2,7 +2,7 @@
 // first.
 
 import { call, LONG_POLL } from './api.js';
-import { clearBanner, h, keepPolling, short, showError } from './dom.js';
+import { clearBanner, h, keepPolling, markLoaded, short, showError } from './dom.js';
 import { keysHref } from './keys.js';
 
 /** Rows the change feed keeps on screen. */
@@ -35,6 +35,8 @@ export async function changesPage(main, query, signal) {
     if (from === null) from = (await call('GET', '/v1/cluster', { signal })).data.revision;
     status.textContent = `Live: waiting for changes after revision ${from}${prefix ? ` under ${prefix}` : ''}.`;
     status.dataset.from = from;
+    // Drawn: what follows waits for the next change.
+    markLoaded(signal, 'true');
     let page;
     try {
       page = (await call('GET', `/v1/changes?${new URLSearchParams({ from, prefix, wait: LONG_POLL })}`, { signal })).data;

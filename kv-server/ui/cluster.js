@@ -2,7 +2,14 @@
 // their lag, redrawn by long-poll whenever it moves.
 
 import { call, LONG_POLL } from './api.js';
-import { clearBanner, h, keepPolling } from './dom.js';
+import { clearBanner, h, keepPolling, sleep } from './dom.js';
+
+/**
+ * The shortest time between two redraws: one write moves the state
+ * several times (appended, replicated, applied), and on a follower each
+ * answer asks the leader for the members' progress.
+ */
+const MIN_REDRAW_MS = 500;
 
 function tile(label, figure, id) {
   return h('div', { class: 'tile' }, h('div', { class: 'label', text: label }), h('div', { class: 'figure', id, text: figure ?? '—' }));
@@ -16,7 +23,9 @@ export async function clusterPage(main, query, signal) {
   await keepPolling(signal, async () => {
     const path = index === null ? '/v1/cluster' : `/v1/cluster?index=${index}&wait=${LONG_POLL}`;
     const { data, headers } = await call('GET', path, { signal });
-    index = Number(headers.get('X-Kv-Index') ?? data.applied_index);
+    // An opaque digest of the state, up to 2^63: kept as text, since a
+    // JavaScript number would round it.
+    index = headers.get('X-Kv-Index');
     clearBanner();
     updated.textContent = `As node ${data.node_id} sees it, ${new Date().toLocaleTimeString()}; refreshed by long-poll when anything moves.`;
     const alarms = data.alarms ?? [];
@@ -43,5 +52,6 @@ export async function clusterPage(main, query, signal) {
           h('td', { class: 'num', text: member.matched_index ?? '—' }),
           h('td', { class: 'num', text: member.lag ?? '—' }))))),
       h('p', { class: 'muted', text: `Cluster id ${data.cluster_id ?? 'not yet known'}.` }));
+    await sleep(MIN_REDRAW_MS, signal);
   });
 }

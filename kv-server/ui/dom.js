@@ -32,8 +32,9 @@ export const short = (value, length = 120) => {
 /** Resolves after `ms`, or at once when `signal` aborts. */
 export function sleep(ms, signal) {
   return new Promise((resolve) => {
-    const timer = setTimeout(resolve, ms);
-    signal?.addEventListener('abort', () => { clearTimeout(timer); resolve(); }, { once: true });
+    const woken = () => { clearTimeout(timer); resolve(); };
+    const timer = setTimeout(() => { signal?.removeEventListener('abort', woken); resolve(); }, ms);
+    signal?.addEventListener('abort', woken, { once: true });
   });
 }
 
@@ -104,10 +105,21 @@ export async function keepPolling(signal, step) {
   while (!signal.aborted) {
     try {
       await step();
+      markLoaded(signal, 'true');
     } catch (error) {
       if (signal.aborted || error.name === 'AbortError') return;
       showError(error);
+      if ($('#page').dataset.loaded === 'false') markLoaded(signal, 'error');
       await sleep(RETRY_MS, signal);
     }
   }
+}
+
+/**
+ * Says whether the page on screen was drawn from its first answers
+ * (`data-loaded="true"`) or failed to be (`"error"`), for whoever waits
+ * for it (the browser test).
+ */
+export function markLoaded(signal, outcome) {
+  if (!signal.aborted) $('#page').dataset.loaded = outcome;
 }

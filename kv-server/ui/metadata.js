@@ -78,7 +78,8 @@ function schemaField(root, name, property, value, readOnly) {
     input = h('input', { id, name, type: 'text', value: value ?? '', readOnly });
     read = () => input.value;
   } else {
-    input = h('textarea', { id, name, rows: 3, value: pretty(value ?? property.default ?? {}) });
+    const empty = rule.type === 'array' ? [] : {};
+    input = h('textarea', { id, name, rows: 3, value: pretty(value ?? property.default ?? empty) });
     read = () => {
       try {
         return JSON.parse(input.value);

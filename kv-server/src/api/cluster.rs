@@ -125,14 +125,14 @@ async fn status(
             }
         }
     }
-    let applied_index = cluster_watch::applied_index(&metrics);
+    let index = cluster_watch::index_of(&metrics);
     let status = ClusterStatus {
         node_id: state.node_id,
         leader: metrics.current_leader,
         term: metrics.current_term,
         state: format!("{:?}", metrics.state),
         revision: state.store.revision(),
-        applied_index,
+        applied_index: metrics.last_applied.map_or(0, |id| id.index),
         committed_index: state.committed.load(std::sync::atomic::Ordering::Acquire),
         last_log_index: metrics.last_log_index.unwrap_or(0),
         snapshot_index: metrics.snapshot.map_or(0, |id| id.index),
@@ -147,7 +147,7 @@ async fn status(
     let mut response = Json(status).into_response();
     response
         .headers_mut()
-        .insert(INDEX_HEADER, HeaderValue::from(applied_index));
+        .insert(INDEX_HEADER, HeaderValue::from(index));
     Ok(response)
 }
 

@@ -2,10 +2,14 @@
 //! for a page that shows it live (the console) without asking every
 //! second.
 //!
-//! `index` is the applied index of the last answer (its `X-Kv-Index`).
-//! The answer comes at once when this node has applied past it; else when
-//! this node's Raft state moves: a new term or leader, a role, the
-//! membership, its log, or how far a member has replicated.
+//! `index` is the `X-Kv-Index` of the last answer: an opaque digest of
+//! what a watcher waits for a change of (a term or leader, a role, the
+//! membership, the log, what is applied, how far a member has replicated).
+//! The answer comes at once when the state differs from the one that index
+//! was given for, so nothing that moved between two polls is missed; else
+//! when it moves, or when `wait` runs out.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
 
 use openraft::{LogId, RaftMetrics, ServerState};
 
@@ -46,13 +50,24 @@ impl Progress {
     }
 }
 
-/// The applied index an answer is stamped with, for the next `index`.
-pub fn applied_index(metrics: &RaftMetrics<NodeId, Node>) -> u64 {
-    metrics.last_applied.map_or(0, |id| id.index)
+impl Progress {
+    /// The `X-Kv-Index` of an answer showing this state: a digest of it,
+    /// below 2^63 as an `index` must be. The same state gives the same
+    /// index in every process of a build.
+    fn index(&self) -> u64 {
+        let mut hasher = DefaultHasher::new();
+        format!("{self:?}").hash(&mut hasher);
+        hasher.finish() >> 1
+    }
+}
+
+/// The `X-Kv-Index` of an answer showing the Raft state `metrics` holds.
+pub fn index_of(metrics: &RaftMetrics<NodeId, Node>) -> u64 {
+    Progress::of(metrics).index()
 }
 
 /// Holds the request, when its query asks, until this node's Raft state
-/// moves past what the client saw, or its `wait` runs out.
+/// differs from the one its `index` was given for, or its `wait` runs out.
 pub async fn wait_for_progress(
     state: &AppState,
     long_polls: &LongPollGate,
@@ -64,7 +79,7 @@ pub async fn wait_for_progress(
     };
     let mut metrics = state.raft.metrics();
     let seen = Progress::of(&metrics.borrow_and_update());
-    if seen.applied.map_or(0, |id| id.index) != blocking.index {
+    if seen.index() != blocking.index {
         return Ok(());
     }
     let _slot = long_polls.hold()?;

@@ -36,6 +36,11 @@ impl LongPolls {
         }
     }
 
+    /// How many long-polls hold a slot now.
+    pub fn held(&self) -> usize {
+        self.limit - self.slots.available_permits()
+    }
+
     /// A slot for one long-poll, held while it waits; 503 when all are
     /// taken.
     pub fn hold(&self) -> Result<OwnedSemaphorePermit, ApiError> {

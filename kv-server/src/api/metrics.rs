@@ -25,6 +25,7 @@ async fn scrape(State(state): State<AppState>) -> Response {
         topic: state.store.topic_stats(),
         cleaner: state.cleaner.status(),
         watchers: state.store.watchers(),
+        long_polls: state.long_polls.held(),
         nospace_alarms: state.store.alarms().map_or(0, |alarms| alarms.len()),
         quota_bytes: state.space.quota_bytes,
         min_free_bytes: state.space.min_free_bytes,

@@ -42,8 +42,14 @@ pub enum ServerError {
     Tls(#[from] crate::tls::TlsError),
     /// The raft log refused a write while a member was laid down
     /// (`kv-server restore`).
-    #[error("raft log: {0}")]
-    RaftLog(#[source] Box<openraft::StorageError<NodeId>>),
+    #[error("raft log: cannot {step}: {source}")]
+    RaftLog {
+        /// What was being written.
+        step: &'static str,
+        /// Why it failed.
+        #[source]
+        source: Box<openraft::StorageError<NodeId>>,
+    },
     /// The node could not join the cluster named by `--join`.
     #[error("join: {0}")]
     Join(#[from] crate::join::JoinError),
@@ -65,11 +71,5 @@ impl From<Fatal<NodeId>> for ServerError {
 impl From<RaftError<NodeId, InitializeError<NodeId, Node>>> for ServerError {
     fn from(error: RaftError<NodeId, InitializeError<NodeId, Node>>) -> Self {
         ServerError::Initialize(Box::new(error))
-    }
-}
-
-impl From<openraft::StorageError<NodeId>> for ServerError {
-    fn from(error: openraft::StorageError<NodeId>) -> Self {
-        ServerError::RaftLog(Box::new(error))
     }
 }

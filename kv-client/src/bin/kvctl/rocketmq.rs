@@ -18,6 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures::TryStreamExt;
 use kv_client::{Client, Condition, MetadataOptions};
@@ -353,19 +354,38 @@ pub async fn export(client: &Client, printer: &Printer, dir: &Path) -> Result<()
     ))
 }
 
-/// Writes JSON over `path` atomically ([`compaction::fsutil::write_atomic`]:
-/// a temporary file beside it, fsynced, renamed over it, the directory
-/// fsynced): a broker never reads half a file, and a crash leaves the old
-/// file or the new one. The file takes the mode the user's umask allows,
-/// as brokers expect.
+/// Writes JSON to a temporary file beside `path`, fsyncs it, renames it
+/// over `path` and fsyncs the directory: a broker never reads half a file,
+/// and a crash leaves the old file or the new one.
+///
+/// The same steps as the server's `compaction::fsutil::write_atomic`,
+/// written out here because the client does not depend on the server's
+/// crates. `File::create` gives the file the mode the user's umask allows,
+/// as brokers expect; a `tempfile` temporary would be private (0600).
 fn write_atomically<T: Serialize>(path: &Path, value: &T) -> Result<(), Failure> {
+    use std::io::Write;
+    let failed =
+        |error: std::io::Error| Failure::error(format!("cannot write {}: {error}", path.display()));
     let text = serde_json::to_string_pretty(value)
         .map_err(|error| Failure::error(format!("cannot encode {}: {error}", path.display())))?;
-    compaction::fsutil::write_atomic(path, text.as_bytes())
-        .map_err(|error| Failure::error(format!("cannot write {}: {error}", path.display())))
+    let temporary = path.with_extension("json.tmp");
+    let mut file = std::fs::File::create(&temporary).map_err(failed)?;
+    file.write_all(text.as_bytes()).map_err(failed)?;
+    file.sync_all().map_err(failed)?;
+    std::fs::rename(&temporary, path).map_err(failed)?;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)
+        .and_then(|dir| dir.sync_all())
+        .map_err(failed)
 }
 
-/// Now, in milliseconds since the epoch, as RocketMQ's data versions count.
 fn now_ms() -> i64 {
-    i64::try_from(compaction::now_ms()).unwrap_or(i64::MAX)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
 }

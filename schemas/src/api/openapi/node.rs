@@ -161,21 +161,23 @@ pub(super) fn cluster(components: &mut Components) -> PathItem {
             "cluster_status",
             "The cluster's state",
             ("200", answer),
-            &[ErrorCode::InvalidParameter],
+            &[ErrorCode::InvalidParameter, ErrorCode::UnknownParameter],
             components,
         )
         .parameters(Some([
             query(
                 "index",
                 integer_schema(),
-                "Long-poll: answer once this node's Raft state moves on from this applied index \
-                 (`X-Kv-Index` of the last answer): a term, a leader, the membership, the log, \
-                 a member's progress.",
+                "Long-poll: the `X-Kv-Index` of the last answer, an opaque digest of this node's \
+                 Raft state (term, leader, role, membership, log, what is applied, each member's \
+                 progress). The answer comes once the state differs from that answer's: at once \
+                 if it already does.",
             ),
             query(
                 "wait",
                 string_schema(),
-                "Long-poll: the longest hold, as `30s`, `500ms` or `5m` (default 60s, at most 5m).",
+                "Long-poll: the longest hold, as `30s`, `500ms`, `5m` or a number of seconds \
+                 (default 60s, at most `--max-wait-ms`, 5m by default).",
             ),
         ])),
     )
