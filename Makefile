@@ -75,8 +75,9 @@ test-ui:
 # the same steps against 3 x rocketmq-namesrv-rust; the side-by-side table goes
 # to stdout and docs/namesrv.md. The first run installs rocketmq-rust with
 # `cargo install` into ~/.cache/openmessaging-kv/rocketmq-1.0.0 (ROCKETMQ_CACHE):
-# 55 minutes on a 2-core machine (name server 8, broker 15, admin CLI 31: it
-# compiles RocksDB), once; later runs skip it and take 3-4 minutes.
+# 27 minutes on a quiet 2-core machine (name server 5, broker 5, admin CLI 17:
+# it compiles RocksDB; 55 when the machine is shared), once; later runs skip
+# it and take 3-4 minutes.
 # Not part of `make test`.
 test-rocketmq:
 	scripts/rocketmq-install.sh

@@ -24,7 +24,7 @@
 #      servers and not others).
 #
 # Needs scripts/rocketmq-install.sh to have run (make test-rocketmq runs it;
-# the first install takes about 55 minutes on 2 cores), a release kv-server,
+# the first install takes 27 to 55 minutes on 2 cores), a release kv-server,
 # and rocketmq-e2e (built here, under the same cache: 2 minutes the first
 # time). A run takes 3-4 minutes.
 #
