@@ -205,8 +205,9 @@ async fn relay(
 /// A TCP proxy that passes everything through until it is armed with
 /// [`CuttingProxy::cut_after`]; then, once `bytes` more have gone from
 /// clients to the server, it closes the connection carrying the byte that
-/// crosses the mark (mid-request), once. It counts every byte clients sent
-/// through it. Stops when dropped.
+/// crosses the mark (mid-request), once. [`CuttingProxy::slow_to`] makes
+/// it a slow link. It counts every byte clients sent through it. Stops
+/// when dropped.
 pub struct CuttingProxy {
     port: u16,
     state: Arc<CutState>,
@@ -221,6 +222,8 @@ struct CutState {
     cut_at: std::sync::atomic::AtomicU64,
     /// Connections cut.
     cuts: AtomicUsize,
+    /// Client bytes passed per second at most; 0: as fast as they come.
+    bytes_per_sec: std::sync::atomic::AtomicU64,
 }
 
 impl CuttingProxy {
@@ -237,6 +240,7 @@ impl CuttingProxy {
             sent: Default::default(),
             cut_at: std::sync::atomic::AtomicU64::new(u64::MAX),
             cuts: AtomicUsize::new(0),
+            bytes_per_sec: Default::default(),
         });
         let shared = Arc::clone(&state);
         let task = tokio::spawn(async move {
@@ -260,6 +264,14 @@ impl CuttingProxy {
     pub fn cut_after(&self, bytes: u64) {
         let now = self.state.sent.load(Ordering::SeqCst);
         self.state.cut_at.store(now + bytes, Ordering::SeqCst);
+    }
+
+    /// Slows what clients send to `bytes_per_sec` (0: no limit), as a slow
+    /// link would.
+    pub fn slow_to(&self, bytes_per_sec: u64) {
+        self.state
+            .bytes_per_sec
+            .store(bytes_per_sec, Ordering::SeqCst);
     }
 
     /// Bytes clients sent through the proxy so far.
@@ -312,6 +324,10 @@ async fn relay_until_cut(mut client: TcpStream, mut server: TcpStream, state: Ar
         }
         if server.write_all(&from_client[..n]).await.is_err() {
             return;
+        }
+        let rate = state.bytes_per_sec.load(Ordering::SeqCst);
+        if rate > 0 {
+            tokio::time::sleep(Duration::from_secs_f64(n as f64 / rate as f64)).await;
         }
     }
 }

@@ -23,7 +23,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use openraft::error::{CheckIsLeaderError, RaftError};
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest, VoteResponse};
-use openraft::Snapshot;
+use openraft::{Snapshot, Vote};
 use tracing::warn;
 
 use schemas::api::ErrorCode;
@@ -157,6 +157,7 @@ async fn snapshot(State(state): State<AppState>, body: Bytes) -> Response {
             return ApiError::new(ErrorCode::InvalidSnapshot, why.to_string()).into_response()
         }
     };
+    heard_from_leader(&state, &header.vote).await;
     // A view of the body, not a copy.
     let data = body.slice_ref(data);
     let receiver = Arc::clone(&state.snapshot_receiver);
@@ -190,10 +191,17 @@ async fn install(state: &AppState, header: ChunkHeader) -> Response {
         meta: header.meta.clone(),
         snapshot: Box::new(tokio::fs::File::from_std(file)),
     };
-    let reply = state
+    let install = state
         .raft
-        .install_full_snapshot(header.vote, snapshot)
-        .await;
+        .install_full_snapshot(header.vote.clone(), snapshot);
+    tokio::pin!(install);
+    let mut beat = tokio::time::interval(Duration::from_millis(state.config.heartbeat_ms));
+    let reply = loop {
+        tokio::select! {
+            reply = &mut install => break reply,
+            _ = beat.tick() => heard_from_leader(state, &header.vote).await,
+        }
+    };
     // Installed (stored as the current snapshot) or refused: either way
     // this copy is done with.
     let receiver = Arc::clone(&state.snapshot_receiver);
@@ -202,6 +210,26 @@ async fn install(state: &AppState, header: ChunkHeader) -> Response {
         warn!(%error, "could not remove a received snapshot");
     }
     (StatusCode::OK, Json(ChunkReply::Installed(reply))).into_response()
+}
+
+/// Tells Raft that the leader of `vote` was heard from, as a heartbeat
+/// does: an append of no entries. While the leader sends this node a
+/// snapshot and waits for its install, its replication to this node sends
+/// nothing else, for as long as a large snapshot takes; without this the
+/// node would start an election, and its higher term would depose the live
+/// leader and make it send the snapshot again, over and over. (Should that
+/// leader die meanwhile, its connection closes and the beats stop with the
+/// request.) A vote older than this node's is refused, as any append is.
+async fn heard_from_leader(state: &AppState, vote: &Vote<NodeId>) {
+    let heartbeat = AppendEntriesRequest {
+        vote: *vote,
+        prev_log_id: None,
+        leader_commit: None,
+        entries: Vec::new(),
+    };
+    if let Err(error) = state.raft.append_entries(heartbeat).await {
+        warn!(%error, "could not take a snapshot chunk as word from the leader");
+    }
 }
 
 /// A chunk's refusal: 409 with the bytes held (a chunk at the wrong
