@@ -107,6 +107,25 @@ impl TopicReader {
         self.chunk_bytes = chunk_bytes;
         self
     }
+
+    /// Another reader of the same segments over the same offsets, for a
+    /// second pass over the same records whatever the cleaner did since.
+    /// Take it before this one reads: a reader lets go of each segment it
+    /// has begun.
+    pub fn rewound(&self) -> TopicReader {
+        debug_assert!(
+            self.scanner.is_none(),
+            "a reader is rewound before it reads"
+        );
+        TopicReader {
+            pending: self.pending.clone(),
+            scanner: None,
+            from: self.from,
+            upto: self.upto,
+            done: self.done,
+            chunk_bytes: self.chunk_bytes,
+        }
+    }
 }
 
 impl TopicReader {

@@ -1,6 +1,7 @@
 //! A snapshot sent to a follower in chunks: a transfer cut in the middle
-//! resumes where the follower stopped, and a follower catching up on a
-//! snapshot far larger than its memory budget stays within it.
+//! resumes where the follower stopped; a follower catching up on a
+//! snapshot larger than its memory budget, and the leader that built it,
+//! stay within it.
 //!
 //! Real `kv-server` processes on loopback; the leader reaches the follower
 //! through a proxy on its peer port that can cut a connection mid-request.
@@ -24,28 +25,31 @@ const CHUNK_BYTES: u64 = 1 << 20;
 const SNAPSHOT_EVERY: u64 = 200;
 /// How long a leader may take to snapshot and purge its log.
 const PURGE_TIMEOUT: Duration = Duration::from_secs(120);
+/// The same for the 5 million keys of the memory test: a build reads the
+/// topic once per million keys (see `snapshot_build`), and once more to
+/// write.
+const BIG_PURGE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 /// Three nodes snapshotting every `snapshot_every` entries and keeping 10
 /// behind, node [`PROXIED`] reached by its peers through a cutting proxy.
-async fn cluster_behind_proxy(snapshot_every: &str) -> (TestCluster, CuttingProxy) {
+/// `more` are further flags of every node.
+async fn cluster_behind_proxy(snapshot_every: &str, more: &[&str]) -> (TestCluster, CuttingProxy) {
     let mut proxy = None;
-    let cluster = TestCluster::start_routed(
-        3,
-        &[
-            "--snapshot-every",
-            snapshot_every,
-            "--snapshot-catchup-entries",
-            "10",
-        ],
-        &mut |id, peer_port| {
-            (id == PROXIED).then(|| {
-                let started = CuttingProxy::start(([127, 0, 0, 1], peer_port).into());
-                let url = started.url();
-                proxy = Some(started);
-                url
-            })
-        },
-    )
+    let mut args = vec![
+        "--snapshot-every",
+        snapshot_every,
+        "--snapshot-catchup-entries",
+        "10",
+    ];
+    args.extend_from_slice(more);
+    let cluster = TestCluster::start_routed(3, &args, &mut |id, peer_port| {
+        (id == PROXIED).then(|| {
+            let started = CuttingProxy::start(([127, 0, 0, 1], peer_port).into());
+            let url = started.url();
+            proxy = Some(started);
+            url
+        })
+    })
     .await;
     (cluster, proxy.expect("the proxied node was routed"))
 }
@@ -75,9 +79,15 @@ async fn status_field(cluster: &TestCluster, id: u64, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("node {id} reports {field}: {status}"))
 }
 
-/// Waits until `leader` has purged its log past `index`; the purged index.
-async fn wait_for_purge_past(cluster: &TestCluster, leader: u64, index: u64) -> u64 {
-    let deadline = Instant::now() + PURGE_TIMEOUT;
+/// Waits until `leader` has purged its log past `index`, for `timeout` at
+/// most; the purged index.
+async fn wait_for_purge_past(
+    cluster: &TestCluster,
+    leader: u64,
+    index: u64,
+    timeout: Duration,
+) -> u64 {
+    let deadline = Instant::now() + timeout;
     loop {
         // `null` until the first purge.
         let status = cluster.status(leader).await;
@@ -87,7 +97,7 @@ async fn wait_for_purge_past(cluster: &TestCluster, leader: u64, index: u64) -> 
         }
         assert!(
             Instant::now() < deadline,
-            "node {leader} did not purge its log past {index} within {PURGE_TIMEOUT:?}"
+            "node {leader} did not purge its log past {index} within {timeout:?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -264,7 +274,7 @@ fn snapshot_len(cluster: &TestCluster, id: u64) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_transfer_cut_mid_way_resumes_and_the_follower_gets_every_key() {
     let _serial = SERIAL.lock().await;
-    let (mut cluster, proxy) = cluster_behind_proxy(&SNAPSHOT_EVERY.to_string()).await;
+    let (mut cluster, proxy) = cluster_behind_proxy(&SNAPSHOT_EVERY.to_string(), &[]).await;
     let leader = leader_other_than_proxied(&mut cluster).await;
     let follower_last = status_field(&cluster, PROXIED, "last_log_index").await;
     cluster.node_mut(PROXIED).kill9().await;
@@ -272,7 +282,7 @@ async fn a_snapshot_transfer_cut_mid_way_resumes_and_the_follower_gets_every_key
     // About 5 MiB of snapshot: five chunks and more.
     let keys = 10_000;
     load(&cluster.node(leader).base_url(), "cut", keys, 10, 500).await;
-    let purged = wait_for_purge_past(&cluster, leader, follower_last).await;
+    let purged = wait_for_purge_past(&cluster, leader, follower_last, PURGE_TIMEOUT).await;
     // The follower then catches up by the snapshot alone: what crosses the
     // proxy is the snapshot, not a log tail after it.
     snapshot_up_to_the_log_end(&cluster, leader).await;
@@ -318,6 +328,52 @@ async fn a_snapshot_transfer_cut_mid_way_resumes_and_the_follower_gets_every_key
     );
 }
 
+/// The rate of the slow link of the next test: its snapshot of about
+/// 5 MiB takes some 5 s to cross, many election timeouts.
+const SLOW_LINK_BYTES_PER_SEC: u64 = 1 << 20;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_slower_to_arrive_than_an_election_timeout_installs_and_the_leader_stays() {
+    let _serial = SERIAL.lock().await;
+    let (mut cluster, proxy) = cluster_behind_proxy(&SNAPSHOT_EVERY.to_string(), &[]).await;
+    let leader = leader_other_than_proxied(&mut cluster).await;
+    let follower_last = status_field(&cluster, PROXIED, "last_log_index").await;
+    cluster.node_mut(PROXIED).kill9().await;
+
+    let keys = 10_000;
+    load(&cluster.node(leader).base_url(), "slow", keys, 10, 500).await;
+    let purged = wait_for_purge_past(&cluster, leader, follower_last, PURGE_TIMEOUT).await;
+    snapshot_up_to_the_log_end(&cluster, leader).await;
+    let term = status_field(&cluster, leader, "term").await;
+
+    // While the snapshot crawls in, the leader's replication to the
+    // follower sends nothing else: the follower must take the chunks as
+    // word from its leader, or it would start an election (and its higher
+    // term would depose the leader and make it send the snapshot again).
+    proxy.slow_to(SLOW_LINK_BYTES_PER_SEC);
+    cluster.node_mut(PROXIED).restart().await;
+    cluster.wait_converged().await;
+
+    let snapshot_bytes = snapshot_len(&cluster, PROXIED);
+    assert!(
+        snapshot_bytes > 4 * SLOW_LINK_BYTES_PER_SEC,
+        "a snapshot of {snapshot_bytes} bytes crosses the slow link too fast to test anything"
+    );
+    assert!(
+        status_field(&cluster, PROXIED, "snapshot_index").await >= purged,
+        "the follower caught up through the snapshot"
+    );
+    assert_eq!(count_keys(&cluster, PROXIED, "slow").await, keys);
+    assert_eq!(
+        status_field(&cluster, leader, "term").await,
+        term,
+        "an election took place while the snapshot arrived\nleader:\n{}\nfollower:\n{}",
+        snapshot_log(&cluster, leader),
+        snapshot_log(&cluster, PROXIED)
+    );
+    assert_eq!(cluster.leader().await, leader);
+}
+
 /// Keys written by one transaction of the memory test (the most a
 /// transaction takes).
 const KEYS_PER_TXN: usize = 128;
@@ -353,13 +409,24 @@ fn memory_test_keys() -> usize {
         .unwrap_or(5_000_000)
 }
 
-/// The follower's peak RSS allowed while it catches up on the snapshot of
-/// 5 million keys (486 MiB of snapshot file). Holding the keys costs any
-/// replica about 1.25 GiB (sled's page cache, by default up to 1 GiB, and
-/// the view's unsealed layer of at most 65,536 changes: the follower
-/// measured 1,287 MiB once caught up); the transfer adds a few 1 MiB
-/// chunks. The snapshot held whole, even once, would pass the budget.
-const MEMORY_BUDGET_BYTES: u64 = 1536 << 20;
+/// The view's page cache of every node of the memory test
+/// (`--view-cache-bytes`): the largest part of a node's memory once it
+/// holds many keys, set small so that the snapshot outgrows the budget.
+const VIEW_CACHE_BYTES: &str = "67108864";
+
+/// Bytes of each value of the memory test: 5 million keys make a snapshot
+/// of about 690 MiB, more than [`MEMORY_BUDGET_BYTES`].
+const MEMORY_TEST_VALUE_BYTES: usize = 48;
+
+/// The peak RSS allowed to each node of the memory test: the follower
+/// while it catches up on the snapshot of 5 million keys (larger than the
+/// budget), and the leader while it takes the keys and builds that
+/// snapshot. Holding 5 million keys costs a node about 450 MiB with a
+/// 64 MiB page cache (sled keeps more than its cache); the build adds its
+/// key map (at most a million keys, about 40 MiB, and 8 bytes per key
+/// kept: 40 MiB), the transfer a few 1 MiB chunks. The snapshot held
+/// whole, or its records, would pass it.
+const MEMORY_BUDGET_BYTES: u64 = 640 << 20;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "heavy: 5 million keys; `make test-full` runs it"]
@@ -370,7 +437,8 @@ async fn a_follower_catches_up_on_a_snapshot_larger_than_its_memory_budget() {
     // follower catches up by it and a short log tail.
     let entries = keys.div_ceil(KEYS_PER_TXN) as u64;
     let snapshot_every = entries.saturating_sub(10).max(100).to_string();
-    let (mut cluster, _proxy) = cluster_behind_proxy(&snapshot_every).await;
+    let (mut cluster, _proxy) =
+        cluster_behind_proxy(&snapshot_every, &["--view-cache-bytes", VIEW_CACHE_BYTES]).await;
     let leader = leader_other_than_proxied(&mut cluster).await;
     let follower_last = status_field(&cluster, PROXIED, "last_log_index").await;
     cluster.node_mut(PROXIED).kill9().await;
@@ -381,12 +449,24 @@ async fn a_follower_catches_up_on_a_snapshot_larger_than_its_memory_budget() {
         "big",
         keys,
         KEYS_PER_TXN,
-        8,
+        MEMORY_TEST_VALUE_BYTES,
     )
     .await;
     eprintln!("loaded {keys} keys in {:?}", started.elapsed());
-    wait_for_purge_past(&cluster, leader, follower_last).await;
+    wait_for_purge_past(&cluster, leader, follower_last, BIG_PURGE_TIMEOUT).await;
     let snapshot_bytes = snapshot_len(&cluster, leader);
+    let leader_peak = cluster.node(leader).peak_resident_bytes();
+    eprintln!(
+        "leader took {keys} keys and built a snapshot of {} MiB: peak RSS {} MiB",
+        snapshot_bytes >> 20,
+        leader_peak >> 20
+    );
+    assert!(
+        snapshot_bytes > MEMORY_BUDGET_BYTES,
+        "a snapshot of {} MiB is not larger than the budget of {} MiB",
+        snapshot_bytes >> 20,
+        MEMORY_BUDGET_BYTES >> 20
+    );
 
     let started = Instant::now();
     cluster.node_mut(PROXIED).restart().await;
@@ -404,8 +484,15 @@ async fn a_follower_catches_up_on_a_snapshot_larger_than_its_memory_budget() {
     assert_eq!(count_keys(&cluster, PROXIED, "big").await, keys);
     assert!(
         peak < MEMORY_BUDGET_BYTES,
-        "peak RSS {} MiB over the budget of {} MiB (snapshot of {} MiB)",
+        "follower: peak RSS {} MiB over the budget of {} MiB (snapshot of {} MiB)",
         peak >> 20,
+        MEMORY_BUDGET_BYTES >> 20,
+        snapshot_bytes >> 20
+    );
+    assert!(
+        leader_peak < MEMORY_BUDGET_BYTES,
+        "leader: peak RSS {} MiB over the budget of {} MiB (snapshot of {} MiB)",
+        leader_peak >> 20,
         MEMORY_BUDGET_BYTES >> 20,
         snapshot_bytes >> 20
     );

@@ -285,6 +285,13 @@ pub struct Config {
     #[arg(long, env = "KV_ELECTION_TIMEOUT_MS", default_value_t = 500)]
     pub election_timeout_ms: u64,
 
+    /// Bytes of the view's page cache (sled's `cache_capacity`), the
+    /// largest part of a node's memory once it holds many keys. Reads of
+    /// keys outside it go to the disk.
+    #[arg(long, env = "KV_VIEW_CACHE_BYTES", default_value_t = 1 << 30,
+          value_parser = clap::value_parser!(u64).range(1 << 20..))]
+    pub view_cache_bytes: u64,
+
     /// Bytes at which the topic's active segment rolls.
     #[arg(long, env = "KV_SEGMENT_BYTES", default_value_t = 64 << 20)]
     pub segment_bytes: u64,
@@ -688,6 +695,7 @@ mod tests {
                 "--raft-body-timeout-ms",
                 config.raft_body_timeout_ms.to_string(),
             ),
+            ("--view-cache-bytes", config.view_cache_bytes.to_string()),
             ("--snapshot-every", config.snapshot_every.to_string()),
             (
                 "--snapshot-catchup-entries",

@@ -92,6 +92,7 @@ pub(super) async fn open(config: Config) -> Result<Opened, ServerError> {
     let cluster_id = Arc::new(ClusterId::open(&config.data_dir)?);
     crate::store::data_format::check_or_mark(&config.data_dir)?;
     let log = LogStore::open(&dirs.raft, Some(config.node_id))?;
+    crate::store::set_view_cache_bytes(config.view_cache_bytes);
     let store = Arc::new(Store::open(&dirs, config.topic_config(), &log)?);
     store.start_checkpointer()?;
     let committed = log.committed_index();

@@ -31,6 +31,7 @@ pub mod queries;
 pub mod record;
 mod recovery;
 pub mod snapshot;
+mod snapshot_build;
 pub mod snapshot_frames;
 pub mod snapshot_receive;
 pub mod state_machine;
@@ -58,8 +59,19 @@ use crate::store::view::{View, ViewDirs};
 use crate::types::{CommandResult, Entry, Op, Revision, StoredMembership};
 use crate::watch::WatchRegistry;
 
-/// Opens (or creates) the view's sled database in `dir`. sled makes
-/// nothing durable on its own schedule: only explicit flushes do.
+/// Bytes of page cache each view database opened from now on takes
+/// (`--view-cache-bytes`); sled's own default until set.
+static VIEW_CACHE_BYTES: AtomicU64 = AtomicU64::new(1 << 30);
+
+/// Sets the page cache of the view databases opened from now on: one
+/// setting of the process, made once at start-up before the store opens.
+pub fn set_view_cache_bytes(bytes: u64) {
+    VIEW_CACHE_BYTES.store(bytes, Ordering::Relaxed);
+}
+
+/// Opens (or creates) the view's sled database in `dir`, with the page
+/// cache [`set_view_cache_bytes`] gave. sled makes nothing durable on its
+/// own schedule: only explicit flushes do.
 ///
 /// sled's IO thread outlives a dropped handle by a moment and holds the
 /// database's file lock until it ends, so an open in the same process
@@ -72,6 +84,7 @@ pub fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
         let opened = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::HighThroughput)
+            .cache_capacity(VIEW_CACHE_BYTES.load(Ordering::Relaxed))
             .flush_every_ms(None)
             .open();
         match opened {

@@ -16,26 +16,28 @@
 //! `revision`) were written while offsets were log indices; like the data
 //! dirs of that time they are refused, as is a later format.
 //!
+//! A build reads the records in passes and holds none of them (see
+//! `snapshot_build`); it is sent and received in chunks, never held whole
+//! (see `snapshot_transfer`, `snapshot_receive`).
+//!
 //! Installing one lays the frames down as the topic's base segment and
 //! rebuilds the view by replay: one format, one replay path. The current
 //! snapshot is kept in `data/snapshot/current.snap` so it can be sent again
 //! after a restart.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use compaction::{fsutil, Record, TopicReader};
 use openraft::SnapshotMeta;
 use serde::{Deserialize, Serialize};
+use tracing::info;
 
 use crate::error::StoreError;
-use crate::store::apply::IDEMPOTENCY_WINDOW_MS;
-use crate::store::record::carries_idempotency_key;
+use crate::store::snapshot_build::{self, MAX_KEY_MAP_ENTRIES};
 use crate::store::snapshot_frames::SnapshotFrames;
 use crate::types::{Node, NodeId, Revision};
 
@@ -131,6 +133,18 @@ impl SnapshotFile {
         reader: TopicReader,
         previous: Option<&SnapshotFile>,
     ) -> Result<SnapshotFile, StoreError> {
+        Self::build_with_map(dir, header, reader, previous, MAX_KEY_MAP_ENTRIES)
+    }
+
+    /// [`SnapshotFile::build_in`] with at most `max_key_map_entries` keys
+    /// mapped at once (see `snapshot_build`).
+    pub fn build_with_map(
+        dir: &Path,
+        header: SnapshotHeader,
+        reader: TopicReader,
+        previous: Option<&SnapshotFile>,
+        max_key_map_entries: usize,
+    ) -> Result<SnapshotFile, StoreError> {
         std::fs::create_dir_all(dir).map_err(StoreError::io("create directory", dir))?;
         static BUILDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let build = BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -138,9 +152,7 @@ impl SnapshotFile {
             "{BUILDING_PREFIX}{}-{build}.tmp",
             std::process::id()
         ));
-        let kept = Self::latest_records(&header, reader, previous)?;
-        let written = Self::write(&path, &header, &kept);
-        drop(kept);
+        let written = Self::write_kept(&path, &header, reader, previous, max_key_map_entries);
         if let Err(error) = written {
             let _ = std::fs::remove_file(&path);
             return Err(error);
@@ -160,16 +172,18 @@ impl SnapshotFile {
         SnapshotFile::build_in(&std::env::temp_dir(), header, reader, previous)
     }
 
-    /// The records the snapshot keeps, in offset order.
-    fn latest_records(
+    /// Writes `header` and the frames of the records the snapshot keeps
+    /// to `path`, fsynced: the records of `previous` (when it is of the
+    /// same topic and not newer) and those `reader` yields after it, up to
+    /// the header's revision. They are read in passes, never held.
+    fn write_kept(
+        path: &Path,
         header: &SnapshotHeader,
         reader: TopicReader,
         previous: Option<&SnapshotFile>,
-    ) -> Result<Vec<Record>, StoreError> {
+        max_key_map_entries: usize,
+    ) -> Result<(), StoreError> {
         let revision = header.revision;
-        let mut latest: HashMap<Bytes, Record> = HashMap::new();
-        let mut idempotent = Vec::new();
-        let mut newest_ms = 0;
         let previous = previous.filter(|previous| {
             previous.header.meta.last_log_id.is_some() && previous.header.revision <= revision
         });
@@ -177,44 +191,16 @@ impl SnapshotFile {
             Some(previous) => reader.skip_to(previous.header.revision + 1),
             None => reader,
         };
-        let earlier = previous.into_iter().flat_map(|previous| previous.records());
-        for record in earlier.chain(reader) {
-            let record = record?;
-            if record.offset > revision {
-                break;
-            }
-            // Owned copies: the reader's buffers are not kept alive.
-            let record = Record {
-                key: Bytes::copy_from_slice(&record.key),
-                value: record.value.as_deref().map(Bytes::copy_from_slice),
-                headers: Bytes::copy_from_slice(&record.headers),
-                ..record
-            };
-            newest_ms = newest_ms.max(record.timestamp_ms);
-            if carries_idempotency_key(&record) {
-                idempotent.push(record.clone());
-            }
-            latest.insert(record.key.clone(), record);
-        }
-        // A retry is checked against the window before its own timestamp; a
-        // second window covers leaders whose clocks are behind.
-        let keep_from = newest_ms.saturating_sub(2 * IDEMPOTENCY_WINDOW_MS);
-        let mut kept: Vec<Record> = latest.into_values().collect();
-        kept.extend(
-            idempotent
-                .into_iter()
-                .filter(|record| record.timestamp_ms >= keep_from),
-        );
-        // The cleaner has dropped the tombstones below the floor from the
-        // topic; a snapshot carried over from an earlier one drops them too.
-        kept.retain(|record| record.value.is_some() || record.offset >= header.tombstone_floor);
-        kept.sort_unstable_by_key(|record| record.offset);
-        kept.dedup_by_key(|record| record.offset);
-        Ok(kept)
-    }
-
-    /// Writes `header` and the frames of `records` to `path`, fsynced.
-    fn write(path: &Path, header: &SnapshotHeader, records: &[Record]) -> Result<(), StoreError> {
+        let records = || {
+            let earlier = previous.into_iter().flat_map(|previous| previous.records());
+            earlier.chain(reader.rewound())
+        };
+        let kept = snapshot_build::find(
+            records,
+            revision,
+            header.tombstone_floor,
+            max_key_map_entries,
+        )?;
         let header_json = serde_json::to_vec(header).expect("a snapshot header serializes");
         let file = File::create(path).map_err(StoreError::io("create", path))?;
         let mut out = BufWriter::with_capacity(BUILD_BUFFER_BYTES, file);
@@ -223,11 +209,23 @@ impl SnapshotFile {
         put(MAGIC)?;
         put(&(header_json.len() as u32).to_le_bytes())?;
         put(&header_json)?;
-        for record in records {
-            frame.clear();
-            record.encode_into(&mut frame);
-            put(&frame)?;
+        let mut filter = kept.filter();
+        for record in records() {
+            let record = record?;
+            if record.offset > revision {
+                break;
+            }
+            if filter.keeps(&record) {
+                frame.clear();
+                record.encode_into(&mut frame);
+                put(&frame)?;
+            }
         }
+        info!(
+            keys = kept.keys(),
+            passes = kept.passes + 1,
+            "wrote a snapshot at revision {revision}"
+        );
         let file = out
             .into_inner()
             .map_err(|error| StoreError::io("write", path)(error.into_error()))?;
@@ -357,7 +355,7 @@ impl SnapshotFile {
         let _turn = CURRENT_WRITES.lock();
         if let Some(current) = SnapshotFile::load(dir)? {
             if current.header.meta.last_log_id > self.header.meta.last_log_id {
-                tracing::info!(
+                info!(
                     built = %self.header.meta.snapshot_id,
                     current = %current.header.meta.snapshot_id,
                     "a newer snapshot was installed meanwhile; the one built is not kept"
@@ -492,7 +490,10 @@ mod tests {
     use openraft::{CommittedLeaderId, LogId, StoredMembership};
     use uuid::Uuid;
 
+    use bytes::Bytes;
+
     use super::*;
+    use crate::store::apply::IDEMPOTENCY_WINDOW_MS;
     use crate::store::record::{UnitKind, WriteRecord};
 
     fn write(offset: u64, timestamp_ms: u64, key: &str, idempotent: bool) -> Record {
@@ -581,6 +582,17 @@ mod tests {
         let whole = SnapshotFile::build(next_header(9), topic.read_from(0), None).expect("builds");
         assert_eq!(offsets(&built_on), vec![2, 4, 7, 8, 9]);
         assert_eq!(offsets(&built_on), offsets(&whole));
+        // A key map of one key at a time reads the records once per key
+        // and keeps the same ones.
+        let one_key_at_a_time = SnapshotFile::build_with_map(
+            &std::env::temp_dir(),
+            next_header(9),
+            topic.read_from(0),
+            Some(&snapshot),
+            1,
+        )
+        .expect("builds");
+        assert_eq!(offsets(&one_key_at_a_time), offsets(&built_on));
     }
 
     #[test]
