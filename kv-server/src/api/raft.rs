@@ -191,9 +191,7 @@ async fn install(state: &AppState, header: ChunkHeader) -> Response {
         meta: header.meta.clone(),
         snapshot: Box::new(tokio::fs::File::from_std(file)),
     };
-    let install = state
-        .raft
-        .install_full_snapshot(header.vote.clone(), snapshot);
+    let install = state.raft.install_full_snapshot(header.vote, snapshot);
     tokio::pin!(install);
     let mut beat = tokio::time::interval(Duration::from_millis(state.config.heartbeat_ms));
     let reply = loop {
