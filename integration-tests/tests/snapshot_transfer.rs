@@ -271,21 +271,32 @@ fn snapshot_len(cluster: &TestCluster, id: u64) -> u64 {
         .len()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_snapshot_transfer_cut_mid_way_resumes_and_the_follower_gets_every_key() {
-    let _serial = SERIAL.lock().await;
+/// A cluster behind a proxy whose follower [`PROXIED`] is down while
+/// `keys` keys under `prefix` (about 5 MiB of snapshot: five chunks and
+/// more) are written and the leader purges its log past the follower and
+/// snapshots up to its end: restarted, the follower catches up by the
+/// snapshot alone, so what crosses the proxy is the snapshot, not a log
+/// tail after it. Gives the cluster, the proxy, the leader and its purged
+/// index.
+async fn follower_behind_a_snapshot(
+    prefix: &str,
+    keys: usize,
+) -> (TestCluster, CuttingProxy, u64, u64) {
     let (mut cluster, proxy) = cluster_behind_proxy(&SNAPSHOT_EVERY.to_string(), &[]).await;
     let leader = leader_other_than_proxied(&mut cluster).await;
     let follower_last = status_field(&cluster, PROXIED, "last_log_index").await;
     cluster.node_mut(PROXIED).kill9().await;
-
-    // About 5 MiB of snapshot: five chunks and more.
-    let keys = 10_000;
-    load(&cluster.node(leader).base_url(), "cut", keys, 10, 500).await;
+    load(&cluster.node(leader).base_url(), prefix, keys, 10, 500).await;
     let purged = wait_for_purge_past(&cluster, leader, follower_last, PURGE_TIMEOUT).await;
-    // The follower then catches up by the snapshot alone: what crosses the
-    // proxy is the snapshot, not a log tail after it.
     snapshot_up_to_the_log_end(&cluster, leader).await;
+    (cluster, proxy, leader, purged)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_transfer_cut_mid_way_resumes_and_the_follower_gets_every_key() {
+    let _serial = SERIAL.lock().await;
+    let keys = 10_000;
+    let (mut cluster, proxy, leader, purged) = follower_behind_a_snapshot("cut", keys).await;
 
     // Cut the connection in the middle of the fourth chunk.
     let cut_after = 3 * CHUNK_BYTES + CHUNK_BYTES / 2;
@@ -335,15 +346,8 @@ const SLOW_LINK_BYTES_PER_SEC: u64 = 1 << 20;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_slower_to_arrive_than_an_election_timeout_installs_and_the_leader_stays() {
     let _serial = SERIAL.lock().await;
-    let (mut cluster, proxy) = cluster_behind_proxy(&SNAPSHOT_EVERY.to_string(), &[]).await;
-    let leader = leader_other_than_proxied(&mut cluster).await;
-    let follower_last = status_field(&cluster, PROXIED, "last_log_index").await;
-    cluster.node_mut(PROXIED).kill9().await;
-
     let keys = 10_000;
-    load(&cluster.node(leader).base_url(), "slow", keys, 10, 500).await;
-    let purged = wait_for_purge_past(&cluster, leader, follower_last, PURGE_TIMEOUT).await;
-    snapshot_up_to_the_log_end(&cluster, leader).await;
+    let (mut cluster, proxy, leader, purged) = follower_behind_a_snapshot("slow", keys).await;
     let term = status_field(&cluster, leader, "term").await;
 
     // While the snapshot crawls in, the leader's replication to the
@@ -455,11 +459,10 @@ async fn a_follower_catches_up_on_a_snapshot_larger_than_its_memory_budget() {
     eprintln!("loaded {keys} keys in {:?}", started.elapsed());
     wait_for_purge_past(&cluster, leader, follower_last, BIG_PURGE_TIMEOUT).await;
     let snapshot_bytes = snapshot_len(&cluster, leader);
-    let leader_peak = cluster.node(leader).peak_resident_bytes();
     eprintln!(
-        "leader took {keys} keys and built a snapshot of {} MiB: peak RSS {} MiB",
+        "leader took {keys} keys and built a snapshot of {} MiB: peak RSS {} MiB so far",
         snapshot_bytes >> 20,
-        leader_peak >> 20
+        cluster.node(leader).peak_resident_bytes() >> 20
     );
     assert!(
         snapshot_bytes > MEMORY_BUDGET_BYTES,
@@ -474,6 +477,8 @@ async fn a_follower_catches_up_on_a_snapshot_larger_than_its_memory_budget() {
     wait_applied(&cluster, PROXIED, target, CATCH_UP_TIMEOUT).await;
     let peak = cluster.node(PROXIED).peak_resident_bytes();
     let now = cluster.node(PROXIED).resident_bytes();
+    // Taking the keys, building the snapshot and sending it.
+    let leader_peak = cluster.node(leader).peak_resident_bytes();
     eprintln!(
         "follower caught up on a snapshot of {snapshot_bytes} bytes in {:?}: \
          peak RSS {} MiB, RSS now {} MiB",

@@ -529,6 +529,7 @@ mod tests {
         ("--snapshot-catchup-entries", "5000"),
         ("--heartbeat-ms", "100"),
         ("--election-timeout-ms", "500"),
+        ("--view-cache-bytes", "1073741824"),
         ("--segment-bytes", "67108864"),
         ("--segment-ms", "3600000"),
         ("--cleaner-interval-ms", "15000"),
@@ -612,6 +613,7 @@ mod tests {
         ("--snapshot-catchup-entries", "10", "10"),
         ("--heartbeat-ms", "50", "50"),
         ("--election-timeout-ms", "300", "300"),
+        ("--view-cache-bytes", "2097152", "2097152"),
         ("--segment-bytes", "1024", "1024"),
         ("--segment-ms", "60000", "60000"),
         ("--cleaner-interval-ms", "100", "100"),
@@ -695,7 +697,6 @@ mod tests {
                 "--raft-body-timeout-ms",
                 config.raft_body_timeout_ms.to_string(),
             ),
-            ("--view-cache-bytes", config.view_cache_bytes.to_string()),
             ("--snapshot-every", config.snapshot_every.to_string()),
             (
                 "--snapshot-catchup-entries",
@@ -706,6 +707,7 @@ mod tests {
                 "--election-timeout-ms",
                 config.election_timeout_ms.to_string(),
             ),
+            ("--view-cache-bytes", config.view_cache_bytes.to_string()),
             ("--segment-bytes", config.segment_bytes.to_string()),
             ("--segment-ms", config.segment_ms.to_string()),
             (
