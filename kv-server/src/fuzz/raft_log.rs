@@ -34,7 +34,7 @@ fn frames() -> impl Strategy<Value = Vec<Frame>> {
                     Frame::Committed(id(term, index))
                 } else {
                     index += 1;
-                    Frame::Entry(id(term, index), payload)
+                    Frame::Entry(id(term, index), payload.into())
                 }
             })
             .collect()
@@ -116,7 +116,7 @@ fn template_log() -> &'static BTreeMap<String, Vec<u8>> {
                 "{{\"i\":{index},\"pad\":\"{}\"}}",
                 "x".repeat(index as usize)
             );
-            let mut group = vec![Frame::Entry(id(term, index), payload.into_bytes())];
+            let mut group = vec![Frame::Entry(id(term, index), payload.into_bytes().into())];
             if index % 5 == 0 {
                 group.push(Frame::Committed(id(term, index - 1)));
             }

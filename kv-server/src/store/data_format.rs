@@ -105,7 +105,7 @@ mod tests {
         };
         let json = serde_json::to_vec(&entry).expect("an entry serializes");
         files
-            .append(&[Frame::Entry(entry.log_id, json)], true)
+            .append(&[Frame::Entry(entry.log_id, json.into())], true)
             .expect("log appends");
     }
 

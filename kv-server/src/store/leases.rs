@@ -223,7 +223,7 @@ mod tests {
             let (files, _) = LogFiles::open(&self.dirs.raft, SEGMENT_BYTES).expect("log opens");
             let json = serde_json::to_vec(&entry).expect("an entry serializes");
             files
-                .append(&[Frame::Entry(entry.log_id, json)], true)
+                .append(&[Frame::Entry(entry.log_id, json.into())], true)
                 .expect("log appends");
             self.store
                 .apply_entries(vec![entry])

@@ -467,7 +467,10 @@ pub(super) mod tests {
     }
 
     pub(crate) fn entry(term: u64, index: u64) -> Frame {
-        Frame::Entry(id(term, index), format!("{{\"i\":{index}}}").into_bytes())
+        Frame::Entry(
+            id(term, index),
+            format!("{{\"i\":{index}}}").into_bytes().into(),
+        )
     }
 
     pub(crate) fn indexes(files: &LogFiles) -> Vec<u64> {

@@ -59,6 +59,30 @@ pub(super) struct CommittedIds {
     pub written: Option<LogId>,
 }
 
+/// An appended entry not yet in the files, with its JSON. `append` encodes
+/// it: the writer then takes the group's frames from the table without
+/// encoding anything while it holds the table's lock, which `append` (on
+/// openraft's core) waits for.
+#[derive(Debug)]
+pub(super) struct PendingEntry {
+    /// The entry, as readers get it.
+    pub entry: Entry,
+    /// Its JSON, as the files hold it.
+    pub json: bytes::Bytes,
+}
+
+impl PendingEntry {
+    /// `entry` with its encoding.
+    pub fn new(entry: Entry) -> PendingEntry {
+        let json =
+            serde_json::to_vec(&entry).expect("an entry is plain data and always serializes");
+        PendingEntry {
+            entry,
+            json: json.into(),
+        }
+    }
+}
+
 /// What the appending side and the writer share.
 #[derive(Debug)]
 pub(super) struct LogWriter {
@@ -68,9 +92,9 @@ pub(super) struct LogWriter {
     /// inserts; the writer removes an entry only after the files' index
     /// holds it, so a reader who looks here first, then in the files,
     /// never misses one.
-    pub pending: Mutex<BTreeMap<u64, Entry>>,
-    /// Bytes of the pending entries (their JSON): what bounds the leader's
-    /// own appends reported before they are flushed.
+    pub pending: Mutex<BTreeMap<u64, PendingEntry>>,
+    /// Bytes of the pending entries' JSON: what bounds the leader's own
+    /// appends reported before they are flushed.
     pub pending_bytes: AtomicUsize,
     /// The committed log id, saved and written.
     pub committed: Mutex<CommittedIds>,
@@ -108,14 +132,13 @@ impl LogWriter {
         {
             let pending = self.pending.lock();
             for (first, last) in &ranges {
-                for (index, entry) in pending.range(first..=last) {
-                    let json = serde_json::to_vec(entry)
-                        .expect("an entry is plain data and always serializes");
-                    batch_bytes += json.len();
-                    frames.push(Frame::Entry(entry.log_id, json));
+                for (index, pending) in pending.range(first..=last) {
+                    let log_id = pending.entry.log_id;
+                    batch_bytes += pending.json.len();
+                    frames.push(Frame::Entry(log_id, pending.json.clone()));
                     batch_end = batch_end.max(*index + 1);
                     if batch_last.is_none_or(|last| last.index < *index) {
-                        batch_last = Some(entry.log_id);
+                        batch_last = Some(log_id);
                     }
                 }
             }

@@ -43,8 +43,9 @@ const KIND_COMMITTED: u8 = 2;
 /// A frame to append.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Frame {
-    /// A log entry: its id and its JSON.
-    Entry(LogId, Vec<u8>),
+    /// A log entry: its id and its JSON (shared, so a pending entry's
+    /// encoding is written without a copy).
+    Entry(LogId, bytes::Bytes),
     /// The committed log id, as last saved.
     Committed(LogId),
 }
@@ -110,7 +111,7 @@ pub enum FrameDamage {
 /// Appends the encoding of `frame` to `out`.
 pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
     let (kind, log_id, payload): (u8, &LogId, &[u8]) = match frame {
-        Frame::Entry(log_id, json) => (KIND_ENTRY, log_id, json),
+        Frame::Entry(log_id, json) => (KIND_ENTRY, log_id, json.as_ref()),
         Frame::Committed(log_id) => (KIND_COMMITTED, log_id, &[]),
     };
     let start = out.len();
@@ -208,17 +209,20 @@ mod tests {
     fn frames_decode_to_what_was_encoded() {
         let cases = [
             (
-                Frame::Entry(id(3, 2, 17), b"{\"x\":1}".to_vec()),
+                Frame::Entry(id(3, 2, 17), b"{\"x\":1}".to_vec().into()),
                 FrameKind::Entry,
             ),
-            (Frame::Entry(id(1, 1, 1), Vec::new()), FrameKind::Entry),
+            (
+                Frame::Entry(id(1, 1, 1), Vec::new().into()),
+                FrameKind::Entry,
+            ),
             (Frame::Committed(id(u64::MAX, 7, 9)), FrameKind::Committed),
         ];
         for (frame, kind) in cases {
             let bytes = encoded(&frame);
             let decoded = decode(&bytes).expect("an encoded frame decodes");
             let (log_id, payload) = match &frame {
-                Frame::Entry(log_id, json) => (*log_id, json.as_slice()),
+                Frame::Entry(log_id, json) => (*log_id, json.as_ref()),
                 Frame::Committed(log_id) => (*log_id, &[][..]),
             };
             let expected = Decoded {
@@ -235,7 +239,10 @@ mod tests {
     fn a_frame_is_read_from_the_front_of_longer_bytes() {
         let mut bytes = encoded(&Frame::Committed(id(1, 1, 4)));
         let first_len = bytes.len();
-        encode(&Frame::Entry(id(1, 1, 5), b"[]".to_vec()), &mut bytes);
+        encode(
+            &Frame::Entry(id(1, 1, 5), b"[]".to_vec().into()),
+            &mut bytes,
+        );
         let first = decode(&bytes).expect("decodes");
         assert_eq!((first.log_id.index, first.len), (4, first_len));
         let second = decode(&bytes[first.len..]).expect("decodes");
@@ -244,7 +251,7 @@ mod tests {
 
     #[test]
     fn damaged_bytes_are_named_by_what_is_wrong() {
-        let frame = encoded(&Frame::Entry(id(2, 1, 3), b"{\"k\":\"v\"}".to_vec()));
+        let frame = encoded(&Frame::Entry(id(2, 1, 3), b"{\"k\":\"v\"}".to_vec().into()));
         let with = |change: &dyn Fn(&mut Vec<u8>)| {
             let mut bytes = frame.clone();
             change(&mut bytes);

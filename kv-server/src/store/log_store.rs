@@ -82,7 +82,7 @@ pub use crate::store::log_durability::Durability;
 use crate::error::StoreError;
 use crate::store::blocking;
 use crate::store::log_files::{self, LogFiles, Meta};
-use crate::store::log_flusher::{CommittedIds, FlushJob, Flusher, LogWriter, Report};
+use crate::store::log_flusher::{CommittedIds, FlushJob, Flusher, LogWriter, PendingEntry, Report};
 use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
 
 /// Bytes of unflushed entries (their JSON) past which the leader's own
@@ -295,7 +295,7 @@ impl LogStore {
             .pending
             .lock()
             .last_key_value()
-            .map(|(_, entry)| entry.log_id);
+            .map(|(_, pending)| pending.entry.log_id);
         pending_last.or_else(|| self.writer.files.last_log_id())
     }
 
@@ -310,7 +310,7 @@ impl LogStore {
             .pending
             .lock()
             .range(range.clone())
-            .map(|(_, entry)| entry.clone())
+            .map(|(_, pending)| pending.entry.clone())
             .collect();
         let mut entries: BTreeMap<u64, Entry> = BTreeMap::new();
         for (log_id, json) in self.writer.files.read(range).map_err(read_error)? {
@@ -331,7 +331,7 @@ impl LogStore {
             .pending
             .lock()
             .get(&index)
-            .map(|entry| entry.log_id);
+            .map(|pending| pending.entry.log_id);
         Ok(pending.or_else(|| self.writer.files.log_id_at(index)))
     }
 
@@ -345,14 +345,13 @@ impl LogStore {
         };
         let (first, last) = (first.log_id.index, last.log_id.index);
         let own = self.proposed_by_this_leader(&entries);
-        let bytes: usize = entries
-            .iter()
-            .map(crate::write_budget::serialized_len)
-            .sum();
+        // Encoded here, outside the table's lock, once for the files.
+        let entries: Vec<PendingEntry> = entries.into_iter().map(PendingEntry::new).collect();
+        let bytes: usize = entries.iter().map(|pending| pending.json.len()).sum();
         {
             let mut pending = self.writer.pending.lock();
             for entry in entries {
-                pending.insert(entry.log_id.index, entry);
+                pending.insert(entry.entry.log_id.index, entry);
             }
         }
         let pending_bytes = self.writer.pending_bytes.fetch_add(bytes, Ordering::AcqRel) + bytes;
@@ -394,10 +393,7 @@ impl LogStore {
         {
             let mut pending = self.writer.pending.lock();
             pending.retain(|index, _| *index < from);
-            let bytes = pending
-                .values()
-                .map(crate::write_budget::serialized_len)
-                .sum();
+            let bytes = pending.values().map(|pending| pending.json.len()).sum();
             self.writer.pending_bytes.store(bytes, Ordering::Release);
         }
         self.writer.durable.truncate_to(from);

@@ -379,7 +379,7 @@ mod tests {
                 .iter()
                 .map(|entry| {
                     let json = serde_json::to_vec(entry).expect("an entry serializes");
-                    Frame::Entry(entry.log_id, json)
+                    Frame::Entry(entry.log_id, json.into())
                 })
                 .collect();
             files.append(&frames, true).expect("log appends");

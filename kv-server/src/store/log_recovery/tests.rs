@@ -21,7 +21,9 @@ fn frame_bytes() -> u64 {
 fn long_entry(term: u64, index: u64) -> Frame {
     Frame::Entry(
         id(term, index),
-        format!("{{\"i\":{index},\"pad\":\"{:x<700}\"}}", "").into_bytes(),
+        format!("{{\"i\":{index},\"pad\":\"{:x<700}\"}}", "")
+            .into_bytes()
+            .into(),
     )
 }
 
