@@ -55,14 +55,16 @@ impl DiskFull {
         ::metrics::gauge!(crate::metrics::DISK_FULL).set(1.0);
     }
 
-    /// `writer` wrote again.
+    /// `writer` wrote again. Called after every write, so it touches the
+    /// gauge only when the disk stops counting as full (each scrape sets it
+    /// too, see `api::metrics`).
     pub fn clear(&self, writer: &'static str) {
         let mut waiting = self.waiting.lock();
         if let Some(path) = waiting.remove(writer) {
             info!(writer, path = %path.display(), "space returned; writing again");
-        }
-        if waiting.is_empty() {
-            ::metrics::gauge!(crate::metrics::DISK_FULL).set(0.0);
+            if waiting.is_empty() {
+                ::metrics::gauge!(crate::metrics::DISK_FULL).set(0.0);
+            }
         }
     }
 
