@@ -19,10 +19,9 @@
 //! budget, which every queued command holds its size of until Raft is done
 //! with its entry.
 
-use std::sync::Arc;
-
+use futures::stream::{FuturesUnordered, StreamExt};
 use openraft::error::{ClientWriteError, RaftError};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
 use crate::types::{Command, CommandResult, Node, NodeId, Op, Raft};
@@ -118,11 +117,12 @@ async fn run(raft: Raft, queued: mpsc::UnboundedReceiver<Queued>, in_flight: usi
     .await;
 }
 
-/// Takes batches from `queue` and runs `send` on each, on a task of its
-/// own, with at most `in_flight` running: whenever one is free, everything
-/// queued becomes the next batch, up to [`MAX_ENTRY_COMMANDS`] items and
-/// `max_bytes` (by `bytes_of`; a larger item goes alone). Ends when every
-/// sender of `queue` is gone.
+/// Takes batches from `queue` and runs `send` on each, at most `in_flight`
+/// at a time: whenever fewer run, everything queued becomes the next batch,
+/// up to [`MAX_ENTRY_COMMANDS`] items and `max_bytes` (by `bytes_of`; a
+/// larger item goes alone). The batches run within this task, not on tasks
+/// of their own: a task per batch cost a spawn and its wake-ups. Ends when
+/// every sender of `queue` is gone and the running batches are done.
 pub(crate) async fn run_batches<T, Send, Sent>(
     mut queue: mpsc::UnboundedReceiver<T>,
     in_flight: usize,
@@ -134,19 +134,26 @@ pub(crate) async fn run_batches<T, Send, Sent>(
     Send: Fn(Vec<T>) -> Sent,
     Sent: std::future::Future<Output = ()> + std::marker::Send + 'static,
 {
-    let slots = Arc::new(Semaphore::new(in_flight));
+    let mut running = FuturesUnordered::new();
     // An item that did not fit the last batch opens the next.
     let mut carried: Option<T> = None;
     loop {
-        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
-            return; // never closed
+        if running.len() >= in_flight {
+            running.next().await;
+            continue;
+        }
+        let first = tokio::select! {
+            biased;
+            Some(()) = running.next(), if !running.is_empty() => continue,
+            first = async {
+                match carried.take() {
+                    Some(first) => Some(first),
+                    None => queue.recv().await,
+                }
+            } => first,
         };
-        let first = match carried.take() {
-            Some(first) => first,
-            None => match queue.recv().await {
-                Some(first) => first,
-                None => return,
-            },
+        let Some(first) = first else {
+            break;
         };
         let mut bytes = bytes_of(&first);
         let mut batch = vec![first];
@@ -161,12 +168,9 @@ pub(crate) async fn run_batches<T, Send, Sent>(
             bytes += bytes_of(&next);
             batch.push(next);
         }
-        let sent = send(batch);
-        tokio::spawn(async move {
-            sent.await;
-            drop(slot);
-        });
+        running.push(send(batch));
     }
+    while running.next().await.is_some() {}
 }
 
 /// Proposes `entry`'s commands as one raft entry and answers each waiter.
