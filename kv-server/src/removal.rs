@@ -96,28 +96,49 @@ pub fn refusal_if_removed(state: &AppState) -> Option<Response> {
 /// removed: one that joins, or catches up from far behind, applies the
 /// memberships from before it was added first.
 pub async fn watch_membership(state: AppState) {
-    let mut metrics = state.raft.metrics();
+    // Woken by membership changes (openraft's server metrics), not by
+    // every entry; the applied index is watched only while a membership
+    // without this node waits to be applied.
+    let mut server = state.raft.server_metrics();
     let mut was_member = false;
     loop {
-        let removed_at = {
-            let now = metrics.borrow_and_update();
-            let applied = now.last_applied.map_or(0, |id| id.index);
-            removed_at(
-                state.node_id,
-                &now.membership_config,
-                applied,
-                &mut was_member,
-            )
-        };
-        if let Some(index) = removed_at {
-            let why = format!("the membership applied at index {index} does not name it");
-            state.removal.mark(state.node_id, why, &state.raft);
-            return;
+        let membership = std::sync::Arc::clone(&server.borrow_and_update().membership_config);
+        let mut data = state.raft.data_metrics();
+        loop {
+            let applied = data
+                .borrow_and_update()
+                .last_applied
+                .map_or(0, |id| id.index);
+            if let Some(index) = removed_at(state.node_id, &membership, applied, &mut was_member) {
+                let why = format!("the membership applied at index {index} does not name it");
+                state.removal.mark(state.node_id, why, &state.raft);
+                return;
+            }
+            if !pending_removal(state.node_id, &membership, was_member) {
+                break;
+            }
+            tokio::select! {
+                changed = data.changed() => if changed.is_err() { return },
+                changed = server.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    break;
+                }
+            }
         }
-        if metrics.changed().await.is_err() {
+        if !server.has_changed().unwrap_or(false) && server.changed().await.is_err() {
             return;
         }
     }
+}
+
+/// Whether `membership` leaves out `node_id`, once a member, and is still
+/// to be applied: what [`removed_at`] waits for.
+fn pending_removal(node_id: NodeId, membership: &StoredMembership, was_member: bool) -> bool {
+    membership.log_id().is_some()
+        && was_member
+        && membership.membership().get_node(&node_id).is_none()
 }
 
 /// The index of the membership that removed `node_id`, if `membership` is

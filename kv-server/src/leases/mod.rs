@@ -48,7 +48,14 @@ impl LeaseLoop {
     /// leadership in step with raft's, and proposes due expiries at no more
     /// than `expiries_per_sec`.
     pub async fn run(self) {
-        let mut metrics = self.raft.metrics();
+        // Woken when the server's state or vote changes (openraft's server
+        // metrics), not with every entry as the full metrics are; the
+        // applied id (its data metrics) only while a new leader waits for
+        // its term's first entry to be applied. Each is read from the
+        // channel that woke it, so no change is missed.
+        let mut server = self.raft.server_metrics();
+        let mut data = self.raft.data_metrics();
+        let mut awaiting_apply = false;
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let rate = f64::from(self.expiries_per_sec);
@@ -58,21 +65,27 @@ impl LeaseLoop {
         let mut last = Instant::now();
         loop {
             tokio::select! {
-                changed = metrics.changed() => {
+                changed = server.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+                changed = data.changed(), if awaiting_apply => {
                     if changed.is_err() {
                         return;
                     }
                 }
                 _ = tick.tick() => {}
             }
-            let (state, term, applied_term) = {
-                let metrics = metrics.borrow();
-                (
-                    metrics.state,
-                    metrics.current_term,
-                    metrics.last_applied.map(|id| id.leader_id.term),
-                )
+            let (state, term) = {
+                let server = server.borrow_and_update();
+                (server.state, server.vote.leader_id().term)
             };
+            let applied_term = data
+                .borrow_and_update()
+                .last_applied
+                .map(|id| id.leader_id.term);
+            awaiting_apply = false;
             let keeper = &self.store.leases;
             if state != ServerState::Leader {
                 keeper.demote();
@@ -82,6 +95,7 @@ impl LeaseLoop {
                 // Every grant committed before this term is applied once
                 // the term's first entry is.
                 if applied_term != Some(term) {
+                    awaiting_apply = true;
                     continue;
                 }
                 if let Err(error) = self.promote(term).await {

@@ -147,25 +147,26 @@ pub const EXIT_RAFT_STOPPED: i32 = 74;
 /// rather than leave a node that answers nothing but stale reads: a
 /// supervisor restarts it, and it catches up from its raft log. Saying
 /// `no space left on <path>` when a write failed for want of space.
+///
+/// openraft's core owns the sender of its server metrics: their channel
+/// closes when the core ends, after it has set the reason in the full
+/// metrics. Waiting on it rather than on the full metrics, which change
+/// with every entry, costs nothing per write.
 async fn exit_when_raft_stops(raft: Raft, disk_full: Arc<crate::space::DiskFull>) {
-    let mut metrics = raft.metrics();
-    loop {
-        let stopped = match &metrics.borrow_and_update().running_state {
-            // Stopped is a shutdown this process asked for.
-            Err(Fatal::Stopped) | Ok(()) => None,
-            Err(fatal) => Some(fatal.to_string()),
-        };
-        if let Some(fatal) = stopped {
-            if let Some(full) = disk_full.describe() {
-                tracing::error!(%fatal, "{full}: raft stopped; exiting, to be restarted with room");
-                std::process::exit(crate::store::EXIT_NO_SPACE);
-            }
-            tracing::error!(%fatal, "raft stopped; exiting, to be restarted");
-            std::process::exit(EXIT_RAFT_STOPPED);
+    let mut server = raft.server_metrics();
+    while server.changed().await.is_ok() {}
+    let stopped = match &raft.metrics().borrow().running_state {
+        // Stopped is a shutdown this process asked for.
+        Err(Fatal::Stopped) | Ok(()) => None,
+        Err(fatal) => Some(fatal.to_string()),
+    };
+    if let Some(fatal) = stopped {
+        if let Some(full) = disk_full.describe() {
+            tracing::error!(%fatal, "{full}: raft stopped; exiting, to be restarted with room");
+            std::process::exit(crate::store::EXIT_NO_SPACE);
         }
-        if metrics.changed().await.is_err() {
-            return;
-        }
+        tracing::error!(%fatal, "raft stopped; exiting, to be restarted");
+        std::process::exit(EXIT_RAFT_STOPPED);
     }
 }
 
