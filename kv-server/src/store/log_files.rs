@@ -94,8 +94,58 @@ pub(super) struct Segment {
 pub(super) struct Segments {
     /// By first index; the last one is the active segment.
     pub by_first: BTreeMap<u64, Segment>,
-    /// Every entry the log holds (above the purged id), by index.
-    pub index: BTreeMap<u64, Location>,
+    /// Every entry the log holds (above the purged id), by index. Changed
+    /// only through the methods below, which keep `entry_bytes`.
+    index: BTreeMap<u64, Location>,
+    /// Bytes of the frames in `index`: what `held_bytes` answers without
+    /// walking the index under the lock the writer needs.
+    entry_bytes: u64,
+}
+
+impl Segments {
+    /// Where the entry at `index` sits.
+    pub fn location(&self, index: u64) -> Option<&Location> {
+        self.index.get(&index)
+    }
+
+    /// The entries with indexes in `range`.
+    pub fn locations(
+        &self,
+        range: impl RangeBounds<u64>,
+    ) -> std::collections::btree_map::Range<'_, u64, Location> {
+        self.index.range(range)
+    }
+
+    /// The last entry the log holds.
+    pub fn last_location(&self) -> Option<&Location> {
+        self.index.last_key_value().map(|(_, location)| location)
+    }
+
+    /// Records that the entry at `index` sits at `location`.
+    pub fn insert(&mut self, index: u64, location: Location) {
+        if let Some(replaced) = self.index.insert(index, location) {
+            self.entry_bytes -= u64::from(replaced.len);
+        }
+        self.entry_bytes += u64::from(location.len);
+    }
+
+    /// Forgets every entry at or after `from`.
+    pub fn forget_from(&mut self, from: u64) {
+        let gone = self.index.split_off(&from);
+        self.entry_bytes -= frame_bytes(&gone);
+    }
+
+    /// Forgets every entry at or below `upto`.
+    pub fn forget_upto(&mut self, upto: u64) {
+        let kept = self.index.split_off(&(upto + 1));
+        let gone = std::mem::replace(&mut self.index, kept);
+        self.entry_bytes -= frame_bytes(&gone);
+    }
+}
+
+/// Bytes of the frames at `locations`.
+fn frame_bytes(locations: &BTreeMap<u64, Location>) -> u64 {
+    locations.values().map(|at| u64::from(at.len)).sum()
 }
 
 /// Adjacent frames of one segment, read together.
@@ -184,14 +234,13 @@ impl LogFiles {
     /// The id of the last entry written.
     pub fn last_log_id(&self) -> Option<LogId> {
         let segments = self.segments.lock();
-        segments.index.last_key_value().map(|(_, at)| at.log_id)
+        segments.last_location().map(|at| at.log_id)
     }
 
     /// Bytes of the entries the log holds (its frames, not the zeros
     /// allocated after them): what a purge gives back.
     pub fn held_bytes(&self) -> u64 {
-        let segments = self.segments.lock();
-        segments.index.values().map(|at| u64::from(at.len)).sum()
+        self.segments.lock().entry_bytes
     }
 
     /// The directory of the segments.
@@ -201,7 +250,7 @@ impl LogFiles {
 
     /// The id of the written entry at `index`.
     pub fn log_id_at(&self, index: u64) -> Option<LogId> {
-        self.segments.lock().index.get(&index).map(|at| at.log_id)
+        self.segments.lock().location(index).map(|at| at.log_id)
     }
 
     /// Appends `frames` in one write, then `fdatasync`s if `sync`. Entries
@@ -275,7 +324,7 @@ impl LogFiles {
                 len: len as u32,
                 log_id,
             };
-            segments.index.insert(log_id.index, location);
+            segments.insert(log_id.index, location);
         }
         Ok(())
     }
@@ -325,7 +374,7 @@ impl LogFiles {
         let mut runs: Vec<Run> = Vec::new();
         {
             let segments = self.segments.lock();
-            for (_, at) in segments.index.range(range) {
+            for (_, at) in segments.locations(range) {
                 match runs.last_mut() {
                     Some(run) if run.segment == at.segment && run.start + run.len == at.offset => {
                         run.len += u64::from(at.len);
@@ -385,8 +434,8 @@ impl LogFiles {
         // files change.
         let (doomed, cut) = {
             let mut segments = self.segments.lock();
-            let cut = segments.index.get(&from).copied();
-            segments.index.split_off(&from);
+            let cut = segments.location(from).copied();
+            segments.forget_from(from);
             let doomed = segments.by_first.split_off(&from);
             let cut = cut.filter(|cut| cut.segment < from).map(|cut| {
                 let segment = segments
@@ -421,7 +470,7 @@ impl LogFiles {
         let _writer = self.writer.lock();
         let doomed: Vec<Segment> = {
             let mut segments = self.segments.lock();
-            segments.index = segments.index.split_off(&(upto + 1));
+            segments.forget_upto(upto);
             let active = segments.by_first.last_key_value().map(|(first, _)| *first);
             let firsts: Vec<u64> = segments
                 .by_first
@@ -522,6 +571,15 @@ pub(super) mod tests {
         assert!(error.to_string().contains("checksum"), "{error}");
     }
 
+    /// Bytes of the frames `frames` encode to.
+    fn encoded_bytes(frames: &[Frame]) -> u64 {
+        let mut bytes = Vec::new();
+        for frame in frames {
+            log_frame::encode(frame, &mut bytes);
+        }
+        bytes.len() as u64
+    }
+
     #[test]
     fn truncation_and_purge_last_across_a_reopen() {
         let dir = tempfile::tempdir().expect("a temp dir");
@@ -533,6 +591,13 @@ pub(super) mod tests {
         files
             .append(&[entry(2, 9), entry(2, 10)], true)
             .expect("appends");
+        let mut held: Vec<Frame> = (1..=8).map(|index| entry(1, index)).collect();
+        held.extend([entry(2, 9), entry(2, 10)]);
+        assert_eq!(
+            files.held_bytes(),
+            encoded_bytes(&held),
+            "after the truncation"
+        );
         let meta = Meta {
             vote: None,
             purged: Some(id(1, 4)),
@@ -544,10 +609,13 @@ pub(super) mod tests {
             files.segment_count() < before,
             "purged segments are deleted"
         );
+        let held = &held[4..];
+        assert_eq!(files.held_bytes(), encoded_bytes(held), "after the purge");
         drop(files);
         let (files, recovered) = LogFiles::open(dir.path(), 150).expect("reopens");
         assert_eq!(recovered.meta.purged, Some(id(1, 4)));
         assert_eq!(indexes(&files), (5..=10).collect::<Vec<_>>());
+        assert_eq!(files.held_bytes(), encoded_bytes(held), "after a reopen");
         assert_eq!(files.last_log_id(), Some(id(2, 10)));
         assert_eq!(files.log_id_at(8), Some(id(1, 8)));
     }

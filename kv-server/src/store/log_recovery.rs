@@ -57,9 +57,8 @@ pub(super) fn recover(dir: &Path) -> Result<Opened, StoreError> {
         committed = scanned.or(committed);
     }
     let end = segments
-        .index
-        .last_key_value()
-        .map(|(index, _)| *index)
+        .last_location()
+        .map(|at| at.log_id.index)
         .max(purged);
     // A committed id past the end of the log was written after entries a
     // truncation removed since: it no longer holds.
@@ -144,7 +143,7 @@ fn scan_segment(
                         len: frame.len as u32,
                         log_id: frame.log_id,
                     };
-                    segments.index.insert(index, location);
+                    segments.insert(index, location);
                 }
             }
         }
