@@ -64,6 +64,38 @@ const GROUP_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
+/// A histogram recorded on a hot path (every flush, entry or apply), looked
+/// up in the registry once: `histogram!` hashes the name, takes the
+/// registry's lock and allocates on every call. Kept in a `static` at the
+/// place it is recorded.
+pub struct HotHistogram {
+    /// The histogram's name.
+    name: &'static str,
+    /// Its handle, from the first record on.
+    handle: OnceLock<metrics::Histogram>,
+}
+
+impl HotHistogram {
+    /// The histogram `name`, looked up at its first record.
+    pub const fn new(name: &'static str) -> HotHistogram {
+        HotHistogram {
+            name,
+            handle: OnceLock::new(),
+        }
+    }
+
+    /// Records `value`.
+    pub fn record(&self, value: f64) {
+        self.handle
+            .get_or_init(|| {
+                // The recorder first, or the handle would record nowhere.
+                handle();
+                metrics::histogram!(self.name)
+            })
+            .record(value);
+    }
+}
+
 /// The process-wide recorder, installed on first use.
 pub fn handle() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {

@@ -24,6 +24,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
+use crate::metrics::HotHistogram;
 use crate::types::{Command, CommandResult, Node, NodeId, Op, Raft};
 use crate::write_budget::WritePermit;
 
@@ -175,7 +176,8 @@ pub(crate) async fn run_batches<T, Send, Sent>(
 
 /// Proposes `entry`'s commands as one raft entry and answers each waiter.
 async fn propose_entry(raft: &Raft, entry: Vec<Queued>) {
-    ::metrics::histogram!(crate::metrics::ENTRY_COMMANDS).record(entry.len() as f64);
+    static ENTRY_COMMANDS: HotHistogram = HotHistogram::new(crate::metrics::ENTRY_COMMANDS);
+    ENTRY_COMMANDS.record(entry.len() as f64);
     let (commands, waiters): (Vec<_>, Vec<_>) = entry
         .into_iter()
         .map(|queued| (queued.command, (queued.reply, queued.permit)))

@@ -42,6 +42,7 @@ use crate::api::batcher::{run_batches, MAX_ENTRY_BYTES};
 use crate::api::error::ApiError;
 use crate::api::leader::{await_leader, known_leader, leader_of, Leader};
 use crate::api::AppState;
+use crate::metrics::HotHistogram;
 use crate::peer::PeerClient;
 use crate::peer_codec::{Encoding, PeerReply, PeerRequest, POSTCARD};
 use crate::types::{Command, CommandResult, NodeId, Raft, Revision};
@@ -216,7 +217,8 @@ impl Hop {
     /// Sends `batch` to the leader, following leader changes, and answers
     /// every waiter.
     async fn relay(&self, batch: Vec<Pending>) {
-        ::metrics::histogram!(crate::metrics::RELAY_COMMANDS).record(batch.len() as f64);
+        static RELAY_COMMANDS: HotHistogram = HotHistogram::new(crate::metrics::RELAY_COMMANDS);
+        RELAY_COMMANDS.record(batch.len() as f64);
         let deadline = Instant::now() + self.timeout;
         let mut tried: Option<Leader> = None;
         for attempt in 1..=RELAY_ATTEMPTS {

@@ -18,6 +18,7 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::StoreError;
+use crate::metrics::HotHistogram;
 use crate::store::log_durability::Durability;
 use crate::store::log_files::LogFiles;
 use crate::store::log_frame::Frame;
@@ -28,6 +29,11 @@ const THREAD_NAME: &str = "raft-log-flusher";
 
 /// The flusher's name as a writer waiting for room (`space::DiskFull`).
 const WRITER: &str = "raft log";
+
+/// Seconds per group written and synced.
+static FLUSH_SECONDS: HotHistogram = HotHistogram::new(crate::metrics::LOG_FLUSH_SECONDS);
+/// Appends per group.
+static FLUSH_ENTRIES: HotHistogram = HotHistogram::new(crate::metrics::LOG_FLUSH_ENTRIES);
 
 /// How an append is answered once its entries are durable (or cannot be).
 pub(super) type Report = Box<dyn FnOnce(Result<(), std::io::Error>) + Send>;
@@ -252,13 +258,12 @@ fn run(writer: &LogWriter, mut jobs: mpsc::UnboundedReceiver<FlushJob>) {
         if written.is_ok() {
             writer.disk_full.clear(WRITER);
         }
-        ::metrics::histogram!(crate::metrics::LOG_FLUSH_SECONDS)
-            .record(started.elapsed().as_secs_f64());
+        FLUSH_SECONDS.record(started.elapsed().as_secs_f64());
         let appends = group
             .iter()
             .filter(|job| matches!(job, FlushJob::Append { .. }))
             .count();
-        ::metrics::histogram!(crate::metrics::LOG_FLUSH_ENTRIES).record(appends as f64);
+        FLUSH_ENTRIES.record(appends as f64);
         for job in group.drain(..) {
             match job {
                 FlushJob::Append {

@@ -50,6 +50,7 @@ use parking_lot::Mutex;
 use tracing::{info, warn};
 
 use crate::error::StoreError;
+use crate::metrics::HotHistogram;
 use crate::store::apply::apply_command;
 use crate::store::log_store::LogStore;
 use crate::store::record::WriteRecord;
@@ -306,7 +307,8 @@ impl Store {
         let Some(last) = entries.last().map(|entry| entry.log_id) else {
             return Ok(Vec::new());
         };
-        ::metrics::histogram!(crate::metrics::APPLY_ENTRIES).record(entries.len() as f64);
+        static APPLY_ENTRIES: HotHistogram = HotHistogram::new(crate::metrics::APPLY_ENTRIES);
+        APPLY_ENTRIES.record(entries.len() as f64);
         let topic_last = self.topic.last_offset();
         let mut revision = self.revision();
         let mut batch = self.view.batch();
