@@ -472,7 +472,13 @@ impl Store {
         point(crash::SNAPSHOT_TOPIC_REPLACED);
         let next_dir = self.view_dirs.next()?;
         let next = View::open(&next_dir)?;
-        self.replay_into(&next, meta.last_log_id, end, meta.last_membership.clone())?;
+        self.replay_into(
+            &next,
+            meta.last_log_id,
+            end,
+            meta.last_membership.clone(),
+            recovery::ReplayLayers::DEFAULT,
+        )?;
         point(crash::INSTALL_VIEW_BUILT);
         let retired = {
             // No checkpoint writes either view while they change places.

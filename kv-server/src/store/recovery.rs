@@ -38,12 +38,39 @@ use super::Store;
 use crate::error::StoreError;
 use crate::types::{LogId, Revision, StoredMembership};
 
-/// Records replayed into the view's in-memory layer per commit.
-const REPLAY_BATCH_RECORDS: usize = 10_000;
-/// Distinct keys the in-memory layer may hold during a rebuild before it is
-/// written to sled: the layer keeps the latest change per key, so a topic
-/// with fewer keys than this is written once, at the end.
-const REPLAY_WRITE_OUT_KEYS: usize = 100_000;
+/// How a replay of the topic fills the view's in-memory layers.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct ReplayLayers {
+    /// Records replayed into the active layer per commit.
+    pub records_per_commit: u64,
+    /// Distinct keys the active layer may hold before it is sealed and
+    /// written to sled: the layer keeps the latest change per key, so a
+    /// topic with fewer keys than this is written once, at the end.
+    pub keys_per_write: usize,
+}
+
+impl ReplayLayers {
+    /// A rebuild's: up to two layers of 100,000 keys in memory at once,
+    /// one being written while the other fills.
+    pub const DEFAULT: ReplayLayers = ReplayLayers {
+        records_per_commit: 10_000,
+        keys_per_write: 100_000,
+    };
+}
+
+/// Waits for a layer's write to sled, if one runs, and gives its outcome.
+fn finish_writing(
+    writing: Option<std::thread::ScopedJoinHandle<'_, Result<(), StoreError>>>,
+) -> Result<(), StoreError> {
+    match writing {
+        // The writer only calls sled, which reports failures as errors; a
+        // panic there is a bug worth stopping the node for.
+        Some(writer) => writer
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+        None => Ok(()),
+    }
+}
 
 /// What the store found at open, and so what it did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,7 +151,13 @@ impl Store {
     ) -> Result<u64, StoreError> {
         let _turn = self.writing_out.lock();
         self.view.clear()?;
-        self.replay_into(&self.view, applied, revision, membership)
+        self.replay_into(
+            &self.view,
+            applied,
+            revision,
+            membership,
+            ReplayLayers::DEFAULT,
+        )
     }
 
     /// Replays the topic up to `revision` into the empty `view`, records
@@ -137,27 +170,37 @@ impl Store {
         applied: Option<LogId>,
         revision: Revision,
         membership: StoredMembership,
+        layers: ReplayLayers,
     ) -> Result<u64, StoreError> {
         let started = std::time::Instant::now();
         view.set_rebuilding(true)?;
         let mut replayed = 0u64;
         let mut batch = view.batch();
-        for record in self.topic.read_from(0) {
-            let record = WriteRecord::from_record(record?)?;
-            if record.offset > revision {
-                break;
-            }
-            replay_record(&mut batch, &record)?;
-            replayed += 1;
-            if replayed % REPLAY_BATCH_RECORDS as u64 == 0 {
-                let keys = view.commit(std::mem::replace(&mut batch, view.batch()));
-                crate::crash::delay(crate::crash::VIEW_REPLAY_BATCH);
-                if keys >= REPLAY_WRITE_OUT_KEYS {
-                    view.write_out()?;
-                    info!(replayed, "rebuilding the view");
+        // A full layer is written to sled on a thread of its own while the
+        // topic's next records are read into the next one; one layer is
+        // written at a time.
+        std::thread::scope(|scope| {
+            let mut writing = None;
+            for record in self.topic.read_from(0) {
+                let record = WriteRecord::from_record(record?)?;
+                if record.offset > revision {
+                    break;
+                }
+                replay_record(&mut batch, &record)?;
+                replayed += 1;
+                if replayed % layers.records_per_commit == 0 {
+                    let keys = view.commit(std::mem::replace(&mut batch, view.batch()));
+                    crate::crash::delay(crate::crash::VIEW_REPLAY_BATCH);
+                    if keys >= layers.keys_per_write {
+                        finish_writing(writing.take())?;
+                        view.seal();
+                        writing = Some(scope.spawn(|| view.flush()));
+                        info!(replayed, "rebuilding the view");
+                    }
                 }
             }
-        }
+            finish_writing(writing)
+        })?;
         if let Some(applied) = &applied {
             batch.set_applied(applied, revision);
         }
@@ -637,6 +680,73 @@ mod tests {
     }
 
     /// Cuts `bytes` off the end of the topic's newest segment file.
+    /// Every key's entry, in key order.
+    fn every_entry(view: &View) -> Vec<(String, KeyEntry)> {
+        let (entries, more) = view
+            .list(
+                "",
+                None,
+                crate::store::queries::PageBounds::entries(usize::MAX),
+            )
+            .expect("lists");
+        assert!(!more, "one page holds every key");
+        entries
+    }
+
+    #[test]
+    fn a_replay_written_out_layer_by_layer_rebuilds_the_live_view() {
+        let node = NodeFiles::new();
+        // Puts and deletes over 60 keys, so that keys change between and
+        // within layers; every seventh entry deletes a key.
+        let entries: Vec<Entry> = (APPLIED + 1..=APPLIED + 600)
+            .map(|index| {
+                let key = format!("key/{}", index % 60);
+                let op = if index % 7 == 0 {
+                    Op::Delete {
+                        key,
+                        condition: Condition::Always,
+                    }
+                } else {
+                    Op::Put {
+                        key,
+                        value: index.to_string(),
+                        condition: Condition::Always,
+                        lease: None,
+                    }
+                };
+                normal(index, op)
+            })
+            .collect();
+        node.apply(&entries);
+        node.with_store(|store| {
+            let mut live = every_entry(&store.view);
+            // The key planted in the view alone is not in the topic.
+            live.retain(|(key, _)| key != PLANTED);
+            let (applied, membership) = store.view.applied_state().expect("reads");
+            let revision = store.view.revision().expect("reads");
+            assert!(live.len() > 40, "most keys are live: {}", live.len());
+
+            store.view.clear().expect("clears");
+            // Layers of 10 keys, committed every 7 records: dozens of
+            // layers, each written while the next one fills.
+            let layers = ReplayLayers {
+                records_per_commit: 7,
+                keys_per_write: 10,
+            };
+            let replayed = store
+                .replay_into(&store.view, applied, revision, membership.clone(), layers)
+                .expect("replays");
+            assert_eq!(replayed, store.topic.read_from(0).count() as u64);
+            assert_eq!(every_entry(&store.view), live);
+            assert_eq!(store.view.revision().expect("reads"), revision);
+            assert_eq!(
+                store.view.applied_state().expect("reads"),
+                (applied, membership)
+            );
+            assert!(!store.view.is_rebuilding().expect("reads"));
+        });
+    }
+
     fn tear_the_active_segment(node: &NodeFiles, bytes: u64) {
         let newest = std::fs::read_dir(&node.dirs.topic)
             .expect("the topic dir")
