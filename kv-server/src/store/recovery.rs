@@ -679,7 +679,6 @@ mod tests {
         });
     }
 
-    /// Cuts `bytes` off the end of the topic's newest segment file.
     /// Every key's entry, in key order.
     fn every_entry(view: &View) -> Vec<(String, KeyEntry)> {
         let (entries, more) = view
@@ -747,6 +746,7 @@ mod tests {
         });
     }
 
+    /// Cuts `bytes` off the end of the topic's newest segment file.
     fn tear_the_active_segment(node: &NodeFiles, bytes: u64) {
         let newest = std::fs::read_dir(&node.dirs.topic)
             .expect("the topic dir")
