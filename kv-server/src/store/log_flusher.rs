@@ -10,12 +10,13 @@
 //! and ends.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
 use std::time::Instant;
 
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::error::StoreError;
 use crate::metrics::HotHistogram;
@@ -29,6 +30,9 @@ const THREAD_NAME: &str = "raft-log-flusher";
 
 /// The flusher's name as a writer waiting for room (`space::DiskFull`).
 const WRITER: &str = "raft log";
+/// How long the flusher waits, after a group of entries, for the commit
+/// that follows them before it writes the committed id alone.
+const COMMITTED_LINGER: Duration = Duration::from_millis(5);
 
 /// Seconds per group written and synced.
 static FLUSH_SECONDS: HotHistogram = HotHistogram::new(crate::metrics::LOG_FLUSH_SECONDS);
@@ -52,7 +56,8 @@ pub(super) enum FlushJob {
     },
     /// Answer once everything queued before is durable.
     Drain(oneshot::Sender<()>),
-    /// The committed id changed: write it (not synced) once entries cover it.
+    /// Write the committed id (not synced) if entries cover it. Sent only
+    /// to an idle flusher (see [`LogWriter::idle`]) and at a graceful stop.
     Committed,
 }
 
@@ -104,6 +109,11 @@ pub(super) struct LogWriter {
     pub pending_bytes: AtomicUsize,
     /// The committed log id, saved and written.
     pub committed: Mutex<CommittedIds>,
+    /// Set while the flusher waits for jobs with no deadline: a committed
+    /// id saved meanwhile must be sent to it as a job. Otherwise the
+    /// flusher writes the id with its next group, or alone within
+    /// [`COMMITTED_LINGER`] of its last one, and nothing need wake it.
+    pub idle: AtomicBool,
     /// How far the files are synced.
     pub durable: Durability,
     /// Marked while a write waits for room on a full disk.
@@ -111,6 +121,15 @@ pub(super) struct LogWriter {
 }
 
 impl LogWriter {
+    /// Whether a committed id is saved that the files lack while entries
+    /// they hold cover it (and the files still take writes).
+    fn committed_unwritten(&self) -> bool {
+        let ids = self.committed.lock();
+        ids.saved != ids.written
+            && ids.saved.is_some_and(|id| id.index < self.durable.end())
+            && !self.durable.has_failed()
+    }
+
     /// Appends the pending entries the append jobs of `group` name (and the
     /// committed id) to the files in one write, syncs, and drops them from
     /// the pending table. After a failed write it writes nothing more.
@@ -192,14 +211,14 @@ impl LogWriter {
 /// The queue of the flusher thread.
 #[derive(Debug)]
 pub(super) struct Flusher {
-    jobs: mpsc::UnboundedSender<FlushJob>,
+    jobs: mpsc::Sender<FlushJob>,
 }
 
 impl Flusher {
     /// Starts the flusher thread over `writer`. If the thread cannot start,
     /// every send fails and the caller writes itself.
     pub fn start(writer: Arc<LogWriter>) -> Flusher {
-        let (sender, jobs) = mpsc::unbounded_channel();
+        let (sender, jobs) = mpsc::channel();
         let spawned = std::thread::Builder::new()
             .name(THREAD_NAME.into())
             .spawn(move || run(&writer, jobs));
@@ -212,18 +231,18 @@ impl Flusher {
 
     /// Queues `job`; gives it back if the thread is gone.
     pub fn send(&self, job: FlushJob) -> Result<(), FlushJob> {
-        self.jobs
-            .send(job)
-            .map_err(|mpsc::error::SendError(job)| job)
+        self.jobs.send(job).map_err(|mpsc::SendError(job)| job)
     }
 }
 
 /// Writes queued jobs to the files, one group per turn, until the queue
 /// is closed and empty. Runs on a thread of its own: the sync blocks it,
 /// and a blocking-pool task per group cost a thread wake-up each.
-fn run(writer: &LogWriter, mut jobs: mpsc::UnboundedReceiver<FlushJob>) {
+fn run(writer: &LogWriter, jobs: mpsc::Receiver<FlushJob>) {
     let mut group = Vec::new();
-    while let Some(job) = jobs.blocking_recv() {
+    // Whether the last group wrote entries, whose commit is to follow.
+    let mut after_entries = false;
+    while let Some(job) = next_job(writer, &jobs, after_entries) {
         group.push(job);
         while let Ok(job) = jobs.try_recv() {
             group.push(job);
@@ -242,8 +261,8 @@ fn run(writer: &LogWriter, mut jobs: mpsc::UnboundedReceiver<FlushJob>) {
             loop {
                 match jobs.try_recv() {
                     Ok(job) => group.push(job),
-                    Err(mpsc::error::TryRecvError::Empty) => break,
-                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => {
                         tracing::warn!(
                             path = %path.display(),
                             "the raft log closed while waiting for room; its last appends fail"
@@ -264,6 +283,7 @@ fn run(writer: &LogWriter, mut jobs: mpsc::UnboundedReceiver<FlushJob>) {
             .filter(|job| matches!(job, FlushJob::Append { .. }))
             .count();
         FLUSH_ENTRIES.record(appends as f64);
+        after_entries = appends > 0 && written.is_ok();
         for job in group.drain(..) {
             match job {
                 FlushJob::Append {
@@ -284,4 +304,35 @@ fn run(writer: &LogWriter, mut jobs: mpsc::UnboundedReceiver<FlushJob>) {
         }
     }
     tracing::debug!("the raft log is closed; its flusher ends");
+}
+
+/// The flusher's next job, or `None` once the queue is closed and empty.
+///
+/// After a group of entries the commit of them is to follow: the flusher
+/// waits up to [`COMMITTED_LINGER`] for the next job, which then carries
+/// the committed id, and writes the id alone if none comes. Otherwise it
+/// waits with no deadline, marked idle, so that a commit sends it a job.
+/// Under load this saves a wake-up and a write per commit.
+fn next_job(
+    writer: &LogWriter,
+    jobs: &mpsc::Receiver<FlushJob>,
+    after_entries: bool,
+) -> Option<FlushJob> {
+    if after_entries {
+        match jobs.recv_timeout(COMMITTED_LINGER) {
+            Ok(job) => return Some(job),
+            Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+    }
+    // Marked idle before the check: a commit saved after the check sees
+    // the mark and sends a job, and one saved before it is found by it.
+    writer.idle.store(true, Ordering::SeqCst);
+    let job = if writer.committed_unwritten() {
+        Some(FlushJob::Committed)
+    } else {
+        jobs.recv().ok()
+    };
+    writer.idle.store(false, Ordering::SeqCst);
+    job
 }

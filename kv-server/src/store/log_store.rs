@@ -42,6 +42,7 @@
 //! | `meta`: vote, purged id | `save_vote`, `purge` | a mutex, held to copy or replace, not while the file is written |
 //! | `writer.pending` | `append` inserts; the flusher removes what it wrote; `truncate` removes | a mutex, held to copy or change the table |
 //! | `writer.committed` | `save_committed` (saved), the flusher (written) | a mutex, held to copy or set |
+//! | `writer.idle` | the flusher, around its wait with no deadline; read by `save_committed` | an atomic (`SeqCst`: see `log_flusher::next_job`) |
 //! | `committed_index` | `save_committed` | an atomic, read by metrics and status |
 //! | `writer.durable` | the flusher; `truncate` | a watch channel, waited on by the state machine and the network |
 //! | `writer.files` | the flusher (appends); `truncate`, `purge` | its own `writer` then `segments` lock (see `log_files`) |
@@ -69,7 +70,7 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::RangeBounds;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
@@ -166,6 +167,7 @@ impl LogStore {
             }),
             durable: Durability::new(last),
             disk_full: Default::default(),
+            idle: AtomicBool::new(false),
         };
         Ok(LogStore {
             writer: Arc::new(writer),
@@ -445,9 +447,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             self.committed_index.store(id.index, Ordering::Release);
         }
         self.writer.committed.lock().saved = committed;
-        // A closed queue means nothing more is written: the id then waits
-        // for the next append's own write.
-        let _ = self.flusher().send(FlushJob::Committed);
+        // A busy flusher writes the id with its next group, or alone soon
+        // after its last one; only an idle one needs a job (see
+        // `LogWriter::idle`). A closed queue means nothing more is written:
+        // the id then waits for the next append's own write.
+        if self.writer.idle.load(Ordering::SeqCst) {
+            let _ = self.flusher().send(FlushJob::Committed);
+        }
         Ok(())
     }
 
@@ -861,6 +867,69 @@ mod tests {
             let store = LogStore::open_with(dir.path(), None, 120).expect("reopens");
             assert_eq!(held(&store), expected, "truncate({from}), after a reopen");
         }
+    }
+
+    /// Waits, at most [`DEADLINE`], until the files hold `committed` as
+    /// the committed id.
+    fn wait_written(store: &LogStore, committed: LogId, case: &str) {
+        let deadline = Instant::now() + DEADLINE;
+        while store.writer.committed.lock().written != Some(committed) {
+            assert!(Instant::now() < deadline, "{case}: the id is never written");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_committed_id_is_written_with_no_append_to_carry_it() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let mut store = LogStore::open(dir.path(), Some(NODE)).expect("opens");
+        store
+            .save_vote(&Vote::new_committed(1, OTHER))
+            .await
+            .expect("saves the vote");
+        let (report, outcome) = reporter();
+        store
+            .append_entries(blanks(1, OTHER, 1..=3), report)
+            .await
+            .expect("appends");
+        reported(outcome).await.expect("written");
+
+        // Right after a group of entries the flusher waits for their
+        // commit, and writes it alone when no append follows.
+        let second = blank(1, OTHER, 2).log_id;
+        store.save_committed(Some(second)).await.expect("saves");
+        wait_written(&store, second, "after entries");
+
+        // Idle, the flusher is sent the id.
+        let deadline = Instant::now() + DEADLINE;
+        while !store.writer.idle.load(Ordering::SeqCst) {
+            assert!(Instant::now() < deadline, "the flusher never idles");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let third = blank(1, OTHER, 3).log_id;
+        store.save_committed(Some(third)).await.expect("saves");
+        wait_written(&store, third, "idle");
+
+        // An id past the entries written waits for them.
+        let fifth = blank(1, OTHER, 5).log_id;
+        store.save_committed(Some(fifth)).await.expect("saves");
+        let (report, outcome) = reporter();
+        store
+            .append_entries(blanks(1, OTHER, 4..=5), report)
+            .await
+            .expect("appends");
+        reported(outcome).await.expect("written");
+        wait_written(&store, fifth, "with the entries that cover it");
+
+        let flusher_alive = Arc::downgrade(&store.writer);
+        drop(store);
+        let deadline = Instant::now() + DEADLINE;
+        while flusher_alive.strong_count() > 0 {
+            assert!(Instant::now() < deadline, "the flusher outlives the store");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let mut reopened = LogStore::open(dir.path(), Some(NODE)).expect("reopens");
+        assert_eq!(reopened.read_committed().await.expect("reads"), Some(fifth));
     }
 
     #[tokio::test]
