@@ -869,14 +869,20 @@ mod tests {
         }
     }
 
-    /// Waits, at most [`DEADLINE`], until the files hold `committed` as
-    /// the committed id.
-    fn wait_written(store: &LogStore, committed: LogId, case: &str) {
+    /// Polls `done` until it holds; fails with `what` after [`DEADLINE`].
+    fn wait_until(what: &str, done: impl Fn() -> bool) {
         let deadline = Instant::now() + DEADLINE;
-        while store.writer.committed.lock().written != Some(committed) {
-            assert!(Instant::now() < deadline, "{case}: the id is never written");
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}: not within {DEADLINE:?}");
             std::thread::sleep(Duration::from_millis(1));
         }
+    }
+
+    /// Waits until the files hold `committed` as the committed id.
+    fn wait_written(store: &LogStore, committed: LogId, case: &str) {
+        wait_until(&format!("{case}: the id is written"), || {
+            store.writer.committed.lock().written == Some(committed)
+        });
     }
 
     #[tokio::test]
@@ -901,11 +907,9 @@ mod tests {
         wait_written(&store, second, "after entries");
 
         // Idle, the flusher is sent the id.
-        let deadline = Instant::now() + DEADLINE;
-        while !store.writer.idle.load(Ordering::SeqCst) {
-            assert!(Instant::now() < deadline, "the flusher never idles");
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        wait_until("the flusher idles", || {
+            store.writer.idle.load(Ordering::SeqCst)
+        });
         let third = blank(1, OTHER, 3).log_id;
         store.save_committed(Some(third)).await.expect("saves");
         wait_written(&store, third, "idle");
@@ -923,11 +927,9 @@ mod tests {
 
         let flusher_alive = Arc::downgrade(&store.writer);
         drop(store);
-        let deadline = Instant::now() + DEADLINE;
-        while flusher_alive.strong_count() > 0 {
-            assert!(Instant::now() < deadline, "the flusher outlives the store");
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        wait_until("the flusher ends with the store", || {
+            flusher_alive.strong_count() == 0
+        });
         let mut reopened = LogStore::open(dir.path(), Some(NODE)).expect("reopens");
         assert_eq!(reopened.read_committed().await.expect("reads"), Some(fifth));
     }
@@ -957,14 +959,9 @@ mod tests {
         drop(reader);
         // The writer's last owner is the flusher thread; it lets go when the
         // thread ends.
-        let deadline = Instant::now() + DEADLINE;
-        while flusher_alive.strong_count() > 0 {
-            assert!(
-                Instant::now() < deadline,
-                "the flusher thread outlives every store"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_until("the flusher thread ends with the last store", || {
+            flusher_alive.strong_count() == 0
+        });
         let store = LogStore::open(dir.path(), Some(NODE)).expect("reopens");
         assert_eq!(held(&store), vec![(0, 1), (1, 1), (2, 1), (3, 1)]);
     }
