@@ -275,7 +275,7 @@ bench kv "$single_kv" 64 lease-keepalive --leases "$leases" --server-pid "$singl
 if [[ -n $summary ]]; then
     row "lease keep-alive, 1 a second each" 1 "$(group "$leases") leases" \
         "n/a (keep-alives are a gRPC stream)" \
-        "$(group "$(field kept "$summary")") kept alive; leader $(field cpu_percent "$summary")% of a core, $(field cpu_us_per_op "$summary") µs CPU each; VmRSS $(field rss_mb "$summary") MB (+$(field rss_growth_mb "$summary") MB)" \
+        "$(group "$(field kept "$summary")") kept alive; leader $(field cpu_percent "$summary")% of a core, $(field cpu_us_per_op "$summary") µs CPU each; VmRSS $(field rss_mb "$summary") MB ($(signed "$(field rss_growth_mb "$summary")") MB)" \
         - - "$(milliseconds "$(field p99_ms "$summary")")" - - - -
 else
     row "lease keep-alive" 1 "$leases leases" "n/a" failed - - - - - - -
@@ -556,7 +556,8 @@ How it is measured:
 * lease keep-alive: $(group "$leases") leases (60 s TTL) each kept alive once a
   second over 64 connections; CPU is the leader's user and system time over
   the cell (\`/proc/<pid>/stat\`), memory its VmRSS after the cell (and its
-  growth since before the grants).
+  change since before the grants, below zero when memory the watch cell
+  took is given back meanwhile).
 * replay and rebuild read every record of the compacted topic (the
   $(group "$replay_records") loaded records plus the earlier cells' writes).
   ${load_rate:+Loading them through the API ran at $(group "$load_rate") puts/s with 256 connections.}

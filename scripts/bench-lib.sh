@@ -88,6 +88,11 @@ group() {
         print n s }'
 }
 
+# 12.3 -> "+12.3", -12.3 -> "−12.3": a change, with its sign.
+signed() {
+    if [[ $1 == -* ]]; then echo "−${1#-}"; else echo "+$1"; fi
+}
+
 # 12.3456 -> "12.3 ms"; nothing for nothing.
 milliseconds() {
     [[ -n $1 ]] && awk -v ms="$1" 'BEGIN { printf "%.1f ms", ms }'
