@@ -27,13 +27,23 @@ pub fn decode(entry: &KeyEntry) -> Result<Vec<Alarm>, StoreError> {
 }
 
 /// The members whose NOSPACE alarm is raised as of `view`, if any is.
-pub fn nospace_members(view: &ViewBatch<'_>) -> Result<Option<Vec<NodeId>>, StoreError> {
-    let Some(entry) = view.get(NOSPACE_KEY)? else {
-        return Ok(None);
+/// Read once per batch: the batch remembers it, and [`change`] keeps that
+/// up to date.
+pub fn nospace_members(view: &mut ViewBatch<'_>) -> Result<Option<Vec<NodeId>>, StoreError> {
+    if let Some(members) = &view.nospace {
+        return Ok(members.clone());
+    }
+    let members = match view.get(NOSPACE_KEY)? {
+        Some(entry) => Some(members_of(&decode(&entry)?)),
+        None => None,
     };
-    Ok(Some(
-        decode(&entry)?.iter().map(|alarm| alarm.member).collect(),
-    ))
+    view.nospace = Some(members.clone());
+    Ok(members)
+}
+
+/// The members of `alarms`.
+fn members_of(alarms: &[Alarm]) -> Vec<NodeId> {
+    alarms.iter().map(|alarm| alarm.member).collect()
 }
 
 /// Raises `member`'s alarm (`reason` given) or disarms it (`None`): one
@@ -65,6 +75,7 @@ pub(super) fn change(
         }
         None => alarms.retain(|alarm| alarm.member != member),
     }
+    view.nospace = Some((!alarms.is_empty()).then(|| members_of(&alarms)));
     let mut unit = UnitWriter::new(start, 1, UnitKind::Write, command);
     match current {
         Some(current) if alarms.is_empty() => unit.delete(view, NOSPACE_KEY, current),
@@ -190,5 +201,38 @@ mod tests {
         assert_eq!(results[1], CommandResult::None, "nothing left to disarm");
         assert!(matches!(results[2], CommandResult::Written { .. }));
         assert_eq!(store.alarms().expect("reads"), Vec::new());
+    }
+
+    /// A batch reads the alarm once and remembers it; the next batch, and
+    /// a store opened again, find it raised without that memory.
+    #[test]
+    fn a_raised_alarm_is_found_by_later_batches_and_after_a_reopen() {
+        let (root, store) = store_holding_an_internal_key();
+        let raise = Op::AlarmRaise {
+            member: 3,
+            reason: "full".to_string(),
+        };
+        let results = store
+            .apply_entries(vec![entry(2, put("a")), entry(3, raise)])
+            .expect("applies");
+        assert!(matches!(results[1], CommandResult::Written { .. }));
+        let refused = CommandResult::NoSpace { members: vec![3] };
+        let results = store
+            .apply_entries(vec![entry(4, put("b"))])
+            .expect("applies");
+        assert_eq!(results, std::slice::from_ref(&refused));
+        store.checkpoint().expect("checkpoints");
+        drop(store);
+
+        let dirs = crate::store::DataDirs::new(root.path());
+        let log = crate::store::LogStore::open(&dirs.raft, Some(1)).expect("the raft log opens");
+        let store = crate::store::Store::open(&dirs, Default::default(), &log)
+            .expect("the store opens again");
+        let alarms = store.alarms().expect("reads");
+        assert_eq!(alarms.len(), 1, "{alarms:?}");
+        let results = store
+            .apply_entries(vec![entry(5, put("c"))])
+            .expect("applies");
+        assert_eq!(results, [refused]);
     }
 }

@@ -39,7 +39,7 @@ mod txn;
 pub mod view;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -191,6 +191,10 @@ pub struct Store {
     pub disk_full: Arc<crate::space::DiskFull>,
     /// The views' directory, named when the disk is too full to write it.
     view_root: PathBuf,
+    /// Whether the view holds the NOSPACE alarm's key, as of the last
+    /// applied batch: [`Store::alarms`] reads the key only while it does,
+    /// so the check every write makes before it is proposed reads nothing.
+    nospace_raised: AtomicBool,
 }
 
 impl Store {
@@ -245,12 +249,15 @@ impl Store {
             leases: Arc::default(),
             disk_full: log.disk_full(),
             view_root: dirs.view.clone(),
+            nospace_raised: AtomicBool::new(true),
         };
         let recovery = store.recovery_needed()?;
         store.recover(recovery, log)?;
         store
             .revision
             .store(store.view.revision()?, Ordering::Release);
+        let raised = store.view.get(alarms::NOSPACE_KEY)?.is_some();
+        store.nospace_raised.store(raised, Ordering::Release);
         Ok((store, recovery))
     }
 
@@ -262,6 +269,9 @@ impl Store {
 
     /// The NOSPACE alarms raised in the cluster, as applied here.
     pub fn alarms(&self) -> Result<Vec<schemas::api::Alarm>, StoreError> {
+        if !self.nospace_raised.load(Ordering::Acquire) {
+            return Ok(Vec::new());
+        }
         match self.view.get(alarms::NOSPACE_KEY)? {
             Some(entry) => alarms::decode(&entry),
             None => Ok(Vec::new()),
@@ -366,8 +376,14 @@ impl Store {
         if !records.is_empty() {
             self.append_to_topic(&records, batch_split)?;
         }
+        // Known if this batch looked the alarm up or changed it; else the
+        // key is as it was.
+        let nospace_raised = batch.nospace.as_ref().map(Option::is_some);
         self.view.commit(batch);
         self.revision.store(revision, Ordering::Release);
+        if let Some(raised) = nospace_raised {
+            self.nospace_raised.store(raised, Ordering::Release);
+        }
         self.commands_applied.fetch_add(commands, Ordering::Relaxed);
         let now = Instant::now();
         for (id, granted) in lease_changes {
@@ -480,6 +496,7 @@ impl Store {
             recovery::ReplayLayers::DEFAULT,
         )?;
         point(crash::INSTALL_VIEW_BUILT);
+        let nospace_raised = next.get(alarms::NOSPACE_KEY)?.is_some();
         let retired = {
             // No checkpoint writes either view while they change places.
             let _turn = self.writing_out.lock();
@@ -487,6 +504,7 @@ impl Store {
             point(crash::INSTALL_VIEW_SWITCHED);
             let retired = self.view.switch_to(&next);
             self.revision.store(end, Ordering::Release);
+            self.nospace_raised.store(nospace_raised, Ordering::Release);
             retired
         };
         self.acl_generation.fetch_add(1, Ordering::AcqRel);

@@ -12,13 +12,17 @@ use super::layout::{
 };
 use super::View;
 use crate::error::StoreError;
-use crate::types::{LogId, Revision, StoredMembership};
+use crate::types::{LogId, NodeId, Revision, StoredMembership};
 
 /// Changes to the view being prepared; reads through it see them.
 pub struct ViewBatch<'a> {
     pub(super) view: &'a View,
     /// Raw keys written in this batch: `None` for removed.
     pub(super) pending: Unwritten,
+    /// The members whose NOSPACE alarm is raised as of this batch, once
+    /// looked up or changed (see `store::alarms`): every write that adds
+    /// data asks, and the key changes only with the alarm.
+    pub(in crate::store) nospace: Option<Option<Vec<NodeId>>>,
 }
 
 impl ViewBatch<'_> {

@@ -186,6 +186,7 @@ impl View {
         ViewBatch {
             view: self,
             pending: Unwritten::new(),
+            nospace: None,
         }
     }
 
