@@ -321,11 +321,14 @@ pub struct Config {
           num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
     pub allow_short_compaction_lag: bool,
 
-    /// Raft entries this node's write proposer keeps in flight at most;
-    /// writes arriving meanwhile wait and go together as the next entry.
-    #[arg(long, env = "KV_MAX_PROPOSALS_IN_FLIGHT", default_value_t = 2,
+    /// Raft entries this node's write proposer keeps in flight at most,
+    /// and requests its relay to the leader keeps out; writes arriving
+    /// meanwhile wait and go together as the next entry. Unset: 2 entries
+    /// while this node is the only voter, 1 while others vote, and 2
+    /// relay requests.
+    #[arg(long, env = "KV_MAX_PROPOSALS_IN_FLIGHT",
           value_parser = clap::value_parser!(u64).range(1..=64))]
-    pub max_proposals_in_flight: u64,
+    pub max_proposals_in_flight: Option<u64>,
     /// Serves `PUT /v1/bench/noop/{key}`, which reads the body and answers
     /// 204 through the same layers as `/v1/kv`: the HTTP ceiling of
     /// `make bench-compare`. Hidden: for benchmarking only.
@@ -536,7 +539,7 @@ mod tests {
         ("--min-compaction-lag-ms", "900000"),
         ("--delete-retention-ms", "86400000"),
         ("--allow-short-compaction-lag", "false"),
-        ("--max-proposals-in-flight", "2"),
+        ("--max-proposals-in-flight", "None"),
         ("--bench-noop-route", "false"),
     ];
 
@@ -620,7 +623,7 @@ mod tests {
         ("--min-compaction-lag-ms", "0", "0"),
         ("--delete-retention-ms", "5", "5"),
         ("--allow-short-compaction-lag", "true", "true"),
-        ("--max-proposals-in-flight", "4", "4"),
+        ("--max-proposals-in-flight", "4", "Some(4)"),
         ("--bench-noop-route", "true", "true"),
     ];
 
@@ -728,7 +731,7 @@ mod tests {
             ),
             (
                 "--max-proposals-in-flight",
-                config.max_proposals_in_flight.to_string(),
+                format!("{:?}", config.max_proposals_in_flight),
             ),
             ("--bench-noop-route", config.bench_noop_route.to_string()),
         ]

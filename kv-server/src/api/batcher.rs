@@ -3,7 +3,9 @@
 //! openraft 0.9 takes one client write per turn of its core, so one entry
 //! per write caps the node's writes at the core's turns per second. Here
 //! every write joins one queue, and one proposer task keeps at most
-//! `--max-proposals-in-flight` entries in flight: whenever one is free it
+//! `--max-proposals-in-flight` entries in flight (by default
+//! [`IN_FLIGHT_ALONE`] while this node is the only voter,
+//! [`IN_FLIGHT_REPLICATED`] while others vote): whenever one is free it
 //! takes everything queued (up to [`MAX_ENTRY_COMMANDS`] commands and
 //! [`MAX_ENTRY_BYTES`]) and proposes it as one entry, a lone command as
 //! itself and several as an `Op::Batch`. There is no linger: a write that
@@ -34,6 +36,16 @@ pub const MAX_ENTRY_COMMANDS: usize = 1024;
 /// Bytes of commands (as counted by the write budget) in one entry at most;
 /// a larger command goes alone.
 pub const MAX_ENTRY_BYTES: usize = 4 << 20;
+
+/// Entries in flight while this node is the only voter: one is written to
+/// the raft log while the next gathers the writes that arrive meanwhile.
+pub const IN_FLIGHT_ALONE: usize = 2;
+/// Entries in flight while other nodes vote. An entry then waits for a
+/// follower's answer, far longer than for the log's flush, and openraft
+/// sends each follower one request at a time: a second entry in flight
+/// mostly splits the writes that would have gone together into two entries,
+/// each with its own flushes and requests (docs/performance.md).
+pub const IN_FLIGHT_REPLICATED: usize = 1;
 
 /// What a proposed write comes back with.
 pub type Written = Result<CommandResult, WriteFailed>;
@@ -81,10 +93,12 @@ pub struct ProposerStopped;
 
 impl Batcher {
     /// Starts the proposer of `raft`, keeping at most `in_flight` entries
-    /// (at least 1) proposed and not yet applied.
-    pub fn start(raft: Raft, in_flight: usize) -> Batcher {
+    /// (at least 1) proposed and not yet applied; if `None`, as many as
+    /// the membership calls for ([`IN_FLIGHT_ALONE`],
+    /// [`IN_FLIGHT_REPLICATED`]).
+    pub fn start(raft: Raft, in_flight: Option<usize>) -> Batcher {
         let (queue, queued) = mpsc::unbounded_channel();
-        tokio::spawn(run(raft, queued, in_flight.max(1)));
+        tokio::spawn(run(raft, queued, in_flight.map(|slots| slots.max(1))));
         Batcher { queue }
     }
 
@@ -109,16 +123,33 @@ impl Batcher {
 }
 
 /// The proposer: whenever a slot is free, everything queued as one entry.
-async fn run(raft: Raft, queued: mpsc::UnboundedReceiver<Queued>, in_flight: usize) {
+async fn run(raft: Raft, queued: mpsc::UnboundedReceiver<Queued>, in_flight: Option<usize>) {
     let bytes_of = |queued: &Queued| queued.bytes;
-    run_batches(queued, in_flight, MAX_ENTRY_BYTES, bytes_of, move |entry| {
+    // The membership as last applied; read on every turn, cheaply.
+    let server = raft.server_metrics();
+    let slots = move || {
+        in_flight.unwrap_or_else(|| {
+            let voters = server
+                .borrow()
+                .membership_config
+                .membership()
+                .voter_ids()
+                .count();
+            if voters > 1 {
+                IN_FLIGHT_REPLICATED
+            } else {
+                IN_FLIGHT_ALONE
+            }
+        })
+    };
+    run_batches(queued, slots, MAX_ENTRY_BYTES, bytes_of, move |entry| {
         let raft = raft.clone();
         async move { propose_entry(&raft, entry).await }
     })
     .await;
 }
 
-/// Takes batches from `queue` and runs `send` on each, at most `in_flight`
+/// Takes batches from `queue` and runs `send` on each, at most `in_flight()`
 /// at a time: whenever fewer run, everything queued becomes the next batch,
 /// up to [`MAX_ENTRY_COMMANDS`] items and `max_bytes` (by `bytes_of`; a
 /// larger item goes alone). The batches run within this task, not on tasks
@@ -126,7 +157,7 @@ async fn run(raft: Raft, queued: mpsc::UnboundedReceiver<Queued>, in_flight: usi
 /// every sender of `queue` is gone and the running batches are done.
 pub(crate) async fn run_batches<T, Send, Sent>(
     mut queue: mpsc::UnboundedReceiver<T>,
-    in_flight: usize,
+    in_flight: impl Fn() -> usize,
     max_bytes: usize,
     bytes_of: fn(&T) -> usize,
     send: Send,
@@ -139,7 +170,7 @@ pub(crate) async fn run_batches<T, Send, Sent>(
     // An item that did not fit the last batch opens the next.
     let mut carried: Option<T> = None;
     loop {
-        if running.len() >= in_flight {
+        if running.len() >= in_flight() {
             running.next().await;
             continue;
         }

@@ -7,12 +7,13 @@
 //! Only the proposal is the leader's: the command joins this node's relay
 //! queue, and one task sends what is queued to the leader's peer port
 //! (`POST /raft/propose`, postcard), a batch per request while at most
-//! `--max-proposals-in-flight` batches are out. The leader proposes each
-//! command through its own [`Batcher`](crate::api::batcher::Batcher) and
-//! answers each with its result or its error. Passing the HTTP request
-//! whole (see [`crate::api::forward`]) costs the leader one request per
-//! write; this costs it one per batch. Other writes are still passed whole:
-//! they read the state they check on the leader.
+//! `--max-proposals-in-flight` ([`RELAYS_IN_FLIGHT`] unless given) batches
+//! are out. The leader proposes each command through its own
+//! [`Batcher`](crate::api::batcher::Batcher) and answers each with its
+//! result or its error. Passing the HTTP request whole (see
+//! [`crate::api::forward`]) costs the leader one request per write; this
+//! costs it one per batch. Other writes are still passed whole: they read
+//! the state they check on the leader.
 //!
 //! A batch the leader surely did not take (the connection was refused, or
 //! it answered that it no longer leads) goes to the next leader, up to
@@ -115,6 +116,11 @@ struct Pending {
     reply: oneshot::Sender<Relayed>,
 }
 
+/// Relay requests out at once unless `--max-proposals-in-flight` says
+/// otherwise: while one is on its way the next gathers. Four did no better
+/// than two (docs/performance.md), and one did worse.
+pub const RELAYS_IN_FLIGHT: usize = 2;
+
 /// This node's queue of commands for the leader, shared by the handlers.
 #[derive(Clone)]
 pub struct Relay {
@@ -196,10 +202,16 @@ async fn run(
     max_bytes: usize,
 ) {
     let bytes_of = |pending: &Pending| pending.bytes;
-    run_batches(queued, in_flight, max_bytes, bytes_of, move |batch| {
-        let hop = hop.clone();
-        async move { hop.relay(batch).await }
-    })
+    run_batches(
+        queued,
+        move || in_flight,
+        max_bytes,
+        bytes_of,
+        move |batch| {
+            let hop = hop.clone();
+            async move { hop.relay(batch).await }
+        },
+    )
     .await;
 }
 

@@ -206,14 +206,16 @@ impl Opened {
             )),
             batcher: crate::api::batcher::Batcher::start(
                 self.raft.clone(),
-                config.max_proposals_in_flight as usize,
+                config.max_proposals_in_flight.map(|slots| slots as usize),
             ),
             relay: crate::api::relay::Relay::start(
                 self.raft.clone(),
                 config.node_id,
                 self.peers_http.clone(),
                 Duration::from_millis(config.request_timeout_ms),
-                config.max_proposals_in_flight as usize,
+                config
+                    .max_proposals_in_flight
+                    .map_or(crate::api::relay::RELAYS_IN_FLIGHT, |slots| slots as usize),
                 config.max_raft_body_bytes,
             ),
             space: Arc::new(crate::space::Space::new(
