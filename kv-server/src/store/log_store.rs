@@ -521,6 +521,28 @@ mod tests {
         indexes.map(|index| blank(term, leader, index)).collect()
     }
 
+    /// Appends `entries` and waits for their report (see [`reported`]).
+    async fn appended(store: &LogStore, entries: Vec<Entry>) -> Result<(), String> {
+        let (report, outcome) = reporter();
+        store
+            .append_entries(entries, report)
+            .await
+            .expect("appends");
+        reported(outcome).await
+    }
+
+    /// This node's log in `dir`, with a vote for `leader`'s term `term`
+    /// saved: appends of that leader are its own proposals when `leader`
+    /// is [`NODE`].
+    async fn voted_log(dir: &std::path::Path, term: u64, leader: NodeId) -> LogStore {
+        let mut store = LogStore::open(dir, Some(NODE)).expect("opens");
+        store
+            .save_vote(&Vote::new_committed(term, leader))
+            .await
+            .expect("saves the vote");
+        store
+    }
+
     /// A report, and what it was called with.
     fn reporter() -> (Report, oneshot::Receiver<Result<(), String>>) {
         let (sender, outcome) = oneshot::channel();
@@ -686,11 +708,7 @@ mod tests {
     #[tokio::test]
     async fn past_the_pending_bound_the_leaders_own_appends_wait_for_the_flush() {
         let dir = tempfile::tempdir().expect("a temp dir");
-        let mut store = LogStore::open(dir.path(), Some(NODE)).expect("opens");
-        store
-            .save_vote(&Vote::new_committed(2, NODE))
-            .await
-            .expect("saves the vote");
+        let store = voted_log(dir.path(), 2, NODE).await;
         // The disk is stalled: nothing is flushed until the guard goes.
         let writes = store.writer.files.hold_writes();
         let third = MAX_PENDING_BYTES / 3 + 1;
@@ -723,12 +741,9 @@ mod tests {
     async fn durability_never_passes_what_was_synced() {
         let dir = tempfile::tempdir().expect("a temp dir");
         let store = LogStore::open(dir.path(), None).expect("opens");
-        let (report, first) = reporter();
-        store
-            .append_entries(blanks(1, OTHER, 0..=1), report)
+        appended(&store, blanks(1, OTHER, 0..=1))
             .await
-            .expect("appends");
-        reported(first).await.expect("written");
+            .expect("written");
         assert_eq!(store.writer.durable.end(), 2);
 
         let writes = store.writer.files.hold_writes();
@@ -753,12 +768,8 @@ mod tests {
         for (case, own) in [("a leader", true), ("a follower", false)] {
             let base = tempfile::tempdir().expect("a temp dir");
             let dir = base.path().join("raft");
-            let mut store = LogStore::open(&dir, Some(NODE)).expect("opens");
             let leader = if own { NODE } else { OTHER };
-            store
-                .save_vote(&Vote::new_committed(1, leader))
-                .await
-                .expect("saves the vote");
+            let store = voted_log(&dir, 1, leader).await;
             // The first append creates a segment; without the directory,
             // that fails.
             std::fs::remove_dir_all(&dir).expect("removes the log's directory");
@@ -821,12 +832,9 @@ mod tests {
             let dir = tempfile::tempdir().expect("a temp dir");
             // Small segments: truncations delete whole files, too.
             let store = LogStore::open_with(dir.path(), None, 120).expect("opens");
-            let (report, outcome) = reporter();
-            store
-                .append_entries(blanks(1, OTHER, written.clone()), report)
+            appended(&store, blanks(1, OTHER, written.clone()))
                 .await
-                .expect("appends");
-            reported(outcome).await.expect("written");
+                .expect("written");
             let writes = store.writer.files.hold_writes();
             for range in queued {
                 let (report, _outcome) = reporter();
@@ -855,12 +863,9 @@ mod tests {
                 .expect("the truncation does not panic")
                 .expect("truncates");
             assert_eq!(store.writer.durable.end(), from);
-            let (report, outcome) = reporter();
-            store
-                .append_entries(blanks(2, OTHER, after.clone()), report)
+            appended(&store, blanks(2, OTHER, after.clone()))
                 .await
-                .expect("appends");
-            reported(outcome).await.expect("written");
+                .expect("written");
             assert_eq!(held(&store), expected, "truncate({from}), before a reopen");
             store.close().await.expect("closes");
             drop(store);
@@ -888,17 +893,10 @@ mod tests {
     #[tokio::test]
     async fn a_committed_id_is_written_with_no_append_to_carry_it() {
         let dir = tempfile::tempdir().expect("a temp dir");
-        let mut store = LogStore::open(dir.path(), Some(NODE)).expect("opens");
-        store
-            .save_vote(&Vote::new_committed(1, OTHER))
+        let mut store = voted_log(dir.path(), 1, OTHER).await;
+        appended(&store, blanks(1, OTHER, 1..=3))
             .await
-            .expect("saves the vote");
-        let (report, outcome) = reporter();
-        store
-            .append_entries(blanks(1, OTHER, 1..=3), report)
-            .await
-            .expect("appends");
-        reported(outcome).await.expect("written");
+            .expect("written");
 
         // Right after a group of entries the flusher waits for their
         // commit, and writes it alone when no append follows.
@@ -917,12 +915,9 @@ mod tests {
         // An id past the entries written waits for them.
         let fifth = blank(1, OTHER, 5).log_id;
         store.save_committed(Some(fifth)).await.expect("saves");
-        let (report, outcome) = reporter();
-        store
-            .append_entries(blanks(1, OTHER, 4..=5), report)
+        appended(&store, blanks(1, OTHER, 4..=5))
             .await
-            .expect("appends");
-        reported(outcome).await.expect("written");
+            .expect("written");
         wait_written(&store, fifth, "with the entries that cover it");
 
         let flusher_alive = Arc::downgrade(&store.writer);
@@ -937,18 +932,11 @@ mod tests {
     #[tokio::test]
     async fn dropping_the_last_store_ends_the_flusher_after_its_queue() {
         let dir = tempfile::tempdir().expect("a temp dir");
-        let mut store = LogStore::open(dir.path(), Some(NODE)).expect("opens");
-        store
-            .save_vote(&Vote::new_committed(1, NODE))
-            .await
-            .expect("saves the vote");
+        let mut store = voted_log(dir.path(), 1, NODE).await;
         // Own proposals: reported at once, still queued when the store goes.
-        let (report, outcome) = reporter();
-        store
-            .append_entries(blanks(1, NODE, 0..=3), report)
+        appended(&store, blanks(1, NODE, 0..=3))
             .await
-            .expect("appends");
-        reported(outcome).await.expect("reported at once");
+            .expect("reported at once");
         let flusher_alive = Arc::downgrade(&store.writer);
         let reader = store.get_log_reader().await;
         drop(store);
