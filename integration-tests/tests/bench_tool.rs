@@ -234,3 +234,35 @@ async fn noop_runs_fail_where_the_route_is_not_served() {
     assert!(!output.status.success(), "etcd was sent no-ops");
     assert!(stderr.contains("no-op route"), "{stderr}");
 }
+
+#[tokio::test]
+async fn under_auth_runs_without_the_token_fail_and_runs_with_it_pass() {
+    let server = TestServer::start_with(&["--auth"]).await;
+    let bootstrap: serde_json::Value = server
+        .client()
+        .post(server.url("/v1/acl/bootstrap"))
+        .send()
+        .await
+        .expect("the bootstrap answers")
+        .json()
+        .await
+        .expect("a JSON answer");
+    let root = bootstrap["token"].as_str().expect("a root token");
+    let small = ["--connections", "2", "--keys", "10", "--ops", "20"];
+
+    let refused = summary_of(&server, &[&small[..], &["put"]].concat()).await;
+    assert_eq!(number(&refused, "ok"), 0.0, "{refused:?}");
+    assert_eq!(number(&refused, "errors"), 20.0, "{refused:?}");
+    let loaded = run_ok(
+        &server,
+        &[&["--token", root][..], &small[..], &["fill"]].concat(),
+    )
+    .await;
+    assert!(loaded.contains("loaded 10 keys"), "{loaded}");
+    for workload in [&["put"][..], &["get", "--consistency", "stale"]] {
+        let args = [&["--token", root][..], &small[..], workload].concat();
+        let fields = summary_of(&server, &args).await;
+        assert_eq!(number(&fields, "ok"), 20.0, "{workload:?}: {fields:?}");
+        assert_eq!(number(&fields, "errors"), 0.0, "{workload:?}: {fields:?}");
+    }
+}

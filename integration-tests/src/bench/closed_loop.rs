@@ -10,8 +10,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::bench::connection::Connection;
 use crate::bench::report::{count_text, Errors, Latency};
-use crate::bench::target::{connection_client, Consistency, Operation, Requests};
+use crate::bench::target::{Consistency, Operation, Requests};
 use crate::bench::BenchError;
 
 /// Pause after a failed connect, so a dead server is not hammered.
@@ -83,15 +84,12 @@ pub async fn run(
     request_timeout: Duration,
 ) -> Result<RunResult, BenchError> {
     let started_ops = Arc::new(AtomicU64::new(0));
-    let clients = (0..connections)
-        .map(|_| connection_client(request_timeout))
-        .collect::<Result<Vec<_>, _>>()?;
+    let connections = connections_of(&requests, connections, request_timeout)?;
     let started = Instant::now();
     let deadline = started + limits.duration;
-    let workers: Vec<_> = clients
+    let workers: Vec<_> = connections
         .into_iter()
-        .enumerate()
-        .map(|(worker, client)| {
+        .map(|mut connection| {
             let requests = Arc::clone(&requests);
             let started_ops = Arc::clone(&started_ops);
             tokio::spawn(async move {
@@ -115,7 +113,7 @@ pub async fn run(
                         Operation::Get(mix.consistency)
                     };
                     let sent = Instant::now();
-                    match requests.execute(&client, worker, key, operation).await {
+                    match requests.execute(&mut connection, key, operation).await {
                         Ok(()) => {
                             result.latency.record(sent.elapsed());
                             match operation {
@@ -157,6 +155,18 @@ pub async fn run(
     Ok(total)
 }
 
+/// `count` connections, number i to endpoint i mod n.
+fn connections_of(
+    requests: &Requests,
+    count: usize,
+    request_timeout: Duration,
+) -> Result<Vec<Connection>, BenchError> {
+    let endpoints = requests.parsed_endpoints()?;
+    Ok((0..count)
+        .map(|i| Connection::new(Arc::clone(&endpoints[i % endpoints.len()]), request_timeout))
+        .collect())
+}
+
 /// Puts every key from 0 to `count` once, `connections` at a time, and
 /// fails on the first key that could not be written. Returns the time taken.
 pub async fn fill(
@@ -166,15 +176,12 @@ pub async fn fill(
     request_timeout: Duration,
 ) -> Result<Duration, BenchError> {
     let next = Arc::new(AtomicUsize::new(0));
-    let clients = (0..connections)
-        .map(|_| connection_client(request_timeout))
-        .collect::<Result<Vec<_>, _>>()?;
+    let connections = connections_of(&requests, connections, request_timeout)?;
     let started = Instant::now();
     let progress = tokio::spawn(report_progress(Arc::clone(&next), count));
-    let writers: Vec<_> = clients
+    let writers: Vec<_> = connections
         .into_iter()
-        .enumerate()
-        .map(|(worker, client)| {
+        .map(|mut connection| {
             let requests = Arc::clone(&requests);
             let next = Arc::clone(&next);
             tokio::spawn(async move {
@@ -184,7 +191,7 @@ pub async fn fill(
                         return Ok(());
                     }
                     requests
-                        .execute(&client, worker, key, Operation::Put)
+                        .execute(&mut connection, key, Operation::Put)
                         .await
                         .map_err(|kind| {
                             BenchError::Setup(format!("loading key {}: {kind}", requests.key(key)))
@@ -224,10 +231,10 @@ pub async fn is_filled(
     count: usize,
     request_timeout: Duration,
 ) -> Result<bool, BenchError> {
-    let client = connection_client(request_timeout)?;
+    let mut connection = connections_of(requests, 1, request_timeout)?.remove(0);
     for key in [0, count.saturating_sub(1)] {
         let read = Operation::Get(Consistency::Stale);
-        if requests.execute(&client, 0, key, read).await.is_err() {
+        if requests.execute(&mut connection, key, read).await.is_err() {
             return Ok(false);
         }
     }

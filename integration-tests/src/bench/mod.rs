@@ -7,6 +7,7 @@
 //! * [`closed_loop`]: N workers, one connection each, one request at a time
 //!   (`put`, `txn`, `get`, `mixed`), bounded by a duration and an operation
 //!   count.
+//! * [`connection`]: a worker's own HTTP/1.1 connection.
 //! * [`target`]: the request shapes of kv-server and etcd, loopback checks.
 //! * [`watch`]: watchers and their delivery latency: long-polls on
 //!   kv-server, gRPC watch streams on etcd ([`etcd_watch`]).
@@ -31,6 +32,7 @@
 
 pub mod cli;
 pub mod closed_loop;
+pub mod connection;
 pub mod etcd_watch;
 pub mod leases;
 pub mod namesrv;

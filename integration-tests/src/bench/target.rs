@@ -3,12 +3,17 @@
 //! base64 keys and values), so both are measured by the same client.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
+use bytes::Bytes;
+use hyper::header::HeaderValue;
+use hyper::Method;
 use serde_json::json;
 
+use crate::bench::connection::{Connection, Endpoint};
 use crate::bench::BenchError;
 
 /// Which server answers at the endpoints.
@@ -111,6 +116,8 @@ pub struct Requests {
     /// The value of every put: for kv-server a JSON string whose text is
     /// `value_bytes` long, for etcd `value_bytes` raw bytes.
     value: String,
+    /// `value` as a body, shared by every put.
+    value_body: Bytes,
 }
 
 impl Requests {
@@ -131,6 +138,7 @@ impl Requests {
             target,
             endpoints,
             key_prefix: key_prefix.to_string(),
+            value_body: Bytes::from(value.clone()),
             value,
         }
     }
@@ -140,20 +148,28 @@ impl Requests {
         format!("{}{n:07}", self.key_prefix)
     }
 
-    /// Sends `operation` on key number `key` to endpoint number `endpoint`
-    /// and reads the whole answer; `Err` holds the kind of failure.
+    /// The endpoints, each parsed once, for the closed loop's connections.
+    pub fn parsed_endpoints(&self) -> Result<Vec<Arc<Endpoint>>, BenchError> {
+        self.endpoints
+            .iter()
+            .map(|url| Endpoint::parse(url).map(Arc::new))
+            .collect()
+    }
+
+    /// Sends `operation` on key number `key` over `connection` and reads the
+    /// whole answer; `Err` holds the kind of failure.
     pub async fn execute(
         &self,
-        client: &reqwest::Client,
-        endpoint: usize,
+        connection: &mut Connection,
         key: usize,
         operation: Operation,
     ) -> Result<(), String> {
-        let base = &self.endpoints[endpoint % self.endpoints.len()];
         let keys = [key, key + 1, key + 2].map(|n| self.key(n));
         let key = self.key(key);
-        let request = match (self.target, operation) {
-            (TargetKind::Kv, Operation::Txn) => client.post(format!("{base}/v1/txn")).body(
+        let (method, path, body) = match (self.target, operation) {
+            (TargetKind::Kv, Operation::Txn) => (
+                Method::POST,
+                "/v1/txn".to_string(),
                 json!({
                     "compare": [{"key": key, "target": "mod_revision", "op": "<", "value": ALWAYS_BELOW}],
                     "success": keys.iter().map(|key| json!({"put": {
@@ -162,9 +178,12 @@ impl Requests {
                         "value": self.value.trim_matches('"'),
                     }})).collect::<Vec<_>>(),
                 })
-                .to_string(),
+                .to_string()
+                .into(),
             ),
-            (TargetKind::Etcd, Operation::Txn) => client.post(format!("{base}/v3/kv/txn")).body(
+            (TargetKind::Etcd, Operation::Txn) => (
+                Method::POST,
+                "/v3/kv/txn".to_string(),
                 json!({
                     "compare": [{"key": BASE64.encode(&key), "target": "MOD", "result": "LESS",
                                  "mod_revision": ALWAYS_BELOW.to_string()}],
@@ -173,50 +192,57 @@ impl Requests {
                         "value": BASE64.encode(&self.value),
                     }})).collect::<Vec<_>>(),
                 })
-                .to_string(),
+                .to_string()
+                .into(),
             ),
-            (TargetKind::Kv, Operation::Put) => client
-                .put(format!("{base}/v1/kv/{key}"))
-                .header("content-type", "application/json")
-                .body(self.value.clone()),
-            (TargetKind::Kv, Operation::Noop) => client
-                .put(format!("{base}/v1/bench/noop/{key}"))
-                .header("content-type", "application/json")
-                .body(self.value.clone()),
+            (TargetKind::Kv, Operation::Put) => {
+                (Method::PUT, format!("/v1/kv/{key}"), self.value_body.clone())
+            }
+            (TargetKind::Kv, Operation::Noop) => (
+                Method::PUT,
+                format!("/v1/bench/noop/{key}"),
+                self.value_body.clone(),
+            ),
             (TargetKind::Etcd, Operation::Noop) => {
                 return Err("etcd has no no-op route".to_string())
             }
-            (TargetKind::Kv, Operation::Get(consistency)) => client.get(format!(
-                "{base}/v1/kv/{key}?consistency={}",
-                consistency.name()
-            )),
-            (TargetKind::Etcd, Operation::Put) => client.post(format!("{base}/v3/kv/put")).body(
+            (TargetKind::Kv, Operation::Get(consistency)) => (
+                Method::GET,
+                format!("/v1/kv/{key}?consistency={}", consistency.name()),
+                Bytes::new(),
+            ),
+            (TargetKind::Etcd, Operation::Put) => (
+                Method::POST,
+                "/v3/kv/put".to_string(),
                 json!({
                     "key": BASE64.encode(&key),
                     "value": BASE64.encode(&self.value),
                 })
-                .to_string(),
+                .to_string()
+                .into(),
             ),
-            (TargetKind::Etcd, Operation::Get(consistency)) => {
-                client.post(format!("{base}/v3/kv/range")).body(
-                    json!({
-                        "key": BASE64.encode(&key),
-                        "serializable": consistency == Consistency::Stale,
-                    })
-                    .to_string(),
-                )
-            }
+            (TargetKind::Etcd, Operation::Get(consistency)) => (
+                Method::POST,
+                "/v3/kv/range".to_string(),
+                json!({
+                    "key": BASE64.encode(&key),
+                    "serializable": consistency == Consistency::Stale,
+                })
+                .to_string()
+                .into(),
+            ),
         };
-        let response = request.send().await.map_err(|error| error_kind(&error))?;
-        let status = response.status();
-        let body = response.bytes().await.map_err(|error| error_kind(&error))?;
-        if !status.is_success() {
-            return Err(self.http_error_kind(status.as_u16(), &body));
+        let answer = connection
+            .send(method, &path, body)
+            .await
+            .map_err(str::to_string)?;
+        if !(200..300).contains(&answer.status) {
+            return Err(self.http_error_kind(answer.status, &answer.body));
         }
         // etcd answers a range over a missing key with 200 and no `kvs`.
         if self.target == TargetKind::Etcd
             && matches!(operation, Operation::Get(_))
-            && !contains(&body, b"\"kvs\"")
+            && !contains(&answer.body, b"\"kvs\"")
         {
             return Err("key missing".to_string());
         }
@@ -270,13 +296,21 @@ pub fn present_token(token: &str) -> Result<(), BenchError> {
         .map_err(|_| BenchError::Setup("the token is set once per run".into()))
 }
 
+/// The `Authorization` header of the run's token, when one was given.
+pub fn authorization() -> Result<Option<HeaderValue>, BenchError> {
+    let Some(token) = TOKEN.get() else {
+        return Ok(None);
+    };
+    let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
+        .map_err(|_| BenchError::Setup("--token is not visible ASCII text".into()))?;
+    value.set_sensitive(true);
+    Ok(Some(value))
+}
+
 /// The headers every client sends: the token, when one was given.
 pub fn default_headers() -> Result<reqwest::header::HeaderMap, BenchError> {
     let mut headers = reqwest::header::HeaderMap::new();
-    if let Some(token) = TOKEN.get() {
-        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
-            .map_err(|_| BenchError::Setup("--token is not visible ASCII text".into()))?;
-        value.set_sensitive(true);
+    if let Some(value) = authorization()? {
         headers.insert(reqwest::header::AUTHORIZATION, value);
     }
     Ok(headers)

@@ -7,6 +7,12 @@ use clap::Parser;
 use integration_tests::bench::cli::{self, Cli};
 use integration_tests::bench::BenchError;
 
+/// jemalloc, as the server's binary: the load generator shares the machine
+/// with the servers it measures, so what it spends is taken from them.
+#[cfg(unix)]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
