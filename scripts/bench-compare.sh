@@ -516,8 +516,10 @@ How it is measured:
 
 * One client, \`kv-bench\` (\`integration-tests/src/bin/kv-bench.rs\`), drives
   both servers over HTTP/1.1 keep-alive: N connections, each with one request
-  in flight, for $seconds s per cell; the servers and the client share the
-  machine's $cores cores. etcd is driven through its JSON gateway
+  in flight and driven by its own worker (hyper's connection-level client;
+  the tool allocates with jemalloc, as the server), for $seconds s per cell;
+  the servers and the client share the machine's $cores cores. etcd is
+  driven through its JSON gateway
   (\`POST /v3/kv/put\`, \`POST /v3/kv/range\`, base64 keys and values).
 * Writes are 256-byte values on 10,000 keys; reads are of those keys.
   \`get stale\` is kv-server's \`consistency=stale\` against etcd's
