@@ -257,6 +257,24 @@ impl TestServer {
         &self.client
     }
 
+    /// Bootstraps the ACL system of a server started with `--auth` and
+    /// returns the root token.
+    pub async fn bootstrap_acl(&self) -> String {
+        let answer: serde_json::Value = self
+            .client
+            .post(self.url("/v1/acl/bootstrap"))
+            .send()
+            .await
+            .expect("the bootstrap answers")
+            .json()
+            .await
+            .expect("a JSON answer");
+        answer["token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no root token in {answer}"))
+            .to_string()
+    }
+
     /// The server's `--data-dir`.
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")

@@ -79,16 +79,7 @@ async fn the_noop_route_wants_a_token_under_auth() {
     let (status, _, body) = noop_put(&server, put_body(), None).await;
     assert_eq!(status, 401, "{body}");
 
-    let bootstrap: serde_json::Value = server
-        .client()
-        .post(server.url("/v1/acl/bootstrap"))
-        .send()
-        .await
-        .expect("the bootstrap answers")
-        .json()
-        .await
-        .expect("a JSON answer");
-    let root = bootstrap["token"].as_str().expect("a root token");
-    let (status, _, body) = noop_put(&server, put_body(), Some(root)).await;
+    let root = server.bootstrap_acl().await;
+    let (status, _, body) = noop_put(&server, put_body(), Some(&root)).await;
     assert_eq!(status, 204, "{body}");
 }

@@ -238,16 +238,8 @@ async fn noop_runs_fail_where_the_route_is_not_served() {
 #[tokio::test]
 async fn under_auth_runs_without_the_token_fail_and_runs_with_it_pass() {
     let server = TestServer::start_with(&["--auth"]).await;
-    let bootstrap: serde_json::Value = server
-        .client()
-        .post(server.url("/v1/acl/bootstrap"))
-        .send()
-        .await
-        .expect("the bootstrap answers")
-        .json()
-        .await
-        .expect("a JSON answer");
-    let root = bootstrap["token"].as_str().expect("a root token");
+    let root = server.bootstrap_acl().await;
+    let root = root.as_str();
     let small = ["--connections", "2", "--keys", "10", "--ops", "20"];
 
     let refused = summary_of(&server, &[&small[..], &["put"]].concat()).await;

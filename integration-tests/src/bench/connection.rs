@@ -1,13 +1,14 @@
 //! One kept-alive HTTP/1.1 connection of a closed-loop worker, driven with
 //! hyper's connection-level client.
 //!
-//! A pooled client (reqwest) parses the URL, looks up its pool and hands
-//! each request to the connection's task through a channel. On a 2-core
-//! machine shared with the servers, that was about a third of what the tool
-//! spent per request, taken from the server it measures
-//! (docs/performance.md). A worker owns its connection, so none of that is
-//! needed: the endpoint is parsed once, and each request is its method,
-//! path, headers and body.
+//! A pooled client (reqwest) parses the URL, checks a connection out of its
+//! pool and hands each request to the connection's task through a channel.
+//! On a 2-core machine shared with the servers, that work (with glibc's
+//! malloc, before the tool took jemalloc) took more of the machine under
+//! reads than the server did, and what the tool spends is taken from the
+//! server it measures (docs/performance.md). A worker owns its connection,
+//! so none of that is needed: the endpoint is parsed once, and each request
+//! is its method, path, headers and body.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -126,6 +127,7 @@ impl Connection {
         }
     }
 
+    /// One request and its whole answer, on the open connection or a new one.
     async fn exchange(
         &mut self,
         method: Method,
