@@ -324,7 +324,7 @@ pub struct Config {
     /// Raft entries this node's write proposer keeps in flight at most,
     /// and requests its relay to the leader keeps out; writes arriving
     /// meanwhile wait and go together as the next entry. Unset: 2 entries
-    /// while this node is the only voter, 1 while others vote, and 2
+    /// while this node is the only voter, 1 while others vote, and 8
     /// relay requests.
     #[arg(long, env = "KV_MAX_PROPOSALS_IN_FLIGHT",
           value_parser = clap::value_parser!(u64).range(1..=64))]
