@@ -17,7 +17,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
-use hyper::{Method, Request};
+use hyper::{Method, Request, Uri};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
@@ -38,6 +38,9 @@ pub struct Endpoint {
     )>,
     /// `Bearer <token>`, when the run has one.
     authorization: Option<HeaderValue>,
+    /// The URL's path without its trailing slash (usually empty): the
+    /// requests' paths follow it.
+    base_path: String,
 }
 
 impl Endpoint {
@@ -74,6 +77,7 @@ impl Endpoint {
             authority,
             tls,
             authorization: crate::bench::target::authorization()?,
+            base_path: parsed.path().trim_end_matches('/').to_string(),
         })
     }
 }
@@ -135,9 +139,15 @@ impl Connection {
         body: Bytes,
     ) -> Result<Answer, &'static str> {
         let endpoint = &self.endpoint;
+        let uri = if endpoint.base_path.is_empty() {
+            Uri::try_from(path)
+        } else {
+            Uri::try_from(format!("{}{path}", endpoint.base_path))
+        }
+        .map_err(|_| "request")?;
         let mut request = Request::builder()
             .method(method)
-            .uri(path)
+            .uri(uri)
             .header(HOST, endpoint.host.clone());
         if !body.is_empty() {
             request = request.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -192,4 +202,25 @@ where
     // Ends when the connection closes or the sender is dropped.
     tokio::spawn(connection);
     Ok(sender)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_endpoint_is_parsed_once_into_its_address_host_and_path() {
+        let endpoint = Endpoint::parse("http://127.0.0.1:7070").unwrap();
+        assert_eq!(endpoint.authority, "127.0.0.1:7070");
+        assert_eq!(endpoint.host, "127.0.0.1:7070");
+        assert_eq!(endpoint.base_path, "");
+        assert!(endpoint.tls.is_none());
+
+        let endpoint = Endpoint::parse("https://[::1]:7443/behind/a/proxy/").unwrap();
+        assert_eq!(endpoint.authority, "[::1]:7443");
+        assert_eq!(endpoint.base_path, "/behind/a/proxy");
+        assert!(endpoint.tls.is_some());
+
+        assert!(Endpoint::parse("http://127.0.0.1:70000").is_err());
+    }
 }

@@ -1,9 +1,10 @@
 //! `kv-bench`'s TLS flags (`--cacert`, `--cert`, `--key`, as kvctl's), so
 //! a run can drive a cluster that speaks HTTPS.
 //!
-//! The flags hold for the whole run, and every HTTP client a workload
-//! builds goes through [`apply`]; they are set once, before any client is
-//! built, so the workloads need not carry them around.
+//! The flags hold for the whole run: every reqwest client a workload builds
+//! goes through [`apply`], and the closed loop's own connections take
+//! [`connector`]. They are set once, before any client is built, so the
+//! workloads need not carry them around.
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
