@@ -121,8 +121,8 @@ struct Pending {
 /// own batcher, so a relay's size does not shape the raft entries; what a
 /// low limit does is keep a follower's writes waiting for a request to come
 /// back while the leader's next entry could have taken them. Eight gave 15 %
-/// more puts than two on three nodes at 16 connections, and as many at 64
-/// and 256 (docs/performance.md).
+/// more puts than two on three nodes at 16 connections, and within 3 % of
+/// two at 64 and 256 (docs/performance.md).
 pub const RELAYS_IN_FLIGHT: usize = 8;
 
 /// This node's queue of commands for the leader, shared by the handlers.
