@@ -114,8 +114,16 @@ async fn a_damaged_or_truncated_backup_is_refused_naming_the_byte_and_nothing_is
     let at = bytes.len() - 40;
     bytes[at] ^= 0xff;
     std::fs::write(&damaged, &bytes).unwrap();
+    // Cut between two frames: after the header (8 bytes of magic, 4 of
+    // length, then the header), and after the last frame (the 28-byte end
+    // marker gone).
+    let header_len = u32::from_le_bytes(good[8..12].try_into().unwrap()) as usize;
+    let no_records = dir.path().join("no-records.snap");
+    std::fs::write(&no_records, &good[..12 + header_len]).unwrap();
+    let no_end = dir.path().join("no-end.snap");
+    std::fs::write(&no_end, &good[..good.len() - 28]).unwrap();
 
-    for bad in [&truncated, &damaged] {
+    for bad in [&truncated, &damaged, &no_records, &no_end] {
         let data_dir = dir.path().join("restored");
         let output = restore(bad, &data_dir, 1, "1=http://127.0.0.1:1");
         let stderr = String::from_utf8_lossy(&output.stderr);

@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::SLACK_BYTES;
 use crate::error::StoreError;
 use crate::store::record::{UnitKind, WriteRecord};
-use crate::store::snapshot::{SnapshotFile, SnapshotHeader, CURRENT_FILE};
+use crate::store::snapshot::{EndMarker, SnapshotFile, SnapshotHeader, CURRENT_FILE, END_BYTES};
 use crate::types::Node;
 
 /// Where a snapshot's header length sits: after the 8-byte magic.
@@ -47,10 +47,19 @@ fn membership() -> StoredMembership<u64, Node> {
     )
 }
 
-/// A snapshot of writes, deletes and idempotent writes, and where its
-/// frames start.
-fn template_snapshot() -> &'static (Vec<u8>, usize) {
-    static TEMPLATE: OnceLock<(Vec<u8>, usize)> = OnceLock::new();
+/// A snapshot of writes, deletes and idempotent writes.
+struct Template {
+    /// Its bytes without the end marker: each case seals its own.
+    unsealed: Vec<u8>,
+    /// Where its frames start.
+    frames_at: usize,
+    /// Its records.
+    records: u64,
+}
+
+/// The snapshot every case starts from.
+fn template_snapshot() -> &'static Template {
+    static TEMPLATE: OnceLock<Template> = OnceLock::new();
     TEMPLATE.get_or_init(|| {
         let dir = tempfile::tempdir().expect("a temp dir");
         let topic = Topic::open(dir.path(), TopicConfig::default()).expect("opens");
@@ -90,14 +99,33 @@ fn template_snapshot() -> &'static (Vec<u8>, usize) {
         );
         let snapshot = SnapshotFile::build(header, topic.read_from(0), None).expect("builds");
         snapshot.store(dir.path()).expect("stores");
-        let bytes = std::fs::read(dir.path().join(CURRENT_FILE)).expect("reads");
+        let records = snapshot.check_records().expect("the template checks");
+        let mut unsealed = std::fs::read(dir.path().join(CURRENT_FILE)).expect("reads");
         let header_len = u32::from_le_bytes(
-            bytes[HEADER_LEN_AT..HEADER_LEN_AT + 4]
+            unsealed[HEADER_LEN_AT..HEADER_LEN_AT + 4]
                 .try_into()
                 .expect("4 bytes"),
         ) as usize;
-        (bytes, HEADER_LEN_AT + 4 + header_len)
+        unsealed.truncate(unsealed.len() - END_BYTES);
+        Template {
+            unsealed,
+            frames_at: HEADER_LEN_AT + 4 + header_len,
+            records,
+        }
     })
+}
+
+impl Template {
+    /// `bytes`, a snapshot without its end marker, ended by a marker that
+    /// agrees with their length and counts the template's records.
+    fn sealed(&self, mut bytes: Vec<u8>) -> Vec<u8> {
+        let marker = EndMarker {
+            frames_bytes: bytes.len().saturating_sub(self.frames_at) as u64,
+            records: self.records,
+        };
+        bytes.extend_from_slice(&marker.encode());
+        bytes
+    }
 }
 
 /// The length fields of a snapshot: the header's, and in each record
@@ -180,16 +208,27 @@ fn read_snapshot(bytes: Bytes) -> Result<usize, String> {
 
 #[test]
 fn fuzz_snapshots() {
-    let (valid, frames_at) = template_snapshot();
-    let fields = length_fields(valid, *frames_at);
-    let records = read_snapshot(Bytes::from(valid.clone())).expect("the template reads");
+    let template = template_snapshot();
+    let (valid, frames_at) = (&template.unsealed, template.frames_at);
+    let fields = length_fields(valid, frames_at);
+    let records =
+        read_snapshot(Bytes::from(template.sealed(valid.clone()))).expect("the template reads");
     assert!(records >= 5, "the template holds {records} records");
+    let sealed_valid = template.sealed(valid.clone());
     let strategy = (mutations(), any::<bool>());
     fuzzkit::fuzz("snapshots", strategy, |(mutations, reseal)| {
-        let mut bytes = apply(valid, &fields, mutations);
-        if *reseal && bytes.len() > *frames_at {
-            reseal_frames(&mut bytes, *frames_at);
-        }
+        // Resealed, the frames' checksums and the end marker agree with
+        // the damage, so it reaches the frames' decoding; else the damage
+        // may fall on the marker too.
+        let bytes = if *reseal {
+            let mut bytes = apply(valid, &fields, mutations);
+            if bytes.len() > frames_at {
+                reseal_frames(&mut bytes, frames_at);
+            }
+            template.sealed(bytes)
+        } else {
+            apply(&sealed_valid, &fields, mutations)
+        };
         // Records are read from the file through a buffer of their own.
         let limit = bytes.len() + SLACK_BYTES + READ_BUFFER_BYTES;
         within_allocation_limit(limit, || read_snapshot(Bytes::from(bytes)))??;
@@ -199,8 +238,9 @@ fn fuzz_snapshots() {
 
 #[test]
 fn a_damaged_record_is_named_by_its_byte_in_the_snapshot() {
-    let (valid, frames_at) = template_snapshot();
-    let mut bytes = valid.clone();
+    let template = template_snapshot();
+    let frames_at = template.frames_at;
+    let mut bytes = template.sealed(template.unsealed.clone());
     // A byte of the first record's body: its checksum no longer holds.
     bytes[frames_at + 20] ^= 0x01;
     let (_dir, path) = snapshot_file(&bytes);
@@ -208,7 +248,7 @@ fn a_damaged_record_is_named_by_its_byte_in_the_snapshot() {
     match snapshot.records().next() {
         Some(Err(compaction::Error::Corrupt { position, .. })) => {
             assert_eq!(
-                position, *frames_at as u64,
+                position, frames_at as u64,
                 "the byte where the record starts"
             )
         }

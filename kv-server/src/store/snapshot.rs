@@ -10,11 +10,17 @@
 //!
 //! ```text
 //! "OMKVSNP1" | header_len: u32 LE | header (JSON: meta, tombstone floor, revision, format) | frames…
+//!   | "OMKVEND1" | frames' bytes: u64 LE | records: u64 LE | CRC-32C of the 24 bytes before: u32 LE
 //! ```
 //!
-//! The header's `format` is 2. Snapshots of format 1 (no `format`, no
-//! `revision`) were written while offsets were log indices; like the data
-//! dirs of that time they are refused, as is a later format.
+//! The header's `format` is 3. The end marker makes a file cut short
+//! anywhere, between two frames included, a damaged one: a file of format
+//! 3 that does not end in a marker agreeing with its frames is refused on
+//! opening. Format 2 wrote no marker; such snapshots (a data dir's, an old
+//! backup) are still read, the cut unseen as before. Snapshots of format 1
+//! (no `format`, no `revision`) were written while offsets were log
+//! indices; like the data dirs of that time they are refused, as is a later
+//! format.
 //!
 //! A build reads the records in passes and holds none of them (see
 //! `snapshot_build`); it is sent and received in chunks, never held whole
@@ -61,8 +67,15 @@ pub const INSTALLING_FILE: &str = "installing.snap";
 /// Prefix of the file a snapshot is built in before it becomes current.
 const BUILDING_PREFIX: &str = "building-";
 
-/// The header format written today.
-pub const HEADER_FORMAT: u32 = 2;
+/// The header format written today: frames, then the end marker.
+pub const HEADER_FORMAT: u32 = 3;
+/// The oldest header format read: frames to the end of the file.
+const UNMARKED_FORMAT: u32 = 2;
+/// The first bytes of a snapshot's end marker.
+const END_MAGIC: &[u8; 8] = b"OMKVEND1";
+/// Bytes of the end marker: its magic, the frames' bytes and records
+/// (u64 LE each) and the CRC-32C of those 24 bytes (u32 LE).
+pub const END_BYTES: usize = END_MAGIC.len() + 8 + 8 + 4;
 
 /// What the snapshot header records.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -116,6 +129,10 @@ pub struct SnapshotFile {
     path: PathBuf,
     /// Where the frames start.
     frames_at: u64,
+    /// Where the frames end: the end marker, or the end of a format 2 file.
+    frames_end: u64,
+    /// The records the end marker counts (none in format 2).
+    marked_records: Option<u64>,
     /// Whether `path` is a build's own file, removed with this value.
     remove_on_drop: bool,
 }
@@ -201,14 +218,7 @@ impl SnapshotFile {
             header.tombstone_floor,
             max_key_map_entries,
         )?;
-        let header_json = serde_json::to_vec(header).expect("a snapshot header serializes");
-        let file = File::create(path).map_err(StoreError::io("create", path))?;
-        let mut out = BufWriter::with_capacity(BUILD_BUFFER_BYTES, file);
-        let mut frame = Vec::new();
-        let mut put = |bytes: &[u8]| out_write(&mut out, bytes, path);
-        put(MAGIC)?;
-        put(&(header_json.len() as u32).to_le_bytes())?;
-        put(&header_json)?;
+        let mut out = SnapshotWriter::create(path, header)?;
         let mut filter = kept.filter();
         for record in records() {
             let record = record?;
@@ -216,9 +226,7 @@ impl SnapshotFile {
                 break;
             }
             if filter.keeps(&record) {
-                frame.clear();
-                record.encode_into(&mut frame);
-                put(&frame)?;
+                out.record(&record)?;
             }
         }
         info!(
@@ -226,10 +234,7 @@ impl SnapshotFile {
             passes = kept.passes + 1,
             "wrote a snapshot at revision {revision}"
         );
-        let file = out
-            .into_inner()
-            .map_err(|error| StoreError::io("write", path)(error.into_error()))?;
-        file.sync_all().map_err(StoreError::io("fsync", path))
+        out.finish()
     }
 
     /// Opens the snapshot at `path`, reading and checking its header.
@@ -269,13 +274,21 @@ impl SnapshotFile {
         let mut header_json = vec![0u8; header_len];
         file.read_exact_at(&mut header_json, HEADER_AT as u64)
             .map_err(StoreError::io("read", path))?;
-        let header = parse_header(&header_json).map_err(bad)?;
+        let header = parse_header(&header_json).map_err(&bad)?;
+        let (frames_end, marked_records) = if header.format == UNMARKED_FORMAT {
+            (len, None)
+        } else {
+            let end = read_end_marker(&file, path, frames_at, len)?.map_err(bad)?;
+            (frames_at + end.frames_bytes, Some(end.records))
+        };
         Ok(SnapshotFile {
             header,
             len,
             file: Arc::new(file),
             path: path.to_path_buf(),
             frames_at,
+            frames_end,
+            marked_records,
             remove_on_drop: false,
         })
     }
@@ -289,25 +302,14 @@ impl SnapshotFile {
         header: &SnapshotHeader,
         keep: impl Fn(&Record) -> bool,
     ) -> Result<SnapshotFile, StoreError> {
-        let header_json = serde_json::to_vec(header).expect("a snapshot header serializes");
-        let file = File::create(path).map_err(StoreError::io("create", path))?;
-        let mut out = BufWriter::with_capacity(BUILD_BUFFER_BYTES, file);
-        out_write(&mut out, MAGIC, path)?;
-        out_write(&mut out, &(header_json.len() as u32).to_le_bytes(), path)?;
-        out_write(&mut out, &header_json, path)?;
-        let mut frame = Vec::new();
+        let mut out = SnapshotWriter::create(path, header)?;
         for record in self.records() {
             let record = record?;
             if keep(&record) {
-                frame.clear();
-                record.encode_into(&mut frame);
-                out_write(&mut out, &frame, path)?;
+                out.record(&record)?;
             }
         }
-        let file = out
-            .into_inner()
-            .map_err(|error| StoreError::io("write", path)(error.into_error()))?;
-        file.sync_all().map_err(StoreError::io("fsync", path))?;
+        out.finish()?;
         SnapshotFile::open(path)
     }
 
@@ -317,19 +319,28 @@ impl SnapshotFile {
             Arc::clone(&self.file),
             self.path.clone(),
             self.frames_at,
-            self.len,
+            self.frames_end,
         )
     }
 
     /// Checks every record's frame, naming the file and byte of the first
-    /// bad one.
+    /// bad one, and their count against the end marker's.
     pub fn check_records(&self) -> Result<u64, StoreError> {
         let mut records = 0;
         for record in self.records() {
             record?;
             records += 1;
         }
-        Ok(records)
+        match self.marked_records {
+            Some(marked) if marked != records => Err(StoreError::CorruptSnapshot {
+                name: self.path.display().to_string(),
+                reason: format!(
+                    "{records} records in the frames before byte {}, where the end marker counts {marked}",
+                    self.frames_end
+                ),
+            }),
+            _ => Ok(records),
+        }
     }
 
     /// A new handle on the file, at its start, as openraft's snapshot data.
@@ -443,9 +454,145 @@ impl Drop for SnapshotFile {
     }
 }
 
-/// Writes `bytes` to a snapshot being built at `path`.
-fn out_write(out: &mut BufWriter<File>, bytes: &[u8], path: &Path) -> Result<(), StoreError> {
-    out.write_all(bytes).map_err(StoreError::io("write", path))
+/// A snapshot file being written: the magic and header, each record's
+/// frame, then the end marker and an fsync.
+struct SnapshotWriter<'a> {
+    out: BufWriter<File>,
+    path: &'a Path,
+    /// The frame being encoded, reused.
+    frame: Vec<u8>,
+    frames_bytes: u64,
+    records: u64,
+}
+
+impl<'a> SnapshotWriter<'a> {
+    /// Creates the file at `path` and writes the magic and `header`.
+    fn create(path: &'a Path, header: &SnapshotHeader) -> Result<SnapshotWriter<'a>, StoreError> {
+        let header_json = serde_json::to_vec(header).expect("a snapshot header serializes");
+        let file = File::create(path).map_err(StoreError::io("create", path))?;
+        let mut writer = SnapshotWriter {
+            out: BufWriter::with_capacity(BUILD_BUFFER_BYTES, file),
+            path,
+            frame: Vec::new(),
+            frames_bytes: 0,
+            records: 0,
+        };
+        writer.write(MAGIC)?;
+        writer.write(&(header_json.len() as u32).to_le_bytes())?;
+        writer.write(&header_json)?;
+        Ok(writer)
+    }
+
+    /// Writes `record`'s frame.
+    fn record(&mut self, record: &Record) -> Result<(), StoreError> {
+        let mut frame = std::mem::take(&mut self.frame);
+        frame.clear();
+        record.encode_into(&mut frame);
+        let written = self.write(&frame);
+        self.frames_bytes += frame.len() as u64;
+        self.records += 1;
+        self.frame = frame;
+        written
+    }
+
+    /// Writes the end marker and makes the file durable.
+    fn finish(mut self) -> Result<(), StoreError> {
+        let marker = EndMarker {
+            frames_bytes: self.frames_bytes,
+            records: self.records,
+        };
+        self.write(&marker.encode())?;
+        let path = self.path;
+        let file = self
+            .out
+            .into_inner()
+            .map_err(|error| StoreError::io("write", path)(error.into_error()))?;
+        file.sync_all().map_err(StoreError::io("fsync", path))
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        self.out
+            .write_all(bytes)
+            .map_err(StoreError::io("write", self.path))
+    }
+}
+
+/// What a snapshot's end marker says.
+#[derive(Debug)]
+pub(crate) struct EndMarker {
+    /// Bytes of the frames, from the end of the header to the marker.
+    pub frames_bytes: u64,
+    /// Records in those frames.
+    pub records: u64,
+}
+
+impl EndMarker {
+    /// The marker's bytes.
+    pub fn encode(&self) -> [u8; END_BYTES] {
+        let mut bytes = [0u8; END_BYTES];
+        bytes[..8].copy_from_slice(END_MAGIC);
+        bytes[8..16].copy_from_slice(&self.frames_bytes.to_le_bytes());
+        bytes[16..24].copy_from_slice(&self.records.to_le_bytes());
+        let crc = crc32c::crc32c(&bytes[..24]);
+        bytes[24..].copy_from_slice(&crc.to_le_bytes());
+        bytes
+    }
+
+    /// Reads the marker in `bytes`, the file's last, which start at byte
+    /// `at`; the reason it is not one.
+    fn decode(bytes: &[u8; END_BYTES], at: u64) -> Result<EndMarker, String> {
+        let word = |range: std::ops::Range<usize>| -> u64 {
+            let mut le = [0u8; 8];
+            le[..range.len()].copy_from_slice(&bytes[range]);
+            u64::from_le_bytes(le)
+        };
+        if &bytes[..8] != END_MAGIC {
+            return Err(format!(
+                "no end marker at byte {at}: the file was cut short or not fully written"
+            ));
+        }
+        if crc32c::crc32c(&bytes[..24]) as u64 != word(24..28) {
+            return Err(format!("the end marker at byte {at} fails its checksum"));
+        }
+        Ok(EndMarker {
+            frames_bytes: word(8..16),
+            records: word(16..24),
+        })
+    }
+}
+
+/// Reads the end marker of the snapshot `file` at `path`, `len` bytes long
+/// with frames from `frames_at`: an I/O error, or the marker if it is there
+/// and agrees with where the frames start.
+fn read_end_marker(
+    file: &File,
+    path: &Path,
+    frames_at: u64,
+    len: u64,
+) -> Result<Result<EndMarker, String>, StoreError> {
+    let Some(at) = len
+        .checked_sub(END_BYTES as u64)
+        .filter(|at| *at >= frames_at)
+    else {
+        return Ok(Err(format!(
+            "no end marker after the header, which ends at byte {frames_at}: \
+             the file ({len} bytes) was cut short or not fully written"
+        )));
+    };
+    let mut bytes = [0u8; END_BYTES];
+    file.read_exact_at(&mut bytes, at)
+        .map_err(StoreError::io("read", path))?;
+    Ok(EndMarker::decode(&bytes, at).and_then(|marker| {
+        if frames_at.checked_add(marker.frames_bytes) == Some(at) {
+            Ok(marker)
+        } else {
+            Err(format!(
+                "the end marker at byte {at} says the frames from byte {frames_at} \
+                 end at byte {}: the file was cut or joined",
+                frames_at.saturating_add(marker.frames_bytes)
+            ))
+        }
+    }))
 }
 
 /// Reads a header's JSON, refusing formats this server does not read.
@@ -458,10 +605,10 @@ fn parse_header(json: &[u8]) -> Result<SnapshotHeader, String> {
             header.format
         ));
     }
-    if header.format < HEADER_FORMAT {
+    if header.format < UNMARKED_FORMAT {
         return Err(format!(
             "header format {} was written while topic offsets were raft log indices; \
-             this server reads format {HEADER_FORMAT} only",
+             this server reads formats {UNMARKED_FORMAT} and {HEADER_FORMAT} only",
             header.format
         ));
     }
@@ -595,10 +742,9 @@ mod tests {
         assert_eq!(offsets(&one_key_at_a_time), offsets(&built_on));
     }
 
-    #[test]
-    fn a_damaged_record_in_a_snapshot_file_is_named_by_file_and_byte() {
-        let dir = tempfile::tempdir().expect("a temp dir");
-        let topic = Topic::open(dir.path().join("topic"), TopicConfig::default()).expect("opens");
+    /// A snapshot built in `dir` of a topic of three records, and the records.
+    fn three_records(dir: &Path) -> (Vec<Record>, SnapshotFile) {
+        let topic = Topic::open(dir.join("topic"), TopicConfig::default()).expect("opens");
         let records: Vec<Record> = (1..=3)
             .map(|n| write(n, 0, &format!("k{n}"), false))
             .collect();
@@ -607,18 +753,24 @@ mod tests {
             SnapshotMeta {
                 last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), 13)),
                 last_membership: StoredMembership::default(),
-                snapshot_id: "damaged".into(),
+                snapshot_id: "three".into(),
             },
             3,
             0,
         );
-        let built =
-            SnapshotFile::build_in(dir.path(), header, topic.read_from(0), None).expect("builds");
+        let built = SnapshotFile::build_in(dir, header, topic.read_from(0), None).expect("builds");
+        (records, built)
+    }
+
+    #[test]
+    fn a_damaged_record_in_a_snapshot_file_is_named_by_file_and_byte() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let (records, built) = three_records(dir.path());
         built.store(dir.path()).expect("stores");
         let path = dir.path().join(CURRENT_FILE);
         let mut bytes = std::fs::read(&path).expect("reads");
         let frame_len = records[2].frame_len();
-        let last_frame_at = bytes.len() - frame_len;
+        let last_frame_at = bytes.len() - END_BYTES - frame_len;
         bytes[last_frame_at + frame_len - 1] ^= 0x20;
         std::fs::write(&path, &bytes).expect("writes");
 
@@ -629,6 +781,60 @@ mod tests {
         assert!(message.contains(&last_frame_at.to_string()), "{message}");
         let read: Vec<_> = snapshot.records().take_while(Result::is_ok).collect();
         assert_eq!(read.len(), 2, "the records before the damage read");
+    }
+
+    /// A snapshot cut short anywhere, between two frames included, or with
+    /// bytes after its end, is refused on opening, naming the file and a
+    /// byte; a marker counting other records fails the check.
+    #[test]
+    fn a_snapshot_cut_between_frames_or_lengthened_is_refused() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let (records, built) = three_records(dir.path());
+        assert_eq!(built.check_records().expect("whole"), 3);
+        let bytes = std::fs::read(&built.path).expect("reads");
+        let frames_bytes: usize = records.iter().map(Record::frame_len).sum();
+        let frames_at = bytes.len() - END_BYTES - frames_bytes;
+        let mut boundaries = vec![frames_at];
+        for record in &records {
+            boundaries.push(boundaries.last().expect("one") + record.frame_len());
+        }
+        let path = dir.path().join("bad.snap");
+        let refused = |bytes: &[u8]| -> String {
+            std::fs::write(&path, bytes).expect("writes");
+            match SnapshotFile::open(&path) {
+                Err(StoreError::CorruptSnapshot { name, reason }) => {
+                    assert_eq!(name, path.display().to_string());
+                    assert!(reason.contains("byte"), "{reason}");
+                    reason
+                }
+                Err(other) => panic!("expected a corrupt snapshot, got {other:?}"),
+                Ok(_) => panic!("a snapshot of {} bytes was taken", bytes.len()),
+            }
+        };
+        for cut in boundaries.iter().copied().chain([bytes.len() - 1]) {
+            let reason = refused(&bytes[..cut]);
+            assert!(reason.contains("cut"), "cut at {cut}: {reason}");
+        }
+        let mut longer = bytes.clone();
+        longer.extend_from_slice(&bytes[frames_at..boundaries[1]]);
+        refused(&longer);
+        // The last frame dropped and the marker moved up to its place.
+        let mut joined = bytes[..boundaries[2]].to_vec();
+        joined.extend_from_slice(&bytes[bytes.len() - END_BYTES..]);
+        refused(&joined);
+
+        let mut miscounted = bytes[..bytes.len() - END_BYTES].to_vec();
+        let marker = EndMarker {
+            frames_bytes: frames_bytes as u64,
+            records: 4,
+        };
+        miscounted.extend_from_slice(&marker.encode());
+        std::fs::write(&path, &miscounted).expect("writes");
+        let snapshot = SnapshotFile::open(&path).expect("the marker agrees with the length");
+        let error = snapshot
+            .check_records()
+            .expect_err("the count is found wrong");
+        assert!(error.to_string().contains("end marker counts 4"), "{error}");
     }
 
     /// A snapshot of an empty topic at log index `index`.
@@ -672,11 +878,19 @@ mod tests {
     }
 
     /// Opens a snapshot file named `name` in `dir` with `header_json` as its
-    /// header and no records.
-    fn with_header(dir: &Path, name: &str, header_json: &str) -> Result<SnapshotFile, StoreError> {
+    /// header and no records, ended by `marker` if given.
+    fn with_header(
+        dir: &Path,
+        name: &str,
+        header_json: &str,
+        marker: Option<EndMarker>,
+    ) -> Result<SnapshotFile, StoreError> {
         let mut bytes = MAGIC.to_vec();
         bytes.extend_from_slice(&(header_json.len() as u32).to_le_bytes());
         bytes.extend_from_slice(header_json.as_bytes());
+        if let Some(marker) = marker {
+            bytes.extend_from_slice(&marker.encode());
+        }
         let path = dir.join(name);
         std::fs::write(&path, bytes).expect("writes");
         SnapshotFile::open(&path)
@@ -692,20 +906,36 @@ mod tests {
         let header = SnapshotHeader::new(meta.clone(), 5, 0);
         let json = serde_json::to_string(&header).expect("serializes");
         let dir = tempfile::tempdir().expect("a temp dir");
-        let read = with_header(dir.path(), "new", &json).expect("parses");
+        let empty = || EndMarker {
+            frames_bytes: 0,
+            records: 0,
+        };
+        let read = with_header(dir.path(), "new", &json, Some(empty())).expect("parses");
+        assert_eq!((read.header.format, read.header.revision), (3, 5));
+        assert_eq!(read.check_records().expect("no records"), 0);
+        // Format 2 wrote no end marker, and is still read.
+        let unmarked =
+            serde_json::json!({ "meta": meta, "tombstone_floor": 0, "revision": 5, "format": 2 });
+        let read = with_header(dir.path(), "unmarked", &unmarked.to_string(), None)
+            .expect("format 2 parses");
         assert_eq!((read.header.format, read.header.revision), (2, 5));
 
         let old = serde_json::json!({ "meta": meta, "tombstone_floor": 0 });
-        let later = serde_json::json!({ "meta": meta, "tombstone_floor": 0, "format": 3 });
+        let later = serde_json::json!({ "meta": meta, "tombstone_floor": 0, "format": 4 });
         for (name, header, says) in [
             (
                 "old",
                 old,
                 "header format 1 was written while topic offsets",
             ),
-            ("later", later, "header format 3 is newer"),
+            ("later", later, "header format 4 is newer"),
+            (
+                "unended",
+                serde_json::to_value(&header).expect("a value"),
+                "no end marker",
+            ),
         ] {
-            match with_header(dir.path(), name, &header.to_string()) {
+            match with_header(dir.path(), name, &header.to_string(), None) {
                 Err(StoreError::CorruptSnapshot { name: got, reason }) => {
                     assert!(got.ends_with(name), "{got}");
                     assert!(reason.contains(says), "{reason}");
