@@ -211,6 +211,9 @@ async fn run(
         move || in_flight,
         max_bytes,
         bytes_of,
+        // Relays go at once: the leader's batcher shapes the entries, and
+        // a relay waiting for company only made followers' writes slower.
+        1,
         move |batch| {
             let hop = hop.clone();
             async move { hop.relay(batch).await }
