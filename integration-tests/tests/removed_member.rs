@@ -14,63 +14,11 @@ const PROMPT: Duration = Duration::from_secs(2);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_node_answers_not_a_member_at_once_on_every_route_and_in_healthz() {
-    let cluster = TestCluster::start(3, &[]).await;
-    let leader = cluster.leader().await;
-    let removed = cluster
-        .ids()
-        .into_iter()
-        .find(|id| *id != leader)
-        .expect("a cluster of 3 has followers");
-    let (status, body) = call(
-        cluster.node(leader),
-        "PUT",
-        "/v1/kv/removal/a",
-        Some(json!(1)),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
-    cluster.wait_converged().await;
+    let (cluster, leader, removed) = three_nodes_and_a_follower().await;
 
-    let deadline = Instant::now() + NOTICE_TIMEOUT;
-    loop {
-        let (status, body) = call(
-            cluster.node(leader),
-            "DELETE",
-            &format!("/v1/cluster/members/{removed}"),
-            None,
-        )
-        .await;
-        if status == 200 {
-            break;
-        }
-        assert!(
-            matches!(status, 409 | 503),
-            "removing node {removed}: {status} {body}"
-        );
-        assert!(
-            Instant::now() < deadline,
-            "node {removed} was not removed: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-
+    remove_member(&cluster, leader, removed).await;
     let node = cluster.node(removed);
-    let deadline = Instant::now() + NOTICE_TIMEOUT;
-    loop {
-        let started = Instant::now();
-        let (status, body) = call(node, "GET", "/v1/kv/removal/a", None).await;
-        let took = started.elapsed();
-        if status == 503 && error_of(&body).0 == "not_a_member" {
-            assert!(took < PROMPT, "the refusal took {took:?}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "node {removed} still answers {status} {body} after its removal\n{}",
-            node.log_tail(20)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_not_a_member(node).await;
 
     for (method, path, body) in [
         ("GET", "/healthz", None),
@@ -108,4 +56,151 @@ async fn a_removed_node_answers_not_a_member_at_once_on_every_route_and_in_healt
     )
     .await;
     assert_eq!(status, 201, "{body}");
+}
+
+/// Node `removed` is down while the cluster removes it, and stays down
+/// until the leader gives up telling it. Started again, it asks for votes,
+/// and the first member it asks answers with the removal: it serves nothing
+/// from then on, and the others go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_removed_while_it_was_down_learns_it_when_it_comes_back() {
+    let (mut cluster, leader, removed) = three_nodes_and_a_follower().await;
+
+    cluster.node_mut(removed).kill9().await;
+    remove_member(&cluster, leader, removed).await;
+    let (status, body) = call(cluster.node(leader), "PUT", "/v1/kv/down/b", Some(json!(2))).await;
+    assert_eq!(status, 201, "{body}");
+
+    // Back only once the leader gave up telling it (about 10 s).
+    let deadline = Instant::now() + NOTICE_TIMEOUT;
+    while !cluster
+        .node(leader)
+        .log_contains("could not tell the removed node")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the leader did not give up telling node {removed}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Its data says it is a voter of three: it campaigns once back.
+    cluster.node_mut(removed).spawn();
+    let node = cluster.node(removed);
+    let deadline = Instant::now() + NOTICE_TIMEOUT;
+    while tokio::net::TcpStream::connect(node.addr()).await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "node {removed} does not listen\n{}",
+            node.log_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wait_not_a_member(node).await;
+    // The log is written behind the answers.
+    let deadline = Instant::now() + NOTICE_TIMEOUT;
+    while !node.log_contains("answered its vote request") {
+        assert!(
+            Instant::now() < deadline,
+            "the log says who told it\n{}",
+            node.log_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, body) = call(node, "GET", "/healthz", None).await;
+    assert_eq!((status, error_of(&body).0), (503, "not_a_member"), "{body}");
+
+    // It did not add itself back when it published its addresses.
+    let leader = cluster.leader_among(&[removed]).await;
+    let members: Vec<u64> = cluster.members(leader).await.iter().map(|m| m.id).collect();
+    assert!(!members.contains(&removed), "members {members:?}");
+    let update = json!({
+        "id": removed,
+        "addr": node.base_url(),
+        "peer_addr": node.peer_url(),
+        "update_only": true,
+    });
+    let (status, body) = call(
+        cluster.node(leader),
+        "POST",
+        "/v1/cluster/members",
+        Some(update),
+    )
+    .await;
+    assert_eq!(
+        (status, error_of(&body).0),
+        (404, "member_not_found"),
+        "{body}"
+    );
+    let (status, body) = call(cluster.node(leader), "PUT", "/v1/kv/down/c", Some(json!(3))).await;
+    assert_eq!(status, 201, "{body}");
+}
+
+/// A cluster of three holding `removal/a`, caught up everywhere; its
+/// leader and a follower.
+async fn three_nodes_and_a_follower() -> (TestCluster, u64, u64) {
+    let cluster = TestCluster::start(3, &[]).await;
+    let leader = cluster.leader().await;
+    let follower = cluster
+        .ids()
+        .into_iter()
+        .find(|id| *id != leader)
+        .expect("a cluster of 3 has followers");
+    let (status, body) = call(
+        cluster.node(leader),
+        "PUT",
+        "/v1/kv/removal/a",
+        Some(json!(1)),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    cluster.wait_converged().await;
+    (cluster, leader, follower)
+}
+
+/// Removes node `removed` through node `via`, retrying while the cluster
+/// is busy with another change.
+async fn remove_member(cluster: &TestCluster, via: u64, removed: u64) {
+    let deadline = Instant::now() + NOTICE_TIMEOUT;
+    loop {
+        let (status, body) = call(
+            cluster.node(via),
+            "DELETE",
+            &format!("/v1/cluster/members/{removed}"),
+            None,
+        )
+        .await;
+        if status == 200 {
+            return;
+        }
+        assert!(
+            matches!(status, 409 | 503),
+            "removing node {removed}: {status} {body}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "node {removed} was not removed: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Polls `node` until a read answers 503 `not_a_member`, and at once.
+async fn wait_not_a_member(node: &integration_tests::TestServer) {
+    let deadline = Instant::now() + NOTICE_TIMEOUT;
+    loop {
+        let started = Instant::now();
+        let (status, body) = call(node, "GET", "/v1/kv/removal/a", None).await;
+        let took = started.elapsed();
+        if status == 503 && error_of(&body).0 == "not_a_member" {
+            assert!(took < PROMPT, "the refusal took {took:?}");
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {} still answers {status} {body} after its removal\n{}",
+            node.node_id(),
+            node.log_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

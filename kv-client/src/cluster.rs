@@ -45,6 +45,7 @@ impl Client {
             addr: addr.to_string(),
             peer_addr: peer_addr.to_string(),
             voter: true,
+            update_only: false,
         })?;
         let mut request = Request::write(Method::POST, ["v1", "cluster", "members"]).json(body);
         request.extra_time = MEMBER_CATCH_UP;

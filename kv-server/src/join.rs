@@ -61,6 +61,7 @@ pub(crate) async fn join_cluster(
         addr: node.addr.clone(),
         peer_addr: node.peer_addr.clone(),
         voter: true,
+        update_only: false,
     };
     let mut pause = JOIN_RETRY_FIRST;
     let mut attempt = 0u32;
@@ -117,7 +118,10 @@ pub(crate) async fn join_cluster(
 /// addresses: a cluster formed by `--peers` starts knowing only the peer
 /// URLs, and `--advertise` may have changed since. The change goes to the
 /// leader through this node's own peer port (writes there are passed on),
-/// retried with backoff, for at most [`JOIN_TIMEOUT`].
+/// retried with backoff, for at most [`JOIN_TIMEOUT`]. It only updates a
+/// member (`update_only`): a node removed while it was down still finds
+/// itself in its own membership, and must not add itself back; the leader's
+/// 404 ends it.
 pub(crate) async fn publish_addresses(raft: Raft, http: PeerClient, node_id: NodeId, node: Node) {
     let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
     let mut pause = JOIN_RETRY_FIRST;
@@ -137,6 +141,7 @@ pub(crate) async fn publish_addresses(raft: Raft, http: PeerClient, node_id: Nod
                     addr: node.addr.clone(),
                     peer_addr: node.peer_addr.clone(),
                     voter,
+                    update_only: true,
                 };
                 match http
                     .post(&url)
@@ -147,6 +152,13 @@ pub(crate) async fn publish_addresses(raft: Raft, http: PeerClient, node_id: Nod
                 {
                     Ok(response) if response.status().is_success() => {
                         info!(node_id, %node, "published this node's addresses");
+                        return;
+                    }
+                    Ok(response) if response.status() == reqwest::StatusCode::NOT_FOUND => {
+                        warn!(
+                            node_id,
+                            "publishing addresses: the leader says this node is not a member"
+                        );
                         return;
                     }
                     Ok(response) => {

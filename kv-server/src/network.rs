@@ -14,6 +14,7 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{
@@ -34,6 +35,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tracing::warn;
 
 use crate::peer_codec::Encoding;
+use crate::removal::{Removal, RemovedNotice};
 use crate::snapshot_transfer::{encode_chunk, ChunkHeader, ChunkReply, SnapshotEnd, CHUNK_BYTES};
 use crate::store::log_store::Durability;
 use crate::types::{Node, NodeId, TypeConfig};
@@ -63,16 +65,24 @@ pub struct Network {
     http: crate::peer::PeerClient,
     node_id: NodeId,
     durability: Durability,
+    removal: Arc<Removal>,
 }
 
 impl Network {
     /// The network of node `node_id`, whose raft log `durability` tracks,
-    /// calling the other nodes through `http`.
-    pub fn new(node_id: NodeId, durability: Durability, http: crate::peer::PeerClient) -> Self {
+    /// calling the other nodes through `http`; a member's word that this
+    /// node was removed goes to `removal`.
+    pub fn new(
+        node_id: NodeId,
+        durability: Durability,
+        http: crate::peer::PeerClient,
+        removal: Arc<Removal>,
+    ) -> Self {
         Network {
             http,
             node_id,
             durability,
+            removal,
         }
     }
 }
@@ -99,6 +109,7 @@ pub struct Connection {
     /// Whether the target reads postcard bodies; cleared for good by its
     /// first 415 (see `peer_codec`).
     postcard: AtomicBool,
+    removal: Arc<Removal>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -112,6 +123,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             addr: node.peer_url().to_string(),
             postcard: AtomicBool::new(true),
+            removal: Arc::clone(&self.removal),
         }
     }
 }
@@ -180,6 +192,9 @@ impl Connection {
                 .bytes()
                 .await
                 .map_err(|error| network_error(&error))?;
+            if status == StatusCode::GONE {
+                self.take_removal(&bytes);
+            }
             if !status.is_success() {
                 let text = String::from_utf8_lossy(&bytes);
                 let error = std::io::Error::other(format!("{url} answered {status}: {text}"));
@@ -190,6 +205,27 @@ impl Connection {
                 .map_err(|error| network_error(&error))?;
             return reply
                 .map_err(|error| RPCError::RemoteError(RemoteError::new(self.target, error)));
+        }
+    }
+
+    /// The target answered 410: this node asked for votes after the cluster
+    /// removed it (see `removal`). Marks it removed if `body`, the
+    /// target's notice, says so.
+    fn take_removal(&self, body: &[u8]) {
+        match serde_json::from_slice::<RemovedNotice>(body) {
+            Ok(notice) if notice.removes(self.node_id) => {
+                let why = format!(
+                    "node {} answered its vote request: the membership applied at index {} \
+                     leaves it out",
+                    self.target, notice.log_index
+                );
+                self.removal.mark(self.node_id, why);
+            }
+            _ => warn!(
+                target_node = self.target,
+                "a 410 that does not remove this node: {}",
+                String::from_utf8_lossy(body)
+            ),
         }
     }
 
@@ -447,7 +483,12 @@ mod tests {
             .no_proxy()
             .build()
             .expect("builds");
-        let mut network = Network::new(1, Durability::new(None), PeerClient::new(http, cluster_id));
+        let mut network = Network::new(
+            1,
+            Durability::new(None),
+            PeerClient::new(http, cluster_id),
+            Arc::default(),
+        );
         let node = Node {
             addr: String::new(),
             peer_addr: format!("http://{addr}"),

@@ -1,10 +1,13 @@
 //! A node removed from the cluster: how it learns it, and what it does then.
 //!
-//! It learns it in one of two ways: the membership it applied no longer
-//! names it ([`watch_membership`]), or the leader that removed it says so
-//! (`POST /raft/removed` on its peer port, [`tell_removed`]). The second is
-//! the usual one: openraft stops replicating to a removed node, often before
-//! the membership without it reaches it.
+//! It learns it in one of three ways: the membership it applied no longer
+//! names it ([`watch_membership`]); the leader that removed it says so
+//! (`POST /raft/removed` on its peer port, [`tell_removed`]); or, when it
+//! was down through both, a member answers its first vote request with the
+//! removal ([`removed_candidate`]: 410 and a [`RemovedNotice`], as etcd's
+//! members answer a removed member's messages). The second is the usual
+//! one: openraft stops replicating to a removed node, often before the
+//! membership without it reaches it.
 //!
 //! From then on the node serves nothing: its Raft is shut down (alone, it
 //! would only campaign and disturb the others), every client route and
@@ -14,14 +17,16 @@
 //! its data before it joins again). See docs/decisions.md.
 
 use std::collections::BTreeSet;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use openraft::raft::VoteRequest;
 use schemas::api::ErrorCode;
 use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
 use tracing::{error, warn};
 
 use crate::api::error::ApiError;
@@ -39,6 +44,8 @@ const TELL_ATTEMPTS: u32 = 5;
 pub struct Removal {
     /// Set once, when the node learns it was removed; never cleared.
     why: OnceLock<String>,
+    /// Woken when `why` is set.
+    marked: Notify,
 }
 
 impl Removal {
@@ -48,8 +55,9 @@ impl Removal {
     }
 
     /// Records that the node was removed, for `why`; the first time only,
-    /// logs it and shuts Raft down. Returns whether this was the first time.
-    pub fn mark(&self, node_id: NodeId, why: String, raft: &Raft) -> bool {
+    /// logs it and wakes [`Removal::shut_down_when_marked`]. Returns whether
+    /// this was the first time.
+    pub fn mark(&self, node_id: NodeId, why: String) -> bool {
         if self.why.set(why.clone()).is_err() {
             return false;
         }
@@ -57,13 +65,19 @@ impl Removal {
             node_id,
             why, "this node was removed from the cluster: it serves nothing more; stop it"
         );
-        let raft = raft.clone();
-        tokio::spawn(async move {
-            if let Err(error) = raft.shutdown().await {
-                warn!(%error, "raft did not shut down cleanly after the removal");
-            }
-        });
+        self.marked.notify_one();
         true
+    }
+
+    /// Shuts `raft` down once the node is marked removed, whenever that
+    /// was (the network may mark it before this starts).
+    pub async fn shut_down_when_marked(self: Arc<Self>, raft: Raft) {
+        if !self.is_removed() {
+            self.marked.notified().await;
+        }
+        if let Err(error) = raft.shutdown().await {
+            warn!(%error, "raft did not shut down cleanly after the removal");
+        }
     }
 
     /// The answer every client route gives once the node was removed.
@@ -111,7 +125,7 @@ pub async fn watch_membership(state: AppState) {
                 .map_or(0, |id| id.index);
             if let Some(index) = removed_at(state.node_id, &membership, applied, &mut was_member) {
                 let why = format!("the membership applied at index {index} does not name it");
-                state.removal.mark(state.node_id, why, &state.raft);
+                state.removal.mark(state.node_id, why);
                 return;
             }
             if !pending_removal(state.node_id, &membership, was_member) {
@@ -157,17 +171,26 @@ fn removed_at(
     (*was_member && !named && at <= applied).then_some(at)
 }
 
-/// What the leader tells a node it removed.
+/// What the leader tells a node it removed, and a member a removed node
+/// that asks for its vote.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RemovedNotice {
     /// The node removed.
     pub node_id: NodeId,
-    /// The leader that removed it.
+    /// The leader that removed it, or the member answering its vote request.
     pub leader: NodeId,
     /// The log index the membership without it committed at.
     pub log_index: u64,
     /// The members after the change.
     pub members: BTreeSet<NodeId>,
+}
+
+impl RemovedNotice {
+    /// Whether the notice removes `node_id`: it names it, and the members
+    /// it lists do not.
+    pub fn removes(&self, node_id: NodeId) -> bool {
+        self.node_id == node_id && !self.members.contains(&node_id)
+    }
 }
 
 /// `POST /raft/removed` (peer port): the leader says this node was removed.
@@ -176,7 +199,7 @@ pub async fn removed(
     State(state): State<AppState>,
     Json(notice): Json<RemovedNotice>,
 ) -> Result<Json<bool>, ApiError> {
-    if notice.node_id != state.node_id || notice.members.contains(&state.node_id) {
+    if !notice.removes(state.node_id) {
         return Err(ApiError::bad_field(
             ErrorCode::InvalidId,
             "node_id",
@@ -190,8 +213,48 @@ pub async fn removed(
         "leader {} removed it at log index {}",
         notice.leader, notice.log_index
     );
-    state.removal.mark(state.node_id, why, &state.raft);
+    state.removal.mark(state.node_id, why);
     Ok(Json(true))
+}
+
+/// The removal to tell the candidate of `request`, if it was removed from
+/// the cluster before the last entry it holds: this node applied a
+/// membership that does not name it, at an index past that entry. A node
+/// removed while it was down asks for votes once it is back, and learns it
+/// from the answer. A member only lagging behind is named by the
+/// membership; one added later holds the entries past it (it learned its
+/// membership from them), so neither is told.
+pub fn removed_candidate(state: &AppState, request: &VoteRequest<NodeId>) -> Option<RemovedNotice> {
+    let candidate = request.vote.leader_id().voted_for()?;
+    let membership = Arc::clone(&state.raft.server_metrics().borrow().membership_config);
+    let applied = state
+        .raft
+        .data_metrics()
+        .borrow()
+        .last_applied
+        .map_or(0, |id| id.index);
+    let candidate_last = request.last_log_id.map_or(0, |id| id.index);
+    let at = removed_before(candidate, candidate_last, &membership, applied)?;
+    Some(RemovedNotice {
+        node_id: candidate,
+        leader: state.node_id,
+        log_index: at,
+        members: membership.membership().nodes().map(|(id, _)| *id).collect(),
+    })
+}
+
+/// The index of `membership` if it removed `candidate`, whose last entry is
+/// at `candidate_last`: applied here (at or below `applied`), not naming
+/// the candidate, and past the candidate's last entry.
+fn removed_before(
+    candidate: NodeId,
+    candidate_last: u64,
+    membership: &StoredMembership,
+    applied: u64,
+) -> Option<u64> {
+    let at = membership.log_id().as_ref()?.index;
+    let named = membership.membership().get_node(&candidate).is_some();
+    (!named && at <= applied && candidate_last < at).then_some(at)
 }
 
 /// Tells the node at `peer_url` that it was removed (best effort: a node
@@ -280,6 +343,34 @@ mod tests {
         let none = StoredMembership::default();
         assert_eq!(
             removed_at(3, &none, 0, &mut was_member),
+            None,
+            "no membership yet"
+        );
+    }
+
+    /// A candidate asks node 1 for its vote; whether node 1 tells it that
+    /// it was removed, and at which index.
+    #[test]
+    fn only_a_candidate_left_out_by_an_applied_membership_past_its_log_is_told() {
+        let without_3 = membership(9, &[1, 2]);
+        let cases = [
+            ("removed while down", 3, 7, &without_3, 9, Some(9)),
+            ("a lagging member", 2, 3, &without_3, 9, None),
+            ("not applied here yet", 3, 7, &without_3, 8, None),
+            ("holds the removal itself", 3, 9, &without_3, 9, None),
+            // A node added after the membership here holds entries past it.
+            ("added since", 3, 12, &without_3, 9, None),
+            ("a member", 3, 7, &membership(9, &[1, 2, 3]), 9, None),
+        ];
+        for (what, candidate, candidate_last, membership, applied, expected) in cases {
+            assert_eq!(
+                removed_before(candidate, candidate_last, membership, applied),
+                expected,
+                "{what}"
+            );
+        }
+        assert_eq!(
+            removed_before(3, 0, &StoredMembership::default(), 0),
             None,
             "no membership yet"
         );

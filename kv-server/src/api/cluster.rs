@@ -209,6 +209,15 @@ async fn add_member(
         addr: addr.clone(),
         peer_addr,
     };
+    if existing.is_none() && request.update_only {
+        return Err(ApiError::new(
+            ErrorCode::MemberNotFound,
+            format!(
+                "node {} is not a member of the cluster; update_only changes a member's addresses only",
+                request.id
+            ),
+        ));
+    }
     if let Some(current) = &existing {
         if current.peer_addr != node.peer_addr {
             return Err(ApiError::new(
@@ -229,7 +238,7 @@ async fn add_member(
             )
             .await?;
         }
-        if is_voter || !request.voter {
+        if is_voter || !request.voter || request.update_only {
             return Ok((StatusCode::OK, membership_view(&state)));
         }
     }

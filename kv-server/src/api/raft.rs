@@ -139,11 +139,22 @@ async fn append(
     PeerReply(encoding, reply)
 }
 
+/// A vote request; 410 and the removal to a candidate the cluster removed
+/// while it was down (see [`crate::removal`]).
 async fn vote(
     State(state): State<AppState>,
     PeerRequest(encoding, request): PeerRequest<VoteRequest<NodeId>>,
-) -> PeerReply<Result<VoteResponse<NodeId>, RaftError<NodeId>>> {
-    PeerReply(encoding, state.raft.vote(request).await)
+) -> Response {
+    if let Some(notice) = crate::removal::removed_candidate(&state, &request) {
+        warn!(
+            candidate = notice.node_id,
+            removed_at = notice.log_index,
+            "a node removed from the cluster asked for votes; it is told so"
+        );
+        return (StatusCode::GONE, Json(notice)).into_response();
+    }
+    let reply: Result<VoteResponse<NodeId>, RaftError<NodeId>> = state.raft.vote(request).await;
+    PeerReply(encoding, reply).into_response()
 }
 
 /// One chunk of a snapshot: written to the partial file of its snapshot

@@ -47,6 +47,9 @@ pub(super) struct Opened {
     pub(super) cleaner: Arc<CleanerHandle>,
     /// The HTTP client for the other nodes.
     pub(super) peers_http: PeerClient,
+    /// Whether this node was removed from the cluster, shared with the
+    /// network and the routes.
+    pub(super) removal: Arc<crate::removal::Removal>,
     /// The openraft handle.
     pub(super) raft: Raft,
 }
@@ -122,10 +125,17 @@ pub(super) async fn open(config: Config) -> Result<Opened, ServerError> {
     let peers_http = crate::network::peer_http_client(&tls).map_err(ServerError::PeerClient)?;
     let peers_http = PeerClient::new(peers_http, Arc::clone(&cluster_id));
     let durability = log.durability();
+    // Shared with the network: a member may say so in answer to a vote.
+    let removal: Arc<crate::removal::Removal> = Arc::default();
     let raft = Raft::new(
         config.node_id,
         Arc::new(raft_config),
-        Network::new(config.node_id, durability.clone(), peers_http.clone()),
+        Network::new(
+            config.node_id,
+            durability.clone(),
+            peers_http.clone(),
+            Arc::clone(&removal),
+        ),
         log.clone(),
         StateMachine::new(Arc::clone(&store), durability),
     )
@@ -142,6 +152,7 @@ pub(super) async fn open(config: Config) -> Result<Opened, ServerError> {
         committed,
         cleaner,
         peers_http,
+        removal,
         raft,
     })
 }
@@ -199,7 +210,7 @@ impl Opened {
             tokens: Default::default(),
             leader_contact: Default::default(),
             write_budget: crate::write_budget::WriteBudget::new(config.max_pending_write_bytes),
-            removal: Default::default(),
+            removal: Arc::clone(&self.removal),
             snapshot_receiver: Arc::new(crate::store::snapshot_receive::SnapshotReceiver::new(
                 &self.store.snapshot_dir,
                 config.max_snapshot_bytes as u64,
@@ -227,6 +238,7 @@ impl Opened {
         });
         tokio::spawn(crate::api::alarms::raise_when_over(state.clone()));
         tokio::spawn(crate::removal::watch_membership(state.clone()));
+        tokio::spawn(Arc::clone(&self.removal).shut_down_when_marked(self.raft.clone()));
         tokio::spawn(crate::snapshot_trigger::snapshot_every_writes(
             self.raft.clone(),
             Arc::clone(&self.store),

@@ -149,6 +149,12 @@ pub struct AddMember {
     /// Make it a voter once it has caught up (the default), or keep it a learner.
     #[serde(default = "yes")]
     pub voter: bool,
+    /// Only change the addresses of a node that is a member: 404
+    /// `member_not_found` otherwise. A node publishing its own addresses
+    /// sends it, so that one removed while it was down never adds itself
+    /// back.
+    #[serde(default)]
+    pub update_only: bool,
 }
 
 fn yes() -> bool {
