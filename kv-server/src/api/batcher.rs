@@ -153,13 +153,12 @@ async fn run(raft: Raft, queued: mpsc::UnboundedReceiver<Queued>, in_flight: Opt
             }
         })
     };
-    let behind_min = BEHIND_MIN_COMMANDS;
     run_batches(
         queued,
         slots,
         MAX_ENTRY_BYTES,
         bytes_of,
-        behind_min,
+        BEHIND_MIN_COMMANDS,
         move |entry| {
             let raft = raft.clone();
             async move { propose_entry(&raft, entry).await }
