@@ -55,7 +55,7 @@ pub const IN_FLIGHT_REPLICATED: usize = 1;
 /// wait until nothing is, then go at once. On one node the raft log's flush
 /// is the bottleneck, and a second entry of a write or two took a whole
 /// flush for them: waiting for four gave 5 % more puts at 16 connections,
-/// and as many at 64 and 256 (docs/performance.md).
+/// and 1–4 % more at 64 and 256 (docs/performance.md).
 pub const BEHIND_MIN_COMMANDS: usize = 4;
 
 /// What a proposed write comes back with.
