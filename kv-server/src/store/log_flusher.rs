@@ -94,6 +94,71 @@ impl PendingEntry {
     }
 }
 
+/// Bytes (of their JSON) of the last written entries kept in memory for
+/// readers: well over what replication and apply read behind the newest
+/// entry while followers keep up.
+pub(super) const MAX_WRITTEN_BYTES: usize = 4 << 20;
+
+/// The last entries written to the files, kept for readers. Replication
+/// and apply read an entry soon after it is written; a copy here spares
+/// them the file's read and the JSON's decoding. A run of consecutive
+/// indexes, the newest written, at most [`MAX_WRITTEN_BYTES`].
+#[derive(Debug, Default)]
+pub(super) struct WrittenTail {
+    /// The entries by index, each with the bytes of its JSON.
+    entries: BTreeMap<u64, (Entry, usize)>,
+    /// Their bytes together.
+    bytes: usize,
+}
+
+impl WrittenTail {
+    /// Keeps `entry` (written as `bytes` of JSON), dropping the oldest
+    /// entries past the bound. An entry that does not follow the last one
+    /// kept (after a truncation, a purge or a snapshot) starts the run anew.
+    fn push(&mut self, entry: Entry, bytes: usize) {
+        let index = entry.log_id.index;
+        if self
+            .entries
+            .last_key_value()
+            .is_some_and(|(last, _)| last + 1 != index)
+        {
+            self.clear_from(0);
+        }
+        self.entries.insert(index, (entry, bytes));
+        self.bytes += bytes;
+        while self.bytes > MAX_WRITTEN_BYTES {
+            let Some((_, (_, dropped))) = self.entries.pop_first() else {
+                break;
+            };
+            self.bytes -= dropped;
+        }
+    }
+
+    /// Copies of the entries with indexes in `range`.
+    pub fn copies(&self, range: impl std::ops::RangeBounds<u64>) -> Vec<Entry> {
+        self.entries
+            .range(range)
+            .map(|(_, (entry, _))| entry.clone())
+            .collect()
+    }
+
+    /// Drops the entries at or after `from`.
+    pub fn clear_from(&mut self, from: u64) {
+        for (_, (_, bytes)) in self.entries.split_off(&from) {
+            self.bytes -= bytes;
+        }
+    }
+
+    /// Drops the entries at or before `index`.
+    pub fn clear_through(&mut self, index: u64) {
+        let kept = self.entries.split_off(&(index + 1));
+        let dropped = std::mem::replace(&mut self.entries, kept);
+        for (_, (_, bytes)) in dropped {
+            self.bytes -= bytes;
+        }
+    }
+}
+
 /// What the appending side and the writer share.
 #[derive(Debug)]
 pub(super) struct LogWriter {
@@ -107,6 +172,11 @@ pub(super) struct LogWriter {
     /// Bytes of the pending entries' JSON: what bounds the leader's own
     /// appends reported before they are flushed.
     pub pending_bytes: AtomicUsize,
+    /// The last entries written. The writer moves an entry here from
+    /// `pending` while it holds `pending`'s lock, and drops one only once
+    /// the files hold it: a reader who looks in `pending`, then here, then
+    /// in the files, never misses one. Lock order: `pending`, then this.
+    pub written: Mutex<WrittenTail>,
     /// The committed log id, saved and written.
     pub committed: Mutex<CommittedIds>,
     /// Set while the flusher waits for jobs with no deadline: a committed
@@ -131,8 +201,9 @@ impl LogWriter {
     }
 
     /// Appends the pending entries the append jobs of `group` name (and the
-    /// committed id) to the files in one write, syncs, and drops them from
-    /// the pending table. After a failed write it writes nothing more.
+    /// committed id) to the files in one write, syncs, and moves them from
+    /// the pending table to the written tail. After a failed write it
+    /// writes nothing more.
     pub fn write_pending(&self, group: &[FlushJob]) -> Result<(), StoreError> {
         if self.durable.has_failed() {
             return Err(StoreError::LogNotWritable {
@@ -194,13 +265,16 @@ impl LogWriter {
             self.durable.advance_to(last);
         }
         let mut pending = self.pending.lock();
+        let mut tail = self.written.lock();
         for (first, last) in &ranges {
             let written: Vec<u64> = pending
                 .range(first..=last)
                 .map(|(index, _)| *index)
                 .collect();
             for index in written {
-                pending.remove(&index);
+                if let Some(entry) = pending.remove(&index) {
+                    tail.push(entry.entry, entry.json.len());
+                }
             }
         }
         self.pending_bytes.fetch_sub(batch_bytes, Ordering::AcqRel);
@@ -335,4 +409,53 @@ fn next_job(
     };
     writer.idle.store(false, Ordering::SeqCst);
     job
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    use super::*;
+
+    fn blank(index: u64) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    fn indexes(tail: &WrittenTail) -> Vec<u64> {
+        tail.copies(..)
+            .iter()
+            .map(|entry| entry.log_id.index)
+            .collect()
+    }
+
+    #[test]
+    fn the_written_tail_keeps_the_newest_run_within_its_bound() {
+        let mut tail = WrittenTail::default();
+        let third = MAX_WRITTEN_BYTES / 3;
+        for index in 1..=5 {
+            tail.push(blank(index), third);
+        }
+        assert_eq!(indexes(&tail), [3, 4, 5], "the oldest go past the bound");
+        assert_eq!(tail.bytes, 3 * third);
+        tail.push(blank(9), 10);
+        assert_eq!(indexes(&tail), [9], "an entry after a gap starts a new run");
+        for index in 10..=12 {
+            tail.push(blank(index), 10);
+        }
+        tail.clear_from(11);
+        assert_eq!(indexes(&tail), [9, 10]);
+        tail.clear_through(9);
+        assert_eq!(indexes(&tail), [10]);
+        assert_eq!(tail.bytes, 10);
+        tail.push(blank(11), MAX_WRITTEN_BYTES + 1);
+        assert_eq!(
+            indexes(&tail),
+            [] as [u64; 0],
+            "an entry over the bound is not kept"
+        );
+        assert_eq!(tail.bytes, 0);
+    }
 }

@@ -40,7 +40,8 @@
 //! | shared state | changed by | guarded by |
 //! |---|---|---|
 //! | `meta`: vote, purged id | `save_vote`, `purge` | a mutex, held to copy or replace, not while the file is written |
-//! | `writer.pending` | `append` inserts; the flusher removes what it wrote; `truncate` removes | a mutex, held to copy or change the table |
+//! | `writer.pending` | `append` inserts; the flusher moves what it wrote to `written`; `truncate` removes | a mutex, held to copy or change the table |
+//! | `writer.written` | the flusher (moves in, drops the oldest); `truncate`, `purge` remove | a mutex, taken after `pending`'s when both are held |
 //! | `writer.committed` | `save_committed` (saved), the flusher (written) | a mutex, held to copy or set |
 //! | `writer.idle` | the flusher, around its wait with no deadline; read by `save_committed` | an atomic (`SeqCst`: see `log_flusher::next_job`) |
 //! | `committed_index` | `save_committed` | an atomic, read by metrics and status |
@@ -48,13 +49,16 @@
 //! | `writer.files` | the flusher (appends); `truncate`, `purge` | its own `writer` then `segments` lock (see `log_files`) |
 //! | `flusher` | the first append starts it | a `OnceLock` |
 //!
-//! Lock order: no code path holds two of these locks at once (the files'
-//! pair aside, always taken in its order), so none can deadlock, and none is
-//! held across an `.await`. It is safe because:
+//! Lock order: the only code paths that hold two of these locks at once
+//! take `pending`'s, then `written`'s (the files' pair aside, always taken
+//! in its order), so none can deadlock, and none is held across an
+//! `.await`. It is safe because:
 //!
-//! * a reader never misses an entry: it copies from the pending table first
-//!   and reads the files second, and the flusher puts an entry in the
-//!   files' index before it removes it from the table;
+//! * a reader never misses an entry: it copies from the pending table
+//!   first, then from the written tail, and reads the files last; the
+//!   flusher puts an entry in the files' index before it moves it from the
+//!   table to the tail (under the table's lock), and drops it from the tail
+//!   only after that;
 //! * `truncate` drains the flusher before it touches the table or the
 //!   files: every queued write of a removed entry is done, and openraft
 //!   queues no new one until `truncate` returns;
@@ -68,7 +72,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
-use std::ops::RangeBounds;
+use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -83,7 +87,9 @@ pub use crate::store::log_durability::Durability;
 use crate::error::StoreError;
 use crate::store::blocking;
 use crate::store::log_files::{self, LogFiles, Meta};
-use crate::store::log_flusher::{CommittedIds, FlushJob, Flusher, LogWriter, PendingEntry, Report};
+use crate::store::log_flusher::{
+    CommittedIds, FlushJob, Flusher, LogWriter, PendingEntry, Report, WrittenTail,
+};
 use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
 
 /// Bytes of unflushed entries (their JSON) past which the leader's own
@@ -161,6 +167,7 @@ impl LogStore {
             files,
             pending: Mutex::new(BTreeMap::new()),
             pending_bytes: AtomicUsize::new(0),
+            written: Mutex::new(WrittenTail::default()),
             committed: Mutex::new(CommittedIds {
                 saved: committed,
                 written: committed,
@@ -306,7 +313,8 @@ impl LogStore {
         &self,
         range: impl RangeBounds<u64> + Clone,
     ) -> Result<Vec<Entry>, StorageError> {
-        // Pending entries first: see the module's comment.
+        // Pending entries first, then the written tail, then the files:
+        // see the module's comment.
         let pending: Vec<Entry> = self
             .writer
             .pending
@@ -314,14 +322,30 @@ impl LogStore {
             .range(range.clone())
             .map(|(_, pending)| pending.entry.clone())
             .collect();
+        let written = self.writer.written.lock().copies(range.clone());
         let mut entries: BTreeMap<u64, Entry> = BTreeMap::new();
-        for (log_id, json) in self.writer.files.read(range).map_err(read_error)? {
+        for entry in written.into_iter().chain(pending) {
+            entries.insert(entry.log_id.index, entry);
+        }
+        // What memory holds is the log's newest entries, without a gap:
+        // only the part of `range` before them is in the files alone.
+        let held = match (entries.first_key_value(), entries.last_key_value()) {
+            (Some((&first, _)), Some((&last, _))) if last - first + 1 == entries.len() as u64 => {
+                Some(first)
+            }
+            _ => None,
+        };
+        let from_files = match held {
+            Some(first) => self
+                .writer
+                .files
+                .read((range.start_bound().cloned(), Bound::Excluded(first))),
+            None => self.writer.files.read(range),
+        };
+        for (log_id, json) in from_files.map_err(read_error)? {
             let entry: Entry = serde_json::from_slice(&json)
                 .map_err(|source| read_error(StoreError::LogEntryUndecodable { log_id, source }))?;
-            entries.insert(log_id.index, entry);
-        }
-        for entry in pending {
-            entries.insert(entry.log_id.index, entry);
+            entries.entry(log_id.index).or_insert(entry);
         }
         Ok(entries.into_values().collect())
     }
@@ -397,6 +421,7 @@ impl LogStore {
             pending.retain(|index, _| *index < from);
             let bytes = pending.values().map(|pending| pending.json.len()).sum();
             self.writer.pending_bytes.store(bytes, Ordering::Release);
+            self.writer.written.lock().clear_from(from);
         }
         self.writer.durable.truncate_to(from);
         let writer = Arc::clone(&self.writer);
@@ -486,6 +511,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.save_meta(|meta| meta.purged = Some(log_id))
             .await
             .map_err(write_error)?;
+        self.writer.written.lock().clear_through(log_id.index);
         let writer = Arc::clone(&self.writer);
         blocking(move || writer.files.purge(log_id.index))
             .await
@@ -734,6 +760,63 @@ mod tests {
         let last = outcomes.pop().expect("three appends");
         reported(last).await.expect("written once flushed");
         assert_eq!(store.writer.pending_bytes.load(Ordering::Acquire), 0);
+    }
+
+    /// Indexes of the entries in the written tail.
+    fn tail(store: &LogStore) -> Vec<u64> {
+        let tail = store.writer.written.lock().copies(..);
+        tail.iter().map(|entry| entry.log_id.index).collect()
+    }
+
+    #[allow(clippy::await_holding_lock)]
+    #[tokio::test]
+    async fn reads_join_the_files_the_written_tail_and_the_pending_table() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let store = LogStore::open(dir.path(), None).expect("opens");
+        // Each entry a little over a quarter of the tail's bound: the tail
+        // keeps the newest three written.
+        let quarter = crate::store::log_flusher::MAX_WRITTEN_BYTES / 4;
+        let expected: Vec<Entry> = (1..=10).map(|index| large(index, quarter)).collect();
+        for entry in &expected[..8] {
+            appended(&store, vec![entry.clone()])
+                .await
+                .expect("written");
+        }
+        assert_eq!(tail(&store), [6, 7, 8], "the tail keeps the newest");
+        // The disk is stalled: 9 and 10 stay pending.
+        let writes = store.writer.files.hold_writes();
+        let (report, _outcome) = reporter();
+        store
+            .append_entries(expected[8..].to_vec(), report)
+            .await
+            .expect("appends");
+        let ranges: [(u64, u64); 5] = [(1, 10), (2, 9), (6, 10), (7, 8), (9, 10)];
+        for (first, last) in ranges {
+            let read = store.entries(first..=last).expect("the log reads");
+            let wanted = &expected[first as usize - 1..last as usize];
+            assert!(read == wanted, "{first}..={last}, with 9 and 10 pending");
+        }
+        drop(writes);
+        durable(&store, 10).await.expect("durable once flushed");
+        assert_eq!(tail(&store), [8, 9, 10], "written, 9 and 10 join the tail");
+        assert!(store.entries(..).expect("the log reads") == expected);
+        // Truncated, the tail keeps nothing of what was cut.
+        store.truncate_from(9).await.expect("truncates");
+        assert_eq!(tail(&store), [8]);
+        assert!(store.entries(..).expect("the log reads") == expected[..8]);
+        // Purged, nothing at or before the purged id.
+        let mut store = store;
+        store.purge(expected[7].log_id).await.expect("purges");
+        assert_eq!(tail(&store), [] as [u64; 0]);
+        store.close().await.expect("closes");
+        drop(store);
+        let store = LogStore::open(dir.path(), None).expect("reopens");
+        assert_eq!(
+            tail(&store),
+            [] as [u64; 0],
+            "a reopened log reads the files"
+        );
+        assert!(store.entries(..=8).expect("the log reads").is_empty());
     }
 
     #[allow(clippy::await_holding_lock)]
