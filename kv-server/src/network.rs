@@ -34,6 +34,7 @@ use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tracing::warn;
 
+use crate::peer::PeerUrl;
 use crate::peer_codec::Encoding;
 use crate::removal::{Removal, RemovedNotice};
 use crate::snapshot_transfer::{encode_chunk, ChunkHeader, ChunkReply, SnapshotEnd, CHUNK_BYTES};
@@ -87,12 +88,13 @@ impl Network {
     }
 }
 
-/// The HTTP client of every call to another node: pooled, no proxy, and
-/// with peer TLS, trusting `--peer-tls-ca` only and presenting
-/// `--peer-tls-cert`.
+/// The HTTP client of every call to another node: pooled, no proxy, no
+/// redirects (no node answers one), and with peer TLS, trusting
+/// `--peer-tls-ca` only and presenting `--peer-tls-cert`.
 pub fn peer_http_client(tls: &crate::tls::NodeTls) -> Result<reqwest::Client, reqwest::Error> {
     let builder = reqwest::Client::builder()
         .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
         .pool_idle_timeout(POOL_IDLE_TIMEOUT);
@@ -106,6 +108,9 @@ pub struct Connection {
     durability: Durability,
     target: NodeId,
     addr: String,
+    /// The target's append and vote routes.
+    append_url: PeerUrl,
+    vote_url: PeerUrl,
     /// Whether the target reads postcard bodies; cleared for good by its
     /// first 415 (see `peer_codec`).
     postcard: AtomicBool,
@@ -122,6 +127,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             durability: self.durability.clone(),
             target,
             addr: node.peer_url().to_string(),
+            append_url: PeerUrl::new(format!("{}/raft/append", node.peer_url())),
+            vote_url: PeerUrl::new(format!("{}/raft/vote", node.peer_url())),
             postcard: AtomicBool::new(true),
             removal: Arc::clone(&self.removal),
         }
@@ -147,7 +154,7 @@ where
 impl Connection {
     async fn call<Req, Resp, Err>(
         &self,
-        path: &str,
+        url: &PeerUrl,
         request: &Req,
         option: &RPCOption,
     ) -> Result<Resp, RPCError<NodeId, Node, Err>>
@@ -156,7 +163,6 @@ impl Connection {
         Resp: DeserializeOwned,
         Err: std::error::Error + DeserializeOwned,
     {
-        let url = format!("{}/raft/{path}", self.addr);
         let timeout = option.hard_ttl().max(MIN_RPC_TIMEOUT);
         loop {
             let encoding = if self.postcard.load(Ordering::Relaxed) {
@@ -169,7 +175,7 @@ impl Connection {
                 .map_err(|error| network_error(&error))?;
             let response = self
                 .http
-                .post(&url)
+                .post_to(url)
                 .timeout(timeout)
                 .header(CONTENT_TYPE, encoding.content_type())
                 .body(body)
@@ -197,7 +203,8 @@ impl Connection {
             }
             if !status.is_success() {
                 let text = String::from_utf8_lossy(&bytes);
-                let error = std::io::Error::other(format!("{url} answered {status}: {text}"));
+                let error =
+                    std::io::Error::other(format!("{} answered {status}: {text}", url.as_str()));
                 return Err(network_error(&error));
             }
             let reply: Result<Resp, Err> = answered
@@ -388,7 +395,7 @@ impl RaftNetwork<TypeConfig> for Connection {
             .commit_to_send(request.leader_commit, option.soft_ttl() / 2)
             .await
             .map_err(|error| RPCError::Network(NetworkError::new(&error)))?;
-        self.call("append", &request, &option).await
+        self.call(&self.append_url, &request, &option).await
     }
 
     /// Snapshots go through [`RaftNetwork::full_snapshot`], in chunks of
@@ -413,7 +420,7 @@ impl RaftNetwork<TypeConfig> for Connection {
         request: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
-        self.call("vote", &request, &option).await
+        self.call(&self.vote_url, &request, &option).await
     }
 
     async fn full_snapshot(

@@ -44,7 +44,7 @@ use crate::api::error::ApiError;
 use crate::api::leader::{await_leader, known_leader, leader_of, Leader};
 use crate::api::AppState;
 use crate::metrics::HotHistogram;
-use crate::peer::PeerClient;
+use crate::peer::{PeerClient, PeerUrl};
 use crate::peer_codec::{Encoding, PeerReply, PeerRequest, POSTCARD};
 use crate::types::{Command, CommandResult, NodeId, Raft, Revision};
 use crate::write_budget::WritePermit;
@@ -142,6 +142,8 @@ struct Hop {
     /// The leader's request timeout: a write's own bound.
     timeout: Duration,
     refusing: Arc<Mutex<HashSet<String>>>,
+    /// The last leader's peer URL and its propose route, parsed once.
+    propose_url: Arc<Mutex<Option<(String, PeerUrl)>>>,
 }
 
 impl Relay {
@@ -165,6 +167,7 @@ impl Relay {
             peers,
             timeout,
             refusing: Arc::clone(&refusing),
+            propose_url: Arc::default(),
         };
         let max_bytes = MAX_ENTRY_BYTES.min(max_body_bytes / 2);
         tokio::spawn(run(hop, queued, in_flight.max(1), max_bytes));
@@ -233,6 +236,19 @@ enum Unsent {
 }
 
 impl Hop {
+    /// The propose route of the leader at `peer_addr`.
+    fn propose_url(&self, peer_addr: &str) -> PeerUrl {
+        let mut cached = self.propose_url.lock();
+        match &*cached {
+            Some((addr, url)) if addr == peer_addr => url.clone(),
+            _ => {
+                let url = PeerUrl::new(format!("{peer_addr}{PROPOSE_PATH}"));
+                *cached = Some((peer_addr.to_string(), url.clone()));
+                url
+            }
+        }
+    }
+
     /// Sends `batch` to the leader, following leader changes, and answers
     /// every waiter.
     async fn relay(&self, batch: Vec<Pending>) {
@@ -255,7 +271,8 @@ impl Hop {
                 return;
             };
             let commands: Vec<&Command> = batch.iter().map(|pending| &pending.command).collect();
-            match send(&self.peers, self.timeout, peer_addr, &commands).await {
+            let url = self.propose_url(peer_addr);
+            match send(&self.peers, self.timeout, &url, &commands).await {
                 Ok(answers) => {
                     let mut answers = answers.into_iter();
                     return answer_all(batch, || {
@@ -290,20 +307,20 @@ impl Hop {
     }
 }
 
-/// One request with `commands` to the leader at `addr`, through `peers`;
-/// the leader may take `timeout` to answer.
+/// One request with `commands` to the leader's propose route `url`,
+/// through `peers`; the leader may take `timeout` to answer.
 async fn send(
     peers: &PeerClient,
     timeout: Duration,
-    addr: &str,
+    url: &PeerUrl,
     commands: &[&Command],
 ) -> Result<Vec<Answer>, Unsent> {
+    let addr = url.as_str();
     let body = Encoding::Postcard
         .encode(&commands)
         .map_err(|error| Unsent::Failed(ApiError::internal(error.to_string())))?;
-    let url = format!("{addr}{PROPOSE_PATH}");
     let sent = peers
-        .post(&url)
+        .post_to(url)
         .timeout(timeout + RELAY_SLACK)
         .header(CONTENT_TYPE, POSTCARD)
         .body(body)
@@ -428,7 +445,8 @@ mod tests {
                 condition: crate::types::Condition::Always,
             },
         };
-        send(&peer_client(&dir), timeout, addr, &[&command]).await
+        let url = PeerUrl::new(format!("{addr}{PROPOSE_PATH}"));
+        send(&peer_client(&dir), timeout, &url, &[&command]).await
     }
 
     #[tokio::test]
