@@ -151,7 +151,10 @@ impl WrittenTail {
 
     /// Drops the entries at or before `index`.
     pub fn clear_through(&mut self, index: u64) {
-        let kept = self.entries.split_off(&(index + 1));
+        let kept = match index.checked_add(1) {
+            Some(next) => self.entries.split_off(&next),
+            None => BTreeMap::new(),
+        };
         let dropped = std::mem::replace(&mut self.entries, kept);
         for (_, (_, bytes)) in dropped {
             self.bytes -= bytes;
