@@ -785,7 +785,7 @@ mod tests {
         assert_eq!(tail(&store), [6, 7, 8], "the tail keeps the newest");
         // The disk is stalled: 9 and 10 stay pending.
         let writes = store.writer.files.hold_writes();
-        let (report, _outcome) = reporter();
+        let (report, outcome) = reporter();
         store
             .append_entries(expected[8..].to_vec(), report)
             .await
@@ -797,7 +797,8 @@ mod tests {
             assert!(read == wanted, "{first}..={last}, with 9 and 10 pending");
         }
         drop(writes);
-        durable(&store, 10).await.expect("durable once flushed");
+        // Reported once the flusher is done with them, the tail included.
+        reported(outcome).await.expect("written once flushed");
         assert_eq!(tail(&store), [8, 9, 10], "written, 9 and 10 join the tail");
         assert!(store.entries(..).expect("the log reads") == expected);
         // Truncated, the tail keeps nothing of what was cut.
