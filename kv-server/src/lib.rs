@@ -56,6 +56,7 @@ pub(crate) mod metrics;
 pub(crate) mod namesrv;
 pub(crate) mod network;
 pub(crate) mod peer;
+pub(crate) mod peer_channel;
 pub(crate) mod peer_codec;
 pub(crate) mod read_index;
 pub(crate) mod removal;

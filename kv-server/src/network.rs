@@ -8,15 +8,18 @@
 //! ([`crate::snapshot_transfer`]), each with its own timeout: a request
 //! that fails or times out is sent again from where the receiver says it
 //! stopped, so the transfer as a whole has no deadline as long as it makes
-//! progress, and the sender holds one chunk in memory. Connections are
-//! pooled by one shared HTTP client, which reconnects on its own; a node
-//! that cannot be reached is retried after a growing pause.
+//! progress, and the sender holds one chunk in memory. Appends and votes
+//! keep connections of their own to each node ([`crate::peer_channel`]);
+//! snapshot chunks go through the pooled client of the other calls between
+//! nodes. Both reconnect on their own; a node that cannot be reached is
+//! retried after a growing pause.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::{StatusCode, Uri};
 use openraft::error::{
     Fatal, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed,
     StreamingError, Unreachable,
@@ -27,22 +30,18 @@ use openraft::raft::{
     SnapshotResponse, VoteRequest, VoteResponse,
 };
 use openraft::{Snapshot, Vote};
-use reqwest::header::CONTENT_TYPE;
-use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tracing::warn;
 
-use crate::peer::PeerUrl;
+use crate::peer_channel::{CallError, PeerChannel, CONNECT_TIMEOUT};
 use crate::peer_codec::Encoding;
 use crate::removal::{Removal, RemovedNotice};
 use crate::snapshot_transfer::{encode_chunk, ChunkHeader, ChunkReply, SnapshotEnd, CHUNK_BYTES};
 use crate::store::log_store::Durability;
 use crate::types::{Node, NodeId, TypeConfig};
 
-/// Longest time spent connecting to a node before it counts as unreachable.
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// Pauses before reconnecting to an unreachable node: growing, then steady.
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
@@ -108,9 +107,11 @@ pub struct Connection {
     durability: Durability,
     target: NodeId,
     addr: String,
-    /// The target's append and vote routes.
-    append_url: PeerUrl,
-    vote_url: PeerUrl,
+    /// Kept-alive connections to the target, for appends and votes, and
+    /// their routes.
+    channel: PeerChannel,
+    append_route: Uri,
+    vote_route: Uri,
     /// Whether the target reads postcard bodies; cleared for good by its
     /// first 415 (see `peer_codec`).
     postcard: AtomicBool,
@@ -121,22 +122,24 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Connection;
 
     async fn new_client(&mut self, target: NodeId, node: &Node) -> Connection {
+        let channel = self.http.channel(node.peer_url());
         Connection {
             http: self.http.clone(),
             node_id: self.node_id,
             durability: self.durability.clone(),
             target,
             addr: node.peer_url().to_string(),
-            append_url: PeerUrl::new(format!("{}/raft/append", node.peer_url())),
-            vote_url: PeerUrl::new(format!("{}/raft/vote", node.peer_url())),
+            append_route: channel.route("/raft/append"),
+            vote_route: channel.route("/raft/vote"),
+            channel,
             postcard: AtomicBool::new(true),
             removal: Arc::clone(&self.removal),
         }
     }
 }
 
-fn transport_error<E: std::error::Error>(error: reqwest::Error) -> RPCError<NodeId, Node, E> {
-    if error.is_connect() {
+fn transport_error<E: std::error::Error>(error: CallError) -> RPCError<NodeId, Node, E> {
+    if error.surely_unsent() {
         RPCError::Unreachable(Unreachable::new(&error))
     } else {
         RPCError::Network(NetworkError::new(&error))
@@ -154,7 +157,7 @@ where
 impl Connection {
     async fn call<Req, Resp, Err>(
         &self,
-        url: &PeerUrl,
+        route: &Uri,
         request: &Req,
         option: &RPCOption,
     ) -> Result<Resp, RPCError<NodeId, Node, Err>>
@@ -173,16 +176,12 @@ impl Connection {
             let body = encoding
                 .encode(request)
                 .map_err(|error| network_error(&error))?;
-            let response = self
-                .http
-                .post_to(url)
-                .timeout(timeout)
-                .header(CONTENT_TYPE, encoding.content_type())
-                .body(body)
-                .send()
+            let reply = self
+                .channel
+                .post(route, encoding.content_type(), body.into(), timeout)
                 .await
                 .map_err(transport_error)?;
-            let status = response.status();
+            let status = reply.status;
             if status == StatusCode::UNSUPPORTED_MEDIA_TYPE && encoding == Encoding::Postcard {
                 // A node that reads JSON only: speak JSON to it from now on.
                 warn!(
@@ -193,18 +192,17 @@ impl Connection {
                 continue;
             }
             // An error body is the API's JSON, whatever the request was.
-            let answered = Encoding::of(response.headers()).unwrap_or(Encoding::Json);
-            let bytes = response
-                .bytes()
-                .await
-                .map_err(|error| network_error(&error))?;
+            let answered = Encoding::of(&reply.headers).unwrap_or(Encoding::Json);
+            let bytes = reply.body;
             if status == StatusCode::GONE {
                 self.take_removal(&bytes);
             }
             if !status.is_success() {
                 let text = String::from_utf8_lossy(&bytes);
-                let error =
-                    std::io::Error::other(format!("{} answered {status}: {text}", url.as_str()));
+                let error = std::io::Error::other(format!(
+                    "{} answered {route} {status}: {text}",
+                    self.addr
+                ));
                 return Err(network_error(&error));
             }
             let reply: Result<Resp, Err> = answered
@@ -395,7 +393,7 @@ impl RaftNetwork<TypeConfig> for Connection {
             .commit_to_send(request.leader_commit, option.soft_ttl() / 2)
             .await
             .map_err(|error| RPCError::Network(NetworkError::new(&error)))?;
-        self.call(&self.append_url, &request, &option).await
+        self.call(&self.append_route, &request, &option).await
     }
 
     /// Snapshots go through [`RaftNetwork::full_snapshot`], in chunks of
@@ -420,7 +418,7 @@ impl RaftNetwork<TypeConfig> for Connection {
         request: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
-        self.call(&self.vote_url, &request, &option).await
+        self.call(&self.vote_route, &request, &option).await
     }
 
     async fn full_snapshot(
@@ -493,7 +491,7 @@ mod tests {
         let mut network = Network::new(
             1,
             Durability::new(None),
-            PeerClient::new(http, cluster_id),
+            PeerClient::new(http, None, cluster_id),
             Arc::default(),
         );
         let node = Node {

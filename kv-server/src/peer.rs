@@ -10,15 +10,18 @@
 //! waits for the node forming the cluster, or a joining one) takes the id
 //! of the first request that names one.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum::http::HeaderValue;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use schemas::api::header::{CLUSTER_ID, DATA_FORMAT};
+use tokio_rustls::TlsConnector;
 use uuid::Uuid;
 
 use crate::error::StoreError;
+use crate::peer_channel::PeerChannel;
 
 /// The file in the data directory that holds the id.
 const CLUSTER_ID_FILE: &str = "cluster-id";
@@ -156,18 +159,35 @@ pub enum CheckError {
     Store(#[from] StoreError),
 }
 
-/// The HTTP client for requests to other nodes: pooled, and every request
-/// names this node's cluster and data format.
-#[derive(Clone, Debug)]
+/// The HTTP clients for requests to other nodes: every request names this
+/// node's cluster and data format. The calls of each replicated write go
+/// through a [`PeerChannel`] per node; the others through one pooled
+/// reqwest client.
+#[derive(Clone)]
 pub struct PeerClient {
     http: reqwest::Client,
+    /// Peer TLS, for the channels' `https://` connections.
+    tls: Option<TlsConnector>,
     cluster_id: Arc<ClusterId>,
+    /// The channels made so far, by node URL: each node's connections are
+    /// kept across elections and replication streams.
+    channels: Arc<Mutex<HashMap<String, PeerChannel>>>,
 }
 
 impl PeerClient {
-    /// A client over `http` that names `cluster_id`.
-    pub fn new(http: reqwest::Client, cluster_id: Arc<ClusterId>) -> PeerClient {
-        PeerClient { http, cluster_id }
+    /// A client over `http` and, for channels, `tls`, that names
+    /// `cluster_id`.
+    pub fn new(
+        http: reqwest::Client,
+        tls: Option<TlsConnector>,
+        cluster_id: Arc<ClusterId>,
+    ) -> PeerClient {
+        PeerClient {
+            http,
+            tls,
+            cluster_id,
+            channels: Arc::default(),
+        }
     }
 
     /// A request to another node.
@@ -196,41 +216,16 @@ impl PeerClient {
         self.request(reqwest::Method::GET, url)
     }
 
-    /// A POST to `url`, parsed once before.
-    pub fn post_to(&self, url: &PeerUrl) -> reqwest::RequestBuilder {
-        match &url.0.parsed {
-            Some(parsed) => self.request(reqwest::Method::POST, parsed.clone()),
-            // reqwest names the fault when it sends.
-            None => self.request(reqwest::Method::POST, url.as_str()),
+    /// Kept-alive connections to the node at `peer_url`, for the calls
+    /// made over and over; the same for every caller.
+    pub fn channel(&self, peer_url: &str) -> PeerChannel {
+        let mut channels = self.channels.lock();
+        if let Some(channel) = channels.get(peer_url) {
+            return channel.clone();
         }
-    }
-}
-
-/// A URL of another node that requests go to over and over, parsed once:
-/// each request then skips the parsing (and the host's IDNA check), which
-/// was a measurable part of a replicated write (docs/performance.md).
-/// Clones share it.
-#[derive(Clone, Debug)]
-pub struct PeerUrl(Arc<ParsedUrl>);
-
-#[derive(Debug)]
-struct ParsedUrl {
-    /// The URL as given.
-    text: String,
-    /// It parsed, unless it does not parse.
-    parsed: Option<reqwest::Url>,
-}
-
-impl PeerUrl {
-    /// `text`, parsed.
-    pub fn new(text: String) -> PeerUrl {
-        let parsed = reqwest::Url::parse(&text).ok();
-        PeerUrl(Arc::new(ParsedUrl { text, parsed }))
-    }
-
-    /// The URL as given.
-    pub fn as_str(&self) -> &str {
-        &self.0.text
+        let channel = PeerChannel::new(peer_url, self.tls.as_ref(), Arc::clone(&self.cluster_id));
+        channels.insert(peer_url.to_string(), channel.clone());
+        channel
     }
 }
 

@@ -19,10 +19,10 @@ use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::config::Config;
 
@@ -98,11 +98,14 @@ pub struct NodeTls {
 }
 
 /// The peer certificate chain and key (one PEM buffer, as reqwest takes
-/// it) and the peer CA, for the node's outgoing calls.
+/// it) and the peer CA, for the node's outgoing calls; and the same as a
+/// connector, for the calls of replicated writes
+/// ([`crate::peer_channel`]).
 #[derive(Clone)]
 struct PeerIdentity {
     cert_and_key_pem: Vec<u8>,
     ca: Vec<CertificateDer<'static>>,
+    connector: TlsConnector,
 }
 
 impl NodeTls {
@@ -161,6 +164,7 @@ impl NodeTls {
                 let outgoing = PeerIdentity {
                     cert_and_key_pem: identity.pem.clone(),
                     ca: ca.clone(),
+                    connector: client_connector(&provider, &identity, &ca)?,
                 };
                 let server = server_config(
                     &provider,
@@ -198,6 +202,41 @@ impl NodeTls {
         }
         Ok(builder)
     }
+
+    /// The same for the connections of [`crate::peer_channel`]: trusting
+    /// only `--peer-tls-ca` and presenting `--peer-tls-cert`; none without
+    /// peer TLS.
+    pub fn peer_connector(&self) -> Option<TlsConnector> {
+        self.peer_identity
+            .as_ref()
+            .map(|identity| identity.connector.clone())
+    }
+}
+
+/// A connector presenting `identity` and trusting only `ca`, offering
+/// HTTP/1.1 by ALPN.
+fn client_connector(
+    provider: &Arc<CryptoProvider>,
+    identity: &Identity,
+    ca: &[CertificateDer<'static>],
+) -> Result<TlsConnector, TlsError> {
+    let flags = "--peer-tls-cert/--peer-tls-key/--peer-tls-ca";
+    let rejected = |source: rustls::Error| TlsError::Rejected {
+        what: flags.to_string(),
+        source,
+    };
+    let mut roots = RootCertStore::empty();
+    for certificate in ca {
+        roots.add(certificate.clone()).map_err(rejected)?;
+    }
+    let mut config = ClientConfig::builder_with_provider(Arc::clone(provider))
+        .with_safe_default_protocol_versions()
+        .map_err(rejected)?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(identity.chain.clone(), identity.key.clone_key())
+        .map_err(rejected)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsConnector::from(Arc::new(config)))
 }
 
 /// Checks that the URL a flag gives speaks TLS exactly when its listener

@@ -31,7 +31,7 @@ pub mod replay;
 pub mod request_metrics;
 pub mod snapshot;
 #[cfg(test)]
-mod test_peers;
+pub(crate) mod test_peers;
 pub mod topic_reads;
 pub mod txn;
 pub mod ui;

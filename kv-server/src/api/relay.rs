@@ -29,8 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::header::CONTENT_TYPE;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use parking_lot::Mutex;
 use schemas::api::{ErrorBody, ErrorCode};
@@ -44,7 +43,8 @@ use crate::api::error::ApiError;
 use crate::api::leader::{await_leader, known_leader, leader_of, Leader};
 use crate::api::AppState;
 use crate::metrics::HotHistogram;
-use crate::peer::{PeerClient, PeerUrl};
+use crate::peer::PeerClient;
+use crate::peer_channel::{CallError, PeerChannel};
 use crate::peer_codec::{Encoding, PeerReply, PeerRequest, POSTCARD};
 use crate::types::{Command, CommandResult, NodeId, Raft, Revision};
 use crate::write_budget::WritePermit;
@@ -142,8 +142,9 @@ struct Hop {
     /// The leader's request timeout: a write's own bound.
     timeout: Duration,
     refusing: Arc<Mutex<HashSet<String>>>,
-    /// The last leader's peer URL and its propose route, parsed once.
-    propose_url: Arc<Mutex<Option<(String, PeerUrl)>>>,
+    /// The last leader's peer URL, the connections to it and its propose
+    /// route.
+    leader_channel: Arc<Mutex<Option<(String, PeerChannel, Uri)>>>,
 }
 
 impl Relay {
@@ -167,7 +168,7 @@ impl Relay {
             peers,
             timeout,
             refusing: Arc::clone(&refusing),
-            propose_url: Arc::default(),
+            leader_channel: Arc::default(),
         };
         let max_bytes = MAX_ENTRY_BYTES.min(max_body_bytes / 2);
         tokio::spawn(run(hop, queued, in_flight.max(1), max_bytes));
@@ -236,15 +237,17 @@ enum Unsent {
 }
 
 impl Hop {
-    /// The propose route of the leader at `peer_addr`.
-    fn propose_url(&self, peer_addr: &str) -> PeerUrl {
-        let mut cached = self.propose_url.lock();
+    /// The connections to the leader at `peer_addr` and its propose route,
+    /// looked up and made once per leader.
+    fn leader_channel(&self, peer_addr: &str) -> (PeerChannel, Uri) {
+        let mut cached = self.leader_channel.lock();
         match &*cached {
-            Some((addr, url)) if addr == peer_addr => url.clone(),
+            Some((addr, channel, route)) if addr == peer_addr => (channel.clone(), route.clone()),
             _ => {
-                let url = PeerUrl::new(format!("{peer_addr}{PROPOSE_PATH}"));
-                *cached = Some((peer_addr.to_string(), url.clone()));
-                url
+                let channel = self.peers.channel(peer_addr);
+                let route = channel.route(PROPOSE_PATH);
+                *cached = Some((peer_addr.to_string(), channel.clone(), route.clone()));
+                (channel, route)
             }
         }
     }
@@ -271,8 +274,8 @@ impl Hop {
                 return;
             };
             let commands: Vec<&Command> = batch.iter().map(|pending| &pending.command).collect();
-            let url = self.propose_url(peer_addr);
-            match send(&self.peers, self.timeout, &url, &commands).await {
+            let (channel, route) = self.leader_channel(peer_addr);
+            match send(&channel, &route, self.timeout, &commands).await {
                 Ok(answers) => {
                     let mut answers = answers.into_iter();
                     return answer_all(batch, || {
@@ -307,39 +310,27 @@ impl Hop {
     }
 }
 
-/// One request with `commands` to the leader's propose route `url`,
-/// through `peers`; the leader may take `timeout` to answer.
+/// One request with `commands` to the leader's propose `route`, through
+/// `channel`; the leader may take `timeout` to answer.
 async fn send(
-    peers: &PeerClient,
+    channel: &PeerChannel,
+    route: &Uri,
     timeout: Duration,
-    url: &PeerUrl,
     commands: &[&Command],
 ) -> Result<Vec<Answer>, Unsent> {
-    let addr = url.as_str();
+    let addr = channel.url();
     let body = Encoding::Postcard
         .encode(&commands)
         .map_err(|error| Unsent::Failed(ApiError::internal(error.to_string())))?;
-    let sent = peers
-        .post_to(url)
-        .timeout(timeout + RELAY_SLACK)
-        .header(CONTENT_TYPE, POSTCARD)
-        .body(body)
-        .send()
-        .await;
-    let response = match sent {
-        Ok(response) => response,
-        Err(error) if error.is_connect() => {
-            return Err(Unsent::NotDelivered(format!(
-                "cannot connect to {addr}: {error}"
-            )))
-        }
-        Err(error) => return Err(Unsent::Failed(may_have_applied(addr, &error))),
-    };
-    let status = response.status();
-    let bytes = response
-        .bytes()
+    let reply = match channel
+        .post(route, POSTCARD, body.into(), timeout + RELAY_SLACK)
         .await
-        .map_err(|error| Unsent::Failed(may_have_applied(addr, &error)))?;
+    {
+        Ok(reply) => reply,
+        Err(error) if error.surely_unsent() => return Err(Unsent::NotDelivered(error.to_string())),
+        Err(error) => return Err(Unsent::Failed(may_have_applied(&error))),
+    };
+    let (status, bytes) = (reply.status, reply.body);
     if status == StatusCode::NOT_FOUND {
         return Err(Unsent::Unsupported);
     }
@@ -370,9 +361,9 @@ async fn send(
 }
 
 /// The error for a batch whose answer did not arrive.
-fn may_have_applied(addr: &str, error: &reqwest::Error) -> ApiError {
+fn may_have_applied(error: &CallError) -> ApiError {
     ApiError::unavailable(format!(
-        "the leader at {addr} did not answer ({error}); the write may or may not have taken effect"
+        "{error}; the write may or may not have taken effect"
     ))
 }
 
@@ -445,8 +436,9 @@ mod tests {
                 condition: crate::types::Condition::Always,
             },
         };
-        let url = PeerUrl::new(format!("{addr}{PROPOSE_PATH}"));
-        send(&peer_client(&dir), timeout, &url, &[&command]).await
+        let channel = peer_client(&dir).channel(addr);
+        let route = channel.route(PROPOSE_PATH);
+        send(&channel, &route, timeout, &[&command]).await
     }
 
     #[tokio::test]

@@ -14,7 +14,11 @@ pub async fn closed_port() -> String {
 /// A client naming no cluster, as a node that knows none yet does.
 pub fn peer_client(dir: &tempfile::TempDir) -> crate::peer::PeerClient {
     let cluster_id = crate::peer::ClusterId::open(dir.path()).unwrap();
-    crate::peer::PeerClient::new(reqwest::Client::new(), std::sync::Arc::new(cluster_id))
+    crate::peer::PeerClient::new(
+        reqwest::Client::new(),
+        None,
+        std::sync::Arc::new(cluster_id),
+    )
 }
 
 /// An address that takes connections and never answers; the task holding

@@ -123,7 +123,7 @@ pub(super) async fn open(config: Config) -> Result<Opened, ServerError> {
     // One client for every call to another node (Raft RPC, joins,
     // forwarded writes, read index): it alone holds the peer TLS identity.
     let peers_http = crate::network::peer_http_client(&tls).map_err(ServerError::PeerClient)?;
-    let peers_http = PeerClient::new(peers_http, Arc::clone(&cluster_id));
+    let peers_http = PeerClient::new(peers_http, tls.peer_connector(), Arc::clone(&cluster_id));
     let durability = log.durability();
     // Shared with the network: a member may say so in answer to a vote.
     let removal: Arc<crate::removal::Removal> = Arc::default();
