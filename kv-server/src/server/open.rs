@@ -120,8 +120,10 @@ pub(super) async fn open(config: Config) -> Result<Opened, ServerError> {
         ..openraft::Config::default()
     }
     .validate()?;
-    // One client for every call to another node (Raft RPC, joins,
-    // forwarded writes, read index): it alone holds the peer TLS identity.
+    // One client for every call to another node (appends, votes and
+    // relayed writes on its kept connections per node; snapshots, joins,
+    // forwarded writes and read indexes through reqwest): it alone holds
+    // the peer TLS identity.
     let peers_http = crate::network::peer_http_client(&tls).map_err(ServerError::PeerClient)?;
     let peers_http = PeerClient::new(peers_http, tls.peer_connector(), Arc::clone(&cluster_id));
     let durability = log.durability();
