@@ -2,8 +2,8 @@
 //! replicated write makes: append-entries and votes to each follower, and a
 //! follower's relayed writes to the leader.
 //!
-//! The other calls between nodes (snapshots, joins, read indexes, removal
-//! notices) go through reqwest, which parses each URL, checks a connection
+//! The other calls between nodes (snapshots, joins, read indexes, writes
+//! passed whole, removal notices) go through reqwest, which parses each URL, checks a connection
 //! out of a pool shared by every host and hands the request to the
 //! connection's task through a channel. On a leader of three nodes that
 //! machinery was about a tenth of the CPU (docs/performance.md). A
