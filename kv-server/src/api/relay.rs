@@ -142,9 +142,6 @@ struct Hop {
     /// The leader's request timeout: a write's own bound.
     timeout: Duration,
     refusing: Arc<Mutex<HashSet<String>>>,
-    /// The last leader's peer URL, the connections to it and its propose
-    /// route.
-    leader_channel: Arc<Mutex<Option<(String, PeerChannel, Uri)>>>,
 }
 
 impl Relay {
@@ -168,7 +165,6 @@ impl Relay {
             peers,
             timeout,
             refusing: Arc::clone(&refusing),
-            leader_channel: Arc::default(),
         };
         let max_bytes = MAX_ENTRY_BYTES.min(max_body_bytes / 2);
         tokio::spawn(run(hop, queued, in_flight.max(1), max_bytes));
@@ -237,21 +233,6 @@ enum Unsent {
 }
 
 impl Hop {
-    /// The connections to the leader at `peer_addr` and its propose route,
-    /// looked up and made once per leader.
-    fn leader_channel(&self, peer_addr: &str) -> (PeerChannel, Uri) {
-        let mut cached = self.leader_channel.lock();
-        match &*cached {
-            Some((addr, channel, route)) if addr == peer_addr => (channel.clone(), route.clone()),
-            _ => {
-                let channel = self.peers.channel(peer_addr);
-                let route = channel.route(PROPOSE_PATH);
-                *cached = Some((peer_addr.to_string(), channel.clone(), route.clone()));
-                (channel, route)
-            }
-        }
-    }
-
     /// Sends `batch` to the leader, following leader changes, and answers
     /// every waiter.
     async fn relay(&self, batch: Vec<Pending>) {
@@ -274,7 +255,8 @@ impl Hop {
                 return;
             };
             let commands: Vec<&Command> = batch.iter().map(|pending| &pending.command).collect();
-            let (channel, route) = self.leader_channel(peer_addr);
+            let channel = self.peers.channel(peer_addr);
+            let route = channel.route(PROPOSE_PATH);
             match send(&channel, &route, self.timeout, &commands).await {
                 Ok(answers) => {
                     let mut answers = answers.into_iter();
