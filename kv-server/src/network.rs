@@ -13,6 +13,12 @@
 //! snapshot chunks go through the pooled client of the other calls between
 //! nodes. Both reconnect on their own; a node that cannot be reached is
 //! retried after a growing pause.
+//!
+//! The append openraft sends a follower after each commit, telling it only
+//! the new commit id, is answered at once and sent a millisecond later,
+//! unless the next append carried that id first
+//! ([`Connection::hold_commit`]): openraft sends a follower the next
+//! entries only once the append before is answered.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,6 +36,7 @@ use openraft::raft::{
     SnapshotResponse, VoteRequest, VoteResponse,
 };
 use openraft::{Snapshot, Vote};
+use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -40,7 +47,7 @@ use crate::peer_codec::Encoding;
 use crate::removal::{Removal, RemovedNotice};
 use crate::snapshot_transfer::{encode_chunk, ChunkHeader, ChunkReply, SnapshotEnd, CHUNK_BYTES};
 use crate::store::log_store::Durability;
-use crate::types::{Node, NodeId, TypeConfig};
+use crate::types::{LogId, Node, NodeId, TypeConfig};
 
 /// Pauses before reconnecting to an unreachable node: growing, then steady.
 const BACKOFF_START: Duration = Duration::from_millis(100);
@@ -100,8 +107,24 @@ pub fn peer_http_client(tls: &crate::tls::NodeTls) -> Result<reqwest::Client, re
     tls.peer_client(builder)?.build()
 }
 
-/// The connection to one node.
+/// The connection to one node, as openraft holds it: one per replication
+/// stream, election round or leadership check.
 pub struct Connection {
+    link: Arc<Link>,
+    /// The last log id the target said it holds, in its answer to this
+    /// connection's last append; `None` after any other answer.
+    matched: Option<LogId>,
+    /// The greatest commit id this connection sent or holds.
+    told: Option<LogId>,
+    /// Its commit-only append held back, if any (see
+    /// [`Connection::hold_commit`]), and for how long.
+    held: Arc<Mutex<HeldCommit>>,
+    hold: Duration,
+}
+
+/// What a connection calls the target with; shared with the task that
+/// sends a held commit.
+struct Link {
     http: crate::peer::PeerClient,
     node_id: NodeId,
     durability: Durability,
@@ -118,12 +141,32 @@ pub struct Connection {
     removal: Arc<Removal>,
 }
 
+/// How long a commit-only append is held for the next append to carry its
+/// commit id: the runtime's timer resolution. Under load the next entry
+/// goes well within it.
+const COMMIT_HOLD: Duration = Duration::from_millis(1);
+
+/// A connection's commit-only append, answered at once and sent after
+/// [`COMMIT_HOLD`] unless an append sent meanwhile carried its commit id.
+#[derive(Default)]
+struct HeldCommit {
+    /// The newest one not sent yet, and its time limits.
+    request: Option<(AppendEntriesRequest<TypeConfig>, RPCOption)>,
+    /// Whether a task is to send it.
+    sending: bool,
+    /// The target answered one with this higher vote: the next call says so.
+    higher: Option<Vote<NodeId>>,
+    /// One was not taken: the next commit-only append goes at once, and
+    /// openraft sees the answer.
+    failed: bool,
+}
+
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Connection;
 
     async fn new_client(&mut self, target: NodeId, node: &Node) -> Connection {
         let channel = self.http.channel(node.peer_url());
-        Connection {
+        let link = Link {
             http: self.http.clone(),
             node_id: self.node_id,
             durability: self.durability.clone(),
@@ -134,6 +177,13 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             channel,
             postcard: AtomicBool::new(true),
             removal: Arc::clone(&self.removal),
+        };
+        Connection {
+            link: Arc::new(link),
+            matched: None,
+            told: None,
+            held: Arc::default(),
+            hold: COMMIT_HOLD,
         }
     }
 }
@@ -154,7 +204,7 @@ where
     RPCError::Network(NetworkError::new(error))
 }
 
-impl Connection {
+impl Link {
     async fn call<Req, Resp, Err>(
         &self,
         route: &Uri,
@@ -377,11 +427,92 @@ async fn read_at(file: &mut tokio::fs::File, offset: u64, buf: &mut [u8]) -> std
     file.read_exact(buf).await.map(drop)
 }
 
-impl RaftNetwork<TypeConfig> for Connection {
-    async fn append_entries(
-        &mut self,
+impl Connection {
+    /// Whether `request` only tells the target a newer commit id, right
+    /// after the target said, answering this connection, that it holds
+    /// everything up to `prev_log_id`. openraft's replication stream sends
+    /// one after every commit, and sends the next entries only once it is
+    /// answered.
+    fn only_commit(&self, request: &AppendEntriesRequest<TypeConfig>) -> bool {
+        request.entries.is_empty()
+            && request.prev_log_id.is_some()
+            && request.prev_log_id == self.matched
+            && request.leader_commit > self.told
+    }
+
+    /// Holds a commit-only append: the caller answers it at once, and a
+    /// task sends it after `hold` ([`COMMIT_HOLD`]) unless an append sent
+    /// meanwhile carried its commit id (see [`Connection::carried`]).
+    ///
+    /// Only the target's knowledge of the commit waits: a commit needs no
+    /// follower to hear of it. openraft takes the answer as the target's
+    /// acknowledgement at the time it was sent, but one is held only right
+    /// after the target acknowledged the entry before, and the commit it
+    /// tells of took a quorum's real acknowledgements. A connection's
+    /// first call is never held, so the heartbeats of a leadership check
+    /// (the read index), on new connections, all go out and are answered.
+    fn hold_commit(&mut self, request: AppendEntriesRequest<TypeConfig>, option: RPCOption) {
+        self.told = request.leader_commit;
+        let mut held = self.held.lock();
+        held.request = Some((request, option));
+        if std::mem::replace(&mut held.sending, true) {
+            return;
+        }
+        drop(held);
+        let link = Arc::clone(&self.link);
+        let held = Arc::clone(&self.held);
+        let hold = self.hold;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(hold).await;
+                let next = {
+                    let mut held = held.lock();
+                    let next = held.request.take();
+                    held.sending = next.is_some();
+                    next
+                };
+                let Some((request, option)) = next else {
+                    return;
+                };
+                let answer = link.append(request, &option).await;
+                let mut held = held.lock();
+                match answer {
+                    Ok(
+                        AppendEntriesResponse::Success | AppendEntriesResponse::PartialSuccess(_),
+                    ) => {}
+                    Ok(AppendEntriesResponse::HigherVote(vote)) => held.higher = Some(vote),
+                    Ok(AppendEntriesResponse::Conflict) | Err(_) => held.failed = true,
+                }
+                if held.request.is_none() {
+                    held.sending = false;
+                    return;
+                }
+            }
+        });
+    }
+
+    /// An append carrying `commit` goes out: a held commit id at or below
+    /// it need not.
+    fn carried(&mut self, commit: Option<LogId>) {
+        self.told = self.told.max(commit);
+        let mut held = self.held.lock();
+        if held
+            .request
+            .as_ref()
+            .is_some_and(|(request, _)| request.leader_commit <= commit)
+        {
+            held.request = None;
+        }
+    }
+}
+
+impl Link {
+    /// Sends an append, its commit id as far as this node's own disk
+    /// covers it.
+    async fn append(
+        &self,
         mut request: AppendEntriesRequest<TypeConfig>,
-        option: RPCOption,
+        option: &RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
         // The leader counts its own entries before they are on its disk;
         // a follower must not apply up to a commit index until they are.
@@ -393,7 +524,42 @@ impl RaftNetwork<TypeConfig> for Connection {
             .commit_to_send(request.leader_commit, option.soft_ttl() / 2)
             .await
             .map_err(|error| RPCError::Network(NetworkError::new(&error)))?;
-        self.call(&self.append_route, &request, &option).await
+        self.call(&self.append_route, &request, option).await
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Connection {
+    async fn append_entries(
+        &mut self,
+        request: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
+        let failed = {
+            let mut held = self.held.lock();
+            if let Some(vote) = held.higher.take() {
+                return Ok(AppendEntriesResponse::HigherVote(vote));
+            }
+            held.failed
+        };
+        if !failed && self.only_commit(&request) {
+            self.hold_commit(request, option);
+            return Ok(AppendEntriesResponse::Success);
+        }
+        self.carried(request.leader_commit);
+        let last = match request.entries.last() {
+            Some(entry) => Some(entry.log_id),
+            None => request.prev_log_id,
+        };
+        let answer = self.link.append(request, &option).await;
+        self.matched = match &answer {
+            Ok(AppendEntriesResponse::Success) => last,
+            Ok(AppendEntriesResponse::PartialSuccess(matched)) => *matched,
+            _ => None,
+        };
+        if self.matched.is_some() {
+            self.held.lock().failed = false;
+        }
+        answer
     }
 
     /// Snapshots go through [`RaftNetwork::full_snapshot`], in chunks of
@@ -418,7 +584,9 @@ impl RaftNetwork<TypeConfig> for Connection {
         request: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
-        self.call(&self.vote_route, &request, &option).await
+        self.link
+            .call(&self.link.vote_route, &request, &option)
+            .await
     }
 
     async fn full_snapshot(
@@ -432,7 +600,7 @@ impl RaftNetwork<TypeConfig> for Connection {
         // none (`_option`'s) beyond making progress.
         tokio::select! {
             closed = cancel => Err(closed.into()),
-            reply = self.send_snapshot(vote, snapshot) => reply,
+            reply = self.link.send_snapshot(vote, snapshot) => reply,
         }
     }
 
@@ -450,13 +618,46 @@ impl RaftNetwork<TypeConfig> for Connection {
 mod tests {
     use std::sync::atomic::AtomicUsize;
     use std::sync::Arc;
+    use std::time::Instant;
 
+    use axum::extract::State;
     use axum::routing::post;
     use axum::{Json, Router};
     use openraft::error::RaftError;
+    use openraft::{CommittedLeaderId, EntryPayload};
 
     use super::*;
     use crate::peer::{ClusterId, PeerClient};
+    use crate::peer_codec::{PeerReply, PeerRequest};
+
+    /// A connection from node 1 to the node serving `app`, whose raft log
+    /// is durable up to index 100.
+    async fn connect(app: Router) -> (Connection, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binds loopback");
+        let addr = listener.local_addr().expect("an address");
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.expect("serves");
+        });
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let cluster_id = Arc::new(ClusterId::open(dir.path()).expect("no id yet"));
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("builds");
+        let mut network = Network::new(
+            1,
+            Durability::new(Some(log_id(100))),
+            PeerClient::new(http, None, cluster_id),
+            Arc::default(),
+        );
+        let node = Node {
+            addr: String::new(),
+            peer_addr: format!("http://{addr}"),
+        };
+        (network.new_client(2, &node).await, server)
+    }
 
     /// A node that reads only JSON (axum's `Json` extractor, as every
     /// node did before postcard) answers the first postcard vote 415: the
@@ -476,29 +677,7 @@ mod tests {
                 )))
             }),
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("binds loopback");
-        let addr = listener.local_addr().expect("an address");
-        let server = tokio::spawn(async move { axum::serve(listener, app).await });
-
-        let dir = tempfile::tempdir().expect("a temp dir");
-        let cluster_id = Arc::new(ClusterId::open(dir.path()).expect("no id yet"));
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("builds");
-        let mut network = Network::new(
-            1,
-            Durability::new(None),
-            PeerClient::new(http, None, cluster_id),
-            Arc::default(),
-        );
-        let node = Node {
-            addr: String::new(),
-            peer_addr: format!("http://{addr}"),
-        };
-        let mut connection = network.new_client(2, &node).await;
+        let (mut connection, server) = connect(app).await;
         let option = RPCOption::new(Duration::from_secs(5));
         for round in 1..=2 {
             let vote = Vote::new(round, 1);
@@ -507,13 +686,235 @@ mod tests {
                 .await
                 .expect("the JSON-only node answers");
             assert_eq!(reply.vote, vote, "round {round}");
-            assert!(!connection.postcard.load(Ordering::SeqCst), "round {round}");
+            assert!(
+                !connection.link.postcard.load(Ordering::SeqCst),
+                "round {round}"
+            );
         }
         assert_eq!(
             calls.load(Ordering::SeqCst),
             2,
             "each vote reached it once, in JSON"
         );
+        server.abort();
+    }
+
+    fn log_id(index: u64) -> LogId {
+        LogId::new(CommittedLeaderId::new(1, 1), index)
+    }
+
+    /// An append from the leader of term 1: entries `first..=last` (none
+    /// when `first > last`) after `prev`, and commit id `commit`.
+    fn append(prev: u64, first: u64, last: u64, commit: u64) -> AppendEntriesRequest<TypeConfig> {
+        AppendEntriesRequest {
+            vote: Vote::new_committed(1, 1),
+            prev_log_id: Some(log_id(prev)),
+            entries: (first..=last)
+                .map(|index| openraft::Entry {
+                    log_id: log_id(index),
+                    payload: EntryPayload::Blank,
+                })
+                .collect(),
+            leader_commit: Some(log_id(commit)),
+        }
+    }
+
+    /// What the follower stand-in saw (each append's entry count and
+    /// commit index) and answers next.
+    #[derive(Clone)]
+    struct Follower {
+        seen: Arc<Mutex<Vec<(usize, u64)>>>,
+        answer: Arc<Mutex<AppendEntriesResponse<NodeId>>>,
+    }
+
+    impl Follower {
+        fn new() -> Follower {
+            Follower {
+                seen: Arc::default(),
+                answer: Arc::new(Mutex::new(AppendEntriesResponse::Success)),
+            }
+        }
+
+        fn app(&self) -> Router {
+            Router::new()
+                .route("/raft/append", post(Follower::take))
+                .with_state(self.clone())
+        }
+
+        async fn take(
+            State(follower): State<Follower>,
+            PeerRequest(encoding, request): PeerRequest<AppendEntriesRequest<TypeConfig>>,
+        ) -> PeerReply<Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>> {
+            let commit = request.leader_commit.map_or(0, |id| id.index);
+            follower.seen.lock().push((request.entries.len(), commit));
+            let answer = match &*follower.answer.lock() {
+                AppendEntriesResponse::Success => AppendEntriesResponse::Success,
+                AppendEntriesResponse::PartialSuccess(matched) => {
+                    AppendEntriesResponse::PartialSuccess(*matched)
+                }
+                AppendEntriesResponse::Conflict => AppendEntriesResponse::Conflict,
+                AppendEntriesResponse::HigherVote(vote) => AppendEntriesResponse::HigherVote(*vote),
+            };
+            PeerReply(encoding, Ok(answer))
+        }
+
+        fn seen(&self) -> Vec<(usize, u64)> {
+            self.seen.lock().clone()
+        }
+
+        /// A connection to it whose first append (entries 1 and 2) it
+        /// answered, and the time limits of its calls.
+        async fn confirmed(&self) -> (Connection, tokio::task::JoinHandle<()>, RPCOption) {
+            let (mut connection, server) = connect(self.app()).await;
+            let option = RPCOption::new(Duration::from_secs(5));
+            let answer = connection.append_entries(append(0, 1, 2, 0), option.clone());
+            assert_eq!(
+                answer.await.expect("answered"),
+                AppendEntriesResponse::Success
+            );
+            (connection, server, option)
+        }
+    }
+
+    /// Polls until `done`, failing with `what` after 10 s.
+    async fn until(what: &str, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// After the follower answered an append, the commit-only append that
+    /// openraft sends next is answered at once, without waiting for the
+    /// follower, and reaches it a moment later; the follower's answer to
+    /// it (here: a higher vote) is the answer to the next call.
+    #[tokio::test]
+    async fn a_commit_only_append_is_answered_at_once_and_sent_after_the_hold() {
+        let follower = Follower::new();
+        let (mut connection, server, option) = follower.confirmed().await;
+
+        *follower.answer.lock() = AppendEntriesResponse::HigherVote(Vote::new(2, 3));
+        let answer = connection.append_entries(append(2, 1, 0, 2), option.clone());
+        assert_eq!(
+            answer.await.expect("answered"),
+            AppendEntriesResponse::Success,
+            "answered before the follower was asked"
+        );
+        until("the held append to reach the follower", || {
+            follower.seen.lock().len() == 2
+        })
+        .await;
+        assert_eq!(follower.seen(), [(2, 0), (0, 2)]);
+        until("the follower's answer to come back", || {
+            connection.held.lock().higher.is_some()
+        })
+        .await;
+        let answer = connection.append_entries(append(2, 3, 3, 2), option);
+        assert_eq!(
+            answer.await.expect("answered"),
+            AppendEntriesResponse::HigherVote(Vote::new(2, 3))
+        );
+        assert_eq!(follower.seen().len(), 2, "the next call was not sent");
+        server.abort();
+    }
+
+    /// A held commit id that the next append carries is never sent on its
+    /// own.
+    #[tokio::test]
+    async fn a_held_commit_that_the_next_append_carries_is_not_sent() {
+        let follower = Follower::new();
+        let (mut connection, server) = connect(follower.app()).await;
+        // Held far longer than the test runs.
+        connection.hold = Duration::from_secs(3600);
+        let option = RPCOption::new(Duration::from_secs(5));
+        for (request, what) in [
+            (append(0, 1, 2, 0), "entries"),
+            (append(2, 1, 0, 2), "the commit alone, held"),
+            (append(2, 3, 4, 2), "entries carrying the commit"),
+            (append(4, 1, 0, 4), "the next commit alone, held"),
+        ] {
+            let answer = connection.append_entries(request, option.clone()).await;
+            assert_eq!(
+                answer.expect(what),
+                AppendEntriesResponse::Success,
+                "{what}"
+            );
+        }
+        assert_eq!(follower.seen(), [(2, 0), (2, 2)]);
+        let held = connection.held.lock();
+        assert!(held.sending);
+        let commit = held
+            .request
+            .as_ref()
+            .map(|(request, _)| request.leader_commit);
+        assert_eq!(commit, Some(Some(log_id(4))), "only the last one is held");
+        drop(held);
+        server.abort();
+    }
+
+    /// A connection's first call is never held: openraft's leadership
+    /// check makes a new connection to each follower and counts their
+    /// answers. Nor is one that repeats a commit id the follower was
+    /// already told (openraft's own heartbeats), or one whose previous
+    /// entry the follower has not confirmed on this connection.
+    #[tokio::test]
+    async fn only_a_new_commit_after_a_confirmed_append_is_held() {
+        let follower = Follower::new();
+        let (mut connection, server) = connect(follower.app()).await;
+        connection.hold = Duration::from_secs(3600);
+        let option = RPCOption::new(Duration::from_secs(5));
+        *follower.answer.lock() = AppendEntriesResponse::HigherVote(Vote::new(2, 3));
+        let first = connection.append_entries(append(2, 1, 0, 2), option.clone());
+        assert_eq!(
+            first.await.expect("answered"),
+            AppendEntriesResponse::HigherVote(Vote::new(2, 3)),
+            "the first call went out and its answer came back"
+        );
+
+        *follower.answer.lock() = AppendEntriesResponse::Success;
+        for (request, what) in [
+            (append(0, 1, 2, 0), "entries"),
+            (append(2, 1, 0, 0), "a heartbeat with the same commit id"),
+            (
+                append(1, 1, 0, 3),
+                "a commit after an entry not confirmed here",
+            ),
+        ] {
+            let answer = connection.append_entries(request, option.clone()).await;
+            assert_eq!(
+                answer.expect(what),
+                AppendEntriesResponse::Success,
+                "{what}"
+            );
+        }
+        assert_eq!(follower.seen(), [(0, 2), (2, 0), (0, 0), (0, 3)]);
+        assert!(connection.held.lock().request.is_none());
+        server.abort();
+    }
+
+    /// A held commit the follower did not take (here: a conflict) makes
+    /// the next commit-only append go out at once, so openraft sees the
+    /// follower's answer itself.
+    #[tokio::test]
+    async fn after_a_held_commit_fails_the_next_one_goes_at_once() {
+        let follower = Follower::new();
+        let (mut connection, server, option) = follower.confirmed().await;
+
+        *follower.answer.lock() = AppendEntriesResponse::Conflict;
+        let held = connection.append_entries(append(2, 1, 0, 1), option.clone());
+        assert_eq!(
+            held.await.expect("answered"),
+            AppendEntriesResponse::Success
+        );
+        until("the held append to fail", || connection.held.lock().failed).await;
+        let next = connection.append_entries(append(2, 1, 0, 2), option);
+        assert_eq!(
+            next.await.expect("answered"),
+            AppendEntriesResponse::Conflict,
+            "openraft is told"
+        );
+        assert_eq!(follower.seen(), [(2, 0), (0, 1), (0, 2)]);
         server.abort();
     }
 }
