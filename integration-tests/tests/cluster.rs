@@ -479,6 +479,67 @@ async fn a_paused_leader_steps_down_and_never_serves_a_stale_linearizable_read()
     assert_same_state(&cluster).await;
 }
 
+/// Followers apply the last write of a burst on their own. After each
+/// commit the leader holds the append that tells a follower only the new
+/// commit id, for the next append to carry; when no write follows, it
+/// sends it alone a moment later. Heartbeats here are 2.5 s apart, so a
+/// follower that waited for one would show the last write within the
+/// 200 ms allowed only by chance (about one run in twelve).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_apply_the_last_write_of_a_burst_without_a_heartbeat() {
+    let _serial = SERIAL.lock().await;
+    let cluster = TestCluster::start(
+        3,
+        &["--heartbeat-ms", "2500", "--election-timeout-ms", "6000"],
+    )
+    .await;
+    let leader = cluster.leader().await;
+    // Every node publishes its client address once it knows the leader:
+    // entries that would tell the followers a commit on their own, so the
+    // burst waits until they are in and applied everywhere.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cluster
+        .members(leader)
+        .await
+        .iter()
+        .any(|member| member.addr.is_empty())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the nodes never published their addresses"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cluster.wait_converged().await;
+    let key_url =
+        |id: u64, query: &str| format!("{}/v1/kv/burst/last{query}", cluster.node(id).base_url());
+    let mut written = Value::Null;
+    for n in 0..20 {
+        let (status, body) = put(&key_url(leader, ""), &json!(n)).await;
+        assert!(status == 200 || status == 201, "write {n}: {status} {body}");
+        written = body;
+    }
+    let revision = written["revision"].as_u64().expect("a revision");
+    let answered = Instant::now();
+    for id in cluster.ids().into_iter().filter(|id| *id != leader) {
+        loop {
+            let (status, body) = get(&key_url(id, "?consistency=stale"), Duration::from_secs(5))
+                .await
+                .expect("the follower answers");
+            if status == 200 && body["mod_revision"].as_u64() == Some(revision) {
+                assert_eq!(body["value"], json!(19), "node {id}");
+                break;
+            }
+            assert!(
+                answered.elapsed() < Duration::from_millis(200),
+                "node {id} still shows {status} {body} {:?} after the last write",
+                answered.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+}
+
 /// A membership change asked for while another is being committed waits
 /// for it and is then made, rather than refused: with both followers
 /// paused the first removal cannot commit, so the second one finds it in
