@@ -3,9 +3,9 @@
 //! follower's relayed writes to the leader.
 //!
 //! The other calls between nodes (snapshots, joins, read indexes, writes
-//! passed whole, removal notices) go through reqwest, which parses each URL, checks a connection
-//! out of a pool shared by every host and hands the request to the
-//! connection's task through a channel. On a leader of three nodes that
+//! passed whole, removal notices) go through reqwest, which parses each
+//! URL, checks a connection out of a pool shared by every host and hands
+//! the request to the connection's task through a channel. On a leader of three nodes that
 //! machinery was about a tenth of the CPU (docs/performance.md). A
 //! [`PeerChannel`] belongs to one node: its address, `Host` header and TLS
 //! name are made once, and a request takes an idle connection off a short
