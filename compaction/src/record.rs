@@ -173,24 +173,33 @@ pub(crate) enum Decoded {
 
 /// Decodes the frame at the start of `buf`. Key and value share `buf`'s
 /// memory (no copy).
+#[cfg(test)]
 pub(crate) fn decode(buf: &Bytes) -> Decoded {
-    if buf.len() < FRAME_HEADER_BYTES {
+    decode_at(buf, 0)
+}
+
+/// Decodes the frame at byte `at` of `buf` (past its end: none yet). Key,
+/// value and headers share `buf`'s memory (no copy), and are the only
+/// slices of it made, since each raises and later lowers a shared count.
+pub(crate) fn decode_at(buf: &Bytes, at: usize) -> Decoded {
+    let frame = buf.get(at..).unwrap_or_default();
+    if frame.len() < FRAME_HEADER_BYTES {
         return Decoded::Incomplete {
             needed: FRAME_HEADER_BYTES,
         };
     }
-    let mut header = &buf[..FRAME_HEADER_BYTES];
+    let mut header = &frame[..FRAME_HEADER_BYTES];
     let body_len = header.get_u32_le() as usize;
     let expected_crc = header.get_u32_le();
     if !(BODY_FIXED_BYTES_V1..=MAX_BODY_BYTES).contains(&body_len) {
         return Decoded::Invalid(format!("frame declares an impossible length {body_len}"));
     }
     let frame_len = FRAME_HEADER_BYTES + body_len;
-    if buf.len() < frame_len {
+    if frame.len() < frame_len {
         return Decoded::Incomplete { needed: frame_len };
     }
-    let body = buf.slice(FRAME_HEADER_BYTES..frame_len);
-    let actual_crc = crc32c::crc32c(&body);
+    let body = &frame[FRAME_HEADER_BYTES..frame_len];
+    let actual_crc = crc32c::crc32c(body);
     if actual_crc != expected_crc {
         return Decoded::Invalid(format!(
             "crc32c mismatch: stored {expected_crc:#010x}, computed {actual_crc:#010x}"
@@ -216,15 +225,24 @@ pub(crate) fn decode(buf: &Bytes) -> Decoded {
             "frame of format version {version} declares an impossible length {body_len}"
         ));
     }
-    match decode_body(&body, version) {
+    let body_in_buf = |range: std::ops::Range<usize>| {
+        let start = at + FRAME_HEADER_BYTES;
+        buf.slice(start + range.start..start + range.end)
+    };
+    match decode_body(body, version, body_in_buf) {
         Ok(record) => Decoded::Record(record, frame_len),
         Err(reason) => Decoded::Invalid(reason),
     }
 }
 
-/// Decodes a body whose CRC, version, flags and fixed length were checked.
-fn decode_body(body: &Bytes, version: u8) -> Result<Record, String> {
-    let mut cursor = &body[..];
+/// Decodes a body whose CRC, version, flags and fixed length were checked;
+/// `shared` gives a range of the body as bytes that share its memory.
+fn decode_body(
+    body: &[u8],
+    version: u8,
+    shared: impl Fn(std::ops::Range<usize>) -> Bytes,
+) -> Result<Record, String> {
+    let mut cursor = body;
     cursor.advance(1);
     let flags = cursor.get_u8();
     let offset = cursor.get_u64_le();
@@ -269,10 +287,10 @@ fn decode_body(body: &Bytes, version: u8) -> Result<Record, String> {
     Ok(Record {
         offset,
         timestamp_ms,
-        key: body.slice(key_start..key_start + key_len),
-        value: (!tombstone).then(|| body.slice(value_start..)),
+        key: shared(key_start..key_start + key_len),
+        value: (!tombstone).then(|| shared(value_start..body.len())),
         batch,
-        headers: body.slice(headers_start..headers_start + headers_len),
+        headers: shared(headers_start..headers_start + headers_len),
     })
 }
 
@@ -304,7 +322,7 @@ pub fn decode_frames_from(
             position: position as u64,
             reason,
         };
-        let outcome = match decode(&bytes.slice(position..)) {
+        let outcome = match decode_at(&bytes, position) {
             Decoded::Record(record, frame_len) => {
                 position += frame_len;
                 return Some(Ok(record));
