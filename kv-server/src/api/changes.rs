@@ -35,30 +35,49 @@ pub fn routes() -> Router<AppState> {
 type RecordView = ChangeRecord<Box<RawValue>>;
 
 /// A write as the API shows it.
-pub fn record_view(write: WriteRecord) -> Result<RecordView, ApiError> {
-    let deleted = write.value.is_none();
-    let revision = write.revision();
+pub fn record_view(mut write: WriteRecord) -> Result<RecordView, ApiError> {
     let value = write
         .value
+        .take()
         .map(|bytes| {
             String::from_utf8(bytes.to_vec())
                 .ok()
                 .and_then(|text| RawValue::from_string(text).ok())
-                .ok_or_else(|| {
-                    ApiError::internal(format!("record at offset {} holds no JSON", write.offset))
-                })
+                .ok_or_else(|| no_json(&write))
         })
         .transpose()?;
-    Ok(ChangeRecord {
+    Ok(shown(write, value))
+}
+
+/// Appends `write` as the API shows it to `out`, in JSON. The value is
+/// checked to be JSON where it lies in the record, not copied first.
+pub fn write_record_json(mut write: WriteRecord, out: &mut Vec<u8>) -> Result<(), ApiError> {
+    let bytes = write.value.take();
+    let value = bytes
+        .as_deref()
+        .map(|json| serde_json::from_slice::<&RawValue>(json).map_err(|_| no_json(&write)))
+        .transpose()?;
+    serde_json::to_writer(out, &shown(write, value)).expect("a record view serializes");
+    Ok(())
+}
+
+/// `write` with `value`, its value taken out of it (`None`: a delete).
+fn shown<V>(write: WriteRecord, value: Option<V>) -> ChangeRecord<V> {
+    ChangeRecord {
         offset: write.offset,
-        revision,
+        revision: write.revision(),
         timestamp_ms: write.timestamp_ms,
         key: write.key,
+        deleted: value.is_none(),
         value,
-        deleted,
         create_revision: write.create_revision,
         version: write.version,
-    })
+    }
+}
+
+/// A record whose value is not JSON: the topic holds only what was checked.
+fn no_json(write: &WriteRecord) -> ApiError {
+    ApiError::internal(format!("record at offset {} holds no JSON", write.offset))
 }
 
 /// 410 when a reader starting after `from` could miss deletes the cleaner
@@ -139,4 +158,59 @@ async fn read_changes(
         next: read.next,
         more: read.more,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use compaction::BatchPos;
+
+    use super::*;
+    use crate::store::record::UnitKind;
+
+    fn write(offset: u64, value: Option<&'static str>) -> WriteRecord {
+        WriteRecord {
+            offset,
+            batch: BatchPos::new(0, 1),
+            log_index: 3,
+            kind: UnitKind::Write,
+            timestamp_ms: 1_000,
+            key: "app/\"quoted\"".to_string(),
+            value: value.map(|text| Bytes::from_static(text.as_bytes())),
+            create_revision: 2,
+            version: 4,
+            lease: 0,
+            idempotency_key: None,
+            request_hash: None,
+            entry: None,
+        }
+    }
+
+    #[test]
+    fn a_replayed_record_is_written_as_the_change_feed_shows_it() {
+        for value in [Some(" {\"a\": [1, \"x\"]} "), Some("7"), None] {
+            let shown = serde_json::to_vec(&record_view(write(5, value)).unwrap()).unwrap();
+            let mut written = Vec::new();
+            write_record_json(write(5, value), &mut written).unwrap();
+            assert_eq!(
+                String::from_utf8(written).unwrap(),
+                String::from_utf8(shown).unwrap(),
+                "{value:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_record_that_holds_no_json_is_named_not_sent() {
+        for value in ["{\"a\":", "not json", "1 2"] {
+            let mut written = Vec::new();
+            let error = write_record_json(write(9, Some(value)), &mut written).unwrap_err();
+            assert!(
+                format!("{error:?}").contains("record at offset 9 holds no JSON"),
+                "{value:?}: {error:?}"
+            );
+            assert!(written.is_empty(), "{value:?}: nothing of it was written");
+            assert!(record_view(write(9, Some(value))).is_err(), "{value:?}");
+        }
+    }
 }

@@ -32,7 +32,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, error};
 
 use crate::api::auth::Caller;
-use crate::api::changes::{check_floor, record_view};
+use crate::api::changes::{check_floor, write_record_json};
 use crate::api::error::ApiError;
 use crate::api::params::Query;
 use crate::api::topic_reads::read_topic;
@@ -251,8 +251,7 @@ fn read_chunk(
             }
             continue;
         }
-        let view = record_view(write).map_err(|error| format!("{error:?}"))?;
-        serde_json::to_writer(&mut bytes, &view).expect("a record view serializes");
+        write_record_json(write, &mut bytes).map_err(|error| format!("{error:?}"))?;
         bytes.push(b'\n');
         if bytes.len() >= chunk_bytes {
             let next = (offset < until).then_some(offset + 1);
