@@ -150,14 +150,16 @@ impl<F: Borrow<File>> FrameScanner<F> {
     }
 
     /// `len` bytes to read the next chunk into: the last chunk's buffer when
-    /// no record points into it any more, else a new one. Never
+    /// no record points into it any more and it is large enough, else a
+    /// new one of exactly `len` (growing the old one could double it). Never
     /// `BytesMut::zeroed`: the allocator zeroes a large allocation by
     /// handing the freed pages back to the kernel and faulting in new ones,
     /// which took about a seventh of a replay's CPU.
     fn buffer(&mut self, len: usize) -> BytesMut {
-        let mut buf = std::mem::take(&mut self.chunk)
-            .try_into_mut()
-            .unwrap_or_else(|_| BytesMut::with_capacity(len));
+        let mut buf = match std::mem::take(&mut self.chunk).try_into_mut() {
+            Ok(buf) if buf.capacity() >= len => buf,
+            _ => BytesMut::with_capacity(len),
+        };
         // What the last chunk wrote stays, to be read over; only bytes
         // never written are zeroed.
         buf.truncate(len);
