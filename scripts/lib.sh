@@ -2,11 +2,14 @@
 # bench-namesrv.sh, test-rocketmq.sh): a work directory, processes started in
 # the background and all stopped on exit, free loopback ports, and waits that
 # poll. Sourced after the script sets script_name and work_parent; sourcing
-# makes the work directory (removed on exit unless KEEP_WORK=1) and the trap.
+# makes the work directory (removed on exit unless KEEP_WORK=1 or the script
+# died) and the trap.
 
 say() { printf '[%s] %s: %s\n' "$(date +%H:%M:%S)" "$script_name" "$*" >&2; }
 die() {
     say "error: $*"
+    # The logs an error names stay to be read.
+    KEEP_WORK=1
     exit 1
 }
 

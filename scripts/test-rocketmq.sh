@@ -37,7 +37,8 @@
 #                      brokers' 30 s registration period, or live brokers expire)
 #   RMQ_SIDES          which sides to run, "kv namesrv" by default
 #   RMQ_DOC            where the table goes (default docs/namesrv.md; "-" for none)
-#   RMQ_KEEP           1 keeps the work directory with every log
+#   RMQ_KEEP           1 keeps the work directory with every log (a failed
+#                      run keeps it anyway)
 #   RMQ_E2E_BIN        a rocketmq-e2e binary to use instead of building one
 set -euo pipefail
 
