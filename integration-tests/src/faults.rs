@@ -15,15 +15,31 @@ use tokio::task::JoinHandle;
 const SOCKET_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The URL of a loopback port nothing listens on: connections are refused.
+///
+/// The port stays bound, never listening, for the rest of the process: a
+/// port let go at once could be taken by another test's server before the
+/// caller connects, and the "refused" call would reach that server.
 pub fn closed_port_url() -> String {
-    let listener = StdTcpListener::bind("127.0.0.1:0").expect("a loopback port can be bound");
-    let port = listener
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        .expect("a TCP socket can be made");
+    socket
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("a loopback port can be bound");
+    let port = socket
         .local_addr()
-        .expect("a bound listener has an address")
+        .ok()
+        .and_then(|addr| addr.as_socket())
+        .expect("a bound socket has an address")
         .port();
-    drop(listener);
+    HELD_PORTS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .push(socket);
     format!("http://127.0.0.1:{port}")
 }
+
+/// The sockets that hold the ports of [`closed_port_url`].
+static HELD_PORTS: std::sync::Mutex<Vec<socket2::Socket>> = std::sync::Mutex::new(Vec::new());
 
 /// A node that answers every request with the same status and JSON body,
 /// and counts the requests. Stops when dropped.
