@@ -85,6 +85,7 @@ pub use config::TopicConfig;
 pub use error::{Error, Result};
 pub use reader::TopicReader;
 pub use record::{decode_frames, decode_frames_from, Offset, Record};
+pub use scan::FileRecords;
 pub use segment::{index_file_name, log_file_name, CLEANED_SUFFIX};
 pub use stats::{SegmentInfo, TopicStats};
 pub use swap::SWAP_MARKER_FILE;

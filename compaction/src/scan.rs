@@ -8,6 +8,7 @@ use std::borrow::Borrow;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
@@ -117,7 +118,7 @@ impl<F: Borrow<File>> FrameScanner<F> {
             Some(Frame::Torn { position }) => Err(Error::Corrupt {
                 path: self.path.clone(),
                 position,
-                reason: "record runs past the end of the segment".to_string(),
+                reason: format!("record runs past byte {}, the end of the records", self.end),
             }),
             Some(Frame::Invalid { position, reason } | Frame::Unreadable { position, reason }) => {
                 Err(Error::Corrupt {
@@ -165,6 +166,38 @@ impl<F: Borrow<File>> FrameScanner<F> {
         buf.truncate(len);
         buf.resize(len, 0);
         buf
+    }
+}
+
+/// The records of `[start, end)` of a file of frames (a snapshot's, say),
+/// read a chunk at a time as they are consumed, so a file of any size is
+/// read in the memory of a few chunks. The first torn or invalid frame ends
+/// them with an error naming the file and its byte.
+pub struct FileRecords {
+    scanner: FrameScanner<Arc<File>>,
+    failed: bool,
+}
+
+impl FileRecords {
+    /// The records of `file`, found at `path`, between `start` and `end`.
+    pub fn new(file: Arc<File>, path: PathBuf, start: u64, end: u64) -> FileRecords {
+        FileRecords {
+            scanner: FrameScanner::new(file, path, start, end),
+            failed: false,
+        }
+    }
+}
+
+impl Iterator for FileRecords {
+    type Item = Result<Record>;
+
+    fn next(&mut self) -> Option<Result<Record>> {
+        if self.failed {
+            return None;
+        }
+        let next = self.scanner.next_record().transpose();
+        self.failed = matches!(next, Some(Err(_)));
+        next
     }
 }
 

@@ -32,7 +32,6 @@ pub mod record;
 mod recovery;
 pub mod snapshot;
 mod snapshot_build;
-pub mod snapshot_frames;
 pub mod snapshot_receive;
 pub mod state_machine;
 mod txn;

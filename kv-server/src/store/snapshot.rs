@@ -44,7 +44,6 @@ use tracing::info;
 
 use crate::error::StoreError;
 use crate::store::snapshot_build::{self, MAX_KEY_MAP_ENTRIES};
-use crate::store::snapshot_frames::SnapshotFrames;
 use crate::types::{Node, NodeId, Revision};
 
 /// The first bytes of every snapshot.
@@ -315,7 +314,7 @@ impl SnapshotFile {
 
     /// The snapshot's records, read from the file as they are consumed.
     pub fn records(&self) -> impl Iterator<Item = compaction::Result<Record>> + '_ {
-        SnapshotFrames::new(
+        compaction::FileRecords::new(
             Arc::clone(&self.file),
             self.path.clone(),
             self.frames_at,
