@@ -362,6 +362,80 @@ type Refused = (
     Option<&'static str>,
 );
 
+/// A value is stored as the JSON text written, and some JSON text is no
+/// `serde_json::Value` (a number past f64, a lone surrogate, nesting past
+/// serde's depth). A transaction reading such values answers them as
+/// written, as a GET does, not a 500 after its writes were applied.
+#[tokio::test]
+async fn a_txn_reads_any_stored_json_text_as_written_beside_its_write() {
+    let server = TestServer::start().await;
+    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    let stored = [
+        ("raw/big", "1e400".to_string()),
+        ("raw/surrogate", r#""\ud800""#.to_string()),
+        ("raw/deep", deep),
+    ];
+    for (key, text) in &stored {
+        let response = server
+            .client()
+            .put(server.url(&format!("/v1/kv/{key}")))
+            .header("content-type", "application/json")
+            .body(text.clone())
+            .send()
+            .await
+            .expect("the server answers a put");
+        assert_eq!(response.status().as_u16(), 201, "PUT {key} {text}");
+    }
+    let body = json!({"success": [
+        {"put": {"key": "raw/written", "value": 1}},
+        {"get": {"key": "raw/big"}},
+        {"get": {"prefix": "raw/"}},
+    ]});
+    let answer = send_txn(&server, body.to_string(), None, None).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    // 1e400 is no serde_json::Value: the answer came back as text.
+    let text = answer.body.as_str().expect("the answer, as text");
+    for (key, stored) in &stored {
+        assert!(
+            text.contains(&format!(r#""key":"{key}","value":{stored},"#)),
+            "{key} answered as written: {text}"
+        );
+    }
+    assert_eq!(
+        get(&server, "raw/written").await.expect("written")["value"],
+        1
+    );
+}
+
+/// The gets of one transaction answer at most 4 MiB of values together,
+/// however many ask for a large prefix: the rest say `more`.
+#[tokio::test]
+async fn a_txns_gets_answer_a_bounded_body_and_say_more_past_it() {
+    let server = TestServer::start().await;
+    let value = json!("v".repeat(900_000));
+    for i in 0..6 {
+        put(&server, &format!("large/{i}"), value.clone()).await;
+    }
+    let gets: Vec<Value> = (0..128)
+        .map(|_| json!({"get": {"prefix": "large/"}}))
+        .collect();
+    let answer = send_txn(&server, json!({"success": gets}).to_string(), None, None).await;
+    assert_eq!(answer.status, 200);
+    let results = answer.body["results"].as_array().expect("results");
+    let read: Vec<(usize, bool)> = results
+        .iter()
+        .map(|result| {
+            let get = &result["get"];
+            (
+                get["kvs"].as_array().expect("kvs").len(),
+                get["more"].as_bool().expect("more"),
+            )
+        })
+        .collect();
+    assert_eq!(read[0], (4, true), "four of 900,000 bytes fit in 4 MiB");
+    assert!(read[1..].iter().all(|get| *get == (0, true)), "{read:?}");
+}
+
 #[tokio::test]
 async fn bad_input_is_refused_with_a_json_error_naming_the_field_and_writes_nothing() {
     let server = TestServer::start().await;

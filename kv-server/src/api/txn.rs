@@ -18,6 +18,7 @@ use schemas::api::{
     KeyOrPrefix, KeyValue, TxnOp as WireTxnOp, TxnOpResult as WireTxnOpResult, TxnRequest,
     TxnResponse, MAX_INTERNAL_TXN_OPS, MAX_TXN_OPS,
 };
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::api::error::{lease_not_found, ApiError};
@@ -202,7 +203,7 @@ fn branch(state: &AppState, name: &str, ops: Vec<WireTxnOp>) -> Result<Vec<TxnOp
 }
 
 /// The answer's JSON of what the state machine did.
-fn answer(outcome: TxnOutcome) -> Result<TxnResponse, ApiError> {
+fn answer(outcome: TxnOutcome) -> Result<TxnResponse<Box<RawValue>>, ApiError> {
     let results = outcome
         .results
         .into_iter()
@@ -225,9 +226,13 @@ fn answer(outcome: TxnOutcome) -> Result<TxnResponse, ApiError> {
     })
 }
 
-fn key_value(read: TxnKeyValue) -> Result<KeyValue, ApiError> {
-    let value = serde_json::from_str(&read.value)
-        .map_err(|_| ApiError::internal(format!("key {:?} holds no JSON", read.key)))?;
+/// A key read, its value the stored JSON text as it is (as `GET /v1/kv`
+/// answers it): the text was checked as JSON when written, but not every
+/// such text is a `serde_json::Value` (`1e400`, a lone surrogate, deep
+/// nesting), and the writes of the transaction are already applied.
+fn key_value(read: TxnKeyValue) -> Result<KeyValue<Box<RawValue>>, ApiError> {
+    let value = RawValue::from_string(read.value)
+        .map_err(|_| ApiError::internal(format!("stored value of {:?} is not JSON", read.key)))?;
     Ok(KeyValue {
         key: read.key,
         value,

@@ -58,9 +58,10 @@ pub(super) fn apply_txn(
     if writes == 0 {
         // Reads only, or nothing: no record, no revision of its own.
         let revision = start.next_offset - 1;
+        let mut budget = ReadBudget::new();
         let results = ops
             .iter()
-            .map(|op| read(view, op, revision))
+            .map(|op| read(view, op, revision, &mut budget))
             .collect::<Result<_, _>>()?;
         return Ok(Applied::nothing(CommandResult::Txn(TxnOutcome {
             succeeded,
@@ -77,6 +78,7 @@ pub(super) fn apply_txn(
     let mut unit = UnitWriter::new(start, writes, kind, command);
     let revision = unit.revision();
     let mut results = Vec::with_capacity(ops.len());
+    let mut budget = ReadBudget::new();
     for (op, keys) in ops.iter().zip(planned) {
         let result = match op {
             TxnOp::Put { key, value, lease } => {
@@ -94,7 +96,7 @@ pub(super) fn apply_txn(
                 }
                 TxnOpResult::Delete { deleted }
             }
-            TxnOp::Get { .. } | TxnOp::GetPrefix { .. } => read(view, op, revision)?,
+            TxnOp::Get { .. } | TxnOp::GetPrefix { .. } => read(view, op, revision, &mut budget)?,
         };
         results.push(result);
     }
@@ -140,10 +142,9 @@ fn plan(view: &ViewBatch<'_>, ops: &[TxnOp]) -> Result<Vec<Vec<String>>, StoreEr
                 }
             }
             TxnOp::DeletePrefix { prefix } => {
-                let (stored, _) = view.scan_prefix(prefix, usize::MAX)?;
-                let mut keys: BTreeSet<String> = stored
+                let mut keys: BTreeSet<String> = view
+                    .keys_under(prefix)?
                     .into_iter()
-                    .map(|(key, _)| key)
                     .filter(|key| exists_after.get(key) != Some(&false))
                     .collect();
                 let written = exists_after
@@ -167,15 +168,60 @@ fn plan(view: &ViewBatch<'_>, ops: &[TxnOp]) -> Result<Vec<Vec<String>>, StoreEr
     Ok(planned)
 }
 
-/// The result of a read operation, as of the operations before it.
-fn read(view: &ViewBatch<'_>, op: &TxnOp, revision: u64) -> Result<TxnOpResult, StoreError> {
-    let (kvs, more) = match op {
-        TxnOp::Get { key } => {
-            let found = view.get(key)?.map(|entry| key_value(key.clone(), entry));
-            (found.into_iter().collect(), false)
+/// Bytes of values the gets of one transaction answer together at most
+/// (one page at the default `--max-page-bytes`); the first value read is
+/// always taken, so any one value can be read. A constant, not a setting,
+/// so that every node reads the same: the reads run where the transaction
+/// is applied, on every node.
+pub const TXN_READ_BYTES: usize = 4 << 20;
+
+/// What is left of a transaction's [`TXN_READ_BYTES`]. Once a value does
+/// not fit, no later one does either, so the reads answered are a prefix of
+/// what was asked, each cut one saying `more`.
+struct ReadBudget {
+    left: usize,
+    taken_any: bool,
+    spent: bool,
+}
+
+impl ReadBudget {
+    fn new() -> ReadBudget {
+        ReadBudget {
+            left: TXN_READ_BYTES,
+            taken_any: false,
+            spent: false,
         }
+    }
+
+    /// Whether a value of `bytes` is answered; if so, it is counted.
+    fn take(&mut self, bytes: usize) -> bool {
+        if self.spent || (self.taken_any && bytes > self.left) {
+            self.spent = true;
+            return false;
+        }
+        self.left = self.left.saturating_sub(bytes);
+        self.taken_any = true;
+        true
+    }
+}
+
+/// The result of a read operation, as of the operations before it.
+fn read(
+    view: &ViewBatch<'_>,
+    op: &TxnOp,
+    revision: u64,
+    budget: &mut ReadBudget,
+) -> Result<TxnOpResult, StoreError> {
+    let (kvs, more) = match op {
+        TxnOp::Get { key } => match view.get(key)? {
+            Some(entry) if budget.take(entry.value.len()) => {
+                (vec![key_value(key.clone(), entry)], false)
+            }
+            Some(_) => (Vec::new(), true),
+            None => (Vec::new(), false),
+        },
         TxnOp::GetPrefix { prefix, limit } => {
-            let (found, more) = view.scan_prefix(prefix, *limit)?;
+            let (found, more) = view.scan_prefix(prefix, *limit, |bytes| budget.take(bytes))?;
             let kvs = found
                 .into_iter()
                 .map(|(key, entry)| key_value(key, entry))
@@ -439,6 +485,77 @@ mod tests {
         assert_eq!(applied.records[0].kind, UnitKind::TxnFailure);
         assert!(view.get("failure").unwrap().is_some());
         assert!(view.get("success").unwrap().is_none());
+    }
+
+    /// The gets of one transaction answer at most `TXN_READ_BYTES` of
+    /// values together: a get that would pass it stops and says `more`, and
+    /// so does every get after it, a single key's too; the first value is
+    /// always answered. Writes are not cut.
+    #[test]
+    fn a_transactions_gets_stop_at_its_read_budget_and_say_more() {
+        let (_dir, view) = open_view();
+        let big = format!("\"{}\"", "v".repeat(TXN_READ_BYTES * 3 / 8));
+        let huge = format!("\"{}\"", "h".repeat(TXN_READ_BYTES + 1));
+        let mut batch = view.batch();
+        for key in ["p/a", "p/b", "p/c"] {
+            batch.put(key, &entry(&big, 5));
+        }
+        batch.put("huge", &entry(&huge, 5));
+        view.commit(batch);
+        let get = |key: &str| TxnOp::Get { key: key.into() };
+        let prefix = TxnOp::GetPrefix {
+            prefix: "p/".into(),
+            limit: 10,
+        };
+        let read = |ops: Vec<TxnOp>| -> Vec<(Vec<String>, bool)> {
+            let txn = Txn {
+                compare: vec![],
+                success: ops,
+                failure: vec![],
+            };
+            outcome(&run(&view, txn))
+                .results
+                .iter()
+                .filter_map(|result| match result {
+                    TxnOpResult::Get { kvs, more } => {
+                        Some((kvs.iter().map(|kv| kv.key.clone()).collect(), *more))
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        let keys = |keys: &[&str]| keys.iter().map(|key| key.to_string()).collect::<Vec<_>>();
+        // 3/8 + 3/8 fit, a third 3/8 does not; nothing after it is read.
+        assert_eq!(
+            read(vec![get("p/a"), prefix.clone(), get("p/c"), get("missing")]),
+            [
+                (keys(&["p/a"]), false),
+                (keys(&["p/a"]), true),
+                (keys(&[]), true),
+                (keys(&[]), false),
+            ]
+        );
+        // One value over the whole budget is still answered, alone.
+        assert_eq!(
+            read(vec![get("huge"), get("p/a")]),
+            [(keys(&["huge"]), false), (keys(&[]), true)]
+        );
+        // A write among the cut reads still happens.
+        let txn = Txn {
+            compare: vec![],
+            success: vec![get("huge"), get("p/a"), put("p/new", "1")],
+            failure: vec![],
+        };
+        let applied = run(&view, txn);
+        assert!(matches!(
+            outcome(&applied).results[..],
+            [
+                _,
+                TxnOpResult::Get { more: true, .. },
+                TxnOpResult::Put { .. }
+            ]
+        ));
+        assert!(view.get("p/new").expect("reads").is_some());
     }
 
     #[test]

@@ -310,16 +310,19 @@ impl JsonSchema for KeyOrPrefix {
     }
 }
 
-/// The answer of `POST /v1/txn` (200 whichever branch ran).
+/// The answer of `POST /v1/txn` (200 whichever branch ran). `V` is the
+/// type of the values read, as in [`KeyValue`]: any JSON for a client; the
+/// server writes the stored text as it is.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct TxnResponse {
+#[schemars(rename = "TxnResponse")]
+pub struct TxnResponse<V = serde_json::Value> {
     /// Whether every compare held, so `success` ran (else `failure` did).
     pub succeeded: bool,
     /// The store's revision after the transaction: the revision of its
     /// writes, or the revision it read at when it wrote nothing.
     pub revision: Revision,
     /// One result per op of the branch that ran, in order.
-    pub results: Vec<TxnOpResult>,
+    pub results: Vec<TxnOpResult<V>>,
     /// Whether this answers a retry (the same `Idempotency-Key`) of a
     /// transaction already applied: then `results` is empty, as gets are
     /// not remembered.
@@ -334,7 +337,8 @@ fn is_false(value: &bool) -> bool {
 /// What one op of a transaction did.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum TxnOpResult {
+#[schemars(rename = "TxnOpResult")]
+pub enum TxnOpResult<V = serde_json::Value> {
     /// `{"put": {"revision"}}`.
     Put {
         /// The key's new `mod_revision`: the transaction's revision.
@@ -348,8 +352,11 @@ pub enum TxnOpResult {
     /// `{"get": {"kvs", "more"}}`.
     Get {
         /// The keys read, in key order; none when the key is missing.
-        kvs: Vec<KeyValue>,
-        /// Whether a prefix had more keys than one page holds.
+        kvs: Vec<KeyValue<V>>,
+        /// Whether the read was cut short: a prefix with more keys than
+        /// one page holds, or the transaction's gets past the 4 MiB of
+        /// values they answer together (this get and every one after it).
+        /// Read the rest with `GET /v1/kv`.
         more: bool,
     },
 }
@@ -514,7 +521,7 @@ mod tests {
 
     #[test]
     fn an_answer_says_deduplicated_only_when_it_is() {
-        let answer = TxnResponse {
+        let answer: TxnResponse = TxnResponse {
             succeeded: false,
             revision: 12,
             results: vec![TxnOpResult::Get {

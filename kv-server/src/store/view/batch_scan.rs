@@ -12,12 +12,13 @@ use crate::store::internal::is_internal_key;
 
 impl ViewBatch<'_> {
     /// The entries under `prefix` as of this batch, in key order, at most
-    /// `limit` of them, and whether more follow. Internal keys are never
-    /// among them.
+    /// `limit` of them and only while `fits` takes each one's value bytes,
+    /// and whether more follow. Internal keys are never among them.
     pub fn scan_prefix(
         &self,
         prefix: &str,
         limit: usize,
+        mut fits: impl FnMut(usize) -> bool,
     ) -> Result<(Vec<(String, KeyEntry)>, bool), StoreError> {
         let raw_prefix = entry_key(prefix);
         let mut out = Vec::new();
@@ -31,9 +32,27 @@ impl ViewBatch<'_> {
                 return Ok((out, true));
             }
             let entry = KeyEntry::decode(&raw, &bytes)?;
+            if !fits(entry.value.len()) {
+                return Ok((out, true));
+            }
             out.push((key, entry));
         }
         Ok((out, false))
+    }
+
+    /// The keys under `prefix` as of this batch, in key order, without
+    /// their values: what a prefix delete removes. Internal keys are never
+    /// among them.
+    pub fn keys_under(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let raw_prefix = entry_key(prefix);
+        let mut keys = Vec::new();
+        for item in self.raw_scan_prefix(&raw_prefix) {
+            let key = user_key(&item?.0);
+            if !is_internal_key(&key) {
+                keys.push(key);
+            }
+        }
+        Ok(keys)
     }
 
     /// The keys put with lease `id` since it was granted, in key order, as
@@ -138,7 +157,7 @@ mod tests {
         batch.remove("p/b");
         batch.put("p/c", &entry("2"));
         batch.put("p/d", &entry("3"));
-        let (found, more) = batch.scan_prefix("p/", 10).unwrap();
+        let (found, more) = batch.scan_prefix("p/", 10, |_| true).unwrap();
         let found: Vec<(String, Vec<u8>)> = found
             .into_iter()
             .map(|(key, entry)| (key, entry.value))
@@ -152,9 +171,19 @@ mod tests {
             ]
         );
         assert!(!more);
-        let (found, more) = batch.scan_prefix("p/", 2).unwrap();
+        let (found, more) = batch.scan_prefix("p/", 2, |_| true).unwrap();
         assert_eq!((found.len(), more), (2, true));
-        let (everything, _) = batch.scan_prefix("", 100).unwrap();
+        let mut budget = 1;
+        let (found, more) = batch
+            .scan_prefix("p/", 10, |bytes| std::mem::replace(&mut budget, 0) >= bytes)
+            .unwrap();
+        assert_eq!(
+            (found.len(), more),
+            (1, true),
+            "stopped where the values pass the bound"
+        );
+        assert_eq!(batch.keys_under("p/").unwrap(), ["p/a", "p/c", "p/d"]);
+        let (everything, _) = batch.scan_prefix("", 100, |_| true).unwrap();
         assert!(
             everything.iter().all(|(key, _)| !key.starts_with('\u{0}')),
             "internal keys are never scanned"
