@@ -137,6 +137,55 @@ async fn a_node_removed_while_it_was_down_learns_it_when_it_comes_back() {
 
 /// A cluster of three holding `removal/a`, caught up everywhere; its
 /// leader and a follower.
+/// A removal notice a member's peer port cannot trust (from no member,
+/// older than the membership naming the node, or no notice at all) is
+/// refused with a JSON error, and the node goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notice_from_no_member_or_older_than_the_membership_leaves_the_node_serving() {
+    let (cluster, leader, follower) = three_nodes_and_a_follower().await;
+    let node = cluster.node(follower);
+    let members: Vec<u64> = cluster
+        .ids()
+        .into_iter()
+        .filter(|id| *id != follower)
+        .collect();
+    let url = format!("{}/raft/removed", node.peer_url());
+    for (what, body, status, code) in [
+        (
+            "from no member",
+            json!({"node_id": follower, "leader": 99, "log_index": 1_000_000, "members": members}),
+            400,
+            "invalid_id",
+        ),
+        (
+            // The cluster formed with its membership at log index 0.
+            "as old as the membership",
+            json!({"node_id": follower, "leader": leader, "log_index": 0, "members": members}),
+            409,
+            "conflict",
+        ),
+        (
+            "no notice",
+            json!({"node_id": "three"}),
+            400,
+            "invalid_json",
+        ),
+    ] {
+        let response = node
+            .client()
+            .post(&url)
+            .json(&body)
+            .send()
+            .await
+            .expect("the peer port answers");
+        assert_eq!(response.status().as_u16(), status, "{what}");
+        let answer: serde_json::Value = response.json().await.expect("a JSON error");
+        assert_eq!(error_of(&answer).0, code, "{what}: {answer}");
+    }
+    let (status, body) = call(node, "GET", "/v1/kv/removal/a", None).await;
+    assert_eq!(status, 200, "the node still serves: {body}");
+}
+
 async fn three_nodes_and_a_follower() -> (TestCluster, u64, u64) {
     let cluster = TestCluster::start(3, &[]).await;
     let leader = cluster.leader().await;

@@ -20,6 +20,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -194,11 +195,32 @@ impl RemovedNotice {
 }
 
 /// `POST /raft/removed` (peer port): the leader says this node was removed.
-/// Taken only if it names this node and the members it lists do not.
+/// Taken only if it names this node and the members it lists do not, comes
+/// from a member of the latest membership this node knows, and is not older
+/// than one naming this node (a notice held up past the node's return).
 pub async fn removed(
     State(state): State<AppState>,
-    Json(notice): Json<RemovedNotice>,
+    body: Result<Json<RemovedNotice>, JsonRejection>,
 ) -> Result<Json<bool>, ApiError> {
+    let Json(notice) = body.map_err(|rejection| {
+        ApiError::new(
+            ErrorCode::InvalidJson,
+            format!(
+                "the body is not a removal notice: {}",
+                rejection.body_text()
+            ),
+        )
+    })?;
+    let known = Arc::clone(&state.raft.server_metrics().borrow().membership_config);
+    if let Some(refusal) = stale_or_foreign(state.node_id, &notice, &known) {
+        warn!(
+            from = notice.leader,
+            log_index = notice.log_index,
+            refusal = ?refusal,
+            "refused a removal notice"
+        );
+        return Err(refusal);
+    }
     if !notice.removes(state.node_id) {
         return Err(ApiError::bad_field(
             ErrorCode::InvalidId,
@@ -215,6 +237,40 @@ pub async fn removed(
     );
     state.removal.mark(state.node_id, why);
     Ok(Json(true))
+}
+
+/// Why `notice` cannot be taken by node `node_id`, whose latest membership
+/// (applied or only in its log) is `known`: its sender is not a member of
+/// it, or it is at or past the notice's index and names this node.
+fn stale_or_foreign(
+    node_id: NodeId,
+    notice: &RemovedNotice,
+    known: &StoredMembership,
+) -> Option<ApiError> {
+    // A node that joins has no membership yet, and nothing to check by.
+    let known_at = known.log_id().as_ref()?.index;
+    let members = known.membership();
+    if members.get_node(&notice.leader).is_none() {
+        return Some(ApiError::bad_field(
+            ErrorCode::InvalidId,
+            "leader",
+            format!(
+                "node {} is not a member of the membership this node holds (index {known_at})",
+                notice.leader
+            ),
+        ));
+    }
+    if members.get_node(&node_id).is_some() && known_at >= notice.log_index {
+        return Some(ApiError::new(
+            ErrorCode::Conflict,
+            format!(
+                "this node holds a membership naming it at log index {known_at}, \
+                 not older than the notice's {}",
+                notice.log_index
+            ),
+        ));
+    }
+    None
 }
 
 /// The removal to tell the candidate of `request`, if it was removed from
@@ -301,6 +357,44 @@ mod tests {
             Some(LogId::new(CommittedLeaderId::new(1, 1), index)),
             Membership::new(vec![voters], nodes),
         )
+    }
+
+    /// Node 3 takes a notice only from a member of the membership it holds,
+    /// and only one newer than a membership naming it; a node that holds no
+    /// membership yet has nothing to check by.
+    #[test]
+    fn a_notice_from_a_stranger_or_older_than_the_nodes_membership_is_refused() {
+        let notice = |leader: NodeId, log_index: u64| RemovedNotice {
+            node_id: 3,
+            leader,
+            log_index,
+            members: BTreeSet::from([1, 2]),
+        };
+        let code = |notice: RemovedNotice, known: &StoredMembership| {
+            stale_or_foreign(3, &notice, known).map(|refusal| refusal.code())
+        };
+        let joint = membership(9, &[1, 2, 3]);
+        assert_eq!(code(notice(1, 12), &joint), None, "the usual notice");
+        assert_eq!(
+            code(notice(99, 12), &joint),
+            Some(ErrorCode::InvalidId),
+            "from no member"
+        );
+        assert_eq!(
+            code(notice(1, 9), &joint),
+            Some(ErrorCode::Conflict),
+            "as old as the membership naming the node"
+        );
+        assert_eq!(
+            code(notice(1, 5), &membership(12, &[1, 2])),
+            None,
+            "the node already holds a membership without it"
+        );
+        assert_eq!(
+            code(notice(99, 1), &StoredMembership::default()),
+            None,
+            "a joining node"
+        );
     }
 
     /// Node 3 sees a run of memberships (index, members, applied index);
