@@ -464,8 +464,9 @@ pub fn parse_peers(
 /// How far above the client port the peer port is by default.
 pub const PEER_PORT_OFFSET: u16 = 100;
 
-/// Checks a node's base URL (`http://host:port` or `https://host:port`,
-/// no path) and returns it without a trailing slash.
+/// Checks a node's base URL (`http://host:port` or `https://host:port`: a
+/// URL the peers can call, with no path, user, query or fragment) and
+/// returns it without a trailing slash.
 pub fn check_node_url(url: &str) -> Result<String, String> {
     let (scheme, rest) = url
         .strip_prefix("http://")
@@ -473,8 +474,15 @@ pub fn check_node_url(url: &str) -> Result<String, String> {
         .or_else(|| url.strip_prefix("https://").map(|rest| ("https", rest)))
         .ok_or_else(|| format!("{url:?} is not an http:// or https:// URL"))?;
     let authority = rest.trim_end_matches('/');
-    if authority.is_empty() || authority.contains('/') {
-        return Err(format!("{url:?} must be {scheme}://host:port with no path"));
+    let only =
+        || format!("{url:?} must be {scheme}://host:port with no path, user, query or fragment");
+    if authority.is_empty() || authority.contains(['/', '?', '#', '@']) {
+        return Err(only());
+    }
+    let parsed =
+        reqwest::Url::parse(url).map_err(|error| format!("{url:?} is not a URL: {error}"))?;
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(only());
     }
     Ok(format!("{scheme}://{authority}"))
 }
@@ -1096,6 +1104,23 @@ mod tests {
             ("http://", Err("must be http://host:port with no path")),
             (
                 "http://a:1/v1",
+                Err("must be http://host:port with no path"),
+            ),
+            ("http://a b c:1", Err("is not a URL")),
+            ("http://[::1", Err("is not a URL")),
+            ("http://%zz%:1", Err("is not a URL")),
+            ("http://a:99999", Err("is not a URL")),
+            ("http://[::1]:7170", Ok("http://[::1]:7170")),
+            (
+                "http://user:pw@127.0.0.1:5",
+                Err("must be http://host:port with no path"),
+            ),
+            (
+                "http://127.0.0.1:5?q",
+                Err("must be http://host:port with no path"),
+            ),
+            (
+                "http://127.0.0.1:5#f",
                 Err("must be http://host:port with no path"),
             ),
         ];
