@@ -100,9 +100,10 @@ async fn the_console_is_served_whole_with_a_policy_that_keeps_it_on_its_node() {
         assert_eq!(served, file, "{name}");
     }
 
-    let (status, body) = call(&server, "GET", "/ui/missing.js", None).await;
-    assert_eq!(status, 404);
-    assert_eq!(error_of(&body).0, "not_found");
+    for missing in ["/ui/missing.js", "/ui/%FF"] {
+        let (status, body) = call(&server, "GET", missing, None).await;
+        assert_eq!((status, error_of(&body).0), (404, "not_found"), "{missing}");
+    }
 }
 
 /// `GET path`: how long it took, the status, `X-Kv-Index` and the body.

@@ -126,6 +126,32 @@ async fn every_error_has_the_status_its_code_declares() {
             ErrorCode::SystemName,
         ),
         (
+            "POST",
+            "/v1/cluster/members",
+            Some(json!({"id": 9, "addr": "http://a b c:9", "peer_addr": "http://127.0.0.1:9"})),
+            ErrorCode::InvalidAddr,
+        ),
+        (
+            "POST",
+            "/v1/cluster/members",
+            Some(
+                json!({"id": 9, "addr": "http://127.0.0.1:9", "peer_addr": "http://u:p@127.0.0.1:9"}),
+            ),
+            ErrorCode::InvalidAddr,
+        ),
+        (
+            "POST",
+            "/v1/leases",
+            Some(json!([30])),
+            ErrorCode::InvalidJson,
+        ),
+        (
+            "POST",
+            "/v1/leases",
+            Some(json!({"ttl_s": 30, "tll_s": 40})),
+            ErrorCode::InvalidField,
+        ),
+        (
             "DELETE",
             "/v1/cluster/members/9",
             None,
@@ -148,6 +174,30 @@ async fn every_error_has_the_status_its_code_declares() {
         });
         assert_eq!(error.error.code, expected, "{method} {path}: {answer}");
         assert_eq!(status, expected.status(), "{method} {path}: {answer}");
+    }
+}
+
+/// Every body is read as JSON whatever its `Content-Type`, or without
+/// one, as `curl -d` sends it: the membership and lease routes too.
+#[tokio::test]
+async fn bodies_are_read_as_json_without_a_content_type() {
+    let server = TestServer::start().await;
+    for (path, body, status) in [
+        ("/v1/leases", r#"{"ttl_s": 30}"#, 201),
+        (
+            "/v1/cluster/members",
+            r#"{"id": 9, "addr": "http://127.0.0.1:9", "peer_addr": "http://127.0.0.1:9", "update_only": true}"#,
+            404,
+        ),
+    ] {
+        let response = server
+            .client()
+            .post(server.url(path))
+            .body(body)
+            .send()
+            .await
+            .expect("the server answers");
+        assert_eq!(response.status().as_u16(), status, "{path}");
     }
 }
 

@@ -26,7 +26,7 @@ pub enum ValidationError {
     },
 
     /// A field holds JSON of the wrong type or an unrepresentable number.
-    #[error("{field} has the wrong type or value: {message}")]
+    #[error("{} has the wrong type or value: {message}", named(field))]
     WrongType {
         /// JSON path of the field.
         field: String,
@@ -186,6 +186,15 @@ impl ValidationError {
 }
 
 /// Joins a parent path and a child field: `a` + `b` → `a.b`, `a` + `[0].b` → `a[0].b`.
+/// `field` as a message names it: the body itself when it is empty.
+fn named(field: &str) -> &str {
+    if field.is_empty() {
+        "the body"
+    } else {
+        field
+    }
+}
+
 pub(crate) fn join_field(parent: &str, child: &str) -> String {
     if parent.is_empty() {
         child.to_string()

@@ -4,7 +4,7 @@
 //! API promises the field, so deserialization goes through
 //! `serde_path_to_error`, which tracks the path as it descends.
 
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, IgnoredAny};
 
 use crate::error::{join_field, ValidationError};
 
@@ -19,22 +19,27 @@ pub fn from_json<T: DeserializeOwned>(json: &[u8]) -> Result<T, ValidationError>
     let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path().to_string();
         let inner = error.into_inner();
-        if !inner.is_data() {
-            return ValidationError::NotJson {
-                message: inner.to_string(),
-            };
-        }
         // "." is the root; a missing field is reported at its parent.
         let parent = if path == "." { "" } else { path.as_str() };
         let message = inner.to_string();
-        match missing_field_name(&message) {
-            Some(name) => ValidationError::Missing {
+        // serde_json reports some shapes it did not expect as syntax (an
+        // enum given `{}`): whether the text is JSON decides.
+        if !inner.is_data() && serde_json::from_slice::<IgnoredAny>(json).is_err() {
+            return ValidationError::NotJson { message };
+        }
+        if let Some(name) = quoted_field(&message, "missing field `") {
+            ValidationError::Missing {
                 field: join_field(parent, name),
-            },
-            None => ValidationError::WrongType {
+            }
+        } else if let Some(name) = quoted_field(&message, "duplicate field `") {
+            ValidationError::Duplicate {
+                field: join_field(parent, name),
+            }
+        } else {
+            ValidationError::WrongType {
                 field: parent.to_string(),
                 message,
-            },
+            }
         }
     })?;
     // Data after the value makes the body malformed, however good the value.
@@ -46,8 +51,8 @@ pub fn from_json<T: DeserializeOwned>(json: &[u8]) -> Result<T, ValidationError>
     Ok(value)
 }
 
-/// The field in serde's "missing field `name`" message, if it is one.
-fn missing_field_name(message: &str) -> Option<&str> {
-    let rest = message.strip_prefix("missing field `")?;
-    rest.split('`').next()
+/// The field in serde's "missing field `name`" or "duplicate field
+/// `name`" message, if it starts with `prefix`.
+fn quoted_field<'m>(message: &'m str, prefix: &str) -> Option<&'m str> {
+    message.strip_prefix(prefix)?.split('`').next()
 }

@@ -111,3 +111,24 @@ fn a_body_of_the_wrong_shape_names_no_field() {
     );
     assert_eq!(error.field(), "");
 }
+
+#[test]
+fn a_field_given_twice_is_named_and_the_body_itself_is_named_as_such() {
+    let error = from_json::<schemas::api::GrantLease>(br#"{"ttl_s": 30, "ttl_s": 40}"#)
+        .expect_err("a field given twice is refused");
+    assert_eq!(
+        error,
+        ValidationError::Duplicate {
+            field: "ttl_s".into()
+        }
+    );
+    assert_eq!(error.to_string(), "ttl_s duplicates an earlier entry");
+    let error = topic_error(r#""orders""#);
+    assert_eq!(error.field(), "");
+    assert!(
+        error
+            .to_string()
+            .starts_with("the body has the wrong type or value: "),
+        "{error}"
+    );
+}

@@ -8,7 +8,8 @@
 //! a fresh secret the store never kept. Who may call these routes is
 //! decided before they run (`api::auth`: admin, bootstrap for anyone).
 
-use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -26,6 +27,7 @@ use crate::acl::{
 };
 use crate::api::error::ApiError;
 use crate::api::params::path_capture;
+use crate::api::write::object_body;
 use crate::api::{propose, AppState};
 use crate::store::queries::PageBounds;
 use crate::types::{Command, CommandResult, Condition, Op};
@@ -79,18 +81,6 @@ fn check_name(name: &str) -> Result<(), ApiError> {
         ));
     }
     Ok(())
-}
-
-fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    body.map(|Json(body)| body).map_err(|rejection| {
-        ApiError::new(
-            ErrorCode::InvalidJson,
-            format!(
-                "the body is not the JSON this route takes: {}",
-                rejection.body_text()
-            ),
-        )
-    })
 }
 
 /// Writes `value` under `key` if `condition` holds.
@@ -178,11 +168,11 @@ async fn bootstrap(State(state): State<AppState>) -> Result<Response, ApiError> 
 async fn put_role(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
-    body: Result<Json<Role>, JsonRejection>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     require_auth(&state)?;
     let name = checked_name(path)?;
-    let role = json_body(body)?;
+    let role: Role = object_body(&state, body, "{\"name\", \"permissions\", \"admin\"}")?;
     if role.name != name {
         return Err(ApiError::bad_field(
             ErrorCode::NameMismatch,
@@ -220,10 +210,10 @@ async fn delete_role(
 /// `POST /v1/acl/tokens`: a new token; its secret is in this answer only.
 async fn create_token(
     State(state): State<AppState>,
-    body: Result<Json<CreateToken>, JsonRejection>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     require_auth(&state)?;
-    let request = json_body(body)?;
+    let request: CreateToken = object_body(&state, body, "{\"name\", \"roles\"}")?;
     check_name(&request.name)?;
     if request.name == ROOT_TOKEN_NAME {
         return Err(token_exists(&request.name));

@@ -10,7 +10,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -25,6 +26,7 @@ use tracing::{debug, info, warn};
 use crate::api::cluster_watch;
 use crate::api::error::ApiError;
 use crate::api::long_polls::LongPollGate;
+use crate::api::write::object_body;
 use crate::api::{AppState, FORWARDED_HEADER, INDEX_HEADER};
 use crate::types::{Node, NodeId};
 
@@ -186,18 +188,14 @@ fn membership_log_index(state: &AppState) -> u64 {
 /// nothing, so a joining node may retry freely.
 async fn add_member(
     State(state): State<AppState>,
-    body: Result<Json<AddMember>, JsonRejection>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<MembershipChange>), ApiError> {
-    let Json(request) = body.map_err(|rejection| {
-        ApiError::new(
-            ErrorCode::InvalidJson,
-            format!(
-                "the body must be {{\"id\": <node id>, \"addr\": \"http://host:port\", \
-                 \"peer_addr\": \"http://host:port\", \"voter\": true}}: {}",
-                rejection.body_text()
-            ),
-        )
-    })?;
+    let request: AddMember = object_body(
+        &state,
+        body,
+        "{\"id\": <node id>, \"addr\": \"http://host:port\", \
+         \"peer_addr\": \"http://host:port\", \"voter\": true}",
+    )?;
     let addr = crate::config::check_node_url(&request.addr)
         .map_err(|why| ApiError::bad_field(ErrorCode::InvalidAddr, "addr", why))?;
     let peer_addr = crate::config::check_node_url(&request.peer_addr)

@@ -22,7 +22,7 @@ use crate::api::error::{lease_not_found, ApiError};
 use crate::api::params::{path_capture, Query};
 use crate::api::propose::propose;
 use crate::api::read::linearizable_barrier;
-use crate::api::write::body_error;
+use crate::api::write::object_body;
 use crate::api::AppState;
 use crate::leases::KeepAlive;
 use crate::store::{blocking, leases};
@@ -49,8 +49,7 @@ async fn grant(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     Query::parse(query.as_deref(), &[])?;
-    let body = body.map_err(|rejection| body_error(&state, rejection))?;
-    let asked: GrantLease = schemas::from_json(&body)?;
+    let asked: GrantLease = object_body(&state, body, "{\"ttl_s\": <seconds>}")?;
     asked.validate()?;
     let command = Command {
         timestamp_ms: crate::clock::now_ms(),

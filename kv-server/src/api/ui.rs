@@ -5,6 +5,7 @@
 //! data and needs no token to load (the API it calls does). Its answers
 //! forbid the page to reach any host but this node, or to be framed.
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::Path;
 use axum::http::header::{
     CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
@@ -16,6 +17,7 @@ use axum::Router;
 use schemas::api::ErrorCode;
 
 use crate::api::error::ApiError;
+use crate::api::params::path_capture;
 use crate::api::AppState;
 
 /// Where the console is served.
@@ -79,8 +81,12 @@ pub fn routes() -> Router<AppState> {
         .route("/ui/{*file}", get(file))
 }
 
-async fn file(Path(file): Path<String>) -> Response {
-    asset(&file)
+async fn file(path: Result<Path<String>, PathRejection>) -> Response {
+    // A path that is not UTF-8 names no file of the console.
+    match path_capture(path, ErrorCode::NotFound, "file") {
+        Ok(file) => asset(&file),
+        Err(refused) => refused.into_response(),
+    }
 }
 
 /// One file of the console, or 404 naming it.

@@ -170,6 +170,25 @@ pub fn body_error(state: &AppState, rejection: BytesRejection) -> ApiError {
     }
 }
 
+/// A request body that must be one JSON object of type `T`, whatever its
+/// `Content-Type`, as every body of the API is read: an array is refused
+/// (serde would read a struct from one), and a field of the wrong type or
+/// missing is named.
+pub fn object_body<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    body: Result<axum::body::Bytes, BytesRejection>,
+    shape: &str,
+) -> Result<T, ApiError> {
+    let body = body.map_err(|rejection| body_error(state, rejection))?;
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err(ApiError::new(
+            ErrorCode::InvalidJson,
+            format!("the body must be a JSON object: {shape}"),
+        ));
+    }
+    Ok(schemas::from_json(&body)?)
+}
+
 /// 413 for a value over the limit.
 pub fn value_too_large(state: &AppState, bytes: usize) -> ApiError {
     let limit = state.config.max_value_bytes;

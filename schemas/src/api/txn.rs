@@ -504,6 +504,20 @@ mod tests {
         }
     }
 
+    /// JSON of the wrong shape is named where it is, though serde_json
+    /// calls an op that is `{}`, or holds two ops, a syntax error.
+    #[test]
+    fn an_op_that_is_no_op_or_two_is_named() {
+        for op in [
+            r#"{}"#,
+            r#"{"put": {"key": "a", "value": 1}, "get": {"key": "a"}}"#,
+        ] {
+            let (code, field) = refusal(&format!(r#"{{"success": [{op}]}}"#));
+            assert_eq!(code, ErrorCode::InvalidField, "{op}");
+            assert!(field.starts_with("success[0]"), "{op}: {field}");
+        }
+    }
+
     #[test]
     fn malformed_json_concerns_the_whole_body() {
         assert_eq!(
