@@ -273,6 +273,33 @@ async fn with_auth_every_route_is_checked_and_acl_keys_stay_hidden() {
             }
         }
     }
+    // A lease's keys are named only to a caller who may read every one of
+    // them (etcd's rule for a lease's time to live with its keys).
+    let mut leases = Vec::new();
+    for key in ["app/leased", "other/leased"] {
+        let (status, lease) =
+            send(node, root, "POST", "/v1/leases", Some(json!({"ttl_s": 60}))).await;
+        assert_eq!(status, 201, "{lease}");
+        let id = lease["id"].as_u64().expect("a lease id");
+        let path = format!("/v1/kv/{key}?lease={id}");
+        let (status, put) = send(node, root, "PUT", &path, Some(json!(1))).await;
+        assert!((200..300).contains(&status), "{put}");
+        leases.push(id);
+    }
+    for (id, expected) in leases.iter().zip([[OK, 403, OK], [403, OK, OK]]) {
+        let path = format!("/v1/leases/{id}");
+        for ((who, token), expected) in callers[2..].iter().zip(expected) {
+            let (status, answer) = send(node, *token, "GET", &path, None).await;
+            assert_eq!(status, expected, "GET {path} as {who}: {answer}");
+            if status == 403 {
+                let message = answer["error"]["message"].as_str().unwrap_or_default();
+                assert!(message.contains("leased"), "{message}");
+            } else {
+                assert_eq!(answer["keys"].as_array().map(Vec::len), Some(1), "{answer}");
+            }
+        }
+    }
+
     let (_, refusal) = send(
         node,
         Some(&tokens.other),

@@ -82,6 +82,9 @@ pub enum Needs {
     /// Write on every key attached to the lease of the path (etcd's rule
     /// for a revoke, which deletes them).
     LeaseRevoke(String),
+    /// Read on every key attached to the lease of the path (etcd's rule for
+    /// a lease's time to live with its keys, which names them).
+    LeaseKeys(String),
 }
 
 /// What the request to `route` (axum's pattern; `None` for no route) needs.
@@ -116,6 +119,7 @@ pub fn needs(
         Some("/v1/leases/{id}") if *method == Method::DELETE => {
             Needs::LeaseRevoke(param("id").unwrap_or_default())
         }
+        Some("/v1/leases/{id}") if !write => Needs::LeaseKeys(param("id").unwrap_or_default()),
         Some("/v1/leases" | "/v1/leases/{id}" | "/v1/leases/{id}/keepalive") => Needs::Token,
         Some("/v1/kv" | "/v1/kv/") => Needs::Prefix(prefix()),
         Some("/v1/kv/{*key}") => key("", "key"),
@@ -190,10 +194,15 @@ pub async fn check(State(state): State<AppState>, request: Request, next: Next) 
             body = axum::body::Body::from(bytes);
             allowed
         }
-        Needs::LeaseRevoke(id) => match lease_keys(&state, id) {
-            Ok(keys) => keys
-                .iter()
-                .try_for_each(|key| principal.check_key(Access::ReadWrite, key)),
+        Needs::LeaseRevoke(id) | Needs::LeaseKeys(id) => match lease_keys(&state, id) {
+            Ok(keys) => {
+                let access = match needs {
+                    Needs::LeaseRevoke(_) => Access::ReadWrite,
+                    _ => Access::Read,
+                };
+                keys.iter()
+                    .try_for_each(|key| principal.check_key(access, key))
+            }
             Err(error) => return error.into_response(),
         },
     };
