@@ -50,6 +50,7 @@ pub fn page_bounds(state: &AppState, limit: u64) -> PageBounds {
 }
 
 /// The query parameters of a request, each name at most once.
+#[derive(Debug)]
 pub struct Query {
     params: HashMap<String, String>,
 }
@@ -57,6 +58,22 @@ pub struct Query {
 impl Query {
     /// Parses a raw query string, refusing unknown or repeated parameters.
     pub fn parse(raw: Option<&str>, allowed: &[&str]) -> Result<Query, ApiError> {
+        // serde_urlencoded decodes bytes that are not UTF-8 lossily, into
+        // U+FFFD: a prefix of %FF would quietly be another prefix.
+        for part in raw.unwrap_or("").split('&') {
+            let text = part.replace('+', " ");
+            if percent_encoding::percent_decode_str(&text)
+                .decode_utf8()
+                .is_err()
+            {
+                let name = part.split('=').next().unwrap_or_default();
+                return Err(ApiError::bad_field(
+                    ErrorCode::InvalidQuery,
+                    name,
+                    format!("query parameter {name:?} is not UTF-8 once percent-decoded"),
+                ));
+            }
+        }
         let pairs: Vec<(String, String)> =
             serde_urlencoded::from_str(raw.unwrap_or("")).map_err(|error| {
                 ApiError::new(
@@ -275,6 +292,20 @@ mod tests {
                 }
                 (found, expected) => panic!("{raw}: {found:?}, expected {expected:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn a_parameter_that_is_not_utf8_once_decoded_is_refused_naming_it() {
+        let query = Query::parse(Some("prefix=caf%C3%A9+au+lait"), &["prefix"]).unwrap();
+        assert_eq!(query.get("prefix"), Some("café au lait"));
+        for raw in ["prefix=%FF", "prefix=a%C3", "limit=1&prefix=%E2%82"] {
+            let error = Query::parse(Some(raw), &["prefix", "limit"]).expect_err(raw);
+            assert_eq!(error.code(), ErrorCode::InvalidQuery, "{raw}");
+            assert!(
+                format!("{error:?}").contains("field: Some(\"prefix\")"),
+                "{raw}: {error:?}"
+            );
         }
     }
 
