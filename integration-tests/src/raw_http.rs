@@ -149,12 +149,25 @@ pub async fn stalled_upload(
     declared: u64,
     sent: usize,
 ) -> (u16, String, Duration) {
+    stalled_upload_with(addr, method, path, "", declared, sent).await
+}
+
+/// [`stalled_upload`] with `headers` (whole lines, each ending in `\r\n`)
+/// added to the request's head.
+pub async fn stalled_upload_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &str,
+    declared: u64,
+    sent: usize,
+) -> (u16, String, Duration) {
     let started = Instant::now();
     let mut stream = TcpStream::connect(addr)
         .await
         .unwrap_or_else(|error| panic!("cannot connect to {addr}: {error}"));
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {declared}\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Content-Type: application/json\r\nContent-Length: {declared}\r\n\r\n"
     );
     stream
         .write_all(head.as_bytes())

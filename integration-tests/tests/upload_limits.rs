@@ -81,3 +81,48 @@ async fn a_follower_refuses_an_oversized_upload_before_forwarding_it() {
     let (status, _) = call(node, "PUT", "/v1/kv/after", Some(json!(2))).await;
     assert_eq!(status, 201, "the follower still forwards writes");
 }
+
+/// A client that stops part-way through its body is answered 400 after
+/// `--request-timeout-ms` without a byte, not held for the hard timeout
+/// long-polls need; nothing is written, and the node goes on serving.
+#[tokio::test]
+async fn a_body_that_stalls_is_refused_after_the_request_timeout() {
+    const TIMEOUT_MS: u64 = 1_000;
+    let timeout = TIMEOUT_MS.to_string();
+    let server = TestServer::start_with(&["--request-timeout-ms", &timeout]).await;
+    // With --auth a transaction's body is read before its handler, to check
+    // its keys: the stall is named there too.
+    let secured = TestServer::start_with(&["--auth", "--request-timeout-ms", &timeout]).await;
+    let (status, root) = call(&secured, "POST", "/v1/acl/bootstrap", None).await;
+    assert_eq!(status, 200, "{root}");
+    let bearer = format!(
+        "Authorization: Bearer {}\r\n",
+        root["token"].as_str().expect("the root token")
+    );
+    for (node, headers, method, path) in [
+        (&server, "", "PUT", "/v1/kv/stalled"),
+        (&server, "", "POST", "/v1/txn"),
+        (&secured, bearer.as_str(), "POST", "/v1/txn"),
+    ] {
+        let (status, body, took) = integration_tests::raw_http::stalled_upload_with(
+            node.addr(),
+            method,
+            path,
+            headers,
+            1000,
+            10,
+        )
+        .await;
+        assert_eq!(status, 400, "{method} {path}: {body}");
+        assert!(body.contains("no byte of the body arrived"), "{body}");
+        assert!(
+            took >= std::time::Duration::from_millis(TIMEOUT_MS)
+                && took < std::time::Duration::from_secs(10),
+            "{method} {path}: refused after {took:?}"
+        );
+    }
+    let (status, _) = call(&server, "GET", "/v1/kv/stalled", None).await;
+    assert_eq!(status, 404, "the stalled put wrote nothing");
+    let (status, body) = call(&server, "PUT", "/v1/kv/after", Some(json!(1))).await;
+    assert_eq!(status, 201, "{body}");
+}

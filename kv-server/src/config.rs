@@ -228,7 +228,8 @@ pub struct Config {
     #[arg(long, env = "KV_STREAM_IDLE_TIMEOUT_MS", default_value_t = 30_000)]
     pub stream_idle_timeout_ms: u64,
 
-    /// Time limit of a request that is not a long-poll, in milliseconds.
+    /// Time limit of a request that is not a long-poll, in milliseconds;
+    /// also how long a request's body may send nothing before it is refused.
     #[arg(long, env = "KV_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
     pub request_timeout_ms: u64,
 

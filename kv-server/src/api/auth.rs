@@ -177,12 +177,19 @@ pub async fn check(State(state): State<AppState>, request: Request, next: Next) 
             let limit = crate::api::max_body_bytes(&state.config);
             let bytes = match axum::body::to_bytes(body, limit).await {
                 Ok(bytes) => bytes,
-                Err(_) => {
+                Err(error) => {
+                    if let Some(stalled) = crate::api::layers::BodyStalled::behind(&error) {
+                        return ApiError::new(
+                            ErrorCode::InvalidBody,
+                            format!("the body could not be read: {stalled}"),
+                        )
+                        .into_response();
+                    }
                     return ApiError::new(
                         ErrorCode::ValueTooLarge,
                         format!("the transaction is over the body limit of {limit} bytes"),
                     )
-                    .into_response()
+                    .into_response();
                 }
             };
             // A body that does not parse is refused by the handler, which

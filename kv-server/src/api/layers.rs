@@ -1,6 +1,6 @@
 //! The layers every public request passes: [`Observe`] (its span, its
 //! metrics, the revision header) and [`Limits`] (load shedding past
-//! `--max-concurrent-requests`, the hard timeout).
+//! `--max-concurrent-requests`, the hard timeout, a body that stalls).
 //!
 //! Both are services of their own, with futures that hold the inner
 //! future inline: no box per request, nothing copied twice. A waiting
@@ -131,15 +131,17 @@ where
 pub struct LimitsLayer {
     slots: Arc<Semaphore>,
     timeout: Duration,
+    stall: Duration,
 }
 
 impl LimitsLayer {
     /// At most `concurrent` requests served at once, none for longer than
-    /// `timeout`.
-    pub fn new(concurrent: usize, timeout: Duration) -> LimitsLayer {
+    /// `timeout`, and none whose body stops arriving for `stall`.
+    pub fn new(concurrent: usize, timeout: Duration, stall: Duration) -> LimitsLayer {
         LimitsLayer {
             slots: Arc::new(Semaphore::new(concurrent)),
             timeout,
+            stall,
         }
     }
 }
@@ -151,6 +153,7 @@ impl<S> Layer<S> for LimitsLayer {
         Limits {
             slots: Arc::clone(&self.slots),
             timeout: self.timeout,
+            stall: self.stall,
             inner,
         }
     }
@@ -158,11 +161,15 @@ impl<S> Layer<S> for LimitsLayer {
 
 /// Refuses a request at once with 503 when `--max-concurrent-requests`
 /// are being served (load shedding, rather than a queue), and answers 503
-/// for one that outlives the hard timeout.
+/// for one that outlives the hard timeout. A body that sends nothing for
+/// `stall` ends in an error, which its handler answers with 400: a client
+/// that stops part-way through its body holds its slot for the stall, not
+/// for the hard timeout (which long-polls need).
 #[derive(Clone)]
 pub struct Limits<S> {
     slots: Arc<Semaphore>,
     timeout: Duration,
+    stall: Duration,
     inner: S,
 }
 
@@ -180,10 +187,19 @@ where
 
     fn call(&mut self, request: Request) -> Self::Future {
         match Arc::clone(&self.slots).try_acquire_owned() {
-            Ok(slot) => LimitsFuture::Serving {
-                inner: tokio::time::timeout(self.timeout, self.inner.call(request)),
-                _slot: slot,
-            },
+            Ok(slot) => {
+                // A body already whole (a GET's) cannot stall.
+                let request = if http_body::Body::is_end_stream(request.body()) {
+                    request
+                } else {
+                    let stall = self.stall;
+                    request.map(|body| axum::body::Body::new(StallBody::new(body, stall)))
+                };
+                LimitsFuture::Serving {
+                    inner: tokio::time::timeout(self.timeout, self.inner.call(request)),
+                    _slot: slot,
+                }
+            }
             Err(_) => LimitsFuture::Refused,
         }
     }
@@ -224,5 +240,76 @@ where
             )
             .into_response())),
         }
+    }
+}
+
+pin_project! {
+    /// A request body that fails once no byte of it has arrived for
+    /// `stall`. The timer is set only while the body is waiting for the
+    /// client, so a body that is already there costs none.
+    pub struct StallBody<B> {
+        #[pin]
+        inner: B,
+        stall: Duration,
+        #[pin]
+        waiting: Option<tokio::time::Sleep>,
+    }
+}
+
+impl<B> StallBody<B> {
+    /// `inner`, failing after `stall` without a byte.
+    pub fn new(inner: B, stall: Duration) -> StallBody<B> {
+        StallBody {
+            inner,
+            stall,
+            waiting: None,
+        }
+    }
+}
+
+/// Why a [`StallBody`] failed.
+#[derive(Debug, thiserror::Error)]
+#[error("no byte of the body arrived for {0:?} (--request-timeout-ms)")]
+pub struct BodyStalled(Duration);
+
+impl BodyStalled {
+    /// The stall behind `error`, if a body's read failed on one.
+    pub fn behind<'e>(error: &'e (dyn std::error::Error + 'static)) -> Option<&'e BodyStalled> {
+        std::iter::successors(Some(error), |error| error.source())
+            .find_map(|error| error.downcast_ref::<BodyStalled>())
+    }
+}
+
+impl<B> http_body::Body for StallBody<B>
+where
+    B: http_body::Body,
+    B::Error: Into<axum::BoxError>,
+{
+    type Data = B::Data;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, axum::BoxError>>> {
+        let mut this = self.project();
+        if let Poll::Ready(frame) = this.inner.poll_frame(cx) {
+            this.waiting.set(None);
+            return Poll::Ready(frame.map(|frame| frame.map_err(Into::into)));
+        }
+        if this.waiting.as_mut().as_pin_mut().is_none() {
+            this.waiting.set(Some(tokio::time::sleep(*this.stall)));
+        }
+        let waiting = this.waiting.as_pin_mut().expect("set just above");
+        ready!(waiting.poll(cx));
+        Poll::Ready(Some(Err(BodyStalled(*this.stall).into())))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }

@@ -258,6 +258,7 @@ fn limits(
         .layer(LimitsLayer::new(
             config.max_concurrent_requests,
             hard_timeout,
+            Duration::from_millis(config.request_timeout_ms),
         ))
 }
 
