@@ -273,6 +273,16 @@ async fn with_auth_every_route_is_checked_and_acl_keys_stay_hidden() {
             }
         }
     }
+    // A role whose prefix begins no key (the ACL keys' own, hidden) is
+    // refused, naming it.
+    let hidden = json!({"name": "y", "permissions": [{"prefix": "\u{0}acl/", "access": "read"}]});
+    let (status, refusal) = send(node, root, "PUT", "/v1/acl/roles/y", Some(hidden)).await;
+    assert_eq!(status, 400, "{refusal}");
+    assert_eq!(
+        refusal["error"]["field"], "permissions[0].prefix",
+        "{refusal}"
+    );
+
     // A lease's keys are named only to a caller who may read every one of
     // them (etcd's rule for a lease's time to live with its keys).
     let mut leases = Vec::new();

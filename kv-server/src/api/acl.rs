@@ -173,6 +173,7 @@ async fn put_role(
     require_auth(&state)?;
     let name = checked_name(path)?;
     let role: Role = object_body(&state, body, "{\"name\", \"permissions\", \"admin\"}")?;
+    role.validate()?;
     if role.name != name {
         return Err(ApiError::bad_field(
             ErrorCode::NameMismatch,

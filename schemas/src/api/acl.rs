@@ -76,6 +76,39 @@ pub struct Role {
     pub admin: bool,
 }
 
+impl Role {
+    /// Checks that each permission's prefix could begin a key (at most
+    /// [`crate::MAX_KEY_BYTES`], no control character, no leading `/`), so
+    /// that a role never holds a permission that grants nothing.
+    pub fn validate(&self) -> Result<(), crate::ValidationError> {
+        for (i, permission) in self.permissions.iter().enumerate() {
+            let prefix = &permission.prefix;
+            let field = format!("permissions[{i}].prefix");
+            if prefix.len() > crate::MAX_KEY_BYTES {
+                return Err(crate::ValidationError::TooLong {
+                    field,
+                    len: prefix.len(),
+                    max: crate::MAX_KEY_BYTES,
+                    unit: "bytes",
+                });
+            }
+            let reason = if let Some(c) = prefix.chars().find(|c| c.is_control()) {
+                format!("control character U+{:04X} begins no key", u32::from(c))
+            } else if prefix.starts_with('/') {
+                "a key never starts with '/'".to_string()
+            } else {
+                continue;
+            };
+            return Err(crate::ValidationError::Malformed {
+                field,
+                value: prefix.escape_debug().to_string(),
+                reason,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// `GET /v1/acl/roles`: every role, by name.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct RoleList {
@@ -120,4 +153,37 @@ pub struct CreatedToken {
     /// The secret to send as `Authorization: Bearer <token>`; the cluster
     /// keeps only its hash, so it cannot be shown again.
     pub token: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn role(prefixes: &[&str]) -> Role {
+        Role {
+            name: "r".into(),
+            permissions: prefixes
+                .iter()
+                .map(|prefix| Permission {
+                    prefix: prefix.to_string(),
+                    access: Access::Read,
+                })
+                .collect(),
+            admin: false,
+        }
+    }
+
+    #[test]
+    fn a_prefix_that_begins_no_key_is_refused_naming_it() {
+        assert!(role(&["", "app/", "app/a", "é"]).validate().is_ok());
+        let long = "k".repeat(crate::MAX_KEY_BYTES + 1);
+        for (prefixes, field) in [
+            (vec!["app/", "\u{0}acl/"], "permissions[1].prefix"),
+            (vec!["/app"], "permissions[0].prefix"),
+            (vec![long.as_str()], "permissions[0].prefix"),
+        ] {
+            let error = role(&prefixes).validate().expect_err(field);
+            assert_eq!(error.field(), field, "{prefixes:?}: {error}");
+        }
+    }
 }
