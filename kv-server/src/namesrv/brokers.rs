@@ -14,7 +14,7 @@ use schemas::remoting::{
     TopicConfigSerializeWrapper,
 };
 use serde_json::json;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::namesrv::keys::{self, BrokerRecord};
 use crate::namesrv::writes::{idempotency_key, Guard, Op, WriteError};
@@ -182,10 +182,20 @@ async fn write_registration(
                 granted = true;
             }
             Err(error) => {
+                // A lease granted for a registration that failed would
+                // otherwise live its whole TTL, counting against
+                // --max-leases. Should the write still commit (a timeout),
+                // the revoke takes it back with its lease: the broker was
+                // answered an error, and registers again.
+                if granted {
+                    if let Err(revoke) = ns.writer.revoke(id).await {
+                        warn!(lease = id, %revoke, "could not revoke the lease of a failed registration");
+                    }
+                }
                 return Err(Failure::system(format!(
                     "registering broker {} of group {}: {error}",
                     record.broker_addr, record.broker_name
-                )))
+                )));
             }
         }
     }
