@@ -175,6 +175,35 @@ async fn bad_frames_close_their_connection_and_the_server_keeps_serving_others()
     assert!(server.log_contains("bad frame"), "a bad frame is logged");
 }
 
+/// An answer that would not fit a frame (its remark echoing a 16 MB
+/// topic) is still an answer: SYSTEM_ERROR with the request's opaque, and
+/// the connection goes on.
+#[tokio::test]
+async fn an_answer_too_large_for_a_frame_is_a_system_error_and_the_connection_goes_on() {
+    let server = TestServer::start().await;
+    let mut client = connect(&server).await;
+    let topic = "A".repeat(16_777_000);
+    let answer = client.call(route_request(&topic)).await;
+    assert_eq!(
+        answer.code,
+        response_code::SYSTEM_ERROR,
+        "{:?}",
+        answer.remark
+    );
+    assert!(
+        answer
+            .remark
+            .as_deref()
+            .unwrap_or("")
+            .contains("does not fit a remoting frame"),
+        "{:?}",
+        answer.remark
+    );
+    let missing = client.call(route_request("TBW102")).await;
+    assert_eq!(missing.code, response_code::TOPIC_NOT_EXIST);
+    assert!(!server.log_contains("panicked"), "{}", server.log_tail(20));
+}
+
 #[tokio::test]
 async fn a_missing_header_field_is_a_system_error_naming_the_field() {
     let server = TestServer::start().await;
@@ -402,6 +431,67 @@ async fn the_name_server_address_is_logged_at_start_and_off_turns_it_off() {
     );
     let (status, _) = integration_tests::call(&off, "GET", "/v1/brokers", None).await;
     assert_eq!(status, 200, "the HTTP views stay");
+}
+
+/// A connection that sends nothing, or half a frame, is closed after
+/// --namesrv-idle-timeout-s, so silent clients cannot hold every slot;
+/// one that keeps asking is not.
+#[tokio::test]
+async fn idle_connections_are_closed_and_busy_ones_are_not() {
+    let server =
+        TestServer::start_with(&["--namesrv-idle-timeout-s", "1", "--max-connections", "3"]).await;
+    let started = Instant::now();
+    let mut silent = connect(&server).await;
+    let whole = captured_frame("005-request-code105.bin");
+    let mut half = connect(&server).await;
+    half.send_raw(&whole[..whole.len() / 2]).await;
+    let mut busy = connect(&server).await;
+    let deadline = Instant::now() + Duration::from_millis(2_500);
+    while Instant::now() < deadline {
+        let answer = busy.call(route_request("TBW102")).await;
+        assert_eq!(answer.code, response_code::TOPIC_NOT_EXIST);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(silent.is_closed_by_server().await, "a silent connection");
+    assert!(half.is_closed_by_server().await, "half a frame");
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    // Their slots are free again: a new client is served.
+    let mut fresh = connect(&server).await;
+    let answer = fresh.call(route_request("TBW102")).await;
+    assert_eq!(answer.code, response_code::TOPIC_NOT_EXIST);
+    let answer = busy.call(route_request("TBW102")).await;
+    assert_eq!(
+        answer.code,
+        response_code::TOPIC_NOT_EXIST,
+        "the busy one stays"
+    );
+}
+
+/// A registration the store refuses (a broker name past the longest key)
+/// is answered SYSTEM_ERROR and leaves no lease behind: leaked leases
+/// would count against --max-leases until they lock out every broker.
+#[tokio::test]
+async fn a_refused_registration_leaves_no_lease() {
+    let server = TestServer::start().await;
+    let mut client = connect(&server).await;
+    let long_name = "B".repeat(1_100);
+    for _ in 0..3 {
+        let answer = client
+            .call(registration(&long_name, 0, BROKER_A, 0, false))
+            .await;
+        assert_eq!(
+            answer.code,
+            response_code::SYSTEM_ERROR,
+            "{:?}",
+            answer.remark
+        );
+    }
+    let (status, leases) = integration_tests::call(&server, "GET", "/v1/leases", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(leases["leases"], json!([]), "{leases}");
+    client
+        .call_ok(registration("broker-a", 0, BROKER_A, 0, false))
+        .await;
 }
 
 #[tokio::test]

@@ -113,6 +113,13 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(5..=86_400))]
     pub namesrv_broker_ttl_s: u64,
 
+    /// Seconds a name-server connection may neither send a request nor
+    /// wait for an answer (nor take one) before it is closed (RocketMQ's
+    /// serverChannelMaxIdleTimeSeconds).
+    #[arg(long, env = "KV_NAMESRV_IDLE_TIMEOUT_S", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub namesrv_idle_timeout_s: u64,
+
     /// URL other nodes reach this node's peer port at [default: this
     /// node's entry in --peers, else http://<peer-listen>].
     #[arg(long, env = "KV_PEER_ADVERTISE")]
@@ -508,6 +515,7 @@ mod tests {
         ("--peer-listen", "None"),
         ("--namesrv-listen", "127.0.0.1:9876"),
         ("--namesrv-broker-ttl-s", "120"),
+        ("--namesrv-idle-timeout-s", "120"),
         ("--peer-advertise", "None"),
         ("--tls-cert", "None"),
         ("--tls-key", "None"),
@@ -564,6 +572,7 @@ mod tests {
         ("--peer-listen", "0.0.0.0:9090", "Some(0.0.0.0:9090)"),
         ("--namesrv-listen", "off", "off"),
         ("--namesrv-broker-ttl-s", "5", "5"),
+        ("--namesrv-idle-timeout-s", "30", "30"),
         (
             "--peer-advertise",
             "http://kv-1:7170",
@@ -652,6 +661,10 @@ mod tests {
             (
                 "--namesrv-broker-ttl-s",
                 config.namesrv_broker_ttl_s.to_string(),
+            ),
+            (
+                "--namesrv-idle-timeout-s",
+                config.namesrv_idle_timeout_s.to_string(),
             ),
             ("--peer-advertise", format!("{:?}", config.peer_advertise)),
             ("--tls-cert", format!("{:?}", config.tls_cert)),

@@ -7,13 +7,18 @@
 //! concurrently, at most [`IN_FLIGHT_PER_CONNECTION`] at a time, each
 //! answer carrying its request's opaque. A frame that does not decode
 //! (bad length, oversized, undecodable header) is logged and closes its
-//! connection: after it, the stream's framing cannot be trusted.
+//! connection: after it, the stream's framing cannot be trusted. A
+//! connection that neither sends nor waits for an answer for
+//! `--namesrv-idle-timeout-s` (RocketMQ's serverChannelMaxIdleTimeSeconds,
+//! 120) is closed, as is one whose peer takes no answer for that long, so
+//! silent clients cannot hold every connection slot.
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use schemas::remoting::{decode_frame, RemotingCommand, DEFAULT_MAX_FRAME_BYTES};
+use schemas::remoting::{decode_frame, response_code, RemotingCommand, DEFAULT_MAX_FRAME_BYTES};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
@@ -32,6 +37,7 @@ pub async fn serve(
     listener: TcpListener,
     ns: NameServer,
     max_connections: usize,
+    idle: Duration,
     shutdown: impl Future<Output = ()>,
 ) {
     let slots = Arc::new(Semaphore::new(max_connections));
@@ -55,7 +61,7 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let ns = ns.clone();
         tokio::spawn(async move {
-            serve_connection(stream, ns).await;
+            serve_connection(stream, ns, idle).await;
             debug!(%peer, "namesrv: connection closed");
             drop(slot);
         });
@@ -63,18 +69,24 @@ pub async fn serve(
     info!("namesrv: stopped accepting");
 }
 
-/// Reads and answers the requests of one connection until it closes or
-/// sends a bad frame.
-async fn serve_connection(stream: TcpStream, ns: NameServer) {
+/// Reads and answers the requests of one connection until it closes,
+/// sends a bad frame, or stays idle for `idle`.
+async fn serve_connection(stream: TcpStream, ns: NameServer, idle: Duration) {
     let peer = stream
         .peer_addr()
         .map_or_else(|_| "unknown".to_string(), |addr| addr.to_string());
     let (mut reader, mut writer) = stream.into_split();
     let (answers, mut to_write) = mpsc::channel::<Vec<u8>>(IN_FLIGHT_PER_CONNECTION);
+    let write_peer = peer.clone();
     let write_task = tokio::spawn(async move {
         while let Some(frame) = to_write.recv().await {
-            if writer.write_all(&frame).await.is_err() {
-                break;
+            match tokio::time::timeout(idle, writer.write_all(&frame)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => break,
+                Err(_) => {
+                    warn!(peer = %write_peer, ?idle, "namesrv: the peer took no answer; closing the connection");
+                    break;
+                }
             }
         }
     });
@@ -104,10 +116,23 @@ async fn serve_connection(stream: TcpStream, ns: NameServer) {
                 }
             }
         }
+        if write_task.is_finished() {
+            // The answers can no longer be written.
+            break;
+        }
         // decode_frame refuses a length over the limit from its first
         // bytes, so the buffer never holds more than one frame's worth.
         buffer.reserve(READ_CHUNK_BYTES);
-        match reader.read_buf(&mut buffer).await {
+        let read = match tokio::time::timeout(idle, reader.read_buf(&mut buffer)).await {
+            Ok(read) => read,
+            // Idle only if no answer is being worked out either.
+            Err(_) if in_flight.available_permits() == IN_FLIGHT_PER_CONNECTION => {
+                debug!(%peer, ?idle, bytes = buffer.len(), "namesrv: idle connection closed");
+                break;
+            }
+            Err(_) => continue,
+        };
+        match read {
             Ok(0) => {
                 if !buffer.is_empty() {
                     warn!(%peer, bytes = buffer.len(), "namesrv: connection closed inside a frame");
@@ -141,5 +166,25 @@ async fn answer(ns: &NameServer, request: RemotingCommand) -> Option<Vec<u8>> {
         return None;
     }
     let answer = dispatch(ns, &request).await;
-    (!request.is_oneway()).then(|| answer.encode())
+    if request.is_oneway() {
+        return None;
+    }
+    match answer.try_encode() {
+        Ok(frame) => Some(frame),
+        // A remark or body past the format's limits: the request still
+        // gets an answer, one that says so.
+        Err(error) => {
+            warn!(
+                code = request.code,
+                opaque = request.opaque,
+                %error,
+                "namesrv: the answer does not fit a remoting frame"
+            );
+            let refusal = request.answer(
+                response_code::SYSTEM_ERROR,
+                Some(format!("the answer does not fit a remoting frame: {error}")),
+            );
+            Some(refusal.encode())
+        }
+    }
 }

@@ -98,6 +98,7 @@ pub async fn serve(
     let namesrv_stopped = stopping.clone();
     let namesrv = crate::namesrv::NameServer::new(state.clone());
     let max_connections = config.max_connections as usize;
+    let namesrv_idle = std::time::Duration::from_secs(config.namesrv_idle_timeout_s);
     tokio::join!(
         async move {
             stop.await;
@@ -121,9 +122,13 @@ pub async fn serve(
         ),
         async move {
             if let Some(listener) = namesrv_listener {
-                crate::namesrv::listener::serve(listener, namesrv, max_connections, async move {
-                    namesrv_stopped.cancelled().await
-                })
+                crate::namesrv::listener::serve(
+                    listener,
+                    namesrv,
+                    max_connections,
+                    namesrv_idle,
+                    async move { namesrv_stopped.cancelled().await },
+                )
                 .await;
             }
         },

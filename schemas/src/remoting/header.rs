@@ -48,12 +48,24 @@ impl RemotingCommand {
     }
 }
 
+/// Characters of a refused value an error shows: it is echoed in the
+/// answer's remark, which must stay far below the frame's header limit.
+const SHOWN_CHARS: usize = 64;
+
 fn parse<T: FromStr>(name: &str, value: &str) -> Result<T, HeaderError> {
     value.trim().parse().map_err(|_| HeaderError::Invalid {
         field: name.to_string(),
-        value: value.to_string(),
+        value: shown(value),
         expected: std::any::type_name::<T>(),
     })
+}
+
+/// `value`, cut to [`SHOWN_CHARS`] characters with `…` when longer.
+fn shown(value: &str) -> String {
+    match value.char_indices().nth(SHOWN_CHARS) {
+        Some((at, _)) => format!("{}…", &value[..at]),
+        None => value.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -81,5 +93,21 @@ mod tests {
         );
         let invalid = command.required_parsed::<bool>("compressed").unwrap_err();
         assert!(invalid.to_string().contains("compressed"), "{invalid}");
+    }
+
+    #[test]
+    fn a_long_refused_value_is_shown_cut() {
+        let long = "\u{1}".repeat(4_000_000);
+        let command =
+            RemotingCommand::request(103, BTreeMap::from([("brokerId".to_string(), long)]));
+        let message = command
+            .required_parsed::<i64>("brokerId")
+            .unwrap_err()
+            .to_string();
+        assert!(message.len() < 1_000, "{} bytes", message.len());
+        assert!(
+            message.contains("…") && message.contains("brokerId"),
+            "{message}"
+        );
     }
 }
