@@ -113,6 +113,30 @@ async fn a_registration_of_more_topics_than_a_client_transaction_holds_sent_to_a
     );
 }
 
+/// A registration whose transaction is larger than a client's body limit
+/// (12,000 topics: about 2 MB against 1 MiB and its slack) is taken on the
+/// leader and through a follower, which passes it on whole.
+#[tokio::test]
+async fn a_registration_larger_than_a_clients_body_is_taken_on_the_leader_and_through_a_follower() {
+    let cluster = TestCluster::start(3, &[]).await;
+    let leader = cluster.leader().await;
+    let follower = *cluster
+        .ids()
+        .iter()
+        .find(|id| **id != leader)
+        .expect("a follower");
+    for (via, broker, port) in [(leader, "broker-a", 20911), (follower, "broker-b", 20921)] {
+        let request = registration_with_topics(broker, &format!("127.0.0.1:{port}"), 12_000);
+        assert!(request.body.len() > 1 << 20, "{} bytes", request.body.len());
+        let answer = connect(cluster.node(via)).await.call(request).await;
+        assert_eq!(answer.code, 0, "through node {via}: {:?}", answer.remark);
+    }
+    let route = route_on(cluster.node(leader), "many-11999").await;
+    assert_eq!(route.code, 0, "{:?}", route.remark);
+    let brokers = json_of(&route)["brokerDatas"].as_array().map(Vec::len);
+    assert_eq!(brokers, Some(2), "both registrations hold the topic");
+}
+
 #[tokio::test]
 async fn with_the_leader_killed_the_others_keep_serving_routes_and_take_registrations() {
     let mut cluster = TestCluster::start(3, &[]).await;

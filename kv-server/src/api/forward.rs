@@ -33,7 +33,9 @@ use tracing::debug;
 
 use crate::api::error::ApiError;
 use crate::api::leader::{known_leader, wait_for_leader, Leader};
-use crate::api::{max_body_bytes, AppState, InternalRequest, FORWARDED_HEADER};
+use crate::api::{
+    max_body_bytes, max_internal_body_bytes, AppState, InternalRequest, FORWARDED_HEADER,
+};
 use crate::types::NodeId;
 
 /// Times a request is passed on after the leader changed under it.
@@ -141,7 +143,12 @@ where
     }
     let internal = request.extensions().get::<InternalRequest>().is_some();
     let (parts, body) = request.into_parts();
-    let body = match axum::body::to_bytes(body, max_body_bytes(&state.config)).await {
+    let limit = if internal {
+        max_internal_body_bytes(&state.config)
+    } else {
+        max_body_bytes(&state.config)
+    };
+    let body = match axum::body::to_bytes(body, limit).await {
         Ok(body) => body,
         Err(error) => return body_read_error(&state, error).into_response(),
     };
@@ -318,12 +325,17 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 }
 
 /// The error for a body that could not be buffered for forwarding.
-fn body_read_error(state: &AppState, error: axum::Error) -> ApiError {
+pub(crate) fn body_read_error(state: &AppState, error: axum::Error) -> ApiError {
     let too_large = std::error::Error::source(&error)
         .is_some_and(|source| source.is::<http_body_util::LengthLimitError>())
         || error.to_string().contains("length limit");
     if too_large {
         crate::api::write::value_too_large(state, state.config.max_value_bytes + 1)
+    } else if let Some(stalled) = crate::api::layers::BodyStalled::behind(&error) {
+        ApiError::new(
+            ErrorCode::InvalidBody,
+            format!("the body could not be read: {stalled}"),
+        )
     } else {
         ApiError::new(
             ErrorCode::InvalidBody,

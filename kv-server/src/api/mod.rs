@@ -77,6 +77,14 @@ pub fn max_body_bytes(config: &Config) -> usize {
     config.max_value_bytes + BODY_SLACK_BYTES
 }
 
+/// The largest transaction body of the node's own writes
+/// ([`InternalRequest`]): a broker's registration of up to 100,000 topics
+/// is one transaction. Half the largest append batch, so that its entry
+/// always fits one.
+pub fn max_internal_body_bytes(config: &Config) -> usize {
+    (config.max_raft_body_bytes / 2).max(max_body_bytes(config))
+}
+
 /// What every handler shares: one allocation, so that a request (and every
 /// middleware it passes) holds a pointer to it rather than a copy of each
 /// field, and cloning it for a request is one reference count, not twenty.

@@ -6,8 +6,7 @@
 //! naming its field); what reaches Raft is the state machine's own
 //! [`Txn`], with values as JSON text and every read bounded by a page.
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
@@ -22,10 +21,13 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::api::error::{lease_not_found, ApiError};
+use crate::api::forward::body_read_error;
 use crate::api::params::{Query, LIST_PAGE};
 use crate::api::propose::propose;
-use crate::api::write::{body_error, idempotency_key, request_hash};
-use crate::api::{AppState, InternalRequest, REVISION_HEADER};
+use crate::api::write::{idempotency_key, request_hash};
+use crate::api::{
+    max_body_bytes, max_internal_body_bytes, AppState, InternalRequest, REVISION_HEADER,
+};
 use crate::types::{
     Command, CommandResult, Compare, CompareOp, CompareTarget, Op, Txn, TxnKeyValue, TxnOp,
     TxnOpResult, TxnOutcome,
@@ -42,10 +44,18 @@ async fn txn(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     internal: Option<Extension<InternalRequest>>,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
     Query::parse(query.as_deref(), &[])?;
-    let body = body.map_err(|rejection| body_error(&state, rejection))?;
+    // Read here, not by an extractor bound to the client's limit: the
+    // node's own transactions (a broker's registration) may be larger.
+    let limit = match internal {
+        Some(_) => max_internal_body_bytes(&state.config),
+        None => max_body_bytes(&state.config),
+    };
+    let body = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|error| body_read_error(&state, error))?;
     let request = parse_txn(&body)?;
     let max_ops = match internal {
         Some(_) => MAX_INTERNAL_TXN_OPS,
