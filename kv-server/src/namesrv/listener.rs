@@ -29,6 +29,11 @@ use crate::namesrv::NameServer;
 
 /// Requests of one connection answered at once; the reader waits beyond.
 pub const IN_FLIGHT_PER_CONNECTION: usize = 256;
+/// Bytes of request frames being answered at once, over every connection:
+/// a large registration costs several times its size while it is parsed,
+/// so without a bound many at once could take the node's memory. Readers
+/// wait beyond it; a frame takes at least 1 KiB of it, at most all.
+pub const IN_FLIGHT_BYTES: usize = 16 << 20;
 /// Bytes read from the socket at a time.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
@@ -41,6 +46,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let slots = Arc::new(Semaphore::new(max_connections));
+    let budget = Arc::new(Semaphore::new(IN_FLIGHT_BYTES >> 10));
     tokio::pin!(shutdown);
     loop {
         let slot = tokio::select! {
@@ -60,8 +66,9 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let ns = ns.clone();
+        let budget = Arc::clone(&budget);
         tokio::spawn(async move {
-            serve_connection(stream, ns, idle).await;
+            serve_connection(stream, ns, idle, budget).await;
             debug!(%peer, "namesrv: connection closed");
             drop(slot);
         });
@@ -71,7 +78,12 @@ pub async fn serve(
 
 /// Reads and answers the requests of one connection until it closes,
 /// sends a bad frame, or stays idle for `idle`.
-async fn serve_connection(stream: TcpStream, ns: NameServer, idle: Duration) {
+async fn serve_connection(
+    stream: TcpStream,
+    ns: NameServer,
+    idle: Duration,
+    budget: Arc<Semaphore>,
+) {
     let peer = stream
         .peer_addr()
         .map_or_else(|_| "unknown".to_string(), |addr| addr.to_string());
@@ -100,10 +112,18 @@ async fn serve_connection(stream: TcpStream, ns: NameServer, idle: Duration) {
                     let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
                         break 'connection;
                     };
+                    let kib = used.div_ceil(1024).clamp(1, IN_FLIGHT_BYTES >> 10) as u32;
+                    let Ok(bytes) = Arc::clone(&budget).acquire_many_owned(kib).await else {
+                        break 'connection;
+                    };
                     let ns = ns.clone();
                     let answers = answers.clone();
                     tokio::spawn(async move {
-                        if let Some(frame) = answer(&ns, request).await {
+                        let frame = answer(&ns, request).await;
+                        // The request is parsed and gone: its bytes go back
+                        // before the answer waits for the peer to read it.
+                        drop(bytes);
+                        if let Some(frame) = frame {
                             let _ = answers.send(frame).await;
                         }
                         drop(permit);
