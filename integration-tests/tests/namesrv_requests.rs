@@ -133,6 +133,19 @@ async fn a_topic_is_registered_and_deleted_on_the_name_server() {
     );
     assert_eq!(route["queueDatas"][0]["readQueueNums"], 4);
 
+    // A group named twice: the last one stands, as in Apache's table.
+    let twice = json!({"queueDatas": [
+        {"brokerName": "broker-a", "readQueueNums": 4, "writeQueueNums": 4, "perm": 6, "topicSysFlag": 0},
+        {"brokerName": "broker-a", "readQueueNums": 8, "writeQueueNums": 8, "perm": 6, "topicSysFlag": 0}
+    ], "brokerDatas": []});
+    let body = serde_json::to_vec(&twice).expect("JSON");
+    let registered = client
+        .request(code::REGISTER_TOPIC_IN_NAMESRV, &[("topic", "Twice")], body)
+        .await;
+    assert_eq!(registered.code, 0, "{registered:?}");
+    let route = json_of(&client.call(route_request("Twice")).await);
+    assert_eq!(route["queueDatas"][0]["readQueueNums"], 8, "{route}");
+
     let by_cluster = ask(
         &mut client,
         code::GET_TOPICS_BY_CLUSTER,

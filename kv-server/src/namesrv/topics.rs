@@ -117,8 +117,13 @@ pub async fn register_topic(ns: &NameServer, request: &RemotingCommand) -> Handl
             ))
         })?
     };
-    let mut ops = Vec::new();
+    // One group named twice: the last one stands, as in Apache's table.
+    let mut by_group = std::collections::BTreeMap::new();
     for queues in &route.queue_datas {
+        by_group.insert(queues.broker_name.as_str(), queues);
+    }
+    let mut ops = Vec::new();
+    for queues in by_group.into_values() {
         let members = view::group(&ns.state.store, &queues.broker_name)?;
         let lease = members
             .iter()
