@@ -240,6 +240,37 @@ async fn a_damaged_last_raft_log_frame_stops_the_node_naming_file_and_byte() {
     );
 }
 
+/// A raft log cut in the middle of what the node applied (a file cut
+/// short, its end then read as a torn tail) is refused: nothing is applied
+/// before the log holds it on disk, so the entries cut were durable.
+#[tokio::test]
+async fn a_raft_log_ending_before_what_was_applied_stops_the_node() {
+    let mut server = TestServer::start().await;
+    for n in 0..60 {
+        let (status, body) =
+            call(&server, "PUT", &format!("/v1/kv/cut/k{n}"), Some(json!(n))).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    server.stop().await;
+
+    let segment = last_segment(&server.data_dir().join("raft"));
+    let bytes = std::fs::read(&segment).unwrap();
+    let frames = frames(&bytes);
+    let (start, end) = frames[frames.len() / 2];
+    // Cut inside a frame halfway along: the frame reads as cut short by
+    // the end of the file, as a crash leaves a tail.
+    std::fs::write(&segment, &bytes[..(start + end) / 2]).unwrap();
+
+    let log = start_expecting_refusal(&mut server).await;
+    let dir = server.data_dir().join("raft");
+    assert!(
+        server.log_contains(&format!("the raft log in {} ends at index", dir.display())),
+        "{log}"
+    );
+    assert!(server.log_contains("before index"), "{log}");
+    assert!(server.log_contains("docs/recovery.md"), "{log}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_stopped_by_damage_is_rebuilt_by_remove_wipe_and_join() {
     let mut cluster = TestCluster::start(3, &[]).await;

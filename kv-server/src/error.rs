@@ -72,6 +72,22 @@ pub enum StoreError {
         /// The log id of the frame there.
         found: LogId,
     },
+    /// The raft log, as opened, ends before an entry the view applied:
+    /// entries it held durably are gone (a damaged, cut or removed file),
+    /// since nothing is applied before the log holds it on disk.
+    #[error(
+        "the raft log in {dir} ends at index {log_end}, before index {applied} the view \
+         applied; entries it held on disk are gone (a damaged, cut or removed file); \
+         {REBUILD_THIS_MEMBER}"
+    )]
+    LogBehindApplied {
+        /// The raft log directory.
+        dir: PathBuf,
+        /// The last index the log holds (or purged).
+        log_end: u64,
+        /// The view's applied index.
+        applied: u64,
+    },
     /// The raft log directory holds the sled database of earlier versions.
     #[error(
         "{dir} holds a raft log in the sled format of earlier versions, which this \

@@ -97,6 +97,7 @@ pub(super) async fn open(config: Config) -> Result<Opened, ServerError> {
     let log = LogStore::open(&dirs.raft, Some(config.node_id))?;
     crate::store::set_view_cache_bytes(config.view_cache_bytes);
     let store = Arc::new(Store::open(&dirs, config.topic_config(), &log)?);
+    store.check_log_reaches_applied(&log, &dirs.raft)?;
     store.start_checkpointer()?;
     let committed = log.committed_index();
     crate::metrics::handle();

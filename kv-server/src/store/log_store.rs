@@ -185,6 +185,17 @@ impl LogStore {
         })
     }
 
+    /// The index of the last entry the log holds, or of the last it
+    /// purged: how far it reaches.
+    pub fn reach(&self) -> u64 {
+        let purged = self.meta.lock().purged;
+        self.writer
+            .files
+            .last_log_id()
+            .max(purged)
+            .map_or(0, |id| id.index)
+    }
+
     /// How far the log is durable, shared.
     pub fn durability(&self) -> Durability {
         self.writer.durable.clone()

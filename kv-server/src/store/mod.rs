@@ -260,6 +260,30 @@ impl Store {
         Ok((store, recovery))
     }
 
+    /// Refuses a raft log that ends before what the view applied (or the
+    /// current snapshot covers): nothing is applied before the log holds
+    /// it on disk, so entries it held are gone, whatever reading of the
+    /// files (a tail taken for torn, a segment or `meta.json` removed) let
+    /// it open.
+    pub fn check_log_reaches_applied(&self, log: &LogStore, dir: &Path) -> Result<(), StoreError> {
+        let (applied, _) = self.view.applied_state()?;
+        let Some(applied) = applied else {
+            return Ok(());
+        };
+        let snapshot_end = SnapshotFile::load(&self.snapshot_dir)?
+            .and_then(|snapshot| snapshot.header.meta.last_log_id)
+            .map_or(0, |id| id.index);
+        let log_end = log.reach().max(snapshot_end);
+        if applied.index > log_end {
+            return Err(StoreError::LogBehindApplied {
+                dir: dir.to_path_buf(),
+                log_end,
+                applied: applied.index,
+            });
+        }
+        Ok(())
+    }
+
     /// The store's revision: the offset of the last record applied (0
     /// before the first). It is always the end of a unit.
     pub fn revision(&self) -> Revision {
