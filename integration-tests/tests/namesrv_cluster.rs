@@ -63,8 +63,8 @@ async fn register(node: &TestServer, name: &str, addr: &str) {
     assert_eq!(answer.code, 0, "node {}: {answer:?}", node.node_id());
 }
 
-#[tokio::test]
-async fn a_registration_sent_to_one_node_is_served_by_all_three_within_the_bound() {
+/// A cluster of three, its leader and one of its followers.
+async fn three_nodes() -> (TestCluster, u64, u64) {
     let cluster = TestCluster::start(3, &[]).await;
     let leader = cluster.leader().await;
     let follower = *cluster
@@ -72,6 +72,12 @@ async fn a_registration_sent_to_one_node_is_served_by_all_three_within_the_bound
         .iter()
         .find(|id| **id != leader)
         .expect("a follower");
+    (cluster, leader, follower)
+}
+
+#[tokio::test]
+async fn a_registration_sent_to_one_node_is_served_by_all_three_within_the_bound() {
+    let (cluster, _, follower) = three_nodes().await;
     register(cluster.node(follower), "broker-a", "127.0.0.1:20911").await;
     let mut routes: Vec<Value> = Vec::new();
     for id in cluster.ids() {
@@ -88,13 +94,7 @@ async fn a_registration_sent_to_one_node_is_served_by_all_three_within_the_bound
 #[tokio::test]
 async fn a_registration_of_more_topics_than_a_client_transaction_holds_sent_to_a_follower_is_one_write(
 ) {
-    let cluster = TestCluster::start(3, &[]).await;
-    let leader = cluster.leader().await;
-    let follower = *cluster
-        .ids()
-        .iter()
-        .find(|id| **id != leader)
-        .expect("a follower");
+    let (cluster, leader, follower) = three_nodes().await;
     let (before, _) = namesrv_keys(cluster.node(leader)).await;
     let answer = connect(cluster.node(follower))
         .await
@@ -118,13 +118,7 @@ async fn a_registration_of_more_topics_than_a_client_transaction_holds_sent_to_a
 /// leader and through a follower, which passes it on whole.
 #[tokio::test]
 async fn a_registration_larger_than_a_clients_body_is_taken_on_the_leader_and_through_a_follower() {
-    let cluster = TestCluster::start(3, &[]).await;
-    let leader = cluster.leader().await;
-    let follower = *cluster
-        .ids()
-        .iter()
-        .find(|id| **id != leader)
-        .expect("a follower");
+    let (cluster, leader, follower) = three_nodes().await;
     for (via, broker, port) in [(leader, "broker-a", 20911), (follower, "broker-b", 20921)] {
         let request = registration_with_topics(broker, &format!("127.0.0.1:{port}"), 12_000);
         assert!(request.body.len() > 1 << 20, "{} bytes", request.body.len());
