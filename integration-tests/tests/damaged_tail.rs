@@ -271,6 +271,29 @@ async fn a_raft_log_ending_before_what_was_applied_stops_the_node() {
     assert!(server.log_contains("docs/recovery.md"), "{log}");
 }
 
+/// A raft log whose `meta.json` (the vote, the purged id) is gone while
+/// it holds entries is refused: the vote was saved before them, and a node
+/// that forgot it could vote twice in a term.
+#[tokio::test]
+async fn a_raft_log_without_its_vote_stops_the_node() {
+    let mut server = TestServer::start().await;
+    for n in 0..5 {
+        let (status, body) =
+            call(&server, "PUT", &format!("/v1/kv/vote/k{n}"), Some(json!(n))).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    server.stop().await;
+    let meta = server.data_dir().join("raft").join("meta.json");
+    std::fs::remove_file(&meta).expect("the log holds a meta.json");
+
+    let log = start_expecting_refusal(&mut server).await;
+    assert!(
+        server.log_contains(&format!("{} is missing", meta.display())),
+        "{log}"
+    );
+    assert!(server.log_contains("docs/recovery.md"), "{log}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_stopped_by_damage_is_rebuilt_by_remove_wipe_and_join() {
     let mut cluster = TestCluster::start(3, &[]).await;

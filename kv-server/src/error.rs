@@ -88,6 +88,19 @@ pub enum StoreError {
         /// The view's applied index.
         applied: u64,
     },
+    /// The raft log holds entries past the first but no metadata file: the
+    /// vote saved before them is gone.
+    #[error(
+        "{path} is missing, though the raft log reaches index {last}: the vote saved before \
+         its entries is gone, and a node that forgot its vote could vote twice in a term; \
+         {REBUILD_THIS_MEMBER}"
+    )]
+    LogMetaMissing {
+        /// The metadata file.
+        path: PathBuf,
+        /// The last index the log holds (or purged).
+        last: u64,
+    },
     /// The raft log directory holds the sled database of earlier versions.
     #[error(
         "{dir} holds a raft log in the sled format of earlier versions, which this \

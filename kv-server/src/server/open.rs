@@ -95,6 +95,7 @@ pub(super) async fn open(config: Config) -> Result<Opened, ServerError> {
     let cluster_id = Arc::new(ClusterId::open(&config.data_dir)?);
     crate::store::data_format::check_or_mark(&config.data_dir)?;
     let log = LogStore::open(&dirs.raft, Some(config.node_id))?;
+    log.check_vote_kept(&dirs.raft)?;
     crate::store::set_view_cache_bytes(config.view_cache_bytes);
     let store = Arc::new(Store::open(&dirs, config.topic_config(), &log)?);
     store.check_log_reaches_applied(&log, &dirs.raft)?;

@@ -196,6 +196,19 @@ impl LogStore {
             .map_or(0, |id| id.index)
     }
 
+    /// Refuses a log in `dir` that reaches past its first entry with no
+    /// metadata file: a node saves its vote before any such entry (its own
+    /// as a candidate, or the leader's it takes entries from), so the file
+    /// holding it is gone. Only the entry `initialize` writes comes first.
+    pub fn check_vote_kept(&self, dir: &Path) -> Result<(), StoreError> {
+        let path = dir.join(super::log_files::META_FILE);
+        let last = self.reach();
+        if last > 0 && !path.exists() {
+            return Err(StoreError::LogMetaMissing { path, last });
+        }
+        Ok(())
+    }
+
     /// How far the log is durable, shared.
     pub fn durability(&self) -> Durability {
         self.writer.durable.clone()
