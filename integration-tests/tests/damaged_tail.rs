@@ -240,18 +240,24 @@ async fn a_damaged_last_raft_log_frame_stops_the_node_naming_file_and_byte() {
     );
 }
 
+/// A node that took `count` new keys under `prefix/`, then stopped cleanly.
+async fn stopped_after_puts(prefix: &str, count: u64) -> TestServer {
+    let mut server = TestServer::start().await;
+    for n in 0..count {
+        let path = format!("/v1/kv/{prefix}/k{n}");
+        let (status, body) = call(&server, "PUT", &path, Some(json!(n))).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    server.stop().await;
+    server
+}
+
 /// A raft log cut in the middle of what the node applied (a file cut
 /// short, its end then read as a torn tail) is refused: nothing is applied
 /// before the log holds it on disk, so the entries cut were durable.
 #[tokio::test]
 async fn a_raft_log_ending_before_what_was_applied_stops_the_node() {
-    let mut server = TestServer::start().await;
-    for n in 0..60 {
-        let (status, body) =
-            call(&server, "PUT", &format!("/v1/kv/cut/k{n}"), Some(json!(n))).await;
-        assert_eq!(status, 201, "{body}");
-    }
-    server.stop().await;
+    let mut server = stopped_after_puts("cut", 60).await;
 
     let segment = last_segment(&server.data_dir().join("raft"));
     let bytes = std::fs::read(&segment).unwrap();
@@ -276,13 +282,7 @@ async fn a_raft_log_ending_before_what_was_applied_stops_the_node() {
 /// that forgot it could vote twice in a term.
 #[tokio::test]
 async fn a_raft_log_without_its_vote_stops_the_node() {
-    let mut server = TestServer::start().await;
-    for n in 0..5 {
-        let (status, body) =
-            call(&server, "PUT", &format!("/v1/kv/vote/k{n}"), Some(json!(n))).await;
-        assert_eq!(status, 201, "{body}");
-    }
-    server.stop().await;
+    let mut server = stopped_after_puts("vote", 5).await;
     let meta = server.data_dir().join("raft").join("meta.json");
     std::fs::remove_file(&meta).expect("the log holds a meta.json");
 

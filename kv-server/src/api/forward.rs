@@ -33,6 +33,7 @@ use tracing::debug;
 
 use crate::api::error::ApiError;
 use crate::api::leader::{known_leader, wait_for_leader, Leader};
+use crate::api::write::body_read_error;
 use crate::api::{
     max_body_bytes, max_internal_body_bytes, AppState, InternalRequest, FORWARDED_HEADER,
 };
@@ -322,26 +323,6 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
             | "te"
             | "trailer"
     )
-}
-
-/// The error for a body that could not be buffered for forwarding.
-pub(crate) fn body_read_error(state: &AppState, error: axum::Error) -> ApiError {
-    let too_large = std::error::Error::source(&error)
-        .is_some_and(|source| source.is::<http_body_util::LengthLimitError>())
-        || error.to_string().contains("length limit");
-    if too_large {
-        crate::api::write::value_too_large(state, state.config.max_value_bytes + 1)
-    } else if let Some(stalled) = crate::api::layers::BodyStalled::behind(&error) {
-        ApiError::new(
-            ErrorCode::InvalidBody,
-            format!("the body could not be read: {stalled}"),
-        )
-    } else {
-        ApiError::new(
-            ErrorCode::InvalidBody,
-            format!("the body could not be read: {error}"),
-        )
-    }
 }
 
 #[cfg(test)]

@@ -21,10 +21,10 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::api::error::{lease_not_found, ApiError};
-use crate::api::forward::body_read_error;
+
 use crate::api::params::{Query, LIST_PAGE};
 use crate::api::propose::propose;
-use crate::api::write::{idempotency_key, request_hash};
+use crate::api::write::{body_read_error, idempotency_key, request_hash};
 use crate::api::{
     max_body_bytes, max_internal_body_bytes, AppState, InternalRequest, REVISION_HEADER,
 };

@@ -170,6 +170,27 @@ pub fn body_error(state: &AppState, rejection: BytesRejection) -> ApiError {
     }
 }
 
+/// The error for a body that could not be read whole (with
+/// `axum::body::to_bytes`): over its limit, stalled, or broken off.
+pub fn body_read_error(state: &AppState, error: axum::Error) -> ApiError {
+    let too_large = std::error::Error::source(&error)
+        .is_some_and(|source| source.is::<http_body_util::LengthLimitError>())
+        || error.to_string().contains("length limit");
+    if too_large {
+        crate::api::write::value_too_large(state, state.config.max_value_bytes + 1)
+    } else if let Some(stalled) = crate::api::layers::BodyStalled::behind(&error) {
+        ApiError::new(
+            ErrorCode::InvalidBody,
+            format!("the body could not be read: {stalled}"),
+        )
+    } else {
+        ApiError::new(
+            ErrorCode::InvalidBody,
+            format!("the body could not be read: {error}"),
+        )
+    }
+}
+
 /// A request body that must be one JSON object of type `T`, whatever its
 /// `Content-Type`, as every body of the API is read: an array is refused
 /// (serde would read a struct from one), and a field of the wrong type or
