@@ -30,6 +30,7 @@ use tracing::{debug, info};
 use crate::checkpoint::Checkpoint;
 use crate::error::Result;
 use crate::fsutil::{fsync_dir, remove_if_exists};
+use crate::manifest::ClosedSegment;
 use crate::record::Record;
 use crate::scan::CHUNK_BYTES;
 use crate::segment::{
@@ -133,6 +134,7 @@ impl Topic {
         let mut plan = SwapPlan {
             remove: Vec::new(),
             install: Vec::new(),
+            closed: Vec::new(),
             checkpoint: Checkpoint::default(),
         };
         for group in group_for_merge(&rewrite, self.config.segment_bytes) {
@@ -166,6 +168,11 @@ impl Topic {
                 .extend(group.iter().map(|segment| segment.base_offset()));
             if outcome.records_kept > 0 {
                 plan.install.push(base);
+                plan.closed.push(ClosedSegment {
+                    base,
+                    bytes: outcome.bytes,
+                    last: outcome.last,
+                });
                 report.segments_after += 1;
             } else {
                 self.discard_cleaned(base)?;
@@ -178,7 +185,7 @@ impl Topic {
             next_checkpoint.store(&self.dir)?;
         } else {
             fsync_dir(&self.dir)?;
-            swap::commit(&self.dir, &plan)?;
+            swap::commit(&self.dir, &plan, &self.manifest)?;
             self.install(&plan)?;
         }
         *write(&self.checkpoint) = next_checkpoint;
@@ -255,6 +262,7 @@ impl Topic {
         output.append(&batch, &mut buf)?;
         output.seal()?;
         outcome.bytes = output.size();
+        outcome.last = output.last_offset();
         Ok(outcome)
     }
 
@@ -298,6 +306,8 @@ struct RewriteOutcome {
     tombstone_floor: Offset,
     /// Bytes of the cleaned segment.
     bytes: u64,
+    /// Offset of its last record.
+    last: Option<Offset>,
 }
 
 /// The key → last offset map of the dirty section, bounded in memory.

@@ -32,6 +32,17 @@ pub enum Error {
         reason: String,
     },
 
+    /// A segment file does not agree with the topic's manifest of closed
+    /// segments ([`crate::MANIFEST_FILE`]): a listed one is missing or has
+    /// changed since it was closed, or one not listed sits among them.
+    #[error("segment {path} disagrees with the topic's manifest: {reason}")]
+    ManifestMismatch {
+        /// The segment's log file.
+        path: PathBuf,
+        /// What the manifest says and what was found.
+        reason: String,
+    },
+
     /// A file other than a segment (index, checkpoint, swap marker) is unreadable.
     #[error("invalid {what} {path}: {reason}")]
     InvalidFile {

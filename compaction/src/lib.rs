@@ -29,7 +29,10 @@
 //! Every record is framed with its length and a CRC32C. On [`Topic::open`]
 //! only what a crash provably left unwritten at the end of the active
 //! segment is truncated (see [`torn`]); a bad record anywhere else is an
-//! [`Error::Corrupt`] naming the file and byte position.
+//! [`Error::Corrupt`] naming the file and byte position. The closed
+//! segments are listed with their sizes and last offsets in
+//! [`MANIFEST_FILE`]; one missing or changed is an
+//! [`Error::ManifestMismatch`] naming it.
 //! [`Topic::open_with_durable_end`] also cuts a damaged tail back to the
 //! last record the caller knows durable, for a caller that can write the
 //! rest again.
@@ -67,6 +70,7 @@ mod config;
 mod error;
 pub mod fsutil;
 mod index;
+mod manifest;
 mod reader;
 mod record;
 mod replace;
@@ -83,6 +87,7 @@ pub use checkpoint::{Checkpoint, CleanTime, CHECKPOINT_FILE};
 pub use cleaner::{now_ms, CleanReport};
 pub use config::TopicConfig;
 pub use error::{Error, Result};
+pub use manifest::MANIFEST_FILE;
 pub use reader::TopicReader;
 pub use record::{decode_frames, decode_frames_from, Offset, Record};
 pub use scan::FileRecords;

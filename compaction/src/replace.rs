@@ -8,6 +8,7 @@ use tracing::info;
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::fsutil::{fsync_dir, remove_if_exists};
+use crate::manifest::ClosedSegment;
 use crate::record::Record;
 use crate::segment::{index_file_name, log_file_name, Recovery, Segment, CLEANED_SUFFIX};
 use crate::swap::{self, SwapPlan};
@@ -41,8 +42,8 @@ impl Topic {
         let _pass = lock(&self.cleaning);
         let active_base = end_offset + 1;
         let written = self.write_replacement(records, end_offset, &mut writer.buf);
-        let last = match written {
-            Ok(last) => last,
+        let (last, bytes) = match written {
+            Ok(written) => written,
             Err(error) => {
                 for base in [BASE, active_base] {
                     for name in [log_file_name(base), index_file_name(base)] {
@@ -64,9 +65,14 @@ impl Topic {
                 .map(|segment| segment.base_offset())
                 .collect(),
             install: vec![BASE, active_base],
+            closed: vec![ClosedSegment {
+                base: BASE,
+                bytes,
+                last,
+            }],
             checkpoint: checkpoint.clone(),
         };
-        swap::commit(&self.dir, &plan)?;
+        swap::commit(&self.dir, &plan, &self.manifest)?;
 
         let interval = self.config.index_interval_bytes;
         let segments = vec![
@@ -92,13 +98,14 @@ impl Topic {
     }
 
     /// Writes the replacement base segment and the empty active segment as
-    /// `*.cleaned` files; returns the last record's offset.
+    /// `*.cleaned` files; returns the last record's offset and the base
+    /// segment's bytes.
     fn write_replacement(
         &self,
         records: impl IntoIterator<Item = Result<Record>>,
         end_offset: Offset,
         buf: &mut Vec<u8>,
-    ) -> Result<Option<Offset>> {
+    ) -> Result<(Option<Offset>, u64)> {
         let output = self.create_cleaned(BASE)?;
         let mut batch = Vec::with_capacity(BATCH_RECORDS);
         let mut last: Option<Offset> = None;
@@ -131,7 +138,7 @@ impl Topic {
         output.seal()?;
         self.create_cleaned(end_offset + 1)?.seal()?;
         fsync_dir(&self.dir)?;
-        Ok(last)
+        Ok((last, output.size()))
     }
 
     fn create_cleaned(&self, base: Offset) -> Result<Segment> {

@@ -4,12 +4,14 @@
 //! one atomic rename of the swap marker commits the pass: the marker lists the
 //! segments to remove, those to install and the new checkpoint. Applying it
 //! renames the cleaned files into place, removes the replaced segments, stores
-//! the checkpoint and finally removes the marker. Every step is idempotent, so
+//! the segment manifest and the checkpoint and finally removes the marker.
+//! Every step is idempotent, so
 //! `recover` at open simply applies a marker it finds again. A crash before the
 //! commit leaves the old set (the `*.cleaned` files are discarded at open); a
 //! crash after it leaves the new set once `recover` has run.
 
 use std::path::Path;
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 use tracing::info;
@@ -17,6 +19,7 @@ use tracing::info;
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::{fsync_dir, remove_if_exists, write_atomic};
+use crate::manifest::{ClosedSegment, Manifest};
 use crate::segment::{index_file_name, log_file_name, CLEANED_SUFFIX};
 use crate::Offset;
 
@@ -30,15 +33,26 @@ pub(crate) struct SwapPlan {
     pub remove: Vec<Offset>,
     /// Base offsets of the cleaned segments that take their place.
     pub install: Vec<Offset>,
+    /// The installed segments that are closed, as the manifest lists them
+    /// (a replacement also installs the empty active segment).
+    #[serde(default)]
+    pub closed: Vec<ClosedSegment>,
     /// The checkpoint after the pass.
     pub checkpoint: Checkpoint,
 }
 
-/// Commits `plan` (the cleaned files are written and synced) and applies it.
-pub(crate) fn commit(dir: &Path, plan: &SwapPlan) -> Result<()> {
+/// Commits `plan` (the cleaned files are written and synced) and applies
+/// it, `manifest` (the topic's) included.
+pub(crate) fn commit(dir: &Path, plan: &SwapPlan, manifest: &Mutex<Manifest>) -> Result<()> {
     let bytes = serde_json::to_vec(plan).expect("a swap plan always serializes");
     write_atomic(&dir.join(SWAP_MARKER_FILE), &bytes)?;
-    apply(dir, plan)
+    apply(dir, plan, |plan| {
+        let mut manifest = crate::topic::lock(manifest);
+        let next = manifest.after(plan);
+        next.store(dir)?;
+        *manifest = next;
+        Ok(())
+    })
 }
 
 /// Finishes a pass that was committed but not fully applied before a crash.
@@ -60,10 +74,21 @@ pub(crate) fn recover(dir: &Path) -> Result<()> {
         install = ?plan.install,
         "finishing an interrupted cleaner swap"
     );
-    apply(dir, &plan)
+    // A topic written before manifests has none to bring up to date: open
+    // lists its segments once this is done.
+    apply(dir, &plan, |plan| match Manifest::load(dir)? {
+        Some(manifest) => manifest.after(plan).store(dir),
+        None => Ok(()),
+    })
 }
 
-fn apply(dir: &Path, plan: &SwapPlan) -> Result<()> {
+/// Renames and removes the plan's files, then has `update_manifest` list
+/// its segments, then stores its checkpoint and removes the marker.
+fn apply(
+    dir: &Path,
+    plan: &SwapPlan,
+    update_manifest: impl FnOnce(&SwapPlan) -> Result<()>,
+) -> Result<()> {
     for &base in &plan.install {
         for name in [log_file_name(base), index_file_name(base)] {
             let cleaned = dir.join(format!("{name}{CLEANED_SUFFIX}"));
@@ -82,6 +107,7 @@ fn apply(dir: &Path, plan: &SwapPlan) -> Result<()> {
         remove_if_exists(&dir.join(index_file_name(*base)))?;
     }
     fsync_dir(dir)?;
+    update_manifest(plan)?;
     plan.checkpoint.store(dir)?;
     remove_if_exists(&dir.join(SWAP_MARKER_FILE))?;
     Ok(fsync_dir(dir)?)

@@ -21,6 +21,7 @@ use crate::checkpoint::Checkpoint;
 use crate::config::TopicConfig;
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::{fsync_dir, remove_if_exists};
+use crate::manifest::{ClosedSegment, Manifest, MANIFEST_FILE};
 use crate::reader::{last_record, TopicReader};
 use crate::record::Record;
 use crate::segment::{
@@ -36,6 +37,9 @@ pub struct Topic {
     pub(crate) segments: RwLock<Vec<Arc<Segment>>>,
     pub(crate) writer: Mutex<Writer>,
     pub(crate) checkpoint: RwLock<Checkpoint>,
+    /// The closed segments as their manifest lists them; rolls and swaps
+    /// rewrite it under this lock.
+    pub(crate) manifest: Mutex<Manifest>,
     pub(crate) cleaning: Mutex<()>,
     /// Clean whatever is dirty, whatever its ratio (see [`Topic::set_eager`]).
     pub(crate) eager: std::sync::atomic::AtomicBool,
@@ -78,19 +82,36 @@ impl Topic {
         std::fs::create_dir_all(&dir).io_context("create directory", &dir)?;
         swap::recover(&dir)?;
         let bases = list_segments(&dir)?;
+        let listed = Manifest::load(&dir)?;
+        let active_base = match &listed {
+            Some(manifest) => check_files_against(&dir, manifest, &bases)?,
+            None => bases.last().copied(),
+        };
+        let interval = config.index_interval_bytes;
         let mut segments = Vec::with_capacity(bases.len().max(1));
-        for (i, &base) in bases.iter().enumerate() {
-            let recovery = if i + 1 == bases.len() {
-                Recovery::Active { durable_end }
-            } else {
-                Recovery::Closed
-            };
-            let segment = Segment::open(&dir, base, recovery, config.index_interval_bytes)?;
+        for &base in bases.iter().filter(|&&base| Some(base) != active_base) {
+            let segment = Segment::open(&dir, base, Recovery::Closed, interval)?;
+            if let Some(listed) = listed.as_ref().and_then(|manifest| manifest.get(base)) {
+                check_last_offset(&segment, listed)?;
+            }
             segments.push(Arc::new(segment));
         }
-        if segments.is_empty() {
-            segments.push(Arc::new(create_segment(&dir, 0, &config)?));
-            fsync_dir(&dir)?;
+        let manifest = match listed {
+            Some(manifest) => manifest,
+            None => list_closed_segments(&dir, &segments)?,
+        };
+        match active_base {
+            Some(base) => {
+                let recovery = Recovery::Active { durable_end };
+                segments.push(Arc::new(Segment::open(&dir, base, recovery, interval)?));
+            }
+            None => {
+                // A roll listed the last segment closed and stopped before
+                // it created the next one (or the topic is new).
+                let base = manifest.closed.last().map_or(0, ClosedSegment::next_base);
+                segments.push(Arc::new(create_segment(&dir, base, &config)?));
+                fsync_dir(&dir)?;
+            }
         }
         check_segment_order(&segments)?;
         let active = segments
@@ -130,6 +151,7 @@ impl Topic {
                 buf: Vec::new(),
             }),
             checkpoint: RwLock::new(checkpoint),
+            manifest: Mutex::new(manifest),
             cleaning: Mutex::new(()),
             eager: std::sync::atomic::AtomicBool::new(false),
         })
@@ -320,8 +342,27 @@ impl Topic {
     /// Called with the writer lock held.
     fn roll_to(&self, active: &Segment, base: Offset) -> Result<Arc<Segment>> {
         active.seal()?;
-        let segment = Arc::new(create_segment(&self.dir, base, &self.config)?);
-        fsync_dir(&self.dir)?;
+        let mut manifest = lock(&self.manifest);
+        let closed = manifest.with(ClosedSegment {
+            base: active.base_offset(),
+            bytes: active.size(),
+            last: active.last_offset(),
+        });
+        closed.store(&self.dir)?;
+        let created = create_segment(&self.dir, base, &self.config)
+            .and_then(|segment| Ok(fsync_dir(&self.dir).map(|()| segment)?));
+        let segment = match created {
+            Ok(segment) => Arc::new(segment),
+            Err(error) => {
+                // Appends go on into the segment just listed closed: list
+                // it open again, or the next open finds it grown.
+                if let Err(undo) = manifest.store(&self.dir) {
+                    warn!(dir = %self.dir.display(), error = %undo, "could not list the active segment open again");
+                }
+                return Err(error);
+            }
+        };
+        *manifest = closed;
         write(&self.segments).push(Arc::clone(&segment));
         Ok(segment)
     }
@@ -353,6 +394,108 @@ fn list_segments(dir: &Path) -> Result<Vec<Offset>> {
     }
     bases.sort_unstable();
     Ok(bases)
+}
+
+/// Checks the segment files of `dir` (`bases`, ascending) against its
+/// manifest: every listed segment is there with the bytes it was closed
+/// with, and a file not listed is the last one, above every listed one.
+/// Returns that file's base: the active segment, if there is one.
+fn check_files_against(
+    dir: &Path,
+    manifest: &Manifest,
+    bases: &[Offset],
+) -> Result<Option<Offset>> {
+    for listed in &manifest.closed {
+        let path = dir.join(log_file_name(listed.base));
+        let holding = records_up_to(listed.last);
+        let mismatch = |reason: String| Error::ManifestMismatch {
+            path: path.clone(),
+            reason,
+        };
+        if bases.binary_search(&listed.base).is_err() {
+            return Err(mismatch(format!(
+                "it is missing, and {MANIFEST_FILE} lists it as a closed segment of {} bytes \
+                 holding {holding}",
+                listed.bytes
+            )));
+        }
+        let bytes = std::fs::metadata(&path).io_context("stat", &path)?.len();
+        if bytes != listed.bytes {
+            return Err(mismatch(format!(
+                "it holds {bytes} bytes, and {MANIFEST_FILE} says it held {} ({holding}) when it \
+                 was closed",
+                listed.bytes
+            )));
+        }
+    }
+    let unlisted: Vec<Offset> = bases
+        .iter()
+        .copied()
+        .filter(|&base| manifest.get(base).is_none())
+        .collect();
+    let active = unlisted.last().copied();
+    let highest_listed = manifest.closed.last().map(|listed| listed.base);
+    let stray = unlisted
+        .iter()
+        .find(|&&base| Some(base) != active || highest_listed.is_some_and(|listed| base < listed));
+    if let Some(&base) = stray {
+        return Err(Error::ManifestMismatch {
+            path: dir.join(log_file_name(base)),
+            reason: format!(
+                "{MANIFEST_FILE} does not list it, and only the active segment, after every \
+                 closed one, may be unlisted"
+            ),
+        });
+    }
+    Ok(active)
+}
+
+/// Checks that a listed segment still ends where it did when it was closed.
+fn check_last_offset(segment: &Segment, listed: &ClosedSegment) -> Result<()> {
+    let last = segment.last_offset();
+    if last == listed.last {
+        return Ok(());
+    }
+    Err(Error::ManifestMismatch {
+        path: segment.log_path().to_path_buf(),
+        reason: format!(
+            "it holds {}, and {MANIFEST_FILE} says it held {} when it was closed",
+            records_up_to(last),
+            records_up_to(listed.last)
+        ),
+    })
+}
+
+/// What a segment whose last record is at `last` holds, in words.
+fn records_up_to(last: Option<Offset>) -> String {
+    last.map_or_else(
+        || "no record".to_string(),
+        |last| format!("records up to offset {last}"),
+    )
+}
+
+/// Writes the first manifest of a topic that has none (written before
+/// there were manifests): its closed segments are those present.
+fn list_closed_segments(dir: &Path, closed: &[Arc<Segment>]) -> Result<Manifest> {
+    let manifest = Manifest {
+        closed: closed
+            .iter()
+            .map(|segment| ClosedSegment {
+                base: segment.base_offset(),
+                bytes: segment.size(),
+                last: segment.last_offset(),
+            })
+            .collect(),
+    };
+    if !closed.is_empty() {
+        warn!(
+            dir = %dir.display(),
+            segments = closed.len(),
+            "the topic has no {MANIFEST_FILE}; listing the closed segments present"
+        );
+    }
+    manifest.store(dir)?;
+    Ok(manifest)
 }
 
 /// Each segment's records must lie above the previous segment's.

@@ -15,7 +15,7 @@ use common::{
 };
 use compaction::{
     index_file_name, log_file_name, BatchPos, Error, Offset, Record, SegmentInfo, Topic,
-    TopicConfig, CHECKPOINT_FILE, CLEANED_SUFFIX, SWAP_MARKER_FILE,
+    TopicConfig, CHECKPOINT_FILE, CLEANED_SUFFIX, MANIFEST_FILE, SWAP_MARKER_FILE,
 };
 
 /// When the cleaner passes of these tests run.
@@ -398,8 +398,20 @@ fn a_swap_committed_before_a_crash_is_completed_on_open() {
         }
         let checkpoint =
             String::from_utf8(std::fs::read(after.path().join(CHECKPOINT_FILE)).unwrap()).unwrap();
+        // The installed segments as the finished pass's manifest lists them.
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(after.path().join(MANIFEST_FILE)).unwrap())
+                .unwrap();
+        let closed: Vec<&serde_json::Value> = manifest["closed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|listed| install.contains(&listed["base"].as_u64().unwrap()))
+            .collect();
+        assert_eq!(closed.len(), install.len(), "{manifest}");
+        let closed = serde_json::to_string(&closed).unwrap();
         let marker = format!(
-            "{{\"remove\":{remove:?},\"install\":{install:?},\"checkpoint\":{checkpoint}}}"
+            "{{\"remove\":{remove:?},\"install\":{install:?},\"closed\":{closed},\"checkpoint\":{checkpoint}}}"
         );
         std::fs::write(crashed.join(SWAP_MARKER_FILE), marker).unwrap();
         let rename_cleaned = |name: String| {
@@ -452,6 +464,194 @@ fn a_swap_committed_before_a_crash_is_completed_on_open() {
             file_names(after.path())
         );
     }
+}
+
+// ---------------------------------------------------------------------------
+// The manifest of closed segments.
+
+/// Panics unless `error` is a manifest mismatch naming `path` and saying
+/// `says`.
+fn assert_mismatch(error: &Error, path: &Path, says: &str) {
+    match error {
+        Error::ManifestMismatch {
+            path: named,
+            reason,
+        } => {
+            assert_eq!(named, path, "{error}");
+            assert!(reason.contains(says), "{error}");
+        }
+        other => panic!(
+            "expected a manifest mismatch naming {}: {other}",
+            path.display()
+        ),
+    }
+}
+
+/// Each way a closed segment can go missing or change without a trace in
+/// the other files: gaps between segments' offsets are legitimate (the
+/// cleaner leaves them), so only the manifest can tell.
+#[test]
+fn a_closed_segment_removed_emptied_or_cut_at_a_record_fails_open_naming_it() {
+    for damage in ["removed", "emptied", "cut at a record", "grown by a record"] {
+        let dir = tempfile::tempdir().unwrap();
+        let records = topic_with_closed_segments(dir.path());
+        let segments = segments(dir.path());
+        let victim = &segments[1];
+        let log = victim.path.clone();
+        let says = match damage {
+            "removed" => {
+                std::fs::remove_file(&log).unwrap();
+                std::fs::remove_file(index_path(victim)).unwrap();
+                "it is missing"
+            }
+            "emptied" => {
+                set_len(&log, 0);
+                "it holds 0 bytes"
+            }
+            "cut at a record" => {
+                // The file ends at a whole record: nothing in it looks torn.
+                let cut = frame_position(records_of(&records, victim), 2);
+                set_len(&log, cut);
+                "it holds"
+            }
+            _ => {
+                let next = records_of(&records, &segments[2])[0].clone();
+                let mut frame = Vec::new();
+                next.encode_into(&mut frame);
+                append_bytes(&log, &frame);
+                "it holds"
+            }
+        };
+        let error = Topic::open(dir.path(), config()).unwrap_err();
+        assert_mismatch(&error, &log, says);
+        assert!(
+            error.to_string().contains(MANIFEST_FILE),
+            "{damage}: {error}"
+        );
+        if damage == "removed" {
+            let last = victim.last_offset.unwrap();
+            assert!(
+                error.to_string().contains(&format!("up to offset {last}")),
+                "{error}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_closed_segment_ending_at_another_offset_than_listed_fails_open() {
+    let dir = tempfile::tempdir().unwrap();
+    topic_with_closed_segments(dir.path());
+    let segments = segments(dir.path());
+    let victim = &segments[0];
+    let last = victim.last_offset.unwrap();
+    // A file of the listed size whose records end elsewhere (say, another
+    // node's segment copied in): shown here by the manifest's side.
+    let path = dir.path().join(MANIFEST_FILE);
+    let manifest = std::fs::read_to_string(&path).unwrap();
+    let listed = format!("\"last\":{last}}}");
+    assert!(manifest.contains(&listed), "{manifest}");
+    std::fs::write(
+        &path,
+        manifest.replacen(&listed, &format!("\"last\":{}}}", last - 1), 1),
+    )
+    .unwrap();
+    let error = Topic::open(dir.path(), config()).unwrap_err();
+    assert_mismatch(
+        &error,
+        &victim.path,
+        &format!("it holds records up to offset {last}, and"),
+    );
+}
+
+#[test]
+fn a_segment_file_among_the_closed_ones_that_the_manifest_does_not_list_fails_open() {
+    let dir = tempfile::tempdir().unwrap();
+    topic_with_closed_segments(dir.path());
+    let segments = segments(dir.path());
+    // A segment file under a base between two closed segments: a file no
+    // roll or cleaner pass made.
+    let stray = dir.path().join(log_file_name(segments[1].base_offset - 1));
+    std::fs::write(&stray, []).unwrap();
+    let error = Topic::open(dir.path(), config()).unwrap_err();
+    assert_mismatch(&error, &stray, "does not list it");
+}
+
+#[test]
+fn a_roll_stopped_after_the_manifest_listed_the_segment_goes_on_in_a_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let topic = Topic::open(dir.path(), config()).unwrap();
+    let mut records = append(&topic, 1..=50);
+    topic.roll().unwrap();
+    let active = topic.segments().pop().unwrap();
+    assert_eq!(active.base_offset, 51);
+    drop(topic);
+    // As a crash leaves a roll after it wrote the manifest and before it
+    // created the next segment.
+    std::fs::remove_file(&active.path).unwrap();
+
+    let topic = Topic::open(dir.path(), config()).unwrap();
+    assert_eq!(topic.last_offset(), Some(50));
+    records.extend(append(&topic, 51..=60));
+    assert_eq!(read_all(&topic), records);
+    drop(topic);
+    let topic = Topic::open(dir.path(), config()).unwrap();
+    assert_eq!(read_all(&topic), records);
+}
+
+#[test]
+fn a_topic_without_a_manifest_gets_one_listing_its_closed_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = topic_with_closed_segments(dir.path());
+    std::fs::remove_file(dir.path().join(MANIFEST_FILE)).unwrap();
+    let topic = Topic::open(dir.path(), config()).unwrap();
+    assert_eq!(read_all(&topic), records);
+    drop(topic);
+    assert!(dir.path().join(MANIFEST_FILE).exists());
+    // From then on a lost segment is found.
+    let victim = segments(dir.path())[0].path.clone();
+    std::fs::remove_file(&victim).unwrap();
+    let error = Topic::open(dir.path(), config()).unwrap_err();
+    assert_mismatch(&error, &victim, "it is missing");
+}
+
+#[test]
+fn the_manifest_follows_cleaner_passes_and_replacements() {
+    let dir = tempfile::tempdir().unwrap();
+    cleaned_topic(dir.path());
+    let topic = Topic::open(dir.path(), config()).unwrap();
+    assert!(topic.clean_once_at(2 * NOW_MS).unwrap().cleaned);
+    let expected = read_all(&topic);
+    drop(topic);
+    let cleaned = segments(dir.path());
+    let victim = cleaned[cleaned.len() - 2].path.clone();
+    let saved = std::fs::read(&victim).unwrap();
+    std::fs::remove_file(&victim).unwrap();
+    assert_mismatch(
+        &Topic::open(dir.path(), config()).unwrap_err(),
+        &victim,
+        "it is missing",
+    );
+    std::fs::write(&victim, saved).unwrap();
+
+    let topic = Topic::open(dir.path(), config()).unwrap();
+    assert_eq!(read_all(&topic), expected);
+    let end = topic.last_offset().unwrap() + 5;
+    topic
+        .replace_with(expected.iter().cloned().map(Ok), end, 0)
+        .unwrap();
+    drop(topic);
+    let topic = Topic::open(dir.path(), config()).unwrap();
+    assert_eq!(read_all(&topic), expected);
+    assert_eq!(topic.last_offset(), Some(end));
+    let base = topic.segments()[0].path.clone();
+    drop(topic);
+    set_len(&base, 0);
+    assert_mismatch(
+        &Topic::open(dir.path(), config()).unwrap_err(),
+        &base,
+        "it holds 0 bytes",
+    );
 }
 
 // ---------------------------------------------------------------------------

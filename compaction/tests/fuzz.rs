@@ -119,7 +119,11 @@ fn names_a_place(error: &Error, path: &Path, len: u64) -> Result<(), String> {
             position,
             ..
         } if named.starts_with(path) && *position <= len => Ok(()),
-        Error::InvalidFile { path: named, .. } if named.starts_with(path) => Ok(()),
+        Error::InvalidFile { path: named, .. } | Error::ManifestMismatch { path: named, .. }
+            if named.starts_with(path) =>
+        {
+            Ok(())
+        }
         other => Err(format!(
             "the error does not name a place within the input: {other}"
         )),

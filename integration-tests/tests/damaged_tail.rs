@@ -1,4 +1,5 @@
-//! A damaged end of the topic or the raft log, found at start: damage in
+//! A damaged end of the topic or the raft log (or a closed topic segment
+//! gone), found at start: damage in
 //! what was made durable stops the node naming file and byte (and the way
 //! out, docs/recovery.md); damage in the topic's unsynced tail is cut and
 //! rebuilt from the raft log, with no acknowledged write lost; a member
@@ -14,15 +15,20 @@ use serde_json::{json, Value};
 /// Snapshot after this many log entries in the snapshot test.
 const SNAPSHOT_EVERY: u64 = 20;
 
-/// The last `*.log` file (by name) in `dir`: the active segment.
-fn last_segment(dir: &Path) -> PathBuf {
+/// The `*.log` files in `dir`, by name: by base offset.
+fn segments(dir: &Path) -> Vec<PathBuf> {
     let mut segments: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|entry| entry.unwrap().path())
         .filter(|path| path.extension().is_some_and(|ext| ext == "log"))
         .collect();
     segments.sort();
-    segments.pop().expect("a segment")
+    segments
+}
+
+/// The last `*.log` file (by name) in `dir`: the active segment.
+fn last_segment(dir: &Path) -> PathBuf {
+    segments(dir).pop().expect("a segment")
 }
 
 /// Where each frame of a segment starts and ends. Both files frame the same
@@ -240,9 +246,10 @@ async fn a_damaged_last_raft_log_frame_stops_the_node_naming_file_and_byte() {
     );
 }
 
-/// A node that took `count` new keys under `prefix/`, then stopped cleanly.
-async fn stopped_after_puts(prefix: &str, count: u64) -> TestServer {
-    let mut server = TestServer::start().await;
+/// A node started with `args` that took `count` new keys under
+/// `prefix/`, then stopped cleanly.
+async fn stopped_after_puts(args: &[&str], prefix: &str, count: u64) -> TestServer {
+    let mut server = TestServer::start_with(args).await;
     for n in 0..count {
         let path = format!("/v1/kv/{prefix}/k{n}");
         let (status, body) = call(&server, "PUT", &path, Some(json!(n))).await;
@@ -257,7 +264,7 @@ async fn stopped_after_puts(prefix: &str, count: u64) -> TestServer {
 /// before the log holds it on disk, so the entries cut were durable.
 #[tokio::test]
 async fn a_raft_log_ending_before_what_was_applied_stops_the_node() {
-    let mut server = stopped_after_puts("cut", 60).await;
+    let mut server = stopped_after_puts(&[], "cut", 60).await;
 
     let segment = last_segment(&server.data_dir().join("raft"));
     let bytes = std::fs::read(&segment).unwrap();
@@ -282,7 +289,7 @@ async fn a_raft_log_ending_before_what_was_applied_stops_the_node() {
 /// that forgot it could vote twice in a term.
 #[tokio::test]
 async fn a_raft_log_without_its_vote_stops_the_node() {
-    let mut server = stopped_after_puts("vote", 5).await;
+    let mut server = stopped_after_puts(&[], "vote", 5).await;
     let meta = server.data_dir().join("raft").join("meta.json");
     std::fs::remove_file(&meta).expect("the log holds a meta.json");
 
@@ -292,6 +299,40 @@ async fn a_raft_log_without_its_vote_stops_the_node() {
         "{log}"
     );
     assert!(server.log_contains("docs/recovery.md"), "{log}");
+}
+
+/// A closed topic segment removed, or emptied, stops the node naming it:
+/// offsets leave gaps between segments, so only the topic's manifest of
+/// closed segments can tell, and a node that went on would serve older
+/// values for acknowledged writes once its view is rebuilt.
+#[tokio::test]
+async fn a_closed_topic_segment_removed_or_emptied_stops_the_node_naming_it() {
+    for removed in [true, false] {
+        let mut server = stopped_after_puts(&["--segment-bytes", "1024"], "gone", 40).await;
+        let mut closed = segments(&server.data_dir().join("topic"));
+        closed.pop();
+        assert!(closed.len() >= 2, "small segments rolled: {closed:?}");
+        let victim = &closed[1];
+        if removed {
+            std::fs::remove_file(victim).unwrap();
+        } else {
+            std::fs::write(victim, []).unwrap();
+        }
+
+        let log = start_expecting_refusal(&mut server).await;
+        let named = format!(
+            "segment {} disagrees with the topic's manifest",
+            victim.display()
+        );
+        assert!(server.log_contains(&named), "{named}\n{log}");
+        let says = if removed {
+            "it is missing"
+        } else {
+            "it holds 0 bytes"
+        };
+        assert!(server.log_contains(says), "{log}");
+        assert!(server.log_contains("docs/recovery.md"), "{log}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -227,7 +227,9 @@ impl Store {
         let durable_end = recovery::durable_topic_end(&view, &dirs.snapshot)?;
         let topic = Topic::open_with_durable_end(&dirs.topic, topic_config, durable_end).map_err(
             |error| match error {
-                compaction::Error::Corrupt { .. } => StoreError::TopicDamaged(error),
+                compaction::Error::Corrupt { .. } | compaction::Error::ManifestMismatch { .. } => {
+                    StoreError::TopicDamaged(error)
+                }
                 error => StoreError::Topic(error),
             },
         )?;
