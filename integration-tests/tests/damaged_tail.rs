@@ -301,6 +301,26 @@ async fn a_raft_log_without_its_vote_stops_the_node() {
     assert!(server.log_contains("docs/recovery.md"), "{log}");
 }
 
+/// A data directory whose `cluster-id` is gone while its raft log holds
+/// entries is refused: the node would otherwise take the id of whichever
+/// node called it first, another cluster's as well.
+#[tokio::test]
+async fn a_raft_log_without_its_cluster_id_stops_the_node() {
+    let mut server = stopped_after_puts(&[], "id", 5).await;
+    let id = server.data_dir().join("cluster-id");
+    std::fs::remove_file(&id).expect("a node that formed its cluster names it");
+
+    let log = start_expecting_refusal(&mut server).await;
+    assert!(
+        server.log_contains(&format!(
+            "{} is missing, though the raft log reaches",
+            id.display()
+        )),
+        "{log}"
+    );
+    assert!(server.log_contains("docs/recovery.md"), "{log}");
+}
+
 /// A closed topic segment removed, or emptied, stops the node naming it:
 /// offsets leave gaps between segments, so only the topic's manifest of
 /// closed segments can tell, and a node that went on would serve older

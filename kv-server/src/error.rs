@@ -191,6 +191,18 @@ pub enum StoreError {
         /// What is wrong with it, and at which byte.
         reason: String,
     },
+    /// The data directory's `cluster-id` file is gone while the raft log
+    /// holds entries, each taken under that id.
+    #[error(
+        "{path} is missing, though the raft log reaches index {last}: this node would take \
+         the id of whichever cluster called it first; {REBUILD_THIS_MEMBER}"
+    )]
+    ClusterIdMissing {
+        /// The file.
+        path: PathBuf,
+        /// The last index the log holds (or purged).
+        last: u64,
+    },
     /// The data directory's `cluster-id` file does not hold an id.
     #[error("{path} does not hold a cluster id: {reason}")]
     CorruptClusterId {

@@ -82,6 +82,21 @@ impl ClusterId {
         })
     }
 
+    /// Refuses a data directory whose raft log reaches `log_reach` past
+    /// index 0 with no id: every entry after `initialize`'s came from a
+    /// node of this cluster (its own after it named the cluster), with
+    /// the id, so the file was removed. Without it the node would take the
+    /// id of the first node to call it, whatever its cluster.
+    pub fn check_kept(&self, log_reach: u64) -> Result<(), StoreError> {
+        if log_reach > 0 && self.get().is_none() {
+            return Err(StoreError::ClusterIdMissing {
+                path: self.path.clone(),
+                last: log_reach,
+            });
+        }
+        Ok(())
+    }
+
     /// The id, if this node knows it.
     pub fn get(&self) -> Option<Uuid> {
         self.id.read().as_ref().map(|known| known.id)

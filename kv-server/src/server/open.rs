@@ -96,6 +96,7 @@ pub(super) async fn open(config: Config) -> Result<Opened, ServerError> {
     crate::store::data_format::check_or_mark(&config.data_dir)?;
     let log = LogStore::open(&dirs.raft, Some(config.node_id))?;
     log.check_vote_kept(&dirs.raft)?;
+    cluster_id.check_kept(log.reach())?;
     crate::store::set_view_cache_bytes(config.view_cache_bytes);
     let store = Arc::new(Store::open(&dirs, config.topic_config(), &log)?);
     store.check_log_reaches_applied(&log, &dirs.raft)?;
@@ -169,18 +170,19 @@ impl Opened {
         if !initialized {
             let config = &self.config;
             let joining = self.join.is_some();
-            initialize(&self.raft, config, &self.this_node, &self.peers, joining).await?;
-            if !joining
+            let forming = !joining
                 && self
                     .peers
                     .keys()
                     .next()
-                    .is_none_or(|first| *first == config.node_id)
-            {
-                // This node formed the cluster: it names it.
+                    .is_none_or(|first| *first == config.node_id);
+            if forming {
+                // This node forms the cluster: it names it, before its log
+                // takes an entry (a restart finds the id, or forms again).
                 let id = self.cluster_id.create()?;
                 info!(cluster_id = %id, "the cluster's id");
             }
+            initialize(&self.raft, config, &self.this_node, &self.peers, joining).await?;
         }
         Ok(initialized)
     }
