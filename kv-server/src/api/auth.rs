@@ -149,7 +149,11 @@ pub async fn check(State(state): State<AppState>, request: Request, next: Next) 
         .extensions
         .get::<MatchedPath>()
         .map(|path| path.as_str().to_string());
-    let params = parts.extract::<RawPathParams>().await.ok();
+    let params = parts.extract::<RawPathParams>().await;
+    let (params, unreadable) = match params {
+        Ok(params) => (Some(params), None),
+        Err(rejection) => (None, Some(rejection)),
+    };
     let param = |name: &str| {
         params.as_ref().and_then(|params| {
             params
@@ -167,6 +171,11 @@ pub async fn check(State(state): State<AppState>, request: Request, next: Next) 
         Ok(principal) => principal,
         Err(error) => return error.into_response(),
     };
+    if let (Some(route), Some(rejection)) = (route.as_deref(), unreadable) {
+        if route.contains('{') {
+            return unreadable_capture(route, &rejection).into_response();
+        }
+    }
     let mut body = body;
     let allowed = match &needs {
         Needs::Nothing | Needs::Token => Ok(()),
@@ -221,6 +230,24 @@ pub async fn check(State(state): State<AppState>, request: Request, next: Next) 
     }
     parts.extensions.insert(Caller::Token(principal));
     next.run(Request::from_parts(parts, body)).await
+}
+
+/// The 400 the handler of `route` gives a path capture that is not UTF-8
+/// once percent-decoded, given here: what the capture names cannot be
+/// checked against the caller's permissions.
+fn unreadable_capture(route: &str, rejection: &impl std::fmt::Display) -> ApiError {
+    let (code, field) = match route {
+        "/v1/kv/{*key}" => (ErrorCode::InvalidKey, "key"),
+        "/v1/routes/{topic}" => (ErrorCode::InvalidField, "topic"),
+        route if route.starts_with("/v1/leases/") => (ErrorCode::InvalidLeaseId, "id"),
+        route if route.starts_with("/v1/cluster/") => (ErrorCode::InvalidId, "id"),
+        _ => (ErrorCode::InvalidName, "name"),
+    };
+    ApiError::bad_field(
+        code,
+        field,
+        format!("the {field} in the path is unreadable: {rejection}"),
+    )
 }
 
 /// Whether `principal` may run `txn`: read on every compared or read key
