@@ -560,6 +560,11 @@ pub fn workspace_binary(name: &str, env_var: &str, package: &str) -> PathBuf {
 /// already in use". Remembering every port given rules that out; only
 /// another process taking a port in between remains, which
 /// [`TestServer::start_with`] retries.
+///
+/// The ports come from outside the kernel's range for outgoing
+/// connections (see [`server_ports`]): a server killed and started again
+/// on its port would otherwise find it taken, now and then, by a
+/// connection made while it was down.
 pub(crate) fn free_ports(count: usize) -> Vec<u16> {
     static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
     // Every listener stays bound until all ports are picked,
@@ -569,11 +574,29 @@ pub(crate) fn free_ports(count: usize) -> Vec<u16> {
     let mut given = GIVEN
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let range = server_ports();
+    let mut next = range
+        .as_ref()
+        .map(|range| rand::random_range(range.clone()));
     for _ in 0..FREE_PORT_BINDS {
         if picked.len() == count {
             break;
         }
-        let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port can be bound");
+        let port = match (&range, next.as_mut()) {
+            (Some(range), Some(next)) => {
+                let port = *next;
+                *next = if port + 1 < range.end {
+                    port + 1
+                } else {
+                    range.start
+                };
+                port
+            }
+            _ => 0,
+        };
+        let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) else {
+            continue;
+        };
         let port = listener
             .local_addr()
             .expect("a bound listener has an address")
@@ -590,6 +613,27 @@ pub(crate) fn free_ports(count: usize) -> Vec<u16> {
         picked.len()
     );
     picked
+}
+
+/// Loopback ports for servers: below the kernel's range for outgoing
+/// connections (`ip_local_port_range`), or above it when it starts too
+/// low. `None` (any port the kernel offers) when neither side has room
+/// or the range cannot be read.
+fn server_ports() -> Option<std::ops::Range<u16>> {
+    const LOWEST: u16 = 10_000;
+    const ROOM: u16 = 2_000;
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let mut bounds = text.split_whitespace().map(str::parse::<u16>);
+    let (Some(Ok(low)), Some(Ok(high))) = (bounds.next(), bounds.next()) else {
+        return None;
+    };
+    if low >= LOWEST + ROOM {
+        Some(LOWEST..low)
+    } else if high <= u16::MAX - ROOM {
+        Some(high + 1..u16::MAX)
+    } else {
+        None
+    }
 }
 
 /// Polls `child` until it exits or `limit` passes.
