@@ -2,13 +2,13 @@
 //!
 //! The cleaner writes its output as `*.cleaned` files and fsyncs them. Then
 //! one atomic rename of the swap marker commits the pass: the marker lists the
-//! segments to remove, those to install and the new checkpoint. Applying it
-//! renames the cleaned files into place, removes the replaced segments, stores
-//! the segment manifest and the checkpoint and finally removes the marker.
-//! Every step is idempotent, so
-//! `recover` at open simply applies a marker it finds again. A crash before the
-//! commit leaves the old set (the `*.cleaned` files are discarded at open); a
-//! crash after it leaves the new set once `recover` has run.
+//! segments to remove, those to install (with the closed ones' sizes) and the
+//! new checkpoint. Applying it renames the cleaned files into place, removes
+//! the replaced segments, updates the segment manifest, stores the checkpoint
+//! and finally removes the marker. Every step is idempotent, so `recover` at
+//! open simply applies a marker it finds again. A crash before the commit
+//! leaves the old set (the `*.cleaned` files are discarded at open); a crash
+//! after it leaves the new set once `recover` has run.
 
 use std::path::Path;
 use std::sync::Mutex;
