@@ -88,38 +88,44 @@ async fn assert_all_present(server: &TestServer, acknowledged: &[(String, Value)
     }
 }
 
-#[tokio::test]
-async fn a_damaged_last_topic_record_under_a_snapshot_stops_the_node_naming_file_and_byte() {
-    let every = SNAPSHOT_EVERY.to_string();
-    let mut server = TestServer::start_with(&["--snapshot-every", &every]).await;
-    // Write until a snapshot covers the last write: a checkpoint made the
-    // topic durable before it, so the last record is durable.
+/// Writes keys `{prefix}/k{n}` (value n) to `server` until a snapshot
+/// covers the last write; returns how many were written.
+async fn write_until_a_snapshot_covers_the_last(server: &TestServer, prefix: &str) -> u64 {
     let mut written = 0u64;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let (applied, snapshot) = indexes(&server).await;
+        let (applied, snapshot) = indexes(server).await;
         if snapshot > 0 && snapshot == applied {
-            break;
+            return written;
         }
         assert!(Instant::now() < deadline, "no snapshot caught up");
         let missing = (snapshot + SNAPSHOT_EVERY).saturating_sub(applied).max(1);
         for _ in 0..missing {
             let (status, body) = call(
-                &server,
+                server,
                 "PUT",
-                &format!("/v1/kv/snapped/k{written}"),
+                &format!("/v1/kv/{prefix}/k{written}"),
                 Some(json!(written)),
             )
             .await;
             assert_eq!(status, 201, "{body}");
             written += 1;
         }
-        let (applied, _) = indexes(&server).await;
+        let (applied, _) = indexes(server).await;
         let wait_until = Instant::now() + Duration::from_secs(10);
-        while indexes(&server).await.1 < applied && Instant::now() < wait_until {
+        while indexes(server).await.1 < applied && Instant::now() < wait_until {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+#[tokio::test]
+async fn a_damaged_last_topic_record_under_a_snapshot_stops_the_node_naming_file_and_byte() {
+    let every = SNAPSHOT_EVERY.to_string();
+    let mut server = TestServer::start_with(&["--snapshot-every", &every]).await;
+    // A checkpoint made the topic durable before the snapshot that covers
+    // the last write, so the last record is durable.
+    write_until_a_snapshot_covers_the_last(&server, "snapped").await;
     server.kill9().await;
 
     let segment = last_segment(&server.data_dir().join("topic"));
@@ -257,6 +263,86 @@ async fn stopped_after_puts(args: &[&str], prefix: &str, count: u64) -> TestServ
     }
     server.stop().await;
     server
+}
+
+/// The topic's last segment removed under a snapshot that covers its
+/// records, with the view kept or gone too: the snapshot holds them (it
+/// was built from the topic once durable) and is laid down again, the
+/// raft log re-applies what came after, and every acknowledged write
+/// reads back.
+#[tokio::test]
+async fn a_last_topic_segment_lost_under_a_snapshot_is_laid_down_again_from_it() {
+    for view_too in [false, true] {
+        let every = SNAPSHOT_EVERY.to_string();
+        let mut server = TestServer::start_with(&["--snapshot-every", &every]).await;
+        let covered = write_until_a_snapshot_covers_the_last(&server, "snapped").await;
+        let mut acknowledged: Vec<(String, Value)> = (0..covered)
+            .map(|n| (format!("snapped/k{n}"), json!(n)))
+            .collect();
+        // Overwrites after the snapshot, in the raft log only once the
+        // segment is gone.
+        for n in 0..5u64 {
+            let key = format!("snapped/k{n}");
+            let value = json!(format!("after-{n}"));
+            let (status, body) = call(
+                &server,
+                "PUT",
+                &format!("/v1/kv/{key}"),
+                Some(value.clone()),
+            )
+            .await;
+            assert_eq!(status, 200, "{body}");
+            acknowledged.push((key, value));
+        }
+        server.stop().await;
+
+        let topic = server.data_dir().join("topic");
+        let active = last_segment(&topic);
+        std::fs::remove_file(&active).unwrap();
+        if view_too {
+            std::fs::remove_dir_all(server.data_dir().join("view")).unwrap();
+        }
+        server.spawn();
+        server.wait_ready().await;
+        assert!(
+            server.log_contains("laying the snapshot down again"),
+            "{}",
+            server.log_tail(40)
+        );
+        let latest: BTreeMap<String, Value> = acknowledged.into_iter().collect();
+        assert_all_present(&server, &latest.into_iter().collect::<Vec<_>>()).await;
+    }
+}
+
+/// A node whose view must be rebuilt, whose raft log was purged, and whose
+/// current snapshot is gone stops naming it: the purged entries (the
+/// membership among them) are nowhere else.
+#[tokio::test]
+async fn a_view_rebuilt_without_the_snapshot_that_covers_the_purged_log_stops_the_node() {
+    let every = SNAPSHOT_EVERY.to_string();
+    let mut server = TestServer::start_with(&[
+        "--snapshot-every",
+        &every,
+        "--snapshot-catchup-entries",
+        "5",
+    ])
+    .await;
+    write_until_a_snapshot_covers_the_last(&server, "one").await;
+    write_until_a_snapshot_covers_the_last(&server, "two").await;
+    server.stop().await;
+    let snapshot = server.data_dir().join("snapshot").join("current.snap");
+    std::fs::remove_file(&snapshot).expect("a snapshot was taken");
+    std::fs::remove_dir_all(server.data_dir().join("view")).unwrap();
+
+    let log = start_expecting_refusal(&mut server).await;
+    assert!(
+        server.log_contains(&format!(
+            "{} is missing, though the raft log was purged",
+            snapshot.display()
+        )),
+        "{log}"
+    );
+    assert!(server.log_contains("docs/recovery.md"), "{log}");
 }
 
 /// A raft log cut in the middle of what the node applied (a file cut

@@ -244,6 +244,18 @@ pub enum StoreError {
         /// What it names.
         found: String,
     },
+    /// The view must be rebuilt, the raft log was purged, and the current
+    /// snapshot that covers what it purged is gone.
+    #[error(
+        "{path} is missing, though the raft log was purged up to index {purged}: the \
+         membership and the writes before it are gone; {REBUILD_THIS_MEMBER}"
+    )]
+    SnapshotMissing {
+        /// The snapshot file.
+        path: PathBuf,
+        /// The last index purged.
+        purged: u64,
+    },
     /// The topic's last record came from a log entry that neither the raft
     /// log nor the snapshot knows: the view cannot be given an applied log
     /// id.

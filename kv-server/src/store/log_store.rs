@@ -185,6 +185,12 @@ impl LogStore {
         })
     }
 
+    /// The id of the last entry the log purged (a snapshot covers it and
+    /// everything before), if it purged any.
+    pub fn purged(&self) -> Option<LogId> {
+        self.meta.lock().purged
+    }
+
     /// The index of the last entry the log holds, or of the last it
     /// purged: how far it reaches.
     pub fn reach(&self) -> u64 {

@@ -252,7 +252,7 @@ impl Store {
             view_root: dirs.view.clone(),
             nospace_raised: AtomicBool::new(true),
         };
-        let recovery = store.recovery_needed()?;
+        let recovery = store.recovery_needed(log)?;
         store.recover(recovery, log)?;
         store
             .revision

@@ -8,10 +8,17 @@
 //! 1. `installing.snap`: a snapshot install was interrupted, do it again
 //!    from that snapshot;
 //! 2. the view's rebuilding marker: a rebuild was interrupted, start over;
-//! 3. a view that applied nothing while the topic holds records: the view
+//! 3. a view that applied nothing while the topic holds records (or a
+//!    snapshot or the raft log's purge says entries were applied): the view
 //!    was lost (or damaged and removed), rebuild it;
 //! 4. a view whose revision passes the topic's end: the topic lost writes
 //!    the view kept, rebuild the view to match.
+//!
+//! A topic that ends before the current snapshot's revision lost records
+//! the snapshot holds (it was built from the topic once durable): the
+//! snapshot is laid down again, as an install does. A rebuild with no
+//! snapshot while the raft log was purged is refused: what was purged is
+//! nowhere else.
 //!
 //! A rebuild replays the topic and gives the view the log id of the entry
 //! that wrote the topic's last record (its header keeps the log index), so
@@ -32,7 +39,7 @@ use tracing::{info, warn};
 use super::apply::replay_record;
 use super::log_store::LogStore;
 use super::record::WriteRecord;
-use super::snapshot::{installing_marker, SnapshotFile};
+use super::snapshot::{installing_marker, SnapshotFile, CURRENT_FILE};
 use super::view::View;
 use super::Store;
 use crate::error::StoreError;
@@ -106,12 +113,12 @@ pub(super) fn durable_topic_end(
 
 impl Store {
     /// What the store must do to make its parts agree; see the module doc.
-    pub(super) fn recovery_needed(&self) -> Result<Recovery, StoreError> {
+    pub(super) fn recovery_needed(&self, log: &LogStore) -> Result<Recovery, StoreError> {
         Ok(if installing_marker(&self.snapshot_dir).exists() {
             Recovery::FinishInstall
         } else if self.view.is_rebuilding()? {
             Recovery::ResumeRebuild
-        } else if self.view_lags_topic()? {
+        } else if self.view_lags_topic(log)? {
             Recovery::ViewMissing
         } else if self.view_ahead_of_topic()? {
             Recovery::ViewAheadOfTopic
@@ -216,11 +223,16 @@ impl Store {
         Ok(replayed)
     }
 
-    /// Whether the view was lost while the topic was kept: the view has
-    /// applied nothing, yet the topic holds records.
-    fn view_lags_topic(&self) -> Result<bool, StoreError> {
+    /// Whether the view was lost while the rest was kept: the view has
+    /// applied nothing, yet the topic holds records, or a snapshot or the
+    /// raft log's purge says entries were applied (the topic may have lost
+    /// its records too: the rebuild then tells what holds them).
+    fn view_lags_topic(&self, log: &LogStore) -> Result<bool, StoreError> {
         let (applied, _) = self.view.applied_state()?;
-        Ok(applied.is_none() && self.topic.last_offset().is_some())
+        Ok(applied.is_none()
+            && (self.topic.last_offset().is_some()
+                || self.snapshot_dir.join(CURRENT_FILE).exists()
+                || log.purged().is_some()))
     }
 
     /// Whether the view says more is applied than the topic holds: after a
@@ -238,6 +250,29 @@ impl Store {
     fn rebuild_view_at_topic_end(&self, log: &LogStore) -> Result<(), StoreError> {
         let snapshot = SnapshotFile::load(&self.snapshot_dir)?;
         let topic_end = self.topic.last_offset().unwrap_or(0);
+        if let Some(snapshot) = &snapshot {
+            if topic_end < snapshot.header.revision {
+                // A snapshot is built from the topic once a checkpoint made
+                // it durable, or laid down as the topic: records it covers
+                // are gone from the topic (its last segment removed or cut).
+                // It holds them; the raft log re-applies what came after.
+                warn!(
+                    topic_end,
+                    snapshot = %self.snapshot_dir.join(CURRENT_FILE).display(),
+                    snapshot_revision = snapshot.header.revision,
+                    "the topic ends before the current snapshot, built from it when it was \
+                     durable: laying the snapshot down again"
+                );
+                return self.install(snapshot);
+            }
+        } else if let Some(purged) = log.purged() {
+            // Purged entries are covered by a snapshot: without it, the
+            // membership and the state before them are gone.
+            return Err(StoreError::SnapshotMissing {
+                path: self.snapshot_dir.join(CURRENT_FILE),
+                purged: purged.index,
+            });
+        }
         let tail = match self.topic.tail()? {
             Some(record) => Some(WriteRecord::from_record(record)?),
             None => None,
