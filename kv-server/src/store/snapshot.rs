@@ -621,12 +621,16 @@ pub fn installing_marker(dir: &Path) -> PathBuf {
 }
 
 /// Ends an install: the snapshot being installed becomes the current one,
-/// in one durable rename.
+/// in one durable rename. When the current snapshot itself was laid down
+/// again, both names link one file and the rename leaves both (rename(2)
+/// of a file onto itself does nothing): the marker is removed instead, or
+/// the next start would install that snapshot again over what came after.
 pub fn finish_installing(dir: &Path) -> Result<(), StoreError> {
     let _turn = CURRENT_WRITES.lock();
     let installing = installing_marker(dir);
     let current = dir.join(CURRENT_FILE);
     std::fs::rename(&installing, &current).map_err(StoreError::io("rename", &installing))?;
+    fsutil::remove_if_exists(&installing)?;
     Ok(fsutil::fsync_dir(dir)?)
 }
 
