@@ -89,13 +89,13 @@ async fn assert_all_present(server: &TestServer, acknowledged: &[(String, Value)
 }
 
 /// Writes keys `{prefix}/k{n}` (value n) to `server` until a snapshot
-/// covers the last write; returns how many were written.
+/// covers the last write (at least one); returns how many were written.
 async fn write_until_a_snapshot_covers_the_last(server: &TestServer, prefix: &str) -> u64 {
     let mut written = 0u64;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (applied, snapshot) = indexes(server).await;
-        if snapshot > 0 && snapshot == applied {
+        if written > 0 && snapshot == applied {
             return written;
         }
         assert!(Instant::now() < deadline, "no snapshot caught up");
@@ -274,9 +274,15 @@ async fn stopped_after_puts(args: &[&str], prefix: &str, count: u64) -> TestServ
 async fn a_last_topic_segment_lost_under_a_snapshot_is_laid_down_again_from_it() {
     for view_too in [false, true] {
         let every = SNAPSHOT_EVERY.to_string();
-        let mut server = TestServer::start_with(&["--snapshot-every", &every]).await;
+        let mut server = TestServer::start_with(&[
+            "--snapshot-every",
+            &every,
+            "--snapshot-catchup-entries",
+            "5",
+        ])
+        .await;
         let covered = write_until_a_snapshot_covers_the_last(&server, "snapped").await;
-        let mut acknowledged: Vec<(String, Value)> = (0..covered)
+        let mut acknowledged: BTreeMap<String, Value> = (0..covered)
             .map(|n| (format!("snapped/k{n}"), json!(n)))
             .collect();
         // Overwrites after the snapshot, in the raft log only once the
@@ -292,7 +298,7 @@ async fn a_last_topic_segment_lost_under_a_snapshot_is_laid_down_again_from_it()
             )
             .await;
             assert_eq!(status, 200, "{body}");
-            acknowledged.push((key, value));
+            acknowledged.insert(key, value);
         }
         server.stop().await;
 
@@ -309,8 +315,19 @@ async fn a_last_topic_segment_lost_under_a_snapshot_is_laid_down_again_from_it()
             "{}",
             server.log_tail(40)
         );
-        let latest: BTreeMap<String, Value> = acknowledged.into_iter().collect();
-        assert_all_present(&server, &latest.into_iter().collect::<Vec<_>>()).await;
+        let all = |acknowledged: &BTreeMap<String, Value>| -> Vec<(String, Value)> {
+            acknowledged.clone().into_iter().collect()
+        };
+        assert_all_present(&server, &all(&acknowledged)).await;
+        let installing = server.data_dir().join("snapshot").join("installing.snap");
+        assert!(!installing.exists(), "the lay-down is finished");
+
+        // Later snapshots and purges go on from it, and a plain restart
+        // installs nothing again.
+        let more = write_until_a_snapshot_covers_the_last(&server, "more").await;
+        acknowledged.extend((0..more).map(|n| (format!("more/k{n}"), json!(n))));
+        server.restart().await;
+        assert_all_present(&server, &all(&acknowledged)).await;
     }
 }
 
@@ -338,6 +355,36 @@ async fn a_view_rebuilt_without_the_snapshot_that_covers_the_purged_log_stops_th
     assert!(
         server.log_contains(&format!(
             "{} is missing, though the raft log was purged",
+            snapshot.display()
+        )),
+        "{log}"
+    );
+    assert!(server.log_contains("docs/recovery.md"), "{log}");
+}
+
+/// An older `current.snap` put back after the log purged past it is
+/// refused naming it: the entries between are nowhere.
+#[tokio::test]
+async fn an_older_snapshot_put_back_behind_the_purged_log_stops_the_node() {
+    let every = SNAPSHOT_EVERY.to_string();
+    let mut server = TestServer::start_with(&[
+        "--snapshot-every",
+        &every,
+        "--snapshot-catchup-entries",
+        "5",
+    ])
+    .await;
+    write_until_a_snapshot_covers_the_last(&server, "old").await;
+    let snapshot = server.data_dir().join("snapshot").join("current.snap");
+    let old = std::fs::read(&snapshot).unwrap();
+    write_until_a_snapshot_covers_the_last(&server, "new").await;
+    server.stop().await;
+    std::fs::write(&snapshot, old).unwrap();
+
+    let log = start_expecting_refusal(&mut server).await;
+    assert!(
+        server.log_contains(&format!(
+            "{} covers the raft log up to index",
             snapshot.display()
         )),
         "{log}"

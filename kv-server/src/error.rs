@@ -244,6 +244,21 @@ pub enum StoreError {
         /// What it names.
         found: String,
     },
+    /// The current snapshot ends before what the raft log purged: an older
+    /// file took its place.
+    #[error(
+        "{path} covers the raft log up to index {covers}, but the log was purged up to index \
+         {purged}: the entries between are nowhere (an older snapshot put in its place?); \
+         {REBUILD_THIS_MEMBER}"
+    )]
+    SnapshotBehindPurge {
+        /// The snapshot file.
+        path: PathBuf,
+        /// The last index it covers.
+        covers: u64,
+        /// The last index purged.
+        purged: u64,
+    },
     /// The view must be rebuilt, the raft log was purged, and the current
     /// snapshot that covers what it purged is gone.
     #[error(

@@ -252,6 +252,7 @@ impl Store {
             view_root: dirs.view.clone(),
             nospace_raised: AtomicBool::new(true),
         };
+        store.check_snapshot_covers_purge(log)?;
         let recovery = store.recovery_needed(log)?;
         store.recover(recovery, log)?;
         store
@@ -260,6 +261,27 @@ impl Store {
         let raised = store.view.get(alarms::NOSPACE_KEY)?.is_some();
         store.nospace_raised.store(raised, Ordering::Release);
         Ok((store, recovery))
+    }
+
+    /// Refuses a current snapshot that ends before what the raft log
+    /// purged: a log purges only what a snapshot covers, and the current
+    /// snapshot never goes back, so the file was replaced by an older one.
+    fn check_snapshot_covers_purge(&self, log: &LogStore) -> Result<(), StoreError> {
+        let Some(purged) = log.purged() else {
+            return Ok(());
+        };
+        let Some(snapshot) = SnapshotFile::load(&self.snapshot_dir)? else {
+            return Ok(());
+        };
+        let covers = snapshot.header.meta.last_log_id.map_or(0, |id| id.index);
+        if covers < purged.index {
+            return Err(StoreError::SnapshotBehindPurge {
+                path: self.snapshot_dir.join(snapshot::CURRENT_FILE),
+                covers,
+                purged: purged.index,
+            });
+        }
+        Ok(())
     }
 
     /// Refuses a raft log that ends before what the view applied (or the
