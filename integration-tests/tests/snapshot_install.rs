@@ -437,3 +437,48 @@ async fn a_follower_crashed_after_any_step_of_a_snapshot_install_comes_back_whol
         );
     }
 }
+
+/// The index `raft/meta.json` of node `id` says was purged, 0 for none.
+fn saved_purge(cluster: &TestCluster, id: u64) -> u64 {
+    let path = cluster.node(id).data_dir().join("raft").join("meta.json");
+    std::fs::read(&path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+        .and_then(|meta| meta["purged"]["index"].as_u64())
+        .unwrap_or(0)
+}
+
+/// A follower killed the moment its raft log saved the purge of a snapshot
+/// install comes back whole: openraft purges as the install starts, and
+/// the purge waits until the snapshot is on disk, so a restart finds one
+/// that covers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_killed_as_its_log_saves_an_install_purge_comes_back_whole() {
+    let _serial = SERIAL.lock().await;
+    let (mut cluster, leader, follower) = cluster_with_frequent_snapshots().await;
+    let leader_url = cluster.node(leader).base_url();
+    let mut written = write_keys(&leader_url, 0..500, CRASH_ROUND_TXN_KEYS).await;
+    cluster.wait_converged().await;
+    let follower_last = last_log_index(&cluster, follower).await;
+    let purged_before = saved_purge(&cluster, follower);
+    cluster.node_mut(follower).kill9().await;
+    written.extend(write_keys(&leader_url, 500..2_000, CRASH_ROUND_TXN_KEYS).await);
+    wait_for_purge_past(&cluster, leader, follower_last).await;
+
+    cluster.node_mut(follower).spawn();
+    let deadline = Instant::now() + CRASH_TIMEOUT;
+    while saved_purge(&cluster, follower) <= purged_before {
+        assert!(
+            Instant::now() < deadline,
+            "node {follower} saved no purge\n{}",
+            cluster.node(follower).log_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let node = cluster.node_mut(follower);
+    node.kill9().await;
+    node.restart().await;
+    cluster.wait_converged().await;
+    let keys = all_keys(&cluster.node(follower).base_url()).await;
+    assert!(keys == written, "every acknowledged key at its revision");
+}

@@ -103,6 +103,46 @@ const META_ROOM_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// The metadata save's name as a writer waiting for room (`space::DiskFull`).
 const META_WRITER: &str = "raft log metadata";
 
+/// Longest time a purge waits for a snapshot on disk that covers it (see
+/// [`SnapshotCover`]) before it goes ahead anyway.
+const PURGE_COVER_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How far a snapshot on this node's disk covers the log: the index of
+/// `current.snap`, or of `installing.snap` once it is laid down (a restart
+/// finishes that install). openraft purges a follower's log when it takes
+/// a snapshot from the leader, as the install starts, not once it is done:
+/// a purge saved first and a crash after would leave a log that starts
+/// past every snapshot the node holds, and a node that cannot start. So a
+/// purge waits until a snapshot on disk covers it. Unset (offline tools,
+/// unit tests) no purge waits.
+#[derive(Clone, Debug, Default)]
+pub struct SnapshotCover(Arc<tokio::sync::watch::Sender<Option<u64>>>);
+
+impl SnapshotCover {
+    /// A snapshot on disk covers the log up to `index`.
+    pub fn reached(&self, index: u64) {
+        self.0.send_if_modified(|covered| {
+            let higher = covered.is_none_or(|covered| index > covered);
+            if higher {
+                *covered = Some(index);
+            }
+            higher
+        });
+    }
+
+    /// Waits (at most [`PURGE_COVER_WAIT`]) until a snapshot on disk covers
+    /// `index`; whether one does.
+    async fn covers(&self, index: u64) -> bool {
+        let mut covered = self.0.subscribe();
+        let wait = covered.wait_for(|covered| (*covered).is_none_or(|covered| covered >= index));
+        let covers = matches!(
+            tokio::time::timeout(PURGE_COVER_WAIT, wait).await,
+            Ok(Ok(_))
+        );
+        covers
+    }
+}
+
 /// The raft log store. Cloning shares everything, the flusher included.
 #[derive(Clone, Debug)]
 pub struct LogStore {
@@ -118,6 +158,8 @@ pub struct LogStore {
     node_id: Option<NodeId>,
     /// The group-commit flusher, started by the first write.
     flusher: Arc<OnceLock<Flusher>>,
+    /// How far a snapshot on disk covers the log: purges wait for it.
+    snapshot_cover: SnapshotCover,
 }
 
 fn read_error(error: impl std::error::Error + 'static) -> StorageError {
@@ -182,6 +224,7 @@ impl LogStore {
             committed_index: Arc::new(AtomicU64::new(committed.map_or(0, |id| id.index))),
             node_id,
             flusher: Arc::new(OnceLock::new()),
+            snapshot_cover: SnapshotCover::default(),
         })
     }
 
@@ -225,6 +268,12 @@ impl LogStore {
     pub fn held_bytes(&self) -> impl Fn() -> u64 + Send + Sync + 'static {
         let writer = Arc::clone(&self.writer);
         move || writer.files.held_bytes()
+    }
+
+    /// How far a snapshot on disk covers the log, shared with the store
+    /// that keeps the snapshots.
+    pub fn snapshot_cover(&self) -> SnapshotCover {
+        self.snapshot_cover.clone()
     }
 
     /// The writers of this node that wait for room on a full disk: the
@@ -536,6 +585,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        if !self.snapshot_cover.covers(log_id.index).await {
+            tracing::warn!(
+                upto = log_id.index,
+                "no snapshot on disk covers the purge yet; purging all the same"
+            );
+        }
         // The purged id bounds the log from the next open on; the files of
         // the purged entries are deleted after it is saved.
         self.save_meta(|meta| meta.purged = Some(log_id))

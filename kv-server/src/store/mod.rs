@@ -188,6 +188,9 @@ pub struct Store {
     /// This node's writers waiting for room on a full disk, the raft
     /// log's among them (see `space`).
     pub disk_full: Arc<crate::space::DiskFull>,
+    /// How far a snapshot on disk covers the raft log, told to the log,
+    /// whose purges wait for it.
+    snapshot_cover: log_store::SnapshotCover,
     /// The views' directory, named when the disk is too full to write it.
     view_root: PathBuf,
     /// Whether the view holds the NOSPACE alarm's key, as of the last
@@ -249,12 +252,13 @@ impl Store {
             acl_generation: AtomicU64::new(0),
             leases: Arc::default(),
             disk_full: log.disk_full(),
+            snapshot_cover: log.snapshot_cover(),
             view_root: dirs.view.clone(),
             nospace_raised: AtomicBool::new(true),
         };
-        store.check_snapshot_covers_purge(log)?;
         let recovery = store.recovery_needed(log)?;
         store.recover(recovery, log)?;
+        store.check_snapshot_covers_purge(log)?;
         store
             .revision
             .store(store.view.revision()?, Ordering::Release);
@@ -263,25 +267,36 @@ impl Store {
         Ok((store, recovery))
     }
 
-    /// Refuses a current snapshot that ends before what the raft log
-    /// purged: a log purges only what a snapshot covers, and the current
+    /// Tells the raft log that `snapshot`, now on disk, covers it up to
+    /// its last log id: purges up to there may go ahead.
+    pub(crate) fn snapshot_covers(&self, snapshot: &SnapshotFile) {
+        if let Some(id) = snapshot.header.meta.last_log_id {
+            self.snapshot_cover.reached(id.index);
+        }
+    }
+
+    /// Tells the raft log how far the current snapshot covers it (from
+    /// then on its purges wait for a snapshot on disk to cover them), and
+    /// refuses a current snapshot that ends before what the log purged: a
+    /// log purges only what a snapshot on disk covers, and the current
     /// snapshot never goes back, so the file was replaced by an older one.
     fn check_snapshot_covers_purge(&self, log: &LogStore) -> Result<(), StoreError> {
-        let Some(purged) = log.purged() else {
-            return Ok(());
-        };
-        let Some(snapshot) = SnapshotFile::load(&self.snapshot_dir)? else {
-            return Ok(());
-        };
-        let covers = snapshot.header.meta.last_log_id.map_or(0, |id| id.index);
-        if covers < purged.index {
-            return Err(StoreError::SnapshotBehindPurge {
-                path: self.snapshot_dir.join(snapshot::CURRENT_FILE),
-                covers,
-                purged: purged.index,
-            });
+        let snapshot = SnapshotFile::load(&self.snapshot_dir)?;
+        let covers = snapshot
+            .as_ref()
+            .and_then(|snapshot| snapshot.header.meta.last_log_id)
+            .map_or(0, |id| id.index);
+        self.snapshot_cover.reached(covers);
+        match log.purged() {
+            Some(purged) if snapshot.is_some() && covers < purged.index => {
+                Err(StoreError::SnapshotBehindPurge {
+                    path: self.snapshot_dir.join(snapshot::CURRENT_FILE),
+                    covers,
+                    purged: purged.index,
+                })
+            }
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// Refuses a raft log that ends before what the view applied (or the
@@ -529,6 +544,7 @@ impl Store {
         // The topic ends at the snapshot's revision: its last record's offset.
         let end = snapshot.header.revision;
         snapshot.store_installing(&self.snapshot_dir)?;
+        self.snapshot_covers(snapshot);
         point(crash::INSTALL_SNAPSHOT_SAVED);
         self.topic
             .replace_with(snapshot.records(), end, snapshot.header.tombstone_floor)?;

@@ -98,6 +98,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             let snapshot =
                 SnapshotFile::build_in(&store.snapshot_dir, header, reader, previous.as_ref())?;
             snapshot.store(&store.snapshot_dir)?;
+            store.snapshot_covers(&snapshot);
             let data = snapshot.data()?;
             Ok((snapshot, data))
         })
