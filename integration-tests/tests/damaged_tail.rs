@@ -79,6 +79,27 @@ async fn start_expecting_refusal(server: &mut TestServer) -> String {
     server.log_tail(40)
 }
 
+/// Starts the server again and expects it to refuse, saying `named` and
+/// pointing to docs/recovery.md.
+async fn assert_refused_naming(server: &mut TestServer, named: &str) {
+    let log = start_expecting_refusal(server).await;
+    assert!(server.log_contains(named), "{named}\n{log}");
+    assert!(server.log_contains("docs/recovery.md"), "{log}");
+}
+
+/// A single node that snapshots every [`SNAPSHOT_EVERY`] entries and
+/// keeps 5 entries behind its snapshot, purging the rest.
+async fn purging_server() -> TestServer {
+    let every = SNAPSHOT_EVERY.to_string();
+    TestServer::start_with(&[
+        "--snapshot-every",
+        &every,
+        "--snapshot-catchup-entries",
+        "5",
+    ])
+    .await
+}
+
 /// Panics unless every key of `acknowledged` reads back with its value.
 async fn assert_all_present(server: &TestServer, acknowledged: &[(String, Value)]) {
     for (key, value) in acknowledged {
@@ -273,14 +294,7 @@ async fn stopped_after_puts(args: &[&str], prefix: &str, count: u64) -> TestServ
 #[tokio::test]
 async fn a_last_topic_segment_lost_under_a_snapshot_is_laid_down_again_from_it() {
     for view_too in [false, true] {
-        let every = SNAPSHOT_EVERY.to_string();
-        let mut server = TestServer::start_with(&[
-            "--snapshot-every",
-            &every,
-            "--snapshot-catchup-entries",
-            "5",
-        ])
-        .await;
+        let mut server = purging_server().await;
         let covered = write_until_a_snapshot_covers_the_last(&server, "snapped").await;
         let mut acknowledged: BTreeMap<String, Value> = (0..covered)
             .map(|n| (format!("snapped/k{n}"), json!(n)))
@@ -336,14 +350,7 @@ async fn a_last_topic_segment_lost_under_a_snapshot_is_laid_down_again_from_it()
 /// membership among them) are nowhere else.
 #[tokio::test]
 async fn a_view_rebuilt_without_the_snapshot_that_covers_the_purged_log_stops_the_node() {
-    let every = SNAPSHOT_EVERY.to_string();
-    let mut server = TestServer::start_with(&[
-        "--snapshot-every",
-        &every,
-        "--snapshot-catchup-entries",
-        "5",
-    ])
-    .await;
+    let mut server = purging_server().await;
     write_until_a_snapshot_covers_the_last(&server, "one").await;
     write_until_a_snapshot_covers_the_last(&server, "two").await;
     server.stop().await;
@@ -351,29 +358,18 @@ async fn a_view_rebuilt_without_the_snapshot_that_covers_the_purged_log_stops_th
     std::fs::remove_file(&snapshot).expect("a snapshot was taken");
     std::fs::remove_dir_all(server.data_dir().join("view")).unwrap();
 
-    let log = start_expecting_refusal(&mut server).await;
-    assert!(
-        server.log_contains(&format!(
-            "{} is missing, though the raft log was purged",
-            snapshot.display()
-        )),
-        "{log}"
+    let named = format!(
+        "{} is missing, though the raft log was purged",
+        snapshot.display()
     );
-    assert!(server.log_contains("docs/recovery.md"), "{log}");
+    assert_refused_naming(&mut server, &named).await;
 }
 
 /// An older `current.snap` put back after the log purged past it is
 /// refused naming it: the entries between are nowhere.
 #[tokio::test]
 async fn an_older_snapshot_put_back_behind_the_purged_log_stops_the_node() {
-    let every = SNAPSHOT_EVERY.to_string();
-    let mut server = TestServer::start_with(&[
-        "--snapshot-every",
-        &every,
-        "--snapshot-catchup-entries",
-        "5",
-    ])
-    .await;
+    let mut server = purging_server().await;
     write_until_a_snapshot_covers_the_last(&server, "old").await;
     let snapshot = server.data_dir().join("snapshot").join("current.snap");
     let old = std::fs::read(&snapshot).unwrap();
@@ -381,15 +377,8 @@ async fn an_older_snapshot_put_back_behind_the_purged_log_stops_the_node() {
     server.stop().await;
     std::fs::write(&snapshot, old).unwrap();
 
-    let log = start_expecting_refusal(&mut server).await;
-    assert!(
-        server.log_contains(&format!(
-            "{} covers the raft log up to index",
-            snapshot.display()
-        )),
-        "{log}"
-    );
-    assert!(server.log_contains("docs/recovery.md"), "{log}");
+    let named = format!("{} covers the raft log up to index", snapshot.display());
+    assert_refused_naming(&mut server, &named).await;
 }
 
 /// A raft log cut in the middle of what the node applied (a file cut
@@ -443,15 +432,8 @@ async fn a_raft_log_without_its_cluster_id_stops_the_node() {
     let id = server.data_dir().join("cluster-id");
     std::fs::remove_file(&id).expect("a node that formed its cluster names it");
 
-    let log = start_expecting_refusal(&mut server).await;
-    assert!(
-        server.log_contains(&format!(
-            "{} is missing, though the raft log reaches",
-            id.display()
-        )),
-        "{log}"
-    );
-    assert!(server.log_contains("docs/recovery.md"), "{log}");
+    let named = format!("{} is missing, though the raft log reaches", id.display());
+    assert_refused_naming(&mut server, &named).await;
 }
 
 /// A closed topic segment removed, or emptied, stops the node naming it:
@@ -472,19 +454,16 @@ async fn a_closed_topic_segment_removed_or_emptied_stops_the_node_naming_it() {
             std::fs::write(victim, []).unwrap();
         }
 
-        let log = start_expecting_refusal(&mut server).await;
-        let named = format!(
-            "segment {} disagrees with the topic's manifest",
-            victim.display()
-        );
-        assert!(server.log_contains(&named), "{named}\n{log}");
         let says = if removed {
             "it is missing"
         } else {
             "it holds 0 bytes"
         };
-        assert!(server.log_contains(says), "{log}");
-        assert!(server.log_contains("docs/recovery.md"), "{log}");
+        let named = format!(
+            "segment {} disagrees with the topic's manifest: {says}",
+            victim.display()
+        );
+        assert_refused_naming(&mut server, &named).await;
     }
 }
 
