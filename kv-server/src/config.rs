@@ -159,8 +159,9 @@ pub struct Config {
     pub data_dir: PathBuf,
 
     /// Require a token (`Authorization: Bearer`) on the client port for
-    /// every route but /healthz, /metrics and /v1/acl/bootstrap; give it
-    /// to every node of the cluster. `--auth` alone is `--auth true`.
+    /// every route but /healthz, /readyz, /metrics and /v1/acl/bootstrap;
+    /// give it to every node of the cluster. `--auth` alone is `--auth
+    /// true`.
     #[arg(long, env = "KV_AUTH", action = clap::ArgAction::Set, num_args = 0..=1,
           default_value_t = false, default_missing_value = "true")]
     pub auth: bool,
