@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use schemas::remoting::{decode_frame, RemotingCommand, SerializeType, DEFAULT_MAX_FRAME_BYTES};
+use schemas::remoting::{
+    decode_frame, response_code, RemotingCommand, SerializeType, DEFAULT_MAX_FRAME_BYTES,
+};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -19,6 +21,7 @@ pub const REMOTING_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// One connection to a name server.
 pub struct RemotingClient {
+    addr: SocketAddr,
     stream: TcpStream,
     buffer: Vec<u8>,
     next_opaque: i32,
@@ -32,10 +35,17 @@ impl RemotingClient {
             .unwrap_or_else(|_| panic!("connecting to the name server at {addr} timed out"))
             .unwrap_or_else(|error| panic!("cannot connect to the name server at {addr}: {error}"));
         RemotingClient {
+            addr,
             stream,
             buffer: Vec::new(),
             next_opaque: 1000,
         }
+    }
+
+    /// A new connection to the same name server, as a RocketMQ client
+    /// makes after the server closed one (it does after SYSTEM_BUSY).
+    pub async fn reconnect(&mut self) {
+        *self = RemotingClient::connect(self.addr).await;
     }
 
     /// Sends raw bytes as they are.
@@ -311,6 +321,9 @@ pub async fn wait_route_code(
         let answer = client.call(route_request(topic)).await;
         if answer.code == wanted {
             return;
+        }
+        if answer.code == response_code::SYSTEM_BUSY {
+            client.reconnect().await;
         }
         assert!(
             Instant::now() < deadline,

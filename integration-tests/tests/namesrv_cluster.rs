@@ -5,11 +5,11 @@
 use std::time::{Duration, Instant};
 
 use integration_tests::remoting::{
-    json_of, namesrv_change_revisions, namesrv_keys, registration, registration_with_topics,
-    route_request, RemotingClient,
+    ask, command, json_of, namesrv_change_revisions, namesrv_keys, registration,
+    registration_with_topics, route_request, RemotingClient,
 };
 use integration_tests::{TestCluster, TestServer};
-use schemas::remoting::{request_code as code, response_code, RemotingCommand};
+use schemas::remoting::{request_code as code, response_code, RemotingCommand, SerializeType};
 use serde_json::Value;
 
 /// Pause between two polls of a condition.
@@ -42,6 +42,10 @@ async fn wait_route_code(node: &TestServer, topic: &str, wanted: i32, limit: Dur
         let answer = client.call(route_request(topic)).await;
         if answer.code == wanted {
             return started.elapsed();
+        }
+        if answer.code == response_code::SYSTEM_BUSY {
+            // The node closed the connection after it.
+            client.reconnect().await;
         }
         assert!(
             started.elapsed() < limit,
@@ -257,10 +261,18 @@ async fn a_node_whose_peers_are_killed_answers_system_busy_once_the_election_tim
         cut_off.elapsed() >= ELECTION_TIMEOUT - Duration::from_millis(150),
         "busy after {took:?}"
     );
-    let busy = route_on(cluster.node(alone), "TBW102").await;
+    // RocketMQ's clients move to the next name server only when the
+    // connection closes: the node answers, then closes it.
+    let mut client = connect(cluster.node(alone)).await;
+    let busy = client.call(route_request("TBW102")).await;
+    assert_eq!(busy.code, response_code::SYSTEM_BUSY, "{busy:?}");
     assert!(
         busy.remark.as_deref().unwrap_or("").contains("quorum"),
         "{busy:?}"
+    );
+    assert!(
+        client.is_closed_by_server().await,
+        "the connection stays open after SYSTEM_BUSY"
     );
 }
 
@@ -299,4 +311,58 @@ async fn the_same_registration_sent_to_three_nodes_at_once_is_written_once() {
         Some(1),
         "{leases}"
     );
+}
+
+/// What Apache's name server gives by holding one table: a client reads
+/// its own writes. A follower answers a write once the leader applied it,
+/// and waits for its own apply first, so the next request on it sees the
+/// write; and a put of the same value again after another one is a new
+/// write, not a retry of the first.
+#[tokio::test]
+async fn a_follower_reads_its_own_writes_at_once() {
+    let (cluster, _, follower) = three_nodes().await;
+    let mut client = connect(cluster.node(follower)).await;
+    for round in 0..10 {
+        let broker = format!("broker-{round}");
+        let port = 21_000 + round;
+        let registered = client
+            .call(registration(
+                &broker,
+                0,
+                &format!("127.0.0.1:{port}"),
+                0,
+                false,
+            ))
+            .await;
+        assert_eq!(registered.code, 0, "{registered:?}");
+        let brokers = client
+            .call(command(
+                code::GET_BROKER_CLUSTER_INFO,
+                &[],
+                Vec::new(),
+                SerializeType::Json,
+            ))
+            .await;
+        assert!(
+            json_of(&brokers)["brokerAddrTable"][&broker].is_object(),
+            "round {round}: the broker just registered is not in the cluster info: {}",
+            json_of(&brokers)
+        );
+
+        let key = format!("k{round}");
+        for value in ["v1", "v2", "v1"] {
+            let entry = [
+                ("namespace", "race"),
+                ("key", key.as_str()),
+                ("value", value),
+            ];
+            assert_eq!(ask(&mut client, code::PUT_KV_CONFIG, &entry).await.code, 0);
+            let read = ask(&mut client, code::GET_KV_CONFIG, &entry[..2]).await;
+            assert_eq!(
+                (read.code, read.field("value")),
+                (0, Some(value)),
+                "round {round}: {read:?}"
+            );
+        }
+    }
 }

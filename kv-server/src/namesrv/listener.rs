@@ -12,6 +12,11 @@
 //! `--namesrv-idle-timeout-s` (RocketMQ's serverChannelMaxIdleTimeSeconds,
 //! 120) is closed, as is one whose peer takes no answer for that long, so
 //! silent clients cannot hold every connection slot.
+//!
+//! A SYSTEM_BUSY answer (a node that may be stale, see
+//! [`crate::namesrv::freshness`]) closes its connection once written.
+//! RocketMQ's clients keep asking the name server whose connection is
+//! open, whatever it answers, and pick the next one only when it closes.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -21,7 +26,7 @@ use bytes::{Buf, BytesMut};
 use schemas::remoting::{decode_frame, response_code, RemotingCommand, DEFAULT_MAX_FRAME_BYTES};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, Notify, Semaphore};
 use tracing::{debug, info, warn};
 
 use crate::namesrv::dispatch::dispatch;
@@ -88,17 +93,26 @@ async fn serve_connection(
         .peer_addr()
         .map_or_else(|_| "unknown".to_string(), |addr| addr.to_string());
     let (mut reader, mut writer) = stream.into_split();
-    let (answers, mut to_write) = mpsc::channel::<Vec<u8>>(IN_FLIGHT_PER_CONNECTION);
+    let (answers, mut to_write) = mpsc::channel::<Answer>(IN_FLIGHT_PER_CONNECTION);
+    // Told by the writer when it ends the connection after an answer.
+    let closing = Arc::new(Notify::new());
     let write_peer = peer.clone();
+    let write_closing = Arc::clone(&closing);
     let write_task = tokio::spawn(async move {
-        while let Some(frame) = to_write.recv().await {
-            match tokio::time::timeout(idle, writer.write_all(&frame)).await {
+        while let Some(answer) = to_write.recv().await {
+            match tokio::time::timeout(idle, writer.write_all(&answer.frame)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => break,
                 Err(_) => {
                     warn!(peer = %write_peer, ?idle, "namesrv: the peer took no answer; closing the connection");
                     break;
                 }
+            }
+            if answer.close_after {
+                debug!(peer = %write_peer, "namesrv: answered SYSTEM_BUSY; closing the connection so the client asks another name server");
+                let _ = writer.shutdown().await;
+                write_closing.notify_one();
+                break;
             }
         }
     });
@@ -143,7 +157,11 @@ async fn serve_connection(
         // decode_frame refuses a length over the limit from its first
         // bytes, so the buffer never holds more than one frame's worth.
         buffer.reserve(READ_CHUNK_BYTES);
-        let read = match tokio::time::timeout(idle, reader.read_buf(&mut buffer)).await {
+        let read = tokio::select! {
+            read = tokio::time::timeout(idle, reader.read_buf(&mut buffer)) => read,
+            () = closing.notified() => break,
+        };
+        let read = match read {
             Ok(read) => read,
             // Idle only if no answer is being worked out either.
             Err(_) if in_flight.available_permits() == IN_FLIGHT_PER_CONNECTION => {
@@ -175,9 +193,16 @@ async fn serve_connection(
     }
 }
 
+/// An answer frame on its way to the peer.
+struct Answer {
+    frame: Vec<u8>,
+    /// Whether the connection ends once it is written.
+    close_after: bool,
+}
+
 /// The answer frame of `request`; none for a oneway request or a stray
 /// answer.
-async fn answer(ns: &NameServer, request: RemotingCommand) -> Option<Vec<u8>> {
+async fn answer(ns: &NameServer, request: RemotingCommand) -> Option<Answer> {
     if request.is_response() {
         debug!(
             opaque = request.opaque,
@@ -189,8 +214,9 @@ async fn answer(ns: &NameServer, request: RemotingCommand) -> Option<Vec<u8>> {
     if request.is_oneway() {
         return None;
     }
+    let close_after = answer.code == response_code::SYSTEM_BUSY;
     match answer.try_encode() {
-        Ok(frame) => Some(frame),
+        Ok(frame) => Some(Answer { frame, close_after }),
         // A remark or body past the format's limits: the request still
         // gets an answer, one that says so.
         Err(error) => {
@@ -204,7 +230,10 @@ async fn answer(ns: &NameServer, request: RemotingCommand) -> Option<Vec<u8>> {
                 response_code::SYSTEM_ERROR,
                 Some(format!("the answer does not fit a remoting frame: {error}")),
             );
-            Some(refusal.encode())
+            Some(Answer {
+                frame: refusal.encode(),
+                close_after: false,
+            })
         }
     }
 }

@@ -19,11 +19,13 @@
 //! **Reads** ([`view`]) are answered from this node's view, never through
 //! Raft. The consistency promise: a healthy node serves what it has
 //! applied, at most the entries in flight behind the leader (one
-//! heartbeat interval, plus the apply). A node that has not heard from a
+//! heartbeat interval, plus the apply), and every write it answered (a
+//! write waits for this node's apply). A node that has not heard from a
 //! quorum for longer than an election timeout answers SYSTEM_BUSY instead
-//! of a possibly stale route ([`freshness`]): the leader knows from
-//! openraft's `millis_since_quorum_ack`, a follower from the time it last
-//! accepted an append-entries from a leader (recorded by `/raft/append`).
+//! of a possibly stale route, and closes the connection ([`freshness`]):
+//! the leader knows from openraft's `millis_since_quorum_ack`, a follower
+//! from the time it last accepted an append-entries from a leader
+//! (recorded by `/raft/append`).
 
 pub mod brokers;
 pub mod config;
@@ -57,7 +59,11 @@ pub struct NameServer {
 impl NameServer {
     /// The name server of the node whose state is `state`.
     pub fn new(state: AppState) -> NameServer {
-        let writer = Writer::new(crate::api::internal_router(state.clone()));
+        let writer = Writer::new(
+            crate::api::internal_router(state.clone()),
+            state.store.clone(),
+            Duration::from_millis(state.config.request_timeout_ms),
+        );
         NameServer { state, writer }
     }
 

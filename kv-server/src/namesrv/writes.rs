@@ -3,13 +3,19 @@
 //! it passes a client's (see `api::forward`), and every write is checked
 //! as a client's is.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use axum::Router;
 use schemas::api::{ErrorBody, ErrorCode, Lease, TxnResponse};
 use serde_json::{json, Value};
 use tower::ServiceExt;
+use tracing::debug;
 use uuid::Uuid;
+
+use crate::store::Store;
 
 /// The largest answer of the API read back (a txn's answer is small).
 const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
@@ -100,12 +106,21 @@ pub fn idempotency_key(parts: &[&str]) -> Uuid {
 #[derive(Clone)]
 pub struct Writer {
     router: Router,
+    /// This node's store, whose apply a transaction waits for.
+    store: Arc<Store>,
+    /// How long a transaction waits for this node to apply it.
+    apply_wait: Duration,
 }
 
 impl Writer {
-    /// Writes through `router` (see `api::internal_router`).
-    pub fn new(router: Router) -> Writer {
-        Writer { router }
+    /// Writes through `router` (see `api::internal_router`) to `store`,
+    /// waiting up to `apply_wait` for this node to apply each transaction.
+    pub fn new(router: Router, store: Arc<Store>, apply_wait: Duration) -> Writer {
+        Writer {
+            router,
+            store,
+            apply_wait,
+        }
     }
 
     /// Grants a lease of `ttl_s` seconds.
@@ -156,7 +171,19 @@ impl Writer {
         let answer = self
             .call(Method::POST, "/v1/txn", Some(idempotency), Some(body))
             .await?;
-        parse(&Method::POST, "/v1/txn", &answer)
+        let answer: TxnResponse = parse(&Method::POST, "/v1/txn", &answer)?;
+        // The leader answered once it applied the transaction; a follower
+        // that passed it on may not have yet. Apache's name server reads
+        // its own writes, and so does a broker or an admin tool here: the
+        // next request on this node sees this one. (It also moves the
+        // revision the next write's idempotency key is made with.)
+        if !self.store.applied(answer.revision, self.apply_wait).await {
+            debug!(
+                revision = answer.revision,
+                "the transaction is not applied on this node yet; answering anyway"
+            );
+        }
+        Ok(answer)
     }
 
     /// One request to the API; the body of a 2xx answer, else the error.

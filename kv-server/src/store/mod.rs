@@ -165,6 +165,8 @@ pub struct Store {
     /// The store's revision: the offset of the last record applied, as the
     /// view keeps it next to the applied log id.
     revision: AtomicU64,
+    /// The same revision, for those who wait for it ([`Store::applied`]).
+    revision_changes: tokio::sync::watch::Sender<Revision>,
     /// Held while the view is written out (checkpoint, rebuild), so that
     /// they take turns.
     writing_out: Mutex<()>,
@@ -244,6 +246,7 @@ impl Store {
             snapshot_dir: dirs.snapshot.clone(),
             view_dirs,
             revision: AtomicU64::new(0),
+            revision_changes: tokio::sync::watch::Sender::new(0),
             commands_applied: AtomicU64::new(0),
             writing_out: Mutex::new(()),
             checkpointer: OnceLock::new(),
@@ -259,9 +262,7 @@ impl Store {
         let recovery = store.recovery_needed(log)?;
         store.recover(recovery, log)?;
         store.check_snapshot_covers_purge(log)?;
-        store
-            .revision
-            .store(store.view.revision()?, Ordering::Release);
+        store.set_revision(store.view.revision()?);
         let raised = store.view.get(alarms::NOSPACE_KEY)?.is_some();
         store.nospace_raised.store(raised, Ordering::Release);
         Ok((store, recovery))
@@ -327,6 +328,30 @@ impl Store {
     /// before the first). It is always the end of a unit.
     pub fn revision(&self) -> Revision {
         self.revision.load(Ordering::Acquire)
+    }
+
+    /// Sets the store's revision and wakes those waiting for it.
+    fn set_revision(&self, revision: Revision) {
+        self.revision.store(revision, Ordering::Release);
+        self.revision_changes.send_if_modified(|current| {
+            let moved = *current != revision;
+            *current = revision;
+            moved
+        });
+    }
+
+    /// Waits until this node has applied `revision`, at most `timeout`;
+    /// whether it has. A write answered by the leader is applied there
+    /// first: a node that passed it on waits here so that its own reads
+    /// see it.
+    pub async fn applied(&self, revision: Revision, timeout: Duration) -> bool {
+        let mut changes = self.revision_changes.subscribe();
+        if self.revision() >= revision {
+            return true;
+        }
+        let reached =
+            tokio::time::timeout(timeout, changes.wait_for(|current| *current >= revision)).await;
+        matches!(reached, Ok(Ok(_)))
     }
 
     /// The NOSPACE alarms raised in the cluster, as applied here.
@@ -442,7 +467,7 @@ impl Store {
         // key is as it was.
         let nospace_raised = batch.nospace.as_ref().map(Option::is_some);
         self.view.commit(batch);
-        self.revision.store(revision, Ordering::Release);
+        self.set_revision(revision);
         if let Some(raised) = nospace_raised {
             self.nospace_raised.store(raised, Ordering::Release);
         }
@@ -566,7 +591,7 @@ impl Store {
             self.view_dirs.switch_to(&next_dir)?;
             point(crash::INSTALL_VIEW_SWITCHED);
             let retired = self.view.switch_to(&next);
-            self.revision.store(end, Ordering::Release);
+            self.set_revision(end);
             self.nospace_raised.store(nospace_raised, Ordering::Release);
             retired
         };
