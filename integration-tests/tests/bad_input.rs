@@ -449,6 +449,44 @@ async fn every_bad_input_is_a_json_4xx_naming_it_and_loses_nothing() {
     assert_eq!(response.status(), 201, "a value under the limit is taken");
 }
 
+/// Any token is an HTTP method. Each answered request is counted under its
+/// method in `/metrics`, which answers before `--auth`: a label per method
+/// seen would let anyone grow the node's memory and its metrics without
+/// bound.
+#[tokio::test]
+async fn made_up_methods_are_refused_and_counted_under_one_label() {
+    let server = TestServer::start().await;
+    for round in 0..40 {
+        let method = format!("MADEUP{round:03}{}", "X".repeat(100));
+        let (status, body) =
+            raw_request(&server, &format!("{method} /v1/kv/a HTTP/1.1"), b"").await;
+        assert_eq!(status, 405, "{method}: {body}");
+        assert_eq!(error_of(&body).0, "method_not_allowed", "{body}");
+    }
+    let exposition = server
+        .client()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !exposition.contains("MADEUP"),
+        "a made-up method became a label"
+    );
+    let counted = exposition
+        .lines()
+        .find(|line| {
+            line.starts_with("kv_http_requests_total{")
+                && line.contains("method=\"OTHER\"")
+                && line.contains("status=\"405\"")
+        })
+        .unwrap_or_else(|| panic!("no OTHER counter in:\n{exposition}"));
+    assert!(counted.ends_with(" 40"), "{counted}");
+}
+
 #[tokio::test]
 async fn a_node_refuses_to_start_with_flags_that_contradict_each_other_naming_them() {
     // (what, flags, what the node's error must name)

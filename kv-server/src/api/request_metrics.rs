@@ -33,9 +33,36 @@ static TABLE: LazyLock<RwLock<Table>> = LazyLock::new(|| {
     RwLock::new(HashMap::new())
 });
 
+/// The label of every method HTTP does not define: any token is a
+/// method, so a label per method seen would let a client grow the table
+/// and `/metrics` without bound (the metrics are kept before `--auth`).
+static OTHER_METHOD: LazyLock<Method> =
+    LazyLock::new(|| Method::from_bytes(b"OTHER").expect("a method token"));
+
+/// `method` as a label: itself if HTTP defines it, else `OTHER`.
+fn method_label(method: &Method) -> &Method {
+    const DEFINED: [Method; 9] = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::PATCH,
+        Method::OPTIONS,
+        Method::CONNECT,
+        Method::TRACE,
+    ];
+    if DEFINED.contains(method) {
+        method
+    } else {
+        &OTHER_METHOD
+    }
+}
+
 /// Counts one answered request of `method` on `route` with `status`,
 /// which took `elapsed`.
 pub fn record(route: &str, method: &Method, status: u16, elapsed: Duration) {
+    let method = method_label(method);
     let seconds = elapsed.as_secs_f64();
     {
         let table = TABLE.read();
@@ -117,5 +144,25 @@ mod tests {
             )
         });
         assert!(samples.is_some(), "no duration for PUT in:\n{exposition}");
+    }
+
+    #[test]
+    fn methods_http_does_not_define_share_one_label() {
+        let route = "/test/request-metrics/made-up-methods";
+        for made_up in ["XYZZY", "PLUGH", "A1B2C3"] {
+            let method = Method::from_bytes(made_up.as_bytes()).unwrap();
+            record(route, &method, 405, Duration::from_millis(1));
+        }
+        let exposition = crate::metrics::handle().render();
+        let route_label = format!("route=\"{route}\"");
+        let lines: Vec<&str> = exposition
+            .lines()
+            .filter(|line| {
+                line.starts_with("kv_http_requests_total{") && line.contains(&route_label)
+            })
+            .collect();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].contains("method=\"OTHER\""), "{lines:?}");
+        assert!(lines[0].ends_with(" 3"), "{lines:?}");
     }
 }
