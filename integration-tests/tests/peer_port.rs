@@ -74,6 +74,51 @@ async fn raft_routes_on_the_client_port_are_not_found_and_change_nothing() {
     );
 }
 
+/// `x-kv-forwarded-by` tells the leader that another node passed the
+/// request on; sent by a client to a follower's client port, it means
+/// nothing: the follower still passes its writes and lease reads to the
+/// leader.
+#[tokio::test]
+async fn a_client_saying_its_request_was_passed_on_is_still_passed_to_the_leader() {
+    let cluster = TestCluster::start(3, &[]).await;
+    let leader = cluster.leader().await;
+    let follower = *cluster
+        .ids()
+        .iter()
+        .find(|id| **id != leader)
+        .expect("a follower");
+    let node = cluster.node(follower);
+    let client = reqwest::Client::new();
+    let forged =
+        |request: reqwest::RequestBuilder| request.header("x-kv-forwarded-by", leader.to_string());
+    let topic = forged(client.put(node.url("/v1/topics/forged")))
+        .body(r#"{"topicName":"forged"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(topic.status(), 201, "{}", topic.text().await.unwrap());
+    let txn = forged(client.post(node.url("/v1/txn")))
+        .body(r#"{"success":[{"put":{"key":"forged","value":1}}]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(txn.status(), 200, "{}", txn.text().await.unwrap());
+    let lease: serde_json::Value = forged(client.post(node.url("/v1/leases")))
+        .body(r#"{"ttl_s":30}"#)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = lease["id"].as_u64().unwrap_or_else(|| panic!("{lease}"));
+    let read = forged(client.get(node.url(&format!("/v1/leases/{id}"))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200, "{}", read.text().await.unwrap());
+}
+
 #[tokio::test]
 async fn every_member_is_listed_with_its_client_and_peer_urls() {
     let cluster = TestCluster::start(3, &[]).await;

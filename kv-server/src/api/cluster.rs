@@ -13,10 +13,10 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::ChangeMembers;
 use schemas::api::{AddMember, ClusterStatus, ErrorCode, Member, MemberRole, MembershipChange};
@@ -27,7 +27,7 @@ use crate::api::cluster_watch;
 use crate::api::error::ApiError;
 use crate::api::long_polls::LongPollGate;
 use crate::api::write::object_body;
-use crate::api::{AppState, FORWARDED_HEADER, INDEX_HEADER};
+use crate::api::{AppState, PassedOn, FORWARDED_HEADER, INDEX_HEADER};
 use crate::types::{Node, NodeId};
 
 /// How long an added node may take to catch up before it is made a voter.
@@ -106,13 +106,13 @@ async fn leader_members(state: &AppState, leader_addr: &str) -> Option<Vec<Membe
 async fn status(
     State(state): State<AppState>,
     long_polls: LongPollGate,
-    headers: HeaderMap,
+    passed_on: Option<Extension<PassedOn>>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     cluster_watch::wait_for_progress(&state, &long_polls, query.as_deref()).await?;
     let metrics = state.raft.metrics().borrow().clone();
     let mut members = members(&state);
-    let asked_by_a_node = headers.contains_key(FORWARDED_HEADER);
+    let asked_by_a_node = passed_on.is_some();
     if let (false, Some(leader)) = (asked_by_a_node, metrics.current_leader) {
         if leader != state.node_id {
             let addr = members

@@ -35,7 +35,7 @@ use crate::api::error::ApiError;
 use crate::api::leader::{known_leader, wait_for_leader, Leader};
 use crate::api::write::body_read_error;
 use crate::api::{
-    max_body_bytes, max_internal_body_bytes, AppState, InternalRequest, FORWARDED_HEADER,
+    max_body_bytes, max_internal_body_bytes, AppState, InternalRequest, PassedOn, FORWARDED_HEADER,
 };
 use crate::types::NodeId;
 
@@ -102,7 +102,7 @@ where
         // The leases' deadlines live on the leader: their reads go there too.
         let read_only = matches!(*request.method(), Method::GET | Method::HEAD)
             && !request.uri().path().starts_with("/v1/leases");
-        if read_only || request.headers().contains_key(FORWARDED_HEADER) {
+        if read_only || request.extensions().get::<PassedOn>().is_some() {
             return Either::Left(self.inner.call(request));
         }
         // The service made ready serves the request; a clone stays.
@@ -258,12 +258,14 @@ impl Hop<'_> {
             outgoing = outgoing.header(INTERNAL, HeaderValue::from_static("1"));
         }
         for (name, value) in headers {
-            // A client's own `x-kv-internal` stays behind: only this node
-            // says a request is its own.
+            // A client's own `x-kv-internal` and `x-kv-forwarded-by` stay
+            // behind: only this node says a request is its own, or whence
+            // it was passed on.
             if !is_hop_by_hop(name)
                 && *name != header::HOST
                 && *name != header::CONTENT_LENGTH
                 && *name != INTERNAL
+                && *name != FORWARDED_HEADER
             {
                 outgoing = outgoing.header(name, value);
             }

@@ -193,6 +193,13 @@ pub fn internal_router(state: AppState) -> Router {
 #[derive(Clone, Copy, Debug)]
 pub struct InternalRequest;
 
+/// A request extension on the peer port for a request another node passed
+/// on (it carries [`FORWARDED_HEADER`]): this node serves it itself rather
+/// than pass it on again. On the client port the header means nothing, so
+/// a client cannot make a follower serve a write it must pass on.
+#[derive(Clone, Copy, Debug)]
+pub struct PassedOn;
+
 /// Marks a request of [`internal_router`] as the node's own.
 async fn mark_internal(mut request: Request) -> Request {
     request.extensions_mut().insert(InternalRequest);

@@ -10,7 +10,7 @@ use tracing::{error, warn};
 use uuid::Uuid;
 
 use crate::api::error::ApiError;
-use crate::api::{AppState, InternalRequest};
+use crate::api::{AppState, InternalRequest, PassedOn, FORWARDED_HEADER};
 use crate::peer::CheckError;
 use crate::store::data_format::DATA_FORMAT as DATA_FORMAT_OURS;
 
@@ -85,6 +85,9 @@ pub async fn same_cluster(
     // cluster gains nothing by also marking its writes as the node's own.
     if theirs.is_some() && request.headers().contains_key(INTERNAL) {
         request.extensions_mut().insert(InternalRequest);
+    }
+    if request.headers().contains_key(FORWARDED_HEADER) {
+        request.extensions_mut().insert(PassedOn);
     }
     let mut response = next.run(request).await;
     if let Some(ours) = state.cluster_id.header() {
