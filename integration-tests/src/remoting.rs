@@ -190,11 +190,25 @@ pub fn registration(
     counter: i64,
     compressed: bool,
 ) -> RemotingCommand {
+    registration_edited(broker_name, broker_id, broker_addr, compressed, |body| {
+        body.topic_config_serialize_wrapper.data_version.counter = counter;
+    })
+}
+
+/// A REGISTER_BROKER as [`registration`] makes it, with the captured body
+/// changed by `edit` first.
+pub fn registration_edited(
+    broker_name: &str,
+    broker_id: i64,
+    broker_addr: &str,
+    compressed: bool,
+    edit: impl FnOnce(&mut schemas::remoting::RegisterBrokerBody),
+) -> RemotingCommand {
     use schemas::remoting::{body_crc32, RegisterBrokerBody};
     let captured = captured_command("001-request-code103.bin");
     let mut body = RegisterBrokerBody::decode(&captured.body, false)
         .expect("the captured registration body decodes");
-    body.topic_config_serialize_wrapper.data_version.counter = counter;
+    edit(&mut body);
     let bytes = body.encode(compressed);
     let crc = body_crc32(&bytes).to_string();
     let id = broker_id.to_string();

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use integration_tests::remoting::{
     ask, broker_request, captured_body, captured_frame, command, connect, json_of,
-    namesrv_change_revisions, namesrv_keys, register_captured, registration,
+    namesrv_change_revisions, namesrv_keys, register_captured, registration, registration_edited,
     registration_with_topics, route_request, wait_route_code, BROKER_A,
 };
 use integration_tests::TestServer;
@@ -516,4 +516,85 @@ async fn a_broker_that_names_its_heartbeat_timeout_gets_a_lease_of_that_length()
         .collect();
     ttls.sort();
     assert_eq!(ttls, vec![10, 120], "{leases}");
+}
+
+/// The group's broker addresses as GET_BROKER_CLUSTER_INFO lists them.
+async fn group_addrs(
+    client: &mut integration_tests::remoting::RemotingClient,
+    group: &str,
+) -> Value {
+    let info = client
+        .call(command(
+            code::GET_BROKER_CLUSTER_INFO,
+            &[],
+            Vec::new(),
+            SerializeType::Json,
+        ))
+        .await;
+    json_of(&info)["brokerAddrTable"][group]["brokerAddrs"].clone()
+}
+
+/// Apache's `RouteInfoManager.registerBroker` rules beside the plain
+/// registration: one id per address in a group, an older state version
+/// from another address ignored, a single topic of an unknown broker
+/// refused.
+#[tokio::test]
+async fn registrations_follow_apaches_rules_for_switches_stale_brokers_and_single_topics() {
+    let server = TestServer::start().await;
+    let mut client = connect(&server).await;
+
+    // A slave turned master at the same address leaves its old id.
+    client
+        .call_ok(registration("broker-q", 1, "127.0.0.1:10961", 0, false))
+        .await;
+    client
+        .call_ok(registration("broker-q", 0, "127.0.0.1:10961", 1, false))
+        .await;
+    assert_eq!(
+        group_addrs(&mut client, "broker-q").await,
+        json!({"0": "127.0.0.1:10961"})
+    );
+
+    // A master at another address with an older state version is ignored,
+    // answered as a success, as Apache does.
+    let with_state = |addr: &str, state: i64| {
+        registration_edited("broker-c", 0, addr, false, |body| {
+            body.topic_config_serialize_wrapper
+                .data_version
+                .state_version = state;
+        })
+    };
+    client.call_ok(with_state("127.0.0.1:10971", 5)).await;
+    client.call_ok(with_state("127.0.0.1:10972", 1)).await;
+    assert_eq!(
+        group_addrs(&mut client, "broker-c").await,
+        json!({"0": "127.0.0.1:10971"})
+    );
+    // A newer one takes the id.
+    client.call_ok(with_state("127.0.0.1:10972", 6)).await;
+    assert_eq!(
+        group_addrs(&mut client, "broker-c").await,
+        json!({"0": "127.0.0.1:10972"})
+    );
+
+    // One topic alone from a broker the name server does not know is
+    // refused; once registered whole, it may send one topic.
+    let single = |name: &str| {
+        registration_edited(name, 0, "127.0.0.1:10981", false, |body| {
+            let table = &mut body.topic_config_serialize_wrapper.topic_config_table;
+            let first = table.keys().next().cloned().expect("a captured topic");
+            table.retain(|topic, _| *topic == first);
+        })
+    };
+    let refused = client.call(single("broker-s")).await;
+    assert_eq!(
+        (refused.code, refused.remark.as_deref()),
+        (response_code::SYSTEM_ERROR, Some("register broker failed")),
+        "{refused:?}"
+    );
+    assert_eq!(group_addrs(&mut client, "broker-s").await, Value::Null);
+    client
+        .call_ok(registration("broker-s", 0, "127.0.0.1:10981", 0, false))
+        .await;
+    client.call_ok(single("broker-s")).await;
 }

@@ -94,12 +94,39 @@ pub async fn register(ns: &NameServer, request: &RemotingCommand) -> Handled {
     };
     let key = identity.key();
     let current = stored(ns, &key)?;
-    let unchanged = current.as_ref().is_some_and(|(record, _)| {
-        BrokerRecord {
-            lease: 0,
-            ..record.clone()
-        } == wanted
-    });
+    if let Some((live, _)) = &current {
+        // Apache ignores a registration of a live broker id from another
+        // address whose state version is older: a master that came back
+        // after its group elected another, say.
+        let (old, new) = (
+            live.data_version.state_version,
+            wanted.data_version.state_version,
+        );
+        if live.broker_addr != identity.broker_addr && old > new {
+            warn!(group = %identity.broker_name, id = identity.broker_id, live = %live.broker_addr, live_state_version = old, broker = %identity.broker_addr, state_version = new, "registration older than the live one at another address: ignored");
+            return answer_registration(ns, request, &identity);
+        }
+    } else if body.topic_config_serialize_wrapper.topic_config_table.len() == 1 {
+        // Apache's rule: a single topic's registration (a broker's
+        // update of one topic) of a broker it does not know is refused;
+        // the broker registers whole again.
+        return Err(Failure::system("register broker failed"));
+    }
+    // One address holds one id in a group: a slave that became master
+    // (or the reverse) at the same address leaves its old id, as in
+    // Apache. A master's queues stay with its lease until it ends.
+    let moved: Vec<String> = records_at(ns, Some(&identity.broker_name), &identity.broker_addr)?
+        .into_iter()
+        .filter(|record| record.broker_id != identity.broker_id)
+        .map(|record| keys::broker(&record.broker_name, record.broker_id))
+        .collect();
+    let unchanged = moved.is_empty()
+        && current.as_ref().is_some_and(|(record, _)| {
+            BrokerRecord {
+                lease: 0,
+                ..record.clone()
+            } == wanted
+        });
     let mut lease = current.as_ref().map(|(record, _)| record.lease);
     if let Some(id) = lease {
         if ns.writer.keep_alive(id).await? {
@@ -113,15 +140,12 @@ pub async fn register(ns: &NameServer, request: &RemotingCommand) -> Handled {
     }
     let observed = current.as_ref().map_or(0, |(_, revision)| *revision);
     let ttl_s = lease_ttl_s(ns, request)?;
-    write_registration(
-        ns,
-        wanted,
-        &body.topic_config_serialize_wrapper,
-        lease,
+    let registration = Registration {
+        topics: &body.topic_config_serialize_wrapper,
         observed,
-        ttl_s,
-    )
-    .await?;
+        moved: &moved,
+    };
+    write_registration(ns, wanted, &registration, lease, ttl_s).await?;
     answer_registration(ns, request, &identity)
 }
 
@@ -146,16 +170,26 @@ enum Written {
     LostRace,
 }
 
+/// What a registration writes beside the broker's record.
+struct Registration<'a> {
+    /// The broker's topics (a master's become its group's queues).
+    topics: &'a TopicConfigSerializeWrapper,
+    /// The record's `mod_revision` as this node read it (0: none).
+    observed: u64,
+    /// The keys of the group's other ids at the broker's address, removed.
+    moved: &'a [String],
+}
+
 /// Writes a registration (and a master's queues) under `lease`, or a new
 /// lease if none is given or it vanishes meanwhile.
 async fn write_registration(
     ns: &NameServer,
     mut record: BrokerRecord,
-    topics: &TopicConfigSerializeWrapper,
+    registration: &Registration<'_>,
     lease: Option<u64>,
-    observed: u64,
     ttl_s: u64,
 ) -> Result<(), Failure> {
+    let topics = registration.topics;
     let (mut id, mut granted) = match lease {
         Some(id) => (id, false),
         None => (ns.writer.grant(ttl_s).await?, true),
@@ -163,7 +197,7 @@ async fn write_registration(
     let mut retried = false;
     loop {
         record.lease = id;
-        match write_whole(ns, &record, topics, observed).await {
+        match write_whole(ns, &record, registration).await {
             Ok(Written::Done) => {
                 info!(broker = %record.broker_addr, group = %record.broker_name, lease = id, topics = topics.topic_config_table.len(), "registered");
                 return Ok(());
@@ -206,13 +240,12 @@ async fn write_registration(
 async fn write_whole(
     ns: &NameServer,
     record: &BrokerRecord,
-    topics: &TopicConfigSerializeWrapper,
-    observed: u64,
+    registration: &Registration<'_>,
 ) -> Result<Written, WriteError> {
     let key = keys::broker(&record.broker_name, record.broker_id);
     let mut queue_ops = Vec::new();
     if record.broker_id == 0 {
-        for (topic, config) in &topics.topic_config_table {
+        for (topic, config) in &registration.topics.topic_config_table {
             let queues = QueueData {
                 broker_name: record.broker_name.clone(),
                 read_queue_nums: config.read_queue_nums,
@@ -240,9 +273,10 @@ async fn write_whole(
         value: json!(record),
         lease: Some(record.lease),
     };
-    let first_guard = [Guard::ModRevision(key.clone(), observed)];
+    let first_guard = [Guard::ModRevision(key.clone(), registration.observed)];
     let mut ops = queue_ops;
     ops.push(put_record(record));
+    ops.extend(registration.moved.iter().cloned().map(Op::Delete));
     let answer = ns
         .writer
         .txn(&first_guard, &ops, idempotency_key(&identity))
