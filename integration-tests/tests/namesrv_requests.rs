@@ -5,12 +5,12 @@
 use std::time::Duration;
 
 use integration_tests::remoting::{
-    ask, captured_frame, connect, json_of, register_captured, registration, route_request,
+    ask, captured_frame, command, connect, json_of, register_captured, registration, route_request,
     wait_route_code, BROKER_A,
 };
 use integration_tests::TestServer;
-use schemas::remoting::{request_code as code, response_code, RemotingCommand};
-use serde_json::json;
+use schemas::remoting::{request_code as code, response_code, RemotingCommand, SerializeType};
+use serde_json::{json, Value};
 
 #[tokio::test]
 async fn kv_config_entries_are_put_read_listed_and_deleted() {
@@ -266,4 +266,86 @@ async fn unit_topic_lists_follow_the_queues_flags() {
         listed(ask(&mut client, code::GET_HAS_UNIT_SUB_UNUNIT_TOPIC_LIST, &[]).await),
         json!(["sub-only"])
     );
+}
+
+/// Where Apache's name server reads a request more loosely than the
+/// header's types say, or looks up by fewer fields, this one does the
+/// same: booleans as `Boolean.parseBoolean`, the zone from `__ZONE_NAME`,
+/// a member group by its name, an unregister by address; and it answers
+/// Apache's remark for a missing route and its black list.
+#[tokio::test]
+async fn requests_are_read_and_answered_as_apaches_name_server_does() {
+    let server = TestServer::start().await;
+    let mut client = connect(&server).await;
+    let mut master = registration("broker-z", 0, "127.0.0.1:20931", 0, false);
+    master
+        .ext_fields
+        .insert("compressed".into(), "False".into());
+    master
+        .ext_fields
+        .insert("enableActingMaster".into(), "TRUE".into());
+    master
+        .ext_fields
+        .insert("__ZONE_NAME".into(), "zone1".into());
+    client.call_ok(master).await;
+    let info = json_of(&ask(&mut client, code::GET_BROKER_CLUSTER_INFO, &[]).await);
+    let group = &info["brokerAddrTable"]["broker-z"];
+    assert_eq!(
+        (
+            group["zoneName"].clone(),
+            group["enableActingMaster"].clone()
+        ),
+        (json!("zone1"), json!(true)),
+        "{info}"
+    );
+
+    let members = ask(
+        &mut client,
+        code::GET_BROKER_MEMBER_GROUP,
+        &[("clusterName", "OtherCluster"), ("brokerName", "broker-z")],
+    )
+    .await;
+    assert_eq!(
+        json_of(&members)["brokerMemberGroup"]["brokerAddrs"],
+        json!({"0": "127.0.0.1:20931"})
+    );
+
+    // An unregister naming another id at the same address removes it.
+    let unregister = command(
+        code::UNREGISTER_BROKER,
+        &[
+            ("brokerAddr", "127.0.0.1:20931"),
+            ("brokerId", "7"),
+            ("brokerName", "broker-z"),
+            ("clusterName", "DefaultCluster"),
+        ],
+        Vec::new(),
+        SerializeType::Json,
+    );
+    client.call_ok(unregister).await;
+    let info = json_of(&ask(&mut client, code::GET_BROKER_CLUSTER_INFO, &[]).await);
+    assert_eq!(info["brokerAddrTable"]["broker-z"], Value::Null, "{info}");
+
+    let missing = ask(
+        &mut client,
+        code::GET_ROUTEINFO_BY_TOPIC,
+        &[("topic", "nowhere")],
+    )
+    .await;
+    assert_eq!(
+        missing.remark.as_deref(),
+        Some(
+            "No topic route info in name server for the topic: nowhere\nSee \
+             https://rocketmq.apache.org/docs/bestPractice/06FAQ for further details."
+        )
+    );
+
+    let black = client
+        .request(
+            code::UPDATE_NAMESRV_CONFIG,
+            &[],
+            b"rocketmqHome=/tmp/x\n".to_vec(),
+        )
+        .await;
+    assert_eq!(black.code, response_code::NO_PERMISSION, "{black:?}");
 }

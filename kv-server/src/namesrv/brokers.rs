@@ -65,7 +65,7 @@ pub async fn register(ns: &NameServer, request: &RemotingCommand) -> Handled {
     if crc != 0 && i64::from(body_crc32(&request.body)) != crc {
         return Err(Failure::system("crc32 not match"));
     }
-    let compressed = request.optional_parsed("compressed")?.unwrap_or(false);
+    let compressed = request.flag("compressed");
     let body = if request.body.is_empty() {
         RegisterBrokerBody::default()
     } else {
@@ -85,10 +85,9 @@ pub async fn register(ns: &NameServer, request: &RemotingCommand) -> Handled {
             .field("haServerAddr")
             .unwrap_or_default()
             .to_string(),
-        zone_name: request.field("zoneName").map(str::to_string),
-        enable_acting_master: request
-            .optional_parsed("enableActingMaster")?
-            .unwrap_or(false),
+        // Apache reads `MixAll.ZONE_NAME`, which brokers' RPC hook sets.
+        zone_name: request.field("__ZONE_NAME").map(str::to_string),
+        enable_acting_master: request.flag("enableActingMaster"),
         data_version: body.topic_config_serialize_wrapper.data_version,
         lease: 0,
     };
@@ -310,15 +309,15 @@ fn answer_registration(ns: &NameServer, request: &RemotingCommand, identity: &Id
     Ok(answer)
 }
 
-/// UNREGISTER_BROKER: revokes the broker's lease, which removes its
-/// registration and, for a master, its group's queues in one change.
+/// UNREGISTER_BROKER: revokes the lease of the group's registration at
+/// the broker's address (whatever id it holds, as Apache removes by
+/// address), which removes it and, for a master, its group's queues in
+/// one change.
 pub async fn unregister(ns: &NameServer, request: &RemotingCommand) -> Handled {
     let identity = Identity::of(request)?;
-    if let Some((record, _)) = stored(ns, &identity.key())? {
-        if record.broker_addr == identity.broker_addr {
-            ns.writer.revoke(record.lease).await?;
-            info!(broker = %record.broker_addr, group = %record.broker_name, "unregistered");
-        }
+    for record in records_at(ns, Some(&identity.broker_name), &identity.broker_addr)? {
+        ns.writer.revoke(record.lease).await?;
+        info!(broker = %record.broker_addr, group = %record.broker_name, id = record.broker_id, "unregistered");
     }
     Ok(request.answer(0, None))
 }

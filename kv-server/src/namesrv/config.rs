@@ -13,8 +13,14 @@ use crate::namesrv::view;
 use crate::namesrv::writes::{idempotency_key, Op};
 use crate::namesrv::{Failure, Handled, NameServer};
 
-/// Properties no request may change (Apache's default `configBlackList`).
-const BLACK_LIST: [&str; 3] = ["configBlackList", "configStorePath", "kvConfigPath"];
+/// Properties no request may change: Apache's default `configBlackList`
+/// and `rocketmqHome`, which its request processor always adds.
+const BLACK_LIST: [&str; 4] = [
+    "configBlackList",
+    "configStorePath",
+    "kvConfigPath",
+    "rocketmqHome",
+];
 
 /// The properties before any update.
 fn defaults(ns: &NameServer) -> BTreeMap<String, String> {

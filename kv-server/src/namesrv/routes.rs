@@ -14,9 +14,10 @@ pub fn route_of_topic(ns: &NameServer, request: &RemotingCommand) -> Handled {
     let Some(mut route) = view::route(&ns.state.store, topic)? else {
         return Err(Failure::new(
             response_code::TOPIC_NOT_EXIST,
+            // Apache's remark, with its `FAQUrl.suggestTodo` line.
             format!(
-                "No topic route info in name server for the topic: {topic}, see \
-                 https://rocketmq.apache.org/docs/bestPractice/06FAQ"
+                "No topic route info in name server for the topic: {topic}\nSee \
+                 https://rocketmq.apache.org/docs/bestPractice/06FAQ for further details."
             ),
         ));
     };
@@ -55,13 +56,13 @@ struct MemberGroupBody {
 }
 
 /// GET_BROKER_MEMBER_GROUP: the addresses of a group's members (none when
-/// the group is unknown or of another cluster).
+/// the group is unknown). As in Apache, the group is looked up by its
+/// name alone; the cluster named is only echoed.
 pub fn member_group(ns: &NameServer, request: &RemotingCommand) -> Handled {
     let cluster = required_name(request, "clusterName")?;
     let broker_name = required_name(request, "brokerName")?;
     let broker_addrs = view::group(&ns.state.store, broker_name)?
         .into_iter()
-        .filter(|(_, _, record)| record.cluster_name == cluster)
         .map(|(_, _, record)| (record.broker_id, record.broker_addr))
         .collect();
     let mut answer = request.answer(0, None);

@@ -46,6 +46,14 @@ impl RemotingCommand {
     pub fn optional_parsed<T: FromStr>(&self, name: &str) -> Result<Option<T>, HeaderError> {
         self.field(name).map(|value| parse(name, value)).transpose()
     }
+
+    /// The boolean field `name` as Java reads a custom header's boolean
+    /// (`Boolean.parseBoolean`): true when it is `true` in any case, false
+    /// when it is anything else or absent. It never fails.
+    pub fn flag(&self, name: &str) -> bool {
+        self.field(name)
+            .is_some_and(|value| value.eq_ignore_ascii_case("true"))
+    }
 }
 
 /// Characters of a refused value an error shows: it is echoed in the
@@ -93,6 +101,29 @@ mod tests {
         );
         let invalid = command.required_parsed::<bool>("compressed").unwrap_err();
         assert!(invalid.to_string().contains("compressed"), "{invalid}");
+    }
+
+    #[test]
+    fn flags_read_as_javas_boolean_parse_does() {
+        let fields = [
+            ("a", "true"),
+            ("b", "TRUE"),
+            ("c", "False"),
+            ("d", "yes"),
+            ("e", ""),
+        ];
+        let command = RemotingCommand::request(
+            103,
+            fields
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.to_string()))
+                .collect(),
+        );
+        let read: Vec<bool> = ["a", "b", "c", "d", "e", "absent"]
+            .iter()
+            .map(|name| command.flag(name))
+            .collect();
+        assert_eq!(read, [true, true, false, false, false, false]);
     }
 
     #[test]
