@@ -152,6 +152,22 @@ async fn with_auth_every_route_is_checked_and_acl_keys_stay_hidden() {
         let (status, answer) = send(node, root, "PUT", path, Some(body)).await;
         assert!((200..300).contains(&status), "{path}: {status} {answer}");
     }
+    // The scheme's name is case-insensitive; what follows is not.
+    for (scheme, secret, wanted) in [
+        ("bearer", tokens.root.clone(), 200),
+        ("BEARER", tokens.root.clone(), 200),
+        ("Bearer", tokens.root.to_uppercase(), 401),
+        ("Basic", tokens.root.clone(), 401),
+    ] {
+        let answer = node
+            .client()
+            .get(node.url("/v1/kv/app/k1"))
+            .header("authorization", format!("{scheme} {secret}"))
+            .send()
+            .await
+            .expect("the server answers");
+        assert_eq!(answer.status().as_u16(), wanted, "{scheme} …");
+    }
 
     // (method, path, body, [no token, wrong token, reader, other, root])
     let topic = serde_json::to_value(schemas::TopicConfig::new("T2")).unwrap();

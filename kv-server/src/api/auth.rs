@@ -293,7 +293,7 @@ fn authenticate(state: &AppState, parts: &Parts) -> Result<Arc<Principal>, ApiEr
     let secret = value
         .to_str()
         .ok()
-        .and_then(|text| text.strip_prefix("Bearer "))
+        .and_then(bearer_credentials)
         .map(str::trim)
         .filter(|secret| secret::is_well_formed(secret))
         .ok_or_else(|| {
@@ -303,6 +303,13 @@ fn authenticate(state: &AppState, parts: &Parts) -> Result<Arc<Principal>, ApiEr
         .tokens
         .resolve(&state.store, &secret::hash(secret))?
         .ok_or_else(|| unauthenticated("the token is not known here: revoked, or never made"))
+}
+
+/// What follows the `Bearer` scheme of an `Authorization` value; the
+/// scheme's name is case-insensitive (RFC 9110, 11.1).
+fn bearer_credentials(value: &str) -> Option<&str> {
+    let (scheme, credentials) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(credentials)
 }
 
 /// The query's `prefix`, as the list will read it (`""` when absent or
