@@ -36,6 +36,35 @@ async fn changes(server: &TestServer, query: &str) -> (u16, Value) {
     )
 }
 
+/// The status of a replay from offset `from`, and its body when refused.
+async fn replay(server: &TestServer, from: u64) -> (u16, Value) {
+    let response = server
+        .client()
+        .get(server.url(&format!("/v1/topic/records?from={from}")))
+        .send()
+        .await
+        .expect("the replay answers");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("the body is readable");
+    let body = if status == 200 {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    (status, body)
+}
+
+/// The offset a 410 says to read again from ("… or from N or later").
+fn resume_offset(refusal: &Value) -> u64 {
+    let message = refusal["error"]["message"].as_str().unwrap_or_default();
+    message
+        .rsplit("or from ")
+        .next()
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|offset| offset.parse().ok())
+        .unwrap_or_else(|| panic!("no offset to resume from in {refusal}"))
+}
+
 async fn put(server: &TestServer, key: &str, value: Value) -> u64 {
     let response = server
         .client()
@@ -189,6 +218,23 @@ async fn a_reader_below_the_tombstone_floor_gets_410_and_one_above_it_sees_every
     // answers, and replay from 0 is always allowed.
     let (status, _) = changes(&server, &format!("from={deleted_at}")).await;
     assert_eq!(status, 200);
+
+    // Each refusal names where to resume, in its own reading of `from`
+    // (the feed: after it; a replay: from it): there it answers, one
+    // before it does not.
+    let (_, refused) = changes(&server, "from=1").await;
+    let after = resume_offset(&refused);
+    assert_eq!(changes(&server, &format!("from={after}")).await.0, 200);
+    assert_eq!(
+        changes(&server, &format!("from={}", after - 1)).await.0,
+        410
+    );
+    let (status, refused) = replay(&server, 2).await;
+    assert_eq!(status, 410, "{refused}");
+    let first = resume_offset(&refused);
+    assert_eq!(first, after + 1, "{refused}");
+    assert_eq!(replay(&server, first).await.0, 200);
+    assert_eq!(replay(&server, first - 1).await.0, 410);
     let (status, page) = changes(&server, "from=0&prefix=feed/").await;
     assert_eq!(status, 200, "{page}");
     let latest = latest_by_key(&page);

@@ -83,15 +83,41 @@ fn no_json(write: &WriteRecord) -> ApiError {
 /// 410 when a reader starting after `from` could miss deletes the cleaner
 /// has dropped: it must start over from offset 0 (or a fresh list).
 pub fn check_floor(store: &Store, from: Revision) -> Result<(), ApiError> {
-    let floor = store.tombstone_floor();
     // Records after `from` start at from + 1, which must be at the floor.
-    if from > 0 && from + 1 < floor {
+    check_first_offset(store, from + 1, |floor| {
+        (
+            format!("changes after {from}"),
+            format!("read again from 0, or from {} or later", floor - 1),
+        )
+    })
+}
+
+/// 410 when a replay from offset `from` (its first record) could miss
+/// deletes the cleaner has dropped.
+pub fn check_replay_floor(store: &Store, from: Revision) -> Result<(), ApiError> {
+    check_first_offset(store, from, |floor| {
+        (
+            format!("records from offset {from}"),
+            format!("replay again from 0, or from {floor} or later"),
+        )
+    })
+}
+
+/// 410 when a read whose first record is at `first` (past offset 1) starts
+/// below the tombstone floor; `named` gives, for the floor, what the read
+/// is and how to resume it.
+fn check_first_offset(
+    store: &Store,
+    first: Revision,
+    named: impl FnOnce(Revision) -> (String, String),
+) -> Result<(), ApiError> {
+    let floor = store.tombstone_floor();
+    if first > 1 && first < floor {
+        let (read, resume) = named(floor);
         return Err(ApiError::new(
             ErrorCode::BelowTombstoneFloor,
             format!(
-                "changes after {from} are no longer complete: deletes below offset {floor} were compacted away; \
-                 read again from 0, or from {} or later",
-                floor - 1
+                "{read} are no longer complete: deletes below offset {floor} were compacted away; {resume}"
             ),
         ));
     }

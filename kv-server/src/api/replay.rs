@@ -32,7 +32,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, error};
 
 use crate::api::auth::Caller;
-use crate::api::changes::{check_floor, write_record_json};
+use crate::api::changes::{check_replay_floor, write_record_json};
 use crate::api::error::ApiError;
 use crate::api::params::Query;
 use crate::api::topic_reads::read_topic;
@@ -79,7 +79,7 @@ async fn records(
 ) -> Result<Response, ApiError> {
     let query = Query::parse(query.as_deref(), &["from"])?;
     let from = query.revision("from")?.unwrap_or(0);
-    check_floor(&state.store, from.saturating_sub(1))?;
+    check_replay_floor(&state.store, from)?;
     let revision = state.store.revision();
     let (sender, receiver) = mpsc::channel::<BodyItem>(CHUNKS_BUFFERED);
     let finished = Arc::new(AtomicBool::new(false));
