@@ -77,6 +77,13 @@ async fn a_backup_taken_under_load_restores_a_new_cluster_with_the_same_state() 
     new.wait_converged().await;
     for id in new.ids() {
         assert_eq!(new.replayed_state(id).await, expected, "node {id}");
+        // The members publish their addresses as the restored cluster
+        // starts: one change waits for the last, with no error logged.
+        assert!(
+            !new.node(id).log_contains(" ERROR "),
+            "{}",
+            new.node(id).log_tail(40)
+        );
     }
 
     // It is a cluster of its own, and it takes writes.

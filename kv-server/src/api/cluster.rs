@@ -362,6 +362,24 @@ const IN_PROGRESS_RETRY: Duration = Duration::from_millis(50);
 async fn change(state: &AppState, changes: ChangeMembers<NodeId, Node>) -> Result<u64, ApiError> {
     let deadline = Instant::now() + Duration::from_millis(state.config.request_timeout_ms);
     loop {
+        // openraft refuses a change while the last one is not committed,
+        // and logs that refusal as an error: wait until this node has
+        // applied the membership it knows (applied implies committed).
+        let pending = state
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .log_id()
+            .map(|id| id.index);
+        if let Some(index) = pending {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let _ = state
+                .raft
+                .wait(Some(left))
+                .applied_index_at_least(Some(index), "the last membership change")
+                .await;
+        }
         let proposal = Box::pin(state.raft.change_membership(changes.clone(), false));
         let left = deadline.saturating_duration_since(Instant::now());
         let changed = match tokio::time::timeout(left, proposal).await {
