@@ -60,3 +60,53 @@ fn http2_builder() -> reqwest::ClientBuilder {
         .http2_prior_knowledge()
         .timeout(std::time::Duration::from_secs(120))
 }
+
+/// The operation of the OpenAPI `document` that serves `method path`: its
+/// path template's segments match, a `{param}` matching one segment, or
+/// the rest of the path when it is the template's last (a key holds `/`).
+pub fn openapi_operation<'a>(document: &'a Value, method: &str, path: &str) -> Option<&'a Value> {
+    let path = path.split('?').next().unwrap_or(path);
+    let actual: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let matches = |template: &str| {
+        let wanted: Vec<&str> = template.trim_start_matches('/').split('/').collect();
+        let is_param = |segment: &str| segment.starts_with('{');
+        match wanted.split_last() {
+            Some((last, init)) if is_param(last) => {
+                actual.len() > init.len()
+                    && init
+                        .iter()
+                        .zip(&actual)
+                        .all(|(want, got)| is_param(want) || want == got)
+            }
+            _ => {
+                wanted.len() == actual.len()
+                    && wanted
+                        .iter()
+                        .zip(&actual)
+                        .all(|(want, got)| is_param(want) || want == got)
+            }
+        }
+    };
+    let paths = document["paths"].as_object()?;
+    // A literal route wins over a template that would match it too.
+    let mut candidates: Vec<&String> = paths.keys().filter(|template| matches(template)).collect();
+    candidates.sort_by_key(|template| template.matches('{').count());
+    let operation = &paths[candidates.first()?.as_str()][method.to_ascii_lowercase()];
+    (!operation.is_null()).then_some(operation)
+}
+
+/// Checks that the OpenAPI `document` lists error `code` under `status` for
+/// the operation serving `method path`; an unknown route or method has no
+/// operation to list it.
+pub fn assert_openapi_lists(document: &Value, method: &str, path: &str, status: u16, code: &str) {
+    let Some(operation) = openapi_operation(document, method, path) else {
+        return;
+    };
+    let listed = operation["responses"][status.to_string()]["description"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        listed.contains(code),
+        "{method} {path}: the OpenAPI document does not list {code} under {status}: {listed:?}"
+    );
+}

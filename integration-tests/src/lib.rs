@@ -65,7 +65,9 @@ mod server;
 pub mod tls;
 pub mod tmpfs;
 
-pub use api::{call, error_of, http2_client, stingy_http2_client};
+pub use api::{
+    assert_openapi_lists, call, error_of, http2_client, openapi_operation, stingy_http2_client,
+};
 pub use cluster::TestCluster;
 pub use faults::{closed_port_url, AnswerDroppingProxy, CuttingProxy, StubNode};
 pub use kvctl::{kvctl, KvctlRun};

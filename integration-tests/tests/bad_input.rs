@@ -1,7 +1,7 @@
 //! Bad input gets a 4xx with a JSON body naming the problem, never a 500,
 //! and costs no data.
 
-use integration_tests::{call, error_of, TestServer};
+use integration_tests::{assert_openapi_lists, call, error_of, TestServer};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::json;
 
@@ -362,6 +362,7 @@ async fn every_bad_input_is_a_json_4xx_naming_it_and_loses_nothing() {
         ),
     ];
     assert!(cases.len() >= 25);
+    let (_, document) = call(&server, "GET", "/v1/openapi.json", None).await;
     for case in cases {
         let method: reqwest::Method = case.method.parse().unwrap();
         let mut headers = HeaderMap::new();
@@ -401,6 +402,7 @@ async fn every_bad_input_is_a_json_4xx_naming_it_and_loses_nothing() {
             case.what
         );
         assert_eq!(error_of(&body).0, case.code, "{}: {body}", case.what);
+        assert_openapi_lists(&document, case.method, &case.path, status, case.code);
     }
 
     // HTTP libraries resolve `.` and `..` and refuse non-ASCII header

@@ -2,7 +2,7 @@
 //! its declared type with nothing left over, every error's status is the one
 //! its code declares, and the OpenAPI document it serves is the checked-in one.
 
-use integration_tests::{call, TestServer};
+use integration_tests::{assert_openapi_lists, call, TestServer};
 use schemas::api::{
     AlarmList, ChangesPage, ClusterStatus, ErrorBody, ErrorCode, Health, KeyList, KeyValue,
     NodeSpace, SubscriptionList, TopicList, WriteResult,
@@ -152,6 +152,18 @@ async fn every_error_has_the_status_its_code_declares() {
             ErrorCode::InvalidField,
         ),
         (
+            "POST",
+            "/v1/cluster/members",
+            Some(json!({})),
+            ErrorCode::MissingField,
+        ),
+        (
+            "POST",
+            "/v1/leases",
+            Some(json!({"ttl_s": 30, "pad": "x".repeat(2 << 20)})),
+            ErrorCode::ValueTooLarge,
+        ),
+        (
             "DELETE",
             "/v1/cluster/members/9",
             None,
@@ -167,6 +179,7 @@ async fn every_error_has_the_status_its_code_declares() {
         ("PUT", "/v1/alarms", None, ErrorCode::MethodNotAllowed),
         ("GET", "/v2/nothing", None, ErrorCode::NotFound),
     ];
+    let (_, document) = call(&server, "GET", "/v1/openapi.json", None).await;
     for (method, path, body, expected) in cases {
         let (status, answer) = call(&server, method, path, body).await;
         let error: ErrorBody = serde_json::from_value(answer.clone()).unwrap_or_else(|error| {
@@ -174,6 +187,7 @@ async fn every_error_has_the_status_its_code_declares() {
         });
         assert_eq!(error.error.code, expected, "{method} {path}: {answer}");
         assert_eq!(status, expected.status(), "{method} {path}: {answer}");
+        assert_openapi_lists(&document, method, path, status, expected.as_str());
     }
 }
 

@@ -44,7 +44,9 @@ pub(super) fn leases(components: &mut Components) -> PathItem {
             ErrorCode::InvalidField,
             ErrorCode::InvalidTtl,
             ErrorCode::LeaseLimit,
+            ErrorCode::ValueTooLarge,
             ErrorCode::NotLeader,
+            ErrorCode::NoSpace,
         ],
         components,
     )

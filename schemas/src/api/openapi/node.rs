@@ -201,7 +201,10 @@ pub(super) fn add_member(components: &mut Components) -> PathItem {
         ("200", answer),
         &[
             ErrorCode::InvalidJson,
+            ErrorCode::MissingField,
+            ErrorCode::InvalidField,
             ErrorCode::InvalidAddr,
+            ErrorCode::ValueTooLarge,
             ErrorCode::MemberExists,
             ErrorCode::MembershipChangeRefused,
             ErrorCode::NotCaughtUp,

@@ -157,6 +157,7 @@ pub(super) fn operation(
     let mut by_status: BTreeMap<u16, Vec<&str>> = BTreeMap::new();
     let always = [
         ErrorCode::InvalidQuery,
+        ErrorCode::RepeatedParameter,
         ErrorCode::Unavailable,
         ErrorCode::NotAMember,
     ];

@@ -60,6 +60,7 @@ pub(super) fn key(components: &mut Components) -> PathItem {
             ErrorCode::InvalidKey,
             ErrorCode::KeyNotFound,
             ErrorCode::InvalidParameter,
+            ErrorCode::UnknownParameter,
             ErrorCode::NotLeader,
         ],
         components,
@@ -112,7 +113,11 @@ pub(super) fn changes(components: &mut Components) -> PathItem {
         "changes",
         "The change feed: records after an offset, compacted; a long-poll with `wait`",
         ("200", answer),
-        &[ErrorCode::InvalidParameter, ErrorCode::BelowTombstoneFloor],
+        &[
+            ErrorCode::InvalidParameter,
+            ErrorCode::UnknownParameter,
+            ErrorCode::BelowTombstoneFloor,
+        ],
         components,
     )
     .parameter(query(
@@ -151,7 +156,11 @@ pub(super) fn records(components: &mut Components) -> PathItem {
         "records",
         "Replay: the compacted topic as NDJSON",
         ("200", answer),
-        &[ErrorCode::InvalidParameter, ErrorCode::BelowTombstoneFloor],
+        &[
+            ErrorCode::InvalidParameter,
+            ErrorCode::UnknownParameter,
+            ErrorCode::BelowTombstoneFloor,
+        ],
         components,
     )
     .parameter(query("from", integer_schema(), "The first offset to send."));

@@ -43,6 +43,7 @@ pub(super) fn txn(components: &mut Components) -> PathItem {
             ErrorCode::ValueTooLarge,
             ErrorCode::NotLeader,
             ErrorCode::IdempotencyKeyReused,
+            ErrorCode::NoSpace,
         ],
         components,
     )
