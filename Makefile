@@ -87,14 +87,15 @@ test-rocketmq:
 # The failure scenarios at full size: a node joins a cluster of 100,000 keys
 # (the default run uses 20,000 to stay quick on a 2-core machine); then a
 # follower catches up on a snapshot of 5 million keys within its memory
-# budget (ignored by `make test`; a release server, to load the keys in
-# minutes rather than hours).
+# budget, and two brokers register 65,000 topics each at once (ignored by
+# `make test`; a release server, to load the keys in minutes rather than
+# hours).
 test-full:
 	$(CARGO) build -p kv-server
 	KV_TEST_JOIN_KEYS=100000 $(CARGO) test -p integration-tests --test cluster
 	$(CARGO) build --release -p kv-server
 	KV_SERVER_BIN=$(abspath $(TARGET_DIR))/release/kv-server $(CARGO) test -p integration-tests \
-	  --test snapshot_transfer -- --ignored --nocapture
+	  --test snapshot_transfer --test namesrv -- --ignored --nocapture
 
 # A 3-node cluster on loopback: client ports 7071-7073, peer ports
 # 7171-7173, data under ./data/cluster/,

@@ -25,6 +25,8 @@ pub struct RemotingClient {
     stream: TcpStream,
     buffer: Vec<u8>,
     next_opaque: i32,
+    /// How long an answer may take ([`REMOTING_TIMEOUT`] unless set).
+    answer_timeout: Duration,
 }
 
 impl RemotingClient {
@@ -39,7 +41,14 @@ impl RemotingClient {
             stream,
             buffer: Vec::new(),
             next_opaque: 1000,
+            answer_timeout: REMOTING_TIMEOUT,
         }
+    }
+
+    /// The client, waiting up to `timeout` for each answer.
+    pub fn with_answer_timeout(mut self, timeout: Duration) -> RemotingClient {
+        self.answer_timeout = timeout;
+        self
     }
 
     /// A new connection to the same name server, as a RocketMQ client
@@ -110,7 +119,7 @@ impl RemotingClient {
                 Err(error) => panic!("the name server sent a bad frame: {error}"),
             }
             let mut chunk = [0u8; 16 * 1024];
-            let read = tokio::time::timeout(REMOTING_TIMEOUT, self.stream.read(&mut chunk))
+            let read = tokio::time::timeout(self.answer_timeout, self.stream.read(&mut chunk))
                 .await
                 .expect("the name server did not answer in time");
             match read {
@@ -355,22 +364,27 @@ pub fn registration_with_topics(
     broker_addr: &str,
     extra: usize,
 ) -> RemotingCommand {
-    use schemas::remoting::{body_crc32, RegisterBrokerBody};
-    let mut request = registration(broker_name, 0, broker_addr, 1, false);
-    let mut body = RegisterBrokerBody::decode(&request.body, false).expect("decodes");
-    let table = &mut body.topic_config_serialize_wrapper.topic_config_table;
-    let template = table["TBW102"].clone();
-    for index in 0..extra {
-        let name = format!("many-{index:03}");
-        let mut config = template.clone();
-        config.topic_name = name.clone();
-        table.insert(name, config);
-    }
-    request.body = body.encode(false);
-    request
-        .ext_fields
-        .insert("bodyCrc32".into(), body_crc32(&request.body).to_string());
-    request
+    registration_with_topics_in(broker_name, broker_addr, extra, false)
+}
+
+/// [`registration_with_topics`], its body compressed or not.
+pub fn registration_with_topics_in(
+    broker_name: &str,
+    broker_addr: &str,
+    extra: usize,
+    compressed: bool,
+) -> RemotingCommand {
+    registration_edited(broker_name, 0, broker_addr, compressed, |body| {
+        body.topic_config_serialize_wrapper.data_version.counter = 1;
+        let table = &mut body.topic_config_serialize_wrapper.topic_config_table;
+        let template = table["TBW102"].clone();
+        for index in 0..extra {
+            let name = format!("many-{index:03}");
+            let mut config = template.clone();
+            config.topic_name = name.clone();
+            table.insert(name, config);
+        }
+    })
 }
 
 /// The revision of each change-feed record under `namesrv/` after `from`

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use integration_tests::remoting::{
     ask, broker_request, captured_body, captured_frame, command, connect, json_of,
     namesrv_change_revisions, namesrv_keys, register_captured, registration, registration_edited,
-    registration_with_topics, route_request, wait_route_code, BROKER_A,
+    registration_with_topics, registration_with_topics_in, route_request, wait_route_code,
+    BROKER_A,
 };
 use integration_tests::TestServer;
 use schemas::remoting::{request_code as code, response_code, SerializeType};
@@ -597,4 +598,53 @@ async fn registrations_follow_apaches_rules_for_switches_stale_brokers_and_singl
         .call_ok(registration("broker-s", 0, "127.0.0.1:10981", 0, false))
         .await;
     client.call_ok(single("broker-s")).await;
+}
+
+/// The compressed registrations read at once are bounded by their
+/// inflated size (2 MiB), not their size on the wire. Two that each
+/// inflate past the whole budget, sent at once on two connections, are
+/// read one after the other: each is answered and served.
+#[tokio::test]
+#[ignore = "heavy: 130,000 topics; `make test-full` runs it on a release server"]
+async fn large_compressed_registrations_sent_at_once_are_each_answered() {
+    let server = TestServer::start().await;
+    let brokers = ["broker-l1", "broker-l2"];
+    let sends = brokers.iter().enumerate().map(|(index, broker)| {
+        let server = &server;
+        async move {
+            let request = registration_with_topics_in(
+                broker,
+                &format!("127.0.0.1:{}", 21_100 + index),
+                65_000,
+                true,
+            );
+            let inflated = schemas::remoting::RegisterBrokerBody::inflate(&request.body)
+                .expect("inflates")
+                .len();
+            assert!(inflated > 2 << 20, "{inflated} bytes inflated");
+            assert!(
+                request.body.len() < 200 << 10,
+                "{} bytes sent",
+                request.body.len()
+            );
+            // One waits for the other: more than one answer's usual time.
+            connect(server)
+                .await
+                .with_answer_timeout(Duration::from_secs(120))
+                .call(request)
+                .await
+        }
+    });
+    for (broker, answer) in brokers.iter().zip(futures::future::join_all(sends).await) {
+        assert_eq!(answer.code, 0, "{broker}: {answer:?}");
+    }
+    let mut client = connect(&server).await;
+    let route = client.call(route_request("many-64999")).await;
+    assert_eq!(route.code, 0, "{route:?}");
+    assert_eq!(
+        json_of(&route)["brokerDatas"].as_array().map(Vec::len),
+        Some(2),
+        "{}",
+        json_of(&route)
+    );
 }

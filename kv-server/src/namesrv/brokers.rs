@@ -8,6 +8,8 @@
 //! they granted). The idempotency key (broker, data version, lease) makes a
 //! retried call of the same write count once.
 
+use std::sync::Arc;
+
 use schemas::api::{MAX_LEASE_TTL_S, MIN_LEASE_TTL_S};
 use schemas::remoting::{
     body_crc32, DataVersion, QueueData, RegisterBrokerBody, RemotingCommand,
@@ -18,7 +20,9 @@ use tracing::{debug, info, warn};
 
 use crate::namesrv::keys::{self, BrokerRecord};
 use crate::namesrv::writes::{idempotency_key, Guard, Op, WriteError};
-use crate::namesrv::{json_body, required_name, view, Failure, Handled, NameServer};
+use crate::namesrv::{
+    json_body, required_name, view, Failure, Handled, NameServer, INFLATED_BUDGET_BYTES,
+};
 
 /// The KV namespace of ordered topics' configs, sent back to a registering
 /// broker as Apache does.
@@ -66,15 +70,31 @@ pub async fn register(ns: &NameServer, request: &RemotingCommand) -> Handled {
         return Err(Failure::system("crc32 not match"));
     }
     let compressed = request.flag("compressed");
+    let unreadable = |error: schemas::remoting::BodyError| {
+        Failure::system(format!(
+            "the registration body of broker {} ({}) does not decode: {error}",
+            identity.broker_name, identity.broker_addr
+        ))
+    };
+    // Held until the registration is written: see INFLATED_BUDGET_BYTES.
+    let mut _inflated_weight = None;
     let body = if request.body.is_empty() {
         RegisterBrokerBody::default()
+    } else if compressed {
+        let plain = RegisterBrokerBody::inflate(&request.body).map_err(unreadable)?;
+        let weight = inflated_weight(plain.len());
+        if ns.inflated_budget.available_permits() < weight as usize {
+            debug!(broker = %identity.broker_addr, inflated_bytes = plain.len(), "a large registration waits for others to be read");
+        }
+        _inflated_weight = Some(
+            Arc::clone(&ns.inflated_budget)
+                .acquire_many_owned(weight)
+                .await
+                .expect("the budget is never closed"),
+        );
+        RegisterBrokerBody::decode_inflated(&plain).map_err(unreadable)?
     } else {
-        RegisterBrokerBody::decode(&request.body, compressed).map_err(|error| {
-            Failure::system(format!(
-                "the registration body of broker {} ({}) does not decode: {error}",
-                identity.broker_name, identity.broker_addr
-            ))
-        })?
+        RegisterBrokerBody::decode(&request.body, false).map_err(unreadable)?
     };
     let wanted = BrokerRecord {
         cluster_name: identity.cluster_name.clone(),
@@ -146,6 +166,13 @@ pub async fn register(ns: &NameServer, request: &RemotingCommand) -> Handled {
     };
     write_registration(ns, wanted, &registration, lease, ttl_s).await?;
     answer_registration(ns, request, &identity)
+}
+
+/// The KiB permits of [`INFLATED_BUDGET_BYTES`] an inflated body of
+/// `bytes` takes: at least one, at most all of them.
+fn inflated_weight(bytes: usize) -> u32 {
+    let all = INFLATED_BUDGET_BYTES >> 10;
+    bytes.div_ceil(1024).clamp(1, all) as u32
 }
 
 /// The TTL of a new lease for a registering broker: its own
@@ -381,4 +408,25 @@ pub async fn query_data_version(ns: &NameServer, request: &RemotingCommand) -> H
         answer.body = json_body(&version);
     }
     Ok(answer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_inflated_body_weighs_its_kib_within_the_budget() {
+        let all = (INFLATED_BUDGET_BYTES >> 10) as u32;
+        let cases = [
+            (0, 1),
+            (1, 1),
+            (1024, 1),
+            (1025, 2),
+            (INFLATED_BUDGET_BYTES, all),
+            (64 << 20, all),
+        ];
+        for (bytes, weight) in cases {
+            assert_eq!(inflated_weight(bytes), weight, "{bytes} bytes");
+        }
+    }
 }

@@ -121,11 +121,28 @@ impl RegisterBrokerBody {
     /// Reads a REGISTER_BROKER body: JSON, or RocketMQ's deflated form when
     /// the header says `compressed=true`.
     pub fn decode(body: &[u8], compressed: bool) -> Result<Self, BodyError> {
-        let decoded = if compressed {
-            register_compressed::decode(body)?
+        if compressed {
+            Self::decode_inflated(&Self::inflate(body)?)
         } else {
-            parse_json::<Self>(body)?
-        };
+            Self::checked(parse_json::<Self>(body)?)
+        }
+    }
+
+    /// The inflated stream of a compressed body (at most
+    /// [`MAX_INFLATED_REGISTER_BYTES`]), to read with
+    /// [`RegisterBrokerBody::decode_inflated`]: its size tells what reading
+    /// it will cost before it is read.
+    pub fn inflate(body: &[u8]) -> Result<Vec<u8>, BodyError> {
+        register_compressed::inflate(body)
+    }
+
+    /// Reads a compressed body's inflated stream.
+    pub fn decode_inflated(plain: &[u8]) -> Result<Self, BodyError> {
+        Self::checked(register_compressed::decode_inflated(plain)?)
+    }
+
+    /// `decoded`, if it holds at most [`MAX_REGISTERED_TOPICS`] topics.
+    fn checked(decoded: Self) -> Result<Self, BodyError> {
         let topics = decoded
             .topic_config_serialize_wrapper
             .topic_config_table

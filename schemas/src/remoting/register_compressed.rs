@@ -70,11 +70,10 @@ fn put_entry(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
-/// A compressed body.
-pub(crate) fn decode(body: &[u8]) -> Result<RegisterBrokerBody, BodyError> {
-    let plain = inflate(body)?;
+/// Reads the inflated stream of a compressed body.
+pub(crate) fn decode_inflated(plain: &[u8]) -> Result<RegisterBrokerBody, BodyError> {
     let mut reader = Reader {
-        bytes: &plain,
+        bytes: plain,
         position: 0,
     };
     let (offset, bytes) = reader.entry("dataVersion")?;
@@ -169,7 +168,7 @@ fn json_part<T: serde::de::DeserializeOwned>(
 
 /// The inflated stream, at most [`MAX_INFLATED_REGISTER_BYTES`]: zlib as
 /// Java writes it, else raw deflate as rocketmq-rust writes it.
-fn inflate(body: &[u8]) -> Result<Vec<u8>, BodyError> {
+pub(crate) fn inflate(body: &[u8]) -> Result<Vec<u8>, BodyError> {
     match inflate_bounded(ZlibDecoder::new(body)) {
         Err(BodyError::Inflate { reason }) => {
             inflate_bounded(DeflateDecoder::new(body)).map_err(|raw_error| match raw_error {
@@ -265,6 +264,10 @@ mod tests {
     use flate2::write::DeflateEncoder;
 
     use super::*;
+
+    fn decode(body: &[u8]) -> Result<RegisterBrokerBody, BodyError> {
+        decode_inflated(&inflate(body)?)
+    }
     use crate::TopicConfig;
 
     fn topic(name: &str) -> TopicConfig {
