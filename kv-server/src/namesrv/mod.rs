@@ -43,7 +43,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use schemas::remoting::{response_code, HeaderError, RemotingCommand};
-
 use tokio::sync::Semaphore;
 
 use crate::api::AppState;
