@@ -197,6 +197,14 @@ impl TestCluster {
         self.leader_among(&[]).await
     }
 
+    /// A member other than `leader` (the first by id).
+    pub fn follower_of(&self, leader: u64) -> u64 {
+        self.ids()
+            .into_iter()
+            .find(|id| *id != leader)
+            .expect("a cluster of more than one node")
+    }
+
     async fn agreed_leader(&self, except: &[u64]) -> Option<u64> {
         let mut agreed = None;
         for (id, node) in &self.nodes {

@@ -23,6 +23,11 @@ impl TestServer {
     /// The value of the metric `name` without labels, as `/metrics` shows
     /// it now; `None` if the server does not report it.
     pub async fn metric(&self, name: &str) -> Option<f64> {
+        metric_value(&self.metrics_text().await, name)
+    }
+
+    /// The whole of `/metrics` as the server answers it now.
+    pub async fn metrics_text(&self) -> String {
         let response = self
             .client()
             .get(self.url("/metrics"))
@@ -35,8 +40,7 @@ impl TestServer {
             "GET /metrics of node {}",
             self.node_id()
         );
-        let text = response.text().await.expect("the metrics are text");
-        metric_value(&text, name)
+        response.text().await.expect("the metrics are text")
     }
 
     /// How many long-polls wait on this server's watch registry right now.

@@ -465,15 +465,7 @@ async fn made_up_methods_are_refused_and_counted_under_one_label() {
         assert_eq!(status, 405, "{method}: {body}");
         assert_eq!(error_of(&body).0, "method_not_allowed", "{body}");
     }
-    let exposition = server
-        .client()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let exposition = server.metrics_text().await;
     assert!(
         !exposition.contains("MADEUP"),
         "a made-up method became a label"

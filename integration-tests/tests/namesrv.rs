@@ -524,14 +524,7 @@ async fn group_addrs(
     client: &mut integration_tests::remoting::RemotingClient,
     group: &str,
 ) -> Value {
-    let info = client
-        .call(command(
-            code::GET_BROKER_CLUSTER_INFO,
-            &[],
-            Vec::new(),
-            SerializeType::Json,
-        ))
-        .await;
+    let info = ask(client, code::GET_BROKER_CLUSTER_INFO, &[]).await;
     json_of(&info)["brokerAddrTable"][group]["brokerAddrs"].clone()
 }
 

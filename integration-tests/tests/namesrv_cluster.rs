@@ -5,11 +5,11 @@
 use std::time::{Duration, Instant};
 
 use integration_tests::remoting::{
-    ask, command, json_of, namesrv_change_revisions, namesrv_keys, registration,
-    registration_with_topics, route_request, RemotingClient,
+    ask, json_of, namesrv_change_revisions, namesrv_keys, registration, registration_with_topics,
+    route_request, RemotingClient,
 };
 use integration_tests::{TestCluster, TestServer};
-use schemas::remoting::{request_code as code, response_code, RemotingCommand, SerializeType};
+use schemas::remoting::{request_code as code, response_code, RemotingCommand};
 use serde_json::Value;
 
 /// Pause between two polls of a condition.
@@ -71,11 +71,7 @@ async fn register(node: &TestServer, name: &str, addr: &str) {
 async fn three_nodes() -> (TestCluster, u64, u64) {
     let cluster = TestCluster::start(3, &[]).await;
     let leader = cluster.leader().await;
-    let follower = *cluster
-        .ids()
-        .iter()
-        .find(|id| **id != leader)
-        .expect("a follower");
+    let follower = cluster.follower_of(leader);
     (cluster, leader, follower)
 }
 
@@ -176,11 +172,7 @@ async fn a_restarted_node_serves_every_route_at_once_before_any_broker_registers
     let mut cluster = TestCluster::start(3, &[]).await;
     let leader = cluster.leader().await;
     register(cluster.node(leader), "broker-a", "127.0.0.1:20911").await;
-    let restarted = *cluster
-        .ids()
-        .iter()
-        .find(|id| **id != leader)
-        .expect("a follower");
+    let restarted = cluster.follower_of(leader);
     wait_route_code(cluster.node(restarted), "TBW102", 0, REPLICATION_BOUND).await;
     cluster.node_mut(restarted).restart().await;
     // Ready (it knows a leader): it serves the route from its store, with
@@ -196,11 +188,7 @@ async fn a_topic_delete_is_gone_on_every_node() {
     let cluster = TestCluster::start(3, &[]).await;
     let leader = cluster.leader().await;
     register(cluster.node(leader), "broker-a", "127.0.0.1:20911").await;
-    let follower = *cluster
-        .ids()
-        .iter()
-        .find(|id| **id != leader)
-        .expect("a follower");
+    let follower = cluster.follower_of(leader);
     wait_route_code(
         cluster.node(follower),
         "BenchmarkTest",
@@ -238,11 +226,7 @@ async fn a_node_whose_peers_are_killed_answers_system_busy_once_the_election_tim
     let mut cluster = TestCluster::start(3, &[]).await;
     let leader = cluster.leader().await;
     register(cluster.node(leader), "broker-a", "127.0.0.1:20911").await;
-    let alone = *cluster
-        .ids()
-        .iter()
-        .find(|id| **id != leader)
-        .expect("a follower");
+    let alone = cluster.follower_of(leader);
     wait_route_code(cluster.node(alone), "TBW102", 0, REPLICATION_BOUND).await;
     for id in cluster.ids() {
         if id != alone {
@@ -335,14 +319,7 @@ async fn a_follower_reads_its_own_writes_at_once() {
             ))
             .await;
         assert_eq!(registered.code, 0, "{registered:?}");
-        let brokers = client
-            .call(command(
-                code::GET_BROKER_CLUSTER_INFO,
-                &[],
-                Vec::new(),
-                SerializeType::Json,
-            ))
-            .await;
+        let brokers = ask(&mut client, code::GET_BROKER_CLUSTER_INFO, &[]).await;
         assert!(
             json_of(&brokers)["brokerAddrTable"][&broker].is_object(),
             "round {round}: the broker just registered is not in the cluster info: {}",

@@ -82,11 +82,7 @@ async fn raft_routes_on_the_client_port_are_not_found_and_change_nothing() {
 async fn a_client_saying_its_request_was_passed_on_is_still_passed_to_the_leader() {
     let cluster = TestCluster::start(3, &[]).await;
     let leader = cluster.leader().await;
-    let follower = *cluster
-        .ids()
-        .iter()
-        .find(|id| **id != leader)
-        .expect("a follower");
+    let follower = cluster.follower_of(leader);
     let node = cluster.node(follower);
     let client = reqwest::Client::new();
     let forged =
