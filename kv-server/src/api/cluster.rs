@@ -361,10 +361,16 @@ const IN_PROGRESS_RETRY: Duration = Duration::from_millis(50);
 /// request's time, as a client would otherwise have to.
 async fn change(state: &AppState, changes: ChangeMembers<NodeId, Node>) -> Result<u64, ApiError> {
     let deadline = Instant::now() + Duration::from_millis(state.config.request_timeout_ms);
+    // openraft refuses a change while the last one is not committed, and
+    // logs that refusal as an error. This node's changes take turns, and
+    // each waits until the node has applied the membership it knows
+    // (applied implies committed) before it is proposed.
+    let Ok(_turn) = tokio::time::timeout_at(deadline, state.membership_changes.lock()).await else {
+        return Err(ApiError::unavailable(
+            "another membership change took the request's time",
+        ));
+    };
     loop {
-        // openraft refuses a change while the last one is not committed,
-        // and logs that refusal as an error: wait until this node has
-        // applied the membership it knows (applied implies committed).
         let pending = state
             .raft
             .metrics()

@@ -152,6 +152,9 @@ pub struct NodeState {
     pub relay: crate::api::relay::Relay,
     /// This node's space limits and its last measure of them.
     pub space: Arc<crate::space::Space>,
+    /// Taken by each membership change this node proposes, so that one
+    /// waits for the last (see `cluster::change`).
+    pub membership_changes: tokio::sync::Mutex<()>,
 }
 
 /// The client port: the public API. `/raft/*` is not there (404): the

@@ -241,6 +241,7 @@ impl Opened {
                 config.min_free_bytes,
                 Box::new(self.log.held_bytes()),
             )),
+            membership_changes: Default::default(),
         });
         tokio::spawn(crate::api::alarms::raise_when_over(state.clone()));
         tokio::spawn(crate::removal::watch_membership(state.clone()));
