@@ -189,6 +189,36 @@ async fn every_bad_input_is_a_json_4xx_naming_it_and_loses_nothing() {
             400,
             "repeated_parameter",
         ),
+        // Disarming is all or nothing: a member asked for is refused, not
+        // ignored while every alarm goes.
+        case(
+            "a member to disarm",
+            "DELETE",
+            "/v1/alarms?member=1",
+            400,
+            "unknown_parameter",
+        ),
+        case(
+            "a parameter of the alarms",
+            "GET",
+            "/v1/alarms?all=1",
+            400,
+            "unknown_parameter",
+        ),
+        case(
+            "a parameter of space",
+            "GET",
+            "/v1/space?node=2",
+            400,
+            "unknown_parameter",
+        ),
+        case(
+            "a parameter of the snapshot",
+            "GET",
+            "/v1/snapshot?revision=3",
+            400,
+            "unknown_parameter",
+        ),
         case(
             "unknown consistency",
             "GET",

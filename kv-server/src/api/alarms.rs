@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -19,6 +19,7 @@ use tracing::{debug, info, warn};
 
 use crate::api::error::ApiError;
 use crate::api::leader::{known_leader, Leader};
+use crate::api::params::Query;
 use crate::api::propose::{propose, propose_or_relay};
 use crate::api::{AppState, FORWARDED_HEADER};
 use crate::space::RETRY_INTERVAL;
@@ -112,14 +113,22 @@ pub fn node_space(state: &AppState) -> NodeSpace {
 }
 
 /// `GET /v1/alarms`: the alarms raised, as applied on this node.
-async fn list(State(state): State<AppState>) -> Result<Json<AlarmList>, ApiError> {
+async fn list(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<AlarmList>, ApiError> {
+    Query::parse(query.as_deref(), &[])?;
     Ok(Json(AlarmList {
         alarms: state.store.alarms()?,
     }))
 }
 
 /// `GET /v1/space`: this node's disk, measured now.
-async fn space(State(state): State<AppState>) -> Result<Json<NodeSpace>, ApiError> {
+async fn space(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<NodeSpace>, ApiError> {
+    Query::parse(query.as_deref(), &[])?;
     measure(&state).await?;
     Ok(Json(node_space(&state)))
 }
@@ -140,7 +149,13 @@ async fn measure(state: &AppState) -> Result<crate::space::Sample, ApiError> {
 /// `DELETE /v1/alarms` (on the leader; followers pass it on): disarms
 /// every alarm, once each member that raised one says its limits hold.
 /// Answers the alarms disarmed.
-async fn disarm(State(state): State<AppState>) -> Result<Json<AlarmList>, ApiError> {
+async fn disarm(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<AlarmList>, ApiError> {
+    // Every alarm goes at once: a `member` (or anything else) asked for
+    // would be ignored, so it is refused.
+    Query::parse(query.as_deref(), &[])?;
     let alarms = state.store.alarms()?;
     for alarm in &alarms {
         let space = member_space(&state, alarm.member).await?;

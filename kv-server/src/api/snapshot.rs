@@ -9,13 +9,14 @@
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
 use crate::api::error::ApiError;
+use crate::api::params::Query;
 use crate::api::{AppState, REVISION_HEADER};
 
 /// How long a snapshot may take to be made.
@@ -27,7 +28,11 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// `GET /v1/snapshot`: the node's snapshot as of what it has applied now.
-async fn save(State(state): State<AppState>) -> Result<Response, ApiError> {
+async fn save(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    Query::parse(query.as_deref(), &[])?;
     let applied = state.raft.metrics().borrow().last_applied;
     if state.raft.metrics().borrow().snapshot < applied {
         state.raft.trigger().snapshot().await?;

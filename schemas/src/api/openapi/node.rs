@@ -56,7 +56,7 @@ pub(super) fn alarms(components: &mut Components) -> PathItem {
             "200",
             ok("The alarms, by member.", components.of::<AlarmList>()),
         ),
-        &[],
+        &[ErrorCode::UnknownParameter],
         components,
     );
     let disarm = operation(
@@ -66,7 +66,11 @@ pub(super) fn alarms(components: &mut Components) -> PathItem {
             "200",
             ok("The alarms disarmed.", components.of::<AlarmList>()),
         ),
-        &[ErrorCode::AlarmHolds, ErrorCode::NotLeader],
+        &[
+            ErrorCode::AlarmHolds,
+            ErrorCode::NotLeader,
+            ErrorCode::UnknownParameter,
+        ],
         components,
     );
     PathItemBuilder::new()
@@ -93,7 +97,7 @@ pub(super) fn snapshot(components: &mut Components) -> PathItem {
             "snapshot",
             "A backup of the store (admin)",
             ("200", answer),
-            &[],
+            &[ErrorCode::UnknownParameter],
             components,
         ),
     )
@@ -110,7 +114,7 @@ pub(super) fn space(components: &mut Components) -> PathItem {
             "space",
             "This node's disk, measured now",
             ("200", answer),
-            &[],
+            &[ErrorCode::UnknownParameter],
             components,
         ),
     )
