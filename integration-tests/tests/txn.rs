@@ -407,6 +407,52 @@ async fn a_txn_reads_any_stored_json_text_as_written_beside_its_write() {
     );
 }
 
+/// A transaction's put stores its value as the JSON text sent, as a PUT
+/// stores its body: an integer past 64 bits, a number past f64 and the
+/// spelling of a float come back as written, not as `serde_json::Value`
+/// would read them (a float, a refusal, `100.0`).
+#[tokio::test]
+async fn a_txn_put_stores_its_value_as_written_as_a_put_does() {
+    let server = TestServer::start().await;
+    let texts = [
+        "123456789012345678901234567890",
+        "1e400",
+        r#"{"a": 1E2, "b": [-0.0, 1.50]}"#,
+    ];
+    let puts: Vec<String> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, text)| format!(r#"{{"put": {{"key": "txn/{i}", "value": {text}}}}}"#))
+        .collect();
+    let body = format!(r#"{{"success": [{}]}}"#, puts.join(","));
+    let answer = send_txn(&server, body, None, None).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    for (i, text) in texts.iter().enumerate() {
+        let response = server
+            .client()
+            .put(server.url(&format!("/v1/kv/put/{i}")))
+            .body(text.to_string())
+            .send()
+            .await
+            .expect("the server answers a put");
+        assert_eq!(response.status().as_u16(), 201, "PUT {text}");
+        for key in [format!("txn/{i}"), format!("put/{i}")] {
+            let read = server
+                .client()
+                .get(server.url(&format!("/v1/kv/{key}")))
+                .send()
+                .await
+                .expect("the server answers a get");
+            assert_eq!(read.status().as_u16(), 200, "GET {key}");
+            let read = read.text().await.expect("a body");
+            assert!(
+                read.contains(&format!(r#""value":{text},"#)),
+                "{key} answered as written ({text}): {read}"
+            );
+        }
+    }
+}
+
 /// The gets of one transaction answer at most 4 MiB of values together,
 /// however many ask for a large prefix: the rest say `more`.
 #[tokio::test]

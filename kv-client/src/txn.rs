@@ -12,7 +12,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use schemas::api::{
-    CompareOp, CompareTarget, KeyOrPrefix, LeaseId, TxnPut, TxnRequest, TxnResponse,
+    CompareOp, CompareTarget, JsonText, KeyOrPrefix, LeaseId, TxnPut, TxnRequest, TxnResponse,
 };
 
 use crate::client::Client;
@@ -198,7 +198,7 @@ impl TxnOp {
         value: &V,
         lease: Option<LeaseId>,
     ) -> Result<TxnOp> {
-        let value = serde_json::to_value(value).map_err(|error| Error::Invalid {
+        let value = JsonText::of(value).map_err(|error| Error::Invalid {
             what: "value",
             message: format!("the value does not serialize to JSON: {error}"),
         })?;

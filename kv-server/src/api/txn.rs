@@ -182,7 +182,7 @@ fn branch(state: &AppState, name: &str, ops: Vec<WireTxnOp>) -> Result<Vec<TxnOp
         .map(|(i, op)| {
             Ok(match op {
                 WireTxnOp::Put(put) => {
-                    let value = put.value.to_string();
+                    let value = put.value.get().to_string();
                     if value.len() > state.config.max_value_bytes {
                         return Err(ApiError::bad_field(
                             ErrorCode::ValueTooLarge,

@@ -215,12 +215,62 @@ pub enum TxnOp {
 pub struct TxnPut {
     /// The key written.
     pub key: String,
-    /// The value: any JSON.
-    pub value: serde_json::Value,
+    /// The value: any JSON, kept as the text sent, as a `PUT` keeps its
+    /// body (a number past 64 bits or `1e400` is stored as written).
+    pub value: JsonText,
     /// The lease to attach the key to; without one, the key is detached
     /// from any lease it had.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<LeaseId>,
+}
+
+/// One JSON value kept as its text: what a client sent is what is stored
+/// and read back, number for number, with no round trip through
+/// `serde_json::Value` (which turns integers past 64 bits into floats and
+/// refuses `1e400`).
+///
+/// ```
+/// use schemas::api::JsonText;
+///
+/// let text: JsonText = serde_json::from_str("123456789012345678901234567890").unwrap();
+/// assert_eq!(text.get(), "123456789012345678901234567890");
+/// assert_eq!(JsonText::of(&[1, 2]).unwrap().get(), "[1,2]");
+/// ```
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JsonText(Box<serde_json::value::RawValue>);
+
+impl JsonText {
+    /// `value` written as JSON.
+    pub fn of<V: Serialize + ?Sized>(value: &V) -> serde_json::Result<JsonText> {
+        serde_json::value::to_raw_value(value).map(JsonText)
+    }
+
+    /// The JSON text.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl PartialEq for JsonText {
+    /// The same text (not the same JSON: `1` and `1.0` differ).
+    fn eq(&self, other: &JsonText) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl JsonSchema for JsonText {
+    fn schema_name() -> Cow<'static, str> {
+        serde_json::Value::schema_name()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> schemars::Schema {
+        serde_json::Value::json_schema(generator)
+    }
 }
 
 /// What a `delete` or `get` reaches: `{"key": K}` or `{"prefix": P}`,
@@ -399,7 +449,7 @@ mod tests {
             [
                 TxnOp::Put(TxnPut {
                     key: "a".into(),
-                    value: json!([1]),
+                    value: JsonText::of(&[1]).unwrap(),
                     lease: Some(9)
                 }),
                 TxnOp::Delete(KeyOrPrefix::Key("b".into())),
@@ -421,7 +471,7 @@ mod tests {
             }],
             success: vec![TxnOp::Put(TxnPut {
                 key: "a".into(),
-                value: json!(null),
+                value: JsonText::of(&()).unwrap(),
                 lease: None,
             })],
             failure: vec![TxnOp::Delete(KeyOrPrefix::Prefix("p/".into()))],
