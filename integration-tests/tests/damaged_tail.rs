@@ -394,7 +394,8 @@ async fn a_raft_log_ending_before_what_was_applied_stops_the_node() {
     let (start, end) = frames[frames.len() / 2];
     // Cut inside a frame halfway along: the frame reads as cut short by
     // the end of the file, as a crash leaves a tail.
-    std::fs::write(&segment, &bytes[..(start + end) / 2]).unwrap();
+    let damaged = &bytes[..(start + end) / 2];
+    std::fs::write(&segment, damaged).unwrap();
 
     let log = start_expecting_refusal(&mut server).await;
     let dir = server.data_dir().join("raft");
@@ -404,6 +405,11 @@ async fn a_raft_log_ending_before_what_was_applied_stops_the_node() {
     );
     assert!(server.log_contains("before index"), "{log}");
     assert!(server.log_contains("docs/recovery.md"), "{log}");
+    // The node stopped on the file: it cut nothing from it.
+    assert!(
+        std::fs::read(&segment).unwrap() == damaged,
+        "the refused segment was changed: {log}"
+    );
 }
 
 /// A raft log whose `meta.json` (the vote, the purged id) is gone while

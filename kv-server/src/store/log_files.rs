@@ -36,7 +36,7 @@ use compaction::fsutil;
 
 use crate::error::StoreError;
 use crate::store::log_frame::{self, Frame, FrameKind};
-use crate::store::log_recovery;
+use crate::store::log_recovery::{self, TornTail};
 use crate::types::{LogId, NodeId};
 
 /// The metadata file's name in the log's directory.
@@ -182,9 +182,29 @@ pub struct LogFiles {
     dir: PathBuf,
     segment_bytes: u64,
     /// Held for a whole append, truncation or purge; taken before `segments`.
-    writer: Mutex<()>,
+    /// Holds the tail a crash left unwritten until the first write cuts it.
+    writer: Mutex<Option<TornTail>>,
     /// The in-memory map; held for no file operation.
     segments: Mutex<Segments>,
+}
+
+/// Cuts the tail a crash left unwritten off its segment, durably, if it is
+/// still there: before the log's first write, never at open, so a node
+/// that its checks stop after opening leaves the file as it was.
+pub(super) fn cut_torn_tail(torn: &mut Option<TornTail>) -> Result<(), StoreError> {
+    let Some(tail) = torn.as_ref() else {
+        return Ok(());
+    };
+    let file = OpenOptions::new()
+        .write(true)
+        .open(&tail.path)
+        .map_err(StoreError::io("open", &tail.path))?;
+    file.set_len(tail.offset)
+        .map_err(StoreError::io("truncate", &tail.path))?;
+    file.sync_data()
+        .map_err(StoreError::io("fsync", &tail.path))?;
+    *torn = None;
+    Ok(())
 }
 
 /// The path of the segment whose first index is `first`.
@@ -215,7 +235,7 @@ impl LogFiles {
         let files = LogFiles {
             dir: dir.to_path_buf(),
             segment_bytes,
-            writer: Mutex::new(()),
+            writer: Mutex::new(opened.torn),
             segments: Mutex::new(opened.segments),
         };
         let recovered = Recovered {
@@ -256,7 +276,8 @@ impl LogFiles {
     /// Appends `frames` in one write, then `fdatasync`s if `sync`. Entries
     /// must follow the last one written (or a purge, or a truncation).
     pub fn append(&self, frames: &[Frame], sync: bool) -> Result<(), StoreError> {
-        let _writer = self.writer.lock();
+        let mut writer = self.writer.lock();
+        cut_torn_tail(&mut writer)?;
         let mut bytes = Vec::new();
         // Each entry's id, frame start within `bytes` and frame length.
         let mut written = Vec::new();
@@ -429,7 +450,8 @@ impl LogFiles {
     /// Removes every entry at or after `from`, durably: later segments are
     /// deleted (newest first), then the segment holding `from` is cut.
     pub fn truncate(&self, from: u64) -> Result<(), StoreError> {
-        let _writer = self.writer.lock();
+        let mut writer = self.writer.lock();
+        cut_torn_tail(&mut writer)?;
         // Forget the entries first, so no reader looks for them while the
         // files change.
         let (doomed, cut) = {
@@ -500,7 +522,7 @@ impl LogFiles {
     /// Holds the writer's turn, so nothing is written until the guard is
     /// dropped: lets a test catch a write before it reaches the files.
     #[cfg(test)]
-    pub(super) fn hold_writes(&self) -> parking_lot::MutexGuard<'_, ()> {
+    pub(super) fn hold_writes(&self) -> parking_lot::MutexGuard<'_, Option<TornTail>> {
         self.writer.lock()
     }
 }

@@ -4,10 +4,13 @@
 //! Zeros after the last frame are space written ahead, not damage. In the
 //! last segment, a frame running past the end of the file (with no intact
 //! entry after it), or a frame with a whole sector of zeros, is a write
-//! that never landed: the segment is cut there, frames after it included
+//! that never landed: the segment ends there, frames after it included
 //! (see `compaction::torn`, and docs/decisions.md for why nothing cut can
-//! have been acknowledged). Anything else stops the node with an error
-//! that names the file and the byte; nothing is cut then.
+//! have been acknowledged). Those bytes are cut from the file only before
+//! the log's first write ([`TornTail`]), so a node that the checks after
+//! opening stop (a log that ends before what the view applied) leaves the
+//! file as it found it. Anything else stops the node with an error that
+//! names the file and the byte; nothing is cut then.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -35,6 +38,19 @@ pub(super) struct Opened {
     pub segments: Segments,
     /// The last committed id written that the log still covers.
     pub committed: Option<LogId>,
+    /// The unwritten tail of the last segment, still in the file.
+    pub torn: Option<TornTail>,
+}
+
+/// The bytes a crash left unwritten at the end of the last segment: left
+/// out of the log's entries at once, cut from the file before the log's
+/// first write (`LogFiles::cut_torn_tail`).
+#[derive(Debug)]
+pub(super) struct TornTail {
+    /// The segment file.
+    pub path: std::path::PathBuf,
+    /// Where the last intact frame ends: the file's new length.
+    pub offset: u64,
 }
 
 /// Opens (or creates) the log's directory `dir` and checks every frame,
@@ -51,10 +67,12 @@ pub(super) fn recover(dir: &Path) -> Result<Opened, StoreError> {
     let purged = meta.purged.map(|id| id.index);
     let mut segments = Segments::default();
     let mut committed = None;
+    let mut torn = None;
     for (position, &first) in firsts.iter().enumerate() {
         let is_last = position + 1 == firsts.len();
         let scanned = scan_segment(dir, first, is_last, purged, &mut segments)?;
-        committed = scanned.or(committed);
+        committed = scanned.committed.or(committed);
+        torn = scanned.torn;
     }
     let end = segments
         .last_location()
@@ -67,6 +85,7 @@ pub(super) fn recover(dir: &Path) -> Result<Opened, StoreError> {
         meta,
         segments,
         committed,
+        torn,
     })
 }
 
@@ -94,15 +113,23 @@ fn list_segments(dir: &Path) -> Result<Vec<u64>, StoreError> {
     Ok(firsts)
 }
 
-/// Checks the segment starting at `first`, adds it and its entries above
-/// `purged` to `segments`, and returns the last committed id it holds.
+/// What a segment's scan found beside its entries.
+struct Scanned {
+    /// The last committed id the segment holds.
+    committed: Option<LogId>,
+    /// Its unwritten tail, if it has one.
+    torn: Option<TornTail>,
+}
+
+/// Checks the segment starting at `first` and adds it and its entries
+/// above `purged` to `segments`.
 fn scan_segment(
     dir: &Path,
     first: u64,
     is_last: bool,
     purged: Option<u64>,
     segments: &mut Segments,
-) -> Result<Option<LogId>, StoreError> {
+) -> Result<Scanned, StoreError> {
     let path = segment_path(dir, first);
     let bytes = std::fs::read(&path).map_err(StoreError::io("read", &path))?;
     let mut offset = 0usize;
@@ -119,7 +146,7 @@ fn scan_segment(
                     offset,
                     cut_bytes = bytes.len() - offset,
                     %damage,
-                    "cutting off the raft log's tail that a crash left unwritten"
+                    "the raft log's tail was left unwritten by a crash: it ends before it"
                 );
                 break;
             }
@@ -151,12 +178,15 @@ fn scan_segment(
     }
     let file = open_segment_file(&path)?;
     let mut allocated = bytes.len() as u64;
+    let mut torn = None;
     if bytes[offset..].iter().any(|byte| *byte != 0) {
-        // A torn tail: cut it, so the next append starts on clean space.
+        // A torn tail: cut before the next append, which then starts on
+        // clean space.
         allocated = offset as u64;
-        file.set_len(offset as u64)
-            .map_err(StoreError::io("truncate", &path))?;
-        file.sync_data().map_err(StoreError::io("fsync", &path))?;
+        torn = Some(TornTail {
+            path: path.clone(),
+            offset: offset as u64,
+        });
     }
     let segment = Segment {
         path,
@@ -166,7 +196,7 @@ fn scan_segment(
         last,
     };
     segments.by_first.insert(first, segment);
-    Ok(committed)
+    Ok(Scanned { committed, torn })
 }
 
 /// Whether the frame of the last segment at `at`, which fails to decode

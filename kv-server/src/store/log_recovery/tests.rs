@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use super::*;
 use crate::store::log_files::tests::{entry, id, indexes};
-use crate::store::log_files::{LogFiles, SEGMENT_BYTES};
+use crate::store::log_files::{cut_torn_tail, LogFiles, SEGMENT_BYTES};
 use crate::store::log_frame::Frame;
 
 /// Bytes of the frame `entry(1, index)` makes, for an index of one digit.
@@ -80,6 +80,18 @@ fn assert_refused_at(dir: &Path, path: &Path, offset: u64) {
     );
 }
 
+/// Checks that opening left the torn tail of `path` in the file (a node
+/// whose checks then stop it must leave the file as it found it), and that
+/// the log's first write cuts it at `end` before writing past it.
+fn assert_cut_at_the_first_write(files: &LogFiles, path: &Path, end: u64) {
+    let opened = std::fs::read(path).expect("reads");
+    assert!(opened.len() as u64 > end, "the tail is still in the file");
+    cut_torn_tail(&mut files.hold_writes()).expect("cuts");
+    let cut = std::fs::read(path).expect("reads");
+    assert_eq!(cut.len() as u64, end, "the first write cuts the tail");
+    assert_eq!(cut, opened[..end as usize], "and only the tail");
+}
+
 #[test]
 fn a_last_frame_with_a_sector_never_written_is_cut_off_and_the_log_goes_on() {
     let dir = tempfile::tempdir().expect("a temp dir");
@@ -97,7 +109,7 @@ fn a_last_frame_with_a_sector_never_written_is_cut_off_and_the_log_goes_on() {
     );
     let (files, _) = LogFiles::open(dir.path(), SEGMENT_BYTES).expect("reopens");
     assert_eq!(indexes(&files), vec![1, 2]);
-    assert_eq!(std::fs::metadata(&path).expect("stats").len(), last);
+    assert_cut_at_the_first_write(&files, &path, last);
     files.append(&[entry(2, 3)], true).expect("appends");
     drop(files);
     let (files, _) = LogFiles::open(dir.path(), SEGMENT_BYTES).expect("reopens");
@@ -120,7 +132,7 @@ fn a_gap_of_zero_sectors_before_whole_frames_is_cut_where_it_starts() {
     write_at(&path, gap, &[0; torn::SECTOR_BYTES as usize]);
     let (files, _) = LogFiles::open(dir.path(), SEGMENT_BYTES).expect("reopens");
     assert_eq!(indexes(&files), vec![1, 2, 3, 4]);
-    assert_eq!(std::fs::metadata(&path).expect("stats").len(), 4 * frame);
+    assert_cut_at_the_first_write(&files, &path, 4 * frame);
 }
 
 #[test]
@@ -135,7 +147,7 @@ fn a_last_frame_running_past_the_end_of_the_file_is_cut_off() {
         .expect("cuts the file");
     let (files, _) = LogFiles::open(dir.path(), SEGMENT_BYTES).expect("reopens");
     assert_eq!(indexes(&files), vec![1, 2]);
-    assert_eq!(std::fs::metadata(&path).expect("stats").len(), last);
+    assert_cut_at_the_first_write(&files, &path, last);
 }
 
 #[test]
