@@ -365,6 +365,30 @@ async fn a_view_rebuilt_without_the_snapshot_that_covers_the_purged_log_stops_th
     assert_refused_naming(&mut server, &named).await;
 }
 
+/// A bit changed in the current snapshot's header (the revision the next
+/// build goes on from) stops the node naming the file: read as written, it
+/// would leave records out of every later snapshot and backup.
+#[tokio::test]
+async fn a_changed_bit_in_the_snapshot_header_stops_the_node() {
+    let mut server = purging_server().await;
+    write_until_a_snapshot_covers_the_last(&server, "one").await;
+    server.stop().await;
+    let snapshot = server.data_dir().join("snapshot").join("current.snap");
+    let mut bytes = std::fs::read(&snapshot).expect("a snapshot was taken");
+    let revision = bytes
+        .windows(b"\"revision\":".len())
+        .position(|window| window == b"\"revision\":")
+        .expect("the header names its revision")
+        + b"\"revision\":".len();
+    bytes[revision] ^= 0x01;
+    std::fs::write(&snapshot, bytes).unwrap();
+
+    let log = start_expecting_refusal(&mut server).await;
+    let named = format!("snapshot {} is corrupt", snapshot.display());
+    assert!(server.log_contains(&named), "{log}");
+    assert!(server.log_contains("fails its checksum"), "{log}");
+}
+
 /// An older `current.snap` put back after the log purged past it is
 /// refused naming it: the entries between are nowhere.
 #[tokio::test]

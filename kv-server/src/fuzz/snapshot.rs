@@ -109,7 +109,8 @@ fn template_snapshot() -> &'static Template {
         unsealed.truncate(unsealed.len() - END_BYTES);
         Template {
             unsealed,
-            frames_at: HEADER_LEN_AT + 4 + header_len,
+            // The header's length, the header and its checksum.
+            frames_at: HEADER_LEN_AT + 4 + header_len + 4,
             records,
         }
     })

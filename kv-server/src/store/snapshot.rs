@@ -9,15 +9,19 @@
 //! segment file, in offset order, after a small header:
 //!
 //! ```text
-//! "OMKVSNP1" | header_len: u32 LE | header (JSON: meta, tombstone floor, revision, format) | frames…
+//! "OMKVSNP1" | header_len: u32 LE | header (JSON: meta, tombstone floor, revision, format)
+//!   | CRC-32C of header_len and the header: u32 LE | frames…
 //!   | "OMKVEND1" | frames' bytes: u64 LE | records: u64 LE | CRC-32C of the 24 bytes before: u32 LE
 //! ```
 //!
-//! The header's `format` is 3. The end marker makes a file cut short
-//! anywhere, between two frames included, a damaged one: a file of format
-//! 3 that does not end in a marker agreeing with its frames is refused on
-//! opening. Format 2 wrote no marker; such snapshots (a data dir's, an old
-//! backup) are still read, the cut unseen as before. Snapshots of format 1
+//! The header's `format` is 4. Its checksum makes a changed bit of the
+//! header (the revision a build goes on from, the tombstone floor) a damaged
+//! file, not another snapshot. The end marker makes a file cut short
+//! anywhere, between two frames included, a damaged one: a file of format 3
+//! or later that does not end in a marker agreeing with its frames is
+//! refused on opening. Format 3 had no header checksum and format 2 no
+//! marker either; such snapshots (a data dir's, an old backup) are still
+//! read, the damage they cannot show unseen as before. Snapshots of format 1
 //! (no `format`, no `revision`) were written while offsets were log
 //! indices; like the data dirs of that time they are refused, as is a later
 //! format.
@@ -66,8 +70,13 @@ pub const INSTALLING_FILE: &str = "installing.snap";
 /// Prefix of the file a snapshot is built in before it becomes current.
 const BUILDING_PREFIX: &str = "building-";
 
-/// The header format written today: frames, then the end marker.
-pub const HEADER_FORMAT: u32 = 3;
+/// The header format written today: the header's checksum, frames, then
+/// the end marker.
+pub const HEADER_FORMAT: u32 = 4;
+/// The first header format followed by its checksum.
+const CHECKED_HEADER_FORMAT: u32 = 4;
+/// Bytes of the header's checksum.
+const HEADER_CRC_BYTES: usize = 4;
 /// The oldest header format read: frames to the end of the file.
 const UNMARKED_FORMAT: u32 = 2;
 /// The first bytes of a snapshot's end marker.
@@ -274,6 +283,23 @@ impl SnapshotFile {
         file.read_exact_at(&mut header_json, HEADER_AT as u64)
             .map_err(StoreError::io("read", path))?;
         let header = parse_header(&header_json).map_err(&bad)?;
+        let mut frames_at = frames_at;
+        if header.format >= CHECKED_HEADER_FORMAT {
+            let mut crc = [0u8; HEADER_CRC_BYTES];
+            if len < frames_at + HEADER_CRC_BYTES as u64 {
+                return Err(bad(format!(
+                    "the header's checksum at byte {frames_at} runs past the end ({len} bytes)"
+                )));
+            }
+            file.read_exact_at(&mut crc, frames_at)
+                .map_err(StoreError::io("read", path))?;
+            if u32::from_le_bytes(crc) != header_crc(&header_json) {
+                return Err(bad(format!(
+                    "the header at byte {HEADER_LEN_AT} fails its checksum (at byte {frames_at})"
+                )));
+            }
+            frames_at += HEADER_CRC_BYTES as u64;
+        }
         let (frames_end, marked_records) = if header.format == UNMARKED_FORMAT {
             (len, None)
         } else {
@@ -479,6 +505,7 @@ impl<'a> SnapshotWriter<'a> {
         writer.write(MAGIC)?;
         writer.write(&(header_json.len() as u32).to_le_bytes())?;
         writer.write(&header_json)?;
+        writer.write(&header_crc(&header_json).to_le_bytes())?;
         Ok(writer)
     }
 
@@ -594,6 +621,13 @@ fn read_end_marker(
     }))
 }
 
+/// The CRC-32C of a header's length (u32 LE) and JSON, as written after
+/// them from format 4 on.
+pub(crate) fn header_crc(json: &[u8]) -> u32 {
+    let len = (json.len() as u32).to_le_bytes();
+    crc32c::crc32c_append(crc32c::crc32c(&len), json)
+}
+
 /// Reads a header's JSON, refusing formats this server does not read.
 fn parse_header(json: &[u8]) -> Result<SnapshotHeader, String> {
     let header: SnapshotHeader = serde_json::from_slice(json)
@@ -607,7 +641,7 @@ fn parse_header(json: &[u8]) -> Result<SnapshotHeader, String> {
     if header.format < UNMARKED_FORMAT {
         return Err(format!(
             "header format {} was written while topic offsets were raft log indices; \
-             this server reads formats {UNMARKED_FORMAT} and {HEADER_FORMAT} only",
+             this server reads formats {UNMARKED_FORMAT} to {HEADER_FORMAT} only",
             header.format
         ));
     }
@@ -891,12 +925,48 @@ mod tests {
         let mut bytes = MAGIC.to_vec();
         bytes.extend_from_slice(&(header_json.len() as u32).to_le_bytes());
         bytes.extend_from_slice(header_json.as_bytes());
+        let format = serde_json::from_str::<serde_json::Value>(header_json)
+            .ok()
+            .and_then(|header| header["format"].as_u64());
+        if format.is_some_and(|format| format >= u64::from(CHECKED_HEADER_FORMAT)) {
+            bytes.extend_from_slice(&header_crc(header_json.as_bytes()).to_le_bytes());
+        }
         if let Some(marker) = marker {
             bytes.extend_from_slice(&marker.encode());
         }
         let path = dir.join(name);
         std::fs::write(&path, bytes).expect("writes");
         SnapshotFile::open(&path)
+    }
+
+    /// A bit changed in the header (here the revision a later build would
+    /// go on from) is damage named as such, not another snapshot.
+    #[test]
+    fn a_changed_bit_in_the_header_fails_its_checksum() {
+        let meta = SnapshotMeta {
+            last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), 6)),
+            last_membership: StoredMembership::default(),
+            snapshot_id: "test".into(),
+        };
+        let json = serde_json::to_string(&SnapshotHeader::new(meta, 1716, 0)).expect("serializes");
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let marker = EndMarker {
+            frames_bytes: 0,
+            records: 0,
+        };
+        with_header(dir.path(), "flipped", &json, Some(marker)).expect("parses");
+        let path = dir.path().join("flipped");
+        let mut bytes = std::fs::read(&path).expect("reads");
+        let at = HEADER_AT + json.find("1716").expect("the revision") + 3;
+        bytes[at] ^= 0x01;
+        std::fs::write(&path, &bytes).expect("writes");
+        match SnapshotFile::open(&path) {
+            Err(StoreError::CorruptSnapshot { reason, .. }) => {
+                assert!(reason.contains("fails its checksum"), "{reason}");
+            }
+            Err(other) => panic!("expected a damaged header, got {other:?}"),
+            Ok(read) => panic!("read revision {}", read.header.revision),
+        }
     }
 
     #[test]
@@ -914,8 +984,19 @@ mod tests {
             records: 0,
         };
         let read = with_header(dir.path(), "new", &json, Some(empty())).expect("parses");
-        assert_eq!((read.header.format, read.header.revision), (3, 5));
+        assert_eq!((read.header.format, read.header.revision), (4, 5));
         assert_eq!(read.check_records().expect("no records"), 0);
+        // Format 3 had no header checksum, and is still read.
+        let unchecked =
+            serde_json::json!({ "meta": meta, "tombstone_floor": 0, "revision": 5, "format": 3 });
+        let read = with_header(
+            dir.path(),
+            "unchecked",
+            &unchecked.to_string(),
+            Some(empty()),
+        )
+        .expect("format 3 parses");
+        assert_eq!((read.header.format, read.header.revision), (3, 5));
         // Format 2 wrote no end marker, and is still read.
         let unmarked =
             serde_json::json!({ "meta": meta, "tombstone_floor": 0, "revision": 5, "format": 2 });
@@ -924,14 +1005,14 @@ mod tests {
         assert_eq!((read.header.format, read.header.revision), (2, 5));
 
         let old = serde_json::json!({ "meta": meta, "tombstone_floor": 0 });
-        let later = serde_json::json!({ "meta": meta, "tombstone_floor": 0, "format": 4 });
+        let later = serde_json::json!({ "meta": meta, "tombstone_floor": 0, "format": 5 });
         for (name, header, says) in [
             (
                 "old",
                 old,
                 "header format 1 was written while topic offsets",
             ),
-            ("later", later, "header format 4 is newer"),
+            ("later", later, "header format 5 is newer"),
             (
                 "unended",
                 serde_json::to_value(&header).expect("a value"),
