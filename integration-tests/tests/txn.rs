@@ -453,6 +453,57 @@ async fn a_txn_put_stores_its_value_as_written_as_a_put_does() {
     }
 }
 
+/// A compare of a value is exact: numbers by their decimal value, however
+/// long (a compare-and-set with the neighbouring integer must fail, as
+/// etcd's byte compare would), at any depth; and a stored value that
+/// `serde_json` cannot hold is unequal to any other.
+#[tokio::test]
+async fn a_value_compare_is_exact_for_any_number_and_any_stored_text() {
+    let server = TestServer::start().await;
+    let stored = [
+        ("exact/id", "1234567890123456789"),
+        ("exact/big", "12345678901234567890123"),
+        ("exact/nested", r#"{"n": 1, "m": [0.5]}"#),
+        ("exact/huge", "1e400"),
+    ];
+    for (key, text) in stored {
+        let response = server
+            .client()
+            .put(server.url(&format!("/v1/kv/{key}")))
+            .body(text)
+            .send()
+            .await
+            .expect("the server answers a put");
+        assert_eq!(response.status().as_u16(), 201, "PUT {key} {text}");
+    }
+    let cases = [
+        ("exact/id", "=", "1234567890123456788", false),
+        ("exact/id", "=", "1234567890123456789", true),
+        ("exact/id", "!=", "1234567890123456788", true),
+        ("exact/big", "=", "12345678901234567890124", false),
+        ("exact/big", ">", "12345678901234567890122", true),
+        ("exact/big", "=", "1.2345678901234567890123e22", true),
+        ("exact/nested", "=", r#"{"m": [5e-1], "n": 1.0}"#, true),
+        ("exact/nested", "=", r#"{"m": [0.5], "n": 2}"#, false),
+        ("exact/huge", "!=", "1", true),
+        ("exact/huge", "=", "1e400", true),
+        ("exact/huge", ">", "1e399", true),
+    ];
+    for (key, op, operand, expected) in cases {
+        let body = format!(
+            r#"{{"compare": [{{"key": "{key}", "target": "value", "op": "{op}", "value": {operand}}}],
+                "success": [{{"put": {{"key": "exact/ran", "value": 1}}}}]}}"#
+        );
+        let answer = send_txn(&server, body, None, None).await;
+        assert_eq!(answer.status, 200, "{key} {op} {operand}: {}", answer.body);
+        assert_eq!(
+            answer.body["succeeded"], expected,
+            "{key} {op} {operand}: {}",
+            answer.body
+        );
+    }
+}
+
 /// The gets of one transaction answer at most 4 MiB of values together,
 /// however many ask for a large prefix: the rest say `more`.
 #[tokio::test]

@@ -40,7 +40,7 @@ impl Compare {
         key: impl Into<String>,
         target: CompareTarget,
         op: CompareOp,
-        value: serde_json::Value,
+        value: JsonText,
     ) -> Compare {
         Compare(schemas::api::Compare {
             key: key.into(),
@@ -55,14 +55,14 @@ impl Compare {
     ///
     /// ```
     /// let compare = kv_client::Compare::value("app/mode", kv_client::CompareOp::Equal, &"active").unwrap();
-    /// assert_eq!(compare.0.value, serde_json::json!("active"));
+    /// assert_eq!(compare.0.value.get(), r#""active""#);
     /// ```
     pub fn value<V: Serialize + ?Sized>(
         key: impl Into<String>,
         op: CompareOp,
         value: &V,
     ) -> Result<Compare> {
-        let value = serde_json::to_value(value).map_err(|error| Error::Invalid {
+        let value = JsonText::of(value).map_err(|error| Error::Invalid {
             what: "value",
             message: format!("the compared value does not serialize to JSON: {error}"),
         })?;
@@ -76,7 +76,7 @@ impl Compare {
     /// # let _ = first_write;
     /// ```
     pub fn version(key: impl Into<String>, op: CompareOp, version: u64) -> Compare {
-        Compare::new(key, CompareTarget::Version, op, version.into())
+        Compare::new(key, CompareTarget::Version, op, JsonText::from(version))
     }
 
     /// Compares the revision that created the key (0 when missing).
@@ -87,7 +87,12 @@ impl Compare {
     /// # let _ = same_incarnation;
     /// ```
     pub fn create_revision(key: impl Into<String>, op: CompareOp, revision: Revision) -> Compare {
-        Compare::new(key, CompareTarget::CreateRevision, op, revision.into())
+        Compare::new(
+            key,
+            CompareTarget::CreateRevision,
+            op,
+            JsonText::from(revision),
+        )
     }
 
     /// Compares the revision of the key's last write (0 when missing): the
@@ -98,7 +103,12 @@ impl Compare {
     /// # let _ = unchanged;
     /// ```
     pub fn mod_revision(key: impl Into<String>, op: CompareOp, revision: Revision) -> Compare {
-        Compare::new(key, CompareTarget::ModRevision, op, revision.into())
+        Compare::new(
+            key,
+            CompareTarget::ModRevision,
+            op,
+            JsonText::from(revision),
+        )
     }
 
     /// Compares the lease the key is attached to (0: none, also when missing).
@@ -108,27 +118,37 @@ impl Compare {
     /// # let _ = still_mine;
     /// ```
     pub fn lease(key: impl Into<String>, op: CompareOp, lease: LeaseId) -> Compare {
-        Compare::new(key, CompareTarget::Lease, op, lease.into())
+        Compare::new(key, CompareTarget::Lease, op, JsonText::from(lease))
     }
 
     /// Holds when the key exists.
     ///
     /// ```
     /// let present = kv_client::Compare::exists("app/mode");
-    /// assert_eq!(present.0.value, serde_json::json!(true));
+    /// assert_eq!(present.0.value.get(), "true");
     /// ```
     pub fn exists(key: impl Into<String>) -> Compare {
-        Compare::new(key, CompareTarget::Exists, CompareOp::Equal, true.into())
+        Compare::new(
+            key,
+            CompareTarget::Exists,
+            CompareOp::Equal,
+            JsonText::from(true),
+        )
     }
 
     /// Holds when the key does not exist.
     ///
     /// ```
     /// let absent = kv_client::Compare::missing("locks/job");
-    /// assert_eq!(absent.0.value, serde_json::json!(false));
+    /// assert_eq!(absent.0.value.get(), "false");
     /// ```
     pub fn missing(key: impl Into<String>) -> Compare {
-        Compare::new(key, CompareTarget::Exists, CompareOp::Equal, false.into())
+        Compare::new(
+            key,
+            CompareTarget::Exists,
+            CompareOp::Equal,
+            JsonText::from(false),
+        )
     }
 }
 

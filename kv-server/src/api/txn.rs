@@ -18,7 +18,6 @@ use schemas::api::{
     TxnResponse, MAX_INTERNAL_TXN_OPS, MAX_TXN_OPS,
 };
 use serde_json::value::RawValue;
-use serde_json::Value;
 
 use crate::api::error::{lease_not_found, ApiError};
 
@@ -139,14 +138,14 @@ fn to_txn(state: &AppState, request: TxnRequest) -> Result<Txn, ApiError> {
                 })
             };
             let target = match compare.target {
-                WireCompareTarget::Value => CompareTarget::Value(compare.value.to_string()),
+                WireCompareTarget::Value => CompareTarget::Value(compare.value.get().to_string()),
                 WireCompareTarget::Version => CompareTarget::Version(number()?),
                 WireCompareTarget::CreateRevision => CompareTarget::CreateRevision(number()?),
                 WireCompareTarget::ModRevision => CompareTarget::ModRevision(number()?),
                 WireCompareTarget::Lease => CompareTarget::Lease(number()?),
-                WireCompareTarget::Exists => match compare.value {
-                    Value::Bool(exists) => CompareTarget::Exists(exists),
-                    _ => {
+                WireCompareTarget::Exists => match compare.value.as_bool() {
+                    Some(exists) => CompareTarget::Exists(exists),
+                    None => {
                         return Err(ApiError::bad_field(
                             ErrorCode::InvalidField,
                             &field("value"),

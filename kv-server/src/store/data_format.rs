@@ -1,5 +1,5 @@
 //! The data directory's format marker: `data/format` holds the format of
-//! everything under it (`4`), written before the node's raft dir is
+//! everything under it (`5`), written before the node's raft dir is
 //! created, so a data dir from before the marker (a raft log and no
 //! marker) is told apart from a new one and refused rather than misread.
 //!
@@ -13,6 +13,13 @@
 //! Format 4 is format 3 plus the NOSPACE alarm's commands (`AlarmRaise`,
 //! `AlarmDisarm`), which a binary of format 3 cannot decode: it reads 2 and
 //! 3 and marks them 4, as above.
+//!
+//! Format 5 is format 4 with a transaction's compare of a value exact:
+//! numbers by their decimal value, not as `f64`, and values `serde_json`
+//! cannot hold compared as text (`store::json_compare`). The commands are
+//! the same, but a binary of format 4 could apply one differently (a compare
+//! of integers past 2^53), so peers of the two formats refuse each other;
+//! this binary reads 2 to 4 and marks them 5.
 //!
 //! Refusing instead of converting follows the project's precedent for data
 //! dirs from before the peer port: there is no release to upgrade from, and
@@ -28,10 +35,11 @@ use crate::store::DataDirs;
 /// The marker's file name, in the data directory.
 pub const FORMAT_FILE: &str = "format";
 /// The data format this server writes and reads.
-pub const DATA_FORMAT: &str = "4";
+pub const DATA_FORMAT: &str = "5";
 /// Earlier formats this server reads, and marks [`DATA_FORMAT`]: before
-/// batch entries (2), before the alarm's commands (3).
-const EARLIER_FORMATS: &[&str] = &["2", "3"];
+/// batch entries (2), before the alarm's commands (3), before exact
+/// compares (4).
+const EARLIER_FORMATS: &[&str] = &["2", "3", "4"];
 
 /// Checks that `root` holds data of [`DATA_FORMAT`], marking it so when it
 /// holds no raft log yet (a new node). Called before the raft log is
@@ -114,7 +122,7 @@ mod tests {
         let root = tempfile::tempdir().expect("a temporary directory");
         let data = root.path().join("data");
         check_or_mark(&data).expect("a new data dir is taken");
-        assert_eq!(std::fs::read_to_string(marker(&data)).unwrap(), "4");
+        assert_eq!(std::fs::read_to_string(marker(&data)).unwrap(), "5");
         LogStore::open(&DataDirs::new(&data).raft, Some(1)).expect("the raft log opens");
         write_raft_log(&data);
         check_or_mark(&data).expect("a marked data dir is taken again");
@@ -144,9 +152,9 @@ mod tests {
     #[test]
     fn a_marker_of_another_format_is_refused() {
         let root = tempfile::tempdir().expect("a temporary directory");
-        std::fs::write(marker(root.path()), "5\n").expect("writes");
+        std::fs::write(marker(root.path()), "6\n").expect("writes");
         match check_or_mark(root.path()) {
-            Err(StoreError::UnknownDataFormat { found, .. }) => assert_eq!(found, "5"),
+            Err(StoreError::UnknownDataFormat { found, .. }) => assert_eq!(found, "6"),
             other => panic!("expected an unknown format, got {other:?}"),
         }
     }
@@ -160,7 +168,7 @@ mod tests {
         write_raft_log(root.path());
         std::fs::write(marker(root.path()), "2").expect("writes");
         check_or_mark(root.path()).expect("a format-2 data dir is taken");
-        assert_eq!(std::fs::read_to_string(marker(root.path())).unwrap(), "4");
+        assert_eq!(std::fs::read_to_string(marker(root.path())).unwrap(), "5");
         check_or_mark(root.path()).expect("and taken again");
     }
 }

@@ -20,6 +20,7 @@ mod batch;
 mod checkpoint;
 pub mod data_format;
 pub mod internal;
+mod json_compare;
 pub mod leases;
 pub(crate) mod log_durability;
 pub mod log_files;

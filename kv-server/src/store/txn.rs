@@ -10,10 +10,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde_json::Value;
-
 use crate::error::StoreError;
 use crate::store::apply::{remembered_txn, Applied, UnitStart, UnitWriter};
+use crate::store::json_compare;
 use crate::store::leases;
 use crate::store::record::UnitKind;
 use crate::store::view::{IdempotentWrite, KeyEntry, ViewBatch};
@@ -266,18 +265,10 @@ fn holds(compare: &Compare, entry: Option<&KeyEntry>) -> bool {
             ordered(number(|e| e.mod_revision), *operand, compare.op)
         }
         CompareTarget::Lease(operand) => ordered(number(|e| e.lease), *operand, compare.op),
-        CompareTarget::Value(operand) => {
-            let Some(entry) = entry else {
-                return false;
-            };
-            let (Ok(value), Ok(operand)) = (
-                serde_json::from_slice::<Value>(&entry.value),
-                serde_json::from_str::<Value>(operand),
-            ) else {
-                return false;
-            };
-            compare_json(&value, &operand, compare.op)
-        }
+        CompareTarget::Value(operand) => entry.is_some_and(|entry| {
+            let value = String::from_utf8_lossy(&entry.value);
+            json_compare::holds(&value, operand, compare.op)
+        }),
     }
 }
 
@@ -287,42 +278,6 @@ fn ordered(value: u64, operand: u64, op: CompareOp) -> bool {
         CompareOp::NotEqual => value != operand,
         CompareOp::Less => value < operand,
         CompareOp::Greater => value > operand,
-    }
-}
-
-/// JSON values compare equal as JSON; `<` and `>` hold only between two
-/// numbers or two strings.
-fn compare_json(value: &Value, operand: &Value, op: CompareOp) -> bool {
-    match op {
-        CompareOp::Equal => json_equal(value, operand),
-        CompareOp::NotEqual => !json_equal(value, operand),
-        CompareOp::Less | CompareOp::Greater => {
-            let order = match (value, operand) {
-                (Value::Number(a), Value::Number(b)) => a
-                    .as_f64()
-                    .zip(b.as_f64())
-                    .and_then(|(a, b)| a.partial_cmp(&b)),
-                (Value::String(a), Value::String(b)) => Some(a.cmp(b)),
-                _ => None,
-            };
-            match order {
-                Some(order) if op == CompareOp::Less => order.is_lt(),
-                Some(order) => order.is_gt(),
-                None => false,
-            }
-        }
-    }
-}
-
-/// Equality as JSON: numbers by value (`1` equals `1.0`), the rest as
-/// `serde_json` compares.
-fn json_equal(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(a), Value::Number(b)) => match (a.as_f64(), b.as_f64()) {
-            (Some(a), Some(b)) => a == b,
-            _ => a == b,
-        },
-        _ => a == b,
     }
 }
 

@@ -129,8 +129,9 @@ pub struct Compare {
     /// What it is compared with: a boolean for `exists`; a number of 0 or
     /// more for `version`, `create_revision`, `mod_revision` and `lease`
     /// (0: no lease); any JSON for `value`, which `=` and `!=` compare as
-    /// JSON, and `<` and `>` only as two numbers or two strings.
-    pub value: serde_json::Value,
+    /// JSON (numbers exactly, by their decimal value), and `<` and `>` only
+    /// as two numbers or two strings.
+    pub value: JsonText,
 }
 
 /// What of a key a compare looks at.
@@ -249,6 +250,49 @@ impl JsonText {
     /// The JSON text.
     pub fn get(&self) -> &str {
         self.0.get()
+    }
+
+    /// The value as an integer of 0 or more, if it is one (`5`; not `5.0`
+    /// or `5e0`, as `serde_json::Value::as_u64` reads them).
+    pub fn as_u64(&self) -> Option<u64> {
+        serde_json::from_str(self.get()).ok()
+    }
+
+    /// The value as a boolean, if it is one.
+    pub fn as_bool(&self) -> Option<bool> {
+        serde_json::from_str(self.get()).ok()
+    }
+
+    /// Whether the value is a number.
+    pub fn is_number(&self) -> bool {
+        matches!(self.first_byte(), Some(b'-' | b'0'..=b'9'))
+    }
+
+    /// Whether the value is a string.
+    pub fn is_string(&self) -> bool {
+        self.first_byte() == Some(b'"')
+    }
+
+    fn first_byte(&self) -> Option<u8> {
+        self.get().trim_start().bytes().next()
+    }
+}
+
+impl From<u64> for JsonText {
+    fn from(number: u64) -> JsonText {
+        JsonText::of(&number).expect("a number is JSON")
+    }
+}
+
+impl From<bool> for JsonText {
+    fn from(value: bool) -> JsonText {
+        JsonText::of(&value).expect("a boolean is JSON")
+    }
+}
+
+impl std::fmt::Display for JsonText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.get())
     }
 }
 
@@ -467,7 +511,7 @@ mod tests {
                 key: "a".into(),
                 target: CompareTarget::CreateRevision,
                 op: CompareOp::NotEqual,
-                value: json!(0),
+                value: JsonText::of(&0).unwrap(),
             }],
             success: vec![TxnOp::Put(TxnPut {
                 key: "a".into(),

@@ -2,7 +2,7 @@
 //! reserved keys, one write per key, and compare values of the right type.
 
 use crate::api::{
-    is_metadata_key, CompareOp, CompareTarget, ErrorCode, FieldError, KeyOrPrefix, TxnOp,
+    is_metadata_key, CompareOp, CompareTarget, ErrorCode, FieldError, JsonText, KeyOrPrefix, TxnOp,
     TxnRequest,
 };
 use crate::error::shown;
@@ -87,7 +87,7 @@ fn check_compare_value(
     field: &str,
     target: CompareTarget,
     op: CompareOp,
-    value: &serde_json::Value,
+    value: &JsonText,
 ) -> Result<(), FieldError> {
     let ordered = matches!(op, CompareOp::Less | CompareOp::Greater);
     let wrong_value = |expected: &str| {
@@ -110,7 +110,7 @@ fn check_compare_value(
                 op.as_str()
             ),
         )),
-        CompareTarget::Exists if !value.is_boolean() => wrong_value("true or false"),
+        CompareTarget::Exists if value.as_bool().is_none() => wrong_value("true or false"),
         CompareTarget::Version
         | CompareTarget::CreateRevision
         | CompareTarget::ModRevision
