@@ -30,6 +30,15 @@ pub enum StoreError {
         /// sled's error.
         source: sled::Error,
     },
+    /// sled panicked opening a database: it found its files damaged in a
+    /// way it does not report as an error.
+    #[error("cannot open sled database {path}: its files are damaged (sled panicked: {message})")]
+    SledPanicked {
+        /// The database directory.
+        path: PathBuf,
+        /// The panic's message.
+        message: String,
+    },
     /// A sled operation failed.
     #[error("sled: {0}")]
     SledOp(#[from] sled::Error),

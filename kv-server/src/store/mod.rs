@@ -82,12 +82,15 @@ pub fn set_view_cache_bytes(bytes: u64) {
 pub fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
     let deadline = Instant::now() + SLED_LOCK_WAIT;
     loop {
-        let opened = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::HighThroughput)
             .cache_capacity(VIEW_CACHE_BYTES.load(Ordering::Relaxed))
-            .flush_every_ms(None)
-            .open();
+            .flush_every_ms(None);
+        // sled 0.34 panics on some damage to its files (a flipped byte in
+        // its page table) rather than answering an error: the caller
+        // decides what a damaged database means (the view rebuilds).
+        let opened = unless_panicked(dir, || config.open())?;
         match opened {
             Err(source) if is_lock_held(&source) && Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(10));
@@ -100,6 +103,26 @@ pub fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
             }
         }
     }
+}
+
+/// What `open` gives, or [`StoreError::SledPanicked`] naming `dir` if it
+/// panics.
+fn unless_panicked<T>(dir: &Path, open: impl FnOnce() -> T) -> Result<T, StoreError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(open)).map_err(|panic| {
+        StoreError::SledPanicked {
+            path: dir.to_path_buf(),
+            message: panic_message(panic.as_ref()),
+        }
+    })
+}
+
+/// The message a panic carried, if it is text.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|message| message.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_string())
 }
 
 /// How long an open waits for sled's file lock to be let go.
@@ -643,6 +666,23 @@ const RETIRED_VIEW_WAIT: Duration = Duration::from_secs(10);
 mod tests {
     use super::*;
     use crate::types::Command;
+
+    /// sled 0.34 panics on some damage to its files: the panic is an error
+    /// naming the database, which the view answers with a rebuild.
+    #[test]
+    fn a_panic_opening_sled_is_an_error_naming_the_database() {
+        let dir = Path::new("/data/view/view-1");
+        assert_eq!(unless_panicked(dir, || 7).expect("no panic"), 7);
+        let error = unless_panicked(dir, || -> u32 {
+            panic!("tried to serialize Uninitialized")
+        })
+        .expect_err("a panic");
+        assert_eq!(
+            error.to_string(),
+            "cannot open sled database /data/view/view-1: its files are damaged \
+             (sled panicked: tried to serialize Uninitialized)"
+        );
+    }
 
     fn command(op: Op) -> Command {
         Command {
