@@ -365,6 +365,53 @@ async fn a_view_rebuilt_without_the_snapshot_that_covers_the_purged_log_stops_th
     assert_refused_naming(&mut server, &named).await;
 }
 
+/// Copies the directory tree `from` to `to`.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// A view that went back to before what the raft log purged (as sled reads
+/// a view whose file was cut short: an earlier state, whole) is rebuilt
+/// from the topic. The log can no longer apply what came between, and the
+/// node used to stop blaming the raft log.
+#[tokio::test]
+async fn a_view_from_before_the_purged_log_is_rebuilt_from_the_topic() {
+    let mut server = purging_server().await;
+    let one = write_until_a_snapshot_covers_the_last(&server, "one").await;
+    server.stop().await;
+    let view = server.data_dir().join("view");
+    let earlier = server.data_dir().join("view-copied-earlier");
+    copy_tree(&view, &earlier);
+    server.spawn();
+    server.wait_ready().await;
+    let two = write_until_a_snapshot_covers_the_last(&server, "two").await;
+    server.stop().await;
+    std::fs::remove_dir_all(&view).unwrap();
+    std::fs::rename(&earlier, &view).unwrap();
+
+    server.spawn();
+    server.wait_ready().await;
+    assert!(
+        server.log_contains("rebuilding it from the topic"),
+        "{}",
+        server.log_tail(40)
+    );
+    let acknowledged: Vec<(String, Value)> = (0..one)
+        .map(|n| (format!("one/k{n}"), json!(n)))
+        .chain((0..two).map(|n| (format!("two/k{n}"), json!(n))))
+        .collect();
+    assert_all_present(&server, &acknowledged).await;
+}
+
 /// A bit changed in the current snapshot's header (the revision the next
 /// build goes on from) stops the node naming the file: read as written, it
 /// would leave records out of every later snapshot and backup.

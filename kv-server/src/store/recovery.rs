@@ -9,8 +9,9 @@
 //!    from that snapshot;
 //! 2. the view's rebuilding marker: a rebuild was interrupted, start over;
 //! 3. a view that applied nothing while the topic holds records (or a
-//!    snapshot or the raft log's purge says entries were applied): the view
-//!    was lost (or damaged and removed), rebuild it;
+//!    snapshot or the raft log's purge says entries were applied), or that
+//!    applied less than the raft log purged: the view was lost (or damaged
+//!    and removed, or cut back), rebuild it;
 //! 4. a view whose revision passes the topic's end: the topic lost writes
 //!    the view kept, rebuild the view to match.
 //!
@@ -226,13 +227,21 @@ impl Store {
     /// Whether the view was lost while the rest was kept: the view has
     /// applied nothing, yet the topic holds records, or a snapshot or the
     /// raft log's purge says entries were applied (the topic may have lost
-    /// its records too: the rebuild then tells what holds them).
+    /// its records too: the rebuild then tells what holds them). Or the
+    /// view went back to before what the raft log purged (its files cut
+    /// short, sled reading them to an earlier state): the log can no longer
+    /// apply the entries after it, and only the topic holds them.
     fn view_lags_topic(&self, log: &LogStore) -> Result<bool, StoreError> {
         let (applied, _) = self.view.applied_state()?;
-        Ok(applied.is_none()
-            && (self.topic.last_offset().is_some()
-                || self.snapshot_dir.join(CURRENT_FILE).exists()
-                || log.purged().is_some()))
+        let purged = log.purged();
+        Ok(match applied {
+            None => {
+                self.topic.last_offset().is_some()
+                    || self.snapshot_dir.join(CURRENT_FILE).exists()
+                    || purged.is_some()
+            }
+            Some(applied) => purged.is_some_and(|purged| applied.index < purged.index),
+        })
     }
 
     /// Whether the view says more is applied than the topic holds: after a
