@@ -130,3 +130,28 @@ async fn replay_from_an_offset_starts_there() {
         .collect();
     assert_eq!(offsets, revisions[6..].to_vec());
 }
+
+/// `kv-server rebuild` on a path that holds no node's data (a mistyped
+/// `--data-dir`) refuses, names the path, and makes nothing there: it used
+/// to make an empty node and report it rebuilt.
+#[test]
+fn an_offline_rebuild_of_a_path_without_a_node_refuses_and_makes_nothing() {
+    let root = tempfile::tempdir().expect("a temp dir");
+    let missing = root.path().join("data-mistyped");
+    let output = std::process::Command::new(integration_tests::server_binary())
+        .args(["rebuild", "--data-dir"])
+        .arg(&missing)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("kv-server rebuild runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "--data-dir {}: no node's data there",
+            missing.display()
+        )),
+        "{stderr}"
+    );
+    assert!(!missing.exists(), "the rebuild made {}", missing.display());
+}

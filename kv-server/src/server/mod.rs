@@ -239,6 +239,16 @@ async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, ServerError> {
 /// revision and the applied log index it rebuilt to.
 pub fn rebuild(data_dir: &std::path::Path) -> Result<(u64, u64), ServerError> {
     let dirs = DataDirs::new(data_dir);
+    // A rebuild makes a view of a node's data: a mistyped path would
+    // otherwise be made into an empty node and reported rebuilt.
+    let marker = data_dir.join(crate::store::data_format::FORMAT_FILE);
+    if !marker.is_file() {
+        return Err(ServerError::Config(format!(
+            "--data-dir {}: no node's data there (no {} file)",
+            data_dir.display(),
+            marker.display()
+        )));
+    }
     crate::store::data_format::check_or_mark(data_dir)?;
     crate::store::view::ViewDirs::new(&dirs.view).remove_all()?;
     let log = LogStore::open(&dirs.raft, None)?;
