@@ -286,6 +286,47 @@ async fn stopped_after_puts(args: &[&str], prefix: &str, count: u64) -> TestServ
     server
 }
 
+/// A closed topic segment damaged while the node was stopped is found when
+/// a snapshot reads it (closed segments are checked on read, not at
+/// open): Raft stops, and the node exits naming the file and saying that
+/// a restart meets the damage again, not that a restart mends it.
+#[tokio::test]
+async fn damage_in_a_closed_topic_segment_found_by_a_snapshot_stops_the_node_saying_so() {
+    let mut server = stopped_after_puts(&["--segment-bytes", "16384"], "closed", 400).await;
+    let segments = segments(&server.data_dir().join("topic"));
+    assert!(segments.len() > 1, "closed segments: {segments:?}");
+    let closed = segments[0].clone();
+    // Not its first or last record, which opening reads.
+    let frames = frames(&std::fs::read(&closed).unwrap());
+    assert!(frames.len() > 2, "{frames:?}");
+    damage_frame(&closed, frames[frames.len() / 2]);
+    server.spawn();
+    server.wait_ready().await;
+
+    // A backup builds a snapshot from the whole topic.
+    let _ = server
+        .client()
+        .get(server.url("/v1/snapshot"))
+        .send()
+        .await
+        .map(|response| response.status());
+    let status = server
+        .wait_exit(Duration::from_secs(60))
+        .await
+        .expect("the node stops on the damage");
+    assert_eq!(status.code(), Some(74), "{}", server.log_tail(20));
+    let log = server.log_tail(20);
+    assert!(
+        server.log_contains("raft stopped on damaged data: "),
+        "{log}"
+    );
+    assert!(
+        server.log_contains(&format!("{}", closed.display())),
+        "{log}"
+    );
+    assert!(server.log_contains("a restart stops on it again"), "{log}");
+}
+
 /// The topic's last segment removed under a snapshot that covers its
 /// records, with the view kept or gone too: the snapshot holds them (it
 /// was built from the topic once durable) and is laid down again, the

@@ -345,6 +345,24 @@ impl StoreError {
         !op.starts_with("fsync") && crate::space::is_no_space(source)
     }
 
+    /// Whether the error is damaged data found on a read (a record, frame
+    /// or snapshot that fails its checks): the same read fails again after
+    /// a restart.
+    pub fn is_damage(&self) -> bool {
+        matches!(
+            self,
+            StoreError::TopicDamaged(_)
+                | StoreError::Topic(
+                    compaction::Error::Corrupt { .. } | compaction::Error::ManifestMismatch { .. }
+                )
+                | StoreError::LogFrameDamaged { .. }
+                | StoreError::LogFrameMisplaced { .. }
+                | StoreError::CorruptViewEntry { .. }
+                | StoreError::CorruptRecord { .. }
+                | StoreError::CorruptSnapshot { .. }
+        )
+    }
+
     /// The file or directory the error names, if it names one.
     pub fn path(&self) -> Option<&std::path::Path> {
         match self {

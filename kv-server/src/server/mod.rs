@@ -170,6 +170,14 @@ async fn exit_when_raft_stops(raft: Raft, disk_full: Arc<crate::space::DiskFull>
             tracing::error!(%fatal, "{full}: raft stopped; exiting, to be restarted with room");
             std::process::exit(crate::store::EXIT_NO_SPACE);
         }
+        if let Some(damage) = crate::store::damage_met() {
+            tracing::error!(
+                %fatal,
+                "raft stopped on damaged data: {damage}; a restart stops on it again: \
+                 rebuild this member from the others (see docs/recovery.md)"
+            );
+            std::process::exit(EXIT_RAFT_STOPPED);
+        }
         tracing::error!(%fatal, "raft stopped; exiting, to be restarted");
         std::process::exit(EXIT_RAFT_STOPPED);
     }

@@ -163,6 +163,9 @@ pub struct LogStore {
 }
 
 fn read_error(error: impl std::error::Error + 'static) -> StorageError {
+    if let Some(error) = (&error as &dyn std::error::Error).downcast_ref::<StoreError>() {
+        crate::store::note_damage(error);
+    }
     StorageIOError::read_logs(&error).into()
 }
 

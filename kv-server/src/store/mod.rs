@@ -125,6 +125,22 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "a panic without a message".to_string())
 }
 
+/// The first damaged data this process's Raft storage met, if any: what a
+/// node that stops on it names, since a restart meets it again.
+static DAMAGE: OnceLock<String> = OnceLock::new();
+
+/// Remembers `error` if it is damaged data (see [`StoreError::is_damage`]).
+pub(crate) fn note_damage(error: &StoreError) {
+    if error.is_damage() {
+        let _ = DAMAGE.set(error.to_string());
+    }
+}
+
+/// The damaged data this process's Raft storage met, if any.
+pub fn damage_met() -> Option<&'static str> {
+    DAMAGE.get().map(String::as_str)
+}
+
 /// How long an open waits for sled's file lock to be let go.
 const SLED_LOCK_WAIT: Duration = Duration::from_secs(3);
 

@@ -51,10 +51,12 @@ const INLINE_APPLY_ENTRIES: usize = 8;
 const APPLY_WRITER: &str = "apply";
 
 fn sm_error(error: StoreError) -> StorageError {
+    crate::store::note_damage(&error);
     StorageIOError::write_state_machine(&error).into()
 }
 
 fn snapshot_error(error: StoreError) -> StorageError {
+    crate::store::note_damage(&error);
     StorageIOError::write_snapshot(None, &error).into()
 }
 
