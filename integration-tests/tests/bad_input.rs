@@ -176,6 +176,24 @@ async fn every_bad_input_is_a_json_4xx_naming_it_and_loses_nothing() {
         )
         .header("idempotency-key", "retry-1"),
         case(
+            "Idempotency-Key given twice",
+            "PUT",
+            "/v1/kv/keep/a",
+            400,
+            "invalid_header",
+        )
+        .header("idempotency-key", "6f1c3d4e-8a2b-4c5d-9e0f-1a2b3c4d5e6f")
+        .header("idempotency-key", "7f1c3d4e-8a2b-4c5d-9e0f-1a2b3c4d5e6f"),
+        case(
+            "If-Match given twice",
+            "PUT",
+            "/v1/kv/keep/a",
+            400,
+            "invalid_header",
+        )
+        .header("if-match", "\"2\"")
+        .header("if-match", "\"3\""),
+        case(
             "unknown query parameter",
             "GET",
             "/v1/kv/keep/a?color=red",
@@ -397,7 +415,7 @@ async fn every_bad_input_is_a_json_4xx_naming_it_and_loses_nothing() {
         let method: reqwest::Method = case.method.parse().unwrap();
         let mut headers = HeaderMap::new();
         for (name, value) in &case.headers {
-            headers.insert(
+            headers.append(
                 HeaderName::from_static(name),
                 HeaderValue::from_static(value),
             );

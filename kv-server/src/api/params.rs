@@ -249,8 +249,17 @@ pub fn path_capture(
     Ok(capture)
 }
 
-/// A header's value as text, if present; 400 when it is not visible ASCII.
+/// A header's value as text, if present; 400 when it is not visible ASCII,
+/// or is given more than once.
 pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
+    // Of two conditions or two keys, neither can be chosen safely.
+    if headers.get_all(name).iter().nth(1).is_some() {
+        return Err(ApiError::bad_field(
+            ErrorCode::InvalidHeader,
+            name,
+            format!("header {name} is given more than once"),
+        ));
+    }
     headers
         .get(name)
         .map(|value| {
