@@ -366,6 +366,14 @@ async fn every_bad_input_is_a_json_4xx_naming_it_and_loses_nothing() {
         )
         .body(&far_too_big_body),
         case(
+            "transaction past the transport limit",
+            "POST",
+            "/v1/txn",
+            413,
+            "value_too_large",
+        )
+        .body(&far_too_big_body),
+        case(
             "leading slash in key",
             "PUT",
             "/v1/kv/%2Fkeep",

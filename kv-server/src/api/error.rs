@@ -87,7 +87,6 @@ impl ApiError {
     }
 
     /// The error's code.
-    #[cfg(test)]
     pub fn code(&self) -> ErrorCode {
         self.body.error.code
     }

@@ -54,7 +54,15 @@ async fn txn(
     };
     let body = axum::body::to_bytes(body, limit)
         .await
-        .map_err(|error| body_read_error(&state, error))?;
+        .map_err(|error| match body_read_error(&state, error) {
+            // The whole body is bounded here, not one value (as the
+            // auth layer words it when it reads the body first).
+            refused if refused.code() == ErrorCode::ValueTooLarge => ApiError::new(
+                ErrorCode::ValueTooLarge,
+                format!("the transaction is over the body limit of {limit} bytes"),
+            ),
+            refused => refused,
+        })?;
     let request = parse_txn(&body)?;
     let max_ops = match internal {
         Some(_) => MAX_INTERNAL_TXN_OPS,
