@@ -52,9 +52,8 @@ async fn txn(
         Some(_) => max_internal_body_bytes(&state.config),
         None => max_body_bytes(&state.config),
     };
-    let body = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|error| match body_read_error(&state, error) {
+    let body = axum::body::to_bytes(body, limit).await.map_err(|error| {
+        match body_read_error(&state, error) {
             // The whole body is bounded here, not one value (as the
             // auth layer words it when it reads the body first).
             refused if refused.code() == ErrorCode::ValueTooLarge => ApiError::new(
@@ -62,7 +61,8 @@ async fn txn(
                 format!("the transaction is over the body limit of {limit} bytes"),
             ),
             refused => refused,
-        })?;
+        }
+    })?;
     let request = parse_txn(&body)?;
     let max_ops = match internal {
         Some(_) => MAX_INTERNAL_TXN_OPS,

@@ -18,8 +18,9 @@
 //! numbers by their decimal value, not as `f64`, and values `serde_json`
 //! cannot hold compared as text (`store::json_compare`). The commands are
 //! the same, but a binary of format 4 could apply one differently (a compare
-//! of integers past 2^53), so peers of the two formats refuse each other;
-//! this binary reads 2 to 4 and marks them 5.
+//! of integers past 2^53), so peers of the two formats refuse each other.
+//! Its raft log also ends each synced write with a frame of a kind format
+//! 4 does not read (`log_frame`). This binary reads 2 to 4 and marks them 5.
 //!
 //! Refusing instead of converting follows the project's precedent for data
 //! dirs from before the peer port: there is no release to upgrade from, and

@@ -288,6 +288,13 @@ impl LogFiles {
                 written.push((*log_id, at, bytes.len() as u64 - at));
             }
         }
+        // A synced write ends with a mark: a later write after it shows
+        // that all before it was durable (see `log_recovery`).
+        if let (true, Some(Frame::Entry(last, _) | Frame::Committed(last) | Frame::Synced(last))) =
+            (sync, frames.last())
+        {
+            log_frame::encode(&Frame::Synced(*last), &mut bytes);
+        }
         let first_entry = written.first().map(|(log_id, _, _)| log_id.index);
         let active = self.active();
         let roll = match (&active, first_entry) {

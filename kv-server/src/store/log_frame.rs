@@ -3,9 +3,14 @@
 //!
 //! ```text
 //! frame := body_len: u32 LE | crc32c(body): u32 LE | body
-//! body  := kind: u8 (1 entry, 2 committed) | term: u64 LE | leader: u64 LE
-//!        | index: u64 LE | payload (an entry: its JSON; committed: nothing)
+//! body  := kind: u8 (1 entry, 2 committed, 3 synced) | term: u64 LE | leader: u64 LE
+//!        | index: u64 LE | payload (an entry: its JSON; else nothing)
 //! ```
+//!
+//! A write that is synced ends with a `synced` frame (the id of the frame
+//! before it): bytes of a later write after it mean that everything up to
+//! it was durable, which is how opening tells damage from a torn tail
+//! (`log_recovery`).
 //!
 //! The header carries the log id, so opening the log indexes it without
 //! decoding an entry's JSON. This format is on disk: changing it makes
@@ -39,6 +44,8 @@ const MAX_BODY_BYTES: usize = 64 << 20;
 const KIND_ENTRY: u8 = 1;
 /// The kind byte of a committed log id's frame.
 const KIND_COMMITTED: u8 = 2;
+/// The kind byte of the frame that ends a synced write.
+const KIND_SYNCED: u8 = 3;
 
 /// A frame to append.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,6 +55,8 @@ pub enum Frame {
     Entry(LogId, bytes::Bytes),
     /// The committed log id, as last saved.
     Committed(LogId),
+    /// The end of a write made durable (with the id of the frame before).
+    Synced(LogId),
 }
 
 /// What a frame holds.
@@ -57,6 +66,8 @@ pub enum FrameKind {
     Entry,
     /// The committed log id; no payload.
     Committed,
+    /// The end of a synced write; no payload.
+    Synced,
 }
 
 impl std::fmt::Display for FrameKind {
@@ -64,6 +75,7 @@ impl std::fmt::Display for FrameKind {
         f.write_str(match self {
             FrameKind::Entry => "entry",
             FrameKind::Committed => "committed id",
+            FrameKind::Synced => "end of a synced write",
         })
     }
 }
@@ -113,6 +125,7 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
     let (kind, log_id, payload): (u8, &LogId, &[u8]) = match frame {
         Frame::Entry(log_id, json) => (KIND_ENTRY, log_id, json.as_ref()),
         Frame::Committed(log_id) => (KIND_COMMITTED, log_id, &[]),
+        Frame::Synced(log_id) => (KIND_SYNCED, log_id, &[]),
     };
     let start = out.len();
     let body_start = start + FRAME_HEADER_BYTES;
@@ -174,6 +187,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded<'_>, FrameDamage> {
     let kind = match body[KIND_AT] {
         KIND_ENTRY => FrameKind::Entry,
         KIND_COMMITTED => FrameKind::Committed,
+        KIND_SYNCED => FrameKind::Synced,
         kind => return Err(FrameDamage::UnknownKind { kind }),
     };
     let leader_id = CommittedLeaderId::new(u64_at(body, TERM_AT), u64_at(body, LEADER_AT));
@@ -217,13 +231,14 @@ mod tests {
                 FrameKind::Entry,
             ),
             (Frame::Committed(id(u64::MAX, 7, 9)), FrameKind::Committed),
+            (Frame::Synced(id(2, 1, 8)), FrameKind::Synced),
         ];
         for (frame, kind) in cases {
             let bytes = encoded(&frame);
             let decoded = decode(&bytes).expect("an encoded frame decodes");
             let (log_id, payload) = match &frame {
                 Frame::Entry(log_id, json) => (*log_id, json.as_ref()),
-                Frame::Committed(log_id) => (*log_id, &[][..]),
+                Frame::Committed(log_id) | Frame::Synced(log_id) => (*log_id, &[][..]),
             };
             let expected = Decoded {
                 kind,

@@ -6,7 +6,10 @@
 //! entry after it), or a frame with a whole sector of zeros, is a write
 //! that never landed: the segment ends there, frames after it included
 //! (see `compaction::torn`, and docs/decisions.md for why nothing cut can
-//! have been acknowledged). Those bytes are cut from the file only before
+//! have been acknowledged) — unless a later write follows it: each synced
+//! write ends with a `synced` frame, and a write goes out only once the
+//! one before it was synced, so a sector of zeros before such a mark and a
+//! write after it is damage. Those bytes are cut from the file only before
 //! the log's first write ([`TornTail`]), so a node that the checks after
 //! opening stop (a log that ends before what the view applied) leaves the
 //! file as it found it. Anything else stops the node with an error that
@@ -161,6 +164,7 @@ fn scan_segment(
         let index = frame.log_id.index;
         match frame.kind {
             FrameKind::Committed => committed = Some(frame.log_id),
+            FrameKind::Synced => {}
             FrameKind::Entry => {
                 last = Some(index);
                 if purged.is_none_or(|purged| index > purged) {
@@ -210,11 +214,37 @@ fn never_written(bytes: &[u8], at: usize, damage: FrameDamage, last: Option<u64>
             !intact_entry_after(bytes, at, last)
         }
         FrameDamage::ImpossibleLength { .. } | FrameDamage::ChecksumMismatch => {
-            torn::has_unwritten_sector(at as u64, frame)
+            torn::has_unwritten_sector(at as u64, frame) && !later_write_after(bytes, at)
         }
         // The checksum holds: every byte is as written.
         FrameDamage::UnknownKind { .. } => false,
     }
+}
+
+/// Whether a write that followed a synced one starts after the damaged
+/// frame at `damaged`: an intact `synced` frame with an intact frame right
+/// after it. A write goes out only once the synced write before it
+/// returned, so everything before that mark was durable, and a sector of
+/// zeros in it is damage, not a write that never landed. (Within the last
+/// write a power cut may land later sectors and lose earlier ones, so
+/// intact frames alone prove nothing.) Also true when the search exceeds
+/// [`INTACT_SEARCH_BYTES`], as refusing is the safe answer.
+fn later_write_after(bytes: &[u8], damaged: usize) -> bool {
+    let mut budget = INTACT_SEARCH_BYTES;
+    for at in damaged + 1..bytes.len() {
+        let candidate = log_frame::declared_len(&bytes[at..]);
+        let Some(left) = budget.checked_sub(candidate) else {
+            return true;
+        };
+        budget = left;
+        let Ok(mark) = log_frame::decode(&bytes[at..]) else {
+            continue;
+        };
+        if mark.kind == FrameKind::Synced && log_frame::decode(&bytes[at + mark.len..]).is_ok() {
+            return true;
+        }
+    }
+    false
 }
 
 /// Bytes the search for an intact entry after a cut-short frame may

@@ -35,6 +35,24 @@ fn long_frame_bytes() -> u64 {
     bytes.len() as u64
 }
 
+/// Bytes of the mark that ends each synced write.
+fn mark_bytes() -> u64 {
+    let mut bytes = Vec::new();
+    log_frame::encode(&Frame::Synced(id(1, 1)), &mut bytes);
+    bytes.len() as u64
+}
+
+/// Bytes of a synced write of one `entry(_, index)`, its mark included.
+fn group_bytes() -> u64 {
+    frame_bytes() + mark_bytes()
+}
+
+/// Bytes of a synced write of one `long_entry(_, index)`, its mark
+/// included: where the next such write starts.
+fn long_group_bytes() -> u64 {
+    long_frame_bytes() + mark_bytes()
+}
+
 /// The first sector boundary strictly after `position`.
 fn next_sector(position: u64) -> u64 {
     (position / torn::SECTOR_BYTES + 1) * torn::SECTOR_BYTES
@@ -96,17 +114,11 @@ fn assert_cut_at_the_first_write(files: &LogFiles, path: &Path, end: u64) {
 fn a_last_frame_with_a_sector_never_written_is_cut_off_and_the_log_goes_on() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let path = long_log(dir.path(), 3);
-    let last = 2 * long_frame_bytes();
+    let last = 2 * long_group_bytes();
+    let end = last + long_frame_bytes();
     let lost = next_sector(last + 8);
-    assert!(
-        lost + 8 < 3 * long_frame_bytes(),
-        "the frame straddles sectors"
-    );
-    write_at(
-        &path,
-        lost,
-        &vec![0; (3 * long_frame_bytes() - lost) as usize],
-    );
+    assert!(lost + 8 < end, "the frame straddles sectors");
+    write_at(&path, lost, &vec![0; (end - lost) as usize]);
     let (files, _) = LogFiles::open(dir.path(), SEGMENT_BYTES).expect("reopens");
     assert_eq!(indexes(&files), vec![1, 2]);
     assert_cut_at_the_first_write(&files, &path, last);
@@ -117,29 +129,66 @@ fn a_last_frame_with_a_sector_never_written_is_cut_off_and_the_log_goes_on() {
     assert_eq!(files.log_id_at(3), Some(id(2, 3)));
 }
 
-#[test]
-fn a_gap_of_zero_sectors_before_whole_frames_is_cut_where_it_starts() {
-    // A power cut can land the later sectors of the unsynced last write and
-    // lose earlier ones: nothing from the gap on was ever synced.
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let path = long_log(dir.path(), 8);
-    let frame = long_frame_bytes();
-    let gap = next_sector(4 * frame + 8);
+/// Entry 5 of the gap tests: long enough for a whole sector inside it.
+fn fifth_entry() -> Frame {
+    Frame::Entry(
+        id(1, 5),
+        format!("{{\"i\":5,\"pad\":\"{:x<1500}\"}}", "")
+            .into_bytes()
+            .into(),
+    )
+}
+
+/// `long_log(_, 4)`, then `later` (writes from [`fifth_entry`] on), with
+/// a sector of zeros inside the fifth entry's frame; gives the segment and
+/// where that frame starts.
+fn gap_in_the_fifth_frame(dir: &Path, later: &[&[Frame]]) -> (PathBuf, u64) {
+    let path = long_log(dir, 4);
+    let (files, _) = LogFiles::open(dir, SEGMENT_BYTES).expect("reopens");
+    for write in later {
+        files.append(write, true).expect("appends");
+    }
+    drop(files);
+    let mut fifth_frame = Vec::new();
+    log_frame::encode(&fifth_entry(), &mut fifth_frame);
+    let fifth = 4 * long_group_bytes();
+    let gap = next_sector(fifth + 8);
     assert!(
-        gap + torn::SECTOR_BYTES < 5 * frame,
+        gap + torn::SECTOR_BYTES < fifth + fifth_frame.len() as u64,
         "the gap is inside frame 5"
     );
     write_at(&path, gap, &[0; torn::SECTOR_BYTES as usize]);
+    (path, fifth)
+}
+
+#[test]
+fn a_gap_of_zero_sectors_before_whole_frames_of_the_same_write_is_cut_where_it_starts() {
+    // A power cut can land the later sectors of the last write and lose
+    // earlier ones: nothing from the gap on was ever synced.
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let last_write = [fifth_entry(), long_entry(1, 6), long_entry(1, 7)];
+    let (path, fifth) = gap_in_the_fifth_frame(dir.path(), &[&last_write]);
     let (files, _) = LogFiles::open(dir.path(), SEGMENT_BYTES).expect("reopens");
     assert_eq!(indexes(&files), vec![1, 2, 3, 4]);
-    assert_cut_at_the_first_write(&files, &path, 4 * frame);
+    assert_cut_at_the_first_write(&files, &path, fifth);
+}
+
+#[test]
+fn a_gap_of_zero_sectors_before_a_later_write_is_damage() {
+    // A write goes out only once the synced one before it returned: with a
+    // later write on disk, the gap was durable data, and acknowledged.
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let writes = [[fifth_entry()], [long_entry(1, 6)], [long_entry(1, 7)]];
+    let later: Vec<&[Frame]> = writes.iter().map(|write| write.as_slice()).collect();
+    let (path, fifth) = gap_in_the_fifth_frame(dir.path(), &later);
+    assert_refused_at(dir.path(), &path, fifth);
 }
 
 #[test]
 fn a_last_frame_running_past_the_end_of_the_file_is_cut_off() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let path = long_log(dir.path(), 3);
-    let last = 2 * long_frame_bytes();
+    let last = 2 * long_group_bytes();
     OpenOptions::new()
         .write(true)
         .open(&path)
@@ -170,7 +219,7 @@ fn zeros_inside_a_written_sector_of_the_last_frame_fail_open() {
     // sector are damage, not a write that never landed.
     let dir = tempfile::tempdir().expect("a temp dir");
     let path = long_log(dir.path(), 3);
-    let last = 2 * long_frame_bytes();
+    let last = 2 * long_group_bytes();
     let zeros_to = next_sector(last + 60) - 4;
     write_at(&path, last + 40, &vec![0; (zeros_to - last - 40) as usize]);
     assert_refused_at(dir.path(), &path, last);
@@ -180,7 +229,7 @@ fn zeros_inside_a_written_sector_of_the_last_frame_fail_open() {
 fn a_checksum_failure_in_the_written_last_frame_fails_open_naming_file_and_byte() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let path = long_log(dir.path(), 3);
-    let last = 2 * long_frame_bytes();
+    let last = 2 * long_group_bytes();
     let mut byte = [0u8];
     let file = OpenOptions::new()
         .read(true)
@@ -238,7 +287,8 @@ fn open_with_a_flipped_byte(entries: u64, segment_bytes: u64, at: u64) -> Expect
 
 #[test]
 fn a_flipped_byte_is_damage_wherever_it_is() {
-    let frame = frame_bytes();
+    // Each write is one entry and its mark.
+    let frame = group_bytes();
     // (case, entries, segment bytes, flipped byte, expected)
     let cases = [
         (
