@@ -407,7 +407,7 @@ pub enum ClusterCommand {
     },
 }
 
-/// Parses `30s`, `500ms`, `5m`, `1h` or a plain number of seconds, as the
+/// Parses `30s`, `500ms`, `5m`, `1h`, `1.5s`, `1m30s` or a plain number of seconds, as the
 /// API's `wait` is written.
 pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     schemas::api::parse_duration(raw).map_err(|error| error.to_string())

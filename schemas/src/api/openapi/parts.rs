@@ -89,7 +89,7 @@ pub(super) fn long_poll() -> [Parameter; 2] {
         query(
             "wait",
             string_schema(),
-            "Long-poll: the longest hold, as `30s`, `500ms`, `5m` or a number of seconds \
+            "Long-poll: the longest hold, as `30s`, `500ms`, `5m`, `1m30s` or a number of seconds \
              (default 60s, at most `--max-wait-ms`, 5m by default).",
         ),
     ]
