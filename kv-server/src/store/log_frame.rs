@@ -152,6 +152,15 @@ fn u64_at(bytes: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(bytes[at..at + 8].try_into().expect("an 8-byte slice"))
 }
 
+/// Whether the frame at the start of `bytes` declares the length of a frame
+/// without payload (a committed id, the end of a synced write): a cheap
+/// test before a checksum, when searching damaged bytes for one.
+pub fn declares_no_payload(bytes: &[u8]) -> bool {
+    bytes
+        .get(..FRAME_HEADER_BYTES)
+        .is_some_and(|header| u32_at(header, BODY_LEN_AT) as usize == BODY_HEADER_BYTES)
+}
+
 /// Bytes of the frame at the start of `bytes` as far as `bytes` holds it:
 /// header and declared body, or the header alone when the declared length
 /// is impossible.

@@ -208,7 +208,12 @@ fn scan_segment(
 /// past the end of the file (and no intact entry past `last` follows), or
 /// a sector of it reads as zeros.
 fn never_written(bytes: &[u8], at: usize, damage: FrameDamage, last: Option<u64>) -> bool {
-    let frame = &bytes[at..at + log_frame::declared_len(&bytes[at..])];
+    // The frame, and the rest of the sector it ends in: a frame ending in
+    // zeros by content (an index's high bytes) with written bytes after
+    // it in the same sector was written, as a disk writes a sector whole.
+    let end = at + log_frame::declared_len(&bytes[at..]);
+    let sector_end = (end as u64).next_multiple_of(torn::SECTOR_BYTES) as usize;
+    let frame = &bytes[at..sector_end.min(bytes.len())];
     match damage {
         FrameDamage::HeaderCutShort | FrameDamage::BodyCutShort => {
             !intact_entry_after(bytes, at, last)
@@ -227,24 +232,16 @@ fn never_written(bytes: &[u8], at: usize, damage: FrameDamage, last: Option<u64>
 /// returned, so everything before that mark was durable, and a sector of
 /// zeros in it is damage, not a write that never landed. (Within the last
 /// write a power cut may land later sectors and lose earlier ones, so
-/// intact frames alone prove nothing.) Also true when the search exceeds
-/// [`INTACT_SEARCH_BYTES`], as refusing is the safe answer.
+/// intact frames alone prove nothing.) Only offsets declaring a mark's
+/// length are checksummed, 33 bytes each, so the search is linear in the
+/// segment whatever the damage.
 fn later_write_after(bytes: &[u8], damaged: usize) -> bool {
-    let mut budget = INTACT_SEARCH_BYTES;
-    for at in damaged + 1..bytes.len() {
-        let candidate = log_frame::declared_len(&bytes[at..]);
-        let Some(left) = budget.checked_sub(candidate) else {
-            return true;
-        };
-        budget = left;
-        let Ok(mark) = log_frame::decode(&bytes[at..]) else {
-            continue;
-        };
-        if mark.kind == FrameKind::Synced && log_frame::decode(&bytes[at + mark.len..]).is_ok() {
-            return true;
-        }
-    }
-    false
+    (damaged + 1..bytes.len()).any(|at| {
+        log_frame::declares_no_payload(&bytes[at..])
+            && log_frame::decode(&bytes[at..]).is_ok_and(|mark| {
+                mark.kind == FrameKind::Synced && log_frame::decode(&bytes[at + mark.len..]).is_ok()
+            })
+    })
 }
 
 /// Bytes the search for an intact entry after a cut-short frame may

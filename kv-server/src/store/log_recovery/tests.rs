@@ -118,7 +118,9 @@ fn a_last_frame_with_a_sector_never_written_is_cut_off_and_the_log_goes_on() {
     let end = last + long_frame_bytes();
     let lost = next_sector(last + 8);
     assert!(lost + 8 < end, "the frame straddles sectors");
-    write_at(&path, lost, &vec![0; (end - lost) as usize]);
+    // The sectors from `lost` on never landed: the rest of the frame and
+    // the write's mark after it read as zeros.
+    write_at(&path, lost, &vec![0; (end + mark_bytes() - lost) as usize]);
     let (files, _) = LogFiles::open(dir.path(), SEGMENT_BYTES).expect("reopens");
     assert_eq!(indexes(&files), vec![1, 2]);
     assert_cut_at_the_first_write(&files, &path, last);
@@ -167,6 +169,21 @@ fn a_gap_of_zero_sectors_before_whole_frames_of_the_same_write_is_cut_where_it_s
     // earlier ones: nothing from the gap on was ever synced.
     let dir = tempfile::tempdir().expect("a temp dir");
     let last_write = [fifth_entry(), long_entry(1, 6), long_entry(1, 7)];
+    let (path, fifth) = gap_in_the_fifth_frame(dir.path(), &[&last_write]);
+    let (files, _) = LogFiles::open(dir.path(), SEGMENT_BYTES).expect("reopens");
+    assert_eq!(indexes(&files), vec![1, 2, 3, 4]);
+    assert_cut_at_the_first_write(&files, &path, fifth);
+}
+
+/// A long last write torn early: the search for a later write after the
+/// gap checksums only what could be a mark, so however many frames follow
+/// (and whatever their bytes read as lengths), it finds none and the tail
+/// is cut, as a power cut leaves it.
+#[test]
+fn a_gap_early_in_a_long_last_write_is_a_torn_tail() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let mut last_write = vec![fifth_entry()];
+    last_write.extend((6..400).map(|index| entry(1, index)));
     let (path, fifth) = gap_in_the_fifth_frame(dir.path(), &[&last_write]);
     let (files, _) = LogFiles::open(dir.path(), SEGMENT_BYTES).expect("reopens");
     assert_eq!(indexes(&files), vec![1, 2, 3, 4]);
@@ -405,4 +422,62 @@ fn the_search_for_an_entry_after_a_cut_short_frame_is_bounded_and_then_refuses()
     assert!(intact_entry_after(&bytes, 0, None));
     // A short tail without any intact entry is still a torn write.
     assert!(!intact_entry_after(&[1, 2, 3, 4, 5, 6, 7, 8, 9], 0, None));
+}
+
+/// An entry of index `index` whose JSON is padded with `pad` bytes.
+fn padded_entry(index: u64, pad: usize) -> Frame {
+    Frame::Entry(
+        id(1, index),
+        format!("{{\"i\":{index},\"pad\":\"{:x<pad$}\"}}", "")
+            .into_bytes()
+            .into(),
+    )
+}
+
+/// A mark ends in its index's high bytes, zeros by content. Placed so that
+/// only those zeros lie past a sector boundary, with the next write's
+/// bytes after them in the same sector, a flipped bit in the mark is
+/// damage: that sector was written whole. (Taken for a sector never
+/// written, it cut the next write, acknowledged, with it.)
+#[test]
+fn a_flipped_bit_in_a_mark_ending_in_zeros_by_content_is_damage() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let first = frame_bytes_of(&padded_entry(1, 10)) + mark_bytes();
+    // The second write's length that ends its mark 4 bytes past a sector
+    // boundary: those 4 bytes are the high bytes of the mark's index.
+    let pad = (0..600)
+        .find(|&pad| {
+            let end = first + frame_bytes_of(&padded_entry(2, pad)) + mark_bytes();
+            end % torn::SECTOR_BYTES == 4
+        })
+        .expect("some padding places the mark");
+    let (files, _) = LogFiles::open(dir.path(), SEGMENT_BYTES).expect("opens");
+    for write in [
+        padded_entry(1, 10),
+        padded_entry(2, pad),
+        padded_entry(3, 10),
+    ] {
+        files.append(&[write], true).expect("appends");
+    }
+    drop(files);
+    let path = segment_path(dir.path(), 1);
+    let mark = first + frame_bytes_of(&padded_entry(2, pad));
+    let mut byte = [0u8];
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .expect("opens");
+    file.read_exact_at(&mut byte, mark + 10).expect("reads");
+    file.write_all_at(&[byte[0] ^ 0x04], mark + 10)
+        .expect("flips a bit");
+    drop(file);
+    assert_refused_at(dir.path(), &path, mark);
+}
+
+/// Bytes of `frame` encoded.
+fn frame_bytes_of(frame: &Frame) -> u64 {
+    let mut bytes = Vec::new();
+    log_frame::encode(frame, &mut bytes);
+    bytes.len() as u64
 }
