@@ -21,6 +21,10 @@
 //! of integers past 2^53), so peers of the two formats refuse each other.
 //! Its raft log also ends each synced write with a frame of a kind format
 //! 4 does not read (`log_frame`). This binary reads 2 to 4 and marks them 5.
+//! An entry written before the upgrade and applied after it is decided by
+//! the new rule: the two differ only for a compare of numbers past 2^53
+//! or of values `serde_json` cannot read, which should not be in flight
+//! while a cluster moves from format 4.
 //!
 //! Refusing instead of converting follows the project's precedent for data
 //! dirs from before the peer port: there is no release to upgrade from, and

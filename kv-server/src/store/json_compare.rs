@@ -7,7 +7,8 @@
 //! past 64 bits its neighbour), at any depth. Strings compare decoded, objects
 //! as maps (the last of a repeated name counts, as `serde_json` reads
 //! them), arrays item by item. A value nested deeper than [`MAX_DEPTH`], or
-//! a string that decodes to no Unicode text (a lone surrogate), compares
+//! one holding a string that decodes to no Unicode text (a lone surrogate,
+//! as a string or as an object's name: then the whole object), compares
 //! equal only to the same text.
 //!
 //! The result must be the same on every node that applies the entry and in
@@ -111,8 +112,9 @@ struct Decimal<'a> {
     exponent: i64,
 }
 
-/// The largest exponent kept (JSON allows any): exponents past it are
-/// taken as it, so two numbers beyond 10^(2^40) may compare equal.
+/// The largest exponent kept (JSON allows any): exponents past it, either
+/// way, are taken as it, so two numbers beyond 10^(2^40), or two below
+/// 10^-(2^40), may compare equal.
 const MAX_EXPONENT: i64 = 1 << 40;
 
 impl<'a> Decimal<'a> {

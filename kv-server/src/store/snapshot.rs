@@ -493,6 +493,12 @@ struct SnapshotWriter<'a> {
 impl<'a> SnapshotWriter<'a> {
     /// Creates the file at `path` and writes the magic and `header`.
     fn create(path: &'a Path, header: &SnapshotHeader) -> Result<SnapshotWriter<'a>, StoreError> {
+        // The layout written (the header's checksum, the end marker) is
+        // today's: a header naming another format would misread.
+        debug_assert_eq!(
+            header.format, HEADER_FORMAT,
+            "a snapshot is written in today's format"
+        );
         let header_json = serde_json::to_vec(header).expect("a snapshot header serializes");
         let file = File::create(path).map_err(StoreError::io("create", path))?;
         let mut writer = SnapshotWriter {
