@@ -149,7 +149,7 @@ fn scan_segment(
                     offset,
                     cut_bytes = bytes.len() - offset,
                     %damage,
-                    "the raft log's tail was left unwritten by a crash: it ends before it"
+                    "a crash left the raft log's tail unwritten: the log ends before it, and the next write cuts it off"
                 );
                 break;
             }
