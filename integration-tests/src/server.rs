@@ -398,6 +398,11 @@ impl TestServer {
         std::fs::read_to_string(self.log_path()).is_ok_and(|log| log.contains(text))
     }
 
+    /// How many times the server's log (all its runs) contains `text`.
+    pub fn log_count(&self, text: &str) -> usize {
+        std::fs::read_to_string(self.log_path()).map_or(0, |log| log.matches(text).count())
+    }
+
     /// The last `lines` lines the server (and offline commands) wrote.
     pub fn log_tail(&self, lines: usize) -> String {
         let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();

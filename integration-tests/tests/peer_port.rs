@@ -177,6 +177,37 @@ async fn a_node_of_another_cluster_joins_nothing_and_says_why() {
     assert!(after.members.iter().all(|member| member.id != 4));
 }
 
+/// A node of another cluster added by hand refuses every call (403
+/// `foreign_cluster`): the leader backs off from it as from a node it
+/// cannot reach, rather than calling it again at once, thousands of times
+/// a second, each refusal a warning in the other node's log.
+#[tokio::test]
+async fn a_member_of_another_cluster_added_by_hand_is_called_with_backoff() {
+    let ours = TestServer::start().await;
+    let theirs = TestServer::start().await;
+    let added = ours
+        .client()
+        .post(ours.url("/v1/cluster/members"))
+        .json(&json!({"id": 2, "addr": theirs.base_url(), "peer_addr": theirs.peer_url(), "voter": false}))
+        .send()
+        .await
+        .expect("the leader answers");
+    assert_eq!(added.status().as_u16(), 200, "the learner is added");
+    let refusals = || theirs.log_count("refused a request from a node of another cluster");
+    let started = Instant::now();
+    while refusals() == 0 && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let first = refusals();
+    assert!(first > 0, "the leader calls the stranger");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let in_three_seconds = refusals() - first;
+    assert!(
+        in_three_seconds < 60,
+        "{in_three_seconds} calls refused in 3 s: no backoff"
+    );
+}
+
 /// Nodes that write different data formats would give the same log
 /// different offsets: a node's request naming another format, or none,
 /// is refused before it reaches raft, and the cluster is unchanged.

@@ -253,6 +253,12 @@ impl Link {
                     "{} answered {route} {status}: {text}",
                     self.addr
                 ));
+                // 403: a node of another cluster or data format, which
+                // refuses every call alike. openraft backs off from an
+                // unreachable node; a network error it retries at once.
+                if status == StatusCode::FORBIDDEN {
+                    return Err(RPCError::Unreachable(Unreachable::new(&error)));
+                }
                 return Err(network_error(&error));
             }
             let reply: Result<Resp, Err> = answered
