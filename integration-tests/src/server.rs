@@ -570,7 +570,7 @@ pub fn workspace_binary(name: &str, env_var: &str, package: &str) -> PathBuf {
 /// connections (see [`server_ports`]): a server killed and started again
 /// on its port would otherwise find it taken, now and then, by a
 /// connection made while it was down.
-pub(crate) fn free_ports(count: usize) -> Vec<u16> {
+pub fn free_ports(count: usize) -> Vec<u16> {
     static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
     // Every listener stays bound until all ports are picked,
     // so the kernel offers each at most once per call.

@@ -253,3 +253,117 @@ async fn wait_not_a_member(node: &integration_tests::TestServer) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A member whose data was lost, started again with `--join` without being
+/// removed first, is refused and stops, saying what to do: the cluster
+/// still counts it, and its leader holds its progress (taking it back made
+/// the leader's raft panic, and the leader went on claiming to be ready).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_member_joining_again_without_removal_is_refused_and_the_leader_goes_on() {
+    let mut cluster = TestCluster::start(3, &[]).await;
+    let leader = cluster.leader().await;
+    let wiped = cluster.follower_of(leader);
+    for n in 0..20 {
+        let (status, body) = call(
+            cluster.node(leader),
+            "PUT",
+            &format!("/v1/kv/wiped/k{n}"),
+            Some(json!(n)),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    cluster.node_mut(wiped).kill9().await;
+    std::fs::remove_dir_all(cluster.node(wiped).data_dir()).expect("wipes the data dir");
+
+    let join = cluster.node(leader).peer_url();
+    let mut again = integration_tests::TestServer::unstarted(wiped, 0, 0, &["--join", &join]);
+    again.spawn();
+    let exit = again
+        .wait_exit(Duration::from_secs(60))
+        .await
+        .expect("the wiped member gives up joining");
+    assert!(!exit.success(), "it exits with an error: {exit}");
+    assert!(
+        again.log_contains("member_exists") && again.log_contains("Remove it first"),
+        "{}",
+        again.log_tail(20)
+    );
+    let (status, body) = call(
+        cluster.node(leader),
+        "PUT",
+        "/v1/kv/wiped/after",
+        Some(json!(1)),
+    )
+    .await;
+    assert_eq!(status, 201, "the leader goes on: {body}");
+    assert!(
+        !cluster.node(leader).log_contains("panicked"),
+        "{}",
+        cluster.node(leader).log_tail(20)
+    );
+}
+
+/// A node joining with an empty log grants no vote until the cluster has
+/// taken it: it would vote for any candidate, a stale one included.
+#[tokio::test]
+async fn a_node_still_joining_grants_no_vote() {
+    // Nothing listens at the address it joins through: it keeps asking.
+    let nobody = integration_tests::closed_port_url();
+    let [port, peer_port] = integration_tests::free_ports(2)[..] else {
+        unreachable!("two ports were asked for")
+    };
+    let mut joining =
+        integration_tests::TestServer::unstarted(5, port, peer_port, &["--join", &nobody]);
+    joining.spawn();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !joining.log_contains("joining: will retry") {
+        assert!(Instant::now() < deadline, "{}", joining.log_tail(20));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let vote = json!({"vote": {"leader_id": {"term": 1000, "node_id": 9}, "committed": false},
+                      "last_log_id": null});
+    let answer = reqwest::Client::new()
+        .post(format!("{}/raft/vote", joining.peer_url()))
+        .header("x-kv-data-format", "5")
+        .json(&vote)
+        .send()
+        .await
+        .expect("the peer port answers");
+    assert_eq!(answer.status(), 503);
+    let body: serde_json::Value = answer.json().await.expect("a JSON error");
+    assert_eq!(error_of(&body).0, "unavailable", "{body}");
+    assert!(joining.log_contains("refused a vote: this node is still joining"));
+}
+
+/// A member whose data was lost and that is started again with `--peers`,
+/// as if nothing happened, cannot tell: it answers the leader with an empty
+/// log, and openraft 0.9's leader stops on a follower's log going back.
+/// The leader then exits (74) to be restarted, instead of living on with
+/// its raft stopped while `/readyz` still says it leads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_raft_stops_on_a_wiped_follower_exits() {
+    let mut cluster = TestCluster::start(3, &[]).await;
+    let leader = cluster.leader().await;
+    let wiped = cluster.follower_of(leader);
+    for n in 0..20 {
+        let path = format!("/v1/kv/wiped/k{n}");
+        let (status, body) = call(cluster.node(leader), "PUT", &path, Some(json!(n))).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    cluster.node_mut(wiped).kill9().await;
+    std::fs::remove_dir_all(cluster.node(wiped).data_dir()).expect("wipes the data dir");
+    cluster.node_mut(wiped).spawn();
+    let exit = cluster
+        .node_mut(leader)
+        .wait_exit(Duration::from_secs(60))
+        .await
+        .expect("the leader exits");
+    assert_eq!(
+        exit.code(),
+        Some(74),
+        "{}",
+        cluster.node(leader).log_tail(20)
+    );
+    assert!(cluster.node(leader).log_contains("raft stopped"));
+}

@@ -46,6 +46,7 @@ impl Client {
             peer_addr: peer_addr.to_string(),
             voter: true,
             update_only: false,
+            empty_log: false,
         })?;
         let mut request = Request::write(Method::POST, ["v1", "cluster", "members"]).json(body);
         request.extra_time = MEMBER_CATCH_UP;

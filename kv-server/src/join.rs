@@ -47,26 +47,34 @@ pub enum JoinError {
 
 /// Asks the cluster at `url` (any member) to add this node, retrying while
 /// the cluster is unreachable or busy; gives up on a refusal or after
-/// [`JOIN_TIMEOUT`], and then stops the server through `failed`.
+/// [`JOIN_TIMEOUT`], and then stops the server through `failed`. Until the
+/// cluster has taken it, `joining` is set, and the node grants no vote: with
+/// an empty log it would vote for any candidate, a stale one included.
 pub(crate) async fn join_cluster(
+    raft: Raft,
     http: PeerClient,
     url: String,
     node_id: NodeId,
     node: Node,
+    joining: std::sync::Arc<std::sync::atomic::AtomicBool>,
     failed: tokio::sync::oneshot::Sender<JoinError>,
 ) {
     let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
-    let body = schemas::api::AddMember {
-        id: node_id,
-        addr: node.addr.clone(),
-        peer_addr: node.peer_addr.clone(),
-        voter: true,
-        update_only: false,
-    };
     let mut pause = JOIN_RETRY_FIRST;
     let mut attempt = 0u32;
     let why = loop {
         attempt += 1;
+        // Asked again after an answer that was lost, the node may have
+        // been taken and caught up already: it says what its log holds now.
+        let empty_log = raft.metrics().borrow().last_log_index.is_none();
+        let body = schemas::api::AddMember {
+            id: node_id,
+            addr: node.addr.clone(),
+            peer_addr: node.peer_addr.clone(),
+            voter: true,
+            update_only: false,
+            empty_log,
+        };
         let reply = http
             .post(&format!("{url}/v1/cluster/members"))
             .json(&body)
@@ -76,6 +84,7 @@ pub(crate) async fn join_cluster(
         let retry_because = match reply {
             Ok(response) if response.status().is_success() => {
                 info!(node_id, via = %url, "joined the cluster as a voter");
+                joining.store(false, std::sync::atomic::Ordering::Release);
                 return;
             }
             Ok(response) => {
@@ -84,7 +93,10 @@ pub(crate) async fn join_cluster(
                     .text()
                     .await
                     .unwrap_or_else(|error| format!("(unreadable body: {error})"));
-                let retryable = status.is_server_error() || status == reqwest::StatusCode::CONFLICT;
+                // A change in progress is worth waiting for; a member of
+                // this id already there is not.
+                let retryable = status.is_server_error()
+                    || (status == reqwest::StatusCode::CONFLICT && !text.contains("member_exists"));
                 if !retryable {
                     break JoinError::Refused {
                         url,
@@ -142,6 +154,7 @@ pub(crate) async fn publish_addresses(raft: Raft, http: PeerClient, node_id: Nod
                     peer_addr: node.peer_addr.clone(),
                     voter,
                     update_only: true,
+                    empty_log: false,
                 };
                 match http
                     .post(&url)

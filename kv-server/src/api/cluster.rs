@@ -216,6 +216,17 @@ async fn add_member(
             ),
         ));
     }
+    if let (Some(_), true) = (&existing, request.empty_log) {
+        return Err(ApiError::new(
+            ErrorCode::MemberExists,
+            format!(
+                "node {id} is already a member, and it asks to join with an empty raft log: its \
+                 data was lost, and the cluster still counts it. Remove it first (kvctl cluster \
+                 remove {id}), then let it join again (docs/recovery.md)",
+                id = request.id
+            ),
+        ));
+    }
     if let Some(current) = &existing {
         if current.peer_addr != node.peer_addr {
             return Err(ApiError::new(

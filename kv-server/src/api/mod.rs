@@ -111,6 +111,9 @@ impl std::ops::Deref for AppState {
 pub struct NodeState {
     /// This node's id.
     pub node_id: NodeId,
+    /// Set while this node, started with `--join` on an empty log, waits
+    /// for the cluster to take it: it grants no vote meanwhile.
+    pub joining: Arc<std::sync::atomic::AtomicBool>,
     /// The openraft handle.
     pub raft: Raft,
     /// The topic, the view and the watchers.

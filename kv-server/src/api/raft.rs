@@ -145,6 +145,18 @@ async fn vote(
     State(state): State<AppState>,
     PeerRequest(encoding, request): PeerRequest<VoteRequest<NodeId>>,
 ) -> Response {
+    if state.joining.load(std::sync::atomic::Ordering::Acquire) {
+        // An empty log would grant any candidate its vote, a stale one
+        // that lacks acknowledged writes included.
+        warn!(
+            candidate = request.vote.leader_id.node_id,
+            "refused a vote: this node is still joining the cluster"
+        );
+        return ApiError::unavailable(
+            "this node is joining the cluster with an empty log: it votes once it is taken",
+        )
+        .into_response();
+    }
     if let Some(notice) = crate::removal::removed_candidate(&state, &request) {
         warn!(
             candidate = notice.node_id,

@@ -62,11 +62,16 @@ pub async fn serve(
     let (join_failed_tx, join_failed) = tokio::sync::oneshot::channel::<crate::join::JoinError>();
     match (opened.join.clone(), initialized) {
         (Some(url), false) => {
+            state
+                .joining
+                .store(true, std::sync::atomic::Ordering::Release);
             tokio::spawn(crate::join::join_cluster(
+                opened.raft.clone(),
                 peers_http,
                 url,
                 config.node_id,
                 this_node,
+                Arc::clone(&state.joining),
                 join_failed_tx,
             ));
         }
@@ -160,10 +165,16 @@ pub const EXIT_RAFT_STOPPED: i32 = 74;
 async fn exit_when_raft_stops(raft: Raft, disk_full: Arc<crate::space::DiskFull>) {
     let mut server = raft.server_metrics();
     while server.changed().await.is_ok() {}
-    let stopped = match &raft.metrics().borrow().running_state {
+    let running_state = raft.metrics().borrow().running_state.clone();
+    let stopped = match running_state {
         // Stopped is a shutdown this process asked for.
-        Err(Fatal::Stopped) | Ok(()) => None,
+        Err(Fatal::Stopped) => None,
         Err(fatal) => Some(fatal.to_string()),
+        // A core that panicked set no reason: its task's end tells it.
+        Ok(()) => match raft.with_raft_state(|_| ()).await {
+            Err(Fatal::Stopped) | Ok(()) => None,
+            Err(fatal) => Some(fatal.to_string()),
+        },
     };
     if let Some(fatal) = stopped {
         if let Some(full) = disk_full.describe() {

@@ -242,6 +242,7 @@ impl Opened {
                 Box::new(self.log.held_bytes()),
             )),
             membership_changes: Default::default(),
+            joining: Default::default(),
         });
         tokio::spawn(crate::api::alarms::raise_when_over(state.clone()));
         tokio::spawn(crate::removal::watch_membership(state.clone()));

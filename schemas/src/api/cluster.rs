@@ -155,6 +155,12 @@ pub struct AddMember {
     /// back.
     #[serde(default)]
     pub update_only: bool,
+    /// Sent by a node joining with `--join` while its raft log is empty:
+    /// if its id is already a member, the cluster refuses (409
+    /// `member_exists`), since the member's data was lost and the leader
+    /// holds its progress; remove the member first (docs/recovery.md).
+    #[serde(default)]
+    pub empty_log: bool,
 }
 
 fn yes() -> bool {
