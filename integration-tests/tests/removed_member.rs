@@ -367,3 +367,50 @@ async fn a_leader_whose_raft_stops_on_a_wiped_follower_exits() {
     );
     assert!(cluster.node(leader).log_contains("raft stopped"));
 }
+
+/// Removing a voter while too few of the others answer is refused up
+/// front, as etcd's strict reconfiguration check does: the change would
+/// wait in a joint configuration needing the down member, and the cluster
+/// would take no write meanwhile. Removing the down member itself goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removal_that_would_leave_no_answering_quorum_is_refused() {
+    let mut cluster = TestCluster::start(3, &[]).await;
+    let leader = cluster.leader().await;
+    let down = cluster.follower_of(leader);
+    cluster.node_mut(down).kill9().await;
+
+    let (status, body) = call(
+        cluster.node(leader),
+        "DELETE",
+        &format!("/v1/cluster/members/{leader}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(error_of(&body).0, "not_enough_members", "{body}");
+    let (status, body) = call(
+        cluster.node(leader),
+        "PUT",
+        "/v1/kv/still/k",
+        Some(json!(1)),
+    )
+    .await;
+    assert_eq!(status, 201, "the cluster still takes writes: {body}");
+
+    let (status, body) = call(
+        cluster.node(leader),
+        "DELETE",
+        &format!("/v1/cluster/members/{down}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "the down member itself can go: {body}");
+    let (status, body) = call(
+        cluster.node(leader),
+        "PUT",
+        "/v1/kv/still/k",
+        Some(json!(2)),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}

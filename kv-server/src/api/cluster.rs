@@ -334,6 +334,7 @@ async fn remove_member(
                 format!("node {id} is the only voter; a cluster cannot remove its last voter"),
             ));
         }
+        check_quorum_answers(&state, &membership, &voters, id).await?;
         ChangeMembers::RemoveVoters(BTreeSet::from([id]))
     } else {
         ChangeMembers::RemoveNodes(BTreeSet::from([id]))
@@ -359,6 +360,60 @@ async fn remove_member(
         ));
     }
     Ok(membership_view(&state))
+}
+
+/// How long a remaining voter has to answer before a removal.
+const LIVENESS_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Refuses to remove voter `id` unless a quorum of the voters that remain
+/// answer now, as etcd's strict reconfiguration check does: the change
+/// passes through a joint configuration that needs a quorum of the new
+/// voters too, and with too few of them up it can neither commit nor be
+/// undone, and the cluster takes no write until they are back.
+async fn check_quorum_answers(
+    state: &AppState,
+    membership: &openraft::Membership<NodeId, Node>,
+    voters: &BTreeSet<NodeId>,
+    id: NodeId,
+) -> Result<(), ApiError> {
+    let remaining: Vec<(NodeId, Node)> = membership
+        .nodes()
+        .filter(|(node, _)| voters.contains(node) && **node != id)
+        .map(|(node, info)| (*node, info.clone()))
+        .collect();
+    let needed = remaining.len() / 2 + 1;
+    let answers = remaining.iter().map(|(node, info)| async move {
+        if *node == state.node_id {
+            return None;
+        }
+        let url = format!("{}/healthz", info.peer_url());
+        let answered = state
+            .peers
+            .get(&url)
+            .timeout(LIVENESS_TIMEOUT)
+            .send()
+            .await
+            .is_ok_and(|response| response.status().is_success());
+        (!answered).then_some(*node)
+    });
+    let silent: Vec<NodeId> = futures::future::join_all(answers)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    let live = remaining.len() - silent.len();
+    if live >= needed {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        ErrorCode::NotEnoughMembers,
+        format!(
+            "removing node {id} would leave {live} of the {} remaining voters answering, \
+             fewer than the {needed} a quorum needs (not answering: {silent:?}); bring them \
+             back first, or the change could not commit and the cluster would take no write",
+            remaining.len()
+        ),
+    ))
 }
 
 /// Pause before proposing a membership change again while another one is

@@ -81,6 +81,10 @@ error_codes! {
     InvalidSnapshot = ("invalid_snapshot", 400),
     /// Removing the only voter of a cluster.
     LastVoter = ("last_voter", 400),
+    /// Removing a voter would leave fewer of the remaining voters
+    /// answering than a quorum of them: the change could not commit, and
+    /// the cluster would take no write until they answered.
+    NotEnoughMembers = ("not_enough_members", 409),
     /// A request between nodes came from a node of another cluster.
     ForeignCluster = ("foreign_cluster", 403),
     /// A request between nodes came from a node that writes another data

@@ -233,6 +233,7 @@ pub(super) fn remove_member(components: &mut Components) -> PathItem {
             ErrorCode::InvalidId,
             ErrorCode::MemberNotFound,
             ErrorCode::LastVoter,
+            ErrorCode::NotEnoughMembers,
             ErrorCode::MembershipChangeRefused,
             ErrorCode::NotLeader,
         ],
