@@ -166,7 +166,7 @@ async fn usage_errors_exit_2_and_server_errors_exit_1() {
         .await
         .expect_code(1);
     assert!(
-        unreachable.stderr.contains("gave up"),
+        unreachable.stderr.contains("gave up") && unreachable.stderr.contains("Connection refused"),
         "{}",
         unreachable.stderr
     );

@@ -33,7 +33,7 @@ pub enum Error {
 
     /// One attempt at one endpoint failed before an answer came: refused
     /// connection, reset, timeout.
-    #[error("{request} at {endpoint}: {source}")]
+    #[error("{request} at {endpoint}: {}", with_causes(source))]
     Transport {
         /// The request, as `METHOD /path`.
         request: String,
@@ -313,3 +313,20 @@ impl Error {
 /// assert_eq!(parse_revision("7").unwrap(), 7);
 /// ```
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `error`'s message followed by those of its causes that it does not
+/// already say: an HTTP client's "error sending request" alone hides
+/// whether the connection was refused, reset or never resolved.
+pub(crate) fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let message = inner.to_string();
+        if !text.contains(&message) {
+            text.push_str(": ");
+            text.push_str(&message);
+        }
+        cause = inner.source();
+    }
+    text
+}
