@@ -254,27 +254,29 @@ async fn wait_not_a_member(node: &integration_tests::TestServer) {
     }
 }
 
+/// A three-node cluster that took some writes, and the follower killed
+/// and its data dir removed: (cluster, leader, the wiped follower).
+async fn three_nodes_and_a_wiped_follower() -> (TestCluster, u64, u64) {
+    let mut cluster = TestCluster::start(3, &[]).await;
+    let leader = cluster.leader().await;
+    let wiped = cluster.follower_of(leader);
+    for n in 0..20 {
+        let path = format!("/v1/kv/wiped/k{n}");
+        let (status, body) = call(cluster.node(leader), "PUT", &path, Some(json!(n))).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    cluster.node_mut(wiped).kill9().await;
+    std::fs::remove_dir_all(cluster.node(wiped).data_dir()).expect("wipes the data dir");
+    (cluster, leader, wiped)
+}
+
 /// A member whose data was lost, started again with `--join` without being
 /// removed first, is refused and stops, saying what to do: the cluster
 /// still counts it, and its leader holds its progress (taking it back made
 /// the leader's raft panic, and the leader went on claiming to be ready).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wiped_member_joining_again_without_removal_is_refused_and_the_leader_goes_on() {
-    let mut cluster = TestCluster::start(3, &[]).await;
-    let leader = cluster.leader().await;
-    let wiped = cluster.follower_of(leader);
-    for n in 0..20 {
-        let (status, body) = call(
-            cluster.node(leader),
-            "PUT",
-            &format!("/v1/kv/wiped/k{n}"),
-            Some(json!(n)),
-        )
-        .await;
-        assert_eq!(status, 201, "{body}");
-    }
-    cluster.node_mut(wiped).kill9().await;
-    std::fs::remove_dir_all(cluster.node(wiped).data_dir()).expect("wipes the data dir");
+    let (cluster, leader, wiped) = three_nodes_and_a_wiped_follower().await;
 
     let join = cluster.node(leader).peer_url();
     let mut again = integration_tests::TestServer::unstarted(wiped, 0, 0, &["--join", &join]);
@@ -343,16 +345,7 @@ async fn a_node_still_joining_grants_no_vote() {
 /// its raft stopped while `/readyz` still says it leads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_whose_raft_stops_on_a_wiped_follower_exits() {
-    let mut cluster = TestCluster::start(3, &[]).await;
-    let leader = cluster.leader().await;
-    let wiped = cluster.follower_of(leader);
-    for n in 0..20 {
-        let path = format!("/v1/kv/wiped/k{n}");
-        let (status, body) = call(cluster.node(leader), "PUT", &path, Some(json!(n))).await;
-        assert_eq!(status, 201, "{body}");
-    }
-    cluster.node_mut(wiped).kill9().await;
-    std::fs::remove_dir_all(cluster.node(wiped).data_dir()).expect("wipes the data dir");
+    let (mut cluster, leader, wiped) = three_nodes_and_a_wiped_follower().await;
     cluster.node_mut(wiped).spawn();
     let exit = cluster
         .node_mut(leader)

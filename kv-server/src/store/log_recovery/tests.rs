@@ -170,9 +170,15 @@ fn a_gap_of_zero_sectors_before_whole_frames_of_the_same_write_is_cut_where_it_s
     let dir = tempfile::tempdir().expect("a temp dir");
     let last_write = [fifth_entry(), long_entry(1, 6), long_entry(1, 7)];
     let (path, fifth) = gap_in_the_fifth_frame(dir.path(), &[&last_write]);
-    let (files, _) = LogFiles::open(dir.path(), SEGMENT_BYTES).expect("reopens");
+    assert_opens_cut_before_the_fifth(dir.path(), &path, fifth);
+}
+
+/// Opens the log of [`gap_in_the_fifth_frame`], expecting the first four
+/// entries, and its tail cut from `fifth` at the first write.
+fn assert_opens_cut_before_the_fifth(dir: &Path, path: &Path, fifth: u64) {
+    let (files, _) = LogFiles::open(dir, SEGMENT_BYTES).expect("reopens");
     assert_eq!(indexes(&files), vec![1, 2, 3, 4]);
-    assert_cut_at_the_first_write(&files, &path, fifth);
+    assert_cut_at_the_first_write(&files, path, fifth);
 }
 
 /// A long last write torn early: the search for a later write after the
@@ -185,9 +191,7 @@ fn a_gap_early_in_a_long_last_write_is_a_torn_tail() {
     let mut last_write = vec![fifth_entry()];
     last_write.extend((6..400).map(|index| entry(1, index)));
     let (path, fifth) = gap_in_the_fifth_frame(dir.path(), &[&last_write]);
-    let (files, _) = LogFiles::open(dir.path(), SEGMENT_BYTES).expect("reopens");
-    assert_eq!(indexes(&files), vec![1, 2, 3, 4]);
-    assert_cut_at_the_first_write(&files, &path, fifth);
+    assert_opens_cut_before_the_fifth(dir.path(), &path, fifth);
 }
 
 #[test]
