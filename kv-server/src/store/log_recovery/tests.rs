@@ -69,6 +69,19 @@ fn long_log(dir: &Path, entries: u64) -> PathBuf {
     segment_path(dir, 1)
 }
 
+/// Flips the bits `mask` of the byte at `position` of `path`.
+fn flip_bits(path: &Path, position: u64, mask: u8) {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .expect("opens");
+    let mut byte = [0u8];
+    file.read_exact_at(&mut byte, position).expect("reads");
+    file.write_all_at(&[byte[0] ^ mask], position)
+        .expect("flips a bit");
+}
+
 /// Writes `bytes` at `position` of `path`.
 fn write_at(path: &Path, position: u64, bytes: &[u8]) {
     OpenOptions::new()
@@ -251,15 +264,7 @@ fn a_checksum_failure_in_the_written_last_frame_fails_open_naming_file_and_byte(
     let dir = tempfile::tempdir().expect("a temp dir");
     let path = long_log(dir.path(), 3);
     let last = 2 * long_group_bytes();
-    let mut byte = [0u8];
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .expect("opens");
-    file.read_exact_at(&mut byte, last + 300).expect("reads");
-    file.write_all_at(&[byte[0] ^ 0x01], last + 300)
-        .expect("flips a bit");
+    flip_bits(&path, last + 300, 0x01);
     assert_refused_at(dir.path(), &path, last);
     let error = LogFiles::open(dir.path(), SEGMENT_BYTES).expect_err("refused");
     let message = error.to_string();
@@ -466,16 +471,7 @@ fn a_flipped_bit_in_a_mark_ending_in_zeros_by_content_is_damage() {
     drop(files);
     let path = segment_path(dir.path(), 1);
     let mark = first + frame_bytes_of(&padded_entry(2, pad));
-    let mut byte = [0u8];
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .expect("opens");
-    file.read_exact_at(&mut byte, mark + 10).expect("reads");
-    file.write_all_at(&[byte[0] ^ 0x04], mark + 10)
-        .expect("flips a bit");
-    drop(file);
+    flip_bits(&path, mark + 10, 0x04);
     assert_refused_at(dir.path(), &path, mark);
 }
 
