@@ -46,6 +46,18 @@ async fn a_removed_node_answers_not_a_member_at_once_on_every_route_and_in_healt
         "the log says why\n{}",
         node.log_tail(20)
     );
+    // kvctl pointed at it alone says so at once, rather than retry a node
+    // that stays removed.
+    let started = Instant::now();
+    let run = integration_tests::kvctl(&node.url(""), &["get", "removal/a"])
+        .await
+        .expect_code(1);
+    assert!(run.stderr.contains("not_a_member"), "{}", run.stderr);
+    assert!(
+        started.elapsed() < PROMPT,
+        "kvctl took {:?}",
+        started.elapsed()
+    );
 
     // The others go on without it.
     let (status, body) = call(

@@ -22,6 +22,7 @@ use rand::Rng;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::{Method, StatusCode, Url};
 use schemas::api::header::IDEMPOTENCY_KEY;
+use schemas::api::ErrorCode;
 use tracing::{debug, warn};
 
 use crate::client::Client;
@@ -175,7 +176,12 @@ impl Client {
                         request: description.clone(),
                     };
                     let error_body = answer.error_body();
-                    if status != StatusCode::SERVICE_UNAVAILABLE && error_body.is_some() {
+                    // A node removed from the cluster stays removed: with
+                    // no other endpoint to try, its 503 is the answer.
+                    let removed = count == 1 && answer.has_code(ErrorCode::NotAMember);
+                    if removed
+                        || (status != StatusCode::SERVICE_UNAVAILABLE && error_body.is_some())
+                    {
                         // The server's own 502 or 504 (a membership change
                         // timed out, say) is its answer; a proxy's is not.
                         let received = Received::Whole(answer);
