@@ -712,6 +712,22 @@ async fn cluster_status_shows_the_node_and_bogus_membership_changes_exit_1() {
     let status = ctl(&server, &["cluster", "status"]).await.success();
     assert!(status.stdout.contains("leader:"), "{}", status.stdout);
     assert!(status.stdout.contains(&server.url("")), "{}", status.stdout);
+    assert!(
+        status.stdout.contains("MATCHED_INDEX  LAG"),
+        "each member's lag: {}",
+        status.stdout
+    );
+    // -v with a dead first endpoint logs the failed attempt, in plain
+    // text: stderr here is a pipe, not a terminal.
+    let endpoints = format!("{},{}", closed_port_url(), server.url(""));
+    let verbose = kvctl(&endpoints, &["-v", "cluster", "status"])
+        .await
+        .success();
+    assert!(
+        verbose.stderr.contains("attempt failed") && !verbose.stderr.contains('\u{1b}'),
+        "plain logs off a terminal: {:?}",
+        verbose.stderr
+    );
     let json = ctl(&server, &["-o", "json", "cluster", "status"])
         .await
         .success()

@@ -59,6 +59,7 @@ async fn status(client: &Client, printer: &Printer) -> Result<(), Failure> {
             "VOTER",
             "LEADER",
             "MATCHED_INDEX",
+            "LAG",
         ],
         status.members.iter().map(|member| {
             vec![
@@ -70,6 +71,9 @@ async fn status(client: &Client, printer: &Printer) -> Result<(), Failure> {
                 member
                     .matched_index
                     .map_or_else(|| "-".to_string(), |index| index.to_string()),
+                member
+                    .lag
+                    .map_or_else(|| "-".to_string(), |lag| lag.to_string()),
             ]
         }),
     )
