@@ -13,6 +13,18 @@ use compaction::fsutil::FileError;
 use crate::store::log_frame::{FrameDamage, FrameKind};
 use crate::types::{LogId, StorageError};
 
+/// What a failed sled operation says: damage found by a read names the
+/// view and the way out.
+fn sled_op_message(error: &sled::Error) -> String {
+    match error {
+        sled::Error::Corruption { .. } => format!(
+            "the view's files are damaged (sled: {error}): restart the node, which \
+             finds the damage as it opens the view and rebuilds it from the topic"
+        ),
+        error => format!("sled: {error}"),
+    }
+}
+
 /// What a message about damaged data tells the operator to do.
 const REBUILD_THIS_MEMBER: &str =
     "this node's data cannot be trusted: rebuild this member from the \
@@ -40,7 +52,7 @@ pub enum StoreError {
         message: String,
     },
     /// A sled operation failed.
-    #[error("sled: {0}")]
+    #[error("{}", sled_op_message(.0))]
     SledOp(#[from] sled::Error),
     /// The compacted topic failed.
     #[error("topic: {0}")]
@@ -174,6 +186,22 @@ pub enum StoreError {
         dir: PathBuf,
         /// The format it has.
         found: String,
+    },
+    /// The view's records do not add up to its digest: one was lost,
+    /// came back older than written, or changed. The view is rebuilt.
+    #[error(
+        "the view in {dir} does not match its digest ({records} records sum to {found}, \
+         {stored} was written): a record is damaged, lost or older than written; it is rebuilt"
+    )]
+    ViewDigest {
+        /// The view's directory.
+        dir: PathBuf,
+        /// How many records it holds.
+        records: usize,
+        /// The digest of the records read.
+        found: String,
+        /// The digest written with them.
+        stored: String,
     },
     /// A value stored in the view does not decode.
     #[error("view entry {key} is corrupt: {reason}")]
@@ -403,5 +431,25 @@ impl From<FileError> for StoreError {
             path: error.path,
             source: error.source,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Damage sled finds on a read names the view and says what to do;
+    /// other sled failures are passed on as they are.
+    #[test]
+    fn a_damaged_view_read_says_a_restart_rebuilds_it() {
+        let damaged = StoreError::SledOp(sled::Error::Corruption { at: None, bt: () });
+        let message = damaged.to_string();
+        assert!(
+            message.starts_with("the view's files are damaged"),
+            "{message}"
+        );
+        assert!(message.contains("restart the node"), "{message}");
+        let other = StoreError::SledOp(sled::Error::Unsupported("x".into()));
+        assert_eq!(other.to_string(), "sled: Unsupported: x");
     }
 }

@@ -14,6 +14,7 @@
 //! m:clock                  → u64 BE: the apply clock, the time of the last write applied (ms)
 //! m:format                 → the layout's format, [`VIEW_FORMAT`]
 //! m:rebuilding             → (empty) present while a rebuild is under way
+//! m:digest                 → u64 BE: the sum of every other record's hash ([`super::digest`])
 //! ```
 //!
 //! The expiry queue sorts by timestamp, so expiring is one range scan from
@@ -51,10 +52,13 @@ pub(super) const LEASE_COUNT_KEY: &[u8] = b"m:leases";
 pub(super) const CLOCK_KEY: &[u8] = b"m:clock";
 /// The layout's format.
 pub(super) const FORMAT_KEY: &[u8] = b"m:format";
+/// The digest of every other record.
+pub(super) const DIGEST_KEY: &[u8] = b"m:digest";
 /// The format of the layout described above.
 /// Format 3 added `m:clock` and the request hash of idempotent writes; a
 /// view of format 2 is rebuilt, which dates the clock from the topic.
-pub(super) const VIEW_FORMAT: &[u8] = b"3";
+/// Format 4 added `m:digest`; a view of format 3 is rebuilt to have one.
+pub(super) const VIEW_FORMAT: &[u8] = b"4";
 /// Prefix of a lease attachment.
 const ATTACHMENT_PREFIX: u8 = b'a';
 

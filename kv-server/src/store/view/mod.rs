@@ -23,12 +23,17 @@
 //! and swaps it in with [`View::switch_to`]: a reader sees the old state or
 //! the new one, never a view half replayed.
 //!
+//! Each write-out also moves the view's digest, which opening checks
+//! against a read of every record ([`digest`]): sled can come back from
+//! damage to its files without some records, and says nothing.
+//!
 //! The view does not order its writers: [`View::flush`] writes whatever is
 //! sealed when it is called. The store calls it under its own write-out lock,
 //! so a checkpoint and a rebuild never write out at the same time.
 
 mod batch;
 mod batch_scan;
+mod digest;
 mod dirs;
 mod layers;
 mod layout;
@@ -39,6 +44,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
+use tracing::info;
 
 pub use batch::ViewBatch;
 pub use dirs::ViewDirs;
@@ -47,11 +53,12 @@ pub use layout::{IdempotentWrite, KeyEntry};
 use crate::error::StoreError;
 use crate::store::queries::PageBounds;
 use crate::types::{LogId, Revision, StoredMembership};
+use digest::Digest;
 pub use layers::Unsealed;
 use layers::{Layers, MergedScan, SledWrites, Unwritten};
 use layout::{
     decode_applied, decode_membership, decode_revision, entry_key, user_key, APPLIED_KEY,
-    FORMAT_KEY, MEMBERSHIP_KEY, REBUILDING_KEY, REVISION_KEY, VIEW_FORMAT,
+    DIGEST_KEY, FORMAT_KEY, MEMBERSHIP_KEY, REBUILDING_KEY, REVISION_KEY, VIEW_FORMAT,
 };
 
 /// One page of a list, and the store's revision of the state it shows.
@@ -238,6 +245,33 @@ impl View {
     }
 }
 
+/// Sums every record of the view database in `dir` and compares the sum
+/// with the digest written with them.
+fn check_digest(db: &sled::Db, dir: &Path) -> Result<(), StoreError> {
+    let named = |source| StoreError::Sled {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let started = std::time::Instant::now();
+    let stored = Digest::stored(db).map_err(named)?;
+    let (found, records) = Digest::of_every_record(db).map_err(named)?;
+    if stored == Some(found) {
+        info!(
+            dir = %dir.display(),
+            records,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "checked the view against its digest"
+        );
+        return Ok(());
+    }
+    Err(StoreError::ViewDigest {
+        dir: dir.to_path_buf(),
+        records,
+        found: found.to_string(),
+        stored: stored.map_or_else(|| "a damaged digest".to_string(), |d| d.to_string()),
+    })
+}
+
 /// A view database replaced by [`View::switch_to`], kept until its last
 /// reader is done with it.
 pub struct RetiredView {
@@ -280,6 +314,10 @@ impl ViewDb {
                     ),
                 })
             }
+        }
+        // A rebuild under way starts over, so its records need no check.
+        if db.get(REBUILDING_KEY)?.is_none() {
+            check_digest(&db, dir)?;
         }
         Ok(ViewDb {
             db,
@@ -464,16 +502,23 @@ impl ViewDb {
 
     /// Writes `sealed` to sled, then drops it from the layers.
     fn write_sealed(&self, sealed: &Unwritten) -> Result<(), StoreError> {
+        let mut digest = Digest::stored(&self.db)?.unwrap_or_default();
         if self.rebuilding.load(Ordering::Acquire) {
-            rebuild::write_in_parallel(&self.db, sealed)?;
+            digest.merge(rebuild::write_in_parallel(&self.db, sealed)?);
+            self.db.insert(DIGEST_KEY, &digest.encode())?;
         } else {
             let mut batch = sled::Batch::default();
             for (raw, value) in sealed.iter() {
+                // Only this writer writes to sled: what it reads now is
+                // what the batch replaces.
+                let old = self.db.get(raw)?;
+                digest.replace(raw, old.as_deref(), value.as_deref());
                 match value {
                     Some(value) => batch.insert(raw.as_slice(), value.as_slice()),
                     None => batch.remove(raw.as_slice()),
                 }
             }
+            batch.insert(DIGEST_KEY, &digest.encode());
             self.db.apply_batch(batch)?;
         }
         self.layers.write().written();
@@ -688,6 +733,48 @@ mod tests {
         match View::open(dir.path()) {
             Err(StoreError::ViewFormat { found, .. }) => assert_eq!(found, "1"),
             other => panic!("expected ViewFormat, got {other:?}"),
+        }
+    }
+
+    /// A view whose sled holds a key older than written, or has lost one,
+    /// is refused as damaged when it opens; one written out whole, by a
+    /// batch or by a rebuild, opens.
+    #[test]
+    fn a_view_that_does_not_match_its_digest_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let view = View::open(dir.path()).unwrap();
+        view.set_rebuilding(true).unwrap();
+        let mut batch = view.batch();
+        for n in 0..50 {
+            batch.put(&format!("k{n}"), &entry("rebuilt", 1));
+        }
+        view.commit(batch);
+        view.set_rebuilding(false).unwrap();
+        for revision in 2..5 {
+            let mut batch = view.batch();
+            batch.put("k1", &entry("newer", revision));
+            batch.remove(&format!("k{revision}"));
+            view.commit(batch);
+            view.write_out().unwrap();
+        }
+        drop(view);
+        let view = View::open(dir.path()).expect("a view written out whole opens");
+
+        let older = view.pinned().db.get(entry_key("k1")).unwrap().unwrap();
+        let mut batch = view.batch();
+        batch.put("k1", &entry("newest", 5));
+        view.commit(batch);
+        view.write_out().unwrap();
+        // What sled gives back when it drops a damaged record of its log.
+        let db = view.pinned();
+        db.db.insert(entry_key("k1"), older).unwrap();
+        db.db.flush().unwrap();
+        drop(db);
+        drop(view);
+        match View::open(dir.path()) {
+            // 47 keys, the format and the digest.
+            Err(StoreError::ViewDigest { records, .. }) => assert_eq!(records, 49),
+            other => panic!("expected ViewDigest, got {other:?}"),
         }
     }
 
