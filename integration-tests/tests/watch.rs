@@ -66,6 +66,24 @@ async fn a_key_watch_times_out_with_the_unchanged_value() {
     );
 }
 
+/// A wait over `--max-wait-ms` is cut to it, as Consul cuts one to its
+/// limit: the poll answers then, not with a 400.
+#[tokio::test]
+async fn a_wait_over_the_limit_is_cut_to_it() {
+    let server = TestServer::start_with(&["--max-wait-ms", "700"]).await;
+    let (_, first) = call(&server, "PUT", "/v1/kv/watch/k", Some(json!(1))).await;
+    let index = first["revision"].as_u64().unwrap();
+    for path in [
+        format!("/v1/kv/watch/k?index={index}&wait=10m"),
+        format!("/v1/kv?prefix=watch/&index={index}&wait=1h"),
+    ] {
+        let (elapsed, status, next_index, body) = spawn_get(&server, path.clone()).await.unwrap();
+        assert_eq!((status, next_index), (200, Some(index)), "{path}: {body}");
+        assert!(elapsed >= Duration::from_millis(650), "{path}: {elapsed:?}");
+        assert!(elapsed < Duration::from_secs(5), "{path}: {elapsed:?}");
+    }
+}
+
 #[tokio::test]
 async fn a_watch_with_an_old_index_answers_at_once() {
     let server = TestServer::start().await;

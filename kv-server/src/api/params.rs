@@ -212,8 +212,9 @@ pub struct Blocking {
 /// Default long-poll duration, as Consul's.
 const DEFAULT_WAIT: Duration = Duration::from_secs(60);
 
-/// Parses a long-poll's `wait` ([`schemas::api::parse_duration`]), at most
-/// `max_wait_ms`.
+/// Parses a long-poll's `wait` ([`schemas::api::parse_duration`]); a wait
+/// over `max_wait_ms` is cut to it, as Consul cuts one to its limit: the
+/// poll answers then, and the client asks again.
 pub fn parse_wait(raw: &str, max_wait_ms: u64) -> Result<Duration, ApiError> {
     let wait = schemas::api::parse_duration(raw).map_err(|error| {
         ApiError::bad_field(
@@ -222,14 +223,7 @@ pub fn parse_wait(raw: &str, max_wait_ms: u64) -> Result<Duration, ApiError> {
             format!("wait: {error}"),
         )
     })?;
-    if wait > Duration::from_millis(max_wait_ms) {
-        return Err(ApiError::bad_field(
-            ErrorCode::InvalidParameter,
-            "wait",
-            format!("wait {raw} is longer than the limit of {max_wait_ms} ms"),
-        ));
-    }
-    Ok(wait)
+    Ok(wait.min(Duration::from_millis(max_wait_ms)))
 }
 
 /// The path's one capture (a key or a name), or 400 with `code` naming
@@ -319,7 +313,7 @@ mod tests {
     }
 
     #[test]
-    fn wait_takes_units_and_a_limit() {
+    fn wait_takes_units_and_is_cut_to_the_limit() {
         assert_eq!(parse_wait("30s", 300_000).unwrap(), Duration::from_secs(30));
         assert_eq!(
             parse_wait("250ms", 300_000).unwrap(),
@@ -327,7 +321,7 @@ mod tests {
         );
         assert_eq!(parse_wait("2m", 300_000).unwrap(), Duration::from_secs(120));
         assert_eq!(parse_wait("7", 300_000).unwrap(), Duration::from_secs(7));
-        assert!(parse_wait("6m", 300_000).is_err());
+        assert_eq!(parse_wait("6m", 300_000).unwrap(), Duration::from_secs(300));
         assert!(parse_wait("soon", 300_000).is_err());
         assert!(parse_wait("-1s", 300_000).is_err());
         assert!(parse_wait("99999999999999999999m", 300_000).is_err());

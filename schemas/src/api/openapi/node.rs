@@ -181,7 +181,7 @@ pub(super) fn cluster(components: &mut Components) -> PathItem {
                 "wait",
                 string_schema(),
                 "Long-poll: the longest hold, as `30s`, `500ms`, `5m`, `1m30s` or a number of seconds \
-                 (default 60s, at most `--max-wait-ms`, 5m by default).",
+                 (default 60s; a longer one is cut to `--max-wait-ms`, 5m by default).",
             ),
         ])),
     )
