@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, IoContext, Result};
-use crate::fsutil::write_atomic;
+use crate::fsutil::{decode_checked_json, with_checksum, write_atomic};
 use crate::Offset;
 
 /// File name of the checkpoint inside the topic directory.
@@ -45,17 +45,20 @@ impl Checkpoint {
             }
             Err(error) => return Err(error).io_context("read", &path),
         };
-        serde_json::from_slice(&bytes).map_err(|error| Error::InvalidFile {
+        decode_checked_json(&bytes).map_err(|reason| Error::InvalidFile {
             what: "cleaner checkpoint",
             path,
-            reason: error.to_string(),
+            reason,
         })
     }
 
     /// Writes the checkpoint of `dir` atomically.
     pub fn store(&self, dir: &Path) -> Result<()> {
         let bytes = serde_json::to_vec(self).expect("a checkpoint always serializes");
-        Ok(write_atomic(&dir.join(CHECKPOINT_FILE), &bytes)?)
+        Ok(write_atomic(
+            &dir.join(CHECKPOINT_FILE),
+            &with_checksum(&bytes),
+        )?)
     }
 
     /// When the record at `offset` became clean, if it has.

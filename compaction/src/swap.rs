@@ -18,7 +18,9 @@ use tracing::info;
 
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, IoContext, Result};
-use crate::fsutil::{fsync_dir, remove_if_exists, write_atomic};
+use crate::fsutil::{
+    decode_checked_json, fsync_dir, remove_if_exists, with_checksum, write_atomic,
+};
 use crate::manifest::{ClosedSegment, Manifest};
 use crate::segment::{index_file_name, log_file_name, CLEANED_SUFFIX};
 use crate::Offset;
@@ -45,7 +47,7 @@ pub(crate) struct SwapPlan {
 /// it, `manifest` (the topic's) included.
 pub(crate) fn commit(dir: &Path, plan: &SwapPlan, manifest: &Mutex<Manifest>) -> Result<()> {
     let bytes = serde_json::to_vec(plan).expect("a swap plan always serializes");
-    write_atomic(&dir.join(SWAP_MARKER_FILE), &bytes)?;
+    write_atomic(&dir.join(SWAP_MARKER_FILE), &with_checksum(&bytes))?;
     apply(dir, plan, |plan| {
         let mut manifest = crate::topic::lock(manifest);
         let next = manifest.after(plan);
@@ -63,10 +65,10 @@ pub(crate) fn recover(dir: &Path) -> Result<()> {
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(error) => return Err(error).io_context("read", &path),
     };
-    let plan: SwapPlan = serde_json::from_slice(&bytes).map_err(|error| Error::InvalidFile {
+    let plan: SwapPlan = decode_checked_json(&bytes).map_err(|reason| Error::InvalidFile {
         what: "cleaner swap marker",
         path: path.clone(),
-        reason: error.to_string(),
+        reason,
     })?;
     info!(
         marker = %path.display(),

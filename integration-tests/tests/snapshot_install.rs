@@ -439,11 +439,17 @@ async fn a_follower_crashed_after_any_step_of_a_snapshot_install_comes_back_whol
 }
 
 /// The index `raft/meta.json` of node `id` says was purged, 0 for none.
+/// The file is JSON followed by its checksum line.
 fn saved_purge(cluster: &TestCluster, id: u64) -> u64 {
     let path = cluster.node(id).data_dir().join("raft").join("meta.json");
     std::fs::read(&path)
         .ok()
-        .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+        .and_then(|bytes| {
+            serde_json::Deserializer::from_slice(&bytes)
+                .into_iter::<Value>()
+                .next()?
+                .ok()
+        })
         .and_then(|meta| meta["purged"]["index"].as_u64())
         .unwrap_or(0)
 }

@@ -131,13 +131,14 @@ pub enum StoreError {
         /// The raft log directory.
         dir: PathBuf,
     },
-    /// The raft log's metadata file (vote, purged id) is not JSON of its shape.
-    #[error("{path} is unreadable: {source}")]
+    /// The raft log's metadata file (vote, purged id) fails its checksum or
+    /// is not JSON of its shape.
+    #[error("{path} is unreadable: {reason}")]
     LogMetaUnreadable {
         /// The metadata file.
         path: PathBuf,
-        /// What the JSON decoder found.
-        source: serde_json::Error,
+        /// What the checksum or the JSON decoder found.
+        reason: String,
     },
     /// An entry's frame is intact but its JSON is not an entry.
     #[error("raft log entry {log_id} does not decode: {source}")]

@@ -18,7 +18,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use compaction::torn;
+use compaction::{fsutil, torn};
 use tracing::warn;
 
 use crate::error::StoreError;
@@ -96,8 +96,8 @@ pub(super) fn recover(dir: &Path) -> Result<Opened, StoreError> {
 fn read_meta(dir: &Path) -> Result<Meta, StoreError> {
     let path = dir.join(META_FILE);
     match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map_err(|source| StoreError::LogMetaUnreadable { path, source }),
+        Ok(bytes) => fsutil::decode_checked_json(&bytes)
+            .map_err(|reason| StoreError::LogMetaUnreadable { path, reason }),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(Meta::default()),
         Err(error) => Err(StoreError::io("read", &path)(error)),
     }

@@ -418,6 +418,40 @@ fn unreadable_metadata_is_named() {
     );
 }
 
+/// A changed digit leaves the metadata valid JSON of another vote, which
+/// could let the node vote twice in a term; its checksum line tells.
+#[test]
+fn metadata_with_a_changed_digit_is_refused() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let (files, _) = LogFiles::open(dir.path(), SEGMENT_BYTES).expect("opens");
+    let vote = openraft::Vote::new(7, 2);
+    files
+        .save_meta(&Meta {
+            vote: Some(vote),
+            purged: None,
+        })
+        .expect("saves");
+    drop(files);
+    let (files, recovered) = LogFiles::open(dir.path(), SEGMENT_BYTES).expect("reopens");
+    assert_eq!(recovered.meta.vote, Some(vote));
+    drop(files);
+
+    let path = dir.path().join(META_FILE);
+    let mut file = std::fs::read(&path).expect("reads");
+    let at = file
+        .iter()
+        .position(|&byte| byte == b'7')
+        .expect("the term");
+    file[at] = b'8';
+    std::fs::write(&path, &file).expect("writes");
+    let error = LogFiles::open(dir.path(), SEGMENT_BYTES).expect_err("refused");
+    assert!(
+        matches!(&error, StoreError::LogMetaUnreadable { path, reason }
+            if path.ends_with(META_FILE) && reason.contains("fails its checksum")),
+        "{error}"
+    );
+}
+
 #[test]
 fn the_search_for_an_entry_after_a_cut_short_frame_is_bounded_and_then_refuses() {
     // Every fourth byte starts a frame declaring a 1 MiB body that fits in
