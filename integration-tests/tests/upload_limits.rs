@@ -82,6 +82,44 @@ async fn a_follower_refuses_an_oversized_upload_before_forwarding_it() {
     assert_eq!(status, 201, "the follower still forwards writes");
 }
 
+/// A client that asks before it sends (`Expect: 100-continue`) a body
+/// declared over the limit is refused at once, with the JSON error and
+/// without the `100 Continue` that would ask it for the body.
+#[tokio::test]
+async fn a_declared_oversized_body_is_refused_before_it_is_asked_for() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start().await;
+    for path in ["/v1/kv/huge", "/v1/txn"] {
+        let mut stream = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+        let method = if path == "/v1/txn" { "POST" } else { "PUT" };
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+             Content-Length: {UPLOAD_BYTES}\r\nExpect: 100-continue\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        // The answer comes without a byte of the body sent.
+        let mut answer = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !String::from_utf8_lossy(&answer).contains("}}") {
+            let read =
+                tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut chunk))
+                    .await
+                    .expect("the server answers before the body is sent")
+                    .unwrap();
+            assert!(read > 0, "{path}: closed without an answer: {answer:?}");
+            answer.extend_from_slice(&chunk[..read]);
+        }
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 413"), "{path}: {text}");
+        assert!(!text.contains("100 Continue"), "{path}: {text}");
+        let body: serde_json::Value =
+            serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        assert_eq!(body["error"]["code"], "value_too_large", "{path}: {body}");
+    }
+    let (status, _) = call(&server, "GET", "/v1/kv/huge", None).await;
+    assert_eq!(status, 404);
+}
+
 /// A client that stops part-way through its body is answered 400 after
 /// `--request-timeout-ms` without a byte, not held for the hard timeout
 /// long-polls need; nothing is written, and the node goes on serving.

@@ -1,6 +1,7 @@
 //! The layers every public request passes: [`Observe`] (its span, its
 //! metrics, the revision header) and [`Limits`] (load shedding past
-//! `--max-concurrent-requests`, the hard timeout, a body that stalls).
+//! `--max-concurrent-requests`, the hard timeout, a body that stalls, a
+//! body declared over the limit).
 //!
 //! Both are services of their own, with futures that hold the inner
 //! future inline: no box per request, nothing copied twice. A waiting
@@ -25,7 +26,8 @@ use tracing::{debug, debug_span, instrument::Instrumented, Instrument};
 
 use crate::api::error::ApiError;
 use crate::api::request_metrics;
-use crate::api::{AppState, REVISION_HEADER};
+use crate::api::{AppState, InternalRequest, REVISION_HEADER};
+use schemas::api::ErrorCode;
 
 /// Layer of [`Observe`].
 #[derive(Clone)]
@@ -132,16 +134,65 @@ pub struct LimitsLayer {
     slots: Arc<Semaphore>,
     timeout: Duration,
     stall: Duration,
+    body: BodyBound,
+}
+
+/// The largest body a client's request may declare.
+#[derive(Clone, Copy, Debug)]
+pub struct BodyBound {
+    /// Bytes of a whole body (`--max-value-bytes` and room for the JSON
+    /// around it).
+    pub max_body_bytes: usize,
+    /// `--max-value-bytes`, which the refusal names.
+    pub max_value_bytes: usize,
+}
+
+impl BodyBound {
+    /// 413 for a client's request whose `Content-Length` is over the bound,
+    /// before anything reads its body: a client that sent `Expect:
+    /// 100-continue` is told without being asked for the body. The node's
+    /// own requests ([`InternalRequest`]) may be larger; their handlers
+    /// bound them.
+    fn refuses(&self, request: &Request) -> Option<Response> {
+        if request.extensions().get::<InternalRequest>().is_some() {
+            return None;
+        }
+        let declared: u64 = request
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)?
+            .to_str()
+            .ok()?
+            .parse()
+            .ok()?;
+        (declared > self.max_body_bytes as u64).then(|| {
+            ApiError::new(
+                ErrorCode::ValueTooLarge,
+                format!(
+                    "the body is {declared} bytes, over the limit of {} bytes \
+                     (--max-value-bytes {} and room for the JSON around it)",
+                    self.max_body_bytes, self.max_value_bytes
+                ),
+            )
+            .into_response()
+        })
+    }
 }
 
 impl LimitsLayer {
     /// At most `concurrent` requests served at once, none for longer than
-    /// `timeout`, and none whose body stops arriving for `stall`.
-    pub fn new(concurrent: usize, timeout: Duration, stall: Duration) -> LimitsLayer {
+    /// `timeout`, none whose body stops arriving for `stall`, and none
+    /// whose body is declared over `body`.
+    pub fn new(
+        concurrent: usize,
+        timeout: Duration,
+        stall: Duration,
+        body: BodyBound,
+    ) -> LimitsLayer {
         LimitsLayer {
             slots: Arc::new(Semaphore::new(concurrent)),
             timeout,
             stall,
+            body,
         }
     }
 }
@@ -154,6 +205,7 @@ impl<S> Layer<S> for LimitsLayer {
             slots: Arc::clone(&self.slots),
             timeout: self.timeout,
             stall: self.stall,
+            body: self.body,
             inner,
         }
     }
@@ -170,6 +222,7 @@ pub struct Limits<S> {
     slots: Arc<Semaphore>,
     timeout: Duration,
     stall: Duration,
+    body: BodyBound,
     inner: S,
 }
 
@@ -186,6 +239,11 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
+        if let Some(refused) = self.body.refuses(&request) {
+            return LimitsFuture::Answered {
+                response: Some(refused),
+            };
+        }
         match Arc::clone(&self.slots).try_acquire_owned() {
             Ok(slot) => {
                 // A body already whole (a GET's) cannot stall.
@@ -217,6 +275,8 @@ pin_project! {
         },
         /// Refused: every slot was taken.
         Refused,
+        /// Answered without the inner service.
+        Answered { response: Option<Response> },
     }
 }
 
@@ -239,6 +299,9 @@ where
                 "the server is overloaded: every request slot is taken (--max-concurrent-requests)",
             )
             .into_response())),
+            LimitsProjection::Answered { response } => Poll::Ready(Ok(response
+                .take()
+                .expect("an answered request's future is polled until it is ready, once"))),
         }
     }
 }

@@ -50,7 +50,7 @@ use tower::layer::util::{Identity, Stack};
 use tower::ServiceBuilder;
 
 use crate::api::error::ApiError;
-use crate::api::layers::{LimitsLayer, ObserveLayer};
+use crate::api::layers::{BodyBound, LimitsLayer, ObserveLayer};
 use crate::api::leader::{known_leader, Leader};
 use crate::api::long_polls::LongPolls;
 use crate::config::Config;
@@ -280,6 +280,10 @@ fn limits(
             config.max_concurrent_requests,
             hard_timeout,
             Duration::from_millis(config.request_timeout_ms),
+            BodyBound {
+                max_body_bytes: max_body_bytes(config),
+                max_value_bytes: config.max_value_bytes,
+            },
         ))
 }
 
