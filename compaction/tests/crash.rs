@@ -323,7 +323,7 @@ fn sequence_record(n: u64) -> Record {
         Record::put(offset, timestamp_ms, key, format!("v{n}:{padding}"))
     };
     let record = record.with_batch(batch);
-    if n % 5 == 0 {
+    if n.is_multiple_of(5) {
         record.with_headers(format!("h{n}"))
     } else {
         record

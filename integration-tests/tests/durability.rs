@@ -258,3 +258,61 @@ async fn a_data_dir_without_a_format_marker_is_refused_and_left_as_it_was() {
     );
     assert!(!marker.exists(), "a refused data dir is not marked");
 }
+
+/// A second process pointed at a running node's data directory (a server,
+/// or `kv-server rebuild`) is refused, naming the lock, and touches
+/// nothing: it used to take the view sled held for damaged, rebuild it
+/// under the running node, and serve beside it from the same raft log.
+#[tokio::test]
+async fn a_second_process_on_a_running_nodes_data_dir_is_refused() {
+    let server = TestServer::start().await;
+    for n in 0..100 {
+        call(&server, "PUT", &format!("/v1/kv/held/k{n}"), Some(json!(n))).await;
+    }
+    let before = state(&server, "held/").await;
+    let [port, peer_port] = integration_tests::free_ports(2)[..] else {
+        unreachable!("two ports were asked for")
+    };
+    let data_dir = server.data_dir();
+    let second_server = [
+        "--node-id".to_string(),
+        "1".to_string(),
+        "--listen".to_string(),
+        format!("127.0.0.1:{port}"),
+        "--peer-listen".to_string(),
+        format!("127.0.0.1:{peer_port}"),
+        "--namesrv-listen".to_string(),
+        "off".to_string(),
+        "--data-dir".to_string(),
+        data_dir.display().to_string(),
+    ];
+    let rebuild = [
+        "rebuild".to_string(),
+        "--data-dir".to_string(),
+        data_dir.display().to_string(),
+    ];
+    for args in [&second_server[..], &rebuild[..]] {
+        let output = tokio::time::timeout(
+            Duration::from_secs(30),
+            tokio::process::Command::new(integration_tests::server_binary())
+                .args(args)
+                .env("NO_COLOR", "1")
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .expect("the second process stops by itself")
+        .unwrap();
+        let log = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?}: {log}");
+        assert!(
+            log.contains("is in use by another process") && log.contains("lock"),
+            "{args:?}: {log}"
+        );
+        assert!(!log.contains("rebuilding"), "{args:?}: {log}");
+    }
+    // The running node goes on as it was.
+    assert_eq!(state(&server, "held/").await, before);
+    let (status, _) = call(&server, "PUT", "/v1/kv/held/after", Some(json!(1))).await;
+    assert_eq!(status, 201);
+}

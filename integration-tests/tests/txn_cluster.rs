@@ -125,7 +125,7 @@ async fn transfer_loop(run: Arc<Run>, client: usize) {
     let mut attempt = client;
     for n in 0..TRANSFERS_PER_CLIENT {
         let amount = ((client * 7 + n * 13) % 50 + 1) as i64;
-        let amount = if (client + n) % 2 == 0 {
+        let amount = if (client + n).is_multiple_of(2) {
             amount
         } else {
             -amount

@@ -110,7 +110,7 @@ async fn lay_down(
         format!("openmessaging-kv restore {} {peers:?}", meta.snapshot_id).as_bytes(),
     );
 
-    std::fs::create_dir_all(data_dir).map_err(StoreError::io("create", data_dir))?;
+    let _lock = crate::store::dir_lock::DataDirLock::take(data_dir)?;
     crate::store::data_format::check_or_mark(data_dir)?;
     crate::peer::ClusterId::open(data_dir)?.set(cluster_id)?;
     let dirs = DataDirs::new(data_dir);

@@ -273,6 +273,18 @@ pub enum StoreError {
         dir: PathBuf,
     },
 
+    /// Another process holds the data directory's lock.
+    #[error(
+        "data dir {dir} is in use by another process (it holds the lock on {lock}): stop it \
+         first, or give this node a --data-dir of its own"
+    )]
+    DataDirInUse {
+        /// The data directory.
+        dir: PathBuf,
+        /// Its lock file.
+        lock: PathBuf,
+    },
+
     // Recovery at open.
     /// The view pointer names no view directory.
     #[error("the view pointer {path} names {found:?}, which is no view directory")]

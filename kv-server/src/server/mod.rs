@@ -268,6 +268,7 @@ pub fn rebuild(data_dir: &std::path::Path) -> Result<(u64, u64), ServerError> {
             marker.display()
         )));
     }
+    let _lock = crate::store::dir_lock::DataDirLock::take(data_dir)?;
     crate::store::data_format::check_or_mark(data_dir)?;
     crate::store::view::ViewDirs::new(&dirs.view).remove_all()?;
     let log = LogStore::open(&dirs.raft, None)?;

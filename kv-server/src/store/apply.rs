@@ -72,7 +72,7 @@ pub fn apply_command(
         Op::Batch(commands) => super::batch::apply_batch(view, log_index, next_offset, commands)?,
         _ => apply_one(view, log_index, next_offset, command)?,
     };
-    if log_index % EXPIRY_EVERY_ENTRIES == 0 {
+    if log_index.is_multiple_of(EXPIRY_EVERY_ENTRIES) {
         // By the clock, not the command's date: a command that writes
         // nothing does not move the clock, and a node rebuilt from the
         // topic would not know how far it had expired.

@@ -19,6 +19,7 @@ pub mod apply;
 mod batch;
 mod checkpoint;
 pub mod data_format;
+pub mod dir_lock;
 pub mod internal;
 mod json_compare;
 pub mod leases;
@@ -263,6 +264,19 @@ impl Store {
         let view_dir = view_dirs.current()?;
         let view = match View::open(&view_dir) {
             Ok(view) => view,
+            // Another process has it open: not damage, and not this
+            // process's to rebuild under it.
+            Err(StoreError::Sled { source, .. }) if is_lock_held(&source) => {
+                return Err(StoreError::DataDirInUse {
+                    dir: view_dir.clone(),
+                    lock: view_dir.join("db"),
+                })
+            }
+            Err(error @ StoreError::ViewFormat { .. }) => {
+                warn!(dir = %view_dir.display(), %error, "the view is of another layout; rebuilding it from the topic");
+                std::fs::remove_dir_all(&view_dir).map_err(StoreError::io("remove", &view_dir))?;
+                View::open(&view_dir)?
+            }
             Err(error) => {
                 warn!(dir = %view_dir.display(), %error, "the view is damaged; rebuilding it from the topic");
                 std::fs::remove_dir_all(&view_dir).map_err(StoreError::io("remove", &view_dir))?;

@@ -196,7 +196,7 @@ impl Store {
                 }
                 replay_record(&mut batch, &record)?;
                 replayed += 1;
-                if replayed % layers.records_per_commit == 0 {
+                if replayed.is_multiple_of(layers.records_per_commit) {
                     let keys = view.commit(std::mem::replace(&mut batch, view.batch()));
                     crate::crash::delay(crate::crash::VIEW_REPLAY_BATCH);
                     if keys >= layers.keys_per_write {

@@ -146,7 +146,7 @@ pub(super) fn search(model: &GroupModel, budget: &Budget) -> Outcome {
     let mut steps = 0u32;
     loop {
         steps = steps.wrapping_add(1);
-        if steps % STEPS_PER_CLOCK_CHECK == 0 && budget.spent() {
+        if steps.is_multiple_of(STEPS_PER_CLOCK_CHECK) && budget.spent() {
             return Outcome::TimedOut;
         }
         if cursor == END {

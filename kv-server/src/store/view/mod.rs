@@ -43,7 +43,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use tracing::info;
 
 pub use batch::ViewBatch;
@@ -88,6 +88,10 @@ pub struct View {
 #[derive(Debug)]
 struct ViewDb {
     db: sled::Db,
+    /// Held by whatever writes to sled: a write-out reads the digest and
+    /// the values it replaces, then writes, and must see no other write
+    /// between.
+    writer: Mutex<()>,
     /// Unwritten changes. Readers and the state machine hold the lock only
     /// for map operations, never across sled I/O.
     layers: RwLock<Layers>,
@@ -316,11 +320,14 @@ impl ViewDb {
             }
         }
         // A rebuild under way starts over, so its records need no check.
+        // sled panics on some damaged pages rather than answering an error,
+        // which would stop every start at the same page.
         if db.get(REBUILDING_KEY)?.is_none() {
-            check_digest(&db, dir)?;
+            crate::store::unless_panicked(dir, || check_digest(&db, dir))??;
         }
         Ok(ViewDb {
             db,
+            writer: Mutex::new(()),
             layers: RwLock::new(Layers::default()),
             rebuilding: AtomicBool::new(false),
             sled_writes: SledWrites::default(),
@@ -490,8 +497,9 @@ impl ViewDb {
 
     /// [`View::flush`] of this database.
     fn flush(&self) -> Result<(), StoreError> {
-        // The lock is not held while sled writes: readers keep reading the
-        // sealed layer until it is dropped, after sled has it.
+        let _writer = self.writer.lock();
+        // The layers' lock is not held while sled writes: readers keep
+        // reading the sealed layer until it is dropped, after sled has it.
         let sealed = self.layers.read().sealed();
         if !sealed.is_empty() {
             self.sled_writes.writing(|| self.write_sealed(&sealed))?;
@@ -528,6 +536,7 @@ impl ViewDb {
     /// Marks a rebuild as started (`true`) or finished (`false`), durably;
     /// [`View::set_rebuilding`] writes out what was committed before.
     fn set_rebuilding(&self, rebuilding: bool) -> Result<(), StoreError> {
+        let _writer = self.writer.lock();
         if rebuilding {
             self.db.insert(REBUILDING_KEY, &[])?;
         } else {
@@ -540,6 +549,7 @@ impl ViewDb {
 
     /// Removes everything (before a rebuild).
     fn clear(&self) -> Result<(), StoreError> {
+        let _writer = self.writer.lock();
         self.sled_writes.writing(|| {
             *self.layers.write() = Layers::default();
             self.db.clear()?;
