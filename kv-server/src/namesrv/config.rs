@@ -2,6 +2,11 @@
 //! properties, replicated under `namesrv/config/` so every node answers
 //! alike. The properties Apache's name server reads are honored here too:
 //! `enableAllTopicList`, `enableTopicList`, `orderMessageEnable`.
+//!
+//! As Apache merges an update only into the properties it has
+//! (`mergeIfExist`), a property this name server does not have is left
+//! out, and so is `listenPort`, which is each node's own: stored for the
+//! cluster it would be wrong on every other node.
 
 use std::collections::BTreeMap;
 
@@ -51,13 +56,20 @@ pub fn properties(ns: &NameServer) -> Result<BTreeMap<String, String>, Failure> 
     Ok(all)
 }
 
-/// The boolean property `name` (`default` when unset or not a boolean).
+/// The boolean property `name`, `default` when unset. A value is read as
+/// Java's `Boolean.parseBoolean` reads it: `true` in any case is true,
+/// anything else false.
 pub fn flag(ns: &NameServer, name: &str, default: bool) -> Result<bool, Failure> {
     let stored = ns.state.store.get(&keys::config(name))?;
     Ok(stored
         .and_then(|entry| serde_json::from_slice::<String>(&entry.value).ok())
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or(default))
+        .map_or(default, |value| value.trim().eq_ignore_ascii_case("true")))
+}
+
+/// Whether an update may set the property `name`: one this name server
+/// has, and not a node's own.
+fn updatable(ns: &NameServer, name: &str) -> bool {
+    name != "listenPort" && defaults(ns).contains_key(name)
 }
 
 /// GET_NAMESRV_CONFIG: the properties as `name=value` lines.
@@ -71,18 +83,21 @@ pub fn get(ns: &NameServer, request: &RemotingCommand) -> Handled {
     Ok(answer)
 }
 
-/// Reads Java properties text: `name=value` or `name:value` lines; blank
-/// lines and `#`/`!` comments are skipped.
+/// Reads Java properties text as `java.util.Properties` splits a line:
+/// the name ends at the first `=`, `:` or white space, and the value
+/// starts after it, past white space and one `=` or `:`. Blank lines and
+/// `#`/`!` comments are skipped. (Escapes and continued lines, which no
+/// name server property needs, are not read.)
 pub fn parse_properties(text: &str) -> BTreeMap<String, String> {
+    let separator = |c: char| c == '=' || c == ':' || c.is_whitespace();
     text.lines()
-        .map(str::trim)
+        .map(str::trim_start)
         .filter(|line| !line.is_empty() && !line.starts_with('#') && !line.starts_with('!'))
-        .map(|line| match line.find(['=', ':']) {
-            Some(at) => (
-                line[..at].trim().to_string(),
-                line[at + 1..].trim().to_string(),
-            ),
-            None => (line.to_string(), String::new()),
+        .map(|line| {
+            let end = line.find(separator).unwrap_or(line.len());
+            let rest = line[end..].trim_start();
+            let rest = rest.strip_prefix(['=', ':']).map_or(rest, str::trim_start);
+            (line[..end].to_string(), rest.trim_end().to_string())
         })
         .collect()
 }
@@ -105,6 +120,16 @@ pub async fn update(ns: &NameServer, request: &RemotingCommand) -> Handled {
             "Can not update config in black list.",
         ));
     }
+    let (updates, ignored): (BTreeMap<_, _>, BTreeMap<_, _>) = updates
+        .into_iter()
+        .partition(|(name, _)| updatable(ns, name));
+    if !ignored.is_empty() {
+        tracing::info!(
+            names = ?ignored.keys().collect::<Vec<_>>(),
+            "name server config update: left out properties this name server does not have, \
+             or a node's own"
+        );
+    }
     if updates.is_empty() {
         return Ok(request.answer(0, None));
     }
@@ -122,4 +147,31 @@ pub async fn update(ns: &NameServer, request: &RemotingCommand) -> Handled {
         .await?;
     tracing::info!(names = ?updates.keys().collect::<Vec<_>>(), "name server config updated");
     Ok(request.answer(0, None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lines split as `java.util.Properties` splits them.
+    #[test]
+    fn properties_split_as_java_splits_them() {
+        let parsed = parse_properties(
+            "a=1\nb: 2\nc 3\n  d  =  4  \ne\n# f=5\n! g=6\n\nh==7\ni:=8\nj = k = 9\n",
+        );
+        let expected: BTreeMap<String, String> = [
+            ("a", "1"),
+            ("b", "2"),
+            ("c", "3"),
+            ("d", "4"),
+            ("e", ""),
+            ("h", "=7"),
+            ("i", "=8"),
+            ("j", "k = 9"),
+        ]
+        .into_iter()
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .collect();
+        assert_eq!(parsed, expected);
+    }
 }

@@ -23,7 +23,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use schemas::remoting::{decode_frame, response_code, RemotingCommand, DEFAULT_MAX_FRAME_BYTES};
+use schemas::remoting::{
+    decode_frame, response_code, FrameError, RemotingCommand, DEFAULT_MAX_FRAME_BYTES,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify, Semaphore};
@@ -215,7 +217,18 @@ async fn answer(ns: &NameServer, request: RemotingCommand) -> Option<Answer> {
         return None;
     }
     let close_after = answer.code == response_code::SYSTEM_BUSY;
-    match answer.try_encode() {
+    // A client reads frames of at most 16 MiB, as this listener does: a
+    // larger answer would fail its decoder, not be read.
+    let encoded = answer.try_encode().and_then(|frame| {
+        if frame.len() > DEFAULT_MAX_FRAME_BYTES {
+            return Err(FrameError::FrameTooLarge {
+                frame_bytes: frame.len() as u64,
+                max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            });
+        }
+        Ok(frame)
+    });
+    match encoded {
         Ok(frame) => Some(Answer { frame, close_after }),
         // A remark or body past the format's limits: the request still
         // gets an answer, one that says so.
