@@ -243,7 +243,9 @@ impl View {
         self.pinned().set_rebuilding(rebuilding)
     }
 
-    /// Removes everything (before a rebuild).
+    /// Removes everything before a rebuild, and marks the view as being
+    /// rebuilt first: a crash part-way leaves the marker, so the next start
+    /// rebuilds again rather than find a view that fails its digest.
     pub fn clear(&self) -> Result<(), StoreError> {
         self.pinned().clear()
     }
@@ -547,12 +549,20 @@ impl ViewDb {
         Ok(())
     }
 
-    /// Removes everything (before a rebuild).
+    /// [`View::clear`] of this database.
     fn clear(&self) -> Result<(), StoreError> {
         let _writer = self.writer.lock();
         self.sled_writes.writing(|| {
             *self.layers.write() = Layers::default();
-            self.db.clear()?;
+            self.db.insert(REBUILDING_KEY, &[])?;
+            self.db.flush()?;
+            self.rebuilding.store(true, Ordering::Release);
+            for raw in self.db.iter().keys() {
+                let raw = raw?;
+                if raw != REBUILDING_KEY && raw != FORMAT_KEY {
+                    self.db.remove(raw)?;
+                }
+            }
             self.db.insert(FORMAT_KEY, VIEW_FORMAT).map(|_| ())
         })?;
         Ok(())
@@ -786,6 +796,33 @@ mod tests {
             Err(StoreError::ViewDigest { records, .. }) => assert_eq!(records, 49),
             other => panic!("expected ViewDigest, got {other:?}"),
         }
+    }
+
+    /// A cleared view is marked as being rebuilt before anything goes, so a
+    /// crash part-way through the clear leaves a view the next start
+    /// rebuilds again, not one that fails its digest.
+    #[test]
+    fn a_cleared_view_is_marked_as_rebuilt_and_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let view = View::open(dir.path()).unwrap();
+        let mut batch = view.batch();
+        for n in 0..20 {
+            batch.put(&format!("k{n}"), &entry("x", 1));
+        }
+        view.commit(batch);
+        view.write_out().unwrap();
+        view.clear().unwrap();
+        assert!(view.is_rebuilding().unwrap());
+        assert_eq!(view.pinned().db.len(), 2, "the format and the marker");
+        // A record left by a clear cut short does not stop the open.
+        view.pinned()
+            .db
+            .insert(entry_key("k3"), entry("x", 1).encode())
+            .unwrap();
+        view.pinned().db.flush().unwrap();
+        drop(view);
+        let view = View::open(dir.path()).expect("a view being rebuilt opens unchecked");
+        assert!(view.is_rebuilding().unwrap());
     }
 
     /// A switch shows the new database whole, at its revision, to every
