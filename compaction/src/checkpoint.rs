@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, IoContext, Result};
-use crate::fsutil::{decode_checked_json, with_checksum, write_atomic};
+use crate::fsutil::{from_checked_json, to_checked_json, write_atomic};
 use crate::Offset;
 
 /// File name of the checkpoint inside the topic directory.
@@ -45,7 +45,7 @@ impl Checkpoint {
             }
             Err(error) => return Err(error).io_context("read", &path),
         };
-        decode_checked_json(&bytes).map_err(|reason| Error::InvalidFile {
+        from_checked_json(&bytes).map_err(|reason| Error::InvalidFile {
             what: "cleaner checkpoint",
             path,
             reason,
@@ -54,10 +54,9 @@ impl Checkpoint {
 
     /// Writes the checkpoint of `dir` atomically.
     pub fn store(&self, dir: &Path) -> Result<()> {
-        let bytes = serde_json::to_vec(self).expect("a checkpoint always serializes");
         Ok(write_atomic(
             &dir.join(CHECKPOINT_FILE),
-            &with_checksum(&bytes),
+            &to_checked_json(self),
         )?)
     }
 

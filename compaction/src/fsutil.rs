@@ -67,65 +67,48 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
     fsync_dir(parent(path))
 }
 
-/// What starts the line a checked file ends with; the line goes on with
-/// the CRC-32C of the content before it, in hex, and a newline.
-const CHECKSUM_TAG: &[u8] = b"\ncrc32c ";
-/// The whole line: the tag, eight hex digits and the newline.
-const CHECKSUM_LINE_BYTES: usize = CHECKSUM_TAG.len() + 8 + 1;
+/// The field a checked JSON file carries its checksum in.
+const CHECKSUM_FIELD: &str = "crc32c";
 
-/// `content` followed by a line holding its CRC-32C: a small file (a JSON
-/// state file) that [`checked_content`] reads back. A flipped bit in such
-/// a file can leave it valid JSON of another state; the line tells.
-pub fn with_checksum(content: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(content.len() + CHECKSUM_LINE_BYTES);
-    out.extend_from_slice(content);
-    out.extend_from_slice(CHECKSUM_TAG);
-    out.extend_from_slice(format!("{:08x}\n", crc32c::crc32c(content)).as_bytes());
-    out
+/// `value` as JSON with a `crc32c` field: the CRC-32C of the JSON without
+/// it, which [`from_checked_json`] checks. A small state file (a vote, a
+/// tombstone floor) whose changed digit would still read as JSON of
+/// another state is written so. A build that knows no such field reads the
+/// file as before. A value that is not a JSON object is written as it is.
+pub fn to_checked_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    let mut json = serde_json::to_value(value).expect("a state file's value always serializes");
+    let content = serde_json::to_vec(&json).expect("a JSON value always serializes");
+    if let serde_json::Value::Object(fields) = &mut json {
+        fields.insert(CHECKSUM_FIELD.into(), crc32c::crc32c(&content).into());
+    }
+    serde_json::to_vec(&json).expect("a JSON value always serializes")
 }
 
-/// The content of a file [`with_checksum`] wrote, once its checksum holds,
-/// or why it does not. A file without the line, written before there was
-/// one, is its own content: a damaged line leaves bytes after the JSON,
-/// which its decoder refuses.
-pub fn checked_content(bytes: &[u8]) -> Result<&[u8], String> {
-    let Some(at) = bytes.len().checked_sub(CHECKSUM_LINE_BYTES) else {
-        return Ok(bytes);
-    };
-    let (content, line) = bytes.split_at(at);
-    if !line.starts_with(CHECKSUM_TAG) || !line.ends_with(b"\n") {
-        return Ok(bytes);
+/// The value of a file [`to_checked_json`] wrote, once its checksum holds,
+/// or why it cannot be read. A file without the field, written before
+/// there was one, is read as it is. The checksum is over the JSON read
+/// back and written again without the field, which gives the writer's
+/// bytes: both go through `serde_json::Value`, whose fields keep one order.
+pub fn from_checked_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    let mut json: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|error| error.to_string())?;
+    if let serde_json::Value::Object(fields) = &mut json {
+        if let Some(written) = fields.remove(CHECKSUM_FIELD) {
+            let written = written
+                .as_u64()
+                .and_then(|written| u32::try_from(written).ok())
+                .ok_or_else(|| format!("its {CHECKSUM_FIELD} field is damaged ({written})"))?;
+            let content = serde_json::to_vec(&json).expect("a JSON value always serializes");
+            let read = crc32c::crc32c(&content);
+            if written != read {
+                return Err(format!(
+                    "it fails its checksum ({CHECKSUM_FIELD} {written} written, {read} read): \
+                     the file is damaged"
+                ));
+            }
+        }
     }
-    let digits = &line[CHECKSUM_TAG.len()..CHECKSUM_LINE_BYTES - 1];
-    let written = std::str::from_utf8(digits)
-        .ok()
-        // Lower case only, as written: an upper-case digit is a changed bit.
-        .filter(|digits| {
-            digits
-                .bytes()
-                .all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte))
-        })
-        .and_then(|digits| u32::from_str_radix(digits, 16).ok())
-        .ok_or_else(|| {
-            format!(
-                "its checksum line is damaged ({:?})",
-                String::from_utf8_lossy(&line[1..line.len() - 1])
-            )
-        })?;
-    let read = crc32c::crc32c(content);
-    if written != read {
-        return Err(format!(
-            "it fails its checksum (crc32c {written:08x} written, {read:08x} read): \
-             the file is damaged"
-        ));
-    }
-    Ok(content)
-}
-
-/// A JSON value from a file [`with_checksum`] wrote (or one written before
-/// there was a checksum line), or why it cannot be read.
-pub fn decode_checked_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-    serde_json::from_slice(checked_content(bytes)?).map_err(|error| error.to_string())
+    serde_json::from_value(json).map_err(|error| error.to_string())
 }
 
 /// Makes renames, creations and deletions in `dir` durable.
@@ -165,33 +148,52 @@ mod tests {
         assert!(error.to_string().starts_with("create "), "{error}");
     }
 
-    /// A checked file reads back; one written before checksums reads as
-    /// it is; a changed byte anywhere, line included, is refused.
+    /// A checked file reads back, and so does one written before
+    /// checksums; a changed bit anywhere is refused, or leaves the value
+    /// as it was (a bit of the checksum field's name, which makes the file
+    /// one without a checksum).
     #[test]
-    fn a_checked_file_reads_back_and_any_changed_byte_is_refused() {
-        let content = br#"{"clean_offset":12,"tombstone_floor":7}"#;
-        let file = with_checksum(content);
-        assert!(file.ends_with(b"\n"));
-        assert_eq!(checked_content(&file).unwrap(), content);
-        assert_eq!(checked_content(content).unwrap(), content);
-        assert_eq!(checked_content(b"").unwrap(), b"");
+    fn a_checked_file_reads_back_and_no_changed_bit_changes_its_value() {
+        #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+        struct State {
+            clean_offset: u64,
+            tombstone_floor: u64,
+            times: Vec<(u64, u64)>,
+        }
+        let state = State {
+            clean_offset: 12,
+            tombstone_floor: 7,
+            times: vec![(3, 1_700_000_000_000), (12, 1_700_000_000_500)],
+        };
+        let file = to_checked_json(&state);
+        assert_eq!(from_checked_json::<State>(&file).unwrap(), state);
+        let plain = serde_json::to_vec(&state).unwrap();
+        assert_eq!(from_checked_json::<State>(&plain).unwrap(), state);
+        let mut refused = 0;
         for at in 0..file.len() {
             for bit in 0..8 {
                 let mut damaged = file.clone();
                 damaged[at] ^= 1 << bit;
-                let read: Result<serde_json::Value, String> = decode_checked_json(&damaged);
-                assert!(
-                    read.is_err(),
-                    "a flip of bit {bit} at byte {at} went unseen"
-                );
+                match from_checked_json::<State>(&damaged) {
+                    Ok(read) => assert_eq!(read, state, "a flip of bit {bit} at byte {at}"),
+                    Err(_) => refused += 1,
+                }
             }
         }
-        let error = checked_content(&{
-            let mut damaged = file.clone();
-            damaged[1] = b'x';
-            damaged
-        })
-        .unwrap_err();
+        assert!(
+            refused > file.len() * 7,
+            "{refused} of {} flips",
+            file.len() * 8
+        );
+        let mut changed = file.clone();
+        let floor = b"\"tombstone_floor\":";
+        let at = changed
+            .windows(floor.len())
+            .position(|window| window == floor)
+            .unwrap()
+            + floor.len();
+        changed[at] = b'8';
+        let error = from_checked_json::<State>(&changed).unwrap_err();
         assert!(error.contains("fails its checksum"), "{error}");
     }
 

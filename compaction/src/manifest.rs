@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, IoContext, Result};
-use crate::fsutil::{decode_checked_json, with_checksum, write_atomic};
+use crate::fsutil::{from_checked_json, to_checked_json, write_atomic};
 use crate::swap::SwapPlan;
 use crate::Offset;
 
@@ -67,7 +67,7 @@ impl Manifest {
             Err(error) => return Err(error).io_context("read", &path),
         };
         let manifest: Manifest =
-            decode_checked_json(&bytes).map_err(|reason| Error::InvalidFile {
+            from_checked_json(&bytes).map_err(|reason| Error::InvalidFile {
                 what: "segment manifest",
                 path: path.clone(),
                 reason,
@@ -88,8 +88,7 @@ impl Manifest {
 
     /// Writes the manifest of `dir` atomically.
     pub fn store(&self, dir: &Path) -> Result<()> {
-        let bytes = serde_json::to_vec(self).expect("a manifest always serializes");
-        Ok(write_atomic(&Manifest::path(dir), &with_checksum(&bytes))?)
+        Ok(write_atomic(&Manifest::path(dir), &to_checked_json(self))?)
     }
 
     /// The listed segment starting at `base`.

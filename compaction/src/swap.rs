@@ -19,7 +19,7 @@ use tracing::info;
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::{
-    decode_checked_json, fsync_dir, remove_if_exists, with_checksum, write_atomic,
+    from_checked_json, fsync_dir, remove_if_exists, to_checked_json, write_atomic,
 };
 use crate::manifest::{ClosedSegment, Manifest};
 use crate::segment::{index_file_name, log_file_name, CLEANED_SUFFIX};
@@ -46,8 +46,7 @@ pub(crate) struct SwapPlan {
 /// Commits `plan` (the cleaned files are written and synced) and applies
 /// it, `manifest` (the topic's) included.
 pub(crate) fn commit(dir: &Path, plan: &SwapPlan, manifest: &Mutex<Manifest>) -> Result<()> {
-    let bytes = serde_json::to_vec(plan).expect("a swap plan always serializes");
-    write_atomic(&dir.join(SWAP_MARKER_FILE), &with_checksum(&bytes))?;
+    write_atomic(&dir.join(SWAP_MARKER_FILE), &to_checked_json(plan))?;
     apply(dir, plan, |plan| {
         let mut manifest = crate::topic::lock(manifest);
         let next = manifest.after(plan);
@@ -65,7 +64,7 @@ pub(crate) fn recover(dir: &Path) -> Result<()> {
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(error) => return Err(error).io_context("read", &path),
     };
-    let plan: SwapPlan = decode_checked_json(&bytes).map_err(|reason| Error::InvalidFile {
+    let plan: SwapPlan = from_checked_json(&bytes).map_err(|reason| Error::InvalidFile {
         what: "cleaner swap marker",
         path: path.clone(),
         reason,

@@ -13,7 +13,7 @@ use common::{
     copy_dir, dir_contents, file_len, file_names, frame_position, frame_with_version, read_all,
     v1_frame,
 };
-use compaction::fsutil::{checked_content, decode_checked_json, with_checksum};
+use compaction::fsutil::{from_checked_json, to_checked_json};
 use compaction::{
     index_file_name, log_file_name, BatchPos, Error, Offset, Record, SegmentInfo, Topic,
     TopicConfig, CHECKPOINT_FILE, CLEANED_SUFFIX, MANIFEST_FILE, SWAP_MARKER_FILE,
@@ -397,11 +397,11 @@ fn a_swap_committed_before_a_crash_is_completed_on_open() {
                 .unwrap();
             }
         }
-        let checkpoint = std::fs::read(after.path().join(CHECKPOINT_FILE)).unwrap();
-        let checkpoint = String::from_utf8(checked_content(&checkpoint).unwrap().to_vec()).unwrap();
+        let checkpoint: serde_json::Value =
+            from_checked_json(&std::fs::read(after.path().join(CHECKPOINT_FILE)).unwrap()).unwrap();
         // The installed segments as the finished pass's manifest lists them.
         let manifest: serde_json::Value =
-            decode_checked_json(&std::fs::read(after.path().join(MANIFEST_FILE)).unwrap()).unwrap();
+            from_checked_json(&std::fs::read(after.path().join(MANIFEST_FILE)).unwrap()).unwrap();
         let closed: Vec<&serde_json::Value> = manifest["closed"]
             .as_array()
             .unwrap()
@@ -549,12 +549,13 @@ fn a_closed_segment_ending_at_another_offset_than_listed_fails_open() {
     // node's segment copied in): shown here by the manifest's side.
     // The manifest is rewritten whole, checksum included.
     let path = dir.path().join(MANIFEST_FILE);
-    let file = std::fs::read(&path).unwrap();
-    let manifest = String::from_utf8(checked_content(&file).unwrap().to_vec()).unwrap();
+    let manifest: serde_json::Value = from_checked_json(&std::fs::read(&path).unwrap()).unwrap();
+    let manifest = manifest.to_string();
     let listed = format!("\"last\":{last}}}");
     assert!(manifest.contains(&listed), "{manifest}");
     let edited = manifest.replacen(&listed, &format!("\"last\":{}}}", last - 1), 1);
-    std::fs::write(&path, with_checksum(edited.as_bytes())).unwrap();
+    let edited: serde_json::Value = serde_json::from_str(&edited).unwrap();
+    std::fs::write(&path, to_checked_json(&edited)).unwrap();
     let error = Topic::open(dir.path(), config()).unwrap_err();
     assert_mismatch(
         &error,
@@ -746,23 +747,22 @@ fn a_damaged_checkpoint_fails_open_naming_the_file() {
 
 /// A changed digit leaves the checkpoint valid JSON of another state: a
 /// tombstone floor past the topic's end would answer every change-feed read
-/// with 410. Its checksum line tells.
+/// with 410. Its checksum tells.
 #[test]
 fn a_checkpoint_with_a_changed_digit_fails_open_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
     cleaned_topic(dir.path());
     let path = dir.path().join(CHECKPOINT_FILE);
     let mut file = std::fs::read(&path).unwrap();
-    let content = checked_content(&file).unwrap().to_vec();
     let floor = b"\"tombstone_floor\":";
-    let at = content
+    let at = file
         .windows(floor.len())
         .position(|window| window == floor)
         .expect("the checkpoint names its floor")
         + floor.len();
     assert!(file[at].is_ascii_digit());
     file[at] = if file[at] == b'9' { b'8' } else { file[at] + 1 };
-    serde_json::from_slice::<serde_json::Value>(&file[..content.len()]).expect("still JSON");
+    serde_json::from_slice::<serde_json::Value>(&file).expect("still JSON");
     std::fs::write(&path, &file).unwrap();
 
     let error = Topic::open(dir.path(), config()).unwrap_err();

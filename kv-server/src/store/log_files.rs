@@ -247,10 +247,9 @@ impl LogFiles {
 
     /// Replaces the metadata file, durably.
     pub fn save_meta(&self, meta: &Meta) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(meta).expect("a vote and a log id always serialize");
         Ok(fsutil::write_atomic(
             &self.dir.join(META_FILE),
-            &fsutil::with_checksum(&bytes),
+            &fsutil::to_checked_json(meta),
         )?)
     }
 

@@ -96,7 +96,7 @@ pub(super) fn recover(dir: &Path) -> Result<Opened, StoreError> {
 fn read_meta(dir: &Path) -> Result<Meta, StoreError> {
     let path = dir.join(META_FILE);
     match std::fs::read(&path) {
-        Ok(bytes) => fsutil::decode_checked_json(&bytes)
+        Ok(bytes) => fsutil::from_checked_json(&bytes)
             .map_err(|reason| StoreError::LogMetaUnreadable { path, reason }),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(Meta::default()),
         Err(error) => Err(StoreError::io("read", &path)(error)),

@@ -419,7 +419,7 @@ fn unreadable_metadata_is_named() {
 }
 
 /// A changed digit leaves the metadata valid JSON of another vote, which
-/// could let the node vote twice in a term; its checksum line tells.
+/// could let the node vote twice in a term; its checksum tells.
 #[test]
 fn metadata_with_a_changed_digit_is_refused() {
     let dir = tempfile::tempdir().expect("a temp dir");
@@ -438,10 +438,13 @@ fn metadata_with_a_changed_digit_is_refused() {
 
     let path = dir.path().join(META_FILE);
     let mut file = std::fs::read(&path).expect("reads");
+    let term = b"\"term\":7";
     let at = file
-        .iter()
-        .position(|&byte| byte == b'7')
-        .expect("the term");
+        .windows(term.len())
+        .position(|window| window == term)
+        .expect("the vote's term")
+        + term.len()
+        - 1;
     file[at] = b'8';
     std::fs::write(&path, &file).expect("writes");
     let error = LogFiles::open(dir.path(), SEGMENT_BYTES).expect_err("refused");
