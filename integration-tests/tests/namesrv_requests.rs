@@ -248,13 +248,14 @@ async fn the_name_server_config_is_read_updated_and_its_black_list_refused() {
     assert_eq!(black.code, response_code::NO_PERMISSION, "{black:?}");
 
     // Booleans read as Java reads them; a line split at white space as
-    // java.util.Properties splits it; a property this name server does not
-    // have, and a node's own port, left out as Apache leaves them.
+    // java.util.Properties splits it; a property Apache's name server does
+    // not have, and a node's own port, left out; another of Apache's kept.
     let updated = client
         .request(
             code::UPDATE_NAMESRV_CONFIG,
             &[],
-            b"enableTopicList=FALSE\nenableAllTopicList TRUE\nfoo=bar\ngarbage line\nlistenPort=1\n"
+            b"enableTopicList=FALSE\nenableAllTopicList TRUE\nfoo=bar\ngarbage line\nlistenPort=1\n\
+              scanNotActiveBrokerInterval=7000\n"
                 .to_vec(),
         )
         .await;
@@ -278,6 +279,7 @@ async fn the_name_server_config_is_read_updated_and_its_black_list_refused() {
         "enableTopicList=FALSE".to_string(),
         "enableAllTopicList=TRUE".to_string(),
         format!("listenPort={port}"),
+        "scanNotActiveBrokerInterval=7000".to_string(),
     ] {
         assert!(text.lines().any(|shown| shown == line), "{line}: {text}");
     }

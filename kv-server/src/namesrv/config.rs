@@ -4,9 +4,9 @@
 //! `enableAllTopicList`, `enableTopicList`, `orderMessageEnable`.
 //!
 //! As Apache merges an update only into the properties it has
-//! (`mergeIfExist`), a property this name server does not have is left
-//! out, and so is `listenPort`, which is each node's own: stored for the
-//! cluster it would be wrong on every other node.
+//! (`mergeIfExist`), a name Apache's name server does not have is left
+//! out, and so are `listenPort` and `bindAddress`, each node's own: stored
+//! for the cluster they would be wrong on every other node.
 
 use std::collections::BTreeMap;
 
@@ -48,28 +48,81 @@ fn defaults(ns: &NameServer) -> BTreeMap<String, String> {
     .collect()
 }
 
-/// Every property: the defaults with the stored updates over them.
+/// Every property: the defaults with the stored updates over them. Only
+/// properties an update may set count: one an earlier build stored
+/// (another name, a node's port) would be shown for good, since no
+/// request deletes it.
 pub fn properties(ns: &NameServer) -> Result<BTreeMap<String, String>, Failure> {
     let (entries, _) = view::scan(&ns.state.store, keys::CONFIG)?;
     let mut all = defaults(ns);
-    all.extend(view::string_table(keys::CONFIG, entries));
+    let stored: Vec<(String, String)> = view::string_table(keys::CONFIG, entries)
+        .into_iter()
+        .filter(|(name, _)| updatable(name))
+        .collect();
+    all.extend(stored);
     Ok(all)
 }
 
 /// The boolean property `name`, `default` when unset. A value is read as
 /// Java's `Boolean.parseBoolean` reads it: `true` in any case is true,
-/// anything else false.
+/// anything else false (`true ` included).
 pub fn flag(ns: &NameServer, name: &str, default: bool) -> Result<bool, Failure> {
     let stored = ns.state.store.get(&keys::config(name))?;
     Ok(stored
         .and_then(|entry| serde_json::from_slice::<String>(&entry.value).ok())
-        .map_or(default, |value| value.trim().eq_ignore_ascii_case("true")))
+        .map_or(default, |value| value.eq_ignore_ascii_case("true")))
 }
 
-/// Whether an update may set the property `name`: one this name server
+/// The properties of Apache's name server (`NamesrvConfig` and
+/// `NettyServerConfig`), the ones its `mergeIfExist` lets an update set.
+/// Those beyond [`defaults`] are stored and shown, not acted on.
+const APACHE_PROPERTIES: [&str; 36] = [
+    "bindAddress",
+    "clientRequestThreadPoolNums",
+    "clientRequestThreadPoolQueueCapacity",
+    "clusterTest",
+    "configBlackList",
+    "configStorePath",
+    "defaultThreadPoolNums",
+    "defaultThreadPoolQueueCapacity",
+    "deleteTopicWithBrokerRegistration",
+    "enableAllTopicList",
+    "enableControllerInNamesrv",
+    "enableShutdownGracefully",
+    "enableTopicList",
+    "kvConfigPath",
+    "listenPort",
+    "needWaitForService",
+    "notifyMinBrokerIdChanged",
+    "orderMessageEnable",
+    "productEnvName",
+    "returnOrderTopicConfigToBroker",
+    "rocketmqHome",
+    "scanNotActiveBrokerInterval",
+    "serverAsyncSemaphoreValue",
+    "serverCallbackExecutorThreads",
+    "serverChannelMaxIdleTimeSeconds",
+    "serverOnewaySemaphoreValue",
+    "serverPooledByteBufAllocatorEnable",
+    "serverSelectorThreads",
+    "serverSocketBacklog",
+    "serverSocketRcvBufSize",
+    "serverSocketSndBufSize",
+    "serverWorkerThreads",
+    "shutdownWaitTimeSeconds",
+    "supportActingMaster",
+    "unRegisterBrokerQueueCapacity",
+    "useEpollNativeSelector",
+];
+
+/// Properties that are each node's own (where it listens): stored for
+/// the cluster they would be wrong on every other node.
+const NODE_OWN: [&str; 2] = ["bindAddress", "listenPort"];
+
+/// Whether an update may set the property `name`: one Apache's name server
 /// has, and not a node's own.
-fn updatable(ns: &NameServer, name: &str) -> bool {
-    name != "listenPort" && defaults(ns).contains_key(name)
+fn updatable(name: &str) -> bool {
+    APACHE_PROPERTIES.contains(&name) && !NODE_OWN.contains(&name)
 }
 
 /// GET_NAMESRV_CONFIG: the properties as `name=value` lines.
@@ -97,7 +150,8 @@ pub fn parse_properties(text: &str) -> BTreeMap<String, String> {
             let end = line.find(separator).unwrap_or(line.len());
             let rest = line[end..].trim_start();
             let rest = rest.strip_prefix(['=', ':']).map_or(rest, str::trim_start);
-            (line[..end].to_string(), rest.trim_end().to_string())
+            // Java keeps white space at the end of a value.
+            (line[..end].to_string(), rest.to_string())
         })
         .collect()
 }
@@ -120,9 +174,8 @@ pub async fn update(ns: &NameServer, request: &RemotingCommand) -> Handled {
             "Can not update config in black list.",
         ));
     }
-    let (updates, ignored): (BTreeMap<_, _>, BTreeMap<_, _>) = updates
-        .into_iter()
-        .partition(|(name, _)| updatable(ns, name));
+    let (updates, ignored): (BTreeMap<_, _>, BTreeMap<_, _>) =
+        updates.into_iter().partition(|(name, _)| updatable(name));
     if !ignored.is_empty() {
         tracing::info!(
             names = ?ignored.keys().collect::<Vec<_>>(),
@@ -163,7 +216,7 @@ mod tests {
             ("a", "1"),
             ("b", "2"),
             ("c", "3"),
-            ("d", "4"),
+            ("d", "4  "),
             ("e", ""),
             ("h", "=7"),
             ("i", "=8"),
