@@ -59,6 +59,24 @@ async fn a_backup_taken_under_load_restores_a_new_cluster_with_the_same_state() 
 
     let mut laid_down = Vec::new();
     let new = TestCluster::start_prepared(3, &[], &mut |id, data_dir, peers| {
+        if id == 1 {
+            // A restore already laying down the same member holds its
+            // staging directory: a second one is refused and clears nothing.
+            let mut staging = data_dir.as_os_str().to_owned();
+            staging.push(".restoring");
+            let staging = std::path::PathBuf::from(staging);
+            std::fs::create_dir_all(&staging).unwrap();
+            let held = std::fs::File::create(staging.join("lock")).unwrap();
+            held.try_lock().unwrap();
+            std::fs::write(staging.join("theirs"), b"x").unwrap();
+            let output = restore(&backup, data_dir, id, peers);
+            let log = String::from_utf8_lossy(&output.stderr);
+            assert!(!output.status.success(), "{log}");
+            assert!(log.contains("in use by another process"), "{log}");
+            assert!(staging.join("theirs").exists(), "{log}");
+            drop(held);
+            std::fs::remove_dir_all(&staging).unwrap();
+        }
         let output = restore(&backup, data_dir, id, peers);
         assert!(
             output.status.success(),

@@ -76,7 +76,10 @@ pub async fn restore(
     let mut staging = data_dir.as_os_str().to_owned();
     staging.push(".restoring");
     let staging = std::path::PathBuf::from(staging);
-    let _ = std::fs::remove_dir_all(&staging);
+    // Locked before what an earlier restore left is cleared: a restore
+    // running into the same path holds it, and is not cleared away.
+    let _lock = crate::store::dir_lock::DataDirLock::take(&staging)?;
+    clear_all_but_the_lock(&staging)?;
     let restored = lay_down(&backup, records, &staging, node_id, peers).await;
     if restored.is_err() {
         let _ = std::fs::remove_dir_all(&staging);
@@ -95,7 +98,26 @@ pub async fn restore(
     restored
 }
 
-/// [`restore`] into `data_dir`, which the caller makes the member's.
+/// Removes everything in `dir` but its lock file.
+fn clear_all_but_the_lock(dir: &Path) -> Result<(), StoreError> {
+    for entry in std::fs::read_dir(dir).map_err(StoreError::io("list", dir))? {
+        let entry = entry.map_err(StoreError::io("list", dir))?;
+        if entry.file_name() == crate::store::dir_lock::LOCK_FILE {
+            continue;
+        }
+        let path = entry.path();
+        let removed = if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        removed.map_err(StoreError::io("remove", &path))?;
+    }
+    Ok(())
+}
+
+/// [`restore`] into `data_dir` (locked by the caller), which the caller
+/// makes the member's.
 async fn lay_down(
     backup: &SnapshotFile,
     records: u64,
@@ -110,7 +132,6 @@ async fn lay_down(
         format!("openmessaging-kv restore {} {peers:?}", meta.snapshot_id).as_bytes(),
     );
 
-    let _lock = crate::store::dir_lock::DataDirLock::take(data_dir)?;
     crate::store::data_format::check_or_mark(data_dir)?;
     crate::peer::ClusterId::open(data_dir)?.set(cluster_id)?;
     let dirs = DataDirs::new(data_dir);

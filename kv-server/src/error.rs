@@ -388,7 +388,9 @@ impl StoreError {
 
     /// Whether the error is damaged data found on a read (a record, frame
     /// or snapshot that fails its checks): the same read fails again after
-    /// a restart.
+    /// a restart. (A view entry that does not decode holds what was
+    /// written: bytes changed on disk fail the view's digest at the next
+    /// open instead, and the view is rebuilt.)
     pub fn is_damage(&self) -> bool {
         matches!(
             self,

@@ -25,8 +25,6 @@ const SNAPSHOT_SEND_TIMEOUT_MS: u64 = 120_000;
 
 /// A node's storage, Raft and cleaner, opened; nothing listens yet.
 pub(super) struct Opened {
-    /// The data directory's lock, held while the node runs.
-    pub(super) _dir_lock: crate::store::dir_lock::DataDirLock,
     /// The node's configuration.
     pub(super) config: Arc<Config>,
     /// This node's URLs, as it advertises them.
@@ -92,7 +90,7 @@ pub(super) async fn open(config: Config) -> Result<Opened, ServerError> {
     }
     let config = Arc::new(config);
     let dirs = DataDirs::new(&config.data_dir);
-    let dir_lock = crate::store::dir_lock::DataDirLock::take(&config.data_dir)?;
+    crate::store::dir_lock::DataDirLock::take(&config.data_dir)?.hold_until_exit();
     let cluster_id = Arc::new(ClusterId::open(&config.data_dir)?);
     crate::store::data_format::check_or_mark(&config.data_dir)?;
     let log = LogStore::open(&dirs.raft, Some(config.node_id))?;
@@ -147,7 +145,6 @@ pub(super) async fn open(config: Config) -> Result<Opened, ServerError> {
     )
     .await?;
     Ok(Opened {
-        _dir_lock: dir_lock,
         config,
         this_node,
         peers,

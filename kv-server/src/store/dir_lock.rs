@@ -1,6 +1,7 @@
 //! One process per data directory: every command that opens a node's data
 //! (the server, `rebuild`, `restore`) first takes an exclusive lock on
-//! `data/lock`, and holds it until it ends. Two servers on one directory
+//! `data/lock`, and holds it until it ends (a server until the process
+//! exits). Two servers on one directory
 //! would each take the other's files for damaged ones: the second could
 //! not open the view (sled holds its own lock), rebuilt it under the first,
 //! and both went on acknowledging writes to the same raft log.
@@ -24,6 +25,14 @@ pub struct DataDirLock {
 }
 
 impl DataDirLock {
+    /// Keeps the lock until the process exits. A server's storage outlives
+    /// its orderly close by a moment (the cleaner finishing a pass, sled's
+    /// last write): a lock dropped at the close could let another process
+    /// in while they still write.
+    pub fn hold_until_exit(self) {
+        std::mem::forget(self);
+    }
+
     /// Locks `root` (created if missing) for this process, or names the
     /// directory another process holds.
     pub fn take(root: &Path) -> Result<DataDirLock, StoreError> {

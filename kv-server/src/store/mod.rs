@@ -268,7 +268,7 @@ impl Store {
             // process's to rebuild under it.
             Err(StoreError::Sled { source, .. }) if is_lock_held(&source) => {
                 return Err(StoreError::DataDirInUse {
-                    dir: view_dir.clone(),
+                    dir: dirs.view.parent().unwrap_or(&dirs.view).to_path_buf(),
                     lock: view_dir.join("db"),
                 })
             }
