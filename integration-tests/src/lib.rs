@@ -72,5 +72,5 @@ pub use cluster::TestCluster;
 pub use faults::{closed_port_url, AnswerDroppingProxy, CuttingProxy, StubNode};
 pub use kvctl::{kvctl, KvctlRun};
 pub use load::{assert_all_acked_present, bulk_load, WriteLoad};
-pub use server::{free_ports, server_binary, TestServer};
+pub use server::{copy_tree, free_ports, server_binary, TestServer};
 pub use tls::HarnessTls;

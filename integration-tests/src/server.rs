@@ -519,6 +519,21 @@ impl Drop for TestServer {
     }
 }
 
+/// Copies the directory tree `from` to `to` (a node's data directory,
+/// kept to be damaged again from the same start).
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
 /// The `kv-server` binary: `$KV_SERVER_BIN`, else next to the test
 /// executable's profile directory (`<target>/<profile>/deps/<test>` →
 /// `<target>/<profile>/kv-server`).

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use integration_tests::{call, kvctl, TestCluster, TestServer};
+use integration_tests::{call, copy_tree, kvctl, TestCluster, TestServer};
 use serde_json::{json, Value};
 
 /// Snapshot after this many log entries in the snapshot test.
@@ -404,20 +404,6 @@ async fn a_view_rebuilt_without_the_snapshot_that_covers_the_purged_log_stops_th
         snapshot.display()
     );
     assert_refused_naming(&mut server, &named).await;
-}
-
-/// Copies the directory tree `from` to `to`.
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 /// A view that went back to before what the raft log purged (as sled reads

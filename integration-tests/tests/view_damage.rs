@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use integration_tests::{call, TestServer};
+use integration_tests::{call, copy_tree, TestServer};
 use serde_json::{json, Value};
 
 /// How many single-bit flips the test tries, each on its own copy of the
@@ -34,20 +34,6 @@ async fn everything(server: &TestServer) -> Value {
     page["entries"].clone()
 }
 
-/// Copies the directory `from` to `to`, which must not exist.
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
-
 /// sled reads a damaged record of its log as the log's end, or fails the
 /// read that meets it: without a check of its own the node served older
 /// values, or a 500 naming sled. Each flip here, on its own copy of the
@@ -72,13 +58,13 @@ async fn a_flipped_bit_anywhere_in_the_view_never_changes_what_is_served() {
 
     let data = server.data_dir();
     let pristine = data.with_file_name("pristine");
-    copy_dir(&data, &pristine);
+    copy_tree(&data, &pristine);
     let view_log = Path::new("view").join("db");
     let len = std::fs::metadata(data.join(&view_log)).unwrap().len();
     let mut rebuilds = 0;
     for flip in 0..FLIPS {
         std::fs::remove_dir_all(&data).unwrap();
-        copy_dir(&pristine, &data);
+        copy_tree(&pristine, &data);
         let at = len * (2 * flip + 1) / (2 * FLIPS);
         let mut bytes = std::fs::read(data.join(&view_log)).unwrap();
         bytes[at as usize] ^= 0x10;
