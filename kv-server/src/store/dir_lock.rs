@@ -1,10 +1,10 @@
 //! One process per data directory: every command that opens a node's data
 //! (the server, `rebuild`, `restore`) first takes an exclusive lock on
 //! `data/lock`, and holds it until it ends (a server until the process
-//! exits). Two servers on one directory
-//! would each take the other's files for damaged ones: the second could
-//! not open the view (sled holds its own lock), rebuilt it under the first,
-//! and both went on acknowledging writes to the same raft log.
+//! exits). Two servers on one directory would each take the other's files
+//! for damaged ones: the second could not open the view (sled holds its
+//! own lock), rebuilt it under the first, and both went on acknowledging
+//! writes to the same raft log.
 //!
 //! The lock is the operating system's (`flock`), so it ends with the
 //! process however that ends, kill -9 included; the file itself stays.

@@ -272,13 +272,12 @@ impl Store {
                     lock: view_dir.join("db"),
                 })
             }
-            Err(error @ StoreError::ViewFormat { .. }) => {
-                warn!(dir = %view_dir.display(), %error, "the view is of another layout; rebuilding it from the topic");
-                std::fs::remove_dir_all(&view_dir).map_err(StoreError::io("remove", &view_dir))?;
-                View::open(&view_dir)?
-            }
             Err(error) => {
-                warn!(dir = %view_dir.display(), %error, "the view is damaged; rebuilding it from the topic");
+                let why = match error {
+                    StoreError::ViewFormat { .. } => "the view is of another layout",
+                    _ => "the view is damaged",
+                };
+                warn!(dir = %view_dir.display(), %error, "{why}; rebuilding it from the topic");
                 std::fs::remove_dir_all(&view_dir).map_err(StoreError::io("remove", &view_dir))?;
                 View::open(&view_dir)?
             }
