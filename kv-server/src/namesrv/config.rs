@@ -179,8 +179,8 @@ pub async fn update(ns: &NameServer, request: &RemotingCommand) -> Handled {
     if !ignored.is_empty() {
         tracing::info!(
             names = ?ignored.keys().collect::<Vec<_>>(),
-            "name server config update: left out properties this name server does not have, \
-             or a node's own"
+            "name server config update: left out names Apache's name server does not have, \
+             and a node's own"
         );
     }
     if updates.is_empty() {
