@@ -243,6 +243,24 @@ async fn long_poll(url: String, index: u64) -> (Duration, u64) {
     (started.elapsed(), revision)
 }
 
+/// Waits until `url` answers 200 (a node started and listening).
+async fn wait_answering(url: &str) {
+    let client = client();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(response) = client.get(url).send().await {
+            if response.status() == 200 {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{url} did not answer 200 in 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// While a follower installs a snapshot of many keys (held in the middle
 /// of building its view by `KV_DELAY_AT`), its stale lists answer the
 /// state before the install at the revision before, or the state after at
@@ -270,7 +288,10 @@ async fn stale_lists_during_a_snapshot_install_show_only_states_some_revision_ha
     node.set_env("KV_DELAY_AT", Some("view-replay-batch:2000"));
     let stop = Arc::new(AtomicBool::new(false));
     let reader = tokio::spawn(read_pages(node.base_url(), Arc::clone(&stop), total));
-    node.restart().await;
+    // Not `restart`, which waits for `/readyz`: a node catching up is not
+    // ready until its install is done, and the long-poll must start before.
+    node.spawn();
+    wait_answering(&node.url("/healthz")).await;
     let long_poll = tokio::spawn(long_poll(node.base_url(), before));
     cluster.wait_converged().await;
     stop.store(true, Ordering::Release);
@@ -307,6 +328,85 @@ async fn stale_lists_during_a_snapshot_install_show_only_states_some_revision_ha
             .iter()
             .map(|page| page.revision)
             .collect::<std::collections::BTreeSet<_>>()
+    );
+}
+
+/// How long a follower held in its install may take to become ready.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// A follower catching up by snapshot is not ready (`/readyz` 503, naming
+/// the read index it has not applied) while it knows the leader, and once
+/// it answers ready, its stale reads hold every write acknowledged before:
+/// a load balancer that follows `/readyz` never sends a read to a node far
+/// behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_catching_up_is_not_ready_until_it_has_applied_the_leaders_commits() {
+    let _serial = SERIAL.lock().await;
+    let (mut cluster, leader, follower) = cluster_with_frequent_snapshots().await;
+    let leader_url = cluster.node(leader).base_url();
+    write_keys(&leader_url, 0..1_000, TXN_KEYS).await;
+    cluster.wait_converged().await;
+    let follower_last = last_log_index(&cluster, follower).await;
+    cluster.node_mut(follower).kill9().await;
+    let total = 25_000;
+    let written = write_keys(&leader_url, 1_000..total, TXN_KEYS).await;
+    let (last_key, last_revision) = written
+        .last_key_value()
+        .map(|(key, revision)| (key.clone(), *revision))
+        .expect("keys were written");
+    wait_for_purge_past(&cluster, leader, follower_last).await;
+
+    let node = cluster.node_mut(follower);
+    node.set_env("KV_DELAY_AT", Some("view-replay-batch:1500"));
+    node.spawn();
+    let client = client();
+    let ready_url = node.url("/readyz");
+    let deadline = Instant::now() + CATCH_UP_TIMEOUT;
+    let mut behind = Vec::new();
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the follower was not ready within {CATCH_UP_TIMEOUT:?}; it said {:?}",
+            behind.last()
+        );
+        let Ok(response) = client.get(&ready_url).send().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        if response.status() == 200 {
+            break;
+        }
+        assert_eq!(response.status(), 503, "/readyz is 200 or 503");
+        let body: Value = response.json().await.expect("a 503 from /readyz is JSON");
+        assert_eq!(body["error"]["code"], "not_ready", "{body}");
+        behind.push(
+            body["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let read = client
+        .get(format!(
+            "{}/v1/kv/{last_key}?consistency=stale",
+            node.base_url()
+        ))
+        .send()
+        .await
+        .expect("the ready follower answers a stale read");
+    assert_eq!(
+        read.status(),
+        200,
+        "once ready, the follower's stale read finds {last_key}, written before it started"
+    );
+    let value: Value = read.json().await.expect("a read is JSON");
+    assert_eq!(value["mod_revision"], last_revision, "{value}");
+    assert!(
+        behind
+            .iter()
+            .any(|reason| reason.contains("did not apply up to the read index")),
+        "while it installed, /readyz named the read index it had not applied; it said {behind:?}"
     );
 }
 

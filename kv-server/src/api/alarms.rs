@@ -21,12 +21,17 @@ use crate::api::error::ApiError;
 use crate::api::leader::{known_leader, Leader};
 use crate::api::params::Query;
 use crate::api::propose::{propose, propose_or_relay};
+use crate::api::read::linearizable_barrier_until;
 use crate::api::{AppState, FORWARDED_HEADER};
 use crate::space::RETRY_INTERVAL;
 use crate::types::{Command, NodeId, Op};
 
 /// How long the leader waits for a member's measure of its disk.
 const MEMBER_SPACE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Longest a readiness check waits for its linearizable read (less when
+/// `--request-timeout-ms` is shorter).
+const READY_READ_WAIT: Duration = Duration::from_secs(2);
 
 /// The alarm, space and readiness routes.
 pub fn routes() -> Router<AppState> {
@@ -234,13 +239,25 @@ async fn member_space(state: &AppState, member: NodeId) -> Result<NodeSpace, Api
 }
 
 /// `GET /readyz`: 200 when this node is ready for traffic: it knows a
-/// leader, no write of its waits for room on a full disk, raft runs, and
-/// no alarm is raised; else 503 `not_ready`, with every reason.
+/// leader, could serve a linearizable read (a quorum confirms the leader,
+/// and this node has applied what the leader had committed: a node still
+/// catching up is not ready, as its stale reads would be far behind), no
+/// write of its waits for room on a full disk, raft runs, and no alarm is
+/// raised; else 503 `not_ready`, with every reason.
 async fn readyz(State(state): State<AppState>) -> Response {
     let mut reasons = Vec::new();
     let (leader, leader_addr) = crate::api::leader_of_health(&state);
     if leader.is_none() {
         reasons.push("no leader is known".to_string());
+    } else {
+        let wait = READY_READ_WAIT.min(Duration::from_millis(state.config.request_timeout_ms));
+        let deadline = tokio::time::Instant::now() + wait;
+        if let Err(error) = linearizable_barrier_until(&state, deadline).await {
+            reasons.push(format!(
+                "no linearizable read within {wait:?}: {}",
+                error.message()
+            ));
+        }
     }
     if let Err(fatal) = &state.raft.metrics().borrow().running_state {
         reasons.push(format!("raft stopped: {fatal}"));

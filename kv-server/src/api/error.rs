@@ -91,6 +91,11 @@ impl ApiError {
         self.body.error.code
     }
 
+    /// What the error says, for people.
+    pub fn message(&self) -> &str {
+        &self.body.error.message
+    }
+
     /// The error's body and the revision it names: what another node needs
     /// to give the same answer (see [`ApiError::from_parts`]).
     pub fn into_parts(self) -> (ErrorBody, Option<Revision>) {

@@ -24,15 +24,22 @@ const LEADER_CHANGES: usize = 3;
 
 /// Waits until this node may serve a linearizable read.
 pub async fn linearizable_barrier(state: &AppState) -> Result<(), ApiError> {
+    let timeout = Duration::from_millis(state.config.request_timeout_ms);
+    linearizable_barrier_until(state, Instant::now() + timeout).await
+}
+
+/// [`linearizable_barrier`] that gives up at `deadline`.
+pub async fn linearizable_barrier_until(
+    state: &AppState,
+    deadline: Instant,
+) -> Result<(), ApiError> {
     // Boxed: the follower path holds an HTTP client's large future, and a
     // long-poll that passed the barrier should not carry its size while it
     // waits.
-    Box::pin(read_barrier(state)).await
+    Box::pin(read_barrier(state, deadline)).await
 }
 
-async fn read_barrier(state: &AppState) -> Result<(), ApiError> {
-    let timeout = Duration::from_millis(state.config.request_timeout_ms);
-    let deadline = Instant::now() + timeout;
+async fn read_barrier(state: &AppState, deadline: Instant) -> Result<(), ApiError> {
     let mut leader = match known_leader(state) {
         Some(leader) => leader,
         None => wait_for_leader(state, None, deadline).await?,
@@ -74,9 +81,14 @@ async fn wait_applied(state: &AppState, index: u64, deadline: Instant) -> Result
         .await
     {
         Ok(_) => Ok(()),
-        Err(_) => Err(ApiError::unavailable(format!(
-            "this node did not apply up to the read index {index} in time"
-        ))),
+        Err(_) => {
+            let applied = state.raft.metrics().borrow().last_applied;
+            Err(ApiError::unavailable(format!(
+                "this node did not apply up to the read index {index} in time \
+                 (it has applied up to {})",
+                applied.map_or(0, |id| id.index)
+            )))
+        }
     }
 }
 

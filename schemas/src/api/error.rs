@@ -194,7 +194,8 @@ error_codes! {
     /// This node was removed from the cluster: it serves nothing more.
     /// Ask another node.
     NotAMember = ("not_a_member", 503),
-    /// The node is not ready for traffic (`/readyz`): no leader known, a
+    /// The node is not ready for traffic (`/readyz`): no leader known, no
+    /// linearizable read in time (behind the leader, or no quorum), a
     /// full disk or a raised alarm; the message says which.
     NotReady = ("not_ready", 503),
     /// The NOSPACE alarm is raised (a member crossed `--quota-bytes` or
