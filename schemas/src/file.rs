@@ -25,7 +25,7 @@ pub struct DataVersion {
     /// Number of changes so far.
     #[serde(default)]
     pub counter: i64,
-    /// Fields of newer brokers that this crate does not know, kept verbatim.
+    /// Fields of newer brokers that this crate does not know, kept as JSON.
     #[serde(flatten)]
     pub extra: BTreeMap<String, Value>,
 }
@@ -40,7 +40,7 @@ pub struct TopicConfigFile {
     /// Version of the table.
     #[serde(default)]
     pub data_version: DataVersion,
-    /// Fields of newer brokers that this crate does not know, kept verbatim.
+    /// Fields of newer brokers that this crate does not know, kept as JSON.
     #[serde(flatten)]
     pub extra: BTreeMap<String, Value>,
 }
@@ -58,7 +58,7 @@ pub struct SubscriptionGroupFile {
     /// Version of the table.
     #[serde(default)]
     pub data_version: DataVersion,
-    /// Fields of newer brokers that this crate does not know, kept verbatim.
+    /// Fields of newer brokers that this crate does not know, kept as JSON.
     #[serde(flatten)]
     pub extra: BTreeMap<String, Value>,
 }

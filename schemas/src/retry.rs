@@ -62,7 +62,7 @@ pub struct GroupRetryPolicy {
     /// Parameters of the geometric schedule, if set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exponential_retry_policy: Option<ExponentialRetryPolicy>,
-    /// Fields of newer brokers that this crate does not know, kept verbatim.
+    /// Fields of newer brokers that this crate does not know, kept as JSON.
     #[serde(flatten)]
     pub extra: BTreeMap<String, Value>,
 }
@@ -75,7 +75,7 @@ pub struct CustomizedRetryPolicy {
     #[serde(default = "default_next")]
     #[schemars(length(min = 1))]
     pub next: Vec<i64>,
-    /// Fields of newer brokers that this crate does not know, kept verbatim.
+    /// Fields of newer brokers that this crate does not know, kept as JSON.
     #[serde(flatten)]
     pub extra: BTreeMap<String, Value>,
 }
@@ -96,7 +96,7 @@ pub struct ExponentialRetryPolicy {
     #[serde(default = "default_multiplier")]
     #[schemars(range(min = 1))]
     pub multiplier: i64,
-    /// Fields of newer brokers that this crate does not know, kept verbatim.
+    /// Fields of newer brokers that this crate does not know, kept as JSON.
     #[serde(flatten)]
     pub extra: BTreeMap<String, Value>,
 }

@@ -26,7 +26,8 @@ pub const SUBSCRIBE_ALL: &str = "*";
 /// (`subscriptionGroup.json`).
 ///
 /// Missing fields take RocketMQ's defaults; fields this crate does not know
-/// are kept in `extra` and written back unchanged.
+/// are kept in `extra` and written back as the same JSON values (an integer
+/// beyond 64 bits comes back as the nearest double).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SubscriptionGroupConfig {
@@ -78,7 +79,7 @@ pub struct SubscriptionGroupConfig {
     /// String attributes (RocketMQ defines none for groups yet).
     #[serde(default)]
     pub attributes: BTreeMap<String, String>,
-    /// Fields of newer brokers that this crate does not know, kept verbatim.
+    /// Fields of newer brokers that this crate does not know, kept as JSON.
     #[serde(flatten)]
     pub extra: BTreeMap<String, Value>,
 }
@@ -100,7 +101,7 @@ pub struct SimpleSubscriptionData {
     /// Version stamp of the subscription, set by the client.
     #[serde(default)]
     pub version: i64,
-    /// Fields of newer brokers that this crate does not know, kept verbatim.
+    /// Fields of newer brokers that this crate does not know, kept as JSON.
     #[serde(flatten)]
     pub extra: BTreeMap<String, Value>,
 }

@@ -34,7 +34,8 @@ pub enum TopicFilterType {
 /// One topic's configuration, in RocketMQ's JSON shape (`topics.json`).
 ///
 /// Missing fields take RocketMQ's defaults; fields this crate does not know
-/// are kept in `extra` and written back unchanged.
+/// are kept in `extra` and written back as the same JSON values (an integer
+/// beyond 64 bits comes back as the nearest double).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TopicConfig {
@@ -72,7 +73,7 @@ pub struct TopicConfig {
         "reserve.time": { "pattern": "^[+-]?[0-9]+$" }
     }))]
     pub attributes: BTreeMap<String, String>,
-    /// Fields of newer brokers that this crate does not know, kept verbatim.
+    /// Fields of newer brokers that this crate does not know, kept as JSON.
     #[serde(flatten)]
     pub extra: BTreeMap<String, Value>,
 }

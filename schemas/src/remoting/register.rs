@@ -32,7 +32,7 @@ pub struct TopicConfigSerializeWrapper {
     /// The version of that table.
     #[serde(default)]
     pub data_version: DataVersion,
-    /// Fields kept verbatim.
+    /// Fields kept as JSON.
     #[serde(flatten)]
     pub extra: BTreeMap<String, Value>,
 }
