@@ -358,7 +358,7 @@ impl Client {
     /// Asks the endpoints' `/readyz` in turn, from the preferred one, and
     /// prefers the leader the first ready node names (or that node itself,
     /// if the leader is none of our endpoints). A node that is not ready
-    /// (no leader, a full disk, a raised alarm) is passed over. `false` if
+    /// (no leader, behind it, a full disk, a raised alarm) is passed over. `false` if
     /// none is ready: then [`Client::locate_leader`] asks for the cluster's
     /// status instead.
     async fn locate_ready_leader(&self) -> bool {

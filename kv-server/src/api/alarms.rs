@@ -31,7 +31,7 @@ const MEMBER_SPACE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Longest a readiness check waits for its linearizable read (less when
 /// `--request-timeout-ms` is shorter).
-const READY_READ_WAIT: Duration = Duration::from_secs(2);
+const READY_READ_WAIT: Duration = Duration::from_secs(1);
 
 /// The alarm, space and readiness routes.
 pub fn routes() -> Router<AppState> {
