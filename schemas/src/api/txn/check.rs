@@ -1,6 +1,8 @@
 //! The rules a transaction must keep before it is proposed: limits, keys,
 //! reserved keys, one write per key, and compare values of the right type.
 
+use std::collections::HashMap;
+
 use crate::api::{
     is_metadata_key, CompareOp, CompareTarget, ErrorCode, FieldError, JsonText, KeyOrPrefix, TxnOp,
     TxnRequest,
@@ -153,9 +155,12 @@ impl Write<'_> {
 }
 
 fn check_branch(branch: &str, ops: &[TxnOp]) -> Result<(), FieldError> {
-    // (field, write) of the ops so far; at most MAX_TXN_OPS, so comparing
-    // each new write with all of them stays cheap.
+    // (field, write) of the ops so far, in order; the name server's
+    // transactions hold up to MAX_INTERNAL_TXN_OPS of them, so a key is
+    // looked up by its first write rather than compared with every one.
     let mut writes: Vec<(String, Write<'_>)> = Vec::new();
+    let mut first_write_of_key: HashMap<&str, usize> = HashMap::new();
+    let mut prefixes: Vec<usize> = Vec::new();
     for (index, op) in ops.iter().enumerate() {
         let (field, write) = match op {
             TxnOp::Put(put) => {
@@ -190,15 +195,38 @@ fn check_branch(branch: &str, ops: &[TxnOp]) -> Result<(), FieldError> {
             }
         };
         check_not_reserved(&field, &write)?;
-        if let Some((earlier, _)) = writes.iter().find(|(_, seen)| seen.overlaps(&write)) {
+        // The earliest write this one overlaps: a key meets the same key or
+        // a prefix of it; a prefix may meet any write.
+        let earlier = match write {
+            Write::Key(key) => first_write_of_key
+                .get(key)
+                .copied()
+                .into_iter()
+                .chain(
+                    prefixes
+                        .iter()
+                        .copied()
+                        .filter(|&at| writes[at].1.overlaps(&write)),
+                )
+                .min(),
+            Write::Prefix(_) => writes.iter().position(|(_, seen)| seen.overlaps(&write)),
+        };
+        if let Some(earlier) = earlier {
             return Err(FieldError::new(
                 ErrorCode::DuplicateKey,
                 &field,
                 format!(
-                    "{field}: the {} is written by {earlier} already; a transaction writes a key once",
-                    write.describe()
+                    "{field}: the {} is written by {} already; a transaction writes a key once",
+                    write.describe(),
+                    writes[earlier].0
                 ),
             ));
+        }
+        match write {
+            Write::Key(key) => {
+                first_write_of_key.insert(key, writes.len());
+            }
+            Write::Prefix(_) => prefixes.push(writes.len()),
         }
         writes.push((field, write));
     }
@@ -445,6 +473,50 @@ mod tests {
             (code, field.as_str()),
             (ErrorCode::DuplicateKey, "failure[1].delete.prefix")
         );
+    }
+
+    #[test]
+    fn a_duplicate_in_a_branch_of_the_name_servers_size_names_the_earliest_write() {
+        use crate::api::MAX_INTERNAL_TXN_OPS;
+        let mut ops = puts(MAX_INTERNAL_TXN_OPS - 1);
+        txn(json!({ "success": ops }))
+            .validate_within(MAX_INTERNAL_TXN_OPS)
+            .unwrap();
+        ops.push(json!({"put": {"key": "k/7", "value": 0}}));
+        let error = txn(json!({ "success": ops }))
+            .validate_within(MAX_INTERNAL_TXN_OPS)
+            .expect_err("a key written twice is refused");
+        let last = MAX_INTERNAL_TXN_OPS - 1;
+        assert_eq!(
+            (error.code, error.field.as_str()),
+            (
+                ErrorCode::DuplicateKey,
+                format!("success[{last}].put.key").as_str()
+            )
+        );
+        assert!(
+            error.message.contains("success[7].put.key"),
+            "{}",
+            error.message
+        );
+
+        // A key under an earlier prefix delete and after an earlier put of
+        // itself: the message names whichever came first.
+        for (ops, earliest) in [
+            (
+                json!([{"delete": {"prefix": "a/"}}, {"put": {"key": "a/b", "value": 1}}]),
+                "success[0].delete.prefix",
+            ),
+            (
+                json!([{"put": {"key": "x/1", "value": 1}}, {"delete": {"prefix": "x/"}}]),
+                "success[0].put.key",
+            ),
+        ] {
+            let error = txn(json!({ "success": ops }))
+                .validate()
+                .expect_err("an overlap is refused");
+            assert!(error.message.contains(earliest), "{}", error.message);
+        }
     }
 
     #[test]
