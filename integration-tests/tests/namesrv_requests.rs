@@ -428,3 +428,73 @@ async fn requests_are_read_and_answered_as_apaches_name_server_does() {
         .await;
     assert_eq!(black.code, response_code::NO_PERMISSION, "{black:?}");
 }
+
+/// A topic deleted on the name server alone (its broker still holds it)
+/// comes back at the broker's next registration, though its data version
+/// did not change, as Apache adds a registered topic whose queues lack the
+/// broker's group.
+#[tokio::test]
+async fn a_topic_deleted_on_the_name_server_alone_comes_back_at_the_next_registration() {
+    let server = TestServer::start().await;
+    let mut client = connect(&server).await;
+    let registration = || registration("broker-a", 0, BROKER_A, 0, false);
+    assert_eq!(client.call(registration()).await.code, 0);
+    assert_eq!(client.call(route_request("TBW102")).await.code, 0);
+
+    let deleted = ask(
+        &mut client,
+        code::DELETE_TOPIC_IN_NAMESRV,
+        &[("topic", "TBW102")],
+    )
+    .await;
+    assert_eq!(deleted.code, 0, "{deleted:?}");
+    let gone = client.call(route_request("TBW102")).await;
+    assert_eq!(gone.code, response_code::TOPIC_NOT_EXIST, "{gone:?}");
+
+    assert_eq!(client.call(registration()).await.code, 0);
+    let back = client.call(route_request("TBW102")).await;
+    assert_eq!(
+        back.code, 0,
+        "the registration brought TBW102 back: {back:?}"
+    );
+    assert_eq!(json_of(&back)["queueDatas"][0]["brokerName"], "broker-a");
+}
+
+/// A broker registering again with the same data version but another
+/// cluster and HA address (restarted with a new HA port, say) is stored as
+/// it registered: not taken for the registration before it.
+#[tokio::test]
+async fn a_registration_that_changes_only_the_brokers_addresses_is_stored() {
+    let server = TestServer::start().await;
+    let mut client = connect(&server).await;
+    assert_eq!(
+        client
+            .call(registration("broker-a", 0, BROKER_A, 0, false))
+            .await
+            .code,
+        0
+    );
+    let mut moved = registration("broker-a", 0, BROKER_A, 0, false);
+    moved
+        .ext_fields
+        .insert("clusterName".into(), "OtherCluster".into());
+    moved
+        .ext_fields
+        .insert("haServerAddr".into(), "192.0.2.2:20912".into());
+    assert_eq!(client.call(moved).await.code, 0);
+
+    let info = json_of(&ask(&mut client, code::GET_BROKER_CLUSTER_INFO, &[]).await);
+    assert_eq!(
+        info["brokerAddrTable"]["broker-a"]["cluster"], "OtherCluster",
+        "{info}"
+    );
+    // A slave of the group is told its master's HA address.
+    let slave = client
+        .call(registration("broker-a", 1, "192.0.2.9:10911", 0, false))
+        .await;
+    assert_eq!(
+        (slave.code, slave.field("haServerAddr")),
+        (0, Some("192.0.2.2:20912")),
+        "{slave:?}"
+    );
+}

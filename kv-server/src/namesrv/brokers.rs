@@ -145,7 +145,13 @@ pub async fn register(ns: &NameServer, request: &RemotingCommand) -> Handled {
                 lease: 0,
                 ..record.clone()
             } == wanted
-        });
+        })
+        && (identity.broker_id != 0
+            || queues_in_place(
+                ns,
+                &identity.broker_name,
+                &body.topic_config_serialize_wrapper,
+            )?);
     let mut lease = current.as_ref().map(|(record, _)| record.lease);
     if let Some(id) = lease {
         if ns.writer.keep_alive(id).await? {
@@ -166,6 +172,29 @@ pub async fn register(ns: &NameServer, request: &RemotingCommand) -> Handled {
     };
     write_registration(ns, wanted, &registration, lease, ttl_s).await?;
     answer_registration(ns, request, &identity)
+}
+
+/// Whether every topic of a master's registration still has its group's
+/// queues. Apache adds a topic whose queues lack the group at any
+/// registration, whatever its data version, so a topic deleted on the name
+/// server alone comes back at the broker's next registration; here too.
+fn queues_in_place(
+    ns: &NameServer,
+    group: &str,
+    topics: &TopicConfigSerializeWrapper,
+) -> Result<bool, Failure> {
+    for topic in topics.topic_config_table.keys() {
+        if ns
+            .state
+            .store
+            .get(&keys::topic_queues(topic, group))?
+            .is_none()
+        {
+            debug!(%topic, %group, "a registered topic lost its queues: written again");
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// The KiB permits of [`INFLATED_BUDGET_BYTES`] an inflated body of
@@ -286,13 +315,16 @@ async fn write_whole(
             });
         }
     }
-    let version = format!("{:?}", record.data_version);
-    let lease = record.lease.to_string();
+    // The same registration sent to several nodes is written once; any
+    // change of the record (its version, lease, cluster, HA address, zone)
+    // or of the record it replaces makes it another write.
+    let written = serde_json::to_string(record).expect("a record is plain data");
+    let observed = registration.observed.to_string();
     let identity = [
         record.broker_addr.as_str(),
         key.as_str(),
-        version.as_str(),
-        lease.as_str(),
+        written.as_str(),
+        observed.as_str(),
     ];
     let put_record = |record: &BrokerRecord| Op::Put {
         key: key.clone(),
