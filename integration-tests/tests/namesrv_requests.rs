@@ -246,16 +246,34 @@ async fn the_name_server_config_is_read_updated_and_its_black_list_refused() {
         )
         .await;
     assert_eq!(black.code, response_code::NO_PERMISSION, "{black:?}");
+    // The name as java.util.Properties reads it: escapes decoded.
+    let escaped = client
+        .request(
+            code::UPDATE_NAMESRV_CONFIG,
+            &[],
+            b"kv\\u0043onfigPath=/tmp/x\n".to_vec(),
+        )
+        .await;
+    assert_eq!(escaped.code, response_code::NO_PERMISSION, "{escaped:?}");
+    let malformed = client
+        .request(
+            code::UPDATE_NAMESRV_CONFIG,
+            &[],
+            b"productEnvName=\\u00zz\n".to_vec(),
+        )
+        .await;
+    assert_eq!(malformed.code, response_code::SYSTEM_ERROR, "{malformed:?}");
 
-    // Booleans read as Java reads them; a line split at white space as
-    // java.util.Properties splits it; a property Apache's name server does
+    // Booleans read as Java reads them; lines ended by a lone CR, split at
+    // white space and continued after a backslash as java.util.Properties
+    // reads them; a property Apache's name server does
     // not have, and a node's own port, left out; another of Apache's kept.
     let updated = client
         .request(
             code::UPDATE_NAMESRV_CONFIG,
             &[],
-            b"enableTopicList=FALSE\nenableAllTopicList TRUE\nfoo=bar\ngarbage line\nlistenPort=1\n\
-              scanNotActiveBrokerInterval=7000\n"
+            b"enableTopicList=FALSE\renableAllTopicList TRUE\nfoo=bar\ngarbage line\nlistenPort=1\n\
+              scanNotActive\\\n    BrokerInterval=7000\n"
                 .to_vec(),
         )
         .await;

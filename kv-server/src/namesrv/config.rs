@@ -136,24 +136,20 @@ pub fn get(ns: &NameServer, request: &RemotingCommand) -> Handled {
     Ok(answer)
 }
 
-/// Reads Java properties text as `java.util.Properties` splits a line:
-/// the name ends at the first `=`, `:` or white space, and the value
-/// starts after it, past white space and one `=` or `:`. Blank lines and
-/// `#`/`!` comments are skipped. (Escapes and continued lines, which no
-/// name server property needs, are not read.)
-pub fn parse_properties(text: &str) -> BTreeMap<String, String> {
-    let separator = |c: char| c == '=' || c == ':' || c.is_whitespace();
-    text.lines()
-        .map(str::trim_start)
-        .filter(|line| !line.is_empty() && !line.starts_with('#') && !line.starts_with('!'))
-        .map(|line| {
-            let end = line.find(separator).unwrap_or(line.len());
-            let rest = line[end..].trim_start();
-            let rest = rest.strip_prefix(['=', ':']).map_or(rest, str::trim_start);
-            // Java keeps white space at the end of a value.
-            (line[..end].to_string(), rest.to_string())
+/// Reads Java properties text as `java.util.Properties.load` does: lines
+/// end at `\n`, `\r` or `\r\n`, a `\` at the end of one continues it,
+/// escapes (`\uXXXX`, `\t`, ...) are decoded, a name ends at the first
+/// unescaped `=`, `:` or white space, and `#`/`!` lines are comments. The
+/// text is UTF-8 (Apache's reads the bytes as ISO-8859-1, which garbles
+/// any other character). A malformed `\u` escape is an error, as Java's.
+pub fn parse_properties(text: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut properties = BTreeMap::new();
+    java_properties::PropertiesIter::new_with_encoding(text.as_bytes(), encoding_rs::UTF_8)
+        .read_into(|name, value| {
+            properties.insert(name, value);
         })
-        .collect()
+        .map_err(|error| error.to_string())?;
+    Ok(properties)
 }
 
 /// UPDATE_NAMESRV_CONFIG: the body's properties, stored in one change;
@@ -164,7 +160,8 @@ pub async fn update(ns: &NameServer, request: &RemotingCommand) -> Handled {
             "string2Properties error: the body is not UTF-8",
         ));
     };
-    let updates = parse_properties(text);
+    let updates = parse_properties(text)
+        .map_err(|error| Failure::system(format!("string2Properties error: {error}")))?;
     if updates
         .keys()
         .any(|name| BLACK_LIST.contains(&name.as_str()))
@@ -210,8 +207,10 @@ mod tests {
     #[test]
     fn properties_split_as_java_splits_them() {
         let parsed = parse_properties(
-            "a=1\nb: 2\nc 3\n  d  =  4  \ne\n# f=5\n! g=6\n\nh==7\ni:=8\nj = k = 9\n",
-        );
+            "a=1\nb: 2\nc 3\n  d  =  4  \ne\n# f=5\n! g=6\n\nh==7\ni:=8\nj = k = 9\n\
+             l=x\rm=y\r\nn\\u0041me=\\u00e9t\\u00e9\no=ab\\\n    cd\np\\=q=r\n",
+        )
+        .expect("the text parses");
         let expected: BTreeMap<String, String> = [
             ("a", "1"),
             ("b", "2"),
@@ -221,10 +220,16 @@ mod tests {
             ("h", "=7"),
             ("i", "=8"),
             ("j", "k = 9"),
+            ("l", "x"),
+            ("m", "y"),
+            ("nAme", "été"),
+            ("o", "abcd"),
+            ("p=q", "r"),
         ]
         .into_iter()
         .map(|(name, value)| (name.to_string(), value.to_string()))
         .collect();
         assert_eq!(parsed, expected);
+        assert!(parse_properties("a=\\u00zz").is_err(), "a malformed escape");
     }
 }
