@@ -441,6 +441,9 @@ async fn a_paused_leader_steps_down_and_never_serves_a_stale_linearizable_read()
     // A read sent to the paused node waits in its socket until it resumes.
     let paused_url = key_url(&cluster, old_leader);
     let paused_read = tokio::spawn(async move { get(&paused_url, Duration::from_secs(30)).await });
+    // So does a readiness probe: once ready, it names the new leader.
+    let ready_url = cluster.node(old_leader).url("/readyz");
+    let paused_ready = tokio::spawn(async move { get(&ready_url, Duration::from_secs(30)).await });
     for id in cluster.ids() {
         if id == old_leader {
             continue;
@@ -466,6 +469,15 @@ async fn a_paused_leader_steps_down_and_never_serves_a_stale_linearizable_read()
         ),
         Ok((503, _)) | Err(_) => {}
         Ok((status, body)) => panic!("the old leader answered {status}: {body}"),
+    }
+    match paused_ready.await.unwrap() {
+        Ok((200, body)) => assert_ne!(
+            body["leader"],
+            json!(old_leader),
+            "the deposed leader's /readyz named itself: {body}"
+        ),
+        Ok((503, _)) | Err(_) => {}
+        Ok((status, body)) => panic!("the old leader's /readyz answered {status}: {body}"),
     }
 
     // The old leader steps down, follows the new one and converges.

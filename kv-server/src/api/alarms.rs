@@ -246,8 +246,7 @@ async fn member_space(state: &AppState, member: NodeId) -> Result<NodeSpace, Api
 /// raised; else 503 `not_ready`, with every reason.
 async fn readyz(State(state): State<AppState>) -> Response {
     let mut reasons = Vec::new();
-    let (leader, leader_addr) = crate::api::leader_of_health(&state);
-    if leader.is_none() {
+    if crate::api::leader_of_health(&state).0.is_none() {
         reasons.push("no leader is known".to_string());
     } else {
         let wait = READY_READ_WAIT.min(Duration::from_millis(state.config.request_timeout_ms));
@@ -259,6 +258,9 @@ async fn readyz(State(state): State<AppState>) -> Response {
             ));
         }
     }
+    // The leader as the read found it: one deposed meanwhile (this node,
+    // paused and resumed) is not named.
+    let (leader, leader_addr) = crate::api::leader_of_health(&state);
     if let Err(fatal) = &state.raft.metrics().borrow().running_state {
         reasons.push(format!("raft stopped: {fatal}"));
     }
