@@ -852,3 +852,74 @@ async fn shared_read_index_rounds_never_serve_a_read_from_before_it() {
     }
     assert!(background_reads > 0, "the background readers ran");
 }
+
+/// Members of the cluster as node `server` lists them: (id, voter).
+async fn members_of(server: &integration_tests::TestServer) -> Vec<(u64, bool)> {
+    let (status, body) = get(&server.url("/v1/cluster"), Duration::from_secs(10))
+        .await
+        .expect("the node answers /v1/cluster");
+    assert_eq!(status, 200, "{body}");
+    body["members"]
+        .as_array()
+        .expect("a member list")
+        .iter()
+        .map(|member| {
+            (
+                member["id"].as_u64().expect("an id"),
+                member["voter"].as_bool().expect("a voter flag"),
+            )
+        })
+        .collect()
+}
+
+/// A joining node killed after the leader added it as a learner and before
+/// it promoted it (the leader's handler is held there by `KV_DELAY_AT`, and
+/// dropped when the node's request goes) finds itself a learner when it
+/// starts again with `--join`, and asks again: it becomes a voter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_node_killed_before_its_promotion_is_promoted_once_it_starts_again() {
+    use integration_tests::{free_ports, TestServer};
+    let _serial = SERIAL.lock().await;
+    let [port, peer_port, joiner_port, joiner_peer_port] = free_ports(4)[..] else {
+        unreachable!("four ports were asked for")
+    };
+    let mut leader = TestServer::unstarted(1, port, peer_port, &[]);
+    leader.set_env("KV_DELAY_AT", Some("member-learner-added:3000"));
+    leader.spawn();
+    leader.wait_ready().await;
+    let via = leader.peer_url();
+    let mut joiner = TestServer::unstarted(2, joiner_port, joiner_peer_port, &["--join", &via]);
+    joiner.spawn();
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(members_of(&leader).await.contains(&(2, false))
+        && leader.log_contains("KV_DELAY_AT reached"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "node 2 was not added as a learner, the add held: {:?}",
+            members_of(&leader).await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The leader's add is held, and dropped with the request: nothing else
+    // would promote node 2.
+    joiner.kill9().await;
+
+    joiner.spawn();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !members_of(&leader).await.contains(&(2, true)) {
+        assert!(
+            Instant::now() < deadline,
+            "node 2 was not promoted after it started again: {:?}\n{}",
+            members_of(&leader).await,
+            joiner.log_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        joiner.log_contains("asking again to be promoted"),
+        "node 2 asked again: {}",
+        joiner.log_tail(20)
+    );
+}

@@ -100,19 +100,35 @@ pub const VIEW_REPLAY_BATCH: &str = "view-replay-batch";
 /// Sleeps if `KV_DELAY_AT=<point>:<ms>` names `point`, so a test can hold a
 /// node in the middle of a step long enough to look at it from outside.
 pub fn delay(point: &str) {
+    if let Some(delay) = delay_at(point) {
+        std::thread::sleep(delay);
+    }
+}
+
+/// [`delay`] for a step on the async runtime: waits without holding a
+/// runtime thread.
+pub async fn delay_async(point: &str) {
+    if let Some(delay) = delay_at(point) {
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// How long `KV_DELAY_AT` holds `point`, if it names it. Read once.
+fn delay_at(point: &str) -> Option<std::time::Duration> {
     static AT: OnceLock<Option<(String, u64)>> = OnceLock::new();
     let at = AT.get_or_init(|| {
         let value = std::env::var("KV_DELAY_AT").ok()?;
         let (name, ms) = value.rsplit_once(':')?;
         Some((name.to_string(), ms.parse().ok()?))
     });
-    if let Some((name, ms)) = at {
-        if name == point {
-            tracing::warn!(point, ms, "KV_DELAY_AT reached: sleeping");
-            std::thread::sleep(std::time::Duration::from_millis(*ms));
-        }
-    }
+    let (name, ms) = at.as_ref().filter(|(name, _)| name == point)?;
+    tracing::warn!(point = %name, ms, "KV_DELAY_AT reached: holding");
+    Some(std::time::Duration::from_millis(*ms))
 }
+
+/// On the leader, in an addition of a voter, once the node was added as a
+/// learner and before it is promoted.
+pub const MEMBER_LEARNER_ADDED: &str = "member-learner-added";
 
 /// In the apply of a raft entry carrying a batch of commands, after the
 /// records of its first command reached the topic and before the others':

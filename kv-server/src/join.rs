@@ -126,6 +126,51 @@ pub(crate) async fn join_cluster(
     let _ = failed.send(why);
 }
 
+/// A node started with `--join` that finds itself a learner of the cluster
+/// asks again to be promoted: its join was cut off between its addition as
+/// a learner and its promotion (the node killed, or the leader lost, while
+/// the leader waited for it to catch up), and nothing else would ever ask.
+/// Waits (at most [`JOIN_TIMEOUT`]) until the node's membership lists it:
+/// a voter, or a node not listed (removed), asks nothing. A refusal is
+/// logged; the node goes on serving as the learner it is.
+pub(crate) async fn resume_join(
+    raft: Raft,
+    http: PeerClient,
+    url: String,
+    node_id: NodeId,
+    node: Node,
+    joining: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
+    let mut metrics = raft.metrics();
+    loop {
+        let listed_as_voter = {
+            let metrics = metrics.borrow();
+            let membership = metrics.membership_config.membership();
+            membership
+                .get_node(&node_id)
+                .map(|_| membership.voter_ids().any(|id| id == node_id))
+        };
+        match listed_as_voter {
+            Some(true) => return,
+            Some(false) => break,
+            None => {}
+        }
+        tokio::select! {
+            changed = metrics.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            () = tokio::time::sleep_until(deadline) => return,
+        }
+    }
+    warn!(node_id, via = %url, "this node is a learner: its join was cut off; asking again to be promoted");
+    // No one listens: a failed resume leaves the node serving as a learner.
+    let (failed, _) = tokio::sync::oneshot::channel();
+    join_cluster(raft, http, url, node_id, node, joining, failed).await;
+}
+
 /// Once this node is a member, makes sure the membership holds its own
 /// addresses: a cluster formed by `--peers` starts knowing only the peer
 /// URLs, and `--advertise` may have changed since. The change goes to the

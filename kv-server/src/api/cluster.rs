@@ -255,11 +255,13 @@ async fn add_member(
         Some(_) => membership_log_index(&state),
         None => {
             info!(node = request.id, %node, "adding a learner");
-            change(
+            let added = change(
                 &state,
                 ChangeMembers::AddNodes(BTreeMap::from([(request.id, node)])),
             )
-            .await?
+            .await?;
+            crate::crash::delay_async(crate::crash::MEMBER_LEARNER_ADDED).await;
+            added
         }
     };
     if request.voter {

@@ -75,7 +75,17 @@ pub async fn serve(
                 join_failed_tx,
             ));
         }
-        _ => {
+        (join, _) => {
+            if let Some(url) = join {
+                tokio::spawn(crate::join::resume_join(
+                    opened.raft.clone(),
+                    peers_http.clone(),
+                    url,
+                    config.node_id,
+                    this_node.clone(),
+                    Arc::clone(&state.joining),
+                ));
+            }
             tokio::spawn(crate::join::publish_addresses(
                 opened.raft.clone(),
                 peers_http,
