@@ -99,7 +99,10 @@ pub async fn await_leader(
                 }
             }
             () = tokio::time::sleep_until(deadline) => {
-                return Err(ApiError::not_leader("no leader is known yet", None));
+                return Err(ApiError::not_leader(
+                    format!("node {this} knows no leader yet"),
+                    None,
+                ));
             }
         }
     }

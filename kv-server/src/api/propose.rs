@@ -76,7 +76,10 @@ pub async fn propose(state: &AppState, command: Command) -> Result<CommandResult
         .submit(command, bytes, permit)
         .map_err(|stopped| ApiError::internal(stopped.to_string()))?;
     match tokio::time::timeout_at(deadline, written).await {
-        Err(_) => Err(ApiError::unavailable("the write was not committed in time")),
+        Err(_) => Err(ApiError::unavailable(format!(
+            "node {}: the write was not committed within {timeout:?}",
+            state.node_id
+        ))),
         Ok(Err(_)) => Err(ApiError::internal(
             "the write failed: its proposer dropped it unanswered",
         )),

@@ -118,9 +118,10 @@ async fn local_read_index(state: &AppState, deadline: Instant) -> Result<Option<
         }
         tokio::time::sleep(retry_after).await;
     }
-    Err(ApiError::unavailable(
-        "no quorum confirmed the read in time",
-    ))
+    Err(ApiError::unavailable(format!(
+        "node {}: no quorum confirmed the read in time",
+        state.node_id
+    )))
 }
 
 /// The read index of a linearizable read on a follower: asked of the
