@@ -55,6 +55,29 @@ async fn kv_config_entries_are_put_read_listed_and_deleted() {
     assert_eq!(empty.code, response_code::QUERY_NOT_FOUND, "{empty:?}");
     let unnamed = ask(&mut client, code::PUT_KV_CONFIG, &[("value", "v")]).await;
     assert_eq!(unnamed.code, response_code::SYSTEM_ERROR);
+
+    // A value written over HTTP as a number reads as its text.
+    let (status, answer) =
+        integration_tests::call(&server, "PUT", "/v1/kv/namesrv/kv/hx/num", Some(json!(123))).await;
+    assert!(status == 200 || status == 201, "{status} {answer}");
+    let number = ask(
+        &mut client,
+        code::GET_KV_CONFIG,
+        &[("namespace", "hx"), ("key", "num")],
+    )
+    .await;
+    assert_eq!(
+        (number.code, number.field("value")),
+        (0, Some("123")),
+        "{number:?}"
+    );
+    let listed = ask(
+        &mut client,
+        code::GET_KVLIST_BY_NAMESPACE,
+        &[("namespace", "hx")],
+    )
+    .await;
+    assert_eq!(json_of(&listed), json!({"table": {"num": "123"}}));
 }
 
 /// An answer over the 16 MiB a client reads (many large values in one

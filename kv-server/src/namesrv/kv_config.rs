@@ -44,7 +44,7 @@ pub fn get(ns: &NameServer, request: &RemotingCommand) -> Handled {
         .state
         .store
         .get(&keys::kv(namespace, key))?
-        .and_then(|entry| serde_json::from_slice::<String>(&entry.value).ok());
+        .map(|entry| crate::namesrv::view::value_text(&entry.value));
     let Some(value) = value else {
         return Err(Failure::new(
             response_code::QUERY_NOT_FOUND,

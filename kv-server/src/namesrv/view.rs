@@ -205,14 +205,21 @@ pub fn kv_table(store: &Store, namespace: &str) -> Result<BTreeMap<String, Strin
     Ok(string_table(&prefix, entries))
 }
 
-/// The string values under `prefix` by their decoded names.
+/// The values under `prefix` as text (see [`value_text`]), by their
+/// decoded names.
 pub fn string_table(prefix: &str, entries: Vec<(String, KeyEntry)>) -> BTreeMap<String, String> {
     entries
         .into_iter()
         .filter_map(|(key, entry)| {
             let name = keys::kv_entry_name(prefix, &key)?;
-            let value: String = serde_json::from_slice(&entry.value).ok()?;
-            Some((name, value))
+            Some((name, value_text(&entry.value)))
         })
         .collect()
+}
+
+/// A stored value as the name server's text: a JSON string is its text;
+/// any other value (written over HTTP: a number, say) its JSON.
+pub fn value_text(value: &[u8]) -> String {
+    serde_json::from_slice::<String>(value)
+        .unwrap_or_else(|_| String::from_utf8_lossy(value).into_owned())
 }
