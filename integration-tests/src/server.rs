@@ -200,7 +200,7 @@ impl TestServer {
     /// Waits until the spawned process answers `/readyz` with 200, and
     /// fails the test if it exits or takes too long.
     pub async fn wait_ready(&mut self) {
-        if let Err(not_ready) = self.wait_healthy(0).await {
+        if let Err(not_ready) = self.wait_healthy(0, "/readyz").await {
             self.fail_to_start(not_ready);
         }
     }
@@ -364,6 +364,20 @@ impl TestServer {
         }
     }
 
+    /// Stops the process if it runs and starts it again, waiting only
+    /// until it answers `/healthz`: a node catching up (by snapshot, say)
+    /// is not ready until it has, and the caller looks at it meanwhile.
+    pub async fn restart_live(&mut self) {
+        if self.child.is_some() {
+            self.stop().await;
+        }
+        let log_start = std::fs::metadata(self.log_path()).map_or(0, |meta| meta.len());
+        self.spawn();
+        if let Err(not_live) = self.wait_healthy(log_start, "/healthz").await {
+            self.fail_to_start(not_live);
+        }
+    }
+
     /// Runs `kv-server rebuild --data-dir <data dir>` while the server is
     /// stopped, and checks that it succeeds.
     pub async fn rebuild_view_offline(&self) {
@@ -431,12 +445,12 @@ impl TestServer {
     async fn spawn_and_wait(&mut self) -> Result<(), NotReady> {
         let log_start = std::fs::metadata(self.log_path()).map_or(0, |meta| meta.len());
         self.spawn();
-        self.wait_healthy(log_start).await
+        self.wait_healthy(log_start, "/readyz").await
     }
 
-    /// Polls `/readyz` until it answers 200; `log_start` is where this
-    /// run's log begins, shown if the process exits.
-    async fn wait_healthy(&mut self, log_start: u64) -> Result<(), NotReady> {
+    /// Polls `path` until it answers 200; `log_start` is where this run's
+    /// log begins, shown if the process exits.
+    async fn wait_healthy(&mut self, log_start: u64, path: &str) -> Result<(), NotReady> {
         let deadline = Instant::now() + READY_TIMEOUT;
         while Instant::now() < deadline {
             let child = self
@@ -450,7 +464,7 @@ impl TestServer {
             }
             let health = self
                 .client
-                .get(self.url("/readyz"))
+                .get(self.url(path))
                 .timeout(Duration::from_secs(1))
                 .send()
                 .await;
@@ -499,7 +513,7 @@ impl TestServer {
                 panic!("kv-server on port {} exited with {status} before it was ready:\n{log}", self.port)
             }
             NotReady::TimedOut => panic!(
-                "kv-server on port {} did not answer GET /readyz with 200 within {READY_TIMEOUT:?}\n{}",
+                "kv-server on port {} did not answer GET /readyz (or /healthz) with 200 within {READY_TIMEOUT:?}\n{}",
                 self.port,
                 self.log_tail(LOG_TAIL_LINES)
             ),

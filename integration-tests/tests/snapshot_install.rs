@@ -243,24 +243,6 @@ async fn long_poll(url: String, index: u64) -> (Duration, u64) {
     (started.elapsed(), revision)
 }
 
-/// Waits until `url` answers 200 (a node started and listening).
-async fn wait_answering(url: &str) {
-    let client = client();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(response) = client.get(url).send().await {
-            if response.status() == 200 {
-                return;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{url} did not answer 200 in 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// While a follower installs a snapshot of many keys (held in the middle
 /// of building its view by `KV_DELAY_AT`), its stale lists answer the
 /// state before the install at the revision before, or the state after at
@@ -290,8 +272,7 @@ async fn stale_lists_during_a_snapshot_install_show_only_states_some_revision_ha
     let reader = tokio::spawn(read_pages(node.base_url(), Arc::clone(&stop), total));
     // Not `restart`, which waits for `/readyz`: a node catching up is not
     // ready until its install is done, and the long-poll must start before.
-    node.spawn();
-    wait_answering(&node.url("/healthz")).await;
+    node.restart_live().await;
     let long_poll = tokio::spawn(long_poll(node.base_url(), before));
     cluster.wait_converged().await;
     stop.store(true, Ordering::Release);

@@ -472,7 +472,8 @@ async fn a_follower_catches_up_on_a_snapshot_larger_than_its_memory_budget() {
     );
 
     let started = Instant::now();
-    cluster.node_mut(PROXIED).restart().await;
+    // Not ready until it has caught up, which is what is measured.
+    cluster.node_mut(PROXIED).restart_live().await;
     let target = status_field(&cluster, leader, "last_log_index").await;
     wait_applied(&cluster, PROXIED, target, CATCH_UP_TIMEOUT).await;
     let peak = cluster.node(PROXIED).peak_resident_bytes();
