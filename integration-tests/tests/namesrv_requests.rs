@@ -539,3 +539,72 @@ async fn a_registration_that_changes_only_the_brokers_addresses_is_stored() {
         "{slave:?}"
     );
 }
+
+/// The name server's idempotency keys are predictable (named after what
+/// they write). A client that sends one is refused as reusing it (422),
+/// never handed the name server's result: a 500, or a transaction
+/// answered `deduplicated` that was never applied.
+#[tokio::test]
+async fn a_client_sending_a_name_server_idempotency_key_is_refused_as_a_reuse() {
+    let server = TestServer::start().await;
+    let mut client = connect(&server).await;
+    let entry = [("namespace", "ns1"), ("key", "k1"), ("value", "v1")];
+    assert_eq!(ask(&mut client, code::PUT_KV_CONFIG, &entry).await.code, 0);
+    let (status, stored) =
+        integration_tests::call(&server, "GET", "/v1/kv/namesrv/kv/ns1/k1", None).await;
+    assert_eq!(status, 200, "{stored}");
+    let written_at = stored["mod_revision"].as_u64().expect("a revision");
+
+    // The key is made with the revision the name server read before its
+    // write: one of the few before the one it wrote at.
+    let namespace = uuid::Uuid::from_u128(0x6e61_6d65_7372_7600_8000_0000_0000_0016);
+    let http = server.client();
+    let mut refused = Vec::new();
+    for read_at in written_at.saturating_sub(4)..written_at {
+        let key = uuid::Uuid::new_v5(
+            &namespace,
+            format!("kv-put\u{1f}ns1\u{1f}k1\u{1f}v1\u{1f}{read_at}").as_bytes(),
+        );
+        let (put_key, txn_key) = (format!("victim/{read_at}"), format!("victim/txn{read_at}"));
+        for (method, path, body, written) in [
+            ("PUT", format!("/v1/kv/{put_key}"), json!("x"), &put_key),
+            (
+                "POST",
+                "/v1/txn".to_string(),
+                json!({"success": [{"put": {"key": txn_key, "value": 1}}]}),
+                &txn_key,
+            ),
+        ] {
+            let response = http
+                .request(method.parse().expect("a method"), server.url(&path))
+                .header("Idempotency-Key", key.to_string())
+                .json(&body)
+                .send()
+                .await
+                .expect("the node answers");
+            let status = response.status().as_u16();
+            let answer: Value = response.json().await.unwrap_or(Value::Null);
+            match status {
+                200 | 201 => assert_ne!(answer["deduplicated"], true, "{method} {path}: {answer}"),
+                422 => {
+                    assert_eq!(
+                        answer["error"]["code"], "idempotency_key_reused",
+                        "{answer}"
+                    );
+                    refused.push(written.clone());
+                }
+                other => panic!("{method} {path} with a name server's key: {other} {answer}"),
+            }
+        }
+    }
+    assert_eq!(
+        refused.len(),
+        2,
+        "the name server's key was refused on both routes"
+    );
+    for key in refused {
+        let (status, _) =
+            integration_tests::call(&server, "GET", &format!("/v1/kv/{key}"), None).await;
+        assert_eq!(status, 404, "the refused write of {key} wrote nothing");
+    }
+}

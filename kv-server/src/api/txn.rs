@@ -23,7 +23,7 @@ use crate::api::error::{lease_not_found, ApiError};
 
 use crate::api::params::{Query, LIST_PAGE};
 use crate::api::propose::propose;
-use crate::api::write::{body_read_error, idempotency_key, request_hash};
+use crate::api::write::{body_read_error, idempotency_key, request_hash, INTERNAL_REQUEST_HASH};
 use crate::api::{
     max_body_bytes, max_internal_body_bytes, AppState, InternalRequest, REVISION_HEADER,
 };
@@ -72,12 +72,8 @@ async fn txn(
     let txn = to_txn(&state, request)?;
     let leases = lease_fields(&txn);
     let retry_token = idempotency_key(&headers)?;
-    // The name server's own writes name their key after what they write,
-    // and guard it with this node's view, which may lag another node's: the
-    // same registration sent through two nodes must still dedupe, so the
-    // key alone decides for them.
     let hash = match internal {
-        Some(_) => None,
+        Some(_) => retry_token.map(|_| INTERNAL_REQUEST_HASH),
         None => request_hash(retry_token, &[b"POST /v1/txn", &body]),
     };
     let command = Command {

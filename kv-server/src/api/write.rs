@@ -73,6 +73,15 @@ pub fn request_hash(idempotency_key: Option<Uuid>, parts: &[&[u8]]) -> Option<u6
     Some(u64::from_le_bytes(first))
 }
 
+/// The request hash of the name server's own transactions, which it keys
+/// after what they write and guards with its node's view (which may lag
+/// another node's), so that the same registration sent through two nodes
+/// still dedupes: one hash for all of them, the key alone deciding among
+/// them. A client's request, hashed from its bytes, never matches it, so
+/// a client that sends such a key is refused as reusing it rather than
+/// handed the name server's result (and the reverse).
+pub const INTERNAL_REQUEST_HASH: u64 = 0x6e61_6d65_7372_7600;
+
 /// The hash part of a write's condition and lease, as the state machine
 /// sees them (whichever header spelling gave them).
 pub fn condition_part(condition: Condition, lease: Option<u64>) -> Vec<u8> {

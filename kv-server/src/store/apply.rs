@@ -122,12 +122,10 @@ fn apply_dated(
             .idempotent_write(id)?
             .filter(|first| first.timestamp_ms >= window_start);
         if let Some(first) = first {
-            // Either hash unknown (written before hashes were kept): the
-            // key alone decides, as it did then.
-            let reused = matches!(
-                (first.request_hash, command.request_hash),
-                (Some(first), Some(this)) if first != this
-            );
+            // Another hash is another request. A write remembered without
+            // one (from before hashes were kept; the window has long passed
+            // for any such) matches only another without one.
+            let reused = first.request_hash != command.request_hash;
             if reused {
                 return Ok(Applied::nothing(CommandResult::IdempotencyKeyReused {
                     key: *id,
@@ -603,7 +601,7 @@ mod tests {
     /// key, condition or operation) is refused while the first write is
     /// remembered, and changes nothing; the same request gets the first
     /// result. A write remembered without a hash (from before hashes were
-    /// kept) is matched by its key alone.
+    /// kept) is matched by its key alone, by another without one.
     #[test]
     fn a_reused_idempotency_key_with_another_request_is_refused_and_changes_nothing() {
         let other_value = Op::Put {
@@ -658,8 +656,14 @@ mod tests {
         };
         let again = apply(&view, 2, &command(NOW_MS, Some(id), other));
         assert_eq!(
-            again.result, first.result,
-            "an unhashed write: the key decides"
+            again.result,
+            CommandResult::IdempotencyKeyReused { key: id },
+            "an unhashed write and a hashed one are two requests"
+        );
+        let unhashed_again = apply(&view, 3, &unhashed);
+        assert_eq!(
+            unhashed_again.result, first.result,
+            "two unhashed writes: the key decides"
         );
     }
 
