@@ -621,3 +621,95 @@ async fn without_auth_no_token_is_needed_and_the_acl_api_says_auth_is_off() {
         .unwrap()
         .contains("--auth"));
 }
+
+/// The number of long-polls `node` holds, from its metrics.
+async fn long_polls_waiting(node: &TestServer, root: &str) -> u64 {
+    let (_, metrics) = send(node, Some(root), "GET", "/metrics", None).await;
+    let text = metrics.as_str().unwrap_or_default().to_string();
+    text.lines()
+        .find_map(|line| line.strip_prefix("kv_long_polls "))
+        .and_then(|value| value.trim().parse::<f64>().ok())
+        .map_or(0, |value| value as u64)
+}
+
+/// A long-poll on a key and one on the change feed, waiting when their
+/// token is revoked, answer 401 when the key is then written: not the
+/// value the token may no longer read.
+#[tokio::test]
+async fn long_polls_of_a_token_revoked_while_they_wait_answer_401() {
+    let node = TestServer::start_with(&["--auth"]).await;
+    let root = node.bootstrap_acl().await;
+    let role = json!({"name": "watcher", "permissions": [{"prefix": "wr/", "access": "read"}]});
+    let (status, answer) = send(
+        &node,
+        Some(&root),
+        "PUT",
+        "/v1/acl/roles/watcher",
+        Some(role),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let token = json!({"name": "watcher", "roles": ["watcher"]});
+    let (status, made) = send(&node, Some(&root), "POST", "/v1/acl/tokens", Some(token)).await;
+    assert_eq!(status, 201, "{made}");
+    let watcher = made["token"].as_str().expect("a secret").to_string();
+    let (status, first) = send(&node, Some(&root), "PUT", "/v1/kv/wr/x", Some(json!(1))).await;
+    assert!(status == 200 || status == 201, "{first}");
+    let revision = first["revision"].as_u64().expect("a revision");
+    let (_, feed) = send(
+        &node,
+        Some(&watcher),
+        "GET",
+        "/v1/changes?limit=10000",
+        None,
+    )
+    .await;
+    let from = feed["next"].as_u64().expect("a next offset");
+
+    let polls = [
+        format!("/v1/kv/wr/x?index={revision}&wait=20s"),
+        format!("/v1/changes?from={from}&wait=20s"),
+    ]
+    .map(|path| {
+        let url = node.url(&path);
+        let (client, watcher) = (node.client().clone(), watcher.clone());
+        tokio::spawn(async move {
+            let response = client
+                .get(url)
+                .bearer_auth(watcher)
+                .send()
+                .await
+                .expect("the node answers");
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap_or_default())
+        })
+    });
+    let deadline = Instant::now() + SPREAD_TIMEOUT;
+    while long_polls_waiting(&node, &root).await < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the two long-polls are not waiting"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+
+    let (status, answer) = send(&node, Some(&root), "DELETE", "/v1/acl/tokens/watcher", None).await;
+    assert!(status == 200 || status == 204, "{answer}");
+    let (status, answer) = send(
+        &node,
+        Some(&root),
+        "PUT",
+        "/v1/kv/wr/x",
+        Some(json!("secret")),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    for poll in polls {
+        let (status, body) = poll.await.expect("the long-poll task does not panic");
+        assert_eq!(
+            status, 401,
+            "a revoked token's long-poll answered {status}: {body}"
+        );
+        assert!(!body.contains("secret"), "{body}");
+    }
+}

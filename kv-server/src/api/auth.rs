@@ -167,7 +167,9 @@ pub async fn check(State(state): State<AppState>, request: Request, next: Next) 
     if needs == Needs::Nothing {
         return next.run(Request::from_parts(parts, body)).await;
     }
-    let principal = match authenticate(&state, &parts) {
+    // Read before the token is: an ACL change from here on is seen below.
+    let acl_generation = state.store.acl_generation();
+    let principal = match authenticate(&state, &parts.headers) {
         Ok(principal) => principal,
         Err(error) => return error.into_response(),
     };
@@ -228,8 +230,57 @@ pub async fn check(State(state): State<AppState>, request: Request, next: Next) 
     if matches!(needs, Needs::Admin(_)) && parts.method != Method::GET {
         info!(token = %principal.name, method = %parts.method, path = %parts.uri.path(), "admin action");
     }
-    parts.extensions.insert(Caller::Token(principal));
-    next.run(Request::from_parts(parts, body)).await
+    let read = matches!(parts.method, Method::GET | Method::HEAD);
+    let headers = read.then(|| parts.headers.clone());
+    parts
+        .extensions
+        .insert(Caller::Token(Arc::clone(&principal)));
+    let response = next.run(Request::from_parts(parts, body)).await;
+    match headers {
+        // A read (a long-poll may wait minutes) during which the ACL
+        // changed answers only as the token stands now: a revoked token or
+        // a withdrawn grant must not be served what it waited for.
+        Some(headers) if state.store.acl_generation() != acl_generation => {
+            match check_again(&state, &headers, &needs, &principal) {
+                Ok(()) => response,
+                Err(error) => error.into_response(),
+            }
+        }
+        _ => response,
+    }
+}
+
+/// The read's check made again with the token as it stands now: 401 if it
+/// is gone, 403 if it lost what the route needs. A route that filters what
+/// it answers by the token (the change feed, say) asks the client to read
+/// again if the token's roles changed: its answer was filtered by the old
+/// ones.
+fn check_again(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+    needs: &Needs,
+    before: &Principal,
+) -> Result<(), ApiError> {
+    let now = authenticate(state, headers)?;
+    let allowed = match needs {
+        Needs::Key(access, key) => now.check_key(*access, key),
+        Needs::Prefix(prefix) => now.check_prefix(Access::Read, prefix),
+        Needs::Admin(what) => now.check_admin(what),
+        Needs::Nothing
+        | Needs::Token
+        | Needs::Txn
+        | Needs::LeaseRevoke(_)
+        | Needs::LeaseKeys(_) => {
+            if *now != *before {
+                return Err(ApiError::unavailable(format!(
+                    "the roles of token '{}' changed while the request waited; ask again",
+                    now.name
+                )));
+            }
+            Ok(())
+        }
+    };
+    allowed.map_err(|refusal| ApiError::new(ErrorCode::PermissionDenied, refusal))
 }
 
 /// The 400 the handler of `route` gives a path capture that is not UTF-8
@@ -283,9 +334,12 @@ fn lease_keys(state: &AppState, id: &str) -> Result<Vec<String>, ApiError> {
 }
 
 /// The token of `Authorization: Bearer <secret>`, resolved.
-fn authenticate(state: &AppState, parts: &Parts) -> Result<Arc<Principal>, ApiError> {
+fn authenticate(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+) -> Result<Arc<Principal>, ApiError> {
     let unauthenticated = |message: &str| ApiError::new(ErrorCode::Unauthenticated, message);
-    let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Err(unauthenticated(
             "this cluster runs with --auth: send Authorization: Bearer <token>",
         ));
