@@ -713,3 +713,55 @@ async fn long_polls_of_a_token_revoked_while_they_wait_answer_401() {
         assert!(!body.contains("secret"), "{body}");
     }
 }
+
+/// A token refused a lease's details (or its revoke) for the keys attached
+/// to it is not told those keys' names.
+#[tokio::test]
+async fn a_lease_refusal_names_no_key_the_token_may_not_read() {
+    let node = TestServer::start_with(&["--auth"]).await;
+    let root = node.bootstrap_acl().await;
+    let role =
+        json!({"name": "topics", "permissions": [{"prefix": "topics/o", "access": "readwrite"}]});
+    let (status, answer) = send(
+        &node,
+        Some(&root),
+        "PUT",
+        "/v1/acl/roles/topics",
+        Some(role),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let token = json!({"name": "topics", "roles": ["topics"]});
+    let (status, made) = send(&node, Some(&root), "POST", "/v1/acl/tokens", Some(token)).await;
+    assert_eq!(status, 201, "{made}");
+    let limited = made["token"].as_str().expect("a secret").to_string();
+    let (status, lease) = send(
+        &node,
+        Some(&root),
+        "POST",
+        "/v1/leases",
+        Some(json!({"ttl_s": 60})),
+    )
+    .await;
+    assert_eq!(status, 201, "{lease}");
+    let id = lease["id"].as_u64().expect("a lease id");
+    let path = format!("/v1/kv/hidden/secret-name?lease={id}");
+    let (status, answer) = send(&node, Some(&root), "PUT", &path, Some(json!(1))).await;
+    assert_eq!(status, 201, "{answer}");
+
+    for method in ["GET", "DELETE"] {
+        let (status, answer) = send(
+            &node,
+            Some(&limited),
+            method,
+            &format!("/v1/leases/{id}"),
+            None,
+        )
+        .await;
+        assert_eq!(status, 403, "{method}: {answer}");
+        assert!(
+            !answer.to_string().contains("secret-name"),
+            "{method} named the key: {answer}"
+        );
+    }
+}
