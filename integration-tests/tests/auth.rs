@@ -769,3 +769,31 @@ async fn a_lease_refusal_names_no_key_the_token_may_not_read() {
         );
     }
 }
+
+/// A role or token body with a field the API does not have (a misspelling)
+/// is refused naming it, not stored without what it meant to say.
+#[tokio::test]
+async fn role_and_token_bodies_with_unknown_fields_are_refused() {
+    let node = TestServer::start_with(&["--auth"]).await;
+    let root = node.bootstrap_acl().await;
+    let misspelt = json!({"name": "r1", "permisions": [{"prefix": "", "access": "read"}]});
+    let nested = json!({"name": "r1", "permissions": [{"prefix": "", "acess": "read"}]});
+    for (path, body, field) in [
+        ("/v1/acl/roles/r1", misspelt, "permisions"),
+        ("/v1/acl/roles/r1", nested, "acess"),
+    ] {
+        let (status, answer) = send(&node, Some(&root), "PUT", path, Some(body)).await;
+        assert_eq!(status, 400, "{answer}");
+        assert!(answer.to_string().contains(field), "{answer}");
+    }
+    let token = json!({"name": "t1", "role": ["admin"]});
+    let (status, answer) = send(&node, Some(&root), "POST", "/v1/acl/tokens", Some(token)).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.to_string().contains("role"), "{answer}");
+    let (status, roles) = send(&node, Some(&root), "GET", "/v1/acl/roles", None).await;
+    assert_eq!(status, 200, "{roles}");
+    assert!(
+        !roles.to_string().contains("r1"),
+        "nothing was stored: {roles}"
+    );
+}

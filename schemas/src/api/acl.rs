@@ -56,6 +56,7 @@ impl std::fmt::Display for Access {
 
 /// Access to the keys that start with a prefix (`""` is every key).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Permission {
     /// The keys it covers: those that start with it.
     pub prefix: String,
@@ -65,6 +66,7 @@ pub struct Permission {
 
 /// A named set of permissions, the body of `PUT /v1/acl/roles/{name}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Role {
     /// The role's name (as in the path).
     pub name: String,
@@ -118,6 +120,7 @@ pub struct RoleList {
 
 /// The body of `POST /v1/acl/tokens`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateToken {
     /// A name for the token, unique in the cluster (what logs and
     /// errors call it, and what revokes it).
