@@ -165,7 +165,7 @@ impl BodyBound {
             .parse()
             .ok()?;
         (declared > self.max_body_bytes as u64).then(|| {
-            ApiError::new(
+            let mut response = ApiError::new(
                 ErrorCode::ValueTooLarge,
                 format!(
                     "the body is {declared} bytes, over the limit of {} bytes \
@@ -173,7 +173,17 @@ impl BodyBound {
                     self.max_body_bytes, self.max_value_bytes
                 ),
             )
-            .into_response()
+            .into_response();
+            // The body is left unread: over HTTP/1 the connection ends with
+            // this answer, or the client, still sending it, would send its
+            // next request after it on the same connection.
+            if request.version() < axum::http::Version::HTTP_2 {
+                response.headers_mut().insert(
+                    axum::http::header::CONNECTION,
+                    axum::http::HeaderValue::from_static("close"),
+                );
+            }
+            response
         })
     }
 }
