@@ -402,6 +402,27 @@ async fn every_bad_input_is_a_json_4xx_naming_it_and_loses_nothing() {
             "repeated_parameter",
         ),
         case(
+            "a list prefix with a control character",
+            "GET",
+            "/v1/kv?prefix=%00acl/",
+            400,
+            "invalid_key",
+        ),
+        case(
+            "a list prefix starting with a slash",
+            "GET",
+            "/v1/kv?prefix=/a",
+            400,
+            "invalid_key",
+        ),
+        case(
+            "a change-feed prefix longer than a key",
+            "GET",
+            &format!("/v1/changes?prefix={}", "p".repeat(2000)),
+            400,
+            "invalid_key",
+        ),
+        case(
             "wrong method on a list",
             "PATCH",
             "/v1/kv",

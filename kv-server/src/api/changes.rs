@@ -136,6 +136,7 @@ async fn changes(
 ) -> Result<Response, ApiError> {
     let query = Query::parse(query.as_deref(), &["prefix", "from", "limit", "wait"])?;
     let prefix = query.get("prefix").unwrap_or("").to_string();
+    schemas::api::check_read_prefix("prefix", &prefix).map_err(ApiError::from)?;
     let from = query.revision("from")?.unwrap_or(0);
     let limit = query.limit(CHANGES_PAGE)?;
     let wait = query

@@ -200,6 +200,7 @@ async fn list(
         ],
     )?;
     let prefix = query.get("prefix").unwrap_or("").to_string();
+    schemas::api::check_read_prefix("prefix", &prefix).map_err(ApiError::from)?;
     let limit = query.limit(LIST_PAGE)?;
     let consistency = query.consistency()?;
     let blocking = query.blocking(state.config.max_wait_ms)?;

@@ -56,8 +56,8 @@ pub use lease::{
 };
 pub use metadata::{is_metadata_key, validation_code, MetadataKind, SubscriptionList, TopicList};
 pub use txn::{
-    parse_txn, Compare, CompareOp, CompareTarget, JsonText, KeyOrPrefix, TxnOp, TxnOpResult,
-    TxnPut, TxnRequest, TxnResponse, MAX_INTERNAL_TXN_OPS, MAX_TXN_OPS,
+    check_read_prefix, parse_txn, Compare, CompareOp, CompareTarget, JsonText, KeyOrPrefix, TxnOp,
+    TxnOpResult, TxnPut, TxnRequest, TxnResponse, MAX_INTERNAL_TXN_OPS, MAX_TXN_OPS,
 };
 
 /// A revision of the store: the offset of a write in the compacted topic.

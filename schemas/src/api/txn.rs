@@ -54,7 +54,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::{ErrorCode, FieldError, KeyValue, LeaseId, Revision};
 
-pub use check::{MAX_INTERNAL_TXN_OPS, MAX_TXN_OPS};
+pub use check::{check_read_prefix, MAX_INTERNAL_TXN_OPS, MAX_TXN_OPS};
 
 /// The body of `POST /v1/txn`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

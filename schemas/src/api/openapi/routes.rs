@@ -25,7 +25,11 @@ pub(super) fn list_keys(components: &mut Components) -> PathItem {
         "list_keys",
         "List keys by prefix; with `index`, a prefix long-poll",
         ("200", answer),
-        &[ErrorCode::InvalidParameter, ErrorCode::UnknownParameter],
+        &[
+            ErrorCode::InvalidParameter,
+            ErrorCode::UnknownParameter,
+            ErrorCode::InvalidKey,
+        ],
         components,
     )
     .parameter(query(
@@ -116,6 +120,7 @@ pub(super) fn changes(components: &mut Components) -> PathItem {
         &[
             ErrorCode::InvalidParameter,
             ErrorCode::UnknownParameter,
+            ErrorCode::InvalidKey,
             ErrorCode::BelowTombstoneFloor,
         ],
         components,
@@ -159,6 +164,7 @@ pub(super) fn records(components: &mut Components) -> PathItem {
         &[
             ErrorCode::InvalidParameter,
             ErrorCode::UnknownParameter,
+            ErrorCode::InvalidKey,
             ErrorCode::BelowTombstoneFloor,
         ],
         components,

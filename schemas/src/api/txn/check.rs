@@ -56,6 +56,13 @@ fn check_key(parent: &str, key: &str) -> Result<(), FieldError> {
 
 /// A prefix: anything a valid key can start with (see [`KeyOrPrefix`]);
 /// empty only where `empty_allowed`.
+/// Checks a prefix a read lists or watches (`prefix` of `/v1/kv` and
+/// `/v1/changes`) as a transaction's get prefix is checked: one that could
+/// begin a key, or empty for every key.
+pub fn check_read_prefix(field: &str, prefix: &str) -> Result<(), FieldError> {
+    check_prefix(field, prefix, true)
+}
+
 fn check_prefix(field: &str, prefix: &str, empty_allowed: bool) -> Result<(), FieldError> {
     let refuse = |reason: String| {
         Err(FieldError::new(
