@@ -216,14 +216,18 @@ const DEFAULT_WAIT: Duration = Duration::from_secs(60);
 /// over `max_wait_ms` is cut to it, as Consul cuts one to its limit: the
 /// poll answers then, and the client asks again.
 pub fn parse_wait(raw: &str, max_wait_ms: u64) -> Result<Duration, ApiError> {
-    let wait = schemas::api::parse_duration(raw).map_err(|error| {
-        ApiError::bad_field(
+    let longest = Duration::from_millis(max_wait_ms);
+    match schemas::api::parse_duration(raw) {
+        Ok(wait) => Ok(wait.min(longest)),
+        // Longer than a duration holds is longer than the limit: cut to it,
+        // as any wait over the limit is.
+        Err(schemas::api::DurationError::TooLong(_)) => Ok(longest),
+        Err(error) => Err(ApiError::bad_field(
             ErrorCode::InvalidParameter,
             "wait",
             format!("wait: {error}"),
-        )
-    })?;
-    Ok(wait.min(Duration::from_millis(max_wait_ms)))
+        )),
+    }
 }
 
 /// The path's one capture (a key or a name), or 400 with `code` naming
@@ -324,6 +328,17 @@ mod tests {
         assert_eq!(parse_wait("6m", 300_000).unwrap(), Duration::from_secs(300));
         assert!(parse_wait("soon", 300_000).is_err());
         assert!(parse_wait("-1s", 300_000).is_err());
-        assert!(parse_wait("99999999999999999999m", 300_000).is_err());
+        // Past what a duration holds is past the limit too.
+        for huge in [
+            "99999999999999999999m",
+            "99999999999999999999",
+            "99999999999999999999s",
+        ] {
+            assert_eq!(
+                parse_wait(huge, 300_000).unwrap(),
+                Duration::from_secs(300),
+                "{huge}"
+            );
+        }
     }
 }

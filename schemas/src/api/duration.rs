@@ -33,7 +33,8 @@ pub fn parse_duration(raw: &str) -> Result<Duration, DurationError> {
     let malformed = || DurationError::Malformed(raw.to_string());
     let too_long = || DurationError::TooLong(raw.to_string());
     if !raw.is_empty() && raw.bytes().all(|byte| byte.is_ascii_digit()) {
-        let seconds: u64 = raw.parse().map_err(|_| malformed())?;
+        // Only digits: a failed parse is a number past u64.
+        let seconds: u64 = raw.parse().map_err(|_| too_long())?;
         return seconds
             .checked_mul(1_000)
             .map(Duration::from_millis)
