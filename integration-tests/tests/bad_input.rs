@@ -150,6 +150,22 @@ async fn every_bad_input_is_a_json_4xx_naming_it_and_loses_nothing() {
         )
         .header("if-match", "\"abc\""),
         case(
+            "If-Match with an unbalanced quote",
+            "PUT",
+            "/v1/kv/keep/a",
+            400,
+            "invalid_header",
+        )
+        .header("if-match", "\"1"),
+        case(
+            "If-Match with a sign",
+            "PUT",
+            "/v1/kv/keep/a",
+            400,
+            "invalid_header",
+        )
+        .header("if-match", "\"+1\""),
+        case(
             "If-Match with If-None-Match",
             "PUT",
             "/v1/kv/keep/a",

@@ -31,11 +31,17 @@ pub fn condition(headers: &HeaderMap) -> Result<Condition, ApiError> {
             "If-Match and If-None-Match cannot be combined",
         )),
         (Some(raw), None) => {
-            let revision = raw.trim().trim_matches('"');
-            revision
-                .parse::<Revision>()
+            // A quoted revision (an entity tag), or a bare one; only digits.
+            let text = raw.trim();
+            let revision = text
+                .strip_prefix('"')
+                .and_then(|quoted| quoted.strip_suffix('"'))
+                .unwrap_or(text);
+            Some(revision)
+                .filter(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|digits| digits.parse::<Revision>().ok())
                 .map(Condition::ModRevision)
-                .map_err(|_| {
+                .ok_or_else(|| {
                     ApiError::bad_field(
                         ErrorCode::InvalidHeader,
                         "If-Match",
