@@ -354,8 +354,13 @@ async fn with_auth_every_route_is_checked_and_acl_keys_stay_hidden() {
         .collect();
     assert!(keys.contains(&"app/k1"), "{keys:?}");
     assert!(keys.iter().all(|key| !key.starts_with('\0')), "{keys:?}");
-    let (_, hidden) = send(node, root, "GET", "/v1/kv?prefix=%00acl/", None).await;
-    assert_eq!(hidden["entries"], json!([]), "{hidden}");
+    // A prefix that begins no key (as the ACL's begin) is refused.
+    let (status, hidden) = send(node, root, "GET", "/v1/kv?prefix=%00acl/", None).await;
+    assert_eq!(
+        (status, &hidden["error"]["code"]),
+        (400, &json!("invalid_key")),
+        "{hidden}"
+    );
     let (_, feed) = send(node, root, "GET", "/v1/changes?limit=10000", None).await;
     let fed = feed["records"].as_array().unwrap();
     assert!(!fed.is_empty());
@@ -626,6 +631,25 @@ async fn without_auth_no_token_is_needed_and_the_acl_api_says_auth_is_off() {
         .contains("--auth"));
 }
 
+/// A token named `name` holding a role of the same name, which grants
+/// `access` on `prefix`, made as `root` through the API; its secret.
+async fn token_with_role(
+    node: &TestServer,
+    root: &str,
+    name: &str,
+    prefix: &str,
+    access: &str,
+) -> String {
+    let role = json!({"name": name, "permissions": [{"prefix": prefix, "access": access}]});
+    let path = format!("/v1/acl/roles/{name}");
+    let (status, answer) = send(node, Some(root), "PUT", &path, Some(role)).await;
+    assert_eq!(status, 200, "{answer}");
+    let token = json!({"name": name, "roles": [name]});
+    let (status, made) = send(node, Some(root), "POST", "/v1/acl/tokens", Some(token)).await;
+    assert_eq!(status, 201, "{made}");
+    made["token"].as_str().expect("a secret").to_string()
+}
+
 /// The number of long-polls `node` holds, from its metrics.
 async fn long_polls_waiting(node: &TestServer, root: &str) -> u64 {
     let (_, metrics) = send(node, Some(root), "GET", "/metrics", None).await;
@@ -643,20 +667,7 @@ async fn long_polls_waiting(node: &TestServer, root: &str) -> u64 {
 async fn long_polls_of_a_token_revoked_while_they_wait_answer_401() {
     let node = TestServer::start_with(&["--auth"]).await;
     let root = node.bootstrap_acl().await;
-    let role = json!({"name": "watcher", "permissions": [{"prefix": "wr/", "access": "read"}]});
-    let (status, answer) = send(
-        &node,
-        Some(&root),
-        "PUT",
-        "/v1/acl/roles/watcher",
-        Some(role),
-    )
-    .await;
-    assert_eq!(status, 200, "{answer}");
-    let token = json!({"name": "watcher", "roles": ["watcher"]});
-    let (status, made) = send(&node, Some(&root), "POST", "/v1/acl/tokens", Some(token)).await;
-    assert_eq!(status, 201, "{made}");
-    let watcher = made["token"].as_str().expect("a secret").to_string();
+    let watcher = token_with_role(&node, &root, "watcher", "wr/", "read").await;
     let (status, first) = send(&node, Some(&root), "PUT", "/v1/kv/wr/x", Some(json!(1))).await;
     assert!(status == 200 || status == 201, "{first}");
     let revision = first["revision"].as_u64().expect("a revision");
@@ -724,21 +735,7 @@ async fn long_polls_of_a_token_revoked_while_they_wait_answer_401() {
 async fn a_lease_refusal_names_no_key_the_token_may_not_read() {
     let node = TestServer::start_with(&["--auth"]).await;
     let root = node.bootstrap_acl().await;
-    let role =
-        json!({"name": "topics", "permissions": [{"prefix": "topics/o", "access": "readwrite"}]});
-    let (status, answer) = send(
-        &node,
-        Some(&root),
-        "PUT",
-        "/v1/acl/roles/topics",
-        Some(role),
-    )
-    .await;
-    assert_eq!(status, 200, "{answer}");
-    let token = json!({"name": "topics", "roles": ["topics"]});
-    let (status, made) = send(&node, Some(&root), "POST", "/v1/acl/tokens", Some(token)).await;
-    assert_eq!(status, 201, "{made}");
-    let limited = made["token"].as_str().expect("a secret").to_string();
+    let limited = token_with_role(&node, &root, "topics", "topics/o", "readwrite").await;
     let (status, lease) = send(
         &node,
         Some(&root),
