@@ -794,3 +794,70 @@ async fn role_and_token_bodies_with_unknown_fields_are_refused() {
         "nothing was stored: {roles}"
     );
 }
+
+/// A replay streaming to a token that is revoked while it runs is cut: the
+/// records after the revocation are not sent.
+#[tokio::test]
+async fn a_replay_of_a_token_revoked_while_it_streams_is_cut() {
+    use futures::StreamExt;
+    let node = TestServer::start_with(&["--auth"]).await;
+    let root = node.bootstrap_acl().await;
+    let reader = token_with_role(&node, &root, "replayer", "rp/", "read").await;
+    let value = "v".repeat(1000);
+    let keys = 8_000;
+    for chunk in (0..keys).collect::<Vec<_>>().chunks(100) {
+        let puts: Vec<Value> = chunk
+            .iter()
+            .map(|n| json!({"put": {"key": format!("rp/{n:05}"), "value": value}}))
+            .collect();
+        let (status, answer) = send(
+            &node,
+            Some(&root),
+            "POST",
+            "/v1/txn",
+            Some(json!({"success": puts})),
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+    }
+
+    let response = node
+        .client()
+        .get(node.url("/v1/topic/records"))
+        .bearer_auth(&reader)
+        .send()
+        .await
+        .expect("the node answers");
+    assert_eq!(response.status(), 200);
+    let mut body = response.bytes_stream();
+    let mut received = body
+        .next()
+        .await
+        .expect("a first chunk")
+        .expect("the first chunk arrives")
+        .to_vec();
+    let (status, answer) = send(
+        &node,
+        Some(&root),
+        "DELETE",
+        "/v1/acl/tokens/replayer",
+        None,
+    )
+    .await;
+    assert!(status == 200 || status == 204, "{answer}");
+    let mut cut = false;
+    while let Some(chunk) = body.next().await {
+        match chunk {
+            Ok(bytes) => received.extend_from_slice(&bytes),
+            Err(_) => {
+                cut = true;
+                break;
+            }
+        }
+    }
+    let records = received.iter().filter(|byte| **byte == b'\n').count();
+    assert!(
+        cut && records < keys,
+        "the replay went on after the revocation: {records} of {keys} records, cut: {cut}"
+    );
+}

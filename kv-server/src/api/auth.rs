@@ -258,6 +258,21 @@ pub async fn check(State(state): State<AppState>, request: Request, next: Next) 
     }
 }
 
+/// Whether the token of `headers` still resolves to `before`: what a
+/// stream that answers on after its request was checked (a replay) asks
+/// before it sends more, once roles or tokens changed.
+pub fn token_unchanged(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+    before: &Principal,
+) -> Result<(), String> {
+    match authenticate(state, headers) {
+        Err(error) => Err(error.message().to_string()),
+        Ok(now) if *now != *before => Err(format!("the roles of token '{}' changed", now.name)),
+        Ok(_) => Ok(()),
+    }
+}
+
 /// The read's check made again with the token as it stands now: 401 if it
 /// is gone, 403 if it lost what the route needs. A route that filters what
 /// it answers by the token (the change feed, say) asks the client to read

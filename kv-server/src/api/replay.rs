@@ -24,13 +24,14 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{RawQuery, State};
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use tokio::sync::mpsc;
 use tracing::{debug, error};
 
+use crate::acl::principal::Principal;
 use crate::api::auth::Caller;
 use crate::api::changes::{check_replay_floor, write_record_json};
 use crate::api::error::ApiError;
@@ -75,11 +76,21 @@ pub fn routes() -> Router<AppState> {
 async fn records(
     State(state): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let query = Query::parse(query.as_deref(), &["from"])?;
     let from = query.revision("from")?.unwrap_or(0);
     check_replay_floor(&state.store, from)?;
+    let standing = match &caller {
+        Caller::Token(principal) => Some(Standing {
+            generation: state.store.acl_generation(),
+            state: state.clone(),
+            headers,
+            principal: Arc::clone(principal),
+        }),
+        Caller::Anyone => None,
+    };
     let revision = state.store.revision();
     let (sender, receiver) = mpsc::channel::<BodyItem>(CHUNKS_BUFFERED);
     let finished = Arc::new(AtomicBool::new(false));
@@ -91,7 +102,7 @@ async fn records(
         sender,
         idle,
         Arc::clone(&finished),
-        caller,
+        Requester { caller, standing },
     ));
     let mut response = Body::from_stream(body_stream(receiver, finished)).into_response();
     let headers = response.headers_mut();
@@ -129,6 +140,33 @@ fn body_stream(
     })
 }
 
+/// A replay's token as its request found it: once roles or tokens change,
+/// the replay goes on only while the token still resolves to the same
+/// roles (a revoked token's replay is cut, as its next request would be
+/// refused).
+struct Standing {
+    state: AppState,
+    headers: HeaderMap,
+    principal: Arc<Principal>,
+    generation: u64,
+}
+
+impl Standing {
+    fn holds(&self) -> Result<(), String> {
+        if self.state.store.acl_generation() == self.generation {
+            return Ok(());
+        }
+        crate::api::auth::token_unchanged(&self.state, &self.headers, &self.principal)
+            .map_err(|why| format!("the replay was stopped: {why}"))
+    }
+}
+
+/// Who a replay answers: what it may read, and its token's standing.
+struct Requester {
+    caller: Caller,
+    standing: Option<Standing>,
+}
+
 /// Reads records `from` … `until` a chunk at a time into `sender`, each
 /// once the client has room for it; sets `finished` once all are sent.
 async fn produce(
@@ -138,8 +176,9 @@ async fn produce(
     sender: mpsc::Sender<BodyItem>,
     idle: Duration,
     finished: Arc<AtomicBool>,
-    caller: Caller,
+    requester: Requester,
 ) {
+    let Requester { caller, standing } = requester;
     let mut next = from;
     // Opened by a chunk's read (opening reads the topic's index), then
     // handed to each read and back while the client keeps up.
@@ -178,6 +217,11 @@ async fn produce(
                 }
             }
         };
+        if let Some(Err(why)) = standing.as_ref().map(Standing::holds) {
+            debug!(at = next, %why, "replay stopped");
+            room.send(Err(std::io::Error::other(why)));
+            return;
+        }
         let store = Arc::clone(&store);
         let taken = writes.take();
         let caller = caller.clone();
