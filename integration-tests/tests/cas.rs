@@ -21,7 +21,11 @@ async fn create_only_succeeds_once() {
     let second = create("second").await.unwrap();
     assert_eq!(second.status(), 412);
     let body: serde_json::Value = second.json().await.unwrap();
-    assert_eq!(error_of(&body).0, "precondition_failed");
+    assert_eq!(
+        error_of(&body),
+        ("precondition_failed", Some("If-None-Match")),
+        "the refusal names the header whose condition failed"
+    );
     let (_, entry) = call(&server, "GET", "/v1/kv/cas/lock", None).await;
     assert_eq!(entry["value"], "first");
 }
@@ -49,6 +53,8 @@ async fn if_match_applies_on_the_current_revision_only() {
         current,
         "the answer names the current revision"
     );
+    let body: serde_json::Value = stale.json().await.unwrap();
+    assert_eq!(error_of(&body), ("precondition_failed", Some("If-Match")));
     // A conditional delete on a stale revision changes nothing either.
     let response = server
         .client()

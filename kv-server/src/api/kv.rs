@@ -101,7 +101,7 @@ async fn put_key(
         },
     };
     let result = propose_or_relay(&state, command).await?;
-    Ok(write_response(&key, result))
+    Ok(write_response(&key, condition, result))
 }
 
 /// `DELETE /v1/kv/{key}`: appends a tombstone.
@@ -133,7 +133,7 @@ async fn delete_key(
         },
     };
     let result = propose_or_relay(&state, command).await?;
-    Ok(write_response(&key, result))
+    Ok(write_response(&key, condition, result))
 }
 
 /// `GET /v1/kv/{key}`, optionally a long-poll with `index` and `wait`.

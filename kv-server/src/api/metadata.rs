@@ -130,6 +130,7 @@ async fn put<T: MetadataKind>(
         if retry_token.is_none() {
             return Ok(write_response(
                 &key,
+                asked,
                 CommandResult::PreconditionFailed {
                     current_mod_revision: current.map(|entry| entry.mod_revision),
                 },
@@ -149,7 +150,7 @@ async fn put<T: MetadataKind>(
                 lease,
             },
         };
-        return Ok(write_response(&key, propose(&state, command).await?));
+        return Ok(write_response(&key, asked, propose(&state, command).await?));
     }
     let command = Command {
         timestamp_ms: crate::clock::now_ms(),
@@ -172,7 +173,7 @@ async fn put<T: MetadataKind>(
                 ),
             ))
         }
-        result => Ok(write_response(&key, result)),
+        result => Ok(write_response(&key, asked, result)),
     }
 }
 
@@ -238,7 +239,7 @@ async fn delete<T: MetadataKind>(
     };
     match propose(&state, command).await? {
         CommandResult::NotFound => Err(not_found::<T>(&name)),
-        result => Ok(write_response(&key, result)),
+        result => Ok(write_response(&key, condition, result)),
     }
 }
 

@@ -110,7 +110,7 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<Uuid>, ApiError> {
 }
 
 /// Turns the result of a write into the HTTP answer.
-pub fn write_response(key: &str, result: CommandResult) -> Response {
+pub fn write_response(key: &str, asked: Condition, result: CommandResult) -> Response {
     match result {
         CommandResult::Written {
             revision,
@@ -142,8 +142,14 @@ pub fn write_response(key: &str, result: CommandResult) -> Response {
                 Some(revision) => format!("key {key:?} is at revision {revision}"),
                 None => format!("key {key:?} does not exist"),
             };
-            let mut response =
-                ApiError::new(ErrorCode::PreconditionFailed, message).into_response();
+            let mut error = ApiError::new(ErrorCode::PreconditionFailed, message);
+            // The header whose condition did not hold.
+            match asked {
+                Condition::ModRevision(_) => error = error.with_field("If-Match"),
+                Condition::Absent => error = error.with_field("If-None-Match"),
+                Condition::Always => {}
+            }
+            let mut response = error.into_response();
             if let Some(revision) = current_mod_revision {
                 response.headers_mut().insert(header::ETAG, etag(revision));
             }
