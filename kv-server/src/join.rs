@@ -126,21 +126,13 @@ pub(crate) async fn join_cluster(
     let _ = failed.send(why);
 }
 
-/// A node started with `--join` that finds itself a learner of the cluster
-/// asks again to be promoted: its join was cut off between its addition as
-/// a learner and its promotion (the node killed, or the leader lost, while
-/// the leader waited for it to catch up), and nothing else would ever ask.
-/// Waits (at most [`JOIN_TIMEOUT`]) until the node's membership lists it:
-/// a voter, or a node not listed (removed), asks nothing. A refusal is
-/// logged; the node goes on serving as the learner it is.
-pub(crate) async fn resume_join(
-    raft: Raft,
-    http: PeerClient,
-    url: String,
-    node_id: NodeId,
-    node: Node,
-    joining: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) {
+/// Whether this node, started with `--join`, finds itself a learner of
+/// the cluster: its join was cut off between its addition as a learner and
+/// its promotion (the node killed, or the leader lost, while the leader
+/// waited for it to catch up), and nothing else would ever ask for the
+/// promotion. Waits (at most [`JOIN_TIMEOUT`]) until the node's membership
+/// lists it; a voter, or a node not listed (removed), is not.
+pub(crate) async fn is_cut_off_learner(raft: &Raft, node_id: NodeId) -> bool {
     let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
     let mut metrics = raft.metrics();
     loop {
@@ -151,24 +143,18 @@ pub(crate) async fn resume_join(
                 .get_node(&node_id)
                 .map(|_| membership.voter_ids().any(|id| id == node_id))
         };
-        match listed_as_voter {
-            Some(true) => return,
-            Some(false) => break,
-            None => {}
+        if let Some(voter) = listed_as_voter {
+            return !voter;
         }
         tokio::select! {
             changed = metrics.changed() => {
                 if changed.is_err() {
-                    return;
+                    return false;
                 }
             }
-            () = tokio::time::sleep_until(deadline) => return,
+            () = tokio::time::sleep_until(deadline) => return false,
         }
     }
-    warn!(node_id, via = %url, "this node is a learner: its join was cut off; asking again to be promoted");
-    // No one listens: a failed resume leaves the node serving as a learner.
-    let (failed, _) = tokio::sync::oneshot::channel();
-    join_cluster(raft, http, url, node_id, node, joining, failed).await;
 }
 
 /// Once this node is a member, makes sure the membership holds its own

@@ -77,14 +77,19 @@ pub async fn serve(
         }
         (join, _) => {
             if let Some(url) = join {
-                tokio::spawn(crate::join::resume_join(
-                    opened.raft.clone(),
-                    peers_http.clone(),
-                    url,
-                    config.node_id,
-                    this_node.clone(),
-                    Arc::clone(&state.joining),
-                ));
+                let (raft, http, node) =
+                    (opened.raft.clone(), peers_http.clone(), this_node.clone());
+                let (node_id, joining) = (config.node_id, Arc::clone(&state.joining));
+                tokio::spawn(async move {
+                    if crate::join::is_cut_off_learner(&raft, node_id).await {
+                        tracing::warn!(node_id, via = %url, "this node is a learner: its join was cut off; asking again to be promoted");
+                        // No one listens: a failed resume leaves the node
+                        // serving as the learner it is.
+                        let (failed, _) = tokio::sync::oneshot::channel();
+                        crate::join::join_cluster(raft, http, url, node_id, node, joining, failed)
+                            .await;
+                    }
+                });
             }
             tokio::spawn(crate::join::publish_addresses(
                 opened.raft.clone(),
