@@ -318,6 +318,111 @@ async fn a_wiped_member_joining_again_without_removal_is_refused_and_the_leader_
     );
 }
 
+/// A member whose data was lost, started again with its usual `--peers`,
+/// grants no vote to a member that lacks an acknowledged write (with an
+/// empty log it granted any), so that write is not lost: the old leader,
+/// back, leads again with it, and the wiped member catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_member_restarted_with_its_peers_elects_no_stale_leader() {
+    let mut cluster = TestCluster::start(3, &[]).await;
+    let leader = cluster.leader().await;
+    let stale = cluster.follower_of(leader);
+    let wiped = cluster
+        .ids()
+        .into_iter()
+        .find(|id| *id != leader && *id != stale)
+        .expect("three nodes");
+    // The stale member misses the write; the leader and the other take it.
+    cluster.node_mut(stale).pause();
+    let (status, body) = call(
+        cluster.node(leader),
+        "PUT",
+        "/v1/kv/wiped/acked",
+        Some(json!("kept")),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    cluster.node_mut(wiped).kill9().await;
+    std::fs::remove_dir_all(cluster.node(wiped).data_dir()).expect("wipes the data dir");
+    cluster.node_mut(leader).kill9().await;
+    cluster.node_mut(stale).resume();
+
+    cluster.node_mut(wiped).spawn();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let refusal = "refused a vote: this node's raft log is empty";
+    while !cluster.node(wiped).log_contains(refusal) {
+        assert!(
+            Instant::now() < deadline,
+            "the stale member's candidacy was not refused\n{}\n{}",
+            cluster.node(wiped).log_tail(20),
+            cluster.node(stale).log_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    cluster.node_mut(leader).spawn();
+    let (status, body) = call_until_ok(cluster.node(stale), "/v1/kv/wiped/acked").await;
+    assert_eq!((status, &body["value"]), (200, &json!("kept")), "{body}");
+    let (status, body) =
+        call_until_ok(cluster.node(wiped), "/v1/kv/wiped/acked?consistency=stale").await;
+    assert_eq!((status, &body["value"]), (200, &json!("kept")), "{body}");
+}
+
+/// The member that formed a `--peers` cluster, its data lost and started
+/// again as it was, forms no second cluster (which the others refused as
+/// foreign, for good): it finds theirs and catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_forming_member_restarted_with_its_peers_catches_up() {
+    let mut cluster = TestCluster::start(3, &[]).await;
+    let leader = cluster.leader().await;
+    let (status, body) = call(
+        cluster.node(leader),
+        "PUT",
+        "/v1/kv/wiped/before",
+        Some(json!(1)),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let former = cluster.ids()[0];
+    let cluster_id =
+        cluster.status(leader).await.expect("the leader answers")["cluster_id"].clone();
+    cluster.node_mut(former).kill9().await;
+    std::fs::remove_dir_all(cluster.node(former).data_dir()).expect("wipes the data dir");
+
+    cluster.node_mut(former).restart_live().await;
+    let (status, body) = call_until_ok(
+        cluster.node(former),
+        "/v1/kv/wiped/before?consistency=stale",
+    )
+    .await;
+    assert_eq!((status, &body["value"]), (200, &json!(1)), "{body}");
+    let status = cluster.status(former).await.expect("the former answers");
+    assert_eq!(status["cluster_id"], cluster_id, "{status}");
+    assert!(
+        cluster
+            .node(former)
+            .log_contains("its peers formed a cluster already"),
+        "{}",
+        cluster.node(former).log_tail(20)
+    );
+}
+
+/// GETs `path` from `node` until it answers 200 (a leader is elected), for
+/// at most 60 s; the last answer.
+async fn call_until_ok(
+    node: &integration_tests::TestServer,
+    path: &str,
+) -> (u16, serde_json::Value) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, body) = call(node, "GET", path, None).await;
+        if status == 200 || Instant::now() > deadline {
+            return (status, body);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// A node joining with an empty log grants no vote until the cluster has
 /// taken it: it would vote for any candidate, a stale one included.
 #[tokio::test]

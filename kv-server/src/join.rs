@@ -157,6 +157,63 @@ pub(crate) async fn is_cut_off_learner(raft: &Raft, node_id: NodeId) -> bool {
     }
 }
 
+/// How long one peer is given to answer [`cluster_among_peers`].
+const PEER_CLUSTER_REQUEST: Duration = Duration::from_secs(2);
+
+/// Asks the other peers of `--peers` whether they already belong to a
+/// cluster: the node that forms the cluster does, before it forms it. One
+/// that starts with an empty raft log and finds a cluster lost its data
+/// (a wiped or replaced data directory); forming again would make a second
+/// cluster that the others refuse. The peer and the cluster's id, or `None`
+/// once a peer answers and none that answered knows a cluster. None
+/// answering, it keeps asking: a cluster of more than one node cannot form
+/// without another.
+pub(crate) async fn cluster_among_peers(
+    http: &PeerClient,
+    node_id: NodeId,
+    peers: &std::collections::BTreeMap<NodeId, String>,
+) -> Option<(NodeId, String)> {
+    let mut pause = JOIN_RETRY_FIRST;
+    loop {
+        let mut answered = false;
+        for (peer, peer_url) in peers.iter().filter(|(id, _)| **id != node_id) {
+            let answer = http
+                .get(&format!("{peer_url}/v1/cluster"))
+                .header(crate::api::FORWARDED_HEADER, node_id)
+                .timeout(PEER_CLUSTER_REQUEST)
+                .send()
+                .await;
+            let status = match answer {
+                Ok(response) if response.status().is_success() => {
+                    response.json::<schemas::api::ClusterStatus>().await
+                }
+                Ok(response) => {
+                    warn!(node_id, peer, status = %response.status(), "asking a peer for its cluster: refused");
+                    continue;
+                }
+                Err(error) => {
+                    warn!(node_id, peer, %error, "asking a peer for its cluster: no answer");
+                    continue;
+                }
+            };
+            match status {
+                Ok(status) => match status.cluster_id {
+                    Some(cluster_id) => return Some((*peer, cluster_id)),
+                    None => answered = true,
+                },
+                Err(error) => {
+                    warn!(node_id, peer, %error, "asking a peer for its cluster: unreadable answer")
+                }
+            }
+        }
+        if answered {
+            return None;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(JOIN_RETRY_MAX);
+    }
+}
+
 /// Once this node is a member, makes sure the membership holds its own
 /// addresses: a cluster formed by `--peers` starts knowing only the peer
 /// URLs, and `--advertise` may have changed since. The change goes to the

@@ -40,8 +40,26 @@ pub async fn serve(
         Some(addr) => Some(bind(addr).await?),
         None => None,
     };
-    let initialized = opened.initialize_once().await?;
+    // The node that forms a --peers cluster first asks the others whether
+    // one exists already, so it forms it in the background.
+    let forming = opened.forming();
+    let asks_first = forming.asks_peers_first().await?;
+    let initialized = match asks_first {
+        true => false,
+        false => forming.initialize_once().await?,
+    };
     let state = opened.start_state();
+    let (forming_failed_tx, forming_failed) = tokio::sync::oneshot::channel::<ServerError>();
+    if asks_first {
+        let http = opened.peers_http.clone();
+        tokio::spawn(async move {
+            if let Err(why) = forming.ask_peers_then_form(&http).await {
+                tracing::error!(%why, "stopping");
+                // No receiver means the server is already stopping.
+                let _ = forming_failed_tx.send(why);
+            }
+        });
+    }
     tokio::spawn(exit_when_raft_stops(
         opened.raft.clone(),
         Arc::clone(&opened.store.disk_full),
@@ -106,6 +124,9 @@ pub async fn serve(
             tokio::select! {
                 () = shutdown => {}
                 Ok(why) = join_failed => {
+                    *join_failure.lock() = Some(ServerError::Join(why));
+                }
+                Ok(why) = forming_failed => {
                     *join_failure.lock() = Some(why);
                 }
             }
@@ -158,7 +179,7 @@ pub async fn serve(
     info!("stopped");
     let failure = join_failure.lock().take();
     match failure {
-        Some(why) => Err(ServerError::Join(why)),
+        Some(why) => Err(why),
         None => Ok(()),
     }
 }
@@ -244,7 +265,7 @@ impl InProcessNode {
     /// [`serve`] would, without binding a port.
     pub async fn start(config: Config) -> Result<InProcessNode, ServerError> {
         let opened = open(config).await?;
-        opened.initialize_once().await?;
+        opened.forming().initialize_once().await?;
         let router = client_router(opened.start_state());
         Ok(InProcessNode { opened, router })
     }

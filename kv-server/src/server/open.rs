@@ -161,7 +161,67 @@ pub(super) async fn open(config: Config) -> Result<Opened, ServerError> {
     })
 }
 
-impl Opened {
+/// What forming the cluster on a first start needs (see
+/// [`Forming::initialize_once`]), apart from the rest of [`Opened`]: a node
+/// that first asks its peers whether its data was lost forms it later, in
+/// the background.
+#[derive(Clone)]
+pub(super) struct Forming {
+    raft: Raft,
+    config: Arc<Config>,
+    this_node: Node,
+    peers: BTreeMap<NodeId, String>,
+    join: Option<String>,
+    cluster_id: Arc<ClusterId>,
+}
+
+impl Forming {
+    /// Whether this node forms a cluster of `--peers` on its first start.
+    fn forms_peers(&self) -> bool {
+        self.join.is_none()
+            && self
+                .peers
+                .keys()
+                .next()
+                .is_none_or(|first| *first == self.config.node_id)
+    }
+
+    /// Whether this node must ask the other peers before it forms the
+    /// cluster (see [`Forming::ask_peers_then_form`]): it is the one to
+    /// form a cluster of `--peers`, and its raft log is empty.
+    pub(super) async fn asks_peers_first(&self) -> Result<bool, ServerError> {
+        Ok(self.peers.len() > 1 && self.forms_peers() && !self.raft.is_initialized().await?)
+    }
+
+    /// Forms the cluster unless another peer already belongs to one: this
+    /// node then lost its data (a wiped or replaced data directory), and
+    /// a second cluster would be refused by the others. It waits instead,
+    /// as the other peers do on a first start, for the leader to bring it
+    /// up to date (an empty log grants no vote that could elect a member
+    /// lacking acknowledged writes, see `api::raft::vote`).
+    pub(super) async fn ask_peers_then_form(&self, http: &PeerClient) -> Result<(), ServerError> {
+        let node_id = self.config.node_id;
+        match crate::join::cluster_among_peers(http, node_id, &self.peers).await {
+            Some((peer, theirs)) if Some(theirs.as_str()) != self.own_cluster_id().as_deref() => {
+                warn!(
+                    node_id,
+                    peer,
+                    cluster_id = %theirs,
+                    "this node's raft log is empty, but its peers formed a cluster already: \
+                     its data was lost. It forms no new one, and catches up once the \
+                     cluster's leader reaches it"
+                );
+                Ok(())
+            }
+            _ => self.initialize_once().await.map(drop),
+        }
+    }
+
+    /// The cluster id this node's data directory holds, as text.
+    fn own_cluster_id(&self) -> Option<String> {
+        self.cluster_id.get().map(|id| id.to_string())
+    }
+
     /// Forms the cluster on the node's first start (see [`initialize`]);
     /// whether it was initialized before.
     pub(super) async fn initialize_once(&self) -> Result<bool, ServerError> {
@@ -169,13 +229,7 @@ impl Opened {
         if !initialized {
             let config = &self.config;
             let joining = self.join.is_some();
-            let forming = !joining
-                && self
-                    .peers
-                    .keys()
-                    .next()
-                    .is_none_or(|first| *first == config.node_id);
-            if forming {
+            if self.forms_peers() {
                 // This node forms the cluster: it names it, before its log
                 // takes an entry (a restart finds the id, or forms again).
                 let id = self.cluster_id.create()?;
@@ -184,6 +238,20 @@ impl Opened {
             initialize(&self.raft, config, &self.this_node, &self.peers, joining).await?;
         }
         Ok(initialized)
+    }
+}
+
+impl Opened {
+    /// What forming the cluster needs.
+    pub(super) fn forming(&self) -> Forming {
+        Forming {
+            raft: self.raft.clone(),
+            config: Arc::clone(&self.config),
+            this_node: self.this_node.clone(),
+            peers: self.peers.clone(),
+            join: self.join.clone(),
+            cluster_id: Arc::clone(&self.cluster_id),
+        }
     }
 
     /// What the routers share; starts the lease loop and the watch on
