@@ -76,8 +76,12 @@ pub async fn propose(state: &AppState, command: Command) -> Result<CommandResult
         .submit(command, bytes, permit)
         .map_err(|stopped| ApiError::internal(stopped.to_string()))?;
     match tokio::time::timeout_at(deadline, written).await {
+        // Proposed, the write may still be committed and applied: the
+        // answer must not say it failed (etcd's "request timed out").
         Err(_) => Err(ApiError::unavailable(format!(
-            "node {}: the write was not committed within {timeout:?}",
+            "node {}: the write's outcome is unknown: it was not applied within {timeout:?}, \
+             and may still be. Retry it with the same Idempotency-Key, or read before writing \
+             again",
             state.node_id
         ))),
         Ok(Err(_)) => Err(ApiError::internal(
