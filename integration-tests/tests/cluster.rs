@@ -923,3 +923,55 @@ async fn a_joining_node_killed_before_its_promotion_is_promoted_once_it_starts_a
         joiner.log_tail(20)
     );
 }
+
+/// A member added before its node first runs (etcd's "member add, then
+/// start it"), as a learner, joins once started with `--join`: its empty
+/// log has lost nothing, since the leader never reached it (it was refused
+/// as a member whose data was lost). Another member asking for the same
+/// peer URL is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learner_added_before_its_node_runs_joins_once_started() {
+    use integration_tests::{call, free_ports, TestServer};
+    let _serial = SERIAL.lock().await;
+    let [port, peer_port, joiner_port, joiner_peer_port] = free_ports(4)[..] else {
+        unreachable!("four ports were asked for")
+    };
+    let mut leader = TestServer::unstarted(1, port, peer_port, &[]);
+    leader.spawn();
+    leader.wait_ready().await;
+    let joiner_peer_url = format!("http://127.0.0.1:{joiner_peer_port}");
+    let add = |id: u64| {
+        json!({
+            "id": id,
+            "addr": format!("http://127.0.0.1:{joiner_port}"),
+            "peer_addr": joiner_peer_url,
+            "voter": false,
+        })
+    };
+    let (status, body) = call(&leader, "POST", "/v1/cluster/members", Some(add(2))).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = call(&leader, "POST", "/v1/cluster/members", Some(add(3))).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("node 2")),
+        "{body}"
+    );
+
+    let via = leader.peer_url();
+    let mut joiner = TestServer::unstarted(2, joiner_port, joiner_peer_port, &["--join", &via]);
+    joiner.spawn();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !members_of(&leader).await.contains(&(2, true)) {
+        assert!(
+            joiner.is_running() && Instant::now() < deadline,
+            "node 2 was not promoted: {:?}\n{}",
+            members_of(&leader).await,
+            joiner.log_tail(20)
+        );
+        if joiner.wait_exit(Duration::from_millis(100)).await.is_some() {
+            panic!("node 2 stopped: {}", joiner.log_tail(20));
+        }
+    }
+}

@@ -216,7 +216,18 @@ async fn add_member(
             ),
         ));
     }
-    if let (Some(_), true) = (&existing, request.empty_log) {
+    // A learner the leader never reached (added before its node first
+    // ran, as etcd's "member add, then start it") has lost nothing.
+    let never_reached = !is_voter
+        && state
+            .raft
+            .metrics()
+            .borrow()
+            .replication
+            .as_ref()
+            .and_then(|replication| replication.get(&request.id).copied())
+            .is_some_and(|matched| matched.is_none());
+    if let (Some(_), true, false) = (&existing, request.empty_log, never_reached) {
         return Err(ApiError::new(
             ErrorCode::MemberExists,
             format!(
@@ -224,6 +235,18 @@ async fn add_member(
                  data was lost, and the cluster still counts it. Remove it first (kvctl cluster \
                  remove {id}), then let it join again (docs/recovery.md)",
                 id = request.id
+            ),
+        ));
+    }
+    let same_peer_url = membership
+        .nodes()
+        .find(|(id, other)| **id != request.id && other.peer_addr == node.peer_addr);
+    if let Some((other, _)) = same_peer_url {
+        return Err(ApiError::new(
+            ErrorCode::MemberExists,
+            format!(
+                "node {other} is a member with peer URL {}: two members cannot share one",
+                node.peer_addr
             ),
         ));
     }
