@@ -177,7 +177,8 @@ pub struct Config {
     pub join: Option<String>,
 
     /// Largest value accepted by PUT, in bytes.
-    #[arg(long, env = "KV_MAX_VALUE_BYTES", default_value_t = 1 << 20)]
+    #[arg(long, env = "KV_MAX_VALUE_BYTES", default_value_t = 1 << 20,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_value_bytes: usize,
 
     /// Bytes of values one page of a list or of the change feed holds at
@@ -216,7 +217,8 @@ pub struct Config {
     pub lease_expiries_per_sec: u32,
 
     /// Requests served at once before new ones are refused with 503.
-    #[arg(long, env = "KV_MAX_CONCURRENT_REQUESTS", default_value_t = 20_000)]
+    #[arg(long, env = "KV_MAX_CONCURRENT_REQUESTS", default_value_t = 20_000,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_concurrent_requests: usize,
 
     /// Connections the listener keeps open at once; beyond it, new ones
@@ -233,12 +235,14 @@ pub struct Config {
 
     /// Milliseconds a streamed answer (a replay) or a connection's writes
     /// may make no progress before the stream or connection is closed.
-    #[arg(long, env = "KV_STREAM_IDLE_TIMEOUT_MS", default_value_t = 30_000)]
+    #[arg(long, env = "KV_STREAM_IDLE_TIMEOUT_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(100..))]
     pub stream_idle_timeout_ms: u64,
 
     /// Time limit of a request that is not a long-poll, in milliseconds;
     /// also how long a request's body may send nothing before it is refused.
-    #[arg(long, env = "KV_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
+    #[arg(long, env = "KV_REQUEST_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(100..))]
     pub request_timeout_ms: u64,
 
     /// Bytes the writes this node proposes may hold until Raft is done
@@ -286,12 +290,14 @@ pub struct Config {
     pub snapshot_catchup_entries: u64,
 
     /// Milliseconds between the leader's heartbeats.
-    #[arg(long, env = "KV_HEARTBEAT_MS", default_value_t = 100)]
+    #[arg(long, env = "KV_HEARTBEAT_MS", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(10..))]
     pub heartbeat_ms: u64,
 
     /// A follower that hears no leader for this long (ms, randomized up to
     /// twice as long) starts an election.
-    #[arg(long, env = "KV_ELECTION_TIMEOUT_MS", default_value_t = 500)]
+    #[arg(long, env = "KV_ELECTION_TIMEOUT_MS", default_value_t = 500,
+          value_parser = clap::value_parser!(u64).range(50..))]
     pub election_timeout_ms: u64,
 
     /// Bytes of the view's page cache (sled's `cache_capacity`), the
@@ -307,11 +313,13 @@ pub struct Config {
 
     /// Milliseconds after which the topic's active segment rolls, so the
     /// cleaner can compact it.
-    #[arg(long, env = "KV_SEGMENT_MS", default_value_t = 60 * 60 * 1000)]
+    #[arg(long, env = "KV_SEGMENT_MS", default_value_t = 60 * 60 * 1000,
+          value_parser = clap::value_parser!(u64).range(1_000..))]
     pub segment_ms: u64,
 
     /// Milliseconds between background cleaner checks.
-    #[arg(long, env = "KV_CLEANER_INTERVAL_MS", default_value_t = 15_000)]
+    #[arg(long, env = "KV_CLEANER_INTERVAL_MS", default_value_t = 15_000,
+          value_parser = clap::value_parser!(u64).range(100..))]
     pub cleaner_interval_ms: u64,
 
     /// A record is compacted only this long after it was written (ms); at
@@ -930,6 +938,47 @@ mod tests {
                 &["--max-http2-streams", "0"],
                 ErrorKind::ValueValidation,
                 "--max-http2-streams",
+            ),
+            // Values that left a node busy doing nothing, or refusing all.
+            (
+                &["--cleaner-interval-ms", "0"],
+                ErrorKind::ValueValidation,
+                "--cleaner-interval-ms",
+            ),
+            (
+                &["--heartbeat-ms", "0"],
+                ErrorKind::ValueValidation,
+                "--heartbeat-ms",
+            ),
+            (
+                &["--election-timeout-ms", "0"],
+                ErrorKind::ValueValidation,
+                "--election-timeout-ms",
+            ),
+            (
+                &["--max-concurrent-requests", "0"],
+                ErrorKind::ValueValidation,
+                "--max-concurrent-requests",
+            ),
+            (
+                &["--max-value-bytes", "0"],
+                ErrorKind::ValueValidation,
+                "--max-value-bytes",
+            ),
+            (
+                &["--segment-ms", "0"],
+                ErrorKind::ValueValidation,
+                "--segment-ms",
+            ),
+            (
+                &["--request-timeout-ms", "0"],
+                ErrorKind::ValueValidation,
+                "--request-timeout-ms",
+            ),
+            (
+                &["--stream-idle-timeout-ms", "0"],
+                ErrorKind::ValueValidation,
+                "--stream-idle-timeout-ms",
             ),
             (
                 &["--no-such-flag"],
