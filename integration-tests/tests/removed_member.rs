@@ -266,6 +266,43 @@ async fn wait_not_a_member(node: &integration_tests::TestServer) {
     }
 }
 
+/// A node removed while it ran stays removed when it is restarted: the
+/// membership it applied no longer names it, so without the record of its
+/// removal it served its stale view (reads, backups) as if still a member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_node_restarted_is_still_not_a_member() {
+    let (mut cluster, leader, removed) = three_nodes_and_a_follower().await;
+    remove_member(&cluster, leader, removed).await;
+    wait_not_a_member(cluster.node(removed)).await;
+
+    let node = cluster.node_mut(removed);
+    node.stop().await;
+    node.spawn();
+    let deadline = Instant::now() + NOTICE_TIMEOUT;
+    let url = node.url("/v1/kv/removal/a?consistency=stale");
+    let (status, body) = loop {
+        match node.client().get(&url).send().await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                break (
+                    status,
+                    response
+                        .json::<serde_json::Value>()
+                        .await
+                        .unwrap_or_default(),
+                );
+            }
+            Err(error) => assert!(
+                Instant::now() < deadline,
+                "node {removed} did not answer: {error}\n{}",
+                node.log_tail(20)
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!((status, error_of(&body).0), (503, "not_a_member"), "{body}");
+}
+
 /// A three-node cluster that took some writes, and the follower killed
 /// and its data dir removed: (cluster, leader, the wiped follower).
 async fn three_nodes_and_a_wiped_follower() -> (TestCluster, u64, u64) {

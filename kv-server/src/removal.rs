@@ -12,11 +12,15 @@
 //! From then on the node serves nothing: its Raft is shut down (alone, it
 //! would only campaign and disturb the others), every client route and
 //! `/healthz` answer 503 `not_a_member` at once, and the log says why. The
+//! removal is recorded in the data directory ([`REMOVED_FILE`]), so a
+//! restart keeps it: the membership the node applied no longer names it,
+//! and it would otherwise serve its stale view (and backups of it). The
 //! process stays up so that clients and probes are told why, where a gone
 //! process would only refuse connections; the operator stops it (and wipes
 //! its data before it joins again). See docs/decisions.md.
 
 use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -40,6 +44,10 @@ const TELL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How many times the leader tries.
 const TELL_ATTEMPTS: u32 = 5;
 
+/// The file in the data directory that records the node's removal (why,
+/// as text); wiping the directory before joining again removes it too.
+pub const REMOVED_FILE: &str = "removed";
+
 /// Whether this node was removed from the cluster, and why it thinks so.
 #[derive(Debug, Default)]
 pub struct Removal {
@@ -47,9 +55,38 @@ pub struct Removal {
     why: OnceLock<String>,
     /// Woken when `why` is set.
     marked: Notify,
+    /// Where the removal is recorded (none in unit tests).
+    record: Option<PathBuf>,
 }
 
 impl Removal {
+    /// The removal recorded in `data_dir`: a node removed before a restart
+    /// is still removed.
+    pub fn open(data_dir: &Path, node_id: NodeId) -> Removal {
+        let record = data_dir.join(REMOVED_FILE);
+        let removal = Removal {
+            record: Some(record.clone()),
+            ..Removal::default()
+        };
+        match std::fs::read_to_string(&record) {
+            Ok(why) => {
+                let why = format!("{} (recorded in {})", why.trim(), record.display());
+                error!(
+                    node_id,
+                    why, "this node was removed from the cluster: it serves nothing more; stop it"
+                );
+                let _ = removal.why.set(why);
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => {
+                let why = format!("{} is unreadable: {error}", record.display());
+                error!(node_id, why, "taking this node as removed from the cluster");
+                let _ = removal.why.set(why);
+            }
+        }
+        removal
+    }
+
     /// Whether the node was removed.
     pub fn is_removed(&self) -> bool {
         self.why.get().is_some()
@@ -66,6 +103,11 @@ impl Removal {
             node_id,
             why, "this node was removed from the cluster: it serves nothing more; stop it"
         );
+        if let Some(record) = &self.record {
+            if let Err(error) = compaction::fsutil::write_atomic(record, why.as_bytes()) {
+                warn!(%error, "the removal could not be recorded: a restart will not know it");
+            }
+        }
         self.marked.notify_one();
         true
     }

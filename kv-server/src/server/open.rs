@@ -130,7 +130,10 @@ pub(super) async fn open(config: Config) -> Result<Opened, ServerError> {
     let peers_http = PeerClient::new(peers_http, tls.peer_connector(), Arc::clone(&cluster_id));
     let durability = log.durability();
     // Shared with the network: a member may say so in answer to a vote.
-    let removal: Arc<crate::removal::Removal> = Arc::default();
+    let removal = Arc::new(crate::removal::Removal::open(
+        &config.data_dir,
+        config.node_id,
+    ));
     let raft = Raft::new(
         config.node_id,
         Arc::new(raft_config),
