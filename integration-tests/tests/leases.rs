@@ -397,6 +397,15 @@ async fn bad_lease_input_is_refused_with_a_json_error_naming_the_field() {
             "invalid_lease_id",
             Some("id"),
         ),
+        // A keep-alive asking for another TTL was answered as if heard.
+        (
+            "POST",
+            "/v1/leases/7/keepalive",
+            Some(json!({"ttl_s": 100})),
+            400,
+            "invalid_body",
+            None,
+        ),
         (
             "GET",
             "/v1/leases/0",

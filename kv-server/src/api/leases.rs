@@ -87,9 +87,11 @@ async fn keep_alive(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let id = lease_id(path)?;
     Query::parse(query.as_deref(), &[])?;
+    no_body(body)?;
     linearizable_barrier(&state).await?;
     match state.store.leases.keep_alive(id, Instant::now()) {
         KeepAlive::Renewed(ttl) => Ok(Json(LeaseKeepAlive {
@@ -100,6 +102,22 @@ async fn keep_alive(
         KeepAlive::NotFound => Err(lease_not_found(id)),
         KeepAlive::NotLeading => Err(not_keeping()),
     }
+}
+
+/// A keep-alive takes no body (or `{}`): one asking for another TTL was
+/// answered as if it had been heard.
+fn no_body(body: Result<Bytes, BytesRejection>) -> Result<(), ApiError> {
+    let body =
+        body.map_err(|rejection| ApiError::new(ErrorCode::InvalidBody, rejection.body_text()))?;
+    let text = body.trim_ascii();
+    if text.is_empty() || text == b"{}" {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        ErrorCode::InvalidBody,
+        "a keep-alive takes no body: a lease keeps the TTL it was granted with (grant \
+         another lease for another TTL)",
+    ))
 }
 
 /// `GET /v1/leases/{id}` → the TTL, the time left and the keys.

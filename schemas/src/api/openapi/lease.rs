@@ -110,7 +110,13 @@ pub(super) fn keep_alive(components: &mut Components) -> PathItem {
                 components.of::<LeaseKeepAlive>(),
             ),
         ),
-        ONE_LEASE_ERRORS,
+        &[
+            ErrorCode::InvalidLeaseId,
+            ErrorCode::LeaseNotFound,
+            ErrorCode::NotLeader,
+            // A body other than none or `{}`: the TTL is the grant's.
+            ErrorCode::InvalidBody,
+        ],
         components,
     )
     .parameter(id_parameter());
