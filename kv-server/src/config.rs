@@ -92,7 +92,7 @@ pub struct Config {
 
     /// URL clients are told to reach this node at (leader hints, cluster
     /// status) [default: http://<listen>].
-    #[arg(long, env = "KV_ADVERTISE")]
+    #[arg(long, env = "KV_ADVERTISE", value_parser = check_node_url)]
     pub advertise: Option<String>,
 
     /// Address the peer port listens on: Raft RPC, forwarded writes, read
@@ -122,7 +122,7 @@ pub struct Config {
 
     /// URL other nodes reach this node's peer port at [default: this
     /// node's entry in --peers, else http://<peer-listen>].
-    #[arg(long, env = "KV_PEER_ADVERTISE")]
+    #[arg(long, env = "KV_PEER_ADVERTISE", value_parser = check_node_url)]
     pub peer_advertise: Option<String>,
 
     /// PEM certificate chain of the client port; with --tls-key, the client
@@ -938,6 +938,18 @@ mod tests {
                 &["--max-http2-streams", "0"],
                 ErrorKind::ValueValidation,
                 "--max-http2-streams",
+            ),
+            // The membership keeps them; a path was accepted here while
+            // the members' API refused it.
+            (
+                &["--advertise", "http://kv-1:7070/some/path"],
+                ErrorKind::ValueValidation,
+                "--advertise",
+            ),
+            (
+                &["--peer-advertise", "kv-1:7170"],
+                ErrorKind::ValueValidation,
+                "--peer-advertise",
             ),
             // Values that left a node busy doing nothing, or refusing all.
             (
