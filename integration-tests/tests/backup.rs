@@ -131,6 +131,22 @@ async fn a_damaged_or_truncated_backup_is_refused_naming_the_byte_and_nothing_is
     .await
     .success();
     let good = std::fs::read(&backup).unwrap();
+    // A directory is refused at once, leaving nothing behind (it was
+    // downloaded to FILE.part, and the rename failed).
+    let refused = kvctl(
+        &old.urls()[0],
+        &["snapshot", "save", dir.path().to_str().unwrap()],
+    )
+    .await;
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("is a directory"),
+        "{}",
+        refused.stderr
+    );
+    let mut part = dir.path().as_os_str().to_owned();
+    part.push(".part");
+    assert!(!std::path::Path::new(&part).exists());
 
     let truncated = dir.path().join("truncated.snap");
     std::fs::write(&truncated, &good[..good.len() - 7]).unwrap();

@@ -9,6 +9,13 @@ use crate::output::{Failure, Printer};
 use crate::progress;
 
 pub async fn save(client: &Client, printer: &Printer, path: &Path) -> Result<(), Failure> {
+    // Refused before the download, which would end in a failed rename.
+    if path.is_dir() {
+        return Err(Failure::error(format!(
+            "{} is a directory: name the backup file to write",
+            path.display()
+        )));
+    }
     let mut backup = client.snapshot().await?;
     let bar = progress::bar(
         backup.len.unwrap_or(0),
@@ -40,6 +47,7 @@ pub async fn save(client: &Client, printer: &Printer, path: &Path) -> Result<(),
         return Err(failure);
     }
     std::fs::rename(&partial, path).map_err(|error| {
+        let _ = std::fs::remove_file(&partial);
         Failure::error(format!(
             "cannot rename {} to {}: {error}",
             partial.display(),
