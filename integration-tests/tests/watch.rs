@@ -214,3 +214,30 @@ async fn a_topics_watch_is_not_woken_by_subscription_groups_but_by_a_new_topic()
         .collect();
     assert_eq!(keys, ["topics/orders", "topics/y"]);
 }
+
+/// A node stopped (SIGTERM) answers its waiting long-polls at once with
+/// what it holds, as at the end of their wait: they held the graceful
+/// shutdown to its 10 s grace, then lost their connection unanswered.
+#[tokio::test]
+async fn a_node_stopping_answers_its_waiting_long_polls_at_once() {
+    let mut server = TestServer::start().await;
+    let (status, written) = call(&server, "PUT", "/v1/kv/stopping/k", Some(json!(1))).await;
+    assert_eq!(status, 201, "{written}");
+    let index = written["revision"].as_u64().unwrap();
+    let key_poll = spawn_get(&server, format!("/v1/kv/stopping/k?index={index}&wait=60s"));
+    let feed_poll = spawn_get(&server, format!("/v1/changes?from={}&wait=60s", index + 1));
+    server.wait_for_long_polls(2, REGISTERED_WITHIN).await;
+
+    let started = Instant::now();
+    server.stop().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the stop took {:?}",
+        started.elapsed()
+    );
+    let (_, status, _, body) = key_poll.await.unwrap();
+    assert_eq!((status, &body["value"]), (200, &json!(1)), "{body}");
+    let (_, status, _, body) = feed_poll.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["records"], json!([]), "{body}");
+}

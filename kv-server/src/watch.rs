@@ -198,6 +198,22 @@ impl WatchRegistry {
         index.waiting -= woken;
     }
 
+    /// Wakes every waiter, whatever it watches: the node is shutting down,
+    /// and a long-poll answers what it holds now, as at the end of its
+    /// wait, rather than be cut off with no answer when the grace ends.
+    pub fn wake_all(&self) {
+        let mut guard = self.index.lock();
+        let index = &mut *guard;
+        for (_, slots) in index.keys.drain().chain(index.prefixes.drain()) {
+            for (_, slot) in slots {
+                // A receiver dropped meanwhile is deregistering itself.
+                let _ = slot.sender.send(slot.after);
+            }
+        }
+        index.prefix_lengths.clear();
+        index.waiting = 0;
+    }
+
     /// Number of waiters currently registered (for the metrics gauge).
     pub fn waiting(&self) -> usize {
         self.index.lock().waiting

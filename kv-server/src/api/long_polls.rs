@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use crate::api::error::ApiError;
 use crate::api::AppState;
@@ -44,12 +44,23 @@ impl LongPolls {
     /// A slot for one long-poll, held while it waits; 503 when all are
     /// taken.
     pub fn hold(&self) -> Result<OwnedSemaphorePermit, ApiError> {
-        Arc::clone(&self.slots).try_acquire_owned().map_err(|_| {
-            ApiError::unavailable(format!(
-                "{} long-polls wait already, the most this node holds; retry later",
-                self.limit
-            ))
-        })
+        Arc::clone(&self.slots)
+            .try_acquire_owned()
+            .map_err(|error| match error {
+                TryAcquireError::Closed => ApiError::unavailable(
+                    "this node is shutting down and holds no more long-polls; ask another",
+                ),
+                TryAcquireError::NoPermits => ApiError::unavailable(format!(
+                    "{} long-polls wait already, the most this node holds; retry later",
+                    self.limit
+                )),
+            })
+    }
+
+    /// Holds no more long-polls: the node is shutting down (see
+    /// [`crate::watch::WatchRegistry::wake_all`] for those waiting).
+    pub fn close(&self) {
+        self.slots.close();
     }
 }
 

@@ -140,9 +140,14 @@ pub async fn serve(
     let namesrv = crate::namesrv::NameServer::new(state.clone());
     let max_connections = config.max_connections as usize;
     let namesrv_idle = std::time::Duration::from_secs(config.namesrv_idle_timeout_s);
+    let (long_polls, watches) = (state.long_polls.clone(), Arc::clone(&state.store.watches));
     tokio::join!(
         async move {
             stop.await;
+            // Waiting long-polls answer now, and no more wait: the graceful
+            // shutdown below would otherwise hold each to its end.
+            long_polls.close();
+            watches.wake_all();
             stopping.cancel();
         },
         crate::http::serve(
