@@ -93,6 +93,7 @@ pub(super) async fn open(config: Config) -> Result<Opened, ServerError> {
     crate::store::dir_lock::DataDirLock::take(&config.data_dir)?.hold_until_exit();
     let cluster_id = Arc::new(ClusterId::open(&config.data_dir)?);
     crate::store::data_format::check_or_mark(&config.data_dir)?;
+    check_node_id(&config.data_dir, config.node_id)?;
     let log = LogStore::open(&dirs.raft, Some(config.node_id))?;
     log.check_vote_kept(&dirs.raft)?;
     cluster_id.check_kept(log.reach())?;
@@ -424,4 +425,59 @@ fn check_schemes(
         check_scheme("--join", url, peer_tls)?;
     }
     Ok(())
+}
+
+/// The file in the data directory naming the node it belongs to.
+const NODE_ID_FILE: &str = "node-id";
+
+/// Refuses a data directory that belongs to another node: started under
+/// another id, a node brings that node's votes and log to a cluster that
+/// counts them as this one's (etcd refuses a member id that does not match
+/// its data). A data directory without the file (new, or from before it)
+/// is marked with this node's id.
+fn check_node_id(root: &std::path::Path, node_id: NodeId) -> Result<(), ServerError> {
+    let path = root.join(NODE_ID_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => match text.trim().parse::<NodeId>() {
+            Ok(owner) if owner == node_id => Ok(()),
+            Ok(owner) => Err(ServerError::Config(format!(
+                "the data directory {} belongs to node {owner} ({}), and this is --node-id \
+                 {node_id}: give this node its own data directory, or start it as node {owner}",
+                root.display(),
+                path.display()
+            ))),
+            Err(error) => Err(ServerError::Config(format!(
+                "{} does not name a node: {:?} ({error})",
+                path.display(),
+                text.trim()
+            ))),
+        },
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            compaction::fsutil::write_atomic(&path, format!("{node_id}\n").as_bytes())
+                .map_err(crate::error::StoreError::from)?;
+            Ok(())
+        }
+        Err(error) => Err(crate::error::StoreError::io("read", &path)(error).into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_data_directory_is_marked_with_its_node_and_refused_to_another() {
+        let dir = tempfile::tempdir().unwrap();
+        check_node_id(dir.path(), 3).expect("a new directory is marked");
+        check_node_id(dir.path(), 3).expect("its own node opens it");
+        let refused = check_node_id(dir.path(), 9).expect_err("another node is refused");
+        let message = refused.to_string();
+        assert!(
+            message.contains("belongs to node 3") && message.contains("--node-id 9"),
+            "{message}"
+        );
+        std::fs::write(dir.path().join(NODE_ID_FILE), "three").unwrap();
+        let garbled = check_node_id(dir.path(), 3).expect_err("a garbled file is refused");
+        assert!(garbled.to_string().contains("three"), "{garbled}");
+    }
 }
