@@ -263,7 +263,9 @@ pub(crate) async fn publish_addresses(raft: Raft, http: PeerClient, node_id: Nod
                         return;
                     }
                     Ok(response) => {
-                        warn!(node_id, status = %response.status(), "publishing addresses: will retry")
+                        let status = response.status();
+                        let why = response.text().await.unwrap_or_default();
+                        warn!(node_id, %status, %why, "publishing addresses: will retry")
                     }
                     Err(error) => warn!(node_id, %error, "publishing addresses: will retry"),
                 }
