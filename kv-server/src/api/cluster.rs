@@ -323,7 +323,8 @@ async fn wait_caught_up(state: &AppState, id: NodeId, index: u64) -> Result<(), 
             ErrorCode::NotCaughtUp,
             format!(
                 "node {id} did not catch up within {CATCH_UP_TIMEOUT:?}; it stays a learner \
-                 (is it running and reachable at its address?). Ask again to promote it."
+                 (is it running and reachable at its address?). Ask again to promote it, or \
+                 start it with --join: it is promoted once it has caught up."
             ),
         )
     })
