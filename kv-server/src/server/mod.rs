@@ -117,17 +117,17 @@ pub async fn serve(
             ));
         }
     }
-    let join_failure = Arc::new(parking_lot::Mutex::new(None));
+    let stop_failure = Arc::new(parking_lot::Mutex::new(None));
     let stop = {
-        let join_failure = Arc::clone(&join_failure);
+        let stop_failure = Arc::clone(&stop_failure);
         async move {
             tokio::select! {
                 () = shutdown => {}
                 Ok(why) = join_failed => {
-                    *join_failure.lock() = Some(ServerError::Join(why));
+                    *stop_failure.lock() = Some(ServerError::Join(why));
                 }
                 Ok(why) = forming_failed => {
-                    *join_failure.lock() = Some(why);
+                    *stop_failure.lock() = Some(why);
                 }
             }
         }
@@ -182,7 +182,7 @@ pub async fn serve(
     info!("shutting down");
     opened.close().await?;
     info!("stopped");
-    let failure = join_failure.lock().take();
+    let failure = stop_failure.lock().take();
     match failure {
         Some(why) => Err(why),
         None => Ok(()),
