@@ -363,6 +363,8 @@ async fn a_wiped_member_joining_again_without_removal_is_refused_and_the_leader_
 async fn a_wiped_member_restarted_with_its_peers_elects_no_stale_leader() {
     let mut cluster = TestCluster::start(3, &[]).await;
     let leader = cluster.leader().await;
+    // Each member has served: the membership lists its client URL.
+    wait_all_published(&cluster, leader).await;
     let stale = cluster.follower_of(leader);
     let wiped = cluster
         .ids()
@@ -441,6 +443,74 @@ async fn a_wiped_forming_member_restarted_with_its_peers_catches_up() {
             .log_contains("its peers formed a cluster already"),
         "{}",
         cluster.node(former).log_tail(20)
+    );
+}
+
+/// Waits (at most 60 s) until `leader`'s membership lists every member's
+/// client URL: each has published it, as a member does once it serves.
+async fn wait_all_published(cluster: &TestCluster, leader: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = cluster.status(leader).await.expect("the leader answers");
+        let members = status["members"].as_array().cloned().unwrap_or_default();
+        if members.len() == cluster.ids().len()
+            && members
+                .iter()
+                .all(|member| member["addr"].as_str() != Some(""))
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "not all published: {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A member started late, after the others formed the cluster, votes
+/// though its log is empty: its peers say it never served. Here the
+/// leader is gone before it reached it, and without its vote the other
+/// member could never be elected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_started_late_votes_with_its_empty_log() {
+    use integration_tests::{free_ports, TestServer};
+    let ports = free_ports(6);
+    let peers = (1..=3)
+        .map(|id| format!("{id}=http://127.0.0.1:{}", ports[2 * id - 1]))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut nodes: Vec<TestServer> = (1..=3)
+        .map(|id| {
+            TestServer::unstarted(
+                id as u64,
+                ports[2 * id - 2],
+                ports[2 * id - 1],
+                &["--peers", &peers],
+            )
+        })
+        .collect();
+    nodes[0].spawn();
+    nodes[1].spawn();
+    nodes[0].wait_ready().await;
+    nodes[1].wait_ready().await;
+    let (_, status) = call(&nodes[0], "GET", "/v1/cluster", None).await;
+    let leader = status["leader"].as_u64().expect("a leader") as usize;
+    let survivor = if leader == 1 { 2 } else { 1 };
+    let (status, body) = call(
+        &nodes[leader - 1],
+        "PUT",
+        "/v1/kv/late/k",
+        Some(json!("kept")),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    nodes[leader - 1].kill9().await;
+
+    nodes[2].spawn();
+    let (status, body) = call_until_ok(&nodes[survivor - 1], "/v1/kv/late/k").await;
+    assert_eq!(
+        (status, &body["value"]),
+        (200, &json!("kept")),
+        "{body}\n{}",
+        nodes[2].log_tail(20)
     );
 }
 

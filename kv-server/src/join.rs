@@ -1,6 +1,7 @@
 //! How a node enters a cluster and keeps its entry true: joining through a
 //! member (`--join`), and publishing its own addresses once it is a member.
 
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use tracing::{info, warn};
@@ -157,25 +158,76 @@ pub(crate) async fn is_cut_off_learner(raft: &Raft, node_id: NodeId) -> bool {
     }
 }
 
-/// How long one peer is given to answer [`cluster_among_peers`].
+/// How long one peer is given to answer [`ask_peers`].
 const PEER_CLUSTER_REQUEST: Duration = Duration::from_secs(2);
 
-/// Asks the other peers of `--peers` whether they already belong to a
-/// cluster: the node that forms the cluster does, before it forms it. One
-/// that starts with an empty raft log and finds a cluster lost its data
-/// (a wiped or replaced data directory); forming again would make a second
-/// cluster that the others refuse. The peer and the cluster's id, or `None`
-/// once a peer answers and none that answered knows a cluster. None
-/// answering, it keeps asking: a cluster of more than one node cannot form
-/// without another.
-pub(crate) async fn cluster_among_peers(
+/// Whether a node whose raft log is empty may vote for a candidate of a
+/// cluster that has run (whose log holds more than the entry that formed
+/// it). A member started late, after the others formed the cluster, must,
+/// or the cluster may lack a quorum. One whose data was lost must not: it
+/// would vote for a member lacking writes it had acknowledged. Unknown
+/// until its peers have said (see [`ask_peers`]), and then it does not.
+/// Unknown (0) by default.
+#[derive(Debug, Default)]
+pub struct EmptyLogVotes(AtomicU8);
+
+impl EmptyLogVotes {
+    const NEW: u8 = 1;
+    const LOST: u8 = 2;
+
+    /// The node never served: it votes as any member does.
+    pub fn new_member(&self) {
+        self.0.store(Self::NEW, Ordering::Release);
+    }
+
+    /// The node served before and lost its data: it votes only once a
+    /// leader has brought its log up to date.
+    pub fn data_lost(&self) {
+        self.0.store(Self::LOST, Ordering::Release);
+    }
+
+    /// Why an empty log refuses a vote in a cluster that has run; `None`
+    /// when it may vote.
+    pub fn refusal(&self) -> Option<&'static str> {
+        match self.0.load(Ordering::Acquire) {
+            Self::NEW => None,
+            Self::LOST => Some(
+                "this node's raft log is empty, and its peers list it as a member that served: \
+                 its data was lost. It votes again once a leader has brought it up to date",
+            ),
+            _unknown => Some(
+                "this node's raft log is empty, and its peers have not yet said whether it \
+                 served before (its data lost): it does not vote until they have",
+            ),
+        }
+    }
+}
+
+/// What the other peers of `--peers` said to a node starting with an
+/// empty raft log.
+#[derive(Debug, Default)]
+pub(crate) struct PeersSaid {
+    /// A peer that belongs to a cluster, and that cluster's id.
+    pub cluster: Option<(NodeId, String)>,
+    /// A peer whose membership lists this node with its client URL: a
+    /// node publishes it once it is a member (see [`publish_addresses`]),
+    /// so this node served before, and its data was lost.
+    pub served_on: Option<NodeId>,
+}
+
+/// Asks the other peers of `--peers` about their cluster (`GET
+/// /v1/cluster` on their peer ports), as etcd asks whether a member was
+/// bootstrapped before: every peer that answers, in a round that at least
+/// one answers. None answering, it asks again: a node with an empty log
+/// can do nothing alone.
+pub(crate) async fn ask_peers(
     http: &PeerClient,
     node_id: NodeId,
     peers: &std::collections::BTreeMap<NodeId, String>,
-) -> Option<(NodeId, String)> {
+) -> PeersSaid {
     let mut pause = JOIN_RETRY_FIRST;
     loop {
-        let mut answered = false;
+        let mut said: Option<PeersSaid> = None;
         for (peer, peer_url) in peers.iter().filter(|(id, _)| **id != node_id) {
             let answer = http
                 .get(&format!("{peer_url}/v1/cluster"))
@@ -188,26 +240,35 @@ pub(crate) async fn cluster_among_peers(
                     response.json::<schemas::api::ClusterStatus>().await
                 }
                 Ok(response) => {
-                    warn!(node_id, peer, status = %response.status(), "asking a peer for its cluster: refused");
+                    warn!(node_id, peer, status = %response.status(), "asking a peer about its cluster: refused");
                     continue;
                 }
                 Err(error) => {
-                    warn!(node_id, peer, %error, "asking a peer for its cluster: no answer");
+                    warn!(node_id, peer, %error, "asking a peer about its cluster: no answer");
                     continue;
                 }
             };
-            match status {
-                Ok(status) => match status.cluster_id {
-                    Some(cluster_id) => return Some((*peer, cluster_id)),
-                    None => answered = true,
-                },
+            let status = match status {
+                Ok(status) => status,
                 Err(error) => {
-                    warn!(node_id, peer, %error, "asking a peer for its cluster: unreadable answer")
+                    warn!(node_id, peer, %error, "asking a peer about its cluster: unreadable answer");
+                    continue;
                 }
+            };
+            let said = said.get_or_insert_with(PeersSaid::default);
+            if let (None, Some(id)) = (&said.cluster, status.cluster_id) {
+                said.cluster = Some((*peer, id));
+            }
+            let served = status
+                .members
+                .iter()
+                .any(|member| member.id == node_id && !member.addr.is_empty());
+            if served && said.served_on.is_none() {
+                said.served_on = Some(*peer);
             }
         }
-        if answered {
-            return None;
+        if let Some(said) = said {
+            return said;
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(JOIN_RETRY_MAX);

@@ -114,6 +114,9 @@ pub struct NodeState {
     /// Set while this node, started with `--join` on an empty log, waits
     /// for the cluster to take it: it grants no vote meanwhile.
     pub joining: Arc<std::sync::atomic::AtomicBool>,
+    /// Whether this node may vote while its raft log is empty (see
+    /// [`crate::join::EmptyLogVotes`]).
+    pub empty_log_votes: Arc<crate::join::EmptyLogVotes>,
     /// The openraft handle.
     pub raft: Raft,
     /// The topic, the view and the watchers.

@@ -158,22 +158,17 @@ async fn vote(
         .into_response();
     }
     let empty_log = state.raft.metrics().borrow().last_log_index.is_none();
-    if empty_log && request.last_log_id.is_some_and(|last| last.index > 0) {
+    let cluster_ran = request.last_log_id.is_some_and(|last| last.index > 0);
+    if let (true, true, Some(why)) = (empty_log, cluster_ran, state.empty_log_votes.refusal()) {
         // The candidate's log holds more than the entry that formed the
-        // cluster, so the cluster has run, and this node with it (it was
-        // a member) until its data was lost. An empty log would grant any
-        // candidate its vote, one lacking writes this node acknowledged
-        // before included; it votes again once a leader has reached it.
+        // cluster: it has run, perhaps with this node until its data was
+        // lost. An empty log would grant any candidate its vote, one
+        // lacking writes this node acknowledged before included.
         warn!(
             candidate = request.vote.leader_id.node_id,
-            "refused a vote: this node's raft log is empty, and the candidate's is not \
-             the one that formed the cluster"
+            "refused a vote: {why}"
         );
-        return ApiError::unavailable(
-            "this node's raft log is empty: it votes to form the cluster, or once a leader has \
-             brought it up to date",
-        )
-        .into_response();
+        return ApiError::unavailable(why).into_response();
     }
     if let Some(notice) = crate::removal::removed_candidate(&state, &request) {
         warn!(

@@ -40,8 +40,9 @@ pub async fn serve(
         Some(addr) => Some(bind(addr).await?),
         None => None,
     };
-    // The node that forms a --peers cluster first asks the others whether
-    // one exists already, so it forms it in the background.
+    // A --peers member with an empty log first asks the others about their
+    // cluster (whether it served before, whether the cluster exists), so
+    // it forms the cluster, if it is the one to, in the background.
     let forming = opened.forming();
     let asks_first = forming.asks_peers_first().await?;
     let initialized = match asks_first {
@@ -51,9 +52,12 @@ pub async fn serve(
     let state = opened.start_state();
     let (forming_failed_tx, forming_failed) = tokio::sync::oneshot::channel::<ServerError>();
     if asks_first {
-        let http = opened.peers_http.clone();
+        let (http, votes) = (
+            opened.peers_http.clone(),
+            Arc::clone(&state.empty_log_votes),
+        );
         tokio::spawn(async move {
-            if let Err(why) = forming.ask_peers_then_form(&http).await {
+            if let Err(why) = forming.ask_peers_then_form(&http, &votes).await {
                 tracing::error!(%why, "stopping");
                 // No receiver means the server is already stopping.
                 let _ = forming_failed_tx.send(why);

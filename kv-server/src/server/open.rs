@@ -190,31 +190,52 @@ impl Forming {
                 .is_none_or(|first| *first == self.config.node_id)
     }
 
-    /// Whether this node must ask the other peers before it forms the
-    /// cluster (see [`Forming::ask_peers_then_form`]): it is the one to
-    /// form a cluster of `--peers`, and its raft log is empty.
+    /// Whether this node asks the other peers about their cluster before
+    /// it votes or forms the cluster (see [`Forming::ask_peers_then_form`]):
+    /// a member of `--peers` whose raft log is empty.
     pub(super) async fn asks_peers_first(&self) -> Result<bool, ServerError> {
-        Ok(self.peers.len() > 1 && self.forms_peers() && !self.raft.is_initialized().await?)
+        Ok(self.peers.len() > 1 && self.join.is_none() && !self.raft.is_initialized().await?)
     }
 
-    /// Forms the cluster unless another peer already belongs to one: this
-    /// node then lost its data (a wiped or replaced data directory), and
-    /// a second cluster would be refused by the others. It waits instead,
-    /// as the other peers do on a first start, for the leader to bring it
-    /// up to date (an empty log grants no vote that could elect a member
-    /// lacking acknowledged writes, see `api::raft::vote`).
-    pub(super) async fn ask_peers_then_form(&self, http: &PeerClient) -> Result<(), ServerError> {
+    /// Asks the other peers about their cluster, then decides whether this
+    /// node, its log empty, may vote in it (`votes`), and forms the cluster
+    /// if it is the one to. A peer that lists it as a member that served
+    /// means its data was lost (a wiped or replaced data directory): it
+    /// votes only once a leader has brought it up to date. A cluster
+    /// already formed among the peers is not formed again, which would
+    /// make a second one that the others refuse: this node waits, as the
+    /// other peers do on a first start, for the leader to reach it.
+    pub(super) async fn ask_peers_then_form(
+        &self,
+        http: &PeerClient,
+        votes: &crate::join::EmptyLogVotes,
+    ) -> Result<(), ServerError> {
         let node_id = self.config.node_id;
-        match crate::join::cluster_among_peers(http, node_id, &self.peers).await {
-            Some((peer, theirs)) if Some(theirs.as_str()) != self.own_cluster_id().as_deref() => {
+        let said = crate::join::ask_peers(http, node_id, &self.peers).await;
+        match said.served_on {
+            Some(peer) => {
                 warn!(
                     node_id,
                     peer,
-                    cluster_id = %theirs,
-                    "this node's raft log is empty, but its peers formed a cluster already: \
-                     its data was lost. It forms no new one, and catches up once the \
-                     cluster's leader reaches it"
+                    "this node's raft log is empty, but a peer lists it as a member that \
+                     served: its data was lost. It votes again once the leader has brought it \
+                     up to date (or remove it and let it --join again, docs/recovery.md)"
                 );
+                votes.data_lost();
+            }
+            None => votes.new_member(),
+        }
+        match said.cluster {
+            Some((peer, theirs)) if Some(theirs.as_str()) != self.own_cluster_id().as_deref() => {
+                if self.forms_peers() {
+                    warn!(
+                        node_id,
+                        peer,
+                        cluster_id = %theirs,
+                        "this node's raft log is empty, but its peers formed a cluster already: \
+                         it forms no new one, and catches up once the cluster's leader reaches it"
+                    );
+                }
                 Ok(())
             }
             _ => self.initialize_once().await.map(drop),
@@ -314,6 +335,7 @@ impl Opened {
             )),
             membership_changes: Default::default(),
             joining: Default::default(),
+            empty_log_votes: Default::default(),
         });
         tokio::spawn(crate::api::alarms::raise_when_over(state.clone()));
         tokio::spawn(crate::removal::watch_membership(state.clone()));
