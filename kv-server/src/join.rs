@@ -1,7 +1,6 @@
 //! How a node enters a cluster and keeps its entry true: joining through a
 //! member (`--join`), and publishing its own addresses once it is a member.
 
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use tracing::{info, warn};
@@ -43,6 +42,25 @@ pub enum JoinError {
         attempts: u32,
         /// Why the last attempt failed.
         last: String,
+    },
+    /// A `--peers` member started with an empty raft log, and a peer's
+    /// membership lists it as a member that served: its data is gone.
+    #[error(
+        "node {node_id} starts with an empty raft log, but the cluster {cluster_id} (as node \
+         {peer} at {peer_url} knows it) counts it as a member that has served: its data was \
+         lost, and with it the votes and writes it acknowledged. Put its data directory back, \
+         or remove it (kvctl cluster remove {node_id}) and start it with --join and an empty \
+         data directory (docs/recovery.md)"
+    )]
+    DataLost {
+        /// This node.
+        node_id: NodeId,
+        /// The peer that listed it.
+        peer: NodeId,
+        /// That peer's URL.
+        peer_url: String,
+        /// The cluster's id as the peer knows it.
+        cluster_id: String,
     },
 }
 
@@ -161,73 +179,36 @@ pub(crate) async fn is_cut_off_learner(raft: &Raft, node_id: NodeId) -> bool {
 /// How long one peer is given to answer [`ask_peers`].
 const PEER_CLUSTER_REQUEST: Duration = Duration::from_secs(2);
 
-/// Whether a node whose raft log is empty may vote for a candidate of a
-/// cluster that has run (whose log holds more than the entry that formed
-/// it). A member started late, after the others formed the cluster, must,
-/// or the cluster may lack a quorum. One whose data was lost must not: it
-/// would vote for a member lacking writes it had acknowledged. Unknown
-/// until its peers have said (see [`ask_peers`]), and then it does not.
-/// Unknown (0) by default.
-#[derive(Debug, Default)]
-pub struct EmptyLogVotes(AtomicU8);
-
-impl EmptyLogVotes {
-    const NEW: u8 = 1;
-    const LOST: u8 = 2;
-
-    /// The node never served: it votes as any member does.
-    pub fn new_member(&self) {
-        self.0.store(Self::NEW, Ordering::Release);
-    }
-
-    /// The node served before and lost its data: it votes only once a
-    /// leader has brought its log up to date.
-    pub fn data_lost(&self) {
-        self.0.store(Self::LOST, Ordering::Release);
-    }
-
-    /// Why an empty log refuses a vote in a cluster that has run; `None`
-    /// when it may vote.
-    pub fn refusal(&self) -> Option<&'static str> {
-        match self.0.load(Ordering::Acquire) {
-            Self::NEW => None,
-            Self::LOST => Some(
-                "this node's raft log is empty, and its peers list it as a member that served: \
-                 its data was lost. It votes again once a leader has brought it up to date",
-            ),
-            _unknown => Some(
-                "this node's raft log is empty, and its peers have not yet said whether it \
-                 served before (its data lost): it does not vote until they have",
-            ),
-        }
-    }
-}
-
 /// What the other peers of `--peers` said to a node starting with an
 /// empty raft log.
-#[derive(Debug, Default)]
-pub(crate) struct PeersSaid {
-    /// A peer that belongs to a cluster, and that cluster's id.
-    pub cluster: Option<(NodeId, String)>,
-    /// A peer whose membership lists this node with its client URL: a
-    /// node publishes it once it is a member (see [`publish_addresses`]),
-    /// so this node served before, and its data was lost.
-    pub served_on: Option<NodeId>,
+#[derive(Debug)]
+pub(crate) enum PeersSaid {
+    /// None lists it as a member that served: it is new (a first start, or
+    /// a member started after the others formed the cluster). A peer that
+    /// belongs to a cluster, and that cluster's id, if one does.
+    New(Option<(NodeId, String)>),
+    /// A peer lists it as a member that served (with its client URL, which
+    /// a member publishes once it is one, see [`publish_addresses`]): its
+    /// data was lost.
+    Served(JoinError),
 }
 
 /// Asks the other peers of `--peers` about their cluster (`GET
 /// /v1/cluster` on their peer ports), as etcd asks whether a member was
-/// bootstrapped before: every peer that answers, in a round that at least
-/// one answers. None answering, it asks again: a node with an empty log
-/// can do nothing alone.
+/// bootstrapped before, until one lists this node as a member that served,
+/// or until enough have answered that, with this node, they are a majority
+/// of the peers: fewer could not form or run the cluster anyway, and the
+/// one answering could have lost its data too. Answers are gathered round
+/// after round, with pauses between.
 pub(crate) async fn ask_peers(
     http: &PeerClient,
     node_id: NodeId,
     peers: &std::collections::BTreeMap<NodeId, String>,
 ) -> PeersSaid {
+    let needed = peers.len() / 2;
+    let mut clusters: std::collections::BTreeMap<NodeId, Option<String>> = Default::default();
     let mut pause = JOIN_RETRY_FIRST;
     loop {
-        let mut said: Option<PeersSaid> = None;
         for (peer, peer_url) in peers.iter().filter(|(id, _)| **id != node_id) {
             let answer = http
                 .get(&format!("{peer_url}/v1/cluster"))
@@ -255,21 +236,32 @@ pub(crate) async fn ask_peers(
                     continue;
                 }
             };
-            let said = said.get_or_insert_with(PeersSaid::default);
-            if let (None, Some(id)) = (&said.cluster, status.cluster_id) {
-                said.cluster = Some((*peer, id));
-            }
             let served = status
                 .members
                 .iter()
                 .any(|member| member.id == node_id && !member.addr.is_empty());
-            if served && said.served_on.is_none() {
-                said.served_on = Some(*peer);
+            if served {
+                return PeersSaid::Served(JoinError::DataLost {
+                    node_id,
+                    peer: *peer,
+                    peer_url: peer_url.clone(),
+                    cluster_id: status.cluster_id.unwrap_or_else(|| "(unnamed)".into()),
+                });
             }
+            clusters.insert(*peer, status.cluster_id);
         }
-        if let Some(said) = said {
-            return said;
+        if clusters.len() >= needed {
+            let cluster = clusters
+                .into_iter()
+                .find_map(|(peer, id)| Some((peer, id?)));
+            return PeersSaid::New(cluster);
         }
+        info!(
+            node_id,
+            answered = clusters.len(),
+            needed,
+            "asking the peers about their cluster: waiting for more to answer"
+        );
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(JOIN_RETRY_MAX);
     }

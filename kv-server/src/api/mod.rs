@@ -114,9 +114,11 @@ pub struct NodeState {
     /// Set while this node, started with `--join` on an empty log, waits
     /// for the cluster to take it: it grants no vote meanwhile.
     pub joining: Arc<std::sync::atomic::AtomicBool>,
-    /// Whether this node may vote while its raft log is empty (see
-    /// [`crate::join::EmptyLogVotes`]).
-    pub empty_log_votes: Arc<crate::join::EmptyLogVotes>,
+    /// Set while this node, a `--peers` member started with an empty raft
+    /// log, asks its peers whether its data was lost (see
+    /// [`crate::join::ask_peers`]): it takes no vote, entries or snapshot
+    /// meanwhile.
+    pub asking_peers: Arc<std::sync::atomic::AtomicBool>,
     /// The openraft handle.
     pub raft: Raft,
     /// The topic, the view and the watchers.

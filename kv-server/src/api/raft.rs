@@ -121,10 +121,35 @@ fn is_length_limit(error: &axum::Error) -> bool {
     false
 }
 
+/// The refusal of a vote, entries or a snapshot while this node, started
+/// with an empty raft log, asks its peers whether its data was lost (see
+/// [`crate::join::ask_peers`]): with an empty log it would vote for any
+/// candidate, one lacking writes it acknowledged before included, and a
+/// leader that kept its progress would send it entries it cannot take.
+fn asking_peers(state: &AppState, what: &str) -> Option<Response> {
+    if !state
+        .asking_peers
+        .load(std::sync::atomic::Ordering::Acquire)
+    {
+        return None;
+    }
+    warn!("refused a {what}: this node's raft log is empty, and its peers have not yet said whether it served before");
+    Some(
+        ApiError::unavailable(
+            "this node started with an empty raft log and asks its peers whether its data was \
+             lost; it takes part once they have answered",
+        )
+        .into_response(),
+    )
+}
+
 async fn append(
     State(state): State<AppState>,
     PeerRequest(encoding, request): PeerRequest<AppendEntriesRequest<TypeConfig>>,
-) -> PeerReply<Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>> {
+) -> Response {
+    if let Some(refusal) = asking_peers(&state, "request to append entries") {
+        return refusal;
+    }
     let reply = state.raft.append_entries(request).await;
     if matches!(
         reply,
@@ -136,7 +161,7 @@ async fn append(
         // proof that this follower is not cut off.
         state.leader_contact.record();
     }
-    PeerReply(encoding, reply)
+    PeerReply(encoding, reply).into_response()
 }
 
 /// A vote request; 410 and the removal to a candidate the cluster removed
@@ -157,18 +182,8 @@ async fn vote(
         )
         .into_response();
     }
-    let empty_log = state.raft.metrics().borrow().last_log_index.is_none();
-    let cluster_ran = request.last_log_id.is_some_and(|last| last.index > 0);
-    if let (true, true, Some(why)) = (empty_log, cluster_ran, state.empty_log_votes.refusal()) {
-        // The candidate's log holds more than the entry that formed the
-        // cluster: it has run, perhaps with this node until its data was
-        // lost. An empty log would grant any candidate its vote, one
-        // lacking writes this node acknowledged before included.
-        warn!(
-            candidate = request.vote.leader_id.node_id,
-            "refused a vote: {why}"
-        );
-        return ApiError::unavailable(why).into_response();
+    if let Some(refusal) = asking_peers(&state, "vote") {
+        return refusal;
     }
     if let Some(notice) = crate::removal::removed_candidate(&state, &request) {
         warn!(
@@ -187,6 +202,9 @@ async fn vote(
 /// last chunk the whole file is checked and handed to Raft. File work runs
 /// on the blocking pool, never on the async workers.
 async fn snapshot(State(state): State<AppState>, body: Bytes) -> Response {
+    if let Some(refusal) = asking_peers(&state, "snapshot chunk") {
+        return refusal;
+    }
     let (header, data) = match decode_chunk(&body) {
         Ok(parts) => parts,
         Err(why) => {

@@ -52,12 +52,12 @@ pub async fn serve(
     let state = opened.start_state();
     let (forming_failed_tx, forming_failed) = tokio::sync::oneshot::channel::<ServerError>();
     if asks_first {
-        let (http, votes) = (
-            opened.peers_http.clone(),
-            Arc::clone(&state.empty_log_votes),
-        );
+        state
+            .asking_peers
+            .store(true, std::sync::atomic::Ordering::Release);
+        let (http, asking) = (opened.peers_http.clone(), Arc::clone(&state.asking_peers));
         tokio::spawn(async move {
-            if let Err(why) = forming.ask_peers_then_form(&http, &votes).await {
+            if let Err(why) = forming.ask_peers_then_form(&http, &asking).await {
                 tracing::error!(%why, "stopping");
                 // No receiver means the server is already stopping.
                 let _ = forming_failed_tx.send(why);

@@ -191,41 +191,32 @@ impl Forming {
     }
 
     /// Whether this node asks the other peers about their cluster before
-    /// it votes or forms the cluster (see [`Forming::ask_peers_then_form`]):
-    /// a member of `--peers` whose raft log is empty.
+    /// it takes part in it (see [`Forming::ask_peers_then_form`]): a
+    /// member of `--peers` whose raft log is empty.
     pub(super) async fn asks_peers_first(&self) -> Result<bool, ServerError> {
         Ok(self.peers.len() > 1 && self.join.is_none() && !self.raft.is_initialized().await?)
     }
 
-    /// Asks the other peers about their cluster, then decides whether this
-    /// node, its log empty, may vote in it (`votes`), and forms the cluster
-    /// if it is the one to. A peer that lists it as a member that served
-    /// means its data was lost (a wiped or replaced data directory): it
-    /// votes only once a leader has brought it up to date. A cluster
-    /// already formed among the peers is not formed again, which would
-    /// make a second one that the others refuse: this node waits, as the
-    /// other peers do on a first start, for the leader to reach it.
+    /// Asks the other peers about their cluster, then takes part in it
+    /// (`asking` cleared) and forms it if this node is the one to. A peer
+    /// that lists this node as a member that served means its data was
+    /// lost (a wiped or replaced data directory): it stops, saying so, as
+    /// etcd refuses a member bootstrapped before. Voting with an empty log
+    /// it could elect a member lacking writes it had acknowledged, and the
+    /// leader, which keeps its progress, would send it entries it cannot
+    /// take. A cluster already formed among the peers is not formed again.
     pub(super) async fn ask_peers_then_form(
         &self,
         http: &PeerClient,
-        votes: &crate::join::EmptyLogVotes,
+        asking: &std::sync::atomic::AtomicBool,
     ) -> Result<(), ServerError> {
         let node_id = self.config.node_id;
-        let said = crate::join::ask_peers(http, node_id, &self.peers).await;
-        match said.served_on {
-            Some(peer) => {
-                warn!(
-                    node_id,
-                    peer,
-                    "this node's raft log is empty, but a peer lists it as a member that \
-                     served: its data was lost. It votes again once the leader has brought it \
-                     up to date (or remove it and let it --join again, docs/recovery.md)"
-                );
-                votes.data_lost();
-            }
-            None => votes.new_member(),
-        }
-        match said.cluster {
+        let cluster = match crate::join::ask_peers(http, node_id, &self.peers).await {
+            crate::join::PeersSaid::Served(lost) => return Err(ServerError::Join(lost)),
+            crate::join::PeersSaid::New(cluster) => cluster,
+        };
+        asking.store(false, std::sync::atomic::Ordering::Release);
+        match cluster {
             Some((peer, theirs)) if Some(theirs.as_str()) != self.own_cluster_id().as_deref() => {
                 if self.forms_peers() {
                     warn!(
@@ -335,7 +326,7 @@ impl Opened {
             )),
             membership_changes: Default::default(),
             joining: Default::default(),
-            empty_log_votes: Default::default(),
+            asking_peers: Default::default(),
         });
         tokio::spawn(crate::api::alarms::raise_when_over(state.clone()));
         tokio::spawn(crate::removal::watch_membership(state.clone()));
