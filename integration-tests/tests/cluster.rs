@@ -928,7 +928,7 @@ async fn a_joining_node_killed_before_its_promotion_is_promoted_once_it_starts_a
 /// start it"), as a learner, joins once started with `--join`: its empty
 /// log has lost nothing, since the leader never reached it (it was refused
 /// as a member whose data was lost). Another member asking for the same
-/// peer URL is refused.
+/// peer endpoint, however spelled, is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_learner_added_before_its_node_runs_joins_once_started() {
     use integration_tests::{call, free_ports, TestServer};
@@ -950,7 +950,10 @@ async fn a_learner_added_before_its_node_runs_joins_once_started() {
     };
     let (status, body) = call(&leader, "POST", "/v1/cluster/members", Some(add(2))).await;
     assert_eq!(status, 200, "{body}");
-    let (status, body) = call(&leader, "POST", "/v1/cluster/members", Some(add(3))).await;
+    // The same endpoint, spelled another way.
+    let mut other_spelling = add(3);
+    other_spelling["peer_addr"] = json!(format!("http://localhost:{joiner_peer_port}"));
+    let (status, body) = call(&leader, "POST", "/v1/cluster/members", Some(other_spelling)).await;
     assert_eq!(status, 409, "{body}");
     assert!(
         body["error"]["message"]

@@ -266,22 +266,26 @@ pub struct Config {
 
     /// Bytes of a node-to-node Raft request body (a batch of log entries,
     /// a vote, a read index) read at most; a larger one is refused with 413.
-    #[arg(long, env = "KV_MAX_RAFT_BODY_BYTES", default_value_t = 64 << 20)]
+    #[arg(long, env = "KV_MAX_RAFT_BODY_BYTES", default_value_t = 64 << 20,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_raft_body_bytes: usize,
 
     /// Bytes of a snapshot a leader sends read at most; a larger one is
     /// refused with 413, so a data set beyond it needs a larger setting.
-    #[arg(long, env = "KV_MAX_SNAPSHOT_BYTES", default_value_t = 1 << 30)]
+    #[arg(long, env = "KV_MAX_SNAPSHOT_BYTES", default_value_t = 1 << 30,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_snapshot_bytes: usize,
 
     /// Milliseconds a node-to-node Raft request body (snapshots included)
     /// may take to arrive whole; a slower one is refused with 400.
-    #[arg(long, env = "KV_RAFT_BODY_TIMEOUT_MS", default_value_t = 120_000)]
+    #[arg(long, env = "KV_RAFT_BODY_TIMEOUT_MS", default_value_t = 120_000,
+          value_parser = clap::value_parser!(u64).range(100..))]
     pub raft_body_timeout_ms: u64,
 
     /// Writes applied between two snapshots (a snapshot also comes after
     /// this many raft log entries, should entries come first).
-    #[arg(long, env = "KV_SNAPSHOT_EVERY", default_value_t = 50_000)]
+    #[arg(long, env = "KV_SNAPSHOT_EVERY", default_value_t = 50_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub snapshot_every: u64,
 
     /// Raft log entries kept behind a snapshot, so a follower that lags by
@@ -308,18 +312,19 @@ pub struct Config {
     pub view_cache_bytes: u64,
 
     /// Bytes at which the topic's active segment rolls.
-    #[arg(long, env = "KV_SEGMENT_BYTES", default_value_t = 64 << 20)]
+    #[arg(long, env = "KV_SEGMENT_BYTES", default_value_t = 64 << 20,
+          value_parser = clap::value_parser!(u64).range(1..=u64::from(u32::MAX)))]
     pub segment_bytes: u64,
 
     /// Milliseconds after which the topic's active segment rolls, so the
     /// cleaner can compact it.
     #[arg(long, env = "KV_SEGMENT_MS", default_value_t = 60 * 60 * 1000,
-          value_parser = clap::value_parser!(u64).range(1_000..))]
+          value_parser = clap::value_parser!(u64).range(100..))]
     pub segment_ms: u64,
 
     /// Milliseconds between background cleaner checks.
     #[arg(long, env = "KV_CLEANER_INTERVAL_MS", default_value_t = 15_000,
-          value_parser = clap::value_parser!(u64).range(100..))]
+          value_parser = clap::value_parser!(u64).range(10..))]
     pub cleaner_interval_ms: u64,
 
     /// A record is compacted only this long after it was written (ms); at
@@ -991,6 +996,31 @@ mod tests {
                 &["--stream-idle-timeout-ms", "0"],
                 ErrorKind::ValueValidation,
                 "--stream-idle-timeout-ms",
+            ),
+            (
+                &["--max-raft-body-bytes", "0"],
+                ErrorKind::ValueValidation,
+                "--max-raft-body-bytes",
+            ),
+            (
+                &["--max-snapshot-bytes", "0"],
+                ErrorKind::ValueValidation,
+                "--max-snapshot-bytes",
+            ),
+            (
+                &["--raft-body-timeout-ms", "0"],
+                ErrorKind::ValueValidation,
+                "--raft-body-timeout-ms",
+            ),
+            (
+                &["--snapshot-every", "0"],
+                ErrorKind::ValueValidation,
+                "--snapshot-every",
+            ),
+            (
+                &["--segment-bytes", "0"],
+                ErrorKind::ValueValidation,
+                "--segment-bytes",
             ),
             (
                 &["--no-such-flag"],

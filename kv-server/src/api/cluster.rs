@@ -238,14 +238,13 @@ async fn add_member(
             ),
         ));
     }
-    let same_peer_url = membership
-        .nodes()
-        .find(|(id, other)| **id != request.id && other.peer_addr == node.peer_addr);
-    if let Some((other, _)) = same_peer_url {
+    if let Some((other, their_url)) = same_endpoint(&membership, request.id, &node.peer_addr).await
+    {
         return Err(ApiError::new(
             ErrorCode::MemberExists,
             format!(
-                "node {other} is a member with peer URL {}: two members cannot share one",
+                "node {other} is a member with peer URL {their_url}, the same endpoint as {}: \
+                 two members cannot share one (each would answer for the other)",
                 node.peer_addr
             ),
         ));
@@ -299,6 +298,49 @@ async fn add_member(
         .await?;
     }
     Ok((StatusCode::OK, membership_view(&state)))
+}
+
+/// The member other than `id` whose peer URL reaches the same endpoint as
+/// `peer_url`: the same URL, or one whose host resolves to an address and
+/// port `peer_url`'s does (`localhost` and `127.0.0.1`). A name that does
+/// not resolve is compared by its text alone.
+async fn same_endpoint(
+    membership: &openraft::Membership<NodeId, Node>,
+    id: NodeId,
+    peer_url: &str,
+) -> Option<(NodeId, String)> {
+    let ours = endpoints(peer_url).await;
+    for (other, node) in membership.nodes().filter(|(other, _)| **other != id) {
+        if node.peer_addr == peer_url
+            || endpoints(&node.peer_addr)
+                .await
+                .iter()
+                .any(|addr| ours.contains(addr))
+        {
+            return Some((*other, node.peer_addr.clone()));
+        }
+    }
+    None
+}
+
+/// The socket addresses a node URL's host and port resolve to (none when
+/// it does not parse or resolve, within a second).
+async fn endpoints(url: &str) -> Vec<std::net::SocketAddr> {
+    let Ok(parsed) = reqwest::Url::parse(url) else {
+        return Vec::new();
+    };
+    let (Some(host), Some(port)) = (parsed.host_str(), parsed.port_or_known_default()) else {
+        return Vec::new();
+    };
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let lookup = tokio::net::lookup_host((host, port));
+    match tokio::time::timeout(std::time::Duration::from_secs(1), lookup).await {
+        Ok(Ok(addrs)) => addrs.collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// Waits until the leader has replicated to `id` at least up to `index`.
