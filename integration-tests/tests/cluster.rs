@@ -950,17 +950,20 @@ async fn a_learner_added_before_its_node_runs_joins_once_started() {
     };
     let (status, body) = call(&leader, "POST", "/v1/cluster/members", Some(add(2))).await;
     assert_eq!(status, 200, "{body}");
-    // The same endpoint, spelled another way.
-    let mut other_spelling = add(3);
-    other_spelling["peer_addr"] = json!(format!("http://localhost:{joiner_peer_port}"));
-    let (status, body) = call(&leader, "POST", "/v1/cluster/members", Some(other_spelling)).await;
-    assert_eq!(status, 409, "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .is_some_and(|message| message.contains("node 2")),
-        "{body}"
-    );
+    // The same endpoint, spelled other ways.
+    for host in ["localhost", "[::ffff:127.0.0.1]", "0.0.0.0"] {
+        let mut other_spelling = add(3);
+        other_spelling["peer_addr"] = json!(format!("http://{host}:{joiner_peer_port}"));
+        let (status, body) =
+            call(&leader, "POST", "/v1/cluster/members", Some(other_spelling)).await;
+        assert_eq!(status, 409, "{host}: {body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|message| message.contains("node 2")),
+            "{host}: {body}"
+        );
+    }
 
     let via = leader.peer_url();
     let mut joiner = TestServer::unstarted(2, joiner_port, joiner_peer_port, &["--join", &via]);

@@ -500,6 +500,78 @@ async fn a_member_started_late_votes_with_its_empty_log() {
     );
 }
 
+/// A node whose `--peers` name its own endpoint for another id (another
+/// spelling of it) does not count its own answer as that peer's: it waited
+/// for none, formed the cluster alone and acknowledged writes as a majority
+/// of three.
+#[tokio::test]
+async fn a_node_answering_for_another_peer_does_not_make_a_majority() {
+    use integration_tests::{free_ports, TestServer};
+    let ports = free_ports(3);
+    let peers = format!(
+        "1=http://127.0.0.1:{p},2=http://localhost:{p},3=http://127.0.0.1:{q}",
+        p = ports[1],
+        q = ports[2]
+    );
+    let mut node = TestServer::unstarted(1, ports[0], ports[1], &["--peers", &peers]);
+    node.spawn();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !node.log_contains("another node answered") {
+        assert!(Instant::now() < deadline, "{}", node.log_tail(20));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, body) = call(&node, "GET", "/v1/cluster", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["leader"], json!(null), "{body}");
+    assert_eq!(body["members"], json!([]), "it formed no cluster: {body}");
+}
+
+/// A leader backs off from a member still asking its peers about their
+/// cluster (503), as from an unreachable one: it retried at once, tens of
+/// thousands of appends a second, flooding both logs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_backs_off_from_a_member_still_asking_its_peers() {
+    use integration_tests::{free_ports, TestServer};
+    let ports = free_ports(6);
+    let peers = (1..=3)
+        .map(|id| format!("{id}=http://127.0.0.1:{}", ports[2 * id - 1]))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut nodes: Vec<TestServer> = (1..=3)
+        .map(|id| {
+            TestServer::unstarted(
+                id as u64,
+                ports[2 * id - 2],
+                ports[2 * id - 1],
+                &["--peers", &peers],
+            )
+        })
+        .collect();
+    // Node 3 asks alone for a while, so that its pauses between rounds grow.
+    nodes[2].spawn();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while nodes[2].log_count("waiting for more to answer") < 4 {
+        assert!(Instant::now() < deadline, "{}", nodes[2].log_tail(20));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    nodes[0].spawn();
+    nodes[1].spawn();
+    for node in &mut nodes {
+        node.wait_ready().await;
+    }
+    let page = nodes[2].metrics_text().await;
+    let refused: f64 = page
+        .lines()
+        .filter(|line| {
+            line.starts_with("kv_http_requests_total{")
+                && line.contains("route=\"/raft/append\"")
+                && line.contains("status=\"503\"")
+        })
+        .filter_map(|line| line.split_whitespace().last()?.parse::<f64>().ok())
+        .sum();
+    assert!(refused < 100.0, "{refused} appends refused while it asked");
+}
+
 /// GETs `path` from `node` until it answers 200 (a leader is elected), for
 /// at most 60 s; the last answer.
 async fn call_until_ok(

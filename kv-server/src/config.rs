@@ -458,7 +458,7 @@ pub fn parse_peers(
     entries: &[String],
     node_id: NodeId,
 ) -> Result<BTreeMap<NodeId, String>, String> {
-    let mut peers = BTreeMap::new();
+    let mut peers: BTreeMap<NodeId, String> = BTreeMap::new();
     for entry in entries {
         let entry = entry.trim();
         let (id, url) = entry
@@ -470,6 +470,14 @@ pub fn parse_peers(
             .map_err(|_| format!("--peers entry {entry:?}: {id:?} is not a node id"))?;
         let url =
             check_node_url(url.trim()).map_err(|why| format!("--peers entry {entry:?}: {why}"))?;
+        if let Some((other, _)) = peers
+            .iter()
+            .find(|(_, other)| other.eq_ignore_ascii_case(&url))
+        {
+            return Err(format!(
+                "--peers names {url} for nodes {other} and {id}: each node needs its own"
+            ));
+        }
         if peers.insert(id, url).is_some() {
             return Err(format!("--peers names node {id} twice"));
         }
@@ -1091,6 +1099,11 @@ mod tests {
                 "1",
                 "1=http://a:1,1=http://b:2",
                 Err("--peers names node 1 twice"),
+            ),
+            (
+                "1",
+                "1=http://a:1,2=http://A:1/",
+                Err("--peers names http://A:1 for nodes 1 and 2: each node needs its own"),
             ),
             (
                 "3",

@@ -208,6 +208,8 @@ pub(crate) async fn ask_peers(
     let needed = peers.len() / 2;
     let mut clusters: std::collections::BTreeMap<NodeId, Option<String>> = Default::default();
     let mut pause = JOIN_RETRY_FIRST;
+    // The peers start one by one: ask again soon, the leader's calls wait.
+    const ASK_RETRY_MAX: Duration = Duration::from_secs(1);
     loop {
         for (peer, peer_url) in peers.iter().filter(|(id, _)| **id != node_id) {
             let answer = http
@@ -236,6 +238,19 @@ pub(crate) async fn ask_peers(
                     continue;
                 }
             };
+            if status.node_id != *peer {
+                // Two ids of --peers at one endpoint (this node's own, say):
+                // an answer counts for the node that gave it, not the one
+                // asked, or a node could make its own majority.
+                warn!(
+                    node_id,
+                    peer,
+                    answered_by = status.node_id,
+                    %peer_url,
+                    "asking a peer about its cluster: another node answered; check --peers"
+                );
+                continue;
+            }
             let served = status
                 .members
                 .iter()
@@ -263,7 +278,7 @@ pub(crate) async fn ask_peers(
             "asking the peers about their cluster: waiting for more to answer"
         );
         tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(JOIN_RETRY_MAX);
+        pause = (pause * 2).min(ASK_RETRY_MAX);
     }
 }
 

@@ -338,9 +338,22 @@ async fn endpoints(url: &str) -> Vec<std::net::SocketAddr> {
         .to_string();
     let lookup = tokio::net::lookup_host((host, port));
     match tokio::time::timeout(std::time::Duration::from_secs(1), lookup).await {
-        Ok(Ok(addrs)) => addrs.collect(),
+        Ok(Ok(addrs)) => addrs.map(reached).collect(),
         _ => Vec::new(),
     }
+}
+
+/// The address a connection to `addr` reaches, for comparing endpoints: an
+/// IPv4-mapped IPv6 address is its IPv4 address, and the unspecified
+/// address (0.0.0.0, `::`) is this host's loopback.
+fn reached(addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let ip = match addr.ip().to_canonical() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    std::net::SocketAddr::new(ip, addr.port())
 }
 
 /// Waits until the leader has replicated to `id` at least up to `index`.
