@@ -457,22 +457,7 @@ async fn wait_all_published(cluster: &TestCluster, leader: u64) {
 /// member could never be elected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_started_late_votes_with_its_empty_log() {
-    use integration_tests::{free_ports, TestServer};
-    let ports = free_ports(6);
-    let peers = (1..=3)
-        .map(|id| format!("{id}=http://127.0.0.1:{}", ports[2 * id - 1]))
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut nodes: Vec<TestServer> = (1..=3)
-        .map(|id| {
-            TestServer::unstarted(
-                id as u64,
-                ports[2 * id - 2],
-                ports[2 * id - 1],
-                &["--peers", &peers],
-            )
-        })
-        .collect();
+    let mut nodes = three_unstarted_peers();
     nodes[0].spawn();
     nodes[1].spawn();
     nodes[0].wait_ready().await;
@@ -531,22 +516,7 @@ async fn a_node_answering_for_another_peer_does_not_make_a_majority() {
 /// thousands of appends a second, flooding both logs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_backs_off_from_a_member_still_asking_its_peers() {
-    use integration_tests::{free_ports, TestServer};
-    let ports = free_ports(6);
-    let peers = (1..=3)
-        .map(|id| format!("{id}=http://127.0.0.1:{}", ports[2 * id - 1]))
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut nodes: Vec<TestServer> = (1..=3)
-        .map(|id| {
-            TestServer::unstarted(
-                id as u64,
-                ports[2 * id - 2],
-                ports[2 * id - 1],
-                &["--peers", &peers],
-            )
-        })
-        .collect();
+    let mut nodes = three_unstarted_peers();
     // Node 3 asks alone for a while, so that its pauses between rounds grow.
     nodes[2].spawn();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -570,6 +540,25 @@ async fn a_leader_backs_off_from_a_member_still_asking_its_peers() {
         .filter_map(|line| line.split_whitespace().last()?.parse::<f64>().ok())
         .sum();
     assert!(refused < 100.0, "{refused} appends refused while it asked");
+}
+
+/// Three nodes of one `--peers` cluster, none started yet.
+fn three_unstarted_peers() -> Vec<integration_tests::TestServer> {
+    let ports = integration_tests::free_ports(6);
+    let peers = (1..=3)
+        .map(|id| format!("{id}=http://127.0.0.1:{}", ports[2 * id - 1]))
+        .collect::<Vec<_>>()
+        .join(",");
+    (1..=3)
+        .map(|id| {
+            integration_tests::TestServer::unstarted(
+                id as u64,
+                ports[2 * id - 2],
+                ports[2 * id - 1],
+                &["--peers", &peers],
+            )
+        })
+        .collect()
 }
 
 /// GETs `path` from `node` until it answers 200 (a leader is elected), for
