@@ -342,19 +342,7 @@ async fn a_wiped_member_joining_again_without_removal_is_refused_and_the_leader_
         "{}",
         again.log_tail(20)
     );
-    let (status, body) = call(
-        cluster.node(leader),
-        "PUT",
-        "/v1/kv/wiped/after",
-        Some(json!(1)),
-    )
-    .await;
-    assert_eq!(status, 201, "the leader goes on: {body}");
-    assert!(
-        !cluster.node(leader).log_contains("panicked"),
-        "{}",
-        cluster.node(leader).log_tail(20)
-    );
+    leader_goes_on(&cluster, leader, "panicked").await;
 }
 
 /// A member whose data was lost, started again with its usual `--peers`,
@@ -542,6 +530,24 @@ async fn a_leader_backs_off_from_a_member_still_asking_its_peers() {
     assert!(refused < 100.0, "{refused} appends refused while it asked");
 }
 
+/// Checks that `leader` still takes writes, and that its log never says
+/// `not_in_log`.
+async fn leader_goes_on(cluster: &TestCluster, leader: u64, not_in_log: &str) {
+    let (status, body) = call(
+        cluster.node(leader),
+        "PUT",
+        "/v1/kv/wiped/after",
+        Some(json!(1)),
+    )
+    .await;
+    assert_eq!(status, 201, "the leader goes on: {body}");
+    assert!(
+        !cluster.node(leader).log_contains(not_in_log),
+        "{}",
+        cluster.node(leader).log_tail(20)
+    );
+}
+
 /// Three nodes of one `--peers` cluster, none started yet.
 fn three_unstarted_peers() -> Vec<integration_tests::TestServer> {
     let ports = integration_tests::free_ports(6);
@@ -617,19 +623,7 @@ async fn a_node_still_joining_grants_no_vote() {
 async fn a_wiped_follower_restarted_with_its_peers_stops_and_the_leader_goes_on() {
     let (mut cluster, leader, wiped) = three_nodes_and_a_wiped_follower().await;
     wiped_member_stops(cluster.node_mut(wiped)).await;
-    let (status, body) = call(
-        cluster.node(leader),
-        "PUT",
-        "/v1/kv/wiped/after",
-        Some(json!(1)),
-    )
-    .await;
-    assert_eq!(status, 201, "the leader goes on: {body}");
-    assert!(
-        !cluster.node(leader).log_contains("raft stopped"),
-        "{}",
-        cluster.node(leader).log_tail(20)
-    );
+    leader_goes_on(&cluster, leader, "raft stopped").await;
 }
 
 /// Removing a voter while too few of the others answer is refused up
