@@ -179,14 +179,48 @@ pub(crate) async fn is_cut_off_learner(raft: &Raft, node_id: NodeId) -> bool {
 /// How long one peer is given to answer [`ask_peers`].
 const PEER_CLUSTER_REQUEST: Duration = Duration::from_secs(2);
 
+/// Whether this node, a `--peers` member started with an empty raft log,
+/// still asks its peers whether its data was lost (see [`ask_peers`]): it
+/// takes no vote, entries or snapshot meanwhile. A call refused so wakes
+/// the asking at once, so the caller (a leader retrying at once) waits for
+/// one more round of answers, not for a pause.
+#[derive(Debug, Default)]
+pub struct AskingPeers {
+    asking: std::sync::atomic::AtomicBool,
+    called: tokio::sync::Notify,
+}
+
+impl AskingPeers {
+    /// Whether the node still asks.
+    pub fn is_asking(&self) -> bool {
+        self.asking.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The node asks (at its start).
+    pub fn start(&self) {
+        self.asking
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// The peers have answered: the node takes part.
+    pub fn done(&self) {
+        self.asking
+            .store(false, std::sync::atomic::Ordering::Release);
+    }
+
+    /// A call was refused because the node still asks.
+    pub fn refused_a_call(&self) {
+        self.called.notify_one();
+    }
+}
+
 /// What the other peers of `--peers` said to a node starting with an
 /// empty raft log.
 #[derive(Debug)]
 pub(crate) enum PeersSaid {
     /// None lists it as a member that served: it is new (a first start, or
-    /// a member started after the others formed the cluster). A peer that
-    /// belongs to a cluster, and that cluster's id, if one does.
-    New(Option<(NodeId, String)>),
+    /// a member started after the others formed the cluster).
+    New,
     /// A peer lists it as a member that served (with its client URL, which
     /// a member publishes once it is one, see [`publish_addresses`]): its
     /// data was lost.
@@ -204,16 +238,17 @@ pub(crate) async fn ask_peers(
     http: &PeerClient,
     node_id: NodeId,
     peers: &std::collections::BTreeMap<NodeId, String>,
+    asking: &AskingPeers,
 ) -> PeersSaid {
     let needed = peers.len() / 2;
-    let mut clusters: std::collections::BTreeMap<NodeId, Option<String>> = Default::default();
+    let mut answered = std::collections::BTreeSet::new();
     let mut pause = JOIN_RETRY_FIRST;
     // The peers start one by one: ask again soon, the leader's calls wait.
     const ASK_RETRY_MAX: Duration = Duration::from_secs(1);
     loop {
         for (peer, peer_url) in peers.iter().filter(|(id, _)| **id != node_id) {
             let answer = http
-                .get(&format!("{peer_url}/v1/cluster"))
+                .get_naming_no_cluster(&format!("{peer_url}/v1/cluster"))
                 .header(crate::api::FORWARDED_HEADER, node_id)
                 .timeout(PEER_CLUSTER_REQUEST)
                 .send()
@@ -263,21 +298,21 @@ pub(crate) async fn ask_peers(
                     cluster_id: status.cluster_id.unwrap_or_else(|| "(unnamed)".into()),
                 });
             }
-            clusters.insert(*peer, status.cluster_id);
+            answered.insert(*peer);
         }
-        if clusters.len() >= needed {
-            let cluster = clusters
-                .into_iter()
-                .find_map(|(peer, id)| Some((peer, id?)));
-            return PeersSaid::New(cluster);
+        if answered.len() >= needed {
+            return PeersSaid::New;
         }
         info!(
             node_id,
-            answered = clusters.len(),
+            answered = answered.len(),
             needed,
             "asking the peers about their cluster: waiting for more to answer"
         );
-        tokio::time::sleep(pause).await;
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = asking.called.notified() => {}
+        }
         pause = (pause * 2).min(ASK_RETRY_MAX);
     }
 }

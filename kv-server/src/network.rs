@@ -254,11 +254,9 @@ impl Link {
                     self.addr
                 ));
                 // 403: a node of another cluster or data format, which
-                // refuses every call alike; 503: a node not taking part yet
-                // (still asking its peers whether its data was lost, or
-                // joining). openraft backs off from an unreachable node; a
-                // network error it retries at once, thousands a second.
-                if status == StatusCode::FORBIDDEN || status == StatusCode::SERVICE_UNAVAILABLE {
+                // refuses every call alike. openraft backs off from an
+                // unreachable node; a network error it retries at once.
+                if status == StatusCode::FORBIDDEN {
                     return Err(RPCError::Unreachable(Unreachable::new(&error)));
                 }
                 return Err(network_error(&error));

@@ -231,6 +231,15 @@ impl PeerClient {
         self.request(reqwest::Method::GET, url)
     }
 
+    /// A GET that names no cluster: a node asking its peers about theirs
+    /// before it takes part, whose own id may be one it made alone (the
+    /// lowest id, its data lost, forms a cluster of its own).
+    pub fn get_naming_no_cluster(&self, url: &str) -> reqwest::RequestBuilder {
+        self.http
+            .get(url)
+            .header(DATA_FORMAT, crate::store::data_format::DATA_FORMAT)
+    }
+
     /// Kept-alive connections to the node at `peer_url`, for the calls
     /// made over and over; the same for every caller.
     pub fn channel(&self, peer_url: &str) -> PeerChannel {

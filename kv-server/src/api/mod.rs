@@ -118,7 +118,7 @@ pub struct NodeState {
     /// log, asks its peers whether its data was lost (see
     /// [`crate::join::ask_peers`]): it takes no vote, entries or snapshot
     /// meanwhile.
-    pub asking_peers: Arc<std::sync::atomic::AtomicBool>,
+    pub asking_peers: Arc<crate::join::AskingPeers>,
     /// The openraft handle.
     pub raft: Raft,
     /// The topic, the view and the watchers.

@@ -127,12 +127,10 @@ fn is_length_limit(error: &axum::Error) -> bool {
 /// candidate, one lacking writes it acknowledged before included, and a
 /// leader that kept its progress would send it entries it cannot take.
 fn asking_peers(state: &AppState, what: &str) -> Option<Response> {
-    if !state
-        .asking_peers
-        .load(std::sync::atomic::Ordering::Acquire)
-    {
+    if !state.asking_peers.is_asking() {
         return None;
     }
+    state.asking_peers.refused_a_call();
     warn!("refused a {what}: this node's raft log is empty, and its peers have not yet said whether it served before");
     Some(
         ApiError::unavailable(

@@ -40,24 +40,19 @@ pub async fn serve(
         Some(addr) => Some(bind(addr).await?),
         None => None,
     };
-    // A --peers member with an empty log first asks the others about their
-    // cluster (whether it served before, whether the cluster exists), so
-    // it forms the cluster, if it is the one to, in the background.
+    // A --peers member with an empty log asks the others, in the
+    // background, whether it served before (its data lost); it takes no
+    // vote or entries meanwhile.
     let forming = opened.forming();
     let asks_first = forming.asks_peers_first().await?;
-    let initialized = match asks_first {
-        true => false,
-        false => forming.initialize_once().await?,
-    };
+    let initialized = forming.initialize_once().await?;
     let state = opened.start_state();
     let (forming_failed_tx, forming_failed) = tokio::sync::oneshot::channel::<ServerError>();
     if asks_first {
-        state
-            .asking_peers
-            .store(true, std::sync::atomic::Ordering::Release);
+        state.asking_peers.start();
         let (http, asking) = (opened.peers_http.clone(), Arc::clone(&state.asking_peers));
         tokio::spawn(async move {
-            if let Err(why) = forming.ask_peers_then_form(&http, &asking).await {
+            if let Err(why) = forming.ask_peers_then_take_part(&http, &asking).await {
                 tracing::error!(%why, "stopping");
                 // No receiver means the server is already stopping.
                 let _ = forming_failed_tx.send(why);

@@ -166,9 +166,8 @@ pub(super) async fn open(config: Config) -> Result<Opened, ServerError> {
 }
 
 /// What forming the cluster on a first start needs (see
-/// [`Forming::initialize_once`]), apart from the rest of [`Opened`]: a node
-/// that first asks its peers whether its data was lost forms it later, in
-/// the background.
+/// [`Forming::initialize_once`]), apart from the rest of [`Opened`], and
+/// asking the peers whether this node's data was lost, in the background.
 #[derive(Clone)]
 pub(super) struct Forming {
     raft: Raft,
@@ -191,51 +190,32 @@ impl Forming {
     }
 
     /// Whether this node asks the other peers about their cluster before
-    /// it takes part in it (see [`Forming::ask_peers_then_form`]): a
-    /// member of `--peers` whose raft log is empty.
+    /// it takes part in it (see [`Forming::ask_peers_then_take_part`]): a
+    /// member of `--peers` whose raft log is empty, other than the one
+    /// that forms the cluster.
     pub(super) async fn asks_peers_first(&self) -> Result<bool, ServerError> {
-        Ok(self.peers.len() > 1 && self.join.is_none() && !self.raft.is_initialized().await?)
+        Ok(self.peers.len() > 1 && !self.forms_peers() && !self.raft.is_initialized().await?)
     }
 
     /// Asks the other peers about their cluster, then takes part in it
-    /// (`asking` cleared) and forms it if this node is the one to. A peer
-    /// that lists this node as a member that served means its data was
-    /// lost (a wiped or replaced data directory): it stops, saying so, as
-    /// etcd refuses a member bootstrapped before. Voting with an empty log
-    /// it could elect a member lacking writes it had acknowledged, and the
-    /// leader, which keeps its progress, would send it entries it cannot
-    /// take. A cluster already formed among the peers is not formed again.
-    pub(super) async fn ask_peers_then_form(
+    /// (`asking` done). A peer that lists this node as a member that served
+    /// means its data was lost (a wiped or replaced data directory): it
+    /// stops, saying so, as etcd refuses a member bootstrapped before.
+    /// Voting with an empty log it could elect a member lacking writes it
+    /// had acknowledged, and the leader, which keeps its progress, would
+    /// send it entries it cannot take.
+    pub(super) async fn ask_peers_then_take_part(
         &self,
         http: &PeerClient,
-        asking: &std::sync::atomic::AtomicBool,
+        asking: &crate::join::AskingPeers,
     ) -> Result<(), ServerError> {
-        let node_id = self.config.node_id;
-        let cluster = match crate::join::ask_peers(http, node_id, &self.peers).await {
-            crate::join::PeersSaid::Served(lost) => return Err(ServerError::Join(lost)),
-            crate::join::PeersSaid::New(cluster) => cluster,
-        };
-        asking.store(false, std::sync::atomic::Ordering::Release);
-        match cluster {
-            Some((peer, theirs)) if Some(theirs.as_str()) != self.own_cluster_id().as_deref() => {
-                if self.forms_peers() {
-                    warn!(
-                        node_id,
-                        peer,
-                        cluster_id = %theirs,
-                        "this node's raft log is empty, but its peers formed a cluster already: \
-                         it forms no new one, and catches up once the cluster's leader reaches it"
-                    );
-                }
+        match crate::join::ask_peers(http, self.config.node_id, &self.peers, asking).await {
+            crate::join::PeersSaid::Served(lost) => Err(ServerError::Join(lost)),
+            crate::join::PeersSaid::New => {
+                asking.done();
                 Ok(())
             }
-            _ => self.initialize_once().await.map(drop),
         }
-    }
-
-    /// The cluster id this node's data directory holds, as text.
-    fn own_cluster_id(&self) -> Option<String> {
-        self.cluster_id.get().map(|id| id.to_string())
     }
 
     /// Forms the cluster on the node's first start (see [`initialize`]);
