@@ -47,7 +47,7 @@ pub async fn serve(
     let asks_first = forming.asks_peers_first().await?;
     let initialized = forming.initialize_once().await?;
     let state = opened.start_state();
-    let (forming_failed_tx, forming_failed) = tokio::sync::oneshot::channel::<ServerError>();
+    let (asking_failed_tx, asking_failed) = tokio::sync::oneshot::channel::<ServerError>();
     if asks_first {
         state.asking_peers.start();
         let (http, asking) = (opened.peers_http.clone(), Arc::clone(&state.asking_peers));
@@ -55,7 +55,7 @@ pub async fn serve(
             if let Err(why) = forming.ask_peers_then_take_part(&http, &asking).await {
                 tracing::error!(%why, "stopping");
                 // No receiver means the server is already stopping.
-                let _ = forming_failed_tx.send(why);
+                let _ = asking_failed_tx.send(why);
             }
         });
     }
@@ -125,7 +125,7 @@ pub async fn serve(
                 Ok(why) = join_failed => {
                     *stop_failure.lock() = Some(ServerError::Join(why));
                 }
-                Ok(why) = forming_failed => {
+                Ok(why) = asking_failed => {
                     *stop_failure.lock() = Some(why);
                 }
             }
