@@ -12,6 +12,12 @@ use serde_json::{json, Value};
 
 /// The size of the values that fill the disks.
 const VALUE_BYTES: usize = 60_000;
+/// The quota of the cluster that fills.
+const QUOTA_BYTES: u64 = 2_000_000;
+/// How far past the quota a node may be once the fill is refused: each
+/// write is weighed as it comes, so one write (in the raft log and the
+/// topic) and the records' framing.
+const FILL_SLACK_BYTES: u64 = 3 * VALUE_BYTES as u64;
 /// Puts tried at most to cross a limit.
 const MAX_FILL_PUTS: usize = 300;
 /// How long an alarm, a disarm or a recovery may take to show.
@@ -130,6 +136,12 @@ async fn past_the_quota_every_node_refuses_growth_until_deletes_win_space_back_a
         assert_eq!(status["alarms"][0]["alarm"], "NOSPACE");
         let raised = node.metric(r#"kv_alarms{alarm="NOSPACE"}"#).await;
         assert!(raised.is_some_and(|members| members >= 1.0), "{raised:?}");
+        // Each write was weighed against the quota: the fill stopped at
+        // it, not a second's writes past it.
+        let (status, space) = call(node, "GET", "/v1/space", None).await;
+        assert_eq!(status, 200, "{space}");
+        let used = space["used_bytes"].as_u64().unwrap();
+        assert!(used <= QUOTA_BYTES + FILL_SLACK_BYTES, "node {id}: {space}");
     }
     let listed = kvctl(&cluster.node(1).base_url(), &["alarm", "list"])
         .await

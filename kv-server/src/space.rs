@@ -3,7 +3,9 @@
 //!
 //! * A node measures itself every second ([`Space::measure`]): the bytes of
 //!   its topic and of its raft log's entries, and the space free on its
-//!   data directory's file system. Crossing either limit raises the cluster's
+//!   data directory's file system; between two measures it counts what
+//!   each write it admits adds ([`Space::admit`]), and refuses writes that
+//!   add data once past a limit. Crossing either limit raises the cluster's
 //!   NOSPACE alarm through Raft (`api::alarms`), after which the cluster
 //!   takes no write that adds data until an operator disarms it.
 //! * A write that finds the disk full anyway (another process filled it)
@@ -15,6 +17,7 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -151,6 +154,12 @@ pub struct Space {
     pub min_free_bytes: u64,
     /// The last measure.
     last: Mutex<Option<Sample>>,
+    /// Bytes the writes admitted since the last measure began will add
+    /// (see [`Space::admit`]).
+    admitted: AtomicU64,
+    /// Woken when a write is refused on what was counted since the last
+    /// measure, for a measure that confirms it.
+    measure_now: tokio::sync::Notify,
 }
 
 impl Space {
@@ -169,12 +178,18 @@ impl Space {
             quota_bytes,
             min_free_bytes,
             last: Mutex::new(None),
+            admitted: AtomicU64::new(0),
+            measure_now: tokio::sync::Notify::new(),
         }
     }
 
     /// Measures the node's disk now, and keeps the measure for
     /// [`Space::breach`]. Blocking: it walks the data directories.
     pub fn measure(&self) -> io::Result<Sample> {
+        // Writes admitted while the files are walked may be counted twice,
+        // in the measure and in what is admitted after it: until the next
+        // measure, the node errs towards refusing.
+        let admitted_before = self.admitted.load(Ordering::Relaxed);
         let used_bytes = self
             .counted
             .iter()
@@ -186,6 +201,7 @@ impl Space {
             free_bytes: free_bytes(&self.data_dir)?,
         };
         *self.last.lock() = Some(sample);
+        self.admitted.fetch_sub(admitted_before, Ordering::Relaxed);
         ::metrics::gauge!(crate::metrics::SPACE_USED_BYTES).set(used_bytes as f64);
         ::metrics::gauge!(crate::metrics::SPACE_FREE_BYTES).set(sample.free_bytes as f64);
         Ok(sample)
@@ -213,9 +229,43 @@ impl Space {
         None
     }
 
+    /// Waits until a write was refused on what was counted since the last
+    /// measure (at once if one was since this was last woken).
+    pub async fn measure_requested(&self) {
+        self.measure_now.notified().await
+    }
+
     /// The limit the last measure crossed, if any.
     pub fn breach(&self) -> Option<Breach> {
         self.last().and_then(|sample| self.breach_of(sample))
+    }
+
+    /// Admits a write that will add `bytes` to this node's topic and raft
+    /// log, unless the node is past a limit as last measured with what the
+    /// writes admitted since then add: then the limit crossed, and the next
+    /// measure comes at once ([`Space::measure_requested`]). So a fill
+    /// stops one write past the quota, as etcd weighs each write against
+    /// its quota; measured only once a second, a fast fill ran far past
+    /// it, further than deletes could win back while the raft log still
+    /// held it.
+    pub fn admit(&self, bytes: u64) -> Result<(), Breach> {
+        if self.quota_bytes == 0 && self.min_free_bytes == 0 {
+            return Ok(());
+        }
+        let Some(last) = self.last() else {
+            return Ok(());
+        };
+        let added = self.admitted.load(Ordering::Relaxed);
+        let counted = Sample {
+            used_bytes: last.used_bytes.saturating_add(added),
+            free_bytes: last.free_bytes.saturating_sub(added),
+        };
+        if let Some(breach) = self.breach_of(counted) {
+            self.measure_now.notify_one();
+            return Err(breach);
+        }
+        self.admitted.fetch_add(bytes, Ordering::Relaxed);
+        Ok(())
     }
 }
 
@@ -261,6 +311,8 @@ fn tree_bytes(dir: &Path) -> io::Result<u64> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     #[test]
@@ -309,6 +361,53 @@ mod tests {
         let unlimited = Space::new(root.path(), 0, 0, Box::new(|| 0));
         unlimited.measure().unwrap();
         assert_eq!(unlimited.breach(), None);
+    }
+
+    #[test]
+    fn writes_are_admitted_until_what_they_add_takes_the_node_past_the_quota() {
+        let root = tempfile::tempdir().unwrap();
+        let log_bytes = Arc::new(AtomicU64::new(600));
+        let held = Arc::clone(&log_bytes);
+        let space = Space::new(
+            root.path(),
+            1000,
+            0,
+            Box::new(move || held.load(Ordering::Relaxed)),
+        );
+        assert_eq!(space.admit(10_000), Ok(()), "nothing measured yet");
+        space.measure().unwrap();
+        // 600 measured: writes go while the node is within the quota with
+        // what they add, so the last goes one write past it.
+        for _ in 0..5 {
+            assert_eq!(space.admit(100), Ok(()));
+        }
+        assert_eq!(
+            space.admit(1),
+            Err(Breach::Quota {
+                used_bytes: 1100,
+                quota_bytes: 1000
+            })
+        );
+        // A measure takes the place of what was counted: here the log was
+        // purged meanwhile, and writes go again.
+        log_bytes.store(100, Ordering::Relaxed);
+        space.measure().unwrap();
+        assert_eq!(space.admit(100), Ok(()));
+        let unlimited = Space::new(root.path(), 0, 0, Box::new(|| 0));
+        unlimited.measure().unwrap();
+        assert_eq!(unlimited.admit(u64::MAX), Ok(()));
+        assert_eq!(unlimited.admit(u64::MAX), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn a_refused_write_asks_for_a_measure_at_once() {
+        let root = tempfile::tempdir().unwrap();
+        let space = Space::new(root.path(), 1, 0, Box::new(|| 2));
+        space.measure().unwrap();
+        assert!(space.admit(1).is_err());
+        tokio::time::timeout(Duration::from_secs(5), space.measure_requested())
+            .await
+            .expect("a measure was asked for");
     }
 
     #[test]

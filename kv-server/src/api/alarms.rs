@@ -41,12 +41,17 @@ pub fn routes() -> Router<AppState> {
         .route("/readyz", get(readyz))
 }
 
-/// Refuses `command` before it is proposed when the disk has no room for
-/// it: any write while this node's disk is full (it could not write its
-/// own log), and a write that adds data while this node crosses a limit
-/// or the NOSPACE alarm is raised. Apply refuses the latter again, on
+/// Refuses `command`, `bytes` long, before it is proposed when the disk
+/// has no room for it: any write while this node's disk is full (it could
+/// not write its own log), and a write that adds data while the NOSPACE
+/// alarm is raised or that would take this node past a limit (see
+/// [`crate::space::Space::admit`]). Apply refuses the latter again, on
 /// every node alike, for writes proposed before the alarm.
-pub fn refuse_without_room(state: &AppState, command: &Command) -> Result<(), ApiError> {
+pub fn refuse_without_room(
+    state: &AppState,
+    command: &Command,
+    bytes: usize,
+) -> Result<(), ApiError> {
     // The alarm's own commands pass: on a follower they are relayed, and
     // need only the leader's disk.
     let alarm = matches!(command.op, Op::AlarmRaise { .. } | Op::AlarmDisarm { .. });
@@ -63,16 +68,19 @@ pub fn refuse_without_room(state: &AppState, command: &Command) -> Result<(), Ap
     if !alarms.is_empty() {
         return Err(no_space(&alarms));
     }
-    if let Some(breach) = state.space.breach() {
-        return Err(ApiError::new(
+    // The command lands twice on this node's disk: in the raft log and,
+    // applied, in the topic.
+    let adds = (bytes as u64).saturating_mul(2);
+    state.space.admit(adds).map_err(|breach| {
+        ApiError::new(
             ErrorCode::NoSpace,
             format!(
-                "node {}: {breach}; the NOSPACE alarm is being raised",
+                "node {}: {breach} (as last measured, with the writes admitted since); the \
+                 NOSPACE alarm is being raised",
                 state.node_id
             ),
-        ));
-    }
-    Ok(())
+        )
+    })
 }
 
 /// The 507 of a write refused while `alarms` are raised.
@@ -292,15 +300,19 @@ async fn readyz(State(state): State<AppState>) -> Response {
     .into_response()
 }
 
-/// Measures this node's disk every second and raises its NOSPACE alarm
-/// when it crosses a limit (once: a raised alarm is left as it is). Stops
+/// Measures this node's disk every second, and at once when a write was
+/// refused on what it counted since, and raises its NOSPACE alarm when it
+/// crosses a limit (once: a raised alarm is left as it is). Stops
 /// the process of a leader whose disk stays full (see [`step_down_when_full`]).
 pub async fn raise_when_over(state: AppState) {
     let mut ticks = tokio::time::interval(RETRY_INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut full_while_leading = None;
     loop {
-        ticks.tick().await;
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = state.space.measure_requested() => {}
+        }
         step_down_when_full(&state, &mut full_while_leading);
         let sample = match measure(&state).await {
             Ok(sample) => sample,

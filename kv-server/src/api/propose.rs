@@ -28,10 +28,11 @@ pub async fn propose_or_relay(
     if !state.relay.takes(&peer_addr) {
         return propose(state, command).await;
     }
-    refuse_without_room(state, &command)?;
+    let bytes = serialized_len(&command);
+    refuse_without_room(state, &command, bytes)?;
     let timeout = Duration::from_millis(state.config.request_timeout_ms);
     let deadline = tokio::time::Instant::now() + timeout;
-    let (bytes, permit) = admit(state, &command, timeout).await?;
+    let permit = admit(state, bytes, timeout).await?;
     let answer = state.relay.submit(command, bytes, permit)?;
     match tokio::time::timeout_at(deadline, answer).await {
         Err(_) => Err(ApiError::unavailable(
@@ -45,19 +46,13 @@ pub async fn propose_or_relay(
     }
 }
 
-/// Room in the write budget for `command`: its size and the permit.
-async fn admit(
-    state: &AppState,
-    command: &Command,
-    timeout: Duration,
-) -> Result<(usize, WritePermit), ApiError> {
-    let bytes = serialized_len(command);
-    let permit = state
+/// Room in the write budget for a command `bytes` long.
+async fn admit(state: &AppState, bytes: usize, timeout: Duration) -> Result<WritePermit, ApiError> {
+    state
         .write_budget
         .admit(bytes, ADMIT_WAIT.min(timeout))
         .await
-        .map_err(|full| ApiError::unavailable(full.to_string()))?;
-    Ok((bytes, permit))
+        .map_err(|full| ApiError::unavailable(full.to_string()))
 }
 
 /// Proposes a command through Raft on this node and waits until it is
@@ -66,10 +61,11 @@ async fn admit(
 /// the write budget until Raft is done with it, even past a timeout (see
 /// `write_budget`).
 pub async fn propose(state: &AppState, command: Command) -> Result<CommandResult, ApiError> {
-    refuse_without_room(state, &command)?;
+    let bytes = serialized_len(&command);
+    refuse_without_room(state, &command, bytes)?;
     let timeout = Duration::from_millis(state.config.request_timeout_ms);
     let deadline = tokio::time::Instant::now() + timeout;
-    let (bytes, permit) = admit(state, &command, timeout).await?;
+    let permit = admit(state, bytes, timeout).await?;
     // The proposer owns the command and its room from here (see `batcher`).
     let written = state
         .batcher
