@@ -170,17 +170,42 @@ async fn disarm(
     // would be ignored, so it is refused.
     Query::parse(query.as_deref(), &[])?;
     let alarms = state.store.alarms()?;
+    let holds = |member: NodeId, over: String| {
+        ApiError::new(
+            ErrorCode::AlarmHolds,
+            format!(
+                "node {member} still crosses its limit: {over}; win space back first (delete \
+                 keys, let the cleaner and a snapshot run, or grow the disk)"
+            ),
+        )
+    };
     for alarm in &alarms {
         let space = member_space(&state, alarm.member).await?;
         if let Some(over) = space.over_limit.or(space.disk_full) {
-            return Err(ApiError::new(
-                ErrorCode::AlarmHolds,
-                format!(
-                    "node {} still crosses its limit: {over}; win space back first (delete keys, \
-                     let the cleaner and a snapshot run, or grow the disk)",
-                    alarm.member
-                ),
-            ));
+            return Err(holds(alarm.member, over));
+        }
+    }
+    // A member past a limit that has not raised its alarm yet (it measures
+    // once a second) would raise it again right after the disarm: those
+    // that answer are asked too. One that does not answer cannot hold the
+    // others' disarm up.
+    if !alarms.is_empty() {
+        let others: Vec<NodeId> = {
+            let metrics = state.raft.metrics().borrow().clone();
+            let membership = metrics.membership_config.membership();
+            membership
+                .nodes()
+                .map(|(id, _)| *id)
+                .filter(|id| alarms.iter().all(|alarm| alarm.member != *id))
+                .collect()
+        };
+        let spaces =
+            futures::future::join_all(others.iter().map(|member| member_space(&state, *member)))
+                .await;
+        for (member, space) in others.iter().zip(spaces) {
+            if let Some(over) = space.ok().and_then(|space| space.over_limit) {
+                return Err(holds(*member, over));
+            }
         }
     }
     for alarm in &alarms {
