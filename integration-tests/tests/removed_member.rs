@@ -384,6 +384,41 @@ async fn a_wiped_member_restarted_with_its_peers_stops_and_elects_no_stale_leade
     assert_eq!((status, &body["value"]), (200, &json!("kept")), "{body}");
 }
 
+/// The lowest id, which forms a `--peers` cluster on its first start,
+/// whose data was lost, started again with its usual `--peers`, asks its
+/// peers first and stops as the others do: it formed a cluster of its
+/// own, which the others refused as foreign, and answered its clients
+/// from it. The others go on without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lowest_id_wiped_and_restarted_with_its_peers_stops_and_forms_no_cluster() {
+    let mut cluster = TestCluster::start(3, &[]).await;
+    let leader = cluster.leader().await;
+    wait_all_published(&cluster, leader).await;
+    let (status, body) = call(
+        cluster.node(leader),
+        "PUT",
+        "/v1/kv/wiped/acked",
+        Some(json!("kept")),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    cluster.node_mut(1).kill9().await;
+    std::fs::remove_dir_all(cluster.node(1).data_dir()).expect("wipes the data dir");
+
+    wiped_member_stops(cluster.node_mut(1)).await;
+    // Its log holds both starts: it formed the cluster at the first only.
+    assert_eq!(
+        cluster.node(1).log_count("formed the cluster"),
+        1,
+        "{}",
+        cluster.node(1).log_tail(20)
+    );
+    let (status, body) = call_until_ok(cluster.node(2), "/v1/kv/wiped/acked").await;
+    assert_eq!((status, &body["value"]), (200, &json!("kept")), "{body}");
+    let (status, body) = call(cluster.node(2), "PUT", "/v1/kv/wiped/after", Some(json!(1))).await;
+    assert_eq!(status, 201, "the others go on: {body}");
+}
+
 /// Starts a member whose data was wiped, as it was before, and checks that
 /// it stops (exit 1) saying its data was lost and how to bring it back.
 async fn wiped_member_stops(node: &mut integration_tests::TestServer) {
@@ -458,14 +493,34 @@ async fn a_member_started_late_votes_with_its_empty_log() {
 /// made a majority of one node: it keeps asking.
 #[tokio::test]
 async fn a_member_answering_for_another_peer_keeps_asking() {
+    answering_for_another_peer_keeps_asking(
+        2,
+        "1=http://127.0.0.1:{other},2=http://127.0.0.1:{own},3=http://localhost:{own}",
+    )
+    .await;
+}
+
+/// The same for the lowest id, which forms the cluster: it forms none,
+/// where it led a cluster of one node alone.
+#[tokio::test]
+async fn the_lowest_id_answering_for_another_peer_keeps_asking_and_forms_nothing() {
+    answering_for_another_peer_keeps_asking(
+        1,
+        "1=http://127.0.0.1:{own},2=http://localhost:{own},3=http://127.0.0.1:{other}",
+    )
+    .await;
+}
+
+/// Starts node `id` with `peers` (`{own}` its peer port, `{other}` one
+/// where nothing listens) and checks that it keeps asking, its own
+/// answers refused, and forms no cluster.
+async fn answering_for_another_peer_keeps_asking(id: u64, peers: &str) {
     use integration_tests::{free_ports, TestServer};
     let ports = free_ports(3);
-    let peers = format!(
-        "1=http://127.0.0.1:{q},2=http://127.0.0.1:{p},3=http://localhost:{p}",
-        p = ports[1],
-        q = ports[2]
-    );
-    let mut node = TestServer::unstarted(2, ports[0], ports[1], &["--peers", &peers]);
+    let peers = peers
+        .replace("{own}", &ports[1].to_string())
+        .replace("{other}", &ports[2].to_string());
+    let mut node = TestServer::unstarted(id, ports[0], ports[1], &["--peers", &peers]);
     node.spawn();
     let deadline = Instant::now() + Duration::from_secs(30);
     while !(node.log_contains("another node answered")
@@ -474,6 +529,13 @@ async fn a_member_answering_for_another_peer_keeps_asking() {
         assert!(Instant::now() < deadline, "{}", node.log_tail(20));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert!(
+        !node.log_contains("formed the cluster"),
+        "{}",
+        node.log_tail(20)
+    );
+    let (_, status) = call(&node, "GET", "/v1/cluster", None).await;
+    assert!(status["leader"].is_null(), "{status}");
 }
 
 /// A member still asking its peers about their cluster asks again as soon

@@ -219,8 +219,9 @@ impl AskingPeers {
 #[derive(Debug)]
 pub(crate) enum PeersSaid {
     /// None lists it as a member that served: it is new (a first start, or
-    /// a member started after the others formed the cluster).
-    New,
+    /// a member started after the others formed the cluster). A peer that
+    /// belongs to a cluster already, and that cluster's id, if one does.
+    New(Option<(NodeId, String)>),
     /// A peer lists it as a member that served (with its client URL, which
     /// a member publishes once it is one, see [`publish_addresses`]): its
     /// data was lost.
@@ -241,7 +242,7 @@ pub(crate) async fn ask_peers(
     asking: &AskingPeers,
 ) -> PeersSaid {
     let needed = peers.len() / 2;
-    let mut answered = std::collections::BTreeSet::new();
+    let mut answered: std::collections::BTreeMap<NodeId, Option<String>> = Default::default();
     let mut pause = JOIN_RETRY_FIRST;
     // The peers start one by one: ask again soon, the leader's calls wait.
     const ASK_RETRY_MAX: Duration = Duration::from_secs(1);
@@ -298,10 +299,13 @@ pub(crate) async fn ask_peers(
                     cluster_id: status.cluster_id.unwrap_or_else(|| "(unnamed)".into()),
                 });
             }
-            answered.insert(*peer);
+            answered.insert(*peer, status.cluster_id);
         }
         if answered.len() >= needed {
-            return PeersSaid::New;
+            let formed = answered
+                .into_iter()
+                .find_map(|(peer, cluster_id)| Some((peer, cluster_id?)));
+            return PeersSaid::New(formed);
         }
         info!(
             node_id,

@@ -42,10 +42,14 @@ pub async fn serve(
     };
     // A --peers member with an empty log asks the others, in the
     // background, whether it served before (its data lost); it takes no
-    // vote or entries meanwhile.
+    // vote or entries meanwhile, and forms the cluster, if it is the one
+    // to, only then.
     let forming = opened.forming();
     let asks_first = forming.asks_peers_first().await?;
-    let initialized = forming.initialize_once().await?;
+    let initialized = match asks_first {
+        true => false,
+        false => forming.initialize_once().await?,
+    };
     let state = opened.start_state();
     let (asking_failed_tx, asking_failed) = tokio::sync::oneshot::channel::<ServerError>();
     if asks_first {

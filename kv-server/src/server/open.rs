@@ -191,30 +191,49 @@ impl Forming {
 
     /// Whether this node asks the other peers about their cluster before
     /// it takes part in it (see [`Forming::ask_peers_then_take_part`]): a
-    /// member of `--peers` whose raft log is empty, other than the one
-    /// that forms the cluster.
+    /// member of `--peers` whose raft log is empty. The one that forms the
+    /// cluster forms it only then.
     pub(super) async fn asks_peers_first(&self) -> Result<bool, ServerError> {
-        Ok(self.peers.len() > 1 && !self.forms_peers() && !self.raft.is_initialized().await?)
+        Ok(self.peers.len() > 1 && self.join.is_none() && !self.raft.is_initialized().await?)
     }
 
     /// Asks the other peers about their cluster, then takes part in it
-    /// (`asking` done). A peer that lists this node as a member that served
-    /// means its data was lost (a wiped or replaced data directory): it
-    /// stops, saying so, as etcd refuses a member bootstrapped before.
-    /// Voting with an empty log it could elect a member lacking writes it
-    /// had acknowledged, and the leader, which keeps its progress, would
-    /// send it entries it cannot take.
+    /// (`asking` done), forming it if this node is the one to and the
+    /// peers have none yet. A peer that lists this node as a member that
+    /// served means its data was lost (a wiped or replaced data
+    /// directory): it stops, saying so, as etcd refuses a member
+    /// bootstrapped before. Voting with an empty log it could elect a
+    /// member lacking writes it had acknowledged, and the leader, which
+    /// keeps its progress, would send it entries it cannot take. Forming
+    /// anyway, the lowest id would start a cluster of its own, which the
+    /// others refuse as foreign.
     pub(super) async fn ask_peers_then_take_part(
         &self,
         http: &PeerClient,
         asking: &crate::join::AskingPeers,
     ) -> Result<(), ServerError> {
-        match crate::join::ask_peers(http, self.config.node_id, &self.peers, asking).await {
-            crate::join::PeersSaid::Served(lost) => Err(ServerError::Join(lost)),
-            crate::join::PeersSaid::New => {
-                asking.done();
+        let formed =
+            match crate::join::ask_peers(http, self.config.node_id, &self.peers, asking).await {
+                crate::join::PeersSaid::Served(lost) => return Err(ServerError::Join(lost)),
+                crate::join::PeersSaid::New(formed) => formed,
+            };
+        asking.done();
+        if !self.forms_peers() {
+            return Ok(());
+        }
+        match formed {
+            Some((peer, cluster_id)) => {
+                warn!(
+                    node_id = self.config.node_id,
+                    peer,
+                    %cluster_id,
+                    "this node's raft log is empty, but its peers formed their cluster \
+                     already: it forms no new one, and catches up once the cluster's leader \
+                     reaches it"
+                );
                 Ok(())
             }
+            None => self.initialize_once().await.map(drop),
         }
     }
 
