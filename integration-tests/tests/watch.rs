@@ -226,7 +226,16 @@ async fn a_node_stopping_answers_its_waiting_long_polls_at_once() {
     let index = written["revision"].as_u64().unwrap();
     let key_poll = spawn_get(&server, format!("/v1/kv/stopping/k?index={index}&wait=60s"));
     let feed_poll = spawn_get(&server, format!("/v1/changes?from={}&wait=60s", index + 1));
-    server.wait_for_long_polls(2, REGISTERED_WITHIN).await;
+    let cluster = server.client().get(server.url("/v1/cluster")).send().await;
+    let cluster_index = cluster.unwrap().headers()["x-kv-index"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let cluster_poll = spawn_get(
+        &server,
+        format!("/v1/cluster?index={cluster_index}&wait=60s"),
+    );
+    server.wait_for_long_polls(3, REGISTERED_WITHIN).await;
 
     let started = Instant::now();
     server.stop().await;
@@ -240,4 +249,6 @@ async fn a_node_stopping_answers_its_waiting_long_polls_at_once() {
     let (_, status, _, body) = feed_poll.await.unwrap();
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["records"], json!([]), "{body}");
+    let (_, status, _, body) = cluster_poll.await.unwrap();
+    assert_eq!((status, &body["node_id"]), (200, &json!(1)), "{body}");
 }

@@ -83,7 +83,7 @@ pub async fn wait_for_progress(
         return Ok(());
     }
     let _slot = long_polls.hold()?;
-    let _ = tokio::time::timeout(blocking.wait, async {
+    let progress = async {
         // Raft's metrics also change with every heartbeat's timing: only
         // a change a reader of the status would see ends the wait.
         while metrics.changed().await.is_ok() {
@@ -95,7 +95,11 @@ pub async fn wait_for_progress(
         // the wait runs its course rather than have a watcher ask again
         // at once, and again.
         std::future::pending::<()>().await;
-    })
-    .await;
+    };
+    // A stopping node answers at once, as its key watches do.
+    tokio::select! {
+        _ = tokio::time::timeout(blocking.wait, progress) => {}
+        () = long_polls.closing() => {}
+    }
     Ok(())
 }

@@ -25,6 +25,9 @@ use crate::api::AppState;
 pub struct LongPolls {
     slots: Arc<Semaphore>,
     limit: usize,
+    /// Cancelled when the node stops: waits that no registry wakes (the
+    /// cluster's state) end on it.
+    closing: tokio_util::sync::CancellationToken,
 }
 
 impl LongPolls {
@@ -33,6 +36,7 @@ impl LongPolls {
         LongPolls {
             slots: Arc::new(Semaphore::new(limit)),
             limit,
+            closing: Default::default(),
         }
     }
 
@@ -61,6 +65,7 @@ impl LongPolls {
     /// [`crate::watch::WatchRegistry::wake_all`] for those waiting).
     pub fn close(&self) {
         self.slots.close();
+        self.closing.cancel();
     }
 }
 
@@ -118,6 +123,12 @@ impl LongPollGate {
             _connection: connection.transpose()?,
             _node: self.node.hold()?,
         })
+    }
+
+    /// Resolves once the node stops: a long-poll waiting then answers
+    /// what it holds now.
+    pub async fn closing(&self) {
+        self.node.closing.cancelled().await
     }
 }
 
