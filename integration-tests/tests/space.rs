@@ -87,7 +87,8 @@ async fn node_on_a_small_disk() -> (TestServer, Tmpfs) {
 
 #[tokio::test]
 async fn past_the_quota_every_node_refuses_growth_until_deletes_win_space_back_and_a_disarm() {
-    let mut args = vec!["--quota-bytes", "2000000", "--min-free-bytes", "0"];
+    let quota = QUOTA_BYTES.to_string();
+    let mut args = vec!["--quota-bytes", &quota, "--min-free-bytes", "0"];
     args.extend(SHORT_RETENTION);
     let cluster = TestCluster::start(3, &args).await;
     let leader = cluster.leader().await;
@@ -110,7 +111,9 @@ async fn past_the_quota_every_node_refuses_growth_until_deletes_win_space_back_a
     };
     assert_eq!(error_of(&refusal).0, "no_space", "{refusal}");
     assert!(
-        refusal.to_string().contains("--quota-bytes 2000000"),
+        refusal
+            .to_string()
+            .contains(&format!("--quota-bytes {QUOTA_BYTES}")),
         "the refusal names the limit and the figures: {refusal}"
     );
 
@@ -125,7 +128,7 @@ async fn past_the_quota_every_node_refuses_growth_until_deletes_win_space_back_a
         .await;
         assert!(alarms["alarms"][0]["reason"]
             .as_str()
-            .is_some_and(|reason| reason.contains("over --quota-bytes 2000000")));
+            .is_some_and(|reason| reason.contains(&format!("over --quota-bytes {QUOTA_BYTES}"))));
         let (status, body) = call(node, "PUT", "/v1/kv/more", Some(json!(1))).await;
         assert_eq!((status, error_of(&body).0), (507, "no_space"), "{body}");
         let (status, body) = call(node, "GET", "/v1/kv/keep/a", None).await;

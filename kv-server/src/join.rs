@@ -219,8 +219,9 @@ impl AskingPeers {
 #[derive(Debug)]
 pub(crate) enum PeersSaid {
     /// None lists it as a member that served: it is new (a first start, or
-    /// a member started after the others formed the cluster). A peer that
-    /// belongs to a cluster already, and that cluster's id, if one does.
+    /// a member started after the others formed the cluster). A peer whose
+    /// cluster has formed (it holds a membership), and that cluster's id,
+    /// if one has.
     New(Option<(NodeId, String)>),
     /// A peer lists it as a member that served (with its client URL, which
     /// a member publishes once it is one, see [`publish_addresses`]): its
@@ -299,7 +300,10 @@ pub(crate) async fn ask_peers(
                     cluster_id: status.cluster_id.unwrap_or_else(|| "(unnamed)".into()),
                 });
             }
-            answered.insert(*peer, status.cluster_id);
+            // A peer takes a cluster's id from the first call naming one
+            // (a vote, say): only a membership says the cluster formed.
+            let formed = status.cluster_id.filter(|_| !status.members.is_empty());
+            answered.insert(*peer, formed);
         }
         if answered.len() >= needed {
             let formed = answered

@@ -232,8 +232,8 @@ impl PeerClient {
     }
 
     /// A GET that names no cluster: a node asking its peers about theirs
-    /// before it takes part, whose own id may be one it made alone (the
-    /// lowest id, its data lost, forms a cluster of its own).
+    /// before it takes part, whose own id, if it holds one, need not be
+    /// theirs (it asks to learn what they hold).
     pub fn get_naming_no_cluster(&self, url: &str) -> reqwest::RequestBuilder {
         self.http
             .get(url)

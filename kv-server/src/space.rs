@@ -17,7 +17,6 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -152,14 +151,34 @@ pub struct Space {
     pub quota_bytes: u64,
     /// `--min-free-bytes`; 0 for none.
     pub min_free_bytes: u64,
-    /// The last measure.
-    last: Mutex<Option<Sample>>,
-    /// Bytes the writes admitted since the last measure began will add
-    /// (see [`Space::admit`]).
-    admitted: AtomicU64,
+    /// The last measure, and what the writes admitted since add.
+    measured: Mutex<Measured>,
     /// Woken when a write is refused on what was counted since the last
     /// measure, for a measure that confirms it.
     measure_now: tokio::sync::Notify,
+}
+
+/// A node's last measure and the bytes of the writes admitted since.
+#[derive(Debug, Default)]
+struct Measured {
+    /// The last measure.
+    last: Option<Sample>,
+    /// Bytes of every write admitted since the node started.
+    admitted: u64,
+    /// `admitted` as it was when the last measure began: the writes
+    /// admitted after it are not in the measure.
+    admitted_at_last: u64,
+}
+
+impl Measured {
+    /// The last measure with what the writes admitted since add.
+    fn with_admitted(&self) -> Option<Sample> {
+        let added = self.admitted.saturating_sub(self.admitted_at_last);
+        self.last.map(|last| Sample {
+            used_bytes: last.used_bytes.saturating_add(added),
+            free_bytes: last.free_bytes.saturating_sub(added),
+        })
+    }
 }
 
 impl Space {
@@ -177,8 +196,7 @@ impl Space {
             raft_log_bytes,
             quota_bytes,
             min_free_bytes,
-            last: Mutex::new(None),
-            admitted: AtomicU64::new(0),
+            measured: Mutex::new(Measured::default()),
             measure_now: tokio::sync::Notify::new(),
         }
     }
@@ -189,7 +207,7 @@ impl Space {
         // Writes admitted while the files are walked may be counted twice,
         // in the measure and in what is admitted after it: until the next
         // measure, the node errs towards refusing.
-        let admitted_before = self.admitted.load(Ordering::Relaxed);
+        let admitted_before = self.measured.lock().admitted;
         let used_bytes = self
             .counted
             .iter()
@@ -200,8 +218,14 @@ impl Space {
             used_bytes,
             free_bytes: free_bytes(&self.data_dir)?,
         };
-        *self.last.lock() = Some(sample);
-        self.admitted.fetch_sub(admitted_before, Ordering::Relaxed);
+        {
+            // Of two measures made at once, the one begun later is kept.
+            let mut measured = self.measured.lock();
+            if measured.last.is_none() || admitted_before >= measured.admitted_at_last {
+                measured.last = Some(sample);
+                measured.admitted_at_last = admitted_before;
+            }
+        }
         ::metrics::gauge!(crate::metrics::SPACE_USED_BYTES).set(used_bytes as f64);
         ::metrics::gauge!(crate::metrics::SPACE_FREE_BYTES).set(sample.free_bytes as f64);
         Ok(sample)
@@ -209,7 +233,7 @@ impl Space {
 
     /// The last measure, if one was made.
     pub fn last(&self) -> Option<Sample> {
-        *self.last.lock()
+        self.measured.lock().last
     }
 
     /// The limit `sample` crosses, if any (the quota first).
@@ -242,29 +266,27 @@ impl Space {
 
     /// Admits a write that will add `bytes` to this node's topic and raft
     /// log, unless the node is past a limit as last measured with what the
-    /// writes admitted since then add: then the limit crossed, and the next
-    /// measure comes at once ([`Space::measure_requested`]). So a fill
-    /// stops one write past the quota, as etcd weighs each write against
-    /// its quota; measured only once a second, a fast fill ran far past
-    /// it, further than deletes could win back while the raft log still
-    /// held it.
+    /// writes admitted since add: then the limit crossed, and a measure is
+    /// asked for ([`Space::measure_requested`]). As etcd weighs each write
+    /// against its quota, so that a fill stops near the limit; measured
+    /// only once a second, a fast one ran far past it, further than deletes
+    /// could win back while the raft log still held it. What a measure
+    /// misses of the writes admitted before it (not yet on the disk) comes
+    /// in the next one.
     pub fn admit(&self, bytes: u64) -> Result<(), Breach> {
         if self.quota_bytes == 0 && self.min_free_bytes == 0 {
             return Ok(());
         }
-        let Some(last) = self.last() else {
+        let mut measured = self.measured.lock();
+        let Some(with_admitted) = measured.with_admitted() else {
             return Ok(());
         };
-        let added = self.admitted.load(Ordering::Relaxed);
-        let counted = Sample {
-            used_bytes: last.used_bytes.saturating_add(added),
-            free_bytes: last.free_bytes.saturating_sub(added),
-        };
-        if let Some(breach) = self.breach_of(counted) {
+        if let Some(breach) = self.breach_of(with_admitted) {
+            drop(measured);
             self.measure_now.notify_one();
             return Err(breach);
         }
-        self.admitted.fetch_add(bytes, Ordering::Relaxed);
+        measured.admitted = measured.admitted.saturating_add(bytes);
         Ok(())
     }
 }
@@ -311,6 +333,7 @@ fn tree_bytes(dir: &Path) -> io::Result<u64> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
 
     use super::*;

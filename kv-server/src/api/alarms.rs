@@ -1,12 +1,13 @@
 //! `/v1/alarms`, `/v1/space`, `/readyz`, and the loop that raises the
 //! NOSPACE alarm (see `crate::space`).
 //!
-//! Every node measures its own disk each second. One that crosses
+//! Every node measures its own disk each second, and weighs each write
+//! against that measure and the writes admitted since. One that crosses
 //! `--quota-bytes` or `--min-free-bytes` proposes the alarm (a follower
 //! through the leader), so every node refuses the writes that add data,
 //! and each refuses them before proposing too. `DELETE /v1/alarms`
 //! disarms every alarm, on the leader, after asking each member that
-//! raised one whether its limits hold again.
+//! raised one, and the others that answer, whether its limits hold.
 
 use std::time::Duration;
 
@@ -75,8 +76,8 @@ pub fn refuse_without_room(
         ApiError::new(
             ErrorCode::NoSpace,
             format!(
-                "node {}: {breach} (as last measured, with the writes admitted since); the \
-                 NOSPACE alarm is being raised",
+                "node {}: {breach} (as last measured, with the writes admitted since); it \
+                 measures again now, and raises the NOSPACE alarm if the measure finds it so",
                 state.node_id
             ),
         )
@@ -160,7 +161,8 @@ async fn measure(state: &AppState) -> Result<crate::space::Sample, ApiError> {
 }
 
 /// `DELETE /v1/alarms` (on the leader; followers pass it on): disarms
-/// every alarm, once each member that raised one says its limits hold.
+/// every alarm, once each member that raised one, and each other member
+/// that answers, says its limits hold.
 /// Answers the alarms disarmed.
 async fn disarm(
     State(state): State<AppState>,
@@ -333,11 +335,17 @@ pub async fn raise_when_over(state: AppState) {
     let mut ticks = tokio::time::interval(RETRY_INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut full_while_leading = None;
+    let mut measured = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
-            _ = state.space.measure_requested() => {}
+            _ = state.space.measure_requested() => {
+                // Refused writes ask again and again: a walk of the data
+                // directory at most every MEASURE_ASKED_GAP.
+                tokio::time::sleep_until(measured + MEASURE_ASKED_GAP).await;
+            }
         }
+        measured = tokio::time::Instant::now();
         step_down_when_full(&state, &mut full_while_leading);
         let sample = match measure(&state).await {
             Ok(sample) => sample,
@@ -381,6 +389,9 @@ pub async fn raise_when_over(state: AppState) {
         }
     }
 }
+
+/// The shortest time between two measures that refused writes ask for.
+const MEASURE_ASKED_GAP: Duration = Duration::from_millis(100);
 
 /// How long a leader of a cluster with other voters may lead with a full
 /// disk before it stops.

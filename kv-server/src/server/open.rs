@@ -229,7 +229,8 @@ impl Forming {
                     %cluster_id,
                     "this node's raft log is empty, but its peers formed their cluster \
                      already: it forms no new one, and catches up once the cluster's leader \
-                     reaches it"
+                     reaches it; if the cluster no longer counts it, empty its data directory \
+                     and start it with --join"
                 );
                 Ok(())
             }
