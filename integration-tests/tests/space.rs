@@ -155,6 +155,12 @@ async fn past_the_quota_every_node_refuses_growth_until_deletes_win_space_back_a
         .success();
     assert!(status.stdout.contains("NOSPACE (node"), "{}", status.stdout);
 
+    // Each node raised its alarm once, however many writes it refused.
+    for id in cluster.ids() {
+        let raised = cluster.node(id).log_count("raised the NOSPACE alarm");
+        assert!(raised <= 1, "node {id} raised its alarm {raised} times");
+    }
+
     // Disarming is refused while the limit holds.
     let (status, body) = call(cluster.node(1), "DELETE", "/v1/alarms", None).await;
     assert_eq!((status, error_of(&body).0), (409, "alarm_holds"), "{body}");

@@ -336,6 +336,10 @@ pub async fn raise_when_over(state: AppState) {
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut full_while_leading = None;
     let mut measured = tokio::time::Instant::now();
+    // When this node last raised its alarm: a follower's raise is answered
+    // once the leader applies it, and may not be applied here yet when
+    // the next measure comes.
+    let mut raised_at: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
@@ -370,7 +374,8 @@ pub async fn raise_when_over(state: AppState) {
         let Some(breach) = breach else {
             continue;
         };
-        let raised = alarms.iter().any(|alarm| alarm.member == state.node_id);
+        let raised = alarms.iter().any(|alarm| alarm.member == state.node_id)
+            || raised_at.is_some_and(|at| at.elapsed() < RETRY_INTERVAL);
         if raised || known_leader(&state).is_none() {
             continue;
         }
@@ -384,7 +389,10 @@ pub async fn raise_when_over(state: AppState) {
             },
         };
         match propose_or_relay(&state, command).await {
-            Ok(_) => warn!(%breach, "raised the NOSPACE alarm: writes that add data are refused"),
+            Ok(_) => {
+                raised_at = Some(tokio::time::Instant::now());
+                warn!(%breach, "raised the NOSPACE alarm: writes that add data are refused")
+            }
             Err(error) => debug!(?error, "raising the NOSPACE alarm failed; trying again"),
         }
     }
