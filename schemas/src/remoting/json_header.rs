@@ -4,7 +4,8 @@
 //! Reading is lenient where peers differ: `serializeTypeCurrentRPC`,
 //! `remark` and `extFields` may be absent or null, unknown keys are
 //! ignored, integers may come as numeric strings, and extFields values that
-//! are numbers or booleans become strings. Absent integer fields read as 0
+//! are numbers or booleans become strings, and a key given twice takes its
+//! last value, as fastjson reads it. Absent integer fields read as 0
 //! and an absent language as JAVA, as Java's decoder leaves them. Writing
 //! follows rocketmq-rust's compact form byte for byte: its field order,
 //! extFields sorted by key, `null` for no remark or no extFields.
@@ -106,24 +107,66 @@ impl<'de> Deserialize<'de> for JsonHeaderIn {
 }
 
 /// The fields a header may hold; absent or null ones read as Java leaves
-/// them (0, JAVA, none).
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// them (0, JAVA, none). A key given twice takes its last value, as
+/// fastjson reads it.
+#[derive(Default)]
 struct JsonHeaderFields {
-    #[serde(default)]
     code: Int,
-    #[serde(default)]
     language: Language,
-    #[serde(default)]
     version: Int,
-    #[serde(default)]
     opaque: Int,
-    #[serde(default)]
     flag: Int,
-    #[serde(default)]
     remark: Scalar,
-    #[serde(default)]
     ext_fields: ExtFields,
+}
+
+/// A header's keys: those read, and any other (skipped).
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "camelCase")]
+enum HeaderKey {
+    Code,
+    Language,
+    Version,
+    Opaque,
+    Flag,
+    Remark,
+    ExtFields,
+    #[serde(other)]
+    Other,
+}
+
+impl<'de> Deserialize<'de> for JsonHeaderFields {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct FieldsVisitor;
+        impl<'de> Visitor<'de> for FieldsVisitor {
+            type Value = JsonHeaderFields;
+            fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+                formatter.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<JsonHeaderFields, A::Error> {
+                let mut fields = JsonHeaderFields::default();
+                while let Some(key) = map.next_key::<HeaderKey>()? {
+                    match key {
+                        HeaderKey::Code => fields.code = map.next_value()?,
+                        HeaderKey::Language => fields.language = map.next_value()?,
+                        HeaderKey::Version => fields.version = map.next_value()?,
+                        HeaderKey::Opaque => fields.opaque = map.next_value()?,
+                        HeaderKey::Flag => fields.flag = map.next_value()?,
+                        HeaderKey::Remark => fields.remark = map.next_value()?,
+                        HeaderKey::ExtFields => fields.ext_fields = map.next_value()?,
+                        HeaderKey::Other => {
+                            map.next_value::<de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(fields)
+            }
+        }
+        deserializer.deserialize_map(FieldsVisitor)
+    }
 }
 
 /// A 32-bit integer, also from a numeric string; null is 0.
@@ -252,9 +295,11 @@ impl<'de> Deserialize<'de> for ExtFields {
                             "has more than {MAX_EXT_FIELDS} entries"
                         )));
                     }
-                    if let Some(value) = value {
-                        fields.insert(key, value);
-                    }
+                    // The last value of a key given twice stands, null too.
+                    match value {
+                        Some(value) => fields.insert(key, value),
+                        None => fields.remove(&key),
+                    };
                 }
                 Ok(ExtFields(fields))
             }
@@ -303,6 +348,19 @@ mod tests {
             matches!(&error, FrameError::JsonHeaderField { field, .. } if field == "opaque"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn a_key_given_twice_takes_its_last_value_as_fastjson_reads_it() {
+        let header = br#"{"code":105,"opaque":1,"code":103,"extFields":{"topic":"a","topic":"b","gone":"x","gone":null},"extFields":{"topic":"c"}}"#;
+        let command = decode(header).unwrap();
+        assert_eq!((command.code, command.opaque), (103, 1));
+        assert_eq!(command.field("topic"), Some("c"));
+        assert_eq!(command.ext_fields.len(), 1, "{:?}", command.ext_fields);
+        let header = br#"{"code":1,"extFields":{"topic":"a","topic":"b","gone":"x","gone":null}}"#;
+        let command = decode(header).unwrap();
+        assert_eq!(command.field("topic"), Some("b"));
+        assert_eq!(command.field("gone"), None);
     }
 
     #[test]
