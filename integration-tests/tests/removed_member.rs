@@ -536,6 +536,9 @@ async fn answering_for_another_peer_keeps_asking(id: u64, peers: &str) {
     );
     let (_, status) = call(&node, "GET", "/v1/cluster", None).await;
     assert!(status["leader"].is_null(), "{status}");
+    let (status, body) = call(&node, "GET", "/readyz", None).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.to_string().contains("asks its peers"), "{body}");
 }
 
 /// A member still asking its peers about their cluster asks again as soon
@@ -653,6 +656,9 @@ async fn a_node_still_joining_grants_no_vote() {
     let body: serde_json::Value = answer.json().await.expect("a JSON error");
     assert_eq!(error_of(&body).0, "unavailable", "{body}");
     assert!(joining.log_contains("refused a vote: this node is still joining"));
+    let (status, body) = call(&joining, "GET", "/readyz", None).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.to_string().contains("waits to be added"), "{body}");
 }
 
 /// A follower whose data was lost, started again with `--peers` as if

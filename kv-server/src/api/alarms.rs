@@ -281,6 +281,16 @@ async fn member_space(state: &AppState, member: NodeId) -> Result<NodeSpace, Api
 /// raised; else 503 `not_ready`, with every reason.
 async fn readyz(State(state): State<AppState>) -> Response {
     let mut reasons = Vec::new();
+    if state.asking_peers.is_asking() {
+        reasons.push(
+            "this node started with an empty raft log and asks its peers (--peers) about their \
+             cluster; it takes part once, with it, a majority has answered"
+                .to_string(),
+        );
+    }
+    if state.joining.load(std::sync::atomic::Ordering::Acquire) {
+        reasons.push("this node waits to be added to the cluster (--join)".to_string());
+    }
     if crate::api::leader_of_health(&state).0.is_none() {
         reasons.push("no leader is known".to_string());
     } else {
