@@ -316,8 +316,7 @@ async fn three_nodes_and_a_wiped_follower() -> (TestCluster, u64, u64) {
         let (status, body) = call(cluster.node(leader), "PUT", &path, Some(json!(n))).await;
         assert_eq!(status, 201, "{body}");
     }
-    cluster.node_mut(wiped).kill9().await;
-    std::fs::remove_dir_all(cluster.node(wiped).data_dir()).expect("wipes the data dir");
+    wipe(&mut cluster, wiped).await;
     (cluster, leader, wiped)
 }
 
@@ -364,16 +363,8 @@ async fn a_wiped_member_restarted_with_its_peers_stops_and_elects_no_stale_leade
         .expect("three nodes");
     // The stale member misses the write; the leader and the other take it.
     cluster.node_mut(stale).pause();
-    let (status, body) = call(
-        cluster.node(leader),
-        "PUT",
-        "/v1/kv/wiped/acked",
-        Some(json!("kept")),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
-    cluster.node_mut(wiped).kill9().await;
-    std::fs::remove_dir_all(cluster.node(wiped).data_dir()).expect("wipes the data dir");
+    write_kept(&cluster, leader).await;
+    wipe(&mut cluster, wiped).await;
     cluster.node_mut(leader).kill9().await;
     cluster.node_mut(stale).resume();
 
@@ -394,16 +385,8 @@ async fn the_lowest_id_wiped_and_restarted_with_its_peers_stops_and_forms_no_clu
     let mut cluster = TestCluster::start(3, &[]).await;
     let leader = cluster.leader().await;
     wait_all_published(&cluster, leader).await;
-    let (status, body) = call(
-        cluster.node(leader),
-        "PUT",
-        "/v1/kv/wiped/acked",
-        Some(json!("kept")),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
-    cluster.node_mut(1).kill9().await;
-    std::fs::remove_dir_all(cluster.node(1).data_dir()).expect("wipes the data dir");
+    write_kept(&cluster, leader).await;
+    wipe(&mut cluster, 1).await;
 
     wiped_member_stops(cluster.node_mut(1)).await;
     // Its log holds both starts: it formed the cluster at the first only.
@@ -417,6 +400,19 @@ async fn the_lowest_id_wiped_and_restarted_with_its_peers_stops_and_forms_no_clu
     assert_eq!((status, &body["value"]), (200, &json!("kept")), "{body}");
     let (status, body) = call(cluster.node(2), "PUT", "/v1/kv/wiped/after", Some(json!(1))).await;
     assert_eq!(status, 201, "the others go on: {body}");
+}
+
+/// Writes `wiped/acked` = "kept" through `leader`, acknowledged.
+async fn write_kept(cluster: &TestCluster, leader: u64) {
+    let path = "/v1/kv/wiped/acked";
+    let (status, body) = call(cluster.node(leader), "PUT", path, Some(json!("kept"))).await;
+    assert_eq!(status, 201, "{body}");
+}
+
+/// Kills node `id` (kill -9) and removes its data directory.
+async fn wipe(cluster: &mut TestCluster, id: u64) {
+    cluster.node_mut(id).kill9().await;
+    std::fs::remove_dir_all(cluster.node(id).data_dir()).expect("wipes the data dir");
 }
 
 /// Starts a member whose data was wiped, as it was before, and checks that
