@@ -514,6 +514,38 @@ async fn every_bad_input_is_a_json_4xx_naming_it_and_loses_nothing() {
         assert_eq!(status, 400, "{what}: {body}");
         assert_eq!(error_of(&body).0, code, "{what}: {body}");
     }
+    // What HTTP itself refuses, before any route: a JSON body too.
+    let many_headers: String = (0..150).map(|n| format!("\r\nX-Many-{n}: 1")).collect();
+    let http_cases = [
+        (
+            "not HTTP",
+            "NOT HTTP AT ALL".to_string(),
+            400,
+            "malformed_request",
+        ),
+        (
+            "URI too long",
+            format!("GET /v1/kv/{} HTTP/1.1", "k".repeat(70_000)),
+            414,
+            "uri_too_long",
+        ),
+        (
+            "too many headers",
+            format!("GET /v1/kv/keep/a HTTP/1.1{many_headers}"),
+            431,
+            "headers_too_large",
+        ),
+    ];
+    for (what, request_head, expected, code) in http_cases {
+        // No body: the node closes once it has answered, and bytes it
+        // never read could reset the connection under its answer.
+        let (status, body) = raw_request(&server, &request_head, b"").await;
+        assert_eq!(
+            (status, error_of(&body).0),
+            (expected, code),
+            "{what}: {body}"
+        );
+    }
 
     // Nothing was lost or changed, and the server is still healthy.
     let (status, entry) = call(&server, "GET", "/v1/kv/keep/a", None).await;

@@ -14,7 +14,9 @@
 //! `netutil.LimitListener` (which etcd uses) does. A client beyond the cap
 //! waits in the kernel's backlog instead of costing the node a task and
 //! buffers. A connection whose peer stops reading what it is sent is closed
-//! after `--stream-idle-timeout-ms` ([`StallGuard`]).
+//! after `--stream-idle-timeout-ms` ([`StallGuard`]). The answers hyper
+//! gives by itself (a head it cannot parse, a URI or headers over its
+//! limits) get the JSON error body every refusal carries ([`ErrorBodies`]).
 //!
 //! With TLS, each accepted connection does its handshake in its own task,
 //! bounded by [`HANDSHAKE_TIMEOUT`], so a slow or failing client never holds
@@ -38,6 +40,7 @@ use tracing::{debug, info, warn};
 
 use crate::api::long_polls::ConnectionLongPolls;
 use crate::config::Config;
+use crate::http_error_body::ErrorBodies;
 use crate::write_stall::StallGuard;
 
 /// How long a client may take to send a request's headers.
@@ -129,7 +132,7 @@ pub async fn serve(
         let stream = StallGuard::new(stream, limits.write_stall);
         let Some(tls) = tls.clone() else {
             let connection = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .serve_connection_with_upgrades(TokioIo::new(ErrorBodies::new(stream)), service)
                 .into_owned();
             let connection = graceful.watch(connection);
             tokio::spawn(async move {
@@ -157,7 +160,7 @@ pub async fn serve(
                 }
             };
             let connection = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .serve_connection_with_upgrades(TokioIo::new(ErrorBodies::new(stream)), service)
                 .into_owned();
             if let Err(error) = watcher.watch(connection).await {
                 debug!(%peer, %error, "connection ended with an error");

@@ -50,6 +50,7 @@ pub mod config;
 pub(crate) mod crash;
 pub(crate) mod error;
 pub(crate) mod http;
+pub(crate) mod http_error_body;
 pub(crate) mod join;
 pub(crate) mod leases;
 pub(crate) mod metrics;

@@ -51,6 +51,14 @@ macro_rules! error_codes {
 
 error_codes! {
     // A request that cannot be read.
+    /// The request is not HTTP this node can read: a malformed request
+    /// line or header (answered before any route).
+    MalformedRequest = ("malformed_request", 400),
+    /// The request's URI is longer than this node reads (64 KiB).
+    UriTooLong = ("uri_too_long", 414),
+    /// The request's headers are more (over 100) or larger than this node
+    /// reads.
+    HeadersTooLarge = ("headers_too_large", 431),
     /// The body is not one JSON value, or not the JSON the route takes.
     InvalidJson = ("invalid_json", 400),
     /// The body could not be read at all.
