@@ -115,6 +115,35 @@ async fn a_backup_taken_under_load_restores_a_new_cluster_with_the_same_state() 
     assert!(written["revision"].as_u64().unwrap() > revision);
 }
 
+/// A backup gets minutes for the node to make its snapshot, but only once
+/// a node answers: against nodes that cannot be reached, `--timeout`
+/// holds, where the call went on retrying for about 11 s.
+#[tokio::test]
+async fn a_backup_from_no_reachable_node_gives_up_at_its_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let backup = dir.path().join("never.snap");
+    let started = std::time::Instant::now();
+    let refused = kvctl(
+        &integration_tests::closed_port_url(),
+        &[
+            "--timeout",
+            "1s",
+            "snapshot",
+            "save",
+            backup.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let took = started.elapsed();
+    assert_ne!(refused.code, 0, "{}", refused.stderr);
+    assert!(
+        took < std::time::Duration::from_secs(6),
+        "gave up after {took:?}: {}",
+        refused.stderr
+    );
+    assert!(!backup.exists());
+}
+
 #[tokio::test]
 async fn a_damaged_or_truncated_backup_is_refused_naming_the_byte_and_nothing_is_written() {
     let old = TestCluster::start(1, &[]).await;

@@ -126,14 +126,20 @@ impl Client {
         let options = &inner.options;
         let description = request.describe();
         let started = Instant::now();
-        let (attempt_timeout, call_deadline) = match request.limits {
-            Some(limits) => (limits.attempt_timeout, limits.deadline),
+        let (attempt_timeout, call_deadline, extra_time) = match request.limits {
+            Some(limits) => (limits.attempt_timeout, limits.deadline, Duration::ZERO),
             None => (
                 options.request_timeout + request.extra_time,
-                options.deadline + request.extra_time,
+                options.deadline,
+                request.extra_time,
             ),
         };
-        let deadline = started + call_deadline;
+        // The extra time (a node making a snapshot, a watch's wait) is for
+        // an answer being made: an attempt may take it, and the call takes
+        // it once an attempt has reached a node. Against nodes that cannot
+        // be reached, the call gives up at its own deadline.
+        let extended = started + call_deadline + extra_time;
+        let mut deadline = started + call_deadline;
         let count = inner.endpoints.len();
         if request.idempotency_key.is_some() && !inner.leader_checked.load(Ordering::Relaxed) {
             self.locate_leader().await;
@@ -147,9 +153,13 @@ impl Client {
         loop {
             attempts += 1;
             let endpoint = &inner.endpoints[index];
-            let remaining = deadline.saturating_duration_since(Instant::now());
+            let remaining = extended.saturating_duration_since(Instant::now());
             let timeout = attempt_timeout.min(remaining);
-            let outcome = match self.send_once(request, endpoint, timeout).await {
+            let sent = self.send_once(request, endpoint, timeout).await;
+            if !matches!(&sent, Err(Error::Transport { source, .. }) if source.is_connect()) {
+                deadline = extended;
+            }
+            let outcome = match sent {
                 // A node whose own disk is full refuses what another node
                 // may take (nothing was applied); under the cluster's
                 // NOSPACE alarm every node refuses, and the last refusal
