@@ -532,6 +532,7 @@ async fn answering_for_another_peer_keeps_asking(id: u64, peers: &str) {
     );
     let (_, status) = call(&node, "GET", "/v1/cluster", None).await;
     assert!(status["leader"].is_null(), "{status}");
+    assert_eq!(status["state"], "Joining", "{status}");
     let (status, body) = call(&node, "GET", "/readyz", None).await;
     assert_eq!(status, 503, "{body}");
     assert!(body.to_string().contains("asks its peers"), "{body}");
@@ -655,6 +656,8 @@ async fn a_node_still_joining_grants_no_vote() {
     let (status, body) = call(&joining, "GET", "/readyz", None).await;
     assert_eq!(status, 503, "{body}");
     assert!(body.to_string().contains("waits to be added"), "{body}");
+    let (_, status) = call(&joining, "GET", "/v1/cluster", None).await;
+    assert_eq!(status["state"], "Joining", "{status}");
 }
 
 /// A follower whose data was lost, started again with `--peers` as if

@@ -132,7 +132,7 @@ async fn status(
         node_id: state.node_id,
         leader: metrics.current_leader,
         term: metrics.current_term,
-        state: format!("{:?}", metrics.state),
+        state: server_state(&state, &metrics),
         revision: state.store.revision(),
         applied_index: metrics.last_applied.map_or(0, |id| id.index),
         committed_index: state.committed.load(std::sync::atomic::Ordering::Acquire),
@@ -151,6 +151,18 @@ async fn status(
         .headers_mut()
         .insert(INDEX_HEADER, HeaderValue::from(index));
     Ok(response)
+}
+
+/// The answering node's state: openraft's, or `Joining` while the node
+/// asks its peers whether a cluster is formed or waits for its `--join` to
+/// be answered, where openraft would say `Learner`.
+fn server_state(state: &AppState, metrics: &openraft::RaftMetrics<NodeId, Node>) -> String {
+    let joining = state.joining.load(std::sync::atomic::Ordering::Acquire);
+    if joining || state.asking_peers.is_asking() {
+        "Joining".to_string()
+    } else {
+        format!("{:?}", metrics.state)
+    }
 }
 
 /// The membership in force, as the answer to a change.

@@ -32,7 +32,9 @@ pub struct ClusterStatus {
     /// The current Raft term.
     #[serde(default)]
     pub term: u64,
-    /// The answering node's Raft state (`Leader`, `Follower`, `Candidate`, `Learner`).
+    /// The answering node's Raft state (`Leader`, `Follower`, `Candidate`,
+    /// `Learner`), or `Joining` while it asks its peers (`--peers`) whether
+    /// a cluster is formed, and until its `--join` is answered.
     #[serde(default)]
     pub state: String,
     /// The store's revision there: the offset of the last record applied.
