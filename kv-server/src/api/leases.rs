@@ -81,8 +81,9 @@ async fn grant(
 
 /// `POST /v1/leases/{id}/keepalive` → `{"id", "ttl_s"}`: the lease has its
 /// full TTL again. Answered only once this node has confirmed it still
-/// leads, so a deposed leader never acknowledges a keep-alive that counts
-/// for nothing.
+/// leads, in the term its deadlines are kept for, so a deposed leader never
+/// acknowledges a keep-alive that counts for nothing. (A follower's barrier
+/// asks the leader, so the barrier alone would not show it.)
 async fn keep_alive(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
@@ -93,7 +94,11 @@ async fn keep_alive(
     Query::parse(query.as_deref(), &[])?;
     no_body(body)?;
     linearizable_barrier(&state).await?;
-    match state.store.leases.keep_alive(id, Instant::now()) {
+    match state
+        .store
+        .leases
+        .keep_alive(id, Instant::now(), leader_term(&state))
+    {
         KeepAlive::Renewed(ttl) => Ok(Json(LeaseKeepAlive {
             id,
             ttl_s: ttl.as_secs(),
@@ -199,9 +204,16 @@ fn remaining(state: &AppState, id: LeaseId) -> Result<u64, ApiError> {
     let left = state
         .store
         .leases
-        .remaining(id, Instant::now())
+        .remaining(id, Instant::now(), leader_term(state))
         .ok_or_else(not_keeping)?;
     Ok(left.as_millis().div_ceil(1000) as u64)
+}
+
+/// The term this node leads in, if it leads now.
+fn leader_term(state: &AppState) -> Option<u64> {
+    let metrics = state.raft.metrics();
+    let metrics = metrics.borrow();
+    (metrics.state == openraft::ServerState::Leader).then(|| metrics.vote.leader_id().term)
 }
 
 /// 503: the lease exists but this node does not keep its deadline (it does

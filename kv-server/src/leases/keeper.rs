@@ -6,8 +6,14 @@
 //! first entry is applied (every grant committed before is then in its
 //! view). It then gives every lease its full TTL from that moment: a lease
 //! never ends early because the leader changed, only late.
+//!
+//! Taking the lead has two steps, so that no lease that ends meanwhile is
+//! kept: [`LeaseKeeper::start_leading`] first, from which grants and ends
+//! applied here are followed; then the list of leases, read after it, given
+//! to [`LeaseKeeper::loaded`], which leaves out every lease that ended in
+//! between.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -22,12 +28,26 @@ pub struct LeaseKeeper {
 
 #[derive(Debug, Default)]
 struct KeeperState {
-    /// The term this node leads in, once it keeps the deadlines.
-    leading: Option<u64>,
+    /// Whether this node keeps the deadlines.
+    phase: Phase,
     /// Each lease's TTL and deadline.
     leases: HashMap<LeaseId, Tracked>,
     /// The deadlines in order, for the expiry loop.
     queue: BTreeSet<(Instant, LeaseId)>,
+}
+
+/// Where the keeper is in taking the lead.
+#[derive(Debug, Default, PartialEq, Eq)]
+enum Phase {
+    /// It keeps no deadlines.
+    #[default]
+    Following,
+    /// It leads in `term` and reads the leases: grants applied are tracked,
+    /// and the leases that end are noted in `ended`, so that the list,
+    /// which may have been read before they ended, does not bring them back.
+    Loading { term: u64, ended: HashSet<LeaseId> },
+    /// It keeps the deadlines as the leader of this term.
+    Leading(u64),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -45,35 +65,59 @@ pub enum KeepAlive {
     Renewed(Duration),
     /// No such lease, or it is expiring.
     NotFound,
-    /// This node keeps no deadlines: it does not lead (yet).
+    /// This node keeps no deadlines: it does not lead (yet), or leads in
+    /// another term than the caller's.
     NotLeading,
 }
 
 impl LeaseKeeper {
-    /// Starts keeping the deadlines of `leases` (id and TTL) as the leader
-    /// of `term`, each a full TTL from `now`. Nothing if it already does.
-    pub fn promote(&self, term: u64, leases: Vec<(LeaseId, Duration)>, now: Instant) {
+    /// The first step of taking the lead in `term`: from now on grants and
+    /// ends applied here are followed. The caller then reads every lease
+    /// and gives them to [`LeaseKeeper::loaded`]. Starts over from nothing
+    /// unless it already leads in `term`.
+    pub fn start_leading(&self, term: u64) {
         let mut state = self.state.lock();
-        if state.leading == Some(term) {
+        if state.phase == Phase::Leading(term) {
             return;
         }
         state.leases.clear();
         state.queue.clear();
-        state.leading = Some(term);
+        state.phase = Phase::Loading {
+            term,
+            ended: HashSet::new(),
+        };
+    }
+
+    /// The second step: keeps the deadlines of `leases` (id and TTL), read
+    /// after [`LeaseKeeper::start_leading`] of `term`, each a full TTL from
+    /// `now`, but for those that ended since, and from then on leads.
+    /// Nothing if the keeper no longer loads for `term` (it was demoted).
+    pub fn loaded(&self, term: u64, leases: Vec<(LeaseId, Duration)>, now: Instant) {
+        let mut state = self.state.lock();
+        let ended = match &mut state.phase {
+            Phase::Loading {
+                term: loading,
+                ended,
+            } if *loading == term => std::mem::take(ended),
+            _ => return,
+        };
         for (id, ttl) in leases {
-            state.track(id, ttl, now);
+            if !ended.contains(&id) && !state.leases.contains_key(&id) {
+                state.track(id, ttl, now);
+            }
         }
+        state.phase = Phase::Leading(term);
     }
 
     /// Whether this node keeps deadlines as the leader of `term`.
     pub fn leads_in(&self, term: u64) -> bool {
-        self.state.lock().leading == Some(term)
+        self.state.lock().phase == Phase::Leading(term)
     }
 
     /// Stops keeping deadlines: this node no longer leads.
     pub fn demote(&self) {
         let mut state = self.state.lock();
-        state.leading = None;
+        state.phase = Phase::Following;
         state.leases.clear();
         state.queue.clear();
     }
@@ -81,7 +125,7 @@ impl LeaseKeeper {
     /// Lease `id` of `ttl` was granted (applied here).
     pub fn granted(&self, id: LeaseId, ttl: Duration, now: Instant) {
         let mut state = self.state.lock();
-        if state.leading.is_some() && !state.leases.contains_key(&id) {
+        if state.phase != Phase::Following && !state.leases.contains_key(&id) {
             state.track(id, ttl, now);
         }
     }
@@ -92,13 +136,18 @@ impl LeaseKeeper {
         if let Some(tracked) = state.leases.remove(&id) {
             state.queue.remove(&(tracked.deadline, id));
         }
+        if let Phase::Loading { ended, .. } = &mut state.phase {
+            ended.insert(id);
+        }
     }
 
-    /// A keep-alive of lease `id` at `now`: its deadline becomes a full TTL
-    /// away.
-    pub fn keep_alive(&self, id: LeaseId, now: Instant) -> KeepAlive {
+    /// A keep-alive of lease `id` at `now`, on a node that leads in
+    /// `leader_term` (`None`: it does not lead): its deadline becomes a
+    /// full TTL away. A keeper of another term, one still loading, or a
+    /// node that no longer leads keeps no deadline the cluster would honour.
+    pub fn keep_alive(&self, id: LeaseId, now: Instant, leader_term: Option<u64>) -> KeepAlive {
         let mut state = self.state.lock();
-        if state.leading.is_none() {
+        if !state.leads_in(leader_term) {
             return KeepAlive::NotLeading;
         }
         match state.leases.get(&id).copied() {
@@ -112,10 +161,18 @@ impl LeaseKeeper {
     }
 
     /// The time lease `id` has left at `now`, if this node keeps the
-    /// deadlines (`Some(ZERO)`: it is due, expiring, or unknown here).
-    pub fn remaining(&self, id: LeaseId, now: Instant) -> Option<Duration> {
+    /// deadlines as the leader of `leader_term` (`Some(ZERO)`: it is due,
+    /// expiring, or unknown here).
+    pub fn remaining(
+        &self,
+        id: LeaseId,
+        now: Instant,
+        leader_term: Option<u64>,
+    ) -> Option<Duration> {
         let state = self.state.lock();
-        state.leading?;
+        if !state.leads_in(leader_term) {
+            return None;
+        }
         Some(match state.leases.get(&id) {
             Some(tracked) if !tracked.expiring => tracked.deadline.saturating_duration_since(now),
             _ => Duration::ZERO,
@@ -143,12 +200,13 @@ impl LeaseKeeper {
         due
     }
 
-    /// The expiry of lease `id` could not be proposed: try again at `at`,
-    /// if this node still keeps it.
+    /// The expiry of lease `id` was not committed in time: propose it again
+    /// at `at`, if this node still keeps it. It stays expiring, so no
+    /// keep-alive saves it meanwhile: the expiry proposed may still be
+    /// committed, as etcd never renews a lease past its deadline.
     pub fn retry_at(&self, id: LeaseId, at: Instant) {
         let mut state = self.state.lock();
         if let Some(tracked) = state.leases.get_mut(&id) {
-            tracked.expiring = false;
             tracked.deadline = at;
             state.queue.insert((at, id));
         }
@@ -156,6 +214,12 @@ impl LeaseKeeper {
 }
 
 impl KeeperState {
+    /// Whether this keeper keeps the deadlines for a node leading in
+    /// `leader_term`.
+    fn leads_in(&self, leader_term: Option<u64>) -> bool {
+        leader_term.is_some_and(|term| self.phase == Phase::Leading(term))
+    }
+
     fn track(&mut self, id: LeaseId, ttl: Duration, now: Instant) {
         let deadline = now + ttl;
         self.leases.insert(
@@ -176,21 +240,53 @@ mod tests {
 
     const TTL: Duration = Duration::from_secs(10);
 
+    /// Both steps of taking the lead in `term`, with `leases` read between.
+    fn promote(keeper: &LeaseKeeper, term: u64, leases: Vec<(LeaseId, Duration)>, now: Instant) {
+        keeper.start_leading(term);
+        keeper.loaded(term, leases, now);
+    }
+
     #[test]
-    fn a_grant_applied_before_the_promotion_is_tracked_when_reported_again_after_it() {
-        // The lease loop reads the leases, then promotes: a grant applied
-        // in between is reported while the keeper does not lead yet, so
-        // the loop reports every lease again once it does.
+    fn a_grant_applied_while_the_leases_are_read_is_tracked() {
         let keeper = LeaseKeeper::default();
         let now = Instant::now();
         keeper.granted(7, TTL, now);
-        keeper.promote(3, vec![(1, TTL)], now);
-        assert_eq!(keeper.keep_alive(7, now), KeepAlive::NotFound);
-        keeper.granted(1, TTL, now);
-        keeper.granted(7, TTL, now);
-        assert_eq!(keeper.keep_alive(7, now), KeepAlive::Renewed(TTL));
-        assert_eq!(keeper.keep_alive(1, now), KeepAlive::Renewed(TTL));
-        assert_eq!(keeper.due(now + TTL, 10), vec![1, 7]);
+        assert_eq!(keeper.keep_alive(7, now, Some(3)), KeepAlive::NotLeading);
+        keeper.start_leading(3);
+        // Applied after the list below was read: only `granted` says so.
+        keeper.granted(8, TTL, now);
+        keeper.loaded(3, vec![(1, TTL), (7, TTL)], now);
+        for id in [1, 7, 8] {
+            assert_eq!(keeper.keep_alive(id, now, Some(3)), KeepAlive::Renewed(TTL));
+        }
+        assert_eq!(keeper.due(now + TTL, 10), vec![1, 7, 8]);
+    }
+
+    #[test]
+    fn a_lease_that_ends_while_the_leases_are_read_is_not_kept() {
+        // The list was read before lease 2's end was applied: it still
+        // names the lease, which must not come back with a full TTL.
+        let keeper = LeaseKeeper::default();
+        let now = Instant::now();
+        keeper.start_leading(3);
+        keeper.ended(2);
+        keeper.loaded(3, vec![(1, TTL), (2, TTL)], now);
+        assert_eq!(keeper.keep_alive(2, now, Some(3)), KeepAlive::NotFound);
+        assert_eq!(keeper.keep_alive(1, now, Some(3)), KeepAlive::Renewed(TTL));
+        assert_eq!(keeper.due(now + TTL, 10), vec![1]);
+    }
+
+    #[test]
+    fn a_keeper_still_loading_or_demoted_meanwhile_answers_not_leading() {
+        let keeper = LeaseKeeper::default();
+        let now = Instant::now();
+        keeper.start_leading(3);
+        assert_eq!(keeper.keep_alive(1, now, Some(3)), KeepAlive::NotLeading);
+        assert_eq!(keeper.remaining(1, now, Some(3)), None);
+        keeper.demote();
+        keeper.loaded(3, vec![(1, TTL)], now);
+        assert!(!keeper.leads_in(3));
+        assert_eq!(keeper.keep_alive(1, now, Some(3)), KeepAlive::NotLeading);
     }
 
     #[test]
@@ -198,18 +294,33 @@ mod tests {
         let keeper = LeaseKeeper::default();
         let now = Instant::now();
         keeper.granted(1, TTL, now);
-        assert_eq!(keeper.keep_alive(1, now), KeepAlive::NotLeading);
-        assert_eq!(keeper.remaining(1, now), None);
+        assert_eq!(keeper.keep_alive(1, now, None), KeepAlive::NotLeading);
+        assert_eq!(keeper.remaining(1, now, None), None);
         assert!(keeper.due(now + 2 * TTL, 10).is_empty());
+    }
+
+    #[test]
+    fn a_node_no_longer_leading_in_the_keepers_term_renews_nothing() {
+        // The keeper still leads in term 3, but the node has lost the lead
+        // (its lease loop has not demoted the keeper yet) or leads in a
+        // later term: a renewal there would count for nothing.
+        let keeper = LeaseKeeper::default();
+        let now = Instant::now();
+        promote(&keeper, 3, vec![(1, TTL)], now);
+        assert_eq!(keeper.keep_alive(1, now, None), KeepAlive::NotLeading);
+        assert_eq!(keeper.keep_alive(1, now, Some(4)), KeepAlive::NotLeading);
+        assert_eq!(keeper.remaining(1, now, None), None);
+        assert_eq!(keeper.remaining(1, now, Some(4)), None);
+        assert_eq!(keeper.remaining(1, now, Some(3)), Some(TTL));
     }
 
     #[test]
     fn a_promotion_gives_every_lease_its_full_ttl_from_then() {
         let keeper = LeaseKeeper::default();
         let promoted = Instant::now();
-        keeper.promote(3, vec![(1, TTL), (2, 2 * TTL)], promoted);
+        promote(&keeper, 3, vec![(1, TTL), (2, 2 * TTL)], promoted);
         assert!(keeper.leads_in(3));
-        assert_eq!(keeper.remaining(1, promoted), Some(TTL));
+        assert_eq!(keeper.remaining(1, promoted, Some(3)), Some(TTL));
         assert!(keeper
             .due(promoted + TTL - Duration::from_millis(1), 10)
             .is_empty());
@@ -221,24 +332,27 @@ mod tests {
     fn a_keep_alive_moves_the_deadline_until_the_lease_is_expiring() {
         let keeper = LeaseKeeper::default();
         let start = Instant::now();
-        keeper.promote(1, vec![(7, TTL)], start);
+        promote(&keeper, 1, vec![(7, TTL)], start);
         let later = start + TTL / 2;
-        assert_eq!(keeper.keep_alive(7, later), KeepAlive::Renewed(TTL));
+        assert_eq!(
+            keeper.keep_alive(7, later, Some(1)),
+            KeepAlive::Renewed(TTL)
+        );
         assert!(keeper.due(start + TTL, 10).is_empty(), "renewed past it");
         assert_eq!(keeper.due(later + TTL, 10), vec![7]);
         assert_eq!(
-            keeper.keep_alive(7, later + TTL),
+            keeper.keep_alive(7, later + TTL, Some(1)),
             KeepAlive::NotFound,
             "an expiring lease cannot be saved"
         );
-        assert_eq!(keeper.keep_alive(8, later), KeepAlive::NotFound);
+        assert_eq!(keeper.keep_alive(8, later, Some(1)), KeepAlive::NotFound);
     }
 
     #[test]
     fn due_leases_come_earliest_first_at_most_max_at_a_time() {
         let keeper = LeaseKeeper::default();
         let start = Instant::now();
-        keeper.promote(1, vec![], start);
+        promote(&keeper, 1, vec![], start);
         for id in 1..=5 {
             keeper.granted(id, TTL + Duration::from_millis(6 - id), start);
         }
@@ -248,31 +362,40 @@ mod tests {
     }
 
     #[test]
-    fn an_expiry_that_could_not_be_proposed_comes_due_again() {
+    fn an_expiry_not_committed_in_time_comes_due_again_and_no_keep_alive_saves_it() {
+        // The expiry proposed may still be committed: the lease must not be
+        // renewed in the meantime.
         let keeper = LeaseKeeper::default();
         let start = Instant::now();
-        keeper.promote(1, vec![(1, TTL)], start);
+        promote(&keeper, 1, vec![(1, TTL)], start);
         assert_eq!(keeper.due(start + TTL, 10), vec![1]);
-        keeper.retry_at(1, start + TTL + Duration::from_secs(1));
-        assert!(keeper.due(start + TTL, 10).is_empty());
+        let retry = start + TTL + Duration::from_secs(1);
+        keeper.retry_at(1, retry);
         assert_eq!(
-            keeper.due(start + TTL + Duration::from_secs(1), 10),
-            vec![1]
+            keeper.keep_alive(1, start + TTL, Some(1)),
+            KeepAlive::NotFound
         );
+        assert_eq!(
+            keeper.remaining(1, start + TTL, Some(1)),
+            Some(Duration::ZERO)
+        );
+        assert!(keeper.due(start + TTL, 10).is_empty());
+        assert_eq!(keeper.due(retry, 10), vec![1]);
         keeper.ended(1);
-        assert_eq!(keeper.keep_alive(1, start), KeepAlive::NotFound);
+        assert_eq!(keeper.keep_alive(1, start, Some(1)), KeepAlive::NotFound);
+        assert!(keeper.due(retry + TTL, 10).is_empty());
     }
 
     #[test]
     fn a_demotion_forgets_every_deadline_and_a_new_term_starts_over() {
         let keeper = LeaseKeeper::default();
         let start = Instant::now();
-        keeper.promote(1, vec![(1, TTL)], start);
+        promote(&keeper, 1, vec![(1, TTL)], start);
         keeper.demote();
-        assert_eq!(keeper.remaining(1, start), None);
-        assert_eq!(keeper.keep_alive(1, start), KeepAlive::NotLeading);
+        assert_eq!(keeper.remaining(1, start, Some(1)), None);
+        assert_eq!(keeper.keep_alive(1, start, Some(1)), KeepAlive::NotLeading);
         let again = start + TTL;
-        keeper.promote(2, vec![(1, TTL)], again);
-        assert_eq!(keeper.remaining(1, again), Some(TTL));
+        promote(&keeper, 2, vec![(1, TTL)], again);
+        assert_eq!(keeper.remaining(1, again, Some(2)), Some(TTL));
     }
 }

@@ -120,7 +120,11 @@ impl LeaseLoop {
     }
 
     /// Starts keeping the deadlines of every lease, as leader of `term`.
+    /// Grants and ends applied from the keeper's first step on are followed
+    /// as they apply, so the list read after it misses no grant, and a
+    /// lease it names that ended meanwhile is left out (see `keeper`).
     async fn promote(&self, term: u64) -> Result<(), crate::error::StoreError> {
+        self.store.leases.start_leading(term);
         let store = Arc::clone(&self.store);
         let all = blocking(move || store.all_leases()).await?;
         let count = all.len();
@@ -128,17 +132,7 @@ impl LeaseLoop {
             .into_iter()
             .map(|(id, lease)| (id, Duration::from_millis(lease.ttl_ms)))
             .collect();
-        let now = Instant::now();
-        self.store.leases.promote(term, ttls, now);
-        // A grant applied while the list was read found the keeper not yet
-        // leading and was not tracked: read again now that grants are
-        // tracked as they apply (`granted` skips the leases it knows).
-        let store = Arc::clone(&self.store);
-        for (id, lease) in blocking(move || store.all_leases()).await? {
-            self.store
-                .leases
-                .granted(id, Duration::from_millis(lease.ttl_ms), now);
-        }
+        self.store.leases.loaded(term, ttls, Instant::now());
         info!(
             node_id = self.node_id,
             term,
@@ -171,6 +165,7 @@ async fn expire(raft: Raft, store: Arc<Store>, id: LeaseId, timeout: Duration) {
             store.leases.retry_at(id, Instant::now() + RETRY_AFTER);
         }
         Err(_) => {
+            // The entry may still be committed: the lease stays expiring.
             debug!(lease = id, "the lease's expiry was not committed in time");
             store.leases.retry_at(id, Instant::now() + RETRY_AFTER);
         }
