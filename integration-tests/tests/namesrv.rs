@@ -23,8 +23,10 @@ async fn a_captured_registration_is_answered_and_served_as_the_real_name_server_
     let answer = register_captured(&mut client).await;
     assert_eq!((answer.code, answer.opaque), (0, 0), "{answer:?}");
     assert!(answer.is_response());
-    assert_eq!(answer.field("masterAddr"), Some(""));
-    assert_eq!(answer.field("haServerAddr"), Some(""));
+    // A master is told no master: Apache leaves both fields out (the
+    // captured rocketmq-rust name server sent both empty).
+    assert_eq!(answer.field("masterAddr"), None, "{answer:?}");
+    assert_eq!(answer.field("haServerAddr"), None, "{answer:?}");
 
     // The captured lookups, sent raw, each with opaque 1.
     client
@@ -570,6 +572,32 @@ async fn registrations_follow_apaches_rules_for_switches_stale_brokers_and_singl
         group_addrs(&mut client, "broker-c").await,
         json!({"0": "127.0.0.1:10972"})
     );
+
+    // A slave is told its master's address; an ignored one, no master.
+    let slave_with_state = |addr: &str, state: i64| {
+        registration_edited("broker-c", 1, addr, false, |body| {
+            body.topic_config_serialize_wrapper
+                .data_version
+                .state_version = state;
+        })
+    };
+    let slave = client.call_ok(slave_with_state("127.0.0.1:10973", 5)).await;
+    assert_eq!(
+        slave.field("masterAddr"),
+        Some("127.0.0.1:10972"),
+        "{slave:?}"
+    );
+    let ignored = client.call_ok(slave_with_state("127.0.0.1:10974", 1)).await;
+    assert_eq!(ignored.field("masterAddr"), None, "{ignored:?}");
+    assert_eq!(ignored.field("haServerAddr"), None, "{ignored:?}");
+
+    // A slave whose group has no master is told none, not an empty
+    // address: a Java slave would try to connect to that.
+    let orphan = client
+        .call_ok(registration("broker-o", 1, "127.0.0.1:10975", 0, false))
+        .await;
+    assert_eq!(orphan.field("masterAddr"), None, "{orphan:?}");
+    assert_eq!(orphan.field("haServerAddr"), None, "{orphan:?}");
 
     // One topic alone from a broker the name server does not know is
     // refused; once registered whole, it may send one topic.

@@ -123,7 +123,8 @@ pub async fn register(ns: &NameServer, request: &RemotingCommand) -> Handled {
         );
         if live.broker_addr != identity.broker_addr && old > new {
             warn!(group = %identity.broker_name, id = identity.broker_id, live = %live.broker_addr, live_state_version = old, broker = %identity.broker_addr, state_version = new, "registration older than the live one at another address: ignored");
-            return answer_registration(ns, request, &identity);
+            // Apache tells such a broker no master.
+            return answer_with_order_topics(ns, request);
         }
     } else if body.topic_config_serialize_wrapper.topic_config_table.len() == 1 {
         // Apache's rule: a single topic's registration (a broker's
@@ -347,20 +348,29 @@ async fn write_whole(
 }
 
 /// Apache's answer to a registration: the group master's addresses for a
-/// slave, and the ordered topics' configs.
+/// slave, and the ordered topics' configs. Without a registered master
+/// (and for a master) the two fields are left out, as Apache leaves them
+/// null: a Java slave takes an empty address as its master's and fails to
+/// connect to it, where null keeps the master it had.
 fn answer_registration(ns: &NameServer, request: &RemotingCommand, identity: &Identity) -> Handled {
-    let mut answer = request.answer(0, None);
-    let (mut master_addr, mut ha_server_addr) = (String::new(), String::new());
+    let mut answer = answer_with_order_topics(ns, request)?;
     if identity.broker_id != 0 {
         if let Some((master, _)) = stored(ns, &keys::broker(&identity.broker_name, 0))? {
-            master_addr = master.broker_addr;
-            ha_server_addr = master.ha_server_addr;
+            answer
+                .ext_fields
+                .insert("masterAddr".into(), master.broker_addr);
+            answer
+                .ext_fields
+                .insert("haServerAddr".into(), master.ha_server_addr);
         }
     }
-    answer.ext_fields.insert("masterAddr".into(), master_addr);
-    answer
-        .ext_fields
-        .insert("haServerAddr".into(), ha_server_addr);
+    Ok(answer)
+}
+
+/// A registration's answer with the ordered topics' configs, which Apache
+/// gives every registration it answers.
+fn answer_with_order_topics(ns: &NameServer, request: &RemotingCommand) -> Handled {
+    let mut answer = request.answer(0, None);
     let order = view::kv_table(&ns.state.store, ORDER_TOPIC_CONFIG)?;
     if !order.is_empty() {
         answer.body = json_body(&schemas::remoting::KvTable { table: order });
