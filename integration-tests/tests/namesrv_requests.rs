@@ -171,6 +171,54 @@ async fn write_permission_is_wiped_and_given_back() {
     .await;
 }
 
+/// As in Apache, a registration writes a topic's queues only at the
+/// broker's first registration, under a new data version, or for a topic
+/// that lacks them: a write permission wiped on the name server stays
+/// wiped while the broker re-registers unchanged, even with a record that
+/// changed otherwise (its HA address).
+#[tokio::test]
+async fn a_wiped_write_permission_stays_until_the_brokers_data_version_changes() {
+    let server = TestServer::start().await;
+    let mut client = connect(&server).await;
+    let addr = "127.0.0.1:10991";
+    client
+        .call_ok(registration("broker-w", 0, addr, 1, false))
+        .await;
+    let perm = |answer: &RemotingCommand| json_of(answer)["queueDatas"][0]["perm"].clone();
+    assert_eq!(perm(&client.call(route_request("TBW102")).await), json!(7));
+    let wiped = ask(
+        &mut client,
+        code::WIPE_WRITE_PERM_OF_BROKER,
+        &[("brokerName", "broker-w")],
+    )
+    .await;
+    assert_eq!(wiped.code, 0, "{wiped:?}");
+
+    let mut moved_ha = registration("broker-w", 0, addr, 1, false);
+    moved_ha
+        .ext_fields
+        .insert("haServerAddr".into(), "192.0.2.3:10912".into());
+    client.call_ok(moved_ha).await;
+    let slave = client
+        .call_ok(registration("broker-w", 1, "127.0.0.1:10992", 1, false))
+        .await;
+    assert_eq!(
+        slave.field("haServerAddr"),
+        Some("192.0.2.3:10912"),
+        "the master's new HA address is stored: {slave:?}"
+    );
+    assert_eq!(
+        perm(&client.call(route_request("TBW102")).await),
+        json!(7 & !2),
+        "a registration of the same data version gave the write permission back"
+    );
+
+    client
+        .call_ok(registration("broker-w", 0, addr, 2, false))
+        .await;
+    assert_eq!(perm(&client.call(route_request("TBW102")).await), json!(7));
+}
+
 #[tokio::test]
 async fn a_topic_is_registered_and_deleted_on_the_name_server() {
     let server = TestServer::start().await;

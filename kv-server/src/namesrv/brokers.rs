@@ -8,6 +8,7 @@
 //! they granted). The idempotency key (broker, data version, lease) makes a
 //! retried call of the same write count once.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use schemas::api::{MAX_LEASE_TTL_S, MIN_LEASE_TTL_S};
@@ -140,6 +141,15 @@ pub async fn register(ns: &NameServer, request: &RemotingCommand) -> Handled {
         .filter(|record| record.broker_id != identity.broker_id)
         .map(|record| keys::broker(&record.broker_name, record.broker_id))
         .collect();
+    let missing = if identity.broker_id == 0 {
+        missing_queues(
+            ns,
+            &identity.broker_name,
+            &body.topic_config_serialize_wrapper,
+        )?
+    } else {
+        BTreeSet::new()
+    };
     let unchanged = moved.is_empty()
         && current.as_ref().is_some_and(|(record, _)| {
             BrokerRecord {
@@ -147,12 +157,14 @@ pub async fn register(ns: &NameServer, request: &RemotingCommand) -> Handled {
                 ..record.clone()
             } == wanted
         })
-        && (identity.broker_id != 0
-            || queues_in_place(
-                ns,
-                &identity.broker_name,
-                &body.topic_config_serialize_wrapper,
-            )?);
+        && missing.is_empty();
+    // Apache writes a topic's queues at a broker's first registration at
+    // its address, when its data version changed, or when the topic lacks
+    // them; not otherwise, so a write permission wiped on the name server
+    // stays wiped while the broker's topics stay as they were.
+    let same_version = current.as_ref().is_some_and(|(record, _)| {
+        record.broker_addr == wanted.broker_addr && record.data_version == wanted.data_version
+    });
     let mut lease = current.as_ref().map(|(record, _)| record.lease);
     if let Some(id) = lease {
         if ns.writer.keep_alive(id).await? {
@@ -168,6 +180,11 @@ pub async fn register(ns: &NameServer, request: &RemotingCommand) -> Handled {
     let ttl_s = lease_ttl_s(ns, request)?;
     let registration = Registration {
         topics: &body.topic_config_serialize_wrapper,
+        queues: if same_version && lease.is_some() {
+            Queues::Missing(missing)
+        } else {
+            Queues::All
+        },
         observed,
         moved: &moved,
     };
@@ -175,15 +192,16 @@ pub async fn register(ns: &NameServer, request: &RemotingCommand) -> Handled {
     answer_registration(ns, request, &identity)
 }
 
-/// Whether every topic of a master's registration still has its group's
-/// queues. Apache adds a topic whose queues lack the group at any
-/// registration, whatever its data version, so a topic deleted on the name
-/// server alone comes back at the broker's next registration; here too.
-fn queues_in_place(
+/// The topics of a master's registration that lack their group's queues.
+/// Apache adds a topic whose queues lack the group at any registration,
+/// whatever its data version, so a topic deleted on the name server alone
+/// comes back at the broker's next registration; here too.
+fn missing_queues(
     ns: &NameServer,
     group: &str,
     topics: &TopicConfigSerializeWrapper,
-) -> Result<bool, Failure> {
+) -> Result<BTreeSet<String>, Failure> {
+    let mut missing = BTreeSet::new();
     for topic in topics.topic_config_table.keys() {
         if ns
             .state
@@ -192,10 +210,10 @@ fn queues_in_place(
             .is_none()
         {
             debug!(%topic, %group, "a registered topic lost its queues: written again");
-            return Ok(false);
+            missing.insert(topic.clone());
         }
     }
-    Ok(true)
+    Ok(missing)
 }
 
 /// The KiB permits of [`INFLATED_BUDGET_BYTES`] an inflated body of
@@ -230,10 +248,22 @@ enum Written {
 struct Registration<'a> {
     /// The broker's topics (a master's become its group's queues).
     topics: &'a TopicConfigSerializeWrapper,
+    /// Which of a master's topics have their queues written.
+    queues: Queues,
     /// The record's `mod_revision` as this node read it (0: none).
     observed: u64,
     /// The keys of the group's other ids at the broker's address, removed.
     moved: &'a [String],
+}
+
+/// Which of a master's topics a registration writes the queues of.
+enum Queues {
+    /// Every topic's: a first registration, a new data version, or a new
+    /// lease (the queues live by the lease).
+    All,
+    /// Only those of topics that lack them (the data version and the lease
+    /// are those in the store).
+    Missing(BTreeSet<String>),
 }
 
 /// Writes a registration (and a master's queues) under `lease`, or a new
@@ -253,7 +283,14 @@ async fn write_registration(
     let mut retried = false;
     loop {
         record.lease = id;
-        match write_whole(ns, &record, registration).await {
+        // Under a new lease every queue is written: the old lease's went
+        // with it, or will.
+        let queues = if granted {
+            &Queues::All
+        } else {
+            &registration.queues
+        };
+        match write_whole(ns, &record, registration, queues).await {
             Ok(Written::Done) => {
                 info!(broker = %record.broker_addr, group = %record.broker_name, lease = id, topics = topics.topic_config_table.len(), "registered");
                 return Ok(());
@@ -291,17 +328,24 @@ async fn write_registration(
     }
 }
 
-/// Writes `record` and, for a master, a QueueData per topic, in one
-/// transaction: readers see the whole registration or none of it.
+/// Writes `record` and, for a master, a QueueData per topic `queues`
+/// names, in one transaction: readers see the whole registration or none
+/// of it.
 async fn write_whole(
     ns: &NameServer,
     record: &BrokerRecord,
     registration: &Registration<'_>,
+    queues: &Queues,
 ) -> Result<Written, WriteError> {
     let key = keys::broker(&record.broker_name, record.broker_id);
     let mut queue_ops = Vec::new();
     if record.broker_id == 0 {
         for (topic, config) in &registration.topics.topic_config_table {
+            if let Queues::Missing(missing) = queues {
+                if !missing.contains(topic) {
+                    continue;
+                }
+            }
             let queues = QueueData {
                 broker_name: record.broker_name.clone(),
                 read_queue_nums: config.read_queue_nums,
