@@ -223,6 +223,8 @@ async fn a_reader_below_the_tombstone_floor_gets_410_and_one_above_it_sees_every
     // (the feed: after it; a replay: from it): there it answers, one
     // before it does not.
     let (_, refused) = changes(&server, "from=1").await;
+    let message = refused["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("list the keys"), "{refused}");
     let after = resume_offset(&refused);
     assert_eq!(changes(&server, &format!("from={after}")).await.0, 200);
     assert_eq!(
@@ -243,6 +245,36 @@ async fn a_reader_below_the_tombstone_floor_gets_410_and_one_above_it_sees_every
         "the deleted key is gone: {page}"
     );
     assert_eq!(latest.len(), 2, "{page}");
+
+    // Paging from 0 stops below the floor, and the next page is refused:
+    // reading from 0 again would loop. The refusal's way on is a list and
+    // the changes after its revision.
+    let (status, first_page) = changes(&server, "from=0&limit=1").await;
+    assert_eq!(
+        (status, &first_page["more"]),
+        (200, &json!(true)),
+        "{first_page}"
+    );
+    let next = first_page["next"].as_u64().expect("a next");
+    assert!(
+        next + 1 < after + 1,
+        "the first page ends below the floor: {first_page}"
+    );
+    assert_eq!(changes(&server, &format!("from={next}")).await.0, 410);
+    let listed = server
+        .client()
+        .get(server.url("/v1/kv?prefix=feed/"))
+        .send()
+        .await
+        .expect("the list answers");
+    assert_eq!(listed.status(), 200);
+    let revision: u64 = listed.headers()["x-kv-revision"]
+        .to_str()
+        .expect("text")
+        .parse()
+        .expect("a revision");
+    let (status, page) = changes(&server, &format!("from={revision}")).await;
+    assert_eq!(status, 200, "{page}");
 }
 
 #[tokio::test]

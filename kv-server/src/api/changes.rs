@@ -81,13 +81,20 @@ fn no_json(write: &WriteRecord) -> ApiError {
 }
 
 /// 410 when a reader starting after `from` could miss deletes the cleaner
-/// has dropped: it must start over from offset 0 (or a fresh list).
+/// has dropped: it must start over from a list of the keys, and read the
+/// changes after the list's revision (etcd's answer to a compacted
+/// revision). Reading again from 0 would not do once the floor is past a
+/// page: the next page would be refused again.
 pub fn check_floor(store: &Store, from: Revision) -> Result<(), ApiError> {
     // Records after `from` start at from + 1, which must be at the floor.
     check_first_offset(store, from + 1, |floor| {
         (
             format!("changes after {from}"),
-            format!("read again from 0, or from {} or later", floor - 1),
+            format!(
+                "list the keys (GET /v1/kv?prefix=…) and read the changes after the list's \
+                 revision (its X-Kv-Revision), or from {} or later",
+                floor - 1
+            ),
         )
     })
 }

@@ -176,7 +176,8 @@ error_codes! {
     TokenExists = ("token_exists", 409),
     /// openraft refused the membership change (another one is under way).
     MembershipChangeRefused = ("membership_change_refused", 409),
-    /// The change feed no longer holds the deletes after `from`: start over.
+    /// The change feed no longer holds the deletes after `from`: list the
+    /// keys and read the changes after the list's revision.
     BelowTombstoneFloor = ("below_tombstone_floor", 410),
     /// `If-Match` or `If-None-Match` did not hold.
     PreconditionFailed = ("precondition_failed", 412),
