@@ -114,7 +114,8 @@ struct Decimal<'a> {
 
 /// The largest exponent kept (JSON allows any): exponents past it, either
 /// way, are taken as it, so two numbers beyond 10^(2^40), or two below
-/// 10^-(2^40), may compare equal.
+/// 10^-(2^40), may compare equal. Every node must decide a compare alike,
+/// so widening it would be a new data format (`store::data_format`).
 const MAX_EXPONENT: i64 = 1 << 40;
 
 impl<'a> Decimal<'a> {
