@@ -34,6 +34,33 @@ async fn store_revision(server: &TestServer) -> u64 {
     status["revision"].as_u64().expect("a numeric revision")
 }
 
+/// A value is written as given: JSON read into numbers would round an
+/// integer past 64 bits, or a decimal past `f64`'s digits.
+#[tokio::test]
+async fn a_value_is_put_as_written_however_long_its_numbers() {
+    let server = TestServer::start().await;
+    let value = r#"{"big":123456789012345678901234567890123456789,"fine":0.10000000000000000001}"#;
+    ctl(&server, &["put", "app/big", value]).await.success();
+    ctl(&server, &["cas", "app/big2", "0", "18446744073709551617"])
+        .await
+        .success();
+    for (key, written) in [("app/big", value), ("app/big2", "18446744073709551617")] {
+        let stored = server
+            .client()
+            .get(server.url(&format!("/v1/kv/{key}")))
+            .send()
+            .await
+            .expect("the read answers")
+            .text()
+            .await
+            .expect("a body");
+        assert!(
+            stored.contains(&format!(r#""value":{written}"#)),
+            "{key}: {stored}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn put_get_ls_cas_and_del_work_on_raw_keys() {
     let server = TestServer::start().await;

@@ -5,15 +5,18 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use kv_client::{Client, Consistency, Watch, WatchEvent, WriteOptions, WriteResult};
-use serde_json::{json, Value};
+use serde_json::json;
+use serde_json::value::RawValue;
 
 use crate::output::{compact, Failure, Printer};
 
 /// Widest value shown in a list's table.
 const LIST_VALUE_CHARS: usize = 80;
 
-/// The value of `put` and `cas`: JSON, or text with `--string`; `-` reads stdin.
-pub fn parse_value(raw: &str, as_string: bool) -> Result<Value, Failure> {
+/// The value of `put` and `cas`: JSON, or text with `--string`; `-` reads
+/// stdin. The JSON is checked and sent as written: read into a number, a
+/// value past what `f64` or 64-bit integers hold would be rounded.
+pub fn parse_value(raw: &str, as_string: bool) -> Result<Box<RawValue>, Failure> {
     let text = if raw == "-" {
         let mut text = String::new();
         std::io::stdin()
@@ -24,7 +27,8 @@ pub fn parse_value(raw: &str, as_string: bool) -> Result<Value, Failure> {
         raw.to_string()
     };
     if as_string {
-        return Ok(Value::String(text));
+        return serde_json::value::to_raw_value(&text)
+            .map_err(|error| Failure::error(format!("the value as a JSON string: {error}")));
     }
     serde_json::from_str(&text).map_err(|error| {
         Failure::usage(format!(
@@ -67,7 +71,7 @@ pub async fn put(
     client: &Client,
     printer: &Printer,
     key: &str,
-    value: &Value,
+    value: &RawValue,
     options: WriteOptions,
 ) -> Result<(), Failure> {
     let written = client.put_with(key, value, options).await?;
