@@ -34,10 +34,11 @@ async fn store_revision(server: &TestServer) -> u64 {
     status["revision"].as_u64().expect("a numeric revision")
 }
 
-/// A value is written as given: JSON read into numbers would round an
-/// integer past 64 bits, or a decimal past `f64`'s digits.
+/// A value is written, and exported by `replay`, as given: JSON read into
+/// numbers would round an integer past 64 bits, or a decimal past `f64`'s
+/// digits, and could not hold a number past `f64`'s range at all.
 #[tokio::test]
-async fn a_value_is_put_as_written_however_long_its_numbers() {
+async fn a_value_is_put_and_replayed_as_written_however_long_its_numbers() {
     let server = TestServer::start().await;
     let value = r#"{"big":123456789012345678901234567890123456789,"fine":0.10000000000000000001}"#;
     ctl(&server, &["put", "app/big", value]).await.success();
@@ -59,6 +60,40 @@ async fn a_value_is_put_as_written_however_long_its_numbers() {
             "{key}: {stored}"
         );
     }
+    // Accepted by the server (any JSON), past what f64 holds.
+    let huge = server
+        .client()
+        .put(server.url("/v1/kv/app/huge"))
+        .body("1e999999")
+        .send()
+        .await
+        .expect("the write answers");
+    assert_eq!(huge.status(), 201);
+    let export = ctl(&server, &["replay"]).await.success();
+    let listed = ctl(&server, &["-o", "json", "ls", "app/"]).await.success();
+    for written in [value, "18446744073709551617", "1e999999"] {
+        assert!(
+            export.stdout.contains(&format!(r#""value":{written}"#)),
+            "{written}: {}",
+            export.stdout
+        );
+        assert!(
+            listed.stdout.contains(&format!(r#""value": {written}"#)),
+            "{written}: {}",
+            listed.stdout
+        );
+    }
+    let table = ctl(&server, &["ls", "app/"]).await.success();
+    assert!(table.stdout.contains("1e999999"), "{}", table.stdout);
+    let got = ctl(&server, &["get", "app/big2"]).await.success();
+    assert!(
+        got.stdout.contains("18446744073709551617"),
+        "{}",
+        got.stdout
+    );
+    ctl(&server, &["ls", "app/", "--limit", "0"])
+        .await
+        .expect_code(2);
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 
 use futures::stream::{self, BoxStream, StreamExt};
 use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -178,9 +179,9 @@ impl WriteOptions {
 /// # }
 /// ```
 #[derive(Clone, Debug, PartialEq)]
-pub struct ListPage {
+pub struct ListPage<V = serde_json::Value> {
     /// The keys of the page, in key order.
-    pub entries: Vec<KeyValue>,
+    pub entries: Vec<KeyValue<V>>,
     /// Whether more keys follow the last one.
     pub more: bool,
     /// The store revision the page reflects.
@@ -234,6 +235,28 @@ impl Client {
     /// # }
     /// ```
     pub async fn get_with(&self, key: &str, consistency: Consistency) -> Result<Option<KeyValue>> {
+        self.get_as(key, consistency).await
+    }
+
+    /// [`Client::get_with`], the value read into a `V`: `Box<RawValue>`
+    /// keeps the JSON as the server sent it (see [`crate::RecordValue`]).
+    ///
+    /// ```no_run
+    /// # async fn example(client: kv_client::Client) -> Result<(), kv_client::Error> {
+    /// use serde_json::value::RawValue;
+    ///
+    /// let entry = client
+    ///     .get_as::<Box<RawValue>>("app/config", kv_client::Consistency::Linearizable)
+    ///     .await?;
+    /// # let _ = entry;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn get_as<V: DeserializeOwned>(
+        &self,
+        key: &str,
+        consistency: Consistency,
+    ) -> Result<Option<KeyValue<V>>> {
         let request = Request::new(Method::GET, key_segments(key)?)
             .query("consistency", consistency.as_param());
         let answer = self.call(&request).await?;
@@ -392,6 +415,17 @@ impl Client {
         start_after: Option<&str>,
         limit: u32,
     ) -> Result<ListPage> {
+        self.list_page_as(prefix, start_after, limit).await
+    }
+
+    /// [`Client::list_page`], each value read into a `V` (see
+    /// [`Client::get_as`]).
+    pub async fn list_page_as<V: DeserializeOwned>(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: u32,
+    ) -> Result<ListPage<V>> {
         let mut request = Request::new(Method::GET, ["v1", "kv"])
             .query("prefix", prefix)
             .query("limit", limit);
@@ -399,7 +433,7 @@ impl Client {
             request = request.query("start_after", start_after);
         }
         let answer = self.call(&request).await?.success()?;
-        let body: KeyList = answer.json()?;
+        let body: KeyList<V> = answer.json()?;
         Ok(ListPage {
             entries: body.entries,
             more: body.more,
@@ -421,6 +455,15 @@ impl Client {
     /// # }
     /// ```
     pub fn list(&self, prefix: &str) -> BoxStream<'static, Result<KeyValue>> {
+        self.list_as(prefix)
+    }
+
+    /// [`Client::list`], each value read into a `V` (see
+    /// [`Client::get_as`]).
+    pub fn list_as<V: DeserializeOwned + Send + 'static>(
+        &self,
+        prefix: &str,
+    ) -> BoxStream<'static, Result<KeyValue<V>>> {
         let client = self.clone();
         let prefix = prefix.to_string();
         paged(move |start_after| {
@@ -428,7 +471,7 @@ impl Client {
             let prefix = prefix.clone();
             async move {
                 let page = client
-                    .list_page(&prefix, start_after.as_deref(), LIST_PAGE_SIZE)
+                    .list_page_as::<V>(&prefix, start_after.as_deref(), LIST_PAGE_SIZE)
                     .await?;
                 let last = page.entries.last().map(|entry| entry.key.clone());
                 Ok((page.entries, last.filter(|_| page.more)))

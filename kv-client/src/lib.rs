@@ -87,7 +87,7 @@ pub use error::{ApiError, Error, Result};
 pub use keep_alive::{KeepAlive, KeepAliveStatus, LeaseLost};
 pub use kv::{Condition, Consistency, ListPage, WriteOptions};
 pub use metadata::{MetadataOptions, Versioned};
-pub use replay::{Record, Replay};
+pub use replay::{Record, RecordValue, Replay};
 pub use schemas::api::{Access, CreatedToken, Permission, Role, TokenInfo};
 pub use schemas::api::{
     ClusterStatus, ErrorCode, KeyValue, LeaderHint, Member, MemberRole, NodeId, Revision,

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use futures::stream::{self, BoxStream, Stream, StreamExt};
 use reqwest::Method;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use tracing::warn;
 
 use schemas::api::header::REVISION;
@@ -28,6 +30,31 @@ use whole_writes::WholeWrites;
 /// a complete write in between, before it ends with the error.
 const MAX_RECONNECTS: u32 = 3;
 
+/// A type a record's value is read into: `serde_json::Value` (the
+/// default), or `Box<RawValue>`, the JSON text as the server sent it, which
+/// keeps every number exactly and holds any JSON the server stores (a
+/// number past `f64`'s range, nesting past 128 levels), where a `Value`
+/// cannot.
+pub trait RecordValue:
+    Clone + std::fmt::Debug + Serialize + DeserializeOwned + Send + 'static
+{
+    /// The JSON `null`: the value of a put of `null`, which the wire shows
+    /// as `"value": null`, as it shows a delete.
+    fn null() -> Self;
+}
+
+impl RecordValue for serde_json::Value {
+    fn null() -> Self {
+        serde_json::Value::Null
+    }
+}
+
+impl RecordValue for Box<RawValue> {
+    fn null() -> Self {
+        RawValue::from_string("null".to_string()).expect("null is JSON")
+    }
+}
+
 /// One record of the compacted topic: a write or a delete of a key.
 ///
 /// ```
@@ -41,8 +68,12 @@ const MAX_RECONNECTS: u32 = 3;
 /// assert!(delete.is_delete());
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(from = "ChangeRecord", into = "ChangeRecord")]
-pub struct Record {
+#[serde(
+    from = "ChangeRecord<V>",
+    into = "ChangeRecord<V>",
+    bound = "V: RecordValue"
+)]
+pub struct Record<V: RecordValue = serde_json::Value> {
     /// The record's offset in the topic.
     pub offset: Revision,
     /// The revision of the write it belongs to (the offset of that write's
@@ -54,18 +85,18 @@ pub struct Record {
     /// The key written.
     pub key: String,
     /// The value written; `None` for a delete.
-    pub value: Option<serde_json::Value>,
+    pub value: Option<V>,
     /// The key's `create_revision` at this write.
     pub create_revision: Revision,
     /// The key's version after this write; 0 for a delete.
     pub version: u64,
 }
 
-impl Record {
+impl<V: RecordValue> Record<V> {
     /// Whether the record deletes its key.
     ///
     /// ```
-    /// let record = kv_client::Record {
+    /// let record: kv_client::Record = kv_client::Record {
     ///     offset: 3, revision: 3, timestamp_ms: 0, key: "k".into(), value: None, create_revision: 2,
     ///     version: 0,
     /// };
@@ -80,23 +111,23 @@ impl Record {
 /// `"value": null` too, but is no delete: `deleted` is false and its
 /// version 1 or more (a server that does not send `deleted` is read by the
 /// version alone).
-impl From<ChangeRecord> for Record {
-    fn from(wire: ChangeRecord) -> Record {
+impl<V: RecordValue> From<ChangeRecord<V>> for Record<V> {
+    fn from(wire: ChangeRecord<V>) -> Record<V> {
         let deleted = wire.deleted || wire.version == 0;
         Record {
             offset: wire.offset,
             revision: wire.revision,
             timestamp_ms: wire.timestamp_ms,
             key: wire.key,
-            value: (!deleted).then(|| wire.value.unwrap_or(serde_json::Value::Null)),
+            value: (!deleted).then(|| wire.value.unwrap_or_else(V::null)),
             create_revision: wire.create_revision,
             version: wire.version,
         }
     }
 }
 
-impl From<Record> for ChangeRecord {
-    fn from(record: Record) -> ChangeRecord {
+impl<V: RecordValue> From<Record<V>> for ChangeRecord<V> {
+    fn from(record: Record<V>) -> ChangeRecord<V> {
         let deleted = record.value.is_none();
         ChangeRecord {
             offset: record.offset,
@@ -130,12 +161,12 @@ impl From<Record> for ChangeRecord {
 /// # Ok(())
 /// # }
 /// ```
-pub struct Replay {
+pub struct Replay<V: RecordValue = serde_json::Value> {
     end_revision: Revision,
-    records: BoxStream<'static, Result<Record>>,
+    records: BoxStream<'static, Result<Record<V>>>,
 }
 
-impl Replay {
+impl<V: RecordValue> Replay<V> {
     /// The store's revision when the replay started: the stream reaches at
     /// least this offset (records written meanwhile may follow it).
     ///
@@ -152,15 +183,15 @@ impl Replay {
     }
 }
 
-impl Stream for Replay {
-    type Item = Result<Record>;
+impl<V: RecordValue> Stream for Replay<V> {
+    type Item = Result<Record<V>>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.records.poll_next_unpin(cx)
     }
 }
 
-impl std::fmt::Debug for Replay {
+impl<V: RecordValue> std::fmt::Debug for Replay<V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Replay")
             .field("end_revision", &self.end_revision)
@@ -169,14 +200,14 @@ impl std::fmt::Debug for Replay {
 }
 
 /// Where a replay stands.
-struct State {
+struct State<V: RecordValue> {
     client: Client,
     /// The open answer's body, if a connection is open.
     body: Option<BoxStream<'static, reqwest::Result<bytes::Bytes>>>,
     /// Which endpoint the body comes from.
     endpoint: String,
     /// The body read so far, cut into whole writes.
-    writes: WholeWrites,
+    writes: WholeWrites<V>,
     /// Reconnects since the last complete write.
     reconnects: u32,
     /// Longest wait for the next chunk.
@@ -212,6 +243,26 @@ impl Client {
     /// # }
     /// ```
     pub async fn replay(&self, from: Revision) -> Result<Replay> {
+        self.replay_as(from).await
+    }
+
+    /// [`Client::replay`], each value read into a `V`: `Box<RawValue>`
+    /// keeps the JSON as the server sent it (see [`RecordValue`]).
+    ///
+    /// ```no_run
+    /// # async fn example(client: kv_client::Client) -> Result<(), kv_client::Error> {
+    /// use futures::TryStreamExt;
+    /// use serde_json::value::RawValue;
+    ///
+    /// let mut replay = client.replay_as::<Box<RawValue>>(0).await?;
+    /// while let Some(record) = replay.try_next().await? {
+    ///     let value = record.value.as_deref().map_or("(deleted)", RawValue::get);
+    ///     println!("{} {value}", record.key);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn replay_as<V: RecordValue>(&self, from: Revision) -> Result<Replay<V>> {
         let (response, endpoint) = self.open_replay(from).await?;
         let end_revision = response
             .headers()
@@ -253,9 +304,9 @@ fn replay_request(from: Revision) -> Request {
     request
 }
 
-impl State {
+impl<V: RecordValue> State<V> {
     /// The next record, `None` at the end; after an error, the stream ends.
-    async fn next_record(&mut self) -> Option<Result<Record>> {
+    async fn next_record(&mut self) -> Option<Result<Record<V>>> {
         loop {
             if let Some(record) = self.writes.next_record() {
                 self.reconnects = 0;

@@ -14,26 +14,26 @@ use std::collections::VecDeque;
 
 use bytes::BytesMut;
 
-use crate::replay::Record;
+use crate::replay::{Record, RecordValue};
 use crate::Revision;
 
 /// Lines of an answer in, records of complete writes out.
 #[derive(Debug)]
-pub(crate) struct WholeWrites {
+pub(crate) struct WholeWrites<V: RecordValue> {
     /// Bytes of an incomplete line.
     buffer: BytesMut,
     /// The records read of a write that may go on.
-    pending: Vec<Record>,
+    pending: Vec<Record<V>>,
     /// Records of complete writes, not yet taken.
-    ready: VecDeque<Record>,
+    ready: VecDeque<Record<V>>,
     /// Where a new answer must start so that nothing released is read
     /// again and nothing unreleased is missed.
     resume_from: Revision,
 }
 
-impl WholeWrites {
+impl<V: RecordValue> WholeWrites<V> {
     /// Ready for an answer that starts at offset `from`.
-    pub(crate) fn new(from: Revision) -> WholeWrites {
+    pub(crate) fn new(from: Revision) -> WholeWrites<V> {
         WholeWrites {
             buffer: BytesMut::new(),
             pending: Vec::new(),
@@ -49,7 +49,7 @@ impl WholeWrites {
     }
 
     /// The next record of a complete write, if there is one.
-    pub(crate) fn next_record(&mut self) -> Option<Record> {
+    pub(crate) fn next_record(&mut self) -> Option<Record<V>> {
         self.ready.pop_front()
     }
 
@@ -84,7 +84,7 @@ impl WholeWrites {
         if line.iter().all(u8::is_ascii_whitespace) {
             return Ok(());
         }
-        let record: Record = serde_json::from_slice(line)
+        let record: Record<V> = serde_json::from_slice(line)
             .map_err(|error| format!("a replay line is not a record: {error}"))?;
         if self
             .pending
@@ -112,7 +112,11 @@ impl WholeWrites {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::value::RawValue;
+
     use super::*;
+
+    type Writes = WholeWrites<serde_json::Value>;
 
     /// A record's NDJSON line.
     fn line(offset: Revision, revision: Revision, key: &str) -> String {
@@ -132,7 +136,7 @@ mod tests {
         ]
     }
 
-    fn drain(writes: &mut WholeWrites) -> Vec<Revision> {
+    fn drain(writes: &mut Writes) -> Vec<Revision> {
         std::iter::from_fn(|| writes.next_record())
             .map(|record| record.offset)
             .collect()
@@ -141,7 +145,7 @@ mod tests {
     #[test]
     fn a_write_is_held_back_until_its_last_record_or_a_later_one_arrives() {
         let lines = topic();
-        let mut writes = WholeWrites::new(0);
+        let mut writes = Writes::new(0);
         writes.feed(lines[0].as_bytes()).unwrap();
         assert_eq!(drain(&mut writes), [1]);
         writes.feed(lines[1].as_bytes()).unwrap();
@@ -160,14 +164,14 @@ mod tests {
     fn a_write_whose_last_record_is_missing_ends_at_the_next_write_or_the_end() {
         // The record at offset 4 is filtered out (another caller's key).
         let lines = topic();
-        let mut writes = WholeWrites::new(0);
+        let mut writes = Writes::new(0);
         writes.feed(lines[1].as_bytes()).unwrap();
         writes.feed(lines[2].as_bytes()).unwrap();
         assert_eq!(drain(&mut writes), Vec::<Revision>::new());
         writes.feed(lines[4].as_bytes()).unwrap();
         assert_eq!(drain(&mut writes), [2, 3, 5]);
 
-        let mut writes = WholeWrites::new(0);
+        let mut writes = Writes::new(0);
         writes.feed(lines[1].as_bytes()).unwrap();
         writes.feed(lines[2].as_bytes()).unwrap();
         writes.finish().unwrap();
@@ -180,7 +184,7 @@ mod tests {
         let whole: String = topic().concat();
         // Cut in the middle of the transaction's second line.
         let cut = whole.find("t/y").unwrap();
-        let mut writes = WholeWrites::new(0);
+        let mut writes = Writes::new(0);
         writes.feed(&whole.as_bytes()[..cut]).unwrap();
         let mut seen = drain(&mut writes);
         writes.broke();
@@ -205,7 +209,7 @@ mod tests {
 
     #[test]
     fn a_last_line_without_newline_is_read_at_the_end() {
-        let mut writes = WholeWrites::new(0);
+        let mut writes = Writes::new(0);
         writes.feed(line(1, 1, "a").trim_end().as_bytes()).unwrap();
         assert_eq!(drain(&mut writes), Vec::<Revision>::new());
         writes.finish().unwrap();
@@ -214,8 +218,35 @@ mod tests {
 
     #[test]
     fn a_line_that_is_no_record_is_an_error() {
-        let mut writes = WholeWrites::new(0);
+        let mut writes = Writes::new(0);
         let error = writes.feed(b"{\"offset\": \"one\"}\n").unwrap_err();
         assert!(error.contains("not a record"), "{error}");
+    }
+    #[test]
+    fn raw_values_keep_the_json_as_sent() {
+        let mut writes = WholeWrites::<Box<RawValue>>::new(0);
+        let lines = concat!(
+            r#"{"offset":1,"revision":1,"timestamp_ms":1,"key":"a","value":123456789012345678901234567890,"create_revision":1,"version":1}"#,
+            "\n",
+            r#"{"offset":2,"revision":2,"timestamp_ms":1,"key":"b","value":1e999999,"create_revision":2,"version":1}"#,
+            "\n",
+            r#"{"offset":3,"revision":3,"timestamp_ms":1,"key":"c","value":null,"create_revision":3,"version":1}"#,
+            "\n",
+            r#"{"offset":4,"revision":4,"timestamp_ms":1,"key":"a","value":null,"deleted":true,"create_revision":1,"version":0}"#,
+            "\n",
+        );
+        writes.feed(lines.as_bytes()).expect("records");
+        let values: Vec<Option<String>> = std::iter::from_fn(|| writes.next_record())
+            .map(|record| record.value.map(|value| value.get().to_string()))
+            .collect();
+        assert_eq!(
+            values,
+            [
+                Some("123456789012345678901234567890".to_string()),
+                Some("1e999999".to_string()),
+                Some("null".to_string()),
+                None,
+            ]
+        );
     }
 }

@@ -126,9 +126,9 @@ pub enum Command {
         /// Print only the keys.
         #[arg(long)]
         keys_only: bool,
-        /// Stop after this many keys.
-        #[arg(long)]
-        limit: Option<usize>,
+        /// Stop after this many keys (1 or more).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        limit: Option<u64>,
     },
     /// Print the changes of a key or a prefix as they happen.
     Watch {

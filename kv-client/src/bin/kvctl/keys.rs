@@ -48,7 +48,9 @@ pub async fn get(
     } else {
         Consistency::Linearizable
     };
-    let Some(entry) = client.get_with(key, consistency).await? else {
+    // The value as the server sent it: a number past f64 or 64 bits is
+    // shown as it is, not rounded or refused.
+    let Some(entry) = client.get_as::<Box<RawValue>>(key, consistency).await? else {
         return Err(Failure::error(format!("key {key:?} does not exist")));
     };
     if printer.is_json() {
@@ -56,7 +58,7 @@ pub async fn get(
     }
     let mut fields = vec![
         ("key", entry.key.clone()),
-        ("value", entry.value.to_string()),
+        ("value", entry.value.get().to_string()),
         ("version", entry.version.to_string()),
         ("mod_revision", entry.mod_revision.to_string()),
         ("create_revision", entry.create_revision.to_string()),
@@ -117,15 +119,15 @@ pub async fn list(
     printer: &Printer,
     prefix: &str,
     keys_only: bool,
-    limit: Option<usize>,
+    limit: Option<u64>,
 ) -> Result<(), Failure> {
-    let mut entries = client.list(prefix);
+    let mut entries = client.list_as::<Box<RawValue>>(prefix);
     let mut found = Vec::new();
-    while let Some(entry) = entries.next().await {
-        found.push(entry?);
-        if limit.is_some_and(|limit| found.len() >= limit) {
+    while limit.is_none_or(|limit| (found.len() as u64) < limit) {
+        let Some(entry) = entries.next().await else {
             break;
-        }
+        };
+        found.push(entry?);
     }
     if printer.is_json() {
         if keys_only {
@@ -147,7 +149,7 @@ pub async fn list(
                 entry.key.clone(),
                 entry.version.to_string(),
                 entry.mod_revision.to_string(),
-                compact(&entry.value, LIST_VALUE_CHARS),
+                compact(entry.value.get(), LIST_VALUE_CHARS),
             ]
         }),
     )

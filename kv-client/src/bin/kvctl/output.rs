@@ -134,13 +134,42 @@ fn trim_lines(text: &str) -> String {
         .join("\n")
 }
 
-/// A JSON value on one line, cut to `max_chars` characters.
-pub fn compact(value: &serde_json::Value, max_chars: usize) -> String {
-    let text = value.to_string();
+/// A JSON value (its text) on one line without the whitespace between its
+/// tokens, cut to `max_chars` characters. The text is kept, not read into
+/// numbers, so a number past `f64` shows as written.
+pub fn compact(json: &str, max_chars: usize) -> String {
+    let mut text = String::with_capacity(json.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in json.chars() {
+        if in_string {
+            in_string = escaped || c != '"';
+            escaped = !escaped && c == '\\';
+        } else if c.is_ascii_whitespace() {
+            continue;
+        } else {
+            in_string = c == '"';
+        }
+        text.push(c);
+    }
     if text.chars().count() <= max_chars {
         text
     } else {
         let cut: String = text.chars().take(max_chars.saturating_sub(1)).collect();
         format!("{cut}…")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compact_drops_the_whitespace_between_tokens_only() {
+        let json = "{\n  \"a b\": [1, 2],\n  \"q\": \"x \\\" y\\\\\" ,\n \"n\": 1e999999 }";
+        assert_eq!(
+            compact(json, 100),
+            r#"{"a b":[1,2],"q":"x \" y\\","n":1e999999}"#
+        );
+        assert_eq!(compact("\"abcdef\"", 4), "\"ab…");
     }
 }

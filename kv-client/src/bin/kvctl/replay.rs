@@ -11,7 +11,11 @@ use crate::output::Failure;
 use crate::progress;
 
 pub async fn run(client: &Client, from: u64, out: Option<&Path>) -> Result<(), Failure> {
-    let mut replay = client.replay(from).await?;
+    // The values as the server sent them: read into numbers, the export
+    // would round those past 64 bits or f64's digits.
+    let mut replay = client
+        .replay_as::<Box<serde_json::value::RawValue>>(from)
+        .await?;
     let end = replay.end_revision();
     // A bar when the records go to a file, or to a terminal (where the
     // bar steps aside for each line); never when they go down a pipe.

@@ -87,7 +87,7 @@ fn show(printer: &Printer, answer: &TxnResponse) -> Result<(), Failure> {
                                 entry.key.clone(),
                                 entry.version.to_string(),
                                 entry.mod_revision.to_string(),
-                                compact(&entry.value, VALUE_CHARS),
+                                compact(&entry.value.to_string(), VALUE_CHARS),
                             ]
                         }),
                     )?;
