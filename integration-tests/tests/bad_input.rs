@@ -568,6 +568,59 @@ async fn every_bad_input_is_a_json_4xx_naming_it_and_loses_nothing() {
     assert_eq!(response.status(), 201, "a value under the limit is taken");
 }
 
+/// A body with a content coding (gzip, br) is refused, not stored as the
+/// bytes it arrived as; `identity` is no coding.
+#[tokio::test]
+async fn a_body_with_a_content_encoding_is_refused_and_nothing_is_stored() {
+    let server = TestServer::start().await;
+    for coding in ["br", "gzip", "identity, gzip"] {
+        let response = server
+            .client()
+            .put(server.url("/v1/kv/coded/k"))
+            .header("content-encoding", coding)
+            .body("5")
+            .send()
+            .await
+            .expect("the write answers");
+        assert_eq!(response.status(), 415, "{coding}");
+        let body: serde_json::Value = response.json().await.expect("a JSON body");
+        assert_eq!(
+            error_of(&body).0,
+            "unsupported_encoding",
+            "{coding}: {body}"
+        );
+    }
+    let (status, _) = call(&server, "GET", "/v1/kv/coded/k", None).await;
+    assert_eq!(status, 404, "nothing was stored");
+    let plain = server
+        .client()
+        .put(server.url("/v1/kv/coded/k"))
+        .header("content-encoding", "identity")
+        .body("5")
+        .send()
+        .await
+        .expect("the write answers");
+    assert_eq!(plain.status(), 201);
+}
+
+/// The peer port's own routes answer a wrong method as the client port's
+/// do: 405 with a JSON body naming it.
+#[tokio::test]
+async fn the_peer_ports_raft_routes_refuse_a_wrong_method_in_json() {
+    let server = TestServer::start().await;
+    for path in ["/raft/vote", "/raft/append", "/raft/snapshot"] {
+        let response = server
+            .client()
+            .get(format!("{}{path}", server.peer_url()))
+            .send()
+            .await
+            .expect("the peer port answers");
+        assert_eq!(response.status(), 405, "{path}");
+        let body: serde_json::Value = response.json().await.expect("a JSON body");
+        assert_eq!(error_of(&body).0, "method_not_allowed", "{path}: {body}");
+    }
+}
+
 /// Any token is an HTTP method. Each answered request is counted under its
 /// method in `/metrics`, which answers before `--auth`: a label per method
 /// seen would let anyone grow the node's memory and its metrics without

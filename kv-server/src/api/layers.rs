@@ -157,6 +157,17 @@ impl BodyBound {
         if request.extensions().get::<InternalRequest>().is_some() {
             return None;
         }
+        if let Some(coding) = content_coding(request) {
+            let refused = ApiError::bad_field(
+                ErrorCode::UnsupportedEncoding,
+                "Content-Encoding",
+                format!(
+                    "the body is sent with Content-Encoding {coding:?}; bodies are read as sent \
+                     (only identity)"
+                ),
+            );
+            return Some(closing_unread(request, refused.into_response()));
+        }
         let declared: u64 = request
             .headers()
             .get(axum::http::header::CONTENT_LENGTH)?
@@ -165,7 +176,7 @@ impl BodyBound {
             .parse()
             .ok()?;
         (declared > self.max_body_bytes as u64).then(|| {
-            let mut response = ApiError::new(
+            let response = ApiError::new(
                 ErrorCode::ValueTooLarge,
                 format!(
                     "the body is {declared} bytes, over the limit of {} bytes \
@@ -174,18 +185,39 @@ impl BodyBound {
                 ),
             )
             .into_response();
-            // The body is left unread: over HTTP/1 the connection ends with
-            // this answer, or the client, still sending it, would send its
-            // next request after it on the same connection.
-            if request.version() < axum::http::Version::HTTP_2 {
-                response.headers_mut().insert(
-                    axum::http::header::CONNECTION,
-                    axum::http::HeaderValue::from_static("close"),
-                );
-            }
-            response
+            closing_unread(request, response)
         })
     }
+}
+
+/// The content coding of `request`'s body other than `identity`, if it
+/// names one. A body read as sent with one (a gzip, say) would be stored
+/// as other bytes than the client meant, or refused as not JSON.
+fn content_coding(request: &Request) -> Option<String> {
+    let mut codings = request
+        .headers()
+        .get_all(axum::http::header::CONTENT_ENCODING)
+        .iter()
+        .flat_map(|value| {
+            String::from_utf8_lossy(value.as_bytes())
+                .split(',')
+                .map(|coding| coding.trim().to_string())
+                .collect::<Vec<_>>()
+        });
+    codings.find(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case("identity"))
+}
+
+/// `response`, to a request whose body is left unread: over HTTP/1 the
+/// connection ends with it, or the client, still sending the body, would
+/// send its next request after it on the same connection.
+fn closing_unread(request: &Request, mut response: Response) -> Response {
+    if request.version() < axum::http::Version::HTTP_2 {
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    response
 }
 
 impl LimitsLayer {

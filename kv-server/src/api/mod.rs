@@ -236,6 +236,8 @@ pub fn peer_router(state: AppState) -> Router {
             "/raft/removed",
             axum::routing::post(crate::removal::removed),
         )
+        // The `/raft/*` routes' own 405 had no body.
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(outer)
         .with_state(state)
 }

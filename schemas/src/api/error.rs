@@ -186,6 +186,9 @@ error_codes! {
     AlarmHolds = ("alarm_holds", 409),
     /// The value is over the size limit.
     ValueTooLarge = ("value_too_large", 413),
+    /// The body has a `Content-Encoding` (gzip, br, …): bodies are taken
+    /// as sent, so only `identity` is read.
+    UnsupportedEncoding = ("unsupported_encoding", 415),
     /// An `Idempotency-Key` sent again with another request while the
     /// first write is remembered: a retry must repeat its request.
     IdempotencyKeyReused = ("idempotency_key_reused", 422),
