@@ -96,6 +96,29 @@ async fn a_value_is_put_and_replayed_as_written_however_long_its_numbers() {
         .expect_code(2);
 }
 
+/// A name or key no write can have is a usage error (exit 2), said at
+/// once: an empty name would reach another route ("no such route"), and a
+/// watch of an invalid key would wait forever.
+#[tokio::test]
+async fn empty_names_and_invalid_watched_keys_are_usage_errors() {
+    let server = TestServer::start().await;
+    for args in [
+        &["topic", "create", ""][..],
+        &["group", "create", ""],
+        &["topic", "get", ""],
+        &["acl", "role", "create", "", "--read", "app/"],
+        &["acl", "token", "revoke", ""],
+        &["watch", "a//b", "--after", "0", "--count", "1"],
+    ] {
+        let run = ctl(&server, args).await.expect_code(2);
+        assert!(
+            !run.stderr.contains("no such route"),
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
+}
+
 #[tokio::test]
 async fn put_get_ls_cas_and_del_work_on_raw_keys() {
     let server = TestServer::start().await;

@@ -41,6 +41,7 @@ impl Client {
     /// # }
     /// ```
     pub async fn put_role(&self, role: &Role) -> Result<Role> {
+        acl_name(&role.name)?;
         let body = crate::kv::to_json(role)?;
         let request = Request::write(
             Method::PUT,
@@ -64,7 +65,7 @@ impl Client {
 
     /// Deletes a role; tokens holding it lose its permissions.
     pub async fn delete_role(&self, name: &str) -> Result<()> {
-        let request = Request::write(Method::DELETE, ["v1", "acl", "roles", name]);
+        let request = Request::write(Method::DELETE, ["v1", "acl", "roles", acl_name(name)?]);
         self.call(&request).await?.success()?;
         Ok(())
     }
@@ -83,6 +84,7 @@ impl Client {
     /// # }
     /// ```
     pub async fn create_token(&self, name: &str, roles: &[&str]) -> Result<CreatedToken> {
+        acl_name(name)?;
         let body = crate::kv::to_json(&CreateToken {
             name: name.to_string(),
             roles: roles.iter().map(|role| role.to_string()).collect(),
@@ -101,8 +103,18 @@ impl Client {
     /// Revokes the token named `name`: each node refuses it once it has
     /// applied the change.
     pub async fn revoke_token(&self, name: &str) -> Result<()> {
-        let request = Request::write(Method::DELETE, ["v1", "acl", "tokens", name]);
+        let request = Request::write(Method::DELETE, ["v1", "acl", "tokens", acl_name(name)?]);
         self.call(&request).await?.success()?;
         Ok(())
     }
+}
+
+/// `name`, checked as the server checks a role's or token's: an empty one
+/// would name another route, which answers 404 "no such route".
+fn acl_name(name: &str) -> Result<&str> {
+    schemas::api::check_acl_name(name).map_err(|message| crate::Error::Invalid {
+        what: "name",
+        message,
+    })?;
+    Ok(name)
 }

@@ -4,12 +4,12 @@
 use futures::stream::BoxStream;
 use reqwest::{Method, StatusCode};
 use schemas::api::{LeaseId, MetadataKind, WriteResult};
-use schemas::{SubscriptionGroupConfig, TopicConfig};
+use schemas::{SubscriptionGroupConfig, TopicConfig, ValidateOptions};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::client::Client;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::kv::{paged, to_json, Condition, LIST_PAGE_SIZE};
 use crate::request::Request;
 use crate::Revision;
@@ -108,6 +108,17 @@ impl MetadataOptions {
     }
 }
 
+/// `name`, checked as the server checks a name of kind `T` (system names
+/// allowed: the server decides those): an empty one would name another
+/// route, which answers 404 "no such route".
+fn named<T: MetadataKind>(name: &str) -> Result<&str> {
+    T::validate_name(name, ValidateOptions::ALLOW_SYSTEM).map_err(|error| Error::Invalid {
+        what: T::KIND,
+        message: error.to_string(),
+    })?;
+    Ok(name)
+}
+
 impl Client {
     /// Reads a config of either kind; `None` when there is none of that name.
     ///
@@ -119,7 +130,7 @@ impl Client {
     /// # }
     /// ```
     pub async fn get_config<T: MetadataKind>(&self, name: &str) -> Result<Option<Versioned<T>>> {
-        let request = Request::new(Method::GET, ["v1", T::COLLECTION, name]);
+        let request = Request::new(Method::GET, ["v1", T::COLLECTION, named::<T>(name)?]);
         let answer = self.call(&request).await?;
         if answer.status == StatusCode::NOT_FOUND && answer.has_code(T::NOT_FOUND) {
             return Ok(None);
@@ -146,8 +157,9 @@ impl Client {
         config: &T,
         options: MetadataOptions,
     ) -> Result<WriteResult> {
-        let mut request = Request::write(Method::PUT, ["v1", T::COLLECTION, config.name()])
-            .json(to_json(config)?);
+        let name = named::<T>(config.name())?;
+        let mut request =
+            Request::write(Method::PUT, ["v1", T::COLLECTION, name]).json(to_json(config)?);
         if options.allow_system {
             request = request.query("system", "true");
         }
@@ -164,7 +176,7 @@ impl Client {
     }
 
     async fn delete_config<T: MetadataKind>(&self, name: &str) -> Result<Option<WriteResult>> {
-        let request = Request::write(Method::DELETE, ["v1", T::COLLECTION, name]);
+        let request = Request::write(Method::DELETE, ["v1", T::COLLECTION, named::<T>(name)?]);
         let answer = self.call(&request).await?;
         if answer.status == StatusCode::NOT_FOUND && answer.has_code(T::NOT_FOUND) {
             return Ok(None);

@@ -254,6 +254,10 @@ impl Client {
     /// # }
     /// ```
     pub async fn watch(&self, watch: Watch) -> Result<BoxStream<'static, Result<WatchEvent>>> {
+        // A key no write can have would be watched in vain, forever.
+        if let Target::Key(key) = &watch.target {
+            crate::kv::key_segments(key)?;
+        }
         let index = match watch.after {
             Some(revision) => revision,
             None => self.current_revision(watch.prefix_param()).await?,

@@ -32,8 +32,6 @@ use crate::api::{propose, AppState};
 use crate::store::queries::PageBounds;
 use crate::types::{Command, CommandResult, Condition, Op};
 
-/// Longest role or token name.
-const MAX_NAME_BYTES: usize = 128;
 /// Most roles or tokens a list answers: all of them, in practice.
 const MAX_LISTED: usize = 100_000;
 
@@ -67,20 +65,8 @@ fn checked_name(path: Result<Path<String>, PathRejection>) -> Result<String, Api
 }
 
 fn check_name(name: &str) -> Result<(), ApiError> {
-    if name.is_empty()
-        || name.len() > MAX_NAME_BYTES
-        || name.contains('/')
-        || name.chars().any(char::is_control)
-    {
-        return Err(ApiError::bad_field(
-            ErrorCode::InvalidName,
-            "name",
-            format!(
-                "name {name:?} must be 1 to {MAX_NAME_BYTES} bytes, without '/' or control characters"
-            ),
-        ));
-    }
-    Ok(())
+    schemas::api::check_acl_name(name)
+        .map_err(|message| ApiError::bad_field(ErrorCode::InvalidName, "name", message))
 }
 
 /// Writes `value` under `key` if `condition` holds.

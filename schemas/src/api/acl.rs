@@ -64,6 +64,30 @@ pub struct Permission {
     pub access: Access,
 }
 
+/// Longest role or token name, in bytes.
+pub const MAX_ACL_NAME_BYTES: usize = 128;
+
+/// Checks a role or token name: 1 to [`MAX_ACL_NAME_BYTES`] bytes, without
+/// '/' or control characters; the refusal says so.
+///
+/// ```
+/// assert!(schemas::api::check_acl_name("brokers").is_ok());
+/// assert!(schemas::api::check_acl_name("").is_err());
+/// assert!(schemas::api::check_acl_name("a/b").is_err());
+/// ```
+pub fn check_acl_name(name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || name.len() > MAX_ACL_NAME_BYTES
+        || name.contains('/')
+        || name.chars().any(char::is_control)
+    {
+        return Err(format!(
+            "name {name:?} must be 1 to {MAX_ACL_NAME_BYTES} bytes, without '/' or control characters"
+        ));
+    }
+    Ok(())
+}
+
 /// A named set of permissions, the body of `PUT /v1/acl/roles/{name}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

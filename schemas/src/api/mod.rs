@@ -41,8 +41,8 @@ pub mod openapi;
 mod txn;
 
 pub use acl::{
-    Access, CreateToken, CreatedToken, Permission, Role, RoleList, TokenInfo, TokenList,
-    ACL_PREFIX, ROOT_TOKEN_NAME,
+    check_acl_name, Access, CreateToken, CreatedToken, Permission, Role, RoleList, TokenInfo,
+    TokenList, ACL_PREFIX, MAX_ACL_NAME_BYTES, ROOT_TOKEN_NAME,
 };
 pub use alarm::{Alarm, AlarmKind, AlarmList, NodeSpace};
 pub use changes::{ChangeRecord, ChangesPage};
