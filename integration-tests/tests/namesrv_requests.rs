@@ -236,6 +236,19 @@ async fn a_topic_is_registered_and_deleted_on_the_name_server() {
             body,
         )
         .await;
+    // A group that is not registered: nothing is, as Apache registers
+    // nothing of a new topic then.
+    assert_eq!(registered.code, 0, "{registered:?}");
+    let missing = client.call(route_request("Orders/eu")).await;
+    assert_eq!(missing.code, response_code::TOPIC_NOT_EXIST, "{missing:?}");
+    let known = json!({"queueDatas": [queues["queueDatas"][0].clone()], "brokerDatas": []});
+    let registered = client
+        .request(
+            code::REGISTER_TOPIC_IN_NAMESRV,
+            &[("topic", "Orders/eu")],
+            serde_json::to_vec(&known).expect("JSON"),
+        )
+        .await;
     assert_eq!(registered.code, 0, "{registered:?}");
     let route = json_of(&client.call(route_request("Orders/eu")).await);
     assert_eq!(

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use schemas::remoting::{request_code, QueueData, RemotingCommand, TopicList, TopicRouteData};
 use serde_json::json;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::namesrv::keys;
 use crate::namesrv::view::{self, FLAG_UNIT, FLAG_UNIT_SUB};
@@ -103,9 +103,11 @@ pub fn unit_topics(ns: &NameServer, request: &RemotingCommand) -> Handled {
     list_answer(request, listed, None)
 }
 
-/// REGISTER_TOPIC_IN_NAMESRV: the body's queues, for each group that is
-/// registered, attached to that group master's lease (a member's when the
-/// group has no master).
+/// REGISTER_TOPIC_IN_NAMESRV: the body's queues, each attached to its
+/// group master's lease (a member's when the group has no master). A body
+/// naming a group that is not registered registers nothing, as Apache
+/// registers nothing of a new topic then (of a known topic it keeps the
+/// groups it read before that one: here the change is whole or none).
 pub async fn register_topic(ns: &NameServer, request: &RemotingCommand) -> Handled {
     let topic = required_name(request, "topic")?;
     let route: TopicRouteData = if request.body.is_empty() {
@@ -129,13 +131,15 @@ pub async fn register_topic(ns: &NameServer, request: &RemotingCommand) -> Handl
             .iter()
             .min_by_key(|(_, _, record)| record.broker_id)
             .map(|(_, _, record)| record.lease);
-        if let Some(lease) = lease {
-            ops.push(Op::Put {
-                key: keys::topic_queues(topic, &queues.broker_name),
-                value: json!(queues),
-                lease: Some(lease),
-            });
-        }
+        let Some(lease) = lease else {
+            warn!(%topic, group = %queues.broker_name, "topic registration names a group that is not registered: nothing registered");
+            return Ok(request.answer(0, None));
+        };
+        ops.push(Op::Put {
+            key: keys::topic_queues(topic, &queues.broker_name),
+            value: json!(queues),
+            lease: Some(lease),
+        });
     }
     // The revision read keeps a later registration of the same body (after
     // a delete) from being taken for a retry of this one.
