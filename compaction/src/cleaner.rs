@@ -186,6 +186,15 @@ impl Topic {
         } else {
             fsync_dir(&self.dir)?;
             swap::commit(&self.dir, &plan, &self.manifest)?;
+            // A reader that finds the new segments must find the raised
+            // floor too: one that checked the floor before opening them
+            // would miss the deletes they dropped (guarantee 4).
+            {
+                let mut checkpoint = write(&self.checkpoint);
+                checkpoint.tombstone_floor = checkpoint
+                    .tombstone_floor
+                    .max(next_checkpoint.tombstone_floor);
+            }
             self.install(&plan)?;
         }
         *write(&self.checkpoint) = next_checkpoint;

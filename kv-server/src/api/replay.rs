@@ -81,6 +81,7 @@ async fn records(
 ) -> Result<Response, ApiError> {
     let query = Query::parse(query.as_deref(), &["from"])?;
     let from = query.revision("from")?.unwrap_or(0);
+    let floor = state.store.tombstone_floor();
     check_replay_floor(&state.store, from)?;
     let standing = match &caller {
         Caller::Token(principal) => Some(Standing {
@@ -97,8 +98,11 @@ async fn records(
     let idle = Duration::from_millis(state.config.stream_idle_timeout_ms);
     tokio::spawn(produce(
         Arc::clone(&state.store),
-        from,
-        revision,
+        Span {
+            from,
+            until: revision,
+            floor,
+        },
         sender,
         idle,
         Arc::clone(&finished),
@@ -167,19 +171,40 @@ struct Requester {
     standing: Option<Standing>,
 }
 
-/// Reads records `from` … `until` a chunk at a time into `sender`, each
-/// once the client has room for it; sets `finished` once all are sent.
-async fn produce(
-    store: Arc<Store>,
+/// What a replay reads: from `from` to at least `until`, the store's
+/// revision when it was asked, the tombstone floor then at `floor`.
+struct Span {
     from: Revision,
     until: Revision,
+    floor: Revision,
+}
+
+/// Reads records `from` … `until` a chunk at a time into `sender`, each
+/// once the client has room for it; sets `finished` once all are sent.
+///
+/// A reader let go while the client is behind is opened again on the topic
+/// as it is then, which the cleaner (or a snapshot install) may have
+/// rewritten: records up to `until` superseded since are gone from it, so
+/// the replay then reads on to the store's revision, where what superseded
+/// them is. If tombstones were dropped meanwhile past where it goes on
+/// (the floor moved above it), deletes may be gone too: the replay is cut
+/// with an error rather than answered without them.
+async fn produce(
+    store: Arc<Store>,
+    span: Span,
     sender: mpsc::Sender<BodyItem>,
     idle: Duration,
     finished: Arc<AtomicBool>,
     requester: Requester,
 ) {
     let Requester { caller, standing } = requester;
+    let Span {
+        from,
+        mut until,
+        floor,
+    } = span;
     let mut next = from;
+    let mut first_read = true;
     // Opened by a chunk's read (opening reads the topic's index), then
     // handed to each read and back while the client keeps up.
     let mut writes: Option<Writes> = None;
@@ -222,18 +247,40 @@ async fn produce(
             room.send(Err(std::io::Error::other(why)));
             return;
         }
-        let store = Arc::clone(&store);
         let taken = writes.take();
+        let opens = taken.is_none();
+        if opens && !first_read {
+            until = until.max(store.revision());
+        }
+        let reading = Arc::clone(&store);
         let caller = caller.clone();
+        let whole_units = first_read;
         let read = read_topic(move || {
             // The first read starts at a unit's start; a reader opened
             // again goes on where the last chunk ended.
             let mut reader = taken
-                .unwrap_or_else(|| Box::new(store.writes_from(next, READ_BYTES, next == from)));
+                .unwrap_or_else(|| Box::new(reading.writes_from(next, READ_BYTES, whole_units)));
             let chunk = read_chunk(&mut reader, until, &caller, chunk_bytes);
             (reader, chunk)
         })
         .await;
+        first_read = false;
+        // The floor is raised before the cleaner puts its segments in place,
+        // so a reader opened on them finds it raised here.
+        let floor_now = store.tombstone_floor();
+        if opens && floor_now != floor && next > 1 && next < floor_now {
+            let message = format!(
+                "the replay was cut at offset {next}: deletes below offset {floor_now} were \
+                 compacted away while it ran; replay again from 0"
+            );
+            debug!(
+                at = next,
+                floor = floor_now,
+                "replay stopped: the tombstone floor moved past it"
+            );
+            room.send(Err(std::io::Error::other(message)));
+            return;
+        }
         let chunk = match read {
             Ok((reader, Ok(chunk))) => {
                 writes = Some(reader);
@@ -335,5 +382,100 @@ mod tests {
             .collect();
         assert_eq!(keys, vec![CLIENT_KEY]);
         assert_eq!(chunk.next, None, "the replay reached its end");
+    }
+    /// A transaction at log index 2 of `keys`, each with a value of
+    /// `value_bytes`: records at consecutive offsets from 2.
+    fn big_txn(keys: &[&str], value_bytes: usize) -> crate::types::Entry {
+        use crate::types::{Command, Op, Txn, TxnOp};
+        let value = format!("\"{}\"", "v".repeat(value_bytes));
+        let success = keys
+            .iter()
+            .map(|key| TxnOp::Put {
+                key: key.to_string(),
+                value: value.clone(),
+                lease: None,
+            })
+            .collect();
+        crate::types::Entry {
+            log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), 2),
+            payload: openraft::EntryPayload::Normal(Command {
+                timestamp_ms: 1_000,
+                idempotency_key: None,
+                request_hash: None,
+                op: Op::Txn(Txn {
+                    compare: vec![],
+                    success,
+                    failure: vec![],
+                }),
+            }),
+        }
+    }
+
+    /// The offsets of an answer's records, in the order sent.
+    async fn offsets_sent(mut receiver: mpsc::Receiver<BodyItem>) -> Vec<Revision> {
+        let mut offsets = Vec::new();
+        while let Some(chunk) = receiver.recv().await {
+            let chunk = chunk.expect("no error");
+            for line in std::str::from_utf8(&chunk).expect("UTF-8").lines() {
+                let record: schemas::api::ChangeRecord =
+                    serde_json::from_str(line).expect("a record per line");
+                offsets.push(record.offset);
+            }
+        }
+        offsets
+    }
+
+    /// A replay from inside a write reads from the write's start once; a
+    /// client that falls behind right after the first records, which ended
+    /// where the replay was asked from, is not sent them again. And a
+    /// reader opened again reads on to the store's revision then.
+    #[tokio::test]
+    async fn a_reader_opened_again_sends_no_record_twice_and_reads_on_to_the_revision() {
+        let (_root, store) = store_holding_an_internal_key();
+        // Each value fills a chunk: one record per chunk.
+        store
+            .apply_entries(vec![big_txn(
+                &["t/a", "t/b", "t/c", "t/d"],
+                MIN_CHUNK_BYTES,
+            )])
+            .expect("applies");
+        assert_eq!(store.revision(), 5);
+        let store = Arc::new(store);
+        let (sender, receiver) = mpsc::channel::<BodyItem>(CHUNKS_BUFFERED);
+        let finished = Arc::new(AtomicBool::new(false));
+        // Asked from 4: read from the write's start (2); the two chunks the
+        // channel holds end at 4, where the reader is let go.
+        let span = Span {
+            from: 4,
+            until: store.revision(),
+            floor: store.tombstone_floor(),
+        };
+        let producer = tokio::spawn(produce(
+            Arc::clone(&store),
+            span,
+            sender,
+            Duration::from_secs(10),
+            Arc::clone(&finished),
+            Requester {
+                caller: Caller::Anyone,
+                standing: None,
+            },
+        ));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while receiver.len() < CHUNKS_BUFFERED {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the replay sent nothing"
+            );
+            tokio::task::yield_now().await;
+        }
+        // Written after the replay began: a reader opened again reads it.
+        store
+            .apply_entries(vec![put(3, CLIENT_KEY)])
+            .expect("applies");
+        let offsets = offsets_sent(receiver).await;
+        producer.await.expect("the producer ends");
+        assert!(finished.load(Ordering::Acquire));
+        assert_eq!(offsets, vec![2, 3, 4, 5, 6]);
     }
 }

@@ -18,15 +18,20 @@ pub const CONCURRENT_TOPIC_READS: usize = 16;
 /// Turns to read the topic; shared by every request of the process.
 static TURNS: Semaphore = Semaphore::const_new(CONCURRENT_TOPIC_READS);
 
-/// Runs `read` on the blocking pool once a turn is free.
+/// Runs `read` on the blocking pool once a turn is free. The turn goes
+/// with the read: a client gone before it ends (its request dropped) does
+/// not free the turn of a read still holding a thread.
 pub async fn read_topic<T: Send + 'static>(
     read: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ApiError> {
-    let _turn = TURNS
+    let turn = TURNS
         .acquire()
         .await
         .expect("the topic read semaphore is never closed");
-    tokio::task::spawn_blocking(read)
-        .await
-        .map_err(|error| ApiError::internal(format!("a topic read failed: {error}")))
+    tokio::task::spawn_blocking(move || {
+        let _turn = turn;
+        read()
+    })
+    .await
+    .map_err(|error| ApiError::internal(format!("a topic read failed: {error}")))
 }
