@@ -761,3 +761,48 @@ async fn replay_from_zero_folds_into_exactly_the_listed_state() {
     assert_eq!(tail.len(), 1);
     assert_eq!(tail[0].value, Some(json!("changed")));
 }
+
+/// A replay whose node dies mid-stream goes on at another endpoint; one
+/// that is behind the revision the replay promised (`end_revision`) would
+/// end the stream short of it without a word, so the replay asks again and
+/// then fails, naming it. The second node here is a store of its own,
+/// forever behind.
+#[tokio::test]
+async fn a_replay_resumed_on_a_node_behind_it_fails_rather_than_ending_short() {
+    let mut ahead = TestServer::start().await;
+    let behind = TestServer::start().await;
+    // Far more than the sockets between them hold: the replay is mid-way
+    // when its node dies.
+    let value = json!("v".repeat(100_000));
+    let writer = client_of(&ahead);
+    for n in 0..200 {
+        writer.put(&format!("r/k{n:03}"), &value).await.unwrap();
+    }
+    let other = client_of(&behind);
+    for n in 0..10 {
+        other.put(&format!("r/k{n:03}"), &json!(n)).await.unwrap();
+    }
+    let client = Client::new([ahead.url(""), behind.url("")]).expect("valid endpoints");
+    let mut replay = client.replay(0).await.unwrap();
+    let end = replay.end_revision();
+    assert_eq!(end, 200);
+    replay.try_next().await.unwrap().expect("a first record");
+    ahead.kill9().await;
+    let mut records = 1;
+    let error = loop {
+        match tokio::time::timeout(Duration::from_secs(30), replay.next())
+            .await
+            .expect("the replay ends within 30 s")
+        {
+            Some(Ok(_)) => records += 1,
+            Some(Err(error)) => break error,
+            None => panic!("the replay ended without error after {records} of {end} records"),
+        }
+    };
+    assert!(
+        error
+            .to_string()
+            .contains(&format!("short of the replay's {end}")),
+        "{error}"
+    );
+}

@@ -30,6 +30,10 @@ use whole_writes::WholeWrites;
 /// a complete write in between, before it ends with the error.
 const MAX_RECONNECTS: u32 = 3;
 
+/// The pause before a replay asks again of a node behind it, times the
+/// reconnects so far.
+const BEHIND_PAUSE: Duration = Duration::from_millis(200);
+
 /// A type a record's value is read into: `serde_json::Value` (the
 /// default), or `Box<RawValue>`, the JSON text as the server sent it, which
 /// keeps every number exactly and holds any JSON the server stores (a
@@ -210,6 +214,12 @@ struct State<V: RecordValue> {
     writes: WholeWrites<V>,
     /// Reconnects since the last complete write.
     reconnects: u32,
+    /// The revision the stream reaches: an answer opened again must reach
+    /// it too.
+    end_revision: Revision,
+    /// Why the last answer was given up, for the error once reconnects run
+    /// out.
+    last_break: String,
     /// Longest wait for the next chunk.
     idle_timeout: Duration,
     finished: bool,
@@ -279,6 +289,8 @@ impl Client {
             endpoint,
             writes: WholeWrites::new(from),
             reconnects: 0,
+            end_revision,
+            last_break: String::new(),
             idle_timeout: self.inner.options.request_timeout,
             finished: false,
         };
@@ -330,12 +342,18 @@ impl<V: RecordValue> State<V> {
                 }
                 Ok(Some(Err(error))) => {
                     warn!(endpoint = %self.endpoint, %error, "replay connection broke; resuming");
-                    self.broke();
+                    self.broke(format!(
+                        "the connection to {} broke: {error}",
+                        self.endpoint
+                    ));
                     Ok(())
                 }
                 Err(_) => {
                     warn!(endpoint = %self.endpoint, timeout = ?self.idle_timeout, "replay stalled; resuming");
-                    self.broke();
+                    self.broke(format!(
+                        "{} sent nothing for {:?}",
+                        self.endpoint, self.idle_timeout
+                    ));
                     Ok(())
                 }
             };
@@ -350,10 +368,12 @@ impl<V: RecordValue> State<V> {
         }
     }
 
-    /// Drops the connection and what it held of an incomplete write.
-    fn broke(&mut self) {
+    /// Drops the connection and what it held of an incomplete write;
+    /// `why` says what happened.
+    fn broke(&mut self, why: String) {
         self.body = None;
         self.writes.broke();
+        self.last_break = why;
     }
 
     /// Opens the replay again just after the last complete write; the
@@ -365,10 +385,30 @@ impl<V: RecordValue> State<V> {
             return Err(Error::Decode {
                 request: replay_request(from).describe(),
                 endpoint: self.endpoint.clone(),
-                message: format!("the replay broke off {MAX_RECONNECTS} times in a row"),
+                message: format!(
+                    "the replay broke off {MAX_RECONNECTS} times in a row; last, {}",
+                    self.last_break
+                ),
             });
         }
         let (response, endpoint) = self.client.open_replay(from).await?;
+        // Each answer ends at its node's revision: one from a node still
+        // behind the first would end the stream short of what it promised,
+        // without a word. Asked again after a pause, as a broken one is.
+        let reaches = response
+            .headers()
+            .get(REVISION)
+            .and_then(|value| value.to_str().ok()?.parse::<Revision>().ok());
+        if reaches.is_none_or(|reaches| reaches < self.end_revision) {
+            warn!(%endpoint, reaches, end_revision = self.end_revision, "the replay's node is behind; asking again");
+            self.last_break = format!(
+                "{endpoint} answered up to revision {}, short of the replay's {}",
+                reaches.map_or_else(|| "(none said)".to_string(), |r| r.to_string()),
+                self.end_revision
+            );
+            tokio::time::sleep(BEHIND_PAUSE * self.reconnects).await;
+            return Ok(());
+        }
         self.body = Some(response.bytes_stream().boxed());
         self.endpoint = endpoint;
         Ok(())
