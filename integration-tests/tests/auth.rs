@@ -861,3 +861,63 @@ async fn a_replay_of_a_token_revoked_while_it_streams_is_cut() {
         "the replay went on after the revocation: {records} of {keys} records, cut: {cut}"
     );
 }
+
+/// A bootstrap or a token creation that names its secret, retried after
+/// its answer was lost, is answered the same token instead of refused with
+/// the only copy of the secret gone; another secret is still refused.
+#[tokio::test]
+async fn a_retried_bootstrap_or_token_creation_with_its_secret_gets_the_same_token() {
+    let node = TestServer::start_with(&["--auth"]).await;
+    let root = "ab".repeat(32);
+    for _ in 0..2 {
+        let body = json!({ "token": root });
+        let (status, made) = send(&node, None, "POST", "/v1/acl/bootstrap", Some(body)).await;
+        assert_eq!((status, &made["token"]), (200, &json!(root)), "{made}");
+    }
+    for body in [Some(json!({ "token": "cd".repeat(32) })), None] {
+        let (status, refused) = send(&node, None, "POST", "/v1/acl/bootstrap", body).await;
+        assert_eq!(status, 409, "{refused}");
+        assert_eq!(error_of(&refused).0, "acl_already_bootstrapped");
+    }
+    let short = Some(json!({ "token": "short" }));
+    let (status, refused) = send(&node, None, "POST", "/v1/acl/bootstrap", short).await;
+    assert_eq!(
+        (status, error_of(&refused).1),
+        (400, Some("token")),
+        "{refused}"
+    );
+
+    let role = json!({"name": "readers", "permissions": [{"prefix": "app/", "access": "read"}]});
+    let (status, answer) = send(
+        &node,
+        Some(&root),
+        "PUT",
+        "/v1/acl/roles/readers",
+        Some(role),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let secret = "ef".repeat(32);
+    for _ in 0..2 {
+        let body = json!({"name": "reader", "roles": ["readers"], "token": secret});
+        let (status, made) = send(&node, Some(&root), "POST", "/v1/acl/tokens", Some(body)).await;
+        assert_eq!((status, &made["token"]), (201, &json!(secret)), "{made}");
+    }
+    let other = json!({"name": "reader", "roles": ["readers"], "token": "12".repeat(32)});
+    let (status, refused) = send(&node, Some(&root), "POST", "/v1/acl/tokens", Some(other)).await;
+    assert_eq!(
+        (status, error_of(&refused).0),
+        (409, "token_exists"),
+        "{refused}"
+    );
+    let (_, listed) = send(&node, Some(&root), "GET", "/v1/acl/tokens", None).await;
+    let names: Vec<&str> = listed["tokens"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|token| token["name"].as_str())
+        .collect();
+    assert_eq!(names, ["reader", "root"], "{listed}");
+    let (status, _) = send(&node, Some(&secret), "GET", "/v1/kv?prefix=app/", None).await;
+    assert_eq!(status, 200);
+}

@@ -3,8 +3,9 @@
 //! A call needs a token with an admin role (root has one), given with
 //! [`crate::ClientBuilder::token`]; [`Client::acl_bootstrap`] needs none.
 
+use rand::Rng;
 use reqwest::Method;
-use schemas::api::{CreateToken, CreatedToken, Role, RoleList, TokenInfo, TokenList};
+use schemas::api::{Bootstrap, CreateToken, CreatedToken, Role, RoleList, TokenInfo, TokenList};
 
 use crate::client::Client;
 use crate::error::Result;
@@ -13,7 +14,9 @@ use crate::request::Request;
 impl Client {
     /// Makes the cluster's root token, once per cluster; a second call is
     /// refused with `acl_already_bootstrapped`. The secret is in this
-    /// answer only.
+    /// answer only. The client makes it and sends it, so a retry after a
+    /// lost answer is answered the same root token rather than refused with
+    /// the secret lost.
     ///
     /// ```no_run
     /// # async fn example(client: kv_client::Client) -> Result<(), kv_client::Error> {
@@ -23,7 +26,10 @@ impl Client {
     /// # }
     /// ```
     pub async fn acl_bootstrap(&self) -> Result<CreatedToken> {
-        let request = Request::write(Method::POST, ["v1", "acl", "bootstrap"]);
+        let body = crate::kv::to_json(&Bootstrap {
+            token: Some(new_secret()),
+        })?;
+        let request = Request::write(Method::POST, ["v1", "acl", "bootstrap"]).json(body);
         self.call(&request).await?.success()?.json()
     }
 
@@ -71,7 +77,8 @@ impl Client {
     }
 
     /// Makes a token holding `roles` (each must exist). The secret is in
-    /// this answer only.
+    /// this answer only; the client makes it, so a retry after a lost
+    /// answer is answered the same token (see [`Client::acl_bootstrap`]).
     ///
     /// ```no_run
     /// # async fn example(client: kv_client::Client) -> Result<(), kv_client::Error> {
@@ -88,6 +95,7 @@ impl Client {
         let body = crate::kv::to_json(&CreateToken {
             name: name.to_string(),
             roles: roles.iter().map(|role| role.to_string()).collect(),
+            token: Some(new_secret()),
         })?;
         let request = Request::write(Method::POST, ["v1", "acl", "tokens"]).json(body);
         self.call(&request).await?.success()?.json()
@@ -117,4 +125,10 @@ fn acl_name(name: &str) -> Result<&str> {
         message,
     })?;
     Ok(name)
+}
+
+/// A token's secret: 256 random bits in hex, as the server makes them.
+fn new_secret() -> String {
+    let bytes: [u8; 32] = rand::rng().random();
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }

@@ -23,7 +23,7 @@ pub fn new_secret() -> Result<String, String> {
 /// Whether `text` has the shape of a secret this server makes, so a
 /// malformed one is refused before it is hashed and looked up.
 pub fn is_well_formed(text: &str) -> bool {
-    text.len() == 2 * SECRET_BYTES && text.bytes().all(|byte| byte.is_ascii_hexdigit())
+    schemas::api::is_well_formed_secret(text)
 }
 
 /// The SHA-256 of a secret, lowercase hex: what the store keeps.

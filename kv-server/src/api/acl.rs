@@ -5,8 +5,11 @@
 //! middleware, so a secret is made once, on the node that writes it. A
 //! write here carries no `Idempotency-Key`, even when the client sent one:
 //! a retried bootstrap or token creation would otherwise be answered with
-//! a fresh secret the store never kept. Who may call these routes is
-//! decided before they run (`api::auth`: admin, bootstrap for anyone).
+//! a fresh secret the store never kept. A caller that may retry names the
+//! secret itself (`token` in the body): a retry whose secret matches what
+//! was stored is answered the same token (Consul's bootstrap secret). Who
+//! may call these routes is decided before they run (`api::auth`: admin,
+//! bootstrap for anyone).
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
@@ -16,7 +19,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{post, put};
 use axum::{Json, Router};
 use schemas::api::{
-    CreateToken, CreatedToken, ErrorCode, Role, RoleList, TokenInfo, TokenList, ROOT_TOKEN_NAME,
+    Bootstrap, CreateToken, CreatedToken, ErrorCode, Role, RoleList, TokenInfo, TokenList,
+    ROOT_TOKEN_NAME,
 };
 use serde::Serialize;
 
@@ -125,28 +129,91 @@ fn records<T: serde::de::DeserializeOwned>(
 }
 
 /// `POST /v1/acl/bootstrap`: the root token, once per cluster.
-async fn bootstrap(State(state): State<AppState>) -> Result<Response, ApiError> {
+async fn bootstrap(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
     require_auth(&state)?;
-    let token = secret::new_secret().map_err(ApiError::internal)?;
+    let asked: Bootstrap = match &body {
+        Ok(bytes) if bytes.trim_ascii().is_empty() => Bootstrap::default(),
+        _ => object_body(&state, body, "{\"token\"?}")?,
+    };
+    let given = asked.token.map(checked_secret).transpose()?;
+    let token = match &given {
+        Some(token) => token.clone(),
+        None => secret::new_secret().map_err(ApiError::internal)?,
+    };
     let root = StoredRoot {
         name: ROOT_TOKEN_NAME.to_string(),
         hash: secret::hash(&token),
         created_ms: crate::clock::now_ms(),
     };
-    // Absent: of two bootstraps racing, one writes; the other is refused.
-    match put_record(&state, root_key(), &root, Condition::Absent).await? {
-        CommandResult::Written { .. } => {
-            tracing::info!("the root token was made: the cluster's ACL is bootstrapped");
-            Ok(Json(CreatedToken {
-                name: root.name,
-                token,
-            })
-            .into_response())
-        }
-        _ => Err(ApiError::new(
+    // Absent: of two bootstraps racing, one writes; the other is refused,
+    // but for a retry of the one that wrote (the same secret).
+    let written = matches!(
+        put_record(&state, root_key(), &root, Condition::Absent).await?,
+        CommandResult::Written { .. }
+    );
+    let retried = !written
+        && given.is_some()
+        && stored_hash::<StoredRoot>(&state, &root_key())?.is_some_and(|hash| hash == root.hash);
+    if !written && !retried {
+        return Err(ApiError::new(
             ErrorCode::AclAlreadyBootstrapped,
             "this cluster already has its root token; bootstrap happens once",
-        )),
+        ));
+    }
+    if written {
+        tracing::info!("the root token was made: the cluster's ACL is bootstrapped");
+    }
+    Ok(Json(CreatedToken {
+        name: root.name,
+        token,
+    })
+    .into_response())
+}
+
+/// A secret a caller names for its token: refused unless it has the shape
+/// of one the server makes (256 bits in hex).
+fn checked_secret(token: String) -> Result<String, ApiError> {
+    if !secret::is_well_formed(&token) {
+        return Err(ApiError::bad_field(
+            ErrorCode::InvalidField,
+            "token",
+            format!(
+                "a token's secret is {} hex digits (256 random bits)",
+                schemas::api::SECRET_HEX_DIGITS
+            ),
+        ));
+    }
+    Ok(token)
+}
+
+/// The secret's hash the record at `key` holds, if there is one.
+fn stored_hash<T: HasHash + serde::de::DeserializeOwned>(
+    state: &AppState,
+    key: &str,
+) -> Result<Option<String>, ApiError> {
+    let Some(entry) = state.store.get(key)? else {
+        return Ok(None);
+    };
+    Ok(Some(decode::<T>(key, &entry.value)?.hash().to_string()))
+}
+
+/// A record that keeps a secret's hash.
+trait HasHash {
+    fn hash(&self) -> &str;
+}
+
+impl HasHash for StoredRoot {
+    fn hash(&self) -> &str {
+        &self.hash
+    }
+}
+
+impl HasHash for StoredName {
+    fn hash(&self) -> &str {
+        &self.hash
     }
 }
 
@@ -214,15 +281,27 @@ async fn create_token(
             ));
         }
     }
-    let token = secret::new_secret().map_err(ApiError::internal)?;
+    let given = request.token.map(checked_secret).transpose()?;
+    let token = match &given {
+        Some(token) => token.clone(),
+        None => secret::new_secret().map_err(ApiError::internal)?,
+    };
     let hash = secret::hash(&token);
     // The name is claimed first, so two tokens never share it; a token
     // whose claim stands but whose record was never written is revoked
-    // like any other.
+    // like any other. A retry with the secret of the claim goes on and
+    // writes the record (again).
     let claim = StoredName { hash: hash.clone() };
-    match put_record(&state, name_key(&request.name), &claim, Condition::Absent).await? {
-        CommandResult::Written { .. } => {}
-        _ => return Err(token_exists(&request.name)),
+    let claimed = matches!(
+        put_record(&state, name_key(&request.name), &claim, Condition::Absent).await?,
+        CommandResult::Written { .. }
+    );
+    let retried = !claimed
+        && given.is_some()
+        && stored_hash::<StoredName>(&state, &name_key(&request.name))?
+            .is_some_and(|stored| stored == hash);
+    if !claimed && !retried {
+        return Err(token_exists(&request.name));
     }
     let record = StoredToken {
         name: request.name.clone(),

@@ -152,6 +152,37 @@ pub struct CreateToken {
     /// The roles it holds; each must exist.
     #[serde(default)]
     pub roles: Vec<String>,
+    /// The secret to give it ([`SECRET_HEX_DIGITS`] hex digits, random),
+    /// made by the caller so that a retry after a lost answer is answered
+    /// the same token rather than refused with the secret lost; the server
+    /// makes one when it is absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+/// The optional body of `POST /v1/acl/bootstrap`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Bootstrap {
+    /// The root token's secret, made by the caller, as in
+    /// [`CreateToken::token`]: a bootstrap retried with it after a lost
+    /// answer is answered the same root token (Consul's bootstrap secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+/// Hex digits in a token's secret (256 random bits).
+pub const SECRET_HEX_DIGITS: usize = 64;
+
+/// Whether `text` has the shape of a token's secret: [`SECRET_HEX_DIGITS`]
+/// hex digits.
+///
+/// ```
+/// assert!(schemas::api::is_well_formed_secret(&"a1".repeat(32)));
+/// assert!(!schemas::api::is_well_formed_secret("abc"));
+/// ```
+pub fn is_well_formed_secret(text: &str) -> bool {
+    text.len() == SECRET_HEX_DIGITS && text.bytes().all(|byte| byte.is_ascii_hexdigit())
 }
 
 /// A token as listed: never its secret, nor its hash.

@@ -41,8 +41,9 @@ pub mod openapi;
 mod txn;
 
 pub use acl::{
-    check_acl_name, Access, CreateToken, CreatedToken, Permission, Role, RoleList, TokenInfo,
-    TokenList, ACL_PREFIX, MAX_ACL_NAME_BYTES, ROOT_TOKEN_NAME,
+    check_acl_name, is_well_formed_secret, Access, Bootstrap, CreateToken, CreatedToken,
+    Permission, Role, RoleList, TokenInfo, TokenList, ACL_PREFIX, MAX_ACL_NAME_BYTES,
+    ROOT_TOKEN_NAME, SECRET_HEX_DIGITS,
 };
 pub use alarm::{Alarm, AlarmKind, AlarmList, NodeSpace};
 pub use changes::{ChangeRecord, ChangesPage};

@@ -6,7 +6,7 @@ use utoipa::openapi::{Required, Response, ResponseBuilder};
 
 use super::parts::{json_content, ok, operation, parameter, string_schema};
 use super::Components;
-use crate::api::{CreateToken, CreatedToken, ErrorCode, Role, RoleList, TokenList};
+use crate::api::{Bootstrap, CreateToken, CreatedToken, ErrorCode, Role, RoleList, TokenList};
 
 /// What every `/v1/acl` route but bootstrap may answer on a cluster
 /// without `--auth`, or when passed to a leader that is gone.
@@ -17,15 +17,28 @@ pub(super) fn bootstrap(components: &mut Components) -> PathItem {
         "The root token; its secret is shown this once.",
         components.of::<CreatedToken>(),
     );
+    let body = RequestBodyBuilder::new()
+        .required(Some(Required::False))
+        .content(
+            "application/json",
+            json_content(components.of::<Bootstrap>()),
+        )
+        .build();
     PathItem::new(
         HttpMethod::Post,
         operation(
             "acl_bootstrap",
             "Make the cluster's root token (once per cluster)",
             ("200", answer),
-            &[ErrorCode::AclAlreadyBootstrapped, ErrorCode::AuthDisabled],
+            &[
+                ErrorCode::AclAlreadyBootstrapped,
+                ErrorCode::AuthDisabled,
+                ErrorCode::InvalidJson,
+                ErrorCode::InvalidField,
+            ],
             components,
-        ),
+        )
+        .request_body(Some(body)),
     )
 }
 
@@ -111,6 +124,7 @@ pub(super) fn tokens(components: &mut Components) -> PathItem {
             &[
                 ErrorCode::InvalidJson,
                 ErrorCode::InvalidName,
+                ErrorCode::InvalidField,
                 ErrorCode::UnknownRole,
                 ErrorCode::TokenExists,
             ],
