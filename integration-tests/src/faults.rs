@@ -20,11 +20,27 @@ const SOCKET_TIMEOUT: Duration = Duration::from_secs(30);
 /// port let go at once could be taken by another test's server before the
 /// caller connects, and the "refused" call would reach that server.
 pub fn closed_port_url() -> String {
+    held_port_url(false)
+}
+
+/// The URL of a loopback port that takes connections and never answers:
+/// a socket listening that nothing accepts from, as a node whose process
+/// is stopped behaves. Held for the rest of the test process.
+pub fn silent_port_url() -> String {
+    held_port_url(true)
+}
+
+/// A loopback port bound (and listening, if `listen`) by a socket held for
+/// the rest of the test process.
+fn held_port_url(listen: bool) -> String {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
         .expect("a TCP socket can be made");
     socket
         .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
         .expect("a loopback port can be bound");
+    if listen {
+        socket.listen(128).expect("the socket listens");
+    }
     let port = socket
         .local_addr()
         .ok()

@@ -69,7 +69,7 @@ pub use api::{
     assert_openapi_lists, call, error_of, http2_client, openapi_operation, stingy_http2_client,
 };
 pub use cluster::TestCluster;
-pub use faults::{closed_port_url, AnswerDroppingProxy, CuttingProxy, StubNode};
+pub use faults::{closed_port_url, silent_port_url, AnswerDroppingProxy, CuttingProxy, StubNode};
 pub use kvctl::{kvctl, KvctlRun};
 pub use load::{assert_all_acked_present, bulk_load, WriteLoad};
 pub use server::{copy_tree, free_ports, server_binary, TestServer};

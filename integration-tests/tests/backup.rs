@@ -215,3 +215,48 @@ async fn a_damaged_or_truncated_backup_is_refused_naming_the_byte_and_nothing_is
     let (status, body) = call(secured.node(1), "GET", "/v1/snapshot", None).await;
     assert_eq!((status, error_of(&body).0), (401, "unauthenticated"));
 }
+
+/// A backup whose node stops sending mid-way (its process stopped) ends
+/// in an error after the client's request timeout, where it waited for as
+/// long as the connection stayed open.
+#[tokio::test]
+async fn a_backup_whose_node_stops_sending_ends_at_the_request_timeout() {
+    let mut server = integration_tests::TestServer::start().await;
+    let value = json!("v".repeat(10_000));
+    for n in 0..2_000 {
+        let (status, _) = call(
+            &server,
+            "PUT",
+            &format!("/v1/kv/b/{n:04}"),
+            Some(value.clone()),
+        )
+        .await;
+        assert_eq!(status, 201);
+    }
+    let client = kv_client::ClientBuilder::new([server.url("")])
+        .request_timeout(std::time::Duration::from_secs(1))
+        .build()
+        .expect("a client");
+    let mut backup = client.snapshot().await.expect("the backup starts");
+    backup.chunk().await.expect("a first chunk").expect("bytes");
+    server.pause();
+    let mut received = 0usize;
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        loop {
+            match backup.chunk().await {
+                Ok(Some(bytes)) => received += bytes.len(),
+                Ok(None) => return Ok(()),
+                Err(error) => return Err(error),
+            }
+        }
+    })
+    .await
+    .expect("the backup ends within 20 s of its node stopping");
+    server.resume();
+    let error = ended.expect_err("a backup cut short is an error");
+    assert!(error.to_string().contains("GET /v1/snapshot"), "{error}");
+    assert!(
+        received < 20_000_000,
+        "the whole store was not sent: {received} bytes"
+    );
+}

@@ -96,6 +96,25 @@ async fn a_value_is_put_and_replayed_as_written_however_long_its_numbers() {
         .expect_code(2);
 }
 
+/// A write against nodes that take connections and never answer gives up
+/// near its `--timeout`: the look for the leader before it takes at most
+/// half of it. It took about 7 s with a 1 s timeout and three such nodes.
+#[tokio::test]
+async fn a_write_to_nodes_that_never_answer_gives_up_near_its_timeout() {
+    let silent: Vec<String> = (0..3)
+        .map(|_| integration_tests::silent_port_url())
+        .collect();
+    let started = std::time::Instant::now();
+    let run = kvctl(&silent.join(","), &["--timeout", "1s", "put", "k", "1"]).await;
+    let took = started.elapsed();
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        took < std::time::Duration::from_secs(3),
+        "gave up after {took:?}: {}",
+        run.stderr
+    );
+}
+
 /// A name or key no write can have is a usage error (exit 2), said at
 /// once: an empty name would reach another route ("no such route"), and a
 /// watch of an invalid key would wait forever.

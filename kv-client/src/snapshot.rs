@@ -24,16 +24,22 @@ pub struct SnapshotDownload {
     /// The revision it holds the store at.
     pub revision: Option<u64>,
     received: u64,
+    /// Longest wait for the next bytes: the client's request timeout.
+    idle_timeout: Duration,
 }
 
 impl SnapshotDownload {
     /// The next bytes; `None` at the end. A backup that ends short of its
-    /// announced length is an error, never a quiet end.
+    /// announced length is an error, never a quiet end, and one whose node
+    /// sends nothing for the client's request timeout is an error too.
     pub async fn chunk(&mut self) -> Result<Option<Bytes>> {
-        let chunk = self
-            .response
-            .chunk()
+        let chunk = tokio::time::timeout(self.idle_timeout, self.response.chunk())
             .await
+            .map_err(|_| Error::Timeout {
+                request: "GET /v1/snapshot".to_string(),
+                endpoint: self.endpoint.clone(),
+                after: self.idle_timeout,
+            })?
             .map_err(|source| Error::Transport {
                 request: "GET /v1/snapshot".to_string(),
                 endpoint: self.endpoint.clone(),
@@ -96,6 +102,7 @@ impl Client {
             response,
             endpoint,
             received: 0,
+            idle_timeout: self.inner.options.request_timeout,
         })
     }
 }

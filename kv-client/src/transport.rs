@@ -31,6 +31,9 @@ use crate::request::{Answer, Request};
 
 /// The longest a probe for the leader waits for one node's answer.
 const LEADER_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest the look for the leader before a write takes, all probes
+/// together (and at most half the call's deadline).
+const LEADER_LOOK_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// What one attempt came to.
 enum Attempt<T> {
@@ -142,7 +145,15 @@ impl Client {
         let mut deadline = started + call_deadline;
         let count = inner.endpoints.len();
         if request.idempotency_key.is_some() && !inner.leader_checked.load(Ordering::Relaxed) {
-            self.locate_leader().await;
+            // A look for the leader only spares a hop: it takes at most
+            // half the call's deadline, the rest is for the write.
+            let look = (call_deadline / 2).min(LEADER_LOOK_TIMEOUT);
+            if tokio::time::timeout(look, self.locate_leader())
+                .await
+                .is_err()
+            {
+                debug!(after = ?look, "no leader located in time; writing to the preferred node");
+            }
         }
         let mut index = inner.preferred.load(Ordering::Relaxed) % count;
         let mut failed_in_round = 0;
