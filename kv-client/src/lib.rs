@@ -10,7 +10,10 @@
 //! * Keys: [`Client::get`], [`Client::put`], [`Client::create`],
 //!   [`Client::cas`], [`Client::delete`], [`Client::list`] (a stream over
 //!   pages); values are any JSON, answers carry revisions ([`KeyValue`],
-//!   [`WriteResult`]).
+//!   [`WriteResult`]). Values are read into `serde_json::Value`;
+//!   [`Client::get_as`], [`Client::list_as`] and [`Client::replay_as`]
+//!   read them into another type, `Box<RawValue>` to keep the JSON as
+//!   stored (a number past `f64` included).
 //! * [`Client::txn`]: a multi-key transaction ([`Txn`]) of [`Compare`]s
 //!   and two branches of [`TxnOp`]s, applied as one write with one
 //!   revision, once however often the call retries.
