@@ -806,3 +806,53 @@ async fn a_replay_resumed_on_a_node_behind_it_fails_rather_than_ending_short() {
         "{error}"
     );
 }
+
+/// A bootstrap whose answer was lost is retried with the secret the client
+/// made, and answered the same root token: before, the retry was refused
+/// (409) and the only copy of the secret was gone.
+#[tokio::test]
+async fn a_bootstrap_whose_answer_was_lost_gets_the_same_root_token() {
+    let server = TestServer::start_with(&["--auth"]).await;
+    let proxy = AnswerDroppingProxy::start(server.addr(), "POST", 1).await;
+    let client = Client::builder([proxy.url()])
+        .backoff(Duration::from_millis(10), Duration::from_millis(50))
+        .build()
+        .unwrap();
+    let root = client.acl_bootstrap().await.expect("the retry is answered");
+    assert_eq!(proxy.dropped(), 1, "the first answer was lost");
+    let as_root = Client::builder([server.url("")])
+        .token(&root.token)
+        .build()
+        .unwrap();
+    let tokens = as_root.tokens().await.expect("the root token works");
+    assert_eq!(tokens.len(), 1);
+}
+
+/// A removal whose answer was lost finds the node gone when retried: the
+/// call succeeds, where it said the node was not a member.
+#[tokio::test]
+async fn a_member_removal_whose_answer_was_lost_succeeds() {
+    let cluster = integration_tests::TestCluster::start(3, &[]).await;
+    let leader = cluster.leader().await;
+    let gone = cluster.follower_of(leader);
+    let proxy = AnswerDroppingProxy::start(cluster.node(leader).addr(), "DELETE", 1).await;
+    let client = Client::builder([proxy.url()])
+        .backoff(Duration::from_millis(10), Duration::from_millis(50))
+        .build()
+        .unwrap();
+    client
+        .remove_member(gone)
+        .await
+        .expect("the removal is done");
+    assert_eq!(proxy.dropped(), 1, "the first answer was lost");
+    let members = cluster.members(leader).await;
+    assert!(
+        members.iter().all(|member| member.id != gone),
+        "{members:?}"
+    );
+    let refused = client
+        .remove_member(99)
+        .await
+        .expect_err("99 never was a member");
+    assert_eq!(refused.code(), Some(kv_client::ErrorCode::MemberNotFound));
+}

@@ -2,7 +2,8 @@
 //! membership changes.
 
 use reqwest::Method;
-use schemas::api::{AddMember, AlarmList, ClusterStatus, NodeId, NodeSpace};
+use schemas::api::{AddMember, AlarmList, ClusterStatus, ErrorCode, NodeId, NodeSpace};
+use tracing::debug;
 
 use crate::client::Client;
 use crate::error::Result;
@@ -54,7 +55,9 @@ impl Client {
         Ok(())
     }
 
-    /// Removes node `id` from the cluster.
+    /// Removes node `id` from the cluster. A removal whose answer was lost
+    /// and whose retry finds the node gone is a success: the node was a
+    /// member when the call began.
     ///
     /// ```no_run
     /// # async fn example(client: kv_client::Client) -> Result<(), kv_client::Error> {
@@ -72,8 +75,28 @@ impl Client {
                 id.to_string(),
             ],
         );
-        self.call(&request).await?.success()?;
-        Ok(())
+        // A removal retried after its answer was lost finds the node gone
+        // (404): the node was a member before the call, so the removal is
+        // done, and says so rather than that it never was one.
+        let was_member = self
+            .cluster_status()
+            .await
+            .is_ok_and(|status| status.members.iter().any(|member| member.id == id));
+        match self
+            .call(&request)
+            .await
+            .and_then(|answer| answer.success())
+        {
+            Ok(_) => Ok(()),
+            Err(error) if was_member && error.code() == Some(ErrorCode::MemberNotFound) => {
+                debug!(
+                    node = id,
+                    "removed already: by an earlier attempt of this call, or meanwhile"
+                );
+                Ok(())
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// The alarms raised in the cluster (NOSPACE: a member crossed
