@@ -200,6 +200,30 @@ async fn a_node_answering_503_is_passed_over() {
     );
 }
 
+/// A round of attempts that failed pauses at least for the longest
+/// `Retry-After` any of its answers gave, even past the client's own
+/// backoff: it used to take only the last attempt's (none, from a node
+/// that refused the connection) and cap it at the backoff's maximum.
+#[tokio::test]
+async fn a_round_of_failed_attempts_waits_out_the_servers_retry_after() {
+    let busy = StubNode::answering(503, "unavailable", "no leader is known yet").await;
+    let client = Client::builder([busy.url(), closed_port_url()])
+        .backoff(Duration::from_millis(10), Duration::from_millis(50))
+        .max_attempts(3)
+        .deadline(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    client
+        .get("retry/after")
+        .await
+        .expect_err("no node answers");
+    let took = started.elapsed();
+    // Two attempts, a pause, a third: the pause is the stub's Retry-After: 1.
+    assert!(took >= Duration::from_millis(900), "retried after {took:?}");
+    assert!(busy.requests() >= 2, "asked again after the pause");
+}
+
 #[tokio::test]
 async fn a_node_out_of_space_is_passed_over_and_when_all_are_the_507_is_the_answer() {
     let server = TestServer::start().await;

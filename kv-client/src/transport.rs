@@ -157,6 +157,8 @@ impl Client {
         }
         let mut index = inner.preferred.load(Ordering::Relaxed) % count;
         let mut failed_in_round = 0;
+        // The longest `Retry-After` of the round's answers.
+        let mut round_retry_after = Duration::ZERO;
         let mut backoff = options.backoff_initial;
         let mut attempts = 0;
         // Endpoints that refused for want of space in this call.
@@ -258,6 +260,7 @@ impl Client {
                 return Err(give_up(error));
             }
             failed_in_round += 1;
+            round_retry_after = round_retry_after.max(retry_after.unwrap_or_default());
             let hinted = leader_hint.and_then(|address| self.endpoint_index(&address));
             index = match hinted {
                 Some(leader) if leader != index => leader,
@@ -265,8 +268,12 @@ impl Client {
             };
             if failed_in_round >= count {
                 failed_in_round = 0;
-                let pause = jittered(backoff).max(retry_after.unwrap_or_default());
-                let pause = pause.min(options.backoff_max);
+                // The server's Retry-After (any of the round's) is waited
+                // out even past `backoff_max`; the deadline still holds.
+                let pause = jittered(backoff)
+                    .min(options.backoff_max)
+                    .max(round_retry_after);
+                round_retry_after = Duration::ZERO;
                 if Instant::now() + pause >= deadline {
                     return Err(give_up(error));
                 }
