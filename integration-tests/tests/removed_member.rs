@@ -717,3 +717,78 @@ async fn a_removal_that_would_leave_no_answering_quorum_is_refused() {
     .await;
     assert_eq!(status, 200, "{body}");
 }
+
+/// The rebuild docs/recovery.md gives: remove a member, wipe it, start it
+/// again under its id with `--join`. Catching up, it applies the log of
+/// its earlier life, where it was a member and then removed: that history
+/// marked it removed, and it stayed a learner, or a voter whose raft was
+/// shut down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_removed_wiped_and_joined_again_under_its_id_serves() {
+    let mut cluster = TestCluster::start(3, &[]).await;
+    let leader = cluster.leader().await;
+    let rebuilt = cluster.follower_of(leader);
+    // Enough entries before the removal, and between it and the new
+    // addition, that the node holds a membership naming it from its first
+    // entries, and applies the removal before it holds the addition.
+    write_keys(cluster.node(leader), "before", 700).await;
+    cluster.remove(rebuilt, leader).await;
+    write_keys(cluster.node(leader), "between", 700).await;
+    cluster.join(rebuilt, leader).await;
+    cluster.wait_converged().await;
+    let node = cluster.node(rebuilt);
+    let (status, body) = call(node, "GET", "/v1/kv/between/k699?consistency=stale", None).await;
+    assert_eq!((status, &body["value"]), (200, &json!(699)), "{body}");
+    assert!(
+        !node.log_contains("was removed from the cluster"),
+        "{}",
+        node.log_tail(20)
+    );
+    let (status, body) = call(node, "GET", "/readyz", None).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Writes `count` keys under `prefix` through `node`, one after another.
+async fn write_keys(node: &integration_tests::TestServer, prefix: &str, count: u32) {
+    for n in 0..count {
+        let path = format!("/v1/kv/{prefix}/k{n:03}");
+        let (status, body) = call(node, "PUT", &path, Some(json!(n))).await;
+        assert_eq!(status, 201, "{body}");
+    }
+}
+
+/// The same rebuild done at once, at the node's own address: the leader,
+/// which could not reach the removed node, may still be telling it of its
+/// removal when the new process there starts. A node still joining takes
+/// no removal notice: it is of the node that had its id before.
+#[tokio::test]
+async fn a_node_still_joining_takes_no_removal_notice() {
+    // Nothing listens at the address it joins through: it keeps joining.
+    let nobody = integration_tests::closed_port_url();
+    let [port, peer_port] = integration_tests::free_ports(2)[..] else {
+        unreachable!("two ports were asked for")
+    };
+    let mut joining =
+        integration_tests::TestServer::unstarted(5, port, peer_port, &["--join", &nobody]);
+    joining.spawn();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !joining.log_contains("joining: will retry") {
+        assert!(Instant::now() < deadline, "{}", joining.log_tail(20));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let notice = json!({"node_id": 5, "leader": 1, "log_index": 700, "members": [1, 2]});
+    let response = joining
+        .client()
+        .post(format!("{}/raft/removed", joining.peer_url()))
+        .json(&notice)
+        .send()
+        .await
+        .expect("the peer port answers");
+    assert_eq!(response.status(), 409);
+    let body: serde_json::Value = response.json().await.expect("a JSON error");
+    assert_eq!(error_of(&body).0, "conflict", "{body}");
+    let (status, body) = call(&joining, "GET", "/readyz", None).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.to_string().contains("waits to be added"), "{body}");
+    assert!(!joining.log_contains("was removed from the cluster"));
+}

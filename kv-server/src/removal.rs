@@ -43,6 +43,8 @@ use crate::types::{NodeId, Raft, StoredMembership};
 const TELL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How many times the leader tries.
 const TELL_ATTEMPTS: u32 = 5;
+/// How often the membership watch looks whether the node's join is done.
+const JOINING_POLL: Duration = Duration::from_millis(200);
 
 /// The file in the data directory that records the node's removal (why,
 /// as text); wiping the directory before joining again removes it too.
@@ -151,8 +153,14 @@ pub fn refusal_if_removed(state: &AppState) -> Option<Response> {
 ///
 /// Only a node that has been a member since it started can find itself
 /// removed: one that joins, or catches up from far behind, applies the
-/// memberships from before it was added first.
+/// memberships from before it was added first. A node that joins under an
+/// id the cluster once removed (rebuilt with `--join` after a wipe) holds
+/// that id's history too, where it was a member and then removed; so the
+/// watch begins once its join is answered, when it is a voter.
 pub async fn watch_membership(state: AppState) {
+    while state.joining.load(std::sync::atomic::Ordering::Acquire) {
+        tokio::time::sleep(JOINING_POLL).await;
+    }
     // Woken by membership changes (openraft's server metrics), not by
     // every entry; the applied index is watched only while a membership
     // without this node waits to be applied.
@@ -254,7 +262,8 @@ pub async fn removed(
         )
     })?;
     let known = Arc::clone(&state.raft.server_metrics().borrow().membership_config);
-    if let Some(refusal) = stale_or_foreign(state.node_id, &notice, &known) {
+    let joining = state.joining.load(std::sync::atomic::Ordering::Acquire);
+    if let Some(refusal) = stale_or_foreign(state.node_id, &notice, &known, joining) {
         warn!(
             from = notice.leader,
             log_index = notice.log_index,
@@ -288,9 +297,26 @@ fn stale_or_foreign(
     node_id: NodeId,
     notice: &RemovedNotice,
     known: &StoredMembership,
+    joining: bool,
 ) -> Option<ApiError> {
-    // A node that joins has no membership yet, and nothing to check by.
-    let known_at = known.log_id().as_ref()?.index;
+    // A node that joins, or holds no membership yet, was not removed: the
+    // notice is about an earlier node under its id and address, whose
+    // removal the leader may still be telling (a member rebuilt at once).
+    let Some(known_at) = known
+        .log_id()
+        .as_ref()
+        .map(|id| id.index)
+        .filter(|_| !joining)
+    else {
+        return Some(ApiError::new(
+            ErrorCode::Conflict,
+            format!(
+                "this node is joining the cluster (it holds no membership of its own yet): \
+                 the removal at log index {} is of the node that had its id before",
+                notice.log_index
+            ),
+        ));
+    };
     let members = known.membership();
     if members.get_node(&notice.leader).is_none() {
         return Some(ApiError::bad_field(
@@ -403,7 +429,8 @@ mod tests {
 
     /// Node 3 takes a notice only from a member of the membership it holds,
     /// and only one newer than a membership naming it; a node that holds no
-    /// membership yet has nothing to check by.
+    /// membership yet, or still joins, takes none: the notice is of the
+    /// node that had its id before.
     #[test]
     fn a_notice_from_a_stranger_or_older_than_the_nodes_membership_is_refused() {
         let notice = |leader: NodeId, log_index: u64| RemovedNotice {
@@ -413,7 +440,7 @@ mod tests {
             members: BTreeSet::from([1, 2]),
         };
         let code = |notice: RemovedNotice, known: &StoredMembership| {
-            stale_or_foreign(3, &notice, known).map(|refusal| refusal.code())
+            stale_or_foreign(3, &notice, known, false).map(|refusal| refusal.code())
         };
         let joint = membership(9, &[1, 2, 3]);
         assert_eq!(code(notice(1, 12), &joint), None, "the usual notice");
@@ -433,8 +460,13 @@ mod tests {
             "the node already holds a membership without it"
         );
         assert_eq!(
-            code(notice(99, 1), &StoredMembership::default()),
-            None,
+            code(notice(1, 1), &StoredMembership::default()),
+            Some(ErrorCode::Conflict),
+            "a node that holds no membership"
+        );
+        assert_eq!(
+            stale_or_foreign(3, &notice(1, 12), &joint, true).map(|refusal| refusal.code()),
+            Some(ErrorCode::Conflict),
             "a joining node"
         );
     }
