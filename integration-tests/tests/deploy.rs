@@ -52,3 +52,31 @@ fn the_man_pages_are_roff_and_name_the_commands_and_flags() {
         assert!(page.contains(command), "kvctl's page lacks {command}");
     }
 }
+
+/// The server logs to stderr, as the README says and etcd does: stdout is
+/// left to what a command prints. A failed start is enough to see where
+/// its log lines go (a data dir that is a file).
+#[test]
+fn the_server_logs_to_stderr_and_leaves_stdout_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_dir = dir.path().join("file");
+    std::fs::write(&not_a_dir, b"x").unwrap();
+    let output = Command::new(server_binary())
+        .args(["--listen", "127.0.0.1:0", "--peer-listen", "127.0.0.1:0"])
+        .args(["--namesrv-listen", "off", "--data-dir"])
+        .arg(&not_a_dir)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("kv-server runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("INFO") || stderr.contains("ERROR"),
+        "{stderr}"
+    );
+    assert!(
+        output.stdout.is_empty(),
+        "stdout: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}
