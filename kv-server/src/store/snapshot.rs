@@ -209,8 +209,15 @@ impl SnapshotFile {
         max_key_map_entries: usize,
     ) -> Result<(), StoreError> {
         let revision = header.revision;
+        // Built on the previous snapshot, the records after it must hold
+        // every delete of a key it holds. Once the cleaner has dropped
+        // tombstones past its revision (the floor above it) they do not,
+        // and a key deleted since would come back from it: the whole
+        // topic is read instead, which holds no value a delete superseded.
         let previous = previous.filter(|previous| {
-            previous.header.meta.last_log_id.is_some() && previous.header.revision <= revision
+            previous.header.meta.last_log_id.is_some()
+                && previous.header.revision <= revision
+                && header.tombstone_floor <= previous.header.revision + 1
         });
         let reader = match previous {
             Some(previous) => reader.skip_to(previous.header.revision + 1),
@@ -783,6 +790,49 @@ mod tests {
         )
         .expect("builds");
         assert_eq!(offsets(&one_key_at_a_time), offsets(&built_on));
+    }
+
+    /// A key deleted after the previous snapshot, whose tombstone the
+    /// cleaner has dropped since (the floor past it), is not brought back
+    /// from the previous snapshot: with the floor past that snapshot's
+    /// revision the build reads the whole topic.
+    #[test]
+    fn a_key_deleted_after_the_previous_snapshot_and_compacted_away_stays_deleted() {
+        let header = |revision, floor| {
+            SnapshotHeader::new(
+                SnapshotMeta {
+                    last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), revision + 10)),
+                    last_membership: StoredMembership::default(),
+                    snapshot_id: format!("test-{revision}"),
+                },
+                revision,
+                floor,
+            )
+        };
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let before = Topic::open(dir.path().join("before"), TopicConfig::default()).expect("opens");
+        before
+            .append(&[write(1, 0, "k", false), write(2, 0, "j", false)])
+            .expect("appends");
+        let previous =
+            SnapshotFile::build(header(2, 0), before.read_from(0), None).expect("builds");
+        // The topic as the cleaner left it: k's put (1) superseded by its
+        // delete (3), and the delete dropped after its retention, raising
+        // the floor to 4.
+        let after = Topic::open(dir.path().join("after"), TopicConfig::default()).expect("opens");
+        after
+            .append(&[write(2, 0, "j", false), write(4, 0, "m", false)])
+            .expect("appends");
+        let next =
+            SnapshotFile::build(header(4, 4), after.read_from(0), Some(&previous)).expect("builds");
+        let keys: Vec<String> = next
+            .records()
+            .map(|record| {
+                let record = WriteRecord::from_record(record.expect("decodes")).expect("a write");
+                record.key
+            })
+            .collect();
+        assert_eq!(keys, ["j", "m"]);
     }
 
     /// A snapshot built in `dir` of a topic of three records, and the records.
