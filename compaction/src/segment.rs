@@ -116,6 +116,14 @@ pub(crate) struct Segment {
     file: Arc<File>,
     index_interval_bytes: u64,
     state: RwLock<SegmentState>,
+    /// Set by a failed fsync. The kernel reports a lost write once, to
+    /// whichever fsync of the file comes first, and may have dropped the
+    /// pages: a later fsync that succeeds proves nothing, so every later
+    /// one fails too.
+    sync_failed: std::sync::atomic::AtomicBool,
+    /// The next fsync fails, as a failing disk's would (tests only).
+    #[cfg(test)]
+    fail_next_sync: std::sync::atomic::AtomicBool,
 }
 
 impl Segment {
@@ -140,6 +148,9 @@ impl Segment {
             file,
             index_interval_bytes,
             state: RwLock::new(SegmentState::default()),
+            sync_failed: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(test)]
+            fail_next_sync: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -167,6 +178,9 @@ impl Segment {
             file,
             index_interval_bytes,
             state: RwLock::new(SegmentState::default()),
+            sync_failed: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(test)]
+            fail_next_sync: std::sync::atomic::AtomicBool::new(false),
         };
         match recovery {
             Recovery::Active { durable_end } => segment.recover_active(file_bytes, durable_end)?,
@@ -246,9 +260,31 @@ impl Segment {
         Ok(())
     }
 
-    /// Makes every appended byte durable.
+    /// Makes every appended byte durable. Once an fsync of the file has
+    /// failed, every later call fails as well (see `sync_failed`).
     pub fn sync(&self) -> Result<()> {
-        self.file.sync_data().io_context("fsync", &self.log_path)
+        use std::sync::atomic::Ordering;
+        if self.sync_failed.load(Ordering::Acquire) {
+            return Err(Error::Io {
+                op: "fsync",
+                path: self.log_path.clone(),
+                source: std::io::Error::other(
+                    "an earlier fsync of this file failed: its writes may be lost",
+                ),
+            });
+        }
+        #[cfg(test)]
+        let synced = if self.fail_next_sync.swap(false, Ordering::AcqRel) {
+            Err(std::io::Error::other("injected")).io_context("fsync", &self.log_path)
+        } else {
+            self.file.sync_data().io_context("fsync", &self.log_path)
+        };
+        #[cfg(not(test))]
+        let synced = self.file.sync_data().io_context("fsync", &self.log_path);
+        if synced.is_err() {
+            self.sync_failed.store(true, Ordering::Release);
+        }
+        synced
     }
 
     /// Makes the log durable and writes the index file: the segment will take
@@ -448,4 +484,33 @@ fn declared_frame_len(rest: &[u8]) -> usize {
         .filter(|body| *body <= MAX_BODY_BYTES)
         .map_or(FRAME_HEADER_BYTES, |body| FRAME_HEADER_BYTES + body);
     declared.min(rest.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+
+    /// An fsync that failed makes every later one fail: the kernel tells
+    /// a lost write to the first fsync only, so a later one that succeeds
+    /// (the checkpoint's, after the cleaner's seal failed) would report as
+    /// durable pages it may have dropped.
+    #[test]
+    fn after_a_failed_fsync_every_later_one_fails() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let segment = Segment::create(
+            0,
+            dir.path().join(log_file_name(0)),
+            dir.path().join(index_file_name(0)),
+            4096,
+        )
+        .expect("creates");
+        segment.sync().expect("a healthy disk syncs");
+        segment.fail_next_sync.store(true, Ordering::Release);
+        assert!(segment.sync().is_err());
+        let again = segment.sync().expect_err("a later fsync fails too");
+        assert!(again.to_string().contains("an earlier fsync"), "{again}");
+        assert!(segment.seal().is_err(), "a seal syncs first");
+    }
 }
