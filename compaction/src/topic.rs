@@ -117,6 +117,11 @@ impl Topic {
         let active = segments
             .last()
             .expect("a topic always has an active segment");
+        // What a killed process wrote and did not sync is in the page
+        // cache, where it was read back just now: made durable before
+        // anything is built on it (a view, a snapshot).
+        active.sync()?;
+        fsync_dir(&dir)?;
         // A segment is created at the offset after the last one appended, so
         // an empty active segment still tells where the topic ends.
         let last_offset = active
