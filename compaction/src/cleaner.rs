@@ -298,6 +298,8 @@ impl Topic {
         let mut segments = write(&self.segments);
         segments.retain(|segment| !plan.remove.contains(&segment.base_offset()));
         segments.extend(installed);
+        self.rewrites
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         segments.sort_by_key(|segment| segment.base_offset());
         Ok(())
     }

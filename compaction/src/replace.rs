@@ -85,6 +85,8 @@ impl Topic {
             )?),
         ];
         *write(&self.segments) = segments;
+        self.rewrites
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         *write(&self.checkpoint) = checkpoint;
         writer.last_offset = Some(end_offset);
         writer.unfinished = None;

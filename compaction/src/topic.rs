@@ -43,6 +43,9 @@ pub struct Topic {
     pub(crate) cleaning: Mutex<()>,
     /// Clean whatever is dirty, whatever its ratio (see [`Topic::set_eager`]).
     pub(crate) eager: std::sync::atomic::AtomicBool,
+    /// Times segments were replaced by others (cleaner passes, replaced
+    /// records): see [`Topic::rewrites`].
+    pub(crate) rewrites: std::sync::atomic::AtomicU64,
 }
 
 /// The append path's private state.
@@ -159,7 +162,16 @@ impl Topic {
             manifest: Mutex::new(manifest),
             cleaning: Mutex::new(()),
             eager: std::sync::atomic::AtomicBool::new(false),
+            rewrites: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// How many times segments were replaced by others since the topic was
+    /// opened (a cleaner pass that rewrote some, or [`Topic::replace_with`]):
+    /// a reader opened again at an offset after such a rewrite no longer
+    /// finds the records it superseded.
+    pub fn rewrites(&self) -> u64 {
+        self.rewrites.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The topic's directory.

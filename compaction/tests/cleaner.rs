@@ -243,10 +243,12 @@ fn the_record_at_the_last_offset_is_never_cleaned_away() {
     checkpoint.store(dir.path()).unwrap();
 
     let topic = Topic::open(dir.path(), eager()).unwrap();
+    assert_eq!(topic.rewrites(), 0);
     let report = topic.clean_once_at(1_000_000).unwrap();
     assert!(report.cleaned, "{report:?}");
     assert_eq!(report.tombstones_dropped, 0, "{report:?}");
     assert_eq!(offsets(&topic), vec![2]);
+    assert_eq!(topic.rewrites(), 1, "a pass that replaced segments counts");
     assert_eq!(topic.tail().unwrap().as_ref(), Some(&unit[1]));
     assert_eq!(topic.tombstone_floor(), 0);
 }

@@ -27,9 +27,11 @@ fn replaced_records_are_all_there_is_and_appends_continue_above_the_end() {
         Record::tombstone(9, 6, "b"),
         Record::put(12, 7, "c", "3"),
     ];
+    let rewrites = topic.rewrites();
     topic
         .replace_with(snapshot.clone().into_iter().map(Ok), 20, 4)
         .unwrap();
+    assert_eq!(topic.rewrites(), rewrites + 1);
     assert_eq!(read_all(&topic), snapshot);
     assert_eq!(topic.last_offset(), Some(20));
     assert_eq!(topic.tombstone_floor(), 4);

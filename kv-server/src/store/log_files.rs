@@ -236,7 +236,10 @@ pub(super) fn open_segment_file(path: &Path) -> Result<File, StoreError> {
 fn sync_all(dir: &Path) -> Result<(), StoreError> {
     for entry in std::fs::read_dir(dir).map_err(StoreError::io("read dir", dir))? {
         let path = entry.map_err(StoreError::io("read dir", dir))?.path();
-        let name = path.file_name().and_then(|name| name.to_str()).unwrap_or("");
+        let name = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .unwrap_or("");
         if segment_first(name).is_some() || name == META_FILE {
             File::open(&path)
                 .and_then(|file| file.sync_all())

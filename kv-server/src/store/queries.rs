@@ -157,6 +157,12 @@ impl Store {
         self.topic.tombstone_floor()
     }
 
+    /// How many times the topic's segments were replaced by others (see
+    /// `compaction::Topic::rewrites`).
+    pub fn topic_rewrites(&self) -> u64 {
+        self.topic.rewrites()
+    }
+
     /// The topic's segment and byte counts.
     pub fn topic_stats(&self) -> TopicStats {
         self.topic.stats()
