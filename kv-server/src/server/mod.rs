@@ -196,6 +196,9 @@ pub async fn serve(
 /// past (a failed write of the raft log): sysexits' `EX_IOERR`, as a failed
 /// checkpoint. A full disk exits with [`crate::store::EXIT_NO_SPACE`].
 pub const EXIT_RAFT_STOPPED: i32 = 74;
+/// The exit status of a node that met damaged data while running, as of
+/// one that found it at open.
+pub const EXIT_DAMAGE: i32 = 1;
 
 /// Stops the process when openraft stops for good (a storage error),
 /// rather than leave a node that answers nothing but stale reads: a
@@ -226,12 +229,16 @@ async fn exit_when_raft_stops(raft: Raft, disk_full: Arc<crate::space::DiskFull>
             std::process::exit(crate::store::EXIT_NO_SPACE);
         }
         if let Some(damage) = crate::store::damage_met() {
+            // Not 74: a restart does not mend damage, and one found only
+            // where it is read (a snapshot's records, a closed segment's
+            // middle) would let a restarted node run until it meets it
+            // again. 1, as damage found at open exits.
             tracing::error!(
                 %fatal,
-                "raft stopped on damaged data: {damage}; a restart stops on it again: \
-                 rebuild this member from the others (see docs/recovery.md)"
+                "raft stopped on damaged data: {damage}; this node's data cannot be \
+                 trusted: rebuild this member from the others (see docs/recovery.md)"
             );
-            std::process::exit(EXIT_RAFT_STOPPED);
+            std::process::exit(EXIT_DAMAGE);
         }
         tracing::error!(%fatal, "raft stopped; exiting, to be restarted");
         std::process::exit(EXIT_RAFT_STOPPED);
