@@ -623,11 +623,9 @@ async fn call_until_ok(
     }
 }
 
-/// A node joining with an empty log grants no vote until the cluster has
-/// taken it: it would vote for any candidate, a stale one included.
-#[tokio::test]
-async fn a_node_still_joining_grants_no_vote() {
-    // Nothing listens at the address it joins through: it keeps asking.
+/// Node 5, started with `--join` through an address nothing listens at, so
+/// that it keeps joining; once it has said it will retry.
+async fn joining_nowhere() -> integration_tests::TestServer {
     let nobody = integration_tests::closed_port_url();
     let [port, peer_port] = integration_tests::free_ports(2)[..] else {
         unreachable!("two ports were asked for")
@@ -640,6 +638,14 @@ async fn a_node_still_joining_grants_no_vote() {
         assert!(Instant::now() < deadline, "{}", joining.log_tail(20));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    joining
+}
+
+/// A node joining with an empty log grants no vote until the cluster has
+/// taken it: it would vote for any candidate, a stale one included.
+#[tokio::test]
+async fn a_node_still_joining_grants_no_vote() {
+    let joining = joining_nowhere().await;
     let vote = json!({"vote": {"leader_id": {"term": 1000, "node_id": 9}, "committed": false},
                       "last_log_id": null});
     let answer = reqwest::Client::new()
@@ -763,19 +769,7 @@ async fn write_keys(node: &integration_tests::TestServer, prefix: &str, count: u
 /// no removal notice: it is of the node that had its id before.
 #[tokio::test]
 async fn a_node_still_joining_takes_no_removal_notice() {
-    // Nothing listens at the address it joins through: it keeps joining.
-    let nobody = integration_tests::closed_port_url();
-    let [port, peer_port] = integration_tests::free_ports(2)[..] else {
-        unreachable!("two ports were asked for")
-    };
-    let mut joining =
-        integration_tests::TestServer::unstarted(5, port, peer_port, &["--join", &nobody]);
-    joining.spawn();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !joining.log_contains("joining: will retry") {
-        assert!(Instant::now() < deadline, "{}", joining.log_tail(20));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let joining = joining_nowhere().await;
     let notice = json!({"node_id": 5, "leader": 1, "log_index": 700, "members": [1, 2]});
     let response = joining
         .client()

@@ -400,6 +400,7 @@ mod tests {
         assert_eq!(keys, vec![CLIENT_KEY]);
         assert_eq!(chunk.next, None, "the replay reached its end");
     }
+
     /// A transaction at log index 2 of `keys`, each with a value of
     /// `value_bytes`: records at consecutive offsets from 2.
     fn big_txn(keys: &[&str], value_bytes: usize) -> crate::types::Entry {
@@ -428,6 +429,60 @@ mod tests {
         }
     }
 
+    /// A store holding a transaction of `t/a` … `t/d` at offsets 2 to 5
+    /// after an internal key, each value filling a chunk of its own.
+    fn store_with_a_big_txn() -> (tempfile::TempDir, Arc<Store>) {
+        let (root, store) = store_holding_an_internal_key();
+        store
+            .apply_entries(vec![big_txn(
+                &["t/a", "t/b", "t/c", "t/d"],
+                MIN_CHUNK_BYTES,
+            )])
+            .expect("applies");
+        assert_eq!(store.revision(), 5);
+        (root, Arc::new(store))
+    }
+
+    /// A replay of `store` from `from` whose client takes nothing until
+    /// the channel is full (its reader is then let go): the producer, the
+    /// channel and the `finished` flag.
+    async fn replay_held_up(
+        store: &Arc<Store>,
+        from: Revision,
+    ) -> (
+        tokio::task::JoinHandle<()>,
+        mpsc::Receiver<BodyItem>,
+        Arc<AtomicBool>,
+    ) {
+        let (sender, receiver) = mpsc::channel::<BodyItem>(CHUNKS_BUFFERED);
+        let finished = Arc::new(AtomicBool::new(false));
+        let span = Span {
+            from,
+            until: store.revision(),
+            floor: store.tombstone_floor(),
+        };
+        let producer = tokio::spawn(produce(
+            Arc::clone(store),
+            span,
+            sender,
+            Duration::from_secs(10),
+            Arc::clone(&finished),
+            Requester {
+                caller: Caller::Anyone,
+                standing: None,
+            },
+        ));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while receiver.len() < CHUNKS_BUFFERED {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the replay sent nothing"
+            );
+            tokio::task::yield_now().await;
+        }
+        (producer, receiver, finished)
+    }
+
     /// The offsets of an answer's records, in the order sent.
     async fn offsets_sent(mut receiver: mpsc::Receiver<BodyItem>) -> Vec<Revision> {
         let mut offsets = Vec::new();
@@ -449,44 +504,10 @@ mod tests {
     /// asked to.
     #[tokio::test]
     async fn a_reader_opened_again_sends_no_record_twice() {
-        let (_root, store) = store_holding_an_internal_key();
-        // Each value fills a chunk: one record per chunk.
-        store
-            .apply_entries(vec![big_txn(
-                &["t/a", "t/b", "t/c", "t/d"],
-                MIN_CHUNK_BYTES,
-            )])
-            .expect("applies");
-        assert_eq!(store.revision(), 5);
-        let store = Arc::new(store);
-        let (sender, receiver) = mpsc::channel::<BodyItem>(CHUNKS_BUFFERED);
-        let finished = Arc::new(AtomicBool::new(false));
+        let (_root, store) = store_with_a_big_txn();
         // Asked from 4: read from the write's start (2); the two chunks the
         // channel holds end at 4, where the reader is let go.
-        let span = Span {
-            from: 4,
-            until: store.revision(),
-            floor: store.tombstone_floor(),
-        };
-        let producer = tokio::spawn(produce(
-            Arc::clone(&store),
-            span,
-            sender,
-            Duration::from_secs(10),
-            Arc::clone(&finished),
-            Requester {
-                caller: Caller::Anyone,
-                standing: None,
-            },
-        ));
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while receiver.len() < CHUNKS_BUFFERED {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the replay sent nothing"
-            );
-            tokio::task::yield_now().await;
-        }
+        let (producer, receiver, finished) = replay_held_up(&store, 4).await;
         // Written after the replay began, with no rewrite of the topic:
         // not read.
         store
@@ -497,46 +518,15 @@ mod tests {
         assert!(finished.load(Ordering::Acquire));
         assert_eq!(offsets, vec![2, 3, 4, 5]);
     }
+
     /// A reader let go, then opened again on a topic rewritten meanwhile
     /// (here replaced as a snapshot install does; a cleaner pass does the
     /// same), would miss a record superseded since by one past the
     /// replay's end: it reads on to the store's revision then.
     #[tokio::test]
     async fn a_reader_opened_again_on_a_rewritten_topic_reads_on_to_the_revision() {
-        let (_root, store) = store_holding_an_internal_key();
-        store
-            .apply_entries(vec![big_txn(
-                &["t/a", "t/b", "t/c", "t/d"],
-                MIN_CHUNK_BYTES,
-            )])
-            .expect("applies");
-        let store = Arc::new(store);
-        let (sender, receiver) = mpsc::channel::<BodyItem>(CHUNKS_BUFFERED);
-        let finished = Arc::new(AtomicBool::new(false));
-        let span = Span {
-            from: 0,
-            until: store.revision(),
-            floor: store.tombstone_floor(),
-        };
-        let producer = tokio::spawn(produce(
-            Arc::clone(&store),
-            span,
-            sender,
-            Duration::from_secs(10),
-            Arc::clone(&finished),
-            Requester {
-                caller: Caller::Anyone,
-                standing: None,
-            },
-        ));
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while receiver.len() < CHUNKS_BUFFERED {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the replay sent nothing"
-            );
-            tokio::task::yield_now().await;
-        }
+        let (_root, store) = store_with_a_big_txn();
+        let (producer, receiver, finished) = replay_held_up(&store, 0).await;
         // t/c (offset 4, not sent yet) is written again at 6, and the
         // topic rewritten without its record at 4.
         store.apply_entries(vec![put(3, "t/c")]).expect("applies");

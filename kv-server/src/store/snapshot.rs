@@ -712,6 +712,20 @@ mod tests {
         .to_record()
     }
 
+    /// The header of a test snapshot at `revision`, the tombstone floor at
+    /// `floor`.
+    fn header_at(revision: u64, floor: u64) -> SnapshotHeader {
+        SnapshotHeader::new(
+            SnapshotMeta {
+                last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), revision + 10)),
+                last_membership: StoredMembership::default(),
+                snapshot_id: format!("test-{revision}"),
+            },
+            revision,
+            floor,
+        )
+    }
+
     #[test]
     fn a_snapshot_keeps_the_latest_record_of_each_key_and_recent_idempotent_writes() {
         let dir = tempfile::tempdir().expect("a temp dir");
@@ -757,17 +771,7 @@ mod tests {
         topic
             .append(&[write(8, now, "b", false), write(9, now, "d", true)])
             .expect("appends");
-        let next_header = |revision| {
-            SnapshotHeader::new(
-                SnapshotMeta {
-                    last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), revision + 10)),
-                    last_membership: StoredMembership::default(),
-                    snapshot_id: format!("test-{revision}"),
-                },
-                revision,
-                0,
-            )
-        };
+        let next_header = |revision| header_at(revision, 0);
         let offsets = |snapshot: &SnapshotFile| -> Vec<u64> {
             snapshot
                 .records()
@@ -798,24 +802,13 @@ mod tests {
     /// revision the build reads the whole topic.
     #[test]
     fn a_key_deleted_after_the_previous_snapshot_and_compacted_away_stays_deleted() {
-        let header = |revision, floor| {
-            SnapshotHeader::new(
-                SnapshotMeta {
-                    last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), revision + 10)),
-                    last_membership: StoredMembership::default(),
-                    snapshot_id: format!("test-{revision}"),
-                },
-                revision,
-                floor,
-            )
-        };
         let dir = tempfile::tempdir().expect("a temp dir");
         let before = Topic::open(dir.path().join("before"), TopicConfig::default()).expect("opens");
         before
             .append(&[write(1, 0, "k", false), write(2, 0, "j", false)])
             .expect("appends");
         let previous =
-            SnapshotFile::build(header(2, 0), before.read_from(0), None).expect("builds");
+            SnapshotFile::build(header_at(2, 0), before.read_from(0), None).expect("builds");
         // The topic as the cleaner left it: k's put (1) superseded by its
         // delete (3), and the delete dropped after its retention, raising
         // the floor to 4.
@@ -823,8 +816,8 @@ mod tests {
         after
             .append(&[write(2, 0, "j", false), write(4, 0, "m", false)])
             .expect("appends");
-        let next =
-            SnapshotFile::build(header(4, 4), after.read_from(0), Some(&previous)).expect("builds");
+        let next = SnapshotFile::build(header_at(4, 4), after.read_from(0), Some(&previous))
+            .expect("builds");
         let keys: Vec<String> = next
             .records()
             .map(|record| {
