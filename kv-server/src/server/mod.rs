@@ -50,7 +50,8 @@ pub async fn serve(
         true => false,
         false => forming.initialize_once().await?,
     };
-    let state = opened.start_state();
+    let joining = opened.join.is_some() && !initialized;
+    let state = opened.start_state(joining);
     let (asking_failed_tx, asking_failed) = tokio::sync::oneshot::channel::<ServerError>();
     if asks_first {
         state.asking_peers.start();
@@ -83,9 +84,6 @@ pub async fn serve(
     let (join_failed_tx, join_failed) = tokio::sync::oneshot::channel::<crate::join::JoinError>();
     match (opened.join.clone(), initialized) {
         (Some(url), false) => {
-            state
-                .joining
-                .store(true, std::sync::atomic::Ordering::Release);
             tokio::spawn(crate::join::join_cluster(
                 opened.raft.clone(),
                 peers_http,
@@ -281,7 +279,7 @@ impl InProcessNode {
     pub async fn start(config: Config) -> Result<InProcessNode, ServerError> {
         let opened = open(config).await?;
         opened.forming().initialize_once().await?;
-        let router = client_router(opened.start_state());
+        let router = client_router(opened.start_state(false));
         Ok(InProcessNode { opened, router })
     }
 

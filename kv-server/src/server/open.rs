@@ -271,8 +271,10 @@ impl Opened {
     }
 
     /// What the routers share; starts the lease loop and the watch on
-    /// this node's membership.
-    pub(super) fn start_state(&self) -> AppState {
+    /// this node's membership. `joining` says the node is yet to be added
+    /// through `--join`: it is set before the watch starts, which waits
+    /// while it is.
+    pub(super) fn start_state(&self, joining: bool) -> AppState {
         let config = &self.config;
         tokio::spawn(
             crate::leases::LeaseLoop {
@@ -325,7 +327,7 @@ impl Opened {
                 Box::new(self.log.held_bytes()),
             )),
             membership_changes: Default::default(),
-            joining: Default::default(),
+            joining: Arc::new(std::sync::atomic::AtomicBool::new(joining)),
             asking_peers: Default::default(),
         });
         tokio::spawn(crate::api::alarms::raise_when_over(state.clone()));
