@@ -381,9 +381,21 @@ impl TestServer {
     /// Runs `kv-server rebuild --data-dir <data dir>` while the server is
     /// stopped, and checks that it succeeds.
     pub async fn rebuild_view_offline(&self) {
+        let status = self.try_rebuild_view_offline().await;
+        assert!(
+            status.success(),
+            "kv-server rebuild exited with {status}\n{}",
+            self.log_tail(LOG_TAIL_LINES)
+        );
+    }
+
+    /// Runs `kv-server rebuild --data-dir <data dir>` while the server is
+    /// stopped (its output goes to the server's log), and gives its exit
+    /// status.
+    pub async fn try_rebuild_view_offline(&self) -> std::process::ExitStatus {
         assert!(
             self.child.is_none(),
-            "rebuild_view_offline needs the server stopped"
+            "rebuilding the view offline needs the server stopped"
         );
         let data_dir = self.data_dir();
         let mut child = Command::new(server_binary())
@@ -400,11 +412,7 @@ impl TestServer {
             let _ = child.wait();
             panic!("kv-server rebuild ran longer than {OFFLINE_TIMEOUT:?}");
         };
-        assert!(
-            status.success(),
-            "kv-server rebuild exited with {status}\n{}",
-            self.log_tail(LOG_TAIL_LINES)
-        );
+        status
     }
 
     /// Whether the server's log (all its runs) contains `text`.

@@ -407,6 +407,41 @@ async fn a_view_rebuilt_without_the_snapshot_that_covers_the_purged_log_stops_th
     assert_refused_naming(&mut server, &named).await;
 }
 
+/// An offline rebuild that cannot be done (the snapshot that covers the
+/// purged log is gone) fails naming what is missing and leaves the view
+/// in use as it was: the node still starts and serves every key. The
+/// rebuild used to remove the view first, and the node could not start.
+#[tokio::test]
+async fn an_offline_rebuild_that_fails_leaves_the_node_as_it_was() {
+    let mut server = purging_server().await;
+    let one = write_until_a_snapshot_covers_the_last(&server, "one").await;
+    let two = write_until_a_snapshot_covers_the_last(&server, "two").await;
+    server.stop().await;
+    let snapshot = server.data_dir().join("snapshot").join("current.snap");
+    std::fs::remove_file(&snapshot).expect("a snapshot was taken");
+
+    let status = server.try_rebuild_view_offline().await;
+    assert_eq!(status.code(), Some(1), "{}", server.log_tail(20));
+    let named = format!(
+        "{} is missing, though the raft log was purged",
+        snapshot.display()
+    );
+    assert!(server.log_contains(&named), "{}", server.log_tail(20));
+
+    server.spawn();
+    server.wait_ready().await;
+    let acknowledged: Vec<(String, Value)> = (0..one)
+        .map(|n| (format!("one/k{n}"), json!(n)))
+        .chain((0..two).map(|n| (format!("two/k{n}"), json!(n))))
+        .collect();
+    assert_all_present(&server, &acknowledged).await;
+    assert!(
+        !server.log_contains("rebuilding it from the topic"),
+        "{}",
+        server.log_tail(40)
+    );
+}
+
 /// A view that went back to before what the raft log purged (as sled reads
 /// a view whose file was cut short: an earlier state, whole) is rebuilt
 /// from the topic. The log can no longer apply what came between, and the

@@ -319,9 +319,37 @@ pub fn rebuild(data_dir: &std::path::Path) -> Result<(u64, u64), ServerError> {
     }
     let _lock = crate::store::dir_lock::DataDirLock::take(data_dir)?;
     crate::store::data_format::check_or_mark(data_dir)?;
-    crate::store::view::ViewDirs::new(&dirs.view).remove_all()?;
     let log = LogStore::open(&dirs.raft, None)?;
-    let store = Store::open(&dirs, compaction::TopicConfig::default(), &log)?;
-    let (applied, _) = store.view.applied_state()?;
-    Ok((store.revision(), applied.map_or(0, |id| id.index)))
+    let rebuilt = |store: Store| -> Result<(u64, u64), ServerError> {
+        let (applied, _) = store.view.applied_state()?;
+        Ok((store.revision(), applied.map_or(0, |id| id.index)))
+    };
+    if crate::store::snapshot::installing_marker(&dirs.snapshot).exists() {
+        // An install cut short: opening finishes it, and that builds a
+        // new view from the snapshot beside the one in use.
+        return rebuilt(Store::open(
+            &dirs,
+            compaction::TopicConfig::default(),
+            &log,
+        )?);
+    }
+    // The new view is built beside the one in use, which it replaces only
+    // once whole: a rebuild that fails (a topic record it cannot read, a
+    // purged log without its snapshot) leaves the node as it was, and the
+    // next start removes what it built.
+    let view_dirs = crate::store::view::ViewDirs::new(&dirs.view);
+    let next = view_dirs.next()?;
+    let building = DataDirs {
+        view: next.clone(),
+        ..dirs
+    };
+    let answer = Store::open(&building, compaction::TopicConfig::default(), &log)
+        .map_err(ServerError::from)
+        .and_then(rebuilt)
+        .inspect_err(|_| {
+            tracing::warn!(view = %dirs.view.display(), "the rebuild failed: the view in use is left as it was");
+        })?;
+    view_dirs.switch_to(&next)?;
+    view_dirs.remove_stale()?;
+    Ok(answer)
 }

@@ -126,17 +126,6 @@ impl ViewDirs {
         Ok(())
     }
 
-    /// Removes every view directory and the pointer: the next open
-    /// rebuilds the view from the topic in `data/view`.
-    pub fn remove_all(&self) -> Result<(), StoreError> {
-        for (_, dir) in self.all()? {
-            remove_dir_if_exists(&dir)?;
-        }
-        fsutil::remove_if_exists(&self.pointer())?;
-        fsutil::fsync_dir(self.parent())?;
-        Ok(())
-    }
-
     /// Every view directory there is, with its generation.
     fn all(&self) -> Result<Vec<(u64, PathBuf)>, StoreError> {
         let parent = self.parent();
@@ -197,10 +186,6 @@ mod tests {
             .collect();
         left.sort();
         assert_eq!(left, ["view-1", "view-x", "view.current", "viewer"]);
-
-        dirs.remove_all().unwrap();
-        assert_eq!(dirs.current().unwrap(), root.path().join("view"));
-        assert!(!next.exists());
     }
 
     #[test]
