@@ -192,6 +192,36 @@ async fn a_lease_kept_alive_with_no_node_in_reach_is_lost_once_its_ttl_ran_out()
     );
 }
 
+/// A lease kept alive knowing the time it had left is reported lost once
+/// that time ran out, not a whole TTL later: it used to be taken as just
+/// renewed.
+#[tokio::test]
+async fn a_lease_kept_alive_with_its_time_left_is_lost_once_that_ran_out() {
+    let client = client_of([integration_tests::closed_port_url()]);
+    let started = Instant::now();
+    let left = Duration::from_millis(500);
+    let kept = client.keep_alive_with_time_left(kv_client::Lease { id: 8, ttl_s: 30 }, left);
+    let lost = tokio::time::timeout(Duration::from_secs(10), kept.lost())
+        .await
+        .expect("the loss is reported once the time left ran out, not the TTL");
+    assert!(
+        started.elapsed() >= left,
+        "lost after only {:?}",
+        started.elapsed()
+    );
+    assert!(
+        matches!(
+            lost,
+            kv_client::LeaseLost::TimedOut {
+                id: 8,
+                ttl_s: 30,
+                ..
+            }
+        ),
+        "{lost:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_kept_alive_lease_survives_a_leader_kill() {
     let mut cluster = TestCluster::start(3, &[]).await;

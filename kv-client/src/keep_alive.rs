@@ -46,7 +46,7 @@ pub enum LeaseLost {
     /// No keep-alive succeeded for a whole TTL: the cluster was out of
     /// reach, so the lease has expired or is about to.
     #[error(
-        "lease {id}: no keep-alive succeeded within its TTL of {ttl_s} s; last error: {last_error}"
+        "lease {id}: no keep-alive succeeded before it ran out (TTL {ttl_s} s); last error: {last_error}"
     )]
     TimedOut {
         /// The lease.
@@ -195,7 +195,32 @@ impl Client {
     /// # }
     /// ```
     pub fn keep_alive(&self, lease: Lease) -> KeepAlive {
-        self.spawn_keeper(lease, None)
+        let now = Instant::now();
+        self.spawn_keeper(lease, now, now + Duration::from_secs(lease.ttl_s))
+    }
+
+    /// Keeps `lease` alive in the background, as [`Client::keep_alive`]
+    /// does, knowing it had `left` to live when it was read (the
+    /// `remaining_ttl_s` of [`Client::lease`], measured from before that
+    /// call): if no keep-alive gets through, the loss is reported once
+    /// `left` has run out, not a whole TTL from now.
+    ///
+    /// ```no_run
+    /// # async fn example(client: kv_client::Client) -> Result<(), kv_client::Error> {
+    /// # use std::time::{Duration, Instant};
+    /// let asked = Instant::now();
+    /// if let Some(info) = client.lease(42).await? {
+    ///     let lease = kv_client::Lease { id: 42, ttl_s: info.ttl_s };
+    ///     let left = Duration::from_secs(info.remaining_ttl_s).saturating_sub(asked.elapsed());
+    ///     let kept = client.keep_alive_with_time_left(lease, left);
+    /// #   let _ = kept;
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn keep_alive_with_time_left(&self, lease: Lease, left: Duration) -> KeepAlive {
+        let now = Instant::now();
+        self.spawn_keeper(lease, now, now + left)
     }
 
     /// Grants a lease of `ttl_s` seconds and keeps it alive in the
@@ -211,12 +236,15 @@ impl Client {
     pub async fn grant_lease_kept_alive(&self, ttl_s: u64) -> Result<KeepAlive> {
         let asked_at = Instant::now();
         let lease = self.grant_lease(ttl_s).await?;
-        Ok(self.spawn_keeper(lease, Some(asked_at)))
+        let ttl = Duration::from_secs(lease.ttl_s);
+        Ok(self.spawn_keeper(lease, asked_at + ttl / 3, asked_at + ttl))
     }
 
-    fn spawn_keeper(&self, lease: Lease, renewed_at: Option<Instant>) -> KeepAlive {
+    /// Starts the task that sends the first keep-alive at `first` and
+    /// takes the lease to end at `expires` until one gets through.
+    fn spawn_keeper(&self, lease: Lease, first: Instant, expires: Instant) -> KeepAlive {
         let (sender, status) = watch::channel(KeepAliveStatus::Alive { renewals: 0 });
-        let task = tokio::spawn(keep(self.clone(), lease, renewed_at, sender));
+        let task = tokio::spawn(keep(self.clone(), lease, first, expires, sender));
         KeepAlive {
             lease,
             client: self.clone(),
@@ -232,21 +260,16 @@ impl Client {
 async fn keep(
     client: Client,
     lease: Lease,
-    renewed_at: Option<Instant>,
+    mut next: Instant,
+    mut expires: Instant,
     status: watch::Sender<KeepAliveStatus>,
 ) {
     let ttl = Duration::from_secs(lease.ttl_s);
     let interval = ttl / 3;
-    let mut next = match renewed_at {
-        Some(renewed_at) => renewed_at + interval,
-        None => Instant::now(),
-    };
-    let mut renewed_at = renewed_at.unwrap_or_else(Instant::now);
     let mut renewals = 0;
     let mut last_error = String::from("none");
     let lost = loop {
         tokio::time::sleep_until(next).await;
-        let expires = renewed_at + ttl;
         let sent = Instant::now();
         let Some(left) = expires
             .checked_duration_since(sent)
@@ -265,7 +288,7 @@ async fn keep(
         let answer = tokio::time::timeout(left, client.keep_alive_within(lease.id, limits)).await;
         match answer {
             Ok(Ok(_)) => {
-                renewed_at = sent;
+                expires = sent + ttl;
                 renewals += 1;
                 next = sent + interval;
                 debug!(lease = lease.id, renewals, "lease kept alive");

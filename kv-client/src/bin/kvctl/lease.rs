@@ -79,11 +79,16 @@ fn not_found(id: LeaseId) -> Failure {
 /// Keeps lease `id` alive until Ctrl-C (exit 0) or until it is lost
 /// (exit 1), printing each renewal.
 async fn keep_alive(client: &Client, printer: &Printer, id: LeaseId) -> Result<(), Failure> {
+    let asked = std::time::Instant::now();
     let info = client.lease(id).await?.ok_or_else(|| not_found(id))?;
-    let mut kept = client.keep_alive(Lease {
+    // Counted from before the lease was read: a lost keep-alive is
+    // reported no later than the lease runs out.
+    let left = std::time::Duration::from_secs(info.remaining_ttl_s).saturating_sub(asked.elapsed());
+    let lease = Lease {
         id,
         ttl_s: info.ttl_s,
-    });
+    };
+    let mut kept = client.keep_alive_with_time_left(lease, left);
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);
     loop {
