@@ -106,6 +106,39 @@ pub async fn upload(
     }
 }
 
+/// How long [`exchange`] waits for an answer.
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Sends `method path` (the path as written: no client library normalizes
+/// its dot segments) with `headers` and a JSON `body`, and gives the
+/// answer's status and body.
+pub async fn exchange(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|error| panic!("cannot connect to {addr}: {error}"));
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream
+        .write_all(format!("{head}{body}").as_bytes())
+        .await
+        .unwrap_or_else(|error| panic!("{method} {path} could not be sent: {error}"));
+    tokio::time::timeout(EXCHANGE_TIMEOUT, read_answer(&mut stream))
+        .await
+        .unwrap_or_else(|_| panic!("{method} {path}: no answer within {EXCHANGE_TIMEOUT:?}"))
+}
+
 /// One HTTP/1.1 connection, kept open between requests.
 pub struct RawConnection {
     stream: TcpStream,

@@ -130,6 +130,69 @@ async fn set_up(cluster: &TestCluster) -> Tokens {
     tokens
 }
 
+/// A follower passes on no request whose path reads otherwise once sent:
+/// `/v1/kv/app/%2e%2e/%2e%2e/%2e%2e/v1/txn`, checked as a write under
+/// `app/`, reached the leader's peer port as `/v1/txn` (or `/raft/*`),
+/// which serves passed-on requests without a token. And the peer port
+/// takes no passed-on request for a node-to-node route.
+#[tokio::test]
+async fn a_follower_passes_on_no_path_that_reads_otherwise_once_sent() {
+    let cluster = TestCluster::start(3, &["--auth"]).await;
+    let tokens = set_up(&cluster).await;
+    let leader = cluster.leader().await;
+    let root = Some(tokens.root.as_str());
+    let (status, body) = send(
+        cluster.node(leader),
+        root,
+        "PUT",
+        "/v1/kv/other/secret",
+        Some(json!("hidden")),
+    )
+    .await;
+    assert!(status < 300, "{status} {body}");
+    let follower = cluster.node(cluster.follower_of(leader));
+    let bearer = format!("Bearer {}", tokens.writer);
+    let auth = [("Authorization", bearer.as_str())];
+    let escape = "/v1/kv/app/%2e%2e/%2e%2e/%2e%2e";
+    for (path, body) in [
+        (
+            format!("{escape}/v1/txn"),
+            r#"{"success":[{"get":{"prefix":"other/"}}]}"#,
+        ),
+        (format!("{escape}/raft/read-index"), "{}"),
+        ("/v1/kv/app/%2E%2e/%2e%2E/%2e%2e/v1/txn".to_string(), "{}"),
+    ] {
+        for method in ["POST", "PATCH", "PUT"] {
+            let (status, answer) =
+                integration_tests::raw_http::exchange(follower.addr(), method, &path, &auth, body)
+                    .await;
+            assert!(
+                (400..500).contains(&status),
+                "{method} {path}: {status} {answer}"
+            );
+            assert!(!answer.contains("hidden"), "{method} {path}: {answer}");
+        }
+    }
+
+    // The leader's peer port, as a node passing a request on would call it.
+    let peer: std::net::SocketAddr = cluster
+        .node(leader)
+        .peer_url()
+        .trim_start_matches("http://")
+        .parse()
+        .expect("the peer URL is an address");
+    let (status, answer) = integration_tests::raw_http::exchange(
+        peer,
+        "POST",
+        "/raft/read-index",
+        &[("X-Kv-Forwarded-By", "2")],
+        "{}",
+    )
+    .await;
+    assert_eq!(status, 403, "{answer}");
+    assert!(answer.contains("permission_denied"), "{answer}");
+}
+
 /// An expected status; `OK` stands for any 2xx, `SKIP` for "not tried".
 const OK: u16 = 200;
 const SKIP: u16 = 0;

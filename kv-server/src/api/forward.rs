@@ -15,6 +15,12 @@
 //! Key-value writes (`PUT` and `DELETE` of `/v1/kv/{key}`) are the
 //! exception: a follower serves them itself and passes only their commands
 //! to the leader, many to a request (see [`crate::api::relay`]).
+//!
+//! The leader must serve the very route the follower checked the request
+//! against (its `--auth` grant above all): a URL is normalized when it is
+//! sent (`/v1/kv/a/%2e%2e/%2e%2e/raft/x` becomes `/raft/x`), so a path
+//! that reads otherwise once sent is never passed on; this node answers it
+//! as the leader would have (`invalid_key` and the like).
 
 use std::convert::Infallible;
 use std::task::{Context, Poll};
@@ -139,7 +145,10 @@ where
             Err(error) => return error.into_response(),
         },
     };
-    if leader == Leader::This || relays_here(&state, &leader, &request) {
+    if leader == Leader::This
+        || relays_here(&state, &leader, &request)
+        || !reads_the_same_once_sent(request.uri())
+    {
         return serve_here(inner, request).await;
     }
     let internal = request.extensions().get::<InternalRequest>().is_some();
@@ -202,6 +211,19 @@ fn relays_here(state: &AppState, leader: &Leader, request: &Request) -> bool {
     matches!(*request.method(), Method::PUT | Method::DELETE)
         && request.uri().path().starts_with("/v1/kv/")
         && state.relay.takes(peer_addr)
+}
+
+/// Whether `uri` names the same path and query once it is sent on: sent,
+/// a URL loses its dot segments (`.`, `..`, percent-encoded too) and
+/// reads `\` as `/`, which the routes here never do.
+fn reads_the_same_once_sent(uri: &axum::http::Uri) -> bool {
+    let path_and_query = uri.path_and_query().map_or("/", |path| path.as_str());
+    let Ok(sent) = reqwest::Url::parse(&format!("http://leader{path_and_query}")) else {
+        return false;
+    };
+    let decoded = |text: &str| percent_encoding::percent_decode_str(text).collect::<Vec<u8>>();
+    decoded(sent.path()) == decoded(uri.path())
+        && decoded(sent.query().unwrap_or("")) == decoded(uri.query().unwrap_or(""))
 }
 
 /// The outcome of passing a request on.
@@ -334,6 +356,34 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
+
+    #[test]
+    fn a_path_that_reads_otherwise_once_sent_is_not_passed_on() {
+        let same = |uri: &str| reads_the_same_once_sent(&uri.parse().unwrap());
+        for kept in [
+            "/v1/kv/app/k",
+            "/v1/kv/app/a%2Fb",
+            "/v1/kv/app/a%20b?prefix=%22x%22&limit=2",
+            "/v1/kv/app/a\"b'c",
+            "/v1/kv/app/...",
+            "/v1/kv/app/.x/x.",
+            "/v1/txn",
+        ] {
+            assert!(same(kept), "{kept}");
+        }
+        for changed in [
+            "/v1/kv/app/%2e%2e/%2e%2e/%2e%2e/raft/propose",
+            "/v1/kv/app/%2E%2e/x",
+            "/v1/kv/app/.%2E/x",
+            "/v1/kv/app/../x",
+            "/v1/kv/app/./x",
+            "/v1/kv/app/%2e/x",
+            "/v1/kv/app/..",
+            "/v1/kv/app\\..\\..\\v1\\txn",
+        ] {
+            assert!(!same(changed), "{changed}");
+        }
+    }
     use crate::api::test_peers::{closed_port, peer_client, silent_peer};
 
     /// A leader on a loopback port that answers every request with `status`

@@ -267,9 +267,11 @@ fn public_routes(state: &AppState) -> Router<AppState> {
     routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        // Only requests for a route of this API are passed to the leader:
-        // anything else is answered here (404, 405), so a client cannot
-        // reach the leader's peer routes through a follower.
+        // Only requests for a route of this API are passed to the leader
+        // (with a method the route does not take too: the leader answers
+        // 405), in a path that reads the same once sent (see `forward`);
+        // any other path is answered here (404), so a client cannot reach
+        // the leader's peer routes through a follower.
         .route_layer(forward::ForwardWritesLayer::new(state.clone()))
 }
 

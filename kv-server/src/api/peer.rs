@@ -87,6 +87,19 @@ pub async fn same_cluster(
         request.extensions_mut().insert(InternalRequest);
     }
     if request.headers().contains_key(FORWARDED_HEADER) {
+        // A node passes on only its clients' requests for the API: one
+        // that would reach the node-to-node routes was not checked as such.
+        if request.uri().path().starts_with("/raft/") {
+            warn!(
+                path = %request.uri().path(),
+                "refused a passed-on request for a node-to-node route"
+            );
+            return ApiError::new(
+                ErrorCode::PermissionDenied,
+                "a request passed on by another node does not reach the node-to-node routes",
+            )
+            .into_response();
+        }
         request.extensions_mut().insert(PassedOn);
     }
     let mut response = next.run(request).await;
