@@ -937,11 +937,23 @@ async fn a_retried_bootstrap_or_token_creation_with_its_secret_gets_the_same_tok
         let (status, made) = send(&node, None, "POST", "/v1/acl/bootstrap", Some(body)).await;
         assert_eq!((status, &made["token"]), (200, &json!(root)), "{made}");
     }
+    let log_end = || async {
+        let (status, cluster) = send(&node, Some(&root), "GET", "/v1/cluster", None).await;
+        assert_eq!(status, 200, "{cluster}");
+        cluster["last_log_index"].as_u64().expect("a log index")
+    };
+    let before = log_end().await;
     for body in [Some(json!({ "token": "cd".repeat(32) })), None] {
         let (status, refused) = send(&node, None, "POST", "/v1/acl/bootstrap", body).await;
         assert_eq!(status, 409, "{refused}");
         assert_eq!(error_of(&refused).0, "acl_already_bootstrapped");
     }
+    // Refused, and the retry of the one that wrote, without a write: a
+    // bootstrap needs no token.
+    let body = Some(json!({ "token": root }));
+    let (status, _) = send(&node, None, "POST", "/v1/acl/bootstrap", body).await;
+    assert_eq!(status, 200);
+    assert_eq!(log_end().await, before, "a bootstrap after the first wrote");
     let short = Some(json!({ "token": "short" }));
     let (status, refused) = send(&node, None, "POST", "/v1/acl/bootstrap", short).await;
     assert_eq!(

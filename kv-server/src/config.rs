@@ -159,7 +159,8 @@ pub struct Config {
     pub data_dir: PathBuf,
 
     /// Require a token (`Authorization: Bearer`) on the client port for
-    /// every route but /healthz, /readyz, /metrics and /v1/acl/bootstrap;
+    /// every route but /healthz, /readyz, /metrics, the console's files
+    /// (/ui/) and /v1/acl/bootstrap;
     /// give it to every node of the cluster. `--auth` alone is `--auth
     /// true`.
     #[arg(long, env = "KV_AUTH", action = clap::ArgAction::Set, num_args = 0..=1,

@@ -148,12 +148,16 @@ async fn bootstrap(
         hash: secret::hash(&token),
         created_ms: crate::clock::now_ms(),
     };
-    // Absent: of two bootstraps racing, one writes; the other is refused,
-    // but for a retry of the one that wrote (the same secret).
-    let written = matches!(
-        put_record(&state, root_key(), &root, Condition::Absent).await?,
-        CommandResult::Written { .. }
-    );
+    // A root already here is answered without a write: a bootstrap needs
+    // no token, and each refused attempt would otherwise be an entry in
+    // every node's log. Absent: of two bootstraps racing, one writes; the
+    // other is refused, but for a retry of the one that wrote (the same
+    // secret).
+    let written = state.store.get(&root_key())?.is_none()
+        && matches!(
+            put_record(&state, root_key(), &root, Condition::Absent).await?,
+            CommandResult::Written { .. }
+        );
     let retried = !written
         && given.is_some()
         && stored_hash::<StoredRoot>(&state, &root_key())?.is_some_and(|hash| hash == root.hash);
