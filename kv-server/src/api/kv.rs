@@ -163,8 +163,8 @@ async fn get_key(
             let _ = tokio::time::timeout(wait, waiter).await;
         }
     }
-    let revision = store.revision();
-    let Some(entry) = store.get(&key)? else {
+    let (entry, revision) = store.get_at_revision(&key)?;
+    let Some(entry) = entry else {
         let mut response = ApiError::key_not_found(&key)
             .with_revision(revision)
             .into_response();

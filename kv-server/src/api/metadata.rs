@@ -188,8 +188,8 @@ async fn get_one<T: MetadataKind>(
         linearizable_barrier(&state).await?;
     }
     let key = format!("{}{name}", T::KEY_PREFIX);
-    let revision = state.store.revision();
-    let Some(entry) = state.store.get(&key)? else {
+    let (entry, revision) = state.store.get_at_revision(&key)?;
+    let Some(entry) = entry else {
         return Err(not_found::<T>(&name).with_revision(revision));
     };
     let mut response = (

@@ -63,6 +63,12 @@ impl Store {
         self.view.get(key)
     }
 
+    /// A key's entry and the store's revision of the state it was read
+    /// from (read with it, not before or after it).
+    pub fn get_at_revision(&self, key: &str) -> Result<(Option<KeyEntry>, Revision), StoreError> {
+        self.view.get_at_revision(key)
+    }
+
     /// The keys under `prefix` after `start_after`, in key order, as many
     /// as `bounds` allow, whether more follow, and the store's revision of
     /// the state the page shows (read with it, not before or after it).

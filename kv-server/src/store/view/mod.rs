@@ -144,6 +144,13 @@ impl View {
         self.pinned().get(key)
     }
 
+    /// [`View::get`], with the store's revision of the state the entry
+    /// was read from: never below its `mod_revision`, and never below a
+    /// delete it does not show.
+    pub fn get_at_revision(&self, key: &str) -> Result<(Option<KeyEntry>, Revision), StoreError> {
+        self.pinned().get_at_revision(key)
+    }
+
     /// Entries whose keys start with `prefix`, in key order, after
     /// `start_after` if given, as many as `bounds` allow; and whether more
     /// follow. The page reflects one committed state.
@@ -404,6 +411,21 @@ impl ViewDb {
             Some(bytes) => Ok(Some(KeyEntry::decode(&raw, &bytes)?)),
             None => Ok(None),
         }
+    }
+
+    /// [`View::get_at_revision`] of this database.
+    fn get_at_revision(&self, key: &str) -> Result<(Option<KeyEntry>, Revision), StoreError> {
+        let raw = entry_key(key);
+        let [entry, revision] = self.raw_get_together([&raw, REVISION_KEY])?;
+        let entry = match entry {
+            Some(bytes) => Some(KeyEntry::decode(&raw, &bytes)?),
+            None => None,
+        };
+        let revision = match revision {
+            Some(bytes) => decode_revision(&bytes)?,
+            None => 0,
+        };
+        Ok((entry, revision))
     }
 
     /// [`View::list_at_revision`] of this database. A checkpoint during
@@ -715,6 +737,49 @@ mod tests {
         assert_eq!(
             revision, expected_revision,
             "the revision is the page's state's"
+        );
+    }
+
+    /// A key and the revision are read from one state while batches are
+    /// committed and written out: the revision is never below the entry's
+    /// `mod_revision`, nor above the revision of a later write it does not
+    /// show. Read apart (`GET /v1/kv/{key}` did), a write between the two
+    /// gave an `X-Kv-Revision` below the entry's own revision.
+    #[test]
+    fn a_key_and_the_revision_are_read_from_one_state() {
+        const WRITES: u64 = 2000;
+        let log_id = |index| LogId::new(openraft::CommittedLeaderId::new(1, 1), index);
+        let dir = tempfile::tempdir().unwrap();
+        let view = View::open(dir.path()).unwrap();
+        std::thread::scope(|scope| {
+            let writer = scope.spawn(|| {
+                for revision in 1..=WRITES {
+                    let mut batch = view.batch();
+                    batch.put("k", &entry("v", revision));
+                    batch.set_applied(&log_id(revision), revision);
+                    view.commit(batch);
+                    if revision % 100 == 0 {
+                        view.seal();
+                        view.flush().unwrap();
+                    }
+                }
+            });
+            let mut reads = 0u64;
+            while !writer.is_finished() || reads == 0 {
+                let (entry, revision) = view.get_at_revision("k").unwrap();
+                let shown = entry.map_or(0, |entry| entry.mod_revision);
+                assert_eq!(
+                    shown, revision,
+                    "the key shows {shown} at revision {revision}"
+                );
+                reads += 1;
+            }
+            writer.join().unwrap();
+        });
+        let (entry, revision) = view.get_at_revision("k").unwrap();
+        assert_eq!(
+            (entry.map(|entry| entry.mod_revision), revision),
+            (Some(WRITES), WRITES)
         );
     }
 
