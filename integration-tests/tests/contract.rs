@@ -189,6 +189,36 @@ async fn every_error_has_the_status_its_code_declares() {
         assert_eq!(status, expected.status(), "{method} {path}: {answer}");
         assert_openapi_lists(&document, method, path, status, expected.as_str());
     }
+    // A field given twice, which a JSON value cannot hold: sent as text.
+    for (method, path) in [
+        ("POST", "/v1/txn"),
+        ("POST", "/v1/leases"),
+        ("POST", "/v1/cluster/members"),
+        ("PUT", "/v1/topics/orders"),
+    ] {
+        let body = match path {
+            "/v1/txn" => r#"{"success": [], "success": []}"#,
+            "/v1/topics/orders" => r#"{"topicName": "orders", "topicName": "orders"}"#,
+            "/v1/leases" => r#"{"ttl_s": 5, "ttl_s": 6}"#,
+            _ => r#"{"id": 9, "id": 9}"#,
+        };
+        let method_of: reqwest::Method = method.parse().expect("a method");
+        let response = server
+            .client()
+            .request(method_of, server.url(path))
+            .body(body)
+            .send()
+            .await
+            .expect("the server answers");
+        let status = response.status().as_u16();
+        let answer: Value = response.json().await.expect("a JSON answer");
+        assert_eq!(
+            (status, &answer["error"]["code"]),
+            (400, &json!("duplicate")),
+            "{method} {path}: {answer}"
+        );
+        assert_openapi_lists(&document, method, path, status, "duplicate");
+    }
 }
 
 /// Every body is read as JSON whatever its `Content-Type`, or without

@@ -614,6 +614,26 @@ async fn bad_input_is_refused_with_a_json_error_naming_the_field_and_writes_noth
             "{what} wrote something"
         );
     }
+    // A lease both branches name: which one ran is not told (it was said
+    // to be the success branch's, though the failure branch ran).
+    let both = json!({
+        "compare": [{"key": "bad/none", "target": "exists", "op": "=", "value": true}],
+        "success": [{"put": {"key": "bad/a", "value": 1, "lease": 7}}],
+        "failure": [{"put": {"key": "bad/b", "value": 1, "lease": 7}}],
+    });
+    let answer = send_txn(&server, both.to_string(), None, None).await;
+    assert_eq!(answer.status, 404, "{}", answer.body);
+    assert_eq!(
+        error_of(&answer.body),
+        ("lease_not_found", None),
+        "{}",
+        answer.body
+    );
+    let message = answer.body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("success[0].put.lease or failure[0].put.lease"),
+        "{message}"
+    );
     assert!(get(&server, "bad/a").await.is_none());
     // The same body with a good key is taken: the refusals were for the
     // reason each case names.

@@ -84,13 +84,7 @@ async fn txn(
     };
     let outcome = match propose(&state, command).await? {
         CommandResult::Txn(outcome) => outcome,
-        CommandResult::LeaseNotFound { id } => {
-            let error = lease_not_found(id);
-            return Err(match leases.iter().find(|(lease, _)| *lease == id) {
-                Some((_, field)) => error.with_field(field),
-                None => error,
-            });
-        }
+        CommandResult::LeaseNotFound { id } => return Err(missing_lease(id, &leases)),
         other => {
             return Err(ApiError::internal(format!(
                 "a transaction produced {other:?}"
@@ -105,9 +99,41 @@ async fn txn(
     Ok(response)
 }
 
+/// The refusal of a transaction whose branch that ran named lease `id`,
+/// which does not exist: naming the first put of it, when one branch
+/// alone names it. Named in both, which branch ran is not told, and the
+/// message names the first put of each.
+fn missing_lease(id: u64, leases: &[(u64, String)]) -> ApiError {
+    let naming: Vec<&str> = leases
+        .iter()
+        .filter(|(lease, _)| *lease == id)
+        .map(|(_, field)| field.as_str())
+        .collect();
+    let branch = |field: &str| field.split('[').next().unwrap_or_default().to_string();
+    let error = lease_not_found(id);
+    match naming.first() {
+        Some(first) if naming.iter().all(|field| branch(field) == branch(first)) => {
+            error.with_field(first)
+        }
+        Some(first) => {
+            let other = naming
+                .iter()
+                .find(|field| branch(field) != branch(first))
+                .unwrap_or(first);
+            ApiError::new(
+                ErrorCode::LeaseNotFound,
+                format!(
+                    "lease {id} does not exist (never granted, revoked, or expired); \
+                     the branch that ran names it ({first} or {other})"
+                ),
+            )
+        }
+        None => error,
+    }
+}
+
 /// Each lease a put of `txn` names, with the field that names it, in the
-/// order the state machine checks them (a lease in both branches is
-/// named where the success branch uses it).
+/// order the state machine checks them.
 fn lease_fields(txn: &Txn) -> Vec<(u64, String)> {
     [("success", &txn.success), ("failure", &txn.failure)]
         .into_iter()

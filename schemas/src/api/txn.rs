@@ -88,9 +88,10 @@ impl TxnRequest {
 
 /// Reads a [`TxnRequest`] from a request body. Malformed JSON is
 /// `invalid_json` about the whole body; JSON of the wrong shape (an unknown
-/// field, target, op or kind of op, a wrong type) is `invalid_field` and a
-/// missing field `missing_field`, both naming the field's JSON path; a body
-/// that is not a JSON object is `invalid_json`. It does not
+/// field, target, op or kind of op, a wrong type) is `invalid_field`, a
+/// missing field `missing_field` and a field given twice `duplicate`, each
+/// naming the field's JSON path; a body that is not a JSON object is
+/// `invalid_json`. It does not
 /// [validate](TxnRequest::validate).
 ///
 /// ```
@@ -110,7 +111,31 @@ pub fn parse_txn(body: &[u8]) -> Result<TxnRequest, FieldError> {
             "the body must be a JSON object: {\"compare\", \"success\", \"failure\"}",
         ));
     }
-    crate::from_json(body).map_err(FieldError::from)
+    crate::from_json(body).map_err(|error| {
+        let error = FieldError::from(error);
+        // serde says only where it stopped in an op that holds none of
+        // put, get and delete, or more than one.
+        if error.code == ErrorCode::InvalidField && is_op_path(&error.field) {
+            let message = format!(
+                "{}: an op is an object with exactly one of \"put\", \"get\" and \"delete\"",
+                error.field
+            );
+            return FieldError::new(ErrorCode::InvalidField, error.field, message);
+        }
+        error
+    })
+}
+
+/// Whether `field` is the path of one op of a branch: `success[3]`.
+fn is_op_path(field: &str) -> bool {
+    ["success[", "failure["].iter().any(|branch| {
+        field
+            .strip_prefix(branch)
+            .and_then(|rest| rest.strip_suffix(']'))
+            .is_some_and(|index| {
+                !index.is_empty() && index.bytes().all(|byte| byte.is_ascii_digit())
+            })
+    })
 }
 
 /// A condition on one key.
@@ -469,6 +494,36 @@ mod tests {
 
     fn refused(code: ErrorCode, field: &str) -> (ErrorCode, String) {
         (code, field.to_string())
+    }
+
+    /// An op holding none of put, get and delete, or two of them, is
+    /// refused saying what an op is, not where serde stopped; a field
+    /// given twice is `duplicate`.
+    #[test]
+    fn an_op_of_no_kind_or_two_kinds_is_refused_saying_what_an_op_is() {
+        for body in [
+            r#"{"success": [{}]}"#,
+            r#"{"failure": [{"get": {"key": "a"}}, {"put": {"key": "a", "value": 1}, "get": {"key": "a"}}]}"#,
+        ] {
+            let error = parse_txn(body.as_bytes()).expect_err(body);
+            assert_eq!(error.code, ErrorCode::InvalidField, "{body}");
+            assert!(
+                error
+                    .message
+                    .contains("exactly one of \"put\", \"get\" and \"delete\""),
+                "{body}: {}",
+                error.message
+            );
+            assert!(error.message.starts_with(&error.field), "{}", error.message);
+        }
+        assert_eq!(
+            refusal(r#"{"success": [{}]}"#),
+            refused(ErrorCode::InvalidField, "success[0]")
+        );
+        assert_eq!(
+            refusal(r#"{"success": [], "success": []}"#),
+            refused(ErrorCode::Duplicate, "success")
+        );
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub(super) fn bootstrap(components: &mut Components) -> PathItem {
                 ErrorCode::AclAlreadyBootstrapped,
                 ErrorCode::AuthDisabled,
                 ErrorCode::InvalidJson,
+                ErrorCode::Duplicate,
                 ErrorCode::InvalidField,
             ],
             components,
@@ -68,6 +69,7 @@ pub(super) fn role(components: &mut Components) -> PathItem {
         &[
             &[
                 ErrorCode::InvalidJson,
+                ErrorCode::Duplicate,
                 ErrorCode::InvalidName,
                 ErrorCode::NameMismatch,
             ],
@@ -123,6 +125,7 @@ pub(super) fn tokens(components: &mut Components) -> PathItem {
         &[
             &[
                 ErrorCode::InvalidJson,
+                ErrorCode::Duplicate,
                 ErrorCode::InvalidName,
                 ErrorCode::InvalidField,
                 ErrorCode::UnknownRole,

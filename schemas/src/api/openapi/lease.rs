@@ -39,6 +39,7 @@ pub(super) fn leases(components: &mut Components) -> PathItem {
         ),
         &[
             ErrorCode::InvalidJson,
+            ErrorCode::Duplicate,
             ErrorCode::InvalidBody,
             ErrorCode::MissingField,
             ErrorCode::InvalidField,

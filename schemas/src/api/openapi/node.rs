@@ -205,6 +205,7 @@ pub(super) fn add_member(components: &mut Components) -> PathItem {
         ("200", answer),
         &[
             ErrorCode::InvalidJson,
+            ErrorCode::Duplicate,
             ErrorCode::MissingField,
             ErrorCode::InvalidField,
             ErrorCode::InvalidAddr,

@@ -29,6 +29,7 @@ pub(super) fn txn(components: &mut Components) -> PathItem {
         ("200", answer),
         &[
             ErrorCode::InvalidJson,
+            ErrorCode::Duplicate,
             ErrorCode::InvalidBody,
             ErrorCode::MissingField,
             ErrorCode::InvalidField,
