@@ -11,6 +11,41 @@ use integration_tests::{call, error_of, kvctl, server_binary, TestCluster, Write
 use serde_json::json;
 
 /// Runs `kv-server restore` for node `id` of `peers` into `data_dir`.
+/// Starts `kv-server` on `data_dir` as member `id` of `peers`, for a start
+/// that is refused: its status and its log once it exited (it is killed,
+/// and the test fails, if it still runs after 30 s).
+fn start_on(data_dir: &Path, id: u64, peers: &str) -> (std::process::ExitStatus, String) {
+    let mut child = Command::new(server_binary())
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--node-id", &id.to_string(), "--peers", peers])
+        .args(["--listen", "127.0.0.1:0", "--peer-listen", "127.0.0.1:0"])
+        .args(["--namesrv-listen", "off"])
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kv-server runs");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("the child can be waited for") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("kv-server was not refused on {}", data_dir.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut log = String::new();
+    if let Some(mut stderr) = child.stderr.take() {
+        use std::io::Read;
+        let _ = stderr.read_to_string(&mut log);
+    }
+    (status, log)
+}
+
 fn restore(backup: &Path, data_dir: &Path, id: u64, peers: &str) -> std::process::Output {
     Command::new(server_binary())
         .arg("restore")
@@ -58,31 +93,52 @@ async fn a_backup_taken_under_load_restores_a_new_cluster_with_the_same_state() 
     );
 
     let mut laid_down = Vec::new();
+    let elsewhere = tempfile::tempdir().unwrap();
     let new = TestCluster::start_prepared(3, &[], &mut |id, data_dir, peers| {
-        if id == 1 {
-            // A restore already laying down the same member holds its
-            // staging directory: a second one is refused and clears nothing.
-            let mut staging = data_dir.as_os_str().to_owned();
-            staging.push(".restoring");
-            let staging = std::path::PathBuf::from(staging);
-            std::fs::create_dir_all(&staging).unwrap();
-            let held = std::fs::File::create(staging.join("lock")).unwrap();
-            held.try_lock().unwrap();
-            std::fs::write(staging.join("theirs"), b"x").unwrap();
-            let output = restore(&backup, data_dir, id, peers);
-            let log = String::from_utf8_lossy(&output.stderr);
-            assert!(!output.status.success(), "{log}");
-            assert!(log.contains("in use by another process"), "{log}");
-            assert!(staging.join("theirs").exists(), "{log}");
-            drop(held);
-            std::fs::remove_dir_all(&staging).unwrap();
+        let mut target = data_dir.to_path_buf();
+        match id {
+            1 => {
+                // A restore already laying down the same member holds its
+                // data dir: a second one is refused and clears nothing.
+                std::fs::create_dir_all(data_dir).unwrap();
+                let held = std::fs::File::create(data_dir.join("lock")).unwrap();
+                held.try_lock().unwrap();
+                std::fs::write(data_dir.join("theirs"), b"x").unwrap();
+                let output = restore(&backup, data_dir, id, peers);
+                let log = String::from_utf8_lossy(&output.stderr);
+                assert!(!output.status.success(), "{log}");
+                assert!(log.contains("in use by another process"), "{log}");
+                assert!(data_dir.join("theirs").exists(), "{log}");
+                drop(held);
+                // Then it is cut short, leaving its marker: no node starts
+                // there, and a restore run again clears it.
+                std::fs::write(data_dir.join("restore-in-progress"), b"").unwrap();
+                let (status, log) = start_on(data_dir, id, peers);
+                assert!(!status.success(), "{log}");
+                assert!(log.contains("a restore into it was cut short"), "{log}");
+            }
+            // The data dir is a link to an empty dir (as systemd's
+            // DynamicUser makes /var/lib/kv-server).
+            2 => {
+                let real = elsewhere.path().join("node-2");
+                std::fs::create_dir_all(&real).unwrap();
+                std::os::unix::fs::symlink(&real, data_dir).unwrap();
+            }
+            // An empty dir, named with a trailing slash.
+            _ => {
+                std::fs::create_dir_all(data_dir).unwrap();
+                let mut slashed = data_dir.as_os_str().to_owned();
+                slashed.push("/");
+                target = slashed.into();
+            }
         }
-        let output = restore(&backup, data_dir, id, peers);
+        let output = restore(&backup, &target, id, peers);
         assert!(
             output.status.success(),
             "restore of node {id}: {}",
             String::from_utf8_lossy(&output.stderr)
         );
+        assert!(!data_dir.join("restore-in-progress").exists());
         laid_down.push(id);
     })
     .await;

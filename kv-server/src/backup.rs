@@ -52,9 +52,27 @@ pub fn check(path: &Path) -> Result<(SnapshotFile, u64), StoreError> {
     Ok((snapshot, records))
 }
 
+/// The file that marks a restore in progress in its data dir: a node
+/// refuses to start there, and a restore run again clears the dir.
+pub const RESTORING_FILE: &str = "restore-in-progress";
+
+/// Refuses the data dir `data_dir` while it holds a restore cut short.
+pub fn refuse_cut_restore(data_dir: &Path) -> Result<(), ServerError> {
+    let marker = data_dir.join(RESTORING_FILE);
+    if marker.exists() {
+        return Err(ServerError::Config(format!(
+            "--data-dir {}: a restore into it was cut short ({} is there); run the restore again",
+            data_dir.display(),
+            marker.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Lays down member `node_id` of the new cluster `peers` (id → peer URL)
 /// in `data_dir` from the backup at `from`. Nothing is written unless the
-/// whole backup checks out, and `data_dir` must not exist or be empty.
+/// whole backup checks out, and `data_dir` must not exist or be empty (a
+/// symlink to an empty dir, or a mount point, is laid down in place).
 pub async fn restore(
     from: &Path,
     data_dir: &Path,
@@ -62,39 +80,36 @@ pub async fn restore(
     peers: &BTreeMap<NodeId, String>,
 ) -> Result<Restored, ServerError> {
     let (backup, records) = check(from)?;
+    // Locked first: a restore running into the same dir holds it, and
+    // what it lays down is not cleared away.
+    let _lock = crate::store::dir_lock::DataDirLock::take(data_dir)?;
+    let marker = data_dir.join(RESTORING_FILE);
+    if marker.exists() {
+        // What an earlier restore, cut short, left: no node ever ran on it.
+        clear_all_but_the_lock(data_dir)?;
+    }
     let occupied = std::fs::read_dir(data_dir)
-        .map(|mut entries| entries.next().is_some())
-        .unwrap_or(false);
+        .map_err(StoreError::io("list", data_dir))?
+        .filter_map(Result::ok)
+        .any(|entry| entry.file_name() != crate::store::dir_lock::LOCK_FILE);
     if occupied {
         return Err(ServerError::Config(format!(
             "--data-dir {} is not empty: a restore lays down a new member",
             data_dir.display()
         )));
     }
-    // Laid down beside it and renamed into place once whole: a restore that
-    // fails leaves no data dir half written.
-    let mut staging = data_dir.as_os_str().to_owned();
-    staging.push(".restoring");
-    let staging = std::path::PathBuf::from(staging);
-    // Locked before what an earlier restore left is cleared: a restore
-    // running into the same path holds it, and is not cleared away.
-    let _lock = crate::store::dir_lock::DataDirLock::take(&staging)?;
-    clear_all_but_the_lock(&staging)?;
-    let restored = lay_down(&backup, records, &staging, node_id, peers).await;
+    // Laid down under the marker, which goes once the member is whole: a
+    // restore that fails leaves the dir empty, one cut short leaves a
+    // member no node starts on.
+    std::fs::write(&marker, b"").map_err(StoreError::io("create", &marker))?;
+    compaction::fsutil::fsync_dir(data_dir).map_err(StoreError::from)?;
+    let restored = lay_down(&backup, records, data_dir, node_id, peers).await;
     if restored.is_err() {
-        let _ = std::fs::remove_dir_all(&staging);
+        let _ = clear_all_but_the_lock(data_dir);
         return restored;
     }
-    if data_dir.exists() {
-        std::fs::remove_dir(data_dir).map_err(StoreError::io("remove", data_dir))?;
-    }
-    std::fs::rename(&staging, data_dir).map_err(StoreError::io("rename", &staging))?;
-    if let Some(parent) = data_dir
-        .parent()
-        .filter(|parent| !parent.as_os_str().is_empty())
-    {
-        compaction::fsutil::fsync_dir(parent).map_err(StoreError::from)?;
-    }
+    std::fs::remove_file(&marker).map_err(StoreError::io("remove", &marker))?;
+    compaction::fsutil::fsync_dir(data_dir).map_err(StoreError::from)?;
     restored
 }
 

@@ -318,6 +318,7 @@ pub fn rebuild(data_dir: &std::path::Path) -> Result<(u64, u64), ServerError> {
         )));
     }
     let _lock = crate::store::dir_lock::DataDirLock::take(data_dir)?;
+    crate::backup::refuse_cut_restore(data_dir)?;
     crate::store::data_format::check_or_mark(data_dir)?;
     let log = LogStore::open(&dirs.raft, None)?;
     let rebuilt = |store: Store| -> Result<(u64, u64), ServerError> {

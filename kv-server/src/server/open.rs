@@ -91,6 +91,7 @@ pub(super) async fn open(config: Config) -> Result<Opened, ServerError> {
     let config = Arc::new(config);
     let dirs = DataDirs::new(&config.data_dir);
     crate::store::dir_lock::DataDirLock::take(&config.data_dir)?.hold_until_exit();
+    crate::backup::refuse_cut_restore(&config.data_dir)?;
     let cluster_id = Arc::new(ClusterId::open(&config.data_dir)?);
     crate::store::data_format::check_or_mark(&config.data_dir)?;
     check_node_id(&config.data_dir, config.node_id)?;
