@@ -403,6 +403,67 @@ async fn a_node_stopped_while_its_disk_is_full_stops_and_starts_again_with_every
     assert_eq!(status, 201);
 }
 
+/// A node that stopped for want of room (its snapshot could not be
+/// written) and is started again on the still full disk, where sled cannot
+/// open the view, exits 75 to be restarted, keeping its view; with room it
+/// starts with every write. It took the view for damaged, removed it, and
+/// exited 1 (not restarted) when the rebuild found no room either.
+#[tokio::test]
+async fn a_node_started_on_a_full_disk_keeps_its_view_and_waits_for_room() {
+    // The data dir on a small disk from the start, as sled lays out its
+    // files there.
+    let mut disks = Vec::new();
+    let mut cluster = TestCluster::start_prepared(
+        1,
+        &["--quota-bytes", "0", "--min-free-bytes", "0"],
+        &mut |_, data_dir, _| {
+            std::fs::create_dir_all(data_dir).unwrap();
+            disks.push(Tmpfs::mount(data_dir, 8 << 20));
+        },
+    )
+    .await;
+    let disk = disks.pop().expect("the disk was mounted");
+    let server = cluster.node_mut(1);
+    let value = json!("x".repeat(1000));
+    for n in 0..300 {
+        let key = format!("/v1/kv/before/{n}");
+        let (status, body) = call(server, "PUT", &key, Some(value.clone())).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    disk.fill();
+    // What little room is left (a file system keeps some), a write takes.
+    let _ = call(server, "PUT", "/v1/kv/after", Some(json!(1))).await;
+    // A snapshot needs room the disk does not have: the node exits 75.
+    let _ = server
+        .client()
+        .get(server.url("/v1/snapshot"))
+        .timeout(SETTLE)
+        .send()
+        .await;
+    let status = server.wait_exit(SETTLE).await.expect("the node exits");
+    assert_eq!(status.code(), Some(75), "{}", server.log_tail(20));
+
+    // Whatever the failed snapshot gave back, taken too.
+    disk.fill();
+    server.spawn();
+    match server.wait_exit(SETTLE).await {
+        Some(status) => assert_eq!(status.code(), Some(75), "{}", server.log_tail(20)),
+        // Waiting for room while it opens, before it takes signals.
+        None => server.kill9().await,
+    }
+    assert!(
+        !server.log_contains("the view is damaged"),
+        "{}",
+        server.log_tail(20)
+    );
+    disk.empty();
+    server.restart().await;
+    for n in [0, 299] {
+        let (status, body) = call(server, "GET", &format!("/v1/kv/before/{n}"), None).await;
+        assert_eq!((status, &body["value"]), (200, &value), "{body}");
+    }
+}
+
 #[tokio::test]
 async fn a_leader_whose_disk_stays_full_exits_and_another_node_leads() {
     let mut cluster = TestCluster::start(3, &["--quota-bytes", "0", "--min-free-bytes", "0"]).await;

@@ -386,6 +386,22 @@ impl StoreError {
         !op.starts_with("fsync") && crate::space::is_no_space(source)
     }
 
+    /// Whether the error is a lack of room (`ENOSPC`, `EDQUOT`), wherever
+    /// it came from, an fsync or sled's own files included: what a node
+    /// that cannot start for it waits out, rather than take for damage.
+    pub fn lacks_space(&self) -> bool {
+        match self {
+            StoreError::Io { source, .. }
+            | StoreError::Topic(compaction::Error::Io { source, .. })
+            | StoreError::SledOp(sled::Error::Io(source))
+            | StoreError::Sled {
+                source: sled::Error::Io(source),
+                ..
+            } => crate::space::is_no_space(source),
+            _ => false,
+        }
+    }
+
     /// Whether the error is damaged data found on a read (a record, frame
     /// or snapshot that fails its checks): the same read fails again after
     /// a restart. (A view entry that does not decode holds what was

@@ -48,11 +48,15 @@ async fn main() {
         None => kv_server::server::serve(cli.config, shutdown_signal()).await,
     };
     if let Err(error) = outcome {
-        tracing::error!(%error, "kv-server failed");
+        if error.lacks_space() {
+            tracing::error!(%error, "kv-server failed: no room on the disk; exiting, to be restarted once there is room");
+        } else {
+            tracing::error!(%error, "kv-server failed");
+        }
         // The log may go to a collector; whoever started the process reads
         // why it stopped on stderr too.
         eprintln!("kv-server: {error}");
-        std::process::exit(1);
+        std::process::exit(error.exit_code());
     }
 }
 

@@ -56,6 +56,24 @@ pub enum ServerError {
 }
 
 // openraft's errors are large; boxed, they keep every `Result` small.
+impl ServerError {
+    /// The exit status of a process that stops on this error: `EX_TEMPFAIL`
+    /// (75, restarted by the unit) for a disk with no room, which a
+    /// restart once there is room mends; 1 for the rest.
+    pub fn exit_code(&self) -> i32 {
+        if self.lacks_space() {
+            crate::store::EXIT_NO_SPACE
+        } else {
+            1
+        }
+    }
+
+    /// Whether the node stopped for want of room on its disk.
+    pub fn lacks_space(&self) -> bool {
+        matches!(self, ServerError::Store(error) if error.lacks_space())
+    }
+}
+
 impl From<openraft::ConfigError> for ServerError {
     fn from(error: openraft::ConfigError) -> Self {
         ServerError::RaftConfig(Box::new(error))

@@ -272,6 +272,9 @@ impl Store {
                     lock: view_dir.join("db"),
                 })
             }
+            // A full disk is not damage: the view stays, and the node
+            // waits for room (main exits EXIT_NO_SPACE).
+            Err(error) if error.lacks_space() => return Err(error),
             Err(error) => {
                 let why = match error {
                     StoreError::ViewFormat { .. } => "the view is of another layout",
