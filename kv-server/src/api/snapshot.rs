@@ -46,8 +46,16 @@ async fn save(
             .await
             .map_err(|error| ApiError::unavailable(format!("no snapshot was made: {error}")))?;
     }
+    // Asked of the state machine, which reads the current snapshot whole
+    // once and replaces a damaged one with one built from the topic: a
+    // backup never carries damage to the restore that would meet it.
+    state
+        .raft
+        .get_snapshot()
+        .await
+        .map_err(|error| ApiError::unavailable(format!("no snapshot to read: {error}")))?;
     let store = std::sync::Arc::clone(&state.store);
-    let snapshot = tokio::task::spawn_blocking(move || store.current_snapshot())
+    let snapshot = tokio::task::spawn_blocking(move || store.current_snapshot_checked())
         .await
         .map_err(|error| ApiError::internal(format!("reading the snapshot failed: {error}")))??
         .ok_or_else(|| ApiError::unavailable("this node has no snapshot yet"))?;

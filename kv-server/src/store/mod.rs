@@ -240,6 +240,10 @@ pub struct Store {
     /// applied batch: [`Store::alarms`] reads the key only while it does,
     /// so the check every write makes before it is proposed reads nothing.
     nospace_raised: AtomicBool,
+    /// The id of the current snapshot whose records were read whole and
+    /// found sound (or were written by this process): what
+    /// [`Store::current_snapshot_checked`] need not read again.
+    checked_snapshot: Mutex<Option<String>>,
 }
 
 impl Store {
@@ -314,6 +318,7 @@ impl Store {
             snapshot_cover: log.snapshot_cover(),
             view_root: dirs.view.clone(),
             nospace_raised: AtomicBool::new(true),
+            checked_snapshot: Mutex::new(None),
         };
         let recovery = store.recovery_needed(log)?;
         store.recover(recovery, log)?;

@@ -146,6 +146,11 @@ pub struct SnapshotFile {
 }
 
 impl SnapshotFile {
+    /// The file this snapshot was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Builds a snapshot in `dir` from the topic records `reader` yields,
     /// up to and including the header's revision. With the `previous`
     /// snapshot of the same topic, only the records after it are read: its

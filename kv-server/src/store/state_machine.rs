@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageIOError};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::error::StoreError;
 use crate::metrics::HotHistogram;
@@ -97,9 +97,29 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             // The current snapshot stands for the records below it: a new
             // one reads only the topic after it.
             let previous = SnapshotFile::load(&store.snapshot_dir)?;
-            let snapshot =
-                SnapshotFile::build_in(&store.snapshot_dir, header, reader, previous.as_ref())?;
+            let whole_topic = previous.as_ref().map(|_| reader.rewound());
+            let built = SnapshotFile::build_in(
+                &store.snapshot_dir,
+                header.clone(),
+                reader,
+                previous.as_ref(),
+            );
+            let snapshot = match (built, whole_topic, &previous) {
+                // The damage may be the current snapshot's own: the whole
+                // topic holds what it stands for. Damage in the topic
+                // fails this build again.
+                (Err(error), Some(whole_topic), Some(previous)) if error.is_damage() => {
+                    warn!(
+                        snapshot = %previous.path().display(),
+                        %error,
+                        "the current snapshot is damaged: building the next from the whole topic"
+                    );
+                    SnapshotFile::build_in(&store.snapshot_dir, header, whole_topic, None)?
+                }
+                (built, _, _) => built?,
+            };
             snapshot.store(&store.snapshot_dir)?;
+            store.snapshot_checked(&snapshot);
             store.snapshot_covers(&snapshot);
             let data = snapshot.data()?;
             Ok((snapshot, data))
@@ -255,10 +275,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         .map_err(|error| stopping_snapshot_error(&self.store, error))
     }
 
+    /// The current snapshot, to send to a follower (or read at start), its
+    /// records checked first: a damaged one is replaced by a new one built
+    /// from the whole topic, where a follower would refuse every copy sent
+    /// to it.
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let dir = self.store.snapshot_dir.clone();
-        blocking(move || {
-            let Some(snapshot) = SnapshotFile::load(&dir)? else {
+        let store = Arc::clone(&self.store);
+        let checked = blocking(move || {
+            let Some(snapshot) = store.current_snapshot_checked()? else {
                 return Ok(None);
             };
             Ok(Some(Snapshot {
@@ -266,8 +290,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 snapshot: snapshot.data()?,
             }))
         })
-        .await
-        .map_err(snapshot_error)
+        .await;
+        match checked {
+            Err(error) if error.is_damage() => {
+                warn!(%error, "the current snapshot is damaged: building a new one from the topic");
+                let mut builder = self.get_snapshot_builder().await;
+                builder.build_snapshot().await.map(Some)
+            }
+            checked => checked.map_err(snapshot_error),
+        }
     }
 }
 
