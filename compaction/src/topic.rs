@@ -286,8 +286,11 @@ impl Topic {
     /// Rolls the active segment when its first record is `segment_ms` old
     /// by `now_ms`, as an append would: a topic that stops taking writes
     /// (its deletes all in the active segment, say) still becomes
-    /// cleanable. Nothing while a batch is unfinished, or the segment
-    /// younger or empty. Whether it rolled.
+    /// cleanable. While the topic is eager ([`Topic::set_eager`]: space is
+    /// short) it rolls as soon as that record is `min_compaction_lag_ms`
+    /// old, the soonest the cleaner may drop what the segment's deletes
+    /// free. Nothing while a batch is unfinished, or the segment younger or
+    /// empty. Whether it rolled.
     pub fn roll_if_old(&self, now_ms: u64) -> Result<bool> {
         let writer = lock(&self.writer);
         if writer.unfinished.is_some() {
@@ -295,8 +298,11 @@ impl Topic {
         }
         let active = self.active();
         let (size, first_ts) = active.fill();
-        let old = first_ts
-            .is_some_and(|first_ts| now_ms.saturating_sub(first_ts) >= self.config.segment_ms);
+        let age = match self.eager.load(std::sync::atomic::Ordering::Relaxed) {
+            true => self.config.segment_ms.min(self.config.min_compaction_lag_ms),
+            false => self.config.segment_ms,
+        };
+        let old = first_ts.is_some_and(|first_ts| now_ms.saturating_sub(first_ts) >= age);
         if size == 0 || !old {
             return Ok(false);
         }

@@ -416,6 +416,31 @@ fn an_idle_active_segment_rolls_once_it_is_segment_ms_old_so_what_it_deletes_is_
     );
 }
 
+/// While space is short (the topic eager), the active segment rolls once
+/// its first record is `min_compaction_lag_ms` old rather than
+/// `segment_ms`: a delete gives its space back after the lag, where it
+/// waited for the segment to roll (an hour by default).
+#[test]
+fn an_eager_topic_rolls_its_active_segment_once_it_is_min_compaction_lag_old() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = TopicConfig {
+        segment_ms: 3_600_000,
+        min_compaction_lag_ms: 1_000,
+        delete_retention_ms: 0,
+        ..eager()
+    };
+    let topic = Topic::open(dir.path(), config).unwrap();
+    topic.append(&[Record::put(1, 10_000, "k", "v")]).unwrap();
+    topic.roll().unwrap();
+    topic.append(&[Record::tombstone(2, 20_000, "k")]).unwrap();
+    assert!(!topic.roll_if_old(25_000).unwrap(), "not eager: segment_ms");
+    topic.set_eager(true);
+    assert!(!topic.roll_if_old(20_999).unwrap(), "younger than the lag");
+    assert!(topic.roll_if_old(21_000).unwrap());
+    topic.clean_once_at(30_000).unwrap();
+    assert_eq!(offsets(&topic), vec![2], "the put is cleaned");
+}
+
 #[test]
 fn an_eager_topic_cleans_below_the_dirty_ratio() {
     let dir = tempfile::tempdir().unwrap();
