@@ -299,7 +299,10 @@ impl Topic {
         let active = self.active();
         let (size, first_ts) = active.fill();
         let age = match self.eager.load(std::sync::atomic::Ordering::Relaxed) {
-            true => self.config.segment_ms.min(self.config.min_compaction_lag_ms),
+            true => self
+                .config
+                .segment_ms
+                .min(self.config.min_compaction_lag_ms),
             false => self.config.segment_ms,
         };
         let old = first_ts.is_some_and(|first_ts| now_ms.saturating_sub(first_ts) >= age);

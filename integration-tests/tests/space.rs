@@ -154,6 +154,16 @@ async fn past_the_quota_every_node_refuses_growth_until_deletes_win_space_back_a
         .await
         .success();
     assert!(status.stdout.contains("NOSPACE (node"), "{}", status.stdout);
+    // The answering node's disk, as the docs say the status shows it.
+    let disk = status
+        .stdout
+        .lines()
+        .find(|line| line.trim_start().starts_with("disk:"))
+        .unwrap_or_else(|| panic!("no disk line: {}", status.stdout));
+    assert!(
+        disk.contains(&format!("of a {QUOTA_BYTES} B quota")),
+        "{disk}"
+    );
 
     // Each node raised its alarm once, however many writes it refused.
     for id in cluster.ids() {

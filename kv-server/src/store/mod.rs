@@ -265,6 +265,7 @@ impl Store {
     ) -> Result<(Store, Recovery), StoreError> {
         let view_dirs = ViewDirs::new(&dirs.view);
         view_dirs.remove_stale()?;
+        snapshot::remove_unfinished_builds(&dirs.snapshot)?;
         let view_dir = view_dirs.current()?;
         let view = match View::open(&view_dir) {
             Ok(view) => view,

@@ -44,7 +44,7 @@ use std::sync::Arc;
 use compaction::{fsutil, Record, TopicReader};
 use openraft::SnapshotMeta;
 use serde::{Deserialize, Serialize};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::error::StoreError;
 use crate::store::snapshot_build::{self, MAX_KEY_MAP_ENTRIES};
@@ -666,6 +666,29 @@ fn parse_header(json: &[u8]) -> Result<SnapshotHeader, String> {
     Ok(header)
 }
 
+/// Removes the files of snapshot builds a process left when it stopped
+/// mid-build (killed, or out of room): none is current or installing, and
+/// each can be as large as a snapshot. For the open of `dir`, which the
+/// data dir's lock keeps every other process out of.
+pub fn remove_unfinished_builds(dir: &Path) -> Result<(), StoreError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(StoreError::io("list", dir)(error)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(StoreError::io("list", dir))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(BUILDING_PREFIX) && name.ends_with(".tmp") {
+            let path = entry.path();
+            warn!(file = %path.display(), "removing a snapshot build a stopped process left");
+            std::fs::remove_file(&path).map_err(StoreError::io("remove", &path))?;
+        }
+    }
+    Ok(())
+}
+
 /// The snapshot an install in progress is installing: its presence marks
 /// the install.
 pub fn installing_marker(dir: &Path) -> PathBuf {
@@ -695,6 +718,31 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
+
+    /// A build a stopped process left is removed at open; the current and
+    /// installing snapshots and other files stay.
+    #[test]
+    fn the_files_of_builds_a_stopped_process_left_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = [
+            "building-4242-0.tmp",
+            "building-7-13.tmp",
+            CURRENT_FILE,
+            INSTALLING_FILE,
+            "building-notes.txt",
+        ];
+        for name in names {
+            std::fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        remove_unfinished_builds(dir.path()).unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["building-notes.txt", CURRENT_FILE, INSTALLING_FILE]);
+        remove_unfinished_builds(&dir.path().join("absent")).unwrap();
+    }
     use crate::store::apply::IDEMPOTENCY_WINDOW_MS;
     use crate::store::record::{UnitKind, WriteRecord};
 

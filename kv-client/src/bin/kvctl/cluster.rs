@@ -49,6 +49,13 @@ async fn status(client: &Client, printer: &Printer) -> Result<(), Failure> {
         ("last_log_index", status.last_log_index.to_string()),
         ("snapshot_index", status.snapshot_index.to_string()),
         ("alarms", alarm_summary(&status.alarms)),
+        (
+            "disk",
+            status
+                .space
+                .as_ref()
+                .map_or_else(|| "-".to_string(), disk_summary),
+        ),
     ])?;
     printer.line("")?;
     printer.table(
@@ -109,6 +116,25 @@ pub async fn alarm(
 }
 
 /// `none`, or each alarm as `NOSPACE (node 2)`.
+/// The answering node's disk in one line: what it holds against its
+/// quota, what is free against its floor, and a limit it crosses.
+fn disk_summary(space: &schemas::api::NodeSpace) -> String {
+    let figure =
+        |bytes: Option<u64>| bytes.map_or_else(|| "?".to_string(), |bytes| format!("{bytes} B"));
+    let mut summary = match space.quota_bytes {
+        0 => format!("{} used (no quota)", figure(space.used_bytes)),
+        quota => format!("{} used of a {quota} B quota", figure(space.used_bytes)),
+    };
+    summary.push_str(&match space.min_free_bytes {
+        0 => format!(", {} free", figure(space.free_bytes)),
+        floor => format!(", {} free (floor {floor} B)", figure(space.free_bytes)),
+    });
+    for crossed in [&space.over_limit, &space.disk_full].into_iter().flatten() {
+        summary.push_str(&format!("; {crossed}"));
+    }
+    summary
+}
+
 fn alarm_summary(alarms: &[Alarm]) -> String {
     if alarms.is_empty() {
         return "none".to_string();
