@@ -379,6 +379,16 @@ fn a_failing_background_pass_is_counted_not_hidden() {
     assert_eq!(status.last_success_ms, None);
 }
 
+/// A topic of `config` in `dir` holding a put of `k` at 10 s in a closed
+/// segment, and its delete at 20 s in the active one.
+fn put_then_delete_in_the_active_segment(dir: &std::path::Path, config: TopicConfig) -> Topic {
+    let topic = Topic::open(dir, config).unwrap();
+    topic.append(&[Record::put(1, 10_000, "k", "v")]).unwrap();
+    topic.roll().unwrap();
+    topic.append(&[Record::tombstone(2, 20_000, "k")]).unwrap();
+    topic
+}
+
 #[test]
 fn an_idle_active_segment_rolls_once_it_is_segment_ms_old_so_what_it_deletes_is_cleaned() {
     let dir = tempfile::tempdir().unwrap();
@@ -387,10 +397,7 @@ fn an_idle_active_segment_rolls_once_it_is_segment_ms_old_so_what_it_deletes_is_
         delete_retention_ms: 0,
         ..eager()
     };
-    let topic = Topic::open(dir.path(), config).unwrap();
-    topic.append(&[Record::put(1, 10_000, "k", "v")]).unwrap();
-    topic.roll().unwrap();
-    topic.append(&[Record::tombstone(2, 20_000, "k")]).unwrap();
+    let topic = put_then_delete_in_the_active_segment(dir.path(), config);
     assert!(
         !topic.roll_if_old(20_999).unwrap(),
         "younger than segment_ms"
@@ -429,10 +436,7 @@ fn an_eager_topic_rolls_its_active_segment_once_it_is_min_compaction_lag_old() {
         delete_retention_ms: 0,
         ..eager()
     };
-    let topic = Topic::open(dir.path(), config).unwrap();
-    topic.append(&[Record::put(1, 10_000, "k", "v")]).unwrap();
-    topic.roll().unwrap();
-    topic.append(&[Record::tombstone(2, 20_000, "k")]).unwrap();
+    let topic = put_then_delete_in_the_active_segment(dir.path(), config);
     assert!(!topic.roll_if_old(25_000).unwrap(), "not eager: segment_ms");
     topic.set_eager(true);
     assert!(!topic.roll_if_old(20_999).unwrap(), "younger than the lag");
