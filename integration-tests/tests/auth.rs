@@ -193,6 +193,68 @@ async fn a_follower_passes_on_no_path_that_reads_otherwise_once_sent() {
     assert!(answer.contains("permission_denied"), "{answer}");
 }
 
+/// A request a follower passes on is checked again by the leader, against
+/// its own data: a lease revoke (or read) through a follower that had not
+/// yet seen a key attached was allowed by the follower's copy of the lease
+/// (no keys), and the leader revoked the key the token may not write.
+#[tokio::test]
+async fn a_request_passed_on_is_checked_against_the_leaders_data() {
+    const SLOW: u64 = 3;
+    let mut proxy = None;
+    let mut cluster = TestCluster::start_routed(
+        3,
+        &["--auth", "--election-timeout-ms", "3000"],
+        &mut |id, peer_port| {
+            (id == SLOW).then(|| {
+                let started =
+                    integration_tests::CuttingProxy::start(([127, 0, 0, 1], peer_port).into());
+                let url = started.url();
+                proxy = Some(started);
+                url
+            })
+        },
+    )
+    .await;
+    let proxy = proxy.expect("the slow node was routed");
+    let tokens = set_up(&cluster).await;
+    if cluster.leader().await == SLOW {
+        cluster.node_mut(SLOW).stop().await;
+        cluster.leader_among(&[SLOW]).await;
+        cluster.node_mut(SLOW).restart().await;
+    }
+    let leader = cluster.node(cluster.leader_among(&[SLOW]).await);
+    let root = Some(tokens.root.as_str());
+    let (status, lease) = send(
+        leader,
+        root,
+        "POST",
+        "/v1/leases",
+        Some(json!({"ttl_s": 300})),
+    )
+    .await;
+    assert_eq!(status, 201, "{lease}");
+    let id = lease["id"].as_u64().expect("a lease id");
+
+    // The slow node hears nothing more from the leader.
+    proxy.slow_to(1);
+    let path = format!("/v1/kv/other/secret?lease={id}");
+    let (status, body) = send(leader, root, "PUT", &path, Some(json!("kept"))).await;
+    assert!(status < 300, "{status} {body}");
+    let slow = cluster.node(SLOW);
+    let writer = Some(tokens.writer.as_str());
+    for method in ["GET", "DELETE"] {
+        let (status, body) = send(slow, writer, method, &format!("/v1/leases/{id}"), None).await;
+        assert_eq!(
+            (status, error_of(&body).0),
+            (403, "permission_denied"),
+            "{method} of a lease holding other/secret: {body}"
+        );
+    }
+    proxy.slow_to(0);
+    let (status, body) = send(leader, root, "GET", "/v1/kv/other/secret", None).await;
+    assert_eq!((status, &body["value"]), (200, &json!("kept")), "{body}");
+}
+
 /// An expected status; `OK` stands for any 2xx, `SKIP` for "not tried".
 const OK: u16 = 200;
 const SKIP: u16 = 0;

@@ -29,7 +29,7 @@ use tracing::info;
 use crate::acl::principal::Principal;
 use crate::acl::secret;
 use crate::api::error::ApiError;
-use crate::api::AppState;
+use crate::api::{AppState, InternalRequest, PassedOn};
 
 /// Who a request comes from, as the handlers that filter keys see it.
 #[derive(Clone, Debug)]
@@ -138,6 +138,28 @@ pub fn needs(
         // A route added without a rule here is for admins until it has one.
         Some(_) => Needs::Admin("use this route"),
     }
+}
+
+/// Middleware of the peer port, with `--auth`: a client's request another
+/// node passed on (it carries the client's token) is checked again here,
+/// against this node's tokens, roles and data, which the write goes by.
+/// The node that passed it on checked its own copy, which may lag the
+/// leader's: a lease's keys (a revoke of keys the token may not write), a
+/// token or role changed since. A node's own calls (no token: a look at
+/// the cluster or its space, the name server's writes) are the nodes'.
+pub async fn check_passed_on(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let extensions = request.extensions();
+    let clients = extensions.get::<PassedOn>().is_some()
+        && extensions.get::<InternalRequest>().is_none()
+        && request.headers().contains_key(header::AUTHORIZATION);
+    if !clients {
+        return next.run(request).await;
+    }
+    check(State(state), request, next).await
 }
 
 /// Middleware of the client port: with `--auth`, 401 without a known token,

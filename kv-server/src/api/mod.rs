@@ -229,7 +229,14 @@ pub fn peer_router(state: AppState) -> Router {
             state.clone(),
             peer::same_cluster,
         ));
-    public_routes(&state)
+    let mut routes = public_routes(&state);
+    if state.config.auth {
+        routes = routes.layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::check_passed_on,
+        ));
+    }
+    routes
         .layer(limits(&state.config))
         .merge(raft::routes(&state.config))
         .route(
