@@ -148,6 +148,8 @@ where
     if leader == Leader::This
         || relays_here(&state, &leader, &request)
         || !reads_the_same_once_sent(request.uri())
+        // Sent, a CONNECT names an authority, not this path.
+        || request.method() == Method::CONNECT
     {
         return serve_here(inner, request).await;
     }
@@ -215,16 +217,24 @@ fn relays_here(state: &AppState, leader: &Leader, request: &Request) -> bool {
 
 /// Whether `uri` names the same path and query once it is sent on: sent,
 /// a URL loses its dot segments (`.`, `..`, percent-encoded too) and
-/// reads `\` as `/`, which the routes here never do.
+/// reads `\` as `/`, which the routes here never do; and it is encoded
+/// again (a `'` becomes `%27`), which must leave it within what an HTTP
+/// request may carry, or it would never be sent.
 fn reads_the_same_once_sent(uri: &axum::http::Uri) -> bool {
     let path_and_query = uri.path_and_query().map_or("/", |path| path.as_str());
     let Ok(sent) = reqwest::Url::parse(&format!("http://leader{path_and_query}")) else {
         return false;
     };
     let decoded = |text: &str| percent_encoding::percent_decode_str(text).collect::<Vec<u8>>();
-    decoded(sent.path()) == decoded(uri.path())
+    let sent_target = sent.path().len() + sent.query().map_or(0, |query| query.len() + 1);
+    sent_target <= MAX_SENT_TARGET_BYTES
+        && decoded(sent.path()) == decoded(uri.path())
         && decoded(sent.query().unwrap_or("")) == decoded(uri.query().unwrap_or(""))
 }
+
+/// The longest path and query passed on: the `http` crate's limit for a
+/// URI, less room for the leader's address in front of it.
+const MAX_SENT_TARGET_BYTES: usize = 65_534 - 256;
 
 /// The outcome of passing a request on.
 enum Sent {
@@ -383,6 +393,10 @@ mod tests {
         ] {
             assert!(!same(changed), "{changed}");
         }
+        // Within the limit as received, past it once encoded again.
+        let quoted = format!("/v1/leases?{}", "'".repeat(22_000));
+        assert!(!same(&quoted));
+        assert!(same(&format!("/v1/leases?{}", "a".repeat(22_000))));
     }
     use crate::api::test_peers::{closed_port, peer_client, silent_peer};
 
