@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use integration_tests::{call, error_of, TestServer};
+use integration_tests::{call, error_of, CuttingProxy, TestCluster, TestServer};
 use serde_json::json;
 
 #[tokio::test]
@@ -116,4 +116,66 @@ async fn futures_join<T>(handles: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
         out.push(handle.await.unwrap());
     }
     out
+}
+
+/// A conditional write relayed by a follower behind the leader, refused
+/// (412) for a revision the follower has not applied yet, carries an
+/// `X-Kv-Revision` no lower than the revision its `ETag` names: the
+/// follower stamped its own, lower one.
+#[tokio::test]
+async fn a_refused_write_through_a_lagging_follower_names_no_revision_below_its_etag() {
+    const SLOW: u64 = 3;
+    let mut proxy = None;
+    let mut cluster = TestCluster::start_routed(
+        3,
+        &["--election-timeout-ms", "3000"],
+        &mut |id, peer_port| {
+            (id == SLOW).then(|| {
+                let started = CuttingProxy::start(([127, 0, 0, 1], peer_port).into());
+                let url = started.url();
+                proxy = Some(started);
+                url
+            })
+        },
+    )
+    .await;
+    let proxy = proxy.expect("the slow node was routed");
+    if cluster.leader().await == SLOW {
+        cluster.node_mut(SLOW).stop().await;
+        cluster.leader_among(&[SLOW]).await;
+        cluster.node_mut(SLOW).restart().await;
+    }
+    let leader = cluster.node(cluster.leader_among(&[SLOW]).await);
+    let (status, _) = call(leader, "PUT", "/v1/kv/cas/k", Some(json!(1))).await;
+    assert_eq!(status, 201);
+    cluster.wait_converged().await;
+
+    // The slow node hears nothing more from the leader.
+    proxy.slow_to(1);
+    let (status, _) = call(leader, "PUT", "/v1/kv/cas/k", Some(json!(2))).await;
+    assert_eq!(status, 200);
+    let slow = cluster.node(SLOW);
+    let answer = slow
+        .client()
+        .put(slow.url("/v1/kv/cas/k"))
+        .header("if-match", "\"1\"")
+        .json(&json!(3))
+        .send()
+        .await
+        .expect("the follower answers");
+    assert_eq!(answer.status(), 412);
+    let header = |name: &str| -> u64 {
+        answer.headers()[name]
+            .to_str()
+            .unwrap()
+            .trim_matches('"')
+            .parse()
+            .unwrap()
+    };
+    let (etag, revision) = (header("etag"), header("x-kv-revision"));
+    assert!(
+        revision >= etag,
+        "X-Kv-Revision {revision} below ETag {etag}"
+    );
+    proxy.slow_to(0);
 }

@@ -111,7 +111,16 @@ where
         let mut this = self.project();
         let Ok(mut response) = ready!(this.inner.as_mut().poll(cx));
         if !response.headers().contains_key(REVISION_HEADER) {
-            let revision = HeaderValue::from(this.state.store.revision());
+            // Never below the revision the answer names: a write relayed
+            // to the leader may answer (a 412's ETag) from further along
+            // than this node has applied.
+            let named = response
+                .headers()
+                .get(axum::http::header::ETAG)
+                .and_then(|etag| etag.to_str().ok())
+                .and_then(|etag| etag.trim_matches('"').parse::<u64>().ok())
+                .unwrap_or(0);
+            let revision = HeaderValue::from(this.state.store.revision().max(named));
             response.headers_mut().insert(REVISION_HEADER, revision);
         }
         let elapsed = this.started.elapsed();
