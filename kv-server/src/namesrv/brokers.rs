@@ -125,7 +125,7 @@ pub async fn register(ns: &NameServer, request: &RemotingCommand) -> Handled {
         if live.broker_addr != identity.broker_addr && old > new {
             warn!(group = %identity.broker_name, id = identity.broker_id, live = %live.broker_addr, live_state_version = old, broker = %identity.broker_addr, state_version = new, "registration older than the live one at another address: ignored");
             // Apache tells such a broker no master.
-            return answer_with_order_topics(ns, request);
+            return answer_with_order_topics(ns, request, &identity);
         }
     } else if body.topic_config_serialize_wrapper.topic_config_table.len() == 1 {
         // Apache's rule: a single topic's registration (a broker's
@@ -392,12 +392,12 @@ async fn write_whole(
 }
 
 /// Apache's answer to a registration: the group master's addresses for a
-/// slave, and the ordered topics' configs. Without a registered master
-/// (and for a master) the two fields are left out, as Apache leaves them
+/// slave, and the ordered topics' configs. For a slave without a
+/// registered master the two fields are left out, as Apache leaves them
 /// null: a Java slave takes an empty address as its master's and fails to
 /// connect to it, where null keeps the master it had.
 fn answer_registration(ns: &NameServer, request: &RemotingCommand, identity: &Identity) -> Handled {
-    let mut answer = answer_with_order_topics(ns, request)?;
+    let mut answer = answer_with_order_topics(ns, request, identity)?;
     if identity.broker_id != 0 {
         if let Some((master, _)) = stored(ns, &keys::broker(&identity.broker_name, 0))? {
             answer
@@ -412,9 +412,22 @@ fn answer_registration(ns: &NameServer, request: &RemotingCommand, identity: &Id
 }
 
 /// A registration's answer with the ordered topics' configs, which Apache
-/// gives every registration it answers.
-fn answer_with_order_topics(ns: &NameServer, request: &RemotingCommand) -> Handled {
+/// gives every registration it answers. A master is told both addresses
+/// empty, as rocketmq-rust's name server tells it: a Java master reads
+/// neither, and rocketmq-rust refuses an answer whose header has no
+/// fields at all (Apache's, both null, is an empty object, which this
+/// codec does not write).
+fn answer_with_order_topics(
+    ns: &NameServer,
+    request: &RemotingCommand,
+    identity: &Identity,
+) -> Handled {
     let mut answer = request.answer(0, None);
+    if identity.broker_id == 0 {
+        for field in ["masterAddr", "haServerAddr"] {
+            answer.ext_fields.insert(field.into(), String::new());
+        }
+    }
     let order = view::kv_table(&ns.state.store, ORDER_TOPIC_CONFIG)?;
     if !order.is_empty() {
         answer.body = json_body(&schemas::remoting::KvTable { table: order });
