@@ -329,13 +329,14 @@ async fn damage_in_a_closed_topic_segment_found_by_a_snapshot_stops_the_node_say
 }
 
 /// The topic's last segment removed under a snapshot that covers its
-/// records, with the view kept or gone too: the snapshot holds them (it
-/// was built from the topic once durable) and is laid down again, the
-/// raft log re-applies what came after, and every acknowledged write
-/// reads back.
+/// records, with the view kept or gone too, or rebuilt offline: the
+/// snapshot holds them (it was built from the topic once durable) and is
+/// laid down again, the raft log re-applies what came after, and every
+/// acknowledged write reads back. The offline rebuild leaves no view
+/// directory behind but the one in use.
 #[tokio::test]
 async fn a_last_topic_segment_lost_under_a_snapshot_is_laid_down_again_from_it() {
-    for view_too in [false, true] {
+    for (view_too, offline) in [(false, false), (true, false), (false, true)] {
         let mut server = purging_server().await;
         let covered = write_until_a_snapshot_covers_the_last(&server, "snapped").await;
         let mut acknowledged: BTreeMap<String, Value> = (0..covered)
@@ -363,6 +364,16 @@ async fn a_last_topic_segment_lost_under_a_snapshot_is_laid_down_again_from_it()
         std::fs::remove_file(&active).unwrap();
         if view_too {
             std::fs::remove_dir_all(server.data_dir().join("view")).unwrap();
+        }
+        if offline {
+            server.rebuild_view_offline().await;
+            let mut views: Vec<String> = std::fs::read_dir(server.data_dir())
+                .unwrap()
+                .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|name| name.starts_with("view"))
+                .collect();
+            views.sort();
+            assert_eq!(views, ["view-1", "view.current"], "one view, named");
         }
         server.spawn();
         server.wait_ready().await;

@@ -350,6 +350,9 @@ pub fn rebuild(data_dir: &std::path::Path) -> Result<(u64, u64), ServerError> {
         .inspect_err(|_| {
             tracing::warn!(view = %dirs.view.display(), "the rebuild failed: the view in use is left as it was");
         })?;
+    // Laying the current snapshot down again (a topic that ends before
+    // it) builds the view one directory further: it comes back here.
+    crate::store::view::ViewDirs::new(&next).collapse_into_base()?;
     view_dirs.switch_to(&next)?;
     view_dirs.remove_stale()?;
     Ok(answer)

@@ -115,6 +115,23 @@ impl ViewDirs {
         Ok(())
     }
 
+    /// Makes the view in use live in the base directory again, with no
+    /// pointer: for a view built under a base of its own (`kv-server
+    /// rebuild` builds `data/view-<n>`), which an install during the build
+    /// moved to `<base>-1`. Nothing when the base is in use. The view must
+    /// be closed.
+    pub fn collapse_into_base(&self) -> Result<(), StoreError> {
+        let current = self.current()?;
+        if current != self.base {
+            remove_dir_if_exists(&self.base)?;
+            std::fs::rename(&current, &self.base).map_err(StoreError::io("rename", &current))?;
+            fsutil::remove_if_exists(&self.pointer())?;
+            self.remove_stale()?;
+            fsutil::fsync_dir(self.parent())?;
+        }
+        Ok(())
+    }
+
     /// Removes every view directory but the one in use.
     pub fn remove_stale(&self) -> Result<(), StoreError> {
         let current = self.current_generation()?;
@@ -186,6 +203,28 @@ mod tests {
             .collect();
         left.sort();
         assert_eq!(left, ["view-1", "view-x", "view.current", "viewer"]);
+    }
+
+    #[test]
+    fn a_view_moved_by_an_install_is_collapsed_into_its_base() {
+        let root = tempfile::tempdir().unwrap();
+        let base = root.path().join("view-3");
+        let dirs = ViewDirs::new(&base);
+        dirs.collapse_into_base().unwrap();
+        std::fs::create_dir_all(&base).unwrap();
+        let next = dirs.next().unwrap();
+        std::fs::create_dir_all(&next).unwrap();
+        std::fs::write(next.join("db"), b"the view").unwrap();
+        dirs.switch_to(&next).unwrap();
+
+        dirs.collapse_into_base().unwrap();
+        assert_eq!(dirs.current().unwrap(), base);
+        assert_eq!(std::fs::read(base.join("db")).unwrap(), b"the view");
+        let left: Vec<String> = std::fs::read_dir(root.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, ["view-3"]);
     }
 
     #[test]
