@@ -63,6 +63,38 @@ impl TestCluster {
         TestCluster::start_inner(size, extra_args, None, route, &mut |_, _, _| {}).await
     }
 
+    /// Three nodes as [`TestCluster::start`] starts them with `extra_args`
+    /// and a 3 s election timeout, the others reaching node 3's peer port
+    /// through a [`crate::CuttingProxy`], and a leader other than node 3:
+    /// `proxy.slow_to(1)` then keeps node 3 from hearing the leader (it
+    /// applies nothing more) while it can still pass requests on to it.
+    /// Gives the cluster, the proxy and the leader.
+    pub async fn start_with_a_follower_behind_a_proxy(
+        extra_args: &[&str],
+    ) -> (TestCluster, crate::CuttingProxy, u64) {
+        const BEHIND: u64 = 3;
+        let mut args = vec!["--election-timeout-ms", "3000"];
+        args.extend_from_slice(extra_args);
+        let mut proxy = None;
+        let mut cluster = TestCluster::start_routed(3, &args, &mut |id, peer_port| {
+            (id == BEHIND).then(|| {
+                let started = crate::CuttingProxy::start(([127, 0, 0, 1], peer_port).into());
+                let url = started.url();
+                proxy = Some(started);
+                url
+            })
+        })
+        .await;
+        let proxy = proxy.expect("node 3 was routed through the proxy");
+        if cluster.leader().await == BEHIND {
+            cluster.node_mut(BEHIND).stop().await;
+            cluster.leader_among(&[BEHIND]).await;
+            cluster.node_mut(BEHIND).restart().await;
+        }
+        let leader = cluster.leader_among(&[BEHIND]).await;
+        (cluster, proxy, leader)
+    }
+
     /// Starts `size` nodes as [`TestCluster::start`] does, whose ports
     /// speak TLS as `tls` says (`extra_args` hold the nodes' TLS flags);
     /// the `--peers` URLs and the harness's clients follow it.

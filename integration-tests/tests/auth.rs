@@ -200,29 +200,10 @@ async fn a_follower_passes_on_no_path_that_reads_otherwise_once_sent() {
 #[tokio::test]
 async fn a_request_passed_on_is_checked_against_the_leaders_data() {
     const SLOW: u64 = 3;
-    let mut proxy = None;
-    let mut cluster = TestCluster::start_routed(
-        3,
-        &["--auth", "--election-timeout-ms", "3000"],
-        &mut |id, peer_port| {
-            (id == SLOW).then(|| {
-                let started =
-                    integration_tests::CuttingProxy::start(([127, 0, 0, 1], peer_port).into());
-                let url = started.url();
-                proxy = Some(started);
-                url
-            })
-        },
-    )
-    .await;
-    let proxy = proxy.expect("the slow node was routed");
+    let (cluster, proxy, leader) =
+        TestCluster::start_with_a_follower_behind_a_proxy(&["--auth"]).await;
     let tokens = set_up(&cluster).await;
-    if cluster.leader().await == SLOW {
-        cluster.node_mut(SLOW).stop().await;
-        cluster.leader_among(&[SLOW]).await;
-        cluster.node_mut(SLOW).restart().await;
-    }
-    let leader = cluster.node(cluster.leader_among(&[SLOW]).await);
+    let leader = cluster.node(leader);
     let root = Some(tokens.root.as_str());
     let (status, lease) = send(
         leader,

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use integration_tests::{call, error_of, CuttingProxy, TestCluster, TestServer};
+use integration_tests::{call, error_of, TestCluster, TestServer};
 use serde_json::json;
 
 #[tokio::test]
@@ -125,27 +125,8 @@ async fn futures_join<T>(handles: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
 #[tokio::test]
 async fn a_refused_write_through_a_lagging_follower_names_no_revision_below_its_etag() {
     const SLOW: u64 = 3;
-    let mut proxy = None;
-    let mut cluster = TestCluster::start_routed(
-        3,
-        &["--election-timeout-ms", "3000"],
-        &mut |id, peer_port| {
-            (id == SLOW).then(|| {
-                let started = CuttingProxy::start(([127, 0, 0, 1], peer_port).into());
-                let url = started.url();
-                proxy = Some(started);
-                url
-            })
-        },
-    )
-    .await;
-    let proxy = proxy.expect("the slow node was routed");
-    if cluster.leader().await == SLOW {
-        cluster.node_mut(SLOW).stop().await;
-        cluster.leader_among(&[SLOW]).await;
-        cluster.node_mut(SLOW).restart().await;
-    }
-    let leader = cluster.node(cluster.leader_among(&[SLOW]).await);
+    let (cluster, proxy, leader) = TestCluster::start_with_a_follower_behind_a_proxy(&[]).await;
+    let leader = cluster.node(leader);
     let (status, _) = call(leader, "PUT", "/v1/kv/cas/k", Some(json!(1))).await;
     assert_eq!(status, 201);
     cluster.wait_converged().await;
