@@ -891,13 +891,26 @@ async fn a_joining_node_killed_before_its_promotion_is_promoted_once_it_starts_a
     let mut joiner = TestServer::unstarted(2, joiner_port, joiner_peer_port, &["--join", &via]);
     joiner.spawn();
 
+    // Added as a learner, the add held, and the learner has the log (a
+    // node killed before any entry reached it starts again as a new
+    // joiner, not as the learner this test is about).
+    let has_log = |node: &TestServer| {
+        let url = node.url("/v1/cluster");
+        async move {
+            get(&url, Duration::from_secs(10))
+                .await
+                .ok()
+                .is_some_and(|(_, body)| body["last_log_index"].as_u64().unwrap_or(0) > 0)
+        }
+    };
     let deadline = Instant::now() + Duration::from_secs(30);
     while !(members_of(&leader).await.contains(&(2, false))
-        && leader.log_contains("KV_DELAY_AT reached"))
+        && leader.log_contains("KV_DELAY_AT reached")
+        && has_log(&joiner).await)
     {
         assert!(
             Instant::now() < deadline,
-            "node 2 was not added as a learner, the add held: {:?}",
+            "node 2 was not added as a learner with the log, the add held: {:?}",
             members_of(&leader).await
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
