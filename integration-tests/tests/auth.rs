@@ -236,6 +236,54 @@ async fn a_request_passed_on_is_checked_against_the_leaders_data() {
     assert_eq!((status, &body["value"]), (200, &json!("kept")), "{body}");
 }
 
+/// A key-value write a follower relays to the leader (as a command, not
+/// as the request) is checked again by the leader, against its own tokens
+/// and roles: a token revoked, or a grant withdrawn, on the leader writes
+/// nothing through a follower that has not yet applied the change.
+#[tokio::test]
+async fn a_write_relayed_by_a_lagging_follower_is_checked_by_the_leader() {
+    const SLOW: u64 = 3;
+    let (cluster, proxy, leader) =
+        TestCluster::start_with_a_follower_behind_a_proxy(&["--auth"]).await;
+    let tokens = set_up(&cluster).await;
+    let leader = cluster.node(leader);
+    let slow = cluster.node(SLOW);
+    let root = Some(tokens.root.as_str());
+    let writer = Some(tokens.writer.as_str());
+    let other = Some(tokens.other.as_str());
+    for (token, key) in [(writer, "app/before"), (other, "other/before")] {
+        let path = format!("/v1/kv/{key}");
+        let (status, body) = send(slow, token, "PUT", &path, Some(json!(1))).await;
+        assert!(status < 300, "{key} through the follower: {status} {body}");
+    }
+
+    // The slow node hears nothing more from the leader.
+    proxy.slow_to(1);
+    let (status, body) = send(leader, root, "DELETE", "/v1/acl/tokens/writer", None).await;
+    assert!(status < 300, "{status} {body}");
+    let narrowed =
+        json!({"name": "other", "permissions": [{"prefix": "elsewhere/", "access": "readwrite"}]});
+    let (status, body) = send(leader, root, "PUT", "/v1/acl/roles/other", Some(narrowed)).await;
+    assert!(status < 300, "{status} {body}");
+    let (status, body) = send(slow, writer, "PUT", "/v1/kv/app/after", Some(json!(2))).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("unauthenticated")),
+        "a revoked token's write through the lagging follower: {body}"
+    );
+    let (status, body) = send(slow, other, "DELETE", "/v1/kv/other/before", None).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("permission_denied")),
+        "a withdrawn grant's delete through the lagging follower: {body}"
+    );
+    proxy.slow_to(0);
+    let (status, body) = send(leader, root, "GET", "/v1/kv/app/after", None).await;
+    assert_eq!(status, 404, "the refused put wrote nothing: {body}");
+    let (status, body) = send(leader, root, "GET", "/v1/kv/other/before", None).await;
+    assert_eq!((status, &body["value"]), (200, &json!(1)), "{body}");
+}
+
 /// An expected status; `OK` stands for any 2xx, `SKIP` for "not tried".
 const OK: u16 = 200;
 const SKIP: u16 = 0;

@@ -267,7 +267,7 @@ async fn a_followers_writes_reach_the_leader_as_commands_many_to_a_request() {
         "the leader served the follower's writes as HTTP requests"
     );
     assert!(
-        leader_page.contains(r#"route="/raft/propose",method="POST",status="200""#),
+        leader_page.contains(r#"route="/raft/relay",method="POST",status="200""#),
         "the leader took relayed commands"
     );
     let revisions: BTreeSet<u64> = acked.values().map(|(_, revision)| *revision).collect();

@@ -398,7 +398,7 @@ pub async fn raise_when_over(state: AppState) {
                 reason: breach.to_string(),
             },
         };
-        match propose_or_relay(&state, command).await {
+        match propose_or_relay(&state, command, None).await {
             Ok(_) => {
                 raised_at = Some(tokio::time::Instant::now());
                 warn!(%breach, "raised the NOSPACE alarm: writes that add data are refused")

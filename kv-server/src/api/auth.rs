@@ -63,6 +63,53 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     }
 }
 
+/// The hash of the token a request presented, left in the request beside
+/// its [`Caller`]. A follower relays a key-value write to the leader as a
+/// command (see `relay`), not as the request, and names this with it, so
+/// that the leader checks the write again against its own tokens and
+/// roles, which a follower's copy may lag.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credential(pub Arc<str>);
+
+/// The request's [`Credential`], if it presented a token that was checked.
+pub struct Presented(pub Option<Credential>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Presented {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Presented(parts.extensions.get::<Credential>().cloned()))
+    }
+}
+
+/// The leader's check of a key-value write a follower relayed for the
+/// token `credential` names (none: the follower's own write, or a follower
+/// without `--auth`), against this node's tokens and roles: 401 for a
+/// token it does not know, 403 for a key the token may not write. Without
+/// `--auth` here, nothing is checked.
+pub fn check_relayed(
+    state: &AppState,
+    credential: Option<&str>,
+    command: &crate::types::Command,
+) -> Result<(), ApiError> {
+    let (true, Some(hash)) = (state.config.auth, credential) else {
+        return Ok(());
+    };
+    let principal = state.tokens.resolve(&state.store, hash)?.ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::Unauthenticated,
+            "the token is not known to the leader: revoked, or never made",
+        )
+    })?;
+    let allowed = match &command.op {
+        crate::types::Op::Put { key, .. } | crate::types::Op::Delete { key, .. } => {
+            principal.check_key(Access::ReadWrite, key)
+        }
+        _ => principal.check_admin("relay this write"),
+    };
+    allowed.map_err(|refusal| ApiError::new(ErrorCode::PermissionDenied, refusal))
+}
+
 /// What a route needs of the caller.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Needs {
@@ -191,8 +238,8 @@ pub async fn check(State(state): State<AppState>, request: Request, next: Next) 
     }
     // Read before the token is: an ACL change from here on is seen below.
     let acl_generation = state.store.acl_generation();
-    let principal = match authenticate(&state, &parts.headers) {
-        Ok(principal) => principal,
+    let (principal, hash) = match authenticated(&state, &parts.headers) {
+        Ok(found) => found,
         Err(error) => return error.into_response(),
     };
     if let (Some(route), Some(rejection)) = (route.as_deref(), unreadable) {
@@ -265,6 +312,7 @@ pub async fn check(State(state): State<AppState>, request: Request, next: Next) 
     parts
         .extensions
         .insert(Caller::Token(Arc::clone(&principal)));
+    parts.extensions.insert(Credential(hash.into()));
     let response = next.run(Request::from_parts(parts, body)).await;
     match headers {
         // A read (a long-poll may wait minutes) during which the ACL
@@ -383,6 +431,15 @@ fn authenticate(
     state: &AppState,
     headers: &axum::http::HeaderMap,
 ) -> Result<Arc<Principal>, ApiError> {
+    authenticated(state, headers).map(|(principal, _)| principal)
+}
+
+/// The token of `Authorization: Bearer <secret>`, resolved, and the hash
+/// of its secret.
+fn authenticated(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+) -> Result<(Arc<Principal>, String), ApiError> {
     let unauthenticated = |message: &str| ApiError::new(ErrorCode::Unauthenticated, message);
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Err(unauthenticated(
@@ -398,10 +455,12 @@ fn authenticate(
         .ok_or_else(|| {
             unauthenticated("the Authorization header is not \"Bearer <token>\" with a token this cluster makes")
         })?;
-    state
+    let hash = secret::hash(secret);
+    let principal = state
         .tokens
-        .resolve(&state.store, &secret::hash(secret))?
-        .ok_or_else(|| unauthenticated("the token is not known here: revoked, or never made"))
+        .resolve(&state.store, &hash)?
+        .ok_or_else(|| unauthenticated("the token is not known here: revoked, or never made"))?;
+    Ok((principal, hash))
 }
 
 /// What follows the `Bearer` scheme of an `Authorization` value; the

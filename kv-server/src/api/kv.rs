@@ -11,6 +11,7 @@ use axum::{Json, Router};
 use schemas::api::{is_metadata_key, ErrorCode, KeyList, KeyValue};
 use serde_json::value::RawValue;
 
+use crate::api::auth::Presented;
 use crate::api::error::ApiError;
 use crate::api::long_polls::LongPollGate;
 use crate::api::params::{page_bounds, path_capture, Blocking, Consistency, Query, LIST_PAGE};
@@ -66,6 +67,7 @@ fn key_from_path(path: Result<Path<String>, PathRejection>) -> Result<String, Ap
 /// key is attached to that lease (and ends with it), without, detached.
 async fn put_key(
     State(state): State<AppState>,
+    Presented(credential): Presented,
     path: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
@@ -100,13 +102,14 @@ async fn put_key(
             lease,
         },
     };
-    let result = propose_or_relay(&state, command).await?;
+    let result = propose_or_relay(&state, command, credential).await?;
     Ok(write_response(&key, condition, result))
 }
 
 /// `DELETE /v1/kv/{key}`: appends a tombstone.
 async fn delete_key(
     State(state): State<AppState>,
+    Presented(credential): Presented,
     path: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
@@ -132,7 +135,7 @@ async fn delete_key(
             condition,
         },
     };
-    let result = propose_or_relay(&state, command).await?;
+    let result = propose_or_relay(&state, command, credential).await?;
     Ok(write_response(&key, condition, result))
 }
 

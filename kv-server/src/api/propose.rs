@@ -5,6 +5,7 @@ use std::time::Duration;
 use schemas::api::ErrorCode;
 
 use crate::api::alarms::{refuse_without_room, refused_at_apply};
+use crate::api::auth::Credential;
 use crate::api::batcher::WriteFailed;
 use crate::api::error::ApiError;
 use crate::api::leader::{known_leader, Leader};
@@ -17,10 +18,13 @@ use crate::write_budget::{serialized_len, WritePermit, ADMIT_WAIT};
 /// leader, so the answer reads its own write there. On a follower the
 /// command is relayed to the leader (see `relay`); on the leader it is
 /// proposed here ([`propose`]). Only the key-value writes, which a
-/// follower serves itself (see `forward`), come this way.
+/// follower serves itself (see `forward`), come this way. `credential` is
+/// the token the client presented, which the leader checks the relayed
+/// command against again (none for the node's own writes).
 pub async fn propose_or_relay(
     state: &AppState,
     command: Command,
+    credential: Option<Credential>,
 ) -> Result<CommandResult, ApiError> {
     let Some(Leader::Other { peer_addr, .. }) = known_leader(state) else {
         return propose(state, command).await;
@@ -33,7 +37,7 @@ pub async fn propose_or_relay(
     let timeout = Duration::from_millis(state.config.request_timeout_ms);
     let deadline = tokio::time::Instant::now() + timeout;
     let permit = admit(state, bytes, timeout).await?;
-    let answer = state.relay.submit(command, bytes, permit)?;
+    let answer = state.relay.submit(command, credential, bytes, permit)?;
     match tokio::time::timeout_at(deadline, answer).await {
         Err(_) => Err(ApiError::unavailable(
             "the leader did not answer the write in time; it may or may not have taken effect",

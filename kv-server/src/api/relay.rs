@@ -6,9 +6,11 @@
 //! `--auth`) the caller's rights are checked, and the command is built.
 //! Only the proposal is the leader's: the command joins this node's relay
 //! queue, and one task sends what is queued to the leader's peer port
-//! (`POST /raft/propose`, postcard), a batch per request while at most
+//! (`POST /raft/relay`, postcard), a batch per request while at most
 //! `--max-proposals-in-flight` ([`RELAYS_IN_FLIGHT`] unless given) batches
-//! are out. The leader proposes each command through its own
+//! are out. The leader checks each command again against its own tokens
+//! and roles (a command names the hash of its client's token: a follower's
+//! copy of the ACL may lag the leader's), proposes it through its own
 //! [`Batcher`](crate::api::batcher::Batcher) and answers each with its
 //! result or its error. Passing the HTTP request whole (see
 //! [`crate::api::forward`]) costs the leader one request per write; this
@@ -38,6 +40,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::debug;
 
+use crate::api::auth::{check_relayed, Credential};
 use crate::api::batcher::{run_batches, MAX_ENTRY_BYTES};
 use crate::api::error::ApiError;
 use crate::api::leader::{await_leader, known_leader, leader_of, Leader};
@@ -54,8 +57,21 @@ const RELAY_ATTEMPTS: usize = 3;
 /// Time a batch is given beyond the leader's own request timeout, for the
 /// hop itself.
 const RELAY_SLACK: Duration = Duration::from_secs(1);
-/// The leader's route for relayed commands.
-pub const PROPOSE_PATH: &str = "/raft/propose";
+/// The leader's route for relayed commands. (Builds before the commands
+/// named their token used `/raft/propose`; either side answers the other's
+/// route 404, and the follower then passes writes whole.)
+pub const PROPOSE_PATH: &str = "/raft/relay";
+
+/// A relayed command as it crosses: the command, and the hash of the token
+/// its client presented to the follower (none without `--auth` there, or
+/// for the node's own writes).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Proposal<C = Command, T = String> {
+    /// The command to propose.
+    pub command: C,
+    /// The token's hash, for the leader's own check.
+    pub token: Option<T>,
+}
 
 /// What a waiter of a relayed command gets back.
 #[derive(Debug)]
@@ -109,6 +125,8 @@ impl Answer {
 /// A command waiting to be relayed.
 struct Pending {
     command: Command,
+    /// The client's token, which the leader checks the command against.
+    credential: Option<Credential>,
     /// Its size, as the write budget counted it.
     bytes: usize,
     /// Its room in this node's write budget, held until it is answered.
@@ -181,12 +199,14 @@ impl Relay {
     pub fn submit(
         &self,
         command: Command,
+        credential: Option<Credential>,
         bytes: usize,
         permit: WritePermit,
     ) -> Result<oneshot::Receiver<Relayed>, ApiError> {
         let (reply, answer) = oneshot::channel();
         let pending = Pending {
             command,
+            credential,
             bytes,
             permit,
             reply,
@@ -254,7 +274,13 @@ impl Hop {
                 }
                 return;
             };
-            let commands: Vec<&Command> = batch.iter().map(|pending| &pending.command).collect();
+            let commands: Vec<Proposal<&Command, &str>> = batch
+                .iter()
+                .map(|pending| Proposal {
+                    command: &pending.command,
+                    token: pending.credential.as_ref().map(|token| &*token.0),
+                })
+                .collect();
             let channel = self.peers.channel(peer_addr);
             let route = channel.route(PROPOSE_PATH);
             match send(&channel, &route, self.timeout, &commands).await {
@@ -298,7 +324,7 @@ async fn send(
     channel: &PeerChannel,
     route: &Uri,
     timeout: Duration,
-    commands: &[&Command],
+    commands: &[Proposal<&Command, &str>],
 ) -> Result<Vec<Answer>, Unsent> {
     let addr = channel.url();
     let body = Encoding::Postcard
@@ -360,12 +386,13 @@ fn answer_all(batch: Vec<Pending>, mut answer: impl FnMut() -> Result<CommandRes
     }
 }
 
-/// `POST /raft/propose` on the leader: each command of a follower's batch
-/// proposed here, and answered in order; 503 `not_leader` for the whole
-/// batch when this node does not lead (then none was proposed).
+/// `POST /raft/relay` on the leader: each command of a follower's batch
+/// checked against the token it names, proposed here, and answered in
+/// order; 503 `not_leader` for the whole batch when this node does not
+/// lead (then none was proposed).
 pub async fn propose(
     State(state): State<AppState>,
-    PeerRequest(encoding, commands): PeerRequest<Vec<Command>>,
+    PeerRequest(encoding, proposals): PeerRequest<Vec<Proposal>>,
 ) -> Response {
     match known_leader(&state) {
         Some(Leader::This) => {}
@@ -377,9 +404,11 @@ pub async fn propose(
             .into_response()
         }
     }
-    let proposals = commands
-        .into_iter()
-        .map(|command| crate::api::propose::propose(&state, command));
+    let state = &state;
+    let proposals = proposals.into_iter().map(|proposal| async move {
+        check_relayed(state, proposal.token.as_deref(), &proposal.command)?;
+        crate::api::propose::propose(state, proposal.command).await
+    });
     let answers: Vec<Answer> = futures::future::join_all(proposals)
         .await
         .into_iter()
@@ -420,7 +449,11 @@ mod tests {
         };
         let channel = peer_client(&dir).channel(addr);
         let route = channel.route(PROPOSE_PATH);
-        send(&channel, &route, timeout, &[&command]).await
+        let proposal = Proposal {
+            command: &command,
+            token: None,
+        };
+        send(&channel, &route, timeout, &[proposal]).await
     }
 
     #[tokio::test]
