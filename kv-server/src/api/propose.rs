@@ -46,7 +46,9 @@ pub async fn propose_or_relay(
             "the write failed: its relay dropped it unanswered",
         )),
         Ok(Ok(Relayed::Answered(result))) => result,
-        Ok(Ok(Relayed::LeadHere(command))) => propose(state, command).await,
+        // The relay let go of the command's room; it is admitted again
+        // here, within what is left of the request's time.
+        Ok(Ok(Relayed::LeadHere(command))) => propose_by(state, command, deadline).await,
     }
 }
 
@@ -65,11 +67,21 @@ async fn admit(state: &AppState, bytes: usize, timeout: Duration) -> Result<Writ
 /// the write budget until Raft is done with it, even past a timeout (see
 /// `write_budget`).
 pub async fn propose(state: &AppState, command: Command) -> Result<CommandResult, ApiError> {
+    let timeout = Duration::from_millis(state.config.request_timeout_ms);
+    propose_by(state, command, tokio::time::Instant::now() + timeout).await
+}
+
+/// [`propose`], answered by `deadline`.
+async fn propose_by(
+    state: &AppState,
+    command: Command,
+    deadline: tokio::time::Instant,
+) -> Result<CommandResult, ApiError> {
     let bytes = serialized_len(&command);
     refuse_without_room(state, &command, bytes)?;
     let timeout = Duration::from_millis(state.config.request_timeout_ms);
-    let deadline = tokio::time::Instant::now() + timeout;
-    let permit = admit(state, bytes, timeout).await?;
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    let permit = admit(state, bytes, left).await?;
     // The proposer owns the command and its room from here (see `batcher`).
     let written = state
         .batcher
