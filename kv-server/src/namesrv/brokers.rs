@@ -13,10 +13,11 @@ use std::sync::Arc;
 
 use schemas::api::{MAX_LEASE_TTL_S, MIN_LEASE_TTL_S};
 use schemas::remoting::{
-    body_crc32, DataVersion, QueueData, RegisterBrokerBody, RemotingCommand,
+    body_crc32, BodyError, DataVersion, QueueData, RegisterBrokerBody, RemotingCommand,
     TopicConfigSerializeWrapper,
 };
 use serde_json::json;
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, info, warn};
 
 use crate::namesrv::keys::{self, BrokerRecord};
@@ -78,24 +79,12 @@ pub async fn register(ns: &NameServer, request: &RemotingCommand) -> Handled {
         ))
     };
     // Held until the registration is written: see INFLATED_BUDGET_BYTES.
-    let mut _inflated_weight = None;
-    let body = if request.body.is_empty() {
-        RegisterBrokerBody::default()
-    } else if compressed {
-        let plain = RegisterBrokerBody::inflate(&request.body).map_err(unreadable)?;
-        let weight = inflated_weight(plain.len());
-        if ns.inflated_budget.available_permits() < weight as usize {
-            debug!(broker = %identity.broker_addr, inflated_bytes = plain.len(), "a large registration waits for others to be read");
-        }
-        _inflated_weight = Some(
-            Arc::clone(&ns.inflated_budget)
-                .acquire_many_owned(weight)
-                .await
-                .expect("the budget is never closed"),
-        );
-        RegisterBrokerBody::decode_inflated(&plain).map_err(unreadable)?
+    let (body, _inflated_weight) = if request.body.is_empty() {
+        (RegisterBrokerBody::default(), None)
     } else {
-        RegisterBrokerBody::decode(&request.body, false).map_err(unreadable)?
+        decode_body(ns, request, compressed, &identity.broker_addr)
+            .await?
+            .map_err(unreadable)?
     };
     let wanted = BrokerRecord {
         cluster_name: identity.cluster_name.clone(),
@@ -190,6 +179,50 @@ pub async fn register(ns: &NameServer, request: &RemotingCommand) -> Handled {
     };
     write_registration(ns, wanted, &registration, lease, ttl_s).await?;
     answer_registration(ns, request, &identity)
+}
+
+/// Reads a registration's body, compressed or not, in its turn (see
+/// [`NameServer::decoding`]) and on the blocking pool; a compressed one
+/// waits for its inflated size in [`INFLATED_BUDGET_BYTES`] and gives the
+/// permit it holds back with it.
+async fn decode_body(
+    ns: &NameServer,
+    request: &RemotingCommand,
+    compressed: bool,
+    broker: &str,
+) -> Result<Result<(RegisterBrokerBody, Option<OwnedSemaphorePermit>), BodyError>, Failure> {
+    let _turn = Arc::clone(&ns.decoding)
+        .acquire_owned()
+        .await
+        .expect("the turns are never closed");
+    let bytes = request.body.clone();
+    if !compressed {
+        let body = off_the_workers(move || RegisterBrokerBody::decode(&bytes, false)).await?;
+        return Ok(body.map(|body| (body, None)));
+    }
+    let plain = match off_the_workers(move || RegisterBrokerBody::inflate(&bytes)).await? {
+        Ok(plain) => plain,
+        Err(error) => return Ok(Err(error)),
+    };
+    let weight = inflated_weight(plain.len());
+    if ns.inflated_budget.available_permits() < weight as usize {
+        debug!(%broker, inflated_bytes = plain.len(), "a large registration waits for others to be written");
+    }
+    let held = Arc::clone(&ns.inflated_budget)
+        .acquire_many_owned(weight)
+        .await
+        .expect("the budget is never closed");
+    let body = off_the_workers(move || RegisterBrokerBody::decode_inflated(&plain)).await?;
+    Ok(body.map(|body| (body, Some(held))))
+}
+
+/// Runs `work` on the blocking pool.
+async fn off_the_workers<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Failure> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| Failure::system(format!("reading the registration body failed: {error}")))
 }
 
 /// The topics of a master's registration that lack their group's queues.

@@ -5,7 +5,10 @@
 //! beyond it the accept loop waits for one to close. Each connection has a
 //! reader (this task) and a writer task; requests are answered
 //! concurrently, at most [`IN_FLIGHT_PER_CONNECTION`] at a time, each
-//! answer carrying its request's opaque. A frame that does not decode
+//! answer carrying its request's opaque. While a connection's answers not
+//! yet written pass [`UNWRITTEN_ANSWER_BYTES`], its next request waits: a
+//! client that sends and never reads holds at most that and the answers in
+//! flight, not an answer per request it sent. A frame that does not decode
 //! (bad length, oversized, undecodable header) is logged and closes its
 //! connection: after it, the stream's framing cannot be trusted. A
 //! connection that neither sends nor waits for an answer for
@@ -19,6 +22,7 @@
 //! open, whatever it answers, and pick the next one only when it closes.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,12 +39,18 @@ use crate::namesrv::dispatch::dispatch;
 use crate::namesrv::NameServer;
 
 /// Requests of one connection answered at once; the reader waits beyond.
-pub const IN_FLIGHT_PER_CONNECTION: usize = 256;
+/// (Apache's name server answers every connection's requests on 8 threads.)
+pub const IN_FLIGHT_PER_CONNECTION: usize = 16;
+/// Bytes of a connection's answers built and not yet written beyond which
+/// its next request waits for the peer to read.
+pub const UNWRITTEN_ANSWER_BYTES: usize = 4 << 20;
 /// Bytes of request frames being answered at once, over every connection:
 /// a large registration costs several times its size while it is parsed,
 /// so without a bound many at once could take the node's memory. Readers
 /// wait beyond it; a frame takes at least 1 KiB of it, at most all.
 pub const IN_FLIGHT_BYTES: usize = 16 << 20;
+/// The pause after a failed accept (no file descriptor left, say).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// Bytes read from the socket at a time.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
@@ -67,8 +77,15 @@ pub async fn serve(
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(error) => {
+                // Out of file descriptors, most likely: the next accept
+                // would fail at once too. Back off, as the HTTP ports do,
+                // rather than spin and fill the log.
                 warn!(%error, "namesrv: accept failed");
-                continue;
+                drop(slot);
+                tokio::select! {
+                    () = &mut shutdown => break,
+                    () = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
+                }
             }
         };
         let _ = stream.set_nodelay(true);
@@ -98,12 +115,16 @@ async fn serve_connection(
     let (answers, mut to_write) = mpsc::channel::<Answer>(IN_FLIGHT_PER_CONNECTION);
     // Told by the writer when it ends the connection after an answer.
     let closing = Arc::new(Notify::new());
+    let unwritten = Arc::new(Unwritten::default());
     let write_peer = peer.clone();
     let write_closing = Arc::clone(&closing);
+    let write_unwritten = Arc::clone(&unwritten);
     let write_task = tokio::spawn(async move {
+        // However the writer ends, a reader waiting for room hears of it.
+        let _told = TellOnDrop(Arc::clone(&write_unwritten));
         while let Some(answer) = to_write.recv().await {
             match tokio::time::timeout(idle, writer.write_all(&answer.frame)).await {
-                Ok(Ok(())) => {}
+                Ok(Ok(())) => write_unwritten.written(answer.frame.len()),
                 Ok(Err(_)) => break,
                 Err(_) => {
                     warn!(peer = %write_peer, ?idle, "namesrv: the peer took no answer; closing the connection");
@@ -125,6 +146,10 @@ async fn serve_connection(
             match decode_frame(&buffer, DEFAULT_MAX_FRAME_BYTES) {
                 Ok(Some((request, used))) => {
                     buffer.advance(used);
+                    if !unwritten.room(idle, &write_task).await {
+                        debug!(%peer, "namesrv: the peer reads no answers; closing the connection");
+                        break 'connection;
+                    }
                     let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
                         break 'connection;
                     };
@@ -134,12 +159,14 @@ async fn serve_connection(
                     };
                     let ns = ns.clone();
                     let answers = answers.clone();
+                    let unwritten = Arc::clone(&unwritten);
                     tokio::spawn(async move {
                         let frame = answer(&ns, request).await;
                         // The request is parsed and gone: its bytes go back
                         // before the answer waits for the peer to read it.
                         drop(bytes);
                         if let Some(frame) = frame {
+                            unwritten.built(frame.frame.len());
                             let _ = answers.send(frame).await;
                         }
                         drop(permit);
@@ -192,6 +219,48 @@ async fn serve_connection(
         let _ = write_task.await;
     } else {
         write_task.abort();
+    }
+}
+
+/// A connection's answers built and not yet written, in bytes.
+#[derive(Default)]
+struct Unwritten {
+    bytes: AtomicUsize,
+    /// Told when some were written, or the writer ended.
+    written: Notify,
+}
+
+impl Unwritten {
+    fn built(&self, bytes: usize) {
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    fn written(&self, bytes: usize) {
+        self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+        self.written.notify_waiters();
+    }
+
+    /// Waits until they are below [`UNWRITTEN_ANSWER_BYTES`]; false if the
+    /// writer ended first or the peer read nothing for `idle`.
+    async fn room(&self, idle: Duration, writer: &tokio::task::JoinHandle<()>) -> bool {
+        loop {
+            let written = self.written.notified();
+            if self.bytes.load(Ordering::Relaxed) < UNWRITTEN_ANSWER_BYTES {
+                return true;
+            }
+            if writer.is_finished() || tokio::time::timeout(idle, written).await.is_err() {
+                return false;
+            }
+        }
+    }
+}
+
+/// Wakes a reader waiting in [`Unwritten::room`] when the writer ends.
+struct TellOnDrop(Arc<Unwritten>);
+
+impl Drop for TellOnDrop {
+    fn drop(&mut self) {
+        self.0.written.notify_waiters();
     }
 }
 

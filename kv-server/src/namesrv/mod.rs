@@ -66,6 +66,13 @@ pub struct NameServer {
     pub writer: Writer,
     /// [`INFLATED_BUDGET_BYTES`], in KiB.
     pub inflated_budget: Arc<Semaphore>,
+    /// Registration bodies read at once: one. Inflating and parsing one can
+    /// take a core for most of a second (64 MiB inflated, or 16 MiB of
+    /// JSON), and a few sent at once used to starve the async workers that
+    /// serve Raft (the leader lost its lead); they now run in turn, on the
+    /// blocking pool. An inflated body waits here for its room in
+    /// [`INFLATED_BUDGET_BYTES`], so at most one lies inflated unbudgeted.
+    pub decoding: Arc<Semaphore>,
 }
 
 impl NameServer {
@@ -80,6 +87,7 @@ impl NameServer {
             state,
             writer,
             inflated_budget: Arc::new(Semaphore::new(INFLATED_BUDGET_BYTES >> 10)),
+            decoding: Arc::new(Semaphore::new(1)),
         }
     }
 
