@@ -35,21 +35,41 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    /// Reads the checkpoint of `dir`; a topic never cleaned has none.
+    /// Reads the checkpoint of `dir`; none is the default (a topic opened
+    /// writes one, see [`Checkpoint::load_present`]).
     pub fn load(dir: &Path) -> Result<Checkpoint> {
+        Ok(Checkpoint::load_present(dir)?.unwrap_or_default())
+    }
+
+    /// Reads the checkpoint of `dir`, if it has one.
+    pub fn load_present(dir: &Path) -> Result<Option<Checkpoint>> {
         let path = dir.join(CHECKPOINT_FILE);
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => bytes,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Checkpoint::default())
-            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(error) => return Err(error).io_context("read", &path),
         };
-        from_checked_json(&bytes).map_err(|reason| Error::InvalidFile {
-            what: "cleaner checkpoint",
-            path,
-            reason,
-        })
+        from_checked_json(&bytes)
+            .map(Some)
+            .map_err(|reason| Error::InvalidFile {
+                what: "cleaner checkpoint",
+                path,
+                reason,
+            })
+    }
+
+    /// The checkpoint of a topic found without one, whose records end at
+    /// `last_offset`. A topic is given its checkpoint when it is created,
+    /// so one holding records has lost it (or was written by a build that
+    /// made none before its first pass): nothing says which tombstones the
+    /// cleaner dropped, so the floor is the topic's end. A reader from
+    /// before it is told to list again rather than miss a delete. Nothing
+    /// is taken as clean.
+    pub fn in_place_of_missing(last_offset: Option<Offset>) -> Checkpoint {
+        Checkpoint {
+            tombstone_floor: last_offset.map_or(0, |last| last + 1),
+            ..Checkpoint::default()
+        }
     }
 
     /// Writes the checkpoint of `dir` atomically.

@@ -141,7 +141,23 @@ impl Topic {
                 "the topic's last batch is unfinished; the next append must complete it"
             );
         }
-        let checkpoint = Checkpoint::load(&dir)?;
+        let checkpoint = match Checkpoint::load_present(&dir)? {
+            Some(checkpoint) => checkpoint,
+            None => {
+                let checkpoint = Checkpoint::in_place_of_missing(last_offset);
+                if last_offset.is_some() {
+                    warn!(
+                        file = %dir.join(crate::CHECKPOINT_FILE).display(),
+                        tombstone_floor = checkpoint.tombstone_floor,
+                        "the cleaner's checkpoint is missing from a topic that holds records: \
+                         which deletes it dropped is unknown, so readers of changes from \
+                         before the topic's end are told to list again"
+                    );
+                }
+                checkpoint.store(&dir)?;
+                checkpoint
+            }
+        };
         info!(
             dir = %dir.display(),
             segments = segments.len(),

@@ -172,6 +172,42 @@ fn a_tombstone_stays_for_the_retention_then_goes_and_raises_the_floor() {
     assert_eq!(topic.last_offset(), Some(5));
 }
 
+/// A topic is given its checkpoint when it is created. One that holds
+/// records and has lost it knows no longer which tombstones were dropped:
+/// its floor is its end, so a reader from before it lists again rather
+/// than misses a delete. (The floor used to read 0 again, silently.)
+#[test]
+fn a_lost_checkpoint_puts_the_floor_at_the_topics_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let topic = Topic::open(dir.path(), eager()).unwrap();
+    let file = dir.path().join(compaction::CHECKPOINT_FILE);
+    assert!(file.exists(), "a new topic has its checkpoint");
+    assert_eq!(topic.tombstone_floor(), 0);
+    topic
+        .append(&[
+            Record::put(1, 0, "gone", "v"),
+            Record::tombstone(2, 0, "gone"),
+            Record::put(3, 0, "kept", "v"),
+        ])
+        .unwrap();
+    drop(topic);
+    let topic = Topic::open(dir.path(), eager()).unwrap();
+    assert_eq!(topic.tombstone_floor(), 0, "the checkpoint was there");
+    drop(topic);
+
+    std::fs::remove_file(&file).unwrap();
+    let topic = Topic::open(dir.path(), eager()).unwrap();
+    assert_eq!(topic.tombstone_floor(), 4);
+    assert_eq!(offsets(&topic), vec![1, 2, 3], "no record is dropped");
+    drop(topic);
+    let topic = Topic::open(dir.path(), eager()).unwrap();
+    assert_eq!(
+        topic.tombstone_floor(),
+        4,
+        "written in place of the lost one"
+    );
+}
+
 /// Records at consecutive offsets from `first`, marked as one batch.
 fn as_batch(first: Offset, records: Vec<Record>) -> Vec<Record> {
     let len = records.len() as u32;
