@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
-use integration_tests::{call, closed_port_url, AnswerDroppingProxy, StubNode, TestServer};
+use integration_tests::{
+    call, closed_port_url, silent_port_url, AnswerDroppingProxy, StubNode, TestServer,
+};
 use kv_client::{
     Client, Condition, Error, ErrorCode, KeyValue, MetadataOptions, Watch, WatchEvent, WriteOptions,
 };
@@ -178,6 +180,23 @@ async fn a_dead_first_endpoint_is_skipped_and_the_call_succeeds() {
     let listed: Vec<KeyValue> = client.list("failover/").try_collect().await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(client.cluster_status().await.unwrap().leader, Some(1));
+}
+
+/// A first endpoint that takes the connection and never answers (a
+/// stopped process) does not take the whole call: each attempt gets a
+/// share of the deadline, so the next endpoint answers within it. The
+/// first attempt used to take all of it.
+#[tokio::test]
+async fn a_silent_first_endpoint_is_left_within_the_calls_deadline() {
+    let server = TestServer::start().await;
+    let (status, body) = call(&server, "PUT", "/v1/kv/failover/silent", Some(json!(1))).await;
+    assert!(status < 300, "{status} {body}");
+    let client = Client::builder([silent_port_url(), server.url("")])
+        .deadline(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let entry = client.get("failover/silent").await.unwrap();
+    assert_eq!(entry.map(|entry| entry.value), Some(json!(1)));
 }
 
 #[tokio::test]

@@ -35,6 +35,9 @@ const LEADER_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// together (and at most half the call's deadline).
 const LEADER_LOOK_TIMEOUT: Duration = Duration::from_secs(4);
 
+/// The least time an attempt at one of several endpoints is given.
+const MIN_ATTEMPT_SHARE: Duration = Duration::from_secs(2);
+
 /// What one attempt came to.
 enum Attempt<T> {
     /// A final outcome: the loop ends.
@@ -129,8 +132,20 @@ impl Client {
         let options = &inner.options;
         let description = request.describe();
         let started = Instant::now();
+        let count = inner.endpoints.len();
         let (attempt_timeout, call_deadline, extra_time) = match request.limits {
             Some(limits) => (limits.attempt_timeout, limits.deadline, Duration::ZERO),
+            None if request.extra_time.is_zero() && count > 1 => (
+                // A node that takes the connection and never answers (a
+                // stopped process) must not take the whole call: each
+                // attempt gets a share of it, so the others are tried.
+                // A write tried again elsewhere keeps its idempotency key.
+                options
+                    .request_timeout
+                    .min((options.deadline / count as u32).max(MIN_ATTEMPT_SHARE)),
+                options.deadline,
+                Duration::ZERO,
+            ),
             None => (
                 options.request_timeout + request.extra_time,
                 options.deadline,
@@ -143,7 +158,6 @@ impl Client {
         // be reached, the call gives up at its own deadline.
         let extended = started + call_deadline + extra_time;
         let mut deadline = started + call_deadline;
-        let count = inner.endpoints.len();
         if request.idempotency_key.is_some() && !inner.leader_checked.load(Ordering::Relaxed) {
             // A look for the leader only spares a hop: it takes at most
             // half the call's deadline, the rest is for the write.
