@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use integration_tests::{
-    call, closed_port_url, silent_port_url, AnswerDroppingProxy, StubNode, TestServer,
+    call, closed_port_url, silent_port_url, AnswerDroppingProxy, StubNode, TestCluster, TestServer,
 };
 use kv_client::{
     Client, Condition, Error, ErrorCode, KeyValue, MetadataOptions, Watch, WatchEvent, WriteOptions,
@@ -197,6 +197,68 @@ async fn a_silent_first_endpoint_is_left_within_the_calls_deadline() {
         .unwrap();
     let entry = client.get("failover/silent").await.unwrap();
     assert_eq!(entry.map(|entry| entry.value), Some(json!(1)));
+}
+
+/// Puts 1 at `key` through node `via`.
+async fn put(cluster: &TestCluster, via: u64, key: &str) {
+    let path = format!("/v1/kv/{key}");
+    let (status, body) = call(cluster.node(via), "PUT", &path, Some(json!(1))).await;
+    assert!(status < 300, "{key}: {status} {body}");
+}
+
+/// A watch whose node stops answering (a stopped process) moves on: the
+/// next poll starts past the endpoint that failed. Every poll used to
+/// start at the stopped node again, until the watch gave up.
+#[tokio::test]
+async fn a_watch_leaves_a_node_that_stopped_answering() {
+    let mut cluster = TestCluster::start(3, &[]).await;
+    let leader = cluster.leader().await;
+    // Every node serves reads, so the watch starts on the first endpoint.
+    cluster.wait_converged().await;
+    let stopped = cluster.follower_of(leader);
+    let mut endpoints = vec![cluster.node(stopped).url("")];
+    endpoints.extend(
+        cluster
+            .ids()
+            .into_iter()
+            .filter(|id| *id != stopped)
+            .map(|id| cluster.node(id).url("")),
+    );
+    let client = Client::builder(endpoints)
+        .deadline(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let watch = Watch::prefix("moving/").poll_wait(Duration::from_millis(500));
+    let mut events = client.watch(watch).await.unwrap();
+    // One event through the first node, so that the next poll waits there.
+    put(&cluster, leader, "moving/first").await;
+    let first = tokio::time::timeout(Duration::from_secs(30), events.next()).await;
+    assert!(
+        matches!(first, Ok(Some(Ok(WatchEvent::Put(_))))),
+        "{first:?}"
+    );
+
+    cluster.node_mut(stopped).pause();
+    put(&cluster, leader, "moving/next").await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut failed = 0;
+    let seen = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, events.next()).await {
+            Ok(Some(Ok(WatchEvent::Put(entry)))) => break entry,
+            Ok(Some(Ok(other))) => panic!("{other:?}"),
+            // A poll at the stopped node failed; the stream goes on.
+            Ok(Some(Err(_))) => failed += 1,
+            Ok(None) => panic!("the watch ended after {failed} failed polls"),
+            Err(_) => panic!("no event within a minute ({failed} failed polls)"),
+        }
+    };
+    cluster.node_mut(stopped).resume();
+    assert_eq!(seen.key, "moving/next");
+    assert!(
+        failed <= 1,
+        "{failed} polls failed before the watch moved on"
+    );
 }
 
 #[tokio::test]

@@ -240,8 +240,15 @@ impl Client {
                     finish(received, endpoint.to_string(), description.clone()).await
                 }
                 // A failed TLS handshake is a matter of certificates and
-                // CAs, which no retry changes: the call ends with it.
+                // CAs, which no retry changes: the call ends with it. So
+                // does a request that cannot be built (a URI too long).
                 Err(error @ Error::Tls { .. }) => return Err(error),
+                Err(Error::Transport { source, .. }) if source.is_builder() => {
+                    return Err(Error::Invalid {
+                        what: "request",
+                        message: format!("{description} cannot be sent: {source}"),
+                    })
+                }
                 Err(error) => Attempt::Retry {
                     error,
                     leader_hint: None,
@@ -270,16 +277,20 @@ impl Client {
                 elapsed: started.elapsed(),
                 last: Box::new(error),
             };
-            if attempts >= options.max_attempts || Instant::now() >= deadline {
-                return Err(give_up(error));
-            }
-            failed_in_round += 1;
-            round_retry_after = round_retry_after.max(retry_after.unwrap_or_default());
             let hinted = leader_hint.and_then(|address| self.endpoint_index(&address));
             index = match hinted {
                 Some(leader) if leader != index => leader,
                 _ => (index + 1) % count,
             };
+            // The next call starts past the endpoint that failed, even if
+            // this one gives up: a watch polling a stopped node would try
+            // it alone, call after call.
+            inner.preferred.store(index, Ordering::Relaxed);
+            if attempts >= options.max_attempts || Instant::now() >= deadline {
+                return Err(give_up(error));
+            }
+            failed_in_round += 1;
+            round_retry_after = round_retry_after.max(retry_after.unwrap_or_default());
             if failed_in_round >= count {
                 failed_in_round = 0;
                 // The server's Retry-After (any of the round's) is waited
