@@ -96,6 +96,79 @@ async fn a_value_is_put_and_replayed_as_written_however_long_its_numbers() {
         .expect_code(2);
 }
 
+/// A value past what `f64` holds, which the server takes as any JSON, is
+/// shown by `watch` (table and JSON) and by `txn` as written. It used to
+/// end every watch covering its key, and `txn` reported a transaction it
+/// had applied as failed.
+#[tokio::test]
+async fn watch_and_txn_show_a_number_past_f64_as_written() {
+    let server = TestServer::start().await;
+    let from = store_revision(&server).await.to_string();
+    // Sent as raw text: serde_json holds no number past f64's range.
+    for (key, value) in [("nb/a", "1"), ("nb/b", "1e400"), ("nb/c", "2")] {
+        let written = server
+            .client()
+            .put(server.url(&format!("/v1/kv/{key}")))
+            .body(value)
+            .send()
+            .await
+            .expect("the write answers");
+        assert_eq!(written.status(), 201, "{key}");
+    }
+    let watch = ["watch", "nb/", "--prefix", "--after", &from, "--count", "3"];
+    let table = ctl(&server, &watch).await.success();
+    assert!(table.stdout.contains("nb/b 1e400"), "{}", table.stdout);
+    assert!(table.stdout.contains("nb/c 2"), "{}", table.stdout);
+    let mut json_watch = vec!["-o", "json"];
+    json_watch.extend_from_slice(&watch);
+    let lines = ctl(&server, &json_watch).await.success();
+    assert_eq!(lines.stdout.lines().count(), 3, "{}", lines.stdout);
+    assert!(
+        lines.stdout.contains(r#""value":1e400"#),
+        "{}",
+        lines.stdout
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let txn = dir.path().join("txn.json");
+    std::fs::write(
+        &txn,
+        r#"{"success":[{"put":{"key":"nb/z","value":7}},{"get":{"key":"nb/b"}}]}"#,
+    )
+    .unwrap();
+    let txn = txn.display().to_string();
+    let answered = ctl(&server, &["txn", &txn]).await.success();
+    assert!(answered.stdout.contains("1e400"), "{}", answered.stdout);
+    let answered = ctl(&server, &["-o", "json", "txn", &txn]).await.success();
+    assert!(answered.stdout.contains("1e400"), "{}", answered.stdout);
+}
+
+/// A prefix that begins no key (longer than a key may be) is refused as
+/// a usage error before anything is sent, as a key is; it used to be
+/// tried twelve times over seconds. An endpoint with a user and password
+/// in it is refused without naming the password.
+#[tokio::test]
+async fn a_prefix_no_key_has_and_an_endpoint_with_a_password_are_usage_errors() {
+    let server = TestServer::start().await;
+    let long = "k".repeat(schemas::MAX_KEY_BYTES + 1);
+    for args in [
+        vec!["ls", long.as_str()],
+        vec!["watch", "--prefix", long.as_str()],
+    ] {
+        let refused = ctl(&server, &args).await.expect_code(2);
+        assert!(refused.stderr.contains("prefix"), "{}", refused.stderr);
+    }
+    let with_password = server
+        .url("")
+        .replacen("http://", "http://user:hunter2@", 1);
+    let refused = kvctl(&with_password, &["get", "k"]).await.expect_code(2);
+    assert!(
+        refused.stderr.contains("user and password") && !refused.stderr.contains("hunter2"),
+        "{}",
+        refused.stderr
+    );
+}
+
 /// A write against nodes that take connections and never answer gives up
 /// near its `--timeout`: the look for the leader before it takes at most
 /// half of it. It took about 7 s with a 1 s timeout and three such nodes.

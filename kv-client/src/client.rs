@@ -420,6 +420,16 @@ fn parse_endpoint(endpoint: &str) -> Result<Url> {
             "{endpoint:?} must not have a query or fragment"
         )));
     }
+    // Named back in every error, and never sent: refused, and not echoed.
+    if !url.username().is_empty() || url.password().is_some() {
+        let mut shown = url.clone();
+        let _ = shown.set_username("");
+        let _ = shown.set_password(None);
+        return Err(invalid(format!(
+            "{shown} was given with a user and password, which are not sent; \
+             present a token instead (ClientBuilder::token, kvctl --token)"
+        )));
+    }
     Ok(url)
 }
 

@@ -201,6 +201,30 @@ pub(crate) fn key_segments(key: &str) -> Result<Vec<String>> {
         .collect())
 }
 
+/// Checks a prefix as the server would read it: one that begins no key
+/// (longer than a key, or with a control character) is refused before it
+/// is sent, as a key is.
+pub(crate) fn check_prefix(prefix: &str) -> Result<()> {
+    let message = if prefix.len() > schemas::MAX_KEY_BYTES {
+        format!(
+            "the prefix is {} bytes, longer than any key ({} bytes at most)",
+            prefix.len(),
+            schemas::MAX_KEY_BYTES
+        )
+    } else if let Some(c) = prefix.chars().find(|c| c.is_control()) {
+        format!(
+            "the prefix holds control character U+{:04X}, which no key holds",
+            u32::from(c)
+        )
+    } else {
+        return Ok(());
+    };
+    Err(Error::Invalid {
+        what: "prefix",
+        message,
+    })
+}
+
 /// A value as JSON text.
 pub(crate) fn to_json<V: Serialize + ?Sized>(value: &V) -> Result<String> {
     serde_json::to_string(value).map_err(|error| Error::Invalid {
@@ -426,6 +450,7 @@ impl Client {
         start_after: Option<&str>,
         limit: u32,
     ) -> Result<ListPage<V>> {
+        check_prefix(prefix)?;
         let mut request = Request::new(Method::GET, ["v1", "kv"])
             .query("prefix", prefix)
             .query("limit", limit);

@@ -420,6 +420,18 @@ impl Client {
     /// # }
     /// ```
     pub async fn commit_txn(&self, request: &TxnRequest, key: Option<Uuid>) -> Result<TxnResponse> {
+        self.commit_txn_as(request, key).await
+    }
+
+    /// [`Client::commit_txn`], the values its gets read into a `V`: with
+    /// `Box<serde_json::value::RawValue>`, as the server sent them, so an
+    /// answer holding a value a `serde_json::Value` cannot hold (a number
+    /// past `f64`'s range) is still read.
+    pub async fn commit_txn_as<V: serde::de::DeserializeOwned>(
+        &self,
+        request: &TxnRequest,
+        key: Option<Uuid>,
+    ) -> Result<TxnResponse<V>> {
         let body = crate::kv::to_json(request)?;
         let mut call = Request::write(Method::POST, ["v1", "txn"]).json(body);
         if key.is_some() {

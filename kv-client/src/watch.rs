@@ -21,7 +21,7 @@ use tracing::{debug, info};
 use crate::client::Client;
 use crate::error::Result;
 use crate::kv::LIST_PAGE_SIZE;
-use crate::replay::Record;
+use crate::replay::{Record, RecordValue};
 use crate::request::Request;
 use crate::Revision;
 
@@ -174,9 +174,9 @@ impl Watch {
 /// # }
 /// ```
 #[derive(Clone, Debug, PartialEq)]
-pub enum WatchEvent {
+pub enum WatchEvent<V = serde_json::Value> {
     /// A key was written; `mod_revision` is the revision of the write.
-    Put(KeyValue),
+    Put(KeyValue<V>),
     /// A key was deleted at `revision`.
     Delete {
         /// The key.
@@ -192,15 +192,15 @@ pub enum WatchEvent {
         /// The revision the listing reflects (at least).
         revision: Revision,
         /// Every watched key that exists.
-        entries: Vec<KeyValue>,
+        entries: Vec<KeyValue<V>>,
     },
 }
 
-impl WatchEvent {
+impl<V> WatchEvent<V> {
     /// The revision of the change, or of the resynchronized state.
     ///
     /// ```
-    /// let event = kv_client::WatchEvent::Delete { key: "k".into(), revision: 9 };
+    /// let event: kv_client::WatchEvent = kv_client::WatchEvent::Delete { key: "k".into(), revision: 9 };
     /// assert_eq!(event.revision(), 9);
     /// ```
     pub fn revision(&self) -> Revision {
@@ -212,12 +212,12 @@ impl WatchEvent {
 }
 
 /// A running watch.
-struct State {
+struct State<V> {
     client: Client,
     watch: Watch,
     /// Delivered up to here.
     index: Revision,
-    queued: VecDeque<WatchEvent>,
+    queued: VecDeque<WatchEvent<V>>,
     failures: u32,
     /// Whether the watch may be far behind the store: at the start, and
     /// after a page cut at the limit. Such a poll does not wait.
@@ -254,9 +254,21 @@ impl Client {
     /// # }
     /// ```
     pub async fn watch(&self, watch: Watch) -> Result<BoxStream<'static, Result<WatchEvent>>> {
+        self.watch_as(watch).await
+    }
+
+    /// [`Client::watch`], each value read into a `V`: with
+    /// `Box<serde_json::value::RawValue>`, as the server sent it, so a
+    /// value a `serde_json::Value` cannot hold (a number past `f64`'s
+    /// range) does not end the watch.
+    pub async fn watch_as<V: RecordValue>(
+        &self,
+        watch: Watch,
+    ) -> Result<BoxStream<'static, Result<WatchEvent<V>>>> {
         // A key no write can have would be watched in vain, forever.
-        if let Target::Key(key) = &watch.target {
-            crate::kv::key_segments(key)?;
+        match &watch.target {
+            Target::Key(key) => drop(crate::kv::key_segments(key)?),
+            Target::Prefix(prefix) => crate::kv::check_prefix(prefix)?,
         }
         let index = match watch.after {
             Some(revision) => revision,
@@ -286,8 +298,8 @@ impl Client {
     }
 }
 
-impl State {
-    async fn next_event(&mut self) -> Option<Result<WatchEvent>> {
+impl<V: RecordValue> State<V> {
+    async fn next_event(&mut self) -> Option<Result<WatchEvent<V>>> {
         loop {
             if let Some(event) = self.queued.pop_front() {
                 return Some(Ok(event));
@@ -345,7 +357,7 @@ impl State {
         }
         let answer = answer.success()?;
         let store_revision = answer.number_header(REVISION).unwrap_or(0);
-        let body: ChangesPage = answer.json()?;
+        let body: ChangesPage<V> = answer.json()?;
         // A page cut at the limit says so (`more`); a server that does not
         // say it read POLL_LIMIT offsets and ended short of the store.
         self.catching_up =
@@ -373,7 +385,7 @@ impl State {
         loop {
             let page = self
                 .client
-                .list_page(&prefix, start_after.as_deref(), LIST_PAGE_SIZE)
+                .list_page_as::<V>(&prefix, start_after.as_deref(), LIST_PAGE_SIZE)
                 .await?;
             // Changes after the first page's revision are delivered as
             // events, so starting there misses nothing.
@@ -397,7 +409,7 @@ impl State {
     }
 }
 
-fn event_of(record: Record) -> WatchEvent {
+fn event_of<V: RecordValue>(record: Record<V>) -> WatchEvent<V> {
     match record.value {
         Some(value) => WatchEvent::Put(KeyValue {
             key: record.key,

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use kv_client::{Client, Consistency, Watch, WatchEvent, WriteOptions, WriteResult};
-use serde_json::json;
 use serde_json::value::RawValue;
 
 use crate::output::{compact, Failure, Printer};
@@ -163,7 +162,9 @@ pub async fn watch(
     count: Option<usize>,
     duration: Option<Duration>,
 ) -> Result<(), Failure> {
-    let mut events = client.watch(watch).await?;
+    // Values as the server sent them: one a `Value` cannot hold (a number
+    // past f64's range) is shown, not the end of the watch.
+    let mut events = client.watch_as::<Box<RawValue>>(watch).await?;
     let mut printed = 0;
     let deadline = duration.map(|duration| tokio::time::Instant::now() + duration);
     let mut last_error = None;
@@ -197,23 +198,45 @@ pub async fn watch(
     }
 }
 
-fn show_event(printer: &Printer, event: &WatchEvent) -> Result<(), Failure> {
+/// A watch event as `-o json` prints it, its value as the server sent it.
+#[derive(serde::Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum EventLine<'a> {
+    Put {
+        key: &'a str,
+        value: &'a RawValue,
+        revision: u64,
+        create_revision: u64,
+        version: u64,
+    },
+    Delete {
+        key: &'a str,
+        revision: u64,
+    },
+    Resync {
+        revision: u64,
+        entries: &'a [kv_client::KeyValue<Box<RawValue>>],
+    },
+}
+
+fn show_event(printer: &Printer, event: &WatchEvent<Box<RawValue>>) -> Result<(), Failure> {
     if printer.is_json() {
         let line = match event {
-            WatchEvent::Put(entry) => json!({
-                "type": "put",
-                "key": entry.key,
-                "value": entry.value,
-                "revision": entry.mod_revision,
-                "create_revision": entry.create_revision,
-                "version": entry.version,
-            }),
-            WatchEvent::Delete { key, revision } => {
-                json!({"type": "delete", "key": key, "revision": revision})
-            }
-            WatchEvent::Resync { revision, entries } => {
-                json!({"type": "resync", "revision": revision, "entries": entries})
-            }
+            WatchEvent::Put(entry) => EventLine::Put {
+                key: &entry.key,
+                value: &entry.value,
+                revision: entry.mod_revision,
+                create_revision: entry.create_revision,
+                version: entry.version,
+            },
+            WatchEvent::Delete { key, revision } => EventLine::Delete {
+                key,
+                revision: *revision,
+            },
+            WatchEvent::Resync { revision, entries } => EventLine::Resync {
+                revision: *revision,
+                entries,
+            },
         };
         return printer.json_line(&line);
     }

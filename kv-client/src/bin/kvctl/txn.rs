@@ -4,6 +4,7 @@ use std::io::Read;
 use std::path::Path;
 
 use kv_client::{Client, TxnOpResult, TxnResponse};
+use serde_json::value::RawValue;
 
 use crate::output::{compact, Failure, Printer};
 
@@ -26,7 +27,11 @@ pub async fn run(client: &Client, printer: &Printer, source: &str) -> Result<(),
             error.message
         ))
     })?;
-    let answer = client.commit_txn(&request, None).await?;
+    // Values as the server sent them: the transaction has been applied by
+    // the time its answer is read, so no value may make it look failed.
+    let answer = client
+        .commit_txn_as::<Box<RawValue>>(&request, None)
+        .await?;
     if printer.is_json() {
         return printer.json(&answer);
     }
@@ -56,7 +61,7 @@ fn read_source(source: &str) -> Result<String, Failure> {
 }
 
 /// Which branch ran, then one line per op (and a get's keys as a table).
-fn show(printer: &Printer, answer: &TxnResponse) -> Result<(), Failure> {
+fn show(printer: &Printer, answer: &TxnResponse<Box<RawValue>>) -> Result<(), Failure> {
     let branch = if answer.succeeded {
         "succeeded: the success ops ran"
     } else {
@@ -87,7 +92,7 @@ fn show(printer: &Printer, answer: &TxnResponse) -> Result<(), Failure> {
                                 entry.key.clone(),
                                 entry.version.to_string(),
                                 entry.mod_revision.to_string(),
-                                compact(&entry.value.to_string(), VALUE_CHARS),
+                                compact(entry.value.get(), VALUE_CHARS),
                             ]
                         }),
                     )?;
