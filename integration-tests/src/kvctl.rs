@@ -49,6 +49,14 @@ impl KvctlRun {
         self.expect_code(0)
     }
 
+    /// How many lines of stdout contain `text`.
+    pub fn lines_with(&self, text: &str) -> usize {
+        self.stdout
+            .lines()
+            .filter(|line| line.contains(text))
+            .count()
+    }
+
     /// stdout as one JSON document.
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.stdout).unwrap_or_else(|error| {

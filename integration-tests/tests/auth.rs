@@ -284,6 +284,52 @@ async fn a_write_relayed_by_a_lagging_follower_is_checked_by_the_leader() {
     assert_eq!((status, &body["value"]), (200, &json!(1)), "{body}");
 }
 
+/// `kvctl lease keepalive` keeps a lease alive for any valid token, as a
+/// single keep-alive does: it used to read the lease first, which needs
+/// read on every key attached, and refused a token without it.
+#[tokio::test]
+async fn kvctl_keeps_alive_a_lease_whose_keys_the_token_may_not_read() {
+    let node = TestServer::start_with(&["--auth"]).await;
+    let root = node.bootstrap_acl().await;
+    let writer = token_with_role(&node, &root, "writer", "app/", "readwrite").await;
+    let (status, lease) = send(
+        &node,
+        Some(&root),
+        "POST",
+        "/v1/leases",
+        Some(json!({"ttl_s": kv_client::MIN_LEASE_TTL_S})),
+    )
+    .await;
+    assert_eq!(status, 201, "{lease}");
+    let id = lease["id"].as_u64().expect("a lease id").to_string();
+    let path = format!("/v1/kv/other/secret?lease={id}");
+    let (status, body) = send(&node, Some(&root), "PUT", &path, Some(json!(1))).await;
+    assert!(status < 300, "{status} {body}");
+
+    let url = node.url("");
+    let args = [
+        "--token",
+        writer.as_str(),
+        "lease",
+        "keepalive",
+        id.as_str(),
+    ];
+    let keeping = kvctl(&url, &args);
+    let revoking = async {
+        // Past the second renewal: the first at once, the next a third of
+        // the TTL later.
+        tokio::time::sleep(Duration::from_secs(kv_client::MIN_LEASE_TTL_S) * 3 / 4).await;
+        let path = format!("/v1/leases/{id}");
+        let (status, body) = send(&node, Some(&root), "DELETE", &path, None).await;
+        assert!(status < 300, "{status} {body}");
+    };
+    let (kept, ()) = tokio::join!(keeping, revoking);
+    let kept = kept.expect_code(1);
+    let renewals = kept.lines_with("kept alive");
+    assert!(renewals >= 2, "{}\n{}", kept.stdout, kept.stderr);
+    assert!(kept.stderr.contains("lease_not_found"), "{}", kept.stderr);
+}
+
 /// An expected status; `OK` stands for any 2xx, `SKIP` for "not tried".
 const OK: u16 = 200;
 const SKIP: u16 = 0;

@@ -353,11 +353,7 @@ async fn kvctl_keepalive_prints_each_renewal_and_fails_once_the_lease_is_gone() 
     };
     let (kept, ()) = tokio::join!(keeping, revoking);
     let kept = kept.expect_code(1);
-    let renewals = kept
-        .stdout
-        .lines()
-        .filter(|line| line.contains("kept alive"))
-        .count();
+    let renewals = kept.lines_with("kept alive");
     assert!(renewals >= 2, "{}", kept.stdout);
     assert!(kept.stderr.contains("lease_not_found"), "{}", kept.stderr);
 }

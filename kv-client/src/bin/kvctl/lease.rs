@@ -80,14 +80,18 @@ fn not_found(id: LeaseId) -> Failure {
 /// (exit 1), printing each renewal.
 async fn keep_alive(client: &Client, printer: &Printer, id: LeaseId) -> Result<(), Failure> {
     let asked = std::time::Instant::now();
-    let info = client.lease(id).await?.ok_or_else(|| not_found(id))?;
-    // Counted from before the lease was read: a lost keep-alive is
-    // reported no later than the lease runs out.
-    let left = std::time::Duration::from_secs(info.remaining_ttl_s).saturating_sub(asked.elapsed());
-    let lease = Lease {
-        id,
-        ttl_s: info.ttl_s,
+    // A keep-alive first, which any token may send (reading the lease needs
+    // read on its keys): its answer is the whole TTL, counted from before
+    // it was sent, so a lost keep-alive is reported no later than the lease
+    // runs out.
+    let renewed = match client.keep_alive_once(id).await {
+        Ok(renewed) => renewed,
+        Err(error) if error.is_not_found() => return Err(not_found(id)),
+        Err(error) => return Err(error.into()),
     };
+    let left = std::time::Duration::from_secs(renewed.ttl_s).saturating_sub(asked.elapsed());
+    let ttl_s = renewed.ttl_s;
+    let lease = Lease { id, ttl_s };
     let mut kept = client.keep_alive_with_time_left(lease, left);
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);
@@ -101,12 +105,12 @@ async fn keep_alive(client: &Client, printer: &Printer, id: LeaseId) -> Result<(
                 KeepAliveStatus::Alive { renewals } => {
                     if printer.is_json() {
                         printer.json_line(&serde_json::json!({
-                            "id": id, "ttl_s": info.ttl_s, "renewals": renewals
+                            "id": id, "ttl_s": ttl_s, "renewals": renewals
                         }))?;
                     } else {
                         printer.line(format!(
                             "lease {id} kept alive (TTL {} s, renewal {renewals})",
-                            info.ttl_s
+                            ttl_s
                         ))?;
                     }
                 }
