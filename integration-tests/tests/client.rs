@@ -199,6 +199,24 @@ async fn a_silent_first_endpoint_is_left_within_the_calls_deadline() {
     assert_eq!(entry.map(|entry| entry.value), Some(json!(1)));
 }
 
+/// A backup asked of endpoints whose first takes the connection and never
+/// answers comes from the next: each node is asked whether it answers at
+/// all before it is given the minutes a backup may take to start. The
+/// stopped node used to hold the call for those minutes.
+#[tokio::test]
+async fn a_backup_passes_over_a_silent_first_endpoint() {
+    let server = TestServer::start().await;
+    let client = Client::builder([silent_port_url(), server.url("")])
+        .deadline(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let backup = tokio::time::timeout(Duration::from_secs(30), client.snapshot())
+        .await
+        .expect("the backup started within 30 s")
+        .unwrap();
+    assert_eq!(backup.endpoint().trim_end_matches('/'), server.url(""));
+}
+
 /// Puts 1 at `key` through node `via`.
 async fn put(cluster: &TestCluster, via: u64, key: &str) {
     let path = format!("/v1/kv/{key}");

@@ -29,6 +29,12 @@ pub(crate) struct Request {
     pub(crate) extra_time: Duration,
     /// The body is a stream read later: the timeout covers the head only.
     pub(crate) streaming: bool,
+    /// With several endpoints, each is asked whether it answers at all
+    /// (`/healthz`, within a short time) before the request is sent: for a
+    /// request whose answer may take minutes to start (a backup), so that
+    /// a node that takes the connection and never answers is passed over
+    /// rather than waited on for all that time.
+    pub(crate) probe_first: bool,
     /// Overrides the client's per-attempt timeout and call deadline, for
     /// calls whose answer is worthless after a time of their own (a
     /// lease's keep-alive).
@@ -56,6 +62,7 @@ impl Request {
             body: None,
             idempotency_key: None,
             extra_time: Duration::ZERO,
+            probe_first: false,
             streaming: false,
             limits: None,
         }

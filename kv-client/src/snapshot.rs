@@ -90,6 +90,7 @@ impl Client {
         let mut request = Request::new(Method::GET, ["v1", "snapshot"]);
         request.streaming = true;
         request.extra_time = SNAPSHOT_MAKING;
+        request.probe_first = true;
         let (response, endpoint) = self.call_streaming(&request).await?;
         let revision = response
             .headers()

@@ -182,8 +182,19 @@ impl Client {
             let endpoint = &inner.endpoints[index];
             let remaining = extended.saturating_duration_since(Instant::now());
             let timeout = attempt_timeout.min(remaining);
-            let sent = self.send_once(request, endpoint, timeout).await;
-            if !matches!(&sent, Err(Error::Transport { source, .. }) if source.is_connect()) {
+            let silent = request.probe_first && count > 1 && !self.answers(endpoint).await;
+            let sent = if silent {
+                Err(Error::Timeout {
+                    request: format!("GET /healthz before {description}"),
+                    endpoint: endpoint.to_string(),
+                    after: LEADER_PROBE_TIMEOUT,
+                })
+            } else {
+                self.send_once(request, endpoint, timeout).await
+            };
+            let unreached = silent
+                || matches!(&sent, Err(Error::Transport { source, .. }) if source.is_connect());
+            if !unreached {
                 deadline = extended;
             }
             let outcome = match sent {
@@ -361,6 +372,14 @@ impl Client {
         } else {
             builder.send().await.map_err(transport)
         }
+    }
+
+    /// Whether the node at `endpoint` answers `/healthz` at all (whatever
+    /// it says) within [`LEADER_PROBE_TIMEOUT`].
+    async fn answers(&self, endpoint: &Url) -> bool {
+        let probe = Request::new(Method::GET, ["healthz"]);
+        let timeout = self.inner.options.request_timeout.min(LEADER_PROBE_TIMEOUT);
+        self.send_once(&probe, endpoint, timeout).await.is_ok()
     }
 
     /// Asks the nodes, in order from the preferred one, who leads, and
