@@ -475,7 +475,12 @@ fn check_files_against(
         .copied()
         .filter(|&base| manifest.get(base).is_none())
         .collect();
-    let active = unlisted.last().copied();
+    // The active segment starts where the last closed one ends; a file
+    // beside it is the stray, whether it sorts before or after it.
+    let expected = manifest.closed.last().map(ClosedSegment::next_base);
+    let active = expected
+        .filter(|base| unlisted.contains(base))
+        .or(unlisted.last().copied());
     let highest_listed = manifest.closed.last().map(|listed| listed.base);
     let stray = unlisted
         .iter()

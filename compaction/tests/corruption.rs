@@ -538,6 +538,21 @@ fn a_closed_segment_removed_emptied_or_cut_at_a_record_fails_open_naming_it() {
     }
 }
 
+/// A stray segment file past the active segment is the file the refusal
+/// names: the active segment is the one that starts where the last closed
+/// one ends. The stray used to be taken for the active segment, and the
+/// real one named as unlisted.
+#[test]
+fn a_stray_segment_file_past_the_active_one_is_the_file_named() {
+    let dir = tempfile::tempdir().unwrap();
+    topic_with_closed_segments(dir.path());
+    let stray = dir.path().join(format!("{:020}.log", 99_999));
+    assert!(!stray.exists());
+    std::fs::write(&stray, b"").unwrap();
+    let error = Topic::open(dir.path(), config()).unwrap_err();
+    assert_mismatch(&error, &stray, "does not list it");
+}
+
 #[test]
 fn a_closed_segment_ending_at_another_offset_than_listed_fails_open() {
     let dir = tempfile::tempdir().unwrap();
