@@ -407,6 +407,11 @@ impl Segment {
         let Some(index) = SparseIndex::load(&self.index_path, file_bytes)? else {
             return self.rebuild_index(file_bytes);
         };
+        if !self.describes_the_log(&index, file_bytes) {
+            // Whole, but not this log's (another segment's, copied here):
+            // derived data, rebuilt as a damaged one is.
+            return self.rebuild_index(file_bytes);
+        }
         let mut state = SegmentState::default();
         let tail_start = match index.last() {
             Some(entry) => {
@@ -425,6 +430,22 @@ impl Segment {
         state.index = index;
         *self.write_state() = state;
         Ok(())
+    }
+
+    /// Whether the first and last entries of `index` find, at their
+    /// positions, a record of their offset. A record that does not decode
+    /// there says the index is wrong, not the log: the rebuild that follows
+    /// reads the log from its start and names any damage in it.
+    fn describes_the_log(&self, index: &SparseIndex, file_bytes: u64) -> bool {
+        [index.first(), index.last()]
+            .into_iter()
+            .flatten()
+            .all(|entry| {
+                let position = u64::from(entry.position);
+                let mut scanner =
+                    FrameScanner::new(&*self.file, self.log_path.clone(), position, file_bytes);
+                matches!(scanner.next_record(), Ok(Some(record)) if record.offset == entry.offset)
+            })
     }
 
     /// Rebuilds a closed segment's index by scanning its log, and writes it.

@@ -725,6 +725,25 @@ fn a_garbage_index_of_a_closed_segment_is_rebuilt_on_open() {
     }
 }
 
+/// Another segment's index, whole and with a good checksum, copied beside
+/// a closed segment's log is rebuilt as a damaged one is. It used to get
+/// the open refused, naming the log, which was intact.
+#[test]
+fn another_segments_index_beside_a_closed_segment_is_rebuilt_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = topic_with_closed_segments(dir.path());
+    let all = segments(dir.path());
+    let (segment, other) = (all[1].clone(), all[2].clone());
+    let index = index_path(&segment);
+    let original = std::fs::read(&index).unwrap();
+    std::fs::copy(index_path(&other), &index).unwrap();
+    assert_ne!(std::fs::read(&index).unwrap(), original);
+
+    let topic = Topic::open(dir.path(), config()).unwrap();
+    assert_eq!(std::fs::read(&index).unwrap(), original);
+    assert_reads_from_every_offset(&topic, &records, &segment);
+}
+
 #[test]
 fn an_index_entry_naming_the_wrong_offset_is_not_trusted() {
     // One flipped bit in an entry's offset field leaves the entries in
