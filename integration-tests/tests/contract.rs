@@ -175,6 +175,15 @@ async fn every_error_has_the_status_its_code_declares() {
             None,
             ErrorCode::LastVoter,
         ),
+        ("DELETE", "/v1/topics/TBW102", None, ErrorCode::SystemName),
+        (
+            "DELETE",
+            "/v1/subscriptions/TOOLS_CONSUMER",
+            None,
+            ErrorCode::SystemName,
+        ),
+        ("GET", "/v1/topics/a.b", None, ErrorCode::IllegalCharacter),
+        ("GET", "/v1/leases?x=1", None, ErrorCode::UnknownParameter),
         ("POST", "/v1/kv/app/a", None, ErrorCode::MethodNotAllowed),
         ("PUT", "/v1/alarms", None, ErrorCode::MethodNotAllowed),
         ("GET", "/v2/nothing", None, ErrorCode::NotFound),
@@ -219,6 +228,29 @@ async fn every_error_has_the_status_its_code_declares() {
         );
         assert_openapi_lists(&document, method, path, status, "duplicate");
     }
+    // A body in an encoding the node does not read, on any route.
+    let response = server
+        .client()
+        .put(server.url("/v1/kv/app/a"))
+        .header("Content-Encoding", "br")
+        .body("1")
+        .send()
+        .await
+        .expect("the server answers");
+    let status = response.status().as_u16();
+    let answer: Value = response.json().await.expect("a JSON answer");
+    assert_eq!(
+        (status, &answer["error"]["code"]),
+        (415, &json!("unsupported_encoding")),
+        "{answer}"
+    );
+    assert_openapi_lists(
+        &document,
+        "PUT",
+        "/v1/kv/app/a",
+        status,
+        "unsupported_encoding",
+    );
 }
 
 /// Every body is read as JSON whatever its `Content-Type`, or without

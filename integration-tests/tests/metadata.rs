@@ -1,7 +1,7 @@
 //! RocketMQ metadata over HTTP: topic configs and subscription groups,
 //! validated, in RocketMQ's own JSON; and the node's own endpoints.
 
-use integration_tests::{call, error_of, TestServer};
+use integration_tests::{call, error_of, kvctl, TestServer};
 use serde_json::{json, Value};
 
 #[tokio::test]
@@ -223,6 +223,9 @@ async fn invalid_topics_and_groups_are_refused_naming_the_field_and_nothing_is_w
     assert_eq!(groups["subscriptions"], json!([]));
 }
 
+/// A system topic or group (brokers need TBW102 to create topics) is
+/// created and deleted only with `?system=true` (kvctl `--system`), as
+/// RocketMQ's broker refuses to delete one. Deletes used to need nothing.
 #[tokio::test]
 async fn system_topics_and_groups_need_the_explicit_flag() {
     let server = TestServer::start().await;
@@ -242,6 +245,30 @@ async fn system_topics_and_groups_need_the_explicit_flag() {
     )
     .await;
     assert_eq!(status, 201);
+    for (path, kind) in [
+        ("/v1/topics/TBW102", "topic"),
+        ("/v1/subscriptions/TOOLS_CONSUMER", "group"),
+    ] {
+        let (status, body) = call(&server, "DELETE", path, None).await;
+        assert_eq!((status, error_of(&body).0), (400, "system_name"), "{body}");
+        let (status, body) = call(&server, "GET", path, None).await;
+        assert_eq!(status, 200, "the {kind} is still there: {body}");
+    }
+    let url = server.url("");
+    let refused = kvctl(&url, &["topic", "delete", "TBW102"])
+        .await
+        .expect_code(1);
+    assert!(refused.stderr.contains("system_name"), "{}", refused.stderr);
+    kvctl(&url, &["topic", "delete", "TBW102", "--system"])
+        .await
+        .success();
+    kvctl(&url, &["group", "delete", "TOOLS_CONSUMER", "--system"])
+        .await
+        .success();
+    for path in ["/v1/topics/TBW102", "/v1/subscriptions/TOOLS_CONSUMER"] {
+        let (status, body) = call(&server, "GET", path, None).await;
+        assert_eq!(status, 404, "{path}: {body}");
+    }
 }
 
 #[tokio::test]

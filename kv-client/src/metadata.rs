@@ -175,8 +175,15 @@ impl Client {
         self.call(&request).await?.success()?.json()
     }
 
-    async fn delete_config<T: MetadataKind>(&self, name: &str) -> Result<Option<WriteResult>> {
-        let request = Request::write(Method::DELETE, ["v1", T::COLLECTION, named::<T>(name)?]);
+    async fn delete_config<T: MetadataKind>(
+        &self,
+        name: &str,
+        allow_system: bool,
+    ) -> Result<Option<WriteResult>> {
+        let mut request = Request::write(Method::DELETE, ["v1", T::COLLECTION, named::<T>(name)?]);
+        if allow_system {
+            request = request.query("system", "true");
+        }
         let answer = self.call(&request).await?;
         if answer.status == StatusCode::NOT_FOUND && answer.has_code(T::NOT_FOUND) {
             return Ok(None);
@@ -277,7 +284,25 @@ impl Client {
     /// # }
     /// ```
     pub async fn delete_topic(&self, name: &str) -> Result<Option<WriteResult>> {
-        self.delete_config::<TopicConfig>(name).await
+        self.delete_config::<TopicConfig>(name, false).await
+    }
+
+    /// Deletes a topic, a reserved system one (`TBW102`, …) if
+    /// `allow_system`; [`Client::delete_topic`] refuses those, as RocketMQ
+    /// does.
+    ///
+    /// ```no_run
+    /// # async fn example(client: kv_client::Client) -> Result<(), kv_client::Error> {
+    /// client.delete_topic_with("SCHEDULE_TOPIC_XXXX", true).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn delete_topic_with(
+        &self,
+        name: &str,
+        allow_system: bool,
+    ) -> Result<Option<WriteResult>> {
+        self.delete_config::<TopicConfig>(name, allow_system).await
     }
 
     /// Every topic, by name, as a stream over pages.
@@ -373,7 +398,26 @@ impl Client {
     /// # }
     /// ```
     pub async fn delete_subscription(&self, name: &str) -> Result<Option<WriteResult>> {
-        self.delete_config::<SubscriptionGroupConfig>(name).await
+        self.delete_config::<SubscriptionGroupConfig>(name, false)
+            .await
+    }
+
+    /// Deletes a consumer group, a reserved system one (`TOOLS_CONSUMER`,
+    /// …) if `allow_system`; [`Client::delete_subscription`] refuses those.
+    ///
+    /// ```no_run
+    /// # async fn example(client: kv_client::Client) -> Result<(), kv_client::Error> {
+    /// client.delete_subscription_with("TOOLS_CONSUMER", true).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn delete_subscription_with(
+        &self,
+        name: &str,
+        allow_system: bool,
+    ) -> Result<Option<WriteResult>> {
+        self.delete_config::<SubscriptionGroupConfig>(name, allow_system)
+            .await
     }
 
     /// Every consumer group, by name, as a stream over pages.

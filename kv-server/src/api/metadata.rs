@@ -56,7 +56,8 @@ fn name_from_path<T: MetadataKind>(
     Ok(name)
 }
 
-/// `?system=true` lets a call create RocketMQ's reserved system names.
+/// `?system=true` lets a call create or delete RocketMQ's reserved system
+/// names (as RocketMQ's broker refuses to delete a system topic).
 fn options(query: &Query) -> Result<ValidateOptions, ApiError> {
     match query.get("system") {
         None | Some("false") => Ok(ValidateOptions::default()),
@@ -216,7 +217,10 @@ async fn delete<T: MetadataKind>(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let name = name_from_path::<T>(path)?;
-    Query::parse(query.as_deref(), &[])?;
+    let query = Query::parse(query.as_deref(), &["system"])?;
+    // Deleting TBW102 stops brokers from creating topics: a system name
+    // goes only when the call says it means one, as a create does.
+    T::validate_name(&name, options(&query)?)?;
     let key = format!("{}{name}", T::KEY_PREFIX);
     let retry_token = idempotency_key(&headers)?;
     let condition = condition(&headers)?;

@@ -246,6 +246,10 @@ pub enum TopicCommand {
     Delete {
         /// The topic's name.
         name: String,
+        /// Allow RocketMQ's reserved system names (TBW102, …): brokers
+        /// need them, so deleting one must be meant.
+        #[arg(long)]
+        system: bool,
     },
 }
 
@@ -295,6 +299,9 @@ pub enum GroupCommand {
     Delete {
         /// The group's name.
         name: String,
+        /// Allow RocketMQ's reserved system names (TOOLS_CONSUMER, …).
+        #[arg(long)]
+        system: bool,
     },
 }
 

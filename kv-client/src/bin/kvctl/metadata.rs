@@ -75,8 +75,8 @@ pub async fn topic(
                 }),
             )
         }
-        TopicCommand::Delete { name } => {
-            let Some(written) = client.delete_topic(&name).await? else {
+        TopicCommand::Delete { name, system } => {
+            let Some(written) = client.delete_topic_with(&name, system).await? else {
                 return Err(Failure::error(format!("topic {name:?} does not exist")));
             };
             show_deleted(printer, "topic", &name, &written)
@@ -170,8 +170,8 @@ pub async fn group(
                 }),
             )
         }
-        GroupCommand::Delete { name } => {
-            let Some(written) = client.delete_subscription(&name).await? else {
+        GroupCommand::Delete { name, system } => {
+            let Some(written) = client.delete_subscription_with(&name, system).await? else {
                 return Err(Failure::error(format!("group {name:?} does not exist")));
             };
             show_deleted(printer, "group", &name, &written)

@@ -14,6 +14,7 @@ use crate::api::{
 
 /// What every route of one lease may answer besides its success.
 const ONE_LEASE_ERRORS: &[ErrorCode] = &[
+    ErrorCode::UnknownParameter,
     ErrorCode::InvalidLeaseId,
     ErrorCode::LeaseNotFound,
     ErrorCode::NotLeader,
@@ -45,6 +46,7 @@ pub(super) fn leases(components: &mut Components) -> PathItem {
             ErrorCode::InvalidField,
             ErrorCode::InvalidTtl,
             ErrorCode::LeaseLimit,
+            ErrorCode::UnknownParameter,
             ErrorCode::ValueTooLarge,
             ErrorCode::NotLeader,
             ErrorCode::NoSpace,
@@ -59,7 +61,7 @@ pub(super) fn leases(components: &mut Components) -> PathItem {
             "200",
             ok("Every lease, by id.", components.of::<LeaseList>()),
         ),
-        &[ErrorCode::NotLeader],
+        &[ErrorCode::NotLeader, ErrorCode::UnknownParameter],
         components,
     );
     PathItemBuilder::new()
@@ -115,6 +117,7 @@ pub(super) fn keep_alive(components: &mut Components) -> PathItem {
             ErrorCode::InvalidLeaseId,
             ErrorCode::LeaseNotFound,
             ErrorCode::NotLeader,
+            ErrorCode::UnknownParameter,
             // A body other than none or `{}`: the TTL is the grant's.
             ErrorCode::InvalidBody,
         ],

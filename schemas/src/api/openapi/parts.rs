@@ -160,6 +160,8 @@ pub(super) fn operation(
         ErrorCode::RepeatedParameter,
         ErrorCode::Unavailable,
         ErrorCode::NotAMember,
+        // A `Content-Encoding` the node does not read, on any request.
+        ErrorCode::UnsupportedEncoding,
     ];
     // With `--auth`, every operation but these needs a token.
     let guarded = [ErrorCode::Unauthenticated, ErrorCode::PermissionDenied];

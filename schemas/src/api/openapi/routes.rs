@@ -29,6 +29,7 @@ pub(super) fn list_keys(components: &mut Components) -> PathItem {
             ErrorCode::InvalidParameter,
             ErrorCode::UnknownParameter,
             ErrorCode::InvalidKey,
+            ErrorCode::NotLeader,
         ],
         components,
     )
@@ -182,7 +183,11 @@ pub(super) fn list_metadata<T: MetadataKind + JsonSchema>(components: &mut Compo
         &format!("list_{}", T::COLLECTION),
         &format!("List {}", T::COLLECTION),
         ("200", answer),
-        &[ErrorCode::InvalidParameter, ErrorCode::UnknownParameter],
+        &[
+            ErrorCode::InvalidParameter,
+            ErrorCode::UnknownParameter,
+            ErrorCode::NotLeader,
+        ],
         components,
     )
     .parameters(Some(pagination("name")))
@@ -202,7 +207,7 @@ pub(super) fn metadata<T: MetadataKind + JsonSchema>(components: &mut Components
         &format!("get_{}", T::KIND),
         &format!("Read a {noun}"),
         ("200", read),
-        &[ErrorCode::InvalidName, T::NOT_FOUND, ErrorCode::NotLeader],
+        &[NAME_ERRORS, &[T::NOT_FOUND, ErrorCode::NotLeader]].concat(),
         components,
     )
     .parameter(name())
@@ -252,13 +257,35 @@ pub(super) fn metadata<T: MetadataKind + JsonSchema>(components: &mut Components
         &format!("delete_{}", T::KIND),
         &format!("Delete a {noun}"),
         ("200", written),
-        &[&[T::NOT_FOUND, ErrorCode::InvalidName], WRITE_ERRORS].concat(),
+        &[
+            NAME_ERRORS,
+            &[
+                T::NOT_FOUND,
+                ErrorCode::SystemName,
+                ErrorCode::InvalidParameter,
+            ],
+            WRITE_ERRORS,
+        ]
+        .concat(),
         components,
     )
     .parameter(name())
+    .parameter(query(
+        "system",
+        boolean_schema(),
+        "`true` allows deleting one of RocketMQ's reserved system names, which brokers need.",
+    ))
     .parameters(Some(write_headers()));
     read_write_delete(get, put, delete)
 }
+
+/// What a name in the path of a topic or group may be refused for.
+const NAME_ERRORS: &[ErrorCode] = &[
+    ErrorCode::InvalidName,
+    ErrorCode::BlankField,
+    ErrorCode::IllegalCharacter,
+    ErrorCode::TooLong,
+];
 
 /// A resource's path: read it, write it, delete it.
 fn read_write_delete(
