@@ -331,3 +331,42 @@ async fn the_peer_port_answers_postcard_and_json_in_kind_and_refuses_other_bodie
     let after = status(&cluster, leader).await;
     assert_eq!((after.leader, after.term), (before.leader, before.term));
 }
+
+/// An answer a follower passes back from the leader carries none of the
+/// peer port's own headers (the cluster id, the data format), which are
+/// for nodes; they used to reach the client.
+#[tokio::test]
+async fn an_answer_passed_back_by_a_follower_keeps_the_peer_headers_to_itself() {
+    let cluster = TestCluster::start(3, &[]).await;
+    let leader = cluster.leader().await;
+    let follower = cluster.node(cluster.follower_of(leader));
+    let topic = json!({"topicName": "orders"});
+    let answers = [
+        follower
+            .client()
+            .put(follower.url("/v1/topics/orders"))
+            .json(&topic)
+            .send()
+            .await
+            .expect("the follower answers"),
+        follower
+            .client()
+            .get(follower.url("/v1/leases"))
+            .send()
+            .await
+            .expect("the follower answers"),
+    ];
+    for answer in answers {
+        assert!(answer.status().is_success(), "{answer:?}");
+        for peers_own in [
+            schemas::api::header::CLUSTER_ID,
+            schemas::api::header::DATA_FORMAT,
+        ] {
+            assert!(
+                !answer.headers().contains_key(peers_own),
+                "{peers_own}: {:?}",
+                answer.headers()
+            );
+        }
+    }
+}

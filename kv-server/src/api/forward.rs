@@ -317,7 +317,14 @@ impl Hop<'_> {
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut answer_headers = HeaderMap::new();
         for (name, value) in response.headers() {
-            if !is_hop_by_hop(name) && *name != header::CONTENT_LENGTH {
+            // The peer port's own headers (the cluster id and data format
+            // it answers a node with) are for nodes, not the client.
+            let peers_own = [
+                schemas::api::header::CLUSTER_ID,
+                schemas::api::header::DATA_FORMAT,
+            ]
+            .contains(&name.as_str());
+            if !is_hop_by_hop(name) && *name != header::CONTENT_LENGTH && !peers_own {
                 answer_headers.append(name.clone(), value.clone());
             }
         }
