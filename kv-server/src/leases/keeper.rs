@@ -145,13 +145,16 @@ impl LeaseKeeper {
     /// `leader_term` (`None`: it does not lead): its deadline becomes a
     /// full TTL away. A keeper of another term, one still loading, or a
     /// node that no longer leads keeps no deadline the cluster would honour.
+    /// A lease past its deadline is not found, as in etcd, even before its
+    /// expiry is proposed (expiries are paced): its client must learn that
+    /// it lapsed, not have it back.
     pub fn keep_alive(&self, id: LeaseId, now: Instant, leader_term: Option<u64>) -> KeepAlive {
         let mut state = self.state.lock();
         if !state.leads_in(leader_term) {
             return KeepAlive::NotLeading;
         }
         match state.leases.get(&id).copied() {
-            Some(tracked) if !tracked.expiring => {
+            Some(tracked) if !tracked.expiring && tracked.deadline > now => {
                 state.queue.remove(&(tracked.deadline, id));
                 state.track(id, tracked.ttl, now);
                 KeepAlive::Renewed(tracked.ttl)
@@ -346,6 +349,18 @@ mod tests {
             "an expiring lease cannot be saved"
         );
         assert_eq!(keeper.keep_alive(8, later, Some(1)), KeepAlive::NotFound);
+    }
+
+    #[test]
+    fn a_lease_past_its_deadline_is_not_renewed_before_its_expiry_is_proposed() {
+        let keeper = LeaseKeeper::default();
+        let start = Instant::now();
+        promote(&keeper, 1, vec![(7, TTL)], start);
+        assert_eq!(
+            keeper.keep_alive(7, start + TTL, Some(1)),
+            KeepAlive::NotFound
+        );
+        assert_eq!(keeper.due(start + TTL, 10), vec![7], "still due");
     }
 
     #[test]
