@@ -941,7 +941,7 @@ async fn a_joining_node_killed_before_its_promotion_is_promoted_once_it_starts_a
 /// start it"), as a learner, joins once started with `--join`: its empty
 /// log has lost nothing, since the leader never reached it (it was refused
 /// as a member whose data was lost). Another member asking for the same
-/// peer endpoint, however spelled, is refused.
+/// peer endpoint, however spelled, or the same client endpoint, is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_learner_added_before_its_node_runs_joins_once_started() {
     use integration_tests::{call, free_ports, TestServer};
@@ -977,6 +977,18 @@ async fn a_learner_added_before_its_node_runs_joins_once_started() {
             "{host}: {body}"
         );
     }
+    // Another peer endpoint, but the same client endpoint: clients sent to
+    // one would reach the other.
+    let mut same_client = add(3);
+    same_client["peer_addr"] = json!(format!("http://127.0.0.1:{}", free_ports(1)[0]));
+    let (status, body) = call(&leader, "POST", "/v1/cluster/members", Some(same_client)).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("node 2") && message.contains("client URL")),
+        "{body}"
+    );
 
     let via = leader.peer_url();
     let mut joiner = TestServer::unstarted(2, joiner_port, joiner_peer_port, &["--join", &via]);

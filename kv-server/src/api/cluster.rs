@@ -250,16 +250,19 @@ async fn add_member(
             ),
         ));
     }
-    if let Some((other, their_url)) = same_endpoint(&membership, request.id, &node.peer_addr).await
-    {
-        return Err(ApiError::new(
-            ErrorCode::MemberExists,
-            format!(
-                "node {other} is a member with peer URL {their_url}, the same endpoint as {}: \
-                 two members cannot share one (each would answer for the other)",
-                node.peer_addr
-            ),
-        ));
+    for (kind, url, of) in [
+        ("peer", &node.peer_addr, peer_url_of as fn(&Node) -> &str),
+        ("client", &node.addr, client_url_of),
+    ] {
+        if let Some((other, their_url)) = same_endpoint(&membership, request.id, url, of).await {
+            return Err(ApiError::new(
+                ErrorCode::MemberExists,
+                format!(
+                    "node {other} is a member with {kind} URL {their_url}, the same endpoint as \
+                     {url}: two members cannot share one (each would answer for the other)"
+                ),
+            ));
+        }
     }
     if let Some(current) = &existing {
         if current.peer_addr != node.peer_addr {
@@ -312,27 +315,42 @@ async fn add_member(
     Ok((StatusCode::OK, membership_view(&state)))
 }
 
-/// The member other than `id` whose peer URL reaches the same endpoint as
-/// `peer_url`: the same URL, or one whose host resolves to an address and
-/// port `peer_url`'s does (`localhost` and `127.0.0.1`). A name that does
-/// not resolve is compared by its text alone.
+/// The member other than `id` whose URL (peer or client, as `url_of`
+/// reads it) reaches the same endpoint as `url`: the same URL, or one
+/// whose host resolves to an address and port `url`'s does (`localhost`
+/// and `127.0.0.1`). A name that does not resolve is compared by its text
+/// alone.
 async fn same_endpoint(
     membership: &openraft::Membership<NodeId, Node>,
     id: NodeId,
-    peer_url: &str,
+    url: &str,
+    url_of: fn(&Node) -> &str,
 ) -> Option<(NodeId, String)> {
-    let ours = endpoints(peer_url).await;
+    let ours = endpoints(url).await;
     for (other, node) in membership.nodes().filter(|(other, _)| **other != id) {
-        if node.peer_addr == peer_url
-            || endpoints(&node.peer_addr)
+        let theirs = url_of(node);
+        if theirs.is_empty() {
+            // A member formed by --peers, whose client URL is not known yet.
+            continue;
+        }
+        if theirs == url
+            || endpoints(theirs)
                 .await
                 .iter()
                 .any(|addr| ours.contains(addr))
         {
-            return Some((*other, node.peer_addr.clone()));
+            return Some((*other, theirs.to_string()));
         }
     }
     None
+}
+
+fn peer_url_of(node: &Node) -> &str {
+    &node.peer_addr
+}
+
+fn client_url_of(node: &Node) -> &str {
+    &node.addr
 }
 
 /// The socket addresses a node URL's host and port resolve to (none when
