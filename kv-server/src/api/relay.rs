@@ -24,9 +24,10 @@
 //! may have reached the leader is never sent again: its writes answer 503,
 //! saying they may or may not have taken effect, as a forwarded request
 //! does. A leader without the route (404: a build without it) is
-//! remembered, and writes are passed to it whole from then on.
+//! remembered, and writes are passed to it whole for a minute, then it is
+//! asked again (a rolling upgrade restarts it with the route).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -147,9 +148,18 @@ pub const RELAYS_IN_FLIGHT: usize = 8;
 #[derive(Clone)]
 pub struct Relay {
     queue: mpsc::UnboundedSender<Pending>,
-    /// Leaders (by peer URL) that answered 404: they take writes whole.
-    refusing: Arc<Mutex<HashSet<String>>>,
+    /// Leaders (by peer URL) that answered 404, and when: they take
+    /// writes whole.
+    refusing: Refusing,
 }
+
+/// Leaders (by peer URL) that answered 404, and when. A leader is asked
+/// again after [`ASK_AGAIN_AFTER`]: one upgraded meanwhile (a rolling
+/// upgrade restarts every node) takes relayed writes again.
+type Refusing = Arc<Mutex<HashMap<String, std::time::Instant>>>;
+
+/// How long a leader that answered the relay route 404 gets writes whole.
+const ASK_AGAIN_AFTER: Duration = Duration::from_secs(60);
 
 /// What the relay task needs of the node.
 #[derive(Clone)]
@@ -159,7 +169,7 @@ struct Hop {
     peers: PeerClient,
     /// The leader's request timeout: a write's own bound.
     timeout: Duration,
-    refusing: Arc<Mutex<HashSet<String>>>,
+    refusing: Refusing,
 }
 
 impl Relay {
@@ -192,7 +202,15 @@ impl Relay {
     /// Whether the leader at `peer_addr` takes relayed commands (as far as
     /// this node knows: it has not answered 404).
     pub fn takes(&self, peer_addr: &str) -> bool {
-        !self.refusing.lock().contains(peer_addr)
+        let mut refusing = self.refusing.lock();
+        match refusing.get(peer_addr) {
+            Some(since) if since.elapsed() < ASK_AGAIN_AFTER => false,
+            Some(_) => {
+                refusing.remove(peer_addr);
+                true
+            }
+            None => true,
+        }
     }
 
     /// Queues `command` for the leader; the receiver gets its answer.
@@ -297,7 +315,9 @@ impl Hop {
                     debug!(leader = id, attempt, %why, "the leader did not take the relayed writes; waiting for the next one");
                 }
                 Err(Unsent::Unsupported) => {
-                    self.refusing.lock().insert(peer_addr.clone());
+                    self.refusing
+                        .lock()
+                        .insert(peer_addr.clone(), std::time::Instant::now());
                     let error = ApiError::not_leader(
                         format!(
                             "the leader (node {id}) takes writes only from clients; retry there"
