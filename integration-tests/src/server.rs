@@ -275,6 +275,12 @@ impl TestServer {
             .to_string()
     }
 
+    /// Moves the node's peer port to `peer_port` for its next starts, as
+    /// an operator who starts it at another address does.
+    pub fn move_peer_port(&mut self, peer_port: u16) {
+        self.peer_port = peer_port;
+    }
+
     /// The server's `--data-dir`.
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")

@@ -1006,3 +1006,39 @@ async fn a_learner_added_before_its_node_runs_joins_once_started() {
         }
     }
 }
+
+/// A member started again at another peer address, which the membership
+/// does not list, stops and says how to move it: the others reach it at
+/// its old address only, so as a leader it took no write through them
+/// (they knew it led, and could not pass it one). The others go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_started_at_another_peer_address_stops_and_says_how_to_move_it() {
+    use integration_tests::{call, free_ports};
+    let _serial = SERIAL.lock().await;
+    let mut cluster = TestCluster::start(3, &[]).await;
+    let leader = cluster.leader().await;
+    let moved = cluster.follower_of(leader);
+    let node = cluster.node_mut(moved);
+    node.stop().await;
+    node.move_peer_port(free_ports(1)[0]);
+    node.spawn();
+    let exited = node.wait_exit(Duration::from_secs(60)).await;
+    assert!(
+        exited.is_some_and(|status| !status.success()),
+        "node {moved} kept running: {}",
+        node.log_tail(20)
+    );
+    assert!(
+        node.log_contains("which does not reach it") && node.log_contains("kvctl cluster remove"),
+        "{}",
+        node.log_tail(20)
+    );
+    let (status, body) = call(
+        cluster.node(leader),
+        "PUT",
+        "/v1/kv/after-the-move",
+        Some(json!(1)),
+    )
+    .await;
+    assert!(status < 300, "{status} {body}");
+}

@@ -62,6 +62,99 @@ pub enum JoinError {
         /// The cluster's id as the peer knows it.
         cluster_id: String,
     },
+    /// The membership lists this node at a peer URL that no longer reaches
+    /// it: the others cannot pass it writes nor reach it as a leader.
+    #[error(
+        "node {node_id} is a member at peer URL {listed}, which does not reach it ({why}); it \
+         now listens at {listening}. The other members reach it at {listed} only: a leader \
+         there would take no write through them. Start it at {listed} again, or remove it \
+         (kvctl cluster remove {node_id}), empty its data directory and let it join at the \
+         new address (docs/recovery.md)"
+    )]
+    Moved {
+        /// This node.
+        node_id: NodeId,
+        /// Its peer URL in the membership.
+        listed: String,
+        /// The peer address it listens at.
+        listening: std::net::SocketAddr,
+        /// What asking the listed URL gave.
+        why: String,
+    },
+}
+
+/// Times a node asks its listed peer URL whether it reaches it, and the
+/// pause between two tries.
+const REACH_TRIES: u32 = 3;
+const REACH_PAUSE: Duration = Duration::from_secs(1);
+
+/// What asking a peer URL for its node gave.
+enum Reached {
+    /// This node answered.
+    This,
+    /// Another node answered.
+    Another(NodeId),
+    /// Nothing readable answered; why.
+    Nothing(String),
+}
+
+/// Whether `peer_url` reaches node `node_id` (its `/v1/cluster` answers
+/// with that id), tried up to [`REACH_TRIES`] times.
+async fn reaches(http: &PeerClient, peer_url: &str, node_id: NodeId) -> Reached {
+    let mut last = Reached::Nothing(String::new());
+    for attempt in 1..=REACH_TRIES {
+        let answer = http
+            .get_naming_no_cluster(&format!("{peer_url}/v1/cluster"))
+            .header(crate::api::FORWARDED_HEADER, node_id)
+            .timeout(PEER_CLUSTER_REQUEST)
+            .send()
+            .await;
+        last = match answer {
+            Ok(response) => match response.json::<schemas::api::ClusterStatus>().await {
+                Ok(status) if status.node_id == node_id => return Reached::This,
+                Ok(status) => return Reached::Another(status.node_id),
+                Err(error) => Reached::Nothing(format!("an unreadable answer: {error}")),
+            },
+            Err(error) => Reached::Nothing(format!("no answer: {error}")),
+        };
+        if attempt < REACH_TRIES {
+            tokio::time::sleep(REACH_PAUSE).await;
+        }
+    }
+    last
+}
+
+/// Whether node `node_id`, listening at `listening`, is reached at the
+/// peer URL its membership lists (`listed`); `Err` if it surely is not:
+/// another node answers there, or nothing does and the URL names another
+/// port. Nothing answering at the same port (a name or address this host
+/// cannot reach itself by) is only logged.
+async fn check_listed(
+    http: &PeerClient,
+    node_id: NodeId,
+    listed: &str,
+    listening: std::net::SocketAddr,
+) -> Result<(), JoinError> {
+    let moved = |why: String| JoinError::Moved {
+        node_id,
+        listed: listed.to_string(),
+        listening,
+        why,
+    };
+    match reaches(http, listed, node_id).await {
+        Reached::This => Ok(()),
+        Reached::Another(other) => Err(moved(format!("node {other} answers there"))),
+        Reached::Nothing(why) => {
+            let port = reqwest::Url::parse(listed)
+                .ok()
+                .and_then(|url| url.port_or_known_default());
+            if port.is_some_and(|port| port != listening.port()) {
+                return Err(moved(why));
+            }
+            warn!(node_id, %listed, %why, "this node's peer URL in the membership does not reach it from here; the other members may still reach it");
+            Ok(())
+        }
+    }
 }
 
 /// Asks the cluster at `url` (any member) to add this node, retrying while
@@ -332,8 +425,19 @@ pub(crate) async fn ask_peers(
 /// retried with backoff, for at most [`JOIN_TIMEOUT`]. It only updates a
 /// member (`update_only`): a node removed while it was down still finds
 /// itself in its own membership, and must not add itself back; the leader's
-/// 404 ends it.
-pub(crate) async fn publish_addresses(raft: Raft, http: PeerClient, node_id: NodeId, node: Node) {
+/// 404 ends it. A member listed at a peer URL that no longer reaches it
+/// (started at another address) cannot be changed so (the cluster asks for
+/// a removal first), and no other member could pass it a write: it stops
+/// the server through `failed`.
+pub(crate) async fn publish_addresses(
+    raft: Raft,
+    http: PeerClient,
+    node_id: NodeId,
+    node: Node,
+    listening: std::net::SocketAddr,
+    failed: tokio::sync::oneshot::Sender<JoinError>,
+) {
+    let mut checked = false;
     let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
     let mut pause = JOIN_RETRY_FIRST;
     let url = format!("{}/v1/cluster/members", node.peer_addr);
@@ -344,8 +448,27 @@ pub(crate) async fn publish_addresses(raft: Raft, http: PeerClient, node_id: Nod
             let voter = membership.voter_ids().any(|id| id == node_id);
             (membership.get_node(&node_id).cloned(), voter)
         };
+        if let (Some(listed), false) = (&listed, checked) {
+            checked = true;
+            if let Err(moved) = check_listed(&http, node_id, &listed.peer_addr, listening).await {
+                let _ = failed.send(moved);
+                return;
+            }
+        }
         match listed {
             Some(listed) if listed == node => return,
+            Some(listed) if listed.peer_addr != node.peer_addr => {
+                // The cluster changes a member's peer URL only through a
+                // removal; the listed one reaches this node, so it stays.
+                warn!(
+                    node_id,
+                    listed = %listed.peer_addr,
+                    ours = %node.peer_addr,
+                    "the membership lists this node at another peer URL, which reaches it: kept \
+                     (changing it needs a removal first)"
+                );
+                return;
+            }
             Some(_) => {
                 let body = schemas::api::AddMember {
                     id: node_id,

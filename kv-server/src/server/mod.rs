@@ -115,6 +115,8 @@ pub async fn serve(
                 peers_http,
                 config.node_id,
                 this_node,
+                peer_listen,
+                join_failed_tx,
             ));
         }
     }
