@@ -1042,3 +1042,32 @@ async fn a_member_started_at_another_peer_address_stops_and_says_how_to_move_it(
     .await;
     assert!(status < 300, "{status} {body}");
 }
+
+/// A node whose data directory holds another cluster, started with
+/// `--join` naming a member of this one, stops and says so: `--join` is
+/// read only with an empty data directory, and the node used to serve the
+/// old cluster's data, ready, without a word.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_naming_another_cluster_than_the_data_directory_holds_stops() {
+    use integration_tests::{call, TestServer};
+    let _serial = SERIAL.lock().await;
+    let cluster = TestCluster::start(3, &[]).await;
+    let mut other = TestServer::start().await;
+    let (status, body) = call(&other, "PUT", "/v1/kv/stale", Some(json!(1))).await;
+    assert!(status < 300, "{status} {body}");
+    other.stop().await;
+    let member = cluster.node(cluster.leader().await).peer_url();
+    other.set_env("KV_JOIN", Some(&member));
+    other.spawn();
+    let exited = other.wait_exit(Duration::from_secs(60)).await;
+    assert!(
+        exited.is_some_and(|status| !status.success()),
+        "the node kept serving: {}",
+        other.log_tail(20)
+    );
+    assert!(
+        other.log_contains("--join is read only by a node whose data directory is empty"),
+        "{}",
+        other.log_tail(20)
+    );
+}

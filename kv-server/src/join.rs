@@ -62,6 +62,23 @@ pub enum JoinError {
         /// The cluster's id as the peer knows it.
         cluster_id: String,
     },
+    /// A node restarted on its data directory with `--join` naming a
+    /// member of another cluster: it would serve the cluster it holds.
+    #[error(
+        "node {node_id}'s data directory holds cluster {ours}, and --join names {url}, a member \
+         of cluster {theirs}. --join is read only by a node whose data directory is empty: \
+         empty it to join {theirs}, or start without --join to serve {ours}"
+    )]
+    OtherCluster {
+        /// This node.
+        node_id: NodeId,
+        /// The member `--join` names.
+        url: String,
+        /// The cluster the data directory holds.
+        ours: String,
+        /// The cluster of the member named.
+        theirs: String,
+    },
     /// The membership lists this node at a peer URL that no longer reaches
     /// it: the others cannot pass it writes nor reach it as a leader.
     #[error(
@@ -81,6 +98,43 @@ pub enum JoinError {
         /// What asking the listed URL gave.
         why: String,
     },
+}
+
+/// Whether a node restarted on its data directory with `--join` (which
+/// only a node with an empty one reads) holds the cluster `join` names:
+/// `Err` when that member answers with another cluster's id. A member that
+/// does not answer says nothing.
+async fn check_join_target(
+    http: &PeerClient,
+    node_id: NodeId,
+    join: &str,
+    ours: uuid::Uuid,
+) -> Result<(), JoinError> {
+    let answer = http
+        .get_naming_no_cluster(&format!("{}/v1/cluster", join.trim_end_matches('/')))
+        .header(crate::api::FORWARDED_HEADER, node_id)
+        .timeout(PEER_CLUSTER_REQUEST)
+        .send()
+        .await;
+    let theirs = match answer {
+        Ok(response) => match response.json::<schemas::api::ClusterStatus>().await {
+            Ok(status) => status.cluster_id,
+            Err(_) => None,
+        },
+        Err(error) => {
+            warn!(node_id, %join, %error, "--join: the member named did not answer; serving the cluster the data directory holds");
+            None
+        }
+    };
+    match theirs.and_then(|id| uuid::Uuid::parse_str(&id).ok()) {
+        Some(theirs) if theirs != ours => Err(JoinError::OtherCluster {
+            node_id,
+            url: join.to_string(),
+            ours: ours.to_string(),
+            theirs: theirs.to_string(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Times a node asks its listed peer URL whether it reaches it, and the
@@ -428,15 +482,24 @@ pub(crate) async fn ask_peers(
 /// 404 ends it. A member listed at a peer URL that no longer reaches it
 /// (started at another address) cannot be changed so (the cluster asks for
 /// a removal first), and no other member could pass it a write: it stops
-/// the server through `failed`.
+/// the server through `failed`. So does a node restarted on its data
+/// directory with `--join` (`held`: the member named, and the cluster the
+/// directory holds) when that member is of another cluster.
 pub(crate) async fn publish_addresses(
     raft: Raft,
     http: PeerClient,
     node_id: NodeId,
     node: Node,
     listening: std::net::SocketAddr,
+    held: Option<(String, uuid::Uuid)>,
     failed: tokio::sync::oneshot::Sender<JoinError>,
 ) {
+    if let Some((join, ours)) = held {
+        if let Err(other) = check_join_target(&http, node_id, &join, ours).await {
+            let _ = failed.send(other);
+            return;
+        }
+    }
     let mut checked = false;
     let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
     let mut pause = JOIN_RETRY_FIRST;

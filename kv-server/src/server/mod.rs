@@ -116,6 +116,9 @@ pub async fn serve(
                 config.node_id,
                 this_node,
                 peer_listen,
+                // A restart with --join (kept in the unit's environment):
+                // the member named must be of the cluster the dir holds.
+                opened.join.clone().zip(opened.cluster_id.get()),
                 join_failed_tx,
             ));
         }
