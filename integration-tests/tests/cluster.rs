@@ -1071,3 +1071,44 @@ async fn a_join_naming_another_cluster_than_the_data_directory_holds_stops() {
         other.log_tail(20)
     );
 }
+
+/// Nodes given different `--peers` do not form a cluster: the one that
+/// forms it would count a member the others do not know (a stray entry
+/// made a cluster of four voters that one failure stopped). It stops,
+/// naming both lists, as etcd refuses an initial cluster that differs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_given_different_peers_do_not_form_a_cluster() {
+    use integration_tests::{free_ports, TestServer};
+    let _serial = SERIAL.lock().await;
+    let ports = free_ports(7);
+    let url = |port: u16| format!("http://127.0.0.1:{port}");
+    let peers = format!(
+        "1={},2={},3={}",
+        url(ports[1]),
+        url(ports[3]),
+        url(ports[5])
+    );
+    let with_a_stray = format!("{peers},4={}", url(ports[6]));
+    let mut nodes: Vec<TestServer> = (1..=3u64)
+        .map(|id| {
+            let list = if id == 1 { &with_a_stray } else { &peers };
+            let index = 2 * (id as usize - 1);
+            TestServer::unstarted(id, ports[index], ports[index + 1], &["--peers", list])
+        })
+        .collect();
+    for node in &mut nodes {
+        node.spawn();
+    }
+    let first = &mut nodes[0];
+    let exited = first.wait_exit(Duration::from_secs(60)).await;
+    assert!(
+        exited.is_some_and(|status| !status.success()),
+        "node 1 formed a cluster: {}",
+        first.log_tail(20)
+    );
+    assert!(
+        first.log_contains("must be given the same --peers"),
+        "{}",
+        first.log_tail(20)
+    );
+}

@@ -79,6 +79,23 @@ pub enum JoinError {
         /// The cluster of the member named.
         theirs: String,
     },
+    /// A peer was given other members in its `--peers` than this node:
+    /// formed so, the cluster would count voters some nodes do not know.
+    #[error(
+        "node {node_id} was started with --peers naming nodes {ours:?}, and node {peer} with \
+         nodes {theirs:?}: every node of a cluster must be given the same --peers (a cluster \
+         formed with an extra member could lose its quorum to one failure)"
+    )]
+    PeersDiffer {
+        /// This node.
+        node_id: NodeId,
+        /// The peer that answered.
+        peer: NodeId,
+        /// This node's `--peers` ids.
+        ours: Vec<NodeId>,
+        /// The peer's `--peers` ids.
+        theirs: Vec<NodeId>,
+    },
     /// The membership lists this node at a peer URL that no longer reaches
     /// it: the others cannot pass it writes nor reach it as a leader.
     #[error(
@@ -370,10 +387,11 @@ pub(crate) enum PeersSaid {
     /// cluster has formed (it holds a membership), and that cluster's id,
     /// if one has.
     New(Option<(NodeId, String)>),
-    /// A peer lists it as a member that served (with its client URL, which
-    /// a member publishes once it is one, see [`publish_addresses`]): its
-    /// data was lost.
-    Served(JoinError),
+    /// It must not take part: a peer lists it as a member that served
+    /// (with its client URL, which a member publishes once it is one, see
+    /// [`publish_addresses`]), so its data was lost; or a peer was given
+    /// other `--peers`.
+    Stop(JoinError),
 }
 
 /// Asks the other peers of `--peers` about their cluster (`GET
@@ -435,12 +453,21 @@ pub(crate) async fn ask_peers(
                 );
                 continue;
             }
+            let ours: Vec<NodeId> = peers.keys().copied().collect();
+            if !status.peers.is_empty() && status.peers != ours {
+                return PeersSaid::Stop(JoinError::PeersDiffer {
+                    node_id,
+                    peer: *peer,
+                    ours,
+                    theirs: status.peers,
+                });
+            }
             let served = status
                 .members
                 .iter()
                 .any(|member| member.id == node_id && !member.addr.is_empty());
             if served {
-                return PeersSaid::Served(JoinError::DataLost {
+                return PeersSaid::Stop(JoinError::DataLost {
                     node_id,
                     peer: *peer,
                     peer_url: peer_url.clone(),

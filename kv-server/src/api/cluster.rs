@@ -144,6 +144,11 @@ async fn status(
         alarms: state.store.alarms()?,
         space: Some(crate::api::alarms::node_space(&state)),
         version: crate::LONG_VERSION.to_string(),
+        peers: state
+            .config
+            .peer_map()
+            .map(|peers| peers.into_keys().collect())
+            .unwrap_or_default(),
         extra: Default::default(),
     };
     let mut response = Json(status).into_response();

@@ -215,7 +215,7 @@ impl Forming {
     ) -> Result<(), ServerError> {
         let formed =
             match crate::join::ask_peers(http, self.config.node_id, &self.peers, asking).await {
-                crate::join::PeersSaid::Served(lost) => return Err(ServerError::Join(lost)),
+                crate::join::PeersSaid::Stop(why) => return Err(ServerError::Join(why)),
                 crate::join::PeersSaid::New(formed) => formed,
             };
         asking.done();

@@ -71,6 +71,10 @@ pub struct ClusterStatus {
     /// `0.1.0 (1a2b3c4d5e6f)`.
     #[serde(default)]
     pub version: String,
+    /// The ids of the answering node's `--peers` (empty without): nodes
+    /// forming a cluster check they were all given the same members.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<NodeId>,
     /// Fields this build does not know, kept as they came.
     #[serde(flatten)]
     pub extra: BTreeMap<String, serde_json::Value>,
