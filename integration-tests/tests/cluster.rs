@@ -1112,3 +1112,67 @@ async fn nodes_given_different_peers_do_not_form_a_cluster() {
         first.log_tail(20)
     );
 }
+
+/// A leader cut off from every follower still calls itself leader (openraft
+/// 0.9 does not step down), but says how long ago a majority acknowledged
+/// it: in `/v1/cluster`, `kvctl cluster status` and `/metrics`. Nothing
+/// told it apart from a healthy leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_its_followers_says_so() {
+    use integration_tests::{call, kvctl};
+    let _serial = SERIAL.lock().await;
+    let mut cluster = TestCluster::start(3, &[]).await;
+    let leader = cluster.leader().await;
+    let (_, status) = call(cluster.node(leader), "GET", "/v1/cluster", None).await;
+    assert!(
+        status["quorum_ack_ms"]
+            .as_u64()
+            .is_some_and(|ms| ms < 5_000),
+        "{status}"
+    );
+    let followers: Vec<u64> = cluster
+        .ids()
+        .into_iter()
+        .filter(|id| *id != leader)
+        .collect();
+    for id in &followers {
+        cluster.node_mut(*id).pause();
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, status) = call(cluster.node(leader), "GET", "/v1/cluster", None).await;
+        if status["quorum_ack_ms"]
+            .as_u64()
+            .is_some_and(|ms| ms >= 5_000)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let shown = kvctl(&cluster.node(leader).url(""), &["cluster", "status"]).await;
+    let metrics = cluster
+        .node(leader)
+        .client()
+        .get(cluster.node(leader).url("/metrics"))
+        .send()
+        .await
+        .expect("the leader answers")
+        .text()
+        .await
+        .expect("a body");
+    for id in &followers {
+        cluster.node_mut(*id).resume();
+    }
+    let shown = shown.success();
+    assert!(
+        shown.stdout.contains("NOT acknowledged by a majority"),
+        "{}",
+        shown.stdout
+    );
+    let age = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("kv_raft_quorum_ack_age_seconds "))
+        .and_then(|value| value.trim().parse::<f64>().ok());
+    assert!(age.is_some_and(|age| age >= 5.0), "{age:?}");
+}

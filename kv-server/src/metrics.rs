@@ -143,6 +143,8 @@ pub struct Gauges {
     pub applied_index: u64,
     /// Whether this node leads.
     pub is_leader: bool,
+    /// On a leader, milliseconds since a majority last acknowledged it.
+    pub quorum_ack_ms: Option<u64>,
     /// The topic's stats.
     pub topic: compaction::TopicStats,
     /// The cleaner's status.
@@ -172,6 +174,10 @@ pub fn render(gauges: &Gauges) -> String {
     metrics::gauge!("kv_raft_committed_index").set(gauges.committed_index as f64);
     metrics::gauge!("kv_raft_applied_index").set(gauges.applied_index as f64);
     metrics::gauge!("kv_raft_is_leader").set(if gauges.is_leader { 1.0 } else { 0.0 });
+    // 0 off a leader: a leader cut off from a majority still leads by its
+    // own account, and only this grows.
+    metrics::gauge!("kv_raft_quorum_ack_age_seconds")
+        .set(gauges.quorum_ack_ms.map_or(0.0, |ms| ms as f64 / 1000.0));
     let topic = &gauges.topic;
     metrics::gauge!("kv_topic_segments").set(topic.segments as f64);
     metrics::gauge!("kv_topic_bytes").set(topic.bytes as f64);

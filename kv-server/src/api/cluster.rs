@@ -144,6 +144,7 @@ async fn status(
         alarms: state.store.alarms()?,
         space: Some(crate::api::alarms::node_space(&state)),
         version: crate::LONG_VERSION.to_string(),
+        quorum_ack_ms: metrics.millis_since_quorum_ack,
         peers: state
             .config
             .peer_map()

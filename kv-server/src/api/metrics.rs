@@ -22,6 +22,7 @@ async fn scrape(State(state): State<AppState>) -> Response {
         committed_index: state.committed.load(std::sync::atomic::Ordering::Acquire),
         applied_index: raft.last_applied.map_or(0, |id| id.index),
         is_leader: raft.current_leader == Some(state.node_id),
+        quorum_ack_ms: raft.millis_since_quorum_ack,
         topic: state.store.topic_stats(),
         cleaner: state.cleaner.status(),
         watchers: state.store.watchers(),

@@ -71,6 +71,12 @@ pub struct ClusterStatus {
     /// `0.1.0 (1a2b3c4d5e6f)`.
     #[serde(default)]
     pub version: String,
+    /// On a leader, milliseconds since a majority last acknowledged it (its
+    /// heartbeats or entries); `null` elsewhere, or before a first
+    /// acknowledgement. Past the election timeout, the leader is cut off
+    /// from a majority: it still says `Leader`, but takes no write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorum_ack_ms: Option<u64>,
     /// The ids of the answering node's `--peers` (empty without): nodes
     /// forming a cluster check they were all given the same members.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

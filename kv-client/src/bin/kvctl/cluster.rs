@@ -43,6 +43,7 @@ async fn status(client: &Client, printer: &Printer) -> Result<(), Failure> {
         ("node", format!("{} ({})", status.node_id, status.state)),
         ("version", status.version.clone()),
         ("leader", leader),
+        ("quorum", quorum_summary(&status)),
         ("term", status.term.to_string()),
         ("applied_index", status.applied_index.to_string()),
         ("committed_index", status.committed_index.to_string()),
@@ -84,6 +85,24 @@ async fn status(client: &Client, printer: &Printer) -> Result<(), Failure> {
             ]
         }),
     )
+}
+
+/// What the answering node knows of its leader's quorum: on a leader, how
+/// long ago a majority acknowledged it, and a warning once that passes
+/// any election timeout (it still calls itself leader, cut off).
+fn quorum_summary(status: &kv_client::ClusterStatus) -> String {
+    const CUT_OFF_MS: u64 = 5_000;
+    match status.quorum_ack_ms {
+        Some(ms) if ms >= CUT_OFF_MS => format!(
+            "NOT acknowledged by a majority for {:.1} s: this leader is cut off and takes no write",
+            ms as f64 / 1000.0
+        ),
+        Some(ms) => format!("acknowledged {ms} ms ago"),
+        None if status.leader == Some(status.node_id) => {
+            "not acknowledged by a majority yet".to_string()
+        }
+        None => "- (ask the leader)".to_string(),
+    }
 }
 
 /// `alarm list|disarm`.
