@@ -80,3 +80,13 @@ fn the_server_logs_to_stderr_and_leaves_stdout_empty() {
         String::from_utf8_lossy(&output.stdout)
     );
 }
+
+/// A node whose logs go to a file or a journal (not a terminal) writes
+/// plain text, without the colour codes it wrote there before (the
+/// harness no longer sets `NO_COLOR`).
+#[tokio::test]
+async fn logs_to_a_file_carry_no_colour_codes() {
+    let server = integration_tests::TestServer::start().await;
+    assert!(server.log_contains("serving"), "{}", server.log_tail(5));
+    assert!(!server.log_contains("\u{1b}["), "{}", server.log_tail(5));
+}

@@ -21,6 +21,12 @@ async fn main() {
                 .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn,sled=warn")),
         )
         .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal: a service manager's
+        // journal or a log file gets plain text.
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none(),
+        )
         .init();
     let cli = Cli::parse();
     let outcome = match cli.command {
