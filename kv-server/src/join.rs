@@ -50,7 +50,8 @@ pub enum JoinError {
          {peer} at {peer_url} knows it) counts it as a member that has served: its data was \
          lost, and with it the votes and writes it acknowledged. Put its data directory back, \
          or remove it (kvctl cluster remove {node_id}) and start it with --join and an empty \
-         data directory (docs/recovery.md)"
+         data directory (docs/recovery.md). If node {node_id} still runs elsewhere, this is a \
+         second process given its id: stop this one, and remove nothing"
     )]
     DataLost {
         /// This node.
