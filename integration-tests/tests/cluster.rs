@@ -1007,6 +1007,19 @@ async fn a_learner_added_before_its_node_runs_joins_once_started() {
     }
 }
 
+/// Waits (a minute at most) for `node` to exit with a failure whose log
+/// says `says`.
+async fn assert_stops_saying(node: &mut integration_tests::TestServer, says: &str) {
+    let exited = node.wait_exit(Duration::from_secs(60)).await;
+    assert!(
+        exited.is_some_and(|status| !status.success()),
+        "node {} kept running: {}",
+        node.node_id(),
+        node.log_tail(20)
+    );
+    assert!(node.log_contains(says), "{}", node.log_tail(20));
+}
+
 /// A member started again at another peer address, which the membership
 /// does not list, stops and says how to move it: the others reach it at
 /// its old address only, so as a leader it took no write through them
@@ -1022,14 +1035,9 @@ async fn a_member_started_at_another_peer_address_stops_and_says_how_to_move_it(
     node.stop().await;
     node.move_peer_port(free_ports(1)[0]);
     node.spawn();
-    let exited = node.wait_exit(Duration::from_secs(60)).await;
+    assert_stops_saying(node, "which does not reach it").await;
     assert!(
-        exited.is_some_and(|status| !status.success()),
-        "node {moved} kept running: {}",
-        node.log_tail(20)
-    );
-    assert!(
-        node.log_contains("which does not reach it") && node.log_contains("kvctl cluster remove"),
+        node.log_contains("kvctl cluster remove"),
         "{}",
         node.log_tail(20)
     );
@@ -1059,17 +1067,11 @@ async fn a_join_naming_another_cluster_than_the_data_directory_holds_stops() {
     let member = cluster.node(cluster.leader().await).peer_url();
     other.set_env("KV_JOIN", Some(&member));
     other.spawn();
-    let exited = other.wait_exit(Duration::from_secs(60)).await;
-    assert!(
-        exited.is_some_and(|status| !status.success()),
-        "the node kept serving: {}",
-        other.log_tail(20)
-    );
-    assert!(
-        other.log_contains("--join is read only by a node whose data directory is empty"),
-        "{}",
-        other.log_tail(20)
-    );
+    assert_stops_saying(
+        &mut other,
+        "--join is read only by a node whose data directory is empty",
+    )
+    .await;
 }
 
 /// Nodes given different `--peers` do not form a cluster: the one that
@@ -1099,18 +1101,32 @@ async fn nodes_given_different_peers_do_not_form_a_cluster() {
     for node in &mut nodes {
         node.spawn();
     }
-    let first = &mut nodes[0];
-    let exited = first.wait_exit(Duration::from_secs(60)).await;
+    // Whichever asks first finds the difference and stops; the others
+    // are then left waiting for answers, forming nothing.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let stopped = 'found: loop {
+        for node in &mut nodes {
+            if node.wait_exit(Duration::from_millis(100)).await.is_some() {
+                break 'found node.node_id();
+            }
+        }
+        assert!(Instant::now() < deadline, "no node stopped");
+    };
+    let node = &nodes[stopped as usize - 1];
     assert!(
-        exited.is_some_and(|status| !status.success()),
-        "node 1 formed a cluster: {}",
-        first.log_tail(20)
-    );
-    assert!(
-        first.log_contains("must be given the same --peers"),
+        node.log_contains("must be given the same --peers"),
         "{}",
-        first.log_tail(20)
+        node.log_tail(20)
     );
+    let first = &mut nodes[0];
+    if first.is_running() && first.wait_exit(Duration::from_millis(100)).await.is_none() {
+        let (_, status) = integration_tests::call(first, "GET", "/v1/cluster", None).await;
+        assert_eq!(
+            status["members"],
+            json!([]),
+            "node 1 formed a cluster: {status}"
+        );
+    }
 }
 
 /// A leader cut off from every follower still calls itself leader (openraft

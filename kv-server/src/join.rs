@@ -128,13 +128,7 @@ async fn check_join_target(
     join: &str,
     ours: uuid::Uuid,
 ) -> Result<(), JoinError> {
-    let answer = http
-        .get_naming_no_cluster(&format!("{}/v1/cluster", join.trim_end_matches('/')))
-        .header(crate::api::FORWARDED_HEADER, node_id)
-        .timeout(PEER_CLUSTER_REQUEST)
-        .send()
-        .await;
-    let theirs = match answer {
+    let theirs = match cluster_of(http, join, node_id).await {
         Ok(response) => match response.json::<schemas::api::ClusterStatus>().await {
             Ok(status) => status.cluster_id,
             Err(_) => None,
@@ -160,6 +154,21 @@ async fn check_join_target(
 const REACH_TRIES: u32 = 3;
 const REACH_PAUSE: Duration = Duration::from_secs(1);
 
+/// `GET /v1/cluster` of the node at `peer_url`, asked by node `node_id`
+/// as a node's call naming no cluster (the asker may know none yet, or
+/// hold another).
+async fn cluster_of(
+    http: &PeerClient,
+    peer_url: &str,
+    node_id: NodeId,
+) -> reqwest::Result<reqwest::Response> {
+    http.get_naming_no_cluster(&format!("{}/v1/cluster", peer_url.trim_end_matches('/')))
+        .header(crate::api::FORWARDED_HEADER, node_id)
+        .timeout(PEER_CLUSTER_REQUEST)
+        .send()
+        .await
+}
+
 /// What asking a peer URL for its node gave.
 enum Reached {
     /// This node answered.
@@ -175,13 +184,7 @@ enum Reached {
 async fn reaches(http: &PeerClient, peer_url: &str, node_id: NodeId) -> Reached {
     let mut last = Reached::Nothing(String::new());
     for attempt in 1..=REACH_TRIES {
-        let answer = http
-            .get_naming_no_cluster(&format!("{peer_url}/v1/cluster"))
-            .header(crate::api::FORWARDED_HEADER, node_id)
-            .timeout(PEER_CLUSTER_REQUEST)
-            .send()
-            .await;
-        last = match answer {
+        last = match cluster_of(http, peer_url, node_id).await {
             Ok(response) => match response.json::<schemas::api::ClusterStatus>().await {
                 Ok(status) if status.node_id == node_id => return Reached::This,
                 Ok(status) => return Reached::Another(status.node_id),
@@ -415,13 +418,7 @@ pub(crate) async fn ask_peers(
     const ASK_RETRY_MAX: Duration = Duration::from_secs(1);
     loop {
         for (peer, peer_url) in peers.iter().filter(|(id, _)| **id != node_id) {
-            let answer = http
-                .get_naming_no_cluster(&format!("{peer_url}/v1/cluster"))
-                .header(crate::api::FORWARDED_HEADER, node_id)
-                .timeout(PEER_CLUSTER_REQUEST)
-                .send()
-                .await;
-            let status = match answer {
+            let status = match cluster_of(http, peer_url, node_id).await {
                 Ok(response) if response.status().is_success() => {
                     response.json::<schemas::api::ClusterStatus>().await
                 }
