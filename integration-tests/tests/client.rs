@@ -567,8 +567,14 @@ async fn subscription_groups_are_typed_and_listed() {
         client.list_subscriptions().try_collect().await.unwrap();
     assert_eq!(groups.len(), 2);
     assert_eq!(groups[1].retry_max_times, 5);
-    assert!(client
+    // A system group is deleted only when the call says it means one.
+    let refused = client
         .delete_subscription("TOOLS_CONSUMER")
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Some(ErrorCode::SystemName));
+    assert!(client
+        .delete_subscription_with("TOOLS_CONSUMER", true)
         .await
         .unwrap()
         .is_some());
