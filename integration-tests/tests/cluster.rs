@@ -1192,3 +1192,32 @@ async fn a_leader_cut_off_from_its_followers_says_so() {
         .and_then(|value| value.trim().parse::<f64>().ok());
     assert!(age.is_some_and(|age| age >= 5.0), "{age:?}");
 }
+
+/// Adding a node that runs as a member of another cluster is refused at
+/// once, naming that cluster: it used to be added as a learner that
+/// refused every call, and the add waited its whole catch-up time to say
+/// the node had not caught up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adding_a_node_of_another_cluster_is_refused_at_once() {
+    use integration_tests::{call, TestServer};
+    let _serial = SERIAL.lock().await;
+    let leader = TestServer::start().await;
+    let other = TestServer::start().await;
+    let add = json!({
+        "id": 2,
+        "addr": other.url("").trim_end_matches('/'),
+        "peer_addr": other.peer_url(),
+    });
+    let (status, body) = call(&leader, "POST", "/v1/cluster/members", Some(add)).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("foreign_cluster")),
+        "{body}"
+    );
+    let (_, cluster) = call(&leader, "GET", "/v1/cluster", None).await;
+    assert_eq!(
+        cluster["members"].as_array().map(Vec::len),
+        Some(1),
+        "{cluster}"
+    );
+}

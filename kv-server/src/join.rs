@@ -157,7 +157,7 @@ const REACH_PAUSE: Duration = Duration::from_secs(1);
 /// `GET /v1/cluster` of the node at `peer_url`, asked by node `node_id`
 /// as a node's call naming no cluster (the asker may know none yet, or
 /// hold another).
-async fn cluster_of(
+pub(crate) async fn cluster_of(
     http: &PeerClient,
     peer_url: &str,
     node_id: NodeId,

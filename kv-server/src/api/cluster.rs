@@ -297,6 +297,7 @@ async fn add_member(
     let learner_since = match existing {
         Some(_) => membership_log_index(&state),
         None => {
+            refuse_another_clusters_node(&state, request.id, &node.peer_addr).await?;
             info!(node = request.id, %node, "adding a learner");
             let added = change(
                 &state,
@@ -319,6 +320,41 @@ async fn add_member(
         .await?;
     }
     Ok((StatusCode::OK, membership_view(&state)))
+}
+
+/// 403 `foreign_cluster` if a node answers at `peer_url` as a member of
+/// another cluster: added, it would refuse every call of this one, and the
+/// add would wait its whole catch-up time to say it did not catch up. A
+/// node that does not answer (not started yet) may be added.
+async fn refuse_another_clusters_node(
+    state: &AppState,
+    id: NodeId,
+    peer_url: &str,
+) -> Result<(), ApiError> {
+    let Some(ours) = state.cluster_id.get() else {
+        return Ok(());
+    };
+    let Ok(answer) = crate::join::cluster_of(&state.peers, peer_url, state.node_id).await else {
+        return Ok(());
+    };
+    let Ok(status) = answer.json::<schemas::api::ClusterStatus>().await else {
+        return Ok(());
+    };
+    match status
+        .cluster_id
+        .and_then(|theirs| uuid::Uuid::parse_str(&theirs).ok())
+    {
+        Some(theirs) if theirs != ours => Err(ApiError::new(
+            ErrorCode::ForeignCluster,
+            format!(
+                "the node at {peer_url} (node {}) belongs to cluster {theirs}, not this one \
+                 ({ours}): it would refuse this cluster's calls. Empty its data directory and \
+                 start it with --join to add it as node {id}",
+                status.node_id
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// The member other than `id` whose URL (peer or client, as `url_of`

@@ -211,6 +211,7 @@ pub(super) fn add_member(components: &mut Components) -> PathItem {
             ErrorCode::InvalidAddr,
             ErrorCode::ValueTooLarge,
             ErrorCode::MemberExists,
+            ErrorCode::ForeignCluster,
             ErrorCode::MembershipChangeRefused,
             ErrorCode::NotCaughtUp,
             ErrorCode::NotLeader,
