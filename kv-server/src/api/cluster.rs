@@ -605,6 +605,19 @@ async fn change(state: &AppState, changes: ChangeMembers<NodeId, Node>) -> Resul
                 .applied_index_at_least(Some(index), "the last membership change")
                 .await;
         }
+        // openraft logs a change asked of a node that no longer leads as an
+        // error (its "first step"): a node that lost the lead meanwhile
+        // answers not_leader itself. (The lead can still move between this
+        // look and the proposal; openraft's refusal then answers the same.)
+        match crate::api::leader::known_leader(state) {
+            Some(crate::api::leader::Leader::This) => {}
+            other => {
+                return Err(ApiError::not_leader(
+                    "this node no longer leads; membership changes go to the leader",
+                    other.and_then(|leader| leader.hint()),
+                ))
+            }
+        }
         let proposal = Box::pin(state.raft.change_membership(changes.clone(), false));
         let left = deadline.saturating_duration_since(Instant::now());
         let changed = match tokio::time::timeout(left, proposal).await {
