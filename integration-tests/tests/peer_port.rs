@@ -184,7 +184,12 @@ async fn a_node_of_another_cluster_joins_nothing_and_says_why() {
 #[tokio::test]
 async fn a_member_of_another_cluster_added_by_hand_is_called_with_backoff() {
     let ours = TestServer::start().await;
-    let theirs = TestServer::start().await;
+    // Added before it runs (a node answering as another cluster's member is
+    // refused at the add), then started as a cluster of its own.
+    let [port, peer_port] = integration_tests::free_ports(2)[..] else {
+        unreachable!("two ports were asked for")
+    };
+    let mut theirs = TestServer::unstarted(1, port, peer_port, &[]);
     let added = ours
         .client()
         .post(ours.url("/v1/cluster/members"))
@@ -193,6 +198,8 @@ async fn a_member_of_another_cluster_added_by_hand_is_called_with_backoff() {
         .await
         .expect("the leader answers");
     assert_eq!(added.status().as_u16(), 200, "the learner is added");
+    theirs.spawn();
+    theirs.wait_ready().await;
     let refusals = || theirs.log_count("refused a request from a node of another cluster");
     let started = Instant::now();
     while refusals() == 0 && started.elapsed() < Duration::from_secs(10) {
