@@ -148,6 +148,23 @@ fn pause_followers(cluster: &mut TestCluster, leader: u64) -> Vec<u64> {
     followers
 }
 
+/// Starts node `id` again and waits for its status: a node without a
+/// leader is not healthy, so the usual start would not return.
+async fn spawn_without_a_leader(cluster: &mut TestCluster, id: u64) -> Value {
+    cluster.node_mut(id).spawn();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = cluster.status(id).await {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restarted node {id} never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Scenario 1: the leader is killed under a steady write load.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_killed_under_load_loses_no_acknowledged_write() {
@@ -193,6 +210,87 @@ async fn leader_killed_under_load_loses_no_acknowledged_write() {
     assert_same_state(&cluster).await;
 }
 
+/// A node restarted with raft log entries it had not applied serves no
+/// reads from its view until it has caught up. Before a crash a node may
+/// have applied, and answered reads from, entries whose commit its raft
+/// log did not hold yet; restarted, its view would be older than what it
+/// served. A node that restarts with everything applied still serves stale
+/// reads at once, without a majority.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_with_unapplied_entries_serves_reads_once_caught_up() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = TestCluster::start(3, &["--request-timeout-ms", "1500"]).await;
+    bulk_load(&cluster.urls(), "c1", 20, 2).await;
+    cluster.wait_converged().await;
+    let stale_read = "/v1/kv/c1/000007?consistency=stale";
+
+    // Stopped cleanly, a follower has applied its whole log: restarted
+    // while the others are paused, it serves stale reads at once.
+    let leader = cluster.leader().await;
+    let follower = cluster.follower_of(leader);
+    cluster.node_mut(follower).stop().await;
+    let others = pause_followers(&mut cluster, follower);
+    spawn_without_a_leader(&mut cluster, follower).await;
+    let (status, body) =
+        integration_tests::call(cluster.node(follower), "GET", stale_read, None).await;
+    assert_eq!(status, 200, "a caught-up node refused a stale read: {body}");
+    assert_eq!(body["value"], json!({ "n": 7 }), "{body}");
+    for id in &others {
+        cluster.node_mut(*id).resume();
+    }
+    cluster.wait_converged().await;
+
+    // The leader takes an entry no follower gets, so it never applies it,
+    // and is killed: it restarts with that entry past what it applied.
+    let leader = cluster.leader().await;
+    let followers = pause_followers(&mut cluster, leader);
+    let (status, body) = put(&cluster.node(leader).url("/v1/kv/c1/late"), &json!(1)).await;
+    assert_eq!(status, 503, "a write without a majority: {body}");
+    let status = cluster.status(leader).await.expect("the leader answers");
+    let index = |name: &str| {
+        status[name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{name}: {status}"))
+    };
+    assert!(index("last_log_index") > index("applied_index"), "{status}");
+    cluster.node_mut(leader).kill9().await;
+    spawn_without_a_leader(&mut cluster, leader).await;
+    let (status, body) =
+        integration_tests::call(cluster.node(leader), "GET", stale_read, None).await;
+    assert_eq!(
+        status, 503,
+        "a node behind its own log served a read: {body}"
+    );
+    let (code, _) = integration_tests::error_of(&body);
+    assert_eq!(code, "not_ready", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("caught up")),
+        "{body}"
+    );
+
+    for id in &followers {
+        cluster.node_mut(*id).resume();
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) =
+            integration_tests::call(cluster.node(leader), "GET", stale_read, None).await;
+        if status == 200 {
+            assert_eq!(body["value"], json!({ "n": 7 }), "{body}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restarted node never served reads again: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cluster.wait_converged().await;
+    assert_same_state(&cluster).await;
+}
+
 /// A leader killed and restarted never leads its old term again, even
 /// when nobody else was elected meanwhile: it reported its own proposals
 /// written before they were durable, so the crash may have taken some that
@@ -210,19 +308,7 @@ async fn a_restarted_leader_comes_back_a_follower_and_leads_only_in_a_new_term()
         .expect("a term");
     let followers = pause_followers(&mut cluster, leader);
     cluster.node_mut(leader).kill9().await;
-    // Not healthy without a leader: wait for its status instead.
-    cluster.node_mut(leader).spawn();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = cluster.status(leader).await {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the restarted node never answered"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = spawn_without_a_leader(&mut cluster, leader).await;
     assert_ne!(
         status["state"], "Leader",
         "a restarted node resumed leading term {term} on its own: {status}"

@@ -45,6 +45,7 @@ pub const LONG_VERSION: &str = concat!(
 pub(crate) mod acl;
 pub(crate) mod api;
 pub mod backup;
+pub(crate) mod caught_up;
 pub(crate) mod clock;
 pub mod config;
 pub(crate) mod crash;

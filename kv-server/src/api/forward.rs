@@ -108,6 +108,21 @@ where
         // The leases' deadlines live on the leader: their reads go there too.
         let read_only = matches!(*request.method(), Method::GET | Method::HEAD)
             && !request.uri().path().starts_with("/v1/leases");
+        if read_only
+            && !self.state.caught_up.is_done(&self.state.raft)
+            && crate::caught_up::reads_the_view(request.uri().path())
+        {
+            // Only until a restarted node has caught up (see `caught_up`).
+            let clone = self.inner.clone();
+            let inner = std::mem::replace(&mut self.inner, clone);
+            let state = self.state.clone();
+            return Either::Right(Box::pin(async move {
+                match crate::caught_up::before_read(&state).await {
+                    Ok(()) => Ok(serve_here(inner, request).await),
+                    Err(refusal) => Ok(refusal.into_response()),
+                }
+            }));
+        }
         if read_only || request.extensions().get::<PassedOn>().is_some() {
             return Either::Left(self.inner.call(request));
         }

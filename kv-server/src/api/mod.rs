@@ -151,6 +151,9 @@ pub struct NodeState {
     /// Whether this node was removed from the cluster (then it serves
     /// nothing: see `removal`).
     pub removal: Arc<crate::removal::Removal>,
+    /// Whether this node, restarted with entries it had not applied, has
+    /// caught up since (see `caught_up`).
+    pub caught_up: Arc<crate::caught_up::CaughtUp>,
     /// The partial snapshots arriving from a leader, chunk by chunk.
     pub snapshot_receiver: Arc<crate::store::snapshot_receive::SnapshotReceiver>,
     /// The queue of writes to propose, many to an entry.

@@ -36,7 +36,9 @@ pub async fn linearizable_barrier_until(
     // Boxed: the follower path holds an HTTP client's large future, and a
     // long-poll that passed the barrier should not carry its size while it
     // waits.
-    Box::pin(read_barrier(state, deadline)).await
+    Box::pin(read_barrier(state, deadline)).await?;
+    state.caught_up.mark("a linearizable read passed");
+    Ok(())
 }
 
 async fn read_barrier(state: &AppState, deadline: Instant) -> Result<(), ApiError> {

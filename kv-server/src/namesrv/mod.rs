@@ -98,6 +98,13 @@ impl NameServer {
 
     /// Why this node must not answer reads now, if it must not.
     pub fn stale(&self) -> Option<String> {
+        if !self.state.caught_up.is_done(&self.state.raft) {
+            return Some(
+                "this name server restarted with raft log entries it has not applied yet; its \
+                 routes may be older than those it gave before, ask another name server"
+                    .into(),
+            );
+        }
         freshness::stale(
             &self.state.raft,
             &self.state.leader_contact,

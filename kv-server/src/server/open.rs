@@ -50,6 +50,8 @@ pub(super) struct Opened {
     /// Whether this node was removed from the cluster, shared with the
     /// network and the routes.
     pub(super) removal: Arc<crate::removal::Removal>,
+    /// Whether this node has caught up since it started.
+    pub(super) caught_up: Arc<crate::caught_up::CaughtUp>,
     /// The openraft handle.
     pub(super) raft: Raft,
 }
@@ -149,6 +151,10 @@ pub(super) async fn open(config: Config) -> Result<Opened, ServerError> {
         StateMachine::new(Arc::clone(&store), durability),
     )
     .await?;
+    // openraft has applied what the log says is committed by now.
+    let (applied, _) = store.view.applied_state()?;
+    let caught_up =
+        crate::caught_up::CaughtUp::at_start(log.reach(), applied.map_or(0, |id| id.index));
     Ok(Opened {
         config,
         this_node,
@@ -162,6 +168,7 @@ pub(super) async fn open(config: Config) -> Result<Opened, ServerError> {
         cleaner,
         peers_http,
         removal,
+        caught_up,
         raft,
     })
 }
@@ -303,6 +310,7 @@ impl Opened {
             leader_contact: Default::default(),
             write_budget: crate::write_budget::WriteBudget::new(config.max_pending_write_bytes),
             removal: Arc::clone(&self.removal),
+            caught_up: Arc::clone(&self.caught_up),
             snapshot_receiver: Arc::new(crate::store::snapshot_receive::SnapshotReceiver::new(
                 &self.store.snapshot_dir,
                 config.max_snapshot_bytes as u64,
@@ -333,6 +341,7 @@ impl Opened {
         });
         tokio::spawn(crate::api::alarms::raise_when_over(state.clone()));
         tokio::spawn(crate::removal::watch_membership(state.clone()));
+        tokio::spawn(crate::caught_up::catch_up(state.clone()));
         tokio::spawn(Arc::clone(&self.removal).shut_down_when_marked(self.raft.clone()));
         tokio::spawn(crate::snapshot_trigger::snapshot_every_writes(
             self.raft.clone(),

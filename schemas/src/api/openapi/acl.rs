@@ -11,6 +11,12 @@ use crate::api::{Bootstrap, CreateToken, CreatedToken, ErrorCode, Role, RoleList
 /// What every `/v1/acl` route but bootstrap may answer on a cluster
 /// without `--auth`, or when passed to a leader that is gone.
 const ACL_ERRORS: &[ErrorCode] = &[ErrorCode::AuthDisabled, ErrorCode::NotLeader];
+/// The lists, served from this node's view.
+const ACL_READ_ERRORS: &[ErrorCode] = &[
+    ErrorCode::AuthDisabled,
+    ErrorCode::NotLeader,
+    ErrorCode::NotReady,
+];
 
 pub(super) fn bootstrap(components: &mut Components) -> PathItem {
     let answer = ok(
@@ -49,7 +55,7 @@ pub(super) fn roles(components: &mut Components) -> PathItem {
         "acl_list_roles",
         "List the roles",
         ("200", answer),
-        ACL_ERRORS,
+        ACL_READ_ERRORS,
         components,
     );
     PathItemBuilder::new()
@@ -102,7 +108,7 @@ pub(super) fn tokens(components: &mut Components) -> PathItem {
             "200",
             ok("Every token, in name order.", components.of::<TokenList>()),
         ),
-        ACL_ERRORS,
+        ACL_READ_ERRORS,
         components,
     );
     let body = RequestBodyBuilder::new()

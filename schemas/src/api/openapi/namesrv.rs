@@ -86,7 +86,11 @@ pub(super) fn brokers(components: &mut Components) -> PathItem {
                 components.of::<ClusterInfo>(),
             ),
         ),
-        &[ErrorCode::InvalidParameter, ErrorCode::UnknownParameter],
+        &[
+            ErrorCode::InvalidParameter,
+            ErrorCode::UnknownParameter,
+            ErrorCode::NotReady,
+        ],
         components,
     )
     .parameters(Some(long_poll()));
@@ -108,6 +112,7 @@ pub(super) fn route(components: &mut Components) -> PathItem {
             ErrorCode::NotFound,
             ErrorCode::InvalidParameter,
             ErrorCode::UnknownParameter,
+            ErrorCode::NotReady,
         ],
         components,
     )

@@ -30,6 +30,7 @@ pub(super) fn list_keys(components: &mut Components) -> PathItem {
             ErrorCode::UnknownParameter,
             ErrorCode::InvalidKey,
             ErrorCode::NotLeader,
+            ErrorCode::NotReady,
         ],
         components,
     )
@@ -67,6 +68,7 @@ pub(super) fn key(components: &mut Components) -> PathItem {
             ErrorCode::InvalidParameter,
             ErrorCode::UnknownParameter,
             ErrorCode::NotLeader,
+            ErrorCode::NotReady,
         ],
         components,
     )
@@ -123,6 +125,7 @@ pub(super) fn changes(components: &mut Components) -> PathItem {
             ErrorCode::UnknownParameter,
             ErrorCode::InvalidKey,
             ErrorCode::BelowTombstoneFloor,
+            ErrorCode::NotReady,
         ],
         components,
     )
@@ -167,6 +170,7 @@ pub(super) fn records(components: &mut Components) -> PathItem {
             ErrorCode::UnknownParameter,
             ErrorCode::InvalidKey,
             ErrorCode::BelowTombstoneFloor,
+            ErrorCode::NotReady,
         ],
         components,
     )
@@ -187,6 +191,7 @@ pub(super) fn list_metadata<T: MetadataKind + JsonSchema>(components: &mut Compo
             ErrorCode::InvalidParameter,
             ErrorCode::UnknownParameter,
             ErrorCode::NotLeader,
+            ErrorCode::NotReady,
         ],
         components,
     )
@@ -207,7 +212,11 @@ pub(super) fn metadata<T: MetadataKind + JsonSchema>(components: &mut Components
         &format!("get_{}", T::KIND),
         &format!("Read a {noun}"),
         ("200", read),
-        &[NAME_ERRORS, &[T::NOT_FOUND, ErrorCode::NotLeader]].concat(),
+        &[
+            NAME_ERRORS,
+            &[T::NOT_FOUND, ErrorCode::NotLeader, ErrorCode::NotReady],
+        ]
+        .concat(),
         components,
     )
     .parameter(name())
