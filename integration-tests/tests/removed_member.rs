@@ -277,6 +277,14 @@ async fn a_removed_node_restarted_is_still_not_a_member() {
 
     let node = cluster.node_mut(removed);
     node.stop().await;
+    // The removal shut Raft down; the stop waits for it rather than
+    // shutting it down again, which openraft warns of.
+    assert_eq!(
+        node.log_count("Double call to Raft::shutdown()"),
+        0,
+        "{}",
+        node.log_tail(20)
+    );
     node.spawn();
     let deadline = Instant::now() + NOTICE_TIMEOUT;
     let url = node.url("/v1/kv/removal/a?consistency=stale");

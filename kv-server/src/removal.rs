@@ -59,6 +59,10 @@ pub struct Removal {
     marked: Notify,
     /// Where the removal is recorded (none in unit tests).
     record: Option<PathBuf>,
+    /// Set once Raft was shut down, by the removal or by the node's stop,
+    /// whichever came first: the other waits for it rather than shut it
+    /// down again (openraft warns of a second call).
+    raft_stopped: tokio::sync::OnceCell<()>,
 }
 
 impl Removal {
@@ -120,9 +124,18 @@ impl Removal {
         if !self.is_removed() {
             self.marked.notified().await;
         }
-        if let Err(error) = raft.shutdown().await {
-            warn!(%error, "raft did not shut down cleanly after the removal");
-        }
+        self.shut_down_raft(&raft, "after the removal").await;
+    }
+
+    /// Shuts `raft` down, once: a second caller waits for the first.
+    pub async fn shut_down_raft(&self, raft: &Raft, when: &str) {
+        self.raft_stopped
+            .get_or_init(|| async {
+                if let Err(error) = raft.shutdown().await {
+                    warn!(%error, when, "raft did not shut down cleanly");
+                }
+            })
+            .await;
     }
 
     /// The answer every client route gives once the node was removed.

@@ -354,10 +354,10 @@ impl Opened {
     /// Stops Raft, closes the raft log, stops the cleaner and flushes the
     /// topic and the view.
     pub(super) async fn close(self) -> Result<(), ServerError> {
-        if let Err(error) = self.raft.shutdown().await {
-            // The node is stopping anyway; the storage is still closed below.
-            warn!(%error, "raft did not shut down cleanly");
-        }
+        // The node is stopping anyway; the storage is still closed below.
+        self.removal
+            .shut_down_raft(&self.raft, "at the node's stop")
+            .await;
         self.log.close().await?;
         drop(self.cleaner);
         // Without room the view stays as it is: the restart brings it up to
