@@ -73,7 +73,10 @@ pub enum Error {
 
     /// Every attempt failed (no endpoint reachable, or each one answered
     /// 503) until the attempts or the deadline ran out.
-    #[error("{request}: gave up after {attempts} attempts in {elapsed:?}; last error: {last}")]
+    #[error(
+        "{request}: gave up after {attempts} attempts in {elapsed:?}; last error: {last}{}",
+        .last_answer.as_ref().map(|answer| format!("; the last answer: {answer}")).unwrap_or_default()
+    )]
     Unavailable {
         /// The request, as `METHOD /path`.
         request: String,
@@ -84,6 +87,10 @@ pub enum Error {
         /// The error of the last attempt.
         #[source]
         last: Box<Error>,
+        /// When the last attempt got no answer (cut off by the deadline,
+        /// say), the last error a node answered with, if one did: it says
+        /// why the nodes could not serve (`not_ready`, `not_leader`, …).
+        last_answer: Option<Box<Error>>,
     },
 
     /// An answer that does not have the shape the API promises.

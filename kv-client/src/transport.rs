@@ -177,6 +177,9 @@ impl Client {
         let mut attempts = 0;
         // Endpoints that refused for want of space in this call.
         let mut out_of_space = 0;
+        // The last error a node answered with, kept while later attempts
+        // get no answer: it says why, where a timeout does not.
+        let mut last_answer: Option<Error> = None;
         loop {
             attempts += 1;
             let endpoint = &inner.endpoints[index];
@@ -282,11 +285,13 @@ impl Client {
             warn!(%error, attempt = attempts, "attempt failed");
             // Another node may lead now: look again before the next write.
             inner.leader_checked.store(false, Ordering::Relaxed);
-            let give_up = |error: Error| Error::Unavailable {
+            let answered = error.status().is_some();
+            let give_up = |error: Error, last_answer: &mut Option<Error>| Error::Unavailable {
                 request: description.clone(),
                 attempts,
                 elapsed: started.elapsed(),
                 last: Box::new(error),
+                last_answer: last_answer.take().filter(|_| !answered).map(Box::new),
             };
             let hinted = leader_hint.and_then(|address| self.endpoint_index(&address));
             index = match hinted {
@@ -298,7 +303,7 @@ impl Client {
             // it alone, call after call.
             inner.preferred.store(index, Ordering::Relaxed);
             if attempts >= options.max_attempts || Instant::now() >= deadline {
-                return Err(give_up(error));
+                return Err(give_up(error, &mut last_answer));
             }
             failed_in_round += 1;
             round_retry_after = round_retry_after.max(retry_after.unwrap_or_default());
@@ -311,11 +316,14 @@ impl Client {
                     .max(round_retry_after);
                 round_retry_after = Duration::ZERO;
                 if Instant::now() + pause >= deadline {
-                    return Err(give_up(error));
+                    return Err(give_up(error, &mut last_answer));
                 }
                 debug!(?pause, "every endpoint failed once; pausing");
                 tokio::time::sleep(pause).await;
                 backoff = (backoff * 2).min(options.backoff_max);
+            }
+            if answered {
+                last_answer = Some(error);
             }
         }
     }
