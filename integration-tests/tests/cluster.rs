@@ -269,6 +269,15 @@ async fn a_node_restarted_with_unapplied_entries_serves_reads_once_caught_up() {
             .is_some_and(|message| message.contains("caught up")),
         "{body}"
     );
+    // kvctl says why, even when its deadline cuts off the attempt after
+    // the last such answer.
+    let run = integration_tests::kvctl(
+        &cluster.node(leader).url(""),
+        &["--timeout", "4s", "get", "c1/000007"],
+    )
+    .await;
+    assert_ne!(run.code, 0, "{}", run.stdout);
+    assert!(run.stderr.contains("not_ready"), "{}", run.stderr);
 
     for id in &followers {
         cluster.node_mut(*id).resume();
@@ -289,6 +298,62 @@ async fn a_node_restarted_with_unapplied_entries_serves_reads_once_caught_up() {
     }
     cluster.wait_converged().await;
     assert_same_state(&cluster).await;
+}
+
+/// A follower stopped for a while (a rolling restart) is logged by the
+/// leader once when its appends start to fail and once when it answers
+/// again, never at each of the retries in between, and never as an ERROR.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_follower_is_logged_once_by_the_leader_not_at_every_retry() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = TestCluster::start(3, &[]).await;
+    let leader = cluster.leader().await;
+    let follower = cluster.follower_of(leader);
+    let errors_before = cluster.node(leader).log_count(" ERROR ");
+    cluster.node_mut(follower).stop().await;
+    let failing = "appends to a peer fail";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cluster.node(leader).log_count(failing) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the leader never said its follower fails\n{}",
+            cluster.node(leader).log_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Writes go on with two of three; the leader retries the third meanwhile.
+    bulk_load(&cluster.urls(), "down", 1000, 4).await;
+    cluster.node_mut(follower).restart().await;
+    let again = "a peer answers appends again";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cluster.node(leader).log_count(again) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the leader never said its follower answers again\n{}",
+            cluster.node(leader).log_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let leader_node = cluster.node(leader);
+    assert_eq!(
+        leader_node.log_count(failing),
+        1,
+        "{}",
+        leader_node.log_tail(30)
+    );
+    assert_eq!(
+        leader_node.log_count(again),
+        1,
+        "{}",
+        leader_node.log_tail(30)
+    );
+    assert_eq!(
+        leader_node.log_count(" ERROR "),
+        errors_before,
+        "a stopped follower made the leader log ERROR lines\n{}",
+        leader_node.log_tail(30)
+    );
+    cluster.wait_converged().await;
 }
 
 /// A leader killed and restarted never leads its old term again, even

@@ -15,11 +15,16 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 async fn main() {
     // Logs go to stderr, as etcd's do: stdout is for what a command
     // prints (`kv-server man`), and a service manager keeps both.
+    // openraft's replication logs each failed retry to a stopped follower
+    // (an ERROR every two seconds or so); the leader logs its peers'
+    // failures and recoveries once each instead (`network::PeerReach`).
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn,sled=warn")),
-        )
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+            EnvFilter::new(
+                "info,openraft=warn,openraft::replication=off,\
+                 openraft::engine::handler::replication_handler=error,sled=warn",
+            )
+        }))
         .with_writer(std::io::stderr)
         // Colours only for a person at a terminal: a service manager's
         // journal or a log file gets plain text.

@@ -20,10 +20,11 @@
 //! ([`Connection::hold_commit`]): openraft sends a follower the next
 //! entries only once the append before is answered.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper::{StatusCode, Uri};
 use openraft::error::{
@@ -40,7 +41,7 @@ use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::peer_channel::{CallError, PeerChannel, CONNECT_TIMEOUT};
 use crate::peer_codec::Encoding;
@@ -73,6 +74,45 @@ pub struct Network {
     node_id: NodeId,
     durability: Durability,
     removal: Arc<Removal>,
+    reach: Arc<PeerReach>,
+}
+
+/// Which peers' appends fail, and since when: a leader logs a peer's first
+/// failure and its recovery, once each. openraft logs every failed retry
+/// (an ERROR about every two seconds per stopped follower, as in any
+/// rolling restart); its replication module's lines are off by default
+/// (see `main`), and these say the same once.
+#[derive(Debug, Default)]
+pub struct PeerReach {
+    failing_since: Mutex<HashMap<NodeId, Instant>>,
+    /// How many peers are in `failing_since`: an answered append, the
+    /// usual case, looks at nothing else.
+    failing: std::sync::atomic::AtomicUsize,
+}
+
+impl PeerReach {
+    /// Notes an append to `target` (at `addr`) that failed with `error`.
+    fn failed(&self, target: NodeId, addr: &str, error: &dyn std::fmt::Display) {
+        if let std::collections::hash_map::Entry::Vacant(entry) =
+            self.failing_since.lock().entry(target)
+        {
+            entry.insert(Instant::now());
+            self.failing.fetch_add(1, Ordering::AcqRel);
+            warn!(peer = target, %addr, %error, "appends to a peer fail; retrying it with backoff (logged again when it answers)");
+        }
+    }
+
+    /// Notes an append to `target` that was answered.
+    fn answered(&self, target: NodeId, addr: &str) {
+        if self.failing.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let since = self.failing_since.lock().remove(&target);
+        if let Some(since) = since {
+            self.failing.fetch_sub(1, Ordering::AcqRel);
+            info!(peer = target, %addr, after_ms = since.elapsed().as_millis() as u64, "a peer answers appends again");
+        }
+    }
 }
 
 impl Network {
@@ -90,6 +130,7 @@ impl Network {
             node_id,
             durability,
             removal,
+            reach: Arc::default(),
         }
     }
 }
@@ -139,6 +180,8 @@ struct Link {
     /// first 415 (see `peer_codec`).
     postcard: AtomicBool,
     removal: Arc<Removal>,
+    /// The node's record of which peers fail their appends.
+    reach: Arc<PeerReach>,
 }
 
 /// How long a commit-only append is held for the next append to carry its
@@ -177,6 +220,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             channel,
             postcard: AtomicBool::new(true),
             removal: Arc::clone(&self.removal),
+            reach: Arc::clone(&self.reach),
         };
         Connection {
             link: Arc::new(link),
@@ -557,6 +601,13 @@ impl RaftNetwork<TypeConfig> for Connection {
             None => request.prev_log_id,
         };
         let answer = self.link.append(request, &option).await;
+        match &answer {
+            Ok(_) => self.link.reach.answered(self.link.target, &self.link.addr),
+            Err(error) => self
+                .link
+                .reach
+                .failed(self.link.target, &self.link.addr, error),
+        }
         self.matched = match &answer {
             Ok(AppendEntriesResponse::Success) => last,
             Ok(AppendEntriesResponse::PartialSuccess(matched)) => *matched,
