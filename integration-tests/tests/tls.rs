@@ -388,6 +388,40 @@ async fn the_peer_port_refuses_a_handshake_without_a_certificate_from_the_cluste
     );
 }
 
+/// A member added with a plain http:// peer URL to a cluster whose peer
+/// ports speak TLS would get the raft log in clear: refused, as `--peers`
+/// and `--join` are at start.
+#[tokio::test]
+async fn a_member_with_a_plain_peer_url_is_refused_where_peers_speak_tls() {
+    let pki = Pki::new();
+    let cluster = pki.cluster(1, &[]).await;
+    let client = raw_client(&pki, None);
+    let url = format!("{}/v1/cluster/members", cluster.node(1).base_url());
+    for peer_addr in ["http://127.0.0.1:1", "HTTP://127.0.0.1:1"] {
+        let answer = client
+            .post(&url)
+            .json(&json!({"id": 7, "addr": "https://127.0.0.1:2", "peer_addr": peer_addr, "voter": false}))
+            .send()
+            .await
+            .expect("the node answers");
+        assert_eq!(answer.status(), 400, "{peer_addr}");
+        let body: serde_json::Value = answer.json().await.expect("a JSON error");
+        assert_eq!(body["error"]["code"], "invalid_addr", "{body}");
+        assert_eq!(body["error"]["field"], "peer_addr", "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("https://")),
+            "{body}"
+        );
+    }
+    assert_eq!(
+        status(&cluster, 1).await.members.len(),
+        1,
+        "no member was added"
+    );
+}
+
 #[tokio::test]
 async fn with_a_client_ca_the_client_port_serves_only_clients_with_a_certificate() {
     let pki = Pki::new();

@@ -342,7 +342,12 @@ impl Target {
             .ok_or_else(|| "the URL names no port".to_string())?;
         let authority = format!("{host}:{port}");
         let tls = match (parsed.scheme(), tls) {
-            ("http", _) => None,
+            ("http", None) => None,
+            ("http", Some(_)) => {
+                return Err("the URL is http://, and this node's peer port speaks TLS \
+                     (--peer-tls-cert): the calls between nodes are never sent in clear"
+                    .into())
+            }
             ("https", Some(connector)) => {
                 let name = host.trim_start_matches('[').trim_end_matches(']');
                 let name = ServerName::try_from(name.to_string())
@@ -465,6 +470,25 @@ mod tests {
                 Duration::from_secs(5),
             )
             .await
+    }
+
+    /// With TLS on the peer port, a member's http:// URL is refused before
+    /// any call: the calls between nodes are never sent in clear.
+    #[test]
+    fn a_plain_url_is_refused_when_this_nodes_peer_port_speaks_tls() {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("the default versions")
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        let connector = TlsConnector::from(Arc::new(config));
+        let refused = Target::parse("http://127.0.0.1:1", Some(&connector))
+            .err()
+            .expect("a plain URL with peer TLS is refused");
+        assert!(refused.contains("never sent in clear"), "{refused}");
+        assert!(Target::parse("https://127.0.0.1:1", Some(&connector)).is_ok());
+        assert!(Target::parse("http://127.0.0.1:1", None).is_ok());
     }
 
     #[tokio::test]

@@ -193,8 +193,11 @@ impl NodeTls {
         let Some(identity) = &self.peer_identity else {
             return Ok(builder);
         };
+        // Never a call in clear: a member's http:// URL (given before the
+        // membership check, or by hand) fails rather than leak the data.
         let mut builder = builder
             .use_rustls_tls()
+            .https_only(true)
             .tls_built_in_root_certs(false)
             .identity(reqwest::Identity::from_pem(&identity.cert_and_key_pem)?);
         for ca in &identity.ca {

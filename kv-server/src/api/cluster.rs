@@ -218,6 +218,14 @@ async fn add_member(
         .map_err(|why| ApiError::bad_field(ErrorCode::InvalidAddr, "addr", why))?;
     let peer_addr = crate::config::check_node_url(&request.peer_addr)
         .map_err(|why| ApiError::bad_field(ErrorCode::InvalidAddr, "peer_addr", why))?;
+    // The peer URL carries the raft log: it speaks TLS exactly when this
+    // node's peer port does, as `--peers` and `--join` must at start.
+    crate::tls::check_scheme(
+        "peer_addr",
+        &peer_addr,
+        state.config.peer_tls_cert.is_some(),
+    )
+    .map_err(|error| ApiError::bad_field(ErrorCode::InvalidAddr, "peer_addr", error.to_string()))?;
     let membership = current_membership(&state);
     let existing = membership.get_node(&request.id).cloned();
     let is_voter = membership.voter_ids().any(|voter| voter == request.id);
