@@ -9,10 +9,13 @@
 //! its view until it has caught up: until it has applied up to the end of
 //! the log it started with, or until a linearizable read barrier (a leader's
 //! commit index, which covers every commit this node ever saw) has passed.
-//! A node that starts with everything applied, the usual case, serves at
-//! once, also without a majority. etcd serves nothing after a restart until
-//! it has applied its own entry published through raft; this waits less.
+//! A node that starts with everything applied, or after a clean stop (the
+//! view's last checkpoint then holds all it applied: [`CLEAN_STOP_FILE`]),
+//! serves at once, also without a majority. etcd serves nothing after a
+//! restart until it has applied its own entry published through raft; this
+//! waits less.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +26,29 @@ use tracing::info;
 use crate::api::error::ApiError;
 use crate::api::AppState;
 use crate::types::Raft;
+
+/// Written in the data directory by a clean stop, after the view's last
+/// checkpoint, and removed at the next start: present at a start, it says
+/// the view holds everything the node applied before.
+pub const CLEAN_STOP_FILE: &str = "clean-stop";
+
+/// Records a clean stop in `data_dir`: the view's checkpoint holds all
+/// this node applied. Call it after that checkpoint, as the process ends.
+pub fn record_clean_stop(data_dir: &Path) -> Result<(), compaction::fsutil::FileError> {
+    compaction::fsutil::write_atomic(&data_dir.join(CLEAN_STOP_FILE), b"")
+}
+
+/// Whether the last stop of the node in `data_dir` was clean; removes the
+/// record (durably), so that a crash from now on is not taken for one.
+pub fn take_clean_stop(data_dir: &Path) -> Result<bool, compaction::fsutil::FileError> {
+    let path = data_dir.join(CLEAN_STOP_FILE);
+    if !path.exists() {
+        return Ok(false);
+    }
+    compaction::fsutil::remove_if_exists(&path)?;
+    compaction::fsutil::fsync_dir(data_dir)?;
+    Ok(true)
+}
 
 /// Pause between two read barriers of [`catch_up`] that failed at once.
 const RETRY: Duration = Duration::from_millis(200);
@@ -40,9 +66,9 @@ pub struct CaughtUp {
 
 impl CaughtUp {
     /// The state of a node whose raft log reaches `log_end` and whose view
-    /// has applied up to `applied` at start.
-    pub fn at_start(log_end: u64, applied: u64) -> Arc<CaughtUp> {
-        let caught_up = applied >= log_end;
+    /// has applied up to `applied` at start, after a clean stop or not.
+    pub fn at_start(log_end: u64, applied: u64, clean_stop: bool) -> Arc<CaughtUp> {
+        let caught_up = clean_stop || applied >= log_end;
         if !caught_up {
             info!(
                 applied,

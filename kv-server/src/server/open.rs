@@ -74,6 +74,7 @@ pub(super) async fn open(config: Config) -> Result<Opened, ServerError> {
         None => None,
     };
     config.check_compaction_lag().map_err(ServerError::Config)?;
+    config.check_learner().map_err(ServerError::Config)?;
     let peer_listen = config.peer_listen_addr().map_err(ServerError::Config)?;
     let this_node = Node {
         addr: config.advertise_url(),
@@ -153,8 +154,13 @@ pub(super) async fn open(config: Config) -> Result<Opened, ServerError> {
     .await?;
     // openraft has applied what the log says is committed by now.
     let (applied, _) = store.view.applied_state()?;
-    let caught_up =
-        crate::caught_up::CaughtUp::at_start(log.reach(), applied.map_or(0, |id| id.index));
+    let clean_stop = crate::caught_up::take_clean_stop(&config.data_dir)
+        .map_err(crate::error::StoreError::from)?;
+    let caught_up = crate::caught_up::CaughtUp::at_start(
+        log.reach(),
+        applied.map_or(0, |id| id.index),
+        clean_stop,
+    );
     Ok(Opened {
         config,
         this_node,
@@ -364,6 +370,9 @@ impl Opened {
         // date from the raft log, as after a crash.
         if !self.store.checkpoint_if_room()? {
             warn!("no room for the last checkpoint; the next start catches up from the raft log");
+        } else if let Err(error) = crate::caught_up::record_clean_stop(&self.config.data_dir) {
+            // The next start then waits to catch up before it serves reads.
+            warn!(%error, "the clean stop could not be recorded");
         }
         Ok(())
     }
