@@ -297,12 +297,21 @@ impl TestCluster {
     /// Starts node `id` with `--join` through node `via`, waits until it is
     /// ready and the leader lists it as a voter.
     pub async fn join(&mut self, id: u64, via: u64) {
+        self.join_as(id, via, true).await
+    }
+
+    /// [`TestCluster::join`] as a voter, or with `--learner` as a learner
+    /// (then waits until the leader lists it as one).
+    pub async fn join_as(&mut self, id: u64, via: u64, voter: bool) {
         let via_url = self.node(via).peer_url();
         let [port, peer_port] = free_ports(2)[..] else {
             unreachable!("two ports were asked for")
         };
         let mut args: Vec<&str> = self.extra_args.iter().map(String::as_str).collect();
         args.extend(["--join", &via_url]);
+        if !voter {
+            args.push("--learner");
+        }
         let mut node = TestServer::unstarted(id, port, peer_port, &args);
         if let Some(tls) = &self.tls {
             node.set_tls(tls.clone());
@@ -317,13 +326,14 @@ impl TestCluster {
                 .members(leader)
                 .await
                 .iter()
-                .any(|member| member.id == id && member.voter);
+                .any(|member| member.id == id && member.voter == voter);
             if joined {
                 return;
             }
             assert!(
                 Instant::now() < deadline,
-                "node {id} did not become a voter within {CONVERGE_TIMEOUT:?}"
+                "node {id} was not listed as a {} within {CONVERGE_TIMEOUT:?}",
+                if voter { "voter" } else { "learner" }
             );
             tokio::time::sleep(POLL).await;
         }

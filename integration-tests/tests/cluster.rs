@@ -214,8 +214,8 @@ async fn leader_killed_under_load_loses_no_acknowledged_write() {
 /// reads from its view until it has caught up. Before a crash a node may
 /// have applied, and answered reads from, entries whose commit its raft
 /// log did not hold yet; restarted, its view would be older than what it
-/// served. A node that restarts with everything applied still serves stale
-/// reads at once, without a majority.
+/// served. A node stopped cleanly still serves stale reads at once after
+/// its restart, without a majority.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_restarted_with_unapplied_entries_serves_reads_once_caught_up() {
     let _serial = SERIAL.lock().await;
@@ -224,7 +224,8 @@ async fn a_node_restarted_with_unapplied_entries_serves_reads_once_caught_up() {
     cluster.wait_converged().await;
     let stale_read = "/v1/kv/c1/000007?consistency=stale";
 
-    // Stopped cleanly, a follower has applied its whole log: restarted
+    // Stopped cleanly, a follower's view holds all it applied (though its
+    // log may end in entries whose commit it had not heard of): restarted
     // while the others are paused, it serves stale reads at once.
     let leader = cluster.leader().await;
     let follower = cluster.follower_of(leader);
@@ -310,23 +311,38 @@ async fn a_stopped_follower_is_logged_once_by_the_leader_not_at_every_retry() {
     let leader = cluster.leader().await;
     let follower = cluster.follower_of(leader);
     let errors_before = cluster.node(leader).log_count(" ERROR ");
+    let (failing, again) = ("appends to a peer fail", "a peer answers appends again");
+    let counts = |cluster: &TestCluster| {
+        let node = cluster.node(leader);
+        (node.log_count(failing), node.log_count(again))
+    };
     cluster.node_mut(follower).stop().await;
-    let failing = "appends to a peer fail";
+    // A stopping node may answer one more append: the last line logged
+    // about it must say it fails.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while cluster.node(leader).log_count(failing) == 0 {
+    let (failed, answered) = loop {
+        let (failed, answered) = counts(&cluster);
+        if failed == answered + 1 {
+            break (failed, answered);
+        }
         assert!(
             Instant::now() < deadline,
-            "the leader never said its follower fails\n{}",
+            "the leader never said its stopped follower fails\n{}",
             cluster.node(leader).log_tail(20)
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    };
     // Writes go on with two of three; the leader retries the third meanwhile.
     bulk_load(&cluster.urls(), "down", 1000, 4).await;
+    assert_eq!(
+        counts(&cluster),
+        (failed, answered),
+        "the leader logged its follower's retries\n{}",
+        cluster.node(leader).log_tail(30)
+    );
     cluster.node_mut(follower).restart().await;
-    let again = "a peer answers appends again";
     let deadline = Instant::now() + Duration::from_secs(20);
-    while cluster.node(leader).log_count(again) == 0 {
+    while counts(&cluster).1 == answered {
         assert!(
             Instant::now() < deadline,
             "the leader never said its follower answers again\n{}",
@@ -336,14 +352,8 @@ async fn a_stopped_follower_is_logged_once_by_the_leader_not_at_every_retry() {
     }
     let leader_node = cluster.node(leader);
     assert_eq!(
-        leader_node.log_count(failing),
-        1,
-        "{}",
-        leader_node.log_tail(30)
-    );
-    assert_eq!(
-        leader_node.log_count(again),
-        1,
+        counts(&cluster),
+        (failed, answered + 1),
         "{}",
         leader_node.log_tail(30)
     );
@@ -354,6 +364,62 @@ async fn a_stopped_follower_is_logged_once_by_the_leader_not_at_every_retry() {
         leader_node.log_tail(30)
     );
     cluster.wait_converged().await;
+}
+
+/// A node started with `--join --learner` joins as a learner and stays
+/// one, across a restart too, serving what the cluster holds; the API
+/// promotes it. (A node started on an empty data directory without
+/// `--join` forms a cluster of its own, so this is the way to run one.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joined_as_a_learner_stays_one_until_promoted() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = TestCluster::start(3, &[]).await;
+    bulk_load(&cluster.urls(), "l1", 20, 2).await;
+    cluster.join_as(4, 1, false).await;
+    cluster.wait_converged().await;
+    let (status, body) = integration_tests::call(
+        cluster.node(4),
+        "GET",
+        "/v1/kv/l1/000019?consistency=stale",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["value"], json!({ "n": 19 }), "{body}");
+
+    cluster.node_mut(4).restart().await;
+    let leader = cluster.leader().await;
+    let learner = |members: &[schemas::api::Member]| {
+        members
+            .iter()
+            .find(|member| member.id == 4)
+            .map(|member| member.voter)
+    };
+    assert_eq!(learner(&cluster.members(leader).await), Some(false));
+    assert_eq!(
+        cluster.node(4).log_count("asking again to be promoted"),
+        0,
+        "{}",
+        cluster.node(4).log_tail(20)
+    );
+
+    let promote = json!({
+        "id": 4,
+        "addr": cluster.node(4).base_url(),
+        "peer_addr": cluster.node(4).peer_url(),
+        "voter": true,
+    });
+    let (status, body) = integration_tests::call(
+        cluster.node(leader),
+        "POST",
+        "/v1/cluster/members",
+        Some(promote),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(learner(&cluster.members(leader).await), Some(true));
+    cluster.wait_converged().await;
+    assert_same_state(&cluster).await;
 }
 
 /// A leader killed and restarted never leads its old term again, even

@@ -177,6 +177,13 @@ pub struct Config {
     #[arg(long, env = "KV_JOIN")]
     pub join: Option<String>,
 
+    /// With --join: join as a learner, which serves reads and watches and
+    /// takes no part in quorums, and stay one (promote it by the API).
+    /// Kept with --join for restarts. `--learner` alone is `--learner true`.
+    #[arg(long, env = "KV_LEARNER", action = clap::ArgAction::Set,
+          num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    pub learner: bool,
+
     /// Largest value accepted by PUT, in bytes.
     #[arg(long, env = "KV_MAX_VALUE_BYTES", default_value_t = 1 << 20,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
@@ -361,6 +368,19 @@ pub struct Config {
 }
 
 impl Config {
+    /// Refuses `--learner` without `--join`: a node with an empty data
+    /// directory and no `--join` forms a cluster of its own.
+    pub fn check_learner(&self) -> Result<(), String> {
+        if self.learner && self.join.is_none() {
+            return Err(
+                "--learner joins a cluster as a learner: give --join <a member's peer URL> \
+                        too (keep both for restarts)"
+                    .to_string(),
+            );
+        }
+        Ok(())
+    }
+
     /// Refuses a `--min-compaction-lag-ms` shorter than the idempotency
     /// window (unless `--allow-short-compaction-lag`): the cleaner could
     /// drop a record whose idempotency key is still remembered, and a node
@@ -550,6 +570,7 @@ mod tests {
         ("--auth", "false"),
         ("--peers", "[]"),
         ("--join", "None"),
+        ("--learner", "false"),
         ("--max-value-bytes", "1048576"),
         ("--max-page-bytes", "4194304"),
         ("--max-wait-ms", "300000"),
@@ -635,6 +656,7 @@ mod tests {
             r#"["7=http://a:1", "8=http://b:2"]"#,
         ),
         ("--join", "http://a:1", r#"Some("http://a:1")"#),
+        ("--learner", "true", "true"),
         ("--max-value-bytes", "4096", "4096"),
         ("--max-page-bytes", "65536", "65536"),
         ("--max-wait-ms", "1000", "1000"),
@@ -700,6 +722,7 @@ mod tests {
             ("--auth", config.auth.to_string()),
             ("--peers", format!("{:?}", config.peers)),
             ("--join", format!("{:?}", config.join)),
+            ("--learner", config.learner.to_string()),
             ("--max-value-bytes", config.max_value_bytes.to_string()),
             ("--max-page-bytes", config.max_page_bytes.to_string()),
             ("--max-wait-ms", config.max_wait_ms.to_string()),

@@ -232,6 +232,16 @@ async fn check_listed(
     }
 }
 
+/// The node a join asks to add, and as what.
+pub(crate) struct Joiner {
+    /// Its id.
+    pub node_id: NodeId,
+    /// Its addresses.
+    pub node: Node,
+    /// A voter, or a learner that stays one (`--learner`).
+    pub voter: bool,
+}
+
 /// Asks the cluster at `url` (any member) to add this node, retrying while
 /// the cluster is unreachable or busy; gives up on a refusal or after
 /// [`JOIN_TIMEOUT`], and then stops the server through `failed`. Until the
@@ -241,11 +251,16 @@ pub(crate) async fn join_cluster(
     raft: Raft,
     http: PeerClient,
     url: String,
-    node_id: NodeId,
-    node: Node,
+    joiner: Joiner,
     joining: std::sync::Arc<std::sync::atomic::AtomicBool>,
     failed: tokio::sync::oneshot::Sender<JoinError>,
 ) {
+    let Joiner {
+        node_id,
+        node,
+        voter,
+    } = joiner;
+    let role = if voter { "a voter" } else { "a learner" };
     let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
     let mut pause = JOIN_RETRY_FIRST;
     let mut attempt = 0u32;
@@ -258,7 +273,7 @@ pub(crate) async fn join_cluster(
             id: node_id,
             addr: node.addr.clone(),
             peer_addr: node.peer_addr.clone(),
-            voter: true,
+            voter,
             update_only: false,
             empty_log,
         };
@@ -270,7 +285,7 @@ pub(crate) async fn join_cluster(
             .await;
         let retry_because = match reply {
             Ok(response) if response.status().is_success() => {
-                info!(node_id, via = %url, "joined the cluster as a voter");
+                info!(node_id, via = %url, "joined the cluster as {role}");
                 joining.store(false, std::sync::atomic::Ordering::Release);
                 return;
             }

@@ -88,14 +88,19 @@ pub async fn serve(
                 opened.raft.clone(),
                 peers_http,
                 url,
-                config.node_id,
-                this_node,
+                crate::join::Joiner {
+                    node_id: config.node_id,
+                    node: this_node,
+                    voter: !config.learner,
+                },
                 Arc::clone(&state.joining),
                 join_failed_tx,
             ));
         }
         (join, _) => {
-            if let Some(url) = join {
+            // A learner by --learner stays one: only a voter's cut-off
+            // join is taken up again.
+            if let Some(url) = join.filter(|_| !config.learner) {
                 let (raft, http, node) =
                     (opened.raft.clone(), peers_http.clone(), this_node.clone());
                 let (node_id, joining) = (config.node_id, Arc::clone(&state.joining));
@@ -105,8 +110,12 @@ pub async fn serve(
                         // No one listens: a failed resume leaves the node
                         // serving as the learner it is.
                         let (failed, _) = tokio::sync::oneshot::channel();
-                        crate::join::join_cluster(raft, http, url, node_id, node, joining, failed)
-                            .await;
+                        let joiner = crate::join::Joiner {
+                            node_id,
+                            node,
+                            voter: true,
+                        };
+                        crate::join::join_cluster(raft, http, url, joiner, joining, failed).await;
                     }
                 });
             }
