@@ -1133,3 +1133,131 @@ async fn a_retried_bootstrap_or_token_creation_with_its_secret_gets_the_same_tok
     let (status, _) = send(&node, Some(&secret), "GET", "/v1/kv?prefix=app/", None).await;
     assert_eq!(status, 200);
 }
+
+/// The last index of node `id`'s raft log.
+async fn last_log_index(cluster: &TestCluster, id: u64) -> u64 {
+    let status = cluster.status(id).await.expect("the node answers");
+    status["last_log_index"].as_u64().expect("an index")
+}
+
+/// Waits until node `id`'s raft log reaches `index`.
+async fn wait_for_log_index(cluster: &TestCluster, id: u64, index: u64) {
+    let deadline = Instant::now() + SPREAD_TIMEOUT;
+    while last_log_index(cluster, id).await < index {
+        assert!(
+            Instant::now() < deadline,
+            "node {id}'s log never reached {index}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// A write checked before its token's revocation applied, and proposed
+/// behind that revocation, is refused when it applies (etcd checks at apply
+/// too): the node that took it checked its own copy of the ACL, which
+/// could not hold a revocation still on its way through the log. The
+/// followers are paused, so the leader holds the revocation and the writes
+/// proposed after it uncommitted until they resume; each was restarted
+/// first with an election timeout longer than the test, so none calls an
+/// election when it resumes.
+#[tokio::test]
+async fn writes_proposed_behind_their_tokens_revocation_are_refused_when_they_apply() {
+    // A second entry in flight once four writes wait (see `batcher`): the
+    // writes are proposed while the revocation is still uncommitted.
+    let mut cluster = TestCluster::start(3, &["--auth", "--max-proposals-in-flight", "2"]).await;
+    let tokens = set_up(&cluster).await;
+    let leader = cluster.leader().await;
+    let followers: Vec<u64> = cluster
+        .ids()
+        .into_iter()
+        .filter(|id| *id != leader)
+        .collect();
+    for id in &followers {
+        let node = cluster.node_mut(*id);
+        node.stop().await;
+        node.set_env("KV_ELECTION_TIMEOUT_MS", Some("600000"));
+        node.restart().await;
+    }
+    assert_eq!(cluster.leader().await, leader, "the leader stayed");
+    let writer = tokens.writer.clone();
+    let (status, body) = send(
+        cluster.node(leader),
+        Some(&writer),
+        "PUT",
+        "/v1/kv/app/before",
+        Some(json!(1)),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    cluster.wait_converged().await;
+
+    for id in &followers {
+        cluster.node_mut(*id).pause();
+    }
+    let before = last_log_index(&cluster, leader).await;
+    let client = cluster.node(leader).client().clone();
+    let base = cluster.node(leader).base_url();
+    let spawn_send = |token: &str, method: &str, path: &str, body: Option<Value>| {
+        let mut request = client
+            .request(method.parse().expect("a method"), format!("{base}{path}"))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        tokio::spawn(async move {
+            let response = request.send().await.expect("the leader answers");
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            (status, body)
+        })
+    };
+    let revoke = spawn_send(&tokens.root, "DELETE", "/v1/acl/tokens/writer", None);
+    wait_for_log_index(&cluster, leader, before + 1).await;
+    // The leader has not applied the revocation: it lets the writes through.
+    let writes: Vec<_> = (0..4)
+        .map(|n| {
+            let path = format!("/v1/kv/app/after{n}");
+            spawn_send(&writer, "PUT", &path, Some(json!(n)))
+        })
+        .collect();
+    wait_for_log_index(&cluster, leader, before + 2).await;
+    for id in &followers {
+        cluster.node_mut(*id).resume();
+    }
+
+    let (status, body) = revoke.await.expect("the revoke's task");
+    assert_eq!(status, 204, "{body}");
+    for write in writes {
+        let (status, body) = write.await.expect("a write's task");
+        assert_eq!(
+            status, 401,
+            "a write applied behind its token's revocation: {body}"
+        );
+        assert_eq!(error_of(&body).0, "unauthenticated", "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|message| message.contains("revoked before the write applied")),
+            "{body}"
+        );
+    }
+    cluster.wait_converged().await;
+    for id in cluster.ids() {
+        let (status, body) = send(
+            cluster.node(id),
+            Some(&tokens.root),
+            "GET",
+            "/v1/kv?prefix=app/&consistency=stale",
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let keys: Vec<&str> = body["entries"]
+            .as_array()
+            .expect("a list")
+            .iter()
+            .filter_map(|entry| entry["key"].as_str())
+            .collect();
+        assert_eq!(keys, ["app/before"], "node {id}: {body}");
+    }
+}

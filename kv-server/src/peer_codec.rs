@@ -207,6 +207,7 @@ mod tests {
             ),
             command(txn, Some(Uuid::new_v4())),
             command(Op::LeaseExpire { id: 7 }, None),
+            command(put(None), None).by_token(Some("9f86d081884c7d65")),
         ];
         let mut all = singles.clone();
         all.push(command(Op::Batch(singles), None));

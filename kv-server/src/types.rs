@@ -79,6 +79,23 @@ pub struct Command {
     pub op: Op,
 }
 
+impl Command {
+    /// The command as the token whose secret hashes to `token` asks for
+    /// it ([`Op::ByToken`]); as it is without one.
+    pub fn by_token(self, token: Option<&str>) -> Command {
+        match token {
+            None => self,
+            Some(token) => Command {
+                op: Op::ByToken {
+                    token: token.to_string(),
+                    op: Box::new(self.op),
+                },
+                ..self
+            },
+        }
+    }
+}
+
 /// The operation of a command.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Op {
@@ -139,9 +156,30 @@ pub enum Op {
         /// The member.
         member: NodeId,
     },
+    /// `op` as the client holding the token whose secret hashes to `token`
+    /// asked for it, with `--auth`: it applies only if that token still
+    /// exists and may still do it, by the roles and tokens as they stand
+    /// when it applies (etcd's check at apply). The node that took the
+    /// request checked it already; a revocation or a role change proposed
+    /// before the command, and not yet applied then, is seen here.
+    ByToken {
+        /// The hash of the token's secret, as `\0acl/tokens/<hash>` keys it.
+        token: String,
+        /// What it asked for.
+        op: Box<Op>,
+    },
 }
 
 impl Op {
+    /// What is asked for: the op itself, or the one an [`Op::ByToken`]
+    /// carries.
+    pub fn asked(&self) -> &Op {
+        match self {
+            Op::ByToken { op, .. } => op.asked(),
+            op => op,
+        }
+    }
+
     /// Whether applying it can add data, so that a raised NOSPACE alarm
     /// refuses it (etcd's rule): a put of a client's key, a transaction
     /// with a put in either branch, a lease grant. Deletes, lease ends,
@@ -157,6 +195,7 @@ impl Op {
                 .any(|op| matches!(op, TxnOp::Put { .. })),
             Op::LeaseGrant { .. } => true,
             Op::Batch(commands) => commands.iter().any(|command| command.op.adds_data()),
+            Op::ByToken { op, .. } => op.adds_data(),
             Op::Delete { .. }
             | Op::LeaseRevoke { .. }
             | Op::LeaseExpire { .. }
@@ -340,6 +379,15 @@ pub enum CommandResult {
     NoSpace {
         /// The members whose alarm is raised.
         members: Vec<NodeId>,
+    },
+    /// An [`Op::ByToken`] whose token no longer exists (`token_known`
+    /// false) or no longer may do what it asked, when it applied; nothing
+    /// changed.
+    AccessRefused {
+        /// Whether the token still exists.
+        token_known: bool,
+        /// What it lacks, naming the key or the action.
+        reason: String,
     },
 }
 

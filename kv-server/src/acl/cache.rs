@@ -21,6 +21,7 @@ use schemas::api::Role;
 use crate::acl::principal::Principal;
 use crate::acl::{role_key, root_key, token_key, StoredRoot, StoredToken};
 use crate::error::StoreError;
+use crate::store::view::KeyEntry;
 use crate::store::Store;
 
 /// Resolved tokens, by the hash of their secret. Unknown tokens are not
@@ -61,17 +62,27 @@ impl TokenCache {
 
 /// Reads a token and its roles from the store: point reads, no scan.
 fn load(store: &Store, hash: &str) -> Result<Option<Principal>, StoreError> {
-    if let Some(entry) = store.get(&token_key(hash))? {
+    principal_of(|key| store.get(key), hash)
+}
+
+/// The token whose secret hashes to `hash`, with its roles, as `get` reads
+/// the ACL's keys (the store, or a batch being applied): point reads, no
+/// scan.
+pub fn principal_of(
+    get: impl Fn(&str) -> Result<Option<KeyEntry>, StoreError>,
+    hash: &str,
+) -> Result<Option<Principal>, StoreError> {
+    if let Some(entry) = get(&token_key(hash))? {
         let token: StoredToken = decode(&token_key(hash), &entry.value)?;
         let mut roles = Vec::with_capacity(token.roles.len());
         for name in &token.roles {
-            if let Some(entry) = store.get(&role_key(name))? {
+            if let Some(entry) = get(&role_key(name))? {
                 roles.push(decode::<Role>(&role_key(name), &entry.value)?);
             }
         }
         return Ok(Some(Principal::with_roles(&token.name, &roles)));
     }
-    if let Some(entry) = store.get(&root_key())? {
+    if let Some(entry) = get(&root_key())? {
         let root: StoredRoot = decode(&root_key(), &entry.value)?;
         if root.hash == hash {
             return Ok(Some(Principal::root()));

@@ -29,6 +29,7 @@ use crate::acl::{
     name_key, role_key, roles_prefix, root_key, secret, token_key, tokens_prefix, StoredName,
     StoredRoot, StoredToken,
 };
+use crate::api::auth::{Credential, Presented};
 use crate::api::error::ApiError;
 use crate::api::params::path_capture;
 use crate::api::write::object_body;
@@ -76,6 +77,7 @@ fn check_name(name: &str) -> Result<(), ApiError> {
 /// Writes `value` under `key` if `condition` holds.
 async fn put_record(
     state: &AppState,
+    credential: Option<&Credential>,
     key: String,
     value: &impl Serialize,
     condition: Condition,
@@ -94,11 +96,16 @@ async fn put_record(
                 lease: None,
             },
         },
+        credential,
     )
     .await
 }
 
-async fn delete_record(state: &AppState, key: String) -> Result<CommandResult, ApiError> {
+async fn delete_record(
+    state: &AppState,
+    credential: Option<&Credential>,
+    key: String,
+) -> Result<CommandResult, ApiError> {
     propose(
         state,
         Command {
@@ -110,6 +117,7 @@ async fn delete_record(state: &AppState, key: String) -> Result<CommandResult, A
                 condition: Condition::Always,
             },
         },
+        credential,
     )
     .await
 }
@@ -155,7 +163,7 @@ async fn bootstrap(
     // secret).
     let written = state.store.get(&root_key())?.is_none()
         && matches!(
-            put_record(&state, root_key(), &root, Condition::Absent).await?,
+            put_record(&state, None, root_key(), &root, Condition::Absent).await?,
             CommandResult::Written { .. }
         );
     let retried = !written
@@ -224,6 +232,7 @@ impl HasHash for StoredName {
 /// `PUT /v1/acl/roles/{name}`: creates or replaces a role.
 async fn put_role(
     State(state): State<AppState>,
+    Presented(credential): Presented,
     path: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -238,7 +247,14 @@ async fn put_role(
             format!("the body names role {:?}, the path {name:?}", role.name),
         ));
     }
-    put_record(&state, role_key(&name), &role, Condition::Always).await?;
+    put_record(
+        &state,
+        credential.as_ref(),
+        role_key(&name),
+        &role,
+        Condition::Always,
+    )
+    .await?;
     Ok(Json(role).into_response())
 }
 
@@ -252,11 +268,12 @@ async fn list_roles(State(state): State<AppState>) -> Result<Response, ApiError>
 /// `DELETE /v1/acl/roles/{name}`: tokens holding it keep their other roles.
 async fn delete_role(
     State(state): State<AppState>,
+    Presented(credential): Presented,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     require_auth(&state)?;
     let name = checked_name(path)?;
-    match delete_record(&state, role_key(&name)).await? {
+    match delete_record(&state, credential.as_ref(), role_key(&name)).await? {
         CommandResult::NotFound => Err(ApiError::new(
             ErrorCode::RoleNotFound,
             format!("role {name:?} does not exist"),
@@ -268,6 +285,7 @@ async fn delete_role(
 /// `POST /v1/acl/tokens`: a new token; its secret is in this answer only.
 async fn create_token(
     State(state): State<AppState>,
+    Presented(credential): Presented,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     require_auth(&state)?;
@@ -297,7 +315,14 @@ async fn create_token(
     // writes the record (again).
     let claim = StoredName { hash: hash.clone() };
     let claimed = matches!(
-        put_record(&state, name_key(&request.name), &claim, Condition::Absent).await?,
+        put_record(
+            &state,
+            credential.as_ref(),
+            name_key(&request.name),
+            &claim,
+            Condition::Absent,
+        )
+        .await?,
         CommandResult::Written { .. }
     );
     let retried = !claimed
@@ -312,7 +337,14 @@ async fn create_token(
         roles: request.roles,
         created_ms: crate::clock::now_ms(),
     };
-    put_record(&state, token_key(&hash), &record, Condition::Always).await?;
+    put_record(
+        &state,
+        credential.as_ref(),
+        token_key(&hash),
+        &record,
+        Condition::Always,
+    )
+    .await?;
     let created = CreatedToken {
         name: request.name,
         token,
@@ -356,6 +388,7 @@ async fn list_tokens(State(state): State<AppState>) -> Result<Response, ApiError
 /// could bootstrap the cluster again.
 async fn revoke_token(
     State(state): State<AppState>,
+    Presented(credential): Presented,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     require_auth(&state)?;
@@ -377,7 +410,10 @@ async fn revoke_token(
     let claim: StoredName = decode(&name_key(&name), &entry.value)?;
     // The token first: once it is gone the secret stops working, and the
     // name is freed only after.
-    delete_record(&state, token_key(&claim.hash)).await?;
-    delete_record(&state, name_key(&name)).await?;
+    delete_record(&state, credential.as_ref(), token_key(&claim.hash)).await?;
+    // Freeing the name finishes the revoke the check above let through:
+    // it is not checked again, so a token that revoked itself still frees
+    // its name.
+    delete_record(&state, None, name_key(&name)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -18,6 +18,7 @@ use axum::{Json, Router};
 use schemas::api::{AlarmList, ErrorCode, Health, NodeSpace};
 use tracing::{debug, info, warn};
 
+use crate::api::auth::Presented;
 use crate::api::error::ApiError;
 use crate::api::leader::{known_leader, Leader};
 use crate::api::params::Query;
@@ -55,7 +56,10 @@ pub fn refuse_without_room(
 ) -> Result<(), ApiError> {
     // The alarm's own commands pass: on a follower they are relayed, and
     // need only the leader's disk.
-    let alarm = matches!(command.op, Op::AlarmRaise { .. } | Op::AlarmDisarm { .. });
+    let alarm = matches!(
+        command.op.asked(),
+        Op::AlarmRaise { .. } | Op::AlarmDisarm { .. }
+    );
     if let Some(full) = state.store.disk_full.describe().filter(|_| !alarm) {
         return Err(ApiError::new(
             ErrorCode::NoSpace,
@@ -166,6 +170,7 @@ async fn measure(state: &AppState) -> Result<crate::space::Sample, ApiError> {
 /// Answers the alarms disarmed.
 async fn disarm(
     State(state): State<AppState>,
+    Presented(credential): Presented,
     RawQuery(query): RawQuery,
 ) -> Result<Json<AlarmList>, ApiError> {
     // Every alarm goes at once: a `member` (or anything else) asked for
@@ -219,7 +224,7 @@ async fn disarm(
                 member: alarm.member,
             },
         };
-        propose(&state, command).await?;
+        propose(&state, command, credential.as_ref()).await?;
         info!(member = alarm.member, "NOSPACE alarm disarmed");
     }
     Ok(Json(AlarmList { alarms }))

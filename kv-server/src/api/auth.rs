@@ -71,6 +71,13 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Credential(pub Arc<str>);
 
+impl Credential {
+    /// The hash of the token's secret.
+    pub fn hash(&self) -> &str {
+        &self.0
+    }
+}
+
 /// The request's [`Credential`], if it presented a token that was checked.
 pub struct Presented(pub Option<Credential>);
 

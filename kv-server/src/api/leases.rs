@@ -18,6 +18,7 @@ use schemas::api::{
     LeaseRevoked, LeaseSummary,
 };
 
+use crate::api::auth::Presented;
 use crate::api::error::{lease_not_found, ApiError};
 use crate::api::params::{path_capture, Query};
 use crate::api::propose::propose;
@@ -45,6 +46,7 @@ fn lease_id(path: Result<Path<String>, PathRejection>) -> Result<LeaseId, ApiErr
 /// `POST /v1/leases {"ttl_s": N}` → 201 `{"id", "ttl_s"}`.
 async fn grant(
     State(state): State<AppState>,
+    Presented(credential): Presented,
     RawQuery(query): RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -60,7 +62,7 @@ async fn grant(
             max_leases: state.config.max_leases,
         },
     };
-    match propose(&state, command).await? {
+    match propose(&state, command, credential.as_ref()).await? {
         CommandResult::LeaseGranted { id, .. } => Ok((
             StatusCode::CREATED,
             Json(Lease {
@@ -173,6 +175,7 @@ async fn list(
 /// `DELETE /v1/leases/{id}`: the lease and its keys go, as one unit.
 async fn revoke(
     State(state): State<AppState>,
+    Presented(credential): Presented,
     path: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -184,7 +187,7 @@ async fn revoke(
         request_hash: None,
         op: Op::LeaseRevoke { id },
     };
-    match propose(&state, command).await? {
+    match propose(&state, command, credential.as_ref()).await? {
         CommandResult::LeaseEnded { revision, deleted } => Ok(Json(LeaseRevoked {
             id,
             revision,

@@ -18,6 +18,7 @@ use schemas::api::{ErrorCode, MetadataKind};
 use schemas::{SubscriptionGroupConfig, TopicConfig, ValidateOptions};
 use serde_json::value::RawValue;
 
+use crate::api::auth::Presented;
 use crate::api::error::ApiError;
 use crate::api::params::{page_bounds, path_capture, Consistency, Query, LIST_PAGE};
 use crate::api::write::{
@@ -86,6 +87,7 @@ fn stored<T: MetadataKind>(key: &str, value: &[u8]) -> Result<T, ApiError> {
 
 async fn put<T: MetadataKind>(
     State(state): State<AppState>,
+    Presented(credential): Presented,
     path: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
@@ -151,7 +153,11 @@ async fn put<T: MetadataKind>(
                 lease,
             },
         };
-        return Ok(write_response(&key, asked, propose(&state, command).await?));
+        return Ok(write_response(
+            &key,
+            asked,
+            propose(&state, command, credential.as_ref()).await?,
+        ));
     }
     let command = Command {
         timestamp_ms: crate::clock::now_ms(),
@@ -164,7 +170,7 @@ async fn put<T: MetadataKind>(
             lease,
         },
     };
-    match propose(&state, command).await? {
+    match propose(&state, command, credential.as_ref()).await? {
         CommandResult::PreconditionFailed { .. } if asked == Condition::Always => {
             Err(ApiError::new(
                 ErrorCode::Conflict,
@@ -212,6 +218,7 @@ async fn get_one<T: MetadataKind>(
 
 async fn delete<T: MetadataKind>(
     State(state): State<AppState>,
+    Presented(credential): Presented,
     path: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
@@ -241,7 +248,7 @@ async fn delete<T: MetadataKind>(
             condition,
         },
     };
-    match propose(&state, command).await? {
+    match propose(&state, command, credential.as_ref()).await? {
         CommandResult::NotFound => Err(not_found::<T>(&name)),
         result => Ok(write_response(&key, condition, result)),
     }

@@ -20,24 +20,27 @@ use crate::write_budget::{serialized_len, WritePermit, ADMIT_WAIT};
 /// proposed here ([`propose`]). Only the key-value writes, which a
 /// follower serves itself (see `forward`), come this way. `credential` is
 /// the token the client presented, which the leader checks the relayed
-/// command against again (none for the node's own writes).
+/// command against again (none for the node's own writes), and which the
+/// command names when it is proposed (see [`propose`]).
 pub async fn propose_or_relay(
     state: &AppState,
     command: Command,
     credential: Option<Credential>,
 ) -> Result<CommandResult, ApiError> {
     let Some(Leader::Other { peer_addr, .. }) = known_leader(state) else {
-        return propose(state, command).await;
+        return propose(state, command, credential.as_ref()).await;
     };
     if !state.relay.takes(&peer_addr) {
-        return propose(state, command).await;
+        return propose(state, command, credential.as_ref()).await;
     }
     let bytes = serialized_len(&command);
     refuse_without_room(state, &command, bytes)?;
     let timeout = Duration::from_millis(state.config.request_timeout_ms);
     let deadline = tokio::time::Instant::now() + timeout;
     let permit = admit(state, bytes, timeout).await?;
-    let answer = state.relay.submit(command, credential, bytes, permit)?;
+    let answer = state
+        .relay
+        .submit(command, credential.clone(), bytes, permit)?;
     match tokio::time::timeout_at(deadline, answer).await {
         Err(_) => Err(ApiError::unavailable(
             "the leader did not answer the write in time; it may or may not have taken effect",
@@ -48,7 +51,10 @@ pub async fn propose_or_relay(
         Ok(Ok(Relayed::Answered(result))) => result,
         // The relay let go of the command's room; it is admitted again
         // here, within what is left of the request's time.
-        Ok(Ok(Relayed::LeadHere(command))) => propose_by(state, command, deadline).await,
+        Ok(Ok(Relayed::LeadHere(command))) => {
+            let command = command.by_token(credential.as_ref().map(Credential::hash));
+            propose_by(state, command, deadline).await
+        }
     }
 }
 
@@ -66,8 +72,18 @@ async fn admit(state: &AppState, bytes: usize, timeout: Duration) -> Result<Writ
 /// `batcher`), each with its own result. The command holds its size of
 /// the write budget until Raft is done with it, even past a timeout (see
 /// `write_budget`).
-pub async fn propose(state: &AppState, command: Command) -> Result<CommandResult, ApiError> {
+///
+/// `credential` is the token the client presented, with `--auth` (none
+/// for the node's own writes): the command is proposed as that token's
+/// ([`crate::types::Op::ByToken`]), so it applies only if the token may
+/// still make it then, and answers 401 or 403 otherwise.
+pub async fn propose(
+    state: &AppState,
+    command: Command,
+    credential: Option<&Credential>,
+) -> Result<CommandResult, ApiError> {
     let timeout = Duration::from_millis(state.config.request_timeout_ms);
+    let command = command.by_token(credential.map(Credential::hash));
     propose_by(state, command, tokio::time::Instant::now() + timeout).await
 }
 
@@ -110,6 +126,17 @@ async fn propose_by(
             ),
         )),
         Ok(Ok(Ok(CommandResult::NoSpace { members }))) => Err(refused_at_apply(state, &members)),
+        Ok(Ok(Ok(CommandResult::AccessRefused {
+            token_known,
+            reason,
+        }))) => Err(ApiError::new(
+            if token_known {
+                ErrorCode::PermissionDenied
+            } else {
+                ErrorCode::Unauthenticated
+            },
+            reason,
+        )),
         Ok(Ok(Ok(result))) => Ok(result),
     }
 }

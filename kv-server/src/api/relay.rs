@@ -427,7 +427,13 @@ pub async fn propose(
     let state = &state;
     let proposals = proposals.into_iter().map(|proposal| async move {
         check_relayed(state, proposal.token.as_deref(), &proposal.command)?;
-        crate::api::propose::propose(state, proposal.command).await
+        // Without `--auth` here, the token is neither checked nor named:
+        // this node's view may hold no tokens to check it by.
+        let credential = proposal
+            .token
+            .filter(|_| state.config.auth)
+            .map(|token| Credential(token.into()));
+        crate::api::propose::propose(state, proposal.command, credential.as_ref()).await
     });
     let answers: Vec<Answer> = futures::future::join_all(proposals)
         .await

@@ -19,6 +19,7 @@ use schemas::api::{
 };
 use serde_json::value::RawValue;
 
+use crate::api::auth::Presented;
 use crate::api::error::{lease_not_found, ApiError};
 
 use crate::api::params::{Query, LIST_PAGE};
@@ -40,6 +41,7 @@ pub fn routes() -> Router<AppState> {
 /// `POST /v1/txn`.
 async fn txn(
     State(state): State<AppState>,
+    Presented(credential): Presented,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     internal: Option<Extension<InternalRequest>>,
@@ -82,7 +84,7 @@ async fn txn(
         request_hash: hash,
         op: Op::Txn(txn),
     };
-    let outcome = match propose(&state, command).await? {
+    let outcome = match propose(&state, command, credential.as_ref()).await? {
         CommandResult::Txn(outcome) => outcome,
         CommandResult::LeaseNotFound { id } => return Err(missing_lease(id, &leases)),
         other => {

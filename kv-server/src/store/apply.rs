@@ -83,15 +83,28 @@ pub fn apply_command(
 }
 
 /// Applies one command that is not a batch; a batch inside a batch is
-/// refused and changes nothing.
+/// refused and changes nothing. A token's command ([`Op::ByToken`]) applies
+/// as the command it carries if the token may still make it (see
+/// `access`), and changes nothing otherwise.
 pub(super) fn apply_one(
     view: &mut ViewBatch<'_>,
     log_index: u64,
     next_offset: u64,
     command: &Command,
 ) -> Result<Applied, StoreError> {
-    if matches!(command.op, Op::Batch(_)) {
-        return Ok(Applied::nothing(CommandResult::NestedBatch));
+    match &command.op {
+        Op::Batch(_) => return Ok(Applied::nothing(CommandResult::NestedBatch)),
+        Op::ByToken { token, op } => {
+            if let Some(refused) = super::access::refusal(view, token, op)? {
+                return Ok(Applied::nothing(refused));
+            }
+            let asked = Command {
+                op: Op::clone(op),
+                ..command.clone()
+            };
+            return apply_one(view, log_index, next_offset, &asked);
+        }
+        _ => {}
     }
     let clock_ms = view.clock_ms()?;
     let applied = if command.timestamp_ms < clock_ms {
@@ -163,6 +176,9 @@ fn apply_dated(
         }
         // Refused by `apply_one` before it gets here; answered alike.
         Op::Batch(_) => return Ok(Applied::nothing(CommandResult::NestedBatch)),
+        // `apply_one` checks the token and applies the command it carries
+        // before it gets here.
+        Op::ByToken { .. } => return apply_one(view, log_index, next_offset, command),
     };
     if let Some(id) = lease {
         if !leases::exists(view, id)? {

@@ -14,6 +14,7 @@
 //! [`Store`] is shared by the state machine (the only writer of the topic
 //! and the view) and the HTTP handlers (readers).
 
+mod access;
 pub mod alarms;
 pub mod apply;
 mod batch;
@@ -674,7 +675,8 @@ impl Store {
 }
 
 /// Adds the leases `op` granted (with their TTL) or ended (`None`), as
-/// `result` says, to `changes`; a batch's commands each in turn.
+/// `result` says, to `changes`; a batch's commands each in turn, a
+/// token's command as the one it carries.
 fn lease_changes_of(
     op: &Op,
     result: &CommandResult,
@@ -686,6 +688,7 @@ fn lease_changes_of(
                 lease_changes_of(&command.op, result, changes);
             }
         }
+        (Op::ByToken { op, .. }, result) => lease_changes_of(op, result, changes),
         (_, CommandResult::LeaseGranted { id, ttl_ms }) => {
             changes.push((*id, Some(Duration::from_millis(*ttl_ms))));
         }
