@@ -13,7 +13,6 @@
 
 use schemas::api::Access;
 
-use crate::acl::cache::principal_of;
 use crate::acl::is_acl_key;
 use crate::acl::principal::Principal;
 use crate::error::StoreError;
@@ -28,7 +27,7 @@ pub(super) fn refusal(
     token: &str,
     op: &Op,
 ) -> Result<Option<CommandResult>, StoreError> {
-    let Some(principal) = principal_of(|key| view.get(key), token)? else {
+    let Some(principal) = view.principal(token)? else {
         return Ok(Some(CommandResult::AccessRefused {
             token_known: false,
             reason: "the token was revoked before the write applied; nothing changed".to_string(),
@@ -235,8 +234,12 @@ mod tests {
     #[test]
     fn a_write_the_tokens_roles_no_longer_allow_is_refused_naming_the_key() {
         let (_dir, view) = view_with_writer();
-        apply_at(&view, 2, 3, &command(delete(&role_key("writer"))));
-        let applied = apply_at(&view, 3, 4, &by_writer(put("app/a", "1")));
+        // Allowed first, so the token is resolved and kept before its role
+        // goes.
+        let applied = apply_at(&view, 2, 3, &by_writer(put("app/a", "1")));
+        assert!(matches!(applied.result, CommandResult::Written { .. }));
+        apply_at(&view, 3, 4, &command(delete(&role_key("writer"))));
+        let applied = apply_at(&view, 4, 5, &by_writer(put("app/a", "2")));
         let (known, reason) = refused(&applied.result);
         assert!(known, "{reason}");
         assert!(reason.contains("\"app/a\""), "{reason}");

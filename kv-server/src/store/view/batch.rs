@@ -1,6 +1,8 @@
 //! A batch of changes to the view being prepared by the state machine:
 //! reads through it see its own changes over the view's.
 
+use std::sync::Arc;
+
 use uuid::Uuid;
 
 use super::layers::Unwritten;
@@ -11,6 +13,9 @@ use super::layout::{
     LEASE_COUNT_KEY, MEMBERSHIP_KEY, REVISION_KEY,
 };
 use super::View;
+use crate::acl::cache::principal_of;
+use crate::acl::is_acl_key;
+use crate::acl::principal::Principal;
 use crate::error::StoreError;
 use crate::types::{LogId, NodeId, Revision, StoredMembership};
 
@@ -23,6 +28,9 @@ pub struct ViewBatch<'a> {
     /// looked up or changed (see `store::alarms`): every write that adds
     /// data asks, and the key changes only with the alarm.
     pub(in crate::store) nospace: Option<Option<Vec<NodeId>>>,
+    /// Whether the batch changed a role or token: then its checks at apply
+    /// read them through it, not from the view's resolved tokens.
+    pub(super) acl_changed: bool,
 }
 
 impl ViewBatch<'_> {
@@ -52,12 +60,38 @@ impl ViewBatch<'_> {
 
     /// Sets the entry of `key`.
     pub fn put(&mut self, key: &str, entry: &KeyEntry) {
+        self.acl_changed |= is_acl_key(key);
         self.raw_put(entry_key(key), entry.encode());
     }
 
     /// Removes `key`.
     pub fn remove(&mut self, key: &str) {
+        self.acl_changed |= is_acl_key(key);
         self.raw_remove(entry_key(key));
+    }
+
+    /// The token whose secret hashes to `hash`, with its roles, as of this
+    /// batch. Resolved once per change of the roles and tokens and kept in
+    /// the view (the state machine alone applies, so nothing commits
+    /// between a lookup and its insert); a batch that changed them reads
+    /// them through itself.
+    pub fn principal(&self, hash: &str) -> Result<Option<Arc<Principal>>, StoreError> {
+        let resolve =
+            || Ok::<_, StoreError>(principal_of(|key| self.get(key), hash)?.map(Arc::new));
+        if self.acl_changed {
+            return resolve();
+        }
+        let db = self.view.pinned();
+        if let Some(found) = db.principals.lock().get(hash) {
+            return Ok(Some(Arc::clone(found)));
+        }
+        let found = resolve()?;
+        if let Some(principal) = &found {
+            db.principals
+                .lock()
+                .insert(hash.to_string(), Arc::clone(principal));
+        }
+        Ok(found)
     }
 
     /// The remembered result of the write with idempotency key `id`.

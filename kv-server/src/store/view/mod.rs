@@ -39,6 +39,7 @@ mod layers;
 mod layout;
 mod rebuild;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -50,6 +51,7 @@ pub use batch::ViewBatch;
 pub use dirs::ViewDirs;
 pub use layout::{IdempotentWrite, KeyEntry};
 
+use crate::acl::principal::Principal;
 use crate::error::StoreError;
 use crate::store::queries::PageBounds;
 use crate::types::{LogId, Revision, StoredMembership};
@@ -99,6 +101,12 @@ struct ViewDb {
     rebuilding: AtomicBool,
     /// Tells reads of several values that sled changed under them.
     sled_writes: SledWrites,
+    /// Tokens resolved by the state machine's checks at apply (see
+    /// [`ViewBatch::principal`]), by the hash of their secret, as the
+    /// committed view holds them: emptied by each commit of a batch that
+    /// changed a role or token. A new database (a rebuild, an installed
+    /// snapshot) starts empty.
+    principals: Mutex<HashMap<String, Arc<Principal>>>,
 }
 
 impl View {
@@ -205,6 +213,7 @@ impl View {
             view: self,
             pending: Unwritten::new(),
             nospace: None,
+            acl_changed: false,
         }
     }
 
@@ -212,7 +221,12 @@ impl View {
     /// sled whole, with the batches committed after it up to the next seal.
     /// Returns how many changes are not sealed yet.
     pub fn commit(&self, batch: ViewBatch<'_>) -> usize {
-        self.pinned().layers.write().commit(batch.pending)
+        let db = self.pinned();
+        let unsealed = db.layers.write().commit(batch.pending);
+        if batch.acl_changed {
+            db.principals.lock().clear();
+        }
+        unsealed
     }
 
     /// How much was committed since the last seal.
@@ -340,6 +354,7 @@ impl ViewDb {
             layers: RwLock::new(Layers::default()),
             rebuilding: AtomicBool::new(false),
             sled_writes: SledWrites::default(),
+            principals: Mutex::new(HashMap::new()),
         })
     }
 
