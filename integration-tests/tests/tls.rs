@@ -317,6 +317,66 @@ async fn a_client_that_does_not_trust_the_cluster_ca_fails_saying_the_certificat
     assert!(run.stderr.contains(&url), "{}", run.stderr);
 }
 
+/// Plain HTTP sent to a port that speaks HTTPS is answered 400
+/// `tls_required` in plain HTTP, saying to use https://, as Go's servers
+/// (etcd's) answer it: kvctl then says so at once, where it used to retry
+/// for its whole deadline and end with "invalid HTTP version parsed". The
+/// peer port answers a plain caller the same way, and the port still
+/// serves HTTPS after.
+#[tokio::test]
+async fn plain_http_to_a_tls_port_is_told_to_use_https() {
+    let pki = Pki::new();
+    let cluster = pki.cluster(1, &[]).await;
+    let node = cluster.node(1);
+    let plain_url = node.base_url().replacen("https://", "http://", 1);
+    let plain_peer_url = node.peer_url().replacen("https://", "http://", 1);
+    let plain = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("a plain client builds");
+    for url in [
+        format!("{plain_url}/v1/kv/some/key"),
+        format!("{plain_peer_url}/raft/vote"),
+    ] {
+        let response = plain.get(&url).send().await.expect("the port answers");
+        assert_eq!(response.status(), 400, "{url}");
+        let body: serde_json::Value = response.json().await.expect("a JSON body");
+        assert_eq!(body["error"]["code"], "tls_required", "{url}: {body}");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("https://"), "{url}: {message}");
+    }
+
+    let started = std::time::Instant::now();
+    let run = kvctl(
+        &plain_url,
+        &[
+            "--cacert",
+            &pki.path("ca.pem"),
+            "--timeout",
+            "20s",
+            "get",
+            "some/key",
+        ],
+    )
+    .await
+    .expect_code(1);
+    assert!(run.stderr.contains("tls_required"), "{}", run.stderr);
+    assert!(run.stderr.contains("https://"), "{}", run.stderr);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "kvctl retried a port it cannot read: {:?}",
+        started.elapsed()
+    );
+
+    let https = kvctl(
+        &node.base_url(),
+        &["--cacert", &pki.path("ca.pem"), "put", "some/key", "1"],
+    )
+    .await;
+    https.success();
+}
+
 #[tokio::test]
 async fn the_peer_port_refuses_a_handshake_without_a_certificate_from_the_cluster_ca() {
     let pki = Pki::new();
@@ -342,14 +402,13 @@ async fn the_peer_port_refuses_a_handshake_without_a_certificate_from_the_cluste
     for id in cluster.ids() {
         let peer = cluster.node(id).peer_url();
         let plain_peer = peer.replacen("https://", "http://", 1);
-        for (who, http, base) in [
-            ("no certificate", &no_certificate, &peer),
-            ("a certificate of another CA", &stranger, &peer),
-            ("plain HTTP", &plain, &plain_peer),
+        for (who, http) in [
+            ("no certificate", &no_certificate),
+            ("a certificate of another CA", &stranger),
         ] {
             for path in ["/raft/vote", "/v1/cluster/members"] {
                 let answer = http
-                    .post(format!("{base}{path}"))
+                    .post(format!("{peer}{path}"))
                     .json(&forged_vote)
                     .send()
                     .await;
@@ -358,6 +417,22 @@ async fn the_peer_port_refuses_a_handshake_without_a_certificate_from_the_cluste
                     "node {id}'s peer port served {path} to a caller with {who}: {answer:?}"
                 );
             }
+        }
+        // Plain HTTP is told, in plain HTTP, to use https://, and served
+        // nothing.
+        for path in ["/raft/vote", "/v1/cluster/members"] {
+            let answer = plain
+                .post(format!("{plain_peer}{path}"))
+                .json(&forged_vote)
+                .send()
+                .await
+                .expect("a plain caller is answered");
+            assert_eq!(answer.status(), 400, "node {id}, {path}");
+            let body: serde_json::Value = answer.json().await.expect("a JSON body");
+            assert_eq!(
+                body["error"]["code"], "tls_required",
+                "node {id}, {path}: {body}"
+            );
         }
     }
     // A caller with a certificate of the cluster's CA does get HTTP answers.

@@ -21,7 +21,10 @@
 //! With TLS, each accepted connection does its handshake in its own task,
 //! bounded by [`HANDSHAKE_TIMEOUT`], so a slow or failing client never holds
 //! up the accept loop; the connection's slot is taken before the handshake,
-//! so handshakes in progress count against `--max-connections` too.
+//! so handshakes in progress count against `--max-connections` too. A
+//! client that sends plain HTTP to a TLS port is answered 400
+//! `tls_required` in plain HTTP, as Go's servers answer it, and does not
+//! retry a connection it cannot read.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -32,6 +35,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use schemas::api::{ErrorBody, ErrorCode};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -129,8 +133,8 @@ pub async fn serve(
                 request
             },
         ));
-        let stream = StallGuard::new(stream, limits.write_stall);
         let Some(tls) = tls.clone() else {
+            let stream = StallGuard::new(stream, limits.write_stall);
             let connection = builder
                 .serve_connection_with_upgrades(TokioIo::new(ErrorBodies::new(stream)), service)
                 .into_owned();
@@ -145,7 +149,16 @@ pub async fn serve(
         };
         let builder = builder.clone();
         let watcher = graceful.watcher();
+        let write_stall = limits.write_stall;
         tokio::spawn(async move {
+            let mut stream = stream;
+            if speaks_plain_http(&stream).await {
+                warn!(listener = name, %peer, "plain HTTP on a port that speaks HTTPS: refused");
+                refuse_plain_http(&mut stream).await;
+                close_after_alert(stream).await;
+                return;
+            }
+            let stream = StallGuard::new(stream, write_stall);
             let accept = tls.accept(stream).into_fallible();
             let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
                 Ok(Ok(stream)) => stream,
@@ -176,6 +189,40 @@ pub async fn serve(
     {
         warn!(grace = ?SHUTDOWN_GRACE, "in-flight requests outlived the grace period; closing them");
     }
+}
+
+/// Whether the first byte a client sent on a TLS port starts an HTTP
+/// request (a method's capital letter) rather than a TLS handshake (a
+/// record of type 22): a client given `http://` for this port. Waits for
+/// it at most [`HANDSHAKE_TIMEOUT`]; anything else is the handshake's to
+/// judge.
+async fn speaks_plain_http(stream: &tokio::net::TcpStream) -> bool {
+    let mut first = [0u8; 1];
+    matches!(
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await,
+        Ok(Ok(1)) if first[0].is_ascii_uppercase()
+    )
+}
+
+/// Answers a plain HTTP request on a TLS port as Go's servers (etcd's
+/// among them) do: 400, in plain HTTP, saying to use `https://`, with the
+/// JSON error body every refusal carries. The client then stops, instead
+/// of retrying a connection it cannot read.
+async fn refuse_plain_http(stream: &mut tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let body = serde_json::to_vec(&ErrorBody::new(
+        ErrorCode::TlsRequired,
+        "this port speaks HTTPS (TLS) and the request came in plain HTTP: use an https:// URL \
+         for it",
+    ))
+    .expect("an error body always serializes");
+    let head = format!(
+        "HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n",
+        body.len()
+    );
+    let answer = [head.as_bytes(), &body].concat();
+    let _ = tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.write_all(&answer)).await;
 }
 
 /// How long a refused TLS connection is read from before it is closed.

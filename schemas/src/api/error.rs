@@ -54,6 +54,9 @@ error_codes! {
     /// The request is not HTTP this node can read: a malformed request
     /// line or header (answered before any route).
     MalformedRequest = ("malformed_request", 400),
+    /// Plain HTTP reached a port that speaks HTTPS (TLS): the client's URL
+    /// should start with `https://`.
+    TlsRequired = ("tls_required", 400),
     /// The request's URI is longer than this node reads (64 KiB).
     UriTooLong = ("uri_too_long", 414),
     /// The request's headers are more (over 100) or larger than this node
