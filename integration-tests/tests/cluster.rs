@@ -296,7 +296,8 @@ async fn a_node_restarted_with_unapplied_entries_serves_reads_once_caught_up() {
 
 /// A follower stopped for a while (a rolling restart) is logged by the
 /// leader once when its appends start to fail and once when it answers
-/// again, never at each of the retries in between, and never as an ERROR.
+/// again, never at each of the retries or linearizable reads in between,
+/// and never as an ERROR.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_follower_is_logged_once_by_the_leader_not_at_every_retry() {
     let _serial = SERIAL.lock().await;
@@ -327,6 +328,13 @@ async fn a_stopped_follower_is_logged_once_by_the_leader_not_at_every_retry() {
     };
     // Writes go on with two of three; the leader retries the third meanwhile.
     bulk_load(&cluster.urls(), "down", 1000, 4).await;
+    // Each linearizable read's leadership check reaches for it too.
+    for n in 0..50 {
+        let path = format!("/v1/kv/down/{n:06}?consistency=linearizable");
+        let (status, body) =
+            integration_tests::call(cluster.node(leader), "GET", &path, None).await;
+        assert_eq!(status, 200, "{body}");
+    }
     assert_eq!(
         counts(&cluster),
         (failed, answered),

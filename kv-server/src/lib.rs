@@ -54,6 +54,7 @@ pub(crate) mod http;
 pub(crate) mod http_error_body;
 pub(crate) mod join;
 pub(crate) mod leases;
+pub mod logging;
 pub(crate) mod metrics;
 pub(crate) mod namesrv;
 pub(crate) mod network;

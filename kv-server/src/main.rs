@@ -2,7 +2,6 @@
 
 use clap::Parser;
 use kv_server::config::{Cli, CliCommand};
-use tracing_subscriber::EnvFilter;
 
 /// jemalloc, not the C library's malloc: a put costs about a tenth less
 /// CPU, the rebuild runs almost twice as fast, and memory a burst of
@@ -15,24 +14,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 async fn main() {
     // Logs go to stderr, as etcd's do: stdout is for what a command
     // prints (`kv-server man`), and a service manager keeps both.
-    // openraft's replication logs each failed retry to a stopped follower
-    // (an ERROR every two seconds or so); the leader logs its peers'
-    // failures and recoveries once each instead (`network::PeerReach`).
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-            EnvFilter::new(
-                "info,openraft=warn,openraft::replication=off,\
-                 openraft::engine::handler::replication_handler=error,sled=warn",
-            )
-        }))
-        .with_writer(std::io::stderr)
-        // Colours only for a person at a terminal: a service manager's
-        // journal or a log file gets plain text.
-        .with_ansi(
-            std::io::IsTerminal::is_terminal(&std::io::stderr())
-                && std::env::var_os("NO_COLOR").is_none(),
-        )
-        .init();
+    kv_server::logging::init();
     let cli = Cli::parse();
     let outcome = match cli.command {
         Some(CliCommand::Rebuild { data_dir }) => {
