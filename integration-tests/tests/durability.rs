@@ -235,7 +235,7 @@ async fn a_data_dir_without_a_format_marker_is_refused_and_left_as_it_was() {
     call(&server, "PUT", "/v1/kv/old/k", Some(json!(1))).await;
     server.stop().await;
     let marker = server.data_dir().join("format");
-    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "5");
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "6");
 
     // A data dir as servers wrote them before the marker: a raft log and
     // no format file.

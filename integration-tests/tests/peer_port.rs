@@ -235,7 +235,15 @@ async fn a_node_of_another_data_format_is_refused_and_changes_nothing() {
     let forged_vote = json!({"vote": {"leader_id": {"term": 1000, "node_id": 9}, "committed": false},
                              "last_log_id": null});
     let client = reqwest::Client::new();
-    for format in [Some("1"), Some("2"), Some("3"), Some("4"), Some("6"), None] {
+    for format in [
+        Some("1"),
+        Some("2"),
+        Some("3"),
+        Some("4"),
+        Some("5"),
+        Some("7"),
+        None,
+    ] {
         let mut request = client
             .post(format!("{}/raft/vote", cluster.node(leader).peer_url()))
             .header("x-kv-cluster-id", &cluster_id)
@@ -305,7 +313,7 @@ async fn the_peer_port_answers_postcard_and_json_in_kind_and_refuses_other_bodie
         let answer = client
             .post(&url)
             .header("x-kv-cluster-id", &cluster_id)
-            .header("x-kv-data-format", "5")
+            .header("x-kv-data-format", "6")
             .header("content-type", content_type)
             .body(body)
             .send()

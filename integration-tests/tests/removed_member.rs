@@ -658,7 +658,7 @@ async fn a_node_still_joining_grants_no_vote() {
                       "last_log_id": null});
     let answer = reqwest::Client::new()
         .post(format!("{}/raft/vote", joining.peer_url()))
-        .header("x-kv-data-format", "5")
+        .header("x-kv-data-format", "6")
         .json(&vote)
         .send()
         .await

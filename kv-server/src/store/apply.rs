@@ -99,8 +99,10 @@ pub(super) fn apply_one(
                 return Ok(Applied::nothing(refused));
             }
             let asked = Command {
+                timestamp_ms: command.timestamp_ms,
+                idempotency_key: command.idempotency_key,
+                request_hash: command.request_hash,
                 op: Op::clone(op),
-                ..command.clone()
             };
             return apply_one(view, log_index, next_offset, &asked);
         }

@@ -1,5 +1,5 @@
 //! The data directory's format marker: `data/format` holds the format of
-//! everything under it (`5`), written before the node's raft dir is
+//! everything under it (`6`), written before the node's raft dir is
 //! created, so a data dir from before the marker (a raft log and no
 //! marker) is told apart from a new one and refused rather than misread.
 //!
@@ -26,6 +26,11 @@
 //! or of values `serde_json` cannot read, which should not be in flight
 //! while a cluster moves from format 4.
 //!
+//! Format 6 is format 5 plus a client's write proposed as its token's
+//! (`Op::ByToken`, with `--auth`: checked again when it applies), which a
+//! binary of format 5 cannot decode: it reads 2 to 5 and marks them 6, and
+//! peers of the two formats refuse each other, as above.
+//!
 //! Refusing instead of converting follows the project's precedent for data
 //! dirs from before the peer port: there is no release to upgrade from, and
 //! a node started afresh is restored from a replay.
@@ -40,11 +45,11 @@ use crate::store::DataDirs;
 /// The marker's file name, in the data directory.
 pub const FORMAT_FILE: &str = "format";
 /// The data format this server writes and reads.
-pub const DATA_FORMAT: &str = "5";
+pub const DATA_FORMAT: &str = "6";
 /// Earlier formats this server reads, and marks [`DATA_FORMAT`]: before
 /// batch entries (2), before the alarm's commands (3), before exact
-/// compares (4).
-const EARLIER_FORMATS: &[&str] = &["2", "3", "4"];
+/// compares (4), before a token's commands (5).
+const EARLIER_FORMATS: &[&str] = &["2", "3", "4", "5"];
 
 /// Checks that `root` holds data of [`DATA_FORMAT`], marking it so when it
 /// holds no raft log yet (a new node). Called before the raft log is
@@ -127,7 +132,7 @@ mod tests {
         let root = tempfile::tempdir().expect("a temporary directory");
         let data = root.path().join("data");
         check_or_mark(&data).expect("a new data dir is taken");
-        assert_eq!(std::fs::read_to_string(marker(&data)).unwrap(), "5");
+        assert_eq!(std::fs::read_to_string(marker(&data)).unwrap(), "6");
         LogStore::open(&DataDirs::new(&data).raft, Some(1)).expect("the raft log opens");
         write_raft_log(&data);
         check_or_mark(&data).expect("a marked data dir is taken again");
@@ -157,9 +162,9 @@ mod tests {
     #[test]
     fn a_marker_of_another_format_is_refused() {
         let root = tempfile::tempdir().expect("a temporary directory");
-        std::fs::write(marker(root.path()), "6\n").expect("writes");
+        std::fs::write(marker(root.path()), "7\n").expect("writes");
         match check_or_mark(root.path()) {
-            Err(StoreError::UnknownDataFormat { found, .. }) => assert_eq!(found, "6"),
+            Err(StoreError::UnknownDataFormat { found, .. }) => assert_eq!(found, "7"),
             other => panic!("expected an unknown format, got {other:?}"),
         }
     }
@@ -173,7 +178,7 @@ mod tests {
         write_raft_log(root.path());
         std::fs::write(marker(root.path()), "2").expect("writes");
         check_or_mark(root.path()).expect("a format-2 data dir is taken");
-        assert_eq!(std::fs::read_to_string(marker(root.path())).unwrap(), "5");
+        assert_eq!(std::fs::read_to_string(marker(root.path())).unwrap(), "6");
         check_or_mark(root.path()).expect("and taken again");
     }
 }

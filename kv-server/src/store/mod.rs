@@ -2,7 +2,7 @@
 //! the current snapshot, under one data directory.
 //!
 //! ```text
-//! data/format     the data format, `4` (see `data_format`)
+//! data/format     the data format, `6` (see `data_format`)
 //! data/raft/      raft log segments, vote and purged id (files of its own)
 //! data/topic/     the compacted topic (crate `compaction`)
 //! data/view/      the materialized view and the applied state (sled);
