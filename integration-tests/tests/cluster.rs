@@ -367,6 +367,58 @@ async fn a_stopped_follower_is_logged_once_by_the_leader_not_at_every_retry() {
     cluster.wait_converged().await;
 }
 
+/// A node left without a majority stands for election again and again;
+/// it logs once that its vote requests to each stopped peer fail, not at
+/// every round, and never as an ERROR.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_candidate_logs_each_unreachable_peer_once_not_at_every_round() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = TestCluster::start(3, &[]).await;
+    let leader = cluster.leader().await;
+    let survivor = cluster.follower_of(leader);
+    let others: Vec<u64> = cluster
+        .ids()
+        .into_iter()
+        .filter(|id| *id != survivor)
+        .collect();
+    let errors_before = cluster.node(survivor).log_count(" ERROR ");
+    let term_before = cluster.status(survivor).await.expect("the node answers")["term"]
+        .as_u64()
+        .expect("a term");
+    for id in &others {
+        cluster.node_mut(*id).stop().await;
+    }
+    let failing = "vote requests to a peer fail";
+    // Several rounds: each raises the term.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let term = cluster.status(survivor).await.expect("the node answers")["term"]
+            .as_u64()
+            .expect("a term");
+        if term >= term_before + 4 && cluster.node(survivor).log_count(failing) == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no rounds of elections logged (term {term})\n{}",
+            cluster.node(survivor).log_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let node = cluster.node(survivor);
+    assert_eq!(node.log_count(failing), 2, "{}", node.log_tail(30));
+    assert_eq!(
+        node.log_count(" ERROR "),
+        errors_before,
+        "a candidate logged ERROR lines about its stopped peers\n{}",
+        node.log_tail(30)
+    );
+    for id in &others {
+        cluster.node_mut(*id).restart().await;
+    }
+    cluster.wait_converged().await;
+}
+
 /// A node started with `--join --learner` joins as a learner and stays
 /// one, across a restart too, serving what the cluster holds; the API
 /// promotes it. (A node started on an empty data directory without

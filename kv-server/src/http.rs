@@ -152,7 +152,9 @@ pub async fn serve(
         let write_stall = limits.write_stall;
         tokio::spawn(async move {
             let mut stream = stream;
-            if speaks_plain_http(&stream).await {
+            // One deadline for the first byte and the handshake.
+            let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+            if speaks_plain_http(&stream, deadline).await {
                 warn!(listener = name, %peer, "plain HTTP on a port that speaks HTTPS: refused");
                 refuse_plain_http(&mut stream).await;
                 close_after_alert(stream).await;
@@ -160,7 +162,7 @@ pub async fn serve(
             }
             let stream = StallGuard::new(stream, write_stall);
             let accept = tls.accept(stream).into_fallible();
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
+            let stream = match tokio::time::timeout_at(deadline, accept).await {
                 Ok(Ok(stream)) => stream,
                 Ok(Err((error, stream))) => {
                     warn!(listener = name, %peer, %error, "TLS handshake failed");
@@ -194,12 +196,12 @@ pub async fn serve(
 /// Whether the first byte a client sent on a TLS port starts an HTTP
 /// request (a method's capital letter) rather than a TLS handshake (a
 /// record of type 22): a client given `http://` for this port. Waits for
-/// it at most [`HANDSHAKE_TIMEOUT`]; anything else is the handshake's to
-/// judge.
-async fn speaks_plain_http(stream: &tokio::net::TcpStream) -> bool {
+/// it until `deadline`, the handshake's; anything else is the handshake's
+/// to judge.
+async fn speaks_plain_http(stream: &tokio::net::TcpStream, deadline: tokio::time::Instant) -> bool {
     let mut first = [0u8; 1];
     matches!(
-        tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await,
+        tokio::time::timeout_at(deadline, stream.peek(&mut first)).await,
         Ok(Ok(1)) if first[0].is_ascii_uppercase()
     )
 }

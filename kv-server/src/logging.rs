@@ -1,6 +1,6 @@
 //! The server's logs: to stderr, as etcd's, through `tracing`, with a
 //! default filter that leaves out openraft's lines about peers it cannot
-//! reach, which the leader logs once itself (`network::PeerReach`).
+//! reach, which the network logs once itself (`network::PeerReach`).
 //!
 //! openraft 0.9 logs such a peer at every attempt: its replication an
 //! ERROR and four WARNs per retry to a stopped follower (every two seconds
@@ -28,15 +28,15 @@ pub const DEFAULT_FILTER: &str = "info,openraft=warn,openraft::replication=off,\
 const RAFT_CORE: &str = "openraft::core::raft_core";
 
 /// The messages of openraft's core that repeat while a peer is unreachable
-/// or an election runs, each matched at its start. None is an error of this
-/// node: a leader logs an unreachable peer once itself, and an election
-/// ends with the new leader logged.
+/// or an election runs, each matched at its start. The network logs the
+/// first failed append or vote request to each peer, and its recovery
+/// (`network::PeerReach`); a vote request that times out is still logged
+/// by openraft, once per election round.
 const ROUTINE_CORE_MESSAGES: &[&str] = &[
     // A linearizable read's heartbeat to a peer that did not answer.
     "timeout while confirming leadership for read request",
-    // A vote request a candidate could not send, or that timed out.
+    // A vote request a candidate could not send.
     "while requesting vote",
-    "timeout",
     // A vote answer that came after this node's vote moved on.
     "A message will be ignored because vote changed",
 ];
@@ -124,13 +124,12 @@ mod tests {
             let error = "Unreachable node: cannot connect to http://127.0.0.1:7173";
             tracing::error!(target: "openraft::core::raft_core", target = 3, error, "timeout while confirming leadership for read request");
             tracing::error!(target: "openraft::core::raft_core", error, target = 3, "while requesting vote");
-            tracing::error!(target: "openraft::core::raft_core", error, target = 3, "timeout");
             tracing::warn!(target: "openraft::core::raft_core", "A message will be ignored because vote changed: msg sent by vote: {}; current my vote: {}", "T1-N1", "None");
             // Kept: the core's other errors, the same words elsewhere, and
             // the core's lines below WARN.
             tracing::error!(target: "openraft::core::raft_core", error = "disk", "quit RaftCore::main on error");
             tracing::error!(target: "kv_server::network", "timeout while confirming leadership for read request");
-            tracing::info!(target: "openraft::core::raft_core", "timeout");
+            tracing::error!(target: "openraft::core::raft_core", error, target = 3, "timeout");
         });
         let seen = seen.0.lock().expect("not poisoned").clone();
         assert_eq!(

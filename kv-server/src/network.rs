@@ -77,40 +77,66 @@ pub struct Network {
     reach: Arc<PeerReach>,
 }
 
-/// Which peers' appends fail, and since when: a leader logs a peer's first
-/// failure and its recovery, once each. openraft logs every failed retry
-/// (an ERROR about every two seconds per stopped follower, as in any
-/// rolling restart); its replication module's lines are off by default
-/// (see `main`), and these say the same once.
+/// Which peers' appends (or votes) fail, and since when: a leader logs a
+/// peer's first failed append and its recovery, once each, and a candidate
+/// its first failed vote request and the next answered one. openraft logs
+/// every failed retry (an ERROR about every two seconds per stopped
+/// follower, as in any rolling restart), every linearizable read and every
+/// vote that cannot reach it; those lines are left out by default (see
+/// `logging`), and these say the same once.
 #[derive(Debug, Default)]
 pub struct PeerReach {
-    failing_since: Mutex<HashMap<NodeId, Instant>>,
-    /// How many peers are in `failing_since`: an answered append, the
-    /// usual case, looks at nothing else.
+    failing_since: Mutex<HashMap<(Call, NodeId), Instant>>,
+    /// How many entries `failing_since` holds: an answered call, the usual
+    /// case, looks at nothing else.
     failing: std::sync::atomic::AtomicUsize,
 }
 
+/// The calls to a peer [`PeerReach`] follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Call {
+    /// Appends and heartbeats, a leader's.
+    Appends,
+    /// Vote requests, a candidate's.
+    Votes,
+}
+
 impl PeerReach {
-    /// Notes an append to `target` (at `addr`) that failed with `error`.
-    fn failed(&self, target: NodeId, addr: &str, error: &dyn std::fmt::Display) {
+    /// Notes a call to `target` (at `addr`) that failed with `error`.
+    fn failed(&self, call: Call, target: NodeId, addr: &str, error: &dyn std::fmt::Display) {
         if let std::collections::hash_map::Entry::Vacant(entry) =
-            self.failing_since.lock().entry(target)
+            self.failing_since.lock().entry((call, target))
         {
             entry.insert(Instant::now());
             self.failing.fetch_add(1, Ordering::AcqRel);
-            warn!(peer = target, %addr, %error, "appends to a peer fail; retrying it with backoff (logged again when it answers)");
+            match call {
+                Call::Appends => {
+                    warn!(peer = target, %addr, %error, "appends to a peer fail; retrying it with backoff (logged again when it answers)")
+                }
+                Call::Votes => {
+                    warn!(peer = target, %addr, %error, "vote requests to a peer fail (logged again when it answers one)")
+                }
+            }
         }
     }
 
-    /// Notes an append to `target` that was answered.
-    fn answered(&self, target: NodeId, addr: &str) {
+    /// Notes a call to `target` that was answered.
+    fn answered(&self, call: Call, target: NodeId, addr: &str) {
         if self.failing.load(Ordering::Acquire) == 0 {
             return;
         }
-        let since = self.failing_since.lock().remove(&target);
+        let since = self.failing_since.lock().remove(&(call, target));
         if let Some(since) = since {
             self.failing.fetch_sub(1, Ordering::AcqRel);
-            info!(peer = target, %addr, after_ms = since.elapsed().as_millis() as u64, "a peer answers appends again");
+            let after_ms = since.elapsed().as_millis() as u64;
+            match call {
+                Call::Appends => {
+                    info!(peer = target, %addr, after_ms, "a peer answers appends again")
+                }
+                Call::Votes => {
+                    info!(peer = target, %addr, after_ms, "a peer answers vote requests again")
+                }
+            }
         }
     }
 }
@@ -602,11 +628,15 @@ impl RaftNetwork<TypeConfig> for Connection {
         };
         let answer = self.link.append(request, &option).await;
         match &answer {
-            Ok(_) => self.link.reach.answered(self.link.target, &self.link.addr),
-            Err(error) => self
+            Ok(_) => self
                 .link
                 .reach
-                .failed(self.link.target, &self.link.addr, error),
+                .answered(Call::Appends, self.link.target, &self.link.addr),
+            Err(error) => {
+                self.link
+                    .reach
+                    .failed(Call::Appends, self.link.target, &self.link.addr, error)
+            }
         }
         self.matched = match &answer {
             Ok(AppendEntriesResponse::Success) => last,
@@ -641,9 +671,22 @@ impl RaftNetwork<TypeConfig> for Connection {
         request: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
-        self.link
+        let answer = self
+            .link
             .call(&self.link.vote_route, &request, &option)
-            .await
+            .await;
+        match &answer {
+            Ok(_) => self
+                .link
+                .reach
+                .answered(Call::Votes, self.link.target, &self.link.addr),
+            Err(error) => {
+                self.link
+                    .reach
+                    .failed(Call::Votes, self.link.target, &self.link.addr, error)
+            }
+        }
+        answer
     }
 
     async fn full_snapshot(
