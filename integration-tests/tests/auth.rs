@@ -1261,3 +1261,59 @@ async fn writes_proposed_behind_their_tokens_revocation_are_refused_when_they_ap
         assert_eq!(keys, ["app/before"], "node {id}: {body}");
     }
 }
+
+/// Sends `request` (whole, or a head whose body is not sent) on a new
+/// connection to `node` and gives the answer's head, lowercased.
+async fn answer_head(node: &TestServer, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(node.addr())
+        .await
+        .expect("the node accepts");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("the request is sent");
+    let mut answer = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !answer.windows(4).any(|window| window == b"\r\n\r\n") {
+        let mut buffer = [0u8; 4096];
+        let read = tokio::time::timeout_at(deadline, stream.read(&mut buffer))
+            .await
+            .expect("the node answers")
+            .expect("the connection reads");
+        assert!(read > 0, "closed without an answer");
+        answer.extend_from_slice(&buffer[..read]);
+    }
+    String::from_utf8_lossy(&answer).to_lowercase()
+}
+
+/// A request refused before its body was read (no token, or a route that
+/// does not exist) is answered with `Connection: close`: the server reads
+/// nothing more on that connection, and a client that sent its next
+/// request there got a broken pipe, or no answer to a write. A write that
+/// was read whole keeps its connection.
+#[tokio::test]
+async fn a_refusal_before_the_body_is_read_says_the_connection_closes() {
+    let node = TestServer::start_with(&["--auth"]).await;
+    let root = node.bootstrap_acl().await;
+    for (what, head) in [
+        (
+            "no token",
+            "PUT /v1/kv/app/x HTTP/1.1\r\nhost: kv\r\ncontent-type: application/json\r\ncontent-length: 10\r\n\r\n".to_string(),
+        ),
+        (
+            "no such route",
+            format!("PUT /v1/nowhere HTTP/1.1\r\nhost: kv\r\nauthorization: Bearer {root}\r\ncontent-length: 10\r\n\r\n"),
+        ),
+    ] {
+        let answer = answer_head(&node, &head).await;
+        assert!(answer.starts_with("http/1.1 4"), "{what}: {answer}");
+        assert!(answer.contains("\r\nconnection: close\r\n"), "{what}: {answer}");
+    }
+    let whole = format!(
+        "PUT /v1/kv/app/kept HTTP/1.1\r\nhost: kv\r\nauthorization: Bearer {root}\r\ncontent-length: 1\r\n\r\n1"
+    );
+    let answer = answer_head(&node, &whole).await;
+    assert!(answer.starts_with("http/1.1 201"), "{answer}");
+    assert!(!answer.contains("connection: close"), "{answer}");
+}

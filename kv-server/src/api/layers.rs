@@ -12,6 +12,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
@@ -297,19 +298,40 @@ where
         }
         match Arc::clone(&self.slots).try_acquire_owned() {
             Ok(slot) => {
-                // A body already whole (a GET's) cannot stall.
-                let request = if http_body::Body::is_end_stream(request.body()) {
-                    request
+                // A body already whole (a GET's) cannot stall, nor be left
+                // unread.
+                let (request, unread) = if http_body::Body::is_end_stream(request.body()) {
+                    (request, None)
                 } else {
                     let stall = self.stall;
-                    request.map(|body| axum::body::Body::new(StallBody::new(body, stall)))
+                    let read = Arc::new(AtomicBool::new(false));
+                    let http1 = request.version() < axum::http::Version::HTTP_2;
+                    let body_read = Arc::clone(&read);
+                    let request = request
+                        .map(|body| axum::body::Body::new(StallBody::new(body, stall, body_read)));
+                    (request, http1.then_some(read))
                 };
                 LimitsFuture::Serving {
                     inner: tokio::time::timeout(self.timeout, self.inner.call(request)),
                     _slot: slot,
+                    unread,
                 }
             }
-            Err(_) => LimitsFuture::Refused,
+            Err(_) => {
+                let refused = ApiError::unavailable(
+                    "the server is overloaded: every request slot is taken \
+                     (--max-concurrent-requests)",
+                )
+                .into_response();
+                let response = if http_body::Body::is_end_stream(request.body()) {
+                    refused
+                } else {
+                    closing_unread(&request, refused)
+                };
+                LimitsFuture::Answered {
+                    response: Some(response),
+                }
+            }
         }
     }
 }
@@ -323,9 +345,12 @@ pin_project! {
             #[pin]
             inner: tokio::time::Timeout<F>,
             _slot: OwnedSemaphorePermit,
+            // Over HTTP/1, whether the request's body was read to its end:
+            // an answer given before it was (a refusal by the route or the
+            // token, say) ends the connection, which hyper will not read
+            // on, and says so.
+            unread: Option<Arc<AtomicBool>>,
         },
-        /// Refused: every slot was taken.
-        Refused,
         /// Answered without the inner service.
         Answered { response: Option<Response> },
     }
@@ -339,17 +364,25 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
-            LimitsProjection::Serving { inner, .. } => match ready!(inner.poll(cx)) {
-                Ok(answered) => Poll::Ready(answered),
-                Err(_elapsed) => Poll::Ready(Ok(ApiError::unavailable(
-                    "the request took too long",
-                )
-                .into_response())),
-            },
-            LimitsProjection::Refused => Poll::Ready(Ok(ApiError::unavailable(
-                "the server is overloaded: every request slot is taken (--max-concurrent-requests)",
-            )
-            .into_response())),
+            LimitsProjection::Serving { inner, unread, .. } => {
+                let mut response = match ready!(inner.poll(cx)) {
+                    Ok(Ok(answered)) => answered,
+                    Ok(Err(never)) => match never {},
+                    Err(_elapsed) => {
+                        ApiError::unavailable("the request took too long").into_response()
+                    }
+                };
+                if unread
+                    .as_ref()
+                    .is_some_and(|read| !read.load(Ordering::Acquire))
+                {
+                    response.headers_mut().insert(
+                        axum::http::header::CONNECTION,
+                        HeaderValue::from_static("close"),
+                    );
+                }
+                Poll::Ready(Ok(response))
+            }
             LimitsProjection::Answered { response } => Poll::Ready(Ok(response
                 .take()
                 .expect("an answered request's future is polled until it is ready, once"))),
@@ -360,23 +393,27 @@ where
 pin_project! {
     /// A request body that fails once no byte of it has arrived for
     /// `stall`. The timer is set only while the body is waiting for the
-    /// client, so a body that is already there costs none.
+    /// client, so a body that is already there costs none. `read` is set
+    /// once it was read to its end.
     pub struct StallBody<B> {
         #[pin]
         inner: B,
         stall: Duration,
         #[pin]
         waiting: Option<tokio::time::Sleep>,
+        read: Arc<AtomicBool>,
     }
 }
 
 impl<B> StallBody<B> {
-    /// `inner`, failing after `stall` without a byte.
-    pub fn new(inner: B, stall: Duration) -> StallBody<B> {
+    /// `inner`, failing after `stall` without a byte, setting `read` at
+    /// its end.
+    pub fn new(inner: B, stall: Duration, read: Arc<AtomicBool>) -> StallBody<B> {
         StallBody {
             inner,
             stall,
             waiting: None,
+            read,
         }
     }
 }
@@ -407,8 +444,11 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<B::Data>, axum::BoxError>>> {
         let mut this = self.project();
-        if let Poll::Ready(frame) = this.inner.poll_frame(cx) {
+        if let Poll::Ready(frame) = this.inner.as_mut().poll_frame(cx) {
             this.waiting.set(None);
+            if frame.is_none() || this.inner.is_end_stream() {
+                this.read.store(true, Ordering::Release);
+            }
             return Poll::Ready(frame.map(|frame| frame.map_err(Into::into)));
         }
         if this.waiting.as_mut().as_pin_mut().is_none() {
