@@ -322,7 +322,8 @@ async fn a_client_that_does_not_trust_the_cluster_ca_fails_saying_the_certificat
 /// (etcd's) answer it: kvctl then says so at once, where it used to retry
 /// for its whole deadline and end with "invalid HTTP version parsed". The
 /// peer port answers a plain caller the same way, and the port still
-/// serves HTTPS after.
+/// serves HTTPS after. A connection closed before it sent anything is not
+/// logged as a failed handshake.
 #[tokio::test]
 async fn plain_http_to_a_tls_port_is_told_to_use_https() {
     let pki = Pki::new();
@@ -375,6 +376,33 @@ async fn plain_http_to_a_tls_port_is_told_to_use_https() {
     )
     .await;
     https.success();
+
+    // A TCP check that connects and closes (a load balancer's) is no failed
+    // handshake to warn of.
+    let mut cluster = cluster;
+    let node = cluster.node_mut(1);
+    node.stop().await;
+    node.set_env("RUST_LOG", Some("info,kv_server::http=debug"));
+    node.restart().await;
+    drop(
+        tokio::net::TcpStream::connect(node.addr())
+            .await
+            .expect("the port accepts"),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !node.log_contains("a connection closed before it sent anything") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the closed connection was never seen\n{}",
+            node.log_tail(10)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !node.log_contains("TLS handshake failed"),
+        "{}",
+        node.log_tail(10)
+    );
 }
 
 #[tokio::test]

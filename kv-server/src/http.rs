@@ -154,11 +154,19 @@ pub async fn serve(
             let mut stream = stream;
             // One deadline for the first byte and the handshake.
             let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
-            if speaks_plain_http(&stream, deadline).await {
-                warn!(listener = name, %peer, "plain HTTP on a port that speaks HTTPS: refused");
-                refuse_plain_http(&mut stream).await;
-                close_after_alert(stream).await;
-                return;
+            match first_byte(&stream, deadline).await {
+                FirstByte::Http => {
+                    warn!(listener = name, %peer, "plain HTTP on a port that speaks HTTPS: refused");
+                    refuse_plain_http(&mut stream).await;
+                    close_after_alert(stream).await;
+                    return;
+                }
+                // A TCP check (a load balancer's, say): nothing to warn of.
+                FirstByte::Closed => {
+                    debug!(listener = name, %peer, "a connection closed before it sent anything");
+                    return;
+                }
+                FirstByte::Other => {}
             }
             let stream = StallGuard::new(stream, write_stall);
             let accept = tls.accept(stream).into_fallible();
@@ -193,17 +201,27 @@ pub async fn serve(
     }
 }
 
-/// Whether the first byte a client sent on a TLS port starts an HTTP
-/// request (a method's capital letter) rather than a TLS handshake (a
-/// record of type 22): a client given `http://` for this port. Waits for
-/// it until `deadline`, the handshake's; anything else is the handshake's
-/// to judge.
-async fn speaks_plain_http(stream: &tokio::net::TcpStream, deadline: tokio::time::Instant) -> bool {
+/// What the first byte a client sent on a TLS port says.
+enum FirstByte {
+    /// It starts an HTTP request (a method's capital letter), not a TLS
+    /// handshake (a record of type 22): a client given `http://` for this
+    /// port.
+    Http,
+    /// The client closed the connection without sending anything.
+    Closed,
+    /// Anything else, or nothing by the deadline: the handshake's to judge.
+    Other,
+}
+
+/// Peeks at the first byte a client sent on a TLS port, waiting for it
+/// until `deadline`, the handshake's.
+async fn first_byte(stream: &tokio::net::TcpStream, deadline: tokio::time::Instant) -> FirstByte {
     let mut first = [0u8; 1];
-    matches!(
-        tokio::time::timeout_at(deadline, stream.peek(&mut first)).await,
-        Ok(Ok(1)) if first[0].is_ascii_uppercase()
-    )
+    match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+        Ok(Ok(0)) => FirstByte::Closed,
+        Ok(Ok(_)) if first[0].is_ascii_uppercase() => FirstByte::Http,
+        _ => FirstByte::Other,
+    }
 }
 
 /// Answers a plain HTTP request on a TLS port as Go's servers (etcd's
