@@ -3,7 +3,8 @@
 //! The thread owns nothing but an `Arc` of the topic and its status; it runs
 //! a pass every `interval` until the handle is stopped or dropped. A failing
 //! pass is logged and counted, and the next interval tries again: a broken
-//! cleaner shows in [`CleanerStatus`], it does not die silently.
+//! cleaner shows in [`CleanerStatus`], it does not die silently. Damaged
+//! data a pass met stays in the status after later passes.
 
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -26,6 +27,10 @@ pub struct CleanerStatus {
     pub last_success_ms: Option<u64>,
     /// The last failure's message, cleared by the next success.
     pub last_error: Option<String>,
+    /// The first damaged data a pass met ([`crate::Error::is_damage`]),
+    /// kept: damage does not mend itself, and a later pass may not read
+    /// that segment again.
+    pub damage: Option<String>,
     /// The last successful pass that cleaned something.
     pub last_report: Option<CleanReport>,
 }
@@ -67,6 +72,9 @@ impl CleanerHandle {
                         Err(failure) => {
                             error!(dir = %topic.dir().display(), error = %failure, "cleaner pass failed");
                             status.failures += 1;
+                            if failure.is_damage() && status.damage.is_none() {
+                                status.damage = Some(failure.to_string());
+                            }
                             status.last_error = Some(failure.to_string());
                         }
                     }

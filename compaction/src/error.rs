@@ -91,6 +91,15 @@ pub enum Error {
     Config(String),
 }
 
+impl Error {
+    /// Whether the error is damaged data: a record that fails its checks
+    /// or a segment that disagrees with the manifest. Reading it again
+    /// fails again; the topic's files cannot be trusted.
+    pub fn is_damage(&self) -> bool {
+        matches!(self, Error::Corrupt { .. } | Error::ManifestMismatch { .. })
+    }
+}
+
 impl From<crate::fsutil::FileError> for Error {
     fn from(error: crate::fsutil::FileError) -> Self {
         Error::Io {

@@ -318,7 +318,7 @@ async fn damage_in_a_closed_topic_segment_found_by_a_snapshot_stops_the_node_say
     assert_eq!(status.code(), Some(1), "{}", server.log_tail(20));
     let log = server.log_tail(20);
     assert!(
-        server.log_contains("raft stopped on damaged data: "),
+        server.log_contains("raft stopped, and this node met damaged data: "),
         "{log}"
     );
     assert!(
@@ -716,4 +716,141 @@ async fn a_damaged_record_of_the_current_snapshot_is_replaced_from_the_topic_bef
     );
     let (status, body) = call(&server, "GET", "/v1/kv/snapped/k199", None).await;
     assert_eq!((status, &body["value"]), (200, &json!(199)), "{body}");
+}
+
+/// `/readyz` of `server`: its status and body.
+async fn readiness(server: &TestServer) -> (u16, String) {
+    let response = server
+        .client()
+        .get(server.url("/readyz"))
+        .send()
+        .await
+        .expect("the server answers");
+    let status = response.status().as_u16();
+    (status, response.text().await.expect("a readable body"))
+}
+
+/// Panics unless `server` says, on `/readyz` and in `/metrics`, that it met
+/// damaged data in `file`, and names the way out.
+async fn assert_unready_naming(server: &TestServer, file: &Path) {
+    let (status, body) = readiness(server).await;
+    assert_eq!(status, 503, "{body}");
+    let file = file.display().to_string();
+    assert!(body.contains("damaged data was met"), "{body}");
+    assert!(body.contains(&file), "{file}: {body}");
+    assert!(body.contains("rebuild this member"), "{body}");
+    let (_, metrics) = call(server, "GET", "/metrics", None).await;
+    let metrics = metrics.as_str().expect("metrics are text").to_string();
+    assert!(
+        metrics.lines().any(|line| line == "kv_damaged_data 1"),
+        "{metrics}"
+    );
+}
+
+/// A closed topic segment damaged while the node runs is found by the first
+/// read that reaches it: the replay is cut, the change feed answers 500,
+/// each naming the file, and from then on the node says it is not ready
+/// (naming the damage and the way out; `kv_damaged_data` 1) so that load
+/// balancers leave it, while it goes on serving its view.
+#[tokio::test]
+async fn damage_a_read_meets_while_the_node_runs_makes_it_unready() {
+    for read in ["/v1/topic/records?from=0", "/v1/changes?from=0&limit=10000"] {
+        let mut server = stopped_after_puts(&["--segment-bytes", "16384"], "met", 400).await;
+        server.spawn();
+        server.wait_ready().await;
+        let (_, metrics) = call(&server, "GET", "/metrics", None).await;
+        assert!(
+            metrics
+                .as_str()
+                .is_some_and(|text| text.lines().any(|line| line == "kv_damaged_data 0")),
+            "{metrics}"
+        );
+        let segments = segments(&server.data_dir().join("topic"));
+        assert!(segments.len() > 1, "closed segments: {segments:?}");
+        let closed = segments[0].clone();
+        let frames = frames(&std::fs::read(&closed).unwrap());
+        assert!(frames.len() > 2, "{frames:?}");
+        damage_frame(&closed, frames[frames.len() / 2]);
+        assert_eq!(readiness(&server).await.0, 200, "nothing has read it yet");
+
+        let response = server
+            .client()
+            .get(server.url(read))
+            .send()
+            .await
+            .expect("the server answers");
+        let status = response.status().as_u16();
+        let body = response.text().await;
+        match read.starts_with("/v1/topic/records") {
+            // The answer began before the damage was read: it is cut.
+            true => assert!(body.is_err(), "{read}: {status} {body:?}"),
+            false => {
+                let body = body.expect("a readable body");
+                assert_eq!(status, 500, "{read}: {body}");
+                assert!(body.contains(&closed.display().to_string()), "{body}");
+            }
+        }
+        assert!(
+            server.log_contains(&closed.display().to_string()),
+            "{}",
+            server.log_tail(20)
+        );
+        assert_unready_naming(&server, &closed).await;
+        let (status, body) = call(&server, "GET", "/v1/kv/met/k1?consistency=stale", None).await;
+        assert_eq!(status, 200, "the view still answers: {body}");
+        server.stop().await;
+    }
+}
+
+/// The same damage met by the cleaner's pass, which no client waits on:
+/// the node says it is not ready, naming it, until it is rebuilt.
+#[tokio::test]
+async fn damage_the_cleaner_meets_makes_the_node_unready() {
+    let mut server = TestServer::start_with(&[
+        "--segment-bytes",
+        "16384",
+        "--min-compaction-lag-ms",
+        "0",
+        "--allow-short-compaction-lag",
+    ])
+    .await;
+    // Every key written many times: the closed segments are dirty, and the
+    // cleaner reads them (from the restart on, every 200 ms).
+    for n in 0..400u64 {
+        let path = format!("/v1/kv/cleaned/k{}", n % 20);
+        let (status, body) = call(&server, "PUT", &path, Some(json!(n))).await;
+        assert!(status == 200 || status == 201, "{status} {body}");
+    }
+    server.stop().await;
+    let segments = segments(&server.data_dir().join("topic"));
+    assert!(segments.len() > 1, "closed segments: {segments:?}");
+    let closed = segments[0].clone();
+    let frames = frames(&std::fs::read(&closed).unwrap());
+    assert!(frames.len() > 2, "{frames:?}");
+    damage_frame(&closed, frames[frames.len() / 2]);
+    server.set_env("KV_CLEANER_INTERVAL_MS", Some("200"));
+    server.spawn();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = server.client().get(server.url("/readyz")).send().await;
+        if let Ok(answer) = answer {
+            let status = answer.status().as_u16();
+            let body = answer.text().await.unwrap_or_default();
+            if status == 503 && body.contains("damaged data was met") {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cleaner's pass never made the node unready: {}",
+            server.log_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        server.log_contains("cleaner pass failed"),
+        "{}",
+        server.log_tail(20)
+    );
+    assert_unready_naming(&server, &closed).await;
 }

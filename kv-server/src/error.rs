@@ -26,7 +26,7 @@ fn sled_op_message(error: &sled::Error) -> String {
 }
 
 /// What a message about damaged data tells the operator to do.
-const REBUILD_THIS_MEMBER: &str =
+pub(crate) const REBUILD_THIS_MEMBER: &str =
     "this node's data cannot be trusted: rebuild this member from the \
      others (remove it, wipe its data dir, join it again; see docs/recovery.md)";
 
@@ -408,17 +408,31 @@ impl StoreError {
     /// written: bytes changed on disk fail the view's digest at the next
     /// open instead, and the view is rebuilt.)
     pub fn is_damage(&self) -> bool {
+        if let StoreError::Topic(error) = self {
+            return error.is_damage();
+        }
         matches!(
             self,
             StoreError::TopicDamaged(_)
-                | StoreError::Topic(
-                    compaction::Error::Corrupt { .. } | compaction::Error::ManifestMismatch { .. }
-                )
                 | StoreError::LogFrameDamaged { .. }
                 | StoreError::LogFrameMisplaced { .. }
                 | StoreError::CorruptViewEntry { .. }
                 | StoreError::CorruptRecord { .. }
                 | StoreError::CorruptSnapshot { .. }
+        )
+    }
+
+    /// Whether the error is the view's files found damaged by a read
+    /// (sled's checks failed): a restart finds it and rebuilds the view
+    /// from the topic.
+    pub fn is_view_damage(&self) -> bool {
+        matches!(
+            self,
+            StoreError::SledOp(sled::Error::Corruption { .. })
+                | StoreError::Sled {
+                    source: sled::Error::Corruption { .. },
+                    ..
+                }
         )
     }
 
@@ -482,5 +496,29 @@ mod tests {
         assert!(message.contains("restart the node"), "{message}");
         let other = StoreError::SledOp(sled::Error::Unsupported("x".into()));
         assert_eq!(other.to_string(), "sled: Unsupported: x");
+    }
+
+    /// Which errors keep a node unready, and as what: damage to the view
+    /// (a restart rebuilds it) apart from damage to the topic or the raft
+    /// log (the member is rebuilt); a failure that is not damage is
+    /// neither.
+    #[test]
+    fn damage_is_told_apart_from_view_damage_and_from_other_failures() {
+        let view = StoreError::SledOp(sled::Error::Corruption { at: None, bt: () });
+        assert!(view.is_view_damage() && !view.is_damage());
+        let topic = StoreError::Topic(compaction::Error::Corrupt {
+            path: "data/topic/00000000000000000000.log".into(),
+            position: 16,
+            reason: "crc32c mismatch".to_string(),
+        });
+        assert!(topic.is_damage() && !topic.is_view_damage());
+        let io = StoreError::Topic(compaction::Error::Io {
+            op: "read",
+            path: "data/topic/00000000000000000000.log".into(),
+            source: std::io::Error::other("the disk went away"),
+        });
+        assert!(!io.is_damage() && !io.is_view_damage());
+        let other = StoreError::SledOp(sled::Error::Unsupported("x".into()));
+        assert!(!other.is_damage() && !other.is_view_damage());
     }
 }

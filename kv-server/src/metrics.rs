@@ -160,6 +160,8 @@ pub struct Gauges {
     pub nospace_alarms: usize,
     /// Whether a writer of this node waits for room on its disk.
     pub disk_full: bool,
+    /// Whether this node met damaged data while it ran (`/readyz` names it).
+    pub damaged_data: bool,
     /// `--quota-bytes` and `--min-free-bytes` (0: none).
     pub quota_bytes: u64,
     /// See `quota_bytes`.
@@ -198,6 +200,7 @@ pub fn render(gauges: &Gauges) -> String {
     metrics::gauge!(LONG_POLLS).set(gauges.long_polls as f64);
     metrics::gauge!("kv_alarms", "alarm" => "NOSPACE").set(gauges.nospace_alarms as f64);
     metrics::gauge!(DISK_FULL).set(if gauges.disk_full { 1.0 } else { 0.0 });
+    metrics::gauge!("kv_damaged_data").set(if gauges.damaged_data { 1.0 } else { 0.0 });
     metrics::gauge!("kv_space_quota_bytes").set(gauges.quota_bytes as f64);
     metrics::gauge!("kv_space_min_free_bytes").set(gauges.min_free_bytes as f64);
     handle.render()

@@ -278,12 +278,32 @@ async fn member_space(state: &AppState, member: NodeId) -> Result<NodeSpace, Api
         .map_err(|error| cannot_tell(error.to_string()))
 }
 
+/// The damaged data this node met while it ran, each as a reason it is not
+/// ready: in a read it served or its raft storage (rebuild the member), in
+/// the cleaner's pass (the same), in the view (a restart rebuilds it).
+pub fn damage_met(state: &AppState) -> Vec<String> {
+    let topic = crate::store::damage_met()
+        .map(str::to_string)
+        .or(state.cleaner.status().damage)
+        .map(|damage| {
+            let rebuild = crate::error::REBUILD_THIS_MEMBER;
+            if damage.contains(rebuild) {
+                format!("damaged data was met: {damage}")
+            } else {
+                format!("damaged data was met: {damage}; {rebuild}")
+            }
+        });
+    let view = crate::store::view_damage_met().map(str::to_string);
+    topic.into_iter().chain(view).collect()
+}
+
 /// `GET /readyz`: 200 when this node is ready for traffic: it knows a
 /// leader, could serve a linearizable read (a quorum confirms the leader,
 /// and this node has applied what the leader had committed: a node still
 /// catching up is not ready, as its stale reads would be far behind), no
-/// write of its waits for room on a full disk, raft runs, and no alarm is
-/// raised; else 503 `not_ready`, with every reason.
+/// write of its waits for room on a full disk, raft runs, it has met no
+/// damaged data, and no alarm is raised; else 503 `not_ready`, with every
+/// reason.
 async fn readyz(State(state): State<AppState>) -> Response {
     let mut reasons = Vec::new();
     if state.asking_peers.is_asking() {
@@ -317,6 +337,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
     if let Some(full) = state.store.disk_full.describe() {
         reasons.push(full);
     }
+    reasons.extend(damage_met(&state));
     match state.store.alarms() {
         Ok(alarms) => reasons.extend(alarms.iter().map(|alarm| {
             format!(

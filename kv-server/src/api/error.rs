@@ -138,7 +138,10 @@ impl From<FieldError> for ApiError {
 }
 
 impl From<StoreError> for ApiError {
+    /// A 500; damaged data it names also takes the node out of readiness
+    /// (`store::note_damage`).
     fn from(error: StoreError) -> Self {
+        crate::store::note_damage(&error);
         tracing::error!(%error, "storage failure");
         ApiError::internal(format!("storage failure: {error}"))
     }

@@ -29,6 +29,7 @@ async fn scrape(State(state): State<AppState>) -> Response {
         long_polls: state.long_polls.held(),
         nospace_alarms: state.store.alarms().map_or(0, |alarms| alarms.len()),
         disk_full: state.store.disk_full.describe().is_some(),
+        damaged_data: !crate::api::alarms::damage_met(&state).is_empty(),
         quota_bytes: state.space.quota_bytes,
         min_free_bytes: state.space.min_free_bytes,
     };

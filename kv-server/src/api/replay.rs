@@ -348,7 +348,10 @@ fn read_chunk(
 ) -> Result<Chunk, String> {
     let mut bytes = Vec::with_capacity(chunk_bytes + CHUNK_SLACK_BYTES);
     for write in writes.by_ref() {
-        let write = write.map_err(|error| error.to_string())?;
+        let write = write.map_err(|error| {
+            crate::store::note_damage(&error);
+            error.to_string()
+        })?;
         let offset = write.offset;
         if offset > until {
             break;

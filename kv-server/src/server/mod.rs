@@ -247,7 +247,7 @@ async fn exit_when_raft_stops(raft: Raft, disk_full: Arc<crate::space::DiskFull>
             // again. 1, as damage found at open exits.
             tracing::error!(
                 %fatal,
-                "raft stopped on damaged data: {damage}; this node's data cannot be \
+                "raft stopped, and this node met damaged data: {damage}; this node's data cannot be \
                  trusted: rebuild this member from the others (see docs/recovery.md)"
             );
             std::process::exit(EXIT_DAMAGE);

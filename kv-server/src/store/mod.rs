@@ -127,20 +127,33 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "a panic without a message".to_string())
 }
 
-/// The first damaged data this process's Raft storage met, if any: what a
-/// node that stops on it names, since a restart meets it again.
+/// The first damaged data this process met, if any, in its Raft storage or
+/// in a read it served (a replay, a change feed): what a node that stops
+/// names, since a restart meets it again, and what keeps it unready.
 static DAMAGE: OnceLock<String> = OnceLock::new();
 
-/// Remembers `error` if it is damaged data (see [`StoreError::is_damage`]).
+/// The first damage to the view's files this process met, if any: it keeps
+/// the node unready until a restart rebuilds the view.
+static VIEW_DAMAGE: OnceLock<String> = OnceLock::new();
+
+/// Remembers `error` if it is damaged data ([`StoreError::is_damage`]) or
+/// a damaged view ([`StoreError::is_view_damage`]).
 pub(crate) fn note_damage(error: &StoreError) {
     if error.is_damage() {
         let _ = DAMAGE.set(error.to_string());
+    } else if error.is_view_damage() {
+        let _ = VIEW_DAMAGE.set(error.to_string());
     }
 }
 
-/// The damaged data this process's Raft storage met, if any.
+/// The damaged data this process met, if any.
 pub fn damage_met() -> Option<&'static str> {
     DAMAGE.get().map(String::as_str)
+}
+
+/// The damage to the view this process met, if any.
+pub fn view_damage_met() -> Option<&'static str> {
+    VIEW_DAMAGE.get().map(String::as_str)
 }
 
 /// How long an open waits for sled's file lock to be let go.
