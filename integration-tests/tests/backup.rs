@@ -316,3 +316,96 @@ async fn a_backup_whose_node_stops_sending_ends_at_the_request_timeout() {
         "the whole store was not sent: {received} bytes"
     );
 }
+
+/// The `X-Kv-Revision` of a backup `node` answers, with `query`, and the
+/// status: the body is read whole.
+async fn backup_revision(node: &integration_tests::TestServer, query: &str) -> (u16, String) {
+    let answer = node
+        .client()
+        .get(node.url(&format!("/v1/snapshot{query}")))
+        .send()
+        .await
+        .expect("the node answers");
+    let status = answer.status().as_u16();
+    let revision = answer
+        .headers()
+        .get("x-kv-revision")
+        .map(|value| value.to_str().unwrap().to_string());
+    let body = answer.bytes().await.expect("the body is read whole");
+    let said = revision.unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+    (status, said)
+}
+
+/// A backup asked of a follower that hears nothing from the leader holds
+/// every write acknowledged before it was asked for, or is refused: the
+/// follower confirms with the leader first, as a linearizable read does,
+/// and once it hears the leader again its backup holds the write. With
+/// `consistency=stale` (kvctl `--stale`) it gives what it has at once,
+/// without the write, as a cluster with no quorum still can.
+#[tokio::test]
+async fn a_backup_from_a_lagging_follower_holds_every_acknowledged_write_or_is_refused() {
+    const SLOW: u64 = 3;
+    let (cluster, proxy, leader) =
+        TestCluster::start_with_a_follower_behind_a_proxy(&["--request-timeout-ms", "2000"]).await;
+    let leader = cluster.node(leader);
+    let (status, _) = call(leader, "PUT", "/v1/kv/backup/early", Some(json!(1))).await;
+    assert_eq!(status, 201);
+    cluster.wait_converged().await;
+
+    // The slow node hears nothing more from the leader.
+    proxy.slow_to(1);
+    let (status, late) = call(leader, "PUT", "/v1/kv/backup/late", Some(json!(2))).await;
+    assert_eq!(status, 201, "{late}");
+    let late = late["revision"].as_u64().expect("a revision");
+    let slow = cluster.node(SLOW);
+
+    let (status, said) = backup_revision(slow, "?consistency=stale").await;
+    assert_eq!(status, 200, "{said}");
+    let stale: u64 = said.parse().expect("a revision");
+    assert!(
+        stale < late,
+        "the stale backup ({stale}) has the write ({late})"
+    );
+
+    // kvctl's --stale asks for the same.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stale.snap");
+    let saved = kvctl(
+        &slow.base_url(),
+        &[
+            "--output",
+            "json",
+            "snapshot",
+            "save",
+            path.to_str().unwrap(),
+            "--stale",
+        ],
+    )
+    .await
+    .success()
+    .json();
+    assert_eq!(saved["revision"].as_u64(), Some(stale), "{saved}");
+
+    // Linearizable: refused, or after the follower got the write.
+    let (status, said) = backup_revision(slow, "").await;
+    match status {
+        200 => {
+            let revision: u64 = said.parse().expect("a revision");
+            assert!(
+                revision >= late,
+                "the backup ({revision}) lacks the write ({late})"
+            );
+        }
+        status => assert_eq!(status, 503, "{said}"),
+    }
+
+    proxy.slow_to(0);
+    cluster.wait_converged().await;
+    let (status, said) = backup_revision(slow, "").await;
+    assert_eq!(status, 200, "{said}");
+    let revision: u64 = said.parse().expect("a revision");
+    assert!(
+        revision >= late,
+        "the backup ({revision}) lacks the write ({late})"
+    );
+}

@@ -41,7 +41,7 @@ pub enum Consistency {
 }
 
 impl Consistency {
-    fn as_param(self) -> &'static str {
+    pub(crate) fn as_param(self) -> &'static str {
         match self {
             Consistency::Linearizable => "linearizable",
             Consistency::Stale => "stale",

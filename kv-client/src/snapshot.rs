@@ -8,6 +8,7 @@ use schemas::api::header;
 
 use crate::client::Client;
 use crate::error::{Error, Result};
+use crate::kv::Consistency;
 use crate::request::Request;
 
 /// How long a node may take to make the snapshot before it sends the
@@ -73,8 +74,10 @@ impl SnapshotDownload {
 impl Client {
     /// A backup of the store (etcd's `snapshot save`): the node asked
     /// makes a snapshot of what it has applied and sends it; `kv-server
-    /// restore` lays a new cluster down from the bytes. Needs an admin
-    /// token on a cluster run with `--auth`.
+    /// restore` lays a new cluster down from the bytes. It holds every
+    /// write acknowledged before the call ([`Client::snapshot_with`] and
+    /// [`Consistency::Stale`] take what the node has, without a quorum).
+    /// Needs an admin token on a cluster run with `--auth`.
     ///
     /// ```no_run
     /// # async fn example(client: kv_client::Client) -> Result<(), kv_client::Error> {
@@ -87,7 +90,15 @@ impl Client {
     /// # }
     /// ```
     pub async fn snapshot(&self) -> Result<SnapshotDownload> {
-        let mut request = Request::new(Method::GET, ["v1", "snapshot"]);
+        self.snapshot_with(Consistency::Linearizable).await
+    }
+
+    /// [`Client::snapshot`] with the given consistency: `Stale` saves what
+    /// the answering node has applied, which a cluster that lost its
+    /// quorum can still give.
+    pub async fn snapshot_with(&self, consistency: Consistency) -> Result<SnapshotDownload> {
+        let mut request = Request::new(Method::GET, ["v1", "snapshot"])
+            .query("consistency", consistency.as_param());
         request.streaming = true;
         request.extra_time = SNAPSHOT_MAKING;
         request.probe_first = true;

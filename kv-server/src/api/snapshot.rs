@@ -5,6 +5,11 @@
 //! topic as of one revision, in the topic's record frames, each with its
 //! CRC. `kv-server restore` lays a new cluster down from it (see
 //! `crate::backup`). Admins only, with `--auth` (every key is in it).
+//!
+//! By default the node first passes a linearizable read barrier, as a
+//! read does, so the backup holds every write acknowledged before it was
+//! asked for, from whichever member it is asked; `consistency=stale` takes
+//! what the node has applied, as Consul's `snapshot save -stale` does.
 
 use std::time::Duration;
 
@@ -16,7 +21,8 @@ use axum::routing::get;
 use axum::Router;
 
 use crate::api::error::ApiError;
-use crate::api::params::Query;
+use crate::api::params::{Consistency, Query};
+use crate::api::read::linearizable_barrier;
 use crate::api::{AppState, REVISION_HEADER};
 
 /// How long a snapshot may take to be made.
@@ -27,12 +33,16 @@ pub fn routes() -> Router<AppState> {
     Router::new().route("/v1/snapshot", get(save))
 }
 
-/// `GET /v1/snapshot`: the node's snapshot as of what it has applied now.
+/// `GET /v1/snapshot`: the node's snapshot as of what it has applied once
+/// a read barrier passed (none with `consistency=stale`).
 async fn save(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    Query::parse(query.as_deref(), &[])?;
+    let query = Query::parse(query.as_deref(), &["consistency"])?;
+    if query.consistency()? == Consistency::Linearizable {
+        linearizable_barrier(&state).await?;
+    }
     let applied = state.raft.metrics().borrow().last_applied;
     if state.raft.metrics().borrow().snapshot < applied {
         state.raft.trigger().snapshot().await?;

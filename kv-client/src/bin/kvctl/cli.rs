@@ -383,6 +383,10 @@ pub enum SnapshotCommand {
     Save {
         /// Where to write it; replaced only once the whole backup is in.
         file: PathBuf,
+        /// Save what the answering node has applied, without confirming
+        /// with a quorum (a cluster that lost its quorum).
+        #[arg(long)]
+        stale: bool,
     },
 }
 

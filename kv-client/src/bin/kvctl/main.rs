@@ -162,8 +162,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Lease(command) => lease::run(&client, &printer, command).await,
         Command::Cluster(command) => cluster::run(&client, &printer, command).await,
         Command::Alarm(command) => cluster::alarm(&client, &printer, command).await,
-        Command::Snapshot(SnapshotCommand::Save { file }) => {
-            snapshot::save(&client, &printer, &file).await
+        Command::Snapshot(SnapshotCommand::Save { file, stale }) => {
+            snapshot::save(&client, &printer, &file, stale).await
         }
         Command::Completion { .. } | Command::Man => unreachable!("answered before connecting"),
         Command::Acl(command) => acl::run(&client, &printer, command).await,

@@ -3,12 +3,17 @@
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
-use kv_client::Client;
+use kv_client::{Client, Consistency};
 
 use crate::output::{Failure, Printer};
 use crate::progress;
 
-pub async fn save(client: &Client, printer: &Printer, path: &Path) -> Result<(), Failure> {
+pub async fn save(
+    client: &Client,
+    printer: &Printer,
+    path: &Path,
+    stale: bool,
+) -> Result<(), Failure> {
     // Refused before the download, which would end in a failed rename.
     if path.is_dir() {
         return Err(Failure::error(format!(
@@ -16,7 +21,12 @@ pub async fn save(client: &Client, printer: &Printer, path: &Path) -> Result<(),
             path.display()
         )));
     }
-    let mut backup = client.snapshot().await?;
+    let consistency = if stale {
+        Consistency::Stale
+    } else {
+        Consistency::Linearizable
+    };
+    let mut backup = client.snapshot_with(consistency).await?;
     let bar = progress::bar(
         backup.len.unwrap_or(0),
         std::io::stderr().is_terminal(),

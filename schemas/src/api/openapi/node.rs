@@ -7,7 +7,8 @@ use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::{ContentBuilder, Required, ResponseBuilder};
 
 use super::parts::{
-    any_json, integer_schema, json_content, ok, operation, parameter, query, string_schema,
+    any_json, consistency, integer_schema, json_content, ok, operation, parameter, query,
+    string_schema,
 };
 use super::Components;
 use crate::api::{
@@ -84,7 +85,8 @@ pub(super) fn snapshot(components: &mut Components) -> PathItem {
         .description(
             "The node's snapshot of what it has applied: the compacted topic as of the \
              revision in `X-Kv-Revision`, in the topic's record frames (each with its CRC). \
-             `kv-server restore` lays a new cluster down from it.",
+             `kv-server restore` lays a new cluster down from it. Unless `consistency=stale`, \
+             it holds every write acknowledged before it was asked for.",
         )
         .content(
             "application/octet-stream",
@@ -97,9 +99,15 @@ pub(super) fn snapshot(components: &mut Components) -> PathItem {
             "snapshot",
             "A backup of the store (admin)",
             ("200", answer),
-            &[ErrorCode::UnknownParameter],
+            &[
+                ErrorCode::UnknownParameter,
+                ErrorCode::InvalidParameter,
+                ErrorCode::NotLeader,
+                ErrorCode::NotReady,
+            ],
             components,
-        ),
+        )
+        .parameter(consistency()),
     )
 }
 
