@@ -164,3 +164,37 @@ async fn a_body_that_stalls_is_refused_after_the_request_timeout() {
     let (status, body) = call(&server, "PUT", "/v1/kv/after", Some(json!(1))).await;
     assert_eq!(status, 201, "{body}");
 }
+
+/// The largest value `--max-value-bytes` takes (16 MiB), made of the
+/// characters its raft log entry escapes (each stored backslash written
+/// twice), is acknowledged and reads back whole after a kill -9: its entry
+/// fits a frame of the raft log that the restart reads back.
+#[tokio::test]
+async fn the_largest_value_of_escaped_characters_survives_a_crash() {
+    const LARGEST: usize = 16 << 20;
+    let limit = LARGEST.to_string();
+    let mut server = TestServer::start_with(&["--max-value-bytes", &limit]).await;
+    // A JSON string of backslashes: `"\\\\…"`, LARGEST bytes in all.
+    let mut value = String::with_capacity(LARGEST);
+    value.push('"');
+    value.push_str(&"\\\\".repeat((LARGEST - 2) / 2));
+    value.push('"');
+    assert_eq!(value.len(), LARGEST);
+    let answer = server
+        .client()
+        .put(server.url("/v1/kv/escaped"))
+        .header("content-type", "application/json")
+        .body(value.clone())
+        .send()
+        .await
+        .expect("the server answers");
+    assert_eq!(answer.status().as_u16(), 201, "{:?}", answer.text().await);
+
+    server.kill9().await;
+    server.restart().await;
+    let (status, body) = call(&server, "GET", "/v1/kv/escaped", None).await;
+    assert_eq!(status, 200, "{}", server.log_tail(10));
+    let read = serde_json::to_string(&body["value"]).expect("a JSON value");
+    assert_eq!(read.len(), value.len());
+    assert!(read == value, "the value read back differs");
+}

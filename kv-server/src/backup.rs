@@ -151,7 +151,7 @@ async fn lay_down(
     crate::peer::ClusterId::open(data_dir)?.set(cluster_id)?;
     let dirs = DataDirs::new(data_dir);
     let log = LogStore::open(&dirs.raft, Some(node_id))?;
-    let store = Store::open(&dirs, compaction::TopicConfig::default(), &log)?;
+    let store = Store::open(&dirs, crate::config::topic_defaults(), &log)?;
 
     // The new members, each known by its peer URL until it publishes its
     // client URL (as a cluster formed by `--peers` starts).

@@ -10,6 +10,27 @@ use clap::{Parser, Subcommand};
 use crate::types::NodeId;
 
 /// One node of openmessaging-kv.
+/// The largest `--max-value-bytes`: a request body of that (and its 64 KiB
+/// of slack), each value escaped in the entry's JSON, stays well within
+/// the 64 MiB a raft log frame holds (`store::log_frame`).
+pub const MAX_VALUE_BYTES_LIMIT: u64 = 16 << 20;
+
+/// The largest record the topic takes: the largest value any node may
+/// accept, its key and the record's fields. The same on every node, whatever
+/// its `--max-value-bytes`: a record refused at apply would stop every
+/// node that applies it.
+const MAX_RECORD_BYTES: usize = MAX_VALUE_BYTES_LIMIT as usize + (1 << 20);
+
+/// The topic's configuration where no flags set it (a restore, an offline
+/// rebuild): compaction's defaults, with records as large as any node
+/// writes.
+pub fn topic_defaults() -> compaction::TopicConfig {
+    compaction::TopicConfig {
+        max_record_bytes: MAX_RECORD_BYTES,
+        ..compaction::TopicConfig::default()
+    }
+}
+
 #[derive(Clone, Debug, Parser)]
 #[command(name = "kv-server", version = crate::LONG_VERSION, about)]
 pub struct Cli {
@@ -184,9 +205,12 @@ pub struct Config {
           num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
     pub learner: bool,
 
-    /// Largest value accepted by PUT, in bytes.
+    /// Largest value accepted by PUT, in bytes: at most 16 MiB, since a raft
+    /// log entry holds its values as escaped JSON strings (up to twice
+    /// their bytes) and a log frame at most 64 MiB.
     #[arg(long, env = "KV_MAX_VALUE_BYTES", default_value_t = 1 << 20,
-          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new()
+              .range(1..=MAX_VALUE_BYTES_LIMIT))]
     pub max_value_bytes: usize,
 
     /// Bytes of values one page of a list or of the change feed holds at
@@ -468,7 +492,7 @@ impl Config {
             segment_ms: self.segment_ms,
             min_compaction_lag_ms: self.min_compaction_lag_ms,
             delete_retention_ms: self.delete_retention_ms,
-            ..compaction::TopicConfig::default()
+            ..topic_defaults()
         }
     }
 }
@@ -961,6 +985,12 @@ mod tests {
                 ErrorKind::ValueValidation,
                 "--max-value-bytes",
             ),
+            // Its entry would not fit a raft log frame.
+            (
+                &["--max-value-bytes", "16777217"],
+                ErrorKind::ValueValidation,
+                "--max-value-bytes",
+            ),
             (
                 &["--heartbeat-ms"],
                 ErrorKind::InvalidValue,
@@ -1299,7 +1329,7 @@ mod tests {
             ),
             (1024, 2000, 3000, 4000)
         );
-        assert_eq!(topic.max_record_bytes, defaults.max_record_bytes);
+        assert_eq!(topic.max_record_bytes, 17 << 20);
         assert_eq!(topic.cleaner_key_map_bytes, defaults.cleaner_key_map_bytes);
     }
 

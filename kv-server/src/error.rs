@@ -75,6 +75,20 @@ pub enum StoreError {
         /// What is wrong with the frame.
         damage: FrameDamage,
     },
+    /// An entry's JSON is larger than a frame of the raft log holds: it
+    /// is not written, since no read would take it back.
+    #[error(
+        "raft log entry {index} is {bytes} bytes of JSON, over the {limit} a log frame holds; \
+         it is not written"
+    )]
+    LogEntryTooLarge {
+        /// The entry's index.
+        index: u64,
+        /// Its JSON's size.
+        bytes: usize,
+        /// The largest a frame holds.
+        limit: usize,
+    },
     /// A segment holds a different frame where the log's index expects an
     /// entry: the file changed under the running node.
     #[error(

@@ -77,12 +77,19 @@ pub fn max_body_bytes(config: &Config) -> usize {
     config.max_value_bytes + BODY_SLACK_BYTES
 }
 
+/// The largest [`max_internal_body_bytes`] whatever the flags: its entry's
+/// JSON, values escaped (twice their bytes at most), with room for each
+/// op's fields, fits a raft log frame (64 MiB).
+const MAX_INTERNAL_BODY_BYTES: usize = 28 << 20;
+
 /// The largest transaction body of the node's own writes
 /// ([`InternalRequest`]): a broker's registration of up to 100,000 topics
 /// is one transaction. Half the largest append batch, so that its entry
-/// always fits one.
+/// always fits one, and at most [`MAX_INTERNAL_BODY_BYTES`].
 pub fn max_internal_body_bytes(config: &Config) -> usize {
-    (config.max_raft_body_bytes / 2).max(max_body_bytes(config))
+    (config.max_raft_body_bytes / 2)
+        .max(max_body_bytes(config))
+        .min(MAX_INTERNAL_BODY_BYTES)
 }
 
 /// What every handler shares: one allocation, so that a request (and every

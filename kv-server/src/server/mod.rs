@@ -342,11 +342,7 @@ pub fn rebuild(data_dir: &std::path::Path) -> Result<(u64, u64), ServerError> {
     if crate::store::snapshot::installing_marker(&dirs.snapshot).exists() {
         // An install cut short: opening finishes it, and that builds a
         // new view from the snapshot beside the one in use.
-        return rebuilt(Store::open(
-            &dirs,
-            compaction::TopicConfig::default(),
-            &log,
-        )?);
+        return rebuilt(Store::open(&dirs, crate::config::topic_defaults(), &log)?);
     }
     // The new view is built beside the one in use, which it replaces only
     // once whole: a rebuild that fails (a topic record it cannot read, a
@@ -358,7 +354,7 @@ pub fn rebuild(data_dir: &std::path::Path) -> Result<(u64, u64), ServerError> {
         view: next.clone(),
         ..dirs
     };
-    let answer = Store::open(&building, compaction::TopicConfig::default(), &log)
+    let answer = Store::open(&building, crate::config::topic_defaults(), &log)
         .map_err(ServerError::from)
         .and_then(rebuilt)
         .inspect_err(|_| {

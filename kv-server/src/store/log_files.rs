@@ -301,6 +301,17 @@ impl LogFiles {
     /// Appends `frames` in one write, then `fdatasync`s if `sync`. Entries
     /// must follow the last one written (or a purge, or a truncation).
     pub fn append(&self, frames: &[Frame], sync: bool) -> Result<(), StoreError> {
+        for frame in frames {
+            if let Frame::Entry(log_id, json) = frame {
+                if json.len() > log_frame::MAX_ENTRY_JSON_BYTES {
+                    return Err(StoreError::LogEntryTooLarge {
+                        index: log_id.index,
+                        bytes: json.len(),
+                        limit: log_frame::MAX_ENTRY_JSON_BYTES,
+                    });
+                }
+            }
+        }
         let mut writer = self.writer.lock();
         cut_torn_tail(&mut writer)?;
         let mut bytes = Vec::new();
@@ -602,6 +613,32 @@ pub(super) mod tests {
         assert_eq!(recovered.committed, Some(id(1, 15)));
         let (_, json) = &files.read(7..=7).expect("readable")[0];
         assert_eq!(json, b"{\"i\":7}");
+    }
+
+    /// The largest entry a frame holds is written and read back; one byte
+    /// more is refused, and the log is as it was: a frame no read takes
+    /// back is never written.
+    #[test]
+    fn an_entry_larger_than_a_frame_holds_is_refused_and_nothing_is_written() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let (files, _) = LogFiles::open(dir.path(), SEGMENT_BYTES).expect("opens");
+        let largest = vec![b'7'; log_frame::MAX_ENTRY_JSON_BYTES];
+        files
+            .append(&[Frame::Entry(id(1, 1), largest.into())], true)
+            .expect("the largest entry is written");
+        let over = vec![b'7'; log_frame::MAX_ENTRY_JSON_BYTES + 1];
+        let error = files
+            .append(&[entry(1, 2), Frame::Entry(id(1, 3), over.into())], true)
+            .expect_err("a larger one is refused");
+        assert!(
+            matches!(error, StoreError::LogEntryTooLarge { index: 3, .. }),
+            "{error}"
+        );
+        drop(files);
+        let (files, _) = LogFiles::open(dir.path(), SEGMENT_BYTES).expect("reopens");
+        assert_eq!(indexes(&files), vec![1]);
+        let (_, json) = &files.read(1..=1).expect("readable")[0];
+        assert_eq!(json.len(), log_frame::MAX_ENTRY_JSON_BYTES);
     }
 
     #[test]

@@ -39,6 +39,9 @@ const INDEX_AT: usize = 17;
 const BODY_HEADER_BYTES: usize = 25;
 /// Largest body a frame may declare; anything larger is damage.
 const MAX_BODY_BYTES: usize = 64 << 20;
+/// Largest entry JSON a frame holds: [`append`](super::log_files) refuses a
+/// larger one rather than write a frame no read would take back.
+pub const MAX_ENTRY_JSON_BYTES: usize = MAX_BODY_BYTES - BODY_HEADER_BYTES;
 
 /// The kind byte of a log entry's frame.
 const KIND_ENTRY: u8 = 1;
