@@ -195,3 +195,61 @@ async fn a_client_that_reads_no_answers_holds_a_bounded_share_of_memory() {
     }
     assert_eq!(answered, (1..=REQUESTS).collect());
 }
+
+/// Clients that declare 16 MiB frames and never finish them hold a bounded
+/// share of the node's memory: a large frame takes its size from a budget
+/// of 64 MiB before its body is read, and one that is not whole within the
+/// idle timeout is closed. Each used to hold 16 MiB for as long as it sent
+/// a byte every two minutes. Other clients are served meanwhile.
+#[tokio::test]
+async fn large_frames_never_finished_hold_a_bounded_share_of_memory() {
+    const CONNECTIONS: usize = 24;
+    const FRAME: usize = 16 << 20;
+    let server = TestServer::start_with(&["--namesrv-idle-timeout-s", "4"]).await;
+    let before = server.resident_bytes();
+    // A length word declaring the largest frame, and all of it but its
+    // last byte.
+    let mut bytes = ((FRAME - 4) as i32).to_be_bytes().to_vec();
+    bytes.resize(FRAME - 1, 0);
+    let bytes = std::sync::Arc::new(bytes);
+    let senders: Vec<_> = (0..CONNECTIONS)
+        .map(|_| {
+            let (addr, bytes) = (server.namesrv_addr(), std::sync::Arc::clone(&bytes));
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut stream = TcpStream::connect(addr).await.expect("connects");
+                let sent = stream.write_all(&bytes).await;
+                // Written whole or not, the node closes it.
+                let mut rest = [0u8; 1];
+                let closed =
+                    tokio::time::timeout(Duration::from_secs(30), stream.read(&mut rest)).await;
+                (sent.is_ok(), closed)
+            })
+        })
+        .collect();
+    let mut client = connect(&server).await;
+    let answer = ask(&mut client, code::GET_BROKER_CLUSTER_INFO, &[]).await;
+    assert_eq!(answer.code, 0, "served meanwhile: {answer:?}");
+    for sender in senders {
+        let (_, closed) = sender.await.expect("the sender runs");
+        assert!(
+            matches!(closed, Ok(Ok(0) | Err(_))),
+            "the node closes a frame never finished: {closed:?}"
+        );
+    }
+    let grown = server.peak_resident_bytes().saturating_sub(before);
+    assert!(
+        grown < 112 * MIB,
+        "{} MiB at the peak for {CONNECTIONS} frames of 16 MiB never finished",
+        grown / MIB
+    );
+    assert!(
+        server.log_contains("took longer than the idle timeout"),
+        "{}",
+        server.log_tail(20)
+    );
+    // The first client has been idle past the timeout meanwhile.
+    let mut client = connect(&server).await;
+    let answer = ask(&mut client, code::GET_BROKER_CLUSTER_INFO, &[]).await;
+    assert_eq!(answer.code, 0, "served after: {answer:?}");
+}

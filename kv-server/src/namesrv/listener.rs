@@ -14,7 +14,10 @@
 //! connection that neither sends nor waits for an answer for
 //! `--namesrv-idle-timeout-s` (RocketMQ's serverChannelMaxIdleTimeSeconds,
 //! 120) is closed, as is one whose peer takes no answer for that long, so
-//! silent clients cannot hold every connection slot.
+//! silent clients cannot hold every connection slot. So is one whose frame
+//! is not whole that long after its first byte, and a frame past
+//! [`READ_CHUNK_BYTES`] is read only once [`RECEIVING_BYTES`] has room for
+//! it: frames sent slowly hold a bounded share of memory.
 //!
 //! A SYSTEM_BUSY answer (a node that may be stale, see
 //! [`crate::namesrv::freshness`]) closes its connection once written.
@@ -49,6 +52,12 @@ pub const UNWRITTEN_ANSWER_BYTES: usize = 4 << 20;
 /// so without a bound many at once could take the node's memory. Readers
 /// wait beyond it; a frame takes at least 1 KiB of it, at most all.
 pub const IN_FLIGHT_BYTES: usize = 16 << 20;
+/// Bytes of large request frames being received at once, over every
+/// connection: a frame past [`READ_CHUNK_BYTES`] takes its declared size
+/// from it before its body is read, and gives it back once whole (the
+/// answer then takes [`IN_FLIGHT_BYTES`]). A client that declares 16 MiB
+/// frames and sends them slowly holds this, not the node's memory.
+pub const RECEIVING_BYTES: usize = 64 << 20;
 /// The pause after a failed accept (no file descriptor left, say).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// Bytes read from the socket at a time.
@@ -63,7 +72,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let slots = Arc::new(Semaphore::new(max_connections));
-    let budget = Arc::new(Semaphore::new(IN_FLIGHT_BYTES >> 10));
+    let budgets = Budgets {
+        in_flight: Arc::new(Semaphore::new(IN_FLIGHT_BYTES >> 10)),
+        receiving: Arc::new(Semaphore::new(RECEIVING_BYTES >> 10)),
+    };
     tokio::pin!(shutdown);
     loop {
         let slot = tokio::select! {
@@ -90,9 +102,9 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let ns = ns.clone();
-        let budget = Arc::clone(&budget);
+        let budgets = budgets.clone();
         tokio::spawn(async move {
-            serve_connection(stream, ns, idle, budget).await;
+            serve_connection(stream, ns, idle, budgets).await;
             debug!(%peer, "namesrv: connection closed");
             drop(slot);
         });
@@ -100,14 +112,32 @@ pub async fn serve(
     info!("namesrv: stopped accepting");
 }
 
+/// The node-wide budgets of request bytes, in KiB permits.
+#[derive(Clone)]
+struct Budgets {
+    /// Frames whole and being answered ([`IN_FLIGHT_BYTES`]).
+    in_flight: Arc<Semaphore>,
+    /// Large frames being received ([`RECEIVING_BYTES`]).
+    receiving: Arc<Semaphore>,
+}
+
+/// The KiB permits `bytes` take of a budget of `all_bytes`: at least one,
+/// at most all.
+fn kib_of(bytes: usize, all_bytes: usize) -> u32 {
+    bytes.div_ceil(1024).clamp(1, all_bytes >> 10) as u32
+}
+
+/// The whole size of the frame `buffer` starts, once its length word is in
+/// (`decode_frame` has checked it).
+fn declared_frame_bytes(buffer: &[u8]) -> Option<usize> {
+    let word = buffer.first_chunk::<4>()?;
+    Some(i32::from_be_bytes(*word).unsigned_abs() as usize + 4)
+}
+
 /// Reads and answers the requests of one connection until it closes,
-/// sends a bad frame, or stays idle for `idle`.
-async fn serve_connection(
-    stream: TcpStream,
-    ns: NameServer,
-    idle: Duration,
-    budget: Arc<Semaphore>,
-) {
+/// sends a bad frame, stays idle for `idle`, or takes longer than `idle`
+/// to send one frame whole.
+async fn serve_connection(stream: TcpStream, ns: NameServer, idle: Duration, budgets: Budgets) {
     let peer = stream
         .peer_addr()
         .map_or_else(|_| "unknown".to_string(), |addr| addr.to_string());
@@ -141,11 +171,22 @@ async fn serve_connection(
     });
     let in_flight = Arc::new(Semaphore::new(IN_FLIGHT_PER_CONNECTION));
     let mut buffer = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    // The large frame being received: its share of the receiving budget.
+    let mut receiving: Option<tokio::sync::OwnedSemaphorePermit> = None;
+    // When the frame in the buffer must be whole: `idle` after its first
+    // byte, however slowly the rest arrives.
+    let mut frame_deadline: Option<tokio::time::Instant> = None;
     'connection: loop {
         loop {
             match decode_frame(&buffer, DEFAULT_MAX_FRAME_BYTES) {
                 Ok(Some((request, used))) => {
                     buffer.advance(used);
+                    if receiving.take().is_some() && buffer.capacity() > 2 * READ_CHUNK_BYTES {
+                        // The large frame is decoded: its room goes back,
+                        // with what followed it.
+                        buffer = BytesMut::from(&buffer[..]);
+                    }
+                    frame_deadline = None;
                     if !unwritten.room(idle, &write_task).await {
                         debug!(%peer, "namesrv: the peer reads no answers; closing the connection");
                         break 'connection;
@@ -153,8 +194,9 @@ async fn serve_connection(
                     let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
                         break 'connection;
                     };
-                    let kib = used.div_ceil(1024).clamp(1, IN_FLIGHT_BYTES >> 10) as u32;
-                    let Ok(bytes) = Arc::clone(&budget).acquire_many_owned(kib).await else {
+                    let kib = kib_of(used, IN_FLIGHT_BYTES);
+                    let Ok(bytes) = Arc::clone(&budgets.in_flight).acquire_many_owned(kib).await
+                    else {
                         break 'connection;
                     };
                     let ns = ns.clone();
@@ -183,15 +225,44 @@ async fn serve_connection(
             // The answers can no longer be written.
             break;
         }
+        if buffer.is_empty() {
+            frame_deadline = None;
+        } else {
+            let deadline =
+                *frame_deadline.get_or_insert_with(|| tokio::time::Instant::now() + idle);
+            let frame_bytes = declared_frame_bytes(&buffer).unwrap_or(0);
+            if frame_bytes > READ_CHUNK_BYTES && receiving.is_none() {
+                let kib = kib_of(frame_bytes, RECEIVING_BYTES);
+                let wait = Arc::clone(&budgets.receiving).acquire_many_owned(kib);
+                match tokio::time::timeout_at(deadline, wait).await {
+                    Ok(Ok(permit)) => {
+                        receiving = Some(permit);
+                        // Once, to the frame's size: growing by doubling
+                        // would hold up to half as much again meanwhile.
+                        buffer.reserve(frame_bytes - buffer.len());
+                    }
+                    Ok(Err(_)) => break,
+                    Err(_) => {
+                        warn!(%peer, frame_bytes, ?idle, "namesrv: no room to receive a large frame in time; closing the connection");
+                        break;
+                    }
+                }
+            }
+        }
         // decode_frame refuses a length over the limit from its first
         // bytes, so the buffer never holds more than one frame's worth.
         buffer.reserve(READ_CHUNK_BYTES);
+        let until = frame_deadline.unwrap_or_else(|| tokio::time::Instant::now() + idle);
         let read = tokio::select! {
-            read = tokio::time::timeout(idle, reader.read_buf(&mut buffer)) => read,
+            read = tokio::time::timeout_at(until, reader.read_buf(&mut buffer)) => read,
             () = closing.notified() => break,
         };
         let read = match read {
             Ok(read) => read,
+            Err(_) if frame_deadline.is_some() => {
+                warn!(%peer, ?idle, bytes = buffer.len(), "namesrv: a frame took longer than the idle timeout to arrive; closing the connection");
+                break;
+            }
             // Idle only if no answer is being worked out either.
             Err(_) if in_flight.available_permits() == IN_FLIGHT_PER_CONNECTION => {
                 debug!(%peer, ?idle, bytes = buffer.len(), "namesrv: idle connection closed");
