@@ -670,3 +670,50 @@ async fn large_compressed_registrations_sent_at_once_are_each_answered() {
         json_of(&route)
     );
 }
+
+/// Registrations of one broker that arrive together, each with a topic
+/// the others lack (a broker's update of a topic beside its periodic
+/// registration), are each answered SUCCESS and each stored: every new
+/// topic is routed, as Apache's name server, which takes them one after
+/// another, routes them. The one written second used to be answered
+/// SUCCESS and dropped, its guard broken by the first.
+#[tokio::test]
+async fn registrations_of_one_broker_sent_together_are_all_stored() {
+    const ROUNDS: i64 = 8;
+    const TOGETHER: i64 = 3;
+    let server = TestServer::start().await;
+    let addr = "192.0.2.70:10911";
+    let mut client = connect(&server).await;
+    let first = client.call(registration("race", 0, addr, 1, false)).await;
+    assert_eq!(first.code, 0, "{:?}", first.remark);
+    let mut topics = Vec::new();
+    for round in 0..ROUNDS {
+        let sends = (0..TOGETHER).map(|n| {
+            let topic = format!("race-{round}-{n}");
+            topics.push(topic.clone());
+            let counter = 2 + round * TOGETHER + n;
+            let request = registration_edited("race", 0, addr, false, |body| {
+                let wrapper = &mut body.topic_config_serialize_wrapper;
+                wrapper.data_version.counter = counter;
+                let mut config = wrapper.topic_config_table["TBW102"].clone();
+                config.topic_name = topic.clone();
+                wrapper.topic_config_table.insert(topic, config);
+            });
+            let server = &server;
+            async move { connect(server).await.call(request).await }
+        });
+        for answer in futures::future::join_all(sends).await {
+            assert_eq!(answer.code, 0, "{:?}", answer.remark);
+        }
+    }
+    let lost: Vec<&String> = {
+        let mut lost = Vec::new();
+        for topic in &topics {
+            if client.call(route_request(topic)).await.code != 0 {
+                lost.push(topic);
+            }
+        }
+        lost
+    };
+    assert!(lost.is_empty(), "answered SUCCESS but not routed: {lost:?}");
+}

@@ -64,6 +64,10 @@ fn stored(ns: &NameServer, key: &str) -> Result<Option<(BrokerRecord, u64)>, Fai
     Ok(Some((record, entry.mod_revision)))
 }
 
+/// Times a registration reads the broker's record and writes anew after
+/// another registration of it was written between the two.
+const REGISTER_ATTEMPTS: u32 = 5;
+
 /// REGISTER_BROKER.
 pub async fn register(ns: &NameServer, request: &RemotingCommand) -> Handled {
     let identity = Identity::of(request)?;
@@ -102,83 +106,97 @@ pub async fn register(ns: &NameServer, request: &RemotingCommand) -> Handled {
         lease: 0,
     };
     let key = identity.key();
-    let current = stored(ns, &key)?;
-    if let Some((live, _)) = &current {
-        // Apache ignores a registration of a live broker id from another
-        // address whose state version is older: a master that came back
-        // after its group elected another, say.
-        let (old, new) = (
-            live.data_version.state_version,
-            wanted.data_version.state_version,
-        );
-        if live.broker_addr != identity.broker_addr && old > new {
-            warn!(group = %identity.broker_name, id = identity.broker_id, live = %live.broker_addr, live_state_version = old, broker = %identity.broker_addr, state_version = new, "registration older than the live one at another address: ignored");
-            // Apache tells such a broker no master.
-            return answer_with_order_topics(ns, request, &identity);
-        }
-    } else if body.topic_config_serialize_wrapper.topic_config_table.len() == 1 {
-        // Apache's rule: a single topic's registration (a broker's
-        // update of one topic) of a broker it does not know is refused;
-        // the broker registers whole again.
-        return Err(Failure::system("register broker failed"));
-    }
-    // One address holds one id in a group: a slave that became master
-    // (or the reverse) at the same address leaves its old id, as in
-    // Apache. A master's queues stay with its lease until it ends.
-    let moved: Vec<String> = records_at(ns, Some(&identity.broker_name), &identity.broker_addr)?
-        .into_iter()
-        .filter(|record| record.broker_id != identity.broker_id)
-        .map(|record| keys::broker(&record.broker_name, record.broker_id))
-        .collect();
-    let missing = if identity.broker_id == 0 {
-        missing_queues(
-            ns,
-            &identity.broker_name,
-            &body.topic_config_serialize_wrapper,
-        )?
-    } else {
-        BTreeSet::new()
-    };
-    let unchanged = moved.is_empty()
-        && current.as_ref().is_some_and(|(record, _)| {
-            BrokerRecord {
-                lease: 0,
-                ..record.clone()
-            } == wanted
-        })
-        && missing.is_empty();
-    // Apache writes a topic's queues at a broker's first registration at
-    // its address, when its data version changed, or when the topic lacks
-    // them; not otherwise, so a write permission wiped on the name server
-    // stays wiped while the broker's topics stay as they were.
-    let same_version = current.as_ref().is_some_and(|(record, _)| {
-        record.broker_addr == wanted.broker_addr && record.data_version == wanted.data_version
-    });
-    let mut lease = current.as_ref().map(|(record, _)| record.lease);
-    if let Some(id) = lease {
-        if ns.writer.keep_alive(id).await? {
-            if unchanged {
-                debug!(broker = %identity.broker_addr, lease = id, "registration unchanged: lease renewed");
-                return answer_registration(ns, request, &identity);
+    for attempt in 1..=REGISTER_ATTEMPTS {
+        let current = stored(ns, &key)?;
+        if let Some((live, _)) = &current {
+            // Apache ignores a registration of a live broker id from another
+            // address whose state version is older: a master that came back
+            // after its group elected another, say.
+            let (old, new) = (
+                live.data_version.state_version,
+                wanted.data_version.state_version,
+            );
+            if live.broker_addr != identity.broker_addr && old > new {
+                warn!(group = %identity.broker_name, id = identity.broker_id, live = %live.broker_addr, live_state_version = old, broker = %identity.broker_addr, state_version = new, "registration older than the live one at another address: ignored");
+                // Apache tells such a broker no master.
+                return answer_with_order_topics(ns, request, &identity);
             }
-        } else {
-            lease = None;
+        } else if body.topic_config_serialize_wrapper.topic_config_table.len() == 1 {
+            // Apache's rule: a single topic's registration (a broker's
+            // update of one topic) of a broker it does not know is refused;
+            // the broker registers whole again.
+            return Err(Failure::system("register broker failed"));
         }
-    }
-    let observed = current.as_ref().map_or(0, |(_, revision)| *revision);
-    let ttl_s = lease_ttl_s(ns, request)?;
-    let registration = Registration {
-        topics: &body.topic_config_serialize_wrapper,
-        queues: if same_version && lease.is_some() {
-            Queues::Missing(missing)
+        // One address holds one id in a group: a slave that became master
+        // (or the reverse) at the same address leaves its old id, as in
+        // Apache. A master's queues stay with its lease until it ends.
+        let moved: Vec<String> =
+            records_at(ns, Some(&identity.broker_name), &identity.broker_addr)?
+                .into_iter()
+                .filter(|record| record.broker_id != identity.broker_id)
+                .map(|record| keys::broker(&record.broker_name, record.broker_id))
+                .collect();
+        let missing = if identity.broker_id == 0 {
+            missing_queues(
+                ns,
+                &identity.broker_name,
+                &body.topic_config_serialize_wrapper,
+            )?
         } else {
-            Queues::All
-        },
-        observed,
-        moved: &moved,
-    };
-    write_registration(ns, wanted, &registration, lease, ttl_s).await?;
-    answer_registration(ns, request, &identity)
+            BTreeSet::new()
+        };
+        let unchanged = moved.is_empty()
+            && current.as_ref().is_some_and(|(record, _)| {
+                BrokerRecord {
+                    lease: 0,
+                    ..record.clone()
+                } == wanted
+            })
+            && missing.is_empty();
+        // Apache writes a topic's queues at a broker's first registration at
+        // its address, when its data version changed, or when the topic lacks
+        // them; not otherwise, so a write permission wiped on the name server
+        // stays wiped while the broker's topics stay as they were.
+        let same_version = current.as_ref().is_some_and(|(record, _)| {
+            record.broker_addr == wanted.broker_addr && record.data_version == wanted.data_version
+        });
+        let mut lease = current.as_ref().map(|(record, _)| record.lease);
+        if let Some(id) = lease {
+            if ns.writer.keep_alive(id).await? {
+                if unchanged {
+                    debug!(broker = %identity.broker_addr, lease = id, "registration unchanged: lease renewed");
+                    return answer_registration(ns, request, &identity);
+                }
+            } else {
+                lease = None;
+            }
+        }
+        let observed = current.as_ref().map_or(0, |(_, revision)| *revision);
+        let ttl_s = lease_ttl_s(ns, request)?;
+        let registration = Registration {
+            topics: &body.topic_config_serialize_wrapper,
+            queues: if same_version && lease.is_some() {
+                Queues::Missing(missing)
+            } else {
+                Queues::All
+            },
+            observed,
+            moved: &moved,
+        };
+        if write_registration(ns, wanted.clone(), &registration, lease, ttl_s).await? {
+            return answer_registration(ns, request, &identity);
+        }
+        // Another registration of this broker was written between the read
+        // and the write: the same one through another node, or a different
+        // one (a topic's update beside the periodic registration). Read it
+        // and decide again, as Apache's registrations, one after another
+        // under its lock, would.
+        debug!(broker = %identity.broker_addr, attempt, "another registration of this broker was written first: reading it again");
+    }
+    Err(Failure::system(format!(
+        "registering broker {} of group {}: other registrations of it were written first {REGISTER_ATTEMPTS} times; register again",
+        identity.broker_addr, identity.broker_name
+    )))
 }
 
 /// Reads a registration's body, compressed or not, in its turn (see
@@ -272,8 +290,8 @@ fn lease_ttl_s(ns: &NameServer, request: &RemotingCommand) -> Result<u64, Failur
 enum Written {
     /// This node's write is the registration.
     Done,
-    /// Another node wrote the registration first (or a newer one replaced
-    /// it while it was written); that one stands.
+    /// Another registration of the broker was written first (the same one
+    /// through another node, or another): nothing was written.
     LostRace,
 }
 
@@ -300,14 +318,16 @@ enum Queues {
 }
 
 /// Writes a registration (and a master's queues) under `lease`, or a new
-/// lease if none is given or it vanishes meanwhile.
+/// lease if none is given or it vanishes meanwhile. False if another
+/// registration of the broker was written since `registration.observed`:
+/// nothing was written then.
 async fn write_registration(
     ns: &NameServer,
     mut record: BrokerRecord,
     registration: &Registration<'_>,
     lease: Option<u64>,
     ttl_s: u64,
-) -> Result<(), Failure> {
+) -> Result<bool, Failure> {
     let topics = registration.topics;
     let (mut id, mut granted) = match lease {
         Some(id) => (id, false),
@@ -326,14 +346,13 @@ async fn write_registration(
         match write_whole(ns, &record, registration, queues).await {
             Ok(Written::Done) => {
                 info!(broker = %record.broker_addr, group = %record.broker_name, lease = id, topics = topics.topic_config_table.len(), "registered");
-                return Ok(());
+                return Ok(true);
             }
             Ok(Written::LostRace) => {
                 if granted {
                     ns.writer.revoke(id).await?;
                 }
-                debug!(broker = %record.broker_addr, "registration written by another node first");
-                return Ok(());
+                return Ok(false);
             }
             Err(WriteError::LeaseNotFound { .. }) if !retried => {
                 // The lease ended between the read and the write.
