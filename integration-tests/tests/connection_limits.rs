@@ -297,3 +297,36 @@ async fn a_request_beyond_the_slots_being_served_is_refused_with_503_at_once() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["value"], json!(0), "the refused write changed nothing");
 }
+
+/// A connection that sends nothing, on the client port or the peer port,
+/// is closed once the first byte is 10 s late: it no longer holds one of
+/// the `--max-connections` slots for as long as it stays open. (Once a
+/// request began, hyper's own header timeout closes an idle one.)
+#[tokio::test]
+async fn a_connection_that_sends_nothing_is_closed_after_ten_seconds() {
+    use tokio::io::AsyncReadExt;
+    let server = TestServer::start().await;
+    let silent = [server.addr(), server.peer_addr()].map(|addr| async move {
+        let mut stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("the port takes the connection");
+        let started = tokio::time::Instant::now();
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(30), stream.read(&mut byte))
+            .await
+            .unwrap_or_else(|_| panic!("{addr}: a silent connection is still open after 30 s"));
+        assert!(
+            matches!(read, Ok(0) | Err(_)),
+            "{addr}: the node sent something: {read:?}"
+        );
+        started.elapsed()
+    });
+    for closed_after in join_all(silent).await {
+        assert!(
+            closed_after >= Duration::from_secs(9),
+            "closed after {closed_after:?}, before the deadline"
+        );
+    }
+    let (status, body) = call(&server, "GET", "/healthz", None).await;
+    assert_eq!(status, 200, "{body}");
+}

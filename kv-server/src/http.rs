@@ -51,8 +51,15 @@ use crate::write_stall::StallGuard;
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long shutdown waits for in-flight requests (long-polls included).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-/// How long a client may take to complete the TLS handshake.
+/// How long a client may take to send its first byte and, on a TLS port,
+/// to complete the handshake: a connection that sends nothing holds a
+/// `--max-connections` slot no longer.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often an HTTP/2 connection with nothing to say is pinged, and how
+/// long the ping may go unanswered before the connection is closed: a
+/// client gone without closing (its machine down, the network cut) holds
+/// no slot for long.
+const HTTP2_KEEP_ALIVE: Duration = Duration::from_secs(30);
 
 /// What one listener bounds.
 #[derive(Clone, Copy, Debug)]
@@ -98,7 +105,9 @@ pub async fn serve(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(limits.max_http2_streams);
+        .max_concurrent_streams(limits.max_http2_streams)
+        .keep_alive_interval(HTTP2_KEEP_ALIVE)
+        .keep_alive_timeout(HTTP2_KEEP_ALIVE);
     // One permit per open connection, held by its task until it ends.
     let connection_slots = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
@@ -134,13 +143,29 @@ pub async fn serve(
             },
         ));
         let Some(tls) = tls.clone() else {
-            let stream = StallGuard::new(stream, limits.write_stall);
-            let connection = builder
-                .serve_connection_with_upgrades(TokioIo::new(ErrorBodies::new(stream)), service)
-                .into_owned();
-            let connection = graceful.watch(connection);
+            let builder = builder.clone();
+            let watcher = graceful.watcher();
+            let write_stall = limits.write_stall;
             tokio::spawn(async move {
-                if let Err(error) = connection.await {
+                // hyper's header timeout starts at the first byte; until
+                // then, this deadline holds the slot.
+                let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+                match first_byte(&stream, deadline).await {
+                    FirstByte::Closed => {
+                        debug!(listener = name, %peer, "a connection closed before it sent anything");
+                        return;
+                    }
+                    FirstByte::Silent => {
+                        debug!(listener = name, %peer, timeout = ?HANDSHAKE_TIMEOUT, "a connection sent nothing in time: closed");
+                        return;
+                    }
+                    FirstByte::Http | FirstByte::Other => {}
+                }
+                let stream = StallGuard::new(stream, write_stall);
+                let connection = builder
+                    .serve_connection_with_upgrades(TokioIo::new(ErrorBodies::new(stream)), service)
+                    .into_owned();
+                if let Err(error) = watcher.watch(connection).await {
                     debug!(%peer, %error, "connection ended with an error");
                 }
                 drop(slot);
@@ -164,6 +189,10 @@ pub async fn serve(
                 // A TCP check (a load balancer's, say): nothing to warn of.
                 FirstByte::Closed => {
                     debug!(listener = name, %peer, "a connection closed before it sent anything");
+                    return;
+                }
+                FirstByte::Silent => {
+                    warn!(listener = name, %peer, timeout = ?HANDSHAKE_TIMEOUT, "TLS handshake timed out");
                     return;
                 }
                 FirstByte::Other => {}
@@ -201,26 +230,29 @@ pub async fn serve(
     }
 }
 
-/// What the first byte a client sent on a TLS port says.
+/// What the first byte a client sent says.
 enum FirstByte {
-    /// It starts an HTTP request (a method's capital letter), not a TLS
-    /// handshake (a record of type 22): a client given `http://` for this
-    /// port.
+    /// It starts an HTTP/1 request (a method's capital letter), not a TLS
+    /// handshake (a record of type 22): on a TLS port, a client given
+    /// `http://` for it.
     Http,
     /// The client closed the connection without sending anything.
     Closed,
-    /// Anything else, or nothing by the deadline: the handshake's to judge.
+    /// Nothing came by the deadline.
+    Silent,
+    /// Anything else (a TLS record, HTTP/2's preface begins with `P`, a
+    /// capital too), or a failed peek: the connection's to judge.
     Other,
 }
 
-/// Peeks at the first byte a client sent on a TLS port, waiting for it
-/// until `deadline`, the handshake's.
+/// Peeks at the first byte a client sent, waiting for it until `deadline`.
 async fn first_byte(stream: &tokio::net::TcpStream, deadline: tokio::time::Instant) -> FirstByte {
     let mut first = [0u8; 1];
     match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
         Ok(Ok(0)) => FirstByte::Closed,
         Ok(Ok(_)) if first[0].is_ascii_uppercase() => FirstByte::Http,
-        _ => FirstByte::Other,
+        Ok(_) => FirstByte::Other,
+        Err(_) => FirstByte::Silent,
     }
 }
 
