@@ -717,3 +717,35 @@ async fn registrations_of_one_broker_sent_together_are_all_stored() {
     };
     assert!(lost.is_empty(), "answered SUCCESS but not routed: {lost:?}");
 }
+
+/// A registration holding topics whose names the store cannot key (an
+/// empty one, one of 1,100 characters) stores the rest, and says which it
+/// left out in its log: the whole registration, the broker's valid new
+/// topics with it, used to fail on one such name.
+#[tokio::test]
+async fn topics_the_store_cannot_key_are_left_out_and_the_rest_is_stored() {
+    let server = TestServer::start().await;
+    let long = "Q".repeat(1100);
+    let request = registration_edited("odd", 0, "192.0.2.71:10911", false, |body| {
+        let table = &mut body.topic_config_serialize_wrapper.topic_config_table;
+        let template = table["TBW102"].clone();
+        for name in ["", long.as_str(), "kept-beside-odd-ones"] {
+            let mut config = template.clone();
+            config.topic_name = name.to_string();
+            table.insert(name.to_string(), config);
+        }
+    });
+    let mut client = connect(&server).await;
+    let answer = client.call(request).await;
+    assert_eq!(answer.code, 0, "{:?}", answer.remark);
+    let route = client.call(route_request("kept-beside-odd-ones")).await;
+    assert_eq!(route.code, 0, "{:?}", route.remark);
+    let route = client.call(route_request("TBW102")).await;
+    assert_eq!(route.code, 0, "{:?}", route.remark);
+    assert_eq!(
+        server.log_count("left out of the registration"),
+        2,
+        "{}",
+        server.log_tail(10)
+    );
+}

@@ -83,7 +83,7 @@ pub async fn register(ns: &NameServer, request: &RemotingCommand) -> Handled {
         ))
     };
     // Held until the registration is written: see INFLATED_BUDGET_BYTES.
-    let (body, _inflated_weight) = if request.body.is_empty() {
+    let (mut body, _inflated_weight) = if request.body.is_empty() {
         (RegisterBrokerBody::default(), None)
     } else {
         decode_body(ns, request, compressed, &identity.broker_addr)
@@ -105,6 +105,8 @@ pub async fn register(ns: &NameServer, request: &RemotingCommand) -> Handled {
         data_version: body.topic_config_serialize_wrapper.data_version,
         lease: 0,
     };
+    let single_topic = body.topic_config_serialize_wrapper.topic_config_table.len() == 1;
+    leave_out_unkeyable(&mut body.topic_config_serialize_wrapper, &identity);
     let key = identity.key();
     for attempt in 1..=REGISTER_ATTEMPTS {
         let current = stored(ns, &key)?;
@@ -121,7 +123,7 @@ pub async fn register(ns: &NameServer, request: &RemotingCommand) -> Handled {
                 // Apache tells such a broker no master.
                 return answer_with_order_topics(ns, request, &identity);
             }
-        } else if body.topic_config_serialize_wrapper.topic_config_table.len() == 1 {
+        } else if single_topic {
             // Apache's rule: a single topic's registration (a broker's
             // update of one topic) of a broker it does not know is refused;
             // the broker registers whole again.
@@ -197,6 +199,24 @@ pub async fn register(ns: &NameServer, request: &RemotingCommand) -> Handled {
         "registering broker {} of group {}: other registrations of it were written first {REGISTER_ATTEMPTS} times; register again",
         identity.broker_addr, identity.broker_name
     )))
+}
+
+/// Leaves out of a registration the topics whose queues the store cannot
+/// key (an empty name, or one that makes the key longer than a key may
+/// be), each named in a warning, so that the rest is stored: Apache stores
+/// every topic a broker sends, and one odd name used to fail the whole
+/// registration, the broker's other new topics with it.
+fn leave_out_unkeyable(topics: &mut TopicConfigSerializeWrapper, identity: &Identity) {
+    topics.topic_config_table.retain(|topic, _| {
+        let key = keys::topic_queues(topic, &identity.broker_name);
+        match schemas::validate_key(&key) {
+            Ok(()) => true,
+            Err(error) => {
+                warn!(broker = %identity.broker_addr, group = %identity.broker_name, topic = %topic.escape_debug(), %error, "a registered topic's name cannot be stored: left out of the registration");
+                false
+            }
+        }
+    });
 }
 
 /// Reads a registration's body, compressed or not, in its turn (see
