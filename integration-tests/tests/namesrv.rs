@@ -749,3 +749,26 @@ async fn topics_the_store_cannot_key_are_left_out_and_the_rest_is_stored() {
         server.log_tail(10)
     );
 }
+
+/// A broker's record written over HTTP with something that is no
+/// registration (`1`) is taken as none, as the views skip it: the broker's
+/// next registration writes over it and is served. It used to be refused
+/// with SYSTEM_ERROR, again at every registration, until the key was
+/// deleted by hand.
+#[tokio::test]
+async fn a_registration_writes_over_a_record_that_does_not_parse() {
+    let server = TestServer::start().await;
+    let key = "/v1/kv/namesrv/brokers/garbled/0";
+    let (status, body) = integration_tests::call(&server, "PUT", key, Some(json!(1))).await;
+    assert_eq!(status, 201, "{body}");
+    let mut client = connect(&server).await;
+    let answer = client
+        .call(registration("garbled", 0, "192.0.2.72:10911", 1, false))
+        .await;
+    assert_eq!(answer.code, 0, "{:?}", answer.remark);
+    let (status, body) = integration_tests::call(&server, "GET", key, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["value"]["brokerAddr"], "192.0.2.72:10911", "{body}");
+    let route = client.call(route_request("TBW102")).await;
+    assert_eq!(route.code, 0, "{:?}", route.remark);
+}

@@ -53,15 +53,21 @@ impl Identity {
     }
 }
 
-/// The stored registration at `key`, with its `mod_revision`.
-fn stored(ns: &NameServer, key: &str) -> Result<Option<(BrokerRecord, u64)>, Failure> {
+/// The stored registration at `key`, with its `mod_revision`, and that
+/// revision alone (0 when the key is absent). A value that does not parse
+/// (written over HTTP, say) is no registration, as the views skip it, and
+/// the next registration writes over it.
+fn stored(ns: &NameServer, key: &str) -> Result<(Option<(BrokerRecord, u64)>, u64), Failure> {
     let Some(entry) = ns.state.store.get(key)? else {
-        return Ok(None);
+        return Ok((None, 0));
     };
-    let record = serde_json::from_slice(&entry.value).map_err(|error| {
-        Failure::system(format!("the registration at {key} does not parse: {error}"))
-    })?;
-    Ok(Some((record, entry.mod_revision)))
+    match serde_json::from_slice(&entry.value) {
+        Ok(record) => Ok((Some((record, entry.mod_revision)), entry.mod_revision)),
+        Err(error) => {
+            warn!(%key, %error, "the broker registration stored here does not parse: taken as none");
+            Ok((None, entry.mod_revision))
+        }
+    }
 }
 
 /// Times a registration reads the broker's record and writes anew after
@@ -109,7 +115,7 @@ pub async fn register(ns: &NameServer, request: &RemotingCommand) -> Handled {
     leave_out_unkeyable(&mut body.topic_config_serialize_wrapper, &identity);
     let key = identity.key();
     for attempt in 1..=REGISTER_ATTEMPTS {
-        let current = stored(ns, &key)?;
+        let (current, observed) = stored(ns, &key)?;
         if let Some((live, _)) = &current {
             // Apache ignores a registration of a live broker id from another
             // address whose state version is older: a master that came back
@@ -173,7 +179,6 @@ pub async fn register(ns: &NameServer, request: &RemotingCommand) -> Handled {
                 lease = None;
             }
         }
-        let observed = current.as_ref().map_or(0, |(_, revision)| *revision);
         let ttl_s = lease_ttl_s(ns, request)?;
         let registration = Registration {
             topics: &body.topic_config_serialize_wrapper,
@@ -471,7 +476,7 @@ async fn write_whole(
 fn answer_registration(ns: &NameServer, request: &RemotingCommand, identity: &Identity) -> Handled {
     let mut answer = answer_with_order_topics(ns, request, identity)?;
     if identity.broker_id != 0 {
-        if let Some((master, _)) = stored(ns, &keys::broker(&identity.broker_name, 0))? {
+        if let (Some((master, _)), _) = stored(ns, &keys::broker(&identity.broker_name, 0))? {
             answer
                 .ext_fields
                 .insert("masterAddr".into(), master.broker_addr);
