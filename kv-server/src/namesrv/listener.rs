@@ -250,8 +250,14 @@ async fn serve_connection(stream: TcpStream, ns: NameServer, idle: Duration, bud
             }
         }
         // decode_frame refuses a length over the limit from its first
-        // bytes, so the buffer never holds more than one frame's worth.
-        buffer.reserve(READ_CHUNK_BYTES);
+        // bytes, so the buffer never holds more than one frame's worth. A
+        // large frame's buffer was sized to it: no read goes past its end,
+        // so none makes it grow.
+        let wanted = match (&receiving, declared_frame_bytes(&buffer)) {
+            (Some(_), Some(frame_bytes)) => frame_bytes - buffer.len(),
+            _ => READ_CHUNK_BYTES,
+        };
+        buffer.reserve(wanted.min(READ_CHUNK_BYTES));
         let until = frame_deadline.unwrap_or_else(|| tokio::time::Instant::now() + idle);
         let read = tokio::select! {
             read = tokio::time::timeout_at(until, reader.read_buf(&mut buffer)) => read,
