@@ -9,7 +9,6 @@ use clap::{Parser, Subcommand};
 
 use crate::types::NodeId;
 
-/// One node of openmessaging-kv.
 /// The largest `--max-value-bytes`: a request body of that (and its 64 KiB
 /// of slack), each value escaped in the entry's JSON, stays well within
 /// the 64 MiB a raft log frame holds (`store::log_frame`).
@@ -31,6 +30,7 @@ pub fn topic_defaults() -> compaction::TopicConfig {
     }
 }
 
+/// One node of openmessaging-kv.
 #[derive(Clone, Debug, Parser)]
 #[command(name = "kv-server", version = crate::LONG_VERSION, about)]
 pub struct Cli {
