@@ -534,3 +534,71 @@ async fn a_follower_that_installed_a_snapshot_holds_the_leaders_keys_and_leases_
     );
     assert_same_keys(&cluster).await;
 }
+
+/// A leader cut off from its quorum proposes each due lease's expiry once
+/// and waits for it: its raft log does not grow while it waits. It used to
+/// propose every due lease again after each request timeout (its log grew
+/// by the leases every two seconds here, without end, as openraft 0.9
+/// keeps a leader that lost its quorum leading). Once the others are back,
+/// the leases end on every node.
+#[tokio::test]
+async fn a_leader_without_its_quorum_proposes_each_due_expiry_once() {
+    const LEASES: u64 = 20;
+    let mut cluster = TestCluster::start(3, &["--request-timeout-ms", "1000"]).await;
+    let leader = cluster.leader().await;
+    let url = cluster.node(leader).base_url();
+    let client = client();
+    for _ in 0..LEASES {
+        grant(&client, &url, 5).await;
+    }
+    let followers: Vec<u64> = cluster
+        .ids()
+        .into_iter()
+        .filter(|id| *id != leader)
+        .collect();
+    for id in &followers {
+        cluster.node_mut(*id).pause();
+    }
+    let node = cluster.node(leader);
+    let index = || async {
+        node.metric("kv_raft_last_log_index")
+            .await
+            .expect("the node reports its last log index") as u64
+    };
+    let before = index().await;
+    // Each lease comes due once its TTL passes with no keep-alive.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while index().await < before + LEASES {
+        assert!(
+            Instant::now() < deadline,
+            "the expiries were never proposed"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+    // A window to count proposals in, not a wait for a condition: two
+    // request timeouts and their retry pauses.
+    let proposed = index().await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let again = index().await - proposed;
+    assert!(
+        again == 0,
+        "{again} more entries while the expiries of {LEASES} leases waited for a quorum"
+    );
+    assert!(
+        proposed - before <= LEASES + 1,
+        "{} entries",
+        proposed - before
+    );
+
+    for id in &followers {
+        cluster.node_mut(*id).resume();
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for id in cluster.ids() {
+        let url = cluster.node(id).base_url();
+        while !lease_table(&client, &url).await.is_empty() {
+            assert!(Instant::now() < deadline, "node {id} still holds leases");
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}

@@ -39,7 +39,8 @@ pub struct LeaseLoop {
     pub store: Arc<Store>,
     /// `--lease-expiries-per-sec`.
     pub expiries_per_sec: u32,
-    /// How long an expiry's proposal may take.
+    /// How long an expiry's proposal may take before it is logged as slow
+    /// (it is waited for all the same).
     pub propose_timeout: Duration,
 }
 
@@ -143,30 +144,41 @@ impl LeaseLoop {
     }
 }
 
-/// Proposes the expiry of lease `id`; if that fails while this node still
-/// keeps the deadlines, it comes due again a little later.
-async fn expire(raft: Raft, store: Arc<Store>, id: LeaseId, timeout: Duration) {
+/// Proposes the expiry of lease `id` and waits for its outcome; if it was
+/// refused while this node still keeps the deadlines, it comes due again a
+/// little later.
+///
+/// A proposal that is slow to commit is waited for, not proposed again: a
+/// leader cut off from its quorum keeps leading in openraft 0.9, and
+/// proposing each due lease anew at every timeout grew its log (and the
+/// responders openraft holds) without bound. Its entry commits once the
+/// quorum is back, or fails when this node stops leading.
+async fn expire(raft: Raft, store: Arc<Store>, id: LeaseId, slow_after: Duration) {
     let command = Command {
         timestamp_ms: crate::clock::now_ms(),
         idempotency_key: None,
         request_hash: None,
         op: Op::LeaseExpire { id },
     };
-    match tokio::time::timeout(timeout, raft.client_write(command)).await {
-        Ok(Ok(written)) => {
+    let written = raft.client_write(command);
+    tokio::pin!(written);
+    let outcome = match tokio::time::timeout(slow_after, &mut written).await {
+        Ok(outcome) => outcome,
+        Err(_) => {
+            debug!(lease = id, after = ?slow_after, "the lease's expiry is not committed yet; still waiting");
+            written.await
+        }
+    };
+    match outcome {
+        Ok(written) => {
             if let CommandResult::LeaseNotFound { .. } = written.data {
                 // Already gone: revoked meanwhile.
                 store.leases.ended(id);
             }
             debug!(lease = id, "lease expired");
         }
-        Ok(Err(error)) => {
+        Err(error) => {
             debug!(lease = id, %error, "the lease's expiry was not committed");
-            store.leases.retry_at(id, Instant::now() + RETRY_AFTER);
-        }
-        Err(_) => {
-            // The entry may still be committed: the lease stays expiring.
-            debug!(lease = id, "the lease's expiry was not committed in time");
             store.leases.retry_at(id, Instant::now() + RETRY_AFTER);
         }
     }
