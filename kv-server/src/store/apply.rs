@@ -281,6 +281,14 @@ impl<'c> UnitWriter<'c> {
             lease,
         };
         view.put(key, &entry);
+        // The lease the key leaves no longer lists it: a lease kept alive
+        // for a long time (a broker's) would otherwise gather a row for
+        // every key it ever held, each read when it is listed or ends.
+        match current.as_ref().map_or(0, |entry| entry.lease) {
+            0 => {}
+            before if before == lease => {}
+            before => view.detach(before, key),
+        }
         if lease != 0 {
             view.attach(lease, key);
         }
@@ -290,6 +298,9 @@ impl<'c> UnitWriter<'c> {
     /// Deletes `key`, whose entry is `current`.
     pub fn delete(&mut self, view: &mut ViewBatch<'_>, key: &str, current: KeyEntry) {
         view.remove(key);
+        if current.lease != 0 {
+            view.detach(current.lease, key);
+        }
         let gone = KeyEntry {
             version: 0,
             lease: 0,

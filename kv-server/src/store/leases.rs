@@ -313,6 +313,29 @@ mod tests {
         assert_eq!(node.state().1, vec![(id, vec!["a".to_string()])]);
     }
 
+    /// A key that moves to another lease, to none, or is deleted leaves
+    /// its lease's attachments at once: a lease kept alive gathers no row
+    /// for every key it ever held (each read when it is listed or ends).
+    #[test]
+    fn a_key_that_leaves_its_lease_leaves_its_attachments() {
+        let mut node = Fixture::new();
+        let id = node.granted();
+        let other = node.granted();
+        for key in ["kept", "moved", "detached", "deleted", "again"] {
+            node.put(key, Some(id));
+        }
+        node.put("moved", Some(other));
+        node.put("detached", None);
+        node.apply(Op::Delete {
+            key: "deleted".into(),
+            condition: Condition::Always,
+        });
+        node.put("again", Some(id));
+        let attached = |lease| node.store.view.batch().attachments(lease).expect("reads");
+        assert_eq!(attached(id), vec!["again".to_string(), "kept".to_string()]);
+        assert_eq!(attached(other), vec!["moved".to_string()]);
+    }
+
     #[test]
     fn a_lease_ends_with_its_keys_in_one_unit_and_spares_keys_that_moved() {
         let mut node = Fixture::new();

@@ -152,6 +152,12 @@ impl ViewBatch<'_> {
         self.raw_put(attachment_key(id, key), Vec::new());
     }
 
+    /// Forgets the attachment of lease `id` to `key`: the key moved to
+    /// another lease, or to none, or is gone.
+    pub fn detach(&mut self, id: u64, key: &str) {
+        self.raw_remove(attachment_key(id, key));
+    }
+
     /// Forgets the attachments of lease `id` to `keys`.
     pub fn forget_attachments(&mut self, id: u64, keys: &[String]) {
         for key in keys {
