@@ -32,7 +32,7 @@ use openraft::raft::VoteRequest;
 use schemas::api::ErrorCode;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
-use tracing::{error, warn};
+use tracing::{debug, error, warn};
 
 use crate::api::error::ApiError;
 use crate::api::AppState;
@@ -396,10 +396,26 @@ fn removed_before(
 
 /// Tells the node at `peer_url` that it was removed (best effort: a node
 /// that is down learns nothing, and keeps its data for the operator).
-pub async fn tell_removed(peers: PeerClient, peer_url: String, notice: RemovedNotice) {
+/// Before each attempt `still_removed` says whether the id is still out of
+/// the membership: an id added again meanwhile (its node wiped and joined
+/// again, as docs/operations.md says) is a new node, which an old notice
+/// would stop for good while the cluster lists it.
+pub async fn tell_removed(
+    peers: PeerClient,
+    peer_url: String,
+    notice: RemovedNotice,
+    still_removed: impl Fn() -> bool,
+) {
     let url = format!("{}/raft/removed", peer_url.trim_end_matches('/'));
     let per_attempt = TELL_TIMEOUT / TELL_ATTEMPTS;
     for attempt in 1..=TELL_ATTEMPTS {
+        if !still_removed() {
+            debug!(
+                node = notice.node_id,
+                "the removed node was added again: not told"
+            );
+            return;
+        }
         let sent = peers
             .post(&url)
             .timeout(per_attempt)
@@ -554,6 +570,36 @@ mod tests {
             removed_before(3, 0, &StoredMembership::default(), 0),
             None,
             "no membership yet"
+        );
+    }
+
+    /// A removed id added again while the notice is still being retried is
+    /// not told: the node under it now is a new one. Each attempt asks
+    /// first; the retries stop at the first answer that it is a member.
+    #[tokio::test]
+    async fn a_node_added_again_meanwhile_is_not_told_it_was_removed() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let peers = crate::api::test_peers::peer_client(&dir);
+        let unreachable = crate::api::test_peers::closed_port().await;
+        let notice = RemovedNotice {
+            node_id: 4,
+            leader: 1,
+            log_index: 708,
+            members: BTreeSet::from([1, 2, 3]),
+        };
+        let asked = AtomicU32::new(0);
+        let started = std::time::Instant::now();
+        // Removed at the first attempt, added again by the second.
+        tell_removed(peers, unreachable, notice, || {
+            asked.fetch_add(1, Ordering::SeqCst) == 0
+        })
+        .await;
+        assert_eq!(asked.load(Ordering::SeqCst), 2);
+        assert!(
+            started.elapsed() < TELL_TIMEOUT,
+            "retried on after the re-add: {:?}",
+            started.elapsed()
         );
     }
 }

@@ -514,10 +514,20 @@ async fn remove_member(
                 .map(|(id, _)| *id)
                 .collect(),
         };
+        let raft = state.raft.clone();
+        let still_removed = move || {
+            raft.metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .get_node(&id)
+                .is_none()
+        };
         tokio::spawn(crate::removal::tell_removed(
             state.peers.clone(),
             node.peer_url().to_string(),
             notice,
+            still_removed,
         ));
     }
     Ok(membership_view(&state))
