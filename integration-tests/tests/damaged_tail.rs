@@ -56,6 +56,18 @@ fn damage_frame(path: &Path, (start, end): (usize, usize)) -> Vec<u8> {
     bytes
 }
 
+/// Damages a record in the middle of `server`'s first closed topic
+/// segment (not its first or last, which opening reads); returns the file.
+fn damage_the_first_closed_segment(server: &TestServer) -> PathBuf {
+    let segments = segments(&server.data_dir().join("topic"));
+    assert!(segments.len() > 1, "closed segments: {segments:?}");
+    let closed = segments[0].clone();
+    let frames = frames(&std::fs::read(&closed).unwrap());
+    assert!(frames.len() > 2, "{frames:?}");
+    damage_frame(&closed, frames[frames.len() / 2]);
+    closed
+}
+
 /// `(applied_index, snapshot_index)` of `server`.
 async fn indexes(server: &TestServer) -> (u64, u64) {
     let (_, cluster) = call(server, "GET", "/v1/cluster", None).await;
@@ -294,13 +306,7 @@ async fn stopped_after_puts(args: &[&str], prefix: &str, count: u64) -> TestServ
 #[tokio::test]
 async fn damage_in_a_closed_topic_segment_found_by_a_snapshot_stops_the_node_saying_so() {
     let mut server = stopped_after_puts(&["--segment-bytes", "16384"], "closed", 400).await;
-    let segments = segments(&server.data_dir().join("topic"));
-    assert!(segments.len() > 1, "closed segments: {segments:?}");
-    let closed = segments[0].clone();
-    // Not its first or last record, which opening reads.
-    let frames = frames(&std::fs::read(&closed).unwrap());
-    assert!(frames.len() > 2, "{frames:?}");
-    damage_frame(&closed, frames[frames.len() / 2]);
+    let closed = damage_the_first_closed_segment(&server);
     server.spawn();
     server.wait_ready().await;
 
@@ -765,12 +771,7 @@ async fn damage_a_read_meets_while_the_node_runs_makes_it_unready() {
                 .is_some_and(|text| text.lines().any(|line| line == "kv_damaged_data 0")),
             "{metrics}"
         );
-        let segments = segments(&server.data_dir().join("topic"));
-        assert!(segments.len() > 1, "closed segments: {segments:?}");
-        let closed = segments[0].clone();
-        let frames = frames(&std::fs::read(&closed).unwrap());
-        assert!(frames.len() > 2, "{frames:?}");
-        damage_frame(&closed, frames[frames.len() / 2]);
+        let closed = damage_the_first_closed_segment(&server);
         assert_eq!(readiness(&server).await.0, 200, "nothing has read it yet");
 
         let response = server
@@ -822,12 +823,7 @@ async fn damage_the_cleaner_meets_makes_the_node_unready() {
         assert!(status == 200 || status == 201, "{status} {body}");
     }
     server.stop().await;
-    let segments = segments(&server.data_dir().join("topic"));
-    assert!(segments.len() > 1, "closed segments: {segments:?}");
-    let closed = segments[0].clone();
-    let frames = frames(&std::fs::read(&closed).unwrap());
-    assert!(frames.len() > 2, "{frames:?}");
-    damage_frame(&closed, frames[frames.len() / 2]);
+    let closed = damage_the_first_closed_segment(&server);
     server.set_env("KV_CLEANER_INTERVAL_MS", Some("200"));
     server.spawn();
     let deadline = Instant::now() + Duration::from_secs(30);
