@@ -1317,3 +1317,43 @@ async fn a_refusal_before_the_body_is_read_says_the_connection_closes() {
     assert!(answer.starts_with("http/1.1 201"), "{answer}");
     assert!(!answer.contains("connection: close"), "{answer}");
 }
+
+/// A token created with a secret another token holds (root's, or any
+/// other's) is refused 409 `token_exists` naming `token`, and that token
+/// keeps its roles: the new record used to be written over the old one,
+/// so root's secret became a reader's and no admin was left. A retry of
+/// the same name and secret still answers 201.
+#[tokio::test]
+async fn a_token_cannot_take_another_tokens_secret() {
+    let cluster = TestCluster::start(1, &["--auth"]).await;
+    let tokens = set_up(&cluster).await;
+    let node = cluster.node(1);
+    let root = Some(tokens.root.as_str());
+    for (taken, whose) in [(&tokens.root, "root"), (&tokens.reader, "reader")] {
+        let body = json!({"name": "thief", "roles": ["reader"], "token": taken});
+        let (status, answer) = send(node, root, "POST", "/v1/acl/tokens", Some(body)).await;
+        assert_eq!(
+            (status, error_of(&answer)),
+            (409, ("token_exists", Some("token"))),
+            "{whose}'s secret: {answer}"
+        );
+    }
+    let (status, listed) = send(node, root, "GET", "/v1/acl/tokens", None).await;
+    assert_eq!(status, 200, "root is still an admin: {listed}");
+    let names: Vec<&str> = listed["tokens"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|token| token["name"].as_str())
+        .collect();
+    assert!(!names.contains(&"thief"), "{names:?}");
+    let (status, body) = send(node, Some(&tokens.reader), "GET", "/v1/kv/app/x", None).await;
+    assert_eq!(status, 404, "the reader still reads app/: {body}");
+
+    let secret = "b".repeat(64);
+    let body = json!({"name": "own", "roles": ["reader"], "token": secret});
+    for attempt in ["first", "retry"] {
+        let (status, answer) = send(node, root, "POST", "/v1/acl/tokens", Some(body.clone())).await;
+        assert_eq!(status, 201, "{attempt}: {answer}");
+    }
+}

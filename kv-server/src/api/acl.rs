@@ -309,6 +309,13 @@ async fn create_token(
         None => secret::new_secret().map_err(ApiError::internal)?,
     };
     let hash = secret::hash(&token);
+    // A secret another token (root included) holds is refused: its record
+    // would be written over, and that token's secret would then resolve
+    // to this one's roles (Consul refuses a SecretID in use too). Read
+    // here for a prompt answer; the record's write below is what decides.
+    if given.is_some() && secret_held_by_another(&state, &hash, &request.name)? {
+        return Err(secret_in_use());
+    }
     // The name is claimed first, so two tokens never share it; a token
     // whose claim stands but whose record was never written is revoked
     // like any other. A retry with the secret of the claim goes on and
@@ -337,19 +344,52 @@ async fn create_token(
         roles: request.roles,
         created_ms: crate::clock::now_ms(),
     };
-    put_record(
+    // Only where no record is, unless this is a retry of the same name
+    // and secret: another creation with the same secret may have written
+    // one since the check above.
+    let condition = if retried {
+        Condition::Always
+    } else {
+        Condition::Absent
+    };
+    let written = put_record(
         &state,
         credential.as_ref(),
         token_key(&hash),
         &record,
-        Condition::Always,
+        condition,
     )
     .await?;
+    if !matches!(written, CommandResult::Written { .. }) {
+        // The name claimed above goes back: no token stands behind it.
+        delete_record(&state, credential.as_ref(), name_key(&request.name)).await?;
+        return Err(secret_in_use());
+    }
     let created = CreatedToken {
         name: request.name,
         token,
     };
     Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+/// Whether `hash` is the secret of root or of a token other than `name`.
+fn secret_held_by_another(state: &AppState, hash: &str, name: &str) -> Result<bool, ApiError> {
+    if stored_hash::<StoredRoot>(state, &root_key())?.is_some_and(|root| root == hash) {
+        return Ok(true);
+    }
+    let Some(entry) = state.store.get(&token_key(hash))? else {
+        return Ok(false);
+    };
+    let held: StoredToken = decode(&token_key(hash), &entry.value)?;
+    Ok(held.name != name)
+}
+
+fn secret_in_use() -> ApiError {
+    ApiError::bad_field(
+        ErrorCode::TokenExists,
+        "token",
+        "another token has this secret: give another one, or leave it out and the node makes one",
+    )
 }
 
 fn token_exists(name: &str) -> ApiError {
