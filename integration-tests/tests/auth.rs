@@ -1357,3 +1357,46 @@ async fn a_token_cannot_take_another_tokens_secret() {
         assert_eq!(status, 201, "{attempt}: {answer}");
     }
 }
+
+/// A token may not attach a key to a lease that holds keys it may not
+/// write (etcd's rule for a put with a lease): the lease's owner could no
+/// longer revoke it. The owner's revoke goes through.
+#[tokio::test]
+async fn a_key_cannot_be_attached_to_a_lease_holding_keys_the_token_may_not_write() {
+    let cluster = TestCluster::start(1, &["--auth"]).await;
+    let tokens = set_up(&cluster).await;
+    let node = cluster.node(1);
+    let owner = Some(tokens.writer.as_str());
+    let (status, lease) = send(
+        node,
+        owner,
+        "POST",
+        "/v1/leases",
+        Some(json!({"ttl_s": 60})),
+    )
+    .await;
+    assert_eq!(status, 201, "{lease}");
+    let id = lease["id"].as_u64().expect("a lease id");
+    let path = format!("/v1/kv/app/leased?lease={id}");
+    let (status, body) = send(node, owner, "PUT", &path, Some(json!(1))).await;
+    assert_eq!(status, 201, "{body}");
+
+    let stranger = Some(tokens.other.as_str());
+    let path = format!("/v1/kv/other/z?lease={id}");
+    let (status, body) = send(node, stranger, "PUT", &path, Some(json!(1))).await;
+    assert_eq!(
+        (status, error_of(&body).0),
+        (403, "permission_denied"),
+        "{body}"
+    );
+    let txn = json!({"success": [{"put": {"key": "other/t", "value": 1, "lease": id}}]});
+    let (status, body) = send(node, stranger, "POST", "/v1/txn", Some(txn)).await;
+    assert_eq!(
+        (status, error_of(&body).0),
+        (403, "permission_denied"),
+        "{body}"
+    );
+
+    let (status, body) = send(node, owner, "DELETE", &format!("/v1/leases/{id}"), None).await;
+    assert_eq!(status, 200, "the owner revokes its lease: {body}");
+}

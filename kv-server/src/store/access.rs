@@ -51,35 +51,30 @@ fn allowed(
     op: &Op,
 ) -> Result<Result<(), String>, StoreError> {
     Ok(match op {
+        Op::Put {
+            key,
+            lease: Some(id),
+            ..
+        } => write_key(principal, key).and(lease_keys_writable(
+            view,
+            principal,
+            *id,
+            "whose revoke it could block by attaching a key",
+        )?),
         Op::Put { key, .. } | Op::Delete { key, .. } => write_key(principal, key),
         Op::Txn(txn) => {
             let reads = txn.compare.iter().map(|compare| &compare.key);
-            reads
+            let mut checks: Vec<Result<(), String>> = reads
                 .map(|key| principal.check_key(Access::Read, key))
-                .chain(
-                    txn.success
-                        .iter()
-                        .chain(&txn.failure)
-                        .map(|op| txn_op_allowed(principal, op)),
-                )
-                .collect()
+                .collect();
+            for op in txn.success.iter().chain(&txn.failure) {
+                checks.push(txn_op_allowed(view, principal, op)?);
+            }
+            checks.into_iter().collect()
         }
         Op::LeaseGrant { .. } => Ok(()),
         Op::LeaseRevoke { id } => {
-            let keys = attached_keys(view, *id)?;
-            if keys
-                .iter()
-                .all(|(key, _)| principal.may(Access::ReadWrite, key))
-            {
-                Ok(())
-            } else {
-                // The refusal names no key: the caller may not read them.
-                Err(format!(
-                    "token '{}' may not write every key attached to lease {id}, which its \
-                     revoke deletes",
-                    principal.name
-                ))
-            }
+            lease_keys_writable(view, principal, *id, "which its revoke deletes")?
         }
         // Never built by the API; the token must be allowed what the inner
         // one asks as well, and the inner token is checked when it applies.
@@ -100,14 +95,59 @@ fn write_key(principal: &Principal, key: &str) -> Result<(), String> {
     }
 }
 
+/// Whether `principal` may write every key attached to lease `id`, `why`
+/// saying what it is asked for. A key attached by a writer of another
+/// prefix would keep the lease's owner from revoking it, or reading it
+/// (etcd checks a put's lease the same way). The refusal names no key:
+/// the caller may not read them.
+fn lease_keys_writable(
+    view: &ViewBatch<'_>,
+    principal: &Principal,
+    id: u64,
+    why: &str,
+) -> Result<Result<(), String>, StoreError> {
+    // Whoever may write every key (root) need not read them.
+    if principal.may_all(Access::ReadWrite, "") {
+        return Ok(Ok(()));
+    }
+    let keys = attached_keys(view, id)?;
+    Ok(
+        if keys
+            .iter()
+            .all(|(key, _)| principal.may(Access::ReadWrite, key))
+        {
+            Ok(())
+        } else {
+            Err(format!(
+                "token '{}' may not write every key attached to lease {id}, {why}",
+                principal.name
+            ))
+        },
+    )
+}
+
 /// Whether `principal` may run one operation of a transaction's branch.
-fn txn_op_allowed(principal: &Principal, op: &TxnOp) -> Result<(), String> {
-    match op {
+fn txn_op_allowed(
+    view: &ViewBatch<'_>,
+    principal: &Principal,
+    op: &TxnOp,
+) -> Result<Result<(), String>, StoreError> {
+    Ok(match op {
+        TxnOp::Put {
+            key,
+            lease: Some(id),
+            ..
+        } => write_key(principal, key).and(lease_keys_writable(
+            view,
+            principal,
+            *id,
+            "whose revoke it could block by attaching a key",
+        )?),
         TxnOp::Put { key, .. } | TxnOp::Delete { key } => write_key(principal, key),
         TxnOp::DeletePrefix { prefix } => principal.check_prefix(Access::ReadWrite, prefix),
         TxnOp::Get { key } => principal.check_key(Access::Read, key),
         TxnOp::GetPrefix { prefix, .. } => principal.check_prefix(Access::Read, prefix),
-    }
+    })
 }
 
 #[cfg(test)]
@@ -285,6 +325,68 @@ mod tests {
             let applied = apply_at(&view, 10 + index, 10 + index, &by_writer(op.clone()));
             let was_refused = matches!(applied.result, CommandResult::AccessRefused { .. });
             assert_eq!(was_refused, !allowed, "{op:?}: {:?}", applied.result);
+        }
+    }
+
+    /// A put (alone or in a transaction) attaching a key to a lease that
+    /// holds keys the token may not write is refused: the lease's owner
+    /// could no longer revoke it. Attaching to a lease whose keys the token
+    /// may write, or an empty one, applies.
+    #[test]
+    fn a_put_onto_a_lease_holding_keys_the_token_may_not_write_is_refused() {
+        let (_dir, view) = view_with_writer();
+        let grant = Op::LeaseGrant {
+            ttl_ms: 60_000,
+            max_leases: 10,
+        };
+        let leased = |key: &str, id: u64| Op::Put {
+            key: key.into(),
+            value: "1".into(),
+            condition: Condition::Always,
+            lease: Some(id),
+        };
+        let CommandResult::LeaseGranted { id: theirs, .. } =
+            apply_at(&view, 2, 2, &command(grant.clone())).result
+        else {
+            panic!("a grant");
+        };
+        let CommandResult::LeaseGranted { id: ours, .. } =
+            apply_at(&view, 3, 3, &command(grant)).result
+        else {
+            panic!("a grant");
+        };
+        // Another owner's key on `theirs` (root writes it).
+        apply_at(&view, 4, 4, &command(leased("other/k", theirs)));
+        let txn_onto = |id: u64| {
+            Op::Txn(Txn {
+                compare: vec![],
+                success: vec![TxnOp::Put {
+                    key: "app/t".into(),
+                    value: "1".into(),
+                    lease: Some(id),
+                }],
+                failure: vec![],
+            })
+        };
+        let cases = [
+            (leased("app/a", theirs), false),
+            (txn_onto(theirs), false),
+            (leased("app/a", ours), true),
+            (txn_onto(ours), true),
+        ];
+        for (index, (op, allowed)) in cases.into_iter().enumerate() {
+            let at = 10 + index as u64;
+            let applied = apply_at(&view, at, at, &by_writer(op.clone()));
+            match (&applied.result, allowed) {
+                (CommandResult::AccessRefused { reason, .. }, false) => {
+                    assert!(reason.contains("attached to lease"), "{reason}");
+                    assert!(!reason.contains("other/k"), "names no key: {reason}");
+                }
+                (CommandResult::AccessRefused { .. }, true) | (_, false) => {
+                    panic!("{op:?}: {:?}", applied.result)
+                }
+                _ => {}
+            }
         }
     }
 }
