@@ -1400,3 +1400,36 @@ async fn a_key_cannot_be_attached_to_a_lease_holding_keys_the_token_may_not_writ
     let (status, body) = send(node, owner, "DELETE", &format!("/v1/leases/{id}"), None).await;
     assert_eq!(status, 200, "the owner revokes its lease: {body}");
 }
+
+/// A bootstrap, a role and a token made through a follower work on that
+/// follower as soon as the answer arrives: it answers once it has applied
+/// them, as an etcd member does. They used to answer 401 there for the
+/// follower's replication lag ("the token is not known here").
+#[tokio::test]
+async fn acl_changes_made_through_a_follower_work_there_at_once() {
+    let cluster = TestCluster::start(3, &["--auth"]).await;
+    let leader = cluster.leader().await;
+    let follower = cluster
+        .ids()
+        .into_iter()
+        .find(|id| *id != leader)
+        .expect("a follower");
+    let node = cluster.node(follower);
+    let (status, root) = send(node, None, "POST", "/v1/acl/bootstrap", None).await;
+    assert_eq!(status, 200, "{root}");
+    let root = root["token"].as_str().expect("a root token").to_string();
+    let (status, body) = send(node, Some(&root), "GET", "/v1/kv/app/none", None).await;
+    assert_eq!(status, 404, "root at once on the follower: {body}");
+    let role = json!({"name": "reader", "permissions": [{"prefix": "app/", "access": "read"}]});
+    let (status, body) = send(node, Some(&root), "PUT", "/v1/acl/roles/reader", Some(role)).await;
+    assert!(status < 300, "{status} {body}");
+    for n in 0..5 {
+        let name = format!("reader-{n}");
+        let made = json!({"name": name, "roles": ["reader"]});
+        let (status, made) = send(node, Some(&root), "POST", "/v1/acl/tokens", Some(made)).await;
+        assert_eq!(status, 201, "{made}");
+        let token = made["token"].as_str().expect("a secret");
+        let (status, body) = send(node, Some(token), "GET", "/v1/kv/app/none", None).await;
+        assert_eq!(status, 404, "{name} at once on the follower: {body}");
+    }
+}

@@ -201,7 +201,19 @@ where
             .send(peer_addr, &parts.method, &path, &parts.headers, &body)
             .await
         {
-            Ok(Sent::Answer(response)) => return response,
+            Ok(Sent::Answer(response)) => {
+                if response.status().is_success() && path.starts_with("/v1/acl/") {
+                    // A token or role made through this node works here as
+                    // soon as the answer arrives, as in etcd, where the
+                    // member asked waits for its own apply: the leader
+                    // applied it before answering, and a read barrier
+                    // waits until this node has applied as much.
+                    if let Err(error) = crate::api::read::linearizable_barrier(&state).await {
+                        debug!(error = %error.message(), "an ACL change passed on is not applied here yet; answering anyway");
+                    }
+                }
+                return response;
+            }
             Ok(Sent::NotDelivered(why)) => {
                 debug!(leader = id, attempt, %why, "the leader did not take the request; waiting for the next one");
             }
