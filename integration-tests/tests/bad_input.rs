@@ -252,6 +252,22 @@ async fn every_bad_input_is_a_json_4xx_naming_it_and_loses_nothing() {
             400,
             "unknown_parameter",
         ),
+        // A removal is refused, not done while a `force` it does not know
+        // is ignored.
+        case(
+            "a parameter of a member's removal",
+            "DELETE",
+            "/v1/cluster/members/1?force=true",
+            400,
+            "unknown_parameter",
+        ),
+        case(
+            "a parameter of a member's addition",
+            "POST",
+            "/v1/cluster/members?learner=false",
+            400,
+            "unknown_parameter",
+        ),
         case(
             "unknown consistency",
             "GET",

@@ -13,7 +13,7 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{post, put};
@@ -31,7 +31,7 @@ use crate::acl::{
 };
 use crate::api::auth::{Credential, Presented};
 use crate::api::error::ApiError;
-use crate::api::params::path_capture;
+use crate::api::params::{path_capture, Query};
 use crate::api::write::object_body;
 use crate::api::{propose, AppState};
 use crate::store::queries::PageBounds;
@@ -139,9 +139,11 @@ fn records<T: serde::de::DeserializeOwned>(
 /// `POST /v1/acl/bootstrap`: the root token, once per cluster.
 async fn bootstrap(
     State(state): State<AppState>,
+    RawQuery(query): RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     require_auth(&state)?;
+    Query::parse(query.as_deref(), &[])?;
     let asked: Bootstrap = match &body {
         Ok(bytes) if bytes.trim_ascii().is_empty() => Bootstrap::default(),
         _ => object_body(&state, body, "{\"token\"?}")?,
@@ -234,9 +236,11 @@ async fn put_role(
     State(state): State<AppState>,
     Presented(credential): Presented,
     path: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     require_auth(&state)?;
+    Query::parse(query.as_deref(), &[])?;
     let name = checked_name(path)?;
     let role: Role = object_body(&state, body, "{\"name\", \"permissions\", \"admin\"}")?;
     role.validate()?;
@@ -259,7 +263,11 @@ async fn put_role(
 }
 
 /// `GET /v1/acl/roles`.
-async fn list_roles(State(state): State<AppState>) -> Result<Response, ApiError> {
+async fn list_roles(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    Query::parse(query.as_deref(), &[])?;
     require_auth(&state)?;
     let roles = records::<Role>(&state, &roles_prefix())?;
     Ok(Json(RoleList { roles }).into_response())
@@ -270,8 +278,10 @@ async fn delete_role(
     State(state): State<AppState>,
     Presented(credential): Presented,
     path: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     require_auth(&state)?;
+    Query::parse(query.as_deref(), &[])?;
     let name = checked_name(path)?;
     match delete_record(&state, credential.as_ref(), role_key(&name)).await? {
         CommandResult::NotFound => Err(ApiError::new(
@@ -286,9 +296,11 @@ async fn delete_role(
 async fn create_token(
     State(state): State<AppState>,
     Presented(credential): Presented,
+    RawQuery(query): RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     require_auth(&state)?;
+    Query::parse(query.as_deref(), &[])?;
     let request: CreateToken = object_body(&state, body, "{\"name\", \"roles\"}")?;
     check_name(&request.name)?;
     if request.name == ROOT_TOKEN_NAME {
@@ -401,7 +413,11 @@ fn token_exists(name: &str) -> ApiError {
 }
 
 /// `GET /v1/acl/tokens`: names, roles and creation times, never secrets.
-async fn list_tokens(State(state): State<AppState>) -> Result<Response, ApiError> {
+async fn list_tokens(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    Query::parse(query.as_deref(), &[])?;
     require_auth(&state)?;
     let mut tokens: Vec<TokenInfo> = records::<StoredToken>(&state, &tokens_prefix())?
         .into_iter()
@@ -430,8 +446,10 @@ async fn revoke_token(
     State(state): State<AppState>,
     Presented(credential): Presented,
     path: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     require_auth(&state)?;
+    Query::parse(query.as_deref(), &[])?;
     let name = checked_name(path)?;
     if name == ROOT_TOKEN_NAME {
         return Err(ApiError::bad_field(

@@ -26,6 +26,7 @@ use tracing::{debug, info, warn};
 use crate::api::cluster_watch;
 use crate::api::error::ApiError;
 use crate::api::long_polls::LongPollGate;
+use crate::api::params::Query;
 use crate::api::write::object_body;
 use crate::api::{AppState, PassedOn, FORWARDED_HEADER, INDEX_HEADER};
 use crate::types::{Node, NodeId};
@@ -206,8 +207,10 @@ fn membership_log_index(state: &AppState) -> u64 {
 /// nothing, so a joining node may retry freely.
 async fn add_member(
     State(state): State<AppState>,
+    RawQuery(query): RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<MembershipChange>), ApiError> {
+    Query::parse(query.as_deref(), &[])?;
     let request: AddMember = object_body(
         &state,
         body,
@@ -469,7 +472,9 @@ async fn wait_caught_up(state: &AppState, id: NodeId, index: u64) -> Result<(), 
 async fn remove_member(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
 ) -> Result<Json<MembershipChange>, ApiError> {
+    Query::parse(query.as_deref(), &[])?;
     let Path(raw) = path.map_err(|rejection| {
         ApiError::bad_field(ErrorCode::InvalidId, "id", rejection.body_text())
     })?;

@@ -9,13 +9,19 @@ use super::Components;
 use crate::api::{Bootstrap, CreateToken, CreatedToken, ErrorCode, Role, RoleList, TokenList};
 
 /// What every `/v1/acl` route but bootstrap may answer on a cluster
-/// without `--auth`, or when passed to a leader that is gone.
-const ACL_ERRORS: &[ErrorCode] = &[ErrorCode::AuthDisabled, ErrorCode::NotLeader];
+/// without `--auth`, when passed to a leader that is gone, or asked with a
+/// query parameter it does not take.
+const ACL_ERRORS: &[ErrorCode] = &[
+    ErrorCode::AuthDisabled,
+    ErrorCode::NotLeader,
+    ErrorCode::UnknownParameter,
+];
 /// The lists, served from this node's view.
 const ACL_READ_ERRORS: &[ErrorCode] = &[
     ErrorCode::AuthDisabled,
     ErrorCode::NotLeader,
     ErrorCode::NotReady,
+    ErrorCode::UnknownParameter,
 ];
 
 pub(super) fn bootstrap(components: &mut Components) -> PathItem {
@@ -42,6 +48,7 @@ pub(super) fn bootstrap(components: &mut Components) -> PathItem {
                 ErrorCode::InvalidJson,
                 ErrorCode::Duplicate,
                 ErrorCode::InvalidField,
+                ErrorCode::UnknownParameter,
             ],
             components,
         )

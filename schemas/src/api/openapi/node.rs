@@ -223,6 +223,7 @@ pub(super) fn add_member(components: &mut Components) -> PathItem {
             ErrorCode::MembershipChangeRefused,
             ErrorCode::NotCaughtUp,
             ErrorCode::NotLeader,
+            ErrorCode::UnknownParameter,
         ],
         components,
     )
@@ -246,6 +247,7 @@ pub(super) fn remove_member(components: &mut Components) -> PathItem {
             ErrorCode::NotEnoughMembers,
             ErrorCode::MembershipChangeRefused,
             ErrorCode::NotLeader,
+            ErrorCode::UnknownParameter,
         ],
         components,
     )
