@@ -51,17 +51,8 @@ fn allowed(
     op: &Op,
 ) -> Result<Result<(), String>, StoreError> {
     Ok(match op {
-        Op::Put {
-            key,
-            lease: Some(id),
-            ..
-        } => write_key(principal, key).and(lease_keys_writable(
-            view,
-            principal,
-            *id,
-            "whose revoke it could block by attaching a key",
-        )?),
-        Op::Put { key, .. } | Op::Delete { key, .. } => write_key(principal, key),
+        Op::Put { key, lease, .. } => put_allowed(view, principal, key, *lease)?,
+        Op::Delete { key, .. } => write_key(principal, key),
         Op::Txn(txn) => {
             let reads = txn.compare.iter().map(|compare| &compare.key);
             let mut checks: Vec<Result<(), String>> = reads
@@ -92,6 +83,25 @@ fn write_key(principal: &Principal, key: &str) -> Result<(), String> {
         principal.check_admin("manage roles and tokens")
     } else {
         principal.check_key(Access::ReadWrite, key)
+    }
+}
+
+/// Whether `principal` may put `key`, attached to `lease` if one is given.
+fn put_allowed(
+    view: &ViewBatch<'_>,
+    principal: &Principal,
+    key: &str,
+    lease: Option<u64>,
+) -> Result<Result<(), String>, StoreError> {
+    let writable = write_key(principal, key);
+    match lease {
+        Some(id) if writable.is_ok() => lease_keys_writable(
+            view,
+            principal,
+            id,
+            "whose revoke it could block by attaching a key",
+        ),
+        _ => Ok(writable),
     }
 }
 
@@ -133,17 +143,8 @@ fn txn_op_allowed(
     op: &TxnOp,
 ) -> Result<Result<(), String>, StoreError> {
     Ok(match op {
-        TxnOp::Put {
-            key,
-            lease: Some(id),
-            ..
-        } => write_key(principal, key).and(lease_keys_writable(
-            view,
-            principal,
-            *id,
-            "whose revoke it could block by attaching a key",
-        )?),
-        TxnOp::Put { key, .. } | TxnOp::Delete { key } => write_key(principal, key),
+        TxnOp::Put { key, lease, .. } => put_allowed(view, principal, key, *lease)?,
+        TxnOp::Delete { key } => write_key(principal, key),
         TxnOp::DeletePrefix { prefix } => principal.check_prefix(Access::ReadWrite, prefix),
         TxnOp::Get { key } => principal.check_key(Access::Read, key),
         TxnOp::GetPrefix { prefix, .. } => principal.check_prefix(Access::Read, prefix),
