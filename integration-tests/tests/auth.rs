@@ -77,6 +77,20 @@ struct Tokens {
     other: String,
 }
 
+/// Grants a lease of `ttl_s` on `node` with `token`; its id.
+async fn grant_lease(node: &TestServer, token: Option<&str>, ttl_s: u64) -> u64 {
+    let (status, lease) = send(
+        node,
+        token,
+        "POST",
+        "/v1/leases",
+        Some(json!({"ttl_s": ttl_s})),
+    )
+    .await;
+    assert_eq!(status, 201, "{lease}");
+    lease["id"].as_u64().expect("a lease id")
+}
+
 /// Bootstraps through kvctl and makes the roles and tokens of [`Tokens`].
 async fn set_up(cluster: &TestCluster) -> Tokens {
     let urls = cluster.urls().join(",");
@@ -205,16 +219,7 @@ async fn a_request_passed_on_is_checked_against_the_leaders_data() {
     let tokens = set_up(&cluster).await;
     let leader = cluster.node(leader);
     let root = Some(tokens.root.as_str());
-    let (status, lease) = send(
-        leader,
-        root,
-        "POST",
-        "/v1/leases",
-        Some(json!({"ttl_s": 300})),
-    )
-    .await;
-    assert_eq!(status, 201, "{lease}");
-    let id = lease["id"].as_u64().expect("a lease id");
+    let id = grant_lease(leader, root, 300).await;
 
     // The slow node hears nothing more from the leader.
     proxy.slow_to(1);
@@ -292,16 +297,9 @@ async fn kvctl_keeps_alive_a_lease_whose_keys_the_token_may_not_read() {
     let node = TestServer::start_with(&["--auth"]).await;
     let root = node.bootstrap_acl().await;
     let writer = token_with_role(&node, &root, "writer", "app/", "readwrite").await;
-    let (status, lease) = send(
-        &node,
-        Some(&root),
-        "POST",
-        "/v1/leases",
-        Some(json!({"ttl_s": kv_client::MIN_LEASE_TTL_S})),
-    )
-    .await;
-    assert_eq!(status, 201, "{lease}");
-    let id = lease["id"].as_u64().expect("a lease id").to_string();
+    let id = grant_lease(&node, Some(&root), kv_client::MIN_LEASE_TTL_S)
+        .await
+        .to_string();
     let path = format!("/v1/kv/other/secret?lease={id}");
     let (status, body) = send(&node, Some(&root), "PUT", &path, Some(json!(1))).await;
     assert!(status < 300, "{status} {body}");
@@ -936,16 +934,7 @@ async fn a_lease_refusal_names_no_key_the_token_may_not_read() {
     let node = TestServer::start_with(&["--auth"]).await;
     let root = node.bootstrap_acl().await;
     let limited = token_with_role(&node, &root, "topics", "topics/o", "readwrite").await;
-    let (status, lease) = send(
-        &node,
-        Some(&root),
-        "POST",
-        "/v1/leases",
-        Some(json!({"ttl_s": 60})),
-    )
-    .await;
-    assert_eq!(status, 201, "{lease}");
-    let id = lease["id"].as_u64().expect("a lease id");
+    let id = grant_lease(&node, Some(&root), 60).await;
     let path = format!("/v1/kv/hidden/secret-name?lease={id}");
     let (status, answer) = send(&node, Some(&root), "PUT", &path, Some(json!(1))).await;
     assert_eq!(status, 201, "{answer}");
@@ -1367,16 +1356,7 @@ async fn a_key_cannot_be_attached_to_a_lease_holding_keys_the_token_may_not_writ
     let tokens = set_up(&cluster).await;
     let node = cluster.node(1);
     let owner = Some(tokens.writer.as_str());
-    let (status, lease) = send(
-        node,
-        owner,
-        "POST",
-        "/v1/leases",
-        Some(json!({"ttl_s": 60})),
-    )
-    .await;
-    assert_eq!(status, 201, "{lease}");
-    let id = lease["id"].as_u64().expect("a lease id");
+    let id = grant_lease(node, owner, 60).await;
     let path = format!("/v1/kv/app/leased?lease={id}");
     let (status, body) = send(node, owner, "PUT", &path, Some(json!(1))).await;
     assert_eq!(status, 201, "{body}");
