@@ -322,7 +322,8 @@ async fn a_client_that_does_not_trust_the_cluster_ca_fails_saying_the_certificat
 /// (etcd's) answer it: kvctl then says so at once, where it used to retry
 /// for its whole deadline and end with "invalid HTTP version parsed". The
 /// peer port answers a plain caller the same way, and the port still
-/// serves HTTPS after. A connection closed before it sent anything is not
+/// serves HTTPS after. Its warning is logged once per port and 10 s, not
+/// once per request. A connection closed before it sent anything is not
 /// logged as a failed handshake.
 #[tokio::test]
 async fn plain_http_to_a_tls_port_is_told_to_use_https() {
@@ -347,6 +348,22 @@ async fn plain_http_to_a_tls_port_is_told_to_use_https() {
         let message = body["error"]["message"].as_str().unwrap_or_default();
         assert!(message.contains("https://"), "{url}: {message}");
     }
+    // A client retrying in a loop does not fill the log: one warning per
+    // port (the two above), the rest held back and counted in the next.
+    for _ in 0..20 {
+        let response = plain
+            .get(format!("{plain_url}/v1/kv/some/key"))
+            .send()
+            .await
+            .expect("the port answers");
+        assert_eq!(response.status(), 400);
+    }
+    assert_eq!(
+        node.log_count("plain HTTP on a port that speaks HTTPS"),
+        2,
+        "{}",
+        node.log_tail(30)
+    );
 
     let started = std::time::Instant::now();
     let run = kvctl(

@@ -27,8 +27,8 @@
 //! retry a connection it cannot read.
 
 use std::future::Future;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -60,6 +60,45 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// client gone without closing (its machine down, the network cut) holds
 /// no slot for long.
 const HTTP2_KEEP_ALIVE: Duration = Duration::from_secs(30);
+
+/// A warning about one kind of failed connection is logged at most this
+/// often; the ones held back are counted in the next. A client retrying a
+/// wrong URL or a wrong certificate in a loop would otherwise fill the log.
+const CONNECTION_WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// One kind of connection warning, let through at most once per
+/// [`CONNECTION_WARN_EVERY`].
+#[derive(Debug, Default)]
+struct Throttled {
+    /// When the last one was let through, and how many were held back since.
+    state: Mutex<(Option<Instant>, u64)>,
+}
+
+impl Throttled {
+    /// `Some(held back since the last one let through)` if a warning seen
+    /// `now` is to be logged; `None` if it is held back (and counted).
+    fn pass(&self, now: Instant) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let (last, held) = &mut *state;
+        if last.is_some_and(|at| now.saturating_duration_since(at) < CONNECTION_WARN_EVERY) {
+            *held += 1;
+            return None;
+        }
+        *last = Some(now);
+        Some(std::mem::take(held))
+    }
+}
+
+/// The throttled warnings of one listener's failed connections.
+#[derive(Debug, Default)]
+struct ConnectionWarnings {
+    /// Plain HTTP on a TLS port.
+    plain_http: Throttled,
+    /// A TLS handshake that failed.
+    handshake_failed: Throttled,
+    /// A TLS handshake not done in time.
+    handshake_timed_out: Throttled,
+}
 
 /// What one listener bounds.
 #[derive(Clone, Copy, Debug)]
@@ -111,6 +150,7 @@ pub async fn serve(
     // One permit per open connection, held by its task until it ends.
     let connection_slots = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
+    let warnings = Arc::new(ConnectionWarnings::default());
     tokio::pin!(shutdown);
     loop {
         let slot = tokio::select! {
@@ -175,13 +215,16 @@ pub async fn serve(
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let write_stall = limits.write_stall;
+        let warnings = Arc::clone(&warnings);
         tokio::spawn(async move {
             let mut stream = stream;
             // One deadline for the first byte and the handshake.
             let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
             match first_byte(&stream, deadline).await {
                 FirstByte::Http => {
-                    warn!(listener = name, %peer, "plain HTTP on a port that speaks HTTPS: refused");
+                    if let Some(held_back) = warnings.plain_http.pass(Instant::now()) {
+                        warn!(listener = name, %peer, held_back, "plain HTTP on a port that speaks HTTPS: refused");
+                    }
                     refuse_plain_http(&mut stream).await;
                     close_after_alert(stream).await;
                     return;
@@ -192,7 +235,9 @@ pub async fn serve(
                     return;
                 }
                 FirstByte::Silent => {
-                    warn!(listener = name, %peer, timeout = ?HANDSHAKE_TIMEOUT, "TLS handshake timed out");
+                    if let Some(held_back) = warnings.handshake_timed_out.pass(Instant::now()) {
+                        warn!(listener = name, %peer, timeout = ?HANDSHAKE_TIMEOUT, held_back, "TLS handshake timed out");
+                    }
                     return;
                 }
                 FirstByte::Other => {}
@@ -202,12 +247,16 @@ pub async fn serve(
             let stream = match tokio::time::timeout_at(deadline, accept).await {
                 Ok(Ok(stream)) => stream,
                 Ok(Err((error, stream))) => {
-                    warn!(listener = name, %peer, %error, "TLS handshake failed");
+                    if let Some(held_back) = warnings.handshake_failed.pass(Instant::now()) {
+                        warn!(listener = name, %peer, %error, held_back, "TLS handshake failed");
+                    }
                     close_after_alert(stream).await;
                     return;
                 }
                 Err(_) => {
-                    warn!(listener = name, %peer, timeout = ?HANDSHAKE_TIMEOUT, "TLS handshake timed out");
+                    if let Some(held_back) = warnings.handshake_timed_out.pass(Instant::now()) {
+                        warn!(listener = name, %peer, timeout = ?HANDSHAKE_TIMEOUT, held_back, "TLS handshake timed out");
+                    }
                     return;
                 }
             };
@@ -313,4 +362,31 @@ where
         }
     };
     let _ = tokio::time::timeout(ALERT_LINGER, drain).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_warning_passes_once_per_interval_and_counts_the_ones_held_back() {
+        let warning = Throttled::default();
+        let start = Instant::now();
+        assert_eq!(warning.pass(start), Some(0), "the first passes");
+        for later in 1..=5 {
+            assert_eq!(warning.pass(start + Duration::from_secs(later)), None);
+        }
+        let next = start + CONNECTION_WARN_EVERY;
+        assert_eq!(
+            warning.pass(next),
+            Some(5),
+            "the next names the five held back"
+        );
+        assert_eq!(warning.pass(next), None);
+        assert_eq!(
+            warning.pass(next + CONNECTION_WARN_EVERY),
+            Some(1),
+            "the count starts again"
+        );
+    }
 }
