@@ -394,6 +394,18 @@ async fn plain_http_to_a_tls_port_is_told_to_use_https() {
     .await;
     https.success();
 
+    // One endpoint given as http:// among right ones is passed over (a
+    // read goes to the first endpoint first).
+    let client = pki
+        .client(&[plain_url.clone(), node.base_url()], "ca.pem")
+        .build()
+        .expect("the client builds");
+    let read = client
+        .get("some/key")
+        .await
+        .expect("a read through the https:// endpoint");
+    assert_eq!(read.map(|kv| kv.value), Some(serde_json::json!(1)));
+
     // A TCP check that connects and closes (a load balancer's) is no failed
     // handshake to warn of.
     let mut cluster = cluster;

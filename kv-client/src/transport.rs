@@ -8,8 +8,9 @@
 //! every endpoint failed in a round, the loop pauses (50 ms doubling to
 //! 2 s by default, jittered, at least the server's `Retry-After`). A 507
 //! (a node out of space) moves on to the next endpoint at once, until
-//! every endpoint has refused so: then the 507 is the answer. Any other
-//! answer ends the loop, success or not.
+//! every endpoint has refused so: then the 507 is the answer. A 400
+//! `tls_required` (an `http://` endpoint for a port that speaks HTTPS) does
+//! the same. Any other answer ends the loop, success or not.
 //!
 //! A write's `Idempotency-Key` is chosen once per call, before the first
 //! attempt, so the server applies the write once however many attempts
@@ -177,6 +178,8 @@ impl Client {
         let mut attempts = 0;
         // Endpoints that refused for want of space in this call.
         let mut out_of_space = 0;
+        // Endpoints given as http:// whose port speaks HTTPS, in this call.
+        let mut wrong_scheme = 0;
         // The last error a node answered with, kept while later attempts
         // get no answer: it says why, where a timeout does not.
         let mut last_answer: Option<Error> = None;
@@ -213,6 +216,32 @@ impl Client {
                     debug!(endpoint = %endpoint, "no space on this node; trying the next");
                     index = (index + 1) % count;
                     continue;
+                }
+                // An endpoint given as http:// for a port that speaks
+                // HTTPS is a mistake in that one URL: the others may be
+                // right. The last one's refusal is the answer.
+                Ok(response)
+                    if response.status() == StatusCode::BAD_REQUEST && wrong_scheme + 1 < count =>
+                {
+                    let answer = Answer {
+                        status: response.status(),
+                        headers: response.headers().clone(),
+                        body: response.bytes().await.unwrap_or_default(),
+                        endpoint: endpoint.to_string(),
+                        request: description.clone(),
+                    };
+                    if answer.has_code(ErrorCode::TlsRequired) {
+                        wrong_scheme += 1;
+                        debug!(endpoint = %endpoint, "this endpoint speaks HTTPS, not http://; trying the next");
+                        index = (index + 1) % count;
+                        continue;
+                    }
+                    finish(
+                        Received::Whole(answer),
+                        endpoint.to_string(),
+                        description.clone(),
+                    )
+                    .await
                 }
                 Ok(response) if is_unavailable(response.status()) => {
                     let retry_after = retry_after(response.headers());
