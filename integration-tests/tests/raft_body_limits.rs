@@ -91,3 +91,90 @@ async fn a_raft_body_that_stalls_is_refused_after_the_deadline() {
     }
     assert_serving(&server, "after-stalled").await;
 }
+
+/// A relayed write is checked on the leader as the follower's handler
+/// checked its request: a value that is not JSON, an invalid key, a key of
+/// typed metadata, a value over `--max-value-bytes` and an op followers
+/// never relay are refused one by one and nothing of them is stored; a
+/// relay of more commands than one entry holds is refused whole.
+#[tokio::test]
+async fn relayed_commands_are_checked_again_on_the_leader() {
+    let server = TestServer::start_with(&["--max-value-bytes", "64"]).await;
+    let relay = format!("{}/raft/relay", server.peer_url());
+    let put = |key: &str, value: &str| {
+        json!({
+            "command": {
+                "timestamp_ms": 1,
+                "idempotency_key": null,
+                "request_hash": null,
+                "op": {"Put": {"key": key, "value": value, "condition": "Always", "lease": null}}
+            },
+            "token": null
+        })
+    };
+    let long = format!("\"{}\"", "x".repeat(100));
+    let proposals = json!([
+        put("relay/ok", "1"),
+        put("relay/not-json", "{not json"),
+        put("", "1"),
+        put("\u{0}acl/roles/x", "1"),
+        put(&format!("{}relay", schemas::TOPICS_PREFIX), "{}"),
+        put("relay/long", &long),
+        {
+            "command": {
+                "timestamp_ms": 1,
+                "idempotency_key": null,
+                "request_hash": null,
+                "op": {"LeaseGrant": {"ttl_ms": 1000, "max_leases": 10}}
+            },
+            "token": null
+        },
+    ]);
+    let http = reqwest::Client::new();
+    let answer = http
+        .post(&relay)
+        .json(&proposals)
+        .send()
+        .await
+        .expect("the peer port answers");
+    assert_eq!(answer.status(), 200);
+    let answers: serde_json::Value = answer.json().await.expect("JSON answers");
+    let answers = answers.as_array().expect("one answer per command");
+    assert_eq!(answers.len(), 7, "{answers:?}");
+    assert!(answers[0].get("Done").is_some(), "{:?}", answers[0]);
+    for (answer, code) in answers[1..].iter().zip([
+        "invalid_json",
+        "invalid_key",
+        "invalid_key",
+        "reserved_key",
+        "value_too_large",
+        "invalid_body",
+    ]) {
+        let body = answer["Refused"]["body"].as_str().expect("a refusal");
+        let body: serde_json::Value = serde_json::from_str(body).expect("an error body");
+        assert_eq!(body["error"]["code"], code, "{body}");
+    }
+    let (status, _) = call(&server, "GET", "/v1/kv/relay/ok", None).await;
+    assert_eq!(status, 200);
+    for key in ["relay/not-json", "relay/long"] {
+        let (status, answer) = call(&server, "GET", &format!("/v1/kv/{key}"), None).await;
+        assert_eq!(status, 404, "{key}: {answer}");
+    }
+    let (status, answer) = call(&server, "GET", "/v1/leases", None).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["leases"], json!([]), "{answer}");
+
+    let many: Vec<_> = (0..1025).map(|i| put(&format!("relay/{i}"), "1")).collect();
+    let answer = http
+        .post(&relay)
+        .json(&many)
+        .send()
+        .await
+        .expect("the peer port answers");
+    assert_eq!(answer.status(), 400);
+    let body: serde_json::Value = answer.json().await.expect("an error body");
+    assert_eq!(body["error"]["code"], "invalid_body", "{body}");
+    let (status, answer) = call(&server, "GET", "/v1/kv/relay/0", None).await;
+    assert_eq!(status, 404, "{answer}");
+    assert_serving(&server, "relay/after").await;
+}

@@ -58,9 +58,21 @@ fn key_view(key: String, entry: KeyEntry) -> Result<KeyView, ApiError> {
 /// A key from the path, checked.
 fn key_from_path(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     let key = path_capture(path, ErrorCode::InvalidKey, "key")?;
-    schemas::validate_key(&key)
-        .map_err(|error| ApiError::bad_field(ErrorCode::InvalidKey, "key", error.to_string()))?;
+    check_key(&key)?;
     Ok(key)
+}
+
+/// Checks `key` is one a key's request may name.
+fn check_key(key: &str) -> Result<(), ApiError> {
+    schemas::validate_key(key)
+        .map_err(|error| ApiError::bad_field(ErrorCode::InvalidKey, "key", error.to_string()))
+}
+
+/// Checks `key` is one a key's request may write: valid, and not typed
+/// metadata's. A relayed write is checked again so on the leader.
+pub(crate) fn check_writable_key(key: &str) -> Result<(), ApiError> {
+    check_key(key)?;
+    refuse_metadata_key(key)
 }
 
 /// `PUT /v1/kv/{key}?lease=ID`: body is any JSON value; with `lease`, the
@@ -74,7 +86,7 @@ async fn put_key(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let key = key_from_path(path)?;
-    refuse_metadata_key(&key)?;
+    check_writable_key(&key)?;
     let lease = Query::parse(query.as_deref(), &["lease"])?.lease()?;
     let body = body.map_err(|rejection| body_error(&state, rejection))?;
     if body.len() > state.config.max_value_bytes {
@@ -115,7 +127,7 @@ async fn delete_key(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let key = key_from_path(path)?;
-    refuse_metadata_key(&key)?;
+    check_writable_key(&key)?;
     Query::parse(query.as_deref(), &[])?;
     let retry_token = idempotency_key(&headers)?;
     let condition = condition(&headers)?;

@@ -42,15 +42,17 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use crate::api::auth::{check_relayed, Credential};
-use crate::api::batcher::{run_batches, MAX_ENTRY_BYTES};
+use crate::api::batcher::{run_batches, MAX_ENTRY_BYTES, MAX_ENTRY_COMMANDS};
 use crate::api::error::ApiError;
+use crate::api::kv::check_writable_key;
 use crate::api::leader::{await_leader, known_leader, leader_of, Leader};
+use crate::api::write::{check_json, value_too_large};
 use crate::api::AppState;
 use crate::metrics::HotHistogram;
 use crate::peer::PeerClient;
 use crate::peer_channel::{CallError, PeerChannel};
 use crate::peer_codec::{Encoding, PeerReply, PeerRequest, POSTCARD};
-use crate::types::{Command, CommandResult, NodeId, Raft, Revision};
+use crate::types::{Command, CommandResult, NodeId, Op, Raft, Revision};
 use crate::write_budget::WritePermit;
 
 /// Times a batch is sent after the leader changed under it.
@@ -424,8 +426,19 @@ pub async fn propose(
             .into_response()
         }
     }
+    if proposals.len() > MAX_ENTRY_COMMANDS {
+        return ApiError::new(
+            ErrorCode::InvalidBody,
+            format!(
+                "a relay carries at most {MAX_ENTRY_COMMANDS} commands; this one carries {}",
+                proposals.len()
+            ),
+        )
+        .into_response();
+    }
     let state = &state;
     let proposals = proposals.into_iter().map(|proposal| async move {
+        check_command(state, &proposal.command)?;
         check_relayed(state, proposal.token.as_deref(), &proposal.command)?;
         // Without `--auth` here, the token is neither checked nor named:
         // this node's view may hold no tokens to check it by.
@@ -441,6 +454,28 @@ pub async fn propose(
         .map(Answer::of)
         .collect();
     PeerReply(encoding, answers).into_response()
+}
+
+/// Checks a relayed command as a follower's handler checked the request
+/// it came from: the leader does not store what a peer sends unchecked (a
+/// value that is not JSON would fail every read of it). Followers relay
+/// only key puts and deletes, and their own NOSPACE alarm.
+fn check_command(state: &AppState, command: &Command) -> Result<(), ApiError> {
+    match &command.op {
+        Op::Put { key, value, .. } => {
+            check_writable_key(key)?;
+            if value.len() > state.config.max_value_bytes {
+                return Err(value_too_large(state, value.len()));
+            }
+            check_json(value)
+        }
+        Op::Delete { key, .. } => check_writable_key(key),
+        Op::AlarmRaise { .. } => Ok(()),
+        _ => Err(ApiError::new(
+            ErrorCode::InvalidBody,
+            "followers relay key puts and deletes only; this command is none",
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -170,13 +170,20 @@ pub fn write_response(key: &str, asked: Condition, result: CommandResult) -> Res
 pub fn validate_json(body: &[u8]) -> Result<String, ApiError> {
     let text = std::str::from_utf8(body)
         .map_err(|_| ApiError::new(ErrorCode::InvalidJson, "the body is not UTF-8 text"))?;
-    serde_json::from_str::<&RawValue>(text).map_err(|error| {
-        ApiError::new(
-            ErrorCode::InvalidJson,
-            format!("the body is not one JSON value: {error}"),
-        )
-    })?;
+    check_json(text)?;
     Ok(text.trim().to_string())
+}
+
+/// Checks `text` is one JSON value.
+pub fn check_json(text: &str) -> Result<(), ApiError> {
+    serde_json::from_str::<&RawValue>(text)
+        .map(drop)
+        .map_err(|error| {
+            ApiError::new(
+                ErrorCode::InvalidJson,
+                format!("the body is not one JSON value: {error}"),
+            )
+        })
 }
 
 /// The error for a body that could not be read.
