@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
+use integration_tests::leases::grant;
 use integration_tests::{call, stingy_http2_client, TestServer};
 use serde_json::{json, Value};
 
@@ -153,4 +154,54 @@ async fn a_replay_idle_past_the_timeout_is_cut_with_an_error() {
     );
     // One that reads at once gets everything.
     assert_eq!(replay_lines(&server).await, VALUES);
+}
+
+/// The server's threads, from `/proc/<pid>/status`.
+fn threads(server: &TestServer) -> usize {
+    let pid = server.pid().expect("the server runs");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("its status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Threads:"))
+        .and_then(|count| count.trim().parse().ok())
+        .expect("a thread count")
+}
+
+/// Client requests whose work blocks (`/v1/space` walks the data
+/// directory, `/v1/leases` reads every lease) share the few turns of the
+/// topic's readers, so a flood of them, given up at once or not, takes a
+/// few threads of the blocking pool, not one each. tokio keeps an idle
+/// blocking thread for 10 s, so the count after the flood shows its peak.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_blocking_requests_holds_a_few_threads() {
+    /// Requests of each kind in the flood.
+    const FLOOD: usize = 300;
+    /// `CONCURRENT_TOPIC_READS`, the turns of clients' blocking work.
+    const TURNS: usize = 16;
+    /// Threads the node's own blocking work (apply, checkpoints, its own
+    /// measures of the disk) may start meanwhile.
+    const OWN_WORK: usize = 4;
+    /// Leases, so that each list takes a while and the lists overlap.
+    const LEASES: usize = 2_000;
+    let server = TestServer::start().await;
+    let base = server.base_url();
+    join_all((0..LEASES).map(|_| grant(server.client(), &base, 600))).await;
+    let (status, _) = call(&server, "GET", "/v1/space", None).await;
+    assert_eq!(status, 200);
+    let before = threads(&server);
+    let client = stingy_http2_client();
+    let answers =
+        join_all((0..FLOOD).flat_map(|_| {
+            ["/v1/space", "/v1/leases"].map(|path| client.get(server.url(path)).send())
+        }))
+        .await;
+    for answer in answers {
+        assert_eq!(answer.expect("an answer").status(), 200);
+    }
+    let after = threads(&server);
+    assert!(
+        after <= before + TURNS + OWN_WORK,
+        "{} blocking requests took the server from {before} to {after} threads",
+        2 * FLOOD
+    );
 }

@@ -24,6 +24,7 @@ use crate::api::leader::{known_leader, Leader};
 use crate::api::params::Query;
 use crate::api::propose::{propose, propose_or_relay};
 use crate::api::read::linearizable_barrier_until;
+use crate::api::topic_reads::read_topic;
 use crate::api::{AppState, FORWARDED_HEADER};
 use crate::space::RETRY_INTERVAL;
 use crate::types::{Command, NodeId, Op};
@@ -141,13 +142,17 @@ async fn list(
     }))
 }
 
-/// `GET /v1/space`: this node's disk, measured now.
+/// `GET /v1/space`: this node's disk, measured now (within the turns of
+/// clients' blocking work).
 async fn space(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<NodeSpace>, ApiError> {
     Query::parse(query.as_deref(), &[])?;
-    measure(&state).await?;
+    let space = std::sync::Arc::clone(&state.space);
+    read_topic(move || space.measure())
+        .await?
+        .map_err(measure_failed)?;
     Ok(Json(node_space(&state)))
 }
 
@@ -157,11 +162,14 @@ async fn measure(state: &AppState) -> Result<crate::space::Sample, ApiError> {
     tokio::task::spawn_blocking(move || space.measure())
         .await
         .map_err(|error| ApiError::internal(format!("measuring the disk failed: {error}")))?
-        .map_err(|error| {
-            ApiError::internal(format!(
-                "cannot measure the data directory's space: {error}"
-            ))
-        })
+        .map_err(measure_failed)
+}
+
+/// The error of a measure of the data directory that failed.
+fn measure_failed(error: std::io::Error) -> ApiError {
+    ApiError::internal(format!(
+        "cannot measure the data directory's space: {error}"
+    ))
 }
 
 /// `DELETE /v1/alarms` (on the leader; followers pass it on): disarms

@@ -23,10 +23,11 @@ use crate::api::error::{lease_not_found, ApiError};
 use crate::api::params::{path_capture, Query};
 use crate::api::propose::propose;
 use crate::api::read::linearizable_barrier;
+use crate::api::topic_reads::read_topic;
 use crate::api::write::object_body;
 use crate::api::AppState;
 use crate::leases::KeepAlive;
-use crate::store::{blocking, leases};
+use crate::store::leases;
 use crate::types::{Command, CommandResult, LeaseId, Op};
 
 /// The routes.
@@ -136,7 +137,7 @@ async fn info(
     let id = lease_id(path)?;
     Query::parse(query.as_deref(), &[])?;
     let store = std::sync::Arc::clone(&state.store);
-    let found = blocking(move || store.lease_with_keys(id)).await?;
+    let found = read_topic(move || store.lease_with_keys(id)).await??;
     let Some((entry, keys)) = found else {
         return Err(lease_not_found(id));
     };
@@ -158,7 +159,7 @@ async fn list(
 ) -> Result<Response, ApiError> {
     Query::parse(query.as_deref(), &[])?;
     let store = std::sync::Arc::clone(&state.store);
-    let all = blocking(move || store.all_leases()).await?;
+    let all = read_topic(move || store.all_leases()).await??;
     let leases = all
         .into_iter()
         .map(|(id, record)| {
