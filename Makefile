@@ -92,6 +92,7 @@ test-rocketmq:
 # hours).
 test-full:
 	$(CARGO) build -p kv-server
+	$(CARGO) build -p kv-client --bins
 	KV_TEST_JOIN_KEYS=100000 $(CARGO) test -p integration-tests --test cluster
 	$(CARGO) build --release -p kv-server
 	KV_SERVER_BIN=$(abspath $(TARGET_DIR))/release/kv-server $(CARGO) test -p integration-tests \
