@@ -268,6 +268,17 @@ async fn every_bad_input_is_a_json_4xx_naming_it_and_loses_nothing() {
             400,
             "unknown_parameter",
         ),
+        // 2^53: a JSON client (the console) would read it as another id.
+        case(
+            "a member id past what JSON clients read exactly",
+            "POST",
+            "/v1/cluster/members",
+            400,
+            "invalid_field",
+        )
+        .body(
+            br#"{"id": 9007199254740992, "addr": "http://127.0.0.1:1", "peer_addr": "http://127.0.0.1:2"}"#,
+        ),
         case(
             "unknown consistency",
             "GET",

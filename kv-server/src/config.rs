@@ -103,8 +103,10 @@ impl std::fmt::Display for NamesrvListen {
 /// How a node runs.
 #[derive(Clone, Debug, clap::Args)]
 pub struct Config {
-    /// This node's id in the cluster.
-    #[arg(long, env = "KV_NODE_ID", default_value_t = 1)]
+    /// This node's id in the cluster (at most 2^53 − 1, so that every JSON
+    /// client reads it exactly).
+    #[arg(long, env = "KV_NODE_ID", default_value_t = 1,
+          value_parser = clap::value_parser!(u64).range(..=schemas::api::MAX_NODE_ID))]
     pub node_id: NodeId,
 
     /// Address the client API listens on.
@@ -512,7 +514,14 @@ pub fn parse_peers(
         let id: NodeId = id
             .trim()
             .parse()
-            .map_err(|_| format!("--peers entry {entry:?}: {id:?} is not a node id"))?;
+            .ok()
+            .filter(|id| *id <= schemas::api::MAX_NODE_ID)
+            .ok_or_else(|| {
+                format!(
+                    "--peers entry {entry:?}: {id:?} is not a node id (0 to {})",
+                    schemas::api::MAX_NODE_ID
+                )
+            })?;
         let url =
             check_node_url(url.trim()).map_err(|why| format!("--peers entry {entry:?}: {why}"))?;
         if let Some((other, _)) = peers
@@ -961,6 +970,11 @@ mod tests {
             ),
             (&["--node-id", "-1"], ErrorKind::UnknownArgument, "-1"),
             (
+                &["--node-id", "9007199254740992"],
+                ErrorKind::ValueValidation,
+                "--node-id",
+            ),
+            (
                 &["--listen", "localhost"],
                 ErrorKind::ValueValidation,
                 "--listen",
@@ -1126,6 +1140,11 @@ mod tests {
                 Ok(&[(1, "http://a:1"), (2, "http://b:2")]),
             ),
             ("1", "1", Err(r#"--peers entry "1" is not id=url"#)),
+            (
+                "1",
+                "1=http://a:1,9007199254740992=http://b:2",
+                Err(r#""9007199254740992" is not a node id (0 to 9007199254740991)"#),
+            ),
             (
                 "1",
                 "one=http://a:1",

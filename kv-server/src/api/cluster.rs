@@ -217,6 +217,17 @@ async fn add_member(
         "{\"id\": <node id>, \"addr\": \"http://host:port\", \
          \"peer_addr\": \"http://host:port\", \"voter\": true}",
     )?;
+    if request.id > schemas::api::MAX_NODE_ID {
+        return Err(ApiError::bad_field(
+            ErrorCode::InvalidField,
+            "id",
+            format!(
+                "node id {} is over {}, the largest a JSON client reads exactly",
+                request.id,
+                schemas::api::MAX_NODE_ID
+            ),
+        ));
+    }
     let addr = crate::config::check_node_url(&request.addr)
         .map_err(|why| ApiError::bad_field(ErrorCode::InvalidAddr, "addr", why))?;
     let peer_addr = crate::config::check_node_url(&request.peer_addr)

@@ -68,3 +68,8 @@ pub type Revision = u64;
 
 /// A node's id in the cluster.
 pub type NodeId = u64;
+
+/// The largest node id: 2^53 − 1, the largest integer a JSON number keeps
+/// exactly in every client (JavaScript's `Number.MAX_SAFE_INTEGER`, the
+/// console's). A larger id would be read back as another.
+pub const MAX_NODE_ID: NodeId = (1 << 53) - 1;
