@@ -405,6 +405,29 @@ async fn plain_http_to_a_tls_port_is_told_to_use_https() {
         .await
         .expect("a read through the https:// endpoint");
     assert_eq!(read.map(|kv| kv.value), Some(serde_json::json!(1)));
+    // While the other endpoints cannot answer (a node restarting, an
+    // election), the call keeps trying them to its deadline, not the
+    // http:// one again, and names its refusal when it gives up.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        format!("https://{}", listener.local_addr().expect("its address"))
+    };
+    let client = pki
+        .client(&[plain_url.clone(), closed], "ca.pem")
+        .deadline(Duration::from_secs(3))
+        .build()
+        .expect("the client builds");
+    let started = std::time::Instant::now();
+    let error = client
+        .get("some/key")
+        .await
+        .expect_err("no endpoint serves");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "gave up after {:?}: {error}",
+        started.elapsed()
+    );
+    assert!(error.to_string().contains("tls_required"), "{error}");
 
     // A TCP check that connects and closes (a load balancer's) is no failed
     // handshake to warn of.

@@ -7,10 +7,12 @@
 //! next endpoint — straight to the leader when a 503 named it — and once
 //! every endpoint failed in a round, the loop pauses (50 ms doubling to
 //! 2 s by default, jittered, at least the server's `Retry-After`). A 507
-//! (a node out of space) moves on to the next endpoint at once, until
-//! every endpoint has refused so: then the 507 is the answer. A 400
-//! `tls_required` (an `http://` endpoint for a port that speaks HTTPS) does
-//! the same. Any other answer ends the loop, success or not.
+//! (a node out of space) moves on to the next endpoint at once and leaves
+//! that one out for the rest of the call, until every endpoint has refused
+//! so: then the 507 is the answer. A 400 `tls_required` (an `http://`
+//! endpoint for a port that speaks HTTPS) does the same, and is named if
+//! the call then gives up for want of an answer. Any other answer ends the
+//! loop, success or not.
 //!
 //! A write's `Idempotency-Key` is chosen once per call, before the first
 //! attempt, so the server applies the write once however many attempts
@@ -176,10 +178,11 @@ impl Client {
         let mut round_retry_after = Duration::ZERO;
         let mut backoff = options.backoff_initial;
         let mut attempts = 0;
-        // Endpoints that refused for want of space in this call.
-        let mut out_of_space = 0;
-        // Endpoints given as http:// whose port speaks HTTPS, in this call.
-        let mut wrong_scheme = 0;
+        // Endpoints passed over for the rest of this call: they refused for
+        // want of space, or were given as http:// for a port that speaks
+        // HTTPS. Such a refusal is the answer only from the last endpoint
+        // not passed over.
+        let mut passed_over = vec![false; count];
         // The last error a node answered with, kept while later attempts
         // get no answer: it says why, where a timeout does not.
         let mut last_answer: Option<Error> = None;
@@ -210,18 +213,19 @@ impl Client {
                 // is the answer.
                 Ok(response)
                     if response.status() == StatusCode::INSUFFICIENT_STORAGE
-                        && out_of_space + 1 < count =>
+                        && open_count(&passed_over) > 1 =>
                 {
-                    out_of_space += 1;
+                    passed_over[index] = true;
                     debug!(endpoint = %endpoint, "no space on this node; trying the next");
-                    index = (index + 1) % count;
+                    index = next_open(&passed_over, index);
                     continue;
                 }
                 // An endpoint given as http:// for a port that speaks
                 // HTTPS is a mistake in that one URL: the others may be
                 // right. The last one's refusal is the answer.
                 Ok(response)
-                    if response.status() == StatusCode::BAD_REQUEST && wrong_scheme + 1 < count =>
+                    if response.status() == StatusCode::BAD_REQUEST
+                        && open_count(&passed_over) > 1 =>
                 {
                     let answer = Answer {
                         status: response.status(),
@@ -231,9 +235,11 @@ impl Client {
                         request: description.clone(),
                     };
                     if answer.has_code(ErrorCode::TlsRequired) {
-                        wrong_scheme += 1;
+                        passed_over[index] = true;
                         debug!(endpoint = %endpoint, "this endpoint speaks HTTPS, not http://; trying the next");
-                        index = (index + 1) % count;
+                        index = next_open(&passed_over, index);
+                        // Named if the call gives up for want of an answer.
+                        last_answer = Some(answer.into_error());
                         continue;
                     }
                     finish(
@@ -324,8 +330,8 @@ impl Client {
             };
             let hinted = leader_hint.and_then(|address| self.endpoint_index(&address));
             index = match hinted {
-                Some(leader) if leader != index => leader,
-                _ => (index + 1) % count,
+                Some(leader) if leader != index && !passed_over[leader] => leader,
+                _ => next_open(&passed_over, index),
             };
             // The next call starts past the endpoint that failed, even if
             // this one gives up: a watch polling a stopped node would try
@@ -336,7 +342,7 @@ impl Client {
             }
             failed_in_round += 1;
             round_retry_after = round_retry_after.max(retry_after.unwrap_or_default());
-            if failed_in_round >= count {
+            if failed_in_round >= open_count(&passed_over) {
                 failed_in_round = 0;
                 // The server's Retry-After (any of the round's) is waited
                 // out even past `backoff_max`; the deadline still holds.
@@ -526,6 +532,22 @@ fn is_unavailable(status: StatusCode) -> bool {
     )
 }
 
+/// Endpoints not passed over.
+fn open_count(passed_over: &[bool]) -> usize {
+    passed_over.iter().filter(|passed| !**passed).count()
+}
+
+/// The next endpoint after `index`, round the list, that is not passed
+/// over; `index` itself if it is the only one. One always is: an endpoint
+/// is passed over only while another is not.
+fn next_open(passed_over: &[bool], index: usize) -> usize {
+    let count = passed_over.len();
+    (1..=count)
+        .map(|step| (index + step) % count)
+        .find(|next| !passed_over[*next])
+        .unwrap_or(index)
+}
+
 /// `Retry-After` in seconds.
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let seconds: u64 = headers
@@ -548,6 +570,15 @@ fn jittered(pause: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_next_endpoint_skips_those_passed_over() {
+        assert_eq!(next_open(&[false, false, false], 0), 1);
+        assert_eq!(next_open(&[false, false, false], 2), 0);
+        assert_eq!(next_open(&[false, true, false], 0), 2);
+        assert_eq!(next_open(&[true, false, true], 1), 1, "the only one left");
+        assert_eq!(open_count(&[true, false, true]), 1);
+    }
 
     #[test]
     fn jitter_stays_within_half_and_whole() {
