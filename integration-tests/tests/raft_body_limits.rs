@@ -94,9 +94,10 @@ async fn a_raft_body_that_stalls_is_refused_after_the_deadline() {
 
 /// A relayed write is checked on the leader as the follower's handler
 /// checked its request: a value that is not JSON, an invalid key, a key of
-/// typed metadata, a value over `--max-value-bytes` and an op followers
-/// never relay are refused one by one and nothing of them is stored; a
-/// relay of more commands than one entry holds is refused whole.
+/// typed metadata, a value over `--max-value-bytes`, an op followers
+/// never relay and an alarm for no member or with a long reason are
+/// refused one by one and nothing of them is stored; a relay of more
+/// commands than one entry holds is refused whole.
 #[tokio::test]
 async fn relayed_commands_are_checked_again_on_the_leader() {
     let server = TestServer::start_with(&["--max-value-bytes", "64"]).await;
@@ -113,6 +114,12 @@ async fn relayed_commands_are_checked_again_on_the_leader() {
         })
     };
     let long = format!("\"{}\"", "x".repeat(100));
+    let command = |op: serde_json::Value| {
+        json!({
+            "command": {"timestamp_ms": 1, "idempotency_key": null, "request_hash": null, "op": op},
+            "token": null
+        })
+    };
     let proposals = json!([
         put("relay/ok", "1"),
         put("relay/not-json", "{not json"),
@@ -120,15 +127,9 @@ async fn relayed_commands_are_checked_again_on_the_leader() {
         put("\u{0}acl/roles/x", "1"),
         put(&format!("{}relay", schemas::TOPICS_PREFIX), "{}"),
         put("relay/long", &long),
-        {
-            "command": {
-                "timestamp_ms": 1,
-                "idempotency_key": null,
-                "request_hash": null,
-                "op": {"LeaseGrant": {"ttl_ms": 1000, "max_leases": 10}}
-            },
-            "token": null
-        },
+        command(json!({"LeaseGrant": {"ttl_ms": 1000, "max_leases": 10}})),
+        command(json!({"AlarmRaise": {"member": 99, "reason": "full"}})),
+        command(json!({"AlarmRaise": {"member": 1, "reason": "x".repeat(2000)}})),
     ]);
     let http = reqwest::Client::new();
     let answer = http
@@ -140,7 +141,7 @@ async fn relayed_commands_are_checked_again_on_the_leader() {
     assert_eq!(answer.status(), 200);
     let answers: serde_json::Value = answer.json().await.expect("JSON answers");
     let answers = answers.as_array().expect("one answer per command");
-    assert_eq!(answers.len(), 7, "{answers:?}");
+    assert_eq!(answers.len(), 9, "{answers:?}");
     assert!(answers[0].get("Done").is_some(), "{:?}", answers[0]);
     for (answer, code) in answers[1..].iter().zip([
         "invalid_json",
@@ -148,6 +149,8 @@ async fn relayed_commands_are_checked_again_on_the_leader() {
         "invalid_key",
         "reserved_key",
         "value_too_large",
+        "invalid_body",
+        "invalid_body",
         "invalid_body",
     ]) {
         let body = answer["Refused"]["body"].as_str().expect("a refusal");
@@ -163,6 +166,9 @@ async fn relayed_commands_are_checked_again_on_the_leader() {
     let (status, answer) = call(&server, "GET", "/v1/leases", None).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["leases"], json!([]), "{answer}");
+    let (status, answer) = call(&server, "GET", "/v1/alarms", None).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["alarms"], json!([]), "{answer}");
 
     let many: Vec<_> = (0..1025).map(|i| put(&format!("relay/{i}"), "1")).collect();
     let answer = http

@@ -24,7 +24,7 @@ use crate::api::leader::{known_leader, Leader};
 use crate::api::params::Query;
 use crate::api::propose::{propose, propose_or_relay};
 use crate::api::read::linearizable_barrier_until;
-use crate::api::topic_reads::read_topic;
+use crate::api::topic_reads::{run_in_turn, SPACE_TURNS};
 use crate::api::{AppState, FORWARDED_HEADER};
 use crate::space::RETRY_INTERVAL;
 use crate::types::{Command, NodeId, Op};
@@ -142,15 +142,15 @@ async fn list(
     }))
 }
 
-/// `GET /v1/space`: this node's disk, measured now (within the turns of
-/// clients' blocking work).
+/// `GET /v1/space`: this node's disk, measured now (two measures at a time
+/// at most, however many ask).
 async fn space(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<NodeSpace>, ApiError> {
     Query::parse(query.as_deref(), &[])?;
     let space = std::sync::Arc::clone(&state.space);
-    read_topic(move || space.measure())
+    run_in_turn(&SPACE_TURNS, move || space.measure())
         .await?
         .map_err(measure_failed)?;
     Ok(Json(node_space(&state)))

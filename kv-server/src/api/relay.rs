@@ -456,6 +456,10 @@ pub async fn propose(
     PeerReply(encoding, answers).into_response()
 }
 
+/// The longest reason a relayed alarm may give: a node's own reasons are a
+/// line naming a limit and two figures.
+const MAX_ALARM_REASON_BYTES: usize = 1024;
+
 /// Checks a relayed command as a follower's handler checked the request
 /// it came from: the leader does not store what a peer sends unchecked (a
 /// value that is not JSON would fail every read of it). Followers relay
@@ -470,7 +474,29 @@ fn check_command(state: &AppState, command: &Command) -> Result<(), ApiError> {
             check_json(value)
         }
         Op::Delete { key, .. } => check_writable_key(key),
-        Op::AlarmRaise { .. } => Ok(()),
+        // A node raises its own alarm, with a line saying which limit.
+        Op::AlarmRaise { member, reason } => {
+            let is_member = state
+                .raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .get_node(member)
+                .is_some();
+            if !is_member || reason.len() > MAX_ALARM_REASON_BYTES {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidBody,
+                    format!(
+                        "an alarm is raised by a member, with a reason of at most \
+                         {MAX_ALARM_REASON_BYTES} bytes: node {member} is not one, or the \
+                         reason has {} bytes",
+                        reason.len()
+                    ),
+                ));
+            }
+            Ok(())
+        }
         _ => Err(ApiError::new(
             ErrorCode::InvalidBody,
             "followers relay key puts and deletes only; this command is none",
