@@ -364,6 +364,25 @@ async fn plain_http_to_a_tls_port_is_told_to_use_https() {
         "{}",
         node.log_tail(30)
     );
+    // The metric counts every one.
+    let metrics = raw_client(&pki, None)
+        .get(format!("{}/metrics", node.base_url()))
+        .send()
+        .await
+        .expect("/metrics answers")
+        .text()
+        .await
+        .expect("its text");
+    assert!(
+        metrics
+            .contains(r#"kv_connections_refused_total{listener="client",reason="plain_http"} 21"#),
+        "{}",
+        metrics
+            .lines()
+            .filter(|line| line.contains("refused"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 
     let started = std::time::Instant::now();
     let run = kvctl(

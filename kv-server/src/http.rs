@@ -89,6 +89,13 @@ impl Throttled {
     }
 }
 
+/// Counts a connection refused on `listener` for `reason`, every one,
+/// where its warning is throttled.
+fn count_refused(listener: &'static str, reason: &'static str) {
+    ::metrics::counter!(crate::metrics::CONNECTIONS_REFUSED, "listener" => listener, "reason" => reason)
+        .increment(1);
+}
+
 /// The throttled warnings of one listener's failed connections.
 #[derive(Debug, Default)]
 struct ConnectionWarnings {
@@ -222,6 +229,7 @@ pub async fn serve(
             let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
             match first_byte(&stream, deadline).await {
                 FirstByte::Http => {
+                    count_refused(name, "plain_http");
                     if let Some(held_back) = warnings.plain_http.pass(Instant::now()) {
                         warn!(listener = name, %peer, held_back, "plain HTTP on a port that speaks HTTPS: refused");
                     }
@@ -235,6 +243,7 @@ pub async fn serve(
                     return;
                 }
                 FirstByte::Silent => {
+                    count_refused(name, "handshake_timed_out");
                     if let Some(held_back) = warnings.handshake_timed_out.pass(Instant::now()) {
                         warn!(listener = name, %peer, timeout = ?HANDSHAKE_TIMEOUT, held_back, "TLS handshake timed out");
                     }
@@ -247,6 +256,7 @@ pub async fn serve(
             let stream = match tokio::time::timeout_at(deadline, accept).await {
                 Ok(Ok(stream)) => stream,
                 Ok(Err((error, stream))) => {
+                    count_refused(name, "handshake_failed");
                     if let Some(held_back) = warnings.handshake_failed.pass(Instant::now()) {
                         warn!(listener = name, %peer, %error, held_back, "TLS handshake failed");
                     }
@@ -254,6 +264,7 @@ pub async fn serve(
                     return;
                 }
                 Err(_) => {
+                    count_refused(name, "handshake_timed_out");
                     if let Some(held_back) = warnings.handshake_timed_out.pass(Instant::now()) {
                         warn!(listener = name, %peer, timeout = ?HANDSHAKE_TIMEOUT, held_back, "TLS handshake timed out");
                     }

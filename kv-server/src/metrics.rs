@@ -59,6 +59,11 @@ pub const SPACE_USED_BYTES: &str = "kv_space_used_bytes";
 /// as last measured.
 pub const SPACE_FREE_BYTES: &str = "kv_space_free_bytes";
 
+/// Name of the counter of connections refused before any request, by
+/// `listener` and `reason` (`plain_http`, `handshake_failed`,
+/// `handshake_timed_out`): every one, where the log names one per 10 s.
+pub const CONNECTIONS_REFUSED: &str = "kv_connections_refused_total";
+
 /// Appends-per-flush buckets.
 const GROUP_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0];
 
