@@ -815,6 +815,55 @@ async fn a_prefix_limited_change_feed_long_poll_sees_only_its_keys() {
     );
 }
 
+/// A long-poll of the whole feed by a token that may read only `app/`
+/// is not woken by writes of other keys: it goes on waiting past them and
+/// answers with the first record it may read, as an etcd watch sends no
+/// event for a key its user may not read.
+#[tokio::test]
+async fn a_change_feed_long_poll_waits_on_past_writes_it_may_not_read() {
+    let cluster = TestCluster::start(1, &["--auth"]).await;
+    let tokens = set_up(&cluster).await;
+    let node = cluster.node(1);
+    let (_, start) = send(
+        node,
+        Some(&tokens.root),
+        "GET",
+        "/v1/changes?limit=10000",
+        None,
+    )
+    .await;
+    let from = start["next"].as_u64().expect("a next offset");
+    let writer = {
+        let root = tokens.root.clone();
+        let url = node.url("");
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            for key in ["other/0", "other/1", "other/2", "other/3", "app/seen"] {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let response = client
+                    .put(format!("{url}/v1/kv/{key}"))
+                    .bearer_auth(&root)
+                    .json(&1)
+                    .send()
+                    .await
+                    .expect("the node answers");
+                assert!(response.status().is_success(), "{}", response.status());
+            }
+        })
+    };
+    let path = format!("/v1/changes?from={from}&wait=20s");
+    let (status, page) = send(node, Some(&tokens.reader), "GET", &path, None).await;
+    assert_eq!(status, 200, "{page}");
+    let keys: Vec<&str> = page["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .map(|record| record["key"].as_str().expect("a key"))
+        .collect();
+    assert_eq!(keys, ["app/seen"], "{page}");
+    writer.await.expect("the writer finishes");
+}
+
 #[tokio::test]
 async fn without_auth_no_token_is_needed_and_the_acl_api_says_auth_is_off() {
     let server = TestServer::start().await;

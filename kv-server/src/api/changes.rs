@@ -134,7 +134,8 @@ fn check_first_offset(
 /// `GET /v1/changes?prefix=p&from=N&limit=n&wait=30s`: records after N,
 /// the latest per key; with `wait`, held until there is one. With `--auth`,
 /// only the keys the caller may read are answered; `next` still moves past
-/// the others, so the caller does not ask for them again.
+/// the others, so the caller does not ask for them again, and a wait goes
+/// on past writes of keys it may not read.
 async fn changes(
     State(state): State<AppState>,
     long_polls: LongPollGate,
@@ -155,12 +156,25 @@ async fn changes(
     let mut page = read_changes(&state, &caller, &prefix, from, limit).await?;
     // Wait only at the end of the topic: a full page of other keys' records
     // is answered at once, so a reader far behind moves on.
-    let idle = page.records.is_empty() && !page.more;
-    if let (true, Some(wait), Some(waiter)) = (idle, wait, waiter) {
+    let idle = |page: &ChangesPage<Box<RawValue>>| page.records.is_empty() && !page.more;
+    if let (true, Some(wait), Some(mut waiter)) = (idle(&page), wait, waiter) {
         let slot = long_polls.hold()?;
-        let _ = tokio::time::timeout(wait, waiter).await;
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut after = from;
+        loop {
+            let woken = tokio::time::timeout_at(deadline, waiter).await.is_ok();
+            page = read_changes(&state, &caller, &prefix, after, limit).await?;
+            // Woken by writes the caller may not read (with `--auth`): it
+            // waits on past them, as an etcd watch sends no event for them.
+            if !woken || !idle(&page) || page.next <= after {
+                break;
+            }
+            after = page.next;
+            waiter = state
+                .store
+                .watch(WatchTarget::Prefix(prefix.clone()), after);
+        }
         drop(slot);
-        page = read_changes(&state, &caller, &prefix, from, limit).await?;
     }
     let mut response = Json(&page).into_response();
     response
