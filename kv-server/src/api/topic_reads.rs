@@ -51,5 +51,5 @@ pub async fn run_in_turn<T: Send + 'static>(
         work()
     })
     .await
-    .map_err(|error| ApiError::internal(format!("a read for a client failed: {error}")))
+    .map_err(|error| ApiError::internal(format!("blocking work for a client failed: {error}")))
 }
