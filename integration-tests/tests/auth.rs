@@ -680,6 +680,12 @@ async fn with_auth_every_route_is_checked_and_acl_keys_stay_hidden() {
     }
 }
 
+/// The change feed's `next` at its end now, as `root` reads it.
+async fn feed_end(node: &TestServer, root: &str) -> u64 {
+    let (_, start) = send(node, Some(root), "GET", "/v1/changes?limit=10000", None).await;
+    start["next"].as_u64().expect("a next offset")
+}
+
 #[tokio::test]
 async fn a_prefix_limited_change_feed_long_poll_sees_only_its_keys() {
     let cluster = TestCluster::start(3, &["--auth"]).await;
@@ -688,15 +694,7 @@ async fn a_prefix_limited_change_feed_long_poll_sees_only_its_keys() {
     let node = cluster.node(leader);
     let follower_id = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
     let follower = cluster.node(follower_id);
-    let (_, start) = send(
-        node,
-        Some(&tokens.root),
-        "GET",
-        "/v1/changes?limit=10000",
-        None,
-    )
-    .await;
-    let mut from = start["next"].as_u64().expect("a next offset");
+    let mut from = feed_end(node, &tokens.root).await;
 
     let writer = {
         let root = tokens.root.clone();
@@ -824,15 +822,7 @@ async fn a_change_feed_long_poll_waits_on_past_writes_it_may_not_read() {
     let cluster = TestCluster::start(1, &["--auth"]).await;
     let tokens = set_up(&cluster).await;
     let node = cluster.node(1);
-    let (_, start) = send(
-        node,
-        Some(&tokens.root),
-        "GET",
-        "/v1/changes?limit=10000",
-        None,
-    )
-    .await;
-    let from = start["next"].as_u64().expect("a next offset");
+    let from = feed_end(node, &tokens.root).await;
     let writer = {
         let root = tokens.root.clone();
         let url = node.url("");

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use futures::FutureExt;
 use integration_tests::raw_http::{stalled_upload, upload, Framing};
 use integration_tests::{call, TestServer};
 use serde_json::json;
@@ -132,12 +133,13 @@ async fn relayed_commands_are_checked_again_on_the_leader() {
         command(json!({"AlarmRaise": {"member": 1, "reason": "x".repeat(2000)}})),
     ]);
     let http = reqwest::Client::new();
-    let answer = http
-        .post(&relay)
-        .json(&proposals)
-        .send()
-        .await
-        .expect("the peer port answers");
+    let post = |proposals: serde_json::Value| {
+        http.post(&relay)
+            .json(&proposals)
+            .send()
+            .map(|sent| sent.expect("the peer port answers"))
+    };
+    let answer = post(proposals).await;
     assert_eq!(answer.status(), 200);
     let answers: serde_json::Value = answer.json().await.expect("JSON answers");
     let answers = answers.as_array().expect("one answer per command");
@@ -171,12 +173,7 @@ async fn relayed_commands_are_checked_again_on_the_leader() {
     assert_eq!(answer["alarms"], json!([]), "{answer}");
 
     let many: Vec<_> = (0..1025).map(|i| put(&format!("relay/{i}"), "1")).collect();
-    let answer = http
-        .post(&relay)
-        .json(&many)
-        .send()
-        .await
-        .expect("the peer port answers");
+    let answer = post(json!(many)).await;
     assert_eq!(answer.status(), 400);
     let body: serde_json::Value = answer.json().await.expect("an error body");
     assert_eq!(body["error"]["code"], "invalid_body", "{body}");
