@@ -18,13 +18,13 @@ use schemas::api::header::REVISION;
 use schemas::api::ChangeRecord;
 
 use crate::client::Client;
-use crate::error::{Error, Result};
+use crate::error::{ApiError, Error, Result};
 use crate::request::Request;
 use crate::Revision;
 
 mod whole_writes;
 
-use whole_writes::WholeWrites;
+use whole_writes::{Unreadable, WholeWrites};
 
 /// Times a replay reconnects after its connection broke, in a row without
 /// a complete write in between, before it ends with the error.
@@ -357,12 +357,26 @@ impl<V: RecordValue> State<V> {
                     Ok(())
                 }
             };
-            if let Err(message) = read {
+            if let Err(unreadable) = read {
                 self.finished = true;
-                return Some(Err(Error::Decode {
-                    request: replay_request(self.writes.resume_from()).describe(),
-                    endpoint: self.endpoint.clone(),
-                    message,
+                let request = replay_request(self.writes.resume_from()).describe();
+                let endpoint = self.endpoint.clone();
+                return Some(Err(match unreadable {
+                    Unreadable::NotARecord(message) => Error::Decode {
+                        request,
+                        endpoint,
+                        message,
+                    },
+                    Unreadable::Cut(body) => Error::Api(Box::new(ApiError {
+                        request,
+                        endpoint,
+                        status: body.error.code.status(),
+                        code: body.error.code,
+                        message: body.error.message,
+                        field: body.error.field,
+                        leader: body.error.leader,
+                        current_revision: None,
+                    })),
                 }));
             }
         }

@@ -14,8 +14,20 @@ use std::collections::VecDeque;
 
 use bytes::BytesMut;
 
+use schemas::api::ErrorBody;
+
 use crate::replay::{Record, RecordValue};
 use crate::Revision;
+
+/// Why a line of the answer is no record.
+#[derive(Debug)]
+pub(crate) enum Unreadable {
+    /// It is not one: the text says why.
+    NotARecord(String),
+    /// The server cut the replay and said why in a last line (a damaged
+    /// segment, the tombstone floor moving past it).
+    Cut(ErrorBody),
+}
 
 /// Lines of an answer in, records of complete writes out.
 #[derive(Debug)]
@@ -54,7 +66,7 @@ impl<V: RecordValue> WholeWrites<V> {
     }
 
     /// Takes a chunk of the answer. Fails on a line that is not a record.
-    pub(crate) fn feed(&mut self, chunk: &[u8]) -> Result<(), String> {
+    pub(crate) fn feed(&mut self, chunk: &[u8]) -> Result<(), Unreadable> {
         self.buffer.extend_from_slice(chunk);
         while let Some(end) = self.buffer.iter().position(|&byte| byte == b'\n') {
             let line = self.buffer.split_to(end + 1);
@@ -65,7 +77,7 @@ impl<V: RecordValue> WholeWrites<V> {
 
     /// The answer ended normally: its last line and its last write are
     /// complete (the server ends a replay at the end of a write).
-    pub(crate) fn finish(&mut self) -> Result<(), String> {
+    pub(crate) fn finish(&mut self) -> Result<(), Unreadable> {
         let rest = self.buffer.split();
         self.read_line(&rest)?;
         self.release();
@@ -80,12 +92,16 @@ impl<V: RecordValue> WholeWrites<V> {
         self.pending.clear();
     }
 
-    fn read_line(&mut self, line: &[u8]) -> Result<(), String> {
+    fn read_line(&mut self, line: &[u8]) -> Result<(), Unreadable> {
         if line.iter().all(u8::is_ascii_whitespace) {
             return Ok(());
         }
-        let record: Record<V> = serde_json::from_slice(line)
-            .map_err(|error| format!("a replay line is not a record: {error}"))?;
+        let record: Record<V> = serde_json::from_slice(line).map_err(|error| {
+            match serde_json::from_slice::<ErrorBody>(line) {
+                Ok(body) => Unreadable::Cut(body),
+                Err(_) => Unreadable::NotARecord(format!("a replay line is not a record: {error}")),
+            }
+        })?;
         if self
             .pending
             .first()
@@ -220,8 +236,27 @@ mod tests {
     fn a_line_that_is_no_record_is_an_error() {
         let mut writes = Writes::new(0);
         let error = writes.feed(b"{\"offset\": \"one\"}\n").unwrap_err();
-        assert!(error.contains("not a record"), "{error}");
+        assert!(
+            matches!(&error, Unreadable::NotARecord(text) if text.contains("not a record")),
+            "{error:?}"
+        );
     }
+
+    #[test]
+    fn the_servers_last_line_saying_why_it_cut_the_replay_is_its_error() {
+        let mut writes = Writes::new(0);
+        let answer = line(1, 1, "a")
+            + r#"{"error":{"code":"internal","message":"segment 7.log is damaged at byte 9"}}"#
+            + "\n";
+        let error = writes.feed(answer.as_bytes()).unwrap_err();
+        let Unreadable::Cut(body) = error else {
+            panic!("{error:?}");
+        };
+        assert_eq!(body.error.code, schemas::api::ErrorCode::Internal);
+        assert!(body.error.message.contains("byte 9"), "{body:?}");
+        assert_eq!(drain(&mut writes), [1], "the records before it are kept");
+    }
+
     #[test]
     fn raw_values_keep_the_json_as_sent() {
         let mut writes = WholeWrites::<Box<RawValue>>::new(0);

@@ -10,7 +10,8 @@
 //! its read buffer) until there is room again. A client that takes nothing for
 //! `--stream-idle-timeout-ms` has its replay stopped: the answer ends with
 //! an error instead of its last chunk, so a cut replay never passes for a
-//! whole one. The replay ends at the revision the answer's `X-Kv-Revision`
+//! whole one. A replay that meets damage, or the tombstone floor moving past
+//! it, ends with a last line saying why ([`cut`]). The replay ends at the revision the answer's `X-Kv-Revision`
 //! names, so a busy topic does not keep it going for ever; that revision
 //! ends a write, and a `from` in the middle of a write's records is taken
 //! from its first, so a replay holds whole writes. A chunk may end inside
@@ -28,6 +29,7 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use schemas::api::{ErrorBody, ErrorCode};
 use tokio::sync::mpsc;
 use tracing::{debug, error};
 
@@ -284,7 +286,8 @@ async fn produce(
                 floor = floor_now,
                 "replay stopped: the tombstone floor moved past it"
             );
-            room.send(Err(std::io::Error::other(message)));
+            let code = ErrorCode::BelowTombstoneFloor;
+            cut(room, &finished, Vec::new(), code, message);
             return;
         }
         let chunk = match read {
@@ -292,15 +295,15 @@ async fn produce(
                 writes = Some(reader);
                 chunk
             }
-            Ok((_, Err(message))) => {
+            Ok((_, Err(Unread { read, message }))) => {
                 error!(%message, at = next, "replay stopped");
-                room.send(Err(std::io::Error::other(message)));
+                cut(room, &finished, read, ErrorCode::Internal, message);
                 return;
             }
             Err(error) => {
                 let message = format!("{error:?}");
                 error!(%message, at = next, "replay stopped");
-                room.send(Err(std::io::Error::other(message)));
+                cut(room, &finished, Vec::new(), ErrorCode::Internal, message);
                 return;
             }
         };
@@ -334,6 +337,34 @@ struct Chunk {
     next: Option<Revision>,
 }
 
+/// A chunk's read that failed: the NDJSON of the records read before, and
+/// why (a damaged segment's file and byte, say).
+#[derive(Debug)]
+struct Unread {
+    read: Vec<u8>,
+    message: String,
+}
+
+/// Ends a replay that cannot go on: the records read before the failure,
+/// then a last line with the error's body (`{"error": {"code", "message"}}`)
+/// naming why, and the answer ends there. It ends as a whole answer does:
+/// cut by an error, hyper would drop the last chunks it had not yet
+/// written, the line saying why among them. No record is a line with an
+/// `error` member, so no client takes it for a whole replay.
+fn cut(
+    room: mpsc::Permit<'_, BodyItem>,
+    finished: &AtomicBool,
+    mut read: Vec<u8>,
+    code: ErrorCode,
+    message: String,
+) {
+    serde_json::to_writer(&mut read, &ErrorBody::new(code, message))
+        .expect("an error body always serializes");
+    read.push(b'\n');
+    room.send(Ok(Bytes::from(read)));
+    finished.store(true, Ordering::Release);
+}
+
 /// The writes a replay reads, kept from one chunk to the next.
 type Writes = Box<dyn Iterator<Item = Result<WriteRecord, StoreError>> + Send>;
 
@@ -345,13 +376,19 @@ fn read_chunk(
     until: Revision,
     caller: &Caller,
     chunk_bytes: usize,
-) -> Result<Chunk, String> {
+) -> Result<Chunk, Unread> {
     let mut bytes = Vec::with_capacity(chunk_bytes + CHUNK_SLACK_BYTES);
     for write in writes.by_ref() {
-        let write = write.map_err(|error| {
-            crate::store::note_damage(&error);
-            error.to_string()
-        })?;
+        let write = match write {
+            Ok(write) => write,
+            Err(error) => {
+                crate::store::note_damage(&error);
+                return Err(Unread {
+                    read: bytes,
+                    message: error.to_string(),
+                });
+            }
+        };
         let offset = write.offset;
         if offset > until {
             break;
@@ -362,7 +399,12 @@ fn read_chunk(
             }
             continue;
         }
-        write_record_json(write, &mut bytes).map_err(|error| format!("{error:?}"))?;
+        if let Err(error) = write_record_json(write, &mut bytes) {
+            return Err(Unread {
+                read: bytes,
+                message: format!("{error:?}"),
+            });
+        }
         bytes.push(b'\n');
         if bytes.len() >= chunk_bytes {
             let next = (offset < until).then_some(offset + 1);

@@ -5,17 +5,18 @@ use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::Path;
 
 use futures::TryStreamExt;
-use kv_client::Client;
+use indicatif::ProgressBar;
+use kv_client::{Client, Replay};
+use serde_json::value::RawValue;
 
 use crate::output::Failure;
 use crate::progress;
+use crate::snapshot::partial_path;
 
 pub async fn run(client: &Client, from: u64, out: Option<&Path>) -> Result<(), Failure> {
     // The values as the server sent them: read into numbers, the export
     // would round those past 64 bits or f64's digits.
-    let mut replay = client
-        .replay_as::<Box<serde_json::value::RawValue>>(from)
-        .await?;
+    let mut replay = client.replay_as::<Box<RawValue>>(from).await?;
     let end = replay.end_revision();
     // A bar when the records go to a file, or to a terminal (where the
     // bar steps aside for each line); never when they go down a pipe.
@@ -25,12 +26,59 @@ pub async fn run(client: &Client, from: u64, out: Option<&Path>) -> Result<(), F
         out.is_some() || to_terminal,
         "{spinner} replay [{bar:40}] offset {pos}/{len} {per_sec} {msg}",
     );
-    let mut writer: Box<dyn Write> = match out {
-        Some(path) => Box::new(BufWriter::new(File::create(path).map_err(|error| {
-            Failure::error(format!("cannot create {}: {error}", path.display()))
-        })?)),
-        None => Box::new(BufWriter::new(io::stdout().lock())),
+    let Some(path) = out else {
+        let mut writer = BufWriter::new(io::stdout().lock());
+        let written = write_records(&mut replay, &mut writer, &bar, to_terminal).await;
+        bar.finish_and_clear();
+        return written.map(drop);
     };
+    // Written beside the file and renamed over it once whole and synced,
+    // as `snapshot save` does: FILE is never a partial replay, and a
+    // replay that fails leaves an earlier FILE as it was.
+    let partial = partial_path(path);
+    let cannot = |what: &str, error: io::Error| {
+        Failure::error(format!("cannot {what} {}: {error}", partial.display()))
+    };
+    let file = File::create(&partial).map_err(|error| cannot("create", error))?;
+    let mut writer = BufWriter::new(file);
+    let written = write_records(&mut replay, &mut writer, &bar, false)
+        .await
+        .and_then(|written| {
+            let file = writer
+                .into_inner()
+                .map_err(|error| cannot("write", error.into_error()))?;
+            file.sync_all().map_err(|error| cannot("sync", error))?;
+            Ok(written)
+        });
+    bar.finish_and_clear();
+    let (records, last_offset) = match written {
+        Ok(written) => written,
+        Err(failure) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(failure);
+        }
+    };
+    std::fs::rename(&partial, path).map_err(|error| {
+        let _ = std::fs::remove_file(&partial);
+        Failure::error(format!(
+            "cannot rename {} to {}: {error}",
+            partial.display(),
+            path.display()
+        ))
+    })?;
+    let offsets = last_offset.map_or_else(String::new, |last| format!(", up to offset {last}"));
+    eprintln!("wrote {records} records to {}{offsets}", path.display());
+    Ok(())
+}
+
+/// Writes every record of `replay` to `writer`, a line each; the records
+/// written and the last offset.
+async fn write_records(
+    replay: &mut Replay<Box<RawValue>>,
+    writer: &mut impl Write,
+    bar: &ProgressBar,
+    to_terminal: bool,
+) -> Result<(u64, Option<u64>), Failure> {
     let mut records = 0u64;
     let mut last_offset = None;
     while let Some(record) = replay.try_next().await? {
@@ -49,10 +97,5 @@ pub async fn run(client: &Client, from: u64, out: Option<&Path>) -> Result<(), F
         bar.set_position(record.offset);
     }
     writer.flush()?;
-    bar.finish_and_clear();
-    if let Some(path) = out {
-        let offsets = last_offset.map_or_else(String::new, |last| format!(", up to offset {last}"));
-        eprintln!("wrote {records} records to {}{offsets}", path.display());
-    }
-    Ok(())
+    Ok((records, last_offset))
 }

@@ -81,7 +81,7 @@ pub async fn save(
 }
 
 /// `FILE.part`, beside `path`.
-fn partial_path(path: &Path) -> PathBuf {
+pub fn partial_path(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(".part");
     PathBuf::from(name)
