@@ -200,6 +200,44 @@ async fn a_backup_from_no_reachable_node_gives_up_at_its_timeout() {
     assert!(!backup.exists());
 }
 
+/// A node that answers but has no quorum refuses the backup (503): that
+/// earns the call no time to make a snapshot, so `--timeout` holds (it went
+/// on retrying for 74 s), and the refusal says how to back up the node's
+/// own data, which `--stale` then does.
+#[tokio::test]
+async fn a_backup_without_a_quorum_gives_up_at_its_timeout_and_names_stale() {
+    let mut cluster = TestCluster::start(3, &[]).await;
+    let leader = cluster.leader().await;
+    let (status, written) = call(cluster.node(leader), "PUT", "/v1/kv/kept", Some(json!(1))).await;
+    assert_eq!(status, 201, "{written}");
+    cluster.wait_converged().await;
+    let mut ids = cluster.ids().into_iter();
+    let survivor = ids.next().expect("a node");
+    for id in ids {
+        cluster.node_mut(id).kill9().await;
+    }
+    let url = cluster.node(survivor).base_url();
+    let dir = tempfile::tempdir().unwrap();
+    let backup = dir.path().join("quorum.snap");
+    let path = backup.to_str().unwrap();
+    let started = std::time::Instant::now();
+    let refused = kvctl(&url, &["--timeout", "3s", "snapshot", "save", path])
+        .await
+        .expect_code(1);
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(20),
+        "gave up after {took:?}: {}",
+        refused.stderr
+    );
+    assert!(refused.stderr.contains("--stale"), "{}", refused.stderr);
+    assert!(!backup.exists());
+    kvctl(&url, &["snapshot", "save", "--stale", path])
+        .await
+        .success();
+    assert!(backup.exists());
+}
+
 #[tokio::test]
 async fn a_damaged_or_truncated_backup_is_refused_naming_the_byte_and_nothing_is_written() {
     let old = TestCluster::start(1, &[]).await;

@@ -72,6 +72,12 @@ impl ApiError {
         ApiError::new(ErrorCode::Internal, message)
     }
 
+    /// The message with `hint` (what to do instead) added after it.
+    pub fn with_hint(mut self, hint: &str) -> Self {
+        self.body.error.message = format!("{}; {hint}", self.body.error.message);
+        self
+    }
+
     /// Names the field the error is about.
     pub fn with_field(mut self, field: &str) -> Self {
         if !field.is_empty() {

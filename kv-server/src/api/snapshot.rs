@@ -41,7 +41,12 @@ async fn save(
 ) -> Result<Response, ApiError> {
     let query = Query::parse(query.as_deref(), &["consistency"])?;
     if query.consistency()? == Consistency::Linearizable {
-        linearizable_barrier(&state).await?;
+        linearizable_barrier(&state).await.map_err(|error| {
+            error.with_hint(
+                "without a quorum, back up this node's own data with consistency=stale \
+                 (kvctl snapshot save --stale)",
+            )
+        })?;
     }
     let applied = state.raft.metrics().borrow().last_applied;
     if state.raft.metrics().borrow().snapshot < applied {
