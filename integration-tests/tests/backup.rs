@@ -303,6 +303,20 @@ async fn a_damaged_or_truncated_backup_is_refused_naming_the_byte_and_nothing_is
             bad.display()
         );
     }
+    // A pipe is not taken for an empty, corrupt backup: it is refused as
+    // what it is.
+    let fifo = dir.path().join("backup.fifo");
+    let made = Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success());
+    let data_dir = dir.path().join("restored");
+    let output = restore(&fifo, &data_dir, 1, "1=http://127.0.0.1:1");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("not a regular file"), "{stderr}");
+    assert!(!data_dir.exists());
 
     // A backup is an admin's, with --auth.
     let secured = TestCluster::start(1, &["--auth"]).await;

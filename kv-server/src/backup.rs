@@ -79,6 +79,15 @@ pub async fn restore(
     node_id: NodeId,
     peers: &BTreeMap<NodeId, String>,
 ) -> Result<Restored, ServerError> {
+    // A pipe or a device reads as empty once its length is asked, and the
+    // backup is read twice (checked whole, then laid down).
+    if std::fs::metadata(from).is_ok_and(|meta| !meta.is_file()) {
+        return Err(ServerError::Config(format!(
+            "--from {}: not a regular file; a restore reads the backup twice (to check it, \
+             then to lay it down), so save it to a file first",
+            from.display()
+        )));
+    }
     let (backup, records) = check(from)?;
     // Locked first: a restore running into the same dir holds it, and
     // what it lays down is not cleared away.
