@@ -444,6 +444,25 @@ async fn an_offline_rebuild_that_fails_leaves_the_node_as_it_was() {
         snapshot.display()
     );
     assert!(server.log_contains(&named), "{}", server.log_tail(20));
+    // It names the view in use, and leaves none of what it built.
+    let views: Vec<String> = std::fs::read_dir(server.data_dir())
+        .expect("the data dir")
+        .map(|entry| {
+            entry
+                .expect("an entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .filter(|name| name.starts_with("view"))
+        .collect();
+    assert_eq!(views.len(), 1, "{views:?}");
+    let in_use = server.data_dir().join(&views[0]);
+    assert!(
+        server.log_contains(&format!("view={}", in_use.display())),
+        "{}",
+        server.log_tail(20)
+    );
 
     server.spawn();
     server.wait_ready().await;

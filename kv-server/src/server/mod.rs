@@ -346,9 +346,10 @@ pub fn rebuild(data_dir: &std::path::Path) -> Result<(u64, u64), ServerError> {
     }
     // The new view is built beside the one in use, which it replaces only
     // once whole: a rebuild that fails (a topic record it cannot read, a
-    // purged log without its snapshot) leaves the node as it was, and the
-    // next start removes what it built.
+    // purged log without its snapshot) leaves the node as it was, and
+    // removes what it built (or the next start does).
     let view_dirs = crate::store::view::ViewDirs::new(&dirs.view);
+    let in_use = view_dirs.current()?;
     let next = view_dirs.next()?;
     let building = DataDirs {
         view: next.clone(),
@@ -358,7 +359,8 @@ pub fn rebuild(data_dir: &std::path::Path) -> Result<(u64, u64), ServerError> {
         .map_err(ServerError::from)
         .and_then(rebuilt)
         .inspect_err(|_| {
-            tracing::warn!(view = %dirs.view.display(), "the rebuild failed: the view in use is left as it was");
+            let _ = view_dirs.remove_stale();
+            tracing::warn!(view = %in_use.display(), "the rebuild failed: the view in use is left as it was");
         })?;
     // Laying the current snapshot down again (a topic that ends before
     // it) builds the view one directory further: it comes back here.
