@@ -270,6 +270,11 @@ async fn a_damaged_or_truncated_backup_is_refused_naming_the_byte_and_nothing_is
     let mut part = dir.path().as_os_str().to_owned();
     part.push(".part");
     assert!(!std::path::Path::new(&part).exists());
+    // `-` is no file: refused as a usage error, no file named `-` made.
+    let refused = kvctl(&old.urls()[0], &["snapshot", "save", "-"])
+        .await
+        .expect_code(2);
+    assert!(refused.stderr.contains("name one"), "{}", refused.stderr);
 
     let truncated = dir.path().join("truncated.snap");
     std::fs::write(&truncated, &good[..good.len() - 7]).unwrap();
@@ -303,6 +308,19 @@ async fn a_damaged_or_truncated_backup_is_refused_naming_the_byte_and_nothing_is
             bad.display()
         );
     }
+    // A dir that holds something is refused and left as it was found.
+    let occupied = dir.path().join("occupied");
+    std::fs::create_dir(&occupied).unwrap();
+    std::fs::write(occupied.join("notes.txt"), b"mine").unwrap();
+    let output = restore(&backup, &occupied, 1, "1=http://127.0.0.1:1");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("is not empty"), "{stderr}");
+    let left: Vec<_> = std::fs::read_dir(&occupied)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["notes.txt"], "the refused dir changed");
     // A pipe is not taken for an empty, corrupt backup: it is refused as
     // what it is.
     let fifo = dir.path().join("backup.fifo");

@@ -91,7 +91,9 @@ pub async fn restore(
     let (backup, records) = check(from)?;
     // Locked first: a restore running into the same dir holds it, and
     // what it lays down is not cleared away.
-    let _lock = crate::store::dir_lock::DataDirLock::take(data_dir)?;
+    let lock_file = data_dir.join(crate::store::dir_lock::LOCK_FILE);
+    let lock_was_there = lock_file.exists();
+    let lock = crate::store::dir_lock::DataDirLock::take(data_dir)?;
     let marker = data_dir.join(RESTORING_FILE);
     if marker.exists() {
         // What an earlier restore, cut short, left: no node ever ran on it.
@@ -102,6 +104,12 @@ pub async fn restore(
         .filter_map(Result::ok)
         .any(|entry| entry.file_name() != crate::store::dir_lock::LOCK_FILE);
     if occupied {
+        // A refused dir is left as it was found: without a lock file
+        // this restore made.
+        drop(lock);
+        if !lock_was_there {
+            let _ = std::fs::remove_file(&lock_file);
+        }
         return Err(ServerError::Config(format!(
             "--data-dir {} is not empty: a restore lays down a new member",
             data_dir.display()

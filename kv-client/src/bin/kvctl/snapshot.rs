@@ -14,6 +14,13 @@ pub async fn save(
     path: &Path,
     stale: bool,
 ) -> Result<(), Failure> {
+    // A backup is renamed into place once whole: it goes to a file, never
+    // down a pipe where half of one would pass for it.
+    if path.as_os_str() == "-" {
+        return Err(Failure::usage(
+            "snapshot save writes a file (renamed into place once whole and synced): name one, not -",
+        ));
+    }
     // Refused before the download, which would end in a failed rename.
     if path.is_dir() {
         return Err(Failure::error(format!(
