@@ -862,6 +862,20 @@ async fn a_replay_cut_by_damage_names_it_and_an_earlier_dump_stays_whole() {
     let message = last["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains(&closed.display().to_string()), "{last}");
 
+    // kvctl writes every record read before the damage (single puts:
+    // each a whole write), then fails naming it.
+    let run = kvctl(&server.base_url(), &["replay"]).await.expect_code(1);
+    assert_eq!(
+        run.stdout.lines().count(),
+        lines.len() - 1,
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(&closed.display().to_string()),
+        "{}",
+        run.stderr
+    );
     let run = kvctl(&server.base_url(), &["replay", "--out", &dump_arg])
         .await
         .expect_code(1);

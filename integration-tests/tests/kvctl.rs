@@ -658,6 +658,33 @@ async fn replay_writes_the_topic_as_ndjson_to_stdout_or_a_file() {
         .success()
         .json_lines();
     assert_eq!(tail.len(), 2);
+
+    // A file is replaced once whole; through a symlink, its target is.
+    let link = dir.path().join("link.ndjson");
+    std::os::unix::fs::symlink(&out, &link).unwrap();
+    std::fs::write(&out, "x".repeat(100_000)).unwrap();
+    ctl(&server, &["replay", "--out", &link.display().to_string()])
+        .await
+        .success();
+    assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), text);
+    // A device is written as it is, never renamed over.
+    ctl(&server, &["replay", "--out", "/dev/null"])
+        .await
+        .success();
+    assert!(!std::path::Path::new("/dev/null.part").exists());
+    // A directory is refused before anything is read.
+    let refused = ctl(
+        &server,
+        &["replay", "--out", &dir.path().display().to_string()],
+    )
+    .await
+    .expect_code(1);
+    assert!(
+        refused.stderr.contains("is a directory"),
+        "{}",
+        refused.stderr
+    );
 }
 
 #[tokio::test]

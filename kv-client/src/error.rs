@@ -137,7 +137,8 @@ pub struct ApiError {
     pub request: String,
     /// The endpoint that answered.
     pub endpoint: String,
-    /// The HTTP status.
+    /// The HTTP status (for the error a replay's last line gave, on an
+    /// answer that began 200, the status of its code).
     pub status: u16,
     /// The server's error code (`key_not_found`, `precondition_failed`, …);
     /// [`ErrorCode::Unknown`] for a code this build does not know, and for

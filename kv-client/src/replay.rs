@@ -223,6 +223,9 @@ struct State<V: RecordValue> {
     /// Longest wait for the next chunk.
     idle_timeout: Duration,
     finished: bool,
+    /// The error that ended the answer, yielded once the records of the
+    /// whole writes read before it are.
+    failed: Option<Error>,
 }
 
 impl Client {
@@ -289,6 +292,7 @@ impl Client {
             endpoint,
             writes: WholeWrites::new(from),
             reconnects: 0,
+            failed: None,
             end_revision,
             last_break: String::new(),
             idle_timeout: self.inner.options.request_timeout,
@@ -323,6 +327,9 @@ impl<V: RecordValue> State<V> {
             if let Some(record) = self.writes.next_record() {
                 self.reconnects = 0;
                 return Some(Ok(record));
+            }
+            if let Some(error) = self.failed.take() {
+                return Some(Err(error));
             }
             if self.finished {
                 return None;
@@ -361,7 +368,7 @@ impl<V: RecordValue> State<V> {
                 self.finished = true;
                 let request = replay_request(self.writes.resume_from()).describe();
                 let endpoint = self.endpoint.clone();
-                return Some(Err(match unreadable {
+                self.failed = Some(match unreadable {
                     Unreadable::NotARecord(message) => Error::Decode {
                         request,
                         endpoint,
@@ -377,7 +384,7 @@ impl<V: RecordValue> State<V> {
                         leader: body.error.leader,
                         current_revision: None,
                     })),
-                }));
+                });
             }
         }
     }

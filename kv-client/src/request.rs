@@ -27,6 +27,10 @@ pub(crate) struct Request {
     pub(crate) idempotency_key: Option<Uuid>,
     /// Added to the client's per-attempt timeout and deadline (long-polls).
     pub(crate) extra_time: Duration,
+    /// A 503 earns the call no extra time: it says the node is not making
+    /// the answer (a backup refused for want of a quorum), where a 503 to
+    /// a long-poll or a membership change comes after the wait it needed.
+    pub(crate) refusal_ends_extra_time: bool,
     /// The body is a stream read later: the timeout covers the head only.
     pub(crate) streaming: bool,
     /// With several endpoints, each is asked whether it answers at all
@@ -62,6 +66,7 @@ impl Request {
             body: None,
             idempotency_key: None,
             extra_time: Duration::ZERO,
+            refusal_ends_extra_time: false,
             probe_first: false,
             streaming: false,
             limits: None,

@@ -101,6 +101,7 @@ impl Client {
             .query("consistency", consistency.as_param());
         request.streaming = true;
         request.extra_time = SNAPSHOT_MAKING;
+        request.refusal_ends_extra_time = true;
         request.probe_first = true;
         let (response, endpoint) = self.call_streaming(&request).await?;
         let revision = response

@@ -158,8 +158,8 @@ impl Client {
         // The extra time (a node making a snapshot, a watch's wait) is for
         // an answer being made: an attempt may take it, and the call takes
         // it once an attempt has reached a node. Against nodes that cannot
-        // be reached, or that refuse with a 503, the call gives up at its
-        // own deadline.
+        // be reached, or that refuse a backup with a 503, the call gives up
+        // at its own deadline.
         let extended = started + call_deadline + extra_time;
         let mut deadline = started + call_deadline;
         if request.idempotency_key.is_some() && !inner.leader_checked.load(Ordering::Relaxed) {
@@ -204,9 +204,10 @@ impl Client {
             };
             let unreached = silent
                 || matches!(&sent, Err(Error::Transport { source, .. }) if source.is_connect());
-            // A node that answers 503 (no leader, say) is making no answer:
-            // its refusal does not earn the call the extra time.
-            let refused = matches!(&sent, Ok(response) if is_unavailable(response.status()));
+            // A backup's 503 (no quorum, say) says the node is making no
+            // answer: it does not earn the call the extra time.
+            let refused = request.refusal_ends_extra_time
+                && matches!(&sent, Ok(response) if response.status() == StatusCode::SERVICE_UNAVAILABLE);
             if !unreached && !refused {
                 deadline = extended;
             }

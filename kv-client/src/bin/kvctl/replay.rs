@@ -32,6 +32,28 @@ pub async fn run(client: &Client, from: u64, out: Option<&Path>) -> Result<(), F
         bar.finish_and_clear();
         return written.map(drop);
     };
+    // A symlink's target is the file written (and replaced once whole).
+    let target = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let path = target.as_path();
+    if path.is_dir() {
+        return Err(Failure::error(format!(
+            "{} is a directory: name the file to write",
+            path.display()
+        )));
+    }
+    // What is not a regular file (a device such as /dev/null, a pipe) is
+    // written as it is: renaming over it would replace it.
+    if std::fs::metadata(path).is_ok_and(|meta| !meta.is_file()) {
+        let file = File::options()
+            .write(true)
+            .truncate(true)
+            .open(path)
+            .map_err(|error| Failure::error(format!("cannot open {}: {error}", path.display())))?;
+        let mut writer = BufWriter::new(file);
+        let written = write_records(&mut replay, &mut writer, &bar, false).await;
+        bar.finish_and_clear();
+        return written.map(drop);
+    }
     // Written beside the file and renamed over it once whole and synced,
     // as `snapshot save` does: FILE is never a partial replay, and a
     // replay that fails leaves an earlier FILE as it was.
