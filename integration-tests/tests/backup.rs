@@ -10,53 +10,58 @@ use std::time::Duration;
 use integration_tests::{call, error_of, kvctl, server_binary, TestCluster, WriteLoad};
 use serde_json::json;
 
-/// Runs `kv-server restore` for node `id` of `peers` into `data_dir`.
+/// Runs `command` to its end and gives its output; it is killed, and the
+/// test fails, if it still runs after 30 s.
+fn output_within(mut command: Command, what: &str) -> std::process::Output {
+    let mut child = command
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| panic!("{what} cannot run: {error}"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while child
+        .try_wait()
+        .expect("the child can be waited for")
+        .is_none()
+    {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} still ran after 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("its output")
+}
+
 /// Starts `kv-server` on `data_dir` as member `id` of `peers`, for a start
-/// that is refused: its status and its log once it exited (it is killed,
-/// and the test fails, if it still runs after 30 s).
+/// that is refused: its status and its log once it exited.
 fn start_on(data_dir: &Path, id: u64, peers: &str) -> (std::process::ExitStatus, String) {
-    let mut child = Command::new(server_binary())
+    let mut command = Command::new(server_binary());
+    command
         .arg("--data-dir")
         .arg(data_dir)
         .args(["--node-id", &id.to_string(), "--peers", peers])
         .args(["--listen", "127.0.0.1:0", "--peer-listen", "127.0.0.1:0"])
-        .args(["--namesrv-listen", "off"])
-        .env("NO_COLOR", "1")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("kv-server runs");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("the child can be waited for") {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("kv-server was not refused on {}", data_dir.display());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut log = String::new();
-    if let Some(mut stderr) = child.stderr.take() {
-        use std::io::Read;
-        let _ = stderr.read_to_string(&mut log);
-    }
-    (status, log)
+        .args(["--namesrv-listen", "off"]);
+    let what = format!("kv-server on {}", data_dir.display());
+    let output = output_within(command, &what);
+    let log = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output.status, log)
 }
 
+/// Runs `kv-server restore` for node `id` of `peers` into `data_dir`.
 fn restore(backup: &Path, data_dir: &Path, id: u64, peers: &str) -> std::process::Output {
-    Command::new(server_binary())
+    let mut command = Command::new(server_binary());
+    command
         .arg("restore")
         .arg("--from")
         .arg(backup)
         .arg("--data-dir")
         .arg(data_dir)
-        .args(["--node-id", &id.to_string(), "--peers", peers])
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("kv-server restore runs")
+        .args(["--node-id", &id.to_string(), "--peers", peers]);
+    output_within(command, "kv-server restore")
 }
 
 #[tokio::test]
@@ -275,6 +280,7 @@ async fn a_damaged_or_truncated_backup_is_refused_naming_the_byte_and_nothing_is
         .await
         .expect_code(2);
     assert!(refused.stderr.contains("name one"), "{}", refused.stderr);
+    assert!(!Path::new("-").exists());
 
     let truncated = dir.path().join("truncated.snap");
     std::fs::write(&truncated, &good[..good.len() - 7]).unwrap();

@@ -447,13 +447,9 @@ async fn an_offline_rebuild_that_fails_leaves_the_node_as_it_was() {
     // It names the view in use, and leaves none of what it built.
     let views: Vec<String> = std::fs::read_dir(server.data_dir())
         .expect("the data dir")
-        .map(|entry| {
-            entry
-                .expect("an entry")
-                .file_name()
-                .to_string_lossy()
-                .into_owned()
-        })
+        .map(|entry| entry.expect("an entry"))
+        .filter(|entry| entry.file_type().is_ok_and(|kind| kind.is_dir()))
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
         .filter(|name| name.starts_with("view"))
         .collect();
     assert_eq!(views.len(), 1, "{views:?}");

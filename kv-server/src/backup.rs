@@ -105,11 +105,12 @@ pub async fn restore(
         .any(|entry| entry.file_name() != crate::store::dir_lock::LOCK_FILE);
     if occupied {
         // A refused dir is left as it was found: without a lock file
-        // this restore made.
-        drop(lock);
+        // this restore made (removed while still held, so that no other
+        // process locks it in between).
         if !lock_was_there {
             let _ = std::fs::remove_file(&lock_file);
         }
+        drop(lock);
         return Err(ServerError::Config(format!(
             "--data-dir {} is not empty: a restore lays down a new member",
             data_dir.display()

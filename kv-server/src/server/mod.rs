@@ -359,6 +359,7 @@ pub fn rebuild(data_dir: &std::path::Path) -> Result<(u64, u64), ServerError> {
         .map_err(ServerError::from)
         .and_then(rebuilt)
         .inspect_err(|_| {
+            let _ = crate::store::view::ViewDirs::new(&next).remove_all();
             let _ = view_dirs.remove_stale();
             tracing::warn!(view = %in_use.display(), "the rebuild failed: the view in use is left as it was");
         })?;

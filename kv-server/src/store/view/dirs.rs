@@ -96,11 +96,23 @@ impl ViewDirs {
     }
 
     /// A directory for the next view, emptied of anything an earlier,
-    /// interrupted install left there.
+    /// interrupted install or rebuild left there (a rebuild's view may have
+    /// views of its own beside it, `<next>-<n>` and `<next>.current`).
     pub fn next(&self) -> Result<PathBuf, StoreError> {
         let next = self.dir_of(self.current_generation()? + 1);
-        remove_dir_if_exists(&next)?;
+        ViewDirs::new(&next).remove_all()?;
         Ok(next)
+    }
+
+    /// Removes every view directory of this base, the base included, and
+    /// the pointer.
+    pub fn remove_all(&self) -> Result<(), StoreError> {
+        for (_, dir) in self.all()? {
+            remove_dir_if_exists(&dir)?;
+        }
+        remove_dir_if_exists(&self.base)?;
+        fsutil::remove_if_exists(&self.pointer())?;
+        Ok(())
     }
 
     /// Makes `dir` (a directory [`ViewDirs::next`] gave) the view in use,
@@ -225,6 +237,29 @@ mod tests {
             .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(left, ["view-3"]);
+    }
+
+    #[test]
+    fn the_next_view_is_cleared_of_what_a_rebuild_left_beside_it() {
+        let root = tempfile::tempdir().unwrap();
+        let dirs = ViewDirs::new(&root.path().join("view"));
+        std::fs::create_dir_all(root.path().join("view")).unwrap();
+        // A rebuild into view-1 that failed after an install moved its
+        // view to view-1-1.
+        for dir in ["view-1", "view-1-1"] {
+            std::fs::create_dir_all(root.path().join(dir)).unwrap();
+            std::fs::write(root.path().join(dir).join("db"), b"half").unwrap();
+        }
+        std::fs::write(root.path().join("view-1.current"), "view-1-1").unwrap();
+
+        let next = dirs.next().unwrap();
+        assert_eq!(next, root.path().join("view-1"));
+        assert_eq!(ViewDirs::new(&next).current().unwrap(), next);
+        let left: Vec<String> = std::fs::read_dir(root.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, ["view"]);
     }
 
     #[test]
