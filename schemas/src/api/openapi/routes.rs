@@ -155,7 +155,12 @@ pub(super) fn changes(components: &mut Components) -> PathItem {
 pub(super) fn records(components: &mut Components) -> PathItem {
     let record = components.of::<ChangeRecord>();
     let answer = ResponseBuilder::new()
-        .description("Every record from `from` on, one JSON object a line, streamed.")
+        .description(
+            "Every record from `from` on, one JSON object a line, streamed. A replay the node \
+             cannot finish (damaged data, or deletes compacted away while it ran) ends with a \
+             line `{\"error\": {\"code\", \"message\"}}` (the ErrorBody) after the records it \
+             read; no record has an `error` member.",
+        )
         .content(
             "application/x-ndjson",
             ContentBuilder::new().schema(Some(record)).build(),
