@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 
 use crate::output::Failure;
 use crate::progress;
-use crate::snapshot::partial_path;
+use crate::snapshot::{partial_path, put_in_place};
 
 pub async fn run(client: &Client, from: u64, out: Option<&Path>) -> Result<(), Failure> {
     // The values as the server sent them: read into numbers, the export
@@ -73,21 +73,7 @@ pub async fn run(client: &Client, from: u64, out: Option<&Path>) -> Result<(), F
             Ok(written)
         });
     bar.finish_and_clear();
-    let (records, last_offset) = match written {
-        Ok(written) => written,
-        Err(failure) => {
-            let _ = std::fs::remove_file(&partial);
-            return Err(failure);
-        }
-    };
-    std::fs::rename(&partial, path).map_err(|error| {
-        let _ = std::fs::remove_file(&partial);
-        Failure::error(format!(
-            "cannot rename {} to {}: {error}",
-            partial.display(),
-            path.display()
-        ))
-    })?;
+    let (records, last_offset) = put_in_place(written, &partial, path)?;
     let offsets = last_offset.map_or_else(String::new, |last| format!(", up to offset {last}"));
     eprintln!("wrote {records} records to {}{offsets}", path.display());
     Ok(())

@@ -59,18 +59,7 @@ pub async fn save(
     }
     .await;
     bar.finish_and_clear();
-    if let Err(failure) = received {
-        let _ = std::fs::remove_file(&partial);
-        return Err(failure);
-    }
-    std::fs::rename(&partial, path).map_err(|error| {
-        let _ = std::fs::remove_file(&partial);
-        Failure::error(format!(
-            "cannot rename {} to {}: {error}",
-            partial.display(),
-            path.display()
-        ))
-    })?;
+    put_in_place(received, &partial, path)?;
     let revision = backup.revision.unwrap_or(0);
     if printer.is_json() {
         return printer.json(&serde_json::json!({
@@ -85,6 +74,30 @@ pub async fn save(
         path.display(),
         backup.endpoint()
     ))
+}
+
+/// Renames `partial` (written whole and synced) to `path` once `written`
+/// succeeded; removes it otherwise, or if the rename fails, leaving an
+/// earlier `path` as it was.
+pub fn put_in_place<T>(
+    written: Result<T, Failure>,
+    partial: &Path,
+    path: &Path,
+) -> Result<T, Failure> {
+    let renamed = written.and_then(|written| {
+        std::fs::rename(partial, path).map_err(|error| {
+            Failure::error(format!(
+                "cannot rename {} to {}: {error}",
+                partial.display(),
+                path.display()
+            ))
+        })?;
+        Ok(written)
+    });
+    if renamed.is_err() {
+        let _ = std::fs::remove_file(partial);
+    }
+    renamed
 }
 
 /// `FILE.part`, beside `path`.
