@@ -14,6 +14,14 @@ use crate::progress;
 use crate::snapshot::{partial_path, put_in_place};
 
 pub async fn run(client: &Client, from: u64, out: Option<&Path>) -> Result<(), Failure> {
+    // A symlink's target is the file written (and replaced once whole).
+    let target = out.map(|path| std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()));
+    if let Some(target) = target.as_deref().filter(|target| target.is_dir()) {
+        return Err(Failure::error(format!(
+            "{} is a directory: name the file to write",
+            target.display()
+        )));
+    }
     // The values as the server sent them: read into numbers, the export
     // would round those past 64 bits or f64's digits.
     let mut replay = client.replay_as::<Box<RawValue>>(from).await?;
@@ -26,21 +34,12 @@ pub async fn run(client: &Client, from: u64, out: Option<&Path>) -> Result<(), F
         out.is_some() || to_terminal,
         "{spinner} replay [{bar:40}] offset {pos}/{len} {per_sec} {msg}",
     );
-    let Some(path) = out else {
+    let (Some(out), Some(path)) = (out, target.as_deref()) else {
         let mut writer = BufWriter::new(io::stdout().lock());
         let written = write_records(&mut replay, &mut writer, &bar, to_terminal).await;
         bar.finish_and_clear();
         return written.map(drop);
     };
-    // A symlink's target is the file written (and replaced once whole).
-    let target = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    let path = target.as_path();
-    if path.is_dir() {
-        return Err(Failure::error(format!(
-            "{} is a directory: name the file to write",
-            path.display()
-        )));
-    }
     // What is not a regular file (a device such as /dev/null, a pipe) is
     // written as it is: renaming over it would replace it.
     if std::fs::metadata(path).is_ok_and(|meta| !meta.is_file()) {
@@ -75,7 +74,7 @@ pub async fn run(client: &Client, from: u64, out: Option<&Path>) -> Result<(), F
     bar.finish_and_clear();
     let (records, last_offset) = put_in_place(written, &partial, path)?;
     let offsets = last_offset.map_or_else(String::new, |last| format!(", up to offset {last}"));
-    eprintln!("wrote {records} records to {}{offsets}", path.display());
+    eprintln!("wrote {records} records to {}{offsets}", out.display());
     Ok(())
 }
 
