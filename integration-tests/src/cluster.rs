@@ -171,6 +171,15 @@ impl TestCluster {
         self.nodes.keys().copied().collect()
     }
 
+    /// The ids of every node but `id` (the followers of a leader `id`).
+    pub fn ids_but(&self, id: u64) -> Vec<u64> {
+        self.nodes
+            .keys()
+            .copied()
+            .filter(|other| *other != id)
+            .collect()
+    }
+
     /// The base URLs of the running nodes.
     pub fn urls(&self) -> Vec<String> {
         self.nodes

@@ -680,6 +680,17 @@ async fn with_auth_every_route_is_checked_and_acl_keys_stay_hidden() {
     }
 }
 
+/// The `field` of each object in `value`'s array `list` (the names of the
+/// tokens listed, the keys of a page).
+fn strings_of<'a>(value: &'a Value, list: &str, field: &str) -> Vec<&'a str> {
+    value[list]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|item| item[field].as_str())
+        .collect()
+}
+
 /// The change feed's `next` at its end now, as `root` reads it.
 async fn feed_end(node: &TestServer, root: &str) -> u64 {
     let (_, start) = send(node, Some(root), "GET", "/v1/changes?limit=10000", None).await;
@@ -1151,12 +1162,7 @@ async fn a_retried_bootstrap_or_token_creation_with_its_secret_gets_the_same_tok
         "{refused}"
     );
     let (_, listed) = send(&node, Some(&root), "GET", "/v1/acl/tokens", None).await;
-    let names: Vec<&str> = listed["tokens"]
-        .as_array()
-        .expect("a list")
-        .iter()
-        .filter_map(|token| token["name"].as_str())
-        .collect();
+    let names = strings_of(&listed, "tokens", "name");
     assert_eq!(names, ["reader", "root"], "{listed}");
     let (status, _) = send(&node, Some(&secret), "GET", "/v1/kv?prefix=app/", None).await;
     assert_eq!(status, 200);
@@ -1195,11 +1201,7 @@ async fn writes_proposed_behind_their_tokens_revocation_are_refused_when_they_ap
     let mut cluster = TestCluster::start(3, &["--auth", "--max-proposals-in-flight", "2"]).await;
     let tokens = set_up(&cluster).await;
     let leader = cluster.leader().await;
-    let followers: Vec<u64> = cluster
-        .ids()
-        .into_iter()
-        .filter(|id| *id != leader)
-        .collect();
+    let followers = cluster.ids_but(leader);
     for id in &followers {
         let node = cluster.node_mut(*id);
         node.stop().await;
@@ -1280,12 +1282,7 @@ async fn writes_proposed_behind_their_tokens_revocation_are_refused_when_they_ap
         )
         .await;
         assert_eq!(status, 200, "{body}");
-        let keys: Vec<&str> = body["entries"]
-            .as_array()
-            .expect("a list")
-            .iter()
-            .filter_map(|entry| entry["key"].as_str())
-            .collect();
+        let keys = strings_of(&body, "entries", "key");
         assert_eq!(keys, ["app/before"], "node {id}: {body}");
     }
 }
@@ -1368,12 +1365,7 @@ async fn a_token_cannot_take_another_tokens_secret() {
     }
     let (status, listed) = send(node, root, "GET", "/v1/acl/tokens", None).await;
     assert_eq!(status, 200, "root is still an admin: {listed}");
-    let names: Vec<&str> = listed["tokens"]
-        .as_array()
-        .expect("a list")
-        .iter()
-        .filter_map(|token| token["name"].as_str())
-        .collect();
+    let names = strings_of(&listed, "tokens", "name");
     assert!(!names.contains(&"thief"), "{names:?}");
     let (status, body) = send(node, Some(&tokens.reader), "GET", "/v1/kv/app/x", None).await;
     assert_eq!(status, 404, "the reader still reads app/: {body}");

@@ -137,11 +137,7 @@ async fn put(url: &str, value: &Value) -> (u16, Value) {
 
 /// Pauses (SIGSTOP) every node but `leader`; returns their ids.
 fn pause_followers(cluster: &mut TestCluster, leader: u64) -> Vec<u64> {
-    let followers: Vec<u64> = cluster
-        .ids()
-        .into_iter()
-        .filter(|id| *id != leader)
-        .collect();
+    let followers = cluster.ids_but(leader);
     for id in &followers {
         cluster.node_mut(*id).pause();
     }

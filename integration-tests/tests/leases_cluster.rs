@@ -551,11 +551,7 @@ async fn a_leader_without_its_quorum_proposes_each_due_expiry_once() {
     for _ in 0..LEASES {
         grant(&client, &url, 5).await;
     }
-    let followers: Vec<u64> = cluster
-        .ids()
-        .into_iter()
-        .filter(|id| *id != leader)
-        .collect();
+    let followers = cluster.ids_but(leader);
     for id in &followers {
         cluster.node_mut(*id).pause();
     }
