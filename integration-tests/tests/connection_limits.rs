@@ -330,3 +330,49 @@ async fn a_connection_that_sends_nothing_is_closed_after_ten_seconds() {
     let (status, body) = call(&server, "GET", "/healthz", None).await;
     assert_eq!(status, 200, "{body}");
 }
+
+/// A node stopping (SIGTERM) closes at once the connections that have not
+/// sent their first byte: they carry no request, and each held the graceful
+/// shutdown until its 10 s deadline (a peer's or a pool's connection opened
+/// just before the stop made the node take 10 s to exit).
+#[tokio::test]
+async fn a_stopping_node_does_not_wait_for_connections_that_sent_nothing() {
+    use tokio::io::AsyncReadExt;
+    let mut server = TestServer::start().await;
+    let ports = [
+        (server.addr(), server.url("/healthz")),
+        (server.peer_addr(), format!("{}/healthz", server.peer_url())),
+    ];
+    let mut silent = Vec::new();
+    for (addr, healthz) in ports {
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("the port takes the connection");
+        // A port accepts in order: a later connection answered means the
+        // silent one was taken up by the node, not left in the backlog.
+        let fresh = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(ANSWERED_WITHIN)
+            .build()
+            .expect("a client builds");
+        let answered = fresh.get(&healthz).send().await;
+        assert!(answered.is_ok(), "{healthz}: {answered:?}");
+        silent.push(stream);
+    }
+    let started = tokio::time::Instant::now();
+    server.stop().await;
+    let stopped_after = started.elapsed();
+    assert!(
+        stopped_after < Duration::from_secs(5),
+        "the stop took {stopped_after:?}\n{}",
+        server.log_tail(20)
+    );
+    for mut stream in silent {
+        let mut byte = [0u8; 1];
+        let read = stream.read(&mut byte).await;
+        assert!(
+            matches!(read, Ok(0) | Err(_)),
+            "the node sent something: {read:?}"
+        );
+    }
+}

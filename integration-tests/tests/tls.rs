@@ -476,6 +476,55 @@ async fn plain_http_to_a_tls_port_is_told_to_use_https() {
     );
 }
 
+/// A node stopping (SIGTERM) cuts off the TLS handshakes it has begun:
+/// they carry no request, and each held the graceful shutdown until its
+/// 10 s deadline.
+#[tokio::test]
+async fn a_stopping_node_does_not_wait_for_handshakes_begun() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pki = Pki::new();
+    let mut cluster = pki.cluster(1, &[]).await;
+    let node = cluster.node(1);
+    let ports = [
+        (node.addr(), node.url("/healthz"), raw_client(&pki, None)),
+        (
+            node.peer_addr(),
+            format!("{}/healthz", node.peer_url()),
+            raw_client(&pki, Some(("client.pem", "client-key.pem"))),
+        ),
+    ];
+    let mut begun = Vec::new();
+    for (addr, healthz, fresh) in ports {
+        let mut stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("the port takes the connection");
+        // A handshake record's first byte, and no more.
+        stream.write_all(&[22]).await.expect("the byte is sent");
+        // A port accepts in order: a later connection answered means the
+        // first was taken up by the node, not left in the backlog.
+        let answered = fresh.get(&healthz).send().await;
+        assert!(answered.is_ok(), "{healthz}: {answered:?}");
+        begun.push(stream);
+    }
+    let started = tokio::time::Instant::now();
+    let node = cluster.node_mut(1);
+    node.stop().await;
+    let stopped_after = started.elapsed();
+    assert!(
+        stopped_after < Duration::from_secs(5),
+        "the stop took {stopped_after:?}\n{}",
+        node.log_tail(20)
+    );
+    for mut stream in begun {
+        let mut byte = [0u8; 1];
+        let read = stream.read(&mut byte).await;
+        assert!(
+            matches!(read, Ok(0) | Err(_)),
+            "the node sent something: {read:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn the_peer_port_refuses_a_handshake_without_a_certificate_from_the_cluster_ca() {
     let pki = Pki::new();

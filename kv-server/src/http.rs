@@ -39,6 +39,7 @@ use schemas::api::{ErrorBody, ErrorCode};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
 use tower::util::MapRequest;
 use tracing::{debug, info, warn};
 
@@ -157,6 +158,10 @@ pub async fn serve(
     // One permit per open connection, held by its task until it ends.
     let connection_slots = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
+    // Cancelled when the listener stops accepting: a connection that has
+    // not sent its first byte or finished its handshake by then carries no
+    // request, and is closed rather than hold the graceful shutdown.
+    let closing = CancellationToken::new();
     let warnings = Arc::new(ConnectionWarnings::default());
     tokio::pin!(shutdown);
     loop {
@@ -193,17 +198,22 @@ pub async fn serve(
             let builder = builder.clone();
             let watcher = graceful.watcher();
             let write_stall = limits.write_stall;
+            let closing = closing.clone();
             tokio::spawn(async move {
                 // hyper's header timeout starts at the first byte; until
                 // then, this deadline holds the slot.
                 let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
-                match first_byte(&stream, deadline).await {
+                match first_byte(&stream, deadline, &closing).await {
                     FirstByte::Closed => {
                         debug!(listener = name, %peer, "a connection closed before it sent anything");
                         return;
                     }
                     FirstByte::Silent => {
                         debug!(listener = name, %peer, timeout = ?HANDSHAKE_TIMEOUT, "a connection sent nothing in time: closed");
+                        return;
+                    }
+                    FirstByte::Stopping => {
+                        debug!(listener = name, %peer, "a connection that sent nothing yet closed: the node is stopping");
                         return;
                     }
                     FirstByte::Http | FirstByte::Other => {}
@@ -223,11 +233,12 @@ pub async fn serve(
         let watcher = graceful.watcher();
         let write_stall = limits.write_stall;
         let warnings = Arc::clone(&warnings);
+        let closing = closing.clone();
         tokio::spawn(async move {
             let mut stream = stream;
             // One deadline for the first byte and the handshake.
             let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
-            match first_byte(&stream, deadline).await {
+            match first_byte(&stream, deadline, &closing).await {
                 FirstByte::Http => {
                     count_refused(name, "plain_http");
                     if let Some(held_back) = warnings.plain_http.pass(Instant::now()) {
@@ -249,11 +260,22 @@ pub async fn serve(
                     }
                     return;
                 }
+                FirstByte::Stopping => {
+                    debug!(listener = name, %peer, "a connection that sent nothing yet closed: the node is stopping");
+                    return;
+                }
                 FirstByte::Other => {}
             }
             let stream = StallGuard::new(stream, write_stall);
             let accept = tls.accept(stream).into_fallible();
-            let stream = match tokio::time::timeout_at(deadline, accept).await {
+            let accepted = tokio::select! {
+                accepted = tokio::time::timeout_at(deadline, accept) => accepted,
+                () = closing.cancelled() => {
+                    debug!(listener = name, %peer, "a TLS handshake cut off: the node is stopping");
+                    return;
+                }
+            };
+            let stream = match accepted {
                 Ok(Ok(stream)) => stream,
                 Ok(Err((error, stream))) => {
                     count_refused(name, "handshake_failed");
@@ -281,6 +303,7 @@ pub async fn serve(
         });
     }
     drop(listener);
+    closing.cancel();
     info!("no longer accepting; waiting for in-flight requests");
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
         .await
@@ -300,15 +323,26 @@ enum FirstByte {
     Closed,
     /// Nothing came by the deadline.
     Silent,
+    /// Nothing came before the listener stopped accepting.
+    Stopping,
     /// Anything else (a TLS record, HTTP/2's preface begins with `P`, a
     /// capital too), or a failed peek: the connection's to judge.
     Other,
 }
 
-/// Peeks at the first byte a client sent, waiting for it until `deadline`.
-async fn first_byte(stream: &tokio::net::TcpStream, deadline: tokio::time::Instant) -> FirstByte {
+/// Peeks at the first byte a client sent, waiting for it until `deadline`
+/// or until `closing` is cancelled.
+async fn first_byte(
+    stream: &tokio::net::TcpStream,
+    deadline: tokio::time::Instant,
+    closing: &CancellationToken,
+) -> FirstByte {
     let mut first = [0u8; 1];
-    match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+    let peeked = tokio::select! {
+        peeked = tokio::time::timeout_at(deadline, stream.peek(&mut first)) => peeked,
+        () = closing.cancelled() => return FirstByte::Stopping,
+    };
+    match peeked {
         Ok(Ok(0)) => FirstByte::Closed,
         Ok(Ok(_)) if first[0].is_ascii_uppercase() => FirstByte::Http,
         Ok(_) => FirstByte::Other,
