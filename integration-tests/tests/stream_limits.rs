@@ -172,6 +172,9 @@ fn threads(server: &TestServer) -> usize {
 /// directory, two at a time) take a few threads of the blocking pool in a
 /// flood, given up at once or not, not one each. tokio keeps an idle
 /// blocking thread for 10 s, so the count after the flood shows its peak.
+/// A turn is handed on as its work ends, before that work's thread is back
+/// among the pool's idle ones, so the pool may start a thread for the next
+/// work meanwhile: each turn may have taken two threads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_blocking_requests_holds_a_few_threads() {
     /// Requests of each kind in the flood.
@@ -203,7 +206,7 @@ async fn a_flood_of_blocking_requests_holds_a_few_threads() {
     }
     let after = threads(&server);
     assert!(
-        after <= before + TURNS + OWN_WORK,
+        after <= before + 2 * TURNS + OWN_WORK,
         "{} blocking requests took the server from {before} to {after} threads",
         2 * FLOOD
     );
