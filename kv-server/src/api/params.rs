@@ -117,13 +117,18 @@ impl Query {
     pub fn number(&self, name: &str) -> Result<Option<u64>, ApiError> {
         self.get(name)
             .map(|raw| {
-                raw.parse::<u64>().map_err(|_| {
-                    ApiError::bad_field(
-                        ErrorCode::InvalidParameter,
-                        name,
-                        format!("{name} must be a non-negative integer, got {raw:?}"),
-                    )
-                })
+                // Digits only: Rust's parse also takes a leading `+`.
+                let digits = !raw.is_empty() && raw.bytes().all(|byte| byte.is_ascii_digit());
+                digits
+                    .then(|| raw.parse::<u64>().ok())
+                    .flatten()
+                    .ok_or_else(|| {
+                        ApiError::bad_field(
+                            ErrorCode::InvalidParameter,
+                            name,
+                            format!("{name} must be a non-negative integer, got {raw:?}"),
+                        )
+                    })
             })
             .transpose()
     }
@@ -287,6 +292,9 @@ mod tests {
             ("from=18446744073709551615", Err("from")),
             ("from=18446744073709551616", Err("from")),
             ("from=-1", Err("from")),
+            ("from=%2B5", Err("from")),
+            ("from=+5", Err("from")),
+            ("from=", Err("from")),
         ];
         for (raw, expected) in cases {
             let query = Query::parse(Some(raw), &["from"]).expect("the query parses");
