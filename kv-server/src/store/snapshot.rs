@@ -605,6 +605,32 @@ impl EndMarker {
     }
 }
 
+/// How far before the file's last bytes [`marker_before`] looks for the
+/// end marker.
+const APPENDED_SEARCH_BYTES: u64 = 1 << 20;
+
+/// Where an intact end marker that agrees with where the frames start lies
+/// before `at` (within [`APPENDED_SEARCH_BYTES`]), if one does: bytes were
+/// appended to a whole snapshot.
+fn marker_before(
+    file: &File,
+    path: &Path,
+    frames_at: u64,
+    at: u64,
+) -> Result<Option<u64>, StoreError> {
+    let from = at.saturating_sub(APPENDED_SEARCH_BYTES).max(frames_at);
+    let mut tail = vec![0u8; (at - from) as usize];
+    file.read_exact_at(&mut tail, from)
+        .map_err(StoreError::io("read", path))?;
+    let found = (0..tail.len()).rev().find_map(|start| {
+        let candidate: &[u8; END_BYTES] = tail.get(start..start + END_BYTES)?.try_into().ok()?;
+        let marker_at = from + start as u64;
+        let marker = EndMarker::decode(candidate, marker_at).ok()?;
+        (frames_at.checked_add(marker.frames_bytes) == Some(marker_at)).then_some(marker_at)
+    });
+    Ok(found)
+}
+
 /// Reads the end marker of the snapshot `file` at `path`, `len` bytes long
 /// with frames from `frames_at`: an I/O error, or the marker if it is there
 /// and agrees with where the frames start.
@@ -626,6 +652,15 @@ fn read_end_marker(
     let mut bytes = [0u8; END_BYTES];
     file.read_exact_at(&mut bytes, at)
         .map_err(StoreError::io("read", path))?;
+    if bytes[..8] != *END_MAGIC {
+        if let Some(marker_at) = marker_before(file, path, frames_at, at)? {
+            return Ok(Err(format!(
+                "{} bytes follow the end marker at byte {marker_at}: something was appended \
+                 to the file",
+                len - marker_at - END_BYTES as u64
+            )));
+        }
+    }
     Ok(EndMarker::decode(&bytes, at).and_then(|marker| {
         if frames_at.checked_add(marker.frames_bytes) == Some(at) {
             Ok(marker)
@@ -956,7 +991,15 @@ mod tests {
         }
         let mut longer = bytes.clone();
         longer.extend_from_slice(&bytes[frames_at..boundaries[1]]);
-        refused(&longer);
+        let reason = refused(&longer);
+        let marker_at = bytes.len() - END_BYTES;
+        let appended = longer.len() - bytes.len();
+        assert!(
+            reason.contains(&format!(
+                "{appended} bytes follow the end marker at byte {marker_at}: something was appended"
+            )),
+            "{reason}"
+        );
         // The last frame dropped and the marker moved up to its place.
         let mut joined = bytes[..boundaries[2]].to_vec();
         joined.extend_from_slice(&bytes[bytes.len() - END_BYTES..]);
