@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use integration_tests::remoting::{
-    ask, json_of, namesrv_change_revisions, namesrv_keys, registration, registration_with_topics,
-    route_request, RemotingClient,
+    ask, broker_request, json_of, namesrv_change_revisions, namesrv_keys, registration,
+    registration_with_topics, route_request, RemotingClient,
 };
 use integration_tests::{TestCluster, TestServer};
 use schemas::remoting::{request_code as code, response_code, RemotingCommand};
@@ -342,4 +342,55 @@ async fn a_follower_reads_its_own_writes_at_once() {
             );
         }
     }
+}
+
+/// A broker's heartbeats and unchanged registrations, sent through the two
+/// other nodes while the leader is killed and replaced, are each answered
+/// SUCCESS: the write waits out the election and the new leader's first
+/// moments (before it keeps the leases' deadlines), as Apache's name
+/// server, which has no leader to lose, answers them.
+#[tokio::test]
+async fn heartbeats_and_registrations_through_a_leader_change_are_answered_success() {
+    /// Rounds of requests; the leader is killed after [`KILLED_AFTER`].
+    const ROUNDS: usize = 60;
+    const KILLED_AFTER: usize = 5;
+    const BROKER: &str = "127.0.0.1:20911";
+    let mut cluster = TestCluster::start(3, &[]).await;
+    let leader = cluster.leader().await;
+    let others = cluster.ids_but(leader);
+    register(cluster.node(others[0]), "broker-a", BROKER).await;
+    let mut clients = Vec::new();
+    for id in &others {
+        let client = connect(cluster.node(*id)).await;
+        clients.push((*id, client.with_answer_timeout(Duration::from_secs(15))));
+    }
+    let mut killed_at = None;
+    for round in 0..ROUNDS {
+        if round == KILLED_AFTER {
+            cluster.node_mut(leader).kill9().await;
+            killed_at = Some(Instant::now());
+        }
+        for (id, client) in &mut clients {
+            let beat = broker_request(code::BROKER_HEARTBEAT, "broker-a", 0, BROKER);
+            let registration = registration("broker-a", 0, BROKER, 0, false);
+            for request in [beat, registration] {
+                let request_code = request.code;
+                let answer = client.call(request).await;
+                assert_eq!(
+                    answer.code,
+                    response_code::SUCCESS,
+                    "node {id}, round {round}, request {request_code}: {:?}",
+                    answer.remark
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let new_leader = cluster.leader().await;
+    assert_ne!(new_leader, leader);
+    let since_kill = killed_at.expect("killed").elapsed();
+    assert!(
+        since_kill > Duration::from_secs(2),
+        "the requests after the kill spanned only {since_kill:?}"
+    );
 }

@@ -55,6 +55,21 @@ async fn kv_config_entries_are_put_read_listed_and_deleted() {
     assert_eq!(empty.code, response_code::QUERY_NOT_FOUND, "{empty:?}");
     let unnamed = ask(&mut client, code::PUT_KV_CONFIG, &[("value", "v")]).await;
     assert_eq!(unnamed.code, response_code::SYSTEM_ERROR);
+    // A key the store cannot hold: the remark gives the store's code and
+    // reason, not the HTTP request that carries a write inside the node.
+    let long_key = "k".repeat(5_000);
+    let refused = ask(
+        &mut client,
+        code::PUT_KV_CONFIG,
+        &[("namespace", "ns"), ("key", &long_key), ("value", "v")],
+    )
+    .await;
+    assert_eq!(refused.code, response_code::SYSTEM_ERROR, "{refused:?}");
+    let remark = refused.remark.as_deref().unwrap_or_default();
+    assert!(
+        remark.starts_with("writing the store: invalid_key: ") && !remark.contains("/v1/"),
+        "{remark}"
+    );
 
     // A value written over HTTP as a number reads as its text.
     let (status, answer) =
@@ -296,6 +311,17 @@ async fn a_topic_is_registered_and_deleted_on_the_name_server() {
         0,
         "other topics stay"
     );
+
+    // A name too long to be a store key was never stored: nothing to
+    // delete, SUCCESS as Apache answers, with or without a cluster.
+    let long = "L".repeat(2_000);
+    for fields in [
+        vec![("topic", long.as_str())],
+        vec![("topic", long.as_str()), ("clusterName", "DefaultCluster")],
+    ] {
+        let deleted = ask(&mut client, code::DELETE_TOPIC_IN_NAMESRV, &fields).await;
+        assert_eq!(deleted.code, 0, "{deleted:?}");
+    }
 }
 
 #[tokio::test]

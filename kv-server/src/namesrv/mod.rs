@@ -153,7 +153,7 @@ impl From<StoreError> for Failure {
 
 impl From<WriteError> for Failure {
     fn from(error: WriteError) -> Failure {
-        Failure::system(format!("writing the store: {error}"))
+        Failure::system(format!("writing the store: {}", error.remark()))
     }
 }
 

@@ -170,6 +170,14 @@ pub async fn delete_topic(ns: &NameServer, request: &RemotingCommand) -> Handled
                 .collect()
         }
     };
+    // Queues whose keys the store cannot hold were never stored (see
+    // `brokers::leave_out_unkeyable`): there is nothing of them to delete,
+    // and Apache answers a delete of what it does not hold with SUCCESS.
+    let ops: Vec<Op> = ops.into_iter().filter(keyable).collect();
+    if ops.is_empty() {
+        info!(topic = %topic.escape_debug(), "a topic whose name cannot be a key was never stored: nothing to delete");
+        return Ok(request.answer(0, None));
+    }
     let revision = ns.state.store.revision().to_string();
     write_all(
         ns,
@@ -231,6 +239,16 @@ async fn change_perm(
 
 /// Writes `ops` in one transaction. `what` names the change for its
 /// idempotency key.
+/// Whether a delete can name anything stored: its key is one the store
+/// takes, or keys under its prefix can be.
+fn keyable(op: &Op) -> bool {
+    match op {
+        Op::Delete(key) => schemas::validate_key(key).is_ok(),
+        Op::DeletePrefix(prefix) => prefix.len() < schemas::MAX_KEY_BYTES,
+        Op::Put { .. } => true,
+    }
+}
+
 async fn write_all(ns: &NameServer, ops: &[Op], what: &[&str]) -> Result<(), Failure> {
     ns.writer.txn(&[], ops, idempotency_key(what)).await?;
     Ok(())

@@ -20,6 +20,15 @@ use crate::store::Store;
 /// The largest answer of the API read back (a txn's answer is small).
 const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
 
+/// How long a write is asked again while the store cannot take it (as the
+/// API waits for a leader to be known: `api::leader`).
+const LEADER_CHANGE_WAIT: Duration = Duration::from_secs(5);
+/// The pause before the first retry; each next one doubles, up to
+/// [`MAX_RETRY_PAUSE`].
+const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(50);
+/// The longest pause between two tries.
+const MAX_RETRY_PAUSE: Duration = Duration::from_millis(500);
+
 /// Namespace of the idempotency keys of the name server's writes.
 const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x6e61_6d65_7372_7600_8000_0000_0000_0016);
 
@@ -187,7 +196,39 @@ impl Writer {
     }
 
     /// One request to the API; the body of a 2xx answer, else the error.
+    /// An answer that the store cannot take writes now (a 503: no leader
+    /// known, a leader just elected and not yet keeping the leases'
+    /// deadlines) is asked again until [`LEADER_CHANGE_WAIT`] from the
+    /// first try: a broker's heartbeat sent during an election is
+    /// answered once it ends, as a client's write with kv-client is.
     async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        idempotency: Option<Uuid>,
+        body: Option<Value>,
+    ) -> Result<Vec<u8>, WriteError> {
+        let deadline = tokio::time::Instant::now() + LEADER_CHANGE_WAIT;
+        let mut pause = FIRST_RETRY_PAUSE;
+        loop {
+            let answer = self
+                .call_once(method.clone(), path, idempotency, body.clone())
+                .await;
+            match answer {
+                Err(error)
+                    if error.is_transient() && tokio::time::Instant::now() + pause < deadline =>
+                {
+                    debug!(%error, ?pause, "the store cannot take the write now; asking again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(MAX_RETRY_PAUSE);
+                }
+                answer => return answer,
+            }
+        }
+    }
+
+    /// One request to the API, once.
+    async fn call_once(
         &self,
         method: Method,
         path: &str,
@@ -237,6 +278,26 @@ impl Writer {
                 "internal",
                 String::from_utf8_lossy(&bytes).into_owned(),
             )),
+        }
+    }
+}
+
+impl WriteError {
+    /// Whether the store could not take the write now and may once a
+    /// leader is elected or settled: a 503, other than from a node that is
+    /// not a member of the cluster.
+    fn is_transient(&self) -> bool {
+        matches!(self, WriteError::Refused { status, code, .. }
+            if *status == StatusCode::SERVICE_UNAVAILABLE
+                && code != ErrorCode::NotAMember.as_str())
+    }
+
+    /// What the name server's answer says of the failure: the store's code
+    /// and message, without the HTTP request that carried it.
+    pub fn remark(&self) -> String {
+        match self {
+            WriteError::LeaseNotFound { .. } => self.to_string(),
+            WriteError::Refused { code, message, .. } => format!("{code}: {message}"),
         }
     }
 }
