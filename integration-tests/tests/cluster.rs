@@ -1487,3 +1487,39 @@ async fn adding_a_node_of_another_cluster_is_refused_at_once() {
         "{cluster}"
     );
 }
+
+/// Without a majority a node still answers watches from its own view when
+/// asked for stale answers, and its change feed; a key's long-poll is a
+/// linearizable read unless it asks for `consistency=stale` (as a Consul
+/// blocking query goes through the leader unless `stale`), and answers 503
+/// once its wait ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_majority_stale_long_polls_and_the_change_feed_still_answer() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = TestCluster::start(3, &["--request-timeout-ms", "1500"]).await;
+    let leader = cluster.leader().await;
+    let (status, written) = put(&cluster.node(leader).url("/v1/kv/w/k"), &json!(1)).await;
+    assert!(status == 200 || status == 201, "{status} {written}");
+    let revision = written["revision"].as_u64().expect("a revision");
+    cluster.wait_converged().await;
+    let followers = pause_followers(&mut cluster, leader);
+    let node = cluster.node(leader);
+    let stale = format!("/v1/kv/w/k?index={revision}&wait=1s&consistency=stale");
+    let (status, body) = integration_tests::call(node, "GET", &stale, None).await;
+    assert_eq!(status, 200, "a stale long-poll without a majority: {body}");
+    assert_eq!(body["value"], json!(1), "{body}");
+    let feed = format!("/v1/changes?from={}&wait=1s", revision + 1);
+    let (status, body) = integration_tests::call(node, "GET", &feed, None).await;
+    assert_eq!(status, 200, "the change feed without a majority: {body}");
+    assert_eq!(body["records"], json!([]), "{body}");
+    let linearizable = format!("/v1/kv/w/k?index={revision}&wait=1s");
+    let (status, body) = integration_tests::call(node, "GET", &linearizable, None).await;
+    assert_eq!(
+        status, 503,
+        "a linearizable long-poll without a majority: {body}"
+    );
+    for id in &followers {
+        cluster.node_mut(*id).resume();
+    }
+    cluster.wait_converged().await;
+}
