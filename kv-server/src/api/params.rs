@@ -117,18 +117,19 @@ impl Query {
     pub fn number(&self, name: &str) -> Result<Option<u64>, ApiError> {
         self.get(name)
             .map(|raw| {
-                // Digits only: Rust's parse also takes a leading `+`.
-                let digits = !raw.is_empty() && raw.bytes().all(|byte| byte.is_ascii_digit());
-                digits
-                    .then(|| raw.parse::<u64>().ok())
-                    .flatten()
-                    .ok_or_else(|| {
-                        ApiError::bad_field(
-                            ErrorCode::InvalidParameter,
-                            name,
-                            format!("{name} must be a non-negative integer, got {raw:?}"),
-                        )
-                    })
+                let digits = digits_only(raw);
+                let refused = |what: &str| {
+                    ApiError::bad_field(
+                        ErrorCode::InvalidParameter,
+                        name,
+                        format!("{name} must be {what}, got {raw:?}"),
+                    )
+                };
+                match raw.parse::<u64>() {
+                    Ok(number) if digits => Ok(number),
+                    Err(_) if digits => Err(refused(&format!("at most {}", u64::MAX))),
+                    _ => Err(refused("a non-negative integer")),
+                }
             })
             .transpose()
     }
@@ -136,13 +137,21 @@ impl Query {
     /// A revision parameter (`from`, `index`): at most [`MAX_REVISION`], so
     /// that the revision after it is one too.
     pub fn revision(&self, name: &str) -> Result<Option<Revision>, ApiError> {
-        match self.number(name)? {
-            Some(revision) if revision > MAX_REVISION => Err(ApiError::bad_field(
+        let past_the_last = || {
+            ApiError::bad_field(
                 ErrorCode::InvalidParameter,
                 name,
-                format!("{name} must be a revision, at most {MAX_REVISION}, got {revision}"),
-            )),
-            revision => Ok(revision),
+                format!(
+                    "{name} must be a revision, at most {MAX_REVISION}, got {}",
+                    self.get(name).unwrap_or_default()
+                ),
+            )
+        };
+        let digits = self.get(name).is_some_and(digits_only);
+        match self.number(name) {
+            Ok(Some(revision)) if revision > MAX_REVISION => Err(past_the_last()),
+            Err(_) if digits => Err(past_the_last()),
+            revision => revision,
         }
     }
 
@@ -277,6 +286,12 @@ pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>,
         .transpose()
 }
 
+/// Whether `raw` is a decimal number's digits and nothing else (Rust's
+/// parse also takes a leading `+`).
+fn digits_only(raw: &str) -> bool {
+    !raw.is_empty() && raw.bytes().all(|byte| byte.is_ascii_digit())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,11 +306,20 @@ mod tests {
             ("from=9223372036854775808", Err("from")),
             ("from=18446744073709551615", Err("from")),
             ("from=18446744073709551616", Err("from")),
+            ("from=99999999999999999999", Err("from")),
             ("from=-1", Err("from")),
             ("from=%2B5", Err("from")),
             ("from=+5", Err("from")),
             ("from=", Err("from")),
         ];
+        let error = Query::parse(Some("index=99999999999999999999"), &["index"])
+            .expect("the query parses")
+            .revision("index")
+            .expect_err("past the last revision");
+        assert!(
+            format!("{error:?}").contains("at most 9223372036854775807"),
+            "a number too large is not called negative: {error:?}"
+        );
         for (raw, expected) in cases {
             let query = Query::parse(Some(raw), &["from"]).expect("the query parses");
             match (query.revision("from"), expected) {

@@ -121,7 +121,7 @@ async fn local_read_index(state: &AppState, deadline: Instant) -> Result<Option<
         tokio::time::sleep(retry_after).await;
     }
     Err(ApiError::unavailable(format!(
-        "node {}: no quorum confirmed the read in time",
+        "node {}: no quorum confirmed its leadership in time",
         state.node_id
     )))
 }

@@ -126,7 +126,7 @@ fn check_compare_value(
         | CompareTarget::Lease
             if value.as_u64().is_none() =>
         {
-            wrong_value("an integer of 0 or more")
+            wrong_value("an integer from 0 to 18446744073709551615")
         }
         CompareTarget::Value if ordered && !(value.is_number() || value.is_string()) => {
             wrong_value("a number or a string")
