@@ -237,8 +237,6 @@ async fn change_perm(
     Ok(answer)
 }
 
-/// Writes `ops` in one transaction. `what` names the change for its
-/// idempotency key.
 /// Whether a delete can name anything stored: its key is one the store
 /// takes, or keys under its prefix can be.
 fn keyable(op: &Op) -> bool {
@@ -249,6 +247,8 @@ fn keyable(op: &Op) -> bool {
     }
 }
 
+/// Writes `ops` in one transaction. `what` names the change for its
+/// idempotency key.
 async fn write_all(ns: &NameServer, ops: &[Op], what: &[&str]) -> Result<(), Failure> {
     ns.writer.txn(&[], ops, idempotency_key(what)).await?;
     Ok(())
