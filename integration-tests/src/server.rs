@@ -326,6 +326,29 @@ impl TestServer {
         kib * 1024
     }
 
+    /// Stops the process with SIGTERM as [`TestServer::stop`] does, and
+    /// asserts that it exited within `limit` and closed each of `open`
+    /// (connections that carry no request) without sending a byte.
+    pub async fn stop_closing(&mut self, open: Vec<tokio::net::TcpStream>, limit: Duration) {
+        use tokio::io::AsyncReadExt;
+        let started = Instant::now();
+        self.stop().await;
+        let stopped_after = started.elapsed();
+        assert!(
+            stopped_after < limit,
+            "the stop took {stopped_after:?}\n{}",
+            self.log_tail(LOG_TAIL_LINES)
+        );
+        for mut stream in open {
+            let mut byte = [0u8; 1];
+            let read = stream.read(&mut byte).await;
+            assert!(
+                matches!(read, Ok(0) | Err(_)),
+                "the node sent something: {read:?}"
+            );
+        }
+    }
+
     /// Kills the process with SIGKILL, as a crash would, and reaps it.
     pub async fn kill9(&mut self) {
         let Some(mut child) = self.child.take() else {
