@@ -36,7 +36,43 @@ pub const MAX_LEASE_TTL_S: u64 = 86_400;
 pub struct GrantLease {
     /// How long the lease lives without a keep-alive, in seconds: from 5
     /// to 86,400 (24 h).
+    #[serde(deserialize_with = "whole_seconds")]
     pub ttl_s: u64,
+}
+
+/// A TTL in whole seconds. JSON reads an integer past `u64` as a float:
+/// such a number, a negative one or a fraction is refused naming the range
+/// rather than the type JSON read it as.
+fn whole_seconds<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    struct Seconds;
+    impl serde::de::Visitor<'_> for Seconds {
+        type Value = u64;
+
+        fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+            formatter.write_str(&not_whole_seconds(&"something else"))
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, seconds: u64) -> Result<u64, E> {
+            Ok(seconds)
+        }
+
+        fn visit_i64<E: serde::de::Error>(self, seconds: i64) -> Result<u64, E> {
+            u64::try_from(seconds).map_err(|_| E::custom(not_whole_seconds(&seconds)))
+        }
+
+        fn visit_f64<E: serde::de::Error>(self, seconds: f64) -> Result<u64, E> {
+            Err(E::custom(not_whole_seconds(&seconds)))
+        }
+    }
+    deserializer.deserialize_u64(Seconds)
+}
+
+/// The refusal of a `ttl_s` that is not a whole number of seconds.
+fn not_whole_seconds(got: &dyn std::fmt::Display) -> String {
+    format!(
+        "ttl_s must be a whole number of seconds from {MIN_LEASE_TTL_S} to {MAX_LEASE_TTL_S}, \
+         got {got}"
+    )
 }
 
 impl GrantLease {
@@ -170,6 +206,29 @@ mod tests {
             assert_eq!(refused.field, "ttl_s");
             assert!(refused.message.contains(&ttl_s.to_string()), "{refused}");
         }
+    }
+
+    #[test]
+    fn a_ttl_that_is_not_a_whole_number_is_refused_naming_the_range() {
+        for (body, got) in [
+            (
+                r#"{"ttl_s": 18446744073709551616}"#,
+                "got 18446744073709552000",
+            ),
+            (r#"{"ttl_s": -1}"#, "got -1"),
+            (r#"{"ttl_s": 7.5}"#, "got 7.5"),
+        ] {
+            let error = serde_json::from_str::<GrantLease>(body)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains("ttl_s must be a whole number of seconds from 5 to 86400")
+                    && error.contains(got),
+                "{body}: {error}"
+            );
+        }
+        let grant: GrantLease = serde_json::from_str(r#"{"ttl_s": 30}"#).unwrap();
+        assert_eq!(grant.ttl_s, 30);
     }
 
     #[test]
