@@ -238,7 +238,11 @@ async fn a_reregistration_with_an_unchanged_data_version_makes_no_raft_write() {
         .call_ok(registration("broker-a", 0, BROKER_A, 5, false))
         .await;
     let (revision, keys) = namesrv_keys(&server).await;
-    assert_eq!(keys.len(), 14, "the registration and 13 topics: {keys:?}");
+    assert_eq!(
+        keys.len(),
+        15,
+        "the registration, the group and 13 topics: {keys:?}"
+    );
 
     for _ in 0..3 {
         client
@@ -253,7 +257,12 @@ async fn a_reregistration_with_an_unchanged_data_version_makes_no_raft_write() {
         .await;
     let (changed, keys) = namesrv_keys(&server).await;
     assert!(changed > revision, "a changed data version was not written");
-    let revisions: BTreeSet<u64> = keys.iter().map(|(_, revision)| *revision).collect();
+    // The group's lease is the same: its key stays as it was.
+    let revisions: BTreeSet<u64> = keys
+        .iter()
+        .filter(|(key, _)| !key.starts_with("namesrv/groups/"))
+        .map(|(_, revision)| *revision)
+        .collect();
     assert_eq!(revisions.len(), 1, "one write changed every key: {keys:?}");
 }
 
@@ -293,6 +302,182 @@ async fn heartbeats_keep_a_broker_and_without_them_its_routes_leave_within_the_t
     );
     let info = ask(&mut client, code::GET_BROKER_CLUSTER_INFO, &[]).await;
     assert_eq!(json_of(&info)["brokerAddrTable"], json!({}));
+}
+
+/// Where broker-a's slave (id 1) listens in the group tests.
+const SLAVE_A: &str = "127.0.0.1:20912";
+
+/// The route of `topic`: its groups' queues and broker addresses.
+async fn route_groups(
+    client: &mut integration_tests::remoting::RemotingClient,
+    topic: &str,
+) -> (Vec<String>, Value) {
+    let route = client.call(route_request(topic)).await;
+    assert_eq!(route.code, 0, "the route of {topic}: {route:?}");
+    let route = json_of(&route);
+    let groups = route["queueDatas"]
+        .as_array()
+        .expect("queue datas")
+        .iter()
+        .map(|queues| queues["brokerName"].as_str().expect("a name").to_string())
+        .collect();
+    (groups, route["brokerDatas"].clone())
+}
+
+/// Registers broker-a's master (at [`BROKER_A`]) and its slave (at
+/// [`SLAVE_A`]).
+async fn register_master_and_slave(client: &mut integration_tests::remoting::RemotingClient) {
+    for (id, addr) in [(0, BROKER_A), (1, SLAVE_A)] {
+        client
+            .call_ok(registration("broker-a", id, addr, 0, false))
+            .await;
+    }
+}
+
+/// Renews broker-a's slave, asserting that the group's queues are still in
+/// the route of TBW102; gives the route's broker datas.
+async fn slave_heartbeat(client: &mut integration_tests::remoting::RemotingClient) -> Value {
+    let beat = broker_request(code::BROKER_HEARTBEAT, "broker-a", 1, SLAVE_A);
+    client.call_ok(beat).await;
+    let (groups, brokers) = route_groups(client, "TBW102").await;
+    assert_eq!(
+        groups,
+        ["broker-a"],
+        "the queues left while the slave heartbeats"
+    );
+    brokers
+}
+
+/// A group's queues stay while any of its members is registered, as
+/// Apache keeps them until the group's last member goes: the master
+/// unregistered, consumers still find the topic on the slave; the slave
+/// unregistered too, the topic is gone.
+#[tokio::test]
+async fn a_groups_queues_stay_while_a_member_is_registered() {
+    let server = TestServer::start().await;
+    let mut client = connect(&server).await;
+    register_master_and_slave(&mut client).await;
+    let (groups, brokers) = route_groups(&mut client, "TBW102").await;
+    assert_eq!(groups, ["broker-a"]);
+    assert_eq!(
+        brokers[0]["brokerAddrs"],
+        json!({"0": BROKER_A, "1": SLAVE_A})
+    );
+
+    let unregister = broker_request(code::UNREGISTER_BROKER, "broker-a", 0, BROKER_A);
+    client.call_ok(unregister).await;
+    let (groups, brokers) = route_groups(&mut client, "TBW102").await;
+    assert_eq!(groups, ["broker-a"], "the master left and took the queues");
+    assert_eq!(brokers[0]["brokerAddrs"], json!({"1": SLAVE_A}));
+
+    let unregister = broker_request(code::UNREGISTER_BROKER, "broker-a", 1, SLAVE_A);
+    client.call_ok(unregister).await;
+    let gone = client.call(route_request("TBW102")).await;
+    assert_eq!(gone.code, response_code::TOPIC_NOT_EXIST, "{gone:?}");
+    let (_, keys) = namesrv_keys(&server).await;
+    assert!(
+        keys.is_empty(),
+        "the last member took the group's queues and lease: {keys:?}"
+    );
+}
+
+/// The same when the master stops heartbeating: its registration expires,
+/// the group's queues stay with the slave that still heartbeats, and go
+/// within the TTL once it stops too.
+#[tokio::test]
+async fn a_groups_queues_outlive_an_expired_master_while_its_slave_heartbeats() {
+    let ttl = Duration::from_secs(5);
+    let slack = Duration::from_secs(3);
+    let server = TestServer::start_with(&["--namesrv-broker-ttl-s", "5"]).await;
+    let mut client = connect(&server).await;
+    register_master_and_slave(&mut client).await;
+    let master_expired_by = Instant::now() + ttl + slack;
+    loop {
+        let brokers = slave_heartbeat(&mut client).await;
+        if brokers[0]["brokerAddrs"] == json!({"1": SLAVE_A}) {
+            break;
+        }
+        assert!(
+            Instant::now() < master_expired_by,
+            "the master's registration outlived its TTL: {brokers}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Heartbeats for another TTL keep the group's queues.
+    let kept_until = Instant::now() + ttl + Duration::from_secs(1);
+    while Instant::now() < kept_until {
+        slave_heartbeat(&mut client).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    wait_route_code(
+        &mut client,
+        "TBW102",
+        response_code::TOPIC_NOT_EXIST,
+        ttl + slack,
+    )
+    .await;
+}
+
+/// The lease of the key `key` and, for a group's key, the lease its value
+/// names.
+async fn lease_of(server: &TestServer, key: &str) -> (u64, Value) {
+    let (status, entry) =
+        integration_tests::call(server, "GET", &format!("/v1/kv/{key}"), None).await;
+    assert_eq!(status, 200, "{key}: {entry}");
+    (entry["lease"].as_u64().unwrap_or(0), entry["value"].clone())
+}
+
+/// Queues that do not live by their group's lease (written before groups
+/// had leases, by the master's; or a group lease that ended) are written
+/// under it at the broker's next registration, even one that changed
+/// nothing.
+#[tokio::test]
+async fn queues_are_moved_under_their_groups_lease_at_the_next_registration() {
+    let server = TestServer::start().await;
+    let mut client = connect(&server).await;
+    client
+        .call_ok(registration("broker-a", 0, BROKER_A, 0, false))
+        .await;
+    let queues_key = "namesrv/topics/TBW102/broker-a";
+    let (group_lease, group) = lease_of(&server, "namesrv/groups/broker-a").await;
+    assert_eq!(group["lease"].as_u64(), Some(group_lease), "{group}");
+    let (master_lease, _) = lease_of(&server, "namesrv/brokers/broker-a/0").await;
+    assert_ne!(master_lease, group_lease);
+    assert_eq!(lease_of(&server, queues_key).await.0, group_lease);
+
+    // As an earlier version stored them: under the master's lease.
+    let (_, queues) = lease_of(&server, queues_key).await;
+    let (status, body) = integration_tests::call(
+        &server,
+        "PUT",
+        &format!("/v1/kv/{queues_key}?lease={master_lease}"),
+        Some(queues),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    client
+        .call_ok(registration("broker-a", 0, BROKER_A, 0, false))
+        .await;
+    assert_eq!(lease_of(&server, queues_key).await.0, group_lease);
+
+    // The group's lease ended: its queues went with it, and come back.
+    let (status, body) = integration_tests::call(
+        &server,
+        "DELETE",
+        &format!("/v1/leases/{group_lease}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let gone = client.call(route_request("TBW102")).await;
+    assert_eq!(gone.code, response_code::TOPIC_NOT_EXIST, "{gone:?}");
+    client
+        .call_ok(registration("broker-a", 0, BROKER_A, 0, false))
+        .await;
+    let (new_group_lease, _) = lease_of(&server, "namesrv/groups/broker-a").await;
+    assert_ne!(new_group_lease, group_lease);
+    assert_eq!(lease_of(&server, queues_key).await.0, new_group_lease);
+    assert_eq!(client.call(route_request("TBW102")).await.code, 0);
 }
 
 #[tokio::test]
@@ -402,7 +587,11 @@ async fn a_registration_of_more_topics_than_one_transaction_holds_is_served_whol
         assert_eq!(client.call(route_request(topic)).await.code, 0, "{topic}");
     }
     let (revision, keys) = namesrv_keys(&server).await;
-    assert_eq!(keys.len(), 1 + 13 + 300, "the registration and every topic");
+    assert_eq!(
+        keys.len(),
+        2 + 13 + 300,
+        "the registration, the group and every topic"
+    );
     // One transaction: one revision for the record and all its queues.
     let revisions = namesrv_change_revisions(&server, before).await;
     assert_eq!(revisions.len(), keys.len(), "{revisions:?}");
@@ -519,7 +708,8 @@ async fn a_broker_that_names_its_heartbeat_timeout_gets_a_lease_of_that_length()
         .map(|lease| lease["ttl_s"].as_u64().expect("a TTL"))
         .collect();
     ttls.sort();
-    assert_eq!(ttls, vec![10, 120], "{leases}");
+    // Each broker's lease and its group's.
+    assert_eq!(ttls, vec![10, 10, 120, 120], "{leases}");
 }
 
 /// The group's broker addresses as GET_BROKER_CLUSTER_INFO lists them.

@@ -104,7 +104,11 @@ async fn a_registration_of_more_topics_than_a_client_transaction_holds_sent_to_a
     let took = wait_route_code(cluster.node(leader), "many-199", 0, REPLICATION_BOUND).await;
     assert!(took <= REPLICATION_BOUND, "the leader took {took:?}");
     let (revision, keys) = namesrv_keys(cluster.node(leader)).await;
-    assert_eq!(keys.len(), 1 + 13 + 200, "the registration and every topic");
+    assert_eq!(
+        keys.len(),
+        2 + 13 + 200,
+        "the registration, the group and every topic"
+    );
     let revisions = namesrv_change_revisions(cluster.node(leader), before).await;
     assert_eq!(revisions.len(), keys.len(), "{revisions:?}");
     assert!(
@@ -292,8 +296,8 @@ async fn the_same_registration_sent_to_three_nodes_at_once_is_written_once() {
     assert_eq!(status, 200);
     assert_eq!(
         leases["leases"].as_array().map(Vec::len),
-        Some(1),
-        "{leases}"
+        Some(2),
+        "the broker's lease and its group's: {leases}"
     );
 }
 

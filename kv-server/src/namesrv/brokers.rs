@@ -116,6 +116,8 @@ pub async fn register(ns: &NameServer, request: &RemotingCommand) -> Handled {
     let key = identity.key();
     for attempt in 1..=REGISTER_ATTEMPTS {
         let (current, observed) = stored(ns, &key)?;
+        let (stored_group_lease, group_observed) =
+            view::group_lease(&ns.state.store, &identity.broker_name)?;
         if let Some((live, _)) = &current {
             // Apache ignores a registration of a live broker id from another
             // address whose state version is older: a master that came back
@@ -137,7 +139,7 @@ pub async fn register(ns: &NameServer, request: &RemotingCommand) -> Handled {
         }
         // One address holds one id in a group: a slave that became master
         // (or the reverse) at the same address leaves its old id, as in
-        // Apache. A master's queues stay with its lease until it ends.
+        // Apache. The group's queues stay with the group's lease.
         let moved: Vec<String> =
             records_at(ns, Some(&identity.broker_name), &identity.broker_addr)?
                 .into_iter()
@@ -149,6 +151,7 @@ pub async fn register(ns: &NameServer, request: &RemotingCommand) -> Handled {
                 ns,
                 &identity.broker_name,
                 &body.topic_config_serialize_wrapper,
+                stored_group_lease,
             )?
         } else {
             BTreeSet::new()
@@ -168,6 +171,13 @@ pub async fn register(ns: &NameServer, request: &RemotingCommand) -> Handled {
         let same_version = current.as_ref().is_some_and(|(record, _)| {
             record.broker_addr == wanted.broker_addr && record.data_version == wanted.data_version
         });
+        let mut group_lease = stored_group_lease;
+        if let Some(id) = group_lease {
+            if !ns.writer.keep_alive(id).await? {
+                group_lease = None;
+            }
+        }
+        let unchanged = unchanged && group_lease.is_some();
         let mut lease = current.as_ref().map(|(record, _)| record.lease);
         if let Some(id) = lease {
             if ns.writer.keep_alive(id).await? {
@@ -182,15 +192,20 @@ pub async fn register(ns: &NameServer, request: &RemotingCommand) -> Handled {
         let ttl_s = lease_ttl_s(ns, request)?;
         let registration = Registration {
             topics: &body.topic_config_serialize_wrapper,
-            queues: if same_version && lease.is_some() {
+            queues: if same_version && group_lease.is_some() {
                 Queues::Missing(missing)
             } else {
                 Queues::All
             },
             observed,
+            group_observed,
             moved: &moved,
         };
-        if write_registration(ns, wanted.clone(), &registration, lease, ttl_s).await? {
+        let leases = Leases {
+            member: lease,
+            group: group_lease,
+        };
+        if write_registration(ns, wanted.clone(), &registration, leases, ttl_s).await? {
             return answer_registration(ns, request, &identity);
         }
         // Another registration of this broker was written between the read
@@ -268,24 +283,23 @@ async fn off_the_workers<T: Send + 'static>(
         .map_err(|error| Failure::system(format!("reading the registration body failed: {error}")))
 }
 
-/// The topics of a master's registration that lack their group's queues.
-/// Apache adds a topic whose queues lack the group at any registration,
-/// whatever its data version, so a topic deleted on the name server alone
-/// comes back at the broker's next registration; here too.
+/// The topics of a master's registration that lack their group's queues,
+/// or whose queues live by another lease than the group's `group_lease`
+/// (written before groups had leases, by the master's). Apache adds a
+/// topic whose queues lack the group at any registration, whatever its
+/// data version, so a topic deleted on the name server alone comes back
+/// at the broker's next registration; here too.
 fn missing_queues(
     ns: &NameServer,
     group: &str,
     topics: &TopicConfigSerializeWrapper,
+    group_lease: Option<u64>,
 ) -> Result<BTreeSet<String>, Failure> {
     let mut missing = BTreeSet::new();
     for topic in topics.topic_config_table.keys() {
-        if ns
-            .state
-            .store
-            .get(&keys::topic_queues(topic, group))?
-            .is_none()
-        {
-            debug!(%topic, %group, "a registered topic lost its queues: written again");
+        let entry = ns.state.store.get(&keys::topic_queues(topic, group))?;
+        if entry.is_none_or(|entry| Some(entry.lease) != group_lease) {
+            debug!(%topic, %group, "a registered topic lacks its group's queues: written again");
             missing.insert(topic.clone());
         }
     }
@@ -328,6 +342,8 @@ struct Registration<'a> {
     queues: Queues,
     /// The record's `mod_revision` as this node read it (0: none).
     observed: u64,
+    /// The group key's `mod_revision` as this node read it (0: none).
+    group_observed: u64,
     /// The keys of the group's other ids at the broker's address, removed.
     moved: &'a [String],
 }
@@ -335,87 +351,129 @@ struct Registration<'a> {
 /// Which of a master's topics a registration writes the queues of.
 enum Queues {
     /// Every topic's: a first registration, a new data version, or a new
-    /// lease (the queues live by the lease).
+    /// group lease (the queues live by it).
     All,
     /// Only those of topics that lack them (the data version and the lease
     /// are those in the store).
     Missing(BTreeSet<String>),
 }
 
-/// Writes a registration (and a master's queues) under `lease`, or a new
-/// lease if none is given or it vanishes meanwhile. False if another
-/// registration of the broker was written since `registration.observed`:
-/// nothing was written then.
+/// The leases a registration writes under, as read and renewed; `None`
+/// for one to grant.
+#[derive(Clone, Copy, Debug)]
+struct Leases {
+    /// The broker's own.
+    member: Option<u64>,
+    /// Its group's, which the group's queues live by.
+    group: Option<u64>,
+}
+
+/// Writes a registration (and a master's queues) under the `leases` given,
+/// granting those that are not. False if another registration of the
+/// broker or its group was written since they were read, or a lease
+/// ended meanwhile: nothing was written then, and the leases granted are
+/// given back.
 async fn write_registration(
     ns: &NameServer,
     mut record: BrokerRecord,
     registration: &Registration<'_>,
-    lease: Option<u64>,
+    leases: Leases,
     ttl_s: u64,
 ) -> Result<bool, Failure> {
     let topics = registration.topics;
-    let (mut id, mut granted) = match lease {
-        Some(id) => (id, false),
-        None => (ns.writer.grant(ttl_s).await?, true),
+    let mut granted = Vec::new();
+    let chosen = match lease_or_grant(ns, leases.member, ttl_s, &mut granted).await {
+        Ok(member) => lease_or_grant(ns, leases.group, ttl_s, &mut granted)
+            .await
+            .map(|group| (member, group)),
+        Err(error) => Err(error),
     };
-    let mut retried = false;
-    loop {
-        record.lease = id;
-        // Under a new lease every queue is written: the old lease's went
-        // with it, or will.
-        let queues = if granted {
-            &Queues::All
-        } else {
-            &registration.queues
-        };
-        match write_whole(ns, &record, registration, queues).await {
-            Ok(Written::Done) => {
-                info!(broker = %record.broker_addr, group = %record.broker_name, lease = id, topics = topics.topic_config_table.len(), "registered");
-                return Ok(true);
-            }
-            Ok(Written::LostRace) => {
-                if granted {
-                    ns.writer.revoke(id).await?;
-                }
-                return Ok(false);
-            }
-            Err(WriteError::LeaseNotFound { .. }) if !retried => {
-                // The lease ended between the read and the write.
-                retried = true;
-                id = ns.writer.grant(ttl_s).await?;
-                granted = true;
-            }
-            Err(error) => {
-                // A lease granted for a registration that failed would
-                // otherwise live its whole TTL, counting against
-                // --max-leases. Should the write still commit (a timeout),
-                // the revoke takes it back with its lease: the broker was
-                // answered an error, and registers again.
-                if granted {
-                    if let Err(revoke) = ns.writer.revoke(id).await {
-                        warn!(lease = id, %revoke, "could not revoke the lease of a failed registration");
-                    }
-                }
-                return Err(Failure::system(format!(
-                    "registering broker {} of group {}: {error}",
-                    record.broker_addr, record.broker_name
-                )));
-            }
+    let (member, group) = match chosen {
+        Ok(chosen) => chosen,
+        Err(error) => {
+            give_back(ns, &granted).await;
+            return Err(error.into());
+        }
+    };
+    record.lease = member;
+    // Under a new group lease every queue is written: the old lease's went
+    // with it, or will.
+    let new_group = leases.group.is_none();
+    let queues = if new_group {
+        &Queues::All
+    } else {
+        &registration.queues
+    };
+    let written = write_whole(ns, &record, registration, queues, group, new_group).await;
+    match written {
+        Ok(Written::Done) => {
+            info!(broker = %record.broker_addr, group = %record.broker_name, lease = member, group_lease = group, topics = topics.topic_config_table.len(), "registered");
+            Ok(true)
+        }
+        Ok(Written::LostRace) | Err(WriteError::LeaseNotFound { .. }) => {
+            // Read again and decide again: another registration came first,
+            // or a lease read ended before the write.
+            give_back(ns, &granted).await;
+            Ok(false)
+        }
+        Err(error) => {
+            // A lease granted for a registration that failed would
+            // otherwise live its whole TTL, counting against
+            // --max-leases. Should the write still commit (a timeout),
+            // the revoke takes it back with its keys: the broker was
+            // answered an error, and registers again.
+            give_back(ns, &granted).await;
+            Err(Failure::system(format!(
+                "registering broker {} of group {}: {}",
+                record.broker_addr,
+                record.broker_name,
+                error.remark()
+            )))
+        }
+    }
+}
+
+/// `lease`, or a new one of `ttl_s` seconds, noted in `granted`.
+async fn lease_or_grant(
+    ns: &NameServer,
+    lease: Option<u64>,
+    ttl_s: u64,
+    granted: &mut Vec<u64>,
+) -> Result<u64, WriteError> {
+    match lease {
+        Some(id) => Ok(id),
+        None => {
+            let id = ns.writer.grant(ttl_s).await?;
+            granted.push(id);
+            Ok(id)
+        }
+    }
+}
+
+/// Revokes the leases a registration granted and did not use.
+async fn give_back(ns: &NameServer, granted: &[u64]) {
+    for id in granted {
+        if let Err(revoke) = ns.writer.revoke(*id).await {
+            warn!(lease = id, %revoke, "could not revoke the lease of a registration not written");
         }
     }
 }
 
 /// Writes `record` and, for a master, a QueueData per topic `queues`
-/// names, in one transaction: readers see the whole registration or none
-/// of it.
+/// names under the group's lease `group` (and the group's key when
+/// `new_group`), in one transaction: readers see the whole registration or
+/// none of it.
 async fn write_whole(
     ns: &NameServer,
     record: &BrokerRecord,
     registration: &Registration<'_>,
     queues: &Queues,
+    group: u64,
+    new_group: bool,
 ) -> Result<Written, WriteError> {
     let key = keys::broker(&record.broker_name, record.broker_id);
-    let mut queue_ops = Vec::new();
+    let group_key = keys::group(&record.broker_name);
+    let mut ops = Vec::new();
     if record.broker_id == 0 {
         for (topic, config) in &registration.topics.topic_config_table {
             if let Queues::Missing(missing) = queues {
@@ -430,36 +488,50 @@ async fn write_whole(
                 perm: config.perm,
                 topic_sys_flag: config.topic_sys_flag,
             };
-            queue_ops.push(Op::Put {
+            ops.push(Op::Put {
                 key: keys::topic_queues(topic, &record.broker_name),
                 value: json!(queues),
-                lease: Some(record.lease),
+                lease: Some(group),
             });
         }
     }
     // The same registration sent to several nodes is written once; any
-    // change of the record (its version, lease, cluster, HA address, zone)
-    // or of the record it replaces makes it another write.
+    // change of the record (its version, lease, cluster, HA address, zone),
+    // of the group's lease or of the record it replaces makes it another
+    // write.
     let written = serde_json::to_string(record).expect("a record is plain data");
     let observed = registration.observed.to_string();
+    let group_lease = group.to_string();
     let identity = [
         record.broker_addr.as_str(),
         key.as_str(),
         written.as_str(),
         observed.as_str(),
+        group_lease.as_str(),
     ];
-    let put_record = |record: &BrokerRecord| Op::Put {
+    let mut guards = vec![Guard::ModRevision(key.clone(), registration.observed)];
+    if new_group {
+        // Two members registering at once both find the group without a
+        // lease: the first one's stands, the other reads it and goes on.
+        guards.push(Guard::ModRevision(
+            group_key.clone(),
+            registration.group_observed,
+        ));
+        ops.push(Op::Put {
+            key: group_key,
+            value: json!(keys::GroupRecord { lease: group }),
+            lease: Some(group),
+        });
+    }
+    ops.push(Op::Put {
         key: key.clone(),
         value: json!(record),
         lease: Some(record.lease),
-    };
-    let first_guard = [Guard::ModRevision(key.clone(), registration.observed)];
-    let mut ops = queue_ops;
-    ops.push(put_record(record));
+    });
     ops.extend(registration.moved.iter().cloned().map(Op::Delete));
     let answer = ns
         .writer
-        .txn(&first_guard, &ops, idempotency_key(&identity))
+        .txn(&guards, &ops, idempotency_key(&identity))
         .await?;
     Ok(if answer.succeeded {
         Written::Done
@@ -514,13 +586,25 @@ fn answer_with_order_topics(
 
 /// UNREGISTER_BROKER: revokes the lease of the group's registration at
 /// the broker's address (whatever id it holds, as Apache removes by
-/// address), which removes it and, for a master, its group's queues in
-/// one change.
+/// address), which removes it; and, when no other member of the group is
+/// left, the group's lease, which removes the group's queues in one change,
+/// as Apache drops a group's queues with its last member.
 pub async fn unregister(ns: &NameServer, request: &RemotingCommand) -> Handled {
     let identity = Identity::of(request)?;
-    for record in records_at(ns, Some(&identity.broker_name), &identity.broker_addr)? {
+    let members = view::group(&ns.state.store, &identity.broker_name)?;
+    let (leaving, staying): (Vec<BrokerRecord>, Vec<BrokerRecord>) = members
+        .into_iter()
+        .map(|(_, _, record)| record)
+        .partition(|record| record.broker_addr == identity.broker_addr);
+    for record in &leaving {
         ns.writer.revoke(record.lease).await?;
         info!(broker = %record.broker_addr, group = %record.broker_name, id = record.broker_id, "unregistered");
+    }
+    if staying.is_empty() {
+        if let (Some(group), _) = view::group_lease(&ns.state.store, &identity.broker_name)? {
+            ns.writer.revoke(group).await?;
+            info!(group = %identity.broker_name, "the group's last member left: its queues go");
+        }
     }
     Ok(request.answer(0, None))
 }
@@ -543,15 +627,26 @@ fn records_at(
         .collect())
 }
 
-/// Renews the leases of `records`.
+/// Renews the leases of `records` and of their groups.
 async fn keep_alive(ns: &NameServer, records: &[BrokerRecord]) -> Result<(), Failure> {
+    let groups: BTreeSet<&str> = records
+        .iter()
+        .map(|record| record.broker_name.as_str())
+        .collect();
     for record in records {
         ns.writer.keep_alive(record.lease).await?;
+    }
+    for group in groups {
+        // A group without a lease (or whose lease ended) gets one at its
+        // members' next registration.
+        if let (Some(lease), _) = view::group_lease(&ns.state.store, group)? {
+            ns.writer.keep_alive(lease).await?;
+        }
     }
     Ok(())
 }
 
-/// BROKER_HEARTBEAT: renews the broker's lease.
+/// BROKER_HEARTBEAT: renews the broker's lease and its group's.
 pub async fn heartbeat(ns: &NameServer, request: &RemotingCommand) -> Handled {
     let broker_addr = required_name(request, "brokerAddr")?;
     required_name(request, "clusterName")?;
@@ -561,7 +656,7 @@ pub async fn heartbeat(ns: &NameServer, request: &RemotingCommand) -> Handled {
 }
 
 /// QUERY_DATA_VERSION: whether the broker's data version differs from the
-/// stored one (`changed`), the stored one as the body; renews the lease.
+/// stored one (`changed`), the stored one as the body; renews the leases.
 pub async fn query_data_version(ns: &NameServer, request: &RemotingCommand) -> Handled {
     let broker_addr = required_name(request, "brokerAddr")?;
     let broker_name = required_name(request, "brokerName")?;

@@ -6,7 +6,8 @@
 //! | key | value | lease |
 //! |---|---|---|
 //! | `namesrv/brokers/{brokerName}/{brokerId}` | [`BrokerRecord`] | the broker's |
-//! | `namesrv/topics/{topic}/{brokerName}` | `QueueData` | the group master's |
+//! | `namesrv/groups/{brokerName}` | [`GroupRecord`] | the group's: every member renews it |
+//! | `namesrv/topics/{topic}/{brokerName}` | `QueueData` | the group's |
 //! | `namesrv/kv/{namespace}/{key}` | the value (a JSON string) | none |
 //! | `namesrv/config/{name}` | the property (a JSON string) | none |
 
@@ -19,6 +20,8 @@ use serde::{Deserialize, Serialize};
 pub const ROOT: &str = "namesrv/";
 /// The brokers' registrations.
 pub const BROKERS: &str = "namesrv/brokers/";
+/// The broker groups' leases.
+pub const GROUPS: &str = "namesrv/groups/";
 /// The topics' queues, per broker group.
 pub const TOPICS: &str = "namesrv/topics/";
 /// The KV config namespaces.
@@ -52,6 +55,11 @@ pub fn broker(broker_name: &str, broker_id: i64) -> String {
 /// The prefix of every registration of group `broker_name`.
 pub fn broker_group(broker_name: &str) -> String {
     format!("{BROKERS}{}/", segment(broker_name))
+}
+
+/// The key of group `broker_name`'s lease.
+pub fn group(broker_name: &str) -> String {
+    format!("{GROUPS}{}", segment(broker_name))
 }
 
 /// The key of `topic`'s queues on group `broker_name`.
@@ -114,8 +122,17 @@ pub struct BrokerRecord {
     pub enable_acting_master: bool,
     /// The version of the topic configs it registered.
     pub data_version: DataVersion,
-    /// The lease the record (and, for a master, its group's queues) lives
-    /// by.
+    /// The lease the record lives by.
+    pub lease: u64,
+}
+
+/// A broker group as stored: the lease its queues live by. Every member's
+/// registration and heartbeat renews it, so the group's queues stay while
+/// any member does (a slave whose master is gone still serves reads), as
+/// Apache keeps a group's queues until its last member goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRecord {
+    /// The group's lease.
     pub lease: u64,
 }
 

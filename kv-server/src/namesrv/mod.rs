@@ -5,7 +5,9 @@
 //! key `namesrv/brokers/{brokerName}/{brokerId}`, attached to a lease of
 //! `--namesrv-broker-ttl-s` seconds that its heartbeats renew; a master's
 //! topic configs become one `QueueData` per topic at
-//! `namesrv/topics/{topic}/{brokerName}`, attached to the master's lease;
+//! `namesrv/topics/{topic}/{brokerName}`, attached to the group's lease
+//! (`namesrv/groups/{brokerName}`), which every member's registration and
+//! heartbeat renews, so a group's queues stay while any member does;
 //! KV config entries and the name server's properties live under
 //! `namesrv/kv/` and `namesrv/config/` with no lease. A broker's expiry,
 //! unregister or a topic's delete is thus one transaction: every node sees
@@ -14,7 +16,7 @@
 //! **Writes** ([`writes`]) go through this node's own HTTP API, in-process,
 //! so a follower passes them to the leader as it does a client's. A
 //! registration whose data version and addresses did not change renews
-//! the lease only: no Raft write.
+//! the leases only: no Raft write.
 //!
 //! **Reads** ([`view`]) are answered from this node's view, never through
 //! Raft. The consistency promise: a healthy node serves what it has

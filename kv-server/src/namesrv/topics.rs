@@ -104,7 +104,8 @@ pub fn unit_topics(ns: &NameServer, request: &RemotingCommand) -> Handled {
 }
 
 /// REGISTER_TOPIC_IN_NAMESRV: the body's queues, each attached to its
-/// group master's lease (a member's when the group has no master). A body
+/// group's lease (for a group registered before groups had leases, its
+/// master's, or a member's when it has no master). A body
 /// naming a group that is not registered registers nothing, as Apache
 /// registers nothing of a new topic then (of a known topic it keeps the
 /// groups it read before that one: here the change is whole or none).
@@ -127,10 +128,16 @@ pub async fn register_topic(ns: &NameServer, request: &RemotingCommand) -> Handl
     let mut ops = Vec::new();
     for queues in by_group.into_values() {
         let members = view::group(&ns.state.store, &queues.broker_name)?;
-        let lease = members
-            .iter()
-            .min_by_key(|(_, _, record)| record.broker_id)
-            .map(|(_, _, record)| record.lease);
+        let group_lease = match members.is_empty() {
+            true => None,
+            false => view::group_lease(&ns.state.store, &queues.broker_name)?.0,
+        };
+        let lease = group_lease.or_else(|| {
+            members
+                .iter()
+                .min_by_key(|(_, _, record)| record.broker_id)
+                .map(|(_, _, record)| record.lease)
+        });
         let Some(lease) = lease else {
             warn!(%topic, group = %queues.broker_name, "topic registration names a group that is not registered: nothing registered");
             return Ok(request.answer(0, None));

@@ -136,6 +136,12 @@ pub fn route(store: &Store, topic: &str) -> Result<Option<TopicRouteData>, Store
         }
     };
     let groups = broker_datas(&records);
+    // A group's queues outlive its last member until the group's lease
+    // ends: a group with no member left is not in the route.
+    let queue_datas: Vec<QueueData> = queue_datas
+        .into_iter()
+        .filter(|queues| groups.contains_key(&queues.broker_name))
+        .collect();
     let broker_datas: Vec<BrokerData> = queue_datas
         .iter()
         .filter_map(|queues| groups.get(&queues.broker_name).cloned())
@@ -174,11 +180,18 @@ pub fn cluster_info_of(records: &[BrokerRecord]) -> ClusterInfo {
 
 /// Every topic with its queues per group, with the registrations read at
 /// the same revision.
+/// Only groups with a member registered count, as in [`route`].
 pub fn topics(store: &Store) -> Result<(Vec<BrokerRecord>, QueuesByTopic), StoreError> {
     let (records, queues) = brokers_and_queues(store, keys::TOPICS)?;
+    let live: BTreeSet<&str> = records
+        .iter()
+        .map(|record| record.broker_name.as_str())
+        .collect();
     let mut topics = QueuesByTopic::new();
-    for (topic, _, queues) in queues {
-        topics.entry(topic).or_default().push(queues);
+    for (topic, group, queues) in queues {
+        if live.contains(group.as_str()) {
+            topics.entry(topic).or_default().push(queues);
+        }
     }
     Ok((records, topics))
 }
@@ -196,6 +209,23 @@ pub fn group(
             Some((key, entry, record))
         })
         .collect())
+}
+
+/// The lease of group `broker_name` as stored, and the group key's
+/// `mod_revision` (0 when the key is absent). A value that does not parse
+/// is no lease: the next registration writes over it.
+pub fn group_lease(store: &Store, broker_name: &str) -> Result<(Option<u64>, u64), StoreError> {
+    let key = keys::group(broker_name);
+    let Some(entry) = store.get(&key)? else {
+        return Ok((None, 0));
+    };
+    match serde_json::from_slice::<keys::GroupRecord>(&entry.value) {
+        Ok(group) => Ok((Some(group.lease), entry.mod_revision)),
+        Err(error) => {
+            tracing::warn!(%key, %error, "the broker group stored here does not parse: taken as none");
+            Ok((None, entry.mod_revision))
+        }
+    }
 }
 
 /// The entries of KV config namespace `namespace`.
