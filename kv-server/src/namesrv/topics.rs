@@ -128,9 +128,10 @@ pub async fn register_topic(ns: &NameServer, request: &RemotingCommand) -> Handl
     let mut ops = Vec::new();
     for queues in by_group.into_values() {
         let members = view::group(&ns.state.store, &queues.broker_name)?;
-        let group_lease = match members.is_empty() {
-            true => None,
-            false => view::group_lease(&ns.state.store, &queues.broker_name)?.0,
+        let group_lease = if members.is_empty() {
+            None
+        } else {
+            view::group_lease(&ns.state.store, &queues.broker_name)?.0
         };
         let lease = group_lease.or_else(|| {
             members

@@ -178,9 +178,9 @@ pub fn cluster_info_of(records: &[BrokerRecord]) -> ClusterInfo {
     }
 }
 
-/// Every topic with its queues per group, with the registrations read at
-/// the same revision.
-/// Only groups with a member registered count, as in [`route`].
+/// Every topic with its queues per group (of the groups with a member
+/// registered, as in [`route`]), with the registrations read at the same
+/// revision.
 pub fn topics(store: &Store) -> Result<(Vec<BrokerRecord>, QueuesByTopic), StoreError> {
     let (records, queues) = brokers_and_queues(store, keys::TOPICS)?;
     let live: BTreeSet<&str> = records
