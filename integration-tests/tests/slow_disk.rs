@@ -238,6 +238,12 @@ async fn a_write_flood_on_a_slow_disk_is_held_back_in_bounded_memory_and_writes_
     }
     let (status, entry) = call(&server, "GET", "/v1/kv/after/flood", None).await;
     assert_eq!((status, entry["value"].clone()), (200, json!("ok")));
+    // Each of the log's syncs took 1.5 s: the log says so, naming the file.
+    assert!(
+        server.log_contains("a raft log write and sync took")
+            && server.log_contains("the disk is slow"),
+        "no slow-sync warning in the node's log"
+    );
     eprintln!(
         "flood: {acked} writes acknowledged, {} refused with 503, at most {} MiB resident",
         refused.len(),

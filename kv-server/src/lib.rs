@@ -21,6 +21,7 @@
 //! * `clock` — the wall clock that stamps commands.
 //! * `write_budget` — backpressure on writes, in bytes.
 //! * `space` — the space quota, the free-space floor and a full disk.
+//! * `slow_sync` — a warning for a sync that held the node up.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), kv_server::server::ServerError> {
@@ -64,6 +65,7 @@ pub(crate) mod peer_codec;
 pub(crate) mod read_index;
 pub(crate) mod removal;
 pub mod server;
+pub(crate) mod slow_sync;
 pub(crate) mod snapshot_transfer;
 pub(crate) mod snapshot_trigger;
 pub(crate) mod space;

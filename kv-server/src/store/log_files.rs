@@ -270,10 +270,13 @@ impl LogFiles {
 
     /// Replaces the metadata file, durably.
     pub fn save_meta(&self, meta: &Meta) -> Result<(), StoreError> {
-        Ok(fsutil::write_atomic(
-            &self.dir.join(META_FILE),
-            &fsutil::to_checked_json(meta),
-        )?)
+        let path = self.dir.join(META_FILE);
+        let started = std::time::Instant::now();
+        let saved = fsutil::write_atomic(&path, &fsutil::to_checked_json(meta));
+        // The raft core waits for a vote to be saved before it answers or
+        // reports the leader it learned.
+        crate::slow_sync::note("saving the raft vote", &path, started.elapsed());
+        Ok(saved?)
     }
 
     /// The id of the last entry written.

@@ -326,6 +326,11 @@ fn run(writer: &LogWriter, jobs: mpsc::Receiver<FlushJob>) {
         }
         let started = Instant::now();
         let mut written = writer.write_pending(&group);
+        crate::slow_sync::note(
+            "a raft log write and sync",
+            writer.files.dir(),
+            started.elapsed(),
+        );
         // A full disk: the group (and whatever joins it meanwhile) waits
         // for room, its appends unanswered, as long as the log is open.
         while let Err(error) = &written {
