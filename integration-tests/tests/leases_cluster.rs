@@ -326,6 +326,79 @@ async fn a_lease_kept_alive_just_before_the_leader_dies_lives_its_ttl_and_at_mos
     }
 }
 
+/// A keep-alive passed on by a follower to a leader elected moments ago,
+/// which has yet to load the leases' deadlines, is answered at once with
+/// 503 `unavailable` saying so, not held for the 5 s a follower waits for
+/// another leader (which a `not_leader` answer made it do); once the
+/// leader has loaded them, the same keep-alive succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keep_alive_through_a_follower_while_a_new_leader_loads_the_leases_is_answered_at_once() {
+    /// How long each node's keeper waits, once it leads, before it loads
+    /// the deadlines (`KV_DELAY_AT`).
+    const LOAD_DELAY_MS: u64 = 4_000;
+    /// Well under `LOAD_DELAY_MS` and the 5 s wait for a leader.
+    const PROMPT: Duration = Duration::from_millis(2_500);
+    let _serial = SERIAL.lock().await;
+    let mut cluster = TestCluster::start(3, &[]).await;
+    let leader = cluster.leader().await;
+    let client = client();
+    let id = grant(&client, &cluster.node(leader).base_url(), 60).await;
+    cluster.wait_converged().await;
+    // The delay on the followers only, restarted one at a time: the next
+    // leader is one of them.
+    let delay = format!("lease-keeper-promote:{LOAD_DELAY_MS}");
+    for follower in cluster.ids_but(leader) {
+        let node = cluster.node_mut(follower);
+        node.set_env("KV_DELAY_AT", Some(&delay));
+        node.restart().await;
+    }
+    cluster.wait_converged().await;
+    cluster.node_mut(leader).kill9().await;
+    let new_leader = cluster.leader_among(&[leader]).await;
+    let elected = Instant::now();
+    let follower = cluster
+        .ids_but(leader)
+        .into_iter()
+        .find(|id| *id != new_leader)
+        .expect("two nodes survive");
+    let follower_url = cluster.node(follower).base_url();
+
+    // Patient enough to see a refusal held for the 5 s wait for a leader.
+    let patient = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("a plain HTTP client builds");
+    let sent = Instant::now();
+    let (status, body) = keep_alive(&patient, &follower_url, id)
+        .await
+        .expect("the keep-alive is answered");
+    let took = sent.elapsed();
+    assert!(
+        sent.duration_since(elected) < Duration::from_millis(LOAD_DELAY_MS) - PROMPT,
+        "the keep-alive was sent {:?} after the election, too late to find the leases unloaded",
+        sent.duration_since(elected)
+    );
+    assert!(
+        took < PROMPT,
+        "the keep-alive took {took:?}: {status} {body}"
+    );
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&format!("node {new_leader} has just become the leader")),
+        "{body}"
+    );
+
+    // Once the deadlines are loaded, the keep-alive goes through the same
+    // follower.
+    let give_up = Instant::now() + Duration::from_millis(LOAD_DELAY_MS) + Duration::from_secs(10);
+    if let Err(error) = keep_alive_anywhere(&client, &[follower_url], 0, id, give_up).await {
+        panic!("{error}");
+    }
+}
+
 /// How long a leader may take to snapshot and purge its log.
 const PURGE_TIMEOUT: Duration = Duration::from_secs(60);
 

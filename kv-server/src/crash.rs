@@ -135,3 +135,8 @@ pub const MEMBER_LEARNER_ADDED: &str = "member-learner-added";
 /// the topic ends inside the entry, after a whole unit. Only while this
 /// point is armed are those records appended in two parts.
 pub const BATCH_ENTRY_PART_APPENDED: &str = "batch-entry-part-appended";
+
+/// On a new leader, once its term's first entry is applied and before it
+/// loads the leases' deadlines: keep-alives meanwhile find it leading but
+/// not yet keeping them.
+pub const LEASE_KEEPER_PROMOTE: &str = "lease-keeper-promote";

@@ -108,7 +108,7 @@ async fn keep_alive(
         })
         .into_response()),
         KeepAlive::NotFound => Err(lease_not_found(id)),
-        KeepAlive::NotLeading => Err(not_keeping()),
+        KeepAlive::NotLeading => Err(not_keeping(&state)),
     }
 }
 
@@ -209,7 +209,7 @@ fn remaining(state: &AppState, id: LeaseId) -> Result<u64, ApiError> {
         .store
         .leases
         .remaining(id, Instant::now(), leader_term(state))
-        .ok_or_else(not_keeping)?;
+        .ok_or_else(|| not_keeping(state))?;
     Ok(left.as_millis().div_ceil(1000) as u64)
 }
 
@@ -220,14 +220,23 @@ fn leader_term(state: &AppState) -> Option<u64> {
     (metrics.state == openraft::ServerState::Leader).then(|| metrics.vote.leader_id().term)
 }
 
-/// 503: the lease exists but this node does not keep its deadline (it does
-/// not lead, or has only just begun to).
-fn not_keeping() -> ApiError {
-    ApiError::not_leader(
-        "this node does not keep the leases' deadlines now (it is not the leader, \
-         or has just become it): try again",
-        None,
-    )
+/// 503: the lease exists but this node does not keep its deadline. A node
+/// that leads, but has yet to load the deadlines (until its term's first
+/// entry is applied), says so as `unavailable`: `not_leader` would send a
+/// follower passing the request on to wait for another leader.
+fn not_keeping(state: &AppState) -> ApiError {
+    match leader_term(state) {
+        Some(term) => ApiError::unavailable(format!(
+            "node {} has just become the leader (term {term}) and does not keep the leases' \
+             deadlines yet: try again",
+            state.node_id
+        )),
+        None => ApiError::not_leader(
+            "this node does not keep the leases' deadlines now (it is not the leader): try \
+             again",
+            None,
+        ),
+    }
 }
 
 fn lease_record(id: LeaseId, value: &[u8]) -> Result<leases::LeaseRecord, ApiError> {

@@ -99,6 +99,7 @@ impl LeaseLoop {
                     awaiting_apply = true;
                     continue;
                 }
+                crate::crash::delay_async(crate::crash::LEASE_KEEPER_PROMOTE).await;
                 if let Err(error) = self.promote(term).await {
                     warn!(%error, "cannot load the leases; trying again");
                     continue;
