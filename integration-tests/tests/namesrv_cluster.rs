@@ -351,8 +351,10 @@ async fn a_follower_reads_its_own_writes_at_once() {
 /// A broker's heartbeats and unchanged registrations, sent through the two
 /// other nodes while the leader is killed and replaced, are each answered
 /// SUCCESS: the write waits out the election and the new leader's first
-/// moments (before it keeps the leases' deadlines), as Apache's name
-/// server, which has no leader to lose, answers them.
+/// moments (before it keeps the leases' deadlines, held open here for
+/// 1.5 s), as Apache's name server, which has no leader to lose, answers
+/// them. Both nodes are asked at once, so the follower passes requests on
+/// while the new leader has yet to load the leases.
 #[tokio::test]
 async fn heartbeats_and_registrations_through_a_leader_change_are_answered_success() {
     /// Rounds of requests; the leader is killed after [`KILLED_AFTER`].
@@ -362,6 +364,14 @@ async fn heartbeats_and_registrations_through_a_leader_change_are_answered_succe
     let mut cluster = TestCluster::start(3, &[]).await;
     let leader = cluster.leader().await;
     let others = cluster.ids_but(leader);
+    // The next leader, one of the others, loads the leases 1.5 s after its
+    // term's first entry is applied.
+    for id in &others {
+        let node = cluster.node_mut(*id);
+        node.set_env("KV_DELAY_AT", Some("lease-keeper-promote:1500"));
+        node.restart().await;
+    }
+    cluster.wait_converged().await;
     register(cluster.node(others[0]), "broker-a", BROKER).await;
     let mut clients = Vec::new();
     for id in &others {
@@ -374,7 +384,7 @@ async fn heartbeats_and_registrations_through_a_leader_change_are_answered_succe
             cluster.node_mut(leader).kill9().await;
             killed_at = Some(Instant::now());
         }
-        for (id, client) in &mut clients {
+        let calls = clients.iter_mut().map(|(id, client)| async move {
             let beat = broker_request(code::BROKER_HEARTBEAT, "broker-a", 0, BROKER);
             let registration = registration("broker-a", 0, BROKER, 0, false);
             for request in [beat, registration] {
@@ -387,7 +397,8 @@ async fn heartbeats_and_registrations_through_a_leader_change_are_answered_succe
                     answer.remark
                 );
             }
-        }
+        });
+        futures::future::join_all(calls).await;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let new_leader = cluster.leader().await;

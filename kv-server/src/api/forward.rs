@@ -364,7 +364,8 @@ impl Hop<'_> {
             && error_code(&bytes) == Some(ErrorCode::NotLeader)
         {
             return Ok(Sent::NotDelivered(format!(
-                "{addr} is no longer the leader"
+                "{addr} is no longer the leader: {}",
+                String::from_utf8_lossy(&bytes)
             )));
         }
         let mut answer = (status, bytes).into_response();
