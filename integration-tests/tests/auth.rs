@@ -1378,6 +1378,65 @@ async fn a_token_cannot_take_another_tokens_secret() {
     }
 }
 
+/// A deleted role is taken from every token holding it, as etcd's role
+/// delete takes it from its users: a role made again under the same name,
+/// with more rights, grants nothing to them. Their other roles stay.
+#[tokio::test]
+async fn a_role_made_again_under_a_deleted_ones_name_grants_nothing_to_its_old_tokens() {
+    let cluster = TestCluster::start(1, &["--auth"]).await;
+    let tokens = set_up(&cluster).await;
+    let node = cluster.node(1);
+    let root = Some(tokens.root.as_str());
+    let old = token_with_role(node, &tokens.root, "old", "app/", "read").await;
+    let both = json!({"name": "both", "roles": ["old", "reader"]});
+    let (status, made) = send(node, root, "POST", "/v1/acl/tokens", Some(both)).await;
+    assert_eq!(status, 201, "{made}");
+    let both = made["token"].as_str().expect("a secret").to_string();
+
+    let (status, body) = send(node, root, "DELETE", "/v1/acl/roles/old", None).await;
+    assert_eq!(status, 204, "{body}");
+    let (status, listed) = send(node, root, "GET", "/v1/acl/tokens", None).await;
+    assert_eq!(status, 200, "{listed}");
+    let roles_of = |name: &str| -> Vec<String> {
+        listed["tokens"]
+            .as_array()
+            .expect("a token list")
+            .iter()
+            .find(|token| token["name"] == name)
+            .and_then(|token| token["roles"].as_array())
+            .map(|roles| {
+                roles
+                    .iter()
+                    .filter_map(|role| role.as_str())
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_else(|| panic!("token {name} is listed: {listed}"))
+    };
+    assert_eq!(roles_of("old"), Vec::<String>::new(), "{listed}");
+    assert_eq!(roles_of("both"), ["reader"], "{listed}");
+
+    let again = json!({"name": "old", "permissions": [{"prefix": "", "access": "readwrite"}]});
+    let (status, body) = send(node, root, "PUT", "/v1/acl/roles/old", Some(again)).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = send(node, Some(&old), "PUT", "/v1/kv/zzz", Some(json!(1))).await;
+    assert_eq!(
+        (status, error_of(&body).0),
+        (403, "permission_denied"),
+        "the old token writes through the new role: {body}"
+    );
+    let (status, body) = send(node, Some(&both), "PUT", "/v1/kv/app/x", Some(json!(1))).await;
+    assert_eq!(status, 403, "the reader role does not write: {body}");
+    let (status, body) = send(node, Some(&both), "GET", "/v1/kv/app/none", None).await;
+    assert_eq!(status, 404, "the reader role still reads app/: {body}");
+    let (status, body) = send(node, root, "DELETE", "/v1/acl/roles/never", None).await;
+    assert_eq!(
+        (status, error_of(&body).0),
+        (404, "role_not_found"),
+        "{body}"
+    );
+}
+
 /// A token may not attach a key to a lease that holds keys it may not
 /// write (etcd's rule for a put with a lease): the lease's owner could no
 /// longer revoke it. The owner's revoke goes through.

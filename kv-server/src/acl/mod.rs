@@ -80,7 +80,9 @@ pub struct StoredRoot {
 pub struct StoredToken {
     /// The token's unique name.
     pub name: String,
-    /// The roles it holds; one deleted since grants nothing.
+    /// The roles it holds. A role's delete takes it from every token in
+    /// the same write; a name left by an older build grants nothing while
+    /// no role has it.
     pub roles: Vec<String>,
     /// When it was made, ms since the epoch.
     pub created_ms: u64,

@@ -35,7 +35,9 @@ use crate::api::params::{path_capture, Query};
 use crate::api::write::object_body;
 use crate::api::{propose, AppState};
 use crate::store::queries::PageBounds;
-use crate::types::{Command, CommandResult, Condition, Op};
+use crate::types::{
+    Command, CommandResult, Compare, CompareOp, CompareTarget, Condition, Op, Txn, TxnOp,
+};
 
 /// Most roles or tokens a list answers: all of them, in practice.
 const MAX_LISTED: usize = 100_000;
@@ -273,7 +275,10 @@ async fn list_roles(
     Ok(Json(RoleList { roles }).into_response())
 }
 
-/// `DELETE /v1/acl/roles/{name}`: tokens holding it keep their other roles.
+/// `DELETE /v1/acl/roles/{name}`: the role goes, and so does its name from
+/// every token holding it, in one write (etcd's role delete): a role made
+/// later under the same name grants nothing to them. They keep their other
+/// roles.
 async fn delete_role(
     State(state): State<AppState>,
     Presented(credential): Presented,
@@ -283,13 +288,84 @@ async fn delete_role(
     require_auth(&state)?;
     Query::parse(query.as_deref(), &[])?;
     let name = checked_name(path)?;
-    match delete_record(&state, credential.as_ref(), role_key(&name)).await? {
-        CommandResult::NotFound => Err(ApiError::new(
-            ErrorCode::RoleNotFound,
-            format!("role {name:?} does not exist"),
-        )),
-        _ => Ok(StatusCode::NO_CONTENT.into_response()),
+    for _ in 0..ROLE_DELETE_ATTEMPTS {
+        let Some(txn) = role_delete(&state, &name)? else {
+            return Err(role_not_found(&name));
+        };
+        let command = Command {
+            timestamp_ms: crate::clock::now_ms(),
+            idempotency_key: None,
+            request_hash: None,
+            op: Op::Txn(txn),
+        };
+        match propose(&state, command, credential.as_ref()).await? {
+            CommandResult::Txn(outcome) if outcome.succeeded => {
+                return Ok(StatusCode::NO_CONTENT.into_response())
+            }
+            // The role or a token holding it changed since they were read.
+            CommandResult::Txn(_) => {}
+            other => {
+                return Err(ApiError::internal(format!(
+                    "a role's delete produced {other:?}"
+                )))
+            }
+        }
     }
+    Err(ApiError::new(
+        ErrorCode::Conflict,
+        format!(
+            "role {name:?} or the tokens holding it changed during each of \
+             {ROLE_DELETE_ATTEMPTS} tries to delete it; try again"
+        ),
+    ))
+}
+
+/// Tries a role's delete makes while the role or its tokens change under it.
+const ROLE_DELETE_ATTEMPTS: usize = 3;
+
+fn role_not_found(name: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::RoleNotFound,
+        format!("role {name:?} does not exist"),
+    )
+}
+
+/// The transaction that deletes role `name` and takes it from every token
+/// holding it, if each is unchanged since read here; `None` if there is no
+/// such role.
+fn role_delete(state: &AppState, name: &str) -> Result<Option<Txn>, ApiError> {
+    let key = role_key(name);
+    let Some(role) = state.store.get(&key)? else {
+        return Ok(None);
+    };
+    let unchanged = |key: &str, revision| Compare {
+        key: key.to_string(),
+        target: CompareTarget::ModRevision(revision),
+        op: CompareOp::Equal,
+    };
+    let mut compare = vec![unchanged(&key, role.mod_revision)];
+    let mut success = vec![TxnOp::Delete { key }];
+    let (tokens, _) = state
+        .store
+        .list_internal(&tokens_prefix(), PageBounds::entries(MAX_LISTED))?;
+    for (token_key, entry) in tokens {
+        let mut token: StoredToken = decode(&token_key, &entry.value)?;
+        if !token.roles.iter().any(|held| held == name) {
+            continue;
+        }
+        token.roles.retain(|held| held != name);
+        compare.push(unchanged(&token_key, entry.mod_revision));
+        success.push(TxnOp::Put {
+            key: token_key,
+            value: serde_json::to_string(&token).expect("a token record serializes"),
+            lease: None,
+        });
+    }
+    Ok(Some(Txn {
+        compare,
+        success,
+        failure: Vec::new(),
+    }))
 }
 
 /// `POST /v1/acl/tokens`: a new token; its secret is in this answer only.

@@ -95,9 +95,12 @@ pub(super) fn role(components: &mut Components) -> PathItem {
     .request_body(Some(body));
     let delete = operation(
         "acl_delete_role",
-        "Delete a role; tokens that hold it lose its permissions",
-        ("204", empty("The role is gone.")),
-        &[&[ErrorCode::RoleNotFound], ACL_ERRORS].concat(),
+        "Delete a role, and take it from every token holding it",
+        (
+            "204",
+            empty("The role is gone, and no token holds it any longer."),
+        ),
+        &[&[ErrorCode::RoleNotFound, ErrorCode::Conflict], ACL_ERRORS].concat(),
         components,
     )
     .parameter(name_parameter("The role's name."));
