@@ -98,6 +98,35 @@ async fn kv_config_entries_are_put_read_listed_and_deleted() {
 /// An answer over the 16 MiB a client reads (many large values in one
 /// namespace) is SYSTEM_ERROR with the request's opaque, as docs/namesrv.md
 /// says, not a frame the client's decoder refuses; the connection goes on.
+/// A client's field cannot write a line of its own into the node's log:
+/// a name server's port takes no credentials, and its names are logged
+/// escaped, newlines and escape bytes included.
+#[tokio::test]
+async fn fields_sent_to_the_name_server_cannot_forge_log_lines() {
+    const FORGED: &str = "FORGED ERROR kv_server::api::auth: admin action";
+    let server = TestServer::start().await;
+    let mut client = connect(&server).await;
+    let namespace = format!("ns\n{FORGED}");
+    let key = format!("k\r\n{FORGED}\u{1b}[2J");
+    let entry = [
+        ("namespace", namespace.as_str()),
+        ("key", key.as_str()),
+        ("value", "v"),
+    ];
+    assert_eq!(ask(&mut client, code::PUT_KV_CONFIG, &entry).await.code, 0);
+    let delete = ask(&mut client, code::DELETE_KV_CONFIG, &entry[..2]).await;
+    assert_eq!(delete.code, 0, "{delete:?}");
+    let log = server.log_tail(100_000);
+    assert!(
+        log.contains("KV config put") && log.contains("KV config deleted"),
+        "{log}"
+    );
+    for line in log.lines() {
+        assert!(!line.starts_with("FORGED"), "a forged line: {line:?}");
+        assert!(!line.contains('\u{1b}'), "an escape byte: {line:?}");
+    }
+}
+
 #[tokio::test]
 async fn an_answer_over_the_frame_limit_is_a_system_error() {
     let server = TestServer::start().await;

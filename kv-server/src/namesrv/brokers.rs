@@ -127,7 +127,7 @@ pub async fn register(ns: &NameServer, request: &RemotingCommand) -> Handled {
                 wanted.data_version.state_version,
             );
             if live.broker_addr != identity.broker_addr && old > new {
-                warn!(group = %identity.broker_name, id = identity.broker_id, live = %live.broker_addr, live_state_version = old, broker = %identity.broker_addr, state_version = new, "registration older than the live one at another address: ignored");
+                warn!(group = ?identity.broker_name, id = identity.broker_id, live = ?live.broker_addr, live_state_version = old, broker = ?identity.broker_addr, state_version = new, "registration older than the live one at another address: ignored");
                 // Apache tells such a broker no master.
                 return answer_with_order_topics(ns, request, &identity);
             }
@@ -182,7 +182,7 @@ pub async fn register(ns: &NameServer, request: &RemotingCommand) -> Handled {
         if let Some(id) = lease {
             if ns.writer.keep_alive(id).await? {
                 if unchanged {
-                    debug!(broker = %identity.broker_addr, lease = id, "registration unchanged: lease renewed");
+                    debug!(broker = ?identity.broker_addr, lease = id, "registration unchanged: lease renewed");
                     return answer_registration(ns, request, &identity);
                 }
             } else {
@@ -213,7 +213,7 @@ pub async fn register(ns: &NameServer, request: &RemotingCommand) -> Handled {
         // one (a topic's update beside the periodic registration). Read it
         // and decide again, as Apache's registrations, one after another
         // under its lock, would.
-        debug!(broker = %identity.broker_addr, attempt, "another registration of this broker was written first: reading it again");
+        debug!(broker = ?identity.broker_addr, attempt, "another registration of this broker was written first: reading it again");
     }
     Err(Failure::system(format!(
         "registering broker {} of group {}: other registrations of it were written first {REGISTER_ATTEMPTS} times; register again",
@@ -232,7 +232,7 @@ fn leave_out_unkeyable(topics: &mut TopicConfigSerializeWrapper, identity: &Iden
         match schemas::validate_key(&key) {
             Ok(()) => true,
             Err(error) => {
-                warn!(broker = %identity.broker_addr, group = %identity.broker_name, topic = %topic.escape_debug(), %error, "a registered topic's name cannot be stored: left out of the registration");
+                warn!(broker = ?identity.broker_addr, group = ?identity.broker_name, topic = ?topic, %error, "a registered topic's name cannot be stored: left out of the registration");
                 false
             }
         }
@@ -264,7 +264,11 @@ async fn decode_body(
     };
     let weight = inflated_weight(plain.len());
     if ns.inflated_budget.available_permits() < weight as usize {
-        debug!(%broker, inflated_bytes = plain.len(), "a large registration waits for others to be written");
+        debug!(
+            ?broker,
+            inflated_bytes = plain.len(),
+            "a large registration waits for others to be written"
+        );
     }
     let held = Arc::clone(&ns.inflated_budget)
         .acquire_many_owned(weight)
@@ -299,7 +303,11 @@ fn missing_queues(
     for topic in topics.topic_config_table.keys() {
         let entry = ns.state.store.get(&keys::topic_queues(topic, group))?;
         if entry.is_none_or(|entry| Some(entry.lease) != group_lease) {
-            debug!(%topic, %group, "a registered topic lacks its group's queues: written again");
+            debug!(
+                ?topic,
+                ?group,
+                "a registered topic lacks its group's queues: written again"
+            );
             missing.insert(topic.clone());
         }
     }
@@ -407,7 +415,7 @@ async fn write_registration(
     let written = write_whole(ns, &record, registration, queues, group, new_group).await;
     match written {
         Ok(Written::Done) => {
-            info!(broker = %record.broker_addr, group = %record.broker_name, lease = member, group_lease = group, topics = topics.topic_config_table.len(), "registered");
+            info!(broker = ?record.broker_addr, group = ?record.broker_name, lease = member, group_lease = group, topics = topics.topic_config_table.len(), "registered");
             Ok(true)
         }
         Ok(Written::LostRace) | Err(WriteError::LeaseNotFound { .. }) => {
@@ -598,12 +606,12 @@ pub async fn unregister(ns: &NameServer, request: &RemotingCommand) -> Handled {
         .partition(|record| record.broker_addr == identity.broker_addr);
     for record in &leaving {
         ns.writer.revoke(record.lease).await?;
-        info!(broker = %record.broker_addr, group = %record.broker_name, id = record.broker_id, "unregistered");
+        info!(broker = ?record.broker_addr, group = ?record.broker_name, id = record.broker_id, "unregistered");
     }
     if staying.is_empty() {
         if let (Some(group), _) = view::group_lease(&ns.state.store, &identity.broker_name)? {
             ns.writer.revoke(group).await?;
-            info!(group = %identity.broker_name, "the group's last member left: its queues go");
+            info!(group = ?identity.broker_name, "the group's last member left: its queues go");
         }
     }
     Ok(request.answer(0, None))

@@ -42,9 +42,9 @@ pub async fn dispatch(ns: &NameServer, request: &RemotingCommand) -> RemotingCom
             if failure.code == response_code::TOPIC_NOT_EXIST
                 || failure.code == response_code::QUERY_NOT_FOUND
             {
-                debug!(code = request.code, remark = %failure.remark, "not found");
+                debug!(code = request.code, remark = ?failure.remark, "not found");
             } else {
-                warn!(code = request.code, opaque = request.opaque, answer = failure.code, remark = %failure.remark, "request failed");
+                warn!(code = request.code, opaque = request.opaque, answer = failure.code, remark = ?failure.remark, "request failed");
             }
             request.answer(failure.code, Some(failure.remark))
         }

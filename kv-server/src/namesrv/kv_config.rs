@@ -32,7 +32,7 @@ pub async fn put(ns: &NameServer, request: &RemotingCommand) -> Handled {
     };
     let id = idempotency_key(&["kv-put", namespace, key, value, &revision]);
     ns.writer.txn(&[], &[op], id).await?;
-    tracing::info!(%namespace, %key, "KV config put");
+    tracing::info!(?namespace, ?key, "KV config put");
     Ok(request.answer(0, None))
 }
 
@@ -64,7 +64,7 @@ pub async fn delete(ns: &NameServer, request: &RemotingCommand) -> Handled {
     ns.writer
         .txn(&[], &[Op::Delete(keys::kv(namespace, key))], id)
         .await?;
-    tracing::info!(%namespace, %key, "KV config deleted");
+    tracing::info!(?namespace, ?key, "KV config deleted");
     Ok(request.answer(0, None))
 }
 

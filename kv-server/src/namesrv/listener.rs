@@ -216,7 +216,9 @@ async fn serve_connection(stream: TcpStream, ns: NameServer, idle: Duration, bud
                 }
                 Ok(None) => break,
                 Err(error) => {
-                    warn!(%peer, %error, "namesrv: bad frame; closing the connection");
+                    // Escaped: a decoder's error may quote what the client sent.
+                    let error = error.to_string();
+                    warn!(%peer, error = %error.escape_debug(), "namesrv: bad frame; closing the connection");
                     break 'connection;
                 }
             }

@@ -140,7 +140,7 @@ pub async fn register_topic(ns: &NameServer, request: &RemotingCommand) -> Handl
                 .map(|(_, _, record)| record.lease)
         });
         let Some(lease) = lease else {
-            warn!(%topic, group = %queues.broker_name, "topic registration names a group that is not registered: nothing registered");
+            warn!(?topic, group = ?queues.broker_name, "topic registration names a group that is not registered: nothing registered");
             return Ok(request.answer(0, None));
         };
         ops.push(Op::Put {
@@ -154,7 +154,7 @@ pub async fn register_topic(ns: &NameServer, request: &RemotingCommand) -> Handl
     let revision = ns.state.store.revision().to_string();
     let body = String::from_utf8_lossy(&request.body);
     write_all(ns, &ops, &["register-topic", topic, &body, &revision]).await?;
-    info!(%topic, groups = ops.len(), "topic registered");
+    info!(?topic, groups = ops.len(), "topic registered");
     Ok(request.answer(0, None))
 }
 
@@ -183,7 +183,10 @@ pub async fn delete_topic(ns: &NameServer, request: &RemotingCommand) -> Handled
     // and Apache answers a delete of what it does not hold with SUCCESS.
     let ops: Vec<Op> = ops.into_iter().filter(keyable).collect();
     if ops.is_empty() {
-        info!(topic = %topic.escape_debug(), "a topic whose name cannot be a key was never stored: nothing to delete");
+        info!(
+            ?topic,
+            "a topic whose name cannot be a key was never stored: nothing to delete"
+        );
         return Ok(request.answer(0, None));
     }
     let revision = ns.state.store.revision().to_string();
@@ -193,7 +196,7 @@ pub async fn delete_topic(ns: &NameServer, request: &RemotingCommand) -> Handled
         &["delete-topic", topic, cluster.unwrap_or(""), &revision],
     )
     .await?;
-    info!(%topic, cluster = cluster.unwrap_or("*"), "topic deleted");
+    info!(?topic, cluster = ?cluster.unwrap_or("*"), "topic deleted");
     Ok(request.answer(0, None))
 }
 
@@ -237,7 +240,7 @@ async fn change_perm(
     }
     let revision = revision.to_string();
     write_all(ns, &ops, &[count_field, broker_name, &revision]).await?;
-    info!(group = %broker_name, topics = ops.len(), change = count_field, "write permission changed");
+    info!(group = ?broker_name, topics = ops.len(), change = count_field, "write permission changed");
     let mut answer = request.answer(0, None);
     answer
         .ext_fields
