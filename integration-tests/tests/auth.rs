@@ -205,6 +205,37 @@ async fn a_follower_passes_on_no_path_that_reads_otherwise_once_sent() {
     .await;
     assert_eq!(status, 403, "{answer}");
     assert!(answer.contains("permission_denied"), "{answer}");
+
+    // A `\` is passed on encoded, so the leader reads the same name; `..`
+    // is no name, as a URL would drop it.
+    let root_auth = format!("Bearer {}", tokens.root);
+    let root_auth = [("Authorization", root_auth.as_str())];
+    let role = r#"{"name":"x\\y","permissions":[]}"#;
+    let (status, answer) = integration_tests::raw_http::exchange(
+        follower.addr(),
+        "PUT",
+        "/v1/acl/roles/x\\y",
+        &root_auth,
+        role,
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, listed) = send(follower, root, "GET", "/v1/acl/roles", None).await;
+    assert_eq!(status, 200, "{listed}");
+    assert!(
+        strings_of(&listed, "roles", "name").contains(&"x\\y"),
+        "{listed}"
+    );
+    let (status, answer) = integration_tests::raw_http::exchange(
+        follower.addr(),
+        "PUT",
+        "/v1/acl/roles/%2E%2E",
+        &root_auth,
+        r#"{"name":"..","permissions":[]}"#,
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.contains("invalid_name"), "{answer}");
 }
 
 /// A request a follower passes on is checked again by the leader, against

@@ -162,7 +162,7 @@ where
     };
     if leader == Leader::This
         || relays_here(&state, &leader, &request)
-        || !reads_the_same_once_sent(request.uri())
+        || !reads_the_same_once_sent(&sent_target(request.uri()), request.uri())
         // Sent, a CONNECT names an authority, not this path.
         || request.method() == Method::CONNECT
     {
@@ -179,11 +179,7 @@ where
         Ok(body) => body,
         Err(error) => return body_read_error(&state, error).into_response(),
     };
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |path| path.as_str())
-        .to_string();
+    let path = sent_target(&parts.uri);
     let mut leader = leader;
     for attempt in 1..=FORWARD_ATTEMPTS {
         let Leader::Other { id, peer_addr, .. } = &leader else {
@@ -242,14 +238,24 @@ fn relays_here(state: &AppState, leader: &Leader, request: &Request) -> bool {
         && state.relay.takes(peer_addr)
 }
 
-/// Whether `uri` names the same path and query once it is sent on: sent,
-/// a URL loses its dot segments (`.`, `..`, percent-encoded too) and
-/// reads `\` as `/`, which the routes here never do; and it is encoded
+/// The path and query of `uri` as it is passed on: a `\` in the path
+/// percent-encoded, as a URL sent would otherwise read it as `/`; the
+/// route here decodes `%5C` to the same `\`.
+fn sent_target(uri: &axum::http::Uri) -> String {
+    let path = uri.path().replace('\\', "%5C");
+    match uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path,
+    }
+}
+
+/// Whether `target`, the [`sent_target`] of `uri`, names the same path and
+/// query once it is sent on: sent, a URL loses its dot segments (`.`, `..`,
+/// percent-encoded too), which the routes here never do; and it is encoded
 /// again (a `'` becomes `%27`), which must leave it within what an HTTP
 /// request may carry, or it would never be sent.
-fn reads_the_same_once_sent(uri: &axum::http::Uri) -> bool {
-    let path_and_query = uri.path_and_query().map_or("/", |path| path.as_str());
-    let Ok(sent) = reqwest::Url::parse(&format!("http://leader{path_and_query}")) else {
+fn reads_the_same_once_sent(target: &str, uri: &axum::http::Uri) -> bool {
+    let Ok(sent) = reqwest::Url::parse(&format!("http://leader{target}")) else {
         return false;
     };
     let decoded = |text: &str| percent_encoding::percent_decode_str(text).collect::<Vec<u8>>();
@@ -404,7 +410,10 @@ mod tests {
 
     #[test]
     fn a_path_that_reads_otherwise_once_sent_is_not_passed_on() {
-        let same = |uri: &str| reads_the_same_once_sent(&uri.parse().unwrap());
+        let same = |uri: &str| {
+            let uri: axum::http::Uri = uri.parse().unwrap();
+            reads_the_same_once_sent(&sent_target(&uri), &uri)
+        };
         for kept in [
             "/v1/kv/app/k",
             "/v1/kv/app/a%2Fb",
@@ -413,6 +422,9 @@ mod tests {
             "/v1/kv/app/...",
             "/v1/kv/app/.x/x.",
             "/v1/txn",
+            // Sent as `%5C`, which the leader reads as the same `\`.
+            "/v1/acl/roles/x\\y",
+            "/v1/kv/app\\..\\..\\v1\\txn",
         ] {
             assert!(same(kept), "{kept}");
         }
@@ -424,7 +436,6 @@ mod tests {
             "/v1/kv/app/./x",
             "/v1/kv/app/%2e/x",
             "/v1/kv/app/..",
-            "/v1/kv/app\\..\\..\\v1\\txn",
         ] {
             assert!(!same(changed), "{changed}");
         }

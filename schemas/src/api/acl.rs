@@ -68,12 +68,13 @@ pub struct Permission {
 pub const MAX_ACL_NAME_BYTES: usize = 128;
 
 /// Checks a role or token name: 1 to [`MAX_ACL_NAME_BYTES`] bytes, without
-/// '/' or control characters; the refusal says so.
+/// '/' or control characters, and neither `.` nor `..`; the refusal says so.
 ///
 /// ```
 /// assert!(schemas::api::check_acl_name("brokers").is_ok());
 /// assert!(schemas::api::check_acl_name("").is_err());
 /// assert!(schemas::api::check_acl_name("a/b").is_err());
+/// assert!(schemas::api::check_acl_name("..").is_err());
 /// ```
 pub fn check_acl_name(name: &str) -> Result<(), String> {
     if name.is_empty()
@@ -83,6 +84,12 @@ pub fn check_acl_name(name: &str) -> Result<(), String> {
     {
         return Err(format!(
             "name {name:?} must be 1 to {MAX_ACL_NAME_BYTES} bytes, without '/' or control characters"
+        ));
+    }
+    // In a URL these are dot segments, which a client resolves away.
+    if name == "." || name == ".." {
+        return Err(format!(
+            "name {name:?} cannot be a name: a URL would read it as a dot segment"
         ));
     }
     Ok(())
