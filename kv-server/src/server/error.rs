@@ -59,9 +59,15 @@ pub enum ServerError {
 impl ServerError {
     /// The exit status of a process that stops on this error: `EX_TEMPFAIL`
     /// (75, restarted by the unit) for a disk with no room, which a
-    /// restart once there is room mends; 1 for the rest.
+    /// restart once there is room mends, and for a cluster `--join` could
+    /// not reach in time, which a restart once it answers mends; 1 for the
+    /// rest.
     pub fn exit_code(&self) -> i32 {
-        if self.lacks_space() {
+        let join_timed_out = matches!(
+            self,
+            ServerError::Join(crate::join::JoinError::TimedOut { .. })
+        );
+        if self.lacks_space() || join_timed_out {
             crate::store::EXIT_NO_SPACE
         } else {
             1
@@ -89,5 +95,29 @@ impl From<Fatal<NodeId>> for ServerError {
 impl From<RaftError<NodeId, InitializeError<NodeId, Node>>> for ServerError {
     fn from(error: RaftError<NodeId, InitializeError<NodeId, Node>>) -> Self {
         ServerError::Initialize(Box::new(error))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::join::JoinError;
+
+    #[test]
+    fn a_join_that_timed_out_exits_for_a_restart_and_a_refused_one_does_not() {
+        let timed_out = ServerError::Join(JoinError::TimedOut {
+            url: "http://127.0.0.1:7170".into(),
+            timeout: std::time::Duration::from_secs(600),
+            attempts: 124,
+            last: "connection refused".into(),
+        });
+        assert_eq!(timed_out.exit_code(), crate::store::EXIT_NO_SPACE);
+        let refused = ServerError::Join(JoinError::Refused {
+            url: "http://127.0.0.1:7170".into(),
+            node_id: 4,
+            status: reqwest::StatusCode::CONFLICT,
+            body: "{}".into(),
+        });
+        assert_eq!(refused.exit_code(), 1);
     }
 }
