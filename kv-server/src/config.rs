@@ -193,11 +193,11 @@ pub struct Config {
     /// A fixed initial cluster, `id=peer-url,…` (each node's peer port);
     /// the lowest id initializes it once. Without it (and without --join)
     /// the node forms a cluster of its own.
-    #[arg(long, env = "KV_PEERS", value_delimiter = ',')]
+    #[arg(long, env = "KV_PEERS", value_delimiter = ',', value_parser = check_peer_entry)]
     pub peers: Vec<String>,
 
     /// Join an existing cluster through any of its members (its peer URL).
-    #[arg(long, env = "KV_JOIN")]
+    #[arg(long, env = "KV_JOIN", value_parser = check_node_url)]
     pub join: Option<String>,
 
     /// With --join: join as a learner, which serves reads and watches and
@@ -394,6 +394,20 @@ pub struct Config {
 }
 
 impl Config {
+    /// Refuses an election timeout that is not above the heartbeat
+    /// interval: a follower would stand for election between two of its
+    /// leader's heartbeats.
+    pub fn check_timers(&self) -> Result<(), String> {
+        if self.election_timeout_ms <= self.heartbeat_ms {
+            return Err(format!(
+                "--election-timeout-ms {} must be above --heartbeat-ms {}: a follower would stand \
+                 for election between two heartbeats (the defaults are 500 and 100)",
+                self.election_timeout_ms, self.heartbeat_ms
+            ));
+        }
+        Ok(())
+    }
+
     /// Refuses `--learner` without `--join`: a node with an empty data
     /// directory and no `--join` forms a cluster of its own.
     pub fn check_learner(&self) -> Result<(), String> {
@@ -543,6 +557,29 @@ pub fn parse_peers(
         ));
     }
     Ok(peers)
+}
+
+/// One `--peers` entry as clap parses it: `id=url` with a node id and a
+/// node URL (whether the ids are unique and name this node is checked
+/// with the whole list, by [`parse_peers`]).
+fn check_peer_entry(entry: &str) -> Result<String, String> {
+    let entry = entry.trim();
+    let (id, url) = entry
+        .split_once('=')
+        .ok_or_else(|| format!("{entry:?} is not id=url"))?;
+    let id: NodeId = id
+        .trim()
+        .parse()
+        .ok()
+        .filter(|id| *id <= schemas::api::MAX_NODE_ID)
+        .ok_or_else(|| {
+            format!(
+                "{entry:?}: {id:?} is not a node id (0 to {})",
+                schemas::api::MAX_NODE_ID
+            )
+        })?;
+    let url = check_node_url(url.trim()).map_err(|why| format!("{entry:?}: {why}"))?;
+    Ok(format!("{id}={url}"))
 }
 
 /// How far above the client port the peer port is by default.
@@ -1122,6 +1159,24 @@ mod tests {
     }
 
     #[test]
+    fn an_election_timeout_not_above_the_heartbeat_is_refused_naming_both_flags() {
+        assert_eq!(config(&[]).check_timers(), Ok(()));
+        let refused = config(&["--election-timeout-ms", "100", "--heartbeat-ms", "100"])
+            .check_timers()
+            .unwrap_err();
+        assert!(
+            refused.contains("--election-timeout-ms 100 must be above --heartbeat-ms 100"),
+            "{refused}"
+        );
+        let join = parse(&["--join", "notaurl"]).unwrap_err();
+        assert_eq!(
+            join.kind(),
+            clap::error::ErrorKind::ValueValidation,
+            "{join}"
+        );
+    }
+
+    #[test]
     fn peers_parse_to_a_map_of_node_urls_or_are_refused_with_the_reason() {
         /// The map as id=url pairs, or the error's text.
         type Parsed = Result<&'static [(u64, &'static str)], &'static str>;
@@ -1139,7 +1194,7 @@ mod tests {
                 " 1 = http://a:1/ , 2=http://b:2",
                 Ok(&[(1, "http://a:1"), (2, "http://b:2")]),
             ),
-            ("1", "1", Err(r#"--peers entry "1" is not id=url"#)),
+            ("1", "1", Err(r#"for '--peers <PEERS>': "1" is not id=url"#)),
             (
                 "1",
                 "1=http://a:1,9007199254740992=http://b:2",
@@ -1148,15 +1203,13 @@ mod tests {
             (
                 "1",
                 "one=http://a:1",
-                Err(r#"--peers entry "one=http://a:1": "one" is not a node id"#),
+                Err(r#""one=http://a:1": "one" is not a node id"#),
             ),
             ("1", "1=https://a:1", Ok(&[(1, "https://a:1")])),
             (
                 "1",
                 "1=ftp://a:1",
-                Err(
-                    r#"--peers entry "1=ftp://a:1": "ftp://a:1" is not an http:// or https:// URL"#,
-                ),
+                Err(r#""1=ftp://a:1": "ftp://a:1" is not an http:// or https:// URL"#),
             ),
             (
                 "1",
@@ -1189,7 +1242,11 @@ mod tests {
             if !peers.is_empty() {
                 args.extend(["--peers", peers]);
             }
-            let parsed = config(&args).peer_map();
+            // An entry that does not parse is clap's refusal (exit 2); the
+            // list as a whole is checked at start.
+            let parsed = parse(&args)
+                .map_err(|error| error.to_string())
+                .and_then(|cli| cli.config.peer_map());
             match (parsed, expected) {
                 (Ok(map), Ok(pairs)) => {
                     let map: Vec<(u64, &str)> =
@@ -1265,9 +1322,6 @@ mod tests {
                 ],
                 "http://kv-1:7170",
             ),
-            // Peers that do not parse are refused at start; until then the
-            // peer listen address stands in.
-            (&["--peers", "1=ftp://p1:1"], "http://127.0.0.1:7170"),
             // With TLS on the peer port, its default URL is https.
             (&["--peer-tls-cert", "peer.crt"], "https://127.0.0.1:7170"),
         ];

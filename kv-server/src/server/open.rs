@@ -75,6 +75,7 @@ pub(super) async fn open(config: Config) -> Result<Opened, ServerError> {
     };
     config.check_compaction_lag().map_err(ServerError::Config)?;
     config.check_learner().map_err(ServerError::Config)?;
+    config.check_timers().map_err(ServerError::Config)?;
     let peer_listen = config.peer_listen_addr().map_err(ServerError::Config)?;
     let this_node = Node {
         addr: config.advertise_url(),
