@@ -129,9 +129,10 @@ async fn a_backup_taken_under_load_restores_a_new_cluster_with_the_same_state() 
                 std::fs::create_dir_all(&real).unwrap();
                 std::os::unix::fs::symlink(&real, data_dir).unwrap();
             }
-            // An empty dir, named with a trailing slash.
+            // An empty dir, named with a trailing slash, holding only the
+            // `lost+found` of the ext4 volume it would be the mount point of.
             _ => {
-                std::fs::create_dir_all(data_dir).unwrap();
+                std::fs::create_dir_all(data_dir.join("lost+found")).unwrap();
                 let mut slashed = data_dir.as_os_str().to_owned();
                 slashed.push("/");
                 target = slashed.into();
@@ -144,6 +145,9 @@ async fn a_backup_taken_under_load_restores_a_new_cluster_with_the_same_state() 
             String::from_utf8_lossy(&output.stderr)
         );
         assert!(!data_dir.join("restore-in-progress").exists());
+        if id == 3 {
+            assert!(data_dir.join("lost+found").is_dir(), "lost+found stays");
+        }
         laid_down.push(id);
     })
     .await;

@@ -72,7 +72,8 @@ pub fn refuse_cut_restore(data_dir: &Path) -> Result<(), ServerError> {
 /// Lays down member `node_id` of the new cluster `peers` (id → peer URL)
 /// in `data_dir` from the backup at `from`. Nothing is written unless the
 /// whole backup checks out, and `data_dir` must not exist or be empty (a
-/// symlink to an empty dir, or a mount point, is laid down in place).
+/// symlink to an empty dir, or a mount point, is laid down in place; a
+/// mount point's `lost+found` stays).
 pub async fn restore(
     from: &Path,
     data_dir: &Path,
@@ -102,7 +103,7 @@ pub async fn restore(
     let occupied = std::fs::read_dir(data_dir)
         .map_err(StoreError::io("list", data_dir))?
         .filter_map(Result::ok)
-        .any(|entry| entry.file_name() != crate::store::dir_lock::LOCK_FILE);
+        .any(|entry| !left_in_place(&entry));
     if occupied {
         // A refused dir is left as it was found: without a lock file
         // this restore made (removed while still held, so that no other
@@ -135,7 +136,7 @@ pub async fn restore(
 fn clear_all_but_the_lock(dir: &Path) -> Result<(), StoreError> {
     for entry in std::fs::read_dir(dir).map_err(StoreError::io("list", dir))? {
         let entry = entry.map_err(StoreError::io("list", dir))?;
-        if entry.file_name() == crate::store::dir_lock::LOCK_FILE {
+        if left_in_place(&entry) {
             continue;
         }
         let path = entry.path();
@@ -147,6 +148,15 @@ fn clear_all_but_the_lock(dir: &Path) -> Result<(), StoreError> {
         removed.map_err(StoreError::io("remove", &path))?;
     }
     Ok(())
+}
+
+/// What an empty data dir may hold, left where it is: the lock, and the
+/// `lost+found` directory of a file system the dir is the mount point of
+/// (ext4 makes one on every new volume).
+fn left_in_place(entry: &std::fs::DirEntry) -> bool {
+    let name = entry.file_name();
+    name == crate::store::dir_lock::LOCK_FILE
+        || (name == "lost+found" && entry.file_type().is_ok_and(|kind| kind.is_dir()))
 }
 
 /// [`restore`] into `data_dir` (locked by the caller), which the caller
