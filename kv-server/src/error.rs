@@ -147,7 +147,10 @@ pub enum StoreError {
     },
     /// The raft log's metadata file (vote, purged id) fails its checksum or
     /// is not JSON of its shape.
-    #[error("{path} is unreadable: {reason}")]
+    #[error(
+        "{path} is unreadable: {reason}; it holds this node's vote, which it must not \
+         forget; {REBUILD_THIS_MEMBER}"
+    )]
     LogMetaUnreadable {
         /// The metadata file.
         path: PathBuf,

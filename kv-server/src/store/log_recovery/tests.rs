@@ -453,6 +453,7 @@ fn metadata_with_a_changed_digit_is_refused() {
             if path.ends_with(META_FILE) && reason.contains("fails its checksum")),
         "{error}"
     );
+    assert!(error.to_string().contains("docs/recovery.md"), "{error}");
 }
 
 #[test]
