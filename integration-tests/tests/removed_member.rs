@@ -538,6 +538,13 @@ async fn answering_for_another_peer_keeps_asking(id: u64, peers: &str) {
         "{}",
         node.log_tail(20)
     );
+    // The peer where nothing listens failed every round, logged once.
+    assert_eq!(
+        node.log_count("asking a peer about its cluster: no answer"),
+        1,
+        "{}",
+        node.log_tail(20)
+    );
     let (_, status) = call(&node, "GET", "/v1/cluster", None).await;
     assert!(status["leader"].is_null(), "{status}");
     assert_eq!(status["state"], "Joining", "{status}");

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::peer::PeerClient;
 use crate::types::{Node, NodeId, Raft};
@@ -428,6 +428,9 @@ pub(crate) async fn ask_peers(
 ) -> PeersSaid {
     let needed = peers.len() / 2;
     let mut answered: std::collections::BTreeMap<NodeId, Option<String>> = Default::default();
+    // Peers whose failure to answer was logged at WARN: the next ones go
+    // at DEBUG until it answers (a peer not started yet fails every round).
+    let mut silent: std::collections::BTreeSet<NodeId> = Default::default();
     let mut pause = JOIN_RETRY_FIRST;
     // The peers start one by one: ask again soon, the leader's calls wait.
     const ASK_RETRY_MAX: Duration = Duration::from_secs(1);
@@ -438,21 +441,35 @@ pub(crate) async fn ask_peers(
                     response.json::<schemas::api::ClusterStatus>().await
                 }
                 Ok(response) => {
-                    warn!(node_id, peer, status = %response.status(), "asking a peer about its cluster: refused");
+                    let status = response.status();
+                    if silent.insert(*peer) {
+                        warn!(node_id, peer, %status, "asking a peer about its cluster: refused (logged once until it answers)");
+                    } else {
+                        debug!(node_id, peer, %status, "asking a peer about its cluster: refused");
+                    }
                     continue;
                 }
                 Err(error) => {
-                    warn!(node_id, peer, %error, "asking a peer about its cluster: no answer");
+                    if silent.insert(*peer) {
+                        warn!(node_id, peer, %error, "asking a peer about its cluster: no answer (logged once until it answers)");
+                    } else {
+                        debug!(node_id, peer, %error, "asking a peer about its cluster: no answer");
+                    }
                     continue;
                 }
             };
             let status = match status {
                 Ok(status) => status,
                 Err(error) => {
-                    warn!(node_id, peer, %error, "asking a peer about its cluster: unreadable answer");
+                    if silent.insert(*peer) {
+                        warn!(node_id, peer, %error, "asking a peer about its cluster: unreadable answer (logged once until it answers)");
+                    } else {
+                        debug!(node_id, peer, %error, "asking a peer about its cluster: unreadable answer");
+                    }
                     continue;
                 }
             };
+            silent.remove(peer);
             if status.node_id != *peer {
                 // Two ids of --peers at one endpoint (this node's own, say):
                 // an answer counts for the node that gave it, not the one
