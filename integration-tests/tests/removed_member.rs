@@ -145,6 +145,24 @@ async fn a_node_removed_while_it_was_down_learns_it_when_it_comes_back() {
     );
     let (status, body) = call(cluster.node(leader), "PUT", "/v1/kv/down/c", Some(json!(3))).await;
     assert_eq!(status, 201, "{body}");
+
+    // Restarted, it knows it was removed: it publishes nothing, and does
+    // not take its own not_a_member answer for a peer URL that does not
+    // reach it.
+    let node = cluster.node_mut(removed);
+    node.stop().await;
+    node.spawn();
+    let deadline = Instant::now() + NOTICE_TIMEOUT;
+    while !node.log_contains("its addresses are not published") {
+        assert!(Instant::now() < deadline, "{}", node.log_tail(20));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wait_not_a_member(node).await;
+    assert!(
+        !node.log_contains("does not reach it from here"),
+        "{}",
+        node.log_tail(20)
+    );
 }
 
 /// A cluster of three holding `removal/a`, caught up everywhere; its

@@ -185,6 +185,28 @@ async fn reaches(http: &PeerClient, peer_url: &str, node_id: NodeId) -> Reached 
     let mut last = Reached::Nothing(String::new());
     for attempt in 1..=REACH_TRIES {
         last = match cluster_of(http, peer_url, node_id).await {
+            Ok(response) if !response.status().is_success() => {
+                let status = response.status();
+                match response.json::<schemas::api::ErrorBody>().await {
+                    // This node, removed from the cluster since: it answers
+                    // every route so, and says which node it is.
+                    Ok(body)
+                        if body.error.code == schemas::api::ErrorCode::NotAMember
+                            && body
+                                .error
+                                .message
+                                .starts_with(&format!("node {node_id} was removed")) =>
+                    {
+                        return Reached::This
+                    }
+                    Ok(body) => Reached::Nothing(format!(
+                        "it answered {status} {}: {}",
+                        body.error.code.as_str(),
+                        body.error.message
+                    )),
+                    Err(_) => Reached::Nothing(format!("it answered {status}")),
+                }
+            }
             Ok(response) => match response.json::<schemas::api::ClusterStatus>().await {
                 Ok(status) if status.node_id == node_id => return Reached::This,
                 Ok(status) => return Reached::Another(status.node_id),

@@ -119,17 +119,25 @@ pub async fn serve(
                     }
                 });
             }
-            tokio::spawn(crate::join::publish_addresses(
-                opened.raft.clone(),
-                peers_http,
-                config.node_id,
-                this_node,
-                peer_listen,
-                // A restart with --join (kept in the unit's environment):
-                // the member named must be of the cluster the dir holds.
-                opened.join.clone().zip(opened.cluster_id.get()),
-                join_failed_tx,
-            ));
+            if state.removal.is_removed() {
+                // It answers every route not_a_member, its own calls too.
+                tracing::info!(
+                    node_id = config.node_id,
+                    "this node was removed from the cluster: its addresses are not published"
+                );
+            } else {
+                tokio::spawn(crate::join::publish_addresses(
+                    opened.raft.clone(),
+                    peers_http,
+                    config.node_id,
+                    this_node,
+                    peer_listen,
+                    // A restart with --join (kept in the unit's environment):
+                    // the member named must be of the cluster the dir holds.
+                    opened.join.clone().zip(opened.cluster_id.get()),
+                    join_failed_tx,
+                ));
+            }
         }
     }
     let stop_failure = Arc::new(parking_lot::Mutex::new(None));
