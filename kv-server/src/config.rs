@@ -521,23 +521,7 @@ pub fn parse_peers(
 ) -> Result<BTreeMap<NodeId, String>, String> {
     let mut peers: BTreeMap<NodeId, String> = BTreeMap::new();
     for entry in entries {
-        let entry = entry.trim();
-        let (id, url) = entry
-            .split_once('=')
-            .ok_or_else(|| format!("--peers entry {entry:?} is not id=url"))?;
-        let id: NodeId = id
-            .trim()
-            .parse()
-            .ok()
-            .filter(|id| *id <= schemas::api::MAX_NODE_ID)
-            .ok_or_else(|| {
-                format!(
-                    "--peers entry {entry:?}: {id:?} is not a node id (0 to {})",
-                    schemas::api::MAX_NODE_ID
-                )
-            })?;
-        let url =
-            check_node_url(url.trim()).map_err(|why| format!("--peers entry {entry:?}: {why}"))?;
+        let (id, url) = peer_entry(entry).map_err(|why| format!("--peers entry {why}"))?;
         if let Some((other, _)) = peers
             .iter()
             .find(|(_, other)| other.eq_ignore_ascii_case(&url))
@@ -563,6 +547,12 @@ pub fn parse_peers(
 /// node URL (whether the ids are unique and name this node is checked
 /// with the whole list, by [`parse_peers`]).
 fn check_peer_entry(entry: &str) -> Result<String, String> {
+    let (id, url) = peer_entry(entry)?;
+    Ok(format!("{id}={url}"))
+}
+
+/// A `--peers` entry's node id and URL, or why it is neither.
+fn peer_entry(entry: &str) -> Result<(NodeId, String), String> {
     let entry = entry.trim();
     let (id, url) = entry
         .split_once('=')
@@ -579,7 +569,7 @@ fn check_peer_entry(entry: &str) -> Result<String, String> {
             )
         })?;
     let url = check_node_url(url.trim()).map_err(|why| format!("{entry:?}: {why}"))?;
-    Ok(format!("{id}={url}"))
+    Ok((id, url))
 }
 
 /// How far above the client port the peer port is by default.

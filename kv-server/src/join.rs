@@ -459,34 +459,24 @@ pub(crate) async fn ask_peers(
     loop {
         for (peer, peer_url) in peers.iter().filter(|(id, _)| **id != node_id) {
             let status = match cluster_of(http, peer_url, node_id).await {
-                Ok(response) if response.status().is_success() => {
-                    response.json::<schemas::api::ClusterStatus>().await
-                }
-                Ok(response) => {
-                    let status = response.status();
-                    if silent.insert(*peer) {
-                        warn!(node_id, peer, %status, "asking a peer about its cluster: refused (logged once until it answers)");
-                    } else {
-                        debug!(node_id, peer, %status, "asking a peer about its cluster: refused");
-                    }
-                    continue;
-                }
-                Err(error) => {
-                    if silent.insert(*peer) {
-                        warn!(node_id, peer, %error, "asking a peer about its cluster: no answer (logged once until it answers)");
-                    } else {
-                        debug!(node_id, peer, %error, "asking a peer about its cluster: no answer");
-                    }
-                    continue;
-                }
+                Ok(response) if response.status().is_success() => response
+                    .json::<schemas::api::ClusterStatus>()
+                    .await
+                    .map_err(|error| format!("unreadable answer: {error}")),
+                Ok(response) => Err(format!("refused: {}", response.status())),
+                Err(error) => Err(format!("no answer: {error}")),
             };
             let status = match status {
                 Ok(status) => status,
-                Err(error) => {
+                Err(why) => {
                     if silent.insert(*peer) {
-                        warn!(node_id, peer, %error, "asking a peer about its cluster: unreadable answer (logged once until it answers)");
+                        warn!(
+                            node_id,
+                            peer,
+                            "asking a peer about its cluster: {why} (logged once until it answers)"
+                        );
                     } else {
-                        debug!(node_id, peer, %error, "asking a peer about its cluster: unreadable answer");
+                        debug!(node_id, peer, "asking a peer about its cluster: {why}");
                     }
                     continue;
                 }
