@@ -49,7 +49,10 @@ fn whole_seconds<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u6
         type Value = u64;
 
         fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
-            formatter.write_str(&not_whole_seconds(&"something else"))
+            write!(
+                formatter,
+                "ttl_s as a whole number of seconds from {MIN_LEASE_TTL_S} to {MAX_LEASE_TTL_S}"
+            )
         }
 
         fn visit_u64<E: serde::de::Error>(self, seconds: u64) -> Result<u64, E> {
@@ -61,7 +64,11 @@ fn whole_seconds<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u6
         }
 
         fn visit_f64<E: serde::de::Error>(self, seconds: f64) -> Result<u64, E> {
-            Err(E::custom(not_whole_seconds(&seconds)))
+            // As written with a fraction or an exponent: `1e3` is 1000.0,
+            // which plain display would show as a whole 1000.
+            Err(E::custom(not_whole_seconds(&format_args!(
+                "{seconds:?}, a number with a fraction or an exponent"
+            ))))
         }
     }
     deserializer.deserialize_u64(Seconds)
@@ -213,10 +220,11 @@ mod tests {
         for (body, got) in [
             (
                 r#"{"ttl_s": 18446744073709551616}"#,
-                "got 18446744073709552000",
+                "got 1.8446744073709552e19, a number with a fraction or an exponent",
             ),
             (r#"{"ttl_s": -1}"#, "got -1"),
-            (r#"{"ttl_s": 7.5}"#, "got 7.5"),
+            (r#"{"ttl_s": 7.5}"#, "got 7.5, a number with"),
+            (r#"{"ttl_s": 1e3}"#, "got 1000.0, a number with"),
         ] {
             let error = serde_json::from_str::<GrantLease>(body)
                 .unwrap_err()
@@ -227,6 +235,15 @@ mod tests {
                 "{body}: {error}"
             );
         }
+        let quoted = serde_json::from_str::<GrantLease>(r#"{"ttl_s": "30"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            quoted.contains(
+                r#"invalid type: string "30", expected ttl_s as a whole number of seconds from 5 to 86400"#
+            ),
+            "{quoted}"
+        );
         let grant: GrantLease = serde_json::from_str(r#"{"ttl_s": 30}"#).unwrap();
         assert_eq!(grant.ttl_s, 30);
     }

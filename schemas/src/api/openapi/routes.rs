@@ -179,7 +179,13 @@ pub(super) fn records(components: &mut Components) -> PathItem {
         ],
         components,
     )
-    .parameter(query("from", integer_schema(), "The first offset to send."));
+    .parameter(query(
+        "from",
+        integer_schema(),
+        "The first offset to send. A write's records (a transaction's, a \
+         lease end's) are sent whole: a `from` inside them starts at their \
+         first record.",
+    ));
     PathItem::new(HttpMethod::Get, operation)
 }
 
