@@ -26,9 +26,14 @@ const EXPIRY_SLACK: Duration = Duration::from_secs(1);
 /// A client for the tests' own requests: short time limits, so a request
 /// to a dead or paused node gives way to another node.
 fn client() -> reqwest::Client {
+    client_waiting(Duration::from_secs(3))
+}
+
+/// A plain HTTP client that gives each request up to `limit`.
+fn client_waiting(limit: Duration) -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
-        .timeout(Duration::from_secs(3))
+        .timeout(limit)
         .build()
         .expect("a plain HTTP client builds")
 }
@@ -364,11 +369,7 @@ async fn a_keep_alive_through_a_follower_while_a_new_leader_loads_the_leases_is_
     let follower_url = cluster.node(follower).base_url();
 
     // Patient enough to see a refusal held for the 5 s wait for a leader.
-    let patient = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("a plain HTTP client builds");
+    let patient = client_waiting(Duration::from_secs(10));
     let sent = Instant::now();
     let (status, body) = keep_alive(&patient, &follower_url, id)
         .await
